@@ -1,0 +1,16 @@
+#ifndef CLI_CLI_H
+#define CLI_CLI_H
+
+/*
+ * The sockserv command's client verbs. Each takes the arguments after the verb's name
+ * (argv[0] is the verb) and returns the process exit status: 0 done, 1 failure (network,
+ * timeout, server refused), 2 usage error. Messages go to stderr, results to stdout.
+ */
+
+/* sockserv echo [--udp] [--timeout MS] HOST PORT [MESSAGE] */
+int cli_echo_main(int argc, char **argv);
+
+/* Prints the verb's usage to stdout. */
+void cli_echo_usage(void);
+
+#endif

@@ -1,0 +1,84 @@
+#ifndef CORE_CONFIG_H
+#define CORE_CONFIG_H
+
+/*
+ * A listener's configuration: its validation from JSON (table-driven, one error naming the
+ * field), its rendering back to JSON, and RFC 7396 merge patches. Pure functions, any thread.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/err.h"
+#include "core/service.h"
+
+#define CORE_ID_MAX 64 /* an id is 1..63 bytes of [A-Za-z0-9._-], starting alphanumeric */
+#define CORE_HOST_MAX 64
+#define CORE_WORKERS_MAX 256
+#define CORE_MAX_CONNECTIONS_MAX 1000000
+#define CORE_IDLE_TIMEOUT_MAX_MS 86400000u
+
+enum core_model {
+    CORE_MODEL_SEQUENTIAL, /* one thread: accept, serve, close, next */
+    CORE_MODEL_THREAD,     /* one thread per connection */
+    CORE_MODEL_POOL,
+    CORE_MODEL_PROCESS,
+    CORE_MODEL_EVENT,
+    CORE_MODEL_COUNT
+};
+
+struct core_listener_cfg {
+    char id[CORE_ID_MAX];
+    const struct core_service *svc;
+    enum core_transport transport;
+    char address[CORE_HOST_MAX]; /* numeric host; "::" is dual-stack */
+    uint16_t port;               /* 0: the kernel picks one */
+    enum core_model model;
+    uint32_t workers;         /* UDP: receiving threads */
+    uint32_t max_connections; /* TCP: open connections at once; more are refused */
+    uint32_t idle_timeout_ms; /* TCP: a connection silent this long is closed; 0: never */
+    bool enabled;             /* desired state */
+    json_t *options;          /* owned; checked by the service, defaults filled in */
+};
+
+const char *core_model_name(enum core_model m);
+/* The model named name, or -EINVAL. */
+int core_model_from_name(const char *name);
+/* Whether a listener of transport t may run model m in this build. */
+bool core_model_is_available(enum core_model m, enum core_transport t);
+
+/* Whether id is a valid listener id. */
+bool core_id_is_valid(const char *id);
+
+/*
+ * Validates a listener object and fills *ret (caller storage; release with
+ * core_listener_cfg_fini()). Absent fields take their defaults; "id" may be absent only when
+ * id_optional (ret->id is then empty). The read-only members "status" and "metrics" are
+ * ignored so that a GET's body can be PUT back. Returns 0 or -EINVAL with err naming the field;
+ * *ret is untouched on failure.
+ */
+int core_listener_cfg_from_json(const json_t *j, const struct core_service_table *services,
+                                bool id_optional, struct core_listener_cfg *ret,
+                                struct core_err *err);
+
+/* The configuration as JSON (every field). Returns a new reference, NULL on ENOMEM. */
+json_t *core_listener_cfg_to_json(const struct core_listener_cfg *c);
+
+/* Deep copy into *ret. Returns 0 or -ENOMEM. */
+int core_listener_cfg_copy(const struct core_listener_cfg *src, struct core_listener_cfg *ret);
+
+/* Whether two configurations are the same in every field. */
+bool core_listener_cfg_equal(const struct core_listener_cfg *a, const struct core_listener_cfg *b);
+
+/* Releases what cfg owns. Accepts a zeroed cfg. */
+void core_listener_cfg_fini(struct core_listener_cfg *c);
+
+/*
+ * RFC 7396: applies patch to target and returns the result as a new reference (target is not
+ * modified). A non-object patch replaces the target. NULL on ENOMEM.
+ */
+json_t *core_json_merge_patch(const json_t *target, const json_t *patch);
+
+#endif

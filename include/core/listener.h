@@ -1,0 +1,88 @@
+#ifndef CORE_LISTENER_H
+#define CORE_LISTENER_H
+
+/*
+ * A listener: one configured service on one address, port and transport, with the sockets and
+ * worker threads of its runner (concurrency model) while it runs, its status and its metrics.
+ *
+ * Thread rules: new, start, stop and free are called by one thread at a time (the registry
+ * serialises them); status and metrics may be read from any thread at any time.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "core/addr.h"
+#include "core/config.h"
+#include "core/err.h"
+#include "core/metrics.h"
+
+enum core_state {
+    CORE_STATE_STOPPED,
+    CORE_STATE_STARTING,
+    CORE_STATE_RUNNING,
+    CORE_STATE_STOPPING,
+    CORE_STATE_FAILED,
+    CORE_STATE_COUNT
+};
+
+struct core_listener;
+
+const char *core_state_name(enum core_state s);
+
+/*
+ * Creates a stopped listener with a copy of cfg. state_dir is borrowed for the listener's
+ * life. Returns 0 or -ENOMEM.
+ */
+int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir,
+                      struct core_listener **ret);
+
+/*
+ * Binds the sockets and starts the workers; returns once the listener is running (0), or with
+ * the listener in state failed and a negative errno (-EADDRINUSE, -EACCES, ...) and err saying
+ * why. Starting a running listener returns 0.
+ */
+int core_listener_start(struct core_listener *l, struct core_err *err);
+
+/*
+ * Stops accepting, closes every connection, joins every worker and closes every fd. Returns
+ * when done; the listener is then stopped. Stopping a stopped listener does nothing.
+ */
+void core_listener_stop(struct core_listener *l);
+
+/*
+ * Applies a new configuration (same id): a running listener is stopped and started again with
+ * it when it differs; enabled decides whether it runs afterwards. When the new configuration
+ * cannot start, the old one is put back (and started again if it was enabled) and the error is
+ * returned with err; the state then shows what the listener really does.
+ */
+int core_listener_reconfigure(struct core_listener *l, const struct core_listener_cfg *cfg,
+                              struct core_err *err);
+
+/* Stops the listener if needed and frees it. Accepts NULL. */
+void core_listener_free(struct core_listener *l);
+
+/* The configuration; valid until the next reconfigure. Only from the thread making changes. */
+const struct core_listener_cfg *core_listener_cfg(const struct core_listener *l);
+
+/* The id; never changes, any thread. */
+const char *core_listener_id(const struct core_listener *l);
+
+/* The counters; valid until the listener is freed. */
+struct core_metrics *core_listener_metrics(struct core_listener *l);
+
+enum core_state core_listener_state(struct core_listener *l);
+
+/*
+ * The resource as the API shows it: the configuration, "status" (state, bound, since, error)
+ * and, when with_metrics, "metrics". Any thread. Returns a new reference or NULL on ENOMEM.
+ */
+json_t *core_listener_to_json(struct core_listener *l, bool with_metrics);
+
+/* The metrics object alone (see core_metrics_to_json()). Any thread. New reference. */
+json_t *core_listener_metrics_json(struct core_listener *l);
+
+#endif

@@ -1,0 +1,50 @@
+#ifndef CORE_STORE_H
+#define CORE_STORE_H
+
+/*
+ * Durable files: the listener set kept in the state directory, written atomically (temporary
+ * file, fsync, rename, fsync of the directory) so that it is never seen half-written.
+ */
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "core/config.h"
+#include "core/err.h"
+
+/* Name of the state file inside the state directory. */
+#define CORE_STORE_FILE "listeners.json"
+
+/*
+ * Writes data to path atomically: a temporary file beside it, fsync, rename over path, fsync of
+ * the directory. Either the old or the new content is at path afterwards, never a mix.
+ * Returns 0 or a negative errno (the temporary file is removed then).
+ */
+int core_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
+
+/* fsync(2) of the directory at path. Returns 0 or a negative errno. */
+int core_fs_fsync_dir(const char *path);
+
+/* Creates dir and its missing parents with mode. Returns 0 (also if it exists) or -errno. */
+int core_fs_mkdir_p(const char *dir, mode_t mode);
+
+/*
+ * Reads the listener set from path. Returns 0 with *ret_cfgs (an array of *ret_n configs,
+ * free each with core_listener_cfg_fini() then the array with free()), -ENOENT when the file
+ * does not exist, or -EINVAL / another errno with err saying what is wrong and where (the
+ * message names the file).
+ */
+int core_store_load(const char *path, const struct core_service_table *services,
+                    struct core_listener_cfg **ret_cfgs, size_t *ret_n, struct core_err *err);
+
+/* Parses a listener set from JSON text (the state file's format, also used for the embedded
+ * defaults). origin names the text in error messages. Same returns as core_store_load(). */
+int core_store_parse(const char *text, size_t len, const char *origin,
+                     const struct core_service_table *services, struct core_listener_cfg **ret_cfgs,
+                     size_t *ret_n, struct core_err *err);
+
+/* Writes the listener set to path atomically. Returns 0 or a negative errno with err filled. */
+int core_store_save(const char *path, const struct core_listener_cfg *const *cfgs, size_t n,
+                    struct core_err *err);
+
+#endif

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds sockserv, and runs every test suite: formatting, unit and
+# integration tests, then the same under AddressSanitizer+UndefinedBehaviorSanitizer and under
+# ThreadSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh test
+
+echo "== format (clang-format --dry-run --Werror)"
+git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
+
+run_suite() { # BUILD_DIR MESON_OPTIONS...
+    local dir=$1
+    shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson configure "$dir" -Dtests=true "$@" >/dev/null
+    else
+        meson setup "$dir" -Dtests=true "$@" >/dev/null
+    fi
+    meson compile -C "$dir"
+    meson test -C "$dir" --print-errorlogs --num-processes 2
+}
+
+echo "== tests"
+run_suite build
+
+echo "== tests under ASan+UBSan"
+ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    run_suite build-asan -Db_sanitize=address,undefined -Dbuildtype=debug
+
+echo "== tests under TSan"
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    run_suite build-tsan -Db_sanitize=thread -Dbuildtype=debug
+
+echo "all suites passed"

@@ -1,0 +1,394 @@
+#include "core/config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/addr.h"
+
+static const char *const model_names[CORE_MODEL_COUNT] = {
+    [CORE_MODEL_SEQUENTIAL] = "sequential",
+    [CORE_MODEL_THREAD] = "thread",
+    [CORE_MODEL_POOL] = "pool",
+    [CORE_MODEL_PROCESS] = "process",
+    [CORE_MODEL_EVENT] = "event",
+};
+
+const char *core_model_name(enum core_model m)
+{
+    return m < CORE_MODEL_COUNT ? model_names[m] : "unknown";
+}
+
+int core_model_from_name(const char *name)
+{
+    for (int i = 0; i < CORE_MODEL_COUNT; i++)
+        if (strcmp(model_names[i], name) == 0)
+            return i;
+    return -EINVAL;
+}
+
+bool core_model_is_available(enum core_model m, enum core_transport t)
+{
+    if (t == CORE_UDP)
+        return m == CORE_MODEL_SEQUENTIAL;
+    return m == CORE_MODEL_SEQUENTIAL || m == CORE_MODEL_THREAD;
+}
+
+bool core_id_is_valid(const char *id)
+{
+    size_t n = strlen(id);
+
+    if (n == 0 || n >= CORE_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+
+        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+            return false;
+    }
+    return true;
+}
+
+/* Validation of one listener object, field by field, in the order of fields[]. Later fields
+ * may depend on earlier ones (options on service and transport, model on transport). */
+struct check_ctx {
+    const struct core_service_table *services;
+    bool id_optional;
+    struct core_listener_cfg cfg;
+};
+
+typedef int (*field_check_fn)(const json_t *v, struct check_ctx *c, struct core_err *err);
+
+static int get_uint(const json_t *v, const char *field, uint64_t min, uint64_t max, uint64_t *ret,
+                    struct core_err *err)
+{
+    json_int_t i;
+
+    if (!json_is_integer(v))
+        return core_err_set(err, -EINVAL, field, "%s: must be an integer from %llu to %llu", field,
+                            (unsigned long long)min, (unsigned long long)max);
+    i = json_integer_value(v);
+    if (i < 0 || (uint64_t)i < min || (uint64_t)i > max)
+        return core_err_set(err, -EINVAL, field, "%s: must be an integer from %llu to %llu", field,
+                            (unsigned long long)min, (unsigned long long)max);
+    *ret = (uint64_t)i;
+    return 0;
+}
+
+static int get_string(const json_t *v, const char *field, const char **ret, struct core_err *err)
+{
+    if (!json_is_string(v))
+        return core_err_set(err, -EINVAL, field, "%s: must be a string", field);
+    *ret = json_string_value(v);
+    return 0;
+}
+
+static int check_id(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    const char *s = NULL;
+    int r;
+
+    if (!v) {
+        if (c->id_optional)
+            return 0;
+        return core_err_set(err, -EINVAL, "id", "id: is required");
+    }
+    r = get_string(v, "id", &s, err);
+    if (r < 0)
+        return r;
+    if (!core_id_is_valid(s))
+        return core_err_set(err, -EINVAL, "id",
+                            "id: must be 1-%d characters of A-Z a-z 0-9 . _ -, starting with a "
+                            "letter or digit",
+                            CORE_ID_MAX - 1);
+    snprintf(c->cfg.id, sizeof(c->cfg.id), "%s", s);
+    return 0;
+}
+
+static int check_service(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    char names[128] = "";
+    const char *s = NULL;
+    int r;
+
+    for (size_t i = 0; i < c->services->n; i++) {
+        size_t n = strlen(names);
+
+        snprintf(names + n, sizeof(names) - n, "%s%s", i ? ", " : "", c->services->svcs[i]->name);
+    }
+    if (!v)
+        return core_err_set(err, -EINVAL, "service", "service: is required (one of %s)", names);
+    r = get_string(v, "service", &s, err);
+    if (r < 0)
+        return r;
+    c->cfg.svc = core_service_find(c->services, s);
+    if (!c->cfg.svc)
+        return core_err_set(err, -EINVAL, "service", "service: unknown service '%.64s' (one of %s)",
+                            s, names);
+    return 0;
+}
+
+static int check_transport(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    const char *s = "tcp";
+    int r;
+
+    if (v) {
+        r = get_string(v, "transport", &s, err);
+        if (r < 0)
+            return r;
+    }
+    if (strcmp(s, "tcp") == 0)
+        c->cfg.transport = CORE_TCP;
+    else if (strcmp(s, "udp") == 0)
+        c->cfg.transport = CORE_UDP;
+    else
+        return core_err_set(err, -EINVAL, "transport", "transport: must be \"tcp\" or \"udp\"");
+    if (!(c->cfg.svc->transports & CORE_TRANSPORT_BIT(c->cfg.transport)))
+        return core_err_set(err, -EINVAL, "transport", "transport: service %s does not speak %s",
+                            c->cfg.svc->name, s);
+    return 0;
+}
+
+static int check_address(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    const char *s = "::";
+    int r;
+
+    if (v) {
+        r = get_string(v, "address", &s, err);
+        if (r < 0)
+            return r;
+    }
+    if (strlen(s) >= CORE_HOST_MAX || !core_addr_is_valid_host(s))
+        return core_err_set(err, -EINVAL, "address",
+                            "address: must be a numeric IPv4 or IPv6 address (\"::\" for all, "
+                            "dual-stack)");
+    snprintf(c->cfg.address, sizeof(c->cfg.address), "%s", s);
+    return 0;
+}
+
+static int check_port(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    uint64_t u = 0;
+    int r;
+
+    if (!v)
+        return core_err_set(err, -EINVAL, "port", "port: is required (0 lets the kernel choose)");
+    r = get_uint(v, "port", 0, 65535, &u, err);
+    if (r < 0)
+        return r;
+    c->cfg.port = (uint16_t)u;
+    return 0;
+}
+
+static int check_model(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    const char *s = NULL;
+    int m, r;
+
+    if (!v) {
+        c->cfg.model = c->cfg.transport == CORE_UDP ? CORE_MODEL_SEQUENTIAL : CORE_MODEL_THREAD;
+        return 0;
+    }
+    r = get_string(v, "model", &s, err);
+    if (r < 0)
+        return r;
+    m = core_model_from_name(s);
+    if (m < 0)
+        return core_err_set(err, -EINVAL, "model",
+                            "model: unknown model '%.64s' (sequential, thread, pool, process, "
+                            "event)",
+                            s);
+    if (!core_model_is_available((enum core_model)m, c->cfg.transport))
+        return core_err_set(err, -EINVAL, "model",
+                            "model: '%s' is not available for %s listeners in this version (%s)", s,
+                            core_transport_name(c->cfg.transport),
+                            c->cfg.transport == CORE_UDP ? "sequential" : "sequential, thread");
+    c->cfg.model = (enum core_model)m;
+    return 0;
+}
+
+static int check_workers(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    uint64_t u = 1;
+    int r;
+
+    if (v) {
+        r = get_uint(v, "workers", 1, CORE_WORKERS_MAX, &u, err);
+        if (r < 0)
+            return r;
+    }
+    c->cfg.workers = (uint32_t)u;
+    return 0;
+}
+
+static int check_max_connections(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    uint64_t u = 1024;
+    int r;
+
+    if (v) {
+        r = get_uint(v, "max_connections", 1, CORE_MAX_CONNECTIONS_MAX, &u, err);
+        if (r < 0)
+            return r;
+    }
+    c->cfg.max_connections = (uint32_t)u;
+    return 0;
+}
+
+static int check_idle_timeout(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    uint64_t u = 30000;
+    int r;
+
+    if (v) {
+        r = get_uint(v, "idle_timeout_ms", 0, CORE_IDLE_TIMEOUT_MAX_MS, &u, err);
+        if (r < 0)
+            return r;
+    }
+    c->cfg.idle_timeout_ms = (uint32_t)u;
+    return 0;
+}
+
+static int check_enabled(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    if (!v) {
+        c->cfg.enabled = true;
+        return 0;
+    }
+    if (!json_is_boolean(v))
+        return core_err_set(err, -EINVAL, "enabled", "enabled: must be true or false");
+    c->cfg.enabled = json_is_true(v);
+    return 0;
+}
+
+static int check_options(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    if (v && json_is_null(v))
+        v = NULL;
+    if (v && !json_is_object(v))
+        return core_err_set(err, -EINVAL, "options", "options: must be an object");
+    return c->cfg.svc->options_check(v, c->cfg.transport, &c->cfg.options, err);
+}
+
+static int check_read_only(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    (void)v;
+    (void)c;
+    (void)err;
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    field_check_fn check;
+} fields[] = {
+    {"id", check_id},
+    {"service", check_service},
+    {"transport", check_transport},
+    {"address", check_address},
+    {"port", check_port},
+    {"model", check_model},
+    {"workers", check_workers},
+    {"max_connections", check_max_connections},
+    {"idle_timeout_ms", check_idle_timeout},
+    {"enabled", check_enabled},
+    {"options", check_options},
+    {"status", check_read_only},
+    {"metrics", check_read_only},
+};
+
+int core_listener_cfg_from_json(const json_t *j, const struct core_service_table *services,
+                                bool id_optional, struct core_listener_cfg *ret,
+                                struct core_err *err)
+{
+    struct check_ctx c = {.services = services, .id_optional = id_optional};
+    const char *key;
+    json_t *v;
+    int r;
+
+    if (!json_is_object(j))
+        return core_err_set(err, -EINVAL, NULL, "a listener must be a JSON object");
+    json_object_foreach((json_t *)j, key, v)
+    {
+        bool known = false;
+
+        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]) && !known; i++)
+            known = strcmp(fields[i].name, key) == 0;
+        if (!known)
+            return core_err_set(err, -EINVAL, key, "%.60s: unknown field", key);
+    }
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        r = fields[i].check(json_object_get(j, fields[i].name), &c, err);
+        if (r < 0) {
+            core_listener_cfg_fini(&c.cfg);
+            return r;
+        }
+    }
+    *ret = c.cfg;
+    return 0;
+}
+
+json_t *core_listener_cfg_to_json(const struct core_listener_cfg *c)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:i, s:i, s:i, s:b, s:o}", "id", c->id,
+                     "service", c->svc->name, "transport", core_transport_name(c->transport),
+                     "address", c->address, "port", (json_int_t)c->port, "model",
+                     core_model_name(c->model), "workers", (json_int_t)c->workers,
+                     "max_connections", (json_int_t)c->max_connections, "idle_timeout_ms",
+                     (json_int_t)c->idle_timeout_ms, "enabled", c->enabled, "options",
+                     c->options ? json_deep_copy(c->options) : json_object());
+}
+
+int core_listener_cfg_copy(const struct core_listener_cfg *src, struct core_listener_cfg *ret)
+{
+    *ret = *src;
+    ret->options = src->options ? json_deep_copy(src->options) : NULL;
+    if (src->options && !ret->options)
+        return -ENOMEM;
+    return 0;
+}
+
+bool core_listener_cfg_equal(const struct core_listener_cfg *a, const struct core_listener_cfg *b)
+{
+    return strcmp(a->id, b->id) == 0 && a->svc == b->svc && a->transport == b->transport &&
+           strcmp(a->address, b->address) == 0 && a->port == b->port && a->model == b->model &&
+           a->workers == b->workers && a->max_connections == b->max_connections &&
+           a->idle_timeout_ms == b->idle_timeout_ms && a->enabled == b->enabled &&
+           json_equal(a->options, b->options);
+}
+
+void core_listener_cfg_fini(struct core_listener_cfg *c)
+{
+    json_decref(c->options);
+    c->options = NULL;
+}
+
+json_t *core_json_merge_patch(const json_t *target, const json_t *patch)
+{
+    const char *key;
+    json_t *result, *v;
+
+    if (!json_is_object(patch))
+        return json_deep_copy(patch);
+    result = json_is_object(target) ? json_deep_copy(target) : json_object();
+    if (!result)
+        return NULL;
+    json_object_foreach((json_t *)patch, key, v)
+    {
+        if (json_is_null(v)) {
+            json_object_del(result, key);
+        } else {
+            json_t *merged = core_json_merge_patch(json_object_get(result, key), v);
+
+            if (!merged || json_object_set_new(result, key, merged) < 0) {
+                json_decref(result);
+                return NULL;
+            }
+        }
+    }
+    return result;
+}

@@ -1,0 +1,309 @@
+#include "core/listener.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/runner.h"
+
+#define TCP_BACKLOG 511
+
+struct core_listener {
+    char id[CORE_ID_MAX];         /* never changes: readable without a lock */
+    struct core_listener_cfg cfg; /* written under lock by the changing thread only */
+    const char *state_dir;
+    struct core_metrics metrics;
+    struct core_svc_env env;
+    void *inst;                 /* service instance while running */
+    struct core_runner *runner; /* while running */
+
+    pthread_mutex_t lock;                            /* guards cfg writes and the status below */
+    enum core_state state;                           /* guarded by lock */
+    char bound[CORE_ADDR_STRLEN];                    /* guarded by lock; "" unless running */
+    struct timespec since;                           /* guarded by lock: last state change */
+    char error[sizeof(((struct core_err *)0)->msg)]; /* guarded by lock; "" unless failed */
+};
+
+static const char *const state_names[CORE_STATE_COUNT] = {
+    [CORE_STATE_STOPPED] = "stopped", [CORE_STATE_STARTING] = "starting",
+    [CORE_STATE_RUNNING] = "running", [CORE_STATE_STOPPING] = "stopping",
+    [CORE_STATE_FAILED] = "failed",
+};
+
+const char *core_state_name(enum core_state s)
+{
+    return s < CORE_STATE_COUNT ? state_names[s] : "unknown";
+}
+
+static void set_state(struct core_listener *l, enum core_state s, const char *bound,
+                      const char *error)
+{
+    pthread_mutex_lock(&l->lock);
+    l->state = s;
+    snprintf(l->bound, sizeof(l->bound), "%s", bound ? bound : "");
+    snprintf(l->error, sizeof(l->error), "%s", error ? error : "");
+    clock_gettime(CLOCK_REALTIME, &l->since);
+    pthread_mutex_unlock(&l->lock);
+}
+
+int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir,
+                      struct core_listener **ret)
+{
+    struct core_listener *l = calloc(1, sizeof(*l));
+
+    if (!l)
+        return -ENOMEM;
+    if (core_listener_cfg_copy(cfg, &l->cfg) < 0) {
+        free(l);
+        return -ENOMEM;
+    }
+    memcpy(l->id, cfg->id, sizeof(l->id));
+    l->state_dir = state_dir;
+    core_metrics_init(&l->metrics);
+    pthread_mutex_init(&l->lock, NULL);
+    l->state = CORE_STATE_STOPPED;
+    clock_gettime(CLOCK_REALTIME, &l->since);
+    *ret = l;
+    return 0;
+}
+
+/* Creates and binds the listener's socket. Returns the fd or a negative errno with err set. */
+static int bind_socket(const struct core_listener_cfg *cfg, char *ret_bound, struct core_err *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    const char *what;
+    int fd, one = 1, zero = 0, r;
+    char where[CORE_ADDR_STRLEN];
+
+    r = core_addr_parse(cfg->address, cfg->port, &ss, &len);
+    if (r < 0)
+        return core_err_set(err, r, "address", "address: '%s' is not a numeric address",
+                            cfg->address);
+    core_addr_format((struct sockaddr *)&ss, where, sizeof(where));
+    fd = socket(ss.ss_family,
+                (cfg->transport == CORE_UDP ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        what = "socket";
+        goto out_errno;
+    }
+    /* TCP: rebinding right after a stop must not wait for TIME_WAIT. Not for UDP, where
+     * SO_REUSEADDR would let two listeners share a port. */
+    if (cfg->transport == CORE_TCP &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
+        what = "setsockopt(SO_REUSEADDR)";
+        goto out_errno;
+    }
+    /* "::" serves IPv4 too (dual-stack), whatever net.ipv6.bindv6only says. */
+    if (ss.ss_family == AF_INET6 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0) {
+        what = "setsockopt(IPV6_V6ONLY)";
+        goto out_errno;
+    }
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
+        what = "bind";
+        goto out_errno;
+    }
+    if (cfg->transport == CORE_TCP && listen(fd, TCP_BACKLOG) < 0) {
+        what = "listen";
+        goto out_errno;
+    }
+    len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+        what = "getsockname";
+        goto out_errno;
+    }
+    core_addr_format((struct sockaddr *)&ss, ret_bound, CORE_ADDR_STRLEN);
+    return fd;
+
+out_errno:
+    r = -errno;
+    if (fd >= 0)
+        close(fd);
+    return core_err_set(err, r, r == -EADDRINUSE || r == -EADDRNOTAVAIL ? "port" : NULL,
+                        "%s %s/%s: %s", what, where, core_transport_name(cfg->transport),
+                        strerror(-r));
+}
+
+int core_listener_start(struct core_listener *l, struct core_err *err)
+{
+    const struct core_service *svc = l->cfg.svc;
+    char bound[CORE_ADDR_STRLEN];
+    struct core_err e = {0};
+    int fd, r;
+
+    if (l->runner)
+        return 0;
+    set_state(l, CORE_STATE_STARTING, NULL, NULL);
+    fd = bind_socket(&l->cfg, bound, &e);
+    if (fd < 0) {
+        r = fd;
+        goto out_failed;
+    }
+    l->env = (struct core_svc_env){
+        .listener_id = l->cfg.id, .state_dir = l->state_dir, .metrics = &l->metrics};
+    r = svc->instance_new(l->cfg.options, l->cfg.transport, &l->env, &l->inst, &e);
+    if (r < 0) {
+        close(fd);
+        goto out_failed;
+    }
+    r = core_runner_start(
+        &(struct core_runner_ctx){
+            .cfg = &l->cfg, .svc = svc, .inst = l->inst, .metrics = &l->metrics, .fd = fd},
+        &l->runner, &e);
+    if (r < 0) {
+        svc->instance_free(l->inst);
+        l->inst = NULL;
+        goto out_failed;
+    }
+    set_state(l, CORE_STATE_RUNNING, bound, NULL);
+    return 0;
+
+out_failed:
+    if (!e.msg[0])
+        core_err_set(&e, r, NULL, "%s", strerror(-r));
+    set_state(l, CORE_STATE_FAILED, NULL, e.msg);
+    if (err)
+        *err = e;
+    return r;
+}
+
+void core_listener_stop(struct core_listener *l)
+{
+    if (!l->runner) {
+        if (l->state != CORE_STATE_STOPPED)
+            set_state(l, CORE_STATE_STOPPED, NULL, NULL);
+        return;
+    }
+    set_state(l, CORE_STATE_STOPPING, NULL, NULL);
+    core_runner_stop(l->runner);
+    l->runner = NULL;
+    l->cfg.svc->instance_free(l->inst);
+    l->inst = NULL;
+    set_state(l, CORE_STATE_STOPPED, NULL, NULL);
+}
+
+static void swap_cfg(struct core_listener *l, struct core_listener_cfg *cfg)
+{
+    struct core_listener_cfg tmp;
+
+    pthread_mutex_lock(&l->lock);
+    tmp = l->cfg;
+    l->cfg = *cfg;
+    *cfg = tmp;
+    pthread_mutex_unlock(&l->lock);
+}
+
+int core_listener_reconfigure(struct core_listener *l, const struct core_listener_cfg *cfg,
+                              struct core_err *err)
+{
+    struct core_listener_cfg next;
+    bool was_running = l->runner != NULL;
+    int r;
+
+    if (core_listener_cfg_equal(&l->cfg, cfg) && was_running == cfg->enabled)
+        return 0;
+    r = core_listener_cfg_copy(cfg, &next);
+    if (r < 0)
+        return r;
+    core_listener_stop(l);
+    swap_cfg(l, &next); /* next now holds the old configuration */
+    if (l->cfg.enabled) {
+        r = core_listener_start(l, err);
+        if (r < 0) {
+            char reason[sizeof(l->error)];
+
+            snprintf(reason, sizeof(reason), "%s", l->error);
+            swap_cfg(l, &next);
+            if (l->cfg.enabled && core_listener_start(l, NULL) == 0)
+                goto out;
+            /* The old configuration did not run either: say why the new one failed. */
+            set_state(l, CORE_STATE_FAILED, NULL, reason);
+        }
+    }
+out:
+    core_listener_cfg_fini(&next);
+    return r;
+}
+
+void core_listener_free(struct core_listener *l)
+{
+    if (!l)
+        return;
+    core_listener_stop(l);
+    core_listener_cfg_fini(&l->cfg);
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+}
+
+const struct core_listener_cfg *core_listener_cfg(const struct core_listener *l)
+{
+    return &l->cfg;
+}
+
+struct core_metrics *core_listener_metrics(struct core_listener *l)
+{
+    return &l->metrics;
+}
+
+enum core_state core_listener_state(struct core_listener *l)
+{
+    enum core_state s;
+
+    pthread_mutex_lock(&l->lock);
+    s = l->state;
+    pthread_mutex_unlock(&l->lock);
+    return s;
+}
+
+const char *core_listener_id(const struct core_listener *l)
+{
+    return l->id;
+}
+
+static json_t *metrics_json_locked(struct core_listener *l)
+{
+    struct core_metrics_snapshot snap;
+
+    core_metrics_snapshot(&l->metrics, &snap);
+    return core_metrics_to_json(&snap, l->cfg.svc->counters, l->cfg.svc->n_counters);
+}
+
+json_t *core_listener_metrics_json(struct core_listener *l)
+{
+    json_t *j;
+
+    pthread_mutex_lock(&l->lock);
+    j = metrics_json_locked(l);
+    pthread_mutex_unlock(&l->lock);
+    return j;
+}
+
+json_t *core_listener_to_json(struct core_listener *l, bool with_metrics)
+{
+    char since[32];
+    struct tm tm;
+    json_t *j, *status, *bound;
+
+    pthread_mutex_lock(&l->lock);
+    j = core_listener_cfg_to_json(&l->cfg);
+    gmtime_r(&l->since.tv_sec, &tm);
+    strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    bound = json_array();
+    if (bound && l->bound[0])
+        json_array_append_new(bound, json_string(l->bound));
+    status = json_pack("{s:s, s:o, s:s, s:o}", "state", core_state_name(l->state), "bound", bound,
+                       "since", since, "error", l->error[0] ? json_string(l->error) : json_null());
+    if (!j || !status || json_object_set_new(j, "status", status) < 0 ||
+        (with_metrics && json_object_set_new(j, "metrics", metrics_json_locked(l)) < 0)) {
+        pthread_mutex_unlock(&l->lock);
+        json_decref(j);
+        return NULL;
+    }
+    pthread_mutex_unlock(&l->lock);
+    return j;
+}

@@ -1,0 +1,60 @@
+#include "core/metrics.h"
+
+static const char *const counter_names[CORE_CTR_COUNT] = {
+    [CORE_CTR_CONNECTIONS_TOTAL] = "connections_total",
+    [CORE_CTR_CONNECTIONS_ACTIVE] = "connections_active",
+    [CORE_CTR_CONNECTIONS_REJECTED] = "connections_rejected",
+    [CORE_CTR_BYTES_IN] = "bytes_in",
+    [CORE_CTR_BYTES_OUT] = "bytes_out",
+    [CORE_CTR_DATAGRAMS_IN] = "datagrams_in",
+    [CORE_CTR_DATAGRAMS_OUT] = "datagrams_out",
+    [CORE_CTR_DATAGRAMS_DROPPED] = "datagrams_dropped",
+    [CORE_CTR_IDLE_TIMEOUTS] = "idle_timeouts",
+    [CORE_CTR_ERRORS] = "errors",
+};
+
+const char *core_counter_name(enum core_counter c)
+{
+    return c < CORE_CTR_COUNT ? counter_names[c] : "unknown";
+}
+
+void core_metrics_init(struct core_metrics *m)
+{
+    for (unsigned i = 0; i < CORE_CTR_COUNT; i++)
+        atomic_init(&m->c[i], 0);
+    for (unsigned i = 0; i < CORE_METRICS_SVC_MAX; i++)
+        atomic_init(&m->svc[i], 0);
+}
+
+void core_metrics_snapshot(const struct core_metrics *m, struct core_metrics_snapshot *ret)
+{
+    for (unsigned i = 0; i < CORE_CTR_COUNT; i++)
+        ret->c[i] = atomic_load_explicit(&m->c[i], memory_order_relaxed);
+    for (unsigned i = 0; i < CORE_METRICS_SVC_MAX; i++)
+        ret->svc[i] = atomic_load_explicit(&m->svc[i], memory_order_relaxed);
+}
+
+json_t *core_metrics_to_json(const struct core_metrics_snapshot *s, const char *const *names,
+                             unsigned n_names)
+{
+    json_t *o = json_object(), *svc = json_object();
+
+    if (!o || !svc)
+        goto out_fail;
+    for (unsigned i = 0; i < CORE_CTR_COUNT; i++)
+        if (json_object_set_new(o, counter_names[i], json_integer((json_int_t)s->c[i])) < 0)
+            goto out_fail;
+    for (unsigned i = 0; i < n_names && i < CORE_METRICS_SVC_MAX; i++)
+        if (json_object_set_new(svc, names[i], json_integer((json_int_t)s->svc[i])) < 0)
+            goto out_fail;
+    if (json_object_set_new(o, "service", svc) < 0) {
+        svc = NULL;
+        goto out_fail;
+    }
+    return o;
+
+out_fail:
+    json_decref(svc);
+    json_decref(o);
+    return NULL;
+}

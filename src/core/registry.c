@@ -1,0 +1,506 @@
+#include "core/registry.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/listener.h"
+#include "core/log.h"
+#include "core/store.h"
+
+#define DEFAULT_MAX_LISTENERS 256
+
+struct core_registry {
+    const struct core_service_table *services;
+    char *state_dir;
+    char state_path[PATH_MAX];
+    bool persist;
+    size_t max_listeners;
+
+    pthread_mutex_t ops;         /* serialises changes, held across their binds and joins */
+    pthread_mutex_t lock;        /* guards list and n; never held across I/O */
+    struct core_listener **list; /* sorted by id; the ops holder may read it without lock */
+    size_t n;
+};
+
+int core_registry_new(const struct core_registry_opts *opts, struct core_registry **ret)
+{
+    struct core_registry *r = calloc(1, sizeof(*r));
+
+    if (!r)
+        return -ENOMEM;
+    r->services = opts->services;
+    r->state_dir = strdup(opts->state_dir ? opts->state_dir : ".");
+    r->persist = opts->persist;
+    r->max_listeners = opts->max_listeners ? opts->max_listeners : DEFAULT_MAX_LISTENERS;
+    r->list = calloc(r->max_listeners, sizeof(*r->list));
+    if (!r->state_dir || !r->list ||
+        snprintf(r->state_path, sizeof(r->state_path), "%s/%s", r->state_dir, CORE_STORE_FILE) >=
+            (int)sizeof(r->state_path)) {
+        free(r->list);
+        free(r->state_dir);
+        free(r);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&r->ops, NULL);
+    pthread_mutex_init(&r->lock, NULL);
+    *ret = r;
+    return 0;
+}
+
+void core_registry_free(struct core_registry *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n; i++)
+        core_listener_free(r->list[i]);
+    pthread_mutex_destroy(&r->lock);
+    pthread_mutex_destroy(&r->ops);
+    free(r->list);
+    free(r->state_dir);
+    free(r);
+}
+
+/* Index of id in the sorted list, or where it would go (with *found false). */
+static size_t find(const struct core_registry *r, const char *id, bool *found)
+{
+    size_t lo = 0, hi = r->n;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(core_listener_id(r->list[mid]), id);
+
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = false;
+    return lo;
+}
+
+static struct core_listener *lookup(const struct core_registry *r, const char *id)
+{
+    bool found;
+    size_t i = find(r, id, &found);
+
+    return found ? r->list[i] : NULL;
+}
+
+static void insert(struct core_registry *r, struct core_listener *l)
+{
+    bool found;
+    size_t i = find(r, core_listener_id(l), &found);
+
+    pthread_mutex_lock(&r->lock);
+    memmove(&r->list[i + 1], &r->list[i], (r->n - i) * sizeof(*r->list));
+    r->list[i] = l;
+    r->n++;
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void take_out(struct core_registry *r, struct core_listener *l)
+{
+    bool found;
+    size_t i = find(r, core_listener_id(l), &found);
+
+    if (!found)
+        return;
+    pthread_mutex_lock(&r->lock);
+    memmove(&r->list[i], &r->list[i + 1], (r->n - i - 1) * sizeof(*r->list));
+    r->n--;
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Writes the listener set to the state file. Called with ops held. */
+static int persist(struct core_registry *r, struct core_err *err)
+{
+    const struct core_listener_cfg **cfgs;
+    int ret;
+
+    if (!r->persist)
+        return 0;
+    cfgs = calloc(r->n + 1, sizeof(*cfgs));
+    if (!cfgs)
+        return -ENOMEM;
+    for (size_t i = 0; i < r->n; i++)
+        cfgs[i] = core_listener_cfg(r->list[i]);
+    ret = core_store_save(r->state_path, cfgs, r->n, err);
+    free(cfgs);
+    return ret < 0 ? -EIO : 0;
+}
+
+static int resource(struct core_registry *r, struct core_listener *l, json_t **ret)
+{
+    json_t *j;
+
+    pthread_mutex_lock(&r->lock);
+    j = core_listener_to_json(l, true);
+    pthread_mutex_unlock(&r->lock);
+    if (!j)
+        return -ENOMEM;
+    *ret = j;
+    return 0;
+}
+
+/* Makes up a free id for cfg: "<service>-<transport>", then "-2", "-3", ... */
+static void make_id(struct core_registry *r, struct core_listener_cfg *cfg)
+{
+    char id[CORE_ID_MAX];
+
+    snprintf(id, sizeof(id), "%s-%s", cfg->svc->name, core_transport_name(cfg->transport));
+    for (unsigned k = 2; lookup(r, id); k++)
+        snprintf(id, sizeof(id), "%s-%s-%u", cfg->svc->name, core_transport_name(cfg->transport),
+                 k);
+    memcpy(cfg->id, id, sizeof(id));
+}
+
+/* Adds a listener for cfg and starts it when enabled. With must_start, a listener that cannot
+ * start is not added (-errno); otherwise it stays, failed. Called with ops held. */
+static int add(struct core_registry *r, const struct core_listener_cfg *cfg, bool must_start,
+               struct core_listener **ret, struct core_err *err)
+{
+    struct core_listener *l;
+    int ret_code;
+
+    if (lookup(r, cfg->id))
+        return core_err_set(err, -EEXIST, "id", "a listener with id '%s' exists", cfg->id);
+    if (r->n >= r->max_listeners)
+        return core_err_set(err, -ENOSPC, NULL, "the daemon holds its maximum of %zu listeners",
+                            r->max_listeners);
+    ret_code = core_listener_new(cfg, r->state_dir, &l);
+    if (ret_code < 0)
+        return core_err_set(err, ret_code, NULL, "out of memory");
+    if (cfg->enabled) {
+        ret_code = core_listener_start(l, err);
+        if (ret_code < 0 && must_start) {
+            core_listener_free(l);
+            return ret_code;
+        }
+    }
+    insert(r, l);
+    *ret = l;
+    return 0;
+}
+
+int core_registry_load(struct core_registry *r, const char *defaults, struct core_err *err)
+{
+    struct core_listener_cfg *cfgs = NULL;
+    struct core_listener *l;
+    bool from_defaults = false;
+    size_t n = 0;
+    int ret;
+
+    pthread_mutex_lock(&r->ops);
+    ret = core_store_load(r->state_path, r->services, &cfgs, &n, err);
+    if (ret == -ENOENT && defaults) {
+        from_defaults = true;
+        ret = core_store_parse(defaults, strlen(defaults), "embedded defaults", r->services, &cfgs,
+                               &n, err);
+    } else if (ret == -ENOENT) {
+        ret = 0;
+    }
+    if (ret < 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        struct core_err e = {0};
+
+        ret = add(r, &cfgs[i], false, &l, &e);
+        if (ret < 0) {
+            core_err_set(err, ret, e.field, "%s: %s", cfgs[i].id, e.msg);
+            goto out;
+        }
+        if (cfgs[i].enabled && core_listener_state(l) == CORE_STATE_FAILED)
+            core_log_warn("listener %s failed to start: %s", cfgs[i].id, e.msg);
+    }
+    if (from_defaults)
+        ret = persist(r, err);
+out:
+    for (size_t i = 0; i < n; i++)
+        core_listener_cfg_fini(&cfgs[i]);
+    free(cfgs);
+    pthread_mutex_unlock(&r->ops);
+    return ret;
+}
+
+int core_registry_create(struct core_registry *r, const json_t *body, json_t **ret,
+                         struct core_err *err)
+{
+    struct core_listener_cfg cfg;
+    struct core_listener *l;
+    int rc;
+
+    rc = core_listener_cfg_from_json(body, r->services, true, &cfg, err);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&r->ops);
+    if (!cfg.id[0])
+        make_id(r, &cfg);
+    rc = add(r, &cfg, true, &l, err);
+    if (rc < 0)
+        goto out;
+    rc = persist(r, err);
+    if (rc < 0) {
+        take_out(r, l);
+        core_listener_free(l);
+        goto out;
+    }
+    rc = resource(r, l, ret);
+out:
+    pthread_mutex_unlock(&r->ops);
+    core_listener_cfg_fini(&cfg);
+    return rc;
+}
+
+/* Applies cfg to the existing listener l, persisting; rolls back when persisting fails. */
+static int change(struct core_registry *r, struct core_listener *l,
+                  const struct core_listener_cfg *cfg, json_t **ret, struct core_err *err)
+{
+    struct core_listener_cfg old;
+    int rc;
+
+    rc = core_listener_cfg_copy(core_listener_cfg(l), &old);
+    if (rc < 0)
+        return rc;
+    rc = core_listener_reconfigure(l, cfg, err);
+    if (rc < 0)
+        goto out;
+    rc = persist(r, err);
+    if (rc < 0) {
+        (void)core_listener_reconfigure(l, &old, NULL);
+        goto out;
+    }
+    rc = resource(r, l, ret);
+out:
+    core_listener_cfg_fini(&old);
+    return rc;
+}
+
+int core_registry_replace(struct core_registry *r, const char *id, const json_t *body, json_t **ret,
+                          bool *ret_created, struct core_err *err)
+{
+    struct core_listener_cfg cfg;
+    struct core_listener *l;
+    int rc;
+
+    if (!core_id_is_valid(id))
+        return core_err_set(err, -ENOENT, NULL, "no listener '%.64s'", id);
+    rc = core_listener_cfg_from_json(body, r->services, true, &cfg, err);
+    if (rc < 0)
+        return rc;
+    if (cfg.id[0] && strcmp(cfg.id, id) != 0) {
+        core_listener_cfg_fini(&cfg);
+        return core_err_set(err, -EINVAL, "id", "id: '%s' does not match the URL's '%s'", cfg.id,
+                            id);
+    }
+    snprintf(cfg.id, sizeof(cfg.id), "%s", id);
+    pthread_mutex_lock(&r->ops);
+    l = lookup(r, id);
+    if (l) {
+        rc = change(r, l, &cfg, ret, err);
+        if (rc == 0)
+            *ret_created = false;
+        goto out;
+    }
+    rc = add(r, &cfg, true, &l, err);
+    if (rc < 0)
+        goto out;
+    rc = persist(r, err);
+    if (rc < 0) {
+        take_out(r, l);
+        core_listener_free(l);
+        goto out;
+    }
+    rc = resource(r, l, ret);
+    if (rc == 0)
+        *ret_created = true;
+out:
+    pthread_mutex_unlock(&r->ops);
+    core_listener_cfg_fini(&cfg);
+    return rc;
+}
+
+int core_registry_patch(struct core_registry *r, const char *id, const json_t *patch, json_t **ret,
+                        struct core_err *err)
+{
+    struct core_listener_cfg cfg;
+    struct core_listener *l;
+    json_t *cur = NULL, *next = NULL;
+    int rc;
+
+    if (!json_is_object(patch))
+        return core_err_set(err, -EINVAL, NULL, "a merge patch must be a JSON object");
+    pthread_mutex_lock(&r->ops);
+    l = lookup(r, id);
+    if (!l) {
+        rc = core_err_set(err, -ENOENT, NULL, "no listener '%.64s'", id);
+        goto out;
+    }
+    cur = core_listener_cfg_to_json(core_listener_cfg(l));
+    next = cur ? core_json_merge_patch(cur, patch) : NULL;
+    if (!next) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = core_listener_cfg_from_json(next, r->services, false, &cfg, err);
+    if (rc < 0)
+        goto out;
+    if (strcmp(cfg.id, id) != 0) {
+        core_listener_cfg_fini(&cfg);
+        rc = core_err_set(err, -EINVAL, "id", "id: cannot be changed (create a new listener)");
+        goto out;
+    }
+    rc = change(r, l, &cfg, ret, err);
+    core_listener_cfg_fini(&cfg);
+out:
+    pthread_mutex_unlock(&r->ops);
+    json_decref(next);
+    json_decref(cur);
+    return rc;
+}
+
+int core_registry_delete(struct core_registry *r, const char *id, struct core_err *err)
+{
+    struct core_listener *l;
+    int rc;
+
+    pthread_mutex_lock(&r->ops);
+    l = lookup(r, id);
+    if (!l) {
+        pthread_mutex_unlock(&r->ops);
+        return core_err_set(err, -ENOENT, NULL, "no listener '%.64s'", id);
+    }
+    take_out(r, l);
+    core_listener_free(l);
+    rc = persist(r, err);
+    pthread_mutex_unlock(&r->ops);
+    return rc;
+}
+
+static int set_enabled(struct core_registry *r, const char *id, bool enabled, json_t **ret,
+                       struct core_err *err)
+{
+    struct core_listener_cfg cfg;
+    struct core_listener *l;
+    int rc;
+
+    pthread_mutex_lock(&r->ops);
+    l = lookup(r, id);
+    if (!l) {
+        rc = core_err_set(err, -ENOENT, NULL, "no listener '%.64s'", id);
+        goto out;
+    }
+    rc = core_listener_cfg_copy(core_listener_cfg(l), &cfg);
+    if (rc < 0)
+        goto out;
+    cfg.enabled = enabled;
+    rc = change(r, l, &cfg, ret, err);
+    core_listener_cfg_fini(&cfg);
+out:
+    pthread_mutex_unlock(&r->ops);
+    return rc;
+}
+
+int core_registry_start(struct core_registry *r, const char *id, json_t **ret, struct core_err *err)
+{
+    return set_enabled(r, id, true, ret, err);
+}
+
+int core_registry_stop(struct core_registry *r, const char *id, json_t **ret, struct core_err *err)
+{
+    return set_enabled(r, id, false, ret, err);
+}
+
+int core_registry_get(struct core_registry *r, const char *id, json_t **ret)
+{
+    struct core_listener *l;
+    json_t *j = NULL;
+
+    pthread_mutex_lock(&r->lock);
+    l = lookup(r, id);
+    if (l)
+        j = core_listener_to_json(l, true);
+    pthread_mutex_unlock(&r->lock);
+    if (!l)
+        return -ENOENT;
+    if (!j)
+        return -ENOMEM;
+    *ret = j;
+    return 0;
+}
+
+int core_registry_list(struct core_registry *r, json_t **ret)
+{
+    json_t *a = json_array();
+
+    if (!a)
+        return -ENOMEM;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->n; i++) {
+        if (json_array_append_new(a, core_listener_to_json(r->list[i], true)) < 0) {
+            pthread_mutex_unlock(&r->lock);
+            json_decref(a);
+            return -ENOMEM;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    *ret = a;
+    return 0;
+}
+
+int core_registry_metrics(struct core_registry *r, const char *id, json_t **ret)
+{
+    struct core_listener *l;
+    json_t *j = NULL;
+
+    pthread_mutex_lock(&r->lock);
+    l = lookup(r, id);
+    if (l)
+        j = core_listener_metrics_json(l);
+    pthread_mutex_unlock(&r->lock);
+    if (!l)
+        return -ENOENT;
+    if (!j)
+        return -ENOMEM;
+    *ret = j;
+    return 0;
+}
+
+int core_registry_metrics_all(struct core_registry *r, json_t **ret)
+{
+    json_t *o = json_object();
+
+    if (!o)
+        return -ENOMEM;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->n; i++) {
+        struct core_listener *l = r->list[i];
+
+        if (json_object_set_new(o, core_listener_id(l), core_listener_metrics_json(l)) < 0) {
+            pthread_mutex_unlock(&r->lock);
+            json_decref(o);
+            return -ENOMEM;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    *ret = o;
+    return 0;
+}
+
+size_t core_registry_count(struct core_registry *r)
+{
+    size_t n;
+
+    pthread_mutex_lock(&r->lock);
+    n = r->n;
+    pthread_mutex_unlock(&r->lock);
+    return n;
+}

@@ -1,0 +1,423 @@
+/*
+ * TCP runners: `sequential` (the acceptor thread serves each connection itself, one after the
+ * other, as the lecture's first server) and `thread` (one thread per connection). Sockets are
+ * non-blocking and every wait is a poll(2) that also watches the runner's wake eventfd, so a
+ * stop reaches every thread at once.
+ */
+#include "core/runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+#define READ_SIZE (64 * 1024)
+#define LINGER_MS 1000
+#define CONN_STACK_SIZE (256 * 1024)
+#define ACCEPT_BACKOFF_MS 100
+
+struct tcp_runner;
+
+struct conn {
+    struct tcp_runner *rn;
+    int fd;
+    pthread_t thread;
+    struct conn *next; /* in tcp_runner.active or .finished; guarded by tcp_runner.lock */
+};
+
+struct tcp_runner {
+    struct core_runner base;
+    struct core_listener_cfg cfg;
+    const struct core_service *svc;
+    void *inst;
+    struct core_metrics *m;
+    int lfd;
+    int wake_fd; /* readable once the runner stops: every wait watches it */
+    int reap_fd; /* a connection thread finished and waits to be joined */
+    pthread_t acceptor;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;   /* signalled when a connection thread finishes */
+    struct conn *active;   /* guarded by lock: connection threads running */
+    struct conn *finished; /* guarded by lock: connection threads ended, not joined */
+    unsigned n_active;     /* guarded by lock */
+};
+
+enum wait_result { WAIT_READY, WAIT_STOP, WAIT_TIMEOUT, WAIT_ERROR };
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until fd has events, the runner stops, or timeout_ms (-1: forever) passes. */
+static enum wait_result wait_fd(struct tcp_runner *rn, int fd, short events, int timeout_ms)
+{
+    struct pollfd p[2] = {{.fd = fd, .events = events}, {.fd = rn->wake_fd, .events = POLLIN}};
+    int n;
+
+    for (;;) {
+        n = poll(p, 2, timeout_ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return WAIT_ERROR;
+        if (n == 0)
+            return WAIT_TIMEOUT;
+        if (p[1].revents)
+            return WAIT_STOP;
+        return WAIT_READY;
+    }
+}
+
+static int idle_timeout(const struct tcp_runner *rn)
+{
+    return rn->cfg.idle_timeout_ms ? (int)rn->cfg.idle_timeout_ms : -1;
+}
+
+/* Sends everything in out. Returns 0, or a negative errno / -ETIMEDOUT / -ECANCELED (stop). */
+static int flush(struct tcp_runner *rn, int fd, struct core_buf *out)
+{
+    while (out->len > 0) {
+        ssize_t n = send(fd, out->data, out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+        if (n > 0) {
+            core_metrics_add(rn->m, CORE_CTR_BYTES_OUT, (uint64_t)n);
+            core_buf_consume(out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN)
+            return -errno;
+        switch (wait_fd(rn, fd, POLLOUT, idle_timeout(rn))) {
+        case WAIT_READY:
+            break;
+        case WAIT_TIMEOUT:
+            return -ETIMEDOUT;
+        case WAIT_STOP:
+            return -ECANCELED;
+        case WAIT_ERROR:
+            return -EIO;
+        }
+    }
+    return 0;
+}
+
+/* After the service closed: stop sending, then read and discard what the client still sends
+ * for a moment, so that unread input does not turn our close into a reset that could destroy
+ * the answer in flight. */
+static void linger(struct tcp_runner *rn, int fd)
+{
+    int64_t deadline = now_ms() + LINGER_MS;
+    char sink[4096];
+
+    (void)shutdown(fd, SHUT_WR);
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        ssize_t n;
+
+        if (left <= 0 || wait_fd(rn, fd, POLLIN, (int)left) != WAIT_READY)
+            return;
+        n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            return;
+    }
+}
+
+/* Serves one accepted connection to its end; closes fd. */
+static void serve(struct tcp_runner *rn, int fd)
+{
+    const struct core_service *svc = rn->svc;
+    struct core_buf out = {0};
+    bool completed = false, do_linger = false;
+    uint8_t *in = malloc(READ_SIZE);
+    void *sess = calloc(1, svc->session_size ? svc->session_size : 1);
+    int r;
+
+    core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_TOTAL, 1);
+    core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
+    if (!in || !sess) {
+        core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+        goto out_free;
+    }
+    r = svc->session_open(rn->inst, sess, &out);
+    for (;;) {
+        int fr = flush(rn, fd, &out);
+        ssize_t n;
+
+        if (fr < 0) {
+            if (fr == -ETIMEDOUT)
+                core_metrics_add(rn->m, CORE_CTR_IDLE_TIMEOUTS, 1);
+            else if (fr != -ECANCELED)
+                core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+            break;
+        }
+        if (r < 0) {
+            core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+            do_linger = true;
+            break;
+        }
+        if (r == CORE_VERDICT_CLOSE || completed) {
+            completed = true;
+            do_linger = true;
+            break;
+        }
+        switch (wait_fd(rn, fd, POLLIN, idle_timeout(rn))) {
+        case WAIT_READY:
+            break;
+        case WAIT_TIMEOUT:
+            core_metrics_add(rn->m, CORE_CTR_IDLE_TIMEOUTS, 1);
+            goto out_close;
+        case WAIT_STOP:
+            goto out_close;
+        case WAIT_ERROR:
+            core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+            goto out_close;
+        }
+        n = recv(fd, in, READ_SIZE, MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            if (errno != ECONNRESET)
+                core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+            goto out_close;
+        }
+        if (n == 0) {
+            /* The client closed its side: the service may answer once more, then we close. */
+            r = svc->session_eof ? svc->session_eof(sess, &out) : CORE_VERDICT_CLOSE;
+            completed = r >= 0;
+            continue;
+        }
+        core_metrics_add(rn->m, CORE_CTR_BYTES_IN, (uint64_t)n);
+        r = svc->session_feed(sess, in, (size_t)n, &out);
+    }
+    if (do_linger)
+        linger(rn, fd);
+out_close:
+    svc->session_close(sess, completed);
+out_free:
+    core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
+    core_buf_fini(&out);
+    free(sess);
+    free(in);
+    close(fd);
+}
+
+static void *conn_main(void *arg)
+{
+    struct conn *c = arg;
+    struct tcp_runner *rn = c->rn;
+    uint64_t one = 1;
+
+    serve(rn, c->fd);
+    pthread_mutex_lock(&rn->lock);
+    for (struct conn **p = &rn->active; *p; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+    c->next = rn->finished;
+    rn->finished = c;
+    rn->n_active--;
+    /* Still under the lock: once active is empty, stop may close reap_fd. */
+    (void)!write(rn->reap_fd, &one, sizeof(one));
+    pthread_cond_broadcast(&rn->cond);
+    pthread_mutex_unlock(&rn->lock);
+    return NULL;
+}
+
+/* Joins the connection threads that finished. */
+static void reap(struct tcp_runner *rn)
+{
+    struct conn *list;
+
+    pthread_mutex_lock(&rn->lock);
+    list = rn->finished;
+    rn->finished = NULL;
+    pthread_mutex_unlock(&rn->lock);
+    while (list) {
+        struct conn *next = list->next;
+
+        pthread_join(list->thread, NULL);
+        free(list);
+        list = next;
+    }
+}
+
+static void spawn(struct tcp_runner *rn, int fd)
+{
+    pthread_attr_t attr;
+    struct conn *c;
+    int r;
+
+    pthread_mutex_lock(&rn->lock);
+    if (rn->n_active >= rn->cfg.max_connections) {
+        pthread_mutex_unlock(&rn->lock);
+        core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_REJECTED, 1);
+        close(fd);
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        pthread_mutex_unlock(&rn->lock);
+        core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+        close(fd);
+        return;
+    }
+    c->rn = rn;
+    c->fd = fd;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, CONN_STACK_SIZE);
+    r = pthread_create(&c->thread, &attr, conn_main, c);
+    pthread_attr_destroy(&attr);
+    if (r != 0) {
+        pthread_mutex_unlock(&rn->lock);
+        core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_REJECTED, 1);
+        free(c);
+        close(fd);
+        return;
+    }
+    c->next = rn->active;
+    rn->active = c;
+    rn->n_active++;
+    pthread_mutex_unlock(&rn->lock);
+}
+
+static void *acceptor_main(void *arg)
+{
+    struct tcp_runner *rn = arg;
+    bool warned = false;
+
+    for (;;) {
+        struct pollfd p[3] = {
+            {.fd = rn->lfd, .events = POLLIN},
+            {.fd = rn->wake_fd, .events = POLLIN},
+            {.fd = rn->reap_fd, .events = POLLIN},
+        };
+        uint64_t count;
+        int fd;
+
+        if (poll(p, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            core_log_error("listener %s: poll: %s", rn->cfg.id, strerror(errno));
+            break;
+        }
+        if (p[1].revents)
+            break;
+        if (p[2].revents) {
+            (void)!read(rn->reap_fd, &count, sizeof(count));
+            reap(rn);
+        }
+        if (!p[0].revents)
+            continue;
+        fd = accept4(rn->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+                continue;
+            core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+            if (!warned)
+                core_log_warn("listener %s: accept: %s (backing off)", rn->cfg.id, strerror(errno));
+            warned = true;
+            /* Out of fds or memory: wait a little instead of spinning, still stoppable. */
+            p[0].fd = -1;
+            if (poll(&p[1], 1, ACCEPT_BACKOFF_MS) > 0)
+                break;
+            continue;
+        }
+        warned = false;
+        if (rn->cfg.model == CORE_MODEL_SEQUENTIAL)
+            serve(rn, fd);
+        else
+            spawn(rn, fd);
+    }
+    return NULL;
+}
+
+static void tcp_runner_free(struct tcp_runner *rn)
+{
+    if (rn->lfd >= 0)
+        close(rn->lfd);
+    if (rn->wake_fd >= 0)
+        close(rn->wake_fd);
+    if (rn->reap_fd >= 0)
+        close(rn->reap_fd);
+    pthread_cond_destroy(&rn->cond);
+    pthread_mutex_destroy(&rn->lock);
+    core_listener_cfg_fini(&rn->cfg);
+    free(rn);
+}
+
+static void tcp_runner_stop(struct core_runner *base)
+{
+    struct tcp_runner *rn = (struct tcp_runner *)base;
+    uint64_t one = 1;
+
+    (void)!write(rn->wake_fd, &one, sizeof(one));
+    pthread_join(rn->acceptor, NULL);
+    /* Every connection thread sees the wake fd and ends; join them all. */
+    pthread_mutex_lock(&rn->lock);
+    while (rn->active)
+        pthread_cond_wait(&rn->cond, &rn->lock);
+    pthread_mutex_unlock(&rn->lock);
+    reap(rn);
+    tcp_runner_free(rn);
+}
+
+int core_runner_tcp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
+                          struct core_err *err)
+{
+    struct tcp_runner *rn;
+    int r;
+
+    rn = calloc(1, sizeof(*rn));
+    if (!rn) {
+        close(ctx->fd);
+        return -ENOMEM;
+    }
+    rn->base.stop = tcp_runner_stop;
+    rn->svc = ctx->svc;
+    rn->inst = ctx->inst;
+    rn->m = ctx->metrics;
+    rn->lfd = ctx->fd;
+    rn->wake_fd = -1;
+    rn->reap_fd = -1;
+    pthread_mutex_init(&rn->lock, NULL);
+    pthread_cond_init(&rn->cond, NULL);
+    r = core_listener_cfg_copy(ctx->cfg, &rn->cfg);
+    if (r < 0)
+        goto out_free;
+    if (fcntl(rn->lfd, F_SETFL, fcntl(rn->lfd, F_GETFL) | O_NONBLOCK) < 0) {
+        r = -errno;
+        goto out_free;
+    }
+    rn->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    rn->reap_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (rn->wake_fd < 0 || rn->reap_fd < 0) {
+        r = -errno;
+        goto out_free;
+    }
+    r = -pthread_create(&rn->acceptor, NULL, acceptor_main, rn);
+    if (r < 0)
+        goto out_free;
+    *ret = &rn->base;
+    return 0;
+
+out_free:
+    tcp_runner_free(rn);
+    return core_err_set(err, r, NULL, "cannot start the TCP runner: %s", strerror(-r));
+}

@@ -1,0 +1,219 @@
+/*
+ * UDP runner: `workers` threads receive on the one bound socket, in batches (recvmmsg), hand
+ * each datagram to the service, and send the answers back to their senders in batches
+ * (sendmmsg).
+ */
+#include "core/runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+#define BATCH 16
+#define DGRAM_MAX 65536
+
+struct udp_runner {
+    struct core_runner base;
+    struct core_listener_cfg cfg;
+    const struct core_service *svc;
+    void *inst;
+    struct core_metrics *m;
+    int fd;
+    int wake_fd;
+    pthread_t *workers;
+    unsigned n_workers; /* started */
+};
+
+struct batch {
+    struct mmsghdr in[BATCH];
+    struct iovec in_iov[BATCH];
+    struct sockaddr_storage from[BATCH];
+    uint8_t *bufs; /* BATCH * DGRAM_MAX */
+    struct mmsghdr out[BATCH];
+    struct iovec out_iov[BATCH];
+    struct core_buf replies[BATCH];
+};
+
+static void send_replies(struct udp_runner *rn, struct batch *b, unsigned n)
+{
+    unsigned done = 0;
+
+    while (done < n) {
+        int sent = sendmmsg(rn->fd, b->out + done, n - done, MSG_DONTWAIT);
+
+        if (sent < 0) {
+            if (errno == EINTR)
+                continue;
+            /* This one cannot go (unreachable sender, full buffer): count it, go on. */
+            core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+            done++;
+            continue;
+        }
+        for (int i = 0; i < sent; i++) {
+            core_metrics_add(rn->m, CORE_CTR_DATAGRAMS_OUT, 1);
+            core_metrics_add(rn->m, CORE_CTR_BYTES_OUT, b->out[done + (unsigned)i].msg_len);
+        }
+        done += (unsigned)sent;
+    }
+}
+
+static void handle_batch(struct udp_runner *rn, struct batch *b, int n)
+{
+    unsigned n_out = 0;
+
+    for (int i = 0; i < n; i++) {
+        struct core_buf *reply = &b->replies[n_out];
+        size_t len = b->in[i].msg_len;
+        int r;
+
+        core_metrics_add(rn->m, CORE_CTR_DATAGRAMS_IN, 1);
+        core_metrics_add(rn->m, CORE_CTR_BYTES_IN, len);
+        reply->len = 0;
+        r = rn->svc->datagram(rn->inst, b->in_iov[i].iov_base, len, reply);
+        if (r < 0) {
+            core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+            continue;
+        }
+        if (r == 0) {
+            core_metrics_add(rn->m, CORE_CTR_DATAGRAMS_DROPPED, 1);
+            continue;
+        }
+        b->out_iov[n_out] = (struct iovec){.iov_base = reply->data, .iov_len = reply->len};
+        b->out[n_out].msg_hdr = (struct msghdr){
+            .msg_name = &b->from[i],
+            .msg_namelen = b->in[i].msg_hdr.msg_namelen,
+            .msg_iov = &b->out_iov[n_out],
+            .msg_iovlen = 1,
+        };
+        n_out++;
+    }
+    if (n_out)
+        send_replies(rn, b, n_out);
+}
+
+static void *worker_main(void *arg)
+{
+    struct udp_runner *rn = arg;
+    struct batch *b = calloc(1, sizeof(*b));
+
+    if (b)
+        b->bufs = malloc((size_t)BATCH * DGRAM_MAX);
+    if (!b || !b->bufs) {
+        core_log_error("listener %s: out of memory for a UDP worker", rn->cfg.id);
+        goto out;
+    }
+    for (;;) {
+        struct pollfd p[2] = {{.fd = rn->fd, .events = POLLIN},
+                              {.fd = rn->wake_fd, .events = POLLIN}};
+        int n;
+
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            core_log_error("listener %s: poll: %s", rn->cfg.id, strerror(errno));
+            break;
+        }
+        if (p[1].revents)
+            break;
+        for (unsigned i = 0; i < BATCH; i++) {
+            b->in_iov[i] =
+                (struct iovec){.iov_base = b->bufs + (size_t)i * DGRAM_MAX, .iov_len = DGRAM_MAX};
+            b->in[i].msg_hdr = (struct msghdr){
+                .msg_name = &b->from[i],
+                .msg_namelen = sizeof(b->from[i]),
+                .msg_iov = &b->in_iov[i],
+                .msg_iovlen = 1,
+            };
+        }
+        n = recvmmsg(rn->fd, b->in, BATCH, MSG_DONTWAIT, NULL);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+            continue;
+        }
+        handle_batch(rn, b, n);
+    }
+out:
+    if (b) {
+        for (unsigned i = 0; i < BATCH; i++)
+            core_buf_fini(&b->replies[i]);
+        free(b->bufs);
+    }
+    free(b);
+    return NULL;
+}
+
+static void udp_runner_free(struct udp_runner *rn)
+{
+    if (rn->fd >= 0)
+        close(rn->fd);
+    if (rn->wake_fd >= 0)
+        close(rn->wake_fd);
+    free(rn->workers);
+    core_listener_cfg_fini(&rn->cfg);
+    free(rn);
+}
+
+static void udp_runner_stop(struct core_runner *base)
+{
+    struct udp_runner *rn = (struct udp_runner *)base;
+    uint64_t one = 1;
+
+    (void)!write(rn->wake_fd, &one, sizeof(one));
+    for (unsigned i = 0; i < rn->n_workers; i++)
+        pthread_join(rn->workers[i], NULL);
+    udp_runner_free(rn);
+}
+
+int core_runner_udp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
+                          struct core_err *err)
+{
+    struct udp_runner *rn;
+    int r;
+
+    rn = calloc(1, sizeof(*rn));
+    if (!rn) {
+        close(ctx->fd);
+        return -ENOMEM;
+    }
+    rn->base.stop = udp_runner_stop;
+    rn->svc = ctx->svc;
+    rn->inst = ctx->inst;
+    rn->m = ctx->metrics;
+    rn->fd = ctx->fd;
+    rn->wake_fd = -1;
+    r = core_listener_cfg_copy(ctx->cfg, &rn->cfg);
+    if (r < 0)
+        goto out_free;
+    rn->workers = calloc(rn->cfg.workers, sizeof(*rn->workers));
+    if (!rn->workers) {
+        r = -ENOMEM;
+        goto out_free;
+    }
+    rn->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (rn->wake_fd < 0) {
+        r = -errno;
+        goto out_free;
+    }
+    for (; rn->n_workers < rn->cfg.workers; rn->n_workers++) {
+        r = -pthread_create(&rn->workers[rn->n_workers], NULL, worker_main, rn);
+        if (r < 0) {
+            udp_runner_stop(&rn->base);
+            return core_err_set(err, r, NULL, "cannot start a UDP worker: %s", strerror(-r));
+        }
+    }
+    *ret = &rn->base;
+    return 0;
+
+out_free:
+    udp_runner_free(rn);
+    return core_err_set(err, r, NULL, "cannot start the UDP runner: %s", strerror(-r));
+}

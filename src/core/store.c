@@ -1,0 +1,232 @@
+#include "core/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STORE_FORMAT_VERSION 1
+
+int core_fs_fsync_dir(const char *path)
+{
+    int fd, r = 0;
+
+    fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    return r;
+}
+
+int core_fs_mkdir_p(const char *dir, mode_t mode)
+{
+    char path[PATH_MAX];
+    size_t n = strlen(dir);
+
+    if (n == 0 || n >= sizeof(path))
+        return -EINVAL;
+    memcpy(path, dir, n + 1);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, mode) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int core_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+    char tmp[PATH_MAX], dir[PATH_MAX];
+    int fd, r;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
+        return -ENAMETOOLONG;
+    snprintf(dir, sizeof(dir), "%s", path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return -errno;
+    r = write_all(fd, data, len);
+    if (r < 0)
+        goto out_unlink;
+    if (fsync(fd) < 0) {
+        r = -errno;
+        goto out_unlink;
+    }
+    if (close(fd) < 0) {
+        fd = -1;
+        r = -errno;
+        goto out_unlink;
+    }
+    fd = -1;
+    if (rename(tmp, path) < 0) {
+        r = -errno;
+        goto out_unlink;
+    }
+    return core_fs_fsync_dir(dirname(dir));
+
+out_unlink:
+    if (fd >= 0)
+        close(fd);
+    (void)unlink(tmp);
+    return r;
+}
+
+int core_store_parse(const char *text, size_t len, const char *origin,
+                     const struct core_service_table *services, struct core_listener_cfg **ret_cfgs,
+                     size_t *ret_n, struct core_err *err)
+{
+    struct core_listener_cfg *cfgs = NULL;
+    json_error_t jerr;
+    json_t *root, *list, *v;
+    size_t i, n = 0;
+    int r;
+
+    root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return core_err_set(err, -EINVAL, NULL, "%s: line %d, column %d: %s", origin, jerr.line,
+                            jerr.column, jerr.text);
+    list = json_object_get(root, "listeners");
+    v = json_object_get(root, "version");
+    if (!json_is_object(root) || !json_is_array(list) ||
+        (v && (!json_is_integer(v) || json_integer_value(v) != STORE_FORMAT_VERSION))) {
+        r = core_err_set(err, -EINVAL, NULL, "%s: expected {\"version\": %d, \"listeners\": [...]}",
+                         origin, STORE_FORMAT_VERSION);
+        goto out_root;
+    }
+    cfgs = calloc(json_array_size(list) + 1, sizeof(*cfgs));
+    if (!cfgs) {
+        r = -ENOMEM;
+        goto out_root;
+    }
+    json_array_foreach(list, i, v)
+    {
+        struct core_err e = {0};
+
+        r = core_listener_cfg_from_json(v, services, false, &cfgs[n], &e);
+        if (r < 0) {
+            core_err_set(err, r, e.field, "%s: listener %zu: %s", origin, i, e.msg);
+            goto out_cfgs;
+        }
+        n++;
+        for (size_t k = 0; k + 1 < n; k++) {
+            if (strcmp(cfgs[k].id, cfgs[n - 1].id) == 0) {
+                r = core_err_set(err, -EINVAL, "id", "%s: listener %zu: id '%s' appears twice",
+                                 origin, i, cfgs[k].id);
+                goto out_cfgs;
+            }
+        }
+    }
+    json_decref(root);
+    *ret_cfgs = cfgs;
+    *ret_n = n;
+    return 0;
+
+out_cfgs:
+    for (size_t k = 0; k < n; k++)
+        core_listener_cfg_fini(&cfgs[k]);
+    free(cfgs);
+out_root:
+    json_decref(root);
+    return r;
+}
+
+int core_store_load(const char *path, const struct core_service_table *services,
+                    struct core_listener_cfg **ret_cfgs, size_t *ret_n, struct core_err *err)
+{
+    struct stat st;
+    char *text;
+    ssize_t got;
+    size_t off = 0;
+    int fd, r;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        r = -errno;
+        if (r == -ENOENT)
+            return r;
+        return core_err_set(err, r, NULL, "%s: %s", path, strerror(-r));
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 64 * 1024 * 1024) {
+        close(fd);
+        return core_err_set(err, -EINVAL, NULL, "%s: not a regular file of at most 64 MiB", path);
+    }
+    text = malloc((size_t)st.st_size + 1);
+    if (!text) {
+        close(fd);
+        return -ENOMEM;
+    }
+    while (off < (size_t)st.st_size) {
+        got = read(fd, text + off, (size_t)st.st_size - off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            r = got < 0 ? -errno : -EIO;
+            free(text);
+            close(fd);
+            return core_err_set(err, r, NULL, "%s: read failed: %s", path, strerror(-r));
+        }
+        off += (size_t)got;
+    }
+    close(fd);
+    r = core_store_parse(text, off, path, services, ret_cfgs, ret_n, err);
+    free(text);
+    return r;
+}
+
+int core_store_save(const char *path, const struct core_listener_cfg *const *cfgs, size_t n,
+                    struct core_err *err)
+{
+    json_t *root, *list;
+    char *text;
+    int r;
+
+    list = json_array();
+    root = json_pack("{s:i, s:o}", "version", STORE_FORMAT_VERSION, "listeners", list);
+    if (!root)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (json_array_append_new(list, core_listener_cfg_to_json(cfgs[i])) < 0) {
+            json_decref(root);
+            return -ENOMEM;
+        }
+    }
+    text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (!text)
+        return -ENOMEM;
+    r = core_fs_write_atomic(path, text, strlen(text), 0600);
+    free(text);
+    if (r < 0)
+        return core_err_set(err, r, NULL, "%s: cannot write the state: %s", path, strerror(-r));
+    return 0;
+}

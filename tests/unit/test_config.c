@@ -1,0 +1,203 @@
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "svc/echo.h"
+
+static const struct core_service *const svcs[] = {&svc_echo};
+static const struct core_service_table table = {.svcs = svcs, .n = 1};
+
+static int parse(const char *text, struct core_listener_cfg *cfg, struct core_err *err)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(text, 0, &jerr);
+    int r;
+
+    assert_non_null(j);
+    memset(err, 0, sizeof(*err));
+    r = core_listener_cfg_from_json(j, &table, false, cfg, err);
+    json_decref(j);
+    return r;
+}
+
+static void test_cfg_minimal_gets_defaults(void **state)
+{
+    struct core_listener_cfg c;
+    struct core_err err;
+
+    (void)state;
+    assert_int_equal(parse("{\"id\":\"e\",\"service\":\"echo\",\"port\":0}", &c, &err), 0);
+    assert_string_equal(c.id, "e");
+    assert_ptr_equal(c.svc, &svc_echo);
+    assert_int_equal(c.transport, CORE_TCP);
+    assert_string_equal(c.address, "::");
+    assert_int_equal(c.port, 0);
+    assert_int_equal(c.model, CORE_MODEL_THREAD);
+    assert_int_equal(c.workers, 1);
+    assert_int_equal(c.max_connections, 1024);
+    assert_int_equal(c.idle_timeout_ms, 30000);
+    assert_true(c.enabled);
+    assert_string_equal(json_string_value(json_object_get(c.options, "mode")), "stream");
+    core_listener_cfg_fini(&c);
+}
+
+static void test_cfg_udp_defaults_to_sequential(void **state)
+{
+    struct core_listener_cfg c;
+    struct core_err err;
+
+    (void)state;
+    assert_int_equal(
+        parse("{\"id\":\"u\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":7}", &c, &err), 0);
+    assert_int_equal(c.transport, CORE_UDP);
+    assert_int_equal(c.model, CORE_MODEL_SEQUENTIAL);
+    assert_int_equal(json_integer_value(json_object_get(c.options, "max_datagram")), 65507);
+    core_listener_cfg_fini(&c);
+}
+
+/* Each bad input names the field at fault. */
+static const struct {
+    const char *json;
+    const char *field;
+} bad[] = {
+    {"{\"service\":\"echo\",\"port\":1}", "id"},
+    {"{\"id\":\"\",\"service\":\"echo\",\"port\":1}", "id"},
+    {"{\"id\":\"-x\",\"service\":\"echo\",\"port\":1}", "id"},
+    {"{\"id\":\"a/b\",\"service\":\"echo\",\"port\":1}", "id"},
+    {"{\"id\":7,\"service\":\"echo\",\"port\":1}", "id"},
+    {"{\"id\":\"e\",\"port\":1}", "service"},
+    {"{\"id\":\"e\",\"service\":\"gopher\",\"port\":1}", "service"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"transport\":\"sctp\",\"port\":1}", "transport"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"address\":\"example.com\",\"port\":1}", "address"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"address\":4,\"port\":1}", "address"},
+    {"{\"id\":\"e\",\"service\":\"echo\"}", "port"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":65536}", "port"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":-1}", "port"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":\"7007\"}", "port"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":7.5}", "port"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"model\":\"fork\"}", "model"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"model\":\"pool\"}", "model"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"model\":\"event\"}", "model"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":1,\"model\":\"thread\"}",
+     "model"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"workers\":0}", "workers"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"workers\":257}", "workers"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"max_connections\":0}", "max_connections"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"idle_timeout_ms\":true}", "idle_timeout_ms"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"enabled\":\"yes\"}", "enabled"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"options\":[]}", "options"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"options\":{\"mode\":\"twice\"}}",
+     "options.mode"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"options\":{\"colour\":1}}", "options.colour"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":1,"
+     "\"options\":{\"mode\":\"once\"}}",
+     "options.mode"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"colour\":\"red\"}", "colour"},
+};
+
+static void test_cfg_bad_input_names_field(void **state)
+{
+    struct core_listener_cfg c;
+    struct core_err err;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&c, 0x5a, sizeof(c));
+        if (parse(bad[i].json, &c, &err) != -EINVAL || strcmp(err.field, bad[i].field) != 0)
+            fail_msg("%s: expected -EINVAL naming %s, got field '%s' (%s)", bad[i].json,
+                     bad[i].field, err.field, err.msg);
+        assert_true(strstr(err.msg, bad[i].field) != NULL);
+        assert_int_equal(c.port, 0x5a5a);
+    }
+}
+
+static void test_cfg_read_only_members_ignored(void **state)
+{
+    struct core_listener_cfg c;
+    struct core_err err;
+
+    (void)state;
+    assert_int_equal(parse("{\"id\":\"e\",\"service\":\"echo\",\"port\":9,"
+                           "\"status\":{\"state\":\"running\"},\"metrics\":{}}",
+                           &c, &err),
+                     0);
+    core_listener_cfg_fini(&c);
+}
+
+static void test_cfg_round_trip_is_equal(void **state)
+{
+    struct core_listener_cfg a, b;
+    struct core_err err;
+    json_t *j;
+
+    (void)state;
+    assert_int_equal(parse("{\"id\":\"e.1\",\"service\":\"echo\",\"address\":\"127.0.0.1\","
+                           "\"port\":9,\"model\":\"sequential\",\"workers\":3,"
+                           "\"max_connections\":5,\"idle_timeout_ms\":0,\"enabled\":false,"
+                           "\"options\":{\"mode\":\"once\"}}",
+                           &a, &err),
+                     0);
+    j = core_listener_cfg_to_json(&a);
+    assert_int_equal(core_listener_cfg_from_json(j, &table, false, &b, &err), 0);
+    assert_true(core_listener_cfg_equal(&a, &b));
+    b.port = 10;
+    assert_false(core_listener_cfg_equal(&a, &b));
+    json_decref(j);
+    core_listener_cfg_fini(&a);
+    core_listener_cfg_fini(&b);
+}
+
+static void test_merge_patch_rfc7396_examples(void **state)
+{
+    /* From RFC 7396, appendix A. */
+    static const char *const cases[][3] = {
+        {"{\"a\":\"b\"}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"},
+        {"{\"a\":\"b\"}", "{\"b\":\"c\"}", "{\"a\":\"b\",\"b\":\"c\"}"},
+        {"{\"a\":\"b\"}", "{\"a\":null}", "{}"},
+        {"{\"a\":\"b\",\"b\":\"c\"}", "{\"a\":null}", "{\"b\":\"c\"}"},
+        {"{\"a\":[\"b\"]}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"},
+        {"{\"a\":\"c\"}", "{\"a\":[\"b\"]}", "{\"a\":[\"b\"]}"},
+        {"{\"a\":{\"b\":\"c\"}}", "{\"a\":{\"b\":\"d\",\"c\":null}}", "{\"a\":{\"b\":\"d\"}}"},
+        {"{\"a\":[{\"b\":\"c\"}]}", "{\"a\":[1]}", "{\"a\":[1]}"},
+        {"[\"a\",\"b\"]", "[\"c\",\"d\"]", "[\"c\",\"d\"]"},
+        {"{\"a\":\"b\"}", "[\"c\"]", "[\"c\"]"},
+        {"{\"e\":null}", "{\"a\":1}", "{\"e\":null,\"a\":1}"},
+        {"[1,2]", "{\"a\":\"b\",\"c\":null}", "{\"a\":\"b\"}"},
+        {"{}", "{\"a\":{\"bb\":{\"ccc\":null}}}", "{\"a\":{\"bb\":{}}}"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *t = json_loads(cases[i][0], JSON_DECODE_ANY, NULL);
+        json_t *p = json_loads(cases[i][1], JSON_DECODE_ANY, NULL);
+        json_t *want = json_loads(cases[i][2], JSON_DECODE_ANY, NULL);
+        json_t *got = core_json_merge_patch(t, p);
+
+        if (!json_equal(got, want))
+            fail_msg("case %zu: %s + %s", i, cases[i][0], cases[i][1]);
+        json_decref(t);
+        json_decref(p);
+        json_decref(want);
+        json_decref(got);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cfg_minimal_gets_defaults),
+        cmocka_unit_test(test_cfg_udp_defaults_to_sequential),
+        cmocka_unit_test(test_cfg_bad_input_names_field),
+        cmocka_unit_test(test_cfg_read_only_members_ignored),
+        cmocka_unit_test(test_cfg_round_trip_is_equal),
+        cmocka_unit_test(test_merge_patch_rfc7396_examples),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,229 @@
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/store.h"
+#include "svc/echo.h"
+
+static const struct core_service *const svcs[] = {&svc_echo};
+static const struct core_service_table table = {.svcs = svcs, .n = 1};
+
+struct dir {
+    char path[PATH_MAX];
+    char file[PATH_MAX];
+};
+
+static int setup(void **state)
+{
+    struct dir *d = calloc(1, sizeof(*d));
+
+    snprintf(d->path, sizeof(d->path), "/tmp/sockserv-test-store-XXXXXX");
+    if (!mkdtemp(d->path))
+        return -1;
+    snprintf(d->file, sizeof(d->file), "%s/%s", d->path, CORE_STORE_FILE);
+    *state = d;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct dir *d = *state;
+    char cmd[PATH_MAX + 16];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->path);
+    (void)!system(cmd);
+    free(d);
+    return 0;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static size_t count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t n = 0;
+
+    assert_non_null(d);
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void test_store_missing_file_is_enoent(void **state)
+{
+    struct dir *d = *state;
+    struct core_listener_cfg *cfgs = NULL;
+    size_t n = 0;
+
+    assert_int_equal(core_store_load(d->file, &table, &cfgs, &n, NULL), -ENOENT);
+}
+
+static void test_store_round_trip_keeps_every_field(void **state)
+{
+    static const char *const text =
+        "{\"version\":1,\"listeners\":["
+        "{\"id\":\"a\",\"service\":\"echo\",\"port\":7007,\"enabled\":false,"
+        "\"options\":{\"mode\":\"once\"}},"
+        "{\"id\":\"b\",\"service\":\"echo\",\"transport\":\"udp\",\"address\":\"::1\","
+        "\"port\":0,\"workers\":4}]}";
+    struct dir *d = *state;
+    struct core_listener_cfg *in = NULL, *out = NULL;
+    const struct core_listener_cfg *ptrs[2];
+    size_t n_in = 0, n_out = 0;
+
+    assert_int_equal(core_store_parse(text, strlen(text), "test", &table, &in, &n_in, NULL), 0);
+    assert_int_equal(n_in, 2);
+    ptrs[0] = &in[0];
+    ptrs[1] = &in[1];
+    assert_int_equal(core_store_save(d->file, ptrs, 2, NULL), 0);
+    assert_int_equal(core_store_load(d->file, &table, &out, &n_out, NULL), 0);
+    assert_int_equal(n_out, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_true(core_listener_cfg_equal(&in[i], &out[i]));
+        core_listener_cfg_fini(&in[i]);
+        core_listener_cfg_fini(&out[i]);
+    }
+    free(in);
+    free(out);
+    /* Nothing but the state file is left behind. */
+    assert_int_equal(count_entries(d->path), 1);
+}
+
+static void test_store_corrupt_file_names_file_and_problem(void **state)
+{
+    struct dir *d = *state;
+    struct core_listener_cfg *cfgs = NULL;
+    struct core_err err = {0};
+    size_t n = 0;
+
+    write_file(d->file, "{\"version\":1,\"listeners\":[{\"id\":\"a\",");
+    assert_int_equal(core_store_load(d->file, &table, &cfgs, &n, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, d->file));
+    assert_non_null(strstr(err.msg, "line 1"));
+    assert_null(cfgs);
+}
+
+static void test_store_bad_listener_names_it(void **state)
+{
+    struct dir *d = *state;
+    struct core_listener_cfg *cfgs = NULL;
+    struct core_err err = {0};
+    size_t n = 0;
+
+    write_file(d->file, "{\"version\":1,\"listeners\":[{\"id\":\"a\",\"service\":\"echo\","
+                        "\"port\":1},{\"id\":\"b\",\"service\":\"echo\",\"port\":99999}]}");
+    assert_int_equal(core_store_load(d->file, &table, &cfgs, &n, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, d->file));
+    assert_non_null(strstr(err.msg, "listener 1"));
+    assert_non_null(strstr(err.msg, "port"));
+}
+
+static void test_store_duplicate_ids_refused(void **state)
+{
+    static const char *const text = "{\"listeners\":[{\"id\":\"a\",\"service\":\"echo\","
+                                    "\"port\":1},{\"id\":\"a\",\"service\":\"echo\",\"port\":2}]}";
+    struct core_listener_cfg *cfgs = NULL;
+    struct core_err err = {0};
+    size_t n = 0;
+
+    (void)state;
+    assert_int_equal(core_store_parse(text, strlen(text), "t", &table, &cfgs, &n, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "twice"));
+}
+
+static void test_store_wrong_shape_refused(void **state)
+{
+    static const char *const texts[] = {"[]", "{\"listeners\":{}}",
+                                        "{\"version\":2,\"listeners\":[]}", "null"};
+    struct core_listener_cfg *cfgs = NULL;
+    size_t n = 0;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+        assert_int_equal(core_store_parse(texts[i], strlen(texts[i]), "t", &table, &cfgs, &n, NULL),
+                         -EINVAL);
+}
+
+static void test_fs_write_atomic_replaces_whole_content(void **state)
+{
+    struct dir *d = *state;
+    char path[PATH_MAX + 8], buf[64] = "";
+    struct stat st;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/x", d->path);
+    assert_int_equal(core_fs_write_atomic(path, "first version", 13, 0600), 0);
+    assert_int_equal(core_fs_write_atomic(path, "second", 6, 0600), 0);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    assert_int_equal(fread(buf, 1, sizeof(buf) - 1, f), 6);
+    fclose(f);
+    assert_string_equal(buf, "second");
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(count_entries(d->path), 1);
+}
+
+static void test_fs_write_atomic_missing_dir_fails_cleanly(void **state)
+{
+    struct dir *d = *state;
+    char path[PATH_MAX + 16];
+
+    snprintf(path, sizeof(path), "%s/no/such/file", d->path);
+    assert_int_equal(core_fs_write_atomic(path, "x", 1, 0600), -ENOENT);
+    assert_int_equal(count_entries(d->path), 0);
+}
+
+static void test_fs_mkdir_p_creates_parents(void **state)
+{
+    struct dir *d = *state;
+    char path[PATH_MAX + 16];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/a/b/c", d->path);
+    assert_int_equal(core_fs_mkdir_p(path, 0700), 0);
+    assert_int_equal(core_fs_mkdir_p(path, 0700), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_store_missing_file_is_enoent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_round_trip_keeps_every_field, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_corrupt_file_names_file_and_problem, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_store_bad_listener_names_it, setup, teardown),
+        cmocka_unit_test(test_store_duplicate_ids_refused),
+        cmocka_unit_test(test_store_wrong_shape_refused),
+        cmocka_unit_test_setup_teardown(test_fs_write_atomic_replaces_whole_content, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fs_write_atomic_missing_dir_fails_cleanly, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fs_mkdir_p_creates_parents, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
