@@ -68,6 +68,10 @@ void core_listener_free(struct core_listener *l);
 /* The configuration; valid until the next reconfigure. Only from the thread making changes. */
 const struct core_listener_cfg *core_listener_cfg(const struct core_listener *l);
 
+/* A deep copy of the configuration into *ret (release with core_listener_cfg_fini()). Any
+ * thread. Returns 0 or -ENOMEM. */
+int core_listener_cfg_snapshot(struct core_listener *l, struct core_listener_cfg *ret);
+
 /* The id; never changes, any thread. */
 const char *core_listener_id(const struct core_listener *l);
 

@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -91,6 +92,22 @@ int core_registry_metrics(struct core_registry *r, const char *id, json_t **ret)
 
 /* Every listener's metrics as an object keyed by id (new reference). */
 int core_registry_metrics_all(struct core_registry *r, json_t **ret);
+
+/*
+ * The files listener id keeps (backup): *ret is a JSON array (new reference). -ENOENT when
+ * there is no such listener, -ENOTSUP when its service keeps no files.
+ */
+int core_registry_files(struct core_registry *r, const char *id, json_t **ret,
+                        struct core_err *err);
+
+/*
+ * Opens stored file name of listener id for reading (version 0: the current one): *ret_fd
+ * (the caller closes it) and *ret_size. -ENOENT for no such listener or file, -ENOTSUP when
+ * its service keeps no files, -EINVAL for a bad name.
+ */
+int core_registry_file_open(struct core_registry *r, const char *id, const char *name,
+                            unsigned version, int *ret_fd, uint64_t *ret_size,
+                            struct core_err *err);
 
 /* Number of listeners. */
 size_t core_registry_count(struct core_registry *r);

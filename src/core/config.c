@@ -334,7 +334,7 @@ int core_listener_cfg_from_json(const json_t *j, const struct core_service_table
 
 json_t *core_listener_cfg_to_json(const struct core_listener_cfg *c)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:i, s:i, s:i, s:b, s:o}", "id", c->id,
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:b, s:o}", "id", c->id,
                      "service", c->svc->name, "transport", core_transport_name(c->transport),
                      "address", c->address, "port", (json_int_t)c->port, "model",
                      core_model_name(c->model), "workers", (json_int_t)c->workers,

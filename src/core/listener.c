@@ -260,6 +260,16 @@ enum core_state core_listener_state(struct core_listener *l)
     return s;
 }
 
+int core_listener_cfg_snapshot(struct core_listener *l, struct core_listener_cfg *ret)
+{
+    int r;
+
+    pthread_mutex_lock(&l->lock);
+    r = core_listener_cfg_copy(&l->cfg, ret);
+    pthread_mutex_unlock(&l->lock);
+    return r;
+}
+
 const char *core_listener_id(const struct core_listener *l)
 {
     return l->id;

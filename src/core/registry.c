@@ -292,7 +292,10 @@ int core_registry_replace(struct core_registry *r, const char *id, const json_t 
     int rc;
 
     if (!core_id_is_valid(id))
-        return core_err_set(err, -ENOENT, NULL, "no listener '%.64s'", id);
+        return core_err_set(err, -EINVAL, "id",
+                            "id: '%.64s' is not a valid id (1-%d of A-Z a-z 0-9 . _ -, starting "
+                            "with a letter or digit)",
+                            id, CORE_ID_MAX - 1);
     rc = core_listener_cfg_from_json(body, r->services, true, &cfg, err);
     if (rc < 0)
         return rc;
@@ -493,6 +496,59 @@ int core_registry_metrics_all(struct core_registry *r, json_t **ret)
     pthread_mutex_unlock(&r->lock);
     *ret = o;
     return 0;
+}
+
+/* A copy of listener id's configuration, for reading outside the registry's locks. */
+static int cfg_of(struct core_registry *r, const char *id, struct core_listener_cfg *ret,
+                  struct core_err *err)
+{
+    struct core_listener *l;
+    int rc;
+
+    pthread_mutex_lock(&r->lock);
+    l = lookup(r, id);
+    rc = l ? core_listener_cfg_snapshot(l, ret) : -ENOENT;
+    pthread_mutex_unlock(&r->lock);
+    if (rc == -ENOENT)
+        return core_err_set(err, rc, NULL, "no listener '%.64s'", id);
+    return rc;
+}
+
+int core_registry_files(struct core_registry *r, const char *id, json_t **ret, struct core_err *err)
+{
+    struct core_listener_cfg cfg;
+    struct core_svc_env env = {.listener_id = id, .state_dir = r->state_dir};
+    int rc;
+
+    rc = cfg_of(r, id, &cfg, err);
+    if (rc < 0)
+        return rc;
+    if (cfg.svc->files_list)
+        rc = cfg.svc->files_list(cfg.options, &env, ret, err);
+    else
+        rc = core_err_set(err, -ENOTSUP, NULL, "listener '%s' (%s) keeps no files", id,
+                          cfg.svc->name);
+    core_listener_cfg_fini(&cfg);
+    return rc;
+}
+
+int core_registry_file_open(struct core_registry *r, const char *id, const char *name,
+                            unsigned version, int *ret_fd, uint64_t *ret_size, struct core_err *err)
+{
+    struct core_listener_cfg cfg;
+    struct core_svc_env env = {.listener_id = id, .state_dir = r->state_dir};
+    int rc;
+
+    rc = cfg_of(r, id, &cfg, err);
+    if (rc < 0)
+        return rc;
+    if (cfg.svc->file_open)
+        rc = cfg.svc->file_open(cfg.options, &env, name, version, ret_fd, ret_size, err);
+    else
+        rc = core_err_set(err, -ENOTSUP, NULL, "listener '%s' (%s) keeps no files", id,
+                          cfg.svc->name);
+    core_listener_cfg_fini(&cfg);
+    return rc;
 }
 
 size_t core_registry_count(struct core_registry *r)

@@ -21,7 +21,7 @@ static const struct core_service_table table = {.svcs = svcs, .n = 1};
 
 struct dir {
     char path[PATH_MAX];
-    char file[PATH_MAX];
+    char file[PATH_MAX + sizeof(CORE_STORE_FILE) + 1];
 };
 
 static int setup(void **state)

@@ -1,0 +1,95 @@
+#ifndef API_REPLY_H
+#define API_REPLY_H
+
+/*
+ * Every HTTP reply of the control plane goes through this module: JSON bodies, problem+json
+ * errors (RFC 9457), embedded static files, and the one mapping from a negative errno to an
+ * HTTP status. A handler fills a struct api_reply; the server sends it with api_reply_send().
+ *
+ * Thread rules: a reply belongs to the request that fills it (libmicrohttpd's thread). The
+ * pure functions (api_status_from_errno(), api_status_title(), api_problem_new()) may be
+ * called from any thread.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "api/assets.h"
+#include "core/err.h"
+
+/* Longest "Location" and "Allow" header values a reply carries, with their NUL. */
+#define API_LOCATION_MAX 128
+#define API_ALLOW_MAX 64
+
+struct api_reply {
+    unsigned status;
+    json_t *json;                    /* owned: the application/json body, or NULL for none */
+    bool is_problem;                 /* the body is application/problem+json from detail, field */
+    char detail[256];                /* problem: what went wrong, for humans */
+    char field[64];                  /* problem: the field at fault; empty for none */
+    char location[API_LOCATION_MAX]; /* "Location" header when not empty */
+    char allow[API_ALLOW_MAX];       /* "Allow" header when not empty */
+    const struct api_asset *asset;   /* a static file (borrowed, static storage), or NULL */
+};
+
+/* Prepares r: 500 with no body until a setter says otherwise. */
+void api_reply_init(struct api_reply *r);
+
+/* Releases what r owns and prepares it again. Accepts an initialised reply. */
+void api_reply_fini(struct api_reply *r);
+
+/*
+ * A JSON reply with status. Takes ownership of body (new reference; NULL is 500: the handler
+ * ran out of memory building it). Replaces what r held.
+ */
+void api_reply_json(struct api_reply *r, unsigned status, json_t *body);
+
+/* A reply with no body (204, 304). */
+void api_reply_empty(struct api_reply *r, unsigned status);
+
+/* A problem reply: status, a printf-formatted detail, field (NULL or "" for none). */
+void api_reply_problem(struct api_reply *r, unsigned status, const char *field, const char *fmt,
+                       ...) __attribute__((format(printf, 4, 5)));
+
+/*
+ * A problem reply for a negative errno from core/: the status is api_status_from_errno(code),
+ * the detail err->msg (or the errno's text when err is NULL or empty), the field err->field.
+ */
+void api_reply_error(struct api_reply *r, int code, const struct core_err *err);
+
+/* 405 with the "Allow" header set to allow (e.g. "GET, HEAD, PUT"). */
+void api_reply_method_not_allowed(struct api_reply *r, const char *method, const char *path,
+                                  const char *allow);
+
+/* An embedded file: 200 with its body, or 304 (no body) when not_modified. Both carry the
+ * asset's ETag, its Content-Type and "Cache-Control: no-cache". */
+void api_reply_asset(struct api_reply *r, const struct api_asset *asset, bool not_modified);
+
+/*
+ * Builds the libmicrohttpd response for r, queues it on c and releases r (api_reply_fini()).
+ * Call from the access handler only. If the body cannot be built, sends a bare 500 instead.
+ * Returns what MHD_queue_response() returned (MHD_NO closes the connection).
+ */
+enum MHD_Result api_reply_send(struct MHD_Connection *c, struct api_reply *r);
+
+/*
+ * The HTTP status for a negative errno from core/: -EINVAL 400; -ENOENT 404; -EEXIST,
+ * -EADDRINUSE, -EADDRNOTAVAIL, -EACCES, -EPERM, -EBUSY, -ENOSPC 409; -E2BIG, -EFBIG 413;
+ * anything else 500.
+ */
+unsigned api_status_from_errno(int code);
+
+/* The reason phrase of status ("Not Found"), the "title" of a problem. Never NULL. */
+const char *api_status_title(unsigned status);
+
+/*
+ * The problem+json object {"type":"about:blank","title","status","detail","field"}: "detail"
+ * only when detail is neither NULL nor empty, "field" likewise. Bytes of detail and field that
+ * are not UTF-8 are sent as '?'. Returns a new reference, NULL on ENOMEM.
+ */
+json_t *api_problem_new(unsigned status, const char *detail, const char *field);
+
+#endif

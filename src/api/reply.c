@@ -1,0 +1,310 @@
+#include "api/reply.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONTENT_TYPE_JSON "application/json"
+#define CONTENT_TYPE_PROBLEM "application/problem+json"
+
+/* Sent when the real reply cannot be built (out of memory): static, needs no allocation. */
+static const char bare_500[] =
+    "{\"type\":\"about:blank\",\"title\":\"Internal Server Error\",\"status\":500}\n";
+
+void api_reply_init(struct api_reply *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+void api_reply_fini(struct api_reply *r)
+{
+    json_decref(r->json);
+    api_reply_init(r);
+}
+
+void api_reply_json(struct api_reply *r, unsigned status, json_t *body)
+{
+    api_reply_fini(r);
+    if (!body) {
+        api_reply_error(r, -ENOMEM, NULL);
+        return;
+    }
+    r->status = status;
+    r->json = body;
+}
+
+void api_reply_empty(struct api_reply *r, unsigned status)
+{
+    api_reply_fini(r);
+    r->status = status;
+}
+
+static void set_problem(struct api_reply *r, unsigned status, const char *field, const char *fmt,
+                        va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void set_problem(struct api_reply *r, unsigned status, const char *field, const char *fmt,
+                        va_list ap)
+{
+    api_reply_fini(r);
+    r->status = status;
+    r->is_problem = true;
+    (void)vsnprintf(r->detail, sizeof(r->detail), fmt, ap);
+    if (field)
+        (void)snprintf(r->field, sizeof(r->field), "%s", field);
+}
+
+void api_reply_problem(struct api_reply *r, unsigned status, const char *field, const char *fmt,
+                       ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    set_problem(r, status, field, fmt, ap);
+    va_end(ap);
+}
+
+void api_reply_error(struct api_reply *r, int code, const struct core_err *err)
+{
+    unsigned status = api_status_from_errno(code);
+    const char *field = err && err->field[0] ? err->field : NULL;
+
+    if (err && err->msg[0])
+        api_reply_problem(r, status, field, "%s", err->msg);
+    else
+        api_reply_problem(r, status, field, "%s", strerror(code < 0 ? -code : code));
+}
+
+void api_reply_method_not_allowed(struct api_reply *r, const char *method, const char *path,
+                                  const char *allow)
+{
+    api_reply_problem(r, MHD_HTTP_METHOD_NOT_ALLOWED, NULL, "%s is not allowed on %s; use %s",
+                      method, path, allow);
+    (void)snprintf(r->allow, sizeof(r->allow), "%s", allow);
+}
+
+void api_reply_asset(struct api_reply *r, const struct api_asset *asset, bool not_modified)
+{
+    api_reply_fini(r);
+    r->status = not_modified ? MHD_HTTP_NOT_MODIFIED : MHD_HTTP_OK;
+    r->asset = asset;
+}
+
+unsigned api_status_from_errno(int code)
+{
+    switch (code) {
+    case -EINVAL:
+        return MHD_HTTP_BAD_REQUEST;
+    case -ENOENT:
+        return MHD_HTTP_NOT_FOUND;
+    case -EEXIST:
+    case -EADDRINUSE:
+    case -EADDRNOTAVAIL:
+    case -EACCES:
+    case -EPERM:
+    case -EBUSY:
+    case -ENOSPC:
+        return MHD_HTTP_CONFLICT;
+    case -E2BIG:
+    case -EFBIG:
+        return MHD_HTTP_CONTENT_TOO_LARGE;
+    default:
+        return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+const char *api_status_title(unsigned status)
+{
+    const char *title = MHD_get_reason_phrase_for(status);
+
+    return title ? title : "Unknown";
+}
+
+/* Length of the well-formed UTF-8 sequence at s (1 to 4 bytes), 0 if it is not one. */
+static size_t utf8_sequence_len(const unsigned char *s)
+{
+    unsigned c = s[0];
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        return (s[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
+            return 0;
+        if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f))
+            return 0; /* overlong, or a surrogate */
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
+            return 0;
+        if ((c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] > 0x8f))
+            return 0; /* overlong, or past U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+/*
+ * text as a JSON string. Text that is not UTF-8 (a path's bytes, a message cut in the middle
+ * of a character) has each offending byte replaced by '?'. NULL on ENOMEM.
+ */
+static json_t *json_text(const char *text)
+{
+    json_t *j = json_string(text);
+    unsigned char *copy;
+
+    if (j)
+        return j;
+    copy = (unsigned char *)strdup(text);
+    if (!copy)
+        return NULL;
+    for (unsigned char *p = copy; *p;) {
+        size_t n = utf8_sequence_len(p);
+
+        if (n == 0) {
+            *p = '?';
+            n = 1;
+        }
+        p += n;
+    }
+    j = json_string((const char *)copy);
+    free(copy);
+    return j;
+}
+
+json_t *api_problem_new(unsigned status, const char *detail, const char *field)
+{
+    json_t *j = json_pack("{s:s, s:s, s:I}", "type", "about:blank", "title",
+                          api_status_title(status), "status", (json_int_t)status);
+
+    if (!j)
+        return NULL;
+    if (detail && detail[0] && json_object_set_new(j, "detail", json_text(detail)) < 0)
+        goto out_free;
+    if (field && field[0] && json_object_set_new(j, "field", json_text(field)) < 0)
+        goto out_free;
+    return j;
+
+out_free:
+    json_decref(j);
+    return NULL;
+}
+
+/* Compact JSON text with a trailing newline, in a heap buffer for free(). NULL on ENOMEM. */
+static char *dump_json(const json_t *j, size_t *ret_len)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    size_t len;
+    char *grown;
+
+    if (!text)
+        return NULL;
+    len = strlen(text);
+    grown = realloc(text, len + 2);
+    if (!grown) {
+        free(text);
+        return NULL;
+    }
+    grown[len] = '\n';
+    grown[len + 1] = '\0';
+    *ret_len = len + 1;
+    return grown;
+}
+
+static struct MHD_Response *response_from_json(const json_t *j, const char *content_type)
+{
+    struct MHD_Response *resp;
+    size_t len = 0;
+    char *text = dump_json(j, &len);
+
+    if (!text)
+        return NULL;
+    resp = MHD_create_response_from_buffer_with_free_callback(len, text, free);
+    if (!resp) {
+        free(text);
+        return NULL;
+    }
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES) {
+        MHD_destroy_response(resp);
+        return NULL;
+    }
+    return resp;
+}
+
+/*
+ * The asset table is static: libmicrohttpd may send straight from it. A 304 gets the same
+ * response: libmicrohttpd sends no body with a 304 and keeps the Content-Length of the 200, as
+ * RFC 9110 (15.4.5) allows.
+ */
+static struct MHD_Response *response_from_asset(const struct api_asset *a)
+{
+    struct MHD_Response *resp;
+
+    resp = MHD_create_response_from_buffer(a->len, (void *)a->data, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return NULL;
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, a->content_type) != MHD_YES ||
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, a->etag) != MHD_YES ||
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") != MHD_YES) {
+        MHD_destroy_response(resp);
+        return NULL;
+    }
+    return resp;
+}
+
+/* The response r describes, with its extra headers; NULL on ENOMEM. */
+static struct MHD_Response *build(const struct api_reply *r)
+{
+    struct MHD_Response *resp;
+
+    if (r->asset) {
+        resp = response_from_asset(r->asset);
+    } else if (r->is_problem) {
+        json_t *p = api_problem_new(r->status, r->detail, r->field);
+
+        resp = p ? response_from_json(p, CONTENT_TYPE_PROBLEM) : NULL;
+        json_decref(p);
+    } else if (r->json) {
+        resp = response_from_json(r->json, CONTENT_TYPE_JSON);
+    } else {
+        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    }
+    if (!resp)
+        return NULL;
+    if (r->location[0] &&
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->location) != MHD_YES)
+        goto out_destroy;
+    if (r->allow[0] && MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow) != MHD_YES)
+        goto out_destroy;
+    return resp;
+
+out_destroy:
+    MHD_destroy_response(resp);
+    return NULL;
+}
+
+enum MHD_Result api_reply_send(struct MHD_Connection *c, struct api_reply *r)
+{
+    struct MHD_Response *resp = build(r);
+    unsigned status = r->status;
+    enum MHD_Result ret;
+
+    if (!resp) {
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        resp = MHD_create_response_from_buffer(sizeof(bare_500) - 1, (void *)bare_500,
+                                               MHD_RESPMEM_PERSISTENT);
+        if (!resp) {
+            api_reply_fini(r);
+            return MHD_NO;
+        }
+        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CONTENT_TYPE_PROBLEM);
+    }
+    ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    api_reply_fini(r);
+    return ret;
+}

@@ -1,0 +1,188 @@
+#include "api/routes.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/assets.h"
+
+#define PATTERN_ASSET "{asset}"
+#define SEGMENT_ID "{id}"
+
+static const struct api_route routes[] = {
+    {API_METHOD_GET, "/api/v1/health", api_handle_health, API_BODY_NONE},
+    {API_METHOD_GET, "/api/v1/listeners", api_handle_listeners_list, API_BODY_NONE},
+    {API_METHOD_POST, "/api/v1/listeners", api_handle_listener_create, API_BODY_JSON},
+    {API_METHOD_GET, "/api/v1/listeners/{id}", api_handle_listener_get, API_BODY_NONE},
+    {API_METHOD_PUT, "/api/v1/listeners/{id}", api_handle_listener_replace, API_BODY_JSON},
+    {API_METHOD_PATCH, "/api/v1/listeners/{id}", api_handle_listener_patch, API_BODY_MERGE_PATCH},
+    {API_METHOD_DELETE, "/api/v1/listeners/{id}", api_handle_listener_delete, API_BODY_NONE},
+    {API_METHOD_POST, "/api/v1/listeners/{id}/start", api_handle_listener_start, API_BODY_NONE},
+    {API_METHOD_POST, "/api/v1/listeners/{id}/stop", api_handle_listener_stop, API_BODY_NONE},
+    {API_METHOD_GET, "/api/v1/listeners/{id}/metrics", api_handle_listener_metrics, API_BODY_NONE},
+    {API_METHOD_GET, "/api/v1/metrics", api_handle_metrics, API_BODY_NONE},
+    {API_METHOD_GET, PATTERN_ASSET, api_handle_asset, API_BODY_NONE},
+};
+
+static const char *const method_names[API_METHOD_COUNT] = {
+    [API_METHOD_GET] = "GET", [API_METHOD_HEAD] = "HEAD",   [API_METHOD_POST] = "POST",
+    [API_METHOD_PUT] = "PUT", [API_METHOD_PATCH] = "PATCH", [API_METHOD_DELETE] = "DELETE",
+    [API_METHOD_OTHER] = "",
+};
+
+enum api_method api_method_from_name(const char *name)
+{
+    for (unsigned m = 0; m < API_METHOD_OTHER; m++)
+        if (strcmp(name, method_names[m]) == 0)
+            return (enum api_method)m;
+    return API_METHOD_OTHER;
+}
+
+const char *api_method_name(enum api_method m)
+{
+    return (unsigned)m < API_METHOD_COUNT ? method_names[m] : "";
+}
+
+/*
+ * Whether path matches pattern segment by segment; the {id} segment's place in path goes to
+ * *ret_id and *ret_id_len.
+ */
+static bool pattern_matches(const char *pattern, const char *path, const char **ret_id,
+                            size_t *ret_id_len)
+{
+    const char *id = NULL;
+    size_t id_len = 0;
+
+    if (strcmp(pattern, PATTERN_ASSET) == 0)
+        return api_asset_find(path) != NULL;
+    if (*pattern != '/' || *path != '/')
+        return false;
+    while (*pattern == '/' && *path == '/') {
+        size_t plen, slen;
+
+        pattern++;
+        path++;
+        plen = strcspn(pattern, "/");
+        slen = strcspn(path, "/");
+        if (plen == strlen(SEGMENT_ID) && strncmp(pattern, SEGMENT_ID, plen) == 0) {
+            if (slen == 0)
+                return false;
+            id = path;
+            id_len = slen;
+        } else if (plen != slen || strncmp(pattern, path, plen) != 0) {
+            return false;
+        }
+        pattern += plen;
+        path += slen;
+    }
+    if (*pattern != '\0' || *path != '\0')
+        return false;
+    *ret_id = id;
+    *ret_id_len = id_len;
+    return true;
+}
+
+int api_route_match(const char *method, const char *path, struct api_match *ret)
+{
+    enum api_method m = api_method_from_name(method);
+    enum api_method want = m == API_METHOD_HEAD ? API_METHOD_GET : m;
+    struct api_match found = {0};
+    bool path_known = false;
+
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const char *id;
+        size_t id_len;
+
+        if (!pattern_matches(routes[i].pattern, path, &id, &id_len))
+            continue;
+        path_known = true;
+        found.allow |= API_METHOD_BIT(routes[i].method);
+        if (routes[i].method == API_METHOD_GET)
+            found.allow |= API_METHOD_BIT(API_METHOD_HEAD);
+        if (!found.route && routes[i].method == want) {
+            found.route = &routes[i];
+            found.id = id;
+            found.id_len = id_len;
+        }
+    }
+    if (!path_known)
+        return -ENOENT;
+    *ret = found;
+    return found.route ? 0 : -EOPNOTSUPP;
+}
+
+int api_methods_format(unsigned mask, char *buf, size_t len)
+{
+    size_t used = 0;
+
+    if (len == 0)
+        return -ENOSPC;
+    buf[0] = '\0';
+    for (unsigned m = 0; m < API_METHOD_OTHER; m++) {
+        int n;
+
+        if (!(mask & API_METHOD_BIT(m)))
+            continue;
+        n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", method_names[m]);
+        if (n < 0 || (size_t)n >= len - used) {
+            buf[0] = '\0';
+            return -ENOSPC;
+        }
+        used += (size_t)n;
+    }
+    return 0;
+}
+
+/* Whether the media type of a Content-Type value (before ';', blanks trimmed) is type. */
+static bool media_type_is(const char *content_type, const char *type)
+{
+    const char *p = content_type;
+    size_t n;
+
+    while (*p == ' ' || *p == '\t')
+        p++;
+    n = strcspn(p, ";");
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    return n == strlen(type) && strncasecmp(p, type, n) == 0;
+}
+
+bool api_body_type_is_accepted(enum api_body body, const char *content_type)
+{
+    switch (body) {
+    case API_BODY_NONE:
+        return true;
+    case API_BODY_JSON:
+        return content_type && media_type_is(content_type, "application/json");
+    case API_BODY_MERGE_PATCH:
+        return content_type && (media_type_is(content_type, "application/json") ||
+                                media_type_is(content_type, "application/merge-patch+json"));
+    case API_BODY_COUNT:
+        break;
+    }
+    return false;
+}
+
+int api_body_length_check(const char *content_length, size_t body_max)
+{
+    unsigned long long n;
+    char *end;
+
+    if (!content_length)
+        return 0;
+    while (*content_length == ' ' || *content_length == '\t')
+        content_length++;
+    if (*content_length < '0' || *content_length > '9')
+        return -EINVAL;
+    errno = 0;
+    n = strtoull(content_length, &end, 10);
+    while (*end == ' ' || *end == '\t')
+        end++;
+    if (*end != '\0')
+        return -EINVAL;
+    if (errno == ERANGE || n > body_max)
+        return -EFBIG;
+    return 0;
+}

@@ -1,0 +1,432 @@
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "api/assets.h"
+#include "api/handlers.h"
+#include "api/reply.h"
+#include "api/routes.h"
+
+/* Matches method and path, expecting a route; returns it. */
+static const struct api_route *match_ok(const char *method, const char *path, struct api_match *m)
+{
+    assert_int_equal(api_route_match(method, path, m), 0);
+    assert_non_null(m->route);
+    return m->route;
+}
+
+static void test_routes_listener_path_captures_id(void **state)
+{
+    struct api_match m;
+
+    (void)state;
+    assert_ptr_equal(match_ok("GET", "/api/v1/listeners/echo-tcp", &m)->handler,
+                     api_handle_listener_get);
+    assert_int_equal(m.id_len, strlen("echo-tcp"));
+    assert_memory_equal(m.id, "echo-tcp", m.id_len);
+}
+
+static void test_routes_each_method_of_listener_selects_its_handler(void **state)
+{
+    struct api_match m;
+
+    (void)state;
+    assert_ptr_equal(match_ok("PUT", "/api/v1/listeners/e1", &m)->handler,
+                     api_handle_listener_replace);
+    assert_int_equal(m.route->body, API_BODY_JSON);
+    assert_ptr_equal(match_ok("PATCH", "/api/v1/listeners/e1", &m)->handler,
+                     api_handle_listener_patch);
+    assert_int_equal(m.route->body, API_BODY_MERGE_PATCH);
+    assert_ptr_equal(match_ok("DELETE", "/api/v1/listeners/e1", &m)->handler,
+                     api_handle_listener_delete);
+    assert_ptr_equal(match_ok("POST", "/api/v1/listeners", &m)->handler,
+                     api_handle_listener_create);
+    assert_int_equal(m.route->body, API_BODY_JSON);
+    assert_null(m.id);
+    assert_ptr_equal(match_ok("GET", "/api/v1/listeners", &m)->handler, api_handle_listeners_list);
+    assert_ptr_equal(match_ok("GET", "/api/v1/health", &m)->handler, api_handle_health);
+    assert_ptr_equal(match_ok("GET", "/api/v1/metrics", &m)->handler, api_handle_metrics);
+}
+
+static void test_routes_sub_resources_capture_id(void **state)
+{
+    struct api_match m;
+
+    (void)state;
+    assert_ptr_equal(match_ok("POST", "/api/v1/listeners/a.b_c-1/start", &m)->handler,
+                     api_handle_listener_start);
+    assert_memory_equal(m.id, "a.b_c-1", m.id_len);
+    assert_int_equal(m.route->body, API_BODY_NONE);
+    assert_ptr_equal(match_ok("POST", "/api/v1/listeners/x/stop", &m)->handler,
+                     api_handle_listener_stop);
+    assert_memory_equal(m.id, "x", m.id_len);
+    assert_int_equal(m.id_len, 1);
+    assert_ptr_equal(match_ok("GET", "/api/v1/listeners/y/metrics", &m)->handler,
+                     api_handle_listener_metrics);
+    assert_memory_equal(m.id, "y", m.id_len);
+}
+
+static void test_routes_unknown_path_is_enoent(void **state)
+{
+    static const char *const paths[] = {
+        "/nope",
+        "/api/v1",
+        "/api/v1/",
+        "/api/v1/listeners/",       /* empty id */
+        "/api/v1/listeners//start", /* empty id */
+        "/api/v1/listeners/e1/",
+        "/api/v1/listeners/e1/restart",
+        "/api/v1/listeners/e1/start/now",
+        "/api/v2/listeners",
+        "/api/v1/listenersX",
+        "//api/v1/listeners",
+        "api/v1/listeners",
+        "",
+    };
+    struct api_match m;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        int r = api_route_match("GET", paths[i], &m);
+
+        if (r != -ENOENT)
+            fail_msg("GET '%s': %d, expected -ENOENT", paths[i], r);
+    }
+}
+
+static void test_routes_wrong_method_is_eopnotsupp_with_allow(void **state)
+{
+    struct api_match m;
+    char allow[API_ALLOW_MAX];
+
+    (void)state;
+    assert_int_equal(api_route_match("DELETE", "/api/v1/listeners", &m), -EOPNOTSUPP);
+    assert_int_equal(api_methods_format(m.allow, allow, sizeof(allow)), 0);
+    assert_string_equal(allow, "GET, HEAD, POST");
+
+    assert_int_equal(api_route_match("POST", "/api/v1/listeners/e1", &m), -EOPNOTSUPP);
+    assert_int_equal(api_methods_format(m.allow, allow, sizeof(allow)), 0);
+    assert_string_equal(allow, "GET, HEAD, PUT, PATCH, DELETE");
+
+    assert_int_equal(api_route_match("GET", "/api/v1/listeners/e1/start", &m), -EOPNOTSUPP);
+    assert_int_equal(api_methods_format(m.allow, allow, sizeof(allow)), 0);
+    assert_string_equal(allow, "POST");
+
+    assert_int_equal(api_route_match("PUT", "/api/v1/health", &m), -EOPNOTSUPP);
+    assert_int_equal(api_methods_format(m.allow, allow, sizeof(allow)), 0);
+    assert_string_equal(allow, "GET, HEAD");
+}
+
+static void test_routes_unknown_or_lowercase_method_is_eopnotsupp(void **state)
+{
+    struct api_match m;
+
+    (void)state;
+    assert_int_equal(api_route_match("get", "/api/v1/health", &m), -EOPNOTSUPP);
+    assert_int_equal(api_route_match("OPTIONS", "/api/v1/listeners", &m), -EOPNOTSUPP);
+    assert_int_equal(api_route_match("BREW", "/api/v1/listeners/e1", &m), -EOPNOTSUPP);
+    assert_int_equal(api_method_from_name("OPTIONS"), API_METHOD_OTHER);
+}
+
+static void test_routes_head_runs_the_get_handler(void **state)
+{
+    struct api_match m;
+
+    (void)state;
+    assert_ptr_equal(match_ok("HEAD", "/api/v1/listeners/e1", &m)->handler,
+                     api_handle_listener_get);
+    assert_ptr_equal(match_ok("HEAD", "/api/v1/health", &m)->handler, api_handle_health);
+    assert_int_equal(api_route_match("HEAD", "/api/v1/listeners/e1/stop", &m), -EOPNOTSUPP);
+}
+
+static void test_routes_assets_match_get_and_head_only(void **state)
+{
+    struct api_match m;
+    char allow[API_ALLOW_MAX];
+
+    (void)state;
+    assert_ptr_equal(match_ok("GET", "/", &m)->handler, api_handle_asset);
+    assert_ptr_equal(match_ok("GET", "/index.html", &m)->handler, api_handle_asset);
+    assert_ptr_equal(match_ok("HEAD", "/openapi.yaml", &m)->handler, api_handle_asset);
+    assert_int_equal(api_route_match("POST", "/", &m), -EOPNOTSUPP);
+    assert_int_equal(api_methods_format(m.allow, allow, sizeof(allow)), 0);
+    assert_string_equal(allow, "GET, HEAD");
+    assert_int_equal(api_route_match("GET", "/missing.js", &m), -ENOENT);
+}
+
+static void test_assets_root_is_index_and_types_are_right(void **state)
+{
+    const struct api_asset *index = api_asset_find("/index.html");
+    const struct api_asset *doc = api_asset_find("/openapi.yaml");
+
+    (void)state;
+    assert_non_null(index);
+    assert_ptr_equal(api_asset_find("/"), index);
+    assert_string_equal(index->content_type, "text/html; charset=utf-8");
+    assert_true(index->len > 0);
+    assert_non_null(doc);
+    assert_string_equal(doc->content_type, "application/yaml");
+    assert_true(doc->len > 0 && memcmp(doc->data, "openapi: 3.1", 12) == 0);
+    assert_true(doc->etag[0] == '"' && doc->etag[strlen(doc->etag) - 1] == '"');
+    assert_null(api_asset_find("/web/index.html"));
+    assert_null(api_asset_find(""));
+}
+
+static void test_methods_format_small_buffer_is_enospc(void **state)
+{
+    char buf[8] = "junk";
+    unsigned all = API_METHOD_BIT(API_METHOD_GET) | API_METHOD_BIT(API_METHOD_HEAD) |
+                   API_METHOD_BIT(API_METHOD_DELETE);
+
+    (void)state;
+    assert_int_equal(api_methods_format(all, buf, sizeof(buf)), -ENOSPC);
+    assert_string_equal(buf, "");
+    assert_int_equal(api_methods_format(0, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "");
+}
+
+static void test_status_from_errno_maps_each_code(void **state)
+{
+    static const struct {
+        int code;
+        unsigned status;
+    } cases[] = {
+        {-EINVAL, 400}, {-ENOENT, 404}, {-EEXIST, 409}, {-EADDRINUSE, 409}, {-EADDRNOTAVAIL, 409},
+        {-EACCES, 409}, {-EPERM, 409},  {-EBUSY, 409},  {-ENOSPC, 409},     {-E2BIG, 413},
+        {-EFBIG, 413},  {-ENOMEM, 500}, {-EIO, 500},    {0, 500},           {EINVAL, 500},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (api_status_from_errno(cases[i].code) != cases[i].status)
+            fail_msg("errno %d: %u, expected %u", cases[i].code,
+                     api_status_from_errno(cases[i].code), cases[i].status);
+}
+
+static void test_status_title_is_the_reason_phrase(void **state)
+{
+    (void)state;
+    assert_string_equal(api_status_title(400), "Bad Request");
+    assert_string_equal(api_status_title(404), "Not Found");
+    assert_string_equal(api_status_title(405), "Method Not Allowed");
+    assert_string_equal(api_status_title(409), "Conflict");
+    assert_string_equal(api_status_title(413), "Content Too Large");
+    assert_string_equal(api_status_title(415), "Unsupported Media Type");
+    assert_string_equal(api_status_title(500), "Internal Server Error");
+}
+
+static void test_problem_with_field_names_it(void **state)
+{
+    json_t *p = api_problem_new(400, "port: must be an integer from 0 to 65535", "port");
+    char *text;
+
+    (void)state;
+    assert_non_null(p);
+    text = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(text, "{\"detail\":\"port: must be an integer from 0 to 65535\","
+                              "\"field\":\"port\",\"status\":400,\"title\":\"Bad Request\","
+                              "\"type\":\"about:blank\"}");
+    free(text);
+    json_decref(p);
+}
+
+static void test_problem_without_field_has_no_field_member(void **state)
+{
+    json_t *p = api_problem_new(404, "no listener with id 'x'", "");
+
+    (void)state;
+    assert_non_null(p);
+    assert_null(json_object_get(p, "field"));
+    assert_string_equal(json_string_value(json_object_get(p, "title")), "Not Found");
+    assert_int_equal(json_integer_value(json_object_get(p, "status")), 404);
+    json_decref(p);
+    p = api_problem_new(409, "taken", NULL);
+    assert_null(json_object_get(p, "field"));
+    json_decref(p);
+}
+
+static void test_problem_with_invalid_utf8_replaces_bad_bytes(void **state)
+{
+    /* A path's raw bytes, and a message cut in the middle of "é" (0xc3 0xa9). */
+    json_t *p = api_problem_new(404, "no such resource: /\xff\xfeok", "caf\xc3");
+
+    (void)state;
+    assert_non_null(p);
+    assert_string_equal(json_string_value(json_object_get(p, "detail")), "no such resource: /??ok");
+    assert_string_equal(json_string_value(json_object_get(p, "field")), "caf?");
+    json_decref(p);
+    p = api_problem_new(400, "caf\xc3\xa9 \xe2\x82\xac \xed\xa0\x80 \xf0\x9f\x98\x80", NULL);
+    assert_non_null(p);
+    assert_string_equal(json_string_value(json_object_get(p, "detail")),
+                        "caf\xc3\xa9 \xe2\x82\xac ??? \xf0\x9f\x98\x80");
+    json_decref(p);
+}
+
+static void test_reply_error_uses_err_message_and_field(void **state)
+{
+    struct api_reply r;
+    struct core_err err = {.msg = "port 7007 is in use", .field = ""};
+    struct core_err bad = {.msg = "options.mode: must be stream or once", .field = "options.mode"};
+
+    (void)state;
+    api_reply_init(&r);
+    api_reply_error(&r, -EADDRINUSE, &err);
+    assert_int_equal(r.status, 409);
+    assert_true(r.is_problem);
+    assert_string_equal(r.detail, "port 7007 is in use");
+    assert_string_equal(r.field, "");
+
+    api_reply_error(&r, -EINVAL, &bad);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(r.field, "options.mode");
+
+    api_reply_error(&r, -ENOSPC, NULL);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(r.detail, strerror(ENOSPC));
+    api_reply_fini(&r);
+}
+
+static void test_reply_json_null_body_is_500(void **state)
+{
+    struct api_reply r;
+
+    (void)state;
+    api_reply_init(&r);
+    api_reply_json(&r, 200, NULL);
+    assert_int_equal(r.status, 500);
+    assert_true(r.is_problem);
+    api_reply_fini(&r);
+}
+
+static void test_body_type_json_with_parameters_is_accepted(void **state)
+{
+    (void)state;
+    assert_true(api_body_type_is_accepted(API_BODY_JSON, "application/json"));
+    assert_true(api_body_type_is_accepted(API_BODY_JSON, "application/json; charset=utf-8"));
+    assert_true(api_body_type_is_accepted(API_BODY_JSON, "Application/JSON;charset=UTF-8"));
+    assert_true(api_body_type_is_accepted(API_BODY_JSON, " application/json "));
+    assert_true(api_body_type_is_accepted(API_BODY_MERGE_PATCH, "application/json"));
+    assert_true(api_body_type_is_accepted(API_BODY_MERGE_PATCH, "application/merge-patch+json"));
+    assert_true(api_body_type_is_accepted(API_BODY_NONE, NULL));
+    assert_true(api_body_type_is_accepted(API_BODY_NONE, "text/plain"));
+}
+
+static void test_body_type_other_or_absent_is_refused(void **state)
+{
+    (void)state;
+    assert_false(api_body_type_is_accepted(API_BODY_JSON, NULL));
+    assert_false(api_body_type_is_accepted(API_BODY_JSON, ""));
+    assert_false(api_body_type_is_accepted(API_BODY_JSON, "text/plain"));
+    assert_false(api_body_type_is_accepted(API_BODY_JSON, "application/x-www-form-urlencoded"));
+    assert_false(api_body_type_is_accepted(API_BODY_JSON, "application/jsonx"));
+    assert_false(api_body_type_is_accepted(API_BODY_JSON, "application/merge-patch+json"));
+    assert_false(api_body_type_is_accepted(API_BODY_MERGE_PATCH, "text/json"));
+    assert_false(api_body_type_is_accepted(API_BODY_MERGE_PATCH, NULL));
+}
+
+static void test_body_length_over_limit_is_efbig(void **state)
+{
+    (void)state;
+    assert_int_equal(api_body_length_check(NULL, 1024), 0);
+    assert_int_equal(api_body_length_check("0", 1024), 0);
+    assert_int_equal(api_body_length_check("1024", 1024), 0);
+    assert_int_equal(api_body_length_check("1025", 1024), -EFBIG);
+    assert_int_equal(api_body_length_check("99999999999999999999999", 1024), -EFBIG);
+    assert_int_equal(api_body_length_check("-1", 1024), -EINVAL);
+    assert_int_equal(api_body_length_check("12abc", 1024), -EINVAL);
+    assert_int_equal(api_body_length_check("", 1024), -EINVAL);
+}
+
+static void test_body_parse_malformed_json_says_where(void **state)
+{
+    struct core_err err = {0};
+    json_t *j = NULL;
+    const char text[] = "{\"port\": 7007,}";
+
+    (void)state;
+    assert_int_equal(api_body_parse(text, strlen(text), &j, &err), -EINVAL);
+    assert_null(j);
+    assert_non_null(strstr(err.msg, "malformed JSON"));
+    assert_non_null(strstr(err.msg, "line 1, column 15, position 15"));
+    assert_string_equal(err.field, "");
+}
+
+static void test_body_parse_non_object_is_einval(void **state)
+{
+    struct core_err err = {0};
+    json_t *j = NULL;
+
+    (void)state;
+    assert_int_equal(api_body_parse("[1,2]", 5, &j, &err), -EINVAL);
+    assert_string_equal(err.msg, "the body must be a JSON object");
+    assert_int_equal(api_body_parse("", 0, &j, &err), -EINVAL);
+    assert_null(j);
+}
+
+static void test_body_parse_object_is_returned(void **state)
+{
+    struct core_err err = {0};
+    json_t *j = NULL;
+    const char text[] = "{\"service\":\"echo\",\"port\":0}";
+
+    (void)state;
+    assert_int_equal(api_body_parse(text, strlen(text), &j, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(j, "service")), "echo");
+    json_decref(j);
+}
+
+static void test_etag_matches_exact_weak_list_and_star(void **state)
+{
+    const char *etag = "\"abc123\"";
+
+    (void)state;
+    assert_true(api_etag_matches("\"abc123\"", etag));
+    assert_true(api_etag_matches("W/\"abc123\"", etag));
+    assert_true(api_etag_matches("\"zzz\", \"abc123\"", etag));
+    assert_true(api_etag_matches("*", etag));
+    assert_false(api_etag_matches("\"abc12\"", etag));
+    assert_false(api_etag_matches("\"abc1234\"", etag));
+    assert_false(api_etag_matches("abc123", etag));
+    assert_false(api_etag_matches("", etag));
+    assert_false(api_etag_matches("\"abc123", etag));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_routes_listener_path_captures_id),
+        cmocka_unit_test(test_routes_each_method_of_listener_selects_its_handler),
+        cmocka_unit_test(test_routes_sub_resources_capture_id),
+        cmocka_unit_test(test_routes_unknown_path_is_enoent),
+        cmocka_unit_test(test_routes_wrong_method_is_eopnotsupp_with_allow),
+        cmocka_unit_test(test_routes_unknown_or_lowercase_method_is_eopnotsupp),
+        cmocka_unit_test(test_routes_head_runs_the_get_handler),
+        cmocka_unit_test(test_routes_assets_match_get_and_head_only),
+        cmocka_unit_test(test_assets_root_is_index_and_types_are_right),
+        cmocka_unit_test(test_methods_format_small_buffer_is_enospc),
+        cmocka_unit_test(test_status_from_errno_maps_each_code),
+        cmocka_unit_test(test_status_title_is_the_reason_phrase),
+        cmocka_unit_test(test_problem_with_field_names_it),
+        cmocka_unit_test(test_problem_without_field_has_no_field_member),
+        cmocka_unit_test(test_problem_with_invalid_utf8_replaces_bad_bytes),
+        cmocka_unit_test(test_reply_error_uses_err_message_and_field),
+        cmocka_unit_test(test_reply_json_null_body_is_500),
+        cmocka_unit_test(test_body_type_json_with_parameters_is_accepted),
+        cmocka_unit_test(test_body_type_other_or_absent_is_refused),
+        cmocka_unit_test(test_body_length_over_limit_is_efbig),
+        cmocka_unit_test(test_body_parse_malformed_json_says_where),
+        cmocka_unit_test(test_body_parse_non_object_is_einval),
+        cmocka_unit_test(test_body_parse_object_is_returned),
+        cmocka_unit_test(test_etag_matches_exact_weak_list_and_star),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
