@@ -20,11 +20,13 @@
 #include "sockserv-config.h"
 #include "api/server.h"
 #include "cli/cli.h"
+#include "cli/date.h"
 #include "core/addr.h"
 #include "core/log.h"
 #include "core/registry.h"
 #include "core/service.h"
 #include "core/store.h"
+#include "svc/date.h"
 #include "svc/echo.h"
 
 #define DEFAULT_API "127.0.0.1:8400"
@@ -32,12 +34,15 @@
 /* The listeners of a first start, in the state file's format. */
 static const char default_listeners[] =
     "{\"version\": 1, \"listeners\": ["
+    "{\"id\": \"date-tcp\", \"service\": \"date\", \"transport\": \"tcp\", \"port\": 1313},"
+    "{\"id\": \"date-udp\", \"service\": \"date\", \"transport\": \"udp\", \"port\": 1313},"
     "{\"id\": \"echo-tcp\", \"service\": \"echo\", \"transport\": \"tcp\", \"port\": 7007,"
     " \"options\": {\"mode\": \"stream\"}},"
     "{\"id\": \"echo-udp\", \"service\": \"echo\", \"transport\": \"udp\", \"port\": 7007}"
     "]}";
 
 static const struct core_service *const services[] = {
+    &svc_date,
     &svc_echo,
 };
 
@@ -50,11 +55,12 @@ static void usage(void)
 {
     printf("Usage: sockserv COMMAND [ARGS...]\n"
            "\n"
-           "Classic socket services (echo over TCP and UDP) behind a REST/JSON control plane.\n"
+           "Classic socket services (echo, date) behind a REST/JSON control plane.\n"
            "\n"
            "Commands:\n"
            "  daemon     run the daemon: the REST API and the listeners it manages\n"
            "  echo       send a message to an echo server and print the reply\n"
+           "  date       ask a date server for the current date and print it\n"
            "\n"
            "Options:\n"
            "  -h, --help     show this help (COMMAND --help: the command's own)\n"
@@ -66,7 +72,8 @@ static void daemon_usage(void)
     printf("Usage: sockserv daemon [OPTIONS]\n"
            "\n"
            "Runs the control plane and the listeners. On a first start (no state file) it\n"
-           "starts the embedded defaults: echo on TCP and UDP port 7007.\n"
+           "starts the embedded defaults: echo on TCP and UDP port 7007, date on TCP and\n"
+           "UDP port 1313.\n"
            "\n"
            "Options:\n"
            "  --api HOST:PORT     where the REST API listens (default %s; port 0: any)\n"
@@ -273,6 +280,7 @@ static const struct {
 } verbs[] = {
     {"daemon", daemon_main},
     {"echo", cli_echo_main},
+    {"date", cli_date_main},
 };
 
 int main(int argc, char **argv)

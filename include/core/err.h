@@ -14,7 +14,7 @@ struct core_err {
     char field[64]; /* empty when no single field is at fault */
 };
 
-/* Sets err->field (may be NULL) and formats err->msg. Returns -code, so that callers can write
+/* Sets err->field (may be NULL) and formats err->msg. Returns code unchanged, so that callers write
  * `return core_err_set(err, -EINVAL, "port", "must be 0-65535");`. Accepts err == NULL. */
 int core_err_set(struct core_err *err, int code, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -1,0 +1,16 @@
+#ifndef CLI_DATE_H
+#define CLI_DATE_H
+
+/*
+ * The date client verb of the sockserv command. Takes the arguments after the verb's name
+ * (argv[0] is the verb) and returns the process exit status: 0 done, 1 failure (network,
+ * timeout, server refused), 2 usage error. Messages go to stderr, results to stdout.
+ */
+
+/* sockserv date [--tcp] [--iso | --unix] [--timeout MS] HOST [PORT] */
+int cli_date_main(int argc, char **argv);
+
+/* Prints the verb's usage to stdout. */
+void cli_date_usage(void);
+
+#endif
