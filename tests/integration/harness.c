@@ -1,0 +1,1501 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "core/store.h"
+
+#define STDERR_DUMP_MAX 16384
+
+/* ---- time, files, directories ---- */
+
+int64_t it_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int left_ms(int64_t deadline)
+{
+    int64_t left = deadline - it_now_ms();
+
+    if (left <= 0)
+        return 0;
+    return left > 1000000 ? 1000000 : (int)left;
+}
+
+static void pause_ms(int ms)
+{
+    (void)poll(NULL, 0, ms);
+}
+
+char *it_tmpdir_new(void)
+{
+    const char *base = getenv("TMPDIR");
+    char path[IT_PATH_MAX];
+    char *dir;
+
+    if (!base || !*base)
+        base = "/tmp";
+    snprintf(path, sizeof(path), "%s/sockserv-it-XXXXXX", base);
+    if (!mkdtemp(path))
+        fail_msg("mkdtemp(%s): %s", path, strerror(errno));
+    dir = strdup(path);
+    assert_non_null(dir);
+    return dir;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    (void)remove(path);
+    return 0;
+}
+
+void it_tmpdir_remove(char *dir)
+{
+    if (!dir)
+        return;
+    (void)nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(dir);
+}
+
+char *it_file_read(const char *path, size_t *ret_len)
+{
+    size_t len = 0, cap = 4096;
+    char *buf;
+    int fd;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    buf = malloc(cap + 1);
+    while (buf) {
+        ssize_t n;
+
+        if (len == cap) {
+            char *nbuf = realloc(buf, cap * 2 + 1);
+
+            if (!nbuf) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nbuf;
+            cap *= 2;
+        }
+        n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        if (n == 0) {
+            buf[len] = '\0';
+            break;
+        }
+        len += (size_t)n;
+    }
+    close(fd);
+    if (buf && ret_len)
+        *ret_len = len;
+    return buf;
+}
+
+int it_file_write(const char *path, const void *data, size_t len)
+{
+    const char *p = data;
+    int fd, r = 0;
+
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            r = -errno;
+            break;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    close(fd);
+    return r;
+}
+
+bool it_wait_until(int timeout_ms, it_pred_fn pred, void *arg)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+
+    for (;;) {
+        if (pred(arg))
+            return true;
+        if (it_now_ms() >= deadline)
+            return false;
+        pause_ms(IT_POLL_INTERVAL_MS);
+    }
+}
+
+/* ---- child processes, shared ---- */
+
+const char *it_bin(void)
+{
+    const char *bin = getenv("SOCKSERV_BIN");
+
+    if (!bin || !*bin)
+        fail_msg("SOCKSERV_BIN is not set: run the tests with meson test");
+    return bin;
+}
+
+/* In a fresh child: die with the test, default signals, no inherited fds past max_keep. */
+static void child_prepare(unsigned max_keep)
+{
+    sigset_t none;
+
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    sigemptyset(&none);
+    (void)sigprocmask(SIG_SETMASK, &none, NULL);
+    (void)signal(SIGPIPE, SIG_DFL);
+    (void)close_range(max_keep + 1, ~0u, 0);
+}
+
+static void global_init(void)
+{
+    static bool done;
+
+    if (done)
+        return;
+    done = true;
+    (void)signal(SIGPIPE, SIG_IGN);
+    (void)curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* Reaps pid within timeout_ms. Returns 0 with the status or -ETIMEDOUT. */
+static int reap(pid_t pid, int timeout_ms, int *ret_status)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int r;
+
+    for (;;) {
+        int status;
+        pid_t w = waitpid(pid, &status, WNOHANG);
+
+        if (w == pid) {
+            *ret_status = status;
+            r = 0;
+            break;
+        }
+        if (w < 0 && errno != EINTR) {
+            r = -errno;
+            break;
+        }
+        if (it_now_ms() >= deadline) {
+            r = -ETIMEDOUT;
+            break;
+        }
+        if (pidfd >= 0) {
+            struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+
+            (void)poll(&pfd, 1, left_ms(deadline));
+        } else {
+            pause_ms(5);
+        }
+    }
+    if (pidfd >= 0)
+        close(pidfd);
+    return r;
+}
+
+bool it_status_is_exit0(int status)
+{
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+const char *it_status_str(int status)
+{
+    static char buf[64];
+
+    if (WIFEXITED(status))
+        snprintf(buf, sizeof(buf), "exit %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, sizeof(buf), "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, sizeof(buf), "status 0x%x", (unsigned)status);
+    return buf;
+}
+
+/* ---- the daemon ---- */
+
+static void daemon_reaped(struct it_daemon *d, int status)
+{
+    d->pid = 0;
+    d->exited = true;
+    d->status = status;
+}
+
+/* Reads one line from fd within timeout_ms. Returns its length, 0 at end of file with no line,
+ * or -ETIMEDOUT. */
+static int read_line(int fd, char *buf, size_t cap, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    size_t len = 0;
+
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        char *nl;
+        ssize_t n;
+        int r;
+
+        r = poll(&pfd, 1, left_ms(deadline));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0)
+            return -ETIMEDOUT;
+        n = read(fd, buf + len, cap - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return len > 0 ? (int)len : 0;
+        len += (size_t)n;
+        buf[len] = '\0';
+        nl = strchr(buf, '\n');
+        if (nl) {
+            *nl = '\0';
+            return (int)(nl - buf);
+        }
+        if (len == cap - 1)
+            return (int)len;
+    }
+}
+
+int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
+{
+    static unsigned seq;
+    const char *argv[48];
+    char line[256];
+    const char *port;
+    int n = 0, pipefd[2], errfd, r, status;
+    pid_t pid;
+
+    global_init();
+    memset(d, 0, sizeof(*d));
+    if (o->state_dir)
+        r = snprintf(d->state_dir, sizeof(d->state_dir), "%s", o->state_dir);
+    else
+        r = snprintf(d->state_dir, sizeof(d->state_dir), "%s/state", o->dir);
+    if (r < 0 || (size_t)r >= sizeof(d->state_dir))
+        return -ENAMETOOLONG;
+    if (mkdir(d->state_dir, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    r = snprintf(d->state_file, sizeof(d->state_file), "%s/%s", d->state_dir, CORE_STORE_FILE);
+    if (r < 0 || (size_t)r >= sizeof(d->state_file))
+        return -ENAMETOOLONG;
+    r = snprintf(d->stderr_path, sizeof(d->stderr_path), "%s/daemon-%u.log", o->dir, ++seq);
+    if (r < 0 || (size_t)r >= sizeof(d->stderr_path))
+        return -ENAMETOOLONG;
+
+    argv[n++] = it_bin();
+    argv[n++] = "daemon";
+    argv[n++] = "--api";
+    argv[n++] = o->api ? o->api : "127.0.0.1:0";
+    argv[n++] = "--state-dir";
+    argv[n++] = d->state_dir;
+    if (!o->defaults)
+        argv[n++] = "--no-defaults";
+    argv[n++] = "--ready-fd";
+    argv[n++] = "3";
+    for (size_t i = 0; o->extra_args && o->extra_args[i] && n < 47; i++)
+        argv[n++] = o->extra_args[i];
+    argv[n] = NULL;
+
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        return -errno;
+    errfd = open(d->stderr_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (errfd < 0) {
+        r = -errno;
+        close(pipefd[0]);
+        close(pipefd[1]);
+        return r;
+    }
+    pid = fork();
+    if (pid < 0) {
+        r = -errno;
+        close(pipefd[0]);
+        close(pipefd[1]);
+        close(errfd);
+        return r;
+    }
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDONLY);
+
+        if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(errfd, 1) < 0 || dup2(errfd, 2) < 0)
+            _exit(127);
+        if (pipefd[1] == 3) {
+            if (fcntl(3, F_SETFD, 0) < 0)
+                _exit(127);
+        } else if (dup2(pipefd[1], 3) < 0) {
+            _exit(127);
+        }
+        child_prepare(3);
+        execv(argv[0], (char *const *)argv);
+        dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(pipefd[1]);
+    close(errfd);
+    d->pid = pid;
+
+    r = read_line(pipefd[0], line, sizeof(line), IT_READY_TIMEOUT_MS);
+    close(pipefd[0]);
+    if (r == -ETIMEDOUT) {
+        fprintf(stderr, "# the daemon printed no URL within %d ms\n", IT_READY_TIMEOUT_MS);
+        it_daemon_kill(d);
+        return -ETIMEDOUT;
+    }
+    if (r <= 0) {
+        /* fd 3 closed with no URL: it exited, or is about to. */
+        if (reap(pid, IT_EXIT_TIMEOUT_MS, &status) == 0) {
+            daemon_reaped(d, status);
+            return -ECHILD;
+        }
+        fprintf(stderr, "# the daemon closed its ready fd without a URL and kept running\n");
+        it_daemon_kill(d);
+        return -EPROTO;
+    }
+    line[strcspn(line, "\r")] = '\0';
+    port = strrchr(line, ':');
+    if (strncmp(line, "http://", 7) != 0 || !port || atoi(port + 1) <= 0 ||
+        atoi(port + 1) > 65535) {
+        fprintf(stderr, "# the daemon's ready line is not http://HOST:PORT: '%s'\n", line);
+        it_daemon_kill(d);
+        return -EPROTO;
+    }
+    if (strlen(line) >= sizeof(d->url)) {
+        fprintf(stderr, "# the daemon's ready line is too long: '%s'\n", line);
+        it_daemon_kill(d);
+        return -EPROTO;
+    }
+    memcpy(d->url, line, strlen(line) + 1);
+    d->api_port = (uint16_t)atoi(port + 1);
+    return 0;
+}
+
+void it_daemon_start_ok(struct it_daemon *d, const struct it_daemon_opts *opts)
+{
+    int r = it_daemon_start(d, opts);
+
+    if (r == 0)
+        return;
+    it_daemon_dump_stderr(d);
+    if (r == -ECHILD)
+        fail_msg("the daemon exited before it was ready: %s", it_status_str(d->status));
+    fail_msg("the daemon did not become ready: %s", strerror(-r));
+}
+
+int it_daemon_wait_exit(struct it_daemon *d, int timeout_ms, int *ret_status)
+{
+    int status, r;
+
+    if (d->exited) {
+        *ret_status = d->status;
+        return 0;
+    }
+    if (d->pid <= 0)
+        return -ECHILD;
+    r = reap(d->pid, timeout_ms, &status);
+    if (r < 0)
+        return r;
+    daemon_reaped(d, status);
+    *ret_status = status;
+    return 0;
+}
+
+int it_daemon_stop(struct it_daemon *d, int sig, int timeout_ms, int *ret_status, int64_t *ret_ms)
+{
+    int64_t t0 = it_now_ms();
+    int status, r;
+
+    if (d->exited) {
+        *ret_status = d->status;
+        *ret_ms = 0;
+        return 0;
+    }
+    if (d->pid <= 0)
+        return -ECHILD;
+    if (kill(d->pid, sig) < 0)
+        return -errno;
+    r = reap(d->pid, timeout_ms, &status);
+    if (r < 0) {
+        it_daemon_kill(d);
+        return r;
+    }
+    daemon_reaped(d, status);
+    *ret_status = status;
+    *ret_ms = it_now_ms() - t0;
+    return 0;
+}
+
+void it_daemon_kill(struct it_daemon *d)
+{
+    int status;
+
+    if (d->pid <= 0)
+        return;
+    (void)kill(d->pid, SIGKILL);
+    if (reap(d->pid, IT_EXIT_TIMEOUT_MS, &status) == 0)
+        daemon_reaped(d, status);
+    d->pid = 0;
+}
+
+char *it_daemon_stderr(const struct it_daemon *d)
+{
+    char *text = d->stderr_path[0] ? it_file_read(d->stderr_path, NULL) : NULL;
+
+    return text ? text : strdup("");
+}
+
+void it_daemon_dump_stderr(const struct it_daemon *d)
+{
+    size_t len = 0;
+    char *text;
+    const char *from;
+
+    if (!d->stderr_path[0])
+        return;
+    text = it_file_read(d->stderr_path, &len);
+    if (text && len > 0) {
+        from = len > STDERR_DUMP_MAX ? text + len - STDERR_DUMP_MAX : text;
+        fprintf(stderr, "# ---- daemon stderr (%s)%s ----\n%s%s# ---- end ----\n", d->stderr_path,
+                from != text ? ", last part" : "", from, text[len - 1] == '\n' ? "" : "\n");
+    }
+    free(text);
+}
+
+/* ---- the common fixture ---- */
+
+int it_fixture_setup_dir(void **state)
+{
+    struct it_fixture *f = calloc(1, sizeof(*f));
+
+    if (!f)
+        return -1;
+    global_init();
+    f->dir = it_tmpdir_new();
+    *state = f;
+    return 0;
+}
+
+int it_fixture_setup(void **state)
+{
+    struct it_fixture *f;
+    int r;
+
+    if (it_fixture_setup_dir(state) < 0)
+        return -1;
+    f = *state;
+    r = it_daemon_start(&f->d, &(struct it_daemon_opts){.dir = f->dir});
+    if (r < 0) {
+        fprintf(stderr, "# setup: the daemon did not start: %s%s%s\n", strerror(-r),
+                f->d.exited ? ", " : "", f->d.exited ? it_status_str(f->d.status) : "");
+        it_daemon_dump_stderr(&f->d);
+        return -1;
+    }
+    return 0;
+}
+
+int it_fixture_teardown(void **state)
+{
+    struct it_fixture *f = *state;
+    int ret = 0, status;
+    int64_t ms;
+
+    if (!f)
+        return 0;
+    if (f->d.pid > 0) {
+        int r = it_daemon_stop(&f->d, SIGTERM, IT_EXIT_TIMEOUT_MS, &status, &ms);
+
+        if (r < 0) {
+            fprintf(stderr, "# teardown: the daemon did not exit on SIGTERM: %s\n", strerror(-r));
+            ret = -1;
+        } else if (!it_status_is_exit0(status)) {
+            fprintf(stderr, "# teardown: the daemon ended with %s on SIGTERM\n",
+                    it_status_str(status));
+            ret = -1;
+        }
+    }
+    it_daemon_dump_stderr(&f->d);
+    it_tmpdir_remove(f->dir);
+    free(f);
+    *state = NULL;
+    return ret;
+}
+
+/* ---- HTTP ---- */
+
+struct http_ctx {
+    struct it_http *r;
+    size_t cap;
+    bool oom;
+};
+
+static void header_value(const char *line, size_t len, size_t name_len, char *dst, size_t cap)
+{
+    const char *v = line + name_len;
+    size_t vlen = len - name_len;
+
+    while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        vlen--;
+    }
+    while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+        vlen--;
+    if (vlen >= cap)
+        vlen = cap - 1;
+    memcpy(dst, v, vlen);
+    dst[vlen] = '\0';
+}
+
+static size_t on_header(char *buf, size_t size, size_t nmemb, void *arg)
+{
+    struct http_ctx *c = arg;
+    size_t len = size * nmemb;
+    static const struct {
+        const char *name;
+        size_t off, cap;
+    } wanted[] = {
+        {"Content-Type:", offsetof(struct it_http, content_type),
+         sizeof(((struct it_http *)0)->content_type)},
+        {"Location:", offsetof(struct it_http, location), sizeof(((struct it_http *)0)->location)},
+        {"Allow:", offsetof(struct it_http, allow), sizeof(((struct it_http *)0)->allow)},
+    };
+
+    /* A new status line (after "100 Continue") starts a new set of headers. */
+    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
+        c->r->content_type[0] = c->r->location[0] = c->r->allow[0] = '\0';
+        return len;
+    }
+    for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+        size_t nl = strlen(wanted[i].name);
+
+        if (len >= nl && strncasecmp(buf, wanted[i].name, nl) == 0)
+            header_value(buf, len, nl, (char *)c->r + wanted[i].off, wanted[i].cap);
+    }
+    return len;
+}
+
+static size_t on_body(char *buf, size_t size, size_t nmemb, void *arg)
+{
+    struct http_ctx *c = arg;
+    size_t len = size * nmemb;
+
+    if (c->r->body_len + len + 1 > c->cap) {
+        size_t cap = (c->r->body_len + len + 1) * 2;
+        char *nb = realloc(c->r->body, cap);
+
+        if (!nb) {
+            c->oom = true;
+            return 0;
+        }
+        c->r->body = nb;
+        c->cap = cap;
+    }
+    memcpy(c->r->body + c->r->body_len, buf, len);
+    c->r->body_len += len;
+    c->r->body[c->r->body_len] = '\0';
+    return len;
+}
+
+int it_http_raw(const struct it_daemon *d, const char *method, const char *path, const void *body,
+                size_t body_len, const char *content_type, struct it_http *ret)
+{
+    struct http_ctx c = {.r = ret};
+    struct curl_slist *hdrs = NULL;
+    char url[1024], ct[256];
+    CURLcode rc;
+    CURL *h;
+
+    global_init();
+    memset(ret, 0, sizeof(*ret));
+    h = curl_easy_init();
+    if (!h)
+        return -ENOMEM;
+    snprintf(url, sizeof(url), "%s%s", d->url, path);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &c);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &c);
+    if (body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    }
+    if (content_type) {
+        snprintf(ct, sizeof(ct), "Content-Type: %s", content_type);
+        hdrs = curl_slist_append(hdrs, ct);
+    } else if (body) {
+        hdrs = curl_slist_append(hdrs, "Content-Type:");
+    }
+    if (hdrs)
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+
+    rc = curl_easy_perform(h);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->status);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+
+    if (!ret->body)
+        ret->body = calloc(1, 1);
+    if (c.oom || !ret->body) {
+        it_http_fini(ret);
+        return -ENOMEM;
+    }
+    /* A server may answer (413) before it read the whole body and close: keep the answer. */
+    if (rc != CURLE_OK && ret->status == 0) {
+        fprintf(stderr, "# %s %s: %s\n", method, url, curl_easy_strerror(rc));
+        it_http_fini(ret);
+        return -EIO;
+    }
+    if (ret->body_len > 0)
+        ret->json = json_loadb(ret->body, ret->body_len, 0, NULL);
+    return 0;
+}
+
+void it_http(const struct it_daemon *d, const char *method, const char *path, const char *json_body,
+             struct it_http *ret)
+{
+    int r = it_http_raw(d, method, path, json_body, json_body ? strlen(json_body) : 0,
+                        json_body ? "application/json" : NULL, ret);
+
+    if (r < 0)
+        fail_msg("%s %s%s%s: no answer (%s)", method, path, json_body ? " " : "",
+                 json_body ? json_body : "", strerror(-r));
+}
+
+void it_http_fini(struct it_http *r)
+{
+    free(r->body);
+    json_decref(r->json);
+    r->body = NULL;
+    r->json = NULL;
+}
+
+/* Whether a Content-Type header is the media type want (parameters allowed). */
+static bool ctype_is(const char *ct, const char *want)
+{
+    size_t n = strlen(want);
+
+    return strncasecmp(ct, want, n) == 0 && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+json_t *it_http_expect(const struct it_daemon *d, const char *method, const char *path,
+                       const char *json_body, long status)
+{
+    struct it_http r;
+    json_t *j;
+
+    it_http(d, method, path, json_body, &r);
+    if (r.status != status) {
+        fprintf(stderr, "# %s %s%s%s\n#   want %ld, got %ld (%s): %s\n", method, path,
+                json_body ? " " : "", json_body ? json_body : "", status, r.status, r.content_type,
+                r.body);
+        it_http_fini(&r);
+        fail_msg("%s %s: want status %ld", method, path, status);
+    }
+    if (status >= 400) {
+        it_assert_problem(&r, status, NULL);
+        j = json_incref(r.json);
+        it_http_fini(&r);
+        return j;
+    }
+    if (r.body_len == 0) {
+        it_http_fini(&r);
+        return NULL;
+    }
+    if (!ctype_is(r.content_type, "application/json")) {
+        fprintf(stderr, "# %s %s: Content-Type '%s', body %s\n", method, path, r.content_type,
+                r.body);
+        it_http_fini(&r);
+        fail_msg("%s %s: want Content-Type application/json", method, path);
+    }
+    if (!r.json) {
+        fprintf(stderr, "# %s %s: body is not JSON: %s\n", method, path, r.body);
+        it_http_fini(&r);
+        fail_msg("%s %s: want a JSON body", method, path);
+    }
+    j = json_incref(r.json);
+    it_http_fini(&r);
+    return j;
+}
+
+void it_assert_problem(const struct it_http *r, long status, const char *field)
+{
+    const json_t *v;
+
+    if (r->status != status || !ctype_is(r->content_type, "application/problem+json") || !r->json)
+        fprintf(stderr, "# want %ld application/problem+json, got %ld '%s': %s\n", status,
+                r->status, r->content_type, r->body);
+    assert_int_equal(r->status, status);
+    assert_true(ctype_is(r->content_type, "application/problem+json"));
+    assert_non_null(r->json);
+    assert_true(json_is_object(r->json));
+    v = json_object_get(r->json, "status");
+    assert_true(json_is_integer(v));
+    assert_int_equal(json_integer_value(v), status);
+    v = json_object_get(r->json, "type");
+    assert_true(json_is_string(v));
+    v = json_object_get(r->json, "title");
+    assert_true(json_is_string(v) && json_string_length(v) > 0);
+    v = json_object_get(r->json, "detail");
+    assert_true(json_is_string(v) && json_string_length(v) > 0);
+    if (field) {
+        v = json_object_get(r->json, "field");
+        if (!json_is_string(v) || strcmp(json_string_value(v), field) != 0)
+            fprintf(stderr, "# want field '%s': %s\n", field, r->body);
+        assert_true(json_is_string(v));
+        assert_string_equal(json_string_value(v), field);
+    }
+}
+
+json_t *it_json_path(const json_t *j, const char *path)
+{
+    char buf[256], *save = NULL, *seg;
+
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (seg = strtok_r(buf, ".", &save); seg && j; seg = strtok_r(NULL, ".", &save)) {
+        if (json_is_array(j)) {
+            char *end;
+            long i = strtol(seg, &end, 10);
+
+            j = *end == '\0' && i >= 0 ? json_array_get(j, (size_t)i) : NULL;
+        } else {
+            j = json_object_get(j, seg);
+        }
+    }
+    return (json_t *)j;
+}
+
+static void no_such(const json_t *j, const char *path, const char *type)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+
+    fprintf(stderr, "# no %s at '%s' in %s\n", type, path, text ? text : "(null)");
+    free(text);
+    fail_msg("want a %s at '%s'", type, path);
+}
+
+const char *it_json_str(const json_t *j, const char *path)
+{
+    const json_t *v = it_json_path(j, path);
+
+    if (!json_is_string(v))
+        no_such(j, path, "string");
+    return json_string_value(v);
+}
+
+json_int_t it_json_int(const json_t *j, const char *path)
+{
+    const json_t *v = it_json_path(j, path);
+
+    if (!json_is_integer(v))
+        no_such(j, path, "integer");
+    return json_integer_value(v);
+}
+
+bool it_json_bool(const json_t *j, const char *path)
+{
+    const json_t *v = it_json_path(j, path);
+
+    if (!json_is_boolean(v))
+        no_such(j, path, "boolean");
+    return json_is_true(v);
+}
+
+uint16_t it_bound_port(const json_t *resource)
+{
+    const json_t *bound = it_json_path(resource, "status.bound");
+    const char *text, *colon;
+    long port;
+
+    if (!json_is_array(bound) || json_array_size(bound) == 0)
+        no_such(resource, "status.bound", "non-empty array");
+    text = json_string_value(json_array_get(bound, json_array_size(bound) - 1));
+    if (!text)
+        no_such(resource, "status.bound", "array of strings");
+    colon = strrchr(text, ':');
+    assert_non_null(colon);
+    port = strtol(colon + 1, NULL, 10);
+    assert_true(port > 0 && port <= 65535);
+    return (uint16_t)port;
+}
+
+json_t *it_listener_create(const struct it_daemon *d, const char *json_body)
+{
+    json_t *j = it_http_expect(d, "POST", "/api/v1/listeners", json_body, 201);
+
+    assert_non_null(j);
+    return j;
+}
+
+uint16_t it_listener_create_port(const struct it_daemon *d, const char *json_body)
+{
+    json_t *j = it_listener_create(d, json_body);
+    uint16_t port;
+
+    if (strcmp(it_json_str(j, "status.state"), "running") != 0) {
+        char *text = json_dumps(j, JSON_COMPACT);
+
+        fprintf(stderr, "# created but not running: %s\n", text);
+        free(text);
+        fail_msg("want status.state running");
+    }
+    port = it_bound_port(j);
+    json_decref(j);
+    return port;
+}
+
+json_t *it_listener_get(const struct it_daemon *d, const char *id)
+{
+    char path[256];
+    json_t *j;
+
+    snprintf(path, sizeof(path), "/api/v1/listeners/%s", id);
+    j = it_http_expect(d, "GET", path, NULL, 200);
+    assert_non_null(j);
+    return j;
+}
+
+uint64_t it_metric(const struct it_daemon *d, const char *id, const char *name)
+{
+    char path[256];
+    json_t *j;
+    json_int_t v;
+
+    snprintf(path, sizeof(path), "/api/v1/listeners/%s/metrics", id);
+    j = it_http_expect(d, "GET", path, NULL, 200);
+    assert_non_null(j);
+    v = it_json_int(j, name);
+    json_decref(j);
+    return (uint64_t)v;
+}
+
+struct metric_wait {
+    const struct it_daemon *d;
+    const char *id, *name;
+    uint64_t want, last;
+};
+
+static bool metric_is(void *arg)
+{
+    struct metric_wait *w = arg;
+
+    w->last = it_metric(w->d, w->id, w->name);
+    return w->last == w->want;
+}
+
+void it_assert_metric_eventually(const struct it_daemon *d, const char *id, const char *name,
+                                 uint64_t expected, int timeout_ms)
+{
+    struct metric_wait w = {.d = d, .id = id, .name = name, .want = expected};
+
+    if (!it_wait_until(timeout_ms, metric_is, &w))
+        fail_msg("listener %s: metric %s is %llu after %d ms, want %llu", id, name,
+                 (unsigned long long)w.last, timeout_ms, (unsigned long long)expected);
+}
+
+/* ---- sockets ---- */
+
+static int make_addr(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+    memset(ss, 0, sizeof(*ss));
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons(port);
+        *len = sizeof(*in4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        *len = sizeof(*in6);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    struct pollfd pfd = {.fd = fd, .events = events};
+    int r;
+
+    do {
+        r = poll(&pfd, 1, left_ms(deadline));
+    } while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -errno;
+    if (r == 0)
+        return -ETIMEDOUT;
+    return pfd.revents;
+}
+
+int it_tcp_connect(const char *host, uint16_t port, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    struct sockaddr_storage ss;
+    socklen_t len, elen = sizeof(int);
+    int fd, r, err = 0;
+
+    r = make_addr(host, port, &ss, &len);
+    if (r < 0)
+        return r;
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&ss, len) == 0)
+        return fd;
+    if (errno != EINPROGRESS) {
+        r = -errno;
+        close(fd);
+        return r;
+    }
+    r = wait_fd(fd, POLLOUT, deadline);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+        err = errno;
+    if (err != 0) {
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int it_send_all(int fd, const void *buf, size_t len, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    const char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+        if (n >= 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -errno;
+        n = wait_fd(fd, POLLOUT, deadline);
+        if (n < 0)
+            return (int)n;
+    }
+    return 0;
+}
+
+int it_recv_exact(int fd, void *buf, size_t len, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = recv(fd, p, len, 0);
+
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            return -EPIPE;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -errno;
+        n = wait_fd(fd, POLLIN, deadline);
+        if (n < 0)
+            return (int)n;
+    }
+    return 0;
+}
+
+struct growbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static int grow_append(struct growbuf *b, const char *data, size_t len)
+{
+    if (b->len + len + 1 > b->cap) {
+        size_t cap = (b->len + len + 1) * 2;
+        char *np = realloc(b->p, cap);
+
+        if (!np)
+            return -ENOMEM;
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, len);
+    b->len += len;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+static void grow_give(struct growbuf *b, char **ret, size_t *ret_len)
+{
+    if (!b->p)
+        b->p = calloc(1, 1);
+    if (ret)
+        *ret = b->p;
+    else
+        free(b->p);
+    if (ret_len)
+        *ret_len = b->len;
+}
+
+int it_read_to_eof(int fd, int timeout_ms, char **ret, size_t *ret_len)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    struct growbuf b = {0};
+    char chunk[16384];
+    int r;
+
+    for (;;) {
+        ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+
+        if (n > 0) {
+            r = grow_append(&b, chunk, (size_t)n);
+            if (r < 0)
+                break;
+            continue;
+        }
+        if (n == 0) {
+            r = 0;
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN) {
+            r = -errno;
+            break;
+        }
+        r = wait_fd(fd, POLLIN, deadline);
+        if (r < 0)
+            break;
+    }
+    grow_give(&b, ret, ret_len);
+    return r;
+}
+
+int it_tcp_exchange(const char *host, uint16_t port, const void *msg, size_t len, bool shut_wr,
+                    int timeout_ms, char **ret, size_t *ret_len)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    const char *p = msg;
+    struct growbuf b = {0};
+    char chunk[16384];
+    bool shut = false;
+    int fd, r;
+
+    fd = it_tcp_connect(host, port, timeout_ms);
+    if (fd < 0)
+        return fd;
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+
+        if (len == 0 && shut_wr && !shut) {
+            (void)shutdown(fd, SHUT_WR);
+            shut = true;
+        }
+        if (len > 0)
+            pfd.events |= POLLOUT;
+        r = poll(&pfd, 1, left_ms(deadline));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            r = r == 0 ? -ETIMEDOUT : -errno;
+            break;
+        }
+        if (pfd.revents & POLLOUT) {
+            n = send(fd, p, len, MSG_NOSIGNAL);
+            if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                r = -errno;
+                break;
+            }
+            if (n > 0) {
+                p += n;
+                len -= (size_t)n;
+            }
+        }
+        if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+            n = recv(fd, chunk, sizeof(chunk), 0);
+            if (n == 0) {
+                r = 0;
+                break;
+            }
+            if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                r = -errno;
+                break;
+            }
+            if (n > 0 && (r = grow_append(&b, chunk, (size_t)n)) < 0)
+                break;
+        }
+    }
+    close(fd);
+    if (r < 0) {
+        free(b.p);
+        return r;
+    }
+    grow_give(&b, ret, ret_len);
+    return 0;
+}
+
+static void assert_same_bytes(const char *what, const void *want, size_t want_len, const void *got,
+                              size_t got_len)
+{
+    if (want_len != got_len || memcmp(want, got, want_len) != 0) {
+        fprintf(stderr, "# %s: want %zu bytes '%.*s', got %zu bytes '%.*s'\n", what, want_len,
+                (int)(want_len > 80 ? 80 : want_len), (const char *)want, got_len,
+                (int)(got_len > 80 ? 80 : got_len), (const char *)got);
+        fail_msg("%s: the reply differs from the message", what);
+    }
+}
+
+void it_assert_tcp_echo(const char *host, uint16_t port, const void *msg, size_t len)
+{
+    char what[128], *reply = NULL;
+    size_t reply_len = 0;
+    int r;
+
+    snprintf(what, sizeof(what), "TCP echo %s port %u", host, port);
+    r = it_tcp_exchange(host, port, msg, len, true, IT_IO_TIMEOUT_MS, &reply, &reply_len);
+    if (r < 0)
+        fail_msg("%s: %s", what, strerror(-r));
+    assert_same_bytes(what, msg, len, reply, reply_len);
+    free(reply);
+}
+
+ssize_t it_udp_exchange(const char *host, uint16_t port, const void *msg, size_t len, void *buf,
+                        size_t cap, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    ssize_t n;
+    int fd, r;
+
+    r = make_addr(host, port, &ss, &sslen);
+    if (r < 0)
+        return r;
+    fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&ss, sslen) < 0 || send(fd, msg, len, 0) < 0) {
+        n = -errno;
+        goto out;
+    }
+    for (;;) {
+        n = recv(fd, buf, cap, 0);
+        if (n >= 0)
+            break;
+        if (errno != EAGAIN && errno != EINTR) {
+            n = -errno;
+            break;
+        }
+        r = wait_fd(fd, POLLIN, deadline);
+        if (r < 0) {
+            n = r;
+            break;
+        }
+    }
+out:
+    close(fd);
+    return n;
+}
+
+void it_assert_udp_echo(const char *host, uint16_t port, const void *msg, size_t len)
+{
+    const size_t cap = 65536;
+    char what[128], *buf = malloc(cap);
+    ssize_t n;
+
+    assert_non_null(buf);
+    snprintf(what, sizeof(what), "UDP echo %s port %u", host, port);
+    n = it_udp_exchange(host, port, msg, len, buf, cap, IT_IO_TIMEOUT_MS);
+    if (n < 0) {
+        free(buf);
+        fail_msg("%s: %s", what, strerror((int)-n));
+    }
+    assert_same_bytes(what, msg, len, buf, (size_t)n);
+    free(buf);
+}
+
+int it_bind(int type, const char *host, uint16_t port, uint16_t *ret_port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int fd, r, off = 0;
+
+    r = make_addr(host, port, &ss, &len);
+    if (r < 0)
+        return r;
+    fd = socket(ss.ss_family, type | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (ss.ss_family == AF_INET6 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) < 0)
+        goto fail;
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0)
+        goto fail;
+    if (type == SOCK_STREAM && listen(fd, 16) < 0)
+        goto fail;
+    len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        goto fail;
+    *ret_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                         : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
+fail:
+    r = -errno;
+    close(fd);
+    return r;
+}
+
+bool it_tcp_is_refused(const char *host, uint16_t port)
+{
+    int fd = it_tcp_connect(host, port, IT_IO_TIMEOUT_MS);
+
+    if (fd >= 0) {
+        close(fd);
+        return false;
+    }
+    return fd == -ECONNREFUSED;
+}
+
+/* ---- child processes ---- */
+
+void it_run(const char *const *argv, const void *in, size_t in_len, int timeout_ms,
+            struct it_proc *ret)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    int pin[2] = {-1, -1}, pout[2], perr[2], status = 0;
+    struct growbuf out = {0}, err = {0};
+    const char *inp = in;
+    pid_t pid;
+
+    global_init();
+    memset(ret, 0, sizeof(ret[0]));
+    if ((in && pipe2(pin, O_CLOEXEC) < 0) || pipe2(pout, O_CLOEXEC) < 0 ||
+        pipe2(perr, O_CLOEXEC) < 0)
+        fail_msg("pipe2: %s", strerror(errno));
+    pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd0 = in ? pin[0] : open("/dev/null", O_RDONLY);
+
+        if (fd0 < 0 || dup2(fd0, 0) < 0 || dup2(pout[1], 1) < 0 || dup2(perr[1], 2) < 0)
+            _exit(127);
+        child_prepare(2);
+        execv(argv[0], (char *const *)argv);
+        dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(pout[1]);
+    close(perr[1]);
+    if (in) {
+        close(pin[0]);
+        (void)fcntl(pin[1], F_SETFL, O_NONBLOCK);
+        if (in_len == 0) {
+            close(pin[1]);
+            pin[1] = -1;
+        }
+    }
+
+    while (pout[0] >= 0 || perr[0] >= 0) {
+        struct pollfd pfd[3] = {
+            {.fd = pout[0], .events = POLLIN},
+            {.fd = perr[0], .events = POLLIN},
+            {.fd = pin[1], .events = POLLOUT},
+        };
+        int r = poll(pfd, 3, left_ms(deadline));
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            ret->timed_out = true;
+            (void)kill(pid, SIGKILL);
+            break;
+        }
+        for (int i = 0; i < 2; i++) {
+            int *fd = i == 0 ? &pout[0] : &perr[0];
+            struct growbuf *b = i == 0 ? &out : &err;
+            char chunk[4096];
+            ssize_t n;
+
+            if (!pfd[i].revents)
+                continue;
+            n = read(*fd, chunk, sizeof(chunk));
+            if (n > 0) {
+                assert_int_equal(grow_append(b, chunk, (size_t)n), 0);
+            } else if (n == 0 || errno != EINTR) {
+                close(*fd);
+                *fd = -1;
+            }
+        }
+        if (pin[1] >= 0 && pfd[2].revents) {
+            ssize_t n = write(pin[1], inp, in_len);
+
+            if (n > 0) {
+                inp += n;
+                in_len -= (size_t)n;
+            }
+            if (in_len == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                close(pin[1]);
+                pin[1] = -1;
+            }
+        }
+    }
+    if (pout[0] >= 0)
+        close(pout[0]);
+    if (perr[0] >= 0)
+        close(perr[0]);
+    if (pin[1] >= 0)
+        close(pin[1]);
+    if (reap(pid, ret->timed_out ? IT_EXIT_TIMEOUT_MS : left_ms(deadline) + 1000, &status) < 0) {
+        ret->timed_out = true;
+        (void)kill(pid, SIGKILL);
+        (void)reap(pid, IT_EXIT_TIMEOUT_MS, &status);
+    }
+    ret->status = status;
+    grow_give(&out, &ret->out, &ret->out_len);
+    grow_give(&err, &ret->err, &ret->err_len);
+}
+
+void it_run_pty(const char *const *argv, const char *prompt, const char *input, int timeout_ms,
+                struct it_proc *ret)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    struct growbuf out = {0};
+    bool typed = false;
+    int master, status = 0;
+    const char *slave;
+    pid_t pid;
+
+    global_init();
+    memset(ret, 0, sizeof(ret[0]));
+    master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0 || !(slave = ptsname(master)))
+        fail_msg("pseudo-terminal: %s", strerror(errno));
+    pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd;
+
+        if (setsid() < 0)
+            _exit(127);
+        fd = open(slave, O_RDWR);
+        if (fd < 0 || dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(127);
+        child_prepare(2);
+        execv(argv[0], (char *const *)argv);
+        dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+
+    for (;;) {
+        struct pollfd pfd = {.fd = master, .events = POLLIN};
+        char chunk[4096];
+        ssize_t n;
+        int r;
+
+        if (!typed && input && (!prompt || (out.p && strstr(out.p, prompt)))) {
+            if (write(master, input, strlen(input)) < 0)
+                fail_msg("typing on the terminal: %s", strerror(errno));
+            typed = true;
+        }
+        r = poll(&pfd, 1, left_ms(deadline));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            ret->timed_out = true;
+            (void)kill(pid, SIGKILL);
+            break;
+        }
+        n = read(master, chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* EIO: the program closed its end of the terminal */
+        assert_int_equal(grow_append(&out, chunk, (size_t)n), 0);
+    }
+    close(master);
+    if (reap(pid, IT_EXIT_TIMEOUT_MS, &status) < 0) {
+        ret->timed_out = true;
+        (void)kill(pid, SIGKILL);
+        (void)reap(pid, IT_EXIT_TIMEOUT_MS, &status);
+    }
+    ret->status = status;
+    grow_give(&out, &ret->out, &ret->out_len);
+    ret->err = calloc(1, 1);
+    assert_non_null(ret->err);
+}
+
+void it_proc_fini(struct it_proc *p)
+{
+    free(p->out);
+    free(p->err);
+    p->out = p->err = NULL;
+}
+
+int it_proc_exit_code(const struct it_proc *p)
+{
+    if (p->timed_out || !WIFEXITED(p->status))
+        return -1;
+    return WEXITSTATUS(p->status);
+}

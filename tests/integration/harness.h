@@ -1,0 +1,281 @@
+#ifndef IT_HARNESS_H
+#define IT_HARNESS_H
+
+/*
+ * The integration tests' harness: the daemon as a child process ($SOCKSERV_BIN), HTTP through
+ * libcurl, TCP and UDP echo round trips on loopback, child processes of the command line,
+ * temporary directories, and waiting for a condition with a deadline (never a bare sleep).
+ *
+ * Functions that say "asserts" fail the current cmocka test when something is off; the others
+ * return a negative errno. Everything runs on the test's thread unless it says otherwise; the
+ * socket helpers may be called from any thread.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#define IT_READY_TIMEOUT_MS 10000 /* the daemon prints its API URL within this */
+#define IT_EXIT_TIMEOUT_MS 10000  /* how long to wait for an exit before SIGKILL */
+#define IT_IO_TIMEOUT_MS 5000     /* one network exchange */
+#define IT_WAIT_MS 5000           /* a condition polled with it_wait_until() */
+#define IT_POLL_INTERVAL_MS 20
+#define IT_PATH_MAX 512
+
+/* ---- time, files, directories ---- */
+
+/* CLOCK_MONOTONIC in milliseconds. */
+int64_t it_now_ms(void);
+
+/* A new directory under $TMPDIR (or /tmp). Returns a malloc'd path; asserts. */
+char *it_tmpdir_new(void);
+
+/* Removes dir and everything beneath it, then frees it. Accepts NULL. */
+void it_tmpdir_remove(char *dir);
+
+/* Reads a whole file; returns a malloc'd, NUL-terminated buffer or NULL (errno set). */
+char *it_file_read(const char *path, size_t *ret_len);
+
+/* Writes a whole file (create or truncate). Returns 0 or a negative errno. */
+int it_file_write(const char *path, const void *data, size_t len);
+
+/*
+ * Calls pred(arg) until it returns true, every IT_POLL_INTERVAL_MS, for at most timeout_ms.
+ * Returns whether it became true.
+ */
+typedef bool (*it_pred_fn)(void *arg);
+bool it_wait_until(int timeout_ms, it_pred_fn pred, void *arg);
+
+/* ---- the daemon ---- */
+
+struct it_daemon_opts {
+    const char *dir;       /* required: the test's temporary directory (stderr goes there) */
+    const char *state_dir; /* NULL: DIR/state */
+    bool defaults;         /* false: pass --no-defaults */
+    const char *api;       /* NULL: 127.0.0.1:0 */
+    const char *const *extra_args; /* NULL-terminated; may be NULL */
+};
+
+struct it_daemon {
+    pid_t pid;     /* 0 when no child runs */
+    char url[128]; /* "http://127.0.0.1:PORT" once ready */
+    uint16_t api_port;
+    char state_dir[IT_PATH_MAX];
+    char state_file[IT_PATH_MAX];  /* STATE_DIR/listeners.json */
+    char stderr_path[IT_PATH_MAX]; /* where the child's stdout and stderr go */
+    bool exited;                   /* reaped: status is valid */
+    int status;                    /* waitpid() status */
+};
+
+/*
+ * Starts `$SOCKSERV_BIN daemon --api 127.0.0.1:0 --state-dir DIR [--no-defaults] --ready-fd 3
+ * [extra]` and reads the API URL from fd 3 within IT_READY_TIMEOUT_MS. Returns 0 when ready;
+ * -ECHILD when the daemon exited first (d->exited, d->status tell how); -ETIMEDOUT (the child
+ * is killed); another negative errno when it could not be spawned.
+ */
+int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *opts);
+
+/* As it_daemon_start(), and asserts that the daemon became ready (printing its stderr). */
+void it_daemon_start_ok(struct it_daemon *d, const struct it_daemon_opts *opts);
+
+/*
+ * Sends sig and waits up to timeout_ms for the exit. Returns 0 with the waitpid() status and
+ * the time it took, or -ETIMEDOUT (the child is then killed with SIGKILL and reaped).
+ */
+int it_daemon_stop(struct it_daemon *d, int sig, int timeout_ms, int *ret_status, int64_t *ret_ms);
+
+/* Waits up to timeout_ms for the child to exit on its own. 0 or -ETIMEDOUT. */
+int it_daemon_wait_exit(struct it_daemon *d, int timeout_ms, int *ret_status);
+
+/* SIGKILL and reap, if it still runs. */
+void it_daemon_kill(struct it_daemon *d);
+
+/* What the daemon wrote to stdout and stderr, malloc'd ("" when nothing). */
+char *it_daemon_stderr(const struct it_daemon *d);
+
+/* Prints the daemon's stderr to the test's stderr, framed, when it is not empty. */
+void it_daemon_dump_stderr(const struct it_daemon *d);
+
+/* Whether a waitpid() status is a normal exit with code 0. */
+bool it_status_is_exit0(int status);
+
+/* "exit 3", "signal 9", for messages. Returns a static buffer. */
+const char *it_status_str(int status);
+
+/* ---- the common fixture: a temporary directory and a daemon started with --no-defaults ---- */
+
+struct it_fixture {
+    char *dir;
+    struct it_daemon d;
+};
+
+/* cmocka setup: *state becomes a struct it_fixture with a running daemon. */
+int it_fixture_setup(void **state);
+
+/* cmocka setup with a temporary directory only (the test starts its daemons itself). */
+int it_fixture_setup_dir(void **state);
+
+/* cmocka teardown: stops the daemon if it runs (SIGTERM), prints its stderr, removes the
+ * directory. */
+int it_fixture_teardown(void **state);
+
+/* ---- HTTP ---- */
+
+struct it_http {
+    long status;            /* 0 when no answer came */
+    char content_type[128]; /* "" when absent */
+    char location[512];
+    char allow[256];
+    char *body; /* NUL-terminated, may be "" */
+    size_t body_len;
+    json_t *json; /* the body parsed as JSON, NULL when it is not JSON */
+};
+
+/*
+ * One request to the daemon's API. body may be NULL (no body); content_type NULL sends none.
+ * Returns 0 when an answer came (*ret filled; release with it_http_fini()), or -EIO.
+ */
+int it_http_raw(const struct it_daemon *d, const char *method, const char *path, const void *body,
+                size_t body_len, const char *content_type, struct it_http *ret);
+
+/* As it_http_raw() with a JSON text body (NULL: none) sent as application/json; asserts that
+ * an answer came. */
+void it_http(const struct it_daemon *d, const char *method, const char *path, const char *json_body,
+             struct it_http *ret);
+
+void it_http_fini(struct it_http *r);
+
+/*
+ * Sends a request and asserts the status (printing the request and the answer if it differs)
+ * and, for an answer with a body, that it is application/json (application/problem+json, see
+ * it_assert_problem(), for a status from 400). Returns the parsed body (new reference) or NULL
+ * when the answer has no body.
+ */
+json_t *it_http_expect(const struct it_daemon *d, const char *method, const char *path,
+                       const char *json_body, long status);
+
+/*
+ * Asserts r is an RFC 9457 problem with the given status: Content-Type
+ * application/problem+json, "status" equal, "title" and "detail" non-empty strings, and, when
+ * field is not NULL, "field" equal to it.
+ */
+void it_assert_problem(const struct it_http *r, long status, const char *field);
+
+/* The string, integer or boolean at a dotted path ("status.state"); asserts it exists and has
+ * that type. */
+const char *it_json_str(const json_t *j, const char *path);
+json_int_t it_json_int(const json_t *j, const char *path);
+bool it_json_bool(const json_t *j, const char *path);
+/* The value at a dotted path, or NULL. Borrowed. */
+json_t *it_json_path(const json_t *j, const char *path);
+
+/* The port in the last entry of resource's status.bound ("[::]:41235"); asserts. */
+uint16_t it_bound_port(const json_t *resource);
+
+/* POST /api/v1/listeners with body, asserts 201; returns the resource (new reference). */
+json_t *it_listener_create(const struct it_daemon *d, const char *json_body);
+
+/* As it_listener_create() and returns the bound port. */
+uint16_t it_listener_create_port(const struct it_daemon *d, const char *json_body);
+
+/* GET /api/v1/listeners/ID, asserts 200; returns the resource. */
+json_t *it_listener_get(const struct it_daemon *d, const char *id);
+
+/* Reads counter name of listener id (GET .../metrics); asserts. */
+uint64_t it_metric(const struct it_daemon *d, const char *id, const char *name);
+
+/*
+ * Polls listener id's counter until it equals expected, for at most timeout_ms; asserts that it
+ * did, printing the last value seen otherwise.
+ */
+void it_assert_metric_eventually(const struct it_daemon *d, const char *id, const char *name,
+                                 uint64_t expected, int timeout_ms);
+
+/* ---- sockets on loopback ---- */
+
+/* A TCP connection to host (a numeric address) and port. Returns a non-blocking fd (every
+ * helper here polls) or -errno. */
+int it_tcp_connect(const char *host, uint16_t port, int timeout_ms);
+
+/* Sends all of buf within timeout_ms. 0 or -errno (-ETIMEDOUT). */
+int it_send_all(int fd, const void *buf, size_t len, int timeout_ms);
+
+/* Receives exactly len bytes within timeout_ms. 0, -ETIMEDOUT, -ECONNRESET, or -EPIPE for an
+ * end of stream before len bytes. */
+int it_recv_exact(int fd, void *buf, size_t len, int timeout_ms);
+
+/*
+ * Reads until the peer closes, for at most timeout_ms. Returns 0 on an orderly end,
+ * -ECONNRESET on a reset, -ETIMEDOUT; what was read is in *ret (malloc'd, NUL-terminated;
+ * may be NULL when ret is NULL).
+ */
+int it_read_to_eof(int fd, int timeout_ms, char **ret, size_t *ret_len);
+
+/*
+ * The echo client: connects, sends msg while reading, shuts down its sending side when
+ * shut_wr, and reads until the server closes. Returns 0 with the reply in *ret (malloc'd) or a
+ * negative errno.
+ */
+int it_tcp_exchange(const char *host, uint16_t port, const void *msg, size_t len, bool shut_wr,
+                    int timeout_ms, char **ret, size_t *ret_len);
+
+/* it_tcp_exchange() with shut_wr that asserts the reply equals msg. */
+void it_assert_tcp_echo(const char *host, uint16_t port, const void *msg, size_t len);
+
+/* One datagram to host:port and one reply into buf (cap bytes). Returns the reply's length or
+ * a negative errno (-ETIMEDOUT, -ECONNREFUSED). */
+ssize_t it_udp_exchange(const char *host, uint16_t port, const void *msg, size_t len, void *buf,
+                        size_t cap, int timeout_ms);
+
+/* it_udp_exchange() that asserts the reply equals msg. */
+void it_assert_udp_echo(const char *host, uint16_t port, const void *msg, size_t len);
+
+/*
+ * Binds a socket of type (SOCK_STREAM listens) on host ("::" is dual-stack) and port (0: any)
+ * and returns it with the port in *ret_port, or -errno.
+ */
+int it_bind(int type, const char *host, uint16_t port, uint16_t *ret_port);
+
+/* Whether a TCP connect to host:port is refused now. */
+bool it_tcp_is_refused(const char *host, uint16_t port);
+
+/* ---- child processes (the command line) ---- */
+
+struct it_proc {
+    int status;     /* waitpid() status */
+    bool timed_out; /* killed after the timeout */
+    char *out;      /* stdout, NUL-terminated */
+    size_t out_len;
+    char *err; /* stderr, NUL-terminated */
+    size_t err_len;
+};
+
+/* $SOCKSERV_BIN; asserts it is set. */
+const char *it_bin(void);
+
+/*
+ * Runs argv (argv[0] is the program path) with in as its standard input (NULL: /dev/null),
+ * collects stdout and stderr, and kills it after timeout_ms. Asserts it could be started.
+ * Release with it_proc_fini().
+ */
+void it_run(const char *const *argv, const void *in, size_t in_len, int timeout_ms,
+            struct it_proc *ret);
+
+/*
+ * Runs argv on a new pseudo-terminal (its stdin, stdout and stderr, as a user at a terminal).
+ * Once the terminal has shown prompt (NULL: at once), types input; collects everything the
+ * terminal shows into ret->out until the program ends or timeout_ms passes. Asserts it could be
+ * started. Release with it_proc_fini().
+ */
+void it_run_pty(const char *const *argv, const char *prompt, const char *input, int timeout_ms,
+                struct it_proc *ret);
+
+void it_proc_fini(struct it_proc *p);
+
+/* The exit code of a normal exit, or -1 (killed, signalled). */
+int it_proc_exit_code(const struct it_proc *p);
+
+#endif
