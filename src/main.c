@@ -5,7 +5,8 @@
  * load the listener set (state file, else the embedded defaults) and start its listeners,
  * start the API, say ready. Stop, on SIGINT or SIGTERM: stop the API (no new changes), then
  * stop every listener (stop accepting, cut connections, join threads, close fds); the state
- * file already holds the last change. Exit 0.
+ * file already holds the last change. Then free the event bus, which nobody holds any more.
+ * Exit 0.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,13 +20,16 @@
 
 #include "sockserv-config.h"
 #include "api/server.h"
+#include "cli/backup.h"
 #include "cli/cli.h"
 #include "cli/date.h"
 #include "core/addr.h"
+#include "core/events.h"
 #include "core/log.h"
 #include "core/registry.h"
 #include "core/service.h"
 #include "core/store.h"
+#include "svc/backup.h"
 #include "svc/date.h"
 #include "svc/echo.h"
 
@@ -34,6 +38,7 @@
 /* The listeners of a first start, in the state file's format. */
 static const char default_listeners[] =
     "{\"version\": 1, \"listeners\": ["
+    "{\"id\": \"backup-tcp\", \"service\": \"backup\", \"transport\": \"tcp\", \"port\": 32400},"
     "{\"id\": \"date-tcp\", \"service\": \"date\", \"transport\": \"tcp\", \"port\": 1313},"
     "{\"id\": \"date-udp\", \"service\": \"date\", \"transport\": \"udp\", \"port\": 1313},"
     "{\"id\": \"echo-tcp\", \"service\": \"echo\", \"transport\": \"tcp\", \"port\": 7007,"
@@ -42,6 +47,7 @@ static const char default_listeners[] =
     "]}";
 
 static const struct core_service *const services[] = {
+    &svc_backup,
     &svc_date,
     &svc_echo,
 };
@@ -55,12 +61,13 @@ static void usage(void)
 {
     printf("Usage: sockserv COMMAND [ARGS...]\n"
            "\n"
-           "Classic socket services (echo, date) behind a REST/JSON control plane.\n"
+           "Classic socket services (echo, date, backup) behind a REST/JSON control plane.\n"
            "\n"
            "Commands:\n"
            "  daemon     run the daemon: the REST API and the listeners it manages\n"
            "  echo       send a message to an echo server and print the reply\n"
            "  date       ask a date server for the current date and print it\n"
+           "  backup     upload, restore and list files on a backup server\n"
            "\n"
            "Options:\n"
            "  -h, --help     show this help (COMMAND --help: the command's own)\n"
@@ -73,7 +80,7 @@ static void daemon_usage(void)
            "\n"
            "Runs the control plane and the listeners. On a first start (no state file) it\n"
            "starts the embedded defaults: echo on TCP and UDP port 7007, date on TCP and\n"
-           "UDP port 1313.\n"
+           "UDP port 1313, backup on TCP port 32400.\n"
            "\n"
            "Options:\n"
            "  --api HOST:PORT     where the REST API listens (default %s; port 0: any)\n"
@@ -146,6 +153,7 @@ static int daemon_main(int argc, char **argv)
     };
     const char *api = DEFAULT_API;
     char state_dir[PATH_MAX] = "", host[CORE_ADDR_STRLEN];
+    struct core_events *events = NULL;
     struct core_registry *registry = NULL;
     struct api_server *server = NULL;
     struct signalfd_siginfo si;
@@ -223,10 +231,15 @@ static int daemon_main(int argc, char **argv)
         fprintf(stderr, "sockserv daemon: state directory %s: %s\n", state_dir, strerror(-r));
         goto out;
     }
-    r = core_registry_new(&(struct core_registry_opts){.services = &service_table,
-                                                       .state_dir = state_dir,
-                                                       .persist = true},
-                          &registry);
+    r = core_events_new(&events);
+    if (r < 0) {
+        fprintf(stderr, "sockserv daemon: %s\n", strerror(-r));
+        goto out;
+    }
+    r = core_registry_new(
+        &(struct core_registry_opts){
+            .services = &service_table, .state_dir = state_dir, .persist = true, .events = events},
+        &registry);
     if (r < 0) {
         fprintf(stderr, "sockserv daemon: %s\n", strerror(-r));
         goto out;
@@ -265,6 +278,7 @@ static int daemon_main(int argc, char **argv)
 out:
     api_server_stop(server);
     core_registry_free(registry);
+    core_events_free(events);
     if (ready_fd >= 0)
         close(ready_fd);
     if (sfd >= 0)
@@ -281,6 +295,7 @@ static const struct {
     {"daemon", daemon_main},
     {"echo", cli_echo_main},
     {"date", cli_date_main},
+    {"backup", cli_backup_main},
 };
 
 int main(int argc, char **argv)

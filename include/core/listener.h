@@ -18,6 +18,7 @@
 #include "core/addr.h"
 #include "core/config.h"
 #include "core/err.h"
+#include "core/events.h"
 #include "core/metrics.h"
 
 enum core_state {
@@ -34,11 +35,12 @@ struct core_listener;
 const char *core_state_name(enum core_state s);
 
 /*
- * Creates a stopped listener with a copy of cfg. state_dir is borrowed for the listener's
- * life. Returns 0 or -ENOMEM.
+ * Creates a stopped listener with a copy of cfg. state_dir and events (NULL for none: then no
+ * event is published) are borrowed for the listener's life. Every state change publishes a
+ * "listener.state" event. Returns 0 or -ENOMEM.
  */
 int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir,
-                      struct core_listener **ret);
+                      struct core_events *events, struct core_listener **ret);
 
 /*
  * Binds the sockets and starts the workers; returns once the listener is running (0), or with

@@ -25,6 +25,7 @@
 #include <jansson.h>
 
 #include "core/err.h"
+#include "core/events.h"
 #include "core/service.h"
 
 struct core_registry;
@@ -34,9 +35,14 @@ struct core_registry_opts {
     const char *state_dir;                     /* copied; the state file lives here */
     bool persist;                              /* write the state file after every change */
     size_t max_listeners;                      /* 0: 256 */
+    /* Borrowed, may be NULL: where changes are published, and metrics ticks every
+     * metrics_interval_ms (0: 1000) while anyone subscribes. */
+    struct core_events *events;
+    unsigned metrics_interval_ms;
 };
 
-/* Creates an empty registry. Returns 0 or a negative errno. Free with core_registry_free(). */
+/* Creates an empty registry (and, with opts->events, its metrics ticker thread). Returns 0 or
+ * a negative errno. Free with core_registry_free(). */
 int core_registry_new(const struct core_registry_opts *opts, struct core_registry **ret);
 
 /* Stops every listener (joining their threads), then frees the registry. Accepts NULL. Does

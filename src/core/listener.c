@@ -16,6 +16,7 @@ struct core_listener {
     char id[CORE_ID_MAX];         /* never changes: readable without a lock */
     struct core_listener_cfg cfg; /* written under lock by the changing thread only */
     const char *state_dir;
+    struct core_events *events;
     struct core_metrics metrics;
     struct core_svc_env env;
     void *inst;                 /* service instance while running */
@@ -39,19 +40,50 @@ const char *core_state_name(enum core_state s)
     return s < CORE_STATE_COUNT ? state_names[s] : "unknown";
 }
 
+static void format_since(const struct timespec *ts, char *buf, size_t len)
+{
+    struct tm tm;
+
+    gmtime_r(&ts->tv_sec, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The "bound" array of the status: the address while running, else empty. */
+static json_t *bound_json(const char *bound)
+{
+    json_t *a = json_array();
+
+    if (a && bound[0])
+        json_array_append_new(a, json_string(bound));
+    return a;
+}
+
 static void set_state(struct core_listener *l, enum core_state s, const char *bound,
                       const char *error)
 {
+    enum core_state previous;
+    char since[32];
+    json_t *ev = NULL;
+
     pthread_mutex_lock(&l->lock);
+    previous = l->state;
     l->state = s;
     snprintf(l->bound, sizeof(l->bound), "%s", bound ? bound : "");
     snprintf(l->error, sizeof(l->error), "%s", error ? error : "");
     clock_gettime(CLOCK_REALTIME, &l->since);
+    if (l->events) {
+        format_since(&l->since, since, sizeof(since));
+        ev = json_pack("{s:s, s:s, s:s, s:o, s:o, s:s}", "id", l->id, "state", core_state_name(s),
+                       "previous", core_state_name(previous), "bound", bound_json(l->bound),
+                       "error", l->error[0] ? json_string(l->error) : json_null(), "since", since);
+    }
     pthread_mutex_unlock(&l->lock);
+    if (ev)
+        core_events_publish(l->events, "listener.state", ev);
 }
 
 int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir,
-                      struct core_listener **ret)
+                      struct core_events *events, struct core_listener **ret)
 {
     struct core_listener *l = calloc(1, sizeof(*l));
 
@@ -63,6 +95,7 @@ int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir
     }
     memcpy(l->id, cfg->id, sizeof(l->id));
     l->state_dir = state_dir;
+    l->events = events;
     core_metrics_init(&l->metrics);
     pthread_mutex_init(&l->lock, NULL);
     l->state = CORE_STATE_STOPPED;
@@ -296,18 +329,14 @@ json_t *core_listener_metrics_json(struct core_listener *l)
 json_t *core_listener_to_json(struct core_listener *l, bool with_metrics)
 {
     char since[32];
-    struct tm tm;
-    json_t *j, *status, *bound;
+    json_t *j, *status;
 
     pthread_mutex_lock(&l->lock);
     j = core_listener_cfg_to_json(&l->cfg);
-    gmtime_r(&l->since.tv_sec, &tm);
-    strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    bound = json_array();
-    if (bound && l->bound[0])
-        json_array_append_new(bound, json_string(l->bound));
-    status = json_pack("{s:s, s:o, s:s, s:o}", "state", core_state_name(l->state), "bound", bound,
-                       "since", since, "error", l->error[0] ? json_string(l->error) : json_null());
+    format_since(&l->since, since, sizeof(since));
+    status = json_pack("{s:s, s:o, s:s, s:o}", "state", core_state_name(l->state), "bound",
+                       bound_json(l->bound), "since", since, "error",
+                       l->error[0] ? json_string(l->error) : json_null());
     if (!j || !status || json_object_set_new(j, "status", status) < 0 ||
         (with_metrics && json_object_set_new(j, "metrics", metrics_json_locked(l)) < 0)) {
         pthread_mutex_unlock(&l->lock);

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,14 @@ struct core_registry {
     char state_path[PATH_MAX];
     bool persist;
     size_t max_listeners;
+    struct core_events *events;
+    unsigned metrics_interval_ms;
+
+    pthread_t ticker;
+    bool has_ticker;
+    pthread_mutex_t tick_lock;
+    pthread_cond_t tick_cond;
+    bool stopping; /* guarded by tick_lock */
 
     pthread_mutex_t ops;         /* serialises changes, held across their binds and joins */
     pthread_mutex_t lock;        /* guards list and n; never held across I/O */
@@ -27,9 +36,12 @@ struct core_registry {
     size_t n;
 };
 
+static void *ticker_main(void *arg);
+
 int core_registry_new(const struct core_registry_opts *opts, struct core_registry **ret)
 {
     struct core_registry *r = calloc(1, sizeof(*r));
+    pthread_condattr_t attr;
 
     if (!r)
         return -ENOMEM;
@@ -46,8 +58,24 @@ int core_registry_new(const struct core_registry_opts *opts, struct core_registr
         free(r);
         return -ENOMEM;
     }
+    r->events = opts->events;
+    r->metrics_interval_ms = opts->metrics_interval_ms ? opts->metrics_interval_ms : 1000;
     pthread_mutex_init(&r->ops, NULL);
     pthread_mutex_init(&r->lock, NULL);
+    pthread_mutex_init(&r->tick_lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->tick_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (r->events) {
+        int rc = -pthread_create(&r->ticker, NULL, ticker_main, r);
+
+        if (rc < 0) {
+            core_registry_free(r);
+            return rc;
+        }
+        r->has_ticker = true;
+    }
     *ret = r;
     return 0;
 }
@@ -56,8 +84,17 @@ void core_registry_free(struct core_registry *r)
 {
     if (!r)
         return;
+    if (r->has_ticker) {
+        pthread_mutex_lock(&r->tick_lock);
+        r->stopping = true;
+        pthread_cond_signal(&r->tick_cond);
+        pthread_mutex_unlock(&r->tick_lock);
+        pthread_join(r->ticker, NULL);
+    }
     for (size_t i = 0; i < r->n; i++)
         core_listener_free(r->list[i]);
+    pthread_cond_destroy(&r->tick_cond);
+    pthread_mutex_destroy(&r->tick_lock);
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->ops);
     free(r->list);
@@ -138,6 +175,13 @@ static int persist(struct core_registry *r, struct core_err *err)
     return ret < 0 ? -EIO : 0;
 }
 
+/* Publishes a copy of resource j as event type. */
+static void publish(struct core_registry *r, const char *type, const json_t *j)
+{
+    if (r->events)
+        core_events_publish(r->events, type, json_deep_copy(j));
+}
+
 static int resource(struct core_registry *r, struct core_listener *l, json_t **ret)
 {
     json_t *j;
@@ -176,7 +220,7 @@ static int add(struct core_registry *r, const struct core_listener_cfg *cfg, boo
     if (r->n >= r->max_listeners)
         return core_err_set(err, -ENOSPC, NULL, "the daemon holds its maximum of %zu listeners",
                             r->max_listeners);
-    ret_code = core_listener_new(cfg, r->state_dir, &l);
+    ret_code = core_listener_new(cfg, r->state_dir, r->events, &l);
     if (ret_code < 0)
         return core_err_set(err, ret_code, NULL, "out of memory");
     if (cfg->enabled) {
@@ -254,6 +298,8 @@ int core_registry_create(struct core_registry *r, const json_t *body, json_t **r
         goto out;
     }
     rc = resource(r, l, ret);
+    if (rc == 0)
+        publish(r, "listener.created", *ret);
 out:
     pthread_mutex_unlock(&r->ops);
     core_listener_cfg_fini(&cfg);
@@ -279,6 +325,8 @@ static int change(struct core_registry *r, struct core_listener *l,
         goto out;
     }
     rc = resource(r, l, ret);
+    if (rc == 0)
+        publish(r, "listener.changed", *ret);
 out:
     core_listener_cfg_fini(&old);
     return rc;
@@ -323,8 +371,10 @@ int core_registry_replace(struct core_registry *r, const char *id, const json_t 
         goto out;
     }
     rc = resource(r, l, ret);
-    if (rc == 0)
+    if (rc == 0) {
         *ret_created = true;
+        publish(r, "listener.created", *ret);
+    }
 out:
     pthread_mutex_unlock(&r->ops);
     core_listener_cfg_fini(&cfg);
@@ -384,6 +434,8 @@ int core_registry_delete(struct core_registry *r, const char *id, struct core_er
     take_out(r, l);
     core_listener_free(l);
     rc = persist(r, err);
+    if (r->events)
+        core_events_publish(r->events, "listener.deleted", json_pack("{s:s}", "id", id));
     pthread_mutex_unlock(&r->ops);
     return rc;
 }
@@ -559,4 +611,84 @@ size_t core_registry_count(struct core_registry *r)
     n = r->n;
     pthread_mutex_unlock(&r->lock);
     return n;
+}
+
+/* The metrics tick: every listener's counters with their rates since the previous tick. */
+static void tick(struct core_registry *r, json_t *prev, double dt)
+{
+    static const char *const rated[] = {"bytes_in", "bytes_out", "connections_total",
+                                        "datagrams_in", "datagrams_out"};
+    static const char *const rate_names[] = {"bytes_in", "bytes_out", "connections", "datagrams_in",
+                                             "datagrams_out"};
+    struct timespec now;
+    char when[40];
+    struct tm tm;
+    const char *id;
+    json_t *all = NULL, *m;
+
+    if (core_registry_metrics_all(r, &all) < 0)
+        return;
+    json_object_foreach(all, id, m)
+    {
+        json_t *before = json_object_get(prev, id), *rates = json_object();
+
+        for (size_t i = 0; i < sizeof(rated) / sizeof(rated[0]); i++) {
+            json_int_t cur = json_integer_value(json_object_get(m, rated[i]));
+            json_t *old = json_object_get(before, rated[i]);
+            double rate = old && dt > 0 && cur >= json_integer_value(old)
+                              ? (double)(cur - json_integer_value(old)) / dt
+                              : 0.0;
+
+            json_object_set_new(rates, rate_names[i], json_real(rate));
+        }
+        json_object_set_new(m, "rates", rates);
+    }
+    json_object_clear(prev);
+    json_object_update(prev, all);
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + strlen(when), sizeof(when) - strlen(when), ".%03ldZ", now.tv_nsec / 1000000);
+    core_events_publish(r->events, "metrics",
+                        json_pack("{s:s, s:I, s:o}", "time", when, "interval_ms",
+                                  (json_int_t)r->metrics_interval_ms, "listeners", all));
+}
+
+static void *ticker_main(void *arg)
+{
+    struct core_registry *r = arg;
+    struct timespec deadline, last = {0}, now;
+    json_t *prev = json_object();
+
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    pthread_mutex_lock(&r->tick_lock);
+    while (!r->stopping) {
+        deadline.tv_sec += r->metrics_interval_ms / 1000;
+        deadline.tv_nsec += (long)(r->metrics_interval_ms % 1000) * 1000000;
+        if (deadline.tv_nsec >= 1000000000) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000;
+        }
+        while (!r->stopping &&
+               pthread_cond_timedwait(&r->tick_cond, &r->tick_lock, &deadline) != ETIMEDOUT)
+            ;
+        if (r->stopping)
+            break;
+        pthread_mutex_unlock(&r->tick_lock);
+        if (core_events_has_subscribers(r->events)) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            tick(r, prev,
+                 last.tv_sec ? (double)(now.tv_sec - last.tv_sec) +
+                                   (double)(now.tv_nsec - last.tv_nsec) / 1e9
+                             : 0.0);
+            last = now;
+        } else {
+            last.tv_sec = 0;
+            json_object_clear(prev);
+        }
+        pthread_mutex_lock(&r->tick_lock);
+    }
+    pthread_mutex_unlock(&r->tick_lock);
+    json_decref(prev);
+    return NULL;
 }

@@ -1,0 +1,23 @@
+#ifndef CLI_BACKUP_H
+#define CLI_BACKUP_H
+
+/*
+ * The backup client verb of the sockserv command: put (upload a file), get (restore one), ls
+ * (list what is stored), speaking the protocol of svc/backup.h. Takes the arguments after the
+ * verb's name (argv[0] is "backup") and returns the process exit status: 0 done, 1 failure
+ * (network, timeout, any ERR line from the server, a checksum that does not match), 2 usage
+ * error. Messages and the progress bar go to stderr, results to stdout.
+ */
+
+/*
+ * sockserv backup put FILE [--name NAME] [--timeout MS] HOST [PORT]
+ * sockserv backup get NAME [--version N] [-o FILE] [--timeout MS] HOST [PORT]
+ * sockserv backup ls [--timeout MS] HOST [PORT]
+ * PORT defaults to 32400.
+ */
+int cli_backup_main(int argc, char **argv);
+
+/* Prints the verb's usage to stdout. */
+void cli_backup_usage(void);
+
+#endif

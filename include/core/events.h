@@ -1,0 +1,76 @@
+#ifndef CORE_EVENTS_H
+#define CORE_EVENTS_H
+
+/*
+ * The event bus: what happened to the listeners (created, changed, deleted, state changes) and
+ * the metrics ticks, numbered in one increasing sequence and fanned out to subscribers (the
+ * API's server-sent event streams). The bus keeps the most recent events in a ring so that a
+ * subscriber that comes back with the last id it saw gets what it missed.
+ *
+ * Thread rules: every function may be called from any thread. Publishing never blocks on a
+ * subscriber: each has a bounded queue, and one that falls too far behind is marked overrun
+ * (its stream should end; the client reconnects and catches up from the ring).
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define CORE_EVENTS_RING 256       /* recent events kept for reconnecting subscribers */
+#define CORE_EVENTS_QUEUE_MAX 1024 /* events queued for one subscriber before it is overrun */
+
+struct core_events;
+struct core_events_sub;
+
+/* One event, shared by the subscribers that hold it; read-only once published. */
+struct core_event {
+    _Atomic unsigned refs;
+    uint64_t id;
+    char type[32]; /* "listener.created", "metrics", ... */
+    char *data;    /* compact JSON text, NUL-terminated */
+    size_t data_len;
+};
+
+/* Called (under the bus's lock: it must not call back into the bus) when events were queued
+ * for a subscriber, or when it was overrun. */
+typedef void (*core_events_notify_fn)(void *ctx);
+
+/* Creates a bus. Returns 0 or -ENOMEM. Free with core_events_free() after every subscriber
+ * unsubscribed. */
+int core_events_new(struct core_events **ret);
+void core_events_free(struct core_events *e);
+
+/* Publishes an event of type with data (ownership of data is taken, also on failure). Events
+ * that nobody can see (no subscriber) still get an id and go into the ring. */
+void core_events_publish(struct core_events *e, const char *type, json_t *data);
+
+/* Whether anyone subscribes now (so that costly events can be skipped). */
+bool core_events_has_subscribers(struct core_events *e);
+
+/*
+ * Subscribes. With last_id > 0 and that event still in the ring, every later event is queued at
+ * once and *ret_caught_up is true; otherwise nothing is replayed and *ret_caught_up is false
+ * (the caller should send a snapshot first; events from now on are queued). notify(ctx) tells
+ * of new events. Returns 0 or -ENOMEM.
+ */
+int core_events_subscribe(struct core_events *e, uint64_t last_id, core_events_notify_fn notify,
+                          void *ctx, struct core_events_sub **ret, bool *ret_caught_up);
+
+/*
+ * Takes the oldest queued event: returns 1 with *ret (a reference: release it with
+ * core_event_unref()), 0 when none is queued, or -EPIPE when the subscriber was overrun.
+ */
+int core_events_next(struct core_events_sub *s, struct core_event **ret);
+
+/* The id of the newest event published so far (0 before any). */
+uint64_t core_events_last_id(struct core_events *e);
+
+/* Unsubscribes and frees s, dropping what was queued. After it returns, notify is not called
+ * for s again. Accepts NULL. */
+void core_events_unsubscribe(struct core_events_sub *s);
+
+void core_event_unref(struct core_event *ev);
+
+#endif

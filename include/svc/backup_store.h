@@ -1,0 +1,158 @@
+#ifndef SVC_BACKUP_STORE_H
+#define SVC_BACKUP_STORE_H
+
+/*
+ * The backup service's durable store: one directory of files, each visible under its name
+ * only once complete and durable, with the older copies kept as numbered versions and a small
+ * metadata record per copy.
+ *
+ * Layout, beneath the directory (names starting with "." are never valid file names, so the
+ * store's own entries cannot collide with a stored file):
+ *
+ *     NAME                        the current copy of NAME
+ *     .sockserv/NAME/N            older copy N of NAME (a hard link made when it was replaced)
+ *     .sockserv/NAME/N.json       metadata of copy N, the current copy's included; written once,
+ *                                 never rewritten: {"name","version","size","sha256","stored",
+ *                                 "integrity","ino","mtime_ns"}
+ *     .tmp-XXXXXXXXXXXXXXXX       an upload in progress when O_TMPFILE is not available
+ *
+ * A metadata record belongs to a copy only when its inode number, size and modification time
+ * match the file's; a copy without a matching record (a crash between two steps, a file put
+ * there by hand) is listed with its size and modification time and an unknown checksum.
+ *
+ * Every path is opened one component at a time beneath the directory's descriptor, with
+ * openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) where the kernel has it and O_NOFOLLOW
+ * otherwise: a symbolic link planted in the directory is never followed.
+ *
+ * Thread rules: a writer store (svc_backup_store_open(.., true, ..)) holds an exclusive flock
+ * on the directory, so at most one listener writes to it; its tmp_new/tmp_* calls may run from
+ * any thread, but lookup, commit and usage must be serialised by the caller (the service's
+ * instance mutex). list and open_file may run from any thread at any time, on any store.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/err.h"
+#include "svc/backup_proto.h"
+
+#define SVC_BACKUP_STORE_META_DIR ".sockserv"
+
+struct svc_backup_store;
+
+/* What happens when an upload's name is taken. */
+enum svc_backup_policy {
+    SVC_BACKUP_POLICY_VERSION, /* the older copy becomes a numbered version */
+    SVC_BACKUP_POLICY_REPLACE, /* the new copy takes the name atomically; the older is dropped */
+    SVC_BACKUP_POLICY_REJECT,  /* the upload is refused (-EEXIST) */
+    SVC_BACKUP_POLICY_COUNT
+};
+
+/* How a stored copy was checked against what its client declared. */
+enum svc_backup_integrity {
+    SVC_BACKUP_INTEGRITY_NONE,   /* nothing declared (the lecture's flow): unverified */
+    SVC_BACKUP_INTEGRITY_SIZE,   /* the declared size matched */
+    SVC_BACKUP_INTEGRITY_SHA256, /* the declared size and SHA-256 matched */
+    SVC_BACKUP_INTEGRITY_COUNT
+};
+
+/* One stored copy, as the listing and restores see it. */
+struct svc_backup_entry {
+    char name[SVC_BACKUP_NAME_MAX + 1];
+    uint32_t version; /* from the metadata; for a current copy without one, one past the rest */
+    bool is_current;
+    uint64_t size; /* the file's size */
+    bool has_meta; /* a matching metadata record was found: sha256, integrity are known */
+    bool has_sha256;
+    uint8_t sha256[SVC_BACKUP_SHA256_LEN];
+    enum svc_backup_integrity integrity; /* SVC_BACKUP_INTEGRITY_NONE without metadata */
+    char stored[32]; /* UTC, "2026-11-25T10:02:45Z": from the metadata, else the file's mtime */
+};
+
+/* An upload in progress: an unnamed file (O_TMPFILE) or a hidden one in the directory. */
+struct svc_backup_tmp {
+    int fd;        /* -1 when none */
+    char name[32]; /* the hidden name, empty for an unnamed file */
+};
+
+/* "version", "replace", "reject"; and back (-EINVAL for an unknown name). */
+const char *svc_backup_policy_name(enum svc_backup_policy p);
+int svc_backup_policy_from_name(const char *name);
+const char *svc_backup_integrity_name(enum svc_backup_integrity i);
+
+/*
+ * Opens the store at dir. A writer creates dir (mode 0700, with its missing parents, each
+ * creation made durable) and the metadata directory, takes an exclusive flock on dir (-EBUSY
+ * when another writer holds it) and removes the hidden temporary files a crash left. A reader
+ * creates nothing (-ENOENT when dir does not exist). Returns 0 or a negative errno, err says
+ * why. Free with svc_backup_store_free().
+ */
+int svc_backup_store_open(const char *dir, bool writer, struct svc_backup_store **ret,
+                          struct core_err *err);
+
+/* Closes the store (and releases the writer's lock). Accepts NULL. */
+void svc_backup_store_free(struct svc_backup_store *s);
+
+/*
+ * What holds name now: 0 nothing, 1 a regular file (a current copy), -EEXIST something else
+ * (a symbolic link, a directory: the name cannot be used), or another negative errno.
+ * Caller serialised.
+ */
+int svc_backup_store_lookup(struct svc_backup_store *s, const char *name);
+
+/*
+ * Creates an upload's temporary file (writer). When prealloc > 0, reserves that many bytes of
+ * disk first (fallocate, keeping the size 0; -ENOSPC/-EDQUOT/-EFBIG refuse before any byte is
+ * written; file systems that cannot preallocate are accepted as they are). Returns 0 or a
+ * negative errno; on failure ret->fd is -1. Discard or commit it.
+ */
+int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
+                             struct svc_backup_tmp *ret);
+
+/* Appends n bytes to the temporary file. Returns 0 or a negative errno (-ENOSPC, -EIO...). */
+int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n);
+
+/* fsync(2) of the temporary file's data. Returns 0 or a negative errno. */
+int svc_backup_store_tmp_sync(struct svc_backup_tmp *t);
+
+/* Removes the temporary file and closes it; nothing of it remains. Accepts fd == -1. */
+void svc_backup_store_tmp_discard(struct svc_backup_store *s, struct svc_backup_tmp *t);
+
+/*
+ * Makes the (synced) temporary file the current copy of name under policy: writes its
+ * metadata record (size, sha256 when has_sha256, integrity, the time now), keeps the older
+ * copy as a version (policy version), moves the file into place atomically and fsyncs the
+ * directories. Either every step succeeds, or the store is as it was (an older copy is never
+ * touched). Caller serialised. Returns 0 with *ret_version (the new copy's number) and
+ * *ret_freed (bytes of the copy it dropped, policy replace), or -EEXIST (policy reject and the
+ * name is taken, or the name is held by something that is not a regular file), -ENOSPC,
+ * -EDQUOT, -EIO or another negative errno, with err saying why. The temporary file is
+ * consumed either way; discard it afterwards to close its descriptor.
+ */
+int svc_backup_store_commit(struct svc_backup_store *s, struct svc_backup_tmp *t, const char *name,
+                            enum svc_backup_policy policy, bool has_sha256,
+                            const uint8_t sha256[SVC_BACKUP_SHA256_LEN],
+                            enum svc_backup_integrity integrity, uint32_t *ret_version,
+                            uint64_t *ret_freed, struct core_err *err);
+
+/*
+ * Every stored copy: sorted by name, then by version, newest first (the current copy first).
+ * Returns 0 with *ret (free() it) and *ret_n, or a negative errno.
+ */
+int svc_backup_store_list(struct svc_backup_store *s, struct svc_backup_entry **ret, size_t *ret_n);
+
+/* Bytes held by every stored copy (the current ones and the versions). Caller serialised. */
+int svc_backup_store_usage(struct svc_backup_store *s, uint64_t *ret_bytes);
+
+/*
+ * Opens a stored copy for reading: version 0 (or the current copy's number) is the current
+ * copy, N the older copy N. *ret_fd is O_RDONLY|O_CLOEXEC (the caller closes it); *ret
+ * describes the copy as opened. Returns 0, -EINVAL for a bad name, -ENOENT when there is no
+ * such copy (a symbolic link or anything but a regular file counts as none), or another
+ * negative errno.
+ */
+int svc_backup_store_open_file(struct svc_backup_store *s, const char *name, uint32_t version,
+                               int *ret_fd, struct svc_backup_entry *ret);
+
+#endif

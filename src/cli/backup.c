@@ -1,0 +1,989 @@
+#include "cli/backup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "svc/backup_proto.h"
+
+#define BACKUP_PORT "32400"
+#define TIMEOUT_DEFAULT_MS 60000
+#define TIMEOUT_MAX_MS 86400000L
+#define IO_CHUNK (256 * 1024)
+#define MORE_EVERY (256 * 1024) /* a restore acknowledges every this many bytes */
+#define PROGRESS_EVERY_MS 100
+#define REPLY_MAX (SVC_BACKUP_LINE_MAX + 512)
+
+enum cmd { CMD_PUT, CMD_GET, CMD_LS };
+
+struct args {
+    enum cmd cmd;
+    const char *file; /* put: the file to send */
+    const char *name; /* put: --name; get: the stored name */
+    const char *out;  /* get: -o */
+    uint32_t version; /* get: --version, 0 the current copy */
+    int timeout_ms;
+    const char *host;
+    const char *port;
+};
+
+/* A connection to the server, with what was read and not yet used. */
+struct link {
+    int fd;
+    int timeout_ms;
+    char peer[320];
+    char buf[64 * 1024];
+    size_t off, len;
+};
+
+struct progress {
+    bool on;
+    const char *label;
+    uint64_t total;
+    int64_t start_ms, last_ms;
+};
+
+static const char *const cmd_names[] = {[CMD_PUT] = "put", [CMD_GET] = "get", [CMD_LS] = "ls"};
+
+static void usage_put(void)
+{
+    fputs("Usage: sockserv backup put FILE [--name NAME] [--timeout MS] HOST [PORT]\n"
+          "\n"
+          "Uploads FILE to the backup service at HOST PORT (default 32400). The SHA-256 of\n"
+          "FILE is computed first and sent in the header; the server keeps the file only\n"
+          "when the bytes it received match it, and answers once the file is durable.\n"
+          "\n"
+          "  --name NAME   the name to store it under (default: FILE's last component)\n"
+          "  --timeout MS  how long to wait for the connection and for each answer\n"
+          "                (default 60000)\n"
+          "  --help, -h    show this help\n"
+          "\n"
+          "A progress bar (bytes, rate, time left) is drawn on stderr when it is a terminal.\n"
+          "On success it prints: stored NAME version N (SIZE bytes, sha256 HEX).\n"
+          "\n"
+          "Exit status: 0 stored and the server's checksum matches; 1 failure (refused,\n"
+          "connection lost, checksum mismatch; the server's error line is printed); 2 usage\n"
+          "error.\n",
+          stdout);
+}
+
+static void usage_get(void)
+{
+    fputs("Usage: sockserv backup get NAME [--version N] [-o FILE] [--timeout MS] HOST [PORT]\n"
+          "\n"
+          "Restores the stored file NAME from the backup service at HOST PORT (default 32400)\n"
+          "and checks it against the SHA-256 the server recorded.\n"
+          "\n"
+          "  --version N   an older version (see 'sockserv backup ls'); default the current\n"
+          "  -o FILE       where to write it: replaced atomically, and only once the checksum\n"
+          "                matched; '-' is standard output. Default: ./NAME, which must not\n"
+          "                exist yet\n"
+          "  --timeout MS  how long to wait for the connection and for each answer\n"
+          "                (default 60000)\n"
+          "  --help, -h    show this help\n"
+          "\n"
+          "Exit status: 0 restored and verified; 1 failure (no such file, connection lost,\n"
+          "checksum mismatch: nothing is written then, except to standard output); 2 usage\n"
+          "error.\n",
+          stdout);
+}
+
+static void usage_ls(void)
+{
+    fputs("Usage: sockserv backup ls [--timeout MS] HOST [PORT]\n"
+          "\n"
+          "Lists the files stored by the backup service at HOST PORT (default 32400), one\n"
+          "line per copy, the current copy of each name first, then its older versions:\n"
+          "\n"
+          "  NAME  VERSION  SIZE  STORED (UTC)  verified|unverified  current|old  SHA256\n"
+          "\n"
+          "'unverified' marks files sent the lecture's way (a bare name, then the content):\n"
+          "nothing told the server that it received all of them.\n"
+          "\n"
+          "  --timeout MS  how long to wait for the connection and for each answer\n"
+          "                (default 60000)\n"
+          "  --help, -h    show this help\n"
+          "\n"
+          "Exit status: 0 listed; 1 failure; 2 usage error.\n",
+          stdout);
+}
+
+void cli_backup_usage(void)
+{
+    fputs("Usage: sockserv backup put FILE [--name NAME] [--timeout MS] HOST [PORT]\n"
+          "       sockserv backup get NAME [--version N] [-o FILE] [--timeout MS] HOST [PORT]\n"
+          "       sockserv backup ls [--timeout MS] HOST [PORT]\n"
+          "\n"
+          "The backup client (the lecture's Remote Copy): put uploads a file with its\n"
+          "SHA-256 and waits until the server says it is durable; get restores a stored\n"
+          "file (or an older version) and verifies it; ls lists what is stored. PORT\n"
+          "defaults to 32400. 'sockserv backup COMMAND --help' tells more.\n"
+          "\n"
+          "Exit status: 0 done; 1 failure (any error line from the server is printed);\n"
+          "2 usage error.\n",
+          stdout);
+}
+
+static void (*const usages[])(void) = {
+    [CMD_PUT] = usage_put, [CMD_GET] = usage_get, [CMD_LS] = usage_ls};
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("sockserv backup: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry 'sockserv backup --help'.\n", stderr);
+    return 2;
+}
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int fail(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("sockserv backup: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 1;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool parse_ulong(const char *text, unsigned long min, unsigned long max, unsigned long *ret)
+{
+    unsigned long v;
+    char *end;
+
+    if (text[0] < '0' || text[0] > '9')
+        return false;
+    errno = 0;
+    v = strtoul(text, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return false;
+    *ret = v;
+    return true;
+}
+
+static int parse_args(int argc, char **argv, struct args *a, bool *ret_help)
+{
+    const char *pos[4];
+    int npos = 0, want_min, want_max;
+    bool options_done = false;
+    unsigned long v;
+
+    memset(a, 0, sizeof(*a));
+    a->timeout_ms = TIMEOUT_DEFAULT_MS;
+    a->port = BACKUP_PORT;
+    *ret_help = false;
+    if (argc < 2)
+        return usage_error("missing command: put, get or ls");
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        cli_backup_usage();
+        *ret_help = true;
+        return 0;
+    }
+    if (strcmp(argv[1], "put") == 0)
+        a->cmd = CMD_PUT;
+    else if (strcmp(argv[1], "get") == 0)
+        a->cmd = CMD_GET;
+    else if (strcmp(argv[1], "ls") == 0)
+        a->cmd = CMD_LS;
+    else
+        return usage_error("unknown command '%s': put, get or ls", argv[1]);
+
+    for (int i = 2; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *val = NULL;
+
+        if (options_done || arg[0] != '-' || arg[1] == '\0') {
+            if (npos == 4)
+                return usage_error("too many arguments (from '%s')", arg);
+            pos[npos++] = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            options_done = true;
+            continue;
+        }
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            usages[a->cmd]();
+            *ret_help = true;
+            return 0;
+        }
+        if (strcmp(arg, "--timeout") == 0 || strcmp(arg, "--name") == 0 ||
+            strcmp(arg, "--version") == 0 || strcmp(arg, "-o") == 0 ||
+            strcmp(arg, "--output") == 0) {
+            if (i + 1 == argc)
+                return usage_error("%s needs a value", arg);
+            val = argv[++i];
+        } else {
+            return usage_error("unknown option '%s' for %s", arg, cmd_names[a->cmd]);
+        }
+        if (strcmp(arg, "--timeout") == 0) {
+            if (!parse_ulong(val, 1, TIMEOUT_MAX_MS, &v))
+                return usage_error("--timeout: '%s' is not a number of milliseconds from 1 "
+                                   "to %ld",
+                                   val, TIMEOUT_MAX_MS);
+            a->timeout_ms = (int)v;
+        } else if (strcmp(arg, "--name") == 0 && a->cmd == CMD_PUT) {
+            a->name = val;
+        } else if (strcmp(arg, "--version") == 0 && a->cmd == CMD_GET) {
+            if (!parse_ulong(val, 1, UINT32_MAX, &v))
+                return usage_error("--version: '%s' is not a version number", val);
+            a->version = (uint32_t)v;
+        } else if ((strcmp(arg, "-o") == 0 || strcmp(arg, "--output") == 0) && a->cmd == CMD_GET) {
+            a->out = val;
+        } else {
+            return usage_error("option '%s' does not apply to %s", arg, cmd_names[a->cmd]);
+        }
+    }
+    want_min = a->cmd == CMD_LS ? 1 : 2;
+    want_max = want_min + 1;
+    if (npos < want_min || npos > want_max) {
+        return usage_error("%s takes %s HOST [PORT]", cmd_names[a->cmd],
+                           a->cmd == CMD_PUT   ? "FILE"
+                           : a->cmd == CMD_GET ? "NAME"
+                                               : "no argument but");
+    }
+    if (a->cmd == CMD_PUT)
+        a->file = pos[0];
+    else if (a->cmd == CMD_GET)
+        a->name = pos[0];
+    a->host = pos[want_min - 1];
+    if (npos == want_max)
+        a->port = pos[want_max - 1];
+    if (!parse_ulong(a->port, 1, 65535, &v))
+        return usage_error("PORT: '%s' is not a port from 1 to 65535", a->port);
+    return 0;
+}
+
+/* ---- the connection ---- */
+
+/* Connects to the first address of HOST PORT that answers in time; 0 or 1 (printed why). */
+static int link_open(struct link *l, const struct args *a)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *list = NULL;
+    int64_t deadline = now_ms() + a->timeout_ms;
+    int err = ENOENT, r;
+
+    l->fd = -1;
+    l->off = l->len = 0;
+    l->timeout_ms = a->timeout_ms;
+    snprintf(l->peer, sizeof(l->peer), strchr(a->host, ':') ? "[%s]:%s" : "%s:%s", a->host,
+             a->port);
+    r = getaddrinfo(a->host, a->port, &hints, &list);
+    if (r != 0)
+        return fail("cannot resolve %s: %s", a->host, gai_strerror(r));
+    for (const struct addrinfo *ai = list; ai; ai = ai->ai_next) {
+        struct pollfd pfd;
+        socklen_t len = sizeof(err);
+        int64_t left;
+        int fd;
+
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            l->fd = fd;
+            break;
+        }
+        if (errno != EINPROGRESS) {
+            err = errno;
+            close(fd);
+            continue;
+        }
+        pfd = (struct pollfd){.fd = fd, .events = POLLOUT};
+        do {
+            left = deadline - now_ms();
+            r = poll(&pfd, 1, left > 0 ? (int)left : 0);
+        } while (r < 0 && errno == EINTR);
+        if (r == 0) {
+            close(fd);
+            err = ETIMEDOUT;
+            break;
+        }
+        if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err == 0) {
+            l->fd = fd;
+            break;
+        }
+        close(fd);
+    }
+    freeaddrinfo(list);
+    if (l->fd < 0)
+        return fail("cannot connect to %s: %s", l->peer,
+                    err == ETIMEDOUT ? "no answer in time" : strerror(err));
+    return 0;
+}
+
+static void link_close(struct link *l)
+{
+    if (l->fd >= 0)
+        close(l->fd);
+    l->fd = -1;
+}
+
+/* Waits for events on the socket. Returns the revents, or 0 after printing a timeout. */
+static short link_wait(struct link *l, short events)
+{
+    struct pollfd pfd = {.fd = l->fd, .events = events};
+    int r;
+
+    do {
+        r = poll(&pfd, 1, l->timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    if (r == 0) {
+        fail("%s: no answer within %d ms", l->peer, l->timeout_ms);
+        return 0;
+    }
+    if (r < 0) {
+        fail("poll: %s", strerror(errno));
+        return 0;
+    }
+    return pfd.revents;
+}
+
+/* Reads more into the buffer. Returns the bytes read, 0 at EOF, -1 after printing why. */
+static ssize_t link_fill(struct link *l)
+{
+    ssize_t n;
+
+    if (l->off > 0) {
+        memmove(l->buf, l->buf + l->off, l->len - l->off);
+        l->len -= l->off;
+        l->off = 0;
+    }
+    for (;;) {
+        n = recv(l->fd, l->buf + l->len, sizeof(l->buf) - l->len, 0);
+        if (n >= 0) {
+            l->len += (size_t)n;
+            return n;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN) {
+            fail("%s: %s", l->peer, strerror(errno));
+            return -1;
+        }
+        if (!link_wait(l, POLLIN))
+            return -1;
+    }
+}
+
+/* Reads one line (without its newline) into line. Returns 0 or 1 after printing why. */
+static int link_line(struct link *l, char *line, size_t cap)
+{
+    for (;;) {
+        char *nl = memchr(l->buf + l->off, '\n', l->len - l->off);
+        ssize_t n;
+
+        if (nl) {
+            size_t len = (size_t)(nl - (l->buf + l->off));
+
+            if (len > 0 && l->buf[l->off + len - 1] == '\r')
+                len--;
+            if (len >= cap)
+                return fail("%s: an answer line too long", l->peer);
+            memcpy(line, l->buf + l->off, len);
+            line[len] = '\0';
+            l->off = (size_t)(nl - l->buf) + 1;
+            return 0;
+        }
+        if (l->len - l->off >= cap)
+            return fail("%s: an answer line too long", l->peer);
+        n = link_fill(l);
+        if (n < 0)
+            return 1;
+        if (n == 0)
+            return fail("%s closed the connection without an answer", l->peer);
+    }
+}
+
+static int link_send(struct link *l, const void *p, size_t n)
+{
+    const char *b = p;
+
+    while (n > 0) {
+        ssize_t w = send(l->fd, b, n, MSG_NOSIGNAL);
+
+        if (w > 0) {
+            b += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno != EAGAIN)
+            return fail("%s: %s", l->peer, strerror(errno));
+        if (!link_wait(l, POLLOUT))
+            return 1;
+    }
+    return 0;
+}
+
+/* An answer that is not the expected one: an ERR line is the server's reason. */
+static int refused(const struct link *l, const char *line)
+{
+    if (strncmp(line, "ERR ", 4) == 0)
+        return fail("%s refused: %s", l->peer, line + 4);
+    return fail("%s: unexpected answer: %.200s", l->peer, line);
+}
+
+/* ---- progress on a terminal ---- */
+
+static void human(uint64_t n, char out[16])
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int u = 0;
+
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, 16, "%" PRIu64 " B", n);
+    else
+        snprintf(out, 16, "%.1f %s", v, units[u]);
+}
+
+static void progress_start(struct progress *p, const char *label, uint64_t total)
+{
+    p->on = isatty(STDERR_FILENO);
+    p->label = label;
+    p->total = total;
+    p->start_ms = now_ms();
+    p->last_ms = 0;
+}
+
+static void progress_show(struct progress *p, uint64_t done, bool final)
+{
+    char d[16], t[16], rate[16], eta[32] = "--:--";
+    int64_t now = now_ms(), elapsed;
+    unsigned pct, fill;
+    double bps;
+
+    if (!p->on || (!final && now - p->last_ms < PROGRESS_EVERY_MS))
+        return;
+    p->last_ms = now;
+    elapsed = now - p->start_ms;
+    bps = elapsed > 0 ? (double)done * 1000.0 / (double)elapsed : 0;
+    pct = p->total ? (unsigned)(done * 100 / p->total) : 100;
+    fill = pct * 30 / 100;
+    human(done, d);
+    human(p->total, t);
+    human((uint64_t)bps, rate);
+    if (bps > 0 && done < p->total) {
+        uint64_t s = (uint64_t)((double)(p->total - done) / bps);
+
+        snprintf(eta, sizeof(eta), "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64, s / 3600, s / 60 % 60,
+                 s % 60);
+    } else if (done >= p->total) {
+        snprintf(eta, sizeof(eta), "done");
+    }
+    fprintf(stderr, "\r%-9s [%.*s%*s] %3u%% %10s / %-10s %10s/s  ETA %s \033[K", p->label,
+            (int)fill, "##############################", (int)(30 - fill), "", pct, d, t, rate,
+            eta);
+    if (final)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* ---- put ---- */
+
+static int sha256_file(int fd, uint64_t size, uint8_t out[SVC_BACKUP_SHA256_LEN])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    struct progress p;
+    uint64_t done = 0;
+    unsigned len = 0;
+    uint8_t *buf = malloc(IO_CHUNK);
+    int r = 1;
+
+    progress_start(&p, "checksum", size);
+    if (!md || !buf || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        fail("out of memory");
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = pread(fd, buf, IO_CHUNK, (off_t)done);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            fail("read: %s", strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        done += (uint64_t)n;
+        progress_show(&p, done, false);
+    }
+    if (done != size) {
+        fail("the file changed size while it was read (%" PRIu64 " then %" PRIu64 " bytes)", size,
+             done);
+        goto out;
+    }
+    progress_show(&p, done, true);
+    if (EVP_DigestFinal_ex(md, out, &len) == 1 && len == SVC_BACKUP_SHA256_LEN)
+        r = 0;
+out:
+    EVP_MD_CTX_free(md);
+    free(buf);
+    return r;
+}
+
+/* Streams size bytes of fd to the server; an answer arriving meanwhile is a refusal. */
+static int stream_file(struct link *l, int fd, uint64_t size)
+{
+    char line[REPLY_MAX];
+    struct progress p;
+    uint64_t sent = 0;
+    bool use_sendfile = true;
+    uint8_t *buf = NULL;
+    int r = 1;
+
+    progress_start(&p, "upload", size);
+    while (sent < size) {
+        size_t want = size - sent < IO_CHUNK ? (size_t)(size - sent) : IO_CHUNK;
+        short ev;
+        ssize_t n;
+
+        ev = link_wait(l, POLLOUT | POLLIN);
+        if (!ev)
+            goto out;
+        if (ev & (POLLIN | POLLHUP | POLLERR)) {
+            progress_show(&p, sent, true);
+            if (link_line(l, line, sizeof(line)) == 0)
+                refused(l, line);
+            goto out;
+        }
+        if (use_sendfile) {
+            off_t off = (off_t)sent;
+
+            n = sendfile(l->fd, fd, &off, want);
+            if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
+                use_sendfile = false;
+                continue;
+            }
+        } else {
+            if (!buf && !(buf = malloc(IO_CHUNK))) {
+                fail("out of memory");
+                goto out;
+            }
+            n = pread(fd, buf, want, (off_t)sent);
+            if (n > 0)
+                n = send(l->fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n < 0) {
+            progress_show(&p, sent, true);
+            fail("sending to %s: %s", l->peer, strerror(errno));
+            goto out;
+        }
+        if (n == 0) {
+            progress_show(&p, sent, true);
+            fail("the file shrank while it was sent: %" PRIu64 " of %" PRIu64 " bytes", sent, size);
+            goto out;
+        }
+        sent += (uint64_t)n;
+        progress_show(&p, sent, false);
+    }
+    progress_show(&p, sent, true);
+    r = 0;
+out:
+    free(buf);
+    return r;
+}
+
+static int run_put(const struct args *a)
+{
+    char enc[SVC_BACKUP_NAME_ENC_MAX + 1], hex[SVC_BACKUP_SHA256_HEX + 1];
+    char line[REPLY_MAX], hdr[SVC_BACKUP_LINE_MAX + 2], want[REPLY_MAX];
+    const char *name = a->name;
+    uint8_t sha[SVC_BACKUP_SHA256_LEN];
+    struct core_err err = {0};
+    struct link *l = NULL;
+    struct stat st;
+    uint64_t size;
+    int fd, r = 1;
+
+    if (!name) {
+        const char *slash = strrchr(a->file, '/');
+
+        name = slash ? slash + 1 : a->file;
+    }
+    if (svc_backup_name_check(name, strlen(name), &err) < 0)
+        return usage_error("cannot store as '%s': %s (choose one with --name)", name, err.msg);
+    fd = open(a->file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail("%s: %s", a->file, strerror(errno));
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail("%s: not a regular file", a->file);
+    }
+    size = (uint64_t)st.st_size;
+    if (sha256_file(fd, size, sha) != 0)
+        goto out;
+    svc_backup_sha256_to_hex(sha, hex);
+    svc_backup_name_encode(name, enc, sizeof(enc));
+
+    l = malloc(sizeof(*l));
+    if (!l) {
+        fail("out of memory");
+        goto out;
+    }
+    if (link_open(l, a) != 0) {
+        free(l);
+        l = NULL;
+        goto out;
+    }
+    snprintf(hdr, sizeof(hdr), "PUT %s %" PRIu64 " %s\n", enc, size, hex);
+    if (link_send(l, hdr, strlen(hdr)) != 0 || link_line(l, line, sizeof(line)) != 0)
+        goto out;
+    if (strcmp(line, "OK") != 0) {
+        refused(l, line);
+        goto out;
+    }
+    if (stream_file(l, fd, size) != 0 || link_line(l, line, sizeof(line)) != 0)
+        goto out;
+    if (strncmp(line, "STORED ", 7) != 0) {
+        refused(l, line);
+        goto out;
+    }
+    {
+        char got_name[SVC_BACKUP_NAME_ENC_MAX + 1], got_sha[SVC_BACKUP_SHA256_HEX + 2];
+        unsigned long version;
+        uint64_t got_size;
+
+        if (sscanf(line, "STORED %765s %lu %" SCNu64 " %65s", got_name, &version, &got_size,
+                   got_sha) != 4) {
+            fail("%s: unexpected answer: %.200s", l->peer, line);
+            goto out;
+        }
+        snprintf(want, sizeof(want), "%s", hex);
+        if (strcmp(got_name, enc) != 0 || got_size != size || strcmp(got_sha, want) != 0) {
+            fail("%s stored something else: %.300s (sent %s, %" PRIu64 " bytes, sha256 %s)",
+                 l->peer, line, enc, size, hex);
+            goto out;
+        }
+        printf("stored %s version %lu (%" PRIu64 " bytes, sha256 %s)\n", name, version, size, hex);
+    }
+    (void)link_send(l, "QUIT\n", 5);
+    r = 0;
+out:
+    if (l) {
+        link_close(l);
+        free(l);
+    }
+    close(fd);
+    return r;
+}
+
+/* ---- get ---- */
+
+/* Where a restore writes: a temporary file renamed over the target at the end, or stdout. */
+struct sink {
+    int fd;
+    bool is_stdout;
+    char path[PATH_MAX];
+    char tmp[PATH_MAX + 16];
+};
+
+static int sink_open(struct sink *s, const struct args *a)
+{
+    const char *target = a->out ? a->out : a->name;
+    const char *slash;
+    struct stat st;
+
+    memset(s, 0, sizeof(*s));
+    s->fd = -1;
+    if (a->out && strcmp(a->out, "-") == 0) {
+        s->is_stdout = true;
+        s->fd = STDOUT_FILENO;
+        return 0;
+    }
+    if (!a->out && lstat(target, &st) == 0)
+        return fail("%s exists here; choose where to write with -o FILE", target);
+    if (snprintf(s->path, sizeof(s->path), "%s", target) >= (int)sizeof(s->path))
+        return fail("%s: path too long", target);
+    slash = strrchr(s->path, '/');
+    snprintf(s->tmp, sizeof(s->tmp), "%.*s.%s.XXXXXX", slash ? (int)(slash - s->path + 1) : 0,
+             s->path, slash ? slash + 1 : s->path);
+    s->fd = mkostemp(s->tmp, O_CLOEXEC);
+    if (s->fd < 0)
+        return fail("cannot create a file beside %s: %s", s->path, strerror(errno));
+    return 0;
+}
+
+static int sink_write(struct sink *s, const void *p, size_t n)
+{
+    const char *b = p;
+
+    while (n > 0) {
+        ssize_t w = write(s->fd, b, n);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return fail("writing %s: %s", s->is_stdout ? "standard output" : s->path,
+                        strerror(errno));
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Makes the restored file durable under its name. */
+static int sink_commit(struct sink *s)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(s->path, '/');
+    int dfd;
+
+    if (s->is_stdout)
+        return 0;
+    if (fsync(s->fd) < 0 || close(s->fd) < 0) {
+        s->fd = -1;
+        return fail("writing %s: %s", s->path, strerror(errno));
+    }
+    s->fd = -1;
+    if (rename(s->tmp, s->path) < 0)
+        return fail("cannot rename to %s: %s", s->path, strerror(errno));
+    s->tmp[0] = '\0';
+    snprintf(dir, sizeof(dir), "%.*s", slash ? (slash == s->path ? 1 : (int)(slash - s->path)) : 1,
+             slash ? s->path : ".");
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+static void sink_abort(struct sink *s)
+{
+    if (s->is_stdout)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    if (s->tmp[0])
+        (void)unlink(s->tmp);
+    s->tmp[0] = '\0';
+}
+
+static int run_get(const struct args *a)
+{
+    char enc[SVC_BACKUP_NAME_ENC_MAX + 1], line[REPLY_MAX], req[SVC_BACKUP_LINE_MAX + 2];
+    char want_hex[SVC_BACKUP_SHA256_HEX + 2], got_hex[SVC_BACKUP_SHA256_HEX + 1];
+    uint8_t sha[EVP_MAX_MD_SIZE];
+    struct core_err err = {0};
+    struct link *l = NULL;
+    struct sink sink = {.fd = -1};
+    struct progress p;
+    EVP_MD_CTX *md = NULL;
+    uint64_t size, got = 0, acked = 0;
+    unsigned long version;
+    unsigned len = 0;
+    int r = 1;
+
+    if (svc_backup_name_check(a->name, strlen(a->name), &err) < 0)
+        return usage_error("'%s' cannot be a stored name: %s", a->name, err.msg);
+    svc_backup_name_encode(a->name, enc, sizeof(enc));
+    l = malloc(sizeof(*l));
+    md = EVP_MD_CTX_new();
+    if (!l || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        fail("out of memory");
+        goto out_free;
+    }
+    /* Where it goes is settled first: a refusal here must not cut a restore mid-content. */
+    if (sink_open(&sink, a) != 0 || link_open(l, a) != 0)
+        goto out_free;
+    if (a->version)
+        snprintf(req, sizeof(req), "GET %s %" PRIu32 "\n", enc, a->version);
+    else
+        snprintf(req, sizeof(req), "GET %s\n", enc);
+    if (link_send(l, req, strlen(req)) != 0 || link_line(l, line, sizeof(line)) != 0)
+        goto out;
+    if (sscanf(line, "OK %" SCNu64 " %65s %lu", &size, want_hex, &version) != 3) {
+        refused(l, line);
+        goto out;
+    }
+    progress_start(&p, "restore", size);
+    while (got < size) {
+        size_t avail = l->len - l->off, n;
+
+        if (avail == 0) {
+            ssize_t m = link_fill(l);
+
+            if (m < 0)
+                goto out;
+            if (m == 0) {
+                progress_show(&p, got, true);
+                fail("%s closed the connection after %" PRIu64 " of %" PRIu64 " bytes", l->peer,
+                     got, size);
+                goto out;
+            }
+            continue;
+        }
+        n = avail < size - got ? avail : (size_t)(size - got);
+        EVP_DigestUpdate(md, l->buf + l->off, n);
+        if (sink_write(&sink, l->buf + l->off, n) != 0)
+            goto out;
+        l->off += n;
+        got += n;
+        progress_show(&p, got, false);
+        if (got < size && got - acked >= MORE_EVERY) {
+            int k = snprintf(req, sizeof(req), "MORE %" PRIu64 "\n", got);
+
+            if (link_send(l, req, (size_t)k) != 0)
+                goto out;
+            acked = got;
+        }
+    }
+    progress_show(&p, got, true);
+    if (EVP_DigestFinal_ex(md, sha, &len) != 1 || len != SVC_BACKUP_SHA256_LEN) {
+        fail("cannot compute the checksum");
+        goto out;
+    }
+    svc_backup_sha256_to_hex(sha, got_hex);
+    if (strcmp(want_hex, "-") == 0) {
+        fprintf(stderr,
+                "sockserv backup: warning: the server has no checksum for this copy; "
+                "received sha256 %s\n",
+                got_hex);
+    } else if (strcmp(want_hex, got_hex) != 0) {
+        fail("checksum mismatch: the server recorded %s, received %s%s", want_hex, got_hex,
+             sink.is_stdout ? "" : "; nothing written");
+        goto out;
+    }
+    if (sink_commit(&sink) != 0)
+        goto out;
+    if (!sink.is_stdout)
+        printf("restored %s version %lu to %s (%" PRIu64 " bytes, sha256 %s)\n", a->name, version,
+               sink.path, size, got_hex);
+    (void)link_send(l, "QUIT\n", 5);
+    r = 0;
+out:
+    link_close(l);
+out_free:
+    sink_abort(&sink);
+    EVP_MD_CTX_free(md);
+    free(l);
+    return r;
+}
+
+/* ---- ls ---- */
+
+static int run_ls(const struct args *a)
+{
+    char line[REPLY_MAX];
+    struct link *l = malloc(sizeof(*l));
+    unsigned long n;
+    int r = 1;
+
+    if (!l)
+        return fail("out of memory");
+    if (link_open(l, a) != 0) {
+        free(l);
+        return 1;
+    }
+    if (link_send(l, "LIST\n", 5) != 0 || link_line(l, line, sizeof(line)) != 0)
+        goto out;
+    if (sscanf(line, "OK %lu", &n) != 1) {
+        refused(l, line);
+        goto out;
+    }
+    if (n > 0 && isatty(STDOUT_FILENO))
+        printf("%-24s %7s %12s %-20s %-10s %-7s %s\n", "NAME", "VERSION", "SIZE", "STORED", "CHECK",
+               "COPY", "SHA256");
+    for (unsigned long i = 0; i < n; i++) {
+        char ename[SVC_BACKUP_NAME_ENC_MAX + 1], name[SVC_BACKUP_NAME_MAX + 1], sha[80], stored[40],
+            check[16], copy[16];
+        unsigned long version;
+        uint64_t size;
+
+        if (link_line(l, line, sizeof(line)) != 0)
+            goto out;
+        if (sscanf(line, "%765s %lu %" SCNu64 " %79s %39s %15s %15s", ename, &version, &size, sha,
+                   stored, check, copy) != 7) {
+            fail("%s: unexpected listing line: %.200s", l->peer, line);
+            goto out;
+        }
+        if (svc_backup_name_decode(ename, strlen(ename), name, NULL) < 0)
+            snprintf(name, sizeof(name), "%s", ename);
+        printf("%-24s %7lu %12" PRIu64 " %-20s %-10s %-7s %s\n", name, version, size, stored, check,
+               copy, sha);
+    }
+    if (link_line(l, line, sizeof(line)) != 0)
+        goto out;
+    if (strcmp(line, "END") != 0) {
+        fail("%s: the listing did not end: %.200s", l->peer, line);
+        goto out;
+    }
+    (void)link_send(l, "QUIT\n", 5);
+    r = 0;
+out:
+    link_close(l);
+    free(l);
+    return r;
+}
+
+int cli_backup_main(int argc, char **argv)
+{
+    struct args a;
+    bool help;
+    int r = parse_args(argc, argv, &a, &help);
+
+    if (r != 0 || help)
+        return r;
+    /* A server that goes away mid-upload is an error to report, not a signal to die of. */
+    signal(SIGPIPE, SIG_IGN);
+    switch (a.cmd) {
+    case CMD_PUT:
+        return run_put(&a);
+    case CMD_GET:
+        return run_get(&a);
+    case CMD_LS:
+        return run_ls(&a);
+    }
+    return 2;
+}

@@ -1,0 +1,192 @@
+#include "core/events.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct core_events_sub {
+    struct core_events *bus;
+    core_events_notify_fn notify;
+    void *ctx;
+    struct core_event *queue[CORE_EVENTS_QUEUE_MAX]; /* guarded by bus->lock; a ring */
+    size_t head, len;                                /* guarded by bus->lock */
+    bool overrun;                                    /* guarded by bus->lock */
+    struct core_events_sub *next;                    /* guarded by bus->lock */
+};
+
+struct core_events {
+    pthread_mutex_t lock;
+    uint64_t last_id;                          /* guarded by lock */
+    struct core_event *ring[CORE_EVENTS_RING]; /* guarded by lock; ring[id % RING] */
+    struct core_events_sub *subs;              /* guarded by lock */
+    _Atomic unsigned n_subs;
+};
+
+static struct core_event *event_ref(struct core_event *ev)
+{
+    atomic_fetch_add_explicit(&ev->refs, 1, memory_order_relaxed);
+    return ev;
+}
+
+void core_event_unref(struct core_event *ev)
+{
+    if (!ev || atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    free(ev->data);
+    free(ev);
+}
+
+int core_events_new(struct core_events **ret)
+{
+    struct core_events *e = calloc(1, sizeof(*e));
+
+    if (!e)
+        return -ENOMEM;
+    pthread_mutex_init(&e->lock, NULL);
+    atomic_init(&e->n_subs, 0);
+    *ret = e;
+    return 0;
+}
+
+void core_events_free(struct core_events *e)
+{
+    if (!e)
+        return;
+    for (size_t i = 0; i < CORE_EVENTS_RING; i++)
+        core_event_unref(e->ring[i]);
+    pthread_mutex_destroy(&e->lock);
+    free(e);
+}
+
+/* Queues ev for s; marks s overrun when its queue is full. Called with the bus lock held. */
+static void enqueue(struct core_events_sub *s, struct core_event *ev)
+{
+    if (s->overrun)
+        return;
+    if (s->len == CORE_EVENTS_QUEUE_MAX) {
+        s->overrun = true;
+        return;
+    }
+    s->queue[(s->head + s->len) % CORE_EVENTS_QUEUE_MAX] = event_ref(ev);
+    s->len++;
+}
+
+void core_events_publish(struct core_events *e, const char *type, json_t *data)
+{
+    struct core_event *ev;
+    char *text;
+
+    if (!e || !data) {
+        json_decref(data);
+        return;
+    }
+    text = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    ev = text ? calloc(1, sizeof(*ev)) : NULL;
+    if (!ev) {
+        free(text);
+        return;
+    }
+    atomic_init(&ev->refs, 1);
+    snprintf(ev->type, sizeof(ev->type), "%s", type);
+    ev->data = text;
+    ev->data_len = strlen(text);
+
+    pthread_mutex_lock(&e->lock);
+    ev->id = ++e->last_id;
+    core_event_unref(e->ring[ev->id % CORE_EVENTS_RING]);
+    e->ring[ev->id % CORE_EVENTS_RING] = ev; /* the ring keeps the publisher's reference */
+    for (struct core_events_sub *s = e->subs; s; s = s->next) {
+        enqueue(s, ev);
+        s->notify(s->ctx);
+    }
+    pthread_mutex_unlock(&e->lock);
+}
+
+bool core_events_has_subscribers(struct core_events *e)
+{
+    return e && atomic_load_explicit(&e->n_subs, memory_order_relaxed) > 0;
+}
+
+int core_events_subscribe(struct core_events *e, uint64_t last_id, core_events_notify_fn notify,
+                          void *ctx, struct core_events_sub **ret, bool *ret_caught_up)
+{
+    struct core_events_sub *s = calloc(1, sizeof(*s));
+    bool caught_up = false;
+
+    if (!s)
+        return -ENOMEM;
+    s->bus = e;
+    s->notify = notify;
+    s->ctx = ctx;
+    pthread_mutex_lock(&e->lock);
+    /* last_id is still in the ring when every event after it is: the oldest kept is
+     * last_id - RING + 1 or later. */
+    if (last_id > 0 && last_id <= e->last_id && e->last_id - last_id < CORE_EVENTS_RING) {
+        caught_up = true;
+        for (uint64_t id = last_id + 1; id <= e->last_id; id++)
+            enqueue(s, e->ring[id % CORE_EVENTS_RING]);
+    }
+    s->next = e->subs;
+    e->subs = s;
+    atomic_fetch_add_explicit(&e->n_subs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&e->lock);
+    *ret = s;
+    *ret_caught_up = caught_up;
+    return 0;
+}
+
+int core_events_next(struct core_events_sub *s, struct core_event **ret)
+{
+    struct core_events *e = s->bus;
+    int r = 0;
+
+    pthread_mutex_lock(&e->lock);
+    if (s->len > 0) {
+        *ret = s->queue[s->head];
+        s->head = (s->head + 1) % CORE_EVENTS_QUEUE_MAX;
+        s->len--;
+        r = 1;
+    } else if (s->overrun) {
+        r = -EPIPE;
+    }
+    pthread_mutex_unlock(&e->lock);
+    return r;
+}
+
+uint64_t core_events_last_id(struct core_events *e)
+{
+    uint64_t id;
+
+    pthread_mutex_lock(&e->lock);
+    id = e->last_id;
+    pthread_mutex_unlock(&e->lock);
+    return id;
+}
+
+void core_events_unsubscribe(struct core_events_sub *s)
+{
+    struct core_events *e;
+
+    if (!s)
+        return;
+    e = s->bus;
+    pthread_mutex_lock(&e->lock);
+    for (struct core_events_sub **p = &e->subs; *p; p = &(*p)->next) {
+        if (*p == s) {
+            *p = s->next;
+            break;
+        }
+    }
+    atomic_fetch_sub_explicit(&e->n_subs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&e->lock);
+    while (s->len > 0) {
+        core_event_unref(s->queue[s->head]);
+        s->head = (s->head + 1) % CORE_EVENTS_QUEUE_MAX;
+        s->len--;
+    }
+    free(s);
+}

@@ -1,0 +1,1067 @@
+#include "svc/backup.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "svc/backup_proto.h"
+#include "svc/backup_store.h"
+
+#define DEFAULT_MAX_FILE_SIZE (UINT64_C(4) << 30)
+#define DEFAULT_QUOTA (UINT64_C(64) << 30)
+#define RESTORE_WINDOW (UINT64_C(2) << 20) /* content sent ahead of the client's MORE */
+#define RESTORE_CHUNK (256u << 10)
+#define ERR_TEXT_MAX 400
+
+enum {
+    C_STARTED,
+    C_STORED,
+    C_STORED_UNVERIFIED,
+    C_BAD_NAME,
+    C_TOO_LARGE,
+    C_QUOTA,
+    C_EXISTS,
+    C_DISK_FULL,
+    C_MISMATCH,
+    C_CHECKSUM_REQUIRED,
+    C_CUT,
+    C_IO,
+    C_BYTES_STORED,
+    C_RESTORES,
+    C_BYTES_RESTORED,
+    C_PROTOCOL,
+    C_COUNT
+};
+
+static const char *const backup_counters[C_COUNT] = {
+    [C_STARTED] = "uploads_started",
+    [C_STORED] = "uploads_stored",
+    [C_STORED_UNVERIFIED] = "uploads_stored_unverified",
+    [C_BAD_NAME] = "uploads_rejected_bad_name",
+    [C_TOO_LARGE] = "uploads_rejected_too_large",
+    [C_QUOTA] = "uploads_rejected_quota",
+    [C_EXISTS] = "uploads_rejected_exists",
+    [C_DISK_FULL] = "uploads_rejected_disk_full",
+    [C_MISMATCH] = "uploads_rejected_mismatch",
+    [C_CHECKSUM_REQUIRED] = "uploads_rejected_checksum_required",
+    [C_CUT] = "uploads_cut",
+    [C_IO] = "uploads_failed_io",
+    [C_BYTES_STORED] = "bytes_stored",
+    [C_RESTORES] = "restores",
+    [C_BYTES_RESTORED] = "bytes_restored",
+    [C_PROTOCOL] = "protocol_errors",
+};
+
+_Static_assert(C_COUNT <= CORE_METRICS_SVC_MAX, "too many backup counters");
+
+struct backup_sess;
+
+struct backup_inst {
+    struct svc_backup_store *store; /* store calls other than list/open_file: under lock */
+    enum svc_backup_policy policy;
+    uint64_t max_file_size;
+    uint64_t quota; /* 0: unlimited */
+    bool require_checksum;
+    struct core_metrics *metrics; /* may be NULL */
+
+    pthread_mutex_t lock;
+    uint64_t used;               /* guarded by lock: bytes of every stored copy */
+    uint64_t reserved;           /* guarded by lock: bytes promised to uploads in progress */
+    struct backup_sess *uploads; /* guarded by lock: sessions with an upload in progress */
+};
+
+enum sess_state {
+    ST_FIRST,   /* nothing read yet: a command or the lecture's bare name */
+    ST_COMMAND, /* reading command lines */
+    ST_UPLOAD,  /* PUT: reading <expected> content bytes */
+    ST_BARE,    /* the lecture's flow: reading content until the client closes */
+    ST_DISCARD, /* a failed PUT: skipping the rest of its content */
+    ST_RESTORE, /* GET: sending content, reading MORE lines */
+    ST_CLOSED
+};
+
+struct backup_sess {
+    struct backup_inst *inst;
+    enum sess_state state;
+    char line[SVC_BACKUP_LINE_MAX + 1];
+    size_t line_len;
+
+    /* an upload; in progress while tmp.fd >= 0 */
+    char name[SVC_BACKUP_NAME_MAX + 1];
+    struct svc_backup_tmp tmp;
+    EVP_MD_CTX *md;
+    uint64_t expected; /* PUT: the declared size */
+    uint64_t received;
+    uint64_t reserved; /* quota bytes this upload holds in inst->reserved */
+    bool has_sha256;
+    uint8_t sha256[SVC_BACKUP_SHA256_LEN];
+    bool listed;                     /* in inst->uploads */
+    struct backup_sess *prev, *next; /* guarded by inst->lock */
+    uint64_t discard_left;
+
+    /* a restore */
+    int rfd;
+    uint64_t rsize, rsent, racked;
+    uint8_t *rbuf;
+};
+
+static void count(struct backup_inst *in, unsigned idx, uint64_t n)
+{
+    if (in->metrics)
+        core_metrics_svc_add(in->metrics, idx, n);
+}
+
+static unsigned counter_of(enum svc_backup_errc c)
+{
+    switch (c) {
+    case SVC_BACKUP_E_BAD_NAME:
+        return C_BAD_NAME;
+    case SVC_BACKUP_E_TOO_LARGE:
+        return C_TOO_LARGE;
+    case SVC_BACKUP_E_QUOTA:
+        return C_QUOTA;
+    case SVC_BACKUP_E_DISK_FULL:
+        return C_DISK_FULL;
+    case SVC_BACKUP_E_EXISTS:
+    case SVC_BACKUP_E_BUSY:
+        return C_EXISTS;
+    case SVC_BACKUP_E_CHECKSUM_REQUIRED:
+        return C_CHECKSUM_REQUIRED;
+    case SVC_BACKUP_E_SIZE_MISMATCH:
+    case SVC_BACKUP_E_CHECKSUM_MISMATCH:
+        return C_MISMATCH;
+    case SVC_BACKUP_E_PROTOCOL:
+        return C_PROTOCOL;
+    case SVC_BACKUP_E_NOT_FOUND:
+    case SVC_BACKUP_E_IO:
+    case SVC_BACKUP_E_COUNT:
+        break;
+    }
+    return C_IO;
+}
+
+/* The ERR code for a store or file error. */
+static enum svc_backup_errc errc_of(int r)
+{
+    switch (r) {
+    case -EEXIST:
+        return SVC_BACKUP_E_EXISTS;
+    case -ENOSPC:
+    case -EDQUOT:
+        return SVC_BACKUP_E_DISK_FULL;
+    case -EFBIG:
+        return SVC_BACKUP_E_TOO_LARGE;
+    default:
+        return SVC_BACKUP_E_IO;
+    }
+}
+
+/* Appends `ERR <code> <text>\n` (the text on one line) and counts it. Returns 0 or -ENOMEM. */
+static int reply_err(struct backup_sess *s, struct core_buf *out, enum svc_backup_errc code,
+                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static int reply_err(struct backup_sess *s, struct core_buf *out, enum svc_backup_errc code,
+                     const char *fmt, ...)
+{
+    char text[ERR_TEXT_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    for (char *p = text; *p; p++) {
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    }
+    if (code != SVC_BACKUP_E_NOT_FOUND)
+        count(s->inst, counter_of(code), 1);
+    return core_buf_printf(out, "ERR %s %s\n", svc_backup_errc_name(code), text) < 0 ? -ENOMEM : 0;
+}
+
+static const char *enc(const char *name, char buf[SVC_BACKUP_NAME_ENC_MAX + 1])
+{
+    svc_backup_name_encode(name, buf, SVC_BACKUP_NAME_ENC_MAX + 1);
+    return buf;
+}
+
+/* Whether another session uploads name now. Under inst->lock. */
+static bool is_in_flight(const struct backup_inst *in, const char *name)
+{
+    for (const struct backup_sess *p = in->uploads; p; p = p->next) {
+        if (strcmp(p->name, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Admits an upload of s->name (size bytes, or 0 for the size-less flow): checks the limits and
+ * the policy, reserves the quota and lists the session as uploading. Returns 0, or -1 with the
+ * ERR line appended.
+ */
+static int admit(struct backup_sess *s, uint64_t size, struct core_buf *out)
+{
+    struct backup_inst *in = s->inst;
+    char e[SVC_BACKUP_NAME_ENC_MAX + 1];
+    enum svc_backup_errc code = SVC_BACKUP_E_COUNT;
+    uint64_t used = 0, reserved = 0;
+    int taken;
+
+    pthread_mutex_lock(&in->lock);
+    taken = svc_backup_store_lookup(in->store, s->name);
+    if (taken < 0) {
+        code = SVC_BACKUP_E_EXISTS;
+    } else if (size > in->max_file_size) {
+        code = SVC_BACKUP_E_TOO_LARGE;
+    } else if (in->quota && (in->used + in->reserved > in->quota ||
+                             size > in->quota - in->used - in->reserved)) {
+        code = SVC_BACKUP_E_QUOTA;
+        used = in->used;
+        reserved = in->reserved;
+    } else if (in->policy == SVC_BACKUP_POLICY_REJECT) {
+        if (is_in_flight(in, s->name))
+            code = SVC_BACKUP_E_BUSY;
+        else if (taken)
+            code = SVC_BACKUP_E_EXISTS;
+    }
+    if (code == SVC_BACKUP_E_COUNT) {
+        in->reserved += size;
+        s->reserved = size;
+        s->prev = NULL;
+        s->next = in->uploads;
+        if (in->uploads)
+            in->uploads->prev = s;
+        in->uploads = s;
+        s->listed = true;
+    }
+    pthread_mutex_unlock(&in->lock);
+    switch (code) {
+    case SVC_BACKUP_E_TOO_LARGE:
+        return reply_err(s, out, code, "%" PRIu64 " bytes is over max_file_size %" PRIu64, size,
+                         in->max_file_size) < 0
+                   ? -ENOMEM
+                   : -1;
+    case SVC_BACKUP_E_QUOTA:
+        return reply_err(s, out, code,
+                         "%" PRIu64 " bytes would exceed quota_bytes %" PRIu64 " (%" PRIu64
+                         " stored, %" PRIu64 " in progress)",
+                         size, in->quota, used, reserved) < 0
+                   ? -ENOMEM
+                   : -1;
+    case SVC_BACKUP_E_BUSY:
+        return reply_err(s, out, code, "%s is being uploaded by another client", enc(s->name, e)) <
+                       0
+                   ? -ENOMEM
+                   : -1;
+    case SVC_BACKUP_E_EXISTS:
+        return reply_err(s, out, code, "%s %s", enc(s->name, e),
+                         taken < 0 ? "is taken by something that is not a regular file"
+                                   : "exists and on_exists is reject") < 0
+                   ? -ENOMEM
+                   : -1;
+    default:
+        return 0;
+    }
+}
+
+/* Releases what admit() took. */
+static void release(struct backup_sess *s)
+{
+    struct backup_inst *in = s->inst;
+
+    pthread_mutex_lock(&in->lock);
+    in->reserved -= s->reserved;
+    s->reserved = 0;
+    if (s->listed) {
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            in->uploads = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        s->prev = s->next = NULL;
+        s->listed = false;
+    }
+    pthread_mutex_unlock(&in->lock);
+}
+
+/* Ends the upload in progress: removes its temporary file, releases its reservation. */
+static void upload_discard(struct backup_sess *s)
+{
+    svc_backup_store_tmp_discard(s->inst->store, &s->tmp);
+    release(s);
+    EVP_MD_CTX_free(s->md);
+    s->md = NULL;
+}
+
+/* Starts an admitted upload: its temporary file (prealloc bytes reserved) and its digest.
+ * Returns 0, or -1 with the ERR line appended and the admission released. */
+static int upload_begin(struct backup_sess *s, uint64_t prealloc, struct core_buf *out)
+{
+    int r = svc_backup_store_tmp_new(s->inst->store, prealloc, &s->tmp);
+
+    if (r < 0) {
+        release(s);
+        return reply_err(s, out, errc_of(r), "cannot create the file: %s", strerror(-r)) < 0
+                   ? -ENOMEM
+                   : -1;
+    }
+    s->md = EVP_MD_CTX_new();
+    if (!s->md || EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) != 1) {
+        upload_discard(s);
+        return -ENOMEM;
+    }
+    s->received = 0;
+    count(s->inst, C_STARTED, 1);
+    return 0;
+}
+
+/* Makes the complete upload durable and visible, appends STORED or ERR, and ends it. */
+static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integrity,
+                         struct core_buf *out)
+{
+    struct backup_inst *in = s->inst;
+    char e[SVC_BACKUP_NAME_ENC_MAX + 1], hex[SVC_BACKUP_SHA256_HEX + 1];
+    uint8_t sha[EVP_MAX_MD_SIZE];
+    unsigned sha_len = 0;
+    uint32_t version = 0;
+    uint64_t freed = 0;
+    struct core_err err = {0};
+    int r;
+
+    if (EVP_DigestFinal_ex(s->md, sha, &sha_len) != 1 || sha_len != SVC_BACKUP_SHA256_LEN) {
+        upload_discard(s);
+        return -EIO;
+    }
+    svc_backup_sha256_to_hex(sha, hex);
+    if (s->has_sha256 && memcmp(sha, s->sha256, SVC_BACKUP_SHA256_LEN) != 0) {
+        char want[SVC_BACKUP_SHA256_HEX + 1];
+
+        upload_discard(s);
+        svc_backup_sha256_to_hex(s->sha256, want);
+        return reply_err(s, out, SVC_BACKUP_E_CHECKSUM_MISMATCH,
+                         "received content has sha256 %s, the header said %s; nothing kept", hex,
+                         want);
+    }
+    r = svc_backup_store_tmp_sync(&s->tmp);
+    if (r < 0) {
+        upload_discard(s);
+        return reply_err(s, out, errc_of(r), "fsync failed: %s; nothing kept", strerror(-r));
+    }
+    pthread_mutex_lock(&in->lock);
+    r = svc_backup_store_commit(in->store, &s->tmp, s->name, in->policy, true, sha, integrity,
+                                &version, &freed, &err);
+    if (r == 0) {
+        in->used += s->received;
+        in->used -= freed < in->used ? freed : in->used;
+    }
+    pthread_mutex_unlock(&in->lock);
+    upload_discard(s);
+    if (r < 0)
+        return reply_err(s, out, errc_of(r), "%s; nothing kept", err.msg);
+    count(in, C_STORED, 1);
+    count(in, C_BYTES_STORED, s->received);
+    if (integrity == SVC_BACKUP_INTEGRITY_NONE)
+        count(in, C_STORED_UNVERIFIED, 1);
+    return core_buf_printf(out, "STORED %s %" PRIu32 " %" PRIu64 " %s\n", enc(s->name, e), version,
+                           s->received, hex) < 0
+               ? -ENOMEM
+               : 0;
+}
+
+/* A failed write while streaming: the ERR line, nothing kept. */
+static int upload_write_failed(struct backup_sess *s, int r, struct core_buf *out)
+{
+    upload_discard(s);
+    return reply_err(s, out, errc_of(r), "write failed after %" PRIu64 " bytes: %s; nothing kept",
+                     s->received, strerror(-r));
+}
+
+static int on_put(struct backup_sess *s, const struct svc_backup_cmd *c, struct core_buf *out)
+{
+    int r;
+
+    if (s->inst->require_checksum && !c->has_sha256)
+        return reply_err(s, out, SVC_BACKUP_E_CHECKSUM_REQUIRED,
+                         "this listener requires the sha256 in the header") < 0
+                   ? -ENOMEM
+                   : CORE_VERDICT_MORE;
+    memcpy(s->name, c->name, sizeof(s->name));
+    s->has_sha256 = c->has_sha256;
+    memcpy(s->sha256, c->sha256, sizeof(s->sha256));
+    s->expected = c->size;
+    r = admit(s, c->size, out);
+    if (r == 0)
+        r = upload_begin(s, c->size, out);
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0)
+        return CORE_VERDICT_MORE;
+    if (core_buf_append(out, "OK\n", 3) < 0)
+        return -ENOMEM;
+    s->state = ST_COMMAND;
+    if (c->size == 0) {
+        r = upload_commit(
+            s, c->has_sha256 ? SVC_BACKUP_INTEGRITY_SHA256 : SVC_BACKUP_INTEGRITY_SIZE, out);
+        return r < 0 ? r : CORE_VERDICT_MORE;
+    }
+    s->state = ST_UPLOAD;
+    return CORE_VERDICT_MORE;
+}
+
+/* Sends content up to the window the client's MORE opened; ends the restore at the end. */
+static int restore_pump(struct backup_sess *s, struct core_buf *out)
+{
+    uint64_t target = s->racked + RESTORE_WINDOW;
+
+    if (target > s->rsize || target < s->racked)
+        target = s->rsize;
+    while (s->rsent < target) {
+        size_t want =
+            target - s->rsent < RESTORE_CHUNK ? (size_t)(target - s->rsent) : RESTORE_CHUNK;
+        ssize_t n = pread(s->rfd, s->rbuf, want, (off_t)s->rsent);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) /* the copy shrank or cannot be read: the client sees a short restore */
+            return -EIO;
+        if (core_buf_append(out, s->rbuf, (size_t)n) < 0)
+            return -ENOMEM;
+        s->rsent += (uint64_t)n;
+        count(s->inst, C_BYTES_RESTORED, (uint64_t)n);
+    }
+    if (s->rsent == s->rsize) {
+        close(s->rfd);
+        s->rfd = -1;
+        free(s->rbuf);
+        s->rbuf = NULL;
+        s->state = ST_COMMAND;
+    }
+    return CORE_VERDICT_MORE;
+}
+
+static int on_get(struct backup_sess *s, const struct svc_backup_cmd *c, struct core_buf *out)
+{
+    char e[SVC_BACKUP_NAME_ENC_MAX + 1], hex[SVC_BACKUP_SHA256_HEX + 1] = "-";
+    struct svc_backup_entry ent;
+    int fd, r;
+
+    r = svc_backup_store_open_file(s->inst->store, c->name, c->version, &fd, &ent);
+    if (r == -ENOENT) {
+        if (c->version)
+            r = reply_err(s, out, SVC_BACKUP_E_NOT_FOUND, "no version %" PRIu32 " of %s",
+                          c->version, enc(c->name, e));
+        else
+            r = reply_err(s, out, SVC_BACKUP_E_NOT_FOUND, "no file %s", enc(c->name, e));
+        return r < 0 ? r : CORE_VERDICT_MORE;
+    }
+    if (r < 0) {
+        r = reply_err(s, out, SVC_BACKUP_E_IO, "cannot open %s: %s", enc(c->name, e), strerror(-r));
+        return r < 0 ? r : CORE_VERDICT_MORE;
+    }
+    s->rbuf = malloc(RESTORE_CHUNK);
+    if (!s->rbuf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    s->rfd = fd;
+    s->rsize = ent.size;
+    s->rsent = 0;
+    s->racked = 0;
+    if (ent.has_sha256)
+        svc_backup_sha256_to_hex(ent.sha256, hex);
+    if (core_buf_printf(out, "OK %" PRIu64 " %s %" PRIu32 "\n", ent.size, hex, ent.version) < 0)
+        return -ENOMEM;
+    count(s->inst, C_RESTORES, 1);
+    s->state = ST_RESTORE;
+    return restore_pump(s, out);
+}
+
+static int on_list(struct backup_sess *s, struct core_buf *out)
+{
+    struct svc_backup_entry *v = NULL;
+    size_t n = 0;
+    int r = svc_backup_store_list(s->inst->store, &v, &n);
+
+    if (r < 0) {
+        r = reply_err(s, out, SVC_BACKUP_E_IO, "cannot list: %s", strerror(-r));
+        return r < 0 ? r : CORE_VERDICT_MORE;
+    }
+    r = core_buf_printf(out, "OK %zu\n", n);
+    for (size_t i = 0; i < n && r == 0; i++) {
+        char e[SVC_BACKUP_NAME_ENC_MAX + 1], hex[SVC_BACKUP_SHA256_HEX + 1] = "-";
+
+        if (v[i].has_sha256)
+            svc_backup_sha256_to_hex(v[i].sha256, hex);
+        r = core_buf_printf(out, "%s %" PRIu32 " %" PRIu64 " %s %s %s %s\n", enc(v[i].name, e),
+                            v[i].version, v[i].size, hex, v[i].stored,
+                            v[i].integrity == SVC_BACKUP_INTEGRITY_NONE ? "unverified" : "verified",
+                            v[i].is_current ? "current" : "old");
+    }
+    if (r == 0)
+        r = core_buf_append(out, "END\n", 4);
+    free(v);
+    return r < 0 ? -ENOMEM : CORE_VERDICT_MORE;
+}
+
+static bool is_blank(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+            return false;
+    }
+    return true;
+}
+
+/* One complete command line. */
+static int on_line(struct backup_sess *s, const char *line, size_t n, struct core_buf *out)
+{
+    struct svc_backup_cmd c;
+    struct core_err err = {0};
+    enum svc_backup_errc code = SVC_BACKUP_E_PROTOCOL;
+    int r;
+
+    if (is_blank(line, n))
+        return CORE_VERDICT_MORE;
+    r = svc_backup_parse_line(line, n, &c, &code, &err);
+    if (s->state == ST_RESTORE) {
+        /* Mid-content, only flow control makes sense; anything else ends the connection. */
+        if (r < 0 || c.verb != SVC_BACKUP_MORE || c.size > s->rsent) {
+            count(s->inst, C_PROTOCOL, 1);
+            return CORE_VERDICT_CLOSE;
+        }
+        if (c.size > s->racked)
+            s->racked = c.size;
+        return CORE_VERDICT_MORE;
+    }
+    if (r < 0) {
+        r = reply_err(s, out, code, "%s", err.msg);
+        if (r < 0)
+            return r;
+        return code == SVC_BACKUP_E_PROTOCOL ? CORE_VERDICT_CLOSE : CORE_VERDICT_MORE;
+    }
+    switch (c.verb) {
+    case SVC_BACKUP_PUT:
+        return on_put(s, &c, out);
+    case SVC_BACKUP_GET:
+        return on_get(s, &c, out);
+    case SVC_BACKUP_LIST:
+        return on_list(s, out);
+    case SVC_BACKUP_QUIT:
+        return core_buf_append(out, "BYE\n", 4) < 0 ? -ENOMEM : CORE_VERDICT_CLOSE;
+    case SVC_BACKUP_MORE: /* a late MORE after a restore ended */
+    case SVC_BACKUP_VERB_COUNT:
+        break;
+    }
+    return CORE_VERDICT_MORE;
+}
+
+/* Reads command-line bytes; *used is how many it took. */
+static int feed_line(struct backup_sess *s, const uint8_t *in, size_t len, size_t *used,
+                     struct core_buf *out)
+{
+    const uint8_t *nl = memchr(in, '\n', len);
+    size_t take = nl ? (size_t)(nl - in) : len;
+    int r;
+
+    *used = nl ? take + 1 : take;
+    if (s->line_len + take > SVC_BACKUP_LINE_MAX) {
+        if (s->state == ST_RESTORE) {
+            count(s->inst, C_PROTOCOL, 1);
+            return CORE_VERDICT_CLOSE;
+        }
+        r = reply_err(s, out, SVC_BACKUP_E_PROTOCOL, "command line longer than %d bytes",
+                      SVC_BACKUP_LINE_MAX);
+        return r < 0 ? r : CORE_VERDICT_CLOSE;
+    }
+    memcpy(s->line + s->line_len, in, take);
+    s->line_len += take;
+    if (!nl)
+        return CORE_VERDICT_MORE;
+    s->line[s->line_len] = '\0';
+    r = on_line(s, s->line, s->line_len, out);
+    s->line_len = 0;
+    return r;
+}
+
+static int feed_upload(struct backup_sess *s, const uint8_t *in, size_t len, size_t *used,
+                       struct core_buf *out)
+{
+    uint64_t left = s->expected - s->received;
+    size_t n = left < len ? (size_t)left : len;
+    int r;
+
+    *used = n;
+    r = svc_backup_store_tmp_write(&s->tmp, in, n);
+    if (r < 0) {
+        s->discard_left = left - n;
+        s->state = s->discard_left ? ST_DISCARD : ST_COMMAND;
+        r = upload_write_failed(s, r, out);
+        return r < 0 ? r : CORE_VERDICT_MORE;
+    }
+    if (EVP_DigestUpdate(s->md, in, n) != 1)
+        return -EIO;
+    s->received += n;
+    if (s->received < s->expected)
+        return CORE_VERDICT_MORE;
+    s->state = ST_COMMAND;
+    r = upload_commit(s, s->has_sha256 ? SVC_BACKUP_INTEGRITY_SHA256 : SVC_BACKUP_INTEGRITY_SIZE,
+                      out);
+    return r < 0 ? r : CORE_VERDICT_MORE;
+}
+
+/* The lecture's flow: content until the client closes, limits enforced as it comes. */
+static int feed_bare(struct backup_sess *s, const uint8_t *in, size_t len, struct core_buf *out)
+{
+    struct backup_inst *bi = s->inst;
+    enum svc_backup_errc code = SVC_BACKUP_E_COUNT;
+    int r;
+
+    pthread_mutex_lock(&bi->lock);
+    if (len > bi->max_file_size - s->received)
+        code = SVC_BACKUP_E_TOO_LARGE;
+    else if (bi->quota &&
+             (bi->used + bi->reserved > bi->quota || len > bi->quota - bi->used - bi->reserved))
+        code = SVC_BACKUP_E_QUOTA;
+    else {
+        bi->reserved += len;
+        s->reserved += len;
+    }
+    pthread_mutex_unlock(&bi->lock);
+    if (code != SVC_BACKUP_E_COUNT) {
+        upload_discard(s);
+        s->state = ST_CLOSED;
+        if (code == SVC_BACKUP_E_TOO_LARGE)
+            r = reply_err(s, out, code, "over max_file_size %" PRIu64 "; nothing kept",
+                          bi->max_file_size);
+        else
+            r = reply_err(s, out, code, "over quota_bytes %" PRIu64 "; nothing kept", bi->quota);
+        return r < 0 ? r : CORE_VERDICT_CLOSE;
+    }
+    r = svc_backup_store_tmp_write(&s->tmp, in, len);
+    if (r < 0) {
+        s->state = ST_CLOSED;
+        r = upload_write_failed(s, r, out);
+        return r < 0 ? r : CORE_VERDICT_CLOSE;
+    }
+    if (EVP_DigestUpdate(s->md, in, len) != 1)
+        return -EIO;
+    s->received += len;
+    return CORE_VERDICT_MORE;
+}
+
+/* The lecture's first message: a bare file name. */
+static int on_bare_name(struct backup_sess *s, const uint8_t *p, size_t n, struct core_buf *out)
+{
+    struct core_err err = {0};
+    int r;
+
+    s->state = ST_CLOSED;
+    if (svc_backup_name_check((const char *)p, n, &err) < 0) {
+        r = reply_err(s, out, SVC_BACKUP_E_BAD_NAME, "%s", err.msg);
+        return r < 0 ? r : CORE_VERDICT_CLOSE;
+    }
+    if (s->inst->require_checksum) {
+        r = reply_err(s, out, SVC_BACKUP_E_CHECKSUM_REQUIRED,
+                      "this listener requires PUT <name> <size> <sha256>");
+        return r < 0 ? r : CORE_VERDICT_CLOSE;
+    }
+    memcpy(s->name, p, n);
+    s->name[n] = '\0';
+    r = admit(s, 0, out);
+    if (r == 0)
+        r = upload_begin(s, 0, out);
+    if (r < 0)
+        return r == -ENOMEM ? r : CORE_VERDICT_CLOSE;
+    if (core_buf_append(out, "ACK\n", 4) < 0)
+        return -ENOMEM;
+    s->state = ST_BARE;
+    return CORE_VERDICT_MORE;
+}
+
+static int backup_session_open(void *inst, void *sess, struct core_buf *out)
+{
+    struct backup_sess *s = sess;
+
+    (void)out;
+    s->inst = inst;
+    s->state = ST_FIRST;
+    s->tmp.fd = -1;
+    s->rfd = -1;
+    return CORE_VERDICT_MORE;
+}
+
+static int backup_session_feed(void *sess, const uint8_t *in, size_t len, struct core_buf *out)
+{
+    struct backup_sess *s = sess;
+    int r = CORE_VERDICT_MORE;
+
+    if (s->state == ST_FIRST) {
+        size_t name_len = 0;
+
+        if (svc_backup_classify_first(in, len, &name_len) == SVC_BACKUP_FIRST_BARE)
+            return on_bare_name(s, in, name_len, out);
+        s->state = ST_COMMAND;
+    }
+    while (len > 0 && r == CORE_VERDICT_MORE) {
+        size_t used = len;
+
+        switch (s->state) {
+        case ST_COMMAND:
+        case ST_RESTORE:
+            r = feed_line(s, in, len, &used, out);
+            break;
+        case ST_UPLOAD:
+            r = feed_upload(s, in, len, &used, out);
+            break;
+        case ST_BARE:
+            r = feed_bare(s, in, len, out);
+            break;
+        case ST_DISCARD:
+            used = s->discard_left < len ? (size_t)s->discard_left : len;
+            s->discard_left -= used;
+            if (s->discard_left == 0)
+                s->state = ST_COMMAND;
+            break;
+        case ST_FIRST:
+        case ST_CLOSED:
+            return CORE_VERDICT_CLOSE;
+        }
+        in += used;
+        len -= used;
+    }
+    if (r == CORE_VERDICT_MORE && s->state == ST_RESTORE)
+        r = restore_pump(s, out);
+    return r;
+}
+
+static int backup_session_eof(void *sess, struct core_buf *out)
+{
+    struct backup_sess *s = sess;
+    int r = 0;
+
+    switch (s->state) {
+    case ST_BARE:
+        s->state = ST_CLOSED;
+        r = upload_commit(s, SVC_BACKUP_INTEGRITY_NONE, out);
+        break;
+    case ST_UPLOAD:
+        s->state = ST_CLOSED;
+        upload_discard(s);
+        r = reply_err(s, out, SVC_BACKUP_E_SIZE_MISMATCH,
+                      "the client closed after %" PRIu64 " of %" PRIu64 " bytes; nothing kept",
+                      s->received, s->expected);
+        break;
+    default:
+        break;
+    }
+    s->state = ST_CLOSED;
+    return r < 0 ? r : CORE_VERDICT_CLOSE;
+}
+
+static void backup_session_close(void *sess, bool completed)
+{
+    struct backup_sess *s = sess;
+
+    (void)completed;
+    if (!s->inst)
+        return;
+    if (s->tmp.fd >= 0) { /* cut mid-upload: keep nothing */
+        count(s->inst, C_CUT, 1);
+        upload_discard(s);
+    }
+    EVP_MD_CTX_free(s->md);
+    s->md = NULL;
+    if (s->rfd >= 0)
+        close(s->rfd);
+    s->rfd = -1;
+    free(s->rbuf);
+    s->rbuf = NULL;
+    s->state = ST_CLOSED;
+}
+
+/* Options. */
+
+static int opt_error(struct core_err *err, const char *key, const char *what)
+{
+    char field[64];
+
+    snprintf(field, sizeof(field), "options.%.48s", key);
+    return core_err_set(err, -EINVAL, field, "%s: %s", field, what);
+}
+
+static int backup_options_check(const json_t *opts, enum core_transport t, json_t **ret_opts,
+                                struct core_err *err)
+{
+    const char *key, *directory = NULL, *on_exists = "version";
+    json_int_t max_file_size = (json_int_t)DEFAULT_MAX_FILE_SIZE;
+    json_int_t quota = (json_int_t)DEFAULT_QUOTA;
+    bool require_checksum = false;
+    json_t *v, *o;
+
+    if (t != CORE_TCP)
+        return core_err_set(err, -EINVAL, "transport", "transport: backup speaks TCP only");
+    if (opts && !json_is_object(opts))
+        return core_err_set(err, -EINVAL, "options", "options: must be an object");
+    json_object_foreach((json_t *)opts, key, v)
+    {
+        if (strcmp(key, "directory") == 0) {
+            const char *d = json_string_value(v);
+
+            if (!d || d[0] != '/' || strlen(d) != json_string_length(v) || strlen(d) >= PATH_MAX)
+                return opt_error(err, key, "must be an absolute path");
+            directory = d;
+        } else if (strcmp(key, "on_exists") == 0) {
+            if (!json_is_string(v) || svc_backup_policy_from_name(json_string_value(v)) < 0)
+                return opt_error(err, key, "must be \"version\", \"replace\" or \"reject\"");
+            on_exists = json_string_value(v);
+        } else if (strcmp(key, "max_file_size") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1)
+                return opt_error(err, key, "must be an integer of bytes, at least 1");
+            max_file_size = json_integer_value(v);
+        } else if (strcmp(key, "quota_bytes") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0)
+                return opt_error(err, key, "must be an integer of bytes (0: unlimited)");
+            quota = json_integer_value(v);
+        } else if (strcmp(key, "require_checksum") == 0) {
+            if (!json_is_boolean(v))
+                return opt_error(err, key, "must be true or false");
+            require_checksum = json_is_true(v);
+        } else {
+            return opt_error(err, key,
+                             "unknown option for backup (directory, on_exists, max_file_size, "
+                             "quota_bytes, require_checksum)");
+        }
+    }
+    o = json_pack("{s:s, s:I, s:I, s:b}", "on_exists", on_exists, "max_file_size", max_file_size,
+                  "quota_bytes", quota, "require_checksum", require_checksum);
+    if (o && directory && json_object_set_new(o, "directory", json_string(directory)) < 0) {
+        json_decref(o);
+        o = NULL;
+    }
+    if (!o)
+        return core_err_set(err, -ENOMEM, NULL, "out of memory");
+    *ret_opts = o;
+    return 0;
+}
+
+/* The listener's directory: options.directory, else <state_dir>/backup/<listener_id>. */
+static int resolve_dir(const json_t *opts, const struct core_svc_env *env, char *buf, size_t cap,
+                       struct core_err *err)
+{
+    const char *d = json_string_value(json_object_get(opts, "directory"));
+    int n;
+
+    if (d)
+        n = snprintf(buf, cap, "%s", d);
+    else if (env && env->state_dir && env->listener_id)
+        n = snprintf(buf, cap, "%s/backup/%s", env->state_dir, env->listener_id);
+    else
+        return core_err_set(err, -EINVAL, "options.directory",
+                            "options.directory: needed when there is no state directory");
+    if (n < 0 || (size_t)n >= cap)
+        return core_err_set(err, -ENAMETOOLONG, "options.directory",
+                            "options.directory: path too long");
+    return 0;
+}
+
+static uint64_t opt_u64(const json_t *opts, const char *key, uint64_t def)
+{
+    const json_t *v = json_object_get(opts, key);
+
+    return json_is_integer(v) && json_integer_value(v) >= 0 ? (uint64_t)json_integer_value(v) : def;
+}
+
+static void backup_instance_free(void *inst)
+{
+    struct backup_inst *in = inst;
+
+    if (!in)
+        return;
+    svc_backup_store_free(in->store);
+    pthread_mutex_destroy(&in->lock);
+    free(in);
+}
+
+static int backup_instance_new(const json_t *opts, enum core_transport t,
+                               const struct core_svc_env *env, void **ret_inst,
+                               struct core_err *err)
+{
+    const char *policy = json_string_value(json_object_get(opts, "on_exists"));
+    struct backup_inst *in;
+    char dir[PATH_MAX];
+    int r;
+
+    (void)t;
+    r = resolve_dir(opts, env, dir, sizeof(dir), err);
+    if (r < 0)
+        return r;
+    in = calloc(1, sizeof(*in));
+    if (!in)
+        return core_err_set(err, -ENOMEM, NULL, "out of memory");
+    pthread_mutex_init(&in->lock, NULL);
+    r = policy ? svc_backup_policy_from_name(policy) : SVC_BACKUP_POLICY_VERSION;
+    in->policy = r < 0 ? SVC_BACKUP_POLICY_VERSION : (enum svc_backup_policy)r;
+    in->max_file_size = opt_u64(opts, "max_file_size", DEFAULT_MAX_FILE_SIZE);
+    in->quota = opt_u64(opts, "quota_bytes", DEFAULT_QUOTA);
+    in->require_checksum = json_is_true(json_object_get(opts, "require_checksum"));
+    in->metrics = env ? env->metrics : NULL;
+    r = svc_backup_store_open(dir, true, &in->store, err);
+    if (r < 0)
+        goto out_free;
+    r = svc_backup_store_usage(in->store, &in->used);
+    if (r < 0) {
+        core_err_set(err, r, NULL, "cannot read %s: %s", dir, strerror(-r));
+        goto out_free;
+    }
+    *ret_inst = in;
+    return 0;
+
+out_free:
+    backup_instance_free(in);
+    return r;
+}
+
+/* The REST API's view. */
+
+static json_t *copy_json(const struct svc_backup_entry *e)
+{
+    char hex[SVC_BACKUP_SHA256_HEX + 1];
+
+    if (e->has_sha256)
+        svc_backup_sha256_to_hex(e->sha256, hex);
+    return json_pack("{s:I, s:I, s:o, s:s, s:b, s:s}", "version", (json_int_t)e->version, "size",
+                     (json_int_t)e->size, "sha256", e->has_sha256 ? json_string(hex) : json_null(),
+                     "stored", e->stored, "verified", e->integrity != SVC_BACKUP_INTEGRITY_NONE,
+                     "integrity", svc_backup_integrity_name(e->integrity));
+}
+
+static int backup_files_list(const json_t *opts, const struct core_svc_env *env, json_t **ret,
+                             struct core_err *err)
+{
+    static const char *const fields[] = {"version", "size",     "sha256",
+                                         "stored",  "verified", "integrity"};
+    struct svc_backup_store *st = NULL;
+    struct svc_backup_entry *v = NULL;
+    char dir[PATH_MAX];
+    json_t *arr = json_array(), *file = NULL, *versions = NULL;
+    size_t n = 0;
+    int r;
+
+    if (!arr)
+        return core_err_set(err, -ENOMEM, NULL, "out of memory");
+    r = resolve_dir(opts, env, dir, sizeof(dir), err);
+    if (r < 0)
+        goto out;
+    r = svc_backup_store_open(dir, false, &st, err);
+    if (r == -ENOENT) { /* never started: nothing stored yet */
+        core_err_clear(err);
+        *ret = arr;
+        return 0;
+    }
+    if (r < 0)
+        goto out;
+    r = svc_backup_store_list(st, &v, &n);
+    if (r < 0) {
+        core_err_set(err, r, NULL, "cannot list %s: %s", dir, strerror(-r));
+        goto out;
+    }
+    r = -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        json_t *c;
+
+        if (i == 0 || strcmp(v[i].name, v[i - 1].name) != 0) {
+            file = json_pack("{s:s}", "name", v[i].name);
+            versions = json_array();
+            if (!file || !versions || json_object_set_new(file, "versions", versions) < 0 ||
+                json_array_append_new(arr, file) < 0) {
+                json_decref(file);
+                goto out_nomem;
+            }
+            for (size_t k = 0; k < sizeof(fields) / sizeof(fields[0]); k++) {
+                if (json_object_set_new(file, fields[k], json_null()) < 0)
+                    goto out_nomem;
+            }
+        }
+        c = copy_json(&v[i]);
+        if (!c)
+            goto out_nomem;
+        if (v[i].is_current) {
+            if (json_object_update(file, c) < 0) {
+                json_decref(c);
+                goto out_nomem;
+            }
+            json_decref(c);
+        } else if (json_array_append_new(versions, c) < 0) {
+            goto out_nomem;
+        }
+    }
+    free(v);
+    svc_backup_store_free(st);
+    *ret = arr;
+    return 0;
+
+out_nomem:
+    core_err_set(err, r, NULL, "out of memory");
+out:
+    free(v);
+    svc_backup_store_free(st);
+    json_decref(arr);
+    return r;
+}
+
+static int backup_file_open(const json_t *opts, const struct core_svc_env *env, const char *name,
+                            unsigned version, int *ret_fd, uint64_t *ret_size, struct core_err *err)
+{
+    struct svc_backup_store *st = NULL;
+    struct svc_backup_entry e;
+    char dir[PATH_MAX];
+    int r, fd;
+
+    r = svc_backup_name_check(name, strlen(name), err);
+    if (r < 0)
+        return r;
+    r = resolve_dir(opts, env, dir, sizeof(dir), err);
+    if (r < 0)
+        return r;
+    r = svc_backup_store_open(dir, false, &st, err);
+    if (r == -ENOENT)
+        return core_err_set(err, -ENOENT, NULL, "no file %s", name);
+    if (r < 0)
+        return r;
+    r = svc_backup_store_open_file(st, name, version, &fd, &e);
+    svc_backup_store_free(st);
+    if (r == -ENOENT)
+        return version ? core_err_set(err, r, NULL, "no version %u of %s", version, name)
+                       : core_err_set(err, r, NULL, "no file %s", name);
+    if (r < 0)
+        return core_err_set(err, r, NULL, "cannot open %s: %s", name, strerror(-r));
+    *ret_fd = fd;
+    *ret_size = e.size;
+    return 0;
+}
+
+const struct core_service svc_backup = {
+    .name = "backup",
+    .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+    .counters = backup_counters,
+    .n_counters = C_COUNT,
+    .options_check = backup_options_check,
+    .instance_new = backup_instance_new,
+    .instance_free = backup_instance_free,
+    .session_size = sizeof(struct backup_sess),
+    .session_open = backup_session_open,
+    .session_feed = backup_session_feed,
+    .session_eof = backup_session_eof,
+    .session_close = backup_session_close,
+    .files_list = backup_files_list,
+    .file_open = backup_file_open,
+};

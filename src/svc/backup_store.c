@@ -1,0 +1,1112 @@
+#include "svc/backup_store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/openat2.h>
+
+#include <jansson.h>
+
+#define META_MAX 8192
+#define TMP_PREFIX ".tmp-"
+#define TMP_TRIES 16
+
+struct svc_backup_store {
+    int dirfd;  /* the directory; flocked by a writer */
+    int metafd; /* .sockserv beneath it; -1 when a reader finds none */
+    bool writer;
+    bool tmpfile_ok; /* O_TMPFILE can be tried: /proc/self/fd is there to link it */
+};
+
+/* What ties a metadata record to a copy. */
+struct ident {
+    uint64_t ino;
+    uint64_t size;
+    int64_t mtime_ns;
+};
+
+/* The version numbers found in a name's metadata directory, each list newest first. */
+struct vers {
+    uint32_t *content; /* older copies N */
+    size_t n_content;
+    uint32_t *meta; /* records N.json */
+    size_t n_meta;
+    uint32_t max; /* the highest number of either kind; 0 when none */
+};
+
+struct entries {
+    struct svc_backup_entry *v;
+    size_t n, cap;
+};
+
+struct names {
+    char **v;
+    size_t n, cap;
+};
+
+static const char *const policy_names[SVC_BACKUP_POLICY_COUNT] = {
+    [SVC_BACKUP_POLICY_VERSION] = "version",
+    [SVC_BACKUP_POLICY_REPLACE] = "replace",
+    [SVC_BACKUP_POLICY_REJECT] = "reject",
+};
+
+static const char *const integrity_names[SVC_BACKUP_INTEGRITY_COUNT] = {
+    [SVC_BACKUP_INTEGRITY_NONE] = "none",
+    [SVC_BACKUP_INTEGRITY_SIZE] = "size",
+    [SVC_BACKUP_INTEGRITY_SHA256] = "sha256",
+};
+
+const char *svc_backup_policy_name(enum svc_backup_policy p)
+{
+    return p < SVC_BACKUP_POLICY_COUNT ? policy_names[p] : "?";
+}
+
+int svc_backup_policy_from_name(const char *name)
+{
+    for (int i = 0; i < SVC_BACKUP_POLICY_COUNT; i++) {
+        if (strcmp(name, policy_names[i]) == 0)
+            return i;
+    }
+    return -EINVAL;
+}
+
+const char *svc_backup_integrity_name(enum svc_backup_integrity i)
+{
+    return i < SVC_BACKUP_INTEGRITY_COUNT ? integrity_names[i] : "none";
+}
+
+/*
+ * Opens one path component beneath dirfd without following a symbolic link: openat2 with
+ * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or openat with O_NOFOLLOW on kernels without it
+ * (enough, since every caller passes a single component). Returns an fd or a negative errno.
+ */
+static int open_beneath(int dirfd, const char *name, int flags, mode_t mode)
+{
+    bool with_mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;
+    long fd = -1;
+
+    flags |= O_NOFOLLOW | O_CLOEXEC;
+#ifdef SYS_openat2
+    {
+        struct open_how how = {
+            .flags = (uint64_t)flags,
+            .mode = with_mode ? mode : 0,
+            .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+        };
+
+        fd = syscall(SYS_openat2, dirfd, name, &how, sizeof(how));
+        if (fd >= 0 || errno != ENOSYS)
+            return fd < 0 ? -errno : (int)fd;
+    }
+#endif
+    fd = openat(dirfd, name, flags, with_mode ? mode : 0);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+static int fsync_fd(int fd)
+{
+    return fsync(fd) < 0 ? -errno : 0;
+}
+
+static void random_tmp_name(char out[32])
+{
+    uint64_t r;
+
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        r = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15u ^ (uint64_t)ts.tv_sec ^ (uint64_t)getpid();
+    }
+    snprintf(out, 32, TMP_PREFIX "%016" PRIx64, r);
+}
+
+static void format_time(time_t t, char out[32])
+{
+    struct tm tm;
+
+    if (!gmtime_r(&t, &tm) || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, 32, "1970-01-01T00:00:00Z");
+}
+
+static void ident_of(const struct stat *st, struct ident *ret)
+{
+    ret->ino = (uint64_t)st->st_ino;
+    ret->size = (uint64_t)st->st_size;
+    ret->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+static bool ident_equal(const struct ident *a, const struct ident *b)
+{
+    return a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns;
+}
+
+/* fsync of the directory holding path (which must not end in '/'). */
+static int fsync_parent(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char parent[PATH_MAX];
+    int fd, r;
+
+    if (!slash)
+        snprintf(parent, sizeof(parent), ".");
+    else if (slash == path)
+        snprintf(parent, sizeof(parent), "/");
+    else
+        snprintf(parent, sizeof(parent), "%.*s", (int)(slash - path), path);
+    fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    r = fsync_fd(fd);
+    close(fd);
+    return r;
+}
+
+/* Creates path and its missing parents; each directory created is made durable in its parent. */
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(path);
+    int r;
+
+    if (len == 0)
+        return -EINVAL;
+    if (len >= sizeof(buf))
+        return -ENAMETOOLONG;
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1;; p++) {
+        char c = *p;
+
+        if (c != '/' && c != '\0')
+            continue;
+        *p = '\0';
+        if (p[-1] != '/') {
+            if (mkdir(buf, mode) == 0) {
+                r = fsync_parent(buf);
+                if (r < 0)
+                    return r;
+            } else if (errno != EEXIST) {
+                return -errno;
+            }
+        }
+        *p = c;
+        if (c == '\0')
+            return 0;
+    }
+}
+
+/* Opens a fresh directory stream on dirfd (its own file description). NULL with errno set. */
+static DIR *open_dir_stream(int dirfd)
+{
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d;
+
+    if (fd < 0)
+        return NULL;
+    d = fdopendir(fd);
+    if (!d)
+        close(fd);
+    return d;
+}
+
+/* Removes the hidden temporary files a crash left in dirfd. */
+static void remove_tmp_files(int dirfd)
+{
+    DIR *d = open_dir_stream(dirfd);
+    struct dirent *de;
+
+    if (!d)
+        return;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0)
+            (void)unlinkat(dirfd, de->d_name, 0);
+    }
+    closedir(d);
+}
+
+static void cleanup(struct svc_backup_store *s)
+{
+    DIR *d;
+    struct dirent *de;
+
+    remove_tmp_files(s->dirfd);
+    if (s->metafd < 0)
+        return;
+    d = open_dir_stream(s->metafd);
+    if (!d)
+        return;
+    while ((de = readdir(d))) {
+        int fd;
+
+        if (de->d_name[0] == '.')
+            continue;
+        fd = open_beneath(s->metafd, de->d_name, O_RDONLY | O_DIRECTORY, 0);
+        if (fd < 0)
+            continue;
+        remove_tmp_files(fd);
+        close(fd);
+    }
+    closedir(d);
+}
+
+int svc_backup_store_open(const char *dir, bool writer, struct svc_backup_store **ret,
+                          struct core_err *err)
+{
+    struct svc_backup_store *s;
+    int r;
+
+    if (!dir || dir[0] == '\0')
+        return core_err_set(err, -EINVAL, NULL, "no backup directory");
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return core_err_set(err, -ENOMEM, NULL, "out of memory");
+    s->dirfd = -1;
+    s->metafd = -1;
+    s->writer = writer;
+    if (writer) {
+        r = mkdir_p(dir, 0700);
+        if (r < 0) {
+            core_err_set(err, r, NULL, "cannot create %s: %s", dir, strerror(-r));
+            goto out_free;
+        }
+    }
+    s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->dirfd < 0) {
+        r = -errno;
+        core_err_set(err, r, NULL, "cannot open %s: %s", dir, strerror(-r));
+        goto out_free;
+    }
+    if (writer && flock(s->dirfd, LOCK_EX | LOCK_NB) < 0) {
+        r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        core_err_set(err, r, NULL, "%s is in use by another backup listener", dir);
+        goto out_free;
+    }
+    s->metafd = open_beneath(s->dirfd, SVC_BACKUP_STORE_META_DIR, O_RDONLY | O_DIRECTORY, 0);
+    if (s->metafd == -ENOENT && writer) {
+        if (mkdirat(s->dirfd, SVC_BACKUP_STORE_META_DIR, 0700) < 0 && errno != EEXIST) {
+            r = -errno;
+            core_err_set(err, r, NULL, "cannot create %s/%s: %s", dir, SVC_BACKUP_STORE_META_DIR,
+                         strerror(-r));
+            goto out_free;
+        }
+        r = fsync_fd(s->dirfd);
+        if (r < 0) {
+            core_err_set(err, r, NULL, "cannot fsync %s: %s", dir, strerror(-r));
+            goto out_free;
+        }
+        s->metafd = open_beneath(s->dirfd, SVC_BACKUP_STORE_META_DIR, O_RDONLY | O_DIRECTORY, 0);
+    }
+    if (s->metafd < 0 && (writer || s->metafd != -ENOENT)) {
+        r = s->metafd;
+        s->metafd = -1;
+        core_err_set(err, r, NULL, "cannot open %s/%s: %s", dir, SVC_BACKUP_STORE_META_DIR,
+                     strerror(-r));
+        goto out_free;
+    }
+    if (s->metafd < 0)
+        s->metafd = -1;
+    if (writer) {
+        s->tmpfile_ok = access("/proc/self/fd", X_OK) == 0;
+        cleanup(s);
+    }
+    *ret = s;
+    return 0;
+
+out_free:
+    svc_backup_store_free(s);
+    return r;
+}
+
+void svc_backup_store_free(struct svc_backup_store *s)
+{
+    if (!s)
+        return;
+    if (s->metafd >= 0)
+        close(s->metafd);
+    if (s->dirfd >= 0)
+        close(s->dirfd);
+    free(s);
+}
+
+int svc_backup_store_lookup(struct svc_backup_store *s, const char *name)
+{
+    struct stat st;
+
+    if (fstatat(s->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    return S_ISREG(st.st_mode) ? 1 : -EEXIST;
+}
+
+int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
+                             struct svc_backup_tmp *ret)
+{
+    int fd = -EOPNOTSUPP;
+
+    ret->fd = -1;
+    ret->name[0] = '\0';
+    if (s->tmpfile_ok) {
+        fd = open_beneath(s->dirfd, ".", O_TMPFILE | O_RDWR, 0600);
+        if (fd < 0 && fd != -EOPNOTSUPP && fd != -EISDIR && fd != -EINVAL)
+            return fd;
+    }
+    if (fd < 0) {
+        for (int i = 0; i < TMP_TRIES; i++) {
+            random_tmp_name(ret->name);
+            fd = open_beneath(s->dirfd, ret->name, O_CREAT | O_EXCL | O_RDWR, 0600);
+            if (fd != -EEXIST)
+                break;
+        }
+        if (fd < 0) {
+            ret->name[0] = '\0';
+            return fd;
+        }
+    }
+    ret->fd = fd;
+    if (prealloc > 0 && prealloc <= INT64_MAX &&
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)prealloc) < 0) {
+        int r = -errno;
+
+        if (r != -EOPNOTSUPP && r != -ENOSYS) {
+            svc_backup_store_tmp_discard(s, ret);
+            return r;
+        }
+    }
+    return 0;
+}
+
+int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+
+    while (n > 0) {
+        ssize_t w = write(t->fd, b, n);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        if (w == 0)
+            return -EIO;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int svc_backup_store_tmp_sync(struct svc_backup_tmp *t)
+{
+    return fsync_fd(t->fd);
+}
+
+void svc_backup_store_tmp_discard(struct svc_backup_store *s, struct svc_backup_tmp *t)
+{
+    if (t->name[0] && s)
+        (void)unlinkat(s->dirfd, t->name, 0);
+    t->name[0] = '\0';
+    if (t->fd >= 0)
+        close(t->fd);
+    t->fd = -1;
+}
+
+/* Parses "N" (*ret_json false) or "N.json" (true), N in 1..UINT32_MAX. */
+static bool parse_version_name(const char *s, uint32_t *ret, bool *ret_json)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+
+    if (s[0] < '1' || s[0] > '9')
+        return false;
+    for (; s[i] >= '0' && s[i] <= '9'; i++) {
+        v = v * 10 + (uint64_t)(s[i] - '0');
+        if (v > UINT32_MAX)
+            return false;
+    }
+    if (s[i] == '\0')
+        *ret_json = false;
+    else if (strcmp(s + i, ".json") == 0)
+        *ret_json = true;
+    else
+        return false;
+    *ret = (uint32_t)v;
+    return true;
+}
+
+static int cmp_u32_desc(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static int push_u32(uint32_t **v, size_t *n, uint32_t x)
+{
+    uint32_t *nv;
+
+    if ((*n & (*n - 1)) == 0) { /* 0, 1, 2, 4, ...: grow to the next power of two */
+        nv = realloc(*v, (*n ? 2 * *n : 1) * sizeof(**v));
+        if (!nv)
+            return -ENOMEM;
+        *v = nv;
+    }
+    (*v)[(*n)++] = x;
+    return 0;
+}
+
+static void vers_fini(struct vers *v)
+{
+    free(v->content);
+    free(v->meta);
+    memset(v, 0, sizeof(*v));
+}
+
+/* Reads the version numbers in a name's metadata directory (vfd -1: none). */
+static int load_versions(int vfd, struct vers *ret)
+{
+    struct vers v = {0};
+    struct dirent *de;
+    DIR *d;
+    int r = 0;
+
+    if (vfd < 0) {
+        *ret = v;
+        return 0;
+    }
+    d = open_dir_stream(vfd);
+    if (!d)
+        return -errno;
+    while ((de = readdir(d))) {
+        uint32_t n;
+        bool json;
+
+        if (!parse_version_name(de->d_name, &n, &json))
+            continue;
+        r = json ? push_u32(&v.meta, &v.n_meta, n) : push_u32(&v.content, &v.n_content, n);
+        if (r < 0)
+            break;
+        if (n > v.max)
+            v.max = n;
+    }
+    closedir(d);
+    if (r < 0) {
+        vers_fini(&v);
+        return r;
+    }
+    if (v.n_content)
+        qsort(v.content, v.n_content, sizeof(*v.content), cmp_u32_desc);
+    if (v.n_meta)
+        qsort(v.meta, v.n_meta, sizeof(*v.meta), cmp_u32_desc);
+    *ret = v;
+    return 0;
+}
+
+static json_int_t json_int_member(const json_t *o, const char *k, bool *ok)
+{
+    const json_t *v = json_object_get(o, k);
+
+    if (!json_is_integer(v)) {
+        *ok = false;
+        return 0;
+    }
+    return json_integer_value(v);
+}
+
+/* Reads record N.json into the metadata fields of *e and the copy identity it names. */
+static int read_meta(int vfd, uint32_t n, struct svc_backup_entry *e, struct ident *ret_id)
+{
+    char fname[24], buf[META_MAX];
+    const char *stored, *integrity;
+    const json_t *sha;
+    struct stat st;
+    json_t *j = NULL;
+    bool ok = true;
+    ssize_t len;
+    int fd, r = -EINVAL;
+
+    if (vfd < 0)
+        return -ENOENT;
+    snprintf(fname, sizeof(fname), "%" PRIu32 ".json", n);
+    fd = open_beneath(vfd, fname, O_RDONLY | O_NONBLOCK, 0);
+    if (fd < 0)
+        return fd;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        goto out_close;
+    do {
+        len = read(fd, buf, sizeof(buf));
+    } while (len < 0 && errno == EINTR);
+    if (len <= 0 || (size_t)len == sizeof(buf))
+        goto out_close;
+    j = json_loadb(buf, (size_t)len, 0, NULL);
+    if (!json_is_object(j))
+        goto out_close;
+    sha = json_object_get(j, "sha256");
+    stored = json_string_value(json_object_get(j, "stored"));
+    integrity = json_string_value(json_object_get(j, "integrity"));
+    e->version = (uint32_t)json_int_member(j, "version", &ok);
+    ret_id->size = (uint64_t)json_int_member(j, "size", &ok);
+    ret_id->ino = (uint64_t)json_int_member(j, "ino", &ok);
+    ret_id->mtime_ns = (int64_t)json_int_member(j, "mtime_ns", &ok);
+    if (!ok || e->version != n || !stored || strlen(stored) >= sizeof(e->stored) || !integrity)
+        goto out_close;
+    e->has_sha256 = json_is_string(sha);
+    if (e->has_sha256 &&
+        svc_backup_sha256_from_hex(json_string_value(sha), json_string_length(sha), e->sha256) < 0)
+        goto out_close;
+    e->integrity = SVC_BACKUP_INTEGRITY_NONE;
+    for (int i = 0; i < SVC_BACKUP_INTEGRITY_COUNT; i++) {
+        if (strcmp(integrity, integrity_names[i]) == 0)
+            e->integrity = (enum svc_backup_integrity)i;
+    }
+    snprintf(e->stored, sizeof(e->stored), "%s", stored);
+    e->has_meta = true;
+    r = 0;
+out_close:
+    json_decref(j);
+    close(fd);
+    return r;
+}
+
+/* Writes record N.json for the copy id, durably (temporary file, fsync, rename); the caller
+ * fsyncs vfd. Never replaces an existing record. */
+static int write_meta(int vfd, uint32_t n, const char *name, const struct ident *id,
+                      bool has_sha256, const uint8_t *sha256, enum svc_backup_integrity integrity,
+                      const char *stored)
+{
+    char fname[24], tmp[32], hex[SVC_BACKUP_SHA256_HEX + 1];
+    char *text = NULL;
+    json_t *j;
+    int fd = -EEXIST, r;
+
+    if (has_sha256)
+        svc_backup_sha256_to_hex(sha256, hex);
+    j = json_pack("{s:s, s:I, s:I, s:o, s:s, s:s, s:I, s:I}", "name", name, "version",
+                  (json_int_t)n, "size", (json_int_t)id->size, "sha256",
+                  has_sha256 ? json_string(hex) : json_null(), "stored", stored, "integrity",
+                  svc_backup_integrity_name(integrity), "ino", (json_int_t)id->ino, "mtime_ns",
+                  (json_int_t)id->mtime_ns);
+    if (j)
+        text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!text)
+        return -ENOMEM;
+    for (int i = 0; i < TMP_TRIES && fd == -EEXIST; i++) {
+        random_tmp_name(tmp);
+        fd = open_beneath(vfd, tmp, O_CREAT | O_EXCL | O_WRONLY, 0600);
+    }
+    if (fd < 0) {
+        r = fd;
+        goto out_free;
+    }
+    {
+        struct svc_backup_tmp t = {.fd = fd};
+
+        r = svc_backup_store_tmp_write(&t, text, strlen(text));
+        if (r == 0)
+            r = svc_backup_store_tmp_write(&t, "\n", 1);
+    }
+    if (r == 0)
+        r = fsync_fd(fd);
+    close(fd);
+    snprintf(fname, sizeof(fname), "%" PRIu32 ".json", n);
+    if (r == 0 && renameat2(vfd, tmp, vfd, fname, RENAME_NOREPLACE) < 0) {
+        r = -errno;
+        if (r == -EINVAL) /* a file system without RENAME_NOREPLACE */
+            r = linkat(vfd, tmp, vfd, fname, 0) < 0 ? -errno : 0;
+    }
+    (void)unlinkat(vfd, tmp, 0);
+out_free:
+    free(text);
+    return r;
+}
+
+/* The metadata record of copy id among v's, newest first: 0 with *e filled, or -ENOENT. */
+static int find_meta(int vfd, const struct vers *v, const struct ident *id,
+                     struct svc_backup_entry *e)
+{
+    for (size_t i = 0; i < v->n_meta; i++) {
+        struct svc_backup_entry m = *e;
+        struct ident mid;
+
+        if (read_meta(vfd, v->meta[i], &m, &mid) == 0 && ident_equal(&mid, id)) {
+            *e = m;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+/* Opens .sockserv/NAME, creating it (durably) when create. */
+static int open_vdir(struct svc_backup_store *s, const char *name, bool create)
+{
+    int fd, r;
+
+    if (s->metafd < 0)
+        return -ENOENT;
+    fd = open_beneath(s->metafd, name, O_RDONLY | O_DIRECTORY, 0);
+    if (fd != -ENOENT || !create)
+        return fd;
+    if (mkdirat(s->metafd, name, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    r = fsync_fd(s->metafd);
+    if (r < 0)
+        return r;
+    return open_beneath(s->metafd, name, O_RDONLY | O_DIRECTORY, 0);
+}
+
+/* Gives the temporary file the name: atomically, replacing the current copy when replace,
+ * failing with -EEXIST otherwise if the name is taken. */
+static int place(struct svc_backup_store *s, struct svc_backup_tmp *t, const char *name,
+                 bool replace)
+{
+    char proc[64], tmp[32];
+    int r = -EEXIST;
+
+    if (t->name[0]) {
+        if (replace)
+            r = renameat(s->dirfd, t->name, s->dirfd, name) < 0 ? -errno : 0;
+        else if (renameat2(s->dirfd, t->name, s->dirfd, name, RENAME_NOREPLACE) < 0) {
+            r = -errno;
+            if (r == -EINVAL && linkat(s->dirfd, t->name, s->dirfd, name, 0) == 0)
+                r = unlinkat(s->dirfd, t->name, 0) < 0 ? -errno : 0;
+            else if (r == -EINVAL)
+                r = -errno;
+        } else {
+            r = 0;
+        }
+        if (r == 0)
+            t->name[0] = '\0';
+        return r;
+    }
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t->fd);
+    if (!replace)
+        return linkat(AT_FDCWD, proc, s->dirfd, name, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+    for (int i = 0; i < TMP_TRIES && r == -EEXIST; i++) {
+        random_tmp_name(tmp);
+        r = linkat(AT_FDCWD, proc, s->dirfd, tmp, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+    }
+    if (r < 0)
+        return r;
+    if (renameat(s->dirfd, tmp, s->dirfd, name) < 0) {
+        r = -errno;
+        (void)unlinkat(s->dirfd, tmp, 0);
+    }
+    return r;
+}
+
+int svc_backup_store_commit(struct svc_backup_store *s, struct svc_backup_tmp *t, const char *name,
+                            enum svc_backup_policy policy, bool has_sha256,
+                            const uint8_t sha256[SVC_BACKUP_SHA256_LEN],
+                            enum svc_backup_integrity integrity, uint32_t *ret_version,
+                            uint64_t *ret_freed, struct core_err *err)
+{
+    char stored[32], cur_vname[16] = "", new_json[24] = "";
+    bool has_cur = false, linked = false, placed = false;
+    uint32_t cur_version = 0, new_version;
+    struct stat tst, cur;
+    struct ident tid, cid;
+    struct vers v = {0};
+    const char *what;
+    int vfd = -1, r;
+
+    if (fstat(t->fd, &tst) < 0) {
+        r = -errno;
+        what = "cannot stat the upload";
+        goto out;
+    }
+    ident_of(&tst, &tid);
+    if (fstatat(s->dirfd, name, &cur, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (!S_ISREG(cur.st_mode)) {
+            r = -EEXIST;
+            what = "the name is taken by something that is not a regular file";
+            goto out;
+        }
+        has_cur = true;
+        ident_of(&cur, &cid);
+    } else if (errno != ENOENT) {
+        r = -errno;
+        what = "cannot look the name up";
+        goto out;
+    }
+    if (has_cur && policy == SVC_BACKUP_POLICY_REJECT) {
+        r = -EEXIST;
+        what = "a copy with this name exists";
+        goto out;
+    }
+    vfd = open_vdir(s, name, true);
+    if (vfd < 0) {
+        r = vfd;
+        what = "cannot create the metadata directory";
+        goto out;
+    }
+    r = load_versions(vfd, &v);
+    if (r < 0) {
+        what = "cannot read the metadata directory";
+        goto out;
+    }
+    if (v.max >= UINT32_MAX - 1) {
+        r = -EOVERFLOW;
+        what = "no version number left";
+        goto out;
+    }
+    new_version = v.max + 1;
+    if (has_cur) {
+        struct svc_backup_entry e = {0};
+
+        if (find_meta(vfd, &v, &cid, &e) == 0) {
+            cur_version = e.version;
+        } else {
+            /* A current copy without a record (a crash, a copy put there by hand): number
+             * it, with what is known of it, before it becomes a version. */
+            cur_version = new_version++;
+            format_time(cur.st_mtim.tv_sec, stored);
+            (void)write_meta(vfd, cur_version, name, &cid, false, NULL, SVC_BACKUP_INTEGRITY_NONE,
+                             stored);
+        }
+        snprintf(cur_vname, sizeof(cur_vname), "%" PRIu32, cur_version);
+    }
+    format_time(time(NULL), stored);
+    r = write_meta(vfd, new_version, name, &tid, has_sha256, sha256, integrity, stored);
+    if (r < 0) {
+        what = "cannot write the metadata record";
+        goto out;
+    }
+    snprintf(new_json, sizeof(new_json), "%" PRIu32 ".json", new_version);
+    if (has_cur) {
+        /* The older copy gets its version name first, so that it is never without a name. */
+        if (linkat(s->dirfd, name, vfd, cur_vname, 0) == 0) {
+            linked = true;
+        } else {
+            struct stat vst;
+
+            r = -errno;
+            if (r != -EEXIST || fstatat(vfd, cur_vname, &vst, AT_SYMLINK_NOFOLLOW) < 0 ||
+                vst.st_ino != cur.st_ino) {
+                what = "cannot keep the older copy as a version";
+                goto out;
+            }
+        }
+    }
+    r = fsync_fd(vfd);
+    if (r < 0) {
+        what = "cannot fsync the metadata directory";
+        goto out;
+    }
+    r = place(s, t, name, has_cur);
+    if (r < 0) {
+        what = r == -EEXIST ? "a copy with this name appeared meanwhile"
+                            : "cannot move the upload into place";
+        goto out;
+    }
+    placed = true;
+    r = fsync_fd(s->dirfd);
+    if (r < 0) {
+        what = "cannot fsync the directory";
+        goto out;
+    }
+    *ret_freed = 0;
+    if (has_cur && policy == SVC_BACKUP_POLICY_REPLACE) {
+        char cur_json[24];
+
+        snprintf(cur_json, sizeof(cur_json), "%s.json", cur_vname);
+        (void)unlinkat(vfd, cur_vname, 0);
+        (void)unlinkat(vfd, cur_json, 0);
+        (void)fsync(vfd);
+        if (cur.st_nlink == 1)
+            *ret_freed = (uint64_t)cur.st_size;
+    }
+    *ret_version = new_version;
+    vers_fini(&v);
+    close(vfd);
+    return 0;
+
+out:
+    /* Undo, newest step first: the store is left as it was. */
+    if (placed) {
+        if (has_cur)
+            (void)renameat(vfd, cur_vname, s->dirfd, name);
+        else
+            (void)unlinkat(s->dirfd, name, 0);
+        (void)fsync(s->dirfd);
+    } else if (linked) {
+        (void)unlinkat(vfd, cur_vname, 0);
+    }
+    if (new_json[0])
+        (void)unlinkat(vfd, new_json, 0);
+    vers_fini(&v);
+    if (vfd >= 0)
+        close(vfd);
+    return core_err_set(err, r, NULL, "%s: %s", what, strerror(-r));
+}
+
+static int entries_push(struct entries *es, const struct svc_backup_entry *e)
+{
+    if (es->n == es->cap) {
+        size_t cap = es->cap ? 2 * es->cap : 16;
+        struct svc_backup_entry *v = realloc(es->v, cap * sizeof(*v));
+
+        if (!v)
+            return -ENOMEM;
+        es->v = v;
+        es->cap = cap;
+    }
+    es->v[es->n++] = *e;
+    return 0;
+}
+
+static void entry_from_stat(struct svc_backup_entry *e, const char *name, const struct stat *st)
+{
+    memset(e, 0, sizeof(*e));
+    snprintf(e->name, sizeof(e->name), "%s", name);
+    e->size = (uint64_t)st->st_size;
+    format_time(st->st_mtim.tv_sec, e->stored);
+}
+
+/* Appends the copies of one name: the current one, then the older ones, newest first. */
+static int collect_name(struct svc_backup_store *s, const char *name, struct entries *es)
+{
+    struct svc_backup_entry e;
+    struct ident cid = {0};
+    struct vers v = {0};
+    struct stat st;
+    bool has_cur = false;
+    int vfd, r;
+
+    vfd = open_vdir(s, name, false);
+    if (vfd < 0 && vfd != -ENOENT && vfd != -ENOTDIR && vfd != -ELOOP)
+        return vfd;
+    r = load_versions(vfd, &v);
+    if (r < 0)
+        goto out;
+    if (fstatat(s->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
+        has_cur = true;
+        ident_of(&st, &cid);
+        entry_from_stat(&e, name, &st);
+        e.is_current = true;
+        if (find_meta(vfd, &v, &cid, &e) < 0)
+            e.version = v.max + 1;
+        snprintf(e.name, sizeof(e.name), "%s", name);
+        r = entries_push(es, &e);
+        if (r < 0)
+            goto out;
+    }
+    for (size_t i = 0; i < v.n_content; i++) {
+        char vname[16];
+        struct ident id, mid;
+
+        snprintf(vname, sizeof(vname), "%" PRIu32, v.content[i]);
+        if (fstatat(vfd, vname, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        /* The current copy on its way to becoming a version: listed once. */
+        if (has_cur && (uint64_t)st.st_ino == cid.ino)
+            continue;
+        ident_of(&st, &id);
+        entry_from_stat(&e, name, &st);
+        {
+            struct svc_backup_entry m = e;
+
+            if (read_meta(vfd, v.content[i], &m, &mid) == 0 && ident_equal(&mid, &id))
+                e = m;
+        }
+        e.version = v.content[i];
+        r = entries_push(es, &e);
+        if (r < 0)
+            goto out;
+    }
+    r = 0;
+out:
+    vers_fini(&v);
+    if (vfd >= 0)
+        close(vfd);
+    return r;
+}
+
+static int names_add(struct names *ns, const char *name)
+{
+    if (ns->n == ns->cap) {
+        size_t cap = ns->cap ? 2 * ns->cap : 16;
+        char **v = realloc(ns->v, cap * sizeof(*v));
+
+        if (!v)
+            return -ENOMEM;
+        ns->v = v;
+        ns->cap = cap;
+    }
+    ns->v[ns->n] = strdup(name);
+    if (!ns->v[ns->n])
+        return -ENOMEM;
+    ns->n++;
+    return 0;
+}
+
+static void names_fini(struct names *ns)
+{
+    for (size_t i = 0; i < ns->n; i++)
+        free(ns->v[i]);
+    free(ns->v);
+}
+
+/* Adds the valid file names among dirfd's entries of type mode (S_IFREG or S_IFDIR). */
+static int names_scan(struct names *ns, int dirfd, mode_t mode)
+{
+    DIR *d = open_dir_stream(dirfd);
+    struct dirent *de;
+    int r = 0;
+
+    if (!d)
+        return -errno;
+    while ((de = readdir(d))) {
+        struct stat st;
+
+        if (svc_backup_name_check(de->d_name, strlen(de->d_name), NULL) < 0)
+            continue;
+        if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+            (st.st_mode & S_IFMT) != mode)
+            continue;
+        r = names_add(ns, de->d_name);
+        if (r < 0)
+            break;
+    }
+    closedir(d);
+    return r;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int svc_backup_store_list(struct svc_backup_store *s, struct svc_backup_entry **ret, size_t *ret_n)
+{
+    struct names ns = {0};
+    struct entries es = {0};
+    int r;
+
+    r = names_scan(&ns, s->dirfd, S_IFREG);
+    if (r == 0 && s->metafd >= 0)
+        r = names_scan(&ns, s->metafd, S_IFDIR);
+    if (r < 0)
+        goto out;
+    if (ns.n)
+        qsort(ns.v, ns.n, sizeof(*ns.v), cmp_str);
+    for (size_t i = 0; i < ns.n; i++) {
+        if (i > 0 && strcmp(ns.v[i], ns.v[i - 1]) == 0)
+            continue;
+        r = collect_name(s, ns.v[i], &es);
+        if (r < 0)
+            goto out;
+    }
+    *ret = es.v;
+    *ret_n = es.n;
+    es.v = NULL;
+out:
+    free(es.v);
+    names_fini(&ns);
+    return r;
+}
+
+int svc_backup_store_usage(struct svc_backup_store *s, uint64_t *ret_bytes)
+{
+    struct svc_backup_entry *v;
+    uint64_t sum = 0;
+    size_t n;
+    int r = svc_backup_store_list(s, &v, &n);
+
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++)
+        sum += v[i].size;
+    free(v);
+    *ret_bytes = sum;
+    return 0;
+}
+
+/* Opens name in dirfd as a regular file for reading; -ENOENT for anything else. */
+static int open_regular(int dirfd, const char *name, struct stat *st)
+{
+    int fd = open_beneath(dirfd, name, O_RDONLY | O_NONBLOCK, 0);
+
+    if (fd == -ELOOP || fd == -ENOTDIR || fd == -ENXIO)
+        return -ENOENT;
+    if (fd < 0)
+        return fd;
+    if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
+        close(fd);
+        return -ENOENT;
+    }
+    /* O_NONBLOCK only kept a planted FIFO from blocking the open. */
+    (void)fcntl(fd, F_SETFL, O_RDONLY);
+    return fd;
+}
+
+int svc_backup_store_open_file(struct svc_backup_store *s, const char *name, uint32_t version,
+                               int *ret_fd, struct svc_backup_entry *ret)
+{
+    struct svc_backup_entry e;
+    struct vers v = {0};
+    struct ident id, mid;
+    struct stat st;
+    char vname[16];
+    int vfd, fd, r;
+
+    if (svc_backup_name_check(name, strlen(name), NULL) < 0)
+        return -EINVAL;
+    vfd = open_vdir(s, name, false);
+    if (vfd < 0 && vfd != -ENOENT && vfd != -ENOTDIR && vfd != -ELOOP)
+        return vfd;
+    r = load_versions(vfd, &v);
+    if (r < 0)
+        goto out;
+    fd = open_regular(s->dirfd, name, &st);
+    if (fd >= 0) {
+        ident_of(&st, &id);
+        entry_from_stat(&e, name, &st);
+        e.is_current = true;
+        if (find_meta(vfd, &v, &id, &e) < 0)
+            e.version = v.max + 1;
+        snprintf(e.name, sizeof(e.name), "%s", name);
+        if (version == 0 || version == e.version)
+            goto found;
+        close(fd);
+    } else if (fd != -ENOENT || version == 0) {
+        r = fd;
+        goto out;
+    }
+    r = -ENOENT;
+    if (vfd < 0)
+        goto out;
+    snprintf(vname, sizeof(vname), "%" PRIu32, version);
+    fd = open_regular(vfd, vname, &st);
+    if (fd < 0) {
+        r = fd;
+        goto out;
+    }
+    ident_of(&st, &id);
+    entry_from_stat(&e, name, &st);
+    {
+        struct svc_backup_entry m = e;
+
+        if (read_meta(vfd, version, &m, &mid) == 0 && ident_equal(&mid, &id))
+            e = m;
+    }
+    e.version = version;
+found:
+    *ret_fd = fd;
+    *ret = e;
+    r = 0;
+out:
+    vers_fini(&v);
+    if (vfd >= 0)
+        close(vfd);
+    return r;
+}

@@ -1,0 +1,1518 @@
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "svc/backup.h"
+#include "svc/backup_proto.h"
+#include "svc/backup_store.h"
+
+#define MIB (1024 * 1024)
+
+/* A backup instance over a fresh temporary state directory. */
+struct fx {
+    char dir[128];   /* the state directory */
+    char store[192]; /* the listener's directory: <dir>/backup/b1 (or options.directory) */
+    char mnt[160];   /* a tmpfs mounted for the test, or empty */
+    struct core_metrics m;
+    struct core_svc_env env;
+    json_t *opts;
+    void *inst;
+};
+
+/* One connection: its session memory and the bytes the service answered. */
+struct conn {
+    void *mem;
+    struct core_buf out;
+};
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* The fixture is also kept in *state, so that the teardown frees it when a test fails. */
+static struct fx *fx_new_in(void **state, const char *opts_text, const char *mnt_size)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    json_t *opts = NULL;
+    struct core_err err = {0};
+
+    assert_non_null(f);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/test_backup.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->store, sizeof(f->store), "%s/backup/b1", f->dir);
+    if (mnt_size) {
+        char o[32];
+
+        snprintf(f->mnt, sizeof(f->mnt), "%s/tmpfs", f->dir);
+        assert_int_equal(mkdir(f->mnt, 0700), 0);
+        snprintf(o, sizeof(o), "size=%s", mnt_size);
+        if (mount("tmpfs", f->mnt, "tmpfs", 0, o) < 0) {
+            rmdir(f->mnt);
+            rmdir(f->dir);
+            free(f);
+            return NULL;
+        }
+        snprintf(f->store, sizeof(f->store), "%s/store", f->mnt);
+    }
+    f->env.listener_id = "b1";
+    f->env.state_dir = f->dir;
+    f->env.metrics = &f->m;
+    if (opts_text) {
+        char text[512];
+
+        if (mnt_size) { /* "{...}" gets the tmpfs directory */
+            snprintf(text, sizeof(text), "{\"directory\":\"%s\"%s%s", f->store,
+                     strlen(opts_text) > 2 ? "," : "", opts_text + 1);
+            opts = json_loads(text, 0, NULL);
+        } else {
+            opts = json_loads(opts_text, 0, NULL);
+        }
+        assert_non_null(opts);
+    }
+    assert_int_equal(svc_backup.options_check(opts, CORE_TCP, &f->opts, &err), 0);
+    json_decref(opts);
+    *state = f;
+    assert_int_equal(svc_backup.instance_new(f->opts, CORE_TCP, &f->env, &f->inst, &err), 0);
+    return f;
+}
+
+static struct fx *fx_new(void **state, const char *opts_text)
+{
+    return fx_new_in(state, opts_text, NULL);
+}
+
+static int fx_teardown(void **state)
+{
+    struct fx *f = *state;
+
+    if (!f)
+        return 0;
+    svc_backup.instance_free(f->inst);
+    json_decref(f->opts);
+    if (f->mnt[0] && umount(f->mnt) < 0)
+        fprintf(stderr, "cannot unmount %s: %s\n", f->mnt, strerror(errno));
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    *state = NULL;
+    return 0;
+}
+
+static uint64_t counter(struct fx *f, const char *name)
+{
+    for (unsigned i = 0; i < svc_backup.n_counters; i++) {
+        if (strcmp(svc_backup.counters[i], name) == 0)
+            return atomic_load(&f->m.svc[i]);
+    }
+    fail_msg("no counter %s", name);
+    return 0;
+}
+
+static struct conn *conn_open(struct fx *f)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+
+    assert_non_null(c);
+    c->mem = calloc(1, svc_backup.session_size);
+    assert_non_null(c->mem);
+    assert_int_equal(svc_backup.session_open(f->inst, c->mem, &c->out), CORE_VERDICT_MORE);
+    return c;
+}
+
+static void conn_close(struct conn *c, bool completed)
+{
+    svc_backup.session_close(c->mem, completed);
+    core_buf_fini(&c->out);
+    free(c->mem);
+    free(c);
+}
+
+static int feedn(struct conn *c, const void *p, size_t n)
+{
+    return svc_backup.session_feed(c->mem, p, n, &c->out);
+}
+
+static int feed(struct conn *c, const char *text)
+{
+    return feedn(c, text, strlen(text));
+}
+
+/* Takes the first line the service answered (without its newline). */
+static char *take_line(struct conn *c)
+{
+    uint8_t *nl = memchr(c->out.data, '\n', c->out.len);
+    size_t n;
+    char *line;
+
+    if (!nl)
+        fail_msg("no complete line in %zu bytes of output", c->out.len);
+    n = (size_t)(nl - c->out.data);
+    line = malloc(n + 1);
+    assert_non_null(line);
+    memcpy(line, c->out.data, n);
+    line[n] = '\0';
+    core_buf_consume(&c->out, n + 1);
+    return line;
+}
+
+static void expect_line(struct conn *c, const char *want)
+{
+    char *line = take_line(c);
+
+    assert_string_equal(line, want);
+    free(line);
+}
+
+static void expect_prefix(struct conn *c, const char *prefix)
+{
+    char *line = take_line(c);
+
+    if (strncmp(line, prefix, strlen(prefix)) != 0)
+        fail_msg("line \"%s\" does not start with \"%s\"", line, prefix);
+    free(line);
+}
+
+static void sha_hex(const void *p, size_t n, char out[SVC_BACKUP_SHA256_HEX + 1])
+{
+    uint8_t d[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+
+    assert_int_equal(EVP_Digest(p, n, d, &len, EVP_sha256(), NULL), 1);
+    svc_backup_sha256_to_hex(d, out);
+}
+
+/* The content of the file at path (NULL when it is not a regular file); *ret_n its size. */
+static char *read_path(const char *path, size_t *ret_n)
+{
+    struct stat st;
+    char *buf;
+    FILE *fp;
+
+    if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode))
+        return NULL;
+    fp = fopen(path, "rb");
+    assert_non_null(fp);
+    buf = malloc((size_t)st.st_size + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)st.st_size, fp), (size_t)st.st_size);
+    buf[st.st_size] = '\0';
+    fclose(fp);
+    if (ret_n)
+        *ret_n = (size_t)st.st_size;
+    return buf;
+}
+
+/* The content of rel beneath the store directory. */
+static char *read_stored(struct fx *f, const char *rel, size_t *ret_n)
+{
+    char path[512];
+
+    snprintf(path, sizeof(path), "%s/%s", f->store, rel);
+    return read_path(path, ret_n);
+}
+
+static void assert_stored(struct fx *f, const char *rel, const char *want)
+{
+    char *got = read_stored(f, rel, NULL);
+
+    if (!got)
+        fail_msg("%s is not stored", rel);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void assert_absent(struct fx *f, const char *rel)
+{
+    char path[512];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/%s", f->store, rel);
+    if (lstat(path, &st) == 0)
+        fail_msg("%s exists", rel);
+}
+
+/* Entries of the store directory other than the metadata directory: what a user sees, plus
+ * any temporary file an upload would have left. */
+static int count_entries(struct fx *f)
+{
+    DIR *d = opendir(f->store);
+    struct dirent *de;
+    int n = 0;
+
+    assert_non_null(d);
+    while ((de = readdir(d))) {
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+            strcmp(de->d_name, SVC_BACKUP_STORE_META_DIR))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Uploads content under name through the protocol and checks the STORED line. */
+static void put_ok(struct fx *f, const char *name, const char *content, unsigned version)
+{
+    struct conn *c = conn_open(f);
+    char hdr[1024], hex[SVC_BACKUP_SHA256_HEX + 1], want[1024], e[SVC_BACKUP_NAME_ENC_MAX + 1];
+
+    sha_hex(content, strlen(content), hex);
+    svc_backup_name_encode(name, e, sizeof(e));
+    snprintf(hdr, sizeof(hdr), "PUT %s %zu %s\n", e, strlen(content), hex);
+    assert_int_equal(feed(c, hdr), CORE_VERDICT_MORE);
+    if (strlen(content) > 0) {
+        expect_line(c, "OK");
+        assert_int_equal(feed(c, content), CORE_VERDICT_MORE);
+    } else {
+        expect_line(c, "OK");
+    }
+    snprintf(want, sizeof(want), "STORED %s %u %zu %s", e, version, strlen(content), hex);
+    expect_line(c, want);
+    assert_int_equal(c->out.len, 0);
+    assert_int_equal(svc_backup.session_eof(c->mem, &c->out), CORE_VERDICT_CLOSE);
+    conn_close(c, true);
+}
+
+static json_t *files_list(struct fx *f)
+{
+    json_t *arr = NULL;
+    struct core_err err = {0};
+
+    assert_int_equal(svc_backup.files_list(f->opts, &f->env, &arr, &err), 0);
+    assert_true(json_is_array(arr));
+    return arr;
+}
+
+static json_t *find_file(json_t *arr, const char *name)
+{
+    size_t i;
+    json_t *v;
+
+    json_array_foreach(arr, i, v)
+    {
+        if (strcmp(json_string_value(json_object_get(v, "name")), name) == 0)
+            return v;
+    }
+    return NULL;
+}
+
+/* ---- names and command lines ---- */
+
+static void test_backup_name_check_ordinary_names_pass(void **state)
+{
+    char longest[SVC_BACKUP_NAME_MAX + 1];
+
+    (void)state;
+    memset(longest, 'a', SVC_BACKUP_NAME_MAX);
+    longest[SVC_BACKUP_NAME_MAX] = '\0';
+    assert_int_equal(svc_backup_name_check("notes.txt", 9, NULL), 0);
+    assert_int_equal(svc_backup_name_check("my file (1).tar.gz", 18, NULL), 0);
+    assert_int_equal(svc_backup_name_check("caf\xc3\xa9.txt", 9, NULL), 0);
+    assert_int_equal(svc_backup_name_check("a..b", 4, NULL), 0);
+    assert_int_equal(svc_backup_name_check(longest, SVC_BACKUP_NAME_MAX, NULL), 0);
+}
+
+static void test_backup_name_check_every_bad_name_refused(void **state)
+{
+    static const struct {
+        const char *name;
+        size_t len;
+        const char *why;
+    } bad[] = {
+        {"", 0, "empty"},
+        {".", 1, ". or .."},
+        {"..", 2, ". or .."},
+        {"a/b", 3, "contains /"},
+        {"/etc/passwd", 11, "contains /"},
+        {"../x", 4, "contains /"},
+        {"a\0b", 3, "NUL"},
+        {"a\nb", 3, "control"},
+        {"a\rb", 3, "control"},
+        {"\x01", 1, "control"},
+        {"a\x7f", 2, "control"},
+        {"\tx", 2, "control"},
+        {".hidden", 7, "starts with ."},
+        {".sockserv", 9, "starts with ."},
+        {"\xff.txt", 5, "UTF-8"},
+        {"\xc0\xaf", 2, "UTF-8"},     /* overlong "/" */
+        {"\xed\xa0\x80", 3, "UTF-8"}, /* a surrogate */
+        {"caf\xc3", 4, "UTF-8"},      /* truncated */
+    };
+    char toolong[SVC_BACKUP_NAME_MAX + 2];
+    struct core_err err = {0};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(svc_backup_name_check(bad[i].name, bad[i].len, &err), -EINVAL);
+        if (!strstr(err.msg, bad[i].why))
+            fail_msg("case %zu: \"%s\" does not say \"%s\"", i, err.msg, bad[i].why);
+    }
+    memset(toolong, 'a', sizeof(toolong) - 1);
+    toolong[sizeof(toolong) - 1] = '\0';
+    assert_int_equal(svc_backup_name_check(toolong, SVC_BACKUP_NAME_MAX + 1, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "longer than 255"));
+}
+
+static void test_backup_name_decode_escapes_then_checks(void **state)
+{
+    char name[SVC_BACKUP_NAME_MAX + 1];
+
+    (void)state;
+    assert_int_equal(svc_backup_name_decode("my%20file%25.txt", 16, name, NULL), 0);
+    assert_string_equal(name, "my file%.txt");
+    assert_int_equal(svc_backup_name_decode("a%2Fb", 5, name, NULL), -EINVAL);
+    assert_int_equal(svc_backup_name_decode("a%2fb", 5, name, NULL), -EINVAL);
+    assert_int_equal(svc_backup_name_decode("%2E%2E", 6, name, NULL), -EINVAL);
+    assert_int_equal(svc_backup_name_decode("a%00", 4, name, NULL), -EINVAL);
+    assert_int_equal(svc_backup_name_decode("a%0A", 4, name, NULL), -EINVAL);
+    assert_int_equal(svc_backup_name_decode("a%zz", 4, name, NULL), -EINVAL);
+    assert_int_equal(svc_backup_name_decode("a%4", 3, name, NULL), -EINVAL);
+    assert_int_equal(svc_backup_name_decode("a%", 2, name, NULL), -EINVAL);
+}
+
+static void test_backup_name_encode_roundtrips(void **state)
+{
+    const char *name = "a b%c\xc3\xa9";
+    char e[SVC_BACKUP_NAME_ENC_MAX + 1], back[SVC_BACKUP_NAME_MAX + 1], small[6];
+
+    (void)state;
+    assert_int_equal(svc_backup_name_encode(name, e, sizeof(e)), 11);
+    assert_string_equal(e, "a%20b%25c\xc3\xa9");
+    assert_int_equal(svc_backup_name_decode(e, strlen(e), back, NULL), 0);
+    assert_string_equal(back, name);
+    /* too small a buffer: truncated, terminated, and the needed length reported */
+    assert_int_equal(svc_backup_name_encode(name, small, sizeof(small)), 11);
+    assert_int_equal(strlen(small) < sizeof(small), 1);
+}
+
+static void test_backup_parse_put_with_and_without_checksum(void **state)
+{
+    const char *hex = "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855";
+    struct svc_backup_cmd c;
+    enum svc_backup_errc code;
+    char line[200];
+
+    (void)state;
+    assert_int_equal(svc_backup_parse_line("PUT notes.txt 12", 16, &c, &code, NULL), 0);
+    assert_int_equal(c.verb, SVC_BACKUP_PUT);
+    assert_string_equal(c.name, "notes.txt");
+    assert_int_equal(c.size, 12);
+    assert_false(c.has_sha256);
+    snprintf(line, sizeof(line), "PUT notes.txt 0 %s\r", hex);
+    assert_int_equal(svc_backup_parse_line(line, strlen(line), &c, &code, NULL), 0);
+    assert_true(c.has_sha256);
+    assert_int_equal(c.sha256[0], 0xe3);
+    assert_int_equal(c.sha256[31], 0x55);
+    assert_int_equal(svc_backup_parse_line("PUT a 18446744073709551615", 26, &c, &code, NULL), 0);
+    assert_true(c.size == UINT64_MAX);
+}
+
+static void test_backup_parse_bad_lines_protocol_error(void **state)
+{
+    static const char *const bad[] = {
+        "PUT",
+        "PUT notes.txt",
+        "PUT notes.txt -1",
+        "PUT notes.txt 12x",
+        "PUT notes.txt 0x10",
+        "PUT notes.txt 18446744073709551616",
+        "PUT notes.txt 12 abc",
+        "PUT notes.txt 12 "
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85",
+        "PUT notes.txt 12 "
+        "g3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "PUT notes.txt 12 "
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 extra",
+        "put notes.txt 12",
+        "GET",
+        "GET a 1 2",
+        "GET a x",
+        "GET a 4294967296",
+        "LIST all",
+        "MORE",
+        "MORE -1",
+        "QUIT now",
+        "HELLO",
+        "",
+        "   ",
+    };
+    struct svc_backup_cmd c;
+    enum svc_backup_errc code;
+    struct core_err err = {0};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        code = SVC_BACKUP_E_COUNT;
+        if (svc_backup_parse_line(bad[i], strlen(bad[i]), &c, &code, &err) != -EINVAL)
+            fail_msg("\"%s\" was accepted", bad[i]);
+        assert_int_equal(code, SVC_BACKUP_E_PROTOCOL);
+        assert_true(err.msg[0] != '\0');
+    }
+    assert_int_equal(svc_backup_parse_line("PUT a\0b 1", 9, &c, &code, &err), -EINVAL);
+    assert_int_equal(code, SVC_BACKUP_E_PROTOCOL);
+}
+
+static void test_backup_parse_bad_names_bad_name_error(void **state)
+{
+    static const char *const bad[] = {
+        "PUT ../etc/passwd 1", "PUT a/b 1", "PUT .. 1",    "PUT . 1",  "PUT .hidden 1",
+        "PUT a%2Fb 1",         "PUT %00 1", "PUT a%0Ab 1", "GET ../x", "GET a%2F..%2Fb",
+        "PUT a%zz 1",
+    };
+    struct svc_backup_cmd c;
+    enum svc_backup_errc code;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        code = SVC_BACKUP_E_COUNT;
+        if (svc_backup_parse_line(bad[i], strlen(bad[i]), &c, &code, NULL) != -EINVAL)
+            fail_msg("\"%s\" was accepted", bad[i]);
+        assert_int_equal(code, SVC_BACKUP_E_BAD_NAME);
+    }
+}
+
+static void test_backup_parse_get_list_more_quit(void **state)
+{
+    struct svc_backup_cmd c;
+    enum svc_backup_errc code;
+
+    (void)state;
+    assert_int_equal(svc_backup_parse_line("GET my%20notes", 14, &c, &code, NULL), 0);
+    assert_int_equal(c.verb, SVC_BACKUP_GET);
+    assert_string_equal(c.name, "my notes");
+    assert_int_equal(c.version, 0);
+    assert_int_equal(svc_backup_parse_line("GET a 7", 7, &c, &code, NULL), 0);
+    assert_int_equal(c.version, 7);
+    assert_int_equal(svc_backup_parse_line("LIST", 4, &c, &code, NULL), 0);
+    assert_int_equal(c.verb, SVC_BACKUP_LIST);
+    assert_int_equal(svc_backup_parse_line("MORE 4096", 9, &c, &code, NULL), 0);
+    assert_int_equal(c.verb, SVC_BACKUP_MORE);
+    assert_int_equal(c.size, 4096);
+    assert_int_equal(svc_backup_parse_line("QUIT\r", 5, &c, &code, NULL), 0);
+    assert_int_equal(c.verb, SVC_BACKUP_QUIT);
+}
+
+static void test_backup_classify_first_tells_bare_name_from_command(void **state)
+{
+    static const struct {
+        const char *in;
+        enum svc_backup_first want;
+        size_t name_len;
+    } cases[] = {
+        {"notes.txt", SVC_BACKUP_FIRST_BARE, 9},
+        {"notes.txt\n", SVC_BACKUP_FIRST_BARE, 9},
+        {"notes.txt\r\n", SVC_BACKUP_FIRST_BARE, 9},
+        {"my notes.txt", SVC_BACKUP_FIRST_BARE, 12},
+        {"LIST", SVC_BACKUP_FIRST_BARE, 4},
+        {"PUTTY.exe", SVC_BACKUP_FIRST_BARE, 9},
+        {"PUT notes.txt 12\n", SVC_BACKUP_FIRST_COMMAND, 0},
+        {"PUT notes.txt", SVC_BACKUP_FIRST_COMMAND, 0}, /* a header still arriving */
+        {"LIST\n", SVC_BACKUP_FIRST_COMMAND, 0},
+        {"LIST\r\n", SVC_BACKUP_FIRST_COMMAND, 0},
+        {"GET a\nLIST\n", SVC_BACKUP_FIRST_COMMAND, 0},
+        {"a\nb", SVC_BACKUP_FIRST_COMMAND, 0},
+        {"\n", SVC_BACKUP_FIRST_COMMAND, 0},
+        {"\r\n\r\n", SVC_BACKUP_FIRST_COMMAND, 0},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n = 12345;
+        enum svc_backup_first got =
+            svc_backup_classify_first((const uint8_t *)cases[i].in, strlen(cases[i].in), &n);
+
+        if (got != cases[i].want)
+            fail_msg("case %zu (%s): wrong kind", i, cases[i].in);
+        if (got == SVC_BACKUP_FIRST_BARE)
+            assert_int_equal(n, cases[i].name_len);
+    }
+}
+
+/* ---- options ---- */
+
+static void test_backup_options_check_fills_defaults(void **state)
+{
+    json_t *o = NULL;
+
+    (void)state;
+    assert_int_equal(svc_backup.options_check(NULL, CORE_TCP, &o, NULL), 0);
+    assert_string_equal(json_string_value(json_object_get(o, "on_exists")), "version");
+    assert_int_equal(json_integer_value(json_object_get(o, "max_file_size")), 4LL << 30);
+    assert_int_equal(json_integer_value(json_object_get(o, "quota_bytes")), 64LL << 30);
+    assert_true(json_is_false(json_object_get(o, "require_checksum")));
+    assert_null(json_object_get(o, "directory"));
+    json_decref(o);
+}
+
+static void test_backup_options_check_bad_values_name_the_field(void **state)
+{
+    static const struct {
+        const char *opts;
+        const char *field;
+    } bad[] = {
+        {"{\"on_exists\":\"overwrite\"}", "options.on_exists"},
+        {"{\"on_exists\":1}", "options.on_exists"},
+        {"{\"max_file_size\":0}", "options.max_file_size"},
+        {"{\"max_file_size\":\"1G\"}", "options.max_file_size"},
+        {"{\"quota_bytes\":-1}", "options.quota_bytes"},
+        {"{\"require_checksum\":1}", "options.require_checksum"},
+        {"{\"directory\":\"relative/dir\"}", "options.directory"},
+        {"{\"directory\":7}", "options.directory"},
+        {"{\"colour\":\"blue\"}", "options.colour"},
+    };
+    struct core_err err = {0};
+    json_t *o = NULL;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *in = json_loads(bad[i].opts, 0, NULL);
+
+        assert_non_null(in);
+        assert_int_equal(svc_backup.options_check(in, CORE_TCP, &o, &err), -EINVAL);
+        assert_string_equal(err.field, bad[i].field);
+        json_decref(in);
+    }
+    assert_int_equal(svc_backup.options_check(NULL, CORE_UDP, &o, &err), -EINVAL);
+    assert_false(svc_backup.transports & CORE_TRANSPORT_BIT(CORE_UDP));
+}
+
+/* ---- uploads ---- */
+
+static void test_backup_put_complete_stores_bytes_and_metadata(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct conn *c = conn_open(f);
+    const char *content = "hello, backup\n";
+    char hex[SVC_BACKUP_SHA256_HEX + 1], hdr[128], want[200];
+    json_t *arr, *file;
+
+    (void)state;
+    sha_hex(content, strlen(content), hex);
+    snprintf(hdr, sizeof(hdr), "PUT notes.txt %zu %s\n", strlen(content), hex);
+    assert_int_equal(feed(c, hdr), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    assert_int_equal(feedn(c, content, 5), CORE_VERDICT_MORE);
+    assert_int_equal(c->out.len, 0); /* nothing said before the end */
+    assert_absent(f, "notes.txt");   /* and nothing visible yet */
+    assert_int_equal(feed(c, content + 5), CORE_VERDICT_MORE);
+    snprintf(want, sizeof(want), "STORED notes.txt 1 %zu %s", strlen(content), hex);
+    expect_line(c, want);
+    conn_close(c, true);
+    assert_stored(f, "notes.txt", content);
+    assert_int_equal(count_entries(f), 1);
+
+    arr = files_list(f);
+    assert_int_equal(json_array_size(arr), 1);
+    file = find_file(arr, "notes.txt");
+    assert_non_null(file);
+    assert_int_equal(json_integer_value(json_object_get(file, "size")), strlen(content));
+    assert_string_equal(json_string_value(json_object_get(file, "sha256")), hex);
+    assert_int_equal(json_integer_value(json_object_get(file, "version")), 1);
+    assert_true(json_is_true(json_object_get(file, "verified")));
+    assert_string_equal(json_string_value(json_object_get(file, "integrity")), "sha256");
+    assert_int_equal(strlen(json_string_value(json_object_get(file, "stored"))), 20);
+    assert_int_equal(json_array_size(json_object_get(file, "versions")), 0);
+    json_decref(arr);
+
+    assert_int_equal(counter(f, "uploads_started"), 1);
+    assert_int_equal(counter(f, "uploads_stored"), 1);
+    assert_int_equal(counter(f, "bytes_stored"), strlen(content));
+}
+
+static void test_backup_put_without_checksum_verified_by_size(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct conn *c = conn_open(f);
+    char hex[SVC_BACKUP_SHA256_HEX + 1], want[200];
+    json_t *arr;
+
+    (void)state;
+    assert_int_equal(feed(c, "PUT my%20file.txt 3\nabc"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    sha_hex("abc", 3, hex);
+    snprintf(want, sizeof(want), "STORED my%%20file.txt 1 3 %s", hex);
+    expect_line(c, want);
+    /* the connection takes another command */
+    assert_int_equal(feed(c, "PUT empty 0\n"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    expect_prefix(c, "STORED empty 1 0 e3b0c442");
+    conn_close(c, true);
+    assert_stored(f, "my file.txt", "abc");
+    assert_stored(f, "empty", "");
+    arr = files_list(f);
+    assert_string_equal(
+        json_string_value(json_object_get(find_file(arr, "my file.txt"), "integrity")), "size");
+    json_decref(arr);
+}
+
+static void test_backup_put_cut_midway_keeps_nothing_and_older_copy(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct conn *c;
+
+    (void)state;
+    put_ok(f, "db.dump", "old content", 1);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "PUT db.dump 100\n"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    assert_int_equal(feed(c, "new content, only part of i"), CORE_VERDICT_MORE);
+    conn_close(c, false); /* reset, timeout or stop */
+    assert_stored(f, "db.dump", "old content");
+    assert_int_equal(count_entries(f), 1);
+    assert_int_equal(counter(f, "uploads_cut"), 1);
+    /* the quota reservation of the cut upload is released */
+    c = conn_open(f);
+    assert_int_equal(feed(c, "LIST\n"), CORE_VERDICT_MORE);
+    expect_line(c, "OK 1");
+    expect_prefix(c, "db.dump 1 11 ");
+    expect_line(c, "END");
+    conn_close(c, true);
+}
+
+static void test_backup_put_short_then_eof_size_mismatch_keeps_nothing(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct conn *c;
+
+    (void)state;
+    put_ok(f, "a.bin", "first", 1);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "PUT a.bin 10\n12345"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    assert_int_equal(svc_backup.session_eof(c->mem, &c->out), CORE_VERDICT_CLOSE);
+    expect_line(c, "ERR size-mismatch the client closed after 5 of 10 bytes; nothing kept");
+    conn_close(c, true);
+    assert_stored(f, "a.bin", "first");
+    assert_int_equal(count_entries(f), 1);
+    assert_int_equal(counter(f, "uploads_rejected_mismatch"), 1);
+}
+
+static void test_backup_put_checksum_mismatch_keeps_nothing(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct conn *c;
+    char hex[SVC_BACKUP_SHA256_HEX + 1], hdr[128];
+    json_t *arr, *file;
+
+    (void)state;
+    put_ok(f, "a.bin", "first", 1);
+    c = conn_open(f);
+    sha_hex("right", 5, hex);
+    snprintf(hdr, sizeof(hdr), "PUT a.bin 5 %s\n", hex);
+    assert_int_equal(feed(c, hdr), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    assert_int_equal(feed(c, "wrong"), CORE_VERDICT_MORE);
+    expect_prefix(c, "ERR checksum-mismatch ");
+    /* the stream stays in step: another command works */
+    assert_int_equal(feed(c, "LIST\n"), CORE_VERDICT_MORE);
+    expect_line(c, "OK 1");
+    conn_close(c, true);
+    assert_stored(f, "a.bin", "first");
+    assert_int_equal(count_entries(f), 1);
+    arr = files_list(f);
+    file = find_file(arr, "a.bin");
+    assert_int_equal(json_array_size(json_object_get(file, "versions")), 0);
+    json_decref(arr);
+    assert_int_equal(counter(f, "uploads_rejected_mismatch"), 1);
+}
+
+static void test_backup_policy_version_keeps_older_copies_listed(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct conn *c;
+    json_t *arr, *file, *vers;
+
+    (void)state;
+    put_ok(f, "cfg", "one", 1);
+    put_ok(f, "cfg", "two!", 2);
+    put_ok(f, "cfg", "three", 3);
+    assert_stored(f, "cfg", "three");
+    assert_int_equal(count_entries(f), 1);
+    arr = files_list(f);
+    file = find_file(arr, "cfg");
+    assert_int_equal(json_integer_value(json_object_get(file, "version")), 3);
+    vers = json_object_get(file, "versions");
+    assert_int_equal(json_array_size(vers), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(vers, 0), "version")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(vers, 0), "size")), 4);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(vers, 1), "version")), 1);
+    assert_true(json_is_string(json_object_get(json_array_get(vers, 1), "sha256")));
+    json_decref(arr);
+
+    c = conn_open(f);
+    assert_int_equal(feed(c, "GET cfg 1\n"), CORE_VERDICT_MORE);
+    expect_prefix(c, "OK 3 ");
+    assert_int_equal(c->out.len, 3);
+    assert_memory_equal(c->out.data, "one", 3);
+    core_buf_consume(&c->out, 3);
+    assert_int_equal(feed(c, "LIST\n"), CORE_VERDICT_MORE);
+    expect_line(c, "OK 3");
+    expect_prefix(c, "cfg 3 5 ");
+    expect_prefix(c, "cfg 2 4 ");
+    expect_prefix(c, "cfg 1 3 ");
+    expect_line(c, "END");
+    conn_close(c, true);
+}
+
+static void test_backup_policy_replace_swaps_and_drops_older(void **state)
+{
+    struct fx *f = fx_new(state, "{\"on_exists\":\"replace\",\"quota_bytes\":12}");
+    struct conn *c;
+    json_t *arr, *file;
+
+    (void)state;
+    put_ok(f, "cfg", "123456", 1);
+    put_ok(f, "cfg", "abcdef", 2); /* both copies exist for a moment: 12 bytes */
+    assert_stored(f, "cfg", "abcdef");
+    arr = files_list(f);
+    file = find_file(arr, "cfg");
+    assert_int_equal(json_integer_value(json_object_get(file, "version")), 2);
+    assert_int_equal(json_array_size(json_object_get(file, "versions")), 0);
+    json_decref(arr);
+    /* the replaced copy no longer counts against the quota: 6 + 4 <= 12 */
+    put_ok(f, "x", "1234", 1);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "GET cfg 1\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR not-found no version 1 of cfg");
+    conn_close(c, true);
+}
+
+static void test_backup_policy_reject_refuses_existing_name(void **state)
+{
+    struct fx *f = fx_new(state, "{\"on_exists\":\"reject\"}");
+    struct conn *c;
+
+    (void)state;
+    put_ok(f, "cfg", "first", 1);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "PUT cfg 6\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR exists cfg exists and on_exists is reject");
+    /* refused before any byte: the connection takes another command */
+    assert_int_equal(feed(c, "PUT other 2\nok"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    expect_prefix(c, "STORED other 1 2 ");
+    conn_close(c, true);
+    assert_stored(f, "cfg", "first");
+    assert_int_equal(counter(f, "uploads_rejected_exists"), 1);
+}
+
+static void test_backup_policy_reject_same_name_in_flight_busy(void **state)
+{
+    struct fx *f = fx_new(state, "{\"on_exists\":\"reject\"}");
+    struct conn *a = conn_open(f), *b = conn_open(f);
+
+    (void)state;
+    assert_int_equal(feed(a, "PUT cfg 3\n"), CORE_VERDICT_MORE);
+    expect_line(a, "OK");
+    assert_int_equal(feed(b, "PUT cfg 3\n"), CORE_VERDICT_MORE);
+    expect_line(b, "ERR busy cfg is being uploaded by another client");
+    assert_int_equal(feed(a, "aaa"), CORE_VERDICT_MORE);
+    expect_prefix(a, "STORED cfg 1 3 ");
+    assert_int_equal(feed(b, "PUT cfg 3\n"), CORE_VERDICT_MORE);
+    expect_line(b, "ERR exists cfg exists and on_exists is reject");
+    conn_close(a, true);
+    conn_close(b, true);
+    assert_stored(f, "cfg", "aaa");
+}
+
+static void test_backup_concurrent_same_name_both_listed(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct conn *a = conn_open(f), *b = conn_open(f);
+    json_t *arr, *file;
+
+    (void)state;
+    assert_int_equal(feed(a, "PUT cfg 5\n"), CORE_VERDICT_MORE);
+    assert_int_equal(feed(b, "PUT cfg 5\n"), CORE_VERDICT_MORE);
+    expect_line(a, "OK");
+    expect_line(b, "OK");
+    assert_int_equal(feed(a, "aa"), CORE_VERDICT_MORE);
+    assert_int_equal(feed(b, "bbbbb"), CORE_VERDICT_MORE);
+    expect_prefix(b, "STORED cfg 1 5 ");
+    assert_int_equal(feed(a, "aaa"), CORE_VERDICT_MORE);
+    expect_prefix(a, "STORED cfg 2 5 ");
+    conn_close(a, true);
+    conn_close(b, true);
+    assert_stored(f, "cfg", "aaaaa");
+    assert_stored(f, ".sockserv/cfg/1", "bbbbb");
+    arr = files_list(f);
+    file = find_file(arr, "cfg");
+    assert_int_equal(json_integer_value(json_object_get(file, "version")), 2);
+    assert_int_equal(json_array_size(json_object_get(file, "versions")), 1);
+    json_decref(arr);
+}
+
+#define N_THREADS 8
+
+struct racer {
+    struct fx *f;
+    int id;
+    int ok;
+};
+
+static void *race_upload(void *arg)
+{
+    struct racer *r = arg;
+    void *mem = calloc(1, svc_backup.session_size);
+    struct core_buf out = {0};
+    char hdr[64], body[4096];
+
+    memset(body, 'a' + r->id, sizeof(body));
+    snprintf(hdr, sizeof(hdr), "PUT shared.bin %zu\n", sizeof(body));
+    svc_backup.session_open(r->f->inst, mem, &out);
+    svc_backup.session_feed(mem, (const uint8_t *)hdr, strlen(hdr), &out);
+    for (size_t i = 0; i < sizeof(body); i += 512)
+        svc_backup.session_feed(mem, (const uint8_t *)body + i, 512, &out);
+    r->ok = out.len > 10 && memcmp(out.data, "OK\nSTORED shared.bin ", 21) == 0;
+    svc_backup.session_close(mem, true);
+    core_buf_fini(&out);
+    free(mem);
+    return NULL;
+}
+
+static void test_backup_concurrent_threads_every_upload_kept(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct racer rs[N_THREADS];
+    pthread_t th[N_THREADS];
+    bool seen[N_THREADS] = {false};
+    json_t *arr, *file;
+    size_t i;
+    json_t *v;
+
+    (void)state;
+    for (int k = 0; k < N_THREADS; k++) {
+        rs[k] = (struct racer){.f = f, .id = k};
+        assert_int_equal(pthread_create(&th[k], NULL, race_upload, &rs[k]), 0);
+    }
+    for (int k = 0; k < N_THREADS; k++)
+        pthread_join(th[k], NULL);
+    for (int k = 0; k < N_THREADS; k++)
+        assert_true(rs[k].ok);
+    arr = files_list(f);
+    file = find_file(arr, "shared.bin");
+    assert_int_equal(json_integer_value(json_object_get(file, "version")), N_THREADS);
+    assert_int_equal(json_array_size(json_object_get(file, "versions")), N_THREADS - 1);
+    /* every version is one whole upload, each upload is one version */
+    for (unsigned ver = 1; ver <= N_THREADS; ver++) {
+        char rel[64], *got;
+        size_t n;
+
+        if (ver == N_THREADS)
+            snprintf(rel, sizeof(rel), "shared.bin");
+        else
+            snprintf(rel, sizeof(rel), ".sockserv/shared.bin/%u", ver);
+        got = read_stored(f, rel, &n);
+        assert_non_null(got);
+        assert_int_equal(n, 4096);
+        assert_true(got[0] >= 'a' && got[0] < 'a' + N_THREADS);
+        for (size_t k = 1; k < n; k++)
+            assert_int_equal(got[k], got[0]);
+        assert_false(seen[got[0] - 'a']);
+        seen[got[0] - 'a'] = true;
+        free(got);
+    }
+    json_array_foreach(json_object_get(file, "versions"), i, v)
+        assert_true(json_is_string(json_object_get(v, "sha256")));
+    json_decref(arr);
+    assert_int_equal(counter(f, "uploads_stored"), N_THREADS);
+}
+
+static void test_backup_limits_refuse_before_any_byte(void **state)
+{
+    struct fx *f = fx_new(state, "{\"max_file_size\":10,\"quota_bytes\":20}");
+    struct conn *c;
+
+    (void)state;
+    c = conn_open(f);
+    assert_int_equal(feed(c, "PUT big 11\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR too-large 11 bytes is over max_file_size 10");
+    conn_close(c, true);
+    put_ok(f, "a", "0123456789", 1);
+    put_ok(f, "b", "01234567", 1);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "PUT c 3\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR quota 3 bytes would exceed quota_bytes 20 (18 stored, 0 in progress)");
+    /* an upload in progress holds its share */
+    assert_int_equal(feed(c, "PUT c 2\n"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    {
+        struct conn *d = conn_open(f);
+
+        assert_int_equal(feed(d, "PUT d 1\n"), CORE_VERDICT_MORE);
+        expect_prefix(d, "ERR quota ");
+        conn_close(d, true);
+    }
+    conn_close(c, false);
+    assert_int_equal(count_entries(f), 2);
+    assert_absent(f, "big");
+    assert_int_equal(counter(f, "uploads_rejected_too_large"), 1);
+    assert_int_equal(counter(f, "uploads_rejected_quota"), 2);
+}
+
+static void test_backup_quota_counts_copies_found_at_start(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct core_err err = {0};
+    json_t *opts = json_pack("{s:s, s:I, s:I, s:b}", "on_exists", "version", "max_file_size",
+                             (json_int_t)100, "quota_bytes", (json_int_t)12, "require_checksum", 0);
+    void *inst2 = NULL, *mem;
+    struct core_buf out = {0};
+
+    (void)state;
+    put_ok(f, "a", "12345", 1);
+    put_ok(f, "a", "123456", 2); /* versions count too: 11 bytes */
+    svc_backup.instance_free(f->inst);
+    f->inst = NULL;
+    assert_int_equal(svc_backup.instance_new(opts, CORE_TCP, &f->env, &inst2, &err), 0);
+    f->inst = inst2;
+    mem = calloc(1, svc_backup.session_size);
+    svc_backup.session_open(inst2, mem, &out);
+    assert_int_equal(svc_backup.session_feed(mem, (const uint8_t *)"PUT b 2\n", 8, &out),
+                     CORE_VERDICT_MORE);
+    assert_true(out.len > 10 && memcmp(out.data, "ERR quota ", 10) == 0);
+    svc_backup.session_close(mem, true);
+    free(mem);
+    core_buf_fini(&out);
+    json_decref(opts);
+}
+
+static void test_backup_second_instance_on_same_directory_busy(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct core_err err = {0};
+    void *inst2 = NULL;
+
+    (void)state;
+    assert_int_equal(svc_backup.instance_new(f->opts, CORE_TCP, &f->env, &inst2, &err), -EBUSY);
+    assert_non_null(strstr(err.msg, "in use"));
+}
+
+static void test_backup_require_checksum_refuses_uploads_without(void **state)
+{
+    struct fx *f = fx_new(state, "{\"require_checksum\":true}");
+    struct conn *c = conn_open(f);
+
+    (void)state;
+    assert_int_equal(feed(c, "PUT a 3\n"), CORE_VERDICT_MORE);
+    expect_prefix(c, "ERR checksum-required ");
+    conn_close(c, true);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "notes.txt"), CORE_VERDICT_CLOSE);
+    expect_prefix(c, "ERR checksum-required ");
+    conn_close(c, true);
+    put_ok(f, "a", "abc", 1);
+    assert_int_equal(counter(f, "uploads_rejected_checksum_required"), 2);
+}
+
+/* ---- the lecture's flow ---- */
+
+static void test_backup_bare_name_flow_stores_unverified(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct conn *c = conn_open(f);
+    char hex[SVC_BACKUP_SHA256_HEX + 1], want[200];
+    json_t *arr, *file;
+
+    (void)state;
+    assert_int_equal(feed(c, "notes.txt"), CORE_VERDICT_MORE);
+    expect_line(c, "ACK");
+    assert_int_equal(feed(c, "PUT looks like a command but is content\n"), CORE_VERDICT_MORE);
+    assert_int_equal(feed(c, "more content"), CORE_VERDICT_MORE);
+    assert_int_equal(c->out.len, 0);
+    assert_absent(f, "notes.txt");
+    assert_int_equal(svc_backup.session_eof(c->mem, &c->out), CORE_VERDICT_CLOSE);
+    sha_hex("PUT looks like a command but is content\nmore content", 52, hex);
+    snprintf(want, sizeof(want), "STORED notes.txt 1 52 %s", hex);
+    expect_line(c, want);
+    conn_close(c, true);
+    assert_stored(f, "notes.txt", "PUT looks like a command but is content\nmore content");
+
+    arr = files_list(f);
+    file = find_file(arr, "notes.txt");
+    assert_true(json_is_false(json_object_get(file, "verified")));
+    assert_string_equal(json_string_value(json_object_get(file, "integrity")), "none");
+    assert_string_equal(json_string_value(json_object_get(file, "sha256")), hex);
+    json_decref(arr);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "LIST\n"), CORE_VERDICT_MORE);
+    expect_line(c, "OK 1");
+    {
+        char *line = take_line(c);
+
+        assert_non_null(strstr(line, " unverified current"));
+        free(line);
+    }
+    conn_close(c, true);
+    assert_int_equal(counter(f, "uploads_stored_unverified"), 1);
+}
+
+static void test_backup_bare_name_with_newline_accepted(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct conn *c = conn_open(f);
+
+    (void)state;
+    assert_int_equal(feed(c, "report.pdf\r\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ACK");
+    assert_int_equal(feed(c, "%PDF"), CORE_VERDICT_MORE);
+    assert_int_equal(svc_backup.session_eof(c->mem, &c->out), CORE_VERDICT_CLOSE);
+    expect_prefix(c, "STORED report.pdf 1 4 ");
+    conn_close(c, true);
+    assert_stored(f, "report.pdf", "%PDF");
+}
+
+static void test_backup_bare_bad_name_refused_with_error_line(void **state)
+{
+    static const char *const bad[] = {"../../etc/passwd", "/etc/shadow", ".bashrc", "..", "a\x01"};
+    struct fx *f = fx_new(state, NULL);
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct conn *c = conn_open(f);
+
+        assert_int_equal(feed(c, bad[i]), CORE_VERDICT_CLOSE);
+        expect_prefix(c, "ERR bad-name name ");
+        conn_close(c, true);
+    }
+    assert_int_equal(counter(f, "uploads_rejected_bad_name"), 5);
+    assert_int_equal(count_entries(f), 0);
+}
+
+static void test_backup_bare_flow_limits_enforced_while_streaming(void **state)
+{
+    struct fx *f = fx_new(state, "{\"max_file_size\":10,\"quota_bytes\":15}");
+    struct conn *c;
+
+    (void)state;
+    c = conn_open(f);
+    assert_int_equal(feed(c, "big"), CORE_VERDICT_MORE);
+    expect_line(c, "ACK");
+    assert_int_equal(feed(c, "12345678"), CORE_VERDICT_MORE);
+    assert_int_equal(feed(c, "901"), CORE_VERDICT_CLOSE);
+    expect_line(c, "ERR too-large over max_file_size 10; nothing kept");
+    conn_close(c, true);
+    assert_absent(f, "big");
+
+    put_ok(f, "old", "12345678", 1);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "quota"), CORE_VERDICT_MORE);
+    expect_line(c, "ACK");
+    assert_int_equal(feed(c, "12345"), CORE_VERDICT_MORE);
+    assert_int_equal(feed(c, "678"), CORE_VERDICT_CLOSE);
+    expect_line(c, "ERR quota over quota_bytes 15; nothing kept");
+    conn_close(c, true);
+    assert_absent(f, "quota");
+    assert_int_equal(count_entries(f), 1);
+    assert_int_equal(counter(f, "uploads_rejected_too_large"), 1);
+    assert_int_equal(counter(f, "uploads_rejected_quota"), 1);
+    /* what the refused uploads held is released: 7 bytes still fit */
+    c = conn_open(f);
+    assert_int_equal(feed(c, "fits"), CORE_VERDICT_MORE);
+    expect_line(c, "ACK");
+    assert_int_equal(feed(c, "1234567"), CORE_VERDICT_MORE);
+    assert_int_equal(svc_backup.session_eof(c->mem, &c->out), CORE_VERDICT_CLOSE);
+    expect_prefix(c, "STORED fits 1 7 ");
+    conn_close(c, true);
+}
+
+/* ---- restores ---- */
+
+static void test_backup_get_restores_content_and_checksum(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct conn *c;
+    char hex[SVC_BACKUP_SHA256_HEX + 1], want[128];
+
+    (void)state;
+    put_ok(f, "a b", "restore me", 1);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "GET a%20b\n"), CORE_VERDICT_MORE);
+    sha_hex("restore me", 10, hex);
+    snprintf(want, sizeof(want), "OK 10 %s 1", hex);
+    expect_line(c, want);
+    assert_int_equal(c->out.len, 10);
+    assert_memory_equal(c->out.data, "restore me", 10);
+    core_buf_consume(&c->out, 10);
+    assert_int_equal(feed(c, "GET missing\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR not-found no file missing");
+    assert_int_equal(feed(c, "GET a%20b 9\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR not-found no version 9 of a%20b");
+    assert_int_equal(feed(c, "QUIT\n"), CORE_VERDICT_CLOSE);
+    expect_line(c, "BYE");
+    conn_close(c, true);
+    assert_int_equal(counter(f, "restores"), 1);
+}
+
+static void test_backup_get_large_file_paced_by_more(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    size_t size = 5 * MIB + 123, got = 0;
+    uint8_t *data = malloc(size), *back = malloc(size);
+    struct conn *c = conn_open(f);
+    char hdr[64], more[64];
+
+    (void)state;
+    for (size_t i = 0; i < size; i++)
+        data[i] = (uint8_t)(i * 7 + i / 4096);
+    snprintf(hdr, sizeof(hdr), "PUT big %zu\n", size);
+    assert_int_equal(feed(c, hdr), CORE_VERDICT_MORE);
+    for (size_t i = 0; i < size; i += 65536)
+        assert_int_equal(feedn(c, data + i, size - i < 65536 ? size - i : 65536),
+                         CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    expect_prefix(c, "STORED big 1 ");
+
+    assert_int_equal(feed(c, "GET big\n"), CORE_VERDICT_MORE);
+    expect_prefix(c, "OK 5243003 ");
+    while (got < size) {
+        size_t n = c->out.len;
+
+        /* never more than the window ahead of what the client acknowledged */
+        assert_true(n > 0 && n <= 2 * MIB);
+        memcpy(back + got, c->out.data, n);
+        got += n;
+        core_buf_consume(&c->out, n);
+        snprintf(more, sizeof(more), "MORE %zu\n", got);
+        assert_int_equal(feed(c, more), CORE_VERDICT_MORE);
+    }
+    assert_int_equal(got, size);
+    assert_memory_equal(back, data, size);
+    /* the late MORE was ignored, the connection is back to commands */
+    assert_int_equal(c->out.len, 0);
+    assert_int_equal(feed(c, "LIST\n"), CORE_VERDICT_MORE);
+    expect_line(c, "OK 1");
+    conn_close(c, true);
+    free(data);
+    free(back);
+}
+
+static void test_backup_get_bad_more_closes(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    size_t size = 3 * MIB;
+    uint8_t *data = calloc(1, size);
+    struct conn *c = conn_open(f);
+    char hdr[64];
+
+    (void)state;
+    snprintf(hdr, sizeof(hdr), "PUT z %zu\n", size);
+    assert_int_equal(feed(c, hdr), CORE_VERDICT_MORE);
+    assert_int_equal(feedn(c, data, size), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    expect_prefix(c, "STORED z 1 ");
+    assert_int_equal(feed(c, "GET z\n"), CORE_VERDICT_MORE);
+    expect_prefix(c, "OK 3145728 ");
+    assert_int_equal(c->out.len, 2 * MIB);
+    /* acknowledging bytes never sent, or any other command mid-content, ends it */
+    assert_int_equal(feed(c, "MORE 3145728\n"), CORE_VERDICT_CLOSE);
+    conn_close(c, true);
+    free(data);
+}
+
+static void test_backup_file_open_current_and_versions(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct core_err err = {0};
+    uint64_t size = 0;
+    char buf[16] = {0};
+    int fd = -1;
+
+    (void)state;
+    put_ok(f, "doc", "v-one", 1);
+    put_ok(f, "doc", "v-two!", 2);
+    assert_int_equal(svc_backup.file_open(f->opts, &f->env, "doc", 0, &fd, &size, &err), 0);
+    assert_int_equal(size, 6);
+    assert_int_equal(read(fd, buf, sizeof(buf)), 6);
+    assert_string_equal(buf, "v-two!");
+    assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    close(fd);
+    memset(buf, 0, sizeof(buf));
+    assert_int_equal(svc_backup.file_open(f->opts, &f->env, "doc", 1, &fd, &size, &err), 0);
+    assert_int_equal(size, 5);
+    assert_int_equal(read(fd, buf, sizeof(buf)), 5);
+    assert_string_equal(buf, "v-one");
+    close(fd);
+    assert_int_equal(svc_backup.file_open(f->opts, &f->env, "doc", 2, &fd, &size, &err), 0);
+    close(fd);
+    assert_int_equal(svc_backup.file_open(f->opts, &f->env, "doc", 3, &fd, &size, &err), -ENOENT);
+    assert_int_equal(svc_backup.file_open(f->opts, &f->env, "nope", 0, &fd, &size, &err), -ENOENT);
+    assert_int_equal(svc_backup.file_open(f->opts, &f->env, "../doc", 0, &fd, &size, &err),
+                     -EINVAL);
+    assert_int_equal(svc_backup.file_open(f->opts, &f->env, ".sockserv", 0, &fd, &size, &err),
+                     -EINVAL);
+}
+
+static void test_backup_files_list_before_first_start_empty(void **state)
+{
+    struct core_svc_env env = {.listener_id = "never", .state_dir = "/nonexistent/state"};
+    json_t *opts = NULL, *arr = NULL;
+    struct core_err err = {0};
+    uint64_t size;
+    int fd;
+
+    (void)state;
+    assert_int_equal(svc_backup.options_check(NULL, CORE_TCP, &opts, &err), 0);
+    assert_int_equal(svc_backup.files_list(opts, &env, &arr, &err), 0);
+    assert_int_equal(json_array_size(arr), 0);
+    assert_int_equal(svc_backup.file_open(opts, &env, "a", 0, &fd, &size, &err), -ENOENT);
+    json_decref(arr);
+    json_decref(opts);
+}
+
+/* ---- the directory cannot be tricked ---- */
+
+static void test_backup_planted_symlinks_never_followed(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    char outside[256], target[300], link[300], meta_link[300];
+    struct conn *c;
+    json_t *arr;
+    FILE *fp;
+
+    (void)state;
+    snprintf(outside, sizeof(outside), "%s/outside", f->dir);
+    assert_int_equal(mkdir(outside, 0700), 0);
+    snprintf(target, sizeof(target), "%s/secret", outside);
+    fp = fopen(target, "w");
+    assert_non_null(fp);
+    fputs("secret", fp);
+    fclose(fp);
+    snprintf(link, sizeof(link), "%s/link.txt", f->store);
+    assert_int_equal(symlink(target, link), 0);
+    snprintf(meta_link, sizeof(meta_link), "%s/.sockserv/victim", f->store);
+    assert_int_equal(symlink(outside, meta_link), 0);
+
+    c = conn_open(f);
+    /* restore through a link: no such file */
+    assert_int_equal(feed(c, "GET link.txt\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR not-found no file link.txt");
+    /* upload over a link: refused before any byte */
+    assert_int_equal(feed(c, "PUT link.txt 4\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR exists link.txt is taken by something that is not a regular file");
+    /* upload whose metadata directory is a link: refused, nothing written through it */
+    assert_int_equal(feed(c, "PUT victim 4\nevil"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    expect_prefix(c, "ERR io ");
+    conn_close(c, true);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "link.txt"), CORE_VERDICT_CLOSE);
+    expect_prefix(c, "ERR exists ");
+    conn_close(c, true);
+
+    {
+        char *s = read_path(target, NULL);
+        DIR *d = opendir(outside);
+        int n = 0;
+
+        assert_string_equal(s, "secret");
+        free(s);
+        while (readdir(d))
+            n++;
+        closedir(d);
+        assert_int_equal(n, 3); /* ., .. and secret: nothing else appeared outside */
+    }
+    assert_absent(f, "victim");
+    arr = files_list(f);
+    assert_int_equal(json_array_size(arr), 0);
+    json_decref(arr);
+    {
+        struct core_err err = {0};
+        uint64_t size;
+        int fd;
+
+        assert_int_equal(svc_backup.file_open(f->opts, &f->env, "link.txt", 0, &fd, &size, &err),
+                         -ENOENT);
+    }
+}
+
+static void test_backup_copy_without_metadata_listed_then_versioned(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    char path[300];
+    json_t *arr, *file, *old;
+    FILE *fp;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/by-hand.txt", f->store);
+    fp = fopen(path, "w");
+    fputs("put there by hand", fp);
+    fclose(fp);
+    arr = files_list(f);
+    file = find_file(arr, "by-hand.txt");
+    assert_non_null(file);
+    assert_true(json_is_null(json_object_get(file, "sha256")));
+    assert_true(json_is_false(json_object_get(file, "verified")));
+    assert_int_equal(json_integer_value(json_object_get(file, "size")), 17);
+    json_decref(arr);
+    put_ok(f, "by-hand.txt", "uploaded", 2);
+    arr = files_list(f);
+    file = find_file(arr, "by-hand.txt");
+    old = json_array_get(json_object_get(file, "versions"), 0);
+    assert_int_equal(json_integer_value(json_object_get(old, "version")), 1);
+    assert_int_equal(json_integer_value(json_object_get(old, "size")), 17);
+    json_decref(arr);
+    assert_stored(f, ".sockserv/by-hand.txt/1", "put there by hand");
+}
+
+static void test_backup_leftover_temporary_files_removed_at_start(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct core_err err = {0};
+    char path[300];
+    FILE *fp;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/.tmp-0123456789abcdef", f->store);
+    svc_backup.instance_free(f->inst);
+    f->inst = NULL;
+    fp = fopen(path, "w");
+    fputs("half an upload", fp);
+    fclose(fp);
+    assert_int_equal(svc_backup.instance_new(f->opts, CORE_TCP, &f->env, &f->inst, &err), 0);
+    assert_absent(f, ".tmp-0123456789abcdef");
+}
+
+static void test_backup_protocol_errors_answered_then_closed(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct conn *c;
+    char line[SVC_BACKUP_LINE_MAX + 10];
+
+    (void)state;
+    c = conn_open(f);
+    assert_int_equal(feed(c, "\nHELLO\n"), CORE_VERDICT_CLOSE);
+    expect_line(c, "ERR protocol unknown command (PUT, GET, LIST, QUIT)");
+    conn_close(c, true);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "PUT a\n"), CORE_VERDICT_CLOSE);
+    expect_line(c, "ERR protocol usage: PUT <name> <size> [<sha256>]");
+    conn_close(c, true);
+    c = conn_open(f);
+    memset(line, 'x', sizeof(line));
+    memcpy(line, "PUT ", 4);
+    assert_int_equal(feedn(c, line, sizeof(line)), CORE_VERDICT_CLOSE);
+    expect_line(c, "ERR protocol command line longer than 1024 bytes");
+    conn_close(c, true);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "PUT ../x 1\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR bad-name name contains /");
+    conn_close(c, true);
+    assert_int_equal(counter(f, "protocol_errors"), 3);
+    assert_int_equal(counter(f, "uploads_rejected_bad_name"), 1);
+}
+
+/* ---- a full disk ---- */
+
+static void test_backup_disk_full_keeps_nothing_and_older_copy(void **state)
+{
+    struct fx *f = fx_new_in(state, "{}", "1m");
+    struct conn *c;
+    uint8_t *chunk;
+    int r = CORE_VERDICT_MORE;
+
+    (void)state;
+    if (!f) {
+        print_message("cannot mount a tmpfs (not root?): the disk-full case is left to the "
+                      "integration suite\n");
+        skip();
+        return;
+    }
+    put_ok(f, "keep", "precious", 1);
+    /* the header says too much for the disk: refused before any byte */
+    c = conn_open(f);
+    assert_int_equal(feed(c, "PUT huge 2097152\n"), CORE_VERDICT_MORE);
+    expect_prefix(c, "ERR disk-full ");
+    conn_close(c, true);
+    /* the lecture's flow runs out of disk while streaming */
+    chunk = calloc(1, 65536);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "keep"), CORE_VERDICT_MORE);
+    expect_line(c, "ACK");
+    for (int i = 0; i < 32 && r == CORE_VERDICT_MORE; i++)
+        r = feedn(c, chunk, 65536);
+    assert_int_equal(r, CORE_VERDICT_CLOSE);
+    expect_prefix(c, "ERR disk-full write failed after ");
+    conn_close(c, true);
+    free(chunk);
+    assert_stored(f, "keep", "precious");
+    assert_int_equal(count_entries(f), 1);
+    assert_int_equal(counter(f, "uploads_rejected_disk_full"), 2);
+    /* the space came back: a new upload fits */
+    put_ok(f, "after", "fits", 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_backup_name_check_ordinary_names_pass, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_name_check_every_bad_name_refused, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_name_decode_escapes_then_checks, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_name_encode_roundtrips, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_parse_put_with_and_without_checksum, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_parse_bad_lines_protocol_error, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_parse_bad_names_bad_name_error, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_parse_get_list_more_quit, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_classify_first_tells_bare_name_from_command,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_options_check_fills_defaults, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_options_check_bad_values_name_the_field, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_put_complete_stores_bytes_and_metadata, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_put_without_checksum_verified_by_size, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_put_cut_midway_keeps_nothing_and_older_copy,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_put_short_then_eof_size_mismatch_keeps_nothing,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_put_checksum_mismatch_keeps_nothing, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_policy_version_keeps_older_copies_listed,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_policy_replace_swaps_and_drops_older, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_policy_reject_refuses_existing_name, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_policy_reject_same_name_in_flight_busy, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_concurrent_same_name_both_listed, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_concurrent_threads_every_upload_kept, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_limits_refuse_before_any_byte, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_quota_counts_copies_found_at_start, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_second_instance_on_same_directory_busy, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_require_checksum_refuses_uploads_without,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_bare_name_flow_stores_unverified, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_bare_name_with_newline_accepted, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_bare_bad_name_refused_with_error_line, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_bare_flow_limits_enforced_while_streaming,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_get_restores_content_and_checksum, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_get_large_file_paced_by_more, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_get_bad_more_closes, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_file_open_current_and_versions, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_files_list_before_first_start_empty, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_planted_symlinks_never_followed, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_copy_without_metadata_listed_then_versioned,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_leftover_temporary_files_removed_at_start,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_protocol_errors_answered_then_closed, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_disk_full_keeps_nothing_and_older_copy, fx_teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
