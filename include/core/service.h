@@ -25,8 +25,11 @@ enum core_transport { CORE_TCP, CORE_UDP, CORE_TRANSPORT_COUNT };
 /* Verdicts of the session callbacks; a negative errno means a protocol or service error
  * (the runner sends what is in out, counts an error and closes). */
 enum core_verdict {
-    CORE_VERDICT_MORE = 0, /* keep the connection; feed me more */
-    CORE_VERDICT_CLOSE = 1 /* send what is in out, then close */
+    CORE_VERDICT_MORE = 0,  /* keep the connection; feed me more */
+    CORE_VERDICT_CLOSE = 1, /* send what is in out, then close */
+    CORE_VERDICT_PULL = 2   /* send what is in out, then call session_pull for the rest (a
+                             * large answer, produced as the client takes it); input is not
+                             * read meanwhile */
 };
 
 /* What a service instance may know of the listener that runs it. Borrowed for the life of
@@ -67,6 +70,9 @@ struct core_service {
     int (*session_feed)(void *sess, const uint8_t *in, size_t len, struct core_buf *out);
     /* The client closed its sending side. May append a last answer. */
     int (*session_eof)(void *sess, struct core_buf *out);
+    /* After a CORE_VERDICT_PULL, once out has been sent: append the next part of the answer.
+     * Optional for services that never answer CORE_VERDICT_PULL. */
+    int (*session_pull)(void *sess, struct core_buf *out);
     /* Called once after session_open, whatever it returned; frees what the session holds.
      * completed is false when the runner cut the connection (reset, timeout, stop). */
     void (*session_close)(void *sess, bool completed);

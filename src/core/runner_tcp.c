@@ -170,6 +170,10 @@ static void serve(struct tcp_runner *rn, int fd)
             do_linger = true;
             break;
         }
+        if (r == CORE_VERDICT_PULL) {
+            r = svc->session_pull(sess, &out);
+            continue;
+        }
         if (r == CORE_VERDICT_CLOSE || completed) {
             completed = true;
             do_linger = true;
