@@ -949,7 +949,7 @@ static int run_ls(const struct args *a)
             goto out;
         }
         if (svc_backup_name_decode(ename, strlen(ename), name, NULL) < 0)
-            snprintf(name, sizeof(name), "%s", ename);
+            snprintf(name, sizeof(name), "%.*s", (int)sizeof(name) - 1, ename);
         printf("%-24s %7lu %12" PRIu64 " %-20s %-10s %-7s %s\n", name, version, size, stored, check,
                copy, sha);
     }

@@ -1,0 +1,191 @@
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "core/events.h"
+
+static void count_notify(void *ctx)
+{
+    atomic_fetch_add((_Atomic int *)ctx, 1);
+}
+
+static void publish_n(struct core_events *e, int n)
+{
+    for (int i = 0; i < n; i++)
+        core_events_publish(e, "test", json_pack("{s:i}", "n", i));
+}
+
+static void test_events_subscriber_gets_events_in_order(void **state)
+{
+    struct core_events *e;
+    struct core_events_sub *s;
+    struct core_event *ev;
+    _Atomic int notified = 0;
+    bool caught_up = true;
+
+    (void)state;
+    assert_int_equal(core_events_new(&e), 0);
+    publish_n(e, 2); /* before the subscription: not delivered */
+    assert_int_equal(core_events_subscribe(e, 0, count_notify, &notified, &s, &caught_up), 0);
+    assert_false(caught_up);
+    assert_true(core_events_has_subscribers(e));
+    assert_int_equal(core_events_next(s, &ev), 0);
+    core_events_publish(e, "listener.created", json_pack("{s:s}", "id", "a"));
+    core_events_publish(e, "listener.deleted", json_pack("{s:s}", "id", "a"));
+    assert_int_equal(atomic_load(&notified), 2);
+    assert_int_equal(core_events_next(s, &ev), 1);
+    assert_int_equal(ev->id, 3);
+    assert_string_equal(ev->type, "listener.created");
+    assert_string_equal(ev->data, "{\"id\":\"a\"}");
+    assert_int_equal(ev->data_len, strlen(ev->data));
+    core_event_unref(ev);
+    assert_int_equal(core_events_next(s, &ev), 1);
+    assert_int_equal(ev->id, 4);
+    assert_string_equal(ev->type, "listener.deleted");
+    core_event_unref(ev);
+    assert_int_equal(core_events_next(s, &ev), 0);
+    assert_int_equal(core_events_last_id(e), 4);
+    core_events_unsubscribe(s);
+    assert_false(core_events_has_subscribers(e));
+    core_events_free(e);
+}
+
+static void test_events_last_id_in_ring_replays_missed(void **state)
+{
+    struct core_events *e;
+    struct core_events_sub *s;
+    struct core_event *ev;
+    _Atomic int notified = 0;
+    bool caught_up = false;
+
+    (void)state;
+    assert_int_equal(core_events_new(&e), 0);
+    publish_n(e, 10);
+    assert_int_equal(core_events_subscribe(e, 7, count_notify, &notified, &s, &caught_up), 0);
+    assert_true(caught_up);
+    for (uint64_t want = 8; want <= 10; want++) {
+        assert_int_equal(core_events_next(s, &ev), 1);
+        assert_int_equal(ev->id, want);
+        core_event_unref(ev);
+    }
+    assert_int_equal(core_events_next(s, &ev), 0);
+    core_events_unsubscribe(s);
+    core_events_free(e);
+}
+
+static void test_events_last_id_too_old_or_unknown_not_caught_up(void **state)
+{
+    struct core_events *e;
+    struct core_events_sub *s;
+    struct core_event *ev;
+    _Atomic int notified = 0;
+    bool caught_up = true;
+
+    (void)state;
+    assert_int_equal(core_events_new(&e), 0);
+    publish_n(e, CORE_EVENTS_RING + 5);
+    /* Event 5 was pushed out of the ring: the subscriber needs a snapshot. */
+    assert_int_equal(core_events_subscribe(e, 5, count_notify, &notified, &s, &caught_up), 0);
+    assert_false(caught_up);
+    assert_int_equal(core_events_next(s, &ev), 0);
+    core_events_unsubscribe(s);
+    /* An id from the future (another daemon's) is unknown too. */
+    caught_up = true;
+    assert_int_equal(core_events_subscribe(e, 100000, count_notify, &notified, &s, &caught_up), 0);
+    assert_false(caught_up);
+    core_events_unsubscribe(s);
+    /* The oldest id still held replays everything after it. */
+    assert_int_equal(core_events_subscribe(e, 6, count_notify, &notified, &s, &caught_up), 0);
+    assert_true(caught_up);
+    for (uint64_t want = 7; want <= CORE_EVENTS_RING + 5; want++) {
+        assert_int_equal(core_events_next(s, &ev), 1);
+        assert_int_equal(ev->id, want);
+        core_event_unref(ev);
+    }
+    core_events_unsubscribe(s);
+    core_events_free(e);
+}
+
+static void test_events_slow_subscriber_overrun_others_unaffected(void **state)
+{
+    struct core_events *e;
+    struct core_events_sub *slow, *fast;
+    struct core_event *ev;
+    _Atomic int n_slow = 0, n_fast = 0;
+    bool caught_up;
+    int got = 0, r;
+
+    (void)state;
+    assert_int_equal(core_events_new(&e), 0);
+    assert_int_equal(core_events_subscribe(e, 0, count_notify, &n_slow, &slow, &caught_up), 0);
+    assert_int_equal(core_events_subscribe(e, 0, count_notify, &n_fast, &fast, &caught_up), 0);
+    for (int i = 0; i < CORE_EVENTS_QUEUE_MAX + 10; i++) {
+        publish_n(e, 1);
+        assert_int_equal(core_events_next(fast, &ev), 1);
+        core_event_unref(ev);
+    }
+    /* The slow one gets what fitted in its queue, then the overrun. */
+    while ((r = core_events_next(slow, &ev)) == 1) {
+        core_event_unref(ev);
+        got++;
+    }
+    assert_int_equal(got, CORE_EVENTS_QUEUE_MAX);
+    assert_int_equal(r, -EPIPE);
+    assert_int_equal(core_events_next(fast, &ev), 0);
+    core_events_unsubscribe(slow);
+    core_events_unsubscribe(fast);
+    core_events_free(e);
+}
+
+static void *publisher(void *arg)
+{
+    publish_n(arg, 500);
+    return NULL;
+}
+
+static void test_events_concurrent_publishers_ids_unique_and_dense(void **state)
+{
+    struct core_events *e;
+    struct core_events_sub *s;
+    struct core_event *ev;
+    _Atomic int notified = 0;
+    pthread_t t[2];
+    bool caught_up;
+    uint64_t prev = 0;
+
+    (void)state;
+    assert_int_equal(core_events_new(&e), 0);
+    assert_int_equal(core_events_subscribe(e, 0, count_notify, &notified, &s, &caught_up), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, publisher, e), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    while (core_events_next(s, &ev) == 1) {
+        assert_int_equal(ev->id, prev + 1);
+        prev = ev->id;
+        core_event_unref(ev);
+    }
+    assert_int_equal(prev, 1000);
+    core_events_unsubscribe(s);
+    core_events_free(e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_events_subscriber_gets_events_in_order),
+        cmocka_unit_test(test_events_last_id_in_ring_replays_missed),
+        cmocka_unit_test(test_events_last_id_too_old_or_unknown_not_caught_up),
+        cmocka_unit_test(test_events_slow_subscriber_overrun_others_unaffected),
+        cmocka_unit_test(test_events_concurrent_publishers_ids_unique_and_dense),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
