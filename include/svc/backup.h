@@ -9,8 +9,9 @@
  *   C: PUT <name> <size> [<sha256>]\n        S: OK\n | ERR <code> <text>\n
  *   C: <size bytes>                          S: STORED <name> <version> <size> <sha256>\n
  *                                               | ERR <code> <text>\n (nothing kept)
- *   C: GET <name> [<version>]\n              S: OK <size> <sha256|-> <version>\n + content,
- *                                               2 MiB ahead of the client's MORE <received>\n
+ *   C: GET <name> [<version>]\n              S: OK <size> <sha256|-> <version>\n + content
+ *                                               (size bytes, sent as fast as the client reads
+ *                                               them; commands sent meanwhile are answered after)
  *   C: LIST\n                                S: OK <n>\n, n lines, END\n
  *   C: QUIT\n                                S: BYE\n
  *
@@ -27,6 +28,9 @@
  * ("version", "replace", "reject"; default "version"), "max_file_size" (bytes, default 4 GiB),
  * "quota_bytes" (bytes of every copy kept, versions included; 0: unlimited; default 64 GiB),
  * "require_checksum" (default false: when true, uploads without a SHA-256 are refused).
+ *
+ * A restore's content is produced by session_pull (CORE_VERDICT_PULL), 256 KiB at a time, so a
+ * file of any size goes out with bounded memory and no client acknowledgement.
  *
  * File I/O runs on the runner's connection threads: the service blocks on the disk.
  */

@@ -24,7 +24,6 @@ enum svc_backup_verb {
     SVC_BACKUP_PUT,  /* PUT <name> <size> [<sha256>] */
     SVC_BACKUP_GET,  /* GET <name> [<version>] */
     SVC_BACKUP_LIST, /* LIST */
-    SVC_BACKUP_MORE, /* MORE <received>: flow control during a GET */
     SVC_BACKUP_QUIT, /* QUIT */
     SVC_BACKUP_VERB_COUNT
 };
@@ -50,7 +49,7 @@ enum svc_backup_errc {
 struct svc_backup_cmd {
     enum svc_backup_verb verb;
     char name[SVC_BACKUP_NAME_MAX + 1]; /* PUT, GET: decoded and valid, NUL-terminated */
-    uint64_t size;                      /* PUT: content bytes; MORE: content bytes received */
+    uint64_t size;                      /* PUT: content bytes */
     bool has_sha256;                    /* PUT: the client sent the content's SHA-256 */
     uint8_t sha256[SVC_BACKUP_SHA256_LEN];
     uint32_t version; /* GET: 0 for the current copy */

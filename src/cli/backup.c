@@ -27,7 +27,6 @@
 #define TIMEOUT_DEFAULT_MS 60000
 #define TIMEOUT_MAX_MS 86400000L
 #define IO_CHUNK (256 * 1024)
-#define MORE_EVERY (256 * 1024) /* a restore acknowledges every this many bytes */
 #define PROGRESS_EVERY_MS 100
 #define REPLY_MAX (SVC_BACKUP_LINE_MAX + 512)
 
@@ -460,7 +459,7 @@ static int link_send(struct link *l, const void *p, size_t n)
 static int refused(const struct link *l, const char *line)
 {
     if (strncmp(line, "ERR ", 4) == 0)
-        return fail("%s refused: %s", l->peer, line + 4);
+        return fail("%s refused: %s", l->peer, line);
     return fail("%s: unexpected answer: %.200s", l->peer, line);
 }
 
@@ -820,7 +819,7 @@ static int run_get(const struct args *a)
     struct sink sink = {.fd = -1};
     struct progress p;
     EVP_MD_CTX *md = NULL;
-    uint64_t size, got = 0, acked = 0;
+    uint64_t size, got = 0;
     unsigned long version;
     unsigned len = 0;
     int r = 1;
@@ -871,13 +870,6 @@ static int run_get(const struct args *a)
         l->off += n;
         got += n;
         progress_show(&p, got, false);
-        if (got < size && got - acked >= MORE_EVERY) {
-            int k = snprintf(req, sizeof(req), "MORE %" PRIu64 "\n", got);
-
-            if (link_send(l, req, (size_t)k) != 0)
-                goto out;
-            acked = got;
-        }
     }
     progress_show(&p, got, true);
     if (EVP_DigestFinal_ex(md, sha, &len) != 1 || len != SVC_BACKUP_SHA256_LEN) {

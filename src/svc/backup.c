@@ -17,8 +17,8 @@
 
 #define DEFAULT_MAX_FILE_SIZE (UINT64_C(4) << 30)
 #define DEFAULT_QUOTA (UINT64_C(64) << 30)
-#define RESTORE_WINDOW (UINT64_C(2) << 20) /* content sent ahead of the client's MORE */
-#define RESTORE_CHUNK (256u << 10)
+#define RESTORE_CHUNK (256u << 10) /* content appended by one session_pull */
+#define PENDING_MAX (1u << 20)     /* input held while a restore is sent */
 #define ERR_TEXT_MAX 400
 
 enum {
@@ -84,7 +84,7 @@ enum sess_state {
     ST_UPLOAD,  /* PUT: reading <expected> content bytes */
     ST_BARE,    /* the lecture's flow: reading content until the client closes */
     ST_DISCARD, /* a failed PUT: skipping the rest of its content */
-    ST_RESTORE, /* GET: sending content, reading MORE lines */
+    ST_RESTORE, /* GET: content sent through session_pull; input is held in pend */
     ST_CLOSED
 };
 
@@ -109,8 +109,11 @@ struct backup_sess {
 
     /* a restore */
     int rfd;
-    uint64_t rsize, rsent, racked;
+    uint64_t rsize, rsent;
     uint8_t *rbuf;
+    /* input that came after a GET line (pipelined commands): fed once its content is sent */
+    uint8_t *pend;
+    size_t pend_len;
 };
 
 static void count(struct backup_inst *in, unsigned idx, uint64_t n)
@@ -417,35 +420,36 @@ static int on_put(struct backup_sess *s, const struct svc_backup_cmd *c, struct 
     return CORE_VERDICT_MORE;
 }
 
-/* Sends content up to the window the client's MORE opened; ends the restore at the end. */
-static int restore_pump(struct backup_sess *s, struct core_buf *out)
+/* Ends a restore: the connection is back to commands. */
+static void restore_end(struct backup_sess *s)
 {
-    uint64_t target = s->racked + RESTORE_WINDOW;
-
-    if (target > s->rsize || target < s->racked)
-        target = s->rsize;
-    while (s->rsent < target) {
-        size_t want =
-            target - s->rsent < RESTORE_CHUNK ? (size_t)(target - s->rsent) : RESTORE_CHUNK;
-        ssize_t n = pread(s->rfd, s->rbuf, want, (off_t)s->rsent);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) /* the copy shrank or cannot be read: the client sees a short restore */
-            return -EIO;
-        if (core_buf_append(out, s->rbuf, (size_t)n) < 0)
-            return -ENOMEM;
-        s->rsent += (uint64_t)n;
-        count(s->inst, C_BYTES_RESTORED, (uint64_t)n);
-    }
-    if (s->rsent == s->rsize) {
+    if (s->rfd >= 0)
         close(s->rfd);
-        s->rfd = -1;
-        free(s->rbuf);
-        s->rbuf = NULL;
-        s->state = ST_COMMAND;
-    }
-    return CORE_VERDICT_MORE;
+    s->rfd = -1;
+    free(s->rbuf);
+    s->rbuf = NULL;
+    s->state = ST_COMMAND;
+}
+
+/* Appends the next chunk of the content being restored; ends the restore after the last. */
+static int restore_chunk(struct backup_sess *s, struct core_buf *out)
+{
+    size_t want =
+        s->rsize - s->rsent < RESTORE_CHUNK ? (size_t)(s->rsize - s->rsent) : RESTORE_CHUNK;
+    ssize_t n;
+
+    do {
+        n = pread(s->rfd, s->rbuf, want, (off_t)s->rsent);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) /* the copy shrank or cannot be read: the client sees a short restore */
+        return -EIO;
+    if (core_buf_append(out, s->rbuf, (size_t)n) < 0)
+        return -ENOMEM;
+    s->rsent += (uint64_t)n;
+    count(s->inst, C_BYTES_RESTORED, (uint64_t)n);
+    if (s->rsent == s->rsize)
+        restore_end(s);
+    return 0;
 }
 
 static int on_get(struct backup_sess *s, const struct svc_backup_cmd *c, struct core_buf *out)
@@ -467,22 +471,28 @@ static int on_get(struct backup_sess *s, const struct svc_backup_cmd *c, struct 
         r = reply_err(s, out, SVC_BACKUP_E_IO, "cannot open %s: %s", enc(c->name, e), strerror(-r));
         return r < 0 ? r : CORE_VERDICT_MORE;
     }
-    s->rbuf = malloc(RESTORE_CHUNK);
-    if (!s->rbuf) {
-        close(fd);
-        return -ENOMEM;
-    }
     s->rfd = fd;
     s->rsize = ent.size;
     s->rsent = 0;
-    s->racked = 0;
+    s->state = ST_RESTORE;
+    s->rbuf = ent.size ? malloc(RESTORE_CHUNK) : NULL;
+    if (ent.size && !s->rbuf) {
+        restore_end(s);
+        return -ENOMEM;
+    }
     if (ent.has_sha256)
         svc_backup_sha256_to_hex(ent.sha256, hex);
-    if (core_buf_printf(out, "OK %" PRIu64 " %s %" PRIu32 "\n", ent.size, hex, ent.version) < 0)
+    if (core_buf_printf(out, "OK %" PRIu64 " %s %" PRIu32 "\n", ent.size, hex, ent.version) < 0) {
+        restore_end(s);
         return -ENOMEM;
+    }
     count(s->inst, C_RESTORES, 1);
-    s->state = ST_RESTORE;
-    return restore_pump(s, out);
+    if (ent.size == 0) {
+        restore_end(s);
+        return CORE_VERDICT_MORE;
+    }
+    /* The content follows through session_pull, as fast as the client takes it. */
+    return CORE_VERDICT_PULL;
 }
 
 static int on_list(struct backup_sess *s, struct core_buf *out)
@@ -532,16 +542,6 @@ static int on_line(struct backup_sess *s, const char *line, size_t n, struct cor
     if (is_blank(line, n))
         return CORE_VERDICT_MORE;
     r = svc_backup_parse_line(line, n, &c, &code, &err);
-    if (s->state == ST_RESTORE) {
-        /* Mid-content, only flow control makes sense; anything else ends the connection. */
-        if (r < 0 || c.verb != SVC_BACKUP_MORE || c.size > s->rsent) {
-            count(s->inst, C_PROTOCOL, 1);
-            return CORE_VERDICT_CLOSE;
-        }
-        if (c.size > s->racked)
-            s->racked = c.size;
-        return CORE_VERDICT_MORE;
-    }
     if (r < 0) {
         r = reply_err(s, out, code, "%s", err.msg);
         if (r < 0)
@@ -557,7 +557,6 @@ static int on_line(struct backup_sess *s, const char *line, size_t n, struct cor
         return on_list(s, out);
     case SVC_BACKUP_QUIT:
         return core_buf_append(out, "BYE\n", 4) < 0 ? -ENOMEM : CORE_VERDICT_CLOSE;
-    case SVC_BACKUP_MORE: /* a late MORE after a restore ended */
     case SVC_BACKUP_VERB_COUNT:
         break;
     }
@@ -574,10 +573,6 @@ static int feed_line(struct backup_sess *s, const uint8_t *in, size_t len, size_
 
     *used = nl ? take + 1 : take;
     if (s->line_len + take > SVC_BACKUP_LINE_MAX) {
-        if (s->state == ST_RESTORE) {
-            count(s->inst, C_PROTOCOL, 1);
-            return CORE_VERDICT_CLOSE;
-        }
         r = reply_err(s, out, SVC_BACKUP_E_PROTOCOL, "command line longer than %d bytes",
                       SVC_BACKUP_LINE_MAX);
         return r < 0 ? r : CORE_VERDICT_CLOSE;
@@ -699,24 +694,33 @@ static int backup_session_open(void *inst, void *sess, struct core_buf *out)
     return CORE_VERDICT_MORE;
 }
 
-static int backup_session_feed(void *sess, const uint8_t *in, size_t len, struct core_buf *out)
+/* Holds input that arrived while a restore is sent, to be fed once its content is out. */
+static int hold(struct backup_sess *s, const uint8_t *in, size_t len)
 {
-    struct backup_sess *s = sess;
+    uint8_t *p;
+
+    if (len > PENDING_MAX - s->pend_len)
+        return -ENOBUFS;
+    p = realloc(s->pend, s->pend_len + len);
+    if (!p)
+        return -ENOMEM;
+    memcpy(p + s->pend_len, in, len);
+    s->pend = p;
+    s->pend_len += len;
+    return 0;
+}
+
+/* Runs input through the session's states until it is used up or a verdict other than MORE;
+ * what is left when a restore starts is held until its content is sent. */
+static int feed_all(struct backup_sess *s, const uint8_t *in, size_t len, struct core_buf *out)
+{
     int r = CORE_VERDICT_MORE;
 
-    if (s->state == ST_FIRST) {
-        size_t name_len = 0;
-
-        if (svc_backup_classify_first(in, len, &name_len) == SVC_BACKUP_FIRST_BARE)
-            return on_bare_name(s, in, name_len, out);
-        s->state = ST_COMMAND;
-    }
     while (len > 0 && r == CORE_VERDICT_MORE) {
         size_t used = len;
 
         switch (s->state) {
         case ST_COMMAND:
-        case ST_RESTORE:
             r = feed_line(s, in, len, &used, out);
             break;
         case ST_UPLOAD:
@@ -731,6 +735,10 @@ static int backup_session_feed(void *sess, const uint8_t *in, size_t len, struct
             if (s->discard_left == 0)
                 s->state = ST_COMMAND;
             break;
+        case ST_RESTORE:
+            used = 0;
+            r = CORE_VERDICT_PULL;
+            break;
         case ST_FIRST:
         case ST_CLOSED:
             return CORE_VERDICT_CLOSE;
@@ -738,8 +746,50 @@ static int backup_session_feed(void *sess, const uint8_t *in, size_t len, struct
         in += used;
         len -= used;
     }
-    if (r == CORE_VERDICT_MORE && s->state == ST_RESTORE)
-        r = restore_pump(s, out);
+    if (r == CORE_VERDICT_PULL && len > 0) {
+        int h = hold(s, in, len);
+
+        if (h < 0)
+            return h;
+    }
+    return r;
+}
+
+static int backup_session_feed(void *sess, const uint8_t *in, size_t len, struct core_buf *out)
+{
+    struct backup_sess *s = sess;
+
+    if (s->state == ST_FIRST) {
+        size_t name_len = 0;
+
+        if (svc_backup_classify_first(in, len, &name_len) == SVC_BACKUP_FIRST_BARE)
+            return on_bare_name(s, in, name_len, out);
+        s->state = ST_COMMAND;
+    }
+    return feed_all(s, in, len, out);
+}
+
+/* The next part of a restore's content; once it is all out, the commands that followed. */
+static int backup_session_pull(void *sess, struct core_buf *out)
+{
+    struct backup_sess *s = sess;
+    uint8_t *p;
+    size_t n;
+    int r;
+
+    if (s->state != ST_RESTORE)
+        return CORE_VERDICT_MORE;
+    r = restore_chunk(s, out);
+    if (r < 0)
+        return r;
+    if (s->state == ST_RESTORE)
+        return CORE_VERDICT_PULL;
+    p = s->pend;
+    n = s->pend_len;
+    s->pend = NULL;
+    s->pend_len = 0;
+    r = n ? feed_all(s, p, n, out) : CORE_VERDICT_MORE;
+    free(p);
     return r;
 }
 
@@ -785,6 +835,9 @@ static void backup_session_close(void *sess, bool completed)
     s->rfd = -1;
     free(s->rbuf);
     s->rbuf = NULL;
+    free(s->pend);
+    s->pend = NULL;
+    s->pend_len = 0;
     s->state = ST_CLOSED;
 }
 
@@ -1061,6 +1114,7 @@ const struct core_service svc_backup = {
     .session_open = backup_session_open,
     .session_feed = backup_session_feed,
     .session_eof = backup_session_eof,
+    .session_pull = backup_session_pull,
     .session_close = backup_session_close,
     .files_list = backup_files_list,
     .file_open = backup_file_open,

@@ -19,8 +19,10 @@ static const char *const errc_names[SVC_BACKUP_E_COUNT] = {
 };
 
 static const char *const verb_names[SVC_BACKUP_VERB_COUNT] = {
-    [SVC_BACKUP_PUT] = "PUT",   [SVC_BACKUP_GET] = "GET",   [SVC_BACKUP_LIST] = "LIST",
-    [SVC_BACKUP_MORE] = "MORE", [SVC_BACKUP_QUIT] = "QUIT",
+    [SVC_BACKUP_PUT] = "PUT",
+    [SVC_BACKUP_GET] = "GET",
+    [SVC_BACKUP_LIST] = "LIST",
+    [SVC_BACKUP_QUIT] = "QUIT",
 };
 
 const char *svc_backup_errc_name(enum svc_backup_errc c)
@@ -258,7 +260,6 @@ int svc_backup_parse_line(const char *line, size_t len, struct svc_backup_cmd *r
         [SVC_BACKUP_PUT] = "usage: PUT <name> <size> [<sha256>]",
         [SVC_BACKUP_GET] = "usage: GET <name> [<version>]",
         [SVC_BACKUP_LIST] = "usage: LIST",
-        [SVC_BACKUP_MORE] = "usage: MORE <received>",
         [SVC_BACKUP_QUIT] = "usage: QUIT",
     };
     struct token t[5];
@@ -301,10 +302,6 @@ int svc_backup_parse_line(const char *line, size_t len, struct svc_backup_cmd *r
                 return protocol_error(ret_code, err, "version is not a number");
             ret->version = (uint32_t)v;
         }
-        break;
-    case SVC_BACKUP_MORE:
-        if (n != 2 || parse_u64(t[1].p, t[1].len, UINT64_MAX, &ret->size) < 0)
-            return protocol_error(ret_code, err, usage[verb]);
         break;
     case SVC_BACKUP_LIST:
     case SVC_BACKUP_QUIT:

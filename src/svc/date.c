@@ -1,12 +1,14 @@
 #include "svc/date.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -492,6 +494,55 @@ static const char *tz_dir(void)
 }
 
 /* Loads the zone an option names: *ret NULL for the daemon's zone. */
+/*
+ * The daemon's own zone as glibc finds it (TZ, else /etc/localtime), read once, so that
+ * requests never call localtime_r(), whose time zone state other threads may be changing. NULL
+ * when it cannot be read: then localtime_r() answers after all.
+ */
+static struct svc_tz *local_zone_load(void)
+{
+    const char *env = getenv("TZ");
+    struct svc_tz *tz = NULL;
+    uint8_t *data = NULL;
+    size_t len = 0, cap = 0;
+    ssize_t n;
+    int fd;
+
+    if (env && *env == ':')
+        env++;
+    if (env && *env) {
+        if (svc_tz_name_is_valid(env) && svc_tz_load(tz_dir(), env, &tz, NULL) == 0)
+            return tz;
+        if (strcmp(env, "UTC") == 0)
+            return svc_tz_new_utc();
+        if (svc_tz_parse_posix(env, &tz, NULL) == 0)
+            return tz;
+        return NULL;
+    }
+    fd = open("/etc/localtime", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return svc_tz_new_utc(); /* glibc's answer with no zone configured */
+    for (;;) {
+        if (len == cap) {
+            uint8_t *grown = cap < (1u << 20) ? realloc(data, cap ? cap * 2 : 4096) : NULL;
+
+            if (!grown)
+                break;
+            data = grown;
+            cap = cap ? cap * 2 : 4096;
+        }
+        n = read(fd, data + len, cap - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    if (svc_tz_parse(data, len, &tz, NULL) < 0)
+        tz = NULL;
+    free(data);
+    return tz;
+}
+
 static int zone_load(const char *name, struct svc_tz **ret, struct core_err *err)
 {
     static const char field[] = "options.timezone";
@@ -500,7 +551,7 @@ static int zone_load(const char *name, struct svc_tz **ret, struct core_err *err
     int r;
 
     if (strcmp(name, SVC_DATE_TZ_LOCAL) == 0) {
-        *ret = NULL;
+        *ret = local_zone_load();
         return 0;
     }
     if (strcmp(name, "UTC") == 0) {

@@ -157,6 +157,28 @@ static int feed(struct conn *c, const char *text)
     return feedn(c, text, strlen(text));
 }
 
+static int pull(struct conn *c)
+{
+    return svc_backup.session_pull(c->mem, &c->out);
+}
+
+/* Pulls until the service gives another verdict than PULL, checking that no pull appends
+ * more than chunk_max bytes nor nothing; returns that verdict. */
+static int pull_all(struct conn *c, size_t chunk_max)
+{
+    int r;
+
+    for (;;) {
+        size_t before = c->out.len;
+
+        r = pull(c);
+        if (r != CORE_VERDICT_PULL)
+            return r;
+        if (c->out.len == before || c->out.len - before > chunk_max)
+            fail_msg("a pull appended %zu bytes", c->out.len - before);
+    }
+}
+
 /* Takes the first line the service answered (without its newline). */
 static char *take_line(struct conn *c)
 {
@@ -449,7 +471,7 @@ static void test_backup_parse_bad_lines_protocol_error(void **state)
         "GET a 4294967296",
         "LIST all",
         "MORE",
-        "MORE -1",
+        "MORE 4096",
         "QUIT now",
         "HELLO",
         "",
@@ -490,7 +512,7 @@ static void test_backup_parse_bad_names_bad_name_error(void **state)
     }
 }
 
-static void test_backup_parse_get_list_more_quit(void **state)
+static void test_backup_parse_get_list_quit(void **state)
 {
     struct svc_backup_cmd c;
     enum svc_backup_errc code;
@@ -504,9 +526,6 @@ static void test_backup_parse_get_list_more_quit(void **state)
     assert_int_equal(c.version, 7);
     assert_int_equal(svc_backup_parse_line("LIST", 4, &c, &code, NULL), 0);
     assert_int_equal(c.verb, SVC_BACKUP_LIST);
-    assert_int_equal(svc_backup_parse_line("MORE 4096", 9, &c, &code, NULL), 0);
-    assert_int_equal(c.verb, SVC_BACKUP_MORE);
-    assert_int_equal(c.size, 4096);
     assert_int_equal(svc_backup_parse_line("QUIT\r", 5, &c, &code, NULL), 0);
     assert_int_equal(c.verb, SVC_BACKUP_QUIT);
 }
@@ -759,8 +778,9 @@ static void test_backup_policy_version_keeps_older_copies_listed(void **state)
     json_decref(arr);
 
     c = conn_open(f);
-    assert_int_equal(feed(c, "GET cfg 1\n"), CORE_VERDICT_MORE);
+    assert_int_equal(feed(c, "GET cfg 1\n"), CORE_VERDICT_PULL);
     expect_prefix(c, "OK 3 ");
+    assert_int_equal(pull(c), CORE_VERDICT_MORE);
     assert_int_equal(c->out.len, 3);
     assert_memory_equal(c->out.data, "one", 3);
     core_buf_consume(&c->out, 3);
@@ -1146,10 +1166,12 @@ static void test_backup_get_restores_content_and_checksum(void **state)
     (void)state;
     put_ok(f, "a b", "restore me", 1);
     c = conn_open(f);
-    assert_int_equal(feed(c, "GET a%20b\n"), CORE_VERDICT_MORE);
+    assert_int_equal(feed(c, "GET a%20b\n"), CORE_VERDICT_PULL);
     sha_hex("restore me", 10, hex);
     snprintf(want, sizeof(want), "OK 10 %s 1", hex);
     expect_line(c, want);
+    assert_int_equal(c->out.len, 0); /* the content comes through session_pull */
+    assert_int_equal(pull(c), CORE_VERDICT_MORE);
     assert_int_equal(c->out.len, 10);
     assert_memory_equal(c->out.data, "restore me", 10);
     core_buf_consume(&c->out, 10);
@@ -1161,72 +1183,164 @@ static void test_backup_get_restores_content_and_checksum(void **state)
     expect_line(c, "BYE");
     conn_close(c, true);
     assert_int_equal(counter(f, "restores"), 1);
+    assert_int_equal(counter(f, "bytes_restored"), 10);
 }
 
-static void test_backup_get_large_file_paced_by_more(void **state)
+static void test_backup_get_empty_file_needs_no_pull(void **state)
 {
     struct fx *f = fx_new(state, NULL);
-    size_t size = 5 * MIB + 123, got = 0;
-    uint8_t *data = malloc(size), *back = malloc(size);
-    struct conn *c = conn_open(f);
-    char hdr[64], more[64];
+    struct conn *c;
+    char hex[SVC_BACKUP_SHA256_HEX + 1], want[128];
 
     (void)state;
+    put_ok(f, "empty", "", 1);
+    c = conn_open(f);
+    assert_int_equal(feed(c, "GET empty\nLIST\n"), CORE_VERDICT_MORE);
+    sha_hex("", 0, hex);
+    snprintf(want, sizeof(want), "OK 0 %s 1", hex);
+    expect_line(c, want);
+    expect_line(c, "OK 1");
+    conn_close(c, true);
+}
+
+/* Uploads size bytes of a pattern under name through the protocol; returns the pattern. */
+static uint8_t *put_big(struct fx *f, const char *name, size_t size)
+{
+    uint8_t *data = malloc(size);
+    struct conn *c = conn_open(f);
+    char hdr[300], want[300];
+
+    assert_non_null(data);
     for (size_t i = 0; i < size; i++)
         data[i] = (uint8_t)(i * 7 + i / 4096);
-    snprintf(hdr, sizeof(hdr), "PUT big %zu\n", size);
+    snprintf(hdr, sizeof(hdr), "PUT %s %zu\n", name, size);
     assert_int_equal(feed(c, hdr), CORE_VERDICT_MORE);
     for (size_t i = 0; i < size; i += 65536)
         assert_int_equal(feedn(c, data + i, size - i < 65536 ? size - i : 65536),
                          CORE_VERDICT_MORE);
     expect_line(c, "OK");
-    expect_prefix(c, "STORED big 1 ");
+    snprintf(want, sizeof(want), "STORED %s 1 %zu ", name, size);
+    expect_prefix(c, want);
+    conn_close(c, true);
+    return data;
+}
 
-    assert_int_equal(feed(c, "GET big\n"), CORE_VERDICT_MORE);
-    expect_prefix(c, "OK 5243003 ");
-    while (got < size) {
-        size_t n = c->out.len;
+static void test_backup_get_large_file_streamed_by_pull_without_acks(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    size_t size = 5 * MIB + 123;
+    uint8_t *data = put_big(f, "big", size);
+    struct conn *c = conn_open(f);
+    char hex[SVC_BACKUP_SHA256_HEX + 1], want[128];
 
-        /* never more than the window ahead of what the client acknowledged */
-        assert_true(n > 0 && n <= 2 * MIB);
-        memcpy(back + got, c->out.data, n);
-        got += n;
-        core_buf_consume(&c->out, n);
-        snprintf(more, sizeof(more), "MORE %zu\n", got);
-        assert_int_equal(feed(c, more), CORE_VERDICT_MORE);
-    }
-    assert_int_equal(got, size);
-    assert_memory_equal(back, data, size);
-    /* the late MORE was ignored, the connection is back to commands */
-    assert_int_equal(c->out.len, 0);
+    (void)state;
+    assert_int_equal(feed(c, "GET big\n"), CORE_VERDICT_PULL);
+    sha_hex(data, size, hex);
+    snprintf(want, sizeof(want), "OK %zu %s 1", size, hex);
+    expect_line(c, want);
+    /* every pull appends one bounded chunk; the last one ends the restore */
+    assert_int_equal(pull_all(c, 256 * 1024), CORE_VERDICT_MORE);
+    assert_int_equal(c->out.len, size);
+    assert_memory_equal(c->out.data, data, size);
+    core_buf_consume(&c->out, size);
+    /* the connection is back to commands */
     assert_int_equal(feed(c, "LIST\n"), CORE_VERDICT_MORE);
     expect_line(c, "OK 1");
     conn_close(c, true);
+    assert_int_equal(counter(f, "bytes_restored"), size);
     free(data);
-    free(back);
 }
 
-static void test_backup_get_bad_more_closes(void **state)
+static void test_backup_get_pipelined_commands_answered_after_content(void **state)
 {
     struct fx *f = fx_new(state, NULL);
-    size_t size = 3 * MIB;
-    uint8_t *data = calloc(1, size);
+    size_t size = MIB + 1;
+    uint8_t *data = put_big(f, "big", size);
     struct conn *c = conn_open(f);
-    char hdr[64];
+    const char *cmds = "GET big\nGET big 1\nPUT small 3\nabcLIST\nQUIT\n";
 
     (void)state;
-    snprintf(hdr, sizeof(hdr), "PUT z %zu\n", size);
-    assert_int_equal(feed(c, hdr), CORE_VERDICT_MORE);
-    assert_int_equal(feedn(c, data, size), CORE_VERDICT_MORE);
+    /* one read holds two restores, an upload and more commands */
+    assert_int_equal(feed(c, cmds), CORE_VERDICT_PULL);
+    expect_prefix(c, "OK 1048577 ");
+    assert_int_equal(c->out.len, 0);
+    /* the first content, the second restore, then the answers to the rest, in order */
+    assert_int_equal(pull_all(c, 256 * 1024 + 4096), CORE_VERDICT_CLOSE);
+    assert_true(c->out.len > size);
+    assert_memory_equal(c->out.data, data, size);
+    core_buf_consume(&c->out, size);
+    expect_prefix(c, "OK 1048577 ");
+    assert_true(c->out.len > size);
+    assert_memory_equal(c->out.data, data, size);
+    core_buf_consume(&c->out, size);
     expect_line(c, "OK");
-    expect_prefix(c, "STORED z 1 ");
-    assert_int_equal(feed(c, "GET z\n"), CORE_VERDICT_MORE);
-    expect_prefix(c, "OK 3145728 ");
-    assert_int_equal(c->out.len, 2 * MIB);
-    /* acknowledging bytes never sent, or any other command mid-content, ends it */
-    assert_int_equal(feed(c, "MORE 3145728\n"), CORE_VERDICT_CLOSE);
+    expect_prefix(c, "STORED small 1 3 ");
+    expect_line(c, "OK 2");
+    expect_prefix(c, "big 1 1048577 ");
+    expect_prefix(c, "small 1 3 ");
+    expect_line(c, "END");
+    expect_line(c, "BYE");
+    assert_int_equal(c->out.len, 0);
+    conn_close(c, true);
+    assert_stored(f, "small", "abc");
+    free(data);
+}
+
+static void test_backup_get_input_fed_during_restore_held_until_content_sent(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    size_t size = 600 * 1024;
+    uint8_t *data = put_big(f, "big", size);
+    struct conn *c = conn_open(f);
+
+    (void)state;
+    assert_int_equal(feed(c, "GET big\n"), CORE_VERDICT_PULL);
+    expect_prefix(c, "OK 614400 ");
+    /* a runner that keeps reading while it sends: the input waits for the content */
+    assert_int_equal(feed(c, "LI"), CORE_VERDICT_PULL);
+    assert_int_equal(feed(c, "ST\n"), CORE_VERDICT_PULL);
+    assert_int_equal(c->out.len, 0);
+    assert_int_equal(pull_all(c, 256 * 1024 + 4096), CORE_VERDICT_MORE);
+    assert_memory_equal(c->out.data, data, size);
+    core_buf_consume(&c->out, size);
+    expect_line(c, "OK 1");
     conn_close(c, true);
     free(data);
+}
+
+static void test_backup_get_copy_shrunk_midway_fails_restore(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    size_t size = MIB;
+    uint8_t *data = put_big(f, "big", size);
+    struct conn *c = conn_open(f);
+    char path[300];
+
+    (void)state;
+    assert_int_equal(feed(c, "GET big\n"), CORE_VERDICT_PULL);
+    expect_prefix(c, "OK 1048576 ");
+    assert_int_equal(pull(c), CORE_VERDICT_PULL);
+    snprintf(path, sizeof(path), "%s/big", f->store);
+    assert_int_equal(truncate(path, 300 * 1024), 0);
+    /* the client gets a short restore and the connection ends in an error */
+    assert_int_equal(pull_all(c, 256 * 1024), -EIO);
+    assert_int_equal(c->out.len, 300 * 1024);
+    conn_close(c, false);
+    free(data);
+}
+
+static void test_backup_more_is_no_command(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    struct conn *c = conn_open(f);
+
+    (void)state;
+    /* (a first read of one line that is no command is the lecture's bare name) */
+    assert_int_equal(feed(c, "LIST\nMORE 4096\n"), CORE_VERDICT_CLOSE);
+    expect_line(c, "OK 0");
+    expect_line(c, "END");
+    expect_line(c, "ERR protocol unknown command (PUT, GET, LIST, QUIT)");
+    conn_close(c, true);
 }
 
 static void test_backup_file_open_current_and_versions(void **state)
@@ -1471,7 +1585,7 @@ int main(void)
         cmocka_unit_test_teardown(test_backup_parse_put_with_and_without_checksum, fx_teardown),
         cmocka_unit_test_teardown(test_backup_parse_bad_lines_protocol_error, fx_teardown),
         cmocka_unit_test_teardown(test_backup_parse_bad_names_bad_name_error, fx_teardown),
-        cmocka_unit_test_teardown(test_backup_parse_get_list_more_quit, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_parse_get_list_quit, fx_teardown),
         cmocka_unit_test_teardown(test_backup_classify_first_tells_bare_name_from_command,
                                   fx_teardown),
         cmocka_unit_test_teardown(test_backup_options_check_fills_defaults, fx_teardown),
@@ -1501,8 +1615,15 @@ int main(void)
         cmocka_unit_test_teardown(test_backup_bare_flow_limits_enforced_while_streaming,
                                   fx_teardown),
         cmocka_unit_test_teardown(test_backup_get_restores_content_and_checksum, fx_teardown),
-        cmocka_unit_test_teardown(test_backup_get_large_file_paced_by_more, fx_teardown),
-        cmocka_unit_test_teardown(test_backup_get_bad_more_closes, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_get_empty_file_needs_no_pull, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_get_large_file_streamed_by_pull_without_acks,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_get_pipelined_commands_answered_after_content,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_get_input_fed_during_restore_held_until_content_sent,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_get_copy_shrunk_midway_fails_restore, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_more_is_no_command, fx_teardown),
         cmocka_unit_test_teardown(test_backup_file_open_current_and_versions, fx_teardown),
         cmocka_unit_test_teardown(test_backup_files_list_before_first_start_empty, fx_teardown),
         cmocka_unit_test_teardown(test_backup_planted_symlinks_never_followed, fx_teardown),
