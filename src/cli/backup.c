@@ -22,6 +22,10 @@
 #include <openssl/evp.h>
 
 #include "svc/backup_proto.h"
+#include "cli/common.h"
+
+#define usage_error(...) cli_usage_error("backup", __VA_ARGS__)
+#define fail(...) cli_fail("backup", __VA_ARGS__)
 
 #define BACKUP_PORT "32400"
 #define TIMEOUT_DEFAULT_MS 60000
@@ -143,57 +147,6 @@ void cli_backup_usage(void)
 static void (*const usages[])(void) = {
     [CMD_PUT] = usage_put, [CMD_GET] = usage_get, [CMD_LS] = usage_ls};
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs("sockserv backup: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\nTry 'sockserv backup --help'.\n", stderr);
-    return 2;
-}
-
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs("sockserv backup: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static bool parse_ulong(const char *text, unsigned long min, unsigned long max, unsigned long *ret)
-{
-    unsigned long v;
-    char *end;
-
-    if (text[0] < '0' || text[0] > '9')
-        return false;
-    errno = 0;
-    v = strtoul(text, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        return false;
-    *ret = v;
-    return true;
-}
-
 static int parse_args(int argc, char **argv, struct args *a, bool *ret_help)
 {
     const char *pos[4];
@@ -250,7 +203,7 @@ static int parse_args(int argc, char **argv, struct args *a, bool *ret_help)
             return usage_error("unknown option '%s' for %s", arg, cmd_names[a->cmd]);
         }
         if (strcmp(arg, "--timeout") == 0) {
-            if (!parse_ulong(val, 1, TIMEOUT_MAX_MS, &v))
+            if (!cli_parse_ulong(val, 1, TIMEOUT_MAX_MS, &v))
                 return usage_error("--timeout: '%s' is not a number of milliseconds from 1 "
                                    "to %ld",
                                    val, TIMEOUT_MAX_MS);
@@ -258,7 +211,7 @@ static int parse_args(int argc, char **argv, struct args *a, bool *ret_help)
         } else if (strcmp(arg, "--name") == 0 && a->cmd == CMD_PUT) {
             a->name = val;
         } else if (strcmp(arg, "--version") == 0 && a->cmd == CMD_GET) {
-            if (!parse_ulong(val, 1, UINT32_MAX, &v))
+            if (!cli_parse_ulong(val, 1, UINT32_MAX, &v))
                 return usage_error("--version: '%s' is not a version number", val);
             a->version = (uint32_t)v;
         } else if ((strcmp(arg, "-o") == 0 || strcmp(arg, "--output") == 0) && a->cmd == CMD_GET) {
@@ -282,7 +235,7 @@ static int parse_args(int argc, char **argv, struct args *a, bool *ret_help)
     a->host = pos[want_min - 1];
     if (npos == want_max)
         a->port = pos[want_max - 1];
-    if (!parse_ulong(a->port, 1, 65535, &v))
+    if (!cli_parse_ulong(a->port, 1, 65535, &v))
         return usage_error("PORT: '%s' is not a port from 1 to 65535", a->port);
     return 0;
 }
@@ -292,9 +245,8 @@ static int parse_args(int argc, char **argv, struct args *a, bool *ret_help)
 /* Connects to the first address of HOST PORT that answers in time; 0 or 1 (printed why). */
 static int link_open(struct link *l, const struct args *a)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *list = NULL;
-    int64_t deadline = now_ms() + a->timeout_ms;
+    int64_t deadline = cli_now_ms() + a->timeout_ms;
     int err = ENOENT, r;
 
     l->fd = -1;
@@ -302,47 +254,14 @@ static int link_open(struct link *l, const struct args *a)
     l->timeout_ms = a->timeout_ms;
     snprintf(l->peer, sizeof(l->peer), strchr(a->host, ':') ? "[%s]:%s" : "%s:%s", a->host,
              a->port);
-    r = getaddrinfo(a->host, a->port, &hints, &list);
+    r = cli_resolve("backup", a->host, a->port, SOCK_STREAM, &list);
     if (r != 0)
-        return fail("cannot resolve %s: %s", a->host, gai_strerror(r));
-    for (const struct addrinfo *ai = list; ai; ai = ai->ai_next) {
-        struct pollfd pfd;
-        socklen_t len = sizeof(err);
-        int64_t left;
-        int fd;
-
-        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-            l->fd = fd;
-            break;
-        }
-        if (errno != EINPROGRESS) {
-            err = errno;
-            close(fd);
-            continue;
-        }
-        pfd = (struct pollfd){.fd = fd, .events = POLLOUT};
-        do {
-            left = deadline - now_ms();
-            r = poll(&pfd, 1, left > 0 ? (int)left : 0);
-        } while (r < 0 && errno == EINTR);
-        if (r == 0) {
-            close(fd);
-            err = ETIMEDOUT;
-            break;
-        }
-        if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        if (err == 0) {
-            l->fd = fd;
-            break;
-        }
-        close(fd);
-    }
+        return r;
+    r = cli_tcp_connect(list, deadline);
+    if (r >= 0)
+        l->fd = r;
+    else
+        err = -r;
     freeaddrinfo(list);
     if (l->fd < 0)
         return fail("cannot connect to %s: %s", l->peer,
@@ -486,14 +405,14 @@ static void progress_start(struct progress *p, const char *label, uint64_t total
     p->on = isatty(STDERR_FILENO);
     p->label = label;
     p->total = total;
-    p->start_ms = now_ms();
+    p->start_ms = cli_now_ms();
     p->last_ms = 0;
 }
 
 static void progress_show(struct progress *p, uint64_t done, bool final)
 {
     char d[16], t[16], rate[16], eta[32] = "--:--";
-    int64_t now = now_ms(), elapsed;
+    int64_t now = cli_now_ms(), elapsed;
     unsigned pct, fill;
     double bps;
 

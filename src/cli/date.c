@@ -13,6 +13,10 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "cli/common.h"
+
+#define usage_error(...) cli_usage_error("date", __VA_ARGS__)
+#define fail(...) cli_fail("date", __VA_ARGS__)
 
 #define DATE_PORT_DEFAULT "1313"
 #define DATE_TIMEOUT_DEFAULT_MS 3000
@@ -53,72 +57,12 @@ void cli_date_usage(void)
           stdout);
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs("sockserv date: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\nTry 'sockserv date --help'.\n", stderr);
-    return 2;
-}
-
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs("sockserv date: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int remaining_ms(int64_t deadline)
-{
-    int64_t left = deadline - now_ms();
-
-    if (left <= 0)
-        return 0;
-    return left > INT_MAX ? INT_MAX : (int)left;
-}
-
-static bool parse_long(const char *text, long min, long max, long *ret)
-{
-    char *end;
-    long v;
-
-    if (text[0] < '0' || text[0] > '9')
-        return false;
-    errno = 0;
-    v = strtol(text, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        return false;
-    *ret = v;
-    return true;
-}
-
 static int parse_args(int argc, char **argv, struct date_args *a, bool *ret_help)
 {
     const char *pos[2];
     int npos = 0;
     bool options_done = false;
-    long v;
+    unsigned long v;
 
     a->tcp = false;
     a->request = "date";
@@ -158,7 +102,7 @@ static int parse_args(int argc, char **argv, struct date_args *a, bool *ret_help
             return usage_error("unknown option '%s'", arg);
         }
         if (timeout) {
-            if (!parse_long(timeout, 1, DATE_TIMEOUT_MAX_MS, &v))
+            if (!cli_parse_ulong(timeout, 1, DATE_TIMEOUT_MAX_MS, &v))
                 return usage_error("--timeout: '%s' is not a number of milliseconds from 1 to %ld",
                                    timeout, DATE_TIMEOUT_MAX_MS);
             a->timeout_ms = (int)v;
@@ -173,7 +117,7 @@ static int parse_args(int argc, char **argv, struct date_args *a, bool *ret_help
     a->port = npos == 2 ? pos[1] : DATE_PORT_DEFAULT;
     if (a->host[0] == '\0')
         return usage_error("HOST is empty");
-    if (!parse_long(a->port, 1, 65535, &v))
+    if (!cli_parse_ulong(a->port, 1, 65535, &v))
         return usage_error("PORT: '%s' is not a port number from 1 to 65535", a->port);
     snprintf(a->peer, sizeof(a->peer), strchr(a->host, ':') ? "[%s]:%s" : "%s:%s", a->host,
              a->port);
@@ -182,18 +126,7 @@ static int parse_args(int argc, char **argv, struct date_args *a, bool *ret_help
 
 static int resolve(const struct date_args *a, struct addrinfo **ret)
 {
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC,
-        .ai_socktype = a->tcp ? SOCK_STREAM : SOCK_DGRAM,
-        .ai_flags = AI_NUMERICSERV,
-    };
-    int r;
-
-    r = getaddrinfo(a->host, a->port, &hints, ret);
-    if (r != 0)
-        return fail("cannot resolve %s: %s", a->host,
-                    r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
-    return 0;
+    return cli_resolve("date", a->host, a->port, a->tcp ? SOCK_STREAM : SOCK_DGRAM, ret);
 }
 
 /* Prints the reply as it came, ending it with a newline if the server did not. */
@@ -214,49 +147,20 @@ static int no_reply(const struct date_args *a)
  * non-blocking socket, or -1 after printing why. */
 static int tcp_connect(const struct date_args *a, const struct addrinfo *list, int64_t deadline)
 {
-    int err = ENOENT;
+    int fd = cli_tcp_connect(list, deadline);
 
-    for (const struct addrinfo *ai = list; ai; ai = ai->ai_next) {
-        struct pollfd pfd;
-        socklen_t len = sizeof(err);
-        int fd, r;
-
-        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-            return fd;
-        if (errno != EINPROGRESS) {
-            err = errno;
-            close(fd);
-            continue;
-        }
-        pfd = (struct pollfd){.fd = fd, .events = POLLOUT};
-        do {
-            r = poll(&pfd, 1, remaining_ms(deadline));
-        } while (r < 0 && errno == EINTR);
-        if (r == 0) {
-            close(fd);
-            no_reply(a);
-            return -1;
-        }
-        if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        if (err == 0)
-            return fd;
-        close(fd);
-    }
-    fail("cannot connect to %s: %s", a->peer, strerror(err));
-    return -1;
+    if (fd == -ETIMEDOUT)
+        no_reply(a);
+    else if (fd < 0)
+        fail("cannot connect to %s: %s", a->peer, strerror(-fd));
+    return fd < 0 ? -1 : fd;
 }
 
 /* Daytime: connect, read everything until the server closes, print it. */
 static int run_tcp(const struct date_args *a, const struct addrinfo *list)
 {
     static char buf[DATE_REPLY_MAX];
-    int64_t deadline = now_ms() + a->timeout_ms;
+    int64_t deadline = cli_now_ms() + a->timeout_ms;
     size_t len = 0;
     int fd, r = 0;
 
@@ -267,7 +171,7 @@ static int run_tcp(const struct date_args *a, const struct addrinfo *list)
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         ssize_t k;
 
-        r = poll(&pfd, 1, remaining_ms(deadline));
+        r = poll(&pfd, 1, cli_remaining_ms(deadline));
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
@@ -311,14 +215,14 @@ static ssize_t udp_ask(const struct date_args *a, int fd, int64_t deadline, char
     size_t req_len = strlen(a->request);
 
     for (;;) {
-        int64_t resend = now_ms() + DATE_RESEND_MS;
+        int64_t resend = cli_now_ms() + DATE_RESEND_MS;
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int r;
 
         if (send(fd, a->request, req_len, MSG_NOSIGNAL) < 0 && errno != EINTR)
             return -errno;
         do {
-            r = poll(&pfd, 1, remaining_ms(resend < deadline ? resend : deadline));
+            r = poll(&pfd, 1, cli_remaining_ms(resend < deadline ? resend : deadline));
         } while (r < 0 && errno == EINTR);
         if (r < 0)
             return -errno;
@@ -334,7 +238,7 @@ static ssize_t udp_ask(const struct date_args *a, int fd, int64_t deadline, char
                 return k;
             continue; /* an empty datagram is no answer */
         }
-        if (remaining_ms(deadline) == 0)
+        if (cli_remaining_ms(deadline) == 0)
             return 0;
     }
 }
@@ -344,7 +248,7 @@ static ssize_t udp_ask(const struct date_args *a, int fd, int64_t deadline, char
 static int run_udp(const struct date_args *a, const struct addrinfo *list)
 {
     static char buf[DATE_REPLY_MAX];
-    int64_t deadline = now_ms() + a->timeout_ms;
+    int64_t deadline = cli_now_ms() + a->timeout_ms;
     int err = ENOENT;
 
     for (const struct addrinfo *ai = list; ai; ai = ai->ai_next) {

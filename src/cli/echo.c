@@ -13,6 +13,10 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "cli/common.h"
+
+#define usage_error(...) cli_usage_error("echo", __VA_ARGS__)
+#define fail(...) cli_fail("echo", __VA_ARGS__)
 
 #define ECHO_TIMEOUT_DEFAULT_MS 5000
 #define ECHO_TIMEOUT_MAX_MS 86400000L
@@ -58,72 +62,12 @@ void cli_echo_usage(void)
           stdout);
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs("sockserv echo: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\nTry 'sockserv echo --help'.\n", stderr);
-    return 2;
-}
-
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs("sockserv echo: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int remaining_ms(int64_t deadline)
-{
-    int64_t left = deadline - now_ms();
-
-    if (left <= 0)
-        return 0;
-    return left > INT_MAX ? INT_MAX : (int)left;
-}
-
-static bool parse_long(const char *text, long min, long max, long *ret)
-{
-    char *end;
-    long v;
-
-    if (text[0] < '0' || text[0] > '9')
-        return false;
-    errno = 0;
-    v = strtol(text, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        return false;
-    *ret = v;
-    return true;
-}
-
 static int parse_args(int argc, char **argv, struct echo_args *a, bool *ret_help)
 {
     const char *pos[3];
     int npos = 0;
     bool options_done = false;
-    long v;
+    unsigned long v;
 
     a->udp = false;
     a->timeout_ms = ECHO_TIMEOUT_DEFAULT_MS;
@@ -156,7 +100,7 @@ static int parse_args(int argc, char **argv, struct echo_args *a, bool *ret_help
             return usage_error("unknown option '%s'", arg);
         }
         if (timeout) {
-            if (!parse_long(timeout, 1, ECHO_TIMEOUT_MAX_MS, &v))
+            if (!cli_parse_ulong(timeout, 1, ECHO_TIMEOUT_MAX_MS, &v))
                 return usage_error("--timeout: '%s' is not a number of milliseconds from 1 to %ld",
                                    timeout, ECHO_TIMEOUT_MAX_MS);
             a->timeout_ms = (int)v;
@@ -169,7 +113,7 @@ static int parse_args(int argc, char **argv, struct echo_args *a, bool *ret_help
     a->message = npos == 3 ? pos[2] : NULL;
     if (a->host[0] == '\0')
         return usage_error("HOST is empty");
-    if (!parse_long(a->port, 1, 65535, &v))
+    if (!cli_parse_ulong(a->port, 1, 65535, &v))
         return usage_error("PORT: '%s' is not a port number from 1 to 65535", a->port);
     snprintf(a->peer, sizeof(a->peer), strchr(a->host, ':') ? "[%s]:%s" : "%s:%s", a->host,
              a->port);
@@ -178,36 +122,7 @@ static int parse_args(int argc, char **argv, struct echo_args *a, bool *ret_help
 
 static int resolve(const struct echo_args *a, struct addrinfo **ret)
 {
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC,
-        .ai_socktype = a->udp ? SOCK_DGRAM : SOCK_STREAM,
-        .ai_flags = AI_NUMERICSERV,
-    };
-    int r;
-
-    r = getaddrinfo(a->host, a->port, &hints, ret);
-    if (r != 0)
-        return fail("cannot resolve %s: %s", a->host,
-                    r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
-    return 0;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return cli_resolve("echo", a->host, a->port, a->udp ? SOCK_DGRAM : SOCK_STREAM, ret);
 }
 
 static int out_write(struct echo_out *o, const void *buf, size_t len)
@@ -216,7 +131,7 @@ static int out_write(struct echo_out *o, const void *buf, size_t len)
 
     if (len == 0)
         return 0;
-    r = write_all(STDOUT_FILENO, buf, len);
+    r = cli_write_all(STDOUT_FILENO, buf, len);
     if (r < 0)
         return fail("cannot write the reply to standard output: %s", strerror(-r));
     o->any = true;
@@ -303,43 +218,13 @@ static int read_stdin(size_t max, char **ret, size_t *ret_len)
  * non-blocking socket, or -1 after printing why. */
 static int tcp_connect(const struct echo_args *a, const struct addrinfo *list)
 {
-    int64_t deadline = now_ms() + a->timeout_ms;
-    int err = ENOENT;
+    int fd = cli_tcp_connect(list, cli_now_ms() + a->timeout_ms);
 
-    for (const struct addrinfo *ai = list; ai; ai = ai->ai_next) {
-        struct pollfd pfd;
-        socklen_t len = sizeof(err);
-        int fd, r;
-
-        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-            return fd;
-        if (errno != EINPROGRESS) {
-            err = errno;
-            close(fd);
-            continue;
-        }
-        pfd = (struct pollfd){.fd = fd, .events = POLLOUT};
-        do {
-            r = poll(&pfd, 1, remaining_ms(deadline));
-        } while (r < 0 && errno == EINTR);
-        if (r == 0) {
-            close(fd);
-            fail("cannot connect to %s: no answer within %d ms", a->peer, a->timeout_ms);
-            return -1;
-        }
-        if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        if (err == 0)
-            return fd;
-        close(fd);
-    }
-    fail("cannot connect to %s: %s", a->peer, strerror(err));
-    return -1;
+    if (fd == -ETIMEDOUT)
+        fail("cannot connect to %s: no answer within %d ms", a->peer, a->timeout_ms);
+    else if (fd < 0)
+        fail("cannot connect to %s: %s", a->peer, strerror(-fd));
+    return fd < 0 ? -1 : fd;
 }
 
 /*
@@ -355,7 +240,7 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
     size_t pending_len = msg_len;
     bool from_stdin = msg == NULL, in_eof = msg != NULL, send_done = false;
     bool received = false;
-    int64_t deadline = now_ms() + a->timeout_ms;
+    int64_t deadline = cli_now_ms() + a->timeout_ms;
     int ret;
 
     if (!rbuf)
@@ -376,7 +261,7 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
         if (from_stdin && !in_eof && pending_len == 0)
             pfd[n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
         /* While the next move is the user's, the server is not late. */
-        timeout = n == 2 ? -1 : remaining_ms(deadline);
+        timeout = n == 2 ? -1 : cli_remaining_ms(deadline);
 
         r = poll(pfd, n, timeout);
         if (r < 0) {
@@ -403,7 +288,7 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
                 pending = inbuf;
                 pending_len = (size_t)k;
             }
-            deadline = now_ms() + a->timeout_ms;
+            deadline = cli_now_ms() + a->timeout_ms;
         }
         if (pfd[0].revents & POLLOUT) {
             ssize_t k = send(fd, pending, pending_len, MSG_NOSIGNAL);
@@ -411,7 +296,7 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
             if (k >= 0) {
                 pending += k;
                 pending_len -= (size_t)k;
-                deadline = now_ms() + a->timeout_ms;
+                deadline = cli_now_ms() + a->timeout_ms;
             } else if (errno == EPIPE || errno == ECONNRESET) {
                 /* The server closed (the lecture's once mode): read what it sent. */
                 send_done = true;
@@ -438,7 +323,7 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
             ret = out_write(out, rbuf, (size_t)k);
             if (ret != 0)
                 goto out;
-            deadline = now_ms() + a->timeout_ms;
+            deadline = cli_now_ms() + a->timeout_ms;
         }
     }
     ret = out_finish(out);
@@ -472,7 +357,7 @@ static int run_udp(const struct echo_args *a, const struct addrinfo *list, const
         return fail("out of memory");
 
     for (const struct addrinfo *ai = list; ai; ai = ai->ai_next) {
-        int64_t deadline = now_ms() + a->timeout_ms;
+        int64_t deadline = cli_now_ms() + a->timeout_ms;
         struct pollfd pfd;
         ssize_t k;
         int fd, r;
@@ -490,7 +375,7 @@ static int run_udp(const struct echo_args *a, const struct addrinfo *list, const
         }
         pfd = (struct pollfd){.fd = fd, .events = POLLIN};
         for (;;) {
-            r = poll(&pfd, 1, remaining_ms(deadline));
+            r = poll(&pfd, 1, cli_remaining_ms(deadline));
             if (r < 0 && errno == EINTR)
                 continue;
             break;
