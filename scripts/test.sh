@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds sockserv, and runs every test suite: formatting, unit and
 # integration tests, then the same under AddressSanitizer+UndefinedBehaviorSanitizer and under
-# ThreadSanitizer.
+# ThreadSanitizer; then the dashboard in headless Chromium and the API against its OpenAPI
+# contract (scripts/e2e.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,5 +33,8 @@ ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print
 echo "== tests under TSan"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     run_suite build-tsan -Db_sanitize=thread -Dbuildtype=debug
+
+echo "== browser and contract tests"
+SOCKSERV_BIN="$PWD/build/sockserv" SOCKSERV_BUILD_DIR="$PWD/build" scripts/e2e.sh
 
 echo "all suites passed"

@@ -251,7 +251,9 @@ static int daemon_main(int argc, char **argv)
         goto out;
     }
     r = api_server_start(
-        &(struct api_server_opts){.host = host, .port = port, .registry = registry}, &server, &err);
+        &(struct api_server_opts){
+            .host = host, .port = port, .registry = registry, .events = events},
+        &server, &err);
     if (r < 0) {
         fprintf(stderr, "sockserv daemon: cannot serve the API on %s: %s\n", api,
                 err.msg[0] ? err.msg : strerror(-r));
