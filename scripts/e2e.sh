@@ -51,5 +51,5 @@ if [ ! -x "$SOCKSERV_BIN" ]; then
 fi
 
 mkdir -p "$SOCKSERV_BUILD_DIR/e2e-screenshots"
-echo "== end-to-end tests of the dashboard (headless Chromium; screenshots in $SOCKSERV_BUILD_DIR/e2e-screenshots)"
-node --test tests/e2e/*.test.mjs </dev/null
+echo "== end-to-end tests of the dashboard (headless Chromium; screenshots in $SOCKSERV_BUILD_DIR/e2e-screenshots) and the OpenAPI contract"
+node --test tests/e2e/*.test.mjs tests/contract/*.test.mjs </dev/null

@@ -15,19 +15,36 @@
 
 #include <jansson.h>
 
+#include "api/events.h"
 #include "api/reply.h"
 #include "core/err.h"
 #include "core/registry.h"
 
+struct api_request;
+
+/*
+ * The value of query parameter key of req: "" for "?key" or "?key=", NULL when absent (the
+ * first one when it is repeated). Percent-decoded.
+ */
+typedef const char *(*api_query_fn)(const struct api_request *req, const char *key);
+
 /* A request as a handler sees it. Every pointer is borrowed for the call. */
 struct api_request {
     struct core_registry *registry;
+    struct api_events *events; /* the event streams, or NULL when the server has no event bus */
     const char *path;          /* the URL path (percent-decoded), e.g. "/api/v1/listeners/e1" */
     const char *id;            /* the {id} segment of the path, or NULL when the route has none */
+    const char *name;          /* the {name} segment (percent-decoded), or NULL */
     const json_t *body;        /* routes that take a body: the JSON object sent; else NULL */
     const char *if_none_match; /* the If-None-Match header, or NULL */
+    const char *last_event_id; /* the Last-Event-ID header, or NULL */
     uint64_t uptime_seconds;   /* how long the server has been serving */
+    api_query_fn query;        /* NULL: the request has no query parameters */
+    void *query_ctx;           /* what query reads (the server's connection) */
 };
+
+/* The value of query parameter key (see api_query_fn), or NULL. */
+const char *api_request_query(const struct api_request *req, const char *key);
 
 /* Fills ret (initialised with api_reply_init()) with the answer to req. */
 typedef void (*api_handler_fn)(const struct api_request *req, struct api_reply *ret);
@@ -43,6 +60,13 @@ void api_handle_listener_start(const struct api_request *req, struct api_reply *
 void api_handle_listener_stop(const struct api_request *req, struct api_reply *ret);
 void api_handle_listener_metrics(const struct api_request *req, struct api_reply *ret);
 void api_handle_metrics(const struct api_request *req, struct api_reply *ret);
+/* {"files": [...]} of a listener whose service keeps files; 404 when it keeps none. */
+void api_handle_listener_files(const struct api_request *req, struct api_reply *ret);
+/* One stored file (?version=N: older version N; absent or 0: the current one), as an
+ * attachment streamed from its descriptor. */
+void api_handle_listener_file_get(const struct api_request *req, struct api_reply *ret);
+/* The server-sent event stream (api/events.h); 503 when the server has no event bus. */
+void api_handle_events(const struct api_request *req, struct api_reply *ret);
 /* The embedded file at req->path, or 304 when req->if_none_match names its ETag. */
 void api_handle_asset(const struct api_request *req, struct api_reply *ret);
 
@@ -52,6 +76,13 @@ void api_handle_asset(const struct api_request *req, struct api_reply *ret);
  * byte position) when the text is not JSON or not an object.
  */
 int api_body_parse(const char *data, size_t len, json_t **ret, struct core_err *err);
+
+/*
+ * Parses the "version" query parameter of a file download: NULL (absent) is 0, the current
+ * copy; otherwise 1 to 4294967295 in decimal digits only, or "0". Returns 0 with *ret, or
+ * -EINVAL (an empty value, a sign, blanks, another character, too large).
+ */
+int api_version_parse(const char *text, unsigned *ret);
 
 /*
  * Whether an If-None-Match header value (a list of entity tags, or "*") matches etag (a quoted

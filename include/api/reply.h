@@ -3,8 +3,9 @@
 
 /*
  * Every HTTP reply of the control plane goes through this module: JSON bodies, problem+json
- * errors (RFC 9457), embedded static files, and the one mapping from a negative errno to an
- * HTTP status. A handler fills a struct api_reply; the server sends it with api_reply_send().
+ * errors (RFC 9457), embedded static files, stored files streamed from a descriptor, event
+ * streams, and the one mapping from a negative errno to an HTTP status. A handler fills a
+ * struct api_reply; the server sends it with api_reply_send().
  *
  * Thread rules: a reply belongs to the request that fills it (libmicrohttpd's thread). The
  * pure functions (api_status_from_errno(), api_status_title(), api_problem_new()) may be
@@ -12,6 +13,7 @@
  */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -20,9 +22,13 @@
 #include "api/assets.h"
 #include "core/err.h"
 
-/* Longest "Location" and "Allow" header values a reply carries, with their NUL. */
+struct api_stream;
+
+/* Longest "Location", "Allow" and "Content-Disposition" header values a reply carries, with
+ * their NUL. A disposition holds a file name of up to 255 bytes twice, once percent-encoded. */
 #define API_LOCATION_MAX 128
 #define API_ALLOW_MAX 64
+#define API_DISPOSITION_MAX 1152
 
 struct api_reply {
     unsigned status;
@@ -33,12 +39,18 @@ struct api_reply {
     char location[API_LOCATION_MAX]; /* "Location" header when not empty */
     char allow[API_ALLOW_MAX];       /* "Allow" header when not empty */
     const struct api_asset *asset;   /* a static file (borrowed, static storage), or NULL */
+    int fd;                          /* owned: an application/octet-stream body, or -1 */
+    uint64_t fd_size;                /* its length, from offset 0 */
+    char disposition[API_DISPOSITION_MAX]; /* "Content-Disposition" header when not empty */
+    bool no_store;                         /* "Cache-Control: no-store" */
+    struct api_stream *stream;             /* owned: a text/event-stream body, or NULL */
 };
 
 /* Prepares r: 500 with no body until a setter says otherwise. */
 void api_reply_init(struct api_reply *r);
 
-/* Releases what r owns and prepares it again. Accepts an initialised reply. */
+/* Releases what r owns (closes its fd, frees its stream) and prepares it again. Accepts an
+ * initialised reply. */
 void api_reply_fini(struct api_reply *r);
 
 /*
@@ -67,6 +79,26 @@ void api_reply_method_not_allowed(struct api_reply *r, const char *method, const
 /* An embedded file: 200 with its body, or 304 (no body) when not_modified. Both carry the
  * asset's ETag, its Content-Type and "Cache-Control: no-cache". */
 void api_reply_asset(struct api_reply *r, const struct api_asset *asset, bool not_modified);
+
+/*
+ * A stored file: 200 application/octet-stream of size bytes read from fd (offset 0), with
+ * "Content-Disposition: attachment" naming it name (see api_content_disposition()) and
+ * "Cache-Control: no-store". Takes ownership of fd (closed by api_reply_fini() if never sent).
+ * A name whose disposition does not fit is a 500 (fd closed).
+ */
+void api_reply_file(struct api_reply *r, int fd, uint64_t size, const char *name);
+
+/* An event stream: 200 with s as the body (see api/events.h). Takes ownership of s. */
+void api_reply_stream(struct api_reply *r, struct api_stream *s);
+
+/*
+ * The Content-Disposition value for downloading a file called name (bytes, UTF-8 expected):
+ * `attachment; filename="FALLBACK"; filename*=UTF-8''ENCODED` (RFC 6266, RFC 8187). ENCODED
+ * is name with every byte but RFC 8187's attr-char percent-encoded (%XX, upper case);
+ * FALLBACK is name with every byte outside printable ASCII, '"', '\\', '%' and '/' replaced by
+ * '_'. Writes it into buf of size len; returns 0 or -ENOSPC (buf holds "" then).
+ */
+int api_content_disposition(const char *name, char *buf, size_t len);
 
 /*
  * Builds the libmicrohttpd response for r, queues it on c and releases r (api_reply_fini()).

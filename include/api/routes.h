@@ -7,8 +7,9 @@
  * path, and 405 with the methods the path has when a pattern matches but not the method. HEAD
  * is allowed wherever GET is, and runs the GET handler (libmicrohttpd drops the body).
  *
- * Patterns are absolute paths of literal segments; a segment "{id}" matches any one non-empty
- * segment and is captured. The whole pattern "{asset}" matches the paths of the embedded files
+ * Patterns are absolute paths of literal segments and placeholders: "{id}" and "{name}" each
+ * match any one non-empty segment, which is captured into the member of struct api_captures of
+ * that name. The whole pattern "{asset}" matches the paths of the embedded files
  * (api_asset_find()). Pure functions over a static table, any thread.
  */
 
@@ -46,10 +47,21 @@ struct api_route {
     enum api_body body;
 };
 
+/* One captured segment: it points into the matched path and is not NUL-terminated. */
+struct api_segment {
+    const char *at; /* NULL when the route's pattern has no such placeholder */
+    size_t len;
+};
+
+/* The placeholders a pattern may hold, one member each. */
+struct api_captures {
+    struct api_segment id;   /* {id}: a listener's id */
+    struct api_segment name; /* {name}: a stored file's name */
+};
+
 struct api_match {
     const struct api_route *route; /* the route (on 0) */
-    const char *id;                /* the {id} segment inside the matched path, or NULL */
-    size_t id_len;                 /* its length (not NUL-terminated: it points into path) */
+    struct api_captures captures;  /* the placeholders of the route's pattern, in path */
     unsigned allow;                /* API_METHOD_BIT()s the path has (on 0 and -EOPNOTSUPP) */
 };
 

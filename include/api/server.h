@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "core/events.h"
 #include "core/registry.h"
 
 struct api_server;
@@ -22,6 +23,12 @@ struct api_server_opts {
     uint16_t port;                  /* 0: the kernel picks one; see api_server_port() */
     struct core_registry *registry; /* borrowed; must outlive the server */
     size_t body_max;                /* largest request body accepted; 0: 1 MiB */
+    /* Borrowed, may be NULL: the bus GET /api/v1/events streams (without one that route answers
+     * 503). It must outlive the server: free it after api_server_stop(). */
+    struct core_events *events;
+    /* ": keepalive" on a stream that sent nothing for this long; 0 (and anything over half the
+     * 30 s connection timeout) is 15000. */
+    unsigned keepalive_ms;
 };
 
 /* Binds and starts serving. Returns 0 or a negative errno (-EADDRINUSE, ...) with err set. */
@@ -31,7 +38,8 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
 /* The port the server listens on. */
 uint16_t api_server_port(const struct api_server *s);
 
-/* Stops serving (open requests are finished or cut), joins its threads, frees s. Accepts NULL. */
+/* Stops serving (event streams are ended, open requests are finished or cut), joins its
+ * threads, frees s. Returns promptly whatever the clients do. Accepts NULL. */
 void api_server_stop(struct api_server *s);
 
 #endif

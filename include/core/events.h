@@ -64,7 +64,9 @@ int core_events_subscribe(struct core_events *e, uint64_t last_id, core_events_n
  */
 int core_events_next(struct core_events_sub *s, struct core_event **ret);
 
-/* The id of the newest event published so far (0 before any). */
+/* The id of the newest event published so far. Ids go on from the wall clock at the bus's
+ * creation (in microseconds), so that ids of an earlier run of the daemon are not taken for
+ * this run's; before any event it is that starting point. */
 uint64_t core_events_last_id(struct core_events *e);
 
 /* Unsubscribes and frees s, dropping what was queued. After it returns, notify is not called

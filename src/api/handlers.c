@@ -1,10 +1,12 @@
 #include "api/handlers.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "api/assets.h"
+#include "api/events.h"
 #include "sockserv-config.h"
 
 #define LISTENERS_PATH "/api/v1/listeners"
@@ -169,6 +171,74 @@ void api_handle_metrics(const struct api_request *req, struct api_reply *ret)
     api_reply_json(ret, 200, wrap("listeners", all));
 }
 
+void api_handle_listener_files(const struct api_request *req, struct api_reply *ret)
+{
+    struct core_err err = {0};
+    json_t *files = NULL;
+    int r = core_registry_files(req->registry, req->id, &files, &err);
+
+    if (r == -ENOTSUP || r == -ENOENT) {
+        api_reply_problem(ret, 404, NULL, "%s", err.msg[0] ? err.msg : strerror(-r));
+        return;
+    }
+    if (r < 0) {
+        api_reply_error(ret, r, &err);
+        return;
+    }
+    api_reply_json(ret, 200, wrap("files", files));
+}
+
+void api_handle_listener_file_get(const struct api_request *req, struct api_reply *ret)
+{
+    struct core_err err = {0};
+    const char *version_text = api_request_query(req, "version");
+    unsigned version;
+    uint64_t size = 0;
+    int fd = -1, r;
+
+    if (api_version_parse(version_text, &version) < 0) {
+        api_reply_problem(ret, 400, "version",
+                          "version: must be a number of an older version (1 or more), or 0 for "
+                          "the current copy");
+        return;
+    }
+    r = core_registry_file_open(req->registry, req->id, req->name, version, &fd, &size, &err);
+    if (r == -ENOTSUP || r == -ENOENT) {
+        api_reply_problem(ret, 404, NULL, "%s", err.msg[0] ? err.msg : strerror(-r));
+        return;
+    }
+    if (r == -EINVAL) {
+        api_reply_problem(ret, 400, "name", "%s", err.msg[0] ? err.msg : "not a valid file name");
+        return;
+    }
+    if (r < 0) {
+        api_reply_error(ret, r, &err);
+        return;
+    }
+    api_reply_file(ret, fd, size, req->name);
+}
+
+void api_handle_events(const struct api_request *req, struct api_reply *ret)
+{
+    struct api_stream *s = NULL;
+    int r;
+
+    if (!req->events) {
+        api_reply_problem(ret, 503, NULL, "event stream unavailable");
+        return;
+    }
+    r = api_stream_open(req->events, req->last_event_id, &s);
+    if (r == -ESHUTDOWN) {
+        api_reply_problem(ret, 503, NULL, "event stream unavailable: the daemon is stopping");
+        return;
+    }
+    if (r < 0) {
+        api_reply_error(ret, r, NULL);
+        return;
+    }
+    api_reply_stream(ret, s);
+}
+
 void api_handle_asset(const struct api_request *req, struct api_reply *ret)
 {
     const struct api_asset *a = api_asset_find(req->path);
@@ -188,6 +258,32 @@ const struct api_asset *api_asset_find(const char *path)
         if (strcmp(api_assets[i].path, path) == 0)
             return &api_assets[i];
     return NULL;
+}
+
+const char *api_request_query(const struct api_request *req, const char *key)
+{
+    return req->query ? req->query(req, key) : NULL;
+}
+
+int api_version_parse(const char *text, unsigned *ret)
+{
+    uint64_t v = 0;
+
+    if (!text) {
+        *ret = 0;
+        return 0;
+    }
+    if (*text == '\0')
+        return -EINVAL;
+    for (const char *p = text; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -EINVAL;
+        v = v * 10 + (uint64_t)(*p - '0');
+        if (v > UINT32_MAX)
+            return -EINVAL;
+    }
+    *ret = (unsigned)v;
+    return 0;
 }
 
 int api_body_parse(const char *data, size_t len, json_t **ret, struct core_err *err)

@@ -5,9 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "api/events.h"
 
 #define CONTENT_TYPE_JSON "application/json"
 #define CONTENT_TYPE_PROBLEM "application/problem+json"
+#define CONTENT_TYPE_OCTETS "application/octet-stream"
 
 /* Sent when the real reply cannot be built (out of memory): static, needs no allocation. */
 static const char bare_500[] =
@@ -17,11 +21,15 @@ void api_reply_init(struct api_reply *r)
 {
     memset(r, 0, sizeof(*r));
     r->status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+    r->fd = -1;
 }
 
 void api_reply_fini(struct api_reply *r)
 {
     json_decref(r->json);
+    if (r->fd >= 0)
+        close(r->fd);
+    api_stream_free(r->stream);
     api_reply_init(r);
 }
 
@@ -90,6 +98,73 @@ void api_reply_asset(struct api_reply *r, const struct api_asset *asset, bool no
     api_reply_fini(r);
     r->status = not_modified ? MHD_HTTP_NOT_MODIFIED : MHD_HTTP_OK;
     r->asset = asset;
+}
+
+void api_reply_file(struct api_reply *r, int fd, uint64_t size, const char *name)
+{
+    api_reply_fini(r);
+    r->fd = fd;
+    if (api_content_disposition(name, r->disposition, sizeof(r->disposition)) < 0) {
+        api_reply_problem(r, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
+                          "the file name is too long for a Content-Disposition header");
+        return;
+    }
+    r->status = MHD_HTTP_OK;
+    r->fd_size = size;
+    r->no_store = true;
+}
+
+void api_reply_stream(struct api_reply *r, struct api_stream *s)
+{
+    api_reply_fini(r);
+    r->status = MHD_HTTP_OK;
+    r->stream = s;
+}
+
+/* Whether c is an attr-char of RFC 8187: sent as itself in an ext-value. */
+static bool is_attr_char(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$&+-.^_`|~", c) != NULL);
+}
+
+int api_content_disposition(const char *name, char *buf, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    static const char head[] = "attachment; filename=\"";
+    static const char mid[] = "\"; filename*=UTF-8''";
+    size_t n = strlen(name), need = sizeof(head) - 1 + n + sizeof(mid) - 1 + 1;
+    char *p = buf;
+
+    for (size_t i = 0; i < n; i++)
+        need += is_attr_char((unsigned char)name[i]) ? 1 : 3;
+    if (need > len) {
+        if (len > 0)
+            buf[0] = '\0';
+        return -ENOSPC;
+    }
+    memcpy(p, head, sizeof(head) - 1);
+    p += sizeof(head) - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+
+        *p++ = c >= 0x20 && c < 0x7f && !strchr("\"\\%/", c) ? (char)c : '_';
+    }
+    memcpy(p, mid, sizeof(mid) - 1);
+    p += sizeof(mid) - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+
+        if (is_attr_char(c)) {
+            *p++ = (char)c;
+        } else {
+            *p++ = '%';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 0xf];
+        }
+    }
+    *p = '\0';
+    return 0;
 }
 
 unsigned api_status_from_errno(int code)
@@ -256,12 +331,34 @@ static struct MHD_Response *response_from_asset(const struct api_asset *a)
     return resp;
 }
 
-/* The response r describes, with its extra headers; NULL on ENOMEM. */
-static struct MHD_Response *build(const struct api_reply *r)
+/* A stored file read from r->fd, which the response then owns (r->fd becomes -1). */
+static struct MHD_Response *response_from_fd(struct api_reply *r)
+{
+    struct MHD_Response *resp = MHD_create_response_from_fd64(r->fd_size, r->fd);
+
+    if (!resp)
+        return NULL; /* r still owns the fd */
+    r->fd = -1;
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, CONTENT_TYPE_OCTETS) !=
+        MHD_YES) {
+        MHD_destroy_response(resp);
+        return NULL;
+    }
+    return resp;
+}
+
+/* The response r describes, with its extra headers; NULL on ENOMEM. A body r owns (fd,
+ * stream) passes to the response. */
+static struct MHD_Response *build(struct api_reply *r, struct MHD_Connection *c)
 {
     struct MHD_Response *resp;
 
-    if (r->asset) {
+    if (r->stream) {
+        resp = api_stream_response(r->stream, c);
+        r->stream = NULL; /* the response took it, also on failure */
+    } else if (r->fd >= 0) {
+        resp = response_from_fd(r);
+    } else if (r->asset) {
         resp = response_from_asset(r->asset);
     } else if (r->is_problem) {
         json_t *p = api_problem_new(r->status, r->detail, r->field);
@@ -280,6 +377,12 @@ static struct MHD_Response *build(const struct api_reply *r)
         goto out_destroy;
     if (r->allow[0] && MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow) != MHD_YES)
         goto out_destroy;
+    if (r->disposition[0] && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION,
+                                                     r->disposition) != MHD_YES)
+        goto out_destroy;
+    if (r->no_store &&
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES)
+        goto out_destroy;
     return resp;
 
 out_destroy:
@@ -289,7 +392,7 @@ out_destroy:
 
 enum MHD_Result api_reply_send(struct MHD_Connection *c, struct api_reply *r)
 {
-    struct MHD_Response *resp = build(r);
+    struct MHD_Response *resp = build(r, c);
     unsigned status = r->status;
     enum MHD_Result ret;
 

@@ -1,6 +1,7 @@
 #include "api/routes.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,15 @@
 #include "api/assets.h"
 
 #define PATTERN_ASSET "{asset}"
-#define SEGMENT_ID "{id}"
+
+/* The placeholder segments of patterns, and where each one's capture goes. */
+static const struct {
+    const char *segment;
+    size_t offset; /* of its struct api_segment in struct api_captures */
+} placeholders[] = {
+    {"{id}", offsetof(struct api_captures, id)},
+    {"{name}", offsetof(struct api_captures, name)},
+};
 
 static const struct api_route routes[] = {
     {API_METHOD_GET, "/api/v1/health", api_handle_health, API_BODY_NONE},
@@ -22,7 +31,11 @@ static const struct api_route routes[] = {
     {API_METHOD_POST, "/api/v1/listeners/{id}/start", api_handle_listener_start, API_BODY_NONE},
     {API_METHOD_POST, "/api/v1/listeners/{id}/stop", api_handle_listener_stop, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/listeners/{id}/metrics", api_handle_listener_metrics, API_BODY_NONE},
+    {API_METHOD_GET, "/api/v1/listeners/{id}/files", api_handle_listener_files, API_BODY_NONE},
+    {API_METHOD_GET, "/api/v1/listeners/{id}/files/{name}", api_handle_listener_file_get,
+     API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/metrics", api_handle_metrics, API_BODY_NONE},
+    {API_METHOD_GET, "/api/v1/events", api_handle_events, API_BODY_NONE},
     {API_METHOD_GET, PATTERN_ASSET, api_handle_asset, API_BODY_NONE},
 };
 
@@ -45,32 +58,43 @@ const char *api_method_name(enum api_method m)
     return (unsigned)m < API_METHOD_COUNT ? method_names[m] : "";
 }
 
-/*
- * Whether path matches pattern segment by segment; the {id} segment's place in path goes to
- * *ret_id and *ret_id_len.
- */
-static bool pattern_matches(const char *pattern, const char *path, const char **ret_id,
-                            size_t *ret_id_len)
+/* The capture a placeholder segment of a pattern goes to, or NULL for a literal segment. */
+static struct api_segment *placeholder(struct api_captures *c, const char *seg, size_t len)
 {
-    const char *id = NULL;
-    size_t id_len = 0;
+    for (size_t i = 0; i < sizeof(placeholders) / sizeof(placeholders[0]); i++)
+        if (strlen(placeholders[i].segment) == len &&
+            strncmp(placeholders[i].segment, seg, len) == 0)
+            return (struct api_segment *)((char *)c + placeholders[i].offset);
+    return NULL;
+}
 
-    if (strcmp(pattern, PATTERN_ASSET) == 0)
-        return api_asset_find(path) != NULL;
+/* Whether path matches pattern segment by segment; the placeholders' segments go to *ret. */
+static bool pattern_matches(const char *pattern, const char *path, struct api_captures *ret)
+{
+    struct api_captures c = {0};
+
+    if (strcmp(pattern, PATTERN_ASSET) == 0) {
+        if (!api_asset_find(path))
+            return false;
+        *ret = c;
+        return true;
+    }
     if (*pattern != '/' || *path != '/')
         return false;
     while (*pattern == '/' && *path == '/') {
+        struct api_segment *cap;
         size_t plen, slen;
 
         pattern++;
         path++;
         plen = strcspn(pattern, "/");
         slen = strcspn(path, "/");
-        if (plen == strlen(SEGMENT_ID) && strncmp(pattern, SEGMENT_ID, plen) == 0) {
+        cap = placeholder(&c, pattern, plen);
+        if (cap) {
             if (slen == 0)
                 return false;
-            id = path;
-            id_len = slen;
+            cap->at = path;
+            cap->len = slen;
         } else if (plen != slen || strncmp(pattern, path, plen) != 0) {
             return false;
         }
@@ -79,8 +103,7 @@ static bool pattern_matches(const char *pattern, const char *path, const char **
     }
     if (*pattern != '\0' || *path != '\0')
         return false;
-    *ret_id = id;
-    *ret_id_len = id_len;
+    *ret = c;
     return true;
 }
 
@@ -92,10 +115,9 @@ int api_route_match(const char *method, const char *path, struct api_match *ret)
     bool path_known = false;
 
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        const char *id;
-        size_t id_len;
+        struct api_captures captures;
 
-        if (!pattern_matches(routes[i].pattern, path, &id, &id_len))
+        if (!pattern_matches(routes[i].pattern, path, &captures))
             continue;
         path_known = true;
         found.allow |= API_METHOD_BIT(routes[i].method);
@@ -103,8 +125,7 @@ int api_route_match(const char *method, const char *path, struct api_match *ret)
             found.allow |= API_METHOD_BIT(API_METHOD_HEAD);
         if (!found.route && routes[i].method == want) {
             found.route = &routes[i];
-            found.id = id;
-            found.id_len = id_len;
+            found.captures = captures;
         }
     }
     if (!path_known)

@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "api/events.h"
 #include "api/handlers.h"
 #include "api/reply.h"
 #include "api/routes.h"
@@ -35,6 +36,7 @@
 struct api_server {
     struct MHD_Daemon *daemon;
     struct core_registry *registry; /* borrowed */
+    struct api_events *events;      /* the event streams; NULL without a bus */
     size_t body_max;
     uint16_t port;
     struct timespec started; /* CLOCK_MONOTONIC */
@@ -44,6 +46,7 @@ struct api_server {
 struct request {
     struct api_match match;
     char *id;     /* copy of the {id} segment, or NULL */
+    char *name;   /* copy of the {name} segment, or NULL */
     bool decided; /* reply is final before the body is read (404, 405, 413, 415) */
     struct api_reply reply;
     struct core_buf body; /* the body read so far (routes that take one) */
@@ -56,6 +59,7 @@ static void request_free(struct request *q)
         return;
     api_reply_fini(&q->reply);
     free(q->id);
+    free(q->name);
     core_buf_fini(&q->body);
     free(q);
 }
@@ -73,7 +77,12 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     n = strlen(line);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
-    core_log_warn("api: libmicrohttpd: %s", line);
+    /* A client that went away (an event stream's tab closed, a download cancelled) is news
+     * only when debugging. */
+    if (strncmp(line, "Failed to send", 14) == 0)
+        core_log_debug("api: libmicrohttpd: %s", line);
+    else
+        core_log_warn("api: libmicrohttpd: %s", line);
 }
 
 static uint64_t uptime_seconds(const struct api_server *s)
@@ -130,9 +139,14 @@ static int request_prepare(struct api_server *s, struct request *q, struct MHD_C
         return 0;
     }
 
-    if (q->match.id) {
-        q->id = strndup(q->match.id, q->match.id_len);
+    if (q->match.captures.id.at) {
+        q->id = strndup(q->match.captures.id.at, q->match.captures.id.len);
         if (!q->id)
+            return -ENOMEM;
+    }
+    if (q->match.captures.name.at) {
+        q->name = strndup(q->match.captures.name.at, q->match.captures.name.len);
+        if (!q->name)
             return -ENOMEM;
     }
     return 0;
@@ -166,17 +180,34 @@ static bool request_take(struct api_server *s, struct request *q, const char *da
     return true;
 }
 
+/* api_query_fn over the connection's query arguments ("?key" has a NULL value in them). */
+static const char *query_value(const struct api_request *req, const char *key)
+{
+    const char *value = NULL;
+    size_t len = 0;
+
+    if (MHD_lookup_connection_value_n(req->query_ctx, MHD_GET_ARGUMENT_KIND, key, strlen(key),
+                                      &value, &len) != MHD_YES)
+        return NULL;
+    return value ? value : "";
+}
+
 /* The whole request is in: runs its handler into q->reply. */
 static void request_dispatch(struct api_server *s, struct request *q, struct MHD_Connection *conn,
                              const char *url)
 {
     struct api_request req = {
         .registry = s->registry,
+        .events = s->events,
         .path = url,
         .id = q->id,
+        .name = q->name,
         .if_none_match =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH),
+        .last_event_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID"),
         .uptime_seconds = uptime_seconds(s),
+        .query = query_value,
+        .query_ctx = conn,
     };
     json_t *body = NULL;
 
@@ -324,7 +355,8 @@ static bool fd_is(int fd, const struct stat *st)
 int api_server_start(const struct api_server_opts *opts, struct api_server **ret,
                      struct core_err *err)
 {
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+    /* Event streams suspend their connection while they have nothing to send. */
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     const union MHD_DaemonInfo *info;
     struct api_server *s;
     struct sockaddr_storage ss;
@@ -355,6 +387,20 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
         r = -errno;
         (void)core_err_set(err, r, NULL, "clock_gettime: %s", strerror(-r));
         goto out_free;
+    }
+
+    if (opts->events) {
+        /* Each stream writes within the keep-alive interval, so that only a client that stops
+         * reading is cut by the connection timeout. */
+        unsigned keepalive = opts->keepalive_ms ? opts->keepalive_ms : API_EVENTS_KEEPALIVE_MS;
+
+        if (keepalive > CONNECTION_TIMEOUT_S * 1000 / 2)
+            keepalive = CONNECTION_TIMEOUT_S * 1000 / 2;
+        r = api_events_new(opts->events, opts->registry, keepalive, &s->events);
+        if (r < 0) {
+            (void)core_err_set(err, r, NULL, "api: event streams: %s", strerror(-r));
+            goto out_free;
+        }
     }
 
     fd = listen_socket(&ss, ss_len, err);
@@ -394,6 +440,7 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     return 0;
 
 out_free:
+    api_events_free(s->events);
     free(s);
     return r;
 }
@@ -407,6 +454,9 @@ void api_server_stop(struct api_server *s)
 {
     if (!s)
         return;
+    /* Streams end first: libmicrohttpd must not be stopped with a connection suspended. */
+    api_events_shutdown(s->events);
     MHD_stop_daemon(s->daemon);
+    api_events_free(s->events);
     free(s);
 }

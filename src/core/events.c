@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct core_events_sub {
     struct core_events *bus;
@@ -19,6 +20,7 @@ struct core_events_sub {
 
 struct core_events {
     pthread_mutex_t lock;
+    uint64_t first_id;                         /* the id before this run's first event */
     uint64_t last_id;                          /* guarded by lock */
     struct core_event *ring[CORE_EVENTS_RING]; /* guarded by lock; ring[id % RING] */
     struct core_events_sub *subs;              /* guarded by lock */
@@ -39,6 +41,19 @@ void core_event_unref(struct core_event *ev)
     free(ev);
 }
 
+/*
+ * Ids go on from the wall clock (microseconds, below 2^53 so that JavaScript holds them
+ * exactly): a client that comes back after a restart with an id of the previous run is not
+ * mistaken for one that missed a few events of this run.
+ */
+static uint64_t clock_id(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 int core_events_new(struct core_events **ret)
 {
     struct core_events *e = calloc(1, sizeof(*e));
@@ -47,6 +62,8 @@ int core_events_new(struct core_events **ret)
         return -ENOMEM;
     pthread_mutex_init(&e->lock, NULL);
     atomic_init(&e->n_subs, 0);
+    e->first_id = clock_id();
+    e->last_id = e->first_id;
     *ret = e;
     return 0;
 }
@@ -125,7 +142,8 @@ int core_events_subscribe(struct core_events *e, uint64_t last_id, core_events_n
     pthread_mutex_lock(&e->lock);
     /* last_id is still in the ring when every event after it is: the oldest kept is
      * last_id - RING + 1 or later. */
-    if (last_id > 0 && last_id <= e->last_id && e->last_id - last_id < CORE_EVENTS_RING) {
+    if (last_id >= e->first_id && last_id <= e->last_id &&
+        e->last_id - last_id < CORE_EVENTS_RING) {
         caught_up = true;
         for (uint64_t id = last_id + 1; id <= e->last_id; id++)
             enqueue(s, e->ring[id % CORE_EVENTS_RING]);

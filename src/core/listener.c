@@ -252,13 +252,12 @@ int core_listener_reconfigure(struct core_listener *l, const struct core_listene
 
             snprintf(reason, sizeof(reason), "%s", l->error);
             swap_cfg(l, &next);
-            if (l->cfg.enabled && core_listener_start(l, NULL) == 0)
-                goto out;
-            /* The old configuration did not run either: say why the new one failed. */
-            set_state(l, CORE_STATE_FAILED, NULL, reason);
+            /* Back to the old configuration; when it does not run either, say why the new one
+             * failed (the state already says so when the old one was not to run). */
+            if (l->cfg.enabled && core_listener_start(l, NULL) < 0)
+                set_state(l, CORE_STATE_FAILED, NULL, reason);
         }
     }
-out:
     core_listener_cfg_fini(&next);
     return r;
 }

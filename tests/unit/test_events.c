@@ -29,10 +29,13 @@ static void test_events_subscriber_gets_events_in_order(void **state)
     struct core_event *ev;
     _Atomic int notified = 0;
     bool caught_up = true;
+    uint64_t base;
 
     (void)state;
     assert_int_equal(core_events_new(&e), 0);
-    publish_n(e, 2); /* before the subscription: not delivered */
+    base = core_events_last_id(e);
+    assert_true(base > 1700000000ull * 1000000u); /* from the wall clock, in microseconds */
+    publish_n(e, 2);                              /* before the subscription: not delivered */
     assert_int_equal(core_events_subscribe(e, 0, count_notify, &notified, &s, &caught_up), 0);
     assert_false(caught_up);
     assert_true(core_events_has_subscribers(e));
@@ -41,17 +44,17 @@ static void test_events_subscriber_gets_events_in_order(void **state)
     core_events_publish(e, "listener.deleted", json_pack("{s:s}", "id", "a"));
     assert_int_equal(atomic_load(&notified), 2);
     assert_int_equal(core_events_next(s, &ev), 1);
-    assert_int_equal(ev->id, 3);
+    assert_int_equal(ev->id, base + 3);
     assert_string_equal(ev->type, "listener.created");
     assert_string_equal(ev->data, "{\"id\":\"a\"}");
     assert_int_equal(ev->data_len, strlen(ev->data));
     core_event_unref(ev);
     assert_int_equal(core_events_next(s, &ev), 1);
-    assert_int_equal(ev->id, 4);
+    assert_int_equal(ev->id, base + 4);
     assert_string_equal(ev->type, "listener.deleted");
     core_event_unref(ev);
     assert_int_equal(core_events_next(s, &ev), 0);
-    assert_int_equal(core_events_last_id(e), 4);
+    assert_int_equal(core_events_last_id(e), base + 4);
     core_events_unsubscribe(s);
     assert_false(core_events_has_subscribers(e));
     core_events_free(e);
@@ -64,13 +67,16 @@ static void test_events_last_id_in_ring_replays_missed(void **state)
     struct core_event *ev;
     _Atomic int notified = 0;
     bool caught_up = false;
+    uint64_t base;
 
     (void)state;
     assert_int_equal(core_events_new(&e), 0);
+    base = core_events_last_id(e);
     publish_n(e, 10);
-    assert_int_equal(core_events_subscribe(e, 7, count_notify, &notified, &s, &caught_up), 0);
+    assert_int_equal(core_events_subscribe(e, base + 7, count_notify, &notified, &s, &caught_up),
+                     0);
     assert_true(caught_up);
-    for (uint64_t want = 8; want <= 10; want++) {
+    for (uint64_t want = base + 8; want <= base + 10; want++) {
         assert_int_equal(core_events_next(s, &ev), 1);
         assert_int_equal(ev->id, want);
         core_event_unref(ev);
@@ -87,24 +93,30 @@ static void test_events_last_id_too_old_or_unknown_not_caught_up(void **state)
     struct core_event *ev;
     _Atomic int notified = 0;
     bool caught_up = true;
+    uint64_t base;
 
     (void)state;
     assert_int_equal(core_events_new(&e), 0);
+    base = core_events_last_id(e);
     publish_n(e, CORE_EVENTS_RING + 5);
-    /* Event 5 was pushed out of the ring: the subscriber needs a snapshot. */
-    assert_int_equal(core_events_subscribe(e, 5, count_notify, &notified, &s, &caught_up), 0);
+    /* Event base+5 was pushed out of the ring: the subscriber needs a snapshot. */
+    assert_int_equal(core_events_subscribe(e, base + 5, count_notify, &notified, &s, &caught_up),
+                     0);
     assert_false(caught_up);
     assert_int_equal(core_events_next(s, &ev), 0);
     core_events_unsubscribe(s);
-    /* An id from the future (another daemon's) is unknown too. */
-    caught_up = true;
-    assert_int_equal(core_events_subscribe(e, 100000, count_notify, &notified, &s, &caught_up), 0);
-    assert_false(caught_up);
-    core_events_unsubscribe(s);
+    /* Ids of another run, before or after this one's, are unknown too. */
+    for (uint64_t id = 1; id != 0; id = id == 1 ? base - 1 : id == base - 1 ? base + 100000 : 0) {
+        caught_up = true;
+        assert_int_equal(core_events_subscribe(e, id, count_notify, &notified, &s, &caught_up), 0);
+        assert_false(caught_up);
+        core_events_unsubscribe(s);
+    }
     /* The oldest id still held replays everything after it. */
-    assert_int_equal(core_events_subscribe(e, 6, count_notify, &notified, &s, &caught_up), 0);
+    assert_int_equal(core_events_subscribe(e, base + 6, count_notify, &notified, &s, &caught_up),
+                     0);
     assert_true(caught_up);
-    for (uint64_t want = 7; want <= CORE_EVENTS_RING + 5; want++) {
+    for (uint64_t want = base + 7; want <= base + CORE_EVENTS_RING + 5; want++) {
         assert_int_equal(core_events_next(s, &ev), 1);
         assert_int_equal(ev->id, want);
         core_event_unref(ev);
@@ -158,10 +170,11 @@ static void test_events_concurrent_publishers_ids_unique_and_dense(void **state)
     _Atomic int notified = 0;
     pthread_t t[2];
     bool caught_up;
-    uint64_t prev = 0;
+    uint64_t prev, base;
 
     (void)state;
     assert_int_equal(core_events_new(&e), 0);
+    base = prev = core_events_last_id(e);
     assert_int_equal(core_events_subscribe(e, 0, count_notify, &notified, &s, &caught_up), 0);
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_create(&t[i], NULL, publisher, e), 0);
@@ -172,7 +185,7 @@ static void test_events_concurrent_publishers_ids_unique_and_dense(void **state)
         prev = ev->id;
         core_event_unref(ev);
     }
-    assert_int_equal(prev, 1000);
+    assert_int_equal(prev, base + 1000);
     core_events_unsubscribe(s);
     core_events_free(e);
 }

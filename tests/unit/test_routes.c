@@ -5,15 +5,19 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
 #include "api/assets.h"
+#include "api/events.h"
 #include "api/handlers.h"
 #include "api/reply.h"
 #include "api/routes.h"
+#include "core/buf.h"
 
 /* Matches method and path, expecting a route; returns it. */
 static const struct api_route *match_ok(const char *method, const char *path, struct api_match *m)
@@ -30,8 +34,9 @@ static void test_routes_listener_path_captures_id(void **state)
     (void)state;
     assert_ptr_equal(match_ok("GET", "/api/v1/listeners/echo-tcp", &m)->handler,
                      api_handle_listener_get);
-    assert_int_equal(m.id_len, strlen("echo-tcp"));
-    assert_memory_equal(m.id, "echo-tcp", m.id_len);
+    assert_int_equal(m.captures.id.len, strlen("echo-tcp"));
+    assert_memory_equal(m.captures.id.at, "echo-tcp", m.captures.id.len);
+    assert_null(m.captures.name.at);
 }
 
 static void test_routes_each_method_of_listener_selects_its_handler(void **state)
@@ -50,7 +55,7 @@ static void test_routes_each_method_of_listener_selects_its_handler(void **state
     assert_ptr_equal(match_ok("POST", "/api/v1/listeners", &m)->handler,
                      api_handle_listener_create);
     assert_int_equal(m.route->body, API_BODY_JSON);
-    assert_null(m.id);
+    assert_null(m.captures.id.at);
     assert_ptr_equal(match_ok("GET", "/api/v1/listeners", &m)->handler, api_handle_listeners_list);
     assert_ptr_equal(match_ok("GET", "/api/v1/health", &m)->handler, api_handle_health);
     assert_ptr_equal(match_ok("GET", "/api/v1/metrics", &m)->handler, api_handle_metrics);
@@ -63,15 +68,15 @@ static void test_routes_sub_resources_capture_id(void **state)
     (void)state;
     assert_ptr_equal(match_ok("POST", "/api/v1/listeners/a.b_c-1/start", &m)->handler,
                      api_handle_listener_start);
-    assert_memory_equal(m.id, "a.b_c-1", m.id_len);
+    assert_memory_equal(m.captures.id.at, "a.b_c-1", m.captures.id.len);
     assert_int_equal(m.route->body, API_BODY_NONE);
     assert_ptr_equal(match_ok("POST", "/api/v1/listeners/x/stop", &m)->handler,
                      api_handle_listener_stop);
-    assert_memory_equal(m.id, "x", m.id_len);
-    assert_int_equal(m.id_len, 1);
+    assert_memory_equal(m.captures.id.at, "x", m.captures.id.len);
+    assert_int_equal(m.captures.id.len, 1);
     assert_ptr_equal(match_ok("GET", "/api/v1/listeners/y/metrics", &m)->handler,
                      api_handle_listener_metrics);
-    assert_memory_equal(m.id, "y", m.id_len);
+    assert_memory_equal(m.captures.id.at, "y", m.captures.id.len);
 }
 
 static void test_routes_unknown_path_is_enoent(void **state)
@@ -399,6 +404,283 @@ static void test_etag_matches_exact_weak_list_and_star(void **state)
     assert_false(api_etag_matches("\"abc123", etag));
 }
 
+/* Asserts that capture c of a match holds text. */
+static void assert_capture(const struct api_segment *c, const char *text)
+{
+    assert_non_null(c->at);
+    if (c->len != strlen(text) || memcmp(c->at, text, c->len) != 0)
+        fail_msg("captured '%.*s', expected '%s'", (int)c->len, c->at, text);
+}
+
+static void test_routes_file_path_captures_id_and_name(void **state)
+{
+    const char *path = "/api/v1/listeners/backup-tcp/files/report 2026.tar.gz";
+    struct api_match m;
+
+    (void)state;
+    assert_ptr_equal(match_ok("GET", path, &m)->handler, api_handle_listener_file_get);
+    assert_capture(&m.captures.id, "backup-tcp");
+    assert_capture(&m.captures.name, "report 2026.tar.gz");
+    /* The captures point into the path itself. */
+    assert_ptr_equal(m.captures.id.at, path + strlen("/api/v1/listeners/"));
+    assert_ptr_equal(match_ok("HEAD", "/api/v1/listeners/b/files/x", &m)->handler,
+                     api_handle_listener_file_get);
+    assert_capture(&m.captures.name, "x");
+}
+
+static void test_routes_files_list_captures_id_only(void **state)
+{
+    struct api_match m;
+
+    (void)state;
+    assert_ptr_equal(match_ok("GET", "/api/v1/listeners/b1/files", &m)->handler,
+                     api_handle_listener_files);
+    assert_capture(&m.captures.id, "b1");
+    assert_null(m.captures.name.at);
+    assert_int_equal(m.captures.name.len, 0);
+}
+
+static void test_routes_file_name_must_be_one_nonempty_segment(void **state)
+{
+    static const char *const paths[] = {
+        "/api/v1/listeners/b1/files/",    /* empty name */
+        "/api/v1/listeners/b1/files/a/b", /* a name with '/' once decoded */
+        "/api/v1/listeners//files/x",     /* empty id */
+        "/api/v1/listeners/b1/files/x/",  /* trailing slash */
+        "/api/v1/listeners/b1/file/x",    /* not the files collection */
+        "/api/v1/listeners/b1/files/x/versions",
+    };
+    struct api_match m;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        int r = api_route_match("GET", paths[i], &m);
+
+        if (r != -ENOENT)
+            fail_msg("GET '%s': %d, expected -ENOENT", paths[i], r);
+    }
+}
+
+static void test_routes_files_and_events_are_get_only(void **state)
+{
+    struct api_match m;
+    char allow[API_ALLOW_MAX];
+
+    (void)state;
+    assert_int_equal(api_route_match("DELETE", "/api/v1/listeners/b1/files/x", &m), -EOPNOTSUPP);
+    assert_int_equal(api_methods_format(m.allow, allow, sizeof(allow)), 0);
+    assert_string_equal(allow, "GET, HEAD");
+    assert_int_equal(api_route_match("POST", "/api/v1/listeners/b1/files", &m), -EOPNOTSUPP);
+    assert_int_equal(api_methods_format(m.allow, allow, sizeof(allow)), 0);
+    assert_string_equal(allow, "GET, HEAD");
+    assert_ptr_equal(match_ok("GET", "/api/v1/events", &m)->handler, api_handle_events);
+    assert_null(m.captures.id.at);
+    assert_int_equal(api_route_match("POST", "/api/v1/events", &m), -EOPNOTSUPP);
+    assert_int_equal(api_route_match("GET", "/api/v1/events/1", &m), -ENOENT);
+}
+
+static void test_version_parse_accepts_digits_only(void **state)
+{
+    static const char *const bad[] = {"",    "-1",   "+1",  " 1",         "1 ",
+                                      "1.0", "0x10", "abc", "4294967296", "99999999999999999999"};
+    unsigned v = 77;
+
+    (void)state;
+    assert_int_equal(api_version_parse(NULL, &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(api_version_parse("0", &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(api_version_parse("1", &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(api_version_parse("4294967295", &v), 0);
+    assert_int_equal(v, 4294967295u);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        v = 77;
+        if (api_version_parse(bad[i], &v) != -EINVAL || v != 77)
+            fail_msg("version '%s' was accepted (%u)", bad[i], v);
+    }
+}
+
+static void test_content_disposition_plain_name_is_both_forms(void **state)
+{
+    char buf[API_DISPOSITION_MAX];
+
+    (void)state;
+    assert_int_equal(api_content_disposition("notes-1.txt", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "attachment; filename=\"notes-1.txt\"; filename*=UTF-8''notes-1.txt");
+}
+
+static void test_content_disposition_unsafe_bytes_are_encoded_and_replaced(void **state)
+{
+    char buf[API_DISPOSITION_MAX];
+
+    (void)state;
+    /* A space, quotes, a backslash, a percent sign, a semicolon, CR LF and UTF-8 "è". */
+    assert_int_equal(api_content_disposition("a b\"c\\d%e;f\r\ng\xc3\xa8.txt", buf, sizeof(buf)),
+                     0);
+    assert_string_equal(buf, "attachment; filename=\"a b_c_d_e;f__g__.txt\"; "
+                             "filename*=UTF-8''a%20b%22c%5Cd%25e%3Bf%0D%0Ag%C3%A8.txt");
+}
+
+static void test_content_disposition_longest_name_fits(void **state)
+{
+    char name[256], buf[API_DISPOSITION_MAX];
+
+    (void)state;
+    memset(name, ' ', 255); /* every byte percent-encoded: the longest value */
+    name[255] = '\0';
+    assert_int_equal(api_content_disposition(name, buf, sizeof(buf)), 0);
+    assert_int_equal(strlen(buf), strlen("attachment; filename=\"\"; filename*=UTF-8''") + 255 * 4);
+    assert_int_equal(api_content_disposition(name, buf, 100), -ENOSPC);
+    assert_string_equal(buf, "");
+}
+
+static void test_reply_file_fini_closes_an_unsent_fd(void **state)
+{
+    struct api_reply r;
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+    (void)state;
+    assert_true(fd >= 0);
+    api_reply_init(&r);
+    assert_int_equal(r.fd, -1);
+    api_reply_file(&r, fd, 0, "x.bin");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.fd, fd);
+    assert_true(r.no_store);
+    assert_string_equal(r.disposition, "attachment; filename=\"x.bin\"; filename*=UTF-8''x.bin");
+    api_reply_fini(&r);
+    assert_int_equal(r.fd, -1);
+    assert_int_equal(fcntl(fd, F_GETFD), -1); /* closed */
+    api_reply_fini(&r);                       /* twice is harmless */
+}
+
+static void test_reply_problem_after_file_closes_the_fd(void **state)
+{
+    struct api_reply r;
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+    (void)state;
+    api_reply_init(&r);
+    api_reply_file(&r, fd, 0, "x.bin");
+    api_reply_problem(&r, 404, NULL, "gone");
+    assert_int_equal(r.fd, -1);
+    assert_false(r.no_store);
+    assert_string_equal(r.disposition, "");
+    assert_int_equal(fcntl(fd, F_GETFD), -1);
+    api_reply_fini(&r);
+}
+
+/* A query that knows one parameter, "version", whose value is the request's path. */
+static const char *query_version_is_path(const struct api_request *req, const char *key)
+{
+    return strcmp(key, "version") == 0 ? req->path : NULL;
+}
+
+static void test_handle_file_get_bad_version_is_400_naming_version(void **state)
+{
+    static const char *const bad[] = {"", "-1", "one", "1.5"};
+    struct api_reply r;
+
+    (void)state;
+    api_reply_init(&r);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        /* The registry is never reached: the version is checked first. */
+        const struct api_request req = {
+            .path = bad[i], .id = "b1", .name = "f", .query = query_version_is_path};
+
+        api_handle_listener_file_get(&req, &r);
+        assert_int_equal(r.status, 400);
+        assert_true(r.is_problem);
+        assert_string_equal(r.field, "version");
+    }
+    api_reply_fini(&r);
+}
+
+static void test_handle_events_without_bus_is_503(void **state)
+{
+    const struct api_request req = {.path = "/api/v1/events"};
+    struct api_reply r;
+
+    (void)state;
+    api_reply_init(&r);
+    api_handle_events(&req, &r);
+    assert_int_equal(r.status, 503);
+    assert_true(r.is_problem);
+    assert_string_equal(r.detail, "event stream unavailable");
+    assert_null(r.stream);
+    api_reply_fini(&r);
+}
+
+static void test_event_id_parse_decimal_with_blanks(void **state)
+{
+    static const char *const bad[] = {"",   " ",   "-1",  "+1",
+                                      "1a", "0x1", "1 2", "18446744073709551616"};
+    uint64_t id = 5;
+
+    (void)state;
+    assert_int_equal(api_event_id_parse("42", &id), 0);
+    assert_int_equal(id, 42);
+    assert_int_equal(api_event_id_parse(" 7\t", &id), 0);
+    assert_int_equal(id, 7);
+    assert_int_equal(api_event_id_parse("18446744073709551615", &id), 0);
+    assert_true(id == UINT64_MAX);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        id = 5;
+        if (api_event_id_parse(bad[i], &id) != -EINVAL || id != 5)
+            fail_msg("event id '%s' was accepted", bad[i]);
+    }
+}
+
+/* api_event_append() of data into a fresh buffer, NUL-terminated; free() it. */
+static char *event_text(uint64_t id, const char *type, const char *data)
+{
+    struct core_buf b = {0};
+    char *text;
+
+    assert_int_equal(api_event_append(&b, id, type, data, strlen(data)), 0);
+    text = strndup((const char *)b.data, b.len);
+    core_buf_fini(&b);
+    assert_non_null(text);
+    return text;
+}
+
+static void test_event_append_is_id_event_data_blank_line(void **state)
+{
+    char *text = event_text(12, "listener.deleted", "{\"id\":\"e1\"}");
+
+    (void)state;
+    assert_string_equal(text, "id: 12\nevent: listener.deleted\ndata: {\"id\":\"e1\"}\n\n");
+    free(text);
+}
+
+static void test_event_append_multiline_data_gets_a_data_line_each(void **state)
+{
+    char *text = event_text(1, "x", "a\nb\r\nc\rd");
+
+    (void)state;
+    assert_string_equal(text, "id: 1\nevent: x\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
+    free(text);
+    text = event_text(2, "x", "");
+    assert_string_equal(text, "id: 2\nevent: x\ndata: \n\n");
+    free(text);
+    text = event_text(3, "x", "end\n");
+    assert_string_equal(text, "id: 3\nevent: x\ndata: end\ndata: \n\n");
+    free(text);
+}
+
+static void test_event_append_adds_to_what_is_there(void **state)
+{
+    struct core_buf b = {0};
+
+    (void)state;
+    assert_int_equal(core_buf_append(&b, "retry: 2000\n\n", 13), 0);
+    assert_int_equal(api_event_append(&b, 9, "metrics", "{}", 2), 0);
+    assert_int_equal(b.len, strlen("retry: 2000\n\nid: 9\nevent: metrics\ndata: {}\n\n"));
+    assert_memory_equal(b.data, "retry: 2000\n\nid: 9\nevent: metrics\ndata: {}\n\n", b.len);
+    core_buf_fini(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -426,6 +708,22 @@ int main(void)
         cmocka_unit_test(test_body_parse_non_object_is_einval),
         cmocka_unit_test(test_body_parse_object_is_returned),
         cmocka_unit_test(test_etag_matches_exact_weak_list_and_star),
+        cmocka_unit_test(test_routes_file_path_captures_id_and_name),
+        cmocka_unit_test(test_routes_files_list_captures_id_only),
+        cmocka_unit_test(test_routes_file_name_must_be_one_nonempty_segment),
+        cmocka_unit_test(test_routes_files_and_events_are_get_only),
+        cmocka_unit_test(test_version_parse_accepts_digits_only),
+        cmocka_unit_test(test_content_disposition_plain_name_is_both_forms),
+        cmocka_unit_test(test_content_disposition_unsafe_bytes_are_encoded_and_replaced),
+        cmocka_unit_test(test_content_disposition_longest_name_fits),
+        cmocka_unit_test(test_reply_file_fini_closes_an_unsent_fd),
+        cmocka_unit_test(test_reply_problem_after_file_closes_the_fd),
+        cmocka_unit_test(test_handle_file_get_bad_version_is_400_naming_version),
+        cmocka_unit_test(test_handle_events_without_bus_is_503),
+        cmocka_unit_test(test_event_id_parse_decimal_with_blanks),
+        cmocka_unit_test(test_event_append_is_id_event_data_blank_line),
+        cmocka_unit_test(test_event_append_multiline_data_gets_a_data_line_each),
+        cmocka_unit_test(test_event_append_adds_to_what_is_there),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,1214 @@
+/*
+ * GET /api/v1/events, the server-sent event stream, through real HTTP: what a client reads
+ * first (retry, snapshot), the listener events in order, the metrics ticks, reconnection with
+ * Last-Event-ID, a client that stops reading, and stopping with streams open. Most tests drive
+ * the daemon as a child process; the keep-alive and wake-up tests run the API server in this
+ * process, over a bus whose metrics ticks are an hour apart, so that a stream can be idle.
+ */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "api/server.h"
+#include "core/events.h"
+#include "core/registry.h"
+#include "core/service.h"
+#include "harness.h"
+#include "svc/echo.h"
+
+#define TICK_MS 1000                /* the daemon's metrics interval */
+#define SIGTERM_EXIT_MS 2000        /* the daemon exits within this on SIGTERM with streams open */
+#define CONNECTION_TIMEOUT_MS 30000 /* the API's idle connection timeout */
+
+/* ---- an event stream client: libcurl's multi interface, one transfer, pumped on demand ---- */
+
+struct sse_event {
+    uint64_t id;
+    bool has_id;
+    char type[64];
+    char *data;    /* the data lines joined with '\n'; NULL when the event had none */
+    int64_t at_ms; /* it_now_ms() when it was read */
+};
+
+struct sse {
+    CURLM *multi;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    char *buf; /* received, not yet parsed */
+    size_t len, cap;
+    bool oom;
+    long status;
+    char content_type[128];
+    char cache_control[128];
+    char accel_buffering[64];
+    bool done;       /* the transfer ended */
+    CURLcode result; /* how, once done */
+    long retry_ms;   /* the last "retry:" field; -1 before any */
+    unsigned keepalives;
+};
+
+static void sse_event_fini(struct sse_event *ev)
+{
+    free(ev->data);
+    memset(ev, 0, sizeof(*ev));
+}
+
+static size_t sse_on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct sse *s = arg;
+    size_t n = size * nmemb;
+
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = (s->len + n + 1) * 2;
+        char *nb = realloc(s->buf, cap);
+
+        if (!nb) {
+            s->oom = true;
+            return 0;
+        }
+        s->buf = nb;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, data, n);
+    s->len += n;
+    s->buf[s->len] = '\0';
+    return n;
+}
+
+static void copy_header(const char *line, size_t len, size_t name_len, char *dst, size_t cap)
+{
+    const char *v = line + name_len;
+    size_t n = len - name_len;
+
+    while (n > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        n--;
+    }
+    while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
+        n--;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+}
+
+static size_t sse_on_header(char *line, size_t size, size_t nmemb, void *arg)
+{
+    struct sse *s = arg;
+    size_t n = size * nmemb;
+
+    if (n > 9 && strncmp(line, "HTTP/1.", 7) == 0)
+        s->status = strtol(line + 9, NULL, 10);
+    else if (n > 13 && strncasecmp(line, "Content-Type:", 13) == 0)
+        copy_header(line, n, 13, s->content_type, sizeof(s->content_type));
+    else if (n > 14 && strncasecmp(line, "Cache-Control:", 14) == 0)
+        copy_header(line, n, 14, s->cache_control, sizeof(s->cache_control));
+    else if (n > 18 && strncasecmp(line, "X-Accel-Buffering:", 18) == 0)
+        copy_header(line, n, 18, s->accel_buffering, sizeof(s->accel_buffering));
+    return n;
+}
+
+/* Waits up to wait_ms for the transfer's sockets, then moves it on (libcurl reads what came). */
+static void sse_pump(struct sse *s, int wait_ms)
+{
+    CURLMsg *m;
+    int running, queued;
+
+    if (wait_ms > 0)
+        (void)curl_multi_poll(s->multi, NULL, 0, wait_ms, NULL);
+    (void)curl_multi_perform(s->multi, &running);
+    while ((m = curl_multi_info_read(s->multi, &queued))) {
+        if (m->msg == CURLMSG_DONE) {
+            s->done = true;
+            s->result = m->data.result;
+        }
+    }
+}
+
+static int left(int64_t deadline)
+{
+    int64_t l = deadline - it_now_ms();
+
+    return l <= 0 ? 0 : l > 1000 ? 1000 : (int)l;
+}
+
+/* Starts a stream from base (an http:// URL) with Last-Event-ID last_id (NULL: none) and waits
+ * for the status line; asserts it came. */
+static void sse_open_url(struct sse *s, const char *base, const char *last_id)
+{
+    char url[256], hdr[128];
+    int64_t deadline = it_now_ms() + IT_IO_TIMEOUT_MS;
+
+    memset(s, 0, sizeof(*s));
+    s->retry_ms = -1;
+    s->multi = curl_multi_init();
+    s->easy = curl_easy_init();
+    assert_non_null(s->multi);
+    assert_non_null(s->easy);
+    snprintf(url, sizeof(url), "%s/api/v1/events", base);
+    curl_easy_setopt(s->easy, CURLOPT_URL, url);
+    curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, sse_on_body);
+    curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, sse_on_header);
+    curl_easy_setopt(s->easy, CURLOPT_HEADERDATA, s);
+    s->hdrs = curl_slist_append(NULL, "Accept: text/event-stream");
+    if (last_id) {
+        snprintf(hdr, sizeof(hdr), "Last-Event-ID: %s", last_id);
+        s->hdrs = curl_slist_append(s->hdrs, hdr);
+    }
+    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->hdrs);
+    assert_int_equal(curl_multi_add_handle(s->multi, s->easy), CURLM_OK);
+    sse_pump(s, 0);
+    while (s->status == 0 && !s->done && it_now_ms() < deadline)
+        sse_pump(s, left(deadline));
+    if (s->status == 0)
+        fail_msg("GET %s: no answer within %d ms (%s)", url, IT_IO_TIMEOUT_MS,
+                 s->done ? curl_easy_strerror(s->result) : "still waiting");
+    if (s->status == 503)
+        fail_msg("GET %s: 503: the daemon serves no event stream (it must give its event bus to "
+                 "api_server_start())",
+                 url);
+}
+
+static void sse_open(struct sse *s, const struct it_daemon *d, const char *last_id)
+{
+    sse_open_url(s, d->url, last_id);
+}
+
+static void sse_close(struct sse *s)
+{
+    if (s->multi && s->easy)
+        curl_multi_remove_handle(s->multi, s->easy);
+    curl_easy_cleanup(s->easy);
+    curl_multi_cleanup(s->multi);
+    curl_slist_free_all(s->hdrs);
+    free(s->buf);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Appends line (n bytes) to ev->data, joining lines with '\n'. */
+static void data_add(struct sse_event *ev, const char *line, size_t n)
+{
+    size_t old = ev->data ? strlen(ev->data) : 0;
+    char *d = realloc(ev->data, old + (ev->data ? 1 : 0) + n + 1);
+
+    assert_non_null(d);
+    if (ev->data)
+        d[old++] = '\n';
+    memcpy(d + old, line, n);
+    d[old + n] = '\0';
+    ev->data = d;
+}
+
+/* Parses the blocks received so far; returns true with *ev at the first one that is an event
+ * (a block of comments or "retry:" only is counted and skipped). */
+static bool sse_parse(struct sse *s, struct sse_event *ev)
+{
+    for (;;) {
+        char *end = s->buf ? strstr(s->buf, "\n\n") : NULL;
+        char *p;
+        bool is_event = false;
+
+        if (!end)
+            return false;
+        memset(ev, 0, sizeof(*ev));
+        for (p = s->buf; p < end + 1;) {
+            char *nl = memchr(p, '\n', (size_t)(end + 1 - p));
+            size_t n = (size_t)(nl - p);
+
+            if (n > 0 && p[0] == ':') {
+                if (n == strlen(": keepalive") && strncmp(p, ": keepalive", n) == 0)
+                    s->keepalives++;
+            } else if (n > 7 && strncmp(p, "retry: ", 7) == 0) {
+                s->retry_ms = strtol(p + 7, NULL, 10);
+            } else if (n > 4 && strncmp(p, "id: ", 4) == 0) {
+                ev->id = strtoull(p + 4, NULL, 10);
+                ev->has_id = true;
+                is_event = true;
+            } else if (n > 7 && strncmp(p, "event: ", 7) == 0) {
+                copy_header(p, n, 7, ev->type, sizeof(ev->type));
+                is_event = true;
+            } else if (n >= 5 && strncmp(p, "data:", 5) == 0) {
+                size_t skip = n > 5 && p[5] == ' ' ? 6 : 5;
+
+                data_add(ev, p + skip, n - skip);
+                is_event = true;
+            } else if (n > 0) {
+                fail_msg("unexpected line in the event stream: '%.*s'", (int)n, p);
+            }
+            p = nl + 1;
+        }
+        s->len -= (size_t)(end + 2 - s->buf);
+        memmove(s->buf, end + 2, s->len + 1);
+        if (is_event) {
+            ev->at_ms = it_now_ms();
+            return true;
+        }
+        sse_event_fini(ev);
+    }
+}
+
+/* The next event within timeout_ms: 0, -ETIMEDOUT, or -EPIPE when the stream ended. */
+static int sse_next(struct sse *s, int timeout_ms, struct sse_event *ev)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    bool came = true; /* the last look at the socket brought bytes (or there was none yet) */
+
+    for (;;) {
+        size_t before = s->len;
+
+        assert_false(s->oom);
+        if (sse_parse(s, ev))
+            return 0;
+        if (s->done)
+            return -EPIPE;
+        /* Past the deadline, what the socket already holds is still read. */
+        if (it_now_ms() >= deadline && !came)
+            return -ETIMEDOUT;
+        sse_pump(s, left(deadline));
+        came = s->len != before;
+    }
+}
+
+/* As sse_next(), asserting that an event came. */
+static void sse_next_ok(struct sse *s, int timeout_ms, struct sse_event *ev)
+{
+    int r = sse_next(s, timeout_ms, ev);
+
+    if (r < 0)
+        fail_msg("no event within %d ms: %s", timeout_ms,
+                 r == -EPIPE ? curl_easy_strerror(s->result) : "timed out");
+}
+
+/* The next event that is not a metrics tick; asserts it comes within timeout_ms. */
+static void sse_next_change(struct sse *s, int timeout_ms, struct sse_event *ev)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+
+    for (;;) {
+        int r = sse_next(s, left(deadline) > 0 ? (int)(deadline - it_now_ms()) : 0, ev);
+
+        if (r < 0)
+            fail_msg("no listener event within %d ms", timeout_ms);
+        if (strcmp(ev->type, "metrics") != 0)
+            return;
+        sse_event_fini(ev);
+    }
+}
+
+/* The next event of type; asserts it comes within timeout_ms. */
+static void sse_next_type(struct sse *s, const char *type, int timeout_ms, struct sse_event *ev)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+
+    for (;;) {
+        int r = sse_next(s, (int)(deadline > it_now_ms() ? deadline - it_now_ms() : 0), ev);
+
+        if (r < 0)
+            fail_msg("no '%s' event within %d ms", type, timeout_ms);
+        if (strcmp(ev->type, type) == 0)
+            return;
+        sse_event_fini(ev);
+    }
+}
+
+/* Reads until the stream ends, for at most timeout_ms; returns how it ended (-ETIMEDOUT if it
+ * did not). */
+static int sse_wait_end(struct sse *s, int timeout_ms, CURLcode *ret_result)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    struct sse_event ev;
+
+    for (;;) {
+        int r = sse_next(s, (int)(deadline > it_now_ms() ? deadline - it_now_ms() : 0), &ev);
+
+        if (r == -EPIPE) {
+            *ret_result = s->result;
+            return 0;
+        }
+        if (r < 0)
+            return r;
+        sse_event_fini(&ev);
+    }
+}
+
+/* The event's data as JSON (new reference); asserts it parses. */
+static json_t *event_json(const struct sse_event *ev)
+{
+    json_error_t jerr;
+    json_t *j;
+
+    assert_non_null(ev->data);
+    j = json_loads(ev->data, 0, &jerr);
+    if (!j)
+        fail_msg("event %s data is not JSON (%s): %s", ev->type, jerr.text, ev->data);
+    return j;
+}
+
+/* Asserts that s answered 200 with the event stream's headers. */
+static void assert_stream_headers(const struct sse *s)
+{
+    assert_int_equal(s->status, 200);
+    assert_string_equal(s->content_type, "text/event-stream");
+    assert_string_equal(s->cache_control, "no-store");
+    assert_string_equal(s->accel_buffering, "no");
+}
+
+/* Reads the snapshot that opens a stream; returns its data (new reference). */
+static json_t *expect_snapshot(struct sse *s, uint64_t *ret_id)
+{
+    struct sse_event ev;
+    json_t *j;
+
+    sse_next_ok(s, IT_IO_TIMEOUT_MS, &ev);
+    if (strcmp(ev.type, "snapshot") != 0)
+        fail_msg("the first event is '%s', not snapshot", ev.type);
+    assert_true(ev.has_id);
+    assert_int_equal(s->retry_ms, 2000); /* "retry:" came before it */
+    j = event_json(&ev);
+    assert_true(json_is_array(json_object_get(j, "listeners")));
+    if (ret_id)
+        *ret_id = ev.id;
+    sse_event_fini(&ev);
+    return j;
+}
+
+static struct it_daemon *daemon_of(void **state)
+{
+    return &((struct it_fixture *)*state)->d;
+}
+
+/* ---- what a stream starts with ---- */
+
+static void test_events_stream_starts_with_retry_and_snapshot(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    struct sse s;
+    json_t *snap, *l;
+
+    json_decref(it_listener_create(d, "{\"id\":\"s1\",\"service\":\"echo\",\"port\":0}"));
+    sse_open(&s, d, NULL);
+    assert_stream_headers(&s);
+    snap = expect_snapshot(&s, NULL);
+    assert_int_equal(json_array_size(json_object_get(snap, "listeners")), 1);
+    l = json_array_get(json_object_get(snap, "listeners"), 0);
+    /* The same resource as GET /api/v1/listeners: with status and metrics. */
+    assert_string_equal(it_json_str(l, "id"), "s1");
+    assert_string_equal(it_json_str(l, "status.state"), "running");
+    assert_true(it_bound_port(l) > 0);
+    assert_int_equal(it_json_int(l, "metrics.connections_total"), 0);
+    json_decref(snap);
+    sse_close(&s);
+}
+
+/* ---- listener events ---- */
+
+/* Reads listener events until type arrives; asserts that it is about listener id. */
+static json_t *expect_change(struct sse *s, const char *type, const char *id)
+{
+    struct sse_event ev;
+    json_t *j;
+
+    sse_next_type(s, type, IT_IO_TIMEOUT_MS, &ev);
+    j = event_json(&ev);
+    assert_string_equal(it_json_str(j, "id"), id);
+    sse_event_fini(&ev);
+    return j;
+}
+
+/* Reads listener events up to the listener.state that reaches state; returns its data. */
+static json_t *expect_state(struct sse *s, const char *id, const char *state)
+{
+    for (;;) {
+        json_t *j = expect_change(s, "listener.state", id);
+
+        if (strcmp(it_json_str(j, "state"), state) == 0)
+            return j;
+        json_decref(j);
+    }
+}
+
+static void test_events_listener_lifecycle_arrives_in_order(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    const char *seen[64];
+    size_t n = 0;
+    struct sse s;
+    json_t *j;
+
+    sse_open(&s, d, NULL);
+    json_decref(expect_snapshot(&s, NULL));
+
+    json_decref(it_listener_create(d, "{\"id\":\"o1\",\"service\":\"echo\",\"port\":0}"));
+    json_decref(it_http_expect(d, "PATCH", "/api/v1/listeners/o1", "{\"workers\":3}", 200));
+    json_decref(it_http_expect(d, "POST", "/api/v1/listeners/o1/stop", NULL, 200));
+    json_decref(it_http_expect(d, "DELETE", "/api/v1/listeners/o1", NULL, 204));
+
+    /* Every listener event, metrics aside, up to the deletion; ids strictly increase. */
+    for (uint64_t last = 0;;) {
+        struct sse_event ev;
+
+        sse_next_change(&s, IT_IO_TIMEOUT_MS, &ev);
+        assert_true(ev.has_id);
+        assert_true(ev.id > last);
+        last = ev.id;
+        j = event_json(&ev);
+        assert_string_equal(it_json_str(j, "id"), "o1");
+        assert_true(n < sizeof(seen) / sizeof(seen[0]));
+        if (strcmp(ev.type, "listener.state") == 0) {
+            seen[n++] = strcmp(it_json_str(j, "state"), "running") == 0   ? "running"
+                        : strcmp(it_json_str(j, "state"), "stopped") == 0 ? "stopped"
+                                                                          : "state";
+            assert_true(json_is_null(json_object_get(j, "error")));
+            assert_non_null(json_object_get(j, "previous"));
+            assert_true(json_is_array(json_object_get(j, "bound")));
+            assert_true(strlen(it_json_str(j, "since")) > 0);
+        } else if (strcmp(ev.type, "listener.created") == 0) {
+            seen[n++] = "created";
+            assert_string_equal(it_json_str(j, "status.state"), "running");
+            assert_non_null(json_object_get(j, "metrics"));
+        } else if (strcmp(ev.type, "listener.changed") == 0) {
+            seen[n++] = it_json_bool(j, "enabled") ? "changed" : "changed-stopped";
+            assert_int_equal(it_json_int(j, "workers"), 3);
+        } else if (strcmp(ev.type, "listener.deleted") == 0) {
+            seen[n++] = "deleted";
+            assert_int_equal(json_object_size(j), 1);
+        } else {
+            fail_msg("unexpected event '%s'", ev.type);
+        }
+        json_decref(j);
+        if (strcmp(ev.type, "listener.deleted") == 0) {
+            sse_event_fini(&ev);
+            break;
+        }
+        sse_event_fini(&ev);
+    }
+
+    /* created (after its start), changed (after the restart), stopped, changed, deleted. */
+    {
+        static const char *const want[] = {"running", "created",         "running", "changed",
+                                           "stopped", "changed-stopped", "deleted"};
+        size_t k = 0;
+
+        for (size_t i = 0; i < n && k < sizeof(want) / sizeof(want[0]); i++)
+            if (strcmp(seen[i], want[k]) == 0)
+                k++;
+        if (k != sizeof(want) / sizeof(want[0])) {
+            for (size_t i = 0; i < n; i++)
+                fprintf(stderr, "# event %zu: %s\n", i, seen[i]);
+            fail_msg("listener events out of order: matched %zu of %zu", k,
+                     sizeof(want) / sizeof(want[0]));
+        }
+    }
+    sse_close(&s);
+}
+
+static void test_events_failed_start_reports_state_with_error(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    char body[160];
+    uint16_t port;
+    struct sse s;
+    json_t *j;
+    int held = it_bind(SOCK_STREAM, "::", 0, &port);
+
+    assert_true(held >= 0);
+    sse_open(&s, d, NULL);
+    json_decref(expect_snapshot(&s, NULL));
+    snprintf(body, sizeof(body),
+             "{\"id\":\"busy\",\"service\":\"echo\",\"port\":%u,\"enabled\":false}", port);
+    json_decref(it_listener_create(d, body));
+    json_decref(it_http_expect(d, "POST", "/api/v1/listeners/busy/start", NULL, 409));
+
+    j = expect_state(&s, "busy", "failed");
+    assert_true(json_is_string(json_object_get(j, "error")));
+    assert_non_null(strstr(it_json_str(j, "error"), "in use"));
+    assert_int_equal(json_array_size(json_object_get(j, "bound")), 0);
+    json_decref(j);
+    sse_close(&s);
+    close(held);
+}
+
+/* ---- metrics ticks ---- */
+
+static void test_events_metrics_tick_every_second_and_counters_rise(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    static const char msg[] = "0123456789abcdef0123456789abcdef";
+    int64_t prev_at = 0;
+    uint16_t port;
+    struct sse s;
+    bool rose = false;
+
+    port = it_listener_create_port(d, "{\"id\":\"m1\",\"service\":\"echo\",\"port\":0}");
+    sse_open(&s, d, NULL);
+    json_decref(expect_snapshot(&s, NULL));
+
+    /* Four ticks about a second apart, each with every listener's counters and rates. */
+    for (int i = 0; i < 4; i++) {
+        struct sse_event ev;
+        json_t *j, *m;
+
+        sse_next_type(&s, "metrics", 3 * TICK_MS, &ev);
+        j = event_json(&ev);
+        assert_int_equal(it_json_int(j, "interval_ms"), TICK_MS);
+        assert_int_equal(strlen(it_json_str(j, "time")), strlen("2026-11-25T10:02:45.123Z"));
+        m = it_json_path(j, "listeners.m1");
+        assert_non_null(m);
+        assert_true(json_is_integer(json_object_get(m, "bytes_in")));
+        assert_true(json_is_number(it_json_path(m, "rates.bytes_in")));
+        assert_true(json_is_number(it_json_path(m, "rates.connections")));
+        if (prev_at) {
+            int64_t gap = ev.at_ms - prev_at;
+
+            if (gap < TICK_MS / 2 || gap > TICK_MS * 2)
+                fail_msg("metrics ticks %lld ms apart", (long long)gap);
+        }
+        prev_at = ev.at_ms;
+        json_decref(j);
+        sse_event_fini(&ev);
+    }
+
+    /* Echo traffic shows in the next ticks: counters and a rate above zero. */
+    it_assert_tcp_echo("127.0.0.1", port, msg, sizeof(msg) - 1);
+    for (int i = 0; i < 4 && !rose; i++) {
+        struct sse_event ev;
+        json_t *j;
+
+        sse_next_type(&s, "metrics", 3 * TICK_MS, &ev);
+        j = event_json(&ev);
+        if (it_json_int(j, "listeners.m1.bytes_in") == (json_int_t)(sizeof(msg) - 1)) {
+            assert_int_equal(it_json_int(j, "listeners.m1.bytes_out"), sizeof(msg) - 1);
+            assert_int_equal(it_json_int(j, "listeners.m1.connections_total"), 1);
+            assert_true(json_number_value(it_json_path(j, "listeners.m1.rates.bytes_in")) > 0);
+            rose = true;
+        }
+        json_decref(j);
+        sse_event_fini(&ev);
+    }
+    assert_true(rose);
+    sse_close(&s);
+}
+
+/* ---- reconnection ---- */
+
+/* Events seen by a stream, in order. */
+struct log {
+    struct sse_event ev[512];
+    size_t n;
+};
+
+static void log_fini(struct log *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        sse_event_fini(&l->ev[i]);
+    l->n = 0;
+}
+
+/* Reads into l until an event of type about id arrives (included). */
+static void log_until(struct sse *s, struct log *l, const char *type, const char *id)
+{
+    for (;;) {
+        struct sse_event *ev = &l->ev[l->n];
+        bool found;
+        json_t *j;
+
+        assert_true(l->n < sizeof(l->ev) / sizeof(l->ev[0]));
+        sse_next_ok(s, IT_IO_TIMEOUT_MS, ev);
+        l->n++;
+        if (strcmp(ev->type, type) != 0)
+            continue;
+        j = event_json(ev);
+        found = strcmp(it_json_str(j, "id"), id) == 0;
+        json_decref(j);
+        if (found)
+            return;
+    }
+}
+
+static void test_events_last_event_id_replays_exactly_the_missed_events(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    struct log *witness = calloc(1, sizeof(*witness)), *replay = calloc(1, sizeof(*replay));
+    struct sse w, a, b;
+    struct sse_event ev;
+    uint64_t last_seen;
+    char id_text[32];
+    size_t from;
+
+    assert_non_null(witness);
+    assert_non_null(replay);
+    /* The witness stays connected throughout and sees every event. */
+    sse_open(&w, d, NULL);
+    json_decref(expect_snapshot(&w, NULL));
+    sse_open(&a, d, NULL);
+    json_decref(expect_snapshot(&a, NULL));
+
+    json_decref(it_listener_create(d, "{\"id\":\"r1\",\"service\":\"echo\",\"port\":0}"));
+    sse_next_type(&a, "listener.created", IT_IO_TIMEOUT_MS, &ev);
+    last_seen = ev.id;
+    sse_event_fini(&ev);
+    sse_close(&a);
+
+    /* What a missed while away. */
+    json_decref(it_http_expect(d, "PATCH", "/api/v1/listeners/r1", "{\"workers\":2}", 200));
+    json_decref(it_listener_create(d, "{\"id\":\"r2\",\"service\":\"echo\",\"port\":0}"));
+    json_decref(it_http_expect(d, "DELETE", "/api/v1/listeners/r1", NULL, 204));
+    log_until(&w, witness, "listener.deleted", "r1");
+
+    snprintf(id_text, sizeof(id_text), "%llu", (unsigned long long)last_seen);
+    sse_open(&b, d, id_text);
+    assert_stream_headers(&b);
+    log_until(&b, replay, "listener.deleted", "r1");
+    assert_int_equal(b.retry_ms, 2000);
+
+    /* b got exactly what the witness saw after last_seen: same ids, types and data. */
+    for (from = 0; from < witness->n && witness->ev[from].id <= last_seen; from++)
+        ;
+    assert_true(from < witness->n);
+    assert_int_equal(replay->ev[0].id, last_seen + 1);
+    if (replay->n != witness->n - from)
+        fail_msg("replayed %zu events, the witness saw %zu after id %llu", replay->n,
+                 witness->n - from, (unsigned long long)last_seen);
+    for (size_t i = 0; i < replay->n; i++) {
+        const struct sse_event *x = &replay->ev[i], *y = &witness->ev[from + i];
+
+        assert_true(x->id == y->id);
+        assert_string_equal(x->type, y->type);
+        assert_string_equal(x->data, y->data);
+        assert_string_not_equal(x->type, "snapshot");
+    }
+    log_fini(witness);
+    log_fini(replay);
+    free(witness);
+    free(replay);
+    sse_close(&w);
+    sse_close(&b);
+}
+
+static void test_events_unknown_last_event_id_gets_a_snapshot(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    static const char *const ids[] = {"999999999", "not-a-number", ""};
+    struct sse s;
+
+    json_decref(it_listener_create(d, "{\"id\":\"u1\",\"service\":\"echo\",\"port\":0}"));
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        json_t *snap;
+
+        sse_open(&s, d, ids[i]);
+        snap = expect_snapshot(&s, NULL);
+        assert_int_equal(json_array_size(json_object_get(snap, "listeners")), 1);
+        json_decref(snap);
+        sse_close(&s);
+    }
+}
+
+static void test_events_last_event_id_out_of_the_ring_gets_a_snapshot(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    struct sse w, s;
+    struct sse_event ev;
+    uint64_t first;
+    char id_text[32];
+    json_t *snap;
+
+    sse_open(&w, d, NULL);
+    json_decref(expect_snapshot(&w, NULL));
+    json_decref(it_listener_create(d, "{\"id\":\"g1\",\"service\":\"echo\",\"port\":0}"));
+    sse_next_type(&w, "listener.created", IT_IO_TIMEOUT_MS, &ev);
+    first = ev.id;
+    sse_event_fini(&ev);
+    /* Each change of a running listener is several events: push "first" out of the ring. */
+    for (int i = 0; i < 80; i++) {
+        char body[64];
+
+        snprintf(body, sizeof(body), "{\"idle_timeout_ms\":%d}", 1000 + i);
+        json_decref(it_http_expect(d, "PATCH", "/api/v1/listeners/g1", body, 200));
+    }
+    for (;;) {
+        bool past;
+
+        sse_next_ok(&w, IT_IO_TIMEOUT_MS, &ev);
+        past = ev.id > first + CORE_EVENTS_RING;
+        sse_event_fini(&ev);
+        if (past)
+            break;
+    }
+
+    snprintf(id_text, sizeof(id_text), "%llu", (unsigned long long)first);
+    sse_open(&s, d, id_text);
+    snap = expect_snapshot(&s, NULL);
+    assert_int_equal(json_array_size(json_object_get(snap, "listeners")), 1);
+    json_decref(snap);
+    sse_close(&s);
+    sse_close(&w);
+}
+
+/* ---- a client that stops reading ---- */
+
+/* A connection to the API that asks for the stream and then never reads, with a small receive
+ * buffer. Returns the fd; its local port in *ret_port. */
+static int stalled_client(uint16_t api_port, uint16_t *ret_port)
+{
+    static const char req[] = "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              "Accept: text/event-stream\r\n\r\n";
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(api_port)};
+    socklen_t len = sizeof(sa);
+    int small = 2048;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    /* Before connect(), so that the window it advertises stays small. */
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t)(sizeof(req) - 1));
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *ret_port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/*
+ * The daemon's side of the loopback connection from peer_port to api_port, from /proc/net/tcp:
+ * returns 0 with its TCP state (1 is ESTABLISHED) and send queue, or -ENOENT when it is gone.
+ */
+static int server_side(uint16_t api_port, uint16_t peer_port, unsigned *ret_state,
+                       unsigned long *ret_txq)
+{
+    char line[512];
+    FILE *f = fopen("/proc/net/tcp", "r");
+    int r = -ENOENT;
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        unsigned local_port, rem_port, st;
+        unsigned long txq, rxq;
+
+        if (sscanf(line, " %*u: %*x:%x %*x:%x %x %lx:%lx", &local_port, &rem_port, &st, &txq,
+                   &rxq) != 5)
+            continue;
+        if (local_port == api_port && rem_port == peer_port) {
+            *ret_state = st;
+            *ret_txq = txq;
+            r = 0;
+            break;
+        }
+    }
+    fclose(f);
+    return r;
+}
+
+/*
+ * Changes listener id (each change is several events) until the stalled client's connection
+ * is jammed: the daemon's send queue toward it holds data the client does not take, and stops
+ * growing although events go on (libmicrohttpd can write no more). Asserts it happens.
+ */
+static void jam(const struct it_daemon *d, const char *id, uint16_t peer_port, struct sse *witness)
+{
+    char path[128], body[64];
+    unsigned st = 0, still = 0;
+    unsigned long txq = 0, before = 0;
+
+    snprintf(path, sizeof(path), "/api/v1/listeners/%s", id);
+    for (int i = 0; i < 20000; i++) {
+        snprintf(body, sizeof(body), "{\"idle_timeout_ms\":%d}", 1000 + i % 2);
+        json_decref(it_http_expect(d, "PATCH", path, body, 200));
+        if (i % 10 != 9)
+            continue;
+        /* A reading client keeps up meanwhile (it would be overrun otherwise). */
+        if (witness) {
+            struct sse_event ev;
+
+            while (sse_next(witness, 0, &ev) == 0)
+                sse_event_fini(&ev);
+            assert_false(witness->done);
+        }
+        assert_int_equal(server_side(d->api_port, peer_port, &st, &txq), 0);
+        still = txq > 0 && txq == before ? still + 1 : 0;
+        before = txq;
+        if (still == 5) {
+            fprintf(stderr, "# jammed after %d changes: %lu bytes queued toward the client\n",
+                    i + 1, txq);
+            return;
+        }
+    }
+    fail_msg("the stalled client's connection never filled (state %u, send queue %lu)", st, txq);
+}
+
+struct tick_check {
+    struct sse *s;
+    int64_t last_at;
+    int64_t worst_gap;     /* between two ticks' arrivals */
+    int64_t worst_latency; /* from a tick's "time" to its arrival */
+    unsigned ticks;
+};
+
+/* CLOCK_REALTIME in milliseconds. */
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The "time" of a metrics tick ("2026-11-25T10:02:45.123Z") in milliseconds since the epoch. */
+static int64_t tick_time_ms(const json_t *tick)
+{
+    struct tm tm = {0};
+    int ms = 0;
+    const char *text = it_json_str(tick, "time");
+
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7)
+        fail_msg("metrics time '%s' is not YYYY-MM-DDTHH:MM:SS.mmmZ", text);
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t)timegm(&tm) * 1000 + ms;
+}
+
+/* Reads the witness stream's pending events, measuring how the metrics ticks arrive. */
+static void tick_check_read(struct tick_check *t, int wait_ms)
+{
+    struct sse_event ev;
+
+    while (sse_next(t->s, wait_ms, &ev) == 0) {
+        if (strcmp(ev.type, "metrics") == 0) {
+            json_t *j = event_json(&ev);
+            int64_t latency = wall_ms() - tick_time_ms(j);
+
+            json_decref(j);
+            if (latency > t->worst_latency)
+                t->worst_latency = latency;
+            if (t->last_at && ev.at_ms - t->last_at > t->worst_gap)
+                t->worst_gap = ev.at_ms - t->last_at;
+            t->last_at = ev.at_ms;
+            t->ticks++;
+        }
+        sse_event_fini(&ev);
+        wait_ms = 0;
+    }
+}
+
+static void test_events_stalled_client_delays_no_one(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    static const char msg[] = "still echoing";
+    struct tick_check t = {0};
+    uint16_t echo_port, peer_port;
+    unsigned st;
+    unsigned long txq;
+    struct sse w;
+    int64_t t0;
+    int stalled;
+
+    echo_port = it_listener_create_port(d, "{\"id\":\"x0\",\"service\":\"echo\",\"port\":0}");
+    json_decref(it_listener_create(d, "{\"id\":\"x1\",\"service\":\"echo\",\"port\":0}"));
+    sse_open(&w, d, NULL);
+    json_decref(expect_snapshot(&w, NULL));
+    t.s = &w;
+    stalled = stalled_client(d->api_port, &peer_port);
+    jam(d, "x1", peer_port, &w);
+    /* The witness has read everything up to now once it sees this. */
+    json_decref(it_listener_create(d, "{\"id\":\"x2\",\"service\":\"echo\",\"port\":0}"));
+    json_decref(expect_change(&w, "listener.created", "x2"));
+    /* And has caught up once a tick arrives fresh (within a tenth of the interval). */
+    for (t.worst_latency = TICK_MS; t.worst_latency > TICK_MS / 10;) {
+        t.worst_latency = 0;
+        t.ticks = 0;
+        tick_check_read(&t, 3 * TICK_MS);
+        assert_true(t.ticks > 0);
+    }
+    t = (struct tick_check){.s = &w};
+
+    /* For four seconds: the other stream's ticks keep coming, the API and echo answer. */
+    t0 = it_now_ms();
+    while (it_now_ms() - t0 < 4 * TICK_MS) {
+        int64_t a = it_now_ms();
+        json_t *h = it_http_expect(d, "GET", "/api/v1/health", NULL, 200);
+
+        json_decref(h);
+        assert_true(it_now_ms() - a < 500);
+        a = it_now_ms();
+        it_assert_tcp_echo("127.0.0.1", echo_port, msg, sizeof(msg) - 1);
+        assert_true(it_now_ms() - a < 500);
+        tick_check_read(&t, 200);
+    }
+    fprintf(stderr, "# %u ticks in 4 s, worst gap %lld ms, worst delivery %lld ms\n", t.ticks,
+            (long long)t.worst_gap, (long long)t.worst_latency);
+    assert_true(t.ticks >= 3);
+    assert_true(t.worst_gap < 2 * TICK_MS);
+    assert_true(t.worst_latency < 500);
+
+    /* The stalled connection is still jammed, not served in the meantime. */
+    assert_int_equal(server_side(d->api_port, peer_port, &st, &txq), 0);
+    assert_true(txq > 0);
+    close(stalled);
+    sse_close(&w);
+}
+
+static void test_events_stalled_client_is_cut_by_the_timeout(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    uint16_t peer_port;
+    unsigned st = 0;
+    unsigned long txq = 0;
+    int64_t t0, deadline;
+    int stalled;
+
+    json_decref(it_listener_create(d, "{\"id\":\"c1\",\"service\":\"echo\",\"port\":0}"));
+    stalled = stalled_client(d->api_port, &peer_port);
+    jam(d, "c1", peer_port, NULL);
+    t0 = it_now_ms();
+    deadline = t0 + CONNECTION_TIMEOUT_MS + 15000;
+    /* The daemon closes its side: the socket leaves ESTABLISHED (FIN_WAIT, or gone). */
+    while (it_now_ms() < deadline) {
+        if (server_side(d->api_port, peer_port, &st, &txq) < 0 || st != 1)
+            break;
+        (void)poll(NULL, 0, 200);
+    }
+    fprintf(stderr, "# the stalled stream was cut after %lld ms (state %u)\n",
+            (long long)(it_now_ms() - t0), st);
+    assert_true(it_now_ms() < deadline);
+    close(stalled);
+}
+
+/* ---- stopping with streams open ---- */
+
+static void test_events_sigterm_with_two_streams_exits_0_within_2s(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    struct sse a, b;
+    CURLcode ra, rb;
+    int status;
+    int64_t ms;
+
+    sse_open(&a, d, NULL);
+    sse_open(&b, d, NULL);
+    json_decref(expect_snapshot(&a, NULL));
+    json_decref(expect_snapshot(&b, NULL));
+    assert_int_equal(it_daemon_stop(d, SIGTERM, 5000, &status, &ms), 0);
+    fprintf(stderr, "# exited in %lld ms: %s\n", (long long)ms, it_status_str(status));
+    assert_true(it_status_is_exit0(status));
+    assert_true(ms < SIGTERM_EXIT_MS);
+    /* Both streams ended; the daemon finished them rather than cutting them. */
+    assert_int_equal(sse_wait_end(&a, IT_IO_TIMEOUT_MS, &ra), 0);
+    assert_int_equal(sse_wait_end(&b, IT_IO_TIMEOUT_MS, &rb), 0);
+    assert_int_equal(ra, CURLE_OK);
+    assert_int_equal(rb, CURLE_OK);
+    sse_close(&a);
+    sse_close(&b);
+}
+
+/* ---- the server in this process: idle streams ---- */
+
+#define KEEPALIVE_MS 300
+
+struct inproc {
+    char *dir;
+    struct core_events *bus;
+    struct core_registry *registry;
+    struct api_server *server;
+    char url[64];
+};
+
+static const struct core_service *const inproc_services[] = {&svc_echo};
+static const struct core_service_table inproc_table = {.svcs = inproc_services, .n = 1};
+
+static int inproc_setup(void **state)
+{
+    struct inproc *p = calloc(1, sizeof(*p));
+    struct core_err err = {0};
+
+    if (!p)
+        return -1;
+    *state = p;
+    p->dir = it_tmpdir_new();
+    if (core_events_new(&p->bus) < 0)
+        return -1;
+    /* Metrics ticks an hour apart: the streams stay idle. */
+    if (core_registry_new(&(struct core_registry_opts){.services = &inproc_table,
+                                                       .state_dir = p->dir,
+                                                       .events = p->bus,
+                                                       .metrics_interval_ms = 3600 * 1000},
+                          &p->registry) < 0)
+        return -1;
+    if (api_server_start(&(struct api_server_opts){.host = "127.0.0.1",
+                                                   .registry = p->registry,
+                                                   .events = p->bus,
+                                                   .keepalive_ms = KEEPALIVE_MS},
+                         &p->server, &err) < 0) {
+        fprintf(stderr, "# api_server_start: %s\n", err.msg);
+        return -1;
+    }
+    snprintf(p->url, sizeof(p->url), "http://127.0.0.1:%u", api_server_port(p->server));
+    return 0;
+}
+
+static struct inproc *inproc_of(void **state)
+{
+    return *state;
+}
+
+static int inproc_teardown(void **state)
+{
+    struct inproc *p = *state;
+
+    if (!p)
+        return 0;
+    api_server_stop(p->server);
+    core_registry_free(p->registry);
+    core_events_free(p->bus);
+    it_tmpdir_remove(p->dir);
+    free(p);
+    *state = NULL;
+    return 0;
+}
+
+static void test_events_idle_stream_gets_keepalive_comments(void **state)
+{
+    struct inproc *p = inproc_of(state);
+    struct sse s;
+    struct sse_event ev;
+    int64_t t0;
+
+    sse_open_url(&s, p->url, NULL);
+    json_decref(expect_snapshot(&s, NULL));
+    t0 = it_now_ms();
+    /* Nothing happens for a few intervals: comments only, no event. */
+    assert_int_equal(sse_next(&s, 4 * KEEPALIVE_MS + KEEPALIVE_MS / 2, &ev), -ETIMEDOUT);
+    fprintf(stderr, "# %u keep-alives in %lld ms\n", s.keepalives, (long long)(it_now_ms() - t0));
+    assert_true(s.keepalives >= 3 && s.keepalives <= 5);
+    sse_close(&s);
+}
+
+static void test_events_published_event_wakes_an_idle_stream_at_once(void **state)
+{
+    struct inproc *p = inproc_of(state);
+    struct sse s;
+
+    sse_open_url(&s, p->url, NULL);
+    json_decref(expect_snapshot(&s, NULL));
+    for (int i = 0; i < 5; i++) {
+        unsigned seen = s.keepalives;
+        struct sse_event ev;
+        int64_t t0;
+        json_t *j;
+
+        /* A keep-alive came and went: the stream is idle (its connection suspended) now. */
+        while (s.keepalives == seen) {
+            assert_int_equal(sse_next(&s, 2 * KEEPALIVE_MS, &ev), -ETIMEDOUT);
+        }
+        t0 = it_now_ms();
+        core_events_publish(p->bus, "test.ping", json_pack("{s:i}", "n", i));
+        sse_next_ok(&s, IT_IO_TIMEOUT_MS, &ev);
+        assert_string_equal(ev.type, "test.ping");
+        j = event_json(&ev);
+        assert_int_equal(it_json_int(j, "n"), i);
+        json_decref(j);
+        fprintf(stderr, "# woken in %lld ms\n", (long long)(ev.at_ms - t0));
+        assert_true(ev.at_ms - t0 < KEEPALIVE_MS / 2);
+        sse_event_fini(&ev);
+    }
+    sse_close(&s);
+}
+
+static void test_events_server_stop_with_streams_returns_promptly(void **state)
+{
+    struct inproc *p = inproc_of(state);
+    char big[8192];
+    struct sse a, b;
+    CURLcode ra, rb;
+    uint16_t peer_port;
+    int64_t t0;
+    int stalled;
+
+    sse_open_url(&a, p->url, NULL);
+    sse_open_url(&b, p->url, NULL);
+    json_decref(expect_snapshot(&a, NULL));
+    json_decref(expect_snapshot(&b, NULL));
+    /* And one client that stopped reading, with a full connection. */
+    stalled = stalled_client(api_server_port(p->server), &peer_port);
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    for (int i = 0; i < 200; i++) {
+        core_events_publish(p->bus, "test.bulk", json_pack("{s:s}", "pad", big));
+        if (i % 50 == 49) {
+            tick_check_read(&(struct tick_check){.s = &a}, 0);
+            tick_check_read(&(struct tick_check){.s = &b}, 0);
+        }
+    }
+
+    t0 = it_now_ms();
+    api_server_stop(p->server);
+    p->server = NULL;
+    fprintf(stderr, "# api_server_stop took %lld ms\n", (long long)(it_now_ms() - t0));
+    assert_true(it_now_ms() - t0 < 1000);
+    assert_int_equal(sse_wait_end(&a, IT_IO_TIMEOUT_MS, &ra), 0);
+    assert_int_equal(sse_wait_end(&b, IT_IO_TIMEOUT_MS, &rb), 0);
+    assert_int_equal(ra, CURLE_OK);
+    assert_int_equal(rb, CURLE_OK);
+    /* Every subscription ended with its stream. */
+    assert_false(core_events_has_subscribers(p->bus));
+    close(stalled);
+    sse_close(&a);
+    sse_close(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_events_stream_starts_with_retry_and_snapshot,
+                                        it_fixture_setup, it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_listener_lifecycle_arrives_in_order,
+                                        it_fixture_setup, it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_failed_start_reports_state_with_error,
+                                        it_fixture_setup, it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_metrics_tick_every_second_and_counters_rise,
+                                        it_fixture_setup, it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_last_event_id_replays_exactly_the_missed_events,
+                                        it_fixture_setup, it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_unknown_last_event_id_gets_a_snapshot,
+                                        it_fixture_setup, it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_last_event_id_out_of_the_ring_gets_a_snapshot,
+                                        it_fixture_setup, it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_stalled_client_delays_no_one, it_fixture_setup,
+                                        it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_stalled_client_is_cut_by_the_timeout,
+                                        it_fixture_setup, it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_sigterm_with_two_streams_exits_0_within_2s,
+                                        it_fixture_setup, it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_idle_stream_gets_keepalive_comments,
+                                        inproc_setup, inproc_teardown),
+        cmocka_unit_test_setup_teardown(test_events_published_event_wakes_an_idle_stream_at_once,
+                                        inproc_setup, inproc_teardown),
+        cmocka_unit_test_setup_teardown(test_events_server_stop_with_streams_returns_promptly,
+                                        inproc_setup, inproc_teardown),
+    };
+
+    (void)signal(SIGPIPE, SIG_IGN);
+    (void)curl_global_init(CURL_GLOBAL_DEFAULT);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
