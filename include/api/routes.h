@@ -65,6 +65,10 @@ struct api_match {
     unsigned allow;                /* API_METHOD_BIT()s the path has (on 0 and -EOPNOTSUPP) */
 };
 
+/* The route table (static storage), *ret_n routes long; the pattern "{asset}" stands for every
+ * embedded file. */
+const struct api_route *api_routes(size_t *ret_n);
+
 /* The method named name (case-sensitive, as HTTP methods are); API_METHOD_OTHER if unknown. */
 enum api_method api_method_from_name(const char *name);
 

@@ -39,6 +39,12 @@ static const struct api_route routes[] = {
     {API_METHOD_GET, PATTERN_ASSET, api_handle_asset, API_BODY_NONE},
 };
 
+const struct api_route *api_routes(size_t *ret_n)
+{
+    *ret_n = sizeof(routes) / sizeof(routes[0]);
+    return routes;
+}
+
 static const char *const method_names[API_METHOD_COUNT] = {
     [API_METHOD_GET] = "GET", [API_METHOD_HEAD] = "HEAD",   [API_METHOD_POST] = "POST",
     [API_METHOD_PUT] = "PUT", [API_METHOD_PATCH] = "PATCH", [API_METHOD_DELETE] = "DELETE",

@@ -34,6 +34,7 @@ after(async () => {
 
 /** The spec's path template matching a concrete path, or undefined. */
 function templateOf(p) {
+  if (spec.paths[p]) return p;
   return Object.keys(spec.paths).find((t) => {
     const re = new RegExp('^' + t.replace(/\{[^}]+\}/g, '[^/]+') + '$');
     return re.test(p);
@@ -125,7 +126,8 @@ test('the OpenAPI document passes the linter with no problem', async () => {
 
 test('every path of the spec is served with exactly the methods the spec lists', async () => {
   for (const [template, item] of Object.entries(spec.paths)) {
-    const concrete = template.replace('{id}', 'no-such-listener').replace('{name}', 'no-such-file');
+    const concrete = template.replace('{id}', 'no-such-listener').replace('{name}', 'no-such-file')
+      .replace('{file}', 'app.js');
     // A method no route has: the daemon answers 405 with the methods the path has.
     const res = await fetch(daemon.url + concrete, { method: 'OPTIONS' });
     assert.equal(res.status, 405, `OPTIONS ${concrete}: the daemon does not serve this path (${res.status})`);
@@ -197,6 +199,9 @@ test('documents and the event stream answer as documented', async () => {
   const etag = doc.headers.get('etag');
   assert.equal((await call('GET', '/openapi.yaml', { headers: { 'If-None-Match': etag } })).status, 304);
   assert.equal((await call('GET', '/')).status, 200);
+  for (const file of ['index.html', 'app.js', 'style.css', 'favicon.svg']) {
+    assert.equal((await call('GET', '/' + file)).status, 200, file);
+  }
   if (spec.paths['/api/v1/events']) {
     const ctl = new AbortController();
     const res = await fetch(daemon.url + '/api/v1/events', { signal: ctl.signal });

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -681,6 +682,136 @@ static void test_event_append_adds_to_what_is_there(void **state)
     core_buf_fini(&b);
 }
 
+/*
+ * The operations of openapi/openapi.yaml: "METHOD /path" for every method under every path of
+ * its "paths" object, read line by line (two spaces before a path, four before a method).
+ */
+struct spec_ops {
+    char op[64][96];
+    size_t n;
+};
+
+static void spec_ops_read(struct spec_ops *ret)
+{
+    static const char *const methods[] = {"get", "put", "post", "patch", "delete", "head"};
+    const char *root = getenv("SOCKSERV_SOURCE_ROOT");
+    char path[4096], line[512], current[96] = "";
+    bool in_paths = false;
+    FILE *f;
+
+    assert_non_null(root);
+    snprintf(path, sizeof(path), "%s/openapi/openapi.yaml", root);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    ret->n = 0;
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] != ' ' && line[0] != '\0' && line[0] != '#')
+            in_paths = strcmp(line, "paths:") == 0;
+        if (!in_paths)
+            continue;
+        if (strncmp(line, "  /", 3) == 0 && line[strlen(line) - 1] == ':') {
+            snprintf(current, sizeof(current), "%.*s", (int)strlen(line) - 3, line + 2);
+            continue;
+        }
+        for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+            char want[32];
+
+            snprintf(want, sizeof(want), "    %s:", methods[i]);
+            if (strcmp(line, want) == 0 && current[0]) {
+                char upper[8];
+
+                for (size_t k = 0; k <= strlen(methods[i]); k++)
+                    upper[k] = (char)(methods[i][k] >= 'a' ? methods[i][k] - 32 : methods[i][k]);
+                assert_true(ret->n < sizeof(ret->op) / sizeof(ret->op[0]));
+                snprintf(ret->op[ret->n++], sizeof(ret->op[0]), "%s %s", upper, current);
+            }
+        }
+    }
+    fclose(f);
+    assert_true(ret->n > 0);
+}
+
+static bool spec_has(const struct spec_ops *ops, const char *method, const char *path)
+{
+    char want[128];
+
+    snprintf(want, sizeof(want), "%s %s", method, path);
+    for (size_t i = 0; i < ops->n; i++)
+        if (strcmp(ops->op[i], want) == 0)
+            return true;
+    return false;
+}
+
+static void test_route_table_every_route_in_spec(void **state)
+{
+    struct spec_ops ops;
+    size_t n;
+    const struct api_route *r = api_routes(&n);
+
+    (void)state;
+    spec_ops_read(&ops);
+    for (size_t i = 0; i < n; i++) {
+        const char *m = api_method_name(r[i].method);
+
+        if (strcmp(r[i].pattern, "{asset}") != 0) {
+            if (!spec_has(&ops, m, r[i].pattern))
+                fail_msg("route %s %s is not in openapi/openapi.yaml", m, r[i].pattern);
+            continue;
+        }
+        /* Every embedded file: "/" for the page, its own path, or the dashboard's "/{file}". */
+        for (size_t k = 0; k < api_assets_count; k++) {
+            const char *p = api_assets[k].path;
+
+            if (!spec_has(&ops, m, p) &&
+                !(strchr(p + 1, '/') == NULL && spec_has(&ops, m, "/{file}")))
+                fail_msg("file %s is not in openapi/openapi.yaml", p);
+        }
+        if (!spec_has(&ops, m, "/"))
+            fail_msg("the dashboard at / is not in openapi/openapi.yaml");
+    }
+}
+
+static void test_route_table_every_spec_operation_routed(void **state)
+{
+    struct spec_ops ops;
+
+    (void)state;
+    spec_ops_read(&ops);
+    for (size_t i = 0; i < ops.n; i++) {
+        char method[16], path[96];
+        struct api_match match;
+        int r;
+
+        assert_int_equal(sscanf(ops.op[i], "%15s %95s", method, path), 2);
+        /* Fill the templates with values the route table matches. */
+        if (strcmp(path, "/{file}") == 0)
+            snprintf(path, sizeof(path), "/index.html");
+        else if (strstr(path, "{id}")) {
+            char filled[96];
+            size_t n = 0;
+
+            for (const char *p = path; *p && n + 8 < sizeof(filled);) {
+                if (strncmp(p, "{id}", 4) == 0) {
+                    n += (size_t)snprintf(filled + n, sizeof(filled) - n, "e1");
+                    p += 4;
+                } else if (strncmp(p, "{name}", 6) == 0) {
+                    n += (size_t)snprintf(filled + n, sizeof(filled) - n, "f.txt");
+                    p += 6;
+                } else {
+                    filled[n++] = *p++;
+                }
+            }
+            filled[n] = '\0';
+            memcpy(path, filled, n + 1);
+        }
+        r = api_route_match(method, path, &match);
+        if (r != 0)
+            fail_msg("%s is in openapi/openapi.yaml but the daemon does not route it (%d)",
+                     ops.op[i], r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -724,6 +855,8 @@ int main(void)
         cmocka_unit_test(test_event_append_is_id_event_data_blank_line),
         cmocka_unit_test(test_event_append_multiline_data_gets_a_data_line_each),
         cmocka_unit_test(test_event_append_adds_to_what_is_there),
+        cmocka_unit_test(test_route_table_every_route_in_spec),
+        cmocka_unit_test(test_route_table_every_spec_operation_routed),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
