@@ -26,9 +26,6 @@ int cli_remaining_ms(int64_t deadline);
 /* Parses a decimal number from min to max, nothing else in text. */
 bool cli_parse_ulong(const char *text, unsigned long min, unsigned long max, unsigned long *ret);
 
-/* Writes all of buf to fd, retrying on EINTR. Returns 0 or a negative errno. */
-int cli_write_all(int fd, const void *buf, size_t len);
-
 /*
  * Resolves HOST PORT (a numeric port) for socktype. Returns 0 with *ret (freeaddrinfo() it), or
  * 1 after printing why as VERB.

@@ -22,6 +22,9 @@
  */
 int core_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
 
+/* Writes all of data to fd, retrying on EINTR and short writes. Returns 0 or a negative errno. */
+int core_fs_write_all(int fd, const void *data, size_t len);
+
 /* fsync(2) of the directory at path. Returns 0 or a negative errno. */
 int core_fs_fsync_dir(const char *path);
 

@@ -71,24 +71,6 @@ bool cli_parse_ulong(const char *text, unsigned long min, unsigned long max, uns
     return true;
 }
 
-int cli_write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 int cli_resolve(const char *verb, const char *host, const char *port, int socktype,
                 struct addrinfo **ret)
 {

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "cli/common.h"
+#include "core/store.h"
 
 #define usage_error(...) cli_usage_error("echo", __VA_ARGS__)
 #define fail(...) cli_fail("echo", __VA_ARGS__)
@@ -131,7 +132,7 @@ static int out_write(struct echo_out *o, const void *buf, size_t len)
 
     if (len == 0)
         return 0;
-    r = cli_write_all(STDOUT_FILENO, buf, len);
+    r = core_fs_write_all(STDOUT_FILENO, buf, len);
     if (r < 0)
         return fail("cannot write the reply to standard output: %s", strerror(-r));
     o->any = true;

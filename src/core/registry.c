@@ -550,9 +550,12 @@ int core_registry_metrics_all(struct core_registry *r, json_t **ret)
     return 0;
 }
 
-/* A copy of listener id's configuration, for reading outside the registry's locks. */
-static int cfg_of(struct core_registry *r, const char *id, struct core_listener_cfg *ret,
-                  struct core_err *err)
+/*
+ * A copy of the configuration of listener id, a service that keeps files, for reading outside
+ * the registry's locks. -ENOENT for no such listener, -ENOTSUP when its service keeps none.
+ */
+static int files_cfg_of(struct core_registry *r, const char *id, struct core_listener_cfg *ret,
+                        struct core_err *err)
 {
     struct core_listener *l;
     int rc;
@@ -563,6 +566,11 @@ static int cfg_of(struct core_registry *r, const char *id, struct core_listener_
     pthread_mutex_unlock(&r->lock);
     if (rc == -ENOENT)
         return core_err_set(err, rc, NULL, "no listener '%.64s'", id);
+    if (rc == 0 && !(ret->svc->files_list && ret->svc->file_open)) {
+        rc = core_err_set(err, -ENOTSUP, NULL, "listener '%s' (%s) keeps no files", id,
+                          ret->svc->name);
+        core_listener_cfg_fini(ret);
+    }
     return rc;
 }
 
@@ -572,14 +580,10 @@ int core_registry_files(struct core_registry *r, const char *id, json_t **ret, s
     struct core_svc_env env = {.listener_id = id, .state_dir = r->state_dir};
     int rc;
 
-    rc = cfg_of(r, id, &cfg, err);
+    rc = files_cfg_of(r, id, &cfg, err);
     if (rc < 0)
         return rc;
-    if (cfg.svc->files_list)
-        rc = cfg.svc->files_list(cfg.options, &env, ret, err);
-    else
-        rc = core_err_set(err, -ENOTSUP, NULL, "listener '%s' (%s) keeps no files", id,
-                          cfg.svc->name);
+    rc = cfg.svc->files_list(cfg.options, &env, ret, err);
     core_listener_cfg_fini(&cfg);
     return rc;
 }
@@ -591,14 +595,10 @@ int core_registry_file_open(struct core_registry *r, const char *id, const char 
     struct core_svc_env env = {.listener_id = id, .state_dir = r->state_dir};
     int rc;
 
-    rc = cfg_of(r, id, &cfg, err);
+    rc = files_cfg_of(r, id, &cfg, err);
     if (rc < 0)
         return rc;
-    if (cfg.svc->file_open)
-        rc = cfg.svc->file_open(cfg.options, &env, name, version, ret_fd, ret_size, err);
-    else
-        rc = core_err_set(err, -ENOTSUP, NULL, "listener '%s' (%s) keeps no files", id,
-                          cfg.svc->name);
+    rc = cfg.svc->file_open(cfg.options, &env, name, version, ret_fd, ret_size, err);
     core_listener_cfg_fini(&cfg);
     return rc;
 }

@@ -46,7 +46,7 @@ int core_fs_mkdir_p(const char *dir, mode_t mode)
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int core_fs_write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
 
@@ -75,7 +75,7 @@ int core_fs_write_atomic(const char *path, const void *data, size_t len, mode_t 
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return -errno;
-    r = write_all(fd, data, len);
+    r = core_fs_write_all(fd, data, len);
     if (r < 0)
         goto out_unlink;
     if (fsync(fd) < 0) {
