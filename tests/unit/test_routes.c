@@ -687,7 +687,7 @@ static void test_event_append_adds_to_what_is_there(void **state)
  * its "paths" object, read line by line (two spaces before a path, four before a method).
  */
 struct spec_ops {
-    char op[64][96];
+    char op[64][112];
     size_t n;
 };
 
