@@ -29,15 +29,39 @@ enum core_counter {
 /* Service-defined counters per listener, named by struct core_service.counters. */
 #define CORE_METRICS_SVC_MAX 16
 
+/*
+ * Service time histogram: log-linear buckets of nanoseconds, 4 per power of two (HDR-style:
+ * every value lands in a bucket whose width is at most a quarter of its lower bound). Bucket i
+ * holds [core_latency_bucket_low(i), core_latency_bucket_low(i + 1)).
+ */
+#define CORE_LATENCY_BUCKETS 256
+
 struct core_metrics {
     _Atomic uint64_t c[CORE_CTR_COUNT];
     _Atomic uint64_t svc[CORE_METRICS_SVC_MAX];
+    _Atomic uint64_t latency[CORE_LATENCY_BUCKETS];
+    _Atomic uint64_t latency_sum_ns;
+    _Atomic uint64_t latency_max_ns;
 };
 
 struct core_metrics_snapshot {
     uint64_t c[CORE_CTR_COUNT];
     uint64_t svc[CORE_METRICS_SVC_MAX];
+    uint64_t latency[CORE_LATENCY_BUCKETS];
+    uint64_t latency_sum_ns;
+    uint64_t latency_max_ns;
 };
+
+/* The bucket of a value in nanoseconds. */
+unsigned core_latency_bucket(uint64_t ns);
+
+/* The lowest value of bucket i (i <= CORE_LATENCY_BUCKETS; for CORE_LATENCY_BUCKETS, UINT64_MAX).
+ */
+uint64_t core_latency_bucket_low(unsigned i);
+
+/* Records one service time (a request answered: from its bytes' arrival to the answer sent).
+ * Any thread, lock-free. */
+void core_metrics_record_latency(struct core_metrics *m, uint64_t ns);
 
 static inline void core_metrics_add(struct core_metrics *m, enum core_counter c, uint64_t n)
 {

@@ -24,6 +24,44 @@ void core_metrics_init(struct core_metrics *m)
         atomic_init(&m->c[i], 0);
     for (unsigned i = 0; i < CORE_METRICS_SVC_MAX; i++)
         atomic_init(&m->svc[i], 0);
+    for (unsigned i = 0; i < CORE_LATENCY_BUCKETS; i++)
+        atomic_init(&m->latency[i], 0);
+    atomic_init(&m->latency_sum_ns, 0);
+    atomic_init(&m->latency_max_ns, 0);
+}
+
+unsigned core_latency_bucket(uint64_t ns)
+{
+    unsigned e;
+
+    if (ns < 4)
+        return (unsigned)ns;
+    e = 63u - (unsigned)__builtin_clzll(ns);
+    return 4 * (e - 1) + (unsigned)((ns >> (e - 2)) & 3);
+}
+
+uint64_t core_latency_bucket_low(unsigned i)
+{
+    unsigned e;
+
+    if (i > core_latency_bucket(UINT64_MAX))
+        return UINT64_MAX; /* past the last bucket used */
+    if (i < 4)
+        return i;
+    e = i / 4 + 1;
+    return (uint64_t)(4 + (i & 3)) << (e - 2);
+}
+
+void core_metrics_record_latency(struct core_metrics *m, uint64_t ns)
+{
+    uint64_t max = atomic_load_explicit(&m->latency_max_ns, memory_order_relaxed);
+
+    atomic_fetch_add_explicit(&m->latency[core_latency_bucket(ns)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->latency_sum_ns, ns, memory_order_relaxed);
+    while (ns > max &&
+           !atomic_compare_exchange_weak_explicit(&m->latency_max_ns, &max, ns,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
 }
 
 void core_metrics_snapshot(const struct core_metrics *m, struct core_metrics_snapshot *ret)
@@ -32,6 +70,10 @@ void core_metrics_snapshot(const struct core_metrics *m, struct core_metrics_sna
         ret->c[i] = atomic_load_explicit(&m->c[i], memory_order_relaxed);
     for (unsigned i = 0; i < CORE_METRICS_SVC_MAX; i++)
         ret->svc[i] = atomic_load_explicit(&m->svc[i], memory_order_relaxed);
+    for (unsigned i = 0; i < CORE_LATENCY_BUCKETS; i++)
+        ret->latency[i] = atomic_load_explicit(&m->latency[i], memory_order_relaxed);
+    ret->latency_sum_ns = atomic_load_explicit(&m->latency_sum_ns, memory_order_relaxed);
+    ret->latency_max_ns = atomic_load_explicit(&m->latency_max_ns, memory_order_relaxed);
 }
 
 json_t *core_metrics_to_json(const struct core_metrics_snapshot *s, const char *const *names,
