@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh build
 [ -f build/build.ninja ] || meson setup build -Dtests=false
-meson compile -C build sockserv
+meson compile -C build sockserv:executable
 exec build/sockserv daemon "$@"
