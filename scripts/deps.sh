@@ -5,7 +5,8 @@ set -euo pipefail
 
 build_pkgs=(gcc meson ninja-build pkg-config python3 libmicrohttpd-dev libjansson-dev
     libcurl4-openssl-dev libssl-dev tzdata)
-test_pkgs=(libcmocka-dev clang-format)
+# prometheus: promtool checks GET /metrics; socat, curl, iproute2: the benchmark smoke run
+test_pkgs=(libcmocka-dev clang-format prometheus socat curl iproute2)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-build}" = test ]; then

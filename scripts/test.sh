@@ -37,4 +37,7 @@ TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 echo "== browser and contract tests"
 SOCKSERV_BIN="$PWD/build/sockserv" SOCKSERV_BUILD_DIR="$PWD/build" scripts/e2e.sh
 
+echo "== benchmark smoke run (bench/run.sh --quick: proves the scripts work; figures in build/bench)"
+bench/run.sh --quick --build "$PWD/build"
+
 echo "all suites passed"

@@ -60,6 +60,8 @@ void api_handle_listener_start(const struct api_request *req, struct api_reply *
 void api_handle_listener_stop(const struct api_request *req, struct api_reply *ret);
 void api_handle_listener_metrics(const struct api_request *req, struct api_reply *ret);
 void api_handle_metrics(const struct api_request *req, struct api_reply *ret);
+/* GET /metrics: the Prometheus text exposition (api/prometheus.h). */
+void api_handle_prometheus(const struct api_request *req, struct api_reply *ret);
 /* {"files": [...]} of a listener whose service keeps files; 404 when it keeps none. */
 void api_handle_listener_files(const struct api_request *req, struct api_reply *ret);
 /* One stored file (?version=N: older version N; absent or 0: the current one), as an

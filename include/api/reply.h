@@ -44,6 +44,9 @@ struct api_reply {
     char disposition[API_DISPOSITION_MAX]; /* "Content-Disposition" header when not empty */
     bool no_store;                         /* "Cache-Control: no-store" */
     struct api_stream *stream;             /* owned: a text/event-stream body, or NULL */
+    char *text; /* owned (malloc): a body of text_len bytes of content_type */
+    size_t text_len;
+    const char *content_type; /* of text: static storage */
 };
 
 /* Prepares r: 500 with no body until a setter says otherwise. */
@@ -58,6 +61,13 @@ void api_reply_fini(struct api_reply *r);
  * ran out of memory building it). Replaces what r held.
  */
 void api_reply_json(struct api_reply *r, unsigned status, json_t *body);
+
+/*
+ * A reply of len bytes of text (malloc'd; ownership passes to r, also on failure; NULL with len
+ * 0 is an empty body) of content_type (static storage), with "Cache-Control: no-store".
+ */
+void api_reply_text(struct api_reply *r, unsigned status, const char *content_type, char *text,
+                    size_t len);
 
 /* A reply with no body (204, 304). */
 void api_reply_empty(struct api_reply *r, unsigned status);

@@ -50,16 +50,28 @@ int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir
 int core_listener_start(struct core_listener *l, struct core_err *err);
 
 /*
- * Stops accepting, closes every connection, joins every worker and closes every fd. Returns
- * when done; the listener is then stopped. Stopping a stopped listener does nothing.
+ * Stops accepting, closes every connection (of draining runners too), joins every worker, reaps
+ * every child process and closes every fd. Returns when done; the listener is then stopped.
+ * Stopping a stopped listener does nothing.
  */
 void core_listener_stop(struct core_listener *l);
 
 /*
- * Applies a new configuration (same id): a running listener is stopped and started again with
- * it when it differs; enabled decides whether it runs afterwards. When the new configuration
- * cannot start, the old one is put back (and started again if it was enabled) and the error is
- * returned with err; the state then shows what the listener really does.
+ * Applies a new configuration (same id); enabled decides whether it runs afterwards.
+ *
+ * Live path: when a TCP listener runs and stays enabled with the same address, port, transport
+ * and service, and its runner can drain (models thread and process), the listening socket is
+ * kept: a new runner starts on a dup of it (with a new service instance when the options
+ * changed), then the old runner stops accepting and drains: its established connections go on
+ * until they end or a deadline passes (the idle timeout, at most 30 s). The port never refuses
+ * a connection meanwhile. Draining runners that are done are reaped at each change; stop and
+ * free cut and join all of them. A "listener.state" running event (previous: running) says the
+ * new configuration applies.
+ *
+ * Otherwise a running listener is stopped and started again when the configuration differs.
+ * When the new configuration cannot start, the old one is put back (and started again if it
+ * was enabled, or still runs on the live path) and the error is returned with err; the state
+ * then shows what the listener really does.
  */
 int core_listener_reconfigure(struct core_listener *l, const struct core_listener_cfg *cfg,
                               struct core_err *err);
@@ -77,7 +89,8 @@ int core_listener_cfg_snapshot(struct core_listener *l, struct core_listener_cfg
 /* The id; never changes, any thread. */
 const char *core_listener_id(const struct core_listener *l);
 
-/* The counters; valid until the listener is freed. */
+/* The counters, in a MAP_SHARED mapping (the process model's children add to them); valid
+ * until the listener is freed. */
 struct core_metrics *core_listener_metrics(struct core_listener *l);
 
 enum core_state core_listener_state(struct core_listener *l);

@@ -20,9 +20,11 @@ enum core_counter {
     CORE_CTR_BYTES_OUT,            /* payload bytes sent, TCP and UDP */
     CORE_CTR_DATAGRAMS_IN,
     CORE_CTR_DATAGRAMS_OUT,
-    CORE_CTR_DATAGRAMS_DROPPED, /* received and not answered (the service said why) */
-    CORE_CTR_IDLE_TIMEOUTS,     /* TCP connections closed for idling past idle_timeout_ms */
-    CORE_CTR_ERRORS,            /* socket errors and service errors */
+    CORE_CTR_DATAGRAMS_DROPPED,        /* received and not answered (the service said why) */
+    CORE_CTR_IDLE_TIMEOUTS,            /* TCP connections closed for idling past idle_timeout_ms */
+    CORE_CTR_ERRORS,                   /* socket errors and service errors */
+    CORE_CTR_REJECTED_MAX_CONNECTIONS, /* of connections_rejected: max_connections reached */
+    CORE_CTR_REJECTED_RESOURCES,       /* of connections_rejected: no thread, fd or memory */
     CORE_CTR_COUNT
 };
 
@@ -78,6 +80,33 @@ static inline void core_metrics_svc_add(struct core_metrics *m, unsigned idx, ui
     atomic_fetch_add_explicit(&m->svc[idx], n, memory_order_relaxed);
 }
 
+/*
+ * A histogram's summary. A percentile is the highest value of the bucket that holds its rank
+ * (rank = ceil(q * count), at least 1), clamped to max_ns: it overstates the true value by at
+ * most a quarter. Every member is 0 when count is 0.
+ */
+struct core_latency_summary {
+    uint64_t count; /* the sum of the buckets */
+    uint64_t sum_ns;
+    uint64_t p50_ns;
+    uint64_t p90_ns;
+    uint64_t p99_ns;
+    uint64_t p999_ns;
+    uint64_t max_ns;
+};
+
+/*
+ * The percentile permille/1000 (500 for p50, 999 for p99.9; 1 to 1000) of the histogram
+ * buckets (CORE_LATENCY_BUCKETS of them) whose values sum to count, clamped to max_ns; 0 when
+ * count is 0. Pure.
+ */
+uint64_t core_latency_percentile(const uint64_t *buckets, uint64_t count, uint64_t max_ns,
+                                 unsigned permille);
+
+/* The summary of a snapshot's histogram. Pure. */
+void core_latency_summarize(const struct core_metrics_snapshot *s,
+                            struct core_latency_summary *ret);
+
 /* The JSON name of a counter ("bytes_in"). */
 const char *core_counter_name(enum core_counter c);
 
@@ -88,10 +117,15 @@ void core_metrics_init(struct core_metrics *m);
 void core_metrics_snapshot(const struct core_metrics *m, struct core_metrics_snapshot *ret);
 
 /*
- * Renders a snapshot as a JSON object: every core counter by name, and a "service" object with
- * the n_names service counters (names[i] for svc[i]). Returns a new reference, NULL on ENOMEM.
+ * Renders a snapshot as a JSON object: every core counter by name, a "service" object with the
+ * n_names service counters (names[i] for svc[i]), and a "latency" object: the summary's members
+ * ("count", "sum_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns"). Returns a new
+ * reference, NULL on ENOMEM.
  */
 json_t *core_metrics_to_json(const struct core_metrics_snapshot *s, const char *const *names,
                              unsigned n_names);
+
+/* A sentence saying what counter c counts (Prometheus HELP text); never NULL. */
+const char *core_counter_help(enum core_counter c);
 
 #endif

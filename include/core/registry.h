@@ -24,8 +24,10 @@
 
 #include <jansson.h>
 
+#include "core/config.h"
 #include "core/err.h"
 #include "core/events.h"
+#include "core/metrics.h"
 #include "core/service.h"
 
 struct core_registry;
@@ -114,6 +116,19 @@ int core_registry_files(struct core_registry *r, const char *id, json_t **ret,
 int core_registry_file_open(struct core_registry *r, const char *id, const char *name,
                             unsigned version, int *ret_fd, uint64_t *ret_size,
                             struct core_err *err);
+
+/* One listener as a reader of its counters sees it (see core_registry_views()). */
+struct core_listener_view {
+    char id[CORE_ID_MAX];
+    const struct core_service *svc;
+    enum core_transport transport;
+    bool running;
+    struct core_metrics_snapshot metrics;
+};
+
+/* Every listener, ordered by id, with a snapshot of its counters: *ret is an array of *ret_n
+ * views (free() it). 0 or -ENOMEM. */
+int core_registry_views(struct core_registry *r, struct core_listener_view **ret, size_t *ret_n);
 
 /* Number of listeners. */
 size_t core_registry_count(struct core_registry *r);

@@ -10,6 +10,8 @@
  * Thread rules: start and stop from the thread making listener changes.
  */
 
+#include <stdint.h>
+
 #include "core/config.h"
 #include "core/err.h"
 #include "core/metrics.h"
@@ -35,15 +37,60 @@ int core_runner_start(const struct core_runner_ctx *ctx, struct core_runner **re
 /* Stops and frees the runner (see above). Accepts NULL. */
 void core_runner_stop(struct core_runner *r);
 
-/* The TCP and UDP halves, for core_runner_start(). */
+/*
+ * Sets the socket options model cfg->model needs on a new socket fd, before it is bound: for
+ * `event`, SO_REUSEPORT, so that the runner can bind one more socket per worker to the same
+ * address. The listener calls it on every socket it binds. Returns 0 or a negative errno.
+ */
+int core_runner_prepare_socket(const struct core_listener_cfg *cfg, int fd);
+
+/* The halves, for core_runner_start(): TCP `sequential`, `thread` and `pool`; TCP `event`;
+ * UDP. */
 int core_runner_tcp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
                           struct core_err *err);
+int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
+                            struct core_err *err);
 int core_runner_udp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
                           struct core_err *err);
+/* The `process` model (runner_process.c). -EINVAL for services with stored files (backup):
+ * their instance holds state that the sessions of one listener share. */
+int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
+                              struct core_err *err);
+
+/* ---- shared by the runners; any thread ---- */
+
+/* CLOCK_MONOTONIC in nanoseconds, for latency records. */
+uint64_t core_runner_now_ns(void);
+
+/* A reserve fd (on /dev/null) for core_runner_accept(), or a negative errno. One per accepting
+ * thread; the caller closes it. */
+int core_runner_spare_open(void);
+
+/*
+ * accept4(lfd) with SOCK_CLOEXEC | SOCK_NONBLOCK. Returns the connection's fd, or: -EAGAIN when
+ * none is waiting (or it vanished, or a signal came); -ECONNREFUSED when one was refused for
+ * lack of resources (counted in connections_rejected and rejected_resources): out of fds, the
+ * reserve *spare is closed to accept the connection and close it at once, then reopened;
+ * another negative errno for a failure the caller should back off from (also counted in
+ * rejected_resources when it is a lack of memory).
+ */
+int core_runner_accept(int lfd, int *spare, struct core_metrics *m);
+
+/* Counts one connection refused because max_connections is reached. */
+void core_runner_reject_max(struct core_metrics *m);
 
 /* Every runner starts with this header, which says how to stop it. */
 struct core_runner {
     void (*stop)(struct core_runner *r);
+    /*
+     * Optional (NULL: the model cannot drain; the listener stops and restarts instead). Stops
+     * accepting at once and returns; the established connections go on until they end (or a
+     * deadline of the runner's choice passes). The listening socket is not closed before stop.
+     * stop() must still be called and cuts what remains. Same thread rules as stop.
+     */
+    void (*drain)(struct core_runner *r);
+    /* With drain: whether every connection of a draining runner has ended. Any thread. */
+    bool (*is_drained)(struct core_runner *r);
 };
 
 #endif

@@ -30,6 +30,7 @@ void api_reply_fini(struct api_reply *r)
     if (r->fd >= 0)
         close(r->fd);
     api_stream_free(r->stream);
+    free(r->text);
     api_reply_init(r);
 }
 
@@ -42,6 +43,17 @@ void api_reply_json(struct api_reply *r, unsigned status, json_t *body)
     }
     r->status = status;
     r->json = body;
+}
+
+void api_reply_text(struct api_reply *r, unsigned status, const char *content_type, char *text,
+                    size_t len)
+{
+    api_reply_fini(r);
+    r->status = status;
+    r->text = text;
+    r->text_len = text ? len : 0;
+    r->content_type = content_type;
+    r->no_store = true;
 }
 
 void api_reply_empty(struct api_reply *r, unsigned status)
@@ -331,6 +343,28 @@ static struct MHD_Response *response_from_asset(const struct api_asset *a)
     return resp;
 }
 
+/* A text body, which the response then owns (r->text becomes NULL). */
+static struct MHD_Response *response_from_text(struct api_reply *r)
+{
+    struct MHD_Response *resp;
+
+    if (r->text_len == 0) {
+        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    } else {
+        resp = MHD_create_response_from_buffer_with_free_callback(r->text_len, r->text, free);
+        if (!resp)
+            return NULL; /* r still owns the text */
+        r->text = NULL;
+    }
+    if (!resp)
+        return NULL;
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type) != MHD_YES) {
+        MHD_destroy_response(resp);
+        return NULL;
+    }
+    return resp;
+}
+
 /* A stored file read from r->fd, which the response then owns (r->fd becomes -1). */
 static struct MHD_Response *response_from_fd(struct api_reply *r)
 {
@@ -360,6 +394,8 @@ static struct MHD_Response *build(struct api_reply *r, struct MHD_Connection *c)
         resp = response_from_fd(r);
     } else if (r->asset) {
         resp = response_from_asset(r->asset);
+    } else if (r->content_type) {
+        resp = response_from_text(r);
     } else if (r->is_problem) {
         json_t *p = api_problem_new(r->status, r->detail, r->field);
 

@@ -36,6 +36,7 @@ static const struct api_route routes[] = {
      API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/metrics", api_handle_metrics, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/events", api_handle_events, API_BODY_NONE},
+    {API_METHOD_GET, "/metrics", api_handle_prometheus, API_BODY_NONE},
     {API_METHOD_GET, PATTERN_ASSET, api_handle_asset, API_BODY_NONE},
 };
 

@@ -32,7 +32,8 @@ bool core_model_is_available(enum core_model m, enum core_transport t)
 {
     if (t == CORE_UDP)
         return m == CORE_MODEL_SEQUENTIAL;
-    return m == CORE_MODEL_SEQUENTIAL || m == CORE_MODEL_THREAD;
+    return m == CORE_MODEL_SEQUENTIAL || m == CORE_MODEL_THREAD || m == CORE_MODEL_POOL ||
+           m == CORE_MODEL_EVENT || m == CORE_MODEL_PROCESS;
 }
 
 bool core_id_is_valid(const char *id)

@@ -1,5 +1,8 @@
 #include "core/metrics.h"
 
+#include <errno.h>
+#include <string.h>
+
 static const char *const counter_names[CORE_CTR_COUNT] = {
     [CORE_CTR_CONNECTIONS_TOTAL] = "connections_total",
     [CORE_CTR_CONNECTIONS_ACTIVE] = "connections_active",
@@ -11,7 +14,31 @@ static const char *const counter_names[CORE_CTR_COUNT] = {
     [CORE_CTR_DATAGRAMS_DROPPED] = "datagrams_dropped",
     [CORE_CTR_IDLE_TIMEOUTS] = "idle_timeouts",
     [CORE_CTR_ERRORS] = "errors",
+    [CORE_CTR_REJECTED_MAX_CONNECTIONS] = "rejected_max_connections",
+    [CORE_CTR_REJECTED_RESOURCES] = "rejected_resources",
 };
+
+static const char *const counter_help[CORE_CTR_COUNT] = {
+    [CORE_CTR_CONNECTIONS_TOTAL] = "TCP connections accepted and served.",
+    [CORE_CTR_CONNECTIONS_ACTIVE] = "TCP connections open now.",
+    [CORE_CTR_CONNECTIONS_REJECTED] = "TCP connections closed at once, max_connections reached.",
+    [CORE_CTR_BYTES_IN] = "Payload bytes received, TCP and UDP.",
+    [CORE_CTR_BYTES_OUT] = "Payload bytes sent, TCP and UDP.",
+    [CORE_CTR_DATAGRAMS_IN] = "UDP datagrams received.",
+    [CORE_CTR_DATAGRAMS_OUT] = "UDP datagrams sent.",
+    [CORE_CTR_DATAGRAMS_DROPPED] = "UDP datagrams received and not answered.",
+    [CORE_CTR_IDLE_TIMEOUTS] = "TCP connections closed for idling past idle_timeout_ms.",
+    [CORE_CTR_ERRORS] = "Socket errors and service errors.",
+};
+
+const char *core_counter_help(enum core_counter c)
+{
+    if (c < CORE_CTR_COUNT && counter_help[c])
+        return counter_help[c];
+    if (c < CORE_CTR_COUNT && counter_names[c] && strncmp(counter_names[c], "rejected_", 9) == 0)
+        return "TCP connections refused, by reason.";
+    return "A counter of the listener.";
+}
 
 const char *core_counter_name(enum core_counter c)
 {
@@ -76,6 +103,62 @@ void core_metrics_snapshot(const struct core_metrics *m, struct core_metrics_sna
     ret->latency_max_ns = atomic_load_explicit(&m->latency_max_ns, memory_order_relaxed);
 }
 
+uint64_t core_latency_percentile(const uint64_t *buckets, uint64_t count, uint64_t max_ns,
+                                 unsigned permille)
+{
+    uint64_t rank, seen = 0;
+
+    if (count == 0)
+        return 0;
+    if (permille > 1000)
+        permille = 1000;
+    /* ceil(count * permille / 1000) without overflow */
+    rank = count / 1000 * permille + ((count % 1000) * permille + 999) / 1000;
+    if (rank == 0)
+        rank = 1;
+    for (unsigned i = 0; i < CORE_LATENCY_BUCKETS; i++) {
+        seen += buckets[i];
+        if (seen >= rank) {
+            uint64_t high = core_latency_bucket_low(i + 1);
+
+            if (high != UINT64_MAX)
+                high--;
+            return high < max_ns ? high : max_ns;
+        }
+    }
+    return max_ns; /* count was more than the buckets hold */
+}
+
+void core_latency_summarize(const struct core_metrics_snapshot *s, struct core_latency_summary *ret)
+{
+    uint64_t count = 0;
+
+    for (unsigned i = 0; i < CORE_LATENCY_BUCKETS; i++)
+        count += s->latency[i];
+    memset(ret, 0, sizeof(*ret));
+    if (count == 0)
+        return;
+    ret->count = count;
+    ret->sum_ns = s->latency_sum_ns;
+    ret->max_ns = s->latency_max_ns;
+    ret->p50_ns = core_latency_percentile(s->latency, count, s->latency_max_ns, 500);
+    ret->p90_ns = core_latency_percentile(s->latency, count, s->latency_max_ns, 900);
+    ret->p99_ns = core_latency_percentile(s->latency, count, s->latency_max_ns, 990);
+    ret->p999_ns = core_latency_percentile(s->latency, count, s->latency_max_ns, 999);
+}
+
+/* The "latency" member of the JSON metrics. NULL on ENOMEM. */
+static json_t *latency_to_json(const struct core_metrics_snapshot *s)
+{
+    struct core_latency_summary sum;
+
+    core_latency_summarize(s, &sum);
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "count", (json_int_t)sum.count,
+                     "sum_ns", (json_int_t)sum.sum_ns, "p50_ns", (json_int_t)sum.p50_ns, "p90_ns",
+                     (json_int_t)sum.p90_ns, "p99_ns", (json_int_t)sum.p99_ns, "p999_ns",
+                     (json_int_t)sum.p999_ns, "max_ns", (json_int_t)sum.max_ns);
+}
+
 json_t *core_metrics_to_json(const struct core_metrics_snapshot *s, const char *const *names,
                              unsigned n_names)
 {
@@ -93,7 +176,13 @@ json_t *core_metrics_to_json(const struct core_metrics_snapshot *s, const char *
         svc = NULL;
         goto out_fail;
     }
+    if (json_object_set_new(o, "latency", latency_to_json(s)) < 0)
+        goto out_fail_o;
     return o;
+
+out_fail_o:
+    json_decref(o);
+    return NULL;
 
 out_fail:
     json_decref(svc);

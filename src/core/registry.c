@@ -603,6 +603,38 @@ int core_registry_file_open(struct core_registry *r, const char *id, const char 
     return rc;
 }
 
+int core_registry_views(struct core_registry *r, struct core_listener_view **ret, size_t *ret_n)
+{
+    struct core_listener_view *v;
+    size_t n;
+
+    pthread_mutex_lock(&r->lock);
+    n = r->n;
+    v = calloc(n ? n : 1, sizeof(*v));
+    for (size_t i = 0; v && i < n; i++) {
+        struct core_listener *l = r->list[i];
+        struct core_listener_cfg cfg;
+
+        snprintf(v[i].id, sizeof(v[i].id), "%s", core_listener_id(l));
+        if (core_listener_cfg_snapshot(l, &cfg) < 0) {
+            free(v);
+            v = NULL;
+            break;
+        }
+        v[i].svc = cfg.svc;
+        v[i].transport = cfg.transport;
+        core_listener_cfg_fini(&cfg);
+        v[i].running = core_listener_state(l) == CORE_STATE_RUNNING;
+        core_metrics_snapshot(core_listener_metrics(l), &v[i].metrics);
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (!v)
+        return -ENOMEM;
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}
+
 size_t core_registry_count(struct core_registry *r)
 {
     size_t n;

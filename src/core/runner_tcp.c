@@ -1,8 +1,10 @@
 /*
  * TCP runners: `sequential` (the acceptor thread serves each connection itself, one after the
- * other, as the lecture's first server) and `thread` (one thread per connection). Sockets are
- * non-blocking and every wait is a poll(2) that also watches the runner's wake eventfd, so a
- * stop reaches every thread at once.
+ * other, as the lecture's first server), `thread` (one thread per connection) and `pool`
+ * (`workers` threads share the listening socket; each accepts and serves one connection at a
+ * time, and connections beyond the pool wait in the backlog). Sockets are non-blocking and every
+ * wait is a poll(2) that also watches the runner's wake eventfd, so a stop reaches every thread
+ * at once.
  */
 #include "core/runner.h"
 
@@ -30,6 +32,7 @@ struct tcp_runner;
 struct conn {
     struct tcp_runner *rn;
     int fd;
+    uint64_t accepted_ns;
     pthread_t thread;
     struct conn *next; /* in tcp_runner.active or .finished; guarded by tcp_runner.lock */
 };
@@ -41,9 +44,12 @@ struct tcp_runner {
     void *inst;
     struct core_metrics *m;
     int lfd;
-    int wake_fd; /* readable once the runner stops: every wait watches it */
-    int reap_fd; /* a connection thread finished and waits to be joined */
-    pthread_t acceptor;
+    int wake_fd;           /* readable once the runner stops: every wait watches it */
+    int reap_fd;           /* a connection thread finished and waits to be joined */
+    int drain_fd;          /* readable once the runner drains: accepting ends */
+    atomic_uint accepting; /* threads still in their accept loop */
+    pthread_t *workers;    /* the acceptor (sequential, thread) or the pool's workers */
+    unsigned n_workers;    /* started */
 
     pthread_mutex_t lock;
     pthread_cond_t cond;   /* signalled when a connection thread finishes */
@@ -137,14 +143,16 @@ static void linger(struct tcp_runner *rn, int fd)
     }
 }
 
-/* Serves one accepted connection to its end; closes fd. */
-static void serve(struct tcp_runner *rn, int fd)
+/* Serves one accepted connection to its end; closes fd. accepted_ns: when it was accepted
+ * (the service time of a greeting starts there). */
+static void serve(struct tcp_runner *rn, int fd, uint64_t accepted_ns)
 {
     const struct core_service *svc = rn->svc;
     struct core_buf out = {0};
     bool completed = false, do_linger = false;
     uint8_t *in = malloc(READ_SIZE);
     void *sess = calloc(1, svc->session_size ? svc->session_size : 1);
+    uint64_t t0; /* when the request being answered arrived; 0: none */
     int r;
 
     core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_TOTAL, 1);
@@ -154,6 +162,7 @@ static void serve(struct tcp_runner *rn, int fd)
         goto out_free;
     }
     r = svc->session_open(rn->inst, sess, &out);
+    t0 = out.len ? accepted_ns : 0;
     for (;;) {
         int fr = flush(rn, fd, &out);
         ssize_t n;
@@ -164,6 +173,10 @@ static void serve(struct tcp_runner *rn, int fd)
             else if (fr != -ECANCELED)
                 core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
             break;
+        }
+        if (t0 && r != CORE_VERDICT_PULL) {
+            core_metrics_record_latency(rn->m, core_runner_now_ns() - t0);
+            t0 = 0;
         }
         if (r < 0) {
             core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
@@ -201,12 +214,18 @@ static void serve(struct tcp_runner *rn, int fd)
         }
         if (n == 0) {
             /* The client closed its side: the service may answer once more, then we close. */
+            t0 = core_runner_now_ns();
             r = svc->session_eof ? svc->session_eof(sess, &out) : CORE_VERDICT_CLOSE;
             completed = r >= 0;
+            if (!out.len)
+                t0 = 0;
             continue;
         }
         core_metrics_add(rn->m, CORE_CTR_BYTES_IN, (uint64_t)n);
+        t0 = core_runner_now_ns();
         r = svc->session_feed(sess, in, (size_t)n, &out);
+        if (!out.len)
+            t0 = 0;
     }
     if (do_linger)
         linger(rn, fd);
@@ -226,7 +245,7 @@ static void *conn_main(void *arg)
     struct tcp_runner *rn = c->rn;
     uint64_t one = 1;
 
-    serve(rn, c->fd);
+    serve(rn, c->fd, c->accepted_ns);
     pthread_mutex_lock(&rn->lock);
     for (struct conn **p = &rn->active; *p; p = &(*p)->next) {
         if (*p == c) {
@@ -262,7 +281,14 @@ static void reap(struct tcp_runner *rn)
     }
 }
 
-static void spawn(struct tcp_runner *rn, int fd)
+static void reject_resources(struct tcp_runner *rn, int fd)
+{
+    core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_REJECTED, 1);
+    core_metrics_add(rn->m, CORE_CTR_REJECTED_RESOURCES, 1);
+    close(fd);
+}
+
+static void spawn(struct tcp_runner *rn, int fd, uint64_t accepted_ns)
 {
     pthread_attr_t attr;
     struct conn *c;
@@ -271,28 +297,27 @@ static void spawn(struct tcp_runner *rn, int fd)
     pthread_mutex_lock(&rn->lock);
     if (rn->n_active >= rn->cfg.max_connections) {
         pthread_mutex_unlock(&rn->lock);
-        core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_REJECTED, 1);
+        core_runner_reject_max(rn->m);
         close(fd);
         return;
     }
     c = calloc(1, sizeof(*c));
     if (!c) {
         pthread_mutex_unlock(&rn->lock);
-        core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
-        close(fd);
+        reject_resources(rn, fd);
         return;
     }
     c->rn = rn;
     c->fd = fd;
+    c->accepted_ns = accepted_ns;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, CONN_STACK_SIZE);
     r = pthread_create(&c->thread, &attr, conn_main, c);
     pthread_attr_destroy(&attr);
     if (r != 0) {
         pthread_mutex_unlock(&rn->lock);
-        core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_REJECTED, 1);
         free(c);
-        close(fd);
+        reject_resources(rn, fd);
         return;
     }
     c->next = rn->active;
@@ -301,27 +326,46 @@ static void spawn(struct tcp_runner *rn, int fd)
     pthread_mutex_unlock(&rn->lock);
 }
 
+/* Waits up to ACCEPT_BACKOFF_MS unless the runner stops; returns whether it stops. */
+static bool backoff(struct tcp_runner *rn)
+{
+    struct pollfd p = {.fd = rn->wake_fd, .events = POLLIN};
+
+    return poll(&p, 1, ACCEPT_BACKOFF_MS) > 0;
+}
+
+static void warn_accept(struct tcp_runner *rn, int r, bool *warned)
+{
+    if (!*warned)
+        core_log_warn("listener %s: accept: %s (backing off)", rn->cfg.id, strerror(-r));
+    *warned = true;
+}
+
+/* sequential and thread: one thread accepts; it serves each connection itself or hands it to
+ * a new thread. */
 static void *acceptor_main(void *arg)
 {
     struct tcp_runner *rn = arg;
     bool warned = false;
+    int spare = core_runner_spare_open();
 
     for (;;) {
-        struct pollfd p[3] = {
+        struct pollfd p[4] = {
             {.fd = rn->lfd, .events = POLLIN},
             {.fd = rn->wake_fd, .events = POLLIN},
             {.fd = rn->reap_fd, .events = POLLIN},
+            {.fd = rn->drain_fd, .events = POLLIN},
         };
         uint64_t count;
         int fd;
 
-        if (poll(p, 3, -1) < 0) {
+        if (poll(p, 4, -1) < 0) {
             if (errno == EINTR)
                 continue;
             core_log_error("listener %s: poll: %s", rn->cfg.id, strerror(errno));
             break;
         }
-        if (p[1].revents)
+        if (p[1].revents || p[3].revents)
             break;
         if (p[2].revents) {
             (void)!read(rn->reap_fd, &count, sizeof(count));
@@ -329,26 +373,83 @@ static void *acceptor_main(void *arg)
         }
         if (!p[0].revents)
             continue;
-        fd = accept4(rn->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        fd = core_runner_accept(rn->lfd, &spare, rn->m);
+        if (fd == -EAGAIN || fd == -ECONNREFUSED)
+            continue;
         if (fd < 0) {
-            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
-                continue;
-            core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
-            if (!warned)
-                core_log_warn("listener %s: accept: %s (backing off)", rn->cfg.id, strerror(errno));
-            warned = true;
             /* Out of fds or memory: wait a little instead of spinning, still stoppable. */
-            p[0].fd = -1;
-            if (poll(&p[1], 1, ACCEPT_BACKOFF_MS) > 0)
+            warn_accept(rn, fd, &warned);
+            if (backoff(rn))
                 break;
             continue;
         }
         warned = false;
         if (rn->cfg.model == CORE_MODEL_SEQUENTIAL)
-            serve(rn, fd);
+            serve(rn, fd, core_runner_now_ns());
         else
-            spawn(rn, fd);
+            spawn(rn, fd, core_runner_now_ns());
     }
+    if (spare >= 0)
+        close(spare);
+    atomic_fetch_sub(&rn->accepting, 1);
+    return NULL;
+}
+
+/* pool: each worker accepts and serves one connection at a time. */
+static void *pool_main(void *arg)
+{
+    struct tcp_runner *rn = arg;
+    bool warned = false;
+    int spare = core_runner_spare_open();
+
+    for (;;) {
+        uint64_t accepted_ns;
+        bool full;
+        int fd;
+
+        struct pollfd p[3] = {
+            {.fd = rn->lfd, .events = POLLIN},
+            {.fd = rn->wake_fd, .events = POLLIN},
+            {.fd = rn->drain_fd, .events = POLLIN},
+        };
+
+        if (poll(p, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            core_log_error("listener %s: poll: %s", rn->cfg.id, strerror(errno));
+            break;
+        }
+        if (p[1].revents || p[2].revents)
+            break;
+        fd = core_runner_accept(rn->lfd, &spare, rn->m);
+        if (fd == -EAGAIN || fd == -ECONNREFUSED)
+            continue; /* another worker took it */
+        if (fd < 0) {
+            warn_accept(rn, fd, &warned);
+            if (backoff(rn))
+                break;
+            continue;
+        }
+        warned = false;
+        accepted_ns = core_runner_now_ns();
+        pthread_mutex_lock(&rn->lock);
+        full = rn->n_active >= rn->cfg.max_connections;
+        if (!full)
+            rn->n_active++;
+        pthread_mutex_unlock(&rn->lock);
+        if (full) {
+            core_runner_reject_max(rn->m);
+            close(fd);
+            continue;
+        }
+        serve(rn, fd, accepted_ns);
+        pthread_mutex_lock(&rn->lock);
+        rn->n_active--;
+        pthread_mutex_unlock(&rn->lock);
+    }
+    if (spare >= 0)
+        close(spare);
+    atomic_fetch_sub(&rn->accepting, 1);
     return NULL;
 }
 
@@ -360,9 +461,12 @@ static void tcp_runner_free(struct tcp_runner *rn)
         close(rn->wake_fd);
     if (rn->reap_fd >= 0)
         close(rn->reap_fd);
+    if (rn->drain_fd >= 0)
+        close(rn->drain_fd);
     pthread_cond_destroy(&rn->cond);
     pthread_mutex_destroy(&rn->lock);
     core_listener_cfg_fini(&rn->cfg);
+    free(rn->workers);
     free(rn);
 }
 
@@ -372,7 +476,8 @@ static void tcp_runner_stop(struct core_runner *base)
     uint64_t one = 1;
 
     (void)!write(rn->wake_fd, &one, sizeof(one));
-    pthread_join(rn->acceptor, NULL);
+    for (unsigned i = 0; i < rn->n_workers; i++)
+        pthread_join(rn->workers[i], NULL);
     /* Every connection thread sees the wake fd and ends; join them all. */
     pthread_mutex_lock(&rn->lock);
     while (rn->active)
@@ -382,10 +487,32 @@ static void tcp_runner_stop(struct core_runner *base)
     tcp_runner_free(rn);
 }
 
+/* Live reconfiguration: every accepting thread stops accepting and ends (sequential: once its
+ * connection ends); the connections being served go on until they end, or until stop. */
+static void tcp_runner_drain(struct core_runner *base)
+{
+    struct tcp_runner *rn = (struct tcp_runner *)base;
+    uint64_t one = 1;
+
+    (void)!write(rn->drain_fd, &one, sizeof(one));
+}
+
+static bool tcp_runner_is_drained(struct core_runner *base)
+{
+    struct tcp_runner *rn = (struct tcp_runner *)base;
+    bool drained;
+
+    pthread_mutex_lock(&rn->lock);
+    drained = atomic_load(&rn->accepting) == 0 && rn->n_active == 0;
+    pthread_mutex_unlock(&rn->lock);
+    return drained;
+}
+
 int core_runner_tcp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
                           struct core_err *err)
 {
     struct tcp_runner *rn;
+    unsigned n;
     int r;
 
     rn = calloc(1, sizeof(*rn));
@@ -394,12 +521,16 @@ int core_runner_tcp_start(const struct core_runner_ctx *ctx, struct core_runner 
         return -ENOMEM;
     }
     rn->base.stop = tcp_runner_stop;
+    rn->base.drain = tcp_runner_drain;
+    rn->base.is_drained = tcp_runner_is_drained;
     rn->svc = ctx->svc;
     rn->inst = ctx->inst;
     rn->m = ctx->metrics;
     rn->lfd = ctx->fd;
     rn->wake_fd = -1;
     rn->reap_fd = -1;
+    rn->drain_fd = -1;
+    atomic_init(&rn->accepting, 0);
     pthread_mutex_init(&rn->lock, NULL);
     pthread_cond_init(&rn->cond, NULL);
     r = core_listener_cfg_copy(ctx->cfg, &rn->cfg);
@@ -411,13 +542,27 @@ int core_runner_tcp_start(const struct core_runner_ctx *ctx, struct core_runner 
     }
     rn->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     rn->reap_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (rn->wake_fd < 0 || rn->reap_fd < 0) {
+    rn->drain_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (rn->wake_fd < 0 || rn->reap_fd < 0 || rn->drain_fd < 0) {
         r = -errno;
         goto out_free;
     }
-    r = -pthread_create(&rn->acceptor, NULL, acceptor_main, rn);
-    if (r < 0)
+    n = rn->cfg.model == CORE_MODEL_POOL ? rn->cfg.workers : 1;
+    rn->workers = calloc(n, sizeof(*rn->workers));
+    if (!rn->workers) {
+        r = -ENOMEM;
         goto out_free;
+    }
+    for (; rn->n_workers < n; rn->n_workers++) {
+        atomic_fetch_add(&rn->accepting, 1);
+        r = -pthread_create(&rn->workers[rn->n_workers], NULL,
+                            rn->cfg.model == CORE_MODEL_POOL ? pool_main : acceptor_main, rn);
+        if (r < 0) {
+            atomic_fetch_sub(&rn->accepting, 1);
+            tcp_runner_stop(&rn->base);
+            return core_err_set(err, r, NULL, "cannot start a TCP worker: %s", strerror(-r));
+        }
+    }
     *ret = &rn->base;
     return 0;
 

@@ -42,12 +42,15 @@ struct batch {
     struct core_buf replies[BATCH];
 };
 
-static void send_replies(struct udp_runner *rn, struct batch *b, unsigned n)
+/* Sends the n replies; each one sent records its service time, from received_ns (when
+ * recvmmsg returned) to when sendmmsg returned. */
+static void send_replies(struct udp_runner *rn, struct batch *b, unsigned n, uint64_t received_ns)
 {
     unsigned done = 0;
 
     while (done < n) {
         int sent = sendmmsg(rn->fd, b->out + done, n - done, MSG_DONTWAIT);
+        uint64_t now;
 
         if (sent < 0) {
             if (errno == EINTR)
@@ -57,7 +60,9 @@ static void send_replies(struct udp_runner *rn, struct batch *b, unsigned n)
             done++;
             continue;
         }
+        now = core_runner_now_ns();
         for (int i = 0; i < sent; i++) {
+            core_metrics_record_latency(rn->m, now - received_ns);
             core_metrics_add(rn->m, CORE_CTR_DATAGRAMS_OUT, 1);
             core_metrics_add(rn->m, CORE_CTR_BYTES_OUT, b->out[done + (unsigned)i].msg_len);
         }
@@ -65,7 +70,7 @@ static void send_replies(struct udp_runner *rn, struct batch *b, unsigned n)
     }
 }
 
-static void handle_batch(struct udp_runner *rn, struct batch *b, int n)
+static void handle_batch(struct udp_runner *rn, struct batch *b, int n, uint64_t received_ns)
 {
     unsigned n_out = 0;
 
@@ -96,7 +101,7 @@ static void handle_batch(struct udp_runner *rn, struct batch *b, int n)
         n_out++;
     }
     if (n_out)
-        send_replies(rn, b, n_out);
+        send_replies(rn, b, n_out, received_ns);
 }
 
 static void *worker_main(void *arg)
@@ -139,7 +144,7 @@ static void *worker_main(void *arg)
                 core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
             continue;
         }
-        handle_batch(rn, b, n);
+        handle_batch(rn, b, n, core_runner_now_ns());
     }
 out:
     if (b) {

@@ -159,7 +159,7 @@ test('listener routes answer as documented, successes and errors', async () => {
   assert.equal((await call('PUT', '/api/v1/listeners/p1', { body: { service: 'echo', port: 0, options: { mode: 'once' } } })).status, 200);
   assert.equal((await call('PUT', '/api/v1/listeners/p1', { body: { service: 'echo' } })).status, 400);
   assert.equal((await call('PATCH', '/api/v1/listeners/p1', { body: { idle_timeout_ms: 1000 }, contentType: 'application/merge-patch+json' })).status, 200);
-  assert.equal((await call('PATCH', '/api/v1/listeners/p1', { body: { model: 'pool' } })).status, 400);
+  assert.equal((await call('PATCH', '/api/v1/listeners/p1', { body: { model: 'no-such-model' } })).status, 400);
   assert.equal((await call('PATCH', '/api/v1/listeners/nope', { body: {} })).status, 404);
   const port = await freePort();
   const blocker = net.createServer().listen(port, '127.0.0.1');
@@ -177,6 +177,10 @@ test('listener routes answer as documented, successes and errors', async () => {
   await call('GET', '/api/v1/listeners/c1/metrics');
   assert.equal((await call('GET', '/api/v1/listeners/nope/metrics')).status, 404);
   await call('GET', '/api/v1/metrics');
+  const prom = await call('GET', '/metrics');
+  assert.equal(prom.status, 200);
+  assert.equal(prom.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
+  assert.match(prom.text, /^sockserv_listener_up\{listener="c1",service="echo",transport="tcp"\} 1$/m);
   assert.equal((await call('DELETE', '/api/v1/listeners/p1')).status, 204);
   assert.equal((await call('DELETE', '/api/v1/listeners/p1')).status, 404);
   const head = await call('HEAD', '/api/v1/listeners');

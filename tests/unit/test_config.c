@@ -5,6 +5,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/config.h"
@@ -61,6 +62,29 @@ static void test_cfg_udp_defaults_to_sequential(void **state)
     core_listener_cfg_fini(&c);
 }
 
+static void test_cfg_tcp_pool_and_event_are_accepted(void **state)
+{
+    static const char *const models[] = {"pool", "event"};
+    static const enum core_model expected[] = {CORE_MODEL_POOL, CORE_MODEL_EVENT};
+    char text[128];
+
+    (void)state;
+    for (unsigned i = 0; i < 2; i++) {
+        struct core_listener_cfg c;
+        struct core_err err;
+
+        snprintf(text, sizeof(text),
+                 "{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"model\":\"%s\",\"workers\":3}",
+                 models[i]);
+        assert_int_equal(parse(text, &c, &err), 0);
+        assert_int_equal(c.model, expected[i]);
+        assert_int_equal(c.workers, 3);
+        assert_true(core_model_is_available(expected[i], CORE_TCP));
+        assert_false(core_model_is_available(expected[i], CORE_UDP));
+        core_listener_cfg_fini(&c);
+    }
+}
+
 /* Each bad input names the field at fault. */
 static const struct {
     const char *json;
@@ -82,8 +106,10 @@ static const struct {
     {"{\"id\":\"e\",\"service\":\"echo\",\"port\":\"7007\"}", "port"},
     {"{\"id\":\"e\",\"service\":\"echo\",\"port\":7.5}", "port"},
     {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"model\":\"fork\"}", "model"},
-    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"model\":\"pool\"}", "model"},
-    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"model\":\"event\"}", "model"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":1,\"model\":\"pool\"}",
+     "model"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":1,\"model\":\"event\"}",
+     "model"},
     {"{\"id\":\"e\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":1,\"model\":\"thread\"}",
      "model"},
     {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"workers\":0}", "workers"},
@@ -193,6 +219,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cfg_minimal_gets_defaults),
         cmocka_unit_test(test_cfg_udp_defaults_to_sequential),
+        cmocka_unit_test(test_cfg_tcp_pool_and_event_are_accepted),
         cmocka_unit_test(test_cfg_bad_input_names_field),
         cmocka_unit_test(test_cfg_read_only_members_ignored),
         cmocka_unit_test(test_cfg_round_trip_is_equal),

@@ -4,7 +4,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <pthread.h>
+#include <string.h>
 
 #include "core/metrics.h"
 
@@ -69,12 +71,145 @@ static void test_metrics_json_names_every_counter(void **state)
     assert_non_null(j);
     for (int c = 0; c < CORE_CTR_COUNT; c++)
         assert_true(json_is_integer(json_object_get(j, core_counter_name(c))));
-    assert_int_equal(json_object_size(j), CORE_CTR_COUNT + 1);
+    assert_int_equal(json_object_size(j), CORE_CTR_COUNT + 2); /* + service, latency */
     assert_int_equal(json_integer_value(json_object_get(j, "datagrams_in")), 5);
     assert_int_equal(
         json_integer_value(json_object_get(json_object_get(j, "service"), "dropped_too_long")), 9);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "service"), "other")),
                      0);
+    json_decref(j);
+}
+
+static void test_latency_bucket_low_and_bucket_agree_with_quarter_width(void **state)
+{
+    unsigned last = core_latency_bucket(UINT64_MAX);
+
+    (void)state;
+    assert_true(last < CORE_LATENCY_BUCKETS);
+    assert_true(core_latency_bucket_low(last + 1) == UINT64_MAX);
+    for (unsigned i = 0; i < last; i++) {
+        uint64_t low = core_latency_bucket_low(i), next = core_latency_bucket_low(i + 1);
+
+        if (core_latency_bucket(low) != i || core_latency_bucket(next - 1) != i)
+            fail_msg("bucket %u: [%llu, %llu) does not map back", i, (unsigned long long)low,
+                     (unsigned long long)next);
+        if (i >= 4 && next - low > low / 4)
+            fail_msg("bucket %u is wider than a quarter of its low", i);
+    }
+}
+
+static void test_latency_summary_of_empty_histogram_is_all_zero(void **state)
+{
+    struct core_metrics m;
+    struct core_metrics_snapshot s;
+    struct core_latency_summary sum;
+
+    (void)state;
+    core_metrics_init(&m);
+    core_metrics_snapshot(&m, &s);
+    memset(&sum, 0xff, sizeof(sum));
+    core_latency_summarize(&s, &sum);
+    assert_int_equal(sum.count, 0);
+    assert_int_equal(sum.sum_ns, 0);
+    assert_int_equal(sum.p50_ns, 0);
+    assert_int_equal(sum.p999_ns, 0);
+    assert_int_equal(sum.max_ns, 0);
+    assert_int_equal(core_latency_percentile(s.latency, 0, 0, 500), 0);
+}
+
+static void test_latency_percentiles_are_bucket_highs_clamped_to_max(void **state)
+{
+    struct core_metrics m;
+    struct core_metrics_snapshot s;
+    struct core_latency_summary sum;
+
+    (void)state;
+    core_metrics_init(&m);
+    for (uint64_t i = 1; i <= 100; i++)
+        core_metrics_record_latency(&m, i * 1000); /* 1 us to 100 us */
+    core_metrics_snapshot(&m, &s);
+    core_latency_summarize(&s, &sum);
+    assert_int_equal(sum.count, 100);
+    assert_int_equal(sum.sum_ns, 5050000);
+    assert_int_equal(sum.max_ns, 100000);
+    assert_int_equal(sum.p50_ns, 57343);  /* rank 50: 50000 in [49152, 57344) */
+    assert_int_equal(sum.p90_ns, 98303);  /* rank 90: 90000 in [81920, 98304) */
+    assert_int_equal(sum.p99_ns, 100000); /* rank 99: 99000 in [98304, 114688), clamped */
+    assert_int_equal(sum.p999_ns, 100000);
+    assert_int_equal(core_latency_percentile(s.latency, 100, 100000, 10), 1023); /* rank 1 */
+    assert_int_equal(core_latency_percentile(s.latency, 100, 100000, 1000), 100000);
+}
+
+static void test_latency_single_small_value_is_exact(void **state)
+{
+    struct core_metrics m;
+    struct core_metrics_snapshot s;
+    struct core_latency_summary sum;
+
+    (void)state;
+    core_metrics_init(&m);
+    core_metrics_record_latency(&m, 7);
+    core_metrics_snapshot(&m, &s);
+    core_latency_summarize(&s, &sum);
+    assert_int_equal(sum.count, 1);
+    assert_int_equal(sum.p50_ns, 7);
+    assert_int_equal(sum.p999_ns, 7);
+    assert_int_equal(sum.max_ns, 7);
+}
+
+static void *recorder(void *arg)
+{
+    struct core_metrics *m = arg;
+
+    for (uint64_t i = 1; i <= ADDS; i++)
+        core_metrics_record_latency(m, i);
+    return NULL;
+}
+
+static void test_latency_concurrent_records_count_exactly(void **state)
+{
+    struct core_metrics m;
+    struct core_metrics_snapshot s;
+    struct core_latency_summary sum;
+    pthread_t t[THREADS];
+
+    (void)state;
+    core_metrics_init(&m);
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, recorder, &m), 0);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    core_metrics_snapshot(&m, &s);
+    core_latency_summarize(&s, &sum);
+    assert_int_equal(sum.count, (uint64_t)ADDS * THREADS);
+    assert_int_equal(sum.sum_ns, (uint64_t)ADDS * (ADDS + 1) / 2 * THREADS);
+    assert_int_equal(sum.max_ns, ADDS);
+}
+
+static void test_metrics_json_latency_round_trips(void **state)
+{
+    static const uint64_t values[] = {3, 900, 900, 15000, 2000000, 2500000000ull};
+    struct core_metrics m;
+    struct core_metrics_snapshot s;
+    json_t *j, *lat;
+
+    (void)state;
+    core_metrics_init(&m);
+    core_metrics_add(&m, CORE_CTR_BYTES_OUT, 42);
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++)
+        core_metrics_record_latency(&m, values[i]);
+    core_metrics_snapshot(&m, &s);
+    j = core_metrics_to_json(&s, NULL, 0);
+    assert_non_null(j);
+    lat = json_object_get(j, "latency");
+    assert_int_equal(json_integer_value(json_object_get(lat, "count")), 6);
+    assert_int_equal(json_integer_value(json_object_get(lat, "sum_ns")), 2502016803ll);
+    assert_int_equal(json_integer_value(json_object_get(lat, "max_ns")), 2500000000ll);
+    assert_int_equal(json_integer_value(json_object_get(lat, "p50_ns")), 1023); /* [896, 1024) */
+    assert_true(json_is_integer(json_object_get(lat, "p90_ns")));
+    assert_true(json_is_integer(json_object_get(lat, "p99_ns")));
+    assert_true(json_is_integer(json_object_get(lat, "p999_ns")));
+    assert_int_equal(json_object_size(lat), 7);
     json_decref(j);
 }
 
@@ -84,6 +219,12 @@ int main(void)
         cmocka_unit_test(test_metrics_concurrent_adds_sum_exactly),
         cmocka_unit_test(test_metrics_gauge_goes_up_and_down),
         cmocka_unit_test(test_metrics_json_names_every_counter),
+        cmocka_unit_test(test_latency_bucket_low_and_bucket_agree_with_quarter_width),
+        cmocka_unit_test(test_latency_summary_of_empty_histogram_is_all_zero),
+        cmocka_unit_test(test_latency_percentiles_are_bucket_highs_clamped_to_max),
+        cmocka_unit_test(test_latency_single_small_value_is_exact),
+        cmocka_unit_test(test_latency_concurrent_records_count_exactly),
+        cmocka_unit_test(test_metrics_json_latency_round_trips),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

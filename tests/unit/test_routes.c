@@ -16,6 +16,7 @@
 #include "api/assets.h"
 #include "api/events.h"
 #include "api/handlers.h"
+#include "api/prometheus.h"
 #include "api/reply.h"
 #include "api/routes.h"
 #include "core/buf.h"
@@ -682,6 +683,173 @@ static void test_event_append_adds_to_what_is_there(void **state)
     core_buf_fini(&b);
 }
 
+static void test_routes_prometheus_metrics_is_get_only(void **state)
+{
+    struct api_match m;
+
+    (void)state;
+    assert_ptr_equal(match_ok("GET", "/metrics", &m)->handler, api_handle_prometheus);
+    assert_ptr_equal(match_ok("HEAD", "/metrics", &m)->handler, api_handle_prometheus);
+    assert_int_equal(api_route_match("POST", "/metrics", &m), -EOPNOTSUPP);
+    assert_int_equal(api_route_match("GET", "/metrics/x", &m), -ENOENT);
+}
+
+static void test_reply_text_owns_its_body_and_sets_type(void **state)
+{
+    struct api_reply r;
+    char *text = strdup("a 1\n");
+
+    (void)state;
+    assert_non_null(text);
+    api_reply_init(&r);
+    api_reply_text(&r, 200, API_PROM_CONTENT_TYPE, text, strlen(text));
+    assert_int_equal(r.status, 200);
+    assert_ptr_equal(r.text, text);
+    assert_string_equal(r.content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert_true(r.no_store);
+    api_reply_problem(&r, 500, NULL, "x"); /* frees the text (the sanitizer would see a leak) */
+    assert_null(r.text);
+    assert_null(r.content_type);
+    api_reply_fini(&r);
+}
+
+/* Times the exposition of one listener observed. */
+static uint64_t times_seen(const char *text, const char *needle)
+{
+    uint64_t n = 0;
+
+    for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* The exposition of ls as a NUL-terminated string; free() it. */
+static char *render(const struct api_prom_listener *ls, size_t n)
+{
+    struct core_buf b = {0};
+    char *text;
+
+    assert_int_equal(api_prom_render(ls, n, "1.2.3", 42, &b), 0);
+    text = strndup((const char *)b.data, b.len);
+    core_buf_fini(&b);
+    assert_non_null(text);
+    return text;
+}
+
+static void test_prom_cumulative_counts_only_buckets_wholly_below(void **state)
+{
+    struct core_metrics m;
+    struct core_metrics_snapshot s;
+
+    (void)state;
+    core_metrics_init(&m);
+    core_metrics_record_latency(&m, 8000);    /* [7168, 8192): under 10 us */
+    core_metrics_record_latency(&m, 10000);   /* [8192, 10240): crosses 10 us, so above it */
+    core_metrics_record_latency(&m, 1000000); /* [917504, 1048576): crosses 1 ms */
+    core_metrics_snapshot(&m, &s);
+    assert_int_equal(api_prom_cumulative(&s, 10000), 1);
+    assert_int_equal(api_prom_cumulative(&s, 25000), 2);
+    assert_int_equal(api_prom_cumulative(&s, 1000000), 2);
+    assert_int_equal(api_prom_cumulative(&s, 2500000), 3);
+    assert_int_equal(api_prom_cumulative(&s, 0), 0);
+    for (unsigned i = 1; i < API_PROM_LE_COUNT; i++)
+        assert_true(api_prom_le_ns[i] > api_prom_le_ns[i - 1]);
+}
+
+static void test_prom_render_families_once_labels_escaped_histogram_cumulative(void **state)
+{
+    static const char *const echo_names[] = {"dropped_too_long"};
+    static const char *const other_names[] = {"dropped_too_long", "files.stored"};
+    struct core_metrics m1, m2;
+    struct core_metrics_snapshot s1, s2;
+    struct api_prom_listener ls[2] = {
+        {.id = "e1",
+         .service = "echo",
+         .transport = "tcp",
+         .up = true,
+         .m = &s1,
+         .svc_names = echo_names,
+         .n_svc = 1},
+        {.id = "we\\ird\"id\n",
+         .service = "backup",
+         .transport = "tcp",
+         .up = false,
+         .m = &s2,
+         .svc_names = other_names,
+         .n_svc = 2},
+    };
+    char *text;
+
+    (void)state;
+    core_metrics_init(&m1);
+    core_metrics_init(&m2);
+    core_metrics_add(&m1, CORE_CTR_BYTES_IN, 120);
+    core_metrics_add(&m1, CORE_CTR_CONNECTIONS_TOTAL, 3);
+    core_metrics_add(&m1, CORE_CTR_CONNECTIONS_ACTIVE, 1);
+    core_metrics_svc_add(&m1, 0, 4);
+    core_metrics_svc_add(&m2, 1, 9);
+    core_metrics_record_latency(&m1, 8000);
+    core_metrics_record_latency(&m1, 10000);
+    core_metrics_snapshot(&m1, &s1);
+    core_metrics_snapshot(&m2, &s2);
+    text = render(ls, 2);
+
+    assert_non_null(strstr(text, "# HELP sockserv_bytes_in_total "));
+    assert_non_null(strstr(text, "\n# TYPE sockserv_bytes_in_total counter\n"
+                                 "sockserv_bytes_in_total{listener=\"e1\",service=\"echo\","
+                                 "transport=\"tcp\"} 120\n"));
+    assert_non_null(strstr(text, "\nsockserv_connections_total{listener=\"e1\",service=\"echo\","
+                                 "transport=\"tcp\"} 3\n"));
+    assert_non_null(strstr(text, "\n# TYPE sockserv_connections_active gauge\n"
+                                 "sockserv_connections_active{listener=\"e1\",service=\"echo\","
+                                 "transport=\"tcp\"} 1\n"));
+    assert_non_null(strstr(text, "\nsockserv_listener_up{listener=\"e1\",service=\"echo\","
+                                 "transport=\"tcp\"} 1\n"));
+    assert_non_null(strstr(text, "\nsockserv_listener_up{listener=\"we\\\\ird\\\"id\\n\","
+                                 "service=\"backup\",transport=\"tcp\"} 0\n"));
+    /* One family per service counter name, shared by the listeners that have it. */
+    assert_int_equal(times_seen(text, "# TYPE sockserv_service_dropped_too_long_total counter\n"),
+                     1);
+    assert_int_equal(times_seen(text, "sockserv_service_dropped_too_long_total{"), 2);
+    assert_non_null(strstr(text, "\nsockserv_service_files_stored_total{listener=\"we\\\\ird"
+                                 "\\\"id\\n\",service=\"backup\",transport=\"tcp\"} 9\n"));
+    /* Every family's HELP and TYPE once. */
+    assert_int_equal(times_seen(text, "# TYPE sockserv_service_time_seconds histogram\n"), 1);
+    assert_int_equal(times_seen(text, "# HELP sockserv_service_time_seconds "), 1);
+    assert_int_equal(times_seen(text, "# TYPE sockserv_bytes_in_total "), 1);
+    assert_int_equal(times_seen(text, "# TYPE "), times_seen(text, "# HELP "));
+    /* The histogram: cumulative buckets, +Inf equal to the count, the sum in seconds. */
+    assert_non_null(strstr(text, "\nsockserv_service_time_seconds_bucket{listener=\"e1\","
+                                 "service=\"echo\",transport=\"tcp\",le=\"1e-05\"} 1\n"));
+    assert_non_null(strstr(text, "\nsockserv_service_time_seconds_bucket{listener=\"e1\","
+                                 "service=\"echo\",transport=\"tcp\",le=\"2.5e-05\"} 2\n"));
+    assert_non_null(strstr(text, "\nsockserv_service_time_seconds_bucket{listener=\"e1\","
+                                 "service=\"echo\",transport=\"tcp\",le=\"10\"} 2\n"));
+    assert_non_null(strstr(text, "\nsockserv_service_time_seconds_bucket{listener=\"e1\","
+                                 "service=\"echo\",transport=\"tcp\",le=\"+Inf\"} 2\n"));
+    assert_non_null(strstr(text, "\nsockserv_service_time_seconds_sum{listener=\"e1\","
+                                 "service=\"echo\",transport=\"tcp\"} 0.000018000\n"));
+    assert_non_null(strstr(text, "\nsockserv_service_time_seconds_count{listener=\"e1\","
+                                 "service=\"echo\",transport=\"tcp\"} 2\n"));
+    assert_int_equal(times_seen(text, "sockserv_service_time_seconds_bucket{"),
+                     2 * (API_PROM_LE_COUNT + 1));
+    assert_non_null(strstr(text, "\nsockserv_build_info{version=\"1.2.3\"} 1\n"));
+    assert_non_null(strstr(text, "\nsockserv_uptime_seconds 42\n"));
+    assert_null(strstr(text, "_total_total"));
+    free(text);
+}
+
+static void test_prom_render_no_listeners_has_build_info_and_uptime(void **state)
+{
+    char *text = render(NULL, 0);
+
+    (void)state;
+    assert_non_null(strstr(text, "sockserv_build_info{version=\"1.2.3\"} 1\n"));
+    assert_non_null(strstr(text, "\nsockserv_uptime_seconds 42\n"));
+    assert_null(strstr(text, "listener=\""));
+    free(text);
+}
+
 /*
  * The operations of openapi/openapi.yaml: "METHOD /path" for every method under every path of
  * its "paths" object, read line by line (two spaces before a path, four before a method).
@@ -855,6 +1023,11 @@ int main(void)
         cmocka_unit_test(test_event_append_is_id_event_data_blank_line),
         cmocka_unit_test(test_event_append_multiline_data_gets_a_data_line_each),
         cmocka_unit_test(test_event_append_adds_to_what_is_there),
+        cmocka_unit_test(test_routes_prometheus_metrics_is_get_only),
+        cmocka_unit_test(test_reply_text_owns_its_body_and_sets_type),
+        cmocka_unit_test(test_prom_cumulative_counts_only_buckets_wholly_below),
+        cmocka_unit_test(test_prom_render_families_once_labels_escaped_histogram_cumulative),
+        cmocka_unit_test(test_prom_render_no_listeners_has_build_info_and_uptime),
         cmocka_unit_test(test_route_table_every_route_in_spec),
         cmocka_unit_test(test_route_table_every_spec_operation_routed),
     };

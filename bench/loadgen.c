@@ -1,0 +1,1096 @@
+/* loadgen: the load generator of sockserv's benchmarks.
+ *
+ *   loadgen echo   [--udp] [-c CONNS] [-s SIZE] [-d SECONDS] [-r RATE] [-t THREADS] HOST PORT
+ *   loadgen upload [--raw] [-n BYTES] [--name NAME] HOST PORT
+ *   loadgen idle   [-c CONNS] [-d SECONDS] [--pid PID] HOST PORT
+ *   loadgen http   [-r RATE] [-d SECONDS] URL
+ *
+ * Every mode prints one JSON line on standard output (the machine's) and one human line on
+ * standard error. Latencies are kept in a log-linear histogram (32 sub-buckets per power of
+ * two, about 3 % precision) and reported in microseconds.
+ *
+ * echo, closed loop (no -r): each connection sends SIZE bytes, waits for the whole echo, and
+ * sends again at once. Open loop (-r RATE, messages per second over all connections): each
+ * connection sends on a fixed schedule whether or not the earlier echoes came back, and a
+ * message's latency runs from the time it was meant to be sent, so a stall is charged to every
+ * message it held up (no coordinated omission). Before the clock starts each connection does
+ * one round trip (so forks and thread starts of the server are not timed); after it ends, the
+ * messages in flight are collected for up to a second and those never answered count as
+ * errors. UDP uses one connected socket per "connection"; a datagram unanswered for 200 ms is
+ * counted lost (and, closed loop, sent again).
+ *
+ * upload: sends BYTES (default 256 MiB) of pseudo-random content. Backup protocol: PUT with the
+ * SHA-256 (computed before the clock starts), waits OK, streams, waits STORED. --raw: streams
+ * the bytes, shuts down its side and waits for the server to close (socat -u ... CREATE:file).
+ *
+ * idle: opens CONNS connections, holds them for SECONDS, and reads VmRSS of --pid before the
+ * first connection and after the last one is established.
+ *
+ * http: GETs URL over one keep-alive connection at RATE requests per second (open loop).
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HIST_SUB_BITS 6
+#define HIST_SUB (1u << HIST_SUB_BITS)
+#define HIST_HALF (HIST_SUB / 2)
+#define HIST_BUCKETS (HIST_SUB + (64 - HIST_SUB_BITS) * HIST_HALF)
+#define NSEC 1000000000ull
+#define UDP_LOSS_NS (200ull * 1000 * 1000)
+#define DRAIN_NS NSEC
+#define WARMUP_NS (5 * NSEC)
+#define MAX_CONNS 100000
+#define IO_BUF (256 * 1024)
+
+struct hist {
+    uint64_t counts[HIST_BUCKETS];
+    uint64_t total;
+    uint64_t max;
+};
+
+enum mode { MODE_ECHO, MODE_UPLOAD, MODE_IDLE, MODE_HTTP };
+
+struct opts {
+    enum mode mode;
+    bool udp;
+    bool raw;
+    const char *host;
+    const char *port;
+    const char *url;
+    const char *name;
+    const char *tag;
+    int conns;
+    int threads;
+    size_t size;
+    double duration;
+    double rate;
+    uint64_t bytes;
+    long pid;
+};
+
+struct conn {
+    int fd;
+    bool dead;
+    bool want_out;
+    size_t rcvd;       /* bytes of the current reply received (TCP) */
+    size_t out_left;   /* bytes still to write (TCP) */
+    size_t out_off;    /* offset in the pattern of the next byte to write */
+    uint64_t t0;       /* closed loop: when the outstanding message was sent (0: none) */
+    uint64_t next_due; /* open loop: the intended time of the next message */
+    uint64_t interval;
+    uint64_t *q; /* open loop, TCP: intended times of the messages in flight */
+    size_t qhead, qlen, qcap;
+    uint64_t seq;
+};
+
+struct worker {
+    const struct opts *o;
+    struct addrinfo *ai;
+    int first, count; /* the connections it owns */
+    struct conn *c;
+    int ep;
+    unsigned char *pattern;
+    unsigned char *rbuf;
+    struct hist h;
+    uint64_t msgs, bytes, errors, lost, warm_pending;
+    uint64_t start, end;
+    pthread_barrier_t *barrier;
+    uint64_t *shared_start;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * NSEC + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- histogram ---- */
+
+static unsigned hist_index(uint64_t v)
+{
+    unsigned msb, e;
+
+    if (v < HIST_SUB)
+        return (unsigned)v;
+    msb = 63u - (unsigned)__builtin_clzll(v);
+    e = msb - HIST_SUB_BITS + 1;
+    return HIST_SUB + (e - 1) * HIST_HALF + (unsigned)((v >> e) - HIST_HALF);
+}
+
+static uint64_t hist_upper(unsigned i)
+{
+    unsigned e;
+    uint64_t m;
+
+    if (i < HIST_SUB)
+        return i;
+    e = (i - HIST_SUB) / HIST_HALF + 1;
+    m = (i - HIST_SUB) % HIST_HALF + HIST_HALF;
+    return ((m + 1) << e) - 1;
+}
+
+static void hist_add(struct hist *h, uint64_t v)
+{
+    h->counts[hist_index(v)]++;
+    h->total++;
+    if (v > h->max)
+        h->max = v;
+}
+
+static void hist_merge(struct hist *into, const struct hist *from)
+{
+    for (unsigned i = 0; i < HIST_BUCKETS; i++)
+        into->counts[i] += from->counts[i];
+    into->total += from->total;
+    if (from->max > into->max)
+        into->max = from->max;
+}
+
+static double hist_pct_us(const struct hist *h, double q)
+{
+    uint64_t want, seen = 0;
+
+    if (h->total == 0)
+        return 0;
+    want = (uint64_t)(q * (double)h->total + 0.999999);
+    if (want == 0)
+        want = 1;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        seen += h->counts[i];
+        if (seen >= want) {
+            uint64_t v = hist_upper(i);
+            return (double)(v < h->max ? v : h->max) / 1000.0;
+        }
+    }
+    return (double)h->max / 1000.0;
+}
+
+static void print_lat_json(const struct hist *h)
+{
+    printf("\"lat_us\":{\"count\":%" PRIu64
+           ",\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f}",
+           h->total, hist_pct_us(h, 0.50), hist_pct_us(h, 0.90), hist_pct_us(h, 0.99),
+           hist_pct_us(h, 0.999), (double)h->max / 1000.0);
+}
+
+/* ---- sockets ---- */
+
+static int resolve(const struct opts *o, struct addrinfo **ret)
+{
+    struct addrinfo hints = {0};
+    int r;
+
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = o->udp ? SOCK_DGRAM : SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    r = getaddrinfo(o->host, o->port, &hints, ret);
+    if (r != 0) {
+        fprintf(stderr, "loadgen: %s %s: %s\n", o->host, o->port, gai_strerror(r));
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    return 0;
+}
+
+static int dial(const struct addrinfo *ai, bool udp)
+{
+    int fd, one = 1;
+
+    fd = socket(ai->ai_family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (!udp)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        int r = -errno;
+        close(fd);
+        return r;
+    }
+    return fd;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* ---- echo ---- */
+
+static void conn_kill(struct worker *w, struct conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    w->errors++;
+    (void)epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+}
+
+static void conn_want_out(struct worker *w, struct conn *c, bool on)
+{
+    struct epoll_event ev = {0};
+
+    if (c->want_out == on)
+        return;
+    c->want_out = on;
+    ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+    ev.data.ptr = c;
+    (void)epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Writes what the connection owes (TCP). */
+static void tcp_flush(struct worker *w, struct conn *c)
+{
+    size_t size = w->o->size;
+
+    while (c->out_left > 0) {
+        size_t chunk = size - c->out_off;
+        ssize_t n;
+
+        if (chunk > c->out_left)
+            chunk = c->out_left;
+        n = write(c->fd, w->pattern + c->out_off, chunk);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                conn_want_out(w, c, true);
+                return;
+            }
+            conn_kill(w, c);
+            return;
+        }
+        c->out_left -= (size_t)n;
+        c->out_off = (c->out_off + (size_t)n) % size;
+    }
+    conn_want_out(w, c, false);
+}
+
+static void q_push(struct conn *c, uint64_t t)
+{
+    if (c->qlen == c->qcap) {
+        size_t ncap = c->qcap ? c->qcap * 2 : 64;
+        uint64_t *nq = malloc(ncap * sizeof(*nq));
+        if (!nq)
+            abort();
+        for (size_t i = 0; i < c->qlen; i++)
+            nq[i] = c->q[(c->qhead + i) % c->qcap];
+        free(c->q);
+        c->q = nq;
+        c->qcap = ncap;
+        c->qhead = 0;
+    }
+    c->q[(c->qhead + c->qlen) % c->qcap] = t;
+    c->qlen++;
+}
+
+static uint64_t q_pop(struct conn *c)
+{
+    uint64_t t = c->q[c->qhead];
+
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qlen--;
+    return t;
+}
+
+static bool open_loop(const struct worker *w)
+{
+    return w->o->rate > 0;
+}
+
+/* Sends one message now (closed loop) or at its intended time (open loop). */
+static void send_msg(struct worker *w, struct conn *c, uint64_t intended)
+{
+    const struct opts *o = w->o;
+
+    if (o->udp) {
+        uint64_t hdr[2] = {c->seq++, intended};
+        memcpy(w->pattern, hdr, o->size >= sizeof(hdr) ? sizeof(hdr) : 0);
+        if (send(c->fd, w->pattern, o->size, 0) < 0 && errno != EAGAIN && errno != ECONNREFUSED)
+            conn_kill(w, c);
+        c->t0 = intended;
+        return;
+    }
+    if (open_loop(w))
+        q_push(c, intended);
+    else
+        c->t0 = intended;
+    c->out_left += o->size;
+    tcp_flush(w, c);
+}
+
+static void record(struct worker *w, uint64_t intended, uint64_t now)
+{
+    if (intended < w->start || intended >= w->end)
+        return; /* warm-up or after the end */
+    hist_add(&w->h, now - intended);
+    w->msgs++;
+    w->bytes += w->o->size;
+}
+
+static void on_readable(struct worker *w, struct conn *c, bool sending)
+{
+    const struct opts *o = w->o;
+
+    for (;;) {
+        ssize_t n = recv(c->fd, w->rbuf, IO_BUF, 0);
+        uint64_t now = now_ns();
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                return;
+            if (o->udp && errno == ECONNREFUSED)
+                return;
+            conn_kill(w, c);
+            return;
+        }
+        if (n == 0) {
+            conn_kill(w, c);
+            return;
+        }
+        if (o->udp) {
+            uint64_t hdr[2];
+            if ((size_t)n != o->size)
+                continue;
+            if (open_loop(w) && o->size >= sizeof(hdr)) {
+                memcpy(hdr, w->rbuf, sizeof(hdr));
+                record(w, hdr[1], now);
+                continue;
+            }
+            if (c->t0 == 0)
+                continue; /* a late reply to a message counted lost */
+            record(w, c->t0, now);
+            c->t0 = 0;
+            if (sending)
+                send_msg(w, c, now);
+            continue;
+        }
+        c->rcvd += (size_t)n;
+        while (c->rcvd >= o->size) {
+            c->rcvd -= o->size;
+            if (open_loop(w)) {
+                if (c->qlen > 0)
+                    record(w, q_pop(c), now);
+            } else {
+                record(w, c->t0, now);
+                c->t0 = 0;
+                if (sending && c->rcvd == 0)
+                    send_msg(w, c, now);
+            }
+        }
+    }
+}
+
+static int echo_setup(struct worker *w)
+{
+    struct epoll_event ev = {0};
+
+    w->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (w->ep < 0)
+        return -errno;
+    w->pattern = malloc(w->o->size > 16 ? w->o->size : 16);
+    w->rbuf = malloc(IO_BUF);
+    if (!w->pattern || !w->rbuf)
+        return -ENOMEM;
+    for (size_t i = 0; i < w->o->size; i++)
+        w->pattern[i] = (unsigned char)('a' + i % 26);
+    for (int i = 0; i < w->count; i++) {
+        struct conn *c = &w->c[i];
+        int fd = dial(w->ai, w->o->udp);
+        if (fd < 0) {
+            fprintf(stderr, "loadgen: connect: %s\n", strerror(-fd));
+            return fd;
+        }
+        c->fd = fd;
+        if (set_nonblock(fd) < 0)
+            return -errno;
+        ev.events = EPOLLIN;
+        ev.data.ptr = c;
+        if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+            return -errno;
+    }
+    return 0;
+}
+
+/* One round trip per connection before the clock starts. */
+static void echo_warmup(struct worker *w)
+{
+    struct epoll_event evs[256];
+    uint64_t deadline = now_ns() + WARMUP_NS;
+    bool saved_open = w->o->rate > 0;
+    struct opts tmp = *w->o;
+    const struct opts *o = w->o;
+
+    tmp.rate = 0; /* closed loop for the warm-up */
+    w->o = &tmp;
+    w->start = w->end = UINT64_MAX; /* nothing recorded */
+    for (int i = 0; i < w->count; i++)
+        send_msg(w, &w->c[i], now_ns());
+    for (;;) {
+        int pending = 0, n;
+        for (int i = 0; i < w->count; i++)
+            if (!w->c[i].dead && w->c[i].t0 != 0)
+                pending++;
+        w->warm_pending = (uint64_t)pending;
+        if (pending == 0 || now_ns() >= deadline)
+            break;
+        n = epoll_wait(w->ep, evs, 256, 10);
+        for (int k = 0; k < n; k++) {
+            struct conn *c = evs[k].data.ptr;
+            if (c->dead)
+                continue;
+            if (evs[k].events & EPOLLOUT)
+                tcp_flush(w, c);
+            if (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+                on_readable(w, c, false);
+        }
+    }
+    w->o = o;
+    (void)saved_open;
+    for (int i = 0; i < w->count; i++) {
+        struct conn *c = &w->c[i];
+        c->t0 = 0;
+        c->rcvd = 0;
+    }
+}
+
+static void *echo_run(void *arg)
+{
+    struct worker *w = arg;
+    const struct opts *o = w->o;
+    struct epoll_event evs[256];
+    uint64_t now, stop;
+    double per_conn_rate = o->rate / o->conns;
+
+    echo_warmup(w);
+    pthread_barrier_wait(w->barrier);
+    if (w->first == 0)
+        *w->shared_start = now_ns();
+    pthread_barrier_wait(w->barrier);
+    w->start = *w->shared_start;
+    w->end = w->start + (uint64_t)(o->duration * (double)NSEC);
+    stop = w->end + DRAIN_NS;
+
+    for (int i = 0; i < w->count; i++) {
+        struct conn *c = &w->c[i];
+        if (c->dead)
+            continue;
+        if (open_loop(w)) {
+            c->interval = (uint64_t)((double)NSEC / per_conn_rate);
+            c->next_due = w->start + c->interval * (uint64_t)(w->first + i) / (uint64_t)o->conns;
+        } else {
+            send_msg(w, c, w->start);
+        }
+    }
+
+    for (;;) {
+        int n, timeout = 10;
+        bool sending;
+
+        now = now_ns();
+        sending = now < w->end;
+        if (now >= stop)
+            break;
+        if (!sending) {
+            bool inflight = false;
+            for (int i = 0; i < w->count && !inflight; i++) {
+                struct conn *c = &w->c[i];
+                inflight = !c->dead && (c->t0 != 0 || c->qlen > 0);
+            }
+            if (!inflight)
+                break;
+        }
+        if (open_loop(w) && sending) {
+            uint64_t next = UINT64_MAX;
+            for (int i = 0; i < w->count; i++) {
+                struct conn *c = &w->c[i];
+                if (c->dead)
+                    continue;
+                while (c->next_due <= now && c->next_due < w->end) {
+                    send_msg(w, c, c->next_due);
+                    c->next_due += c->interval;
+                }
+                if (c->next_due < next)
+                    next = c->next_due;
+            }
+            timeout = next > now + 1000000 ? (int)((next - now) / 1000000) : 0;
+            if (timeout > 10)
+                timeout = 10;
+        }
+        if (o->udp && !open_loop(w)) {
+            for (int i = 0; i < w->count; i++) {
+                struct conn *c = &w->c[i];
+                if (!c->dead && c->t0 != 0 && now - c->t0 > UDP_LOSS_NS) {
+                    if (c->t0 >= w->start && c->t0 < w->end)
+                        w->lost++;
+                    c->t0 = 0;
+                    if (sending)
+                        send_msg(w, c, now);
+                }
+            }
+        }
+        n = epoll_wait(w->ep, evs, 256, timeout);
+        now = now_ns();
+        for (int k = 0; k < n; k++) {
+            struct conn *c = evs[k].data.ptr;
+            if (c->dead)
+                continue;
+            if (evs[k].events & EPOLLOUT)
+                tcp_flush(w, c);
+            if (!c->dead && (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+                on_readable(w, c, now_ns() < w->end);
+        }
+    }
+    /* what never came back */
+    for (int i = 0; i < w->count; i++) {
+        struct conn *c = &w->c[i];
+        if (o->udp && open_loop(w))
+            continue;
+        if (c->t0 != 0 && c->t0 >= w->start && c->t0 < w->end)
+            w->lost++;
+        for (size_t k = 0; k < c->qlen; k++)
+            if (c->q[(c->qhead + k) % c->qcap] < w->end)
+                w->lost++;
+    }
+    if (o->udp && open_loop(w)) {
+        uint64_t sent = 0;
+        for (int i = 0; i < w->count; i++)
+            sent += w->c[i].seq;
+        /* the warm-up sent one per socket */
+        sent -= (uint64_t)w->count;
+        w->lost = sent > w->msgs ? sent - w->msgs : 0;
+    }
+    return NULL;
+}
+
+static int mode_echo(const struct opts *o)
+{
+    struct addrinfo *ai;
+    struct worker *ws;
+    struct conn *conns;
+    pthread_t *tids;
+    pthread_barrier_t barrier;
+    uint64_t shared_start = 0, msgs = 0, bytes = 0, errors = 0, lost = 0, warm = 0;
+    struct hist *h;
+    int r, per, extra, at = 0;
+
+    if (o->udp && o->rate > 0 && o->size < 16) {
+        fprintf(stderr, "loadgen: UDP open loop needs -s 16 or more\n");
+        return 2;
+    }
+    r = resolve(o, &ai);
+    if (r < 0)
+        return 1;
+    raise_nofile();
+    ws = calloc((size_t)o->threads, sizeof(*ws));
+    conns = calloc((size_t)o->conns, sizeof(*conns));
+    tids = calloc((size_t)o->threads, sizeof(*tids));
+    h = calloc(1, sizeof(*h));
+    if (!ws || !conns || !tids || !h)
+        return 1;
+    pthread_barrier_init(&barrier, NULL, (unsigned)o->threads);
+    per = o->conns / o->threads;
+    extra = o->conns % o->threads;
+    for (int t = 0; t < o->threads; t++) {
+        struct worker *w = &ws[t];
+        w->o = o;
+        w->ai = ai;
+        w->first = at;
+        w->count = per + (t < extra ? 1 : 0);
+        w->c = conns + at;
+        w->barrier = &barrier;
+        w->shared_start = &shared_start;
+        at += w->count;
+        r = echo_setup(w);
+        if (r < 0) {
+            fprintf(stderr, "loadgen: setup: %s\n", strerror(-r));
+            return 1;
+        }
+    }
+    for (int t = 0; t < o->threads; t++)
+        pthread_create(&tids[t], NULL, echo_run, &ws[t]);
+    for (int t = 0; t < o->threads; t++) {
+        struct worker *w = &ws[t];
+        pthread_join(tids[t], NULL);
+        hist_merge(h, &w->h);
+        msgs += w->msgs;
+        bytes += w->bytes;
+        errors += w->errors;
+        lost += w->lost;
+        warm += w->warm_pending;
+        for (int i = 0; i < w->count; i++)
+            if (!w->c[i].dead)
+                close(w->c[i].fd);
+    }
+
+    printf("{\"mode\":\"echo\",\"tag\":\"%s\",\"proto\":\"%s\",\"loop\":\"%s\",\"conns\":%d,"
+           "\"size\":%zu,\"duration_s\":%.3f,\"rate\":%.0f,\"msgs\":%" PRIu64
+           ",\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,\"errors\":%" PRIu64 ",\"lost\":%" PRIu64
+           ",\"warmup_pending\":%" PRIu64 ",",
+           o->tag, o->udp ? "udp" : "tcp", o->rate > 0 ? "open" : "closed", o->conns, o->size,
+           o->duration, o->rate, msgs, (double)msgs / o->duration,
+           (double)bytes / o->duration / 1e6, errors, lost, warm);
+    print_lat_json(h);
+    printf("}\n");
+    fprintf(stderr,
+            "%s echo %s %s c=%d s=%zu: %.0f msg/s %.2f MB/s, p50 %.1f p99 %.1f p99.9 %.1f max "
+            "%.1f us, errors %" PRIu64 " lost %" PRIu64 "\n",
+            o->tag, o->udp ? "udp" : "tcp", o->rate > 0 ? "open" : "closed", o->conns, o->size,
+            (double)msgs / o->duration, (double)bytes / o->duration / 1e6, hist_pct_us(h, 0.5),
+            hist_pct_us(h, 0.99), hist_pct_us(h, 0.999), (double)h->max / 1000.0, errors, lost);
+    freeaddrinfo(ai);
+    return msgs > 0 ? 0 : 1;
+}
+
+/* ---- upload ---- */
+
+static int read_line(int fd, char *buf, size_t cap)
+{
+    size_t len = 0;
+
+    while (len + 1 < cap) {
+        ssize_t n = read(fd, buf + len, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -EPIPE;
+        if (buf[len] == '\n') {
+            buf[len] = '\0';
+            return 0;
+        }
+        len++;
+    }
+    return -E2BIG;
+}
+
+static int mode_upload(const struct opts *o)
+{
+    enum { CHUNK = 1 << 20 };
+    unsigned char *buf = malloc(CHUNK);
+    unsigned char md[32];
+    char hex[65], line[1200];
+    struct addrinfo *ai;
+    EVP_MD_CTX *ctx;
+    uint64_t x = 0x9e3779b97f4a7c15ull, left, t0, t1;
+    double secs;
+    int fd, r;
+
+    if (!buf || resolve(o, &ai) < 0)
+        return 1;
+    for (size_t i = 0; i < CHUNK; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy(buf + i, &x, 8);
+    }
+    ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    for (left = o->bytes; left > 0;) {
+        size_t n = left > CHUNK ? CHUNK : (size_t)left;
+        EVP_DigestUpdate(ctx, buf, n);
+        left -= n;
+    }
+    EVP_DigestFinal_ex(ctx, md, NULL);
+    EVP_MD_CTX_free(ctx);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+
+    t0 = now_ns();
+    fd = dial(ai, false);
+    if (fd < 0) {
+        fprintf(stderr, "loadgen: connect: %s\n", strerror(-fd));
+        return 1;
+    }
+    if (!o->raw) {
+        snprintf(line, sizeof(line), "PUT %s %" PRIu64 " %s\n", o->name, o->bytes, hex);
+        if (write_all(fd, line, strlen(line)) < 0 || read_line(fd, line, sizeof(line)) < 0 ||
+            strncmp(line, "OK", 2) != 0) {
+            fprintf(stderr, "loadgen: PUT refused: %s\n", line);
+            return 1;
+        }
+    }
+    for (left = o->bytes; left > 0;) {
+        size_t n = left > CHUNK ? CHUNK : (size_t)left;
+        r = write_all(fd, buf, n);
+        if (r < 0) {
+            fprintf(stderr, "loadgen: write: %s\n", strerror(-r));
+            return 1;
+        }
+        left -= n;
+    }
+    if (!o->raw) {
+        if (read_line(fd, line, sizeof(line)) < 0 || strncmp(line, "STORED", 6) != 0) {
+            fprintf(stderr, "loadgen: not stored: %s\n", line);
+            return 1;
+        }
+    } else {
+        (void)shutdown(fd, SHUT_WR);
+        while (read(fd, line, sizeof(line)) > 0)
+            ;
+    }
+    t1 = now_ns();
+    close(fd);
+    secs = (double)(t1 - t0) / 1e9;
+    printf("{\"mode\":\"upload\",\"tag\":\"%s\",\"proto\":\"%s\",\"bytes\":%" PRIu64
+           ",\"seconds\":%.4f,\"mb_per_s\":%.2f,\"sha256\":\"%s\"}\n",
+           o->tag, o->raw ? "raw" : "backup", o->bytes, secs, (double)o->bytes / secs / 1e6, hex);
+    fprintf(stderr, "%s upload %s %" PRIu64 " bytes in %.3f s: %.1f MB/s\n", o->tag,
+            o->raw ? "raw" : "backup", o->bytes, secs, (double)o->bytes / secs / 1e6);
+    freeaddrinfo(ai);
+    free(buf);
+    return 0;
+}
+
+/* ---- idle ---- */
+
+static long rss_kib(long pid)
+{
+    char path[64], line[256];
+    long v = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+    f = fopen(path, "re");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld", &v) == 1)
+            break;
+    fclose(f);
+    return v;
+}
+
+static int mode_idle(const struct opts *o)
+{
+    struct addrinfo *ai;
+    int *fds = calloc((size_t)o->conns, sizeof(int));
+    struct epoll_event ev = {0}, evs[256];
+    int ep, established = 0, failed = 0, dropped = 0, opened = 0, inflight = 0;
+    long before, after, end_rss;
+    uint64_t deadline, hold_end;
+
+    if (!fds || resolve(o, &ai) < 0)
+        return 1;
+    raise_nofile();
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    before = o->pid > 0 ? rss_kib(o->pid) : -1;
+    deadline = now_ns() + 30 * NSEC;
+    /* non-blocking connects, at most 256 in flight */
+    while ((established + failed < o->conns) && now_ns() < deadline) {
+        while (opened < o->conns && inflight < 256) {
+            int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            if (fd < 0) {
+                fprintf(stderr, "loadgen: socket: %s\n", strerror(errno));
+                failed += o->conns - opened;
+                opened = o->conns;
+                break;
+            }
+            if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+                close(fd);
+                failed++;
+                opened++;
+                continue;
+            }
+            fds[opened] = fd;
+            ev.events = EPOLLOUT;
+            ev.data.u64 = (uint64_t)opened;
+            (void)epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+            opened++;
+            inflight++;
+        }
+        int n = epoll_wait(ep, evs, 256, 100);
+        for (int k = 0; k < n; k++) {
+            int i = (int)evs[k].data.u64, err = 0;
+            socklen_t len = sizeof(err);
+            (void)getsockopt(fds[i], SOL_SOCKET, SO_ERROR, &err, &len);
+            inflight--;
+            if (err != 0) {
+                (void)epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+                close(fds[i]);
+                fds[i] = -1;
+                failed++;
+                continue;
+            }
+            ev.events = EPOLLIN | EPOLLRDHUP;
+            ev.data.u64 = (uint64_t)i;
+            (void)epoll_ctl(ep, EPOLL_CTL_MOD, fds[i], &ev);
+            established++;
+        }
+    }
+    /* let the server accept and settle, then hold (watching for closes) */
+    hold_end = now_ns() + (uint64_t)(o->duration * (double)NSEC);
+    after = -1;
+    while (now_ns() < hold_end) {
+        int n = epoll_wait(ep, evs, 256, 200);
+        for (int k = 0; k < n; k++) {
+            int i = (int)evs[k].data.u64;
+            (void)epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+            close(fds[i]);
+            fds[i] = -1;
+            dropped++;
+        }
+        if (after < 0 && now_ns() + (uint64_t)(o->duration * (double)NSEC) / 2 >= hold_end)
+            after = o->pid > 0 ? rss_kib(o->pid) : -1;
+    }
+    end_rss = o->pid > 0 ? rss_kib(o->pid) : -1;
+    printf("{\"mode\":\"idle\",\"tag\":\"%s\",\"conns\":%d,\"established\":%d,\"failed\":%d,"
+           "\"dropped\":%d,\"held_s\":%.1f,\"rss_before_kib\":%ld,\"rss_after_kib\":%ld,"
+           "\"rss_end_kib\":%ld,\"bytes_per_conn\":%.0f}\n",
+           o->tag, o->conns, established, failed, dropped, o->duration, before, after, end_rss,
+           established > 0 && before >= 0 ? (double)(after - before) * 1024.0 / established : -1.0);
+    fprintf(stderr,
+            "%s idle: %d/%d established, %d dropped while held; RSS %ld -> %ld KiB (%.0f "
+            "bytes per connection)\n",
+            o->tag, established, o->conns, dropped, before, after,
+            established > 0 && before >= 0 ? (double)(after - before) * 1024.0 / established
+                                           : -1.0);
+    for (int i = 0; i < o->conns; i++)
+        if (i < opened && fds[i] >= 0)
+            close(fds[i]);
+    close(ep);
+    freeaddrinfo(ai);
+    free(fds);
+    return established == o->conns ? 0 : 1;
+}
+
+/* ---- http ---- */
+
+static size_t discard(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    (void)ptr;
+    *(uint64_t *)userdata += size * nmemb;
+    return size * nmemb;
+}
+
+static int mode_http(const struct opts *o)
+{
+    struct hist *h = calloc(1, sizeof(*h));
+    uint64_t start, end, next, interval, ok = 0, errors = 0, body = 0;
+    CURL *curl;
+
+    if (!h)
+        return 1;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    curl = curl_easy_init();
+    curl_easy_setopt(curl, CURLOPT_URL, o->url);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    /* one request before the clock: the connection is made and kept alive */
+    curl_easy_perform(curl);
+    interval = (uint64_t)((double)NSEC / (o->rate > 0 ? o->rate : 100.0));
+    start = now_ns();
+    end = start + (uint64_t)(o->duration * (double)NSEC);
+    for (next = start; next < end; next += interval) {
+        uint64_t now = now_ns();
+        long code = 0;
+        if (now < next) {
+            struct timespec ts = {.tv_sec = (time_t)((next - now) / NSEC),
+                                  .tv_nsec = (long)((next - now) % NSEC)};
+            nanosleep(&ts, NULL);
+        }
+        if (curl_easy_perform(curl) != CURLE_OK) {
+            errors++;
+            continue;
+        }
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+        if (code != 200) {
+            errors++;
+            continue;
+        }
+        hist_add(h, now_ns() - next);
+        ok++;
+    }
+    curl_easy_cleanup(curl);
+    curl_global_cleanup();
+    printf("{\"mode\":\"http\",\"tag\":\"%s\",\"url\":\"%s\",\"rate\":%.0f,\"duration_s\":%.3f,"
+           "\"requests\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"body_bytes\":%" PRIu64 ",",
+           o->tag, o->url, o->rate, o->duration, ok, errors, body);
+    print_lat_json(h);
+    printf("}\n");
+    fprintf(stderr,
+            "%s http %s: %" PRIu64 " ok %" PRIu64 " errors, p50 %.2f p99 %.2f max %.2f ms\n",
+            o->tag, o->url, ok, errors, hist_pct_us(h, 0.5) / 1000, hist_pct_us(h, 0.99) / 1000,
+            (double)h->max / 1e6);
+    return ok > 0 && errors == 0 ? 0 : 1;
+}
+
+/* ---- command line ---- */
+
+static void usage(FILE *f)
+{
+    fputs("usage: loadgen echo   [--udp] [-c CONNS] [-s SIZE] [-d SECONDS] [-r RATE] "
+          "[-t THREADS] [--tag T] HOST PORT\n"
+          "       loadgen upload [--raw] [-n BYTES] [--name NAME] [--tag T] HOST PORT\n"
+          "       loadgen idle   [-c CONNS] [-d SECONDS] [--pid PID] [--tag T] HOST PORT\n"
+          "       loadgen http   [-r RATE] [-d SECONDS] [--tag T] URL\n",
+          f);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"udp", no_argument, NULL, 'u'},
+        {"raw", no_argument, NULL, 'R'},
+        {"name", required_argument, NULL, 'N'},
+        {"pid", required_argument, NULL, 'p'},
+        {"tag", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct opts o = {
+        .conns = 1,
+        .threads = 1,
+        .size = 64,
+        .duration = 5,
+        .bytes = 256ull << 20,
+        .name = "bench.bin",
+        .tag = "-",
+    };
+    const char *m;
+    int ch;
+
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    m = argv[1];
+    if (strcmp(m, "echo") == 0)
+        o.mode = MODE_ECHO;
+    else if (strcmp(m, "upload") == 0)
+        o.mode = MODE_UPLOAD;
+    else if (strcmp(m, "idle") == 0)
+        o.mode = MODE_IDLE;
+    else if (strcmp(m, "http") == 0)
+        o.mode = MODE_HTTP;
+    else {
+        usage(strcmp(m, "--help") == 0 ? stdout : stderr);
+        return strcmp(m, "--help") == 0 ? 0 : 2;
+    }
+    optind = 2;
+    while ((ch = getopt_long(argc, argv, "c:s:d:r:t:n:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'u':
+            o.udp = true;
+            break;
+        case 'R':
+            o.raw = true;
+            break;
+        case 'N':
+            o.name = optarg;
+            break;
+        case 'p':
+            o.pid = strtol(optarg, NULL, 10);
+            break;
+        case 'T':
+            o.tag = optarg;
+            break;
+        case 'c':
+            o.conns = atoi(optarg);
+            break;
+        case 's':
+            o.size = (size_t)strtoull(optarg, NULL, 10);
+            break;
+        case 'd':
+            o.duration = strtod(optarg, NULL);
+            break;
+        case 'r':
+            o.rate = strtod(optarg, NULL);
+            break;
+        case 't':
+            o.threads = atoi(optarg);
+            break;
+        case 'n':
+            o.bytes = strtoull(optarg, NULL, 10);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (o.conns < 1 || o.conns > MAX_CONNS || o.threads < 1 || o.threads > o.conns || o.size < 1 ||
+        o.size > 65507 || o.duration <= 0 || o.duration > 3600 || o.rate < 0) {
+        fprintf(stderr, "loadgen: a value out of range\n");
+        return 2;
+    }
+    if (o.mode == MODE_HTTP) {
+        if (argc - optind != 1) {
+            usage(stderr);
+            return 2;
+        }
+        o.url = argv[optind];
+        return mode_http(&o);
+    }
+    if (argc - optind != 2) {
+        usage(stderr);
+        return 2;
+    }
+    o.host = argv[optind];
+    o.port = argv[optind + 1];
+    switch (o.mode) {
+    case MODE_ECHO:
+        return mode_echo(&o);
+    case MODE_UPLOAD:
+        return mode_upload(&o);
+    case MODE_IDLE:
+        return mode_idle(&o);
+    default:
+        return mode_http(&o);
+    }
+}

@@ -1,0 +1,327 @@
+/*
+ * Live reconfiguration (thread -> process -> pool -> thread): a PATCH that changes the model,
+ * the workers or the limits of a running TCP listener applies without closing its socket.
+ * Established connections go on with the runner they started on (it drains), new ones are
+ * served by the new model, the port never refuses a connection meanwhile, and the drained
+ * runners' threads end with their last client.
+ */
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define N_CLIENTS 4
+#define MSG_LEN 256
+
+static struct it_daemon *daemon_of(void **state)
+{
+    return &((struct it_fixture *)*state)->d;
+}
+
+static int count_dir(const char *path)
+{
+    DIR *dir = opendir(path);
+    struct dirent *e;
+    int n = 0;
+
+    if (!dir)
+        return -1;
+    while ((e = readdir(dir)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(dir);
+    return n;
+}
+
+static int count_threads(pid_t pid)
+{
+    char path[64];
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    return count_dir(path);
+}
+
+static int count_children(pid_t pid)
+{
+    char path[512], *text;
+    DIR *dir;
+    struct dirent *e;
+    int n = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    dir = opendir(path);
+    if (!dir)
+        return -1;
+    while ((e = readdir(dir))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/children", (int)pid, e->d_name);
+        text = it_file_read(path, NULL);
+        if (!text)
+            continue;
+        for (char *tok = strtok(text, " \n"); tok; tok = strtok(NULL, " \n"))
+            n++;
+        free(text);
+    }
+    closedir(dir);
+    return n;
+}
+
+struct threads_at_most {
+    pid_t pid;
+    int want;
+};
+
+static bool threads_at_most(void *arg)
+{
+    struct threads_at_most *t = arg;
+    int n = count_threads(t->pid);
+
+    return n >= 0 && n <= t->want;
+}
+
+/* A client on one established connection, echoing in a loop until told to stop. */
+struct client {
+    uint16_t port;
+    int fd;
+    atomic_bool *stop;
+    atomic_uint round_trips;
+    int failure; /* first failure: a negative errno, -EBADMSG for a wrong answer */
+};
+
+static void *client_main(void *arg)
+{
+    struct client *c = arg;
+    char msg[MSG_LEN], got[MSG_LEN];
+    unsigned seed = (unsigned)c->fd;
+
+    while (!atomic_load(c->stop)) {
+        int r;
+
+        for (size_t i = 0; i < sizeof(msg); i++) {
+            seed = seed * 1103515245u + 12345u;
+            msg[i] = (char)(seed >> 16);
+        }
+        r = it_send_all(c->fd, msg, sizeof(msg), IT_IO_TIMEOUT_MS);
+        if (r == 0)
+            r = it_recv_exact(c->fd, got, sizeof(got), IT_IO_TIMEOUT_MS);
+        if (r == 0 && memcmp(msg, got, sizeof(msg)) != 0)
+            r = -EBADMSG;
+        if (r < 0) {
+            c->failure = r;
+            return NULL;
+        }
+        atomic_fetch_add(&c->round_trips, 1);
+    }
+    return NULL;
+}
+
+/* New connections in a loop: each one must be accepted and answered. */
+struct connector {
+    uint16_t port;
+    atomic_bool *stop;
+    atomic_uint served;
+    atomic_uint failed;
+    int first_failure;
+};
+
+static void *connector_main(void *arg)
+{
+    struct connector *c = arg;
+
+    while (!atomic_load(c->stop)) {
+        char *got = NULL;
+        size_t len = 0;
+        int r = it_tcp_exchange("127.0.0.1", c->port, "x", 1, true, IT_IO_TIMEOUT_MS, &got, &len);
+
+        if (r == 0 && (len != 1 || got[0] != 'x'))
+            r = -EBADMSG;
+        free(got);
+        if (r < 0) {
+            if (atomic_fetch_add(&c->failed, 1) == 0)
+                c->first_failure = r;
+        } else {
+            atomic_fetch_add(&c->served, 1);
+        }
+    }
+    return NULL;
+}
+
+static void patch(const struct it_daemon *d, const char *body, uint16_t port)
+{
+    struct it_http r;
+
+    assert_int_equal(it_http_raw(d, "PATCH", "/api/v1/listeners/rc", body, strlen(body),
+                                 "application/merge-patch+json", &r),
+                     0);
+    if (r.status != 200)
+        fail_msg("PATCH %s: %ld %s", body, r.status, r.body);
+    assert_string_equal(it_json_str(r.json, "status.state"), "running");
+    /* The same socket: the ephemeral port did not change. */
+    assert_int_equal(it_bound_port(r.json), port);
+    it_http_fini(&r);
+}
+
+/* Every client made a few round trips since the counts were zeroed. */
+static bool all_progressed(void *arg)
+{
+    struct client *c = arg;
+
+    for (unsigned i = 0; i < N_CLIENTS; i++)
+        if (c[i].failure == 0 && atomic_load(&c[i].round_trips) < 3)
+            return false;
+    return true;
+}
+
+static void wait_progress(struct client *c)
+{
+    for (unsigned i = 0; i < N_CLIENTS; i++)
+        atomic_store(&c[i].round_trips, 0);
+    assert_true(it_wait_until(IT_WAIT_MS, all_progressed, c));
+    for (unsigned i = 0; i < N_CLIENTS; i++)
+        assert_int_equal(c[i].failure, 0);
+}
+
+/* A new connection that completed a round trip. */
+static int connect_echoed(uint16_t port)
+{
+    char buf[4];
+    int fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
+
+    assert_true(fd >= 0);
+    assert_int_equal(it_send_all(fd, "ping", 4, IT_IO_TIMEOUT_MS), 0);
+    assert_int_equal(it_recv_exact(fd, buf, 4, IT_IO_TIMEOUT_MS), 0);
+    return fd;
+}
+
+static void test_reconfigure_model_workers_limits_keep_connections(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    uint16_t port = it_listener_create_port(
+        d, "{\"id\":\"rc\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
+           "\"model\":\"thread\",\"max_connections\":100,\"options\":{\"mode\":\"stream\"}}");
+    int threads0 = count_threads(d->pid), fd;
+    atomic_bool stop = false;
+    struct client c[N_CLIENTS];
+    struct connector conn = {.port = port, .stop = &stop};
+    pthread_t tc[N_CLIENTS], tn;
+    json_t *res;
+    struct threads_at_most t = {.pid = d->pid, .want = threads0};
+
+    for (unsigned i = 0; i < N_CLIENTS; i++) {
+        c[i] = (struct client){.port = port, .stop = &stop};
+        c[i].fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
+        assert_true(c[i].fd >= 0);
+        assert_int_equal(pthread_create(&tc[i], NULL, client_main, &c[i]), 0);
+    }
+    assert_int_equal(pthread_create(&tn, NULL, connector_main, &conn), 0);
+    wait_progress(c);
+
+    /* thread -> process: new connections get a child process, the old ones stay threads. */
+    patch(d, "{\"model\":\"process\"}", port);
+    wait_progress(c);
+    fd = connect_echoed(port);
+    assert_true(count_children(d->pid) >= 1);
+    close(fd);
+
+    /* process -> pool -> thread, with a new limit; then new workers. */
+    patch(d, "{\"model\":\"pool\",\"workers\":2}", port);
+    wait_progress(c);
+    fd = connect_echoed(port);
+    assert_int_equal(count_children(d->pid), 0);
+    close(fd);
+    patch(d, "{\"model\":\"thread\",\"max_connections\":50}", port);
+    wait_progress(c);
+    patch(d, "{\"workers\":3,\"idle_timeout_ms\":60000}", port);
+    wait_progress(c);
+    res = it_listener_get(d, "rc");
+    assert_int_equal(it_json_int(res, "max_connections"), 50);
+    assert_int_equal(it_json_int(res, "workers"), 3);
+    json_decref(res);
+
+    atomic_store(&stop, true);
+    pthread_join(tn, NULL);
+    for (unsigned i = 0; i < N_CLIENTS; i++) {
+        pthread_join(tc[i], NULL);
+        assert_int_equal(c[i].failure, 0);
+        close(c[i].fd);
+    }
+    if (atomic_load(&conn.failed) != 0)
+        fail_msg("%u new connections failed (first: %s)", atomic_load(&conn.failed),
+                 strerror(-conn.first_failure));
+    assert_true(atomic_load(&conn.served) > 0);
+    assert_int_equal(it_metric(d, "rc", "connections_rejected"), 0);
+
+    /* The drained runners' threads end with their clients: back to one acceptor. The next
+     * change reaps the finished ones. */
+    patch(d, "{\"idle_timeout_ms\":50000}", port);
+    if (!it_wait_until(IT_WAIT_MS, threads_at_most, &t))
+        fail_msg("threads: %d, want at most %d", count_threads(d->pid), threads0);
+    it_assert_metric_eventually(d, "rc", "connections_active", 0, IT_WAIT_MS);
+    assert_int_equal(count_children(d->pid), 0);
+}
+
+static void test_reconfigure_stop_cuts_draining_connections(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    uint16_t port = it_listener_create_port(
+        d, "{\"id\":\"rc\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
+           "\"model\":\"process\",\"options\":{\"mode\":\"stream\"}}");
+    int threads0 = count_threads(d->pid);
+    int held = connect_echoed(port), held2;
+    struct it_http r;
+    int64_t t0;
+    char *rest = NULL;
+    struct threads_at_most t = {.pid = d->pid, .want = threads0 - 1};
+
+    patch(d, "{\"model\":\"thread\"}", port);
+    held2 = connect_echoed(port);
+    /* Both runners hold a connection; a stop cuts both within a second. */
+    t0 = it_now_ms();
+    assert_int_equal(it_http_raw(d, "PATCH", "/api/v1/listeners/rc", "{\"enabled\":false}", 17,
+                                 "application/merge-patch+json", &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    it_http_fini(&r);
+    assert_true(it_now_ms() - t0 < 1000);
+    assert_int_equal(count_children(d->pid), 0);
+    assert_true(it_read_to_eof(held, IT_IO_TIMEOUT_MS, &rest, NULL) != -ETIMEDOUT);
+    free(rest);
+    rest = NULL;
+    assert_true(it_read_to_eof(held2, IT_IO_TIMEOUT_MS, &rest, NULL) != -ETIMEDOUT);
+    free(rest);
+    close(held);
+    close(held2);
+    assert_true(it_tcp_is_refused("127.0.0.1", port));
+    /* No acceptor left at all. */
+    if (!it_wait_until(IT_WAIT_MS, threads_at_most, &t))
+        fail_msg("threads: %d, want at most %d", count_threads(d->pid), threads0 - 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
+        T(test_reconfigure_model_workers_limits_keep_connections),
+        T(test_reconfigure_stop_cuts_draining_connections),
+#undef T
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
