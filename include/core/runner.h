@@ -79,6 +79,23 @@ int core_runner_accept(int lfd, int *spare, struct core_metrics *m);
 /* Counts one connection refused because max_connections is reached. */
 void core_runner_reject_max(struct core_metrics *m);
 
+/* What serving one connection with blocking-style waits needs. */
+struct core_conn_ctx {
+    const struct core_service *svc;
+    void *inst;
+    struct core_metrics *m;
+    uint32_t idle_timeout_ms; /* 0: never */
+    int wake_fd;              /* readable once the runner stops: the connection is cut */
+};
+
+/*
+ * Serves one accepted connection to its end (the service's session from open to close, idle
+ * timeout, a lingering close after the service closes) and closes fd. Counts bytes, errors,
+ * idle timeouts and service times (a greeting's from accepted_ns); the connection totals and
+ * gauge are the caller's. Any thread, or a forked child.
+ */
+void core_runner_serve_conn(const struct core_conn_ctx *c, int fd, uint64_t accepted_ns);
+
 /* Every runner starts with this header, which says how to stop it. */
 struct core_runner {
     void (*stop)(struct core_runner *r);

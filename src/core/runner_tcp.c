@@ -22,8 +22,6 @@
 
 #include "core/log.h"
 
-#define READ_SIZE (64 * 1024)
-#define LINGER_MS 1000
 #define CONN_STACK_SIZE (256 * 1024)
 #define ACCEPT_BACKOFF_MS 100
 
@@ -58,185 +56,19 @@ struct tcp_runner {
     unsigned n_active;     /* guarded by lock */
 };
 
-enum wait_result { WAIT_READY, WAIT_STOP, WAIT_TIMEOUT, WAIT_ERROR };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Waits until fd has events, the runner stops, or timeout_ms (-1: forever) passes. */
-static enum wait_result wait_fd(struct tcp_runner *rn, int fd, short events, int timeout_ms)
-{
-    struct pollfd p[2] = {{.fd = fd, .events = events}, {.fd = rn->wake_fd, .events = POLLIN}};
-    int n;
-
-    for (;;) {
-        n = poll(p, 2, timeout_ms);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return WAIT_ERROR;
-        if (n == 0)
-            return WAIT_TIMEOUT;
-        if (p[1].revents)
-            return WAIT_STOP;
-        return WAIT_READY;
-    }
-}
-
-static int idle_timeout(const struct tcp_runner *rn)
-{
-    return rn->cfg.idle_timeout_ms ? (int)rn->cfg.idle_timeout_ms : -1;
-}
-
-/* Sends everything in out. Returns 0, or a negative errno / -ETIMEDOUT / -ECANCELED (stop). */
-static int flush(struct tcp_runner *rn, int fd, struct core_buf *out)
-{
-    while (out->len > 0) {
-        ssize_t n = send(fd, out->data, out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-        if (n > 0) {
-            core_metrics_add(rn->m, CORE_CTR_BYTES_OUT, (uint64_t)n);
-            core_buf_consume(out, (size_t)n);
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno != EAGAIN)
-            return -errno;
-        switch (wait_fd(rn, fd, POLLOUT, idle_timeout(rn))) {
-        case WAIT_READY:
-            break;
-        case WAIT_TIMEOUT:
-            return -ETIMEDOUT;
-        case WAIT_STOP:
-            return -ECANCELED;
-        case WAIT_ERROR:
-            return -EIO;
-        }
-    }
-    return 0;
-}
-
-/* After the service closed: stop sending, then read and discard what the client still sends
- * for a moment, so that unread input does not turn our close into a reset that could destroy
- * the answer in flight. */
-static void linger(struct tcp_runner *rn, int fd)
-{
-    int64_t deadline = now_ms() + LINGER_MS;
-    char sink[4096];
-
-    (void)shutdown(fd, SHUT_WR);
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        ssize_t n;
-
-        if (left <= 0 || wait_fd(rn, fd, POLLIN, (int)left) != WAIT_READY)
-            return;
-        n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-            return;
-    }
-}
-
-/* Serves one accepted connection to its end; closes fd. accepted_ns: when it was accepted
- * (the service time of a greeting starts there). */
+/* Serves one accepted connection to its end and counts it; closes fd. */
 static void serve(struct tcp_runner *rn, int fd, uint64_t accepted_ns)
 {
-    const struct core_service *svc = rn->svc;
-    struct core_buf out = {0};
-    bool completed = false, do_linger = false;
-    uint8_t *in = malloc(READ_SIZE);
-    void *sess = calloc(1, svc->session_size ? svc->session_size : 1);
-    uint64_t t0; /* when the request being answered arrived; 0: none */
-    int r;
+    const struct core_conn_ctx c = {.svc = rn->svc,
+                                    .inst = rn->inst,
+                                    .m = rn->m,
+                                    .idle_timeout_ms = rn->cfg.idle_timeout_ms,
+                                    .wake_fd = rn->wake_fd};
 
     core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_TOTAL, 1);
     core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
-    if (!in || !sess) {
-        core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
-        goto out_free;
-    }
-    r = svc->session_open(rn->inst, sess, &out);
-    t0 = out.len ? accepted_ns : 0;
-    for (;;) {
-        int fr = flush(rn, fd, &out);
-        ssize_t n;
-
-        if (fr < 0) {
-            if (fr == -ETIMEDOUT)
-                core_metrics_add(rn->m, CORE_CTR_IDLE_TIMEOUTS, 1);
-            else if (fr != -ECANCELED)
-                core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
-            break;
-        }
-        if (t0 && r != CORE_VERDICT_PULL) {
-            core_metrics_record_latency(rn->m, core_runner_now_ns() - t0);
-            t0 = 0;
-        }
-        if (r < 0) {
-            core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
-            do_linger = true;
-            break;
-        }
-        if (r == CORE_VERDICT_PULL) {
-            r = svc->session_pull(sess, &out);
-            continue;
-        }
-        if (r == CORE_VERDICT_CLOSE || completed) {
-            completed = true;
-            do_linger = true;
-            break;
-        }
-        switch (wait_fd(rn, fd, POLLIN, idle_timeout(rn))) {
-        case WAIT_READY:
-            break;
-        case WAIT_TIMEOUT:
-            core_metrics_add(rn->m, CORE_CTR_IDLE_TIMEOUTS, 1);
-            goto out_close;
-        case WAIT_STOP:
-            goto out_close;
-        case WAIT_ERROR:
-            core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
-            goto out_close;
-        }
-        n = recv(fd, in, READ_SIZE, MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                continue;
-            if (errno != ECONNRESET)
-                core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
-            goto out_close;
-        }
-        if (n == 0) {
-            /* The client closed its side: the service may answer once more, then we close. */
-            t0 = core_runner_now_ns();
-            r = svc->session_eof ? svc->session_eof(sess, &out) : CORE_VERDICT_CLOSE;
-            completed = r >= 0;
-            if (!out.len)
-                t0 = 0;
-            continue;
-        }
-        core_metrics_add(rn->m, CORE_CTR_BYTES_IN, (uint64_t)n);
-        t0 = core_runner_now_ns();
-        r = svc->session_feed(sess, in, (size_t)n, &out);
-        if (!out.len)
-            t0 = 0;
-    }
-    if (do_linger)
-        linger(rn, fd);
-out_close:
-    svc->session_close(sess, completed);
-out_free:
+    core_runner_serve_conn(&c, fd, accepted_ns);
     core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
-    core_buf_fini(&out);
-    free(sess);
-    free(in);
-    close(fd);
 }
 
 static void *conn_main(void *arg)
