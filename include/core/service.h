@@ -43,6 +43,8 @@ struct core_svc_env {
 struct core_service {
     const char *name;            /* "echo": the "service" field of a listener */
     unsigned transports;         /* CORE_TRANSPORT_BIT()s this service speaks */
+    unsigned refused_models;     /* 1u << enum core_model for each model it cannot run under
+                                  * (e.g. state its sessions share in one process); 0: none */
     const char *const *counters; /* names of the service's own counters, n_counters of them */
     unsigned n_counters;         /* <= CORE_METRICS_SVC_MAX */
 

@@ -204,10 +204,14 @@ static int check_model(const json_t *v, struct check_ctx *c, struct core_err *er
                             "event)",
                             s);
     if (!core_model_is_available((enum core_model)m, c->cfg.transport))
-        return core_err_set(err, -EINVAL, "model",
-                            "model: '%s' is not available for %s listeners in this version (%s)", s,
-                            core_transport_name(c->cfg.transport),
-                            c->cfg.transport == CORE_UDP ? "sequential" : "sequential, thread");
+        return core_err_set(
+            err, -EINVAL, "model", "model: '%s' is not available for %s listeners (%s)", s,
+            core_transport_name(c->cfg.transport),
+            c->cfg.transport == CORE_UDP ? "sequential"
+                                         : "sequential, thread, pool, event, process");
+    if (c->cfg.svc->refused_models & (1u << m))
+        return core_err_set(err, -EINVAL, "model", "model: '%s' is not available for %s", s,
+                            c->cfg.svc->name);
     c->cfg.model = (enum core_model)m;
     return 0;
 }

@@ -331,11 +331,6 @@ int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_run
     struct proc_runner *rn;
     int r;
 
-    if (ctx->svc->file_open) {
-        close(ctx->fd);
-        return core_err_set(err, -EINVAL, "model", "model process is not available for %s",
-                            ctx->svc->name);
-    }
     rn = calloc(1, sizeof(*rn));
     if (!rn) {
         close(ctx->fd);

@@ -12,6 +12,7 @@
 
 #include <openssl/evp.h>
 
+#include "core/config.h"
 #include "svc/backup_proto.h"
 #include "svc/backup_store.h"
 
@@ -1105,6 +1106,9 @@ static int backup_file_open(const json_t *opts, const struct core_svc_env *env, 
 const struct core_service svc_backup = {
     .name = "backup",
     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+    /* Quota accounting, uploads in progress and version numbering are shared by the sessions
+     * of one instance behind a mutex: they do not span forked processes. */
+    .refused_models = 1u << CORE_MODEL_PROCESS,
     .counters = backup_counters,
     .n_counters = C_COUNT,
     .options_check = backup_options_check,
