@@ -64,7 +64,8 @@ void core_listener_stop(struct core_listener *l);
  * kept: a new runner starts on a dup of it (with a new service instance when the options
  * changed), then the old runner stops accepting and drains: its established connections go on
  * until they end or a deadline passes (the idle timeout, at most 30 s). The port never refuses
- * a connection meanwhile. Draining runners that are done are reaped at each change; stop and
+ * a connection meanwhile. Draining runners that are done or past their deadline are reaped at
+ * each change and about once a second (core_listener_reap_drained()); stop and
  * free cut and join all of them. A "listener.state" running event (previous: running) says the
  * new configuration applies.
  *
@@ -75,6 +76,14 @@ void core_listener_stop(struct core_listener *l);
  */
 int core_listener_reconfigure(struct core_listener *l, const struct core_listener_cfg *cfg,
                               struct core_err *err);
+
+/*
+ * Stops the draining runners whose connections have all ended or whose deadline has passed
+ * (cutting what is left), and joins them. Only the changing thread (the registry's ops
+ * holder) calls it; the registry does so about once a second, so a deadline holds to within a
+ * second even when no other change comes.
+ */
+void core_listener_reap_drained(struct core_listener *l);
 
 /* Stops the listener if needed and frees it. Accepts NULL. */
 void core_listener_free(struct core_listener *l);

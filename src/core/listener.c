@@ -97,6 +97,12 @@ static void reap_draining(struct core_listener *l, bool all)
     }
 }
 
+void core_listener_reap_drained(struct core_listener *l)
+{
+    if (l->draining)
+        reap_draining(l, false);
+}
+
 static void format_since(const struct timespec *ts, char *buf, size_t len)
 {
     struct tm tm;

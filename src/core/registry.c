@@ -67,7 +67,7 @@ int core_registry_new(const struct core_registry_opts *opts, struct core_registr
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&r->tick_cond, &attr);
     pthread_condattr_destroy(&attr);
-    if (r->events) {
+    {
         int rc = -pthread_create(&r->ticker, NULL, ticker_main, r);
 
         if (rc < 0) {
@@ -686,6 +686,17 @@ static void tick(struct core_registry *r, json_t *prev, double dt)
                                   (json_int_t)r->metrics_interval_ms, "listeners", all));
 }
 
+/* Ends the live reconfigurations' draining runners that are done or past their deadline. A
+ * change under way (it holds ops) reaps them itself. */
+static void reap_drained(struct core_registry *r)
+{
+    if (pthread_mutex_trylock(&r->ops) != 0)
+        return;
+    for (size_t i = 0; i < r->n; i++)
+        core_listener_reap_drained(r->list[i]);
+    pthread_mutex_unlock(&r->ops);
+}
+
 static void *ticker_main(void *arg)
 {
     struct core_registry *r = arg;
@@ -707,7 +718,8 @@ static void *ticker_main(void *arg)
         if (r->stopping)
             break;
         pthread_mutex_unlock(&r->tick_lock);
-        if (core_events_has_subscribers(r->events)) {
+        reap_drained(r);
+        if (r->events && core_events_has_subscribers(r->events)) {
             clock_gettime(CLOCK_MONOTONIC, &now);
             tick(r, prev,
                  last.tv_sec ? (double)(now.tv_sec - last.tv_sec) +

@@ -198,6 +198,20 @@ static void wait_progress(struct client *c)
         assert_int_equal(c[i].failure, 0);
 }
 
+static bool one_progressed(void *arg)
+{
+    struct client *c = arg;
+
+    return c->failure != 0 || atomic_load(&c->round_trips) >= 3;
+}
+
+static void wait_progress_one(struct client *c)
+{
+    atomic_store(&c->round_trips, 0);
+    assert_true(it_wait_until(IT_WAIT_MS, one_progressed, c));
+    assert_int_equal(c->failure, 0);
+}
+
 /* A new connection that completed a round trip. */
 static int connect_echoed(uint16_t port)
 {
@@ -314,12 +328,58 @@ static void test_reconfigure_stop_cuts_draining_connections(void **state)
         fail_msg("threads: %d, want at most %d", count_threads(d->pid), threads0 - 1);
 }
 
+static bool client_failed(void *arg)
+{
+    struct client *c = arg;
+
+    return c->failure != 0;
+}
+
+/* A drained runner's connections are cut at its deadline (the idle timeout here) even when no
+ * other change comes: a client that never idles does not keep the old runner alive. */
+static void test_reconfigure_drain_deadline_cuts_busy_connection(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    uint16_t port = it_listener_create_port(
+        d, "{\"id\":\"rc\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
+           "\"model\":\"thread\",\"idle_timeout_ms\":1500,\"options\":{\"mode\":\"stream\"}}");
+    int threads0 = count_threads(d->pid);
+    atomic_bool stop = false;
+    struct client c = {.port = port, .stop = &stop};
+    struct threads_at_most t = {.pid = d->pid, .want = threads0};
+    pthread_t tc;
+    int64_t t0, cut_after;
+    int fd;
+
+    c.fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
+    assert_true(c.fd >= 0);
+    assert_int_equal(pthread_create(&tc, NULL, client_main, &c), 0);
+    wait_progress_one(&c);
+
+    t0 = it_now_ms();
+    patch(d, "{\"max_connections\":99}", port);
+    /* The busy client goes on with the draining runner until the deadline, then is cut. */
+    if (!it_wait_until(10000, client_failed, &c))
+        fail_msg("the draining connection was still served 10 s after the change");
+    cut_after = it_now_ms() - t0;
+    assert_true(cut_after >= 1000);
+    atomic_store(&stop, true);
+    pthread_join(tc, NULL);
+    close(c.fd);
+    /* The old runner is joined without another change; new connections are served. */
+    if (!it_wait_until(IT_WAIT_MS, threads_at_most, &t))
+        fail_msg("threads: %d, want at most %d", count_threads(d->pid), threads0);
+    fd = connect_echoed(port);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
         T(test_reconfigure_model_workers_limits_keep_connections),
         T(test_reconfigure_stop_cuts_draining_connections),
+        T(test_reconfigure_drain_deadline_cuts_busy_connection),
 #undef T
     };
 
