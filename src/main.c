@@ -1,27 +1,38 @@
 /*
  * sockserv: the command's verbs, and the daemon's start and stop order.
  *
- * Start: block the signals (before any thread), read the arguments, create the state directory,
- * load the listener set (state file, else the embedded defaults) and start its listeners,
- * start the API, say ready. Stop, on SIGINT or SIGTERM: stop the API (no new changes), then
+ * Start: read the arguments and the token file, refuse an API address that is not loopback
+ * without a token (before anything is bound), block the signals (before any thread), create the
+ * state directory, load the listener set (state file, else the embedded defaults) and start its
+ * listeners, start the API, say ready (--ready-fd, and READY=1 to systemd). Stop, on SIGINT or
+ * SIGTERM: say STOPPING=1, stop the API (no new changes; its Unix socket file is removed), then
  * stop every listener (stop accepting, cut connections, join threads, close fds); the state
  * file already holds the last change. Then free the event bus, which nobody holds any more.
  * Exit 0.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "sockserv-config.h"
+#include "api/guard.h"
 #include "api/server.h"
 #include "cli/backup.h"
 #include "cli/cli.h"
+#include "cli/ctl.h"
 #include "cli/date.h"
 #include "core/addr.h"
 #include "core/events.h"
@@ -34,6 +45,7 @@
 #include "svc/echo.h"
 
 #define DEFAULT_API "127.0.0.1:8400"
+#define UNIX_PREFIX "unix:"
 
 /* The listeners of a first start, in the state file's format. */
 static const char default_listeners[] =
@@ -68,6 +80,7 @@ static void usage(void)
            "  echo       send a message to an echo server and print the reply\n"
            "  date       ask a date server for the current date and print it\n"
            "  backup     upload, restore and list files on a backup server\n"
+           "  ctl        drive a running daemon through its REST API\n"
            "\n"
            "Options:\n"
            "  -h, --help     show this help (COMMAND --help: the command's own)\n"
@@ -83,16 +96,25 @@ static void daemon_usage(void)
            "UDP port 1313, backup on TCP port 32400.\n"
            "\n"
            "Options:\n"
-           "  --api HOST:PORT     where the REST API listens (default %s; port 0: any)\n"
+           "  --api HOST:PORT     where the REST API listens (default %s; port 0: any);\n"
+           "                      an address that is not loopback needs --token-file\n"
+           "  --api unix:PATH     listen on a Unix socket instead\n"
+           "  --api-mode MODE     the Unix socket's file mode, in octal (default 0600)\n"
+           "  --token-file FILE   require 'Authorization: Bearer TOKEN' on every request but\n"
+           "                      health and the dashboard's files; TOKEN is FILE's content\n"
+           "  --allow-host NAME   a host name requests may carry in Host and Origin besides\n"
+           "                      the API's address (repeatable)\n"
            "  --state-dir DIR     where the listener set is kept (default: $STATE_DIRECTORY,\n"
            "                      else /var/lib/sockserv as root, else\n"
            "                      $XDG_STATE_HOME/sockserv or ~/.local/state/sockserv)\n"
            "  --no-defaults       on a first start, start with no listener\n"
-           "  --ready-fd FD       when serving, write the API's URL and a newline to FD\n"
+           "  --ready-fd FD       when serving, write the API's URL (or unix:PATH) and a\n"
+           "                      newline to FD\n"
            "  --log-level LEVEL   error, warn, info (default) or debug\n"
            "  -h, --help          show this help\n"
            "\n"
-           "SIGINT or SIGTERM stop it gracefully; it exits 0.\n",
+           "SIGINT or SIGTERM stop it gracefully; it exits 0. Under systemd (Type=notify) it\n"
+           "says READY=1 once serving and STOPPING=1 when it stops.\n",
            DEFAULT_API);
 }
 
@@ -125,25 +147,164 @@ static int parse_log_level(const char *s)
     return -EINVAL;
 }
 
-/* Writes the API's URL to fd and closes it. */
-static void say_ready(int fd, const char *host, uint16_t port)
+/*
+ * Tells systemd (or whatever set NOTIFY_SOCKET) how the service is: "READY=1", "STOPPING=1"
+ * (sd_notify(3)'s protocol: one datagram to the socket named in $NOTIFY_SOCKET, a path or, with
+ * a leading '@', a name in the abstract namespace). Does nothing without NOTIFY_SOCKET.
+ */
+static void notify_service_manager(const char *state)
 {
-    char line[128];
-    int n = snprintf(line, sizeof(line), strchr(host, ':') ? "http://[%s]:%u\n" : "http://%s:%u\n",
-                     host, port);
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t len;
+    int fd;
+
+    if (!path || !*path)
+        return;
+    len = strlen(path);
+    if ((path[0] != '/' && path[0] != '@') || len < 2 || len > sizeof(sa.sun_path)) {
+        core_log_warn("NOTIFY_SOCKET='%s' is not a socket path or an abstract name", path);
+        return;
+    }
+    memcpy(sa.sun_path, path, len);
+    if (path[0] == '@')
+        sa.sun_path[0] = '\0';
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        core_log_warn("NOTIFY_SOCKET: socket: %s", strerror(errno));
+        return;
+    }
+    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (const struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+        core_log_warn("NOTIFY_SOCKET %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+/* Writes the API's address (its URL, or unix:PATH) and a newline to fd and closes it. */
+static void say_ready(int fd, const char *where, size_t listeners)
+{
+    char line[PATH_MAX + 16], state[PATH_MAX + 64];
+    int n = snprintf(line, sizeof(line), "%s\n", where);
 
     if (fd >= 0) {
-        (void)!write(fd, line, (size_t)n);
+        if (n > 0)
+            (void)!write(fd, line, (size_t)n);
         close(fd);
     }
-    core_log_info("API listening on %.*s", n - 1, line);
+    core_log_info("API listening on %s", where);
+    (void)snprintf(state, sizeof(state), "READY=1\nSTATUS=API on %s, %zu listeners", where,
+                   listeners);
+    notify_service_manager(state);
+}
+
+/*
+ * Reads the token from path: the whole file but its trailing line ends. Prints why on stderr
+ * and returns -1 when it is unreadable, empty or not a token; warns (log) when others than its
+ * owner may read it. On 0, *ret is the token (wipe and free it).
+ */
+static int read_token_file(const char *path, char **ret, size_t *ret_len)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    struct stat st;
+    ssize_t n;
+    int fd;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        fprintf(stderr, "sockserv daemon: --token-file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "sockserv daemon: --token-file %s: not a regular file\n", path);
+        goto out_close;
+    }
+    if (st.st_size > API_GUARD_TOKEN_MAX + 2) {
+        fprintf(stderr, "sockserv daemon: --token-file %s: a token is at most %d bytes\n", path,
+                API_GUARD_TOKEN_MAX);
+        goto out_close;
+    }
+    buf = calloc(1, API_GUARD_TOKEN_MAX + 3);
+    if (!buf) {
+        fprintf(stderr, "sockserv daemon: out of memory\n");
+        goto out_close;
+    }
+    while (len < API_GUARD_TOKEN_MAX + 3 &&
+           (n = read(fd, buf + len, API_GUARD_TOKEN_MAX + 3 - len)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            fprintf(stderr, "sockserv daemon: --token-file %s: %s\n", path, strerror(errno));
+            goto out_free;
+        }
+        len += (size_t)n;
+    }
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        len--;
+    buf[len] = '\0';
+    if (len == 0) {
+        fprintf(stderr, "sockserv daemon: --token-file %s: the file is empty\n", path);
+        goto out_free;
+    }
+    if (!api_guard_token_is_valid(buf, len)) {
+        fprintf(stderr,
+                "sockserv daemon: --token-file %s: a token is 1 to %d bytes of visible ASCII, "
+                "without blanks or line ends inside\n",
+                path, API_GUARD_TOKEN_MAX);
+        goto out_free;
+    }
+    if (st.st_mode & (S_IRGRP | S_IROTH))
+        core_log_warn("--token-file %s can be read by others than its owner (mode %04o): "
+                      "chmod 600 it",
+                      path, (unsigned)(st.st_mode & 07777));
+    if (len < 16)
+        core_log_warn("--token-file %s: the token is short (%zu bytes); use at least 16 random "
+                      "bytes, e.g. from `openssl rand -hex 32`",
+                      path, len);
+    close(fd);
+    *ret = buf;
+    *ret_len = len;
+    return 0;
+
+out_free:
+    OPENSSL_cleanse(buf, API_GUARD_TOKEN_MAX + 3);
+    free(buf);
+out_close:
+    close(fd);
+    return -1;
+}
+
+/* Parses an octal file mode from 0 to 0777. */
+static int parse_mode(const char *text, unsigned *ret)
+{
+    unsigned long v;
+    char *end;
+
+    errno = 0;
+    v = strtoul(text, &end, 8);
+    if (!*text || *end || errno || v > 0777)
+        return -EINVAL;
+    *ret = (unsigned)v;
+    return 0;
 }
 
 static int daemon_main(int argc, char **argv)
 {
-    enum { OPT_API = 256, OPT_STATE_DIR, OPT_NO_DEFAULTS, OPT_READY_FD, OPT_LOG_LEVEL };
+    enum {
+        OPT_API = 256,
+        OPT_API_MODE,
+        OPT_TOKEN_FILE,
+        OPT_ALLOW_HOST,
+        OPT_STATE_DIR,
+        OPT_NO_DEFAULTS,
+        OPT_READY_FD,
+        OPT_LOG_LEVEL
+    };
     static const struct option longopts[] = {
         {"api", required_argument, NULL, OPT_API},
+        {"api-mode", required_argument, NULL, OPT_API_MODE},
+        {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+        {"allow-host", required_argument, NULL, OPT_ALLOW_HOST},
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {"no-defaults", no_argument, NULL, OPT_NO_DEFAULTS},
         {"ready-fd", required_argument, NULL, OPT_READY_FD},
@@ -151,16 +312,22 @@ static int daemon_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    const char *api = DEFAULT_API;
-    char state_dir[PATH_MAX] = "", host[CORE_ADDR_STRLEN];
+    const char *api = DEFAULT_API, *unix_path = NULL, *token_file = NULL;
+    const char *allow_hosts[API_GUARD_NAMES_MAX];
+    char state_dir[PATH_MAX] = "", host[CORE_ADDR_STRLEN], where[PATH_MAX + 16];
     struct core_events *events = NULL;
     struct core_registry *registry = NULL;
     struct api_server *server = NULL;
     struct signalfd_siginfo si;
     struct core_err err = {0};
-    bool defaults = true;
+    struct sockaddr_storage ss;
+    socklen_t ss_len;
+    bool defaults = true, has_mode = false;
     int opt, ready_fd = -1, sfd = -1, r, status = 1;
-    uint16_t port;
+    size_t n_allow_hosts = 0, token_len = 0;
+    unsigned api_mode = API_SERVER_UNIX_MODE;
+    char *token = NULL;
+    uint16_t port = 0;
     sigset_t mask;
     char *end;
 
@@ -168,6 +335,34 @@ static int daemon_main(int argc, char **argv)
         switch (opt) {
         case OPT_API:
             api = optarg;
+            break;
+        case OPT_API_MODE:
+            if (parse_mode(optarg, &api_mode) < 0) {
+                fprintf(stderr,
+                        "sockserv daemon: --api-mode: '%s' is not an octal mode such as "
+                        "0600 or 0660\n",
+                        optarg);
+                return 2;
+            }
+            has_mode = true;
+            break;
+        case OPT_TOKEN_FILE:
+            token_file = optarg;
+            break;
+        case OPT_ALLOW_HOST:
+            if (!api_guard_name_is_valid(optarg)) {
+                fprintf(stderr,
+                        "sockserv daemon: --allow-host: '%s' is not a host name (letters, "
+                        "digits, '-', '.', '_'; no port)\n",
+                        optarg);
+                return 2;
+            }
+            if (n_allow_hosts == API_GUARD_NAMES_MAX) {
+                fprintf(stderr, "sockserv daemon: --allow-host: at most %d names\n",
+                        API_GUARD_NAMES_MAX);
+                return 2;
+            }
+            allow_hosts[n_allow_hosts++] = optarg;
             break;
         case OPT_STATE_DIR:
             snprintf(state_dir, sizeof(state_dir), "%s", optarg);
@@ -205,13 +400,43 @@ static int daemon_main(int argc, char **argv)
                 argv[optind]);
         return 2;
     }
-    if (core_hostport_parse(api, host, sizeof(host), &port, &err) < 0) {
-        fprintf(stderr, "sockserv daemon: --api: %s\n", err.msg);
-        return 2;
+    if (strncmp(api, UNIX_PREFIX, strlen(UNIX_PREFIX)) == 0) {
+        unix_path = api + strlen(UNIX_PREFIX);
+        if (!*unix_path || strlen(unix_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+            fprintf(stderr, "sockserv daemon: --api unix:PATH: PATH is 1 to %zu bytes long\n",
+                    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+            return 2;
+        }
+        (void)snprintf(where, sizeof(where), "%s", api);
+    } else {
+        if (has_mode) {
+            fprintf(stderr, "sockserv daemon: --api-mode applies to --api unix:PATH only\n");
+            return 2;
+        }
+        if (core_hostport_parse(api, host, sizeof(host), &port, &err) < 0) {
+            fprintf(stderr, "sockserv daemon: --api: %s\n", err.msg);
+            return 2;
+        }
+        /* Before anything is bound: an API others can reach needs a token. */
+        if (core_addr_parse(host, port, &ss, &ss_len) < 0) {
+            fprintf(stderr, "sockserv daemon: --api: %s is not a numeric address\n", host);
+            return 2;
+        }
+        if (!core_addr_is_loopback((const struct sockaddr *)&ss) && !token_file) {
+            fprintf(stderr,
+                    "sockserv daemon: --api %s: %s is not a loopback address, so anyone who "
+                    "can reach it could control the daemon; pass --token-file FILE (see the "
+                    "README, Security)\n",
+                    api, host);
+            return 2;
+        }
     }
+    if (token_file && read_token_file(token_file, &token, &token_len) < 0)
+        return 2;
     if (!state_dir[0] && default_state_dir(state_dir, sizeof(state_dir)) < 0) {
         fprintf(stderr, "sockserv daemon: no state directory: pass --state-dir DIR\n");
-        return 2;
+        status = 2;
+        goto out_token;
     }
 
     /* Signals are read from a signalfd by this thread only: block them before any thread. */
@@ -223,7 +448,7 @@ static int daemon_main(int argc, char **argv)
     sfd = signalfd(-1, &mask, SFD_CLOEXEC);
     if (sfd < 0) {
         fprintf(stderr, "sockserv daemon: signalfd: %s\n", strerror(errno));
-        return 1;
+        goto out_token;
     }
 
     r = core_fs_mkdir_p(state_dir, 0700);
@@ -252,16 +477,29 @@ static int daemon_main(int argc, char **argv)
     }
     r = api_server_start(
         &(struct api_server_opts){
-            .host = host, .port = port, .registry = registry, .events = events},
+            .host = unix_path ? NULL : host,
+            .port = port,
+            .unix_path = unix_path,
+            .unix_mode = api_mode,
+            .token = token,
+            .token_len = token_len,
+            .allow_hosts = allow_hosts,
+            .n_allow_hosts = n_allow_hosts,
+            .registry = registry,
+            .events = events,
+        },
         &server, &err);
     if (r < 0) {
         fprintf(stderr, "sockserv daemon: cannot serve the API on %s: %s\n", api,
                 err.msg[0] ? err.msg : strerror(-r));
         goto out;
     }
-    core_log_info("sockserv %s: %zu listeners, state in %s", SOCKSERV_VERSION,
-                  core_registry_count(registry), state_dir);
-    say_ready(ready_fd, host, api_server_port(server));
+    if (!unix_path)
+        (void)snprintf(where, sizeof(where), strchr(host, ':') ? "http://[%s]:%u" : "http://%s:%u",
+                       host, (unsigned)api_server_port(server));
+    core_log_info("sockserv %s: %zu listeners, state in %s%s", SOCKSERV_VERSION,
+                  core_registry_count(registry), state_dir, token ? "; the API needs a token" : "");
+    say_ready(ready_fd, where, core_registry_count(registry));
     ready_fd = -1;
 
     for (;;) {
@@ -275,6 +513,7 @@ static int daemon_main(int argc, char **argv)
         }
     }
     core_log_info("signal %u: stopping", si.ssi_signo);
+    notify_service_manager("STOPPING=1");
     status = 0;
 
 out:
@@ -287,6 +526,11 @@ out:
         close(sfd);
     if (status == 0)
         core_log_info("stopped");
+out_token:
+    if (token) {
+        OPENSSL_cleanse(token, token_len);
+        free(token);
+    }
     return status;
 }
 
@@ -298,6 +542,7 @@ static const struct {
     {"echo", cli_echo_main},
     {"date", cli_date_main},
     {"backup", cli_backup_main},
+    {"ctl", cli_ctl_main},
 };
 
 int main(int argc, char **argv)

@@ -19,6 +19,15 @@
 #define CORE_WORKERS_MAX 256
 #define CORE_MAX_CONNECTIONS_MAX 1000000
 #define CORE_IDLE_TIMEOUT_MAX_MS 86400000u
+#define CORE_DRAIN_TIMEOUT_MAX_MS 3600000u
+#define CORE_DEFAULT_DRAIN_TIMEOUT_MS 30000u
+#define CORE_LIMIT_RATE_MAX 10000000u /* the rates below: 0 (no limit) to this per second */
+
+/* The defaults of the per-source limits (see the README, "A listener resource"). */
+#define CORE_DEFAULT_MAX_CONNECTIONS_PER_SOURCE 0
+#define CORE_DEFAULT_CONNECTION_RATE_PER_SOURCE 0
+#define CORE_DEFAULT_REPLY_RATE_PER_SOURCE 100
+#define CORE_DEFAULT_REPLY_RATE 10000
 
 enum core_model {
     CORE_MODEL_SEQUENTIAL, /* one thread: accept, serve, close, next */
@@ -39,8 +48,18 @@ struct core_listener_cfg {
     uint32_t workers;         /* UDP: receiving threads */
     uint32_t max_connections; /* TCP: open connections at once; more are refused */
     uint32_t idle_timeout_ms; /* TCP: a connection silent this long is closed; 0: never */
-    bool enabled;             /* desired state */
-    json_t *options;          /* owned; checked by the service, defaults filled in */
+    /* How long the connections of a runner replaced by a live change, or of a moved socket,
+     * may go on before they are cut */
+    uint32_t drain_timeout_ms;
+    /* TCP: open connections from one source IP address at once; 0: no limit */
+    uint32_t max_connections_per_source;
+    /* TCP: new connections per second from one source IP (burst: one second's); 0: no limit */
+    uint32_t connection_rate_per_source;
+    /* UDP: replies per second to one source IP (burst: one second's); 0: no limit */
+    uint32_t reply_rate_per_source;
+    uint32_t reply_rate; /* UDP: replies per second in all (burst: one second's); 0: no limit */
+    bool enabled;        /* desired state */
+    json_t *options;     /* owned; checked by the service, defaults filled in */
 };
 
 const char *core_model_name(enum core_model m);

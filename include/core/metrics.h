@@ -15,16 +15,23 @@
 enum core_counter {
     CORE_CTR_CONNECTIONS_TOTAL,    /* TCP connections accepted and served */
     CORE_CTR_CONNECTIONS_ACTIVE,   /* gauge: TCP connections open now */
-    CORE_CTR_CONNECTIONS_REJECTED, /* TCP connections closed at once: max_connections reached */
+    CORE_CTR_CONNECTIONS_REJECTED, /* TCP connections closed at once (the reasons below) */
     CORE_CTR_BYTES_IN,             /* payload bytes received, TCP and UDP */
     CORE_CTR_BYTES_OUT,            /* payload bytes sent, TCP and UDP */
     CORE_CTR_DATAGRAMS_IN,
     CORE_CTR_DATAGRAMS_OUT,
-    CORE_CTR_DATAGRAMS_DROPPED,        /* received and not answered (the service said why) */
+    CORE_CTR_DATAGRAMS_DROPPED, /* received and not answered: the service's choice, or a guard
+                                   (the datagrams_dropped_ reasons below) */
     CORE_CTR_IDLE_TIMEOUTS,            /* TCP connections closed for idling past idle_timeout_ms */
     CORE_CTR_ERRORS,                   /* socket errors and service errors */
     CORE_CTR_REJECTED_MAX_CONNECTIONS, /* of connections_rejected: max_connections reached */
     CORE_CTR_REJECTED_RESOURCES,       /* of connections_rejected: no thread, fd or memory */
+    CORE_CTR_REJECTED_PER_SOURCE, /* of connections_rejected: max_connections_per_source reached */
+    CORE_CTR_REJECTED_RATE,       /* of connections_rejected: connection_rate_per_source passed */
+    CORE_CTR_DATAGRAMS_DROPPED_LOOP,        /* of datagrams_dropped: from this daemon's endpoint */
+    CORE_CTR_DATAGRAMS_DROPPED_REFLECTION,  /* of datagrams_dropped: from port 0 or a reflector's */
+    CORE_CTR_DATAGRAMS_DROPPED_RATE_SOURCE, /* of datagrams_dropped: reply_rate_per_source passed */
+    CORE_CTR_DATAGRAMS_DROPPED_RATE,        /* of datagrams_dropped: reply_rate passed */
     CORE_CTR_COUNT
 };
 

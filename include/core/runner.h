@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/err.h"
 #include "core/metrics.h"
+#include "core/ratelimit.h"
 #include "core/service.h"
 
 struct core_runner;
@@ -25,6 +26,9 @@ struct core_runner_ctx {
     void *inst;                   /* the service instance; outlives the runner */
     struct core_metrics *metrics; /* outlives the runner */
     int fd;                       /* the bound socket (listening, for TCP); ownership taken */
+    /* Borrowed, outlive the runner; NULL: none (no per-source limit, no loop guard). */
+    struct core_sources *sources; /* TCP: the listener's sources, shared with its other runners */
+    struct core_endpoints *own;   /* UDP: this daemon's listening endpoints */
 };
 
 /*
@@ -78,6 +82,29 @@ int core_runner_accept(int lfd, int *spare, struct core_metrics *m);
 
 /* Counts one connection refused because max_connections is reached. */
 void core_runner_reject_max(struct core_metrics *m);
+
+/* What an admitted connection holds in its listener's sources (see core_runner_admit()). */
+struct core_admission {
+    struct core_source src;
+    bool counted; /* one of src's open connections in the sources */
+};
+
+/*
+ * Admits connection fd, just accepted, by its peer's address against cfg's
+ * connection_rate_per_source and max_connections_per_source, counting it among its source's
+ * open connections in sources (every connection is counted, whatever the limits, so that a
+ * limit set later sees the connections already open). Returns 0 with *ret to give back to
+ * core_runner_release() when the connection ends; or, refused and counted in m
+ * (connections_rejected and the reason): -EAGAIN (rejected_rate), -EUSERS (rejected_per_source),
+ * -ENOMEM (rejected_resources). The caller closes fd. With sources NULL, or a peer already gone,
+ * it is admitted uncounted. Any thread.
+ */
+int core_runner_admit(struct core_sources *sources, const struct core_listener_cfg *cfg,
+                      struct core_metrics *m, int fd, uint64_t now_ns,
+                      struct core_admission *ret);
+
+/* The connection admitted as *a has ended. Accepts an uncounted one. Any thread. */
+void core_runner_release(struct core_sources *sources, struct core_admission *a);
 
 /* What serving one connection with blocking-style waits needs. */
 struct core_conn_ctx {

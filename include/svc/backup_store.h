@@ -25,9 +25,17 @@
  * otherwise: a symbolic link planted in the directory is never followed.
  *
  * Thread rules: a writer store (svc_backup_store_open(.., true, ..)) holds an exclusive flock
- * on the directory, so at most one listener writes to it; its tmp_new/tmp_* calls may run from
- * any thread, but lookup, commit and usage must be serialised by the caller (the service's
- * instance mutex). list and open_file may run from any thread at any time, on any store.
+ * on the directory, so at most one listener writes to it; processes it forks may write beside
+ * it through stores of their own (svc_backup_store_attach()). tmp_new/tmp_* calls may run from
+ * any thread or process, but lookup, commit and usage must be serialised by the caller across
+ * every thread and process writing to the directory (the service's process-shared lock). list
+ * and open_file may run from any thread at any time, on any store.
+ *
+ * Crashes: a commit's steps are ordered so that a process killed between any two of them
+ * leaves a directory that lists as before the commit or as after it: the record is written
+ * before the copy takes the name, the older copy is linked as a version before the name moves.
+ * An unnamed (O_TMPFILE) upload vanishes with its process; the hidden temporary files of the
+ * fallback are removed by the next writer's svc_backup_store_open().
  */
 
 #include <stdbool.h>
@@ -90,6 +98,14 @@ const char *svc_backup_integrity_name(enum svc_backup_integrity i);
  */
 int svc_backup_store_open(const char *dir, bool writer, struct svc_backup_store **ret,
                           struct core_err *err);
+
+/*
+ * Opens the store at dir for writing beside its writer, from a process the writer's process
+ * forked (the process model's children, which do not inherit its descriptors): nothing is
+ * created, locked or cleaned; dir and its metadata directory must exist (-ENOENT otherwise).
+ * Returns 0 or a negative errno, err says why. Free with svc_backup_store_free().
+ */
+int svc_backup_store_attach(const char *dir, struct svc_backup_store **ret, struct core_err *err);
 
 /* Closes the store (and releases the writer's lock). Accepts NULL. */
 void svc_backup_store_free(struct svc_backup_store *s);

@@ -258,6 +258,64 @@ static int check_idle_timeout(const json_t *v, struct check_ctx *c, struct core_
     return 0;
 }
 
+static int check_drain_timeout(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    uint64_t u = CORE_DEFAULT_DRAIN_TIMEOUT_MS;
+    int r;
+
+    if (v) {
+        r = get_uint(v, "drain_timeout_ms", 0, CORE_DRAIN_TIMEOUT_MAX_MS, &u, err);
+        if (r < 0)
+            return r;
+    }
+    c->cfg.drain_timeout_ms = (uint32_t)u;
+    return 0;
+}
+
+/* A limit of the per-source family: 0 (no limit) to max, def when absent. */
+static int check_limit(const json_t *v, const char *field, uint64_t max, uint32_t def,
+                       uint32_t *ret, struct core_err *err)
+{
+    uint64_t u = def;
+    int r;
+
+    if (v) {
+        r = get_uint(v, field, 0, max, &u, err);
+        if (r < 0)
+            return r;
+    }
+    *ret = (uint32_t)u;
+    return 0;
+}
+
+static int check_max_connections_per_source(const json_t *v, struct check_ctx *c,
+                                            struct core_err *err)
+{
+    return check_limit(v, "max_connections_per_source", CORE_MAX_CONNECTIONS_MAX,
+                       CORE_DEFAULT_MAX_CONNECTIONS_PER_SOURCE, &c->cfg.max_connections_per_source,
+                       err);
+}
+
+static int check_connection_rate_per_source(const json_t *v, struct check_ctx *c,
+                                            struct core_err *err)
+{
+    return check_limit(v, "connection_rate_per_source", CORE_LIMIT_RATE_MAX,
+                       CORE_DEFAULT_CONNECTION_RATE_PER_SOURCE, &c->cfg.connection_rate_per_source,
+                       err);
+}
+
+static int check_reply_rate_per_source(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    return check_limit(v, "reply_rate_per_source", CORE_LIMIT_RATE_MAX,
+                       CORE_DEFAULT_REPLY_RATE_PER_SOURCE, &c->cfg.reply_rate_per_source, err);
+}
+
+static int check_reply_rate(const json_t *v, struct check_ctx *c, struct core_err *err)
+{
+    return check_limit(v, "reply_rate", CORE_LIMIT_RATE_MAX, CORE_DEFAULT_REPLY_RATE,
+                       &c->cfg.reply_rate, err);
+}
+
 static int check_enabled(const json_t *v, struct check_ctx *c, struct core_err *err)
 {
     if (!v) {
@@ -300,6 +358,11 @@ static const struct {
     {"workers", check_workers},
     {"max_connections", check_max_connections},
     {"idle_timeout_ms", check_idle_timeout},
+    {"drain_timeout_ms", check_drain_timeout},
+    {"max_connections_per_source", check_max_connections_per_source},
+    {"connection_rate_per_source", check_connection_rate_per_source},
+    {"reply_rate_per_source", check_reply_rate_per_source},
+    {"reply_rate", check_reply_rate},
     {"enabled", check_enabled},
     {"options", check_options},
     {"status", check_read_only},
@@ -339,13 +402,17 @@ int core_listener_cfg_from_json(const json_t *j, const struct core_service_table
 
 json_t *core_listener_cfg_to_json(const struct core_listener_cfg *c)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:b, s:o}", "id", c->id,
-                     "service", c->svc->name, "transport", core_transport_name(c->transport),
-                     "address", c->address, "port", (json_int_t)c->port, "model",
-                     core_model_name(c->model), "workers", (json_int_t)c->workers,
-                     "max_connections", (json_int_t)c->max_connections, "idle_timeout_ms",
-                     (json_int_t)c->idle_timeout_ms, "enabled", c->enabled, "options",
-                     c->options ? json_deep_copy(c->options) : json_object());
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o}", "id",
+        c->id, "service", c->svc->name, "transport", core_transport_name(c->transport), "address",
+        c->address, "port", (json_int_t)c->port, "model", core_model_name(c->model), "workers",
+        (json_int_t)c->workers, "max_connections", (json_int_t)c->max_connections,
+        "idle_timeout_ms", (json_int_t)c->idle_timeout_ms, "drain_timeout_ms",
+        (json_int_t)c->drain_timeout_ms, "max_connections_per_source",
+        (json_int_t)c->max_connections_per_source, "connection_rate_per_source",
+        (json_int_t)c->connection_rate_per_source, "reply_rate_per_source",
+        (json_int_t)c->reply_rate_per_source, "reply_rate", (json_int_t)c->reply_rate, "enabled",
+        c->enabled, "options", c->options ? json_deep_copy(c->options) : json_object());
 }
 
 int core_listener_cfg_copy(const struct core_listener_cfg *src, struct core_listener_cfg *ret)
@@ -362,8 +429,11 @@ bool core_listener_cfg_equal(const struct core_listener_cfg *a, const struct cor
     return strcmp(a->id, b->id) == 0 && a->svc == b->svc && a->transport == b->transport &&
            strcmp(a->address, b->address) == 0 && a->port == b->port && a->model == b->model &&
            a->workers == b->workers && a->max_connections == b->max_connections &&
-           a->idle_timeout_ms == b->idle_timeout_ms && a->enabled == b->enabled &&
-           json_equal(a->options, b->options);
+           a->idle_timeout_ms == b->idle_timeout_ms && a->drain_timeout_ms == b->drain_timeout_ms &&
+           a->max_connections_per_source == b->max_connections_per_source &&
+           a->connection_rate_per_source == b->connection_rate_per_source &&
+           a->reply_rate_per_source == b->reply_rate_per_source && a->reply_rate == b->reply_rate &&
+           a->enabled == b->enabled && json_equal(a->options, b->options);
 }
 
 void core_listener_cfg_fini(struct core_listener_cfg *c)

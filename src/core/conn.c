@@ -1,7 +1,8 @@
 /*
- * One connection served to its end with blocking-style waits: every wait is a poll(2) that also
- * watches the runner's wake eventfd, so a stop reaches the connection at once. Used by the
- * thread-style TCP models (sequential, thread, pool) and by the process model's children.
+ * One connection admitted by its source (every TCP model), and served to its end with
+ * blocking-style waits: every wait is a poll(2) that also watches the runner's wake eventfd, so
+ * a stop reaches the connection at once. Used by the thread-style TCP models (sequential,
+ * thread, pool) and by the process model's children.
  */
 #include "core/runner.h"
 
@@ -16,6 +17,51 @@
 #define LINGER_MS 1000
 
 enum wait_result { WAIT_READY, WAIT_STOP, WAIT_TIMEOUT, WAIT_ERROR };
+
+static void reject(struct core_metrics *m, enum core_counter reason)
+{
+    core_metrics_add(m, CORE_CTR_CONNECTIONS_REJECTED, 1);
+    core_metrics_add(m, reason, 1);
+}
+
+int core_runner_admit(struct core_sources *sources, const struct core_listener_cfg *cfg,
+                      struct core_metrics *m, int fd, uint64_t now_ns,
+                      struct core_admission *ret)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    struct core_admission a = {0};
+    int r;
+
+    if (sources && getpeername(fd, (struct sockaddr *)&ss, &len) == 0 &&
+        core_source_from_sockaddr((struct sockaddr *)&ss, &a.src, NULL)) {
+        r = core_sources_admit(sources, &a.src, cfg->max_connections_per_source,
+                               cfg->connection_rate_per_source, now_ns);
+        switch (r) {
+        case 0:
+            a.counted = true;
+            break;
+        case -EAGAIN:
+            reject(m, CORE_CTR_REJECTED_RATE);
+            return r;
+        case -EUSERS:
+            reject(m, CORE_CTR_REJECTED_PER_SOURCE);
+            return r;
+        default:
+            reject(m, CORE_CTR_REJECTED_RESOURCES);
+            return r;
+        }
+    }
+    *ret = a;
+    return 0;
+}
+
+void core_runner_release(struct core_sources *sources, struct core_admission *a)
+{
+    if (sources && a->counted)
+        core_sources_release(sources, &a->src);
+    a->counted = false;
+}
 
 static int64_t now_ms(void)
 {

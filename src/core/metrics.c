@@ -16,12 +16,18 @@ static const char *const counter_names[CORE_CTR_COUNT] = {
     [CORE_CTR_ERRORS] = "errors",
     [CORE_CTR_REJECTED_MAX_CONNECTIONS] = "rejected_max_connections",
     [CORE_CTR_REJECTED_RESOURCES] = "rejected_resources",
+    [CORE_CTR_REJECTED_PER_SOURCE] = "rejected_per_source",
+    [CORE_CTR_REJECTED_RATE] = "rejected_rate",
+    [CORE_CTR_DATAGRAMS_DROPPED_LOOP] = "datagrams_dropped_loop",
+    [CORE_CTR_DATAGRAMS_DROPPED_REFLECTION] = "datagrams_dropped_reflection",
+    [CORE_CTR_DATAGRAMS_DROPPED_RATE_SOURCE] = "datagrams_dropped_rate_source",
+    [CORE_CTR_DATAGRAMS_DROPPED_RATE] = "datagrams_dropped_rate",
 };
 
 static const char *const counter_help[CORE_CTR_COUNT] = {
     [CORE_CTR_CONNECTIONS_TOTAL] = "TCP connections accepted and served.",
     [CORE_CTR_CONNECTIONS_ACTIVE] = "TCP connections open now.",
-    [CORE_CTR_CONNECTIONS_REJECTED] = "TCP connections closed at once, max_connections reached.",
+    [CORE_CTR_CONNECTIONS_REJECTED] = "TCP connections closed at once, for any reason.",
     [CORE_CTR_BYTES_IN] = "Payload bytes received, TCP and UDP.",
     [CORE_CTR_BYTES_OUT] = "Payload bytes sent, TCP and UDP.",
     [CORE_CTR_DATAGRAMS_IN] = "UDP datagrams received.",
@@ -29,6 +35,19 @@ static const char *const counter_help[CORE_CTR_COUNT] = {
     [CORE_CTR_DATAGRAMS_DROPPED] = "UDP datagrams received and not answered.",
     [CORE_CTR_IDLE_TIMEOUTS] = "TCP connections closed for idling past idle_timeout_ms.",
     [CORE_CTR_ERRORS] = "Socket errors and service errors.",
+    [CORE_CTR_REJECTED_MAX_CONNECTIONS] = "TCP connections refused: max_connections reached.",
+    [CORE_CTR_REJECTED_RESOURCES] = "TCP connections refused: no thread, fd or memory.",
+    [CORE_CTR_REJECTED_PER_SOURCE] =
+        "TCP connections refused: max_connections_per_source reached.",
+    [CORE_CTR_REJECTED_RATE] = "TCP connections refused: connection_rate_per_source passed.",
+    [CORE_CTR_DATAGRAMS_DROPPED_LOOP] =
+        "UDP datagrams not answered: they came from one of this daemon's endpoints.",
+    [CORE_CTR_DATAGRAMS_DROPPED_REFLECTION] =
+        "UDP datagrams not answered: they came from port 0 or a well-known service port.",
+    [CORE_CTR_DATAGRAMS_DROPPED_RATE_SOURCE] =
+        "UDP datagrams not answered: their source passed reply_rate_per_source.",
+    [CORE_CTR_DATAGRAMS_DROPPED_RATE] =
+        "UDP datagrams not answered: the listener passed reply_rate.",
 };
 
 const char *core_counter_help(enum core_counter c)

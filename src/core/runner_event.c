@@ -51,6 +51,7 @@ struct ev_conn {
     uint64_t t0;      /* when the request being answered arrived; 0: none */
     int64_t deadline; /* ms: idle or linger deadline */
     struct core_buf out;
+    struct core_admission adm;   /* what the connection holds in the listener's sources */
     struct ev_conn *prev, *next; /* in loop.open or loop.linger, in order of deadline */
     void *sess;
 };
@@ -67,11 +68,12 @@ struct ev_loop {
     int epfd;
     int lfd;        /* this loop's listening socket */
     bool owns_lfd;  /* false when it shares another loop's */
+    bool exclusive; /* lfd is in the set with EPOLLEXCLUSIVE (shared with other loops) */
     bool accepting; /* until the runner drains */
     int spare;      /* reserve fd for core_runner_accept() */
     pthread_t thread;
     bool started;
-    int64_t accept_paused_until; /* ms: out of fds or memory, accepting waits */
+    int64_t accept_paused_until; /* ms: out of fds or memory, lfd is out of the set until then */
     uint8_t *rbuf;               /* READ_SIZE, shared by the loop's connections */
     struct conn_list open;       /* by last activity */
     struct conn_list linger;     /* by linger deadline */
@@ -83,6 +85,7 @@ struct event_runner {
     const struct core_service *svc;
     void *inst;
     struct core_metrics *m;
+    struct core_sources *sources; /* borrowed; may be NULL */
     int wake_fd;              /* readable once the runner stops; in every loop */
     int drain_fd;             /* readable once the runner drains; in every loop */
     atomic_uint n_accepting;  /* loops that have not yet stopped accepting */
@@ -162,6 +165,7 @@ static void conn_close(struct ev_conn *c, bool completed)
     close(c->fd);
     core_buf_fini(&c->out);
     free(c->sess);
+    core_runner_release(rn->sources, &c->adm);
     free(c);
     core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
     atomic_fetch_sub_explicit(&rn->n_conns, 1, memory_order_relaxed);
@@ -294,8 +298,8 @@ static void conn_on_event(struct ev_conn *c, uint32_t events)
         conn_on_readable(c);
 }
 
-/* A new connection, counted in n_conns already. */
-static void conn_new(struct ev_loop *loop, int fd, uint64_t accepted_ns)
+/* A new connection, counted in n_conns and admitted as *adm already. */
+static void conn_new(struct ev_loop *loop, int fd, uint64_t accepted_ns, struct core_admission *adm)
 {
     struct event_runner *rn = loop->rn;
     const struct core_service *svc = rn->svc;
@@ -310,6 +314,7 @@ static void conn_new(struct ev_loop *loop, int fd, uint64_t accepted_ns)
             free(c->sess);
         free(c);
         close(fd);
+        core_runner_release(rn->sources, adm);
         atomic_fetch_sub_explicit(&rn->n_conns, 1, memory_order_relaxed);
         core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_REJECTED, 1);
         core_metrics_add(rn->m, CORE_CTR_REJECTED_RESOURCES, 1);
@@ -317,6 +322,7 @@ static void conn_new(struct ev_loop *loop, int fd, uint64_t accepted_ns)
     }
     c->loop = loop;
     c->fd = fd;
+    c->adm = *adm;
     c->state = CONN_OPEN;
     list_append(&loop->open, c);
     touch(c);
@@ -327,36 +333,70 @@ static void conn_new(struct ev_loop *loop, int fd, uint64_t accepted_ns)
     conn_advance(c);
 }
 
+/* Out of fds or memory: the backlog is left alone for a moment. The listening socket leaves the
+ * set meanwhile: level-triggered, with a connection waiting it would wake the loop at once, again
+ * and again. */
+static void pause_accepting(struct ev_loop *loop)
+{
+    loop->accept_paused_until = now_ms() + ACCEPT_BACKOFF_MS;
+    (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, loop->lfd, NULL);
+}
+
+/* The pause is over: the listening socket is watched again (or the pause goes on). */
+static bool resume_accepting(struct ev_loop *loop)
+{
+    struct epoll_event ev = {.events = EPOLLIN | (loop->exclusive ? EPOLLEXCLUSIVE : 0),
+                             .data.ptr = &loop->lfd};
+
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->lfd, &ev) < 0 && errno != EEXIST) {
+        loop->accept_paused_until = now_ms() + ACCEPT_BACKOFF_MS;
+        return false;
+    }
+    loop->accept_paused_until = 0;
+    return true;
+}
+
 static void on_acceptable(struct ev_loop *loop)
 {
     struct event_runner *rn = loop->rn;
     bool warned = false;
 
-    if (loop->accept_paused_until > now_ms())
+    if (loop->accept_paused_until)
         return;
     for (unsigned i = 0; i < ACCEPT_BATCH; i++) {
-        int fd = core_runner_accept(loop->lfd, &loop->spare, rn->m);
+        struct core_admission adm;
+        uint64_t now;
+        int fd;
 
+        /* The reserve fd lost to another thread once fds ran out: take it again. */
+        if (loop->spare < 0)
+            loop->spare = core_runner_spare_open();
+        fd = core_runner_accept(loop->lfd, &loop->spare, rn->m);
         if (fd == -EAGAIN)
             return;
         if (fd == -ECONNREFUSED)
             continue;
         if (fd < 0) {
-            /* Out of fds or memory: leave the backlog alone for a moment instead of spinning. */
             if (!warned)
                 core_log_warn("listener %s: accept: %s (backing off)", rn->cfg.id, strerror(-fd));
             warned = true;
-            loop->accept_paused_until = now_ms() + ACCEPT_BACKOFF_MS;
+            pause_accepting(loop);
             return;
+        }
+        now = core_runner_now_ns();
+        if (core_runner_admit(rn->sources, &rn->cfg, rn->m, fd, now, &adm) < 0) {
+            close(fd);
+            continue;
         }
         if (atomic_fetch_add_explicit(&rn->n_conns, 1, memory_order_relaxed) >=
             rn->cfg.max_connections) {
             atomic_fetch_sub_explicit(&rn->n_conns, 1, memory_order_relaxed);
+            core_runner_release(rn->sources, &adm);
             core_runner_reject_max(rn->m);
             close(fd);
             continue;
         }
-        conn_new(loop, fd, core_runner_now_ns());
+        conn_new(loop, fd, now, &adm);
     }
 }
 
@@ -421,10 +461,9 @@ static void *loop_main(void *arg)
             core_log_error("listener %s: epoll_wait: %s", rn->cfg.id, strerror(errno));
             break;
         }
-        if (loop->accepting && loop->accept_paused_until && loop->accept_paused_until <= now_ms()) {
-            loop->accept_paused_until = 0;
+        if (loop->accepting && loop->accept_paused_until &&
+            loop->accept_paused_until <= now_ms() && resume_accepting(loop))
             on_acceptable(loop);
-        }
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
 
@@ -504,7 +543,8 @@ static int loop_init(struct event_runner *rn, unsigned i, int fd0, bool reusepor
         loop->owns_lfd = true;
     }
     /* A shared socket wakes one loop per connection, not all. */
-    ev = (struct epoll_event){.events = EPOLLIN | (reuseport ? 0 : EPOLLEXCLUSIVE),
+    loop->exclusive = !reuseport;
+    ev = (struct epoll_event){.events = EPOLLIN | (loop->exclusive ? EPOLLEXCLUSIVE : 0),
                               .data.ptr = &loop->lfd};
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->lfd, &ev) < 0)
         return -errno;
@@ -589,6 +629,7 @@ int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runne
     rn->svc = ctx->svc;
     rn->inst = ctx->inst;
     rn->m = ctx->metrics;
+    rn->sources = ctx->sources;
     rn->wake_fd = -1;
     rn->drain_fd = -1;
     atomic_init(&rn->n_conns, 0);

@@ -42,6 +42,7 @@
 struct child {
     pid_t pid;
     int pidfd;
+    struct core_admission adm; /* what its connection holds in the listener's sources */
 };
 
 struct proc_runner {
@@ -50,6 +51,7 @@ struct proc_runner {
     const struct core_service *svc;
     void *inst;
     struct core_metrics *m;
+    struct core_sources *sources; /* borrowed; may be NULL; the acceptor counts, a reap releases */
     int lfd;
     int wake_fd;  /* readable once the runner stops: the acceptor and every child watch it */
     int drain_fd; /* readable once the runner drains: the acceptor stops accepting */
@@ -122,6 +124,7 @@ static _Noreturn void child_main(struct proc_runner *rn, int fd, uint64_t accept
 static void child_reaped(struct proc_runner *rn, unsigned i)
 {
     close(rn->children[i].pidfd);
+    core_runner_release(rn->sources, &rn->children[i].adm);
     rn->children[i] = rn->children[--rn->n_children];
     core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
 }
@@ -143,12 +146,24 @@ static void reap(struct proc_runner *rn)
     }
 }
 
-static void spawn(struct proc_runner *rn, int fd, uint64_t accepted_ns)
+/* A connection refused for lack of a process, an fd or memory: closed, adm given back. */
+static void reject_resources(struct proc_runner *rn, int fd, struct core_admission *adm)
+{
+    if (fd >= 0)
+        close(fd);
+    core_runner_release(rn->sources, adm);
+    core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_REJECTED, 1);
+    core_metrics_add(rn->m, CORE_CTR_REJECTED_RESOURCES, 1);
+}
+
+/* Forks a child for an admitted connection, or refuses it (giving back adm). */
+static void spawn(struct proc_runner *rn, int fd, uint64_t accepted_ns, struct core_admission *adm)
 {
     pid_t parent = getpid(), pid;
     int pidfd;
 
     if (rn->n_children >= rn->cfg.max_connections) {
+        core_runner_release(rn->sources, adm);
         core_runner_reject_max(rn->m);
         close(fd);
         return;
@@ -161,9 +176,7 @@ static void spawn(struct proc_runner *rn, int fd, uint64_t accepted_ns)
         if (c)
             rn->children = c;
         if (!p) {
-            core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_REJECTED, 1);
-            core_metrics_add(rn->m, CORE_CTR_REJECTED_RESOURCES, 1);
-            close(fd);
+            reject_resources(rn, fd, adm);
             return;
         }
         rn->polls = p;
@@ -176,22 +189,25 @@ static void spawn(struct proc_runner *rn, int fd, uint64_t accepted_ns)
         child_main(rn, fd, accepted_ns, parent);
     close(fd);
     if (pid < 0) {
+        core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_TOTAL, 1);
         core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
-        core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_REJECTED, 1);
+        reject_resources(rn, -1, adm);
         return;
     }
     pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0) {
-        /* Cannot watch it: cut it and wait for it here. */
+        /* Cannot watch it (out of fds, most likely): cut it and wait for it here. */
         (void)kill(pid, SIGKILL);
         (void)waitpid(pid, NULL, 0);
+        core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_TOTAL, 1);
         core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
-        core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+        reject_resources(rn, -1, adm);
         return;
     }
     (void)fcntl(pidfd, F_SETFD, FD_CLOEXEC);
     rn->children[rn->n_children].pid = pid;
     rn->children[rn->n_children].pidfd = pidfd;
+    rn->children[rn->n_children].adm = *adm;
     rn->n_children++;
 }
 
@@ -226,8 +242,10 @@ static void *acceptor_main(void *arg)
 
     for (;;) {
         struct pollfd *p = rn->polls;
+        struct core_admission adm;
         unsigned n = 0;
         int timeout = -1;
+        uint64_t now;
         int fd;
 
         p[n++] = (struct pollfd){.fd = rn->wake_fd, .events = POLLIN};
@@ -261,6 +279,9 @@ static void *acceptor_main(void *arg)
         reap(rn);
         if (!p[2].revents)
             continue;
+        /* The reserve fd lost to another thread once fds ran out: take it again. */
+        if (rn->spare < 0)
+            rn->spare = core_runner_spare_open();
         fd = core_runner_accept(rn->lfd, &rn->spare, rn->m);
         if (fd < 0) {
             if (fd == -EAGAIN || fd == -ECONNREFUSED)
@@ -273,7 +294,12 @@ static void *acceptor_main(void *arg)
             continue;
         }
         warned = false;
-        spawn(rn, fd, core_runner_now_ns());
+        now = core_runner_now_ns();
+        if (core_runner_admit(rn->sources, &rn->cfg, rn->m, fd, now, &adm) < 0) {
+            close(fd);
+            continue;
+        }
+        spawn(rn, fd, now, &adm);
     }
     /* Stopped, or drained past its deadline: every child still alive is cut. */
     {
@@ -342,6 +368,7 @@ int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_run
     rn->svc = ctx->svc;
     rn->inst = ctx->inst;
     rn->m = ctx->metrics;
+    rn->sources = ctx->sources;
     rn->lfd = ctx->fd;
     rn->wake_fd = -1;
     rn->drain_fd = -1;

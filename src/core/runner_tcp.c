@@ -31,6 +31,7 @@ struct conn {
     struct tcp_runner *rn;
     int fd;
     uint64_t accepted_ns;
+    struct core_admission adm;
     pthread_t thread;
     struct conn *next; /* in tcp_runner.active or .finished; guarded by tcp_runner.lock */
 };
@@ -41,6 +42,7 @@ struct tcp_runner {
     const struct core_service *svc;
     void *inst;
     struct core_metrics *m;
+    struct core_sources *sources; /* borrowed; may be NULL */
     int lfd;
     int wake_fd;           /* readable once the runner stops: every wait watches it */
     int reap_fd;           /* a connection thread finished and waits to be joined */
@@ -56,8 +58,9 @@ struct tcp_runner {
     unsigned n_active;     /* guarded by lock */
 };
 
-/* Serves one accepted connection to its end and counts it; closes fd. */
-static void serve(struct tcp_runner *rn, int fd, uint64_t accepted_ns)
+/* Serves one admitted connection to its end and counts it; closes fd and gives back adm (before
+ * the gauge falls: whoever sees the gauge fall sees its source's place free). */
+static void serve(struct tcp_runner *rn, int fd, uint64_t accepted_ns, struct core_admission *adm)
 {
     const struct core_conn_ctx c = {.svc = rn->svc,
                                     .inst = rn->inst,
@@ -68,6 +71,7 @@ static void serve(struct tcp_runner *rn, int fd, uint64_t accepted_ns)
     core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_TOTAL, 1);
     core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
     core_runner_serve_conn(&c, fd, accepted_ns);
+    core_runner_release(rn->sources, adm);
     core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
 }
 
@@ -77,7 +81,7 @@ static void *conn_main(void *arg)
     struct tcp_runner *rn = c->rn;
     uint64_t one = 1;
 
-    serve(rn, c->fd, c->accepted_ns);
+    serve(rn, c->fd, c->accepted_ns, &c->adm);
     pthread_mutex_lock(&rn->lock);
     for (struct conn **p = &rn->active; *p; p = &(*p)->next) {
         if (*p == c) {
@@ -120,7 +124,8 @@ static void reject_resources(struct tcp_runner *rn, int fd)
     close(fd);
 }
 
-static void spawn(struct tcp_runner *rn, int fd, uint64_t accepted_ns)
+/* Hands an admitted connection to a new thread, or refuses it (giving back adm). */
+static void spawn(struct tcp_runner *rn, int fd, uint64_t accepted_ns, struct core_admission *adm)
 {
     pthread_attr_t attr;
     struct conn *c;
@@ -129,6 +134,7 @@ static void spawn(struct tcp_runner *rn, int fd, uint64_t accepted_ns)
     pthread_mutex_lock(&rn->lock);
     if (rn->n_active >= rn->cfg.max_connections) {
         pthread_mutex_unlock(&rn->lock);
+        core_runner_release(rn->sources, adm);
         core_runner_reject_max(rn->m);
         close(fd);
         return;
@@ -136,12 +142,14 @@ static void spawn(struct tcp_runner *rn, int fd, uint64_t accepted_ns)
     c = calloc(1, sizeof(*c));
     if (!c) {
         pthread_mutex_unlock(&rn->lock);
+        core_runner_release(rn->sources, adm);
         reject_resources(rn, fd);
         return;
     }
     c->rn = rn;
     c->fd = fd;
     c->accepted_ns = accepted_ns;
+    c->adm = *adm;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, CONN_STACK_SIZE);
     r = pthread_create(&c->thread, &attr, conn_main, c);
@@ -149,6 +157,7 @@ static void spawn(struct tcp_runner *rn, int fd, uint64_t accepted_ns)
     if (r != 0) {
         pthread_mutex_unlock(&rn->lock);
         free(c);
+        core_runner_release(rn->sources, adm);
         reject_resources(rn, fd);
         return;
     }
@@ -188,7 +197,8 @@ static void *acceptor_main(void *arg)
             {.fd = rn->reap_fd, .events = POLLIN},
             {.fd = rn->drain_fd, .events = POLLIN},
         };
-        uint64_t count;
+        struct core_admission adm;
+        uint64_t count, now;
         int fd;
 
         if (poll(p, 4, -1) < 0) {
@@ -205,6 +215,9 @@ static void *acceptor_main(void *arg)
         }
         if (!p[0].revents)
             continue;
+        /* The reserve fd lost to another thread once fds ran out: take it again. */
+        if (spare < 0)
+            spare = core_runner_spare_open();
         fd = core_runner_accept(rn->lfd, &spare, rn->m);
         if (fd == -EAGAIN || fd == -ECONNREFUSED)
             continue;
@@ -216,10 +229,15 @@ static void *acceptor_main(void *arg)
             continue;
         }
         warned = false;
+        now = core_runner_now_ns();
+        if (core_runner_admit(rn->sources, &rn->cfg, rn->m, fd, now, &adm) < 0) {
+            close(fd);
+            continue;
+        }
         if (rn->cfg.model == CORE_MODEL_SEQUENTIAL)
-            serve(rn, fd, core_runner_now_ns());
+            serve(rn, fd, now, &adm);
         else
-            spawn(rn, fd, core_runner_now_ns());
+            spawn(rn, fd, now, &adm);
     }
     if (spare >= 0)
         close(spare);
@@ -235,6 +253,7 @@ static void *pool_main(void *arg)
     int spare = core_runner_spare_open();
 
     for (;;) {
+        struct core_admission adm;
         uint64_t accepted_ns;
         bool full;
         int fd;
@@ -253,6 +272,8 @@ static void *pool_main(void *arg)
         }
         if (p[1].revents || p[2].revents)
             break;
+        if (spare < 0)
+            spare = core_runner_spare_open();
         fd = core_runner_accept(rn->lfd, &spare, rn->m);
         if (fd == -EAGAIN || fd == -ECONNREFUSED)
             continue; /* another worker took it */
@@ -264,17 +285,22 @@ static void *pool_main(void *arg)
         }
         warned = false;
         accepted_ns = core_runner_now_ns();
+        if (core_runner_admit(rn->sources, &rn->cfg, rn->m, fd, accepted_ns, &adm) < 0) {
+            close(fd);
+            continue;
+        }
         pthread_mutex_lock(&rn->lock);
         full = rn->n_active >= rn->cfg.max_connections;
         if (!full)
             rn->n_active++;
         pthread_mutex_unlock(&rn->lock);
         if (full) {
+            core_runner_release(rn->sources, &adm);
             core_runner_reject_max(rn->m);
             close(fd);
             continue;
         }
-        serve(rn, fd, accepted_ns);
+        serve(rn, fd, accepted_ns, &adm);
         pthread_mutex_lock(&rn->lock);
         rn->n_active--;
         pthread_mutex_unlock(&rn->lock);
@@ -358,6 +384,7 @@ int core_runner_tcp_start(const struct core_runner_ctx *ctx, struct core_runner 
     rn->svc = ctx->svc;
     rn->inst = ctx->inst;
     rn->m = ctx->metrics;
+    rn->sources = ctx->sources;
     rn->lfd = ctx->fd;
     rn->wake_fd = -1;
     rn->reap_fd = -1;

@@ -2,6 +2,14 @@
  * UDP runner: `workers` threads receive on the one bound socket, in batches (recvmmsg), hand
  * each datagram to the service, and send the answers back to their senders in batches
  * (sendmmsg).
+ *
+ * Before the service sees a datagram, a guard decides whether it may be answered at all: not
+ * when it comes from one of this daemon's own endpoints (two listeners would bounce it forever),
+ * nor from port 0 or a well-known service's port (a spoofed request would make us a reflector or
+ * start a loop with that service), nor past its source's reply budget (reply_rate_per_source)
+ * or the listener's (reply_rate). Each refusal is counted in datagrams_dropped and by reason.
+ * The guard costs a switch, an atomic load, one lookup under a striped lock and a
+ * compare-and-swap: no allocation, no system call.
  */
 #include "core/runner.h"
 
@@ -30,6 +38,9 @@ struct udp_runner {
     int wake_fd;
     pthread_t *workers;
     unsigned n_workers; /* started */
+    struct core_endpoints *own;       /* borrowed; may be NULL */
+    struct core_srctable *per_source; /* reply budgets per source; NULL without one */
+    struct core_bucket all;           /* the listener's reply budget */
 };
 
 struct batch {
@@ -70,6 +81,29 @@ static void send_replies(struct udp_runner *rn, struct batch *b, unsigned n, uin
     }
 }
 
+/* Why a datagram from `from` must get no answer (a datagrams_dropped_ counter), or
+ * CORE_CTR_COUNT when it may have one. Takes a token from the budgets it passes. */
+static enum core_counter guard(struct udp_runner *rn, const struct sockaddr *from, uint64_t now)
+{
+    const struct core_listener_cfg *cfg = &rn->cfg;
+    struct core_source src;
+    uint16_t port;
+
+    if (!core_source_from_sockaddr(from, &src, &port))
+        return CORE_CTR_COUNT;
+    if (core_endpoints_match(rn->own, &src, port))
+        return CORE_CTR_DATAGRAMS_DROPPED_LOOP;
+    if (core_port_is_reflector(port))
+        return CORE_CTR_DATAGRAMS_DROPPED_REFLECTION;
+    /* The source's budget first: one over it must not spend the listener's. */
+    if (rn->per_source && !core_srctable_take(rn->per_source, &src, cfg->reply_rate_per_source,
+                                              cfg->reply_rate_per_source, now))
+        return CORE_CTR_DATAGRAMS_DROPPED_RATE_SOURCE;
+    if (!core_bucket_take(&rn->all, cfg->reply_rate, cfg->reply_rate, now))
+        return CORE_CTR_DATAGRAMS_DROPPED_RATE;
+    return CORE_CTR_COUNT;
+}
+
 static void handle_batch(struct udp_runner *rn, struct batch *b, int n, uint64_t received_ns)
 {
     unsigned n_out = 0;
@@ -77,10 +111,17 @@ static void handle_batch(struct udp_runner *rn, struct batch *b, int n, uint64_t
     for (int i = 0; i < n; i++) {
         struct core_buf *reply = &b->replies[n_out];
         size_t len = b->in[i].msg_len;
+        enum core_counter reason;
         int r;
 
         core_metrics_add(rn->m, CORE_CTR_DATAGRAMS_IN, 1);
         core_metrics_add(rn->m, CORE_CTR_BYTES_IN, len);
+        reason = guard(rn, (const struct sockaddr *)&b->from[i], received_ns);
+        if (reason != CORE_CTR_COUNT) {
+            core_metrics_add(rn->m, CORE_CTR_DATAGRAMS_DROPPED, 1);
+            core_metrics_add(rn->m, reason, 1);
+            continue;
+        }
         reply->len = 0;
         r = rn->svc->datagram(rn->inst, b->in_iov[i].iov_base, len, reply);
         if (r < 0) {
@@ -163,6 +204,7 @@ static void udp_runner_free(struct udp_runner *rn)
     if (rn->wake_fd >= 0)
         close(rn->wake_fd);
     free(rn->workers);
+    core_srctable_free(rn->per_source);
     core_listener_cfg_fini(&rn->cfg);
     free(rn);
 }
@@ -195,9 +237,16 @@ int core_runner_udp_start(const struct core_runner_ctx *ctx, struct core_runner 
     rn->m = ctx->metrics;
     rn->fd = ctx->fd;
     rn->wake_fd = -1;
+    rn->own = ctx->own;
+    core_bucket_init(&rn->all);
     r = core_listener_cfg_copy(ctx->cfg, &rn->cfg);
     if (r < 0)
         goto out_free;
+    if (rn->cfg.reply_rate_per_source) {
+        r = core_srctable_new(CORE_SRCTABLE_CAPACITY, &rn->per_source);
+        if (r < 0)
+            goto out_free;
+    }
     rn->workers = calloc(rn->cfg.workers, sizeof(*rn->workers));
     if (!rn->workers) {
         r = -ENOMEM;

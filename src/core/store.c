@@ -1,5 +1,6 @@
 #include "core/store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #define STORE_FORMAT_VERSION 1
+#define TMP_INFIX ".tmp." /* core_fs_write_atomic()'s temporary file: PATH.tmp.PID */
 
 int core_fs_fsync_dir(const char *path)
 {
@@ -69,7 +71,7 @@ int core_fs_write_atomic(const char *path, const void *data, size_t len, mode_t 
     char tmp[PATH_MAX], dir[PATH_MAX];
     int fd, r;
 
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
+    if (snprintf(tmp, sizeof(tmp), "%s" TMP_INFIX "%d", path, (int)getpid()) >= (int)sizeof(tmp))
         return -ENAMETOOLONG;
     snprintf(dir, sizeof(dir), "%s", path);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
@@ -160,6 +162,47 @@ out_root:
     return r;
 }
 
+/*
+ * Removes the temporary files that core_fs_write_atomic() calls on path left when their
+ * process died before the rename (PATH.tmp.PID), but this process's own. Returns how many it
+ * removed, or a negative errno. Only where no other process writes path: at start.
+ */
+static int remove_stale_tmp(const char *path)
+{
+    char dir_buf[PATH_MAX], base_buf[PATH_MAX], prefix[PATH_MAX], own[64];
+    const char *base;
+    struct dirent *e;
+    size_t plen;
+    int dfd, removed = 0;
+    DIR *d;
+
+    if (snprintf(dir_buf, sizeof(dir_buf), "%s", path) >= (int)sizeof(dir_buf) ||
+        snprintf(base_buf, sizeof(base_buf), "%s", path) >= (int)sizeof(base_buf))
+        return -ENAMETOOLONG;
+    base = basename(base_buf);
+    if (snprintf(prefix, sizeof(prefix), "%s" TMP_INFIX, base) >= (int)sizeof(prefix))
+        return -ENAMETOOLONG;
+    plen = strlen(prefix);
+    snprintf(own, sizeof(own), "%d", (int)getpid());
+    dfd = open(dirname(dir_buf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return -errno;
+    }
+    while ((e = readdir(d))) {
+        /* Ours would be a write in progress; the others' writers are gone. */
+        if (strncmp(e->d_name, prefix, plen) != 0 || strcmp(e->d_name + plen, own) == 0)
+            continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+            removed++;
+    }
+    closedir(d);
+    return removed;
+}
+
 int core_store_load(const char *path, const struct core_service_table *services,
                     struct core_listener_cfg **ret_cfgs, size_t *ret_n, struct core_err *err)
 {
@@ -169,6 +212,9 @@ int core_store_load(const char *path, const struct core_service_table *services,
     size_t off = 0;
     int fd, r;
 
+    /* A write cut short (the daemon killed) left its temporary file: it never became the state,
+     * and nothing will finish it. */
+    (void)remove_stale_tmp(path);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         r = -errno;

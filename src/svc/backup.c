@@ -1,6 +1,8 @@
 #include "svc/backup.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -8,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -21,6 +24,7 @@
 #define RESTORE_CHUNK (256u << 10) /* content appended by one session_pull */
 #define PENDING_MAX (1u << 20)     /* input held while a restore is sent */
 #define ERR_TEXT_MAX 400
+#define UPLOADS_MAX 4096 /* uploads in progress at once per listener, every process counted */
 
 enum {
     C_STARTED,
@@ -63,20 +67,43 @@ static const char *const backup_counters[C_COUNT] = {
 
 _Static_assert(C_COUNT <= CORE_METRICS_SVC_MAX, "too many backup counters");
 
-struct backup_sess;
+/*
+ * What the sessions of one instance share, in memory that the daemon maps before it forks the
+ * process model's children (MAP_SHARED), so that threads and processes see one copy. Every
+ * field is guarded by lock, a process-shared robust mutex: a child killed while it holds the
+ * lock leaves it to the next taker, which repairs what may be half-changed (see repair()).
+ * Version numbers need nothing here: they come from the directory, read and advanced under
+ * the lock by svc_backup_store_commit().
+ */
+struct upload_slot {
+    pid_t pid;         /* the uploading process; 0: the slot is free */
+    uint64_t start;    /* that process's start time (/proc/PID/stat), telling a reused pid */
+    uint64_t reserved; /* quota bytes the upload holds */
+    char tmp[32];      /* its hidden temporary file, "" when unnamed (O_TMPFILE) */
+    char name[SVC_BACKUP_NAME_MAX + 1];
+};
 
+struct backup_shared {
+    pthread_mutex_t lock;
+    uint64_t used;     /* bytes of every stored copy */
+    uint64_t reserved; /* bytes promised to uploads in progress: the sum of the slots' */
+    unsigned n_hi;     /* slots [0, n_hi) may be in use */
+    struct upload_slot slot[UPLOADS_MAX];
+};
+
+/* Made in the daemon when the listener starts; the process model's children get a copy of
+ * everything but sh, which they share. Read-only after instance_new. */
 struct backup_inst {
-    struct svc_backup_store *store; /* store calls other than list/open_file: under lock */
+    struct svc_backup_store *store; /* the daemon's writer; forked children open their own */
+    char dir[PATH_MAX];
+    pid_t pid; /* the daemon's: the process that made the instance */
+    EVP_MD *sha256;
     enum svc_backup_policy policy;
     uint64_t max_file_size;
     uint64_t quota; /* 0: unlimited */
     bool require_checksum;
     struct core_metrics *metrics; /* may be NULL */
-
-    pthread_mutex_t lock;
-    uint64_t used;               /* guarded by lock: bytes of every stored copy */
-    uint64_t reserved;           /* guarded by lock: bytes promised to uploads in progress */
-    struct backup_sess *uploads; /* guarded by lock: sessions with an upload in progress */
+    struct backup_shared *sh;
 };
 
 enum sess_state {
@@ -91,6 +118,10 @@ enum sess_state {
 
 struct backup_sess {
     struct backup_inst *inst;
+    struct svc_backup_store *st;  /* inst->store, or own_st in a forked child */
+    struct svc_backup_store *own_st;
+    pid_t pid;      /* the process serving the session */
+    uint64_t start; /* its start time; 0 in the daemon */
     enum sess_state state;
     char line[SVC_BACKUP_LINE_MAX + 1];
     size_t line_len;
@@ -101,11 +132,9 @@ struct backup_sess {
     EVP_MD_CTX *md;
     uint64_t expected; /* PUT: the declared size */
     uint64_t received;
-    uint64_t reserved; /* quota bytes this upload holds in inst->reserved */
+    int slot; /* its entry in inst->sh->slot while admitted, else -1 */
     bool has_sha256;
     uint8_t sha256[SVC_BACKUP_SHA256_LEN];
-    bool listed;                     /* in inst->uploads */
-    struct backup_sess *prev, *next; /* guarded by inst->lock */
     uint64_t discard_left;
 
     /* a restore */
@@ -196,14 +225,175 @@ static const char *enc(const char *name, char buf[SVC_BACKUP_NAME_ENC_MAX + 1])
     return buf;
 }
 
-/* Whether another session uploads name now. Under inst->lock. */
-static bool is_in_flight(const struct backup_inst *in, const char *name)
+/* ---- the state shared by the daemon and its forked children ---- */
+
+/*
+ * Whether pid is gone (a zombie counts as gone): 1 gone, 0 running with its start time in
+ * *ret_start (clock ticks since boot, field 22 of /proc/PID/stat; a pid and its start time
+ * name one process for good), or a negative errno when it cannot be told (then it is taken to
+ * run: an upload is never dropped on a guess).
+ */
+static int proc_gone(pid_t pid, uint64_t *ret_start)
 {
-    for (const struct backup_sess *p = in->uploads; p; p = p->next) {
-        if (strcmp(p->name, name) == 0)
+    char path[64], buf[1024], *p, *end;
+    unsigned long long start;
+    ssize_t n;
+    int fd, r;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 1 : -errno;
+    do {
+        n = read(fd, buf, sizeof(buf) - 1);
+    } while (n < 0 && errno == EINTR);
+    r = n < 0 ? -errno : 0;
+    close(fd);
+    if (r < 0)
+        return r == -ESRCH ? 1 : r;
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* the command name before it may hold anything */
+    if (!p || p[1] != ' ')
+        return -EINVAL;
+    p += 2; /* field 3, the state; the start time is field 22 */
+    if (*p == 'Z' || *p == 'X' || *p == 'x')
+        return 1;
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (!p)
+            return -EINVAL;
+        p++;
+    }
+    errno = 0;
+    start = strtoull(p, &end, 10);
+    if (errno != 0 || end == p)
+        return -EINVAL;
+    *ret_start = start;
+    return 0;
+}
+
+/* Whether the upload in slot sl still has its process. Under the lock. */
+static bool slot_is_live(const struct backup_inst *in, const struct upload_slot *sl)
+{
+    uint64_t start = 0;
+    int r;
+
+    /* The daemon outlives its children, and a process knows it is alive. */
+    if (sl->pid == in->pid || sl->pid == getpid())
+        return true;
+    r = proc_gone(sl->pid, &start);
+    if (r == 0 && sl->start != 0 && start != sl->start)
+        return false; /* the pid was given to another process */
+    return r <= 0;
+}
+
+/* Recounts the reservations and the slots in use from the slots themselves. Under the lock. */
+static void recount(struct backup_shared *sh)
+{
+    sh->reserved = 0;
+    while (sh->n_hi > 0 && sh->slot[sh->n_hi - 1].pid == 0)
+        sh->n_hi--;
+    for (unsigned i = 0; i < sh->n_hi; i++) {
+        if (sh->slot[i].pid != 0)
+            sh->reserved += sh->slot[i].reserved;
+    }
+}
+
+/*
+ * Frees the slots of uploads whose process is gone (a child of the process model killed
+ * mid-upload cannot release its own): their quota share, their name, their hidden temporary
+ * file. Under the lock. Returns how many it freed.
+ */
+static unsigned sweep(struct backup_inst *in, struct svc_backup_store *st)
+{
+    struct backup_shared *sh = in->sh;
+    unsigned freed = 0;
+
+    for (unsigned i = 0; i < sh->n_hi; i++) {
+        struct upload_slot *sl = &sh->slot[i];
+
+        if (sl->pid == 0 || slot_is_live(in, sl))
+            continue;
+        if (sl->tmp[0]) {
+            struct svc_backup_tmp t = {.fd = -1};
+
+            memcpy(t.name, sl->tmp, sizeof(t.name));
+            svc_backup_store_tmp_discard(st, &t);
+        }
+        sl->pid = 0;
+        freed++;
+    }
+    if (freed)
+        recount(sh);
+    return freed;
+}
+
+/*
+ * After the lock's holder died with it (EOWNERDEAD): what it may have left half-changed is
+ * rebuilt from what is certain. Uploads of dead processes are dropped, the reservations
+ * recounted from the slots, and the bytes stored summed again from the directory, since the
+ * holder may have died in the middle of a commit.
+ */
+static void repair(struct backup_inst *in, struct svc_backup_store *st)
+{
+    uint64_t used;
+
+    (void)sweep(in, st);
+    recount(in->sh);
+    if (st && svc_backup_store_usage(st, &used) == 0)
+        in->sh->used = used;
+}
+
+static void shared_lock(struct backup_inst *in, struct svc_backup_store *st)
+{
+    int r = pthread_mutex_lock(&in->sh->lock);
+
+    if (r == EOWNERDEAD) {
+        repair(in, st);
+        r = pthread_mutex_consistent(&in->sh->lock);
+    }
+    /* ENOTRECOVERABLE only follows an EOWNERDEAD left unrepaired, and it never is. */
+    assert(r == 0);
+    (void)r;
+}
+
+static void shared_unlock(struct backup_inst *in)
+{
+    pthread_mutex_unlock(&in->sh->lock);
+}
+
+/* Whether another upload of name is in progress, in any process. Under the lock. */
+static bool is_in_flight(const struct backup_shared *sh, const char *name)
+{
+    for (unsigned i = 0; i < sh->n_hi; i++) {
+        if (sh->slot[i].pid != 0 && strcmp(sh->slot[i].name, name) == 0)
             return true;
     }
     return false;
+}
+
+/* Takes a free slot for s's upload of size bytes. Under the lock. Returns 0 or -EBUSY. */
+static int slot_claim(struct backup_sess *s, uint64_t size)
+{
+    struct backup_shared *sh = s->inst->sh;
+    struct upload_slot *sl;
+    unsigned i = 0;
+
+    while (i < sh->n_hi && sh->slot[i].pid != 0)
+        i++;
+    if (i == UPLOADS_MAX)
+        return -EBUSY;
+    if (i == sh->n_hi)
+        sh->n_hi++;
+    sl = &sh->slot[i];
+    memcpy(sl->name, s->name, sizeof(sl->name));
+    sl->tmp[0] = '\0';
+    sl->reserved = size;
+    sl->start = s->start;
+    sl->pid = s->pid; /* last: a slot with a pid is complete */
+    sh->reserved += size;
+    s->slot = (int)i;
+    return 0;
 }
 
 /*
@@ -211,42 +401,54 @@ static bool is_in_flight(const struct backup_inst *in, const char *name)
  * the policy, reserves the quota and lists the session as uploading. Returns 0, or -1 with the
  * ERR line appended.
  */
+/* Whether size more bytes fit in the quota now. Under the lock. */
+static bool quota_fits(const struct backup_inst *in, uint64_t size)
+{
+    const struct backup_shared *sh = in->sh;
+
+    return !in->quota || (sh->used + sh->reserved <= in->quota &&
+                          size <= in->quota - sh->used - sh->reserved);
+}
+
 static int admit(struct backup_sess *s, uint64_t size, struct core_buf *out)
 {
     struct backup_inst *in = s->inst;
+    struct backup_shared *sh = in->sh;
     char e[SVC_BACKUP_NAME_ENC_MAX + 1];
     enum svc_backup_errc code = SVC_BACKUP_E_COUNT;
     uint64_t used = 0, reserved = 0;
+    bool full = false;
     int taken;
 
-    pthread_mutex_lock(&in->lock);
-    taken = svc_backup_store_lookup(in->store, s->name);
-    if (taken < 0) {
-        code = SVC_BACKUP_E_EXISTS;
-    } else if (size > in->max_file_size) {
-        code = SVC_BACKUP_E_TOO_LARGE;
-    } else if (in->quota && (in->used + in->reserved > in->quota ||
-                             size > in->quota - in->used - in->reserved)) {
-        code = SVC_BACKUP_E_QUOTA;
-        used = in->used;
-        reserved = in->reserved;
-    } else if (in->policy == SVC_BACKUP_POLICY_REJECT) {
-        if (is_in_flight(in, s->name))
-            code = SVC_BACKUP_E_BUSY;
-        else if (taken)
+    shared_lock(in, s->st);
+    taken = svc_backup_store_lookup(s->st, s->name);
+    /* A refusal that uploads in progress cause is checked again once those of dead
+     * processes are dropped. */
+    for (int pass = 0; pass < 2; pass++) {
+        code = SVC_BACKUP_E_COUNT;
+        full = false;
+        if (taken < 0) {
             code = SVC_BACKUP_E_EXISTS;
+        } else if (size > in->max_file_size) {
+            code = SVC_BACKUP_E_TOO_LARGE;
+        } else if (!quota_fits(in, size)) {
+            code = SVC_BACKUP_E_QUOTA;
+            used = sh->used;
+            reserved = sh->reserved;
+        } else if (in->policy == SVC_BACKUP_POLICY_REJECT && is_in_flight(sh, s->name)) {
+            code = SVC_BACKUP_E_BUSY;
+        } else if (in->policy == SVC_BACKUP_POLICY_REJECT && taken) {
+            code = SVC_BACKUP_E_EXISTS;
+        } else if (slot_claim(s, size) < 0) {
+            code = SVC_BACKUP_E_BUSY;
+            full = true;
+        }
+        if (code != SVC_BACKUP_E_QUOTA && code != SVC_BACKUP_E_BUSY)
+            break;
+        if (pass == 0 && sweep(in, s->st) == 0)
+            break;
     }
-    if (code == SVC_BACKUP_E_COUNT) {
-        in->reserved += size;
-        s->reserved = size;
-        s->prev = NULL;
-        s->next = in->uploads;
-        if (in->uploads)
-            in->uploads->prev = s;
-        in->uploads = s;
-        s->listed = true;
-    }
-    pthread_mutex_unlock(&in->lock);
+    shared_unlock(in);
     switch (code) {
     case SVC_BACKUP_E_TOO_LARGE:
         return reply_err(s, out, code, "%" PRIu64 " bytes is over max_file_size %" PRIu64, size,
@@ -261,6 +463,11 @@ static int admit(struct backup_sess *s, uint64_t size, struct core_buf *out)
                    ? -ENOMEM
                    : -1;
     case SVC_BACKUP_E_BUSY:
+        if (full)
+            return reply_err(s, out, code, "%d uploads are in progress, the most this listener takes",
+                             UPLOADS_MAX) < 0
+                       ? -ENOMEM
+                       : -1;
         return reply_err(s, out, code, "%s is being uploaded by another client", enc(s->name, e)) <
                        0
                    ? -ENOMEM
@@ -280,27 +487,24 @@ static int admit(struct backup_sess *s, uint64_t size, struct core_buf *out)
 static void release(struct backup_sess *s)
 {
     struct backup_inst *in = s->inst;
+    struct upload_slot *sl;
 
-    pthread_mutex_lock(&in->lock);
-    in->reserved -= s->reserved;
-    s->reserved = 0;
-    if (s->listed) {
-        if (s->prev)
-            s->prev->next = s->next;
-        else
-            in->uploads = s->next;
-        if (s->next)
-            s->next->prev = s->prev;
-        s->prev = s->next = NULL;
-        s->listed = false;
+    if (s->slot < 0)
+        return;
+    shared_lock(in, s->st);
+    sl = &in->sh->slot[s->slot];
+    if (sl->pid == s->pid) { /* else a repair took it: its process looked dead */
+        sl->pid = 0;
+        recount(in->sh);
     }
-    pthread_mutex_unlock(&in->lock);
+    shared_unlock(in);
+    s->slot = -1;
 }
 
 /* Ends the upload in progress: removes its temporary file, releases its reservation. */
 static void upload_discard(struct backup_sess *s)
 {
-    svc_backup_store_tmp_discard(s->inst->store, &s->tmp);
+    svc_backup_store_tmp_discard(s->st, &s->tmp);
     release(s);
     EVP_MD_CTX_free(s->md);
     s->md = NULL;
@@ -310,7 +514,8 @@ static void upload_discard(struct backup_sess *s)
  * Returns 0, or -1 with the ERR line appended and the admission released. */
 static int upload_begin(struct backup_sess *s, uint64_t prealloc, struct core_buf *out)
 {
-    int r = svc_backup_store_tmp_new(s->inst->store, prealloc, &s->tmp);
+    struct backup_inst *in = s->inst;
+    int r = svc_backup_store_tmp_new(s->st, prealloc, &s->tmp);
 
     if (r < 0) {
         release(s);
@@ -318,8 +523,13 @@ static int upload_begin(struct backup_sess *s, uint64_t prealloc, struct core_bu
                    ? -ENOMEM
                    : -1;
     }
+    if (s->tmp.name[0]) { /* a hidden file: a sweep removes it should this process die */
+        shared_lock(in, s->st);
+        memcpy(in->sh->slot[s->slot].tmp, s->tmp.name, sizeof(s->tmp.name));
+        shared_unlock(in);
+    }
     s->md = EVP_MD_CTX_new();
-    if (!s->md || EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) != 1) {
+    if (!s->md || EVP_DigestInit_ex(s->md, in->sha256, NULL) != 1) {
         upload_discard(s);
         return -ENOMEM;
     }
@@ -360,14 +570,15 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
         upload_discard(s);
         return reply_err(s, out, errc_of(r), "fsync failed: %s; nothing kept", strerror(-r));
     }
-    pthread_mutex_lock(&in->lock);
-    r = svc_backup_store_commit(in->store, &s->tmp, s->name, in->policy, true, sha, integrity,
+    /* Version numbering and the move into place, one commit at a time in every process. */
+    shared_lock(in, s->st);
+    r = svc_backup_store_commit(s->st, &s->tmp, s->name, in->policy, true, sha, integrity,
                                 &version, &freed, &err);
     if (r == 0) {
-        in->used += s->received;
-        in->used -= freed < in->used ? freed : in->used;
+        in->sh->used += s->received;
+        in->sh->used -= freed < in->sh->used ? freed : in->sh->used;
     }
-    pthread_mutex_unlock(&in->lock);
+    shared_unlock(in);
     upload_discard(s);
     if (r < 0)
         return reply_err(s, out, errc_of(r), "%s; nothing kept", err.msg);
@@ -459,7 +670,7 @@ static int on_get(struct backup_sess *s, const struct svc_backup_cmd *c, struct 
     struct svc_backup_entry ent;
     int fd, r;
 
-    r = svc_backup_store_open_file(s->inst->store, c->name, c->version, &fd, &ent);
+    r = svc_backup_store_open_file(s->st, c->name, c->version, &fd, &ent);
     if (r == -ENOENT) {
         if (c->version)
             r = reply_err(s, out, SVC_BACKUP_E_NOT_FOUND, "no version %" PRIu32 " of %s",
@@ -500,7 +711,7 @@ static int on_list(struct backup_sess *s, struct core_buf *out)
 {
     struct svc_backup_entry *v = NULL;
     size_t n = 0;
-    int r = svc_backup_store_list(s->inst->store, &v, &n);
+    int r = svc_backup_store_list(s->st, &v, &n);
 
     if (r < 0) {
         r = reply_err(s, out, SVC_BACKUP_E_IO, "cannot list: %s", strerror(-r));
@@ -621,17 +832,16 @@ static int feed_bare(struct backup_sess *s, const uint8_t *in, size_t len, struc
     enum svc_backup_errc code = SVC_BACKUP_E_COUNT;
     int r;
 
-    pthread_mutex_lock(&bi->lock);
+    shared_lock(bi, s->st);
     if (len > bi->max_file_size - s->received)
         code = SVC_BACKUP_E_TOO_LARGE;
-    else if (bi->quota &&
-             (bi->used + bi->reserved > bi->quota || len > bi->quota - bi->used - bi->reserved))
+    else if (!quota_fits(bi, len) && (sweep(bi, s->st) == 0 || !quota_fits(bi, len)))
         code = SVC_BACKUP_E_QUOTA;
     else {
-        bi->reserved += len;
-        s->reserved += len;
+        bi->sh->slot[s->slot].reserved += len;
+        bi->sh->reserved += len;
     }
-    pthread_mutex_unlock(&bi->lock);
+    shared_unlock(bi);
     if (code != SVC_BACKUP_E_COUNT) {
         upload_discard(s);
         s->state = ST_CLOSED;
@@ -686,12 +896,30 @@ static int on_bare_name(struct backup_sess *s, const uint8_t *p, size_t n, struc
 static int backup_session_open(void *inst, void *sess, struct core_buf *out)
 {
     struct backup_sess *s = sess;
+    struct backup_inst *in = inst;
+    struct core_err err = {0};
+    int r;
 
-    (void)out;
-    s->inst = inst;
+    s->inst = in;
     s->state = ST_FIRST;
     s->tmp.fd = -1;
     s->rfd = -1;
+    s->slot = -1;
+    s->pid = getpid();
+    s->st = in->store;
+    if (s->pid == in->pid)
+        return CORE_VERDICT_MORE;
+    /* A child forked by the process model: the daemon's descriptors are closed here, so the
+     * directory is opened again, to write beside the daemon's store under its lock. */
+    if (proc_gone(s->pid, &s->start) != 0)
+        s->start = 0;
+    r = svc_backup_store_attach(in->dir, &s->own_st, &err);
+    if (r < 0) {
+        s->state = ST_CLOSED;
+        r = reply_err(s, out, SVC_BACKUP_E_IO, "%s", err.msg);
+        return r < 0 ? r : CORE_VERDICT_CLOSE;
+    }
+    s->st = s->own_st;
     return CORE_VERDICT_MORE;
 }
 
@@ -839,6 +1067,9 @@ static void backup_session_close(void *sess, bool completed)
     free(s->pend);
     s->pend = NULL;
     s->pend_len = 0;
+    svc_backup_store_free(s->own_st);
+    s->own_st = NULL;
+    s->st = NULL;
     s->state = ST_CLOSED;
 }
 
@@ -941,8 +1172,40 @@ static void backup_instance_free(void *inst)
     if (!in)
         return;
     svc_backup_store_free(in->store);
-    pthread_mutex_destroy(&in->lock);
+    if (in->sh) {
+        pthread_mutex_destroy(&in->sh->lock);
+        munmap(in->sh, sizeof(*in->sh));
+    }
+    EVP_MD_free(in->sha256);
     free(in);
+}
+
+/* The shared state, in memory the process model's children inherit (see struct
+ * backup_shared). Returns 0 or a negative errno. */
+static int shared_new(struct backup_inst *in)
+{
+    pthread_mutexattr_t a;
+    void *m;
+    int r;
+
+    m = mmap(NULL, sizeof(*in->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return -errno;
+    r = -pthread_mutexattr_init(&a);
+    if (r == 0) {
+        r = -pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+        if (r == 0)
+            r = -pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+        if (r == 0)
+            r = -pthread_mutex_init(&((struct backup_shared *)m)->lock, &a);
+        pthread_mutexattr_destroy(&a);
+    }
+    if (r < 0) {
+        munmap(m, sizeof(*in->sh));
+        return r;
+    }
+    in->sh = m;
+    return 0;
 }
 
 static int backup_instance_new(const json_t *opts, enum core_transport t,
@@ -961,7 +1224,19 @@ static int backup_instance_new(const json_t *opts, enum core_transport t,
     in = calloc(1, sizeof(*in));
     if (!in)
         return core_err_set(err, -ENOMEM, NULL, "out of memory");
-    pthread_mutex_init(&in->lock, NULL);
+    r = shared_new(in);
+    if (r < 0) {
+        core_err_set(err, r, NULL, "cannot map the shared state: %s", strerror(-r));
+        goto out_free;
+    }
+    /* Fetched here, before any fork: a child never looks the digest up itself. */
+    in->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (!in->sha256) {
+        r = core_err_set(err, -ENOMEM, NULL, "cannot load SHA-256");
+        goto out_free;
+    }
+    snprintf(in->dir, sizeof(in->dir), "%s", dir);
+    in->pid = getpid();
     r = policy ? svc_backup_policy_from_name(policy) : SVC_BACKUP_POLICY_VERSION;
     in->policy = r < 0 ? SVC_BACKUP_POLICY_VERSION : (enum svc_backup_policy)r;
     in->max_file_size = opt_u64(opts, "max_file_size", DEFAULT_MAX_FILE_SIZE);
@@ -971,7 +1246,7 @@ static int backup_instance_new(const json_t *opts, enum core_transport t,
     r = svc_backup_store_open(dir, true, &in->store, err);
     if (r < 0)
         goto out_free;
-    r = svc_backup_store_usage(in->store, &in->used);
+    r = svc_backup_store_usage(in->store, &in->sh->used);
     if (r < 0) {
         core_err_set(err, r, NULL, "cannot read %s: %s", dir, strerror(-r));
         goto out_free;
@@ -1106,9 +1381,9 @@ static int backup_file_open(const json_t *opts, const struct core_svc_env *env, 
 const struct core_service svc_backup = {
     .name = "backup",
     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
-    /* Quota accounting, uploads in progress and version numbering are shared by the sessions
-     * of one instance behind a mutex: they do not span forked processes. */
-    .refused_models = 1u << CORE_MODEL_PROCESS,
+    /* Every model: what sessions share lives in MAP_SHARED memory behind a process-shared
+     * robust mutex (struct backup_shared). */
+    .refused_models = 0,
     .counters = backup_counters,
     .n_counters = C_COUNT,
     .options_check = backup_options_check,

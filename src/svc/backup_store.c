@@ -26,7 +26,7 @@
 struct svc_backup_store {
     int dirfd;  /* the directory; flocked by a writer */
     int metafd; /* .sockserv beneath it; -1 when a reader finds none */
-    bool writer;
+    bool writer; /* a writer or attached to one: uploads may be made */
     bool tmpfile_ok; /* O_TMPFILE can be tried: /proc/self/fd is there to link it */
 };
 
@@ -133,12 +133,32 @@ static void random_tmp_name(char out[32])
     snprintf(out, 32, TMP_PREFIX "%016" PRIx64, r);
 }
 
+/*
+ * "2026-11-25T10:02:45Z". Computed here rather than by gmtime_r(), which takes glibc's time
+ * zone lock: a child forked by the process model while another thread of the daemon held it
+ * would wait forever. Years outside 1970-9999 read as the epoch.
+ */
 static void format_time(time_t t, char out[32])
 {
-    struct tm tm;
+    int64_t days = (int64_t)t / 86400, secs = (int64_t)t % 86400, z, era, y;
+    unsigned doe, yoe, doy, mp, d, m;
 
-    if (!gmtime_r(&t, &tm) || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+    if (t < 0 || (int64_t)t >= INT64_C(253402300800)) { /* 10000-01-01 */
         snprintf(out, 32, "1970-01-01T00:00:00Z");
+        return;
+    }
+    /* days since the epoch to a civil date, in 400-year eras starting on March 1st */
+    z = days + 719468;
+    era = z / 146097;
+    doe = (unsigned)(z - era * 146097);
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+    d = doy - (153 * mp + 2) / 5 + 1;
+    m = mp < 10 ? mp + 3 : mp - 9;
+    y = (int64_t)yoe + era * 400 + (m <= 2);
+    snprintf(out, 32, "%04d-%02u-%02uT%02d:%02d:%02dZ", (int)y, m, d, (int)(secs / 3600),
+             (int)(secs / 60 % 60), (int)(secs % 60));
 }
 
 static void ident_of(const struct stat *st, struct ident *ret)
@@ -261,9 +281,14 @@ static void cleanup(struct svc_backup_store *s)
     closedir(d);
 }
 
-int svc_backup_store_open(const char *dir, bool writer, struct svc_backup_store **ret,
-                          struct core_err *err)
+/* How a store is opened: to read, to write (the one writer, locked), or to write beside the
+ * writer from a process it forked. */
+enum store_mode { MODE_READER, MODE_WRITER, MODE_ATTACHED };
+
+static int store_open(const char *dir, enum store_mode mode, struct svc_backup_store **ret,
+                      struct core_err *err)
 {
+    bool writer = mode == MODE_WRITER;
     struct svc_backup_store *s;
     int r;
 
@@ -274,7 +299,7 @@ int svc_backup_store_open(const char *dir, bool writer, struct svc_backup_store 
         return core_err_set(err, -ENOMEM, NULL, "out of memory");
     s->dirfd = -1;
     s->metafd = -1;
-    s->writer = writer;
+    s->writer = mode != MODE_READER;
     if (writer) {
         r = mkdir_p(dir, 0700);
         if (r < 0) {
@@ -308,7 +333,7 @@ int svc_backup_store_open(const char *dir, bool writer, struct svc_backup_store 
         }
         s->metafd = open_beneath(s->dirfd, SVC_BACKUP_STORE_META_DIR, O_RDONLY | O_DIRECTORY, 0);
     }
-    if (s->metafd < 0 && (writer || s->metafd != -ENOENT)) {
+    if (s->metafd < 0 && (s->writer || s->metafd != -ENOENT)) {
         r = s->metafd;
         s->metafd = -1;
         core_err_set(err, r, NULL, "cannot open %s/%s: %s", dir, SVC_BACKUP_STORE_META_DIR,
@@ -317,16 +342,27 @@ int svc_backup_store_open(const char *dir, bool writer, struct svc_backup_store 
     }
     if (s->metafd < 0)
         s->metafd = -1;
-    if (writer) {
+    if (s->writer)
         s->tmpfile_ok = access("/proc/self/fd", X_OK) == 0;
+    if (writer)
         cleanup(s);
-    }
     *ret = s;
     return 0;
 
 out_free:
     svc_backup_store_free(s);
     return r;
+}
+
+int svc_backup_store_open(const char *dir, bool writer, struct svc_backup_store **ret,
+                          struct core_err *err)
+{
+    return store_open(dir, writer ? MODE_WRITER : MODE_READER, ret, err);
+}
+
+int svc_backup_store_attach(const char *dir, struct svc_backup_store **ret, struct core_err *err)
+{
+    return store_open(dir, MODE_ATTACHED, ret, err);
 }
 
 void svc_backup_store_free(struct svc_backup_store *s)

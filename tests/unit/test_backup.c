@@ -8,13 +8,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -957,6 +960,231 @@ static void test_backup_concurrent_threads_every_upload_kept(void **state)
     assert_int_equal(counter(f, "uploads_stored"), N_THREADS);
 }
 
+/* ---- sessions in forked children, as the process model runs them ---- */
+
+#define N_CHILDREN 5
+#define CHILD_IN 100  /* a child's descriptors: what the parent tells it */
+#define CHILD_OUT 101 /* and the lines it answers */
+#define CHILD_WAIT_MS 10000
+
+struct child {
+    pid_t pid;
+    int to, from; /* the parent's ends */
+};
+
+/* In a child: the session's next answer line, passed to the parent whole. Whether it was
+ * "OK". */
+static bool child_pass_line(struct core_buf *out)
+{
+    uint8_t *nl = memchr(out->data, '\n', out->len);
+    size_t n = nl ? (size_t)(nl - out->data) + 1 : 0;
+    bool ok = n == 3 && memcmp(out->data, "OK\n", 3) == 0;
+
+    if (!n || write(CHILD_OUT, out->data, n) != (ssize_t)n)
+        _exit(3);
+    core_buf_consume(out, n);
+    return ok;
+}
+
+/* In a child: waits for the parent's word. */
+static void child_wait(void)
+{
+    char c;
+
+    if (read(CHILD_IN, &c, 1) != 1)
+        _exit(4);
+}
+
+/*
+ * PUT name size in a child whose descriptors are closed as the process model closes them; the
+ * answer goes to the parent. After OK: with hold, it waits for the parent's word and then sends
+ * size bytes of fill and passes the STORED line on; without, it sends part of the content,
+ * says "fed" and waits to be killed.
+ */
+static void child_put(struct fx *f, const char *name, size_t size, char fill, bool hold)
+{
+    void *mem = calloc(1, svc_backup.session_size);
+    struct core_buf out = {0};
+    char hdr[128], *body = malloc(size);
+
+    if (!mem || !body)
+        _exit(2);
+    memset(body, fill, size);
+    snprintf(hdr, sizeof(hdr), "PUT %s %zu\n", name, size);
+    if (svc_backup.session_open(f->inst, mem, &out) != CORE_VERDICT_MORE ||
+        svc_backup.session_feed(mem, (const uint8_t *)hdr, strlen(hdr), &out) != CORE_VERDICT_MORE)
+        _exit(5);
+    if (!child_pass_line(&out)) {
+        /* refused: the session is over, the parent expects no more */
+        svc_backup.session_close(mem, true);
+        _exit(0);
+    }
+    if (!hold) {
+        if (svc_backup.session_feed(mem, (const uint8_t *)body, size / 2, &out) !=
+                CORE_VERDICT_MORE ||
+            write(CHILD_OUT, "fed\n", 4) != 4)
+            _exit(6);
+        for (;;)
+            pause();
+    }
+    child_wait();
+    if (svc_backup.session_feed(mem, (const uint8_t *)body, size, &out) != CORE_VERDICT_MORE)
+        _exit(7);
+    (void)child_pass_line(&out);
+    svc_backup.session_close(mem, true);
+    _exit(0);
+}
+
+static struct child child_start(struct fx *f, const char *name, size_t size, char fill, bool hold)
+{
+    struct child c;
+    int to[2], from[2];
+
+    assert_int_equal(pipe(to), 0);
+    assert_int_equal(pipe(from), 0);
+    c.pid = fork();
+    assert_true(c.pid >= 0);
+    if (c.pid == 0) {
+        if (dup2(to[0], CHILD_IN) < 0 || dup2(from[1], CHILD_OUT) < 0)
+            _exit(1);
+        /* the process model's child keeps nothing of the daemon's descriptors */
+        (void)close_range(3, CHILD_IN - 1, 0);
+        (void)close_range(CHILD_OUT + 1, ~0u, 0);
+        child_put(f, name, size, fill, hold);
+    }
+    close(to[0]);
+    close(from[1]);
+    c.to = to[1];
+    c.from = from[0];
+    return c;
+}
+
+/* The child's next line, within CHILD_WAIT_MS. */
+static void child_line(const struct child *c, char *line, size_t cap)
+{
+    size_t n = 0;
+
+    while (n + 1 < cap) {
+        struct pollfd p = {.fd = c->from, .events = POLLIN};
+
+        if (poll(&p, 1, CHILD_WAIT_MS) != 1 || read(c->from, &line[n], 1) != 1)
+            fail_msg("child %d said nothing more after \"%.*s\"", (int)c->pid, (int)n, line);
+        if (line[n] == '\n')
+            break;
+        n++;
+    }
+    line[n] = '\0';
+}
+
+static void child_end(struct child *c, bool killed)
+{
+    int status;
+
+    if (killed)
+        (void)kill(c->pid, SIGKILL);
+    assert_int_equal(waitpid(c->pid, &status, 0), c->pid);
+    if (!killed && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        fail_msg("child %d ended with status 0x%x", (int)c->pid, (unsigned)status);
+    close(c->to);
+    close(c->from);
+}
+
+static void test_backup_forked_sessions_share_quota_and_version_numbers(void **state)
+{
+    struct fx *f = fx_new(state, "{\"quota_bytes\":3000}");
+    struct child ch[N_CHILDREN];
+    bool ok[N_CHILDREN], seen[N_CHILDREN + 1] = {false};
+    unsigned n_ok = 0, version_of[N_CHILDREN] = {0};
+    char line[256];
+    struct conn *c;
+
+    (void)state;
+    /* Each asks for 1000 bytes and holds them: exactly three fit, in whatever process. */
+    for (int i = 0; i < N_CHILDREN; i++) {
+        ch[i] = child_start(f, "shared", 1000, (char)('a' + i), true);
+        child_line(&ch[i], line, sizeof(line));
+        ok[i] = strcmp(line, "OK") == 0;
+        if (!ok[i] && strncmp(line, "ERR quota 1000 bytes would exceed quota_bytes 3000", 50) != 0)
+            fail_msg("child %d answered \"%s\"", i, line);
+        n_ok += ok[i];
+    }
+    assert_int_equal(n_ok, 3);
+    /* The daemon's own sessions see the children's reservations too. */
+    c = conn_open(f);
+    assert_int_equal(feed(c, "PUT mine 1\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR quota 1 bytes would exceed quota_bytes 3000 (0 stored, 3000 in progress)");
+    /* Each admitted upload is committed as its own version, numbered once. */
+    for (int i = 0; i < N_CHILDREN; i++) {
+        unsigned v;
+
+        if (ok[i]) {
+            assert_int_equal(write(ch[i].to, "g", 1), 1);
+            child_line(&ch[i], line, sizeof(line));
+            if (sscanf(line, "STORED shared %u 1000 ", &v) != 1 || v < 1 || v > 3 || seen[v])
+                fail_msg("child %d answered \"%s\"", i, line);
+            seen[v] = true;
+            version_of[i] = v;
+        }
+        child_end(&ch[i], false);
+    }
+    for (int i = 0; i < N_CHILDREN; i++) {
+        char rel[64], *got;
+
+        if (!ok[i])
+            continue;
+        if (version_of[i] == 3)
+            snprintf(rel, sizeof(rel), "shared");
+        else
+            snprintf(rel, sizeof(rel), ".sockserv/shared/%u", version_of[i]);
+        got = read_stored(f, rel, NULL);
+        assert_non_null(got);
+        assert_int_equal(strspn(got, (char[]){(char)('a' + i), 0}), 1000);
+        free(got);
+    }
+    /* The quota is used up by what the children stored. */
+    assert_int_equal(feed(c, "PUT mine 1\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR quota 1 bytes would exceed quota_bytes 3000 (3000 stored, 0 in progress)");
+    conn_close(c, true);
+    assert_int_equal(count_entries(f), 1);
+}
+
+static void test_backup_forked_child_killed_mid_upload_frees_its_share(void **state)
+{
+    struct fx *f = fx_new(state, "{\"quota_bytes\":1000,\"on_exists\":\"reject\"}");
+    struct child ch = child_start(f, "big", 800, 'x', false);
+    char line[256], body[500];
+    siginfo_t si = {0};
+    struct conn *c;
+
+    (void)state;
+    child_line(&ch, line, sizeof(line));
+    assert_string_equal(line, "OK");
+    child_line(&ch, line, sizeof(line));
+    assert_string_equal(line, "fed");
+    /* While the child lives, its upload holds its share and its name. */
+    c = conn_open(f);
+    assert_int_equal(feed(c, "PUT other 500\n"), CORE_VERDICT_MORE);
+    expect_prefix(c, "ERR quota ");
+    assert_int_equal(feed(c, "PUT big 10\n"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR busy big is being uploaded by another client");
+    /* Killed, and not reaped yet: a zombie uploads nothing. */
+    assert_int_equal(kill(ch.pid, SIGKILL), 0);
+    assert_int_equal(waitid(P_PID, (id_t)ch.pid, &si, WEXITED | WNOWAIT), 0);
+    memset(body, 'o', sizeof(body));
+    assert_int_equal(feed(c, "PUT other 500\n"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    assert_int_equal(feedn(c, body, sizeof(body)), CORE_VERDICT_MORE);
+    expect_prefix(c, "STORED other 1 500 ");
+    assert_int_equal(feed(c, "PUT big 3\nbig"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    expect_prefix(c, "STORED big 1 3 ");
+    conn_close(c, true);
+    child_end(&ch, true);
+    /* The killed upload left nothing: the two copies are all there is. */
+    assert_stored(f, "big", "big");
+    assert_int_equal(count_entries(f), 2);
+}
+
 static void test_backup_limits_refuse_before_any_byte(void **state)
 {
     struct fx *f = fx_new(state, "{\"max_file_size\":10,\"quota_bytes\":20}");
@@ -1604,6 +1832,10 @@ int main(void)
         cmocka_unit_test_teardown(test_backup_policy_reject_same_name_in_flight_busy, fx_teardown),
         cmocka_unit_test_teardown(test_backup_concurrent_same_name_both_listed, fx_teardown),
         cmocka_unit_test_teardown(test_backup_concurrent_threads_every_upload_kept, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_forked_sessions_share_quota_and_version_numbers,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_forked_child_killed_mid_upload_frees_its_share,
+                                  fx_teardown),
         cmocka_unit_test_teardown(test_backup_limits_refuse_before_any_byte, fx_teardown),
         cmocka_unit_test_teardown(test_backup_quota_counts_copies_found_at_start, fx_teardown),
         cmocka_unit_test_teardown(test_backup_second_instance_on_same_directory_busy, fx_teardown),

@@ -43,9 +43,70 @@ static void test_cfg_minimal_gets_defaults(void **state)
     assert_int_equal(c.workers, 1);
     assert_int_equal(c.max_connections, 1024);
     assert_int_equal(c.idle_timeout_ms, 30000);
+    assert_int_equal(c.max_connections_per_source, 0);
+    assert_int_equal(c.connection_rate_per_source, 0);
+    assert_int_equal(c.reply_rate_per_source, 100);
+    assert_int_equal(c.reply_rate, 10000);
     assert_true(c.enabled);
     assert_string_equal(json_string_value(json_object_get(c.options, "mode")), "stream");
     core_listener_cfg_fini(&c);
+}
+
+static void test_cfg_limits_are_read_and_rendered(void **state)
+{
+    struct core_listener_cfg c;
+    struct core_err err;
+    json_t *j;
+
+    (void)state;
+    assert_int_equal(parse("{\"id\":\"e\",\"service\":\"echo\",\"port\":0,"
+                           "\"max_connections_per_source\":1000000,"
+                           "\"connection_rate_per_source\":10000000,"
+                           "\"reply_rate_per_source\":0,\"reply_rate\":1}",
+                           &c, &err),
+                     0);
+    assert_int_equal(c.max_connections_per_source, 1000000);
+    assert_int_equal(c.connection_rate_per_source, 10000000);
+    assert_int_equal(c.reply_rate_per_source, 0);
+    assert_int_equal(c.reply_rate, 1);
+    j = core_listener_cfg_to_json(&c);
+    assert_int_equal(json_integer_value(json_object_get(j, "max_connections_per_source")), 1000000);
+    assert_int_equal(json_integer_value(json_object_get(j, "connection_rate_per_source")),
+                     10000000);
+    assert_int_equal(json_integer_value(json_object_get(j, "reply_rate_per_source")), 0);
+    assert_int_equal(json_integer_value(json_object_get(j, "reply_rate")), 1);
+    json_decref(j);
+    core_listener_cfg_fini(&c);
+}
+
+/* As max_connections on a UDP listener: a field of the other transport is checked, kept and
+ * rendered, and has no effect. */
+static void test_cfg_limits_of_the_other_transport_are_kept(void **state)
+{
+    struct core_listener_cfg c;
+    struct core_err err;
+
+    (void)state;
+    assert_int_equal(parse("{\"id\":\"u\",\"service\":\"echo\",\"transport\":\"udp\","
+                           "\"port\":0,\"max_connections_per_source\":3,"
+                           "\"connection_rate_per_source\":4}",
+                           &c, &err),
+                     0);
+    assert_int_equal(c.max_connections_per_source, 3);
+    assert_int_equal(c.connection_rate_per_source, 4);
+    core_listener_cfg_fini(&c);
+    assert_int_equal(parse("{\"id\":\"t\",\"service\":\"echo\",\"port\":0,"
+                           "\"reply_rate_per_source\":5,\"reply_rate\":6}",
+                           &c, &err),
+                     0);
+    assert_int_equal(c.reply_rate_per_source, 5);
+    assert_int_equal(c.reply_rate, 6);
+    core_listener_cfg_fini(&c);
+    assert_int_equal(parse("{\"id\":\"t\",\"service\":\"echo\",\"port\":0,"
+                           "\"reply_rate\":-6}",
+                           &c, &err),
+                     -EINVAL);
+    assert_string_equal(err.field, "reply_rate");
 }
 
 static void test_cfg_udp_defaults_to_sequential(void **state)
@@ -125,6 +186,20 @@ static const struct {
      "\"options\":{\"mode\":\"once\"}}",
      "options.mode"},
     {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"colour\":\"red\"}", "colour"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"max_connections_per_source\":-1}",
+     "max_connections_per_source"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"max_connections_per_source\":1000001}",
+     "max_connections_per_source"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"connection_rate_per_source\":\"5\"}",
+     "connection_rate_per_source"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"port\":1,\"connection_rate_per_source\":10000001}",
+     "connection_rate_per_source"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":1,"
+     "\"reply_rate_per_source\":0.5}",
+     "reply_rate_per_source"},
+    {"{\"id\":\"e\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":1,"
+     "\"reply_rate\":null}",
+     "reply_rate"},
 };
 
 static void test_cfg_bad_input_names_field(void **state)
@@ -166,6 +241,8 @@ static void test_cfg_round_trip_is_equal(void **state)
     assert_int_equal(parse("{\"id\":\"e.1\",\"service\":\"echo\",\"address\":\"127.0.0.1\","
                            "\"port\":9,\"model\":\"sequential\",\"workers\":3,"
                            "\"max_connections\":5,\"idle_timeout_ms\":0,\"enabled\":false,"
+                           "\"max_connections_per_source\":2,\"connection_rate_per_source\":3,"
+                           "\"reply_rate_per_source\":4,\"reply_rate\":5,"
                            "\"options\":{\"mode\":\"once\"}}",
                            &a, &err),
                      0);
@@ -174,6 +251,20 @@ static void test_cfg_round_trip_is_equal(void **state)
     assert_true(core_listener_cfg_equal(&a, &b));
     b.port = 10;
     assert_false(core_listener_cfg_equal(&a, &b));
+    b.port = a.port;
+    b.max_connections_per_source = 7;
+    assert_false(core_listener_cfg_equal(&a, &b));
+    b.max_connections_per_source = a.max_connections_per_source;
+    b.connection_rate_per_source = 7;
+    assert_false(core_listener_cfg_equal(&a, &b));
+    b.connection_rate_per_source = a.connection_rate_per_source;
+    b.reply_rate_per_source = 7;
+    assert_false(core_listener_cfg_equal(&a, &b));
+    b.reply_rate_per_source = a.reply_rate_per_source;
+    b.reply_rate = 7;
+    assert_false(core_listener_cfg_equal(&a, &b));
+    b.reply_rate = a.reply_rate;
+    assert_true(core_listener_cfg_equal(&a, &b));
     json_decref(j);
     core_listener_cfg_fini(&a);
     core_listener_cfg_fini(&b);
@@ -218,6 +309,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cfg_minimal_gets_defaults),
+        cmocka_unit_test(test_cfg_limits_are_read_and_rendered),
+        cmocka_unit_test(test_cfg_limits_of_the_other_transport_are_kept),
         cmocka_unit_test(test_cfg_udp_defaults_to_sequential),
         cmocka_unit_test(test_cfg_tcp_pool_and_event_are_accepted),
         cmocka_unit_test(test_cfg_bad_input_names_field),

@@ -1,0 +1,565 @@
+#include "core/revisions.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/diff.h"
+#include "core/store.h"
+
+#define FORMAT_VERSION 1
+#define FILE_MAX (64 * 1024 * 1024)
+
+struct revision {
+    uint64_t n;
+    char time[32]; /* "2026-11-25T13:40:00.123Z" */
+    char *source;
+    char *summary;
+    json_t *diff;
+    json_t *listeners;
+    json_t *of; /* every listener's revision after this one, as written to the file */
+};
+
+struct core_revisions {
+    char *path;
+    pthread_mutex_t lock;
+    /* Oldest first; at most CORE_REVISIONS_KEEP + 1 (the newest may still be dropped): the
+     * newest CORE_REVISIONS_KEEP are shown and written. Guarded by lock. */
+    struct revision list[CORE_REVISIONS_KEEP + 1];
+    size_t n;
+    json_t *of;      /* {"id": revision}: guarded by lock */
+    json_t *of_prev; /* of before the newest append, for drop_last */
+    /* The file: how many revisions it holds (0: to be written whole at the next save) and the
+     * newest it holds. Changed by the changing thread only. */
+    size_t file_lines;
+    uint64_t file_last;
+};
+
+int core_revisions_new(const char *path, struct core_revisions **ret)
+{
+    struct core_revisions *rv = calloc(1, sizeof(*rv));
+
+    if (!rv)
+        return -ENOMEM;
+    rv->path = strdup(path);
+    rv->of = json_object();
+    if (!rv->path || !rv->of) {
+        json_decref(rv->of);
+        free(rv->path);
+        free(rv);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&rv->lock, NULL);
+    *ret = rv;
+    return 0;
+}
+
+static void revision_fini(struct revision *e)
+{
+    free(e->source);
+    free(e->summary);
+    json_decref(e->diff);
+    json_decref(e->listeners);
+    json_decref(e->of);
+    memset(e, 0, sizeof(*e));
+}
+
+void core_revisions_free(struct core_revisions *rv)
+{
+    if (!rv)
+        return;
+    for (size_t i = 0; i < rv->n; i++)
+        revision_fini(&rv->list[i]);
+    json_decref(rv->of);
+    json_decref(rv->of_prev);
+    pthread_mutex_destroy(&rv->lock);
+    free(rv->path);
+    free(rv);
+}
+
+/* The entries shown and written: the newest CORE_REVISIONS_KEEP. Under lock. */
+static size_t first_shown(const struct core_revisions *rv)
+{
+    return rv->n > CORE_REVISIONS_KEEP ? rv->n - CORE_REVISIONS_KEEP : 0;
+}
+
+uint64_t core_revisions_last(struct core_revisions *rv)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&rv->lock);
+    n = rv->n ? rv->list[rv->n - 1].n : 0;
+    pthread_mutex_unlock(&rv->lock);
+    return n;
+}
+
+json_t *core_revisions_last_listeners(struct core_revisions *rv, uint64_t *ret_n)
+{
+    json_t *j = NULL;
+
+    pthread_mutex_lock(&rv->lock);
+    if (rv->n) {
+        j = json_deep_copy(rv->list[rv->n - 1].listeners);
+        *ret_n = rv->list[rv->n - 1].n;
+    }
+    pthread_mutex_unlock(&rv->lock);
+    return j;
+}
+
+uint64_t core_revisions_of(struct core_revisions *rv, const char *id)
+{
+    json_int_t k;
+
+    pthread_mutex_lock(&rv->lock);
+    k = json_integer_value(json_object_get(rv->of, id));
+    pthread_mutex_unlock(&rv->lock);
+    return k > 0 ? (uint64_t)k : 0;
+}
+
+static void format_now(char *buf, size_t len)
+{
+    struct timespec now;
+    struct tm tm;
+    size_t n;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, len - n, ".%03ldZ", now.tv_nsec / 1000000);
+}
+
+/* Sets the listeners' revisions for a new revision n. */
+static int mark(json_t *of, const json_t *diff, const json_t *listeners, bool all, uint64_t n)
+{
+    size_t i;
+    json_t *e;
+
+    if (all) {
+        json_object_clear(of);
+        json_array_foreach(listeners, i, e)
+        {
+            const char *id = json_string_value(json_object_get(e, "id"));
+
+            if (id && json_object_set_new(of, id, json_integer((json_int_t)n)) < 0)
+                return -ENOMEM;
+        }
+        return 0;
+    }
+    json_array_foreach(diff, i, e)
+    {
+        const char *id = json_string_value(json_object_get(e, "id"));
+        const char *action = json_string_value(json_object_get(e, "action"));
+
+        if (!id || !action)
+            continue;
+        if (strcmp(action, "delete") == 0)
+            json_object_del(of, id);
+        else if (json_object_set_new(of, id, json_integer((json_int_t)n)) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+int core_revisions_append(struct core_revisions *rv, const char *source, json_t *diff,
+                          json_t *listeners, bool all_listeners, uint64_t *ret)
+{
+    struct revision e = {.diff = diff, .listeners = listeners};
+    json_t *of_next = NULL;
+    int r = -ENOMEM;
+
+    e.source = strdup(source);
+    e.summary = core_diff_summary(diff);
+    if (!e.source || !e.summary || !diff || !listeners)
+        goto out_fail;
+    format_now(e.time, sizeof(e.time));
+    pthread_mutex_lock(&rv->lock);
+    e.n = rv->n ? rv->list[rv->n - 1].n + 1 : 1;
+    of_next = json_deep_copy(rv->of);
+    if (!of_next || mark(of_next, diff, listeners, all_listeners, e.n) < 0) {
+        pthread_mutex_unlock(&rv->lock);
+        goto out_fail;
+    }
+    e.of = json_deep_copy(of_next);
+    if (!e.of) {
+        pthread_mutex_unlock(&rv->lock);
+        goto out_fail;
+    }
+    if (rv->n == CORE_REVISIONS_KEEP + 1) {
+        revision_fini(&rv->list[0]);
+        memmove(&rv->list[0], &rv->list[1], (rv->n - 1) * sizeof(rv->list[0]));
+        rv->n--;
+    }
+    rv->list[rv->n++] = e;
+    json_decref(rv->of_prev);
+    rv->of_prev = rv->of;
+    rv->of = of_next;
+    pthread_mutex_unlock(&rv->lock);
+    *ret = e.n;
+    return 0;
+
+out_fail:
+    json_decref(of_next);
+    revision_fini(&e);
+    return r;
+}
+
+void core_revisions_drop_last(struct core_revisions *rv)
+{
+    pthread_mutex_lock(&rv->lock);
+    if (rv->n > 0 && rv->of_prev) {
+        revision_fini(&rv->list[--rv->n]);
+        json_decref(rv->of);
+        rv->of = rv->of_prev;
+        rv->of_prev = NULL;
+    }
+    pthread_mutex_unlock(&rv->lock);
+}
+
+/* Revision e as JSON, a deep copy that no other thread sees. */
+static json_t *revision_json(const struct revision *e, bool with_listeners)
+{
+    json_t *j =
+        json_pack("{s:I, s:s, s:s, s:s, s:o}", "revision", (json_int_t)e->n, "time", e->time,
+                  "source", e->source, "summary", e->summary, "diff", json_deep_copy(e->diff));
+
+    if (j && with_listeners &&
+        json_object_set_new(j, "listeners", json_deep_copy(e->listeners)) < 0) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* Revision e as one line of the file (malloc'd, with its newline), NULL on ENOMEM. */
+static char *revision_line(const struct revision *e)
+{
+    json_t *j = revision_json(e, true);
+    char *text = NULL, *line = NULL;
+
+    if (j && json_object_set(j, "listener_revisions", e->of) == 0 &&
+        json_object_set_new(j, "version", json_integer(FORMAT_VERSION)) == 0)
+        text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (text && asprintf(&line, "%s\n", text) < 0)
+        line = NULL;
+    free(text);
+    return line;
+}
+
+/* Writes the revisions shown, oldest first, as the whole file (atomically). Lock held. */
+static int save_whole(struct core_revisions *rv)
+{
+    struct core_buf buf = {0};
+    int r = 0;
+
+    for (size_t i = first_shown(rv); i < rv->n && r == 0; i++) {
+        char *line = revision_line(&rv->list[i]);
+
+        r = line ? core_buf_append(&buf, line, strlen(line)) : -ENOMEM;
+        free(line);
+    }
+    if (r == 0)
+        r = core_fs_write_atomic(rv->path, buf.data ? (const char *)buf.data : "", buf.len, 0600);
+    core_buf_fini(&buf);
+    if (r == 0) {
+        rv->file_lines = rv->n - first_shown(rv);
+        rv->file_last = rv->n ? rv->list[rv->n - 1].n : 0;
+    }
+    return r;
+}
+
+/* Appends the revisions newer than the file's newest to it, then syncs it. Lock held. */
+static int save_append(struct core_revisions *rv)
+{
+    size_t added = 0;
+    int fd, r = 0;
+
+    fd = open(rv->path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    for (size_t i = first_shown(rv); i < rv->n && r == 0; i++) {
+        char *line;
+
+        if (rv->list[i].n <= rv->file_last)
+            continue;
+        line = revision_line(&rv->list[i]);
+        r = line ? core_fs_write_all(fd, line, strlen(line)) : -ENOMEM;
+        free(line);
+        added++;
+    }
+    if (r == 0 && fdatasync(fd) < 0)
+        r = -errno;
+    close(fd);
+    if (r < 0) {
+        rv->file_lines = 0; /* a line may be torn: the next save writes the file whole */
+        return r;
+    }
+    rv->file_lines += added;
+    rv->file_last = rv->n ? rv->list[rv->n - 1].n : 0;
+    return 0;
+}
+
+int core_revisions_save(struct core_revisions *rv, struct core_err *err)
+{
+    int r;
+
+    /* One line per change; the file is written whole (the newest CORE_REVISIONS_KEEP) when it
+     * holds twice as many, so that a change costs one short append. */
+    pthread_mutex_lock(&rv->lock);
+    if (rv->file_lines == 0 || rv->file_lines >= 2 * CORE_REVISIONS_KEEP)
+        r = save_whole(rv);
+    else
+        r = save_append(rv);
+    pthread_mutex_unlock(&rv->lock);
+    if (r < 0)
+        return core_err_set(err, r, NULL, "%s: cannot write the revisions: %s", rv->path,
+                            strerror(-r));
+    return 0;
+}
+
+json_t *core_revisions_list(struct core_revisions *rv, size_t limit)
+{
+    json_t *a = json_array();
+    size_t first;
+
+    if (!a)
+        return NULL;
+    pthread_mutex_lock(&rv->lock);
+    first = first_shown(rv);
+    for (size_t i = rv->n; i > first && limit > 0; i--, limit--) {
+        if (json_array_append_new(a, revision_json(&rv->list[i - 1], false)) < 0) {
+            pthread_mutex_unlock(&rv->lock);
+            json_decref(a);
+            return NULL;
+        }
+    }
+    pthread_mutex_unlock(&rv->lock);
+    return a;
+}
+
+int core_revisions_get(struct core_revisions *rv, uint64_t n, json_t **ret)
+{
+    json_t *j = NULL;
+    int r = -ENOENT;
+
+    pthread_mutex_lock(&rv->lock);
+    for (size_t i = first_shown(rv); i < rv->n; i++) {
+        if (rv->list[i].n == n) {
+            j = revision_json(&rv->list[i], true);
+            r = j ? 0 : -ENOMEM;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rv->lock);
+    if (r == 0)
+        *ret = j;
+    return r;
+}
+
+/* ---- reading the file ---- */
+
+/* Removes what core_fs_write_atomic() left of an interrupted write of path (PATH.tmp.PID of
+ * another process). */
+static void remove_stale_tmp(const char *path)
+{
+    char dir_buf[PATH_MAX], base_buf[PATH_MAX], prefix[PATH_MAX], own[32];
+    struct dirent *e;
+    size_t plen;
+    DIR *d;
+
+    if (snprintf(dir_buf, sizeof(dir_buf), "%s", path) >= (int)sizeof(dir_buf) ||
+        snprintf(base_buf, sizeof(base_buf), "%s", path) >= (int)sizeof(base_buf) ||
+        snprintf(prefix, sizeof(prefix), "%s.tmp.", basename(base_buf)) >= (int)sizeof(prefix))
+        return;
+    plen = strlen(prefix);
+    snprintf(own, sizeof(own), "%d", (int)getpid());
+    d = opendir(dirname(dir_buf));
+    if (!d)
+        return;
+    while ((e = readdir(d)))
+        if (strncmp(e->d_name, prefix, plen) == 0 && strcmp(e->d_name + plen, own) != 0)
+            (void)unlinkat(dirfd(d), e->d_name, 0);
+    closedir(d);
+}
+
+static int read_file(const char *path, char **ret, size_t *ret_len)
+{
+    struct stat st;
+    size_t off = 0;
+    char *text;
+    int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > FILE_MAX) {
+        close(fd);
+        return -EINVAL;
+    }
+    text = malloc((size_t)st.st_size + 1);
+    if (!text) {
+        close(fd);
+        return -ENOMEM;
+    }
+    while (off < (size_t)st.st_size) {
+        ssize_t got = read(fd, text + off, (size_t)st.st_size - off);
+
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            r = got < 0 ? -errno : -EIO;
+            free(text);
+            close(fd);
+            return r;
+        }
+        off += (size_t)got;
+    }
+    close(fd);
+    text[off] = '\0';
+    *ret = text;
+    *ret_len = off;
+    return 0;
+}
+
+/* One revision of the file into *e. */
+static int parse_revision(const json_t *j, struct revision *e)
+{
+    json_t *n = json_object_get(j, "revision"), *diff = json_object_get(j, "diff");
+    json_t *listeners = json_object_get(j, "listeners");
+    const char *time = json_string_value(json_object_get(j, "time"));
+    const char *source = json_string_value(json_object_get(j, "source"));
+    const char *summary = json_string_value(json_object_get(j, "summary"));
+
+    if (!json_is_integer(n) || json_integer_value(n) < 1 || !json_is_array(diff) ||
+        !json_is_array(listeners) || !time || !source || !summary)
+        return -EINVAL;
+    e->n = (uint64_t)json_integer_value(n);
+    snprintf(e->time, sizeof(e->time), "%s", time);
+    e->source = strdup(source);
+    e->summary = strdup(summary);
+    e->diff = json_incref(diff);
+    e->listeners = json_incref(listeners);
+    return e->source && e->summary ? 0 : -ENOMEM;
+}
+
+int core_revisions_load(struct core_revisions *rv, struct core_err *err)
+{
+    json_t *of = NULL;
+    size_t len = 0, lines = 0, line_no = 0;
+    bool torn = false;
+    char *text = NULL, *p, *nl;
+    int r;
+
+    remove_stale_tmp(rv->path);
+    r = read_file(rv->path, &text, &len);
+    if (r == -ENOENT)
+        return r;
+    if (r < 0)
+        return core_err_set(err, r, NULL, "%s: %s", rv->path, strerror(-r));
+    pthread_mutex_lock(&rv->lock);
+    for (p = text; p < text + len; p = nl + 1) {
+        struct revision e = {0};
+        json_error_t jerr;
+        json_t *j, *v;
+
+        line_no++;
+        nl = memchr(p, '\n', (size_t)(text + len - p));
+        if (!nl) {
+            /* A last line without its newline: a write cut short; it is dropped. */
+            torn = true;
+            break;
+        }
+        j = json_loadb(p, (size_t)(nl - p), JSON_REJECT_DUPLICATES, &jerr);
+        v = json_object_get(j, "version");
+        r = j && json_is_integer(v) && json_integer_value(v) == FORMAT_VERSION &&
+                    json_is_object(json_object_get(j, "listener_revisions"))
+                ? parse_revision(j, &e)
+                : -EINVAL;
+        if (r == 0 && rv->n > 0 && e.n <= rv->list[rv->n - 1].n)
+            r = -EINVAL;
+        if (r == 0) {
+            e.of = json_incref(json_object_get(j, "listener_revisions"));
+            json_decref(of);
+            of = json_incref(e.of);
+        }
+        json_decref(j);
+        if (r < 0) {
+            revision_fini(&e);
+            if (nl + 1 == text + len) {
+                torn = true; /* the last line, cut short */
+                r = 0;
+                break;
+            }
+            for (size_t k = 0; k < rv->n; k++)
+                revision_fini(&rv->list[k]);
+            rv->n = 0;
+            json_decref(of);
+            of = NULL;
+            core_err_set(err, -EINVAL, NULL, "%s: line %zu is not a revision", rv->path, line_no);
+            r = -EINVAL;
+            break;
+        }
+        if (rv->n == CORE_REVISIONS_KEEP + 1) {
+            revision_fini(&rv->list[0]);
+            memmove(&rv->list[0], &rv->list[1], (rv->n - 1) * sizeof(rv->list[0]));
+            rv->n--;
+        }
+        rv->list[rv->n++] = e;
+        lines++;
+    }
+    if (r == 0) {
+        json_object_clear(rv->of);
+        if (of && json_object_update(rv->of, of) < 0)
+            r = -ENOMEM;
+        /* A torn line is not appended to: the next save writes the file whole. */
+        rv->file_lines = torn ? 0 : lines;
+        rv->file_last = rv->n ? rv->list[rv->n - 1].n : 0;
+    }
+    pthread_mutex_unlock(&rv->lock);
+    json_decref(of);
+    free(text);
+    return r;
+}
+
+bool core_etag_matches(const char *if_match, uint64_t revision, bool exists)
+{
+    char etag[32];
+    size_t etag_len;
+    const char *p = if_match;
+
+    snprintf(etag, sizeof(etag), "\"r%llu\"", (unsigned long long)revision);
+    etag_len = strlen(etag);
+    p += strspn(p, " \t");
+    if (*p == '*')
+        return exists && p[1 + strspn(p + 1, " \t")] == '\0';
+    for (;;) {
+        const char *close;
+        bool weak = false;
+
+        p += strspn(p, " \t,");
+        if (*p == '\0')
+            return false;
+        if (strncmp(p, "W/", 2) == 0) {
+            weak = true;
+            p += 2;
+        }
+        if (*p != '"')
+            return false;
+        close = strchr(p + 1, '"');
+        if (!close)
+            return false;
+        if (exists && !weak && (size_t)(close + 1 - p) == etag_len &&
+            strncmp(p, etag, etag_len) == 0)
+            return true;
+        p = close + 1;
+    }
+}
