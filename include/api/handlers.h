@@ -6,6 +6,20 @@
  * request into a call to the registry and the registry's answer into a reply. Handlers never
  * touch libmicrohttpd; they only fill a struct api_reply.
  *
+ * Every change of the listener set (POST, PUT, PATCH, DELETE of a listener, start, stop, PUT of
+ * the whole configuration, restore) is one struct core_change (core/registry.h): its If-Match
+ * header is the precondition, "?dry_run=true" (or 1; false or 0, or no dry_run, is a real
+ * change; any other value is 400 naming "dry_run") asks what it would do, and its source is
+ * "METHOD PATH". The answers:
+ *   - a dry run: 200 {"dry_run": true, "revision": the current revision, "diff": [...]}, no
+ *     ETag, nothing changed;
+ *   - a change: its usual status and body, with "ETag: \"r<N>\"" of what the body is (nothing
+ *     on a 204 unless the registry names one);
+ *   - an If-Match not met: 412 "precondition failed: ...", with the current ETag when there is
+ *     one;
+ *   - any other failure: the usual problem, with a member "listener" naming the listener at
+ *     fault when the registry names one.
+ *
  * Thread rules: called from libmicrohttpd's thread; the registry serialises changes.
  */
 
@@ -37,6 +51,7 @@ struct api_request {
     const char *name;          /* the {name} segment (percent-decoded), or NULL */
     const json_t *body;        /* routes that take a body: the JSON object sent; else NULL */
     const char *if_none_match; /* the If-None-Match header, or NULL */
+    const char *if_match;      /* the If-Match header, or NULL */
     const char *last_event_id; /* the Last-Event-ID header, or NULL */
     uint64_t uptime_seconds;   /* how long the server has been serving */
     api_query_fn query;        /* NULL: the request has no query parameters */
@@ -59,6 +74,20 @@ void api_handle_listener_delete(const struct api_request *req, struct api_reply 
 void api_handle_listener_start(const struct api_request *req, struct api_reply *ret);
 void api_handle_listener_stop(const struct api_request *req, struct api_reply *ret);
 void api_handle_listener_metrics(const struct api_request *req, struct api_reply *ret);
+/* GET /api/v1/config: {"revision", "listeners"} with ETag "r<revision>" (none at revision 0). */
+void api_handle_config_get(const struct api_request *req, struct api_reply *ret);
+/* PUT /api/v1/config: the whole listener set; 200 {"revision", "diff", "listeners"} with
+ * ETag "r<revision>". */
+void api_handle_config_replace(const struct api_request *req, struct api_reply *ret);
+/* GET /api/v1/config/revisions[?limit=N]: {"revisions": [...]}, newest first; limit 1 to
+ * API_REVISIONS_LIMIT_MAX (default API_REVISIONS_LIMIT_DEFAULT), else 400 naming "limit". */
+void api_handle_revisions_list(const struct api_request *req, struct api_reply *ret);
+/* GET /api/v1/config/revisions/{n}: revision n with its listener set. n not a revision number
+ * (api_revision_parse()) is 400 naming "n"; a revision not kept is 404. */
+void api_handle_revision_get(const struct api_request *req, struct api_reply *ret);
+/* POST /api/v1/config/revisions/{n}/restore: revision n's listener set as a new revision,
+ * answered as PUT /api/v1/config (If-Match is about the whole configuration). n as above. */
+void api_handle_revision_restore(const struct api_request *req, struct api_reply *ret);
 void api_handle_metrics(const struct api_request *req, struct api_reply *ret);
 /* GET /metrics: the Prometheus text exposition (api/prometheus.h). */
 void api_handle_prometheus(const struct api_request *req, struct api_reply *ret);
@@ -85,6 +114,28 @@ int api_body_parse(const char *data, size_t len, json_t **ret, struct core_err *
  * -EINVAL (an empty value, a sign, blanks, another character, too large).
  */
 int api_version_parse(const char *text, unsigned *ret);
+
+#define API_REVISIONS_LIMIT_DEFAULT 20
+#define API_REVISIONS_LIMIT_MAX 100
+
+/*
+ * Parses the "dry_run" query parameter: NULL (absent), "false" and "0" are false, "true" and
+ * "1" true. Returns 0 with *ret, or -EINVAL for anything else ("" included).
+ */
+int api_dry_run_parse(const char *text, bool *ret);
+
+/*
+ * Parses the "limit" query parameter of the revisions list: NULL (absent) is
+ * API_REVISIONS_LIMIT_DEFAULT; otherwise decimal digits only, 1 to API_REVISIONS_LIMIT_MAX.
+ * Returns 0 with *ret, or -EINVAL.
+ */
+int api_limit_parse(const char *text, size_t *ret);
+
+/*
+ * Parses a revision number, the {n} of a path: decimal digits only, 1 to UINT64_MAX. Returns 0
+ * with *ret, or -EINVAL (empty, 0, a sign, blanks, another character, too large).
+ */
+int api_revision_parse(const char *text, uint64_t *ret);
 
 /*
  * Whether an If-None-Match header value (a list of entity tags, or "*") matches etag (a quoted

@@ -20,15 +20,18 @@
 #include <microhttpd.h>
 
 #include "api/assets.h"
+#include "core/config.h"
 #include "core/err.h"
 
 struct api_stream;
 
-/* Longest "Location", "Allow" and "Content-Disposition" header values a reply carries, with
- * their NUL. A disposition holds a file name of up to 255 bytes twice, once percent-encoded. */
+/* Longest "Location", "Allow", "Content-Disposition" and "ETag" header values a reply carries,
+ * with their NUL. A disposition holds a file name of up to 255 bytes twice, once
+ * percent-encoded; an ETag is "r" and a revision number, quoted. */
 #define API_LOCATION_MAX 128
 #define API_ALLOW_MAX 64
 #define API_DISPOSITION_MAX 1152
+#define API_ETAG_MAX 32
 
 struct api_reply {
     unsigned status;
@@ -36,8 +39,10 @@ struct api_reply {
     bool is_problem;                 /* the body is application/problem+json from detail, field */
     char detail[256];                /* problem: what went wrong, for humans */
     char field[64];                  /* problem: the field at fault; empty for none */
+    char listener[CORE_ID_MAX];      /* problem: the listener at fault ("listener"); empty: none */
     char location[API_LOCATION_MAX]; /* "Location" header when not empty */
     char allow[API_ALLOW_MAX];       /* "Allow" header when not empty */
+    char etag[API_ETAG_MAX];         /* "ETag" header when not empty (api_reply_etag()) */
     const struct api_asset *asset;   /* a static file (borrowed, static storage), or NULL */
     int fd;                          /* owned: an application/octet-stream body, or -1 */
     uint64_t fd_size;                /* its length, from offset 0 */
@@ -82,6 +87,13 @@ void api_reply_problem(struct api_reply *r, unsigned status, const char *field, 
  */
 void api_reply_error(struct api_reply *r, int code, const struct core_err *err);
 
+/*
+ * Adds to r the "ETag" header of a configuration revision: "r<revision>", quoted, as
+ * core/registry.h says; nothing for revision 0 (none). Call it after the setter of the status
+ * and body: each setter starts the reply afresh.
+ */
+void api_reply_etag(struct api_reply *r, uint64_t revision);
+
 /* 405 with the "Allow" header set to allow (e.g. "GET, HEAD, PUT"). */
 void api_reply_method_not_allowed(struct api_reply *r, const char *method, const char *path,
                                   const char *allow);
@@ -119,8 +131,8 @@ enum MHD_Result api_reply_send(struct MHD_Connection *c, struct api_reply *r);
 
 /*
  * The HTTP status for a negative errno from core/: -EINVAL 400; -ENOENT 404; -EEXIST,
- * -EADDRINUSE, -EADDRNOTAVAIL, -EACCES, -EPERM, -EBUSY, -ENOSPC 409; -E2BIG, -EFBIG 413;
- * anything else 500.
+ * -EADDRINUSE, -EADDRNOTAVAIL, -EACCES, -EPERM, -EBUSY, -ENOSPC 409; -ESTALE (an If-Match
+ * not met) 412; -E2BIG, -EFBIG 413; anything else 500.
  */
 unsigned api_status_from_errno(int code);
 
@@ -130,7 +142,8 @@ const char *api_status_title(unsigned status);
 /*
  * The problem+json object {"type":"about:blank","title","status","detail","field"}: "detail"
  * only when detail is neither NULL nor empty, "field" likewise. Bytes of detail and field that
- * are not UTF-8 are sent as '?'. Returns a new reference, NULL on ENOMEM.
+ * are not UTF-8 are sent as '?'. Returns a new reference, NULL on ENOMEM. (A reply's problem
+ * also has "listener" when its listener member is set.)
  */
 json_t *api_problem_new(unsigned status, const char *detail, const char *field);
 

@@ -7,10 +7,11 @@
  * path, and 405 with the methods the path has when a pattern matches but not the method. HEAD
  * is allowed wherever GET is, and runs the GET handler (libmicrohttpd drops the body).
  *
- * Patterns are absolute paths of literal segments and placeholders: "{id}" and "{name}" each
- * match any one non-empty segment, which is captured into the member of struct api_captures of
- * that name. The whole pattern "{asset}" matches the paths of the embedded files
- * (api_asset_find()). Pure functions over a static table, any thread.
+ * Patterns are absolute paths of literal segments and placeholders: "{id}", "{name}" and "{n}"
+ * each match any one non-empty segment, which is captured into the member of struct
+ * api_captures of that name; the handler checks what it holds ({n} matches "abc" too). The
+ * whole pattern "{asset}" matches the paths of the embedded files (api_asset_find()). Pure
+ * functions over a static table, any thread.
  */
 
 #include <stdbool.h>
@@ -57,6 +58,7 @@ struct api_segment {
 struct api_captures {
     struct api_segment id;   /* {id}: a listener's id */
     struct api_segment name; /* {name}: a stored file's name */
+    struct api_segment n;    /* {n}: a configuration revision's number */
 };
 
 struct api_match {

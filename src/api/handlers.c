@@ -1,15 +1,20 @@
 #include "api/handlers.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "api/assets.h"
 #include "api/events.h"
+#include "core/revisions.h"
 #include "sockserv-config.h"
 
 #define LISTENERS_PATH "/api/v1/listeners"
+#define REVISIONS_PATH "/api/v1/config/revisions"
+/* The source of a change: "METHOD PATH"; a path longer than a valid one is cut. */
+#define SOURCE_MAX (sizeof("DELETE " LISTENERS_PATH "/") + CORE_ID_MAX + 64)
 
 /* Location of the listener resource: "/api/v1/listeners/ID". */
 static void set_location(struct api_reply *r, const json_t *resource)
@@ -52,6 +57,94 @@ static json_t *wrap(const char *key, json_t *value)
     return j;
 }
 
+/*
+ * Prepares ch for the change req asks with method: its If-Match, its ?dry_run and its source
+ * "METHOD PATH" (written into source, len bytes). Returns 0, or -EINVAL with ret answered (a bad
+ * dry_run); ch needs core_change_fini() only after 0.
+ */
+static int change_begin(const struct api_request *req, const char *method, struct core_change *ch,
+                        char *source, size_t len, struct api_reply *ret)
+{
+    bool dry_run;
+
+    if (api_dry_run_parse(api_request_query(req, "dry_run"), &dry_run) < 0) {
+        api_reply_problem(ret, 400, "dry_run", "dry_run: must be true or false (or 1 or 0)");
+        return -EINVAL;
+    }
+    (void)snprintf(source, len, "%s %s", method, req->path ? req->path : "");
+    *ch = (struct core_change){.dry_run = dry_run, .if_match = req->if_match, .source = source};
+    return 0;
+}
+
+/*
+ * The answer to a change (see api/handlers.h): a dry run's diff; the body j (taken; NULL for
+ * none) with status and the ETag of what it is, the whole configuration's (its revision) when
+ * whole; or the failure code, a failed If-Match as 412 with the current ETag.
+ */
+static void reply_change(struct api_reply *ret, int code, const struct core_change *ch, json_t *j,
+                         unsigned status, bool whole, const struct core_err *err)
+{
+    if (code == -ESTALE) {
+        json_decref(j);
+        api_reply_problem(ret, api_status_from_errno(code), err->field[0] ? err->field : NULL,
+                          "precondition failed: %s",
+                          err->msg[0] ? err->msg : "If-Match does not match the current ETag");
+        api_reply_etag(ret, ch->etag);
+        return;
+    }
+    if (code < 0) {
+        json_decref(j);
+        api_reply_error(ret, code, err);
+        (void)snprintf(ret->listener, sizeof(ret->listener), "%s", ch->listener);
+        return;
+    }
+    if (ch->dry_run) {
+        json_decref(j);
+        api_reply_json(ret, 200,
+                       json_pack("{s:b, s:I, s:o}", "dry_run", 1, "revision",
+                                 (json_int_t)ch->revision, "diff",
+                                 ch->diff ? json_incref(ch->diff) : json_array()));
+        return;
+    }
+    if (j)
+        api_reply_json(ret, status, j);
+    else
+        api_reply_empty(ret, status);
+    api_reply_etag(ret, whole ? ch->revision : ch->etag);
+}
+
+static void reply_no_revision(struct api_reply *r, uint64_t n)
+{
+    api_reply_problem(r, 404, NULL, "no revision %" PRIu64 " (the last %d are kept)", n,
+                      CORE_REVISIONS_KEEP);
+}
+
+/*
+ * The revision number {n} of a path under REVISIONS_PATH (the route table made sure it is
+ * there). Returns 0 with *ret_n, or -EINVAL with ret answered (400 naming "n").
+ */
+static int revision_of_path(const struct api_request *req, uint64_t *ret_n, struct api_reply *ret)
+{
+    static const char prefix[] = REVISIONS_PATH "/";
+    const char *seg = "";
+    size_t len = 0;
+    char text[24];
+
+    if (req->path && strncmp(req->path, prefix, sizeof(prefix) - 1) == 0) {
+        seg = req->path + sizeof(prefix) - 1;
+        len = strcspn(seg, "/");
+    }
+    if (len < sizeof(text)) {
+        memcpy(text, seg, len);
+        text[len] = '\0';
+        if (api_revision_parse(text, ret_n) == 0)
+            return 0;
+    }
+    api_reply_problem(ret, 400, "n", "n: '%.*s' is not a revision number (a whole number from 1)",
+                      (int)(len < 32 ? len : 32), seg);
+    return -EINVAL;
+}
+
 void api_handle_health(const struct api_request *req, struct api_reply *ret)
 {
     json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "status", "ok", "version", SOCKSERV_VERSION,
@@ -76,75 +169,193 @@ void api_handle_listeners_list(const struct api_request *req, struct api_reply *
 void api_handle_listener_create(const struct api_request *req, struct api_reply *ret)
 {
     struct core_err err = {0};
+    struct core_change ch;
+    char source[SOURCE_MAX];
     json_t *j = NULL;
-    int r = core_registry_create(req->registry, req->body, &j, &err);
+    int r;
 
-    reply_result(ret, r, j, 201, &err);
-    if (r >= 0)
-        set_location(ret, j);
+    if (change_begin(req, "POST", &ch, source, sizeof(source), ret) < 0)
+        return;
+    r = core_registry_create(req->registry, req->body, &ch, &j, &err);
+    reply_change(ret, r, &ch, j, 201, false, &err);
+    if (r >= 0 && !ch.dry_run)
+        set_location(ret, ret->json);
+    core_change_fini(&ch);
 }
 
 void api_handle_listener_get(const struct api_request *req, struct api_reply *ret)
 {
     json_t *j = NULL;
-    int r = core_registry_get(req->registry, req->id, &j);
+    uint64_t etag = 0;
+    int r = core_registry_get(req->registry, req->id, &j, &etag);
 
     if (r == -ENOENT) {
         reply_no_listener(ret, req->id);
         return;
     }
     reply_result(ret, r, j, 200, NULL);
+    if (r >= 0)
+        api_reply_etag(ret, etag);
 }
 
 void api_handle_listener_replace(const struct api_request *req, struct api_reply *ret)
 {
     struct core_err err = {0};
+    struct core_change ch;
+    char source[SOURCE_MAX];
     json_t *j = NULL;
     bool created = false;
-    int r = core_registry_replace(req->registry, req->id, req->body, &j, &created, &err);
+    int r;
 
-    reply_result(ret, r, j, created ? 201 : 200, &err);
-    if (r >= 0 && created)
-        set_location(ret, j);
+    if (change_begin(req, "PUT", &ch, source, sizeof(source), ret) < 0)
+        return;
+    r = core_registry_replace(req->registry, req->id, req->body, &ch, &j, &created, &err);
+    reply_change(ret, r, &ch, j, created ? 201 : 200, false, &err);
+    if (r >= 0 && !ch.dry_run && created)
+        set_location(ret, ret->json);
+    core_change_fini(&ch);
 }
 
 void api_handle_listener_patch(const struct api_request *req, struct api_reply *ret)
 {
     struct core_err err = {0};
+    struct core_change ch;
+    char source[SOURCE_MAX];
     json_t *j = NULL;
-    int r = core_registry_patch(req->registry, req->id, req->body, &j, &err);
+    int r;
 
-    reply_result(ret, r, j, 200, &err);
+    if (change_begin(req, "PATCH", &ch, source, sizeof(source), ret) < 0)
+        return;
+    r = core_registry_patch(req->registry, req->id, req->body, &ch, &j, &err);
+    reply_change(ret, r, &ch, j, 200, false, &err);
+    core_change_fini(&ch);
 }
 
 void api_handle_listener_delete(const struct api_request *req, struct api_reply *ret)
 {
     struct core_err err = {0};
-    int r = core_registry_delete(req->registry, req->id, &err);
+    struct core_change ch;
+    char source[SOURCE_MAX];
+    int r;
 
-    if (r < 0) {
-        api_reply_error(ret, r, &err);
+    if (change_begin(req, "DELETE", &ch, source, sizeof(source), ret) < 0)
         return;
-    }
-    api_reply_empty(ret, 204);
+    r = core_registry_delete(req->registry, req->id, &ch, &err);
+    reply_change(ret, r, &ch, NULL, 204, false, &err);
+    core_change_fini(&ch);
 }
 
 void api_handle_listener_start(const struct api_request *req, struct api_reply *ret)
 {
     struct core_err err = {0};
+    struct core_change ch;
+    char source[SOURCE_MAX];
     json_t *j = NULL;
-    int r = core_registry_start(req->registry, req->id, &j, &err);
+    int r;
 
-    reply_result(ret, r, j, 200, &err);
+    if (change_begin(req, "POST", &ch, source, sizeof(source), ret) < 0)
+        return;
+    r = core_registry_start(req->registry, req->id, &ch, &j, &err);
+    reply_change(ret, r, &ch, j, 200, false, &err);
+    core_change_fini(&ch);
 }
 
 void api_handle_listener_stop(const struct api_request *req, struct api_reply *ret)
 {
     struct core_err err = {0};
+    struct core_change ch;
+    char source[SOURCE_MAX];
     json_t *j = NULL;
-    int r = core_registry_stop(req->registry, req->id, &j, &err);
+    int r;
 
-    reply_result(ret, r, j, 200, &err);
+    if (change_begin(req, "POST", &ch, source, sizeof(source), ret) < 0)
+        return;
+    r = core_registry_stop(req->registry, req->id, &ch, &j, &err);
+    reply_change(ret, r, &ch, j, 200, false, &err);
+    core_change_fini(&ch);
+}
+
+void api_handle_config_get(const struct api_request *req, struct api_reply *ret)
+{
+    json_t *j = NULL;
+    json_int_t revision;
+    int r = core_registry_config(req->registry, &j);
+
+    if (r < 0) {
+        api_reply_error(ret, r, NULL);
+        return;
+    }
+    revision = json_integer_value(json_object_get(j, "revision"));
+    api_reply_json(ret, 200, j);
+    api_reply_etag(ret, revision > 0 ? (uint64_t)revision : 0);
+}
+
+void api_handle_config_replace(const struct api_request *req, struct api_reply *ret)
+{
+    struct core_err err = {0};
+    struct core_change ch;
+    char source[SOURCE_MAX];
+    json_t *j = NULL;
+    int r;
+
+    if (change_begin(req, "PUT", &ch, source, sizeof(source), ret) < 0)
+        return;
+    r = core_registry_config_replace(req->registry, req->body, &ch, &j, &err);
+    reply_change(ret, r, &ch, j, 200, true, &err);
+    core_change_fini(&ch);
+}
+
+void api_handle_revisions_list(const struct api_request *req, struct api_reply *ret)
+{
+    json_t *j = NULL;
+    size_t limit;
+    int r;
+
+    if (api_limit_parse(api_request_query(req, "limit"), &limit) < 0) {
+        api_reply_problem(ret, 400, "limit", "limit: must be a number from 1 to %d",
+                          API_REVISIONS_LIMIT_MAX);
+        return;
+    }
+    r = core_registry_revisions(req->registry, limit, &j);
+    reply_result(ret, r, j, 200, NULL);
+}
+
+void api_handle_revision_get(const struct api_request *req, struct api_reply *ret)
+{
+    json_t *j = NULL;
+    uint64_t n;
+    int r;
+
+    if (revision_of_path(req, &n, ret) < 0)
+        return;
+    r = core_registry_revision(req->registry, n, &j);
+    if (r == -ENOENT) {
+        reply_no_revision(ret, n);
+        return;
+    }
+    reply_result(ret, r, j, 200, NULL);
+}
+
+void api_handle_revision_restore(const struct api_request *req, struct api_reply *ret)
+{
+    struct core_err err = {0};
+    struct core_change ch;
+    char source[SOURCE_MAX];
+    json_t *j = NULL;
+    uint64_t n;
+    int r;
+
+    if (revision_of_path(req, &n, ret) < 0 ||
+        change_begin(req, "POST", &ch, source, sizeof(source), ret) < 0)
+        return;
+    r = core_registry_restore(req->registry, n, &ch, &j, &err);
+    if (r == -ENOENT && !err.msg[0]) {
+        json_decref(j);
+        reply_no_revision(ret, n);
+    } else {
+        reply_change(ret, r, &ch, j, 200, true, &err);
+    }
+    core_change_fini(&ch);
 }
 
 void api_handle_listener_metrics(const struct api_request *req, struct api_reply *ret)
@@ -283,6 +494,61 @@ int api_version_parse(const char *text, unsigned *ret)
             return -EINVAL;
     }
     *ret = (unsigned)v;
+    return 0;
+}
+
+int api_dry_run_parse(const char *text, bool *ret)
+{
+    if (!text || strcmp(text, "false") == 0 || strcmp(text, "0") == 0) {
+        *ret = false;
+        return 0;
+    }
+    if (strcmp(text, "true") == 0 || strcmp(text, "1") == 0) {
+        *ret = true;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+/* text as a whole number of decimal digits only, at most max. Returns 0 or -EINVAL. */
+static int parse_digits(const char *text, uint64_t max, uint64_t *ret)
+{
+    uint64_t v = 0;
+
+    if (*text == '\0')
+        return -EINVAL;
+    for (const char *p = text; *p; p++) {
+        unsigned d = (unsigned)(*p - '0');
+
+        if (*p < '0' || *p > '9' || v > (max - d) / 10)
+            return -EINVAL;
+        v = v * 10 + d;
+    }
+    *ret = v;
+    return 0;
+}
+
+int api_limit_parse(const char *text, size_t *ret)
+{
+    uint64_t v;
+
+    if (!text) {
+        *ret = API_REVISIONS_LIMIT_DEFAULT;
+        return 0;
+    }
+    if (parse_digits(text, API_REVISIONS_LIMIT_MAX, &v) < 0 || v == 0)
+        return -EINVAL;
+    *ret = (size_t)v;
+    return 0;
+}
+
+int api_revision_parse(const char *text, uint64_t *ret)
+{
+    uint64_t v;
+
+    if (parse_digits(text, UINT64_MAX, &v) < 0 || v == 0)
+        return -EINVAL;
+    *ret = v;
     return 0;
 }
 

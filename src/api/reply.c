@@ -1,6 +1,7 @@
 #include "api/reply.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +96,14 @@ void api_reply_error(struct api_reply *r, int code, const struct core_err *err)
         api_reply_problem(r, status, field, "%s", err->msg);
     else
         api_reply_problem(r, status, field, "%s", strerror(code < 0 ? -code : code));
+}
+
+void api_reply_etag(struct api_reply *r, uint64_t revision)
+{
+    if (revision == 0)
+        r->etag[0] = '\0';
+    else
+        (void)snprintf(r->etag, sizeof(r->etag), "\"r%" PRIu64 "\"", revision);
 }
 
 void api_reply_method_not_allowed(struct api_reply *r, const char *method, const char *path,
@@ -194,6 +203,8 @@ unsigned api_status_from_errno(int code)
     case -EBUSY:
     case -ENOSPC:
         return MHD_HTTP_CONFLICT;
+    case -ESTALE:
+        return MHD_HTTP_PRECONDITION_FAILED;
     case -E2BIG:
     case -EFBIG:
         return MHD_HTTP_CONTENT_TOO_LARGE;
@@ -279,6 +290,18 @@ json_t *api_problem_new(unsigned status, const char *detail, const char *field)
 out_free:
     json_decref(j);
     return NULL;
+}
+
+/* The problem body of r: api_problem_new() and, when r names one, the listener at fault. */
+static json_t *problem_of(const struct api_reply *r)
+{
+    json_t *p = api_problem_new(r->status, r->detail, r->field);
+
+    if (p && r->listener[0] && json_object_set_new(p, "listener", json_text(r->listener)) < 0) {
+        json_decref(p);
+        return NULL;
+    }
+    return p;
 }
 
 /* Compact JSON text with a trailing newline, in a heap buffer for free(). NULL on ENOMEM. */
@@ -397,7 +420,7 @@ static struct MHD_Response *build(struct api_reply *r, struct MHD_Connection *c)
     } else if (r->content_type) {
         resp = response_from_text(r);
     } else if (r->is_problem) {
-        json_t *p = api_problem_new(r->status, r->detail, r->field);
+        json_t *p = problem_of(r);
 
         resp = p ? response_from_json(p, CONTENT_TYPE_PROBLEM) : NULL;
         json_decref(p);
@@ -412,6 +435,8 @@ static struct MHD_Response *build(struct api_reply *r, struct MHD_Connection *c)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->location) != MHD_YES)
         goto out_destroy;
     if (r->allow[0] && MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow) != MHD_YES)
+        goto out_destroy;
+    if (r->etag[0] && MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, r->etag) != MHD_YES)
         goto out_destroy;
     if (r->disposition[0] && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION,
                                                      r->disposition) != MHD_YES)

@@ -18,6 +18,7 @@ static const struct {
 } placeholders[] = {
     {"{id}", offsetof(struct api_captures, id)},
     {"{name}", offsetof(struct api_captures, name)},
+    {"{n}", offsetof(struct api_captures, n)},
 };
 
 static const struct api_route routes[] = {
@@ -33,6 +34,12 @@ static const struct api_route routes[] = {
     {API_METHOD_GET, "/api/v1/listeners/{id}/metrics", api_handle_listener_metrics, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/listeners/{id}/files", api_handle_listener_files, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/listeners/{id}/files/{name}", api_handle_listener_file_get,
+     API_BODY_NONE},
+    {API_METHOD_GET, "/api/v1/config", api_handle_config_get, API_BODY_NONE},
+    {API_METHOD_PUT, "/api/v1/config", api_handle_config_replace, API_BODY_JSON},
+    {API_METHOD_GET, "/api/v1/config/revisions", api_handle_revisions_list, API_BODY_NONE},
+    {API_METHOD_GET, "/api/v1/config/revisions/{n}", api_handle_revision_get, API_BODY_NONE},
+    {API_METHOD_POST, "/api/v1/config/revisions/{n}/restore", api_handle_revision_restore,
      API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/metrics", api_handle_metrics, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/events", api_handle_events, API_BODY_NONE},

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <microhttpd.h>
 
 #include "api/events.h"
+#include "api/guard.h"
 #include "api/handlers.h"
 #include "api/reply.h"
 #include "api/routes.h"
@@ -24,22 +27,50 @@
 #include "core/log.h"
 
 #define BODY_MAX_DEFAULT (1024 * 1024)
-#define CONNECTION_LIMIT 256
-#define PER_IP_CONNECTION_LIMIT 64
-#define CONNECTION_TIMEOUT_S 30
-#define CONNECTION_MEMORY_LIMIT (64 * 1024)
 #define LISTEN_BACKLOG 128
 /* A refused upload is read and dropped (so that the client sees the answer) up to this many
  * times body_max; past that the connection is cut. */
 #define DISCARD_FACTOR 16
+/* At most one warning a minute about the connections cut by their deadline. */
+#define CUT_LOG_INTERVAL_MS 60000
+
+/*
+ * One connection, from libmicrohttpd's STARTED notification to its CLOSED one, and the deadline
+ * by which it must have delivered what it owes (a request head, a request body). libmicrohttpd
+ * calls CLOSED before it closes the socket, and an entry leaves the list under watch_lock in
+ * that call; the deadline thread cuts a connection (shutdown(2)) only under that lock, so it
+ * never touches a descriptor libmicrohttpd has closed and perhaps reused. The socket's identity
+ * (device, inode) is checked as well before the cut.
+ */
+struct watch {
+    int fd;
+    dev_t dev;
+    ino_t ino;
+    int64_t deadline_ms;       /* guarded by watch_lock; CLOCK_MONOTONIC, 0: none */
+    struct watch *prev, *next; /* guarded by watch_lock */
+};
 
 struct api_server {
     struct MHD_Daemon *daemon;
     struct core_registry *registry; /* borrowed */
     struct api_events *events;      /* the event streams; NULL without a bus */
+    struct api_guard *guard;
     size_t body_max;
     uint16_t port;
     struct timespec started; /* CLOCK_MONOTONIC */
+    char *unix_path;         /* the Unix socket file to remove at stop, or NULL */
+    dev_t unix_dev;          /* its identity, so that only our own file is removed */
+    ino_t unix_ino;
+
+    pthread_mutex_t watch_lock;
+    pthread_cond_t watch_wake; /* the deadline thread sleeps on it; CLOCK_MONOTONIC */
+    struct watch *watches;     /* guarded by watch_lock: every open connection */
+    int64_t watch_next_ms;     /* guarded by watch_lock: when the thread wakes next, or 0 */
+    bool watch_stopping;       /* guarded by watch_lock */
+    pthread_t watch_thread;
+    bool has_watch_thread;
+    unsigned cuts_unlogged;  /* the deadline thread's own */
+    int64_t cut_log_next_ms; /* the deadline thread's own */
 };
 
 /* One request's state, in libmicrohttpd's *req_cls from its first call to its completion. */
@@ -47,11 +78,21 @@ struct request {
     struct api_match match;
     char *id;     /* copy of the {id} segment, or NULL */
     char *name;   /* copy of the {name} segment, or NULL */
-    bool decided; /* reply is final before the body is read (404, 405, 413, 415) */
+    bool decided; /* reply is final before the body is read (403, 404, 405, 413, 415) */
+    bool refused; /* the guard refused it: answered at once, the body never read */
+    enum api_guard_verdict verdict;
     struct api_reply reply;
     struct core_buf body; /* the body read so far (routes that take one) */
     size_t seen;          /* body bytes received, kept or not */
 };
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void request_free(struct request *q)
 {
@@ -77,9 +118,10 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     n = strlen(line);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
-    /* A client that went away (an event stream's tab closed, a download cancelled) is news
-     * only when debugging. */
-    if (strncmp(line, "Failed to send", 14) == 0)
+    /* A client that went away (an event stream's tab closed, a download cancelled, a
+     * connection cut by its deadline) is news only when debugging. */
+    if (strncmp(line, "Failed to send", 14) == 0 ||
+        strncmp(line, "Connection socket is closed", 27) == 0)
         core_log_debug("api: libmicrohttpd: %s", line);
     else
         core_log_warn("api: libmicrohttpd: %s", line);
@@ -94,10 +136,176 @@ static uint64_t uptime_seconds(const struct api_server *s)
     return (uint64_t)(now.tv_sec - s->started.tv_sec);
 }
 
+/* ---- deadlines: a connection that trickles its request cannot hold a slot ---- */
+
+/* The watch of connection c, or NULL (none could be allocated). libmicrohttpd's thread. */
+static struct watch *watch_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return info ? info->socket_context : NULL;
+}
+
+/* Gives w until seconds from now to deliver the rest of a request; 0: no deadline (a response
+ * is under way). libmicrohttpd's thread. */
+static void watch_set(struct api_server *s, struct watch *w, int seconds)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&s->watch_lock);
+    w->deadline_ms = seconds > 0 ? now_ms() + (int64_t)seconds * 1000 : 0;
+    if (w->deadline_ms && (s->watch_next_ms == 0 || w->deadline_ms < s->watch_next_ms))
+        pthread_cond_signal(&s->watch_wake);
+    pthread_mutex_unlock(&s->watch_lock);
+}
+
+/* libmicrohttpd's connection notifications: the watch list follows the open connections. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct api_server *s = cls;
+    struct watch *w = *socket_context;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct stat st;
+
+        if (!info || fstat(info->connect_fd, &st) < 0)
+            return;
+        w = calloc(1, sizeof(*w));
+        if (!w) {
+            core_log_warn("api: out of memory: a connection goes without a deadline");
+            return;
+        }
+        w->fd = info->connect_fd;
+        w->dev = st.st_dev;
+        w->ino = st.st_ino;
+        pthread_mutex_lock(&s->watch_lock);
+        w->next = s->watches;
+        if (s->watches)
+            s->watches->prev = w;
+        s->watches = w;
+        pthread_mutex_unlock(&s->watch_lock);
+        *socket_context = w;
+        watch_set(s, w, API_SERVER_HEAD_TIMEOUT_S);
+        return;
+    }
+    if (!w)
+        return;
+    pthread_mutex_lock(&s->watch_lock);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        s->watches = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&s->watch_lock);
+    free(w);
+    *socket_context = NULL;
+}
+
+/* Cuts w's connection: libmicrohttpd sees the end of it and closes it. Called with watch_lock
+ * held. Returns whether it did. */
+static bool watch_cut(struct watch *w)
+{
+    struct stat st;
+
+    w->deadline_ms = 0;
+    if (fstat(w->fd, &st) < 0 || st.st_dev != w->dev || st.st_ino != w->ino)
+        return false;
+    return shutdown(w->fd, SHUT_RDWR) == 0;
+}
+
+/* The deadline thread: sleeps until the earliest deadline, cuts what is overdue. */
+static void *watch_main(void *arg)
+{
+    struct api_server *s = arg;
+
+    pthread_mutex_lock(&s->watch_lock);
+    while (!s->watch_stopping) {
+        int64_t now = now_ms(), next = 0;
+        unsigned cut = 0;
+
+        for (struct watch *w = s->watches; w; w = w->next) {
+            if (!w->deadline_ms)
+                continue;
+            if (w->deadline_ms <= now)
+                cut += watch_cut(w);
+            else if (next == 0 || w->deadline_ms < next)
+                next = w->deadline_ms;
+        }
+        s->cuts_unlogged += cut;
+        if (s->cuts_unlogged > 0 && now >= s->cut_log_next_ms) {
+            unsigned n = s->cuts_unlogged;
+
+            s->cuts_unlogged = 0;
+            s->cut_log_next_ms = now + CUT_LOG_INTERVAL_MS;
+            pthread_mutex_unlock(&s->watch_lock);
+            core_log_warn("api: closed %u connection(s) that did not send a complete request in "
+                          "time (slow or stalled clients)",
+                          n);
+            pthread_mutex_lock(&s->watch_lock);
+            continue; /* the list may have changed meanwhile */
+        }
+        /* Cuts not yet told are told when the minute is over, even if no other comes. */
+        if (s->cuts_unlogged > 0 && (next == 0 || s->cut_log_next_ms < next))
+            next = s->cut_log_next_ms;
+        s->watch_next_ms = next;
+        if (next == 0) {
+            pthread_cond_wait(&s->watch_wake, &s->watch_lock);
+        } else {
+            struct timespec deadline = {.tv_sec = (time_t)(next / 1000),
+                                        .tv_nsec = (long)(next % 1000) * 1000000};
+
+            (void)pthread_cond_timedwait(&s->watch_wake, &s->watch_lock, &deadline);
+        }
+    }
+    pthread_mutex_unlock(&s->watch_lock);
+    return NULL;
+}
+
+/* ---- requests ---- */
+
+/* Routes that answer without a token: health, and the dashboard's files (which hold no secret;
+ * serving them is what lets the page ask for the token). */
+static bool route_is_public(const struct api_route *route)
+{
+    return route->handler == api_handle_health || route->handler == api_handle_asset;
+}
+
+/* Whether the guard lets the request through; when not, q is refused with the answer. */
+static bool request_guard(struct api_server *s, struct request *q, struct MHD_Connection *conn,
+                          const char *method, bool is_public)
+{
+    char detail[256];
+    const struct api_guard_request req = {
+        .method = method,
+        .is_public = is_public,
+        .host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST),
+        .authorization =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+        .origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin"),
+        .sec_fetch_site = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-Fetch-Site"),
+        .sec_fetch_mode = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-Fetch-Mode"),
+        .sec_fetch_dest = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-Fetch-Dest"),
+    };
+    enum api_guard_verdict v = api_guard_check(s->guard, &req, detail, sizeof(detail));
+
+    if (v == API_GUARD_ALLOW)
+        return true;
+    api_reply_problem(&q->reply, api_guard_status(v), NULL, "%s", detail);
+    q->decided = true;
+    q->refused = true;
+    q->verdict = v;
+    return false;
+}
+
 /*
- * What can be said from the request line and headers alone: the route (404, 405), a declared
- * body over the limit (413), a body of the wrong type (415). Sets q->decided with q->reply on
- * a refusal. Returns 0, or -ENOMEM.
+ * What can be said from the request line and headers alone: the guard (401, 403), the route
+ * (404, 405), a declared body over the limit (413), a body of the wrong type (415). Sets
+ * q->decided with q->reply on a refusal. Returns 0, or -ENOMEM.
  */
 static int request_prepare(struct api_server *s, struct request *q, struct MHD_Connection *conn,
                            const char *method, const char *url)
@@ -107,6 +315,9 @@ static int request_prepare(struct api_server *s, struct request *q, struct MHD_C
     int r;
 
     r = api_route_match(method, url, &q->match);
+    /* Before the route is told: without the token, an unknown path is a 401 like a known one. */
+    if (!request_guard(s, q, conn, method, r == 0 && route_is_public(q->match.route)))
+        return 0;
     if (r == -ENOENT) {
         api_reply_problem(&q->reply, MHD_HTTP_NOT_FOUND, NULL, "no such resource: %s", url);
         q->decided = true;
@@ -128,13 +339,17 @@ static int request_prepare(struct api_server *s, struct request *q, struct MHD_C
         return 0;
     }
 
+    /* POST, PUT and PATCH carry a JSON type even without a body: a page of another site cannot
+     * send one without asking first (CORS preflight), which this API never grants. */
     ctype = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (!api_body_type_is_accepted(q->match.route->body, ctype)) {
-        api_reply_problem(
-            &q->reply, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, NULL,
-            "the body must be application/json%s; got %s",
-            q->match.route->body == API_BODY_MERGE_PATCH ? " or application/merge-patch+json" : "",
-            ctype ? ctype : "no Content-Type");
+    if (!api_body_type_is_accepted(q->match.route->body, ctype) ||
+        !api_guard_media_type_ok(method, ctype)) {
+        bool patch = q->match.route->body == API_BODY_MERGE_PATCH;
+
+        api_reply_problem(&q->reply, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, NULL,
+                          "%s needs Content-Type application/json%s, even without a body; got %s",
+                          method, patch ? " or application/merge-patch+json" : "",
+                          ctype ? ctype : "no Content-Type");
         q->decided = true;
         return 0;
     }
@@ -204,6 +419,7 @@ static void request_dispatch(struct api_server *s, struct request *q, struct MHD
         .name = q->name,
         .if_none_match =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH),
+        .if_match = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MATCH),
         .last_event_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID"),
         .uptime_seconds = uptime_seconds(s),
         .query = query_value,
@@ -226,14 +442,50 @@ static void request_dispatch(struct api_server *s, struct request *q, struct MHD
     json_decref(body);
 }
 
-static enum MHD_Result send_reply(struct request *q, struct MHD_Connection *conn,
-                                  const char *method, const char *url)
+/*
+ * A 401: the problem, with the challenge RFC 6750 asks for ('error="invalid_token"' when a
+ * token was sent and is not the right one). Built here because the reply module has no
+ * challenge header; the body is the reply module's problem object all the same.
+ */
+static enum MHD_Result send_unauthorized(struct request *q, struct MHD_Connection *conn,
+                                         bool invalid_token)
 {
+    json_t *problem = api_problem_new(MHD_HTTP_UNAUTHORIZED, q->reply.detail, NULL);
+    char *text = problem ? json_dumps(problem, JSON_COMPACT) : NULL;
+    struct MHD_Response *resp = NULL;
+    enum MHD_Result ret = MHD_NO;
+
+    json_decref(problem);
+    api_reply_fini(&q->reply);
+    if (text)
+        resp = MHD_create_response_from_buffer_with_free_callback(strlen(text), text, free);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/problem+json") ==
+            MHD_YES &&
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                invalid_token ? "Bearer realm=\"sockserv\", error=\"invalid_token\""
+                                              : "Bearer realm=\"sockserv\"") == MHD_YES &&
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES)
+        ret = MHD_queue_response(conn, MHD_HTTP_UNAUTHORIZED, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result send_reply(struct api_server *s, struct request *q,
+                                  struct MHD_Connection *conn, const char *method, const char *url)
+{
+    /* From here the connection owes nothing until the response is out. */
+    watch_set(s, watch_of(conn), 0);
     if (q->reply.status >= 500)
         core_log_error("api: %s %s: %u %s", method, url, q->reply.status,
                        q->reply.is_problem ? q->reply.detail : "");
     else
         core_log_debug("api: %s %s: %u", method, url, q->reply.status);
+    if (q->refused && q->reply.status == MHD_HTTP_UNAUTHORIZED)
+        return send_unauthorized(q, conn, q->verdict == API_GUARD_BAD_TOKEN);
     return api_reply_send(conn, &q->reply);
 }
 
@@ -256,15 +508,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             q->decided = true;
         }
         /*
-         * A refused request whose declared body is over the limit is answered at once, without
-         * reading the body (a client that sent "Expect: 100-continue" never sends it). Other
-         * refusals wait for the body to be read, so that the answer is not lost to a reset.
+         * A request the guard refused, or whose declared body is over the limit, is answered at
+         * once, without reading the body (a client that sent "Expect: 100-continue" never sends
+         * it). Other refusals wait for the body to be read, so that the answer is not lost to a
+         * reset.
          */
-        if (q->decided &&
-            api_body_length_check(
-                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH),
-                s->body_max) == -EFBIG)
-            return send_reply(q, conn, method, url);
+        if (q->refused || (q->decided && api_body_length_check(MHD_lookup_connection_value(
+                                                                   conn, MHD_HEADER_KIND,
+                                                                   MHD_HTTP_HEADER_CONTENT_LENGTH),
+                                                               s->body_max) == -EFBIG))
+            return send_reply(s, q, conn, method, url);
+        /* The head is in; the body, if any, is owed next. */
+        watch_set(s, watch_of(conn), API_SERVER_BODY_TIMEOUT_S);
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -275,18 +530,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (!q->decided)
         request_dispatch(s, q, conn, url);
-    return send_reply(q, conn, method, url);
+    return send_reply(s, q, conn, method, url);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)conn;
+    struct api_server *s = cls;
+
     (void)toe;
     request_free(*req_cls);
     *req_cls = NULL;
+    /* A kept-alive connection owes the next request's head, idle time included. */
+    watch_set(s, watch_of(conn), API_SERVER_HEAD_TIMEOUT_S);
 }
+
+/* ---- listening sockets ---- */
 
 /* A listening socket bound to sa (CLOEXEC, non-blocking). Returns the fd or -errno. */
 static int listen_socket(const struct sockaddr_storage *sa, socklen_t len, struct core_err *err)
@@ -330,15 +589,109 @@ out_close_fd:
     return r;
 }
 
-/* The port fd is bound to, 0 when unknown. */
-static uint16_t bound_port(int fd)
+/*
+ * Whether the socket file at sa is stale (nobody listens on it): 0 when it is (and it was
+ * removed), -EADDRINUSE when a server answers there, -EEXIST when the path is not a socket.
+ */
+static int unix_remove_stale(const struct sockaddr_un *sa, struct core_err *err)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
+    struct stat st;
+    int fd, r;
 
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return 0;
-    return core_addr_port((const struct sockaddr *)&ss);
+    if (lstat(sa->sun_path, &st) < 0) {
+        r = -errno;
+        return r == -ENOENT ? 0 : core_err_set(err, r, NULL, "%s: %s", sa->sun_path, strerror(-r));
+    }
+    if (!S_ISSOCK(st.st_mode))
+        return core_err_set(err, -EEXIST, NULL, "%s exists and is not a socket", sa->sun_path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        r = -errno;
+        return core_err_set(err, r, NULL, "socket: %s", strerror(-r));
+    }
+    r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0 ? -errno : 0;
+    close(fd);
+    if (r != -ECONNREFUSED)
+        return core_err_set(err, -EADDRINUSE, NULL, "%s is in use by another server", sa->sun_path);
+    if (unlink(sa->sun_path) < 0 && errno != ENOENT) {
+        r = -errno;
+        return core_err_set(err, r, NULL, "cannot remove the stale socket %s: %s", sa->sun_path,
+                            strerror(-r));
+    }
+    core_log_info("api: replaced the stale socket %s", sa->sun_path);
+    return 0;
+}
+
+/*
+ * A listening Unix socket at path with file mode mode (given before it listens, so that no
+ * client connects before the mode holds). Writes the file's identity into *ret_st. Returns the
+ * fd or -errno.
+ */
+static int unix_listen_socket(const char *path, unsigned mode, struct stat *ret_st,
+                              struct core_err *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd, r;
+
+    if (!*path || strlen(path) >= sizeof(sa.sun_path))
+        return core_err_set(err, -ENAMETOOLONG, NULL, "a Unix socket path is 1 to %zu bytes long",
+                            sizeof(sa.sun_path) - 1);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        r = -errno;
+        return core_err_set(err, r, NULL, "socket: %s", strerror(-r));
+    }
+    if (bind(fd, (const struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        r = -errno;
+        if (r != -EADDRINUSE) {
+            (void)core_err_set(err, r, NULL, "bind %s: %s", path, strerror(-r));
+            goto out_close_fd;
+        }
+        r = unix_remove_stale(&sa, err);
+        if (r < 0)
+            goto out_close_fd;
+        if (bind(fd, (const struct sockaddr *)&sa, sizeof(sa)) < 0) {
+            r = -errno;
+            (void)core_err_set(err, r, NULL, "bind %s: %s", path, strerror(-r));
+            goto out_close_fd;
+        }
+    }
+    if (chmod(path, mode) < 0) {
+        r = -errno;
+        (void)core_err_set(err, r, NULL, "chmod %s: %s", path, strerror(-r));
+        goto out_unlink;
+    }
+    if (lstat(path, ret_st) < 0) {
+        r = -errno;
+        (void)core_err_set(err, r, NULL, "%s: %s", path, strerror(-r));
+        goto out_unlink;
+    }
+    if (listen(fd, LISTEN_BACKLOG) < 0) {
+        r = -errno;
+        (void)core_err_set(err, r, NULL, "listen: %s", strerror(-r));
+        goto out_unlink;
+    }
+    return fd;
+
+out_unlink:
+    (void)unlink(path);
+out_close_fd:
+    close(fd);
+    return r;
+}
+
+/* Removes the server's Unix socket file if it still is the one it created. */
+static void unix_remove(struct api_server *s)
+{
+    struct stat st;
+
+    if (!s->unix_path)
+        return;
+    if (lstat(s->unix_path, &st) == 0 && st.st_dev == s->unix_dev && st.st_ino == s->unix_ino)
+        (void)unlink(s->unix_path);
+    free(s->unix_path);
+    s->unix_path = NULL;
 }
 
 /*
@@ -352,35 +705,110 @@ static bool fd_is(int fd, const struct stat *st)
     return fstat(fd, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
 }
 
+/* Stops the deadline thread; the connections it watched are closed by MHD_stop_daemon(). */
+static void watch_stop(struct api_server *s)
+{
+    if (!s->has_watch_thread)
+        return;
+    pthread_mutex_lock(&s->watch_lock);
+    s->watch_stopping = true;
+    pthread_cond_signal(&s->watch_wake);
+    pthread_mutex_unlock(&s->watch_lock);
+    pthread_join(s->watch_thread, NULL);
+    s->has_watch_thread = false;
+}
+
+static void server_free(struct api_server *s)
+{
+    watch_stop(s);
+    unix_remove(s);
+    api_events_free(s->events);
+    api_guard_free(s->guard);
+    pthread_cond_destroy(&s->watch_wake);
+    pthread_mutex_destroy(&s->watch_lock);
+    free(s);
+}
+
+/* Opens the listening socket opts asks for; fills what the guard needs to know of it. */
+static int open_listener(struct api_server *s, const struct api_server_opts *opts,
+                         struct sockaddr_storage *ret_ss, struct stat *ret_st, struct core_err *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t ss_len;
+    int fd;
+
+    if (opts->unix_path) {
+        s->unix_path = strdup(opts->unix_path);
+        if (!s->unix_path)
+            return core_err_set(err, -ENOMEM, NULL, "out of memory");
+        fd = unix_listen_socket(
+            opts->unix_path, opts->unix_mode ? opts->unix_mode : API_SERVER_UNIX_MODE, ret_st, err);
+        if (fd < 0) {
+            free(s->unix_path);
+            s->unix_path = NULL;
+            return fd;
+        }
+        s->unix_dev = ret_st->st_dev;
+        s->unix_ino = ret_st->st_ino;
+        /* The identity libmicrohttpd's copy is checked against is the socket's, not the
+         * file's. */
+        if (fstat(fd, ret_st) < 0) {
+            int r = -errno;
+
+            close(fd);
+            return core_err_set(err, r, NULL, "fstat: %s", strerror(-r));
+        }
+        return fd;
+    }
+
+    if (core_addr_parse(opts->host, opts->port, &ss, &ss_len) < 0)
+        return core_err_set(err, -EINVAL, "host", "%s: not a numeric IPv4 or IPv6 address",
+                            opts->host);
+    if (!core_addr_is_loopback((const struct sockaddr *)&ss) && !opts->token)
+        return core_err_set(err, -EPERM, "host",
+                            "%s is not a loopback address: the API listens on one only with a "
+                            "token",
+                            opts->host);
+    fd = listen_socket(&ss, ss_len, err);
+    if (fd < 0)
+        return fd;
+    ss_len = sizeof(*ret_ss);
+    if (fstat(fd, ret_st) < 0 || getsockname(fd, (struct sockaddr *)ret_ss, &ss_len) < 0) {
+        int r = -errno;
+
+        close(fd);
+        return core_err_set(err, r, NULL, "getsockname: %s", strerror(-r));
+    }
+    s->port = core_addr_port((const struct sockaddr *)ret_ss);
+    return fd;
+}
+
 int api_server_start(const struct api_server_opts *opts, struct api_server **ret,
                      struct core_err *err)
 {
     /* Event streams suspend their connection while they have nothing to send. */
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
-    const union MHD_DaemonInfo *info;
     struct api_server *s;
-    struct sockaddr_storage ss;
-    socklen_t ss_len;
+    struct sockaddr_storage ss = {0};
+    pthread_condattr_t attr;
     struct stat st;
     int fd, r;
 
-    if (!opts || !opts->host || !opts->registry || !ret) {
-        (void)core_err_set(err, -EINVAL, NULL, "api: host and registry are required");
+    if (!opts || (!opts->host && !opts->unix_path) || !opts->registry || !ret) {
+        (void)core_err_set(err, -EINVAL, NULL, "api: an address and a registry are required");
         return -EINVAL;
     }
-    if (core_addr_parse(opts->host, opts->port, &ss, &ss_len) < 0) {
-        (void)core_err_set(err, -EINVAL, "host", "%s: not a numeric IPv4 or IPv6 address",
-                           opts->host);
-        return -EINVAL;
-    }
-    if (ss.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
 
     s = calloc(1, sizeof(*s));
     if (!s) {
         (void)core_err_set(err, -ENOMEM, NULL, "out of memory");
         return -ENOMEM;
     }
+    pthread_mutex_init(&s->watch_lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->watch_wake, &attr);
+    pthread_condattr_destroy(&attr);
     s->registry = opts->registry;
     s->body_max = opts->body_max ? opts->body_max : BODY_MAX_DEFAULT;
     if (clock_gettime(CLOCK_MONOTONIC, &s->started) < 0) {
@@ -394,8 +822,8 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
          * reading is cut by the connection timeout. */
         unsigned keepalive = opts->keepalive_ms ? opts->keepalive_ms : API_EVENTS_KEEPALIVE_MS;
 
-        if (keepalive > CONNECTION_TIMEOUT_S * 1000 / 2)
-            keepalive = CONNECTION_TIMEOUT_S * 1000 / 2;
+        if (keepalive > API_SERVER_IDLE_TIMEOUT_S * 1000 / 2)
+            keepalive = API_SERVER_IDLE_TIMEOUT_S * 1000 / 2;
         r = api_events_new(opts->events, opts->registry, keepalive, &s->events);
         if (r < 0) {
             (void)core_err_set(err, r, NULL, "api: event streams: %s", strerror(-r));
@@ -403,45 +831,64 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
         }
     }
 
-    fd = listen_socket(&ss, ss_len, err);
+    fd = open_listener(s, opts, &ss, &st, err);
     if (fd < 0) {
         r = fd;
         goto out_free;
     }
-    if (fstat(fd, &st) < 0) {
-        r = -errno;
-        (void)core_err_set(err, r, NULL, "fstat: %s", strerror(-r));
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    r = api_guard_new(
+        &(struct api_guard_opts){
+            .token = opts->token,
+            .token_len = opts->token_len,
+            .listen = opts->unix_path ? NULL : (const struct sockaddr *)&ss,
+            .names = opts->allow_hosts,
+            .n_names = opts->n_allow_hosts,
+        },
+        &s->guard, err);
+    if (r < 0) {
         close(fd);
         goto out_free;
     }
-    s->port = bound_port(fd);
+    r = -pthread_create(&s->watch_thread, NULL, watch_main, s);
+    if (r < 0) {
+        (void)core_err_set(err, r, NULL, "api: deadline thread: %s", strerror(-r));
+        close(fd);
+        goto out_free;
+    }
+    s->has_watch_thread = true;
 
-    /* On success the daemon owns fd and closes it in MHD_stop_daemon(). */
+    /*
+     * The limits, explicit. On success the daemon owns fd and closes it in MHD_stop_daemon().
+     * libmicrohttpd counts connections per IP address; a Unix socket's peers have none (the
+     * file's mode is the gate there), so the per-IP limit is off on one.
+     */
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)PER_IP_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)CONNECTION_MEMORY_LIMIT, MHD_OPTION_END);
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)API_SERVER_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        opts->unix_path ? 0u : (unsigned)API_SERVER_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)API_SERVER_IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)API_SERVER_MEMORY_LIMIT, MHD_OPTION_END);
     if (!s->daemon) {
         if (fd_is(fd, &st))
             close(fd);
         r = -EIO;
-        (void)core_err_set(err, r, NULL, "api: libmicrohttpd could not start on %s port %u",
-                           opts->host, (unsigned)s->port);
+        if (opts->unix_path)
+            (void)core_err_set(err, r, NULL, "api: libmicrohttpd could not start on %s",
+                               opts->unix_path);
+        else
+            (void)core_err_set(err, r, NULL, "api: libmicrohttpd could not start on %s port %u",
+                               opts->host, (unsigned)s->port);
         goto out_free;
     }
-
-    info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    if (info && info->port)
-        s->port = info->port;
     *ret = s;
     return 0;
 
 out_free:
-    api_events_free(s->events);
-    free(s);
+    server_free(s);
     return r;
 }
 
@@ -456,7 +903,7 @@ void api_server_stop(struct api_server *s)
         return;
     /* Streams end first: libmicrohttpd must not be stopped with a connection suspended. */
     api_events_shutdown(s->events);
+    watch_stop(s);
     MHD_stop_daemon(s->daemon);
-    api_events_free(s->events);
-    free(s);
+    server_free(s);
 }

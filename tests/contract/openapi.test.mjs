@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { createConfig, lintFromString } from '@redocly/openapi-core';
@@ -50,17 +51,25 @@ function resolveRef(node) {
 }
 
 /**
- * Sends a request and checks the answer against the spec: the status is documented for the
- * operation, and a body is of a documented media type and valid against its schema.
+ * Sends a request (to the daemon at base, the main one by default) and checks the answer
+ * against the spec: the status is documented for the operation, and a body is of a documented
+ * media type and valid against its schema. POST, PUT and PATCH say contentType (null: none)
+ * with or without a body, as the daemon requires.
  */
-async function call(method, p, { body, contentType = 'application/json', headers = {} } = {}) {
+async function call(method, p, { body, contentType = 'application/json', headers = {}, base } = {}) {
   const init = { method, headers: { ...headers } };
-  if (body !== undefined) {
+  if (contentType && (body !== undefined || ['POST', 'PUT', 'PATCH'].includes(method))) {
     init.headers['Content-Type'] = contentType;
-    init.body = typeof body === 'string' ? body : JSON.stringify(body);
   }
-  const res = await fetch(daemon.url + p, init);
+  if (body !== undefined) init.body = typeof body === 'string' ? body : JSON.stringify(body);
+  const res = await fetch((base || daemon.url) + p, init);
   const text = await res.text();
+  return check(method, p, res.status, (name) => res.headers.get(name), text);
+}
+
+/** Checks an answer (status, header getter, body text) against the spec; see call(). */
+function check(method, p, status, header, text) {
+  const res = { status, headers: { get: header } };
   const pathOnly = p.split('?')[0];
   const template = templateOf(pathOnly);
   assert.ok(template, `${pathOnly} is not in the spec`);
@@ -88,6 +97,25 @@ async function call(method, p, { body, contentType = 'application/json', headers
     json = undefined;
   }
   return { status: res.status, headers: res.headers, text, json };
+}
+
+/** A GET with the given Host header (fetch() does not let one be set), checked as call() does. */
+function getWithHost(base, p, host) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(base + p, { headers: { Host: host } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => {
+        try {
+          resolve(check('GET', p, res.statusCode, (name) => res.headers[name.toLowerCase()] ?? null, text));
+        } catch (e) {
+          reject(e);
+        }
+      });
+    });
+    req.on('error', reject);
+  });
 }
 
 /** A JSON pointer (without '#/') to a schema object inside the spec, found by identity. */
@@ -127,7 +155,7 @@ test('the OpenAPI document passes the linter with no problem', async () => {
 test('every path of the spec is served with exactly the methods the spec lists', async () => {
   for (const [template, item] of Object.entries(spec.paths)) {
     const concrete = template.replace('{id}', 'no-such-listener').replace('{name}', 'no-such-file')
-      .replace('{file}', 'app.js');
+      .replace('{file}', 'app.js').replace('{n}', '1');
     // A method no route has: the daemon answers 405 with the methods the path has.
     const res = await fetch(daemon.url + concrete, { method: 'OPTIONS' });
     assert.equal(res.status, 405, `OPTIONS ${concrete}: the daemon does not serve this path (${res.status})`);
@@ -196,6 +224,189 @@ test('backup files routes answer as documented', async () => {
   assert.equal((await call('GET', '/api/v1/listeners/b1/files/missing.txt?version=x')).status, 400);
 });
 
+/** The ids of a list of listeners, in order. */
+const idsOf = (listeners) => listeners.map((l) => l.id);
+
+test('changes of one listener take If-Match and dry_run, and answer ETags, as documented', async () => {
+  const one = await call('GET', '/api/v1/listeners/c1');
+  assert.equal(one.status, 200);
+  const tag = one.headers.get('etag');
+  assert.match(tag, /^"r[1-9][0-9]*"$/, 'GET of a listener sends its ETag');
+  const patch = { idle_timeout_ms: one.json.idle_timeout_ms + 1000 };
+
+  // A stale If-Match changes nothing and answers the current ETag.
+  const stale = await call('PATCH', '/api/v1/listeners/c1', { body: patch, headers: { 'If-Match': '"r999999"' } });
+  assert.equal(stale.status, 412);
+  assert.match(stale.json.detail, /^precondition failed: /);
+  assert.equal(stale.headers.get('etag'), tag);
+  assert.equal((await call('POST', '/api/v1/listeners/c1/stop', { headers: { 'If-Match': 'W/' + tag } })).status, 412,
+    'a weak tag never matches');
+  assert.equal((await call('POST', '/api/v1/listeners', {
+    body: { id: 'm1', service: 'echo', address: '127.0.0.1', port: 0 }, headers: { 'If-Match': '*' },
+  })).status, 412, 'a listener being created has no ETag yet');
+
+  // Dry runs answer the diff and change nothing.
+  const dry = await call('PATCH', '/api/v1/listeners/c1?dry_run=true', { body: patch, headers: { 'If-Match': tag } });
+  assert.equal(dry.status, 200);
+  assert.equal(dry.json.dry_run, true);
+  assert.equal(dry.headers.get('etag'), null, 'a dry run sends no ETag');
+  assert.deepEqual(dry.json.diff.map((d) => [d.id, d.action, d.fields]), [['c1', 'change', ['idle_timeout_ms']]]);
+  assert.equal((await call('GET', '/api/v1/listeners/c1')).json.idle_timeout_ms, one.json.idle_timeout_ms);
+  const dryCreate = await call('POST', '/api/v1/listeners?dry_run=1', {
+    body: { id: 'x1', service: 'echo', address: '127.0.0.1', port: 0 },
+  });
+  assert.equal(dryCreate.status, 200);
+  assert.deepEqual(dryCreate.json.diff, [{ id: 'x1', action: 'create' }]);
+  assert.equal((await call('GET', '/api/v1/listeners/x1')).status, 404);
+  const dryDelete = await call('DELETE', '/api/v1/listeners/c1?dry_run=true', { headers: { 'If-Match': '*' } });
+  assert.equal(dryDelete.status, 200);
+  assert.deepEqual(dryDelete.json.diff, [{ id: 'c1', action: 'delete' }]);
+  const dryPut = await call('PUT', '/api/v1/listeners/c1?dry_run=true', { body: { ...one.json, ...patch } });
+  assert.equal(dryPut.status, 200);
+  assert.equal(dryPut.json.dry_run, true);
+  assert.equal((await call('POST', '/api/v1/listeners/c1/stop?dry_run=true')).status, 200);
+  assert.equal((await call('POST', '/api/v1/listeners/c1/start?dry_run=false')).status, 200);
+  assert.equal((await call('GET', '/api/v1/listeners/c1')).json.status.state, 'running');
+  const badDry = await call('DELETE', '/api/v1/listeners/c1?dry_run=maybe');
+  assert.equal(badDry.status, 400);
+  assert.equal(badDry.json.field, 'dry_run');
+  assert.equal((await call('GET', '/api/v1/listeners/c1')).status, 200, 'a bad dry_run deletes nothing');
+
+  // The right If-Match applies the change, which answers the listener's new ETag.
+  const patched = await call('PATCH', '/api/v1/listeners/c1', { body: patch, headers: { 'If-Match': `"r1", ${tag}` } });
+  assert.equal(patched.status, 200);
+  assert.equal(patched.json.idle_timeout_ms, patch.idle_timeout_ms);
+  const newTag = patched.headers.get('etag');
+  assert.match(newTag, /^"r[1-9][0-9]*"$/);
+  assert.notEqual(newTag, tag);
+  assert.equal((await call('GET', '/api/v1/listeners/c1')).headers.get('etag'), newTag);
+  const created = await call('PUT', '/api/v1/listeners/m2', { body: { service: 'echo', address: '127.0.0.1', port: 0 } });
+  assert.equal(created.status, 201);
+  assert.match(created.headers.get('etag'), /^"r[1-9][0-9]*"$/);
+  assert.equal((await call('DELETE', '/api/v1/listeners/m2', { headers: { 'If-Match': created.headers.get('etag') } })).status, 204);
+});
+
+test('the whole configuration, its revisions and their restore answer as documented', async () => {
+  const before = await call('GET', '/api/v1/config');
+  assert.equal(before.status, 200);
+  const rev0 = before.json.revision;
+  const etag0 = before.headers.get('etag');
+  assert.ok(rev0 >= 1, 'every change so far made a revision');
+  assert.equal(etag0, `"r${rev0}"`);
+  const ids0 = idsOf(before.json.listeners);
+  assert.ok(ids0.includes('u1') && ids0.includes('c1'), `listeners ${ids0}`);
+  assert.deepEqual(ids0, [...ids0].sort(), 'ordered by id');
+  assert.equal((await call('HEAD', '/api/v1/config')).headers.get('etag'), etag0);
+
+  // A GET's body sent back changes nothing: no new revision.
+  const same = await call('PUT', '/api/v1/config', { body: before.json, headers: { 'If-Match': etag0 } });
+  assert.equal(same.status, 200);
+  assert.equal(same.json.revision, rev0);
+  assert.deepEqual(same.json.diff, []);
+
+  // Delete u1, create w1: first as a dry run, then for real.
+  const wanted = {
+    listeners: [...before.json.listeners.filter((l) => l.id !== 'u1'),
+      { id: 'w1', service: 'echo', address: '127.0.0.1', port: 0 }],
+  };
+  const dry = await call('PUT', '/api/v1/config?dry_run=true', { body: wanted, headers: { 'If-Match': etag0 } });
+  assert.equal(dry.status, 200);
+  assert.equal(dry.json.dry_run, true);
+  assert.equal(dry.json.revision, rev0);
+  assert.deepEqual(dry.json.diff, [{ id: 'u1', action: 'delete' }, { id: 'w1', action: 'create' }]);
+  assert.equal((await call('GET', '/api/v1/config')).json.revision, rev0, 'a dry run changes nothing');
+  const put = await call('PUT', '/api/v1/config', { body: wanted, headers: { 'If-Match': etag0 } });
+  assert.equal(put.status, 200);
+  assert.equal(put.json.revision, rev0 + 1);
+  assert.equal(put.headers.get('etag'), `"r${rev0 + 1}"`);
+  assert.deepEqual(put.json.diff, dry.json.diff);
+  assert.deepEqual(idsOf(put.json.listeners), ids0.filter((id) => id !== 'u1').concat('w1').sort());
+  assert.equal((await call('GET', '/api/v1/listeners/w1')).json.status.state, 'running');
+
+  // The ETag read before is stale now: 412 with the current one, nothing changed.
+  const stale = await call('PUT', '/api/v1/config', { body: before.json, headers: { 'If-Match': etag0 } });
+  assert.equal(stale.status, 412);
+  assert.equal(stale.headers.get('etag'), `"r${rev0 + 1}"`);
+  assert.match(stale.json.detail, /^precondition failed: /);
+  assert.equal((await call('GET', '/api/v1/listeners/u1')).status, 404);
+
+  // A bad listener names its index; a port in use names the listener, and nothing changes.
+  const bad = await call('PUT', '/api/v1/config', {
+    body: { listeners: [...wanted.listeners, { id: 'bad', service: 'echo', port: 70000 }] },
+  });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json.field, `listeners[${wanted.listeners.length}].port`);
+  assert.equal((await call('PUT', '/api/v1/config', { body: { listeners: [{ service: 'echo', port: 0 }] } })).json.field,
+    'listeners[0].id');
+  assert.equal((await call('PUT', '/api/v1/config', { body: { listener: [] } })).status, 400);
+  const port = await freePort();
+  const blocker = net.createServer().listen(port, '127.0.0.1');
+  await new Promise((resolve) => blocker.once('listening', resolve));
+  try {
+    const busy = await call('PUT', '/api/v1/config', {
+      body: { listeners: [{ id: 'a0', service: 'echo', address: '127.0.0.1', port: 0 }, ...wanted.listeners,
+        { id: 'busy', service: 'echo', address: '127.0.0.1', port }] },
+    });
+    assert.equal(busy.status, 409);
+    assert.equal(busy.json.listener, 'busy');
+    assert.equal(busy.json.field, `listeners[${wanted.listeners.length + 1}].port`);
+  } finally {
+    blocker.close();
+  }
+  const after = await call('GET', '/api/v1/config');
+  assert.equal(after.json.revision, rev0 + 1, 'a failed change makes no revision');
+  assert.equal((await call('GET', '/api/v1/listeners/a0')).status, 404, 'what was applied was rolled back');
+
+  // Revisions, newest first.
+  const list = await call('GET', '/api/v1/config/revisions?limit=2');
+  assert.equal(list.status, 200);
+  assert.equal(list.json.revisions.length, 2);
+  assert.equal(list.json.revisions[0].revision, rev0 + 1);
+  assert.equal(list.json.revisions[0].source, 'PUT /api/v1/config');
+  assert.deepEqual(list.json.revisions[0].diff, put.json.diff);
+  assert.equal(list.json.revisions[1].revision, rev0);
+  const all = await call('GET', '/api/v1/config/revisions');
+  assert.equal(all.status, 200);
+  assert.equal(all.json.revisions.length, Math.min(20, rev0 + 1));
+  assert.ok(all.json.revisions.some((r) => r.source === 'PATCH /api/v1/listeners/c1'), 'a listener change is a revision');
+  for (const limit of ['0', '101', 'x', '']) {
+    const res = await call('GET', `/api/v1/config/revisions?limit=${limit}`);
+    assert.equal(res.status, 400, `limit=${limit}`);
+    assert.equal(res.json.field, 'limit');
+  }
+  const old = await call('GET', `/api/v1/config/revisions/${rev0}`);
+  assert.equal(old.status, 200);
+  assert.equal(old.json.revision, rev0);
+  assert.deepEqual(idsOf(old.json.listeners), ids0);
+  assert.equal((await call('GET', '/api/v1/config/revisions/999999')).status, 404);
+  for (const n of ['0', 'abc', 'r1']) {
+    const res = await call('GET', `/api/v1/config/revisions/${n}`);
+    assert.equal(res.status, 400, `revision ${n}`);
+    assert.equal(res.json.field, 'n');
+  }
+
+  // Restore the revision before: dry run, stale If-Match, then for real.
+  const dryRestore = await call('POST', `/api/v1/config/revisions/${rev0}/restore?dry_run=true`);
+  assert.equal(dryRestore.status, 200);
+  assert.equal(dryRestore.json.dry_run, true);
+  assert.deepEqual(dryRestore.json.diff, [{ id: 'u1', action: 'create' }, { id: 'w1', action: 'delete' }]);
+  const staleRestore = await call('POST', `/api/v1/config/revisions/${rev0}/restore`, { headers: { 'If-Match': etag0 } });
+  assert.equal(staleRestore.status, 412);
+  assert.equal(staleRestore.headers.get('etag'), `"r${rev0 + 1}"`);
+  const restored = await call('POST', `/api/v1/config/revisions/${rev0}/restore`, { headers: { 'If-Match': `"r${rev0 + 1}"` } });
+  assert.equal(restored.status, 200);
+  assert.equal(restored.json.revision, rev0 + 2);
+  assert.equal(restored.headers.get('etag'), `"r${rev0 + 2}"`);
+  assert.deepEqual(idsOf(restored.json.listeners), ids0);
+  const newest = await call('GET', '/api/v1/config/revisions?limit=1');
+  assert.equal(newest.json.revisions[0].source, `restore of revision ${rev0}`);
+  assert.equal((await call('POST', '/api/v1/config/revisions/999999/restore')).status, 404);
+  const badRestore = await call('POST', '/api/v1/config/revisions/zero/restore');
+  assert.equal(badRestore.status, 400);
+  assert.equal(badRestore.json.field, 'n');
+  assert.equal((await call('POST', `/api/v1/config/revisions/${rev0}/restore`, { contentType: null })).status, 415);
+});
+
 test('documents and the event stream answer as documented', async () => {
   const doc = await call('GET', '/openapi.yaml');
   assert.equal(doc.status, 200);
@@ -215,6 +426,56 @@ test('documents and the event stream answer as documented', async () => {
     exercised.add('GET /api/v1/events');
     ctl.abort();
   }
+});
+
+test('a daemon with a token answers 401 without it and 403 to other sites, as documented', async () => {
+  const token = 'contract-token-0123456789abcdef';
+  const guarded = await startDaemon({ stateDir: tempDir('contract-token'), token });
+  const base = guarded.url;
+  const auth = { Authorization: `Bearer ${token}` };
+  const echo = { service: 'echo', address: '127.0.0.1', port: 0 };
+  try {
+    const none = await call('GET', '/api/v1/listeners', { base });
+    assert.equal(none.status, 401);
+    assert.equal(none.headers.get('www-authenticate'), 'Bearer realm="sockserv"');
+    const wrong = await call('GET', '/api/v1/listeners', { base, headers: { Authorization: 'Bearer not-it' } });
+    assert.equal(wrong.status, 401);
+    assert.equal(wrong.headers.get('www-authenticate'), 'Bearer realm="sockserv", error="invalid_token"');
+    assert.ok(!wrong.text.includes('not-it'), 'the token sent is not repeated');
+    assert.equal((await call('POST', '/api/v1/listeners', { base, body: echo })).status, 401);
+    assert.equal((await call('GET', '/metrics', { base })).status, 401);
+    assert.equal((await call('GET', '/api/v1/listeners', { base, headers: auth })).status, 200);
+    // Health and the dashboard's files need no token.
+    assert.equal((await call('GET', '/api/v1/health', { base })).status, 200);
+    assert.equal((await call('GET', '/', { base })).status, 200);
+    assert.equal((await call('GET', '/openapi.yaml', { base })).status, 200);
+    // Other sites, DNS rebinding, and a POST that does not say JSON.
+    assert.equal((await call('POST', '/api/v1/listeners', { base, body: echo, headers: { ...auth, Origin: 'null' } })).status, 403);
+    assert.equal((await call('DELETE', '/api/v1/listeners/x', { base, headers: { ...auth, 'Sec-Fetch-Site': 'cross-site' } })).status, 403);
+    assert.equal((await getWithHost(base, '/api/v1/listeners', 'rebind.example')).status, 403);
+    assert.equal((await getWithHost(base, '/api/v1/health', 'rebind.example')).status, 403);
+    assert.equal((await call('POST', '/api/v1/listeners/nope/start', { base, headers: auth, contentType: null })).status, 415);
+    assert.equal((await call('POST', '/api/v1/listeners/nope/stop', { base, headers: auth, contentType: 'text/plain' })).status, 415);
+  } finally {
+    assert.equal(await guarded.stop(), 0, 'the daemon with a token exits 0 on SIGTERM');
+  }
+  assert.ok(!guarded.log().includes(token), 'the daemon never logs its token');
+});
+
+test('every operation documents 403, and 401 unless it needs no token', () => {
+  const missing = [];
+  for (const [template, item] of Object.entries(spec.paths)) {
+    for (const m of METHODS) {
+      const op = item[m];
+      if (!op) continue;
+      const open = Array.isArray(op.security) && op.security.length === 0;
+      if (!op.responses['403']) missing.push(`${m.toUpperCase()} ${template} 403`);
+      if (!open && !op.responses['401']) missing.push(`${m.toUpperCase()} ${template} 401`);
+    }
+  }
+  assert.deepEqual(missing, []);
+  assert.equal(spec.components.securitySchemes.bearerToken.scheme, 'bearer');
+  assert.equal(spec.paths['/api/v1/health'].get.security.length, 0, 'health needs no token');
 });
 
 test('every operation of the spec was exercised above', () => {

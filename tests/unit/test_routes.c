@@ -94,6 +94,12 @@ static void test_routes_unknown_path_is_enoent(void **state)
         "/api/v1/listeners/e1/start/now",
         "/api/v2/listeners",
         "/api/v1/listenersX",
+        "/api/v1/config/",
+        "/api/v1/config/revisions/",
+        "/api/v1/config/revisions//restore",
+        "/api/v1/config/revisions/1/",
+        "/api/v1/config/revisions/1/restore/now",
+        "/api/v1/config/revision/1",
         "//api/v1/listeners",
         "api/v1/listeners",
         "",
@@ -207,8 +213,9 @@ static void test_status_from_errno_maps_each_code(void **state)
         unsigned status;
     } cases[] = {
         {-EINVAL, 400}, {-ENOENT, 404}, {-EEXIST, 409}, {-EADDRINUSE, 409}, {-EADDRNOTAVAIL, 409},
-        {-EACCES, 409}, {-EPERM, 409},  {-EBUSY, 409},  {-ENOSPC, 409},     {-E2BIG, 413},
-        {-EFBIG, 413},  {-ENOMEM, 500}, {-EIO, 500},    {0, 500},           {EINVAL, 500},
+        {-EACCES, 409}, {-EPERM, 409},  {-EBUSY, 409},  {-ENOSPC, 409},     {-ESTALE, 412},
+        {-E2BIG, 413},  {-EFBIG, 413},  {-ENOMEM, 500}, {-EIO, 500},        {0, 500},
+        {EINVAL, 500},  {ESTALE, 500},
     };
 
     (void)state;
@@ -850,6 +857,212 @@ static void test_prom_render_no_listeners_has_build_info_and_uptime(void **state
     free(text);
 }
 
+static void test_routes_config_and_revisions_select_their_handlers(void **state)
+{
+    struct api_match m;
+
+    (void)state;
+    assert_ptr_equal(match_ok("GET", "/api/v1/config", &m)->handler, api_handle_config_get);
+    assert_ptr_equal(match_ok("HEAD", "/api/v1/config", &m)->handler, api_handle_config_get);
+    assert_ptr_equal(match_ok("PUT", "/api/v1/config", &m)->handler, api_handle_config_replace);
+    assert_int_equal(m.route->body, API_BODY_JSON);
+    assert_ptr_equal(match_ok("GET", "/api/v1/config/revisions", &m)->handler,
+                     api_handle_revisions_list);
+    assert_null(m.captures.n.at);
+    assert_ptr_equal(match_ok("GET", "/api/v1/config/revisions/12", &m)->handler,
+                     api_handle_revision_get);
+    assert_capture(&m.captures.n, "12");
+    assert_null(m.captures.id.at);
+    assert_ptr_equal(match_ok("POST", "/api/v1/config/revisions/3/restore", &m)->handler,
+                     api_handle_revision_restore);
+    assert_capture(&m.captures.n, "3");
+    assert_int_equal(m.route->body, API_BODY_NONE);
+}
+
+static void test_routes_config_wrong_method_is_eopnotsupp_with_allow(void **state)
+{
+    static const struct {
+        const char *method, *path, *allow;
+    } cases[] = {
+        {"POST", "/api/v1/config", "GET, HEAD, PUT"},
+        {"PATCH", "/api/v1/config", "GET, HEAD, PUT"},
+        {"DELETE", "/api/v1/config/revisions", "GET, HEAD"},
+        {"PUT", "/api/v1/config/revisions/1", "GET, HEAD"},
+        {"DELETE", "/api/v1/config/revisions/x", "GET, HEAD"},
+        {"GET", "/api/v1/config/revisions/1/restore", "POST"},
+    };
+    struct api_match m;
+    char allow[API_ALLOW_MAX];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(api_route_match(cases[i].method, cases[i].path, &m), -EOPNOTSUPP);
+        assert_int_equal(api_methods_format(m.allow, allow, sizeof(allow)), 0);
+        if (strcmp(allow, cases[i].allow) != 0)
+            fail_msg("%s %s: Allow '%s', expected '%s'", cases[i].method, cases[i].path, allow,
+                     cases[i].allow);
+    }
+}
+
+static void test_dry_run_parse_accepts_true_false_1_0_only(void **state)
+{
+    static const char *const bad[] = {"", "yes", "no", "TRUE", "True", "2", "01", " 1", "true "};
+    bool v = true;
+
+    (void)state;
+    assert_int_equal(api_dry_run_parse(NULL, &v), 0);
+    assert_false(v);
+    assert_int_equal(api_dry_run_parse("true", &v), 0);
+    assert_true(v);
+    assert_int_equal(api_dry_run_parse("false", &v), 0);
+    assert_false(v);
+    assert_int_equal(api_dry_run_parse("1", &v), 0);
+    assert_true(v);
+    assert_int_equal(api_dry_run_parse("0", &v), 0);
+    assert_false(v);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (api_dry_run_parse(bad[i], &v) != -EINVAL)
+            fail_msg("dry_run '%s' was accepted", bad[i]);
+}
+
+static void test_limit_parse_is_1_to_100_default_20(void **state)
+{
+    static const char *const bad[] = {"",   "0",  "101", "-1", "+5",
+                                      " 5", "5 ", "1e2", "x",  "99999999999999999999999"};
+    size_t v = 7;
+
+    (void)state;
+    assert_int_equal(api_limit_parse(NULL, &v), 0);
+    assert_int_equal(v, 20);
+    assert_int_equal(api_limit_parse("1", &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(api_limit_parse("100", &v), 0);
+    assert_int_equal(v, 100);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        v = 7;
+        if (api_limit_parse(bad[i], &v) != -EINVAL || v != 7)
+            fail_msg("limit '%s' was accepted", bad[i]);
+    }
+}
+
+static void test_revision_parse_positive_decimal_only(void **state)
+{
+    static const char *const bad[] = {
+        "", "0", "-1", "+1", " 1", "1 ", "1.0", "0x1", "r1", "abc", "18446744073709551616"};
+    uint64_t v = 9;
+
+    (void)state;
+    assert_int_equal(api_revision_parse("1", &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(api_revision_parse("42", &v), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(api_revision_parse("18446744073709551615", &v), 0);
+    assert_true(v == UINT64_MAX);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        v = 9;
+        if (api_revision_parse(bad[i], &v) != -EINVAL || v != 9)
+            fail_msg("revision '%s' was accepted", bad[i]);
+    }
+}
+
+/* A query whose every parameter has the value the request's name member holds. */
+static const char *query_is_name(const struct api_request *req, const char *key)
+{
+    (void)key;
+    return req->name;
+}
+
+static void test_handle_changes_bad_dry_run_is_400_naming_dry_run(void **state)
+{
+    static const api_handler_fn handlers[] = {
+        api_handle_listener_create, api_handle_listener_replace, api_handle_listener_patch,
+        api_handle_listener_delete, api_handle_listener_start,   api_handle_listener_stop,
+        api_handle_config_replace,  api_handle_revision_restore,
+    };
+    /* The registry is never reached: the query is checked first. */
+    const struct api_request req = {.path = "/api/v1/config/revisions/2/restore",
+                                    .id = "e1",
+                                    .name = "yes",
+                                    .query = query_is_name};
+    struct api_reply r;
+
+    (void)state;
+    api_reply_init(&r);
+    for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++) {
+        handlers[i](&req, &r);
+        assert_int_equal(r.status, 400);
+        assert_true(r.is_problem);
+        assert_string_equal(r.field, "dry_run");
+        assert_string_equal(r.etag, "");
+    }
+    api_reply_fini(&r);
+}
+
+static void test_handle_revisions_bad_limit_is_400_naming_limit(void **state)
+{
+    const struct api_request req = {
+        .path = "/api/v1/config/revisions", .name = "101", .query = query_is_name};
+    struct api_reply r;
+
+    (void)state;
+    api_reply_init(&r);
+    api_handle_revisions_list(&req, &r);
+    assert_int_equal(r.status, 400);
+    assert_true(r.is_problem);
+    assert_string_equal(r.field, "limit");
+    assert_string_equal(r.detail, "limit: must be a number from 1 to 100");
+    api_reply_fini(&r);
+}
+
+static void test_handle_revision_bad_number_is_400_naming_n(void **state)
+{
+    static const char *const paths[] = {
+        "/api/v1/config/revisions/0",
+        "/api/v1/config/revisions/abc",
+        "/api/v1/config/revisions/-1",
+        "/api/v1/config/revisions/99999999999999999999999999999",
+        "/api/v1/config/revisions/0/restore",
+        "/api/v1/config/revisions/r3/restore",
+    };
+    struct api_reply r;
+
+    (void)state;
+    api_reply_init(&r);
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        /* The registry is never reached: the number is checked first. */
+        const struct api_request req = {.path = paths[i]};
+
+        if (strstr(paths[i], "/restore"))
+            api_handle_revision_restore(&req, &r);
+        else
+            api_handle_revision_get(&req, &r);
+        if (r.status != 400 || strcmp(r.field, "n") != 0)
+            fail_msg("%s: %u field '%s', expected 400 naming n", paths[i], r.status, r.field);
+        assert_non_null(strstr(r.detail, "is not a revision number"));
+    }
+    api_reply_fini(&r);
+}
+
+static void test_reply_etag_is_quoted_revision_and_setters_clear_it(void **state)
+{
+    struct api_reply r;
+
+    (void)state;
+    api_reply_init(&r);
+    api_reply_json(&r, 200, json_object());
+    api_reply_etag(&r, 12);
+    assert_string_equal(r.etag, "\"r12\"");
+    api_reply_etag(&r, UINT64_MAX);
+    assert_string_equal(r.etag, "\"r18446744073709551615\"");
+    api_reply_etag(&r, 0);
+    assert_string_equal(r.etag, "");
+    api_reply_etag(&r, 3);
+    api_reply_problem(&r, 412, NULL, "precondition failed");
+    assert_string_equal(r.etag, "");
+    assert_string_equal(r.listener, "");
+    api_reply_fini(&r);
+}
+
 /*
  * The operations of openapi/openapi.yaml: "METHOD /path" for every method under every path of
  * its "paths" object, read line by line (two spaces before a path, four before a method).
@@ -955,7 +1168,7 @@ static void test_route_table_every_spec_operation_routed(void **state)
         /* Fill the templates with values the route table matches. */
         if (strcmp(path, "/{file}") == 0)
             snprintf(path, sizeof(path), "/index.html");
-        else if (strstr(path, "{id}")) {
+        else if (strchr(path, '{')) {
             char filled[96];
             size_t n = 0;
 
@@ -966,6 +1179,9 @@ static void test_route_table_every_spec_operation_routed(void **state)
                 } else if (strncmp(p, "{name}", 6) == 0) {
                     n += (size_t)snprintf(filled + n, sizeof(filled) - n, "f.txt");
                     p += 6;
+                } else if (strncmp(p, "{n}", 3) == 0) {
+                    n += (size_t)snprintf(filled + n, sizeof(filled) - n, "7");
+                    p += 3;
                 } else {
                     filled[n++] = *p++;
                 }
@@ -1028,6 +1244,15 @@ int main(void)
         cmocka_unit_test(test_prom_cumulative_counts_only_buckets_wholly_below),
         cmocka_unit_test(test_prom_render_families_once_labels_escaped_histogram_cumulative),
         cmocka_unit_test(test_prom_render_no_listeners_has_build_info_and_uptime),
+        cmocka_unit_test(test_routes_config_and_revisions_select_their_handlers),
+        cmocka_unit_test(test_routes_config_wrong_method_is_eopnotsupp_with_allow),
+        cmocka_unit_test(test_dry_run_parse_accepts_true_false_1_0_only),
+        cmocka_unit_test(test_limit_parse_is_1_to_100_default_20),
+        cmocka_unit_test(test_revision_parse_positive_decimal_only),
+        cmocka_unit_test(test_handle_changes_bad_dry_run_is_400_naming_dry_run),
+        cmocka_unit_test(test_handle_revisions_bad_limit_is_400_naming_limit),
+        cmocka_unit_test(test_handle_revision_bad_number_is_400_naming_n),
+        cmocka_unit_test(test_reply_etag_is_quoted_revision_and_setters_clear_it),
         cmocka_unit_test(test_route_table_every_route_in_spec),
         cmocka_unit_test(test_route_table_every_spec_operation_routed),
     };
