@@ -1,0 +1,165 @@
+# bash completion for sockserv                                  -*- shell-script -*-
+#
+# Install: copy to /usr/share/bash-completion/completions/sockserv (or source it from
+# ~/.bashrc). Completes the commands, their options, the `ctl` verbs and flags, listener ids
+# (asked of the daemon with `sockserv ctl ls --json`, quietly and with a short timeout, using
+# the --api and --token-file already on the line), and file names where a file is expected.
+
+_sockserv_ctl_ids()
+{
+    local cmd=$1 api=$2 token=$3
+    local -a args=(ctl ls --json --timeout 2s)
+    [[ -n $api ]] && args+=(--api "$api")
+    [[ -n $token ]] && args+=(--token-file "$token")
+    # ids are [A-Za-z0-9._-]: pick them out of the JSON without a JSON tool
+    "$cmd" "${args[@]}" 2>/dev/null |
+        sed -n 's/^ *"id": "\([A-Za-z0-9._-]*\)",\{0,1\}$/\1/p'
+}
+
+_sockserv_ctl()
+{
+    local cur=$1 prev=$2 cword=$3
+    local verbs="ls get create patch delete start stop metrics files watch wait apply diff revisions restore"
+    local common="--api --token-file --json --timeout --help"
+    local verb="" api="" token="" i w nargs=0
+
+    # the verb, the --api and --token-file given so far, and the verb's positional count
+    for ((i = 2; i < cword; i++)); do
+        w=${COMP_WORDS[i]}
+        case $w in
+        --api | --token-file | --timeout | -f | --file | --if-match | --set | --id | --service | \
+            --transport | --address | --port | --model | --workers | --version | -o | --output | \
+            --since | --state | --limit)
+            [[ $w == --api ]] && api=${COMP_WORDS[i + 1]}
+            [[ $w == --token-file ]] && token=${COMP_WORDS[i + 1]}
+            ((i++))
+            ;;
+        --api=*) api=${w#--api=} ;;
+        --token-file=*) token=${w#--token-file=} ;;
+        -*) ;;
+        *)
+            if [[ -z $verb ]]; then
+                verb=$w
+            else
+                ((nargs++))
+            fi
+            ;;
+        esac
+    done
+    [[ -z $token ]] && token=${SOCKSERV_TOKEN_FILE:-}
+
+    case $prev in
+    -f | --file | --token-file | -o | --output)
+        COMPREPLY=($(compgen -f -- "$cur"))
+        compopt -o filenames 2>/dev/null
+        return
+        ;;
+    --api)
+        COMPREPLY=($(compgen -W "http://127.0.0.1:8400 unix:" -- "$cur"))
+        compopt -o nospace 2>/dev/null
+        return
+        ;;
+    --timeout)
+        COMPREPLY=($(compgen -W "500ms 2s 10s 30s 1m" -- "$cur"))
+        return
+        ;;
+    --state)
+        COMPREPLY=($(compgen -W "starting running stopping stopped failed" -- "$cur"))
+        return
+        ;;
+    --service)
+        COMPREPLY=($(compgen -W "echo date backup" -- "$cur"))
+        return
+        ;;
+    --transport)
+        COMPREPLY=($(compgen -W "tcp udp" -- "$cur"))
+        return
+        ;;
+    --model)
+        COMPREPLY=($(compgen -W "sequential thread pool event process" -- "$cur"))
+        return
+        ;;
+    --if-match | --set | --id | --address | --port | --workers | --version | --since | --limit)
+        return
+        ;;
+    esac
+
+    if [[ -z $verb ]]; then
+        if [[ $cur == -* ]]; then
+            COMPREPLY=($(compgen -W "$common" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -W "$verbs" -- "$cur"))
+        fi
+        return
+    fi
+
+    local flags=""
+    case $verb in
+    create) flags="-f --id --service --transport --address --port --model --workers --disabled --set --dry-run --if-match" ;;
+    patch) flags="-f --set --dry-run --if-match" ;;
+    delete | start | stop) flags="--dry-run --if-match" ;;
+    files) flags="--version -o" ;;
+    watch) flags="--since --once --metrics" ;;
+    wait) flags="--state" ;;
+    apply) flags="-f --prune --dry-run --if-match" ;;
+    diff) flags="-f --prune" ;;
+    revisions) flags="--limit" ;;
+    restore) flags="--dry-run --if-match" ;;
+    esac
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$flags $common" -- "$cur"))
+        return
+    fi
+    case $verb in
+    get | patch | delete | start | stop | metrics | files | wait)
+        if ((nargs == 0)); then
+            COMPREPLY=($(compgen -W "$(_sockserv_ctl_ids "${COMP_WORDS[0]}" "$api" "$token")" -- "$cur"))
+        fi
+        ;;
+    esac
+}
+
+_sockserv()
+{
+    local cur prev cword
+    cur=${COMP_WORDS[COMP_CWORD]}
+    prev=${COMP_WORDS[COMP_CWORD - 1]}
+    cword=$COMP_CWORD
+    COMPREPLY=()
+
+    if ((cword == 1)); then
+        COMPREPLY=($(compgen -W "daemon echo date backup ctl --help --version" -- "$cur"))
+        return
+    fi
+    case ${COMP_WORDS[1]} in
+    ctl)
+        _sockserv_ctl "$cur" "$prev" "$cword"
+        ;;
+    daemon)
+        case $prev in
+        --state-dir) COMPREPLY=($(compgen -d -- "$cur")) ;;
+        --token-file) COMPREPLY=($(compgen -f -- "$cur")) ;;
+        --log-level) COMPREPLY=($(compgen -W "error warn info debug" -- "$cur")) ;;
+        --api | --ready-fd | --api-mode | --allow-host) ;;
+        *) COMPREPLY=($(compgen -W "--api --api-mode --state-dir --no-defaults --ready-fd --token-file --allow-host --log-level --help" -- "$cur")) ;;
+        esac
+        ;;
+    echo)
+        COMPREPLY=($(compgen -W "--udp --timeout --help" -- "$cur"))
+        ;;
+    date)
+        COMPREPLY=($(compgen -W "--tcp --iso --unix --timeout --help" -- "$cur"))
+        ;;
+    backup)
+        if ((cword == 2)); then
+            COMPREPLY=($(compgen -W "put get ls --help" -- "$cur"))
+        elif [[ ${COMP_WORDS[2]} == put && $cur != -* ]]; then
+            COMPREPLY=($(compgen -f -- "$cur"))
+        else
+            COMPREPLY=($(compgen -W "--name --version -o --timeout --help" -- "$cur"))
+        fi
+        ;;
+    esac
+}
+
+complete -F _sockserv sockserv

@@ -1,0 +1,953 @@
+/*
+ * `sockserv ctl`: the arguments, the help, and the verbs that are one request each (ls, get,
+ * create, patch, delete, start, stop, metrics). The others live beside it: ctl_files.c (files,
+ * watch, wait) and ctl_config.c (apply, diff, revisions, restore).
+ */
+#include "cli/ctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/common.h"
+
+#define ENV_API "SOCKSERV_API"
+#define ENV_TOKEN_FILE "SOCKSERV_TOKEN_FILE"
+
+#define VB(v) (1u << (v))
+#define ALL_VERBS (~0u)
+#define MUTATIONS (VB(CLI_CTL_CREATE) | VB(CLI_CTL_PATCH) | VB(CLI_CTL_DELETE) | VB(CLI_CTL_START) | VB(CLI_CTL_STOP))
+
+struct opt_def {
+    const char *name; /* long name, without "--" */
+    char short_name;  /* 0: none */
+    bool has_value;
+    bool repeat;
+    unsigned verbs; /* VB() of the verbs that take it */
+};
+
+static const struct opt_def opts[CLI_CTL_OPT_COUNT] = {
+    [CLI_CTL_OPT_API] = {"api", 0, true, false, ALL_VERBS},
+    [CLI_CTL_OPT_TOKEN_FILE] = {"token-file", 0, true, false, ALL_VERBS},
+    [CLI_CTL_OPT_JSON] = {"json", 0, false, false, ALL_VERBS},
+    [CLI_CTL_OPT_TIMEOUT] = {"timeout", 0, true, false, ALL_VERBS},
+    [CLI_CTL_OPT_HELP] = {"help", 'h', false, false, ALL_VERBS},
+    [CLI_CTL_OPT_FILE] = {"file", 'f', true, false,
+                      VB(CLI_CTL_CREATE) | VB(CLI_CTL_PATCH) | VB(CLI_CTL_APPLY) | VB(CLI_CTL_DIFF)},
+    [CLI_CTL_OPT_DRY_RUN] = {"dry-run", 0, false, false,
+                         MUTATIONS | VB(CLI_CTL_APPLY) | VB(CLI_CTL_RESTORE)},
+    [CLI_CTL_OPT_PRUNE] = {"prune", 0, false, false, VB(CLI_CTL_APPLY) | VB(CLI_CTL_DIFF)},
+    [CLI_CTL_OPT_IF_MATCH] = {"if-match", 0, true, false,
+                          MUTATIONS | VB(CLI_CTL_APPLY) | VB(CLI_CTL_RESTORE)},
+    [CLI_CTL_OPT_SET] = {"set", 0, true, true, VB(CLI_CTL_CREATE) | VB(CLI_CTL_PATCH)},
+    [CLI_CTL_OPT_ID] = {"id", 0, true, false, VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_SERVICE] = {"service", 0, true, false, VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_TRANSPORT] = {"transport", 0, true, false, VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_ADDRESS] = {"address", 0, true, false, VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_PORT] = {"port", 0, true, false, VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_MODEL] = {"model", 0, true, false, VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_WORKERS] = {"workers", 0, true, false, VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_DISABLED] = {"disabled", 0, false, false, VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_VERSION] = {"version", 0, true, false, VB(CLI_CTL_FILES)},
+    [CLI_CTL_OPT_OUTPUT] = {"output", 'o', true, false, VB(CLI_CTL_FILES)},
+    [CLI_CTL_OPT_SINCE] = {"since", 0, true, false, VB(CLI_CTL_WATCH)},
+    [CLI_CTL_OPT_ONCE] = {"once", 0, false, false, VB(CLI_CTL_WATCH)},
+    [CLI_CTL_OPT_METRICS] = {"metrics", 0, false, false, VB(CLI_CTL_WATCH)},
+    [CLI_CTL_OPT_STATE] = {"state", 0, true, false, VB(CLI_CTL_WAIT)},
+    [CLI_CTL_OPT_LIMIT] = {"limit", 0, true, false, VB(CLI_CTL_REVISIONS)},
+};
+
+static int run_ls(struct cli_ctl_cmd *x);
+static int run_get(struct cli_ctl_cmd *x);
+static int run_create(struct cli_ctl_cmd *x);
+static int run_patch(struct cli_ctl_cmd *x);
+static int run_delete(struct cli_ctl_cmd *x);
+static int run_start_stop(struct cli_ctl_cmd *x);
+static int run_metrics(struct cli_ctl_cmd *x);
+
+struct verb_def {
+    const char *name;
+    int min_args, max_args;
+    const char *synopsis;
+    const char *help;
+    int (*run)(struct cli_ctl_cmd *x);
+};
+
+static const struct verb_def verbs[CLI_CTL_VERB_COUNT] = {
+    [CLI_CTL_LS] = {"ls", 0, 0, "ls",
+                "Lists the listeners: id, service, transport, bound address, model, state,\n"
+                "active connections, bytes in and out. The reason of a failed one follows.",
+                run_ls},
+    [CLI_CTL_GET] = {"get", 1, 1, "get ID",
+                 "Shows one listener as 'key: value' lines: its configuration, status and\n"
+                 "counters, and its ETag (for --if-match).",
+                 run_get},
+    [CLI_CTL_CREATE] = {"create", 0, 0,
+                    "create (-f FILE|- | --service SERVICE) [--id ID] [--transport tcp|udp]\n"
+                    "                    [--address ADDR] [--port N] [--model MODEL] [--workers N]\n"
+                    "                    [--disabled] [--set KEY=VALUE]... [--dry-run] "
+                    "[--if-match ETAG]",
+                    "Creates a listener from a JSON object (-f FILE, '-' for standard input) and\n"
+                    "the flags, which override the file's fields. --set KEY=VALUE sets any field\n"
+                    "(a dotted key such as options.mode reaches into options; VALUE is JSON when\n"
+                    "it parses as JSON, else a string). --dry-run only says what would change.",
+                    run_create},
+    [CLI_CTL_PATCH] = {"patch", 1, 1, "patch ID (-f FILE|- | --set KEY=VALUE...) [--dry-run] "
+                                  "[--if-match ETAG]",
+                   "Changes the fields of listener ID that the merge patch (RFC 7396) names:\n"
+                   "-f FILE, '-' for standard input, and --set KEY=VALUE (repeatable; a dotted\n"
+                   "KEY reaches into options; VALUE is JSON when it parses, else a string; null\n"
+                   "removes an option).",
+                   run_patch},
+    [CLI_CTL_DELETE] = {"delete", 1, 1, "delete ID [--dry-run] [--if-match ETAG]",
+                    "Stops and deletes listener ID.", run_delete},
+    [CLI_CTL_START] = {"start", 1, 1, "start ID [--dry-run] [--if-match ETAG]",
+                   "Starts listener ID (and keeps it enabled across restarts).", run_start_stop},
+    [CLI_CTL_STOP] = {"stop", 1, 1, "stop ID [--dry-run] [--if-match ETAG]",
+                  "Stops listener ID (and keeps it disabled across restarts).", run_start_stop},
+    [CLI_CTL_METRICS] = {"metrics", 0, 1, "metrics [ID]",
+                     "Shows the counters of listener ID, or of every listener.", run_metrics},
+    [CLI_CTL_FILES] = {"files", 1, 2, "files ID [NAME [--version N] [-o FILE|-]]",
+                   "Lists the files a backup listener keeps (with their older versions), or\n"
+                   "downloads NAME (version N: an older one). The download is checked against\n"
+                   "the SHA-256 the listener recorded and lands in FILE atomically (default\n"
+                   "./NAME, which must not exist yet; '-' is standard output).",
+                   cli_ctl_run_files},
+    [CLI_CTL_WATCH] = {"watch", 0, 0, "watch [--since EVENT-ID] [--once] [--metrics]",
+                   "Follows the event stream: one line per event (with --json one JSON object\n"
+                   "per line: {\"event\",\"id\",\"data\"}). The metrics ticks are shown with\n"
+                   "--metrics only. When the stream drops it reconnects and goes on after the\n"
+                   "last event seen, unless --once. Ctrl-C ends it (exit 0).",
+                   cli_ctl_run_watch},
+    [CLI_CTL_WAIT] = {"wait", 1, 1, "wait ID --state STATE [--timeout DURATION]",
+                  "Waits until listener ID is in STATE (starting, running, stopping, stopped,\n"
+                  "failed), for at most --timeout (default 10s), retrying while the daemon\n"
+                  "cannot be reached. Exit 0 when it is, 1 when the time is up, 4 when there is\n"
+                  "no such listener.",
+                  cli_ctl_run_wait},
+    [CLI_CTL_APPLY] = {"apply", 0, 0, "apply -f FILE|- [--prune] [--dry-run] [--if-match ETAG]",
+                   "Makes the listener set what FILE says, in one atomic change, and prints\n"
+                   "what changed. FILE holds {\"listeners\": [...]} or an array of listeners.\n"
+                   "Without --prune its listeners replace those of the same id or are added,\n"
+                   "and the others stay; the set is read first and written back only if nobody\n"
+                   "changed it meanwhile (else exit 3: run it again). With --prune FILE is the\n"
+                   "whole set: listeners it does not name are deleted. --dry-run checks\n"
+                   "everything (ports included) and changes nothing.",
+                   cli_ctl_run_apply},
+    [CLI_CTL_DIFF] = {"diff", 0, 0, "diff -f FILE|- [--prune]",
+                  "What 'apply' would change (apply --dry-run).", cli_ctl_run_apply},
+    [CLI_CTL_REVISIONS] = {"revisions", 0, 1, "revisions [N] [--limit N]",
+                       "Lists the configuration's revisions, newest first (--limit, default 20),\n"
+                       "or shows revision N: what changed and the listener set after it.",
+                       cli_ctl_run_revisions},
+    [CLI_CTL_RESTORE] = {"restore", 1, 1, "restore N [--dry-run] [--if-match ETAG]",
+                     "Makes the listener set what it was after revision N, as a new revision.",
+                     cli_ctl_run_restore},
+};
+
+static const char common_options[] =
+    "Options (every verb):\n"
+    "  --api URL|unix:PATH  the daemon's API: http://HOST:PORT or a Unix socket\n"
+    "                       (default: $SOCKSERV_API, else " CLI_CTL_DEFAULT_API ")\n"
+    "  --token-file FILE    send the token in FILE as 'Authorization: Bearer'\n"
+    "                       (default: $SOCKSERV_TOKEN_FILE)\n"
+    "  --json               print the API's JSON (one document) instead of text\n"
+    "  --timeout DURATION   per request (default 10s); for wait, how long to wait.\n"
+    "                       A duration is 500ms, 10s, 2m or 1h\n"
+    "  -h, --help           show this help\n";
+
+static const char exit_codes[] =
+    "Exit status:\n"
+    "  0  done\n"
+    "  1  failure: the API refused (400 names the field), the daemon cannot be reached,\n"
+    "     a timeout, a file that cannot be read\n"
+    "  2  usage error\n"
+    "  3  conflict or precondition: 409 (id taken, port in use), 412 (--if-match stale)\n"
+    "  4  not found: 404 (no such listener, file or revision)\n";
+
+void cli_ctl_usage(void)
+{
+    printf("Usage: sockserv ctl [OPTIONS] VERB [ARGS]\n"
+           "\n"
+           "Drives a running daemon through its REST API.\n"
+           "\n"
+           "Verbs:\n"
+           "  ls                          list the listeners\n"
+           "  get ID                      show one listener\n"
+           "  create -f FILE | --service S [--port N]...  create a listener\n"
+           "  patch ID -f FILE | --set KEY=VALUE...       change a listener (merge patch)\n"
+           "  delete ID                   delete a listener\n"
+           "  start ID, stop ID           start or stop a listener\n"
+           "  metrics [ID]                show the counters\n"
+           "  files ID [NAME]             list a backup listener's files, or download one\n"
+           "  watch                       follow the event stream\n"
+           "  wait ID --state STATE       wait until a listener is in STATE\n"
+           "  apply -f FILE               make the listener set what FILE says\n"
+           "  diff -f FILE                what apply would change\n"
+           "  revisions [N]               the configuration's history\n"
+           "  restore N                   go back to revision N's listener set\n"
+           "\n"
+           "'sockserv ctl VERB --help' tells more about each.\n"
+           "\n"
+           "%s\n%s",
+           common_options, exit_codes);
+}
+
+static void verb_usage(enum cli_ctl_verb v)
+{
+    printf("Usage: sockserv ctl %s\n\n%s\n\n%s\n%s", verbs[v].synopsis, verbs[v].help,
+           common_options, exit_codes);
+}
+
+int cli_ctl_usage_error(const struct cli_ctl_cmd *x, const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("sockserv ctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    if (x && x->has_verb)
+        fprintf(stderr, "Usage: sockserv ctl %s\nTry 'sockserv ctl %s --help'.\n",
+                verbs[x->verb].synopsis, verbs[x->verb].name);
+    else
+        fputs("Usage: sockserv ctl [OPTIONS] VERB [ARGS]  (ls, get, create, patch, delete, "
+              "start, stop,\n       metrics, files, watch, wait, apply, diff, revisions, "
+              "restore)\nTry 'sockserv ctl --help'.\n",
+              stderr);
+    return CLI_CTL_EXIT_USAGE;
+}
+
+int cli_ctl_fail(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("sockserv ctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return CLI_CTL_EXIT_FAILURE;
+}
+
+/* ---- arguments ---- */
+
+static const struct opt_def *find_opt(const char *arg, size_t name_len, enum cli_ctl_opt *ret)
+{
+    for (int i = 0; i < CLI_CTL_OPT_COUNT; i++) {
+        if (arg[1] == '-') {
+            if (strlen(opts[i].name) == name_len && strncmp(opts[i].name, arg + 2, name_len) == 0)
+                goto found;
+        } else if (opts[i].short_name && arg[1] == opts[i].short_name && arg[2] == '\0') {
+            goto found;
+        }
+        continue;
+    found:
+        *ret = (enum cli_ctl_opt)i;
+        return &opts[i];
+    }
+    return NULL;
+}
+
+/* Returns -1 to go on, else the exit status (0 after a help). */
+static int parse_args(int argc, char **argv, struct cli_ctl_cmd *x)
+{
+    bool options_done = false, help = false;
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *value = NULL, *eq;
+        const struct opt_def *def;
+        enum cli_ctl_opt o;
+        size_t name_len;
+
+        if (options_done || arg[0] != '-' || arg[1] == '\0') {
+            if (!x->has_verb) {
+                int v;
+
+                for (v = 0; v < CLI_CTL_VERB_COUNT; v++)
+                    if (strcmp(verbs[v].name, arg) == 0)
+                        break;
+                if (v == CLI_CTL_VERB_COUNT)
+                    return cli_ctl_usage_error(x, "unknown verb '%s'", arg);
+                x->verb = (enum cli_ctl_verb)v;
+                x->has_verb = true;
+                continue;
+            }
+            if (x->nargs == CLI_CTL_ARGS_MAX)
+                return cli_ctl_usage_error(x, "too many arguments (from '%s')", arg);
+            x->args[x->nargs++] = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            options_done = true;
+            continue;
+        }
+        eq = arg[1] == '-' ? strchr(arg, '=') : NULL;
+        name_len = eq ? (size_t)(eq - arg - 2) : strlen(arg) - 2;
+        def = find_opt(arg, name_len, &o);
+        if (!def)
+            return cli_ctl_usage_error(x, "unknown option '%s'", arg);
+        if (def->has_value) {
+            if (eq)
+                value = eq + 1;
+            else if (i + 1 < argc)
+                value = argv[++i];
+            else
+                return cli_ctl_usage_error(x, "%s needs a value", arg);
+        } else if (eq) {
+            return cli_ctl_usage_error(x, "--%s takes no value", def->name);
+        }
+        if (o == CLI_CTL_OPT_HELP) {
+            help = true;
+            continue;
+        }
+        if (def->repeat) {
+            if (x->nsets == CLI_CTL_SETS_MAX)
+                return cli_ctl_usage_error(x, "too many --%s", def->name);
+            x->sets[x->nsets++] = value;
+        }
+        x->seen[o] = true;
+        x->val[o] = value;
+    }
+    if (help) {
+        if (x->has_verb)
+            verb_usage(x->verb);
+        else
+            cli_ctl_usage();
+        return 0;
+    }
+    if (!x->has_verb)
+        return cli_ctl_usage_error(x, "missing verb");
+    for (int o = 0; o < CLI_CTL_OPT_COUNT; o++)
+        if (x->seen[o] && !(opts[o].verbs & VB(x->verb)))
+            return cli_ctl_usage_error(x, "--%s does not apply to %s", opts[o].name,
+                                   verbs[x->verb].name);
+    if (x->nargs < verbs[x->verb].min_args)
+        return cli_ctl_usage_error(x, "%s needs %s", verbs[x->verb].name,
+                               verbs[x->verb].min_args == 1 && x->verb == CLI_CTL_RESTORE
+                                   ? "a revision number"
+                                   : "a listener id");
+    if (x->nargs > verbs[x->verb].max_args)
+        return cli_ctl_usage_error(x, "unexpected argument '%s'", x->args[verbs[x->verb].max_args]);
+    return -1;
+}
+
+/* Reads the token: the file's content without its trailing line ends. */
+static int read_token(const char *path, char **ret)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    struct stat st;
+    int fd, r = CLI_CTL_EXIT_FAILURE;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return cli_ctl_fail("token file %s: %s", path, strerror(errno));
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        cli_ctl_fail("token file %s: not a regular file", path);
+        goto out;
+    }
+    buf = calloc(1, CLI_CTL_TOKEN_MAX + 3);
+    if (!buf) {
+        cli_ctl_fail("out of memory");
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf + len, CLI_CTL_TOKEN_MAX + 2 - len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            cli_ctl_fail("token file %s: %s", path, strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len == CLI_CTL_TOKEN_MAX + 2)
+            break;
+    }
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        buf[--len] = '\0';
+    if (len == 0 || len > CLI_CTL_TOKEN_MAX) {
+        cli_ctl_fail("token file %s: a token is 1 to %d bytes", path, CLI_CTL_TOKEN_MAX);
+        goto out;
+    }
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)buf[i] < 0x21 || (unsigned char)buf[i] > 0x7e) {
+            cli_ctl_fail("token file %s: a token is visible ASCII, without blanks", path);
+            goto out;
+        }
+    *ret = buf;
+    buf = NULL;
+    r = 0;
+out:
+    if (buf) {
+        explicit_bzero(buf, CLI_CTL_TOKEN_MAX + 3);
+        free(buf);
+    }
+    close(fd);
+    return r;
+}
+
+int cli_ctl_main(int argc, char **argv)
+{
+    struct cli_ctl_cmd x = {0};
+    struct core_err err = {0};
+    const char *api, *token_file;
+    char *token = NULL;
+    int r;
+
+    r = parse_args(argc, argv, &x);
+    if (r >= 0)
+        return r;
+    x.json = x.seen[CLI_CTL_OPT_JSON];
+    x.timeout_ms = CLI_CTL_DEFAULT_TIMEOUT_MS;
+    if (x.seen[CLI_CTL_OPT_TIMEOUT] && cli_ctl_duration_parse(x.val[CLI_CTL_OPT_TIMEOUT], &x.timeout_ms))
+        return cli_ctl_usage_error(&x, "--timeout: '%s' is not a duration (500ms, 10s, 2m; at most 24h)",
+                               x.val[CLI_CTL_OPT_TIMEOUT]);
+    if (x.seen[CLI_CTL_OPT_IF_MATCH]) {
+        if (cli_ctl_if_match_normalize(x.val[CLI_CTL_OPT_IF_MATCH], x.if_match, sizeof(x.if_match)))
+            return cli_ctl_usage_error(&x, "--if-match: '%s' is not an ETag (r12, '\"r12\"' or *)",
+                                   x.val[CLI_CTL_OPT_IF_MATCH]);
+    }
+    api = x.seen[CLI_CTL_OPT_API] ? x.val[CLI_CTL_OPT_API] : getenv(ENV_API);
+    token_file = x.seen[CLI_CTL_OPT_TOKEN_FILE] ? x.val[CLI_CTL_OPT_TOKEN_FILE] : getenv(ENV_TOKEN_FILE);
+    if (token_file && *token_file && (r = read_token(token_file, &token)) != 0)
+        return r;
+    /* A closed pipe on stdout is an error to report (EPIPE), not a signal to die of. */
+    signal(SIGPIPE, SIG_IGN);
+    r = cli_ctl_client_new(
+        &(struct cli_ctl_client_opts){.api = api, .token = token, .timeout_ms = x.timeout_ms},
+        &x.client, &err);
+    if (token) {
+        explicit_bzero(token, strlen(token));
+        free(token);
+    }
+    if (r == -EINVAL)
+        return cli_ctl_usage_error(&x, "%s", err.msg);
+    if (r < 0)
+        return cli_ctl_fail("%s", err.msg);
+    r = verbs[x.verb].run(&x);
+    if (r == 0 && (fflush(stdout) != 0 || ferror(stdout)))
+        r = cli_ctl_fail("writing the output: %s", strerror(errno));
+    cli_ctl_client_free(x.client);
+    return r;
+}
+
+/* ---- what the verbs share ---- */
+
+int cli_ctl_call(struct cli_ctl_cmd *x, const struct cli_ctl_request *req, struct cli_ctl_response *ret)
+{
+    struct core_err err = {0};
+    int r = cli_ctl_request(x->client, req, ret, &err);
+
+    if (r < 0)
+        return cli_ctl_fail("%s", err.msg);
+    return 0;
+}
+
+int cli_ctl_refused(struct cli_ctl_cmd *x, const struct cli_ctl_response *resp)
+{
+    char msg[1024];
+
+    cli_ctl_problem_format(resp->status, resp->json, msg, sizeof(msg));
+    if (resp->status == 401 && !cli_ctl_client_has_token(x->client))
+        cli_ctl_fail("%s (pass --token-file FILE or set " ENV_TOKEN_FILE ")", msg);
+    else
+        cli_ctl_fail("%s", msg);
+    return cli_ctl_exit_from_status(resp->status);
+}
+
+int cli_ctl_simple(struct cli_ctl_cmd *x, const char *method, const char *path, const char *body,
+               const char *content_type, struct cli_ctl_response *ret)
+{
+    const struct cli_ctl_request req = {
+        .method = method,
+        .path = path,
+        .body = body,
+        .content_type = content_type,
+        .if_match = x->if_match[0] ? x->if_match : NULL,
+    };
+    int r = cli_ctl_call(x, &req, ret);
+
+    if (r != 0)
+        return r;
+    if (ret->status < 200 || ret->status >= 300) {
+        r = cli_ctl_refused(x, ret);
+        cli_ctl_response_fini(ret);
+        return r;
+    }
+    return 0;
+}
+
+int cli_ctl_print_json(const json_t *j)
+{
+    if (json_dumpf(j, stdout, JSON_INDENT(2)) < 0 || fputc('\n', stdout) == EOF)
+        return cli_ctl_fail("writing the output: %s", strerror(errno));
+    return 0;
+}
+
+int cli_ctl_print_text(char *text)
+{
+    int r = 0;
+
+    if (!text)
+        return cli_ctl_fail("out of memory");
+    if (fputs(text, stdout) == EOF)
+        r = cli_ctl_fail("writing the output: %s", strerror(errno));
+    free(text);
+    return r;
+}
+
+char *cli_ctl_path(const char *literal, ...)
+{
+    size_t len = 0, cap = 256;
+    char *out = malloc(cap);
+    const char *piece = literal;
+    bool segment = false;
+    va_list ap;
+
+    va_start(ap, literal);
+    for (; out && piece; piece = va_arg(ap, const char *), segment = !segment) {
+        char *escaped = segment ? cli_ctl_escape(piece) : NULL;
+        const char *add = segment ? escaped : piece;
+        size_t n = add ? strlen(add) : 0;
+
+        if (!add || len + n + 1 > cap) {
+            char *grown = add ? realloc(out, (cap = (len + n + 1) * 2)) : NULL;
+
+            if (!grown) {
+                free(out);
+                out = NULL;
+                free(escaped);
+                break;
+            }
+            out = grown;
+        }
+        memcpy(out + len, add, n);
+        len += n;
+        out[len] = '\0';
+        free(escaped);
+    }
+    va_end(ap);
+    if (!out)
+        cli_ctl_fail("out of memory");
+    return out;
+}
+
+/* "running on [::]:7007", "stopped", "failed: why". */
+void cli_ctl_describe(const json_t *resource, char *buf, size_t len)
+{
+    const json_t *status = json_object_get(resource, "status");
+    const char *state = json_string_value(json_object_get(status, "state"));
+    const char *error = json_string_value(json_object_get(status, "error"));
+    const json_t *bound = json_object_get(status, "bound");
+    size_t used;
+
+    snprintf(buf, len, "%s", state ? state : "unknown state");
+    used = strlen(buf);
+    if (json_array_size(bound) > 0 && used < len) {
+        json_t *b;
+        size_t i;
+
+        used += (size_t)snprintf(buf + used, len - used, " on");
+        json_array_foreach(bound, i, b)
+        {
+            if (used < len)
+                used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : " ",
+                                         json_string_value(b) ? json_string_value(b) : "?");
+        }
+    }
+    if (error && *error && used < len)
+        (void)snprintf(buf + used, len - used, ": %s", error);
+}
+
+/* A dry run's answer, or a refusal when the daemon did not make it one. */
+int cli_ctl_dry_run_report(struct cli_ctl_cmd *x, const struct cli_ctl_response *resp)
+{
+    const json_t *rev = json_object_get(resp->json, "revision");
+
+    if (!json_is_true(json_object_get(resp->json, "dry_run")))
+        return cli_ctl_fail("the daemon at %s does not know --dry-run: it may have applied the "
+                        "change; check with 'sockserv ctl ls'",
+                        cli_ctl_client_where(x->client));
+    if (x->json)
+        return cli_ctl_print_json(resp->json);
+    if (cli_ctl_print_text(cli_ctl_diff_render(json_object_get(resp->json, "diff"))) != 0)
+        return CLI_CTL_EXIT_FAILURE;
+    if (json_is_integer(rev))
+        printf("dry run: nothing changed (the configuration is at revision %" JSON_INTEGER_FORMAT
+               ")\n",
+               json_integer_value(rev));
+    else
+        printf("dry run: nothing changed\n");
+    return 0;
+}
+
+/* Reads a JSON document from path ("-": standard input). */
+int cli_ctl_read_json(const char *path, json_t **ret)
+{
+    json_error_t jerr;
+    json_t *j;
+
+    if (strcmp(path, "-") == 0)
+        j = json_loadf(stdin, JSON_REJECT_DUPLICATES, &jerr);
+    else
+        j = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!j) {
+        if (jerr.line < 1)
+            return cli_ctl_fail("%s: %s", strcmp(path, "-") == 0 ? "standard input" : path,
+                            jerr.text);
+        return cli_ctl_fail("%s: line %d, column %d: %s",
+                        strcmp(path, "-") == 0 ? "standard input" : path, jerr.line, jerr.column,
+                        jerr.text);
+    }
+    *ret = j;
+    return 0;
+}
+
+/* ---- the one-request verbs ---- */
+
+static int run_ls(struct cli_ctl_cmd *x)
+{
+    static const char *const headers[] = {"ID",    "SERVICE", "TRANSPORT", "BOUND", "MODEL",
+                                          "STATE", "CONNS",   "IN",        "OUT"};
+    struct cli_ctl_response resp;
+    struct cli_ctl_table t;
+    const json_t *list;
+    json_t *l;
+    size_t i;
+    int r;
+
+    r = cli_ctl_simple(x, "GET", "/api/v1/listeners", NULL, NULL, &resp);
+    if (r != 0)
+        return r;
+    list = json_object_get(resp.json, "listeners");
+    if (!json_is_array(list)) {
+        cli_ctl_response_fini(&resp);
+        return cli_ctl_fail("unexpected answer from %s: no listeners array",
+                        cli_ctl_client_where(x->client));
+    }
+    if (x->json) {
+        r = cli_ctl_print_json(resp.json);
+        cli_ctl_response_fini(&resp);
+        return r;
+    }
+    if (json_array_size(list) == 0) {
+        printf("no listeners\n");
+        cli_ctl_response_fini(&resp);
+        return 0;
+    }
+    if (cli_ctl_table_init(&t, 9, headers) < 0) {
+        cli_ctl_response_fini(&resp);
+        return cli_ctl_fail("out of memory");
+    }
+    t.right = (1u << 6) | (1u << 7) | (1u << 8);
+    json_array_foreach(list, i, l)
+    {
+        const json_t *status = json_object_get(l, "status"), *m = json_object_get(l, "metrics");
+        const json_t *bound = json_object_get(status, "bound");
+        char bound_text[256] = "", conns[32], in[32], out[32];
+        const char *cells[9];
+        json_t *b;
+        size_t k, used = 0;
+
+        json_array_foreach(bound, k, b)
+        {
+            if (used < sizeof(bound_text))
+                used += (size_t)snprintf(bound_text + used, sizeof(bound_text) - used, "%s%s",
+                                         k ? "," : "", json_string_value(b) ? json_string_value(b)
+                                                                            : "?");
+        }
+        snprintf(conns, sizeof(conns), "%" JSON_INTEGER_FORMAT,
+                 json_integer_value(json_object_get(m, "connections_active")));
+        cli_ctl_bytes_format((uint64_t)json_integer_value(json_object_get(m, "bytes_in")), in,
+                             sizeof(in));
+        cli_ctl_bytes_format((uint64_t)json_integer_value(json_object_get(m, "bytes_out")), out,
+                             sizeof(out));
+        cells[0] = json_string_value(json_object_get(l, "id"));
+        cells[1] = json_string_value(json_object_get(l, "service"));
+        cells[2] = json_string_value(json_object_get(l, "transport"));
+        cells[3] = bound_text[0] ? bound_text : NULL;
+        cells[4] = json_string_value(json_object_get(l, "model"));
+        cells[5] = json_string_value(json_object_get(status, "state"));
+        cells[6] = conns;
+        cells[7] = in;
+        cells[8] = out;
+        if (cli_ctl_table_add(&t, cells) < 0) {
+            r = cli_ctl_fail("out of memory");
+            goto out;
+        }
+    }
+    r = cli_ctl_print_text(cli_ctl_table_render(&t));
+    json_array_foreach(list, i, l)
+    {
+        const json_t *status = json_object_get(l, "status");
+        const char *error = json_string_value(json_object_get(status, "error"));
+
+        if (r == 0 && error && *error)
+            printf("%s: %s: %s\n", json_string_value(json_object_get(l, "id")),
+                   json_string_value(json_object_get(status, "state")), error);
+    }
+out:
+    cli_ctl_table_fini(&t);
+    cli_ctl_response_fini(&resp);
+    return r;
+}
+
+static int run_get(struct cli_ctl_cmd *x)
+{
+    struct cli_ctl_response resp;
+    char *path = cli_ctl_path("/api/v1/listeners/", x->args[0], NULL);
+    int r;
+
+    if (!path)
+        return CLI_CTL_EXIT_FAILURE;
+    r = cli_ctl_simple(x, "GET", path, NULL, NULL, &resp);
+    free(path);
+    if (r != 0)
+        return r;
+    if (x->json) {
+        r = cli_ctl_print_json(resp.json);
+    } else {
+        r = cli_ctl_print_text(cli_ctl_kv_render(resp.json, ""));
+        if (r == 0 && resp.etag[0])
+            printf("etag: %s\n", resp.etag);
+    }
+    cli_ctl_response_fini(&resp);
+    return r;
+}
+
+/* Prints what a mutation answered: "VERB ID: running on ...", or the JSON. */
+static int report_resource(struct cli_ctl_cmd *x, const struct cli_ctl_response *resp,
+                           const char *done, const char *fallback_id)
+{
+    const char *id = json_string_value(json_object_get(resp->json, "id"));
+    char what[512];
+
+    if (x->json) {
+        if (resp->json)
+            return cli_ctl_print_json(resp->json);
+        /* 204: nothing to print but what was done */
+        {
+            json_t *j = json_pack("{s:s, s:b}", "id", fallback_id, done, 1);
+            int r = j ? cli_ctl_print_json(j) : cli_ctl_fail("out of memory");
+
+            json_decref(j);
+            return r;
+        }
+    }
+    if (!resp->json) {
+        printf("%s %s\n", done, fallback_id);
+        return 0;
+    }
+    cli_ctl_describe(resp->json, what, sizeof(what));
+    /* "stopped e1", not "stopped e1: stopped" */
+    if (strcmp(what, done) == 0)
+        printf("%s %s\n", done, id ? id : fallback_id);
+    else
+        printf("%s %s: %s\n", done, id ? id : fallback_id, what);
+    return 0;
+}
+
+static const char *dry_query(const struct cli_ctl_cmd *x)
+{
+    return x->seen[CLI_CTL_OPT_DRY_RUN] ? "?dry_run=true" : "";
+}
+
+static int set_flag(struct cli_ctl_cmd *x, json_t *body, enum cli_ctl_opt o, const char *key, bool number,
+                    unsigned long max)
+{
+    unsigned long v;
+    json_t *j;
+
+    if (!x->seen[o])
+        return 0;
+    if (number) {
+        if (!cli_parse_ulong(x->val[o], 0, max, &v))
+            return cli_ctl_usage_error(x, "--%s: '%s' is not a number", opts[o].name, x->val[o]);
+        j = json_integer((json_int_t)v);
+    } else {
+        j = json_string(x->val[o]);
+    }
+    if (!j || json_object_set_new(body, key, j) < 0)
+        return cli_ctl_fail("out of memory");
+    return 0;
+}
+
+/* The body of create and patch: -f, then the flags, then each --set. */
+static int build_body(struct cli_ctl_cmd *x, json_t **ret)
+{
+    struct core_err err = {0};
+    json_t *body = NULL;
+    int r;
+
+    if (x->seen[CLI_CTL_OPT_FILE]) {
+        r = cli_ctl_read_json(x->val[CLI_CTL_OPT_FILE], &body);
+        if (r != 0)
+            return r;
+        if (!json_is_object(body)) {
+            json_decref(body);
+            return cli_ctl_fail("%s: a listener is a JSON object", x->val[CLI_CTL_OPT_FILE]);
+        }
+    } else {
+        body = json_object();
+        if (!body)
+            return cli_ctl_fail("out of memory");
+    }
+    if ((r = set_flag(x, body, CLI_CTL_OPT_ID, "id", false, 0)) ||
+        (r = set_flag(x, body, CLI_CTL_OPT_SERVICE, "service", false, 0)) ||
+        (r = set_flag(x, body, CLI_CTL_OPT_TRANSPORT, "transport", false, 0)) ||
+        (r = set_flag(x, body, CLI_CTL_OPT_ADDRESS, "address", false, 0)) ||
+        (r = set_flag(x, body, CLI_CTL_OPT_PORT, "port", true, UINT32_MAX)) ||
+        (r = set_flag(x, body, CLI_CTL_OPT_MODEL, "model", false, 0)) ||
+        (r = set_flag(x, body, CLI_CTL_OPT_WORKERS, "workers", true, UINT32_MAX))) {
+        json_decref(body);
+        return r;
+    }
+    if (x->seen[CLI_CTL_OPT_DISABLED] && json_object_set_new(body, "enabled", json_false()) < 0) {
+        json_decref(body);
+        return cli_ctl_fail("out of memory");
+    }
+    for (size_t i = 0; i < x->nsets; i++) {
+        r = cli_ctl_set_apply(body, x->sets[i], &err);
+        if (r == -EINVAL) {
+            json_decref(body);
+            return cli_ctl_usage_error(x, "--set %s", err.msg);
+        }
+        if (r < 0) {
+            json_decref(body);
+            return cli_ctl_fail("%s", err.msg);
+        }
+    }
+    *ret = body;
+    return 0;
+}
+
+/* Sends a mutation's JSON body and reports the answer. */
+static int mutate(struct cli_ctl_cmd *x, const char *method, const char *path, const json_t *body,
+                  const char *content_type, const char *done, const char *id)
+{
+    struct cli_ctl_response resp;
+    char *text = NULL;
+    int r;
+
+    if (body && !(text = json_dumps(body, JSON_COMPACT)))
+        return cli_ctl_fail("out of memory");
+    r = cli_ctl_simple(x, method, path, text, content_type, &resp);
+    free(text);
+    if (r != 0)
+        return r;
+    if (x->seen[CLI_CTL_OPT_DRY_RUN])
+        r = cli_ctl_dry_run_report(x, &resp);
+    else
+        r = report_resource(x, &resp, done, id);
+    cli_ctl_response_fini(&resp);
+    return r;
+}
+
+static int run_create(struct cli_ctl_cmd *x)
+{
+    char path[64];
+    json_t *body;
+    int r;
+
+    if (!x->seen[CLI_CTL_OPT_FILE] && !x->seen[CLI_CTL_OPT_SERVICE] && x->nsets == 0)
+        return cli_ctl_usage_error(x, "create needs -f FILE or --service SERVICE");
+    r = build_body(x, &body);
+    if (r != 0)
+        return r;
+    snprintf(path, sizeof(path), "/api/v1/listeners%s", dry_query(x));
+    r = mutate(x, "POST", path, body, NULL, "created",
+               json_string_value(json_object_get(body, "id")) ? json_string_value(json_object_get(body, "id")) : "listener");
+    json_decref(body);
+    return r;
+}
+
+static int run_patch(struct cli_ctl_cmd *x)
+{
+    char *path;
+    json_t *body;
+    int r;
+
+    if (!x->seen[CLI_CTL_OPT_FILE] && x->nsets == 0)
+        return cli_ctl_usage_error(x, "patch needs -f FILE or --set KEY=VALUE");
+    r = build_body(x, &body);
+    if (r != 0)
+        return r;
+    path = cli_ctl_path("/api/v1/listeners/", x->args[0], dry_query(x), NULL);
+    r = path ? mutate(x, "PATCH", path, body, "application/merge-patch+json", "changed",
+                      x->args[0])
+             : CLI_CTL_EXIT_FAILURE;
+    free(path);
+    json_decref(body);
+    return r;
+}
+
+static int run_delete(struct cli_ctl_cmd *x)
+{
+    char *path = cli_ctl_path("/api/v1/listeners/", x->args[0], dry_query(x), NULL);
+    int r;
+
+    if (!path)
+        return CLI_CTL_EXIT_FAILURE;
+    r = mutate(x, "DELETE", path, NULL, NULL, "deleted", x->args[0]);
+    free(path);
+    return r;
+}
+
+static int run_start_stop(struct cli_ctl_cmd *x)
+{
+    bool start = x->verb == CLI_CTL_START;
+    char tail[64];
+    char *path;
+    int r;
+
+    snprintf(tail, sizeof(tail), "/%s%s", start ? "start" : "stop", dry_query(x));
+    path = cli_ctl_path("/api/v1/listeners/", x->args[0], tail, NULL);
+    if (!path)
+        return CLI_CTL_EXIT_FAILURE;
+    r = mutate(x, "POST", path, NULL, NULL, start ? "started" : "stopped", x->args[0]);
+    free(path);
+    return r;
+}
+
+static int run_metrics(struct cli_ctl_cmd *x)
+{
+    struct cli_ctl_response resp;
+    char *path = x->nargs ? cli_ctl_path("/api/v1/listeners/", x->args[0], "/metrics", NULL)
+                          : strdup("/api/v1/metrics");
+    const char *id;
+    json_t *m;
+    int r;
+
+    if (!path)
+        return cli_ctl_fail("out of memory");
+    r = cli_ctl_simple(x, "GET", path, NULL, NULL, &resp);
+    free(path);
+    if (r != 0)
+        return r;
+    if (x->json) {
+        r = cli_ctl_print_json(resp.json);
+    } else if (x->nargs) {
+        r = cli_ctl_print_text(cli_ctl_kv_render(resp.json, ""));
+    } else {
+        json_object_foreach(json_object_get(resp.json, "listeners"), id, m)
+        {
+            printf("%s\n", id);
+            r = cli_ctl_print_text(cli_ctl_kv_render(m, "  "));
+            if (r != 0)
+                break;
+        }
+    }
+    cli_ctl_response_fini(&resp);
+    return r;
+}
