@@ -1,7 +1,11 @@
 // The sockserv dashboard: the listeners table, the details of one listener (charts, metrics,
-// configuration, stored files), the actions, and the connection banner.
+// configuration, stored files), the actions, the connection banner, and the access token
+// dialog.
 
-import { api, ApiError, NetworkError, onReachability } from './api.js';
+import {
+  api, ApiError, EventStream, NetworkError, checkToken, download, getToken, onReachability,
+  setAuthHandler, setToken,
+} from './api.js';
 import { LiveFeed, POLL_INTERVAL_MS } from './live.js';
 import { drawTimeChart } from './chart.js';
 import { ListenerForm } from './form.js';
@@ -367,12 +371,20 @@ function renderFeed() {
 const METRIC_LABELS = [
   ['connections_active', 'Active connections'],
   ['connections_total', 'Connections served'],
-  ['connections_rejected', 'Connections rejected (limit)'],
+  ['connections_rejected', 'Connections rejected'],
+  ['rejected_max_connections', 'Rejected: max connections'],
+  ['rejected_per_source', 'Rejected: per source'],
+  ['rejected_rate', 'Rejected: connection rate'],
+  ['rejected_resources', 'Rejected: out of resources'],
   ['bytes_in', 'Bytes in'],
   ['bytes_out', 'Bytes out'],
   ['datagrams_in', 'Datagrams in'],
   ['datagrams_out', 'Datagrams out'],
   ['datagrams_dropped', 'Datagrams dropped'],
+  ['datagrams_dropped_loop', 'Dropped: from our own endpoint'],
+  ['datagrams_dropped_reflection', 'Dropped: from a reflector port'],
+  ['datagrams_dropped_rate_source', 'Dropped: source over budget'],
+  ['datagrams_dropped_rate', 'Dropped: listener over budget'],
   ['idle_timeouts', 'Idle time-outs'],
   ['errors', 'Errors'],
 ];
@@ -406,6 +418,12 @@ function countText(key, v) {
   return formatInt(v);
 }
 
+/* A limit: 0 means none. */
+function limitText(v) {
+  if (v === undefined || v === null) return undefined;
+  return v === 0 ? 'no limit' : formatInt(v);
+}
+
 function renderConfig(l) {
   const dl = byId('config-list');
   const entries = [
@@ -418,6 +436,11 @@ function renderConfig(l) {
     ['Workers', formatInt(l.workers)],
     ['Max connections', formatInt(l.max_connections)],
     ['Idle timeout', l.idle_timeout_ms === 0 ? 'never' : `${formatInt(l.idle_timeout_ms)} ms (${formatDuration(l.idle_timeout_ms / 1000)})`],
+    ...(l.transport === 'udp'
+      ? [['Replies per second per source', limitText(l.reply_rate_per_source)],
+        ['Replies per second', limitText(l.reply_rate)]]
+      : [['Max connections per source', limitText(l.max_connections_per_source)],
+        ['Connections per second per source', limitText(l.connection_rate_per_source)]]),
     ['Enabled', l.enabled ? 'yes' : 'no'],
     ['State since', formatTimestamp(l.status?.since)],
   ];
@@ -827,6 +850,100 @@ async function refreshHealth() {
   }
 }
 
+/* ---- the access token ---- */
+
+// After the user declined to give a token, a 401 no longer opens the dialog by itself (the
+// polling would open it every 2 s); the bar at the bottom offers it instead.
+let tokenDeclined = false;
+
+function showAuthNeeded(show) {
+  byId('auth-needed').hidden = !show;
+}
+
+function setTokenError(text) {
+  const error = byId('token-error');
+  const input = byId('token-input');
+  error.textContent = text || '';
+  error.hidden = !text;
+  input.setAttribute('aria-invalid', text ? 'true' : 'false');
+  if (text) {
+    input.focus();
+    input.select();
+  }
+}
+
+/*
+ * Opens the token dialog; resolves to true once the daemon accepted a token (it is then kept
+ * for this tab), false when the user cancels (the button, Escape).
+ */
+function openTokenDialog(reason) {
+  const d = byId('token-dialog');
+  const form = byId('token-form');
+  const input = byId('token-input');
+  const submit = byId('token-submit');
+  const cancel = byId('token-cancel');
+  const returnTo = document.activeElement;
+  showAuthNeeded(false);
+  byId('token-text').textContent = reason === 'refused'
+    ? 'The daemon refused the token this tab was using (it may have been restarted with another). Enter the current token.'
+    : 'This daemon asks for an access token (it was started with --token-file). Enter the token from that file: this tab keeps it until it is closed.';
+  input.value = '';
+  setTokenError('');
+  return new Promise((resolve) => {
+    let busy = false;
+    const finish = (ok) => {
+      form.onsubmit = null;
+      cancel.onclick = null;
+      d.onclose = null;
+      if (d.open) d.close();
+      if (returnTo && returnTo !== document.body && document.contains(returnTo)) returnTo.focus();
+      tokenDeclined = !ok;
+      showAuthNeeded(!ok);
+      resolve(ok);
+    };
+    form.onsubmit = async (e) => {
+      e.preventDefault();
+      if (busy) return;
+      const token = input.value.trim();
+      if (!token) {
+        setTokenError('Enter the token.');
+        return;
+      }
+      if (/[^\x21-\x7e]/.test(token)) {
+        setTokenError('A token is made of visible ASCII characters, without blanks.');
+        return;
+      }
+      busy = true;
+      submit.disabled = true;
+      const verdict = await checkToken(token);
+      busy = false;
+      submit.disabled = false;
+      if (verdict === 'ok') {
+        setToken(token);
+        finish(true);
+      } else if (verdict === 'refused') {
+        setTokenError('The daemon refused this token. Check it and try again.');
+      } else {
+        setTokenError('The daemon cannot be reached. Try again once it is back.');
+      }
+    };
+    cancel.onclick = () => finish(false);
+    d.onclose = () => finish(false);
+    d.showModal();
+    input.focus();
+  });
+}
+
+/* The API's answer to a 401 (see api.js): forget a refused token, ask for one. */
+function askToken(reason) {
+  if (reason === 'refused') setToken(null);
+  if (tokenDeclined) {
+    showAuthNeeded(true);
+    return Promise.resolve(false);
+  }
+  return openTokenDialog(reason);
+}
+
 /* ---- dialogs ---- */
 
 const FOCUSABLE = 'a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])';
@@ -865,6 +982,7 @@ function start() {
 
   trapFocus(byId('listener-dialog'));
   trapFocus(byId('confirm-dialog'));
+  trapFocus(byId('token-dialog'));
   byId('new-listener').addEventListener('click', () => form.openCreate());
   byId('action-edit').addEventListener('click', () => {
     const l = model.listeners.get(model.selected);
@@ -905,7 +1023,33 @@ function start() {
     poll: (list, t, asked) => { applyPoll(list, t, asked); afterData(); },
     mode: (m) => { model.mode = m; scheduleRender(); },
     reachable: setReachable,
-    error: (e) => notice(`The daemon answered with an error: ${describeFailure(e)}`, 'error'),
+    error: (e) => {
+      if (e instanceof ApiError && e.status === 401) showAuthNeeded(true);
+      else notice(`The daemon answered with an error: ${describeFailure(e)}`, 'error');
+    },
+  });
+
+  // EventSource cannot send the token: live.js's streams are opened through EventStream, which
+  // uses the browser's EventSource while no token is held and one over fetch() otherwise.
+  globalThis.EventSource = EventStream;
+  const tokenArrived = () => {
+    if (!feed.es) feed.tryStream();
+  };
+  setAuthHandler(async (reason) => {
+    const ok = await askToken(reason);
+    if (ok) setTimeout(tokenArrived, 0);
+    return ok;
+  });
+  byId('auth-enter').addEventListener('click', async () => {
+    tokenDeclined = false;
+    if (await openTokenDialog('missing')) tokenArrived();
+  });
+  // With a token, a plain link would download the daemon's 401: fetch the file with it.
+  byId('files-table').addEventListener('click', (e) => {
+    const a = e.target.closest('a.file-link, a.version-link');
+    if (!a || !getToken()) return;
+    e.preventDefault();
+    download(a.href, a.download).catch((err) => notice(`Could not download ${a.download}: ${describeFailure(err)}`, 'error'));
   });
   feed.start();
   refreshHealth();

@@ -5,7 +5,8 @@
 import { api, ApiError, NetworkError } from './api.js';
 
 const TOP_FIELDS = ['id', 'service', 'transport', 'address', 'port', 'model', 'workers',
-  'max_connections', 'idle_timeout_ms', 'enabled'];
+  'max_connections', 'idle_timeout_ms', 'max_connections_per_source',
+  'connection_rate_per_source', 'reply_rate_per_source', 'reply_rate', 'enabled'];
 
 function errorId(name) {
   return `f-${name.replace(/[^A-Za-z0-9_-]/g, '-')}-error`;
@@ -87,7 +88,9 @@ export class ListenerForm {
     el.transport.value = listener.transport;
     this.syncVisibility();
     el.transport.value = listener.transport;
-    for (const name of ['address', 'port', 'model', 'workers', 'max_connections', 'idle_timeout_ms']) {
+    for (const name of ['address', 'port', 'model', 'workers', 'max_connections', 'idle_timeout_ms',
+      'max_connections_per_source', 'connection_rate_per_source', 'reply_rate_per_source',
+      'reply_rate']) {
       el[name].value = listener[name] ?? '';
     }
     el.enabled.checked = !!listener.enabled;

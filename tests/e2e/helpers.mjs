@@ -2,7 +2,7 @@
 // Chromium driven by playwright-core, screenshots, echo traffic, and waiting with deadlines.
 
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -27,13 +27,20 @@ export function tempDir(prefix) {
 
 /**
  * Starts `sockserv daemon` on 127.0.0.1 (port 0 unless api says otherwise) with its own state
- * directory, and resolves once it wrote its URL to fd 3. stop() sends SIGTERM and resolves to
- * the exit code (null if a signal ended it); kill() is SIGKILL.
+ * directory and the extra arguments args, and resolves once it wrote its URL to fd 3. With a
+ * token, the daemon gets it through --token-file and api() sends it. stop() sends SIGTERM and
+ * resolves to the exit code (null if a signal ended it); kill() is SIGKILL.
  */
-export async function startDaemon({ api = '127.0.0.1:0', stateDir } = {}) {
+export async function startDaemon({ api = '127.0.0.1:0', stateDir, args = [], token } = {}) {
   const dir = stateDir || tempDir('state');
+  const extra = [...args];
+  if (token) {
+    const file = path.join(tempDir('token'), 'token');
+    writeFileSync(file, `${token}\n`, { mode: 0o600 });
+    extra.push('--token-file', file);
+  }
   const child = spawn(BIN, ['daemon', '--api', api, '--state-dir', dir, '--no-defaults',
-    '--ready-fd', '3', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+    '--ready-fd', '3', '--log-level', 'info', ...extra], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
   let log = '';
   child.stdout.on('data', (d) => { log += d; });
   child.stderr.on('data', (d) => { log += d; });
@@ -86,17 +93,23 @@ export async function startDaemon({ api = '127.0.0.1:0', stateDir } = {}) {
     log: () => log,
     /** SIGTERM, then the exit code (or null when a signal or the deadline ended it). */
     stop: async () => (await stop('SIGTERM')).code,
-    /** Calls the REST API: { status, body } (body parsed when JSON). */
-    api: (method, p, body) => callApi(url, method, p, body),
+    /** Calls the REST API (with the token, if any): { status, body } (body parsed when JSON). */
+    api: (method, p, body) => callApi(url, method, p, body, { token }),
   };
 }
 
-export async function callApi(base, method, p, body) {
-  const init = { method, headers: {} };
-  if (body !== undefined) {
+/**
+ * Calls the REST API at base: { status, body }. POST, PUT and PATCH say Content-Type
+ * application/json, with or without a body (the daemon requires it); token is sent as
+ * "Authorization: Bearer".
+ */
+export async function callApi(base, method, p, body, { token, headers = {} } = {}) {
+  const init = { method, headers: { ...headers } };
+  if (body !== undefined || ['POST', 'PUT', 'PATCH'].includes(method)) {
     init.headers['Content-Type'] = 'application/json';
-    init.body = JSON.stringify(body);
   }
+  if (body !== undefined) init.body = JSON.stringify(body);
+  if (token) init.headers.Authorization = `Bearer ${token}`;
   const res = await fetch(base + p, init);
   const text = await res.text();
   let parsed = text;

@@ -298,7 +298,6 @@ static const struct {
     {"{\"id\":\"bad\",\"service\":\"echo\",\"port\":0,\"model\":\"fancy\"}", "model"},
     {"{\"id\":\"bad\",\"service\":\"echo\",\"port\":0,\"transport\":\"udp\",\"model\":\"pool\"}",
      "model"},
-    {"{\"id\":\"bad\",\"service\":\"backup\",\"port\":0,\"model\":\"process\"}", "model"},
     {"{\"id\":\"bad\",\"service\":\"echo\",\"port\":0,\"transport\":\"udp\",\"model\":\"event\"}",
      "model"},
     {"{\"id\":\"bad\",\"service\":\"echo\",\"port\":0,\"transport\":\"udp\",\"model\":\"thread\"}",

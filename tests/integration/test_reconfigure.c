@@ -335,14 +335,14 @@ static bool client_failed(void *arg)
     return c->failure != 0;
 }
 
-/* A drained runner's connections are cut at its deadline (the idle timeout here) even when no
+/* A drained runner's connections are cut at its deadline (drain_timeout_ms) even when no
  * other change comes: a client that never idles does not keep the old runner alive. */
 static void test_reconfigure_drain_deadline_cuts_busy_connection(void **state)
 {
     struct it_daemon *d = daemon_of(state);
     uint16_t port = it_listener_create_port(
         d, "{\"id\":\"rc\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
-           "\"model\":\"thread\",\"idle_timeout_ms\":1500,\"options\":{\"mode\":\"stream\"}}");
+           "\"model\":\"thread\",\"drain_timeout_ms\":1500,\"options\":{\"mode\":\"stream\"}}");
     int threads0 = count_threads(d->pid);
     atomic_bool stop = false;
     struct client c = {.port = port, .stop = &stop};
