@@ -1,0 +1,763 @@
+/*
+ * Whole-configuration changes as a script drives them: GET/PUT /api/v1/config applied all or
+ * nothing (a bind failure half-way puts every listener back as it was, sockets included),
+ * ETags and If-Match (412 on a stale one), dry runs that change nothing, the history of
+ * revisions and a restore, a port change under load without a failed round trip, and
+ * `sockserv ctl` with the exit codes scripts rely on.
+ */
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define MSG_LEN 64
+
+static struct it_daemon *daemon_of(void **state)
+{
+    return &((struct it_fixture *)*state)->d;
+}
+
+/* An answer with the headers a script reads. */
+struct answer {
+    long status;
+    char etag[64];
+    json_t *json;
+};
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+    struct it_http *b = arg;
+    char *grown = realloc(b->body, b->body_len + size * n + 1);
+
+    if (!grown)
+        return 0;
+    memcpy(grown + b->body_len, p, size * n);
+    b->body = grown;
+    b->body_len += size * n;
+    b->body[b->body_len] = '\0';
+    return size * n;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *arg)
+{
+    struct answer *a = arg;
+    size_t len = size * n;
+
+    if (len > 6 && strncasecmp(p, "ETag:", 5) == 0) {
+        const char *v = p + 5;
+        size_t vlen;
+
+        while (*v == ' ')
+            v++;
+        vlen = (size_t)(p + len - v);
+        while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n'))
+            vlen--;
+        snprintf(a->etag, sizeof(a->etag), "%.*s", (int)vlen, v);
+    }
+    return len;
+}
+
+/* A request with an optional If-Match; asserts that an answer came. */
+static void req(const struct it_daemon *d, const char *method, const char *path, const char *body,
+                const char *if_match, struct answer *ret)
+{
+    struct it_http b = {0};
+    struct curl_slist *h = NULL;
+    char url[512], im[128];
+    CURL *c = curl_easy_init();
+    CURLcode rc;
+
+    memset(ret, 0, sizeof(*ret));
+    assert_non_null(c);
+    snprintf(url, sizeof(url), "%s%s", d->url, path);
+    h = curl_slist_append(h, "Content-Type: application/json");
+    if (if_match) {
+        snprintf(im, sizeof(im), "If-Match: %s", if_match);
+        h = curl_slist_append(h, im);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, ret);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    rc = curl_easy_perform(c);
+    if (rc != CURLE_OK)
+        fail_msg("%s %s: %s", method, path, curl_easy_strerror(rc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &ret->status);
+    ret->json = b.body ? json_loads(b.body, 0, NULL) : NULL;
+    free(b.body);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+}
+
+static void answer_fini(struct answer *a)
+{
+    json_decref(a->json);
+    a->json = NULL;
+}
+
+static void expect_status(const struct answer *a, long status, const char *what)
+{
+    if (a->status != status) {
+        char *text = a->json ? json_dumps(a->json, JSON_COMPACT) : NULL;
+
+        fail_msg("%s: status %ld, want %ld: %s", what, a->status, status, text ? text : "-");
+    }
+}
+
+/* GET /api/v1/config: the body (new reference) and its ETag. */
+static json_t *config_get(const struct it_daemon *d, char *etag, size_t cap)
+{
+    struct answer a;
+    json_t *j;
+
+    req(d, "GET", "/api/v1/config", NULL, NULL, &a);
+    expect_status(&a, 200, "GET /api/v1/config");
+    assert_true(json_is_array(json_object_get(a.json, "listeners")));
+    assert_true(a.etag[0] == '"');
+    if (etag)
+        snprintf(etag, cap, "%s", a.etag);
+    j = json_incref(a.json);
+    answer_fini(&a);
+    return j;
+}
+
+/* The status of a request without a body. */
+static long http_status(const struct it_daemon *d, const char *method, const char *path)
+{
+    struct answer a;
+
+    req(d, method, path, NULL, NULL, &a);
+    answer_fini(&a);
+    return a.status;
+}
+
+static json_int_t revision_now(const struct it_daemon *d)
+{
+    json_t *c = config_get(d, NULL, 0);
+    json_int_t n = it_json_int(c, "revision");
+
+    json_decref(c);
+    return n;
+}
+
+/* The TCP port a process outside the daemon holds, kept bound (and listening) until closed. */
+static int hold_port(uint16_t *ret_port)
+{
+    int fd = it_bind(SOCK_STREAM, "::", 0, ret_port);
+
+    assert_true(fd >= 0);
+    assert_int_equal(listen(fd, 4), 0);
+    return fd;
+}
+
+/* A port that nobody holds now (bound, then let go). */
+static uint16_t free_port(void)
+{
+    uint16_t port;
+    int fd = it_bind(SOCK_STREAM, "::", 0, &port);
+
+    assert_true(fd >= 0);
+    close(fd);
+    return port;
+}
+
+static bool port_can_be_bound(uint16_t port)
+{
+    uint16_t got;
+    int fd = it_bind(SOCK_STREAM, "::", port, &got);
+
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
+
+/* One echo round trip on an open connection. */
+static bool round_trip(int fd, unsigned k)
+{
+    char out[MSG_LEN], in[MSG_LEN];
+
+    memset(out, '.', sizeof(out));
+    memcpy(out, &k, sizeof(k));
+    return it_send_all(fd, out, sizeof(out), IT_IO_TIMEOUT_MS) == 0 &&
+           it_recv_exact(fd, in, sizeof(in), IT_IO_TIMEOUT_MS) == 0 &&
+           memcmp(in, out, sizeof(in)) == 0;
+}
+
+static void test_config_put_bind_failure_half_way_rolls_everything_back(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    uint16_t pa, pb, held, moved_to = free_port(), created_on = free_port();
+    json_t *before, *after, *ra, *rb;
+    char etag[64], etag_after[64], body[2048], *state_before, *state_after;
+    struct answer a;
+    int held_fd, conn;
+
+    ra = it_listener_create(d, "{\"id\":\"a\",\"service\":\"echo\",\"port\":0}");
+    rb = it_listener_create(d,
+                            "{\"id\":\"b\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":0}");
+    pa = it_bound_port(ra);
+    pb = it_bound_port(rb);
+    json_decref(ra);
+    json_decref(rb);
+    conn = it_tcp_connect("127.0.0.1", pa, IT_IO_TIMEOUT_MS);
+    assert_true(conn >= 0);
+    assert_true(round_trip(conn, 0));
+    before = config_get(d, etag, sizeof(etag));
+    state_before = it_file_read(d->state_file, NULL);
+    held_fd = hold_port(&held);
+
+    /* a moves, b goes, c comes, then d cannot bind: its port is held outside the daemon. */
+    snprintf(body, sizeof(body),
+             "{\"listeners\":["
+             "{\"id\":\"a\",\"service\":\"echo\",\"port\":%u},"
+             "{\"id\":\"c\",\"service\":\"echo\",\"port\":%u},"
+             "{\"id\":\"d\",\"service\":\"echo\",\"port\":%u}]}",
+             moved_to, created_on, held);
+    req(d, "PUT", "/api/v1/config", body, etag, &a);
+    expect_status(&a, 409, "PUT with a port in use");
+    assert_string_equal(it_json_str(a.json, "field"), "listeners[2].port");
+    assert_string_equal(it_json_str(a.json, "listener"), "d");
+    assert_non_null(strstr(it_json_str(a.json, "detail"), "in use"));
+    answer_fini(&a);
+
+    /* Exactly the previous state: configuration, revision, state file, sockets. */
+    after = config_get(d, etag_after, sizeof(etag_after));
+    assert_true(json_equal(before, after));
+    assert_string_equal(etag, etag_after);
+    state_after = it_file_read(d->state_file, NULL);
+    assert_string_equal(state_before, state_after);
+    assert_true(round_trip(conn, 1)); /* a's connection was never closed */
+    it_assert_tcp_echo("127.0.0.1", pa, "still a", 7);
+    it_assert_udp_echo("127.0.0.1", pb, "still b", 7);
+    assert_true(port_can_be_bound(moved_to));
+    assert_true(port_can_be_bound(created_on));
+    assert_int_equal(json_array_size(json_object_get(after, "listeners")), 2);
+    {
+        json_t *l = it_listener_get(d, "a");
+
+        assert_string_equal(it_json_str(l, "status.state"), "running");
+        assert_int_equal(it_bound_port(l), pa);
+        json_decref(l);
+    }
+
+    /* Once the port is free the same change applies, all of it. */
+    close(held_fd);
+    req(d, "PUT", "/api/v1/config", body, etag, &a);
+    expect_status(&a, 200, "PUT once the port is free");
+    assert_int_equal(json_array_size(json_object_get(a.json, "listeners")), 3);
+    assert_int_equal(json_array_size(json_object_get(a.json, "diff")), 4);
+    assert_true(strcmp(a.etag, etag) != 0);
+    answer_fini(&a);
+    it_assert_tcp_echo("127.0.0.1", moved_to, "moved", 5);
+    it_assert_tcp_echo("127.0.0.1", held, "d", 1);
+    assert_true(round_trip(conn, 2)); /* a moved: its old connection drains, still served */
+    assert_true(it_tcp_is_refused("127.0.0.1", pa));
+
+    close(conn);
+    free(state_before);
+    free(state_after);
+    json_decref(before);
+    json_decref(after);
+}
+
+static void test_config_unchanged_listener_is_not_touched(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    uint16_t port = it_listener_create_port(
+        d, "{\"id\":\"keep\",\"service\":\"echo\",\"port\":0,\"model\":\"sequential\"}");
+    json_t *cfg = config_get(d, NULL, 0), *set, *keep_before, *keep_after;
+    char *text;
+    struct answer a;
+    int conn = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
+
+    assert_true(conn >= 0);
+    assert_true(round_trip(conn, 0));
+    keep_before = it_listener_get(d, "keep");
+    /* The body of a GET, with one listener more, sent back. */
+    set = json_object_get(cfg, "listeners");
+    json_array_append_new(set,
+                          json_pack("{s:s, s:s, s:i}", "id", "more", "service", "echo", "port", 0));
+    text = json_dumps(cfg, JSON_COMPACT);
+    req(d, "PUT", "/api/v1/config", text, NULL, &a);
+    expect_status(&a, 200, "PUT with one more");
+    assert_int_equal(json_array_size(json_object_get(a.json, "diff")), 1);
+    assert_string_equal(it_json_str(json_array_get(json_object_get(a.json, "diff"), 0), "action"),
+                        "create");
+    answer_fini(&a);
+    keep_after = it_listener_get(d, "keep");
+    /* Not restarted: same since, and its one sequential connection is still served. */
+    assert_string_equal(it_json_str(keep_before, "status.since"),
+                        it_json_str(keep_after, "status.since"));
+    assert_true(round_trip(conn, 1));
+
+    /* The same set again is no change and no revision. */
+    {
+        json_int_t rev = revision_now(d);
+
+        req(d, "PUT", "/api/v1/config", text, NULL, &a);
+        expect_status(&a, 200, "PUT of the same set");
+        assert_int_equal(json_array_size(json_object_get(a.json, "diff")), 0);
+        answer_fini(&a);
+        assert_int_equal(revision_now(d), rev);
+    }
+    close(conn);
+    free(text);
+    json_decref(cfg);
+    json_decref(keep_before);
+    json_decref(keep_after);
+}
+
+static void test_config_stale_etag_gets_412_and_changes_nothing(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    char etag[64], l_etag[64], body[256];
+    json_t *cfg, *after;
+    struct answer a;
+
+    json_decref(it_listener_create(d, "{\"id\":\"e\",\"service\":\"echo\",\"port\":0}"));
+    cfg = config_get(d, etag, sizeof(etag));
+    req(d, "GET", "/api/v1/listeners/e", NULL, NULL, &a);
+    expect_status(&a, 200, "GET e");
+    snprintf(l_etag, sizeof(l_etag), "%s", a.etag);
+    answer_fini(&a);
+
+    /* Another writer changes e. */
+    req(d, "PATCH", "/api/v1/listeners/e", "{\"workers\":2}", l_etag, &a);
+    expect_status(&a, 200, "PATCH with the right ETag");
+    assert_true(a.etag[0] && strcmp(a.etag, l_etag) != 0);
+    answer_fini(&a);
+
+    /* Then the first writer, with what it had read, is refused, whole set and listener. */
+    snprintf(body, sizeof(body),
+             "{\"listeners\":[{\"id\":\"e\",\"service\":\"echo\",\"port\":0,\"workers\":7}]}");
+    req(d, "PUT", "/api/v1/config", body, etag, &a);
+    expect_status(&a, 412, "PUT config with a stale ETag");
+    assert_string_equal(it_json_str(a.json, "type"), "about:blank");
+    assert_true(a.etag[0] && strcmp(a.etag, etag) != 0); /* the current one, to read again */
+    answer_fini(&a);
+    req(d, "PATCH", "/api/v1/listeners/e", "{\"workers\":7}", l_etag, &a);
+    expect_status(&a, 412, "PATCH with a stale ETag");
+    answer_fini(&a);
+    req(d, "DELETE", "/api/v1/listeners/e", NULL, l_etag, &a);
+    expect_status(&a, 412, "DELETE with a stale ETag");
+    answer_fini(&a);
+    req(d, "POST", "/api/v1/listeners", "{\"id\":\"n\",\"service\":\"echo\",\"port\":0}", "*", &a);
+    expect_status(&a, 412, "POST with If-Match: *");
+    answer_fini(&a);
+    after = it_listener_get(d, "e");
+    assert_int_equal(it_json_int(after, "workers"), 2);
+    json_decref(after);
+    assert_int_equal(http_status(d, "GET", "/api/v1/listeners/n"), 404);
+
+    /* If-Match: * on what exists passes. */
+    req(d, "PATCH", "/api/v1/listeners/e", "{\"workers\":3}", "*", &a);
+    expect_status(&a, 200, "PATCH with If-Match: *");
+    answer_fini(&a);
+    json_decref(cfg);
+}
+
+static void test_config_dry_run_changes_nothing(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    uint16_t port = free_port(), held;
+    char etag[64], etag_after[64], body[512], *state_before, *state_after;
+    json_t *before, *after, *diff;
+    struct answer a;
+    int held_fd;
+
+    json_decref(it_listener_create(d, "{\"id\":\"x\",\"service\":\"echo\",\"port\":0}"));
+    json_decref(it_listener_create(d, "{\"id\":\"y\",\"service\":\"echo\",\"port\":0}"));
+    before = config_get(d, etag, sizeof(etag));
+    state_before = it_file_read(d->state_file, NULL);
+
+    snprintf(body, sizeof(body),
+             "{\"listeners\":[{\"id\":\"x\",\"service\":\"echo\",\"port\":%u},"
+             "{\"id\":\"z\",\"service\":\"echo\",\"port\":0}]}",
+             port);
+    req(d, "PUT", "/api/v1/config?dry_run=true", body, etag, &a);
+    expect_status(&a, 200, "dry run");
+    assert_true(json_is_true(json_object_get(a.json, "dry_run")));
+    assert_int_equal(it_json_int(a.json, "revision"), it_json_int(before, "revision"));
+    diff = json_object_get(a.json, "diff");
+    assert_int_equal(json_array_size(diff), 3);
+    assert_string_equal(it_json_str(json_array_get(diff, 0), "id"), "x");
+    assert_string_equal(it_json_str(json_array_get(diff, 0), "action"), "change");
+    assert_string_equal(it_json_str(json_array_get(diff, 0), "fields.0"), "port");
+    assert_true(it_json_bool(json_array_get(diff, 0), "live"));
+    assert_string_equal(it_json_str(json_array_get(diff, 1), "action"), "delete");
+    assert_string_equal(it_json_str(json_array_get(diff, 2), "action"), "create");
+    answer_fini(&a);
+
+    /* Nothing happened: no z, x not moved, no revision, the state file as it was. */
+    after = config_get(d, etag_after, sizeof(etag_after));
+    assert_true(json_equal(before, after));
+    assert_string_equal(etag, etag_after);
+    state_after = it_file_read(d->state_file, NULL);
+    assert_string_equal(state_before, state_after);
+    assert_true(port_can_be_bound(port));
+    assert_int_equal(http_status(d, "GET", "/api/v1/listeners/z"), 404);
+
+    /* A dry run checks the ports too: a held one is the 409 the real change would get. */
+    held_fd = hold_port(&held);
+    snprintf(body, sizeof(body),
+             "{\"listeners\":[{\"id\":\"x\",\"service\":\"echo\",\"port\":%u}]}", held);
+    req(d, "PUT", "/api/v1/config?dry_run=true", body, NULL, &a);
+    expect_status(&a, 409, "dry run onto a held port");
+    assert_string_equal(it_json_str(a.json, "field"), "listeners[0].port");
+    answer_fini(&a);
+    close(held_fd);
+
+    /* And on a single listener. */
+    req(d, "PATCH", "/api/v1/listeners/y?dry_run=true", "{\"workers\":4}", NULL, &a);
+    expect_status(&a, 200, "PATCH dry run");
+    assert_string_equal(it_json_str(json_array_get(json_object_get(a.json, "diff"), 0), "fields.0"),
+                        "workers");
+    answer_fini(&a);
+    req(d, "DELETE", "/api/v1/listeners/y?dry_run=true", NULL, NULL, &a);
+    expect_status(&a, 200, "DELETE dry run");
+    answer_fini(&a);
+    after = (json_decref(after), it_listener_get(d, "y"));
+    assert_int_equal(it_json_int(after, "workers"), 1);
+    assert_string_equal(it_json_str(after, "status.state"), "running");
+
+    free(state_before);
+    free(state_after);
+    json_decref(before);
+    json_decref(after);
+}
+
+static void test_config_revisions_listed_and_restored(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    json_int_t r1, r2, r3;
+    json_t *set1, *now, *list, *rev;
+    char path[128];
+    struct answer a;
+
+    json_decref(it_listener_create(d, "{\"id\":\"p\",\"service\":\"echo\",\"port\":0}"));
+    json_decref(it_listener_create(
+        d, "{\"id\":\"q\",\"service\":\"date\",\"transport\":\"udp\",\"port\":0}"));
+    set1 = config_get(d, NULL, 0);
+    r1 = it_json_int(set1, "revision");
+    json_decref(it_http_expect(d, "PATCH", "/api/v1/listeners/p", "{\"workers\":5}", 200));
+    json_decref(it_http_expect(d, "DELETE", "/api/v1/listeners/q", NULL, 204));
+    r2 = revision_now(d);
+    assert_int_equal(r2, r1 + 2);
+
+    req(d, "GET", "/api/v1/config/revisions?limit=2", NULL, NULL, &a);
+    expect_status(&a, 200, "revisions");
+    list = json_object_get(a.json, "revisions");
+    assert_int_equal(json_array_size(list), 2);
+    assert_int_equal(it_json_int(json_array_get(list, 0), "revision"), r2);
+    assert_string_equal(it_json_str(json_array_get(list, 0), "source"),
+                        "DELETE /api/v1/listeners/q");
+    assert_string_equal(it_json_str(json_array_get(list, 0), "summary"), "deleted q");
+    assert_string_equal(it_json_str(json_array_get(list, 1), "summary"), "changed p (workers)");
+    answer_fini(&a);
+
+    snprintf(path, sizeof(path), "/api/v1/config/revisions/%lld", (long long)r1);
+    rev = it_http_expect(d, "GET", path, NULL, 200);
+    assert_true(json_equal(json_object_get(rev, "listeners"), json_object_get(set1, "listeners")));
+    json_decref(rev);
+
+    /* Back to r1, as a new revision: q again, p with 1 worker. */
+    snprintf(path, sizeof(path), "/api/v1/config/revisions/%lld/restore", (long long)r1);
+    req(d, "POST", path, NULL, NULL, &a);
+    expect_status(&a, 200, "restore");
+    r3 = it_json_int(a.json, "revision");
+    assert_int_equal(r3, r2 + 1);
+    answer_fini(&a);
+    now = config_get(d, NULL, 0);
+    assert_true(json_equal(json_object_get(now, "listeners"), json_object_get(set1, "listeners")));
+    json_decref(now);
+    now = it_listener_get(d, "q");
+    assert_string_equal(it_json_str(now, "status.state"), "running");
+    json_decref(now);
+    req(d, "GET", "/api/v1/config/revisions?limit=1", NULL, NULL, &a);
+    {
+        char want[64];
+
+        snprintf(want, sizeof(want), "restore of revision %lld", (long long)r1);
+        assert_string_equal(
+            it_json_str(json_array_get(json_object_get(a.json, "revisions"), 0), "source"), want);
+    }
+    answer_fini(&a);
+
+    /* A revision that is not kept is 404. */
+    assert_int_equal(http_status(d, "POST", "/api/v1/config/revisions/999999/restore"), 404);
+
+    /* The history outlives a restart. */
+    {
+        int status;
+        int64_t ms;
+
+        assert_int_equal(it_daemon_stop(d, SIGTERM, 5000, &status, &ms), 0);
+        assert_true(it_status_is_exit0(status));
+    }
+    it_daemon_start_ok(d, &(struct it_daemon_opts){.dir = ((struct it_fixture *)*state)->dir});
+    assert_int_equal(revision_now(d), r3);
+    req(d, "GET", "/api/v1/config/revisions?limit=100", NULL, NULL, &a);
+    assert_true(json_array_size(json_object_get(a.json, "revisions")) >= 4);
+    answer_fini(&a);
+    json_decref(set1);
+}
+
+struct client {
+    uint16_t port;
+    atomic_bool *stop;
+    atomic_uint done;
+    atomic_uint failed;
+};
+
+static void *client_main(void *arg)
+{
+    struct client *c = arg;
+    int fd = it_tcp_connect("127.0.0.1", c->port, IT_IO_TIMEOUT_MS);
+
+    if (fd < 0) {
+        atomic_fetch_add(&c->failed, 1);
+        return NULL;
+    }
+    for (unsigned k = 0; !atomic_load(c->stop); k++) {
+        if (!round_trip(fd, k)) {
+            atomic_fetch_add(&c->failed, 1);
+            break;
+        }
+        atomic_fetch_add(&c->done, 1);
+    }
+    close(fd);
+    return NULL;
+}
+
+static bool clients_progressed(void *arg)
+{
+    struct client *c = arg;
+
+    for (int i = 0; i < 4; i++)
+        if (atomic_load(&c[i].done) < 20)
+            return false;
+    return true;
+}
+
+struct drained_arg {
+    const struct it_daemon *d;
+};
+
+static bool drain_is_over(void *arg)
+{
+    struct drained_arg *a = arg;
+    json_t *l = it_listener_get(a->d, "mv");
+    bool over = json_array_size(it_json_path(l, "status.draining")) == 0;
+
+    json_decref(l);
+    return over;
+}
+
+static void test_config_port_change_under_load_no_failed_round_trip(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    uint16_t old_port, new_port = free_port();
+    struct client c[4];
+    pthread_t t[4];
+    atomic_bool stop = false;
+    char body[256];
+    json_t *l;
+    unsigned failed = 0, at_change[4];
+
+    old_port = it_listener_create_port(d, "{\"id\":\"mv\",\"service\":\"echo\",\"port\":0,"
+                                          "\"drain_timeout_ms\":20000}");
+    for (int i = 0; i < 4; i++) {
+        c[i] = (struct client){.port = old_port, .stop = &stop};
+        assert_int_equal(pthread_create(&t[i], NULL, client_main, &c[i]), 0);
+    }
+    if (!it_wait_until(IT_WAIT_MS, clients_progressed, c))
+        fail_msg("the echo clients made no progress");
+
+    snprintf(body, sizeof(body), "{\"port\":%u}", new_port);
+    json_decref(it_http_expect(d, "PATCH", "/api/v1/listeners/mv", body, 200));
+    for (int i = 0; i < 4; i++)
+        at_change[i] = atomic_load(&c[i].done);
+
+    /* The new port serves at once, the old one refuses new connections, the old ones go on
+     * and the drain shows in the status. */
+    it_assert_tcp_echo("127.0.0.1", new_port, "new", 3);
+    assert_true(it_tcp_is_refused("127.0.0.1", old_port));
+    l = it_listener_get(d, "mv");
+    assert_int_equal(it_bound_port(l), new_port);
+    assert_int_equal(json_array_size(it_json_path(l, "status.draining")), 1);
+    json_decref(l);
+    for (int i = 0; i < 4; i++) {
+        struct client *ci = &c[i];
+        int64_t deadline = it_now_ms() + IT_WAIT_MS;
+
+        while (atomic_load(&ci->done) < at_change[i] + 20 && it_now_ms() < deadline &&
+               !atomic_load(&ci->failed))
+            usleep(1000);
+        assert_true(atomic_load(&ci->done) >= at_change[i] + 20);
+    }
+    atomic_store(&stop, true);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        failed += atomic_load(&c[i].failed);
+    }
+    assert_int_equal(failed, 0);
+
+    /* Once its last client is gone the drain ends, long before its deadline. */
+    if (!it_wait_until(IT_WAIT_MS, drain_is_over, &(struct drained_arg){.d = d}))
+        fail_msg("the old socket's runner still drains after its clients left");
+}
+
+/* ---- the command line ---- */
+
+static int ctl(const struct it_daemon *d, const char *const *args, const char *in,
+               struct it_proc *ret)
+{
+    const char *argv[32] = {it_bin(), "ctl", "--api", d->url};
+    size_t n = 4;
+
+    for (; *args; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+    it_run(argv, in, in ? strlen(in) : 0, 20000, ret);
+    return it_proc_exit_code(ret);
+}
+
+static void test_config_ctl_verbs_and_exit_codes(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    struct it_fixture *f = *state;
+    char file[600], set[512];
+    uint16_t held;
+    struct it_proc p;
+    json_t *j;
+    int held_fd;
+
+    snprintf(file, sizeof(file), "%s/set.json", f->dir);
+    snprintf(set, sizeof(set),
+             "{\"listeners\":[{\"id\":\"s1\",\"service\":\"echo\",\"port\":0},"
+             "{\"id\":\"s2\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":0}]}");
+    assert_int_equal(it_file_write(file, set, strlen(set)), 0);
+
+    /* diff and a dry run change nothing. */
+    assert_int_equal(ctl(d, (const char *[]){"diff", "-f", file, NULL}, NULL, &p), 0);
+    assert_non_null(strstr(p.out, "s1"));
+    it_proc_fini(&p);
+    assert_int_equal(
+        ctl(d, (const char *[]){"--json", "apply", "-f", file, "--dry-run", NULL}, NULL, &p), 0);
+    j = json_loads(p.out, 0, NULL);
+    assert_true(json_is_true(json_object_get(j, "dry_run")));
+    json_decref(j);
+    it_proc_fini(&p);
+    assert_int_equal(http_status(d, "GET", "/api/v1/listeners/s1"), 404);
+
+    /* apply from standard input, then wait for it. */
+    assert_int_equal(ctl(d, (const char *[]){"apply", "-f", "-", NULL}, set, &p), 0);
+    assert_non_null(strstr(p.out, "revision"));
+    it_proc_fini(&p);
+    assert_int_equal(
+        ctl(d, (const char *[]){"wait", "s1", "--state", "running", "--timeout", "5s", NULL}, NULL,
+            &p),
+        0);
+    it_proc_fini(&p);
+    assert_int_equal(ctl(d, (const char *[]){"--json", "ls", NULL}, NULL, &p), 0);
+    j = json_loads(p.out, 0, NULL);
+    assert_int_equal(json_array_size(json_object_get(j, "listeners")), 2);
+    json_decref(j);
+    it_proc_fini(&p);
+
+    /* Exit codes: 4 not found, 3 a stale ETag or a port in use, 2 usage, 1 a refused field. */
+    assert_int_equal(ctl(d, (const char *[]){"get", "nope", NULL}, NULL, &p), 4);
+    assert_non_null(strstr(p.err, "nope"));
+    it_proc_fini(&p);
+    assert_int_equal(ctl(d, (const char *[]){"patch", "s1", "--set", "workers=2", NULL}, NULL, &p),
+                     0);
+    it_proc_fini(&p);
+    /* s1 was created at revision 1 and changed since */
+    assert_int_equal(
+        ctl(d, (const char *[]){"patch", "s1", "--set", "workers=3", "--if-match", "r1", NULL},
+            NULL, &p),
+        3);
+    assert_non_null(strstr(p.err, "r1"));
+    it_proc_fini(&p);
+    held_fd = hold_port(&held);
+    {
+        char kv[32];
+
+        snprintf(kv, sizeof(kv), "port=%u", held);
+        assert_int_equal(ctl(d, (const char *[]){"patch", "s1", "--set", kv, NULL}, NULL, &p), 3);
+        it_proc_fini(&p);
+    }
+    close(held_fd);
+    assert_int_equal(ctl(d, (const char *[]){"patch", "s1", "--set", "workers=0", NULL}, NULL, &p),
+                     1);
+    assert_non_null(strstr(p.err, "workers"));
+    it_proc_fini(&p);
+    assert_int_equal(ctl(d, (const char *[]){"frobnicate", NULL}, NULL, &p), 2);
+    it_proc_fini(&p);
+    assert_int_equal(ctl(d, (const char *[]){"restore", "999999", NULL}, NULL, &p), 4);
+    it_proc_fini(&p);
+
+    /* --prune makes the set exactly the file's. */
+    snprintf(set, sizeof(set), "[{\"id\":\"s1\",\"service\":\"echo\",\"port\":0}]");
+    assert_int_equal(it_file_write(file, set, strlen(set)), 0);
+    assert_int_equal(ctl(d, (const char *[]){"apply", "-f", file, "--prune", NULL}, NULL, &p), 0);
+    it_proc_fini(&p);
+    assert_int_equal(http_status(d, "GET", "/api/v1/listeners/s2"), 404);
+
+    /* revisions and restore. */
+    assert_int_equal(ctl(d, (const char *[]){"--json", "revisions", NULL}, NULL, &p), 0);
+    j = json_loads(p.out, 0, NULL);
+    assert_true(json_array_size(json_object_get(j, "revisions")) >= 2);
+    {
+        json_t *prev = json_array_get(json_object_get(j, "revisions"), 1);
+        char n[32];
+
+        snprintf(n, sizeof(n), "%lld", (long long)it_json_int(prev, "revision"));
+        json_decref(j);
+        it_proc_fini(&p);
+        assert_int_equal(ctl(d, (const char *[]){"restore", n, NULL}, NULL, &p), 0);
+        it_proc_fini(&p);
+    }
+    assert_int_equal(http_status(d, "GET", "/api/v1/listeners/s2"), 200);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_config_put_bind_failure_half_way_rolls_everything_back),
+        T(test_config_unchanged_listener_is_not_touched),
+        T(test_config_stale_etag_gets_412_and_changes_nothing),
+        T(test_config_dry_run_changes_nothing),
+        T(test_config_revisions_listed_and_restored),
+        T(test_config_port_change_under_load_no_failed_round_trip),
+        T(test_config_ctl_verbs_and_exit_codes),
+    };
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
