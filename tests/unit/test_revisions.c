@@ -1,0 +1,329 @@
+/*
+ * The history of the listener set (core/revisions.h) and the diff between two sets
+ * (core/diff.h): numbering, the ETag rules, the file as a log that survives a torn last line
+ * and is compacted, and the diff and summary a script reads.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/diff.h"
+#include "core/revisions.h"
+#include "svc/date.h"
+#include "svc/echo.h"
+
+static const struct core_service *const svcs[] = {&svc_echo, &svc_date};
+static const struct core_service_table table = {.svcs = svcs, .n = 2};
+
+static void cfg_of(const char *text, struct core_listener_cfg *cfg)
+{
+    struct core_err err = {0};
+    json_t *j = json_loads(text, 0, NULL);
+
+    assert_non_null(j);
+    if (core_listener_cfg_from_json(j, &table, false, cfg, &err) < 0)
+        fail_msg("%s: %s", text, err.msg);
+    json_decref(j);
+}
+
+/* ---- diff ---- */
+
+static void test_diff_sets_lists_create_change_delete_by_id(void **state)
+{
+    struct core_listener_cfg a1, b1, c1, a2, c2, d2;
+    const struct core_listener_cfg *from[] = {&c1, &a1, &b1}, *to[] = {&d2, &a2, &c2};
+    const bool running[] = {true, true, true};
+    json_t *diff;
+    char *text, *summary;
+
+    (void)state;
+    cfg_of("{\"id\":\"a\",\"service\":\"echo\",\"port\":7001}", &a1);
+    cfg_of("{\"id\":\"b\",\"service\":\"echo\",\"port\":7002}", &b1);
+    cfg_of("{\"id\":\"c\",\"service\":\"echo\",\"port\":7003}", &c1);
+    cfg_of("{\"id\":\"a\",\"service\":\"echo\",\"port\":7011,\"options\":{\"mode\":\"once\"}}",
+           &a2);
+    cfg_of("{\"id\":\"c\",\"service\":\"echo\",\"port\":7003}", &c2);
+    cfg_of("{\"id\":\"d\",\"service\":\"echo\",\"port\":7004}", &d2);
+    assert_int_equal(core_diff_sets(from, 3, running, to, 3, &diff), 0);
+    text = json_dumps(diff, JSON_COMPACT);
+    assert_string_equal(text, "[{\"id\":\"a\",\"action\":\"change\",\"fields\":[\"port\","
+                              "\"options.mode\"],\"live\":true},"
+                              "{\"id\":\"b\",\"action\":\"delete\"},"
+                              "{\"id\":\"d\",\"action\":\"create\"}]");
+    summary = core_diff_summary(diff);
+    assert_string_equal(summary, "created d; changed a (port, options.mode); deleted b");
+    free(summary);
+    free(text);
+    json_decref(diff);
+
+    /* The same set: an empty diff, "no change". */
+    assert_int_equal(core_diff_sets(from, 3, running, from, 3, &diff), 0);
+    assert_int_equal(json_array_size(diff), 0);
+    summary = core_diff_summary(diff);
+    assert_string_equal(summary, "no change");
+    free(summary);
+    json_decref(diff);
+    core_listener_cfg_fini(&a1);
+    core_listener_cfg_fini(&b1);
+    core_listener_cfg_fini(&c1);
+    core_listener_cfg_fini(&a2);
+    core_listener_cfg_fini(&c2);
+    core_listener_cfg_fini(&d2);
+}
+
+static void test_diff_is_live_only_when_connections_can_stay(void **state)
+{
+    struct core_listener_cfg base, workers, moved, event, date, udp_moved, udp;
+
+    (void)state;
+    cfg_of("{\"id\":\"x\",\"service\":\"echo\",\"port\":7001}", &base);
+    cfg_of("{\"id\":\"x\",\"service\":\"echo\",\"port\":7001,\"workers\":3}", &workers);
+    cfg_of("{\"id\":\"x\",\"service\":\"echo\",\"port\":7002}", &moved);
+    cfg_of("{\"id\":\"x\",\"service\":\"echo\",\"port\":7001,\"model\":\"event\"}", &event);
+    cfg_of("{\"id\":\"x\",\"service\":\"date\",\"port\":7001}", &date);
+    cfg_of("{\"id\":\"x\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":7001}", &udp);
+    cfg_of("{\"id\":\"x\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":7002}", &udp_moved);
+    assert_true(core_diff_is_live(&base, &workers, true));
+    assert_true(core_diff_is_live(&base, &moved, true));
+    assert_false(core_diff_is_live(&base, &workers, false)); /* nothing runs to keep */
+    assert_false(core_diff_is_live(&base, &event, true));
+    assert_false(core_diff_is_live(&base, &date, true));
+    assert_false(core_diff_is_live(&base, &udp, true));
+    /* a UDP socket that moves is bound before the old one closes */
+    assert_true(core_diff_is_live(&udp, &udp_moved, true));
+    core_listener_cfg_fini(&base);
+    core_listener_cfg_fini(&workers);
+    core_listener_cfg_fini(&moved);
+    core_listener_cfg_fini(&event);
+    core_listener_cfg_fini(&date);
+    core_listener_cfg_fini(&udp);
+    core_listener_cfg_fini(&udp_moved);
+}
+
+/* ---- ETags ---- */
+
+static void test_etag_matches_follows_rfc_9110(void **state)
+{
+    (void)state;
+    assert_true(core_etag_matches("\"r7\"", 7, true));
+    assert_true(core_etag_matches(" \"r1\", \"r7\" ", 7, true));
+    assert_false(core_etag_matches("\"r7\"", 8, true));
+    assert_false(core_etag_matches("\"r7\"", 7, false));
+    assert_false(core_etag_matches("W/\"r7\"", 7, true)); /* weak tags never match */
+    assert_true(core_etag_matches("*", 3, true));
+    assert_false(core_etag_matches("*", 0, false));
+    assert_false(core_etag_matches("r7", 7, true)); /* not a quoted tag */
+    assert_false(core_etag_matches("\"r7", 7, true));
+    assert_false(core_etag_matches("", 7, true));
+    assert_false(core_etag_matches("\"r70\"", 7, true));
+}
+
+/* ---- the history ---- */
+
+struct fx {
+    char dir[64];
+    char path[128];
+};
+
+static int fx_setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+
+    snprintf(f->dir, sizeof(f->dir), "/tmp/sockserv-rev-XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->path, sizeof(f->path), "%s/%s", f->dir, CORE_REVISIONS_FILE);
+    *state = f;
+    return 0;
+}
+
+static int fx_teardown(void **state)
+{
+    struct fx *f = *state;
+    char cmd[128];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+/* Appends a revision creating (or changing) id, with a one-listener set. */
+static uint64_t append(struct core_revisions *rv, const char *id, const char *action)
+{
+    json_t *diff = json_pack("[{s:s, s:s}]", "id", id, "action", action);
+    json_t *set = json_pack("[{s:s, s:s}]", "id", id, "service", "echo");
+    uint64_t n = 0;
+
+    assert_int_equal(core_revisions_append(rv, "test", diff, set, false, &n), 0);
+    return n;
+}
+
+static size_t file_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = 0;
+    int c;
+
+    assert_non_null(f);
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+static void test_revisions_numbered_listed_and_marked(void **state)
+{
+    struct fx *f = *state;
+    struct core_revisions *rv;
+    json_t *list, *one;
+
+    assert_int_equal(core_revisions_new(f->path, &rv), 0);
+    assert_int_equal(core_revisions_last(rv), 0);
+    assert_int_equal(append(rv, "a", "create"), 1);
+    assert_int_equal(append(rv, "b", "create"), 2);
+    assert_int_equal(append(rv, "a", "change"), 3);
+    assert_int_equal(core_revisions_of(rv, "a"), 3);
+    assert_int_equal(core_revisions_of(rv, "b"), 2);
+    assert_int_equal(append(rv, "b", "delete"), 4);
+    assert_int_equal(core_revisions_of(rv, "b"), 0);
+
+    list = core_revisions_list(rv, 2);
+    assert_int_equal(json_array_size(list), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(list, 0), "revision")), 4);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "summary")),
+                        "deleted b");
+    assert_null(json_object_get(json_array_get(list, 0), "listeners"));
+    json_decref(list);
+    assert_int_equal(core_revisions_get(rv, 3, &one), 0);
+    assert_true(json_is_array(json_object_get(one, "listeners")));
+    json_decref(one);
+    assert_int_equal(core_revisions_get(rv, 99, &one), -ENOENT);
+
+    /* A revision taken back leaves the listeners' revisions as they were. */
+    assert_int_equal(append(rv, "a", "change"), 5);
+    core_revisions_drop_last(rv);
+    assert_int_equal(core_revisions_last(rv), 4);
+    assert_int_equal(core_revisions_of(rv, "a"), 3);
+    core_revisions_free(rv);
+}
+
+static void test_revisions_file_round_trip_and_torn_last_line(void **state)
+{
+    struct fx *f = *state;
+    struct core_revisions *rv, *again;
+    struct core_err err = {0};
+    json_t *a, *b;
+    int fd;
+
+    assert_int_equal(core_revisions_new(f->path, &rv), 0);
+    assert_int_equal(core_revisions_load(rv, &err), -ENOENT);
+    for (int i = 0; i < 5; i++) {
+        append(rv, i % 2 ? "odd" : "even", "change");
+        assert_int_equal(core_revisions_save(rv, &err), 0);
+    }
+    assert_int_equal(file_lines(f->path), 5); /* one line a change */
+
+    /* A crash in the middle of the next append leaves a line cut short. */
+    fd = open(f->path, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "{\"revision\":6,\"ti", 17), 17);
+    close(fd);
+
+    assert_int_equal(core_revisions_new(f->path, &again), 0);
+    assert_int_equal(core_revisions_load(again, &err), 0);
+    assert_int_equal(core_revisions_last(again), 5);
+    assert_int_equal(core_revisions_of(again, "even"), 5);
+    assert_int_equal(core_revisions_of(again, "odd"), 4);
+    a = core_revisions_list(rv, 10);
+    b = core_revisions_list(again, 10);
+    assert_true(json_equal(a, b));
+    json_decref(a);
+    json_decref(b);
+
+    /* The next save writes the file whole: the torn line is gone, numbering goes on. */
+    assert_int_equal(append(again, "odd", "change"), 6);
+    assert_int_equal(core_revisions_save(again, &err), 0);
+    assert_int_equal(file_lines(f->path), 6);
+    core_revisions_free(again);
+    assert_int_equal(core_revisions_new(f->path, &again), 0);
+    assert_int_equal(core_revisions_load(again, &err), 0);
+    assert_int_equal(core_revisions_last(again), 6);
+    core_revisions_free(again);
+    core_revisions_free(rv);
+}
+
+static void test_revisions_file_compacted_keeps_the_newest(void **state)
+{
+    struct fx *f = *state;
+    struct core_revisions *rv;
+    struct core_err err = {0};
+    json_t *list;
+
+    assert_int_equal(core_revisions_new(f->path, &rv), 0);
+    for (int i = 0; i < 3 * CORE_REVISIONS_KEEP; i++) {
+        append(rv, "x", "change");
+        assert_int_equal(core_revisions_save(rv, &err), 0);
+        assert_true(file_lines(f->path) <= 2 * CORE_REVISIONS_KEEP);
+    }
+    core_revisions_free(rv);
+    assert_int_equal(core_revisions_new(f->path, &rv), 0);
+    assert_int_equal(core_revisions_load(rv, &err), 0);
+    assert_int_equal(core_revisions_last(rv), 3 * CORE_REVISIONS_KEEP);
+    list = core_revisions_list(rv, 1000);
+    assert_int_equal(json_array_size(list), CORE_REVISIONS_KEEP);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_array_get(list, CORE_REVISIONS_KEEP - 1), "revision")),
+                     2 * CORE_REVISIONS_KEEP + 1);
+    json_decref(list);
+    core_revisions_free(rv);
+}
+
+static void test_revisions_corrupt_line_in_the_middle_refused(void **state)
+{
+    struct fx *f = *state;
+    struct core_revisions *rv;
+    struct core_err err = {0};
+    static const char text[] = "{\"revision\":1}\nnot json\n";
+    int fd = open(f->path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, sizeof(text) - 1), (ssize_t)(sizeof(text) - 1));
+    close(fd);
+    assert_int_equal(core_revisions_new(f->path, &rv), 0);
+    assert_int_equal(core_revisions_load(rv, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "line 1"));
+    assert_int_equal(core_revisions_last(rv), 0);
+    core_revisions_free(rv);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_diff_sets_lists_create_change_delete_by_id),
+        cmocka_unit_test(test_diff_is_live_only_when_connections_can_stay),
+        cmocka_unit_test(test_etag_matches_follows_rfc_9110),
+        cmocka_unit_test_setup_teardown(test_revisions_numbered_listed_and_marked, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_revisions_file_round_trip_and_torn_last_line, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_revisions_file_compacted_keeps_the_newest, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_revisions_corrupt_line_in_the_middle_refused, fx_setup,
+                                        fx_teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
