@@ -33,7 +33,9 @@
  *
  * Crashes: a commit's steps are ordered so that a process killed between any two of them
  * leaves a directory that lists as before the commit or as after it: the record is written
- * before the copy takes the name, the older copy is linked as a version before the name moves.
+ * before the copy takes the name; the older copy is linked as a version before the name moves
+ * (on_exists version) or, when it is to be dropped (replace), under a hidden temporary name that
+ * the next writer's cleanup removes.
  * An unnamed (O_TMPFILE) upload vanishes with its process; the hidden temporary files of the
  * fallback are removed by the next writer's svc_backup_store_open().
  */

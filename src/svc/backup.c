@@ -118,7 +118,7 @@ enum sess_state {
 
 struct backup_sess {
     struct backup_inst *inst;
-    struct svc_backup_store *st;  /* inst->store, or own_st in a forked child */
+    struct svc_backup_store *st; /* inst->store, or own_st in a forked child */
     struct svc_backup_store *own_st;
     pid_t pid;      /* the process serving the session */
     uint64_t start; /* its start time; 0 in the daemon */
@@ -406,8 +406,8 @@ static bool quota_fits(const struct backup_inst *in, uint64_t size)
 {
     const struct backup_shared *sh = in->sh;
 
-    return !in->quota || (sh->used + sh->reserved <= in->quota &&
-                          size <= in->quota - sh->used - sh->reserved);
+    return !in->quota ||
+           (sh->used + sh->reserved <= in->quota && size <= in->quota - sh->used - sh->reserved);
 }
 
 static int admit(struct backup_sess *s, uint64_t size, struct core_buf *out)
@@ -464,7 +464,8 @@ static int admit(struct backup_sess *s, uint64_t size, struct core_buf *out)
                    : -1;
     case SVC_BACKUP_E_BUSY:
         if (full)
-            return reply_err(s, out, code, "%d uploads are in progress, the most this listener takes",
+            return reply_err(s, out, code,
+                             "%d uploads are in progress, the most this listener takes",
                              UPLOADS_MAX) < 0
                        ? -ENOMEM
                        : -1;
@@ -572,8 +573,8 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
     }
     /* Version numbering and the move into place, one commit at a time in every process. */
     shared_lock(in, s->st);
-    r = svc_backup_store_commit(s->st, &s->tmp, s->name, in->policy, true, sha, integrity,
-                                &version, &freed, &err);
+    r = svc_backup_store_commit(s->st, &s->tmp, s->name, in->policy, true, sha, integrity, &version,
+                                &freed, &err);
     if (r == 0) {
         in->sh->used += s->received;
         in->sh->used -= freed < in->sh->used ? freed : in->sh->used;

@@ -24,9 +24,9 @@
 #define TMP_TRIES 16
 
 struct svc_backup_store {
-    int dirfd;  /* the directory; flocked by a writer */
-    int metafd; /* .sockserv beneath it; -1 when a reader finds none */
-    bool writer; /* a writer or attached to one: uploads may be made */
+    int dirfd;       /* the directory; flocked by a writer */
+    int metafd;      /* .sockserv beneath it; -1 when a reader finds none */
+    bool writer;     /* a writer or attached to one: uploads may be made */
     bool tmpfile_ok; /* O_TMPFILE can be tried: /proc/self/fd is there to link it */
 };
 
@@ -746,7 +746,7 @@ int svc_backup_store_commit(struct svc_backup_store *s, struct svc_backup_tmp *t
                             enum svc_backup_integrity integrity, uint32_t *ret_version,
                             uint64_t *ret_freed, struct core_err *err)
 {
-    char stored[32], cur_vname[16] = "", new_json[24] = "";
+    char stored[32], cur_vname[16] = "", keep[32] = "", new_json[24] = "";
     bool has_cur = false, linked = false, placed = false;
     uint32_t cur_version = 0, new_version;
     struct stat tst, cur;
@@ -818,15 +818,30 @@ int svc_backup_store_commit(struct svc_backup_store *s, struct svc_backup_tmp *t
         goto out;
     }
     snprintf(new_json, sizeof(new_json), "%" PRIu32 ".json", new_version);
-    if (has_cur) {
+    if (has_cur && policy == SVC_BACKUP_POLICY_REPLACE) {
+        /* The older copy needs a second name only for an undo: a hidden one, which the next
+         * writer's cleanup removes should this process die before it is dropped (under its
+         * version name it would stay, listed and counted, for good). */
+        r = -EEXIST;
+        for (int i = 0; i < TMP_TRIES && r == -EEXIST; i++) {
+            random_tmp_name(keep);
+            r = linkat(s->dirfd, name, vfd, keep, 0) < 0 ? -errno : 0;
+        }
+        if (r < 0) {
+            what = "cannot keep the older copy until the new one is in place";
+            goto out;
+        }
+        linked = true;
+    } else if (has_cur) {
         /* The older copy gets its version name first, so that it is never without a name. */
-        if (linkat(s->dirfd, name, vfd, cur_vname, 0) == 0) {
+        snprintf(keep, sizeof(keep), "%s", cur_vname);
+        if (linkat(s->dirfd, name, vfd, keep, 0) == 0) {
             linked = true;
         } else {
             struct stat vst;
 
             r = -errno;
-            if (r != -EEXIST || fstatat(vfd, cur_vname, &vst, AT_SYMLINK_NOFOLLOW) < 0 ||
+            if (r != -EEXIST || fstatat(vfd, keep, &vst, AT_SYMLINK_NOFOLLOW) < 0 ||
                 vst.st_ino != cur.st_ino) {
                 what = "cannot keep the older copy as a version";
                 goto out;
@@ -855,7 +870,7 @@ int svc_backup_store_commit(struct svc_backup_store *s, struct svc_backup_tmp *t
         char cur_json[24];
 
         snprintf(cur_json, sizeof(cur_json), "%s.json", cur_vname);
-        (void)unlinkat(vfd, cur_vname, 0);
+        (void)unlinkat(vfd, keep, 0);
         (void)unlinkat(vfd, cur_json, 0);
         (void)fsync(vfd);
         if (cur.st_nlink == 1)
@@ -870,12 +885,12 @@ out:
     /* Undo, newest step first: the store is left as it was. */
     if (placed) {
         if (has_cur)
-            (void)renameat(vfd, cur_vname, s->dirfd, name);
+            (void)renameat(vfd, keep, s->dirfd, name);
         else
             (void)unlinkat(s->dirfd, name, 0);
         (void)fsync(s->dirfd);
     } else if (linked) {
-        (void)unlinkat(vfd, cur_vname, 0);
+        (void)unlinkat(vfd, keep, 0);
     }
     if (new_json[0])
         (void)unlinkat(vfd, new_json, 0);

@@ -1,6 +1,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -701,8 +702,11 @@ int it_http_raw(const struct it_daemon *d, const char *method, const char *path,
 void it_http(const struct it_daemon *d, const char *method, const char *path, const char *json_body,
              struct it_http *ret)
 {
+    /* POST, PUT and PATCH carry the JSON type even without a body, as the API requires. */
+    bool typed = json_body || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+                 strcmp(method, "PATCH") == 0;
     int r = it_http_raw(d, method, path, json_body, json_body ? strlen(json_body) : 0,
-                        json_body ? "application/json" : NULL, ret);
+                        typed ? "application/json" : NULL, ret);
 
     if (r < 0)
         fail_msg("%s %s%s%s: no answer (%s)", method, path, json_body ? " " : "",
@@ -1498,4 +1502,248 @@ int it_proc_exit_code(const struct it_proc *p)
     if (p->timed_out || !WIFEXITED(p->status))
         return -1;
     return WEXITSTATUS(p->status);
+}
+
+/* ---- faults ---- */
+
+bool it_which(const char *name, char *buf, size_t cap)
+{
+    const char *path = getenv("PATH");
+
+    if (strchr(name, '/')) {
+        if (access(name, X_OK) < 0 || (size_t)snprintf(buf, cap, "%s", name) >= cap)
+            return false;
+        return true;
+    }
+    if (!path || !*path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    for (const char *p = path;;) {
+        const char *end = strchrnul(p, ':');
+        int n = end == p ? snprintf(buf, cap, "./%s", name)
+                         : snprintf(buf, cap, "%.*s/%s", (int)(end - p), p, name);
+
+        if (n > 0 && (size_t)n < cap && access(buf, X_OK) == 0)
+            return true;
+        if (*end == '\0')
+            return false;
+        p = end + 1;
+    }
+}
+
+/* Writes s to f as one single-quoted shell word. */
+static void shell_word(FILE *f, const char *s)
+{
+    fputc('\'', f);
+    for (; *s; s++) {
+        if (*s == '\'')
+            fputs("'\\''", f);
+        else
+            fputc(*s, f);
+    }
+    fputc('\'', f);
+}
+
+int it_daemon_start_wrapped(struct it_daemon *d, const struct it_daemon_opts *opts,
+                            const char *const *wrapper, const char *const *env)
+{
+    static unsigned seq;
+    char script[IT_PATH_MAX], prog[IT_PATH_MAX];
+    char *bin;
+    FILE *f;
+    int r;
+
+    assert_non_null(wrapper);
+    assert_non_null(wrapper[0]);
+    if (!it_which(wrapper[0], prog, sizeof(prog)))
+        return -ENOENT;
+    bin = strdup(it_bin()); /* setenv() below may free what getenv() returned */
+    assert_non_null(bin);
+    r = snprintf(script, sizeof(script), "%s/wrap-%u.sh", opts->dir, ++seq);
+    if (r < 0 || (size_t)r >= sizeof(script)) {
+        free(bin);
+        return -ENAMETOOLONG;
+    }
+    f = fopen(script, "we");
+    if (!f) {
+        r = -errno;
+        free(bin);
+        return r;
+    }
+    fputs("#!/bin/sh\n", f);
+    for (size_t i = 0; env && env[i]; i++) {
+        const char *eq = strchr(env[i], '=');
+
+        assert_non_null(eq);
+        fprintf(f, "export %.*s=", (int)(eq - env[i]), env[i]);
+        shell_word(f, eq + 1);
+        fputc('\n', f);
+    }
+    fputs("exec ", f);
+    shell_word(f, prog);
+    for (size_t i = 1; wrapper[i]; i++) {
+        fputc(' ', f);
+        shell_word(f, wrapper[i]);
+    }
+    fputc(' ', f);
+    shell_word(f, bin);
+    fputs(" \"$@\"\n", f);
+    r = ferror(f) ? -EIO : 0;
+    if (fclose(f) != 0 && r == 0)
+        r = -errno;
+    if (r == 0 && chmod(script, 0700) < 0)
+        r = -errno;
+    if (r == 0) {
+        /* it_daemon_start() runs $SOCKSERV_BIN: the script, for this one start. */
+        setenv("SOCKSERV_BIN", script, 1);
+        r = it_daemon_start(d, opts);
+        setenv("SOCKSERV_BIN", bin, 1);
+    }
+    free(bin);
+    return r;
+}
+
+/* The number of entries of /proc/PID/DIR, or a negative errno. */
+static int proc_entries(pid_t pid, const char *dir)
+{
+    char path[64];
+    struct dirent *e;
+    int n = 0;
+    DIR *dp;
+
+    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, dir);
+    dp = opendir(path);
+    if (!dp)
+        return -errno;
+    while ((e = readdir(dp)))
+        n += e->d_name[0] != '.';
+    closedir(dp);
+    return n;
+}
+
+void it_resources_take(const struct it_daemon *d, struct it_resources *ret)
+{
+    assert_true(d->pid > 0);
+    ret->pid = d->pid;
+    ret->fds = proc_entries(d->pid, "fd");
+    ret->threads = proc_entries(d->pid, "task");
+    if (ret->fds < 0 || ret->threads < 0)
+        fail_msg("cannot count the daemon's fds and threads (pid %d): %s", (int)d->pid,
+                 strerror(-(ret->fds < 0 ? ret->fds : ret->threads)));
+}
+
+struct settle {
+    const struct it_daemon *d;
+    struct it_resources last;
+    int same; /* samples in a row equal to last */
+};
+
+static bool has_settled(void *arg)
+{
+    struct settle *s = arg;
+    struct it_resources now;
+
+    it_resources_take(s->d, &now);
+    if (now.fds == s->last.fds && now.threads == s->last.threads) {
+        s->same++;
+    } else {
+        s->last = now;
+        s->same = 1;
+    }
+    return s->same >= 5;
+}
+
+void it_resources_settle(const struct it_daemon *d, struct it_resources *ret)
+{
+    struct settle s = {.d = d};
+
+    if (!it_wait_until(IT_WAIT_MS, has_settled, &s))
+        fail_msg("the daemon's fds and threads did not hold still for %d ms within %d ms",
+                 5 * IT_POLL_INTERVAL_MS, IT_WAIT_MS);
+    *ret = s.last;
+}
+
+static bool resources_are(void *arg)
+{
+    const struct it_resources *base = arg;
+
+    return proc_entries(base->pid, "fd") == base->fds &&
+           proc_entries(base->pid, "task") == base->threads;
+}
+
+/* Prints what each of pid's fds is, for a failure message. */
+static void print_fds(pid_t pid)
+{
+    char path[64], link[IT_PATH_MAX + 64], target[IT_PATH_MAX];
+    struct dirent *e;
+    DIR *dp;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    dp = opendir(path);
+    if (!dp)
+        return;
+    while ((e = readdir(dp))) {
+        ssize_t n;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(link, sizeof(link), "%s/%s", path, e->d_name);
+        n = readlink(link, target, sizeof(target) - 1);
+        target[n < 0 ? 0 : n] = '\0';
+        fprintf(stderr, "#   fd %s -> %s\n", e->d_name, target);
+    }
+    closedir(dp);
+}
+
+void it_assert_resources_back(const struct it_daemon *d, const struct it_resources *base,
+                              int timeout_ms)
+{
+    struct it_resources now;
+
+    assert_int_equal(d->pid, base->pid);
+    if (it_wait_until(timeout_ms, resources_are, (void *)base))
+        return;
+    it_resources_take(d, &now);
+    fprintf(stderr, "# the daemon's fds now:\n");
+    print_fds(d->pid);
+    fail_msg("after %d ms the daemon holds %d fds and %d threads, %d and %d before", timeout_ms,
+             now.fds, now.threads, base->fds, base->threads);
+}
+
+void it_assert_no_sanitizer_report(const struct it_daemon *d)
+{
+    static const char *const reports[] = {
+        "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",     "LeakSanitizer has encountered",
+        "runtime error:",          "WARNING: ThreadSanitizer",
+    };
+    char *log = it_daemon_stderr(d);
+
+    for (size_t i = 0; i < sizeof(reports) / sizeof(reports[0]); i++) {
+        if (strstr(log, reports[i])) {
+            it_daemon_dump_stderr(d);
+            free(log);
+            fail_msg("the daemon's log holds a sanitizer report (\"%s\")", reports[i]);
+        }
+    }
+    free(log);
+}
+
+void it_assert_daemon_alive(const struct it_daemon *d)
+{
+    siginfo_t info = {0};
+    json_t *j;
+
+    if (d->exited || d->pid <= 0)
+        fail_msg("the daemon is not running (%s)",
+                 d->exited ? it_status_str(d->status) : "never started");
+    /* WNOWAIT: look without reaping, so that a later wait still sees the status. */
+    if (waitid(P_PID, (id_t)d->pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0)
+        fail_msg("waitid(%d): %s", (int)d->pid, strerror(errno));
+    if (info.si_pid == d->pid) {
+        it_daemon_dump_stderr(d);
+        fail_msg("the daemon has ended (si_code %d, status %d)", info.si_code, info.si_status);
+    }
+    j = it_http_expect(d, "GET", "/api/v1/health", NULL, 200);
+    assert_non_null(j);
+    assert_string_equal(it_json_str(j, "status"), "ok");
+    json_decref(j);
 }

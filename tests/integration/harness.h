@@ -141,8 +141,8 @@ struct it_http {
 int it_http_raw(const struct it_daemon *d, const char *method, const char *path, const void *body,
                 size_t body_len, const char *content_type, struct it_http *ret);
 
-/* As it_http_raw() with a JSON text body (NULL: none) sent as application/json; asserts that
- * an answer came. */
+/* As it_http_raw() with a JSON text body (NULL: none) sent as application/json (a POST, PUT or
+ * PATCH carries that Content-Type even without a body); asserts that an answer came. */
 void it_http(const struct it_daemon *d, const char *method, const char *path, const char *json_body,
              struct it_http *ret);
 
@@ -277,5 +277,56 @@ void it_proc_fini(struct it_proc *p);
 
 /* The exit code of a normal exit, or -1 (killed, signalled). */
 int it_proc_exit_code(const struct it_proc *p);
+
+/* ---- faults: the daemon under a wrapper, what it holds, what its log says ---- */
+
+/*
+ * As it_daemon_start(), with the daemon's command line prefixed by wrapper (NULL-terminated,
+ * wrapper[0] a path or a name looked up in $PATH) and the variables env ("NAME=VALUE",
+ * NULL-terminated, may be NULL) set for it alone. The wrapper must exec the daemon in the
+ * process it was started as (`strace -D ...` does), so that d->pid is the daemon's. A small
+ * shell script in opts->dir carries the prefix. Returns as it_daemon_start().
+ */
+int it_daemon_start_wrapped(struct it_daemon *d, const struct it_daemon_opts *opts,
+                            const char *const *wrapper, const char *const *env);
+
+/* The full path of program name found in $PATH, in buf (cap bytes); false when there is none. */
+bool it_which(const char *name, char *buf, size_t cap);
+
+/* What a process holds: its open fds (/proc/PID/fd) and its threads (/proc/PID/task). */
+struct it_resources {
+    pid_t pid;
+    int fds;
+    int threads;
+};
+
+/* Counts the daemon's fds and threads now; asserts it runs. */
+void it_resources_take(const struct it_daemon *d, struct it_resources *ret);
+
+/*
+ * Counts the daemon's fds and threads once they hold still: the same in 5 samples
+ * IT_POLL_INTERVAL_MS apart, within IT_WAIT_MS; asserts. A thread started just before the
+ * daemon became ready may still be opening what it keeps: serve a connection on each listener
+ * first, so that its threads are in their loops.
+ */
+void it_resources_settle(const struct it_daemon *d, struct it_resources *ret);
+
+/*
+ * Polls until the daemon holds exactly base's fds and threads again, for at most timeout_ms;
+ * asserts that it did, listing its fds otherwise.
+ */
+void it_assert_resources_back(const struct it_daemon *d, const struct it_resources *base,
+                              int timeout_ms);
+
+/*
+ * Asserts the daemon's stdout and stderr hold no sanitizer report (AddressSanitizer,
+ * LeakSanitizer, UndefinedBehaviorSanitizer's "runtime error:", ThreadSanitizer), printing the
+ * log when they do. Works on a daemon that has exited too.
+ */
+void it_assert_no_sanitizer_report(const struct it_daemon *d);
+
+/* Asserts the daemon still runs (not exited, not a zombie) and GET /api/v1/health answers 200
+ * with "status":"ok". */
+void it_assert_daemon_alive(const struct it_daemon *d);
 
 #endif
