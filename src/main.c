@@ -538,11 +538,8 @@ static const struct {
     const char *name;
     int (*main)(int argc, char **argv);
 } verbs[] = {
-    {"daemon", daemon_main},
-    {"echo", cli_echo_main},
-    {"date", cli_date_main},
-    {"backup", cli_backup_main},
-    {"ctl", cli_ctl_main},
+    {"daemon", daemon_main},     {"echo", cli_echo_main}, {"date", cli_date_main},
+    {"backup", cli_backup_main}, {"ctl", cli_ctl_main},
 };
 
 int main(int argc, char **argv)

@@ -145,8 +145,7 @@ void cli_ctl_table_fini(struct cli_ctl_table *t);
  * id, which stays across events (the one to send back as Last-Event-ID); "retry:" the
  * reconnection delay.
  */
-typedef int (*cli_ctl_sse_event_fn)(void *ctx, const char *id, const char *event,
-                                    const char *data);
+typedef int (*cli_ctl_sse_event_fn)(void *ctx, const char *id, const char *event, const char *data);
 
 #define CLI_CTL_SSE_LINE_MAX (16 * 1024 * 1024)
 

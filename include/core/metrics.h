@@ -22,8 +22,8 @@ enum core_counter {
     CORE_CTR_DATAGRAMS_OUT,
     CORE_CTR_DATAGRAMS_DROPPED, /* received and not answered: the service's choice, or a guard
                                    (the datagrams_dropped_ reasons below) */
-    CORE_CTR_IDLE_TIMEOUTS,            /* TCP connections closed for idling past idle_timeout_ms */
-    CORE_CTR_ERRORS,                   /* socket errors and service errors */
+    CORE_CTR_IDLE_TIMEOUTS,     /* TCP connections closed for idling past idle_timeout_ms */
+    CORE_CTR_ERRORS,            /* socket errors and service errors */
     CORE_CTR_REJECTED_MAX_CONNECTIONS, /* of connections_rejected: max_connections reached */
     CORE_CTR_REJECTED_RESOURCES,       /* of connections_rejected: no thread, fd or memory */
     CORE_CTR_REJECTED_PER_SOURCE, /* of connections_rejected: max_connections_per_source reached */

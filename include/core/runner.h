@@ -100,8 +100,7 @@ struct core_admission {
  * it is admitted uncounted. Any thread.
  */
 int core_runner_admit(struct core_sources *sources, const struct core_listener_cfg *cfg,
-                      struct core_metrics *m, int fd, uint64_t now_ns,
-                      struct core_admission *ret);
+                      struct core_metrics *m, int fd, uint64_t now_ns, struct core_admission *ret);
 
 /* The connection admitted as *a has ended. Accepts an uncounted one. Any thread. */
 void core_runner_release(struct core_sources *sources, struct core_admission *a);

@@ -22,7 +22,9 @@
 
 #define VB(v) (1u << (v))
 #define ALL_VERBS (~0u)
-#define MUTATIONS (VB(CLI_CTL_CREATE) | VB(CLI_CTL_PATCH) | VB(CLI_CTL_DELETE) | VB(CLI_CTL_START) | VB(CLI_CTL_STOP))
+#define MUTATIONS                                                                                  \
+    (VB(CLI_CTL_CREATE) | VB(CLI_CTL_PATCH) | VB(CLI_CTL_DELETE) | VB(CLI_CTL_START) |             \
+     VB(CLI_CTL_STOP))
 
 struct opt_def {
     const char *name; /* long name, without "--" */
@@ -39,12 +41,13 @@ static const struct opt_def opts[CLI_CTL_OPT_COUNT] = {
     [CLI_CTL_OPT_TIMEOUT] = {"timeout", 0, true, false, ALL_VERBS},
     [CLI_CTL_OPT_HELP] = {"help", 'h', false, false, ALL_VERBS},
     [CLI_CTL_OPT_FILE] = {"file", 'f', true, false,
-                      VB(CLI_CTL_CREATE) | VB(CLI_CTL_PATCH) | VB(CLI_CTL_APPLY) | VB(CLI_CTL_DIFF)},
+                          VB(CLI_CTL_CREATE) | VB(CLI_CTL_PATCH) | VB(CLI_CTL_APPLY) |
+                              VB(CLI_CTL_DIFF)},
     [CLI_CTL_OPT_DRY_RUN] = {"dry-run", 0, false, false,
-                         MUTATIONS | VB(CLI_CTL_APPLY) | VB(CLI_CTL_RESTORE)},
+                             MUTATIONS | VB(CLI_CTL_APPLY) | VB(CLI_CTL_RESTORE)},
     [CLI_CTL_OPT_PRUNE] = {"prune", 0, false, false, VB(CLI_CTL_APPLY) | VB(CLI_CTL_DIFF)},
     [CLI_CTL_OPT_IF_MATCH] = {"if-match", 0, true, false,
-                          MUTATIONS | VB(CLI_CTL_APPLY) | VB(CLI_CTL_RESTORE)},
+                              MUTATIONS | VB(CLI_CTL_APPLY) | VB(CLI_CTL_RESTORE)},
     [CLI_CTL_OPT_SET] = {"set", 0, true, true, VB(CLI_CTL_CREATE) | VB(CLI_CTL_PATCH)},
     [CLI_CTL_OPT_ID] = {"id", 0, true, false, VB(CLI_CTL_CREATE)},
     [CLI_CTL_OPT_SERVICE] = {"service", 0, true, false, VB(CLI_CTL_CREATE)},
@@ -81,74 +84,81 @@ struct verb_def {
 
 static const struct verb_def verbs[CLI_CTL_VERB_COUNT] = {
     [CLI_CTL_LS] = {"ls", 0, 0, "ls",
-                "Lists the listeners: id, service, transport, bound address, model, state,\n"
-                "active connections, bytes in and out. The reason of a failed one follows.",
-                run_ls},
+                    "Lists the listeners: id, service, transport, bound address, model, state,\n"
+                    "active connections, bytes in and out. The reason of a failed one follows.",
+                    run_ls},
     [CLI_CTL_GET] = {"get", 1, 1, "get ID",
-                 "Shows one listener as 'key: value' lines: its configuration, status and\n"
-                 "counters, and its ETag (for --if-match).",
-                 run_get},
-    [CLI_CTL_CREATE] = {"create", 0, 0,
-                    "create (-f FILE|- | --service SERVICE) [--id ID] [--transport tcp|udp]\n"
-                    "                    [--address ADDR] [--port N] [--model MODEL] [--workers N]\n"
-                    "                    [--disabled] [--set KEY=VALUE]... [--dry-run] "
-                    "[--if-match ETAG]",
-                    "Creates a listener from a JSON object (-f FILE, '-' for standard input) and\n"
-                    "the flags, which override the file's fields. --set KEY=VALUE sets any field\n"
-                    "(a dotted key such as options.mode reaches into options; VALUE is JSON when\n"
-                    "it parses as JSON, else a string). --dry-run only says what would change.",
-                    run_create},
-    [CLI_CTL_PATCH] = {"patch", 1, 1, "patch ID (-f FILE|- | --set KEY=VALUE...) [--dry-run] "
-                                  "[--if-match ETAG]",
-                   "Changes the fields of listener ID that the merge patch (RFC 7396) names:\n"
-                   "-f FILE, '-' for standard input, and --set KEY=VALUE (repeatable; a dotted\n"
-                   "KEY reaches into options; VALUE is JSON when it parses, else a string; null\n"
-                   "removes an option).",
-                   run_patch},
+                     "Shows one listener as 'key: value' lines: its configuration, status and\n"
+                     "counters, and its ETag (for --if-match).",
+                     run_get},
+    [CLI_CTL_CREATE] =
+        {"create", 0, 0,
+         "create (-f FILE|- | --service SERVICE) [--id ID] [--transport tcp|udp]\n"
+         "                    [--address ADDR] [--port N] [--model MODEL] [--workers N]\n"
+         "                    [--disabled] [--set KEY=VALUE]... [--dry-run] "
+         "[--if-match ETAG]",
+         "Creates a listener from a JSON object (-f FILE, '-' for standard input) and\n"
+         "the flags, which override the file's fields. --set KEY=VALUE sets any field\n"
+         "(a dotted key such as options.mode reaches into options; VALUE is JSON when\n"
+         "it parses as JSON, else a string). --dry-run only says what would change.",
+         run_create},
+    [CLI_CTL_PATCH] =
+        {"patch", 1, 1,
+         "patch ID (-f FILE|- | --set KEY=VALUE...) [--dry-run] "
+         "[--if-match ETAG]",
+         "Changes the fields of listener ID that the merge patch (RFC 7396) names:\n"
+         "-f FILE, '-' for standard input, and --set KEY=VALUE (repeatable; a dotted\n"
+         "KEY reaches into options; VALUE is JSON when it parses, else a string; null\n"
+         "removes an option).",
+         run_patch},
     [CLI_CTL_DELETE] = {"delete", 1, 1, "delete ID [--dry-run] [--if-match ETAG]",
-                    "Stops and deletes listener ID.", run_delete},
+                        "Stops and deletes listener ID.", run_delete},
     [CLI_CTL_START] = {"start", 1, 1, "start ID [--dry-run] [--if-match ETAG]",
-                   "Starts listener ID (and keeps it enabled across restarts).", run_start_stop},
+                       "Starts listener ID (and keeps it enabled across restarts).",
+                       run_start_stop},
     [CLI_CTL_STOP] = {"stop", 1, 1, "stop ID [--dry-run] [--if-match ETAG]",
-                  "Stops listener ID (and keeps it disabled across restarts).", run_start_stop},
+                      "Stops listener ID (and keeps it disabled across restarts).", run_start_stop},
     [CLI_CTL_METRICS] = {"metrics", 0, 1, "metrics [ID]",
-                     "Shows the counters of listener ID, or of every listener.", run_metrics},
+                         "Shows the counters of listener ID, or of every listener.", run_metrics},
     [CLI_CTL_FILES] = {"files", 1, 2, "files ID [NAME [--version N] [-o FILE|-]]",
-                   "Lists the files a backup listener keeps (with their older versions), or\n"
-                   "downloads NAME (version N: an older one). The download is checked against\n"
-                   "the SHA-256 the listener recorded and lands in FILE atomically (default\n"
-                   "./NAME, which must not exist yet; '-' is standard output).",
-                   cli_ctl_run_files},
+                       "Lists the files a backup listener keeps (with their older versions), or\n"
+                       "downloads NAME (version N: an older one). The download is checked against\n"
+                       "the SHA-256 the listener recorded and lands in FILE atomically (default\n"
+                       "./NAME, which must not exist yet; '-' is standard output).",
+                       cli_ctl_run_files},
     [CLI_CTL_WATCH] = {"watch", 0, 0, "watch [--since EVENT-ID] [--once] [--metrics]",
-                   "Follows the event stream: one line per event (with --json one JSON object\n"
-                   "per line: {\"event\",\"id\",\"data\"}). The metrics ticks are shown with\n"
-                   "--metrics only. When the stream drops it reconnects and goes on after the\n"
-                   "last event seen, unless --once. Ctrl-C ends it (exit 0).",
-                   cli_ctl_run_watch},
-    [CLI_CTL_WAIT] = {"wait", 1, 1, "wait ID --state STATE [--timeout DURATION]",
-                  "Waits until listener ID is in STATE (starting, running, stopping, stopped,\n"
-                  "failed), for at most --timeout (default 10s), retrying while the daemon\n"
-                  "cannot be reached. Exit 0 when it is, 1 when the time is up, 4 when there is\n"
-                  "no such listener.",
-                  cli_ctl_run_wait},
-    [CLI_CTL_APPLY] = {"apply", 0, 0, "apply -f FILE|- [--prune] [--dry-run] [--if-match ETAG]",
-                   "Makes the listener set what FILE says, in one atomic change, and prints\n"
-                   "what changed. FILE holds {\"listeners\": [...]} or an array of listeners.\n"
-                   "Without --prune its listeners replace those of the same id or are added,\n"
-                   "and the others stay; the set is read first and written back only if nobody\n"
-                   "changed it meanwhile (else exit 3: run it again). With --prune FILE is the\n"
-                   "whole set: listeners it does not name are deleted. --dry-run checks\n"
-                   "everything (ports included) and changes nothing.",
-                   cli_ctl_run_apply},
+                       "Follows the event stream: one line per event (with --json one JSON object\n"
+                       "per line: {\"event\",\"id\",\"data\"}). The metrics ticks are shown with\n"
+                       "--metrics only. When the stream drops it reconnects and goes on after the\n"
+                       "last event seen, unless --once. Ctrl-C ends it (exit 0).",
+                       cli_ctl_run_watch},
+    [CLI_CTL_WAIT] =
+        {"wait", 1, 1, "wait ID --state STATE [--timeout DURATION]",
+         "Waits until listener ID is in STATE (starting, running, stopping, stopped,\n"
+         "failed), for at most --timeout (default 10s), retrying while the daemon\n"
+         "cannot be reached. Exit 0 when it is, 1 when the time is up, 4 when there is\n"
+         "no such listener.",
+         cli_ctl_run_wait},
+    [CLI_CTL_APPLY] =
+        {"apply", 0, 0, "apply -f FILE|- [--prune] [--dry-run] [--if-match ETAG]",
+         "Makes the listener set what FILE says, in one atomic change, and prints\n"
+         "what changed. FILE holds {\"listeners\": [...]} or an array of listeners.\n"
+         "Without --prune its listeners replace those of the same id or are added,\n"
+         "and the others stay; the set is read first and written back only if nobody\n"
+         "changed it meanwhile (else exit 3: run it again). With --prune FILE is the\n"
+         "whole set: listeners it does not name are deleted. --dry-run checks\n"
+         "everything (ports included) and changes nothing.",
+         cli_ctl_run_apply},
     [CLI_CTL_DIFF] = {"diff", 0, 0, "diff -f FILE|- [--prune]",
-                  "What 'apply' would change (apply --dry-run).", cli_ctl_run_apply},
-    [CLI_CTL_REVISIONS] = {"revisions", 0, 1, "revisions [N] [--limit N]",
-                       "Lists the configuration's revisions, newest first (--limit, default 20),\n"
-                       "or shows revision N: what changed and the listener set after it.",
-                       cli_ctl_run_revisions},
+                      "What 'apply' would change (apply --dry-run).", cli_ctl_run_apply},
+    [CLI_CTL_REVISIONS] =
+        {"revisions", 0, 1, "revisions [N] [--limit N]",
+         "Lists the configuration's revisions, newest first (--limit, default 20),\n"
+         "or shows revision N: what changed and the listener set after it.",
+         cli_ctl_run_revisions},
     [CLI_CTL_RESTORE] = {"restore", 1, 1, "restore N [--dry-run] [--if-match ETAG]",
-                     "Makes the listener set what it was after revision N, as a new revision.",
-                     cli_ctl_run_restore},
+                         "Makes the listener set what it was after revision N, as a new revision.",
+                         cli_ctl_run_restore},
 };
 
 static const char common_options[] =
@@ -328,12 +338,12 @@ static int parse_args(int argc, char **argv, struct cli_ctl_cmd *x)
     for (int o = 0; o < CLI_CTL_OPT_COUNT; o++)
         if (x->seen[o] && !(opts[o].verbs & VB(x->verb)))
             return cli_ctl_usage_error(x, "--%s does not apply to %s", opts[o].name,
-                                   verbs[x->verb].name);
+                                       verbs[x->verb].name);
     if (x->nargs < verbs[x->verb].min_args)
         return cli_ctl_usage_error(x, "%s needs %s", verbs[x->verb].name,
-                               verbs[x->verb].min_args == 1 && x->verb == CLI_CTL_RESTORE
-                                   ? "a revision number"
-                                   : "a listener id");
+                                   verbs[x->verb].min_args == 1 && x->verb == CLI_CTL_RESTORE
+                                       ? "a revision number"
+                                       : "a listener id");
     if (x->nargs > verbs[x->verb].max_args)
         return cli_ctl_usage_error(x, "unexpected argument '%s'", x->args[verbs[x->verb].max_args]);
     return -1;
@@ -410,16 +420,19 @@ int cli_ctl_main(int argc, char **argv)
         return r;
     x.json = x.seen[CLI_CTL_OPT_JSON];
     x.timeout_ms = CLI_CTL_DEFAULT_TIMEOUT_MS;
-    if (x.seen[CLI_CTL_OPT_TIMEOUT] && cli_ctl_duration_parse(x.val[CLI_CTL_OPT_TIMEOUT], &x.timeout_ms))
-        return cli_ctl_usage_error(&x, "--timeout: '%s' is not a duration (500ms, 10s, 2m; at most 24h)",
-                               x.val[CLI_CTL_OPT_TIMEOUT]);
+    if (x.seen[CLI_CTL_OPT_TIMEOUT] &&
+        cli_ctl_duration_parse(x.val[CLI_CTL_OPT_TIMEOUT], &x.timeout_ms))
+        return cli_ctl_usage_error(
+            &x, "--timeout: '%s' is not a duration (500ms, 10s, 2m; at most 24h)",
+            x.val[CLI_CTL_OPT_TIMEOUT]);
     if (x.seen[CLI_CTL_OPT_IF_MATCH]) {
         if (cli_ctl_if_match_normalize(x.val[CLI_CTL_OPT_IF_MATCH], x.if_match, sizeof(x.if_match)))
             return cli_ctl_usage_error(&x, "--if-match: '%s' is not an ETag (r12, '\"r12\"' or *)",
-                                   x.val[CLI_CTL_OPT_IF_MATCH]);
+                                       x.val[CLI_CTL_OPT_IF_MATCH]);
     }
     api = x.seen[CLI_CTL_OPT_API] ? x.val[CLI_CTL_OPT_API] : getenv(ENV_API);
-    token_file = x.seen[CLI_CTL_OPT_TOKEN_FILE] ? x.val[CLI_CTL_OPT_TOKEN_FILE] : getenv(ENV_TOKEN_FILE);
+    token_file =
+        x.seen[CLI_CTL_OPT_TOKEN_FILE] ? x.val[CLI_CTL_OPT_TOKEN_FILE] : getenv(ENV_TOKEN_FILE);
     if (token_file && *token_file && (r = read_token(token_file, &token)) != 0)
         return r;
     /* A closed pipe on stdout is an error to report (EPIPE), not a signal to die of. */
@@ -444,7 +457,8 @@ int cli_ctl_main(int argc, char **argv)
 
 /* ---- what the verbs share ---- */
 
-int cli_ctl_call(struct cli_ctl_cmd *x, const struct cli_ctl_request *req, struct cli_ctl_response *ret)
+int cli_ctl_call(struct cli_ctl_cmd *x, const struct cli_ctl_request *req,
+                 struct cli_ctl_response *ret)
 {
     struct core_err err = {0};
     int r = cli_ctl_request(x->client, req, ret, &err);
@@ -467,7 +481,7 @@ int cli_ctl_refused(struct cli_ctl_cmd *x, const struct cli_ctl_response *resp)
 }
 
 int cli_ctl_simple(struct cli_ctl_cmd *x, const char *method, const char *path, const char *body,
-               const char *content_type, struct cli_ctl_response *ret)
+                   const char *content_type, struct cli_ctl_response *ret)
 {
     const struct cli_ctl_request req = {
         .method = method,
@@ -577,8 +591,8 @@ int cli_ctl_dry_run_report(struct cli_ctl_cmd *x, const struct cli_ctl_response 
 
     if (!json_is_true(json_object_get(resp->json, "dry_run")))
         return cli_ctl_fail("the daemon at %s does not know --dry-run: it may have applied the "
-                        "change; check with 'sockserv ctl ls'",
-                        cli_ctl_client_where(x->client));
+                            "change; check with 'sockserv ctl ls'",
+                            cli_ctl_client_where(x->client));
     if (x->json)
         return cli_ctl_print_json(resp->json);
     if (cli_ctl_print_text(cli_ctl_diff_render(json_object_get(resp->json, "diff"))) != 0)
@@ -605,10 +619,10 @@ int cli_ctl_read_json(const char *path, json_t **ret)
     if (!j) {
         if (jerr.line < 1)
             return cli_ctl_fail("%s: %s", strcmp(path, "-") == 0 ? "standard input" : path,
-                            jerr.text);
+                                jerr.text);
         return cli_ctl_fail("%s: line %d, column %d: %s",
-                        strcmp(path, "-") == 0 ? "standard input" : path, jerr.line, jerr.column,
-                        jerr.text);
+                            strcmp(path, "-") == 0 ? "standard input" : path, jerr.line,
+                            jerr.column, jerr.text);
     }
     *ret = j;
     return 0;
@@ -634,7 +648,7 @@ static int run_ls(struct cli_ctl_cmd *x)
     if (!json_is_array(list)) {
         cli_ctl_response_fini(&resp);
         return cli_ctl_fail("unexpected answer from %s: no listeners array",
-                        cli_ctl_client_where(x->client));
+                            cli_ctl_client_where(x->client));
     }
     if (x->json) {
         r = cli_ctl_print_json(resp.json);
@@ -664,8 +678,8 @@ static int run_ls(struct cli_ctl_cmd *x)
         {
             if (used < sizeof(bound_text))
                 used += (size_t)snprintf(bound_text + used, sizeof(bound_text) - used, "%s%s",
-                                         k ? "," : "", json_string_value(b) ? json_string_value(b)
-                                                                            : "?");
+                                         k ? "," : "",
+                                         json_string_value(b) ? json_string_value(b) : "?");
         }
         snprintf(conns, sizeof(conns), "%" JSON_INTEGER_FORMAT,
                  json_integer_value(json_object_get(m, "connections_active")));
@@ -763,8 +777,8 @@ static const char *dry_query(const struct cli_ctl_cmd *x)
     return x->seen[CLI_CTL_OPT_DRY_RUN] ? "?dry_run=true" : "";
 }
 
-static int set_flag(struct cli_ctl_cmd *x, json_t *body, enum cli_ctl_opt o, const char *key, bool number,
-                    unsigned long max)
+static int set_flag(struct cli_ctl_cmd *x, json_t *body, enum cli_ctl_opt o, const char *key,
+                    bool number, unsigned long max)
 {
     unsigned long v;
     json_t *j;
@@ -867,7 +881,9 @@ static int run_create(struct cli_ctl_cmd *x)
         return r;
     snprintf(path, sizeof(path), "/api/v1/listeners%s", dry_query(x));
     r = mutate(x, "POST", path, body, NULL, "created",
-               json_string_value(json_object_get(body, "id")) ? json_string_value(json_object_get(body, "id")) : "listener");
+               json_string_value(json_object_get(body, "id"))
+                   ? json_string_value(json_object_get(body, "id"))
+                   : "listener");
     json_decref(body);
     return r;
 }
@@ -884,8 +900,7 @@ static int run_patch(struct cli_ctl_cmd *x)
     if (r != 0)
         return r;
     path = cli_ctl_path("/api/v1/listeners/", x->args[0], dry_query(x), NULL);
-    r = path ? mutate(x, "PATCH", path, body, "application/merge-patch+json", "changed",
-                      x->args[0])
+    r = path ? mutate(x, "PATCH", path, body, "application/merge-patch+json", "changed", x->args[0])
              : CLI_CTL_EXIT_FAILURE;
     free(path);
     json_decref(body);

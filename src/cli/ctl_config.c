@@ -78,8 +78,7 @@ int cli_ctl_run_apply(struct cli_ctl_cmd *x)
         set = json_incref(wanted);
     } else {
         /* read, merge, write back only if it is still what was read */
-        r = cli_ctl_call(x, &(struct cli_ctl_request){.method = "GET", .path = CONFIG_PATH},
-                         &cur);
+        r = cli_ctl_call(x, &(struct cli_ctl_request){.method = "GET", .path = CONFIG_PATH}, &cur);
         if (r != 0)
             goto out;
         if (cur.status != 200) {
@@ -116,8 +115,9 @@ int cli_ctl_run_apply(struct cli_ctl_cmd *x)
         goto out;
     if (resp.status == 412 && !x->if_match[0] && etag[0]) {
         r = cli_ctl_refused(x, &resp);
-        fprintf(stderr, "sockserv ctl: the configuration changed since it was read (%s); "
-                        "nothing was applied: run it again\n",
+        fprintf(stderr,
+                "sockserv ctl: the configuration changed since it was read (%s); "
+                "nothing was applied: run it again\n",
                 etag);
         goto out;
     }

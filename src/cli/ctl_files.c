@@ -91,8 +91,8 @@ static const char *recorded_sha(const json_t *files, const char *name, unsigned 
 
         if (!n || strcmp(n, name) != 0)
             continue;
-        if (version == 0 || (unsigned long)json_integer_value(json_object_get(f, "version")) ==
-                                version)
+        if (version == 0 ||
+            (unsigned long)json_integer_value(json_object_get(f, "version")) == version)
             return json_string_value(json_object_get(f, "sha256"));
         json_array_foreach(json_object_get(f, "versions"), k, v)
         {
@@ -574,8 +574,8 @@ int cli_ctl_run_wait(struct cli_ctl_cmd *x)
             cli_ctl_response_fini(&resp);
             break;
         } else {
-            state = json_string_value(json_object_get(json_object_get(resp.json, "status"),
-                                                      "state"));
+            state =
+                json_string_value(json_object_get(json_object_get(resp.json, "status"), "state"));
             if (state && strcmp(state, want) == 0) {
                 if (x->json)
                     r = cli_ctl_print_json(resp.json);

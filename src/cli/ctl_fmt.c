@@ -259,8 +259,7 @@ int cli_ctl_set_apply(json_t *obj, const char *assignment, struct core_err *err)
     for (key = assignment;; key += n + 1) {
         n = key_segment(key, eq, name, sizeof(name));
         if (n == 0)
-            return core_err_set(err, -EINVAL, NULL, "'%s': an empty or too long key",
-                                assignment);
+            return core_err_set(err, -EINVAL, NULL, "'%s': an empty or too long key", assignment);
         if (key + n == eq)
             break;
         if (probe) {

@@ -25,8 +25,7 @@ static void reject(struct core_metrics *m, enum core_counter reason)
 }
 
 int core_runner_admit(struct core_sources *sources, const struct core_listener_cfg *cfg,
-                      struct core_metrics *m, int fd, uint64_t now_ns,
-                      struct core_admission *ret)
+                      struct core_metrics *m, int fd, uint64_t now_ns, struct core_admission *ret)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);

@@ -136,7 +136,8 @@ static int sorted(const struct core_listener_cfg *const *set, size_t n, const bo
         free(run);
         return -ENOMEM;
     }
-    memcpy(s, set, n * sizeof(*s));
+    if (n)
+        memcpy(s, set, n * sizeof(*s));
     qsort(s, n, sizeof(*s), cmp_cfg);
     for (size_t i = 0; i < n; i++) {
         run[i] = s[i]->enabled;

@@ -37,8 +37,7 @@ static const char *const counter_help[CORE_CTR_COUNT] = {
     [CORE_CTR_ERRORS] = "Socket errors and service errors.",
     [CORE_CTR_REJECTED_MAX_CONNECTIONS] = "TCP connections refused: max_connections reached.",
     [CORE_CTR_REJECTED_RESOURCES] = "TCP connections refused: no thread, fd or memory.",
-    [CORE_CTR_REJECTED_PER_SOURCE] =
-        "TCP connections refused: max_connections_per_source reached.",
+    [CORE_CTR_REJECTED_PER_SOURCE] = "TCP connections refused: max_connections_per_source reached.",
     [CORE_CTR_REJECTED_RATE] = "TCP connections refused: connection_rate_per_source passed.",
     [CORE_CTR_DATAGRAMS_DROPPED_LOOP] =
         "UDP datagrams not answered: they came from one of this daemon's endpoints.",

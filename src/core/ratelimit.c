@@ -10,9 +10,9 @@
 #include <time.h>
 
 #define NS_PER_S 1000000000ull
-#define WAYS 8      /* places per set of a core_srctable */
-#define STRIPES 64  /* locks of a table; set i takes lock i % STRIPES */
-#define HEADS 1024  /* chains of core_sources' connection counts */
+#define WAYS 8       /* places per set of a core_srctable */
+#define STRIPES 64   /* locks of a table; set i takes lock i % STRIPES */
+#define HEADS 1024   /* chains of core_sources' connection counts */
 #define LOCAL_MAX 64 /* addresses of this host kept by core_endpoints */
 #define PORT_WORDS (65536 / 64)
 
@@ -417,8 +417,8 @@ struct core_endpoints {
      * apart without the lock. Written under lock. */
     _Atomic uint64_t ports[PORT_WORDS];
     pthread_mutex_t lock;
-    struct endpoint *list; /* guarded by lock */
-    size_t n, cap;         /* guarded by lock */
+    struct endpoint *list;               /* guarded by lock */
+    size_t n, cap;                       /* guarded by lock */
     struct core_source local[LOCAL_MAX]; /* guarded by lock: this host's addresses */
     size_t n_local;                      /* guarded by lock */
 };
@@ -541,8 +541,8 @@ bool core_endpoints_match(struct core_endpoints *e, const struct core_source *sr
 {
     bool match = false, local = false;
 
-    if (!e || !(atomic_load_explicit(&e->ports[port / 64], memory_order_relaxed) &
-                (1ull << (port % 64))))
+    if (!e ||
+        !(atomic_load_explicit(&e->ports[port / 64], memory_order_relaxed) & (1ull << (port % 64))))
         return false;
     pthread_mutex_lock(&e->lock);
     for (size_t i = 0; i < e->n_local && !local; i++)
@@ -552,8 +552,8 @@ bool core_endpoints_match(struct core_endpoints *e, const struct core_source *sr
         const struct endpoint *ep = &e->list[i];
 
         if (ep->port == port)
-            match = core_source_is_loopback(src) || (ep->wildcard ? local
-                                                                  : source_equal(&ep->addr, src));
+            match = core_source_is_loopback(src) ||
+                    (ep->wildcard ? local : source_equal(&ep->addr, src));
     }
     pthread_mutex_unlock(&e->lock);
     return match;

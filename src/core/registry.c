@@ -404,20 +404,6 @@ static int item_fault(const struct item *it, int code, struct core_change *ch, s
     return code;
 }
 
-/* Whether port (of transport t) is held now by a listener that the plan stops, moves or
- * restarts, so that its socket may be bound once they let go of it. */
-static bool port_is_freed(const struct plan *p, uint16_t port, enum core_transport t)
-{
-    for (size_t i = 0; i < p->n; i++) {
-        const struct item *it = &p->items[i];
-
-        if ((it->kind == ITEM_DELETE || it->kind == ITEM_CHANGE) && it->l &&
-            core_listener_cfg(it->l)->transport == t && core_listener_bound_port(it->l) == port)
-            return true;
-    }
-    return false;
-}
-
 /* A dry run: whether each socket the plan needs can be bound now. */
 static int plan_probe(const struct plan *p, struct core_change *ch, struct core_err *err)
 {
@@ -437,8 +423,10 @@ static int plan_probe(const struct plan *p, struct core_change *ch, struct core_
                 continue;
         }
         rc = core_listener_probe(it->cfg, err);
-        if (rc == -EADDRINUSE && it->cfg->port != 0 &&
-            port_is_freed(p, it->cfg->port, it->cfg->transport))
+        /* A listener restarted on its own port lets go of it first. */
+        if (rc == -EADDRINUSE && it->kind == ITEM_CHANGE && it->cfg->port != 0 &&
+            it->cfg->port == core_listener_bound_port(it->l) &&
+            it->cfg->transport == core_listener_cfg(it->l)->transport)
             continue;
         if (rc < 0)
             return item_fault(it, rc, ch, err);
@@ -463,9 +451,7 @@ static void plan_rollback(struct core_registry *r, struct plan *p)
         case ITEM_CHANGE:
             core_listener_abort(it->l);
             break;
-        case ITEM_DELETE:
-            core_listener_restore(it->l, &it->saved);
-            break;
+        case ITEM_DELETE: /* still as it was */
         case ITEM_KEEP:
             break;
         }
@@ -474,10 +460,10 @@ static void plan_rollback(struct core_registry *r, struct plan *p)
 }
 
 /*
- * Applies the plan's first half: the listeners it deletes stop, those it changes get their new
- * configuration prepared (core_listener_prepare()), those it creates are made and started.
- * On a failure everything is rolled back and the listener at fault is named. Called with ops
- * held.
+ * Applies the plan's first half: the listeners it changes get their new configuration
+ * prepared (core_listener_prepare()), those it creates are made and started; those it deletes
+ * are only noted (they stop at the commit, so a port they hold is not free before it). On a
+ * failure everything is rolled back and the listener at fault is named. Called with ops held.
  */
 static int plan_apply(struct core_registry *r, struct plan *p, struct core_change *ch,
                       struct core_err *err)
@@ -501,12 +487,10 @@ static int plan_apply(struct core_registry *r, struct plan *p, struct core_chang
                 continue;
             switch (it->kind) {
             case ITEM_DELETE:
+                /* It goes on until the commit, so that a rollback finds its socket as it was. */
                 rc = core_listener_save(it->l, &it->saved);
-                if (rc < 0) {
+                if (rc < 0)
                     rc = core_err_set(err, rc, NULL, "out of memory");
-                    break;
-                }
-                core_listener_stop(it->l);
                 break;
             case ITEM_CHANGE:
                 rc = core_listener_prepare(it->l, it->cfg, err);
@@ -790,7 +774,8 @@ int core_registry_load(struct core_registry *r, const char *defaults, struct cor
                            r->max_listeners);
         goto out;
     }
-    qsort(cfgs, n, sizeof(*cfgs), cmp_cfg_id);
+    if (n > 1)
+        qsort(cfgs, n, sizeof(*cfgs), cmp_cfg_id);
     for (size_t i = 0; i < n; i++) {
         struct core_listener *l;
 

@@ -86,10 +86,10 @@ struct event_runner {
     void *inst;
     struct core_metrics *m;
     struct core_sources *sources; /* borrowed; may be NULL */
-    int wake_fd;              /* readable once the runner stops; in every loop */
-    int drain_fd;             /* readable once the runner drains; in every loop */
-    atomic_uint n_accepting;  /* loops that have not yet stopped accepting */
-    _Atomic uint32_t n_conns; /* open connections across loops */
+    int wake_fd;                  /* readable once the runner stops; in every loop */
+    int drain_fd;                 /* readable once the runner drains; in every loop */
+    atomic_uint n_accepting;      /* loops that have not yet stopped accepting */
+    _Atomic uint32_t n_conns;     /* open connections across loops */
     struct ev_loop *loops;
     unsigned n_loops;
 };
@@ -461,8 +461,8 @@ static void *loop_main(void *arg)
             core_log_error("listener %s: epoll_wait: %s", rn->cfg.id, strerror(errno));
             break;
         }
-        if (loop->accepting && loop->accept_paused_until &&
-            loop->accept_paused_until <= now_ms() && resume_accepting(loop))
+        if (loop->accepting && loop->accept_paused_until && loop->accept_paused_until <= now_ms() &&
+            resume_accepting(loop))
             on_acceptable(loop);
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;

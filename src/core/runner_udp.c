@@ -37,7 +37,7 @@ struct udp_runner {
     int fd;
     int wake_fd;
     pthread_t *workers;
-    unsigned n_workers; /* started */
+    unsigned n_workers;               /* started */
     struct core_endpoints *own;       /* borrowed; may be NULL */
     struct core_srctable *per_source; /* reply budgets per source; NULL without one */
     struct core_bucket all;           /* the listener's reply budget */

@@ -32,7 +32,7 @@
 
 #include "harness.h"
 
-#define QUIET_MS 500     /* how long counters must stay put to say an exchange stopped */
+#define QUIET_MS 500 /* how long counters must stay put to say an exchange stopped */
 #define CPU_WINDOW_MS 1000
 #define CPU_MAX_TICKS 30 /* of CPU_WINDOW_MS: 30% of one core at USER_HZ 100 */
 #define FREE_FDS 8       /* fds left to the daemon under a lowered RLIMIT_NOFILE */
@@ -101,9 +101,8 @@ static unsigned long long cpu_ticks(pid_t pid)
     p = strrchr(text, ')');
     assert_non_null(p);
     /* After the name: state (field 3) ... utime (14), stime (15). */
-    assert_int_equal(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-                            &stime),
-                     2);
+    assert_int_equal(
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime), 2);
     free(text);
     return utime + stime;
 }
@@ -175,8 +174,8 @@ static void assert_recovered(const struct it_daemon *d, struct counts *base)
     json_decref(h);
     delete_every_listener(d);
     if (!it_wait_until(IT_WAIT_MS, counts_back, base))
-        fail_msg("the daemon has %u threads and %u fds, %u and %u before the test", base->seen_tasks,
-                 base->seen_fds, base->tasks, base->fds);
+        fail_msg("the daemon has %u threads and %u fds, %u and %u before the test",
+                 base->seen_tasks, base->seen_fds, base->tasks, base->fds);
     log = it_daemon_stderr(d);
     if (strstr(log, "Sanitizer") || strstr(log, "runtime error")) {
         it_daemon_dump_stderr(d);
@@ -226,8 +225,8 @@ static int send_spoofed(const char *src, uint16_t sport, const char *dst, uint16
     memset(pkt, 0, sizeof(pkt));
     pkt[0] = 0x45; /* IPv4, 5 words of header */
     put16(pkt + 2, (uint16_t)(28 + len));
-    pkt[8] = 64;                    /* TTL */
-    pkt[9] = IPPROTO_UDP;           /* the id and the checksum are filled in by the kernel */
+    pkt[8] = 64;          /* TTL */
+    pkt[9] = IPPROTO_UDP; /* the id and the checksum are filled in by the kernel */
     assert_int_equal(inet_pton(AF_INET, src, pkt + 12), 1);
     assert_int_equal(inet_pton(AF_INET, dst, pkt + 16), 1);
     put16(pkt + 20, sport);
@@ -838,7 +837,10 @@ static void assert_refused_out_of_fds(uint16_t port, int *fill, unsigned *n_fill
         }
         {
             char cmd[128];
-            snprintf(cmd, sizeof(cmd), "ls -l /proc/%d/fd | sed 's/.*:.. //' >&2; grep files /proc/%d/limits >&2; ss -tnp | grep pid=%d, >&2", (int)getpid_daemon, (int)getpid_daemon, (int)getpid_daemon);
+            snprintf(cmd, sizeof(cmd),
+                     "ls -l /proc/%d/fd | sed 's/.*:.. //' >&2; grep files /proc/%d/limits >&2; ss "
+                     "-tnp | grep pid=%d, >&2",
+                     (int)getpid_daemon, (int)getpid_daemon, (int)getpid_daemon);
             (void)!system(cmd);
         }
         assert_true(*n_fill < MAX_FILL);
@@ -871,7 +873,8 @@ static void run_out_of_fds(void **state, const char *model)
     assert_true(it_wait_until(IT_WAIT_MS, counts_stable, &c));
     {
         char cmd[128];
-        snprintf(cmd, sizeof(cmd), "echo BEFORE; ls -l /proc/%d/fd | sed 's/.*:.. //' | sort -n >&2", (int)d->pid);
+        snprintf(cmd, sizeof(cmd),
+                 "echo BEFORE; ls -l /proc/%d/fd | sed 's/.*:.. //' | sort -n >&2", (int)d->pid);
         (void)!system(cmd);
     }
     set_nofile(d->pid, (rlim_t)highest_fd(d->pid) + 1 + FREE_FDS, &old);
@@ -889,7 +892,8 @@ static void run_out_of_fds(void **state, const char *model)
         fail_msg("%u connections and the daemon still had fds", n_fill);
     {
         char cmd[128];
-        snprintf(cmd, sizeof(cmd), "echo AFTER >&2; ls -l /proc/%d/fd | sed 's/.*:.. //' | sort -n >&2", (int)d->pid);
+        snprintf(cmd, sizeof(cmd),
+                 "echo AFTER >&2; ls -l /proc/%d/fd | sed 's/.*:.. //' | sort -n >&2", (int)d->pid);
         (void)!system(cmd);
     }
 

@@ -67,8 +67,9 @@ static void test_duration_parse_units_and_bare_seconds(void **state)
 
 static void test_duration_parse_rejects_junk_zero_and_too_long(void **state)
 {
-    static const char *const bad[] = {"",   "s",   "10x",   "-1s",   "1.5s", "0",  "0ms",
-                                      "0s", "25h", "1441m", " 10s", "10s ", "10S", "99999999999999999999"};
+    static const char *const bad[] = {
+        "",   "s",   "10x",   "-1s",  "1.5s", "0",   "0ms",
+        "0s", "25h", "1441m", " 10s", "10s ", "10S", "99999999999999999999"};
     int64_t ms = 42;
 
     (void)state;
@@ -520,8 +521,8 @@ static void test_sse_callback_return_stops_feed(void **state)
 
     (void)state;
     cli_ctl_sse_init(&p, stop_after_first, &calls);
-    assert_int_equal(cli_ctl_sse_feed(&p, "data: 1\n\ndata: 2\n\n", strlen("data: 1\n\ndata: 2\n\n")),
-                     7);
+    assert_int_equal(
+        cli_ctl_sse_feed(&p, "data: 1\n\ndata: 2\n\n", strlen("data: 1\n\ndata: 2\n\n")), 7);
     assert_int_equal(calls, 1);
     cli_ctl_sse_fini(&p);
 }

@@ -329,8 +329,8 @@ static void test_sources_connection_rate_refuses_then_refills(void **state)
 
 static void test_port_is_reflector_lists_the_small_services(void **state)
 {
-    static const uint16_t yes[] = {0, 7, 9, 13, 17, 19, 37, 53, 111, 123, 137, 161, 389, 1900,
-                                   11211};
+    static const uint16_t yes[] = {0,   7,   9,   13,  17,  19,   37,   53,
+                                   111, 123, 137, 161, 389, 1900, 11211};
     static const uint16_t no[] = {1, 1024, 1313, 7007, 8080, 32400, 32768, 40000, 60999, 65535};
 
     (void)state;
