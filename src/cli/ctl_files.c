@@ -377,6 +377,13 @@ static void print_event_text(const char *event, const json_t *data)
         printf("%s %s %s: %s\n", t, event, id ? id : "?", what);
     } else if (strcmp(event, "listener.deleted") == 0) {
         printf("%s %s %s\n", t, event, id ? id : "?");
+    } else if (strcmp(event, "config.revision") == 0) {
+        const char *summary = json_string_value(json_object_get(data, "summary"));
+        const char *source = json_string_value(json_object_get(data, "source"));
+
+        printf("%s %s %" JSON_INTEGER_FORMAT ": %s (%s)\n", t, event,
+               json_integer_value(json_object_get(data, "revision")), summary ? summary : "?",
+               source ? source : "?");
     } else if (strcmp(event, "listener.state") == 0) {
         const char *state = json_string_value(json_object_get(data, "state"));
         const char *prev = json_string_value(json_object_get(data, "previous"));
