@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds sockserv, and runs every test suite: formatting, unit and
-# integration tests, then the same under AddressSanitizer+UndefinedBehaviorSanitizer and under
-# ThreadSanitizer; then the dashboard in headless Chromium and the API against its OpenAPI
+# integration tests and the replay of the fuzz inputs, then the same under
+# AddressSanitizer+UndefinedBehaviorSanitizer and under ThreadSanitizer; then each libFuzzer
+# target for FUZZ_SECONDS (default 20: about 3 minutes with the build, of a budget of 15 for
+# the whole script); then the dashboard in headless Chromium and the API against its OpenAPI
 # contract (scripts/e2e.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +35,9 @@ ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print
 echo "== tests under TSan"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     run_suite build-tsan -Db_sanitize=thread -Dbuildtype=debug
+
+echo "== fuzzing (scripts/fuzz.sh, ${FUZZ_SECONDS:-20} s per target)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
 
 echo "== browser and contract tests"
 SOCKSERV_BIN="$PWD/build/sockserv" SOCKSERV_BUILD_DIR="$PWD/build" scripts/e2e.sh
