@@ -65,30 +65,6 @@ static void assert_metric_now(const struct it_daemon *d, const char *id, const c
                  (unsigned long long)want);
 }
 
-/*
- * POSTs a listener. Returns its port, or 0 when the daemon answers 400 because the model is not
- * available in this build (the caller skips, saying so); any other answer fails the test.
- */
-static uint16_t create_or_unavailable(const struct it_daemon *d, const char *body)
-{
-    struct it_http r;
-    uint16_t port = 0;
-
-    it_http(d, "POST", "/api/v1/listeners", body, &r);
-    if (r.status == 400 && r.json && strstr(r.body, "not available")) {
-        it_http_fini(&r);
-        return 0;
-    }
-    if (r.status != 201) {
-        fprintf(stderr, "# POST %s -> %ld %s\n", body, r.status, r.body);
-        it_http_fini(&r);
-        fail_msg("creating a listener failed");
-    }
-    port = it_bound_port(r.json);
-    it_http_fini(&r);
-    return port;
-}
-
 static void delete_listener(const struct it_daemon *d, const char *id)
 {
     char path[128];
@@ -230,13 +206,7 @@ static void check_backup(const struct it_daemon *d, const char *dir, const char 
              "{\"id\":\"bk\",\"service\":\"backup\",\"address\":\"127.0.0.1\",\"port\":0,"
              "\"model\":\"%s\",\"options\":{\"directory\":\"%s\"}}",
              model, store);
-    port = create_or_unavailable(d, body);
-    if (port == 0) {
-        fprintf(stderr, "# backup under %s: the API answers 400 \"not available\"; not run\n",
-                model);
-        free(data);
-        return;
-    }
+    port = it_listener_create_port(d, body);
     snprintf(ps, sizeof(ps), "%u", port);
     assert_int_equal(it_file_write(src, data, len), 0);
 
@@ -265,20 +235,12 @@ static void check_backup(const struct it_daemon *d, const char *dir, const char 
     free(data);
 }
 
+/* Every service runs under every TCP model, backup under `process` included (its quota and
+ * version numbers are shared with the forked children). */
 static void run_every_service(void **state, const char *model)
 {
     const struct it_daemon *d = daemon_of(state);
-    char body[256];
 
-    snprintf(body, sizeof(body),
-             "{\"id\":\"probe\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
-             "\"model\":\"%s\"}",
-             model);
-    if (create_or_unavailable(d, body) == 0) {
-        fprintf(stderr, "# model %s: the API answers 400 \"not available\"; skipped\n", model);
-        skip();
-    }
-    delete_listener(d, "probe");
     check_echo(d, model, "stream");
     check_echo(d, model, "once");
     check_date(d, model);
@@ -654,11 +616,7 @@ static void run_stop_under_load(void **state, const char *model)
              "{\"id\":\"load\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
              "\"model\":\"%s\",\"workers\":4}",
              model);
-    port = create_or_unavailable(d, body);
-    if (port == 0) {
-        fprintf(stderr, "# model %s: the API answers 400 \"not available\"; skipped\n", model);
-        skip();
-    }
+    port = it_listener_create_port(d, body);
     for (unsigned i = 0; i < N_LOAD; i++) {
         l[i] = (struct loader){.port = port, .quit = &quit, .exchanged = &exchanged};
         assert_int_equal(pthread_create(&t[i], NULL, loader_main, &l[i]), 0);

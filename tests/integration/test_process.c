@@ -2,12 +2,15 @@
  * The `process` model: a forked child per connection. Echo and date served byte-exact, many
  * clients at once, the children visible while they serve and reaped after, the counters the
  * children add seen live through the API, and a stop under load that is prompt and leaves no
- * child, fd or thread behind.
+ * child, fd or thread behind. Backup under it: concurrent uploads in separate processes, each
+ * stored whole with its own version number and no gap, one quota for every process, and a child
+ * killed mid-upload that leaves nothing behind and gives its share of the quota back.
  */
 
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +18,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +30,10 @@
 
 #define N_CLIENTS 20
 #define N_HELD 10
+#define N_SAME 4           /* concurrent uploads of one name */
+#define N_OTHER 3          /* concurrent uploads of names of their own */
+#define N_QUOTA 5          /* uploads of 1000 bytes against a quota of 3000 */
+#define PROTO_LINE_MAX 512 /* a backup answer line (a name is at most 255 bytes) */
 
 static struct it_daemon *daemon_of(void **state)
 {
@@ -304,19 +312,405 @@ static void test_process_stop_under_load_prompt_and_clean(void **state)
     assert_count_at_most_eventually(d->pid, count_threads, threads0, "threads");
 }
 
-static void test_process_backup_refused(void **state)
+/* ---- backup under the process model ---- */
+
+static const char *dir_of(void **state)
+{
+    return ((struct it_fixture *)*state)->dir;
+}
+
+/* The daemon's children, by pid, into pids (at most cap); their number. */
+static int child_pids(pid_t pid, pid_t *pids, int cap)
+{
+    char path[512], *text;
+    struct dirent *e;
+    DIR *dir;
+    int n = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    dir = opendir(path);
+    assert_non_null(dir);
+    while ((e = readdir(dir))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/children", (int)pid, e->d_name);
+        text = it_file_read(path, NULL);
+        if (!text)
+            continue;
+        for (char *tok = strtok(text, " \n"); tok && n < cap; tok = strtok(NULL, " \n"))
+            pids[n++] = (pid_t)atoi(tok);
+        free(text);
+    }
+    closedir(dir);
+    return n;
+}
+
+static void sha256_hex(const void *data, size_t len, char hex[65])
+{
+    unsigned char md[32];
+    unsigned int n = 0;
+
+    assert_int_equal(EVP_Digest(data, len, md, &n, EVP_sha256(), NULL), 1);
+    assert_int_equal(n, 32);
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+/* The next line from fd, without its '\n', within IT_IO_TIMEOUT_MS. 0 or a negative errno
+ * (-ENOBUFS: longer than cap). Any thread. */
+static int recv_line(int fd, char *line, size_t cap)
+{
+    for (size_t n = 0; n + 1 < cap; n++) {
+        int r = it_recv_exact(fd, &line[n], 1, IT_IO_TIMEOUT_MS);
+
+        if (r < 0) {
+            line[n] = '\0';
+            return r;
+        }
+        if (line[n] == '\n') {
+            line[n] = '\0';
+            return 0;
+        }
+    }
+    line[cap - 1] = '\0';
+    return -ENOBUFS;
+}
+
+/* Asserts the next line from fd is want. */
+static void expect_line(int fd, const char *want)
+{
+    char line[PROTO_LINE_MAX];
+    int r = recv_line(fd, line, sizeof(line));
+
+    if (r < 0)
+        fail_msg("want \"%s\", got \"%s\" and then %s", want, line, strerror(-r));
+    if (strcmp(line, want) != 0)
+        fail_msg("want \"%s\", got \"%s\"", want, line);
+}
+
+static void send_text(int fd, const char *text)
+{
+    assert_int_equal(it_send_all(fd, text, strlen(text), IT_IO_TIMEOUT_MS), 0);
+}
+
+static int backup_connect(uint16_t port)
+{
+    int fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
+
+    if (fd < 0)
+        fail_msg("connect port %u: %s", port, strerror(-fd));
+    return fd;
+}
+
+/* A backup listener under the process model, its files in DIR/id. */
+static uint16_t create_backup(void **state, const char *id, const char *options)
+{
+    char body[1024];
+
+    snprintf(body, sizeof(body),
+             "{\"id\":\"%s\",\"service\":\"backup\",\"address\":\"127.0.0.1\",\"port\":0,"
+             "\"model\":\"process\",\"max_connections\":100,"
+             "\"options\":{\"directory\":\"%s/%s\"%s%s}}",
+             id, dir_of(state), id, options ? "," : "", options ? options : "");
+    return it_listener_create_port(daemon_of(state), body);
+}
+
+/* One upload: its content and SHA-256, its connection, and what the server answered after the
+ * content (sent by a thread of its own, see upload_all_at_once()). */
+struct upload {
+    char name[64];
+    char *data;
+    size_t len;
+    char sha[65];
+    int fd;
+    pthread_barrier_t *start;
+    int result;                  /* of sending the content and reading the answer */
+    char answer[PROTO_LINE_MAX]; /* the line after the content */
+    unsigned version;            /* from a well-formed STORED line */
+};
+
+static void upload_init(struct upload *u, const char *name, size_t len, unsigned seed)
+{
+    *u = (struct upload){.fd = -1};
+    snprintf(u->name, sizeof(u->name), "%s", name);
+    u->data = pattern(len, seed);
+    u->len = len;
+    sha256_hex(u->data, len, u->sha);
+}
+
+/* Connects and sends PUT with the size and the SHA-256; the answer is left to the caller. */
+static void upload_begin(struct upload *u, uint16_t port)
+{
+    char hdr[256];
+
+    u->fd = backup_connect(port);
+    snprintf(hdr, sizeof(hdr), "PUT %.63s %zu %.64s\n", u->name, u->len, u->sha);
+    send_text(u->fd, hdr);
+}
+
+static void *upload_main(void *arg)
+{
+    struct upload *u = arg;
+
+    (void)pthread_barrier_wait(u->start);
+    u->result = it_send_all(u->fd, u->data, u->len, IT_IO_TIMEOUT_MS * 2);
+    if (u->result == 0)
+        u->result = recv_line(u->fd, u->answer, sizeof(u->answer));
+    return NULL;
+}
+
+/* Sends the content of every upload at once, each from its own thread, and asserts that each
+ * was answered STORED with its name, its size and its SHA-256; records the versions. */
+static void upload_all_at_once(struct upload *u, unsigned n)
+{
+    pthread_barrier_t start;
+    pthread_t t[16];
+
+    assert_true(n <= 16);
+    assert_int_equal(pthread_barrier_init(&start, NULL, n), 0);
+    for (unsigned i = 0; i < n; i++) {
+        u[i].start = &start;
+        assert_int_equal(pthread_create(&t[i], NULL, upload_main, &u[i]), 0);
+    }
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&start);
+    for (unsigned i = 0; i < n; i++) {
+        char name[64], sha[65];
+        size_t size = 0;
+
+        if (u[i].result < 0)
+            fail_msg("upload %u (%s): %s after \"%s\"", i, u[i].name, strerror(-u[i].result),
+                     u[i].answer);
+        if (sscanf(u[i].answer, "STORED %63s %u %zu %64s", name, &u[i].version, &size, sha) != 4 ||
+            strcmp(name, u[i].name) != 0 || size != u[i].len || strcmp(sha, u[i].sha) != 0)
+            fail_msg("upload %u: want \"STORED %s <version> %zu %s\", got \"%s\"", i, u[i].name,
+                     u[i].len, u[i].sha, u[i].answer);
+    }
+}
+
+static void upload_fini(struct upload *u)
+{
+    if (u->fd >= 0)
+        close(u->fd);
+    free(u->data);
+}
+
+/* GET name version over fd, and asserts the answer is the upload u, stored as that version. */
+static void expect_restored(int fd, const struct upload *u)
+{
+    char cmd[128], want[PROTO_LINE_MAX];
+    char *got = malloc(u->len ? u->len : 1);
+
+    assert_non_null(got);
+    snprintf(cmd, sizeof(cmd), "GET %s %u\n", u->name, u->version);
+    send_text(fd, cmd);
+    snprintf(want, sizeof(want), "OK %zu %s %u", u->len, u->sha, u->version);
+    expect_line(fd, want);
+    assert_int_equal(it_recv_exact(fd, got, u->len, IT_IO_TIMEOUT_MS), 0);
+    assert_memory_equal(got, u->data, u->len);
+    free(got);
+}
+
+/* The names in dir that are not the store's own (hidden) entries, and whether a temporary file
+ * of an upload is among the hidden ones. */
+static int visible_entries(const char *dir, bool *ret_has_tmp)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    assert_non_null(d);
+    *ret_has_tmp = false;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, ".tmp", 4) == 0)
+            *ret_has_tmp = true;
+        if (e->d_name[0] != '.')
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static void test_process_backup_concurrent_uploads_numbered_without_gaps(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    struct it_http r;
-    static const char body[] = "{\"id\":\"pb\",\"service\":\"backup\",\"address\":\"127.0.0.1\","
-                               "\"port\":0,\"model\":\"process\"}";
+    uint16_t port = create_backup(state, "pbv", NULL);
+    struct upload u[N_SAME + N_OTHER], later;
+    bool seen[N_SAME + 1] = {false};
+    char line[PROTO_LINE_MAX], want[PROTO_LINE_MAX];
+    int fd;
 
-    it_http(d, "POST", "/api/v1/listeners", body, &r);
-    /* backup's instance (quota, version numbers) is shared by its sessions: not across
-     * processes. */
-    it_assert_problem(&r, 400, "model");
-    assert_non_null(strstr(it_json_str(r.json, "detail"), "not available for backup"));
-    it_http_fini(&r);
+    for (unsigned i = 0; i < N_SAME + N_OTHER; i++) {
+        char name[32];
+
+        if (i < N_SAME)
+            snprintf(name, sizeof(name), "same.bin");
+        else
+            snprintf(name, sizeof(name), "other-%u.bin", i - N_SAME);
+        /* Sizes that differ, so that a copy stored under the wrong version shows. */
+        upload_init(&u[i], name, 256 * 1024 + i * 4099, i + 1);
+    }
+    /* Every upload admitted before any content: all in progress at once, one process each. */
+    for (unsigned i = 0; i < N_SAME + N_OTHER; i++) {
+        upload_begin(&u[i], port);
+        expect_line(u[i].fd, "OK");
+    }
+    assert_int_equal(count_children(d->pid), N_SAME + N_OTHER);
+    upload_all_at_once(u, N_SAME + N_OTHER);
+
+    /* One name: versions 1 to N_SAME, each given once. Other names: version 1. */
+    for (unsigned i = 0; i < N_SAME + N_OTHER; i++) {
+        if (i >= N_SAME) {
+            assert_int_equal(u[i].version, 1);
+            continue;
+        }
+        if (u[i].version < 1 || u[i].version > N_SAME || seen[u[i].version])
+            fail_msg("same.bin: upload %u got version %u, which is out of 1..%d or taken twice", i,
+                     u[i].version, N_SAME);
+        seen[u[i].version] = true;
+    }
+    /* The next one goes on from there. */
+    upload_init(&later, "same.bin", 1000, 99);
+    upload_begin(&later, port);
+    expect_line(later.fd, "OK");
+    assert_int_equal(it_send_all(later.fd, later.data, later.len, IT_IO_TIMEOUT_MS), 0);
+    snprintf(want, sizeof(want), "STORED same.bin %d 1000 %s", N_SAME + 1, later.sha);
+    expect_line(later.fd, want);
+    later.version = N_SAME + 1;
+
+    /* Each version holds the very bytes that were stored as it. */
+    fd = backup_connect(port);
+    for (unsigned i = 0; i < N_SAME + N_OTHER; i++)
+        expect_restored(fd, &u[i]);
+    expect_restored(fd, &later);
+    /* LIST: same.bin newest first, every copy verified, then the other names. */
+    send_text(fd, "LIST\n");
+    snprintf(want, sizeof(want), "OK %d", N_SAME + 1 + N_OTHER);
+    expect_line(fd, want);
+    for (unsigned i = 0; i < N_OTHER; i++) {
+        assert_int_equal(recv_line(fd, line, sizeof(line)), 0);
+        snprintf(want, sizeof(want), "other-%u.bin 1 %zu %s ", i, u[N_SAME + i].len,
+                 u[N_SAME + i].sha);
+        if (strncmp(line, want, strlen(want)) != 0 || !strstr(line, " verified current"))
+            fail_msg("LIST: want \"%s... verified current\", got \"%s\"", want, line);
+    }
+    for (unsigned v = N_SAME + 1; v >= 1; v--) {
+        const struct upload *w = &later;
+
+        for (unsigned i = 0; i < N_SAME; i++)
+            if (u[i].version == v)
+                w = &u[i];
+        assert_int_equal(recv_line(fd, line, sizeof(line)), 0);
+        snprintf(want, sizeof(want), "same.bin %u %zu %s ", v, w->len, w->sha);
+        if (strncmp(line, want, strlen(want)) != 0 ||
+            !strstr(line, v == N_SAME + 1 ? " verified current" : " verified old"))
+            fail_msg("LIST: want \"%s...\" (version %u), got \"%s\"", want, v, line);
+    }
+    expect_line(fd, "END");
+    send_text(fd, "QUIT\n");
+    expect_line(fd, "BYE");
+    close(fd);
+
+    for (unsigned i = 0; i < N_SAME + N_OTHER; i++)
+        upload_fini(&u[i]);
+    upload_fini(&later);
+    it_assert_metric_eventually(d, "pbv", "connections_active", 0, IT_WAIT_MS);
+    assert_count_eventually(d->pid, count_children, 0, "children");
+    assert_int_equal(it_metric(d, "pbv", "service.uploads_stored"), N_SAME + N_OTHER + 1);
+    assert_int_equal(it_metric(d, "pbv", "service.restores"), N_SAME + N_OTHER + 1);
+    assert_int_equal(it_metric(d, "pbv", "errors"), 0);
+}
+
+static void test_process_backup_quota_shared_by_every_process(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    uint16_t port = create_backup(state, "pbq", "\"quota_bytes\":3000");
+    struct upload u[N_QUOTA];
+    char name[32];
+
+    /* Five processes ask for 1000 bytes each and hold them: exactly three fit. */
+    for (unsigned i = 0; i < N_QUOTA; i++) {
+        snprintf(name, sizeof(name), "q%u", i);
+        upload_init(&u[i], name, 1000, i + 1);
+        upload_begin(&u[i], port);
+        expect_line(u[i].fd,
+                    i < 3 ? "OK"
+                          : "ERR quota 1000 bytes would exceed quota_bytes 3000 (0 stored, 3000 "
+                            "in progress)");
+    }
+    assert_int_equal(count_children(d->pid), N_QUOTA);
+    upload_all_at_once(u, 3);
+    for (unsigned i = 0; i < 3; i++)
+        assert_int_equal(u[i].version, 1);
+    /* A process refused earlier sees what the others stored. */
+    send_text(u[3].fd, "PUT q3 1\n");
+    expect_line(u[3].fd, "ERR quota 1 bytes would exceed quota_bytes 3000 (3000 stored, 0 in "
+                         "progress)");
+    send_text(u[4].fd, "QUIT\n");
+    expect_line(u[4].fd, "BYE");
+    for (unsigned i = 0; i < N_QUOTA; i++)
+        upload_fini(&u[i]);
+    it_assert_metric_eventually(d, "pbq", "connections_active", 0, IT_WAIT_MS);
+    assert_int_equal(it_metric(d, "pbq", "service.uploads_stored"), 3);
+    assert_int_equal(it_metric(d, "pbq", "service.uploads_rejected_quota"), 3);
+    assert_int_equal(it_metric(d, "pbq", "service.bytes_stored"), 3000);
+}
+
+static void test_process_backup_child_killed_mid_upload_keeps_nothing(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    uint16_t port = create_backup(state, "pbk", "\"quota_bytes\":1000");
+    struct upload big, other, small;
+    char want[PROTO_LINE_MAX], files[IT_PATH_MAX];
+    pid_t pid = 0;
+    bool has_tmp;
+
+    upload_init(&big, "big", 800, 1);
+    upload_init(&other, "other", 500, 2);
+    upload_init(&small, "big", 3, 3);
+    upload_begin(&big, port);
+    expect_line(big.fd, "OK");
+    assert_int_equal(child_pids(d->pid, &pid, 1), 1);
+    /* Half the content is in the child's hands when it dies. */
+    assert_int_equal(it_send_all(big.fd, big.data, 400, IT_IO_TIMEOUT_MS), 0);
+    it_assert_metric_eventually(d, "pbk", "bytes_in", strlen("PUT big 800 ") + 64 + 1 + 400,
+                                IT_WAIT_MS);
+
+    /* While it lives, its upload holds its share of the quota. */
+    upload_begin(&other, port);
+    expect_line(other.fd, "ERR quota 500 bytes would exceed quota_bytes 1000 (0 stored, 800 in "
+                          "progress)");
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_true(it_read_to_eof(big.fd, IT_IO_TIMEOUT_MS, NULL, NULL) != -ETIMEDOUT);
+    assert_count_eventually(d->pid, count_children, 1, "children");
+
+    /* Its share is free again, and it numbered nothing: the next "big" is version 1. */
+    snprintf(want, sizeof(want), "PUT other 500 %s\n", other.sha);
+    send_text(other.fd, want);
+    expect_line(other.fd, "OK");
+    assert_int_equal(it_send_all(other.fd, other.data, other.len, IT_IO_TIMEOUT_MS), 0);
+    snprintf(want, sizeof(want), "STORED other 1 500 %s", other.sha);
+    expect_line(other.fd, want);
+    snprintf(want, sizeof(want), "PUT big 3 %s\n", small.sha);
+    send_text(other.fd, want);
+    expect_line(other.fd, "OK");
+    assert_int_equal(it_send_all(other.fd, small.data, small.len, IT_IO_TIMEOUT_MS), 0);
+    snprintf(want, sizeof(want), "STORED big 1 3 %s", small.sha);
+    expect_line(other.fd, want);
+    small.version = 1;
+    expect_restored(other.fd, &small);
+
+    /* The killed upload left no file and no temporary file. */
+    snprintf(files, sizeof(files), "%s/pbk", dir_of(state));
+    assert_int_equal(visible_entries(files, &has_tmp), 2);
+    assert_false(has_tmp);
+    upload_fini(&big);
+    upload_fini(&other);
+    upload_fini(&small);
+    it_assert_metric_eventually(d, "pbk", "connections_active", 0, IT_WAIT_MS);
+    assert_count_eventually(d->pid, count_children, 0, "children");
+    assert_int_equal(it_metric(d, "pbk", "service.uploads_stored"), 2);
 }
 
 int main(void)
@@ -328,7 +722,9 @@ int main(void)
         T(test_process_open_connection_counted_live),
         T(test_process_over_limit_rejected),
         T(test_process_stop_under_load_prompt_and_clean),
-        T(test_process_backup_refused),
+        T(test_process_backup_concurrent_uploads_numbered_without_gaps),
+        T(test_process_backup_quota_shared_by_every_process),
+        T(test_process_backup_child_killed_mid_upload_keeps_nothing),
 #undef T
     };
 
