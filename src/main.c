@@ -489,6 +489,13 @@ static int daemon_main(int argc, char **argv)
             .events = events,
         },
         &server, &err);
+    /* The server keeps only a digest: the token itself is wiped before any process-model child
+     * is forked with a copy of this memory. */
+    if (token) {
+        OPENSSL_cleanse(token, token_len);
+        free(token);
+        token = NULL;
+    }
     if (r < 0) {
         fprintf(stderr, "sockserv daemon: cannot serve the API on %s: %s\n", api,
                 err.msg[0] ? err.msg : strerror(-r));
@@ -498,7 +505,8 @@ static int daemon_main(int argc, char **argv)
         (void)snprintf(where, sizeof(where), strchr(host, ':') ? "http://[%s]:%u" : "http://%s:%u",
                        host, (unsigned)api_server_port(server));
     core_log_info("sockserv %s: %zu listeners, state in %s%s", SOCKSERV_VERSION,
-                  core_registry_count(registry), state_dir, token ? "; the API needs a token" : "");
+                  core_registry_count(registry), state_dir,
+                  token_len ? "; the API needs a token" : "");
     say_ready(ready_fd, where, core_registry_count(registry));
     ready_fd = -1;
 
