@@ -6,6 +6,7 @@
  * resolution and a connect bounded by a deadline. One thread (the command's).
  */
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,5 +40,34 @@ int cli_resolve(const char *verb, const char *host, const char *port, int sockty
  * last address failed.
  */
 int cli_tcp_connect(const struct addrinfo *list, int64_t deadline);
+
+/*
+ * Where a download (a restore, a file of the API) is written: a temporary file beside the
+ * target, made durable and renamed over it only once the content is complete and checked, so
+ * that an interrupted or refused download leaves no partial file; or standard output ("-").
+ */
+struct cli_sink {
+    int fd;
+    bool is_stdout;
+    char path[PATH_MAX];
+    char tmp[PATH_MAX + 16];
+};
+
+/*
+ * Opens a sink for target ("-": standard output). Unless chosen (the user named the target), a
+ * file that exists is refused rather than overwritten. Returns 0, or 1 after printing why as
+ * VERB.
+ */
+int cli_sink_open(struct cli_sink *s, const char *verb, const char *target, bool chosen);
+
+/* Writes all of p. Returns 0 or 1 after printing why as VERB. */
+int cli_sink_write(struct cli_sink *s, const char *verb, const void *p, size_t n);
+
+/* fsync, the mode a new file gets (0666 less the umask), rename over the target, fsync of its
+ * directory. Returns 0 or 1 after printing why as VERB. */
+int cli_sink_commit(struct cli_sink *s, const char *verb);
+
+/* Drops what was written (the temporary file). Accepts a sink never opened or committed. */
+void cli_sink_abort(struct cli_sink *s);
 
 #endif

@@ -637,97 +637,6 @@ out:
 
 /* ---- get ---- */
 
-/* Where a restore writes: a temporary file renamed over the target at the end, or stdout. */
-struct sink {
-    int fd;
-    bool is_stdout;
-    char path[PATH_MAX];
-    char tmp[PATH_MAX + 16];
-};
-
-static int sink_open(struct sink *s, const struct args *a)
-{
-    const char *target = a->out ? a->out : a->name;
-    const char *slash;
-    struct stat st;
-
-    memset(s, 0, sizeof(*s));
-    s->fd = -1;
-    if (a->out && strcmp(a->out, "-") == 0) {
-        s->is_stdout = true;
-        s->fd = STDOUT_FILENO;
-        return 0;
-    }
-    if (!a->out && lstat(target, &st) == 0)
-        return fail("%s exists here; choose where to write with -o FILE", target);
-    if (snprintf(s->path, sizeof(s->path), "%s", target) >= (int)sizeof(s->path))
-        return fail("%s: path too long", target);
-    slash = strrchr(s->path, '/');
-    snprintf(s->tmp, sizeof(s->tmp), "%.*s.%s.XXXXXX", slash ? (int)(slash - s->path + 1) : 0,
-             s->path, slash ? slash + 1 : s->path);
-    s->fd = mkostemp(s->tmp, O_CLOEXEC);
-    if (s->fd < 0)
-        return fail("cannot create a file beside %s: %s", s->path, strerror(errno));
-    return 0;
-}
-
-static int sink_write(struct sink *s, const void *p, size_t n)
-{
-    const char *b = p;
-
-    while (n > 0) {
-        ssize_t w = write(s->fd, b, n);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return fail("writing %s: %s", s->is_stdout ? "standard output" : s->path,
-                        strerror(errno));
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Makes the restored file durable under its name. */
-static int sink_commit(struct sink *s)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(s->path, '/');
-    int dfd;
-
-    if (s->is_stdout)
-        return 0;
-    if (fsync(s->fd) < 0 || close(s->fd) < 0) {
-        s->fd = -1;
-        return fail("writing %s: %s", s->path, strerror(errno));
-    }
-    s->fd = -1;
-    if (rename(s->tmp, s->path) < 0)
-        return fail("cannot rename to %s: %s", s->path, strerror(errno));
-    s->tmp[0] = '\0';
-    snprintf(dir, sizeof(dir), "%.*s", slash ? (slash == s->path ? 1 : (int)(slash - s->path)) : 1,
-             slash ? s->path : ".");
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    return 0;
-}
-
-static void sink_abort(struct sink *s)
-{
-    if (s->is_stdout)
-        return;
-    if (s->fd >= 0)
-        close(s->fd);
-    s->fd = -1;
-    if (s->tmp[0])
-        (void)unlink(s->tmp);
-    s->tmp[0] = '\0';
-}
-
 static int run_get(const struct args *a)
 {
     char enc[SVC_BACKUP_NAME_ENC_MAX + 1], line[REPLY_MAX], req[SVC_BACKUP_LINE_MAX + 2];
@@ -735,7 +644,7 @@ static int run_get(const struct args *a)
     uint8_t sha[EVP_MAX_MD_SIZE];
     struct core_err err = {0};
     struct link *l = NULL;
-    struct sink sink = {.fd = -1};
+    struct cli_sink sink = {.fd = -1};
     struct progress p;
     EVP_MD_CTX *md = NULL;
     uint64_t size, got = 0;
@@ -753,7 +662,8 @@ static int run_get(const struct args *a)
         goto out_free;
     }
     /* Where it goes is settled first: a refusal here must not cut a restore mid-content. */
-    if (sink_open(&sink, a) != 0 || link_open(l, a) != 0)
+    if (cli_sink_open(&sink, "backup", a->out ? a->out : a->name, a->out != NULL) != 0 ||
+        link_open(l, a) != 0)
         goto out_free;
     if (a->version)
         snprintf(req, sizeof(req), "GET %s %" PRIu32 "\n", enc, a->version);
@@ -784,7 +694,7 @@ static int run_get(const struct args *a)
         }
         n = avail < size - got ? avail : (size_t)(size - got);
         EVP_DigestUpdate(md, l->buf + l->off, n);
-        if (sink_write(&sink, l->buf + l->off, n) != 0)
+        if (cli_sink_write(&sink, "backup", l->buf + l->off, n) != 0)
             goto out;
         l->off += n;
         got += n;
@@ -806,7 +716,7 @@ static int run_get(const struct args *a)
              sink.is_stdout ? "" : "; nothing written");
         goto out;
     }
-    if (sink_commit(&sink) != 0)
+    if (cli_sink_commit(&sink, "backup") != 0)
         goto out;
     if (!sink.is_stdout)
         printf("restored %s version %lu to %s (%" PRIu64 " bytes, sha256 %s)\n", a->name, version,
@@ -816,7 +726,7 @@ static int run_get(const struct args *a)
 out:
     link_close(l);
 out_free:
-    sink_abort(&sink);
+    cli_sink_abort(&sink);
     EVP_MD_CTX_free(md);
     free(l);
     return r;

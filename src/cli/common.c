@@ -1,6 +1,7 @@
 #include "cli/common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -124,4 +126,90 @@ int cli_tcp_connect(const struct addrinfo *list, int64_t deadline)
         close(fd);
     }
     return -err;
+}
+
+int cli_sink_open(struct cli_sink *s, const char *verb, const char *target, bool chosen)
+{
+    const char *slash;
+    struct stat st;
+
+    memset(s, 0, sizeof(*s));
+    s->fd = -1;
+    if (strcmp(target, "-") == 0) {
+        s->is_stdout = true;
+        s->fd = STDOUT_FILENO;
+        return 0;
+    }
+    if (!chosen && lstat(target, &st) == 0)
+        return cli_fail(verb, "%s exists here; choose where to write with -o FILE", target);
+    if (snprintf(s->path, sizeof(s->path), "%s", target) >= (int)sizeof(s->path))
+        return cli_fail(verb, "%s: path too long", target);
+    slash = strrchr(s->path, '/');
+    snprintf(s->tmp, sizeof(s->tmp), "%.*s.%s.XXXXXX", slash ? (int)(slash - s->path + 1) : 0,
+             s->path, slash ? slash + 1 : s->path);
+    s->fd = mkostemp(s->tmp, O_CLOEXEC);
+    if (s->fd < 0) {
+        s->tmp[0] = '\0';
+        return cli_fail(verb, "cannot create a file beside %s: %s", s->path, strerror(errno));
+    }
+    return 0;
+}
+
+int cli_sink_write(struct cli_sink *s, const char *verb, const void *p, size_t n)
+{
+    const char *b = p;
+
+    while (n > 0) {
+        ssize_t w = write(s->fd, b, n);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return cli_fail(verb, "writing %s: %s", s->is_stdout ? "standard output" : s->path,
+                            strerror(errno));
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int cli_sink_commit(struct cli_sink *s, const char *verb)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(s->path, '/');
+    mode_t mask;
+    int dfd;
+
+    if (s->is_stdout)
+        return 0;
+    mask = umask(0);
+    (void)umask(mask);
+    if (fchmod(s->fd, 0666 & ~mask) < 0 || fsync(s->fd) < 0 || close(s->fd) < 0) {
+        s->fd = -1;
+        return cli_fail(verb, "writing %s: %s", s->path, strerror(errno));
+    }
+    s->fd = -1;
+    if (rename(s->tmp, s->path) < 0)
+        return cli_fail(verb, "cannot rename to %s: %s", s->path, strerror(errno));
+    s->tmp[0] = '\0';
+    snprintf(dir, sizeof(dir), "%.*s", slash ? (slash == s->path ? 1 : (int)(slash - s->path)) : 1,
+             slash ? s->path : ".");
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+void cli_sink_abort(struct cli_sink *s)
+{
+    if (s->is_stdout)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    if (s->tmp[0])
+        (void)unlink(s->tmp);
+    s->tmp[0] = '\0';
 }

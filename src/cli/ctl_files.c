@@ -103,12 +103,9 @@ static const char *recorded_sha(const json_t *files, const char *name, unsigned 
     return NULL;
 }
 
-/* Where a download goes: a temporary file beside the target, renamed over it at the end. */
+/* A download: where it goes (cli/common.h) and what it hashes on the way. */
 struct sink {
-    int fd;
-    bool is_stdout;
-    char path[PATH_MAX];
-    char tmp[PATH_MAX + 16];
+    struct cli_sink out;
     EVP_MD_CTX *md;
     uint64_t size;
     int err; /* errno of a failed write */
@@ -124,7 +121,7 @@ static int on_file_bytes(void *ctx, const char *buf, size_t len)
     }
     s->size += len;
     while (len > 0) {
-        ssize_t n = write(s->fd, buf, len);
+        ssize_t n = write(s->out.fd, buf, len);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -138,77 +135,11 @@ static int on_file_bytes(void *ctx, const char *buf, size_t len)
     return 0;
 }
 
-static int sink_open(struct sink *s, const char *out, bool chosen)
-{
-    const char *slash;
-    struct stat st;
-
-    if (strcmp(out, "-") == 0) {
-        s->is_stdout = true;
-        s->fd = STDOUT_FILENO;
-        return 0;
-    }
-    if (!chosen && lstat(out, &st) == 0)
-        return cli_ctl_fail("%s exists here; choose where to write with -o FILE", out);
-    if (snprintf(s->path, sizeof(s->path), "%s", out) >= (int)sizeof(s->path))
-        return cli_ctl_fail("%s: path too long", out);
-    slash = strrchr(s->path, '/');
-    snprintf(s->tmp, sizeof(s->tmp), "%.*s.%s.XXXXXX", slash ? (int)(slash - s->path + 1) : 0,
-             s->path, slash ? slash + 1 : s->path);
-    s->fd = mkostemp(s->tmp, O_CLOEXEC);
-    if (s->fd < 0) {
-        s->tmp[0] = '\0';
-        return cli_ctl_fail("cannot create a file beside %s: %s", s->path, strerror(errno));
-    }
-    return 0;
-}
-
-static int sink_commit(struct sink *s)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(s->path, '/');
-    int dfd;
-
-    if (s->is_stdout)
-        return 0;
-    mode_t mask = umask(0);
-
-    (void)umask(mask);
-    if (fchmod(s->fd, 0666 & ~mask) < 0 || fsync(s->fd) < 0 || close(s->fd) < 0) {
-        s->fd = -1;
-        return cli_ctl_fail("writing %s: %s", s->path, strerror(errno));
-    }
-    s->fd = -1;
-    if (rename(s->tmp, s->path) < 0)
-        return cli_ctl_fail("cannot rename to %s: %s", s->path, strerror(errno));
-    s->tmp[0] = '\0';
-    snprintf(dir, sizeof(dir), "%.*s", slash ? (slash == s->path ? 1 : (int)(slash - s->path)) : 1,
-             slash ? s->path : ".");
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    return 0;
-}
-
-static void sink_abort(struct sink *s)
-{
-    if (s->is_stdout)
-        return;
-    if (s->fd >= 0)
-        close(s->fd);
-    s->fd = -1;
-    if (s->tmp[0])
-        (void)unlink(s->tmp);
-    s->tmp[0] = '\0';
-}
-
 static int download(struct cli_ctl_cmd *x, const json_t *files)
 {
     const char *id = x->args[0], *name = x->args[1];
     const char *out = x->seen[CLI_CTL_OPT_OUTPUT] ? x->val[CLI_CTL_OPT_OUTPUT] : name;
-    struct sink s = {.fd = -1};
+    struct sink s = {.out.fd = -1};
     struct cli_ctl_response resp = {0};
     unsigned long version = 0;
     unsigned char digest[EVP_MAX_MD_SIZE];
@@ -237,7 +168,7 @@ static int download(struct cli_ctl_cmd *x, const json_t *files)
         r = CLI_CTL_EXIT_FAILURE;
         goto out;
     }
-    r = sink_open(&s, out, x->seen[CLI_CTL_OPT_OUTPUT]);
+    r = cli_sink_open(&s.out, "ctl", out, x->seen[CLI_CTL_OPT_OUTPUT]);
     if (r != 0)
         goto out;
     r = cli_ctl_call(x,
@@ -255,7 +186,7 @@ static int download(struct cli_ctl_cmd *x, const json_t *files)
         goto out;
     }
     if (resp.stopped) {
-        r = cli_ctl_fail("writing %s: %s", s.is_stdout ? "standard output" : s.path,
+        r = cli_ctl_fail("writing %s: %s", s.out.is_stdout ? "standard output" : s.out.path,
                          strerror(s.err ? s.err : EIO));
         goto out;
     }
@@ -271,24 +202,25 @@ static int download(struct cli_ctl_cmd *x, const json_t *files)
                          name, hex, want);
         goto out;
     }
-    r = sink_commit(&s);
+    r = cli_sink_commit(&s.out, "ctl");
     if (r != 0)
         goto out;
     if (x->json) {
         json_t *j = json_pack("{s:s, s:I, s:I, s:s, s:s, s:b}", "name", name, "version",
                               (json_int_t)version, "size", (json_int_t)s.size, "sha256", hex,
-                              "path", s.is_stdout ? "-" : s.path, "verified", want != NULL);
+                              "path", s.out.is_stdout ? "-" : s.out.path, "verified", want != NULL);
 
-        r = s.is_stdout ? 0 : (j ? cli_ctl_print_json(j) : cli_ctl_fail("out of memory"));
+        r = s.out.is_stdout ? 0 : (j ? cli_ctl_print_json(j) : cli_ctl_fail("out of memory"));
         json_decref(j);
     } else {
-        fprintf(s.is_stdout ? stderr : stdout, "saved %s (%" PRIu64 " bytes, sha256 %s%s)%s%s\n",
-                name, s.size, hex, want ? ", verified" : "", s.is_stdout ? "" : " to ",
-                s.is_stdout ? "" : s.path);
+        fprintf(s.out.is_stdout ? stderr : stdout,
+                "saved %s (%" PRIu64 " bytes, sha256 %s%s)%s%s\n", name, s.size, hex,
+                want ? ", verified" : "", s.out.is_stdout ? "" : " to ",
+                s.out.is_stdout ? "" : s.out.path);
     }
 out:
     if (r != 0)
-        sink_abort(&s);
+        cli_sink_abort(&s.out);
     cli_ctl_response_fini(&resp);
     EVP_MD_CTX_free(s.md);
     free(path);

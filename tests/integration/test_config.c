@@ -745,6 +745,46 @@ static void test_config_ctl_verbs_and_exit_codes(void **state)
     assert_int_equal(http_status(d, "GET", "/api/v1/listeners/s2"), 200);
 }
 
+static void test_config_ctl_files_download_verified_and_atomic(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    struct it_fixture *f = *state;
+    static const char content[] = "kept by the backup listener\n";
+    char hdr[64], out[600], *got, *reply = NULL;
+    size_t reply_len = 0, got_len = 0;
+    uint16_t port = it_listener_create_port(d, "{\"id\":\"bk\",\"service\":\"backup\",\"port\":0}");
+    struct it_proc p;
+    int fd;
+
+    /* The lecture's flow with a size: PUT, OK, content, STORED. */
+    fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
+    assert_true(fd >= 0);
+    snprintf(hdr, sizeof(hdr), "PUT notes.txt %zu\n", sizeof(content) - 1);
+    assert_int_equal(it_send_all(fd, hdr, strlen(hdr), IT_IO_TIMEOUT_MS), 0);
+    assert_int_equal(it_send_all(fd, content, sizeof(content) - 1, IT_IO_TIMEOUT_MS), 0);
+    assert_int_equal(it_send_all(fd, "QUIT\n", 5, IT_IO_TIMEOUT_MS), 0);
+    assert_int_equal(it_read_to_eof(fd, IT_IO_TIMEOUT_MS, &reply, &reply_len), 0);
+    assert_non_null(strstr(reply, "STORED notes.txt 1 "));
+    free(reply);
+    close(fd);
+
+    snprintf(out, sizeof(out), "%s/notes.copy", f->dir);
+    assert_int_equal(
+        ctl(d, (const char *[]){"files", "bk", "notes.txt", "-o", out, NULL}, NULL, &p), 0);
+    assert_non_null(strstr(p.out, "verified"));
+    it_proc_fini(&p);
+    got = it_file_read(out, &got_len);
+    assert_int_equal(got_len, sizeof(content) - 1);
+    assert_memory_equal(got, content, got_len);
+    free(got);
+    /* No such file: 4, and nothing written. */
+    snprintf(out, sizeof(out), "%s/none", f->dir);
+    assert_int_equal(ctl(d, (const char *[]){"files", "bk", "nope.txt", "-o", out, NULL}, NULL, &p),
+                     4);
+    it_proc_fini(&p);
+    assert_null(it_file_read(out, NULL));
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
@@ -756,6 +796,7 @@ int main(void)
         T(test_config_revisions_listed_and_restored),
         T(test_config_port_change_under_load_no_failed_round_trip),
         T(test_config_ctl_verbs_and_exit_codes),
+        T(test_config_ctl_files_download_verified_and_atomic),
     };
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
