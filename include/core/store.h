@@ -28,6 +28,20 @@ int core_fs_write_all(int fd, const void *data, size_t len);
 /* fsync(2) of the directory at path. Returns 0 or a negative errno. */
 int core_fs_fsync_dir(const char *path);
 
+/*
+ * Reads the regular file at path, of at most max bytes, into *ret (NUL-terminated, free() it)
+ * and *ret_len. Returns 0, -ENOENT, -EINVAL (not a regular file, or larger), or another
+ * negative errno.
+ */
+int core_fs_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
+
+/*
+ * Removes the temporary files that core_fs_write_atomic() calls on path left when their
+ * process died before the rename (PATH.tmp.PID), but this process's own. Returns how many it
+ * removed, or a negative errno. Only where no other process writes path: at start.
+ */
+int core_fs_remove_stale_tmp(const char *path);
+
 /* Creates dir and its missing parents with mode. Returns 0 (also if it exists) or -errno. */
 int core_fs_mkdir_p(const char *dir, mode_t mode);
 

@@ -12,6 +12,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "api/routes.h"
+
 #define DIGEST_LEN 32 /* SHA-256 */
 
 struct api_guard {
@@ -390,26 +392,12 @@ unsigned api_guard_status(enum api_guard_verdict v)
     return 403;
 }
 
-/* Whether the media type of a Content-Type value (before ';', blanks trimmed) is type. */
-static bool media_type_is(const char *content_type, const char *type)
-{
-    const char *p = content_type;
-    size_t n;
-
-    while (*p == ' ' || *p == '\t')
-        p++;
-    n = strcspn(p, ";");
-    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-        n--;
-    return n == strlen(type) && strncasecmp(p, type, n) == 0;
-}
-
 bool api_guard_media_type_ok(const char *method, const char *content_type)
 {
+    /* By method, whatever the route: a page can send no such type without a preflight. */
     if (is_method(method, "POST") || is_method(method, "PUT"))
-        return content_type && media_type_is(content_type, "application/json");
+        return api_body_type_is_accepted(API_BODY_JSON, content_type);
     if (is_method(method, "PATCH"))
-        return content_type && (media_type_is(content_type, "application/json") ||
-                                media_type_is(content_type, "application/merge-patch+json"));
+        return api_body_type_is_accepted(API_BODY_MERGE_PATCH, content_type);
     return true;
 }

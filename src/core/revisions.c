@@ -1,9 +1,7 @@
 #include "core/revisions.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -368,68 +366,6 @@ int core_revisions_get(struct core_revisions *rv, uint64_t n, json_t **ret)
 
 /* ---- reading the file ---- */
 
-/* Removes what core_fs_write_atomic() left of an interrupted write of path (PATH.tmp.PID of
- * another process). */
-static void remove_stale_tmp(const char *path)
-{
-    char dir_buf[PATH_MAX], base_buf[PATH_MAX], prefix[PATH_MAX], own[32];
-    struct dirent *e;
-    size_t plen;
-    DIR *d;
-
-    if (snprintf(dir_buf, sizeof(dir_buf), "%s", path) >= (int)sizeof(dir_buf) ||
-        snprintf(base_buf, sizeof(base_buf), "%s", path) >= (int)sizeof(base_buf) ||
-        snprintf(prefix, sizeof(prefix), "%s.tmp.", basename(base_buf)) >= (int)sizeof(prefix))
-        return;
-    plen = strlen(prefix);
-    snprintf(own, sizeof(own), "%d", (int)getpid());
-    d = opendir(dirname(dir_buf));
-    if (!d)
-        return;
-    while ((e = readdir(d)))
-        if (strncmp(e->d_name, prefix, plen) == 0 && strcmp(e->d_name + plen, own) != 0)
-            (void)unlinkat(dirfd(d), e->d_name, 0);
-    closedir(d);
-}
-
-static int read_file(const char *path, char **ret, size_t *ret_len)
-{
-    struct stat st;
-    size_t off = 0;
-    char *text;
-    int fd = open(path, O_RDONLY | O_CLOEXEC), r;
-
-    if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > FILE_MAX) {
-        close(fd);
-        return -EINVAL;
-    }
-    text = malloc((size_t)st.st_size + 1);
-    if (!text) {
-        close(fd);
-        return -ENOMEM;
-    }
-    while (off < (size_t)st.st_size) {
-        ssize_t got = read(fd, text + off, (size_t)st.st_size - off);
-
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            r = got < 0 ? -errno : -EIO;
-            free(text);
-            close(fd);
-            return r;
-        }
-        off += (size_t)got;
-    }
-    close(fd);
-    text[off] = '\0';
-    *ret = text;
-    *ret_len = off;
-    return 0;
-}
-
 /* One revision of the file into *e. */
 static int parse_revision(const json_t *j, struct revision *e)
 {
@@ -459,8 +395,8 @@ int core_revisions_load(struct core_revisions *rv, struct core_err *err)
     char *text = NULL, *p, *nl;
     int r;
 
-    remove_stale_tmp(rv->path);
-    r = read_file(rv->path, &text, &len);
+    (void)core_fs_remove_stale_tmp(rv->path);
+    r = core_fs_read_file(rv->path, FILE_MAX, &text, &len);
     if (r == -ENOENT)
         return r;
     if (r < 0)

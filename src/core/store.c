@@ -162,12 +162,7 @@ out_root:
     return r;
 }
 
-/*
- * Removes the temporary files that core_fs_write_atomic() calls on path left when their
- * process died before the rename (PATH.tmp.PID), but this process's own. Returns how many it
- * removed, or a negative errno. Only where no other process writes path: at start.
- */
-static int remove_stale_tmp(const char *path)
+int core_fs_remove_stale_tmp(const char *path)
 {
     char dir_buf[PATH_MAX], base_buf[PATH_MAX], prefix[PATH_MAX], own[64];
     const char *base;
@@ -203,28 +198,18 @@ static int remove_stale_tmp(const char *path)
     return removed;
 }
 
-int core_store_load(const char *path, const struct core_service_table *services,
-                    struct core_listener_cfg **ret_cfgs, size_t *ret_n, struct core_err *err)
+int core_fs_read_file(const char *path, size_t max, char **ret, size_t *ret_len)
 {
     struct stat st;
-    char *text;
-    ssize_t got;
     size_t off = 0;
-    int fd, r;
+    char *text;
+    int fd = open(path, O_RDONLY | O_CLOEXEC), r;
 
-    /* A write cut short (the daemon killed) left its temporary file: it never became the state,
-     * and nothing will finish it. */
-    (void)remove_stale_tmp(path);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        r = -errno;
-        if (r == -ENOENT)
-            return r;
-        return core_err_set(err, r, NULL, "%s: %s", path, strerror(-r));
-    }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 64 * 1024 * 1024) {
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
         close(fd);
-        return core_err_set(err, -EINVAL, NULL, "%s: not a regular file of at most 64 MiB", path);
+        return -EINVAL;
     }
     text = malloc((size_t)st.st_size + 1);
     if (!text) {
@@ -232,19 +217,43 @@ int core_store_load(const char *path, const struct core_service_table *services,
         return -ENOMEM;
     }
     while (off < (size_t)st.st_size) {
-        got = read(fd, text + off, (size_t)st.st_size - off);
+        ssize_t got = read(fd, text + off, (size_t)st.st_size - off);
+
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0) {
             r = got < 0 ? -errno : -EIO;
             free(text);
             close(fd);
-            return core_err_set(err, r, NULL, "%s: read failed: %s", path, strerror(-r));
+            return r;
         }
         off += (size_t)got;
     }
     close(fd);
-    r = core_store_parse(text, off, path, services, ret_cfgs, ret_n, err);
+    text[off] = '\0';
+    *ret = text;
+    *ret_len = off;
+    return 0;
+}
+
+int core_store_load(const char *path, const struct core_service_table *services,
+                    struct core_listener_cfg **ret_cfgs, size_t *ret_n, struct core_err *err)
+{
+    size_t len = 0;
+    char *text = NULL;
+    int r;
+
+    /* A write cut short (the daemon killed) left its temporary file: it never became the state,
+     * and nothing will finish it. */
+    (void)core_fs_remove_stale_tmp(path);
+    r = core_fs_read_file(path, 64 * 1024 * 1024, &text, &len);
+    if (r == -ENOENT)
+        return r;
+    if (r == -EINVAL)
+        return core_err_set(err, r, NULL, "%s: not a regular file of at most 64 MiB", path);
+    if (r < 0)
+        return core_err_set(err, r, NULL, "%s: %s", path, strerror(-r));
+    r = core_store_parse(text, len, path, services, ret_cfgs, ret_n, err);
     free(text);
     return r;
 }
