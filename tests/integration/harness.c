@@ -1747,3 +1747,94 @@ void it_assert_daemon_alive(const struct it_daemon *d)
     assert_string_equal(it_json_str(j, "status"), "ok");
     json_decref(j);
 }
+
+int it_children(const struct it_daemon *d, pid_t *pids, int cap)
+{
+    char path[64 + 256];
+    struct dirent *e;
+    DIR *dp;
+    int n = 0;
+
+    assert_true(d->pid > 0);
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)d->pid);
+    dp = opendir(path);
+    if (!dp)
+        fail_msg("cannot list the daemon's threads (pid %d): %s", (int)d->pid, strerror(errno));
+    while ((e = readdir(dp))) {
+        char *text, *p, *end;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/children", (int)d->pid, e->d_name);
+        text = it_file_read(path, NULL);
+        if (!text)
+            continue; /* the thread ended meanwhile */
+        for (p = text;; p = end) {
+            long pid = strtol(p, &end, 10);
+
+            if (end == p)
+                break;
+            if (n < cap)
+                pids[n] = (pid_t)pid;
+            n++;
+        }
+        free(text);
+    }
+    closedir(dp);
+    return n;
+}
+
+struct threads_bound {
+    pid_t pid;
+    int max;
+};
+
+static bool threads_within(void *arg)
+{
+    const struct threads_bound *b = arg;
+    int n = proc_entries(b->pid, "task");
+
+    return n >= 0 && n <= b->max;
+}
+
+/* Prints each of pid's threads with its name, for a failure message. */
+static void print_threads(pid_t pid)
+{
+    char path[64], comm_path[64 + 256 + 8];
+    struct dirent *e;
+    DIR *dp;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    dp = opendir(path);
+    if (!dp)
+        return;
+    while ((e = readdir(dp))) {
+        char *comm;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(comm_path, sizeof(comm_path), "%s/%s/comm", path, e->d_name);
+        comm = it_file_read(comm_path, NULL);
+        if (comm)
+            comm[strcspn(comm, "\n")] = '\0';
+        fprintf(stderr, "#   thread %s %s\n", e->d_name, comm ? comm : "(ended)");
+        free(comm);
+    }
+    closedir(dp);
+}
+
+void it_assert_threads_at_most_eventually(const struct it_daemon *d, int max, int timeout_ms)
+{
+    struct threads_bound b = {.pid = d->pid, .max = max};
+    int n;
+
+    assert_true(d->pid > 0);
+    if (it_wait_until(timeout_ms, threads_within, &b))
+        return;
+    n = proc_entries(d->pid, "task");
+    fprintf(stderr, "# the daemon's threads now:\n");
+    print_threads(d->pid);
+    if (n < 0)
+        fail_msg("cannot count the daemon's threads (pid %d): %s", (int)d->pid, strerror(-n));
+    fail_msg("after %d ms the daemon runs %d threads, want at most %d", timeout_ms, n, max);
+}

@@ -329,4 +329,20 @@ void it_assert_no_sanitizer_report(const struct it_daemon *d);
  * with "status":"ok". */
 void it_assert_daemon_alive(const struct it_daemon *d);
 
+/*
+ * The daemon's child processes now (the `process` model forks one per connection), gathered
+ * from every thread's /proc/PID/task/TID/children, since a child belongs to the thread that
+ * forked it. Returns how many there are and stores the first min(that, cap) pids in pids (which
+ * may be NULL when cap is 0); asserts the daemon runs.
+ */
+int it_children(const struct it_daemon *d, pid_t *pids, int cap);
+
+/*
+ * Polls until the daemon runs at most max threads (/proc/PID/task), for at most timeout_ms;
+ * asserts that it did, listing its threads (id and name) otherwise. For a count that must come
+ * down to a bound (runners that end) rather than back to a baseline of fds and threads, which
+ * is it_assert_resources_back().
+ */
+void it_assert_threads_at_most_eventually(const struct it_daemon *d, int max, int timeout_ms);
+
 #endif

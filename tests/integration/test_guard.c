@@ -53,24 +53,7 @@ static void assert_metric_now(const struct it_daemon *d, const char *id, const c
                  (unsigned long long)want);
 }
 
-/* ---- the daemon as a process: threads, fds, CPU time, its log ---- */
-
-static unsigned count_entries(pid_t pid, const char *what)
-{
-    char path[64];
-    struct dirent *e;
-    unsigned n = 0;
-    DIR *dir;
-
-    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, what);
-    dir = opendir(path);
-    assert_non_null(dir);
-    while ((e = readdir(dir)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(dir);
-    return n;
-}
+/* ---- the daemon as a process: fds, CPU time; after a test ---- */
 
 static int highest_fd(pid_t pid)
 {
@@ -107,40 +90,14 @@ static unsigned long long cpu_ticks(pid_t pid)
     return utime + stime;
 }
 
-struct counts {
-    pid_t pid;
-    unsigned tasks, fds;
-    unsigned seen_tasks, seen_fds;
-};
-
-static bool counts_back(void *arg)
+/* The daemon's fds and threads with no listener, at the start of a test, once they hold still
+ * (the API's own connections come and go). */
+static struct it_resources baseline(const struct it_daemon *d)
 {
-    struct counts *c = arg;
+    struct it_resources base;
 
-    c->seen_tasks = count_entries(c->pid, "task");
-    c->seen_fds = count_entries(c->pid, "fd");
-    return c->seen_tasks == c->tasks && c->seen_fds == c->fds;
-}
-
-/* Counts that stay the same between two reads (the API's own connections come and go). */
-static bool counts_stable(void *arg)
-{
-    struct counts *c = arg;
-    unsigned tasks = count_entries(c->pid, "task"), fds = count_entries(c->pid, "fd");
-    bool same = tasks == c->tasks && fds == c->fds;
-
-    c->tasks = tasks;
-    c->fds = fds;
-    return same;
-}
-
-/* The daemon's thread and fd counts with no listener, at the start of a test. */
-static struct counts baseline(const struct it_daemon *d)
-{
-    struct counts c = {.pid = d->pid};
-
-    assert_true(it_wait_until(IT_WAIT_MS, counts_stable, &c));
-    return c;
+    it_resources_settle(d, &base);
+    return base;
 }
 
 static void delete_every_listener(const struct it_daemon *d)
@@ -163,26 +120,12 @@ static void delete_every_listener(const struct it_daemon *d)
  * After a fault: the daemon runs and answers health; once its listeners are deleted, its threads
  * and fds are what they were before the test; its log holds no sanitizer report.
  */
-static void assert_recovered(const struct it_daemon *d, struct counts *base)
+static void assert_recovered(const struct it_daemon *d, const struct it_resources *base)
 {
-    json_t *h;
-    char *log;
-
-    assert_int_equal(kill(d->pid, 0), 0);
-    h = it_http_expect(d, "GET", "/api/v1/health", NULL, 200);
-    assert_string_equal(it_json_str(h, "status"), "ok");
-    json_decref(h);
+    it_assert_daemon_alive(d);
     delete_every_listener(d);
-    if (!it_wait_until(IT_WAIT_MS, counts_back, base))
-        fail_msg("the daemon has %u threads and %u fds, %u and %u before the test",
-                 base->seen_tasks, base->seen_fds, base->tasks, base->fds);
-    log = it_daemon_stderr(d);
-    if (strstr(log, "Sanitizer") || strstr(log, "runtime error")) {
-        it_daemon_dump_stderr(d);
-        free(log);
-        fail_msg("the daemon's log holds a sanitizer report");
-    }
-    free(log);
+    it_assert_resources_back(d, base, IT_WAIT_MS);
+    it_assert_no_sanitizer_report(d);
 }
 
 static void patch_listener(const struct it_daemon *d, const char *id, const char *body,
@@ -361,7 +304,7 @@ static bool traffic_moved(void *arg)
 static void test_guard_udp_datagram_from_own_listener_gets_no_reply(void **state)
 {
     const struct it_daemon *d = daemon_of(state);
-    struct counts base = baseline(d);
+    struct it_resources base = baseline(d);
     struct traffic t = {.d = d, .a = "a", .b = "b"};
     struct it_http r;
     uint16_t pa, pb, pc;
@@ -410,7 +353,7 @@ static void test_guard_udp_datagram_from_own_listener_gets_no_reply(void **state
 static void test_guard_udp_datagram_from_reflector_port_gets_no_reply(void **state)
 {
     const struct it_daemon *d = daemon_of(state);
-    struct counts base = baseline(d);
+    struct it_resources base = baseline(d);
     static const uint16_t ports[] = {7, 19, 0, 123};
     int catcher[4];
     uint16_t pa, got;
@@ -441,7 +384,7 @@ static void test_guard_udp_datagram_from_reflector_port_gets_no_reply(void **sta
 static void test_guard_udp_source_over_budget_does_not_starve_others(void **state)
 {
     const struct it_daemon *d = daemon_of(state);
-    struct counts base = baseline(d);
+    struct it_resources base = baseline(d);
     uint64_t out, dropped;
     unsigned got1, got2;
     int64_t t0, took;
@@ -480,7 +423,7 @@ static void test_guard_udp_source_over_budget_does_not_starve_others(void **stat
 static void test_guard_udp_listener_budget_caps_every_source(void **state)
 {
     const struct it_daemon *d = daemon_of(state);
-    struct counts base = baseline(d);
+    struct it_resources base = baseline(d);
     unsigned got1, got2;
     int64_t t0, took;
     uint64_t out;
@@ -526,7 +469,7 @@ static unsigned udp_round(const struct it_daemon *d, const char *id, uint16_t po
 static void test_guard_udp_budget_patch_applies(void **state)
 {
     const struct it_daemon *d = daemon_of(state);
-    struct counts base = baseline(d);
+    struct it_resources base = baseline(d);
     json_t *j;
     uint16_t port;
     unsigned got, got2;
@@ -710,7 +653,7 @@ static uint16_t create_tcp(const struct it_daemon *d, const char *id, const char
 static void run_per_source(void **state, const char *model)
 {
     const struct it_daemon *d = daemon_of(state);
-    struct counts base = baseline(d);
+    struct it_resources base = baseline(d);
     uint16_t port = create_tcp(d, "t", model, ",\"max_connections_per_source\":2");
     int a, b, e, x;
 
@@ -760,7 +703,7 @@ static void run_per_source(void **state, const char *model)
 static void test_guard_tcp_sequential_per_source_limits_refuse_and_follow_patches(void **state)
 {
     const struct it_daemon *d = daemon_of(state);
-    struct counts base = baseline(d);
+    struct it_resources base = baseline(d);
     uint16_t port = create_tcp(d, "t", "sequential", ",\"max_connections_per_source\":2");
     int a, e;
 
@@ -825,7 +768,6 @@ static void set_nofile(pid_t pid, rlim_t soft, struct rlimit *ret_old)
  * that came free meanwhile (the API closing its last connection): it is kept in fill, and
  * another one tries.
  */
-static pid_t getpid_daemon;
 static void assert_refused_out_of_fds(uint16_t port, int *fill, unsigned *n_fill)
 {
     for (unsigned i = 0; i < 4; i++) {
@@ -834,14 +776,6 @@ static void assert_refused_out_of_fds(uint16_t port, int *fill, unsigned *n_fill
         if (!round_trip(fd, "x")) {
             close(fd);
             return;
-        }
-        {
-            char cmd[128];
-            snprintf(cmd, sizeof(cmd),
-                     "ls -l /proc/%d/fd | sed 's/.*:.. //' >&2; grep files /proc/%d/limits >&2; ss "
-                     "-tnp | grep pid=%d, >&2",
-                     (int)getpid_daemon, (int)getpid_daemon, (int)getpid_daemon);
-            (void)!system(cmd);
         }
         assert_true(*n_fill < MAX_FILL);
         fill[(*n_fill)++] = fd;
@@ -852,7 +786,7 @@ static void assert_refused_out_of_fds(uint16_t port, int *fill, unsigned *n_fill
 static void run_out_of_fds(void **state, const char *model)
 {
     const struct it_daemon *d = daemon_of(state);
-    struct counts base = baseline(d), c;
+    struct it_resources base = baseline(d), c;
     struct served_arg again;
     struct rlimit old;
     unsigned long long t0;
@@ -861,7 +795,6 @@ static void run_out_of_fds(void **state, const char *model)
     bool exhausted = false;
     uint16_t fport, port;
 
-    getpid_daemon = d->pid;
     fport = create_tcp(d, "fill", "thread", ",\"max_connections\":100000");
     port = create_tcp(d, "t", model, "");
     assert_true(is_served_from("127.0.0.1", port));
@@ -869,14 +802,7 @@ static void run_out_of_fds(void **state, const char *model)
 
     /* A few fds left: connections to another listener take them all. No API call until they
      * are given back (the API needs fds too). */
-    c = (struct counts){.pid = d->pid};
-    assert_true(it_wait_until(IT_WAIT_MS, counts_stable, &c));
-    {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd),
-                 "echo BEFORE; ls -l /proc/%d/fd | sed 's/.*:.. //' | sort -n >&2", (int)d->pid);
-        (void)!system(cmd);
-    }
+    it_resources_settle(d, &c);
     set_nofile(d->pid, (rlim_t)highest_fd(d->pid) + 1 + FREE_FDS, &old);
     while (n_fill < MAX_FILL && !exhausted) {
         int fd = tcp_connect_from("127.0.0.1", fport);
@@ -890,12 +816,6 @@ static void run_out_of_fds(void **state, const char *model)
     }
     if (!exhausted)
         fail_msg("%u connections and the daemon still had fds", n_fill);
-    {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd),
-                 "echo AFTER >&2; ls -l /proc/%d/fd | sed 's/.*:.. //' | sort -n >&2", (int)d->pid);
-        (void)!system(cmd);
-    }
 
     /* Refused, not left waiting, and without spinning. */
     assert_refused_out_of_fds(port, fill, &n_fill);

@@ -6,7 +6,6 @@
  * fd behind, and the service time histogram filled by the traffic.
  */
 
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -522,50 +521,6 @@ static void test_models_pool_to_thread_change_keeps_connections(void **state)
 
 /* ---- stop under load ---- */
 
-static unsigned count_entries(pid_t pid, const char *what)
-{
-    char path[64];
-    struct dirent *e;
-    unsigned n = 0;
-    DIR *dir;
-
-    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, what);
-    dir = opendir(path);
-    assert_non_null(dir);
-    while ((e = readdir(dir)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(dir);
-    return n;
-}
-
-struct counts {
-    pid_t pid;
-    unsigned tasks, fds;
-    unsigned seen_tasks, seen_fds;
-};
-
-static bool counts_back(void *arg)
-{
-    struct counts *c = arg;
-
-    c->seen_tasks = count_entries(c->pid, "task");
-    c->seen_fds = count_entries(c->pid, "fd");
-    return c->seen_tasks == c->tasks && c->seen_fds == c->fds;
-}
-
-/* Counts that stay the same between two reads (the API's own connections come and go). */
-static bool counts_stable(void *arg)
-{
-    struct counts *c = arg;
-    unsigned tasks = count_entries(c->pid, "task"), fds = count_entries(c->pid, "fd");
-    bool same = tasks == c->tasks && fds == c->fds;
-
-    c->tasks = tasks;
-    c->fds = fds;
-    return same;
-}
-
 struct loader {
     uint16_t port;
     atomic_bool *quit;
@@ -599,7 +554,7 @@ static bool some_exchanged(void *arg)
 static void run_stop_under_load(void **state, const char *model)
 {
     const struct it_daemon *d = daemon_of(state);
-    struct counts c = {.pid = d->pid};
+    struct it_resources base;
     struct loader l[N_LOAD];
     pthread_t t[N_LOAD];
     atomic_bool quit;
@@ -611,7 +566,7 @@ static void run_stop_under_load(void **state, const char *model)
 
     atomic_init(&quit, false);
     atomic_init(&exchanged, 0);
-    assert_true(it_wait_until(IT_WAIT_MS, counts_stable, &c));
+    it_resources_settle(d, &base);
     snprintf(body, sizeof(body),
              "{\"id\":\"load\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
              "\"model\":\"%s\",\"workers\":4}",
@@ -633,9 +588,9 @@ static void run_stop_under_load(void **state, const char *model)
     fprintf(stderr, "# %s: stop under load took %lld ms after %u exchanges\n", model,
             (long long)took, atomic_load(&exchanged));
     assert_true(it_tcp_is_refused("127.0.0.1", port));
-    if (!it_wait_until(IT_WAIT_MS, counts_back, &c))
-        fail_msg("%s: after stop %u threads and %u fds, before the listener %u and %u", model,
-                 c.seen_tasks, c.seen_fds, c.tasks, c.fds);
+    /* Back to the threads and fds from before the listener (a failure names the model in the
+     * line above). */
+    it_assert_resources_back(d, &base, IT_WAIT_MS);
 
     atomic_store(&quit, true);
     for (unsigned i = 0; i < N_LOAD; i++)

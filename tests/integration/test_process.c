@@ -52,95 +52,25 @@ static char *pattern(size_t len, unsigned seed)
     return p;
 }
 
-/* Entries of a /proc directory, without . and .. */
-static int count_dir(const char *path)
-{
-    DIR *dir = opendir(path);
-    struct dirent *e;
-    int n = 0;
-
-    if (!dir)
-        return -1;
-    while ((e = readdir(dir)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(dir);
-    return n;
-}
-
-static int count_fds(pid_t pid)
-{
-    char path[64];
-
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    return count_dir(path);
-}
-
-static int count_threads(pid_t pid)
-{
-    char path[64];
-
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-    return count_dir(path);
-}
-
-/* The daemon's child processes, from every thread's children list. */
-static int count_children(pid_t pid)
-{
-    char path[512], *text;
-    DIR *dir;
-    struct dirent *e;
-    int n = 0;
-
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-    dir = opendir(path);
-    if (!dir)
-        return -1;
-    while ((e = readdir(dir))) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "/proc/%d/task/%s/children", (int)pid, e->d_name);
-        text = it_file_read(path, NULL);
-        if (!text)
-            continue;
-        for (char *tok = strtok(text, " \n"); tok; tok = strtok(NULL, " \n"))
-            n++;
-        free(text);
-    }
-    closedir(dir);
-    return n;
-}
-
-struct count_want {
-    pid_t pid;
-    int (*count)(pid_t pid);
+struct children_want {
+    const struct it_daemon *d;
     int want;
-    bool at_most; /* <= want: the API's own connections come and go */
 };
 
-static bool count_is(void *arg)
+static bool children_are(void *arg)
 {
-    struct count_want *c = arg;
-    int n = c->count(c->pid);
+    const struct children_want *c = arg;
 
-    return c->at_most ? n >= 0 && n <= c->want : n == c->want;
+    return it_children(c->d, NULL, 0) == c->want;
 }
 
-static void assert_count_eventually(pid_t pid, int (*count)(pid_t), int want, const char *what)
+/* Polls until the daemon has exactly want child processes, for at most IT_WAIT_MS; asserts. */
+static void assert_children_eventually(const struct it_daemon *d, int want)
 {
-    struct count_want c = {.pid = pid, .count = count, .want = want};
+    struct children_want c = {.d = d, .want = want};
 
-    if (!it_wait_until(IT_WAIT_MS, count_is, &c))
-        fail_msg("%s: %d, want %d", what, count(pid), want);
-}
-
-static void assert_count_at_most_eventually(pid_t pid, int (*count)(pid_t), int want,
-                                            const char *what)
-{
-    struct count_want c = {.pid = pid, .count = count, .want = want, .at_most = true};
-
-    if (!it_wait_until(IT_WAIT_MS, count_is, &c))
-        fail_msg("%s: %d, want at most %d", what, count(pid), want);
+    if (!it_wait_until(IT_WAIT_MS, children_are, &c))
+        fail_msg("children: %d, want %d", it_children(d, NULL, 0), want);
 }
 
 static uint16_t create(const struct it_daemon *d, const char *id, const char *svc,
@@ -190,7 +120,7 @@ static void test_process_echo_and_date_served_exactly(void **state)
     assert_non_null(strstr(reply, "20"));
     free(reply);
     it_assert_metric_eventually(d, "pd", "connections_total", 1, IT_WAIT_MS);
-    assert_count_eventually(d->pid, count_children, 0, "children");
+    assert_children_eventually(d, 0);
     free(big);
 }
 
@@ -239,7 +169,7 @@ static void test_process_concurrent_clients_served_and_reaped(void **state)
     it_assert_metric_eventually(d, "pc", "connections_total", N_CLIENTS, IT_WAIT_MS);
     it_assert_metric_eventually(d, "pc", "bytes_in", N_CLIENTS * 64 * 1024, IT_WAIT_MS);
     it_assert_metric_eventually(d, "pc", "connections_active", 0, IT_WAIT_MS);
-    assert_count_eventually(d->pid, count_children, 0, "children");
+    assert_children_eventually(d, 0);
     assert_int_equal(it_metric(d, "pc", "errors"), 0);
 }
 
@@ -253,10 +183,10 @@ static void test_process_open_connection_counted_live(void **state)
     assert_int_equal(it_metric(d, "pl", "connections_active"), 1);
     it_assert_metric_eventually(d, "pl", "bytes_in", 4, IT_WAIT_MS);
     it_assert_metric_eventually(d, "pl", "bytes_out", 4, IT_WAIT_MS);
-    assert_int_equal(count_children(d->pid), 1);
+    assert_int_equal(it_children(d, NULL, 0), 1);
     close(fd);
     it_assert_metric_eventually(d, "pl", "connections_active", 0, IT_WAIT_MS);
-    assert_count_eventually(d->pid, count_children, 0, "children");
+    assert_children_eventually(d, 0);
 }
 
 static void test_process_over_limit_rejected(void **state)
@@ -281,14 +211,19 @@ static void test_process_over_limit_rejected(void **state)
 static void test_process_stop_under_load_prompt_and_clean(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    int fds0 = count_fds(d->pid), threads0 = count_threads(d->pid), held[N_HELD];
-    uint16_t port = create(d, "ps", "echo", "{\"mode\":\"stream\"}");
+    struct it_resources base;
     struct it_http r;
+    uint16_t port;
     int64_t t0;
+    int held[N_HELD];
 
+    /* What the daemon holds before the listener exists, once the API's own connections have
+     * come and gone. */
+    it_resources_settle(d, &base);
+    port = create(d, "ps", "echo", "{\"mode\":\"stream\"}");
     for (unsigned i = 0; i < N_HELD; i++)
         held[i] = connect_echoed(port);
-    assert_int_equal(count_children(d->pid), N_HELD);
+    assert_int_equal(it_children(d, NULL, 0), N_HELD);
     t0 = it_now_ms();
     assert_int_equal(it_http_raw(d, "PATCH", "/api/v1/listeners/ps", "{\"enabled\":false}", 17,
                                  "application/merge-patch+json", &r),
@@ -297,7 +232,7 @@ static void test_process_stop_under_load_prompt_and_clean(void **state)
     it_http_fini(&r);
     assert_true(it_now_ms() - t0 < 1000);
     /* Reaped before the stop returned. */
-    assert_int_equal(count_children(d->pid), 0);
+    assert_int_equal(it_children(d, NULL, 0), 0);
     assert_int_equal(it_metric(d, "ps", "connections_active"), 0);
     for (unsigned i = 0; i < N_HELD; i++) {
         char *rest = NULL;
@@ -306,10 +241,8 @@ static void test_process_stop_under_load_prompt_and_clean(void **state)
         free(rest);
         close(held[i]);
     }
-    /* Back to what the daemon had before the listener existed (the API's own keep-alive
-     * connections may have closed meanwhile, hence "at most"). */
-    assert_count_at_most_eventually(d->pid, count_fds, fds0, "fds");
-    assert_count_at_most_eventually(d->pid, count_threads, threads0, "threads");
+    /* Back to the fds and threads the daemon had before the listener existed. */
+    it_assert_resources_back(d, &base, IT_WAIT_MS);
 }
 
 /* ---- backup under the process model ---- */
@@ -317,32 +250,6 @@ static void test_process_stop_under_load_prompt_and_clean(void **state)
 static const char *dir_of(void **state)
 {
     return ((struct it_fixture *)*state)->dir;
-}
-
-/* The daemon's children, by pid, into pids (at most cap); their number. */
-static int child_pids(pid_t pid, pid_t *pids, int cap)
-{
-    char path[512], *text;
-    struct dirent *e;
-    DIR *dir;
-    int n = 0;
-
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-    dir = opendir(path);
-    assert_non_null(dir);
-    while ((e = readdir(dir))) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "/proc/%d/task/%s/children", (int)pid, e->d_name);
-        text = it_file_read(path, NULL);
-        if (!text)
-            continue;
-        for (char *tok = strtok(text, " \n"); tok && n < cap; tok = strtok(NULL, " \n"))
-            pids[n++] = (pid_t)atoi(tok);
-        free(text);
-    }
-    closedir(dir);
-    return n;
 }
 
 static void sha256_hex(const void *data, size_t len, char hex[65])
@@ -556,7 +463,7 @@ static void test_process_backup_concurrent_uploads_numbered_without_gaps(void **
         upload_begin(&u[i], port);
         expect_line(u[i].fd, "OK");
     }
-    assert_int_equal(count_children(d->pid), N_SAME + N_OTHER);
+    assert_int_equal(it_children(d, NULL, 0), N_SAME + N_OTHER);
     upload_all_at_once(u, N_SAME + N_OTHER);
 
     /* One name: versions 1 to N_SAME, each given once. Other names: version 1. */
@@ -616,7 +523,7 @@ static void test_process_backup_concurrent_uploads_numbered_without_gaps(void **
         upload_fini(&u[i]);
     upload_fini(&later);
     it_assert_metric_eventually(d, "pbv", "connections_active", 0, IT_WAIT_MS);
-    assert_count_eventually(d->pid, count_children, 0, "children");
+    assert_children_eventually(d, 0);
     assert_int_equal(it_metric(d, "pbv", "service.uploads_stored"), N_SAME + N_OTHER + 1);
     assert_int_equal(it_metric(d, "pbv", "service.restores"), N_SAME + N_OTHER + 1);
     assert_int_equal(it_metric(d, "pbv", "errors"), 0);
@@ -639,7 +546,7 @@ static void test_process_backup_quota_shared_by_every_process(void **state)
                           : "ERR quota 1000 bytes would exceed quota_bytes 3000 (0 stored, 3000 "
                             "in progress)");
     }
-    assert_int_equal(count_children(d->pid), N_QUOTA);
+    assert_int_equal(it_children(d, NULL, 0), N_QUOTA);
     upload_all_at_once(u, 3);
     for (unsigned i = 0; i < 3; i++)
         assert_int_equal(u[i].version, 1);
@@ -671,7 +578,7 @@ static void test_process_backup_child_killed_mid_upload_keeps_nothing(void **sta
     upload_init(&small, "big", 3, 3);
     upload_begin(&big, port);
     expect_line(big.fd, "OK");
-    assert_int_equal(child_pids(d->pid, &pid, 1), 1);
+    assert_int_equal(it_children(d, &pid, 1), 1);
     /* Half the content is in the child's hands when it dies. */
     assert_int_equal(it_send_all(big.fd, big.data, 400, IT_IO_TIMEOUT_MS), 0);
     it_assert_metric_eventually(d, "pbk", "bytes_in", strlen("PUT big 800 ") + 64 + 1 + 400,
@@ -683,7 +590,7 @@ static void test_process_backup_child_killed_mid_upload_keeps_nothing(void **sta
                           "progress)");
     assert_int_equal(kill(pid, SIGKILL), 0);
     assert_true(it_read_to_eof(big.fd, IT_IO_TIMEOUT_MS, NULL, NULL) != -ETIMEDOUT);
-    assert_count_eventually(d->pid, count_children, 1, "children");
+    assert_children_eventually(d, 1);
 
     /* Its share is free again, and it numbered nothing: the next "big" is version 1. */
     snprintf(want, sizeof(want), "PUT other 500 %s\n", other.sha);
@@ -709,7 +616,7 @@ static void test_process_backup_child_killed_mid_upload_keeps_nothing(void **sta
     upload_fini(&other);
     upload_fini(&small);
     it_assert_metric_eventually(d, "pbk", "connections_active", 0, IT_WAIT_MS);
-    assert_count_eventually(d->pid, count_children, 0, "children");
+    assert_children_eventually(d, 0);
     assert_int_equal(it_metric(d, "pbk", "service.uploads_stored"), 2);
 }
 

@@ -6,7 +6,6 @@
  * runners' threads end with their last client.
  */
 
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -34,66 +33,13 @@ static struct it_daemon *daemon_of(void **state)
     return &((struct it_fixture *)*state)->d;
 }
 
-static int count_dir(const char *path)
+/* The daemon's threads now. */
+static int count_threads(const struct it_daemon *d)
 {
-    DIR *dir = opendir(path);
-    struct dirent *e;
-    int n = 0;
+    struct it_resources now;
 
-    if (!dir)
-        return -1;
-    while ((e = readdir(dir)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(dir);
-    return n;
-}
-
-static int count_threads(pid_t pid)
-{
-    char path[64];
-
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-    return count_dir(path);
-}
-
-static int count_children(pid_t pid)
-{
-    char path[512], *text;
-    DIR *dir;
-    struct dirent *e;
-    int n = 0;
-
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-    dir = opendir(path);
-    if (!dir)
-        return -1;
-    while ((e = readdir(dir))) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "/proc/%d/task/%s/children", (int)pid, e->d_name);
-        text = it_file_read(path, NULL);
-        if (!text)
-            continue;
-        for (char *tok = strtok(text, " \n"); tok; tok = strtok(NULL, " \n"))
-            n++;
-        free(text);
-    }
-    closedir(dir);
-    return n;
-}
-
-struct threads_at_most {
-    pid_t pid;
-    int want;
-};
-
-static bool threads_at_most(void *arg)
-{
-    struct threads_at_most *t = arg;
-    int n = count_threads(t->pid);
-
-    return n >= 0 && n <= t->want;
+    it_resources_take(d, &now);
+    return now.threads;
 }
 
 /* A client on one established connection, echoing in a loop until told to stop. */
@@ -102,7 +48,7 @@ struct client {
     int fd;
     atomic_bool *stop;
     atomic_uint round_trips;
-    int failure; /* first failure: a negative errno, -EBADMSG for a wrong answer */
+    atomic_int failure; /* first failure: a negative errno, -EBADMSG for a wrong answer */
 };
 
 static void *client_main(void *arg)
@@ -124,7 +70,7 @@ static void *client_main(void *arg)
         if (r == 0 && memcmp(msg, got, sizeof(msg)) != 0)
             r = -EBADMSG;
         if (r < 0) {
-            c->failure = r;
+            atomic_store(&c->failure, r);
             return NULL;
         }
         atomic_fetch_add(&c->round_trips, 1);
@@ -184,7 +130,7 @@ static bool all_progressed(void *arg)
     struct client *c = arg;
 
     for (unsigned i = 0; i < N_CLIENTS; i++)
-        if (c[i].failure == 0 && atomic_load(&c[i].round_trips) < 3)
+        if (atomic_load(&c[i].failure) == 0 && atomic_load(&c[i].round_trips) < 3)
             return false;
     return true;
 }
@@ -195,21 +141,21 @@ static void wait_progress(struct client *c)
         atomic_store(&c[i].round_trips, 0);
     assert_true(it_wait_until(IT_WAIT_MS, all_progressed, c));
     for (unsigned i = 0; i < N_CLIENTS; i++)
-        assert_int_equal(c[i].failure, 0);
+        assert_int_equal(atomic_load(&c[i].failure), 0);
 }
 
 static bool one_progressed(void *arg)
 {
     struct client *c = arg;
 
-    return c->failure != 0 || atomic_load(&c->round_trips) >= 3;
+    return atomic_load(&c->failure) != 0 || atomic_load(&c->round_trips) >= 3;
 }
 
 static void wait_progress_one(struct client *c)
 {
     atomic_store(&c->round_trips, 0);
     assert_true(it_wait_until(IT_WAIT_MS, one_progressed, c));
-    assert_int_equal(c->failure, 0);
+    assert_int_equal(atomic_load(&c->failure), 0);
 }
 
 /* A new connection that completed a round trip. */
@@ -230,13 +176,12 @@ static void test_reconfigure_model_workers_limits_keep_connections(void **state)
     uint16_t port = it_listener_create_port(
         d, "{\"id\":\"rc\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
            "\"model\":\"thread\",\"max_connections\":100,\"options\":{\"mode\":\"stream\"}}");
-    int threads0 = count_threads(d->pid), fd;
+    int threads0 = count_threads(d), fd;
     atomic_bool stop = false;
     struct client c[N_CLIENTS];
     struct connector conn = {.port = port, .stop = &stop};
     pthread_t tc[N_CLIENTS], tn;
     json_t *res;
-    struct threads_at_most t = {.pid = d->pid, .want = threads0};
 
     for (unsigned i = 0; i < N_CLIENTS; i++) {
         c[i] = (struct client){.port = port, .stop = &stop};
@@ -251,14 +196,14 @@ static void test_reconfigure_model_workers_limits_keep_connections(void **state)
     patch(d, "{\"model\":\"process\"}", port);
     wait_progress(c);
     fd = connect_echoed(port);
-    assert_true(count_children(d->pid) >= 1);
+    assert_true(it_children(d, NULL, 0) >= 1);
     close(fd);
 
     /* process -> pool -> thread, with a new limit; then new workers. */
     patch(d, "{\"model\":\"pool\",\"workers\":2}", port);
     wait_progress(c);
     fd = connect_echoed(port);
-    assert_int_equal(count_children(d->pid), 0);
+    assert_int_equal(it_children(d, NULL, 0), 0);
     close(fd);
     patch(d, "{\"model\":\"thread\",\"max_connections\":50}", port);
     wait_progress(c);
@@ -273,7 +218,7 @@ static void test_reconfigure_model_workers_limits_keep_connections(void **state)
     pthread_join(tn, NULL);
     for (unsigned i = 0; i < N_CLIENTS; i++) {
         pthread_join(tc[i], NULL);
-        assert_int_equal(c[i].failure, 0);
+        assert_int_equal(atomic_load(&c[i].failure), 0);
         close(c[i].fd);
     }
     if (atomic_load(&conn.failed) != 0)
@@ -285,10 +230,9 @@ static void test_reconfigure_model_workers_limits_keep_connections(void **state)
     /* The drained runners' threads end with their clients: back to one acceptor. The next
      * change reaps the finished ones. */
     patch(d, "{\"idle_timeout_ms\":50000}", port);
-    if (!it_wait_until(IT_WAIT_MS, threads_at_most, &t))
-        fail_msg("threads: %d, want at most %d", count_threads(d->pid), threads0);
+    it_assert_threads_at_most_eventually(d, threads0, IT_WAIT_MS);
     it_assert_metric_eventually(d, "rc", "connections_active", 0, IT_WAIT_MS);
-    assert_int_equal(count_children(d->pid), 0);
+    assert_int_equal(it_children(d, NULL, 0), 0);
 }
 
 static void test_reconfigure_stop_cuts_draining_connections(void **state)
@@ -297,12 +241,11 @@ static void test_reconfigure_stop_cuts_draining_connections(void **state)
     uint16_t port = it_listener_create_port(
         d, "{\"id\":\"rc\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
            "\"model\":\"process\",\"options\":{\"mode\":\"stream\"}}");
-    int threads0 = count_threads(d->pid);
+    int threads0 = count_threads(d);
     int held = connect_echoed(port), held2;
     struct it_http r;
     int64_t t0;
     char *rest = NULL;
-    struct threads_at_most t = {.pid = d->pid, .want = threads0 - 1};
 
     patch(d, "{\"model\":\"thread\"}", port);
     held2 = connect_echoed(port);
@@ -314,7 +257,7 @@ static void test_reconfigure_stop_cuts_draining_connections(void **state)
     assert_int_equal(r.status, 200);
     it_http_fini(&r);
     assert_true(it_now_ms() - t0 < 1000);
-    assert_int_equal(count_children(d->pid), 0);
+    assert_int_equal(it_children(d, NULL, 0), 0);
     assert_true(it_read_to_eof(held, IT_IO_TIMEOUT_MS, &rest, NULL) != -ETIMEDOUT);
     free(rest);
     rest = NULL;
@@ -324,15 +267,14 @@ static void test_reconfigure_stop_cuts_draining_connections(void **state)
     close(held2);
     assert_true(it_tcp_is_refused("127.0.0.1", port));
     /* No acceptor left at all. */
-    if (!it_wait_until(IT_WAIT_MS, threads_at_most, &t))
-        fail_msg("threads: %d, want at most %d", count_threads(d->pid), threads0 - 1);
+    it_assert_threads_at_most_eventually(d, threads0 - 1, IT_WAIT_MS);
 }
 
 static bool client_failed(void *arg)
 {
     struct client *c = arg;
 
-    return c->failure != 0;
+    return atomic_load(&c->failure) != 0;
 }
 
 /* A drained runner's connections are cut at its deadline (drain_timeout_ms) even when no
@@ -343,10 +285,9 @@ static void test_reconfigure_drain_deadline_cuts_busy_connection(void **state)
     uint16_t port = it_listener_create_port(
         d, "{\"id\":\"rc\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
            "\"model\":\"thread\",\"drain_timeout_ms\":1500,\"options\":{\"mode\":\"stream\"}}");
-    int threads0 = count_threads(d->pid);
+    int threads0 = count_threads(d);
     atomic_bool stop = false;
     struct client c = {.port = port, .stop = &stop};
-    struct threads_at_most t = {.pid = d->pid, .want = threads0};
     pthread_t tc;
     int64_t t0, cut_after;
     int fd;
@@ -367,8 +308,7 @@ static void test_reconfigure_drain_deadline_cuts_busy_connection(void **state)
     pthread_join(tc, NULL);
     close(c.fd);
     /* The old runner is joined without another change; new connections are served. */
-    if (!it_wait_until(IT_WAIT_MS, threads_at_most, &t))
-        fail_msg("threads: %d, want at most %d", count_threads(d->pid), threads0);
+    it_assert_threads_at_most_eventually(d, threads0, IT_WAIT_MS);
     fd = connect_echoed(port);
     close(fd);
 }

@@ -17,7 +17,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -846,35 +845,6 @@ static void test_security_notify_socket_gets_ready_then_stopping(void **state)
 
 /* ---- a slowloris against the API ---- */
 
-/* The number of entries of /proc/PID/DIR ("fd", "task"). */
-static int count_entries(pid_t pid, const char *dir)
-{
-    char path[64];
-    struct dirent *e;
-    int n = 0;
-    DIR *dp;
-
-    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, dir);
-    dp = opendir(path);
-    assert_non_null(dp);
-    while ((e = readdir(dp)))
-        n += e->d_name[0] != '.';
-    closedir(dp);
-    return n;
-}
-
-struct baseline {
-    pid_t pid;
-    int fds, tasks;
-};
-
-static bool at_baseline(void *arg)
-{
-    const struct baseline *b = arg;
-
-    return count_entries(b->pid, "fd") == b->fds && count_entries(b->pid, "task") == b->tasks;
-}
-
 struct trickler {
     int fd;
     const char *text; /* what it sends, a byte at a time */
@@ -933,7 +903,7 @@ static void test_security_slowloris_is_cut_and_api_stays_responsive(void **state
     const int64_t head_ms = API_SERVER_HEAD_TIMEOUT_S * 1000,
                   body_ms = API_SERVER_BODY_TIMEOUT_S * 1000;
     struct trickler tr[N];
-    struct baseline base;
+    struct it_resources base;
     char stream_req[160], body_head[256];
     int64_t t0, end, worst_ms = 0;
     unsigned answered = 0;
@@ -941,10 +911,8 @@ static void test_security_slowloris_is_cut_and_api_stays_responsive(void **state
     char *log;
 
     start(f, NULL);
-    base.pid = f->d.pid;
-    base.fds = count_entries(base.pid, "fd");
-    base.tasks = count_entries(base.pid, "task");
-    fprintf(stderr, "# baseline: %d fds, %d threads\n", base.fds, base.tasks);
+    it_resources_take(&f->d, &base);
+    fprintf(stderr, "# baseline: %d fds, %d threads\n", base.fds, base.threads);
 
     /* An event stream: a response under way, which no request deadline may cut. */
     stream = it_tcp_connect("127.0.0.1", f->d.api_port, IT_IO_TIMEOUT_MS);
@@ -1032,10 +1000,7 @@ static void test_security_slowloris_is_cut_and_api_stays_responsive(void **state
     json_decref(it_http_expect(&f->d, "DELETE", "/api/v1/listeners/after", NULL, 204));
 
     /* The daemon is back to its baseline of fds and threads. */
-    if (!it_wait_until(IT_WAIT_MS, at_baseline, &base))
-        fail_msg("after the slowloris: %d fds, %d threads (baseline %d, %d)",
-                 count_entries(base.pid, "fd"), count_entries(base.pid, "task"), base.fds,
-                 base.tasks);
+    it_assert_resources_back(&f->d, &base, IT_WAIT_MS);
     log = stop_clean(&f->d);
     assert_non_null(strstr(log, "did not send a complete request in time"));
     free(log);
