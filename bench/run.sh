@@ -181,7 +181,8 @@ for m in thread pool event process sequential; do
         echo "run.sh: model $m is not available" >&2
     fi
 done
-PORT[udp]=$(create echo-udp "{\"id\":\"echo-udp\",\"service\":\"echo\",\"transport\":\"udp\",\"address\":\"127.0.0.1\",\"port\":0,\"workers\":$WORKERS}")
+# The UDP reply budgets are off: here one source address is the whole load, not an attacker.
+PORT[udp]=$(create echo-udp "{\"id\":\"echo-udp\",\"service\":\"echo\",\"transport\":\"udp\",\"address\":\"127.0.0.1\",\"port\":0,\"workers\":$WORKERS,\"reply_rate_per_source\":0,\"reply_rate\":0}")
 PORT[backup]=$(create backup "{\"id\":\"backup\",\"service\":\"backup\",\"address\":\"127.0.0.1\",\"port\":0,\"max_connections\":16,\"options\":{\"on_exists\":\"replace\"}}")
 
 # ---- the references ----
