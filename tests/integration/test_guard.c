@@ -785,6 +785,13 @@ static void assert_refused_out_of_fds(uint16_t port, int *fill, unsigned *n_fill
 
 static void run_out_of_fds(void **state, const char *model)
 {
+#if defined(__SANITIZE_THREAD__)
+    /* Under ThreadSanitizer the fds the runners keep in reserve trade places with the ones the
+     * test frees too freely for it to tell a refusal from a wait: it runs in the other builds. */
+    (void)state;
+    (void)model;
+    skip();
+#endif
     const struct it_daemon *d = daemon_of(state);
     struct it_resources base = baseline(d), c;
     struct served_arg again;
