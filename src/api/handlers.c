@@ -245,7 +245,11 @@ void api_handle_listener_delete(const struct api_request *req, struct api_reply 
     core_change_fini(&ch);
 }
 
-void api_handle_listener_start(const struct api_request *req, struct api_reply *ret)
+/* start and stop: the same change but for the registry's verb. */
+typedef int (*set_enabled_fn)(struct core_registry *r, const char *id, struct core_change *ch,
+                              json_t **ret, struct core_err *err);
+
+static void set_enabled(const struct api_request *req, struct api_reply *ret, set_enabled_fn fn)
 {
     struct core_err err = {0};
     struct core_change ch;
@@ -255,24 +259,19 @@ void api_handle_listener_start(const struct api_request *req, struct api_reply *
 
     if (change_begin(req, "POST", &ch, source, sizeof(source), ret) < 0)
         return;
-    r = core_registry_start(req->registry, req->id, &ch, &j, &err);
+    r = fn(req->registry, req->id, &ch, &j, &err);
     reply_change(ret, r, &ch, j, 200, false, &err);
     core_change_fini(&ch);
 }
 
+void api_handle_listener_start(const struct api_request *req, struct api_reply *ret)
+{
+    set_enabled(req, ret, core_registry_start);
+}
+
 void api_handle_listener_stop(const struct api_request *req, struct api_reply *ret)
 {
-    struct core_err err = {0};
-    struct core_change ch;
-    char source[SOURCE_MAX];
-    json_t *j = NULL;
-    int r;
-
-    if (change_begin(req, "POST", &ch, source, sizeof(source), ret) < 0)
-        return;
-    r = core_registry_stop(req->registry, req->id, &ch, &j, &err);
-    reply_change(ret, r, &ch, j, 200, false, &err);
-    core_change_fini(&ch);
+    set_enabled(req, ret, core_registry_stop);
 }
 
 void api_handle_config_get(const struct api_request *req, struct api_reply *ret)
