@@ -22,6 +22,7 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -1837,4 +1838,60 @@ void it_assert_threads_at_most_eventually(const struct it_daemon *d, int max, in
     if (n < 0)
         fail_msg("cannot count the daemon's threads (pid %d): %s", (int)d->pid, strerror(-n));
     fail_msg("after %d ms the daemon runs %d threads, want at most %d", timeout_ms, n, max);
+}
+
+int it_tcp_connect_ok(uint16_t port)
+{
+    int fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
+
+    if (fd < 0)
+        fail_msg("connect to port %u: %s", port, strerror(-fd));
+    return fd;
+}
+
+void it_send_ok(int fd, const void *p, size_t n)
+{
+    int r = it_send_all(fd, p, n, IT_IO_TIMEOUT_MS);
+
+    if (r < 0)
+        fail_msg("send: %s", strerror(-r));
+}
+
+void it_send_str_ok(int fd, const char *s)
+{
+    it_send_ok(fd, s, strlen(s));
+}
+
+void it_recv_line(int fd, char *line, size_t cap)
+{
+    size_t n = 0;
+
+    for (;;) {
+        char c;
+        int r = it_recv_exact(fd, &c, 1, IT_IO_TIMEOUT_MS);
+
+        if (r < 0)
+            fail_msg("reading an answer line: %s (after \"%.*s\")", strerror(-r), (int)n, line);
+        if (c == '\n')
+            break;
+        if (n + 1 == cap)
+            fail_msg("answer line too long: %.80s...", line);
+        line[n++] = c;
+    }
+    line[n] = '\0';
+}
+
+void it_sha256_hex(const void *p, size_t n, char out[65])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t d[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+
+    assert_int_equal(EVP_Digest(p, n, d, &len, EVP_sha256(), NULL), 1);
+    assert_int_equal(len, 32);
+    for (unsigned i = 0; i < 32; i++) {
+        out[2 * i] = hex[d[i] >> 4];
+        out[2 * i + 1] = hex[d[i] & 0xf];
+    }
+    out[64] = '\0';
 }

@@ -345,4 +345,22 @@ int it_children(const struct it_daemon *d, pid_t *pids, int cap);
  */
 void it_assert_threads_at_most_eventually(const struct it_daemon *d, int max, int timeout_ms);
 
+/* ---- a TCP protocol spoken by hand (backup's, say) ---- */
+
+/* A connection to 127.0.0.1:port; asserts it is made within IT_IO_TIMEOUT_MS. */
+int it_tcp_connect_ok(uint16_t port);
+
+/* Sends all of p (n bytes) within IT_IO_TIMEOUT_MS; asserts it went. */
+void it_send_ok(int fd, const void *p, size_t n);
+
+/* it_send_ok() of a string. */
+void it_send_str_ok(int fd, const char *s);
+
+/* One answer line, without its newline, into line (cap bytes); read byte by byte so that
+ * nothing after it is taken. Asserts it comes within IT_IO_TIMEOUT_MS a byte and fits. */
+void it_recv_line(int fd, char *line, size_t cap);
+
+/* The SHA-256 of p (n bytes) as 64 lowercase hex digits and a NUL in out. */
+void it_sha256_hex(const void *p, size_t n, char out[65]);
+
 #endif

@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include <jansson.h>
-#include <openssl/evp.h>
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -70,21 +69,6 @@ static uint8_t *pattern(size_t len, unsigned seed)
         p[i] = (uint8_t)(seed >> 16);
     }
     return p;
-}
-
-static void sha_hex(const void *p, size_t n, char out[65])
-{
-    static const char hex[] = "0123456789abcdef";
-    uint8_t d[EVP_MAX_MD_SIZE];
-    unsigned len = 0;
-
-    assert_int_equal(EVP_Digest(p, n, d, &len, EVP_sha256(), NULL), 1);
-    assert_int_equal(len, 32);
-    for (unsigned i = 0; i < 32; i++) {
-        out[2 * i] = hex[d[i] >> 4];
-        out[2 * i + 1] = hex[d[i] & 0xf];
-    }
-    out[64] = '\0';
 }
 
 static void write_file(const char *path, const void *p, size_t n)
@@ -264,54 +248,11 @@ static void cli_put_ok(const char *file, const char *name, uint16_t port, unsign
 
 /* ---- raw protocol clients ---- */
 
-static int conn(uint16_t port)
-{
-    int fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
-
-    if (fd < 0)
-        fail_msg("connect to port %u: %s", port, strerror(-fd));
-    return fd;
-}
-
-static void send_bytes(int fd, const void *p, size_t n)
-{
-    int r = it_send_all(fd, p, n, IT_IO_TIMEOUT_MS);
-
-    if (r < 0)
-        fail_msg("send: %s", strerror(-r));
-}
-
-static void send_str(int fd, const char *s)
-{
-    send_bytes(fd, s, strlen(s));
-}
-
-/* Reads one answer line (without its newline) into a static-free caller buffer. Reads byte by
- * byte so that no content after the line is consumed. */
-static void recv_line(int fd, char line[LINE_CAP])
-{
-    size_t n = 0;
-
-    for (;;) {
-        char c;
-        int r = it_recv_exact(fd, &c, 1, IT_IO_TIMEOUT_MS);
-
-        if (r < 0)
-            fail_msg("reading an answer line: %s (after \"%.*s\")", strerror(-r), (int)n, line);
-        if (c == '\n')
-            break;
-        if (n == LINE_CAP - 1)
-            fail_msg("answer line too long: %.80s...", line);
-        line[n++] = c;
-    }
-    line[n] = '\0';
-}
-
 static void expect_line(int fd, const char *want)
 {
     char line[LINE_CAP];
 
-    recv_line(fd, line);
+    it_recv_line(fd, line, sizeof(line));
     if (strcmp(line, want) != 0)
         fail_msg("answer \"%s\", want \"%s\"", line, want);
 }
@@ -320,7 +261,7 @@ static void expect_prefix(int fd, const char *prefix)
 {
     char line[LINE_CAP];
 
-    recv_line(fd, line);
+    it_recv_line(fd, line, sizeof(line));
     if (strncmp(line, prefix, strlen(prefix)) != 0)
         fail_msg("answer \"%s\", want it to start with \"%s\"", line, prefix);
 }
@@ -375,16 +316,16 @@ static size_t stream_until_answer(int fd, const uint8_t *p, size_t n)
 static void raw_put_ok(uint16_t port, const char *name, const void *p, size_t n, unsigned version)
 {
     char hex[65], line[LINE_CAP], want[LINE_CAP];
-    int fd = conn(port);
+    int fd = it_tcp_connect_ok(port);
 
-    sha_hex(p, n, hex);
+    it_sha256_hex(p, n, hex);
     snprintf(line, sizeof(line), "PUT %s %zu %s\n", name, n, hex);
-    send_str(fd, line);
+    it_send_str_ok(fd, line);
     expect_line(fd, "OK");
-    send_bytes(fd, p, n);
+    it_send_ok(fd, p, n);
     snprintf(want, sizeof(want), "STORED %s %u %zu %s", name, version, n, hex);
     expect_line(fd, want);
-    send_str(fd, "QUIT\n");
+    it_send_str_ok(fd, "QUIT\n");
     expect_line(fd, "BYE");
     close(fd);
 }
@@ -396,17 +337,17 @@ static char *raw_list(uint16_t port, unsigned *ret_n)
     unsigned long n;
     size_t cap = 1, used = 0;
     char *out = calloc(1, 1);
-    int fd = conn(port);
+    int fd = it_tcp_connect_ok(port);
 
     assert_non_null(out);
-    send_str(fd, "LIST\n");
-    recv_line(fd, line);
+    it_send_str_ok(fd, "LIST\n");
+    it_recv_line(fd, line, sizeof(line));
     if (sscanf(line, "OK %lu", &n) != 1)
         fail_msg("LIST answered \"%s\"", line);
     for (unsigned long i = 0; i < n; i++) {
         size_t len;
 
-        recv_line(fd, line);
+        it_recv_line(fd, line, sizeof(line));
         len = strlen(line);
         cap += len + 1;
         out = realloc(out, cap);
@@ -446,11 +387,11 @@ static uint8_t *raw_get(uint16_t port, const char *name, unsigned version, size_
     unsigned long long size;
     unsigned long v;
     uint8_t *buf;
-    int fd = conn(port), r;
+    int fd = it_tcp_connect_ok(port), r;
 
     snprintf(line, sizeof(line), "GET %s %u\n", name, version);
-    send_str(fd, line);
-    recv_line(fd, line);
+    it_send_str_ok(fd, line);
+    it_recv_line(fd, line, sizeof(line));
     if (sscanf(line, "OK %llu %79s %lu", &size, sha, &v) != 3)
         fail_msg("GET %s %u answered \"%s\"", name, version, line);
     buf = malloc(size ? size : 1);
@@ -458,7 +399,7 @@ static uint8_t *raw_get(uint16_t port, const char *name, unsigned version, size_
     r = it_recv_exact(fd, buf, size, IT_IO_TIMEOUT_MS);
     if (r < 0)
         fail_msg("restoring %s: %s", name, strerror(-r));
-    sha_hex(buf, size, hex);
+    it_sha256_hex(buf, size, hex);
     assert_string_equal(sha, hex);
     close(fd);
     *ret_n = size;
@@ -481,7 +422,7 @@ static void test_backup_cli_put_stores_identical_file_listed_everywhere(void **s
     port = backup_listener(d, "b1", store, "");
     snprintf(ps, sizeof(ps), "%u", port);
     write_file(src, data, len);
-    sha_hex(data, len, hex);
+    it_sha256_hex(data, len, hex);
 
     run_backup(&p, "put", src, "--name", "report.pdf", "127.0.0.1", ps, NULL);
     assert_exit(&p, 0);
@@ -585,7 +526,7 @@ static void test_backup_client_killed_mid_upload_leaves_nothing_and_older_copy(v
 
     port = backup_listener(d, "b1", store, "");
     raw_put_ok(port, "db.dump", old, 1000, 1);
-    sha_hex(data, len, hex);
+    it_sha256_hex(data, len, hex);
     snprintf(hdr, sizeof(hdr), "PUT db.dump %zu %s\n", len, hex);
     rise.before = cut_or_mismatch(d);
     bin.want = it_metric(d, "b1", "bytes_in") + strlen(hdr) + part;
@@ -683,17 +624,17 @@ static void test_backup_disk_full_refused_keeps_nothing_and_older_copy(void **st
     raw_put_ok(port, "keep", "precious", 8, 1);
 
     /* the header declares more than the disk holds: refused before any byte is sent */
-    fd = conn(port);
-    send_str(fd, "PUT huge 2097152\n");
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "PUT huge 2097152\n");
     expect_prefix(fd, "ERR disk-full ");
     /* and the connection goes on */
-    send_str(fd, "QUIT\n");
+    it_send_str_ok(fd, "QUIT\n");
     expect_line(fd, "BYE");
     close(fd);
 
     /* the lecture's size-less flow runs out of disk while streaming */
-    fd = conn(port);
-    send_str(fd, "keep");
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "keep");
     expect_line(fd, "ACK");
     (void)stream_until_answer(fd, data, big);
     expect_prefix(fd, "ERR disk-full write failed after ");
@@ -727,27 +668,27 @@ static void test_backup_size_and_checksum_mismatch_refused_keep_nothing(void **s
     raw_put_ok(port, "doc", "version one", 11, 1);
 
     /* fewer bytes than the header said, then the client closes its side */
-    fd = conn(port);
-    sha_hex("0123456789", 10, hex);
+    fd = it_tcp_connect_ok(port);
+    it_sha256_hex("0123456789", 10, hex);
     snprintf(line, sizeof(line), "PUT doc 10 %s\n", hex);
-    send_str(fd, line);
+    it_send_str_ok(fd, line);
     expect_line(fd, "OK");
-    send_str(fd, "0123");
+    it_send_str_ok(fd, "0123");
     assert_int_equal(shutdown(fd, SHUT_WR), 0);
     expect_line(fd, "ERR size-mismatch the client closed after 4 of 10 bytes; nothing kept");
     expect_eof(fd);
     close(fd);
 
     /* the content is not what the header's SHA-256 says */
-    fd = conn(port);
-    sha_hex("other", 5, hex);
+    fd = it_tcp_connect_ok(port);
+    it_sha256_hex("other", 5, hex);
     snprintf(line, sizeof(line), "PUT doc 5 %s\n", hex);
-    send_str(fd, line);
+    it_send_str_ok(fd, line);
     expect_line(fd, "OK");
-    send_str(fd, "hello");
+    it_send_str_ok(fd, "hello");
     expect_prefix(fd, "ERR checksum-mismatch received content has sha256 ");
     /* the connection goes on */
-    send_str(fd, "QUIT\n");
+    it_send_str_ok(fd, "QUIT\n");
     expect_line(fd, "BYE");
     close(fd);
 
@@ -850,8 +791,8 @@ static void test_backup_replace_swaps_and_reject_refuses(void **state)
     assert_exit(&p, 1);
     assert_contains(p.err, "ERR exists", "stderr");
     it_proc_fini(&p);
-    fd = conn(rej_port);
-    send_str(fd, "PUT doc 4\n");
+    fd = it_tcp_connect_ok(rej_port);
+    it_send_str_ok(fd, "PUT doc 4\n");
     expect_line(fd, "ERR exists doc exists and on_exists is reject");
     close(fd);
     assert_file(rej_doc, "old", 3);
@@ -1064,9 +1005,9 @@ static void test_backup_bad_names_refused_with_bad_name(void **state)
     int fd;
 
     port = backup_listener(d, "b1", store, "");
-    fd = conn(port);
+    fd = it_tcp_connect_ok(port);
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        send_str(fd, bad[i].cmd);
+        it_send_str_ok(fd, bad[i].cmd);
         snprintf(want, sizeof(want), "ERR bad-name %s", bad[i].why);
         expect_line(fd, want);
     }
@@ -1074,25 +1015,25 @@ static void test_backup_bad_names_refused_with_bad_name(void **state)
     memset(name, 'n', 256);
     name[256] = '\0';
     snprintf(cmd, sizeof(cmd), "PUT %s 1\n", name);
-    send_str(fd, cmd);
+    it_send_str_ok(fd, cmd);
     expect_line(fd, "ERR bad-name name is longer than 255 bytes");
     name[255] = '\0';
     snprintf(cmd, sizeof(cmd), "PUT %s 1\n", name);
-    send_str(fd, cmd);
+    it_send_str_ok(fd, cmd);
     expect_line(fd, "OK");
-    send_str(fd, "x");
+    it_send_str_ok(fd, "x");
     snprintf(want, sizeof(want), "STORED %s 1 1 ", name);
     expect_prefix(fd, want);
     close(fd);
 
     /* the lecture's flow: a bare name that breaks the rules is refused, then closed */
-    fd = conn(port);
-    send_str(fd, "../escape");
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "../escape");
     expect_line(fd, "ERR bad-name name contains /");
     expect_eof(fd);
     close(fd);
-    fd = conn(port);
-    send_str(fd, "tab\there");
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "tab\there");
     expect_line(fd, "ERR bad-name name contains a control character");
     expect_eof(fd);
     close(fd);
@@ -1127,16 +1068,16 @@ static void test_backup_planted_symlink_never_followed(void **state)
     assert_int_equal(symlink(secret, link), 0);
     assert_int_equal(symlink(outside, dlink), 0);
 
-    fd = conn(port);
-    send_str(fd, "PUT link.txt 6\n");
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "PUT link.txt 6\n");
     expect_line(fd, "ERR exists link.txt is taken by something that is not a regular file");
-    send_str(fd, "PUT linkdir 6\n");
+    it_send_str_ok(fd, "PUT linkdir 6\n");
     expect_line(fd, "ERR exists linkdir is taken by something that is not a regular file");
-    send_str(fd, "GET link.txt\n");
+    it_send_str_ok(fd, "GET link.txt\n");
     expect_line(fd, "ERR not-found no file link.txt");
     close(fd);
-    fd = conn(port);
-    send_str(fd, "link.txt");
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "link.txt");
     expect_prefix(fd, "ERR exists ");
     close(fd);
     run_backup(&p, "get", "link.txt", "-o", out, "127.0.0.1", ps, NULL);
@@ -1174,19 +1115,19 @@ static void test_backup_limits_refused_before_any_byte_and_while_streaming(void 
     quo_port = backup_listener(d, "quo", quo, ",\"quota_bytes\":2500");
 
     /* the header says too much: refused at once, before any content */
-    fd = conn(lim_port);
-    send_str(fd, "PUT big 1001\n");
+    fd = it_tcp_connect_ok(lim_port);
+    it_send_str_ok(fd, "PUT big 1001\n");
     expect_line(fd, "ERR too-large 1001 bytes is over max_file_size 1000");
     /* the limit itself fits */
-    send_str(fd, "PUT fits 1000\n");
+    it_send_str_ok(fd, "PUT fits 1000\n");
     expect_line(fd, "OK");
-    send_bytes(fd, data, 1000);
+    it_send_ok(fd, data, 1000);
     expect_prefix(fd, "STORED fits 1 1000 ");
     close(fd);
     assert_int_equal(svc_metric(d, "lim", "uploads_started"), 1);
     /* the lecture's flow: the limit is enforced as the bytes arrive */
-    fd = conn(lim_port);
-    send_str(fd, "bare-big");
+    fd = it_tcp_connect_ok(lim_port);
+    it_send_str_ok(fd, "bare-big");
     expect_line(fd, "ACK");
     (void)stream_until_answer(fd, data, 4000);
     expect_line(fd, "ERR too-large over max_file_size 1000; nothing kept");
@@ -1199,13 +1140,13 @@ static void test_backup_limits_refused_before_any_byte_and_while_streaming(void 
     /* the quota: 2000 of 2500 bytes used */
     raw_put_ok(quo_port, "a", data, 1000, 1);
     raw_put_ok(quo_port, "b", data + 1000, 1000, 1);
-    fd = conn(quo_port);
-    send_str(fd, "PUT c 600\n");
+    fd = it_tcp_connect_ok(quo_port);
+    it_send_str_ok(fd, "PUT c 600\n");
     expect_line(fd,
                 "ERR quota 600 bytes would exceed quota_bytes 2500 (2000 stored, 0 in progress)");
     close(fd);
-    fd = conn(quo_port);
-    send_str(fd, "bare-quota");
+    fd = it_tcp_connect_ok(quo_port);
+    it_send_str_ok(fd, "bare-quota");
     expect_line(fd, "ACK");
     (void)stream_until_answer(fd, data, 800);
     expect_line(fd, "ERR quota over quota_bytes 2500; nothing kept");
@@ -1250,17 +1191,17 @@ static void test_backup_lecture_client_stored_unverified(void **state)
 
     port = backup_listener(d, "b1", store, "");
     /* exactly as the lecture: one write of the bare name, the ack, the content, close */
-    fd = conn(port);
-    send_str(fd, "lecture.txt");
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "lecture.txt");
     expect_line(fd, "ACK");
-    send_bytes(fd, data, len);
+    it_send_ok(fd, data, len);
     close(fd);
 
     l = (struct listed){.port = port, .name = "lecture.txt"};
     if (!it_wait_until(IT_WAIT_MS, is_listed, &l))
         fail_msg("the lecture's upload was not listed");
     assert_file(stored, data, len);
-    sha_hex(data, len, hex);
+    it_sha256_hex(data, len, hex);
     line = list_line(port, "lecture.txt", 1);
     assert_contains(line, " unverified current", "LIST");
     assert_contains(line, hex, "LIST");
@@ -1295,26 +1236,26 @@ static void test_backup_restore_by_protocol_without_pacing(void **state)
     port = backup_listener(d, "b1", store, "");
     write_file(src, data, len);
     cli_put_ok(src, "big.bin", port, 1);
-    sha_hex(data, len, hex);
+    it_sha256_hex(data, len, hex);
     snprintf(want, sizeof(want), "OK %zu %s 1", len, hex);
 
     /* a GET, the whole content with no acknowledgement, then the next command */
-    fd = conn(port);
-    send_str(fd, "GET big.bin\n");
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "GET big.bin\n");
     expect_line(fd, want);
     r = it_recv_exact(fd, got, len, IT_IO_TIMEOUT_MS);
     if (r < 0)
         fail_msg("receiving the content: %s", strerror(-r));
     assert_memory_equal(got, data, len);
-    send_str(fd, "LIST\n");
+    it_send_str_ok(fd, "LIST\n");
     expect_line(fd, "OK 1");
-    recv_line(fd, line);
+    it_recv_line(fd, line, sizeof(line));
     expect_line(fd, "END");
     close(fd);
 
     /* `printf 'GET big.bin\n' | nc -N`: one write, the sending side shut, read to the end */
-    fd = conn(port);
-    send_str(fd, "GET big.bin\n");
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "GET big.bin\n");
     assert_int_equal(shutdown(fd, SHUT_WR), 0);
     r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, &all, &all_len);
     if (r < 0)
@@ -1327,8 +1268,8 @@ static void test_backup_restore_by_protocol_without_pacing(void **state)
     free(all);
 
     /* pipelined: two restores and QUIT in one write, answered in order */
-    fd = conn(port);
-    send_str(fd, "GET big.bin\nGET big.bin 1\nQUIT\n");
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "GET big.bin\nGET big.bin 1\nQUIT\n");
     for (int i = 0; i < 2; i++) {
         expect_line(fd, want);
         memset(got, 0, len);

@@ -52,7 +52,6 @@
 #include <unistd.h>
 
 #include <jansson.h>
-#include <openssl/evp.h>
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -146,21 +145,6 @@ static int faults_teardown(void **state)
     return it_fixture_teardown(&inner);
 }
 
-static void sha_hex(const void *p, size_t n, char out[65])
-{
-    static const char hex[] = "0123456789abcdef";
-    uint8_t d[EVP_MAX_MD_SIZE];
-    unsigned len = 0;
-
-    assert_int_equal(EVP_Digest(p, n, d, &len, EVP_sha256(), NULL), 1);
-    assert_int_equal(len, 32);
-    for (unsigned i = 0; i < 32; i++) {
-        out[2 * i] = hex[d[i] >> 4];
-        out[2 * i + 1] = hex[d[i] & 0xf];
-    }
-    out[64] = '\0';
-}
-
 /* New content, different from every other (so that a mix-up or a loss shows). */
 static struct copy copy_new(struct faults *w, size_t len)
 {
@@ -173,7 +157,7 @@ static struct copy copy_new(struct faults *w, size_t len)
         seed = seed * 1103515245u + 12345u;
         c.data[i] = (uint8_t)(seed >> 16);
     }
-    sha_hex(c.data, len, c.hex);
+    it_sha256_hex(c.data, len, c.hex);
     return c;
 }
 
@@ -589,54 +573,12 @@ static void take_baseline(const struct it_daemon *d, struct it_resources *ret)
 
 /* ---- the wire protocol ---- */
 
-static int conn(uint16_t port)
-{
-    int fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
-
-    if (fd < 0)
-        fail_msg("connect to port %u: %s", port, strerror(-fd));
-    return fd;
-}
-
-static void send_bytes(int fd, const void *p, size_t n)
-{
-    int r = it_send_all(fd, p, n, IT_IO_TIMEOUT_MS);
-
-    if (r < 0)
-        fail_msg("send: %s", strerror(-r));
-}
-
-static void send_str(int fd, const char *s)
-{
-    send_bytes(fd, s, strlen(s));
-}
-
-/* One answer line, without its newline; read byte by byte so that nothing after it is taken. */
-static void recv_line(int fd, char line[LINE_CAP])
-{
-    size_t n = 0;
-
-    for (;;) {
-        char c;
-        int r = it_recv_exact(fd, &c, 1, IT_IO_TIMEOUT_MS);
-
-        if (r < 0)
-            fail_msg("reading an answer line: %s (after \"%.*s\")", strerror(-r), (int)n, line);
-        if (c == '\n')
-            break;
-        if (n == LINE_CAP - 1)
-            fail_msg("answer line too long: %.80s...", line);
-        line[n++] = c;
-    }
-    line[n] = '\0';
-}
-
 static void quit(int fd)
 {
     char line[LINE_CAP];
 
-    send_str(fd, "QUIT\n");
-    recv_line(fd, line);
+    it_send_str_ok(fd, "QUIT\n");
+    it_recv_line(fd, line, sizeof(line));
     assert_string_equal(line, "BYE");
     close(fd);
 }
@@ -648,12 +590,12 @@ static void put_on(int fd, const char *name, const struct copy *c, char line[LIN
     char hdr[LINE_CAP];
 
     snprintf(hdr, sizeof(hdr), "PUT %s %zu %s\n", name, c->len, c->hex);
-    send_str(fd, hdr);
-    recv_line(fd, line);
+    it_send_str_ok(fd, hdr);
+    it_recv_line(fd, line, LINE_CAP);
     if (strcmp(line, "OK") != 0)
         return;
-    send_bytes(fd, c->data, c->len);
-    recv_line(fd, line);
+    it_send_ok(fd, c->data, c->len);
+    it_recv_line(fd, line, LINE_CAP);
 }
 
 static void assert_stored_line(const char *line, const char *name, unsigned version,
@@ -680,7 +622,7 @@ static unsigned put_ok(struct faults *w, uint16_t port, const char *name, struct
 {
     char line[LINE_CAP], hdr[LINE_CAP];
     unsigned version = 0;
-    int fd = conn(port);
+    int fd = it_tcp_connect_ok(port);
 
     put_on(fd, name, &c, line);
     snprintf(hdr, sizeof(hdr), "STORED %s ", name);
@@ -706,13 +648,13 @@ static int put_partial(uint16_t port, const char *name, const struct copy *c, si
                        size_t *ret_sent)
 {
     char hdr[LINE_CAP], line[LINE_CAP];
-    int fd = conn(port);
+    int fd = it_tcp_connect_ok(port);
 
     snprintf(hdr, sizeof(hdr), "PUT %s %zu %s\n", name, c->len, c->hex);
-    send_str(fd, hdr);
-    recv_line(fd, line);
+    it_send_str_ok(fd, hdr);
+    it_recv_line(fd, line, sizeof(line));
     assert_string_equal(line, "OK");
-    send_bytes(fd, c->data, part);
+    it_send_ok(fd, c->data, part);
     *ret_sent = strlen(hdr) + part;
     return fd;
 }
@@ -741,11 +683,11 @@ static void put_expect_death(struct faults *w, uint16_t port, const char *name,
     struct it_daemon *d = &w->f->d;
     char hdr[LINE_CAP], line[LINE_CAP], *rest = NULL;
     size_t n = 0;
-    int fd = conn(port), status, r;
+    int fd = it_tcp_connect_ok(port), status, r;
 
     snprintf(hdr, sizeof(hdr), "PUT %s %zu %s\n", name, c->len, c->hex);
-    send_str(fd, hdr);
-    recv_line(fd, line);
+    it_send_str_ok(fd, hdr);
+    it_recv_line(fd, line, sizeof(line));
     assert_string_equal(line, "OK");
     r = it_send_all(fd, c->data, c->len, IT_IO_TIMEOUT_MS);
     if (r < 0 && r != -EPIPE && r != -ECONNRESET)
@@ -791,7 +733,7 @@ static void assert_on_disk(const char *path, const struct copy *c)
 
     if (!got)
         fail_msg("%s: %s", path, strerror(errno));
-    sha_hex(got, len, hex);
+    it_sha256_hex(got, len, hex);
     if (len != c->len || strcmp(hex, c->hex) != 0)
         fail_msg("%s holds %zu bytes (sha256 %s), want %zu (%s)", path, len, hex, c->len, c->hex);
     free(got);
@@ -1277,7 +1219,7 @@ static void fsync_fails_at(struct faults *w, const char *errno_name, const char 
 
     /* A new name. */
     a = copy_new(w, DATA_LEN);
-    fa = conn(port);
+    fa = it_tcp_connect_ok(port);
     put_on(fa, name, &a, line);
     assert_err_line(line, code);
     subst(needles[n_refused++], sizeof(needles[0]), n == 1 ? data : on_new[n - 1], name);
@@ -1291,7 +1233,7 @@ static void fsync_fails_at(struct faults *w, const char *errno_name, const char 
     /* A new copy of it, on a connection of its own. The commit over an older copy makes only
      * four fsyncs: a fifth fails none. */
     b = copy_new(w, DATA_LEN / 2);
-    fb = conn(port);
+    fb = it_tcp_connect_ok(port);
     put_on(fb, name, &b, line);
     if (n <= 4) {
         assert_err_line(line, code);
