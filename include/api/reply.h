@@ -94,6 +94,10 @@ void api_reply_error(struct api_reply *r, int code, const struct core_err *err);
  */
 void api_reply_etag(struct api_reply *r, uint64_t revision);
 
+/* The whole configuration's ETag, "r<revision>", also "r0" for a daemon never configured (so
+ * that the first conditional write can be made). Same rules as api_reply_etag(). */
+void api_reply_config_etag(struct api_reply *r, uint64_t revision);
+
 /* 405 with the "Allow" header set to allow (e.g. "GET, HEAD, PUT"). */
 void api_reply_method_not_allowed(struct api_reply *r, const char *method, const char *path,
                                   const char *allow);

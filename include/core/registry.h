@@ -210,4 +210,8 @@ int core_registry_views(struct core_registry *r, struct core_listener_view **ret
 /* Number of listeners. */
 size_t core_registry_count(struct core_registry *r);
 
+/* Whether the history of revisions was found damaged at load (core_revisions_problem()): then
+ * true with what, in buf (len bytes). Any thread. */
+bool core_registry_history_problem(struct core_registry *r, char *buf, size_t len);
+
 #endif

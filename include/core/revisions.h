@@ -38,9 +38,28 @@ void core_revisions_free(struct core_revisions *rv);
 
 /*
  * Reads the file into an empty history. Returns 0; -ENOENT when there is no file; -EINVAL or
- * another negative errno with err naming the file and the problem (the history stays empty).
+ * another negative errno with err naming the file and the problem (the history stays empty,
+ * but the numbers it held stay taken). A last line cut short or damaged is dropped (returns 0).
+ * Either damage is kept for core_revisions_problem().
  */
 int core_revisions_load(struct core_revisions *rv, struct core_err *err);
+
+/* The number the next revision appended takes: above the newest's and at least the floor. */
+uint64_t core_revisions_next(struct core_revisions *rv);
+
+/*
+ * No revision appended from now on takes a number below n (the state file's revision, when the
+ * history lost revisions: a number once given never names another set).
+ */
+void core_revisions_floor(struct core_revisions *rv, uint64_t n);
+
+/* Records what is wrong with the history's file (printf-style; replaces an earlier report). */
+void core_revisions_report(struct core_revisions *rv, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Whether the file was found damaged at load (a torn or damaged line dropped, a line that is
+ * not a revision, revisions missing): then true with what, in buf (len bytes). */
+bool core_revisions_problem(struct core_revisions *rv, char *buf, size_t len);
 
 /* The newest revision's number; 0 when there is none. */
 uint64_t core_revisions_last(struct core_revisions *rv);

@@ -7,6 +7,7 @@
  */
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "core/config.h"
@@ -45,23 +46,32 @@ int core_fs_remove_stale_tmp(const char *path);
 /* Creates dir and its missing parents with mode. Returns 0 (also if it exists) or -errno. */
 int core_fs_mkdir_p(const char *dir, mode_t mode);
 
+/* What the state file keeps beside the listener set, written in the same atomic write. */
+struct core_store_meta {
+    /* The revision (core/revisions.h) the set is: the numbers of later revisions are above it
+     * even when the history beside it was lost. 0: none recorded (an older file). */
+    uint64_t revision;
+};
+
 /*
  * Reads the listener set from path. Returns 0 with *ret_cfgs (an array of *ret_n configs,
- * free each with core_listener_cfg_fini() then the array with free()), -ENOENT when the file
- * does not exist, or -EINVAL / another errno with err saying what is wrong and where (the
- * message names the file).
+ * free each with core_listener_cfg_fini() then the array with free()) and *ret_meta (may be
+ * NULL), -ENOENT when the file does not exist, or -EINVAL / another errno with err saying what
+ * is wrong and where (the message names the file).
  */
 int core_store_load(const char *path, const struct core_service_table *services,
-                    struct core_listener_cfg **ret_cfgs, size_t *ret_n, struct core_err *err);
+                    struct core_listener_cfg **ret_cfgs, size_t *ret_n,
+                    struct core_store_meta *ret_meta, struct core_err *err);
 
 /* Parses a listener set from JSON text (the state file's format, also used for the embedded
  * defaults). origin names the text in error messages. Same returns as core_store_load(). */
 int core_store_parse(const char *text, size_t len, const char *origin,
                      const struct core_service_table *services, struct core_listener_cfg **ret_cfgs,
-                     size_t *ret_n, struct core_err *err);
+                     size_t *ret_n, struct core_store_meta *ret_meta, struct core_err *err);
 
-/* Writes the listener set to path atomically. Returns 0 or a negative errno with err filled. */
+/* Writes the listener set and meta to path atomically. Returns 0 or a negative errno with err
+ * filled. */
 int core_store_save(const char *path, const struct core_listener_cfg *const *cfgs, size_t n,
-                    struct core_err *err);
+                    const struct core_store_meta *meta, struct core_err *err);
 
 #endif

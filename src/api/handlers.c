@@ -89,7 +89,10 @@ static void reply_change(struct api_reply *ret, int code, const struct core_chan
         api_reply_problem(ret, api_status_from_errno(code), err->field[0] ? err->field : NULL,
                           "precondition failed: %s",
                           err->msg[0] ? err->msg : "If-Match does not match the current ETag");
-        api_reply_etag(ret, ch->etag);
+        if (whole)
+            api_reply_config_etag(ret, ch->etag);
+        else
+            api_reply_etag(ret, ch->etag);
         return;
     }
     if (code < 0) {
@@ -110,7 +113,10 @@ static void reply_change(struct api_reply *ret, int code, const struct core_chan
         api_reply_json(ret, status, j);
     else
         api_reply_empty(ret, status);
-    api_reply_etag(ret, whole ? ch->revision : ch->etag);
+    if (whole)
+        api_reply_config_etag(ret, ch->revision);
+    else
+        api_reply_etag(ret, ch->etag);
 }
 
 static void reply_no_revision(struct api_reply *r, uint64_t n)
@@ -147,9 +153,13 @@ static int revision_of_path(const struct api_request *req, uint64_t *ret_n, stru
 
 void api_handle_health(const struct api_request *req, struct api_reply *ret)
 {
-    json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "status", "ok", "version", SOCKSERV_VERSION,
+    char problem[256];
+    bool damaged = core_registry_history_problem(req->registry, problem, sizeof(problem));
+    json_t *history = damaged ? json_pack("{s:s, s:s}", "status", "damaged", "problem", problem)
+                              : json_pack("{s:s}", "status", "ok");
+    json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:o*}", "status", "ok", "version", SOCKSERV_VERSION,
                           "uptime_seconds", (json_int_t)req->uptime_seconds, "listeners",
-                          (json_int_t)core_registry_count(req->registry));
+                          (json_int_t)core_registry_count(req->registry), "history", history);
 
     api_reply_json(ret, 200, j);
 }
@@ -286,7 +296,7 @@ void api_handle_config_get(const struct api_request *req, struct api_reply *ret)
     }
     revision = json_integer_value(json_object_get(j, "revision"));
     api_reply_json(ret, 200, j);
-    api_reply_etag(ret, revision > 0 ? (uint64_t)revision : 0);
+    api_reply_config_etag(ret, revision > 0 ? (uint64_t)revision : 0);
 }
 
 void api_handle_config_replace(const struct api_request *req, struct api_reply *ret)

@@ -106,6 +106,11 @@ void api_reply_etag(struct api_reply *r, uint64_t revision)
         (void)snprintf(r->etag, sizeof(r->etag), "\"r%" PRIu64 "\"", revision);
 }
 
+void api_reply_config_etag(struct api_reply *r, uint64_t revision)
+{
+    (void)snprintf(r->etag, sizeof(r->etag), "\"r%" PRIu64 "\"", revision);
+}
+
 void api_reply_method_not_allowed(struct api_reply *r, const char *method, const char *path,
                                   const char *allow)
 {

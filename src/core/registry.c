@@ -1,6 +1,7 @@
 #include "core/registry.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -526,6 +527,7 @@ static int plan_apply(struct core_registry *r, struct plan *p, struct core_chang
 static int plan_persist(struct core_registry *r, const struct plan *p, struct core_err *err)
 {
     const struct core_listener_cfg **cfgs;
+    struct core_store_meta meta = {.revision = core_revisions_next(r->revisions)};
     size_t n = 0;
     int rc;
 
@@ -539,7 +541,7 @@ static int plan_persist(struct core_registry *r, const struct plan *p, struct co
             cfgs[n++] =
                 p->items[i].kind == ITEM_KEEP ? core_listener_cfg(p->items[i].l) : p->items[i].cfg;
     qsort(cfgs, n, sizeof(*cfgs), cmp_cfg_ptr_id);
-    rc = core_store_save(r->state_path, cfgs, n, err);
+    rc = core_store_save(r->state_path, cfgs, n, &meta, err);
     free(cfgs);
     return rc < 0 ? -EIO : 0;
 }
@@ -751,6 +753,7 @@ int core_registry_load(struct core_registry *r, const char *defaults, struct cor
 {
     struct core_listener_cfg *cfgs = NULL, *last_cfgs = NULL;
     const struct core_listener_cfg **loaded = NULL, **last_set = NULL;
+    struct core_store_meta meta = {0};
     bool from_defaults = false;
     size_t n = 0, n_last = 0;
     json_t *set = NULL, *last = NULL, *diff = NULL;
@@ -759,11 +762,11 @@ int core_registry_load(struct core_registry *r, const char *defaults, struct cor
     int ret;
 
     pthread_mutex_lock(&r->ops);
-    ret = core_store_load(r->state_path, r->services, &cfgs, &n, err);
+    ret = core_store_load(r->state_path, r->services, &cfgs, &n, &meta, err);
     if (ret == -ENOENT && defaults) {
         from_defaults = true;
         ret = core_store_parse(defaults, strlen(defaults), "embedded defaults", r->services, &cfgs,
-                               &n, err);
+                               &n, NULL, err);
     } else if (ret == -ENOENT) {
         ret = 0;
     }
@@ -777,12 +780,37 @@ int core_registry_load(struct core_registry *r, const char *defaults, struct cor
     if (n > 1)
         qsort(cfgs, n, sizeof(*cfgs), cmp_cfg_id);
     for (size_t i = 0; i < n; i++) {
-        struct core_listener *l;
-
-        if (lookup(r, cfgs[i].id)) {
+        if (lookup(r, cfgs[i].id) || (i > 0 && strcmp(cfgs[i - 1].id, cfgs[i].id) == 0)) {
             ret = core_err_set(err, -EEXIST, "id", "%s: the id is there twice", cfgs[i].id);
             goto out;
         }
+    }
+
+    /* The history, before anything is written: a revision number once given is never given
+     * again, so the state file's revision is a floor when the history lost revisions. */
+    memset(&e, 0, sizeof(e));
+    if (r->persist) {
+        int lr = core_revisions_load(r->revisions, &e);
+        uint64_t hist = core_revisions_last(r->revisions);
+        char problem[256];
+
+        if (lr < 0 && lr != -ENOENT && !core_revisions_problem(r->revisions, NULL, 0))
+            core_revisions_report(r->revisions, "%s", e.msg);
+        if (meta.revision > hist) {
+            core_revisions_floor(r->revisions, meta.revision);
+            if (!core_revisions_problem(r->revisions, NULL, 0))
+                core_revisions_report(r->revisions,
+                                      "%s/%s ends at revision %" PRIu64
+                                      " but the state file is at revision %" PRIu64
+                                      ": the revisions between are lost",
+                                      r->state_dir, CORE_REVISIONS_FILE, hist, meta.revision);
+        }
+        if (core_revisions_problem(r->revisions, problem, sizeof(problem)))
+            core_log_warn("history of revisions damaged: %s", problem);
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct core_listener *l;
+
         ret = core_listener_new(&cfgs[i], r->state_dir, r->events, r->own, &l);
         if (ret < 0) {
             core_err_set(err, ret, NULL, "out of memory");
@@ -794,25 +822,6 @@ int core_registry_load(struct core_registry *r, const char *defaults, struct cor
         pthread_mutex_lock(&r->lock);
         insert_locked(r, l);
         pthread_mutex_unlock(&r->lock);
-    }
-    if (from_defaults) {
-        const struct core_listener_cfg **all = calloc(n + 1, sizeof(*all));
-
-        for (size_t i = 0; all && i < n; i++)
-            all[i] = &cfgs[i];
-        ret = all ? (r->persist ? core_store_save(r->state_path, all, n, err) : 0) : -ENOMEM;
-        free(all);
-        if (ret < 0)
-            goto out;
-    }
-
-    /* The history: a revision records the set loaded unless the history ends with it. */
-    memset(&e, 0, sizeof(e));
-    if (r->persist) {
-        int lr = core_revisions_load(r->revisions, &e);
-
-        if (lr < 0 && lr != -ENOENT)
-            core_log_warn("history of revisions starts again: %s", e.msg);
     }
     loaded = calloc(n + 1, sizeof(*loaded));
     if (!loaded) {
@@ -827,9 +836,21 @@ int core_registry_load(struct core_registry *r, const char *defaults, struct cor
         ret = -ENOMEM;
         goto out;
     }
-    /* Nothing loaded and no history (a first start with --no-defaults): nothing to record. */
-    if ((last && json_equal(last, set)) || (!last && n == 0))
+    /* The history ends with the set loaded, or nothing loaded and no history (a first start
+     * with --no-defaults): nothing to record. */
+    if ((last && json_equal(last, set) && meta.revision <= last_n) || (!last && n == 0)) {
+        if (from_defaults && r->persist) {
+            meta.revision = last_n;
+            ret = core_store_save(r->state_path, loaded, n, &meta, err);
+        }
         goto out;
+    }
+    if (from_defaults && r->persist) {
+        meta.revision = core_revisions_next(r->revisions);
+        ret = core_store_save(r->state_path, loaded, n, &meta, err);
+        if (ret < 0)
+            goto out;
+    }
     if (last && cfgs_from_json(r, last, &last_cfgs, &n_last, NULL) == 0) {
         last_set = calloc(n_last + 1, sizeof(*last_set));
         for (size_t i = 0; last_set && i < n_last; i++)
@@ -1412,6 +1433,11 @@ size_t core_registry_count(struct core_registry *r)
     n = r->n;
     pthread_mutex_unlock(&r->lock);
     return n;
+}
+
+bool core_registry_history_problem(struct core_registry *r, char *buf, size_t len)
+{
+    return core_revisions_problem(r->revisions, buf, len);
 }
 
 /* The metrics tick: every listener's counters with their rates since the previous tick. */

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,8 @@ struct core_revisions {
      * newest it holds. Changed by the changing thread only. */
     size_t file_lines;
     uint64_t file_last;
+    uint64_t floor;    /* no revision appended takes a lower number; guarded by lock */
+    char problem[256]; /* what was wrong with the file at load, "" when nothing; guarded by lock */
 };
 
 int core_revisions_new(const char *path, struct core_revisions **ret)
@@ -89,6 +92,55 @@ void core_revisions_free(struct core_revisions *rv)
 static size_t first_shown(const struct core_revisions *rv)
 {
     return rv->n > CORE_REVISIONS_KEEP ? rv->n - CORE_REVISIONS_KEEP : 0;
+}
+
+/* The number the next revision takes. Under lock. */
+static uint64_t next_locked(const struct core_revisions *rv)
+{
+    uint64_t n = rv->n ? rv->list[rv->n - 1].n + 1 : 1;
+
+    return n > rv->floor ? n : rv->floor;
+}
+
+uint64_t core_revisions_next(struct core_revisions *rv)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&rv->lock);
+    n = next_locked(rv);
+    pthread_mutex_unlock(&rv->lock);
+    return n;
+}
+
+void core_revisions_floor(struct core_revisions *rv, uint64_t n)
+{
+    pthread_mutex_lock(&rv->lock);
+    if (n > rv->floor)
+        rv->floor = n;
+    pthread_mutex_unlock(&rv->lock);
+}
+
+void core_revisions_report(struct core_revisions *rv, const char *fmt, ...)
+{
+    va_list ap;
+
+    pthread_mutex_lock(&rv->lock);
+    va_start(ap, fmt);
+    (void)vsnprintf(rv->problem, sizeof(rv->problem), fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&rv->lock);
+}
+
+bool core_revisions_problem(struct core_revisions *rv, char *buf, size_t len)
+{
+    bool has;
+
+    pthread_mutex_lock(&rv->lock);
+    has = rv->problem[0] != '\0';
+    if (has && len > 0)
+        (void)snprintf(buf, len, "%s", rv->problem);
+    pthread_mutex_unlock(&rv->lock);
+    return has;
 }
 
 uint64_t core_revisions_last(struct core_revisions *rv)
@@ -181,7 +233,7 @@ int core_revisions_append(struct core_revisions *rv, const char *source, json_t 
         goto out_fail;
     format_now(e.time, sizeof(e.time));
     pthread_mutex_lock(&rv->lock);
-    e.n = rv->n ? rv->list[rv->n - 1].n + 1 : 1;
+    e.n = next_locked(rv);
     of_next = json_deep_copy(rv->of);
     if (!of_next || mark(of_next, diff, listeners, all_listeners, e.n) < 0) {
         pthread_mutex_unlock(&rv->lock);
@@ -435,12 +487,18 @@ int core_revisions_load(struct core_revisions *rv, struct core_err *err)
                 r = 0;
                 break;
             }
+            /* The numbers read so far stay taken: a revision number never comes back. */
+            if (rv->n > 0 && rv->list[rv->n - 1].n >= rv->floor)
+                rv->floor = rv->list[rv->n - 1].n + 1;
             for (size_t k = 0; k < rv->n; k++)
                 revision_fini(&rv->list[k]);
             rv->n = 0;
             json_decref(of);
             of = NULL;
             core_err_set(err, -EINVAL, NULL, "%s: line %zu is not a revision", rv->path, line_no);
+            (void)snprintf(rv->problem, sizeof(rv->problem),
+                           "%s: line %zu is not a revision: the history before it is lost",
+                           rv->path, line_no);
             r = -EINVAL;
             break;
         }
@@ -458,6 +516,10 @@ int core_revisions_load(struct core_revisions *rv, struct core_err *err)
             r = -ENOMEM;
         /* A torn line is not appended to: the next save writes the file whole. */
         rv->file_lines = torn ? 0 : lines;
+        if (torn)
+            (void)snprintf(rv->problem, sizeof(rv->problem),
+                           "%s: line %zu was cut short or damaged and was dropped", rv->path,
+                           line_no);
         rv->file_last = rv->n ? rv->list[rv->n - 1].n : 0;
     }
     pthread_mutex_unlock(&rv->lock);

@@ -105,11 +105,11 @@ out_unlink:
 
 int core_store_parse(const char *text, size_t len, const char *origin,
                      const struct core_service_table *services, struct core_listener_cfg **ret_cfgs,
-                     size_t *ret_n, struct core_err *err)
+                     size_t *ret_n, struct core_store_meta *ret_meta, struct core_err *err)
 {
     struct core_listener_cfg *cfgs = NULL;
     json_error_t jerr;
-    json_t *root, *list, *v;
+    json_t *root, *list, *v, *rev;
     size_t i, n = 0;
     int r;
 
@@ -119,10 +119,15 @@ int core_store_parse(const char *text, size_t len, const char *origin,
                             jerr.column, jerr.text);
     list = json_object_get(root, "listeners");
     v = json_object_get(root, "version");
+    rev = json_object_get(root, "revision");
     if (!json_is_object(root) || !json_is_array(list) ||
         (v && (!json_is_integer(v) || json_integer_value(v) != STORE_FORMAT_VERSION))) {
         r = core_err_set(err, -EINVAL, NULL, "%s: expected {\"version\": %d, \"listeners\": [...]}",
                          origin, STORE_FORMAT_VERSION);
+        goto out_root;
+    }
+    if (rev && (!json_is_integer(rev) || json_integer_value(rev) < 0)) {
+        r = core_err_set(err, -EINVAL, "revision", "%s: revision: must be a whole number", origin);
         goto out_root;
     }
     cfgs = calloc(json_array_size(list) + 1, sizeof(*cfgs));
@@ -148,6 +153,8 @@ int core_store_parse(const char *text, size_t len, const char *origin,
             }
         }
     }
+    if (ret_meta)
+        *ret_meta = (struct core_store_meta){.revision = (uint64_t)json_integer_value(rev)};
     json_decref(root);
     *ret_cfgs = cfgs;
     *ret_n = n;
@@ -237,7 +244,8 @@ int core_fs_read_file(const char *path, size_t max, char **ret, size_t *ret_len)
 }
 
 int core_store_load(const char *path, const struct core_service_table *services,
-                    struct core_listener_cfg **ret_cfgs, size_t *ret_n, struct core_err *err)
+                    struct core_listener_cfg **ret_cfgs, size_t *ret_n,
+                    struct core_store_meta *ret_meta, struct core_err *err)
 {
     size_t len = 0;
     char *text = NULL;
@@ -253,20 +261,21 @@ int core_store_load(const char *path, const struct core_service_table *services,
         return core_err_set(err, r, NULL, "%s: not a regular file of at most 64 MiB", path);
     if (r < 0)
         return core_err_set(err, r, NULL, "%s: %s", path, strerror(-r));
-    r = core_store_parse(text, len, path, services, ret_cfgs, ret_n, err);
+    r = core_store_parse(text, len, path, services, ret_cfgs, ret_n, ret_meta, err);
     free(text);
     return r;
 }
 
 int core_store_save(const char *path, const struct core_listener_cfg *const *cfgs, size_t n,
-                    struct core_err *err)
+                    const struct core_store_meta *meta, struct core_err *err)
 {
     json_t *root, *list;
     char *text;
     int r;
 
     list = json_array();
-    root = json_pack("{s:i, s:o}", "version", STORE_FORMAT_VERSION, "listeners", list);
+    root = json_pack("{s:i, s:I, s:o}", "version", STORE_FORMAT_VERSION, "revision",
+                     (json_int_t)(meta ? meta->revision : 0), "listeners", list);
     if (!root)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {

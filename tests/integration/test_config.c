@@ -785,6 +785,153 @@ static void test_config_ctl_files_download_verified_and_atomic(void **state)
     assert_null(it_file_read(out, NULL));
 }
 
+/* ---- a history that cannot go back ---- */
+
+/* GET /api/v1/health's "history" member: its status, and its problem into buf ("" if none). */
+static void history_health(const struct it_daemon *d, char *status, char *problem, size_t cap)
+{
+    json_t *h = it_http_expect(d, "GET", "/api/v1/health", NULL, 200);
+    const char *p = json_string_value(it_json_path(h, "history.problem"));
+
+    snprintf(status, cap, "%s", it_json_str(h, "history.status"));
+    snprintf(problem, cap, "%s", p ? p : "");
+    json_decref(h);
+}
+
+static void restart(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    int status;
+    int64_t ms;
+
+    assert_int_equal(it_daemon_stop(d, SIGTERM, 5000, &status, &ms), 0);
+    assert_true(it_status_is_exit0(status));
+    it_daemon_start_ok(d, &(struct it_daemon_opts){.dir = ((struct it_fixture *)*state)->dir});
+}
+
+/* Creates listener id (a TCP echo on port 0): one revision. */
+static void create_echo(const struct it_daemon *d, const char *id)
+{
+    char body[128];
+
+    snprintf(body, sizeof(body), "{\"id\":\"%s\",\"service\":\"echo\",\"port\":0}", id);
+    json_decref(it_http_expect(d, "POST", "/api/v1/listeners", body, 201));
+}
+
+static void test_config_never_configured_has_etag_r0(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    const char *body = "{\"listeners\":[{\"id\":\"e\",\"service\":\"echo\",\"port\":0}]}";
+    char etag[64];
+    struct answer a;
+    json_t *c = config_get(d, etag, sizeof(etag));
+
+    assert_int_equal(it_json_int(c, "revision"), 0);
+    assert_string_equal(etag, "\"r0\"");
+    json_decref(c);
+    /* The first conditional write can be made... */
+    req(d, "PUT", "/api/v1/config", body, "\"r0\"", &a);
+    expect_status(&a, 200, "PUT config If-Match r0 on a daemon never configured");
+    assert_string_equal(a.etag, "\"r1\"");
+    answer_fini(&a);
+    /* ...once: r0 is stale now, and the 412 says what is current. */
+    req(d, "PUT", "/api/v1/config", "{\"listeners\":[]}", "\"r0\"", &a);
+    expect_status(&a, 412, "PUT config with the stale r0");
+    assert_string_equal(a.etag, "\"r1\"");
+    answer_fini(&a);
+    assert_int_equal(revision_now(d), 1);
+}
+
+static void test_config_emptied_history_never_reuses_a_revision(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    char path[IT_PATH_MAX + 32], status[256], problem[256], etag[64];
+    struct answer a;
+    json_t *c;
+
+    snprintf(path, sizeof(path), "%s/revisions.jsonl", d->state_dir);
+    create_echo(d, "a");
+    create_echo(d, "b");
+    create_echo(d, "c");
+    assert_int_equal(revision_now(d), 3);
+    /* A clean restart: the history is whole. */
+    restart(state);
+    history_health(d, status, problem, sizeof(status));
+    assert_string_equal(status, "ok");
+    assert_string_equal(problem, "");
+    assert_int_equal(revision_now(d), 3);
+
+    /* Emptied: the numbers go on from the state file's, an old ETag never matches again. */
+    assert_int_equal(it_file_write(path, "", 0), 0);
+    restart(state);
+    c = config_get(d, etag, sizeof(etag));
+    assert_int_equal(it_json_int(c, "revision"), 3);
+    assert_int_equal(json_array_size(json_object_get(c, "listeners")), 3);
+    json_decref(c);
+    assert_string_equal(etag, "\"r3\"");
+    history_health(d, status, problem, sizeof(status));
+    assert_string_equal(status, "damaged");
+    assert_non_null(strstr(problem, "revisions.jsonl"));
+    req(d, "PUT", "/api/v1/config", "{\"listeners\":[]}", "\"r1\"", &a);
+    expect_status(&a, 412, "PUT config with r1 after the history was emptied");
+    answer_fini(&a);
+    create_echo(d, "d");
+    assert_int_equal(revision_now(d), 4);
+
+    /* Removed altogether: likewise. */
+    assert_int_equal(unlink(path), 0);
+    restart(state);
+    assert_int_equal(revision_now(d), 4);
+    history_health(d, status, problem, sizeof(status));
+    assert_string_equal(status, "damaged");
+    create_echo(d, "e");
+    assert_int_equal(revision_now(d), 5);
+    {
+        char *log = it_daemon_stderr(d);
+
+        assert_non_null(strstr(log, "history of revisions damaged"));
+        free(log);
+    }
+}
+
+static void test_config_damaged_history_is_reported(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    char path[IT_PATH_MAX + 32], status[256], problem[256];
+    size_t len = 0;
+    char *text, *damaged;
+
+    snprintf(path, sizeof(path), "%s/revisions.jsonl", d->state_dir);
+    create_echo(d, "a");
+    create_echo(d, "b");
+
+    /* A last line cut short (a crash mid-append): dropped, and said. */
+    text = it_file_read(path, &len);
+    assert_non_null(text);
+    assert_true(asprintf(&damaged, "%s{\"version\":1,\"revision\":3,\"ti", text) > 0);
+    assert_int_equal(it_file_write(path, damaged, strlen(damaged)), 0);
+    free(damaged);
+    restart(state);
+    history_health(d, status, problem, sizeof(status));
+    assert_string_equal(status, "damaged");
+    assert_non_null(strstr(problem, "line 3"));
+    assert_int_equal(revision_now(d), 2);
+
+    /* A line of garbage before the others: the history before it is lost, said, and the
+     * numbers still go on. */
+    assert_true(asprintf(&damaged, "garbage\n%s", text) > 0);
+    assert_int_equal(it_file_write(path, damaged, strlen(damaged)), 0);
+    free(damaged);
+    free(text);
+    restart(state);
+    history_health(d, status, problem, sizeof(status));
+    assert_string_equal(status, "damaged");
+    assert_non_null(strstr(problem, "line 1 is not a revision"));
+    assert_true(revision_now(d) >= 2);
+    create_echo(d, "c");
+    assert_true(revision_now(d) >= 3);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
@@ -797,6 +944,9 @@ int main(void)
         T(test_config_port_change_under_load_no_failed_round_trip),
         T(test_config_ctl_verbs_and_exit_codes),
         T(test_config_ctl_files_download_verified_and_atomic),
+        T(test_config_never_configured_has_etag_r0),
+        T(test_config_emptied_history_never_reuses_a_revision),
+        T(test_config_damaged_history_is_reported),
     };
 
     curl_global_init(CURL_GLOBAL_DEFAULT);

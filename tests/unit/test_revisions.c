@@ -243,7 +243,15 @@ static void test_revisions_file_round_trip_and_torn_last_line(void **state)
     close(fd);
 
     assert_int_equal(core_revisions_new(f->path, &again), 0);
+    assert_false(core_revisions_problem(again, NULL, 0));
     assert_int_equal(core_revisions_load(again, &err), 0);
+    /* Dropped, and said. */
+    {
+        char problem[256];
+
+        assert_true(core_revisions_problem(again, problem, sizeof(problem)));
+        assert_non_null(strstr(problem, "line 6"));
+    }
     assert_int_equal(core_revisions_last(again), 5);
     assert_int_equal(core_revisions_of(again, "even"), 5);
     assert_int_equal(core_revisions_of(again, "odd"), 4);
@@ -261,7 +269,26 @@ static void test_revisions_file_round_trip_and_torn_last_line(void **state)
     assert_int_equal(core_revisions_new(f->path, &again), 0);
     assert_int_equal(core_revisions_load(again, &err), 0);
     assert_int_equal(core_revisions_last(again), 6);
+    assert_false(core_revisions_problem(again, NULL, 0));
     core_revisions_free(again);
+    core_revisions_free(rv);
+}
+
+static void test_revisions_floor_keeps_numbers_from_coming_back(void **state)
+{
+    struct fx *f = *state;
+    struct core_revisions *rv;
+
+    assert_int_equal(core_revisions_new(f->path, &rv), 0);
+    assert_int_equal(core_revisions_next(rv), 1);
+    /* The history was lost but the state file says 7: the next is 7, never 1. */
+    core_revisions_floor(rv, 7);
+    assert_int_equal(core_revisions_next(rv), 7);
+    assert_int_equal(append(rv, "a", "create"), 7);
+    assert_int_equal(core_revisions_next(rv), 8);
+    /* A lower floor changes nothing. */
+    core_revisions_floor(rv, 3);
+    assert_int_equal(append(rv, "a", "change"), 8);
     core_revisions_free(rv);
 }
 
@@ -296,7 +323,10 @@ static void test_revisions_corrupt_line_in_the_middle_refused(void **state)
     struct fx *f = *state;
     struct core_revisions *rv;
     struct core_err err = {0};
-    static const char text[] = "{\"revision\":1}\nnot json\n";
+    static const char text[] = "{\"version\":1,\"revision\":4,\"time\":\"t\",\"source\":\"s\","
+                               "\"summary\":\"x\",\"diff\":[],\"listeners\":[],"
+                               "\"listener_revisions\":{}}\nnot json\n{\"revision\":1}\n";
+    char problem[256];
     int fd = open(f->path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
     assert_true(fd >= 0);
@@ -304,8 +334,12 @@ static void test_revisions_corrupt_line_in_the_middle_refused(void **state)
     close(fd);
     assert_int_equal(core_revisions_new(f->path, &rv), 0);
     assert_int_equal(core_revisions_load(rv, &err), -EINVAL);
-    assert_non_null(strstr(err.msg, "line 1"));
+    assert_non_null(strstr(err.msg, "line 2"));
     assert_int_equal(core_revisions_last(rv), 0);
+    assert_true(core_revisions_problem(rv, problem, sizeof(problem)));
+    assert_non_null(strstr(problem, "line 2 is not a revision"));
+    /* The revision read before the bad line keeps its number taken. */
+    assert_int_equal(core_revisions_next(rv), 5);
     core_revisions_free(rv);
 }
 
@@ -323,6 +357,8 @@ int main(void)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_revisions_corrupt_line_in_the_middle_refused, fx_setup,
                                         fx_teardown),
+        cmocka_unit_test_setup_teardown(test_revisions_floor_keeps_numbers_from_coming_back,
+                                        fx_setup, fx_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -76,7 +76,7 @@ static void test_store_missing_file_is_enoent(void **state)
     struct core_listener_cfg *cfgs = NULL;
     size_t n = 0;
 
-    assert_int_equal(core_store_load(d->file, &table, &cfgs, &n, NULL), -ENOENT);
+    assert_int_equal(core_store_load(d->file, &table, &cfgs, &n, NULL, NULL), -ENOENT);
 }
 
 static void test_store_round_trip_keeps_every_field(void **state)
@@ -90,15 +90,20 @@ static void test_store_round_trip_keeps_every_field(void **state)
     struct dir *d = *state;
     struct core_listener_cfg *in = NULL, *out = NULL;
     const struct core_listener_cfg *ptrs[2];
+    struct core_store_meta meta = {.revision = 99}, saved = {.revision = 42};
     size_t n_in = 0, n_out = 0;
 
-    assert_int_equal(core_store_parse(text, strlen(text), "test", &table, &in, &n_in, NULL), 0);
+    assert_int_equal(core_store_parse(text, strlen(text), "test", &table, &in, &n_in, &meta, NULL),
+                     0);
     assert_int_equal(n_in, 2);
+    /* A file from before revisions were kept in it: none recorded. */
+    assert_int_equal(meta.revision, 0);
     ptrs[0] = &in[0];
     ptrs[1] = &in[1];
-    assert_int_equal(core_store_save(d->file, ptrs, 2, NULL), 0);
-    assert_int_equal(core_store_load(d->file, &table, &out, &n_out, NULL), 0);
+    assert_int_equal(core_store_save(d->file, ptrs, 2, &saved, NULL), 0);
+    assert_int_equal(core_store_load(d->file, &table, &out, &n_out, &meta, NULL), 0);
     assert_int_equal(n_out, 2);
+    assert_int_equal(meta.revision, 42);
     for (size_t i = 0; i < 2; i++) {
         assert_true(core_listener_cfg_equal(&in[i], &out[i]));
         core_listener_cfg_fini(&in[i]);
@@ -118,7 +123,7 @@ static void test_store_corrupt_file_names_file_and_problem(void **state)
     size_t n = 0;
 
     write_file(d->file, "{\"version\":1,\"listeners\":[{\"id\":\"a\",");
-    assert_int_equal(core_store_load(d->file, &table, &cfgs, &n, &err), -EINVAL);
+    assert_int_equal(core_store_load(d->file, &table, &cfgs, &n, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, d->file));
     assert_non_null(strstr(err.msg, "line 1"));
     assert_null(cfgs);
@@ -133,7 +138,7 @@ static void test_store_bad_listener_names_it(void **state)
 
     write_file(d->file, "{\"version\":1,\"listeners\":[{\"id\":\"a\",\"service\":\"echo\","
                         "\"port\":1},{\"id\":\"b\",\"service\":\"echo\",\"port\":99999}]}");
-    assert_int_equal(core_store_load(d->file, &table, &cfgs, &n, &err), -EINVAL);
+    assert_int_equal(core_store_load(d->file, &table, &cfgs, &n, NULL, &err), -EINVAL);
     assert_non_null(strstr(err.msg, d->file));
     assert_non_null(strstr(err.msg, "listener 1"));
     assert_non_null(strstr(err.msg, "port"));
@@ -148,7 +153,8 @@ static void test_store_duplicate_ids_refused(void **state)
     size_t n = 0;
 
     (void)state;
-    assert_int_equal(core_store_parse(text, strlen(text), "t", &table, &cfgs, &n, &err), -EINVAL);
+    assert_int_equal(core_store_parse(text, strlen(text), "t", &table, &cfgs, &n, NULL, &err),
+                     -EINVAL);
     assert_non_null(strstr(err.msg, "twice"));
 }
 
@@ -161,8 +167,9 @@ static void test_store_wrong_shape_refused(void **state)
 
     (void)state;
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
-        assert_int_equal(core_store_parse(texts[i], strlen(texts[i]), "t", &table, &cfgs, &n, NULL),
-                         -EINVAL);
+        assert_int_equal(
+            core_store_parse(texts[i], strlen(texts[i]), "t", &table, &cfgs, &n, NULL, NULL),
+            -EINVAL);
 }
 
 static void test_fs_write_atomic_replaces_whole_content(void **state)
