@@ -1785,6 +1785,26 @@ int it_children(const struct it_daemon *d, pid_t *pids, int cap)
     return n;
 }
 
+struct children_want {
+    const struct it_daemon *d;
+    int want;
+};
+
+static bool children_are(void *arg)
+{
+    const struct children_want *c = arg;
+
+    return it_children(c->d, NULL, 0) == c->want;
+}
+
+void it_assert_children_eventually(const struct it_daemon *d, int want)
+{
+    struct children_want c = {.d = d, .want = want};
+
+    if (!it_wait_until(IT_WAIT_MS, children_are, &c))
+        fail_msg("children: %d, want %d", it_children(d, NULL, 0), want);
+}
+
 struct threads_bound {
     pid_t pid;
     int max;

@@ -337,6 +337,10 @@ void it_assert_daemon_alive(const struct it_daemon *d);
  */
 int it_children(const struct it_daemon *d, pid_t *pids, int cap);
 
+/* Polls until the daemon has exactly want child processes, for at most IT_WAIT_MS (a child
+ * whose connection ended exits on its own time); asserts. */
+void it_assert_children_eventually(const struct it_daemon *d, int want);
+
 /*
  * Polls until the daemon runs at most max threads (/proc/PID/task), for at most timeout_ms;
  * asserts that it did, listing its threads (id and name) otherwise. For a count that must come

@@ -52,27 +52,6 @@ static char *pattern(size_t len, unsigned seed)
     return p;
 }
 
-struct children_want {
-    const struct it_daemon *d;
-    int want;
-};
-
-static bool children_are(void *arg)
-{
-    const struct children_want *c = arg;
-
-    return it_children(c->d, NULL, 0) == c->want;
-}
-
-/* Polls until the daemon has exactly want child processes, for at most IT_WAIT_MS; asserts. */
-static void assert_children_eventually(const struct it_daemon *d, int want)
-{
-    struct children_want c = {.d = d, .want = want};
-
-    if (!it_wait_until(IT_WAIT_MS, children_are, &c))
-        fail_msg("children: %d, want %d", it_children(d, NULL, 0), want);
-}
-
 static uint16_t create(const struct it_daemon *d, const char *id, const char *svc,
                        const char *options)
 {
@@ -120,7 +99,7 @@ static void test_process_echo_and_date_served_exactly(void **state)
     assert_non_null(strstr(reply, "20"));
     free(reply);
     it_assert_metric_eventually(d, "pd", "connections_total", 1, IT_WAIT_MS);
-    assert_children_eventually(d, 0);
+    it_assert_children_eventually(d, 0);
     free(big);
 }
 
@@ -169,7 +148,7 @@ static void test_process_concurrent_clients_served_and_reaped(void **state)
     it_assert_metric_eventually(d, "pc", "connections_total", N_CLIENTS, IT_WAIT_MS);
     it_assert_metric_eventually(d, "pc", "bytes_in", N_CLIENTS * 64 * 1024, IT_WAIT_MS);
     it_assert_metric_eventually(d, "pc", "connections_active", 0, IT_WAIT_MS);
-    assert_children_eventually(d, 0);
+    it_assert_children_eventually(d, 0);
     assert_int_equal(it_metric(d, "pc", "errors"), 0);
 }
 
@@ -186,7 +165,7 @@ static void test_process_open_connection_counted_live(void **state)
     assert_int_equal(it_children(d, NULL, 0), 1);
     close(fd);
     it_assert_metric_eventually(d, "pl", "connections_active", 0, IT_WAIT_MS);
-    assert_children_eventually(d, 0);
+    it_assert_children_eventually(d, 0);
 }
 
 static void test_process_over_limit_rejected(void **state)
@@ -523,7 +502,7 @@ static void test_process_backup_concurrent_uploads_numbered_without_gaps(void **
         upload_fini(&u[i]);
     upload_fini(&later);
     it_assert_metric_eventually(d, "pbv", "connections_active", 0, IT_WAIT_MS);
-    assert_children_eventually(d, 0);
+    it_assert_children_eventually(d, 0);
     assert_int_equal(it_metric(d, "pbv", "service.uploads_stored"), N_SAME + N_OTHER + 1);
     assert_int_equal(it_metric(d, "pbv", "service.restores"), N_SAME + N_OTHER + 1);
     assert_int_equal(it_metric(d, "pbv", "errors"), 0);
@@ -590,7 +569,7 @@ static void test_process_backup_child_killed_mid_upload_keeps_nothing(void **sta
                           "progress)");
     assert_int_equal(kill(pid, SIGKILL), 0);
     assert_true(it_read_to_eof(big.fd, IT_IO_TIMEOUT_MS, NULL, NULL) != -ETIMEDOUT);
-    assert_children_eventually(d, 1);
+    it_assert_children_eventually(d, 1);
 
     /* Its share is free again, and it numbered nothing: the next "big" is version 1. */
     snprintf(want, sizeof(want), "PUT other 500 %s\n", other.sha);
@@ -616,7 +595,7 @@ static void test_process_backup_child_killed_mid_upload_keeps_nothing(void **sta
     upload_fini(&other);
     upload_fini(&small);
     it_assert_metric_eventually(d, "pbk", "connections_active", 0, IT_WAIT_MS);
-    assert_children_eventually(d, 0);
+    it_assert_children_eventually(d, 0);
     assert_int_equal(it_metric(d, "pbk", "service.uploads_stored"), 2);
 }
 
