@@ -113,6 +113,18 @@ int svc_backup_store_attach(const char *dir, struct svc_backup_store **ret, stru
 void svc_backup_store_free(struct svc_backup_store *s);
 
 /*
+ * Closes a writer's store as svc_backup_store_free() does, and first removes the directories
+ * its open created (dir and the missing parents it made) when nothing was ever stored in them:
+ * a listener that goes away unused, or a change rolled back, leaves no directory behind.
+ * A directory that holds anything is kept. Accepts NULL and any store.
+ */
+void svc_backup_store_free_unused(struct svc_backup_store *s);
+
+/* Bytes the file system holding the directory has free for an unprivileged writer. Returns 0
+ * or a negative errno. Any thread. */
+int svc_backup_store_free_bytes(struct svc_backup_store *s, uint64_t *ret_bytes);
+
+/*
  * What holds name now: 0 nothing, 1 a regular file (a current copy), -EEXIST something else
  * (a symbolic link, a directory: the name cannot be used), or another negative errno.
  * Caller serialised.
@@ -127,6 +139,13 @@ int svc_backup_store_lookup(struct svc_backup_store *s, const char *name);
  */
 int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
                              struct svc_backup_tmp *ret);
+
+/*
+ * Reserves disk for len bytes of the temporary file from offset off (fallocate, keeping its
+ * size), so that the write of those bytes cannot run out of space. Returns 0 (also on file
+ * systems that cannot preallocate), -ENOSPC, -EDQUOT, -EFBIG or another negative errno.
+ */
+int svc_backup_store_tmp_reserve(struct svc_backup_tmp *t, uint64_t off, uint64_t len);
 
 /* Appends n bytes to the temporary file. Returns 0 or a negative errno (-ENOSPC, -EIO...). */
 int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n);
