@@ -191,9 +191,14 @@ static void test_confine_restore_of_revision_naming_it_refused(void **state)
         snprintf(patch, sizeof(patch), "{\"options\":{\"directory\":\"%s\"}}", other);
         json_decref(it_http_expect(&f->d, "PATCH", "/api/v1/listeners/b", patch, 200));
     }
-    /* The directory of that revision (left empty, so removed) is now a link into the state
-     * directory. */
-    assert_false(exists(later));
+    /* The directory of that revision is now a link into the state directory. */
+    {
+        char *meta = path_in(later, ".sockserv");
+
+        (void)rmdir(meta);
+        (void)rmdir(later);
+        free(meta);
+    }
     assert_int_equal(symlink(f->d.state_dir, later), 0);
     snprintf(path, sizeof(path), "/api/v1/config/revisions/%lld/restore?dry_run=true",
              (long long)first);

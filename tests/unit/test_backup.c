@@ -17,7 +17,9 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -584,6 +586,8 @@ static void test_backup_options_check_fills_defaults(void **state)
     assert_int_equal(json_integer_value(json_object_get(o, "max_file_size")), 4LL << 30);
     assert_int_equal(json_integer_value(json_object_get(o, "quota_bytes")), 64LL << 30);
     assert_true(json_is_false(json_object_get(o, "require_checksum")));
+    assert_int_equal(json_integer_value(json_object_get(o, "min_rate_bytes_per_s")), 1024);
+    assert_int_equal(json_integer_value(json_object_get(o, "min_rate_window_s")), 60);
     assert_null(json_object_get(o, "directory"));
     json_decref(o);
 }
@@ -603,6 +607,10 @@ static void test_backup_options_check_bad_values_name_the_field(void **state)
         {"{\"directory\":\"relative/dir\"}", "options.directory"},
         {"{\"directory\":7}", "options.directory"},
         {"{\"colour\":\"blue\"}", "options.colour"},
+        {"{\"min_rate_bytes_per_s\":-1}", "options.min_rate_bytes_per_s"},
+        {"{\"min_rate_bytes_per_s\":\"fast\"}", "options.min_rate_bytes_per_s"},
+        {"{\"min_rate_window_s\":0}", "options.min_rate_window_s"},
+        {"{\"min_rate_window_s\":86401}", "options.min_rate_window_s"},
     };
     struct core_err err = {0};
     json_t *o = NULL;
@@ -1259,6 +1267,251 @@ static void test_backup_second_instance_on_same_directory_busy(void **state)
     assert_non_null(strstr(err.msg, "in use"));
 }
 
+/* ---- where a directory may be ---- */
+
+/* env_check of {"directory": dir} in f's environment (usable: every check). */
+static int dir_check(struct fx *f, const char *dir, bool usable, struct core_err *err)
+{
+    json_t *o = json_pack("{s:s}", "directory", dir);
+    int r;
+
+    assert_non_null(o);
+    memset(err, 0, sizeof(*err));
+    r = svc_backup.env_check(o, &f->env, usable, err);
+    json_decref(o);
+    return r;
+}
+
+static void expect_refused(struct fx *f, const char *dir, bool usable, const char *what)
+{
+    struct core_err err;
+
+    if (dir_check(f, dir, usable, &err) != -EINVAL)
+        fail_msg("%s was not refused", dir);
+    assert_string_equal(err.field, "options.directory");
+    if (!strstr(err.msg, what))
+        fail_msg("%s: \"%s\" does not say \"%s\"", dir, err.msg, what);
+}
+
+static void test_backup_directory_never_in_the_state_directory(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    char p[512], link[256], other[256], prot_dir[256], log[256];
+    const char *prot[] = {prot_dir, log, NULL};
+    struct core_err err;
+
+    (void)state;
+    snprintf(other, sizeof(other), "%s.other", f->dir);
+    snprintf(prot_dir, sizeof(prot_dir), "%s.secrets", f->dir);
+    snprintf(log, sizeof(log), "%s/revisions.jsonl", f->dir);
+    assert_int_equal(mkdir(prot_dir, 0700), 0);
+    f->env.protected_paths = prot;
+
+    expect_refused(f, f->dir, false, "state directory");
+    snprintf(p, sizeof(p), "%s/inside/deeper", f->dir);
+    expect_refused(f, p, false, "lies inside the daemon's own state directory");
+    snprintf(p, sizeof(p), "%s/backup", f->dir);
+    expect_refused(f, p, false, "lies inside");
+    expect_refused(f, "/", false, "holds the daemon's own state directory");
+    snprintf(p, sizeof(p), "%s/..", f->dir); /* /tmp, which holds it */
+    expect_refused(f, p, false, "holds");
+    snprintf(p, sizeof(p), "%s/../%s/x", f->dir, strrchr(f->dir, '/') + 1);
+    expect_refused(f, p, false, "lies inside");
+    snprintf(link, sizeof(link), "%s.link", f->dir);
+    assert_int_equal(symlink(f->dir, link), 0);
+    expect_refused(f, link, false, "state directory");
+    snprintf(p, sizeof(p), "%s/new/dir", link);
+    expect_refused(f, p, false, "state directory");
+    /* the other protected paths: the token file's directory, the revisions log */
+    expect_refused(f, prot_dir, false, "file or directory");
+    snprintf(p, sizeof(p), "%s/x", prot_dir);
+    expect_refused(f, p, false, "file or directory");
+    /* beneath <state>/backup/ and outside: allowed, and nothing is made by the check */
+    snprintf(p, sizeof(p), "%s/backup/mine", f->dir);
+    assert_int_equal(dir_check(f, p, true, &err), 0);
+    assert_int_equal(dir_check(f, other, true, &err), 0);
+    assert_int_equal(access(other, F_OK), -1);
+    /* a missing directory option is the daemon's own default */
+    assert_int_equal(svc_backup.env_check(f->opts, &f->env, true, &err), 0);
+    /* instance_new holds to the rule too */
+    {
+        json_t *o = json_pack("{s:s}", "directory", link);
+        void *inst = NULL;
+
+        assert_int_equal(svc_backup.instance_new(o, CORE_TCP, &f->env, &inst, &err), -EINVAL);
+        assert_null(inst);
+        json_decref(o);
+    }
+    unlink(link);
+    rmdir(prot_dir);
+}
+
+static void test_backup_directory_that_cannot_hold_files_refused(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    char file[256], p[512];
+    FILE *fp;
+
+    (void)state;
+    snprintf(file, sizeof(file), "%s.file", f->dir);
+    fp = fopen(file, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    expect_refused(f, file, true, "is not a directory");
+    snprintf(p, sizeof(p), "%s/x", file);
+    expect_refused(f, p, true, "not a directory");
+    expect_refused(f, "/proc/sockserv", true, "kernel file system");
+    expect_refused(f, "/sys/kernel/sockserv", true, "kernel file system");
+    /* not judged when the listener is not to run now */
+    {
+        struct core_err err;
+
+        assert_int_equal(dir_check(f, "/proc/sockserv", false, &err), 0);
+    }
+    unlink(file);
+}
+
+/* ---- what an upload holds ---- */
+
+static void test_backup_instance_unused_removes_the_directory_it_made(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    char parent[256];
+    struct core_err err = {0};
+
+    (void)state;
+    snprintf(parent, sizeof(parent), "%s/backup", f->dir);
+    assert_int_equal(access(f->store, F_OK), 0);
+    svc_backup.instance_free(f->inst);
+    f->inst = NULL;
+    assert_int_equal(access(f->store, F_OK), -1);
+    assert_int_equal(access(parent, F_OK), -1);
+    /* one that stored something keeps it */
+    assert_int_equal(svc_backup.instance_new(f->opts, CORE_TCP, &f->env, &f->inst, &err), 0);
+    put_ok(f, "a", "kept", 1);
+    svc_backup.instance_free(f->inst);
+    f->inst = NULL;
+    assert_int_equal(access(f->store, F_OK), 0);
+}
+
+static void test_backup_headers_hold_no_disk_until_bytes_come(void **state)
+{
+    struct fx *f = fx_new_in(state, "{}", "64m");
+    struct conn *c[16];
+    struct statvfs before, after;
+
+    (void)state;
+    if (!f) {
+        print_message("cannot mount a tmpfs (not root?)\n");
+        skip();
+        return;
+    }
+    assert_int_equal(statvfs(f->mnt, &before), 0);
+    for (int i = 0; i < 16; i++) {
+        char hdr[64];
+
+        c[i] = conn_open(f);
+        snprintf(hdr, sizeof(hdr), "PUT f%d 60000000\n", i);
+        assert_int_equal(feed(c[i], hdr), CORE_VERDICT_MORE);
+        expect_line(c[i], "OK");
+    }
+    assert_int_equal(statvfs(f->mnt, &after), 0);
+    assert_true((before.f_bfree - after.f_bfree) * after.f_frsize < 1024 * 1024);
+    /* more than the disk holds is refused at the header */
+    {
+        struct conn *big = conn_open(f);
+
+        assert_int_equal(feed(big, "PUT huge 80000000\n"), CORE_VERDICT_MORE);
+        expect_prefix(big, "ERR disk-full 80000000 bytes declared, ");
+        conn_close(big, true);
+    }
+    for (int i = 0; i < 16; i++)
+        conn_close(c[i], false);
+}
+
+static void test_backup_quota_taken_as_bytes_arrive(void **state)
+{
+    struct fx *f = fx_new(state, "{\"quota_bytes\":100}");
+    struct conn *a = conn_open(f), *b = conn_open(f);
+    char body[60];
+
+    (void)state;
+    memset(body, 'q', sizeof(body));
+    assert_int_equal(feed(a, "PUT a 60\n"), CORE_VERDICT_MORE);
+    expect_line(a, "OK");
+    assert_int_equal(feed(b, "PUT b 60\n"), CORE_VERDICT_MORE);
+    expect_line(b, "OK");
+    assert_int_equal(feedn(a, body, 10), CORE_VERDICT_MORE);
+    /* a holds its 60 now: b's first byte would pass the quota */
+    assert_int_equal(feedn(b, body, 1), CORE_VERDICT_MORE);
+    expect_line(b, "ERR quota 1 bytes received would exceed quota_bytes 100; nothing kept");
+    /* the rest of b's content is skipped, the connection goes on */
+    assert_int_equal(feedn(b, body, 59), CORE_VERDICT_MORE);
+    assert_int_equal(feedn(a, body, 50), CORE_VERDICT_MORE);
+    expect_prefix(a, "STORED a 1 60 ");
+    assert_int_equal(feed(b, "PUT b 40\n"), CORE_VERDICT_MORE);
+    expect_line(b, "OK");
+    conn_close(a, true);
+    conn_close(b, false);
+    assert_int_equal(count_entries(f), 1);
+    assert_int_equal(counter(f, "uploads_rejected_quota"), 1);
+}
+
+static void test_backup_upload_below_min_rate_cut(void **state)
+{
+    struct fx *f = fx_new(state, "{\"min_rate_bytes_per_s\":1000000,\"min_rate_window_s\":1}");
+    struct conn *c = conn_open(f);
+    struct timespec tick = {.tv_nsec = 50 * 1000 * 1000};
+    int r = CORE_VERDICT_MORE;
+
+    (void)state;
+    assert_int_equal(feed(c, "PUT slow 100000\n"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    /* One byte each 50 ms: cut once a window of 1 s has passed, within a few. */
+    for (int i = 0; i < 100 && r == CORE_VERDICT_MORE; i++) {
+        nanosleep(&tick, NULL); /* the client's pace, not a wait for the service */
+        r = feed(c, "x");
+    }
+    assert_int_equal(r, CORE_VERDICT_CLOSE);
+    expect_prefix(c, "ERR too-slow below min_rate_bytes_per_s 1000000 over ");
+    conn_close(c, true);
+    assert_int_equal(count_entries(f), 0);
+    assert_int_equal(counter(f, "uploads_cut"), 1);
+}
+
+/* An instance replaced while an upload drains on it: the upload is refused, never stored
+ * where the listener no longer looks; a replacement rolled back gives the directory back. */
+static void test_backup_replaced_instance_stores_nothing_more(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    char other[256];
+    json_t *o;
+    void *inst2 = NULL;
+    struct core_err err = {0};
+    struct conn *c = conn_open(f);
+
+    (void)state;
+    snprintf(other, sizeof(other), "%s.moved", f->dir);
+    o = json_pack("{s:s}", "directory", other);
+    assert_int_equal(feed(c, "PUT late 4\nab"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    /* the change is prepared (the new instance made), then rolled back */
+    assert_int_equal(svc_backup.instance_new(o, CORE_TCP, &f->env, &inst2, &err), 0);
+    svc_backup.instance_free(inst2);
+    assert_int_equal(feed(c, "cd"), CORE_VERDICT_MORE);
+    expect_prefix(c, "STORED late 1 4 ");
+    /* now it is made and kept: what drains on the old one is refused */
+    assert_int_equal(feed(c, "PUT later 4\nab"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    assert_int_equal(svc_backup.instance_new(o, CORE_TCP, &f->env, &inst2, &err), 0);
+    assert_int_equal(feed(c, "cd"), CORE_VERDICT_MORE);
+    expect_prefix(c, "ERR busy the listener's directory changed to ");
+    conn_close(c, true);
+    assert_absent(f, "later");
+    svc_backup.instance_free(inst2);
+    json_decref(o);
+}
+
 static void test_backup_require_checksum_refuses_uploads_without(void **state)
 {
     struct fx *f = fx_new(state, "{\"require_checksum\":true}");
@@ -1844,6 +2097,15 @@ int main(void)
         cmocka_unit_test_teardown(test_backup_limits_refuse_before_any_byte, fx_teardown),
         cmocka_unit_test_teardown(test_backup_quota_counts_copies_found_at_start, fx_teardown),
         cmocka_unit_test_teardown(test_backup_second_instance_on_same_directory_busy, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_directory_never_in_the_state_directory, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_directory_that_cannot_hold_files_refused,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_instance_unused_removes_the_directory_it_made,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_headers_hold_no_disk_until_bytes_come, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_quota_taken_as_bytes_arrive, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_upload_below_min_rate_cut, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_replaced_instance_stores_nothing_more, fx_teardown),
         cmocka_unit_test_teardown(test_backup_require_checksum_refuses_uploads_without,
                                   fx_teardown),
         cmocka_unit_test_teardown(test_backup_bare_name_flow_stores_unverified, fx_teardown),
