@@ -1353,18 +1353,26 @@ static int backup_options_check(const json_t *opts, enum core_transport t, json_
 /* ---- where a directory may be ---- */
 
 /*
- * path made absolute and free of links, "." and "..": the longest part that exists through
- * realpath(), the rest (which does not exist, so holds no link) appended name by name.
+ * given made absolute (relative to the working directory) and free of links, "." and "..":
+ * the longest part that exists through realpath(), the rest (which does not exist, so holds
+ * no link) appended name by name.
  * Returns 0, -ENOTDIR when a part that exists is not a directory, or another negative errno.
  */
-static int path_resolve(const char *path, char ret[PATH_MAX])
+static int path_resolve(const char *given, char ret[PATH_MAX])
 {
-    char head[PATH_MAX], res[PATH_MAX];
-    const char *tail = NULL;
+    char head[PATH_MAX], res[PATH_MAX], abs[PATH_MAX];
+    const char *tail = NULL, *path = given;
     size_t len;
 
-    if (path[0] != '/' || strlen(path) >= sizeof(head))
-        return -EINVAL;
+    if (given[0] != '/') { /* the state directory may be given relative to where we run */
+        if (!getcwd(res, sizeof(res)))
+            return -errno;
+        if (snprintf(abs, sizeof(abs), "%s/%s", res, given) >= (int)sizeof(abs))
+            return -ENAMETOOLONG;
+        path = abs;
+    }
+    if (strlen(path) >= sizeof(head))
+        return -ENAMETOOLONG;
     memcpy(head, path, strlen(path) + 1);
     for (;;) {
         char *slash;

@@ -1331,6 +1331,18 @@ static void test_backup_directory_never_in_the_state_directory(void **state)
     assert_int_equal(dir_check(f, p, true, &err), 0);
     assert_int_equal(dir_check(f, other, true, &err), 0);
     assert_int_equal(access(other, F_OK), -1);
+    /* a state directory given relative to the working directory is judged all the same */
+    {
+        char cwd[512];
+        const char *abs_state = f->env.state_dir;
+
+        assert_non_null(getcwd(cwd, sizeof(cwd)));
+        assert_int_equal(chdir("/tmp"), 0);
+        f->env.state_dir = strrchr(f->dir, '/') + 1;
+        expect_refused(f, f->dir, false, "state directory");
+        f->env.state_dir = abs_state;
+        assert_int_equal(chdir(cwd), 0);
+    }
     /* a missing directory option is the daemon's own default */
     assert_int_equal(svc_backup.env_check(f->opts, &f->env, true, &err), 0);
     /* instance_new holds to the rule too */
