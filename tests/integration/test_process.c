@@ -573,8 +573,12 @@ static void test_process_backup_quota_shared_by_every_process(void **state)
     assert_int_equal(n_stored, 3);
     assert_int_equal(n_refused, 2);
     /* A process refused sees what the others stored. */
-    snprintf(name, sizeof(name), "PUT %s 1\n", u[refused[0]].name);
-    send_text(u[refused[0]].fd, name);
+    {
+        char cmd[96];
+
+        snprintf(cmd, sizeof(cmd), "PUT %.63s 1\n", u[refused[0]].name);
+        send_text(u[refused[0]].fd, cmd);
+    }
     expect_line(u[refused[0]].fd, "ERR quota 1 bytes would exceed quota_bytes 3000 (3000 stored, "
                                   "0 in progress)");
     send_text(u[refused[1]].fd, "QUIT\n");
