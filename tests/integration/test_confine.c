@@ -119,7 +119,7 @@ static void expect_refused_everywhere(const struct it_daemon *d, const char *ok_
     assert_string_equal(it_json_str(res, "options.directory"), ok_dir);
     assert_string_equal(it_json_str(res, "status.state"), "running");
     json_decref(res);
-    it_http_expect(d, "GET", "/api/v1/listeners/bad", NULL, 404);
+    json_decref(it_http_expect(d, "GET", "/api/v1/listeners/bad", NULL, 404));
 }
 
 static void test_confine_state_dir_refused_however_spelled(void **state)
