@@ -754,10 +754,10 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
     if (is_moved(in, now, sizeof(now))) {
         shared_unlock(in);
         upload_discard(s);
+        /* The new place is not told: a client of the data plane learns no server path. */
         return reply_err(s, out, SVC_BACKUP_E_BUSY,
-                         "the listener's directory changed to %s during the upload; nothing "
-                         "kept, send it again",
-                         now);
+                         "the listener's directory changed during the upload; nothing kept, "
+                         "send it again");
     }
     r = svc_backup_store_commit(s->st, &s->tmp, s->name, in->policy, true, sha, integrity, &version,
                                 &freed, &err);
