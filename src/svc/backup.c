@@ -1516,6 +1516,15 @@ static int check_usable(const char *d, struct core_err *err)
 
     if (r < 0)
         return check_confined(d, NULL, err); /* says why */
+    for (const char *c = dir + 1; *c;) {
+        size_t n = strcspn(c, "/");
+
+        if (n > NAME_MAX)
+            return core_err_set(err, -EINVAL, "options.directory",
+                                "options.directory: a name in it is longer than %d bytes: %s",
+                                NAME_MAX, d);
+        c += n + (c[n] == '/');
+    }
     snprintf(near, sizeof(near), "%s", dir);
     while (stat(near, &st) < 0) {
         char *slash = strrchr(near, '/');

@@ -1373,6 +1373,15 @@ static void test_backup_directory_that_cannot_hold_files_refused(void **state)
     snprintf(p, sizeof(p), "%s/x", file);
     expect_refused(f, p, true, "not a directory");
     expect_refused(f, "/proc/sockserv", true, "kernel file system");
+    {
+        char longname[400];
+
+        memset(longname, 'n', sizeof(longname));
+        snprintf(longname, sizeof(longname), "%s.x/", f->dir);
+        memset(longname + strlen(longname), 'n', 300);
+        longname[strlen(f->dir) + 3 + 300] = '\0';
+        expect_refused(f, longname, true, "longer than 255 bytes");
+    }
     expect_refused(f, "/sys/kernel/sockserv", true, "kernel file system");
     /* not judged when the listener is not to run now */
     {
