@@ -1377,10 +1377,14 @@ static int path_resolve(const char *given, char ret[PATH_MAX])
     for (;;) {
         char *slash;
 
+        struct stat st;
+
         if (realpath(head, res))
             break;
         if (errno != ENOENT)
             return -errno;
+        if (lstat(head, &st) == 0) /* a link that leads nowhere: no telling where it would */
+            return -ENOENT;
         slash = strrchr(head, '/');
         if (!slash || slash == head) { /* "/" always exists */
             snprintf(res, sizeof(res), "/");

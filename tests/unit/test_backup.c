@@ -1374,6 +1374,15 @@ static void test_backup_directory_that_cannot_hold_files_refused(void **state)
     expect_refused(f, p, true, "not a directory");
     expect_refused(f, "/proc/sockserv", true, "kernel file system");
     {
+        char dangling[256];
+
+        snprintf(dangling, sizeof(dangling), "%s.dangling", f->dir);
+        assert_int_equal(symlink("/nonexistent/sockserv", dangling), 0);
+        snprintf(p, sizeof(p), "%s/x", dangling);
+        expect_refused(f, p, true, "cannot be resolved");
+        unlink(dangling);
+    }
+    {
         char longname[400];
 
         memset(longname, 'n', sizeof(longname));
