@@ -24,12 +24,13 @@
  * openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) where the kernel has it and O_NOFOLLOW
  * otherwise: a symbolic link planted in the directory is never followed.
  *
- * Thread rules: a writer store (svc_backup_store_open(.., true, ..)) holds an exclusive flock
- * on the directory, so at most one listener writes to it; processes it forks may write beside
- * it through stores of their own (svc_backup_store_attach()). tmp_new/tmp_* calls may run from
- * any thread or process, but lookup, commit and usage must be serialised by the caller across
- * every thread and process writing to the directory (the service's process-shared lock). list
- * and open_file may run from any thread at any time, on any store.
+ * Thread rules: a writer store (svc_backup_store_open(.., true, ..)) holds a flock on the
+ * directory, so at most one listener writes to it; processes it forks may write beside it
+ * through stores of their own (svc_backup_store_attach()), and so may the same listener's next
+ * instance (svc_backup_store_open_beside()). tmp_new/tmp_* calls may run from any thread or
+ * process, but lookup, commit and usage must be serialised by the caller across every thread
+ * and process writing to the directory (the service's process-shared lock, and the commit lock
+ * across instances). list and open_file may run from any thread at any time, on any store.
  *
  * Crashes: a commit's steps are ordered so that a process killed between any two of them
  * leaves a directory that lists as before the commit or as after it: the record is written
@@ -93,8 +94,9 @@ const char *svc_backup_integrity_name(enum svc_backup_integrity i);
 
 /*
  * Opens the store at dir. A writer creates dir (mode 0700, with its missing parents, each
- * creation made durable) and the metadata directory, takes an exclusive flock on dir (-EBUSY
- * when another writer holds it) and removes the hidden temporary files a crash left. A reader
+ * creation made durable) and the metadata directory, takes the flock on dir (-EBUSY when
+ * another writer holds it: exclusive to check, then shared with a svc_backup_store_open_beside()
+ * of the same listener) and removes the hidden temporary files a crash left. A reader
  * creates nothing (-ENOENT when dir does not exist). Returns 0 or a negative errno, err says
  * why. Free with svc_backup_store_free().
  */
@@ -108,6 +110,23 @@ int svc_backup_store_open(const char *dir, bool writer, struct svc_backup_store 
  * Returns 0 or a negative errno, err says why. Free with svc_backup_store_free().
  */
 int svc_backup_store_attach(const char *dir, struct svc_backup_store **ret, struct core_err *err);
+
+/*
+ * Opens the store at dir for writing beside the writer of the same listener, in its process:
+ * the listener's next instance, while the one it replaces lets its uploads drain. Nothing is
+ * created or cleaned; the directory's lock is shared with that writer, so that no other
+ * listener can take the directory while either holds it (-EBUSY when it cannot be had).
+ * Returns 0 or a negative errno, err says why. Free with svc_backup_store_free().
+ */
+int svc_backup_store_open_beside(const char *dir, struct svc_backup_store **ret,
+                                 struct core_err *err);
+
+/*
+ * Takes (lock true, waiting for it) or releases the directory's commit lock, which every store
+ * on the directory shares, in any process: commits of two instances that overlap on one
+ * directory are made one at a time. Returns 0 or a negative errno.
+ */
+int svc_backup_store_commit_lock(struct svc_backup_store *s, bool lock);
 
 /* Closes the store (and releases the writer's lock). Accepts NULL. */
 void svc_backup_store_free(struct svc_backup_store *s);

@@ -105,12 +105,11 @@ struct backup_shared {
 struct backup_inst {
     struct svc_backup_store *store; /* the daemon's writer; forked children open their own */
     char dir[PATH_MAX];
-    /* <state_dir>/.backup-<listener_id>.dir: the directory of the listener's newest instance
-     * ("" without a state directory); prev what it named before this instance was made. An
-     * instance replaced while its uploads drain finds another directory named there and
-     * stores nothing more where its listener no longer looks. */
+    /* <state_dir>/.backup-<listener_id>.dir ("" without a state directory): the listener's
+     * instances, the newest last. An instance replaced while its uploads drain finds a newer
+     * one there and stores nothing more, neither where its listener no longer looks nor
+     * beside the newer one's commits. */
     char marker[PATH_MAX];
-    char prev[PATH_MAX];
     pid_t pid; /* the daemon's: the process that made the instance */
     EVP_MD *sha256;
     enum svc_backup_policy policy;
@@ -668,39 +667,131 @@ static int upload_too_slow(struct backup_sess *s, struct core_buf *out)
     return r < 0 ? r : CORE_VERDICT_CLOSE;
 }
 
-/* The directory the marker at path names into buf ("" when there is none). */
-static void marker_read(const char *path, char *buf, size_t cap)
-{
-    ssize_t n;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+/*
+ * The instances of one listener, in <state_dir>/.backup-<listener_id>.dir: a line
+ * "PID TOKEN DIRECTORY" for each, oldest first; the last is the newest, the one the listener's
+ * configuration names. Written by the daemon only (instance_new and instance_free run there,
+ * one at a time); read by every process. Lines of another daemon's pid are left by a crash.
+ */
+#define MARKER_MAX (64u << 10)
 
-    buf[0] = '\0';
-    if (fd < 0)
-        return;
-    do {
-        n = read(fd, buf, cap - 1);
-    } while (n < 0 && errno == EINTR);
-    close(fd);
+/* The marker's text (malloc'd, "" when there is none), or NULL when out of memory. */
+static char *marker_load(const char *path)
+{
+    char *buf = malloc(MARKER_MAX + 1);
+    ssize_t n = 0;
+    int fd;
+
+    if (!buf)
+        return NULL;
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0) {
+        do {
+            n = read(fd, buf, MARKER_MAX);
+        } while (n < 0 && errno == EINTR);
+        close(fd);
+    }
     buf[n > 0 ? n : 0] = '\0';
+    return buf;
 }
 
-/* Makes the marker at path name dir, or removes it when dir is "". */
-static int marker_write(const char *path, const char *dir)
+/* Parses the line at p: its pid, token and directory (dir_len bytes at *ret_dir). Returns the
+ * start of the next line, or NULL at the end. */
+static const char *marker_line(const char *p, pid_t *ret_pid, unsigned long long *ret_token,
+                               const char **ret_dir, size_t *ret_dir_len)
 {
-    char tmp[PATH_MAX + 8];
-    size_t len = strlen(dir);
+    const char *nl;
+    int pid = 0, used = 0;
+
+    if (!*p)
+        return NULL;
+    nl = strchr(p, '\n');
+    if (!nl)
+        nl = p + strlen(p);
+    if (sscanf(p, "%d %llx %n", &pid, ret_token, &used) < 2 || p + used > nl)
+        used = (int)(nl - p), pid = 0;
+    *ret_pid = pid;
+    *ret_dir = p + used;
+    *ret_dir_len = (size_t)(nl - (p + used));
+    return *nl ? nl + 1 : nl;
+}
+
+/* Whether the newest instance in text is (pid, token). No line: yes. */
+static bool marker_newest_is(const char *text, pid_t pid, unsigned long long token)
+{
+    pid_t lp = 0, last_pid = 0;
+    unsigned long long lt = 0, last_token = 0;
+    const char *d, *p = text;
+    size_t dl;
+    bool any = false;
+
+    while ((p = marker_line(p, &lp, &lt, &d, &dl))) {
+        if (lp != pid)
+            continue;
+        any = true;
+        last_pid = lp;
+        last_token = lt;
+    }
+    return !any || (last_pid == pid && last_token == token);
+}
+
+/* Whether an instance of pid other than token uses dir. */
+static bool marker_has_dir(const char *text, pid_t pid, unsigned long long token, const char *dir)
+{
+    pid_t lp;
+    unsigned long long lt = 0;
+    const char *d, *p = text;
+    size_t dl;
+
+    while ((p = marker_line(p, &lp, &lt, &d, &dl))) {
+        if (lp == pid && lt != token && dl == strlen(dir) && memcmp(d, dir, dl) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Adds the instance (pid, token) on dir as the newest (dir not NULL) or removes it (NULL);
+ * drops the lines of other pids. Returns 0 or a negative errno. */
+static int marker_update(const char *path, pid_t pid, unsigned long long token, const char *dir)
+{
+    char *text = marker_load(path), *out, tmp[PATH_MAX + 8];
+    const char *p, *d;
+    unsigned long long lt = 0;
+    size_t n = 0, dl;
+    pid_t lp;
     int fd, r = 0;
 
-    if (!dir[0])
+    if (!text)
+        return -ENOMEM;
+    out = malloc(strlen(text) + PATH_MAX + 64);
+    if (!out) {
+        free(text);
+        return -ENOMEM;
+    }
+    for (p = text; (p = marker_line(p, &lp, &lt, &d, &dl));) {
+        if (lp == pid && lt != token)
+            n += (size_t)sprintf(out + n, "%d %llx %.*s\n", (int)lp, lt, (int)dl, d);
+    }
+    if (dir)
+        n += (size_t)sprintf(out + n, "%d %llx %s\n", (int)pid, token, dir);
+    free(text);
+    if (n == 0) {
+        free(out);
         return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
-    if (snprintf(tmp, sizeof(tmp), "%s.new", path) >= (int)sizeof(tmp))
+    }
+    if (snprintf(tmp, sizeof(tmp), "%s.new", path) >= (int)sizeof(tmp)) {
+        free(out);
         return -ENAMETOOLONG;
+    }
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
+    if (fd < 0) {
+        free(out);
         return -errno;
-    if (write(fd, dir, len) != (ssize_t)len)
+    }
+    if (write(fd, out, n) != (ssize_t)n)
         r = -EIO;
     close(fd);
+    free(out);
     if (r == 0 && rename(tmp, path) < 0)
         r = -errno;
     if (r < 0)
@@ -708,13 +799,23 @@ static int marker_write(const char *path, const char *dir)
     return r;
 }
 
-/* Whether the listener has moved on to another directory than this instance's. */
-static bool is_moved(const struct backup_inst *in, char *now, size_t cap)
+static unsigned long long token_of(const struct backup_inst *in)
 {
+    return (unsigned long long)(uintptr_t)in;
+}
+
+/* Whether a newer instance of the listener took over: this one stores nothing more. */
+static bool is_replaced(const struct backup_inst *in)
+{
+    char *text;
+    bool newest;
+
     if (!in->marker[0])
         return false;
-    marker_read(in->marker, now, cap);
-    return now[0] && strcmp(now, in->dir) != 0;
+    text = marker_load(in->marker);
+    newest = !text || marker_newest_is(text, in->pid, token_of(in));
+    free(text);
+    return !newest;
 }
 
 /* Makes the complete upload durable and visible, appends STORED or ERR, and ends it. */
@@ -722,7 +823,7 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
                          struct core_buf *out)
 {
     struct backup_inst *in = s->inst;
-    char e[SVC_BACKUP_NAME_ENC_MAX + 1], hex[SVC_BACKUP_SHA256_HEX + 1], now[PATH_MAX];
+    char e[SVC_BACKUP_NAME_ENC_MAX + 1], hex[SVC_BACKUP_SHA256_HEX + 1];
     uint8_t sha[EVP_MAX_MD_SIZE];
     unsigned sha_len = 0;
     uint32_t version = 0;
@@ -749,18 +850,25 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
         upload_discard(s);
         return reply_err(s, out, errc_of(r), "fsync failed: %s; nothing kept", strerror(-r));
     }
-    /* Version numbering and the move into place, one commit at a time in every process. */
+    /* Version numbering and the move into place, one commit at a time in every process and
+     * every instance on the directory. */
     shared_lock(in, s->st);
-    if (is_moved(in, now, sizeof(now))) {
+    r = svc_backup_store_commit_lock(s->st, true);
+    if (r == 0 && is_replaced(in)) {
+        (void)svc_backup_store_commit_lock(s->st, false);
         shared_unlock(in);
         upload_discard(s);
-        /* The new place is not told: a client of the data plane learns no server path. */
         return reply_err(s, out, SVC_BACKUP_E_BUSY,
-                         "the listener's directory changed during the upload; nothing kept, "
-                         "send it again");
+                         "the listener's configuration changed during the upload; nothing "
+                         "kept, send it again");
     }
-    r = svc_backup_store_commit(s->st, &s->tmp, s->name, in->policy, true, sha, integrity, &version,
-                                &freed, &err);
+    if (r == 0) {
+        r = svc_backup_store_commit(s->st, &s->tmp, s->name, in->policy, true, sha, integrity,
+                                    &version, &freed, &err);
+        (void)svc_backup_store_commit_lock(s->st, false);
+    } else {
+        core_err_set(&err, r, NULL, "cannot lock the directory: %s", strerror(-r));
+    }
     if (r == 0) {
         in->sh->used += s->received;
         in->sh->used -= freed < in->sh->used ? freed : in->sh->used;
@@ -1303,6 +1411,10 @@ static int backup_options_check(const json_t *opts, enum core_transport t, json_
 
             if (!d || d[0] != '/' || strlen(d) != json_string_length(v) || strlen(d) >= PATH_MAX)
                 return opt_error(err, key, "must be an absolute path");
+            for (const char *c = d; *c; c++) {
+                if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                    return opt_error(err, key, "must not hold control characters");
+            }
             directory = d;
         } else if (strcmp(key, "on_exists") == 0) {
             if (!json_is_string(v) || svc_backup_policy_from_name(json_string_value(v)) < 0)
@@ -1605,15 +1717,18 @@ static void backup_instance_free(void *inst)
 
     if (!in)
         return;
-    svc_backup_store_free_unused(in->store);
     if (in->marker[0] && in->pid == getpid()) {
-        char now[PATH_MAX];
+        char *text = marker_load(in->marker);
 
-        /* Still the newest: the one before it (a change rolled back) is again, or none is. */
-        marker_read(in->marker, now, sizeof(now));
-        if (strcmp(now, in->dir) == 0)
-            (void)marker_write(in->marker, in->prev);
+        /* The directory stays while another instance of the listener uses it. */
+        if (text && marker_has_dir(text, in->pid, token_of(in), in->dir)) {
+            svc_backup_store_free(in->store);
+            in->store = NULL;
+        }
+        free(text);
+        (void)marker_update(in->marker, in->pid, token_of(in), NULL);
     }
+    svc_backup_store_free_unused(in->store);
     if (in->sh) {
         pthread_mutex_destroy(&in->sh->lock);
         munmap(in->sh, sizeof(*in->sh));
@@ -1691,26 +1806,45 @@ static int backup_instance_new(const json_t *opts, enum core_transport t,
     in->rate_window_ms =
         (int64_t)opt_u64(opts, "min_rate_window_s", DEFAULT_MIN_RATE_WINDOW) * 1000;
     in->metrics = env ? env->metrics : NULL;
+    if (!env || !env->state_dir || !env->listener_id ||
+        snprintf(in->marker, sizeof(in->marker), "%s/.backup-%s.dir", env->state_dir,
+                 env->listener_id) >= (int)sizeof(in->marker))
+        in->marker[0] = '\0';
     r = svc_backup_store_open(dir, true, &in->store, err);
-    if (r < 0)
+    if (r == -EBUSY && in->marker[0]) {
+        /* Held by the instance this one replaces (options changed while it runs)? Then
+         * beside it: it stores nothing more once this one is listed as the newest. */
+        char *text = marker_load(in->marker);
+
+        if (text && marker_has_dir(text, in->pid, token_of(in), dir)) {
+            core_err_clear(err);
+            r = svc_backup_store_open_beside(dir, &in->store, err);
+        }
+        free(text);
+    }
+    if (r < 0) {
+        in->marker[0] = '\0';
         goto out_free;
+    }
     r = svc_backup_store_usage(in->store, &in->sh->used);
     if (r < 0) {
         core_err_set(err, r, NULL, "cannot read %s: %s", dir, strerror(-r));
+        in->marker[0] = '\0';
         goto out_free;
     }
-    if (env && env->state_dir && env->listener_id &&
-        snprintf(in->marker, sizeof(in->marker), "%s/.backup-%s.dir", env->state_dir,
-                 env->listener_id) < (int)sizeof(in->marker)) {
-        marker_read(in->marker, in->prev, sizeof(in->prev));
-        r = marker_write(in->marker, in->dir);
+    if (in->marker[0]) {
+        /* Listed under the commit lock: a commit of the instance replaced is before or
+         * after, never beside this one's. */
+        r = svc_backup_store_commit_lock(in->store, true);
+        if (r == 0) {
+            r = marker_update(in->marker, in->pid, token_of(in), in->dir);
+            (void)svc_backup_store_commit_lock(in->store, false);
+        }
         if (r < 0) {
             core_err_set(err, r, NULL, "cannot write %s: %s", in->marker, strerror(-r));
             in->marker[0] = '\0';
             goto out_free;
         }
-    } else {
-        in->marker[0] = '\0';
     }
     *ret_inst = in;
     return 0;

@@ -288,9 +288,9 @@ static void cleanup(struct svc_backup_store *s)
     closedir(d);
 }
 
-/* How a store is opened: to read, to write (the one writer, locked), or to write beside the
- * writer from a process it forked. */
-enum store_mode { MODE_READER, MODE_WRITER, MODE_ATTACHED };
+/* How a store is opened: to read, to write (the one writer, locked), to write beside the
+ * writer from a process it forked, or beside it as the same listener's next instance. */
+enum store_mode { MODE_READER, MODE_WRITER, MODE_ATTACHED, MODE_BESIDE };
 
 static int store_open(const char *dir, enum store_mode mode, struct svc_backup_store **ret,
                       struct core_err *err)
@@ -321,7 +321,11 @@ static int store_open(const char *dir, enum store_mode mode, struct svc_backup_s
         core_err_set(err, r, NULL, "cannot open %s: %s", dir, strerror(-r));
         goto out_free;
     }
-    if (writer && flock(s->dirfd, LOCK_EX | LOCK_NB) < 0) {
+    /* The writer proves that no one else holds the directory, then holds it shared, so that
+     * its listener's next instance may join it (MODE_BESIDE) while no other listener can. */
+    if ((writer && (flock(s->dirfd, LOCK_EX | LOCK_NB) < 0 ||
+                    flock(s->dirfd, LOCK_SH | LOCK_NB) < 0)) ||
+        (mode == MODE_BESIDE && flock(s->dirfd, LOCK_SH | LOCK_NB) < 0)) {
         r = errno == EWOULDBLOCK ? -EBUSY : -errno;
         core_err_set(err, r, NULL, "%s is in use by another backup listener", dir);
         goto out_free;
@@ -371,6 +375,22 @@ int svc_backup_store_open(const char *dir, bool writer, struct svc_backup_store 
 int svc_backup_store_attach(const char *dir, struct svc_backup_store **ret, struct core_err *err)
 {
     return store_open(dir, MODE_ATTACHED, ret, err);
+}
+
+int svc_backup_store_open_beside(const char *dir, struct svc_backup_store **ret,
+                                 struct core_err *err)
+{
+    return store_open(dir, MODE_BESIDE, ret, err);
+}
+
+int svc_backup_store_commit_lock(struct svc_backup_store *s, bool lock)
+{
+    int r;
+
+    do {
+        r = flock(s->metafd, lock ? LOCK_EX : LOCK_UN);
+    } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
 }
 
 /*

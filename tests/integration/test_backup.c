@@ -1308,6 +1308,51 @@ static void test_backup_quota_holds_across_concurrent_uploads(void **state)
     free(dir);
 }
 
+/* Options changed while the listener runs: the change goes live in the same directory, an
+ * upload under way is stored (and listed) or refused with an ERR line. */
+static void test_backup_options_changed_while_running(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    char *dir = path_in(fix(state)->dir, "live");
+    uint16_t port = backup_listener(d, "live", dir, "");
+    char line[LINE_CAP];
+    json_t *res, *body, *files;
+    unsigned n;
+    int fd;
+
+    raw_put_ok(port, "a", "first", 5, 1);
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "PUT b 10\n");
+    expect_line(fd, "OK");
+    it_send_ok(fd, "01234", 5);
+    res = it_http_expect(d, "PATCH", "/api/v1/listeners/live",
+                         "{\"options\":{\"quota_bytes\":1000000,\"min_rate_bytes_per_s\":0}}", 200);
+    assert_int_equal(it_json_int(res, "options.quota_bytes"), 1000000);
+    assert_int_equal(it_json_int(res, "options.min_rate_bytes_per_s"), 0);
+    assert_string_equal(it_json_str(res, "status.state"), "running");
+    json_decref(res);
+    it_send_ok(fd, "56789", 5);
+    it_recv_line(fd, line, sizeof(line));
+    files = rest_files(d, "live", &body);
+    if (strncmp(line, "STORED b ", 9) == 0)
+        assert_non_null(find_file(files, "b"));
+    else if (strncmp(line, "ERR ", 4) == 0)
+        assert_null(find_file(files, "b"));
+    else
+        fail_msg("answered \"%s\"", line);
+    json_decref(body);
+    close(fd);
+    /* The listener goes on in its directory, under the new options. */
+    raw_put_ok(port, "a", "second", 6, 2);
+    free(raw_list(port, &n));
+    assert_true(n >= 2);
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "PUT big 1000001\n");
+    expect_prefix(fd, "ERR quota 1000001 bytes would exceed quota_bytes 1000000 ");
+    close(fd);
+    free(dir);
+}
+
 /* ---- the lecture's client ---- */
 
 struct listed {
@@ -1621,6 +1666,7 @@ int main(void)
                                         teardown_tmpfs),
         T(test_backup_upload_below_min_rate_cut),
         T(test_backup_quota_holds_across_concurrent_uploads),
+        T(test_backup_options_changed_while_running),
         T(test_backup_lecture_client_stored_unverified),
         T(test_backup_restore_by_protocol_without_pacing),
         T(test_backup_restore_by_cli_and_rest_identical),

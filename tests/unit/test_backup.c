@@ -606,6 +606,7 @@ static void test_backup_options_check_bad_values_name_the_field(void **state)
         {"{\"require_checksum\":1}", "options.require_checksum"},
         {"{\"directory\":\"relative/dir\"}", "options.directory"},
         {"{\"directory\":7}", "options.directory"},
+        {"{\"directory\":\"/tmp/a\\nb\"}", "options.directory"},
         {"{\"colour\":\"blue\"}", "options.colour"},
         {"{\"min_rate_bytes_per_s\":-1}", "options.min_rate_bytes_per_s"},
         {"{\"min_rate_bytes_per_s\":\"fast\"}", "options.min_rate_bytes_per_s"},
@@ -1259,12 +1260,58 @@ static void test_backup_quota_counts_copies_found_at_start(void **state)
 static void test_backup_second_instance_on_same_directory_busy(void **state)
 {
     struct fx *f = fx_new(state, NULL);
+    struct core_svc_env other = f->env;
     struct core_err err = {0};
+    json_t *o = json_pack("{s:s}", "directory", f->store);
     void *inst2 = NULL;
 
     (void)state;
-    assert_int_equal(svc_backup.instance_new(f->opts, CORE_TCP, &f->env, &inst2, &err), -EBUSY);
+    other.listener_id = "b2";
+    assert_int_equal(svc_backup.instance_new(o, CORE_TCP, &other, &inst2, &err), -EBUSY);
     assert_non_null(strstr(err.msg, "in use"));
+    json_decref(o);
+}
+
+/* Options changed while a listener runs: its next instance joins the directory, the one it
+ * replaces stores nothing more; another listener still cannot have the directory. */
+static void test_backup_next_instance_of_a_listener_shares_its_directory(void **state)
+{
+    struct fx *f = fx_new(state, "{\"quota_bytes\":100}");
+    struct core_svc_env other = f->env;
+    json_t *o = json_pack("{s:I}", "quota_bytes", (json_int_t)50);
+    json_t *o2 = json_pack("{s:s}", "directory", f->store);
+    struct core_err err = {0};
+    void *next = NULL, *third = NULL, *keep;
+    struct conn *c = conn_open(f), *d;
+
+    (void)state;
+    put_ok(f, "a", "first", 1);
+    assert_int_equal(feed(c, "PUT b 4\nab"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    assert_int_equal(svc_backup.instance_new(o, CORE_TCP, &f->env, &next, &err), 0);
+    other.listener_id = "b2";
+    assert_int_equal(svc_backup.instance_new(o2, CORE_TCP, &other, &third, &err), -EBUSY);
+    /* the upload on the instance replaced is refused, nothing kept */
+    assert_int_equal(feed(c, "cd"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR busy the listener's configuration changed during the upload; nothing "
+                   "kept, send it again");
+    conn_close(c, true);
+    /* the old one goes (its uploads drained): the next goes on in the same directory */
+    svc_backup.instance_free(f->inst);
+    keep = f->inst = next;
+    d = conn_open(f);
+    assert_int_equal(feed(d, "PUT a 5\nagain"), CORE_VERDICT_MORE);
+    expect_line(d, "OK");
+    expect_prefix(d, "STORED a 2 5 ");
+    assert_int_equal(feed(d, "PUT big 60\n"), CORE_VERDICT_MORE);
+    expect_prefix(d, "ERR quota 60 bytes would exceed quota_bytes 50 ");
+    conn_close(d, true);
+    assert_stored(f, "a", "again");
+    assert_absent(f, "b");
+    assert_int_equal(svc_backup.instance_new(o2, CORE_TCP, &other, &third, &err), -EBUSY);
+    assert_ptr_equal(f->inst, keep);
+    json_decref(o2);
+    json_decref(o);
 }
 
 /* ---- where a directory may be ---- */
@@ -1535,8 +1582,8 @@ static void test_backup_replaced_instance_stores_nothing_more(void **state)
     expect_line(c, "OK");
     assert_int_equal(svc_backup.instance_new(o, CORE_TCP, &f->env, &inst2, &err), 0);
     assert_int_equal(feed(c, "cd"), CORE_VERDICT_MORE);
-    expect_line(c, "ERR busy the listener's directory changed during the upload; nothing kept, "
-                   "send it again");
+    expect_line(c, "ERR busy the listener's configuration changed during the upload; nothing "
+                   "kept, send it again");
     conn_close(c, true);
     assert_absent(f, "later");
     svc_backup.instance_free(inst2);
@@ -2128,6 +2175,8 @@ int main(void)
         cmocka_unit_test_teardown(test_backup_limits_refuse_before_any_byte, fx_teardown),
         cmocka_unit_test_teardown(test_backup_quota_counts_copies_found_at_start, fx_teardown),
         cmocka_unit_test_teardown(test_backup_second_instance_on_same_directory_busy, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_next_instance_of_a_listener_shares_its_directory,
+                                  fx_teardown),
         cmocka_unit_test_teardown(test_backup_directory_never_in_the_state_directory, fx_teardown),
         cmocka_unit_test_teardown(test_backup_directory_that_cannot_hold_files_refused,
                                   fx_teardown),
