@@ -65,8 +65,8 @@ struct core_service {
      * options_check cannot see (paths on disk), creating nothing. Always: what must never run
      * (a directory that is, holds or lies inside the daemon's own state); when usable is true
      * also what would keep the listener from starting now (a directory that cannot be made or
-     * written). Returns 0 or -EINVAL with err->field "options.NAME". Any thread; reads the
-     * file system.
+     * written, or that another listener holds: -EBUSY). Returns 0, -EINVAL or -EBUSY with
+     * err->field "options.NAME". Any thread; reads the file system.
      */
     int (*env_check)(const json_t *opts, const struct core_svc_env *env, bool usable,
                      struct core_err *err);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -1668,6 +1669,36 @@ static int check_usable(const char *d, struct core_err *err)
     return 0;
 }
 
+/*
+ * Whether directory d is free for the listener of env: no other listener's store holds it (as
+ * instance_new would find). Its own running instance may: the change then goes on beside it.
+ * Returns 0 or -EBUSY. Called with the registry's changes serialised, like instance_new.
+ */
+static int check_free(const char *d, const struct core_svc_env *env, struct core_err *err)
+{
+    char marker[PATH_MAX];
+    bool ours = false;
+    int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = 0;
+
+    if (fd < 0)
+        return 0; /* not there yet: made by the start */
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if (env && env->state_dir && env->listener_id &&
+            snprintf(marker, sizeof(marker), "%s/.backup-%s.dir", env->state_dir,
+                     env->listener_id) < (int)sizeof(marker)) {
+            char *text = marker_load(marker);
+
+            ours = text && marker_has_dir(text, getpid(), 0, d);
+            free(text);
+        }
+        if (!ours)
+            r = core_err_set(err, -EBUSY, "options.directory",
+                             "options.directory: %s is in use by another backup listener", d);
+    }
+    close(fd); /* and with it the lock, if it was taken */
+    return r;
+}
+
 /* The service's env_check (core/service.h): only an explicit directory is judged; the default
  * one is the daemon's own choice. */
 static int backup_env_check(const json_t *opts, const struct core_svc_env *env, bool usable,
@@ -1681,6 +1712,8 @@ static int backup_env_check(const json_t *opts, const struct core_svc_env *env, 
     r = check_confined(d, env, err);
     if (r == 0 && usable)
         r = check_usable(d, err);
+    if (r == 0 && usable)
+        r = check_free(d, env, err);
     return r;
 }
 

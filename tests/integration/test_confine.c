@@ -384,6 +384,31 @@ static void test_confine_bad_directories_are_400_never_404_or_500(void **state)
     free(file);
 }
 
+/* A dry run that says yes is a real call that succeeds: a directory another listener holds is
+ * refused by both. */
+static void test_confine_dry_run_refuses_what_the_real_call_refuses(void **state)
+{
+    struct it_fixture *f = fix(state);
+    char *dir = path_in(f->dir, "held"), *x = backup_body("x", dir), *y = backup_body("y", dir);
+    struct it_http r;
+
+    (void)it_listener_create_port(&f->d, x);
+    it_http(&f->d, "POST", "/api/v1/listeners?dry_run=true", y, &r);
+    it_assert_problem(&r, 409, "options.directory");
+    it_http_fini(&r);
+    it_http(&f->d, "POST", "/api/v1/listeners", y, &r);
+    it_assert_problem(&r, 409, NULL);
+    it_http_fini(&r);
+    /* x itself may change its options (and keeps its directory) */
+    json_decref(it_http_expect(&f->d, "PATCH", "/api/v1/listeners/x?dry_run=true",
+                               "{\"options\":{\"quota_bytes\":1000}}", 200));
+    json_decref(it_http_expect(&f->d, "PATCH", "/api/v1/listeners/x",
+                               "{\"options\":{\"quota_bytes\":1000}}", 200));
+    free(y);
+    free(x);
+    free(dir);
+}
+
 /* ---- a change rolled back ---- */
 
 static void test_confine_rolled_back_config_leaves_no_directory(void **state)
@@ -478,6 +503,7 @@ int main(void)
         T(test_confine_state_file_naming_it_refused_at_start),
         T(test_confine_token_file_directory_refused),
         T(test_confine_bad_directories_are_400_never_404_or_500),
+        T(test_confine_dry_run_refuses_what_the_real_call_refuses),
         T(test_confine_rolled_back_config_leaves_no_directory),
         T(test_confine_upload_during_directory_change_listed_or_refused),
     };
