@@ -323,8 +323,8 @@ static int store_open(const char *dir, enum store_mode mode, struct svc_backup_s
     }
     /* The writer proves that no one else holds the directory, then holds it shared, so that
      * its listener's next instance may join it (MODE_BESIDE) while no other listener can. */
-    if ((writer && (flock(s->dirfd, LOCK_EX | LOCK_NB) < 0 ||
-                    flock(s->dirfd, LOCK_SH | LOCK_NB) < 0)) ||
+    if ((writer &&
+         (flock(s->dirfd, LOCK_EX | LOCK_NB) < 0 || flock(s->dirfd, LOCK_SH | LOCK_NB) < 0)) ||
         (mode == MODE_BESIDE && flock(s->dirfd, LOCK_SH | LOCK_NB) < 0)) {
         r = errno == EWOULDBLOCK ? -EBUSY : -errno;
         core_err_set(err, r, NULL, "%s is in use by another backup listener", dir);
