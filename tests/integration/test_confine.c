@@ -158,7 +158,6 @@ static void test_confine_state_dir_refused_however_spelled(void **state)
     (void)it_listener_create_port(&f->d, allowed_body);
     assert_true(exists(allowed));
 
-    assert_int_equal(umount2(bind, MNT_DETACH), 0);
     free(allowed_body);
     free(allowed);
     free(in_backup);
@@ -375,7 +374,6 @@ static void test_confine_bad_directories_are_400_never_404_or_500(void **state)
     it_http(&f->d, "PATCH", "/api/v1/listeners/ok", "{\"enabled\":false}", &r);
     assert_int_equal(r.status, 200);
     it_http_fini(&r);
-    assert_int_equal(umount2(ro, MNT_DETACH), 0);
     free(body);
     free(ok_dir);
     free(in_ro);
@@ -494,15 +492,32 @@ static void test_confine_upload_during_directory_change_listed_or_refused(void *
     free(a);
 }
 
+/* Unmounts what a test mounted in its directory (lazily, even when it failed midway), then the
+ * common teardown. */
+static int teardown_mounts(void **state)
+{
+    static const char *const names[] = {"bind", "ro"};
+
+    for (size_t i = 0; *state && i < sizeof(names) / sizeof(names[0]); i++) {
+        char *mnt = path_in(fix(state)->dir, names[i]);
+
+        (void)umount2(mnt, MNT_DETACH);
+        free(mnt);
+    }
+    return it_fixture_teardown(state);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
     const struct CMUnitTest tests[] = {
-        T(test_confine_state_dir_refused_however_spelled),
+        cmocka_unit_test_setup_teardown(test_confine_state_dir_refused_however_spelled,
+                                        it_fixture_setup, teardown_mounts),
         T(test_confine_restore_of_revision_naming_it_refused),
         T(test_confine_state_file_naming_it_refused_at_start),
         T(test_confine_token_file_directory_refused),
-        T(test_confine_bad_directories_are_400_never_404_or_500),
+        cmocka_unit_test_setup_teardown(test_confine_bad_directories_are_400_never_404_or_500,
+                                        it_fixture_setup, teardown_mounts),
         T(test_confine_dry_run_refuses_what_the_real_call_refuses),
         T(test_confine_rolled_back_config_leaves_no_directory),
         T(test_confine_upload_during_directory_change_listed_or_refused),
