@@ -38,6 +38,7 @@
 #include "core/events.h"
 #include "core/log.h"
 #include "core/registry.h"
+#include "core/revisions.h"
 #include "core/service.h"
 #include "core/store.h"
 #include "svc/backup.h"
@@ -315,6 +316,11 @@ static int daemon_main(int argc, char **argv)
     const char *api = DEFAULT_API, *unix_path = NULL, *token_file = NULL;
     const char *allow_hosts[API_GUARD_NAMES_MAX];
     char state_dir[PATH_MAX] = "", host[CORE_ADDR_STRLEN], where[PATH_MAX + 16];
+    /* What no service may keep data in, above or at: the token file's directory and the
+     * revisions log (the state directory always counts). */
+    char token_dir[PATH_MAX] = "", revisions_log[PATH_MAX + 32] = "";
+    const char *protected_paths[3] = {NULL};
+    struct core_service_table services_run = service_table;
     struct core_events *events = NULL;
     struct core_registry *registry = NULL;
     struct api_server *server = NULL;
@@ -456,6 +462,23 @@ static int daemon_main(int argc, char **argv)
         fprintf(stderr, "sockserv daemon: state directory %s: %s\n", state_dir, strerror(-r));
         goto out;
     }
+    {
+        size_t k = 0;
+        char *slash;
+
+        (void)snprintf(revisions_log, sizeof(revisions_log), "%s/%s", state_dir,
+                       CORE_REVISIONS_FILE);
+        protected_paths[k++] = revisions_log;
+        if (token_file && snprintf(token_dir, sizeof(token_dir), "%s", token_file) > 0) {
+            slash = strrchr(token_dir, '/');
+            if (!slash)
+                snprintf(token_dir, sizeof(token_dir), ".");
+            else
+                slash[slash == token_dir ? 1 : 0] = '\0';
+            protected_paths[k++] = token_dir;
+        }
+        services_run.protected_paths = protected_paths;
+    }
     r = core_events_new(&events);
     if (r < 0) {
         fprintf(stderr, "sockserv daemon: %s\n", strerror(-r));
@@ -463,7 +486,7 @@ static int daemon_main(int argc, char **argv)
     }
     r = core_registry_new(
         &(struct core_registry_opts){
-            .services = &service_table, .state_dir = state_dir, .persist = true, .events = events},
+            .services = &services_run, .state_dir = state_dir, .persist = true, .events = events},
         &registry);
     if (r < 0) {
         fprintf(stderr, "sockserv daemon: %s\n", strerror(-r));

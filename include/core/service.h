@@ -38,6 +38,10 @@ struct core_svc_env {
     const char *listener_id;
     const char *state_dir;        /* the daemon's state directory, for services that store data */
     struct core_metrics *metrics; /* the listener's counters; svc[] indexes match counters[] */
+    /* NULL-terminated, may be NULL: the daemon's own files and directories besides state_dir
+     * (the token file's directory, the revisions log) that no service may keep data in, above
+     * or at; state_dir always counts. */
+    const char *const *protected_paths;
 };
 
 struct core_service {
@@ -55,6 +59,17 @@ struct core_service {
      */
     int (*options_check)(const json_t *opts, enum core_transport t, json_t **ret_opts,
                          struct core_err *err);
+
+    /*
+     * Optional: judges checked options against the place the listener would run in, what
+     * options_check cannot see (paths on disk), creating nothing. Always: what must never run
+     * (a directory that is, holds or lies inside the daemon's own state); when usable is true
+     * also what would keep the listener from starting now (a directory that cannot be made or
+     * written, or that another listener holds: -EBUSY). Returns 0, -EINVAL or -EBUSY with
+     * err->field "options.NAME". Any thread; reads the file system.
+     */
+    int (*env_check)(const json_t *opts, const struct core_svc_env *env, bool usable,
+                     struct core_err *err);
 
     /* Creates the per-listener state from checked options. Called when the listener starts,
      * before its workers. Returns 0 or a negative errno (err says why). */
@@ -98,6 +113,7 @@ struct core_service {
 struct core_service_table {
     const struct core_service *const *svcs;
     size_t n;
+    const char *const *protected_paths; /* handed to services in core_svc_env; may be NULL */
 };
 
 /* The service named name, or NULL. */

@@ -42,6 +42,7 @@ enum svc_backup_errc {
     SVC_BACKUP_E_NOT_FOUND,
     SVC_BACKUP_E_IO,
     SVC_BACKUP_E_PROTOCOL,
+    SVC_BACKUP_E_TOO_SLOW, /* an upload slower than min_rate_bytes_per_s: cut */
     SVC_BACKUP_E_COUNT
 };
 

@@ -24,12 +24,13 @@
  * openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) where the kernel has it and O_NOFOLLOW
  * otherwise: a symbolic link planted in the directory is never followed.
  *
- * Thread rules: a writer store (svc_backup_store_open(.., true, ..)) holds an exclusive flock
- * on the directory, so at most one listener writes to it; processes it forks may write beside
- * it through stores of their own (svc_backup_store_attach()). tmp_new/tmp_* calls may run from
- * any thread or process, but lookup, commit and usage must be serialised by the caller across
- * every thread and process writing to the directory (the service's process-shared lock). list
- * and open_file may run from any thread at any time, on any store.
+ * Thread rules: a writer store (svc_backup_store_open(.., true, ..)) holds a flock on the
+ * directory, so at most one listener writes to it; processes it forks may write beside it
+ * through stores of their own (svc_backup_store_attach()), and so may the same listener's next
+ * instance (svc_backup_store_open_beside()). tmp_new/tmp_* calls may run from any thread or
+ * process, but lookup, commit and usage must be serialised by the caller across every thread
+ * and process writing to the directory (the service's process-shared lock, and the commit lock
+ * across instances). list and open_file may run from any thread at any time, on any store.
  *
  * Crashes: a commit's steps are ordered so that a process killed between any two of them
  * leaves a directory that lists as before the commit or as after it: the record is written
@@ -93,8 +94,9 @@ const char *svc_backup_integrity_name(enum svc_backup_integrity i);
 
 /*
  * Opens the store at dir. A writer creates dir (mode 0700, with its missing parents, each
- * creation made durable) and the metadata directory, takes an exclusive flock on dir (-EBUSY
- * when another writer holds it) and removes the hidden temporary files a crash left. A reader
+ * creation made durable) and the metadata directory, takes the flock on dir (-EBUSY when
+ * another writer holds it: exclusive to check, then shared with a svc_backup_store_open_beside()
+ * of the same listener) and removes the hidden temporary files a crash left. A reader
  * creates nothing (-ENOENT when dir does not exist). Returns 0 or a negative errno, err says
  * why. Free with svc_backup_store_free().
  */
@@ -109,8 +111,37 @@ int svc_backup_store_open(const char *dir, bool writer, struct svc_backup_store 
  */
 int svc_backup_store_attach(const char *dir, struct svc_backup_store **ret, struct core_err *err);
 
+/*
+ * Opens the store at dir for writing beside the writer of the same listener, in its process:
+ * the listener's next instance, while the one it replaces lets its uploads drain. Nothing is
+ * created or cleaned; the directory's lock is shared with that writer, so that no other
+ * listener can take the directory while either holds it (-EBUSY when it cannot be had).
+ * Returns 0 or a negative errno, err says why. Free with svc_backup_store_free().
+ */
+int svc_backup_store_open_beside(const char *dir, struct svc_backup_store **ret,
+                                 struct core_err *err);
+
+/*
+ * Takes (lock true, waiting for it) or releases the directory's commit lock, which every store
+ * on the directory shares, in any process: commits of two instances that overlap on one
+ * directory are made one at a time. Returns 0 or a negative errno.
+ */
+int svc_backup_store_commit_lock(struct svc_backup_store *s, bool lock);
+
 /* Closes the store (and releases the writer's lock). Accepts NULL. */
 void svc_backup_store_free(struct svc_backup_store *s);
+
+/*
+ * Closes a writer's store as svc_backup_store_free() does, and first removes the directories
+ * its open created (dir and the missing parents it made) when nothing was ever stored in them:
+ * a listener that goes away unused, or a change rolled back, leaves no directory behind.
+ * A directory that holds anything is kept. Accepts NULL and any store.
+ */
+void svc_backup_store_free_unused(struct svc_backup_store *s);
+
+/* Bytes the file system holding the directory has free for an unprivileged writer. Returns 0
+ * or a negative errno. Any thread. */
+int svc_backup_store_free_bytes(struct svc_backup_store *s, uint64_t *ret_bytes);
 
 /*
  * What holds name now: 0 nothing, 1 a regular file (a current copy), -EEXIST something else
@@ -127,6 +158,13 @@ int svc_backup_store_lookup(struct svc_backup_store *s, const char *name);
  */
 int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
                              struct svc_backup_tmp *ret);
+
+/*
+ * Reserves disk for len bytes of the temporary file from offset off (fallocate, keeping its
+ * size), so that the write of those bytes cannot run out of space. Returns 0 (also on file
+ * systems that cannot preallocate), -ENOSPC, -EDQUOT, -EFBIG or another negative errno.
+ */
+int svc_backup_store_tmp_reserve(struct svc_backup_tmp *t, uint64_t off, uint64_t len);
 
 /* Appends n bytes to the temporary file. Returns 0 or a negative errno (-ENOSPC, -EIO...). */
 int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n);

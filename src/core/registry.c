@@ -405,6 +405,34 @@ static int item_fault(const struct item *it, int code, struct core_change *ch, s
     return code;
 }
 
+/* The service's env_check of cfg (see core/service.h); 0 when it has none. */
+static int env_check(const struct core_registry *r, const struct core_listener_cfg *cfg,
+                     bool usable, struct core_err *err)
+{
+    const struct core_svc_env env = {.listener_id = cfg->id,
+                                     .state_dir = r->state_dir,
+                                     .protected_paths = r->services->protected_paths};
+
+    return cfg->svc->env_check ? cfg->svc->env_check(cfg->options, &env, usable, err) : 0;
+}
+
+/* Whether what the plan creates or changes may run where it would (dry runs and real ones). */
+static int plan_check_env(const struct core_registry *r, const struct plan *p,
+                          struct core_change *ch, struct core_err *err)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        const struct item *it = &p->items[i];
+        int rc;
+
+        if (it->kind != ITEM_CREATE && it->kind != ITEM_CHANGE)
+            continue;
+        rc = env_check(r, it->cfg, it->cfg->enabled, err);
+        if (rc < 0)
+            return item_fault(it, rc, ch, err);
+    }
+    return 0;
+}
+
 /* A dry run: whether each socket the plan needs can be bound now. */
 static int plan_probe(const struct plan *p, struct core_change *ch, struct core_err *err)
 {
@@ -643,6 +671,9 @@ static int change_set(struct core_registry *r, struct core_listener_cfg *want, s
     rc = plan_make(r, want, n_want, index, force_id, &p);
     if (rc < 0)
         return core_err_set(err, rc, NULL, "out of memory");
+    rc = plan_check_env(r, &p, ch, err);
+    if (rc < 0)
+        goto out;
     if (ch->dry_run) {
         rc = plan_probe(&p, ch, err);
         goto out;
@@ -782,6 +813,13 @@ int core_registry_load(struct core_registry *r, const char *defaults, struct cor
     for (size_t i = 0; i < n; i++) {
         if (lookup(r, cfgs[i].id) || (i > 0 && strcmp(cfgs[i - 1].id, cfgs[i].id) == 0)) {
             ret = core_err_set(err, -EEXIST, "id", "%s: the id is there twice", cfgs[i].id);
+            goto out;
+        }
+        memset(&e, 0, sizeof(e));
+        ret = env_check(r, &cfgs[i], false, &e);
+        if (ret < 0) {
+            core_err_set(err, ret, e.field, "%s: listener %s: %s", r->state_path, cfgs[i].id,
+                         e.msg);
             goto out;
         }
     }

@@ -10,8 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <linux/magic.h>
 
 #include <openssl/evp.h>
 
@@ -25,6 +31,10 @@
 #define PENDING_MAX (1u << 20)     /* input held while a restore is sent */
 #define ERR_TEXT_MAX 400
 #define UPLOADS_MAX 4096 /* uploads in progress at once per listener, every process counted */
+#define RESERVE_WINDOW (UINT64_C(4) << 20) /* disk and quota an upload holds ahead of its bytes */
+#define DEFAULT_MIN_RATE 1024              /* bytes/s an upload keeps up, measured per window */
+#define DEFAULT_MIN_RATE_WINDOW 60         /* seconds */
+#define MIN_RATE_WINDOW_MAX 86400
 
 enum {
     C_STARTED,
@@ -96,12 +106,19 @@ struct backup_shared {
 struct backup_inst {
     struct svc_backup_store *store; /* the daemon's writer; forked children open their own */
     char dir[PATH_MAX];
+    /* <state_dir>/.backup-<listener_id>.dir ("" without a state directory): the listener's
+     * instances, the newest last. An instance replaced while its uploads drain finds a newer
+     * one there and stores nothing more, neither where its listener no longer looks nor
+     * beside the newer one's commits. */
+    char marker[PATH_MAX];
     pid_t pid; /* the daemon's: the process that made the instance */
     EVP_MD *sha256;
     enum svc_backup_policy policy;
     uint64_t max_file_size;
     uint64_t quota; /* 0: unlimited */
     bool require_checksum;
+    uint64_t min_rate;            /* bytes/s; 0: no floor */
+    int64_t rate_window_ms;       /* the span each rate check measures */
     struct core_metrics *metrics; /* may be NULL */
     struct backup_shared *sh;
 };
@@ -132,7 +149,10 @@ struct backup_sess {
     EVP_MD_CTX *md;
     uint64_t expected; /* PUT: the declared size */
     uint64_t received;
-    int slot; /* its entry in inst->sh->slot while admitted, else -1 */
+    uint64_t held;    /* bytes of disk and quota reserved for it so far (>= received) */
+    int64_t rate_t0;  /* when the current rate window began (monotonic ms) */
+    uint64_t rate_b0; /* received at that time */
+    int slot;         /* its entry in inst->sh->slot while admitted, else -1 */
     bool has_sha256;
     uint8_t sha256[SVC_BACKUP_SHA256_LEN];
     uint64_t discard_left;
@@ -173,6 +193,8 @@ static unsigned counter_of(enum svc_backup_errc c)
         return C_MISMATCH;
     case SVC_BACKUP_E_PROTOCOL:
         return C_PROTOCOL;
+    case SVC_BACKUP_E_TOO_SLOW:
+        return C_CUT;
     case SVC_BACKUP_E_NOT_FOUND:
     case SVC_BACKUP_E_IO:
     case SVC_BACKUP_E_COUNT:
@@ -396,11 +418,6 @@ static int slot_claim(struct backup_sess *s, uint64_t size)
     return 0;
 }
 
-/*
- * Admits an upload of s->name (size bytes, or 0 for the size-less flow): checks the limits and
- * the policy, reserves the quota and lists the session as uploading. Returns 0, or -1 with the
- * ERR line appended.
- */
 /* Whether size more bytes fit in the quota now. Under the lock. */
 static bool quota_fits(const struct backup_inst *in, uint64_t size)
 {
@@ -410,6 +427,12 @@ static bool quota_fits(const struct backup_inst *in, uint64_t size)
            (sh->used + sh->reserved <= in->quota && size <= in->quota - sh->used - sh->reserved);
 }
 
+/*
+ * Admits an upload of s->name (size bytes, or 0 for the size-less flow): checks the limits,
+ * the declared size against the quota left and the policy, and lists the session as
+ * uploading. Nothing is held yet: disk and quota are taken as bytes arrive (hold_more()).
+ * Returns 0, or -1 with the ERR line appended.
+ */
 static int admit(struct backup_sess *s, uint64_t size, struct core_buf *out)
 {
     struct backup_inst *in = s->inst;
@@ -439,7 +462,7 @@ static int admit(struct backup_sess *s, uint64_t size, struct core_buf *out)
             code = SVC_BACKUP_E_BUSY;
         } else if (in->policy == SVC_BACKUP_POLICY_REJECT && taken) {
             code = SVC_BACKUP_E_EXISTS;
-        } else if (slot_claim(s, size) < 0) {
+        } else if (slot_claim(s, 0) < 0) {
             code = SVC_BACKUP_E_BUSY;
             full = true;
         }
@@ -511,13 +534,32 @@ static void upload_discard(struct backup_sess *s)
     s->md = NULL;
 }
 
-/* Starts an admitted upload: its temporary file (prealloc bytes reserved) and its digest.
- * Returns 0, or -1 with the ERR line appended and the admission released. */
-static int upload_begin(struct backup_sess *s, uint64_t prealloc, struct core_buf *out)
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Starts an admitted upload of size bytes (0: not declared): checks that the file system has
+ * room for them, makes its temporary file and its digest. Returns 0, or -1 with the ERR line
+ * appended and the admission released. */
+static int upload_begin(struct backup_sess *s, uint64_t size, struct core_buf *out)
 {
     struct backup_inst *in = s->inst;
-    int r = svc_backup_store_tmp_new(s->st, prealloc, &s->tmp);
+    uint64_t avail = 0;
+    int r = size ? svc_backup_store_free_bytes(s->st, &avail) : 0;
 
+    if (r == 0 && size > avail) {
+        release(s);
+        return reply_err(s, out, SVC_BACKUP_E_DISK_FULL,
+                         "%" PRIu64 " bytes declared, %" PRIu64 " free on the disk", size,
+                         avail) < 0
+                   ? -ENOMEM
+                   : -1;
+    }
+    r = svc_backup_store_tmp_new(s->st, 0, &s->tmp);
     if (r < 0) {
         release(s);
         return reply_err(s, out, errc_of(r), "cannot create the file: %s", strerror(-r)) < 0
@@ -535,8 +577,246 @@ static int upload_begin(struct backup_sess *s, uint64_t prealloc, struct core_bu
         return -ENOMEM;
     }
     s->received = 0;
+    s->held = 0;
+    s->rate_t0 = now_ms();
+    s->rate_b0 = 0;
     count(s->inst, C_STARTED, 1);
     return 0;
+}
+
+/*
+ * Holds disk (fallocate) and quota for the next n bytes of a PUT, a bounded window ahead of
+ * what arrived, so that a header alone holds nothing. Returns 0, or -1 with the ERR line
+ * appended and the upload discarded, or -ENOMEM.
+ */
+static int hold_more(struct backup_sess *s, uint64_t n, struct core_buf *out)
+{
+    struct backup_inst *in = s->inst;
+    struct upload_slot *sl;
+    uint64_t end, more;
+    bool fits;
+    int r;
+
+    if (s->received + n <= s->held)
+        return 0;
+    end = s->expected - s->received - n < RESERVE_WINDOW ? s->expected
+                                                         : s->received + n + RESERVE_WINDOW;
+    more = end - s->held;
+    shared_lock(in, s->st);
+    fits = quota_fits(in, more) || (sweep(in, s->st) > 0 && quota_fits(in, more));
+    sl = &in->sh->slot[s->slot];
+    if (fits && sl->pid == s->pid) {
+        sl->reserved += more;
+        in->sh->reserved += more;
+    }
+    shared_unlock(in);
+    if (!fits) {
+        upload_discard(s);
+        return reply_err(s, out, SVC_BACKUP_E_QUOTA,
+                         "%" PRIu64 " bytes received would exceed quota_bytes %" PRIu64
+                         "; nothing kept",
+                         s->received + n, in->quota) < 0
+                   ? -ENOMEM
+                   : -1;
+    }
+    r = svc_backup_store_tmp_reserve(&s->tmp, s->held, more);
+    if (r < 0) {
+        upload_discard(s);
+        return reply_err(s, out, errc_of(r), "no room after %" PRIu64 " bytes: %s; nothing kept",
+                         s->received, strerror(-r)) < 0
+                   ? -ENOMEM
+                   : -1;
+    }
+    s->held = end;
+    return 0;
+}
+
+/*
+ * Whether the upload fell below min_rate_bytes_per_s over the window that ends with these n
+ * bytes; a window that kept up starts the next one.
+ */
+static bool is_too_slow(struct backup_sess *s, uint64_t n)
+{
+    const struct backup_inst *in = s->inst;
+    int64_t now, dt;
+
+    if (!in->min_rate)
+        return false;
+    now = now_ms();
+    dt = now - s->rate_t0;
+    if (dt < in->rate_window_ms)
+        return false;
+    if ((double)(s->received + n - s->rate_b0) * 1000.0 < (double)in->min_rate * (double)dt)
+        return true;
+    s->rate_t0 = now;
+    s->rate_b0 = s->received + n;
+    return false;
+}
+
+/* Cuts an upload that is too slow: the ERR line, nothing kept, the connection closes. */
+static int upload_too_slow(struct backup_sess *s, struct core_buf *out)
+{
+    const struct backup_inst *in = s->inst;
+    int r;
+
+    upload_discard(s);
+    s->state = ST_CLOSED;
+    r = reply_err(s, out, SVC_BACKUP_E_TOO_SLOW,
+                  "below min_rate_bytes_per_s %" PRIu64 " over %" PRId64 " ms after %" PRIu64
+                  " bytes; nothing kept",
+                  in->min_rate, in->rate_window_ms, s->received);
+    return r < 0 ? r : CORE_VERDICT_CLOSE;
+}
+
+/*
+ * The instances of one listener, in <state_dir>/.backup-<listener_id>.dir: a line
+ * "PID TOKEN DIRECTORY" for each, oldest first; the last is the newest, the one the listener's
+ * configuration names. Written by the daemon only (instance_new and instance_free run there,
+ * one at a time); read by every process. Lines of another daemon's pid are left by a crash.
+ */
+#define MARKER_MAX (64u << 10)
+
+/* The marker's text (malloc'd, "" when there is none), or NULL when out of memory. */
+static char *marker_load(const char *path)
+{
+    char *buf = malloc(MARKER_MAX + 1);
+    ssize_t n = 0;
+    int fd;
+
+    if (!buf)
+        return NULL;
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0) {
+        do {
+            n = read(fd, buf, MARKER_MAX);
+        } while (n < 0 && errno == EINTR);
+        close(fd);
+    }
+    buf[n > 0 ? n : 0] = '\0';
+    return buf;
+}
+
+/* Parses the line at p: its pid, token and directory (dir_len bytes at *ret_dir). Returns the
+ * start of the next line, or NULL at the end. */
+static const char *marker_line(const char *p, pid_t *ret_pid, unsigned long long *ret_token,
+                               const char **ret_dir, size_t *ret_dir_len)
+{
+    const char *nl;
+    int pid = 0, used = 0;
+
+    if (!*p)
+        return NULL;
+    nl = strchr(p, '\n');
+    if (!nl)
+        nl = p + strlen(p);
+    if (sscanf(p, "%d %llx %n", &pid, ret_token, &used) < 2 || p + used > nl)
+        used = (int)(nl - p), pid = 0;
+    *ret_pid = pid;
+    *ret_dir = p + used;
+    *ret_dir_len = (size_t)(nl - (p + used));
+    return *nl ? nl + 1 : nl;
+}
+
+/* Whether the newest instance in text is (pid, token). No line: yes. */
+static bool marker_newest_is(const char *text, pid_t pid, unsigned long long token)
+{
+    pid_t lp = 0, last_pid = 0;
+    unsigned long long lt = 0, last_token = 0;
+    const char *d, *p = text;
+    size_t dl;
+    bool any = false;
+
+    while ((p = marker_line(p, &lp, &lt, &d, &dl))) {
+        if (lp != pid)
+            continue;
+        any = true;
+        last_pid = lp;
+        last_token = lt;
+    }
+    return !any || (last_pid == pid && last_token == token);
+}
+
+/* Whether an instance of pid other than token uses dir. */
+static bool marker_has_dir(const char *text, pid_t pid, unsigned long long token, const char *dir)
+{
+    pid_t lp;
+    unsigned long long lt = 0;
+    const char *d, *p = text;
+    size_t dl;
+
+    while ((p = marker_line(p, &lp, &lt, &d, &dl))) {
+        if (lp == pid && lt != token && dl == strlen(dir) && memcmp(d, dir, dl) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Adds the instance (pid, token) on dir as the newest (dir not NULL) or removes it (NULL);
+ * drops the lines of other pids. Returns 0 or a negative errno. */
+static int marker_update(const char *path, pid_t pid, unsigned long long token, const char *dir)
+{
+    char *text = marker_load(path), *out, tmp[PATH_MAX + 8];
+    const char *p, *d;
+    unsigned long long lt = 0;
+    size_t n = 0, dl;
+    pid_t lp;
+    int fd, r = 0;
+
+    if (!text)
+        return -ENOMEM;
+    out = malloc(strlen(text) + PATH_MAX + 64);
+    if (!out) {
+        free(text);
+        return -ENOMEM;
+    }
+    for (p = text; (p = marker_line(p, &lp, &lt, &d, &dl));) {
+        if (lp == pid && lt != token)
+            n += (size_t)sprintf(out + n, "%d %llx %.*s\n", (int)lp, lt, (int)dl, d);
+    }
+    if (dir)
+        n += (size_t)sprintf(out + n, "%d %llx %s\n", (int)pid, token, dir);
+    free(text);
+    if (n == 0) {
+        free(out);
+        return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+    }
+    if (snprintf(tmp, sizeof(tmp), "%s.new", path) >= (int)sizeof(tmp)) {
+        free(out);
+        return -ENAMETOOLONG;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        free(out);
+        return -errno;
+    }
+    if (write(fd, out, n) != (ssize_t)n)
+        r = -EIO;
+    close(fd);
+    free(out);
+    if (r == 0 && rename(tmp, path) < 0)
+        r = -errno;
+    if (r < 0)
+        (void)unlink(tmp);
+    return r;
+}
+
+static unsigned long long token_of(const struct backup_inst *in)
+{
+    return (unsigned long long)(uintptr_t)in;
+}
+
+/* Whether a newer instance of the listener took over: this one stores nothing more. */
+static bool is_replaced(const struct backup_inst *in)
+{
+    char *text;
+    bool newest;
+
+    if (!in->marker[0])
+        return false;
+    text = marker_load(in->marker);
+    newest = !text || marker_newest_is(text, in->pid, token_of(in));
+    free(text);
+    return !newest;
 }
 
 /* Makes the complete upload durable and visible, appends STORED or ERR, and ends it. */
@@ -571,10 +851,25 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
         upload_discard(s);
         return reply_err(s, out, errc_of(r), "fsync failed: %s; nothing kept", strerror(-r));
     }
-    /* Version numbering and the move into place, one commit at a time in every process. */
+    /* Version numbering and the move into place, one commit at a time in every process and
+     * every instance on the directory. */
     shared_lock(in, s->st);
-    r = svc_backup_store_commit(s->st, &s->tmp, s->name, in->policy, true, sha, integrity, &version,
-                                &freed, &err);
+    r = svc_backup_store_commit_lock(s->st, true);
+    if (r == 0 && is_replaced(in)) {
+        (void)svc_backup_store_commit_lock(s->st, false);
+        shared_unlock(in);
+        upload_discard(s);
+        return reply_err(s, out, SVC_BACKUP_E_BUSY,
+                         "the listener's configuration changed during the upload; nothing "
+                         "kept, send it again");
+    }
+    if (r == 0) {
+        r = svc_backup_store_commit(s->st, &s->tmp, s->name, in->policy, true, sha, integrity,
+                                    &version, &freed, &err);
+        (void)svc_backup_store_commit_lock(s->st, false);
+    } else {
+        core_err_set(&err, r, NULL, "cannot lock the directory: %s", strerror(-r));
+    }
     if (r == 0) {
         in->sh->used += s->received;
         in->sh->used -= freed < in->sh->used ? freed : in->sh->used;
@@ -808,6 +1103,16 @@ static int feed_upload(struct backup_sess *s, const uint8_t *in, size_t len, siz
     int r;
 
     *used = n;
+    if (is_too_slow(s, n))
+        return upload_too_slow(s, out);
+    r = hold_more(s, n, out);
+    if (r == -1) {
+        s->discard_left = left - n;
+        s->state = s->discard_left ? ST_DISCARD : ST_COMMAND;
+        return CORE_VERDICT_MORE;
+    }
+    if (r < 0)
+        return r;
     r = svc_backup_store_tmp_write(&s->tmp, in, n);
     if (r < 0) {
         s->discard_left = left - n;
@@ -833,6 +1138,8 @@ static int feed_bare(struct backup_sess *s, const uint8_t *in, size_t len, struc
     enum svc_backup_errc code = SVC_BACKUP_E_COUNT;
     int r;
 
+    if (is_too_slow(s, len))
+        return upload_too_slow(s, out);
     shared_lock(bi, s->st);
     if (len > bi->max_file_size - s->received)
         code = SVC_BACKUP_E_TOO_LARGE;
@@ -1090,6 +1397,7 @@ static int backup_options_check(const json_t *opts, enum core_transport t, json_
     const char *key, *directory = NULL, *on_exists = "version";
     json_int_t max_file_size = (json_int_t)DEFAULT_MAX_FILE_SIZE;
     json_int_t quota = (json_int_t)DEFAULT_QUOTA;
+    json_int_t min_rate = DEFAULT_MIN_RATE, rate_window = DEFAULT_MIN_RATE_WINDOW;
     bool require_checksum = false;
     json_t *v, *o;
 
@@ -1104,6 +1412,10 @@ static int backup_options_check(const json_t *opts, enum core_transport t, json_
 
             if (!d || d[0] != '/' || strlen(d) != json_string_length(v) || strlen(d) >= PATH_MAX)
                 return opt_error(err, key, "must be an absolute path");
+            for (const char *c = d; *c; c++) {
+                if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                    return opt_error(err, key, "must not hold control characters");
+            }
             directory = d;
         } else if (strcmp(key, "on_exists") == 0) {
             if (!json_is_string(v) || svc_backup_policy_from_name(json_string_value(v)) < 0)
@@ -1121,14 +1433,26 @@ static int backup_options_check(const json_t *opts, enum core_transport t, json_
             if (!json_is_boolean(v))
                 return opt_error(err, key, "must be true or false");
             require_checksum = json_is_true(v);
+        } else if (strcmp(key, "min_rate_bytes_per_s") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                json_integer_value(v) > (json_int_t)1 << 40)
+                return opt_error(err, key, "must be an integer of bytes per second (0: none)");
+            min_rate = json_integer_value(v);
+        } else if (strcmp(key, "min_rate_window_s") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                json_integer_value(v) > MIN_RATE_WINDOW_MAX)
+                return opt_error(err, key, "must be an integer of seconds, 1 to 86400");
+            rate_window = json_integer_value(v);
         } else {
             return opt_error(err, key,
                              "unknown option for backup (directory, on_exists, max_file_size, "
-                             "quota_bytes, require_checksum)");
+                             "quota_bytes, require_checksum, min_rate_bytes_per_s, "
+                             "min_rate_window_s)");
         }
     }
-    o = json_pack("{s:s, s:I, s:I, s:b}", "on_exists", on_exists, "max_file_size", max_file_size,
-                  "quota_bytes", quota, "require_checksum", require_checksum);
+    o = json_pack("{s:s, s:I, s:I, s:b, s:I, s:I}", "on_exists", on_exists, "max_file_size",
+                  max_file_size, "quota_bytes", quota, "require_checksum", require_checksum,
+                  "min_rate_bytes_per_s", min_rate, "min_rate_window_s", rate_window);
     if (o && directory && json_object_set_new(o, "directory", json_string(directory)) < 0) {
         json_decref(o);
         o = NULL;
@@ -1137,6 +1461,260 @@ static int backup_options_check(const json_t *opts, enum core_transport t, json_
         return core_err_set(err, -ENOMEM, NULL, "out of memory");
     *ret_opts = o;
     return 0;
+}
+
+/* ---- where a directory may be ---- */
+
+/*
+ * given made absolute (relative to the working directory) and free of links, "." and "..":
+ * the longest part that exists through realpath(), the rest (which does not exist, so holds
+ * no link) appended name by name.
+ * Returns 0, -ENOTDIR when a part that exists is not a directory, or another negative errno.
+ */
+static int path_resolve(const char *given, char ret[PATH_MAX])
+{
+    char head[PATH_MAX], res[PATH_MAX], abs[PATH_MAX];
+    const char *tail = NULL, *path = given;
+    size_t len;
+
+    if (given[0] != '/') { /* the state directory may be given relative to where we run */
+        if (!getcwd(res, sizeof(res)))
+            return -errno;
+        if (snprintf(abs, sizeof(abs), "%s/%s", res, given) >= (int)sizeof(abs))
+            return -ENAMETOOLONG;
+        path = abs;
+    }
+    if (strlen(path) >= sizeof(head))
+        return -ENAMETOOLONG;
+    memcpy(head, path, strlen(path) + 1);
+    for (;;) {
+        char *slash;
+
+        struct stat st;
+
+        if (realpath(head, res))
+            break;
+        if (errno != ENOENT)
+            return -errno;
+        if (lstat(head, &st) == 0) /* a link that leads nowhere: no telling where it would */
+            return -ENOENT;
+        slash = strrchr(head, '/');
+        if (!slash || slash == head) { /* "/" always exists */
+            snprintf(res, sizeof(res), "/");
+            tail = path + 1;
+            break;
+        }
+        *slash = '\0';
+        tail = path + (slash - head) + 1;
+    }
+    len = strlen(res);
+    while (tail && *tail) {
+        size_t n = strcspn(tail, "/");
+
+        if (n == 0 || (n == 1 && tail[0] == '.')) {
+            /* nothing */
+        } else if (n == 2 && tail[0] == '.' && tail[1] == '.') {
+            while (len > 1 && res[len - 1] != '/')
+                len--;
+            if (len > 1)
+                len--;
+            res[len] = '\0';
+        } else {
+            if (len + 1 + n >= sizeof(res))
+                return -ENAMETOOLONG;
+            if (len > 1)
+                res[len++] = '/';
+            memcpy(res + len, tail, n);
+            len += n;
+            res[len] = '\0';
+        }
+        tail += n;
+        if (*tail == '/')
+            tail++;
+    }
+    memcpy(ret, res, len + 1);
+    return 0;
+}
+
+/* Whether resolved path is the file (dev, ino) or lies beneath it, its names or its aliases
+ * (a bind mount of it, met on the way up, counts). */
+static bool is_at_or_beneath(const char *path, dev_t dev, ino_t ino)
+{
+    char buf[PATH_MAX];
+    struct stat st;
+
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (;;) {
+        char *slash;
+
+        if (stat(buf, &st) == 0 && st.st_dev == dev && st.st_ino == ino)
+            return true;
+        slash = strrchr(buf, '/');
+        if (!slash || (slash == buf && buf[1] == '\0'))
+            return false;
+        slash[slash == buf ? 1 : 0] = '\0';
+    }
+}
+
+/* Whether resolved path lies beneath resolved dir, by name. */
+static bool is_named_beneath(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+
+    if (strcmp(dir, "/") == 0)
+        return path[1] != '\0';
+    return strncmp(path, dir, n) == 0 && path[n] == '/';
+}
+
+/*
+ * The rule that keeps the data plane out of the control plane: an explicit directory d (as
+ * given) may not be, hold or lie inside the state directory or another protected path, judged
+ * on resolved paths and, for what exists, on device and inode (a bind mount is no way round).
+ * The one place inside the state directory a backup directory may be is beneath its backup/
+ * subdirectory, where the default directories live.
+ */
+static int check_confined(const char *d, const struct core_svc_env *env, struct core_err *err)
+{
+    const char *const *prot = env ? env->protected_paths : NULL;
+    char dir[PATH_MAX], state[PATH_MAX] = "", sub[PATH_MAX + 8] = "", pr[PATH_MAX];
+    struct stat dst;
+    bool dir_exists;
+    int r = path_resolve(d, dir);
+
+    if (r == -ENOTDIR)
+        return core_err_set(err, -EINVAL, "options.directory",
+                            "options.directory: a part of %s is not a directory", d);
+    if (r < 0)
+        return core_err_set(err, -EINVAL, "options.directory",
+                            "options.directory: %s cannot be resolved: %s", d, strerror(-r));
+    dir_exists = stat(dir, &dst) == 0;
+    if (env && env->state_dir && path_resolve(env->state_dir, state) == 0)
+        snprintf(sub, sizeof(sub), "%s/backup", strcmp(state, "/") == 0 ? "" : state);
+    /* The state directory first, then the protected paths. */
+    for (size_t i = 0;; i++) {
+        const char *p = i == 0 ? (state[0] ? env->state_dir : NULL) : prot ? prot[i - 1] : NULL;
+        bool is_state = i == 0, inside, holds;
+        struct stat pst;
+
+        if (i > 0 && !p)
+            break;
+        if (!p || path_resolve(p, pr) < 0)
+            continue;
+        /* Beneath <state>/backup/: allowed, as far as the state directory and what holds it
+         * are concerned. */
+        if (is_named_beneath(dir, sub) && (strcmp(pr, state) == 0 || is_named_beneath(state, pr)))
+            continue;
+        if (stat(pr, &pst) == 0)
+            inside = is_at_or_beneath(dir, pst.st_dev, pst.st_ino);
+        else
+            inside = strcmp(dir, pr) == 0 || is_named_beneath(dir, pr);
+        holds =
+            dir_exists ? is_at_or_beneath(pr, dst.st_dev, dst.st_ino) : is_named_beneath(pr, dir);
+        if (inside || holds)
+            return core_err_set(
+                err, -EINVAL, "options.directory",
+                "options.directory: %s (%s) %s the daemon's own %s %s; a backup directory "
+                "must lie outside it%s",
+                d, dir, inside ? "is or lies inside" : "holds",
+                is_state ? "state directory" : "file or directory", pr,
+                is_state ? " or beneath its backup/ subdirectory" : "");
+    }
+    return 0;
+}
+
+/* Whether directory d (resolved) can hold files now: it is a directory, or can be made in
+ * the nearest part that exists, on a file system that stores files, and can be written. */
+static int check_usable(const char *d, struct core_err *err)
+{
+    char dir[PATH_MAX], near[PATH_MAX];
+    struct statfs fs;
+    struct stat st;
+    int r = path_resolve(d, dir);
+
+    if (r < 0)
+        return check_confined(d, NULL, err); /* says why */
+    for (const char *c = dir + 1; *c;) {
+        size_t n = strcspn(c, "/");
+
+        if (n > NAME_MAX)
+            return core_err_set(err, -EINVAL, "options.directory",
+                                "options.directory: a name in it is longer than %d bytes: %s",
+                                NAME_MAX, d);
+        c += n + (c[n] == '/');
+    }
+    snprintf(near, sizeof(near), "%s", dir);
+    while (stat(near, &st) < 0) {
+        char *slash = strrchr(near, '/');
+
+        if (errno != ENOENT || !slash)
+            return core_err_set(err, -EINVAL, "options.directory", "options.directory: %s: %s", d,
+                                strerror(errno));
+        slash[slash == near ? 1 : 0] = '\0';
+    }
+    if (!S_ISDIR(st.st_mode))
+        return core_err_set(err, -EINVAL, "options.directory",
+                            "options.directory: %s is not a directory", near);
+    if (statfs(near, &fs) == 0 &&
+        (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC ||
+         fs.f_type == CGROUP_SUPER_MAGIC || fs.f_type == CGROUP2_SUPER_MAGIC ||
+         fs.f_type == DEBUGFS_MAGIC || fs.f_type == SECURITYFS_MAGIC))
+        return core_err_set(err, -EINVAL, "options.directory",
+                            "options.directory: %s lies on a kernel file system (%s), which "
+                            "stores no files",
+                            d, near);
+    if (faccessat(AT_FDCWD, near, W_OK | X_OK, AT_EACCESS) < 0)
+        return core_err_set(err, -EINVAL, "options.directory",
+                            "options.directory: %s cannot be %s: %s: %s", d,
+                            strcmp(near, dir) == 0 ? "written" : "created", near, strerror(errno));
+    return 0;
+}
+
+/*
+ * Whether directory d is free for the listener of env: no other listener's store holds it (as
+ * instance_new would find). Its own running instance may: the change then goes on beside it.
+ * Returns 0 or -EBUSY. Called with the registry's changes serialised, like instance_new.
+ */
+static int check_free(const char *d, const struct core_svc_env *env, struct core_err *err)
+{
+    char marker[PATH_MAX];
+    bool ours = false;
+    int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = 0;
+
+    if (fd < 0)
+        return 0; /* not there yet: made by the start */
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if (env && env->state_dir && env->listener_id &&
+            snprintf(marker, sizeof(marker), "%s/.backup-%s.dir", env->state_dir,
+                     env->listener_id) < (int)sizeof(marker)) {
+            char *text = marker_load(marker);
+
+            ours = text && marker_has_dir(text, getpid(), 0, d);
+            free(text);
+        }
+        if (!ours)
+            r = core_err_set(err, -EBUSY, "options.directory",
+                             "options.directory: %s is in use by another backup listener", d);
+    }
+    close(fd); /* and with it the lock, if it was taken */
+    return r;
+}
+
+/* The service's env_check (core/service.h): only an explicit directory is judged; the default
+ * one is the daemon's own choice. */
+static int backup_env_check(const json_t *opts, const struct core_svc_env *env, bool usable,
+                            struct core_err *err)
+{
+    const char *d = json_string_value(json_object_get(opts, "directory"));
+    int r;
+
+    if (!d)
+        return 0;
+    r = check_confined(d, env, err);
+    if (r == 0 && usable)
+        r = check_usable(d, err);
+    if (r == 0 && usable)
+        r = check_free(d, env, err);
+    return r;
 }
 
 /* The listener's directory: options.directory, else <state_dir>/backup/<listener_id>. */
@@ -1172,7 +1750,18 @@ static void backup_instance_free(void *inst)
 
     if (!in)
         return;
-    svc_backup_store_free(in->store);
+    if (in->marker[0] && in->pid == getpid()) {
+        char *text = marker_load(in->marker);
+
+        /* The directory stays while another instance of the listener uses it. */
+        if (text && marker_has_dir(text, in->pid, token_of(in), in->dir)) {
+            svc_backup_store_free(in->store);
+            in->store = NULL;
+        }
+        free(text);
+        (void)marker_update(in->marker, in->pid, token_of(in), NULL);
+    }
+    svc_backup_store_free_unused(in->store);
     if (in->sh) {
         pthread_mutex_destroy(&in->sh->lock);
         munmap(in->sh, sizeof(*in->sh));
@@ -1219,6 +1808,9 @@ static int backup_instance_new(const json_t *opts, enum core_transport t,
     int r;
 
     (void)t;
+    r = backup_env_check(opts, env, false, err);
+    if (r < 0)
+        return r;
     r = resolve_dir(opts, env, dir, sizeof(dir), err);
     if (r < 0)
         return r;
@@ -1243,14 +1835,49 @@ static int backup_instance_new(const json_t *opts, enum core_transport t,
     in->max_file_size = opt_u64(opts, "max_file_size", DEFAULT_MAX_FILE_SIZE);
     in->quota = opt_u64(opts, "quota_bytes", DEFAULT_QUOTA);
     in->require_checksum = json_is_true(json_object_get(opts, "require_checksum"));
+    in->min_rate = opt_u64(opts, "min_rate_bytes_per_s", DEFAULT_MIN_RATE);
+    in->rate_window_ms =
+        (int64_t)opt_u64(opts, "min_rate_window_s", DEFAULT_MIN_RATE_WINDOW) * 1000;
     in->metrics = env ? env->metrics : NULL;
+    if (!env || !env->state_dir || !env->listener_id ||
+        snprintf(in->marker, sizeof(in->marker), "%s/.backup-%s.dir", env->state_dir,
+                 env->listener_id) >= (int)sizeof(in->marker))
+        in->marker[0] = '\0';
     r = svc_backup_store_open(dir, true, &in->store, err);
-    if (r < 0)
+    if (r == -EBUSY && in->marker[0]) {
+        /* Held by the instance this one replaces (options changed while it runs)? Then
+         * beside it: it stores nothing more once this one is listed as the newest. */
+        char *text = marker_load(in->marker);
+
+        if (text && marker_has_dir(text, in->pid, token_of(in), dir)) {
+            core_err_clear(err);
+            r = svc_backup_store_open_beside(dir, &in->store, err);
+        }
+        free(text);
+    }
+    if (r < 0) {
+        in->marker[0] = '\0';
         goto out_free;
+    }
     r = svc_backup_store_usage(in->store, &in->sh->used);
     if (r < 0) {
         core_err_set(err, r, NULL, "cannot read %s: %s", dir, strerror(-r));
+        in->marker[0] = '\0';
         goto out_free;
+    }
+    if (in->marker[0]) {
+        /* Listed under the commit lock: a commit of the instance replaced is before or
+         * after, never beside this one's. */
+        r = svc_backup_store_commit_lock(in->store, true);
+        if (r == 0) {
+            r = marker_update(in->marker, in->pid, token_of(in), in->dir);
+            (void)svc_backup_store_commit_lock(in->store, false);
+        }
+        if (r < 0) {
+            core_err_set(err, r, NULL, "cannot write %s: %s", in->marker, strerror(-r));
+            in->marker[0] = '\0';
+            goto out_free;
+        }
     }
     *ret_inst = in;
     return 0;
@@ -1388,6 +2015,7 @@ const struct core_service svc_backup = {
     .counters = backup_counters,
     .n_counters = C_COUNT,
     .options_check = backup_options_check,
+    .env_check = backup_env_check,
     .instance_new = backup_instance_new,
     .instance_free = backup_instance_free,
     .session_size = sizeof(struct backup_sess),

@@ -16,6 +16,7 @@ static const char *const errc_names[SVC_BACKUP_E_COUNT] = {
     [SVC_BACKUP_E_NOT_FOUND] = "not-found",
     [SVC_BACKUP_E_IO] = "io",
     [SVC_BACKUP_E_PROTOCOL] = "protocol",
+    [SVC_BACKUP_E_TOO_SLOW] = "too-slow",
 };
 
 static const char *const verb_names[SVC_BACKUP_VERB_COUNT] = {

@@ -11,6 +11,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,10 +25,12 @@
 #define TMP_TRIES 16
 
 struct svc_backup_store {
-    int dirfd;       /* the directory; flocked by a writer */
-    int metafd;      /* .sockserv beneath it; -1 when a reader finds none */
-    bool writer;     /* a writer or attached to one: uploads may be made */
-    bool tmpfile_ok; /* O_TMPFILE can be tried: /proc/self/fd is there to link it */
+    int dirfd;          /* the directory; flocked by a writer */
+    int metafd;         /* .sockserv beneath it; -1 when a reader finds none */
+    bool writer;        /* a writer or attached to one: uploads may be made */
+    bool tmpfile_ok;    /* O_TMPFILE can be tried: /proc/self/fd is there to link it */
+    char dir[PATH_MAX]; /* as opened */
+    size_t made;        /* a writer: the length of dir's first component it created, 0: none */
 };
 
 /* What ties a metadata record to a copy. */
@@ -194,13 +197,15 @@ static int fsync_parent(const char *path)
     return r;
 }
 
-/* Creates path and its missing parents; each directory created is made durable in its parent. */
-static int mkdir_p(const char *path, mode_t mode)
+/* Creates path and its missing parents; each directory created is made durable in its parent.
+ * *ret_made: the length of path's first component it created (0: none). */
+static int mkdir_p(const char *path, mode_t mode, size_t *ret_made)
 {
     char buf[PATH_MAX];
     size_t len = strlen(path);
     int r;
 
+    *ret_made = 0;
     if (len == 0)
         return -EINVAL;
     if (len >= sizeof(buf))
@@ -214,6 +219,8 @@ static int mkdir_p(const char *path, mode_t mode)
         *p = '\0';
         if (p[-1] != '/') {
             if (mkdir(buf, mode) == 0) {
+                if (*ret_made == 0)
+                    *ret_made = (size_t)(p - buf);
                 r = fsync_parent(buf);
                 if (r < 0)
                     return r;
@@ -281,9 +288,9 @@ static void cleanup(struct svc_backup_store *s)
     closedir(d);
 }
 
-/* How a store is opened: to read, to write (the one writer, locked), or to write beside the
- * writer from a process it forked. */
-enum store_mode { MODE_READER, MODE_WRITER, MODE_ATTACHED };
+/* How a store is opened: to read, to write (the one writer, locked), to write beside the
+ * writer from a process it forked, or beside it as the same listener's next instance. */
+enum store_mode { MODE_READER, MODE_WRITER, MODE_ATTACHED, MODE_BESIDE };
 
 static int store_open(const char *dir, enum store_mode mode, struct svc_backup_store **ret,
                       struct core_err *err)
@@ -300,8 +307,9 @@ static int store_open(const char *dir, enum store_mode mode, struct svc_backup_s
     s->dirfd = -1;
     s->metafd = -1;
     s->writer = mode != MODE_READER;
+    snprintf(s->dir, sizeof(s->dir), "%s", dir);
     if (writer) {
-        r = mkdir_p(dir, 0700);
+        r = mkdir_p(dir, 0700, &s->made);
         if (r < 0) {
             core_err_set(err, r, NULL, "cannot create %s: %s", dir, strerror(-r));
             goto out_free;
@@ -313,7 +321,11 @@ static int store_open(const char *dir, enum store_mode mode, struct svc_backup_s
         core_err_set(err, r, NULL, "cannot open %s: %s", dir, strerror(-r));
         goto out_free;
     }
-    if (writer && flock(s->dirfd, LOCK_EX | LOCK_NB) < 0) {
+    /* The writer proves that no one else holds the directory, then holds it shared, so that
+     * its listener's next instance may join it (MODE_BESIDE) while no other listener can. */
+    if ((writer &&
+         (flock(s->dirfd, LOCK_EX | LOCK_NB) < 0 || flock(s->dirfd, LOCK_SH | LOCK_NB) < 0)) ||
+        (mode == MODE_BESIDE && flock(s->dirfd, LOCK_SH | LOCK_NB) < 0)) {
         r = errno == EWOULDBLOCK ? -EBUSY : -errno;
         core_err_set(err, r, NULL, "%s is in use by another backup listener", dir);
         goto out_free;
@@ -363,6 +375,81 @@ int svc_backup_store_open(const char *dir, bool writer, struct svc_backup_store 
 int svc_backup_store_attach(const char *dir, struct svc_backup_store **ret, struct core_err *err)
 {
     return store_open(dir, MODE_ATTACHED, ret, err);
+}
+
+int svc_backup_store_open_beside(const char *dir, struct svc_backup_store **ret,
+                                 struct core_err *err)
+{
+    return store_open(dir, MODE_BESIDE, ret, err);
+}
+
+int svc_backup_store_commit_lock(struct svc_backup_store *s, bool lock)
+{
+    int r;
+
+    do {
+        r = flock(s->metafd, lock ? LOCK_EX : LOCK_UN);
+    } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
+}
+
+/*
+ * Removes the directories the writer's open created, deepest first, as long as each is empty
+ * (the metadata directory aside, when it is empty too). Called with the lock still held.
+ */
+static void remove_made(struct svc_backup_store *s)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(s->dir);
+
+    if (s->made == 0 || s->metafd < 0 || len < s->made)
+        return;
+    if (unlinkat(s->dirfd, SVC_BACKUP_STORE_META_DIR, AT_REMOVEDIR) < 0)
+        return;
+    memcpy(buf, s->dir, len + 1);
+    while (len > 1 && buf[len - 1] == '/')
+        buf[--len] = '\0';
+    while (len >= s->made) {
+        char *slash;
+
+        if (rmdir(buf) < 0)
+            return;
+        (void)fsync_parent(buf);
+        slash = strrchr(buf, '/');
+        if (!slash || slash == buf)
+            return;
+        *slash = '\0';
+        len = (size_t)(slash - buf);
+    }
+}
+
+void svc_backup_store_free_unused(struct svc_backup_store *s)
+{
+    if (s && s->writer)
+        remove_made(s);
+    svc_backup_store_free(s);
+}
+
+int svc_backup_store_free_bytes(struct svc_backup_store *s, uint64_t *ret_bytes)
+{
+    struct statvfs v;
+
+    if (fstatvfs(s->dirfd, &v) < 0)
+        return -errno;
+    *ret_bytes = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+    return 0;
+}
+
+int svc_backup_store_tmp_reserve(struct svc_backup_tmp *t, uint64_t off, uint64_t len)
+{
+    if (len == 0 || off > INT64_MAX || len > (uint64_t)INT64_MAX - off)
+        return len == 0 ? 0 : -EFBIG;
+    if (fallocate(t->fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0) {
+        int r = -errno;
+
+        return r == -EOPNOTSUPP || r == -ENOSYS ? 0 : r;
+    }
+    return 0;
 }
 
 void svc_backup_store_free(struct svc_backup_store *s)

@@ -9,7 +9,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1161,6 +1164,195 @@ static void test_backup_limits_refused_before_any_byte_and_while_streaming(void 
     free(lim);
 }
 
+/* ---- what a header holds, what a slow client keeps ---- */
+
+/* Bytes in use on the file system holding path. */
+static uint64_t fs_used(const char *path)
+{
+    struct statvfs v;
+
+    assert_int_equal(statvfs(path, &v), 0);
+    return (uint64_t)(v.f_blocks - v.f_bfree) * v.f_frsize;
+}
+
+#define N_HEADERS 16
+
+static void test_backup_headers_alone_hold_no_disk(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    char *mnt = tmpfs_path(state), *store = path_in(mnt, "store");
+    uint64_t before, after;
+    int fd[N_HEADERS];
+    uint16_t port;
+
+    /* Room for one declared 4 GiB, so that the header's free-space check passes. */
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    assert_int_equal(mount("tmpfs", mnt, "tmpfs", 0, "size=4200m"), 0);
+    port = backup_listener(d, "h", store, "");
+    before = fs_used(mnt);
+    for (int i = 0; i < N_HEADERS; i++) {
+        char hdr[64];
+
+        fd[i] = it_tcp_connect_ok(port);
+        snprintf(hdr, sizeof(hdr), "PUT r%d.bin 4294967296\n", i);
+        it_send_str_ok(fd[i], hdr);
+        expect_line(fd[i], "OK");
+    }
+    it_assert_metric_eventually(d, "h", "service.uploads_started", N_HEADERS, IT_WAIT_MS);
+    after = fs_used(mnt);
+    if (after - before >= 256 * (uint64_t)MIB)
+        fail_msg("%d headers of 4 GiB took %" PRIu64 " bytes of disk", N_HEADERS, after - before);
+    /* The bytes themselves are held as they come. */
+    it_send_ok(fd[0], "abc", 3);
+    it_assert_metric_eventually(d, "h", "bytes_in",
+                                N_HEADERS * strlen("PUT rN.bin 4294967296\n") + 6 + 3, IT_WAIT_MS);
+    for (int i = 0; i < N_HEADERS; i++)
+        close(fd[i]);
+    it_assert_metric_eventually(d, "h", "service.uploads_rejected_mismatch", N_HEADERS, IT_WAIT_MS);
+    assert_dir_names(store, ".sockserv");
+    free(store);
+    free(mnt);
+}
+
+static void test_backup_upload_below_min_rate_cut(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    char *dir = path_in(fix(state)->dir, "slow");
+    uint8_t *data = pattern(256 * 1024, 9);
+    int64_t deadline;
+    struct pollfd pfd;
+    uint16_t port;
+    int fd;
+
+    port =
+        backup_listener(d, "slow", dir, ",\"min_rate_bytes_per_s\":100000,\"min_rate_window_s\":1");
+    /* A client that keeps up is not cut. */
+    raw_put_ok(port, "fast", data, 256 * 1024, 1);
+
+    /* One byte every 20 ms is far below 100000 bytes/s: cut once a window has passed. */
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "PUT trickle 1000000\n");
+    expect_line(fd, "OK");
+    deadline = it_now_ms() + 10000;
+    for (;;) {
+        pfd = (struct pollfd){.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 20) == 1)
+            break;
+        if (it_now_ms() > deadline)
+            fail_msg("a trickling upload was not cut within 10 s");
+        (void)send(fd, "x", 1, MSG_NOSIGNAL);
+    }
+    expect_prefix(fd, "ERR too-slow below min_rate_bytes_per_s 100000 ");
+    expect_eof(fd);
+    close(fd);
+    assert_dir_names(dir, ".sockserv fast");
+    assert_int_equal(svc_metric(d, "slow", "uploads_cut"), 1);
+    free(data);
+    free(dir);
+}
+
+struct racer {
+    int fd;
+    const uint8_t *data;
+    size_t n;
+    char line[LINE_CAP];
+};
+
+static void *racer_main(void *arg)
+{
+    struct racer *r = arg;
+
+    (void)stream_until_answer(r->fd, r->data, r->n);
+    it_recv_line(r->fd, r->line, sizeof(r->line));
+    return NULL;
+}
+
+static void test_backup_quota_holds_across_concurrent_uploads(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    char *dir = path_in(fix(state)->dir, "q");
+    size_t n = 2 * MIB;
+    uint8_t *data = pattern(n, 11);
+    struct racer r[2];
+    pthread_t t[2];
+    unsigned stored = 0, refused = 0;
+    uint16_t port = backup_listener(d, "q", dir, ",\"quota_bytes\":3145728");
+
+    /* Each header fits the quota alone: both are admitted, neither holds anything yet. */
+    for (int i = 0; i < 2; i++) {
+        char hdr[64];
+
+        r[i] = (struct racer){.fd = it_tcp_connect_ok(port), .data = data, .n = n};
+        snprintf(hdr, sizeof(hdr), "PUT q%d %zu\n", i, n);
+        it_send_str_ok(r[i].fd, hdr);
+        expect_line(r[i].fd, "OK");
+    }
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, racer_main, &r[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    /* Their bytes together would pass it: exactly one is stored. */
+    for (int i = 0; i < 2; i++) {
+        if (strncmp(r[i].line, "STORED ", 7) == 0)
+            stored++;
+        else if (strncmp(r[i].line, "ERR quota ", 10) == 0)
+            refused++;
+        else
+            fail_msg("upload %d answered \"%s\"", i, r[i].line);
+        close(r[i].fd);
+    }
+    assert_int_equal(stored, 1);
+    assert_int_equal(refused, 1);
+    assert_int_equal(svc_metric(d, "q", "uploads_rejected_quota"), 1);
+    free(data);
+    free(dir);
+}
+
+/* Options changed while the listener runs: the change goes live in the same directory, an
+ * upload under way is stored (and listed) or refused with an ERR line. */
+static void test_backup_options_changed_while_running(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    char *dir = path_in(fix(state)->dir, "live");
+    uint16_t port = backup_listener(d, "live", dir, "");
+    char line[LINE_CAP];
+    json_t *res, *body, *files;
+    unsigned n;
+    int fd;
+
+    raw_put_ok(port, "a", "first", 5, 1);
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "PUT b 10\n");
+    expect_line(fd, "OK");
+    it_send_ok(fd, "01234", 5);
+    res = it_http_expect(d, "PATCH", "/api/v1/listeners/live",
+                         "{\"options\":{\"quota_bytes\":1000000,\"min_rate_bytes_per_s\":0}}", 200);
+    assert_int_equal(it_json_int(res, "options.quota_bytes"), 1000000);
+    assert_int_equal(it_json_int(res, "options.min_rate_bytes_per_s"), 0);
+    assert_string_equal(it_json_str(res, "status.state"), "running");
+    json_decref(res);
+    it_send_ok(fd, "56789", 5);
+    it_recv_line(fd, line, sizeof(line));
+    files = rest_files(d, "live", &body);
+    if (strncmp(line, "STORED b ", 9) == 0)
+        assert_non_null(find_file(files, "b"));
+    else if (strncmp(line, "ERR ", 4) == 0)
+        assert_null(find_file(files, "b"));
+    else
+        fail_msg("answered \"%s\"", line);
+    json_decref(body);
+    close(fd);
+    /* The listener goes on in its directory, under the new options. */
+    raw_put_ok(port, "a", "second", 6, 2);
+    free(raw_list(port, &n));
+    assert_true(n >= 2);
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "PUT big 1000001\n");
+    expect_prefix(fd, "ERR quota 1000001 bytes would exceed quota_bytes 1000000 ");
+    close(fd);
+    free(dir);
+}
+
 /* ---- the lecture's client ---- */
 
 struct listed {
@@ -1470,6 +1662,11 @@ int main(void)
         T(test_backup_bad_names_refused_with_bad_name),
         T(test_backup_planted_symlink_never_followed),
         T(test_backup_limits_refused_before_any_byte_and_while_streaming),
+        cmocka_unit_test_setup_teardown(test_backup_headers_alone_hold_no_disk, it_fixture_setup,
+                                        teardown_tmpfs),
+        T(test_backup_upload_below_min_rate_cut),
+        T(test_backup_quota_holds_across_concurrent_uploads),
+        T(test_backup_options_changed_while_running),
         T(test_backup_lecture_client_stored_unverified),
         T(test_backup_restore_by_protocol_without_pacing),
         T(test_backup_restore_by_cli_and_rest_identical),

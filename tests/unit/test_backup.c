@@ -17,7 +17,9 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -67,7 +69,10 @@ static struct fx *fx_new_in(void **state, const char *opts_text, const char *mnt
     if (mnt_size) {
         char o[32];
 
-        snprintf(f->mnt, sizeof(f->mnt), "%s/tmpfs", f->dir);
+        /* beneath the state directory's backup/, the one place inside it a directory may be */
+        snprintf(f->mnt, sizeof(f->mnt), "%s/backup", f->dir);
+        assert_int_equal(mkdir(f->mnt, 0700), 0);
+        snprintf(f->mnt, sizeof(f->mnt), "%s/backup/tmpfs", f->dir);
         assert_int_equal(mkdir(f->mnt, 0700), 0);
         snprintf(o, sizeof(o), "size=%s", mnt_size);
         if (mount("tmpfs", f->mnt, "tmpfs", 0, o) < 0) {
@@ -581,6 +586,8 @@ static void test_backup_options_check_fills_defaults(void **state)
     assert_int_equal(json_integer_value(json_object_get(o, "max_file_size")), 4LL << 30);
     assert_int_equal(json_integer_value(json_object_get(o, "quota_bytes")), 64LL << 30);
     assert_true(json_is_false(json_object_get(o, "require_checksum")));
+    assert_int_equal(json_integer_value(json_object_get(o, "min_rate_bytes_per_s")), 1024);
+    assert_int_equal(json_integer_value(json_object_get(o, "min_rate_window_s")), 60);
     assert_null(json_object_get(o, "directory"));
     json_decref(o);
 }
@@ -599,7 +606,12 @@ static void test_backup_options_check_bad_values_name_the_field(void **state)
         {"{\"require_checksum\":1}", "options.require_checksum"},
         {"{\"directory\":\"relative/dir\"}", "options.directory"},
         {"{\"directory\":7}", "options.directory"},
+        {"{\"directory\":\"/tmp/a\\nb\"}", "options.directory"},
         {"{\"colour\":\"blue\"}", "options.colour"},
+        {"{\"min_rate_bytes_per_s\":-1}", "options.min_rate_bytes_per_s"},
+        {"{\"min_rate_bytes_per_s\":\"fast\"}", "options.min_rate_bytes_per_s"},
+        {"{\"min_rate_window_s\":0}", "options.min_rate_window_s"},
+        {"{\"min_rate_window_s\":86401}", "options.min_rate_window_s"},
     };
     struct core_err err = {0};
     json_t *o = NULL;
@@ -1099,34 +1111,34 @@ static void test_backup_forked_sessions_share_quota_and_version_numbers(void **s
     struct conn *c;
 
     (void)state;
-    /* Each asks for 1000 bytes and holds them: exactly three fit, in whatever process. */
+    /* Each declares 1000 bytes: a header holds nothing, so every one is admitted. */
     for (int i = 0; i < N_CHILDREN; i++) {
         ch[i] = child_start(f, "shared", 1000, (char)('a' + i), true);
         child_line(&ch[i], line, sizeof(line));
-        ok[i] = strcmp(line, "OK") == 0;
-        if (!ok[i] && strncmp(line, "ERR quota 1000 bytes would exceed quota_bytes 3000", 50) != 0)
-            fail_msg("child %d answered \"%s\"", i, line);
-        n_ok += ok[i];
+        assert_string_equal(line, "OK");
     }
-    assert_int_equal(n_ok, 3);
-    /* The daemon's own sessions see the children's reservations too. */
     c = conn_open(f);
-    assert_int_equal(feed(c, "PUT mine 1\n"), CORE_VERDICT_MORE);
-    expect_line(c, "ERR quota 1 bytes would exceed quota_bytes 3000 (0 stored, 3000 in progress)");
-    /* Each admitted upload is committed as its own version, numbered once. */
+    /* Their bytes take the quota as they come, in whatever process: exactly three fit, and
+     * each is committed as its own version, numbered once. */
     for (int i = 0; i < N_CHILDREN; i++) {
         unsigned v;
 
+        assert_int_equal(write(ch[i].to, "g", 1), 1);
+        child_line(&ch[i], line, sizeof(line));
+        ok[i] = strncmp(line, "STORED ", 7) == 0;
         if (ok[i]) {
-            assert_int_equal(write(ch[i].to, "g", 1), 1);
-            child_line(&ch[i], line, sizeof(line));
             if (sscanf(line, "STORED shared %u 1000 ", &v) != 1 || v < 1 || v > 3 || seen[v])
                 fail_msg("child %d answered \"%s\"", i, line);
             seen[v] = true;
             version_of[i] = v;
+        } else if (strcmp(line, "ERR quota 1000 bytes received would exceed quota_bytes 3000; "
+                                "nothing kept") != 0) {
+            fail_msg("child %d answered \"%s\"", i, line);
         }
+        n_ok += ok[i];
         child_end(&ch[i], false);
     }
+    assert_int_equal(n_ok, 3);
     for (int i = 0; i < N_CHILDREN; i++) {
         char rel[64], *got;
 
@@ -1200,9 +1212,10 @@ static void test_backup_limits_refuse_before_any_byte(void **state)
     c = conn_open(f);
     assert_int_equal(feed(c, "PUT c 3\n"), CORE_VERDICT_MORE);
     expect_line(c, "ERR quota 3 bytes would exceed quota_bytes 20 (18 stored, 0 in progress)");
-    /* an upload in progress holds its share */
+    /* an upload in progress holds its share once its bytes come */
     assert_int_equal(feed(c, "PUT c 2\n"), CORE_VERDICT_MORE);
     expect_line(c, "OK");
+    assert_int_equal(feed(c, "x"), CORE_VERDICT_MORE);
     {
         struct conn *d = conn_open(f);
 
@@ -1247,12 +1260,334 @@ static void test_backup_quota_counts_copies_found_at_start(void **state)
 static void test_backup_second_instance_on_same_directory_busy(void **state)
 {
     struct fx *f = fx_new(state, NULL);
+    struct core_svc_env other = f->env;
     struct core_err err = {0};
+    json_t *o = json_pack("{s:s}", "directory", f->store);
     void *inst2 = NULL;
 
     (void)state;
-    assert_int_equal(svc_backup.instance_new(f->opts, CORE_TCP, &f->env, &inst2, &err), -EBUSY);
+    other.listener_id = "b2";
+    assert_int_equal(svc_backup.instance_new(o, CORE_TCP, &other, &inst2, &err), -EBUSY);
     assert_non_null(strstr(err.msg, "in use"));
+    json_decref(o);
+}
+
+/* Options changed while a listener runs: its next instance joins the directory, the one it
+ * replaces stores nothing more; another listener still cannot have the directory. */
+static void test_backup_next_instance_of_a_listener_shares_its_directory(void **state)
+{
+    struct fx *f = fx_new(state, "{\"quota_bytes\":100}");
+    struct core_svc_env other = f->env;
+    json_t *o = json_pack("{s:I}", "quota_bytes", (json_int_t)50);
+    json_t *o2 = json_pack("{s:s}", "directory", f->store);
+    struct core_err err = {0};
+    void *next = NULL, *third = NULL, *keep;
+    struct conn *c = conn_open(f), *d;
+
+    (void)state;
+    put_ok(f, "a", "first", 1);
+    assert_int_equal(feed(c, "PUT b 4\nab"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    assert_int_equal(svc_backup.instance_new(o, CORE_TCP, &f->env, &next, &err), 0);
+    other.listener_id = "b2";
+    assert_int_equal(svc_backup.instance_new(o2, CORE_TCP, &other, &third, &err), -EBUSY);
+    /* the upload on the instance replaced is refused, nothing kept */
+    assert_int_equal(feed(c, "cd"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR busy the listener's configuration changed during the upload; nothing "
+                   "kept, send it again");
+    conn_close(c, true);
+    /* the old one goes (its uploads drained): the next goes on in the same directory */
+    svc_backup.instance_free(f->inst);
+    keep = f->inst = next;
+    d = conn_open(f);
+    assert_int_equal(feed(d, "PUT a 5\nagain"), CORE_VERDICT_MORE);
+    expect_line(d, "OK");
+    expect_prefix(d, "STORED a 2 5 ");
+    assert_int_equal(feed(d, "PUT big 60\n"), CORE_VERDICT_MORE);
+    expect_prefix(d, "ERR quota 60 bytes would exceed quota_bytes 50 ");
+    conn_close(d, true);
+    assert_stored(f, "a", "again");
+    assert_absent(f, "b");
+    assert_int_equal(svc_backup.instance_new(o2, CORE_TCP, &other, &third, &err), -EBUSY);
+    assert_ptr_equal(f->inst, keep);
+    json_decref(o2);
+    json_decref(o);
+}
+
+/* ---- where a directory may be ---- */
+
+/* env_check of {"directory": dir} in f's environment (usable: every check). */
+static int dir_check(struct fx *f, const char *dir, bool usable, struct core_err *err)
+{
+    json_t *o = json_pack("{s:s}", "directory", dir);
+    int r;
+
+    assert_non_null(o);
+    memset(err, 0, sizeof(*err));
+    r = svc_backup.env_check(o, &f->env, usable, err);
+    json_decref(o);
+    return r;
+}
+
+static void expect_refused(struct fx *f, const char *dir, bool usable, const char *what)
+{
+    struct core_err err;
+
+    if (dir_check(f, dir, usable, &err) != -EINVAL)
+        fail_msg("%s was not refused", dir);
+    assert_string_equal(err.field, "options.directory");
+    if (!strstr(err.msg, what))
+        fail_msg("%s: \"%s\" does not say \"%s\"", dir, err.msg, what);
+}
+
+static void test_backup_directory_never_in_the_state_directory(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    char p[512], link[256], other[256], prot_dir[256], log[256];
+    const char *prot[] = {prot_dir, log, NULL};
+    struct core_err err;
+
+    (void)state;
+    snprintf(other, sizeof(other), "%s.other", f->dir);
+    snprintf(prot_dir, sizeof(prot_dir), "%s.secrets", f->dir);
+    snprintf(log, sizeof(log), "%s/revisions.jsonl", f->dir);
+    assert_int_equal(mkdir(prot_dir, 0700), 0);
+    f->env.protected_paths = prot;
+
+    expect_refused(f, f->dir, false, "state directory");
+    snprintf(p, sizeof(p), "%s/inside/deeper", f->dir);
+    expect_refused(f, p, false, "lies inside the daemon's own state directory");
+    snprintf(p, sizeof(p), "%s/backup", f->dir);
+    expect_refused(f, p, false, "lies inside");
+    expect_refused(f, "/", false, "holds the daemon's own state directory");
+    snprintf(p, sizeof(p), "%s/..", f->dir); /* /tmp, which holds it */
+    expect_refused(f, p, false, "holds");
+    snprintf(p, sizeof(p), "%s/../%s/x", f->dir, strrchr(f->dir, '/') + 1);
+    expect_refused(f, p, false, "lies inside");
+    snprintf(link, sizeof(link), "%s.link", f->dir);
+    assert_int_equal(symlink(f->dir, link), 0);
+    expect_refused(f, link, false, "state directory");
+    snprintf(p, sizeof(p), "%s/new/dir", link);
+    expect_refused(f, p, false, "state directory");
+    /* the other protected paths: the token file's directory, the revisions log */
+    expect_refused(f, prot_dir, false, "file or directory");
+    snprintf(p, sizeof(p), "%s/x", prot_dir);
+    expect_refused(f, p, false, "file or directory");
+    /* beneath <state>/backup/ and outside: allowed, and nothing is made by the check */
+    snprintf(p, sizeof(p), "%s/backup/mine", f->dir);
+    assert_int_equal(dir_check(f, p, true, &err), 0);
+    assert_int_equal(dir_check(f, other, true, &err), 0);
+    assert_int_equal(access(other, F_OK), -1);
+    /* a state directory given relative to the working directory is judged all the same */
+    {
+        char cwd[512];
+        const char *abs_state = f->env.state_dir;
+
+        assert_non_null(getcwd(cwd, sizeof(cwd)));
+        assert_int_equal(chdir("/tmp"), 0);
+        f->env.state_dir = strrchr(f->dir, '/') + 1;
+        expect_refused(f, f->dir, false, "state directory");
+        f->env.state_dir = abs_state;
+        assert_int_equal(chdir(cwd), 0);
+    }
+    /* a missing directory option is the daemon's own default */
+    assert_int_equal(svc_backup.env_check(f->opts, &f->env, true, &err), 0);
+    /* instance_new holds to the rule too */
+    {
+        json_t *o = json_pack("{s:s}", "directory", link);
+        void *inst = NULL;
+
+        assert_int_equal(svc_backup.instance_new(o, CORE_TCP, &f->env, &inst, &err), -EINVAL);
+        assert_null(inst);
+        json_decref(o);
+    }
+    unlink(link);
+    rmdir(prot_dir);
+}
+
+static void test_backup_directory_that_cannot_hold_files_refused(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    char file[256], p[512];
+    FILE *fp;
+
+    (void)state;
+    snprintf(file, sizeof(file), "%s.file", f->dir);
+    fp = fopen(file, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    expect_refused(f, file, true, "is not a directory");
+    snprintf(p, sizeof(p), "%s/x", file);
+    expect_refused(f, p, true, "not a directory");
+    expect_refused(f, "/proc/sockserv", true, "kernel file system");
+    {
+        char dangling[256];
+
+        snprintf(dangling, sizeof(dangling), "%s.dangling", f->dir);
+        assert_int_equal(symlink("/nonexistent/sockserv", dangling), 0);
+        snprintf(p, sizeof(p), "%s/x", dangling);
+        expect_refused(f, p, true, "cannot be resolved");
+        unlink(dangling);
+    }
+    {
+        char longname[400];
+
+        memset(longname, 'n', sizeof(longname));
+        snprintf(longname, sizeof(longname), "%s.x/", f->dir);
+        memset(longname + strlen(longname), 'n', 300);
+        longname[strlen(f->dir) + 3 + 300] = '\0';
+        expect_refused(f, longname, true, "longer than 255 bytes");
+    }
+    expect_refused(f, "/sys/kernel/sockserv", true, "kernel file system");
+    /* not judged when the listener is not to run now */
+    {
+        struct core_err err;
+
+        assert_int_equal(dir_check(f, "/proc/sockserv", false, &err), 0);
+    }
+    unlink(file);
+}
+
+/* ---- what an upload holds ---- */
+
+static void test_backup_instance_unused_removes_the_directory_it_made(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    char parent[256];
+    struct core_err err = {0};
+
+    (void)state;
+    snprintf(parent, sizeof(parent), "%s/backup", f->dir);
+    assert_int_equal(access(f->store, F_OK), 0);
+    svc_backup.instance_free(f->inst);
+    f->inst = NULL;
+    assert_int_equal(access(f->store, F_OK), -1);
+    assert_int_equal(access(parent, F_OK), -1);
+    /* one that stored something keeps it */
+    assert_int_equal(svc_backup.instance_new(f->opts, CORE_TCP, &f->env, &f->inst, &err), 0);
+    put_ok(f, "a", "kept", 1);
+    svc_backup.instance_free(f->inst);
+    f->inst = NULL;
+    assert_int_equal(access(f->store, F_OK), 0);
+}
+
+static void test_backup_headers_hold_no_disk_until_bytes_come(void **state)
+{
+    struct fx *f = fx_new_in(state, "{}", "64m");
+    struct conn *c[16];
+    struct statvfs before, after;
+
+    (void)state;
+    if (!f) {
+        print_message("cannot mount a tmpfs (not root?)\n");
+        skip();
+        return;
+    }
+    assert_int_equal(statvfs(f->mnt, &before), 0);
+    for (int i = 0; i < 16; i++) {
+        char hdr[64];
+
+        c[i] = conn_open(f);
+        snprintf(hdr, sizeof(hdr), "PUT f%d 60000000\n", i);
+        assert_int_equal(feed(c[i], hdr), CORE_VERDICT_MORE);
+        expect_line(c[i], "OK");
+    }
+    assert_int_equal(statvfs(f->mnt, &after), 0);
+    assert_true((before.f_bfree - after.f_bfree) * after.f_frsize < 1024 * 1024);
+    /* more than the disk holds is refused at the header */
+    {
+        struct conn *big = conn_open(f);
+
+        assert_int_equal(feed(big, "PUT huge 80000000\n"), CORE_VERDICT_MORE);
+        expect_prefix(big, "ERR disk-full 80000000 bytes declared, ");
+        conn_close(big, true);
+    }
+    for (int i = 0; i < 16; i++)
+        conn_close(c[i], false);
+}
+
+static void test_backup_quota_taken_as_bytes_arrive(void **state)
+{
+    struct fx *f = fx_new(state, "{\"quota_bytes\":100}");
+    struct conn *a = conn_open(f), *b = conn_open(f);
+    char body[60];
+
+    (void)state;
+    memset(body, 'q', sizeof(body));
+    assert_int_equal(feed(a, "PUT a 60\n"), CORE_VERDICT_MORE);
+    expect_line(a, "OK");
+    assert_int_equal(feed(b, "PUT b 60\n"), CORE_VERDICT_MORE);
+    expect_line(b, "OK");
+    assert_int_equal(feedn(a, body, 10), CORE_VERDICT_MORE);
+    /* a holds its 60 now: b's first byte would pass the quota */
+    assert_int_equal(feedn(b, body, 1), CORE_VERDICT_MORE);
+    expect_line(b, "ERR quota 1 bytes received would exceed quota_bytes 100; nothing kept");
+    /* the rest of b's content is skipped, the connection goes on */
+    assert_int_equal(feedn(b, body, 59), CORE_VERDICT_MORE);
+    assert_int_equal(feedn(a, body, 50), CORE_VERDICT_MORE);
+    expect_prefix(a, "STORED a 1 60 ");
+    assert_int_equal(feed(b, "PUT b 40\n"), CORE_VERDICT_MORE);
+    expect_line(b, "OK");
+    conn_close(a, true);
+    conn_close(b, false);
+    assert_int_equal(count_entries(f), 1);
+    assert_int_equal(counter(f, "uploads_rejected_quota"), 1);
+}
+
+static void test_backup_upload_below_min_rate_cut(void **state)
+{
+    struct fx *f = fx_new(state, "{\"min_rate_bytes_per_s\":1000000,\"min_rate_window_s\":1}");
+    struct conn *c = conn_open(f);
+    struct timespec tick = {.tv_nsec = 50 * 1000 * 1000};
+    int r = CORE_VERDICT_MORE;
+
+    (void)state;
+    assert_int_equal(feed(c, "PUT slow 100000\n"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    /* One byte each 50 ms: cut once a window of 1 s has passed, within a few. */
+    for (int i = 0; i < 100 && r == CORE_VERDICT_MORE; i++) {
+        nanosleep(&tick, NULL); /* the client's pace, not a wait for the service */
+        r = feed(c, "x");
+    }
+    assert_int_equal(r, CORE_VERDICT_CLOSE);
+    expect_prefix(c, "ERR too-slow below min_rate_bytes_per_s 1000000 over ");
+    conn_close(c, true);
+    assert_int_equal(count_entries(f), 0);
+    assert_int_equal(counter(f, "uploads_cut"), 1);
+}
+
+/* An instance replaced while an upload drains on it: the upload is refused, never stored
+ * where the listener no longer looks; a replacement rolled back gives the directory back. */
+static void test_backup_replaced_instance_stores_nothing_more(void **state)
+{
+    struct fx *f = fx_new(state, NULL);
+    char other[256];
+    json_t *o;
+    void *inst2 = NULL;
+    struct core_err err = {0};
+    struct conn *c = conn_open(f);
+
+    (void)state;
+    snprintf(other, sizeof(other), "%s.moved", f->dir);
+    o = json_pack("{s:s}", "directory", other);
+    assert_int_equal(feed(c, "PUT late 4\nab"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    /* the change is prepared (the new instance made), then rolled back */
+    assert_int_equal(svc_backup.instance_new(o, CORE_TCP, &f->env, &inst2, &err), 0);
+    svc_backup.instance_free(inst2);
+    assert_int_equal(feed(c, "cd"), CORE_VERDICT_MORE);
+    expect_prefix(c, "STORED late 1 4 ");
+    /* now it is made and kept: what drains on the old one is refused */
+    assert_int_equal(feed(c, "PUT later 4\nab"), CORE_VERDICT_MORE);
+    expect_line(c, "OK");
+    assert_int_equal(svc_backup.instance_new(o, CORE_TCP, &f->env, &inst2, &err), 0);
+    assert_int_equal(feed(c, "cd"), CORE_VERDICT_MORE);
+    expect_line(c, "ERR busy the listener's configuration changed during the upload; nothing "
+                   "kept, send it again");
+    conn_close(c, true);
+    assert_absent(f, "later");
+    svc_backup.instance_free(inst2);
+    json_decref(o);
 }
 
 static void test_backup_require_checksum_refuses_uploads_without(void **state)
@@ -1725,6 +2060,7 @@ static void test_backup_leftover_temporary_files_removed_at_start(void **state)
 
     (void)state;
     snprintf(path, sizeof(path), "%s/.tmp-0123456789abcdef", f->store);
+    put_ok(f, "a", "kept", 1); /* a directory that holds nothing is removed with its instance */
     svc_backup.instance_free(f->inst);
     f->inst = NULL;
     fp = fopen(path, "w");
@@ -1839,6 +2175,17 @@ int main(void)
         cmocka_unit_test_teardown(test_backup_limits_refuse_before_any_byte, fx_teardown),
         cmocka_unit_test_teardown(test_backup_quota_counts_copies_found_at_start, fx_teardown),
         cmocka_unit_test_teardown(test_backup_second_instance_on_same_directory_busy, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_next_instance_of_a_listener_shares_its_directory,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_directory_never_in_the_state_directory, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_directory_that_cannot_hold_files_refused,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_instance_unused_removes_the_directory_it_made,
+                                  fx_teardown),
+        cmocka_unit_test_teardown(test_backup_headers_hold_no_disk_until_bytes_come, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_quota_taken_as_bytes_arrive, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_upload_below_min_rate_cut, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_replaced_instance_stores_nothing_more, fx_teardown),
         cmocka_unit_test_teardown(test_backup_require_checksum_refuses_uploads_without,
                                   fx_teardown),
         cmocka_unit_test_teardown(test_backup_bare_name_flow_stores_unverified, fx_teardown),
