@@ -75,11 +75,17 @@ struct api_server {
 
 /* One request's state, in libmicrohttpd's *req_cls from its first call to its completion. */
 struct request {
+    char *target; /* the request target as received (percent-encoded), then its path; or NULL */
+    bool started; /* the access handler has seen the request's head */
     struct api_match match;
-    char *id;     /* copy of the {id} segment, or NULL */
-    char *name;   /* copy of the {name} segment, or NULL */
-    bool decided; /* reply is final before the body is read (403, 404, 405, 413, 415) */
-    bool refused; /* the guard refused it: answered at once, the body never read */
+    char *id;            /* the {id} segment decoded, or NULL */
+    char *name;          /* the {name} segment decoded, or NULL */
+    char *n;             /* the {n} segment decoded, or NULL */
+    char *if_match;      /* every If-Match header as one list, or NULL (read the header) */
+    char *if_none_match; /* every If-None-Match header as one list, or NULL (read the header) */
+    bool decided;        /* reply is final before the body is read (403, 404, 405, 413, 415) */
+    bool refused;        /* the guard refused it: answered at once, the body never read */
+    bool at_once;        /* its framing is refused: answered at once, the connection closed */
     enum api_guard_verdict verdict;
     struct api_reply reply;
     struct core_buf body; /* the body read so far (routes that take one) */
@@ -99,10 +105,44 @@ static void request_free(struct request *q)
     if (!q)
         return;
     api_reply_fini(&q->reply);
+    free(q->target);
     free(q->id);
     free(q->name);
+    free(q->n);
+    free(q->if_match);
+    free(q->if_none_match);
     core_buf_fini(&q->body);
     free(q);
+}
+
+/* A request's state, with a copy of its target as received (NULL: none is known). */
+static struct request *request_new(const char *target)
+{
+    struct request *q = calloc(1, sizeof(*q));
+
+    if (!q)
+        return NULL;
+    api_reply_init(&q->reply);
+    if (target) {
+        q->target = strdup(target);
+        if (!q->target) {
+            request_free(q);
+            return NULL;
+        }
+    }
+    return q;
+}
+
+/*
+ * libmicrohttpd's URI log callback: the request target before it is decoded, which the routes
+ * are matched on. What it returns becomes the request's *req_cls; NULL (out of memory) leaves
+ * the access handler to make one without the target.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    return request_new(uri ? uri : "");
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -302,6 +342,178 @@ static bool request_guard(struct api_server *s, struct request *q, struct MHD_Co
     return false;
 }
 
+/* How often the headers the framing and the guard depend on were sent. */
+struct header_counts {
+    unsigned host, content_length, transfer_encoding;
+    const char *transfer_encoding_value;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    struct header_counts *c = cls;
+
+    (void)kind;
+    if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        c->host++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        c->content_length++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        c->transfer_encoding++;
+        c->transfer_encoding_value = value;
+    }
+    return MHD_YES;
+}
+
+/* Whether a Transfer-Encoding value is exactly "chunked" (any case, blanks around). */
+static bool is_chunked(const char *value)
+{
+    size_t n;
+
+    if (!value)
+        return false;
+    value += strspn(value, " \t");
+    n = strlen(value);
+    while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t'))
+        n--;
+    return n == 7 && strncasecmp(value, "chunked", 7) == 0;
+}
+
+/* The query parameters the API reads: each may be given once. */
+static const char *const query_keys[] = {"dry_run", "limit", "version"};
+
+struct query_count {
+    const char *key;
+    unsigned n;
+};
+
+static enum MHD_Result count_query(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct query_count *c = cls;
+
+    (void)kind;
+    (void)value;
+    if (key && strcmp(key, c->key) == 0)
+        c->n++;
+    return MHD_YES;
+}
+
+/*
+ * What libmicrohttpd lets through and a strict server refuses, checked before the guard and the
+ * route: an encoded NUL in the target (400), an ambiguous body length (two Content-Length, or
+ * one with Transfer-Encoding: 400, the connection closed), a transfer coding other than chunked
+ * (501, at once: libmicrohttpd would wait for the connection's end), two Host headers (400), a
+ * query parameter the API reads given twice (400 naming it). Returns whether q passes; when not,
+ * q is decided with its answer.
+ */
+static bool request_strict(struct request *q, struct MHD_Connection *conn)
+{
+    struct header_counts c = {0};
+
+    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &c);
+    if (c.content_length > 1 || (c.content_length > 0 && c.transfer_encoding > 0)) {
+        api_reply_problem(&q->reply, MHD_HTTP_BAD_REQUEST, NULL, "%s",
+                          c.content_length > 1
+                              ? "the request has more than one Content-Length header"
+                              : "the request has both Content-Length and Transfer-Encoding");
+        q->at_once = true;
+        goto refused;
+    }
+    if (c.transfer_encoding > 1 ||
+        (c.transfer_encoding && !is_chunked(c.transfer_encoding_value))) {
+        api_reply_problem(&q->reply, MHD_HTTP_NOT_IMPLEMENTED, NULL,
+                          "the only Transfer-Encoding this API reads is 'chunked'");
+        q->at_once = true;
+        goto refused;
+    }
+    if (c.host > 1) {
+        api_reply_problem(&q->reply, MHD_HTTP_BAD_REQUEST, NULL,
+                          "the request has more than one Host header");
+        q->at_once = true;
+        goto refused;
+    }
+    if (q->target && api_uri_has_nul(q->target)) {
+        api_reply_problem(&q->reply, MHD_HTTP_BAD_REQUEST, NULL,
+                          "the URL holds an encoded NUL byte (%%00)");
+        goto refused;
+    }
+    for (size_t i = 0; i < sizeof(query_keys) / sizeof(query_keys[0]); i++) {
+        struct query_count qc = {.key = query_keys[i]};
+
+        (void)MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, count_query, &qc);
+        if (qc.n > 1) {
+            api_reply_problem(&q->reply, MHD_HTTP_BAD_REQUEST, query_keys[i],
+                              "%s: the query parameter is given %u times; give it once",
+                              query_keys[i], qc.n);
+            goto refused;
+        }
+    }
+    return true;
+
+refused:
+    q->decided = true;
+    return false;
+}
+
+/* Every header name of a request, joined. */
+struct header_join {
+    const char *name;
+    unsigned n;
+    struct core_buf text;
+    bool failed;
+};
+
+static enum MHD_Result join_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct header_join *j = cls;
+
+    (void)kind;
+    if (strcasecmp(key, j->name) != 0)
+        return MHD_YES;
+    if ((j->n++ > 0 && core_buf_append(&j->text, ", ", 2) < 0) ||
+        core_buf_append(&j->text, value ? value : "", value ? strlen(value) : 0) < 0) {
+        j->failed = true;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+/*
+ * A list header sent several times, as one list (RFC 9110, 5.3): the values joined with ", ".
+ * Returns 0 with *ret (malloc'd) when it was sent more than once, 0 with *ret untouched when at
+ * most once (read the header itself), or -ENOMEM.
+ */
+static int header_list(struct MHD_Connection *conn, const char *name, char **ret)
+{
+    struct header_join j = {.name = name};
+    int r = 0;
+
+    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, join_header, &j);
+    if (j.failed) {
+        r = -ENOMEM;
+    } else if (j.n > 1) {
+        if (core_buf_append(&j.text, "", 1) < 0) {
+            r = -ENOMEM;
+        } else {
+            *ret = (char *)j.text.data;
+            return 0;
+        }
+    }
+    core_buf_fini(&j.text);
+    return r;
+}
+
+/* A decoded copy of capture into *ret (NULL when the route has none). 0, or -ENOMEM. */
+static int capture_copy(const struct api_segment *capture, char **ret)
+{
+    if (!capture->at)
+        return 0;
+    /* The target was refused earlier if it held an encoded NUL. */
+    return api_segment_decode(capture->at, capture->len, ret) == -ENOMEM ? -ENOMEM : 0;
+}
+
 /*
  * What can be said from the request line and headers alone: the guard (401, 403), the route
  * (404, 405), a declared body over the limit (413), a body of the wrong type (415). Sets
@@ -310,11 +522,18 @@ static bool request_guard(struct api_server *s, struct request *q, struct MHD_Co
 static int request_prepare(struct api_server *s, struct request *q, struct MHD_Connection *conn,
                            const char *method, const char *url)
 {
-    const char *ctype, *clen;
+    const char *ctype, *clen, *path = url;
     char allow[API_ALLOW_MAX];
     int r;
 
-    r = api_route_match(method, url, &q->match);
+    if (!request_strict(q, conn))
+        return 0;
+    /* The routes are matched on the path as received, its segments decoded one by one. */
+    if (q->target) {
+        q->target[strcspn(q->target, "?")] = '\0';
+        path = q->target;
+    }
+    r = api_route_match(method, path, &q->match);
     /* Before the route is told: without the token, an unknown path is a 401 like a known one. */
     if (!request_guard(s, q, conn, method, r == 0 && route_is_public(q->match.route)))
         return 0;
@@ -354,16 +573,12 @@ static int request_prepare(struct api_server *s, struct request *q, struct MHD_C
         return 0;
     }
 
-    if (q->match.captures.id.at) {
-        q->id = strndup(q->match.captures.id.at, q->match.captures.id.len);
-        if (!q->id)
-            return -ENOMEM;
-    }
-    if (q->match.captures.name.at) {
-        q->name = strndup(q->match.captures.name.at, q->match.captures.name.len);
-        if (!q->name)
-            return -ENOMEM;
-    }
+    if (capture_copy(&q->match.captures.id, &q->id) < 0 ||
+        capture_copy(&q->match.captures.name, &q->name) < 0 ||
+        capture_copy(&q->match.captures.n, &q->n) < 0 ||
+        header_list(conn, MHD_HTTP_HEADER_IF_MATCH, &q->if_match) < 0 ||
+        header_list(conn, MHD_HTTP_HEADER_IF_NONE_MATCH, &q->if_none_match) < 0)
+        return -ENOMEM;
     return 0;
 }
 
@@ -417,9 +632,14 @@ static void request_dispatch(struct api_server *s, struct request *q, struct MHD
         .path = url,
         .id = q->id,
         .name = q->name,
+        .n = q->n,
         .if_none_match =
-            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH),
-        .if_match = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MATCH),
+            q->if_none_match
+                ? q->if_none_match
+                : MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH),
+        .if_match = q->if_match ? q->if_match
+                                : MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                              MHD_HTTP_HEADER_IF_MATCH),
         .last_event_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID"),
         .uptime_seconds = uptime_seconds(s),
         .query = query_value,
@@ -498,25 +718,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
     (void)version;
     if (!q) {
-        q = calloc(1, sizeof(*q));
+        q = request_new(NULL);
         if (!q)
             return MHD_NO;
-        api_reply_init(&q->reply);
         *req_cls = q;
+    }
+    if (!q->started) {
+        q->started = true;
         if (request_prepare(s, q, conn, method, url) < 0) {
             api_reply_error(&q->reply, -ENOMEM, NULL);
             q->decided = true;
         }
         /*
-         * A request the guard refused, or whose declared body is over the limit, is answered at
-         * once, without reading the body (a client that sent "Expect: 100-continue" never sends
-         * it). Other refusals wait for the body to be read, so that the answer is not lost to a
-         * reset.
+         * A request the guard refused, whose framing is refused, or whose declared body is over
+         * the limit, is answered at once, without reading the body (a client that sent "Expect:
+         * 100-continue" never sends it). Other refusals wait for the body to be read, so that the
+         * answer is not lost to a reset.
          */
-        if (q->refused || (q->decided && api_body_length_check(MHD_lookup_connection_value(
-                                                                   conn, MHD_HEADER_KIND,
-                                                                   MHD_HTTP_HEADER_CONTENT_LENGTH),
-                                                               s->body_max) == -EFBIG))
+        if (q->refused || q->at_once ||
+            (q->decided &&
+             api_body_length_check(
+                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH),
+                 s->body_max) == -EFBIG))
             return send_reply(s, q, conn, method, url);
         /* The head is in; the body, if any, is owed next. */
         watch_set(s, watch_of(conn), API_SERVER_BODY_TIMEOUT_S);
@@ -867,8 +1090,9 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)API_SERVER_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_SERVER_CONNECTION_LIMIT,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         opts->unix_path ? 0u : (unsigned)API_SERVER_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)API_SERVER_IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)API_SERVER_MEMORY_LIMIT, MHD_OPTION_END);
