@@ -22,6 +22,7 @@
 #include "api/handlers.h"
 #include "api/reply.h"
 #include "api/routes.h"
+#include "api/tls.h"
 #include "core/addr.h"
 #include "core/buf.h"
 #include "core/log.h"
@@ -58,6 +59,7 @@ struct api_server {
     size_t body_max;
     uint16_t port;
     struct timespec started; /* CLOCK_MONOTONIC */
+    struct api_tls tls;      /* the certificate and key served (libmicrohttpd reads them) */
     char *unix_path;         /* the Unix socket file to remove at stop, or NULL */
     dev_t unix_dev;          /* its identity, so that only our own file is removed */
     ino_t unix_ino;
@@ -947,6 +949,7 @@ static void server_free(struct api_server *s)
     unix_remove(s);
     api_events_free(s->events);
     api_guard_free(s->guard);
+    api_tls_fini(&s->tls);
     pthread_cond_destroy(&s->watch_wake);
     pthread_mutex_destroy(&s->watch_lock);
     free(s);
@@ -1013,12 +1016,18 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     struct api_server *s;
     struct sockaddr_storage ss = {0};
+    struct MHD_OptionItem tls_options[4] = {{MHD_OPTION_END, 0, NULL}};
     pthread_condattr_t attr;
     struct stat st;
     int fd, r;
 
     if (!opts || (!opts->host && !opts->unix_path) || !opts->registry || !ret) {
         (void)core_err_set(err, -EINVAL, NULL, "api: an address and a registry are required");
+        return -EINVAL;
+    }
+    if (!opts->tls_cert != !opts->tls_key || (opts->tls_cert && opts->unix_path)) {
+        (void)core_err_set(err, -EINVAL, NULL,
+                           "api: HTTPS needs a certificate and a key, and a TCP address");
         return -EINVAL;
     }
 
@@ -1034,6 +1043,19 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     pthread_condattr_destroy(&attr);
     s->registry = opts->registry;
     s->body_max = opts->body_max ? opts->body_max : BODY_MAX_DEFAULT;
+    if (opts->tls_cert) {
+        s->tls.cert = strdup(opts->tls_cert);
+        s->tls.key = strdup(opts->tls_key);
+        if (!s->tls.cert || !s->tls.key) {
+            r = core_err_set(err, -ENOMEM, NULL, "out of memory");
+            goto out_free;
+        }
+        flags |= MHD_USE_TLS;
+        tls_options[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls.cert};
+        tls_options[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls.key};
+        tls_options[2] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)API_TLS_PRIORITIES};
+    }
     if (clock_gettime(CLOCK_MONOTONIC, &s->started) < 0) {
         r = -errno;
         (void)core_err_set(err, r, NULL, "clock_gettime: %s", strerror(-r));
@@ -1095,7 +1117,7 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
         MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         opts->unix_path ? 0u : (unsigned)API_SERVER_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)API_SERVER_IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)API_SERVER_MEMORY_LIMIT, MHD_OPTION_END);
+        (size_t)API_SERVER_MEMORY_LIMIT, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
     if (!s->daemon) {
         if (fd_is(fd, &st))
             close(fd);
