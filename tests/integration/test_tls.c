@@ -294,6 +294,12 @@ static void test_tls_bad_files_are_named_before_binding(void **state)
     assert_refused_before_binding(
         t, (const char *const[]){"--api", "127.0.0.1:0", "--api-tls-cert", t->cert, NULL},
         "--api-tls-key");
+    /* A Unix socket has no TLS. */
+    snprintf(missing, sizeof(missing), "unix:%s/api.sock", t->f.dir);
+    assert_refused_before_binding(t,
+                                  (const char *const[]){"--api", missing, "--api-tls-cert", t->cert,
+                                                        "--api-tls-key", t->key, NULL},
+                                  "--api HOST:PORT only");
 }
 
 static void test_tls_open_address_needs_tls_or_the_operators_word(void **state)
