@@ -318,6 +318,31 @@ static void test_strict_if_match_headers_combine(void **state)
     wire_fini(&w);
 }
 
+static void test_strict_if_none_match_headers_combine(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    char etag[64], request[512];
+    const char *at;
+    struct wire w;
+
+    exchange(d, "GET /index.html HTTP/1.1\r\nHost: HOST\r\nConnection: close\r\n\r\n", &w);
+    assert_int_equal(w.status, 200);
+    at = strcasestr(w.raw, "\r\nETag:");
+    assert_non_null(at);
+    at += strlen("\r\nETag:");
+    at += strspn(at, " ");
+    snprintf(etag, sizeof(etag), "%.*s", (int)strcspn(at, "\r"), at);
+    wire_fini(&w);
+    /* The current ETag in the second header: not modified. */
+    snprintf(request, sizeof(request),
+             "GET /index.html HTTP/1.1\r\nHost: HOST\r\nIf-None-Match: \"old\"\r\n"
+             "If-None-Match: %s\r\nConnection: close\r\n\r\n",
+             etag);
+    exchange(d, request, &w);
+    assert_int_equal(w.status, 304);
+    wire_fini(&w);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
@@ -332,6 +357,7 @@ int main(void)
         T(test_strict_two_hosts_are_400),
         T(test_strict_repeated_query_parameter_is_400_naming_it),
         T(test_strict_if_match_headers_combine),
+        T(test_strict_if_none_match_headers_combine),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
