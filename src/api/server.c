@@ -60,7 +60,6 @@ struct api_server {
     size_t body_max;
     uint16_t port;
     struct timespec started; /* CLOCK_MONOTONIC */
-    struct api_tls tls;      /* the certificate and key served (libmicrohttpd reads them) */
     char *unix_path;         /* the Unix socket file to remove at stop, or NULL */
     dev_t unix_dev;          /* its identity, so that only our own file is removed */
     ino_t unix_ino;
@@ -791,7 +790,6 @@ static void server_free(struct api_server *s)
     unix_remove(s);
     api_events_free(s->events);
     api_guard_free(s->guard);
-    api_tls_fini(&s->tls);
     pthread_cond_destroy(&s->watch_wake);
     pthread_mutex_destroy(&s->watch_lock);
     free(s);
@@ -885,16 +883,14 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     pthread_condattr_destroy(&attr);
     s->registry = opts->registry;
     s->body_max = opts->body_max ? opts->body_max : BODY_MAX_DEFAULT;
+    /* libmicrohttpd (GnuTLS) loads the certificate and key in MHD_start_daemon(); it keeps no
+     * use for the text after. */
     if (opts->tls_cert) {
-        s->tls.cert = strdup(opts->tls_cert);
-        s->tls.key = strdup(opts->tls_key);
-        if (!s->tls.cert || !s->tls.key) {
-            r = core_err_set(err, -ENOMEM, NULL, "out of memory");
-            goto out_free;
-        }
         flags |= MHD_USE_TLS;
-        tls_options[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls.cert};
-        tls_options[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls.key};
+        tls_options[0] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)opts->tls_cert};
+        tls_options[1] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)opts->tls_key};
         tls_options[2] =
             (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)API_TLS_PRIORITIES};
     }
