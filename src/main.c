@@ -30,6 +30,7 @@
 #include "sockserv-config.h"
 #include "api/guard.h"
 #include "api/server.h"
+#include "api/tls.h"
 #include "cli/backup.h"
 #include "cli/cli.h"
 #include "cli/ctl.h"
@@ -98,11 +99,18 @@ static void daemon_usage(void)
            "\n"
            "Options:\n"
            "  --api HOST:PORT     where the REST API listens (default %s; port 0: any);\n"
-           "                      an address that is not loopback needs --token-file\n"
+           "                      an address that is not loopback needs --token-file and\n"
+           "                      --api-tls-cert/--api-tls-key (or --api-insecure-plain-http)\n"
            "  --api unix:PATH     listen on a Unix socket instead\n"
            "  --api-mode MODE     the Unix socket's file mode, in octal (default 0600)\n"
            "  --token-file FILE   require 'Authorization: Bearer TOKEN' on every request but\n"
            "                      health and the dashboard's files; TOKEN is FILE's content\n"
+           "  --api-tls-cert FILE serve the API over HTTPS (TLS 1.2 or newer) with this PEM\n"
+           "                      certificate (chain); needs --api-tls-key\n"
+           "  --api-tls-key FILE  the certificate's PEM private key (unencrypted)\n"
+           "  --api-insecure-plain-http\n"
+           "                      accept plain HTTP on an address that is not loopback: the\n"
+           "                      token travels in clear (a trusted network only)\n"
            "  --allow-host NAME   a host name requests may carry in Host and Origin besides\n"
            "                      the API's address (repeatable)\n"
            "  --state-dir DIR     where the listener set is kept (default: $STATE_DIRECTORY,\n"
@@ -295,6 +303,9 @@ static int daemon_main(int argc, char **argv)
         OPT_API = 256,
         OPT_API_MODE,
         OPT_TOKEN_FILE,
+        OPT_TLS_CERT,
+        OPT_TLS_KEY,
+        OPT_PLAIN_HTTP,
         OPT_ALLOW_HOST,
         OPT_STATE_DIR,
         OPT_NO_DEFAULTS,
@@ -305,6 +316,9 @@ static int daemon_main(int argc, char **argv)
         {"api", required_argument, NULL, OPT_API},
         {"api-mode", required_argument, NULL, OPT_API_MODE},
         {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+        {"api-tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"api-tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"api-insecure-plain-http", no_argument, NULL, OPT_PLAIN_HTTP},
         {"allow-host", required_argument, NULL, OPT_ALLOW_HOST},
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {"no-defaults", no_argument, NULL, OPT_NO_DEFAULTS},
@@ -314,6 +328,8 @@ static int daemon_main(int argc, char **argv)
         {0},
     };
     const char *api = DEFAULT_API, *unix_path = NULL, *token_file = NULL;
+    const char *tls_cert = NULL, *tls_key = NULL;
+    struct api_tls tls = {0};
     const char *allow_hosts[API_GUARD_NAMES_MAX];
     char state_dir[PATH_MAX] = "", host[CORE_ADDR_STRLEN], where[PATH_MAX + 16];
     /* What no service may keep data in, above or at: the token file's directory and the
@@ -328,7 +344,7 @@ static int daemon_main(int argc, char **argv)
     struct core_err err = {0};
     struct sockaddr_storage ss;
     socklen_t ss_len;
-    bool defaults = true, has_mode = false;
+    bool defaults = true, has_mode = false, plain_http = false;
     int opt, ready_fd = -1, sfd = -1, r, status = 1;
     size_t n_allow_hosts = 0, token_len = 0;
     unsigned api_mode = API_SERVER_UNIX_MODE;
@@ -354,6 +370,15 @@ static int daemon_main(int argc, char **argv)
             break;
         case OPT_TOKEN_FILE:
             token_file = optarg;
+            break;
+        case OPT_TLS_CERT:
+            tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            tls_key = optarg;
+            break;
+        case OPT_PLAIN_HTTP:
+            plain_http = true;
             break;
         case OPT_ALLOW_HOST:
             if (!api_guard_name_is_valid(optarg)) {
@@ -406,7 +431,16 @@ static int daemon_main(int argc, char **argv)
                 argv[optind]);
         return 2;
     }
+    if (!tls_cert != !tls_key) {
+        fprintf(stderr, "sockserv daemon: --api-tls-cert and --api-tls-key go together\n");
+        return 2;
+    }
     if (strncmp(api, UNIX_PREFIX, strlen(UNIX_PREFIX)) == 0) {
+        if (tls_cert || plain_http) {
+            fprintf(stderr, "sockserv daemon: --api-tls-cert, --api-tls-key and "
+                            "--api-insecure-plain-http apply to --api HOST:PORT only\n");
+            return 2;
+        }
         unix_path = api + strlen(UNIX_PREFIX);
         if (!*unix_path || strlen(unix_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
             fprintf(stderr, "sockserv daemon: --api unix:PATH: PATH is 1 to %zu bytes long\n",
@@ -436,9 +470,25 @@ static int daemon_main(int argc, char **argv)
                     api, host);
             return 2;
         }
+        /* A token sent in clear on a network can be read off the wire. */
+        if (!core_addr_is_loopback((const struct sockaddr *)&ss) && !tls_cert && !plain_http) {
+            fprintf(stderr,
+                    "sockserv daemon: --api %s: %s is not a loopback address, so the token would "
+                    "cross the network in clear; pass --api-tls-cert FILE --api-tls-key FILE, "
+                    "or --api-insecure-plain-http to accept that (see the README, Security)\n",
+                    api, host);
+            return 2;
+        }
     }
-    if (token_file && read_token_file(token_file, &token, &token_len) < 0)
+    /* Before anything is bound: a bad certificate or key is told with its file's name. */
+    if (tls_cert && api_tls_load(tls_cert, tls_key, &tls, &err) < 0) {
+        fprintf(stderr, "sockserv daemon: %s\n", err.msg);
         return 2;
+    }
+    if (token_file && read_token_file(token_file, &token, &token_len) < 0) {
+        api_tls_fini(&tls);
+        return 2;
+    }
     if (!state_dir[0] && default_state_dir(state_dir, sizeof(state_dir)) < 0) {
         fprintf(stderr, "sockserv daemon: no state directory: pass --state-dir DIR\n");
         status = 2;
@@ -506,6 +556,8 @@ static int daemon_main(int argc, char **argv)
             .unix_mode = api_mode,
             .token = token,
             .token_len = token_len,
+            .tls_cert = tls.cert,
+            .tls_key = tls.key,
             .allow_hosts = allow_hosts,
             .n_allow_hosts = n_allow_hosts,
             .registry = registry,
@@ -519,14 +571,15 @@ static int daemon_main(int argc, char **argv)
         free(token);
         token = NULL;
     }
+    api_tls_fini(&tls);
     if (r < 0) {
         fprintf(stderr, "sockserv daemon: cannot serve the API on %s: %s\n", api,
                 err.msg[0] ? err.msg : strerror(-r));
         goto out;
     }
     if (!unix_path)
-        (void)snprintf(where, sizeof(where), strchr(host, ':') ? "http://[%s]:%u" : "http://%s:%u",
-                       host, (unsigned)api_server_port(server));
+        (void)snprintf(where, sizeof(where), strchr(host, ':') ? "%s://[%s]:%u" : "%s://%s:%u",
+                       tls_cert ? "https" : "http", host, (unsigned)api_server_port(server));
     core_log_info("sockserv %s: %zu listeners, state in %s%s", SOCKSERV_VERSION,
                   core_registry_count(registry), state_dir,
                   token_len ? "; the API needs a token" : "");
@@ -562,6 +615,7 @@ out_token:
         OPENSSL_cleanse(token, token_len);
         free(token);
     }
+    api_tls_fini(&tls);
     return status;
 }
 

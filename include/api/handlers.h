@@ -49,6 +49,7 @@ struct api_request {
     const char *path;          /* the URL path (percent-decoded), e.g. "/api/v1/listeners/e1" */
     const char *id;            /* the {id} segment of the path, or NULL when the route has none */
     const char *name;          /* the {name} segment (percent-decoded), or NULL */
+    const char *n;             /* the {n} segment (percent-decoded), or NULL */
     const json_t *body;        /* routes that take a body: the JSON object sent; else NULL */
     const char *if_none_match; /* the If-None-Match header, or NULL */
     const char *if_match;      /* the If-Match header, or NULL */

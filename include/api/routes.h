@@ -78,11 +78,25 @@ enum api_method api_method_from_name(const char *name);
 const char *api_method_name(enum api_method m);
 
 /*
- * Finds the route for method and path (without the query). Returns 0 with *ret filled, -ENOENT
- * when no route has path, or -EOPNOTSUPP when routes have path but not method (ret->allow
- * says which they have; HEAD is there whenever GET is). *ret is written on 0 and -EOPNOTSUPP.
+ * Finds the route for method and path (without the query), percent-encoded as received: the
+ * path is split at its '/' first and each segment decoded after, so that "%2F" is a byte of its
+ * segment, never a separator. Captures point into path, still encoded (api_segment_decode()).
+ * Returns 0 with *ret filled, -ENOENT when no route has path, or -EOPNOTSUPP when routes have path
+ * but not method (ret->allow says which they have; HEAD is there whenever GET is). *ret is written
+ * on 0 and -EOPNOTSUPP.
  */
 int api_route_match(const char *method, const char *path, struct api_match *ret);
+
+/*
+ * Decodes a percent-encoded segment of len bytes ("%XX" is a byte; a '%' without two hex digits
+ * after it stands for itself). Returns 0 with *ret (malloc'd, NUL-terminated; free it), -EINVAL
+ * when it holds an encoded NUL, or -ENOMEM.
+ */
+int api_segment_decode(const char *raw, size_t len, char **ret);
+
+/* Whether a request target as received (path and query, percent-encoded) holds an encoded NUL
+ * ("%00") anywhere. */
+bool api_uri_has_nul(const char *uri);
 
 /*
  * Writes the methods of mask as an "Allow" value ("GET, HEAD, POST") into buf of size len,

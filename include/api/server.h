@@ -55,6 +55,11 @@ struct api_server_opts {
      */
     const char *token;
     size_t token_len;
+    /* HTTPS: the certificate (chain) and its key as PEM text (api/tls.h), both or neither;
+     * NULL: plain HTTP. Borrowed for the call (loaded at start; the caller may wipe them after).
+     * TLS 1.2 and newer only; TCP only (-EINVAL on a Unix socket). */
+    const char *tls_cert;
+    const char *tls_key;
     /* Extra host names requests may carry in Host and Origin (api/guard.h); copied. */
     const char *const *allow_hosts;
     size_t n_allow_hosts;

@@ -43,7 +43,8 @@
 #define CLI_CTL_STREAM_SILENCE_S 45 /* the daemon sends a keep-alive every 15 s */
 
 /*
- * sockserv ctl [--api URL|unix:PATH] [--token-file FILE] [--json] [--timeout DURATION]
+ * sockserv ctl [--api URL|unix:PATH] [--token-file FILE] [--cacert FILE] [--json]
+ *              [--timeout DURATION]
  *              VERB [ARGS] [OPTIONS]
  * Takes the arguments after "sockserv" (argv[0] is "ctl"); returns the exit status above.
  */
@@ -183,6 +184,9 @@ struct cli_ctl_client;
 struct cli_ctl_client_opts {
     const char *api;   /* "http://HOST:PORT", "HOST:PORT" or "unix:PATH"; copied */
     const char *token; /* the bearer token, NULL for none; copied (and wiped on free) */
+    /* PEM CA certificates an https API's certificate is checked against; NULL: the system's.
+     * Copied. */
+    const char *cacert;
     int64_t timeout_ms;
 };
 
@@ -275,6 +279,7 @@ enum cli_ctl_verb {
 enum cli_ctl_opt {
     CLI_CTL_OPT_API,
     CLI_CTL_OPT_TOKEN_FILE,
+    CLI_CTL_OPT_CACERT,
     CLI_CTL_OPT_JSON,
     CLI_CTL_OPT_TIMEOUT,
     CLI_CTL_OPT_HELP,

@@ -3,14 +3,15 @@
 # Install: copy to /usr/share/bash-completion/completions/sockserv (or source it from
 # ~/.bashrc). Completes the commands, their options, the `ctl` verbs and flags, listener ids
 # (asked of the daemon with `sockserv ctl ls --json`, quietly and with a short timeout, using
-# the --api and --token-file already on the line), and file names where a file is expected.
+# the --api, --token-file and --cacert already on the line), and file names where a file is expected.
 
 _sockserv_ctl_ids()
 {
-    local cmd=$1 api=$2 token=$3
+    local cmd=$1 api=$2 token=$3 cacert=$4
     local -a args=(ctl ls --json --timeout 2s)
     [[ -n $api ]] && args+=(--api "$api")
     [[ -n $token ]] && args+=(--token-file "$token")
+    [[ -n $cacert ]] && args+=(--cacert "$cacert")
     # ids are [A-Za-z0-9._-]: pick them out of the JSON without a JSON tool
     "$cmd" "${args[@]}" 2>/dev/null |
         sed -n 's/^ *"id": "\([A-Za-z0-9._-]*\)",\{0,1\}$/\1/p'
@@ -20,22 +21,24 @@ _sockserv_ctl()
 {
     local cur=$1 prev=$2 cword=$3
     local verbs="ls get create patch delete start stop metrics files watch wait apply diff revisions restore"
-    local common="--api --token-file --json --timeout --help"
-    local verb="" api="" token="" i w nargs=0
+    local common="--api --token-file --cacert --json --timeout --help"
+    local verb="" api="" token="" cacert="" i w nargs=0
 
     # the verb, the --api and --token-file given so far, and the verb's positional count
     for ((i = 2; i < cword; i++)); do
         w=${COMP_WORDS[i]}
         case $w in
-        --api | --token-file | --timeout | -f | --file | --if-match | --set | --id | --service | \
+        --api | --token-file | --cacert | --timeout | -f | --file | --if-match | --set | --id | --service | \
             --transport | --address | --port | --model | --workers | --version | -o | --output | \
             --since | --state | --limit)
             [[ $w == --api ]] && api=${COMP_WORDS[i + 1]}
             [[ $w == --token-file ]] && token=${COMP_WORDS[i + 1]}
+            [[ $w == --cacert ]] && cacert=${COMP_WORDS[i + 1]}
             ((i++))
             ;;
         --api=*) api=${w#--api=} ;;
         --token-file=*) token=${w#--token-file=} ;;
+        --cacert=*) cacert=${w#--cacert=} ;;
         -*) ;;
         *)
             if [[ -z $verb ]]; then
@@ -47,15 +50,16 @@ _sockserv_ctl()
         esac
     done
     [[ -z $token ]] && token=${SOCKSERV_TOKEN_FILE:-}
+    [[ -z $cacert ]] && cacert=${SOCKSERV_CACERT:-}
 
     case $prev in
-    -f | --file | --token-file | -o | --output)
+    -f | --file | --token-file | --cacert | -o | --output)
         COMPREPLY=($(compgen -f -- "$cur"))
         compopt -o filenames 2>/dev/null
         return
         ;;
     --api)
-        COMPREPLY=($(compgen -W "http://127.0.0.1:8400 unix:" -- "$cur"))
+        COMPREPLY=($(compgen -W "http://127.0.0.1:8400 https:// unix:" -- "$cur"))
         compopt -o nospace 2>/dev/null
         return
         ;;
@@ -113,7 +117,7 @@ _sockserv_ctl()
     case $verb in
     get | patch | delete | start | stop | metrics | files | wait)
         if ((nargs == 0)); then
-            COMPREPLY=($(compgen -W "$(_sockserv_ctl_ids "${COMP_WORDS[0]}" "$api" "$token")" -- "$cur"))
+            COMPREPLY=($(compgen -W "$(_sockserv_ctl_ids "${COMP_WORDS[0]}" "$api" "$token" "$cacert")" -- "$cur"))
         fi
         ;;
     esac
@@ -138,10 +142,10 @@ _sockserv()
     daemon)
         case $prev in
         --state-dir) COMPREPLY=($(compgen -d -- "$cur")) ;;
-        --token-file) COMPREPLY=($(compgen -f -- "$cur")) ;;
+        --token-file | --api-tls-cert | --api-tls-key) COMPREPLY=($(compgen -f -- "$cur")) ;;
         --log-level) COMPREPLY=($(compgen -W "error warn info debug" -- "$cur")) ;;
         --api | --ready-fd | --api-mode | --allow-host) ;;
-        *) COMPREPLY=($(compgen -W "--api --api-mode --state-dir --no-defaults --ready-fd --token-file --allow-host --log-level --help" -- "$cur")) ;;
+        *) COMPREPLY=($(compgen -W "--api --api-mode --state-dir --no-defaults --ready-fd --token-file --api-tls-cert --api-tls-key --api-insecure-plain-http --allow-host --log-level --help" -- "$cur")) ;;
         esac
         ;;
     echo)

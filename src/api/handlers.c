@@ -136,7 +136,10 @@ static int revision_of_path(const struct api_request *req, uint64_t *ret_n, stru
     size_t len = 0;
     char text[24];
 
-    if (req->path && strncmp(req->path, prefix, sizeof(prefix) - 1) == 0) {
+    if (req->n) {
+        seg = req->n;
+        len = strlen(seg);
+    } else if (req->path && strncmp(req->path, prefix, sizeof(prefix) - 1) == 0) {
         seg = req->path + sizeof(prefix) - 1;
         len = strcspn(seg, "/");
     }

@@ -82,13 +82,66 @@ static struct api_segment *placeholder(struct api_captures *c, const char *seg, 
     return NULL;
 }
 
-/* Whether path matches pattern segment by segment; the placeholders' segments go to *ret. */
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * The byte at raw[*i] of a percent-encoded text len bytes long, decoded, and *i moved past it:
+ * "%XX" is one byte; a '%' not followed by two hex digits stands for itself.
+ */
+static unsigned char decode_next(const char *raw, size_t len, size_t *i)
+{
+    if (raw[*i] == '%' && *i + 2 < len) {
+        int hi = hex_value(raw[*i + 1]), lo = hex_value(raw[*i + 2]);
+
+        if (hi >= 0 && lo >= 0) {
+            *i += 3;
+            return (unsigned char)(hi << 4 | lo);
+        }
+    }
+    return (unsigned char)raw[(*i)++];
+}
+
+/* Whether the percent-encoded segment raw (len bytes) decodes to literal (lit_len bytes). */
+static bool segment_equals(const char *raw, size_t len, const char *lit, size_t lit_len)
+{
+    size_t i = 0, j = 0;
+
+    while (i < len) {
+        if (j == lit_len || decode_next(raw, len, &i) != (unsigned char)lit[j])
+            return false;
+        j++;
+    }
+    return j == lit_len;
+}
+
+/*
+ * Whether path (percent-encoded) matches pattern segment by segment: a segment is decoded after
+ * the path is split at its '/', so an encoded one ("%2F") belongs to its segment. The
+ * placeholders' segments go to *ret as received.
+ */
 static bool pattern_matches(const char *pattern, const char *path, struct api_captures *ret)
 {
     struct api_captures c = {0};
 
     if (strcmp(pattern, PATTERN_ASSET) == 0) {
-        if (!api_asset_find(path))
+        char *decoded = NULL;
+        bool found;
+
+        /* The embedded files' names hold no '/' to encode: the whole path is decoded. */
+        if (api_segment_decode(path, strlen(path), &decoded) < 0)
+            return false;
+        found = api_asset_find(decoded) != NULL;
+        free(decoded);
+        if (!found)
             return false;
         *ret = c;
         return true;
@@ -109,7 +162,7 @@ static bool pattern_matches(const char *pattern, const char *path, struct api_ca
                 return false;
             cap->at = path;
             cap->len = slen;
-        } else if (plen != slen || strncmp(pattern, path, plen) != 0) {
+        } else if (!segment_equals(path, slen, pattern, plen)) {
             return false;
         }
         pattern += plen;
@@ -119,6 +172,37 @@ static bool pattern_matches(const char *pattern, const char *path, struct api_ca
         return false;
     *ret = c;
     return true;
+}
+
+int api_segment_decode(const char *raw, size_t len, char **ret)
+{
+    char *out = malloc(len + 1);
+    size_t i = 0, n = 0;
+
+    if (!out)
+        return -ENOMEM;
+    while (i < len) {
+        unsigned char b = decode_next(raw, len, &i);
+
+        if (b == 0) {
+            free(out);
+            return -EINVAL;
+        }
+        out[n++] = (char)b;
+    }
+    out[n] = '\0';
+    *ret = out;
+    return 0;
+}
+
+bool api_uri_has_nul(const char *uri)
+{
+    size_t len = strlen(uri);
+
+    for (size_t i = 0; i < len;)
+        if (decode_next(uri, len, &i) == 0)
+            return true;
+    return false;
 }
 
 int api_route_match(const char *method, const char *path, struct api_match *ret)

@@ -22,6 +22,8 @@
 #include "api/handlers.h"
 #include "api/reply.h"
 #include "api/routes.h"
+#include "api/strict.h"
+#include "api/tls.h"
 #include "core/addr.h"
 #include "core/buf.h"
 #include "core/log.h"
@@ -75,11 +77,17 @@ struct api_server {
 
 /* One request's state, in libmicrohttpd's *req_cls from its first call to its completion. */
 struct request {
+    char *target; /* the request target as received (percent-encoded), then its path; or NULL */
+    bool started; /* the access handler has seen the request's head */
     struct api_match match;
-    char *id;     /* copy of the {id} segment, or NULL */
-    char *name;   /* copy of the {name} segment, or NULL */
-    bool decided; /* reply is final before the body is read (403, 404, 405, 413, 415) */
-    bool refused; /* the guard refused it: answered at once, the body never read */
+    char *id;            /* the {id} segment decoded, or NULL */
+    char *name;          /* the {name} segment decoded, or NULL */
+    char *n;             /* the {n} segment decoded, or NULL */
+    char *if_match;      /* every If-Match header as one list, or NULL (read the header) */
+    char *if_none_match; /* every If-None-Match header as one list, or NULL (read the header) */
+    bool decided;        /* reply is final before the body is read (403, 404, 405, 413, 415) */
+    bool refused;        /* the guard refused it: answered at once, the body never read */
+    bool at_once;        /* its framing is refused: answered at once, the connection closed */
     enum api_guard_verdict verdict;
     struct api_reply reply;
     struct core_buf body; /* the body read so far (routes that take one) */
@@ -99,10 +107,44 @@ static void request_free(struct request *q)
     if (!q)
         return;
     api_reply_fini(&q->reply);
+    free(q->target);
     free(q->id);
     free(q->name);
+    free(q->n);
+    free(q->if_match);
+    free(q->if_none_match);
     core_buf_fini(&q->body);
     free(q);
+}
+
+/* A request's state, with a copy of its target as received (NULL: none is known). */
+static struct request *request_new(const char *target)
+{
+    struct request *q = calloc(1, sizeof(*q));
+
+    if (!q)
+        return NULL;
+    api_reply_init(&q->reply);
+    if (target) {
+        q->target = strdup(target);
+        if (!q->target) {
+            request_free(q);
+            return NULL;
+        }
+    }
+    return q;
+}
+
+/*
+ * libmicrohttpd's URI log callback: the request target before it is decoded, which the routes
+ * are matched on. What it returns becomes the request's *req_cls; NULL (out of memory) leaves
+ * the access handler to make one without the target.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    return request_new(uri ? uri : "");
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -302,6 +344,15 @@ static bool request_guard(struct api_server *s, struct request *q, struct MHD_Co
     return false;
 }
 
+/* A decoded copy of capture into *ret (NULL when the route has none). 0, or -ENOMEM. */
+static int capture_copy(const struct api_segment *capture, char **ret)
+{
+    if (!capture->at)
+        return 0;
+    /* The target was refused earlier if it held an encoded NUL. */
+    return api_segment_decode(capture->at, capture->len, ret) == -ENOMEM ? -ENOMEM : 0;
+}
+
 /*
  * What can be said from the request line and headers alone: the guard (401, 403), the route
  * (404, 405), a declared body over the limit (413), a body of the wrong type (415). Sets
@@ -310,11 +361,22 @@ static bool request_guard(struct api_server *s, struct request *q, struct MHD_Co
 static int request_prepare(struct api_server *s, struct request *q, struct MHD_Connection *conn,
                            const char *method, const char *url)
 {
-    const char *ctype, *clen;
+    const char *ctype, *clen, *path = url;
     char allow[API_ALLOW_MAX];
     int r;
 
-    r = api_route_match(method, url, &q->match);
+    r = api_strict_check(conn, q->target, &q->reply);
+    if (r < 0) {
+        q->decided = true;
+        q->at_once = r == -EPROTO;
+        return 0;
+    }
+    /* The routes are matched on the path as received, its segments decoded one by one. */
+    if (q->target) {
+        q->target[strcspn(q->target, "?")] = '\0';
+        path = q->target;
+    }
+    r = api_route_match(method, path, &q->match);
     /* Before the route is told: without the token, an unknown path is a 401 like a known one. */
     if (!request_guard(s, q, conn, method, r == 0 && route_is_public(q->match.route)))
         return 0;
@@ -354,16 +416,12 @@ static int request_prepare(struct api_server *s, struct request *q, struct MHD_C
         return 0;
     }
 
-    if (q->match.captures.id.at) {
-        q->id = strndup(q->match.captures.id.at, q->match.captures.id.len);
-        if (!q->id)
-            return -ENOMEM;
-    }
-    if (q->match.captures.name.at) {
-        q->name = strndup(q->match.captures.name.at, q->match.captures.name.len);
-        if (!q->name)
-            return -ENOMEM;
-    }
+    if (capture_copy(&q->match.captures.id, &q->id) < 0 ||
+        capture_copy(&q->match.captures.name, &q->name) < 0 ||
+        capture_copy(&q->match.captures.n, &q->n) < 0 ||
+        api_strict_header_list(conn, MHD_HTTP_HEADER_IF_MATCH, &q->if_match) < 0 ||
+        api_strict_header_list(conn, MHD_HTTP_HEADER_IF_NONE_MATCH, &q->if_none_match) < 0)
+        return -ENOMEM;
     return 0;
 }
 
@@ -417,9 +475,14 @@ static void request_dispatch(struct api_server *s, struct request *q, struct MHD
         .path = url,
         .id = q->id,
         .name = q->name,
+        .n = q->n,
         .if_none_match =
-            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH),
-        .if_match = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MATCH),
+            q->if_none_match
+                ? q->if_none_match
+                : MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH),
+        .if_match = q->if_match ? q->if_match
+                                : MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                              MHD_HTTP_HEADER_IF_MATCH),
         .last_event_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID"),
         .uptime_seconds = uptime_seconds(s),
         .query = query_value,
@@ -498,25 +561,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
     (void)version;
     if (!q) {
-        q = calloc(1, sizeof(*q));
+        q = request_new(NULL);
         if (!q)
             return MHD_NO;
-        api_reply_init(&q->reply);
         *req_cls = q;
+    }
+    if (!q->started) {
+        q->started = true;
         if (request_prepare(s, q, conn, method, url) < 0) {
             api_reply_error(&q->reply, -ENOMEM, NULL);
             q->decided = true;
         }
         /*
-         * A request the guard refused, or whose declared body is over the limit, is answered at
-         * once, without reading the body (a client that sent "Expect: 100-continue" never sends
-         * it). Other refusals wait for the body to be read, so that the answer is not lost to a
-         * reset.
+         * A request the guard refused, whose framing is refused, or whose declared body is over
+         * the limit, is answered at once, without reading the body (a client that sent "Expect:
+         * 100-continue" never sends it). Other refusals wait for the body to be read, so that the
+         * answer is not lost to a reset.
          */
-        if (q->refused || (q->decided && api_body_length_check(MHD_lookup_connection_value(
-                                                                   conn, MHD_HEADER_KIND,
-                                                                   MHD_HTTP_HEADER_CONTENT_LENGTH),
-                                                               s->body_max) == -EFBIG))
+        if (q->refused || q->at_once ||
+            (q->decided &&
+             api_body_length_check(
+                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH),
+                 s->body_max) == -EFBIG))
             return send_reply(s, q, conn, method, url);
         /* The head is in; the body, if any, is owed next. */
         watch_set(s, watch_of(conn), API_SERVER_BODY_TIMEOUT_S);
@@ -790,12 +856,18 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     struct api_server *s;
     struct sockaddr_storage ss = {0};
+    struct MHD_OptionItem tls_options[4] = {{MHD_OPTION_END, 0, NULL}};
     pthread_condattr_t attr;
     struct stat st;
     int fd, r;
 
     if (!opts || (!opts->host && !opts->unix_path) || !opts->registry || !ret) {
         (void)core_err_set(err, -EINVAL, NULL, "api: an address and a registry are required");
+        return -EINVAL;
+    }
+    if (!opts->tls_cert != !opts->tls_key || (opts->tls_cert && opts->unix_path)) {
+        (void)core_err_set(err, -EINVAL, NULL,
+                           "api: HTTPS needs a certificate and a key, and a TCP address");
         return -EINVAL;
     }
 
@@ -811,6 +883,17 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     pthread_condattr_destroy(&attr);
     s->registry = opts->registry;
     s->body_max = opts->body_max ? opts->body_max : BODY_MAX_DEFAULT;
+    /* libmicrohttpd (GnuTLS) loads the certificate and key in MHD_start_daemon(); it keeps no
+     * use for the text after. */
+    if (opts->tls_cert) {
+        flags |= MHD_USE_TLS;
+        tls_options[0] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)opts->tls_cert};
+        tls_options[1] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)opts->tls_key};
+        tls_options[2] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)API_TLS_PRIORITIES};
+    }
     if (clock_gettime(CLOCK_MONOTONIC, &s->started) < 0) {
         r = -errno;
         (void)core_err_set(err, r, NULL, "clock_gettime: %s", strerror(-r));
@@ -867,11 +950,12 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)API_SERVER_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_SERVER_CONNECTION_LIMIT,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         opts->unix_path ? 0u : (unsigned)API_SERVER_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)API_SERVER_IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)API_SERVER_MEMORY_LIMIT, MHD_OPTION_END);
+        (size_t)API_SERVER_MEMORY_LIMIT, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
     if (!s->daemon) {
         if (fd_is(fd, &st))
             close(fd);

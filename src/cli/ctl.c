@@ -19,6 +19,7 @@
 
 #define ENV_API "SOCKSERV_API"
 #define ENV_TOKEN_FILE "SOCKSERV_TOKEN_FILE"
+#define ENV_CACERT "SOCKSERV_CACERT"
 
 #define VB(v) (1u << (v))
 #define ALL_VERBS (~0u)
@@ -37,6 +38,7 @@ struct opt_def {
 static const struct opt_def opts[CLI_CTL_OPT_COUNT] = {
     [CLI_CTL_OPT_API] = {"api", 0, true, false, ALL_VERBS},
     [CLI_CTL_OPT_TOKEN_FILE] = {"token-file", 0, true, false, ALL_VERBS},
+    [CLI_CTL_OPT_CACERT] = {"cacert", 0, true, false, ALL_VERBS},
     [CLI_CTL_OPT_JSON] = {"json", 0, false, false, ALL_VERBS},
     [CLI_CTL_OPT_TIMEOUT] = {"timeout", 0, true, false, ALL_VERBS},
     [CLI_CTL_OPT_HELP] = {"help", 'h', false, false, ALL_VERBS},
@@ -163,10 +165,14 @@ static const struct verb_def verbs[CLI_CTL_VERB_COUNT] = {
 
 static const char common_options[] =
     "Options (every verb):\n"
-    "  --api URL|unix:PATH  the daemon's API: http://HOST:PORT or a Unix socket\n"
+    "  --api URL|unix:PATH  the daemon's API: http://HOST:PORT, https://HOST:PORT or a\n"
+    "                       Unix socket\n"
     "                       (default: $SOCKSERV_API, else " CLI_CTL_DEFAULT_API ")\n"
     "  --token-file FILE    send the token in FILE as 'Authorization: Bearer'\n"
     "                       (default: $SOCKSERV_TOKEN_FILE)\n"
+    "  --cacert FILE        trust the https API's certificate if these PEM CA\n"
+    "                       certificates sign it (default: $SOCKSERV_CACERT, else the\n"
+    "                       system's)\n"
     "  --json               print the API's JSON (one document) instead of text\n"
     "  --timeout DURATION   per request (default 10s); for wait, how long to wait.\n"
     "                       A duration is 500ms, 10s, 2m or 1h\n"
@@ -411,7 +417,7 @@ int cli_ctl_main(int argc, char **argv)
 {
     struct cli_ctl_cmd x = {0};
     struct core_err err = {0};
-    const char *api, *token_file;
+    const char *api, *token_file, *cacert;
     char *token = NULL;
     int r;
 
@@ -433,12 +439,18 @@ int cli_ctl_main(int argc, char **argv)
     api = x.seen[CLI_CTL_OPT_API] ? x.val[CLI_CTL_OPT_API] : getenv(ENV_API);
     token_file =
         x.seen[CLI_CTL_OPT_TOKEN_FILE] ? x.val[CLI_CTL_OPT_TOKEN_FILE] : getenv(ENV_TOKEN_FILE);
+    cacert = x.seen[CLI_CTL_OPT_CACERT] ? x.val[CLI_CTL_OPT_CACERT] : getenv(ENV_CACERT);
+    if (cacert && !*cacert)
+        cacert = NULL;
+    if (cacert && access(cacert, R_OK) < 0)
+        return cli_ctl_fail("--cacert %s: %s", cacert, strerror(errno));
     if (token_file && *token_file && (r = read_token(token_file, &token)) != 0)
         return r;
     /* A closed pipe on stdout is an error to report (EPIPE), not a signal to die of. */
     signal(SIGPIPE, SIG_IGN);
     r = cli_ctl_client_new(
-        &(struct cli_ctl_client_opts){.api = api, .token = token, .timeout_ms = x.timeout_ms},
+        &(struct cli_ctl_client_opts){
+            .api = api, .token = token, .cacert = cacert, .timeout_ms = x.timeout_ms},
         &x.client, &err);
     if (token) {
         explicit_bzero(token, strlen(token));

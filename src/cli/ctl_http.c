@@ -25,6 +25,7 @@ struct cli_ctl_client {
     char *unix_path; /* NULL over TCP */
     char *where;     /* for messages */
     char *auth;      /* "Authorization: Bearer TOKEN", or NULL */
+    char *cacert;    /* the CA file for https, or NULL: the system's */
     int64_t timeout_ms;
 };
 
@@ -103,8 +104,10 @@ int cli_ctl_client_new(const struct cli_ctl_client_opts *opts, struct cli_ctl_cl
         if (c->auth)
             snprintf(c->auth, len, "Authorization: Bearer %s", opts->token);
     }
+    if (opts->cacert)
+        c->cacert = strdup(opts->cacert);
     c->curl = curl_easy_init();
-    if (!c->where || !c->curl || (opts->token && !c->auth)) {
+    if (!c->where || !c->curl || (opts->token && !c->auth) || (opts->cacert && !c->cacert)) {
         cli_ctl_client_free(c);
         return core_err_set(err, -ENOMEM, NULL, "out of memory");
     }
@@ -123,6 +126,7 @@ void cli_ctl_client_free(struct cli_ctl_client *c)
         free(c->auth);
     }
     free(c->base);
+    free(c->cacert);
     free(c->unix_path);
     free(c->where);
     free(c);
@@ -278,6 +282,11 @@ static int transfer_error(struct cli_ctl_client *c, CURLcode code, const char *e
                                 c->where, CLI_CTL_STREAM_SILENCE_S);
         cli_ctl_duration_format(timeout_ms < 0 ? c->timeout_ms : timeout_ms, dur, sizeof(dur));
         return core_err_set(err, -ETIMEDOUT, NULL, "no answer from %s within %s", c->where, dur);
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return core_err_set(err, -EIO, NULL,
+                            "%s: the daemon's certificate is not trusted: %s (pass --cacert FILE "
+                            "or set SOCKSERV_CACERT)",
+                            c->where, *errbuf ? errbuf : curl_easy_strerror(code));
     case CURLE_GOT_NOTHING:
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
@@ -343,6 +352,8 @@ int cli_ctl_request(struct cli_ctl_client *c, const struct cli_ctl_request *req,
     if (c->unix_path)
         (void)curl_easy_setopt(c->curl, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
     (void)curl_easy_setopt(c->curl, CURLOPT_PROXY, "");
+    if (c->cacert)
+        (void)curl_easy_setopt(c->curl, CURLOPT_CAINFO, c->cacert);
     (void)curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
     (void)curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, errbuf);
     (void)curl_easy_setopt(c->curl, CURLOPT_USERAGENT, "sockserv-ctl/" SOCKSERV_VERSION);

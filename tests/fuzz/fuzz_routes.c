@@ -4,16 +4,17 @@
  * Content-Type and Content-Length checks, If-None-Match, the Allow header.
  *
  * Input: lines "METHOD URL", then optionally Content-Type, Content-Length and If-None-Match
- * values. The URL is taken apart as libmicrohttpd does before calling the server: the path
- * before '?', percent-decoded with MHD_http_unescape() (so "%2F" is a '/' and "%00" ends the
- * path), and the query's key=value pairs, each percent-decoded.
+ * values. The URL is taken apart as the server does: the path before '?', as received
+ * (percent-encoded: the routes split it at '/' and decode each segment after), and the query's
+ * key=value pairs, each percent-decoded as libmicrohttpd does.
  *
  * Properties: matching answers 0, -ENOENT or -EOPNOTSUPP, and whether a path has routes does
  * not depend on the method; a match is for the method asked (HEAD runs GET) and its captures,
  * put back into the route's pattern, give the path again; every method the path allows
- * matches; the Allow value lists exactly those methods; the version parser agrees with its
- * documented rule; Content-Length is refused when over the limit and only then; a body type
- * accepted as JSON is accepted as a merge patch too.
+ * matches; a captured segment decodes unless it holds an encoded NUL, and then only when the
+ * whole target would have been refused for one; the Allow value lists exactly those methods; the
+ * version parser agrees with its documented rule; Content-Length is refused when over the limit and
+ * only then; a body type accepted as JSON is accepted as a merge patch too.
  */
 
 #include <errno.h>
@@ -64,56 +65,80 @@ static bool route_is_in_table(const struct api_route *r)
     return r >= routes && r < routes + n;
 }
 
-static bool segment_is_in(const struct api_segment *s, const char *path)
+/* The capture a placeholder segment of a pattern goes to, or NULL for a literal one. */
+static const struct api_segment *capture_of(const struct api_match *m, const char *seg, size_t len)
 {
-    size_t len = strlen(path);
-
-    return s->at >= path && s->at + s->len <= path + len;
+    if (len == 4 && strncmp(seg, "{id}", 4) == 0)
+        return &m->captures.id;
+    if (len == 6 && strncmp(seg, "{name}", 6) == 0)
+        return &m->captures.name;
+    if (len == 3 && strncmp(seg, "{n}", 3) == 0)
+        return &m->captures.n;
+    return NULL;
 }
 
-/* The route's pattern with its placeholders replaced by the captures equals path. */
+/*
+ * Segment by segment, the route's pattern and path agree: a placeholder's capture is the path's
+ * segment itself (non-empty, as received), a literal one is the path's segment decoded.
+ */
 static void check_captures(const struct api_match *m, const char *path)
 {
-    const char *pattern = m->route->pattern;
-    char rebuilt[8192];
-    size_t n = 0;
+    const char *q = m->route->pattern, *p = path;
+    unsigned placeholders = 0;
 
-    if (strcmp(pattern, "{asset}") == 0) {
-        FUZZ_CHECK(api_asset_find(path) != NULL);
-        FUZZ_CHECK(!m->captures.id.at && !m->captures.name.at);
+    if (strcmp(q, "{asset}") == 0) {
+        char *decoded = NULL;
+
+        FUZZ_CHECK(api_segment_decode(path, strlen(path), &decoded) == 0);
+        FUZZ_CHECK(api_asset_find(decoded) != NULL);
+        free(decoded);
+        FUZZ_CHECK(!m->captures.id.at && !m->captures.name.at && !m->captures.n.at);
         return;
     }
-    for (const char *p = pattern; *p;) {
-        const struct api_segment *s = NULL;
-        size_t skip = 1;
+    while (*q == '/') {
+        const struct api_segment *s;
+        size_t qlen, plen;
 
-        if (strncmp(p, "{id}", 4) == 0) {
-            s = &m->captures.id;
-            skip = 4;
-        } else if (strncmp(p, "{name}", 6) == 0) {
-            s = &m->captures.name;
-            skip = 6;
-        }
+        FUZZ_CHECK(*p == '/');
+        q++;
+        p++;
+        qlen = strcspn(q, "/");
+        plen = strcspn(p, "/");
+        s = capture_of(m, q, qlen);
         if (s) {
-            FUZZ_CHECK(s->at && s->len > 0 && segment_is_in(s, path));
-            FUZZ_CHECK(memchr(s->at, '/', s->len) == NULL);
-            if (n + s->len >= sizeof(rebuilt))
-                return; /* longer than any check needs */
-            memcpy(rebuilt + n, s->at, s->len);
-            n += s->len;
+            FUZZ_CHECK(s->at == p && s->len == plen && plen > 0);
+            placeholders++;
         } else {
-            if (n + 1 >= sizeof(rebuilt))
-                return;
-            rebuilt[n++] = *p;
+            char *decoded = NULL;
+
+            FUZZ_CHECK(api_segment_decode(p, plen, &decoded) == 0);
+            FUZZ_CHECK(strlen(decoded) == qlen && memcmp(decoded, q, qlen) == 0);
+            free(decoded);
         }
-        p += skip;
+        q += qlen;
+        p += plen;
     }
-    rebuilt[n] = '\0';
-    FUZZ_CHECK(strcmp(rebuilt, path) == 0);
-    if (!strstr(pattern, "{id}"))
-        FUZZ_CHECK(!m->captures.id.at);
-    if (!strstr(pattern, "{name}"))
-        FUZZ_CHECK(!m->captures.name.at);
+    FUZZ_CHECK(*q == '\0' && *p == '\0');
+    FUZZ_CHECK(placeholders ==
+               (unsigned)!!m->captures.id.at + !!m->captures.name.at + !!m->captures.n.at);
+}
+
+/* A capture decodes, or holds an encoded NUL, which the whole target would show too. */
+static char *capture_decode(const struct api_segment *s, const char *path)
+{
+    char *text = strndup(s->at, s->len), *decoded = NULL;
+    int r;
+
+    FUZZ_CHECK(text);
+    r = api_segment_decode(s->at, s->len, &decoded);
+    FUZZ_CHECK(r == 0 || r == -EINVAL);
+    FUZZ_CHECK((r == -EINVAL) == api_uri_has_nul(text));
+    if (r == -EINVAL)
+        FUZZ_CHECK(api_uri_has_nul(path));
+    else
+        FUZZ_CHECK(strlen(decoded) <= s->len);
+    free(text);
+    return decoded;
 }
 
 /* The Allow value of mask: exactly its methods, in enum order, or -ENOSPC in a short buffer. */
@@ -178,18 +203,26 @@ static void check_route(const char *method, const char *path)
 
     /* What the handlers do with the captures next: copy them, check them. */
     if (m.captures.id.at) {
-        char *id = strndup(m.captures.id.at, m.captures.id.len);
+        char *id = capture_decode(&m.captures.id, path);
 
-        FUZZ_CHECK(id);
-        (void)core_id_is_valid(id);
+        if (id)
+            (void)core_id_is_valid(id);
         free(id);
     }
     if (m.captures.name.at) {
-        char *name = strndup(m.captures.name.at, m.captures.name.len);
+        char *name = capture_decode(&m.captures.name, path);
 
-        FUZZ_CHECK(name);
-        (void)svc_backup_name_check(name, strlen(name), NULL);
+        if (name)
+            (void)svc_backup_name_check(name, strlen(name), NULL);
         free(name);
+    }
+    if (m.captures.n.at) {
+        uint64_t n;
+        char *text = capture_decode(&m.captures.n, path);
+
+        if (text)
+            (void)api_revision_parse(text, &n);
+        free(text);
     }
 }
 
@@ -298,7 +331,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         query = strchr(url, '?');
         if (query)
             *query++ = '\0';
-        (void)MHD_http_unescape(url);
         check_route(request, url);
         if (query)
             check_query(query);

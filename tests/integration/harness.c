@@ -401,9 +401,9 @@ int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
     }
     line[strcspn(line, "\r")] = '\0';
     port = strrchr(line, ':');
-    if (strncmp(line, "http://", 7) != 0 || !port || atoi(port + 1) <= 0 ||
-        atoi(port + 1) > 65535) {
-        fprintf(stderr, "# the daemon's ready line is not http://HOST:PORT: '%s'\n", line);
+    if ((strncmp(line, "http://", 7) != 0 && strncmp(line, "https://", 8) != 0) || !port ||
+        atoi(port + 1) <= 0 || atoi(port + 1) > 65535) {
+        fprintf(stderr, "# the daemon's ready line is not http(s)://HOST:PORT: '%s'\n", line);
         it_daemon_kill(d);
         return -EPROTO;
     }

@@ -61,7 +61,7 @@ struct it_daemon_opts {
 
 struct it_daemon {
     pid_t pid;     /* 0 when no child runs */
-    char url[128]; /* "http://127.0.0.1:PORT" once ready */
+    char url[128]; /* "http://127.0.0.1:PORT" (https with a certificate) once ready */
     uint16_t api_port;
     char state_dir[IT_PATH_MAX];
     char state_file[IT_PATH_MAX];  /* STATE_DIR/listeners.json */

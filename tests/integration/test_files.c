@@ -336,9 +336,9 @@ static void test_files_unknown_file_or_listener_is_404(void **state)
     request(d, "GET", "/api/v1/listeners/nope/files", &r);
     assert_problem(&r, 404, NULL, "nope");
     resp_fini(&r);
-    /* a '/' in the name (%2F) makes another path: no such route */
+    /* a '/' in the name (%2F) is part of the name, never a separator, and no name holds one */
     request(d, "GET", "/api/v1/listeners/b1/files/a%2Fb", &r);
-    assert_problem(&r, 404, NULL, NULL);
+    assert_problem(&r, 400, "name", NULL);
     resp_fini(&r);
 }
 

@@ -1196,10 +1196,59 @@ static void test_route_table_every_spec_operation_routed(void **state)
     }
 }
 
+static void test_routes_encoded_slash_stays_in_its_segment(void **state)
+{
+    struct api_match m;
+    char *id = NULL;
+
+    (void)state;
+    /* "a%2Fstop" is one id; "a/stop" is the stop action on "a". */
+    assert_int_equal(api_route_match("POST", "/api/v1/listeners/a%2Fstop", &m), -EOPNOTSUPP);
+    assert_ptr_equal(match_ok("GET", "/api/v1/listeners/a%2Fstop", &m)->handler,
+                     api_handle_listener_get);
+    assert_int_equal(api_segment_decode(m.captures.id.at, m.captures.id.len, &id), 0);
+    assert_string_equal(id, "a/stop");
+    free(id);
+    assert_int_equal(api_route_match("GET", "/api/v1/listeners/a%2fmetrics/x", &m), -ENOENT);
+}
+
+static void test_routes_literal_segments_match_decoded(void **state)
+{
+    struct api_match m;
+
+    (void)state;
+    assert_ptr_equal(match_ok("GET", "/api/v1/listener%73/e1/%6Detrics", &m)->handler,
+                     api_handle_listener_metrics);
+    assert_memory_equal(m.captures.id.at, "e1", 2);
+    /* An encoded separator is not one, even where a literal would follow. */
+    assert_int_equal(api_route_match("GET", "/api%2Fv1/health", &m), -ENOENT);
+    assert_ptr_equal(match_ok("GET", "/%69ndex.html", &m)->handler, api_handle_asset);
+}
+
+static void test_routes_segment_decode_keeps_bad_escapes_and_refuses_nul(void **state)
+{
+    char *out = NULL;
+
+    (void)state;
+    assert_int_equal(api_segment_decode("a%20b%zz%4", 10, &out), 0);
+    assert_string_equal(out, "a b%zz%4");
+    free(out);
+    assert_int_equal(api_segment_decode("a%00b", 5, &out), -EINVAL);
+    assert_true(api_uri_has_nul("/api/v1/listeners/a%00x"));
+    assert_true(api_uri_has_nul("/api/v1/config/revisions?limit=%00"));
+    assert_true(api_uri_has_nul("/x%%00"));
+    assert_false(api_uri_has_nul("/x%2500"));
+    assert_false(api_uri_has_nul("/x%0"));
+    assert_false(api_uri_has_nul("/api/v1/listeners/a?dry_run=0"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes_listener_path_captures_id),
+        cmocka_unit_test(test_routes_encoded_slash_stays_in_its_segment),
+        cmocka_unit_test(test_routes_literal_segments_match_decoded),
+        cmocka_unit_test(test_routes_segment_decode_keeps_bad_escapes_and_refuses_nul),
         cmocka_unit_test(test_routes_each_method_of_listener_selects_its_handler),
         cmocka_unit_test(test_routes_sub_resources_capture_id),
         cmocka_unit_test(test_routes_unknown_path_is_enoent),
