@@ -6,8 +6,10 @@ set -euo pipefail
 build_pkgs=(gcc meson ninja-build pkg-config python3 libmicrohttpd-dev libjansson-dev
     libcurl4-openssl-dev libssl-dev tzdata)
 # prometheus: promtool checks GET /metrics; socat, curl, iproute2: the benchmark smoke run;
-# clang, libclang-rt-14-dev: the libFuzzer targets; strace: fault injection in test_faults
-test_pkgs=(libcmocka-dev clang-format prometheus socat curl iproute2 clang libclang-rt-14-dev strace)
+# clang, libclang-rt-14-dev: the libFuzzer targets; strace: fault injection in test_faults;
+# openssl: the certificates the HTTPS tests make
+test_pkgs=(libcmocka-dev clang-format prometheus socat curl iproute2 clang libclang-rt-14-dev strace
+    openssl)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-build}" = test ]; then

@@ -297,6 +297,20 @@ static int parse_mode(const char *text, unsigned *ret)
     return 0;
 }
 
+/* The directory that holds file path, into buf (PATH_MAX bytes; "." for a bare name). */
+static const char *dir_of(const char *path, char *buf)
+{
+    char *slash;
+
+    (void)snprintf(buf, PATH_MAX, "%s", path);
+    slash = strrchr(buf, '/');
+    if (!slash)
+        (void)snprintf(buf, PATH_MAX, ".");
+    else
+        slash[slash == buf ? 1 : 0] = '\0';
+    return buf;
+}
+
 static int daemon_main(int argc, char **argv)
 {
     enum {
@@ -332,10 +346,12 @@ static int daemon_main(int argc, char **argv)
     struct api_tls tls = {0};
     const char *allow_hosts[API_GUARD_NAMES_MAX];
     char state_dir[PATH_MAX] = "", host[CORE_ADDR_STRLEN], where[PATH_MAX + 16];
-    /* What no service may keep data in, above or at: the token file's directory and the
-     * revisions log (the state directory always counts). */
-    char token_dir[PATH_MAX] = "", revisions_log[PATH_MAX + 32] = "";
-    const char *protected_paths[3] = {NULL};
+    /* What no service may keep data in, above or at: the revisions log, the directories of the
+     * token file and of the TLS certificate and key, the API's socket (the state directory
+     * always counts). */
+    char token_dir[PATH_MAX] = "", cert_dir[PATH_MAX] = "", key_dir[PATH_MAX] = "";
+    char revisions_log[PATH_MAX + 32] = "";
+    const char *protected_paths[6] = {NULL};
     struct core_service_table services_run = service_table;
     struct core_events *events = NULL;
     struct core_registry *registry = NULL;
@@ -514,19 +530,19 @@ static int daemon_main(int argc, char **argv)
     }
     {
         size_t k = 0;
-        char *slash;
 
         (void)snprintf(revisions_log, sizeof(revisions_log), "%s/%s", state_dir,
                        CORE_REVISIONS_FILE);
         protected_paths[k++] = revisions_log;
-        if (token_file && snprintf(token_dir, sizeof(token_dir), "%s", token_file) > 0) {
-            slash = strrchr(token_dir, '/');
-            if (!slash)
-                snprintf(token_dir, sizeof(token_dir), ".");
-            else
-                slash[slash == token_dir ? 1 : 0] = '\0';
-            protected_paths[k++] = token_dir;
-        }
+        if (token_file)
+            protected_paths[k++] = dir_of(token_file, token_dir);
+        if (tls_cert)
+            protected_paths[k++] = dir_of(tls_cert, cert_dir);
+        if (tls_key)
+            protected_paths[k++] = dir_of(tls_key, key_dir);
+        /* The socket itself: a backup directory that holds it could replace it by a file. */
+        if (unix_path)
+            protected_paths[k++] = unix_path;
         services_run.protected_paths = protected_paths;
     }
     r = core_events_new(&events);

@@ -1531,6 +1531,24 @@ bool it_which(const char *name, char *buf, size_t cap)
     }
 }
 
+void it_make_certificate(const char *cert, const char *key)
+{
+    char openssl[IT_PATH_MAX];
+    struct it_proc p;
+
+    assert_true(it_which("openssl", openssl, sizeof(openssl)));
+    it_run((const char *const[]){openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                                 "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+                                 "/CN=localhost", "-addext",
+                                 "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key,
+                                 "-out", cert, NULL},
+           NULL, 0, 20000, &p);
+    if (it_proc_exit_code(&p) != 0)
+        fprintf(stderr, "# openssl req: %s\n", p.err);
+    assert_int_equal(it_proc_exit_code(&p), 0);
+    it_proc_fini(&p);
+}
+
 /* Writes s to f as one single-quoted shell word. */
 static void shell_word(FILE *f, const char *s)
 {

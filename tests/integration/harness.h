@@ -293,6 +293,10 @@ int it_daemon_start_wrapped(struct it_daemon *d, const struct it_daemon_opts *op
 /* The full path of program name found in $PATH, in buf (cap bytes); false when there is none. */
 bool it_which(const char *name, char *buf, size_t cap);
 
+/* A self-signed P-256 certificate for localhost and 127.0.0.1, made now with openssl(1), into
+ * the files cert and key; asserts. */
+void it_make_certificate(const char *cert, const char *key);
+
 /* What a process holds: its open fds (/proc/PID/fd) and its threads (/proc/PID/task). */
 struct it_resources {
     pid_t pid;

@@ -507,6 +507,74 @@ static int teardown_mounts(void **state)
     return it_fixture_teardown(state);
 }
 
+/* ---- the TLS key's and certificate's directories, the API's socket ---- */
+
+/* Writes a state file with one backup listener whose directory is dir. */
+static void state_file_naming(const struct it_daemon *d, const char *dir)
+{
+    json_t *sf = json_pack("{s:i, s:[{s:s, s:s, s:s, s:i, s:{s:s}}]}", "version", 1, "listeners",
+                           "id", "t", "service", "backup", "address", "127.0.0.1", "port", 0,
+                           "options", "directory", dir);
+    char *text;
+
+    assert_non_null(sf);
+    text = json_dumps(sf, JSON_INDENT(2));
+    json_decref(sf);
+    assert_int_equal(it_file_write(d->state_file, text, strlen(text)), 0);
+    free(text);
+}
+
+/* Starts the daemon on a state file naming dir, with args; asserts it refuses, naming both. */
+static void refused_at_start(struct it_fixture *f, const char *dir, const char *api,
+                             const char *const *args)
+{
+    char *log;
+
+    state_file_naming(&f->d, dir);
+    assert_int_equal(
+        it_daemon_start(&f->d,
+                        &(struct it_daemon_opts){.dir = f->dir, .api = api, .extra_args = args}),
+        -ECHILD);
+    assert_false(it_status_is_exit0(f->d.status));
+    log = it_daemon_stderr(&f->d);
+    assert_non_null(strstr(log, "options.directory"));
+    assert_non_null(strstr(log, dir));
+    free(log);
+}
+
+static void test_confine_tls_and_socket_directories_refused(void **state)
+{
+    struct it_fixture *f = fix(state);
+    char *tls = path_in(f->dir, "tls"), *cert = path_in(tls, "cert.pem");
+    char *key = path_in(tls, "key.pem"), *run = path_in(f->dir, "run");
+    char *sock = path_in(run, "api.sock"), *data = path_in(f->dir, "data");
+    char api[IT_PATH_MAX + 16];
+    const char *const tls_args[] = {"--api-tls-cert", cert, "--api-tls-key", key, NULL};
+    int64_t ms;
+    int status;
+
+    assert_int_equal(it_daemon_stop(&f->d, SIGTERM, 10000, &status, &ms), 0);
+    assert_int_equal(mkdir(tls, 0700), 0);
+    assert_int_equal(mkdir(run, 0700), 0);
+    it_make_certificate(cert, key);
+
+    /* A backup client could read the private key: refused. */
+    refused_at_start(f, tls, NULL, tls_args);
+    /* One that holds the API's socket could replace it by a file: refused. */
+    snprintf(api, sizeof(api), "unix:%s", sock);
+    refused_at_start(f, run, api, NULL);
+    /* Elsewhere is fine, with the same key. */
+    state_file_naming(&f->d, data);
+    it_daemon_start_ok(&f->d, &(struct it_daemon_opts){.dir = f->dir, .extra_args = tls_args});
+    assert_true(strncmp(f->d.url, "https://", 8) == 0);
+    free(data);
+    free(sock);
+    free(run);
+    free(key);
+    free(cert);
+    free(tls);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
@@ -516,6 +584,7 @@ int main(void)
         T(test_confine_restore_of_revision_naming_it_refused),
         T(test_confine_state_file_naming_it_refused_at_start),
         T(test_confine_token_file_directory_refused),
+        T(test_confine_tls_and_socket_directories_refused),
         cmocka_unit_test_setup_teardown(test_confine_bad_directories_are_400_never_404_or_500,
                                         it_fixture_setup, teardown_mounts),
         T(test_confine_dry_run_refuses_what_the_real_call_refuses),

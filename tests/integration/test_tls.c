@@ -30,25 +30,6 @@ struct tls_fixture {
     char cert[IT_PATH_MAX], key[IT_PATH_MAX], other_key[IT_PATH_MAX], token[IT_PATH_MAX];
 };
 
-/* A self-signed P-256 certificate for localhost and 127.0.0.1, made now, into cert and key. */
-static void make_certificate(const char *cert, const char *key)
-{
-    char openssl[IT_PATH_MAX];
-    struct it_proc p;
-
-    assert_true(it_which("openssl", openssl, sizeof(openssl)));
-    it_run((const char *const[]){openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                                 "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
-                                 "/CN=localhost", "-addext",
-                                 "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key,
-                                 "-out", cert, NULL},
-           NULL, 0, 20000, &p);
-    if (it_proc_exit_code(&p) != 0)
-        fprintf(stderr, "# openssl req: %s\n", p.err);
-    assert_int_equal(it_proc_exit_code(&p), 0);
-    it_proc_fini(&p);
-}
-
 /* The common fixture (first, so that it_fixture_teardown() frees the whole) and the files. */
 static int setup(void **state)
 {
@@ -65,8 +46,8 @@ static int setup(void **state)
     snprintf(t->other_key, sizeof(t->other_key), "%s/other-key.pem", t->f.dir);
     snprintf(t->token, sizeof(t->token), "%s/token", t->f.dir);
     snprintf(other_cert, sizeof(other_cert), "%s/other-cert.pem", t->f.dir);
-    make_certificate(t->cert, t->key);
-    make_certificate(other_cert, t->other_key);
+    it_make_certificate(t->cert, t->key);
+    it_make_certificate(other_cert, t->other_key);
     assert_int_equal(it_file_write(t->token, TOKEN "\n", strlen(TOKEN) + 1), 0);
     assert_int_equal(chmod(t->token, 0600), 0);
     *state = t;
