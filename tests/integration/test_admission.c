@@ -181,7 +181,7 @@ struct attacker {
     /* the thread's own until it is joined: */
     unsigned long connects, samples, open_sum;
     unsigned open_min;
-    unsigned patches_ok;
+    unsigned patches_ok, patches;
 };
 
 static const char trickle_text[] =
@@ -263,6 +263,8 @@ static bool patch_listener(uint16_t port, int i, unsigned value)
     status = it_send_all(fd, req, strlen(req), 1000) == 0 ? read_head(fd, head, sizeof(head), 1000)
                                                           : -EIO;
     close(fd);
+    if (status != 200)
+        fprintf(stderr, "# a PATCH failed: %d\n", status);
     return status == 200;
 }
 
@@ -288,14 +290,35 @@ static void *attacker_main(void *arg)
         a->open_sum += open;
         if (a->samples > 20 && open < a->open_min)
             a->open_min = open;
-        /* Events keep coming: a listener changed every round, besides the metrics. */
-        a->patches_ok += patch_listener(a->port, (int)(patch % N_LISTENERS), 1000 + patch % 7);
-        patch++;
+        /* Events keep coming: a listener changed every third round, besides the metrics. */
+        if (a->samples % 3 == 0) {
+            a->patches_ok += patch_listener(a->port, (int)(patch % N_LISTENERS), 1000 + patch % 7);
+            patch++;
+            a->patches++;
+        }
         (void)poll(NULL, 0, 100); /* the attacker's pace */
     }
     for (int i = 0; i < FLOOD_CONNECTIONS; i++)
         bad_close(&a->bad[i]);
     return NULL;
+}
+
+/* The CPU time pid has used, in clock ticks (/proc/PID/stat: utime + stime). */
+static unsigned long long cpu_ticks(pid_t pid)
+{
+    char path[64], *text, *p;
+    unsigned long long utime = 0, stime = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    text = it_file_read(path, NULL);
+    assert_non_null(text);
+    p = strrchr(text, ')');
+    assert_non_null(p);
+    /* After the name: state (field 3) ... utime (14), stime (15). */
+    assert_int_equal(
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime), 2);
+    free(text);
+    return utime + stime;
 }
 
 static int flood_seconds(void)
@@ -315,6 +338,7 @@ static void test_admission_local_flood_leaves_health_and_ctl_answering(void **st
     int64_t t0, end, worst_health = 0, worst_ctl = 0;
     unsigned n_health = 0, n_ctl = 0;
     unsigned long connects, open_avg;
+    unsigned long long ticks;
     char failure[512] = "";
     struct it_resources base;
     char *log;
@@ -332,6 +356,7 @@ static void test_admission_local_flood_leaves_health_and_ctl_answering(void **st
 
     t0 = it_now_ms();
     end = t0 + (int64_t)seconds * 1000;
+    ticks = cpu_ticks(f->d.pid);
     for (int64_t next = t0; it_now_ms() < end && !failure[0]; next += PROBE_INTERVAL_MS) {
         struct it_proc p;
         int64_t ms, b;
@@ -367,22 +392,25 @@ static void test_admission_local_flood_leaves_health_and_ctl_answering(void **st
         else
             next = it_now_ms() - PROBE_INTERVAL_MS;
     }
+    ticks = cpu_ticks(f->d.pid) - ticks;
     atomic_store(&a->stop, true);
     pthread_join(a->thread, NULL);
 
     fprintf(stderr,
             "# %d s: %u health probes (slowest %lld ms), %u ctl ls (slowest %lld ms); the "
             "attacker held %lu connections on average (at least %u), made %lu, %u patches "
-            "answered\n",
+            "of %u answered; the daemon used %.1f s of CPU\n",
             seconds, n_health, (long long)worst_health, n_ctl, (long long)worst_ctl,
-            a->samples ? a->open_sum / a->samples : 0, a->open_min, a->connects, a->patches_ok);
+            a->samples ? a->open_sum / a->samples : 0, a->open_min, a->connects, a->patches_ok,
+            a->patches, (double)ticks / (double)sysconf(_SC_CLK_TCK));
     connects = a->connects;
     open_avg = a->samples ? a->open_sum / a->samples : 0;
     free(a);
     if (failure[0])
         fail_msg("%s", failure);
-    /* A probe every 200 ms, give or take the time ctl takes to start. */
-    assert_true(n_health >= (unsigned)seconds * 2);
+    /* A probe every 200 ms, give or take the time ctl takes to start (much longer under a
+     * sanitizer on a busy machine). */
+    assert_true(n_health >= (unsigned)seconds * 1000 / PROBE_INTERVAL_MS / 3);
     assert_int_equal(n_ctl, n_health);
     /* The flood was a flood: its connections open all along, more than the shares of
      * unfinished connections and streams hold (the server sheds the oldest, and the attacker
