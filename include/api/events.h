@@ -56,10 +56,10 @@ int api_events_new(struct core_events *bus, struct core_registry *registry, unsi
 void api_events_shutdown(struct api_events *h);
 
 /*
- * Ends the stream of connection c, if one is open on it, with an error (the connection is
- * closed, no end chunk): a suspended stream is resumed for it. For a connection the server cut
- * (shutdown(2)), which libmicrohttpd would not notice while the stream waits for events. c is
- * only compared, never dereferenced. Any thread that holds none of the locks of this module.
+ * Ends the stream of connection c, if one is open on it, at its next turn (a suspended stream is
+ * resumed for it): for a connection the server cut (shutdown(2)), which libmicrohttpd would not
+ * notice while the stream waits for events; nothing more reaches the client. c is only
+ * compared, never dereferenced. Any thread that holds none of the locks of this module.
  */
 void api_events_cut(struct api_events *h, const struct MHD_Connection *c);
 
