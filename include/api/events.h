@@ -14,9 +14,10 @@
  * A stream with nothing to send suspends its connection (MHD_suspend_connection(): no busy
  * loop in the daemon's thread) and is resumed by the bus's notification, by the keep-alive
  * timer or by api_events_shutdown(). A client that reads too slowly is overrun by the bus: its
- * stream sends what was queued and ends. One that stops reading stops making progress and is
- * cut by the connection timeout, which the keep-alive interval stays under; one that went away
- * is noticed at the next write. Nothing here ever blocks a publisher or another stream.
+ * stream sends what was queued and ends. One that stops reading is cut by the server when its
+ * socket stops draining (api/server.h), which then ends its stream with api_events_cut(); one
+ * that went away is noticed at the next write. Nothing here ever blocks a publisher or another
+ * stream.
  *
  * Thread rules: api_events_new(), api_events_shutdown() and api_events_free() from the thread
  * that starts and stops the server; api_stream_open() and api_stream_response() from
@@ -53,6 +54,14 @@ int api_events_new(struct core_events *bus, struct core_registry *registry, unsi
  * stopped with suspended connections. Accepts NULL.
  */
 void api_events_shutdown(struct api_events *h);
+
+/*
+ * Ends the stream of connection c, if one is open on it, at its next turn (a suspended stream is
+ * resumed for it): for a connection the server cut (shutdown(2)), which libmicrohttpd would not
+ * notice while the stream waits for events; nothing more reaches the client. c is only
+ * compared, never dereferenced. Any thread that holds none of the locks of this module.
+ */
+void api_events_cut(struct api_events *h, const struct MHD_Connection *c);
 
 /* Frees h once the daemon has stopped (every stream was freed with its response). Accepts
  * NULL. */

@@ -7,14 +7,27 @@
  * data plane.
  *
  * Every request passes the guard (api/guard.h: Host, Origin and Fetch Metadata, bearer token,
- * media type) before it is routed. Resources are bounded: API_SERVER_CONNECTION_LIMIT
- * connections in all, API_SERVER_PER_IP_LIMIT from one IP address (TCP only),
- * API_SERVER_MEMORY_LIMIT bytes of buffers per connection, request bodies of body_max bytes; a
- * connection idle for API_SERVER_IDLE_TIMEOUT_S is closed (libmicrohttpd's timeout), and one
- * that has not delivered a complete request head within API_SERVER_HEAD_TIMEOUT_S of its start
- * or of its previous response, or the declared body within API_SERVER_BODY_TIMEOUT_S of its
- * head, is cut by the server's deadline thread whatever it trickles meanwhile. A response under
- * way (an event stream, a download) has no deadline: only the idle timeout applies to it.
+ * media type) before it is routed.
+ *
+ * Admission. Every local client shares 127.0.0.1, so no limit is per address on loopback or a
+ * Unix socket (API_SERVER_PER_IP_LIMIT applies on other addresses only); instead each
+ * connection is in one phase, and the phases draw from separate shares:
+ * - partial: waiting for or reading a request head (at most API_SERVER_HEAD_TIMEOUT_S from the
+ *   connection's start or its previous response, idle keep-alive time included), or reading a
+ *   declared body (API_SERVER_BODY_TIMEOUT_S from the head); the server's deadline thread cuts
+ *   it at its deadline whatever it trickles meanwhile. At most API_SERVER_PARTIAL_LIMIT
+ *   connections are partial: a new connection beyond that evicts the oldest partial one (idle
+ *   keep-alive first, then a head, then a body), so a new request always gets in;
+ * - streaming: GET /api/v1/events, at most API_SERVER_STREAM_LIMIT at once (beyond: 503 with
+ *   Retry-After: API_SERVER_STREAM_RETRY_S and a problem);
+ * - answering: a response under way (a stream included) has no deadline, but one whose socket
+ *   holds unsent data that does not drain for API_SERVER_STALL_S (a client that does not read)
+ *   is cut; and when the connections near API_SERVER_CONNECTION_LIMIT (within
+ *   API_SERVER_RESERVE of it), a new one evicts the oldest response waiting on its client.
+ * What is left of API_SERVER_CONNECTION_LIMIT beyond the partial and streaming shares is the
+ * reserve of complete requests (health, ctl). A connection idle for API_SERVER_IDLE_TIMEOUT_S
+ * is closed (libmicrohttpd's timeout); each has API_SERVER_MEMORY_LIMIT bytes of buffers, and
+ * request bodies are at most body_max bytes.
  *
  * Thread rules: start and stop from the main thread.
  */
@@ -26,12 +39,17 @@
 #include "core/events.h"
 #include "core/registry.h"
 
-#define API_SERVER_CONNECTION_LIMIT 256
-#define API_SERVER_PER_IP_LIMIT 64
+#define API_SERVER_CONNECTION_LIMIT 1024 /* connections in all */
+#define API_SERVER_RESERVE 64            /* near the limit, stalled responses are evicted */
+#define API_SERVER_PARTIAL_LIMIT 128     /* connections owing a head or a body, or idle */
+#define API_SERVER_STREAM_LIMIT 64       /* event streams at once */
+#define API_SERVER_STREAM_RETRY_S 5      /* Retry-After of the 503 beyond them */
+#define API_SERVER_PER_IP_LIMIT 64       /* from one IP address, off on loopback */
 #define API_SERVER_MEMORY_LIMIT (64 * 1024)
 #define API_SERVER_IDLE_TIMEOUT_S 30
-#define API_SERVER_HEAD_TIMEOUT_S 15
+#define API_SERVER_HEAD_TIMEOUT_S 5
 #define API_SERVER_BODY_TIMEOUT_S 15
+#define API_SERVER_STALL_S 5      /* a response whose client reads nothing for this long is cut */
 #define API_SERVER_UNIX_MODE 0600 /* the default mode of a Unix socket */
 
 struct api_server;

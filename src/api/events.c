@@ -51,6 +51,7 @@ struct api_stream {
     bool notified;         /* guarded by lock: the bus queued something since the reader looked */
     bool keepalive_due;    /* guarded by lock: nothing was sent for the keep-alive interval */
     bool stopping;         /* guarded by lock: the server stops; end the stream */
+    bool cut;              /* guarded by lock: the server cut the connection; end at once */
     int64_t last_write_ms; /* guarded by lock: CLOCK_MONOTONIC when text was last handed over */
 
     struct api_stream *prev, *next; /* guarded by hub->lock */
@@ -177,6 +178,22 @@ void api_events_shutdown(struct api_events *h)
             ;
         pthread_mutex_unlock(&h->lock);
     }
+}
+
+void api_events_cut(struct api_events *h, const struct MHD_Connection *c)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->lock);
+    for (struct api_stream *s = h->streams; s; s = s->next) {
+        pthread_mutex_lock(&s->lock);
+        if (s->conn == c) {
+            s->cut = true;
+            wake_locked(s);
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    pthread_mutex_unlock(&h->lock);
 }
 
 void api_events_free(struct api_events *h)
@@ -395,8 +412,13 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     if (max == 0)
         return 0;
     for (;;) {
-        bool keepalive;
+        bool keepalive, cut;
 
+        pthread_mutex_lock(&s->lock);
+        cut = s->cut;
+        pthread_mutex_unlock(&s->lock);
+        if (cut) /* the socket is shut down: whatever is sent now is lost */
+            return MHD_CONTENT_READER_END_OF_STREAM;
         if (s->out.len > 0)
             return hand_over(s, buf, max);
         if (s->ended)

@@ -1,6 +1,7 @@
 #include "api/server.h"
 
 #include <errno.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -36,20 +38,51 @@
 /* At most one warning a minute about the connections cut by their deadline. */
 #define CUT_LOG_INTERVAL_MS 60000
 
+/* A stalled response's socket is looked at this often. */
+#define STALL_POLL_MS 500
+/* Connections cut at once by the deadline thread before it lets go of its lock. */
+#define CUT_BATCH 16
+
 /*
- * One connection, from libmicrohttpd's STARTED notification to its CLOSED one, and the deadline
- * by which it must have delivered what it owes (a request head, a request body). libmicrohttpd
- * calls CLOSED before it closes the socket, and an entry leaves the list under watch_lock in
- * that call; the deadline thread cuts a connection (shutdown(2)) only under that lock, so it
- * never touches a descriptor libmicrohttpd has closed and perhaps reused. The socket's identity
- * (device, inode) is checked as well before the cut.
+ * What a connection is doing (see api/server.h, "Admission"). HEAD, BODY and IDLE are the
+ * partial phases: they owe the server something, by a deadline. IDLE comes before HEAD and HEAD
+ * before BODY in the order of eviction.
+ */
+enum phase {
+    PHASE_IDLE,   /* kept alive after a response; owes the next head */
+    PHASE_HEAD,   /* new; owes its first head */
+    PHASE_BODY,   /* owes the body its head declared */
+    PHASE_ANSWER, /* a response under way */
+    PHASE_STREAM, /* an event stream: holds one of API_SERVER_STREAM_LIMIT */
+};
+
+/*
+ * One connection, from libmicrohttpd's STARTED notification to its CLOSED one: its phase, the
+ * deadline by which it must have delivered what it owes, and, while answering, how its socket's
+ * send queue drains. libmicrohttpd calls CLOSED before it closes the socket, and an entry leaves
+ * the list under watch_lock in that call; the server cuts a connection (shutdown(2)) or looks at
+ * its socket only under that lock, so it never touches a descriptor libmicrohttpd has closed
+ * and perhaps reused. The socket's identity (device, inode) is checked as well before a cut.
  */
 struct watch {
     int fd;
     dev_t dev;
     ino_t ino;
-    int64_t deadline_ms;       /* guarded by watch_lock; CLOCK_MONOTONIC, 0: none */
-    struct watch *prev, *next; /* guarded by watch_lock */
+    struct MHD_Connection *conn; /* libmicrohttpd's, valid until CLOSED */
+    enum phase phase;            /* guarded by watch_lock */
+    bool cut;                    /* guarded by watch_lock: shut down, closing */
+    int64_t since_ms;            /* guarded by watch_lock: when the phase began */
+    int64_t deadline_ms;         /* guarded by watch_lock: CLOCK_MONOTONIC, 0: none */
+    int64_t progress_ms;         /* guarded by watch_lock: answering: the queue last drained */
+    int outq;                    /* guarded by watch_lock: answering: the queue last seen */
+    struct watch *prev, *next;   /* guarded by watch_lock */
+};
+
+/* Connections cut, by reason, not yet told in the log. */
+struct cut_counts {
+    unsigned deadline; /* a head or a body not sent in time */
+    unsigned stalled;  /* a response not read */
+    unsigned evicted;  /* room made for a new connection */
 };
 
 struct api_server {
@@ -66,12 +99,12 @@ struct api_server {
 
     pthread_mutex_t watch_lock;
     pthread_cond_t watch_wake; /* the deadline thread sleeps on it; CLOCK_MONOTONIC */
-    struct watch *watches;     /* guarded by watch_lock: every open connection */
+    struct watch *watches;     /* guarded by watch_lock: every open connection, newest first */
     int64_t watch_next_ms;     /* guarded by watch_lock: when the thread wakes next, or 0 */
     bool watch_stopping;       /* guarded by watch_lock */
+    struct cut_counts cuts;    /* guarded by watch_lock */
     pthread_t watch_thread;
     bool has_watch_thread;
-    unsigned cuts_unlogged;  /* the deadline thread's own */
     int64_t cut_log_next_ms; /* the deadline thread's own */
 };
 
@@ -161,9 +194,11 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
     /* A client that went away (an event stream's tab closed, a download cancelled, a
-     * connection cut by its deadline) is news only when debugging. */
+     * connection cut by its deadline, by its stall or to make room) is news only when
+     * debugging: the cuts are told once a minute. */
     if (strncmp(line, "Failed to send", 14) == 0 ||
-        strncmp(line, "Connection socket is closed", 27) == 0)
+        strncmp(line, "Connection socket is closed", 27) == 0 ||
+        strncmp(line, "Connection was closed by remote side", 36) == 0)
         core_log_debug("api: libmicrohttpd: %s", line);
     else
         core_log_warn("api: libmicrohttpd: %s", line);
@@ -178,7 +213,12 @@ static uint64_t uptime_seconds(const struct api_server *s)
     return (uint64_t)(now.tv_sec - s->started.tv_sec);
 }
 
-/* ---- deadlines: a connection that trickles its request cannot hold a slot ---- */
+/* ---- admission: phases, deadlines, shares ---- */
+
+static bool phase_is_partial(enum phase p)
+{
+    return p == PHASE_IDLE || p == PHASE_HEAD || p == PHASE_BODY;
+}
 
 /* The watch of connection c, or NULL (none could be allocated). libmicrohttpd's thread. */
 static struct watch *watch_of(struct MHD_Connection *c)
@@ -189,17 +229,123 @@ static struct watch *watch_of(struct MHD_Connection *c)
     return info ? info->socket_context : NULL;
 }
 
-/* Gives w until seconds from now to deliver the rest of a request; 0: no deadline (a response
- * is under way). libmicrohttpd's thread. */
-static void watch_set(struct api_server *s, struct watch *w, int seconds)
+/* Puts w in phase p, with seconds from now to deliver what it owes (0: no deadline). Called
+ * with watch_lock held. */
+static void watch_enter_locked(struct api_server *s, struct watch *w, enum phase p, int seconds)
+{
+    int64_t now = now_ms(), look;
+
+    w->phase = p;
+    w->since_ms = now;
+    w->deadline_ms = seconds > 0 ? now + (int64_t)seconds * 1000 : 0;
+    w->progress_ms = now;
+    w->outq = -1;
+    /* The thread wakes for an earlier deadline, and to watch a response drain. */
+    look = phase_is_partial(p) ? w->deadline_ms : now + STALL_POLL_MS;
+    if (look && (s->watch_next_ms == 0 || look < s->watch_next_ms))
+        pthread_cond_signal(&s->watch_wake);
+}
+
+/* watch_enter_locked() under the lock; a response stays a stream when it is one. w may be
+ * NULL. libmicrohttpd's thread. */
+static void watch_enter(struct api_server *s, struct watch *w, enum phase p, int seconds)
 {
     if (!w)
         return;
     pthread_mutex_lock(&s->watch_lock);
-    w->deadline_ms = seconds > 0 ? now_ms() + (int64_t)seconds * 1000 : 0;
-    if (w->deadline_ms && (s->watch_next_ms == 0 || w->deadline_ms < s->watch_next_ms))
-        pthread_cond_signal(&s->watch_wake);
+    if (!(p == PHASE_ANSWER && w->phase == PHASE_STREAM))
+        watch_enter_locked(s, w, p, seconds);
     pthread_mutex_unlock(&s->watch_lock);
+}
+
+/* Cuts w's connection: libmicrohttpd sees the end of it and closes it. Called with watch_lock
+ * held. Returns whether it did. */
+static bool watch_cut(struct watch *w)
+{
+    struct stat st;
+
+    w->deadline_ms = 0;
+    if (w->cut)
+        return false;
+    w->cut = true;
+    if (fstat(w->fd, &st) < 0 || st.st_dev != w->dev || st.st_ino != w->ino)
+        return false;
+    return shutdown(w->fd, SHUT_RDWR) == 0;
+}
+
+/* Bytes w's socket holds that its peer has not taken (not acknowledged on TCP, not read on a
+ * Unix socket); 0 when that cannot be told. Called with watch_lock held. */
+static int watch_outq(const struct watch *w)
+{
+    int n = 0;
+
+    if (ioctl(w->fd, SIOCOUTQ, &n) < 0)
+        return 0;
+    return n;
+}
+
+/*
+ * Makes room for a connection that just started, when the partial ones are over their share or
+ * all of them near the limit: cuts the oldest partial one (idle first, then head, then body)
+ * or, near the limit with none partial, the response that has waited longest on its client.
+ * Event streams are left to the stall check (a suspended one is ended by the deadline thread).
+ * Called with watch_lock held, on libmicrohttpd's thread; only shutdown(2) is called.
+ */
+static void admit_locked(struct api_server *s)
+{
+    struct watch *oldest[PHASE_BODY + 1] = {0}, *stalled = NULL;
+    unsigned partial = 0, total = 0;
+    bool over_total;
+
+    for (struct watch *w = s->watches; w; w = w->next) {
+        if (w->cut)
+            continue;
+        total++;
+        if (phase_is_partial(w->phase)) {
+            partial++;
+            /* The list runs newest first: the last one seen is the oldest. */
+            if (!oldest[w->phase] || w->since_ms <= oldest[w->phase]->since_ms)
+                oldest[w->phase] = w;
+        }
+    }
+    over_total = total > API_SERVER_CONNECTION_LIMIT - API_SERVER_RESERVE;
+    if (partial <= API_SERVER_PARTIAL_LIMIT && !over_total)
+        return;
+    for (int p = PHASE_IDLE; p <= PHASE_BODY; p++) {
+        /* Never the connection that just came: it is the newest. */
+        if (oldest[p] && oldest[p] != s->watches) {
+            s->cuts.evicted += watch_cut(oldest[p]);
+            return;
+        }
+    }
+    if (!over_total)
+        return;
+    for (struct watch *w = s->watches; w; w = w->next)
+        if (!w->cut && w->phase == PHASE_ANSWER && watch_outq(w) > 0 &&
+            (!stalled || w->progress_ms <= stalled->progress_ms))
+            stalled = w;
+    if (stalled)
+        s->cuts.evicted += watch_cut(stalled);
+}
+
+/*
+ * Takes one of the event streams for w's connection: true, or false when all of
+ * API_SERVER_STREAM_LIMIT are taken (or w is NULL: the stream could not be counted). Counted
+ * under watch_lock over the open connections, so the count is exact. libmicrohttpd's thread.
+ */
+static bool stream_admit(struct api_server *s, struct watch *w)
+{
+    unsigned streams = 0;
+
+    if (!w)
+        return false;
+    pthread_mutex_lock(&s->watch_lock);
+    for (struct watch *x = s->watches; x; x = x->next)
+        streams += x->phase == PHASE_STREAM;
+    if (streams < API_SERVER_STREAM_LIMIT)
+        watch_enter_locked(s, w, PHASE_STREAM, 0);
+    pthread_mutex_unlock(&s->watch_lock);
+    return streams < API_SERVER_STREAM_LIMIT;
 }
 
 /* libmicrohttpd's connection notifications: the watch list follows the open connections. */
@@ -224,14 +370,16 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         w->fd = info->connect_fd;
         w->dev = st.st_dev;
         w->ino = st.st_ino;
+        w->conn = c;
         pthread_mutex_lock(&s->watch_lock);
         w->next = s->watches;
         if (s->watches)
             s->watches->prev = w;
         s->watches = w;
+        watch_enter_locked(s, w, PHASE_HEAD, API_SERVER_HEAD_TIMEOUT_S);
+        admit_locked(s);
         pthread_mutex_unlock(&s->watch_lock);
         *socket_context = w;
-        watch_set(s, w, API_SERVER_HEAD_TIMEOUT_S);
         return;
     }
     if (!w)
@@ -248,51 +396,101 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     *socket_context = NULL;
 }
 
-/* Cuts w's connection: libmicrohttpd sees the end of it and closes it. Called with watch_lock
- * held. Returns whether it did. */
-static bool watch_cut(struct watch *w)
+/*
+ * One look at w, at now: cuts it when its deadline is over, or when it answers and its socket's
+ * queue has not drained for API_SERVER_STALL_S. Returns when w wants to be looked at next (0:
+ * never, until it changes phase). Called with watch_lock held.
+ */
+static int64_t watch_check(struct api_server *s, struct watch *w, int64_t now)
 {
-    struct stat st;
+    int q;
 
-    w->deadline_ms = 0;
-    if (fstat(w->fd, &st) < 0 || st.st_dev != w->dev || st.st_ino != w->ino)
-        return false;
-    return shutdown(w->fd, SHUT_RDWR) == 0;
+    if (w->cut)
+        return 0;
+    if (phase_is_partial(w->phase)) {
+        if (!w->deadline_ms)
+            return 0;
+        if (w->deadline_ms > now)
+            return w->deadline_ms;
+        s->cuts.deadline += watch_cut(w);
+        return 0;
+    }
+    /* A queue that is empty, or shorter than at the last look, is a client that reads. */
+    q = watch_outq(w);
+    if (q == 0 || (w->outq >= 0 && q < w->outq))
+        w->progress_ms = now;
+    w->outq = q;
+    if (now - w->progress_ms < (int64_t)API_SERVER_STALL_S * 1000)
+        return now + STALL_POLL_MS;
+    s->cuts.stalled += watch_cut(w);
+    return 0;
 }
 
-/* The deadline thread: sleeps until the earliest deadline, cuts what is overdue. */
+/* Tells the cuts of the last minute, at most once a minute unless forced (at the end).
+ * Called with watch_lock held; lets go of it to log. Returns whether it did (the list may have
+ * changed meanwhile). */
+static bool cuts_log(struct api_server *s, int64_t now, bool force)
+{
+    struct cut_counts n = s->cuts;
+
+    if ((n.deadline == 0 && n.stalled == 0 && n.evicted == 0) ||
+        (!force && now < s->cut_log_next_ms))
+        return false;
+    s->cuts = (struct cut_counts){0};
+    s->cut_log_next_ms = now + CUT_LOG_INTERVAL_MS;
+    pthread_mutex_unlock(&s->watch_lock);
+    if (n.deadline)
+        core_log_warn("api: closed %u connection(s) that did not send a complete request in "
+                      "time (slow or stalled clients)",
+                      n.deadline);
+    if (n.stalled)
+        core_log_warn("api: closed %u connection(s) whose client read nothing of the response "
+                      "for %d s",
+                      n.stalled, API_SERVER_STALL_S);
+    if (n.evicted)
+        core_log_warn("api: closed %u idle or unfinished connection(s) to make room for new "
+                      "ones (over %d partial connections)",
+                      n.evicted, API_SERVER_PARTIAL_LIMIT);
+    pthread_mutex_lock(&s->watch_lock);
+    return true;
+}
+
+/*
+ * The deadline thread: sleeps until the earliest deadline (or the next look at a response),
+ * cuts what is overdue or stalled. A stalled event stream is also told to end: one suspended
+ * waiting for events would not see its socket shut down.
+ */
 static void *watch_main(void *arg)
 {
     struct api_server *s = arg;
 
     pthread_mutex_lock(&s->watch_lock);
     while (!s->watch_stopping) {
+        struct MHD_Connection *ended[CUT_BATCH];
         int64_t now = now_ms(), next = 0;
-        unsigned cut = 0;
+        size_t n_ended = 0;
 
-        for (struct watch *w = s->watches; w; w = w->next) {
-            if (!w->deadline_ms)
-                continue;
-            if (w->deadline_ms <= now)
-                cut += watch_cut(w);
-            else if (next == 0 || w->deadline_ms < next)
-                next = w->deadline_ms;
+        for (struct watch *w = s->watches; w && n_ended < CUT_BATCH; w = w->next) {
+            bool was_cut = w->cut;
+            int64_t at = watch_check(s, w, now);
+
+            if (!was_cut && w->cut && w->phase == PHASE_STREAM)
+                ended[n_ended++] = w->conn;
+            if (at && (next == 0 || at < next))
+                next = at;
         }
-        s->cuts_unlogged += cut;
-        if (s->cuts_unlogged > 0 && now >= s->cut_log_next_ms) {
-            unsigned n = s->cuts_unlogged;
-
-            s->cuts_unlogged = 0;
-            s->cut_log_next_ms = now + CUT_LOG_INTERVAL_MS;
+        if (n_ended > 0) {
             pthread_mutex_unlock(&s->watch_lock);
-            core_log_warn("api: closed %u connection(s) that did not send a complete request in "
-                          "time (slow or stalled clients)",
-                          n);
+            for (size_t i = 0; i < n_ended; i++)
+                api_events_cut(s->events, ended[i]);
             pthread_mutex_lock(&s->watch_lock);
             continue; /* the list may have changed meanwhile */
         }
+        if (cuts_log(s, now, false))
+            continue;
         /* Cuts not yet told are told when the minute is over, even if no other comes. */
-        if (s->cuts_unlogged > 0 && (next == 0 || s->cut_log_next_ms < next))
+        if ((s->cuts.deadline || s->cuts.stalled || s->cuts.evicted) &&
+            (next == 0 || s->cut_log_next_ms < next))
             next = s->cut_log_next_ms;
         s->watch_next_ms = next;
         if (next == 0) {
@@ -304,6 +502,7 @@ static void *watch_main(void *arg)
             (void)pthread_cond_timedwait(&s->watch_wake, &s->watch_lock, &deadline);
         }
     }
+    (void)cuts_log(s, now_ms(), true);
     pthread_mutex_unlock(&s->watch_lock);
     return NULL;
 }
@@ -541,7 +740,7 @@ static enum MHD_Result send_reply(struct api_server *s, struct request *q,
                                   struct MHD_Connection *conn, const char *method, const char *url)
 {
     /* From here the connection owes nothing until the response is out. */
-    watch_set(s, watch_of(conn), 0);
+    watch_enter(s, watch_of(conn), PHASE_ANSWER, 0);
     if (q->reply.status >= 500)
         core_log_error("api: %s %s: %u %s", method, url, q->reply.status,
                        q->reply.is_problem ? q->reply.detail : "");
@@ -550,6 +749,43 @@ static enum MHD_Result send_reply(struct api_server *s, struct request *q,
     if (q->refused && q->reply.status == MHD_HTTP_UNAUTHORIZED)
         return send_unauthorized(q, conn, q->verdict == API_GUARD_BAD_TOKEN);
     return api_reply_send(conn, &q->reply);
+}
+
+/*
+ * A 503 for an event stream over API_SERVER_STREAM_LIMIT: the problem, with Retry-After. Built
+ * here because the reply module has no such header; the body is its problem object all the
+ * same.
+ */
+static enum MHD_Result send_busy(struct api_server *s, struct MHD_Connection *conn,
+                                 const char *method, const char *url)
+{
+    char detail[128], retry[16];
+    json_t *problem;
+    char *text;
+    struct MHD_Response *resp = NULL;
+    enum MHD_Result ret = MHD_NO;
+
+    watch_enter(s, watch_of(conn), PHASE_ANSWER, 0);
+    core_log_debug("api: %s %s: 503, %d event streams open", method, url, API_SERVER_STREAM_LIMIT);
+    snprintf(detail, sizeof(detail), "%d event streams are open, the most the server keeps",
+             API_SERVER_STREAM_LIMIT);
+    snprintf(retry, sizeof(retry), "%d", API_SERVER_STREAM_RETRY_S);
+    problem = api_problem_new(MHD_HTTP_SERVICE_UNAVAILABLE, detail, NULL);
+    text = problem ? json_dumps(problem, JSON_COMPACT) : NULL;
+    json_decref(problem);
+    if (text)
+        resp = MHD_create_response_from_buffer_with_free_callback(strlen(text), text, free);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/problem+json") ==
+            MHD_YES &&
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry) == MHD_YES &&
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES)
+        ret = MHD_queue_response(conn, MHD_HTTP_SERVICE_UNAVAILABLE, resp);
+    MHD_destroy_response(resp);
+    return ret;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -585,7 +821,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                  s->body_max) == -EFBIG))
             return send_reply(s, q, conn, method, url);
         /* The head is in; the body, if any, is owed next. */
-        watch_set(s, watch_of(conn), API_SERVER_BODY_TIMEOUT_S);
+        watch_enter(s, watch_of(conn), PHASE_BODY, API_SERVER_BODY_TIMEOUT_S);
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -594,6 +830,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return keep ? MHD_YES : MHD_NO;
     }
+    if (!q->decided && q->match.route->handler == api_handle_events &&
+        !stream_admit(s, watch_of(conn)))
+        return send_busy(s, conn, method, url);
     if (!q->decided)
         request_dispatch(s, q, conn, url);
     return send_reply(s, q, conn, method, url);
@@ -607,8 +846,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     (void)toe;
     request_free(*req_cls);
     *req_cls = NULL;
-    /* A kept-alive connection owes the next request's head, idle time included. */
-    watch_set(s, watch_of(conn), API_SERVER_HEAD_TIMEOUT_S);
+    /* A kept-alive connection owes the next request's head, idle time included; an event
+     * stream gives its place back. */
+    watch_enter(s, watch_of(conn), PHASE_IDLE, API_SERVER_HEAD_TIMEOUT_S);
 }
 
 /* ---- listening sockets ---- */
@@ -849,6 +1089,19 @@ static int open_listener(struct api_server *s, const struct api_server_opts *opt
     return fd;
 }
 
+/*
+ * libmicrohttpd's limit of connections from one IP address: none on a Unix socket (its peers
+ * have no address; the file's mode is the gate) or on loopback (every local client, ctl and the
+ * dashboard included, comes from the same address, so a per-address limit would let any local
+ * process take all of it: the shares of api/server.h bound them instead).
+ */
+static unsigned per_ip_limit(const struct api_server_opts *opts, const struct sockaddr_storage *ss)
+{
+    if (opts->unix_path || core_addr_is_loopback((const struct sockaddr *)ss))
+        return 0;
+    return API_SERVER_PER_IP_LIMIT;
+}
+
 int api_server_start(const struct api_server_opts *opts, struct api_server **ret,
                      struct core_err *err)
 {
@@ -942,18 +1195,14 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     }
     s->has_watch_thread = true;
 
-    /*
-     * The limits, explicit. On success the daemon owns fd and closes it in MHD_stop_daemon().
-     * libmicrohttpd counts connections per IP address; a Unix socket's peers have none (the
-     * file's mode is the gate there), so the per-IP limit is off on one.
-     */
+    /* The limits, explicit (see per_ip_limit()). On success the daemon owns fd and closes it
+     * in MHD_stop_daemon(). */
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_SERVER_CONNECTION_LIMIT,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        opts->unix_path ? 0u : (unsigned)API_SERVER_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip_limit(opts, &ss), MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)API_SERVER_IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)API_SERVER_MEMORY_LIMIT, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
     if (!s->daemon) {
