@@ -37,6 +37,8 @@
 #define DISCARD_FACTOR 16
 /* At most one warning a minute about the connections cut by their deadline. */
 #define CUT_LOG_INTERVAL_MS 60000
+/* libmicrohttpd warnings written a minute at the most (see on_mhd_log()). */
+#define API_LOG_PER_MINUTE 10
 
 /* A stalled response's socket is looked at this often. */
 #define STALL_POLL_MS 500
@@ -106,6 +108,13 @@ struct api_server {
     pthread_t watch_thread;
     bool has_watch_thread;
     int64_t cut_log_next_ms; /* the deadline thread's own */
+
+    /* libmicrohttpd's warnings (a malformed request, a failed TLS handshake) are the peer's
+     * doing: at most API_LOG_PER_MINUTE are written a minute, the rest counted. */
+    pthread_mutex_t log_lock;
+    int64_t log_window_ms; /* guarded by log_lock: when the minute being counted began */
+    unsigned log_lines;    /* guarded by log_lock: written in it */
+    unsigned log_held;     /* guarded by log_lock: held back in it */
 };
 
 /* One request's state, in libmicrohttpd's *req_cls from its first call to its completion. */
@@ -185,10 +194,13 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    struct api_server *s = cls;
+    unsigned held = 0;
+    bool write;
     char line[512];
+    int64_t now;
     size_t n;
 
-    (void)cls;
     (void)vsnprintf(line, sizeof(line), fmt, ap);
     n = strlen(line);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
@@ -198,10 +210,30 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
      * debugging: the cuts are told once a minute. */
     if (strncmp(line, "Failed to send", 14) == 0 ||
         strncmp(line, "Connection socket is closed", 27) == 0 ||
-        strncmp(line, "Connection was closed by remote side", 36) == 0)
+        strncmp(line, "Connection was closed by remote side", 36) == 0) {
         core_log_debug("api: libmicrohttpd: %s", line);
+        return;
+    }
+    now = now_ms();
+    pthread_mutex_lock(&s->log_lock);
+    if (now - s->log_window_ms >= 60000) {
+        held = s->log_held;
+        s->log_window_ms = now;
+        s->log_lines = 0;
+        s->log_held = 0;
+    }
+    write = s->log_lines < API_LOG_PER_MINUTE;
+    if (write)
+        s->log_lines++;
     else
+        s->log_held++;
+    pthread_mutex_unlock(&s->log_lock);
+    if (held)
+        core_log_warn("api: libmicrohttpd: %u more warnings in the last minute not shown", held);
+    if (write)
         core_log_warn("api: libmicrohttpd: %s", line);
+    else
+        core_log_debug("api: libmicrohttpd: %s", line);
 }
 
 static uint64_t uptime_seconds(const struct api_server *s)
@@ -1032,6 +1064,7 @@ static void server_free(struct api_server *s)
     api_guard_free(s->guard);
     pthread_cond_destroy(&s->watch_wake);
     pthread_mutex_destroy(&s->watch_lock);
+    pthread_mutex_destroy(&s->log_lock);
     free(s);
 }
 
@@ -1130,6 +1163,8 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
         return -ENOMEM;
     }
     pthread_mutex_init(&s->watch_lock, NULL);
+    pthread_mutex_init(&s->log_lock, NULL);
+    s->log_window_ms = now_ms();
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&s->watch_wake, &attr);
@@ -1198,7 +1233,7 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     /* The limits, explicit (see per_ip_limit()). On success the daemon owns fd and closes it
      * in MHD_stop_daemon(). */
     s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_SERVER_CONNECTION_LIMIT,

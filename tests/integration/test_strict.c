@@ -343,6 +343,29 @@ static void test_strict_if_none_match_headers_combine(void **state)
     wire_fini(&w);
 }
 
+/* What a peer gets libmicrohttpd to warn about cannot flood the daemon's log. */
+static void test_strict_library_warnings_are_bounded(void **state)
+{
+    struct it_daemon *d = daemon_of(state);
+    char *log, *p;
+    int lines = 0;
+
+    for (int i = 0; i < 40; i++) {
+        struct wire w;
+
+        exchange(d, "GET /api/v1/health HTTP/2.0\r\nHost: localhost\r\n\r\n", &w);
+        assert_int_equal(w.status, 505);
+        wire_fini(&w);
+    }
+    it_assert_daemon_alive(d);
+    log = it_daemon_stderr(d);
+    for (p = log; (p = strstr(p, "warn: api: libmicrohttpd:")); p++)
+        lines++;
+    free(log);
+    assert_true(lines >= 1);
+    assert_true(lines <= 10);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
@@ -358,6 +381,7 @@ int main(void)
         T(test_strict_repeated_query_parameter_is_400_naming_it),
         T(test_strict_if_match_headers_combine),
         T(test_strict_if_none_match_headers_combine),
+        T(test_strict_library_warnings_are_bounded),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
