@@ -71,6 +71,16 @@ struct core_service {
     int (*env_check)(const json_t *opts, const struct core_svc_env *env, bool usable,
                      struct core_err *err);
 
+    /*
+     * Optional: what a running listener of this service holds alone (a directory, resolved),
+     * as a name into buf (len bytes); "" when nothing. Two enabled listeners of one set whose
+     * names are equal are refused before anything changes (-EBUSY, field claim_field), so a
+     * dry run sees the clash the real change would meet. Returns 0 or a negative errno. Any
+     * thread; reads the file system.
+     */
+    int (*claim)(const json_t *opts, const struct core_svc_env *env, char *buf, size_t len);
+    const char *claim_field;
+
     /* Creates the per-listener state from checked options. Called when the listener starts,
      * before its workers. Returns 0 or a negative errno (err says why). */
     int (*instance_new)(const json_t *opts, enum core_transport t, const struct core_svc_env *env,

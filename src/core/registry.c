@@ -416,6 +416,65 @@ static int env_check(const struct core_registry *r, const struct core_listener_c
     return cfg->svc->env_check ? cfg->svc->env_check(cfg->options, &env, usable, err) : 0;
 }
 
+/* The configuration item i leaves in the set, or NULL for a deletion. */
+static const struct core_listener_cfg *item_cfg(const struct item *it)
+{
+    if (it->kind == ITEM_DELETE)
+        return NULL;
+    return it->kind == ITEM_KEEP ? core_listener_cfg(it->l) : it->cfg;
+}
+
+/* What item i claims (core_service.claim), into buf; "" for nothing. */
+static int item_claim(const struct core_registry *r, const struct item *it, char *buf, size_t len)
+{
+    const struct core_listener_cfg *cfg = item_cfg(it);
+    struct core_svc_env env;
+
+    buf[0] = '\0';
+    if (!cfg || !cfg->enabled || !cfg->svc->claim)
+        return 0;
+    env = (struct core_svc_env){.listener_id = cfg->id,
+                                .state_dir = r->state_dir,
+                                .protected_paths = r->services->protected_paths};
+    return cfg->svc->claim(cfg->options, &env, buf, len);
+}
+
+/*
+ * Whether two enabled listeners of the set the plan leaves claim the same thing (two backup
+ * listeners, one directory): -EBUSY naming the one the plan creates or changes.
+ */
+static int plan_check_claims(const struct core_registry *r, const struct plan *p,
+                             struct core_change *ch, struct core_err *err)
+{
+    char(*names)[PATH_MAX];
+    int rc = 0;
+
+    names = calloc(p->n + 1, sizeof(*names));
+    if (!names)
+        return core_err_set(err, -ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < p->n && rc == 0; i++) {
+        const struct item *it = &p->items[i];
+
+        if (item_claim(r, it, names[i], sizeof(names[i])) < 0)
+            names[i][0] = '\0'; /* cannot tell: left to the start to find out */
+        for (size_t k = 0; k < i && names[i][0]; k++) {
+            const struct item *a = it->kind == ITEM_KEEP ? &p->items[k] : it;
+            const struct item *b = a == it ? &p->items[k] : it;
+
+            if (strcmp(names[k], names[i]) != 0 ||
+                (it->kind == ITEM_KEEP && p->items[k].kind == ITEM_KEEP))
+                continue;
+            core_err_set(err, -EBUSY, item_cfg(a)->svc->claim_field,
+                         "%s: %s is held by listener %s as well", item_cfg(a)->svc->claim_field,
+                         names[i], item_cfg(b)->id);
+            rc = item_fault(a, -EBUSY, ch, err);
+            break;
+        }
+    }
+    free(names);
+    return rc;
+}
+
 /* Whether what the plan creates or changes may run where it would (dry runs and real ones). */
 static int plan_check_env(const struct core_registry *r, const struct plan *p,
                           struct core_change *ch, struct core_err *err)
@@ -430,7 +489,7 @@ static int plan_check_env(const struct core_registry *r, const struct plan *p,
         if (rc < 0)
             return item_fault(it, rc, ch, err);
     }
-    return 0;
+    return plan_check_claims(r, p, ch, err);
 }
 
 /* A dry run: whether each socket the plan needs can be bound now. */

@@ -1737,6 +1737,19 @@ static int resolve_dir(const json_t *opts, const struct core_svc_env *env, char 
     return 0;
 }
 
+/* The directory a running listener holds, resolved (core_service.claim). */
+static int backup_claim(const json_t *opts, const struct core_svc_env *env, char *buf, size_t len)
+{
+    char given[PATH_MAX], resolved[PATH_MAX];
+    int r = resolve_dir(opts, env, given, sizeof(given), NULL);
+
+    if (r == 0)
+        r = path_resolve(given, resolved);
+    if (r == 0 && (size_t)snprintf(buf, len, "%s", resolved) >= len)
+        r = -ENAMETOOLONG;
+    return r;
+}
+
 static uint64_t opt_u64(const json_t *opts, const char *key, uint64_t def)
 {
     const json_t *v = json_object_get(opts, key);
@@ -2016,6 +2029,8 @@ const struct core_service svc_backup = {
     .n_counters = C_COUNT,
     .options_check = backup_options_check,
     .env_check = backup_env_check,
+    .claim = backup_claim,
+    .claim_field = "options.directory",
     .instance_new = backup_instance_new,
     .instance_free = backup_instance_free,
     .session_size = sizeof(struct backup_sess),

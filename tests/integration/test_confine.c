@@ -407,6 +407,36 @@ static void test_confine_dry_run_refuses_what_the_real_call_refuses(void **state
     free(dir);
 }
 
+/* Two listeners of one whole configuration naming one directory: the dry run says what the
+ * real change says, and names the second. */
+static void test_confine_one_directory_twice_in_one_config_refused(void **state)
+{
+    struct it_fixture *f = fix(state);
+    char *dir = path_in(f->dir, "shared"), *alias = path_in(f->dir, "alias/../shared");
+    char *body = NULL;
+    struct it_http r;
+    json_t *h;
+
+    assert_true(asprintf(&body,
+                         "{\"listeners\":[{\"id\":\"p\",\"service\":\"backup\",\"port\":0,"
+                         "\"address\":\"127.0.0.1\",\"options\":{\"directory\":\"%s\"}},"
+                         "{\"id\":\"q\",\"service\":\"backup\",\"port\":0,"
+                         "\"address\":\"127.0.0.1\",\"options\":{\"directory\":\"%s\"}}]}",
+                         dir, alias) > 0);
+    it_http(&f->d, "PUT", "/api/v1/config?dry_run=true", body, &r);
+    it_assert_problem(&r, 409, "listeners[1].options.directory");
+    it_http_fini(&r);
+    it_http(&f->d, "PUT", "/api/v1/config", body, &r);
+    it_assert_problem(&r, 409, "listeners[1].options.directory");
+    it_http_fini(&r);
+    h = it_http_expect(&f->d, "GET", "/api/v1/health", NULL, 200);
+    assert_int_equal(it_json_int(h, "listeners"), 0);
+    json_decref(h);
+    free(body);
+    free(alias);
+    free(dir);
+}
+
 /* ---- a change rolled back ---- */
 
 static void test_confine_rolled_back_config_leaves_no_directory(void **state)
@@ -588,6 +618,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_confine_bad_directories_are_400_never_404_or_500,
                                         it_fixture_setup, teardown_mounts),
         T(test_confine_dry_run_refuses_what_the_real_call_refuses),
+        T(test_confine_one_directory_twice_in_one_config_refused),
         T(test_confine_rolled_back_config_leaves_no_directory),
         T(test_confine_upload_during_directory_change_listed_or_refused),
     };
