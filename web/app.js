@@ -243,6 +243,11 @@ function renderState(el, status, enabled, refusal = '') {
   el.replaceChildren(...parts);
 }
 
+/* The refusal to show next to l: none once it runs, however the page learnt that. */
+function refusalOf(l) {
+  return l.status?.state === 'running' ? '' : model.refusals.get(l.id) || '';
+}
+
 function boundText(l) {
   const bound = l.status?.bound;
   if (Array.isArray(bound) && bound.length) return { text: bound.join(', '), bound: true };
@@ -321,7 +326,7 @@ function updateRow(tr, l) {
   setText(c.transport, (l.transport ?? '').toUpperCase());
   renderBound(c.bound, l);
   setText(c.model, l.model ?? '');
-  renderState(c.state, l.status, l.enabled, model.refusals.get(l.id));
+  renderState(c.state, l.status, l.enabled, refusalOf(l));
   setNumber(c.active, m.connections_active, formatInt);
   setNumber(c.bytes_in, m.bytes_in, formatBytes, `${formatInt(m.bytes_in)} bytes`);
   setNumber(c.rate_in, r ? r.bytes_in : null, formatRate);
@@ -508,7 +513,7 @@ function renderDetails() {
   section.hidden = false;
   section.dataset.id = l.id;
   setText(byId('details-heading'), l.id);
-  renderState(byId('details-state'), l.status, l.enabled, model.refusals.get(l.id));
+  renderState(byId('details-state'), l.status, l.enabled, refusalOf(l));
   const st = l.status?.state;
   const err = byId('details-error');
   err.hidden = !l.status?.error;
