@@ -282,8 +282,9 @@ echo "{\"mode\":\"idle_server\",\"tag\":\"idle|$IDLE_MODEL\",\"connections_activ
 MACHINE="load average $LOAD_BEFORE at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end; $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r)"
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null)" ]; then COMMIT="$COMMIT (with uncommitted changes)"; fi
+report_rc=0
 python3 - "$RES" "$OUT" "$MACHINE" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$COMMIT" "$D" "$REPS" \
-    "$UPLOAD_BYTES" "$WORKERS" "${MODELS[*]:-}" "$QUICK" <<'PY'
+    "$UPLOAD_BYTES" "$WORKERS" "${MODELS[*]:-}" "$QUICK" <<'PY' || report_rc=$?
 import json, statistics, sys
 from collections import defaultdict
 
@@ -297,6 +298,21 @@ for line in open(res):
             rows.append(json.loads(line))
         except ValueError:
             pass
+
+# A measurement without latency data (no lat_us, or no sample in it) is a failed run, never a
+# figure of 0 that meets a target: the report is written, then run.sh exits 1.
+no_latency = []
+for r in rows:
+    if r.get("tag", "").split("|")[0] in ("tcp", "udp", "api"):
+        lat = r.get("lat_us")
+        if not isinstance(lat, dict) or not lat.get("count") or not all(
+                isinstance(lat.get(k), (int, float)) for k in ("p50", "p90", "p99", "p999", "max")):
+            no_latency.append(r.get("tag"))
+
+def lat(r, k):
+    """A latency figure of row r, or None (shown n/a) when it has none."""
+    l = r.get("lat_us")
+    return l.get(k) if isinstance(l, dict) and l.get("count") else None
 
 def med(xs):
     xs = [x for x in xs if x is not None]
@@ -349,8 +365,8 @@ for (conns, size) in sorted(tcp, key=lambda k: (k[1], k[0])):
         rs = [ratio(rep[s]["msgs_per_s"], rep.get("socat", {}).get("msgs_per_s")) for rep in reps_d.values() if s in rep]
         L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             s, fmt(med([x["msgs_per_s"] for x in runs])), fmt(med([x["mb_per_s"] for x in runs]), ".2f"),
-            fmt(med([x["lat_us"]["p50"] for x in runs]), ".1f"), fmt(med([x["lat_us"]["p99"] for x in runs]), ".1f"),
-            fmt(med([x["lat_us"]["p999"] for x in runs]), ".1f"), sum(x.get("lost", 0) for x in runs),
+            fmt(med([lat(x, "p50") for x in runs]), ".1f"), fmt(med([lat(x, "p99") for x in runs]), ".1f"),
+            fmt(med([lat(x, "p999") for x in runs]), ".1f"), sum(x.get("lost", 0) for x in runs),
             fmt(med(rr), ".2f"), fmt(med(rs), ".2f")))
         if s == "event" and conns in (50, 500):
             targets.append(("event ≥ 0.95× reference epoll echo, %d conns, %d B" % (conns, size), med(rr), 0.95, "ge", None, rr))
@@ -374,8 +390,8 @@ if udp:
             runs = [rep[s] for rep in udp[size].values() if s in rep]
             rr = [ratio(rep[s]["msgs_per_s"], rep.get("ref", {}).get("msgs_per_s")) for rep in udp[size].values() if s in rep]
             L.append("| %d | %s | %s | %s | %s | %s | %s |" % (
-                size, s, fmt(med([x["msgs_per_s"] for x in runs])), fmt(med([x["lat_us"]["p50"] for x in runs]), ".1f"),
-                fmt(med([x["lat_us"]["p99"] for x in runs]), ".1f"), sum(x.get("lost", 0) for x in runs), fmt(med(rr), ".2f")))
+                size, s, fmt(med([x["msgs_per_s"] for x in runs])), fmt(med([lat(x, "p50") for x in runs]), ".1f"),
+                fmt(med([lat(x, "p99") for x in runs]), ".1f"), sum(x.get("lost", 0) for x in runs), fmt(med(rr), ".2f")))
             if s == "sockserv":
                 targets.append(("UDP ≥ 0.95× recvmmsg reference, %d B" % size, med(rr), 0.95, "ge", None, rr))
     L.append("")
@@ -411,12 +427,13 @@ if api:
     L.append("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in api:
         t = r["tag"].split("|")
-        l = r["lat_us"]
-        L.append("| %s | `%s` | %d | %d | %.2f | %.2f | %.2f | %.2f |" % (
-            t[1], t[2], r["requests"], r["errors"], l["p50"] / 1000, l["p90"] / 1000, l["p99"] / 1000, l["max"] / 1000))
+        ms = {k: lat(r, k) / 1000 if lat(r, k) is not None else None for k in ("p50", "p90", "p99", "max")}
+        L.append("| %s | `%s` | %d | %d | %s | %s | %s | %s |" % (
+            t[1], t[2], r["requests"], r["errors"], fmt(ms["p50"], ".2f"), fmt(ms["p90"], ".2f"),
+            fmt(ms["p99"], ".2f"), fmt(ms["max"], ".2f")))
         if t[1] == "saturated":
             targets.append(("control API p99 < 5 ms while saturated, `%s`" % t[2],
-                            l["p99"] / 1000 if r["requests"] and not r["errors"] else None, 5.0, "lt"))
+                            ms["p99"] if r["requests"] and not r["errors"] else None, 5.0, "lt"))
     L.append("")
 
 # idle
@@ -473,7 +490,15 @@ for name, verdict, spread in missed:
 L.append("- The figures are only as quiet as the machine: the load average above counts every "
          "process on it, not only these; a wide per-round range says the machine was busy.")
 L.append("")
+if no_latency:
+    L.append("- No latency data (a failed measurement): %s." % ", ".join("`%s`" % t for t in no_latency))
+if not any(r.get("tag", "").startswith("api|") for r in rows):
+    no_latency.append("the control API (no api| row)")
 open(out, "w").write("\n".join(L) + "\n")
+if no_latency:
+    sys.stderr.write("run.sh: no latency data for %s\n" % ", ".join(no_latency))
+    sys.exit(1)
 PY
 echo "run.sh: wrote $OUT" >&2
 cat "$OUT"
+exit "$report_rc"

@@ -3,6 +3,9 @@
 # playwright-core from package-lock.json. Installs what is missing first: Debian's nodejs, npm,
 # chromium and a font, then `npm ci` when node_modules is missing or older than the lock file.
 #
+# Prints how many tests ran, skipped (and why) and failed (scripts/test_report.py): with CI=true
+# a skip that tests/skips.txt does not allow fails the run, as in scripts/test.sh.
+#
 # SOCKSERV_BIN     the daemon to test (default build/sockserv)
 # SOCKSERV_BUILD_DIR  where e2e-screenshots/ goes (default build)
 set -euo pipefail
@@ -52,4 +55,10 @@ fi
 
 mkdir -p "$SOCKSERV_BUILD_DIR/e2e-screenshots"
 echo "== end-to-end tests of the dashboard (headless Chromium; screenshots in $SOCKSERV_BUILD_DIR/e2e-screenshots) and the OpenAPI contract"
-node --test tests/e2e/*.test.mjs tests/contract/*.test.mjs </dev/null
+tap="$SOCKSERV_BUILD_DIR/e2e-tap.txt"
+rc=0
+node --test --test-reporter=spec --test-reporter-destination=stdout \
+    --test-reporter=tap --test-reporter-destination="$tap" \
+    tests/e2e/*.test.mjs tests/contract/*.test.mjs </dev/null || rc=$?
+scripts/test_report.py tap e2e "$tap" || rc=1
+exit "$rc"

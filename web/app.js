@@ -27,6 +27,10 @@ const model = {
   mode: 'connecting',
   lastUpdate: 0,
   health: null, // { version, uptime_seconds, listeners, at }
+  // id -> why the daemon refused this page's last start or stop of it ("Start refused: bind
+  // ...: Address already in use"): shown next to the listener until it runs, or an action or
+  // an edit of it here succeeds.
+  refusals: new Map(),
 };
 
 /* ---- the model ---- */
@@ -44,6 +48,7 @@ function pushHistory(id, t, rin, rout, active) {
 
 function forget(id) {
   model.listeners.delete(id);
+  model.refusals.delete(id);
   model.rates.delete(id);
   model.samples.delete(id);
   model.history.delete(id);
@@ -56,6 +61,7 @@ function forget(id) {
 function upsert(l) {
   if (!l || typeof l.id !== 'string') return;
   model.listeners.set(l.id, l);
+  if (l.status?.state === 'running') model.refusals.delete(l.id);
   touched();
 }
 
@@ -69,6 +75,7 @@ const STALE_MS = 5000;
 
 function upsertLocal(l) {
   localChange.set(l.id, Date.now());
+  model.refusals.delete(l.id);
   localDelete.delete(l.id);
   upsert(l);
 }
@@ -157,6 +164,7 @@ function applyState(ev) {
     error: ev.error ?? null,
     since: ev.since ?? l.status?.since,
   };
+  if (ev.state === 'running') model.refusals.delete(ev.id);
   touched();
 }
 
@@ -193,11 +201,14 @@ function setNumber(td, value, format, title) {
 
 const STATE_ICONS = { running: '●', starting: '◔', stopping: '◔', stopped: '○', failed: '✕' };
 
-/* Fills el with the state as text (an icon beside it, not only colour) and the reason. */
-function renderState(el, status, enabled) {
+/*
+ * Fills el with the state as text (an icon beside it, not only colour) and the reason: the
+ * daemon's (status.error), or why it refused this page's last start or stop (refusal).
+ */
+function renderState(el, status, enabled, refusal = '') {
   const state = status?.state || 'unknown';
   const error = status?.error || '';
-  const key = `${state}|${error}|${enabled}`;
+  const key = `${state}|${error}|${enabled}|${refusal}`;
   if (el.dataset.key === key) return;
   el.dataset.key = key;
   el.dataset.state = state;
@@ -217,13 +228,24 @@ function renderState(el, status, enabled) {
     reason.className = 'state-reason';
     reason.textContent = error;
     parts.push(reason);
-  } else if (state === 'stopped' && enabled) {
+  }
+  if (refusal) {
+    const reason = document.createElement('span');
+    reason.className = 'state-reason refusal';
+    reason.textContent = refusal;
+    parts.push(reason);
+  } else if (!error && state === 'stopped' && enabled) {
     const reason = document.createElement('span');
     reason.className = 'state-reason quiet';
     reason.textContent = 'enabled, not running';
     parts.push(reason);
   }
   el.replaceChildren(...parts);
+}
+
+/* The refusal to show next to l: none once it runs, however the page learnt that. */
+function refusalOf(l) {
+  return l.status?.state === 'running' ? '' : model.refusals.get(l.id) || '';
 }
 
 function boundText(l) {
@@ -304,7 +326,7 @@ function updateRow(tr, l) {
   setText(c.transport, (l.transport ?? '').toUpperCase());
   renderBound(c.bound, l);
   setText(c.model, l.model ?? '');
-  renderState(c.state, l.status, l.enabled);
+  renderState(c.state, l.status, l.enabled, refusalOf(l));
   setNumber(c.active, m.connections_active, formatInt);
   setNumber(c.bytes_in, m.bytes_in, formatBytes, `${formatInt(m.bytes_in)} bytes`);
   setNumber(c.rate_in, r ? r.bytes_in : null, formatRate);
@@ -491,7 +513,7 @@ function renderDetails() {
   section.hidden = false;
   section.dataset.id = l.id;
   setText(byId('details-heading'), l.id);
-  renderState(byId('details-state'), l.status, l.enabled);
+  renderState(byId('details-state'), l.status, l.enabled, refusalOf(l));
   const st = l.status?.state;
   const err = byId('details-error');
   err.hidden = !l.status?.error;
@@ -745,6 +767,10 @@ async function act(id, what) {
     notice(`Listener ${id} ${what === 'start' ? 'started' : 'stopped'}: ${where(res)}.`);
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) forgetLocal(id);
+    else if (e instanceof ApiError && e.status !== 401) {
+      model.refusals.set(id, `${what === 'start' ? 'Start' : 'Stop'} refused: ${e.detail}`);
+      touched();
+    }
     notice(`Could not ${what} ${id}: ${describeFailure(e)}`, 'error');
   } finally {
     busy.delete(id);

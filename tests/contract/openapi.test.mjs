@@ -51,12 +51,13 @@ function resolveRef(node) {
 }
 
 /**
- * Sends a request (to the daemon at base, the main one by default) and checks the answer
- * against the spec: the status is documented for the operation, and a body is of a documented
- * media type and valid against its schema. POST, PUT and PATCH say contentType (null: none)
- * with or without a body, as the daemon requires.
+ * Sends a request (to the daemon at base, the main one by default) and checks the answer: its
+ * status is expected, and the spec documents that status for the operation (a `default`
+ * response does not count), and a body is of a documented media type and valid against its
+ * schema. POST, PUT and PATCH say contentType (null: none) with or without a body, as the
+ * daemon requires.
  */
-async function call(method, p, { body, contentType = 'application/json', headers = {}, base } = {}) {
+async function call(expected, method, p, { body, contentType = 'application/json', headers = {}, base } = {}) {
   const init = { method, headers: { ...headers } };
   if (contentType && (body !== undefined || ['POST', 'PUT', 'PATCH'].includes(method))) {
     init.headers['Content-Type'] = contentType;
@@ -64,7 +65,7 @@ async function call(method, p, { body, contentType = 'application/json', headers
   if (body !== undefined) init.body = typeof body === 'string' ? body : JSON.stringify(body);
   const res = await fetch((base || daemon.url) + p, init);
   const text = await res.text();
-  return check(method, p, res.status, (name) => res.headers.get(name), text);
+  return check(expected, method, p, res.status, (name) => res.headers.get(name), text);
 }
 
 /**
@@ -72,7 +73,7 @@ async function call(method, p, { body, contentType = 'application/json', headers
  * it by its Content-Length alone (sending the body too would race the daemon's close against
  * the client's writes). Checked like call().
  */
-async function callAnnounced(method, p, length) {
+async function callAnnounced(expected, method, p, length) {
   const { hostname, port } = new URL(daemon.url);
   const raw = await new Promise((resolve, reject) => {
     const s = net.connect(Number(port), hostname);
@@ -101,19 +102,21 @@ async function callAnnounced(method, p, length) {
     const i = l.indexOf(':');
     return [l.slice(0, i).trim().toLowerCase(), l.slice(i + 1).trim()];
   }));
-  return check(method, p, status, (name) => headers.get(name.toLowerCase()) ?? null, raw.body);
+  return check(expected, method, p, status, (name) => headers.get(name.toLowerCase()) ?? null, raw.body);
 }
 
-/** Checks an answer (status, header getter, body text) against the spec; see call(). */
-function check(method, p, status, header, text) {
+/** Checks an answer (status, header getter, body text) against expected and the spec; see call(). */
+function check(expected, method, p, status, header, text) {
+  assert.equal(typeof expected, 'number', `${method} ${p}: every call says the status it expects`);
   const res = { status, headers: { get: header } };
+  assert.equal(status, expected, `${method} ${p} answered ${status}, not ${expected}: ${text.slice(0, 300)}`);
   const pathOnly = p.split('?')[0];
   const template = templateOf(pathOnly);
   assert.ok(template, `${pathOnly} is not in the spec`);
   // HEAD is answered as GET without the body, on every GET route.
   const op = spec.paths[template][method === 'HEAD' ? 'get' : method.toLowerCase()];
   assert.ok(op, `${method} ${template} is not in the spec`);
-  const response = resolveRef(op.responses[String(res.status)] || op.responses.default);
+  const response = resolveRef(op.responses[String(res.status)]);
   assert.ok(response, `${method} ${p} answered ${res.status}, which the spec does not document (${text.slice(0, 200)})`);
   exercised.add(`${method === 'HEAD' ? 'GET' : method} ${template}`);
   const type = (res.headers.get('content-type') || '').split(';')[0].trim();
@@ -137,7 +140,7 @@ function check(method, p, status, header, text) {
 }
 
 /** A GET with the given Host header (fetch() does not let one be set), checked as call() does. */
-function getWithHost(base, p, host) {
+function getWithHost(expected, base, p, host) {
   return new Promise((resolve, reject) => {
     const req = http.get(base + p, { headers: { Host: host } }, (res) => {
       let text = '';
@@ -145,7 +148,7 @@ function getWithHost(base, p, host) {
       res.on('data', (d) => { text += d; });
       res.on('end', () => {
         try {
-          resolve(check('GET', p, res.statusCode, (name) => res.headers[name.toLowerCase()] ?? null, text));
+          resolve(check(expected, 'GET', p, res.statusCode, (name) => res.headers[name.toLowerCase()] ?? null, text));
         } catch (e) {
           reject(e);
         }
@@ -204,128 +207,115 @@ test('every path of the spec is served with exactly the methods the spec lists',
 });
 
 test('listener routes answer as documented, successes and errors', async () => {
-  await call('GET', '/api/v1/health');
-  await call('GET', '/api/v1/listeners');
-  const created = await call('POST', '/api/v1/listeners', {
+  await call(200, 'GET', '/api/v1/health');
+  await call(200, 'GET', '/api/v1/listeners');
+  const created = await call(201, 'POST', '/api/v1/listeners', {
     body: { id: 'c1', service: 'echo', transport: 'tcp', address: '127.0.0.1', port: 0 },
   });
-  assert.equal(created.status, 201);
-  await call('POST', '/api/v1/listeners', { body: { id: 'u1', service: 'echo', transport: 'udp', port: 0 } });
-  await call('POST', '/api/v1/listeners', { body: { id: 'd1', service: 'date', transport: 'udp', port: 0 } });
-  assert.equal((await call('POST', '/api/v1/listeners', { body: { id: 'c1', service: 'echo', port: 0 } })).status, 409);
-  assert.equal((await call('POST', '/api/v1/listeners', { body: { service: 'echo', port: 70000 } })).status, 400);
-  assert.equal((await call('POST', '/api/v1/listeners', { body: '{"service":' })).status, 400);
-  assert.equal((await call('POST', '/api/v1/listeners', { body: 'x', contentType: 'text/plain' })).status, 415);
-  assert.equal((await callAnnounced('POST', '/api/v1/listeners', 1024 * 1024 + 1)).status, 413);
-  await call('GET', '/api/v1/listeners');
-  await call('GET', '/api/v1/listeners/c1');
-  assert.equal((await call('GET', '/api/v1/listeners/nope')).status, 404);
-  assert.equal((await call('PUT', '/api/v1/listeners/p1', { body: { service: 'echo', port: 0 } })).status, 201);
-  assert.equal((await call('PUT', '/api/v1/listeners/p1', { body: { service: 'echo', port: 0, options: { mode: 'once' } } })).status, 200);
-  assert.equal((await call('PUT', '/api/v1/listeners/p1', { body: { service: 'echo' } })).status, 400);
-  assert.equal((await call('PATCH', '/api/v1/listeners/p1', { body: { idle_timeout_ms: 1000 }, contentType: 'application/merge-patch+json' })).status, 200);
-  assert.equal((await call('PATCH', '/api/v1/listeners/p1', { body: { model: 'no-such-model' } })).status, 400);
-  assert.equal((await call('PATCH', '/api/v1/listeners/nope', { body: {} })).status, 404);
+  await call(201, 'POST', '/api/v1/listeners', { body: { id: 'u1', service: 'echo', transport: 'udp', port: 0 } });
+  await call(201, 'POST', '/api/v1/listeners', { body: { id: 'd1', service: 'date', transport: 'udp', port: 0 } });
+  await call(409, 'POST', '/api/v1/listeners', { body: { id: 'c1', service: 'echo', port: 0 } });
+  await call(400, 'POST', '/api/v1/listeners', { body: { service: 'echo', port: 70000 } });
+  await call(400, 'POST', '/api/v1/listeners', { body: '{"service":' });
+  await call(415, 'POST', '/api/v1/listeners', { body: 'x', contentType: 'text/plain' });
+  await callAnnounced(413, 'POST', '/api/v1/listeners', 1024 * 1024 + 1);
+  await call(200, 'GET', '/api/v1/listeners');
+  await call(200, 'GET', '/api/v1/listeners/c1');
+  await call(404, 'GET', '/api/v1/listeners/nope');
+  await call(201, 'PUT', '/api/v1/listeners/p1', { body: { service: 'echo', port: 0 } });
+  await call(200, 'PUT', '/api/v1/listeners/p1', { body: { service: 'echo', port: 0, options: { mode: 'once' } } });
+  await call(400, 'PUT', '/api/v1/listeners/p1', { body: { service: 'echo' } });
+  await call(200, 'PATCH', '/api/v1/listeners/p1', { body: { idle_timeout_ms: 1000 }, contentType: 'application/merge-patch+json' });
+  await call(400, 'PATCH', '/api/v1/listeners/p1', { body: { model: 'no-such-model' } });
+  await call(404, 'PATCH', '/api/v1/listeners/nope', { body: {} });
   const port = await freePort();
   const blocker = net.createServer().listen(port, '127.0.0.1');
   await new Promise((resolve) => blocker.once('listening', resolve));
   try {
-    assert.equal((await call('POST', '/api/v1/listeners', { body: { id: 'busy', service: 'echo', address: '127.0.0.1', port } })).status, 409);
-    assert.equal((await call('PATCH', '/api/v1/listeners/p1', { body: { address: '127.0.0.1', port } })).status, 409);
+    await call(409, 'POST', '/api/v1/listeners', { body: { id: 'busy', service: 'echo', address: '127.0.0.1', port } });
+    await call(409, 'PATCH', '/api/v1/listeners/p1', { body: { address: '127.0.0.1', port } });
   } finally {
     blocker.close();
   }
-  assert.equal((await call('POST', '/api/v1/listeners/c1/stop')).status, 200);
-  assert.equal((await call('POST', '/api/v1/listeners/c1/start')).status, 200);
-  assert.equal((await call('POST', '/api/v1/listeners/nope/start')).status, 404);
-  assert.equal((await call('POST', '/api/v1/listeners/nope/stop')).status, 404);
-  await call('GET', '/api/v1/listeners/c1/metrics');
-  assert.equal((await call('GET', '/api/v1/listeners/nope/metrics')).status, 404);
-  await call('GET', '/api/v1/metrics');
-  const prom = await call('GET', '/metrics');
-  assert.equal(prom.status, 200);
+  await call(200, 'POST', '/api/v1/listeners/c1/stop');
+  await call(200, 'POST', '/api/v1/listeners/c1/start');
+  await call(404, 'POST', '/api/v1/listeners/nope/start');
+  await call(404, 'POST', '/api/v1/listeners/nope/stop');
+  await call(200, 'GET', '/api/v1/listeners/c1/metrics');
+  await call(404, 'GET', '/api/v1/listeners/nope/metrics');
+  await call(200, 'GET', '/api/v1/metrics');
+  const prom = await call(200, 'GET', '/metrics');
   assert.equal(prom.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
   assert.match(prom.text, /^sockserv_listener_up\{listener="c1",service="echo",transport="tcp"\} 1$/m);
-  assert.equal((await call('DELETE', '/api/v1/listeners/p1')).status, 204);
-  assert.equal((await call('DELETE', '/api/v1/listeners/p1')).status, 404);
-  const head = await call('HEAD', '/api/v1/listeners');
-  assert.equal(head.status, 200);
+  await call(204, 'DELETE', '/api/v1/listeners/p1');
+  await call(404, 'DELETE', '/api/v1/listeners/p1');
+  const head = await call(200, 'HEAD', '/api/v1/listeners');
 });
 
 test('backup files routes answer as documented', async () => {
-  if (!spec.paths['/api/v1/listeners/{id}/files']) return;
-  assert.equal((await call('POST', '/api/v1/listeners', { body: { id: 'b1', service: 'backup', port: 0 } })).status, 201);
-  await call('GET', '/api/v1/listeners/b1/files');
-  assert.equal((await call('GET', '/api/v1/listeners/c1/files')).status, 404);
-  assert.equal((await call('GET', '/api/v1/listeners/b1/files/missing.txt')).status, 404);
-  assert.equal((await call('GET', '/api/v1/listeners/b1/files/missing.txt?version=x')).status, 400);
+  assert.ok(spec.paths['/api/v1/listeners/{id}/files'], 'the spec documents the files route');
+  await call(201, 'POST', '/api/v1/listeners', { body: { id: 'b1', service: 'backup', port: 0 } });
+  await call(200, 'GET', '/api/v1/listeners/b1/files');
+  await call(404, 'GET', '/api/v1/listeners/c1/files');
+  await call(404, 'GET', '/api/v1/listeners/b1/files/missing.txt');
+  await call(400, 'GET', '/api/v1/listeners/b1/files/missing.txt?version=x');
 });
 
 /** The ids of a list of listeners, in order. */
 const idsOf = (listeners) => listeners.map((l) => l.id);
 
 test('changes of one listener take If-Match and dry_run, and answer ETags, as documented', async () => {
-  const one = await call('GET', '/api/v1/listeners/c1');
-  assert.equal(one.status, 200);
+  const one = await call(200, 'GET', '/api/v1/listeners/c1');
   const tag = one.headers.get('etag');
   assert.match(tag, /^"r[1-9][0-9]*"$/, 'GET of a listener sends its ETag');
   const patch = { idle_timeout_ms: one.json.idle_timeout_ms + 1000 };
 
   // A stale If-Match changes nothing and answers the current ETag.
-  const stale = await call('PATCH', '/api/v1/listeners/c1', { body: patch, headers: { 'If-Match': '"r999999"' } });
-  assert.equal(stale.status, 412);
+  const stale = await call(412, 'PATCH', '/api/v1/listeners/c1', { body: patch, headers: { 'If-Match': '"r999999"' } });
   assert.match(stale.json.detail, /^precondition failed: /);
   assert.equal(stale.headers.get('etag'), tag);
-  assert.equal((await call('POST', '/api/v1/listeners/c1/stop', { headers: { 'If-Match': 'W/' + tag } })).status, 412,
-    'a weak tag never matches');
-  assert.equal((await call('POST', '/api/v1/listeners', {
+  // A weak tag never matches.
+  await call(412, 'POST', '/api/v1/listeners/c1/stop', { headers: { 'If-Match': 'W/' + tag } });
+  await call(412, 'POST', '/api/v1/listeners', {
     body: { id: 'm1', service: 'echo', address: '127.0.0.1', port: 0 }, headers: { 'If-Match': '*' },
-  })).status, 412, 'a listener being created has no ETag yet');
+  });
 
   // Dry runs answer the diff and change nothing.
-  const dry = await call('PATCH', '/api/v1/listeners/c1?dry_run=true', { body: patch, headers: { 'If-Match': tag } });
-  assert.equal(dry.status, 200);
+  const dry = await call(200, 'PATCH', '/api/v1/listeners/c1?dry_run=true', { body: patch, headers: { 'If-Match': tag } });
   assert.equal(dry.json.dry_run, true);
   assert.equal(dry.headers.get('etag'), null, 'a dry run sends no ETag');
   assert.deepEqual(dry.json.diff.map((d) => [d.id, d.action, d.fields]), [['c1', 'change', ['idle_timeout_ms']]]);
-  assert.equal((await call('GET', '/api/v1/listeners/c1')).json.idle_timeout_ms, one.json.idle_timeout_ms);
-  const dryCreate = await call('POST', '/api/v1/listeners?dry_run=1', {
+  assert.equal((await call(200, 'GET', '/api/v1/listeners/c1')).json.idle_timeout_ms, one.json.idle_timeout_ms);
+  const dryCreate = await call(200, 'POST', '/api/v1/listeners?dry_run=1', {
     body: { id: 'x1', service: 'echo', address: '127.0.0.1', port: 0 },
   });
-  assert.equal(dryCreate.status, 200);
   assert.deepEqual(dryCreate.json.diff, [{ id: 'x1', action: 'create' }]);
-  assert.equal((await call('GET', '/api/v1/listeners/x1')).status, 404);
-  const dryDelete = await call('DELETE', '/api/v1/listeners/c1?dry_run=true', { headers: { 'If-Match': '*' } });
-  assert.equal(dryDelete.status, 200);
+  await call(404, 'GET', '/api/v1/listeners/x1');
+  const dryDelete = await call(200, 'DELETE', '/api/v1/listeners/c1?dry_run=true', { headers: { 'If-Match': '*' } });
   assert.deepEqual(dryDelete.json.diff, [{ id: 'c1', action: 'delete' }]);
-  const dryPut = await call('PUT', '/api/v1/listeners/c1?dry_run=true', { body: { ...one.json, ...patch } });
-  assert.equal(dryPut.status, 200);
+  const dryPut = await call(200, 'PUT', '/api/v1/listeners/c1?dry_run=true', { body: { ...one.json, ...patch } });
   assert.equal(dryPut.json.dry_run, true);
-  assert.equal((await call('POST', '/api/v1/listeners/c1/stop?dry_run=true')).status, 200);
-  assert.equal((await call('POST', '/api/v1/listeners/c1/start?dry_run=false')).status, 200);
-  assert.equal((await call('GET', '/api/v1/listeners/c1')).json.status.state, 'running');
-  const badDry = await call('DELETE', '/api/v1/listeners/c1?dry_run=maybe');
-  assert.equal(badDry.status, 400);
+  await call(200, 'POST', '/api/v1/listeners/c1/stop?dry_run=true');
+  await call(200, 'POST', '/api/v1/listeners/c1/start?dry_run=false');
+  assert.equal((await call(200, 'GET', '/api/v1/listeners/c1')).json.status.state, 'running');
+  const badDry = await call(400, 'DELETE', '/api/v1/listeners/c1?dry_run=maybe');
   assert.equal(badDry.json.field, 'dry_run');
-  assert.equal((await call('GET', '/api/v1/listeners/c1')).status, 200, 'a bad dry_run deletes nothing');
+  await call(200, 'GET', '/api/v1/listeners/c1');
 
   // The right If-Match applies the change, which answers the listener's new ETag.
-  const patched = await call('PATCH', '/api/v1/listeners/c1', { body: patch, headers: { 'If-Match': `"r1", ${tag}` } });
-  assert.equal(patched.status, 200);
+  const patched = await call(200, 'PATCH', '/api/v1/listeners/c1', { body: patch, headers: { 'If-Match': `"r1", ${tag}` } });
   assert.equal(patched.json.idle_timeout_ms, patch.idle_timeout_ms);
   const newTag = patched.headers.get('etag');
   assert.match(newTag, /^"r[1-9][0-9]*"$/);
   assert.notEqual(newTag, tag);
-  assert.equal((await call('GET', '/api/v1/listeners/c1')).headers.get('etag'), newTag);
-  const created = await call('PUT', '/api/v1/listeners/m2', { body: { service: 'echo', address: '127.0.0.1', port: 0 } });
-  assert.equal(created.status, 201);
+  assert.equal((await call(200, 'GET', '/api/v1/listeners/c1')).headers.get('etag'), newTag);
+  const created = await call(201, 'PUT', '/api/v1/listeners/m2', { body: { service: 'echo', address: '127.0.0.1', port: 0 } });
   assert.match(created.headers.get('etag'), /^"r[1-9][0-9]*"$/);
-  assert.equal((await call('DELETE', '/api/v1/listeners/m2', { headers: { 'If-Match': created.headers.get('etag') } })).status, 204);
+  await call(204, 'DELETE', '/api/v1/listeners/m2', { headers: { 'If-Match': created.headers.get('etag') } });
 });
 
 test('the whole configuration, its revisions and their restore answer as documented', async () => {
-  const before = await call('GET', '/api/v1/config');
-  assert.equal(before.status, 200);
+  const before = await call(200, 'GET', '/api/v1/config');
   const rev0 = before.json.revision;
   const etag0 = before.headers.get('etag');
   assert.ok(rev0 >= 1, 'every change so far made a revision');
@@ -333,11 +323,10 @@ test('the whole configuration, its revisions and their restore answer as documen
   const ids0 = idsOf(before.json.listeners);
   assert.ok(ids0.includes('u1') && ids0.includes('c1'), `listeners ${ids0}`);
   assert.deepEqual(ids0, [...ids0].sort(), 'ordered by id');
-  assert.equal((await call('HEAD', '/api/v1/config')).headers.get('etag'), etag0);
+  assert.equal((await call(200, 'HEAD', '/api/v1/config')).headers.get('etag'), etag0);
 
   // A GET's body sent back changes nothing: no new revision.
-  const same = await call('PUT', '/api/v1/config', { body: before.json, headers: { 'If-Match': etag0 } });
-  assert.equal(same.status, 200);
+  const same = await call(200, 'PUT', '/api/v1/config', { body: before.json, headers: { 'If-Match': etag0 } });
   assert.equal(same.json.revision, rev0);
   assert.deepEqual(same.json.diff, []);
 
@@ -346,123 +335,108 @@ test('the whole configuration, its revisions and their restore answer as documen
     listeners: [...before.json.listeners.filter((l) => l.id !== 'u1'),
       { id: 'w1', service: 'echo', address: '127.0.0.1', port: 0 }],
   };
-  const dry = await call('PUT', '/api/v1/config?dry_run=true', { body: wanted, headers: { 'If-Match': etag0 } });
-  assert.equal(dry.status, 200);
+  const dry = await call(200, 'PUT', '/api/v1/config?dry_run=true', { body: wanted, headers: { 'If-Match': etag0 } });
   assert.equal(dry.json.dry_run, true);
   assert.equal(dry.json.revision, rev0);
   assert.deepEqual(dry.json.diff, [{ id: 'u1', action: 'delete' }, { id: 'w1', action: 'create' }]);
-  assert.equal((await call('GET', '/api/v1/config')).json.revision, rev0, 'a dry run changes nothing');
-  const put = await call('PUT', '/api/v1/config', { body: wanted, headers: { 'If-Match': etag0 } });
-  assert.equal(put.status, 200);
+  assert.equal((await call(200, 'GET', '/api/v1/config')).json.revision, rev0, 'a dry run changes nothing');
+  const put = await call(200, 'PUT', '/api/v1/config', { body: wanted, headers: { 'If-Match': etag0 } });
   assert.equal(put.json.revision, rev0 + 1);
   assert.equal(put.headers.get('etag'), `"r${rev0 + 1}"`);
   assert.deepEqual(put.json.diff, dry.json.diff);
   assert.deepEqual(idsOf(put.json.listeners), ids0.filter((id) => id !== 'u1').concat('w1').sort());
-  assert.equal((await call('GET', '/api/v1/listeners/w1')).json.status.state, 'running');
+  assert.equal((await call(200, 'GET', '/api/v1/listeners/w1')).json.status.state, 'running');
 
   // The ETag read before is stale now: 412 with the current one, nothing changed.
-  const stale = await call('PUT', '/api/v1/config', { body: before.json, headers: { 'If-Match': etag0 } });
-  assert.equal(stale.status, 412);
+  const stale = await call(412, 'PUT', '/api/v1/config', { body: before.json, headers: { 'If-Match': etag0 } });
   assert.equal(stale.headers.get('etag'), `"r${rev0 + 1}"`);
   assert.match(stale.json.detail, /^precondition failed: /);
-  assert.equal((await call('GET', '/api/v1/listeners/u1')).status, 404);
+  await call(404, 'GET', '/api/v1/listeners/u1');
 
   // A bad listener names its index; a port in use names the listener, and nothing changes.
-  const bad = await call('PUT', '/api/v1/config', {
+  const bad = await call(400, 'PUT', '/api/v1/config', {
     body: { listeners: [...wanted.listeners, { id: 'bad', service: 'echo', port: 70000 }] },
   });
-  assert.equal(bad.status, 400);
   assert.equal(bad.json.field, `listeners[${wanted.listeners.length}].port`);
-  assert.equal((await call('PUT', '/api/v1/config', { body: { listeners: [{ service: 'echo', port: 0 }] } })).json.field,
+  assert.equal((await call(400, 'PUT', '/api/v1/config', { body: { listeners: [{ service: 'echo', port: 0 }] } })).json.field,
     'listeners[0].id');
-  assert.equal((await call('PUT', '/api/v1/config', { body: { listener: [] } })).status, 400);
+  await call(400, 'PUT', '/api/v1/config', { body: { listener: [] } });
   const port = await freePort();
   const blocker = net.createServer().listen(port, '127.0.0.1');
   await new Promise((resolve) => blocker.once('listening', resolve));
   try {
-    const busy = await call('PUT', '/api/v1/config', {
+    const busy = await call(409, 'PUT', '/api/v1/config', {
       body: { listeners: [{ id: 'a0', service: 'echo', address: '127.0.0.1', port: 0 }, ...wanted.listeners,
         { id: 'busy', service: 'echo', address: '127.0.0.1', port }] },
     });
-    assert.equal(busy.status, 409);
     assert.equal(busy.json.listener, 'busy');
     assert.equal(busy.json.field, `listeners[${wanted.listeners.length + 1}].port`);
   } finally {
     blocker.close();
   }
-  const after = await call('GET', '/api/v1/config');
+  const after = await call(200, 'GET', '/api/v1/config');
   assert.equal(after.json.revision, rev0 + 1, 'a failed change makes no revision');
-  assert.equal((await call('GET', '/api/v1/listeners/a0')).status, 404, 'what was applied was rolled back');
+  await call(404, 'GET', '/api/v1/listeners/a0');
 
   // Revisions, newest first.
-  const list = await call('GET', '/api/v1/config/revisions?limit=2');
-  assert.equal(list.status, 200);
+  const list = await call(200, 'GET', '/api/v1/config/revisions?limit=2');
   assert.equal(list.json.revisions.length, 2);
   assert.equal(list.json.revisions[0].revision, rev0 + 1);
   assert.equal(list.json.revisions[0].source, 'PUT /api/v1/config');
   assert.deepEqual(list.json.revisions[0].diff, put.json.diff);
   assert.equal(list.json.revisions[1].revision, rev0);
-  const all = await call('GET', '/api/v1/config/revisions');
-  assert.equal(all.status, 200);
+  const all = await call(200, 'GET', '/api/v1/config/revisions');
   assert.equal(all.json.revisions.length, Math.min(20, rev0 + 1));
   assert.ok(all.json.revisions.some((r) => r.source === 'PATCH /api/v1/listeners/c1'), 'a listener change is a revision');
   for (const limit of ['0', '101', 'x', '']) {
-    const res = await call('GET', `/api/v1/config/revisions?limit=${limit}`);
-    assert.equal(res.status, 400, `limit=${limit}`);
+    const res = await call(400, 'GET', `/api/v1/config/revisions?limit=${limit}`);
     assert.equal(res.json.field, 'limit');
   }
-  const old = await call('GET', `/api/v1/config/revisions/${rev0}`);
-  assert.equal(old.status, 200);
+  const old = await call(200, 'GET', `/api/v1/config/revisions/${rev0}`);
   assert.equal(old.json.revision, rev0);
   assert.deepEqual(idsOf(old.json.listeners), ids0);
-  assert.equal((await call('GET', '/api/v1/config/revisions/999999')).status, 404);
+  await call(404, 'GET', '/api/v1/config/revisions/999999');
   for (const n of ['0', 'abc', 'r1']) {
-    const res = await call('GET', `/api/v1/config/revisions/${n}`);
-    assert.equal(res.status, 400, `revision ${n}`);
+    const res = await call(400, 'GET', `/api/v1/config/revisions/${n}`);
     assert.equal(res.json.field, 'n');
   }
 
   // Restore the revision before: dry run, stale If-Match, then for real.
-  const dryRestore = await call('POST', `/api/v1/config/revisions/${rev0}/restore?dry_run=true`);
-  assert.equal(dryRestore.status, 200);
+  const dryRestore = await call(200, 'POST', `/api/v1/config/revisions/${rev0}/restore?dry_run=true`);
   assert.equal(dryRestore.json.dry_run, true);
   assert.deepEqual(dryRestore.json.diff, [{ id: 'u1', action: 'create' }, { id: 'w1', action: 'delete' }]);
-  const staleRestore = await call('POST', `/api/v1/config/revisions/${rev0}/restore`, { headers: { 'If-Match': etag0 } });
-  assert.equal(staleRestore.status, 412);
+  const staleRestore = await call(412, 'POST', `/api/v1/config/revisions/${rev0}/restore`, { headers: { 'If-Match': etag0 } });
   assert.equal(staleRestore.headers.get('etag'), `"r${rev0 + 1}"`);
-  const restored = await call('POST', `/api/v1/config/revisions/${rev0}/restore`, { headers: { 'If-Match': `"r${rev0 + 1}"` } });
-  assert.equal(restored.status, 200);
+  const restored = await call(200, 'POST', `/api/v1/config/revisions/${rev0}/restore`, { headers: { 'If-Match': `"r${rev0 + 1}"` } });
   assert.equal(restored.json.revision, rev0 + 2);
   assert.equal(restored.headers.get('etag'), `"r${rev0 + 2}"`);
   assert.deepEqual(idsOf(restored.json.listeners), ids0);
-  const newest = await call('GET', '/api/v1/config/revisions?limit=1');
+  const newest = await call(200, 'GET', '/api/v1/config/revisions?limit=1');
   assert.equal(newest.json.revisions[0].source, `restore of revision ${rev0}`);
-  assert.equal((await call('POST', '/api/v1/config/revisions/999999/restore')).status, 404);
-  const badRestore = await call('POST', '/api/v1/config/revisions/zero/restore');
-  assert.equal(badRestore.status, 400);
+  await call(404, 'POST', '/api/v1/config/revisions/999999/restore');
+  const badRestore = await call(400, 'POST', '/api/v1/config/revisions/zero/restore');
   assert.equal(badRestore.json.field, 'n');
-  assert.equal((await call('POST', `/api/v1/config/revisions/${rev0}/restore`, { contentType: null })).status, 415);
+  await call(415, 'POST', `/api/v1/config/revisions/${rev0}/restore`, { contentType: null });
 });
 
 test('documents and the event stream answer as documented', async () => {
-  const doc = await call('GET', '/openapi.yaml');
-  assert.equal(doc.status, 200);
+  const doc = await call(200, 'GET', '/openapi.yaml');
   assert.equal(doc.text, specText, 'the served document is the one in the repository');
   const etag = doc.headers.get('etag');
-  assert.equal((await call('GET', '/openapi.yaml', { headers: { 'If-None-Match': etag } })).status, 304);
-  assert.equal((await call('GET', '/')).status, 200);
+  await call(304, 'GET', '/openapi.yaml', { headers: { 'If-None-Match': etag } });
+  await call(200, 'GET', '/');
   for (const file of ['index.html', 'app.js', 'style.css', 'favicon.svg']) {
-    assert.equal((await call('GET', '/' + file)).status, 200, file);
+    await call(200, 'GET', '/' + file);
   }
-  if (spec.paths['/api/v1/events']) {
-    const ctl = new AbortController();
-    const res = await fetch(daemon.url + '/api/v1/events', { signal: ctl.signal });
-    const op = spec.paths['/api/v1/events'].get;
-    assert.ok(resolveRef(op.responses[String(res.status)]), `events answered ${res.status}`);
-    assert.ok(resolveRef(op.responses['200']).content[res.headers.get('content-type').split(';')[0]]);
-    exercised.add('GET /api/v1/events');
-    ctl.abort();
-  }
+  assert.ok(spec.paths['/api/v1/events'], 'the spec documents the event stream');
+  const ctl = new AbortController();
+  const res = await fetch(daemon.url + '/api/v1/events', { signal: ctl.signal });
+  const op = spec.paths['/api/v1/events'].get;
+  assert.equal(res.status, 200, 'the event stream is served');
+  assert.ok(resolveRef(op.responses[String(res.status)]), `events answered ${res.status}`);
+  assert.ok(resolveRef(op.responses['200']).content[res.headers.get('content-type').split(';')[0]]);
+  exercised.add('GET /api/v1/events');
+  ctl.abort();
 });
 
 test('a daemon with a token answers 401 without it and 403 to other sites, as documented', async () => {
@@ -472,27 +446,25 @@ test('a daemon with a token answers 401 without it and 403 to other sites, as do
   const auth = { Authorization: `Bearer ${token}` };
   const echo = { service: 'echo', address: '127.0.0.1', port: 0 };
   try {
-    const none = await call('GET', '/api/v1/listeners', { base });
-    assert.equal(none.status, 401);
+    const none = await call(401, 'GET', '/api/v1/listeners', { base });
     assert.equal(none.headers.get('www-authenticate'), 'Bearer realm="sockserv"');
-    const wrong = await call('GET', '/api/v1/listeners', { base, headers: { Authorization: 'Bearer not-it' } });
-    assert.equal(wrong.status, 401);
+    const wrong = await call(401, 'GET', '/api/v1/listeners', { base, headers: { Authorization: 'Bearer not-it' } });
     assert.equal(wrong.headers.get('www-authenticate'), 'Bearer realm="sockserv", error="invalid_token"');
     assert.ok(!wrong.text.includes('not-it'), 'the token sent is not repeated');
-    assert.equal((await call('POST', '/api/v1/listeners', { base, body: echo })).status, 401);
-    assert.equal((await call('GET', '/metrics', { base })).status, 401);
-    assert.equal((await call('GET', '/api/v1/listeners', { base, headers: auth })).status, 200);
+    await call(401, 'POST', '/api/v1/listeners', { base, body: echo });
+    await call(401, 'GET', '/metrics', { base });
+    await call(200, 'GET', '/api/v1/listeners', { base, headers: auth });
     // Health and the dashboard's files need no token.
-    assert.equal((await call('GET', '/api/v1/health', { base })).status, 200);
-    assert.equal((await call('GET', '/', { base })).status, 200);
-    assert.equal((await call('GET', '/openapi.yaml', { base })).status, 200);
+    await call(200, 'GET', '/api/v1/health', { base });
+    await call(200, 'GET', '/', { base });
+    await call(200, 'GET', '/openapi.yaml', { base });
     // Other sites, DNS rebinding, and a POST that does not say JSON.
-    assert.equal((await call('POST', '/api/v1/listeners', { base, body: echo, headers: { ...auth, Origin: 'null' } })).status, 403);
-    assert.equal((await call('DELETE', '/api/v1/listeners/x', { base, headers: { ...auth, 'Sec-Fetch-Site': 'cross-site' } })).status, 403);
-    assert.equal((await getWithHost(base, '/api/v1/listeners', 'rebind.example')).status, 403);
-    assert.equal((await getWithHost(base, '/api/v1/health', 'rebind.example')).status, 403);
-    assert.equal((await call('POST', '/api/v1/listeners/nope/start', { base, headers: auth, contentType: null })).status, 415);
-    assert.equal((await call('POST', '/api/v1/listeners/nope/stop', { base, headers: auth, contentType: 'text/plain' })).status, 415);
+    await call(403, 'POST', '/api/v1/listeners', { base, body: echo, headers: { ...auth, Origin: 'null' } });
+    await call(403, 'DELETE', '/api/v1/listeners/x', { base, headers: { ...auth, 'Sec-Fetch-Site': 'cross-site' } });
+    await getWithHost(403, base, '/api/v1/listeners', 'rebind.example');
+    await getWithHost(403, base, '/api/v1/health', 'rebind.example');
+    await call(415, 'POST', '/api/v1/listeners/nope/start', { base, headers: auth, contentType: null });
+    await call(415, 'POST', '/api/v1/listeners/nope/stop', { base, headers: auth, contentType: 'text/plain' });
   } finally {
     assert.equal(await guarded.stop(), 0, 'the daemon with a token exits 0 on SIGTERM');
   }

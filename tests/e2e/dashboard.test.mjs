@@ -203,14 +203,15 @@ test('the dashboard drives a listener from creation to deletion', { timeout: 900
         const { status, body: res } = await daemon.api('POST', '/api/v1/listeners', body);
         assert.equal(status, 201, JSON.stringify(res));
       }
-      // A listener that cannot bind shows why: the port of echo-tcp is taken.
+      // A listener that cannot bind: the port of echo-tcp is taken, its start is refused.
       const { body: taken } = await daemon.api('GET', '/api/v1/listeners/echo-tcp');
       const takenPort = Number(/:(\d+)$/.exec(taken.status.bound[0])[1]);
       const other = await daemon.api('POST', '/api/v1/listeners', {
         id: 'echo-clash', service: 'echo', address: '127.0.0.1', port: takenPort, enabled: false,
       });
       assert.equal(other.status, 201, JSON.stringify(other.body));
-      await daemon.api('POST', '/api/v1/listeners/echo-clash/start');
+      const clash = await daemon.api('POST', '/api/v1/listeners/echo-clash/start');
+      assert.equal(clash.status, 409, JSON.stringify(clash.body));
 
       await page.waitForFunction(() => document.querySelectorAll('#listeners-body tr').length === 5, null, { timeout: DEADLINE_MS });
       await page.click(`${rowOf('echo-tcp')} .row-link`);
