@@ -48,6 +48,8 @@ struct api_reply {
     uint64_t fd_size;                /* its length, from offset 0 */
     char disposition[API_DISPOSITION_MAX]; /* "Content-Disposition" header when not empty */
     bool no_store;                         /* "Cache-Control: no-store" */
+    const char *authenticate;              /* "WWW-Authenticate" header (static storage), or NULL */
+    unsigned retry_after;                  /* "Retry-After" header in seconds when not 0 */
     struct api_stream *stream;             /* owned: a text/event-stream body, or NULL */
     char *text; /* owned (malloc): a body of text_len bytes of content_type */
     size_t text_len;

@@ -449,6 +449,16 @@ static struct MHD_Response *build(struct api_reply *r, struct MHD_Connection *c)
     if (r->no_store &&
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES)
         goto out_destroy;
+    if (r->authenticate &&
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, r->authenticate) != MHD_YES)
+        goto out_destroy;
+    if (r->retry_after) {
+        char text[16];
+
+        (void)snprintf(text, sizeof(text), "%u", r->retry_after);
+        if (MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, text) != MHD_YES)
+            goto out_destroy;
+    }
     return resp;
 
 out_destroy:

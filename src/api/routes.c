@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "api/assets.h"
+#include "core/text.h"
 
 #define PATTERN_ASSET "{asset}"
 
@@ -82,17 +83,6 @@ static struct api_segment *placeholder(struct api_captures *c, const char *seg, 
     return NULL;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * The byte at raw[*i] of a percent-encoded text len bytes long, decoded, and *i moved past it:
  * "%XX" is one byte; a '%' not followed by two hex digits stands for itself.
@@ -100,7 +90,7 @@ static int hex_value(char c)
 static unsigned char decode_next(const char *raw, size_t len, size_t *i)
 {
     if (raw[*i] == '%' && *i + 2 < len) {
-        int hi = hex_value(raw[*i + 1]), lo = hex_value(raw[*i + 2]);
+        int hi = core_hex_value(raw[*i + 1]), lo = core_hex_value(raw[*i + 2]);
 
         if (hi >= 0 && lo >= 0) {
             *i += 3;

@@ -736,38 +736,6 @@ static void request_dispatch(struct api_server *s, struct request *q, struct MHD
     json_decref(body);
 }
 
-/*
- * A 401: the problem, with the challenge RFC 6750 asks for ('error="invalid_token"' when a
- * token was sent and is not the right one). Built here because the reply module has no
- * challenge header; the body is the reply module's problem object all the same.
- */
-static enum MHD_Result send_unauthorized(struct request *q, struct MHD_Connection *conn,
-                                         bool invalid_token)
-{
-    json_t *problem = api_problem_new(MHD_HTTP_UNAUTHORIZED, q->reply.detail, NULL);
-    char *text = problem ? json_dumps(problem, JSON_COMPACT) : NULL;
-    struct MHD_Response *resp = NULL;
-    enum MHD_Result ret = MHD_NO;
-
-    json_decref(problem);
-    api_reply_fini(&q->reply);
-    if (text)
-        resp = MHD_create_response_from_buffer_with_free_callback(strlen(text), text, free);
-    if (!resp) {
-        free(text);
-        return MHD_NO;
-    }
-    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/problem+json") ==
-            MHD_YES &&
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-                                invalid_token ? "Bearer realm=\"sockserv\", error=\"invalid_token\""
-                                              : "Bearer realm=\"sockserv\"") == MHD_YES &&
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES)
-        ret = MHD_queue_response(conn, MHD_HTTP_UNAUTHORIZED, resp);
-    MHD_destroy_response(resp);
-    return ret;
-}
-
 static enum MHD_Result send_reply(struct api_server *s, struct request *q,
                                   struct MHD_Connection *conn, const char *method, const char *url)
 {
@@ -778,46 +746,29 @@ static enum MHD_Result send_reply(struct api_server *s, struct request *q,
                        q->reply.is_problem ? q->reply.detail : "");
     else
         core_log_debug("api: %s %s: %u", method, url, q->reply.status);
-    if (q->refused && q->reply.status == MHD_HTTP_UNAUTHORIZED)
-        return send_unauthorized(q, conn, q->verdict == API_GUARD_BAD_TOKEN);
+    /* A 401 carries the challenge RFC 6750 asks for ('error="invalid_token"' when a token was
+     * sent and is not the right one). */
+    if (q->refused && q->reply.status == MHD_HTTP_UNAUTHORIZED) {
+        q->reply.authenticate = q->verdict == API_GUARD_BAD_TOKEN
+                                    ? "Bearer realm=\"sockserv\", error=\"invalid_token\""
+                                    : "Bearer realm=\"sockserv\"";
+        q->reply.no_store = true;
+    }
     return api_reply_send(conn, &q->reply);
 }
 
-/*
- * A 503 for an event stream over API_SERVER_STREAM_LIMIT: the problem, with Retry-After. Built
- * here because the reply module has no such header; the body is its problem object all the
- * same.
- */
-static enum MHD_Result send_busy(struct api_server *s, struct MHD_Connection *conn,
-                                 const char *method, const char *url)
+/* A 503 for an event stream over API_SERVER_STREAM_LIMIT, with Retry-After. */
+static enum MHD_Result send_busy(struct api_server *s, struct request *q,
+                                 struct MHD_Connection *conn, const char *method, const char *url)
 {
-    char detail[128], retry[16];
-    json_t *problem;
-    char *text;
-    struct MHD_Response *resp = NULL;
-    enum MHD_Result ret = MHD_NO;
-
     watch_enter(s, watch_of(conn), PHASE_ANSWER, 0);
     core_log_debug("api: %s %s: 503, %d event streams open", method, url, API_SERVER_STREAM_LIMIT);
-    snprintf(detail, sizeof(detail), "%d event streams are open, the most the server keeps",
-             API_SERVER_STREAM_LIMIT);
-    snprintf(retry, sizeof(retry), "%d", API_SERVER_STREAM_RETRY_S);
-    problem = api_problem_new(MHD_HTTP_SERVICE_UNAVAILABLE, detail, NULL);
-    text = problem ? json_dumps(problem, JSON_COMPACT) : NULL;
-    json_decref(problem);
-    if (text)
-        resp = MHD_create_response_from_buffer_with_free_callback(strlen(text), text, free);
-    if (!resp) {
-        free(text);
-        return MHD_NO;
-    }
-    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/problem+json") ==
-            MHD_YES &&
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry) == MHD_YES &&
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES)
-        ret = MHD_queue_response(conn, MHD_HTTP_SERVICE_UNAVAILABLE, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    api_reply_problem(&q->reply, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+                      "%d event streams are open, the most the server keeps",
+                      API_SERVER_STREAM_LIMIT);
+    q->reply.retry_after = API_SERVER_STREAM_RETRY_S;
+    q->reply.no_store = true;
+    return api_reply_send(conn, &q->reply);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -864,7 +815,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (!q->decided && q->match.route->handler == api_handle_events &&
         !stream_admit(s, watch_of(conn)))
-        return send_busy(s, conn, method, url);
+        return send_busy(s, q, conn, method, url);
     if (!q->decided)
         request_dispatch(s, q, conn, url);
     return send_reply(s, q, conn, method, url);

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "core/text.h"
+
 static const char *const errc_names[SVC_BACKUP_E_COUNT] = {
     [SVC_BACKUP_E_BAD_NAME] = "bad-name",
     [SVC_BACKUP_E_TOO_LARGE] = "too-large",
@@ -29,17 +31,6 @@ static const char *const verb_names[SVC_BACKUP_VERB_COUNT] = {
 const char *svc_backup_errc_name(enum svc_backup_errc c)
 {
     return c < SVC_BACKUP_E_COUNT ? errc_names[c] : "io";
-}
-
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* Whether p[0..len) is well-formed UTF-8 (no overlong forms, no surrogates, <= U+10FFFF). */
@@ -123,8 +114,8 @@ int svc_backup_name_decode(const char *enc, size_t len, char ret[SVC_BACKUP_NAME
             return core_err_set(err, -EINVAL, NULL, "name is longer than %d bytes",
                                 SVC_BACKUP_NAME_MAX);
         if (c == '%') {
-            int hi = i + 2 < len ? hex_value((unsigned char)enc[i + 1]) : -1;
-            int lo = i + 2 < len ? hex_value((unsigned char)enc[i + 2]) : -1;
+            int hi = i + 2 < len ? core_hex_value((unsigned char)enc[i + 1]) : -1;
+            int lo = i + 2 < len ? core_hex_value((unsigned char)enc[i + 2]) : -1;
 
             if (hi < 0 || lo < 0)
                 return core_err_set(err, -EINVAL, NULL,
@@ -177,8 +168,8 @@ int svc_backup_sha256_from_hex(const char *hex, size_t len, uint8_t ret[SVC_BACK
     if (len != SVC_BACKUP_SHA256_HEX)
         return -EINVAL;
     for (size_t i = 0; i < SVC_BACKUP_SHA256_LEN; i++) {
-        int hi = hex_value((unsigned char)hex[2 * i]);
-        int lo = hex_value((unsigned char)hex[2 * i + 1]);
+        int hi = core_hex_value((unsigned char)hex[2 * i]);
+        int lo = core_hex_value((unsigned char)hex[2 * i + 1]);
 
         if (hi < 0 || lo < 0)
             return -EINVAL;

@@ -121,8 +121,11 @@ export async function callApi(base, method, p, body, { token, headers = {} } = {
   return { status: res.status, body: parsed };
 }
 
-/** Headless Chromium with a fresh profile, one page at laptop size. */
-export async function launchBrowser() {
+/**
+ * Headless Chromium with a fresh profile, one page at laptop size. ignoreHTTPSErrors: accept a
+ * certificate no known CA signed (a test's own).
+ */
+export async function launchBrowser({ ignoreHTTPSErrors = false } = {}) {
   const profile = tempDir('chromium');
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -131,6 +134,7 @@ export async function launchBrowser() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     viewport: LAPTOP,
     acceptDownloads: true,
+    ignoreHTTPSErrors,
     colorScheme: 'light',
     locale: 'en-GB',
     timezoneId: 'UTC',

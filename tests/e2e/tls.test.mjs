@@ -11,9 +11,8 @@ import https from 'node:https';
 import path from 'node:path';
 import test from 'node:test';
 import { promisify } from 'node:util';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, DEADLINE_MS, LAPTOP, rowOf, shot, startDaemon, tempDir, waitForState,
+  DEADLINE_MS, launchBrowser, rowOf, shot, startDaemon, tempDir, waitForState,
 } from './helpers.mjs';
 
 const run = promisify(execFile);
@@ -63,23 +62,9 @@ test('the dashboard loads and works over https', { timeout: 120000 }, async (t) 
   const token = randomBytes(24).toString('hex');
   const daemon = await startDaemon({ token, args: ['--api-tls-cert', cert, '--api-tls-key', key] });
   const api = (method, p, body) => callTls(daemon.url, ca, token, method, p, body);
-  const profile = tempDir('chromium');
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: LAPTOP,
-    // The test's certificate is self-signed: no CA the browser knows signed it.
-    ignoreHTTPSErrors: true,
-    colorScheme: 'light',
-    locale: 'en-GB',
-    timezoneId: 'UTC',
-  });
-  context.setDefaultTimeout(DEADLINE_MS);
-  const page = context.pages()[0] || (await context.newPage());
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e));
+  // The test's certificate is self-signed: no CA the browser knows signed it.
+  const browser = await launchBrowser({ ignoreHTTPSErrors: true });
+  const { context, page, errors } = browser;
   const urls = [];
   context.on('request', (r) => urls.push(r.url()));
 
@@ -121,8 +106,7 @@ test('the dashboard loads and works over https', { timeout: 120000 }, async (t) 
       'every request of the page went over https');
     assert.deepEqual(errors.map(String), [], 'no uncaught error in the page');
   } finally {
-    await context.close().catch(() => {});
-    rmSync(profile, { recursive: true, force: true });
+    await browser.close();
     rmSync(work, { recursive: true, force: true });
     const code = await daemon.stop();
     assert.equal(code, 0, `the daemon exits 0 on SIGTERM\n${daemon.log()}`);

@@ -1803,6 +1803,33 @@ int it_children(const struct it_daemon *d, pid_t *pids, int cap)
     return n;
 }
 
+unsigned long long it_cpu_ticks(pid_t pid)
+{
+    char path[64], *text, *p;
+    unsigned long long utime = 0, stime = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    text = it_file_read(path, NULL);
+    assert_non_null(text);
+    p = strrchr(text, ')');
+    assert_non_null(p);
+    /* After the name: state (field 3) ... utime (14), stime (15). */
+    assert_int_equal(
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime), 2);
+    free(text);
+    return utime + stime;
+}
+
+char *it_path_in(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+
+    assert_non_null(p);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
 struct children_want {
     const struct it_daemon *d;
     int want;

@@ -353,6 +353,12 @@ void it_assert_children_eventually(const struct it_daemon *d, int want);
  */
 void it_assert_threads_at_most_eventually(const struct it_daemon *d, int max, int timeout_ms);
 
+/* The CPU time pid has used, in clock ticks (/proc/PID/stat: utime + stime); asserts. */
+unsigned long long it_cpu_ticks(pid_t pid);
+
+/* A malloc'd "DIR/name" (free() it); asserts. */
+char *it_path_in(const char *dir, const char *name);
+
 /* ---- a TCP protocol spoken by hand (backup's, say) ---- */
 
 /* A connection to 127.0.0.1:port; asserts it is made within IT_IO_TIMEOUT_MS. */

@@ -313,24 +313,6 @@ static void *attacker_main(void *arg)
     return NULL;
 }
 
-/* The CPU time pid has used, in clock ticks (/proc/PID/stat: utime + stime). */
-static unsigned long long cpu_ticks(pid_t pid)
-{
-    char path[64], *text, *p;
-    unsigned long long utime = 0, stime = 0;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    text = it_file_read(path, NULL);
-    assert_non_null(text);
-    p = strrchr(text, ')');
-    assert_non_null(p);
-    /* After the name: state (field 3) ... utime (14), stime (15). */
-    assert_int_equal(
-        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime), 2);
-    free(text);
-    return utime + stime;
-}
-
 static int flood_seconds(void)
 {
     const char *v = getenv("SOCKSERV_ADMISSION_SECONDS");
@@ -369,7 +351,7 @@ static void test_admission_local_flood_leaves_health_and_ctl_answering(void **st
 
     t0 = it_now_ms();
     end = t0 + (int64_t)seconds * 1000;
-    ticks = cpu_ticks(f->d.pid);
+    ticks = it_cpu_ticks(f->d.pid);
     for (int64_t next = t0; it_now_ms() < end && !failure[0]; next += PROBE_INTERVAL_MS) {
         struct it_proc p;
         int64_t ms, b;
@@ -410,7 +392,7 @@ static void test_admission_local_flood_leaves_health_and_ctl_answering(void **st
         else
             next = it_now_ms() - PROBE_INTERVAL_MS;
     }
-    ticks = cpu_ticks(f->d.pid) - ticks;
+    ticks = it_cpu_ticks(f->d.pid) - ticks;
     atomic_store(&a->stop, true);
     pthread_join(a->thread, NULL);
 

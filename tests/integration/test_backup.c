@@ -50,17 +50,6 @@ static struct it_daemon *daemon_of(void **state)
     return &fix(state)->d;
 }
 
-/* A malloc'd "DIR/name". */
-static char *path_in(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-
-    assert_non_null(p);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 /* Bytes that are not all the same, so that a reordering or a loss shows. */
 static uint8_t *pattern(size_t len, unsigned seed)
 {
@@ -414,8 +403,9 @@ static uint8_t *raw_get(uint16_t port, const char *name, unsigned version, size_
 static void test_backup_cli_put_stores_identical_file_listed_everywhere(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    char *store = path_in(fix(state)->dir, "files"), *src = path_in(fix(state)->dir, "report.bin");
-    char *stored = path_in(store, "report.pdf"), ps[8], hex[65];
+    char *store = it_path_in(fix(state)->dir, "files"),
+         *src = it_path_in(fix(state)->dir, "report.bin");
+    char *stored = it_path_in(store, "report.pdf"), ps[8], hex[65];
     size_t len = 3 * MIB + 17;
     uint8_t *data = pattern(len, 1);
     json_t *body, *files, *file;
@@ -514,7 +504,7 @@ static void upload_part_then_wait(uint16_t port, const char *hdr, const uint8_t 
 static void test_backup_client_killed_mid_upload_leaves_nothing_and_older_copy(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    char *store = path_in(fix(state)->dir, "files"), *stored = path_in(store, "db.dump");
+    char *store = it_path_in(fix(state)->dir, "files"), *stored = it_path_in(store, "db.dump");
     size_t len = 4 * MIB, part = MIB + 4321;
     uint8_t *old = pattern(1000, 2), *data = pattern(len, 3);
     struct counters_rise rise = {.d = d};
@@ -585,7 +575,7 @@ static void test_backup_client_killed_mid_upload_leaves_nothing_and_older_copy(v
 
 static char *tmpfs_path(void **state)
 {
-    return path_in(fix(state)->dir, "tmpfs");
+    return it_path_in(fix(state)->dir, "tmpfs");
 }
 
 /* Unmounts the test's tmpfs (lazily: the daemon may still hold the directory), then the
@@ -605,7 +595,8 @@ static int teardown_tmpfs(void **state)
 static void test_backup_disk_full_refused_keeps_nothing_and_older_copy(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    char *mnt = tmpfs_path(state), *store = path_in(mnt, "store"), *keep = path_in(store, "keep");
+    char *mnt = tmpfs_path(state), *store = it_path_in(mnt, "store"),
+         *keep = it_path_in(store, "keep");
     size_t big = 2 * MIB;
     uint8_t *data = pattern(big, 4);
     unsigned n;
@@ -661,7 +652,7 @@ static void test_backup_disk_full_refused_keeps_nothing_and_older_copy(void **st
 static void test_backup_size_and_checksum_mismatch_refused_keep_nothing(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    char *store = path_in(fix(state)->dir, "files"), *doc = path_in(store, "doc");
+    char *store = it_path_in(fix(state)->dir, "files"), *doc = it_path_in(store, "doc");
     char hex[65], line[256], *listing;
     unsigned n;
     uint16_t port;
@@ -712,8 +703,8 @@ static void test_backup_size_and_checksum_mismatch_refused_keep_nothing(void **s
 static void test_backup_second_upload_keeps_first_as_version(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    char *store = path_in(fix(state)->dir, "files"), *src = path_in(fix(state)->dir, "cfg");
-    char *out = path_in(fix(state)->dir, "restored"), *cur = path_in(store, "app.conf");
+    char *store = it_path_in(fix(state)->dir, "files"), *src = it_path_in(fix(state)->dir, "cfg");
+    char *out = it_path_in(fix(state)->dir, "restored"), *cur = it_path_in(store, "app.conf");
     char ps[8], *l1, *l2;
     json_t *body, *files, *file, *old;
     struct it_proc p;
@@ -764,9 +755,9 @@ static void test_backup_second_upload_keeps_first_as_version(void **state)
 static void test_backup_replace_swaps_and_reject_refuses(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    char *rep = path_in(fix(state)->dir, "rep"), *rej = path_in(fix(state)->dir, "rej");
-    char *src = path_in(fix(state)->dir, "src"), *rep_doc = path_in(rep, "doc");
-    char *rej_doc = path_in(rej, "doc"), ps[8], *listing;
+    char *rep = it_path_in(fix(state)->dir, "rep"), *rej = it_path_in(fix(state)->dir, "rej");
+    char *src = it_path_in(fix(state)->dir, "src"), *rep_doc = it_path_in(rep, "doc");
+    char *rej_doc = it_path_in(rej, "doc"), ps[8], *listing;
     uint16_t rep_port, rej_port;
     struct it_proc p;
     unsigned n;
@@ -843,9 +834,9 @@ static void race(const char *dir, uint16_t port, uint8_t *const data[N_RACERS],
         char name[32], *src, *log;
 
         snprintf(name, sizeof(name), "racer-%d", i);
-        src = path_in(dir, name);
+        src = it_path_in(dir, name);
         snprintf(name, sizeof(name), "racer-%d.log", i);
-        log = path_in(dir, name);
+        log = it_path_in(dir, name);
         write_file(src, data[i], len[i]);
         r->pid[i] = fork();
         assert_true(r->pid[i] >= 0);
@@ -887,7 +878,8 @@ static void test_backup_concurrent_uploads_same_name_end_consistent_and_listed(v
 {
     struct it_daemon *d = daemon_of(state);
     const char *dir = fix(state)->dir;
-    char *ver = path_in(dir, "ver"), *rep = path_in(dir, "rep"), *rej = path_in(dir, "rej");
+    char *ver = it_path_in(dir, "ver"), *rep = it_path_in(dir, "rep"),
+         *rej = it_path_in(dir, "rej");
     uint8_t *data[N_RACERS];
     size_t len[N_RACERS];
     bool seen[N_RACERS] = {false};
@@ -955,7 +947,7 @@ static void test_backup_concurrent_uploads_same_name_end_consistent_and_listed(v
         }
         assert_int_equal(WEXITSTATUS(r.status[i]), 1);
         snprintf(name, sizeof(name), "racer-%d.log", i);
-        log = path_in(dir, name);
+        log = it_path_in(dir, name);
         text = it_file_read(log, NULL);
         assert_non_null(text);
         if (!strstr(text, "ERR exists") && !strstr(text, "ERR busy"))
@@ -1001,8 +993,8 @@ static void test_backup_bad_names_refused_with_bad_name(void **state)
         {"GET ..%2Fescape\n", "name contains /"},
     };
     struct it_daemon *d = daemon_of(state);
-    char *store = path_in(fix(state)->dir, "files"), cmd[600], want[300], *listing;
-    char name[257], *escape = path_in(fix(state)->dir, "escape");
+    char *store = it_path_in(fix(state)->dir, "files"), cmd[600], want[300], *listing;
+    char name[257], *escape = it_path_in(fix(state)->dir, "escape");
     unsigned n;
     uint16_t port;
     int fd;
@@ -1056,9 +1048,9 @@ static void test_backup_planted_symlink_never_followed(void **state)
 {
     struct it_daemon *d = daemon_of(state);
     const char *dir = fix(state)->dir;
-    char *store = path_in(dir, "files"), *outside = path_in(dir, "outside");
-    char *secret = path_in(outside, "secret"), *link = path_in(store, "link.txt");
-    char *dlink = path_in(store, "linkdir"), *out = path_in(dir, "got"), ps[8];
+    char *store = it_path_in(dir, "files"), *outside = it_path_in(dir, "outside");
+    char *secret = it_path_in(outside, "secret"), *link = it_path_in(store, "link.txt");
+    char *dlink = it_path_in(store, "linkdir"), *out = it_path_in(dir, "got"), ps[8];
     struct it_proc p;
     unsigned n;
     uint16_t port;
@@ -1108,7 +1100,7 @@ static void test_backup_limits_refused_before_any_byte_and_while_streaming(void 
 {
     struct it_daemon *d = daemon_of(state);
     const char *dir = fix(state)->dir;
-    char *lim = path_in(dir, "lim"), *quo = path_in(dir, "quo");
+    char *lim = it_path_in(dir, "lim"), *quo = it_path_in(dir, "quo");
     uint8_t *data = pattern(4000, 5);
     uint16_t lim_port, quo_port;
     unsigned n;
@@ -1180,7 +1172,7 @@ static uint64_t fs_used(const char *path)
 static void test_backup_headers_alone_hold_no_disk(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    char *mnt = tmpfs_path(state), *store = path_in(mnt, "store");
+    char *mnt = tmpfs_path(state), *store = it_path_in(mnt, "store");
     uint64_t before, after;
     int fd[N_HEADERS];
     uint16_t port;
@@ -1217,7 +1209,7 @@ static void test_backup_headers_alone_hold_no_disk(void **state)
 static void test_backup_upload_below_min_rate_cut(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    char *dir = path_in(fix(state)->dir, "slow");
+    char *dir = it_path_in(fix(state)->dir, "slow");
     uint8_t *data = pattern(256 * 1024, 9);
     int64_t deadline;
     struct pollfd pfd;
@@ -1270,7 +1262,7 @@ static void *racer_main(void *arg)
 static void test_backup_quota_holds_across_concurrent_uploads(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    char *dir = path_in(fix(state)->dir, "q");
+    char *dir = it_path_in(fix(state)->dir, "q");
     size_t n = 2 * MIB;
     uint8_t *data = pattern(n, 11);
     struct racer r[2];
@@ -1313,7 +1305,7 @@ static void test_backup_quota_holds_across_concurrent_uploads(void **state)
 static void test_backup_options_changed_while_running(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    char *dir = path_in(fix(state)->dir, "live");
+    char *dir = it_path_in(fix(state)->dir, "live");
     uint16_t port = backup_listener(d, "live", dir, "");
     char line[LINE_CAP];
     json_t *res, *body, *files;
@@ -1372,7 +1364,7 @@ static bool is_listed(void *arg)
 static void test_backup_lecture_client_stored_unverified(void **state)
 {
     struct it_daemon *d = daemon_of(state);
-    char *store = path_in(fix(state)->dir, "files"), *stored = path_in(store, "lecture.txt");
+    char *store = it_path_in(fix(state)->dir, "files"), *stored = it_path_in(store, "lecture.txt");
     size_t len = 300 * 1024 + 5;
     uint8_t *data = pattern(len, 6);
     struct listed l;
@@ -1417,7 +1409,7 @@ static void test_backup_restore_by_protocol_without_pacing(void **state)
 {
     struct it_daemon *d = daemon_of(state);
     const char *dir = fix(state)->dir;
-    char *store = path_in(dir, "files"), *src = path_in(dir, "big.bin"), line[LINE_CAP];
+    char *store = it_path_in(dir, "files"), *src = it_path_in(dir, "big.bin"), line[LINE_CAP];
     char hex[65], want[200], *all = NULL;
     size_t len = 6 * MIB + 7, all_len = 0, hl;
     uint8_t *data = pattern(len, 7), *got = malloc(len);
@@ -1483,8 +1475,8 @@ static void test_backup_restore_by_cli_and_rest_identical(void **state)
 {
     struct it_daemon *d = daemon_of(state);
     const char *dir = fix(state)->dir;
-    char *store = path_in(dir, "files"), *src = path_in(dir, "src.bin");
-    char *out1 = path_in(dir, "v1.bin"), *out2 = path_in(dir, "v2.bin"), ps[8];
+    char *store = it_path_in(dir, "files"), *src = it_path_in(dir, "src.bin");
+    char *out1 = it_path_in(dir, "v1.bin"), *out2 = it_path_in(dir, "v2.bin"), ps[8];
     size_t len1 = 5 * MIB + 3, len2 = 2 * MIB + 11;
     uint8_t *v1 = pattern(len1, 8), *v2 = pattern(len2, 9);
     struct it_http h;
@@ -1549,8 +1541,8 @@ static void test_backup_cli_exit_codes(void **state)
         {"put", "file", "--name", "a/b", "127.0.0.1", NULL},
     };
     struct it_daemon *d = daemon_of(state);
-    char *store = path_in(fix(state)->dir, "files"), *out = path_in(fix(state)->dir, "out");
-    char *file = path_in(fix(state)->dir, "file"), ps[8], closed[8];
+    char *store = it_path_in(fix(state)->dir, "files"), *out = it_path_in(fix(state)->dir, "out");
+    char *file = it_path_in(fix(state)->dir, "file"), ps[8], closed[8];
     uint16_t port, free_port = 0;
     struct it_proc p;
     int lfd;
@@ -1613,7 +1605,7 @@ static void test_backup_cli_exit_codes(void **state)
 static void test_backup_default_listener_on_32400(void **state)
 {
     struct it_fixture *f = fix(state);
-    char *src = path_in(f->dir, "default.txt"), *stored;
+    char *src = it_path_in(f->dir, "default.txt"), *stored;
     json_t *res;
     struct it_proc p;
 
@@ -1641,7 +1633,7 @@ static void test_backup_default_listener_on_32400(void **state)
     assert_exit(&p, 0);
     assert_contains(p.out, "stored default.txt version 1", "stdout");
     it_proc_fini(&p);
-    stored = path_in(f->d.state_dir, "backup/backup-tcp/default.txt");
+    stored = it_path_in(f->d.state_dir, "backup/backup-tcp/default.txt");
     assert_file(stored, "to the default listener\n", 24);
     free(stored);
     free(src);

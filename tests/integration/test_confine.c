@@ -37,17 +37,6 @@ static struct it_fixture *fix(void **state)
     return *state;
 }
 
-/* A malloc'd "DIR/name". */
-static char *path_in(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-
-    assert_non_null(p);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static bool exists(const char *path)
 {
     struct stat st;
@@ -126,11 +115,11 @@ static void test_confine_state_dir_refused_however_spelled(void **state)
 {
     struct it_fixture *f = fix(state);
     const char *st = f->d.state_dir;
-    char *ok_dir = path_in(f->dir, "ok"), *body = backup_body("ok", ok_dir);
-    char *inside = path_in(st, "data"), *link = path_in(f->dir, "link");
-    char *via_link = path_in(link, "sub"), *dotdot, *bind = path_in(f->dir, "bind");
-    char *via_bind = path_in(bind, "data"), *in_backup = path_in(st, "backup"),
-         *allowed = path_in(st, "backup/mine"), *allowed_body = backup_body("mine", allowed);
+    char *ok_dir = it_path_in(f->dir, "ok"), *body = backup_body("ok", ok_dir);
+    char *inside = it_path_in(st, "data"), *link = it_path_in(f->dir, "link");
+    char *via_link = it_path_in(link, "sub"), *dotdot, *bind = it_path_in(f->dir, "bind");
+    char *via_bind = it_path_in(bind, "data"), *in_backup = it_path_in(st, "backup"),
+         *allowed = it_path_in(st, "backup/mine"), *allowed_body = backup_body("mine", allowed);
     const char *root = "/";
 
     (void)it_listener_create_port(&f->d, body);
@@ -175,7 +164,7 @@ static void test_confine_state_dir_refused_however_spelled(void **state)
 static void test_confine_restore_of_revision_naming_it_refused(void **state)
 {
     struct it_fixture *f = fix(state);
-    char *later = path_in(f->dir, "later"), *other = path_in(f->dir, "other");
+    char *later = it_path_in(f->dir, "later"), *other = it_path_in(f->dir, "other");
     char *body = backup_body("b", later), path[128];
     json_t *revs, *res;
     json_int_t first;
@@ -192,7 +181,7 @@ static void test_confine_restore_of_revision_naming_it_refused(void **state)
     }
     /* The directory of that revision is now a link into the state directory. */
     {
-        char *meta = path_in(later, ".sockserv");
+        char *meta = it_path_in(later, ".sockserv");
 
         (void)rmdir(meta);
         (void)rmdir(later);
@@ -224,7 +213,7 @@ static void test_confine_restore_of_revision_naming_it_refused(void **state)
 static void test_confine_state_file_naming_it_refused_at_start(void **state)
 {
     struct it_fixture *f = fix(state);
-    char *dir = path_in(f->dir, "elsewhere"), *body = backup_body("b", dir), *text;
+    char *dir = it_path_in(f->dir, "elsewhere"), *body = backup_body("b", dir), *text;
     json_t *sf, *opts;
     int64_t ms;
     int status;
@@ -294,8 +283,8 @@ static long post_with_token(const struct it_daemon *d, const char *body, json_t 
 static void test_confine_token_file_directory_refused(void **state)
 {
     struct it_fixture *f = fix(state);
-    char *tdir = path_in(f->dir, "secrets"), *token = path_in(tdir, "token");
-    char *inside = path_in(tdir, "backup"), *body, *text;
+    char *tdir = it_path_in(f->dir, "secrets"), *token = it_path_in(tdir, "token");
+    char *inside = it_path_in(tdir, "backup"), *body, *text;
     const char *const args[] = {"--token-file", token, NULL};
     json_t *j, *sf;
     int64_t ms;
@@ -353,9 +342,9 @@ static void test_confine_token_file_directory_refused(void **state)
 static void test_confine_bad_directories_are_400_never_404_or_500(void **state)
 {
     struct it_fixture *f = fix(state);
-    char *file = path_in(f->dir, "a-file"), *ro = path_in(f->dir, "ro");
-    char *in_file = path_in(file, "x"), *in_ro = path_in(ro, "x");
-    char *ok_dir = path_in(f->dir, "ok"), *body = backup_body("ok", ok_dir);
+    char *file = it_path_in(f->dir, "a-file"), *ro = it_path_in(f->dir, "ro");
+    char *in_file = it_path_in(file, "x"), *in_ro = it_path_in(ro, "x");
+    char *ok_dir = it_path_in(f->dir, "ok"), *body = backup_body("ok", ok_dir);
     const char *bad[] = {file, in_file, "/proc/sockserv-x", "/sys/sockserv-x",
                          ro,   in_ro,   "relative/dir"};
     struct it_http r;
@@ -387,7 +376,7 @@ static void test_confine_bad_directories_are_400_never_404_or_500(void **state)
 static void test_confine_dry_run_refuses_what_the_real_call_refuses(void **state)
 {
     struct it_fixture *f = fix(state);
-    char *dir = path_in(f->dir, "held"), *x = backup_body("x", dir), *y = backup_body("y", dir);
+    char *dir = it_path_in(f->dir, "held"), *x = backup_body("x", dir), *y = backup_body("y", dir);
     struct it_http r;
 
     (void)it_listener_create_port(&f->d, x);
@@ -412,7 +401,7 @@ static void test_confine_dry_run_refuses_what_the_real_call_refuses(void **state
 static void test_confine_one_directory_twice_in_one_config_refused(void **state)
 {
     struct it_fixture *f = fix(state);
-    char *dir = path_in(f->dir, "shared"), *alias = path_in(f->dir, "alias/../shared");
+    char *dir = it_path_in(f->dir, "shared"), *alias = it_path_in(f->dir, "alias/../shared");
     char *body = NULL;
     struct it_http r;
     json_t *h;
@@ -442,8 +431,8 @@ static void test_confine_one_directory_twice_in_one_config_refused(void **state)
 static void test_confine_rolled_back_config_leaves_no_directory(void **state)
 {
     struct it_fixture *f = fix(state);
-    char *made = path_in(f->dir, "made"), *deep = path_in(made, "deep/store");
-    char *def = path_in(f->d.state_dir, "backup/a-backup"), *b = backup_body("a-backup", deep);
+    char *made = it_path_in(f->dir, "made"), *deep = it_path_in(made, "deep/store");
+    char *def = it_path_in(f->d.state_dir, "backup/a-backup"), *b = backup_body("a-backup", deep);
     char cfg[2048];
     uint16_t taken = 0;
     int fd = it_bind(SOCK_STREAM, "127.0.0.1", 0, &taken);
@@ -470,7 +459,7 @@ static void test_confine_rolled_back_config_leaves_no_directory(void **state)
     it_http_fini(&r);
     assert_false(exists(def));
     {
-        char *bk = path_in(f->d.state_dir, "backup");
+        char *bk = it_path_in(f->d.state_dir, "backup");
 
         assert_false(exists(bk));
         free(bk);
@@ -488,7 +477,7 @@ static void test_confine_rolled_back_config_leaves_no_directory(void **state)
 static void test_confine_upload_during_directory_change_listed_or_refused(void **state)
 {
     struct it_fixture *f = fix(state);
-    char *a = path_in(f->dir, "a"), *b = path_in(f->dir, "b"), *body = backup_body("mv", a);
+    char *a = it_path_in(f->dir, "a"), *b = it_path_in(f->dir, "b"), *body = backup_body("mv", a);
     char patch[512], line[512], data[1000];
     uint16_t port = it_listener_create_port(&f->d, body);
     int fd = it_tcp_connect_ok(port);
@@ -529,7 +518,7 @@ static int teardown_mounts(void **state)
     static const char *const names[] = {"bind", "ro"};
 
     for (size_t i = 0; *state && i < sizeof(names) / sizeof(names[0]); i++) {
-        char *mnt = path_in(fix(state)->dir, names[i]);
+        char *mnt = it_path_in(fix(state)->dir, names[i]);
 
         (void)umount2(mnt, MNT_DETACH);
         free(mnt);
@@ -575,9 +564,9 @@ static void refused_at_start(struct it_fixture *f, const char *dir, const char *
 static void test_confine_tls_and_socket_directories_refused(void **state)
 {
     struct it_fixture *f = fix(state);
-    char *tls = path_in(f->dir, "tls"), *cert = path_in(tls, "cert.pem");
-    char *key = path_in(tls, "key.pem"), *run = path_in(f->dir, "run");
-    char *sock = path_in(run, "api.sock"), *data = path_in(f->dir, "data");
+    char *tls = it_path_in(f->dir, "tls"), *cert = it_path_in(tls, "cert.pem");
+    char *key = it_path_in(tls, "key.pem"), *run = it_path_in(f->dir, "run");
+    char *sock = it_path_in(run, "api.sock"), *data = it_path_in(f->dir, "data");
     char api[IT_PATH_MAX + 16];
     const char *const tls_args[] = {"--api-tls-cert", cert, "--api-tls-key", key, NULL};
     int64_t ms;

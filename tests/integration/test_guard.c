@@ -72,24 +72,6 @@ static int highest_fd(pid_t pid)
     return max;
 }
 
-/* utime + stime of pid, in clock ticks. */
-static unsigned long long cpu_ticks(pid_t pid)
-{
-    char path[64], *text, *p;
-    unsigned long long utime = 0, stime = 0;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    text = it_file_read(path, NULL);
-    assert_non_null(text);
-    p = strrchr(text, ')');
-    assert_non_null(p);
-    /* After the name: state (field 3) ... utime (14), stime (15). */
-    assert_int_equal(
-        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime), 2);
-    free(text);
-    return utime + stime;
-}
-
 /* The daemon's fds and threads with no listener, at the start of a test, once they hold still
  * (the API's own connections come and go). */
 static struct it_resources baseline(const struct it_daemon *d)
@@ -874,12 +856,12 @@ static void run_out_of_fds(void **state, const char *model)
 
     /* Refused, not left waiting, and without spinning. */
     assert_refused_out_of_fds(port, &f);
-    t0 = cpu_ticks(d->pid);
+    t0 = it_cpu_ticks(d->pid);
     assert_refused_out_of_fds(port, &f);
     (void)poll(NULL, 0, CPU_WINDOW_MS); /* a measuring window, not a synchronisation */
-    if (cpu_ticks(d->pid) - t0 > CPU_MAX_TICKS)
+    if (it_cpu_ticks(d->pid) - t0 > CPU_MAX_TICKS)
         fail_msg("%s: the daemon used %llu ticks of CPU in %d ms while out of fds", model,
-                 cpu_ticks(d->pid) - t0, CPU_WINDOW_MS);
+                 it_cpu_ticks(d->pid) - t0, CPU_WINDOW_MS);
     assert_int_equal(kill(d->pid, 0), 0);
 
     /* fds given back: served again. */

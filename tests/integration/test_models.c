@@ -137,6 +137,15 @@ static void check_echo(const struct it_daemon *d, const char *model, const char 
     free(msg);
 }
 
+/* Now, in whole seconds of CLOCK_REALTIME. */
+static time_t realtime_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec;
+}
+
 /* The daytime line: what `date` prints in UTC at some second between before and after. */
 static void check_date(const struct it_daemon *d, const char *model)
 {
@@ -152,13 +161,14 @@ static void check_date(const struct it_daemon *d, const char *model)
              "\"model\":\"%s\",\"options\":{\"timezone\":\"UTC\"}}",
              model);
     port = it_listener_create_port(d, body);
-    before = time(NULL);
+    /* The daemon reads CLOCK_REALTIME; time() may read the coarse clock, a tick behind. */
+    before = realtime_s();
     fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
     if (fd < 0)
         fail_msg("daytime under %s: connect: %s", model, strerror(-fd));
     r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, &line, &len);
     close(fd);
-    after = time(NULL);
+    after = realtime_s();
     if (r != 0)
         fail_msg("daytime under %s: %s after '%s'", model, strerror(-r), line ? line : "");
     for (time_t t = before; t <= after && !matched; t++) {
