@@ -109,6 +109,17 @@ struct api_server {
     bool has_watch_thread;
     int64_t cut_log_next_ms; /* the deadline thread's own */
 
+    /* Changes of the listener set run on the change thread, not on libmicrohttpd's: they bind,
+     * join threads and write the state to disk (fsync), any of which may take long, and the API
+     * must go on answering meanwhile. A change's connection is suspended until it is done. */
+    pthread_mutex_t changes_lock;
+    pthread_cond_t changes_wake;
+    struct request *changes_head; /* guarded by changes_lock: waiting, oldest first */
+    struct request *changes_tail; /* guarded by changes_lock */
+    bool changes_stopping;        /* guarded by changes_lock */
+    pthread_t changes_thread;
+    bool has_changes_thread;
+
     /* libmicrohttpd's warnings (a malformed request, a failed TLS handshake) are the peer's
      * doing: at most API_LOG_PER_MINUTE are written a minute, the rest counted. */
     pthread_mutex_t log_lock;
@@ -134,6 +145,13 @@ struct request {
     struct api_reply reply;
     struct core_buf body; /* the body read so far (routes that take one) */
     size_t seen;          /* body bytes received, kept or not */
+    /* A change handed to the change thread: its connection, suspended meanwhile, and its
+     * path; done once its reply is ready. Guarded by the server's changes_lock. */
+    struct MHD_Connection *conn;
+    const char *url;
+    struct request *next;
+    bool queued;
+    bool done;
 };
 
 static int64_t now_ms(void)
@@ -771,6 +789,109 @@ static enum MHD_Result send_busy(struct api_server *s, struct request *q,
     return api_reply_send(conn, &q->reply);
 }
 
+/* ---- the change thread ---- */
+
+/* Whether the route changes the listener set (POST, PUT, PATCH, DELETE): the change thread's. */
+static bool route_changes(const struct api_route *route)
+{
+    return route->method == API_METHOD_POST || route->method == API_METHOD_PUT ||
+           route->method == API_METHOD_PATCH || route->method == API_METHOD_DELETE;
+}
+
+/*
+ * Hands q, whose connection conn the caller (libmicrohttpd's thread, in the access handler)
+ * has just suspended, to the change thread. -ESHUTDOWN when the server is stopping: then
+ * nothing is queued.
+ */
+static int changes_enqueue(struct api_server *s, struct request *q, struct MHD_Connection *conn,
+                           const char *url)
+{
+    int r = 0;
+
+    pthread_mutex_lock(&s->changes_lock);
+    if (s->changes_stopping || !s->has_changes_thread) {
+        r = -ESHUTDOWN;
+    } else {
+        q->conn = conn;
+        q->url = url;
+        q->next = NULL;
+        q->queued = true;
+        if (s->changes_tail)
+            s->changes_tail->next = q;
+        else
+            s->changes_head = q;
+        s->changes_tail = q;
+        pthread_cond_signal(&s->changes_wake);
+    }
+    pthread_mutex_unlock(&s->changes_lock);
+    return r;
+}
+
+/* Whether q's change is done (its reply ready). */
+static bool changes_done(struct api_server *s, const struct request *q)
+{
+    bool done;
+
+    pthread_mutex_lock(&s->changes_lock);
+    done = q->done;
+    pthread_mutex_unlock(&s->changes_lock);
+    return done;
+}
+
+static void request_dispatch(struct api_server *s, struct request *q, struct MHD_Connection *conn,
+                             const char *url);
+
+/*
+ * The change thread: runs each queued change in turn (the registry serialises them anyway),
+ * then resumes its connection, whose access handler sends the reply. Once the server stops,
+ * what is still queued is answered 503 without being run.
+ */
+static void *changes_main(void *arg)
+{
+    struct api_server *s = arg;
+
+    pthread_mutex_lock(&s->changes_lock);
+    for (;;) {
+        struct request *q;
+        bool stopping;
+
+        while (!s->changes_head && !s->changes_stopping)
+            pthread_cond_wait(&s->changes_wake, &s->changes_lock);
+        q = s->changes_head;
+        if (!q)
+            break;
+        s->changes_head = q->next;
+        if (!s->changes_head)
+            s->changes_tail = NULL;
+        stopping = s->changes_stopping;
+        pthread_mutex_unlock(&s->changes_lock);
+        if (stopping)
+            api_reply_problem(&q->reply, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+                              "the daemon is stopping; the change was not made");
+        else
+            request_dispatch(s, q, q->conn, q->url);
+        pthread_mutex_lock(&s->changes_lock);
+        q->done = true;
+        /* Under the lock: libmicrohttpd's thread reads done once resumed. */
+        MHD_resume_connection(q->conn);
+    }
+    pthread_mutex_unlock(&s->changes_lock);
+    return NULL;
+}
+
+/* Stops the change thread once the change it runs is done; the queued ones are answered 503. */
+static void changes_stop(struct api_server *s)
+{
+    if (!s->has_changes_thread)
+        return;
+    pthread_mutex_lock(&s->changes_lock);
+    s->changes_stopping = true;
+    pthread_cond_signal(&s->changes_wake);
+    pthread_mutex_unlock(&s->changes_lock);
+    pthread_join(s->changes_thread, NULL);
+    s->has_changes_thread = false;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls)
@@ -813,9 +934,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return keep ? MHD_YES : MHD_NO;
     }
+    /* Resumed by the change thread: the reply is ready. */
+    if (q->queued && changes_done(s, q))
+        return send_reply(s, q, conn, method, url);
     if (!q->decided && q->match.route->handler == api_handle_events &&
         !stream_admit(s, watch_of(conn)))
         return send_busy(s, q, conn, method, url);
+    if (!q->decided && route_changes(q->match.route)) {
+        /* Suspended first: the change thread may resume it as soon as it is queued. Nothing is
+         * owed by the client meanwhile. */
+        watch_enter(s, watch_of(conn), PHASE_ANSWER, 0);
+        MHD_suspend_connection(conn);
+        if (changes_enqueue(s, q, conn, url) == 0)
+            return MHD_YES;
+        MHD_resume_connection(conn);
+        api_reply_problem(&q->reply, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+                          "the daemon is stopping; the change was not made");
+        return send_reply(s, q, conn, method, url);
+    }
     if (!q->decided)
         request_dispatch(s, q, conn, url);
     return send_reply(s, q, conn, method, url);
@@ -1009,6 +1145,7 @@ static void watch_stop(struct api_server *s)
 
 static void server_free(struct api_server *s)
 {
+    changes_stop(s);
     watch_stop(s);
     unix_remove(s);
     api_events_free(s->events);
@@ -1016,6 +1153,8 @@ static void server_free(struct api_server *s)
     pthread_cond_destroy(&s->watch_wake);
     pthread_mutex_destroy(&s->watch_lock);
     pthread_mutex_destroy(&s->log_lock);
+    pthread_cond_destroy(&s->changes_wake);
+    pthread_mutex_destroy(&s->changes_lock);
     free(s);
 }
 
@@ -1115,6 +1254,8 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     }
     pthread_mutex_init(&s->watch_lock, NULL);
     pthread_mutex_init(&s->log_lock, NULL);
+    pthread_mutex_init(&s->changes_lock, NULL);
+    pthread_cond_init(&s->changes_wake, NULL);
     s->log_window_ms = now_ms();
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -1180,6 +1321,13 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
         goto out_free;
     }
     s->has_watch_thread = true;
+    r = -pthread_create(&s->changes_thread, NULL, changes_main, s);
+    if (r < 0) {
+        (void)core_err_set(err, r, NULL, "api: change thread: %s", strerror(-r));
+        close(fd);
+        goto out_free;
+    }
+    s->has_changes_thread = true;
 
     /* The limits, explicit (see per_ip_limit()). On success the daemon owns fd and closes it
      * in MHD_stop_daemon(). */
@@ -1220,8 +1368,10 @@ void api_server_stop(struct api_server *s)
 {
     if (!s)
         return;
-    /* Streams end first: libmicrohttpd must not be stopped with a connection suspended. */
+    /* Streams end first, and the change under way: libmicrohttpd must not be stopped with a
+     * connection suspended. */
     api_events_shutdown(s->events);
+    changes_stop(s);
     watch_stop(s);
     MHD_stop_daemon(s->daemon);
     server_free(s);

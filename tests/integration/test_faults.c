@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1489,6 +1490,87 @@ static void test_faults_port_in_use_refused_409_changes_nothing(void **state)
     stop_clean(w);
 }
 
+/* ---- a slow disk does not stall the API ---- */
+
+struct slow_change {
+    const struct it_daemon *d;
+    long status;
+    int64_t ms;
+};
+
+static void *slow_change_main(void *arg)
+{
+    struct slow_change *c = arg;
+    struct it_http r;
+    int64_t t0 = it_now_ms();
+
+    if (it_http_raw(c->d, "POST", "/api/v1/listeners",
+                    "{\"id\":\"slow\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0}",
+                    strlen("{\"id\":\"slow\",\"service\":\"echo\",\"address\":\"127.0.0.1\","
+                           "\"port\":0}"),
+                    "application/json", &r) == 0) {
+        c->status = r.status;
+        it_http_fini(&r);
+    }
+    c->ms = it_now_ms() - t0;
+    return NULL;
+}
+
+/* Whether the state file is being written: its temporary file is there (the fsync is slow). */
+static bool state_being_written(void *arg)
+{
+    const struct it_daemon *d = arg;
+    DIR *dir = opendir(d->state_dir);
+    struct dirent *e;
+    bool found = false;
+
+    if (!dir)
+        return false;
+    while (!found && (e = readdir(dir)))
+        found = strncmp(e->d_name, "listeners.json.tmp.", 19) == 0;
+    closedir(dir);
+    return found;
+}
+
+/*
+ * A change writes the state to disk and fsyncs it; with every fsync made 2 s slow (strace), the
+ * change takes seconds, and meanwhile health, reads and the event stream's routes answer at once:
+ * the change runs beside libmicrohttpd's thread, not on it.
+ */
+static void test_faults_fsync_slow_change_leaves_the_api_answering(void **state)
+{
+    struct faults *w = faults_of(state);
+    struct slow_change c = {.d = &w->f->d};
+    char log[IT_PATH_MAX];
+    pthread_t t;
+
+    require_strace(w);
+    start_traced(w, "inject=fsync:delay_enter=2000000", log);
+    assert_int_equal(pthread_create(&t, NULL, slow_change_main, &c), 0);
+    if (!it_wait_until(IT_WAIT_MS, state_being_written, &w->f->d)) {
+        pthread_join(t, NULL);
+        fail_msg("the change never wrote the state file (status %ld after %lld ms)", c.status,
+                 (long long)c.ms);
+    }
+    for (int i = 0; i < 3; i++) {
+        int64_t t0 = it_now_ms(), ms;
+        json_t *j = it_http_expect(&w->f->d, "GET", i == 2 ? "/api/v1/listeners" : "/api/v1/health",
+                                   NULL, 200);
+
+        ms = it_now_ms() - t0;
+        json_decref(j);
+        if (ms > 1000) {
+            pthread_join(t, NULL);
+            fail_msg("a GET took %lld ms while a change waited on the disk", (long long)ms);
+        }
+    }
+    assert_true(state_being_written(&w->f->d)); /* the change was still under way */
+    pthread_join(t, NULL);
+    assert_int_equal(c.status, 201);
+    assert_true(c.ms >= 2000);
+    stop_clean(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1503,6 +1585,7 @@ int main(void)
         T(test_faults_client_reset_mid_upload_keeps_nothing),
         T(test_faults_client_reset_mid_echo_every_model_daemon_survives),
         T(test_faults_port_in_use_refused_409_changes_nothing),
+        T(test_faults_fsync_slow_change_leaves_the_api_answering),
 #undef T
     };
 
