@@ -31,7 +31,9 @@
 #include "core/log.h"
 
 #define BODY_MAX_DEFAULT (1024 * 1024)
-#define LISTEN_BACKLOG 128
+/* Room for a burst of connections while the thread is busy: a full queue drops a new client's
+ * SYN, and the client waits a second or more to try again, whatever room admission keeps. */
+#define LISTEN_BACKLOG 1024
 /* A refused upload is read and dropped (so that the client sees the answer) up to this many
  * times body_max; past that the connection is cut. */
 #define DISCARD_FACTOR 16
