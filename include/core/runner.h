@@ -66,19 +66,33 @@ int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_run
 /* CLOCK_MONOTONIC in nanoseconds, for latency records. */
 uint64_t core_runner_now_ns(void);
 
-/* A reserve fd (on /dev/null) for core_runner_accept(), or a negative errno. One per accepting
- * thread; the caller closes it. */
-int core_runner_spare_open(void);
+/*
+ * The fds a listener's accepting threads keep in reserve (on /dev/null) to refuse connections
+ * once the daemon is out of fds, one per accepting thread, shared by them: any thread may use
+ * any of them, under the reserve's lock, which every accept4() of core_runner_accept() also
+ * takes (shared), so that no thread of the listener can take the fd another one gives up for a
+ * moment. A reserve fd lost all the same (to another part of the daemon) is opened again by
+ * the next core_runner_accept() that finds an fd free.
+ */
+struct core_fd_reserve;
+
+/* A reserve of n fds in *ret (those that cannot be opened now are opened later), or -ENOMEM.
+ * Free with core_fd_reserve_free(). */
+int core_fd_reserve_new(unsigned n, struct core_fd_reserve **ret);
+
+/* Closes the reserve's fds and frees it, once no thread uses it. Accepts NULL. */
+void core_fd_reserve_free(struct core_fd_reserve *res);
 
 /*
  * accept4(lfd) with SOCK_CLOEXEC | SOCK_NONBLOCK. Returns the connection's fd, or: -EAGAIN when
  * none is waiting (or it vanished, or a signal came); -ECONNREFUSED when one was refused for
- * lack of resources (counted in connections_rejected and rejected_resources): out of fds, the
- * reserve *spare is closed to accept the connection and close it at once, then reopened;
- * another negative errno for a failure the caller should back off from (also counted in
- * rejected_resources when it is a lack of memory).
+ * lack of resources (counted in connections_rejected and rejected_resources): out of fds, a
+ * fd of res is closed to accept the connection, which is closed at once, and res gets the fd
+ * back; another negative errno for a failure the caller should back off from (out of fds with
+ * no fd left in res, counted in errors; or a lack of memory, counted in rejected_resources).
+ * Any accepting thread of the listener that owns res.
  */
-int core_runner_accept(int lfd, int *spare, struct core_metrics *m);
+int core_runner_accept(int lfd, struct core_fd_reserve *res, struct core_metrics *m);
 
 /* Counts one connection refused because max_connections is reached. */
 void core_runner_reject_max(struct core_metrics *m);

@@ -70,7 +70,6 @@ struct ev_loop {
     bool owns_lfd;  /* false when it shares another loop's */
     bool exclusive; /* lfd is in the set with EPOLLEXCLUSIVE (shared with other loops) */
     bool accepting; /* until the runner drains */
-    int spare;      /* reserve fd for core_runner_accept() */
     pthread_t thread;
     bool started;
     int64_t accept_paused_until; /* ms: out of fds or memory, lfd is out of the set until then */
@@ -85,11 +84,12 @@ struct event_runner {
     const struct core_service *svc;
     void *inst;
     struct core_metrics *m;
-    struct core_sources *sources; /* borrowed; may be NULL */
-    int wake_fd;                  /* readable once the runner stops; in every loop */
-    int drain_fd;                 /* readable once the runner drains; in every loop */
-    atomic_uint n_accepting;      /* loops that have not yet stopped accepting */
-    _Atomic uint32_t n_conns;     /* open connections across loops */
+    struct core_sources *sources;    /* borrowed; may be NULL */
+    struct core_fd_reserve *reserve; /* one fd per loop, for core_runner_accept() */
+    int wake_fd;                     /* readable once the runner stops; in every loop */
+    int drain_fd;                    /* readable once the runner drains; in every loop */
+    atomic_uint n_accepting;         /* loops that have not yet stopped accepting */
+    _Atomic uint32_t n_conns;        /* open connections across loops */
     struct ev_loop *loops;
     unsigned n_loops;
 };
@@ -368,10 +368,7 @@ static void on_acceptable(struct ev_loop *loop)
         uint64_t now;
         int fd;
 
-        /* The reserve fd lost to another thread once fds ran out: take it again. */
-        if (loop->spare < 0)
-            loop->spare = core_runner_spare_open();
-        fd = core_runner_accept(loop->lfd, &loop->spare, rn->m);
+        fd = core_runner_accept(loop->lfd, rn->reserve, rn->m);
         if (fd == -EAGAIN)
             return;
         if (fd == -ECONNREFUSED)
@@ -528,7 +525,6 @@ static int loop_init(struct event_runner *rn, unsigned i, int fd0, bool reusepor
     loop->rbuf = malloc(READ_SIZE);
     if (!loop->rbuf)
         return -ENOMEM;
-    loop->spare = core_runner_spare_open();
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epfd < 0)
         return -errno;
@@ -567,8 +563,6 @@ static void event_runner_free(struct event_runner *rn, int fd0)
             close(loop->lfd);
         if (loop->epfd >= 0)
             close(loop->epfd);
-        if (loop->spare >= 0)
-            close(loop->spare);
         free(loop->rbuf);
     }
     /* The listener's socket, when loop 0 did not take it. */
@@ -579,6 +573,7 @@ static void event_runner_free(struct event_runner *rn, int fd0)
     if (rn->drain_fd >= 0)
         close(rn->drain_fd);
     free(rn->loops);
+    core_fd_reserve_free(rn->reserve);
     core_listener_cfg_fini(&rn->cfg);
     free(rn);
 }
@@ -651,11 +646,13 @@ int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runne
         r = -errno;
         goto out_free;
     }
+    r = core_fd_reserve_new(rn->cfg.workers, &rn->reserve);
+    if (r < 0)
+        goto out_free;
     reuseport = has_reuseport(ctx->fd);
     for (; rn->n_loops < rn->cfg.workers; rn->n_loops++) {
         rn->loops[rn->n_loops].epfd = -1;
         rn->loops[rn->n_loops].lfd = -1;
-        rn->loops[rn->n_loops].spare = -1;
         r = loop_init(rn, rn->n_loops, ctx->fd, reuseport);
         if (r < 0) {
             rn->n_loops++;

@@ -61,8 +61,8 @@ struct proc_runner {
     /* Owned by the acceptor thread only; read by stop after the join. */
     struct child *children;
     unsigned n_children, cap_children;
-    struct pollfd *polls; /* 3 + cap_children */
-    int spare;            /* reserve fd of core_runner_accept() */
+    struct pollfd *polls;            /* 3 + cap_children */
+    struct core_fd_reserve *reserve; /* for core_runner_accept() */
 };
 
 static int64_t now_ms(void)
@@ -279,10 +279,7 @@ static void *acceptor_main(void *arg)
         reap(rn);
         if (!p[2].revents)
             continue;
-        /* The reserve fd lost to another thread once fds ran out: take it again. */
-        if (rn->spare < 0)
-            rn->spare = core_runner_spare_open();
-        fd = core_runner_accept(rn->lfd, &rn->spare, rn->m);
+        fd = core_runner_accept(rn->lfd, rn->reserve, rn->m);
         if (fd < 0) {
             if (fd == -EAGAIN || fd == -ECONNREFUSED)
                 continue;
@@ -320,8 +317,7 @@ static void proc_runner_free(struct proc_runner *rn)
         close(rn->wake_fd);
     if (rn->drain_fd >= 0)
         close(rn->drain_fd);
-    if (rn->spare >= 0)
-        close(rn->spare);
+    core_fd_reserve_free(rn->reserve);
     free(rn->children);
     free(rn->polls);
     core_listener_cfg_fini(&rn->cfg);
@@ -372,7 +368,6 @@ int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_run
     rn->lfd = ctx->fd;
     rn->wake_fd = -1;
     rn->drain_fd = -1;
-    rn->spare = -1;
     r = core_listener_cfg_copy(ctx->cfg, &rn->cfg);
     if (r < 0)
         goto out_free;
@@ -387,7 +382,9 @@ int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_run
         r = -errno;
         goto out_free;
     }
-    rn->spare = core_runner_spare_open();
+    r = core_fd_reserve_new(1, &rn->reserve);
+    if (r < 0)
+        goto out_free;
     rn->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     rn->drain_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (rn->wake_fd < 0 || rn->drain_fd < 0) {

@@ -42,7 +42,8 @@ struct tcp_runner {
     const struct core_service *svc;
     void *inst;
     struct core_metrics *m;
-    struct core_sources *sources; /* borrowed; may be NULL */
+    struct core_sources *sources;    /* borrowed; may be NULL */
+    struct core_fd_reserve *reserve; /* one fd per accepting thread, for core_runner_accept() */
     int lfd;
     int wake_fd;           /* readable once the runner stops: every wait watches it */
     int reap_fd;           /* a connection thread finished and waits to be joined */
@@ -188,7 +189,6 @@ static void *acceptor_main(void *arg)
 {
     struct tcp_runner *rn = arg;
     bool warned = false;
-    int spare = core_runner_spare_open();
 
     for (;;) {
         struct pollfd p[4] = {
@@ -215,10 +215,7 @@ static void *acceptor_main(void *arg)
         }
         if (!p[0].revents)
             continue;
-        /* The reserve fd lost to another thread once fds ran out: take it again. */
-        if (spare < 0)
-            spare = core_runner_spare_open();
-        fd = core_runner_accept(rn->lfd, &spare, rn->m);
+        fd = core_runner_accept(rn->lfd, rn->reserve, rn->m);
         if (fd == -EAGAIN || fd == -ECONNREFUSED)
             continue;
         if (fd < 0) {
@@ -239,8 +236,6 @@ static void *acceptor_main(void *arg)
         else
             spawn(rn, fd, now, &adm);
     }
-    if (spare >= 0)
-        close(spare);
     atomic_fetch_sub(&rn->accepting, 1);
     return NULL;
 }
@@ -250,7 +245,6 @@ static void *pool_main(void *arg)
 {
     struct tcp_runner *rn = arg;
     bool warned = false;
-    int spare = core_runner_spare_open();
 
     for (;;) {
         struct core_admission adm;
@@ -272,9 +266,7 @@ static void *pool_main(void *arg)
         }
         if (p[1].revents || p[2].revents)
             break;
-        if (spare < 0)
-            spare = core_runner_spare_open();
-        fd = core_runner_accept(rn->lfd, &spare, rn->m);
+        fd = core_runner_accept(rn->lfd, rn->reserve, rn->m);
         if (fd == -EAGAIN || fd == -ECONNREFUSED)
             continue; /* another worker took it */
         if (fd < 0) {
@@ -305,8 +297,6 @@ static void *pool_main(void *arg)
         rn->n_active--;
         pthread_mutex_unlock(&rn->lock);
     }
-    if (spare >= 0)
-        close(spare);
     atomic_fetch_sub(&rn->accepting, 1);
     return NULL;
 }
@@ -321,6 +311,7 @@ static void tcp_runner_free(struct tcp_runner *rn)
         close(rn->reap_fd);
     if (rn->drain_fd >= 0)
         close(rn->drain_fd);
+    core_fd_reserve_free(rn->reserve);
     pthread_cond_destroy(&rn->cond);
     pthread_mutex_destroy(&rn->lock);
     core_listener_cfg_fini(&rn->cfg);
@@ -407,6 +398,9 @@ int core_runner_tcp_start(const struct core_runner_ctx *ctx, struct core_runner 
         goto out_free;
     }
     n = rn->cfg.model == CORE_MODEL_POOL ? rn->cfg.workers : 1;
+    r = core_fd_reserve_new(n, &rn->reserve);
+    if (r < 0)
+        goto out_free;
     rn->workers = calloc(n, sizeof(*rn->workers));
     if (!rn->workers) {
         r = -ENOMEM;

@@ -882,6 +882,122 @@ static void run_out_of_fds(void **state, const char *model)
     assert_recovered(d, &base);
 }
 
+/* Waits for the server to close every connection of fds[0..n), without a byte, within
+ * IT_IO_TIMEOUT_MS for them all; fails naming the first one left open (waiting in a backlog, or
+ * accepted and served). Closes them. */
+static void assert_all_refused(int *fds, unsigned n, const char *what)
+{
+    int64_t deadline = it_now_ms() + IT_IO_TIMEOUT_MS;
+    unsigned bad = n;
+    int bad_r = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        int64_t left = deadline - it_now_ms();
+        char *data = NULL;
+        size_t len = 0;
+        int r = it_read_to_eof(fds[i], left > 0 ? (int)left : 0, &data, &len);
+
+        if (bad == n && ((r != 0 && r != -ECONNRESET) || len != 0)) {
+            bad = i;
+            bad_r = r;
+        }
+        free(data);
+        close(fds[i]);
+    }
+    if (bad < n)
+        fail_msg("%s: connection %u of %u was not refused: %s", what, bad + 1, n,
+                 bad_r ? strerror(-bad_r) : "bytes came");
+}
+
+/* served_again(), counting the connections refused before one is served. */
+struct served_count {
+    struct served_arg a;
+    unsigned refused;
+};
+
+static bool served_again_counted(void *arg)
+{
+    struct served_count *c = arg;
+
+    if (is_served_from(c->a.src, c->a.port))
+        return true;
+    c->refused++;
+    return false;
+}
+
+#define BURST 16
+#define BURST_ROUNDS 6
+#define IN_A_ROW 32
+
+/*
+ * A listener with two accepting threads (two loops on two sockets for `event`, two threads on
+ * one for `pool`) while the daemon is out of fds: bursts of connections, which both threads
+ * refuse at once, and connections made one right after the other's refusal, which the thread
+ * that did not refuse it may take; every one is refused at once, none waits in a backlog or is
+ * served. Once fds are given back, served again.
+ */
+static void run_out_of_fds_two_threads(void **state, const char *model)
+{
+    const struct it_daemon *d = daemon_of(state);
+    struct it_resources base = baseline(d), c;
+    struct served_count again;
+    struct rlimit old;
+    struct fds_fill f = {.pid = d->pid};
+    int fds[BURST > IN_A_ROW ? BURST : IN_A_ROW];
+    char body[256];
+    uint16_t port;
+
+    f.fport = create_tcp(d, "fill", "thread", ",\"max_connections\":100000");
+    snprintf(body, sizeof(body),
+             "{\"id\":\"t\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
+             "\"model\":\"%s\",\"workers\":2}",
+             model);
+    port = it_listener_create_port(d, body);
+    assert_true(is_served_from("127.0.0.1", port));
+    it_assert_metric_eventually(d, "t", "connections_active", 0, IT_WAIT_MS);
+
+    it_resources_settle(d, &c);
+    f.limit = highest_fd(d->pid) + 1 + FREE_FDS;
+    set_nofile(d->pid, (rlim_t)f.limit, &old);
+
+    for (unsigned round = 0; round < BURST_ROUNDS; round++) {
+        exhaust_fds(&f);
+        for (unsigned i = 0; i < BURST; i++)
+            fds[i] = tcp_connect_from("127.0.0.1", port);
+        assert_all_refused(fds, BURST, "a burst");
+    }
+    exhaust_fds(&f);
+    for (unsigned i = 0; i < IN_A_ROW; i++) {
+        fds[i] = tcp_connect_from("127.0.0.1", port);
+        assert_all_refused(&fds[i], 1, "in a row");
+    }
+
+    for (unsigned i = 0; i < f.n; i++)
+        close(f.fd[i]);
+    /* (Refused until the daemon has closed enough of them.) */
+    again = (struct served_count){.a = {.src = "127.0.0.1", .port = port}};
+    if (!it_wait_until(IT_WAIT_MS, served_again_counted, &again))
+        fail_msg("%s: not served again once fds were given back", model);
+    set_nofile(d->pid, old.rlim_cur, NULL);
+
+    it_assert_metric_eventually(d, "t", "rejected_resources",
+                                BURST_ROUNDS * BURST + IN_A_ROW + again.refused, IT_WAIT_MS);
+    assert_metric_now(d, "t", "connections_rejected",
+                      BURST_ROUNDS * BURST + IN_A_ROW + again.refused);
+    it_assert_metric_eventually(d, "t", "connections_active", 0, IT_WAIT_MS);
+    assert_recovered(d, &base);
+}
+
+static void test_guard_tcp_event_two_loops_out_of_fds_refuse_every_connection(void **state)
+{
+    run_out_of_fds_two_threads(state, "event");
+}
+
+static void test_guard_tcp_pool_two_workers_out_of_fds_refuse_every_connection(void **state)
+{
+    run_out_of_fds_two_threads(state, "pool");
+}
+
 static void test_guard_tcp_sequential_out_of_fds_refuses_and_recovers(void **state)
 {
     run_out_of_fds(state, "sequential");
@@ -976,6 +1092,8 @@ int main(void)
         T(test_guard_tcp_pool_out_of_fds_refuses_and_recovers),
         T(test_guard_tcp_event_out_of_fds_refuses_and_recovers),
         T(test_guard_tcp_process_out_of_fds_refuses_and_recovers),
+        T(test_guard_tcp_event_two_loops_out_of_fds_refuse_every_connection),
+        T(test_guard_tcp_pool_two_workers_out_of_fds_refuse_every_connection),
         T(test_guard_limits_have_defaults_are_checked_and_patchable),
     };
 
