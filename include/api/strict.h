@@ -35,8 +35,7 @@ int api_strict_check(struct MHD_Connection *conn, const char *target, struct api
 
 /*
  * Header name of conn's request as one list: its values joined with ", ". Returns 0 with *ret
- * (malloc'd; free it) when it was sent more than once, 0 with *ret untouched when at most once
- * (look the header up), or -ENOMEM.
+ * (malloc'd; free it) when it was sent, 0 with *ret untouched when it was not, or -ENOMEM.
  */
 int api_strict_header_list(struct MHD_Connection *conn, const char *name, char **ret);
 

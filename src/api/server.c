@@ -138,8 +138,8 @@ struct request {
     char *id;            /* the {id} segment decoded, or NULL */
     char *name;          /* the {name} segment decoded, or NULL */
     char *n;             /* the {n} segment decoded, or NULL */
-    char *if_match;      /* every If-Match header as one list, or NULL (read the header) */
-    char *if_none_match; /* every If-None-Match header as one list, or NULL (read the header) */
+    char *if_match;      /* every If-Match header as one list, or NULL (none sent) */
+    char *if_none_match; /* every If-None-Match header as one list, or NULL (none sent) */
     bool decided;        /* reply is final before the body is read (403, 404, 405, 413, 415) */
     bool refused;        /* the guard refused it: answered at once, the body never read */
     bool at_once;        /* its framing is refused: answered at once, the connection closed */
@@ -727,13 +727,8 @@ static void request_dispatch(struct api_server *s, struct request *q, struct MHD
         .id = q->id,
         .name = q->name,
         .n = q->n,
-        .if_none_match =
-            q->if_none_match
-                ? q->if_none_match
-                : MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH),
-        .if_match = q->if_match ? q->if_match
-                                : MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                              MHD_HTTP_HEADER_IF_MATCH),
+        .if_none_match = q->if_none_match,
+        .if_match = q->if_match,
         .last_event_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID"),
         .uptime_seconds = uptime_seconds(s),
         .query = query_value,
@@ -829,6 +824,13 @@ static int changes_enqueue(struct api_server *s, struct request *q, struct MHD_C
     return r;
 }
 
+/* The answer to a change that came too late: the server stops. */
+static void reply_stopping(struct request *q)
+{
+    api_reply_problem(&q->reply, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+                      "the daemon is stopping; the change was not made");
+}
+
 /* Whether q's change is done (its reply ready). */
 static bool changes_done(struct api_server *s, const struct request *q)
 {
@@ -839,9 +841,6 @@ static bool changes_done(struct api_server *s, const struct request *q)
     pthread_mutex_unlock(&s->changes_lock);
     return done;
 }
-
-static void request_dispatch(struct api_server *s, struct request *q, struct MHD_Connection *conn,
-                             const char *url);
 
 /*
  * The change thread: runs each queued change in turn (the registry serialises them anyway),
@@ -868,8 +867,7 @@ static void *changes_main(void *arg)
         stopping = s->changes_stopping;
         pthread_mutex_unlock(&s->changes_lock);
         if (stopping)
-            api_reply_problem(&q->reply, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
-                              "the daemon is stopping; the change was not made");
+            reply_stopping(q);
         else
             request_dispatch(s, q, q->conn, q->url);
         pthread_mutex_lock(&s->changes_lock);
@@ -950,8 +948,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (changes_enqueue(s, q, conn, url) == 0)
             return MHD_YES;
         MHD_resume_connection(conn);
-        api_reply_problem(&q->reply, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
-                          "the daemon is stopping; the change was not made");
+        reply_stopping(q);
         return send_reply(s, q, conn, method, url);
     }
     if (!q->decided)

@@ -139,7 +139,7 @@ int api_strict_header_list(struct MHD_Connection *conn, const char *name, char *
     (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, join_header, &j);
     if (j.failed) {
         r = -ENOMEM;
-    } else if (j.n > 1) {
+    } else if (j.n > 0) {
         if (core_buf_append(&j.text, "", 1) < 0) {
             r = -ENOMEM;
         } else {

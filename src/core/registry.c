@@ -405,13 +405,19 @@ static int item_fault(const struct item *it, int code, struct core_change *ch, s
     return code;
 }
 
+/* The place listener id runs in, as its service's hooks see it. */
+static struct core_svc_env svc_env(const struct core_registry *r, const char *id)
+{
+    return (struct core_svc_env){.listener_id = id,
+                                 .state_dir = r->state_dir,
+                                 .protected_paths = r->services->protected_paths};
+}
+
 /* The service's env_check of cfg (see core/service.h); 0 when it has none. */
 static int env_check(const struct core_registry *r, const struct core_listener_cfg *cfg,
                      bool usable, struct core_err *err)
 {
-    const struct core_svc_env env = {.listener_id = cfg->id,
-                                     .state_dir = r->state_dir,
-                                     .protected_paths = r->services->protected_paths};
+    const struct core_svc_env env = svc_env(r, cfg->id);
 
     return cfg->svc->env_check ? cfg->svc->env_check(cfg->options, &env, usable, err) : 0;
 }
@@ -433,9 +439,7 @@ static int item_claim(const struct core_registry *r, const struct item *it, char
     buf[0] = '\0';
     if (!cfg || !cfg->enabled || !cfg->svc->claim)
         return 0;
-    env = (struct core_svc_env){.listener_id = cfg->id,
-                                .state_dir = r->state_dir,
-                                .protected_paths = r->services->protected_paths};
+    env = svc_env(r, cfg->id);
     return cfg->svc->claim(cfg->options, &env, buf, len);
 }
 
@@ -447,8 +451,14 @@ static int plan_check_claims(const struct core_registry *r, const struct plan *p
                              struct core_change *ch, struct core_err *err)
 {
     char(*names)[PATH_MAX];
+    size_t claiming = 0;
     int rc = 0;
 
+    /* Most sets claim nothing: no PATH_MAX a listener to allocate then. */
+    for (size_t i = 0; i < p->n; i++)
+        claiming += item_cfg(&p->items[i]) && item_cfg(&p->items[i])->svc->claim;
+    if (claiming < 2)
+        return 0;
     names = calloc(p->n + 1, sizeof(*names));
     if (!names)
         return core_err_set(err, -ENOMEM, NULL, "out of memory");
@@ -1464,7 +1474,7 @@ static int files_cfg_of(struct core_registry *r, const char *id, struct core_lis
 int core_registry_files(struct core_registry *r, const char *id, json_t **ret, struct core_err *err)
 {
     struct core_listener_cfg cfg;
-    struct core_svc_env env = {.listener_id = id, .state_dir = r->state_dir};
+    struct core_svc_env env = svc_env(r, id);
     int rc;
 
     rc = files_cfg_of(r, id, &cfg, err);
@@ -1479,7 +1489,7 @@ int core_registry_file_open(struct core_registry *r, const char *id, const char 
                             unsigned version, int *ret_fd, uint64_t *ret_size, struct core_err *err)
 {
     struct core_listener_cfg cfg;
-    struct core_svc_env env = {.listener_id = id, .state_dir = r->state_dir};
+    struct core_svc_env env = svc_env(r, id);
     int rc;
 
     rc = files_cfg_of(r, id, &cfg, err);
