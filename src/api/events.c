@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 
 /* How much a stream asks libmicrohttpd to take at a time (advisory). */
@@ -57,14 +58,6 @@ struct api_stream {
     struct api_stream *prev, *next; /* guarded by hub->lock */
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Lets a suspended stream's reader run again. Called with s->lock held. */
 static void wake_locked(struct api_stream *s)
 {
@@ -92,7 +85,7 @@ static void *keepalive_main(void *arg)
 
     pthread_mutex_lock(&h->lock);
     while (!h->stopping) {
-        int64_t now = now_ms(), next = now + h->keepalive_ms;
+        int64_t now = core_now_ms(), next = now + h->keepalive_ms;
         struct timespec deadline;
 
         for (struct api_stream *s = h->streams; s; s = s->next) {
@@ -169,7 +162,7 @@ void api_events_shutdown(struct api_events *h)
      * finished response rather than a cut one; one that cannot write is cut by the daemon's
      * stop. */
     {
-        int64_t end = now_ms() + DRAIN_MS;
+        int64_t end = core_now_ms() + DRAIN_MS;
         struct timespec deadline = {.tv_sec = (time_t)(end / 1000),
                                     .tv_nsec = (long)(end % 1000) * 1000000};
 
@@ -301,7 +294,7 @@ int api_stream_open(struct api_events *h, const char *last_event_id, struct api_
         return -ENOMEM;
     s->hub = h;
     pthread_mutex_init(&s->lock, NULL);
-    s->last_write_ms = now_ms();
+    s->last_write_ms = core_now_ms();
 
     pthread_mutex_lock(&h->lock);
     if (h->stopping) {
@@ -393,7 +386,7 @@ static ssize_t hand_over(struct api_stream *s, char *buf, size_t max)
     memcpy(buf, s->out.data, n);
     core_buf_consume(&s->out, n);
     pthread_mutex_lock(&s->lock);
-    s->last_write_ms = now_ms();
+    s->last_write_ms = core_now_ms();
     s->keepalive_due = false;
     pthread_mutex_unlock(&s->lock);
     return (ssize_t)n;

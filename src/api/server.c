@@ -26,6 +26,7 @@
 #include "api/routes.h"
 #include "api/strict.h"
 #include "api/tls.h"
+#include "core/clock.h"
 #include "core/addr.h"
 #include "core/buf.h"
 #include "core/log.h"
@@ -156,14 +157,6 @@ struct request {
     bool done;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void request_free(struct request *q)
 {
     if (!q)
@@ -234,7 +227,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
         core_log_debug("api: libmicrohttpd: %s", line);
         return;
     }
-    now = now_ms();
+    now = core_now_ms();
     pthread_mutex_lock(&s->log_lock);
     if (now - s->log_window_ms >= 60000) {
         held = s->log_held;
@@ -285,7 +278,7 @@ static struct watch *watch_of(struct MHD_Connection *c)
  * with watch_lock held. */
 static void watch_enter_locked(struct api_server *s, struct watch *w, enum phase p, int seconds)
 {
-    int64_t now = now_ms(), look;
+    int64_t now = core_now_ms(), look;
 
     w->phase = p;
     w->since_ms = now;
@@ -519,7 +512,7 @@ static void *watch_main(void *arg)
     pthread_mutex_lock(&s->watch_lock);
     while (!s->watch_stopping) {
         struct MHD_Connection *ended[CUT_BATCH];
-        int64_t now = now_ms(), next = 0;
+        int64_t now = core_now_ms(), next = 0;
         size_t n_ended = 0;
 
         for (struct watch *w = s->watches; w && n_ended < CUT_BATCH; w = w->next) {
@@ -554,7 +547,7 @@ static void *watch_main(void *arg)
             (void)pthread_cond_timedwait(&s->watch_wake, &s->watch_lock, &deadline);
         }
     }
-    (void)cuts_log(s, now_ms(), true);
+    (void)cuts_log(s, core_now_ms(), true);
     pthread_mutex_unlock(&s->watch_lock);
     return NULL;
 }
@@ -1255,7 +1248,7 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     pthread_mutex_init(&s->log_lock, NULL);
     pthread_mutex_init(&s->changes_lock, NULL);
     pthread_cond_init(&s->changes_wake, NULL);
-    s->log_window_ms = now_ms();
+    s->log_window_ms = core_now_ms();
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&s->watch_wake, &attr);

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
+
 #define READ_SIZE (64 * 1024)
 #define LINGER_MS 1000
 
@@ -60,14 +62,6 @@ void core_runner_release(struct core_sources *sources, struct core_admission *a)
     if (sources && a->counted)
         core_sources_release(sources, &a->src);
     a->counted = false;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Waits until fd has events, the runner stops, or timeout_ms (-1: forever) passes. */
@@ -130,12 +124,12 @@ static int flush(const struct core_conn_ctx *rn, int fd, struct core_buf *out)
  * the answer in flight. */
 static void linger(const struct core_conn_ctx *rn, int fd)
 {
-    int64_t deadline = now_ms() + LINGER_MS;
+    int64_t deadline = core_now_ms() + LINGER_MS;
     char sink[4096];
 
     (void)shutdown(fd, SHUT_WR);
     for (;;) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - core_now_ms();
         ssize_t n;
 
         if (left <= 0 || wait_fd(rn, fd, POLLIN, (int)left) != WAIT_READY)

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/ratelimit.h"
 #include "core/runner.h"
 
@@ -108,14 +109,6 @@ static const char *const state_names[CORE_STATE_COUNT] = {
 const char *core_state_name(enum core_state s)
 {
     return s < CORE_STATE_COUNT ? state_names[s] : "unknown";
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void inst_unref(struct inst_ref *ir)
@@ -355,7 +348,7 @@ static void publish_draining(struct core_listener *l)
 static bool reap_draining(struct core_listener *l, bool all)
 {
     struct draining *done = NULL;
-    int64_t now = now_ms();
+    int64_t now = core_now_ms();
 
     pthread_mutex_lock(&l->lock);
     for (struct draining **p = &l->draining; *p;) {
@@ -404,7 +397,7 @@ static void add_draining(struct core_listener *l, struct core_runner *runner, st
     }
     d->runner = runner;
     d->inst = inst;
-    d->deadline_ms = now_ms() + l->cfg.drain_timeout_ms;
+    d->deadline_ms = core_now_ms() + l->cfg.drain_timeout_ms;
     clock_gettime(CLOCK_REALTIME, &now);
     d->deadline.tv_sec = now.tv_sec + l->cfg.drain_timeout_ms / 1000;
     d->deadline.tv_nsec = now.tv_nsec + (long)(l->cfg.drain_timeout_ms % 1000) * 1000000;

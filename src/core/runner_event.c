@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 
 #define READ_SIZE (64 * 1024)
@@ -94,14 +95,6 @@ struct event_runner {
     unsigned n_loops;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void list_remove(struct conn_list *l, struct ev_conn *c)
 {
     if (c->prev)
@@ -138,7 +131,7 @@ static void touch(struct ev_conn *c)
 
     if (c->state != CONN_OPEN)
         return;
-    c->deadline = idle ? now_ms() + idle : INT64_MAX;
+    c->deadline = idle ? core_now_ms() + idle : INT64_MAX;
     list_remove(&c->loop->open, c);
     list_append(&c->loop->open, c);
 }
@@ -177,7 +170,7 @@ static void conn_linger(struct ev_conn *c)
 {
     list_remove(&c->loop->open, c);
     c->state = CONN_LINGER;
-    c->deadline = now_ms() + LINGER_MS;
+    c->deadline = core_now_ms() + LINGER_MS;
     list_append(&c->loop->linger, c);
     (void)shutdown(c->fd, SHUT_WR);
     if (set_events(c, false) < 0)
@@ -338,7 +331,7 @@ static void conn_new(struct ev_loop *loop, int fd, uint64_t accepted_ns, struct 
  * and again. */
 static void pause_accepting(struct ev_loop *loop)
 {
-    loop->accept_paused_until = now_ms() + ACCEPT_BACKOFF_MS;
+    loop->accept_paused_until = core_now_ms() + ACCEPT_BACKOFF_MS;
     (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, loop->lfd, NULL);
 }
 
@@ -349,7 +342,7 @@ static bool resume_accepting(struct ev_loop *loop)
                              .data.ptr = &loop->lfd};
 
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->lfd, &ev) < 0 && errno != EEXIST) {
-        loop->accept_paused_until = now_ms() + ACCEPT_BACKOFF_MS;
+        loop->accept_paused_until = core_now_ms() + ACCEPT_BACKOFF_MS;
         return false;
     }
     loop->accept_paused_until = 0;
@@ -401,7 +394,7 @@ static void on_acceptable(struct ev_loop *loop)
 static int expire(struct ev_loop *loop)
 {
     struct event_runner *rn = loop->rn;
-    int64_t now = now_ms(), next = INT64_MAX;
+    int64_t now = core_now_ms(), next = INT64_MAX;
 
     while (loop->linger.head && loop->linger.head->deadline <= now)
         conn_close(loop->linger.head, loop->linger.head->completed);
@@ -458,8 +451,8 @@ static void *loop_main(void *arg)
             core_log_error("listener %s: epoll_wait: %s", rn->cfg.id, strerror(errno));
             break;
         }
-        if (loop->accepting && loop->accept_paused_until && loop->accept_paused_until <= now_ms() &&
-            resume_accepting(loop))
+        if (loop->accepting && loop->accept_paused_until &&
+            loop->accept_paused_until <= core_now_ms() && resume_accepting(loop))
             on_acceptable(loop);
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;

@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 
 #define ACCEPT_BACKOFF_MS 100
@@ -64,14 +65,6 @@ struct proc_runner {
     struct pollfd *polls;            /* 3 + cap_children */
     struct core_fd_reserve *reserve; /* for core_runner_accept() */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- the child: one session, no threads ---- */
 
@@ -214,14 +207,14 @@ static void spawn(struct proc_runner *rn, int fd, uint64_t accepted_ns, struct c
 /* Kills the children still alive after grace_ms and reaps them all. */
 static void reap_all(struct proc_runner *rn, int grace_ms)
 {
-    int64_t deadline = now_ms() + grace_ms;
+    int64_t deadline = core_now_ms() + grace_ms;
     bool killed = false;
 
     for (;;) {
         reap(rn);
         if (rn->n_children == 0)
             return;
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - core_now_ms();
 
         if (left <= 0 && !killed) {
             for (unsigned i = 0; i < rn->n_children; i++)
@@ -254,7 +247,7 @@ static void *acceptor_main(void *arg)
         for (unsigned i = 0; i < rn->n_children; i++)
             p[n++] = (struct pollfd){.fd = rn->children[i].pidfd, .events = POLLIN};
         if (draining) {
-            int64_t left = drain_deadline - now_ms();
+            int64_t left = drain_deadline - core_now_ms();
 
             if (rn->n_children == 0 || left <= 0)
                 break;
@@ -270,10 +263,10 @@ static void *acceptor_main(void *arg)
             break;
         if (p[1].revents) {
             draining = true;
-            drain_deadline =
-                now_ms() + (rn->cfg.idle_timeout_ms && rn->cfg.idle_timeout_ms < DRAIN_DEADLINE_MS
-                                ? (int64_t)rn->cfg.idle_timeout_ms
-                                : DRAIN_DEADLINE_MS);
+            drain_deadline = core_now_ms() +
+                             (rn->cfg.idle_timeout_ms && rn->cfg.idle_timeout_ms < DRAIN_DEADLINE_MS
+                                  ? (int64_t)rn->cfg.idle_timeout_ms
+                                  : DRAIN_DEADLINE_MS);
             continue;
         }
         reap(rn);

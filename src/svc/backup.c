@@ -21,6 +21,7 @@
 
 #include <openssl/evp.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "svc/backup_proto.h"
 #include "svc/backup_store.h"
@@ -534,14 +535,6 @@ static void upload_discard(struct backup_sess *s)
     s->md = NULL;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Starts an admitted upload of size bytes (0: not declared): checks that the file system has
  * room for them, makes its temporary file and its digest. Returns 0, or -1 with the ERR line
  * appended and the admission released. */
@@ -578,7 +571,7 @@ static int upload_begin(struct backup_sess *s, uint64_t size, struct core_buf *o
     }
     s->received = 0;
     s->held = 0;
-    s->rate_t0 = now_ms();
+    s->rate_t0 = core_now_ms();
     s->rate_b0 = 0;
     count(s->inst, C_STARTED, 1);
     return 0;
@@ -642,7 +635,7 @@ static bool is_too_slow(struct backup_sess *s, uint64_t n)
 
     if (!in->min_rate)
         return false;
-    now = now_ms();
+    now = core_now_ms();
     dt = now - s->rate_t0;
     if (dt < in->rate_window_ms)
         return false;
