@@ -44,25 +44,94 @@ struct core_svc_env {
     const char *const *protected_paths;
 };
 
+/* The type of an option's value, as JSON carries it. */
+enum core_option_type {
+    CORE_OPTION_STRING,  /* a string without NUL bytes; with choices, one of them */
+    CORE_OPTION_INTEGER, /* an integer from minimum to maximum */
+    CORE_OPTION_BOOLEAN, /* true or false */
+    CORE_OPTION_PATH,    /* an absolute path: "/..." shorter than PATH_MAX, no control bytes */
+    CORE_OPTION_TYPE_COUNT
+};
+
+#define CORE_OPTION_NO_MAXIMUM INT64_MAX /* an integer option's maximum when it has none */
+
+/*
+ * One option of a service: one key of a listener's "options" object. A service's table of them
+ * is what validates its options (core_service_options_check()) and what GET /api/v1/services
+ * shows (core_service_to_json()).
+ */
+struct core_option {
+    const char *name;
+    enum core_option_type type;
+    unsigned transports; /* CORE_TRANSPORT_BIT()s it applies to; elsewhere it is unknown */
+    /* Whether a running TCP listener takes a new value live: its socket and established
+     * connections are kept, the new value applies to new connections. (A UDP listener restarts
+     * on any change.) */
+    bool live;
+    /* The value used when absent, by type. A string or path option with default_string NULL
+     * has a default computed when the listener starts: it stays absent from the checked
+     * options, and help says what it is. */
+    const char *default_string;
+    int64_t default_integer;
+    bool default_boolean;
+    int64_t minimum, maximum;   /* integer: the range; maximum CORE_OPTION_NO_MAXIMUM for none */
+    const char *const *choices; /* string: the allowed values, NULL-terminated; NULL: any */
+    const char *unit;           /* NULL, or "ms", "s", "bytes", "bytes/s", ... */
+    const char *help;           /* one line, for a form's hint */
+};
+
+/*
+ * A service: its description (name, transports, models, counters, options) and the callbacks a
+ * runner drives.
+ *
+ * Threads and processes. Under every model but `process`, the callbacks run in the daemon's
+ * threads, on the instance instance_new made. Under the TCP `process` model the daemon
+ * still makes the instance (instance_new, in the daemon, before any child exists) and frees it
+ * (instance_free, in the daemon, after every child ended), but each connection is served by a
+ * child process forked for it: session_open, session_feed, session_eof, session_pull and
+ * session_close run in that child, on the child's copy of the instance (copy-on-write memory
+ * of the daemon at the fork), and the child then exits. So, under `process`:
+ *   - counters added through env->metrics are seen at once by the daemon (the metrics live in
+ *     memory the listener shares with its children);
+ *   - what a session writes into the instance's ordinary memory is seen by no other session
+ *     and not by the daemon: state that sessions share must live in memory the service mapped
+ *     MAP_SHARED in instance_new, behind process-shared locks (backup does so), or the
+ *     service refuses the model (refused_models);
+ *   - the child keeps no fd but its connection (the instance's fds are closed in it: a session
+ *     that needs a file opens its own) and must start no thread;
+ *   - a lock that another thread of the daemon held at the fork stays held in the child: a
+ *     session takes no lock of ordinary memory that the daemon's threads also take.
+ * UDP has no `process` model: datagram always runs in the daemon.
+ */
 struct core_service {
-    const char *name;            /* "echo": the "service" field of a listener */
-    unsigned transports;         /* CORE_TRANSPORT_BIT()s this service speaks */
-    unsigned refused_models;     /* 1u << enum core_model for each model it cannot run under
-                                  * (e.g. state its sessions share in one process); 0: none */
-    const char *const *counters; /* names of the service's own counters, n_counters of them */
-    unsigned n_counters;         /* <= CORE_METRICS_SVC_MAX */
+    const char *name;    /* "echo": the "service" field of a listener */
+    const char *help;    /* one line about the service */
+    unsigned transports; /* CORE_TRANSPORT_BIT()s this service speaks */
+    /* 1u << enum core_model (core/config.h) for each TCP model the service cannot run under
+     * (CORE_MODEL_PROCESS when its sessions must share state in the instance's ordinary memory:
+     * see above); 0: none. A listener asking for a refused model is refused (400, field
+     * "model"), and GET /api/v1/services leaves the model out of the service's "models". */
+    unsigned refused_models;
+    const char *const *counters;     /* names of the service's own counters, n_counters of them */
+    const char *const *counter_help; /* one line for each counter, or NULL */
+    unsigned n_counters;             /* <= CORE_METRICS_SVC_MAX */
+
+    /* The service's options; n_options entries, names unique. */
+    const struct core_option *options;
+    unsigned n_options;
 
     /*
-     * Validates a listener's "options" object (NULL when absent) for transport t and returns
-     * in *ret_opts a new object with every option present (defaults filled in). Unknown or
-     * ill-typed options are -EINVAL with err->field "options.NAME". Any thread; pure.
+     * Optional: what the table cannot express, judged after it on opts, the options of transport
+     * t with their defaults filled in (core_service_options_check()): the parsing of a format or
+     * a time zone, a rule across options. May change opts (it is the caller's new object).
+     * Returns 0, or a negative errno with err->field "options.NAME" (-EINVAL for a bad value).
+     * Any thread; may read files (a time zone) but changes nothing outside opts.
      */
-    int (*options_check)(const json_t *opts, enum core_transport t, json_t **ret_opts,
-                         struct core_err *err);
+    int (*options_verify)(json_t *opts, enum core_transport t, struct core_err *err);
 
     /*
      * Optional: judges checked options against the place the listener would run in, what
-     * options_check cannot see (paths on disk), creating nothing. Always: what must never run
+     * the options' checks cannot see (paths on disk), creating nothing. Always: what must never run
      * (a directory that is, holds or lies inside the daemon's own state); when usable is true
      * also what would keep the listener from starting now (a directory that cannot be made or
      * written, or that another listener holds: -EBUSY). Returns 0, -EINVAL or -EBUSY with
@@ -81,15 +150,19 @@ struct core_service {
     int (*claim)(const json_t *opts, const struct core_svc_env *env, char *buf, size_t len);
     const char *claim_field;
 
-    /* Creates the per-listener state from checked options. Called when the listener starts,
-     * before its workers. Returns 0 or a negative errno (err says why). */
+    /* Creates the per-listener state from checked options, in the daemon. Called when the
+     * listener starts, before its workers, and for a live change (the old instance then serves
+     * its remaining connections beside the new one), from the thread making listener changes.
+     * Returns 0 or a negative errno (err says why). */
     int (*instance_new)(const json_t *opts, enum core_transport t, const struct core_svc_env *env,
                         void **ret_inst, struct core_err *err);
-    /* Frees the instance after every worker stopped. Accepts NULL. */
+    /* Frees the instance, in the daemon, after every worker (and child) of it ended. Accepts
+     * NULL. */
     void (*instance_free)(void *inst);
 
     /* TCP. Sessions are session_size bytes of zeroed runner memory; the callbacks of one
-     * session are called from one thread at a time, sessions of one instance concurrently. */
+     * session are called from one thread at a time, sessions of one instance concurrently (in
+     * threads, or in child processes under `process`: see above). */
     size_t session_size;
     /* A connection was accepted. May append a greeting to out. */
     int (*session_open)(void *inst, void *sess, struct core_buf *out);
@@ -129,6 +202,34 @@ struct core_service_table {
 /* The service named name, or NULL. */
 const struct core_service *core_service_find(const struct core_service_table *t, const char *name);
 
+/* "tcp" or "udp". */
 const char *core_transport_name(enum core_transport t);
+
+/* The option named name of svc, or NULL. */
+const struct core_option *core_service_option(const struct core_service *svc, const char *name);
+
+/*
+ * Validates a listener's "options" object (NULL when absent) against svc's table for transport
+ * t, then with svc->options_verify, and returns in *ret_opts a new object holding every option
+ * of t (defaults filled in, but for computed ones), in the table's order. -EINVAL with
+ * err->field naming what is wrong: "transport" when svc does not speak t; "options" when opts
+ * is not an object; "options.NAME" for an option unknown for t (one of another transport
+ * included), of the wrong type, out of range, or not one of its choices. -ENOMEM. Any thread.
+ */
+int core_service_options_check(const struct core_service *svc, const json_t *opts,
+                               enum core_transport t, json_t **ret_opts, struct core_err *err);
+
+/*
+ * svc as GET /api/v1/services/{name} shows it (new reference; NULL when out of memory):
+ * {"name", "help", "transports", "models", "counters": [{"name", "help"}], "options": [{"name",
+ * "type", "default", ["choices"], ["minimum"], ["maximum"], ["unit"], "transports", "live",
+ * "help"}]}. "models" are the TCP models a listener of svc may run (none for a UDP-only
+ * service); a computed default is null. Any thread.
+ */
+json_t *core_service_to_json(const struct core_service *svc);
+
+/* Every service of t as core_service_to_json() shows it, sorted by name (new reference; NULL
+ * when out of memory). Any thread. */
+json_t *core_services_to_json(const struct core_service_table *t);
 
 #endif

@@ -334,7 +334,7 @@ static int check_options(const json_t *v, struct check_ctx *c, struct core_err *
         v = NULL;
     if (v && !json_is_object(v))
         return core_err_set(err, -EINVAL, "options", "options: must be an object");
-    return c->cfg.svc->options_check(v, c->cfg.transport, &c->cfg.options, err);
+    return core_service_options_check(c->cfg.svc, v, c->cfg.transport, &c->cfg.options, err);
 }
 
 static int check_read_only(const json_t *v, struct check_ctx *c, struct core_err *err)

@@ -76,6 +76,25 @@ static const char *const backup_counters[C_COUNT] = {
     [C_PROTOCOL] = "protocol_errors",
 };
 
+static const char *const backup_counter_help[C_COUNT] = {
+    [C_STARTED] = "uploads admitted (OK sent)",
+    [C_STORED] = "uploads stored, their SHA-256 checked against the client's",
+    [C_STORED_UNVERIFIED] = "uploads stored with nothing to check them against",
+    [C_BAD_NAME] = "uploads refused for their name (ERR bad-name)",
+    [C_TOO_LARGE] = "uploads over max_file_size (ERR too-large)",
+    [C_QUOTA] = "uploads over quota_bytes (ERR quota)",
+    [C_EXISTS] = "uploads refused by on_exists or a busy name (ERR exists, ERR busy)",
+    [C_DISK_FULL] = "uploads the file system had no room for (ERR disk-full)",
+    [C_MISMATCH] = "uploads whose size or SHA-256 did not match their header",
+    [C_CHECKSUM_REQUIRED] = "uploads without a SHA-256 under require_checksum",
+    [C_CUT] = "uploads cut before their end (connection lost, too slow, stopped)",
+    [C_IO] = "uploads that failed to read or write the directory (ERR io)",
+    [C_BYTES_STORED] = "bytes of the copies stored",
+    [C_RESTORES] = "copies sent back (GET)",
+    [C_BYTES_RESTORED] = "bytes of the copies sent back",
+    [C_PROTOCOL] = "unknown commands and malformed lines (ERR protocol)",
+};
+
 _Static_assert(C_COUNT <= CORE_METRICS_SVC_MAX, "too many backup counters");
 
 /*
@@ -1376,85 +1395,66 @@ static void backup_session_close(void *sess, bool completed)
 
 /* Options. */
 
-static int opt_error(struct core_err *err, const char *key, const char *what)
-{
-    char field[64];
+static const char *const on_exists_choices[] = {"version", "replace", "reject", NULL};
 
-    snprintf(field, sizeof(field), "options.%.48s", key);
-    return core_err_set(err, -EINVAL, field, "%s: %s", field, what);
-}
-
-static int backup_options_check(const json_t *opts, enum core_transport t, json_t **ret_opts,
-                                struct core_err *err)
-{
-    const char *key, *directory = NULL, *on_exists = "version";
-    json_int_t max_file_size = (json_int_t)DEFAULT_MAX_FILE_SIZE;
-    json_int_t quota = (json_int_t)DEFAULT_QUOTA;
-    json_int_t min_rate = DEFAULT_MIN_RATE, rate_window = DEFAULT_MIN_RATE_WINDOW;
-    bool require_checksum = false;
-    json_t *v, *o;
-
-    if (t != CORE_TCP)
-        return core_err_set(err, -EINVAL, "transport", "transport: backup speaks TCP only");
-    if (opts && !json_is_object(opts))
-        return core_err_set(err, -EINVAL, "options", "options: must be an object");
-    json_object_foreach((json_t *)opts, key, v)
-    {
-        if (strcmp(key, "directory") == 0) {
-            const char *d = json_string_value(v);
-
-            if (!d || d[0] != '/' || strlen(d) != json_string_length(v) || strlen(d) >= PATH_MAX)
-                return opt_error(err, key, "must be an absolute path");
-            for (const char *c = d; *c; c++) {
-                if ((unsigned char)*c < 0x20 || *c == 0x7f)
-                    return opt_error(err, key, "must not hold control characters");
-            }
-            directory = d;
-        } else if (strcmp(key, "on_exists") == 0) {
-            if (!json_is_string(v) || svc_backup_policy_from_name(json_string_value(v)) < 0)
-                return opt_error(err, key, "must be \"version\", \"replace\" or \"reject\"");
-            on_exists = json_string_value(v);
-        } else if (strcmp(key, "max_file_size") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 1)
-                return opt_error(err, key, "must be an integer of bytes, at least 1");
-            max_file_size = json_integer_value(v);
-        } else if (strcmp(key, "quota_bytes") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 0)
-                return opt_error(err, key, "must be an integer of bytes (0: unlimited)");
-            quota = json_integer_value(v);
-        } else if (strcmp(key, "require_checksum") == 0) {
-            if (!json_is_boolean(v))
-                return opt_error(err, key, "must be true or false");
-            require_checksum = json_is_true(v);
-        } else if (strcmp(key, "min_rate_bytes_per_s") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-                json_integer_value(v) > (json_int_t)1 << 40)
-                return opt_error(err, key, "must be an integer of bytes per second (0: none)");
-            min_rate = json_integer_value(v);
-        } else if (strcmp(key, "min_rate_window_s") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-                json_integer_value(v) > MIN_RATE_WINDOW_MAX)
-                return opt_error(err, key, "must be an integer of seconds, 1 to 86400");
-            rate_window = json_integer_value(v);
-        } else {
-            return opt_error(err, key,
-                             "unknown option for backup (directory, on_exists, max_file_size, "
-                             "quota_bytes, require_checksum, min_rate_bytes_per_s, "
-                             "min_rate_window_s)");
-        }
-    }
-    o = json_pack("{s:s, s:I, s:I, s:b, s:I, s:I}", "on_exists", on_exists, "max_file_size",
-                  max_file_size, "quota_bytes", quota, "require_checksum", require_checksum,
-                  "min_rate_bytes_per_s", min_rate, "min_rate_window_s", rate_window);
-    if (o && directory && json_object_set_new(o, "directory", json_string(directory)) < 0) {
-        json_decref(o);
-        o = NULL;
-    }
-    if (!o)
-        return core_err_set(err, -ENOMEM, NULL, "out of memory");
-    *ret_opts = o;
-    return 0;
-}
+static const struct core_option backup_options[] = {
+    {.name = "directory",
+     .type = CORE_OPTION_PATH,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+     .live = true,
+     .help = "where the files are kept (made, mode 0700); default: <state dir>/backup/<listener "
+             "id>"},
+    {.name = "on_exists",
+     .type = CORE_OPTION_STRING,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+     .live = true,
+     .default_string = "version",
+     .choices = on_exists_choices,
+     .help = "an upload of a stored name: version keeps the older copy as a version, replace "
+             "drops it, reject refuses"},
+    {.name = "max_file_size",
+     .type = CORE_OPTION_INTEGER,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+     .live = true,
+     .default_integer = (int64_t)DEFAULT_MAX_FILE_SIZE,
+     .minimum = 1,
+     .maximum = CORE_OPTION_NO_MAXIMUM,
+     .unit = "bytes",
+     .help = "the largest file accepted"},
+    {.name = "quota_bytes",
+     .type = CORE_OPTION_INTEGER,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+     .live = true,
+     .default_integer = (int64_t)DEFAULT_QUOTA,
+     .minimum = 0,
+     .maximum = CORE_OPTION_NO_MAXIMUM,
+     .unit = "bytes",
+     .help = "the bytes of every copy kept, versions included; 0: unlimited"},
+    {.name = "require_checksum",
+     .type = CORE_OPTION_BOOLEAN,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+     .live = true,
+     .default_boolean = false,
+     .help = "refuse uploads that carry no SHA-256"},
+    {.name = "min_rate_bytes_per_s",
+     .type = CORE_OPTION_INTEGER,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+     .live = true,
+     .default_integer = DEFAULT_MIN_RATE,
+     .minimum = 0,
+     .maximum = (int64_t)1 << 40,
+     .unit = "bytes/s",
+     .help = "an upload slower than this over a window is cut; 0: never"},
+    {.name = "min_rate_window_s",
+     .type = CORE_OPTION_INTEGER,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+     .live = true,
+     .default_integer = DEFAULT_MIN_RATE_WINDOW,
+     .minimum = 1,
+     .maximum = MIN_RATE_WINDOW_MAX,
+     .unit = "s",
+     .help = "the window the upload rate is measured over"},
+};
 
 /* ---- where a directory may be ---- */
 
@@ -2014,13 +2014,16 @@ static int backup_file_open(const json_t *opts, const struct core_svc_env *env, 
 
 const struct core_service svc_backup = {
     .name = "backup",
+    .help = "keeps the files clients upload, with their older versions, and sends them back",
     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
     /* Every model: what sessions share lives in MAP_SHARED memory behind a process-shared
-     * robust mutex (struct backup_shared). */
+     * robust mutex (struct backup_shared), and a forked child opens its own store. */
     .refused_models = 0,
     .counters = backup_counters,
+    .counter_help = backup_counter_help,
     .n_counters = C_COUNT,
-    .options_check = backup_options_check,
+    .options = backup_options,
+    .n_options = sizeof(backup_options) / sizeof(backup_options[0]),
     .env_check = backup_env_check,
     .claim = backup_claim,
     .claim_field = "options.directory",

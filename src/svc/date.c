@@ -33,6 +33,15 @@ static const char *const date_counters[CTR_COUNT] = {
     [CTR_DROPPED_TOO_LONG] = "dropped_too_long", [CTR_DROPPED_UNKNOWN] = "dropped_unknown_request",
 };
 
+static const char *const date_counter_help[CTR_COUNT] = {
+    [CTR_REQUESTS_DATE] = "date lines sent (every TCP connection, UDP \"date\")",
+    [CTR_REQUESTS_ISO] = "UDP \"iso\" requests answered",
+    [CTR_REQUESTS_UNIX] = "UDP \"unix\" requests answered",
+    [CTR_DROPPED_EMPTY] = "empty datagrams, dropped unanswered",
+    [CTR_DROPPED_TOO_LONG] = "datagrams over 64 bytes, dropped unanswered",
+    [CTR_DROPPED_UNKNOWN] = "datagrams that are no request, dropped unanswered",
+};
+
 static const char *const request_words[SVC_DATE_KIND_COUNT] = {
     [SVC_DATE_DATE] = "date",
     [SVC_DATE_ISO] = "iso",
@@ -581,63 +590,36 @@ static int zone_load(const char *name, struct svc_tz **ret, struct core_err *err
     return 0;
 }
 
-static int date_options_check(const json_t *opts, enum core_transport t, json_t **ret_opts,
-                              struct core_err *err)
+static const struct core_option date_options[] = {
+    {.name = "timezone",
+     .type = CORE_OPTION_STRING,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP) | CORE_TRANSPORT_BIT(CORE_UDP),
+     .live = true,
+     .default_string = SVC_DATE_TZ_LOCAL,
+     .help = "\"local\" (the daemon's zone), \"UTC\" or an IANA name such as \"Europe/Rome\""},
+    {.name = "format",
+     .type = CORE_OPTION_STRING,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP) | CORE_TRANSPORT_BIT(CORE_UDP),
+     .live = true,
+     .default_string = SVC_DATE_DEFAULT_FORMAT,
+     .help = "the strftime format of the date line (not of iso or unix), 1-128 bytes"},
+};
+
+/* The service's options_verify: the format parses, the zone can be loaded. */
+static int date_options_verify(json_t *opts, enum core_transport t, struct core_err *err)
 {
-    const char *tz_name = SVC_DATE_TZ_LOCAL, *format = SVC_DATE_DEFAULT_FORMAT;
-    const char *key;
-    json_t *v, *res;
+    const char *tz_name = json_string_value(json_object_get(opts, "timezone"));
+    const char *format = json_string_value(json_object_get(opts, "format"));
+    struct svc_tz *tz = NULL;
     int r;
 
     (void)t;
-    if (opts && !json_is_object(opts)) {
-        core_err_set(err, -EINVAL, "options", "must be an object");
-        return -EINVAL;
-    }
-    if (opts) {
-        json_object_foreach((json_t *)opts, key, v)
-        {
-            char field[64];
-
-            snprintf(field, sizeof(field), "options.%s", key);
-            if (strcmp(key, "timezone") == 0) {
-                if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) {
-                    core_err_set(err, -EINVAL, field,
-                                 "must be a string: \"local\", \"UTC\" or "
-                                 "an IANA name such as \"Europe/Rome\"");
-                    return -EINVAL;
-                }
-                tz_name = json_string_value(v);
-            } else if (strcmp(key, "format") == 0) {
-                if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) {
-                    core_err_set(err, -EINVAL, field, "must be a strftime format string");
-                    return -EINVAL;
-                }
-                format = json_string_value(v);
-            } else {
-                core_err_set(err, -EINVAL, field,
-                             "unknown option of the date service (it has \"timezone\" and "
-                             "\"format\")");
-                return -EINVAL;
-            }
-        }
-    }
     r = svc_date_format_check(format, err);
-    if (r < 0)
+    if (r < 0 || strcmp(tz_name, SVC_DATE_TZ_LOCAL) == 0)
         return r;
-    if (strcmp(tz_name, SVC_DATE_TZ_LOCAL) != 0) {
-        struct svc_tz *tz = NULL;
-
-        r = zone_load(tz_name, &tz, err);
-        if (r < 0)
-            return r;
-        svc_tz_free(tz);
-    }
-    res = json_pack("{s:s, s:s}", "timezone", tz_name, "format", format);
-    if (!res)
-        return -ENOMEM;
-    *ret_opts = res;
-    return 0;
+    r = zone_load(tz_name, &tz, err);
+    svc_tz_free(tz);
+    return r;
 }
 
 static int date_instance_new(const json_t *opts, enum core_transport t,
@@ -762,10 +744,16 @@ static int date_datagram(void *p, const uint8_t *in, size_t len, struct core_buf
 
 const struct core_service svc_date = {
     .name = "date",
+    .help = "tells the time: daytime (RFC 867) over TCP, date, iso or unix on request over UDP",
     .transports = CORE_TRANSPORT_BIT(CORE_TCP) | CORE_TRANSPORT_BIT(CORE_UDP),
+    /* Every model: its instance is read-only after instance_new, its sessions share nothing. */
+    .refused_models = 0,
     .counters = date_counters,
+    .counter_help = date_counter_help,
     .n_counters = CTR_COUNT,
-    .options_check = date_options_check,
+    .options = date_options,
+    .n_options = sizeof(date_options) / sizeof(date_options[0]),
+    .options_verify = date_options_verify,
     .instance_new = date_instance_new,
     .instance_free = date_instance_free,
     .session_size = sizeof(struct date_session),

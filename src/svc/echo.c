@@ -22,41 +22,29 @@ static const char *const echo_counters[CTR_COUNT] = {
     [CTR_DROPPED_TOO_LONG] = "dropped_too_long",
 };
 
-static int echo_options_check(const json_t *opts, enum core_transport t, json_t **ret_opts,
-                              struct core_err *err)
-{
-    const char *key, *mode = "stream";
-    json_int_t max_datagram = UDP_PAYLOAD_MAX;
-    json_t *v;
+static const char *const echo_counter_help[CTR_COUNT] = {
+    [CTR_DROPPED_TOO_LONG] = "datagrams longer than max_datagram, dropped unanswered",
+};
 
-    json_object_foreach((json_t *)opts, key, v)
-    {
-        if (t == CORE_TCP && strcmp(key, "mode") == 0) {
-            if (!json_is_string(v) || (strcmp(json_string_value(v), "stream") != 0 &&
-                                       strcmp(json_string_value(v), "once") != 0))
-                return core_err_set(err, -EINVAL, "options.mode",
-                                    "options.mode: must be \"stream\" or \"once\"");
-            mode = json_string_value(v);
-        } else if (t == CORE_UDP && strcmp(key, "max_datagram") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-                json_integer_value(v) > UDP_PAYLOAD_MAX)
-                return core_err_set(err, -EINVAL, "options.max_datagram",
-                                    "options.max_datagram: must be an integer from 1 to %d",
-                                    UDP_PAYLOAD_MAX);
-            max_datagram = json_integer_value(v);
-        } else {
-            char field[64];
+static const char *const mode_choices[] = {"stream", "once", NULL};
 
-            snprintf(field, sizeof(field), "options.%.48s", key);
-            return core_err_set(err, -EINVAL, field, "%s: unknown option for echo over %s (%s)",
-                                field, core_transport_name(t),
-                                t == CORE_TCP ? "mode" : "max_datagram");
-        }
-    }
-    *ret_opts = t == CORE_TCP ? json_pack("{s:s}", "mode", mode)
-                              : json_pack("{s:I}", "max_datagram", max_datagram);
-    return *ret_opts ? 0 : -ENOMEM;
-}
+static const struct core_option echo_options[] = {
+    {.name = "mode",
+     .type = CORE_OPTION_STRING,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+     .live = true,
+     .default_string = "stream",
+     .choices = mode_choices,
+     .help = "stream: answer every message until the client closes; once: close after the first"},
+    {.name = "max_datagram",
+     .type = CORE_OPTION_INTEGER,
+     .transports = CORE_TRANSPORT_BIT(CORE_UDP),
+     .default_integer = UDP_PAYLOAD_MAX,
+     .minimum = 1,
+     .maximum = UDP_PAYLOAD_MAX,
+     .unit = "bytes",
+     .help = "the longest datagram answered; longer ones are dropped and counted"},
+};
 
 static int echo_instance_new(const json_t *opts, enum core_transport t,
                              const struct core_svc_env *env, void **ret_inst, struct core_err *err)
@@ -126,10 +114,15 @@ static int echo_datagram(void *inst, const uint8_t *in, size_t len, struct core_
 
 const struct core_service svc_echo = {
     .name = "echo",
+    .help = "sends back every byte it receives (RFC 862)",
     .transports = CORE_TRANSPORT_BIT(CORE_TCP) | CORE_TRANSPORT_BIT(CORE_UDP),
+    /* Every model: its instance is read-only after instance_new, its sessions share nothing. */
+    .refused_models = 0,
     .counters = echo_counters,
+    .counter_help = echo_counter_help,
     .n_counters = CTR_COUNT,
-    .options_check = echo_options_check,
+    .options = echo_options,
+    .n_options = sizeof(echo_options) / sizeof(echo_options[0]),
     .instance_new = echo_instance_new,
     .instance_free = echo_instance_free,
     .session_size = sizeof(struct echo_sess),

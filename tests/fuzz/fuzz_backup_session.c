@@ -175,7 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     given = options(data[0]);
     FUZZ_CHECK(given);
-    FUZZ_CHECK(svc_backup.options_check(given, CORE_TCP, &opts, &err) == 0);
+    FUZZ_CHECK(core_service_options_check(&svc_backup, given, CORE_TCP, &opts, &err) == 0);
     json_decref(given);
     quota = (uint64_t)json_integer_value(json_object_get(opts, "quota_bytes"));
     client_closes = data[0] & 8;

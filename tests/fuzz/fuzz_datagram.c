@@ -53,7 +53,7 @@ static void instance_new(struct instance *in, const struct core_service *svc, co
     struct core_err err = {0};
 
     FUZZ_CHECK(given);
-    FUZZ_CHECK(svc->options_check(given, CORE_UDP, &opts, &err) == 0);
+    FUZZ_CHECK(core_service_options_check(svc, given, CORE_UDP, &opts, &err) == 0);
     FUZZ_CHECK(svc->instance_new(opts, CORE_UDP, &env, &in->inst, &err) == 0);
     in->svc = svc;
     json_decref(opts);
@@ -234,7 +234,7 @@ static void check_format(const uint8_t *data, size_t size, const uint8_t *nul)
     given = json_pack("{s:s, s:s}", "timezone", "UTC", "format", format);
     if (!given)
         return;
-    FUZZ_CHECK(svc_date.options_check(given, CORE_UDP, &opts, &err) == 0);
+    FUZZ_CHECK(core_service_options_check(&svc_date, given, CORE_UDP, &opts, &err) == 0);
     FUZZ_CHECK(svc_date.instance_new(opts, CORE_UDP, &env, &date_fmt.inst, &err) == 0);
     date_fmt.svc = &svc_date;
     check_date(&date_fmt, rest, rest_len);

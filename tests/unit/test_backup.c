@@ -98,7 +98,7 @@ static struct fx *fx_new_in(void **state, const char *opts_text, const char *mnt
         }
         assert_non_null(opts);
     }
-    assert_int_equal(svc_backup.options_check(opts, CORE_TCP, &f->opts, &err), 0);
+    assert_int_equal(core_service_options_check(&svc_backup, opts, CORE_TCP, &f->opts, &err), 0);
     json_decref(opts);
     *state = f;
     assert_int_equal(svc_backup.instance_new(f->opts, CORE_TCP, &f->env, &f->inst, &err), 0);
@@ -581,7 +581,7 @@ static void test_backup_options_check_fills_defaults(void **state)
     json_t *o = NULL;
 
     (void)state;
-    assert_int_equal(svc_backup.options_check(NULL, CORE_TCP, &o, NULL), 0);
+    assert_int_equal(core_service_options_check(&svc_backup, NULL, CORE_TCP, &o, NULL), 0);
     assert_string_equal(json_string_value(json_object_get(o, "on_exists")), "version");
     assert_int_equal(json_integer_value(json_object_get(o, "max_file_size")), 4LL << 30);
     assert_int_equal(json_integer_value(json_object_get(o, "quota_bytes")), 64LL << 30);
@@ -621,11 +621,11 @@ static void test_backup_options_check_bad_values_name_the_field(void **state)
         json_t *in = json_loads(bad[i].opts, 0, NULL);
 
         assert_non_null(in);
-        assert_int_equal(svc_backup.options_check(in, CORE_TCP, &o, &err), -EINVAL);
+        assert_int_equal(core_service_options_check(&svc_backup, in, CORE_TCP, &o, &err), -EINVAL);
         assert_string_equal(err.field, bad[i].field);
         json_decref(in);
     }
-    assert_int_equal(svc_backup.options_check(NULL, CORE_UDP, &o, &err), -EINVAL);
+    assert_int_equal(core_service_options_check(&svc_backup, NULL, CORE_UDP, &o, &err), -EINVAL);
     assert_false(svc_backup.transports & CORE_TRANSPORT_BIT(CORE_UDP));
 }
 
@@ -1948,7 +1948,7 @@ static void test_backup_files_list_before_first_start_empty(void **state)
     int fd;
 
     (void)state;
-    assert_int_equal(svc_backup.options_check(NULL, CORE_TCP, &opts, &err), 0);
+    assert_int_equal(core_service_options_check(&svc_backup, NULL, CORE_TCP, &opts, &err), 0);
     assert_int_equal(svc_backup.files_list(opts, &env, &arr, &err), 0);
     assert_int_equal(json_array_size(arr), 0);
     assert_int_equal(svc_backup.file_open(opts, &env, "a", 0, &fd, &size, &err), -ENOENT);

@@ -678,7 +678,7 @@ static struct fixture *start(enum core_transport t, const char *opts_text)
     core_metrics_init(&f->metrics);
     env.metrics = &f->metrics;
     assert_true(svc_date.session_size <= sizeof(f->sess));
-    if (svc_date.options_check(opts, t, &checked, &err) < 0)
+    if (core_service_options_check(&svc_date, opts, t, &checked, &err) < 0)
         fail_msg("%s: %s", err.field, err.msg);
     assert_int_equal(svc_date.instance_new(checked, t, &env, &f->inst, &err), 0);
     json_decref(opts);
@@ -899,7 +899,7 @@ static void test_date_options_absent_are_filled_with_defaults(void **state)
     char *text;
 
     (void)state;
-    assert_int_equal(svc_date.options_check(NULL, CORE_UDP, &checked, NULL), 0);
+    assert_int_equal(core_service_options_check(&svc_date, NULL, CORE_UDP, &checked, NULL), 0);
     text = json_dumps(checked, JSON_SORT_KEYS | JSON_COMPACT);
     assert_string_equal(text, "{\"format\":\"%a %b %e %H:%M:%S %Z %Y\",\"timezone\":\"local\"}");
     free(text);
@@ -923,7 +923,7 @@ static void test_date_options_valid_are_kept(void **state)
         const char *key;
 
         assert_non_null(opts);
-        if (svc_date.options_check(opts, CORE_TCP, &checked, &err) < 0)
+        if (core_service_options_check(&svc_date, opts, CORE_TCP, &checked, &err) < 0)
             fail_msg("%s refused: %s: %s", good[i], err.field, err.msg);
         json_object_foreach(opts, key, v)
         {
@@ -976,7 +976,7 @@ static void test_date_options_invalid_are_refused_naming_the_field(void **state)
         struct core_err err = {0};
 
         assert_non_null(opts);
-        if (svc_date.options_check(opts, CORE_UDP, &checked, &err) != -EINVAL)
+        if (core_service_options_check(&svc_date, opts, CORE_UDP, &checked, &err) != -EINVAL)
             fail_msg("%s accepted", bad[i].opts);
         assert_string_equal(err.field, bad[i].field);
         assert_true(err.msg[0] != '\0');

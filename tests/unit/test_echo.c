@@ -25,7 +25,7 @@ static struct fixture *start(enum core_transport t, const char *opts_text)
     core_metrics_init(&f->metrics);
     env.metrics = &f->metrics;
     assert_true(svc_echo.session_size <= sizeof(f->sess));
-    assert_int_equal(svc_echo.options_check(opts, t, &checked, NULL), 0);
+    assert_int_equal(core_service_options_check(&svc_echo, opts, t, &checked, NULL), 0);
     assert_int_equal(svc_echo.instance_new(checked, t, &env, &f->inst, NULL), 0);
     json_decref(opts);
     json_decref(checked);
@@ -105,12 +105,12 @@ static void test_echo_options_per_transport(void **state)
     struct core_err err = {0};
 
     (void)state;
-    assert_int_equal(svc_echo.options_check(opts, CORE_UDP, &out, &err), -EINVAL);
+    assert_int_equal(core_service_options_check(&svc_echo, opts, CORE_UDP, &out, &err), -EINVAL);
     assert_string_equal(err.field, "options.mode");
     assert_null(out);
     json_decref(opts);
     opts = json_pack("{s:i}", "max_datagram", 70000);
-    assert_int_equal(svc_echo.options_check(opts, CORE_UDP, &out, &err), -EINVAL);
+    assert_int_equal(core_service_options_check(&svc_echo, opts, CORE_UDP, &out, &err), -EINVAL);
     assert_string_equal(err.field, "options.max_datagram");
     json_decref(opts);
 }
