@@ -577,6 +577,7 @@ static int daemon_main(int argc, char **argv)
             .allow_hosts = allow_hosts,
             .n_allow_hosts = n_allow_hosts,
             .registry = registry,
+            .services = &services_run,
             .events = events,
         },
         &server, &err);

@@ -45,6 +45,7 @@ typedef const char *(*api_query_fn)(const struct api_request *req, const char *k
 /* A request as a handler sees it. Every pointer is borrowed for the call. */
 struct api_request {
     struct core_registry *registry;
+    const struct core_service_table *services; /* the services; NULL: none */
     struct api_events *events; /* the event streams, or NULL when the server has no event bus */
     const char *path;          /* the URL path (percent-decoded), e.g. "/api/v1/listeners/e1" */
     const char *id;            /* the {id} segment of the path, or NULL when the route has none */

@@ -57,7 +57,7 @@ struct api_segment {
 /* The placeholders a pattern may hold, one member each. */
 struct api_captures {
     struct api_segment id;   /* {id}: a listener's id */
-    struct api_segment name; /* {name}: a stored file's name */
+    struct api_segment name; /* {name}: a stored file's or a service's name */
     struct api_segment n;    /* {n}: a configuration revision's number */
 };
 

@@ -38,6 +38,7 @@
 #include "core/err.h"
 #include "core/events.h"
 #include "core/registry.h"
+#include "core/service.h"
 
 #define API_SERVER_CONNECTION_LIMIT 1024 /* connections in all */
 #define API_SERVER_RESERVE 64            /* near the limit, stalled responses are evicted */
@@ -82,7 +83,10 @@ struct api_server_opts {
     const char *const *allow_hosts;
     size_t n_allow_hosts;
     struct core_registry *registry; /* borrowed; must outlive the server */
-    size_t body_max;                /* largest request body accepted; 0: 1 MiB */
+    /* Borrowed, must outlive the server; NULL: none. What GET /api/v1/services describes (the
+     * registry's table). */
+    const struct core_service_table *services;
+    size_t body_max; /* largest request body accepted; 0: 1 MiB */
     /* Borrowed, may be NULL: the bus GET /api/v1/events streams (without one that route answers
      * 503). It must outlive the server: free it after api_server_stop(). */
     struct core_events *events;

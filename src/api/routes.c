@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "api/assets.h"
+#include "api/services.h"
 #include "core/text.h"
 
 #define PATTERN_ASSET "{asset}"
@@ -42,6 +43,8 @@ static const struct api_route routes[] = {
     {API_METHOD_GET, "/api/v1/config/revisions/{n}", api_handle_revision_get, API_BODY_NONE},
     {API_METHOD_POST, "/api/v1/config/revisions/{n}/restore", api_handle_revision_restore,
      API_BODY_NONE},
+    {API_METHOD_GET, "/api/v1/services", api_handle_services_list, API_BODY_NONE},
+    {API_METHOD_GET, "/api/v1/services/{name}", api_handle_service_get, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/metrics", api_handle_metrics, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/events", api_handle_events, API_BODY_NONE},
     {API_METHOD_GET, "/metrics", api_handle_prometheus, API_BODY_NONE},

@@ -92,8 +92,9 @@ struct cut_counts {
 
 struct api_server {
     struct MHD_Daemon *daemon;
-    struct core_registry *registry; /* borrowed */
-    struct api_events *events;      /* the event streams; NULL without a bus */
+    struct core_registry *registry;            /* borrowed */
+    const struct core_service_table *services; /* borrowed; may be NULL */
+    struct api_events *events;                 /* the event streams; NULL without a bus */
     struct api_guard *guard;
     size_t body_max;
     uint16_t port;
@@ -715,6 +716,7 @@ static void request_dispatch(struct api_server *s, struct request *q, struct MHD
 {
     struct api_request req = {
         .registry = s->registry,
+        .services = s->services,
         .events = s->events,
         .path = url,
         .id = q->id,
@@ -1254,6 +1256,7 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     pthread_cond_init(&s->watch_wake, &attr);
     pthread_condattr_destroy(&attr);
     s->registry = opts->registry;
+    s->services = opts->services;
     s->body_max = opts->body_max ? opts->body_max : BODY_MAX_DEFAULT;
     /* libmicrohttpd (GnuTLS) loads the certificate and key in MHD_start_daemon(); it keeps no
      * use for the text after. */
