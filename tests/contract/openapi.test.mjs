@@ -471,6 +471,15 @@ test('a daemon with a token answers 401 without it and 403 to other sites, as do
   assert.ok(!guarded.log().includes(token), 'the daemon never logs its token');
 });
 
+test('services routes answer as documented, from the services\' tables', async () => {
+  const list = await call(200, 'GET', '/api/v1/services');
+  assert.deepEqual(list.json.services.map((s) => s.name), ['backup', 'date', 'echo']);
+  const echo = await call(200, 'GET', '/api/v1/services/echo');
+  assert.deepEqual(echo.json, list.json.services[2]);
+  assert.deepEqual(echo.json, spec.components.examples.ServiceEcho.value, 'the documented example is the real echo');
+  await call(404, 'GET', '/api/v1/services/gopher');
+});
+
 test('every operation documents 403, and 401 unless it needs no token', () => {
   const missing = [];
   for (const [template, item] of Object.entries(spec.paths)) {
