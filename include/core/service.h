@@ -84,8 +84,8 @@ struct core_option {
  * A service: its description (name, transports, models, counters, options) and the callbacks a
  * runner drives.
  *
- * Threads and processes. Under every model but `process`, the callbacks run in the daemon's
- * threads, on the instance instance_new made. Under the TCP `process` model the daemon
+ * Threads and processes. Under every model but `process`, the session callbacks run in the
+ * daemon's threads, on the instance instance_new made. Under the TCP `process` model the daemon
  * still makes the instance (instance_new, in the daemon, before any child exists) and frees it
  * (instance_free, in the daemon, after every child ended), but each connection is served by a
  * child process forked for it: session_open, session_feed, session_eof, session_pull and
@@ -109,8 +109,9 @@ struct core_service {
     unsigned transports; /* CORE_TRANSPORT_BIT()s this service speaks */
     /* 1u << enum core_model (core/config.h) for each TCP model the service cannot run under
      * (CORE_MODEL_PROCESS when its sessions must share state in the instance's ordinary memory:
-     * see above); 0: none. A listener asking for a refused model is refused (400, field
-     * "model"), and GET /api/v1/services leaves the model out of the service's "models". */
+     * see above); 0: none. A listener asking for a refused model is invalid (-EINVAL, field
+     * "model", from core_listener_cfg_from_json()), and core_service_to_json() leaves the model
+     * out of the service's "models". */
     unsigned refused_models;
     const char *const *counters;     /* names of the service's own counters, n_counters of them */
     const char *const *counter_help; /* one line for each counter, or NULL */

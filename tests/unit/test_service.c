@@ -253,6 +253,29 @@ static void test_service_list_sorted_udp_only_has_no_models(void **state)
     json_decref(list);
 }
 
+/* A model the service refuses is refused for its listeners, naming "model"; others pass. */
+static void test_service_refused_model_refused_for_a_listener(void **state)
+{
+    const struct core_service *const svcs[] = {&test_svc};
+    const struct core_service_table t = {.svcs = svcs, .n = 1};
+    struct core_listener_cfg cfg;
+    struct core_err err = {0};
+    json_t *j;
+
+    (void)state;
+    j = json_pack("{s:s, s:s, s:i, s:s}", "id", "t1", "service", "test", "port", 0, "model",
+                  "process");
+    assert_int_equal(core_listener_cfg_from_json(j, &t, false, &cfg, &err), -EINVAL);
+    assert_string_equal(err.field, "model");
+    json_decref(j);
+    j = json_pack("{s:s, s:s, s:i, s:s}", "id", "t1", "service", "test", "port", 0, "model",
+                  "event");
+    assert_int_equal(core_listener_cfg_from_json(j, &t, false, &cfg, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(cfg.options, "colour")), "red");
+    core_listener_cfg_fini(&cfg);
+    json_decref(j);
+}
+
 /* ---- the services' own tables ---- */
 
 static const struct core_service *const real[] = {&svc_backup, &svc_date, &svc_echo};
@@ -327,6 +350,7 @@ int main(void)
         cmocka_unit_test(test_service_options_transport_not_spoken_names_transport),
         cmocka_unit_test(test_service_json_shows_the_table),
         cmocka_unit_test(test_service_list_sorted_udp_only_has_no_models),
+        cmocka_unit_test(test_service_refused_model_refused_for_a_listener),
         cmocka_unit_test(test_service_tables_well_formed),
         cmocka_unit_test(test_service_backup_choices_are_policies),
     };
