@@ -39,6 +39,13 @@ int core_net_bind(const struct sockaddr_storage *sa, socklen_t len, int type, un
                   int backlog, struct sockaddr_storage *ret_bound, struct core_err *err);
 
 /*
+ * One more socket bound where fd is (its type, family, address and port), as core_net_bind()
+ * makes it: for the event model's loops, when fd was bound with CORE_NET_REUSEPORT and flags has
+ * it too. Returns the fd or a negative errno with err set as core_net_bind() does.
+ */
+int core_net_bind_sibling(int fd, unsigned flags, int backlog, struct core_err *err);
+
+/*
  * A listening Unix stream socket at path, whose file gets mode before the socket listens (no
  * client connects before the mode holds). A socket file already at path is taken over when
  * nobody listens on it (stale, left by a process that was killed): it is removed and

@@ -67,6 +67,20 @@ out_errno:
                         type == SOCK_DGRAM ? "udp" : "tcp", strerror(-r));
 }
 
+int core_net_bind_sibling(int fd, unsigned flags, int backlog, struct core_err *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss), type_len = sizeof(int);
+    int type, r;
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0) {
+        r = -errno;
+        return core_err_set(err, r, NULL, "getsockname: %s", strerror(-r));
+    }
+    return core_net_bind(&ss, len, type, flags, backlog, NULL, err);
+}
+
 /*
  * Whether the socket file at sa is stale (nobody listens on it): 0 when it is (and it was
  * removed), -EADDRINUSE when a server answers there, -EEXIST when the path is not a socket.

@@ -99,10 +99,33 @@ static void test_net_bind_flags_set_nonblock_and_reuseport(void **state)
     assert_true(fcntl(fd, F_GETFL) & O_NONBLOCK);
     assert_int_equal(int_option(fd, SOL_SOCKET, SO_REUSEPORT), 1);
     /* A second socket with SO_REUSEPORT binds the same address, as the event model's loops do. */
-    sibling = core_net_bind(&bound, sizeof(struct sockaddr_in), SOCK_STREAM, CORE_NET_REUSEPORT, 16,
-                            NULL, NULL);
+    sibling = core_net_bind_sibling(fd, CORE_NET_NONBLOCK | CORE_NET_REUSEPORT, 16, NULL);
     assert_true(sibling >= 0);
+    assert_int_equal(int_option(sibling, SOL_SOCKET, SO_ACCEPTCONN), 1);
+    assert_true(fcntl(sibling, F_GETFL) & O_NONBLOCK);
+    {
+        struct sockaddr_storage got;
+        socklen_t len = sizeof(got);
+
+        assert_int_equal(getsockname(sibling, (struct sockaddr *)&got, &len), 0);
+        assert_int_equal(core_addr_port((struct sockaddr *)&got),
+                         core_addr_port((struct sockaddr *)&bound));
+    }
     close(sibling);
+    close(fd);
+}
+
+static void test_net_bind_without_reuseport_no_sibling(void **state)
+{
+    struct sockaddr_storage bound;
+    struct core_err err = {0};
+    int fd;
+
+    (void)state;
+    fd = bind_any("127.0.0.1", SOCK_STREAM, 0, &bound, NULL);
+    assert_true(fd >= 0);
+    assert_int_equal(core_net_bind_sibling(fd, CORE_NET_REUSEPORT, 16, &err), -EADDRINUSE);
+    assert_non_null(strstr(err.msg, "bind 127.0.0.1:"));
     close(fd);
 }
 
@@ -377,6 +400,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_net_bind_tcp_port0_listens_on_kernel_port),
         cmocka_unit_test(test_net_bind_flags_set_nonblock_and_reuseport),
+        cmocka_unit_test(test_net_bind_without_reuseport_no_sibling),
         cmocka_unit_test(test_net_bind_tcp_taken_port_says_where),
         cmocka_unit_test(test_net_bind_udp_no_reuseaddr_port_not_shared),
         cmocka_unit_test(test_net_bind_v6_any_serves_ipv4),
