@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <linux/sockios.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -12,7 +11,6 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +28,7 @@
 #include "core/addr.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/net.h"
 
 #define BODY_MAX_DEFAULT (1024 * 1024)
 /* Room for a burst of connections while the thread is busy: a full queue drops a new client's
@@ -966,140 +965,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 
 /* ---- listening sockets ---- */
 
-/* A listening socket bound to sa (CLOEXEC, non-blocking). Returns the fd or -errno. */
-static int listen_socket(const struct sockaddr_storage *sa, socklen_t len, struct core_err *err)
-{
-    const int on = 1, off = 0;
-    int fd, r;
-
-    fd = socket(sa->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        r = -errno;
-        (void)core_err_set(err, r, NULL, "socket: %s", strerror(-r));
-        return r;
-    }
-    /* A restarted daemon binds again while connections of the last one are in TIME_WAIT. */
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0) {
-        r = -errno;
-        (void)core_err_set(err, r, NULL, "SO_REUSEADDR: %s", strerror(-r));
-        goto out_close_fd;
-    }
-    /* "::" is dual-stack, whatever the system's default. */
-    if (sa->ss_family == AF_INET6 &&
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) < 0) {
-        r = -errno;
-        (void)core_err_set(err, r, NULL, "IPV6_V6ONLY: %s", strerror(-r));
-        goto out_close_fd;
-    }
-    if (bind(fd, (const struct sockaddr *)sa, len) < 0) {
-        r = -errno;
-        (void)core_err_set(err, r, NULL, "bind: %s", strerror(-r));
-        goto out_close_fd;
-    }
-    if (listen(fd, LISTEN_BACKLOG) < 0) {
-        r = -errno;
-        (void)core_err_set(err, r, NULL, "listen: %s", strerror(-r));
-        goto out_close_fd;
-    }
-    return fd;
-
-out_close_fd:
-    close(fd);
-    return r;
-}
-
-/*
- * Whether the socket file at sa is stale (nobody listens on it): 0 when it is (and it was
- * removed), -EADDRINUSE when a server answers there, -EEXIST when the path is not a socket.
- */
-static int unix_remove_stale(const struct sockaddr_un *sa, struct core_err *err)
-{
-    struct stat st;
-    int fd, r;
-
-    if (lstat(sa->sun_path, &st) < 0) {
-        r = -errno;
-        return r == -ENOENT ? 0 : core_err_set(err, r, NULL, "%s: %s", sa->sun_path, strerror(-r));
-    }
-    if (!S_ISSOCK(st.st_mode))
-        return core_err_set(err, -EEXIST, NULL, "%s exists and is not a socket", sa->sun_path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        r = -errno;
-        return core_err_set(err, r, NULL, "socket: %s", strerror(-r));
-    }
-    r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0 ? -errno : 0;
-    close(fd);
-    if (r != -ECONNREFUSED)
-        return core_err_set(err, -EADDRINUSE, NULL, "%s is in use by another server", sa->sun_path);
-    if (unlink(sa->sun_path) < 0 && errno != ENOENT) {
-        r = -errno;
-        return core_err_set(err, r, NULL, "cannot remove the stale socket %s: %s", sa->sun_path,
-                            strerror(-r));
-    }
-    core_log_info("api: replaced the stale socket %s", sa->sun_path);
-    return 0;
-}
-
-/*
- * A listening Unix socket at path with file mode mode (given before it listens, so that no
- * client connects before the mode holds). Writes the file's identity into *ret_st. Returns the
- * fd or -errno.
- */
-static int unix_listen_socket(const char *path, unsigned mode, struct stat *ret_st,
-                              struct core_err *err)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    int fd, r;
-
-    if (!*path || strlen(path) >= sizeof(sa.sun_path))
-        return core_err_set(err, -ENAMETOOLONG, NULL, "a Unix socket path is 1 to %zu bytes long",
-                            sizeof(sa.sun_path) - 1);
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        r = -errno;
-        return core_err_set(err, r, NULL, "socket: %s", strerror(-r));
-    }
-    if (bind(fd, (const struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        r = -errno;
-        if (r != -EADDRINUSE) {
-            (void)core_err_set(err, r, NULL, "bind %s: %s", path, strerror(-r));
-            goto out_close_fd;
-        }
-        r = unix_remove_stale(&sa, err);
-        if (r < 0)
-            goto out_close_fd;
-        if (bind(fd, (const struct sockaddr *)&sa, sizeof(sa)) < 0) {
-            r = -errno;
-            (void)core_err_set(err, r, NULL, "bind %s: %s", path, strerror(-r));
-            goto out_close_fd;
-        }
-    }
-    if (chmod(path, mode) < 0) {
-        r = -errno;
-        (void)core_err_set(err, r, NULL, "chmod %s: %s", path, strerror(-r));
-        goto out_unlink;
-    }
-    if (lstat(path, ret_st) < 0) {
-        r = -errno;
-        (void)core_err_set(err, r, NULL, "%s: %s", path, strerror(-r));
-        goto out_unlink;
-    }
-    if (listen(fd, LISTEN_BACKLOG) < 0) {
-        r = -errno;
-        (void)core_err_set(err, r, NULL, "listen: %s", strerror(-r));
-        goto out_unlink;
-    }
-    return fd;
-
-out_unlink:
-    (void)unlink(path);
-out_close_fd:
-    close(fd);
-    return r;
-}
-
 /* Removes the server's Unix socket file if it still is the one it created. */
 static void unix_remove(struct api_server *s)
 {
@@ -1157,6 +1022,7 @@ static int open_listener(struct api_server *s, const struct api_server_opts *opt
                          struct sockaddr_storage *ret_ss, struct stat *ret_st, struct core_err *err)
 {
     struct sockaddr_storage ss;
+    bool replaced = false;
     socklen_t ss_len;
     int fd;
 
@@ -1164,13 +1030,16 @@ static int open_listener(struct api_server *s, const struct api_server_opts *opt
         s->unix_path = strdup(opts->unix_path);
         if (!s->unix_path)
             return core_err_set(err, -ENOMEM, NULL, "out of memory");
-        fd = unix_listen_socket(
-            opts->unix_path, opts->unix_mode ? opts->unix_mode : API_SERVER_UNIX_MODE, ret_st, err);
+        fd = core_net_unix_listen(opts->unix_path,
+                                  opts->unix_mode ? opts->unix_mode : API_SERVER_UNIX_MODE,
+                                  CORE_NET_NONBLOCK, LISTEN_BACKLOG, ret_st, &replaced, err);
         if (fd < 0) {
             free(s->unix_path);
             s->unix_path = NULL;
             return fd;
         }
+        if (replaced)
+            core_log_info("api: replaced the stale socket %s", opts->unix_path);
         s->unix_dev = ret_st->st_dev;
         s->unix_ino = ret_st->st_ino;
         /* The identity libmicrohttpd's copy is checked against is the socket's, not the
@@ -1192,15 +1061,16 @@ static int open_listener(struct api_server *s, const struct api_server_opts *opt
                             "%s is not a loopback address: the API listens on one only with a "
                             "token",
                             opts->host);
-    fd = listen_socket(&ss, ss_len, err);
+    /* A restarted daemon binds again while connections of the last one are in TIME_WAIT;
+     * "::" is dual-stack. */
+    fd = core_net_bind(&ss, ss_len, SOCK_STREAM, CORE_NET_NONBLOCK, LISTEN_BACKLOG, ret_ss, err);
     if (fd < 0)
         return fd;
-    ss_len = sizeof(*ret_ss);
-    if (fstat(fd, ret_st) < 0 || getsockname(fd, (struct sockaddr *)ret_ss, &ss_len) < 0) {
+    if (fstat(fd, ret_st) < 0) {
         int r = -errno;
 
         close(fd);
-        return core_err_set(err, r, NULL, "getsockname: %s", strerror(-r));
+        return core_err_set(err, r, NULL, "fstat: %s", strerror(-r));
     }
     s->port = core_addr_port((const struct sockaddr *)ret_ss);
     return fd;
