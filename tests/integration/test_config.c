@@ -473,8 +473,10 @@ static void test_config_revisions_listed_and_restored(void **state)
     list = json_object_get(a.json, "revisions");
     assert_int_equal(json_array_size(list), 2);
     assert_int_equal(it_json_int(json_array_get(list, 0), "revision"), r2);
-    assert_string_equal(it_json_str(json_array_get(list, 0), "source"),
-                        "DELETE /api/v1/listeners/q");
+    assert_string_equal(it_json_str(json_array_get(list, 0), "source"), "api: delete listener q");
+    assert_string_equal(it_json_str(json_array_get(list, 0), "origin.interface"), "api");
+    assert_string_equal(it_json_str(json_array_get(list, 0), "origin.action"), "delete");
+    assert_string_equal(it_json_str(json_array_get(list, 0), "origin.listener"), "q");
     assert_string_equal(it_json_str(json_array_get(list, 0), "summary"), "deleted q");
     assert_string_equal(it_json_str(json_array_get(list, 1), "summary"), "changed p (workers)");
     answer_fini(&a);
@@ -501,9 +503,12 @@ static void test_config_revisions_listed_and_restored(void **state)
     {
         char want[64];
 
-        snprintf(want, sizeof(want), "restore of revision %lld", (long long)r1);
-        assert_string_equal(
-            it_json_str(json_array_get(json_object_get(a.json, "revisions"), 0), "source"), want);
+        json_t *newest = json_array_get(json_object_get(a.json, "revisions"), 0);
+
+        snprintf(want, sizeof(want), "api: restore of revision %lld", (long long)r1);
+        assert_string_equal(it_json_str(newest, "source"), want);
+        assert_string_equal(it_json_str(newest, "origin.action"), "restore");
+        assert_int_equal(it_json_int(newest, "origin.restored"), r1);
     }
     answer_fini(&a);
 
