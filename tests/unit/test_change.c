@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -202,23 +203,25 @@ static void test_change_listener_limit_is_409_not_a_full_disk(void **state)
     assert_int_equal(core_registry_count(r), 2);
 }
 
-/* Drops CAP_NET_BIND_SERVICE from this process's effective set (nothing to do for a user
- * without it). */
-static int drop_bind_capability(void)
+/* Drops capability cap from this process's effective set (nothing to do for a user without
+ * it). */
+static int drop_capability(int cap)
 {
     struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
     struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
 
     if (syscall(SYS_capget, &h, d) < 0)
         return -errno;
-    d[CAP_TO_INDEX(CAP_NET_BIND_SERVICE)].effective &= ~CAP_TO_MASK(CAP_NET_BIND_SERVICE);
+    d[CAP_TO_INDEX(cap)].effective &= ~CAP_TO_MASK(cap);
     return syscall(SYS_capset, &h, d) < 0 ? -errno : 0;
 }
 
-static void test_change_privileged_port_is_403(void **state)
+/*
+ * Runs fn in a child process (whose capabilities may be dropped without touching the test's)
+ * and reads back what it wrote into got (len bytes). Asserts that it exited 0.
+ */
+static void in_child(void (*fn)(struct fx *f, int out), struct fx *f, char *got, size_t len)
 {
-    struct fx *f = *state;
-    char got[512] = "";
     int fds[2], status;
     ssize_t n;
     pid_t pid;
@@ -227,34 +230,74 @@ static void test_change_privileged_port_is_403(void **state)
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        /* A child: the capability stays dropped in it only. */
-        struct core_registry *r;
-        struct api_reply rep;
-        int len;
-
         close(fds[0]);
-        if (drop_bind_capability() < 0)
-            _exit(2);
-        r = fx_registry(f, 0);
-        call(api_handle_listener_create, r, "/api/v1/listeners", NULL,
-             "{\"id\":\"low\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":1}", &rep);
-        len =
-            snprintf(got, sizeof(got), "%u %zu %s", rep.status, core_registry_count(r), rep.detail);
-        api_reply_fini(&rep);
-        core_registry_free(r);
-        _exit(write(fds[1], got, (size_t)len) == len ? 0 : 3);
+        fn(f, fds[1]);
+        _exit(0);
     }
     close(fds[1]);
-    n = read(fds[0], got, sizeof(got) - 1);
+    n = read(fds[0], got, len - 1);
     close(fds[0]);
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_true(n > 0);
     got[n] = '\0';
+}
+
+/* Creates listener body through the API's handler and writes "STATUS COUNT DETAIL" to out. */
+static void create_and_tell(struct fx *f, const char *text, int out)
+{
+    struct core_registry *r = fx_registry(f, 0);
+    struct api_reply rep;
+    char line[512];
+    int len;
+
+    call(api_handle_listener_create, r, "/api/v1/listeners", NULL, text, &rep);
+    len = snprintf(line, sizeof(line), "%u %zu %s", rep.status, core_registry_count(r), rep.detail);
+    api_reply_fini(&rep);
+    core_registry_free(r);
+    if (write(out, line, (size_t)len) != len)
+        _exit(3);
+}
+
+static void create_on_port_1(struct fx *f, int out)
+{
+    if (drop_capability(CAP_NET_BIND_SERVICE) < 0)
+        _exit(2);
+    create_and_tell(f, "{\"id\":\"low\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":1}",
+                    out);
+}
+
+static void create_in_read_only_dir(struct fx *f, int out)
+{
+    if (drop_capability(CAP_DAC_OVERRIDE) < 0 || drop_capability(CAP_DAC_READ_SEARCH) < 0 ||
+        chmod(f->dir, 0500) < 0)
+        _exit(2);
+    create_and_tell(f, "{\"id\":\"e\",\"service\":\"echo\",\"enabled\":false,\"port\":0}", out);
+}
+
+static void test_change_privileged_port_is_403(void **state)
+{
+    char got[512];
+
+    in_child(create_on_port_1, *state, got, sizeof(got));
     fprintf(stderr, "# port 1 without CAP_NET_BIND_SERVICE: %s\n", got);
     /* 403, nothing created, and the detail says why. */
     assert_true(strncmp(got, "403 0 ", 6) == 0);
+    assert_non_null(strcasestr(got, "permission denied"));
+}
+
+/* The same EACCES from writing the state file is the daemon's fault: 500, not 403. */
+static void test_change_state_dir_not_writable_is_500(void **state)
+{
+    struct fx *f = *state;
+    char got[512];
+
+    in_child(create_in_read_only_dir, f, got, sizeof(got));
+    assert_int_equal(chmod(f->dir, 0700), 0);
+    fprintf(stderr, "# a state directory the daemon may not write: %s\n", got);
+    assert_true(strncmp(got, "500 0 ", 6) == 0);
+    assert_non_null(strstr(got, "listeners.json"));
     assert_non_null(strcasestr(got, "permission denied"));
 }
 
@@ -266,6 +309,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_change_listener_limit_is_409_not_a_full_disk, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_change_privileged_port_is_403, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_change_state_dir_not_writable_is_500, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
