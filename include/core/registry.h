@@ -65,7 +65,7 @@ int core_registry_revisions(struct core_registry *r, size_t limit, json_t **ret)
 int core_registry_revision(struct core_registry *r, uint64_t n, json_t **ret);
 
 /* One resource with its metrics (new reference), or -ENOENT; *ret_etag (may be NULL) gets the
- * revision of its ETag. */
+ * revision that last created or changed it (the API's ETag). */
 int core_registry_get(struct core_registry *r, const char *id, json_t **ret, uint64_t *ret_etag);
 
 /* Every resource, ordered by id, as a JSON array (new reference). */

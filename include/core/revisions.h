@@ -10,8 +10,7 @@
  * memory and in a file beside the state file: one JSON line per revision (with every listener's
  * revision after it), appended and synced at each save, the file written whole (atomically,
  * core_fs_write_atomic()) when it holds twice as many as are kept. A last line cut short by a crash
- * is dropped at load. Besides, the revision that last changed each listener (a listener's ETag is
- * "r<that revision>").
+ * is dropped at load. Besides, the revision that last changed each listener.
  *
  * Thread rules: every function may be called from any thread (one internal lock, never held
  * across I/O but the save's write). Changes (append, drop, save) come from one thread at a time

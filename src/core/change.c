@@ -672,7 +672,7 @@ static int precondition(struct core_registry *r, const char *id, bool exists,
                         id ? "the listener" : "the configuration", rev);
 }
 
-/* The answer for listener id after a change: its resource and ETag. Called with ops held. */
+/* The answer for listener id after a change: its resource and revision. Called with ops held. */
 static int answer_one(struct core_registry *r, const char *id, struct core_change *ch, json_t **ret)
 {
     struct core_listener *l = core_registry_lookup(r, id);
