@@ -451,24 +451,37 @@ static int plan_apply(struct core_registry *r, struct plan *p, struct core_chang
     return 0;
 }
 
-/* Writes the configurations the plan leaves to the state file. Called with ops held. */
+/* The configurations the plan leaves (borrowed from it), sorted by id: an array of *ret_n
+ * (free() it), NULL on ENOMEM. */
+static const struct core_listener_cfg **plan_cfgs(const struct plan *p, size_t *ret_n)
+{
+    const struct core_listener_cfg **cfgs = calloc(p->n + 1, sizeof(*cfgs));
+    size_t n = 0;
+
+    if (!cfgs)
+        return NULL;
+    for (size_t i = 0; i < p->n; i++)
+        if (p->items[i].kind != ITEM_DELETE)
+            cfgs[n++] = item_cfg(&p->items[i]);
+    qsort(cfgs, n, sizeof(*cfgs), core_cfg_ptr_cmp_id);
+    *ret_n = n;
+    return cfgs;
+}
+
+/* Writes the configurations the plan leaves to the state file. Returns 0 or the errno of the
+ * write (-ENOSPC for a full disk) with err saying what. Called with ops held. */
 static int plan_persist(struct core_registry *r, const struct plan *p, struct core_err *err)
 {
-    const struct core_listener_cfg **cfgs;
     struct core_store_meta meta = {.revision = core_revisions_next(r->revisions)};
+    const struct core_listener_cfg **cfgs;
     size_t n = 0;
     int rc;
 
     if (!r->persist)
         return 0;
-    cfgs = calloc(p->n + 1, sizeof(*cfgs));
+    cfgs = plan_cfgs(p, &n);
     if (!cfgs)
         return core_err_set(err, -ENOMEM, NULL, "out of memory");
-    for (size_t i = 0; i < p->n; i++)
-        if (p->items[i].kind != ITEM_DELETE)
-            cfgs[n++] =
-                p->items[i].kind == ITEM_KEEP ? core_listener_cfg(p->items[i].l) : p->items[i].cfg;
-    qsort(cfgs, n, sizeof(*cfgs), core_cfg_ptr_cmp_id);
     rc = core_store_save(r->state_path, cfgs, n, &meta, err);
     free(cfgs);
     return rc;
@@ -477,17 +490,10 @@ static int plan_persist(struct core_registry *r, const struct plan *p, struct co
 /* The set the plan leaves, as a JSON array sorted by id (new reference). */
 static json_t *plan_set_json(const struct plan *p)
 {
-    const struct core_listener_cfg **cfgs = calloc(p->n + 1, sizeof(*cfgs));
     size_t n = 0;
-    json_t *j;
+    const struct core_listener_cfg **cfgs = plan_cfgs(p, &n);
+    json_t *j = cfgs ? core_cfgs_set_json(cfgs, n) : NULL;
 
-    if (!cfgs)
-        return NULL;
-    for (size_t i = 0; i < p->n; i++)
-        if (p->items[i].kind != ITEM_DELETE)
-            cfgs[n++] =
-                p->items[i].kind == ITEM_KEEP ? core_listener_cfg(p->items[i].l) : p->items[i].cfg;
-    j = core_cfgs_set_json(cfgs, n);
     free(cfgs);
     return j;
 }
@@ -1127,6 +1133,24 @@ static int answer_config(struct core_registry *r, struct core_change *ch, json_t
     return 0;
 }
 
+/* Changes the whole configuration to want (n_want, index as change_set()'s), expected as the
+ * whole configuration, and answers it. Takes ops. */
+static int change_whole(struct core_registry *r, struct core_listener_cfg *want, size_t n_want,
+                        const int *index, struct core_change *ch, json_t **ret,
+                        struct core_err *err)
+{
+    int rc;
+
+    pthread_mutex_lock(&r->ops);
+    rc = precondition(r, NULL, true, ch, err);
+    if (rc == 0)
+        rc = change_set(r, want, n_want, index, NULL, ch, err);
+    if (rc == 0)
+        rc = answer_config(r, ch, ret);
+    pthread_mutex_unlock(&r->ops);
+    return rc;
+}
+
 int core_registry_config_replace(struct core_registry *r, const json_t *body,
                                  struct core_change *ch, json_t **ret, struct core_err *err)
 {
@@ -1140,13 +1164,7 @@ int core_registry_config_replace(struct core_registry *r, const json_t *body,
     rc = config_parse(r, body, &cfgs, &index, &n, ch->listener, err);
     if (rc < 0)
         return rc;
-    pthread_mutex_lock(&r->ops);
-    rc = precondition(r, NULL, true, ch, err);
-    if (rc == 0)
-        rc = change_set(r, cfgs, n, index, NULL, ch, err);
-    if (rc == 0)
-        rc = answer_config(r, ch, ret);
-    pthread_mutex_unlock(&r->ops);
+    rc = change_whole(r, cfgs, n, index, ch, ret, err);
     core_cfgs_free(cfgs, n);
     free(index);
     return rc;
@@ -1173,13 +1191,7 @@ int core_registry_restore(struct core_registry *r, uint64_t n, struct core_chang
     json_decref(rev);
     if (rc < 0)
         return rc;
-    pthread_mutex_lock(&r->ops);
-    rc = precondition(r, NULL, true, ch, err);
-    if (rc == 0)
-        rc = change_set(r, cfgs, n_cfgs, NULL, NULL, ch, err);
-    if (rc == 0)
-        rc = answer_config(r, ch, ret);
-    pthread_mutex_unlock(&r->ops);
+    rc = change_whole(r, cfgs, n_cfgs, NULL, ch, ret, err);
     core_cfgs_free(cfgs, n_cfgs);
     return rc;
 }
