@@ -360,6 +360,9 @@ static void test_config_stale_etag_gets_412_and_changes_nothing(void **state)
     req(d, "PUT", "/api/v1/config", body, etag, &a);
     expect_status(&a, 412, "PUT config with a stale ETag");
     assert_string_equal(it_json_str(a.json, "type"), "about:blank");
+    /* The detail says what was asked and what is current. */
+    assert_non_null(strstr(it_json_str(a.json, "detail"), etag));
+    assert_non_null(strstr(it_json_str(a.json, "detail"), "read it again"));
     assert_true(a.etag[0] && strcmp(a.etag, etag) != 0); /* the current one, to read again */
     answer_fini(&a);
     req(d, "PATCH", "/api/v1/listeners/e", "{\"workers\":7}", l_etag, &a);
@@ -380,6 +383,18 @@ static void test_config_stale_etag_gets_412_and_changes_nothing(void **state)
     req(d, "PATCH", "/api/v1/listeners/e", "{\"workers\":3}", "*", &a);
     expect_status(&a, 200, "PATCH with If-Match: *");
     answer_fini(&a);
+
+    /* A list of more revisions than a precondition holds is refused as such: 400, no change. */
+    req(d, "PATCH", "/api/v1/listeners/e", "{\"workers\":4}",
+        "\"r1\",\"r2\",\"r3\",\"r4\",\"r5\",\"r6\",\"r7\",\"r8\",\"r9\",\"r10\",\"r11\",\"r12\","
+        "\"r13\",\"r14\",\"r15\",\"r16\",\"r17\"",
+        &a);
+    expect_status(&a, 400, "PATCH with 17 entity tags");
+    assert_non_null(strstr(it_json_str(a.json, "detail"), "If-Match"));
+    answer_fini(&a);
+    after = it_listener_get(d, "e");
+    assert_int_equal(it_json_int(after, "workers"), 3);
+    json_decref(after);
     json_decref(cfg);
 }
 
