@@ -7,18 +7,19 @@
  * touch libmicrohttpd; they only fill a struct api_reply.
  *
  * Every change of the listener set (POST, PUT, PATCH, DELETE of a listener, start, stop, PUT of
- * the whole configuration, restore) is one struct core_change (core/registry.h): its If-Match
- * header is the precondition, "?dry_run=true" (or 1; false or 0, or no dry_run, is a real
- * change; any other value is 400 naming "dry_run") asks what it would do, and its source is
- * "METHOD PATH". The answers:
+ * the whole configuration, restore) is one struct core_change (core/change.h), asked by the
+ * API: its If-Match header is the expected revision (api_if_match_parse(); more than
+ * CORE_EXPECT_MAX tags is 400), "?dry_run=true" (or 1; false or 0, or no dry_run, is a real
+ * change; any other value is 400 naming "dry_run") asks what it would do. The answers:
  *   - a dry run: 200 {"dry_run": true, "revision": the current revision, "diff": [...]}, no
  *     ETag, nothing changed;
  *   - a change: its usual status and body, with "ETag: \"r<N>\"" of what the body is (nothing
  *     on a 204 unless the registry names one);
  *   - an If-Match not met: 412 "precondition failed: ...", with the current ETag when there is
  *     one;
- *   - any other failure: the usual problem, with a member "listener" naming the listener at
- *     fault when the registry names one.
+ *   - any other failure: the problem of api_status_from_errno() (500 for any state file not
+ *     written but a full disk's 507), with a member "listener" naming the listener at fault
+ *     when the registry names one.
  *
  * Thread rules: called from libmicrohttpd's thread; the registry serialises changes.
  */
@@ -139,10 +140,37 @@ int api_limit_parse(const char *text, size_t *ret);
  */
 int api_revision_parse(const char *text, uint64_t *ret);
 
+/* One member of an entity-tag list (RFC 9110, 8.8.3): "*", or a tag whose opaque part (between
+ * its quotes, len bytes, borrowed from the header) may be weak (W/"..."). */
+struct api_etag {
+    bool star;
+    bool weak;
+    const char *opaque;
+    size_t len;
+};
+
+/*
+ * The one entity-tag parser: reads the next member of the list at *p (blanks and commas
+ * between members skipped) and moves *p past it. Returns 1 with *ret, 0 at the end of the
+ * list, or -EINVAL when what follows is not an entity tag.
+ */
+int api_etag_next(const char **p, struct api_etag *ret);
+
 /*
  * Whether an If-None-Match header value (a list of entity tags, or "*") matches etag (a quoted
- * strong tag), with the weak comparison RFC 9110 prescribes for If-None-Match.
+ * strong tag), with the weak comparison RFC 9110 prescribes for If-None-Match. A list that
+ * turns malformed matches if a tag before that point did.
  */
 bool api_etag_matches(const char *if_none_match, const char *etag);
+
+/*
+ * An If-Match header value (NULL: not sent) as what the change expects (core/change.h): none;
+ * exists for "*" alone; else one of the revisions of the strong tags "rN" in the list (N a
+ * revision number; "r0" the configuration of a daemon never configured). Weak tags, other
+ * tags and a value that is not a list of entity tags never match (no revision, or none at
+ * all). Returns 0 with *ret, or -E2BIG when the list names more than CORE_EXPECT_MAX
+ * revisions.
+ */
+int api_if_match_parse(const char *value, struct core_expect *ret);
 
 #endif

@@ -3,13 +3,14 @@
 
 /*
  * The revisions of the listener set: each applied change gets the next number (from 1), with
- * its time, its source ("PUT /api/v1/config", "restore of revision 9", "defaults", "state
- * file"), its diff (core/diff.h), a one-line summary and the whole listener set after it. The
- * last CORE_REVISIONS_KEEP are kept, in memory and in a file beside the state file: one JSON
- * line per revision (with every listener's revision after it), appended and synced at each
- * save, the file written whole (atomically, core_fs_write_atomic()) when it holds twice as many
- * as are kept. A last line cut short by a crash is dropped at load. Besides, the revision that last
- * changed each listener (a listener's ETag is "r<that revision>").
+ * its time, its source (a line for humans, core_change_source_format(): "api: replace
+ * configuration", "startup: state file") and its origin (the same as a JSON object,
+ * core_change_source_json(); absent from revisions older than it), its diff (core/diff.h), a
+ * one-line summary and the whole listener set after it. The last CORE_REVISIONS_KEEP are kept, in
+ * memory and in a file beside the state file: one JSON line per revision (with every listener's
+ * revision after it), appended and synced at each save, the file written whole (atomically,
+ * core_fs_write_atomic()) when it holds twice as many as are kept. A last line cut short by a crash
+ * is dropped at load. Besides, the revision that last changed each listener.
  *
  * Thread rules: every function may be called from any thread (one internal lock, never held
  * across I/O but the save's write). Changes (append, drop, save) come from one thread at a time
@@ -72,14 +73,14 @@ json_t *core_revisions_last_listeners(struct core_revisions *rv, uint64_t *ret_n
 uint64_t core_revisions_of(struct core_revisions *rv, const char *id);
 
 /*
- * Appends the next revision: now, source (copied), diff and listeners (the set after it, sorted
- * by id; both taken, also on failure). Every listener the diff creates or changes gets it as
- * its revision, one it deletes loses its own; with all_listeners, every listener of the set
+ * Appends the next revision: now, source (copied), origin, diff and listeners (the set after it,
+ * sorted by id; the three taken, also on failure). Every listener the diff creates or changes gets
+ * it as its revision, one it deletes loses its own; with all_listeners, every listener of the set
  * gets it (a history started afresh). In memory only: core_revisions_save() writes it. Returns
  * 0 with *ret its number, or -ENOMEM.
  */
-int core_revisions_append(struct core_revisions *rv, const char *source, json_t *diff,
-                          json_t *listeners, bool all_listeners, uint64_t *ret);
+int core_revisions_append(struct core_revisions *rv, const char *source, json_t *origin,
+                          json_t *diff, json_t *listeners, bool all_listeners, uint64_t *ret);
 
 /* Takes back the newest revision appended (when what it records could not be persisted),
  * with the listeners' revisions as they were. Only right after core_revisions_append(). */
@@ -89,20 +90,13 @@ void core_revisions_drop_last(struct core_revisions *rv);
  * err set; the file then holds what it held, or a torn last line dropped at the next load. */
 int core_revisions_save(struct core_revisions *rv, struct core_err *err);
 
-/* The newest revisions first, at most limit, each {"revision","time","source","summary",
- * "diff"}: a JSON array (new reference), NULL on ENOMEM. */
+/* The newest revisions first, at most limit, each {"revision","time","source","origin",
+ * "summary","diff"} ("origin" absent when not recorded): a JSON array (new reference), NULL on
+ * ENOMEM. */
 json_t *core_revisions_list(struct core_revisions *rv, size_t limit);
 
-/* Revision n as {"revision","time","source","summary","diff","listeners"} (new reference):
+/* Revision n as {"revision","time","source","origin","summary","diff","listeners"} (new reference):
  * 0, -ENOENT when it is not kept, or -ENOMEM. */
 int core_revisions_get(struct core_revisions *rv, uint64_t n, json_t **ret);
-
-/*
- * Whether an If-Match header value (RFC 9110) is met by a resource whose ETag is "r<revision>"
- * (exists false: there is no such resource): "*" is met when it exists; otherwise the value is
- * a comma-separated list of entity tags, one of which must be that ETag, compared strongly (a
- * weak tag W/"..." never matches). A value that is not such a list is never met.
- */
-bool core_etag_matches(const char *if_match, uint64_t revision, bool exists);
 
 #endif

@@ -19,7 +19,8 @@
 /*
  * Writes data to path atomically: a temporary file beside it, fsync, rename over path, fsync of
  * the directory. Either the old or the new content is at path afterwards, never a mix.
- * Returns 0 or a negative errno (the temporary file is removed then).
+ * Returns 0 or the system's negative errno, never flattened (-ENOSPC or -EDQUOT for a full
+ * disk, -EROFS, -EACCES, -EIO, ...; the temporary file is removed then).
  */
 int core_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
 
@@ -69,8 +70,9 @@ int core_store_parse(const char *text, size_t len, const char *origin,
                      const struct core_service_table *services, struct core_listener_cfg **ret_cfgs,
                      size_t *ret_n, struct core_store_meta *ret_meta, struct core_err *err);
 
-/* Writes the listener set and meta to path atomically. Returns 0 or a negative errno with err
- * filled. */
+/* Writes the listener set and meta to path atomically. Returns 0, -ENOMEM, or
+ * core_fs_write_atomic()'s errno, with err saying what (the message names the file and the
+ * system's reason). */
 int core_store_save(const char *path, const struct core_listener_cfg *const *cfgs, size_t n,
                     const struct core_store_meta *meta, struct core_err *err);
 

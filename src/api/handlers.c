@@ -13,8 +13,6 @@
 
 #define LISTENERS_PATH "/api/v1/listeners"
 #define REVISIONS_PATH "/api/v1/config/revisions"
-/* The source of a change: "METHOD PATH"; a path longer than a valid one is cut. */
-#define SOURCE_MAX (sizeof("DELETE " LISTENERS_PATH "/") + CORE_ID_MAX + 64)
 
 /* Location of the listener resource: "/api/v1/listeners/ID". */
 static void set_location(struct api_reply *r, const json_t *resource)
@@ -58,21 +56,25 @@ static json_t *wrap(const char *key, json_t *value)
 }
 
 /*
- * Prepares ch for the change req asks with method: its If-Match, its ?dry_run and its source
- * "METHOD PATH" (written into source, len bytes). Returns 0, or -EINVAL with ret answered (a bad
- * dry_run); ch needs core_change_fini() only after 0.
+ * Prepares ch for the change req asks: its If-Match as the expected revision, its ?dry_run,
+ * the API as who asks. Returns 0, or -EINVAL with ret answered (a bad dry_run, an If-Match of
+ * too many tags); ch needs core_change_fini() only after 0.
  */
-static int change_begin(const struct api_request *req, const char *method, struct core_change *ch,
-                        char *source, size_t len, struct api_reply *ret)
+static int change_begin(const struct api_request *req, struct core_change *ch,
+                        struct api_reply *ret)
 {
     bool dry_run;
 
+    *ch = (struct core_change){.iface = CORE_IFACE_API};
     if (api_dry_run_parse(api_request_query(req, "dry_run"), &dry_run) < 0) {
         api_reply_problem(ret, 400, "dry_run", "dry_run: must be true or false (or 1 or 0)");
         return -EINVAL;
     }
-    (void)snprintf(source, len, "%s %s", method, req->path ? req->path : "");
-    *ch = (struct core_change){.dry_run = dry_run, .if_match = req->if_match, .source = source};
+    if (api_if_match_parse(req->if_match, &ch->expect) < 0) {
+        api_reply_problem(ret, 400, NULL, "If-Match: more than %d entity tags", CORE_EXPECT_MAX);
+        return -EINVAL;
+    }
+    ch->dry_run = dry_run;
     return 0;
 }
 
@@ -81,14 +83,16 @@ static int change_begin(const struct api_request *req, const char *method, struc
  * none) with status and the ETag of what it is, the whole configuration's (its revision) when
  * whole; or the failure code, a failed If-Match as 412 with the current ETag.
  */
-static void reply_change(struct api_reply *ret, int code, const struct core_change *ch, json_t *j,
-                         unsigned status, bool whole, const struct core_err *err)
+static void reply_change(const struct api_request *req, struct api_reply *ret, int code,
+                         const struct core_change *ch, json_t *j, unsigned status, bool whole,
+                         const struct core_err *err)
 {
     if (code == -ESTALE) {
         json_decref(j);
         api_reply_problem(ret, api_status_from_errno(code), err->field[0] ? err->field : NULL,
-                          "precondition failed: %s",
-                          err->msg[0] ? err->msg : "If-Match does not match the current ETag");
+                          "precondition failed: If-Match: %.64s: %s",
+                          req->if_match ? req->if_match : "",
+                          err->msg[0] ? err->msg : "not the current ETag");
         if (whole)
             api_reply_config_etag(ret, ch->etag);
         else
@@ -98,6 +102,9 @@ static void reply_change(struct api_reply *ret, int code, const struct core_chan
     if (code < 0) {
         json_decref(j);
         api_reply_error(ret, code, err);
+        /* The state not written is the daemon's fault, whatever the errno. */
+        if (ch->persist_failed && ret->status < 500)
+            ret->status = 500;
         (void)snprintf(ret->listener, sizeof(ret->listener), "%s", ch->listener);
         return;
     }
@@ -183,14 +190,13 @@ void api_handle_listener_create(const struct api_request *req, struct api_reply 
 {
     struct core_err err = {0};
     struct core_change ch;
-    char source[SOURCE_MAX];
     json_t *j = NULL;
     int r;
 
-    if (change_begin(req, "POST", &ch, source, sizeof(source), ret) < 0)
+    if (change_begin(req, &ch, ret) < 0)
         return;
     r = core_registry_create(req->registry, req->body, &ch, &j, &err);
-    reply_change(ret, r, &ch, j, 201, false, &err);
+    reply_change(req, ret, r, &ch, j, 201, false, &err);
     if (r >= 0 && !ch.dry_run)
         set_location(ret, ret->json);
     core_change_fini(&ch);
@@ -215,15 +221,14 @@ void api_handle_listener_replace(const struct api_request *req, struct api_reply
 {
     struct core_err err = {0};
     struct core_change ch;
-    char source[SOURCE_MAX];
     json_t *j = NULL;
     bool created = false;
     int r;
 
-    if (change_begin(req, "PUT", &ch, source, sizeof(source), ret) < 0)
+    if (change_begin(req, &ch, ret) < 0)
         return;
     r = core_registry_replace(req->registry, req->id, req->body, &ch, &j, &created, &err);
-    reply_change(ret, r, &ch, j, created ? 201 : 200, false, &err);
+    reply_change(req, ret, r, &ch, j, created ? 201 : 200, false, &err);
     if (r >= 0 && !ch.dry_run && created)
         set_location(ret, ret->json);
     core_change_fini(&ch);
@@ -233,14 +238,13 @@ void api_handle_listener_patch(const struct api_request *req, struct api_reply *
 {
     struct core_err err = {0};
     struct core_change ch;
-    char source[SOURCE_MAX];
     json_t *j = NULL;
     int r;
 
-    if (change_begin(req, "PATCH", &ch, source, sizeof(source), ret) < 0)
+    if (change_begin(req, &ch, ret) < 0)
         return;
     r = core_registry_patch(req->registry, req->id, req->body, &ch, &j, &err);
-    reply_change(ret, r, &ch, j, 200, false, &err);
+    reply_change(req, ret, r, &ch, j, 200, false, &err);
     core_change_fini(&ch);
 }
 
@@ -248,13 +252,12 @@ void api_handle_listener_delete(const struct api_request *req, struct api_reply 
 {
     struct core_err err = {0};
     struct core_change ch;
-    char source[SOURCE_MAX];
     int r;
 
-    if (change_begin(req, "DELETE", &ch, source, sizeof(source), ret) < 0)
+    if (change_begin(req, &ch, ret) < 0)
         return;
     r = core_registry_delete(req->registry, req->id, &ch, &err);
-    reply_change(ret, r, &ch, NULL, 204, false, &err);
+    reply_change(req, ret, r, &ch, NULL, 204, false, &err);
     core_change_fini(&ch);
 }
 
@@ -266,14 +269,13 @@ static void set_enabled(const struct api_request *req, struct api_reply *ret, se
 {
     struct core_err err = {0};
     struct core_change ch;
-    char source[SOURCE_MAX];
     json_t *j = NULL;
     int r;
 
-    if (change_begin(req, "POST", &ch, source, sizeof(source), ret) < 0)
+    if (change_begin(req, &ch, ret) < 0)
         return;
     r = fn(req->registry, req->id, &ch, &j, &err);
-    reply_change(ret, r, &ch, j, 200, false, &err);
+    reply_change(req, ret, r, &ch, j, 200, false, &err);
     core_change_fini(&ch);
 }
 
@@ -306,14 +308,13 @@ void api_handle_config_replace(const struct api_request *req, struct api_reply *
 {
     struct core_err err = {0};
     struct core_change ch;
-    char source[SOURCE_MAX];
     json_t *j = NULL;
     int r;
 
-    if (change_begin(req, "PUT", &ch, source, sizeof(source), ret) < 0)
+    if (change_begin(req, &ch, ret) < 0)
         return;
     r = core_registry_config_replace(req->registry, req->body, &ch, &j, &err);
-    reply_change(ret, r, &ch, j, 200, true, &err);
+    reply_change(req, ret, r, &ch, j, 200, true, &err);
     core_change_fini(&ch);
 }
 
@@ -352,20 +353,18 @@ void api_handle_revision_restore(const struct api_request *req, struct api_reply
 {
     struct core_err err = {0};
     struct core_change ch;
-    char source[SOURCE_MAX];
     json_t *j = NULL;
     uint64_t n;
     int r;
 
-    if (revision_of_path(req, &n, ret) < 0 ||
-        change_begin(req, "POST", &ch, source, sizeof(source), ret) < 0)
+    if (revision_of_path(req, &n, ret) < 0 || change_begin(req, &ch, ret) < 0)
         return;
     r = core_registry_restore(req->registry, n, &ch, &j, &err);
     if (r == -ENOENT && !err.msg[0]) {
         json_decref(j);
         reply_no_revision(ret, n);
     } else {
-        reply_change(ret, r, &ch, j, 200, true, &err);
+        reply_change(req, ret, r, &ch, j, 200, true, &err);
     }
     core_change_fini(&ch);
 }
@@ -584,30 +583,102 @@ int api_body_parse(const char *data, size_t len, json_t **ret, struct core_err *
     return 0;
 }
 
+int api_etag_next(const char **p, struct api_etag *ret)
+{
+    const char *s = *p + strspn(*p, " \t,");
+    const char *close;
+    bool weak = false;
+
+    if (*s == '\0') {
+        *p = s;
+        return 0;
+    }
+    if (*s == '*') {
+        *ret = (struct api_etag){.star = true};
+        *p = s + 1;
+        return 1;
+    }
+    if (strncmp(s, "W/", 2) == 0) {
+        weak = true;
+        s += 2;
+    }
+    if (*s != '"')
+        return -EINVAL;
+    close = strchr(s + 1, '"');
+    if (!close)
+        return -EINVAL;
+    *ret = (struct api_etag){.weak = weak, .opaque = s + 1, .len = (size_t)(close - s - 1)};
+    *p = close + 1;
+    return 1;
+}
+
 bool api_etag_matches(const char *if_none_match, const char *etag)
 {
-    const char *p = if_none_match;
     size_t etag_len = strlen(etag);
+    const char *p = if_none_match;
+    struct api_etag t;
 
-    for (;;) {
-        const char *tag;
-        const char *close;
-
-        p += strspn(p, " \t,");
-        if (*p == '\0')
-            return false;
-        if (*p == '*')
+    /* etag is quoted: compare what is between its quotes. */
+    if (etag_len < 2)
+        return false;
+    while (api_etag_next(&p, &t) > 0) {
+        if (t.star)
             return true;
-        if (strncmp(p, "W/", 2) == 0)
-            p += 2;
-        if (*p != '"')
-            return false; /* not an entity tag: the header is malformed */
-        tag = p;
-        close = strchr(p + 1, '"');
-        if (!close)
-            return false;
-        if ((size_t)(close + 1 - tag) == etag_len && strncmp(tag, etag, etag_len) == 0)
+        if (t.len == etag_len - 2 && memcmp(t.opaque, etag + 1, t.len) == 0)
             return true;
-        p = close + 1;
     }
+    return false;
+}
+
+/* The revision of opaque-tag "rN" (N decimal, no leading zero, fits 64 bits). 0 or -EINVAL. */
+static int revision_of_tag(const char *opaque, size_t len, uint64_t *ret)
+{
+    char text[24];
+
+    if (len < 2 || len > sizeof(text) || opaque[0] != 'r')
+        return -EINVAL;
+    memcpy(text, opaque + 1, len - 1);
+    text[len - 1] = '\0';
+    if (strcmp(text, "0") == 0) {
+        *ret = 0;
+        return 0;
+    }
+    if (text[0] == '0')
+        return -EINVAL;
+    return api_revision_parse(text, ret);
+}
+
+int api_if_match_parse(const char *value, struct core_expect *ret)
+{
+    struct core_expect e = {.kind = CORE_EXPECT_ONE_OF};
+    const char *p = value;
+    struct api_etag t;
+    int r;
+
+    if (!value) {
+        *ret = (struct core_expect){.kind = CORE_EXPECT_NONE};
+        return 0;
+    }
+    p += strspn(p, " \t");
+    if (*p == '*' && p[1 + strspn(p + 1, " \t")] == '\0') {
+        *ret = (struct core_expect){.kind = CORE_EXPECT_EXISTS};
+        return 0;
+    }
+    while ((r = api_etag_next(&p, &t)) > 0) {
+        uint64_t rev;
+
+        if (t.star) {
+            r = -EINVAL; /* "*" is the whole value or not at all */
+            break;
+        }
+        if (t.weak || revision_of_tag(t.opaque, t.len, &rev) < 0)
+            continue; /* never the current version of a configuration */
+        if (e.n == CORE_EXPECT_MAX)
+            return -E2BIG;
+        e.revisions[e.n++] = rev;
+    }
+    if (r < 0)
+        e.n = 0; /* not a list of entity tags: never met */
+    *ret = e;
+    return 0;
 }

@@ -198,21 +198,25 @@ unsigned api_status_from_errno(int code)
     switch (code) {
     case -EINVAL:
         return MHD_HTTP_BAD_REQUEST;
+    case -EACCES:
+    case -EPERM:
+        return MHD_HTTP_FORBIDDEN;
     case -ENOENT:
         return MHD_HTTP_NOT_FOUND;
     case -EEXIST:
     case -EADDRINUSE:
     case -EADDRNOTAVAIL:
-    case -EACCES:
-    case -EPERM:
     case -EBUSY:
-    case -ENOSPC:
+    case -EMLINK:
         return MHD_HTTP_CONFLICT;
     case -ESTALE:
         return MHD_HTTP_PRECONDITION_FAILED;
     case -E2BIG:
     case -EFBIG:
         return MHD_HTTP_CONTENT_TOO_LARGE;
+    case -ENOSPC:
+    case -EDQUOT:
+        return MHD_HTTP_INSUFFICIENT_STORAGE;
     default:
         return MHD_HTTP_INTERNAL_SERVER_ERROR;
     }

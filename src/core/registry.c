@@ -1,53 +1,24 @@
 #include "core/registry.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
-#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/config.h"
-#include "core/diff.h"
 #include "core/listener.h"
-#include "core/ratelimit.h"
-#include "core/log.h"
 #include "core/store.h"
+#include "core/ticker.h"
+#include "registry_internal.h"
 
 #define DEFAULT_MAX_LISTENERS 256
-
-struct core_registry {
-    const struct core_service_table *services;
-    char *state_dir;
-    char state_path[PATH_MAX];
-    bool persist;
-    size_t max_listeners;
-    struct core_events *events;
-    unsigned metrics_interval_ms;
-    struct core_endpoints *own; /* every running listener's bound socket */
-    struct core_revisions *revisions;
-
-    pthread_t ticker;
-    bool has_ticker;
-    pthread_mutex_t tick_lock;
-    pthread_cond_t tick_cond;
-    bool stopping; /* guarded by tick_lock */
-
-    pthread_mutex_t ops;         /* serialises changes, held across their binds and joins */
-    pthread_mutex_t lock;        /* guards list and n; never held across I/O */
-    struct core_listener **list; /* sorted by id; the ops holder may read it without lock */
-    size_t n;
-};
-
-static void *ticker_main(void *arg);
 
 int core_registry_new(const struct core_registry_opts *opts, struct core_registry **ret)
 {
     struct core_registry *r = calloc(1, sizeof(*r));
-    pthread_condattr_t attr;
     char path[PATH_MAX];
+    int rc;
 
     if (!r)
         return -ENOMEM;
@@ -70,22 +41,12 @@ int core_registry_new(const struct core_registry_opts *opts, struct core_registr
         return -ENOMEM;
     }
     r->events = opts->events;
-    r->metrics_interval_ms = opts->metrics_interval_ms ? opts->metrics_interval_ms : 1000;
     pthread_mutex_init(&r->ops, NULL);
     pthread_mutex_init(&r->lock, NULL);
-    pthread_mutex_init(&r->tick_lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->tick_cond, &attr);
-    pthread_condattr_destroy(&attr);
-    {
-        int rc = -pthread_create(&r->ticker, NULL, ticker_main, r);
-
-        if (rc < 0) {
-            core_registry_free(r);
-            return rc;
-        }
-        r->has_ticker = true;
+    rc = core_ticker_start(r, opts->events, opts->metrics_interval_ms, &r->ticker);
+    if (rc < 0) {
+        core_registry_free(r);
+        return rc;
     }
     *ret = r;
     return 0;
@@ -95,17 +56,9 @@ void core_registry_free(struct core_registry *r)
 {
     if (!r)
         return;
-    if (r->has_ticker) {
-        pthread_mutex_lock(&r->tick_lock);
-        r->stopping = true;
-        pthread_cond_signal(&r->tick_cond);
-        pthread_mutex_unlock(&r->tick_lock);
-        pthread_join(r->ticker, NULL);
-    }
+    core_ticker_stop(r->ticker);
     for (size_t i = 0; i < r->n; i++)
         core_listener_free(r->list[i]);
-    pthread_cond_destroy(&r->tick_cond);
-    pthread_mutex_destroy(&r->tick_lock);
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->ops);
     core_endpoints_free(r->own);
@@ -137,7 +90,7 @@ static size_t find(const struct core_registry *r, const char *id, bool *found)
     return lo;
 }
 
-static struct core_listener *lookup(const struct core_registry *r, const char *id)
+struct core_listener *core_registry_lookup(const struct core_registry *r, const char *id)
 {
     bool found;
     size_t i = find(r, id, &found);
@@ -145,8 +98,7 @@ static struct core_listener *lookup(const struct core_registry *r, const char *i
     return found ? r->list[i] : NULL;
 }
 
-/* Adds l to the sorted list. Called with ops and lock held. */
-static void insert_locked(struct core_registry *r, struct core_listener *l)
+void core_registry_insert_locked(struct core_registry *r, struct core_listener *l)
 {
     bool found;
     size_t i = find(r, core_listener_id(l), &found);
@@ -156,8 +108,7 @@ static void insert_locked(struct core_registry *r, struct core_listener *l)
     r->n++;
 }
 
-/* Takes l out of the sorted list. Called with ops and lock held. */
-static void take_out_locked(struct core_registry *r, struct core_listener *l)
+void core_registry_take_out_locked(struct core_registry *r, struct core_listener *l)
 {
     bool found;
     size_t i = find(r, core_listener_id(l), &found);
@@ -168,8 +119,7 @@ static void take_out_locked(struct core_registry *r, struct core_listener *l)
     r->n--;
 }
 
-/* Publishes event type with data (taken). */
-static void publish(struct core_registry *r, const char *type, json_t *data)
+void core_registry_publish(struct core_registry *r, const char *type, json_t *data)
 {
     if (r->events)
         core_events_publish(r->events, type, data);
@@ -177,7 +127,7 @@ static void publish(struct core_registry *r, const char *type, json_t *data)
         json_decref(data);
 }
 
-static int resource(struct core_registry *r, struct core_listener *l, json_t **ret)
+int core_registry_resource(struct core_registry *r, struct core_listener *l, json_t **ret)
 {
     json_t *j;
 
@@ -190,22 +140,21 @@ static int resource(struct core_registry *r, struct core_listener *l, json_t **r
     return 0;
 }
 
-static int cmp_cfg_id(const void *a, const void *b)
+int core_cfg_cmp_id(const void *a, const void *b)
 {
     const struct core_listener_cfg *x = a, *y = b;
 
     return strcmp(x->id, y->id);
 }
 
-static int cmp_cfg_ptr_id(const void *a, const void *b)
+int core_cfg_ptr_cmp_id(const void *a, const void *b)
 {
     const struct core_listener_cfg *const *x = a, *const *y = b;
 
     return strcmp((*x)->id, (*y)->id);
 }
 
-/* The configurations of set (n of them) as a JSON array sorted by id (new reference). */
-static json_t *set_json(const struct core_listener_cfg *const *set, size_t n)
+json_t *core_cfgs_set_json(const struct core_listener_cfg *const *set, size_t n)
 {
     const struct core_listener_cfg **s = calloc(n + 1, sizeof(*s));
     json_t *a = json_array();
@@ -213,7 +162,7 @@ static json_t *set_json(const struct core_listener_cfg *const *set, size_t n)
     if (!s || !a)
         goto fail;
     memcpy(s, set, n * sizeof(*s));
-    qsort(s, n, sizeof(*s), cmp_cfg_ptr_id);
+    qsort(s, n, sizeof(*s), core_cfg_ptr_cmp_id);
     for (size_t i = 0; i < n; i++)
         if (json_array_append_new(a, core_listener_cfg_to_json(s[i])) < 0)
             goto fail;
@@ -225,13 +174,8 @@ fail:
     return NULL;
 }
 
-/*
- * Reads a JSON array of listener configurations (a revision's set) into *ret (n of them;
- * release each with core_listener_cfg_fini(), then free()). -EINVAL with err when one is not
- * valid any more.
- */
-static int cfgs_from_json(struct core_registry *r, const json_t *a, struct core_listener_cfg **ret,
-                          size_t *ret_n, struct core_err *err)
+int core_cfgs_from_json(struct core_registry *r, const json_t *a, struct core_listener_cfg **ret,
+                        size_t *ret_n, struct core_err *err)
 {
     struct core_listener_cfg *cfgs = calloc(json_array_size(a) + 1, sizeof(*cfgs));
     size_t i, n = 0;
@@ -258,924 +202,18 @@ static int cfgs_from_json(struct core_registry *r, const json_t *a, struct core_
     return 0;
 }
 
-static void cfgs_free(struct core_listener_cfg *cfgs, size_t n)
+void core_cfgs_free(struct core_listener_cfg *cfgs, size_t n)
 {
     for (size_t i = 0; cfgs && i < n; i++)
         core_listener_cfg_fini(&cfgs[i]);
     free(cfgs);
 }
 
-void core_change_fini(struct core_change *ch)
-{
-    if (!ch)
-        return;
-    json_decref(ch->diff);
-    ch->diff = NULL;
-}
-
-/* Makes up a free id for cfg: "<service>-<transport>", then "-2", "-3", ... */
-static void make_id(struct core_registry *r, struct core_listener_cfg *cfg)
-{
-    char id[CORE_ID_MAX];
-
-    snprintf(id, sizeof(id), "%s-%s", cfg->svc->name, core_transport_name(cfg->transport));
-    for (unsigned k = 2; lookup(r, id); k++)
-        snprintf(id, sizeof(id), "%s-%s-%u", cfg->svc->name, core_transport_name(cfg->transport),
-                 k);
-    memcpy(cfg->id, id, sizeof(id));
-}
-
-/*
- * A change of the listener set, planned against the listeners there are: one item for each
- * listener that is there or wanted.
- */
-enum item_kind { ITEM_KEEP, ITEM_CREATE, ITEM_CHANGE, ITEM_DELETE };
-
-struct item {
-    enum item_kind kind;
-    struct core_listener_cfg *cfg; /* the wanted configuration (borrowed); NULL for delete */
-    struct core_listener *l;       /* there (keep, change, delete) or made (create) */
-    int body_index;                /* its index in the request's body, or -1 */
-    bool applied;
-    struct core_listener_saved saved; /* delete: what it was, to put it back */
-};
-
-struct plan {
-    struct item *items;
-    size_t n;
-    json_t *diff; /* core/diff.h */
-};
-
-static void plan_fini(struct plan *p)
-{
-    for (size_t i = 0; i < p->n; i++)
-        if (p->items[i].kind == ITEM_DELETE)
-            core_listener_saved_fini(&p->items[i].saved);
-    free(p->items);
-    json_decref(p->diff);
-    memset(p, 0, sizeof(*p));
-}
-
-/*
- * Plans the change from the listeners there are to want (n_want configurations with unique
- * ids, borrowed until plan_fini()). force_id (may be NULL) names a listener to start again
- * even when its configuration does not change, when it should run and does not. index[i] (may
- * be NULL) is want[i]'s index in the request's body. Called with ops held.
- */
-static int plan_make(struct core_registry *r, struct core_listener_cfg *want, size_t n_want,
-                     const int *index, const char *force_id, struct plan *ret)
-{
-    const struct core_listener_cfg **from = calloc(r->n + 1, sizeof(*from));
-    const struct core_listener_cfg **to = calloc(n_want + 1, sizeof(*to));
-    bool *running = calloc(r->n + 1, sizeof(*running));
-    struct plan p = {.items = calloc(r->n + n_want + 1, sizeof(*p.items))};
-    int rc = -ENOMEM;
-
-    if (!from || !to || !running || !p.items)
-        goto out;
-    for (size_t i = 0; i < r->n; i++) {
-        struct core_listener *l = r->list[i];
-        struct item *it = &p.items[p.n++];
-
-        from[i] = core_listener_cfg(l);
-        running[i] = core_listener_state(l) == CORE_STATE_RUNNING;
-        it->l = l;
-        it->body_index = -1;
-        it->kind = ITEM_DELETE;
-        for (size_t k = 0; k < n_want; k++) {
-            if (strcmp(want[k].id, core_listener_id(l)) != 0)
-                continue;
-            it->cfg = &want[k];
-            it->body_index = index ? index[k] : -1;
-            if (!core_listener_cfg_equal(from[i], &want[k]))
-                it->kind = ITEM_CHANGE;
-            else if (force_id && strcmp(force_id, want[k].id) == 0 && want[k].enabled &&
-                     !running[i])
-                it->kind = ITEM_CHANGE;
-            else
-                it->kind = ITEM_KEEP;
-            break;
-        }
-    }
-    for (size_t k = 0; k < n_want; k++) {
-        to[k] = &want[k];
-        if (lookup(r, want[k].id))
-            continue;
-        p.items[p.n++] = (struct item){
-            .kind = ITEM_CREATE, .cfg = &want[k], .body_index = index ? index[k] : -1};
-    }
-    rc = core_diff_sets(from, r->n, running, to, n_want, &p.diff);
-out:
-    free(from);
-    free(to);
-    free(running);
-    if (rc < 0) {
-        plan_fini(&p);
-        return rc;
-    }
-    *ret = p;
-    return 0;
-}
-
-/* Puts "listeners[index]." before err's field ("listeners[index]" when it names none). */
-static void prefix_field(struct core_err *err, size_t index)
-{
-    char field[2 * sizeof(err->field)];
-    int len;
-
-    if (!err)
-        return;
-    len = snprintf(field, sizeof(field), "listeners[%zu]%s%s", index, err->field[0] ? "." : "",
-                   err->field);
-    if (len < 0)
-        return;
-    field[sizeof(err->field) - 1] = '\0';
-    memcpy(err->field, field, sizeof(err->field));
-}
-
-/* Names the listener of it at fault in ch and err (its field as "listeners[I].FIELD" when it
- * came from a body). Returns code. */
-static int item_fault(const struct item *it, int code, struct core_change *ch, struct core_err *err)
-{
-    const char *id = it->cfg ? it->cfg->id : core_listener_id(it->l);
-
-    snprintf(ch->listener, sizeof(ch->listener), "%s", id);
-    if (it->body_index >= 0)
-        prefix_field(err, (size_t)it->body_index);
-    return code;
-}
-
-/* The place listener id runs in, as its service's hooks see it. */
-static struct core_svc_env svc_env(const struct core_registry *r, const char *id)
+struct core_svc_env core_registry_svc_env(const struct core_registry *r, const char *id)
 {
     return (struct core_svc_env){.listener_id = id,
                                  .state_dir = r->state_dir,
                                  .protected_paths = r->services->protected_paths};
-}
-
-/* The service's env_check of cfg (see core/service.h); 0 when it has none. */
-static int env_check(const struct core_registry *r, const struct core_listener_cfg *cfg,
-                     bool usable, struct core_err *err)
-{
-    const struct core_svc_env env = svc_env(r, cfg->id);
-
-    return cfg->svc->env_check ? cfg->svc->env_check(cfg->options, &env, usable, err) : 0;
-}
-
-/* The configuration item i leaves in the set, or NULL for a deletion. */
-static const struct core_listener_cfg *item_cfg(const struct item *it)
-{
-    if (it->kind == ITEM_DELETE)
-        return NULL;
-    return it->kind == ITEM_KEEP ? core_listener_cfg(it->l) : it->cfg;
-}
-
-/* What item i claims (core_service.claim), into buf; "" for nothing. */
-static int item_claim(const struct core_registry *r, const struct item *it, char *buf, size_t len)
-{
-    const struct core_listener_cfg *cfg = item_cfg(it);
-    struct core_svc_env env;
-
-    buf[0] = '\0';
-    if (!cfg || !cfg->enabled || !cfg->svc->claim)
-        return 0;
-    env = svc_env(r, cfg->id);
-    return cfg->svc->claim(cfg->options, &env, buf, len);
-}
-
-/*
- * Whether two enabled listeners of the set the plan leaves claim the same thing (two backup
- * listeners, one directory): -EBUSY naming the one the plan creates or changes.
- */
-static int plan_check_claims(const struct core_registry *r, const struct plan *p,
-                             struct core_change *ch, struct core_err *err)
-{
-    char(*names)[PATH_MAX];
-    size_t claiming = 0;
-    int rc = 0;
-
-    /* Most sets claim nothing: no PATH_MAX a listener to allocate then. */
-    for (size_t i = 0; i < p->n; i++)
-        claiming += item_cfg(&p->items[i]) && item_cfg(&p->items[i])->svc->claim;
-    if (claiming < 2)
-        return 0;
-    names = calloc(p->n + 1, sizeof(*names));
-    if (!names)
-        return core_err_set(err, -ENOMEM, NULL, "out of memory");
-    for (size_t i = 0; i < p->n && rc == 0; i++) {
-        const struct item *it = &p->items[i];
-
-        if (item_claim(r, it, names[i], sizeof(names[i])) < 0)
-            names[i][0] = '\0'; /* cannot tell: left to the start to find out */
-        for (size_t k = 0; k < i && names[i][0]; k++) {
-            const struct item *a = it->kind == ITEM_KEEP ? &p->items[k] : it;
-            const struct item *b = a == it ? &p->items[k] : it;
-
-            if (strcmp(names[k], names[i]) != 0 ||
-                (it->kind == ITEM_KEEP && p->items[k].kind == ITEM_KEEP))
-                continue;
-            core_err_set(err, -EBUSY, item_cfg(a)->svc->claim_field,
-                         "%s: %s is held by listener %s as well", item_cfg(a)->svc->claim_field,
-                         names[i], item_cfg(b)->id);
-            rc = item_fault(a, -EBUSY, ch, err);
-            break;
-        }
-    }
-    free(names);
-    return rc;
-}
-
-/* Whether what the plan creates or changes may run where it would (dry runs and real ones). */
-static int plan_check_env(const struct core_registry *r, const struct plan *p,
-                          struct core_change *ch, struct core_err *err)
-{
-    for (size_t i = 0; i < p->n; i++) {
-        const struct item *it = &p->items[i];
-        int rc;
-
-        if (it->kind != ITEM_CREATE && it->kind != ITEM_CHANGE)
-            continue;
-        rc = env_check(r, it->cfg, it->cfg->enabled, err);
-        if (rc < 0)
-            return item_fault(it, rc, ch, err);
-    }
-    return plan_check_claims(r, p, ch, err);
-}
-
-/* A dry run: whether each socket the plan needs can be bound now. */
-static int plan_probe(const struct plan *p, struct core_change *ch, struct core_err *err)
-{
-    for (size_t i = 0; i < p->n; i++) {
-        const struct item *it = &p->items[i];
-        const struct core_listener_cfg *old;
-        int rc;
-
-        if ((it->kind != ITEM_CREATE && it->kind != ITEM_CHANGE) || !it->cfg->enabled)
-            continue;
-        if (it->kind == ITEM_CHANGE) {
-            old = core_listener_cfg(it->l);
-            /* A running listener that keeps its socket needs no new one. */
-            if (core_listener_bound_port(it->l) != 0 && old->transport == it->cfg->transport &&
-                (it->cfg->port == 0 || it->cfg->port == old->port) &&
-                strcmp(old->address, it->cfg->address) == 0)
-                continue;
-        }
-        rc = core_listener_probe(it->cfg, err);
-        /* A listener restarted on its own port lets go of it first. */
-        if (rc == -EADDRINUSE && it->kind == ITEM_CHANGE && it->cfg->port != 0 &&
-            it->cfg->port == core_listener_bound_port(it->l) &&
-            it->cfg->transport == core_listener_cfg(it->l)->transport)
-            continue;
-        if (rc < 0)
-            return item_fault(it, rc, ch, err);
-    }
-    return 0;
-}
-
-/* Undoes what plan_apply() applied, newest first. Called with ops held. */
-static void plan_rollback(struct core_registry *r, struct plan *p)
-{
-    (void)r;
-    for (size_t i = p->n; i-- > 0;) {
-        struct item *it = &p->items[i];
-
-        if (!it->applied)
-            continue;
-        switch (it->kind) {
-        case ITEM_CREATE:
-            core_listener_free(it->l);
-            it->l = NULL;
-            break;
-        case ITEM_CHANGE:
-            core_listener_abort(it->l);
-            break;
-        case ITEM_DELETE: /* still as it was */
-        case ITEM_KEEP:
-            break;
-        }
-        it->applied = false;
-    }
-}
-
-/*
- * Applies the plan's first half: the listeners it changes get their new configuration
- * prepared (core_listener_prepare()), those it creates are made and started; those it deletes
- * are only noted (they stop at the commit, so a port they hold is not free before it). On a
- * failure everything is rolled back and the listener at fault is named. Called with ops held.
- */
-static int plan_apply(struct core_registry *r, struct plan *p, struct core_change *ch,
-                      struct core_err *err)
-{
-    static const enum item_kind order[] = {ITEM_DELETE, ITEM_CHANGE, ITEM_CREATE};
-    size_t creates = 0, deletes = 0;
-    int rc = 0;
-
-    for (size_t i = 0; i < p->n; i++) {
-        creates += p->items[i].kind == ITEM_CREATE;
-        deletes += p->items[i].kind == ITEM_DELETE;
-    }
-    if (r->n - deletes + creates > r->max_listeners)
-        return core_err_set(err, -ENOSPC, NULL, "the daemon holds its maximum of %zu listeners",
-                            r->max_listeners);
-    for (size_t o = 0; o < sizeof(order) / sizeof(order[0]); o++) {
-        for (size_t i = 0; i < p->n; i++) {
-            struct item *it = &p->items[i];
-
-            if (it->kind != order[o])
-                continue;
-            switch (it->kind) {
-            case ITEM_DELETE:
-                /* It goes on until the commit, so that a rollback finds its socket as it was. */
-                rc = core_listener_save(it->l, &it->saved);
-                if (rc < 0)
-                    rc = core_err_set(err, rc, NULL, "out of memory");
-                break;
-            case ITEM_CHANGE:
-                rc = core_listener_prepare(it->l, it->cfg, err);
-                break;
-            case ITEM_CREATE:
-                rc = core_listener_new(it->cfg, r->state_dir, r->events, r->own, &it->l);
-                if (rc < 0) {
-                    rc = core_err_set(err, rc, NULL, "out of memory");
-                    break;
-                }
-                if (it->cfg->enabled)
-                    rc = core_listener_start(it->l, err);
-                if (rc < 0) {
-                    core_listener_free(it->l);
-                    it->l = NULL;
-                }
-                break;
-            case ITEM_KEEP:
-                break;
-            }
-            if (rc < 0) {
-                item_fault(it, rc, ch, err);
-                plan_rollback(r, p);
-                return rc;
-            }
-            it->applied = true;
-        }
-    }
-    return 0;
-}
-
-/* Writes the configurations the plan leaves to the state file. Called with ops held. */
-static int plan_persist(struct core_registry *r, const struct plan *p, struct core_err *err)
-{
-    const struct core_listener_cfg **cfgs;
-    struct core_store_meta meta = {.revision = core_revisions_next(r->revisions)};
-    size_t n = 0;
-    int rc;
-
-    if (!r->persist)
-        return 0;
-    cfgs = calloc(p->n + 1, sizeof(*cfgs));
-    if (!cfgs)
-        return core_err_set(err, -ENOMEM, NULL, "out of memory");
-    for (size_t i = 0; i < p->n; i++)
-        if (p->items[i].kind != ITEM_DELETE)
-            cfgs[n++] =
-                p->items[i].kind == ITEM_KEEP ? core_listener_cfg(p->items[i].l) : p->items[i].cfg;
-    qsort(cfgs, n, sizeof(*cfgs), cmp_cfg_ptr_id);
-    rc = core_store_save(r->state_path, cfgs, n, &meta, err);
-    free(cfgs);
-    return rc < 0 ? -EIO : 0;
-}
-
-/* The set the plan leaves, as a JSON array sorted by id (new reference). */
-static json_t *plan_set_json(const struct plan *p)
-{
-    const struct core_listener_cfg **cfgs = calloc(p->n + 1, sizeof(*cfgs));
-    size_t n = 0;
-    json_t *j;
-
-    if (!cfgs)
-        return NULL;
-    for (size_t i = 0; i < p->n; i++)
-        if (p->items[i].kind != ITEM_DELETE)
-            cfgs[n++] =
-                p->items[i].kind == ITEM_KEEP ? core_listener_cfg(p->items[i].l) : p->items[i].cfg;
-    j = set_json(cfgs, n);
-    free(cfgs);
-    return j;
-}
-
-/*
- * Completes an applied plan: the list takes in the listeners created and lets go of those
- * deleted (freed), the changes are committed, the revision is recorded and the events
- * published. Called with ops held; cannot fail.
- */
-static void plan_commit(struct core_registry *r, struct plan *p, const char *source,
-                        struct core_change *ch)
-{
-    uint64_t rev = 0;
-    json_t *set = NULL;
-    char *summary = NULL;
-    struct core_err e = {0};
-
-    if (json_array_size(p->diff) > 0)
-        set = plan_set_json(p);
-    pthread_mutex_lock(&r->lock);
-    for (size_t i = 0; i < p->n; i++) {
-        struct item *it = &p->items[i];
-
-        if (it->kind == ITEM_CREATE)
-            insert_locked(r, it->l);
-        else if (it->kind == ITEM_DELETE)
-            take_out_locked(r, it->l);
-    }
-    if (set &&
-        core_revisions_append(r->revisions, source, json_incref(p->diff), set, false, &rev) < 0) {
-        core_log_warn("revision of '%s' not recorded: out of memory", source);
-        rev = 0;
-    }
-    pthread_mutex_unlock(&r->lock);
-    for (size_t i = 0; i < p->n; i++) {
-        struct item *it = &p->items[i];
-
-        if (it->kind == ITEM_CHANGE)
-            core_listener_commit(it->l);
-        else if (it->kind == ITEM_DELETE) {
-            core_listener_free(it->l);
-            it->l = NULL;
-        }
-        it->applied = false;
-    }
-    if (rev && r->persist && core_revisions_save(r->revisions, &e) < 0)
-        core_log_warn("revisions not saved: %s", e.msg);
-    for (size_t i = 0; i < p->n; i++) {
-        struct item *it = &p->items[i];
-        json_t *j = NULL;
-
-        if (it->kind == ITEM_DELETE)
-            publish(r, "listener.deleted", json_pack("{s:s}", "id", it->saved.cfg.id));
-        else if (it->kind != ITEM_KEEP && resource(r, it->l, &j) == 0)
-            publish(r, it->kind == ITEM_CREATE ? "listener.created" : "listener.changed", j);
-    }
-    if (rev) {
-        summary = core_diff_summary(p->diff);
-        publish(r, "config.revision",
-                json_pack("{s:I, s:s, s:s}", "revision", (json_int_t)rev, "source", source,
-                          "summary", summary ? summary : ""));
-        free(summary);
-    }
-    ch->revision = core_revisions_last(r->revisions);
-}
-
-/*
- * Changes the listener set to want (n_want configurations with unique ids; borrowed), as one
- * change: dry run, apply, persist, commit (see core_change in the header). On success
- * ch->diff holds the diff. Called with ops held.
- */
-static int change_set(struct core_registry *r, struct core_listener_cfg *want, size_t n_want,
-                      const int *index, const char *force_id, struct core_change *ch,
-                      struct core_err *err)
-{
-    const char *source = ch->source ? ch->source : "api";
-    struct plan p;
-    int rc;
-
-    ch->listener[0] = '\0';
-    rc = plan_make(r, want, n_want, index, force_id, &p);
-    if (rc < 0)
-        return core_err_set(err, rc, NULL, "out of memory");
-    rc = plan_check_env(r, &p, ch, err);
-    if (rc < 0)
-        goto out;
-    if (ch->dry_run) {
-        rc = plan_probe(&p, ch, err);
-        goto out;
-    }
-    rc = plan_apply(r, &p, ch, err);
-    if (rc < 0)
-        goto out;
-    if (json_array_size(p.diff) > 0) {
-        rc = plan_persist(r, &p, err);
-        if (rc < 0) {
-            plan_rollback(r, &p);
-            goto out;
-        }
-    }
-    plan_commit(r, &p, source, ch);
-out:
-    if (rc == 0) {
-        ch->diff = p.diff;
-        p.diff = NULL;
-        if (ch->dry_run)
-            ch->revision = core_revisions_last(r->revisions);
-    }
-    plan_fini(&p);
-    return rc;
-}
-
-/* Copies of every listener's configuration, with room for extra more (ops held). */
-static int current_cfgs(struct core_registry *r, size_t extra, struct core_listener_cfg **ret,
-                        size_t *ret_n)
-{
-    struct core_listener_cfg *cfgs = calloc(r->n + extra + 1, sizeof(*cfgs));
-    size_t n;
-
-    if (!cfgs)
-        return -ENOMEM;
-    for (n = 0; n < r->n; n++) {
-        if (core_listener_cfg_copy(core_listener_cfg(r->list[n]), &cfgs[n]) < 0) {
-            cfgs_free(cfgs, n);
-            return -ENOMEM;
-        }
-    }
-    *ret = cfgs;
-    *ret_n = n;
-    return 0;
-}
-
-/*
- * Applies cfg (its id names the listener: changed when there, else created) as a change of
- * one listener, with every other listener as it is. Takes cfg's content (cfg is zeroed).
- * Called with ops held.
- */
-static int change_one(struct core_registry *r, struct core_listener_cfg *cfg, bool force,
-                      struct core_change *ch, struct core_err *err)
-{
-    struct core_listener_cfg *want;
-    size_t n, i;
-    int rc;
-
-    rc = current_cfgs(r, 1, &want, &n);
-    if (rc < 0) {
-        core_listener_cfg_fini(cfg);
-        return core_err_set(err, rc, NULL, "out of memory");
-    }
-    for (i = 0; i < n && strcmp(want[i].id, cfg->id) != 0; i++)
-        ;
-    if (i < n)
-        core_listener_cfg_fini(&want[i]);
-    else
-        n++;
-    want[i] = *cfg;
-    memset(cfg, 0, sizeof(*cfg));
-    rc = change_set(r, want, n, NULL, force ? want[i].id : NULL, ch, err);
-    cfgs_free(want, n);
-    return rc;
-}
-
-/* Checks ch's If-Match against listener id (exists: it is there). Called with ops held. */
-static int precondition(struct core_registry *r, const char *id, bool exists,
-                        struct core_change *ch, struct core_err *err)
-{
-    uint64_t rev = id ? core_revisions_of(r->revisions, id) : core_revisions_last(r->revisions);
-
-    if (!ch->if_match || core_etag_matches(ch->if_match, rev, exists))
-        return 0;
-    ch->etag = exists ? rev : 0;
-    if (!exists)
-        return core_err_set(err, -ESTALE, NULL, "If-Match: %s: there is no listener '%.64s' (yet)",
-                            ch->if_match, id);
-    return core_err_set(err, -ESTALE, NULL, "If-Match: %s: %s is at \"r%llu\" now; read it again",
-                        ch->if_match, id ? "the listener" : "the configuration",
-                        (unsigned long long)rev);
-}
-
-/* The answer for listener id after a change: its resource and ETag. Called with ops held. */
-static int answer_one(struct core_registry *r, const char *id, struct core_change *ch, json_t **ret)
-{
-    struct core_listener *l = lookup(r, id);
-
-    if (ch->dry_run || !ret)
-        return 0;
-    if (!l)
-        return -ENOENT;
-    ch->etag = core_revisions_of(r->revisions, id);
-    return resource(r, l, ret);
-}
-
-int core_registry_load(struct core_registry *r, const char *defaults, struct core_err *err)
-{
-    struct core_listener_cfg *cfgs = NULL, *last_cfgs = NULL;
-    const struct core_listener_cfg **loaded = NULL, **last_set = NULL;
-    struct core_store_meta meta = {0};
-    bool from_defaults = false;
-    size_t n = 0, n_last = 0;
-    json_t *set = NULL, *last = NULL, *diff = NULL;
-    uint64_t last_n = 0, rev;
-    struct core_err e = {0};
-    int ret;
-
-    pthread_mutex_lock(&r->ops);
-    ret = core_store_load(r->state_path, r->services, &cfgs, &n, &meta, err);
-    if (ret == -ENOENT && defaults) {
-        from_defaults = true;
-        ret = core_store_parse(defaults, strlen(defaults), "embedded defaults", r->services, &cfgs,
-                               &n, NULL, err);
-    } else if (ret == -ENOENT) {
-        ret = 0;
-    }
-    if (ret < 0)
-        goto out;
-    if (n > r->max_listeners) {
-        ret = core_err_set(err, -ENOSPC, NULL, "%zu listeners: the daemon holds at most %zu", n,
-                           r->max_listeners);
-        goto out;
-    }
-    if (n > 1)
-        qsort(cfgs, n, sizeof(*cfgs), cmp_cfg_id);
-    for (size_t i = 0; i < n; i++) {
-        if (lookup(r, cfgs[i].id) || (i > 0 && strcmp(cfgs[i - 1].id, cfgs[i].id) == 0)) {
-            ret = core_err_set(err, -EEXIST, "id", "%s: the id is there twice", cfgs[i].id);
-            goto out;
-        }
-        memset(&e, 0, sizeof(e));
-        ret = env_check(r, &cfgs[i], false, &e);
-        if (ret < 0) {
-            core_err_set(err, ret, e.field, "%s: listener %s: %s", r->state_path, cfgs[i].id,
-                         e.msg);
-            goto out;
-        }
-    }
-
-    /* The history, before anything is written: a revision number once given is never given
-     * again, so the state file's revision is a floor when the history lost revisions. */
-    memset(&e, 0, sizeof(e));
-    if (r->persist) {
-        int lr = core_revisions_load(r->revisions, &e);
-        uint64_t hist = core_revisions_last(r->revisions);
-        char problem[256];
-
-        if (lr < 0 && lr != -ENOENT && !core_revisions_problem(r->revisions, NULL, 0))
-            core_revisions_report(r->revisions, "%s", e.msg);
-        if (meta.revision > hist) {
-            core_revisions_floor(r->revisions, meta.revision);
-            if (!core_revisions_problem(r->revisions, NULL, 0))
-                core_revisions_report(r->revisions,
-                                      "%s/%s ends at revision %" PRIu64
-                                      " but the state file is at revision %" PRIu64
-                                      ": the revisions between are lost",
-                                      r->state_dir, CORE_REVISIONS_FILE, hist, meta.revision);
-        }
-        if (core_revisions_problem(r->revisions, problem, sizeof(problem)))
-            core_log_warn("history of revisions damaged: %s", problem);
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct core_listener *l;
-
-        ret = core_listener_new(&cfgs[i], r->state_dir, r->events, r->own, &l);
-        if (ret < 0) {
-            core_err_set(err, ret, NULL, "out of memory");
-            goto out;
-        }
-        memset(&e, 0, sizeof(e));
-        if (cfgs[i].enabled && core_listener_start(l, &e) < 0)
-            core_log_warn("listener %s failed to start: %s", cfgs[i].id, e.msg);
-        pthread_mutex_lock(&r->lock);
-        insert_locked(r, l);
-        pthread_mutex_unlock(&r->lock);
-    }
-    loaded = calloc(n + 1, sizeof(*loaded));
-    if (!loaded) {
-        ret = -ENOMEM;
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++)
-        loaded[i] = &cfgs[i];
-    set = set_json(loaded, n);
-    last = core_revisions_last_listeners(r->revisions, &last_n);
-    if (!set) {
-        ret = -ENOMEM;
-        goto out;
-    }
-    /* The history ends with the set loaded, or nothing loaded and no history (a first start
-     * with --no-defaults): nothing to record. */
-    if ((last && json_equal(last, set) && meta.revision <= last_n) || (!last && n == 0)) {
-        if (from_defaults && r->persist) {
-            meta.revision = last_n;
-            ret = core_store_save(r->state_path, loaded, n, &meta, err);
-        }
-        goto out;
-    }
-    if (from_defaults && r->persist) {
-        meta.revision = core_revisions_next(r->revisions);
-        ret = core_store_save(r->state_path, loaded, n, &meta, err);
-        if (ret < 0)
-            goto out;
-    }
-    if (last && cfgs_from_json(r, last, &last_cfgs, &n_last, NULL) == 0) {
-        last_set = calloc(n_last + 1, sizeof(*last_set));
-        for (size_t i = 0; last_set && i < n_last; i++)
-            last_set[i] = &last_cfgs[i];
-    }
-    if (core_diff_sets(last_set, last_set ? n_last : 0, NULL, loaded, n, &diff) < 0) {
-        ret = -ENOMEM;
-        goto out;
-    }
-    if (core_revisions_append(r->revisions, from_defaults ? "defaults" : "state file", diff,
-                              json_incref(set), true, &rev) < 0) {
-        diff = NULL;
-        ret = -ENOMEM;
-        goto out;
-    }
-    diff = NULL;
-    memset(&e, 0, sizeof(e));
-    if (r->persist && core_revisions_save(r->revisions, &e) < 0)
-        core_log_warn("revisions not saved: %s", e.msg);
-out:
-    json_decref(diff);
-    json_decref(set);
-    json_decref(last);
-    free(last_set);
-    cfgs_free(last_cfgs, n_last);
-    free(loaded);
-    cfgs_free(cfgs, n);
-    pthread_mutex_unlock(&r->ops);
-    return ret;
-}
-
-int core_registry_create(struct core_registry *r, const json_t *body, struct core_change *ch,
-                         json_t **ret, struct core_err *err)
-{
-    struct core_listener_cfg cfg;
-    char id[CORE_ID_MAX];
-    int rc;
-
-    rc = core_listener_cfg_from_json(body, r->services, true, &cfg, err);
-    if (rc < 0)
-        return rc;
-    pthread_mutex_lock(&r->ops);
-    if (ch->if_match) {
-        rc = core_err_set(err, -ESTALE, NULL,
-                          "If-Match: %s: a listener being created has no ETag yet", ch->if_match);
-        core_listener_cfg_fini(&cfg);
-        goto out;
-    }
-    if (!cfg.id[0])
-        make_id(r, &cfg);
-    if (lookup(r, cfg.id)) {
-        rc = core_err_set(err, -EEXIST, "id", "a listener with id '%s' exists", cfg.id);
-        core_listener_cfg_fini(&cfg);
-        goto out;
-    }
-    memcpy(id, cfg.id, sizeof(id));
-    rc = change_one(r, &cfg, false, ch, err);
-    if (rc == 0)
-        rc = answer_one(r, id, ch, ret);
-out:
-    pthread_mutex_unlock(&r->ops);
-    return rc;
-}
-
-int core_registry_replace(struct core_registry *r, const char *id, const json_t *body,
-                          struct core_change *ch, json_t **ret, bool *ret_created,
-                          struct core_err *err)
-{
-    struct core_listener_cfg cfg;
-    bool exists;
-    int rc;
-
-    if (!core_id_is_valid(id))
-        return core_err_set(err, -EINVAL, "id",
-                            "id: '%.64s' is not a valid id (1-%d of A-Z a-z 0-9 . _ -, starting "
-                            "with a letter or digit)",
-                            id, CORE_ID_MAX - 1);
-    rc = core_listener_cfg_from_json(body, r->services, true, &cfg, err);
-    if (rc < 0)
-        return rc;
-    if (cfg.id[0] && strcmp(cfg.id, id) != 0) {
-        core_listener_cfg_fini(&cfg);
-        return core_err_set(err, -EINVAL, "id", "id: '%s' does not match the URL's '%s'", cfg.id,
-                            id);
-    }
-    snprintf(cfg.id, sizeof(cfg.id), "%s", id);
-    pthread_mutex_lock(&r->ops);
-    exists = lookup(r, id) != NULL;
-    rc = precondition(r, id, exists, ch, err);
-    if (rc < 0) {
-        core_listener_cfg_fini(&cfg);
-        goto out;
-    }
-    rc = change_one(r, &cfg, true, ch, err);
-    if (rc == 0) {
-        *ret_created = !exists;
-        rc = answer_one(r, id, ch, ret);
-    }
-out:
-    pthread_mutex_unlock(&r->ops);
-    return rc;
-}
-
-int core_registry_patch(struct core_registry *r, const char *id, const json_t *patch,
-                        struct core_change *ch, json_t **ret, struct core_err *err)
-{
-    struct core_listener_cfg cfg;
-    struct core_listener *l;
-    json_t *cur = NULL, *next = NULL;
-    int rc;
-
-    if (!json_is_object(patch))
-        return core_err_set(err, -EINVAL, NULL, "a merge patch must be a JSON object");
-    pthread_mutex_lock(&r->ops);
-    l = lookup(r, id);
-    if (!l) {
-        rc = core_err_set(err, -ENOENT, NULL, "no listener '%.64s'", id);
-        goto out;
-    }
-    rc = precondition(r, id, true, ch, err);
-    if (rc < 0)
-        goto out;
-    cur = core_listener_cfg_to_json(core_listener_cfg(l));
-    next = cur ? core_json_merge_patch(cur, patch) : NULL;
-    if (!next) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    rc = core_listener_cfg_from_json(next, r->services, false, &cfg, err);
-    if (rc < 0)
-        goto out;
-    if (strcmp(cfg.id, id) != 0) {
-        core_listener_cfg_fini(&cfg);
-        rc = core_err_set(err, -EINVAL, "id", "id: cannot be changed (create a new listener)");
-        goto out;
-    }
-    rc = change_one(r, &cfg, false, ch, err);
-    if (rc == 0)
-        rc = answer_one(r, id, ch, ret);
-out:
-    pthread_mutex_unlock(&r->ops);
-    json_decref(next);
-    json_decref(cur);
-    return rc;
-}
-
-int core_registry_delete(struct core_registry *r, const char *id, struct core_change *ch,
-                         struct core_err *err)
-{
-    struct core_listener_cfg *want;
-    size_t n, k = 0;
-    int rc;
-
-    pthread_mutex_lock(&r->ops);
-    if (!lookup(r, id)) {
-        rc = core_err_set(err, -ENOENT, NULL, "no listener '%.64s'", id);
-        goto out;
-    }
-    rc = precondition(r, id, true, ch, err);
-    if (rc < 0)
-        goto out;
-    rc = current_cfgs(r, 0, &want, &n);
-    if (rc < 0) {
-        rc = core_err_set(err, rc, NULL, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(want[i].id, id) == 0)
-            core_listener_cfg_fini(&want[i]);
-        else
-            want[k++] = want[i];
-    }
-    rc = change_set(r, want, k, NULL, NULL, ch, err);
-    cfgs_free(want, k);
-    ch->etag = 0;
-out:
-    pthread_mutex_unlock(&r->ops);
-    return rc;
-}
-
-static int set_enabled(struct core_registry *r, const char *id, bool enabled,
-                       struct core_change *ch, json_t **ret, struct core_err *err)
-{
-    struct core_listener_cfg cfg;
-    struct core_listener *l;
-    int rc;
-
-    pthread_mutex_lock(&r->ops);
-    l = lookup(r, id);
-    if (!l) {
-        rc = core_err_set(err, -ENOENT, NULL, "no listener '%.64s'", id);
-        goto out;
-    }
-    rc = precondition(r, id, true, ch, err);
-    if (rc < 0)
-        goto out;
-    rc = core_listener_cfg_copy(core_listener_cfg(l), &cfg);
-    if (rc < 0)
-        goto out;
-    cfg.enabled = enabled;
-    rc = change_one(r, &cfg, enabled, ch, err);
-    if (rc == 0)
-        rc = answer_one(r, id, ch, ret);
-out:
-    pthread_mutex_unlock(&r->ops);
-    return rc;
-}
-
-int core_registry_start(struct core_registry *r, const char *id, struct core_change *ch,
-                        json_t **ret, struct core_err *err)
-{
-    return set_enabled(r, id, true, ch, ret, err);
-}
-
-int core_registry_stop(struct core_registry *r, const char *id, struct core_change *ch,
-                       json_t **ret, struct core_err *err)
-{
-    return set_enabled(r, id, false, ch, ret, err);
 }
 
 int core_registry_config(struct core_registry *r, json_t **ret)
@@ -1190,131 +228,6 @@ int core_registry_config(struct core_registry *r, json_t **ret)
         return -ENOMEM;
     *ret = j;
     return 0;
-}
-
-/*
- * Reads a whole configuration {"listeners": [...]} (the members "revision" ignored) into *ret
- * (n of them, in body order) with *ret_index their index. -EINVAL with err naming the field
- * and ret_listener (CORE_ID_MAX bytes) the listener's id when it has one.
- */
-static int config_parse(struct core_registry *r, const json_t *body, struct core_listener_cfg **ret,
-                        int **ret_index, size_t *ret_n, char *ret_listener, struct core_err *err)
-{
-    const json_t *list = json_object_get(body, "listeners");
-    struct core_listener_cfg *cfgs;
-    const char *key;
-    json_t *v, *e;
-    int *index;
-    size_t i, n = 0;
-    int rc = 0;
-
-    if (!json_is_object(body))
-        return core_err_set(err, -EINVAL, NULL,
-                            "the configuration must be a JSON object {\"listeners\": [...]}");
-    json_object_foreach((json_t *)body, key, v)
-    {
-        if (strcmp(key, "listeners") != 0 && strcmp(key, "revision") != 0)
-            return core_err_set(err, -EINVAL, key, "%.48s: unknown member (expected listeners)",
-                                key);
-    }
-    if (!json_is_array(list))
-        return core_err_set(err, -EINVAL, "listeners",
-                            "listeners: required, an array of listener configurations");
-    if (json_array_size(list) > r->max_listeners)
-        return core_err_set(err, -ENOSPC, "listeners",
-                            "listeners: %zu of them, the daemon holds at most %zu",
-                            json_array_size(list), r->max_listeners);
-    cfgs = calloc(json_array_size(list) + 1, sizeof(*cfgs));
-    index = calloc(json_array_size(list) + 1, sizeof(*index));
-    if (!cfgs || !index) {
-        free(cfgs);
-        free(index);
-        return core_err_set(err, -ENOMEM, NULL, "out of memory");
-    }
-    json_array_foreach(list, i, e)
-    {
-        char field[sizeof(err->field)];
-
-        if (!json_is_object(e) || !json_is_string(json_object_get(e, "id"))) {
-            snprintf(field, sizeof(field), "listeners[%zu].id", i);
-            rc = core_err_set(err, -EINVAL, field,
-                              "%s: required (every listener of a configuration names its id)",
-                              field);
-            break;
-        }
-        rc = core_listener_cfg_from_json(e, r->services, false, &cfgs[n], err);
-        if (rc < 0) {
-            prefix_field(err, i);
-            snprintf(ret_listener, CORE_ID_MAX, "%.*s", CORE_ID_MAX - 1,
-                     json_string_value(json_object_get(e, "id")));
-            break;
-        }
-        index[n++] = (int)i;
-        for (size_t k = 0; k + 1 < n; k++) {
-            if (strcmp(cfgs[k].id, cfgs[n - 1].id) == 0) {
-                snprintf(field, sizeof(field), "listeners[%zu].id", i);
-                rc = core_err_set(err, -EINVAL, field, "%s: '%s' is also listeners[%d]'s id", field,
-                                  cfgs[k].id, index[k]);
-                break;
-            }
-        }
-        if (rc < 0)
-            break;
-    }
-    if (rc < 0) {
-        cfgs_free(cfgs, n);
-        free(index);
-        return rc;
-    }
-    *ret = cfgs;
-    *ret_index = index;
-    *ret_n = n;
-    return 0;
-}
-
-/* The answer of a whole-configuration change: {"revision", "diff", "listeners": [resources]}.
- * Called with ops held. */
-static int answer_config(struct core_registry *r, struct core_change *ch, json_t **ret)
-{
-    json_t *list = NULL, *j;
-    int rc;
-
-    if (ch->dry_run || !ret)
-        return 0;
-    rc = core_registry_list(r, &list);
-    if (rc < 0)
-        return rc;
-    j = json_pack("{s:I, s:O, s:o}", "revision", (json_int_t)ch->revision, "diff", ch->diff,
-                  "listeners", list);
-    if (!j)
-        return -ENOMEM;
-    ch->etag = ch->revision;
-    *ret = j;
-    return 0;
-}
-
-int core_registry_config_replace(struct core_registry *r, const json_t *body,
-                                 struct core_change *ch, json_t **ret, struct core_err *err)
-{
-    struct core_listener_cfg *cfgs = NULL;
-    int *index = NULL;
-    size_t n = 0;
-    int rc;
-
-    ch->listener[0] = '\0';
-    rc = config_parse(r, body, &cfgs, &index, &n, ch->listener, err);
-    if (rc < 0)
-        return rc;
-    pthread_mutex_lock(&r->ops);
-    rc = precondition(r, NULL, true, ch, err);
-    if (rc == 0)
-        rc = change_set(r, cfgs, n, index, NULL, ch, err);
-    if (rc == 0)
-        rc = answer_config(r, ch, ret);
-    pthread_mutex_unlock(&r->ops);
-    cfgs_free(cfgs, n);
-    free(index);
-    return rc;
 }
 
 int core_registry_revisions(struct core_registry *r, size_t limit, json_t **ret)
@@ -1333,49 +246,13 @@ int core_registry_revision(struct core_registry *r, uint64_t n, json_t **ret)
     return core_revisions_get(r->revisions, n, ret);
 }
 
-int core_registry_restore(struct core_registry *r, uint64_t n, struct core_change *ch, json_t **ret,
-                          struct core_err *err)
-{
-    struct core_listener_cfg *cfgs = NULL;
-    size_t n_cfgs = 0;
-    json_t *rev = NULL;
-    const char *asked;
-    char source[64];
-    int rc;
-
-    ch->listener[0] = '\0';
-    rc = core_revisions_get(r->revisions, n, &rev);
-    if (rc == -ENOENT)
-        return core_err_set(err, rc, NULL, "no revision %llu (the last %d are kept)",
-                            (unsigned long long)n, CORE_REVISIONS_KEEP);
-    if (rc < 0)
-        return core_err_set(err, rc, NULL, "out of memory");
-    rc = cfgs_from_json(r, json_object_get(rev, "listeners"), &cfgs, &n_cfgs, err);
-    json_decref(rev);
-    if (rc < 0)
-        return rc;
-    snprintf(source, sizeof(source), "restore of revision %llu", (unsigned long long)n);
-    asked = ch->source;
-    ch->source = source;
-    pthread_mutex_lock(&r->ops);
-    rc = precondition(r, NULL, true, ch, err);
-    if (rc == 0)
-        rc = change_set(r, cfgs, n_cfgs, NULL, NULL, ch, err);
-    if (rc == 0)
-        rc = answer_config(r, ch, ret);
-    pthread_mutex_unlock(&r->ops);
-    ch->source = asked;
-    cfgs_free(cfgs, n_cfgs);
-    return rc;
-}
-
 int core_registry_get(struct core_registry *r, const char *id, json_t **ret, uint64_t *ret_etag)
 {
     struct core_listener *l;
     json_t *j = NULL;
 
     pthread_mutex_lock(&r->lock);
-    l = lookup(r, id);
+    l = core_registry_lookup(r, id);
     if (l)
         j = core_listener_to_json(l, true);
     pthread_mutex_unlock(&r->lock);
@@ -1414,7 +291,7 @@ int core_registry_metrics(struct core_registry *r, const char *id, json_t **ret)
     json_t *j = NULL;
 
     pthread_mutex_lock(&r->lock);
-    l = lookup(r, id);
+    l = core_registry_lookup(r, id);
     if (l)
         j = core_listener_metrics_json(l);
     pthread_mutex_unlock(&r->lock);
@@ -1458,7 +335,7 @@ static int files_cfg_of(struct core_registry *r, const char *id, struct core_lis
     int rc;
 
     pthread_mutex_lock(&r->lock);
-    l = lookup(r, id);
+    l = core_registry_lookup(r, id);
     rc = l ? core_listener_cfg_snapshot(l, ret) : -ENOENT;
     pthread_mutex_unlock(&r->lock);
     if (rc == -ENOENT)
@@ -1474,7 +351,7 @@ static int files_cfg_of(struct core_registry *r, const char *id, struct core_lis
 int core_registry_files(struct core_registry *r, const char *id, json_t **ret, struct core_err *err)
 {
     struct core_listener_cfg cfg;
-    struct core_svc_env env = svc_env(r, id);
+    struct core_svc_env env = core_registry_svc_env(r, id);
     int rc;
 
     rc = files_cfg_of(r, id, &cfg, err);
@@ -1489,7 +366,7 @@ int core_registry_file_open(struct core_registry *r, const char *id, const char 
                             unsigned version, int *ret_fd, uint64_t *ret_size, struct core_err *err)
 {
     struct core_listener_cfg cfg;
-    struct core_svc_env env = svc_env(r, id);
+    struct core_svc_env env = core_registry_svc_env(r, id);
     int rc;
 
     rc = files_cfg_of(r, id, &cfg, err);
@@ -1547,94 +424,11 @@ bool core_registry_history_problem(struct core_registry *r, char *buf, size_t le
     return core_revisions_problem(r->revisions, buf, len);
 }
 
-/* The metrics tick: every listener's counters with their rates since the previous tick. */
-static void tick(struct core_registry *r, json_t *prev, double dt)
-{
-    static const char *const rated[] = {"bytes_in", "bytes_out", "connections_total",
-                                        "datagrams_in", "datagrams_out"};
-    static const char *const rate_names[] = {"bytes_in", "bytes_out", "connections", "datagrams_in",
-                                             "datagrams_out"};
-    struct timespec now;
-    char when[40];
-    struct tm tm;
-    const char *id;
-    json_t *all = NULL, *m;
-
-    if (core_registry_metrics_all(r, &all) < 0)
-        return;
-    json_object_foreach(all, id, m)
-    {
-        json_t *before = json_object_get(prev, id), *rates = json_object();
-
-        for (size_t i = 0; i < sizeof(rated) / sizeof(rated[0]); i++) {
-            json_int_t cur = json_integer_value(json_object_get(m, rated[i]));
-            json_t *old = json_object_get(before, rated[i]);
-            double rate = old && dt > 0 && cur >= json_integer_value(old)
-                              ? (double)(cur - json_integer_value(old)) / dt
-                              : 0.0;
-
-            json_object_set_new(rates, rate_names[i], json_real(rate));
-        }
-        json_object_set_new(m, "rates", rates);
-    }
-    json_object_clear(prev);
-    json_object_update(prev, all);
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + strlen(when), sizeof(when) - strlen(when), ".%03ldZ", now.tv_nsec / 1000000);
-    core_events_publish(r->events, "metrics",
-                        json_pack("{s:s, s:I, s:o}", "time", when, "interval_ms",
-                                  (json_int_t)r->metrics_interval_ms, "listeners", all));
-}
-
-/* Ends the live reconfigurations' draining runners that are done or past their deadline. A
- * change under way (it holds ops) reaps them itself. */
-static void reap_drained(struct core_registry *r)
+void core_registry_reap_drained(struct core_registry *r)
 {
     if (pthread_mutex_trylock(&r->ops) != 0)
         return;
     for (size_t i = 0; i < r->n; i++)
         core_listener_reap_drained(r->list[i]);
     pthread_mutex_unlock(&r->ops);
-}
-
-static void *ticker_main(void *arg)
-{
-    struct core_registry *r = arg;
-    struct timespec deadline, last = {0}, now;
-    json_t *prev = json_object();
-
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    pthread_mutex_lock(&r->tick_lock);
-    while (!r->stopping) {
-        deadline.tv_sec += r->metrics_interval_ms / 1000;
-        deadline.tv_nsec += (long)(r->metrics_interval_ms % 1000) * 1000000;
-        if (deadline.tv_nsec >= 1000000000) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000;
-        }
-        while (!r->stopping &&
-               pthread_cond_timedwait(&r->tick_cond, &r->tick_lock, &deadline) != ETIMEDOUT)
-            ;
-        if (r->stopping)
-            break;
-        pthread_mutex_unlock(&r->tick_lock);
-        reap_drained(r);
-        if (r->events && core_events_has_subscribers(r->events)) {
-            clock_gettime(CLOCK_MONOTONIC, &now);
-            tick(r, prev,
-                 last.tv_sec ? (double)(now.tv_sec - last.tv_sec) +
-                                   (double)(now.tv_nsec - last.tv_nsec) / 1e9
-                             : 0.0);
-            last = now;
-        } else {
-            last.tv_sec = 0;
-            json_object_clear(prev);
-        }
-        pthread_mutex_lock(&r->tick_lock);
-    }
-    pthread_mutex_unlock(&r->tick_lock);
-    json_decref(prev);
-    return NULL;
 }

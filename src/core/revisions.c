@@ -23,6 +23,7 @@ struct revision {
     uint64_t n;
     char time[32]; /* "2026-11-25T13:40:00.123Z" */
     char *source;
+    json_t *origin; /* {"interface","action","listener","restored"}, NULL in older files */
     char *summary;
     json_t *diff;
     json_t *listeners;
@@ -68,6 +69,7 @@ int core_revisions_new(const char *path, struct core_revisions **ret)
 static void revision_fini(struct revision *e)
 {
     free(e->source);
+    json_decref(e->origin);
     free(e->summary);
     json_decref(e->diff);
     json_decref(e->listeners);
@@ -220,16 +222,16 @@ static int mark(json_t *of, const json_t *diff, const json_t *listeners, bool al
     return 0;
 }
 
-int core_revisions_append(struct core_revisions *rv, const char *source, json_t *diff,
-                          json_t *listeners, bool all_listeners, uint64_t *ret)
+int core_revisions_append(struct core_revisions *rv, const char *source, json_t *origin,
+                          json_t *diff, json_t *listeners, bool all_listeners, uint64_t *ret)
 {
-    struct revision e = {.diff = diff, .listeners = listeners};
+    struct revision e = {.origin = origin, .diff = diff, .listeners = listeners};
     json_t *of_next = NULL;
     int r = -ENOMEM;
 
     e.source = strdup(source);
     e.summary = core_diff_summary(diff);
-    if (!e.source || !e.summary || !diff || !listeners)
+    if (!e.source || !e.summary || !origin || !diff || !listeners)
         goto out_fail;
     format_now(e.time, sizeof(e.time));
     pthread_mutex_lock(&rv->lock);
@@ -279,8 +281,9 @@ void core_revisions_drop_last(struct core_revisions *rv)
 static json_t *revision_json(const struct revision *e, bool with_listeners)
 {
     json_t *j =
-        json_pack("{s:I, s:s, s:s, s:s, s:o}", "revision", (json_int_t)e->n, "time", e->time,
-                  "source", e->source, "summary", e->summary, "diff", json_deep_copy(e->diff));
+        json_pack("{s:I, s:s, s:s, s:o*, s:s, s:o}", "revision", (json_int_t)e->n, "time", e->time,
+                  "source", e->source, "origin", e->origin ? json_deep_copy(e->origin) : NULL,
+                  "summary", e->summary, "diff", json_deep_copy(e->diff));
 
     if (j && with_listeners &&
         json_object_set_new(j, "listeners", json_deep_copy(e->listeners)) < 0) {
@@ -433,6 +436,8 @@ static int parse_revision(const json_t *j, struct revision *e)
     e->n = (uint64_t)json_integer_value(n);
     snprintf(e->time, sizeof(e->time), "%s", time);
     e->source = strdup(source);
+    if (json_is_object(json_object_get(j, "origin")))
+        e->origin = json_incref(json_object_get(j, "origin"));
     e->summary = strdup(summary);
     e->diff = json_incref(diff);
     e->listeners = json_incref(listeners);
@@ -526,38 +531,4 @@ int core_revisions_load(struct core_revisions *rv, struct core_err *err)
     json_decref(of);
     free(text);
     return r;
-}
-
-bool core_etag_matches(const char *if_match, uint64_t revision, bool exists)
-{
-    char etag[32];
-    size_t etag_len;
-    const char *p = if_match;
-
-    snprintf(etag, sizeof(etag), "\"r%llu\"", (unsigned long long)revision);
-    etag_len = strlen(etag);
-    p += strspn(p, " \t");
-    if (*p == '*')
-        return exists && p[1 + strspn(p + 1, " \t")] == '\0';
-    for (;;) {
-        const char *close;
-        bool weak = false;
-
-        p += strspn(p, " \t,");
-        if (*p == '\0')
-            return false;
-        if (strncmp(p, "W/", 2) == 0) {
-            weak = true;
-            p += 2;
-        }
-        if (*p != '"')
-            return false;
-        close = strchr(p + 1, '"');
-        if (!close)
-            return false;
-        if (exists && !weak && (size_t)(close + 1 - p) == etag_len &&
-            strncmp(p, etag, etag_len) == 0)
-            return true;
-        p = close + 1;
-    }
 }

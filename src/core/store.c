@@ -277,17 +277,17 @@ int core_store_save(const char *path, const struct core_listener_cfg *const *cfg
     root = json_pack("{s:i, s:I, s:o}", "version", STORE_FORMAT_VERSION, "revision",
                      (json_int_t)(meta ? meta->revision : 0), "listeners", list);
     if (!root)
-        return -ENOMEM;
+        return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
     for (size_t i = 0; i < n; i++) {
         if (json_array_append_new(list, core_listener_cfg_to_json(cfgs[i])) < 0) {
             json_decref(root);
-            return -ENOMEM;
+            return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
         }
     }
     text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);
     if (!text)
-        return -ENOMEM;
+        return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
     r = core_fs_write_atomic(path, text, strlen(text), 0600);
     free(text);
     if (r < 0)

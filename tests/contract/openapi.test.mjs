@@ -382,12 +382,13 @@ test('the whole configuration, its revisions and their restore answer as documen
   const list = await call(200, 'GET', '/api/v1/config/revisions?limit=2');
   assert.equal(list.json.revisions.length, 2);
   assert.equal(list.json.revisions[0].revision, rev0 + 1);
-  assert.equal(list.json.revisions[0].source, 'PUT /api/v1/config');
+  assert.equal(list.json.revisions[0].source, 'api: replace configuration');
+  assert.deepEqual(list.json.revisions[0].origin, { interface: 'api', action: 'replace', listener: null, restored: null });
   assert.deepEqual(list.json.revisions[0].diff, put.json.diff);
   assert.equal(list.json.revisions[1].revision, rev0);
   const all = await call(200, 'GET', '/api/v1/config/revisions');
   assert.equal(all.json.revisions.length, Math.min(20, rev0 + 1));
-  assert.ok(all.json.revisions.some((r) => r.source === 'PATCH /api/v1/listeners/c1'), 'a listener change is a revision');
+  assert.ok(all.json.revisions.some((r) => r.source === 'api: patch listener c1'), 'a listener change is a revision');
   for (const limit of ['0', '101', 'x', '']) {
     const res = await call(400, 'GET', `/api/v1/config/revisions?limit=${limit}`);
     assert.equal(res.json.field, 'limit');
@@ -412,7 +413,7 @@ test('the whole configuration, its revisions and their restore answer as documen
   assert.equal(restored.headers.get('etag'), `"r${rev0 + 2}"`);
   assert.deepEqual(idsOf(restored.json.listeners), ids0);
   const newest = await call(200, 'GET', '/api/v1/config/revisions?limit=1');
-  assert.equal(newest.json.revisions[0].source, `restore of revision ${rev0}`);
+  assert.equal(newest.json.revisions[0].source, `api: restore of revision ${rev0}`);
   await call(404, 'POST', '/api/v1/config/revisions/999999/restore');
   const badRestore = await call(400, 'POST', '/api/v1/config/revisions/zero/restore');
   assert.equal(badRestore.json.field, 'n');

@@ -314,6 +314,14 @@ static void check_headers(const char *ctype, const char *clen, const char *inm)
             (void)api_etag_matches(inm, api_assets[i].etag);
         if (strspn(inm, " \t,") == strlen(inm))
             FUZZ_CHECK(!api_etag_matches(inm, "\"x\""));
+        /* The same text as an If-Match: an expectation no larger than its array. */
+        {
+            struct core_expect e;
+            int r = api_if_match_parse(inm, &e);
+
+            FUZZ_CHECK(r == 0 || r == -E2BIG);
+            FUZZ_CHECK(r < 0 || e.kind != CORE_EXPECT_ONE_OF || e.n <= CORE_EXPECT_MAX);
+        }
     }
 }
 

@@ -13,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -357,6 +360,9 @@ static void test_config_stale_etag_gets_412_and_changes_nothing(void **state)
     req(d, "PUT", "/api/v1/config", body, etag, &a);
     expect_status(&a, 412, "PUT config with a stale ETag");
     assert_string_equal(it_json_str(a.json, "type"), "about:blank");
+    /* The detail says what was asked and what is current. */
+    assert_non_null(strstr(it_json_str(a.json, "detail"), etag));
+    assert_non_null(strstr(it_json_str(a.json, "detail"), "read it again"));
     assert_true(a.etag[0] && strcmp(a.etag, etag) != 0); /* the current one, to read again */
     answer_fini(&a);
     req(d, "PATCH", "/api/v1/listeners/e", "{\"workers\":7}", l_etag, &a);
@@ -377,6 +383,18 @@ static void test_config_stale_etag_gets_412_and_changes_nothing(void **state)
     req(d, "PATCH", "/api/v1/listeners/e", "{\"workers\":3}", "*", &a);
     expect_status(&a, 200, "PATCH with If-Match: *");
     answer_fini(&a);
+
+    /* A list of more revisions than a precondition holds is refused as such: 400, no change. */
+    req(d, "PATCH", "/api/v1/listeners/e", "{\"workers\":4}",
+        "\"r1\",\"r2\",\"r3\",\"r4\",\"r5\",\"r6\",\"r7\",\"r8\",\"r9\",\"r10\",\"r11\",\"r12\","
+        "\"r13\",\"r14\",\"r15\",\"r16\",\"r17\"",
+        &a);
+    expect_status(&a, 400, "PATCH with 17 entity tags");
+    assert_non_null(strstr(it_json_str(a.json, "detail"), "If-Match"));
+    answer_fini(&a);
+    after = it_listener_get(d, "e");
+    assert_int_equal(it_json_int(after, "workers"), 3);
+    json_decref(after);
     json_decref(cfg);
 }
 
@@ -473,8 +491,10 @@ static void test_config_revisions_listed_and_restored(void **state)
     list = json_object_get(a.json, "revisions");
     assert_int_equal(json_array_size(list), 2);
     assert_int_equal(it_json_int(json_array_get(list, 0), "revision"), r2);
-    assert_string_equal(it_json_str(json_array_get(list, 0), "source"),
-                        "DELETE /api/v1/listeners/q");
+    assert_string_equal(it_json_str(json_array_get(list, 0), "source"), "api: delete listener q");
+    assert_string_equal(it_json_str(json_array_get(list, 0), "origin.interface"), "api");
+    assert_string_equal(it_json_str(json_array_get(list, 0), "origin.action"), "delete");
+    assert_string_equal(it_json_str(json_array_get(list, 0), "origin.listener"), "q");
     assert_string_equal(it_json_str(json_array_get(list, 0), "summary"), "deleted q");
     assert_string_equal(it_json_str(json_array_get(list, 1), "summary"), "changed p (workers)");
     answer_fini(&a);
@@ -501,9 +521,12 @@ static void test_config_revisions_listed_and_restored(void **state)
     {
         char want[64];
 
-        snprintf(want, sizeof(want), "restore of revision %lld", (long long)r1);
-        assert_string_equal(
-            it_json_str(json_array_get(json_object_get(a.json, "revisions"), 0), "source"), want);
+        json_t *newest = json_array_get(json_object_get(a.json, "revisions"), 0);
+
+        snprintf(want, sizeof(want), "api: restore of revision %lld", (long long)r1);
+        assert_string_equal(it_json_str(newest, "source"), want);
+        assert_string_equal(it_json_str(newest, "origin.action"), "restore");
+        assert_int_equal(it_json_int(newest, "origin.restored"), r1);
     }
     answer_fini(&a);
 
@@ -932,6 +955,124 @@ static void test_config_damaged_history_is_reported(void **state)
     assert_true(revision_now(d) >= 3);
 }
 
+/* ---- the state directory cannot be written ---- */
+
+/* The test's small file system for the state directory (tmpfs, 256 KiB). */
+static char *small_state_dir(const struct it_fixture *f)
+{
+    char *dir = NULL;
+
+    assert_true(asprintf(&dir, "%s/small", f->dir) > 0);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=256k,mode=0700") < 0)
+        fail_msg("mount tmpfs on %s: %s (the test needs root)", dir, strerror(errno));
+    return dir;
+}
+
+/* Fills the file system of dir with file dir/filler until it is full. */
+static void fill(const char *dir)
+{
+    static const char chunk[16384];
+    char path[IT_PATH_MAX];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/filler", dir);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    for (;;) {
+        ssize_t n = write(fd, chunk, sizeof(chunk));
+
+        if (n < 0) {
+            assert_int_equal(errno, ENOSPC);
+            break;
+        }
+    }
+    close(fd);
+}
+
+/* Asserts a problem with status whose detail holds want. */
+static void expect_problem(const struct answer *a, long status, const char *want, const char *what)
+{
+    const char *detail = json_string_value(json_object_get(a->json, "detail"));
+
+    expect_status(a, status, what);
+    assert_int_equal(json_integer_value(json_object_get(a->json, "status")), status);
+    if (!detail || !strstr(detail, want))
+        fail_msg("%s: detail '%s' lacks '%s'", what, detail ? detail : "-", want);
+}
+
+static void test_config_full_disk_is_507_read_only_500_and_nothing_changes(void **state)
+{
+    struct it_fixture *f = *state;
+    struct it_daemon *d = &f->d;
+    char *dir = small_state_dir(f), *before, *after, path[IT_PATH_MAX];
+    size_t len_before = 0, len_after = 0;
+    struct answer a;
+    json_t *j;
+
+    it_daemon_start_ok(d, &(struct it_daemon_opts){.dir = f->dir, .state_dir = dir});
+    create_echo(d, "a");
+    before = it_file_read(d->state_file, &len_before);
+    assert_non_null(before);
+
+    /* A full disk: 507, with the reason; nothing created, the state file as it was. */
+    fill(dir);
+    req(d, "POST", "/api/v1/listeners", "{\"id\":\"b\",\"service\":\"echo\",\"port\":0}", NULL, &a);
+    expect_problem(&a, 507, "No space left on device", "POST on a full disk");
+    assert_non_null(strstr(json_string_value(json_object_get(a.json, "detail")), "listeners.json"));
+    answer_fini(&a);
+    req(d, "PUT", "/api/v1/config", "{\"listeners\":[]}", NULL, &a);
+    expect_problem(&a, 507, "No space left on device", "PUT config on a full disk");
+    answer_fini(&a);
+    json_decref(it_http_expect(d, "GET", "/api/v1/listeners/b", NULL, 404));
+    j = it_listener_get(d, "a");
+    assert_string_equal(it_json_str(j, "status.state"), "running");
+    json_decref(j);
+    assert_int_equal(revision_now(d), 1);
+    after = it_file_read(d->state_file, &len_after);
+    assert_non_null(after);
+    assert_int_equal(len_after, len_before);
+    assert_memory_equal(after, before, len_before);
+    free(after);
+
+    /* Read-only: the daemon's fault, 500 with the reason. */
+    snprintf(path, sizeof(path), "%s/filler", dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mount(NULL, dir, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
+    req(d, "POST", "/api/v1/listeners", "{\"id\":\"b\",\"service\":\"echo\",\"port\":0}", NULL, &a);
+    expect_problem(&a, 500, "Read-only file system", "POST on a read-only state directory");
+    answer_fini(&a);
+    json_decref(it_http_expect(d, "GET", "/api/v1/listeners/b", NULL, 404));
+
+    /* Room again: the same change goes through. */
+    assert_int_equal(mount(NULL, dir, NULL, MS_REMOUNT, NULL), 0);
+    create_echo(d, "b");
+    assert_int_equal(revision_now(d), 2);
+
+    {
+        int status;
+        int64_t ms;
+
+        assert_int_equal(it_daemon_stop(d, SIGTERM, 5000, &status, &ms), 0);
+        assert_true(it_status_is_exit0(status));
+    }
+    assert_int_equal(umount2(dir, 0), 0);
+    free(before);
+    free(dir);
+}
+
+/* Unmounts the small file system even when the test failed half-way, then as usual. */
+static int teardown_small(void **state)
+{
+    struct it_fixture *f = *state;
+    char dir[IT_PATH_MAX];
+
+    it_daemon_kill(&f->d);
+    snprintf(dir, sizeof(dir), "%s/small", f->dir);
+    (void)umount2(dir, MNT_DETACH);
+    return it_fixture_teardown(state);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
@@ -947,6 +1088,9 @@ int main(void)
         T(test_config_never_configured_has_etag_r0),
         T(test_config_emptied_history_never_reuses_a_revision),
         T(test_config_damaged_history_is_reported),
+        cmocka_unit_test_setup_teardown(
+            test_config_full_disk_is_507_read_only_500_and_nothing_changes, it_fixture_setup_dir,
+            teardown_small),
     };
 
     curl_global_init(CURL_GLOBAL_DEFAULT);

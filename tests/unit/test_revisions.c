@@ -17,6 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/handlers.h"
+#include "core/change.h"
 #include "core/config.h"
 #include "core/diff.h"
 #include "core/revisions.h"
@@ -113,20 +115,94 @@ static void test_diff_is_live_only_when_connections_can_stay(void **state)
 
 /* ---- ETags ---- */
 
+/* Whether If-Match value v, as the API reads it, is met by something at rev. */
+static bool if_match_met(const char *v, uint64_t rev, bool exists)
+{
+    struct core_expect e;
+
+    assert_int_equal(api_if_match_parse(v, &e), 0);
+    return core_expect_met(&e, rev, exists);
+}
+
 static void test_etag_matches_follows_rfc_9110(void **state)
 {
     (void)state;
-    assert_true(core_etag_matches("\"r7\"", 7, true));
-    assert_true(core_etag_matches(" \"r1\", \"r7\" ", 7, true));
-    assert_false(core_etag_matches("\"r7\"", 8, true));
-    assert_false(core_etag_matches("\"r7\"", 7, false));
-    assert_false(core_etag_matches("W/\"r7\"", 7, true)); /* weak tags never match */
-    assert_true(core_etag_matches("*", 3, true));
-    assert_false(core_etag_matches("*", 0, false));
-    assert_false(core_etag_matches("r7", 7, true)); /* not a quoted tag */
-    assert_false(core_etag_matches("\"r7", 7, true));
-    assert_false(core_etag_matches("", 7, true));
-    assert_false(core_etag_matches("\"r70\"", 7, true));
+    assert_true(if_match_met(NULL, 7, false)); /* no If-Match: no precondition */
+    assert_true(if_match_met("\"r7\"", 7, true));
+    assert_true(if_match_met(" \"r1\", \"r7\" ", 7, true));
+    assert_false(if_match_met("\"r7\"", 8, true));
+    assert_false(if_match_met("\"r7\"", 7, false));
+    assert_false(if_match_met("W/\"r7\"", 7, true)); /* weak tags never match */
+    assert_true(if_match_met("W/\"r7\", \"r7\"", 7, true));
+    assert_true(if_match_met("*", 3, true));
+    assert_false(if_match_met("*", 0, false));
+    assert_false(if_match_met("*, \"r3\"", 3, true)); /* "*" is alone or not at all */
+    assert_false(if_match_met("r7", 7, true));        /* not a quoted tag */
+    assert_false(if_match_met("\"r7", 7, true));
+    assert_false(if_match_met("", 7, true));
+    assert_false(if_match_met("\"r70\"", 7, true));
+    assert_false(if_match_met("\"r07\"", 7, true));
+    assert_false(if_match_met("\"x7\"", 7, true));
+    assert_true(if_match_met("\"r0\"", 0, true)); /* a configuration never changed */
+}
+
+static void test_if_match_of_too_many_tags_refused(void **state)
+{
+    char v[512] = "";
+    struct core_expect e;
+
+    (void)state;
+    for (int i = 1; i <= CORE_EXPECT_MAX; i++)
+        snprintf(v + strlen(v), sizeof(v) - strlen(v), "%s\"r%d\"", i > 1 ? ", " : "", i);
+    assert_int_equal(api_if_match_parse(v, &e), 0);
+    assert_int_equal(e.kind, CORE_EXPECT_ONE_OF);
+    assert_int_equal(e.n, CORE_EXPECT_MAX);
+    assert_true(core_expect_met(&e, CORE_EXPECT_MAX, true));
+    strcat(v, ", \"r99\"");
+    assert_int_equal(api_if_match_parse(v, &e), -E2BIG);
+    /* tags that are not revisions do not count */
+    v[0] = '\0';
+    for (int i = 0; i < 3 * CORE_EXPECT_MAX; i++)
+        strcat(v, "W/\"r1\", ");
+    strcat(v, "\"r5\"");
+    assert_int_equal(api_if_match_parse(v, &e), 0);
+    assert_true(core_expect_met(&e, 5, true));
+}
+
+/* The source of a revision, formatted once by core from what asked: no HTTP in it. */
+static void test_change_source_formats_without_http(void **state)
+{
+    static const struct {
+        struct core_change_source s;
+        const char *text;
+    } cases[] = {
+        {{CORE_IFACE_API, CORE_CHANGE_REPLACE, "e1", 0}, "api: replace listener e1"},
+        {{CORE_IFACE_API, CORE_CHANGE_CONFIG_REPLACE, "", 0}, "api: replace configuration"},
+        {{CORE_IFACE_API, CORE_CHANGE_RESTORE, "", 3}, "api: restore of revision 3"},
+        {{CORE_IFACE_STARTUP, CORE_CHANGE_LOAD_STATE, "", 0}, "startup: state file"},
+        {{CORE_IFACE_STARTUP, CORE_CHANGE_LOAD_DEFAULTS, "", 0}, "startup: defaults"},
+        {{CORE_IFACE_FLEET, CORE_CHANGE_DELETE, "b", 0}, "fleet: delete listener b"},
+    };
+    char buf[CORE_SOURCE_MAX];
+    json_t *o;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        core_change_source_format(&cases[i].s, buf, sizeof(buf));
+        assert_string_equal(buf, cases[i].text);
+    }
+    o = core_change_source_json(&cases[2].s);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "interface")), "api");
+    assert_string_equal(json_string_value(json_object_get(o, "action")), "restore");
+    assert_true(json_is_null(json_object_get(o, "listener")));
+    assert_int_equal(json_integer_value(json_object_get(o, "restored")), 3);
+    json_decref(o);
+    o = core_change_source_json(&cases[5].s);
+    assert_string_equal(json_string_value(json_object_get(o, "interface")), "fleet");
+    assert_string_equal(json_string_value(json_object_get(o, "listener")), "b");
+    assert_true(json_is_null(json_object_get(o, "restored")));
+    json_decref(o);
 }
 
 /* ---- the history ---- */
@@ -167,7 +243,11 @@ static uint64_t append(struct core_revisions *rv, const char *id, const char *ac
     json_t *set = json_pack("[{s:s, s:s}]", "id", id, "service", "echo");
     uint64_t n = 0;
 
-    assert_int_equal(core_revisions_append(rv, "test", diff, set, false, &n), 0);
+    assert_int_equal(
+        core_revisions_append(rv, "test",
+                              json_pack("{s:s, s:s}", "interface", "api", "action", "replace"),
+                              diff, set, false, &n),
+        0);
     return n;
 }
 
@@ -349,6 +429,8 @@ int main(void)
         cmocka_unit_test(test_diff_sets_lists_create_change_delete_by_id),
         cmocka_unit_test(test_diff_is_live_only_when_connections_can_stay),
         cmocka_unit_test(test_etag_matches_follows_rfc_9110),
+        cmocka_unit_test(test_if_match_of_too_many_tags_refused),
+        cmocka_unit_test(test_change_source_formats_without_http),
         cmocka_unit_test_setup_teardown(test_revisions_numbered_listed_and_marked, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_revisions_file_round_trip_and_torn_last_line, fx_setup,

@@ -213,9 +213,9 @@ static void test_status_from_errno_maps_each_code(void **state)
         unsigned status;
     } cases[] = {
         {-EINVAL, 400}, {-ENOENT, 404}, {-EEXIST, 409}, {-EADDRINUSE, 409}, {-EADDRNOTAVAIL, 409},
-        {-EACCES, 409}, {-EPERM, 409},  {-EBUSY, 409},  {-ENOSPC, 409},     {-ESTALE, 412},
-        {-E2BIG, 413},  {-EFBIG, 413},  {-ENOMEM, 500}, {-EIO, 500},        {0, 500},
-        {EINVAL, 500},  {ESTALE, 500},
+        {-EACCES, 403}, {-EPERM, 403},  {-EBUSY, 409},  {-EMLINK, 409},     {-ENOSPC, 507},
+        {-EDQUOT, 507}, {-ESTALE, 412}, {-E2BIG, 413},  {-EFBIG, 413},      {-ENOMEM, 500},
+        {-EIO, 500},    {-EROFS, 500},  {0, 500},       {EINVAL, 500},      {ESTALE, 500},
     };
 
     (void)state;
@@ -303,7 +303,7 @@ static void test_reply_error_uses_err_message_and_field(void **state)
     assert_string_equal(r.field, "options.mode");
 
     api_reply_error(&r, -ENOSPC, NULL);
-    assert_int_equal(r.status, 409);
+    assert_int_equal(r.status, 507);
     assert_string_equal(r.detail, strerror(ENOSPC));
     api_reply_fini(&r);
 }

@@ -202,6 +202,24 @@ static void test_fs_write_atomic_missing_dir_fails_cleanly(void **state)
     assert_int_equal(count_entries(d->path), 0);
 }
 
+/* A state that cannot be written says why with the system's own errno (not a flattened EIO),
+ * so that the API can tell a full disk (507) from the rest (500). */
+static void test_store_save_keeps_the_system_errno(void **state)
+{
+    struct dir *d = *state;
+    char path[PATH_MAX + 32];
+    struct core_err err = {0};
+
+    snprintf(path, sizeof(path), "%s/gone/%s", d->path, CORE_STORE_FILE);
+    assert_int_equal(core_store_save(path, NULL, 0, NULL, &err), -ENOENT);
+    assert_non_null(strstr(err.msg, path));
+    assert_non_null(strstr(err.msg, strerror(ENOENT)));
+    snprintf(path, sizeof(path), "/proc/self/%s", CORE_STORE_FILE);
+    memset(&err, 0, sizeof(err));
+    assert_true(core_store_save(path, NULL, 0, NULL, &err) < 0);
+    assert_true(err.msg[0] != '\0');
+}
+
 static void test_fs_mkdir_p_creates_parents(void **state)
 {
     struct dir *d = *state;
@@ -230,6 +248,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fs_write_atomic_missing_dir_fails_cleanly, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fs_mkdir_p_creates_parents, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_save_keeps_the_system_errno, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
