@@ -21,7 +21,7 @@ function isShown(el) {
   return !el.closest('[hidden]');
 }
 
-/* "max_datagram" -> "Max datagram". */
+/* "idle_limit_ms" -> "Idle limit ms". */
 function labelOf(name) {
   const words = name.replace(/[_-]+/g, ' ').trim();
   return words.charAt(0).toUpperCase() + words.slice(1);
