@@ -65,12 +65,7 @@ async function pass(job) {
     return new Response(null, { status: 204 });
   }
   if (!res.ok) {
-    let problem = null;
-    try {
-      problem = await res.json();
-    } catch {
-      problem = null;
-    }
+    const problem = await res.json().catch(() => null);
     job.port.postMessage({ type: 'answer', status: res.status, statusText: res.statusText, problem });
     // The frame stays as it was: nothing is saved.
     return new Response(null, { status: 204 });

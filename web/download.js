@@ -101,12 +101,7 @@ async function bufferedDownload(url, name) {
   }
   report(true);
   if (!res.ok) {
-    let problem = null;
-    try {
-      problem = await res.json();
-    } catch {
-      problem = null;
-    }
+    const problem = await res.json().catch(() => null);
     return { status: res.status, statusText: res.statusText, problem };
   }
   const href = URL.createObjectURL(await res.blob());
