@@ -114,6 +114,20 @@ test('a token-protected download streams to disk through the service worker', { 
       }
     });
 
+    await t.test('a token the daemon refuses asks for the token again, then the download runs', async () => {
+      await page.evaluate(() => sessionStorage.setItem('sockserv.token', 'not-the-token'));
+      const link = page.locator(`#files-table tr[data-name="${SMALL}"] a.file-link`);
+      await link.click();
+      await page.locator('#token-dialog').waitFor({ state: 'visible' });
+      assert.match(await page.locator('#token-text').innerText(), /refused/);
+      await page.fill('#token-input', token);
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#token-submit')]);
+      assert.doesNotMatch(download.url(), /^blob:/);
+      const saved = path.join(work, 'downloaded-again');
+      await download.saveAs(saved);
+      assert.equal(await sha256File(saved), createHash('sha256').update(smallData).digest('hex'));
+    });
+
     await t.test('without service workers the page downloads into memory, as before', async () => {
       const other = await context.newPage();
       try {
