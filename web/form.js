@@ -44,7 +44,8 @@ function optionField(opt) {
   const field = document.createElement('div');
   field.className = 'field';
   field.dataset.option = opt.name;
-  field.dataset.transports = (Array.isArray(opt.transports) ? opt.transports : []).join(' ');
+  // No list: every transport of the service.
+  field.dataset.transports = Array.isArray(opt.transports) ? opt.transports.join(' ') : '*';
   const label = document.createElement('label');
   label.htmlFor = id;
   label.textContent = labelOf(opt.name);
@@ -199,7 +200,7 @@ export class ListenerForm {
       box.hidden = box.dataset.transport !== transport;
     }
     for (const box of this.optionsBox.querySelectorAll('[data-transports]')) {
-      box.hidden = !box.dataset.transports.split(' ').includes(transport);
+      box.hidden = box.dataset.transports !== '*' && !box.dataset.transports.split(' ').includes(transport);
     }
   }
 
@@ -209,7 +210,24 @@ export class ListenerForm {
     this.missing.textContent = this.catalogue.missing || '';
     this.missing.hidden = !this.catalogue.missing;
     this.fillServices(keepService);
+    this.fillModels();
     this.builtFor = null;
+  }
+
+  /* A model some service may run under that the page does not list yet becomes a choice. */
+  fillModels() {
+    const select = this.form.elements.model;
+    const have = new Set([...select.options].map((o) => o.value));
+    for (const svc of this.catalogue.services) {
+      for (const m of Array.isArray(svc.models) ? svc.models : []) {
+        if (typeof m !== 'string' || have.has(m)) continue;
+        have.add(m);
+        const o = document.createElement('option');
+        o.value = m;
+        o.textContent = m;
+        select.append(o);
+      }
+    }
   }
 
   reset() {
