@@ -36,7 +36,8 @@ export function onReachability(fn) {
   listeners.add(fn);
 }
 
-function report(ok) {
+/** Tells the onReachability() listeners whether a request got an answer (ok) or none. */
+export function report(ok) {
   for (const fn of listeners) fn(ok);
 }
 
@@ -77,7 +78,11 @@ export function setAuthHandler(fn) {
   authHandler = fn;
 }
 
-function askForToken(reason) {
+/**
+ * After a 401 ('missing' or 'refused'): asks the handler for a token; resolves to true once a
+ * new one is held.
+ */
+export function askForToken(reason) {
   if (!authHandler) return Promise.resolve(false);
   if (!authPending) {
     authPending = Promise.resolve(authHandler(reason)).catch(() => false).finally(() => {
@@ -106,7 +111,8 @@ export async function checkToken(token) {
   }
 }
 
-function authHeaders(headers) {
+/** headers with the token this tab holds as "Authorization: Bearer", if any. */
+export function authHeaders(headers) {
   const token = getToken();
   if (token) headers.Authorization = `Bearer ${token}`;
   return headers;
@@ -166,42 +172,6 @@ export async function request(method, path, { body, contentType = 'application/j
   return data;
 }
 
-/**
- * Saves the file at url as name. Without a token a link does it; with one the file is fetched
- * with the token (into memory) and handed to the browser from there.
- */
-export async function download(url, name) {
-  let res;
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      res = await fetch(url, { headers: authHeaders({}), cache: 'no-store' });
-    } catch (e) {
-      report(false);
-      throw new NetworkError(e);
-    }
-    report(true);
-    if (res.status !== 401 || attempt > 0 || !(await askForToken('refused'))) break;
-  }
-  if (!res.ok) {
-    let problem = null;
-    try {
-      problem = await res.json();
-    } catch {
-      problem = null;
-    }
-    throw new ApiError(res.status, problem || { title: res.statusText });
-  }
-  const href = URL.createObjectURL(await res.blob());
-  const a = document.createElement('a');
-  a.href = href;
-  a.download = name;
-  a.hidden = true;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(href), 60000);
-}
-
 const enc = encodeURIComponent;
 
 export const api = {
@@ -216,6 +186,7 @@ export const api = {
   remove: (id) => request('DELETE', `${API}/listeners/${enc(id)}`),
   files: (id) => request('GET', `${API}/listeners/${enc(id)}/files`),
   fileUrl: (id, name) => `${API}/listeners/${enc(id)}/files/${enc(name)}`,
+  services: () => request('GET', `${API}/services`),
 };
 
 /* ---- the event stream with a token ---- */

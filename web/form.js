@@ -1,12 +1,17 @@
 // The listener form, in a modal <dialog>: creates a listener (POST) or edits one (PATCH with
-// a merge patch of the fields that changed). The daemon is the judge of every value: its
+// a merge patch of the fields that changed). The listener's own fields are in the page; the
+// service select, the transports and models a service allows, and one input per service option
+// come from GET /api/v1/services (services.js). The daemon is the judge of every value: its
 // problem+json answer is shown next to the field it names.
 
 import { api, ApiError, NetworkError } from './api.js';
+import { loadServices } from './services.js';
 
 const TOP_FIELDS = ['id', 'service', 'transport', 'address', 'port', 'model', 'workers',
   'max_connections', 'idle_timeout_ms', 'max_connections_per_source',
   'connection_rate_per_source', 'reply_rate_per_source', 'reply_rate', 'enabled'];
+
+const OPTION_PREFIX = 'options.';
 
 function errorId(name) {
   return `f-${name.replace(/[^A-Za-z0-9_-]/g, '-')}-error`;
@@ -14,6 +19,100 @@ function errorId(name) {
 
 function isShown(el) {
   return !el.closest('[hidden]');
+}
+
+/* "idle_limit_ms" -> "Idle limit ms". */
+function labelOf(name) {
+  const words = name.replace(/[_-]+/g, ' ').trim();
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+/* An option's default as text ("" when it has none, or it is computed). */
+function defaultText(opt) {
+  if (opt.default === null || opt.default === undefined) return '';
+  return String(opt.default);
+}
+
+/*
+ * The field of one service option: the input its type asks for (integer: a number with its
+ * range; string with choices: a select; boolean: a checkbox; path or string: text), its label
+ * with the unit, its help as a hint and a place for its error.
+ */
+function optionField(opt) {
+  const name = `${OPTION_PREFIX}${opt.name}`;
+  const id = `f-options-${opt.name.replace(/[^A-Za-z0-9_-]/g, '-')}`;
+  const field = document.createElement('div');
+  field.className = 'field';
+  field.dataset.option = opt.name;
+  // No list: every transport of the service.
+  field.dataset.transports = Array.isArray(opt.transports) ? opt.transports.join(' ') : '*';
+  const label = document.createElement('label');
+  label.htmlFor = id;
+  label.textContent = labelOf(opt.name);
+  if (opt.unit) {
+    const unit = document.createElement('span');
+    unit.className = 'opt';
+    unit.textContent = ` (${opt.unit})`;
+    label.append(unit);
+  }
+  const dflt = defaultText(opt);
+  let input;
+  if (opt.type === 'boolean') {
+    input = document.createElement('input');
+    input.type = 'checkbox';
+    input.dataset.kind = 'bool-check';
+    input.dataset.default = String(opt.default === true);
+    field.classList.add('check');
+  } else if (opt.type === 'string' && Array.isArray(opt.choices) && opt.choices.length) {
+    input = document.createElement('select');
+    const blank = document.createElement('option');
+    blank.value = '';
+    blank.textContent = dflt ? `default (${dflt})` : 'default';
+    input.append(blank, ...opt.choices.map((c) => {
+      const o = document.createElement('option');
+      o.value = String(c);
+      o.textContent = String(c);
+      return o;
+    }));
+  } else {
+    input = document.createElement('input');
+    input.autocomplete = 'off';
+    input.spellcheck = false;
+    if (opt.type === 'integer') {
+      input.type = 'number';
+      input.inputMode = 'numeric';
+      input.dataset.kind = 'int';
+      if (Number.isFinite(opt.minimum)) input.min = String(opt.minimum);
+      if (Number.isFinite(opt.maximum)) input.max = String(opt.maximum);
+    } else {
+      input.type = 'text';
+      if (opt.type === 'path') field.classList.add('wide');
+    }
+    input.placeholder = dflt;
+  }
+  input.id = id;
+  input.name = name;
+  const described = [];
+  const parts = [];
+  if (opt.help) {
+    const hint = document.createElement('p');
+    hint.className = 'hint';
+    hint.id = `${id}-hint`;
+    hint.textContent = opt.help;
+    parts.push(hint);
+    described.push(hint.id);
+  }
+  const error = document.createElement('p');
+  error.className = 'field-error';
+  error.id = errorId(name);
+  error.hidden = true;
+  parts.push(error);
+  described.push(error.id);
+  input.setAttribute('aria-describedby', described.join(' '));
+  // A checkbox stands before its label, as the listener's own (Enabled) does.
+  if (input.type === 'checkbox') field.append(input, label, ...parts);
+  else field.append(label, input, ...parts);
+  return field;
 }
 
 export class ListenerForm {
@@ -24,12 +123,18 @@ export class ListenerForm {
     this.onSaved = onSaved;
     this.title = dialog.querySelector('#form-title');
     this.summary = dialog.querySelector('#form-error');
+    this.missing = dialog.querySelector('#form-services-missing');
     this.submitButton = dialog.querySelector('#form-submit');
+    this.optionsBox = dialog.querySelector('#f-options');
+    this.noOptions = dialog.querySelector('#f-options-none');
+    this.serviceHint = dialog.querySelector('#f-service-hint');
+    this.catalogue = { services: [], byName: new Map() };
+    this.builtFor = null;
     this.original = null;
     this.busy = false;
 
     const el = this.form.elements;
-    el.service.addEventListener('change', () => this.syncVisibility());
+    el.service.addEventListener('change', () => this.syncService());
     el.transport.addEventListener('change', () => this.syncVisibility());
     this.form.addEventListener('submit', (e) => {
       e.preventDefault();
@@ -41,22 +146,87 @@ export class ListenerForm {
 
   /* The inputs holding service options: name "options.KEY". */
   optionInputs() {
-    return [...this.form.querySelectorAll('[name^="options."]')];
+    return [...this.form.querySelectorAll(`[name^="${OPTION_PREFIX}"]`)];
   }
 
+  /* The services of the catalogue in the select; keep: a service to list even if unknown. */
+  fillServices(keep) {
+    const select = this.form.elements.service;
+    const names = this.catalogue.services.map((s) => s.name);
+    if (keep && !names.includes(keep)) names.push(keep);
+    if ([...select.options].map((o) => o.value).join('\n') === names.join('\n')) return;
+    select.replaceChildren(...names.map((n) => {
+      const o = document.createElement('option');
+      o.value = n;
+      o.textContent = n;
+      return o;
+    }));
+  }
+
+  /* The option inputs of the selected service (built again when the service changes). */
+  syncService() {
+    const name = this.form.elements.service.value;
+    const svc = this.catalogue.byName.get(name);
+    if (this.builtFor !== name) {
+      this.builtFor = name;
+      const opts = Array.isArray(svc?.options) ? svc.options.filter((o) => o && typeof o.name === 'string') : [];
+      this.optionsBox.replaceChildren(...opts.map(optionField));
+      this.noOptions.hidden = !svc || opts.length > 0;
+      this.serviceHint.textContent = svc?.help || '';
+      this.serviceHint.hidden = !svc?.help;
+    }
+    this.syncVisibility();
+  }
+
+  /* Transports and models the service allows; options shown for the selected transport only. */
   syncVisibility() {
     const el = this.form.elements;
-    const service = el.service.value;
-    // The backup service speaks TCP only.
-    const udp = el.transport.querySelector('option[value="udp"]');
-    udp.disabled = service === 'backup';
-    if (udp.disabled && el.transport.value === 'udp') el.transport.value = 'tcp';
-    const transport = el.transport.value;
-    for (const box of this.form.querySelectorAll('[data-service]')) {
-      box.hidden = box.dataset.service !== service;
+    const svc = this.catalogue.byName.get(el.service.value);
+    if (svc && Array.isArray(svc.transports)) {
+      for (const o of el.transport.options) o.disabled = !svc.transports.includes(o.value);
+      if (el.transport.selectedOptions[0]?.disabled) {
+        const first = [...el.transport.options].find((o) => !o.disabled);
+        if (first) el.transport.value = first.value;
+      }
+    } else {
+      for (const o of el.transport.options) o.disabled = false;
     }
+    const transport = el.transport.value;
+    // The service's models are those it may run under over TCP.
+    const models = svc && Array.isArray(svc.models) && transport === 'tcp' ? svc.models : null;
+    for (const o of el.model.options) o.disabled = !!models && o.value !== '' && !models.includes(o.value);
+    if (el.model.selectedOptions[0]?.disabled) el.model.value = '';
     for (const box of this.form.querySelectorAll('[data-transport]')) {
       box.hidden = box.dataset.transport !== transport;
+    }
+    for (const box of this.optionsBox.querySelectorAll('[data-transports]')) {
+      box.hidden = box.dataset.transports !== '*' && !box.dataset.transports.split(' ').includes(transport);
+    }
+  }
+
+  /* Loads the catalogue; says so in the form when the daemon does not describe its services. */
+  async prepare(keepService) {
+    this.catalogue = await loadServices();
+    this.missing.textContent = this.catalogue.missing || '';
+    this.missing.hidden = !this.catalogue.missing;
+    this.fillServices(keepService);
+    this.fillModels();
+    this.builtFor = null;
+  }
+
+  /* A model some service may run under that the page does not list yet becomes a choice. */
+  fillModels() {
+    const select = this.form.elements.model;
+    const have = new Set([...select.options].map((o) => o.value));
+    for (const svc of this.catalogue.services) {
+      for (const m of Array.isArray(svc.models) ? svc.models : []) {
+        if (typeof m !== 'string' || have.has(m)) continue;
+        have.add(m);
+        const o = document.createElement('option');
+        o.value = m;
+        o.textContent = m;
+        select.append(o);
+      }
     }
   }
 
@@ -64,30 +234,35 @@ export class ListenerForm {
     this.form.reset();
     this.clearErrors();
     this.form.elements.id.readOnly = false;
-    this.syncVisibility();
+    this.syncService();
   }
 
-  openCreate() {
+  async openCreate() {
     this.original = null;
+    await this.prepare(null);
     this.reset();
     this.title.textContent = 'New listener';
     this.submitButton.textContent = 'Create listener';
+    this.submitButton.disabled = this.catalogue.services.length === 0;
     this.dialog.showModal();
     this.form.elements.service.focus();
   }
 
-  openEdit(listener) {
+  async openEdit(listener) {
     this.original = structuredClone(listener);
+    await this.prepare(listener.service);
     this.reset();
     const el = this.form.elements;
     this.title.textContent = `Edit listener ${listener.id}`;
     this.submitButton.textContent = 'Save changes';
+    this.submitButton.disabled = false;
     el.id.value = listener.id;
     el.id.readOnly = true;
     el.service.value = listener.service;
     el.transport.value = listener.transport;
-    this.syncVisibility();
+    this.syncService();
     el.transport.value = listener.transport;
+    this.syncVisibility();
     for (const name of ['address', 'port', 'model', 'workers', 'max_connections', 'idle_timeout_ms',
       'max_connections_per_source', 'connection_rate_per_source', 'reply_rate_per_source',
       'reply_rate']) {
@@ -96,22 +271,25 @@ export class ListenerForm {
     el.enabled.checked = !!listener.enabled;
     const opts = listener.options || {};
     for (const input of this.optionInputs()) {
-      const v = opts[input.name.slice('options.'.length)];
-      input.value = v === undefined || v === null ? '' : String(v);
+      const v = opts[input.name.slice(OPTION_PREFIX.length)];
+      if (input.type === 'checkbox') input.checked = v === undefined || v === null ? input.dataset.default === 'true' : v === true;
+      else input.value = v === undefined || v === null ? '' : String(v);
     }
     this.dialog.showModal();
     el.address.focus();
   }
 
-  /* The value of one input: undefined when blank; null when it cannot be read. */
+  /* The value of one input: undefined when blank (or an option at its default); null when it cannot be read. */
   readInput(input) {
+    if (input.dataset.kind === 'bool-check') {
+      return input.checked === (input.dataset.default === 'true') ? undefined : input.checked;
+    }
     if (input.type === 'checkbox') return input.checked;
     if (input.type === 'number' && input.validity.badInput) return null;
     const raw = input.value.trim();
     if (raw === '') return undefined;
     switch (input.dataset.kind) {
       case 'int': return Number(raw);
-      case 'bool': return raw === 'true';
       default: return raw;
     }
   }
@@ -131,7 +309,7 @@ export class ListenerForm {
       if (!isShown(input)) continue;
       const v = this.readInput(input);
       if (v === null) bad.push(input);
-      else if (v !== undefined) options[input.name.slice('options.'.length)] = v;
+      else if (v !== undefined) options[input.name.slice(OPTION_PREFIX.length)] = v;
     }
     return { top, options, bad };
   }
@@ -158,8 +336,9 @@ export class ListenerForm {
       }
     }
     const before = o.options || {};
-    const shown = new Set(this.optionInputs().filter(isShown).map((i) => i.name.slice('options.'.length)));
-    const known = new Set(this.optionInputs().map((i) => i.name.slice('options.'.length)));
+    const keyOf = (i) => i.name.slice(OPTION_PREFIX.length);
+    const shown = new Set(this.optionInputs().filter(isShown).map(keyOf));
+    const known = new Set(this.optionInputs().map(keyOf));
     const serviceChanged = top.service !== o.service;
     const opt = {};
     for (const k of Object.keys(before)) {

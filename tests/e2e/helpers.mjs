@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { servicesFallback } from './services.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = path.resolve(ROOT, process.env.SOCKSERV_BIN || 'build/sockserv');
@@ -123,7 +124,8 @@ export async function callApi(base, method, p, body, { token, headers = {} } = {
 
 /**
  * Headless Chromium with a fresh profile, one page at laptop size. ignoreHTTPSErrors: accept a
- * certificate no known CA signed (a test's own).
+ * certificate no known CA signed (a test's own). GET /api/v1/services is the daemon's, or
+ * services.mjs's table where the daemon answers 404.
  */
 export async function launchBrowser({ ignoreHTTPSErrors = false } = {}) {
   const profile = tempDir('chromium');
@@ -140,6 +142,7 @@ export async function launchBrowser({ ignoreHTTPSErrors = false } = {}) {
     timezoneId: 'UTC',
   });
   context.setDefaultTimeout(DEADLINE_MS);
+  const services = await servicesFallback(context);
   const page = context.pages()[0] || (await context.newPage());
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
@@ -148,6 +151,8 @@ export async function launchBrowser({ ignoreHTTPSErrors = false } = {}) {
     page,
     /** Uncaught exceptions in the page so far. */
     errors,
+    /** Whether tests/e2e/services.mjs's table stood in for a daemon without GET /api/v1/services. */
+    servicesStoodIn: services.used,
     close: async () => {
       await context.close().catch(() => {});
       rmSync(profile, { recursive: true, force: true });

@@ -105,6 +105,9 @@ test('with the event stream refused the page polls, and its counters still move'
 
     // A listener created behind the page's back appears, and traffic shows, by polling alone.
     await echoBytes(port, 1000);
+    // The rates are the counters' differences between two polls: non-zero until the next one.
+    await page.waitForFunction((sel) => Number(document.querySelector(sel)?.dataset.value) > 0,
+      `${rowOf('poll-echo')} .c-rate_in`, { timeout: DEADLINE_MS });
     await waitForCellText(page, 'poll-echo', 'bytes_in', '1000 B');
     await waitForCellText(page, 'poll-echo', 'bytes_out', '1000 B');
     await createEcho(daemon, 'poll-late');

@@ -1,0 +1,201 @@
+// The stored files of the selected listener, for a service that keeps files: each with its
+// size, when it was stored, whether it was verified, its SHA-256 and its older versions, each a
+// download link. Whether a service keeps files is what the daemon answers: GET .../files is 404
+// for a listener whose service keeps none, and the section then stays hidden.
+
+import { ApiError, NetworkError, api, getToken } from './api.js';
+import { byId, setText } from './dom.js';
+import { download } from './download.js';
+import { formatBytes, formatClock, formatInt, formatTimestamp } from './format.js';
+import { describeFailure, notice } from './status.js';
+import { model } from './store.js';
+
+const files = { id: null, key: '', loading: false, again: false, unavailable: false };
+
+/* service name -> whether its listeners keep files, as the daemon answered. */
+const keepsFiles = new Map();
+
+/** The selection changed: the next render loads the files of the new one. */
+export function resetFiles() {
+  files.id = null;
+}
+
+function showSection(show) {
+  byId('files').hidden = !show;
+}
+
+/** Shows the files of l (loading them when it was just selected or its counters moved). */
+export function renderFilesFor(l) {
+  if (keepsFiles.get(l.service) === false) {
+    showSection(false);
+    return;
+  }
+  showSection(keepsFiles.get(l.service) === true);
+  const m = l.metrics || {};
+  const key = `${JSON.stringify(m.service || {})}|${m.connections_total}|${m.bytes_in}`;
+  if (files.id !== l.id) {
+    files.id = l.id;
+    files.key = key;
+    files.unavailable = false;
+    byId('files-table').hidden = true;
+    setText(byId('files-status'), 'Loading the stored files…');
+    loadFiles(l.id);
+  } else if (files.key !== key && !files.unavailable) {
+    files.key = key;
+    loadFiles(l.id);
+  }
+}
+
+export async function loadFiles(id) {
+  if (files.loading) {
+    files.again = true;
+    return;
+  }
+  files.loading = true;
+  const status = byId('files-status');
+  const table = byId('files-table');
+  const service = model.listeners.get(id)?.service;
+  try {
+    const data = await api.files(id);
+    if (files.id !== id) return;
+    const list = Array.isArray(data) ? data : Array.isArray(data?.files) ? data.files : [];
+    files.unavailable = false;
+    if (service) keepsFiles.set(service, true);
+    showSection(true);
+    renderFiles(id, list);
+    table.hidden = list.length === 0;
+    setText(status, list.length ? `${list.length} file${list.length === 1 ? '' : 's'}, as of ${formatClock(Date.now())}.` : 'No files stored yet.');
+  } catch (e) {
+    if (files.id !== id) return;
+    table.hidden = true;
+    if (e instanceof ApiError && e.status === 404) {
+      // Its service keeps no files (or the listener is gone: then nothing is learnt).
+      files.unavailable = true;
+      if (service && model.listeners.has(id)) keepsFiles.set(service, false);
+      showSection(false);
+    } else if (e instanceof NetworkError) {
+      setText(status, 'The stored files cannot be read: the daemon cannot be reached.');
+    } else {
+      setText(status, `The stored files cannot be read: ${e.message}`);
+    }
+  } finally {
+    files.loading = false;
+    if (files.again) {
+      files.again = false;
+      if (files.id === id && !files.unavailable) loadFiles(id);
+    }
+  }
+}
+
+/** The Refresh button: loads the files of the selected listener again. */
+export function refreshFiles() {
+  if (!model.selected) return;
+  files.unavailable = false;
+  setText(byId('files-status'), 'Loading the stored files…');
+  loadFiles(model.selected);
+}
+
+/* "✓ sha256", "✓ size", "no": whether the copy was checked against what its client declared. */
+function verifiedText(v, entry) {
+  const how = entry && typeof entry.integrity === 'string' && entry.integrity !== 'none' ? entry.integrity : '';
+  if (v === true) return how ? `✓ ${how}` : '✓ yes';
+  if (v === false) return 'no';
+  return how || '—';
+}
+
+function renderFiles(id, list) {
+  const tbody = byId('files-table').tBodies[0];
+  tbody.replaceChildren(...list.map((f) => {
+    const tr = document.createElement('tr');
+    const name = String(f.name ?? '');
+    tr.dataset.name = name;
+
+    const tdName = document.createElement('th');
+    tdName.scope = 'row';
+    tdName.dataset.label = 'Name';
+    const a = document.createElement('a');
+    a.href = api.fileUrl(id, name);
+    a.download = name.split('/').pop() || 'download';
+    a.className = 'file-link';
+    a.textContent = name;
+    a.setAttribute('aria-label', `Download ${name}`);
+    tdName.append(a);
+
+    const tdSize = document.createElement('td');
+    tdSize.className = 'num';
+    tdSize.dataset.label = 'Size';
+    tdSize.textContent = formatBytes(f.size);
+    tdSize.title = `${formatInt(f.size)} bytes`;
+
+    const tdStored = document.createElement('td');
+    tdStored.dataset.label = 'Stored';
+    tdStored.textContent = formatTimestamp(f.stored);
+
+    const tdVerified = document.createElement('td');
+    tdVerified.dataset.label = 'Verified';
+    tdVerified.className = 'c-verified';
+    tdVerified.textContent = verifiedText(f.verified, f);
+
+    const tdSha = document.createElement('td');
+    tdSha.dataset.label = 'SHA-256';
+    tdSha.className = 'c-sha';
+    if (typeof f.sha256 === 'string' && f.sha256) {
+      const code = document.createElement('code');
+      code.textContent = `${f.sha256.slice(0, 12)}…`;
+      code.title = f.sha256;
+      tdSha.append(code);
+    } else {
+      tdSha.textContent = 'unknown';
+    }
+
+    // The current copy is the entry itself; versions lists the older copies kept.
+    const tdVersions = document.createElement('td');
+    tdVersions.dataset.label = 'Versions';
+    const current = document.createElement('span');
+    current.textContent = f.version !== undefined && f.version !== null ? `v${f.version} (current)` : 'current';
+    tdVersions.append(current);
+    const older = Array.isArray(f.versions) ? f.versions : [];
+    if (older.length) {
+      const det = document.createElement('details');
+      const sum = document.createElement('summary');
+      sum.textContent = `${older.length} older`;
+      const ul = document.createElement('ul');
+      ul.className = 'versions';
+      for (const x of [...older].sort((a, b2) => (b2?.version ?? 0) - (a?.version ?? 0))) {
+        const li = document.createElement('li');
+        if (x && typeof x === 'object' && x.version !== undefined) {
+          const link = document.createElement('a');
+          link.href = `${api.fileUrl(id, name)}?version=${encodeURIComponent(x.version)}`;
+          link.download = `v${x.version}-${name.split('/').pop() || 'download'}`;
+          link.className = 'version-link';
+          link.textContent = `v${x.version}`;
+          link.setAttribute('aria-label', `Download version ${x.version} of ${name}`);
+          const bits = [];
+          if (x.size !== undefined) bits.push(formatBytes(x.size));
+          if (x.stored) bits.push(formatTimestamp(x.stored));
+          bits.push(`verified: ${verifiedText(x.verified, x)}`);
+          li.append(link, ` · ${bits.join(' · ')}`);
+        } else {
+          li.textContent = typeof x === 'object' ? JSON.stringify(x) : String(x);
+        }
+        ul.append(li);
+      }
+      det.append(sum, ul);
+      tdVersions.append(det);
+    }
+    tr.append(tdName, tdSize, tdStored, tdVerified, tdSha, tdVersions);
+    return tr;
+  }));
+}
+
+/** Wires the Refresh button and the download links. */
+export function initFiles() {
+  byId('files-refresh').addEventListener('click', refreshFiles);
+  // With a token, a plain link would download the daemon's 401: download.js sends it.
+  byId('files-table').addEventListener('click', (e) => {
+    const a = e.target.closest('a.file-link, a.version-link');
+    if (!a || !getToken()) return;
+    e.preventDefault();
+    download(a.href, a.download).catch((err) => notice(`Could not download ${a.download}: ${describeFailure(err)}`, 'error'));
+  });
+}
