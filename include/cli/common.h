@@ -121,6 +121,14 @@ void cli_version_print(void);
 int cli_duration_parse(const char *text, int64_t bare_ms, int64_t max_ms, int64_t *ret_ms);
 
 /*
+ * The duration option opt (an index in cmd->opts) when the arguments gave it: *ms (the default,
+ * left as it is otherwise) becomes its value, parsed as cli_duration_parse() does. Returns 0, or
+ * 2 after a usage error naming the option.
+ */
+int cli_args_duration(const struct cli_command *cmd, const struct cli_args *args, int opt,
+                      int64_t bare_ms, int64_t max_ms, int64_t *ms);
+
+/*
  * The server of a wire client (echo, date, backup): HOST and PORT (a number from 1 to 65535)
  * checked, and "HOST:PORT" or "[V6]:PORT" for messages.
  */

@@ -170,10 +170,9 @@ static int parse_args(int argc, char **argv, struct args *a)
     if (r != CLI_ARGS_GO_ON)
         return r;
     a->cmd = (enum cmd)args.verb;
-    if (args.seen[OPT_TIMEOUT] &&
-        cli_duration_parse(args.val[OPT_TIMEOUT], 1, TIMEOUT_MAX_MS, &ms) < 0)
-        return usage_error(a, "--timeout: '%s' is not a duration from 1ms to 24h (500ms, 60s, 2m)",
-                           args.val[OPT_TIMEOUT]);
+    r = cli_args_duration(&cli_backup_command, &args, OPT_TIMEOUT, 1, TIMEOUT_MAX_MS, &ms);
+    if (r != 0)
+        return r;
     a->timeout_ms = (int)ms;
     if (args.seen[OPT_VERSION]) {
         if (!cli_parse_ulong(args.val[OPT_VERSION], 1, UINT32_MAX, &v))

@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -345,6 +346,25 @@ int cli_duration_parse(const char *text, int64_t bare_ms, int64_t max_ms, int64_
         return 0;
     }
     return -EINVAL;
+}
+
+int cli_args_duration(const struct cli_command *cmd, const struct cli_args *args, int opt,
+                      int64_t bare_ms, int64_t max_ms, int64_t *ms)
+{
+    char max[32];
+
+    if (!args->seen[opt] || cli_duration_parse(args->val[opt], bare_ms, max_ms, ms) == 0)
+        return 0;
+    if (max_ms % 3600000 == 0)
+        snprintf(max, sizeof(max), "%" PRId64 "h", max_ms / 3600000);
+    else
+        snprintf(max, sizeof(max), "%" PRId64 "ms", max_ms);
+    return cli_args_usage_error(cmd, args->verb,
+                                "--%s: '%s' is not a duration (500ms, 10s, 2m; at most %s%s)",
+                                cmd->opts[opt].name, args->val[opt], max,
+                                bare_ms == 1      ? "; a bare number is milliseconds"
+                                : bare_ms == 1000 ? "; a bare number is seconds"
+                                                  : "");
 }
 
 int cli_peer_parse(const struct cli_command *cmd, int verb, const char *host, const char *port,

@@ -107,12 +107,12 @@ static int (*const runs[CLI_CTL_VERB_COUNT])(struct cli_ctl_cmd *x) = {
 };
 
 static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
-    [CLI_CTL_LS] = {"ls", "[OPTIONS] ls", "list the listeners",
+    [CLI_CTL_LS] = {"ls", "ls", "list the listeners",
                     "Lists the listeners: id, service, transport, bound address, model, state,\n"
                     "active connections, bytes in and out. The reason of a failed one follows.",
                     0, 0},
     [CLI_CTL_GET] = {"get",
-                     "[OPTIONS] get ID",
+                     "get ID",
                      "show one listener",
                      "Shows one listener as 'key: value' lines: its configuration, status and\n"
                      "counters, and its ETag (for --if-match).",
@@ -121,7 +121,7 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
                      {"ID"}},
     [CLI_CTL_CREATE] =
         {"create",
-         "[OPTIONS] create (-f FILE|- | --service SERVICE) [--id ID] [--transport tcp|udp]\n"
+         "create (-f FILE|- | --service SERVICE) [--id ID] [--transport tcp|udp]\n"
          "                    [--address ADDR] [--port N] [--model MODEL] [--workers N]\n"
          "                    [--disabled] [--set KEY=VALUE]... [--dry-run] [--if-match ETAG]",
          "create a listener (-f FILE | --service S [--port N]...)",
@@ -132,7 +132,7 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
          0, 0},
     [CLI_CTL_PATCH] =
         {"patch",
-         "[OPTIONS] patch ID (-f FILE|- | --set KEY=VALUE...) [--dry-run] "
+         "patch ID (-f FILE|- | --set KEY=VALUE...) [--dry-run] "
          "[--if-match ETAG]",
          "change a listener (merge patch: -f FILE | --set KEY=VALUE...)",
          "Changes the fields of listener ID that the merge patch (RFC 7396) names:\n"
@@ -143,35 +143,35 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
          1,
          {"ID"}},
     [CLI_CTL_DELETE] = {"delete",
-                        "[OPTIONS] delete ID [--dry-run] [--if-match ETAG]",
+                        "delete ID [--dry-run] [--if-match ETAG]",
                         "delete a listener",
                         "Stops and deletes listener ID.",
                         1,
                         1,
                         {"ID"}},
     [CLI_CTL_START] = {"start",
-                       "[OPTIONS] start ID [--dry-run] [--if-match ETAG]",
+                       "start ID [--dry-run] [--if-match ETAG]",
                        "start a listener",
                        "Starts listener ID (and keeps it enabled across restarts).",
                        1,
                        1,
                        {"ID"}},
     [CLI_CTL_STOP] = {"stop",
-                      "[OPTIONS] stop ID [--dry-run] [--if-match ETAG]",
+                      "stop ID [--dry-run] [--if-match ETAG]",
                       "stop a listener",
                       "Stops listener ID (and keeps it disabled across restarts).",
                       1,
                       1,
                       {"ID"}},
     [CLI_CTL_METRICS] = {"metrics",
-                         "[OPTIONS] metrics [ID]",
+                         "metrics [ID]",
                          "show the counters (of listener ID, or of every listener)",
                          "Shows the counters of listener ID, or of every listener.",
                          0,
                          1,
                          {"ID"}},
     [CLI_CTL_FILES] = {"files",
-                       "[OPTIONS] files ID [NAME [--version N] [-o FILE|-]]",
+                       "files ID [NAME [--version N] [-o FILE|-]]",
                        "list a backup listener's files, or download one",
                        "Lists the files a backup listener keeps (with their older versions), or\n"
                        "downloads NAME (version N: an older one). The download is checked against\n"
@@ -180,7 +180,7 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
                        1,
                        2,
                        {"ID", "NAME"}},
-    [CLI_CTL_WATCH] = {"watch", "[OPTIONS] watch [--since EVENT-ID] [--once] [--metrics]",
+    [CLI_CTL_WATCH] = {"watch", "watch [--since EVENT-ID] [--once] [--metrics]",
                        "follow the event stream",
                        "Follows the event stream: one line per event (with --json one JSON object\n"
                        "per line: {\"event\",\"id\",\"data\"}). The metrics ticks are shown with\n"
@@ -188,7 +188,7 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
                        "last event seen, unless --once. Ctrl-C ends it (exit 0).",
                        0, 0},
     [CLI_CTL_WAIT] = {"wait",
-                      "[OPTIONS] wait ID --state STATE [--timeout DURATION]",
+                      "wait ID --state STATE [--timeout DURATION]",
                       "wait until a listener is in STATE",
                       "Waits until listener ID is in STATE (starting, running, stopping, stopped,\n"
                       "failed), for at most --timeout (default 10s), retrying while the daemon\n"
@@ -198,7 +198,7 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
                       1,
                       {"ID"}},
     [CLI_CTL_APPLY] =
-        {"apply", "[OPTIONS] apply -f FILE|- [--prune] [--dry-run] [--if-match ETAG]",
+        {"apply", "apply -f FILE|- [--prune] [--dry-run] [--if-match ETAG]",
          "make the listener set what FILE says",
          "Makes the listener set what FILE says, in one atomic change, and prints\n"
          "what changed. FILE holds {\"listeners\": [...]} or an array of listeners.\n"
@@ -208,10 +208,10 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
          "whole set: listeners it does not name are deleted. --dry-run checks\n"
          "everything (ports included) and changes nothing.",
          0, 0},
-    [CLI_CTL_DIFF] = {"diff", "[OPTIONS] diff -f FILE|- [--prune]", "what apply would change",
+    [CLI_CTL_DIFF] = {"diff", "diff -f FILE|- [--prune]", "what apply would change",
                       "What 'apply' would change (apply --dry-run).", 0, 0},
     [CLI_CTL_REVISIONS] = {"revisions",
-                           "[OPTIONS] revisions [N] [--limit N]",
+                           "revisions [N] [--limit N]",
                            "the configuration's history, or revision N",
                            "Lists the configuration's revisions, newest first (--limit, default "
                            "20),\nor shows revision N: what changed and the listener set after it.",
@@ -219,7 +219,7 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
                            1,
                            {"N"}},
     [CLI_CTL_RESTORE] = {"restore",
-                         "[OPTIONS] restore N [--dry-run] [--if-match ETAG]",
+                         "restore N [--dry-run] [--if-match ETAG]",
                          "go back to revision N's listener set",
                          "Makes the listener set what it was after revision N, as a new revision.",
                          1,
@@ -282,6 +282,11 @@ static int parse_args(int argc, char **argv, struct cli_ctl_cmd *x)
 
     r = cli_args_parse(&cli_ctl_command, argc, argv, &a);
     if (r != CLI_ARGS_GO_ON)
+        return r;
+    x->timeout_ms = CLI_CTL_DEFAULT_TIMEOUT_MS;
+    r = cli_args_duration(&cli_ctl_command, &a, CLI_CTL_OPT_TIMEOUT, 1000, CLI_CTL_DURATION_MAX_MS,
+                          &x->timeout_ms);
+    if (r != 0)
         return r;
     x->verb = (enum cli_ctl_verb)a.verb;
     x->has_verb = true;
@@ -365,12 +370,6 @@ int cli_ctl_main(int argc, char **argv)
     if (r != CLI_ARGS_GO_ON)
         return r;
     x.json = x.seen[CLI_CTL_OPT_JSON];
-    x.timeout_ms = CLI_CTL_DEFAULT_TIMEOUT_MS;
-    if (x.seen[CLI_CTL_OPT_TIMEOUT] &&
-        cli_ctl_duration_parse(x.val[CLI_CTL_OPT_TIMEOUT], &x.timeout_ms))
-        return cli_ctl_usage_error(
-            &x, "--timeout: '%s' is not a duration (500ms, 10s, 2m; at most 24h)",
-            x.val[CLI_CTL_OPT_TIMEOUT]);
     if (x.seen[CLI_CTL_OPT_IF_MATCH]) {
         if (cli_ctl_if_match_normalize(x.val[CLI_CTL_OPT_IF_MATCH], x.if_match, sizeof(x.if_match)))
             return cli_ctl_usage_error(&x, "--if-match: '%s' is not an ETag (r12, '\"r12\"' or *)",

@@ -88,11 +88,9 @@ static int parse_args(int argc, char **argv, struct date_args *a)
     r = cli_args_parse(cmd, argc, argv, &args);
     if (r != CLI_ARGS_GO_ON)
         return r;
-    if (args.seen[OPT_TIMEOUT] &&
-        cli_duration_parse(args.val[OPT_TIMEOUT], 1, DATE_TIMEOUT_MAX_MS, &ms) < 0)
-        return cli_args_usage_error(
-            cmd, -1, "--timeout: '%s' is not a duration from 1ms to 24h (500ms, 3s, 2m)",
-            args.val[OPT_TIMEOUT]);
+    r = cli_args_duration(cmd, &args, OPT_TIMEOUT, 1, DATE_TIMEOUT_MAX_MS, &ms);
+    if (r != 0)
+        return r;
     a->timeout_ms = (int)ms;
     a->tcp = args.seen[OPT_TCP];
     a->request = args.seen[OPT_UNIX] ? "unix" : args.seen[OPT_ISO] ? "iso" : "date";

@@ -92,11 +92,9 @@ static int parse_args(int argc, char **argv, struct echo_args *a)
     r = cli_args_parse(cmd, argc, argv, &args);
     if (r != CLI_ARGS_GO_ON)
         return r;
-    if (args.seen[OPT_TIMEOUT] &&
-        cli_duration_parse(args.val[OPT_TIMEOUT], 1, ECHO_TIMEOUT_MAX_MS, &ms) < 0)
-        return cli_args_usage_error(
-            cmd, -1, "--timeout: '%s' is not a duration from 1ms to 24h (500ms, 5s, 2m)",
-            args.val[OPT_TIMEOUT]);
+    r = cli_args_duration(cmd, &args, OPT_TIMEOUT, 1, ECHO_TIMEOUT_MAX_MS, &ms);
+    if (r != 0)
+        return r;
     a->udp = args.seen[OPT_UDP];
     a->timeout_ms = (int)ms;
     a->message = args.npos == 3 ? args.pos[2] : NULL;
