@@ -2,8 +2,10 @@
 #define CLI_COMMON_H
 
 /*
- * What the client verbs share: messages and exit statuses, deadlines, number parsing, name
- * resolution and a connect bounded by a deadline. One thread (the command's).
+ * What the command's verbs share: the argument parser and the help every verb (the daemon's
+ * too) is read and described with, messages and exit statuses, deadlines, number parsing, name
+ * resolution and a connect bounded by a deadline. One thread (the command's); nothing here
+ * keeps state between calls.
  */
 
 #include <limits.h>

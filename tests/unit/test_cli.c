@@ -175,53 +175,62 @@ static void assert_help_layout(const struct run *r, const char *prefix)
     assert_true(version);
 }
 
-static void test_help_every_verb_same_layout_exit_0(void **state)
+/* The help of cmd (verb: -1 or a sub-verb) as cli_help_print() writes it to stdout. */
+static void help_of(const struct cli_command *cmd, int verb, struct run *r)
 {
-    static const char *const verbs[][3] = {
-        {"echo"},
-        {"date"},
-        {"backup"},
-        {"backup", "put"},
-        {"backup", "get"},
-        {"backup", "ls"},
-        {"ctl"},
-        {"daemon"},
-        {"ctl", "ls"},
-        {"ctl", "get"},
-        {"ctl", "create"},
-        {"ctl", "patch"},
-        {"ctl", "delete"},
-        {"ctl", "start"},
-        {"ctl", "stop"},
-        {"ctl", "metrics"},
-        {"ctl", "files"},
-        {"ctl", "watch"},
-        {"ctl", "wait"},
-        {"ctl", "apply"},
-        {"ctl", "diff"},
-        {"ctl", "revisions"},
-        {"ctl", "restore"},
-    };
+    FILE *f = tmpfile();
+    int saved = dup(STDOUT_FILENO);
+    ssize_t n;
+
+    assert_non_null(f);
+    assert_true(saved >= 0);
+    memset(r, 0, sizeof(*r));
+    fflush(stdout);
+    assert_true(dup2(fileno(f), STDOUT_FILENO) >= 0);
+    cli_help_print(cmd, verb);
+    fflush(stdout);
+    assert_true(dup2(saved, STDOUT_FILENO) >= 0);
+    close(saved);
+    n = pread(fileno(f), r->out, OUT_MAX - 1, 0);
+    assert_true(n > 0);
+    r->out_len = (size_t)n;
+    fclose(f);
+}
+
+static void test_help_every_verb_same_layout(void **state)
+{
+    const struct cli_command *const cmds[] = {&cli_echo_command, &cli_date_command,
+                                              &cli_backup_command, &cli_ctl_command};
     static struct run r;
 
     (void)state;
-    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
-        char prefix[64];
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        for (int v = -1; v < (int)cmds[i]->nverbs; v++) {
+            char prefix[64];
 
-        snprintf(prefix, sizeof(prefix), "%s%s%s", verbs[i][0], verbs[i][1] ? " " : "",
-                 verbs[i][1] ? verbs[i][1] : "");
-        if (verbs[i][1])
-            RUN(&r, verbs[i][0], verbs[i][1], "--help");
-        else
-            RUN(&r, verbs[i][0], "--help");
-        assert_help_layout(&r, prefix);
-        /* -h is the same help. */
-        if (verbs[i][1])
-            RUN(&r, verbs[i][0], verbs[i][1], "-h");
-        else
-            RUN(&r, verbs[i][0], "-h");
-        assert_help_layout(&r, prefix);
-    }
+            snprintf(prefix, sizeof(prefix), "%s%s%s", cmds[i]->name, v >= 0 ? " " : "",
+                     v >= 0 ? cmds[i]->verbs[v].name : "");
+            help_of(cmds[i], v, &r);
+            assert_help_layout(&r, prefix);
+        }
+}
+
+/* The command prints that help for --help and -h, and the daemon's in the same layout. */
+static void test_help_from_the_command_exit_0(void **state)
+{
+    static struct run r;
+
+    (void)state;
+    RUN(&r, "echo", "--help");
+    assert_help_layout(&r, "echo");
+    RUN(&r, "backup", "put", "-h");
+    assert_help_layout(&r, "backup put");
+    RUN(&r, "ctl", "wait", "--help");
+    assert_help_layout(&r, "ctl wait");
+    RUN(&r, "daemon", "--help");
+    assert_help_layout(&r, "daemon");
+    RUN(&r, "daemon", "-h");
+    assert_help_layout(&r, "daemon");
 }
 
 static void test_help_command_lists_every_command(void **state)
@@ -243,34 +252,29 @@ static void test_help_command_lists_every_command(void **state)
 /* The shared options are spelled the same in every verb that takes them. */
 static void test_help_shared_options_same_spelling(void **state)
 {
-    static const char *const wire[][3] = {
-        {"echo"}, {"date"}, {"backup", "put"}, {"backup", "get"}, {"backup", "ls"}};
-    static const char *const api[][3] = {{"ctl"}, {"ctl", "ls"}, {"ctl", "wait"}, {"daemon"}};
+    const struct cli_command *const wire[] = {&cli_echo_command, &cli_date_command,
+                                              &cli_backup_command};
     static struct run r;
 
     (void)state;
-    for (size_t i = 0; i < sizeof(wire) / sizeof(wire[0]); i++) {
-        if (wire[i][1])
-            RUN(&r, wire[i][0], wire[i][1], "--help");
-        else
-            RUN(&r, wire[i][0], "--help");
-        assert_non_null(strstr(r.out, "\n  -t, --timeout DURATION "));
-        assert_non_null(strstr(r.out, "\n  HOST "));
-        assert_non_null(strstr(r.out, "\n  PORT "));
-        assert_non_null(strstr(r.out, "HOST"));
-    }
-    for (size_t i = 0; i < sizeof(api) / sizeof(api[0]); i++) {
-        if (api[i][1])
-            RUN(&r, api[i][0], api[i][1], "--help");
-        else
-            RUN(&r, api[i][0], "--help");
-        assert_non_null(strstr(r.out, "\n      --api "));
+    for (size_t i = 0; i < sizeof(wire) / sizeof(wire[0]); i++)
+        for (int v = -1; v < (int)wire[i]->nverbs; v++) {
+            help_of(wire[i], v, &r);
+            assert_non_null(strstr(r.out, "\n  -t, --timeout DURATION "));
+            assert_non_null(strstr(r.out, "\n  HOST "));
+            assert_non_null(strstr(r.out, "\n  PORT "));
+        }
+    for (int v = -1; v < (int)cli_ctl_command.nverbs; v++) {
+        help_of(&cli_ctl_command, v, &r);
+        assert_non_null(strstr(r.out, "\n      --api URL|unix:PATH "));
         assert_non_null(strstr(r.out, "\n      --token-file FILE "));
+        assert_non_null(strstr(r.out, "\n      --cacert FILE "));
+        assert_non_null(strstr(r.out, "\n      --json "));
+        assert_non_null(strstr(r.out, "\n  -t, --timeout DURATION "));
     }
-    RUN(&r, "ctl", "--help");
-    assert_non_null(strstr(r.out, "\n  -t, --timeout DURATION "));
-    assert_non_null(strstr(r.out, "\n      --cacert FILE "));
-    assert_non_null(strstr(r.out, "\n      --json "));
+    RUN(&r, "daemon", "--help");
+    assert_non_null(strstr(r.out, "\n      --api HOST:PORT|unix:PATH"));
+    assert_non_null(strstr(r.out, "\n      --token-file FILE "));
 }
 
 static void test_version_every_verb_exit_0(void **state)
@@ -546,7 +550,8 @@ static void test_help_row_wraps_at_column_and_width(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_help_every_verb_same_layout_exit_0),
+        cmocka_unit_test(test_help_every_verb_same_layout),
+        cmocka_unit_test(test_help_from_the_command_exit_0),
         cmocka_unit_test(test_help_command_lists_every_command),
         cmocka_unit_test(test_help_shared_options_same_spelling),
         cmocka_unit_test(test_version_every_verb_exit_0),
