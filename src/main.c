@@ -398,54 +398,41 @@ static int daemon_main(int argc, char **argv)
                                         args.val[OPT_LOG_LEVEL]);
         core_log_set_level((enum core_log_level)r);
     }
-    if (!tls_cert != !tls_key) {
-        fprintf(stderr, "sockserv daemon: --api-tls-cert and --api-tls-key go together\n");
-        return 2;
-    }
+    if (!tls_cert != !tls_key)
+        return cli_args_usage_error(cmd, -1, "--api-tls-cert and --api-tls-key go together");
     if (strncmp(api, UNIX_PREFIX, strlen(UNIX_PREFIX)) == 0) {
-        if (tls_cert || plain_http) {
-            fprintf(stderr, "sockserv daemon: --api-tls-cert, --api-tls-key and "
-                            "--api-insecure-plain-http apply to --api HOST:PORT only\n");
-            return 2;
-        }
+        if (tls_cert || plain_http)
+            return cli_args_usage_error(cmd, -1,
+                                        "--api-tls-cert, --api-tls-key and "
+                                        "--api-insecure-plain-http apply to --api HOST:PORT only");
         unix_path = api + strlen(UNIX_PREFIX);
-        if (!*unix_path || strlen(unix_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-            fprintf(stderr, "sockserv daemon: --api unix:PATH: PATH is 1 to %zu bytes long\n",
-                    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
-            return 2;
-        }
+        if (!*unix_path || strlen(unix_path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+            return cli_args_usage_error(cmd, -1, "--api unix:PATH: PATH is 1 to %zu bytes long",
+                                        sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
         (void)snprintf(where, sizeof(where), "%s", api);
     } else {
-        if (has_mode) {
-            fprintf(stderr, "sockserv daemon: --api-mode applies to --api unix:PATH only\n");
-            return 2;
-        }
-        if (core_hostport_parse(api, host, sizeof(host), &port, &err) < 0) {
-            fprintf(stderr, "sockserv daemon: --api: %s\n", err.msg);
-            return 2;
-        }
+        if (has_mode)
+            return cli_args_usage_error(cmd, -1, "--api-mode applies to --api unix:PATH only");
+        if (core_hostport_parse(api, host, sizeof(host), &port, &err) < 0)
+            return cli_args_usage_error(cmd, -1, "--api: %s", err.msg);
         /* Before anything is bound: an API others can reach needs a token. */
-        if (core_addr_parse(host, port, &ss, &ss_len) < 0) {
-            fprintf(stderr, "sockserv daemon: --api: %s is not a numeric address\n", host);
-            return 2;
-        }
-        if (!core_addr_is_loopback((const struct sockaddr *)&ss) && !token_file) {
-            fprintf(stderr,
-                    "sockserv daemon: --api %s: %s is not a loopback address, so anyone who "
-                    "can reach it could control the daemon; pass --token-file FILE (see the "
-                    "README, Security)\n",
-                    api, host);
-            return 2;
-        }
+        if (core_addr_parse(host, port, &ss, &ss_len) < 0)
+            return cli_args_usage_error(cmd, -1, "--api: %s is not a numeric address", host);
+        if (!core_addr_is_loopback((const struct sockaddr *)&ss) && !token_file)
+            return cli_args_usage_error(
+                cmd, -1,
+                "--api %s: %s is not a loopback address, so anyone who "
+                "can reach it could control the daemon; pass --token-file FILE (see the "
+                "README, Security)",
+                api, host);
         /* A token sent in clear on a network can be read off the wire. */
-        if (!core_addr_is_loopback((const struct sockaddr *)&ss) && !tls_cert && !plain_http) {
-            fprintf(stderr,
-                    "sockserv daemon: --api %s: %s is not a loopback address, so the token would "
-                    "cross the network in clear; pass --api-tls-cert FILE --api-tls-key FILE, "
-                    "or --api-insecure-plain-http to accept that (see the README, Security)\n",
-                    api, host);
-            return 2;
-        }
+        if (!core_addr_is_loopback((const struct sockaddr *)&ss) && !tls_cert && !plain_http)
+            return cli_args_usage_error(
+                cmd, -1,
+                "--api %s: %s is not a loopback address, so the token would "
+                "cross the network in clear; pass --api-tls-cert FILE --api-tls-key FILE, "
+                "or --api-insecure-plain-http to accept that (see the README, Security)",
+                api, host);
     }
     /* Before anything is bound: a bad certificate or key is told with its file's name. */
     if (tls_cert && api_tls_load(tls_cert, tls_key, &tls, &err) < 0) {

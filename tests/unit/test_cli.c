@@ -405,6 +405,12 @@ static void test_errors_bad_values_named_exit_2(void **state)
     assert_usage_error(&r, "--log-level: 'loud'", "Try 'sockserv daemon --help'.");
     RUN(&r, "daemon", "--api-mode", "999");
     assert_usage_error(&r, "--api-mode: '999'", "Try 'sockserv daemon --help'.");
+    RUN(&r, "daemon", "--api-tls-cert", "/nonexistent/cert.pem");
+    assert_usage_error(&r, "sockserv daemon: --api-tls-cert and --api-tls-key go together",
+                       "Try 'sockserv daemon --help'.");
+    RUN(&r, "daemon", "--api", "127.0.0.1:0", "--api-mode", "0660");
+    assert_usage_error(&r, "--api-mode applies to --api unix:PATH only",
+                       "Try 'sockserv daemon --help'.");
 }
 
 /* ---- the tables, parsed directly: every spelling the README, scripts and tests use ---- */
