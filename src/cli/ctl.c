@@ -106,19 +106,18 @@ static int (*const runs[CLI_CTL_VERB_COUNT])(struct cli_ctl_cmd *x) = {
     [CLI_CTL_RESTORE] = cli_ctl_run_restore,
 };
 
+/* The positional arguments of a verb: how many at least, at most, and their names. */
+#define ARGS(min, max, ...) .min_args = (min), .max_args = (max), .arg_names = {__VA_ARGS__}
+
 static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
     [CLI_CTL_LS] = {"ls", "ls", "list the listeners",
                     "Lists the listeners: id, service, transport, bound address, model, state,\n"
                     "active connections, bytes in and out. The reason of a failed one follows.",
-                    0, 0},
-    [CLI_CTL_GET] = {"get",
-                     "get ID",
-                     "show one listener",
+                    ARGS(0, 0, NULL)},
+    [CLI_CTL_GET] = {"get", "get ID", "show one listener",
                      "Shows one listener as 'key: value' lines: its configuration, status and\n"
                      "counters, and its ETag (for --if-match).",
-                     1,
-                     1,
-                     {"ID"}},
+                     ARGS(1, 1, "ID")},
     [CLI_CTL_CREATE] =
         {"create",
          "create (-f FILE|- | --service SERVICE) [--id ID] [--transport tcp|udp]\n"
@@ -129,7 +128,7 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
          "the flags, which override the file's fields. --set KEY=VALUE sets any field\n"
          "(a dotted key such as options.mode reaches into options; VALUE is JSON when\n"
          "it parses as JSON, else a string). --dry-run only says what would change.",
-         0, 0},
+         ARGS(0, 0, NULL)},
     [CLI_CTL_PATCH] =
         {"patch",
          "patch ID (-f FILE|- | --set KEY=VALUE...) [--dry-run] "
@@ -139,64 +138,40 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
          "-f FILE, '-' for standard input, and --set KEY=VALUE (repeatable; a dotted\n"
          "KEY reaches into options; VALUE is JSON when it parses, else a string; "
          "null\nremoves an option).",
-         1,
-         1,
-         {"ID"}},
-    [CLI_CTL_DELETE] = {"delete",
-                        "delete ID [--dry-run] [--if-match ETAG]",
-                        "delete a listener",
-                        "Stops and deletes listener ID.",
-                        1,
-                        1,
-                        {"ID"}},
-    [CLI_CTL_START] = {"start",
-                       "start ID [--dry-run] [--if-match ETAG]",
-                       "start a listener",
+         ARGS(1, 1, "ID")},
+    [CLI_CTL_DELETE] = {"delete", "delete ID [--dry-run] [--if-match ETAG]", "delete a listener",
+                        "Stops and deletes listener ID.", ARGS(1, 1, "ID")},
+    [CLI_CTL_START] = {"start", "start ID [--dry-run] [--if-match ETAG]", "start a listener",
                        "Starts listener ID (and keeps it enabled across restarts).",
-                       1,
-                       1,
-                       {"ID"}},
-    [CLI_CTL_STOP] = {"stop",
-                      "stop ID [--dry-run] [--if-match ETAG]",
-                      "stop a listener",
+                       ARGS(1, 1, "ID")},
+    [CLI_CTL_STOP] = {"stop", "stop ID [--dry-run] [--if-match ETAG]", "stop a listener",
                       "Stops listener ID (and keeps it disabled across restarts).",
-                      1,
-                      1,
-                      {"ID"}},
-    [CLI_CTL_METRICS] = {"metrics",
-                         "metrics [ID]",
+                      ARGS(1, 1, "ID")},
+    [CLI_CTL_METRICS] = {"metrics", "metrics [ID]",
                          "show the counters (of listener ID, or of every listener)",
                          "Shows the counters of listener ID, or of every listener.",
-                         0,
-                         1,
-                         {"ID"}},
-    [CLI_CTL_FILES] = {"files",
-                       "files ID [NAME [--version N] [-o FILE|-]]",
+                         ARGS(0, 1, "ID")},
+    [CLI_CTL_FILES] = {"files", "files ID [NAME [--version N] [-o FILE|-]]",
                        "list a backup listener's files, or download one",
                        "Lists the files a backup listener keeps (with their older versions), or\n"
                        "downloads NAME (version N: an older one). The download is checked against\n"
                        "the SHA-256 the listener recorded and lands in FILE atomically (default\n"
                        "./NAME, which must not exist yet; '-' is standard output).",
-                       1,
-                       2,
-                       {"ID", "NAME"}},
+                       ARGS(1, 2, "ID", "NAME")},
     [CLI_CTL_WATCH] = {"watch", "watch [--since EVENT-ID] [--once] [--metrics]",
                        "follow the event stream",
                        "Follows the event stream: one line per event (with --json one JSON object\n"
                        "per line: {\"event\",\"id\",\"data\"}). The metrics ticks are shown with\n"
                        "--metrics only. When the stream drops it reconnects and goes on after the\n"
                        "last event seen, unless --once. Ctrl-C ends it (exit 0).",
-                       0, 0},
-    [CLI_CTL_WAIT] = {"wait",
-                      "wait ID --state STATE [--timeout DURATION]",
+                       ARGS(0, 0, NULL)},
+    [CLI_CTL_WAIT] = {"wait", "wait ID --state STATE [--timeout DURATION]",
                       "wait until a listener is in STATE",
                       "Waits until listener ID is in STATE (starting, running, stopping, stopped,\n"
                       "failed), for at most --timeout (default 10s), retrying while the daemon\n"
                       "cannot be reached. Exit 0 when it is, 1 when the time is up, 4 when there "
                       "is\nno such listener.",
-                      1,
-                      1,
-                      {"ID"}},
+                      ARGS(1, 1, "ID")},
     [CLI_CTL_APPLY] =
         {"apply", "apply -f FILE|- [--prune] [--dry-run] [--if-match ETAG]",
          "make the listener set what FILE says",
@@ -207,24 +182,18 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
          "changed it meanwhile (else exit 3: run it again). With --prune FILE is the\n"
          "whole set: listeners it does not name are deleted. --dry-run checks\n"
          "everything (ports included) and changes nothing.",
-         0, 0},
+         ARGS(0, 0, NULL)},
     [CLI_CTL_DIFF] = {"diff", "diff -f FILE|- [--prune]", "what apply would change",
-                      "What 'apply' would change (apply --dry-run).", 0, 0},
-    [CLI_CTL_REVISIONS] = {"revisions",
-                           "revisions [N] [--limit N]",
+                      "What 'apply' would change (apply --dry-run).", ARGS(0, 0, NULL)},
+    [CLI_CTL_REVISIONS] = {"revisions", "revisions [N] [--limit N]",
                            "the configuration's history, or revision N",
                            "Lists the configuration's revisions, newest first (--limit, default "
                            "20),\nor shows revision N: what changed and the listener set after it.",
-                           0,
-                           1,
-                           {"N"}},
-    [CLI_CTL_RESTORE] = {"restore",
-                         "restore N [--dry-run] [--if-match ETAG]",
+                           ARGS(0, 1, "N")},
+    [CLI_CTL_RESTORE] = {"restore", "restore N [--dry-run] [--if-match ETAG]",
                          "go back to revision N's listener set",
                          "Makes the listener set what it was after revision N, as a new revision.",
-                         1,
-                         1,
-                         {"N"}},
+                         ARGS(1, 1, "N")},
 };
 
 const struct cli_command cli_ctl_command = {
