@@ -121,6 +121,7 @@ static const struct cli_command daemon_command = {
     .self =
         {
             .synopsis = "[OPTIONS]",
+            .brief = "run the daemon: the REST API and the listeners it manages",
             .summary = "Runs the control plane and the listeners. On a first start (no state "
                        "file) it\nstarts the embedded defaults: echo on TCP and UDP port 7007, "
                        "date on TCP and\nUDP port 1313, backup on TCP port 32400.",
@@ -574,15 +575,12 @@ out_token:
 }
 
 static const struct {
-    const char *name;
     int (*main)(int argc, char **argv);
-    const char *brief;
+    const struct cli_command *cmd;
 } verbs[] = {
-    {"daemon", daemon_main, "run the daemon: the REST API and the listeners it manages"},
-    {"echo", cli_echo_main, "send a message to an echo server and print the reply"},
-    {"date", cli_date_main, "ask a date server for the current date and print it"},
-    {"backup", cli_backup_main, "upload, restore and list files on a backup server"},
-    {"ctl", cli_ctl_main, "drive a running daemon through its REST API"},
+    {daemon_main, &daemon_command},     {cli_echo_main, &cli_echo_command},
+    {cli_date_main, &cli_date_command}, {cli_backup_main, &cli_backup_command},
+    {cli_ctl_main, &cli_ctl_command},
 };
 
 static void usage(void)
@@ -593,7 +591,7 @@ static void usage(void)
            "\n"
            "Commands:\n");
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-        cli_help_row(stdout, verbs[i].name, verbs[i].brief);
+        cli_help_row(stdout, verbs[i].cmd->name, verbs[i].cmd->self.brief);
     printf("\nOptions:\n");
     cli_help_row(stdout, "-h, --help",
                  "show this help and exit (COMMAND --help: the command's own)");
@@ -624,7 +622,7 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-        if (strcmp(argv[1], verbs[i].name) == 0)
+        if (strcmp(argv[1], verbs[i].cmd->name) == 0)
             return verbs[i].main(argc - 1, argv + 1);
     return usage_error(argv[1][0] == '-' ? "unknown option" : "unknown command", argv[1]);
 }

@@ -49,8 +49,8 @@ struct cli_opt {
 struct cli_verb {
     const char *name;     /* the sub-verb ("put"); for the command itself, unused */
     const char *synopsis; /* the usage after "sockserv COMMAND " ("put FILE [--name NAME]...") */
-    const char *brief;    /* one line for the command's list of verbs */
-    const char *summary;  /* what it does: lines of text, printed as written */
+    const char *brief;    /* what it does, one line: the help's description, the list of verbs */
+    const char *summary;  /* more about it, after the options: lines printed as written; or NULL */
     int min_args, max_args;
     const char *arg_names[CLI_ARGS_MAX]; /* named in "missing HOST and PORT" */
 };
@@ -101,8 +101,8 @@ int cli_args_usage_error(const struct cli_command *cmd, int verb, const char *fm
 
 /*
  * Prints the help of cmd (verb -1) or of its sub-verb on stdout: the usage line(s), what it
- * does, its arguments, its verbs, its options in one table (each help aligned at
- * CLI_HELP_COLUMN), then the epilog.
+ * does in one line, its arguments, its verbs, its options in one table (each help aligned at
+ * CLI_HELP_COLUMN), then more about it and the epilog.
  */
 void cli_help_print(const struct cli_command *cmd, int verb);
 

@@ -135,6 +135,7 @@ const struct cli_command cli_backup_command = {
     .name = "backup",
     .self =
         {
+            .brief = "upload, restore and list files on a backup server",
             .summary =
                 "The backup client (the lecture's Remote Copy): put uploads a file with its\n"
                 "SHA-256 and waits until the server says it is durable; get restores a\n"

@@ -1,6 +1,7 @@
 #include "cli/common.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -277,8 +278,8 @@ void cli_help_print(const struct cli_command *cmd, int verb)
     bool has_version = false;
 
     usage_lines(stdout, cmd, verb);
-    if (v->summary)
-        printf("\n%s\n", v->summary);
+    if (v->brief)
+        printf("\n%c%s.\n", toupper((unsigned char)v->brief[0]), v->brief + 1);
     if (cmd->arg_help) {
         printf("\nArguments:\n");
         for (size_t i = 0; cmd->arg_help[i]; i += 2)
@@ -312,6 +313,8 @@ void cli_help_print(const struct cli_command *cmd, int verb)
     cli_help_row(stdout, has_version ? "-V" : "-V, --version", "show the version and exit");
     if (verb < 0 && cmd->verbs)
         printf("\n'sockserv %s VERB --help' tells more about each verb.\n", cmd->name);
+    if (v->summary)
+        printf("\n%s\n", v->summary);
     if (cmd->epilog)
         printf("\n%s", cmd->epilog);
 }

@@ -199,7 +199,7 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
 const struct cli_command cli_ctl_command = {
     .name = "ctl",
     .self = {.synopsis = "[OPTIONS] VERB [ARGS]",
-             .summary = "Drives a running daemon through its REST API."},
+             .brief = "drive a running daemon through its REST API"},
     .opts = opts,
     .nopts = CLI_CTL_OPT_COUNT,
     .verbs = verbs,

@@ -49,8 +49,8 @@ const struct cli_command cli_date_command = {
     .self =
         {
             .synopsis = "[--tcp] [--iso | --unix] [--timeout DURATION] HOST [PORT]",
-            .summary = "The date client: asks the date service at HOST PORT for the current date "
-                       "and\nprints it, as the `date` command prints it in the server's time "
+            .brief = "ask a date server for the current date and print it",
+            .summary = "The date is printed as the `date` command prints it, in the server's time "
                        "zone.",
             .min_args = 1,
             .max_args = 2,

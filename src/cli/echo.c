@@ -45,9 +45,7 @@ const struct cli_command cli_echo_command = {
     .self =
         {
             .synopsis = "[--udp] [--timeout DURATION] HOST PORT [MESSAGE]",
-            .summary =
-                "The echo client: sends MESSAGE to the echo service at HOST PORT and prints\n"
-                "the reply.",
+            .brief = "send a message to an echo server and print the reply",
             .min_args = 2,
             .max_args = 3,
             .arg_names = {"HOST", "PORT", "MESSAGE"},

@@ -120,7 +120,7 @@ static void run(const char *const *args, struct run *r)
 /* ---- the help layout ---- */
 
 /*
- * Asserts the one layout: "Usage: sockserv PREFIX...", a blank line, a description, then an
+ * Asserts the one layout: "Usage: sockserv PREFIX...", a blank line, a one-line description, an
  * "Options:" table whose rows are "  -s, --name ARG" or "      --name ARG" with the help at
  * CLI_HELP_COLUMN (or on the next lines when the option is longer), continuation lines indented
  * to that column, -h/--help and -V among them; nothing longer than CLI_HELP_WIDTH.
@@ -137,9 +137,11 @@ static void assert_help_layout(const struct run *r, const char *prefix)
     snprintf(want, sizeof(want), "Usage: sockserv %s", prefix);
     if (strncmp(r->out, want, strlen(want)) != 0)
         fail_msg("help of %s does not start with '%s':\n%s", prefix, want, r->out);
+    /* One line of description, a capital first, between blank lines. */
     p = strstr(r->out, "\n\n");
     assert_non_null(p);
-    assert_true(p[2] != '\n' && p[2] != ' ' && p[2] != '\0'); /* the description */
+    if (!(p[2] >= 'A' && p[2] <= 'Z') || !strchr(p + 2, '\n') || strchr(p + 2, '\n')[1] != '\n')
+        fail_msg("help of %s has no one-line description after the usage:\n%s", prefix, r->out);
     opts = strstr(r->out, "\nOptions:\n");
     if (!opts)
         fail_msg("help of %s has no Options table:\n%s", prefix, r->out);
