@@ -12,7 +12,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stddef.h>
@@ -33,6 +32,7 @@
 #include "api/tls.h"
 #include "cli/backup.h"
 #include "cli/cli.h"
+#include "cli/common.h"
 #include "cli/ctl.h"
 #include "cli/date.h"
 #include "core/addr.h"
@@ -71,61 +71,66 @@ static const struct core_service_table service_table = {
     .n = sizeof(services) / sizeof(services[0]),
 };
 
-static void usage(void)
-{
-    printf("Usage: sockserv COMMAND [ARGS...]\n"
-           "\n"
-           "Classic socket services (echo, date, backup) behind a REST/JSON control plane.\n"
-           "\n"
-           "Commands:\n"
-           "  daemon     run the daemon: the REST API and the listeners it manages\n"
-           "  echo       send a message to an echo server and print the reply\n"
-           "  date       ask a date server for the current date and print it\n"
-           "  backup     upload, restore and list files on a backup server\n"
-           "  ctl        drive a running daemon through its REST API\n"
-           "\n"
-           "Options:\n"
-           "  -h, --help     show this help (COMMAND --help: the command's own)\n"
-           "  -V, --version  show the version\n");
-}
+enum {
+    OPT_API,
+    OPT_API_MODE,
+    OPT_TOKEN_FILE,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_PLAIN_HTTP,
+    OPT_ALLOW_HOST,
+    OPT_STATE_DIR,
+    OPT_NO_DEFAULTS,
+    OPT_READY_FD,
+    OPT_LOG_LEVEL,
+};
 
-static void daemon_usage(void)
-{
-    printf("Usage: sockserv daemon [OPTIONS]\n"
-           "\n"
-           "Runs the control plane and the listeners. On a first start (no state file) it\n"
-           "starts the embedded defaults: echo on TCP and UDP port 7007, date on TCP and\n"
-           "UDP port 1313, backup on TCP port 32400.\n"
-           "\n"
-           "Options:\n"
-           "  --api HOST:PORT     where the REST API listens (default %s; port 0: any);\n"
-           "                      an address that is not loopback needs --token-file and\n"
-           "                      --api-tls-cert/--api-tls-key (or --api-insecure-plain-http)\n"
-           "  --api unix:PATH     listen on a Unix socket instead\n"
-           "  --api-mode MODE     the Unix socket's file mode, in octal (default 0600)\n"
-           "  --token-file FILE   require 'Authorization: Bearer TOKEN' on every request but\n"
-           "                      health and the dashboard's files; TOKEN is FILE's content\n"
-           "  --api-tls-cert FILE serve the API over HTTPS (TLS 1.2 or newer) with this PEM\n"
-           "                      certificate (chain); needs --api-tls-key\n"
-           "  --api-tls-key FILE  the certificate's PEM private key (unencrypted)\n"
-           "  --api-insecure-plain-http\n"
-           "                      accept plain HTTP on an address that is not loopback: the\n"
-           "                      token travels in clear (a trusted network only)\n"
-           "  --allow-host NAME   a host name requests may carry in Host and Origin besides\n"
-           "                      the API's address (repeatable)\n"
-           "  --state-dir DIR     where the listener set is kept (default: $STATE_DIRECTORY,\n"
-           "                      else /var/lib/sockserv as root, else\n"
-           "                      $XDG_STATE_HOME/sockserv or ~/.local/state/sockserv)\n"
-           "  --no-defaults       on a first start, start with no listener\n"
-           "  --ready-fd FD       when serving, write the API's URL (or unix:PATH) and a\n"
-           "                      newline to FD\n"
-           "  --log-level LEVEL   error, warn, info (default) or debug\n"
-           "  -h, --help          show this help\n"
-           "\n"
-           "SIGINT or SIGTERM stop it gracefully; it exits 0. Under systemd (Type=notify) it\n"
-           "says READY=1 once serving and STOPPING=1 when it stops.\n",
-           DEFAULT_API);
-}
+static const struct cli_opt daemon_opts[] = {
+    [OPT_API] = {"api", 0, "HOST:PORT|unix:PATH",
+                 "where the REST API listens (default " DEFAULT_API "; port 0: any), or a Unix "
+                 "socket; an address that is not loopback needs --token-file and "
+                 "--api-tls-cert/--api-tls-key (or --api-insecure-plain-http)"},
+    [OPT_API_MODE] = {"api-mode", 0, "MODE",
+                      "the Unix socket's file mode, in octal (default 0600)"},
+    [OPT_TOKEN_FILE] = {"token-file", 0, "FILE",
+                        "require 'Authorization: Bearer TOKEN' on every request but health and "
+                        "the dashboard's files; TOKEN is FILE's content"},
+    [OPT_TLS_CERT] = {"api-tls-cert", 0, "FILE",
+                      "serve the API over HTTPS (TLS 1.2 or newer) with this PEM certificate "
+                      "(chain); needs --api-tls-key"},
+    [OPT_TLS_KEY] = {"api-tls-key", 0, "FILE", "the certificate's PEM private key (unencrypted)"},
+    [OPT_PLAIN_HTTP] = {"api-insecure-plain-http", 0, NULL,
+                        "accept plain HTTP on an address that is not loopback: the token travels "
+                        "in clear (a trusted network only)"},
+    [OPT_ALLOW_HOST] = {"allow-host", 0, "NAME",
+                        "a host name requests may carry in Host and Origin besides the API's "
+                        "address (repeatable)",
+                        0, true},
+    [OPT_STATE_DIR] = {"state-dir", 0, "DIR",
+                       "where the listener set is kept (default: $STATE_DIRECTORY, else "
+                       "/var/lib/sockserv as root, else $XDG_STATE_HOME/sockserv or "
+                       "~/.local/state/sockserv)"},
+    [OPT_NO_DEFAULTS] = {"no-defaults", 0, NULL, "on a first start, start with no listener"},
+    [OPT_READY_FD] = {"ready-fd", 0, "FD",
+                      "when serving, write the API's URL (or unix:PATH) and a newline to FD"},
+    [OPT_LOG_LEVEL] = {"log-level", 0, "LEVEL", "error, warn, info (default) or debug"},
+};
+
+static const struct cli_command daemon_command = {
+    .name = "daemon",
+    .self =
+        {
+            .synopsis = "[OPTIONS]",
+            .brief = "run the daemon: the REST API and the listeners it manages",
+            .summary = "Runs the control plane and the listeners. On a first start (no state "
+                       "file) it\nstarts the embedded defaults: echo on TCP and UDP port 7007, "
+                       "date on TCP and\nUDP port 1313, backup on TCP port 32400.",
+        },
+    .opts = daemon_opts,
+    .nopts = sizeof(daemon_opts) / sizeof(daemon_opts[0]),
+    .epilog = "SIGINT or SIGTERM stop it gracefully; it exits 0. Under systemd (Type=notify) it\n"
+              "says READY=1 once serving and STOPPING=1 when it stops.\n",
+};
 
 static int default_state_dir(char *buf, size_t len)
 {
@@ -313,34 +318,7 @@ static const char *dir_of(const char *path, char *buf)
 
 static int daemon_main(int argc, char **argv)
 {
-    enum {
-        OPT_API = 256,
-        OPT_API_MODE,
-        OPT_TOKEN_FILE,
-        OPT_TLS_CERT,
-        OPT_TLS_KEY,
-        OPT_PLAIN_HTTP,
-        OPT_ALLOW_HOST,
-        OPT_STATE_DIR,
-        OPT_NO_DEFAULTS,
-        OPT_READY_FD,
-        OPT_LOG_LEVEL
-    };
-    static const struct option longopts[] = {
-        {"api", required_argument, NULL, OPT_API},
-        {"api-mode", required_argument, NULL, OPT_API_MODE},
-        {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
-        {"api-tls-cert", required_argument, NULL, OPT_TLS_CERT},
-        {"api-tls-key", required_argument, NULL, OPT_TLS_KEY},
-        {"api-insecure-plain-http", no_argument, NULL, OPT_PLAIN_HTTP},
-        {"allow-host", required_argument, NULL, OPT_ALLOW_HOST},
-        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
-        {"no-defaults", no_argument, NULL, OPT_NO_DEFAULTS},
-        {"ready-fd", required_argument, NULL, OPT_READY_FD},
-        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-        {"help", no_argument, NULL, 'h'},
-        {0},
-    };
+    const struct cli_command *cmd = &daemon_command;
     const char *api = DEFAULT_API, *unix_path = NULL, *token_file = NULL;
     const char *tls_cert = NULL, *tls_key = NULL;
     struct api_tls tls = {0};
@@ -359,9 +337,10 @@ static int daemon_main(int argc, char **argv)
     struct signalfd_siginfo si;
     struct core_err err = {0};
     struct sockaddr_storage ss;
+    struct cli_args args;
     socklen_t ss_len;
     bool defaults = true, has_mode = false, plain_http = false;
-    int opt, ready_fd = -1, sfd = -1, r, status = 1;
+    int ready_fd = -1, sfd = -1, r, status = 1;
     size_t n_allow_hosts = 0, token_len = 0;
     unsigned api_mode = API_SERVER_UNIX_MODE;
     char *token = NULL;
@@ -369,132 +348,92 @@ static int daemon_main(int argc, char **argv)
     sigset_t mask;
     char *end;
 
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (opt) {
-        case OPT_API:
-            api = optarg;
-            break;
-        case OPT_API_MODE:
-            if (parse_mode(optarg, &api_mode) < 0) {
-                fprintf(stderr,
-                        "sockserv daemon: --api-mode: '%s' is not an octal mode such as "
-                        "0600 or 0660\n",
-                        optarg);
-                return 2;
-            }
-            has_mode = true;
-            break;
-        case OPT_TOKEN_FILE:
-            token_file = optarg;
-            break;
-        case OPT_TLS_CERT:
-            tls_cert = optarg;
-            break;
-        case OPT_TLS_KEY:
-            tls_key = optarg;
-            break;
-        case OPT_PLAIN_HTTP:
-            plain_http = true;
-            break;
-        case OPT_ALLOW_HOST:
-            if (!api_guard_name_is_valid(optarg)) {
-                fprintf(stderr,
-                        "sockserv daemon: --allow-host: '%s' is not a host name (letters, "
-                        "digits, '-', '.', '_'; no port)\n",
-                        optarg);
-                return 2;
-            }
-            if (n_allow_hosts == API_GUARD_NAMES_MAX) {
-                fprintf(stderr, "sockserv daemon: --allow-host: at most %d names\n",
-                        API_GUARD_NAMES_MAX);
-                return 2;
-            }
-            allow_hosts[n_allow_hosts++] = optarg;
-            break;
-        case OPT_STATE_DIR:
-            snprintf(state_dir, sizeof(state_dir), "%s", optarg);
-            break;
-        case OPT_NO_DEFAULTS:
-            defaults = false;
-            break;
-        case OPT_READY_FD:
-            errno = 0;
-            ready_fd = (int)strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || errno || ready_fd < 0) {
-                fprintf(stderr, "sockserv daemon: --ready-fd: '%s' is not a descriptor\n", optarg);
-                return 2;
-            }
-            break;
-        case OPT_LOG_LEVEL:
-            r = parse_log_level(optarg);
-            if (r < 0) {
-                fprintf(stderr, "sockserv daemon: --log-level: one of error, warn, info, debug\n");
-                return 2;
-            }
-            core_log_set_level((enum core_log_level)r);
-            break;
-        case 'h':
-            daemon_usage();
-            return 0;
-        default:
-            fprintf(stderr, "Try 'sockserv daemon --help'.\n");
-            return 2;
-        }
+    r = cli_args_parse(cmd, argc, argv, &args);
+    if (r != CLI_ARGS_GO_ON)
+        return r;
+    if (args.seen[OPT_API])
+        api = args.val[OPT_API];
+    if (args.seen[OPT_API_MODE]) {
+        if (parse_mode(args.val[OPT_API_MODE], &api_mode) < 0)
+            return cli_args_usage_error(cmd, -1,
+                                        "--api-mode: '%s' is not an octal mode such as 0600 or "
+                                        "0660",
+                                        args.val[OPT_API_MODE]);
+        has_mode = true;
     }
-    if (optind < argc) {
-        fprintf(stderr,
-                "sockserv daemon: unexpected argument '%s'\nTry 'sockserv daemon --help'.\n",
-                argv[optind]);
-        return 2;
+    token_file = args.val[OPT_TOKEN_FILE];
+    tls_cert = args.val[OPT_TLS_CERT];
+    tls_key = args.val[OPT_TLS_KEY];
+    plain_http = args.seen[OPT_PLAIN_HTTP];
+    for (size_t i = 0; i < args.nrepeats; i++) {
+        const char *name = args.repeats[i];
+
+        if (args.repeat_opt[i] != OPT_ALLOW_HOST)
+            continue;
+        if (!api_guard_name_is_valid(name))
+            return cli_args_usage_error(cmd, -1,
+                                        "--allow-host: '%s' is not a host name (letters, "
+                                        "digits, '-', '.', '_'; no port)",
+                                        name);
+        if (n_allow_hosts == API_GUARD_NAMES_MAX)
+            return cli_args_usage_error(cmd, -1, "--allow-host: at most %d names",
+                                        API_GUARD_NAMES_MAX);
+        allow_hosts[n_allow_hosts++] = name;
     }
-    if (!tls_cert != !tls_key) {
-        fprintf(stderr, "sockserv daemon: --api-tls-cert and --api-tls-key go together\n");
-        return 2;
+    if (args.seen[OPT_STATE_DIR])
+        snprintf(state_dir, sizeof(state_dir), "%s", args.val[OPT_STATE_DIR]);
+    defaults = !args.seen[OPT_NO_DEFAULTS];
+    if (args.seen[OPT_READY_FD]) {
+        const char *fd_text = args.val[OPT_READY_FD];
+
+        errno = 0;
+        ready_fd = (int)strtol(fd_text, &end, 10);
+        if (*fd_text == '\0' || *end != '\0' || errno || ready_fd < 0)
+            return cli_args_usage_error(cmd, -1, "--ready-fd: '%s' is not a descriptor", fd_text);
     }
+    if (args.seen[OPT_LOG_LEVEL]) {
+        r = parse_log_level(args.val[OPT_LOG_LEVEL]);
+        if (r < 0)
+            return cli_args_usage_error(cmd, -1,
+                                        "--log-level: '%s' is not one of error, warn, info, debug",
+                                        args.val[OPT_LOG_LEVEL]);
+        core_log_set_level((enum core_log_level)r);
+    }
+    if (!tls_cert != !tls_key)
+        return cli_args_usage_error(cmd, -1, "--api-tls-cert and --api-tls-key go together");
     if (strncmp(api, UNIX_PREFIX, strlen(UNIX_PREFIX)) == 0) {
-        if (tls_cert || plain_http) {
-            fprintf(stderr, "sockserv daemon: --api-tls-cert, --api-tls-key and "
-                            "--api-insecure-plain-http apply to --api HOST:PORT only\n");
-            return 2;
-        }
+        if (tls_cert || plain_http)
+            return cli_args_usage_error(cmd, -1,
+                                        "--api-tls-cert, --api-tls-key and "
+                                        "--api-insecure-plain-http apply to --api HOST:PORT only");
         unix_path = api + strlen(UNIX_PREFIX);
-        if (!*unix_path || strlen(unix_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-            fprintf(stderr, "sockserv daemon: --api unix:PATH: PATH is 1 to %zu bytes long\n",
-                    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
-            return 2;
-        }
+        if (!*unix_path || strlen(unix_path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+            return cli_args_usage_error(cmd, -1, "--api unix:PATH: PATH is 1 to %zu bytes long",
+                                        sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
         (void)snprintf(where, sizeof(where), "%s", api);
     } else {
-        if (has_mode) {
-            fprintf(stderr, "sockserv daemon: --api-mode applies to --api unix:PATH only\n");
-            return 2;
-        }
-        if (core_hostport_parse(api, host, sizeof(host), &port, &err) < 0) {
-            fprintf(stderr, "sockserv daemon: --api: %s\n", err.msg);
-            return 2;
-        }
+        if (has_mode)
+            return cli_args_usage_error(cmd, -1, "--api-mode applies to --api unix:PATH only");
+        if (core_hostport_parse(api, host, sizeof(host), &port, &err) < 0)
+            return cli_args_usage_error(cmd, -1, "--api: %s", err.msg);
         /* Before anything is bound: an API others can reach needs a token. */
-        if (core_addr_parse(host, port, &ss, &ss_len) < 0) {
-            fprintf(stderr, "sockserv daemon: --api: %s is not a numeric address\n", host);
-            return 2;
-        }
-        if (!core_addr_is_loopback((const struct sockaddr *)&ss) && !token_file) {
-            fprintf(stderr,
-                    "sockserv daemon: --api %s: %s is not a loopback address, so anyone who "
-                    "can reach it could control the daemon; pass --token-file FILE (see the "
-                    "README, Security)\n",
-                    api, host);
-            return 2;
-        }
+        if (core_addr_parse(host, port, &ss, &ss_len) < 0)
+            return cli_args_usage_error(cmd, -1, "--api: %s is not a numeric address", host);
+        if (!core_addr_is_loopback((const struct sockaddr *)&ss) && !token_file)
+            return cli_args_usage_error(
+                cmd, -1,
+                "--api %s: %s is not a loopback address, so anyone who "
+                "can reach it could control the daemon; pass --token-file FILE (see the "
+                "README, Security)",
+                api, host);
         /* A token sent in clear on a network can be read off the wire. */
-        if (!core_addr_is_loopback((const struct sockaddr *)&ss) && !tls_cert && !plain_http) {
-            fprintf(stderr,
-                    "sockserv daemon: --api %s: %s is not a loopback address, so the token would "
-                    "cross the network in clear; pass --api-tls-cert FILE --api-tls-key FILE, "
-                    "or --api-insecure-plain-http to accept that (see the README, Security)\n",
-                    api, host);
-            return 2;
-        }
+        if (!core_addr_is_loopback((const struct sockaddr *)&ss) && !tls_cert && !plain_http)
+            return cli_args_usage_error(
+                cmd, -1,
+                "--api %s: %s is not a loopback address, so the token would "
+                "cross the network in clear; pass --api-tls-cert FILE --api-tls-key FILE, "
+                "or --api-insecure-plain-http to accept that (see the README, Security)",
+                api, host);
     }
     /* Before anything is bound: a bad certificate or key is told with its file's name. */
     if (tls_cert && api_tls_load(tls_cert, tls_key, &tls, &err) < 0) {
@@ -637,31 +576,54 @@ out_token:
 }
 
 static const struct {
-    const char *name;
     int (*main)(int argc, char **argv);
+    const struct cli_command *cmd;
 } verbs[] = {
-    {"daemon", daemon_main},     {"echo", cli_echo_main}, {"date", cli_date_main},
-    {"backup", cli_backup_main}, {"ctl", cli_ctl_main},
+    {daemon_main, &daemon_command},     {cli_echo_main, &cli_echo_command},
+    {cli_date_main, &cli_date_command}, {cli_backup_main, &cli_backup_command},
+    {cli_ctl_main, &cli_ctl_command},
 };
+
+static void usage(void)
+{
+    printf("Usage: sockserv COMMAND [ARGS...]\n"
+           "\n"
+           "Classic socket services (echo, date, backup) behind a REST/JSON control plane.\n"
+           "\n"
+           "Commands:\n");
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+        cli_help_row(stdout, verbs[i].cmd->name, verbs[i].cmd->self.brief);
+    printf("\nOptions:\n");
+    cli_help_row(stdout, "-h, --help",
+                 "show this help and exit (COMMAND --help: the command's own)");
+    cli_help_row(stdout, "-V, --version", "show the version and exit");
+}
+
+/* A usage error of the command itself: what (and arg, "" for none) on stderr. Returns 2. */
+static int usage_error(const char *what, const char *arg)
+{
+    fprintf(stderr, *arg ? "sockserv: %s '%s'" : "sockserv: %s%s", what, arg);
+    fputs("\nUsage: sockserv COMMAND [ARGS...]  (daemon, echo, date, backup, ctl)\n"
+          "Try 'sockserv --help'.\n",
+          stderr);
+    return 2;
+}
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        usage();
-        return 2;
-    }
+    if (argc < 2)
+        return usage_error("missing command", "");
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage();
         return 0;
     }
     if (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0) {
-        printf("sockserv %s\n", SOCKSERV_VERSION);
+        cli_version_print();
         return 0;
     }
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-        if (strcmp(argv[1], verbs[i].name) == 0)
+        if (strcmp(argv[1], verbs[i].cmd->name) == 0)
             return verbs[i].main(argc - 1, argv + 1);
-    fprintf(stderr, "sockserv: unknown command '%s'\nTry 'sockserv --help'.\n", argv[1]);
-    return 2;
+    return usage_error(argv[1][0] == '-' ? "unknown option" : "unknown command", argv[1]);
 }

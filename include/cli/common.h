@@ -2,8 +2,10 @@
 #define CLI_COMMON_H
 
 /*
- * What the client verbs share: messages and exit statuses, deadlines, number parsing, name
- * resolution and a connect bounded by a deadline. One thread (the command's).
+ * What the command's verbs share: the argument parser and the help every verb (the daemon's
+ * too) is read and described with, messages and exit statuses, deadlines, number parsing, name
+ * resolution and a connect bounded by a deadline. One thread (the command's); nothing here
+ * keeps state between calls.
  */
 
 #include <limits.h>
@@ -11,9 +13,136 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <netdb.h>
+#include <stdio.h>
 
-/* Prints "sockserv VERB: MESSAGE" and a hint to --help on stderr. Returns 2 (usage error). */
-int cli_usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAILURE 1
+#define CLI_EXIT_USAGE 2
+
+/* ---- the arguments: one parser for every verb ---- */
+
+#define CLI_OPTS_MAX 32    /* options in one command's table */
+#define CLI_ARGS_MAX 8     /* positional arguments */
+#define CLI_REPEATS_MAX 64 /* values of repeatable options, all together */
+#define CLI_VB(i) (1u << (i))
+
+/* The column at which every help table (options, arguments, verbs) starts its text. */
+#define CLI_HELP_COLUMN 28
+#define CLI_HELP_WIDTH 80
+
+/*
+ * One option of a command. The spelling is GNU's: "--name VALUE", "--name=VALUE", "-s VALUE".
+ * Every command also takes -h, --help (its help on stdout, exit 0) and -V, --version (the
+ * version on stdout, exit 0) without listing them; a table option of the same name wins where
+ * it applies (backup get --version N).
+ */
+struct cli_opt {
+    const char *name; /* the long name, without "--" */
+    char short_name;  /* 0: none */
+    const char *arg;  /* the value's name in the help ("MS", "FILE"); NULL: takes no value */
+    const char *help; /* one or more sentences, wrapped to the help's width when printed */
+    unsigned verbs;   /* CLI_VB() of the sub-verbs that take it; 0: every one */
+    bool repeat;      /* every value is kept, in order (cli_args.repeats); else the last */
+};
+
+/* What a command (or one of its sub-verbs) takes besides options, and says about itself. */
+struct cli_verb {
+    const char *name;     /* the sub-verb ("put"); for the command itself, unused */
+    const char *synopsis; /* the usage after "sockserv COMMAND " ("put FILE [--name NAME]...") */
+    const char *brief;    /* what it does, one line: the help's description, the list of verbs */
+    const char *summary;  /* more about it, after the options: lines printed as written; or NULL */
+    int min_args, max_args;
+    const char *arg_names[CLI_ARGS_MAX]; /* named in "missing HOST and PORT" */
+};
+
+/* A command: its options and, for backup and ctl, its sub-verbs. */
+struct cli_command {
+    const char *name; /* "echo", "backup", "ctl", "daemon" */
+    struct cli_verb self;
+    /* The positional arguments' help, "NAME", "text", ... ending with NULL; may be NULL. */
+    const char *const *arg_help;
+    const struct cli_opt *opts;
+    size_t nopts;
+    const struct cli_verb *verbs; /* NULL: none (the positional arguments follow self) */
+    size_t nverbs;
+    const char *epilog; /* after the options: notes, exit statuses; may be NULL */
+};
+
+/* What the arguments said. */
+struct cli_args {
+    int verb; /* the index of the sub-verb in cmd->verbs, -1 when none */
+    const char *pos[CLI_ARGS_MAX];
+    int npos;
+    bool seen[CLI_OPTS_MAX];              /* by index in cmd->opts */
+    const char *val[CLI_OPTS_MAX];        /* the last value of each option, NULL for a flag */
+    const char *repeats[CLI_REPEATS_MAX]; /* every value of the repeatable options, in order */
+    int repeat_opt[CLI_REPEATS_MAX];      /* the option each one belongs to */
+    size_t nrepeats;
+};
+
+#define CLI_ARGS_GO_ON (-1)
+
+/*
+ * Parses argv (argv[0] is the command's name) by cmd's table: options anywhere, "--" ends
+ * them, the first positional argument names the sub-verb when cmd has verbs. Checks that every
+ * option applies to the sub-verb, and the number of positional arguments. Returns
+ * CLI_ARGS_GO_ON with *ret filled; 0 after printing the help or the version (stdout); or 2
+ * after a usage error (cli_args_usage_error()).
+ */
+int cli_args_parse(const struct cli_command *cmd, int argc, char **argv, struct cli_args *ret);
+
+/*
+ * Prints "sockserv COMMAND: MESSAGE", the usage line (the sub-verb's when verb is one, else the
+ * command's) and "Try 'sockserv COMMAND [VERB] --help'." on stderr. verb: an index in
+ * cmd->verbs, or -1. Returns 2.
+ */
+int cli_args_usage_error(const struct cli_command *cmd, int verb, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Prints the help of cmd (verb -1) or of its sub-verb on stdout: the usage line(s), what it
+ * does in one line, its arguments, its verbs, its options in one table (each help aligned at
+ * CLI_HELP_COLUMN), then more about it and the epilog.
+ */
+void cli_help_print(const struct cli_command *cmd, int verb);
+
+/*
+ * One row of a help table on f: "  LEFT", then text wrapped from CLI_HELP_COLUMN to
+ * CLI_HELP_WIDTH (on the next line when LEFT reaches the column).
+ */
+void cli_help_row(FILE *f, const char *left, const char *text);
+
+/* Prints "sockserv VERSION" on stdout. */
+void cli_version_print(void);
+
+/*
+ * Parses a duration: a whole number and a unit, "ms", "s", "m" or "h" ("500ms", "10s", "2m"),
+ * or a bare number counted in bare_ms milliseconds (1: milliseconds, 1000: seconds), from 1 ms
+ * to max_ms. Returns 0 with *ret_ms, or -EINVAL.
+ */
+int cli_duration_parse(const char *text, int64_t bare_ms, int64_t max_ms, int64_t *ret_ms);
+
+/*
+ * The duration option opt (an index in cmd->opts) when the arguments gave it: *ms (the default,
+ * left as it is otherwise) becomes its value, parsed as cli_duration_parse() does. Returns 0, or
+ * 2 after a usage error naming the option.
+ */
+int cli_args_duration(const struct cli_command *cmd, const struct cli_args *args, int opt,
+                      int64_t bare_ms, int64_t max_ms, int64_t *ms);
+
+/*
+ * The server of a wire client (echo, date, backup): HOST and PORT (a number from 1 to 65535)
+ * checked, and "HOST:PORT" or "[V6]:PORT" for messages.
+ */
+struct cli_peer {
+    const char *host;
+    const char *port;
+    char name[320];
+};
+
+/* Fills *ret from host and port (borrowed). Returns 0, or 2 after a usage error (as verb). */
+int cli_peer_parse(const struct cli_command *cmd, int verb, const char *host, const char *port,
+                   struct cli_peer *ret);
 
 /* Prints "sockserv VERB: MESSAGE" on stderr. Returns 1 (failure). */
 int cli_fail(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

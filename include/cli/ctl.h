@@ -28,6 +28,7 @@
 
 #include <jansson.h>
 
+#include "cli/common.h"
 #include "core/err.h"
 
 #define CLI_CTL_EXIT_OK 0
@@ -50,8 +51,11 @@
  */
 int cli_ctl_main(int argc, char **argv);
 
-/* Prints the verb's usage to stdout. */
+/* Prints the verb's help to stdout. */
 void cli_ctl_usage(void);
+
+/* The verb's arguments, options and sub-verbs, for cli_args_parse() (cli/common.h). */
+extern const struct cli_command cli_ctl_command;
 
 /* ---- pure helpers (ctl_fmt.c) ---- */
 
@@ -282,7 +286,6 @@ enum cli_ctl_opt {
     CLI_CTL_OPT_CACERT,
     CLI_CTL_OPT_JSON,
     CLI_CTL_OPT_TIMEOUT,
-    CLI_CTL_OPT_HELP,
     CLI_CTL_OPT_FILE,
     CLI_CTL_OPT_DRY_RUN,
     CLI_CTL_OPT_PRUNE,
@@ -306,8 +309,8 @@ enum cli_ctl_opt {
     CLI_CTL_OPT_COUNT
 };
 
-#define CLI_CTL_ARGS_MAX 4
-#define CLI_CTL_SETS_MAX 64
+#define CLI_CTL_ARGS_MAX CLI_ARGS_MAX
+#define CLI_CTL_SETS_MAX CLI_REPEATS_MAX
 
 /* One run of the command: what the arguments said, and the client. */
 struct cli_ctl_cmd {

@@ -21,14 +21,14 @@ _sockserv_ctl()
 {
     local cur=$1 prev=$2 cword=$3
     local verbs="ls get create patch delete start stop metrics files watch wait apply diff revisions restore"
-    local common="--api --token-file --cacert --json --timeout --help"
+    local common="--api --token-file --cacert --json --timeout --help --version"
     local verb="" api="" token="" cacert="" i w nargs=0
 
     # the verb, the --api and --token-file given so far, and the verb's positional count
     for ((i = 2; i < cword; i++)); do
         w=${COMP_WORDS[i]}
         case $w in
-        --api | --token-file | --cacert | --timeout | -f | --file | --if-match | --set | --id | --service | \
+        --api | --token-file | --cacert | --timeout | -t | -f | --file | --if-match | --set | --id | --service | \
             --transport | --address | --port | --model | --workers | --version | -o | --output | \
             --since | --state | --limit)
             [[ $w == --api ]] && api=${COMP_WORDS[i + 1]}
@@ -145,22 +145,22 @@ _sockserv()
         --token-file | --api-tls-cert | --api-tls-key) COMPREPLY=($(compgen -f -- "$cur")) ;;
         --log-level) COMPREPLY=($(compgen -W "error warn info debug" -- "$cur")) ;;
         --api | --ready-fd | --api-mode | --allow-host) ;;
-        *) COMPREPLY=($(compgen -W "--api --api-mode --state-dir --no-defaults --ready-fd --token-file --api-tls-cert --api-tls-key --api-insecure-plain-http --allow-host --log-level --help" -- "$cur")) ;;
+        *) COMPREPLY=($(compgen -W "--api --api-mode --state-dir --no-defaults --ready-fd --token-file --api-tls-cert --api-tls-key --api-insecure-plain-http --allow-host --log-level --help --version" -- "$cur")) ;;
         esac
         ;;
     echo)
-        COMPREPLY=($(compgen -W "--udp --timeout --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "--udp --timeout --help --version" -- "$cur"))
         ;;
     date)
-        COMPREPLY=($(compgen -W "--tcp --iso --unix --timeout --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "--tcp --udp --iso --unix --timeout --help --version" -- "$cur"))
         ;;
     backup)
         if ((cword == 2)); then
-            COMPREPLY=($(compgen -W "put get ls --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "put get ls --help --version" -- "$cur"))
         elif [[ ${COMP_WORDS[2]} == put && $cur != -* ]]; then
             COMPREPLY=($(compgen -f -- "$cur"))
         else
-            COMPREPLY=($(compgen -W "--name --version -o --timeout --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--name --version -o --output --timeout --help" -- "$cur"))
         fi
         ;;
     esac

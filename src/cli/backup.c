@@ -24,7 +24,7 @@
 #include "svc/backup_proto.h"
 #include "cli/common.h"
 
-#define usage_error(...) cli_usage_error("backup", __VA_ARGS__)
+#define usage_error(a, ...) cli_args_usage_error(&cli_backup_command, (int)(a)->cmd, __VA_ARGS__)
 #define fail(...) cli_fail("backup", __VA_ARGS__)
 
 #define BACKUP_PORT "32400"
@@ -43,8 +43,7 @@ struct args {
     const char *out;  /* get: -o */
     uint32_t version; /* get: --version, 0 the current copy */
     int timeout_ms;
-    const char *host;
-    const char *port;
+    struct cli_peer peer;
 };
 
 /* A connection to the server, with what was read and not yet used. */
@@ -63,181 +62,134 @@ struct progress {
     int64_t start_ms, last_ms;
 };
 
-static const char *const cmd_names[] = {[CMD_PUT] = "put", [CMD_GET] = "get", [CMD_LS] = "ls"};
+enum { OPT_NAME, OPT_VERSION, OPT_OUTPUT, OPT_TIMEOUT };
 
-static void usage_put(void)
-{
-    fputs("Usage: sockserv backup put FILE [--name NAME] [--timeout MS] HOST [PORT]\n"
-          "\n"
-          "Uploads FILE to the backup service at HOST PORT (default 32400). The SHA-256 of\n"
-          "FILE is computed first and sent in the header; the server keeps the file only\n"
-          "when the bytes it received match it, and answers once the file is durable.\n"
-          "\n"
-          "  --name NAME   the name to store it under (default: FILE's last component)\n"
-          "  --timeout MS  how long to wait for the connection and for each answer\n"
-          "                (default 60000)\n"
-          "  --help, -h    show this help\n"
-          "\n"
-          "A progress bar (bytes, rate, time left) is drawn on stderr when it is a terminal.\n"
-          "On success it prints: stored NAME version N (SIZE bytes, sha256 HEX).\n"
-          "\n"
-          "Exit status: 0 stored and the server's checksum matches; 1 failure (refused,\n"
-          "connection lost, checksum mismatch; the server's error line is printed); 2 usage\n"
-          "error.\n",
-          stdout);
-}
+static const struct cli_opt backup_opts[] = {
+    [OPT_NAME] = {"name", 0, "NAME", "the name to store it under (default: FILE's last component)",
+                  CLI_VB(CMD_PUT)},
+    [OPT_VERSION] = {"version", 0, "N",
+                     "an older version (see 'sockserv backup ls'); default the current",
+                     CLI_VB(CMD_GET)},
+    [OPT_OUTPUT] = {"output", 'o', "FILE",
+                    "where to write it: replaced atomically, and only once the checksum matched; "
+                    "'-' is standard output. Default: ./NAME, which must not exist yet",
+                    CLI_VB(CMD_GET)},
+    [OPT_TIMEOUT] = {"timeout", 't', "DURATION",
+                     "how long to wait for the connection and for each answer: 500ms, 60s, 2m; a "
+                     "bare number is milliseconds (default 60s)"},
+};
 
-static void usage_get(void)
-{
-    fputs("Usage: sockserv backup get NAME [--version N] [-o FILE] [--timeout MS] HOST [PORT]\n"
-          "\n"
-          "Restores the stored file NAME from the backup service at HOST PORT (default 32400)\n"
-          "and checks it against the SHA-256 the server recorded.\n"
-          "\n"
-          "  --version N   an older version (see 'sockserv backup ls'); default the current\n"
-          "  -o FILE       where to write it: replaced atomically, and only once the checksum\n"
-          "                matched; '-' is standard output. Default: ./NAME, which must not\n"
-          "                exist yet\n"
-          "  --timeout MS  how long to wait for the connection and for each answer\n"
-          "                (default 60000)\n"
-          "  --help, -h    show this help\n"
-          "\n"
-          "Exit status: 0 restored and verified; 1 failure (no such file, connection lost,\n"
-          "checksum mismatch: nothing is written then, except to standard output); 2 usage\n"
-          "error.\n",
-          stdout);
-}
+static const char *const backup_arg_help[] = {
+    "HOST", "an IPv4 or IPv6 address or a host name (every address is tried)",
+    "PORT", "1-65535 (default 32400)",
+    NULL,
+};
 
-static void usage_ls(void)
-{
-    fputs("Usage: sockserv backup ls [--timeout MS] HOST [PORT]\n"
-          "\n"
-          "Lists the files stored by the backup service at HOST PORT (default 32400), one\n"
-          "line per copy, the current copy of each name first, then its older versions:\n"
-          "\n"
-          "  NAME  VERSION  SIZE  STORED (UTC)  verified|unverified  current|old  SHA256\n"
-          "\n"
-          "'unverified' marks files sent the lecture's way (a bare name, then the content):\n"
-          "nothing told the server that it received all of them.\n"
-          "\n"
-          "  --timeout MS  how long to wait for the connection and for each answer\n"
-          "                (default 60000)\n"
-          "  --help, -h    show this help\n"
-          "\n"
-          "Exit status: 0 listed; 1 failure; 2 usage error.\n",
-          stdout);
-}
+static const struct cli_verb backup_verbs[] = {
+    [CMD_PUT] =
+        {
+            .name = "put",
+            .synopsis = "put FILE [--name NAME] [--timeout DURATION] HOST [PORT]",
+            .brief = "upload a file",
+            .summary =
+                "Uploads FILE to the backup service at HOST PORT. The SHA-256 of FILE is computed\n"
+                "first and sent in the header; the server keeps the file only when the bytes it\n"
+                "received match it, and answers once the file is durable. A progress bar (bytes,\n"
+                "rate, time left) is drawn on stderr when it is a terminal. On success it prints:\n"
+                "stored NAME version N (SIZE bytes, sha256 HEX).",
+            .min_args = 2,
+            .max_args = 3,
+            .arg_names = {"FILE", "HOST", "PORT"},
+        },
+    [CMD_GET] =
+        {
+            .name = "get",
+            .synopsis = "get NAME [--version N] [-o FILE] [--timeout DURATION] HOST [PORT]",
+            .brief = "restore a stored file (or an older version) and verify it",
+            .summary = "Restores the stored file NAME from the backup service at HOST PORT and "
+                       "checks it\nagainst the SHA-256 the server recorded.",
+            .min_args = 2,
+            .max_args = 3,
+            .arg_names = {"NAME", "HOST", "PORT"},
+        },
+    [CMD_LS] =
+        {
+            .name = "ls",
+            .synopsis = "ls [--timeout DURATION] HOST [PORT]",
+            .brief = "list what is stored",
+            .summary =
+                "Lists the files stored by the backup service at HOST PORT, one line per copy,\n"
+                "the current copy of each name first, then its older versions:\n"
+                "\n"
+                "  NAME  VERSION  SIZE  STORED (UTC)  verified|unverified  current|old  SHA256\n"
+                "\n"
+                "'unverified' marks files sent the lecture's way (a bare name, then the content):\n"
+                "nothing told the server that it received all of them.",
+            .min_args = 1,
+            .max_args = 2,
+            .arg_names = {"HOST", "PORT"},
+        },
+};
+
+const struct cli_command cli_backup_command = {
+    .name = "backup",
+    .self =
+        {
+            .brief = "upload, restore and list files on a backup server",
+            .summary =
+                "The backup client (the lecture's Remote Copy): put uploads a file with its\n"
+                "SHA-256 and waits until the server says it is durable; get restores a\n"
+                "stored file (or an older version) and verifies it; ls lists what is "
+                "stored.",
+        },
+    .arg_help = backup_arg_help,
+    .opts = backup_opts,
+    .nopts = sizeof(backup_opts) / sizeof(backup_opts[0]),
+    .verbs = backup_verbs,
+    .nverbs = sizeof(backup_verbs) / sizeof(backup_verbs[0]),
+    .epilog = "Exit status: 0 done (put: stored and the server's checksum matches; get: restored\n"
+              "and verified); 1 failure (refused, no such file, connection lost, checksum\n"
+              "mismatch: get writes nothing then, except to standard output; the server's error\n"
+              "line is printed); 2 usage error.\n",
+};
 
 void cli_backup_usage(void)
 {
-    fputs("Usage: sockserv backup put FILE [--name NAME] [--timeout MS] HOST [PORT]\n"
-          "       sockserv backup get NAME [--version N] [-o FILE] [--timeout MS] HOST [PORT]\n"
-          "       sockserv backup ls [--timeout MS] HOST [PORT]\n"
-          "\n"
-          "The backup client (the lecture's Remote Copy): put uploads a file with its\n"
-          "SHA-256 and waits until the server says it is durable; get restores a stored\n"
-          "file (or an older version) and verifies it; ls lists what is stored. PORT\n"
-          "defaults to 32400. 'sockserv backup COMMAND --help' tells more.\n"
-          "\n"
-          "Exit status: 0 done; 1 failure (any error line from the server is printed);\n"
-          "2 usage error.\n",
-          stdout);
+    cli_help_print(&cli_backup_command, -1);
 }
 
-static void (*const usages[])(void) = {
-    [CMD_PUT] = usage_put, [CMD_GET] = usage_get, [CMD_LS] = usage_ls};
-
-static int parse_args(int argc, char **argv, struct args *a, bool *ret_help)
+/* Returns CLI_ARGS_GO_ON with *a filled, else the exit status (0 after the help). */
+static int parse_args(int argc, char **argv, struct args *a)
 {
-    const char *pos[4];
-    int npos = 0, want_min, want_max;
-    bool options_done = false;
+    struct cli_args args;
+    int64_t ms = TIMEOUT_DEFAULT_MS;
     unsigned long v;
+    int r, host;
 
     memset(a, 0, sizeof(*a));
-    a->timeout_ms = TIMEOUT_DEFAULT_MS;
-    a->port = BACKUP_PORT;
-    *ret_help = false;
-    if (argc < 2)
-        return usage_error("missing command: put, get or ls");
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        cli_backup_usage();
-        *ret_help = true;
-        return 0;
+    r = cli_args_parse(&cli_backup_command, argc, argv, &args);
+    if (r != CLI_ARGS_GO_ON)
+        return r;
+    a->cmd = (enum cmd)args.verb;
+    r = cli_args_duration(&cli_backup_command, &args, OPT_TIMEOUT, 1, TIMEOUT_MAX_MS, &ms);
+    if (r != 0)
+        return r;
+    a->timeout_ms = (int)ms;
+    if (args.seen[OPT_VERSION]) {
+        if (!cli_parse_ulong(args.val[OPT_VERSION], 1, UINT32_MAX, &v))
+            return usage_error(a, "--version: '%s' is not a version number", args.val[OPT_VERSION]);
+        a->version = (uint32_t)v;
     }
-    if (strcmp(argv[1], "put") == 0)
-        a->cmd = CMD_PUT;
-    else if (strcmp(argv[1], "get") == 0)
-        a->cmd = CMD_GET;
-    else if (strcmp(argv[1], "ls") == 0)
-        a->cmd = CMD_LS;
-    else
-        return usage_error("unknown command '%s': put, get or ls", argv[1]);
-
-    for (int i = 2; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *val = NULL;
-
-        if (options_done || arg[0] != '-' || arg[1] == '\0') {
-            if (npos == 4)
-                return usage_error("too many arguments (from '%s')", arg);
-            pos[npos++] = arg;
-            continue;
-        }
-        if (strcmp(arg, "--") == 0) {
-            options_done = true;
-            continue;
-        }
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            usages[a->cmd]();
-            *ret_help = true;
-            return 0;
-        }
-        if (strcmp(arg, "--timeout") == 0 || strcmp(arg, "--name") == 0 ||
-            strcmp(arg, "--version") == 0 || strcmp(arg, "-o") == 0 ||
-            strcmp(arg, "--output") == 0) {
-            if (i + 1 == argc)
-                return usage_error("%s needs a value", arg);
-            val = argv[++i];
-        } else {
-            return usage_error("unknown option '%s' for %s", arg, cmd_names[a->cmd]);
-        }
-        if (strcmp(arg, "--timeout") == 0) {
-            if (!cli_parse_ulong(val, 1, TIMEOUT_MAX_MS, &v))
-                return usage_error("--timeout: '%s' is not a number of milliseconds from 1 "
-                                   "to %ld",
-                                   val, TIMEOUT_MAX_MS);
-            a->timeout_ms = (int)v;
-        } else if (strcmp(arg, "--name") == 0 && a->cmd == CMD_PUT) {
-            a->name = val;
-        } else if (strcmp(arg, "--version") == 0 && a->cmd == CMD_GET) {
-            if (!cli_parse_ulong(val, 1, UINT32_MAX, &v))
-                return usage_error("--version: '%s' is not a version number", val);
-            a->version = (uint32_t)v;
-        } else if ((strcmp(arg, "-o") == 0 || strcmp(arg, "--output") == 0) && a->cmd == CMD_GET) {
-            a->out = val;
-        } else {
-            return usage_error("option '%s' does not apply to %s", arg, cmd_names[a->cmd]);
-        }
-    }
-    want_min = a->cmd == CMD_LS ? 1 : 2;
-    want_max = want_min + 1;
-    if (npos < want_min || npos > want_max) {
-        return usage_error("%s takes %s HOST [PORT]", cmd_names[a->cmd],
-                           a->cmd == CMD_PUT   ? "FILE"
-                           : a->cmd == CMD_GET ? "NAME"
-                                               : "no argument but");
-    }
+    a->out = args.val[OPT_OUTPUT];
+    a->name = args.val[OPT_NAME];
+    host = a->cmd == CMD_LS ? 0 : 1;
     if (a->cmd == CMD_PUT)
-        a->file = pos[0];
+        a->file = args.pos[0];
     else if (a->cmd == CMD_GET)
-        a->name = pos[0];
-    a->host = pos[want_min - 1];
-    if (npos == want_max)
-        a->port = pos[want_max - 1];
-    if (!cli_parse_ulong(a->port, 1, 65535, &v))
-        return usage_error("PORT: '%s' is not a port from 1 to 65535", a->port);
-    return 0;
+        a->name = args.pos[0];
+    r = cli_peer_parse(&cli_backup_command, args.verb, args.pos[host],
+                       args.npos > host + 1 ? args.pos[host + 1] : BACKUP_PORT, &a->peer);
+    return r == 0 ? CLI_ARGS_GO_ON : r;
 }
 
 /* ---- the connection ---- */
@@ -252,9 +204,8 @@ static int link_open(struct link *l, const struct args *a)
     l->fd = -1;
     l->off = l->len = 0;
     l->timeout_ms = a->timeout_ms;
-    snprintf(l->peer, sizeof(l->peer), strchr(a->host, ':') ? "[%s]:%s" : "%s:%s", a->host,
-             a->port);
-    r = cli_resolve("backup", a->host, a->port, SOCK_STREAM, &list);
+    snprintf(l->peer, sizeof(l->peer), "%s", a->peer.name);
+    r = cli_resolve("backup", a->peer.host, a->peer.port, SOCK_STREAM, &list);
     if (r != 0)
         return r;
     r = cli_tcp_connect(list, deadline);
@@ -569,7 +520,7 @@ static int run_put(const struct args *a)
         name = slash ? slash + 1 : a->file;
     }
     if (svc_backup_name_check(name, strlen(name), &err) < 0)
-        return usage_error("cannot store as '%s': %s (choose one with --name)", name, err.msg);
+        return usage_error(a, "cannot store as '%s': %s (choose one with --name)", name, err.msg);
     fd = open(a->file, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return fail("%s: %s", a->file, strerror(errno));
@@ -653,7 +604,7 @@ static int run_get(const struct args *a)
     int r = 1;
 
     if (svc_backup_name_check(a->name, strlen(a->name), &err) < 0)
-        return usage_error("'%s' cannot be a stored name: %s", a->name, err.msg);
+        return usage_error(a, "'%s' cannot be a stored name: %s", a->name, err.msg);
     svc_backup_name_encode(a->name, enc, sizeof(enc));
     l = malloc(sizeof(*l));
     md = EVP_MD_CTX_new();
@@ -791,10 +742,9 @@ out:
 int cli_backup_main(int argc, char **argv)
 {
     struct args a;
-    bool help;
-    int r = parse_args(argc, argv, &a, &help);
+    int r = parse_args(argc, argv, &a);
 
-    if (r != 0 || help)
+    if (r != CLI_ARGS_GO_ON)
         return r;
     /* A server that goes away mid-upload is an error to report, not a signal to die of. */
     signal(SIGPIPE, SIG_IGN);

@@ -1,7 +1,10 @@
 #include "cli/common.h"
 
+#include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -13,22 +16,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sockserv-config.h"
+
 static void vsay(const char *verb, const char *fmt, va_list ap)
 {
     fprintf(stderr, "sockserv %s: ", verb);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
-}
-
-int cli_usage_error(const char *verb, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsay(verb, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "Try 'sockserv %s --help'.\n", verb);
-    return 2;
 }
 
 int cli_fail(const char *verb, const char *fmt, ...)
@@ -38,7 +32,358 @@ int cli_fail(const char *verb, const char *fmt, ...)
     va_start(ap, fmt);
     vsay(verb, fmt, ap);
     va_end(ap);
-    return 1;
+    return CLI_EXIT_FAILURE;
+}
+
+/* ---- the arguments ---- */
+
+/* What find_opt() answers besides an index in the table. */
+enum { OPT_UNKNOWN = -1, OPT_HELP = -2, OPT_VERSION = -3 };
+
+static bool opt_applies(const struct cli_opt *o, int verb)
+{
+    return o->verbs == 0 || (verb >= 0 && (o->verbs & CLI_VB(verb)));
+}
+
+static bool opt_is(const char *name, char short_name, const char *arg, size_t name_len)
+{
+    if (arg[1] == '-')
+        return strlen(name) == name_len && strncmp(name, arg + 2, name_len) == 0;
+    return short_name && arg[1] == short_name && arg[2] == '\0';
+}
+
+/*
+ * The option arg names: first among those that apply to verb (before the verb: those of every
+ * verb), then -h/--help and -V/--version, then any other of the table (refused later, once the
+ * verb is known, as not applying to it).
+ */
+static int find_opt(const struct cli_command *cmd, int verb, const char *arg, size_t name_len)
+{
+    for (size_t i = 0; i < cmd->nopts; i++)
+        if (opt_applies(&cmd->opts[i], verb) &&
+            opt_is(cmd->opts[i].name, cmd->opts[i].short_name, arg, name_len))
+            return (int)i;
+    if (opt_is("help", 'h', arg, name_len))
+        return OPT_HELP;
+    if (opt_is("version", 'V', arg, name_len))
+        return OPT_VERSION;
+    for (size_t i = 0; i < cmd->nopts; i++)
+        if (opt_is(cmd->opts[i].name, cmd->opts[i].short_name, arg, name_len))
+            return (int)i;
+    return OPT_UNKNOWN;
+}
+
+static int find_verb(const struct cli_command *cmd, const char *name)
+{
+    for (size_t i = 0; i < cmd->nverbs; i++)
+        if (strcmp(cmd->verbs[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* "put, get, ls" */
+static void verb_list(const struct cli_command *cmd, char *buf, size_t len)
+{
+    size_t off = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < cmd->nverbs && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? ", " : "", cmd->verbs[i].name);
+}
+
+static void usage_lines(FILE *f, const struct cli_command *cmd, int verb)
+{
+    if (verb >= 0) {
+        fprintf(f, "Usage: sockserv %s %s\n", cmd->name, cmd->verbs[verb].synopsis);
+        return;
+    }
+    if (cmd->self.synopsis) {
+        fprintf(f, "Usage: sockserv %s %s\n", cmd->name, cmd->self.synopsis);
+        return;
+    }
+    for (size_t i = 0; i < cmd->nverbs; i++)
+        fprintf(f, "%s sockserv %s %s\n", i ? "      " : "Usage:", cmd->name,
+                cmd->verbs[i].synopsis);
+}
+
+int cli_args_usage_error(const struct cli_command *cmd, int verb, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsay(cmd->name, fmt, ap);
+    va_end(ap);
+    usage_lines(stderr, cmd, verb);
+    fprintf(stderr, "Try 'sockserv %s%s%s --help'.\n", cmd->name, verb >= 0 ? " " : "",
+            verb >= 0 ? cmd->verbs[verb].name : "");
+    return CLI_EXIT_USAGE;
+}
+
+/* The positional arguments' count against what the verb takes. */
+static int check_count(const struct cli_command *cmd, const struct cli_args *a)
+{
+    const struct cli_verb *v = a->verb >= 0 ? &cmd->verbs[a->verb] : &cmd->self;
+    char names[256] = "";
+    size_t off = 0;
+
+    if (a->npos > v->max_args)
+        return cli_args_usage_error(cmd, a->verb, "unexpected argument '%s'", a->pos[v->max_args]);
+    if (a->npos >= v->min_args)
+        return 0;
+    for (int i = a->npos; i < v->min_args && off < sizeof(names); i++)
+        off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s",
+                                i == a->npos           ? ""
+                                : i + 1 == v->min_args ? " and "
+                                                       : ", ",
+                                v->arg_names[i] ? v->arg_names[i] : "an argument");
+    return cli_args_usage_error(cmd, a->verb, "missing %s", names);
+}
+
+int cli_args_parse(const struct cli_command *cmd, int argc, char **argv, struct cli_args *ret)
+{
+    bool options_done = false, help = false, version = false;
+    char list[256];
+
+    assert(cmd->nopts <= CLI_OPTS_MAX);
+    memset(ret, 0, sizeof(*ret));
+    ret->verb = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *eq = NULL, *value = NULL;
+        const struct cli_opt *def;
+        size_t name_len;
+        int o;
+
+        if (options_done || arg[0] != '-' || arg[1] == '\0') {
+            if (cmd->verbs && ret->verb < 0) {
+                ret->verb = find_verb(cmd, arg);
+                if (ret->verb < 0) {
+                    verb_list(cmd, list, sizeof(list));
+                    return cli_args_usage_error(cmd, -1, "unknown verb '%s' (%s)", arg, list);
+                }
+                continue;
+            }
+            if (ret->npos == CLI_ARGS_MAX)
+                return cli_args_usage_error(cmd, ret->verb, "too many arguments (from '%s')", arg);
+            ret->pos[ret->npos++] = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            options_done = true;
+            continue;
+        }
+        if (arg[1] == '-') {
+            eq = strchr(arg, '=');
+            name_len = eq ? (size_t)(eq - arg - 2) : strlen(arg) - 2;
+        } else {
+            name_len = strlen(arg) - 1;
+        }
+        o = find_opt(cmd, ret->verb, arg, name_len);
+        if (o == OPT_UNKNOWN)
+            return cli_args_usage_error(cmd, ret->verb, "unknown option '%s'", arg);
+        if (o == OPT_HELP || o == OPT_VERSION) {
+            if (eq)
+                return cli_args_usage_error(cmd, ret->verb, "--%.*s takes no value", (int)name_len,
+                                            arg + 2);
+            help |= o == OPT_HELP;
+            version |= o == OPT_VERSION;
+            continue;
+        }
+        def = &cmd->opts[o];
+        if (def->arg) {
+            if (eq)
+                value = eq + 1;
+            else if (i + 1 < argc)
+                value = argv[++i];
+            else
+                return cli_args_usage_error(cmd, ret->verb, "%s needs a value (%s)", arg, def->arg);
+        } else if (eq) {
+            return cli_args_usage_error(cmd, ret->verb, "--%s takes no value", def->name);
+        }
+        if (def->repeat) {
+            if (ret->nrepeats == CLI_REPEATS_MAX)
+                return cli_args_usage_error(cmd, ret->verb, "too many --%s", def->name);
+            ret->repeat_opt[ret->nrepeats] = o;
+            ret->repeats[ret->nrepeats++] = value;
+        }
+        ret->seen[o] = true;
+        ret->val[o] = value;
+    }
+    if (help) {
+        cli_help_print(cmd, ret->verb);
+        return CLI_EXIT_OK;
+    }
+    if (version) {
+        cli_version_print();
+        return CLI_EXIT_OK;
+    }
+    if (cmd->verbs && ret->verb < 0) {
+        verb_list(cmd, list, sizeof(list));
+        return cli_args_usage_error(cmd, -1, "missing verb (%s)", list);
+    }
+    for (size_t o = 0; o < cmd->nopts; o++)
+        if (ret->seen[o] && !opt_applies(&cmd->opts[o], ret->verb))
+            return cli_args_usage_error(cmd, ret->verb, "--%s does not apply to %s",
+                                        cmd->opts[o].name, cmd->verbs[ret->verb].name);
+    return check_count(cmd, ret) == 0 ? CLI_ARGS_GO_ON : CLI_EXIT_USAGE;
+}
+
+/* ---- the help ---- */
+
+void cli_help_row(FILE *f, const char *left, const char *text)
+{
+    const int avail = CLI_HELP_WIDTH - CLI_HELP_COLUMN;
+    int col = fprintf(f, "  %s", left), used = 0;
+    const char *p = text;
+
+    if (col > CLI_HELP_COLUMN - 2) {
+        fputc('\n', f);
+        col = 0;
+    }
+    fprintf(f, "%*s", CLI_HELP_COLUMN - col, "");
+    while (*p) {
+        size_t n = strcspn(p, " \n");
+
+        if (n > 0) {
+            if (used > 0 && used + 1 + (int)n > avail) {
+                fprintf(f, "\n%*s", CLI_HELP_COLUMN, "");
+                used = 0;
+            }
+            fprintf(f, "%s%.*s", used > 0 ? " " : "", (int)n, p);
+            used += (used > 0 ? 1 : 0) + (int)n;
+            p += n;
+        }
+        if (*p == '\n') {
+            fprintf(f, "\n%*s", CLI_HELP_COLUMN, "");
+            used = 0;
+        }
+        if (*p)
+            p++;
+    }
+    fputc('\n', f);
+}
+
+static void opt_row(const struct cli_opt *o)
+{
+    char left[96];
+
+    snprintf(left, sizeof(left), "%c%c%c --%s%s%s", o->short_name ? '-' : ' ',
+             o->short_name ? o->short_name : ' ', o->short_name ? ',' : ' ', o->name,
+             o->arg ? " " : "", o->arg ? o->arg : "");
+    cli_help_row(stdout, left, o->help);
+}
+
+void cli_help_print(const struct cli_command *cmd, int verb)
+{
+    const struct cli_verb *v = verb >= 0 ? &cmd->verbs[verb] : &cmd->self;
+    bool has_version = false;
+
+    usage_lines(stdout, cmd, verb);
+    if (v->brief)
+        printf("\n%c%s.\n", toupper((unsigned char)v->brief[0]), v->brief + 1);
+    if (cmd->arg_help) {
+        printf("\nArguments:\n");
+        for (size_t i = 0; cmd->arg_help[i]; i += 2)
+            cli_help_row(stdout, cmd->arg_help[i], cmd->arg_help[i + 1]);
+    }
+    if (verb < 0 && cmd->verbs) {
+        printf("\nVerbs:\n");
+        for (size_t i = 0; i < cmd->nverbs; i++) {
+            const struct cli_verb *vb = &cmd->verbs[i];
+            char left[128];
+            size_t off = (size_t)snprintf(left, sizeof(left), "%s", vb->name);
+
+            for (int k = 0; k < vb->max_args && vb->arg_names[k] && off < sizeof(left); k++)
+                off += (size_t)snprintf(left + off, sizeof(left) - off,
+                                        k < vb->min_args ? " %s" : " [%s]", vb->arg_names[k]);
+            cli_help_row(stdout, left, vb->brief);
+        }
+    }
+    printf("\nOptions:\n");
+    /* The verb's own options first, then those every verb takes. */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < cmd->nopts; i++) {
+            const struct cli_opt *o = &cmd->opts[i];
+
+            if ((pass == 0) != (o->verbs != 0) || !opt_applies(o, verb))
+                continue;
+            opt_row(o);
+            has_version |= strcmp(o->name, "version") == 0;
+        }
+    cli_help_row(stdout, "-h, --help", "show this help and exit");
+    cli_help_row(stdout, has_version ? "-V" : "-V, --version", "show the version and exit");
+    if (verb < 0 && cmd->verbs)
+        printf("\n'sockserv %s VERB --help' tells more about each verb.\n", cmd->name);
+    if (v->summary)
+        printf("\n%s\n", v->summary);
+    if (cmd->epilog)
+        printf("\n%s", cmd->epilog);
+}
+
+void cli_version_print(void)
+{
+    printf("sockserv %s\n", SOCKSERV_VERSION);
+}
+
+int cli_duration_parse(const char *text, int64_t bare_ms, int64_t max_ms, int64_t *ret_ms)
+{
+    const struct {
+        const char *unit;
+        int64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"", bare_ms}};
+    uint64_t v = 0;
+    const char *p = text;
+
+    if (*p < '0' || *p > '9')
+        return -EINVAL;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        v = v * 10 + (uint64_t)(*p - '0');
+        if (v > (uint64_t)max_ms)
+            return -EINVAL;
+    }
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(p, units[i].unit) != 0)
+            continue;
+        if (v == 0 || v > (uint64_t)(max_ms / units[i].ms))
+            return -EINVAL;
+        *ret_ms = (int64_t)v * units[i].ms;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int cli_args_duration(const struct cli_command *cmd, const struct cli_args *args, int opt,
+                      int64_t bare_ms, int64_t max_ms, int64_t *ms)
+{
+    char max[32];
+
+    if (!args->seen[opt] || cli_duration_parse(args->val[opt], bare_ms, max_ms, ms) == 0)
+        return 0;
+    if (max_ms % 3600000 == 0)
+        snprintf(max, sizeof(max), "%" PRId64 "h", max_ms / 3600000);
+    else
+        snprintf(max, sizeof(max), "%" PRId64 "ms", max_ms);
+    return cli_args_usage_error(cmd, args->verb,
+                                "--%s: '%s' is not a duration (500ms, 10s, 2m; at most %s%s)",
+                                cmd->opts[opt].name, args->val[opt], max,
+                                bare_ms == 1      ? "; a bare number is milliseconds"
+                                : bare_ms == 1000 ? "; a bare number is seconds"
+                                                  : "");
+}
+
+int cli_peer_parse(const struct cli_command *cmd, int verb, const char *host, const char *port,
+                   struct cli_peer *ret)
+{
+    unsigned long v;
+
+    if (host[0] == '\0')
+        return cli_args_usage_error(cmd, verb, "HOST is empty");
+    if (!cli_parse_ulong(port, 1, 65535, &v))
+        return cli_args_usage_error(cmd, verb, "PORT: '%s' is not a port number from 1 to 65535",
+                                    port);
+    ret->host = host;
+    ret->port = port;
+    snprintf(ret->name, sizeof(ret->name), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, port);
+    return 0;
 }
 
 int64_t cli_now_ms(void)

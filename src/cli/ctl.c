@@ -21,51 +21,63 @@
 #define ENV_TOKEN_FILE "SOCKSERV_TOKEN_FILE"
 #define ENV_CACERT "SOCKSERV_CACERT"
 
-#define VB(v) (1u << (v))
-#define ALL_VERBS (~0u)
+#define VB(v) CLI_VB(v)
 #define MUTATIONS                                                                                  \
     (VB(CLI_CTL_CREATE) | VB(CLI_CTL_PATCH) | VB(CLI_CTL_DELETE) | VB(CLI_CTL_START) |             \
      VB(CLI_CTL_STOP))
 
-struct opt_def {
-    const char *name; /* long name, without "--" */
-    char short_name;  /* 0: none */
-    bool has_value;
-    bool repeat;
-    unsigned verbs; /* VB() of the verbs that take it */
-};
-
-static const struct opt_def opts[CLI_CTL_OPT_COUNT] = {
-    [CLI_CTL_OPT_API] = {"api", 0, true, false, ALL_VERBS},
-    [CLI_CTL_OPT_TOKEN_FILE] = {"token-file", 0, true, false, ALL_VERBS},
-    [CLI_CTL_OPT_CACERT] = {"cacert", 0, true, false, ALL_VERBS},
-    [CLI_CTL_OPT_JSON] = {"json", 0, false, false, ALL_VERBS},
-    [CLI_CTL_OPT_TIMEOUT] = {"timeout", 0, true, false, ALL_VERBS},
-    [CLI_CTL_OPT_HELP] = {"help", 'h', false, false, ALL_VERBS},
-    [CLI_CTL_OPT_FILE] = {"file", 'f', true, false,
+static const struct cli_opt opts[CLI_CTL_OPT_COUNT] = {
+    [CLI_CTL_OPT_API] = {"api", 0, "URL|unix:PATH",
+                         "the daemon's API: http://HOST:PORT, https://HOST:PORT or a Unix socket "
+                         "(default: $SOCKSERV_API, else " CLI_CTL_DEFAULT_API ")"},
+    [CLI_CTL_OPT_TOKEN_FILE] = {"token-file", 0, "FILE",
+                                "send the token in FILE as 'Authorization: Bearer' (default: "
+                                "$SOCKSERV_TOKEN_FILE)"},
+    [CLI_CTL_OPT_CACERT] = {"cacert", 0, "FILE",
+                            "trust the https API's certificate if these PEM CA certificates sign "
+                            "it (default: $SOCKSERV_CACERT, else the system's)"},
+    [CLI_CTL_OPT_JSON] = {"json", 0, NULL, "print the API's JSON (one document) instead of text"},
+    [CLI_CTL_OPT_TIMEOUT] = {"timeout", 't', "DURATION",
+                             "per request (default 10s); for wait, how long to wait. 500ms, 10s, "
+                             "2m, 1h; a bare number is seconds"},
+    [CLI_CTL_OPT_FILE] = {"file", 'f', "FILE", "the JSON document to send; '-' is standard input",
                           VB(CLI_CTL_CREATE) | VB(CLI_CTL_PATCH) | VB(CLI_CTL_APPLY) |
                               VB(CLI_CTL_DIFF)},
-    [CLI_CTL_OPT_DRY_RUN] = {"dry-run", 0, false, false,
+    [CLI_CTL_OPT_DRY_RUN] = {"dry-run", 0, NULL,
+                             "check everything and say what would change; change nothing",
                              MUTATIONS | VB(CLI_CTL_APPLY) | VB(CLI_CTL_RESTORE)},
-    [CLI_CTL_OPT_PRUNE] = {"prune", 0, false, false, VB(CLI_CTL_APPLY) | VB(CLI_CTL_DIFF)},
-    [CLI_CTL_OPT_IF_MATCH] = {"if-match", 0, true, false,
+    [CLI_CTL_OPT_PRUNE] = {"prune", 0, NULL,
+                           "FILE is the whole set: listeners it does not name are deleted",
+                           VB(CLI_CTL_APPLY) | VB(CLI_CTL_DIFF)},
+    [CLI_CTL_OPT_IF_MATCH] = {"if-match", 0, "ETAG",
+                              "change only if the ETag is still this one (r12, '\"r12\"' or *); "
+                              "else exit 3",
                               MUTATIONS | VB(CLI_CTL_APPLY) | VB(CLI_CTL_RESTORE)},
-    [CLI_CTL_OPT_SET] = {"set", 0, true, true, VB(CLI_CTL_CREATE) | VB(CLI_CTL_PATCH)},
-    [CLI_CTL_OPT_ID] = {"id", 0, true, false, VB(CLI_CTL_CREATE)},
-    [CLI_CTL_OPT_SERVICE] = {"service", 0, true, false, VB(CLI_CTL_CREATE)},
-    [CLI_CTL_OPT_TRANSPORT] = {"transport", 0, true, false, VB(CLI_CTL_CREATE)},
-    [CLI_CTL_OPT_ADDRESS] = {"address", 0, true, false, VB(CLI_CTL_CREATE)},
-    [CLI_CTL_OPT_PORT] = {"port", 0, true, false, VB(CLI_CTL_CREATE)},
-    [CLI_CTL_OPT_MODEL] = {"model", 0, true, false, VB(CLI_CTL_CREATE)},
-    [CLI_CTL_OPT_WORKERS] = {"workers", 0, true, false, VB(CLI_CTL_CREATE)},
-    [CLI_CTL_OPT_DISABLED] = {"disabled", 0, false, false, VB(CLI_CTL_CREATE)},
-    [CLI_CTL_OPT_VERSION] = {"version", 0, true, false, VB(CLI_CTL_FILES)},
-    [CLI_CTL_OPT_OUTPUT] = {"output", 'o', true, false, VB(CLI_CTL_FILES)},
-    [CLI_CTL_OPT_SINCE] = {"since", 0, true, false, VB(CLI_CTL_WATCH)},
-    [CLI_CTL_OPT_ONCE] = {"once", 0, false, false, VB(CLI_CTL_WATCH)},
-    [CLI_CTL_OPT_METRICS] = {"metrics", 0, false, false, VB(CLI_CTL_WATCH)},
-    [CLI_CTL_OPT_STATE] = {"state", 0, true, false, VB(CLI_CTL_WAIT)},
-    [CLI_CTL_OPT_LIMIT] = {"limit", 0, true, false, VB(CLI_CTL_REVISIONS)},
+    [CLI_CTL_OPT_SET] = {"set", 0, "KEY=VALUE",
+                         "set a field (repeatable): a dotted KEY reaches into options; VALUE is "
+                         "JSON when it parses as JSON, else a string",
+                         VB(CLI_CTL_CREATE) | VB(CLI_CTL_PATCH), true},
+    [CLI_CTL_OPT_ID] = {"id", 0, "ID", "the listener's id", VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_SERVICE] = {"service", 0, "SERVICE", "echo, date or backup", VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_TRANSPORT] = {"transport", 0, "tcp|udp", "the transport", VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_ADDRESS] = {"address", 0, "ADDR", "the address to bind", VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_PORT] = {"port", 0, "N", "the port to bind (0: any)", VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_MODEL] = {"model", 0, "MODEL", "the concurrency model", VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_WORKERS] = {"workers", 0, "N", "the number of workers", VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_DISABLED] = {"disabled", 0, NULL, "create it stopped", VB(CLI_CTL_CREATE)},
+    [CLI_CTL_OPT_VERSION] = {"version", 0, "N", "an older version of the file", VB(CLI_CTL_FILES)},
+    [CLI_CTL_OPT_OUTPUT] = {"output", 'o', "FILE",
+                            "where to write the file ('-': standard output; default ./NAME, "
+                            "which must not exist yet)",
+                            VB(CLI_CTL_FILES)},
+    [CLI_CTL_OPT_SINCE] = {"since", 0, "EVENT-ID", "go on after this event", VB(CLI_CTL_WATCH)},
+    [CLI_CTL_OPT_ONCE] = {"once", 0, NULL, "end when the stream drops instead of reconnecting",
+                          VB(CLI_CTL_WATCH)},
+    [CLI_CTL_OPT_METRICS] = {"metrics", 0, NULL, "show the metrics ticks too", VB(CLI_CTL_WATCH)},
+    [CLI_CTL_OPT_STATE] = {"state", 0, "STATE", "starting, running, stopping, stopped or failed",
+                           VB(CLI_CTL_WAIT)},
+    [CLI_CTL_OPT_LIMIT] = {"limit", 0, "N", "how many revisions (default 20)",
+                           VB(CLI_CTL_REVISIONS)},
 };
 
 static int run_ls(struct cli_ctl_cmd *x);
@@ -76,73 +88,93 @@ static int run_delete(struct cli_ctl_cmd *x);
 static int run_start_stop(struct cli_ctl_cmd *x);
 static int run_metrics(struct cli_ctl_cmd *x);
 
-struct verb_def {
-    const char *name;
-    int min_args, max_args;
-    const char *synopsis;
-    const char *help;
-    int (*run)(struct cli_ctl_cmd *x);
+static int (*const runs[CLI_CTL_VERB_COUNT])(struct cli_ctl_cmd *x) = {
+    [CLI_CTL_LS] = run_ls,
+    [CLI_CTL_GET] = run_get,
+    [CLI_CTL_CREATE] = run_create,
+    [CLI_CTL_PATCH] = run_patch,
+    [CLI_CTL_DELETE] = run_delete,
+    [CLI_CTL_START] = run_start_stop,
+    [CLI_CTL_STOP] = run_start_stop,
+    [CLI_CTL_METRICS] = run_metrics,
+    [CLI_CTL_FILES] = cli_ctl_run_files,
+    [CLI_CTL_WATCH] = cli_ctl_run_watch,
+    [CLI_CTL_WAIT] = cli_ctl_run_wait,
+    [CLI_CTL_APPLY] = cli_ctl_run_apply,
+    [CLI_CTL_DIFF] = cli_ctl_run_apply,
+    [CLI_CTL_REVISIONS] = cli_ctl_run_revisions,
+    [CLI_CTL_RESTORE] = cli_ctl_run_restore,
 };
 
-static const struct verb_def verbs[CLI_CTL_VERB_COUNT] = {
-    [CLI_CTL_LS] = {"ls", 0, 0, "ls",
+/* The positional arguments of a verb: how many at least, at most, and their names. */
+#define ARGS(min, max, ...) .min_args = (min), .max_args = (max), .arg_names = {__VA_ARGS__}
+
+static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
+    [CLI_CTL_LS] = {"ls", "ls", "list the listeners",
                     "Lists the listeners: id, service, transport, bound address, model, state,\n"
                     "active connections, bytes in and out. The reason of a failed one follows.",
-                    run_ls},
-    [CLI_CTL_GET] = {"get", 1, 1, "get ID",
+                    ARGS(0, 0, NULL)},
+    [CLI_CTL_GET] = {"get", "get ID", "show one listener",
                      "Shows one listener as 'key: value' lines: its configuration, status and\n"
                      "counters, and its ETag (for --if-match).",
-                     run_get},
+                     ARGS(1, 1, "ID")},
     [CLI_CTL_CREATE] =
-        {"create", 0, 0,
+        {"create",
          "create (-f FILE|- | --service SERVICE) [--id ID] [--transport tcp|udp]\n"
          "                    [--address ADDR] [--port N] [--model MODEL] [--workers N]\n"
-         "                    [--disabled] [--set KEY=VALUE]... [--dry-run] "
-         "[--if-match ETAG]",
+         "                    [--disabled] [--set KEY=VALUE]... [--dry-run] [--if-match ETAG]",
+         "create a listener (-f FILE | --service S [--port N]...)",
          "Creates a listener from a JSON object (-f FILE, '-' for standard input) and\n"
          "the flags, which override the file's fields. --set KEY=VALUE sets any field\n"
          "(a dotted key such as options.mode reaches into options; VALUE is JSON when\n"
          "it parses as JSON, else a string). --dry-run only says what would change.",
-         run_create},
+         ARGS(0, 0, NULL)},
     [CLI_CTL_PATCH] =
-        {"patch", 1, 1,
+        {"patch",
          "patch ID (-f FILE|- | --set KEY=VALUE...) [--dry-run] "
          "[--if-match ETAG]",
+         "change a listener (merge patch: -f FILE | --set KEY=VALUE...)",
          "Changes the fields of listener ID that the merge patch (RFC 7396) names:\n"
          "-f FILE, '-' for standard input, and --set KEY=VALUE (repeatable; a dotted\n"
-         "KEY reaches into options; VALUE is JSON when it parses, else a string; null\n"
-         "removes an option).",
-         run_patch},
-    [CLI_CTL_DELETE] = {"delete", 1, 1, "delete ID [--dry-run] [--if-match ETAG]",
-                        "Stops and deletes listener ID.", run_delete},
-    [CLI_CTL_START] = {"start", 1, 1, "start ID [--dry-run] [--if-match ETAG]",
+         "KEY reaches into options; VALUE is JSON when it parses, else a string; "
+         "null\nremoves an option).",
+         ARGS(1, 1, "ID")},
+    [CLI_CTL_DELETE] = {"delete", "delete ID [--dry-run] [--if-match ETAG]", "delete a listener",
+                        "Stops and deletes listener ID.", ARGS(1, 1, "ID")},
+    [CLI_CTL_START] = {"start", "start ID [--dry-run] [--if-match ETAG]", "start a listener",
                        "Starts listener ID (and keeps it enabled across restarts).",
-                       run_start_stop},
-    [CLI_CTL_STOP] = {"stop", 1, 1, "stop ID [--dry-run] [--if-match ETAG]",
-                      "Stops listener ID (and keeps it disabled across restarts).", run_start_stop},
-    [CLI_CTL_METRICS] = {"metrics", 0, 1, "metrics [ID]",
-                         "Shows the counters of listener ID, or of every listener.", run_metrics},
-    [CLI_CTL_FILES] = {"files", 1, 2, "files ID [NAME [--version N] [-o FILE|-]]",
+                       ARGS(1, 1, "ID")},
+    [CLI_CTL_STOP] = {"stop", "stop ID [--dry-run] [--if-match ETAG]", "stop a listener",
+                      "Stops listener ID (and keeps it disabled across restarts).",
+                      ARGS(1, 1, "ID")},
+    [CLI_CTL_METRICS] = {"metrics", "metrics [ID]",
+                         "show the counters (of listener ID, or of every listener)",
+                         "Shows the counters of listener ID, or of every listener.",
+                         ARGS(0, 1, "ID")},
+    [CLI_CTL_FILES] = {"files", "files ID [NAME [--version N] [-o FILE|-]]",
+                       "list a backup listener's files, or download one",
                        "Lists the files a backup listener keeps (with their older versions), or\n"
                        "downloads NAME (version N: an older one). The download is checked against\n"
                        "the SHA-256 the listener recorded and lands in FILE atomically (default\n"
                        "./NAME, which must not exist yet; '-' is standard output).",
-                       cli_ctl_run_files},
-    [CLI_CTL_WATCH] = {"watch", 0, 0, "watch [--since EVENT-ID] [--once] [--metrics]",
+                       ARGS(1, 2, "ID", "NAME")},
+    [CLI_CTL_WATCH] = {"watch", "watch [--since EVENT-ID] [--once] [--metrics]",
+                       "follow the event stream",
                        "Follows the event stream: one line per event (with --json one JSON object\n"
                        "per line: {\"event\",\"id\",\"data\"}). The metrics ticks are shown with\n"
                        "--metrics only. When the stream drops it reconnects and goes on after the\n"
                        "last event seen, unless --once. Ctrl-C ends it (exit 0).",
-                       cli_ctl_run_watch},
-    [CLI_CTL_WAIT] =
-        {"wait", 1, 1, "wait ID --state STATE [--timeout DURATION]",
-         "Waits until listener ID is in STATE (starting, running, stopping, stopped,\n"
-         "failed), for at most --timeout (default 10s), retrying while the daemon\n"
-         "cannot be reached. Exit 0 when it is, 1 when the time is up, 4 when there is\n"
-         "no such listener.",
-         cli_ctl_run_wait},
+                       ARGS(0, 0, NULL)},
+    [CLI_CTL_WAIT] = {"wait", "wait ID --state STATE [--timeout DURATION]",
+                      "wait until a listener is in STATE",
+                      "Waits until listener ID is in STATE (starting, running, stopping, stopped,\n"
+                      "failed), for at most --timeout (default 10s), retrying while the daemon\n"
+                      "cannot be reached. Exit 0 when it is, 1 when the time is up, 4 when there "
+                      "is\nno such listener.",
+                      ARGS(1, 1, "ID")},
     [CLI_CTL_APPLY] =
-        {"apply", 0, 0, "apply -f FILE|- [--prune] [--dry-run] [--if-match ETAG]",
+        {"apply", "apply -f FILE|- [--prune] [--dry-run] [--if-match ETAG]",
+         "make the listener set what FILE says",
          "Makes the listener set what FILE says, in one atomic change, and prints\n"
          "what changed. FILE holds {\"listeners\": [...]} or an array of listeners.\n"
          "Without --prune its listeners replace those of the same id or are added,\n"
@@ -150,95 +182,51 @@ static const struct verb_def verbs[CLI_CTL_VERB_COUNT] = {
          "changed it meanwhile (else exit 3: run it again). With --prune FILE is the\n"
          "whole set: listeners it does not name are deleted. --dry-run checks\n"
          "everything (ports included) and changes nothing.",
-         cli_ctl_run_apply},
-    [CLI_CTL_DIFF] = {"diff", 0, 0, "diff -f FILE|- [--prune]",
-                      "What 'apply' would change (apply --dry-run).", cli_ctl_run_apply},
-    [CLI_CTL_REVISIONS] =
-        {"revisions", 0, 1, "revisions [N] [--limit N]",
-         "Lists the configuration's revisions, newest first (--limit, default 20),\n"
-         "or shows revision N: what changed and the listener set after it.",
-         cli_ctl_run_revisions},
-    [CLI_CTL_RESTORE] = {"restore", 1, 1, "restore N [--dry-run] [--if-match ETAG]",
+         ARGS(0, 0, NULL)},
+    [CLI_CTL_DIFF] = {"diff", "diff -f FILE|- [--prune]", "what apply would change",
+                      "What 'apply' would change (apply --dry-run).", ARGS(0, 0, NULL)},
+    [CLI_CTL_REVISIONS] = {"revisions", "revisions [N] [--limit N]",
+                           "the configuration's history, or revision N",
+                           "Lists the configuration's revisions, newest first (--limit, default "
+                           "20),\nor shows revision N: what changed and the listener set after it.",
+                           ARGS(0, 1, "N")},
+    [CLI_CTL_RESTORE] = {"restore", "restore N [--dry-run] [--if-match ETAG]",
+                         "go back to revision N's listener set",
                          "Makes the listener set what it was after revision N, as a new revision.",
-                         cli_ctl_run_restore},
+                         ARGS(1, 1, "N")},
 };
 
-static const char common_options[] =
-    "Options (every verb):\n"
-    "  --api URL|unix:PATH  the daemon's API: http://HOST:PORT, https://HOST:PORT or a\n"
-    "                       Unix socket\n"
-    "                       (default: $SOCKSERV_API, else " CLI_CTL_DEFAULT_API ")\n"
-    "  --token-file FILE    send the token in FILE as 'Authorization: Bearer'\n"
-    "                       (default: $SOCKSERV_TOKEN_FILE)\n"
-    "  --cacert FILE        trust the https API's certificate if these PEM CA\n"
-    "                       certificates sign it (default: $SOCKSERV_CACERT, else the\n"
-    "                       system's)\n"
-    "  --json               print the API's JSON (one document) instead of text\n"
-    "  --timeout DURATION   per request (default 10s); for wait, how long to wait.\n"
-    "                       A duration is 500ms, 10s, 2m or 1h\n"
-    "  -h, --help           show this help\n";
-
-static const char exit_codes[] =
-    "Exit status:\n"
-    "  0  done\n"
-    "  1  failure: the API refused (400 names the field), the daemon cannot be reached,\n"
-    "     a timeout, a file that cannot be read\n"
-    "  2  usage error\n"
-    "  3  conflict or precondition: 409 (id taken, port in use), 412 (--if-match stale)\n"
-    "  4  not found: 404 (no such listener, file or revision)\n";
+const struct cli_command cli_ctl_command = {
+    .name = "ctl",
+    .self = {.synopsis = "[OPTIONS] VERB [ARGS]",
+             .brief = "drive a running daemon through its REST API"},
+    .opts = opts,
+    .nopts = CLI_CTL_OPT_COUNT,
+    .verbs = verbs,
+    .nverbs = CLI_CTL_VERB_COUNT,
+    .epilog = "Exit status:\n"
+              "  0  done\n"
+              "  1  failure: the API refused (400 names the field), the daemon cannot be reached,\n"
+              "     a timeout, a file that cannot be read\n"
+              "  2  usage error\n"
+              "  3  conflict or precondition: 409 (id taken, port in use), 412 (--if-match stale)\n"
+              "  4  not found: 404 (no such listener, file or revision)\n",
+};
 
 void cli_ctl_usage(void)
 {
-    printf("Usage: sockserv ctl [OPTIONS] VERB [ARGS]\n"
-           "\n"
-           "Drives a running daemon through its REST API.\n"
-           "\n"
-           "Verbs:\n"
-           "  ls                          list the listeners\n"
-           "  get ID                      show one listener\n"
-           "  create -f FILE | --service S [--port N]...  create a listener\n"
-           "  patch ID -f FILE | --set KEY=VALUE...       change a listener (merge patch)\n"
-           "  delete ID                   delete a listener\n"
-           "  start ID, stop ID           start or stop a listener\n"
-           "  metrics [ID]                show the counters\n"
-           "  files ID [NAME]             list a backup listener's files, or download one\n"
-           "  watch                       follow the event stream\n"
-           "  wait ID --state STATE       wait until a listener is in STATE\n"
-           "  apply -f FILE               make the listener set what FILE says\n"
-           "  diff -f FILE                what apply would change\n"
-           "  revisions [N]               the configuration's history\n"
-           "  restore N                   go back to revision N's listener set\n"
-           "\n"
-           "'sockserv ctl VERB --help' tells more about each.\n"
-           "\n"
-           "%s\n%s",
-           common_options, exit_codes);
-}
-
-static void verb_usage(enum cli_ctl_verb v)
-{
-    printf("Usage: sockserv ctl %s\n\n%s\n\n%s\n%s", verbs[v].synopsis, verbs[v].help,
-           common_options, exit_codes);
+    cli_help_print(&cli_ctl_command, -1);
 }
 
 int cli_ctl_usage_error(const struct cli_ctl_cmd *x, const char *fmt, ...)
 {
+    char msg[1024];
     va_list ap;
 
-    fputs("sockserv ctl: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    if (x && x->has_verb)
-        fprintf(stderr, "Usage: sockserv ctl %s\nTry 'sockserv ctl %s --help'.\n",
-                verbs[x->verb].synopsis, verbs[x->verb].name);
-    else
-        fputs("Usage: sockserv ctl [OPTIONS] VERB [ARGS]  (ls, get, create, patch, delete, "
-              "start, stop,\n       metrics, files, watch, wait, apply, diff, revisions, "
-              "restore)\nTry 'sockserv ctl --help'.\n",
-              stderr);
-    return CLI_CTL_EXIT_USAGE;
+    return cli_args_usage_error(&cli_ctl_command, x && x->has_verb ? (int)x->verb : -1, "%s", msg);
 }
 
 int cli_ctl_fail(const char *fmt, ...)
@@ -255,104 +243,30 @@ int cli_ctl_fail(const char *fmt, ...)
 
 /* ---- arguments ---- */
 
-static const struct opt_def *find_opt(const char *arg, size_t name_len, enum cli_ctl_opt *ret)
-{
-    for (int i = 0; i < CLI_CTL_OPT_COUNT; i++) {
-        if (arg[1] == '-') {
-            if (strlen(opts[i].name) == name_len && strncmp(opts[i].name, arg + 2, name_len) == 0)
-                goto found;
-        } else if (opts[i].short_name && arg[1] == opts[i].short_name && arg[2] == '\0') {
-            goto found;
-        }
-        continue;
-    found:
-        *ret = (enum cli_ctl_opt)i;
-        return &opts[i];
-    }
-    return NULL;
-}
-
-/* Returns -1 to go on, else the exit status (0 after a help). */
+/* Returns CLI_ARGS_GO_ON with *x filled, else the exit status (0 after a help). */
 static int parse_args(int argc, char **argv, struct cli_ctl_cmd *x)
 {
-    bool options_done = false, help = false;
+    struct cli_args a;
+    int r;
 
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i], *value = NULL, *eq;
-        const struct opt_def *def;
-        enum cli_ctl_opt o;
-        size_t name_len;
-
-        if (options_done || arg[0] != '-' || arg[1] == '\0') {
-            if (!x->has_verb) {
-                int v;
-
-                for (v = 0; v < CLI_CTL_VERB_COUNT; v++)
-                    if (strcmp(verbs[v].name, arg) == 0)
-                        break;
-                if (v == CLI_CTL_VERB_COUNT)
-                    return cli_ctl_usage_error(x, "unknown verb '%s'", arg);
-                x->verb = (enum cli_ctl_verb)v;
-                x->has_verb = true;
-                continue;
-            }
-            if (x->nargs == CLI_CTL_ARGS_MAX)
-                return cli_ctl_usage_error(x, "too many arguments (from '%s')", arg);
-            x->args[x->nargs++] = arg;
-            continue;
-        }
-        if (strcmp(arg, "--") == 0) {
-            options_done = true;
-            continue;
-        }
-        eq = arg[1] == '-' ? strchr(arg, '=') : NULL;
-        name_len = eq ? (size_t)(eq - arg - 2) : strlen(arg) - 2;
-        def = find_opt(arg, name_len, &o);
-        if (!def)
-            return cli_ctl_usage_error(x, "unknown option '%s'", arg);
-        if (def->has_value) {
-            if (eq)
-                value = eq + 1;
-            else if (i + 1 < argc)
-                value = argv[++i];
-            else
-                return cli_ctl_usage_error(x, "%s needs a value", arg);
-        } else if (eq) {
-            return cli_ctl_usage_error(x, "--%s takes no value", def->name);
-        }
-        if (o == CLI_CTL_OPT_HELP) {
-            help = true;
-            continue;
-        }
-        if (def->repeat) {
-            if (x->nsets == CLI_CTL_SETS_MAX)
-                return cli_ctl_usage_error(x, "too many --%s", def->name);
-            x->sets[x->nsets++] = value;
-        }
-        x->seen[o] = true;
-        x->val[o] = value;
-    }
-    if (help) {
-        if (x->has_verb)
-            verb_usage(x->verb);
-        else
-            cli_ctl_usage();
-        return 0;
-    }
-    if (!x->has_verb)
-        return cli_ctl_usage_error(x, "missing verb");
-    for (int o = 0; o < CLI_CTL_OPT_COUNT; o++)
-        if (x->seen[o] && !(opts[o].verbs & VB(x->verb)))
-            return cli_ctl_usage_error(x, "--%s does not apply to %s", opts[o].name,
-                                       verbs[x->verb].name);
-    if (x->nargs < verbs[x->verb].min_args)
-        return cli_ctl_usage_error(x, "%s needs %s", verbs[x->verb].name,
-                                   verbs[x->verb].min_args == 1 && x->verb == CLI_CTL_RESTORE
-                                       ? "a revision number"
-                                       : "a listener id");
-    if (x->nargs > verbs[x->verb].max_args)
-        return cli_ctl_usage_error(x, "unexpected argument '%s'", x->args[verbs[x->verb].max_args]);
-    return -1;
+    r = cli_args_parse(&cli_ctl_command, argc, argv, &a);
+    if (r != CLI_ARGS_GO_ON)
+        return r;
+    x->timeout_ms = CLI_CTL_DEFAULT_TIMEOUT_MS;
+    r = cli_args_duration(&cli_ctl_command, &a, CLI_CTL_OPT_TIMEOUT, 1000, CLI_CTL_DURATION_MAX_MS,
+                          &x->timeout_ms);
+    if (r != 0)
+        return r;
+    x->verb = (enum cli_ctl_verb)a.verb;
+    x->has_verb = true;
+    for (int i = 0; i < a.npos; i++)
+        x->args[x->nargs++] = a.pos[i];
+    for (size_t i = 0; i < a.nrepeats; i++)
+        if (a.repeat_opt[i] == CLI_CTL_OPT_SET)
+            x->sets[x->nsets++] = a.repeats[i];
+    memcpy(x->seen, a.seen, sizeof(x->seen));
+    memcpy(x->val, a.val, sizeof(x->val));
+    return CLI_ARGS_GO_ON;
 }
 
 /* Reads the token: the file's content without its trailing line ends. */
@@ -422,15 +336,9 @@ int cli_ctl_main(int argc, char **argv)
     int r;
 
     r = parse_args(argc, argv, &x);
-    if (r >= 0)
+    if (r != CLI_ARGS_GO_ON)
         return r;
     x.json = x.seen[CLI_CTL_OPT_JSON];
-    x.timeout_ms = CLI_CTL_DEFAULT_TIMEOUT_MS;
-    if (x.seen[CLI_CTL_OPT_TIMEOUT] &&
-        cli_ctl_duration_parse(x.val[CLI_CTL_OPT_TIMEOUT], &x.timeout_ms))
-        return cli_ctl_usage_error(
-            &x, "--timeout: '%s' is not a duration (500ms, 10s, 2m; at most 24h)",
-            x.val[CLI_CTL_OPT_TIMEOUT]);
     if (x.seen[CLI_CTL_OPT_IF_MATCH]) {
         if (cli_ctl_if_match_normalize(x.val[CLI_CTL_OPT_IF_MATCH], x.if_match, sizeof(x.if_match)))
             return cli_ctl_usage_error(&x, "--if-match: '%s' is not an ETag (r12, '\"r12\"' or *)",
@@ -460,7 +368,7 @@ int cli_ctl_main(int argc, char **argv)
         return cli_ctl_usage_error(&x, "%s", err.msg);
     if (r < 0)
         return cli_ctl_fail("%s", err.msg);
-    r = verbs[x.verb].run(&x);
+    r = runs[x.verb](&x);
     if (r == 0 && (fflush(stdout) != 0 || ferror(stdout)))
         r = cli_ctl_fail("writing the output: %s", strerror(errno));
     cli_ctl_client_free(x.client);

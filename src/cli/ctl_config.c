@@ -137,6 +137,27 @@ out:
     return r;
 }
 
+/*
+ * GETs path (the revisions, list: the list of them) and prints the answer's JSON with --json.
+ * Returns -1 with *resp (release it) for the caller to show as text, else the exit status.
+ */
+static int get_revisions(struct cli_ctl_cmd *x, const char *path, bool list,
+                         struct cli_ctl_response *resp)
+{
+    int r = cli_ctl_call(x, &(struct cli_ctl_request){.method = "GET", .path = path}, resp);
+
+    if (r != 0)
+        return r;
+    if (resp->status != 200)
+        r = config_refused(x, resp, list);
+    else if (x->json)
+        r = cli_ctl_print_json(resp->json);
+    else
+        return -1;
+    cli_ctl_response_fini(resp);
+    return r;
+}
+
 static int list_revisions(struct cli_ctl_cmd *x)
 {
     static const char *const headers[] = {"REVISION", "TIME", "SOURCE", "SUMMARY"};
@@ -153,19 +174,9 @@ static int list_revisions(struct cli_ctl_cmd *x)
         return cli_ctl_usage_error(x, "--limit: '%s' is not a number from 1 to %d",
                                    x->val[CLI_CTL_OPT_LIMIT], REVISIONS_LIMIT_MAX);
     snprintf(path, sizeof(path), REVISIONS_PATH "?limit=%lu", limit);
-    r = cli_ctl_call(x, &(struct cli_ctl_request){.method = "GET", .path = path}, &resp);
-    if (r != 0)
+    r = get_revisions(x, path, true, &resp);
+    if (r >= 0)
         return r;
-    if (resp.status != 200) {
-        r = config_refused(x, &resp, true);
-        cli_ctl_response_fini(&resp);
-        return r;
-    }
-    if (x->json) {
-        r = cli_ctl_print_json(resp.json);
-        cli_ctl_response_fini(&resp);
-        return r;
-    }
     list = json_object_get(resp.json, "revisions");
     if (cli_ctl_table_init(&t, 4, headers) < 0) {
         cli_ctl_response_fini(&resp);
@@ -211,19 +222,9 @@ static int show_revision(struct cli_ctl_cmd *x, unsigned long n)
     int r;
 
     snprintf(path, sizeof(path), REVISIONS_PATH "/%lu", n);
-    r = cli_ctl_call(x, &(struct cli_ctl_request){.method = "GET", .path = path}, &resp);
-    if (r != 0)
+    r = get_revisions(x, path, false, &resp);
+    if (r >= 0)
         return r;
-    if (resp.status != 200) {
-        r = config_refused(x, &resp, false);
-        cli_ctl_response_fini(&resp);
-        return r;
-    }
-    if (x->json) {
-        r = cli_ctl_print_json(resp.json);
-        cli_ctl_response_fini(&resp);
-        return r;
-    }
     printf("revision: %" JSON_INTEGER_FORMAT "\ntime: %s\nsource: %s\nsummary: %s\nlisteners:",
            json_integer_value(json_object_get(resp.json, "revision")),
            or_dash(json_string_value(json_object_get(resp.json, "time")), "-"),

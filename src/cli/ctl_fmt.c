@@ -95,29 +95,7 @@ static char *text_take(struct text *t)
 
 int cli_ctl_duration_parse(const char *text, int64_t *ret_ms)
 {
-    static const struct {
-        const char *unit;
-        int64_t ms;
-    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"", 1000}};
-    uint64_t v = 0;
-    const char *p = text;
-
-    if (*p < '0' || *p > '9')
-        return -EINVAL;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        v = v * 10 + (uint64_t)(*p - '0');
-        if (v > (uint64_t)CLI_CTL_DURATION_MAX_MS)
-            return -EINVAL;
-    }
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (strcmp(p, units[i].unit) != 0)
-            continue;
-        if (v == 0 || v > (uint64_t)(CLI_CTL_DURATION_MAX_MS / units[i].ms))
-            return -EINVAL;
-        *ret_ms = (int64_t)v * units[i].ms;
-        return 0;
-    }
-    return -EINVAL;
+    return cli_duration_parse(text, 1000, CLI_CTL_DURATION_MAX_MS, ret_ms);
 }
 
 void cli_ctl_duration_format(int64_t ms, char *buf, size_t len)

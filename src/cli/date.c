@@ -15,7 +15,6 @@
 #include <unistd.h>
 #include "cli/common.h"
 
-#define usage_error(...) cli_usage_error("date", __VA_ARGS__)
 #define fail(...) cli_fail("date", __VA_ARGS__)
 
 #define DATE_PORT_DEFAULT "1313"
@@ -24,109 +23,92 @@
 #define DATE_RESEND_MS 1000 /* a lost datagram is asked again this often */
 #define DATE_REPLY_MAX 65536
 
+enum { OPT_TCP, OPT_UDP, OPT_ISO, OPT_UNIX, OPT_TIMEOUT };
+
+static const struct cli_opt date_opts[] = {
+    [OPT_TCP] = {"tcp", 0, NULL,
+                 "connect over TCP (daytime, RFC 867) and print the line the server sends, "
+                 "instead of sending a \"date\" datagram over UDP"},
+    [OPT_UDP] = {"udp", 'u', NULL, "ask over UDP (the default)"},
+    [OPT_ISO] = {"iso", 0, NULL,
+                 "ask for RFC 3339 with the offset (2026-11-25T11:02:45+01:00); over UDP"},
+    [OPT_UNIX] = {"unix", 0, NULL, "ask for the seconds since the epoch; over UDP"},
+    [OPT_TIMEOUT] = {"timeout", 't', "DURATION",
+                     "how long to wait for the reply: 500ms, 3s, 2m; a bare number is "
+                     "milliseconds (default 3s)"},
+};
+
+static const char *const date_arg_help[] = {
+    "HOST", "an IPv4 or IPv6 address or a host name (every address is tried)",
+    "PORT", "1-65535 (default 1313)",
+    NULL,
+};
+
+const struct cli_command cli_date_command = {
+    .name = "date",
+    .self =
+        {
+            .synopsis = "[--tcp] [--iso | --unix] [--timeout DURATION] HOST [PORT]",
+            .brief = "ask a date server for the current date and print it",
+            .summary = "The date is printed as the `date` command prints it, in the server's time "
+                       "zone.",
+            .min_args = 1,
+            .max_args = 2,
+            .arg_names = {"HOST", "PORT"},
+        },
+    .arg_help = date_arg_help,
+    .opts = date_opts,
+    .nopts = sizeof(date_opts) / sizeof(date_opts[0]),
+    .epilog = "Over UDP the request is sent again every second until a reply arrives.\n"
+              "\n"
+              "Exit status: 0 the date was printed; 1 the server cannot be reached or did not\n"
+              "answer in time; 2 usage error.\n",
+};
+
 struct date_args {
     bool tcp;
     const char *request; /* "date", "iso" or "unix" */
     int timeout_ms;
-    const char *host;
-    const char *port;
-    char peer[320]; /* "HOST:PORT" or "[V6]:PORT", for messages */
+    struct cli_peer peer;
 };
 
 void cli_date_usage(void)
 {
-    fputs("Usage: sockserv date [--tcp] [--iso | --unix] [--timeout MS] HOST [PORT]\n"
-          "\n"
-          "The date client: asks the date service at HOST PORT for the current date and\n"
-          "prints it, as the `date` command prints it in the server's time zone.\n"
-          "\n"
-          "  HOST          an IPv4 or IPv6 address or a host name (every address is tried)\n"
-          "  PORT          1-65535 (default 1313)\n"
-          "  --tcp         connect over TCP (daytime, RFC 867) and print the line the server\n"
-          "                sends, instead of sending a \"date\" datagram over UDP\n"
-          "  --iso         ask for RFC 3339 with the offset (2026-11-25T11:02:45+01:00)\n"
-          "  --unix        ask for the seconds since the epoch\n"
-          "                (--iso and --unix are UDP requests)\n"
-          "  --timeout MS  how long to wait for the reply (default 3000)\n"
-          "  --help, -h    show this help\n"
-          "\n"
-          "Over UDP the request is sent again every second until a reply arrives.\n"
-          "\n"
-          "Exit status: 0 the date was printed; 1 the server cannot be reached or did not\n"
-          "answer in time; 2 usage error.\n",
-          stdout);
+    cli_help_print(&cli_date_command, -1);
 }
 
-static int parse_args(int argc, char **argv, struct date_args *a, bool *ret_help)
+/* Returns CLI_ARGS_GO_ON with *a filled, else the exit status (0 after the help). */
+static int parse_args(int argc, char **argv, struct date_args *a)
 {
-    const char *pos[2];
-    int npos = 0;
-    bool options_done = false;
-    unsigned long v;
+    const struct cli_command *cmd = &cli_date_command;
+    struct cli_args args;
+    int64_t ms = DATE_TIMEOUT_DEFAULT_MS;
+    int r;
 
-    a->tcp = false;
-    a->request = "date";
-    a->timeout_ms = DATE_TIMEOUT_DEFAULT_MS;
-    *ret_help = false;
-
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *timeout = NULL;
-
-        if (options_done || arg[0] != '-' || arg[1] == '\0') {
-            if (npos == 2)
-                return usage_error("too many arguments (from '%s')", arg);
-            pos[npos++] = arg;
-            continue;
-        }
-        if (strcmp(arg, "--") == 0) {
-            options_done = true;
-        } else if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            *ret_help = true;
-            return 0;
-        } else if (strcmp(arg, "--tcp") == 0) {
-            a->tcp = true;
-        } else if (strcmp(arg, "--udp") == 0 || strcmp(arg, "-u") == 0) {
-            a->tcp = false;
-        } else if (strcmp(arg, "--iso") == 0) {
-            a->request = "iso";
-        } else if (strcmp(arg, "--unix") == 0) {
-            a->request = "unix";
-        } else if (strcmp(arg, "--timeout") == 0 || strcmp(arg, "-t") == 0) {
-            if (i + 1 == argc)
-                return usage_error("%s needs a value in milliseconds", arg);
-            timeout = argv[++i];
-        } else if (strncmp(arg, "--timeout=", 10) == 0) {
-            timeout = arg + 10;
-        } else {
-            return usage_error("unknown option '%s'", arg);
-        }
-        if (timeout) {
-            if (!cli_parse_ulong(timeout, 1, DATE_TIMEOUT_MAX_MS, &v))
-                return usage_error("--timeout: '%s' is not a number of milliseconds from 1 to %ld",
-                                   timeout, DATE_TIMEOUT_MAX_MS);
-            a->timeout_ms = (int)v;
-        }
-    }
-    if (npos < 1)
-        return usage_error("missing HOST");
+    r = cli_args_parse(cmd, argc, argv, &args);
+    if (r != CLI_ARGS_GO_ON)
+        return r;
+    r = cli_args_duration(cmd, &args, OPT_TIMEOUT, 1, DATE_TIMEOUT_MAX_MS, &ms);
+    if (r != 0)
+        return r;
+    a->timeout_ms = (int)ms;
+    a->tcp = args.seen[OPT_TCP];
+    a->request = args.seen[OPT_UNIX] ? "unix" : args.seen[OPT_ISO] ? "iso" : "date";
+    if (args.seen[OPT_ISO] && args.seen[OPT_UNIX])
+        return cli_args_usage_error(cmd, -1, "--iso and --unix ask for different replies");
+    if (args.seen[OPT_TCP] && args.seen[OPT_UDP])
+        return cli_args_usage_error(cmd, -1, "--tcp and --udp: one or the other");
     if (a->tcp && strcmp(a->request, "date") != 0)
-        return usage_error("--%s asks over UDP; over TCP the server sends its date line",
-                           a->request);
-    a->host = pos[0];
-    a->port = npos == 2 ? pos[1] : DATE_PORT_DEFAULT;
-    if (a->host[0] == '\0')
-        return usage_error("HOST is empty");
-    if (!cli_parse_ulong(a->port, 1, 65535, &v))
-        return usage_error("PORT: '%s' is not a port number from 1 to 65535", a->port);
-    snprintf(a->peer, sizeof(a->peer), strchr(a->host, ':') ? "[%s]:%s" : "%s:%s", a->host,
-             a->port);
-    return 0;
+        return cli_args_usage_error(
+            cmd, -1, "--%s asks over UDP; over TCP the server sends its date line", a->request);
+    r = cli_peer_parse(cmd, -1, args.pos[0], args.npos == 2 ? args.pos[1] : DATE_PORT_DEFAULT,
+                       &a->peer);
+    return r == 0 ? CLI_ARGS_GO_ON : r;
 }
 
 static int resolve(const struct date_args *a, struct addrinfo **ret)
 {
-    return cli_resolve("date", a->host, a->port, a->tcp ? SOCK_STREAM : SOCK_DGRAM, ret);
+    return cli_resolve("date", a->peer.host, a->peer.port, a->tcp ? SOCK_STREAM : SOCK_DGRAM, ret);
 }
 
 /* Prints the reply as it came, ending it with a newline if the server did not. */
@@ -140,7 +122,7 @@ static int print_reply(const char *buf, size_t len)
 
 static int no_reply(const struct date_args *a)
 {
-    return fail("no reply from %s within %d ms", a->peer, a->timeout_ms);
+    return fail("no reply from %s within %d ms", a->peer.name, a->timeout_ms);
 }
 
 /* Connects to the first address that accepts within the deadline. Returns the connected,
@@ -152,7 +134,7 @@ static int tcp_connect(const struct date_args *a, const struct addrinfo *list, i
     if (fd == -ETIMEDOUT)
         no_reply(a);
     else if (fd < 0)
-        fail("cannot connect to %s: %s", a->peer, strerror(-fd));
+        fail("cannot connect to %s: %s", a->peer.name, strerror(-fd));
     return fd < 0 ? -1 : fd;
 }
 
@@ -186,20 +168,20 @@ static int run_tcp(const struct date_args *a, const struct addrinfo *list)
         if (k < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (k < 0 && !(errno == ECONNRESET && len > 0)) {
-            r = fail("connection to %s failed: %s", a->peer, strerror(errno));
+            r = fail("connection to %s failed: %s", a->peer.name, strerror(errno));
             goto out_close;
         }
         if (k <= 0)
             break;
         len += (size_t)k;
         if (len == sizeof(buf)) {
-            r = fail("%s sent more than %d bytes without closing: not a date service", a->peer,
+            r = fail("%s sent more than %d bytes without closing: not a date service", a->peer.name,
                      DATE_REPLY_MAX);
             goto out_close;
         }
     }
     if (len == 0)
-        r = fail("%s closed the connection without sending a date", a->peer);
+        r = fail("%s closed the connection without sending a date", a->peer.name);
     else
         r = print_reply(buf, len);
 out_close:
@@ -275,24 +257,19 @@ static int run_udp(const struct date_args *a, const struct addrinfo *list)
         err = (int)-k;
     }
     if (err == ECONNREFUSED)
-        return fail("no reply from %s: %s (nothing listens there)", a->peer, strerror(err));
-    return fail("no reply from %s: %s", a->peer, strerror(err));
+        return fail("no reply from %s: %s (nothing listens there)", a->peer.name, strerror(err));
+    return fail("no reply from %s: %s", a->peer.name, strerror(err));
 }
 
 int cli_date_main(int argc, char **argv)
 {
     struct date_args a = {0};
     struct addrinfo *list = NULL;
-    bool help;
     int r;
 
-    r = parse_args(argc, argv, &a, &help);
-    if (r != 0)
+    r = parse_args(argc, argv, &a);
+    if (r != CLI_ARGS_GO_ON)
         return r;
-    if (help) {
-        cli_date_usage();
-        return 0;
-    }
     r = resolve(&a, &list);
     if (r != 0)
         return r;

@@ -16,7 +16,6 @@
 #include "cli/common.h"
 #include "core/store.h"
 
-#define usage_error(...) cli_usage_error("echo", __VA_ARGS__)
 #define fail(...) cli_fail("echo", __VA_ARGS__)
 
 #define ECHO_TIMEOUT_DEFAULT_MS 5000
@@ -24,13 +23,48 @@
 #define ECHO_UDP_MAX 65507 /* the largest UDP payload over IPv4 */
 #define ECHO_BUF_SIZE 65536
 
+enum { OPT_UDP, OPT_TIMEOUT };
+
+static const struct cli_opt echo_opts[] = {
+    [OPT_UDP] = {"udp", 'u', NULL,
+                 "send one datagram over UDP (at most 65507 bytes) instead of TCP"},
+    [OPT_TIMEOUT] = {"timeout", 't', "DURATION",
+                     "how long to wait for the connection and for the reply: 500ms, 5s, 2m; a "
+                     "bare number is milliseconds (default 5s)"},
+};
+
+static const char *const echo_arg_help[] = {
+    "HOST",    "an IPv4 or IPv6 address or a host name (every address is tried)",
+    "PORT",    "1-65535",
+    "MESSAGE", "what to send; without it standard input (on a terminal, one line asked for)",
+    NULL,
+};
+
+const struct cli_command cli_echo_command = {
+    .name = "echo",
+    .self =
+        {
+            .synopsis = "[--udp] [--timeout DURATION] HOST PORT [MESSAGE]",
+            .brief = "send a message to an echo server and print the reply",
+            .min_args = 2,
+            .max_args = 3,
+            .arg_names = {"HOST", "PORT", "MESSAGE"},
+        },
+    .arg_help = echo_arg_help,
+    .opts = echo_opts,
+    .nopts = sizeof(echo_opts) / sizeof(echo_opts[0]),
+    .epilog = "Over TCP the message is sent, the sending side is shut down, and everything the\n"
+              "server sends until it closes is printed as it is.\n"
+              "\n"
+              "Exit status: 0 a reply was printed; 1 the server cannot be reached or did not\n"
+              "answer in time; 2 usage error.\n",
+};
+
 struct echo_args {
     bool udp;
     int timeout_ms;
-    const char *host;
-    const char *port;
+    struct cli_peer peer;
     const char *message; /* NULL: standard input */
-    char peer[320];      /* "HOST:PORT" or "[V6]:PORT", for messages */
 };
 
 /* Where the reply goes: standard output, with a final newline added on a terminal only. */
@@ -42,88 +76,33 @@ struct echo_out {
 
 void cli_echo_usage(void)
 {
-    fputs("Usage: sockserv echo [--udp] [--timeout MS] HOST PORT [MESSAGE]\n"
-          "\n"
-          "The echo client: sends MESSAGE to the echo service at HOST PORT and prints the\n"
-          "reply. Without MESSAGE it sends standard input; on a terminal it asks for the\n"
-          "message (one line).\n"
-          "\n"
-          "  HOST          an IPv4 or IPv6 address or a host name (every address is tried)\n"
-          "  PORT          1-65535\n"
-          "  --udp, -u     send one datagram over UDP (at most 65507 bytes) instead of TCP\n"
-          "  --timeout MS  how long to wait for the connection and for the reply\n"
-          "                (default 5000)\n"
-          "  --help, -h    show this help\n"
-          "\n"
-          "Over TCP the message is sent, the sending side is shut down, and everything the\n"
-          "server sends until it closes is printed as it is.\n"
-          "\n"
-          "Exit status: 0 a reply was printed; 1 the server cannot be reached or did not\n"
-          "answer in time; 2 usage error.\n",
-          stdout);
+    cli_help_print(&cli_echo_command, -1);
 }
 
-static int parse_args(int argc, char **argv, struct echo_args *a, bool *ret_help)
+/* Returns CLI_ARGS_GO_ON with *a filled, else the exit status (0 after the help). */
+static int parse_args(int argc, char **argv, struct echo_args *a)
 {
-    const char *pos[3];
-    int npos = 0;
-    bool options_done = false;
-    unsigned long v;
+    const struct cli_command *cmd = &cli_echo_command;
+    struct cli_args args;
+    int64_t ms = ECHO_TIMEOUT_DEFAULT_MS;
+    int r;
 
-    a->udp = false;
-    a->timeout_ms = ECHO_TIMEOUT_DEFAULT_MS;
-    *ret_help = false;
-
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *timeout = NULL;
-
-        if (options_done || arg[0] != '-' || arg[1] == '\0') {
-            if (npos == 3)
-                return usage_error("too many arguments (from '%s'); quote the message", arg);
-            pos[npos++] = arg;
-            continue;
-        }
-        if (strcmp(arg, "--") == 0) {
-            options_done = true;
-        } else if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            *ret_help = true;
-            return 0;
-        } else if (strcmp(arg, "--udp") == 0 || strcmp(arg, "-u") == 0) {
-            a->udp = true;
-        } else if (strcmp(arg, "--timeout") == 0 || strcmp(arg, "-t") == 0) {
-            if (i + 1 == argc)
-                return usage_error("%s needs a value in milliseconds", arg);
-            timeout = argv[++i];
-        } else if (strncmp(arg, "--timeout=", 10) == 0) {
-            timeout = arg + 10;
-        } else {
-            return usage_error("unknown option '%s'", arg);
-        }
-        if (timeout) {
-            if (!cli_parse_ulong(timeout, 1, ECHO_TIMEOUT_MAX_MS, &v))
-                return usage_error("--timeout: '%s' is not a number of milliseconds from 1 to %ld",
-                                   timeout, ECHO_TIMEOUT_MAX_MS);
-            a->timeout_ms = (int)v;
-        }
-    }
-    if (npos < 2)
-        return usage_error("missing %s", npos == 0 ? "HOST and PORT" : "PORT");
-    a->host = pos[0];
-    a->port = pos[1];
-    a->message = npos == 3 ? pos[2] : NULL;
-    if (a->host[0] == '\0')
-        return usage_error("HOST is empty");
-    if (!cli_parse_ulong(a->port, 1, 65535, &v))
-        return usage_error("PORT: '%s' is not a port number from 1 to 65535", a->port);
-    snprintf(a->peer, sizeof(a->peer), strchr(a->host, ':') ? "[%s]:%s" : "%s:%s", a->host,
-             a->port);
-    return 0;
+    r = cli_args_parse(cmd, argc, argv, &args);
+    if (r != CLI_ARGS_GO_ON)
+        return r;
+    r = cli_args_duration(cmd, &args, OPT_TIMEOUT, 1, ECHO_TIMEOUT_MAX_MS, &ms);
+    if (r != 0)
+        return r;
+    a->udp = args.seen[OPT_UDP];
+    a->timeout_ms = (int)ms;
+    a->message = args.npos == 3 ? args.pos[2] : NULL;
+    r = cli_peer_parse(cmd, -1, args.pos[0], args.pos[1], &a->peer);
+    return r == 0 ? CLI_ARGS_GO_ON : r;
 }
 
 static int resolve(const struct echo_args *a, struct addrinfo **ret)
 {
-    return cli_resolve("echo", a->host, a->port, a->udp ? SOCK_DGRAM : SOCK_STREAM, ret);
+    return cli_resolve("echo", a->peer.host, a->peer.port, a->udp ? SOCK_DGRAM : SOCK_STREAM, ret);
 }
 
 static int out_write(struct echo_out *o, const void *buf, size_t len)
@@ -222,9 +201,9 @@ static int tcp_connect(const struct echo_args *a, const struct addrinfo *list)
     int fd = cli_tcp_connect(list, cli_now_ms() + a->timeout_ms);
 
     if (fd == -ETIMEDOUT)
-        fail("cannot connect to %s: no answer within %d ms", a->peer, a->timeout_ms);
+        fail("cannot connect to %s: no answer within %d ms", a->peer.name, a->timeout_ms);
     else if (fd < 0)
-        fail("cannot connect to %s: %s", a->peer, strerror(-fd));
+        fail("cannot connect to %s: %s", a->peer.name, strerror(-fd));
     return fd < 0 ? -1 : fd;
 }
 
@@ -272,7 +251,7 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
             goto out;
         }
         if (r == 0) {
-            ret = fail("no reply from %s within %d ms", a->peer, a->timeout_ms);
+            ret = fail("no reply from %s within %d ms", a->peer.name, a->timeout_ms);
             goto out;
         }
 
@@ -303,7 +282,7 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
                 send_done = true;
                 pending_len = 0;
             } else if (errno != EINTR && errno != EAGAIN) {
-                ret = fail("cannot send to %s: %s", a->peer, strerror(errno));
+                ret = fail("cannot send to %s: %s", a->peer.name, strerror(errno));
                 goto out;
             }
         }
@@ -317,7 +296,7 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
                     continue;
                 if (errno == ECONNRESET && received)
                     break;
-                ret = fail("connection to %s failed: %s", a->peer, strerror(errno));
+                ret = fail("connection to %s failed: %s", a->peer.name, strerror(errno));
                 goto out;
             }
             received = true;
@@ -383,7 +362,7 @@ static int run_udp(const struct echo_args *a, const struct addrinfo *list, const
         }
         if (r == 0) {
             close(fd);
-            ret = fail("no reply from %s within %d ms", a->peer, a->timeout_ms);
+            ret = fail("no reply from %s within %d ms", a->peer.name, a->timeout_ms);
             goto out;
         }
         do {
@@ -400,7 +379,7 @@ static int run_udp(const struct echo_args *a, const struct addrinfo *list, const
             ret = out_finish(out);
         goto out;
     }
-    ret = fail("no reply from %s: %s", a->peer, strerror(err));
+    ret = fail("no reply from %s: %s", a->peer.name, strerror(err));
 out:
     free(rbuf);
     return ret;
@@ -414,16 +393,11 @@ int cli_echo_main(int argc, char **argv)
     char *owned = NULL;
     const char *msg = NULL;
     size_t len = 0;
-    bool help;
     int r;
 
-    r = parse_args(argc, argv, &a, &help);
-    if (r != 0)
+    r = parse_args(argc, argv, &a);
+    if (r != CLI_ARGS_GO_ON)
         return r;
-    if (help) {
-        cli_echo_usage();
-        return 0;
-    }
 
     if (a.message) {
         msg = a.message;
