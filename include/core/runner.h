@@ -70,7 +70,8 @@ int core_runner_prepare_socket(const struct core_listener_cfg *cfg, int fd);
 
 /* ---- the runner base: what a runner's own I/O builds on ---- */
 
-/* The fds a listener's accepting threads keep to refuse connections when out of fds. */
+/* The fds a listener's accepting threads keep to refuse connections when out of fds (one per
+ * accepting thread, shared by them: see runner.c). */
 struct core_fd_reserve;
 
 /* Every runner starts with this struct (its first member), made by core_runner_new(). */
@@ -156,7 +157,7 @@ unsigned core_runner_wait(struct core_runner *r, int fd, int extra);
  * whether it stops. The runner's threads. */
 bool core_runner_backoff(struct core_runner *r);
 
-/* What an admitted connection holds in its listener's sources (see core_runner_admit()). */
+/* What an admitted connection holds in its listener's sources. */
 struct core_admission {
     struct core_source src;
     bool counted; /* one of src's open connections in the sources */
@@ -170,14 +171,18 @@ struct core_accepted {
 };
 
 /*
- * Takes the next connection from listening socket lfd and admits it: the fd reserve when out
- * of fds (core_runner_accept()), the per-source limits (core_runner_admit()), max_connections
- * (counted in n_conns). Returns 0 with *ret, a connection the caller serves and ends with
- * core_runner_conn_end() (after core_runner_conn_begin()) or refuses with
- * core_runner_conn_refuse(); or, with the connection closed and counted: -ECONNREFUSED when one
- * was refused (call again); -EAGAIN when none is waiting; another negative errno when accepting
- * failed (a warning is logged, once until an accept succeeds again: *warned keeps that, one
- * per thread, false at first): back off (core_runner_backoff(), or stop watching lfd for
+ * Takes the next connection from listening socket lfd (accept4(), SOCK_CLOEXEC |
+ * SOCK_NONBLOCK) and admits it. Out of fds, a connection is refused with a fd of the reserve
+ * (counted in rejected_resources) rather than left in the backlog until its client gives up.
+ * Then the per-source limits: connection_rate_per_source (rejected_rate) and
+ * max_connections_per_source (rejected_per_source), every connection counted among its
+ * source's open ones whatever the limits, so that a limit set later sees them; then
+ * max_connections (rejected_max_connections), counted in n_conns. Returns 0 with *ret, a connection
+ * the caller serves and ends with core_runner_conn_end() (after core_runner_conn_begin()) or
+ * refuses with core_runner_conn_refuse(); or, with the connection closed and counted: -ECONNREFUSED
+ * when one was refused (call again); -EAGAIN when none is waiting; another negative errno when
+ * accepting failed (a warning is logged, once until an accept succeeds again: *warned keeps that,
+ * one per thread, false at first): back off (core_runner_backoff(), or stop watching lfd for
  * CORE_RUNNER_BACKOFF_MS). Any accepting thread of the runner.
  */
 int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned,
@@ -210,56 +215,10 @@ int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_run
 int core_runner_udp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
                           struct core_err *err);
 
-/* ---- the steps below the base; any thread ---- */
+/* ---- shared by the runners; any thread ---- */
 
 /* CLOCK_MONOTONIC in nanoseconds, for latency records. */
 uint64_t core_runner_now_ns(void);
-
-/*
- * The fds a listener's accepting threads keep in reserve (on /dev/null) to refuse connections
- * once the daemon is out of fds, one per accepting thread, shared by them: any thread may use
- * any of them, under the reserve's lock, which every accept4() of core_runner_accept() also
- * takes (shared), so that no thread of the listener can take the fd another one gives up for a
- * moment. A reserve fd lost all the same (to another part of the daemon) is opened again by
- * the next core_runner_accept() that finds an fd free.
- */
-
-/* A reserve of n fds in *ret (those that cannot be opened now are opened later), or -ENOMEM.
- * Free with core_fd_reserve_free(). */
-int core_fd_reserve_new(unsigned n, struct core_fd_reserve **ret);
-
-/* Closes the reserve's fds and frees it, once no thread uses it. Accepts NULL. */
-void core_fd_reserve_free(struct core_fd_reserve *res);
-
-/*
- * accept4(lfd) with SOCK_CLOEXEC | SOCK_NONBLOCK. Returns the connection's fd, or: -EAGAIN when
- * none is waiting (or it vanished, or a signal came); -ECONNREFUSED when one was refused for
- * lack of resources (counted in connections_rejected and rejected_resources): out of fds, a
- * fd of res is closed to accept the connection, which is closed at once, and res gets the fd
- * back; another negative errno for a failure the caller should back off from (out of fds with
- * no fd left in res, counted in errors; or a lack of memory, counted in rejected_resources).
- * Any accepting thread of the listener that owns res.
- */
-int core_runner_accept(int lfd, struct core_fd_reserve *res, struct core_metrics *m);
-
-/* Counts one connection refused because max_connections is reached. */
-void core_runner_reject_max(struct core_metrics *m);
-
-/*
- * Admits connection fd, just accepted, by its peer's address against cfg's
- * connection_rate_per_source and max_connections_per_source, counting it among its source's
- * open connections in sources (every connection is counted, whatever the limits, so that a
- * limit set later sees the connections already open). Returns 0 with *ret to give back to
- * core_runner_release() when the connection ends; or, refused and counted in m
- * (connections_rejected and the reason): -EAGAIN (rejected_rate), -EUSERS (rejected_per_source),
- * -ENOMEM (rejected_resources). The caller closes fd. With sources NULL, or a peer already gone,
- * it is admitted uncounted. Any thread.
- */
-int core_runner_admit(struct core_sources *sources, const struct core_listener_cfg *cfg,
-                      struct core_metrics *m, int fd, uint64_t now_ns, struct core_admission *ret);
-
-/* The connection admitted as *a has ended. Accepts an uncounted one. Any thread. */
-void core_runner_release(struct core_sources *sources, struct core_admission *a);
 
 /* What serving one connection with blocking-style waits needs. */
 struct core_conn_ctx {

@@ -37,6 +37,14 @@ uint64_t core_runner_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * The fds a listener's accepting threads keep in reserve (on /dev/null) to refuse connections
+ * once the daemon is out of fds, one per accepting thread, shared by them: any thread may use
+ * any of them, under the reserve's lock, which every accept4() of accept_spare() also takes
+ * (shared), so that no thread of the listener can take the fd another one gives up for a
+ * moment. A reserve fd lost all the same (to another part of the daemon) is opened again by
+ * the next accept_spare() that finds an fd free.
+ */
 struct core_fd_reserve {
     /* Shared: an accept4() that may take a free fd; exclusive: giving up or opening a reserve
      * fd, so that no accept4() of the listener takes the fd given up for a refusal. */
@@ -69,7 +77,8 @@ static void refill(struct core_fd_reserve *res)
     atomic_store_explicit(&res->missing, missing, memory_order_relaxed);
 }
 
-int core_fd_reserve_new(unsigned n, struct core_fd_reserve **ret)
+/* A reserve of n fds (those that cannot be opened now are opened later), or -ENOMEM. */
+static int fd_reserve_new(unsigned n, struct core_fd_reserve **ret)
 {
     struct core_fd_reserve *res = calloc(1, sizeof(*res) + n * sizeof(res->fd[0]));
     pthread_rwlockattr_t attr;
@@ -89,7 +98,8 @@ int core_fd_reserve_new(unsigned n, struct core_fd_reserve **ret)
     return 0;
 }
 
-void core_fd_reserve_free(struct core_fd_reserve *res)
+/* Closes the reserve's fds and frees it, once no thread uses it. Accepts NULL. */
+static void fd_reserve_free(struct core_fd_reserve *res)
 {
     if (!res)
         return;
@@ -106,7 +116,7 @@ static void reject_resources(struct core_metrics *m)
     core_metrics_add(m, CORE_CTR_REJECTED_RESOURCES, 1);
 }
 
-void core_runner_reject_max(struct core_metrics *m)
+static void reject_max(struct core_metrics *m)
 {
     core_metrics_add(m, CORE_CTR_CONNECTIONS_REJECTED, 1);
     core_metrics_add(m, CORE_CTR_REJECTED_MAX_CONNECTIONS, 1);
@@ -155,7 +165,14 @@ static bool refuse(int lfd, struct core_fd_reserve *res, struct core_metrics *m,
     return true;
 }
 
-int core_runner_accept(int lfd, struct core_fd_reserve *res, struct core_metrics *m)
+/*
+ * accept4(lfd) with SOCK_CLOEXEC | SOCK_NONBLOCK. Returns the connection's fd, or: -EAGAIN when
+ * none is waiting (or it vanished, or a signal came); -ECONNREFUSED when one was refused for
+ * lack of fds with a fd of res (counted in connections_rejected and rejected_resources);
+ * another negative errno for a failure to back off from (out of fds with no fd left in res,
+ * counted in errors; or a lack of memory, counted in rejected_resources).
+ */
+static int accept_spare(int lfd, struct core_fd_reserve *res, struct core_metrics *m)
 {
     int fd, r = 0;
 
@@ -201,8 +218,15 @@ static void reject(struct core_metrics *m, enum core_counter reason)
     core_metrics_add(m, reason, 1);
 }
 
-int core_runner_admit(struct core_sources *sources, const struct core_listener_cfg *cfg,
-                      struct core_metrics *m, int fd, uint64_t now_ns, struct core_admission *ret)
+/*
+ * Admits connection fd by its peer's address against cfg's per-source limits, counting it
+ * among its source's open connections (whatever the limits). Returns 0 with *ret, or refused
+ * and counted: -EAGAIN (rejected_rate), -EUSERS (rejected_per_source), -ENOMEM
+ * (rejected_resources); the caller closes fd. With sources NULL, or a peer already gone, it is
+ * admitted uncounted.
+ */
+static int admit(struct core_sources *sources, const struct core_listener_cfg *cfg,
+                 struct core_metrics *m, int fd, uint64_t now_ns, struct core_admission *ret)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
@@ -232,7 +256,8 @@ int core_runner_admit(struct core_sources *sources, const struct core_listener_c
     return 0;
 }
 
-void core_runner_release(struct core_sources *sources, struct core_admission *a)
+/* The connection admitted as *a has ended. Accepts an uncounted one. */
+static void release(struct core_sources *sources, struct core_admission *a)
 {
     if (sources && a->counted)
         core_sources_release(sources, &a->src);
@@ -302,7 +327,7 @@ int core_runner_new(size_t size, const struct core_runner_ctx *ctx,
         r->is_drained = base_is_drained;
     }
     if (spec->accepting) {
-        e = core_fd_reserve_new(spec->accepting, &r->reserve);
+        e = fd_reserve_new(spec->accepting, &r->reserve);
         if (e < 0)
             goto out_abort;
     }
@@ -349,7 +374,7 @@ void core_runner_stop(struct core_runner *r)
         close(r->wake_fd);
     if (r->drain_fd >= 0)
         close(r->drain_fd);
-    core_fd_reserve_free(r->reserve);
+    fd_reserve_free(r->reserve);
     core_listener_cfg_fini(&r->cfg);
     free(r->threads);
     free(r);
@@ -397,7 +422,7 @@ int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned, struct
 {
     struct core_accepted a;
 
-    a.fd = core_runner_accept(lfd, r->reserve, r->m);
+    a.fd = accept_spare(lfd, r->reserve, r->m);
     if (a.fd == -EAGAIN || a.fd == -ECONNREFUSED)
         return a.fd;
     if (a.fd < 0) {
@@ -409,14 +434,14 @@ int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned, struct
     }
     *warned = false;
     a.accepted_ns = core_runner_now_ns();
-    if (core_runner_admit(r->sources, &r->cfg, r->m, a.fd, a.accepted_ns, &a.adm) < 0) {
+    if (admit(r->sources, &r->cfg, r->m, a.fd, a.accepted_ns, &a.adm) < 0) {
         close(a.fd);
         return -ECONNREFUSED;
     }
     if (atomic_fetch_add(&r->n_conns, 1) >= r->cfg.max_connections) {
         atomic_fetch_sub(&r->n_conns, 1);
-        core_runner_release(r->sources, &a.adm);
-        core_runner_reject_max(r->m);
+        release(r->sources, &a.adm);
+        reject_max(r->m);
         close(a.fd);
         return -ECONNREFUSED;
     }
@@ -432,7 +457,7 @@ void core_runner_conn_begin(struct core_runner *r)
 
 void core_runner_conn_end(struct core_runner *r, struct core_admission *adm)
 {
-    core_runner_release(r->sources, adm);
+    release(r->sources, adm);
     core_metrics_sub(r->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
     atomic_fetch_sub(&r->n_conns, 1);
 }
@@ -441,7 +466,7 @@ void core_runner_conn_refuse(struct core_runner *r, int fd, struct core_admissio
 {
     if (fd >= 0)
         close(fd);
-    core_runner_release(r->sources, adm);
+    release(r->sources, adm);
     atomic_fetch_sub(&r->n_conns, 1);
     reject_resources(r->m);
 }
