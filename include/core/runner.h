@@ -7,9 +7,29 @@
  * stopped by the listener: stop wakes every worker, cuts every connection, joins every thread,
  * closes every fd and frees the runner.
  *
+ * A runner is the runner base (struct core_runner, below: configuration, service, counters,
+ * sockets, admission, the stop and drain handshake, the thread list) and its own I/O in one
+ * file: threads per connection or a pool (runner_tcp.c), epoll loops (runner_event.c), a
+ * process per connection (runner_process.c), recvmmsg workers (runner_udp.c). Every TCP
+ * connection is served through the session driver (core/session.h): by the blocking driver
+ * core_runner_serve_conn() or by a runner's own loop.
+ *
+ * The `process` model: a connection is served in a child process forked from the runner's
+ * accepting thread. The child runs the service's session callbacks only (session_open to
+ * session_close, through core_runner_serve_conn()), on its copy of the service instance as it
+ * was at the fork, with no thread of its own and no fd but its connection and the wake fd; its
+ * counters go to the listener's metrics, which live in MAP_SHARED memory, so the daemon sees
+ * them at once. A service whose sessions share state through the instance must keep that state
+ * where processes share it, or refuse the model: the listener configuration refuses a model a
+ * service lists in its refused_models (-EINVAL, field "model"); the runner itself checks
+ * nothing. backup refuses none: what its sessions share lives in MAP_SHARED memory.
+ *
  * Thread rules: start and stop from the thread making listener changes.
  */
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/config.h"
@@ -48,76 +68,157 @@ void core_runner_stop(struct core_runner *r);
  */
 int core_runner_prepare_socket(const struct core_listener_cfg *cfg, int fd);
 
-/* The halves, for core_runner_start(): TCP `sequential`, `thread` and `pool`; TCP `event`;
- * UDP. */
-int core_runner_tcp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
-                          struct core_err *err);
-int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
-                            struct core_err *err);
-int core_runner_udp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
-                          struct core_err *err);
-/* The `process` model (runner_process.c). -EINVAL for services with stored files (backup):
- * their instance holds state that the sessions of one listener share. */
-int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
-                              struct core_err *err);
+/* ---- the runner base: what a runner's own I/O builds on ---- */
 
-/* ---- shared by the runners; any thread ---- */
-
-/* CLOCK_MONOTONIC in nanoseconds, for latency records. */
-uint64_t core_runner_now_ns(void);
-
-/*
- * The fds a listener's accepting threads keep in reserve (on /dev/null) to refuse connections
- * once the daemon is out of fds, one per accepting thread, shared by them: any thread may use
- * any of them, under the reserve's lock, which every accept4() of core_runner_accept() also
- * takes (shared), so that no thread of the listener can take the fd another one gives up for a
- * moment. A reserve fd lost all the same (to another part of the daemon) is opened again by
- * the next core_runner_accept() that finds an fd free.
- */
+/* The fds a listener's accepting threads keep to refuse connections when out of fds (one per
+ * accepting thread, shared by them: see runner.c). */
 struct core_fd_reserve;
 
-/* A reserve of n fds in *ret (those that cannot be opened now are opened later), or -ENOMEM.
- * Free with core_fd_reserve_free(). */
-int core_fd_reserve_new(unsigned n, struct core_fd_reserve **ret);
+/* Every runner starts with this struct (its first member), made by core_runner_new(). */
+struct core_runner {
+    /*
+     * For the listener. drain is optional (NULL: the model cannot drain; the listener stops and
+     * restarts instead): stops accepting at once and returns; the established connections go
+     * on until they end (or a deadline of the runner's choice passes). The listening socket is
+     * not closed before stop. core_runner_stop() must still be called and cuts what remains.
+     * Same thread rules as stop. is_drained, with drain: whether every accepting thread has
+     * stopped accepting and every connection has ended. Any thread.
+     */
+    void (*drain)(struct core_runner *r);
+    bool (*is_drained)(struct core_runner *r);
 
-/* Closes the reserve's fds and frees it, once no thread uses it. Accepts NULL. */
-void core_fd_reserve_free(struct core_fd_reserve *res);
+    /* Set by core_runner_new(), read-only afterwards. */
+    void (*destroy)(struct core_runner *r); /* see struct core_runner_spec */
+    struct core_listener_cfg cfg;
+    const struct core_service *svc;
+    void *inst;
+    struct core_metrics *m;
+    struct core_sources *sources;    /* borrowed; may be NULL */
+    struct core_endpoints *own;      /* borrowed; may be NULL */
+    struct core_fd_reserve *reserve; /* one fd per accepting thread; NULL without */
+    int lfd;                         /* the listener's socket, owned; non-blocking for TCP */
+    int wake_fd;                     /* eventfd, readable once the runner stops */
+    int drain_fd;                    /* eventfd, readable once the runner drains; -1 without */
+
+    atomic_uint n_accepting; /* accepting threads that have not stopped accepting */
+    atomic_uint n_conns;     /* connections admitted and not yet ended (max_connections) */
+
+    /* Threads of core_runner_spawn(); only the thread that starts and stops the runner. */
+    pthread_t *threads;
+    unsigned n_threads, max_threads;
+};
+
+struct core_runner_spec {
+    /* Called by core_runner_stop() once the wake fd is written and the runner's threads are
+     * joined, also on a runner whose start failed half-way: frees what the runner's own I/O
+     * holds (not the base, nor the runner's memory). NULL: nothing to free. */
+    void (*destroy)(struct core_runner *r);
+    unsigned threads;   /* at most this many core_runner_spawn() */
+    unsigned accepting; /* accepting threads (n_accepting at the start), each with a reserve fd */
+    bool drains;        /* the runner can drain (drain_fd, drain and is_drained are set) */
+};
 
 /*
- * accept4(lfd) with SOCK_CLOEXEC | SOCK_NONBLOCK. Returns the connection's fd, or: -EAGAIN when
- * none is waiting (or it vanished, or a signal came); -ECONNREFUSED when one was refused for
- * lack of resources (counted in connections_rejected and rejected_resources): out of fds, a
- * fd of res is closed to accept the connection, which is closed at once, and res gets the fd
- * back; another negative errno for a failure the caller should back off from (out of fds with
- * no fd left in res, counted in errors; or a lack of memory, counted in rejected_resources).
- * Any accepting thread of the listener that owns res.
+ * Allocates a runner of size bytes (>= sizeof(struct core_runner), zeroed besides the base)
+ * and sets up its base from ctx: a copy of the configuration, the listening socket (taken,
+ * made non-blocking for TCP), the wake and drain eventfds, the fd reserve, room for the
+ * threads. Takes ownership of ctx->fd, also when it fails. Returns 0 with *ret, or a negative
+ * errno with err set (then nothing is left). Once it succeeded, a failing start ends with
+ * core_runner_abort(). The listener's thread.
  */
-int core_runner_accept(int lfd, struct core_fd_reserve *res, struct core_metrics *m);
+int core_runner_new(size_t size, const struct core_runner_ctx *ctx,
+                    const struct core_runner_spec *spec, struct core_runner **ret,
+                    struct core_err *err);
 
-/* Counts one connection refused because max_connections is reached. */
-void core_runner_reject_max(struct core_metrics *m);
+/* Starts a thread of the runner running fn(arg), joined by core_runner_stop(). Returns 0 or a
+ * negative errno. The listener's thread, while starting. */
+int core_runner_spawn(struct core_runner *r, void *(*fn)(void *), void *arg);
 
-/* What an admitted connection holds in its listener's sources (see core_runner_admit()). */
+/* Stops and frees a runner whose start failed (what started is stopped and joined), and sets
+ * err: "cannot start the <what>: <error>". Returns error (a negative errno). */
+int core_runner_abort(struct core_runner *r, int error, const char *what, struct core_err *err);
+
+/* Makes eventfd fd readable (the wake, drain or another runner's own eventfd). Any thread. */
+void core_runner_signal(int fd);
+
+/* Flags of core_runner_wait(). */
+#define CORE_RUNNER_WAIT_END 1u   /* the runner stops, or drains; or the wait failed (logged) */
+#define CORE_RUNNER_WAIT_FD 2u    /* fd is readable */
+#define CORE_RUNNER_WAIT_EXTRA 4u /* extra is readable */
+
+/* Waits until fd or extra (-1: none) is readable, or the runner stops or drains. Returns the
+ * CORE_RUNNER_WAIT_ flags that hold (0 after a signal). The runner's threads. */
+unsigned core_runner_wait(struct core_runner *r, int fd, int extra);
+
+/* How long an accepting thread leaves the backlog alone after an accept error. */
+#define CORE_RUNNER_BACKOFF_MS 100
+
+/* After an accept error: waits CORE_RUNNER_BACKOFF_MS unless the runner stops; returns
+ * whether it stops. The runner's threads. */
+bool core_runner_backoff(struct core_runner *r);
+
+/* What an admitted connection holds in its listener's sources. */
 struct core_admission {
     struct core_source src;
     bool counted; /* one of src's open connections in the sources */
 };
 
-/*
- * Admits connection fd, just accepted, by its peer's address against cfg's
- * connection_rate_per_source and max_connections_per_source, counting it among its source's
- * open connections in sources (every connection is counted, whatever the limits, so that a
- * limit set later sees the connections already open). Returns 0 with *ret to give back to
- * core_runner_release() when the connection ends; or, refused and counted in m
- * (connections_rejected and the reason): -EAGAIN (rejected_rate), -EUSERS (rejected_per_source),
- * -ENOMEM (rejected_resources). The caller closes fd. With sources NULL, or a peer already gone,
- * it is admitted uncounted. Any thread.
- */
-int core_runner_admit(struct core_sources *sources, const struct core_listener_cfg *cfg,
-                      struct core_metrics *m, int fd, uint64_t now_ns, struct core_admission *ret);
+/* A connection core_runner_accept_conn() took. */
+struct core_accepted {
+    int fd;               /* non-blocking, close-on-exec; the caller's */
+    uint64_t accepted_ns; /* core_runner_now_ns() when it was accepted */
+    struct core_admission adm;
+};
 
-/* The connection admitted as *a has ended. Accepts an uncounted one. Any thread. */
-void core_runner_release(struct core_sources *sources, struct core_admission *a);
+/*
+ * Takes the next connection from listening socket lfd (accept4(), SOCK_CLOEXEC |
+ * SOCK_NONBLOCK) and admits it. Out of fds, a connection is refused with a fd of the reserve
+ * (counted in rejected_resources) rather than left in the backlog until its client gives up.
+ * Then the per-source limits: connection_rate_per_source (rejected_rate) and
+ * max_connections_per_source (rejected_per_source), every connection counted among its
+ * source's open ones whatever the limits, so that a limit set later sees them; then
+ * max_connections (rejected_max_connections), counted in n_conns. Returns 0 with *ret, a connection
+ * the caller serves and ends with core_runner_conn_end() (after core_runner_conn_begin()) or
+ * refuses with core_runner_conn_refuse(); or, with the connection closed and counted: -ECONNREFUSED
+ * when one was refused (call again); -EAGAIN when none is waiting; another negative errno when
+ * accepting failed (a warning is logged, once until an accept succeeds again: *warned keeps that,
+ * one per thread, false at first): back off (core_runner_backoff(), or stop watching lfd for
+ * CORE_RUNNER_BACKOFF_MS). Any accepting thread of the runner.
+ */
+int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned,
+                            struct core_accepted *ret);
+
+/* The connection is served from now on: counted in connections_total and the gauge. */
+void core_runner_conn_begin(struct core_runner *r);
+
+/* The connection begun has ended (its fd closed): gives back its admission *adm, then lowers
+ * the gauge and n_conns (whoever sees the gauge fall sees its source's place free). */
+void core_runner_conn_end(struct core_runner *r, struct core_admission *adm);
+
+/* The admitted connection cannot be served (no thread, process, fd or memory): closes fd
+ * (-1: closed already), gives back *adm and n_conns, counts it in rejected_resources. */
+void core_runner_conn_refuse(struct core_runner *r, int fd, struct core_admission *adm);
+
+/* An accepting thread has stopped accepting for good (drained, stopped): n_accepting falls.
+ * The base's is_drained waits for every one. */
+void core_runner_accepting_ended(struct core_runner *r);
+
+/* ---- the runners' halves, for core_runner_start() ---- */
+
+/* TCP `sequential`, `thread` and `pool`; TCP `event`; TCP `process`; UDP. */
+int core_runner_tcp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
+                          struct core_err *err);
+int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
+                            struct core_err *err);
+int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
+                              struct core_err *err);
+int core_runner_udp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
+                          struct core_err *err);
+
+/* ---- shared by the runners; any thread ---- */
+
+/* CLOCK_MONOTONIC in nanoseconds, for latency records. */
+uint64_t core_runner_now_ns(void);
 
 /* What serving one connection with blocking-style waits needs. */
 struct core_conn_ctx {
@@ -129,25 +230,14 @@ struct core_conn_ctx {
 };
 
 /*
- * Serves one accepted connection to its end (the service's session from open to close, idle
- * timeout, a lingering close after the service closes) and closes fd. Counts bytes, errors,
- * idle timeouts and service times (a greeting's from accepted_ns); the connection totals and
- * gauge are the caller's. Any thread, or a forked child.
+ * Serves one accepted connection to its end through the session driver (the service's session
+ * from open to close, idle timeout, a lingering close after the service closes) and closes fd.
+ * Counts bytes, errors, idle timeouts and service times (a greeting's from accepted_ns); the
+ * connection totals and gauge are the caller's. Any thread, or a forked child.
  */
 void core_runner_serve_conn(const struct core_conn_ctx *c, int fd, uint64_t accepted_ns);
 
-/* Every runner starts with this header, which says how to stop it. */
-struct core_runner {
-    void (*stop)(struct core_runner *r);
-    /*
-     * Optional (NULL: the model cannot drain; the listener stops and restarts instead). Stops
-     * accepting at once and returns; the established connections go on until they end (or a
-     * deadline of the runner's choice passes). The listening socket is not closed before stop.
-     * stop() must still be called and cuts what remains. Same thread rules as stop.
-     */
-    void (*drain)(struct core_runner *r);
-    /* With drain: whether every connection of a draining runner has ended. Any thread. */
-    bool (*is_drained)(struct core_runner *r);
-};
+/* The blocking driver's context for a connection of runner r. */
+struct core_conn_ctx core_runner_conn_ctx(const struct core_runner *r);
 
 #endif

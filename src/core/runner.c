@@ -1,13 +1,23 @@
+/*
+ * The runner base: what every runner shares (its configuration and service, the listening
+ * socket, the stop and drain handshake, the thread list, accepting with the fd reserve and
+ * admitting by source and max_connections), so that a runner file holds only its own I/O.
+ */
 #include "core/runner.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "core/log.h"
 
 int core_runner_prepare_socket(const struct core_listener_cfg *cfg, int fd)
 {
@@ -27,6 +37,14 @@ uint64_t core_runner_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * The fds a listener's accepting threads keep in reserve (on /dev/null) to refuse connections
+ * once the daemon is out of fds, one per accepting thread, shared by them: any thread may use
+ * any of them, under the reserve's lock, which every accept4() of accept_spare() also takes
+ * (shared), so that no thread of the listener can take the fd another one gives up for a
+ * moment. A reserve fd lost all the same (to another part of the daemon) is opened again by
+ * the next accept_spare() that finds an fd free.
+ */
 struct core_fd_reserve {
     /* Shared: an accept4() that may take a free fd; exclusive: giving up or opening a reserve
      * fd, so that no accept4() of the listener takes the fd given up for a refusal. */
@@ -59,7 +77,8 @@ static void refill(struct core_fd_reserve *res)
     atomic_store_explicit(&res->missing, missing, memory_order_relaxed);
 }
 
-int core_fd_reserve_new(unsigned n, struct core_fd_reserve **ret)
+/* A reserve of n fds (those that cannot be opened now are opened later), or -ENOMEM. */
+static int fd_reserve_new(unsigned n, struct core_fd_reserve **ret)
 {
     struct core_fd_reserve *res = calloc(1, sizeof(*res) + n * sizeof(res->fd[0]));
     pthread_rwlockattr_t attr;
@@ -79,7 +98,8 @@ int core_fd_reserve_new(unsigned n, struct core_fd_reserve **ret)
     return 0;
 }
 
-void core_fd_reserve_free(struct core_fd_reserve *res)
+/* Closes the reserve's fds and frees it, once no thread uses it. Accepts NULL. */
+static void fd_reserve_free(struct core_fd_reserve *res)
 {
     if (!res)
         return;
@@ -96,7 +116,7 @@ static void reject_resources(struct core_metrics *m)
     core_metrics_add(m, CORE_CTR_REJECTED_RESOURCES, 1);
 }
 
-void core_runner_reject_max(struct core_metrics *m)
+static void reject_max(struct core_metrics *m)
 {
     core_metrics_add(m, CORE_CTR_CONNECTIONS_REJECTED, 1);
     core_metrics_add(m, CORE_CTR_REJECTED_MAX_CONNECTIONS, 1);
@@ -145,7 +165,14 @@ static bool refuse(int lfd, struct core_fd_reserve *res, struct core_metrics *m,
     return true;
 }
 
-int core_runner_accept(int lfd, struct core_fd_reserve *res, struct core_metrics *m)
+/*
+ * accept4(lfd) with SOCK_CLOEXEC | SOCK_NONBLOCK. Returns the connection's fd, or: -EAGAIN when
+ * none is waiting (or it vanished, or a signal came); -ECONNREFUSED when one was refused for
+ * lack of fds with a fd of res (counted in connections_rejected and rejected_resources);
+ * another negative errno for a failure to back off from (out of fds with no fd left in res,
+ * counted in errors; or a lack of memory, counted in rejected_resources).
+ */
+static int accept_spare(int lfd, struct core_fd_reserve *res, struct core_metrics *m)
 {
     int fd, r = 0;
 
@@ -185,6 +212,279 @@ int core_runner_accept(int lfd, struct core_fd_reserve *res, struct core_metrics
     return r;
 }
 
+static void reject(struct core_metrics *m, enum core_counter reason)
+{
+    core_metrics_add(m, CORE_CTR_CONNECTIONS_REJECTED, 1);
+    core_metrics_add(m, reason, 1);
+}
+
+/*
+ * Admits connection fd by its peer's address against cfg's per-source limits, counting it
+ * among its source's open connections (whatever the limits). Returns 0 with *ret, or refused
+ * and counted: -EAGAIN (rejected_rate), -EUSERS (rejected_per_source), -ENOMEM
+ * (rejected_resources); the caller closes fd. With sources NULL, or a peer already gone, it is
+ * admitted uncounted.
+ */
+static int admit(struct core_sources *sources, const struct core_listener_cfg *cfg,
+                 struct core_metrics *m, int fd, uint64_t now_ns, struct core_admission *ret)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    struct core_admission a = {0};
+    int r;
+
+    if (sources && getpeername(fd, (struct sockaddr *)&ss, &len) == 0 &&
+        core_source_from_sockaddr((struct sockaddr *)&ss, &a.src, NULL)) {
+        r = core_sources_admit(sources, &a.src, cfg->max_connections_per_source,
+                               cfg->connection_rate_per_source, now_ns);
+        switch (r) {
+        case 0:
+            a.counted = true;
+            break;
+        case -EAGAIN:
+            reject(m, CORE_CTR_REJECTED_RATE);
+            return r;
+        case -EUSERS:
+            reject(m, CORE_CTR_REJECTED_PER_SOURCE);
+            return r;
+        default:
+            reject(m, CORE_CTR_REJECTED_RESOURCES);
+            return r;
+        }
+    }
+    *ret = a;
+    return 0;
+}
+
+/* The connection admitted as *a has ended. Accepts an uncounted one. */
+static void release(struct core_sources *sources, struct core_admission *a)
+{
+    if (sources && a->counted)
+        core_sources_release(sources, &a->src);
+    a->counted = false;
+}
+
+/* ---- the base ---- */
+
+void core_runner_signal(int fd)
+{
+    uint64_t one = 1;
+
+    (void)!write(fd, &one, sizeof(one));
+}
+
+static void base_drain(struct core_runner *r)
+{
+    core_runner_signal(r->drain_fd);
+}
+
+static bool base_is_drained(struct core_runner *r)
+{
+    return atomic_load(&r->n_accepting) == 0 && atomic_load(&r->n_conns) == 0;
+}
+
+int core_runner_new(size_t size, const struct core_runner_ctx *ctx,
+                    const struct core_runner_spec *spec, struct core_runner **ret,
+                    struct core_err *err)
+{
+    struct core_runner *r = calloc(1, size);
+    int e;
+
+    if (!r) {
+        close(ctx->fd);
+        return core_err_set(err, -ENOMEM, NULL, "cannot start the runner: out of memory");
+    }
+    r->svc = ctx->svc;
+    r->inst = ctx->inst;
+    r->m = ctx->metrics;
+    r->sources = ctx->sources;
+    r->own = ctx->own;
+    r->lfd = ctx->fd;
+    r->wake_fd = -1;
+    r->drain_fd = -1;
+    atomic_init(&r->n_accepting, spec->accepting);
+    atomic_init(&r->n_conns, 0);
+    e = core_listener_cfg_copy(ctx->cfg, &r->cfg);
+    if (e < 0)
+        goto out_abort;
+    if (ctx->cfg->transport == CORE_TCP &&
+        fcntl(r->lfd, F_SETFL, fcntl(r->lfd, F_GETFL) | O_NONBLOCK) < 0) {
+        e = -errno;
+        goto out_abort;
+    }
+    r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (r->wake_fd < 0) {
+        e = -errno;
+        goto out_abort;
+    }
+    if (spec->drains) {
+        r->drain_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (r->drain_fd < 0) {
+            e = -errno;
+            goto out_abort;
+        }
+        r->drain = base_drain;
+        r->is_drained = base_is_drained;
+    }
+    if (spec->accepting) {
+        e = fd_reserve_new(spec->accepting, &r->reserve);
+        if (e < 0)
+            goto out_abort;
+    }
+    r->threads = calloc(spec->threads ? spec->threads : 1, sizeof(*r->threads));
+    if (!r->threads) {
+        e = -ENOMEM;
+        goto out_abort;
+    }
+    r->max_threads = spec->threads;
+    r->destroy = spec->destroy; /* from here on, the runner's own part is its to free */
+    *ret = r;
+    return 0;
+
+out_abort:
+    return core_runner_abort(r, e, "runner", err);
+}
+
+int core_runner_spawn(struct core_runner *r, void *(*fn)(void *), void *arg)
+{
+    int e;
+
+    if (r->n_threads == r->max_threads)
+        return -EAGAIN;
+    e = pthread_create(&r->threads[r->n_threads], NULL, fn, arg);
+    if (e != 0)
+        return -e;
+    r->n_threads++;
+    return 0;
+}
+
+void core_runner_stop(struct core_runner *r)
+{
+    if (!r)
+        return;
+    if (r->wake_fd >= 0)
+        core_runner_signal(r->wake_fd);
+    for (unsigned i = 0; i < r->n_threads; i++)
+        pthread_join(r->threads[i], NULL);
+    if (r->destroy)
+        r->destroy(r);
+    if (r->lfd >= 0)
+        close(r->lfd);
+    if (r->wake_fd >= 0)
+        close(r->wake_fd);
+    if (r->drain_fd >= 0)
+        close(r->drain_fd);
+    fd_reserve_free(r->reserve);
+    core_listener_cfg_fini(&r->cfg);
+    free(r->threads);
+    free(r);
+}
+
+int core_runner_abort(struct core_runner *r, int error, const char *what, struct core_err *err)
+{
+    core_runner_stop(r);
+    return core_err_set(err, error, NULL, "cannot start the %s: %s", what, strerror(-error));
+}
+
+unsigned core_runner_wait(struct core_runner *r, int fd, int extra)
+{
+    struct pollfd p[4] = {
+        {.fd = r->wake_fd, .events = POLLIN},
+        {.fd = r->drain_fd, .events = POLLIN},
+        {.fd = fd, .events = POLLIN},
+        {.fd = extra, .events = POLLIN},
+    };
+    unsigned ret = 0;
+
+    if (poll(p, 4, -1) < 0) {
+        if (errno == EINTR)
+            return 0;
+        core_log_error("listener %s: poll: %s", r->cfg.id, strerror(errno));
+        return CORE_RUNNER_WAIT_END;
+    }
+    if (p[0].revents || p[1].revents)
+        ret |= CORE_RUNNER_WAIT_END;
+    if (p[2].revents)
+        ret |= CORE_RUNNER_WAIT_FD;
+    if (p[3].revents)
+        ret |= CORE_RUNNER_WAIT_EXTRA;
+    return ret;
+}
+
+bool core_runner_backoff(struct core_runner *r)
+{
+    struct pollfd p = {.fd = r->wake_fd, .events = POLLIN};
+
+    return poll(&p, 1, CORE_RUNNER_BACKOFF_MS) > 0;
+}
+
+int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned, struct core_accepted *ret)
+{
+    struct core_accepted a;
+
+    a.fd = accept_spare(lfd, r->reserve, r->m);
+    if (a.fd == -EAGAIN || a.fd == -ECONNREFUSED)
+        return a.fd;
+    if (a.fd < 0) {
+        /* Out of fds or memory: the caller waits a little instead of spinning. */
+        if (!*warned)
+            core_log_warn("listener %s: accept: %s (backing off)", r->cfg.id, strerror(-a.fd));
+        *warned = true;
+        return a.fd;
+    }
+    *warned = false;
+    a.accepted_ns = core_runner_now_ns();
+    if (admit(r->sources, &r->cfg, r->m, a.fd, a.accepted_ns, &a.adm) < 0) {
+        close(a.fd);
+        return -ECONNREFUSED;
+    }
+    if (atomic_fetch_add(&r->n_conns, 1) >= r->cfg.max_connections) {
+        atomic_fetch_sub(&r->n_conns, 1);
+        release(r->sources, &a.adm);
+        reject_max(r->m);
+        close(a.fd);
+        return -ECONNREFUSED;
+    }
+    *ret = a;
+    return 0;
+}
+
+void core_runner_conn_begin(struct core_runner *r)
+{
+    core_metrics_add(r->m, CORE_CTR_CONNECTIONS_TOTAL, 1);
+    core_metrics_add(r->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
+}
+
+void core_runner_conn_end(struct core_runner *r, struct core_admission *adm)
+{
+    release(r->sources, adm);
+    core_metrics_sub(r->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
+    atomic_fetch_sub(&r->n_conns, 1);
+}
+
+void core_runner_conn_refuse(struct core_runner *r, int fd, struct core_admission *adm)
+{
+    if (fd >= 0)
+        close(fd);
+    release(r->sources, adm);
+    atomic_fetch_sub(&r->n_conns, 1);
+    reject_resources(r->m);
+}
+
+void core_runner_accepting_ended(struct core_runner *r)
+{
+    atomic_fetch_sub(&r->n_accepting, 1);
+}
+
+struct core_conn_ctx core_runner_conn_ctx(const struct core_runner *r)
+{
+    return (struct core_conn_ctx){.svc = r->svc,
+                                  .inst = r->inst,
+                                  .m = r->m,
+                                  .idle_timeout_ms = r->cfg.idle_timeout_ms,
+                                  .wake_fd = r->wake_fd};
+}
+
 int core_runner_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
                       struct core_err *err)
 {
@@ -204,10 +504,4 @@ int core_runner_start(const struct core_runner_ctx *ctx, struct core_runner **re
         return core_err_set(err, -EINVAL, "model", "model: '%s' is not available",
                             core_model_name(ctx->cfg->model));
     }
-}
-
-void core_runner_stop(struct core_runner *r)
-{
-    if (r)
-        r->stop(r);
 }

@@ -16,45 +16,34 @@
 #include "core/runner.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/session.h"
 
 #define READ_SIZE (64 * 1024)
 #define LINGER_MS 1000
 #define TCP_BACKLOG 511
 #define MAX_EVENTS 64
 #define ACCEPT_BATCH 64
-#define ACCEPT_BACKOFF_MS 100
 
 struct ev_loop;
-
-enum conn_state { CONN_OPEN, CONN_LINGER };
 
 struct ev_conn {
     struct ev_loop *loop;
     int fd;
-    enum conn_state state;
-    int verdict;      /* the service's last answer, acted on once out is sent */
-    bool completed;   /* the service saw the whole exchange (end of input or CLOSE) */
+    bool lingering;   /* the service is done; in loop.linger (else in loop.open) */
     bool want_out;    /* registered for EPOLLOUT (else for EPOLLIN) */
-    uint64_t t0;      /* when the request being answered arrived; 0: none */
     int64_t deadline; /* ms: idle or linger deadline */
-    struct core_buf out;
+    struct core_session s;
     struct core_admission adm;   /* what the connection holds in the listener's sources */
     struct ev_conn *prev, *next; /* in loop.open or loop.linger, in order of deadline */
-    void *sess;
 };
 
 struct conn_list {
@@ -68,11 +57,10 @@ struct ev_loop {
     struct event_runner *rn;
     int epfd;
     int lfd;        /* this loop's listening socket */
-    bool owns_lfd;  /* false when it shares another loop's */
+    bool owns_lfd;  /* false for the listener's socket (the base's) */
     bool exclusive; /* lfd is in the set with EPOLLEXCLUSIVE (shared with other loops) */
     bool accepting; /* until the runner drains */
-    pthread_t thread;
-    bool started;
+    bool warned;    /* an accept error was logged; until an accept succeeds */
     int64_t accept_paused_until; /* ms: out of fds or memory, lfd is out of the set until then */
     uint8_t *rbuf;               /* READ_SIZE, shared by the loop's connections */
     struct conn_list open;       /* by last activity */
@@ -81,16 +69,6 @@ struct ev_loop {
 
 struct event_runner {
     struct core_runner base;
-    struct core_listener_cfg cfg;
-    const struct core_service *svc;
-    void *inst;
-    struct core_metrics *m;
-    struct core_sources *sources;    /* borrowed; may be NULL */
-    struct core_fd_reserve *reserve; /* one fd per loop, for core_runner_accept() */
-    int wake_fd;                     /* readable once the runner stops; in every loop */
-    int drain_fd;                    /* readable once the runner drains; in every loop */
-    atomic_uint n_accepting;         /* loops that have not yet stopped accepting */
-    _Atomic uint32_t n_conns;        /* open connections across loops */
     struct ev_loop *loops;
     unsigned n_loops;
 };
@@ -121,15 +99,15 @@ static void list_append(struct conn_list *l, struct ev_conn *c)
 
 static struct conn_list *list_of(struct ev_conn *c)
 {
-    return c->state == CONN_OPEN ? &c->loop->open : &c->loop->linger;
+    return c->lingering ? &c->loop->linger : &c->loop->open;
 }
 
 /* The connection was active: its idle deadline starts again. */
 static void touch(struct ev_conn *c)
 {
-    uint32_t idle = c->loop->rn->cfg.idle_timeout_ms;
+    uint32_t idle = c->loop->rn->base.cfg.idle_timeout_ms;
 
-    if (c->state != CONN_OPEN)
+    if (c->lingering)
         return;
     c->deadline = idle ? core_now_ms() + idle : INT64_MAX;
     list_remove(&c->loop->open, c);
@@ -148,139 +126,94 @@ static int set_events(struct ev_conn *c, bool want_out)
     return 0;
 }
 
-/* Frees the connection; completed tells the service whether it ended normally. */
-static void conn_close(struct ev_conn *c, bool completed)
+/* Frees the connection: closes the service's session and the socket, ends the connection. */
+static void conn_close(struct ev_conn *c)
 {
     struct event_runner *rn = c->loop->rn;
 
     list_remove(list_of(c), c);
-    rn->svc->session_close(c->sess, completed);
+    core_session_close(&c->s);
     close(c->fd);
-    core_buf_fini(&c->out);
-    free(c->sess);
-    core_runner_release(rn->sources, &c->adm);
+    core_runner_conn_end(&rn->base, &c->adm);
     free(c);
-    core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
-    atomic_fetch_sub_explicit(&rn->n_conns, 1, memory_order_relaxed);
 }
 
-/* The service is done: stop sending and read what the client still sends for a moment, so that
- * unread input does not turn our close into a reset that could destroy the answer in flight. */
+/* The connection failed or was cut (error: a negative errno, see core_session_fail()). */
+static void conn_fail(struct ev_conn *c, int error)
+{
+    core_session_fail(&c->s, error);
+    conn_close(c);
+}
+
+/* The service is done: stop sending and read what the client still sends for a moment. */
 static void conn_linger(struct ev_conn *c)
 {
     list_remove(&c->loop->open, c);
-    c->state = CONN_LINGER;
+    c->lingering = true;
     c->deadline = core_now_ms() + LINGER_MS;
     list_append(&c->loop->linger, c);
     (void)shutdown(c->fd, SHUT_WR);
     if (set_events(c, false) < 0)
-        conn_close(c, c->completed);
+        conn_close(c);
 }
 
-/* Sends what out holds until done or the socket is full. 0, or a negative errno. */
-static int conn_send(struct ev_conn *c)
-{
-    struct core_metrics *m = c->loop->rn->m;
-
-    while (c->out.len > 0) {
-        ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-        if (n > 0) {
-            core_metrics_add(m, CORE_CTR_BYTES_OUT, (uint64_t)n);
-            core_buf_consume(&c->out, (size_t)n);
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            return 0;
-        return n < 0 ? -errno : -EIO;
-    }
-    return 0;
-}
-
-/* Sends the pending output and acts on the service's verdict once it is out: records the
- * service time, pulls the next part, lingers, or waits for input. May free c. */
+/* Does what the session says next until it waits for the socket. May free c. */
 static void conn_advance(struct ev_conn *c)
 {
-    struct event_runner *rn = c->loop->rn;
     int r;
 
     for (;;) {
-        r = conn_send(c);
-        if (r < 0) {
-            if (r != -ECONNRESET && r != -EPIPE)
-                core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
-            conn_close(c, false);
+        switch (core_session_next(&c->s)) {
+        case CORE_SESSION_WRITE:
+            r = core_session_send(&c->s, c->fd);
+            if (r == -EAGAIN)
+                r = set_events(c, true);
+            else if (r == 0)
+                continue;
+            if (r < 0)
+                conn_fail(c, r);
             return;
-        }
-        if (c->out.len > 0) {
-            if (set_events(c, true) < 0)
-                conn_close(c, false);
+        case CORE_SESSION_READ:
+            r = set_events(c, false);
+            if (r < 0)
+                conn_fail(c, r);
             return;
-        }
-        if (c->t0 && c->verdict != CORE_VERDICT_PULL) {
-            core_metrics_record_latency(rn->m, core_runner_now_ns() - c->t0);
-            c->t0 = 0;
-        }
-        if (c->verdict < 0) {
-            core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+        case CORE_SESSION_LINGER:
             conn_linger(c);
             return;
-        }
-        if (c->verdict == CORE_VERDICT_PULL) {
-            c->verdict = rn->svc->session_pull(c->sess, &c->out);
-            continue;
-        }
-        if (c->verdict == CORE_VERDICT_CLOSE || c->completed) {
-            c->completed = true;
-            conn_linger(c);
+        case CORE_SESSION_CLOSE:
+        default:
+            conn_close(c);
             return;
         }
-        if (set_events(c, false) < 0)
-            conn_close(c, false);
-        return;
     }
 }
 
 static void conn_on_readable(struct ev_conn *c)
 {
-    struct ev_loop *loop = c->loop;
-    struct event_runner *rn = loop->rn;
-    ssize_t n = recv(c->fd, loop->rbuf, READ_SIZE, MSG_DONTWAIT);
+    int r;
 
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR)
-            return;
-        if (errno != ECONNRESET && c->state == CONN_OPEN)
-            core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
-        conn_close(c, c->state == CONN_LINGER && c->completed);
-        return;
-    }
-    if (c->state == CONN_LINGER) {
-        if (n == 0)
-            conn_close(c, c->completed);
+    if (c->lingering) {
+        ssize_t n = recv(c->fd, c->loop->rbuf, READ_SIZE, MSG_DONTWAIT);
+
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            conn_close(c);
         return; /* discarded */
     }
-    touch(c);
-    c->t0 = core_runner_now_ns();
-    if (n == 0) {
-        /* The client closed its side: the service may answer once more, then we close. */
-        c->verdict =
-            rn->svc->session_eof ? rn->svc->session_eof(c->sess, &c->out) : CORE_VERDICT_CLOSE;
-        c->completed = c->verdict >= 0;
-    } else {
-        core_metrics_add(rn->m, CORE_CTR_BYTES_IN, (uint64_t)n);
-        c->verdict = rn->svc->session_feed(c->sess, loop->rbuf, (size_t)n, &c->out);
+    r = core_session_recv(&c->s, c->fd, c->loop->rbuf, READ_SIZE);
+    if (r == -EAGAIN)
+        return;
+    if (r < 0) {
+        conn_fail(c, r);
+        return;
     }
-    if (!c->out.len)
-        c->t0 = 0;
+    touch(c);
     conn_advance(c);
 }
 
 static void conn_on_event(struct ev_conn *c, uint32_t events)
 {
-    if (c->state == CONN_OPEN && c->want_out) {
+    if (!c->lingering && c->want_out) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
             touch(c);
             conn_advance(c);
@@ -291,38 +224,32 @@ static void conn_on_event(struct ev_conn *c, uint32_t events)
         conn_on_readable(c);
 }
 
-/* A new connection, counted in n_conns and admitted as *adm already. */
-static void conn_new(struct ev_loop *loop, int fd, uint64_t accepted_ns, struct core_admission *adm)
+/* A new connection, admitted as *a. */
+static void conn_new(struct ev_loop *loop, struct core_accepted *a)
 {
     struct event_runner *rn = loop->rn;
-    const struct core_service *svc = rn->svc;
+    struct core_runner *b = &rn->base;
     struct ev_conn *c = calloc(1, sizeof(*c));
-    struct epoll_event ev = {.events = EPOLLIN};
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
 
-    if (c)
-        c->sess = calloc(1, svc->session_size ? svc->session_size : 1);
-    ev.data.ptr = c;
-    if (!c || !c->sess || epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        if (c)
-            free(c->sess);
+    if (!c || core_session_open(&c->s, b->svc, b->inst, b->m, a->accepted_ns) < 0) {
         free(c);
-        close(fd);
-        core_runner_release(rn->sources, adm);
-        atomic_fetch_sub_explicit(&rn->n_conns, 1, memory_order_relaxed);
-        core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_REJECTED, 1);
-        core_metrics_add(rn->m, CORE_CTR_REJECTED_RESOURCES, 1);
+        core_runner_conn_refuse(b, a->fd, &a->adm);
+        return;
+    }
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, a->fd, &ev) < 0) {
+        core_session_fail(&c->s, -ECANCELED);
+        core_session_close(&c->s);
+        free(c);
+        core_runner_conn_refuse(b, a->fd, &a->adm);
         return;
     }
     c->loop = loop;
-    c->fd = fd;
-    c->adm = *adm;
-    c->state = CONN_OPEN;
+    c->fd = a->fd;
+    c->adm = a->adm;
     list_append(&loop->open, c);
     touch(c);
-    core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_TOTAL, 1);
-    core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
-    c->verdict = svc->session_open(rn->inst, c->sess, &c->out);
-    c->t0 = c->out.len ? accepted_ns : 0;
+    core_runner_conn_begin(b);
     conn_advance(c);
 }
 
@@ -331,7 +258,7 @@ static void conn_new(struct ev_loop *loop, int fd, uint64_t accepted_ns, struct 
  * and again. */
 static void pause_accepting(struct ev_loop *loop)
 {
-    loop->accept_paused_until = core_now_ms() + ACCEPT_BACKOFF_MS;
+    loop->accept_paused_until = core_now_ms() + CORE_RUNNER_BACKOFF_MS;
     (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, loop->lfd, NULL);
 }
 
@@ -342,7 +269,7 @@ static bool resume_accepting(struct ev_loop *loop)
                              .data.ptr = &loop->lfd};
 
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->lfd, &ev) < 0 && errno != EEXIST) {
-        loop->accept_paused_until = core_now_ms() + ACCEPT_BACKOFF_MS;
+        loop->accept_paused_until = core_now_ms() + CORE_RUNNER_BACKOFF_MS;
         return false;
     }
     loop->accept_paused_until = 0;
@@ -351,57 +278,33 @@ static bool resume_accepting(struct ev_loop *loop)
 
 static void on_acceptable(struct ev_loop *loop)
 {
-    struct event_runner *rn = loop->rn;
-    bool warned = false;
-
     if (loop->accept_paused_until)
         return;
     for (unsigned i = 0; i < ACCEPT_BATCH; i++) {
-        struct core_admission adm;
-        uint64_t now;
-        int fd;
+        struct core_accepted a;
+        int r = core_runner_accept_conn(&loop->rn->base, loop->lfd, &loop->warned, &a);
 
-        fd = core_runner_accept(loop->lfd, rn->reserve, rn->m);
-        if (fd == -EAGAIN)
+        if (r == -EAGAIN)
             return;
-        if (fd == -ECONNREFUSED)
+        if (r == -ECONNREFUSED)
             continue;
-        if (fd < 0) {
-            if (!warned)
-                core_log_warn("listener %s: accept: %s (backing off)", rn->cfg.id, strerror(-fd));
-            warned = true;
+        if (r < 0) {
             pause_accepting(loop);
             return;
         }
-        now = core_runner_now_ns();
-        if (core_runner_admit(rn->sources, &rn->cfg, rn->m, fd, now, &adm) < 0) {
-            close(fd);
-            continue;
-        }
-        if (atomic_fetch_add_explicit(&rn->n_conns, 1, memory_order_relaxed) >=
-            rn->cfg.max_connections) {
-            atomic_fetch_sub_explicit(&rn->n_conns, 1, memory_order_relaxed);
-            core_runner_release(rn->sources, &adm);
-            core_runner_reject_max(rn->m);
-            close(fd);
-            continue;
-        }
-        conn_new(loop, fd, now, &adm);
+        conn_new(loop, &a);
     }
 }
 
 /* Closes the connections whose deadline passed; returns the ms until the next one (-1: none). */
 static int expire(struct ev_loop *loop)
 {
-    struct event_runner *rn = loop->rn;
     int64_t now = core_now_ms(), next = INT64_MAX;
 
     while (loop->linger.head && loop->linger.head->deadline <= now)
-        conn_close(loop->linger.head, loop->linger.head->completed);
-    while (loop->open.head && loop->open.head->deadline <= now) {
-        core_metrics_add(rn->m, CORE_CTR_IDLE_TIMEOUTS, 1);
-        conn_close(loop->open.head, false);
-    }
+        conn_close(loop->linger.head);
+    while (loop->open.head && loop->open.head->deadline <= now)
+        conn_fail(loop->open.head, -ETIMEDOUT);
     if (loop->linger.head)
         next = loop->linger.head->deadline;
     if (loop->open.head && loop->open.head->deadline < next)
@@ -414,30 +317,30 @@ static int expire(struct ev_loop *loop)
 }
 
 /* Live reconfiguration: takes what waits in the backlog, then stops accepting; a socket of
- * this runner's own is closed so that the kernel sends new connections to the new runner's. */
+ * this loop's own is closed so that the kernel sends new connections to the new runner's. */
 static void stop_accepting(struct ev_loop *loop)
 {
-    struct event_runner *rn = loop->rn;
+    struct core_runner *b = &loop->rn->base;
 
     if (!loop->accepting)
         return;
     on_acceptable(loop);
-    (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, rn->drain_fd, NULL);
+    (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, b->drain_fd, NULL);
     (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, loop->lfd, NULL);
-    if (loop->owns_lfd && loop != &rn->loops[0]) {
+    if (loop->owns_lfd) {
         close(loop->lfd);
         loop->owns_lfd = false;
         loop->lfd = -1;
     }
     loop->accepting = false;
     loop->accept_paused_until = 0;
-    atomic_fetch_sub(&rn->n_accepting, 1);
+    core_runner_accepting_ended(b);
 }
 
 static void *loop_main(void *arg)
 {
     struct ev_loop *loop = arg;
-    struct event_runner *rn = loop->rn;
+    struct core_runner *b = &loop->rn->base;
     struct epoll_event evs[MAX_EVENTS];
     bool stop = false;
 
@@ -448,7 +351,7 @@ static void *loop_main(void *arg)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            core_log_error("listener %s: epoll_wait: %s", rn->cfg.id, strerror(errno));
+            core_log_error("listener %s: epoll_wait: %s", b->cfg.id, strerror(errno));
             break;
         }
         if (loop->accepting && loop->accept_paused_until &&
@@ -458,9 +361,9 @@ static void *loop_main(void *arg)
             void *p = evs[i].data.ptr;
 
             /* The two fds that are not connections carry the address of their fd field. */
-            if (p == &rn->wake_fd)
+            if (p == &b->wake_fd)
                 stop = true;
-            else if (p == &rn->drain_fd)
+            else if (p == &b->drain_fd)
                 stop_accepting(loop);
             else if (p == &loop->lfd)
                 on_acceptable(loop);
@@ -469,9 +372,9 @@ static void *loop_main(void *arg)
         }
     }
     while (loop->open.head)
-        conn_close(loop->open.head, false);
+        conn_fail(loop->open.head, -ECANCELED);
     while (loop->linger.head)
-        conn_close(loop->linger.head, loop->linger.head->completed);
+        conn_close(loop->linger.head);
     return NULL;
 }
 
@@ -508,8 +411,9 @@ static bool has_reuseport(int fd)
 }
 
 /* Creates loop i's epoll set and listening socket (loop 0 gets the listener's). */
-static int loop_init(struct event_runner *rn, unsigned i, int fd0, bool reuseport)
+static int loop_init(struct event_runner *rn, unsigned i, bool reuseport)
 {
+    struct core_runner *b = &rn->base;
     struct ev_loop *loop = &rn->loops[i];
     struct epoll_event ev;
     int r;
@@ -522,10 +426,9 @@ static int loop_init(struct event_runner *rn, unsigned i, int fd0, bool reusepor
     if (loop->epfd < 0)
         return -errno;
     if (i == 0 || !reuseport) {
-        loop->lfd = fd0;
-        loop->owns_lfd = i == 0;
+        loop->lfd = b->lfd;
     } else {
-        r = bind_sibling(fd0);
+        r = bind_sibling(b->lfd);
         if (r < 0)
             return r;
         loop->lfd = r;
@@ -537,134 +440,65 @@ static int loop_init(struct event_runner *rn, unsigned i, int fd0, bool reusepor
                               .data.ptr = &loop->lfd};
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->lfd, &ev) < 0)
         return -errno;
-    ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = &rn->wake_fd};
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, rn->wake_fd, &ev) < 0)
+    ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = &b->wake_fd};
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, b->wake_fd, &ev) < 0)
         return -errno;
-    ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = &rn->drain_fd};
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, rn->drain_fd, &ev) < 0)
+    ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = &b->drain_fd};
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, b->drain_fd, &ev) < 0)
         return -errno;
     loop->accepting = true;
     return 0;
 }
 
-static void event_runner_free(struct event_runner *rn, int fd0)
+static void event_runner_destroy(struct core_runner *base)
 {
+    struct event_runner *rn = (struct event_runner *)base;
+
     for (unsigned i = 0; rn->loops && i < rn->n_loops; i++) {
         struct ev_loop *loop = &rn->loops[i];
 
-        if (loop->owns_lfd && loop->lfd >= 0)
+        if (loop->owns_lfd)
             close(loop->lfd);
         if (loop->epfd >= 0)
             close(loop->epfd);
         free(loop->rbuf);
     }
-    /* The listener's socket, when loop 0 did not take it. */
-    if (fd0 >= 0 && (!rn->loops || !rn->loops[0].owns_lfd))
-        close(fd0);
-    if (rn->wake_fd >= 0)
-        close(rn->wake_fd);
-    if (rn->drain_fd >= 0)
-        close(rn->drain_fd);
     free(rn->loops);
-    core_fd_reserve_free(rn->reserve);
-    core_listener_cfg_fini(&rn->cfg);
-    free(rn);
-}
-
-static void event_runner_stop(struct core_runner *base)
-{
-    struct event_runner *rn = (struct event_runner *)base;
-    uint64_t one = 1;
-
-    (void)!write(rn->wake_fd, &one, sizeof(one));
-    for (unsigned i = 0; i < rn->n_loops; i++)
-        if (rn->loops[i].started)
-            pthread_join(rn->loops[i].thread, NULL);
-    event_runner_free(rn, -1);
-}
-
-static void event_runner_drain(struct core_runner *base)
-{
-    struct event_runner *rn = (struct event_runner *)base;
-    uint64_t one = 1;
-
-    (void)!write(rn->drain_fd, &one, sizeof(one));
-}
-
-static bool event_runner_is_drained(struct core_runner *base)
-{
-    struct event_runner *rn = (struct event_runner *)base;
-
-    return atomic_load(&rn->n_accepting) == 0 &&
-           atomic_load_explicit(&rn->n_conns, memory_order_relaxed) == 0;
 }
 
 int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
                             struct core_err *err)
 {
+    unsigned n = ctx->cfg->workers;
+    const struct core_runner_spec spec = {
+        .destroy = event_runner_destroy, .threads = n, .accepting = n, .drains = true};
     struct event_runner *rn;
+    struct core_runner *b;
     bool reuseport;
     int r;
 
-    rn = calloc(1, sizeof(*rn));
-    if (!rn) {
-        close(ctx->fd);
-        return -ENOMEM;
-    }
-    rn->base.stop = event_runner_stop;
-    rn->base.drain = event_runner_drain;
-    rn->base.is_drained = event_runner_is_drained;
-    rn->svc = ctx->svc;
-    rn->inst = ctx->inst;
-    rn->m = ctx->metrics;
-    rn->sources = ctx->sources;
-    rn->wake_fd = -1;
-    rn->drain_fd = -1;
-    atomic_init(&rn->n_conns, 0);
-    r = core_listener_cfg_copy(ctx->cfg, &rn->cfg);
+    r = core_runner_new(sizeof(*rn), ctx, &spec, &b, err);
     if (r < 0)
-        goto out_free;
-    rn->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    rn->drain_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (rn->wake_fd < 0 || rn->drain_fd < 0) {
-        r = -errno;
-        goto out_free;
-    }
-    rn->loops = calloc(rn->cfg.workers, sizeof(*rn->loops));
-    if (!rn->loops) {
-        r = -ENOMEM;
-        goto out_free;
-    }
-    if (fcntl(ctx->fd, F_SETFL, fcntl(ctx->fd, F_GETFL) | O_NONBLOCK) < 0) {
-        r = -errno;
-        goto out_free;
-    }
-    r = core_fd_reserve_new(rn->cfg.workers, &rn->reserve);
-    if (r < 0)
-        goto out_free;
-    reuseport = has_reuseport(ctx->fd);
-    for (; rn->n_loops < rn->cfg.workers; rn->n_loops++) {
+        return r;
+    rn = (struct event_runner *)b;
+    rn->loops = calloc(n, sizeof(*rn->loops));
+    if (!rn->loops)
+        return core_runner_abort(b, -ENOMEM, "event runner", err);
+    reuseport = has_reuseport(b->lfd);
+    for (; rn->n_loops < n; rn->n_loops++) {
         rn->loops[rn->n_loops].epfd = -1;
         rn->loops[rn->n_loops].lfd = -1;
-        r = loop_init(rn, rn->n_loops, ctx->fd, reuseport);
+        r = loop_init(rn, rn->n_loops, reuseport);
         if (r < 0) {
             rn->n_loops++;
-            goto out_free;
+            return core_runner_abort(b, r, "event runner", err);
         }
     }
-    atomic_init(&rn->n_accepting, rn->n_loops);
-    for (unsigned i = 0; i < rn->n_loops; i++) {
-        r = -pthread_create(&rn->loops[i].thread, NULL, loop_main, &rn->loops[i]);
-        if (r < 0) {
-            event_runner_stop(&rn->base);
-            return core_err_set(err, r, NULL, "cannot start an event loop: %s", strerror(-r));
-        }
-        rn->loops[i].started = true;
+    for (unsigned i = 0; i < n; i++) {
+        r = core_runner_spawn(b, loop_main, &rn->loops[i]);
+        if (r < 0)
+            return core_runner_abort(b, r, "event runner", err);
     }
-    *ret = &rn->base;
+    *ret = b;
     return 0;
-
-out_free:
-    event_runner_free(rn, ctx->fd);
-    return core_err_set(err, r, NULL, "cannot start the event runner: %s", strerror(-r));
 }

@@ -10,33 +10,27 @@
  * it stays right whatever way a child ends. Stop writes the wake eventfd, which every child
  * polls too; children still alive after STOP_GRACE_MS are killed with SIGKILL.
  *
- * Services that keep state shared by their sessions in the instance (services with stored
- * files: backup) cannot run here: each child would hold its own copy. Starting them fails
- * with -EINVAL.
+ * A child runs the service's session callbacks only, on its copy of the instance (see the
+ * process-model contract in core/runner.h); which services may run here is the listener
+ * configuration's to judge (a service's refused_models), not the runner's.
  */
 #include "core/runner.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
 #include "core/log.h"
 
-#define ACCEPT_BACKOFF_MS 100
 #define STOP_GRACE_MS 500
 #define DRAIN_DEADLINE_MS 30000
 
@@ -48,38 +42,14 @@ struct child {
 
 struct proc_runner {
     struct core_runner base;
-    struct core_listener_cfg cfg;
-    const struct core_service *svc;
-    void *inst;
-    struct core_metrics *m;
-    struct core_sources *sources; /* borrowed; may be NULL; the acceptor counts, a reap releases */
-    int lfd;
-    int wake_fd;  /* readable once the runner stops: the acceptor and every child watch it */
-    int drain_fd; /* readable once the runner drains: the acceptor stops accepting */
-    pthread_t acceptor;
-    atomic_bool done; /* the acceptor ended (drained, or stopped) */
 
     /* Owned by the acceptor thread only; read by stop after the join. */
     struct child *children;
     unsigned n_children, cap_children;
-    struct pollfd *polls;            /* 3 + cap_children */
-    struct core_fd_reserve *reserve; /* for core_runner_accept() */
+    struct pollfd *polls; /* 3 + cap_children */
 };
 
 /* ---- the child: one session, no threads ---- */
-
-/* Serves one connection to its end, as the thread model does. The gauge and the total are the
- * parent's. */
-static void serve(struct proc_runner *rn, int fd, uint64_t accepted_ns)
-{
-    const struct core_conn_ctx c = {.svc = rn->svc,
-                                    .inst = rn->inst,
-                                    .m = rn->m,
-                                    .idle_timeout_ms = rn->cfg.idle_timeout_ms,
-                                    .wake_fd = rn->wake_fd};
-
-    core_runner_serve_conn(&c, fd, accepted_ns);
-}
 
 /* Closes every fd from 3 up except keep[0] and keep[1]. */
 static void close_all_but(int a, int b)
@@ -98,7 +68,9 @@ static _Noreturn void child_main(struct proc_runner *rn, int fd, uint64_t accept
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     sigset_t none;
 
-    close_all_but(fd, rn->wake_fd);
+    const struct core_conn_ctx c = core_runner_conn_ctx(&rn->base);
+
+    close_all_but(fd, rn->base.wake_fd);
     for (int s = 1; s < NSIG; s++)
         if (s != SIGKILL && s != SIGSTOP)
             (void)sigaction(s, &dfl, NULL);
@@ -108,7 +80,8 @@ static _Noreturn void child_main(struct proc_runner *rn, int fd, uint64_t accept
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(1);
-    serve(rn, fd, accepted_ns);
+    /* The gauge and the total are the parent's. */
+    core_runner_serve_conn(&c, fd, accepted_ns);
     _exit(0);
 }
 
@@ -116,10 +89,11 @@ static _Noreturn void child_main(struct proc_runner *rn, int fd, uint64_t accept
 
 static void child_reaped(struct proc_runner *rn, unsigned i)
 {
+    struct core_admission adm = rn->children[i].adm;
+
     close(rn->children[i].pidfd);
-    core_runner_release(rn->sources, &rn->children[i].adm);
     rn->children[i] = rn->children[--rn->n_children];
-    core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
+    core_runner_conn_end(&rn->base, &adm);
 }
 
 /* Reaps the children that ended. */
@@ -131,7 +105,7 @@ static void reap(struct proc_runner *rn)
         if (waitid(P_PIDFD, (id_t)rn->children[i].pidfd, &si, WEXITED | WNOHANG) == 0 &&
             si.si_pid != 0) {
             if (si.si_code != CLD_EXITED || si.si_status != 0)
-                core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+                core_metrics_add(rn->base.m, CORE_CTR_ERRORS, 1);
             child_reaped(rn, i);
             continue;
         }
@@ -139,28 +113,13 @@ static void reap(struct proc_runner *rn)
     }
 }
 
-/* A connection refused for lack of a process, an fd or memory: closed, adm given back. */
-static void reject_resources(struct proc_runner *rn, int fd, struct core_admission *adm)
+/* Forks a child for an admitted connection, or refuses it. */
+static void spawn(struct proc_runner *rn, struct core_accepted *a)
 {
-    if (fd >= 0)
-        close(fd);
-    core_runner_release(rn->sources, adm);
-    core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_REJECTED, 1);
-    core_metrics_add(rn->m, CORE_CTR_REJECTED_RESOURCES, 1);
-}
-
-/* Forks a child for an admitted connection, or refuses it (giving back adm). */
-static void spawn(struct proc_runner *rn, int fd, uint64_t accepted_ns, struct core_admission *adm)
-{
+    struct core_runner *b = &rn->base;
     pid_t parent = getpid(), pid;
     int pidfd;
 
-    if (rn->n_children >= rn->cfg.max_connections) {
-        core_runner_release(rn->sources, adm);
-        core_runner_reject_max(rn->m);
-        close(fd);
-        return;
-    }
     if (rn->n_children == rn->cap_children) {
         unsigned cap = rn->cap_children * 2;
         struct child *c = realloc(rn->children, cap * sizeof(*c));
@@ -169,38 +128,34 @@ static void spawn(struct proc_runner *rn, int fd, uint64_t accepted_ns, struct c
         if (c)
             rn->children = c;
         if (!p) {
-            reject_resources(rn, fd, adm);
+            core_runner_conn_refuse(b, a->fd, &a->adm);
             return;
         }
         rn->polls = p;
         rn->cap_children = cap;
     }
-    core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_TOTAL, 1);
-    core_metrics_add(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
+    /* Counted before the fork: the child's client may read the counters at once. */
+    core_runner_conn_begin(b);
     pid = fork();
     if (pid == 0)
-        child_main(rn, fd, accepted_ns, parent);
-    close(fd);
-    if (pid < 0) {
-        core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_TOTAL, 1);
-        core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
-        reject_resources(rn, -1, adm);
-        return;
-    }
-    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        child_main(rn, a->fd, a->accepted_ns, parent);
+    close(a->fd);
+    pidfd = pid < 0 ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0) {
-        /* Cannot watch it (out of fds, most likely): cut it and wait for it here. */
-        (void)kill(pid, SIGKILL);
-        (void)waitpid(pid, NULL, 0);
-        core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_TOTAL, 1);
-        core_metrics_sub(rn->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
-        reject_resources(rn, -1, adm);
+        if (pid > 0) {
+            /* Cannot watch it (out of fds, most likely): cut it and wait for it here. */
+            (void)kill(pid, SIGKILL);
+            (void)waitpid(pid, NULL, 0);
+        }
+        core_metrics_sub(b->m, CORE_CTR_CONNECTIONS_TOTAL, 1);
+        core_metrics_sub(b->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
+        core_runner_conn_refuse(b, -1, &a->adm);
         return;
     }
     (void)fcntl(pidfd, F_SETFD, FD_CLOEXEC);
     rn->children[rn->n_children].pid = pid;
     rn->children[rn->n_children].pidfd = pidfd;
-    rn->children[rn->n_children].adm = *adm;
+    rn->children[rn->n_children].adm = a->adm;
     rn->n_children++;
 }
 
@@ -230,20 +185,19 @@ static void reap_all(struct proc_runner *rn, int grace_ms)
 static void *acceptor_main(void *arg)
 {
     struct proc_runner *rn = arg;
+    struct core_runner *b = &rn->base;
     bool warned = false, draining = false;
     int64_t drain_deadline = 0;
 
     for (;;) {
         struct pollfd *p = rn->polls;
-        struct core_admission adm;
+        struct core_accepted a;
         unsigned n = 0;
-        int timeout = -1;
-        uint64_t now;
-        int fd;
+        int timeout = -1, r;
 
-        p[n++] = (struct pollfd){.fd = rn->wake_fd, .events = POLLIN};
-        p[n++] = (struct pollfd){.fd = draining ? -1 : rn->drain_fd, .events = POLLIN};
-        p[n++] = (struct pollfd){.fd = draining ? -1 : rn->lfd, .events = POLLIN};
+        p[n++] = (struct pollfd){.fd = b->wake_fd, .events = POLLIN};
+        p[n++] = (struct pollfd){.fd = draining ? -1 : b->drain_fd, .events = POLLIN};
+        p[n++] = (struct pollfd){.fd = draining ? -1 : b->lfd, .events = POLLIN};
         for (unsigned i = 0; i < rn->n_children; i++)
             p[n++] = (struct pollfd){.fd = rn->children[i].pidfd, .events = POLLIN};
         if (draining) {
@@ -256,7 +210,7 @@ static void *acceptor_main(void *arg)
         if (poll(p, n, timeout) < 0) {
             if (errno == EINTR)
                 continue;
-            core_log_error("listener %s: poll: %s", rn->cfg.id, strerror(errno));
+            core_log_error("listener %s: poll: %s", b->cfg.id, strerror(errno));
             break;
         }
         if (p[0].revents)
@@ -264,133 +218,56 @@ static void *acceptor_main(void *arg)
         if (p[1].revents) {
             draining = true;
             drain_deadline = core_now_ms() +
-                             (rn->cfg.idle_timeout_ms && rn->cfg.idle_timeout_ms < DRAIN_DEADLINE_MS
-                                  ? (int64_t)rn->cfg.idle_timeout_ms
+                             (b->cfg.idle_timeout_ms && b->cfg.idle_timeout_ms < DRAIN_DEADLINE_MS
+                                  ? (int64_t)b->cfg.idle_timeout_ms
                                   : DRAIN_DEADLINE_MS);
             continue;
         }
         reap(rn);
         if (!p[2].revents)
             continue;
-        fd = core_runner_accept(rn->lfd, rn->reserve, rn->m);
-        if (fd < 0) {
-            if (fd == -EAGAIN || fd == -ECONNREFUSED)
-                continue;
-            if (!warned)
-                core_log_warn("listener %s: accept: %s (backing off)", rn->cfg.id, strerror(-fd));
-            warned = true;
-            if (poll(&p[0], 1, ACCEPT_BACKOFF_MS) > 0)
-                break;
-            continue;
-        }
-        warned = false;
-        now = core_runner_now_ns();
-        if (core_runner_admit(rn->sources, &rn->cfg, rn->m, fd, now, &adm) < 0) {
-            close(fd);
-            continue;
-        }
-        spawn(rn, fd, now, &adm);
+        r = core_runner_accept_conn(b, b->lfd, &warned, &a);
+        if (r == 0)
+            spawn(rn, &a);
+        else if (r != -EAGAIN && r != -ECONNREFUSED && core_runner_backoff(b))
+            break;
     }
     /* Stopped, or drained past its deadline: every child still alive is cut. */
-    {
-        uint64_t one = 1;
-
-        (void)!write(rn->wake_fd, &one, sizeof(one));
-    }
+    core_runner_signal(b->wake_fd);
     reap_all(rn, STOP_GRACE_MS);
-    atomic_store(&rn->done, true);
+    core_runner_accepting_ended(b);
     return NULL;
 }
 
-static void proc_runner_free(struct proc_runner *rn)
+static void proc_runner_destroy(struct core_runner *base)
 {
-    if (rn->lfd >= 0)
-        close(rn->lfd);
-    if (rn->wake_fd >= 0)
-        close(rn->wake_fd);
-    if (rn->drain_fd >= 0)
-        close(rn->drain_fd);
-    core_fd_reserve_free(rn->reserve);
+    struct proc_runner *rn = (struct proc_runner *)base;
+
     free(rn->children);
     free(rn->polls);
-    core_listener_cfg_fini(&rn->cfg);
-    free(rn);
-}
-
-static void proc_runner_stop(struct core_runner *base)
-{
-    struct proc_runner *rn = (struct proc_runner *)base;
-    uint64_t one = 1;
-
-    (void)!write(rn->wake_fd, &one, sizeof(one));
-    pthread_join(rn->acceptor, NULL);
-    proc_runner_free(rn);
-}
-
-static void proc_runner_drain(struct core_runner *base)
-{
-    struct proc_runner *rn = (struct proc_runner *)base;
-    uint64_t one = 1;
-
-    (void)!write(rn->drain_fd, &one, sizeof(one));
-}
-
-static bool proc_runner_is_drained(struct core_runner *base)
-{
-    return atomic_load(&((struct proc_runner *)base)->done);
 }
 
 int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
                               struct core_err *err)
 {
+    const struct core_runner_spec spec = {
+        .destroy = proc_runner_destroy, .threads = 1, .accepting = 1, .drains = true};
     struct proc_runner *rn;
+    struct core_runner *b;
     int r;
 
-    rn = calloc(1, sizeof(*rn));
-    if (!rn) {
-        close(ctx->fd);
-        return -ENOMEM;
-    }
-    rn->base.stop = proc_runner_stop;
-    rn->base.drain = proc_runner_drain;
-    rn->base.is_drained = proc_runner_is_drained;
-    rn->svc = ctx->svc;
-    rn->inst = ctx->inst;
-    rn->m = ctx->metrics;
-    rn->sources = ctx->sources;
-    rn->lfd = ctx->fd;
-    rn->wake_fd = -1;
-    rn->drain_fd = -1;
-    r = core_listener_cfg_copy(ctx->cfg, &rn->cfg);
+    r = core_runner_new(sizeof(*rn), ctx, &spec, &b, err);
     if (r < 0)
-        goto out_free;
+        return r;
+    rn = (struct proc_runner *)b;
     rn->cap_children = 16;
     rn->children = calloc(rn->cap_children, sizeof(*rn->children));
     rn->polls = calloc(rn->cap_children + 3, sizeof(*rn->polls));
-    if (!rn->children || !rn->polls) {
-        r = -ENOMEM;
-        goto out_free;
-    }
-    if (fcntl(rn->lfd, F_SETFL, fcntl(rn->lfd, F_GETFL) | O_NONBLOCK) < 0) {
-        r = -errno;
-        goto out_free;
-    }
-    r = core_fd_reserve_new(1, &rn->reserve);
+    if (!rn->children || !rn->polls)
+        return core_runner_abort(b, -ENOMEM, "process runner", err);
+    r = core_runner_spawn(b, acceptor_main, rn);
     if (r < 0)
-        goto out_free;
-    rn->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    rn->drain_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (rn->wake_fd < 0 || rn->drain_fd < 0) {
-        r = -errno;
-        goto out_free;
-    }
-    r = -pthread_create(&rn->acceptor, NULL, acceptor_main, rn);
-    if (r < 0)
-        goto out_free;
-    *ret = &rn->base;
+        return core_runner_abort(b, r, "process runner", err);
+    *ret = b;
     return 0;
-
-out_free:
-    proc_runner_free(rn);
-    return core_err_set(err, r, NULL, "cannot start the process runner: %s", strerror(-r));
 }

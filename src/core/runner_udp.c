@@ -14,14 +14,8 @@
 #include "core/runner.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "core/log.h"
 
@@ -29,16 +23,7 @@
 #define DGRAM_MAX 65536
 
 struct udp_runner {
-    struct core_runner base;
-    struct core_listener_cfg cfg;
-    const struct core_service *svc;
-    void *inst;
-    struct core_metrics *m;
-    int fd;
-    int wake_fd;
-    pthread_t *workers;
-    unsigned n_workers;               /* started */
-    struct core_endpoints *own;       /* borrowed; may be NULL */
+    struct core_runner base;          /* lfd: the bound socket; own: the loop guard's */
     struct core_srctable *per_source; /* reply budgets per source; NULL without one */
     struct core_bucket all;           /* the listener's reply budget */
 };
@@ -60,22 +45,22 @@ static void send_replies(struct udp_runner *rn, struct batch *b, unsigned n, uin
     unsigned done = 0;
 
     while (done < n) {
-        int sent = sendmmsg(rn->fd, b->out + done, n - done, MSG_DONTWAIT);
+        int sent = sendmmsg(rn->base.lfd, b->out + done, n - done, MSG_DONTWAIT);
         uint64_t now;
 
         if (sent < 0) {
             if (errno == EINTR)
                 continue;
             /* This one cannot go (unreachable sender, full buffer): count it, go on. */
-            core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+            core_metrics_add(rn->base.m, CORE_CTR_ERRORS, 1);
             done++;
             continue;
         }
         now = core_runner_now_ns();
         for (int i = 0; i < sent; i++) {
-            core_metrics_record_latency(rn->m, now - received_ns);
-            core_metrics_add(rn->m, CORE_CTR_DATAGRAMS_OUT, 1);
-            core_metrics_add(rn->m, CORE_CTR_BYTES_OUT, b->out[done + (unsigned)i].msg_len);
+            core_metrics_record_latency(rn->base.m, now - received_ns);
+            core_metrics_add(rn->base.m, CORE_CTR_DATAGRAMS_OUT, 1);
+            core_metrics_add(rn->base.m, CORE_CTR_BYTES_OUT, b->out[done + (unsigned)i].msg_len);
         }
         done += (unsigned)sent;
     }
@@ -85,13 +70,13 @@ static void send_replies(struct udp_runner *rn, struct batch *b, unsigned n, uin
  * CORE_CTR_COUNT when it may have one. Takes a token from the budgets it passes. */
 static enum core_counter guard(struct udp_runner *rn, const struct sockaddr *from, uint64_t now)
 {
-    const struct core_listener_cfg *cfg = &rn->cfg;
+    const struct core_listener_cfg *cfg = &rn->base.cfg;
     struct core_source src;
     uint16_t port;
 
     if (!core_source_from_sockaddr(from, &src, &port))
         return CORE_CTR_COUNT;
-    if (core_endpoints_match(rn->own, &src, port))
+    if (core_endpoints_match(rn->base.own, &src, port))
         return CORE_CTR_DATAGRAMS_DROPPED_LOOP;
     if (core_port_is_reflector(port))
         return CORE_CTR_DATAGRAMS_DROPPED_REFLECTION;
@@ -114,22 +99,22 @@ static void handle_batch(struct udp_runner *rn, struct batch *b, int n, uint64_t
         enum core_counter reason;
         int r;
 
-        core_metrics_add(rn->m, CORE_CTR_DATAGRAMS_IN, 1);
-        core_metrics_add(rn->m, CORE_CTR_BYTES_IN, len);
+        core_metrics_add(rn->base.m, CORE_CTR_DATAGRAMS_IN, 1);
+        core_metrics_add(rn->base.m, CORE_CTR_BYTES_IN, len);
         reason = guard(rn, (const struct sockaddr *)&b->from[i], received_ns);
         if (reason != CORE_CTR_COUNT) {
-            core_metrics_add(rn->m, CORE_CTR_DATAGRAMS_DROPPED, 1);
-            core_metrics_add(rn->m, reason, 1);
+            core_metrics_add(rn->base.m, CORE_CTR_DATAGRAMS_DROPPED, 1);
+            core_metrics_add(rn->base.m, reason, 1);
             continue;
         }
         reply->len = 0;
-        r = rn->svc->datagram(rn->inst, b->in_iov[i].iov_base, len, reply);
+        r = rn->base.svc->datagram(rn->base.inst, b->in_iov[i].iov_base, len, reply);
         if (r < 0) {
-            core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+            core_metrics_add(rn->base.m, CORE_CTR_ERRORS, 1);
             continue;
         }
         if (r == 0) {
-            core_metrics_add(rn->m, CORE_CTR_DATAGRAMS_DROPPED, 1);
+            core_metrics_add(rn->base.m, CORE_CTR_DATAGRAMS_DROPPED, 1);
             continue;
         }
         b->out_iov[n_out] = (struct iovec){.iov_base = reply->data, .iov_len = reply->len};
@@ -148,27 +133,23 @@ static void handle_batch(struct udp_runner *rn, struct batch *b, int n, uint64_t
 static void *worker_main(void *arg)
 {
     struct udp_runner *rn = arg;
+    struct core_runner *base = &rn->base;
     struct batch *b = calloc(1, sizeof(*b));
 
     if (b)
         b->bufs = malloc((size_t)BATCH * DGRAM_MAX);
     if (!b || !b->bufs) {
-        core_log_error("listener %s: out of memory for a UDP worker", rn->cfg.id);
+        core_log_error("listener %s: out of memory for a UDP worker", base->cfg.id);
         goto out;
     }
     for (;;) {
-        struct pollfd p[2] = {{.fd = rn->fd, .events = POLLIN},
-                              {.fd = rn->wake_fd, .events = POLLIN}};
+        unsigned ev = core_runner_wait(base, base->lfd, -1);
         int n;
 
-        if (poll(p, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            core_log_error("listener %s: poll: %s", rn->cfg.id, strerror(errno));
+        if (ev & CORE_RUNNER_WAIT_END)
             break;
-        }
-        if (p[1].revents)
-            break;
+        if (!(ev & CORE_RUNNER_WAIT_FD))
+            continue;
         for (unsigned i = 0; i < BATCH; i++) {
             b->in_iov[i] =
                 (struct iovec){.iov_base = b->bufs + (size_t)i * DGRAM_MAX, .iov_len = DGRAM_MAX};
@@ -179,10 +160,10 @@ static void *worker_main(void *arg)
                 .msg_iovlen = 1,
             };
         }
-        n = recvmmsg(rn->fd, b->in, BATCH, MSG_DONTWAIT, NULL);
+        n = recvmmsg(base->lfd, b->in, BATCH, MSG_DONTWAIT, NULL);
         if (n < 0) {
             if (errno != EAGAIN && errno != EINTR)
-                core_metrics_add(rn->m, CORE_CTR_ERRORS, 1);
+                core_metrics_add(base->m, CORE_CTR_ERRORS, 1);
             continue;
         }
         handle_batch(rn, b, n, core_runner_now_ns());
@@ -197,77 +178,35 @@ out:
     return NULL;
 }
 
-static void udp_runner_free(struct udp_runner *rn)
+static void udp_runner_destroy(struct core_runner *base)
 {
-    if (rn->fd >= 0)
-        close(rn->fd);
-    if (rn->wake_fd >= 0)
-        close(rn->wake_fd);
-    free(rn->workers);
-    core_srctable_free(rn->per_source);
-    core_listener_cfg_fini(&rn->cfg);
-    free(rn);
-}
-
-static void udp_runner_stop(struct core_runner *base)
-{
-    struct udp_runner *rn = (struct udp_runner *)base;
-    uint64_t one = 1;
-
-    (void)!write(rn->wake_fd, &one, sizeof(one));
-    for (unsigned i = 0; i < rn->n_workers; i++)
-        pthread_join(rn->workers[i], NULL);
-    udp_runner_free(rn);
+    core_srctable_free(((struct udp_runner *)base)->per_source);
 }
 
 int core_runner_udp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
                           struct core_err *err)
 {
+    const struct core_runner_spec spec = {.destroy = udp_runner_destroy,
+                                          .threads = ctx->cfg->workers};
     struct udp_runner *rn;
+    struct core_runner *b;
     int r;
 
-    rn = calloc(1, sizeof(*rn));
-    if (!rn) {
-        close(ctx->fd);
-        return -ENOMEM;
-    }
-    rn->base.stop = udp_runner_stop;
-    rn->svc = ctx->svc;
-    rn->inst = ctx->inst;
-    rn->m = ctx->metrics;
-    rn->fd = ctx->fd;
-    rn->wake_fd = -1;
-    rn->own = ctx->own;
-    core_bucket_init(&rn->all);
-    r = core_listener_cfg_copy(ctx->cfg, &rn->cfg);
+    r = core_runner_new(sizeof(*rn), ctx, &spec, &b, err);
     if (r < 0)
-        goto out_free;
-    if (rn->cfg.reply_rate_per_source) {
+        return r;
+    rn = (struct udp_runner *)b;
+    core_bucket_init(&rn->all);
+    if (b->cfg.reply_rate_per_source) {
         r = core_srctable_new(CORE_SRCTABLE_CAPACITY, &rn->per_source);
         if (r < 0)
-            goto out_free;
+            return core_runner_abort(b, r, "UDP runner", err);
     }
-    rn->workers = calloc(rn->cfg.workers, sizeof(*rn->workers));
-    if (!rn->workers) {
-        r = -ENOMEM;
-        goto out_free;
+    for (unsigned i = 0; i < b->cfg.workers; i++) {
+        r = core_runner_spawn(b, worker_main, rn);
+        if (r < 0)
+            return core_runner_abort(b, r, "UDP runner", err);
     }
-    rn->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (rn->wake_fd < 0) {
-        r = -errno;
-        goto out_free;
-    }
-    for (; rn->n_workers < rn->cfg.workers; rn->n_workers++) {
-        r = -pthread_create(&rn->workers[rn->n_workers], NULL, worker_main, rn);
-        if (r < 0) {
-            udp_runner_stop(&rn->base);
-            return core_err_set(err, r, NULL, "cannot start a UDP worker: %s", strerror(-r));
-        }
-    }
-    *ret = &rn->base;
+    *ret = b;
     return 0;
-
-out_free:
-    udp_runner_free(rn);
-    return core_err_set(err, r, NULL, "cannot start the UDP runner: %s", strerror(-r));
 }
