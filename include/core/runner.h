@@ -61,13 +61,6 @@ int core_runner_start(const struct core_runner_ctx *ctx, struct core_runner **re
 /* Stops and frees the runner (see above). Accepts NULL. */
 void core_runner_stop(struct core_runner *r);
 
-/*
- * Sets the socket options model cfg->model needs on a new socket fd, before it is bound: for
- * `event`, SO_REUSEPORT, so that the runner can bind one more socket per worker to the same
- * address. The listener calls it on every socket it binds. Returns 0 or a negative errno.
- */
-int core_runner_prepare_socket(const struct core_listener_cfg *cfg, int fd);
-
 /* ---- the runner base: what a runner's own I/O builds on ---- */
 
 /* The fds a listener's accepting threads keep to refuse connections when out of fds (one per

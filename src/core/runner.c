@@ -19,16 +19,6 @@
 
 #include "core/log.h"
 
-int core_runner_prepare_socket(const struct core_listener_cfg *cfg, int fd)
-{
-    int one = 1;
-
-    if (cfg->transport == CORE_TCP && cfg->model == CORE_MODEL_EVENT &&
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
-        return -errno;
-    return 0;
-}
-
 uint64_t core_runner_now_ns(void)
 {
     struct timespec ts;

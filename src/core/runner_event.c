@@ -25,11 +25,11 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/net.h"
 #include "core/session.h"
 
 #define READ_SIZE (64 * 1024)
 #define LINGER_MS 1000
-#define TCP_BACKLOG 511
 #define MAX_EVENTS 64
 #define ACCEPT_BATCH 64
 
@@ -378,30 +378,6 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-/* A listening socket bound where fd is, with SO_REUSEPORT, or a negative errno. */
-static int bind_sibling(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    int s, one = 1, zero = 0, r;
-
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return -errno;
-    s = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (s < 0)
-        return -errno;
-    if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
-        (ss.ss_family == AF_INET6 &&
-         setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0) ||
-        bind(s, (struct sockaddr *)&ss, len) < 0 || listen(s, TCP_BACKLOG) < 0) {
-        r = -errno;
-        close(s);
-        return r;
-    }
-    return s;
-}
-
 static bool has_reuseport(int fd)
 {
     int v = 0;
@@ -428,7 +404,8 @@ static int loop_init(struct event_runner *rn, unsigned i, bool reuseport)
     if (i == 0 || !reuseport) {
         loop->lfd = b->lfd;
     } else {
-        r = bind_sibling(b->lfd);
+        r = core_net_bind_sibling(b->lfd, CORE_NET_NONBLOCK | CORE_NET_REUSEPORT, CORE_NET_BACKLOG,
+                                  NULL);
         if (r < 0)
             return r;
         loop->lfd = r;
