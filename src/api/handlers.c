@@ -55,6 +55,18 @@ static json_t *wrap(const char *key, json_t *value)
     return j;
 }
 
+/* A read's answer: 200 with {key: value} (value taken), or r's error (err may be NULL). */
+static void reply_wrapped(struct api_reply *ret, int r, const char *key, json_t *value,
+                          const struct core_err *err)
+{
+    if (r < 0) {
+        json_decref(value);
+        api_reply_error(ret, r, err);
+        return;
+    }
+    api_reply_json(ret, 200, wrap(key, value));
+}
+
 /*
  * Prepares ch for the change req asks: its If-Match as the expected revision, its ?dry_run,
  * the API as who asks. Returns 0, or -EINVAL with ret answered (a bad dry_run, an If-Match of
@@ -179,11 +191,7 @@ void api_handle_listeners_list(const struct api_request *req, struct api_reply *
     json_t *list = NULL;
     int r = core_registry_list(req->registry, &list);
 
-    if (r < 0) {
-        api_reply_error(ret, r, NULL);
-        return;
-    }
-    api_reply_json(ret, 200, wrap("listeners", list));
+    reply_wrapped(ret, r, "listeners", list, NULL);
 }
 
 void api_handle_listener_create(const struct api_request *req, struct api_reply *ret)
@@ -386,11 +394,7 @@ void api_handle_metrics(const struct api_request *req, struct api_reply *ret)
     json_t *all = NULL;
     int r = core_registry_metrics_all(req->registry, &all);
 
-    if (r < 0) {
-        api_reply_error(ret, r, NULL);
-        return;
-    }
-    api_reply_json(ret, 200, wrap("listeners", all));
+    reply_wrapped(ret, r, "listeners", all, NULL);
 }
 
 void api_handle_listener_files(const struct api_request *req, struct api_reply *ret)
@@ -403,11 +407,7 @@ void api_handle_listener_files(const struct api_request *req, struct api_reply *
         api_reply_problem(ret, 404, NULL, "%s", err.msg[0] ? err.msg : strerror(-r));
         return;
     }
-    if (r < 0) {
-        api_reply_error(ret, r, &err);
-        return;
-    }
-    api_reply_json(ret, 200, wrap("files", files));
+    reply_wrapped(ret, r, "files", files, &err);
 }
 
 void api_handle_listener_file_get(const struct api_request *req, struct api_reply *ret)

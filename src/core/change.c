@@ -632,17 +632,33 @@ static int current_cfgs(struct core_registry *r, size_t extra, struct core_liste
     return 0;
 }
 
+/* The answer for listener id after a change: its resource and revision. Called with ops held. */
+static int answer_one(struct core_registry *r, const char *id, struct core_change *ch, json_t **ret)
+{
+    struct core_listener *l = core_registry_lookup(r, id);
+
+    if (ch->dry_run || !ret)
+        return 0;
+    if (!l)
+        return -ENOENT;
+    ch->etag = core_revisions_of(r->revisions, id);
+    return core_registry_resource(r, l, ret);
+}
+
 /*
  * Applies cfg (its id names the listener: changed when there, else created) as a change of
- * one listener, with every other listener as it is. Takes cfg's content (cfg is zeroed).
- * Called with ops held.
+ * one listener, with every other listener as it is, and answers as answer_one(). Takes cfg's
+ * content (cfg is zeroed). Called with ops held.
  */
 static int change_one(struct core_registry *r, struct core_listener_cfg *cfg, bool force,
-                      struct core_change *ch, struct core_err *err)
+                      struct core_change *ch, json_t **ret, struct core_err *err)
 {
     struct core_listener_cfg *want;
+    char id[CORE_ID_MAX];
     size_t n, i;
     int rc;
+
+    memcpy(id, cfg->id, sizeof(id));
 
     rc = current_cfgs(r, 1, &want, &n);
     if (rc < 0) {
@@ -659,7 +675,7 @@ static int change_one(struct core_registry *r, struct core_listener_cfg *cfg, bo
     memset(cfg, 0, sizeof(*cfg));
     rc = change_set(r, want, n, NULL, force ? want[i].id : NULL, ch, err);
     core_cfgs_free(want, n);
-    return rc;
+    return rc == 0 ? answer_one(r, id, ch, ret) : rc;
 }
 
 /* Checks ch's expectation against listener id (exists: it is there), or the whole
@@ -676,19 +692,6 @@ static int precondition(struct core_registry *r, const char *id, bool exists,
         return core_err_set(err, -ESTALE, NULL, "there is no listener '%.64s' (yet)", id);
     return core_err_set(err, -ESTALE, NULL, "%s is at revision %" PRIu64 " now; read it again",
                         id ? "the listener" : "the configuration", rev);
-}
-
-/* The answer for listener id after a change: its resource and revision. Called with ops held. */
-static int answer_one(struct core_registry *r, const char *id, struct core_change *ch, json_t **ret)
-{
-    struct core_listener *l = core_registry_lookup(r, id);
-
-    if (ch->dry_run || !ret)
-        return 0;
-    if (!l)
-        return -ENOENT;
-    ch->etag = core_revisions_of(r->revisions, id);
-    return core_registry_resource(r, l, ret);
 }
 
 int core_registry_load(struct core_registry *r, const char *defaults, struct core_err *err)
@@ -864,9 +867,7 @@ int core_registry_create(struct core_registry *r, const json_t *body, struct cor
     }
     memcpy(id, cfg.id, sizeof(id));
     source_set(ch, CORE_CHANGE_CREATE, id);
-    rc = change_one(r, &cfg, false, ch, err);
-    if (rc == 0)
-        rc = answer_one(r, id, ch, ret);
+    rc = change_one(r, &cfg, false, ch, ret, err);
 out:
     pthread_mutex_unlock(&r->ops);
     return rc;
@@ -902,11 +903,9 @@ int core_registry_replace(struct core_registry *r, const char *id, const json_t 
         core_listener_cfg_fini(&cfg);
         goto out;
     }
-    rc = change_one(r, &cfg, true, ch, err);
-    if (rc == 0) {
+    rc = change_one(r, &cfg, true, ch, ret, err);
+    if (rc == 0)
         *ret_created = !exists;
-        rc = answer_one(r, id, ch, ret);
-    }
 out:
     pthread_mutex_unlock(&r->ops);
     return rc;
@@ -946,9 +945,7 @@ int core_registry_patch(struct core_registry *r, const char *id, const json_t *p
         rc = core_err_set(err, -EINVAL, "id", "id: cannot be changed (create a new listener)");
         goto out;
     }
-    rc = change_one(r, &cfg, false, ch, err);
-    if (rc == 0)
-        rc = answer_one(r, id, ch, ret);
+    rc = change_one(r, &cfg, false, ch, ret, err);
 out:
     pthread_mutex_unlock(&r->ops);
     json_decref(next);
@@ -1012,9 +1009,7 @@ static int set_enabled(struct core_registry *r, const char *id, bool enabled,
     if (rc < 0)
         goto out;
     cfg.enabled = enabled;
-    rc = change_one(r, &cfg, enabled, ch, err);
-    if (rc == 0)
-        rc = answer_one(r, id, ch, ret);
+    rc = change_one(r, &cfg, enabled, ch, ret, err);
 out:
     pthread_mutex_unlock(&r->ops);
     return rc;

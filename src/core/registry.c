@@ -246,7 +246,8 @@ int core_registry_revision(struct core_registry *r, uint64_t n, json_t **ret)
     return core_revisions_get(r->revisions, n, ret);
 }
 
-int core_registry_get(struct core_registry *r, const char *id, json_t **ret, uint64_t *ret_etag)
+/* Listener id's resource with its metrics (resource) or its metrics alone, or -ENOENT. */
+static int listener_json(struct core_registry *r, const char *id, bool resource, json_t **ret)
 {
     struct core_listener *l;
     json_t *j = NULL;
@@ -254,16 +255,23 @@ int core_registry_get(struct core_registry *r, const char *id, json_t **ret, uin
     pthread_mutex_lock(&r->lock);
     l = core_registry_lookup(r, id);
     if (l)
-        j = core_listener_to_json(l, true);
+        j = resource ? core_listener_to_json(l, true) : core_listener_metrics_json(l);
     pthread_mutex_unlock(&r->lock);
     if (!l)
         return -ENOENT;
     if (!j)
         return -ENOMEM;
-    if (ret_etag)
-        *ret_etag = core_revisions_of(r->revisions, id);
     *ret = j;
     return 0;
+}
+
+int core_registry_get(struct core_registry *r, const char *id, json_t **ret, uint64_t *ret_etag)
+{
+    int rc = listener_json(r, id, true, ret);
+
+    if (rc == 0 && ret_etag)
+        *ret_etag = core_revisions_of(r->revisions, id);
+    return rc;
 }
 
 int core_registry_list(struct core_registry *r, json_t **ret)
@@ -287,20 +295,7 @@ int core_registry_list(struct core_registry *r, json_t **ret)
 
 int core_registry_metrics(struct core_registry *r, const char *id, json_t **ret)
 {
-    struct core_listener *l;
-    json_t *j = NULL;
-
-    pthread_mutex_lock(&r->lock);
-    l = core_registry_lookup(r, id);
-    if (l)
-        j = core_listener_metrics_json(l);
-    pthread_mutex_unlock(&r->lock);
-    if (!l)
-        return -ENOENT;
-    if (!j)
-        return -ENOMEM;
-    *ret = j;
-    return 0;
+    return listener_json(r, id, false, ret);
 }
 
 int core_registry_metrics_all(struct core_registry *r, json_t **ret)
