@@ -362,6 +362,9 @@ int cli_ctl_print_text(char *text);
  */
 char *cli_ctl_path(const char *literal, ...) __attribute__((sentinel));
 
+/* cli_ctl_simple() of a GET of path, which it frees (NULL: out of memory, said on stderr). */
+int cli_ctl_get(struct cli_ctl_cmd *x, char *path, struct cli_ctl_response *ret);
+
 /* A listener's state in words: "running on [::]:7007", "stopped", "failed: why". */
 void cli_ctl_describe(const json_t *resource, char *buf, size_t len);
 

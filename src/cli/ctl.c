@@ -441,6 +441,17 @@ int cli_ctl_print_text(char *text)
     return r;
 }
 
+int cli_ctl_get(struct cli_ctl_cmd *x, char *path, struct cli_ctl_response *ret)
+{
+    int r;
+
+    if (!path)
+        return cli_ctl_fail("out of memory");
+    r = cli_ctl_simple(x, "GET", path, NULL, NULL, ret);
+    free(path);
+    return r;
+}
+
 char *cli_ctl_path(const char *literal, ...)
 {
     size_t len = 0, cap = 256;
@@ -640,13 +651,8 @@ out:
 static int run_get(struct cli_ctl_cmd *x)
 {
     struct cli_ctl_response resp;
-    char *path = cli_ctl_path("/api/v1/listeners/", x->args[0], NULL);
-    int r;
+    int r = cli_ctl_get(x, cli_ctl_path("/api/v1/listeners/", x->args[0], NULL), &resp);
 
-    if (!path)
-        return CLI_CTL_EXIT_FAILURE;
-    r = cli_ctl_simple(x, "GET", path, NULL, NULL, &resp);
-    free(path);
     if (r != 0)
         return r;
     if (x->json) {
@@ -864,10 +870,7 @@ static int run_metrics(struct cli_ctl_cmd *x)
     json_t *m;
     int r;
 
-    if (!path)
-        return cli_ctl_fail("out of memory");
-    r = cli_ctl_simple(x, "GET", path, NULL, NULL, &resp);
-    free(path);
+    r = cli_ctl_get(x, path, &resp);
     if (r != 0)
         return r;
     if (x->json) {

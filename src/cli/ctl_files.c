@@ -230,16 +230,11 @@ out:
 int cli_ctl_run_files(struct cli_ctl_cmd *x)
 {
     struct cli_ctl_response resp;
-    char *path;
     int r;
 
     if (x->nargs < 2 && (x->seen[CLI_CTL_OPT_VERSION] || x->seen[CLI_CTL_OPT_OUTPUT]))
         return cli_ctl_usage_error(x, "--version and -o go with a file NAME");
-    path = cli_ctl_path("/api/v1/listeners/", x->args[0], "/files", NULL);
-    if (!path)
-        return CLI_CTL_EXIT_FAILURE;
-    r = cli_ctl_simple(x, "GET", path, NULL, NULL, &resp);
-    free(path);
+    r = cli_ctl_get(x, cli_ctl_path("/api/v1/listeners/", x->args[0], "/files", NULL), &resp);
     if (r != 0)
         return r;
     if (x->nargs == 2)

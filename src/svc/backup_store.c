@@ -787,6 +787,26 @@ static int open_vdir(struct svc_backup_store *s, const char *name, bool create)
     return open_beneath(s->metafd, name, O_RDONLY | O_DIRECTORY, 0);
 }
 
+/* A name's metadata directory (*ret_vfd, -1 when it has none) and its version numbers
+ * (release with vers_fini() and close *ret_vfd). Returns 0 or a negative errno, holding
+ * nothing then. */
+static int open_versions(struct svc_backup_store *s, const char *name, int *ret_vfd,
+                         struct vers *ret)
+{
+    int vfd = open_vdir(s, name, false), r;
+
+    if (vfd < 0 && vfd != -ENOENT && vfd != -ENOTDIR && vfd != -ELOOP)
+        return vfd;
+    r = load_versions(vfd, ret);
+    if (r < 0) {
+        if (vfd >= 0)
+            close(vfd);
+        return r;
+    }
+    *ret_vfd = vfd;
+    return 0;
+}
+
 /* Gives the temporary file the name: atomically, replacing the current copy when replace,
  * failing with -EEXIST otherwise if the name is taken. */
 static int place(struct svc_backup_store *s, struct svc_backup_tmp *t, const char *name,
@@ -1020,12 +1040,9 @@ static int collect_name(struct svc_backup_store *s, const char *name, struct ent
     bool has_cur = false;
     int vfd, r;
 
-    vfd = open_vdir(s, name, false);
-    if (vfd < 0 && vfd != -ENOENT && vfd != -ENOTDIR && vfd != -ELOOP)
-        return vfd;
-    r = load_versions(vfd, &v);
+    r = open_versions(s, name, &vfd, &v);
     if (r < 0)
-        goto out;
+        return r;
     if (fstatat(s->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
         has_cur = true;
         ident_of(&st, &cid);
@@ -1199,12 +1216,9 @@ int svc_backup_store_open_file(struct svc_backup_store *s, const char *name, uin
 
     if (svc_backup_name_check(name, strlen(name), NULL) < 0)
         return -EINVAL;
-    vfd = open_vdir(s, name, false);
-    if (vfd < 0 && vfd != -ENOENT && vfd != -ENOTDIR && vfd != -ELOOP)
-        return vfd;
-    r = load_versions(vfd, &v);
+    r = open_versions(s, name, &vfd, &v);
     if (r < 0)
-        goto out;
+        return r;
     fd = open_regular(s->dirfd, name, &st);
     if (fd >= 0) {
         ident_of(&st, &id);
