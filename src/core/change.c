@@ -694,6 +694,23 @@ static int precondition(struct core_registry *r, const char *id, bool exists,
                         id ? "the listener" : "the configuration", rev);
 }
 
+/* Listener id, which a change is about, in *ret, once ch's expectation of it is met; else
+ * -ENOENT or -ESTALE. Called with ops held. */
+static int existing(struct core_registry *r, const char *id, struct core_change *ch,
+                    struct core_listener **ret, struct core_err *err)
+{
+    struct core_listener *l = core_registry_lookup(r, id);
+    int rc;
+
+    if (!l)
+        return core_err_set(err, -ENOENT, NULL, "no listener '%.64s'", id);
+    rc = precondition(r, id, true, ch, err);
+    if (rc < 0)
+        return rc;
+    *ret = l;
+    return 0;
+}
+
 int core_registry_load(struct core_registry *r, const char *defaults, struct core_err *err)
 {
     struct core_listener_cfg *cfgs = NULL, *last_cfgs = NULL;
@@ -923,12 +940,7 @@ int core_registry_patch(struct core_registry *r, const char *id, const json_t *p
     if (!json_is_object(patch))
         return core_err_set(err, -EINVAL, NULL, "a merge patch must be a JSON object");
     pthread_mutex_lock(&r->ops);
-    l = core_registry_lookup(r, id);
-    if (!l) {
-        rc = core_err_set(err, -ENOENT, NULL, "no listener '%.64s'", id);
-        goto out;
-    }
-    rc = precondition(r, id, true, ch, err);
+    rc = existing(r, id, ch, &l, err);
     if (rc < 0)
         goto out;
     cur = core_listener_cfg_to_json(core_listener_cfg(l));
@@ -957,16 +969,13 @@ int core_registry_delete(struct core_registry *r, const char *id, struct core_ch
                          struct core_err *err)
 {
     struct core_listener_cfg *want;
+    struct core_listener *l;
     size_t n, k = 0;
     int rc;
 
     source_set(ch, CORE_CHANGE_DELETE, id);
     pthread_mutex_lock(&r->ops);
-    if (!core_registry_lookup(r, id)) {
-        rc = core_err_set(err, -ENOENT, NULL, "no listener '%.64s'", id);
-        goto out;
-    }
-    rc = precondition(r, id, true, ch, err);
+    rc = existing(r, id, ch, &l, err);
     if (rc < 0)
         goto out;
     rc = current_cfgs(r, 0, &want, &n);
@@ -997,12 +1006,7 @@ static int set_enabled(struct core_registry *r, const char *id, bool enabled,
 
     source_set(ch, enabled ? CORE_CHANGE_START : CORE_CHANGE_STOP, id);
     pthread_mutex_lock(&r->ops);
-    l = core_registry_lookup(r, id);
-    if (!l) {
-        rc = core_err_set(err, -ENOENT, NULL, "no listener '%.64s'", id);
-        goto out;
-    }
-    rc = precondition(r, id, true, ch, err);
+    rc = existing(r, id, ch, &l, err);
     if (rc < 0)
         goto out;
     rc = core_listener_cfg_copy(core_listener_cfg(l), &cfg);
