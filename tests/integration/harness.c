@@ -305,9 +305,75 @@ static int read_line(int fd, char *buf, size_t cap, int timeout_ms)
     }
 }
 
+/* environ with the "NAME=VALUE" entries of env replacing or adding theirs. malloc'd array of
+ * borrowed strings (free() the array only), or NULL. */
+static char **env_with(const char *const *env)
+{
+    size_t n = 0, m = 0, k;
+    char **out;
+
+    while (environ[n])
+        n++;
+    while (env && env[m])
+        m++;
+    out = calloc(n + m + 1, sizeof(*out));
+    if (!out)
+        return NULL;
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t nl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        bool replaced = false;
+
+        for (size_t j = 0; j < m && !replaced; j++)
+            replaced = strncmp(env[j], environ[i], nl) == 0 && env[j][nl] == '=';
+        if (!replaced)
+            out[k++] = environ[i];
+    }
+    for (size_t j = 0; j < m; j++)
+        out[k++] = (char *)env[j];
+    return out;
+}
+
+/* Writes token to a new file of mode 0600 in dir and records both in d. */
+static int daemon_token(struct it_daemon *d, const char *dir, const char *token)
+{
+    static unsigned seq;
+    int r;
+
+    r = snprintf(d->token, sizeof(d->token), "%s", token);
+    if (r < 0 || (size_t)r >= sizeof(d->token))
+        return -ENAMETOOLONG;
+    r = snprintf(d->token_file, sizeof(d->token_file), "%s/token-%u", dir, ++seq);
+    if (r < 0 || (size_t)r >= sizeof(d->token_file))
+        return -ENAMETOOLONG;
+    r = it_file_write(d->token_file, token, strlen(token));
+    if (r == 0 && chmod(d->token_file, 0600) < 0)
+        r = -errno;
+    return r;
+}
+
+/* DIR/api-cert.pem and DIR/api-key.pem, made on the first call for dir and kept, so that a
+ * restarted daemon shows the same certificate. */
+static int daemon_certificate(struct it_daemon *d, const char *dir)
+{
+    int r;
+
+    r = snprintf(d->cacert, sizeof(d->cacert), "%s/api-cert.pem", dir);
+    if (r < 0 || (size_t)r >= sizeof(d->cacert))
+        return -ENAMETOOLONG;
+    r = snprintf(d->tls_key, sizeof(d->tls_key), "%s/api-key.pem", dir);
+    if (r < 0 || (size_t)r >= sizeof(d->tls_key))
+        return -ENAMETOOLONG;
+    if (access(d->cacert, R_OK) < 0 || access(d->tls_key, R_OK) < 0)
+        it_make_certificate(d->cacert, d->tls_key);
+    return 0;
+}
+
 int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
 {
     static unsigned seq;
+    char **envp;
     const char *argv[48];
     char line[256];
     const char *port;
@@ -341,17 +407,40 @@ int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
         argv[n++] = "--no-defaults";
     argv[n++] = "--ready-fd";
     argv[n++] = "3";
+    if (o->token) {
+        r = daemon_token(d, o->dir, o->token);
+        if (r < 0)
+            return r;
+        argv[n++] = "--token-file";
+        argv[n++] = d->token_file;
+    }
+    if (o->tls) {
+        r = daemon_certificate(d, o->dir);
+        if (r < 0)
+            return r;
+        argv[n++] = "--api-tls-cert";
+        argv[n++] = d->cacert;
+        argv[n++] = "--api-tls-key";
+        argv[n++] = d->tls_key;
+    }
     for (size_t i = 0; o->extra_args && o->extra_args[i] && n < 47; i++)
         argv[n++] = o->extra_args[i];
     argv[n] = NULL;
+    envp = env_with(o->env);
+    if (!envp)
+        return -ENOMEM;
 
-    if (pipe2(pipefd, O_CLOEXEC) < 0)
-        return -errno;
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        r = -errno;
+        free(envp);
+        return r;
+    }
     errfd = open(d->stderr_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (errfd < 0) {
         r = -errno;
         close(pipefd[0]);
         close(pipefd[1]);
+        free(envp);
         return r;
     }
     pid = fork();
@@ -360,6 +449,7 @@ int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
         close(pipefd[0]);
         close(pipefd[1]);
         close(errfd);
+        free(envp);
         return r;
     }
     if (pid == 0) {
@@ -374,10 +464,11 @@ int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
             _exit(127);
         }
         child_prepare(3);
-        execv(argv[0], (char *const *)argv);
+        execve(argv[0], (char *const *)argv, envp);
         dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
+    free(envp);
     close(pipefd[1]);
     close(errfd);
     d->pid = pid;
@@ -571,7 +662,7 @@ int it_fixture_teardown(void **state)
 
 struct http_ctx {
     struct it_http *r;
-    size_t cap;
+    size_t cap, headers_cap;
     bool oom;
 };
 
@@ -592,6 +683,24 @@ static void header_value(const char *line, size_t len, size_t name_len, char *ds
     dst[vlen] = '\0';
 }
 
+/* Appends len bytes to *buf (*len used, *cap allocated), keeping a NUL after them. */
+static int buf_append(char **buf, size_t *len, size_t *cap, const char *data, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t ncap = (*len + n + 1) * 2;
+        char *nb = realloc(*buf, ncap);
+
+        if (!nb)
+            return -ENOMEM;
+        *buf = nb;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, data, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+    return 0;
+}
+
 static size_t on_header(char *buf, size_t size, size_t nmemb, void *arg)
 {
     struct http_ctx *c = arg;
@@ -609,7 +718,13 @@ static size_t on_header(char *buf, size_t size, size_t nmemb, void *arg)
     /* A new status line (after "100 Continue") starts a new set of headers. */
     if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
         c->r->content_type[0] = c->r->location[0] = c->r->allow[0] = '\0';
-        return len;
+        c->r->headers_len = 0;
+        if (len > 9)
+            c->r->status = strtol(buf + 9, NULL, 10);
+    }
+    if (buf_append(&c->r->headers, &c->r->headers_len, &c->headers_cap, buf, len) < 0) {
+        c->oom = true;
+        return 0;
     }
     for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
         size_t nl = strlen(wanted[i].name);
@@ -625,79 +740,173 @@ static size_t on_body(char *buf, size_t size, size_t nmemb, void *arg)
     struct http_ctx *c = arg;
     size_t len = size * nmemb;
 
-    if (c->r->body_len + len + 1 > c->cap) {
-        size_t cap = (c->r->body_len + len + 1) * 2;
-        char *nb = realloc(c->r->body, cap);
-
-        if (!nb) {
-            c->oom = true;
-            return 0;
-        }
-        c->r->body = nb;
-        c->cap = cap;
+    if (buf_append(&c->r->body, &c->r->body_len, &c->cap, buf, len) < 0) {
+        c->oom = true;
+        return 0;
     }
-    memcpy(c->r->body + c->r->body_len, buf, len);
-    c->r->body_len += len;
-    c->r->body[c->r->body_len] = '\0';
     return len;
 }
 
-int it_http_raw(const struct it_daemon *d, const char *method, const char *path, const void *body,
-                size_t body_len, const char *content_type, struct it_http *ret)
+const char *it_http_header(const struct it_http *r, const char *name, char *buf, size_t cap)
 {
-    struct http_ctx c = {.r = ret};
+    size_t nl = strlen(name);
+
+    for (const char *p = r->headers ? r->headers : ""; *p;) {
+        const char *eol = strstr(p, "\r\n");
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+
+        if (len > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            header_value(p, len, nl + 1, buf, cap);
+            return buf;
+        }
+        p += len + (eol ? 2 : 0);
+    }
+    return NULL;
+}
+
+static long tls_version(int min, int max)
+{
+    static const long mins[] = {CURL_SSLVERSION_TLSv1_0, CURL_SSLVERSION_TLSv1_1,
+                                CURL_SSLVERSION_TLSv1_2, CURL_SSLVERSION_TLSv1_3};
+    static const long maxs[] = {CURL_SSLVERSION_MAX_TLSv1_0, CURL_SSLVERSION_MAX_TLSv1_1,
+                                CURL_SSLVERSION_MAX_TLSv1_2, CURL_SSLVERSION_MAX_TLSv1_3};
+    long v = 0;
+
+    if (min >= 10 && min <= 13)
+        v |= mins[min - 10];
+    if (max >= 10 && max <= 13)
+        v |= maxs[max - 10];
+    return v;
+}
+
+/*
+ * A curl handle set up for request q to the daemon d (may be NULL when q->url is whole), with
+ * its header list in *ret_hdrs (free with curl_slist_free_all()) and its URL in url. NULL when
+ * out of memory.
+ */
+static CURL *request_handle(const struct it_daemon *d, const struct it_req *q, char *url,
+                            size_t url_cap, struct curl_slist **ret_hdrs)
+{
     struct curl_slist *hdrs = NULL;
-    char url[1024], ct[256];
-    CURLcode rc;
+    const char *method = q->method ? q->method : "GET";
+    const char *cacert = q->cacert ? q->cacert : d && d->cacert[0] ? d->cacert : NULL;
+    const char *token = q->no_token        ? NULL
+                        : q->token         ? q->token
+                        : d && d->token[0] ? d->token
+                                           : NULL;
+    char line[512];
     CURL *h;
 
     global_init();
-    memset(ret, 0, sizeof(*ret));
     h = curl_easy_init();
     if (!h)
-        return -ENOMEM;
-    snprintf(url, sizeof(url), "%s%s", d->url, path);
+        return NULL;
+    if (q->url)
+        snprintf(url, url_cap, "%s", q->url);
+    else
+        snprintf(url, url_cap, "%s%s", d->url, q->path ? q->path : "/");
     curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    else if (strcmp(method, "GET") != 0 || q->body)
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(h, CURLOPT_PROXY, "");
+    curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L); /* ".." is sent as it is */
+    if (q->unix_socket)
+        curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, q->unix_socket);
+    if (cacert)
+        curl_easy_setopt(h, CURLOPT_CAINFO, cacert);
+    if (q->tls_min || q->tls_max) {
+        curl_easy_setopt(h, CURLOPT_SSLVERSION, tls_version(q->tls_min, q->tls_max));
+        /* The client's own policy must not be what refuses an old version. */
+        curl_easy_setopt(h, CURLOPT_SSL_CIPHER_LIST, "DEFAULT:@SECLEVEL=0");
+    }
+    if (q->body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, q->body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+    }
+    if (q->content_type) {
+        snprintf(line, sizeof(line), "Content-Type: %s", q->content_type);
+        hdrs = curl_slist_append(hdrs, line);
+    } else if (q->body) {
+        /* No default form type: a request names the type it means, or sends none. */
+        hdrs = curl_slist_append(hdrs, "Content-Type:");
+    }
+    if (token) {
+        snprintf(line, sizeof(line), "Authorization: Bearer %s", token);
+        hdrs = curl_slist_append(hdrs, line);
+    }
+    for (size_t i = 0; q->headers && q->headers[i]; i++)
+        hdrs = curl_slist_append(hdrs, q->headers[i]);
+    if (hdrs)
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    *ret_hdrs = hdrs;
+    return h;
+}
+
+int it_http_request(const struct it_daemon *d, const struct it_req *q, struct it_http *ret)
+{
+    struct http_ctx c = {.r = ret};
+    struct curl_slist *hdrs = NULL;
+    char url[1024], errbuf[CURL_ERROR_SIZE] = "";
+    long status = 0;
+    CURLcode rc;
+    CURL *h;
+
+    memset(ret, 0, sizeof(*ret));
+    h = request_handle(d, q, url, sizeof(url), &hdrs);
+    if (!h)
+        return -ENOMEM;
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(q->timeout_ms > 0 ? q->timeout_ms : 10000));
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &c);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &c);
-    if (body) {
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    }
-    if (content_type) {
-        snprintf(ct, sizeof(ct), "Content-Type: %s", content_type);
-        hdrs = curl_slist_append(hdrs, ct);
-    } else if (body) {
-        hdrs = curl_slist_append(hdrs, "Content-Type:");
-    }
-    if (hdrs)
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
 
     rc = curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->status);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(h);
 
+    ret->status = status;
     if (!ret->body)
         ret->body = calloc(1, 1);
-    if (c.oom || !ret->body) {
+    if (!ret->headers)
+        ret->headers = calloc(1, 1);
+    if (c.oom || !ret->body || !ret->headers) {
         it_http_fini(ret);
         return -ENOMEM;
     }
+    if (rc != CURLE_OK) {
+        snprintf(ret->error, sizeof(ret->error), "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        ret->tls_unverified = rc == CURLE_PEER_FAILED_VERIFICATION;
+    }
     /* A server may answer (413) before it read the whole body and close: keep the answer. */
     if (rc != CURLE_OK && ret->status == 0) {
-        fprintf(stderr, "# %s %s: %s\n", method, url, curl_easy_strerror(rc));
+        if (!q->quiet)
+            fprintf(stderr, "# %s %s: %s\n", q->method ? q->method : "GET", url, ret->error);
         it_http_fini(ret);
         return -EIO;
     }
     if (ret->body_len > 0)
         ret->json = json_loadb(ret->body, ret->body_len, 0, NULL);
     return 0;
+}
+
+int it_http_raw(const struct it_daemon *d, const char *method, const char *path, const void *body,
+                size_t body_len, const char *content_type, struct it_http *ret)
+{
+    int r = it_http_request(d,
+                            &(struct it_req){.method = method,
+                                             .path = path,
+                                             .body = body,
+                                             .body_len = body_len,
+                                             .content_type = content_type},
+                            ret);
+
+    return r;
 }
 
 void it_http(const struct it_daemon *d, const char *method, const char *path, const char *json_body,
@@ -717,9 +926,137 @@ void it_http(const struct it_daemon *d, const char *method, const char *path, co
 void it_http_fini(struct it_http *r)
 {
     free(r->body);
+    free(r->headers);
     json_decref(r->json);
     r->body = NULL;
+    r->headers = NULL;
     r->json = NULL;
+}
+
+/* ---- HTTP: a response read as it streams ---- */
+
+struct it_stream {
+    struct it_http head; /* status and headers; the body goes to buf */
+    struct http_ctx ctx;
+    CURLM *multi;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    char url[1024];
+    char errbuf[CURL_ERROR_SIZE];
+    char *buf; /* received, not yet consumed */
+    size_t len, cap;
+    bool oom, done;
+    CURLcode result;
+};
+
+static size_t stream_on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct it_stream *s = arg;
+    size_t n = size * nmemb;
+
+    if (buf_append(&s->buf, &s->len, &s->cap, data, n) < 0) {
+        s->oom = true;
+        return 0;
+    }
+    return n;
+}
+
+/* At most a second, at least 0, until deadline. */
+static int slice_ms(int64_t deadline)
+{
+    int64_t l = deadline - it_now_ms();
+
+    return l <= 0 ? 0 : l > 1000 ? 1000 : (int)l;
+}
+
+void it_stream_pump(struct it_stream *s, int wait_ms)
+{
+    CURLMsg *m;
+    int running, queued;
+
+    if (wait_ms > 0)
+        (void)curl_multi_poll(s->multi, NULL, 0, wait_ms, NULL);
+    (void)curl_multi_perform(s->multi, &running);
+    while ((m = curl_multi_info_read(s->multi, &queued))) {
+        if (m->msg == CURLMSG_DONE) {
+            s->done = true;
+            s->result = m->data.result;
+        }
+    }
+    assert_false(s->oom || s->ctx.oom);
+}
+
+struct it_stream *it_stream_open(const struct it_daemon *d, const struct it_req *q)
+{
+    struct it_stream *s = calloc(1, sizeof(*s));
+    int64_t deadline = it_now_ms() + (q->timeout_ms > 0 ? q->timeout_ms : IT_IO_TIMEOUT_MS);
+
+    assert_non_null(s);
+    s->ctx.r = &s->head;
+    s->multi = curl_multi_init();
+    s->easy = request_handle(d, q, s->url, sizeof(s->url), &s->hdrs);
+    assert_non_null(s->multi);
+    assert_non_null(s->easy);
+    curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(s->easy, CURLOPT_HEADERDATA, &s->ctx);
+    curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, stream_on_body);
+    curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->errbuf);
+    assert_int_equal(curl_multi_add_handle(s->multi, s->easy), CURLM_OK);
+    it_stream_pump(s, 0);
+    while (s->head.status == 0 && !s->done && it_now_ms() < deadline)
+        it_stream_pump(s, slice_ms(deadline));
+    if (s->head.status == 0)
+        fail_msg("%s %s: no answer within %d ms (%s)", q->method ? q->method : "GET", s->url,
+                 q->timeout_ms > 0 ? q->timeout_ms : IT_IO_TIMEOUT_MS, it_stream_error(s));
+    return s;
+}
+
+const struct it_http *it_stream_head(const struct it_stream *s)
+{
+    return &s->head;
+}
+
+char *it_stream_data(struct it_stream *s, size_t *ret_len)
+{
+    *ret_len = s->len;
+    return s->buf;
+}
+
+void it_stream_consume(struct it_stream *s, size_t n)
+{
+    assert_true(n <= s->len);
+    s->len -= n;
+    if (s->buf)
+        memmove(s->buf, s->buf + n, s->len + 1);
+}
+
+bool it_stream_done(const struct it_stream *s)
+{
+    return s->done;
+}
+
+const char *it_stream_error(const struct it_stream *s)
+{
+    if (!s->done)
+        return "still waiting";
+    if (s->result == CURLE_OK)
+        return "the response ended";
+    return s->errbuf[0] ? s->errbuf : curl_easy_strerror(s->result);
+}
+
+void it_stream_close(struct it_stream *s)
+{
+    if (!s)
+        return;
+    if (s->multi && s->easy)
+        curl_multi_remove_handle(s->multi, s->easy);
+    curl_easy_cleanup(s->easy);
+    curl_multi_cleanup(s->multi);
+    curl_slist_free_all(s->hdrs);
+    it_http_fini(&s->head);
+    free(s->buf);
+    free(s);
 }
 
 /* Whether a Content-Type header is the media type want (parameters allowed). */

@@ -57,6 +57,14 @@ struct it_daemon_opts {
     bool defaults;         /* false: pass --no-defaults */
     const char *api;       /* NULL: 127.0.0.1:0 */
     const char *const *extra_args; /* NULL-terminated; may be NULL */
+    const char *const
+        *env; /* "NAME=VALUE" set for the daemon alone, NULL-terminated; may be NULL */
+    /* Not NULL: written to a file of mode 0600 in DIR and passed as --token-file; requests to
+     * the daemon then carry it (struct it_req says how to send another or none). */
+    const char *token;
+    /* A certificate made for localhost and 127.0.0.1 in DIR, passed as --api-tls-cert and
+     * --api-tls-key; requests to the daemon trust it. */
+    bool tls;
 };
 
 struct it_daemon {
@@ -68,11 +76,16 @@ struct it_daemon {
     char stderr_path[IT_PATH_MAX]; /* where the child's stdout and stderr go */
     bool exited;                   /* reaped: status is valid */
     int status;                    /* waitpid() status */
+    char token[128];               /* opts->token, "" when none */
+    char token_file[IT_PATH_MAX];  /* where it was written, "" when none */
+    char cacert[IT_PATH_MAX];      /* with opts->tls: the certificate, "" otherwise */
+    char tls_key[IT_PATH_MAX];     /* with opts->tls: its key */
 };
 
 /*
  * Starts `$SOCKSERV_BIN daemon --api 127.0.0.1:0 --state-dir DIR [--no-defaults] --ready-fd 3
- * [extra]` and reads the API URL from fd 3 within IT_READY_TIMEOUT_MS. Returns 0 when ready;
+ * [--token-file F] [--api-tls-cert C --api-tls-key K] [extra]` with opts->env added to the
+ * environment and reads the API URL from fd 3 within IT_READY_TIMEOUT_MS. Returns 0 when ready;
  * -ECHILD when the daemon exited first (d->exited, d->status tell how); -ETIMEDOUT (the child
  * is killed); another negative errno when it could not be spawned.
  */
@@ -129,10 +142,46 @@ struct it_http {
     char content_type[128]; /* "" when absent */
     char location[512];
     char allow[256];
+    char *headers; /* the response's header lines as received ("Name: value\r\n"...) */
+    size_t headers_len;
     char *body; /* NUL-terminated, may be "" */
     size_t body_len;
     json_t *json; /* the body parsed as JSON, NULL when it is not JSON */
+    /* How the transfer failed, "" when it did not; kept when no answer came too. */
+    char error[256];
+    bool tls_unverified; /* the client did not trust the server's certificate */
 };
+
+/* One request. Every member may be left 0. */
+struct it_req {
+    const char *method; /* NULL: GET; HEAD reads no body */
+    const char *path;   /* after the daemon's URL; NULL: "/" */
+    const char *url;    /* a whole URL instead of the daemon's and path (another name, scheme) */
+    const void *body;   /* NULL: none */
+    size_t body_len;
+    const char *content_type;   /* NULL: no Content-Type header, even with a body */
+    const char *const *headers; /* more "Name: value" lines, NULL-terminated ("Name:" removes
+                                   one libcurl would send) */
+    const char *token;          /* Authorization: Bearer TOKEN; NULL: the daemon's, if any */
+    bool no_token;              /* send no Authorization of the daemon's own */
+    const char *unix_socket;    /* the path of a Unix socket to connect to instead of TCP */
+    const char *cacert;         /* for https: the CA to trust; NULL: the daemon's certificate
+                                   when it made one, else the system's CAs */
+    int tls_min, tls_max;       /* 10 (TLS 1.0) to 13 (TLS 1.3); 0: libcurl's default */
+    int timeout_ms;             /* 0: 10 s */
+    bool quiet;                 /* no line on stderr when no answer comes */
+};
+
+/*
+ * Sends request q to d (d may be NULL when q->url is set). Returns 0 when an answer came (*ret
+ * filled; release with it_http_fini()), -EIO when none came (ret->error and ret->tls_unverified
+ * say why; nothing to release) or -ENOMEM.
+ */
+int it_http_request(const struct it_daemon *d, const struct it_req *q, struct it_http *ret);
+
+/* The value of the response header name (case-insensitive), copied into buf (cap bytes) and
+ * returned; NULL when the response has none. */
+const char *it_http_header(const struct it_http *r, const char *name, char *buf, size_t cap);
 
 /*
  * One request to the daemon's API. body may be NULL (no body); content_type NULL sends none.
@@ -147,6 +196,26 @@ void it_http(const struct it_daemon *d, const char *method, const char *path, co
              struct it_http *ret);
 
 void it_http_fini(struct it_http *r);
+
+/*
+ * A response read as it comes (an event stream): it_stream_open() sends q and waits up to
+ * q->timeout_ms (0: IT_IO_TIMEOUT_MS) for the status line, asserting that it came;
+ * it_stream_pump() waits up to wait_ms for bytes and appends them to the data; the test
+ * consumes what it parsed. Test thread only.
+ */
+struct it_stream;
+struct it_stream *it_stream_open(const struct it_daemon *d, const struct it_req *q);
+void it_stream_pump(struct it_stream *s, int wait_ms);
+/* The status and headers. Borrowed. */
+const struct it_http *it_stream_head(const struct it_stream *s);
+/* The bytes received and not consumed yet (NUL-terminated; NULL before any came). */
+char *it_stream_data(struct it_stream *s, size_t *ret_len);
+void it_stream_consume(struct it_stream *s, size_t n);
+/* Whether the response ended (the server closed, or an error), and how, for messages. */
+bool it_stream_done(const struct it_stream *s);
+const char *it_stream_error(const struct it_stream *s);
+/* Accepts NULL. */
+void it_stream_close(struct it_stream *s);
 
 /*
  * Sends a request and asserts the status (printing the request and the answer if it differs)
