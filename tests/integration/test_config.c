@@ -16,7 +16,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include <stdarg.h>
@@ -41,75 +40,30 @@ struct answer {
     json_t *json;
 };
 
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-    struct it_http *b = arg;
-    char *grown = realloc(b->body, b->body_len + size * n + 1);
-
-    if (!grown)
-        return 0;
-    memcpy(grown + b->body_len, p, size * n);
-    b->body = grown;
-    b->body_len += size * n;
-    b->body[b->body_len] = '\0';
-    return size * n;
-}
-
-static size_t on_header(char *p, size_t size, size_t n, void *arg)
-{
-    struct answer *a = arg;
-    size_t len = size * n;
-
-    if (len > 6 && strncasecmp(p, "ETag:", 5) == 0) {
-        const char *v = p + 5;
-        size_t vlen;
-
-        while (*v == ' ')
-            v++;
-        vlen = (size_t)(p + len - v);
-        while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n'))
-            vlen--;
-        snprintf(a->etag, sizeof(a->etag), "%.*s", (int)vlen, v);
-    }
-    return len;
-}
-
 /* A request with an optional If-Match; asserts that an answer came. */
 static void req(const struct it_daemon *d, const char *method, const char *path, const char *body,
                 const char *if_match, struct answer *ret)
 {
-    struct it_http b = {0};
-    struct curl_slist *h = NULL;
-    char url[512], im[128];
-    CURL *c = curl_easy_init();
-    CURLcode rc;
+    char im[128];
+    const char *const headers[] = {if_match ? im : NULL, NULL};
+    struct it_http r;
 
     memset(ret, 0, sizeof(*ret));
-    assert_non_null(c);
-    snprintf(url, sizeof(url), "%s%s", d->url, path);
-    h = curl_slist_append(h, "Content-Type: application/json");
-    if (if_match) {
-        snprintf(im, sizeof(im), "If-Match: %s", if_match);
-        h = curl_slist_append(h, im);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    if (body)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, ret);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    rc = curl_easy_perform(c);
-    if (rc != CURLE_OK)
-        fail_msg("%s %s: %s", method, path, curl_easy_strerror(rc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &ret->status);
-    ret->json = b.body ? json_loads(b.body, 0, NULL) : NULL;
-    free(b.body);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
+    snprintf(im, sizeof(im), "If-Match: %s", if_match ? if_match : "");
+    if (it_http_request(d,
+                        &(struct it_req){.method = method,
+                                         .path = path,
+                                         .body = body,
+                                         .body_len = body ? strlen(body) : 0,
+                                         .content_type = "application/json",
+                                         .headers = headers},
+                        &r) < 0)
+        fail_msg("%s %s: %s", method, path, r.error);
+    ret->status = r.status;
+    if (!it_http_header(&r, "ETag", ret->etag, sizeof(ret->etag)))
+        ret->etag[0] = '\0';
+    ret->json = json_incref(r.json);
+    it_http_fini(&r);
 }
 
 static void answer_fini(struct answer *a)
@@ -949,6 +903,5 @@ int main(void)
         T(test_config_damaged_history_is_reported),
     };
 
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
