@@ -764,6 +764,17 @@ const char *it_http_header(const struct it_http *r, const char *name, char *buf,
     return NULL;
 }
 
+void it_assert_header(const struct it_http *r, const char *name, const char *value)
+{
+    char buf[2048];
+    const char *got = it_http_header(r, name, buf, sizeof(buf));
+
+    if (!got)
+        fail_msg("no %s header in:\n%s", name, r->headers ? r->headers : "");
+    if (strcmp(got, value) != 0)
+        fail_msg("%s: '%s', expected '%s'", name, got, value);
+}
+
 static long tls_version(int min, int max)
 {
     static const long mins[] = {CURL_SSLVERSION_TLSv1_0, CURL_SSLVERSION_TLSv1_1,
@@ -1031,9 +1042,11 @@ void it_stream_consume(struct it_stream *s, size_t n)
         memmove(s->buf, s->buf + n, s->len + 1);
 }
 
-bool it_stream_done(const struct it_stream *s)
+int it_stream_end(const struct it_stream *s)
 {
-    return s->done;
+    if (!s->done)
+        return -EINPROGRESS;
+    return s->result == CURLE_OK ? 0 : -EIO;
 }
 
 const char *it_stream_error(const struct it_stream *s)

@@ -183,6 +183,9 @@ int it_http_request(const struct it_daemon *d, const struct it_req *q, struct it
  * returned; NULL when the response has none. */
 const char *it_http_header(const struct it_http *r, const char *name, char *buf, size_t cap);
 
+/* Asserts the response header name is value (printing the headers when it is absent). */
+void it_assert_header(const struct it_http *r, const char *name, const char *value);
+
 /*
  * One request to the daemon's API. body may be NULL (no body); content_type NULL sends none.
  * Returns 0 when an answer came (*ret filled; release with it_http_fini()), or -EIO.
@@ -211,8 +214,9 @@ const struct it_http *it_stream_head(const struct it_stream *s);
 /* The bytes received and not consumed yet (NUL-terminated; NULL before any came). */
 char *it_stream_data(struct it_stream *s, size_t *ret_len);
 void it_stream_consume(struct it_stream *s, size_t n);
-/* Whether the response ended (the server closed, or an error), and how, for messages. */
-bool it_stream_done(const struct it_stream *s);
+/* -EINPROGRESS while the response goes on, 0 once it ended complete, -EIO once it was cut or
+ * failed; it_stream_error() says how, for messages. */
+int it_stream_end(const struct it_stream *s);
 const char *it_stream_error(const struct it_stream *s);
 /* Accepts NULL. */
 void it_stream_close(struct it_stream *s);

@@ -33,18 +33,6 @@ static void request(const struct it_daemon *d, const char *method, const char *p
         fail_msg("%s %s: no answer (%s)", method, path, r->error);
 }
 
-/* Asserts header name is value. */
-static void assert_header(const struct it_http *r, const char *name, const char *value)
-{
-    char buf[2048];
-    const char *got = it_http_header(r, name, buf, sizeof(buf));
-
-    if (!got)
-        fail_msg("no %s header in:\n%s", name, r->headers);
-    if (strcmp(got, value) != 0)
-        fail_msg("%s: '%s', expected '%s'", name, got, value);
-}
-
 /* Asserts r is a problem+json with status and field (NULL: none), whose detail says
  * detail_part (NULL: anything). */
 static void assert_problem(const struct it_http *r, long status, const char *field,
@@ -115,12 +103,12 @@ static void test_files_download_is_the_bytes_with_attachment_headers(void **stat
     put(state, port, "data.bin", data, len);
     request(d, "GET", "/api/v1/listeners/b1/files/data.bin", &r);
     assert_int_equal(r.status, 200);
-    assert_header(&r, "Content-Type", "application/octet-stream");
-    assert_header(&r, "Cache-Control", "no-store");
-    assert_header(&r, "Content-Disposition",
-                  "attachment; filename=\"data.bin\"; filename*=UTF-8''data.bin");
+    it_assert_header(&r, "Content-Type", "application/octet-stream");
+    it_assert_header(&r, "Cache-Control", "no-store");
+    it_assert_header(&r, "Content-Disposition",
+                     "attachment; filename=\"data.bin\"; filename*=UTF-8''data.bin");
     snprintf(cl, sizeof(cl), "%zu", len);
-    assert_header(&r, "Content-Length", cl);
+    it_assert_header(&r, "Content-Length", cl);
     assert_int_equal(r.body_len, len);
     assert_memory_equal(r.body, data, len);
     it_http_fini(&r);
@@ -136,9 +124,9 @@ static void test_files_head_has_the_headers_and_no_body(void **state)
     put(state, port, "notes.txt", "twelve bytes", 12);
     request(d, "HEAD", "/api/v1/listeners/b1/files/notes.txt", &r);
     assert_int_equal(r.status, 200);
-    assert_header(&r, "Content-Length", "12");
-    assert_header(&r, "Content-Type", "application/octet-stream");
-    assert_header(&r, "Cache-Control", "no-store");
+    it_assert_header(&r, "Content-Length", "12");
+    it_assert_header(&r, "Content-Type", "application/octet-stream");
+    it_assert_header(&r, "Cache-Control", "no-store");
     assert_int_equal(r.body_len, 0);
     it_http_fini(&r);
 }
@@ -153,9 +141,9 @@ static void test_files_name_with_unsafe_bytes_is_encoded_in_disposition(void **s
     put(state, port, "my \"report\"; \xc3\xa8%.txt", "x", 1);
     request(d, "GET", "/api/v1/listeners/b1/files/my%20%22report%22%3B%20%C3%A8%25.txt", &r);
     assert_int_equal(r.status, 200);
-    assert_header(&r, "Content-Disposition",
-                  "attachment; filename=\"my _report_; ___.txt\"; "
-                  "filename*=UTF-8''my%20%22report%22%3B%20%C3%A8%25.txt");
+    it_assert_header(&r, "Content-Disposition",
+                     "attachment; filename=\"my _report_; ___.txt\"; "
+                     "filename*=UTF-8''my%20%22report%22%3B%20%C3%A8%25.txt");
     assert_int_equal(r.body_len, 1);
     it_http_fini(&r);
 }
@@ -174,8 +162,8 @@ static void test_files_version_1_is_the_older_copy(void **state)
     assert_int_equal(r.status, 200);
     assert_int_equal(r.body_len, sizeof(first) - 1);
     assert_memory_equal(r.body, first, sizeof(first) - 1);
-    assert_header(&r, "Content-Disposition",
-                  "attachment; filename=\"app.conf\"; filename*=UTF-8''app.conf");
+    it_assert_header(&r, "Content-Disposition",
+                     "attachment; filename=\"app.conf\"; filename*=UTF-8''app.conf");
     it_http_fini(&r);
     /* absent and 0 are the current copy */
     request(d, "GET", "/api/v1/listeners/b1/files/app.conf", &r);
