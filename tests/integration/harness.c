@@ -1424,19 +1424,7 @@ struct growbuf {
 
 static int grow_append(struct growbuf *b, const char *data, size_t len)
 {
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = (b->len + len + 1) * 2;
-        char *np = realloc(b->p, cap);
-
-        if (!np)
-            return -ENOMEM;
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-    b->p[b->len] = '\0';
-    return 0;
+    return buf_append(&b->p, &b->len, &b->cap, data, len);
 }
 
 static void grow_give(struct growbuf *b, char **ret, size_t *ret_len)
@@ -2277,23 +2265,352 @@ void it_send_str_ok(int fd, const char *s)
     it_send_ok(fd, s, strlen(s));
 }
 
+int it_read_line(int fd, char *line, size_t cap, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+
+    for (size_t n = 0; n + 1 < cap; n++) {
+        int r = it_recv_exact(fd, &line[n], 1, left_ms(deadline));
+
+        if (r < 0) {
+            line[n] = '\0';
+            return r;
+        }
+        if (line[n] == '\n') {
+            line[n] = '\0';
+            return 0;
+        }
+    }
+    line[cap - 1] = '\0';
+    return -ENOBUFS;
+}
+
 void it_recv_line(int fd, char *line, size_t cap)
 {
+    int r = it_read_line(fd, line, cap, IT_IO_TIMEOUT_MS);
+
+    if (r == -ENOBUFS)
+        fail_msg("answer line too long: %.80s...", line);
+    if (r < 0)
+        fail_msg("reading an answer line: %s (after \"%s\")", strerror(-r), line);
+}
+
+void it_expect_line(int fd, const char *want)
+{
+    char line[2048];
+    int r = it_read_line(fd, line, sizeof(line), IT_IO_TIMEOUT_MS);
+
+    if (r < 0)
+        fail_msg("want \"%s\", got \"%s\" and then %s", want, line, strerror(-r));
+    if (strcmp(line, want) != 0)
+        fail_msg("want \"%s\", got \"%s\"", want, line);
+}
+
+/* ---- HTTP written by hand ---- */
+
+int it_http_read_head(int fd, char *buf, size_t cap, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    size_t got = 0;
+
+    buf[0] = '\0';
+    while (!strstr(buf, "\r\n\r\n")) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int left = left_ms(deadline);
+        ssize_t n;
+
+        if (left <= 0 || got + 1 >= cap)
+            return -ETIMEDOUT;
+        if (poll(&pfd, 1, left) <= 0)
+            continue;
+        n = recv(fd, buf + got, cap - 1 - got, 0);
+        if (n == 0)
+            return -EPIPE;
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            return -errno;
+        }
+        got += (size_t)n;
+        buf[got] = '\0';
+    }
+    if (strncmp(buf, "HTTP/1.1 ", 9) != 0)
+        return -EPROTO;
+    return atoi(buf + 9);
+}
+
+bool it_stream_sees(int fd, const char *needle, int timeout_ms)
+{
+    char buf[8192];
+    size_t got = 0, keep = strlen(needle);
+    int64_t deadline = it_now_ms() + timeout_ms;
+
+    assert_true(keep < sizeof(buf) / 4);
+    while (it_now_ms() < deadline) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+
+        if (poll(&pfd, 1, left_ms(deadline)) <= 0)
+            return false;
+        n = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
+        if (n <= 0)
+            return false;
+        got += (size_t)n;
+        buf[got] = '\0';
+        if (strstr(buf, needle))
+            return true;
+        if (got > sizeof(buf) / 2) {
+            memmove(buf, buf + got - keep, keep);
+            got = keep;
+        }
+    }
+    return false;
+}
+
+void it_wire_exchange(const struct it_daemon *d, const char *request, struct it_wire *ret)
+{
+    char host[64], *text, *at, *head_end;
+    size_t len = 0, cap;
+    int64_t t0;
+    int fd, r;
+
+    memset(ret, 0, sizeof(*ret));
+    snprintf(host, sizeof(host), "127.0.0.1:%u", (unsigned)d->api_port);
+    cap = strlen(request) + 64;
+    text = malloc(cap);
+    assert_non_null(text);
+    text[0] = '\0';
+    for (const char *p = request; (at = strstr(p, "HOST")); p = at + 4) {
+        assert_true(len + (size_t)(at - p) + strlen(host) < cap);
+        len += (size_t)snprintf(text + len, cap - len, "%.*s%s", (int)(at - p), p, host);
+        request = at + 4;
+    }
+    len += (size_t)snprintf(text + len, cap - len, "%s", request);
+
+    fd = it_tcp_connect("127.0.0.1", d->api_port, IT_IO_TIMEOUT_MS);
+    assert_true(fd >= 0);
+    t0 = it_now_ms();
+    assert_int_equal(it_send_all(fd, text, len, IT_IO_TIMEOUT_MS), 0);
+    free(text);
+    r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, &ret->raw, &ret->raw_len);
+    ret->ms = it_now_ms() - t0;
+    close(fd);
+    ret->closed = r == 0 || r == -ECONNRESET;
+    assert_non_null(ret->raw);
+    if (sscanf(ret->raw, "HTTP/1.1 %ld", &ret->http.status) != 1)
+        fail_msg("no HTTP answer: '%s' (%s)", ret->raw, strerror(-r));
+    head_end = strstr(ret->raw, "\r\n\r\n");
+    at = strstr(ret->raw, "\r\n");
+    len = head_end && at < head_end ? (size_t)(head_end - at) - 2 : 0;
+    ret->http.headers = strndup(at ? at + 2 : "", len);
+    ret->http.headers_len = len;
+    assert_non_null(ret->http.headers);
+    if (!it_http_header(&ret->http, "Content-Type", ret->http.content_type,
+                        sizeof(ret->http.content_type)))
+        ret->http.content_type[0] = '\0';
+    len = head_end ? ret->raw_len - (size_t)(head_end + 4 - ret->raw) : 0;
+    ret->http.body = strndup(head_end ? head_end + 4 : "", len);
+    ret->http.body_len = len;
+    assert_non_null(ret->http.body);
+    if (len > 0)
+        ret->http.json = json_loadb(ret->http.body, len, 0, NULL);
+}
+
+void it_wire_fini(struct it_wire *w)
+{
+    it_http_fini(&w->http);
+    free(w->raw);
+    w->raw = NULL;
+}
+
+/* ---- the backup protocol ---- */
+
+void it_backup_put_ok(uint16_t port, const char *name, const void *p, size_t n, unsigned version)
+{
+    char hex[65], line[2048], want[2048];
+    int fd = it_tcp_connect_ok(port);
+
+    it_sha256_hex(p, n, hex);
+    snprintf(line, sizeof(line), "PUT %s %zu %s\n", name, n, hex);
+    it_send_str_ok(fd, line);
+    it_expect_line(fd, "OK");
+    it_send_ok(fd, p, n);
+    snprintf(want, sizeof(want), "STORED %s %u %zu %s", name, version, n, hex);
+    it_expect_line(fd, want);
+    it_send_str_ok(fd, "QUIT\n");
+    it_expect_line(fd, "BYE");
+    close(fd);
+}
+
+char *it_backup_list(uint16_t port, unsigned *ret_n)
+{
+    struct growbuf b = {0};
+    char line[2048];
+    unsigned long n;
+    int fd = it_tcp_connect_ok(port);
+
+    it_send_str_ok(fd, "LIST\n");
+    it_recv_line(fd, line, sizeof(line));
+    if (sscanf(line, "OK %lu", &n) != 1)
+        fail_msg("LIST answered \"%s\"", line);
+    assert_int_equal(grow_append(&b, "", 0), 0);
+    for (unsigned long i = 0; i < n; i++) {
+        it_recv_line(fd, line, sizeof(line));
+        assert_int_equal(grow_append(&b, line, strlen(line)), 0);
+        assert_int_equal(grow_append(&b, "\n", 1), 0);
+    }
+    it_expect_line(fd, "END");
+    close(fd);
+    if (ret_n)
+        *ret_n = (unsigned)n;
+    return b.p;
+}
+
+void *it_backup_get(uint16_t port, const char *name, unsigned version, size_t *ret_n)
+{
+    char line[2048], sha[80], hex[65];
+    unsigned long long size;
+    unsigned long v;
+    uint8_t *buf;
+    int fd = it_tcp_connect_ok(port), r;
+
+    snprintf(line, sizeof(line), "GET %s %u\n", name, version);
+    it_send_str_ok(fd, line);
+    it_recv_line(fd, line, sizeof(line));
+    if (sscanf(line, "OK %llu %79s %lu", &size, sha, &v) != 3)
+        fail_msg("GET %s %u answered \"%s\"", name, version, line);
+    buf = malloc(size ? size : 1);
+    assert_non_null(buf);
+    r = it_recv_exact(fd, buf, size, IT_IO_TIMEOUT_MS);
+    if (r < 0)
+        fail_msg("restoring %s: %s", name, strerror(-r));
+    it_sha256_hex(buf, size, hex);
+    assert_string_equal(sha, hex);
+    close(fd);
+    *ret_n = size;
+    return buf;
+}
+
+/* ---- small things the suites share ---- */
+
+struct it_daemon *it_daemon_of(void **state)
+{
+    return &((struct it_fixture *)*state)->d;
+}
+
+void *it_pattern(size_t len, unsigned seed)
+{
+    uint8_t *p = malloc(len ? len : 1);
+
+    assert_non_null(p);
+    for (size_t i = 0; i < len; i++) {
+        seed = seed * 1103515245u + 12345u;
+        p[i] = (uint8_t)(seed >> 16);
+    }
+    return p;
+}
+
+void it_assert_metric_now(const struct it_daemon *d, const char *id, const char *name,
+                          uint64_t want)
+{
+    uint64_t got = it_metric(d, id, name);
+
+    if (got != want)
+        fail_msg("listener %s: %s is %llu, want %llu", id, name, (unsigned long long)got,
+                 (unsigned long long)want);
+}
+
+int it_connect_echoed(const char *host, uint16_t port, const char *msg)
+{
+    size_t len = strlen(msg);
+    char buf[256];
+    int fd;
+
+    assert_true(len < sizeof(buf));
+    fd = it_tcp_connect(host, port, IT_IO_TIMEOUT_MS);
+    if (fd < 0)
+        fail_msg("connect %s port %u: %s", host, port, strerror(-fd));
+    assert_int_equal(it_send_all(fd, msg, len, IT_IO_TIMEOUT_MS), 0);
+    assert_int_equal(it_recv_exact(fd, buf, len, IT_IO_TIMEOUT_MS), 0);
+    assert_memory_equal(buf, msg, len);
+    return fd;
+}
+
+json_t *it_listener_patch(const struct it_daemon *d, const char *id, const char *body)
+{
+    char path[256];
+    struct it_http r;
+    json_t *j;
+
+    snprintf(path, sizeof(path), "/api/v1/listeners/%s", id);
+    assert_int_equal(
+        it_http_raw(d, "PATCH", path, body, strlen(body), "application/merge-patch+json", &r), 0);
+    if (r.status != 200)
+        fail_msg("PATCH %s %s -> %ld %s", id, body, r.status, r.body);
+    j = json_incref(r.json);
+    it_http_fini(&r);
+    return j;
+}
+
+char *it_dir_names(const char *dir)
+{
+    struct dirent **list = NULL;
+    size_t cap = 1, used = 0;
+    char *out;
+    int n = scandir(dir, &list, NULL, alphasort);
+
+    if (n < 0)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        cap += strlen(list[i]->d_name) + 1;
+    out = calloc(1, cap);
+    assert_non_null(out);
+    for (int i = 0; i < n; i++) {
+        const char *name = list[i]->d_name;
+
+        if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0)
+            used += (size_t)snprintf(out + used, cap - used, "%s%s", used ? " " : "", name);
+        free(list[i]);
+    }
+    free(list);
+    return out;
+}
+
+void it_daemon_stop_clean(struct it_daemon *d)
+{
+    int64_t ms;
+    int status;
+
+    if (it_daemon_stop(d, SIGTERM, IT_EXIT_TIMEOUT_MS, &status, &ms) < 0)
+        fail_msg("the daemon did not exit on SIGTERM");
+    /* First: LeakSanitizer reports at exit, and makes the exit status say so too. */
+    it_assert_no_sanitizer_report(d);
+    if (!it_status_is_exit0(status)) {
+        it_daemon_dump_stderr(d);
+        fail_msg("the daemon ended with %s on SIGTERM", it_status_str(status));
+    }
+}
+
+void it_run_verb(const char *verb, const char *const *args, const void *in, size_t in_len,
+                 int timeout_ms, struct it_proc *ret)
+{
+    const char *argv[32];
     size_t n = 0;
 
-    for (;;) {
-        char c;
-        int r = it_recv_exact(fd, &c, 1, IT_IO_TIMEOUT_MS);
-
-        if (r < 0)
-            fail_msg("reading an answer line: %s (after \"%.*s\")", strerror(-r), (int)n, line);
-        if (c == '\n')
-            break;
-        if (n + 1 == cap)
-            fail_msg("answer line too long: %.80s...", line);
-        line[n++] = c;
+    argv[n++] = it_bin();
+    argv[n++] = verb;
+    for (size_t i = 0; args && args[i]; i++) {
+        assert_true(n < sizeof(argv) / sizeof(argv[0]) - 1);
+        argv[n++] = args[i];
     }
-    line[n] = '\0';
+    argv[n] = NULL;
+    it_run(argv, in, in_len, timeout_ms, ret);
+    fprintf(stderr, "# sockserv %s", verb);
+    for (size_t i = 2; i < n; i++)
+        fprintf(stderr, " '%s'", argv[i]);
+    fprintf(stderr, " -> %s, stdout %zu bytes '%.*s', stderr '%.*s'\n",
+            ret->timed_out ? "timed out" : it_status_str(ret->status), ret->out_len,
+            (int)strcspn(ret->out, "\n"), ret->out, (int)strcspn(ret->err, "\n"), ret->err);
 }
 
 void it_sha256_hex(const void *p, size_t n, char out[65])

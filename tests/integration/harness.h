@@ -443,11 +443,97 @@ void it_send_ok(int fd, const void *p, size_t n);
 /* it_send_ok() of a string. */
 void it_send_str_ok(int fd, const char *s);
 
-/* One answer line, without its newline, into line (cap bytes); read byte by byte so that
- * nothing after it is taken. Asserts it comes within IT_IO_TIMEOUT_MS a byte and fits. */
+/*
+ * One answer line, without its newline, into line (cap bytes, always NUL-terminated: what came
+ * before an error stays there); read byte by byte so that nothing after it is taken. Returns 0,
+ * -ENOBUFS when it does not fit, or it_recv_exact()'s error within timeout_ms. Any thread.
+ */
+int it_read_line(int fd, char *line, size_t cap, int timeout_ms);
+
+/* it_read_line() within IT_IO_TIMEOUT_MS that asserts the line came and fit. */
 void it_recv_line(int fd, char *line, size_t cap);
+
+/* Asserts the next line from fd (at most 2047 bytes) is want. */
+void it_expect_line(int fd, const char *want);
 
 /* The SHA-256 of p (n bytes) as 64 lowercase hex digits and a NUL in out. */
 void it_sha256_hex(const void *p, size_t n, char out[65]);
+
+/* ---- HTTP written by hand (bytes no client library would send) ---- */
+
+/*
+ * Reads a response head from fd within timeout_ms into buf (cap bytes, NUL-terminated: the
+ * head and whatever came after it). Returns the status, or -ETIMEDOUT, -EPIPE (an end before
+ * the head), -EPROTO (not HTTP/1.1), another -errno. Any thread.
+ */
+int it_http_read_head(int fd, char *buf, size_t cap, int timeout_ms);
+
+/* Reads what fd brings within timeout_ms and tells whether it holds needle (an event stream
+ * read raw, say). */
+bool it_stream_sees(int fd, const char *needle, int timeout_ms);
+
+/* An answer read off the wire. */
+struct it_wire {
+    struct it_http http; /* status, headers, content_type, body and json of the answer */
+    bool closed;         /* the daemon closed the connection after it */
+    int64_t ms;          /* from the request sent to the end of the connection */
+    char *raw;           /* everything received */
+    size_t raw_len;
+};
+
+/*
+ * Sends request (in which "HOST" stands for the daemon's 127.0.0.1:PORT) as it is on a new
+ * connection to the API and reads what comes back until the daemon closes it or
+ * IT_IO_TIMEOUT_MS passes. Asserts an HTTP/1.1 answer came; release with it_wire_fini().
+ */
+void it_wire_exchange(const struct it_daemon *d, const char *request, struct it_wire *ret);
+void it_wire_fini(struct it_wire *w);
+
+/* ---- the backup protocol (README "backup"), over a new connection to 127.0.0.1:port ---- */
+
+/* PUT name with its SHA-256, then QUIT; asserts it was STORED as version. */
+void it_backup_put_ok(uint16_t port, const char *name, const void *p, size_t n, unsigned version);
+
+/* LIST: the listing lines, each ended by '\n' (malloc'd), *ret_n (may be NULL) their count;
+ * asserts. */
+char *it_backup_list(uint16_t port, unsigned *ret_n);
+
+/* GET name (version 0: the current copy); asserts OK and that the bytes match the SHA-256 sent.
+ * Returns the content (malloc'd), *ret_n its length. */
+void *it_backup_get(uint16_t port, const char *name, unsigned version, size_t *ret_n);
+
+/* ---- small things the suites share ---- */
+
+/* The daemon of the common fixture (*state a struct it_fixture). */
+struct it_daemon *it_daemon_of(void **state);
+
+/* len bytes (malloc'd) that are not all the same, from seed, so that a reordering or a loss
+ * shows. */
+void *it_pattern(size_t len, unsigned seed);
+
+/* Asserts listener id's counter name is want now (a counter that must not move, or one counted
+ * before the reply was sent). */
+void it_assert_metric_now(const struct it_daemon *d, const char *id, const char *name,
+                          uint64_t want);
+
+/* A TCP connection to host:port that completed one round trip of msg (so the server has
+ * accepted it and serves it); asserts. */
+int it_connect_echoed(const char *host, uint16_t port, const char *msg);
+
+/* PATCH /api/v1/listeners/ID with body as merge-patch; asserts 200 and returns the resource
+ * (new reference). */
+json_t *it_listener_patch(const struct it_daemon *d, const char *id, const char *body);
+
+/* The entries of dir (no . and ..), sorted, joined by spaces (malloc'd); NULL when dir cannot be
+ * read (errno set). */
+char *it_dir_names(const char *dir);
+
+/* SIGTERM; asserts an exit 0 within IT_EXIT_TIMEOUT_MS and a log with no sanitizer report. */
+void it_daemon_stop_clean(struct it_daemon *d);
+
+/* Runs `$SOCKSERV_BIN verb ARGS...` (args NULL-terminated, may be NULL) as it_run() does, and
+ * prints the command and the first lines of what it wrote, for the test's log. */
+void it_run_verb(const char *verb, const char *const *args, const void *in, size_t in_len,
+                 int timeout_ms, struct it_proc *ret);
 
 #endif

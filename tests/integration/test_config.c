@@ -28,11 +28,6 @@
 
 #define MSG_LEN 64
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
 /* An answer with the headers a script reads. */
 struct answer {
     long status;
@@ -163,7 +158,7 @@ static bool round_trip(int fd, unsigned k)
 
 static void test_config_put_bind_failure_half_way_rolls_everything_back(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t pa, pb, held, moved_to = free_port(), created_on = free_port();
     json_t *before, *after, *ra, *rb;
     char etag[64], etag_after[64], body[2048], *state_before, *state_after;
@@ -240,7 +235,7 @@ static void test_config_put_bind_failure_half_way_rolls_everything_back(void **s
 
 static void test_config_unchanged_listener_is_not_touched(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = it_listener_create_port(
         d, "{\"id\":\"keep\",\"service\":\"echo\",\"port\":0,\"model\":\"sequential\"}");
     json_t *cfg = config_get(d, NULL, 0), *set, *keep_before, *keep_after;
@@ -287,7 +282,7 @@ static void test_config_unchanged_listener_is_not_touched(void **state)
 
 static void test_config_stale_etag_gets_412_and_changes_nothing(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char etag[64], l_etag[64], body[256];
     json_t *cfg, *after;
     struct answer a;
@@ -336,7 +331,7 @@ static void test_config_stale_etag_gets_412_and_changes_nothing(void **state)
 
 static void test_config_dry_run_changes_nothing(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = free_port(), held;
     char etag[64], etag_after[64], body[512], *state_before, *state_after;
     json_t *before, *after, *diff;
@@ -406,7 +401,7 @@ static void test_config_dry_run_changes_nothing(void **state)
 
 static void test_config_revisions_listed_and_restored(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     json_int_t r1, r2, r3;
     json_t *set1, *now, *list, *rev;
     char path[128];
@@ -533,7 +528,7 @@ static bool drain_is_over(void *arg)
 
 static void test_config_port_change_under_load_no_failed_round_trip(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t old_port, new_port = free_port();
     struct client c[4];
     pthread_t t[4];
@@ -602,7 +597,7 @@ static int ctl(const struct it_daemon *d, const char *const *args, const char *i
 
 static void test_config_ctl_verbs_and_exit_codes(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_fixture *f = *state;
     char file[600], set[512];
     uint16_t held;
@@ -701,7 +696,7 @@ static void test_config_ctl_verbs_and_exit_codes(void **state)
 
 static void test_config_ctl_files_download_verified_and_atomic(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_fixture *f = *state;
     static const char content[] = "kept by the backup listener\n";
     char hdr[64], out[600], *got, *reply = NULL;
@@ -754,7 +749,7 @@ static void history_health(const struct it_daemon *d, char *status, char *proble
 
 static void restart(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     int status;
     int64_t ms;
 
@@ -774,7 +769,7 @@ static void create_echo(const struct it_daemon *d, const char *id)
 
 static void test_config_never_configured_has_etag_r0(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *body = "{\"listeners\":[{\"id\":\"e\",\"service\":\"echo\",\"port\":0}]}";
     char etag[64];
     struct answer a;
@@ -798,7 +793,7 @@ static void test_config_never_configured_has_etag_r0(void **state)
 
 static void test_config_emptied_history_never_reuses_a_revision(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char path[IT_PATH_MAX + 32], status[256], problem[256], etag[64];
     struct answer a;
     json_t *c;
@@ -850,7 +845,7 @@ static void test_config_emptied_history_never_reuses_a_revision(void **state)
 
 static void test_config_damaged_history_is_reported(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char path[IT_PATH_MAX + 32], status[256], problem[256];
     size_t len = 0;
     char *text, *damaged;

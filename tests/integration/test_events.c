@@ -61,24 +61,6 @@ static void sse_event_fini(struct sse_event *ev)
     memset(ev, 0, sizeof(*ev));
 }
 
-/* A field's value after name_len bytes of line (len bytes), trimmed, into dst (cap bytes). */
-static void copy_field(const char *line, size_t len, size_t name_len, char *dst, size_t cap)
-{
-    const char *v = line + name_len;
-    size_t n = len - name_len;
-
-    while (n > 0 && (*v == ' ' || *v == '\t')) {
-        v++;
-        n--;
-    }
-    while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
-        n--;
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(dst, v, n);
-    dst[n] = '\0';
-}
-
 static bool sse_ended(const struct sse *s)
 {
     return it_stream_end(s->st) != -EINPROGRESS;
@@ -155,7 +137,7 @@ static bool sse_parse(struct sse *s, struct sse_event *ev)
                 ev->has_id = true;
                 is_event = true;
             } else if (n > 7 && strncmp(p, "event: ", 7) == 0) {
-                copy_field(p, n, 7, ev->type, sizeof(ev->type));
+                snprintf(ev->type, sizeof(ev->type), "%.*s", (int)(n - 7), p + 7);
                 is_event = true;
             } else if (n >= 5 && strncmp(p, "data:", 5) == 0) {
                 size_t skip = n > 5 && p[5] == ' ' ? 6 : 5;
@@ -312,16 +294,11 @@ static json_t *expect_snapshot(struct sse *s, uint64_t *ret_id)
     return j;
 }
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
 /* ---- what a stream starts with ---- */
 
 static void test_events_stream_starts_with_retry_and_snapshot(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct sse s;
     json_t *snap, *l;
 
@@ -369,7 +346,7 @@ static json_t *expect_state(struct sse *s, const char *id, const char *state)
 
 static void test_events_listener_lifecycle_arrives_in_order(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *seen[64];
     size_t n = 0, revisions = 0;
     struct sse s;
@@ -455,7 +432,7 @@ static void test_events_listener_lifecycle_arrives_in_order(void **state)
 
 static void test_events_failed_start_reports_state_with_error(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char body[160];
     uint16_t port;
     struct sse s;
@@ -483,7 +460,7 @@ static void test_events_failed_start_reports_state_with_error(void **state)
 
 static void test_events_metrics_tick_every_second_and_counters_rise(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char msg[] = "0123456789abcdef0123456789abcdef";
     int64_t prev_at = 0;
     uint16_t port;
@@ -578,7 +555,7 @@ static void log_until(struct sse *s, struct log *l, const char *type, const char
 
 static void test_events_last_event_id_replays_exactly_the_missed_events(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct log *witness = calloc(1, sizeof(*witness)), *replay = calloc(1, sizeof(*replay));
     struct sse w, a, b;
     struct sse_event ev;
@@ -638,7 +615,7 @@ static void test_events_last_event_id_replays_exactly_the_missed_events(void **s
 
 static void test_events_unknown_last_event_id_gets_a_snapshot(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const ids[] = {"999999999", "not-a-number", ""};
     struct sse s;
 
@@ -656,7 +633,7 @@ static void test_events_unknown_last_event_id_gets_a_snapshot(void **state)
 
 static void test_events_last_event_id_out_of_the_ring_gets_a_snapshot(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct sse w, s;
     struct sse_event ev;
     uint64_t first;
@@ -849,7 +826,7 @@ static void tick_check_read(struct tick_check *t, int wait_ms)
 
 static void test_events_stalled_client_delays_no_one(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char msg[] = "still echoing";
     struct tick_check t = {0};
     uint16_t echo_port, peer_port;
@@ -906,7 +883,7 @@ static void test_events_stalled_client_delays_no_one(void **state)
 
 static void test_events_stalled_client_is_cut_by_the_timeout(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t peer_port;
     unsigned st = 0;
     unsigned long txq = 0;
@@ -934,7 +911,7 @@ static void test_events_stalled_client_is_cut_by_the_timeout(void **state)
 
 static void test_events_sigterm_with_two_streams_exits_0_within_2s(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct sse a, b;
     int ra, rb;
     int status;

@@ -47,11 +47,6 @@ static void assert_problem(const struct it_http *r, long status, const char *fie
 
 /* ---- storing files with the command line ---- */
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
 /* A backup listener on 127.0.0.1, port 0; returns its port. */
 static uint16_t backup_listener(const struct it_daemon *d, const char *id)
 {
@@ -79,24 +74,13 @@ static void put(void **state, uint16_t port, const char *name, const void *conte
     it_proc_fini(&p);
 }
 
-/* A test pattern of len bytes, every byte value included. */
-static char *pattern(size_t len, unsigned seed)
-{
-    char *p = malloc(len ? len : 1);
-
-    assert_non_null(p);
-    for (size_t i = 0; i < len; i++)
-        p[i] = (char)((i * 31 + seed * 7 + (i >> 8)) & 0xff);
-    return p;
-}
-
 /* ---- tests ---- */
 
 static void test_files_download_is_the_bytes_with_attachment_headers(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     size_t len = 300 * 1024 + 7;
-    char *data = pattern(len, 1), cl[32];
+    char *data = it_pattern(len, 1), cl[32];
     uint16_t port = backup_listener(d, "b1");
     struct it_http r;
 
@@ -117,7 +101,7 @@ static void test_files_download_is_the_bytes_with_attachment_headers(void **stat
 
 static void test_files_head_has_the_headers_and_no_body(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = backup_listener(d, "b1");
     struct it_http r;
 
@@ -133,7 +117,7 @@ static void test_files_head_has_the_headers_and_no_body(void **state)
 
 static void test_files_name_with_unsafe_bytes_is_encoded_in_disposition(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = backup_listener(d, "b1");
     struct it_http r;
 
@@ -150,7 +134,7 @@ static void test_files_name_with_unsafe_bytes_is_encoded_in_disposition(void **s
 
 static void test_files_version_1_is_the_older_copy(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = backup_listener(d, "b1");
     static const char first[] = "the first copy", second[] = "the second, longer copy";
     struct it_http r;
@@ -182,7 +166,7 @@ static void test_files_version_1_is_the_older_copy(void **state)
 
 static void test_files_bad_version_is_400_naming_version(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const bad[] = {"?version=",    "?version",     "?version=-1",
                                       "?version=one", "?version=1.5", "?version=99999999999"};
     uint16_t port = backup_listener(d, "b1");
@@ -200,7 +184,7 @@ static void test_files_bad_version_is_400_naming_version(void **state)
 
 static void test_files_unknown_file_or_listener_is_404(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_http r;
 
     backup_listener(d, "b1");
@@ -221,7 +205,7 @@ static void test_files_unknown_file_or_listener_is_404(void **state)
 
 static void test_files_bad_name_is_400_naming_name(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const bad[] = {"..", ".", "a%01b", "a%7Fb"};
     char path[128];
     struct it_http r;
@@ -237,7 +221,7 @@ static void test_files_bad_name_is_400_naming_name(void **state)
 
 static void test_files_service_without_files_is_404(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_http r;
 
     json_decref(it_listener_create(d, "{\"id\":\"e1\",\"service\":\"echo\",\"port\":0}"));
@@ -251,7 +235,7 @@ static void test_files_service_without_files_is_404(void **state)
 
 static void test_files_list_wraps_the_entries(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = backup_listener(d, "b1");
     json_t *j, *files, *f;
 
@@ -278,7 +262,7 @@ static void test_files_list_wraps_the_entries(void **state)
 
 static void test_files_routes_are_get_and_head_only(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char allow[64];
     struct it_http r;
 

@@ -123,18 +123,8 @@ static void start(struct it_fixture *f, const char *const *extra)
  * log (free it). */
 static char *stop_clean(struct it_daemon *d)
 {
-    int status;
-    int64_t ms;
-    char *log;
-
-    assert_int_equal(it_daemon_stop(d, SIGTERM, IT_EXIT_TIMEOUT_MS, &status, &ms), 0);
-    log = it_daemon_stderr(d);
-    if (!it_status_is_exit0(status) || strstr(log, "Sanitizer") || strstr(log, "runtime error"))
-        it_daemon_dump_stderr(d);
-    assert_true(it_status_is_exit0(status));
-    assert_null(strstr(log, "Sanitizer"));
-    assert_null(strstr(log, "runtime error"));
-    return log;
+    it_daemon_stop_clean(d);
+    return it_daemon_stderr(d);
 }
 
 /* ---- the token ---- */
@@ -552,23 +542,9 @@ static int start_unix(struct it_daemon *d, const char *dir, const char *path,
 /* Whether fd reads an HTTP answer with status 200 within timeout_ms. */
 static bool reads_200(int fd, int timeout_ms)
 {
-    char buf[512];
-    size_t got = 0;
-    int64_t deadline = it_now_ms() + timeout_ms;
+    char buf[1024];
 
-    while (got < 12) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        ssize_t r;
-
-        if (poll(&pfd, 1, (int)(deadline - it_now_ms())) <= 0)
-            return false;
-        r = read(fd, buf + got, sizeof(buf) - 1 - got);
-        if (r <= 0)
-            return false;
-        got += (size_t)r;
-    }
-    buf[got] = '\0';
-    return strncmp(buf, "HTTP/1.1 200", 12) == 0;
+    return it_http_read_head(fd, buf, sizeof(buf), timeout_ms) == 200;
 }
 
 static void test_security_unix_socket_mode_any_host_no_per_ip_limit_removed_at_exit(void **state)
@@ -720,10 +696,11 @@ static void test_security_notify_socket_gets_ready_then_stopping(void **state)
     names[1] = abstract;
     for (size_t i = 0; i < 2; i++) {
         int fd = notify_socket(names[i]);
+        char var[IT_PATH_MAX + 16];
 
-        assert_int_equal(setenv("NOTIFY_SOCKET", names[i], 1), 0);
-        it_daemon_start_ok(&f->d, &(struct it_daemon_opts){.dir = f->dir});
-        assert_int_equal(unsetenv("NOTIFY_SOCKET"), 0);
+        snprintf(var, sizeof(var), "NOTIFY_SOCKET=%s", names[i]);
+        it_daemon_start_ok(&f->d, &(struct it_daemon_opts){
+                                      .dir = f->dir, .env = (const char *const[]){var, NULL}});
         read_notification(fd, msg, sizeof(msg), IT_IO_TIMEOUT_MS);
         fprintf(stderr, "# %s: %s\n", names[i], msg);
         assert_int_equal(strncmp(msg, "READY=1\n", 8), 0);
@@ -753,34 +730,6 @@ static bool trickler_closed(struct trickler *t)
     ssize_t n = recv(t->fd, buf, sizeof(buf), MSG_DONTWAIT);
 
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
-/* Reads what fd has within timeout_ms and tells whether it holds needle (an event stream). */
-static bool stream_sees(int fd, const char *needle, int timeout_ms)
-{
-    char buf[8192];
-    size_t got = 0;
-    int64_t deadline = it_now_ms() + timeout_ms;
-
-    while (it_now_ms() < deadline) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        ssize_t n;
-
-        if (poll(&pfd, 1, (int)(deadline - it_now_ms())) <= 0)
-            return false;
-        n = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
-        if (n <= 0)
-            return false;
-        got += (size_t)n;
-        buf[got] = '\0';
-        if (strstr(buf, needle))
-            return true;
-        if (got > sizeof(buf) / 2) {
-            memmove(buf, buf + got - 256, 256);
-            got = 256;
-        }
-    }
-    return false;
 }
 
 static void test_security_slowloris_is_cut_and_api_stays_responsive(void **state)
@@ -815,7 +764,7 @@ static void test_security_slowloris_is_cut_and_api_stays_responsive(void **state
     snprintf(stream_req, sizeof(stream_req),
              "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", f->d.api_port);
     assert_int_equal(it_send_all(stream, stream_req, strlen(stream_req), IT_IO_TIMEOUT_MS), 0);
-    assert_true(stream_sees(stream, "event: snapshot", IT_IO_TIMEOUT_MS));
+    assert_true(it_stream_sees(stream, "event: snapshot", IT_IO_TIMEOUT_MS));
 
     /* N_HEAD connections trickle a request head, N_BODY a body after a whole head. */
     snprintf(body_head, sizeof(body_head),
@@ -890,7 +839,7 @@ static void test_security_slowloris_is_cut_and_api_stays_responsive(void **state
     /* The event stream lives on and still carries events. */
     json_decref(it_listener_create(
         &f->d, "{\"id\":\"after\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0}"));
-    assert_true(stream_sees(stream, "event: listener.created", IT_IO_TIMEOUT_MS));
+    assert_true(it_stream_sees(stream, "event: listener.created", IT_IO_TIMEOUT_MS));
     close(stream);
     json_decref(it_http_expect(&f->d, "DELETE", "/api/v1/listeners/after", NULL, 204));
 
