@@ -613,7 +613,7 @@ int it_fixture_setup_dir(void **state)
     return 0;
 }
 
-int it_fixture_setup(void **state)
+int it_fixture_setup_opts(void **state, struct it_daemon_opts opts)
 {
     struct it_fixture *f;
     int r;
@@ -621,7 +621,8 @@ int it_fixture_setup(void **state)
     if (it_fixture_setup_dir(state) < 0)
         return -1;
     f = *state;
-    r = it_daemon_start(&f->d, &(struct it_daemon_opts){.dir = f->dir});
+    opts.dir = f->dir;
+    r = it_daemon_start(&f->d, &opts);
     if (r < 0) {
         fprintf(stderr, "# setup: the daemon did not start: %s%s%s\n", strerror(-r),
                 f->d.exited ? ", " : "", f->d.exited ? it_status_str(f->d.status) : "");
@@ -629,6 +630,11 @@ int it_fixture_setup(void **state)
         return -1;
     }
     return 0;
+}
+
+int it_fixture_setup(void **state)
+{
+    return it_fixture_setup_opts(state, (struct it_daemon_opts){0});
 }
 
 int it_fixture_teardown(void **state)
@@ -1977,6 +1983,11 @@ static int proc_entries(pid_t pid, const char *dir)
     return n;
 }
 
+int it_proc_fds(pid_t pid)
+{
+    return proc_entries(pid, "fd");
+}
+
 void it_resources_take(const struct it_daemon *d, struct it_resources *ret)
 {
     assert_true(d->pid > 0);
@@ -2498,15 +2509,23 @@ struct it_daemon *it_daemon_of(void **state)
     return &((struct it_fixture *)*state)->d;
 }
 
+unsigned it_pattern_fill(void *buf, size_t len, unsigned seed)
+{
+    uint8_t *p = buf;
+
+    for (size_t i = 0; i < len; i++) {
+        seed = seed * 1103515245u + 12345u;
+        p[i] = (uint8_t)(seed >> 16);
+    }
+    return seed;
+}
+
 void *it_pattern(size_t len, unsigned seed)
 {
     uint8_t *p = malloc(len ? len : 1);
 
     assert_non_null(p);
-    for (size_t i = 0; i < len; i++) {
-        seed = seed * 1103515245u + 12345u;
-        p[i] = (uint8_t)(seed >> 16);
-    }
+    (void)it_pattern_fill(p, len, seed);
     return p;
 }
 

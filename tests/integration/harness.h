@@ -128,6 +128,9 @@ struct it_fixture {
 /* cmocka setup: *state becomes a struct it_fixture with a running daemon. */
 int it_fixture_setup(void **state);
 
+/* As it_fixture_setup(), the daemon started with opts (opts.dir is the fixture's). */
+int it_fixture_setup_opts(void **state, struct it_daemon_opts opts);
+
 /* cmocka setup with a temporary directory only (the test starts its daemons itself). */
 int it_fixture_setup_dir(void **state);
 
@@ -377,6 +380,9 @@ struct it_resources {
     int threads;
 };
 
+/* How many fds process pid holds now (/proc/PID/fd), or a negative errno. Any thread. */
+int it_proc_fds(pid_t pid);
+
 /* Counts the daemon's fds and threads now; asserts it runs. */
 void it_resources_take(const struct it_daemon *d, struct it_resources *ret);
 
@@ -510,6 +516,10 @@ struct it_daemon *it_daemon_of(void **state);
 /* len bytes (malloc'd) that are not all the same, from seed, so that a reordering or a loss
  * shows. */
 void *it_pattern(size_t len, unsigned seed);
+
+/* Fills buf with the len bytes it_pattern() makes from seed; returns the seed that goes on from
+ * there. Any thread. */
+unsigned it_pattern_fill(void *buf, size_t len, unsigned seed);
 
 /* Asserts listener id's counter name is want now (a counter that must not move, or one counted
  * before the reply was sent). */

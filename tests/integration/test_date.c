@@ -314,20 +314,8 @@ static void test_date_udp_utc_matches_date_command(void **state)
 /* The daemon of this test runs with TZ=ODD_ZONE: "local" is that zone, not the machine's. */
 static int setup_daemon_in_odd_zone(void **state)
 {
-    struct it_fixture *f;
-    int r;
-
-    if (it_fixture_setup_dir(state) < 0)
-        return -1;
-    f = *state;
-    r = it_daemon_start(
-        &f->d, &(struct it_daemon_opts){.dir = f->dir,
-                                        .env = (const char *const[]){"TZ=" ODD_ZONE, NULL}});
-    if (r < 0) {
-        it_daemon_dump_stderr(&f->d);
-        return -1;
-    }
-    return 0;
+    return it_fixture_setup_opts(
+        state, (struct it_daemon_opts){.env = (const char *const[]){"TZ=" ODD_ZONE, NULL}});
 }
 
 /* Checks "YYYY-MM-DDTHH:MM:SS+HH:MM\n" and returns the instant it names. */

@@ -150,14 +150,8 @@ static int faults_teardown(void **state)
 static struct copy copy_new(struct faults *w, size_t len)
 {
     struct copy c = {.len = len};
-    unsigned seed = ++w->seed * 2654435761u;
 
-    c.data = malloc(len ? len : 1);
-    assert_non_null(c.data);
-    for (size_t i = 0; i < len; i++) {
-        seed = seed * 1103515245u + 12345u;
-        c.data[i] = (uint8_t)(seed >> 16);
-    }
+    c.data = it_pattern(len, ++w->seed * 2654435761u);
     it_sha256_hex(c.data, len, c.hex);
     return c;
 }

@@ -724,28 +724,11 @@ struct fds_fill {
     unsigned n;
 };
 
-static int open_fds(pid_t pid)
-{
-    char path[64];
-    struct dirent *e;
-    int n = 0;
-    DIR *dir;
-
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    dir = opendir(path);
-    assert_non_null(dir);
-    while ((e = readdir(dir)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(dir);
-    return n;
-}
-
 static bool is_out_of_fds(void *arg)
 {
     const struct fds_fill *f = arg;
 
-    return open_fds(f->pid) >= f->limit;
+    return it_proc_fds(f->pid) >= f->limit;
 }
 
 /*
@@ -774,7 +757,7 @@ static void exhaust_fds(struct fds_fill *f)
             f->fd[f->n++] = fd;
         }
     }
-    fail_msg("the daemon holds %d fds of %d after refusing", open_fds(f->pid), f->limit);
+    fail_msg("the daemon holds %d fds of %d after refusing", it_proc_fds(f->pid), f->limit);
 }
 
 /*

@@ -276,12 +276,9 @@ static void *client_main(void *arg)
     struct client *c = arg;
     size_t len = 16 * 1024 + c->seed, got_len = 0;
     char *msg = malloc(len), *got = NULL;
-    unsigned seed = c->seed;
 
-    for (size_t i = 0; msg && i < len; i++) {
-        seed = seed * 1103515245u + 12345u;
-        msg[i] = (char)(seed >> 16);
-    }
+    if (msg)
+        (void)it_pattern_fill(msg, len, c->seed);
     (void)pthread_barrier_wait(c->start);
     if (!msg) {
         c->result = -ENOMEM;

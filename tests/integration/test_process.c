@@ -84,12 +84,9 @@ static void *client_main(void *arg)
     struct client *c = arg;
     size_t len = 64 * 1024, got_len = 0;
     char *msg = malloc(len), *got = NULL;
-    unsigned seed = c->seed;
 
-    for (size_t i = 0; msg && i < len; i++) {
-        seed = seed * 1103515245u + 12345u;
-        msg[i] = (char)(seed >> 16);
-    }
+    if (msg)
+        (void)it_pattern_fill(msg, len, c->seed);
     c->result = msg ? it_tcp_exchange("127.0.0.1", c->port, msg, len, true, IT_IO_TIMEOUT_MS * 2,
                                       &got, &got_len)
                     : -ENOMEM;

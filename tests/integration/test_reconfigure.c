@@ -55,10 +55,7 @@ static void *client_main(void *arg)
     while (!atomic_load(c->stop)) {
         int r;
 
-        for (size_t i = 0; i < sizeof(msg); i++) {
-            seed = seed * 1103515245u + 12345u;
-            msg[i] = (char)(seed >> 16);
-        }
+        seed = it_pattern_fill(msg, sizeof(msg), seed);
         r = it_send_all(c->fd, msg, sizeof(msg), IT_IO_TIMEOUT_MS);
         if (r == 0)
             r = it_recv_exact(c->fd, got, sizeof(got), IT_IO_TIMEOUT_MS);
