@@ -2539,19 +2539,32 @@ void it_assert_metric_now(const struct it_daemon *d, const char *id, const char 
                  (unsigned long long)want);
 }
 
+int it_echo_round_trip(int fd, const void *msg, size_t len, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    char *buf = malloc(len ? len : 1);
+    int r;
+
+    if (!buf)
+        return -ENOMEM;
+    r = it_send_all(fd, msg, len, timeout_ms);
+    if (r == 0)
+        r = it_recv_exact(fd, buf, len, left_ms(deadline));
+    if (r == 0 && memcmp(buf, msg, len) != 0)
+        r = -EBADMSG;
+    free(buf);
+    return r;
+}
+
 int it_connect_echoed(const char *host, uint16_t port, const char *msg)
 {
-    size_t len = strlen(msg);
-    char buf[256];
-    int fd;
+    int fd = it_tcp_connect(host, port, IT_IO_TIMEOUT_MS), r;
 
-    assert_true(len < sizeof(buf));
-    fd = it_tcp_connect(host, port, IT_IO_TIMEOUT_MS);
     if (fd < 0)
         fail_msg("connect %s port %u: %s", host, port, strerror(-fd));
-    assert_int_equal(it_send_all(fd, msg, len, IT_IO_TIMEOUT_MS), 0);
-    assert_int_equal(it_recv_exact(fd, buf, len, IT_IO_TIMEOUT_MS), 0);
-    assert_memory_equal(buf, msg, len);
+    r = it_echo_round_trip(fd, msg, strlen(msg), IT_IO_TIMEOUT_MS);
+    if (r < 0)
+        fail_msg("echo of '%s' on %s port %u: %s", msg, host, port, strerror(-r));
     return fd;
 }
 

@@ -526,6 +526,10 @@ unsigned it_pattern_fill(void *buf, size_t len, unsigned seed);
 void it_assert_metric_now(const struct it_daemon *d, const char *id, const char *name,
                           uint64_t want);
 
+/* Sends msg on an open echo connection and reads it back within timeout_ms. 0, -EBADMSG when
+ * other bytes came back, or it_send_all()'s and it_recv_exact()'s errors. Any thread. */
+int it_echo_round_trip(int fd, const void *msg, size_t len, int timeout_ms);
+
 /* A TCP connection to host:port that completed one round trip of msg (so the server has
  * accepted it and serves it); asserts. */
 int it_connect_echoed(const char *host, uint16_t port, const char *msg);

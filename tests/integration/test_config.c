@@ -147,13 +147,11 @@ static bool port_can_be_bound(uint16_t port)
 /* One echo round trip on an open connection. */
 static bool round_trip(int fd, unsigned k)
 {
-    char out[MSG_LEN], in[MSG_LEN];
+    char out[MSG_LEN];
 
     memset(out, '.', sizeof(out));
     memcpy(out, &k, sizeof(k));
-    return it_send_all(fd, out, sizeof(out), IT_IO_TIMEOUT_MS) == 0 &&
-           it_recv_exact(fd, in, sizeof(in), IT_IO_TIMEOUT_MS) == 0 &&
-           memcmp(in, out, sizeof(in)) == 0;
+    return it_echo_round_trip(fd, out, sizeof(out), IT_IO_TIMEOUT_MS) == 0;
 }
 
 static void test_config_put_bind_failure_half_way_rolls_everything_back(void **state)

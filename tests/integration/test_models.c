@@ -411,15 +411,10 @@ static void test_models_event_idle_connection_closed_after_timeout(void **state)
 
 static void assert_still_echoes(int fd, const char *msg)
 {
-    size_t len = strlen(msg);
-    char buf[64];
-    int r;
+    int r = it_echo_round_trip(fd, msg, strlen(msg), IT_IO_TIMEOUT_MS);
 
-    assert_int_equal(it_send_all(fd, msg, len, IT_IO_TIMEOUT_MS), 0);
-    r = it_recv_exact(fd, buf, len, IT_IO_TIMEOUT_MS);
     if (r != 0)
         fail_msg("an established connection was dropped by the change: %s", strerror(-r));
-    assert_memory_equal(buf, msg, len);
 }
 
 /* Established connections survive a change of workers and limits; new ones get the new
@@ -478,13 +473,12 @@ struct loader {
 static void *loader_main(void *arg)
 {
     struct loader *l = arg;
-    char msg[1024], buf[1024];
+    char msg[1024];
     int fd = it_tcp_connect("127.0.0.1", l->port, IT_IO_TIMEOUT_MS);
 
     memset(msg, 'L', sizeof(msg));
     while (fd >= 0 && !atomic_load(l->quit)) {
-        if (it_send_all(fd, msg, sizeof(msg), 2000) < 0 ||
-            it_recv_exact(fd, buf, sizeof(buf), 2000) < 0)
+        if (it_echo_round_trip(fd, msg, sizeof(msg), 2000) < 0)
             break;
         atomic_fetch_add(l->exchanged, 1);
     }

@@ -49,18 +49,14 @@ struct client {
 static void *client_main(void *arg)
 {
     struct client *c = arg;
-    char msg[MSG_LEN], got[MSG_LEN];
+    char msg[MSG_LEN];
     unsigned seed = (unsigned)c->fd;
 
     while (!atomic_load(c->stop)) {
         int r;
 
         seed = it_pattern_fill(msg, sizeof(msg), seed);
-        r = it_send_all(c->fd, msg, sizeof(msg), IT_IO_TIMEOUT_MS);
-        if (r == 0)
-            r = it_recv_exact(c->fd, got, sizeof(got), IT_IO_TIMEOUT_MS);
-        if (r == 0 && memcmp(msg, got, sizeof(msg)) != 0)
-            r = -EBADMSG;
+        r = it_echo_round_trip(c->fd, msg, sizeof(msg), IT_IO_TIMEOUT_MS);
         if (r < 0) {
             atomic_store(&c->failure, r);
             return NULL;
