@@ -2556,6 +2556,21 @@ int it_echo_round_trip(int fd, const void *msg, size_t len, int timeout_ms)
     return r;
 }
 
+int it_daytime(const char *host, uint16_t port, char **ret, size_t *ret_len)
+{
+    int fd = it_tcp_connect(host, port, IT_IO_TIMEOUT_MS), r;
+
+    if (ret)
+        *ret = NULL;
+    if (ret_len)
+        *ret_len = 0;
+    if (fd < 0)
+        return fd;
+    r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, ret, ret_len);
+    close(fd);
+    return r;
+}
+
 int it_connect_echoed(const char *host, uint16_t port, const char *msg)
 {
     int fd = it_tcp_connect(host, port, IT_IO_TIMEOUT_MS), r;

@@ -530,6 +530,11 @@ void it_assert_metric_now(const struct it_daemon *d, const char *id, const char 
  * other bytes came back, or it_send_all()'s and it_recv_exact()'s errors. Any thread. */
 int it_echo_round_trip(int fd, const void *msg, size_t len, int timeout_ms);
 
+/* The daytime client (RFC 867 over TCP): connects to host:port and reads until the server
+ * closes, within IT_IO_TIMEOUT_MS each. Returns as it_read_to_eof() (what came is in *ret), or
+ * the connect's error with *ret NULL. Any thread. */
+int it_daytime(const char *host, uint16_t port, char **ret, size_t *ret_len);
+
 /* A TCP connection to host:port that completed one round trip of msg (so the server has
  * accepted it and serves it); asserts. */
 int it_connect_echoed(const char *host, uint16_t port, const char *msg);

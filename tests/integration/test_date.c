@@ -544,15 +544,11 @@ static size_t assert_daytime(const char *host, uint16_t port, const char *zone, 
     char what[128], *line = NULL;
     struct around a;
     size_t len = 0;
-    int fd, r;
+    int r;
 
     snprintf(what, sizeof(what), "daytime %s port %u", host, port);
     around_begin(&a, zone, arg);
-    fd = it_tcp_connect(host, port, IT_IO_TIMEOUT_MS);
-    if (fd < 0)
-        fail_msg("%s: connect: %s", what, strerror(-fd));
-    r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, &line, &len);
-    close(fd);
+    r = it_daytime(host, port, &line, &len);
     around_end(&a);
     if (r != 0) {
         fprintf(stderr, "# %s: read %zu bytes '%s'\n", what, len, line ? line : "");

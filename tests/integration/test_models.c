@@ -126,7 +126,7 @@ static void check_date(const struct it_daemon *d, const char *model)
     time_t before, after;
     bool matched = false;
     uint16_t port;
-    int fd, r;
+    int r;
 
     snprintf(body, sizeof(body),
              "{\"id\":\"daytime\",\"service\":\"date\",\"address\":\"127.0.0.1\",\"port\":0,"
@@ -135,11 +135,7 @@ static void check_date(const struct it_daemon *d, const char *model)
     port = it_listener_create_port(d, body);
     /* The daemon reads CLOCK_REALTIME; time() may read the coarse clock, a tick behind. */
     before = realtime_s();
-    fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
-    if (fd < 0)
-        fail_msg("daytime under %s: connect: %s", model, strerror(-fd));
-    r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, &line, &len);
-    close(fd);
+    r = it_daytime("127.0.0.1", port, &line, &len);
     after = realtime_s();
     if (r != 0)
         fail_msg("daytime under %s: %s after '%s'", model, strerror(-r), line ? line : "");
