@@ -2,9 +2,12 @@
 #define IT_HARNESS_H
 
 /*
- * The integration tests' harness: the daemon as a child process ($SOCKSERV_BIN), HTTP through
- * libcurl, TCP and UDP echo round trips on loopback, child processes of the command line,
- * temporary directories, and waiting for a condition with a deadline (never a bare sleep).
+ * The integration tests' harness, the one place where the suites' clients live: the daemon as
+ * a child process ($SOCKSERV_BIN: arguments, environment, token, TLS; its fds, threads and
+ * children), HTTP through libcurl (any method and header, TCP, TLS or a Unix socket, whole or
+ * streamed) and HTTP written by hand, the echo, date and backup wire clients on loopback, child
+ * processes of the command line, temporary directories, and waiting for a condition with a
+ * deadline (never a bare sleep). A suite writes no client of its own.
  *
  * Functions that say "asserts" fail the current cmocka test when something is off; the others
  * return a negative errno. Everything runs on the test's thread unless it says otherwise; the
@@ -190,8 +193,9 @@ const char *it_http_header(const struct it_http *r, const char *name, char *buf,
 void it_assert_header(const struct it_http *r, const char *name, const char *value);
 
 /*
- * One request to the daemon's API. body may be NULL (no body); content_type NULL sends none.
- * Returns 0 when an answer came (*ret filled; release with it_http_fini()), or -EIO.
+ * One request to the daemon's API (it_http_request() with the daemon's token and certificate,
+ * if it has them). body may be NULL (no body); content_type NULL sends none. Returns 0 when an
+ * answer came (*ret filled; release with it_http_fini()), or -EIO.
  */
 int it_http_raw(const struct it_daemon *d, const char *method, const char *path, const void *body,
                 size_t body_len, const char *content_type, struct it_http *ret);
