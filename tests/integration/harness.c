@@ -305,9 +305,75 @@ static int read_line(int fd, char *buf, size_t cap, int timeout_ms)
     }
 }
 
+/* environ with the "NAME=VALUE" entries of env replacing or adding theirs. malloc'd array of
+ * borrowed strings (free() the array only), or NULL. */
+static char **env_with(const char *const *env)
+{
+    size_t n = 0, m = 0, k;
+    char **out;
+
+    while (environ[n])
+        n++;
+    while (env && env[m])
+        m++;
+    out = calloc(n + m + 1, sizeof(*out));
+    if (!out)
+        return NULL;
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t nl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        bool replaced = false;
+
+        for (size_t j = 0; j < m && !replaced; j++)
+            replaced = strncmp(env[j], environ[i], nl) == 0 && env[j][nl] == '=';
+        if (!replaced)
+            out[k++] = environ[i];
+    }
+    for (size_t j = 0; j < m; j++)
+        out[k++] = (char *)env[j];
+    return out;
+}
+
+/* Writes token to a new file of mode 0600 in dir and records both in d. */
+static int daemon_token(struct it_daemon *d, const char *dir, const char *token)
+{
+    static unsigned seq;
+    int r;
+
+    r = snprintf(d->token, sizeof(d->token), "%s", token);
+    if (r < 0 || (size_t)r >= sizeof(d->token))
+        return -ENAMETOOLONG;
+    r = snprintf(d->token_file, sizeof(d->token_file), "%s/token-%u", dir, ++seq);
+    if (r < 0 || (size_t)r >= sizeof(d->token_file))
+        return -ENAMETOOLONG;
+    r = it_file_write(d->token_file, token, strlen(token));
+    if (r == 0 && chmod(d->token_file, 0600) < 0)
+        r = -errno;
+    return r;
+}
+
+/* DIR/api-cert.pem and DIR/api-key.pem, made on the first call for dir and kept, so that a
+ * restarted daemon shows the same certificate. */
+static int daemon_certificate(struct it_daemon *d, const char *dir)
+{
+    int r;
+
+    r = snprintf(d->cacert, sizeof(d->cacert), "%s/api-cert.pem", dir);
+    if (r < 0 || (size_t)r >= sizeof(d->cacert))
+        return -ENAMETOOLONG;
+    r = snprintf(d->tls_key, sizeof(d->tls_key), "%s/api-key.pem", dir);
+    if (r < 0 || (size_t)r >= sizeof(d->tls_key))
+        return -ENAMETOOLONG;
+    if (access(d->cacert, R_OK) < 0 || access(d->tls_key, R_OK) < 0)
+        it_make_certificate(d->cacert, d->tls_key);
+    return 0;
+}
+
 int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
 {
     static unsigned seq;
+    char **envp;
     const char *argv[48];
     char line[256];
     const char *port;
@@ -341,17 +407,40 @@ int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
         argv[n++] = "--no-defaults";
     argv[n++] = "--ready-fd";
     argv[n++] = "3";
+    if (o->token) {
+        r = daemon_token(d, o->dir, o->token);
+        if (r < 0)
+            return r;
+        argv[n++] = "--token-file";
+        argv[n++] = d->token_file;
+    }
+    if (o->tls) {
+        r = daemon_certificate(d, o->dir);
+        if (r < 0)
+            return r;
+        argv[n++] = "--api-tls-cert";
+        argv[n++] = d->cacert;
+        argv[n++] = "--api-tls-key";
+        argv[n++] = d->tls_key;
+    }
     for (size_t i = 0; o->extra_args && o->extra_args[i] && n < 47; i++)
         argv[n++] = o->extra_args[i];
     argv[n] = NULL;
+    envp = env_with(o->env);
+    if (!envp)
+        return -ENOMEM;
 
-    if (pipe2(pipefd, O_CLOEXEC) < 0)
-        return -errno;
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        r = -errno;
+        free(envp);
+        return r;
+    }
     errfd = open(d->stderr_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (errfd < 0) {
         r = -errno;
         close(pipefd[0]);
         close(pipefd[1]);
+        free(envp);
         return r;
     }
     pid = fork();
@@ -360,6 +449,7 @@ int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
         close(pipefd[0]);
         close(pipefd[1]);
         close(errfd);
+        free(envp);
         return r;
     }
     if (pid == 0) {
@@ -374,10 +464,11 @@ int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
             _exit(127);
         }
         child_prepare(3);
-        execv(argv[0], (char *const *)argv);
+        execve(argv[0], (char *const *)argv, envp);
         dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
+    free(envp);
     close(pipefd[1]);
     close(errfd);
     d->pid = pid;
@@ -522,7 +613,7 @@ int it_fixture_setup_dir(void **state)
     return 0;
 }
 
-int it_fixture_setup(void **state)
+int it_fixture_setup_opts(void **state, struct it_daemon_opts opts)
 {
     struct it_fixture *f;
     int r;
@@ -530,7 +621,8 @@ int it_fixture_setup(void **state)
     if (it_fixture_setup_dir(state) < 0)
         return -1;
     f = *state;
-    r = it_daemon_start(&f->d, &(struct it_daemon_opts){.dir = f->dir});
+    opts.dir = f->dir;
+    r = it_daemon_start(&f->d, &opts);
     if (r < 0) {
         fprintf(stderr, "# setup: the daemon did not start: %s%s%s\n", strerror(-r),
                 f->d.exited ? ", " : "", f->d.exited ? it_status_str(f->d.status) : "");
@@ -538,6 +630,11 @@ int it_fixture_setup(void **state)
         return -1;
     }
     return 0;
+}
+
+int it_fixture_setup(void **state)
+{
+    return it_fixture_setup_opts(state, (struct it_daemon_opts){0});
 }
 
 int it_fixture_teardown(void **state)
@@ -571,7 +668,7 @@ int it_fixture_teardown(void **state)
 
 struct http_ctx {
     struct it_http *r;
-    size_t cap;
+    size_t cap, headers_cap;
     bool oom;
 };
 
@@ -592,6 +689,24 @@ static void header_value(const char *line, size_t len, size_t name_len, char *ds
     dst[vlen] = '\0';
 }
 
+/* Appends len bytes to *buf (*len used, *cap allocated), keeping a NUL after them. */
+static int buf_append(char **buf, size_t *len, size_t *cap, const char *data, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t ncap = (*len + n + 1) * 2;
+        char *nb = realloc(*buf, ncap);
+
+        if (!nb)
+            return -ENOMEM;
+        *buf = nb;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, data, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+    return 0;
+}
+
 static size_t on_header(char *buf, size_t size, size_t nmemb, void *arg)
 {
     struct http_ctx *c = arg;
@@ -609,7 +724,13 @@ static size_t on_header(char *buf, size_t size, size_t nmemb, void *arg)
     /* A new status line (after "100 Continue") starts a new set of headers. */
     if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
         c->r->content_type[0] = c->r->location[0] = c->r->allow[0] = '\0';
-        return len;
+        c->r->headers_len = 0;
+        if (len > 9)
+            c->r->status = strtol(buf + 9, NULL, 10);
+    }
+    if (buf_append(&c->r->headers, &c->r->headers_len, &c->headers_cap, buf, len) < 0) {
+        c->oom = true;
+        return 0;
     }
     for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
         size_t nl = strlen(wanted[i].name);
@@ -625,79 +746,184 @@ static size_t on_body(char *buf, size_t size, size_t nmemb, void *arg)
     struct http_ctx *c = arg;
     size_t len = size * nmemb;
 
-    if (c->r->body_len + len + 1 > c->cap) {
-        size_t cap = (c->r->body_len + len + 1) * 2;
-        char *nb = realloc(c->r->body, cap);
-
-        if (!nb) {
-            c->oom = true;
-            return 0;
-        }
-        c->r->body = nb;
-        c->cap = cap;
+    if (buf_append(&c->r->body, &c->r->body_len, &c->cap, buf, len) < 0) {
+        c->oom = true;
+        return 0;
     }
-    memcpy(c->r->body + c->r->body_len, buf, len);
-    c->r->body_len += len;
-    c->r->body[c->r->body_len] = '\0';
     return len;
 }
 
-int it_http_raw(const struct it_daemon *d, const char *method, const char *path, const void *body,
-                size_t body_len, const char *content_type, struct it_http *ret)
+const char *it_http_header(const struct it_http *r, const char *name, char *buf, size_t cap)
 {
-    struct http_ctx c = {.r = ret};
+    size_t nl = strlen(name);
+
+    for (const char *p = r->headers ? r->headers : ""; *p;) {
+        const char *eol = strstr(p, "\r\n");
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+
+        if (len > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            header_value(p, len, nl + 1, buf, cap);
+            return buf;
+        }
+        p += len + (eol ? 2 : 0);
+    }
+    return NULL;
+}
+
+void it_assert_header(const struct it_http *r, const char *name, const char *value)
+{
+    char buf[2048];
+    const char *got = it_http_header(r, name, buf, sizeof(buf));
+
+    if (!got)
+        fail_msg("no %s header in:\n%s", name, r->headers ? r->headers : "");
+    if (strcmp(got, value) != 0)
+        fail_msg("%s: '%s', expected '%s'", name, got, value);
+}
+
+static long tls_version(int min, int max)
+{
+    static const long mins[] = {CURL_SSLVERSION_TLSv1_0, CURL_SSLVERSION_TLSv1_1,
+                                CURL_SSLVERSION_TLSv1_2, CURL_SSLVERSION_TLSv1_3};
+    static const long maxs[] = {CURL_SSLVERSION_MAX_TLSv1_0, CURL_SSLVERSION_MAX_TLSv1_1,
+                                CURL_SSLVERSION_MAX_TLSv1_2, CURL_SSLVERSION_MAX_TLSv1_3};
+    long v = 0;
+
+    if (min >= 10 && min <= 13)
+        v |= mins[min - 10];
+    if (max >= 10 && max <= 13)
+        v |= maxs[max - 10];
+    return v;
+}
+
+/*
+ * A curl handle set up for request q to the daemon d (may be NULL when q->url is whole), with
+ * its header list in *ret_hdrs (free with curl_slist_free_all()) and its URL in url. NULL when
+ * out of memory.
+ */
+static CURL *request_handle(const struct it_daemon *d, const struct it_req *q, char *url,
+                            size_t url_cap, struct curl_slist **ret_hdrs)
+{
     struct curl_slist *hdrs = NULL;
-    char url[1024], ct[256];
-    CURLcode rc;
+    const char *method = q->method ? q->method : "GET";
+    const char *cacert = q->cacert ? q->cacert : d && d->cacert[0] ? d->cacert : NULL;
+    const char *token = q->no_token        ? NULL
+                        : q->token         ? q->token
+                        : d && d->token[0] ? d->token
+                                           : NULL;
+    char line[512];
     CURL *h;
 
     global_init();
-    memset(ret, 0, sizeof(*ret));
     h = curl_easy_init();
     if (!h)
-        return -ENOMEM;
-    snprintf(url, sizeof(url), "%s%s", d->url, path);
+        return NULL;
+    if (q->url)
+        snprintf(url, url_cap, "%s", q->url);
+    else
+        snprintf(url, url_cap, "%s%s", d->url, q->path ? q->path : "/");
     curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    else if (strcmp(method, "GET") != 0 || q->body)
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(h, CURLOPT_PROXY, "");
+    curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L); /* ".." is sent as it is */
+    if (q->unix_socket)
+        curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, q->unix_socket);
+    if (cacert)
+        curl_easy_setopt(h, CURLOPT_CAINFO, cacert);
+    if (q->tls_min || q->tls_max) {
+        curl_easy_setopt(h, CURLOPT_SSLVERSION, tls_version(q->tls_min, q->tls_max));
+        /* The client's own policy must not be what refuses an old version. */
+        curl_easy_setopt(h, CURLOPT_SSL_CIPHER_LIST, "DEFAULT:@SECLEVEL=0");
+    }
+    if (q->body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, q->body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+    }
+    if (q->content_type) {
+        snprintf(line, sizeof(line), "Content-Type: %s", q->content_type);
+        hdrs = curl_slist_append(hdrs, line);
+    } else if (q->body) {
+        /* No default form type: a request names the type it means, or sends none. */
+        hdrs = curl_slist_append(hdrs, "Content-Type:");
+    }
+    if (token) {
+        snprintf(line, sizeof(line), "Authorization: Bearer %s", token);
+        hdrs = curl_slist_append(hdrs, line);
+    }
+    for (size_t i = 0; q->headers && q->headers[i]; i++)
+        hdrs = curl_slist_append(hdrs, q->headers[i]);
+    if (hdrs)
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    *ret_hdrs = hdrs;
+    return h;
+}
+
+int it_http_request(const struct it_daemon *d, const struct it_req *q, struct it_http *ret)
+{
+    struct http_ctx c = {.r = ret};
+    struct curl_slist *hdrs = NULL;
+    char url[1024], errbuf[CURL_ERROR_SIZE] = "";
+    long status = 0;
+    CURLcode rc;
+    CURL *h;
+
+    memset(ret, 0, sizeof(*ret));
+    h = request_handle(d, q, url, sizeof(url), &hdrs);
+    if (!h)
+        return -ENOMEM;
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(q->timeout_ms > 0 ? q->timeout_ms : 10000));
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &c);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &c);
-    if (body) {
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    }
-    if (content_type) {
-        snprintf(ct, sizeof(ct), "Content-Type: %s", content_type);
-        hdrs = curl_slist_append(hdrs, ct);
-    } else if (body) {
-        hdrs = curl_slist_append(hdrs, "Content-Type:");
-    }
-    if (hdrs)
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
 
     rc = curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->status);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(h);
 
+    ret->status = status;
     if (!ret->body)
         ret->body = calloc(1, 1);
-    if (c.oom || !ret->body) {
+    if (!ret->headers)
+        ret->headers = calloc(1, 1);
+    if (c.oom || !ret->body || !ret->headers) {
         it_http_fini(ret);
         return -ENOMEM;
     }
+    if (rc != CURLE_OK) {
+        snprintf(ret->error, sizeof(ret->error), "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        ret->tls_unverified = rc == CURLE_PEER_FAILED_VERIFICATION;
+    }
     /* A server may answer (413) before it read the whole body and close: keep the answer. */
     if (rc != CURLE_OK && ret->status == 0) {
-        fprintf(stderr, "# %s %s: %s\n", method, url, curl_easy_strerror(rc));
+        if (!q->quiet)
+            fprintf(stderr, "# %s %s: %s\n", q->method ? q->method : "GET", url, ret->error);
         it_http_fini(ret);
         return -EIO;
     }
     if (ret->body_len > 0)
         ret->json = json_loadb(ret->body, ret->body_len, 0, NULL);
     return 0;
+}
+
+int it_http_raw(const struct it_daemon *d, const char *method, const char *path, const void *body,
+                size_t body_len, const char *content_type, struct it_http *ret)
+{
+    int r = it_http_request(d,
+                            &(struct it_req){.method = method,
+                                             .path = path,
+                                             .body = body,
+                                             .body_len = body_len,
+                                             .content_type = content_type},
+                            ret);
+
+    return r;
 }
 
 void it_http(const struct it_daemon *d, const char *method, const char *path, const char *json_body,
@@ -717,9 +943,139 @@ void it_http(const struct it_daemon *d, const char *method, const char *path, co
 void it_http_fini(struct it_http *r)
 {
     free(r->body);
+    free(r->headers);
     json_decref(r->json);
     r->body = NULL;
+    r->headers = NULL;
     r->json = NULL;
+}
+
+/* ---- HTTP: a response read as it streams ---- */
+
+struct it_stream {
+    struct it_http head; /* status and headers; the body goes to buf */
+    struct http_ctx ctx;
+    CURLM *multi;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    char url[1024];
+    char errbuf[CURL_ERROR_SIZE];
+    char *buf; /* received, not yet consumed */
+    size_t len, cap;
+    bool oom, done;
+    CURLcode result;
+};
+
+static size_t stream_on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct it_stream *s = arg;
+    size_t n = size * nmemb;
+
+    if (buf_append(&s->buf, &s->len, &s->cap, data, n) < 0) {
+        s->oom = true;
+        return 0;
+    }
+    return n;
+}
+
+/* At most a second, at least 0, until deadline. */
+static int slice_ms(int64_t deadline)
+{
+    int64_t l = deadline - it_now_ms();
+
+    return l <= 0 ? 0 : l > 1000 ? 1000 : (int)l;
+}
+
+void it_stream_pump(struct it_stream *s, int wait_ms)
+{
+    CURLMsg *m;
+    int running, queued;
+
+    if (wait_ms > 0)
+        (void)curl_multi_poll(s->multi, NULL, 0, wait_ms, NULL);
+    (void)curl_multi_perform(s->multi, &running);
+    while ((m = curl_multi_info_read(s->multi, &queued))) {
+        if (m->msg == CURLMSG_DONE) {
+            s->done = true;
+            s->result = m->data.result;
+        }
+    }
+    assert_false(s->oom || s->ctx.oom);
+}
+
+struct it_stream *it_stream_open(const struct it_daemon *d, const struct it_req *q)
+{
+    struct it_stream *s = calloc(1, sizeof(*s));
+    int64_t deadline = it_now_ms() + (q->timeout_ms > 0 ? q->timeout_ms : IT_IO_TIMEOUT_MS);
+
+    assert_non_null(s);
+    s->ctx.r = &s->head;
+    s->multi = curl_multi_init();
+    s->easy = request_handle(d, q, s->url, sizeof(s->url), &s->hdrs);
+    assert_non_null(s->multi);
+    assert_non_null(s->easy);
+    curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(s->easy, CURLOPT_HEADERDATA, &s->ctx);
+    curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, stream_on_body);
+    curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->errbuf);
+    assert_int_equal(curl_multi_add_handle(s->multi, s->easy), CURLM_OK);
+    it_stream_pump(s, 0);
+    while (s->head.status == 0 && !s->done && it_now_ms() < deadline)
+        it_stream_pump(s, slice_ms(deadline));
+    if (s->head.status == 0)
+        fail_msg("%s %s: no answer within %d ms (%s)", q->method ? q->method : "GET", s->url,
+                 q->timeout_ms > 0 ? q->timeout_ms : IT_IO_TIMEOUT_MS, it_stream_error(s));
+    return s;
+}
+
+const struct it_http *it_stream_head(const struct it_stream *s)
+{
+    return &s->head;
+}
+
+char *it_stream_data(struct it_stream *s, size_t *ret_len)
+{
+    *ret_len = s->len;
+    return s->buf;
+}
+
+void it_stream_consume(struct it_stream *s, size_t n)
+{
+    assert_true(n <= s->len);
+    s->len -= n;
+    if (s->buf)
+        memmove(s->buf, s->buf + n, s->len + 1);
+}
+
+int it_stream_end(const struct it_stream *s)
+{
+    if (!s->done)
+        return -EINPROGRESS;
+    return s->result == CURLE_OK ? 0 : -EIO;
+}
+
+const char *it_stream_error(const struct it_stream *s)
+{
+    if (!s->done)
+        return "still waiting";
+    if (s->result == CURLE_OK)
+        return "the response ended";
+    return s->errbuf[0] ? s->errbuf : curl_easy_strerror(s->result);
+}
+
+void it_stream_close(struct it_stream *s)
+{
+    if (!s)
+        return;
+    if (s->multi && s->easy)
+        curl_multi_remove_handle(s->multi, s->easy);
+    curl_easy_cleanup(s->easy);
+    curl_multi_cleanup(s->multi);
+    curl_slist_free_all(s->hdrs);
+    it_http_fini(&s->head);
+    free(s->buf);
+    free(s);
 }
 
 /* Whether a Content-Type header is the media type want (parameters allowed). */
@@ -1074,19 +1430,7 @@ struct growbuf {
 
 static int grow_append(struct growbuf *b, const char *data, size_t len)
 {
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = (b->len + len + 1) * 2;
-        char *np = realloc(b->p, cap);
-
-        if (!np)
-            return -ENOMEM;
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-    b->p[b->len] = '\0';
-    return 0;
+    return buf_append(&b->p, &b->len, &b->cap, data, len);
 }
 
 static void grow_give(struct growbuf *b, char **ret, size_t *ret_len)
@@ -1639,6 +1983,11 @@ static int proc_entries(pid_t pid, const char *dir)
     return n;
 }
 
+int it_proc_fds(pid_t pid)
+{
+    return proc_entries(pid, "fd");
+}
+
 void it_resources_take(const struct it_daemon *d, struct it_resources *ret)
 {
     assert_true(d->pid > 0);
@@ -1927,23 +2276,388 @@ void it_send_str_ok(int fd, const char *s)
     it_send_ok(fd, s, strlen(s));
 }
 
+int it_read_line(int fd, char *line, size_t cap, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+
+    for (size_t n = 0; n + 1 < cap; n++) {
+        int r = it_recv_exact(fd, &line[n], 1, left_ms(deadline));
+
+        if (r < 0) {
+            line[n] = '\0';
+            return r;
+        }
+        if (line[n] == '\n') {
+            line[n] = '\0';
+            return 0;
+        }
+    }
+    line[cap - 1] = '\0';
+    return -ENOBUFS;
+}
+
 void it_recv_line(int fd, char *line, size_t cap)
 {
+    int r = it_read_line(fd, line, cap, IT_IO_TIMEOUT_MS);
+
+    if (r == -ENOBUFS)
+        fail_msg("answer line too long: %.80s...", line);
+    if (r < 0)
+        fail_msg("reading an answer line: %s (after \"%s\")", strerror(-r), line);
+}
+
+void it_expect_line(int fd, const char *want)
+{
+    char line[2048];
+    int r = it_read_line(fd, line, sizeof(line), IT_IO_TIMEOUT_MS);
+
+    if (r < 0)
+        fail_msg("want \"%s\", got \"%s\" and then %s", want, line, strerror(-r));
+    if (strcmp(line, want) != 0)
+        fail_msg("want \"%s\", got \"%s\"", want, line);
+}
+
+/* ---- HTTP written by hand ---- */
+
+int it_http_read_head(int fd, char *buf, size_t cap, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    size_t got = 0;
+
+    buf[0] = '\0';
+    while (!strstr(buf, "\r\n\r\n")) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int left = left_ms(deadline);
+        ssize_t n;
+
+        if (left <= 0 || got + 1 >= cap)
+            return -ETIMEDOUT;
+        if (poll(&pfd, 1, left) <= 0)
+            continue;
+        n = recv(fd, buf + got, cap - 1 - got, 0);
+        if (n == 0)
+            return -EPIPE;
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            return -errno;
+        }
+        got += (size_t)n;
+        buf[got] = '\0';
+    }
+    if (strncmp(buf, "HTTP/1.1 ", 9) != 0)
+        return -EPROTO;
+    return atoi(buf + 9);
+}
+
+bool it_stream_sees(int fd, const char *needle, int timeout_ms)
+{
+    char buf[8192];
+    size_t got = 0, keep = strlen(needle);
+    int64_t deadline = it_now_ms() + timeout_ms;
+
+    assert_true(keep < sizeof(buf) / 4);
+    while (it_now_ms() < deadline) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+
+        if (poll(&pfd, 1, left_ms(deadline)) <= 0)
+            return false;
+        n = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
+        if (n <= 0)
+            return false;
+        got += (size_t)n;
+        buf[got] = '\0';
+        if (strstr(buf, needle))
+            return true;
+        if (got > sizeof(buf) / 2) {
+            memmove(buf, buf + got - keep, keep);
+            got = keep;
+        }
+    }
+    return false;
+}
+
+void it_wire_exchange(const struct it_daemon *d, const char *request, struct it_wire *ret)
+{
+    char host[64], *text, *at, *head_end;
+    size_t len = 0, cap;
+    int64_t t0;
+    int fd, r;
+
+    memset(ret, 0, sizeof(*ret));
+    snprintf(host, sizeof(host), "127.0.0.1:%u", (unsigned)d->api_port);
+    cap = strlen(request) + 64;
+    text = malloc(cap);
+    assert_non_null(text);
+    text[0] = '\0';
+    for (const char *p = request; (at = strstr(p, "HOST")); p = at + 4) {
+        assert_true(len + (size_t)(at - p) + strlen(host) < cap);
+        len += (size_t)snprintf(text + len, cap - len, "%.*s%s", (int)(at - p), p, host);
+        request = at + 4;
+    }
+    len += (size_t)snprintf(text + len, cap - len, "%s", request);
+
+    fd = it_tcp_connect("127.0.0.1", d->api_port, IT_IO_TIMEOUT_MS);
+    assert_true(fd >= 0);
+    t0 = it_now_ms();
+    assert_int_equal(it_send_all(fd, text, len, IT_IO_TIMEOUT_MS), 0);
+    free(text);
+    r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, &ret->raw, &ret->raw_len);
+    ret->ms = it_now_ms() - t0;
+    close(fd);
+    ret->closed = r == 0 || r == -ECONNRESET;
+    assert_non_null(ret->raw);
+    if (sscanf(ret->raw, "HTTP/1.1 %ld", &ret->http.status) != 1)
+        fail_msg("no HTTP answer: '%s' (%s)", ret->raw, strerror(-r));
+    head_end = strstr(ret->raw, "\r\n\r\n");
+    at = strstr(ret->raw, "\r\n");
+    len = head_end && at < head_end ? (size_t)(head_end - at) - 2 : 0;
+    ret->http.headers = strndup(at ? at + 2 : "", len);
+    ret->http.headers_len = len;
+    assert_non_null(ret->http.headers);
+    if (!it_http_header(&ret->http, "Content-Type", ret->http.content_type,
+                        sizeof(ret->http.content_type)))
+        ret->http.content_type[0] = '\0';
+    len = head_end ? ret->raw_len - (size_t)(head_end + 4 - ret->raw) : 0;
+    ret->http.body = strndup(head_end ? head_end + 4 : "", len);
+    ret->http.body_len = len;
+    assert_non_null(ret->http.body);
+    if (len > 0)
+        ret->http.json = json_loadb(ret->http.body, len, 0, NULL);
+}
+
+void it_wire_fini(struct it_wire *w)
+{
+    it_http_fini(&w->http);
+    free(w->raw);
+    w->raw = NULL;
+}
+
+/* ---- the backup protocol ---- */
+
+void it_backup_put_ok(uint16_t port, const char *name, const void *p, size_t n, unsigned version)
+{
+    char hex[65], line[2048], want[2048];
+    int fd = it_tcp_connect_ok(port);
+
+    it_sha256_hex(p, n, hex);
+    snprintf(line, sizeof(line), "PUT %s %zu %s\n", name, n, hex);
+    it_send_str_ok(fd, line);
+    it_expect_line(fd, "OK");
+    it_send_ok(fd, p, n);
+    snprintf(want, sizeof(want), "STORED %s %u %zu %s", name, version, n, hex);
+    it_expect_line(fd, want);
+    it_send_str_ok(fd, "QUIT\n");
+    it_expect_line(fd, "BYE");
+    close(fd);
+}
+
+char *it_backup_list(uint16_t port, unsigned *ret_n)
+{
+    struct growbuf b = {0};
+    char line[2048];
+    unsigned long n;
+    int fd = it_tcp_connect_ok(port);
+
+    it_send_str_ok(fd, "LIST\n");
+    it_recv_line(fd, line, sizeof(line));
+    if (sscanf(line, "OK %lu", &n) != 1)
+        fail_msg("LIST answered \"%s\"", line);
+    assert_int_equal(grow_append(&b, "", 0), 0);
+    for (unsigned long i = 0; i < n; i++) {
+        it_recv_line(fd, line, sizeof(line));
+        assert_int_equal(grow_append(&b, line, strlen(line)), 0);
+        assert_int_equal(grow_append(&b, "\n", 1), 0);
+    }
+    it_expect_line(fd, "END");
+    close(fd);
+    if (ret_n)
+        *ret_n = (unsigned)n;
+    return b.p;
+}
+
+void *it_backup_get(uint16_t port, const char *name, unsigned version, size_t *ret_n)
+{
+    char line[2048], sha[80], hex[65];
+    unsigned long long size;
+    unsigned long v;
+    uint8_t *buf;
+    int fd = it_tcp_connect_ok(port), r;
+
+    snprintf(line, sizeof(line), "GET %s %u\n", name, version);
+    it_send_str_ok(fd, line);
+    it_recv_line(fd, line, sizeof(line));
+    if (sscanf(line, "OK %llu %79s %lu", &size, sha, &v) != 3)
+        fail_msg("GET %s %u answered \"%s\"", name, version, line);
+    buf = malloc(size ? size : 1);
+    assert_non_null(buf);
+    r = it_recv_exact(fd, buf, size, IT_IO_TIMEOUT_MS);
+    if (r < 0)
+        fail_msg("restoring %s: %s", name, strerror(-r));
+    it_sha256_hex(buf, size, hex);
+    assert_string_equal(sha, hex);
+    close(fd);
+    *ret_n = size;
+    return buf;
+}
+
+/* ---- small things the suites share ---- */
+
+struct it_daemon *it_daemon_of(void **state)
+{
+    return &((struct it_fixture *)*state)->d;
+}
+
+unsigned it_pattern_fill(void *buf, size_t len, unsigned seed)
+{
+    uint8_t *p = buf;
+
+    for (size_t i = 0; i < len; i++) {
+        seed = seed * 1103515245u + 12345u;
+        p[i] = (uint8_t)(seed >> 16);
+    }
+    return seed;
+}
+
+void *it_pattern(size_t len, unsigned seed)
+{
+    uint8_t *p = malloc(len ? len : 1);
+
+    assert_non_null(p);
+    (void)it_pattern_fill(p, len, seed);
+    return p;
+}
+
+void it_assert_metric_now(const struct it_daemon *d, const char *id, const char *name,
+                          uint64_t want)
+{
+    uint64_t got = it_metric(d, id, name);
+
+    if (got != want)
+        fail_msg("listener %s: %s is %llu, want %llu", id, name, (unsigned long long)got,
+                 (unsigned long long)want);
+}
+
+int it_echo_round_trip(int fd, const void *msg, size_t len, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    char *buf = malloc(len ? len : 1);
+    int r;
+
+    if (!buf)
+        return -ENOMEM;
+    r = it_send_all(fd, msg, len, timeout_ms);
+    if (r == 0)
+        r = it_recv_exact(fd, buf, len, left_ms(deadline));
+    if (r == 0 && memcmp(buf, msg, len) != 0)
+        r = -EBADMSG;
+    free(buf);
+    return r;
+}
+
+int it_daytime(const char *host, uint16_t port, char **ret, size_t *ret_len)
+{
+    int fd = it_tcp_connect(host, port, IT_IO_TIMEOUT_MS), r;
+
+    if (ret)
+        *ret = NULL;
+    if (ret_len)
+        *ret_len = 0;
+    if (fd < 0)
+        return fd;
+    r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, ret, ret_len);
+    close(fd);
+    return r;
+}
+
+int it_connect_echoed(const char *host, uint16_t port, const char *msg)
+{
+    int fd = it_tcp_connect(host, port, IT_IO_TIMEOUT_MS), r;
+
+    if (fd < 0)
+        fail_msg("connect %s port %u: %s", host, port, strerror(-fd));
+    r = it_echo_round_trip(fd, msg, strlen(msg), IT_IO_TIMEOUT_MS);
+    if (r < 0)
+        fail_msg("echo of '%s' on %s port %u: %s", msg, host, port, strerror(-r));
+    return fd;
+}
+
+json_t *it_listener_patch(const struct it_daemon *d, const char *id, const char *body)
+{
+    char path[256];
+    struct it_http r;
+    json_t *j;
+
+    snprintf(path, sizeof(path), "/api/v1/listeners/%s", id);
+    assert_int_equal(
+        it_http_raw(d, "PATCH", path, body, strlen(body), "application/merge-patch+json", &r), 0);
+    if (r.status != 200)
+        fail_msg("PATCH %s %s -> %ld %s", id, body, r.status, r.body);
+    j = json_incref(r.json);
+    it_http_fini(&r);
+    return j;
+}
+
+char *it_dir_names(const char *dir)
+{
+    struct dirent **list = NULL;
+    size_t cap = 1, used = 0;
+    char *out;
+    int n = scandir(dir, &list, NULL, alphasort);
+
+    if (n < 0)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        cap += strlen(list[i]->d_name) + 1;
+    out = calloc(1, cap);
+    assert_non_null(out);
+    for (int i = 0; i < n; i++) {
+        const char *name = list[i]->d_name;
+
+        if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0)
+            used += (size_t)snprintf(out + used, cap - used, "%s%s", used ? " " : "", name);
+        free(list[i]);
+    }
+    free(list);
+    return out;
+}
+
+void it_daemon_stop_clean(struct it_daemon *d)
+{
+    int64_t ms;
+    int status;
+
+    if (it_daemon_stop(d, SIGTERM, IT_EXIT_TIMEOUT_MS, &status, &ms) < 0)
+        fail_msg("the daemon did not exit on SIGTERM");
+    /* First: LeakSanitizer reports at exit, and makes the exit status say so too. */
+    it_assert_no_sanitizer_report(d);
+    if (!it_status_is_exit0(status)) {
+        it_daemon_dump_stderr(d);
+        fail_msg("the daemon ended with %s on SIGTERM", it_status_str(status));
+    }
+}
+
+void it_run_verb(const char *verb, const char *const *args, const void *in, size_t in_len,
+                 int timeout_ms, struct it_proc *ret)
+{
+    const char *argv[32];
     size_t n = 0;
 
-    for (;;) {
-        char c;
-        int r = it_recv_exact(fd, &c, 1, IT_IO_TIMEOUT_MS);
-
-        if (r < 0)
-            fail_msg("reading an answer line: %s (after \"%.*s\")", strerror(-r), (int)n, line);
-        if (c == '\n')
-            break;
-        if (n + 1 == cap)
-            fail_msg("answer line too long: %.80s...", line);
-        line[n++] = c;
+    argv[n++] = it_bin();
+    argv[n++] = verb;
+    for (size_t i = 0; args && args[i]; i++) {
+        assert_true(n < sizeof(argv) / sizeof(argv[0]) - 1);
+        argv[n++] = args[i];
     }
-    line[n] = '\0';
+    argv[n] = NULL;
+    it_run(argv, in, in_len, timeout_ms, ret);
+    fprintf(stderr, "# sockserv %s", verb);
+    for (size_t i = 2; i < n; i++)
+        fprintf(stderr, " '%s'", argv[i]);
+    fprintf(stderr, " -> %s, stdout %zu bytes '%.*s', stderr '%.*s'\n",
+            ret->timed_out ? "timed out" : it_status_str(ret->status), ret->out_len,
+            (int)strcspn(ret->out, "\n"), ret->out, (int)strcspn(ret->err, "\n"), ret->err);
 }
 
 void it_sha256_hex(const void *p, size_t n, char out[65])

@@ -2,9 +2,12 @@
 #define IT_HARNESS_H
 
 /*
- * The integration tests' harness: the daemon as a child process ($SOCKSERV_BIN), HTTP through
- * libcurl, TCP and UDP echo round trips on loopback, child processes of the command line,
- * temporary directories, and waiting for a condition with a deadline (never a bare sleep).
+ * The integration tests' harness, the one place where the suites' clients live: the daemon as
+ * a child process ($SOCKSERV_BIN: arguments, environment, token, TLS; its fds, threads and
+ * children), HTTP through libcurl (any method and header, TCP, TLS or a Unix socket, whole or
+ * streamed) and HTTP written by hand, the echo, date and backup wire clients on loopback, child
+ * processes of the command line, temporary directories, and waiting for a condition with a
+ * deadline (never a bare sleep). A suite writes no client of its own.
  *
  * Functions that say "asserts" fail the current cmocka test when something is off; the others
  * return a negative errno. Everything runs on the test's thread unless it says otherwise; the
@@ -57,6 +60,14 @@ struct it_daemon_opts {
     bool defaults;         /* false: pass --no-defaults */
     const char *api;       /* NULL: 127.0.0.1:0 */
     const char *const *extra_args; /* NULL-terminated; may be NULL */
+    const char *const
+        *env; /* "NAME=VALUE" set for the daemon alone, NULL-terminated; may be NULL */
+    /* Not NULL: written to a file of mode 0600 in DIR and passed as --token-file; requests to
+     * the daemon then carry it (struct it_req says how to send another or none). */
+    const char *token;
+    /* A certificate made for localhost and 127.0.0.1 in DIR, passed as --api-tls-cert and
+     * --api-tls-key; requests to the daemon trust it. */
+    bool tls;
 };
 
 struct it_daemon {
@@ -68,11 +79,16 @@ struct it_daemon {
     char stderr_path[IT_PATH_MAX]; /* where the child's stdout and stderr go */
     bool exited;                   /* reaped: status is valid */
     int status;                    /* waitpid() status */
+    char token[128];               /* opts->token, "" when none */
+    char token_file[IT_PATH_MAX];  /* where it was written, "" when none */
+    char cacert[IT_PATH_MAX];      /* with opts->tls: the certificate, "" otherwise */
+    char tls_key[IT_PATH_MAX];     /* with opts->tls: its key */
 };
 
 /*
  * Starts `$SOCKSERV_BIN daemon --api 127.0.0.1:0 --state-dir DIR [--no-defaults] --ready-fd 3
- * [extra]` and reads the API URL from fd 3 within IT_READY_TIMEOUT_MS. Returns 0 when ready;
+ * [--token-file F] [--api-tls-cert C --api-tls-key K] [extra]` with opts->env added to the
+ * environment and reads the API URL from fd 3 within IT_READY_TIMEOUT_MS. Returns 0 when ready;
  * -ECHILD when the daemon exited first (d->exited, d->status tell how); -ETIMEDOUT (the child
  * is killed); another negative errno when it could not be spawned.
  */
@@ -115,6 +131,9 @@ struct it_fixture {
 /* cmocka setup: *state becomes a struct it_fixture with a running daemon. */
 int it_fixture_setup(void **state);
 
+/* As it_fixture_setup(), the daemon started with opts (opts.dir is the fixture's). */
+int it_fixture_setup_opts(void **state, struct it_daemon_opts opts);
+
 /* cmocka setup with a temporary directory only (the test starts its daemons itself). */
 int it_fixture_setup_dir(void **state);
 
@@ -129,14 +148,54 @@ struct it_http {
     char content_type[128]; /* "" when absent */
     char location[512];
     char allow[256];
+    char *headers; /* the response's header lines as received ("Name: value\r\n"...) */
+    size_t headers_len;
     char *body; /* NUL-terminated, may be "" */
     size_t body_len;
     json_t *json; /* the body parsed as JSON, NULL when it is not JSON */
+    /* How the transfer failed, "" when it did not; kept when no answer came too. */
+    char error[256];
+    bool tls_unverified; /* the client did not trust the server's certificate */
+};
+
+/* One request. Every member may be left 0. */
+struct it_req {
+    const char *method; /* NULL: GET; HEAD reads no body */
+    const char *path;   /* after the daemon's URL; NULL: "/" */
+    const char *url;    /* a whole URL instead of the daemon's and path (another name, scheme) */
+    const void *body;   /* NULL: none */
+    size_t body_len;
+    const char *content_type;   /* NULL: no Content-Type header, even with a body */
+    const char *const *headers; /* more "Name: value" lines, NULL-terminated ("Name:" removes
+                                   one libcurl would send) */
+    const char *token;          /* Authorization: Bearer TOKEN; NULL: the daemon's, if any */
+    bool no_token;              /* send no Authorization of the daemon's own */
+    const char *unix_socket;    /* the path of a Unix socket to connect to instead of TCP */
+    const char *cacert;         /* for https: the CA to trust; NULL: the daemon's certificate
+                                   when it made one, else the system's CAs */
+    int tls_min, tls_max;       /* 10 (TLS 1.0) to 13 (TLS 1.3); 0: libcurl's default */
+    int timeout_ms;             /* 0: 10 s */
+    bool quiet;                 /* no line on stderr when no answer comes */
 };
 
 /*
- * One request to the daemon's API. body may be NULL (no body); content_type NULL sends none.
- * Returns 0 when an answer came (*ret filled; release with it_http_fini()), or -EIO.
+ * Sends request q to d (d may be NULL when q->url is set). Returns 0 when an answer came (*ret
+ * filled; release with it_http_fini()), -EIO when none came (ret->error and ret->tls_unverified
+ * say why; nothing to release) or -ENOMEM.
+ */
+int it_http_request(const struct it_daemon *d, const struct it_req *q, struct it_http *ret);
+
+/* The value of the response header name (case-insensitive), copied into buf (cap bytes) and
+ * returned; NULL when the response has none. */
+const char *it_http_header(const struct it_http *r, const char *name, char *buf, size_t cap);
+
+/* Asserts the response header name is value (printing the headers when it is absent). */
+void it_assert_header(const struct it_http *r, const char *name, const char *value);
+
+/*
+ * One request to the daemon's API (it_http_request() with the daemon's token and certificate,
+ * if it has them). body may be NULL (no body); content_type NULL sends none. Returns 0 when an
+ * answer came (*ret filled; release with it_http_fini()), or -EIO.
  */
 int it_http_raw(const struct it_daemon *d, const char *method, const char *path, const void *body,
                 size_t body_len, const char *content_type, struct it_http *ret);
@@ -147,6 +206,27 @@ void it_http(const struct it_daemon *d, const char *method, const char *path, co
              struct it_http *ret);
 
 void it_http_fini(struct it_http *r);
+
+/*
+ * A response read as it comes (an event stream): it_stream_open() sends q and waits up to
+ * q->timeout_ms (0: IT_IO_TIMEOUT_MS) for the status line, asserting that it came;
+ * it_stream_pump() waits up to wait_ms for bytes and appends them to the data; the test
+ * consumes what it parsed. Test thread only.
+ */
+struct it_stream;
+struct it_stream *it_stream_open(const struct it_daemon *d, const struct it_req *q);
+void it_stream_pump(struct it_stream *s, int wait_ms);
+/* The status and headers. Borrowed. */
+const struct it_http *it_stream_head(const struct it_stream *s);
+/* The bytes received and not consumed yet (NUL-terminated; NULL before any came). */
+char *it_stream_data(struct it_stream *s, size_t *ret_len);
+void it_stream_consume(struct it_stream *s, size_t n);
+/* -EINPROGRESS while the response goes on, 0 once it ended complete, -EIO once it was cut or
+ * failed; it_stream_error() says how, for messages. */
+int it_stream_end(const struct it_stream *s);
+const char *it_stream_error(const struct it_stream *s);
+/* Accepts NULL. */
+void it_stream_close(struct it_stream *s);
 
 /*
  * Sends a request and asserts the status (printing the request and the answer if it differs)
@@ -304,6 +384,9 @@ struct it_resources {
     int threads;
 };
 
+/* How many fds process pid holds now (/proc/PID/fd), or a negative errno. Any thread. */
+int it_proc_fds(pid_t pid);
+
 /* Counts the daemon's fds and threads now; asserts it runs. */
 void it_resources_take(const struct it_daemon *d, struct it_resources *ret);
 
@@ -370,11 +453,110 @@ void it_send_ok(int fd, const void *p, size_t n);
 /* it_send_ok() of a string. */
 void it_send_str_ok(int fd, const char *s);
 
-/* One answer line, without its newline, into line (cap bytes); read byte by byte so that
- * nothing after it is taken. Asserts it comes within IT_IO_TIMEOUT_MS a byte and fits. */
+/*
+ * One answer line, without its newline, into line (cap bytes, always NUL-terminated: what came
+ * before an error stays there); read byte by byte so that nothing after it is taken. Returns 0,
+ * -ENOBUFS when it does not fit, or it_recv_exact()'s error within timeout_ms. Any thread.
+ */
+int it_read_line(int fd, char *line, size_t cap, int timeout_ms);
+
+/* it_read_line() within IT_IO_TIMEOUT_MS that asserts the line came and fit. */
 void it_recv_line(int fd, char *line, size_t cap);
+
+/* Asserts the next line from fd (at most 2047 bytes) is want. */
+void it_expect_line(int fd, const char *want);
 
 /* The SHA-256 of p (n bytes) as 64 lowercase hex digits and a NUL in out. */
 void it_sha256_hex(const void *p, size_t n, char out[65]);
+
+/* ---- HTTP written by hand (bytes no client library would send) ---- */
+
+/*
+ * Reads a response head from fd within timeout_ms into buf (cap bytes, NUL-terminated: the
+ * head and whatever came after it). Returns the status, or -ETIMEDOUT, -EPIPE (an end before
+ * the head), -EPROTO (not HTTP/1.1), another -errno. Any thread.
+ */
+int it_http_read_head(int fd, char *buf, size_t cap, int timeout_ms);
+
+/* Reads what fd brings within timeout_ms and tells whether it holds needle (an event stream
+ * read raw, say). */
+bool it_stream_sees(int fd, const char *needle, int timeout_ms);
+
+/* An answer read off the wire. */
+struct it_wire {
+    struct it_http http; /* status, headers, content_type, body and json of the answer */
+    bool closed;         /* the daemon closed the connection after it */
+    int64_t ms;          /* from the request sent to the end of the connection */
+    char *raw;           /* everything received */
+    size_t raw_len;
+};
+
+/*
+ * Sends request (in which "HOST" stands for the daemon's 127.0.0.1:PORT) as it is on a new
+ * connection to the API and reads what comes back until the daemon closes it or
+ * IT_IO_TIMEOUT_MS passes. Asserts an HTTP/1.1 answer came; release with it_wire_fini().
+ */
+void it_wire_exchange(const struct it_daemon *d, const char *request, struct it_wire *ret);
+void it_wire_fini(struct it_wire *w);
+
+/* ---- the backup protocol (README "backup"), over a new connection to 127.0.0.1:port ---- */
+
+/* PUT name with its SHA-256, then QUIT; asserts it was STORED as version. */
+void it_backup_put_ok(uint16_t port, const char *name, const void *p, size_t n, unsigned version);
+
+/* LIST: the listing lines, each ended by '\n' (malloc'd), *ret_n (may be NULL) their count;
+ * asserts. */
+char *it_backup_list(uint16_t port, unsigned *ret_n);
+
+/* GET name (version 0: the current copy); asserts OK and that the bytes match the SHA-256 sent.
+ * Returns the content (malloc'd), *ret_n its length. */
+void *it_backup_get(uint16_t port, const char *name, unsigned version, size_t *ret_n);
+
+/* ---- small things the suites share ---- */
+
+/* The daemon of the common fixture (*state a struct it_fixture). */
+struct it_daemon *it_daemon_of(void **state);
+
+/* len bytes (malloc'd) that are not all the same, from seed, so that a reordering or a loss
+ * shows. */
+void *it_pattern(size_t len, unsigned seed);
+
+/* Fills buf with the len bytes it_pattern() makes from seed; returns the seed that goes on from
+ * there. Any thread. */
+unsigned it_pattern_fill(void *buf, size_t len, unsigned seed);
+
+/* Asserts listener id's counter name is want now (a counter that must not move, or one counted
+ * before the reply was sent). */
+void it_assert_metric_now(const struct it_daemon *d, const char *id, const char *name,
+                          uint64_t want);
+
+/* Sends msg on an open echo connection and reads it back within timeout_ms. 0, -EBADMSG when
+ * other bytes came back, or it_send_all()'s and it_recv_exact()'s errors. Any thread. */
+int it_echo_round_trip(int fd, const void *msg, size_t len, int timeout_ms);
+
+/* The daytime client (RFC 867 over TCP): connects to host:port and reads until the server
+ * closes, within IT_IO_TIMEOUT_MS each. Returns as it_read_to_eof() (what came is in *ret), or
+ * the connect's error with *ret NULL. Any thread. */
+int it_daytime(const char *host, uint16_t port, char **ret, size_t *ret_len);
+
+/* A TCP connection to host:port that completed one round trip of msg (so the server has
+ * accepted it and serves it); asserts. */
+int it_connect_echoed(const char *host, uint16_t port, const char *msg);
+
+/* PATCH /api/v1/listeners/ID with body as merge-patch; asserts 200 and returns the resource
+ * (new reference). */
+json_t *it_listener_patch(const struct it_daemon *d, const char *id, const char *body);
+
+/* The entries of dir (no . and ..), sorted, joined by spaces (malloc'd); NULL when dir cannot be
+ * read (errno set). */
+char *it_dir_names(const char *dir);
+
+/* SIGTERM; asserts an exit 0 within IT_EXIT_TIMEOUT_MS and a log with no sanitizer report. */
+void it_daemon_stop_clean(struct it_daemon *d);
+
+/* Runs `$SOCKSERV_BIN verb ARGS...` (args NULL-terminated, may be NULL) as it_run() does, and
+ * prints the command and the first lines of what it wrote, for the test's log. */
+void it_run_verb(const char *verb, const char *const *args, const void *in, size_t in_len,
+                 int timeout_ms, struct it_proc *ret);
 
 #endif

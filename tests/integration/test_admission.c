@@ -76,39 +76,6 @@ static int connect_start(uint16_t port, int rcvbuf)
     return fd;
 }
 
-/* Reads a response head from fd within timeout_ms into buf (NUL-terminated, the head and
- * whatever came after it). Returns the status, or -errno (-ETIMEDOUT, -EPIPE at an end). */
-static int read_head(int fd, char *buf, size_t cap, int timeout_ms)
-{
-    int64_t deadline = it_now_ms() + timeout_ms;
-    size_t got = 0;
-
-    buf[0] = '\0';
-    while (!strstr(buf, "\r\n\r\n")) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int64_t left = deadline - it_now_ms();
-        ssize_t n;
-
-        if (left <= 0 || got + 1 >= cap)
-            return -ETIMEDOUT;
-        if (poll(&pfd, 1, (int)left) <= 0)
-            continue;
-        n = recv(fd, buf + got, cap - 1 - got, 0);
-        if (n == 0)
-            return -EPIPE;
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                continue;
-            return -errno;
-        }
-        got += (size_t)n;
-        buf[got] = '\0';
-    }
-    if (strncmp(buf, "HTTP/1.1 ", 9) != 0)
-        return -EPROTO;
-    return atoi(buf + 9);
-}
-
 /* An event stream request (never read further than its head). */
 static void stream_request(uint16_t port, char *buf, size_t cap)
 {
@@ -124,7 +91,7 @@ static int stream_open(uint16_t port, int rcvbuf)
     assert_true(fd >= 0);
     stream_request(port, req, sizeof(req));
     assert_int_equal(it_send_all(fd, req, strlen(req), IT_IO_TIMEOUT_MS), 0);
-    if (read_head(fd, head, sizeof(head), IT_IO_TIMEOUT_MS) != 200)
+    if (it_http_read_head(fd, head, sizeof(head), IT_IO_TIMEOUT_MS) != 200)
         fail_msg("an event stream was not opened: %s", head);
     return fd;
 }
@@ -144,7 +111,7 @@ static int64_t get_ms(uint16_t port, const char *path, int timeout_ms)
         close(fd);
         return -1;
     }
-    status = read_head(fd, head, sizeof(head), timeout_ms - (int)(it_now_ms() - t0));
+    status = it_http_read_head(fd, head, sizeof(head), timeout_ms - (int)(it_now_ms() - t0));
     close(fd);
     return status == 200 ? it_now_ms() - t0 : -1;
 }
@@ -268,8 +235,9 @@ static bool patch_listener(uint16_t port, int i, unsigned value)
              "PATCH /api/v1/listeners/l%d HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n"
              "Content-Type: application/merge-patch+json\r\nContent-Length: %zu\r\n\r\n%s",
              i, port, strlen(body), body);
-    status = it_send_all(fd, req, strlen(req), 1000) == 0 ? read_head(fd, head, sizeof(head), 1000)
-                                                          : -EIO;
+    status = it_send_all(fd, req, strlen(req), 1000) == 0
+                 ? it_http_read_head(fd, head, sizeof(head), 1000)
+                 : -EIO;
     close(fd);
     if (status != 200)
         fprintf(stderr, "# a PATCH failed: %d\n", status);
@@ -489,7 +457,7 @@ static void test_admission_stream_cap_is_503_with_retry_after(void **state)
         assert_true(fd >= 0);
         stream_request(port, req, sizeof(req));
         assert_int_equal(it_send_all(fd, req, strlen(req), IT_IO_TIMEOUT_MS), 0);
-        status = read_head(fd, head, sizeof(head), IT_IO_TIMEOUT_MS);
+        status = it_http_read_head(fd, head, sizeof(head), IT_IO_TIMEOUT_MS);
         if (status == 200)
             break;
         assert_int_equal(status, 503);

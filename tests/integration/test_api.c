@@ -23,11 +23,6 @@
 
 #define ONE_MIB (1024 * 1024)
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
 /* Asserts that GET /api/v1/listeners lists exactly ids, in this order. */
 static void assert_ids(const struct it_daemon *d, const char *const *ids, size_t n)
 {
@@ -116,7 +111,7 @@ static void assert_once_mode(const char *host, uint16_t port)
 
 static void test_api_health_get_returns_ok(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     json_t *j, *uptime;
 
     j = it_http_expect(d, "GET", "/api/v1/health", NULL, 200);
@@ -136,7 +131,7 @@ static void test_api_health_get_returns_ok(void **state)
 
 static void test_api_documents_served(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_http r;
 
     it_http(d, "GET", "/openapi.yaml", NULL, &r);
@@ -155,7 +150,7 @@ static void test_api_documents_served(void **state)
 
 static void test_api_list_empty_returns_empty_array(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     json_t *j = it_http_expect(d, "GET", "/api/v1/listeners", NULL, 200);
 
     assert_true(json_is_array(json_object_get(j, "listeners")));
@@ -165,7 +160,7 @@ static void test_api_list_empty_returns_empty_array(void **state)
 
 static void test_api_create_tcp_port0_returns_201_with_bound_port(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *body = "{\"id\":\"e1\",\"service\":\"echo\",\"port\":0}";
     struct it_http r;
     json_t *j, *g;
@@ -214,7 +209,7 @@ static void test_api_create_tcp_port0_returns_201_with_bound_port(void **state)
 
 static void test_api_create_udp_and_address_returns_resource(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     json_t *j;
     uint16_t port;
 
@@ -239,7 +234,7 @@ static void test_api_create_udp_and_address_returns_resource(void **state)
 
 static void test_api_create_without_id_makes_one_up(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *body = "{\"service\":\"echo\",\"transport\":\"udp\",\"port\":0}";
     char want_location[256], id1[64];
     struct it_http r;
@@ -266,7 +261,7 @@ static void test_api_create_without_id_makes_one_up(void **state)
 
 static void test_api_list_orders_by_id(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const ids[] = {"a1", "b2", "c3"};
 
     json_decref(it_listener_create(d, "{\"id\":\"b2\",\"service\":\"echo\",\"port\":0}"));
@@ -328,7 +323,7 @@ static const struct {
 
 static void test_api_create_bad_input_returns_400_naming_field(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const ids[] = {"keep"};
     char *before, *after;
     uint16_t port;
@@ -363,7 +358,7 @@ static void test_api_create_bad_input_returns_400_naming_field(void **state)
 
 static void test_api_create_taken_id_returns_409(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_http r;
     json_t *j;
     uint16_t port;
@@ -402,7 +397,7 @@ static void assert_port_conflict(const struct it_daemon *d, const char *body, ui
 
 static void test_api_create_port_used_by_listener_returns_409(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const ids[] = {"e1", "keep", "u1"};
     char body[256];
     uint16_t port, uport, keep;
@@ -430,7 +425,7 @@ static void test_api_create_port_used_by_listener_returns_409(void **state)
 
 static void test_api_create_port_used_by_other_socket_returns_409(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const ids[] = {"keep"};
     char body[256];
     uint16_t port, uport, keep;
@@ -468,7 +463,7 @@ static void test_api_create_port_used_by_other_socket_returns_409(void **state)
 
 static void test_api_unknown_route_returns_404(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const struct {
         const char *method, *path;
     } cases[] = {
@@ -504,7 +499,7 @@ static void test_api_unknown_route_returns_404(void **state)
 
 static void test_api_wrong_method_returns_405_with_allow(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
 
     json_decref(it_listener_create(d, "{\"id\":\"e1\",\"service\":\"echo\",\"port\":0}"));
     assert_405(d, "DELETE", "/api/v1/listeners", (const char *const[]){"GET", "POST", NULL},
@@ -543,7 +538,7 @@ static char *padded_body(size_t total)
 
 static void test_api_body_over_1mib_returns_413(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *body;
     struct it_http r;
 
@@ -579,7 +574,7 @@ static void test_api_body_over_1mib_returns_413(void **state)
 
 static void test_api_non_json_body_returns_415(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *body = "{\"id\":\"t1\",\"service\":\"echo\",\"port\":0}";
     static const char *const ids[] = {"t1"};
     struct it_http r;
@@ -609,7 +604,7 @@ static void test_api_non_json_body_returns_415(void **state)
 
 static void test_api_put_replaces_and_restarts(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     json_t *j, *g;
     char *text;
     uint16_t port;
@@ -662,7 +657,7 @@ static void test_api_put_replaces_and_restarts(void **state)
 
 static void test_api_put_unknown_id_creates_201(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const ids[] = {"p1"};
     struct it_http r;
     json_t *j;
@@ -688,7 +683,7 @@ static void test_api_put_unknown_id_creates_201(void **state)
 
 static void test_api_patch_merges_and_null_restores_default(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_http r;
     json_t *j;
     uint16_t port;
@@ -749,7 +744,7 @@ static void test_api_patch_merges_and_null_restores_default(void **state)
 
 static void test_api_delete_returns_204_then_404(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_http r;
     char buf[16];
     uint16_t port, uport;
@@ -784,7 +779,7 @@ static void test_api_delete_returns_204_then_404(void **state)
 
 static void test_api_stop_start_changes_state_and_port(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char buf[16];
     json_t *j;
     uint16_t port, uport;
@@ -828,7 +823,7 @@ static void test_api_stop_start_changes_state_and_port(void **state)
 
 static void test_api_create_disabled_then_start(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     json_t *j;
 
     j = it_listener_create(d, "{\"id\":\"off\",\"service\":\"echo\",\"port\":0,"
@@ -860,7 +855,7 @@ static void assert_metrics_object(const json_t *m)
 
 static void test_api_metrics_routes_report_every_counter(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     json_t *j, *all;
     uint16_t port, uport;
 

@@ -45,24 +45,6 @@ static struct it_fixture *fix(void **state)
     return *state;
 }
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &fix(state)->d;
-}
-
-/* Bytes that are not all the same, so that a reordering or a loss shows. */
-static uint8_t *pattern(size_t len, unsigned seed)
-{
-    uint8_t *p = malloc(len ? len : 1);
-
-    assert_non_null(p);
-    for (size_t i = 0; i < len; i++) {
-        seed = seed * 1103515245u + 12345u;
-        p[i] = (uint8_t)(seed >> 16);
-    }
-    return p;
-}
-
 static void write_file(const char *path, const void *p, size_t n)
 {
     int r = it_file_write(path, p, n);
@@ -93,37 +75,14 @@ static void assert_no_entry(const char *path)
         fail_msg("%s exists", path);
 }
 
-/* The names in dir (without . and ..), sorted and joined by spaces: "a b .sockserv". */
-static char *dir_names(const char *dir)
-{
-    struct dirent **list = NULL;
-    size_t cap = 1, used = 0;
-    char *out;
-    int n = scandir(dir, &list, NULL, alphasort);
-
-    if (n < 0)
-        fail_msg("scandir %s: %s", dir, strerror(errno));
-    for (int i = 0; i < n; i++)
-        cap += strlen(list[i]->d_name) + 1;
-    out = calloc(1, cap);
-    assert_non_null(out);
-    for (int i = 0; i < n; i++) {
-        const char *name = list[i]->d_name;
-
-        if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0)
-            used += (size_t)snprintf(out + used, cap - used, "%s%s", used ? " " : "", name);
-        free(list[i]);
-    }
-    free(list);
-    return out;
-}
-
 /* Asserts the entries of dir are exactly want (space-separated, sorted; the store's metadata
  * directory included): no partial file, no temporary file left behind. */
 static void assert_dir_names(const char *dir, const char *want)
 {
-    char *got = dir_names(dir);
+    char *got = it_dir_names(dir);
 
+    if (!got)
+        fail_msg("scandir %s: %s", dir, strerror(errno));
     if (strcmp(got, want) != 0)
         fail_msg("%s holds \"%s\", want \"%s\"", dir, got, want);
     free(got);
@@ -194,8 +153,6 @@ static void run_backup(struct it_proc *p, ...)
     size_t n = 0;
     va_list ap;
 
-    argv[n++] = it_bin();
-    argv[n++] = "backup";
     va_start(ap, p);
     for (const char *a = va_arg(ap, const char *); a; a = va_arg(ap, const char *)) {
         assert_true(n < sizeof(argv) / sizeof(argv[0]) - 1);
@@ -203,9 +160,9 @@ static void run_backup(struct it_proc *p, ...)
     }
     va_end(ap);
     argv[n] = NULL;
-    it_run(argv, NULL, 0, CLI_TIMEOUT_MS, p);
+    it_run_verb("backup", argv, NULL, 0, CLI_TIMEOUT_MS, p);
     if (p->timed_out)
-        fail_msg("sockserv backup %s timed out; stderr: %s", argv[2], p->err);
+        fail_msg("sockserv backup %s timed out; stderr: %s", argv[0], p->err);
 }
 
 /* Asserts the exit code, printing what the command said otherwise. */
@@ -239,15 +196,6 @@ static void cli_put_ok(const char *file, const char *name, uint16_t port, unsign
 }
 
 /* ---- raw protocol clients ---- */
-
-static void expect_line(int fd, const char *want)
-{
-    char line[LINE_CAP];
-
-    it_recv_line(fd, line, sizeof(line));
-    if (strcmp(line, want) != 0)
-        fail_msg("answer \"%s\", want \"%s\"", line, want);
-}
 
 static void expect_prefix(int fd, const char *prefix)
 {
@@ -304,59 +252,10 @@ static size_t stream_until_answer(int fd, const uint8_t *p, size_t n)
     return sent;
 }
 
-/* PUT over the protocol with the SHA-256, asserting STORED with that version. */
-static void raw_put_ok(uint16_t port, const char *name, const void *p, size_t n, unsigned version)
-{
-    char hex[65], line[LINE_CAP], want[LINE_CAP];
-    int fd = it_tcp_connect_ok(port);
-
-    it_sha256_hex(p, n, hex);
-    snprintf(line, sizeof(line), "PUT %s %zu %s\n", name, n, hex);
-    it_send_str_ok(fd, line);
-    expect_line(fd, "OK");
-    it_send_ok(fd, p, n);
-    snprintf(want, sizeof(want), "STORED %s %u %zu %s", name, version, n, hex);
-    expect_line(fd, want);
-    it_send_str_ok(fd, "QUIT\n");
-    expect_line(fd, "BYE");
-    close(fd);
-}
-
-/* LIST over the protocol: the listing lines joined by '\n' (malloc'd), *ret_n their count. */
-static char *raw_list(uint16_t port, unsigned *ret_n)
-{
-    char line[LINE_CAP];
-    unsigned long n;
-    size_t cap = 1, used = 0;
-    char *out = calloc(1, 1);
-    int fd = it_tcp_connect_ok(port);
-
-    assert_non_null(out);
-    it_send_str_ok(fd, "LIST\n");
-    it_recv_line(fd, line, sizeof(line));
-    if (sscanf(line, "OK %lu", &n) != 1)
-        fail_msg("LIST answered \"%s\"", line);
-    for (unsigned long i = 0; i < n; i++) {
-        size_t len;
-
-        it_recv_line(fd, line, sizeof(line));
-        len = strlen(line);
-        cap += len + 1;
-        out = realloc(out, cap);
-        assert_non_null(out);
-        used += (size_t)snprintf(out + used, cap - used, "%s\n", line);
-    }
-    expect_line(fd, "END");
-    close(fd);
-    if (ret_n)
-        *ret_n = (unsigned)n;
-    return out;
-}
-
 /* The LIST line of version of name, or NULL (malloc'd). */
 static char *list_line(uint16_t port, const char *name, unsigned version)
 {
-    char *all = raw_list(port, NULL), *line = NULL, prefix[300];
+    char *all = it_backup_list(port, NULL), *line = NULL, prefix[300];
 
     snprintf(prefix, sizeof(prefix), "%s %u ", name, version);
     for (char *p = all; p && *p;) {
@@ -372,42 +271,16 @@ static char *list_line(uint16_t port, const char *name, unsigned version)
     return line;
 }
 
-/* Restores name (version 0: the current copy) over the protocol; returns the content. */
-static uint8_t *raw_get(uint16_t port, const char *name, unsigned version, size_t *ret_n)
-{
-    char line[LINE_CAP], sha[80], hex[65];
-    unsigned long long size;
-    unsigned long v;
-    uint8_t *buf;
-    int fd = it_tcp_connect_ok(port), r;
-
-    snprintf(line, sizeof(line), "GET %s %u\n", name, version);
-    it_send_str_ok(fd, line);
-    it_recv_line(fd, line, sizeof(line));
-    if (sscanf(line, "OK %llu %79s %lu", &size, sha, &v) != 3)
-        fail_msg("GET %s %u answered \"%s\"", name, version, line);
-    buf = malloc(size ? size : 1);
-    assert_non_null(buf);
-    r = it_recv_exact(fd, buf, size, IT_IO_TIMEOUT_MS);
-    if (r < 0)
-        fail_msg("restoring %s: %s", name, strerror(-r));
-    it_sha256_hex(buf, size, hex);
-    assert_string_equal(sha, hex);
-    close(fd);
-    *ret_n = size;
-    return buf;
-}
-
 /* ---- uploads with the command line, listed everywhere ---- */
 
 static void test_backup_cli_put_stores_identical_file_listed_everywhere(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *store = it_path_in(fix(state)->dir, "files"),
          *src = it_path_in(fix(state)->dir, "report.bin");
     char *stored = it_path_in(store, "report.pdf"), ps[8], hex[65];
     size_t len = 3 * MIB + 17;
-    uint8_t *data = pattern(len, 1);
+    uint8_t *data = it_pattern(len, 1);
     json_t *body, *files, *file;
     struct it_proc p;
     uint16_t port;
@@ -503,10 +376,10 @@ static void upload_part_then_wait(uint16_t port, const char *hdr, const uint8_t 
 
 static void test_backup_client_killed_mid_upload_leaves_nothing_and_older_copy(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *store = it_path_in(fix(state)->dir, "files"), *stored = it_path_in(store, "db.dump");
     size_t len = 4 * MIB, part = MIB + 4321;
-    uint8_t *old = pattern(1000, 2), *data = pattern(len, 3);
+    uint8_t *old = it_pattern(1000, 2), *data = it_pattern(len, 3);
     struct counters_rise rise = {.d = d};
     struct bytes_in bin = {.d = d};
     char hdr[160], hex[65], got;
@@ -518,7 +391,7 @@ static void test_backup_client_killed_mid_upload_leaves_nothing_and_older_copy(v
     pid_t pid;
 
     port = backup_listener(d, "b1", store, "");
-    raw_put_ok(port, "db.dump", old, 1000, 1);
+    it_backup_put_ok(port, "db.dump", old, 1000, 1);
     it_sha256_hex(data, len, hex);
     snprintf(hdr, sizeof(hdr), "PUT db.dump %zu %s\n", len, hex);
     rise.before = cut_or_mismatch(d);
@@ -555,7 +428,7 @@ static void test_backup_client_killed_mid_upload_leaves_nothing_and_older_copy(v
     /* the earlier copy, byte for byte, alone: no partial file, no temporary file */
     assert_file(stored, old, 1000);
     assert_dir_names(store, ".sockserv db.dump");
-    free(raw_list(port, &n));
+    free(it_backup_list(port, &n));
     assert_int_equal(n, 1);
     files = rest_files(d, "b1", &body);
     assert_int_equal(json_array_size(files), 1);
@@ -594,11 +467,11 @@ static int teardown_tmpfs(void **state)
 
 static void test_backup_disk_full_refused_keeps_nothing_and_older_copy(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *mnt = tmpfs_path(state), *store = it_path_in(mnt, "store"),
          *keep = it_path_in(store, "keep");
     size_t big = 2 * MIB;
-    uint8_t *data = pattern(big, 4);
+    uint8_t *data = it_pattern(big, 4);
     unsigned n;
     uint16_t port;
     int fd;
@@ -615,7 +488,7 @@ static void test_backup_disk_full_refused_keeps_nothing_and_older_copy(void **st
         skip();
     }
     port = backup_listener(d, "b1", store, "");
-    raw_put_ok(port, "keep", "precious", 8, 1);
+    it_backup_put_ok(port, "keep", "precious", 8, 1);
 
     /* the header declares more than the disk holds: refused before any byte is sent */
     fd = it_tcp_connect_ok(port);
@@ -623,24 +496,24 @@ static void test_backup_disk_full_refused_keeps_nothing_and_older_copy(void **st
     expect_prefix(fd, "ERR disk-full ");
     /* and the connection goes on */
     it_send_str_ok(fd, "QUIT\n");
-    expect_line(fd, "BYE");
+    it_expect_line(fd, "BYE");
     close(fd);
 
     /* the lecture's size-less flow runs out of disk while streaming */
     fd = it_tcp_connect_ok(port);
     it_send_str_ok(fd, "keep");
-    expect_line(fd, "ACK");
+    it_expect_line(fd, "ACK");
     (void)stream_until_answer(fd, data, big);
     expect_prefix(fd, "ERR disk-full write failed after ");
     close(fd);
 
     assert_file(keep, "precious", 8);
     assert_dir_names(store, ".sockserv keep");
-    free(raw_list(port, &n));
+    free(it_backup_list(port, &n));
     assert_int_equal(n, 1);
     assert_int_equal(svc_metric(d, "b1", "uploads_rejected_disk_full"), 2);
     /* the space came back: a new upload fits */
-    raw_put_ok(port, "after", data, 64 * 1024, 1);
+    it_backup_put_ok(port, "after", data, 64 * 1024, 1);
     free(data);
     free(keep);
     free(store);
@@ -651,7 +524,7 @@ static void test_backup_disk_full_refused_keeps_nothing_and_older_copy(void **st
 
 static void test_backup_size_and_checksum_mismatch_refused_keep_nothing(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *store = it_path_in(fix(state)->dir, "files"), *doc = it_path_in(store, "doc");
     char hex[65], line[256], *listing;
     unsigned n;
@@ -659,17 +532,17 @@ static void test_backup_size_and_checksum_mismatch_refused_keep_nothing(void **s
     int fd;
 
     port = backup_listener(d, "b1", store, "");
-    raw_put_ok(port, "doc", "version one", 11, 1);
+    it_backup_put_ok(port, "doc", "version one", 11, 1);
 
     /* fewer bytes than the header said, then the client closes its side */
     fd = it_tcp_connect_ok(port);
     it_sha256_hex("0123456789", 10, hex);
     snprintf(line, sizeof(line), "PUT doc 10 %s\n", hex);
     it_send_str_ok(fd, line);
-    expect_line(fd, "OK");
+    it_expect_line(fd, "OK");
     it_send_str_ok(fd, "0123");
     assert_int_equal(shutdown(fd, SHUT_WR), 0);
-    expect_line(fd, "ERR size-mismatch the client closed after 4 of 10 bytes; nothing kept");
+    it_expect_line(fd, "ERR size-mismatch the client closed after 4 of 10 bytes; nothing kept");
     expect_eof(fd);
     close(fd);
 
@@ -678,17 +551,17 @@ static void test_backup_size_and_checksum_mismatch_refused_keep_nothing(void **s
     it_sha256_hex("other", 5, hex);
     snprintf(line, sizeof(line), "PUT doc 5 %s\n", hex);
     it_send_str_ok(fd, line);
-    expect_line(fd, "OK");
+    it_expect_line(fd, "OK");
     it_send_str_ok(fd, "hello");
     expect_prefix(fd, "ERR checksum-mismatch received content has sha256 ");
     /* the connection goes on */
     it_send_str_ok(fd, "QUIT\n");
-    expect_line(fd, "BYE");
+    it_expect_line(fd, "BYE");
     close(fd);
 
     assert_file(doc, "version one", 11);
     assert_dir_names(store, ".sockserv doc");
-    listing = raw_list(port, &n);
+    listing = it_backup_list(port, &n);
     assert_int_equal(n, 1);
     assert_contains(listing, "doc 1 11 ", "LIST");
     free(listing);
@@ -702,7 +575,7 @@ static void test_backup_size_and_checksum_mismatch_refused_keep_nothing(void **s
 
 static void test_backup_second_upload_keeps_first_as_version(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *store = it_path_in(fix(state)->dir, "files"), *src = it_path_in(fix(state)->dir, "cfg");
     char *out = it_path_in(fix(state)->dir, "restored"), *cur = it_path_in(store, "app.conf");
     char ps[8], *l1, *l2;
@@ -754,7 +627,7 @@ static void test_backup_second_upload_keeps_first_as_version(void **state)
 
 static void test_backup_replace_swaps_and_reject_refuses(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *rep = it_path_in(fix(state)->dir, "rep"), *rej = it_path_in(fix(state)->dir, "rej");
     char *src = it_path_in(fix(state)->dir, "src"), *rep_doc = it_path_in(rep, "doc");
     char *rej_doc = it_path_in(rej, "doc"), ps[8], *listing;
@@ -774,7 +647,7 @@ static void test_backup_replace_swaps_and_reject_refuses(void **state)
     /* replace: the new copy takes the name, the older one is gone */
     cli_put_ok(src, "doc", rep_port, 2);
     assert_file(rep_doc, "new!", 4);
-    listing = raw_list(rep_port, &n);
+    listing = it_backup_list(rep_port, &n);
     assert_int_equal(n, 1);
     assert_contains(listing, "doc 2 4 ", "LIST");
     free(listing);
@@ -787,10 +660,10 @@ static void test_backup_replace_swaps_and_reject_refuses(void **state)
     it_proc_fini(&p);
     fd = it_tcp_connect_ok(rej_port);
     it_send_str_ok(fd, "PUT doc 4\n");
-    expect_line(fd, "ERR exists doc exists and on_exists is reject");
+    it_expect_line(fd, "ERR exists doc exists and on_exists is reject");
     close(fd);
     assert_file(rej_doc, "old", 3);
-    listing = raw_list(rej_port, &n);
+    listing = it_backup_list(rej_port, &n);
     assert_int_equal(n, 1);
     free(listing);
     assert_int_equal(svc_metric(d, "rej", "uploads_rejected_exists"), 2);
@@ -876,7 +749,7 @@ static int whose(const uint8_t *buf, size_t n, uint8_t *const data[N_RACERS],
 
 static void test_backup_concurrent_uploads_same_name_end_consistent_and_listed(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *dir = fix(state)->dir;
     char *ver = it_path_in(dir, "ver"), *rep = it_path_in(dir, "rep"),
          *rej = it_path_in(dir, "rej");
@@ -891,7 +764,7 @@ static void test_backup_concurrent_uploads_same_name_end_consistent_and_listed(v
 
     for (int i = 0; i < N_RACERS; i++) {
         len[i] = 700 * 1024 + (size_t)i * 4099;
-        data[i] = pattern(len[i], 100 + (unsigned)i);
+        data[i] = it_pattern(len[i], 100 + (unsigned)i);
     }
     ver_port = backup_listener(d, "ver", ver, "");
     rep_port = backup_listener(d, "rep", rep, ",\"on_exists\":\"replace\"");
@@ -904,12 +777,12 @@ static void test_backup_concurrent_uploads_same_name_end_consistent_and_listed(v
             fail_msg("racer %d ended with %s under on_exists version", i,
                      it_status_str(r.status[i]));
     }
-    listing = raw_list(ver_port, &n);
+    listing = it_backup_list(ver_port, &n);
     assert_int_equal(n, N_RACERS);
     free(listing);
     for (unsigned v = 1; v <= N_RACERS; v++) {
         size_t got_n;
-        uint8_t *got = raw_get(ver_port, "shared", v, &got_n);
+        uint8_t *got = it_backup_get(ver_port, "shared", v, &got_n);
         int i = whose(got, got_n, data, len);
 
         if (i < 0 || seen[i])
@@ -923,12 +796,12 @@ static void test_backup_concurrent_uploads_same_name_end_consistent_and_listed(v
     race(dir, rep_port, data, len, &r);
     for (int i = 0; i < N_RACERS; i++)
         assert_true(it_status_is_exit0(r.status[i]));
-    listing = raw_list(rep_port, &n);
+    listing = it_backup_list(rep_port, &n);
     assert_int_equal(n, 1);
     free(listing);
     {
         size_t got_n;
-        uint8_t *got = raw_get(rep_port, "shared", 0, &got_n);
+        uint8_t *got = it_backup_get(rep_port, "shared", 0, &got_n);
 
         assert_true(whose(got, got_n, data, len) >= 0);
         free(got);
@@ -958,12 +831,12 @@ static void test_backup_concurrent_uploads_same_name_end_consistent_and_listed(v
     assert_int_equal(winners, 1);
     {
         size_t got_n;
-        uint8_t *got = raw_get(rej_port, "shared", 0, &got_n);
+        uint8_t *got = it_backup_get(rej_port, "shared", 0, &got_n);
 
         assert_int_equal(whose(got, got_n, data, len), winner);
         free(got);
     }
-    listing = raw_list(rej_port, &n);
+    listing = it_backup_list(rej_port, &n);
     assert_int_equal(n, 1);
     free(listing);
     assert_dir_names(rej, ".sockserv shared");
@@ -992,7 +865,7 @@ static void test_backup_bad_names_refused_with_bad_name(void **state)
         {"PUT a%7Fb 1\n", "name contains a control character"},
         {"GET ..%2Fescape\n", "name contains /"},
     };
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *store = it_path_in(fix(state)->dir, "files"), cmd[600], want[300], *listing;
     char name[257], *escape = it_path_in(fix(state)->dir, "escape");
     unsigned n;
@@ -1004,18 +877,18 @@ static void test_backup_bad_names_refused_with_bad_name(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         it_send_str_ok(fd, bad[i].cmd);
         snprintf(want, sizeof(want), "ERR bad-name %s", bad[i].why);
-        expect_line(fd, want);
+        it_expect_line(fd, want);
     }
     /* 256 bytes is one too many; 255 is fine */
     memset(name, 'n', 256);
     name[256] = '\0';
     snprintf(cmd, sizeof(cmd), "PUT %s 1\n", name);
     it_send_str_ok(fd, cmd);
-    expect_line(fd, "ERR bad-name name is longer than 255 bytes");
+    it_expect_line(fd, "ERR bad-name name is longer than 255 bytes");
     name[255] = '\0';
     snprintf(cmd, sizeof(cmd), "PUT %s 1\n", name);
     it_send_str_ok(fd, cmd);
-    expect_line(fd, "OK");
+    it_expect_line(fd, "OK");
     it_send_str_ok(fd, "x");
     snprintf(want, sizeof(want), "STORED %s 1 1 ", name);
     expect_prefix(fd, want);
@@ -1024,19 +897,19 @@ static void test_backup_bad_names_refused_with_bad_name(void **state)
     /* the lecture's flow: a bare name that breaks the rules is refused, then closed */
     fd = it_tcp_connect_ok(port);
     it_send_str_ok(fd, "../escape");
-    expect_line(fd, "ERR bad-name name contains /");
+    it_expect_line(fd, "ERR bad-name name contains /");
     expect_eof(fd);
     close(fd);
     fd = it_tcp_connect_ok(port);
     it_send_str_ok(fd, "tab\there");
-    expect_line(fd, "ERR bad-name name contains a control character");
+    it_expect_line(fd, "ERR bad-name name contains a control character");
     expect_eof(fd);
     close(fd);
 
     snprintf(want, sizeof(want), ".sockserv %s", name);
     assert_dir_names(store, want);
     assert_no_entry(escape);
-    listing = raw_list(port, &n);
+    listing = it_backup_list(port, &n);
     assert_int_equal(n, 1);
     free(listing);
     assert_int_equal(svc_metric(d, "b1", "uploads_rejected_bad_name"), 12);
@@ -1046,7 +919,7 @@ static void test_backup_bad_names_refused_with_bad_name(void **state)
 
 static void test_backup_planted_symlink_never_followed(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *dir = fix(state)->dir;
     char *store = it_path_in(dir, "files"), *outside = it_path_in(dir, "outside");
     char *secret = it_path_in(outside, "secret"), *link = it_path_in(store, "link.txt");
@@ -1065,11 +938,11 @@ static void test_backup_planted_symlink_never_followed(void **state)
 
     fd = it_tcp_connect_ok(port);
     it_send_str_ok(fd, "PUT link.txt 6\n");
-    expect_line(fd, "ERR exists link.txt is taken by something that is not a regular file");
+    it_expect_line(fd, "ERR exists link.txt is taken by something that is not a regular file");
     it_send_str_ok(fd, "PUT linkdir 6\n");
-    expect_line(fd, "ERR exists linkdir is taken by something that is not a regular file");
+    it_expect_line(fd, "ERR exists linkdir is taken by something that is not a regular file");
     it_send_str_ok(fd, "GET link.txt\n");
-    expect_line(fd, "ERR not-found no file link.txt");
+    it_expect_line(fd, "ERR not-found no file link.txt");
     close(fd);
     fd = it_tcp_connect_ok(port);
     it_send_str_ok(fd, "link.txt");
@@ -1084,7 +957,7 @@ static void test_backup_planted_symlink_never_followed(void **state)
     /* the target outside is untouched and nothing appeared beside it */
     assert_file(secret, "secret", 6);
     assert_dir_names(outside, "secret");
-    free(raw_list(port, &n));
+    free(it_backup_list(port, &n));
     assert_int_equal(n, 0);
     free(out);
     free(dlink);
@@ -1098,10 +971,10 @@ static void test_backup_planted_symlink_never_followed(void **state)
 
 static void test_backup_limits_refused_before_any_byte_and_while_streaming(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *dir = fix(state)->dir;
     char *lim = it_path_in(dir, "lim"), *quo = it_path_in(dir, "quo");
-    uint8_t *data = pattern(4000, 5);
+    uint8_t *data = it_pattern(4000, 5);
     uint16_t lim_port, quo_port;
     unsigned n;
     int fd;
@@ -1112,10 +985,10 @@ static void test_backup_limits_refused_before_any_byte_and_while_streaming(void 
     /* the header says too much: refused at once, before any content */
     fd = it_tcp_connect_ok(lim_port);
     it_send_str_ok(fd, "PUT big 1001\n");
-    expect_line(fd, "ERR too-large 1001 bytes is over max_file_size 1000");
+    it_expect_line(fd, "ERR too-large 1001 bytes is over max_file_size 1000");
     /* the limit itself fits */
     it_send_str_ok(fd, "PUT fits 1000\n");
-    expect_line(fd, "OK");
+    it_expect_line(fd, "OK");
     it_send_ok(fd, data, 1000);
     expect_prefix(fd, "STORED fits 1 1000 ");
     close(fd);
@@ -1123,31 +996,31 @@ static void test_backup_limits_refused_before_any_byte_and_while_streaming(void 
     /* the lecture's flow: the limit is enforced as the bytes arrive */
     fd = it_tcp_connect_ok(lim_port);
     it_send_str_ok(fd, "bare-big");
-    expect_line(fd, "ACK");
+    it_expect_line(fd, "ACK");
     (void)stream_until_answer(fd, data, 4000);
-    expect_line(fd, "ERR too-large over max_file_size 1000; nothing kept");
+    it_expect_line(fd, "ERR too-large over max_file_size 1000; nothing kept");
     close(fd);
     assert_dir_names(lim, ".sockserv fits");
-    free(raw_list(lim_port, &n));
+    free(it_backup_list(lim_port, &n));
     assert_int_equal(n, 1);
     assert_int_equal(svc_metric(d, "lim", "uploads_rejected_too_large"), 2);
 
     /* the quota: 2000 of 2500 bytes used */
-    raw_put_ok(quo_port, "a", data, 1000, 1);
-    raw_put_ok(quo_port, "b", data + 1000, 1000, 1);
+    it_backup_put_ok(quo_port, "a", data, 1000, 1);
+    it_backup_put_ok(quo_port, "b", data + 1000, 1000, 1);
     fd = it_tcp_connect_ok(quo_port);
     it_send_str_ok(fd, "PUT c 600\n");
-    expect_line(fd,
-                "ERR quota 600 bytes would exceed quota_bytes 2500 (2000 stored, 0 in progress)");
+    it_expect_line(
+        fd, "ERR quota 600 bytes would exceed quota_bytes 2500 (2000 stored, 0 in progress)");
     close(fd);
     fd = it_tcp_connect_ok(quo_port);
     it_send_str_ok(fd, "bare-quota");
-    expect_line(fd, "ACK");
+    it_expect_line(fd, "ACK");
     (void)stream_until_answer(fd, data, 800);
-    expect_line(fd, "ERR quota over quota_bytes 2500; nothing kept");
+    it_expect_line(fd, "ERR quota over quota_bytes 2500; nothing kept");
     close(fd);
     assert_dir_names(quo, ".sockserv a b");
-    free(raw_list(quo_port, &n));
+    free(it_backup_list(quo_port, &n));
     assert_int_equal(n, 2);
     assert_int_equal(svc_metric(d, "quo", "uploads_rejected_quota"), 2);
     assert_int_equal(svc_metric(d, "quo", "uploads_started"), 3);
@@ -1171,7 +1044,7 @@ static uint64_t fs_used(const char *path)
 
 static void test_backup_headers_alone_hold_no_disk(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *mnt = tmpfs_path(state), *store = it_path_in(mnt, "store");
     uint64_t before, after;
     int fd[N_HEADERS];
@@ -1188,7 +1061,7 @@ static void test_backup_headers_alone_hold_no_disk(void **state)
         fd[i] = it_tcp_connect_ok(port);
         snprintf(hdr, sizeof(hdr), "PUT r%d.bin 4294967296\n", i);
         it_send_str_ok(fd[i], hdr);
-        expect_line(fd[i], "OK");
+        it_expect_line(fd[i], "OK");
     }
     it_assert_metric_eventually(d, "h", "service.uploads_started", N_HEADERS, IT_WAIT_MS);
     after = fs_used(mnt);
@@ -1208,9 +1081,9 @@ static void test_backup_headers_alone_hold_no_disk(void **state)
 
 static void test_backup_upload_below_min_rate_cut(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *dir = it_path_in(fix(state)->dir, "slow");
-    uint8_t *data = pattern(256 * 1024, 9);
+    uint8_t *data = it_pattern(256 * 1024, 9);
     int64_t deadline;
     struct pollfd pfd;
     uint16_t port;
@@ -1219,12 +1092,12 @@ static void test_backup_upload_below_min_rate_cut(void **state)
     port =
         backup_listener(d, "slow", dir, ",\"min_rate_bytes_per_s\":100000,\"min_rate_window_s\":1");
     /* A client that keeps up is not cut. */
-    raw_put_ok(port, "fast", data, 256 * 1024, 1);
+    it_backup_put_ok(port, "fast", data, 256 * 1024, 1);
 
     /* One byte every 20 ms is far below 100000 bytes/s: cut once a window has passed. */
     fd = it_tcp_connect_ok(port);
     it_send_str_ok(fd, "PUT trickle 1000000\n");
-    expect_line(fd, "OK");
+    it_expect_line(fd, "OK");
     deadline = it_now_ms() + 10000;
     for (;;) {
         pfd = (struct pollfd){.fd = fd, .events = POLLIN};
@@ -1261,10 +1134,10 @@ static void *racer_main(void *arg)
 
 static void test_backup_quota_holds_across_concurrent_uploads(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *dir = it_path_in(fix(state)->dir, "q");
     size_t n = 2 * MIB;
-    uint8_t *data = pattern(n, 11);
+    uint8_t *data = it_pattern(n, 11);
     struct racer r[2];
     pthread_t t[2];
     unsigned stored = 0, refused = 0;
@@ -1277,7 +1150,7 @@ static void test_backup_quota_holds_across_concurrent_uploads(void **state)
         r[i] = (struct racer){.fd = it_tcp_connect_ok(port), .data = data, .n = n};
         snprintf(hdr, sizeof(hdr), "PUT q%d %zu\n", i, n);
         it_send_str_ok(r[i].fd, hdr);
-        expect_line(r[i].fd, "OK");
+        it_expect_line(r[i].fd, "OK");
     }
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_create(&t[i], NULL, racer_main, &r[i]), 0);
@@ -1304,7 +1177,7 @@ static void test_backup_quota_holds_across_concurrent_uploads(void **state)
  * upload under way is stored (and listed) or refused with an ERR line. */
 static void test_backup_options_changed_while_running(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *dir = it_path_in(fix(state)->dir, "live");
     uint16_t port = backup_listener(d, "live", dir, "");
     char line[LINE_CAP];
@@ -1312,10 +1185,10 @@ static void test_backup_options_changed_while_running(void **state)
     unsigned n;
     int fd;
 
-    raw_put_ok(port, "a", "first", 5, 1);
+    it_backup_put_ok(port, "a", "first", 5, 1);
     fd = it_tcp_connect_ok(port);
     it_send_str_ok(fd, "PUT b 10\n");
-    expect_line(fd, "OK");
+    it_expect_line(fd, "OK");
     it_send_ok(fd, "01234", 5);
     res = it_http_expect(d, "PATCH", "/api/v1/listeners/live",
                          "{\"options\":{\"quota_bytes\":1000000,\"min_rate_bytes_per_s\":0}}", 200);
@@ -1335,8 +1208,8 @@ static void test_backup_options_changed_while_running(void **state)
     json_decref(body);
     close(fd);
     /* The listener goes on in its directory, under the new options. */
-    raw_put_ok(port, "a", "second", 6, 2);
-    free(raw_list(port, &n));
+    it_backup_put_ok(port, "a", "second", 6, 2);
+    free(it_backup_list(port, &n));
     assert_true(n >= 2);
     fd = it_tcp_connect_ok(port);
     it_send_str_ok(fd, "PUT big 1000001\n");
@@ -1363,10 +1236,10 @@ static bool is_listed(void *arg)
 
 static void test_backup_lecture_client_stored_unverified(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *store = it_path_in(fix(state)->dir, "files"), *stored = it_path_in(store, "lecture.txt");
     size_t len = 300 * 1024 + 5;
-    uint8_t *data = pattern(len, 6);
+    uint8_t *data = it_pattern(len, 6);
     struct listed l;
     json_t *body, *files, *file;
     char hex[65], *line;
@@ -1377,7 +1250,7 @@ static void test_backup_lecture_client_stored_unverified(void **state)
     /* exactly as the lecture: one write of the bare name, the ack, the content, close */
     fd = it_tcp_connect_ok(port);
     it_send_str_ok(fd, "lecture.txt");
-    expect_line(fd, "ACK");
+    it_expect_line(fd, "ACK");
     it_send_ok(fd, data, len);
     close(fd);
 
@@ -1407,12 +1280,12 @@ static void test_backup_lecture_client_stored_unverified(void **state)
 
 static void test_backup_restore_by_protocol_without_pacing(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *dir = fix(state)->dir;
     char *store = it_path_in(dir, "files"), *src = it_path_in(dir, "big.bin"), line[LINE_CAP];
     char hex[65], want[200], *all = NULL;
     size_t len = 6 * MIB + 7, all_len = 0, hl;
-    uint8_t *data = pattern(len, 7), *got = malloc(len);
+    uint8_t *data = it_pattern(len, 7), *got = malloc(len);
     uint16_t port;
     int fd, r;
 
@@ -1426,15 +1299,15 @@ static void test_backup_restore_by_protocol_without_pacing(void **state)
     /* a GET, the whole content with no acknowledgement, then the next command */
     fd = it_tcp_connect_ok(port);
     it_send_str_ok(fd, "GET big.bin\n");
-    expect_line(fd, want);
+    it_expect_line(fd, want);
     r = it_recv_exact(fd, got, len, IT_IO_TIMEOUT_MS);
     if (r < 0)
         fail_msg("receiving the content: %s", strerror(-r));
     assert_memory_equal(got, data, len);
     it_send_str_ok(fd, "LIST\n");
-    expect_line(fd, "OK 1");
+    it_expect_line(fd, "OK 1");
     it_recv_line(fd, line, sizeof(line));
-    expect_line(fd, "END");
+    it_expect_line(fd, "END");
     close(fd);
 
     /* `printf 'GET big.bin\n' | nc -N`: one write, the sending side shut, read to the end */
@@ -1455,12 +1328,12 @@ static void test_backup_restore_by_protocol_without_pacing(void **state)
     fd = it_tcp_connect_ok(port);
     it_send_str_ok(fd, "GET big.bin\nGET big.bin 1\nQUIT\n");
     for (int i = 0; i < 2; i++) {
-        expect_line(fd, want);
+        it_expect_line(fd, want);
         memset(got, 0, len);
         assert_int_equal(it_recv_exact(fd, got, len, IT_IO_TIMEOUT_MS), 0);
         assert_memory_equal(got, data, len);
     }
-    expect_line(fd, "BYE");
+    it_expect_line(fd, "BYE");
     expect_eof(fd);
     close(fd);
     assert_int_equal(svc_metric(d, "b1", "restores"), 4);
@@ -1473,12 +1346,12 @@ static void test_backup_restore_by_protocol_without_pacing(void **state)
 
 static void test_backup_restore_by_cli_and_rest_identical(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *dir = fix(state)->dir;
     char *store = it_path_in(dir, "files"), *src = it_path_in(dir, "src.bin");
     char *out1 = it_path_in(dir, "v1.bin"), *out2 = it_path_in(dir, "v2.bin"), ps[8];
     size_t len1 = 5 * MIB + 3, len2 = 2 * MIB + 11;
-    uint8_t *v1 = pattern(len1, 8), *v2 = pattern(len2, 9);
+    uint8_t *v1 = it_pattern(len1, 8), *v2 = it_pattern(len2, 9);
     struct it_http h;
     struct it_proc p;
     uint16_t port;
@@ -1540,7 +1413,7 @@ static void test_backup_cli_exit_codes(void **state)
         {"put", "file", "127.0.0.1", "70000", NULL},
         {"put", "file", "--name", "a/b", "127.0.0.1", NULL},
     };
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *store = it_path_in(fix(state)->dir, "files"), *out = it_path_in(fix(state)->dir, "out");
     char *file = it_path_in(fix(state)->dir, "file"), ps[8], closed[8];
     uint16_t port, free_port = 0;

@@ -19,7 +19,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include <stdarg.h>
@@ -32,11 +31,6 @@
 
 #define MSG_LEN 64
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
 /* An answer with the headers a script reads. */
 struct answer {
     long status;
@@ -44,75 +38,30 @@ struct answer {
     json_t *json;
 };
 
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-    struct it_http *b = arg;
-    char *grown = realloc(b->body, b->body_len + size * n + 1);
-
-    if (!grown)
-        return 0;
-    memcpy(grown + b->body_len, p, size * n);
-    b->body = grown;
-    b->body_len += size * n;
-    b->body[b->body_len] = '\0';
-    return size * n;
-}
-
-static size_t on_header(char *p, size_t size, size_t n, void *arg)
-{
-    struct answer *a = arg;
-    size_t len = size * n;
-
-    if (len > 6 && strncasecmp(p, "ETag:", 5) == 0) {
-        const char *v = p + 5;
-        size_t vlen;
-
-        while (*v == ' ')
-            v++;
-        vlen = (size_t)(p + len - v);
-        while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n'))
-            vlen--;
-        snprintf(a->etag, sizeof(a->etag), "%.*s", (int)vlen, v);
-    }
-    return len;
-}
-
 /* A request with an optional If-Match; asserts that an answer came. */
 static void req(const struct it_daemon *d, const char *method, const char *path, const char *body,
                 const char *if_match, struct answer *ret)
 {
-    struct it_http b = {0};
-    struct curl_slist *h = NULL;
-    char url[512], im[128];
-    CURL *c = curl_easy_init();
-    CURLcode rc;
+    char im[128];
+    const char *const headers[] = {if_match ? im : NULL, NULL};
+    struct it_http r;
 
     memset(ret, 0, sizeof(*ret));
-    assert_non_null(c);
-    snprintf(url, sizeof(url), "%s%s", d->url, path);
-    h = curl_slist_append(h, "Content-Type: application/json");
-    if (if_match) {
-        snprintf(im, sizeof(im), "If-Match: %s", if_match);
-        h = curl_slist_append(h, im);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    if (body)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, ret);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    rc = curl_easy_perform(c);
-    if (rc != CURLE_OK)
-        fail_msg("%s %s: %s", method, path, curl_easy_strerror(rc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &ret->status);
-    ret->json = b.body ? json_loads(b.body, 0, NULL) : NULL;
-    free(b.body);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
+    snprintf(im, sizeof(im), "If-Match: %s", if_match ? if_match : "");
+    if (it_http_request(d,
+                        &(struct it_req){.method = method,
+                                         .path = path,
+                                         .body = body,
+                                         .body_len = body ? strlen(body) : 0,
+                                         .content_type = "application/json",
+                                         .headers = headers},
+                        &r) < 0)
+        fail_msg("%s %s: %s", method, path, r.error);
+    ret->status = r.status;
+    if (!it_http_header(&r, "ETag", ret->etag, sizeof(ret->etag)))
+        ret->etag[0] = '\0';
+    ret->json = json_incref(r.json);
+    it_http_fini(&r);
 }
 
 static void answer_fini(struct answer *a)
@@ -201,18 +150,16 @@ static bool port_can_be_bound(uint16_t port)
 /* One echo round trip on an open connection. */
 static bool round_trip(int fd, unsigned k)
 {
-    char out[MSG_LEN], in[MSG_LEN];
+    char out[MSG_LEN];
 
     memset(out, '.', sizeof(out));
     memcpy(out, &k, sizeof(k));
-    return it_send_all(fd, out, sizeof(out), IT_IO_TIMEOUT_MS) == 0 &&
-           it_recv_exact(fd, in, sizeof(in), IT_IO_TIMEOUT_MS) == 0 &&
-           memcmp(in, out, sizeof(in)) == 0;
+    return it_echo_round_trip(fd, out, sizeof(out), IT_IO_TIMEOUT_MS) == 0;
 }
 
 static void test_config_put_bind_failure_half_way_rolls_everything_back(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t pa, pb, held, moved_to = free_port(), created_on = free_port();
     json_t *before, *after, *ra, *rb;
     char etag[64], etag_after[64], body[2048], *state_before, *state_after;
@@ -289,7 +236,7 @@ static void test_config_put_bind_failure_half_way_rolls_everything_back(void **s
 
 static void test_config_unchanged_listener_is_not_touched(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = it_listener_create_port(
         d, "{\"id\":\"keep\",\"service\":\"echo\",\"port\":0,\"model\":\"sequential\"}");
     json_t *cfg = config_get(d, NULL, 0), *set, *keep_before, *keep_after;
@@ -336,7 +283,7 @@ static void test_config_unchanged_listener_is_not_touched(void **state)
 
 static void test_config_stale_etag_gets_412_and_changes_nothing(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char etag[64], l_etag[64], body[256];
     json_t *cfg, *after;
     struct answer a;
@@ -400,7 +347,7 @@ static void test_config_stale_etag_gets_412_and_changes_nothing(void **state)
 
 static void test_config_dry_run_changes_nothing(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = free_port(), held;
     char etag[64], etag_after[64], body[512], *state_before, *state_after;
     json_t *before, *after, *diff;
@@ -470,7 +417,7 @@ static void test_config_dry_run_changes_nothing(void **state)
 
 static void test_config_revisions_listed_and_restored(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     json_int_t r1, r2, r3;
     json_t *set1, *now, *list, *rev;
     char path[128];
@@ -602,7 +549,7 @@ static bool drain_is_over(void *arg)
 
 static void test_config_port_change_under_load_no_failed_round_trip(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t old_port, new_port = free_port();
     struct client c[4];
     pthread_t t[4];
@@ -671,7 +618,7 @@ static int ctl(const struct it_daemon *d, const char *const *args, const char *i
 
 static void test_config_ctl_verbs_and_exit_codes(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_fixture *f = *state;
     char file[600], set[512];
     uint16_t held;
@@ -770,7 +717,7 @@ static void test_config_ctl_verbs_and_exit_codes(void **state)
 
 static void test_config_ctl_files_download_verified_and_atomic(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_fixture *f = *state;
     static const char content[] = "kept by the backup listener\n";
     char hdr[64], out[600], *got, *reply = NULL;
@@ -823,7 +770,7 @@ static void history_health(const struct it_daemon *d, char *status, char *proble
 
 static void restart(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     int status;
     int64_t ms;
 
@@ -843,7 +790,7 @@ static void create_echo(const struct it_daemon *d, const char *id)
 
 static void test_config_never_configured_has_etag_r0(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *body = "{\"listeners\":[{\"id\":\"e\",\"service\":\"echo\",\"port\":0}]}";
     char etag[64];
     struct answer a;
@@ -867,7 +814,7 @@ static void test_config_never_configured_has_etag_r0(void **state)
 
 static void test_config_emptied_history_never_reuses_a_revision(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char path[IT_PATH_MAX + 32], status[256], problem[256], etag[64];
     struct answer a;
     json_t *c;
@@ -919,7 +866,7 @@ static void test_config_emptied_history_never_reuses_a_revision(void **state)
 
 static void test_config_damaged_history_is_reported(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char path[IT_PATH_MAX + 32], status[256], problem[256];
     size_t len = 0;
     char *text, *damaged;
@@ -1093,6 +1040,5 @@ int main(void)
             teardown_small),
     };
 
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,7 +19,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include <stdarg.h>
@@ -244,39 +243,24 @@ static void test_confine_state_file_naming_it_refused_at_start(void **state)
 
 /* ---- the token file's directory ---- */
 
-static size_t on_body(char *buf, size_t size, size_t nmemb, void *arg)
-{
-    json_t **ret = arg;
-    size_t n = size * nmemb;
-
-    if (!*ret)
-        *ret = json_loadb(buf, n, 0, NULL);
-    return n;
-}
-
 /* POST /api/v1/listeners body with the token; returns the status, *ret_json the body. */
 static long post_with_token(const struct it_daemon *d, const char *body, json_t **ret_json)
 {
-    struct curl_slist *h = NULL;
-    char url[256];
-    long status = 0;
-    CURL *c = curl_easy_init();
+    struct it_http r;
+    long status;
 
-    assert_non_null(c);
-    *ret_json = NULL;
-    snprintf(url, sizeof(url), "%s/api/v1/listeners", d->url);
-    h = curl_slist_append(h, "Authorization: Bearer " TOKEN);
-    h = curl_slist_append(h, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, ret_json);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    assert_int_equal(curl_easy_perform(c), CURLE_OK);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
+    assert_int_equal(it_http_request(d,
+                                     &(struct it_req){.method = "POST",
+                                                      .path = "/api/v1/listeners",
+                                                      .body = body,
+                                                      .body_len = strlen(body),
+                                                      .content_type = "application/json",
+                                                      .token = TOKEN},
+                                     &r),
+                     0);
+    status = r.status;
+    *ret_json = json_incref(r.json);
+    it_http_fini(&r);
     return status;
 }
 
@@ -613,6 +597,5 @@ int main(void)
     };
 #undef T
 
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,28 +43,12 @@
     "%F %T %:z %z %Z|%-d|%_H|%e|%j|%s|%%|%c|%V %G %g %u %w %U %W|%I %l %p %P %r|%R %D %x %X|%C "   \
     "%y %h %B %A %k %-j %0e"
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
 static int64_t wall_s(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec;
-}
-
-/* The counters that must have a value now (those counted before the reply is sent). */
-static void assert_metric_now(const struct it_daemon *d, const char *id, const char *name,
-                              uint64_t want)
-{
-    uint64_t got = it_metric(d, id, name);
-
-    if (got != want)
-        fail_msg("listener %s: %s is %llu, want %llu", id, name, (unsigned long long)got,
-                 (unsigned long long)want);
 }
 
 static uint16_t create_date(const struct it_daemon *d, const char *id, const char *transport,
@@ -295,20 +279,20 @@ static void run_udp_zone(const struct it_daemon *d, const char *options, const c
     assert_string_equal(it_json_str(res, "options.format"), DATE_DEFAULT_FORMAT);
     json_decref(res);
 
-    assert_metric_now(d, "d1", "service.requests_date", 4);
-    assert_metric_now(d, "d1", "datagrams_in", 4);
-    assert_metric_now(d, "d1", "bytes_in", in);
+    it_assert_metric_now(d, "d1", "service.requests_date", 4);
+    it_assert_metric_now(d, "d1", "datagrams_in", 4);
+    it_assert_metric_now(d, "d1", "bytes_in", in);
     it_assert_metric_eventually(d, "d1", "datagrams_out", 4, IT_WAIT_MS);
     it_assert_metric_eventually(d, "d1", "bytes_out", out, IT_WAIT_MS);
-    assert_metric_now(d, "d1", "datagrams_dropped", 0);
-    assert_metric_now(d, "d1", "service.requests_iso", 0);
-    assert_metric_now(d, "d1", "service.requests_unix", 0);
-    assert_metric_now(d, "d1", "errors", 0);
+    it_assert_metric_now(d, "d1", "datagrams_dropped", 0);
+    it_assert_metric_now(d, "d1", "service.requests_iso", 0);
+    it_assert_metric_now(d, "d1", "service.requests_unix", 0);
+    it_assert_metric_now(d, "d1", "errors", 0);
 }
 
 static void test_date_udp_local_zone_matches_date_command(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     json_t *res;
 
     run_udp_zone(d, NULL, NULL);
@@ -319,40 +303,19 @@ static void test_date_udp_local_zone_matches_date_command(void **state)
 
 static void test_date_udp_europe_rome_matches_date_command(void **state)
 {
-    run_udp_zone(daemon_of(state), "{\"timezone\":\"Europe/Rome\"}", "Europe/Rome");
+    run_udp_zone(it_daemon_of(state), "{\"timezone\":\"Europe/Rome\"}", "Europe/Rome");
 }
 
 static void test_date_udp_utc_matches_date_command(void **state)
 {
-    run_udp_zone(daemon_of(state), "{\"timezone\":\"UTC\"}", "UTC");
+    run_udp_zone(it_daemon_of(state), "{\"timezone\":\"UTC\"}", "UTC");
 }
 
 /* The daemon of this test runs with TZ=ODD_ZONE: "local" is that zone, not the machine's. */
-static char *saved_tz;
-static bool had_tz;
-
 static int setup_daemon_in_odd_zone(void **state)
 {
-    const char *tz = getenv("TZ");
-
-    had_tz = tz != NULL;
-    saved_tz = tz ? strdup(tz) : NULL;
-    if (setenv("TZ", ODD_ZONE, 1) < 0)
-        return -1;
-    return it_fixture_setup(state);
-}
-
-static int teardown_daemon_in_odd_zone(void **state)
-{
-    int r = it_fixture_teardown(state);
-
-    if (had_tz)
-        (void)setenv("TZ", saved_tz, 1);
-    else
-        (void)unsetenv("TZ");
-    free(saved_tz);
-    saved_tz = NULL;
-    return r;
+    return it_fixture_setup_opts(
+        state, (struct it_daemon_opts){.env = (const char *const[]){"TZ=" ODD_ZONE, NULL}});
 }
 
 /* Checks "YYYY-MM-DDTHH:MM:SS+HH:MM\n" and returns the instant it names. */
@@ -438,16 +401,16 @@ static void run_iso_unix(const struct it_daemon *d, const char *id, uint16_t por
         assert_udp_like_date(reqs[i].host, port, reqs[i].req, strlen(reqs[i].req), zone,
                              reqs[i].iso ? "-Iseconds" : "+%s");
     }
-    assert_metric_now(d, id, "service.requests_iso", 4);
-    assert_metric_now(d, id, "service.requests_unix", 4);
-    assert_metric_now(d, id, "service.requests_date", dates);
-    assert_metric_now(d, id, "datagrams_dropped", 0);
+    it_assert_metric_now(d, id, "service.requests_iso", 4);
+    it_assert_metric_now(d, id, "service.requests_unix", 4);
+    it_assert_metric_now(d, id, "service.requests_date", dates);
+    it_assert_metric_now(d, id, "datagrams_dropped", 0);
     it_assert_metric_eventually(d, id, "datagrams_out", 8 + dates, IT_WAIT_MS);
 }
 
 static void test_date_udp_iso_and_unix_are_now(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char offset[7];
     uint16_t port;
 
@@ -459,13 +422,13 @@ static void test_date_udp_iso_and_unix_are_now(void **state)
 
 static void test_date_udp_local_zone_follows_daemon_tz(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char offset[7];
     uint16_t port;
 
-    /* The test's environment has TZ=ODD_ZONE, as the daemon's: date_cmd(NULL) runs in it. */
+    /* The daemon alone runs with TZ=ODD_ZONE: its "local" is that zone, not the test's. */
     port = create_date(d, "d1", "udp", NULL, NULL);
-    assert_udp_like_date("127.0.0.1", port, "date", 4, NULL, NULL);
+    assert_udp_like_date("127.0.0.1", port, "date", 4, ODD_ZONE, NULL);
     assert_udp_like_date("::1", port, "date", 4, ODD_ZONE, NULL);
     it_assert_metric_eventually(d, "d1", "datagrams_out", 2, IT_WAIT_MS);
 
@@ -479,7 +442,7 @@ static void test_date_udp_local_zone_follows_daemon_tz(void **state)
 
 static void test_date_udp_anything_else_gets_no_reply_and_is_counted(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char x200[200], date65[65], date64[64], buf[REPLY_CAP];
     static const char date_line[] = "Wed Nov 25 10:02:45 UTC 2026\n";
     uint64_t in_bytes = 0, out_bytes = 0;
@@ -527,15 +490,15 @@ static void test_date_udp_anything_else_gets_no_reply_and_is_counted(void **stat
     if (n != -ETIMEDOUT)
         fail_msg("over IPv6 a bad request got a reply: %zd bytes '%s'", n, n > 0 ? buf : "");
 
-    assert_metric_now(d, "d1", "datagrams_in", 9);
-    assert_metric_now(d, "d1", "bytes_in", in_bytes);
-    assert_metric_now(d, "d1", "service.dropped_unknown_request", 5);
-    assert_metric_now(d, "d1", "service.dropped_empty", 2);
-    assert_metric_now(d, "d1", "service.dropped_too_long", 2);
-    assert_metric_now(d, "d1", "service.requests_date", 0);
-    assert_metric_now(d, "d1", "datagrams_out", 0);
-    assert_metric_now(d, "d1", "bytes_out", 0);
-    assert_metric_now(d, "d1", "errors", 0);
+    it_assert_metric_now(d, "d1", "datagrams_in", 9);
+    it_assert_metric_now(d, "d1", "bytes_in", in_bytes);
+    it_assert_metric_now(d, "d1", "service.dropped_unknown_request", 5);
+    it_assert_metric_now(d, "d1", "service.dropped_empty", 2);
+    it_assert_metric_now(d, "d1", "service.dropped_too_long", 2);
+    it_assert_metric_now(d, "d1", "service.requests_date", 0);
+    it_assert_metric_now(d, "d1", "datagrams_out", 0);
+    it_assert_metric_now(d, "d1", "bytes_out", 0);
+    it_assert_metric_now(d, "d1", "errors", 0);
 
     /* The same sockets still get answers, and the first datagram each sees is its answer:
      * 64 bytes (the request word padded to the limit) is still a request. */
@@ -562,14 +525,14 @@ static void test_date_udp_anything_else_gets_no_reply_and_is_counted(void **stat
 
     it_assert_metric_eventually(d, "d1", "datagrams_out", 2, IT_WAIT_MS);
     it_assert_metric_eventually(d, "d1", "bytes_out", out_bytes, IT_WAIT_MS);
-    assert_metric_now(d, "d1", "datagrams_in", 11);
-    assert_metric_now(d, "d1", "bytes_in", in_bytes + sizeof(date64) + 4);
-    assert_metric_now(d, "d1", "service.requests_date", 2);
-    assert_metric_now(d, "d1", "datagrams_dropped", 9);
-    assert_metric_now(d, "d1", "service.dropped_unknown_request", 5);
-    assert_metric_now(d, "d1", "service.dropped_empty", 2);
-    assert_metric_now(d, "d1", "service.dropped_too_long", 2);
-    assert_metric_now(d, "d1", "errors", 0);
+    it_assert_metric_now(d, "d1", "datagrams_in", 11);
+    it_assert_metric_now(d, "d1", "bytes_in", in_bytes + sizeof(date64) + 4);
+    it_assert_metric_now(d, "d1", "service.requests_date", 2);
+    it_assert_metric_now(d, "d1", "datagrams_dropped", 9);
+    it_assert_metric_now(d, "d1", "service.dropped_unknown_request", 5);
+    it_assert_metric_now(d, "d1", "service.dropped_empty", 2);
+    it_assert_metric_now(d, "d1", "service.dropped_too_long", 2);
+    it_assert_metric_now(d, "d1", "errors", 0);
 }
 
 /* ---- TCP daytime ---- */
@@ -581,15 +544,11 @@ static size_t assert_daytime(const char *host, uint16_t port, const char *zone, 
     char what[128], *line = NULL;
     struct around a;
     size_t len = 0;
-    int fd, r;
+    int r;
 
     snprintf(what, sizeof(what), "daytime %s port %u", host, port);
     around_begin(&a, zone, arg);
-    fd = it_tcp_connect(host, port, IT_IO_TIMEOUT_MS);
-    if (fd < 0)
-        fail_msg("%s: connect: %s", what, strerror(-fd));
-    r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, &line, &len);
-    close(fd);
+    r = it_daytime(host, port, &line, &len);
     around_end(&a);
     if (r != 0) {
         fprintf(stderr, "# %s: read %zu bytes '%s'\n", what, len, line ? line : "");
@@ -614,20 +573,20 @@ static void run_daytime(const struct it_daemon *d, const char *model)
 
     it_assert_metric_eventually(d, "t1", "connections_active", 0, IT_WAIT_MS);
     it_assert_metric_eventually(d, "t1", "bytes_out", out, IT_WAIT_MS);
-    assert_metric_now(d, "t1", "connections_total", 2);
-    assert_metric_now(d, "t1", "service.requests_date", 2);
-    assert_metric_now(d, "t1", "bytes_in", 0);
-    assert_metric_now(d, "t1", "errors", 0);
+    it_assert_metric_now(d, "t1", "connections_total", 2);
+    it_assert_metric_now(d, "t1", "service.requests_date", 2);
+    it_assert_metric_now(d, "t1", "bytes_in", 0);
+    it_assert_metric_now(d, "t1", "errors", 0);
 }
 
 static void test_date_tcp_daytime_sequential_sends_line_and_closes(void **state)
 {
-    run_daytime(daemon_of(state), "sequential");
+    run_daytime(it_daemon_of(state), "sequential");
 }
 
 static void test_date_tcp_daytime_thread_sends_line_and_closes(void **state)
 {
-    run_daytime(daemon_of(state), "thread");
+    run_daytime(it_daemon_of(state), "thread");
 }
 
 /* ---- options ---- */
@@ -657,7 +616,7 @@ static void assert_create_refused(const struct it_daemon *d, const char *transpo
 
 static void test_date_options_bad_timezone_is_400_naming_it(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const bad[] = {
         "\"Mars/Olympus_Mons\"", "\"Europe\"", /* a directory */
         "\"zone.tab\"",                        /* a file that is no zone */
@@ -692,7 +651,7 @@ static void test_date_options_bad_timezone_is_400_naming_it(void **state)
 
 static void test_date_options_bad_format_is_400_naming_it(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const bad[] = {
         "\"%Q\"",    /* unknown conversion */
         "\"%Y%\"",   /* a lone % at the end */
@@ -748,7 +707,7 @@ static void test_date_options_bad_format_is_400_naming_it(void **state)
 
 static void test_date_options_format_is_honoured(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char options[256], arg[160];
     char offset[7];
     json_t *res;
@@ -787,24 +746,11 @@ static void test_date_options_format_is_honoured(void **state)
 
 static void run_cli(const char *const *args, struct it_proc *p, int64_t *ret_ms)
 {
-    const char *argv[16];
     int64_t t0 = it_now_ms();
-    size_t n = 0;
 
-    argv[n++] = it_bin();
-    argv[n++] = "date";
-    for (size_t i = 0; args[i] && n < 15; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    it_run(argv, NULL, 0, RUN_TIMEOUT_MS, p);
+    it_run_verb("date", args, NULL, 0, RUN_TIMEOUT_MS, p);
     if (ret_ms)
         *ret_ms = it_now_ms() - t0;
-    fprintf(stderr, "# sockserv date");
-    for (size_t i = 2; i < n; i++)
-        fprintf(stderr, " '%s'", argv[i]);
-    fprintf(stderr, " -> %s, stdout '%.*s', stderr '%.*s'\n",
-            p->timed_out ? "timed out" : it_status_str(p->status), (int)strcspn(p->out, "\n"),
-            p->out, (int)strcspn(p->err, "\n"), p->err);
 }
 
 /* Runs the client and asserts it prints what `date [arg]` prints in zone, and exits 0. */
@@ -830,7 +776,7 @@ static void assert_cli_like_date(const char *const *args, const char *zone, cons
 
 static void test_date_cli_prints_server_date(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char uport[8], tport[8];
 
     snprintf(uport, sizeof(uport), "%u",
@@ -849,11 +795,11 @@ static void test_date_cli_prints_server_date(void **state)
                          "Europe/Rome", "+%s");
 
     /* Each was one request, answered by these listeners. */
-    assert_metric_now(d, "u1", "service.requests_date", 2);
-    assert_metric_now(d, "u1", "service.requests_iso", 1);
-    assert_metric_now(d, "u1", "service.requests_unix", 1);
-    assert_metric_now(d, "u1", "datagrams_dropped", 0);
-    assert_metric_now(d, "t1", "service.requests_date", 2);
+    it_assert_metric_now(d, "u1", "service.requests_date", 2);
+    it_assert_metric_now(d, "u1", "service.requests_iso", 1);
+    it_assert_metric_now(d, "u1", "service.requests_unix", 1);
+    it_assert_metric_now(d, "u1", "datagrams_dropped", 0);
+    it_assert_metric_now(d, "t1", "service.requests_date", 2);
     it_assert_metric_eventually(d, "t1", "connections_total", 2, IT_WAIT_MS);
 }
 
@@ -1067,12 +1013,12 @@ static void test_date_defaults_on_1313_exist_and_answer(void **state)
         /* The client's default port is the service's. */
         assert_cli_like_date((const char *const[]){"127.0.0.1", NULL}, NULL, NULL);
         /* These listeners answered, not another program's. */
-        assert_metric_now(d, "date-udp", "service.requests_date", 3);
+        it_assert_metric_now(d, "date-udp", "service.requests_date", 3);
     }
     if (tcp_serves) {
         assert_daytime("127.0.0.1", DATE_DEFAULT_PORT, NULL, NULL);
         assert_cli_like_date((const char *const[]){"--tcp", "::1", NULL}, NULL, NULL);
-        assert_metric_now(d, "date-tcp", "service.requests_date", 2);
+        it_assert_metric_now(d, "date-tcp", "service.requests_date", 2);
     }
     if (!tcp_serves || !udp_serves)
         skip();
@@ -1086,7 +1032,7 @@ int main(void)
         T(test_date_udp_europe_rome_matches_date_command),
         T(test_date_udp_utc_matches_date_command),
         cmocka_unit_test_setup_teardown(test_date_udp_local_zone_follows_daemon_tz,
-                                        setup_daemon_in_odd_zone, teardown_daemon_in_odd_zone),
+                                        setup_daemon_in_odd_zone, it_fixture_teardown),
         T(test_date_udp_iso_and_unix_are_now),
         T(test_date_udp_anything_else_gets_no_reply_and_is_counted),
         T(test_date_tcp_daytime_sequential_sends_line_and_closes),

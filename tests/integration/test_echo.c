@@ -28,59 +28,13 @@
 
 #define N_CLIENTS 8
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
-/* Bytes that are not all the same, so that a reordering or a loss shows. */
-static char *pattern(size_t len, unsigned seed)
-{
-    char *p = malloc(len ? len : 1);
-
-    assert_non_null(p);
-    for (size_t i = 0; i < len; i++) {
-        seed = seed * 1103515245u + 12345u;
-        p[i] = (char)(seed >> 16);
-    }
-    return p;
-}
-
-/* The counters that must not move in a test, e.g. errors. */
-static void assert_metric_now(const struct it_daemon *d, const char *id, const char *name,
-                              uint64_t want)
-{
-    uint64_t got = it_metric(d, id, name);
-
-    if (got != want)
-        fail_msg("listener %s: %s is %llu, want %llu", id, name, (unsigned long long)got,
-                 (unsigned long long)want);
-}
-
-/* A connection that completed one round trip (so the server has accepted it). */
-static int connect_served(const char *host, uint16_t port, const char *msg)
-{
-    size_t len = strlen(msg);
-    char buf[64];
-    int fd;
-
-    assert_true(len < sizeof(buf));
-    fd = it_tcp_connect(host, port, IT_IO_TIMEOUT_MS);
-    if (fd < 0)
-        fail_msg("connect %s port %u: %s", host, port, strerror(-fd));
-    assert_int_equal(it_send_all(fd, msg, len, IT_IO_TIMEOUT_MS), 0);
-    assert_int_equal(it_recv_exact(fd, buf, len, IT_IO_TIMEOUT_MS), 0);
-    assert_memory_equal(buf, msg, len);
-    return fd;
-}
-
 /* ---- TCP stream ---- */
 
 static void run_stream(const struct it_daemon *d, const char *model)
 {
     const size_t big_len = 200000;
     char body[256], id[32];
-    char *big = pattern(big_len, 7);
+    char *big = it_pattern(big_len, 7);
     uint16_t port;
 
     snprintf(id, sizeof(id), "stream-%s", model);
@@ -97,23 +51,23 @@ static void run_stream(const struct it_daemon *d, const char *model)
 
     it_assert_metric_eventually(d, id, "connections_active", 0, IT_WAIT_MS);
     it_assert_metric_eventually(d, id, "bytes_out", 6 + big_len, IT_WAIT_MS);
-    assert_metric_now(d, id, "bytes_in", 6 + big_len);
-    assert_metric_now(d, id, "connections_total", 3);
-    assert_metric_now(d, id, "connections_rejected", 0);
-    assert_metric_now(d, id, "datagrams_in", 0);
-    assert_metric_now(d, id, "datagrams_out", 0);
-    assert_metric_now(d, id, "errors", 0);
+    it_assert_metric_now(d, id, "bytes_in", 6 + big_len);
+    it_assert_metric_now(d, id, "connections_total", 3);
+    it_assert_metric_now(d, id, "connections_rejected", 0);
+    it_assert_metric_now(d, id, "datagrams_in", 0);
+    it_assert_metric_now(d, id, "datagrams_out", 0);
+    it_assert_metric_now(d, id, "errors", 0);
     free(big);
 }
 
 static void test_echo_tcp_stream_sequential_echoes_v4_v6_with_exact_counts(void **state)
 {
-    run_stream(daemon_of(state), "sequential");
+    run_stream(it_daemon_of(state), "sequential");
 }
 
 static void test_echo_tcp_stream_thread_echoes_v4_v6_with_exact_counts(void **state)
 {
-    run_stream(daemon_of(state), "thread");
+    run_stream(it_daemon_of(state), "thread");
 }
 
 /* ---- TCP once ---- */
@@ -150,28 +104,28 @@ static void run_once(const struct it_daemon *d, const char *model)
 
     it_assert_metric_eventually(d, id, "connections_active", 0, IT_WAIT_MS);
     it_assert_metric_eventually(d, id, "bytes_out", 12, IT_WAIT_MS);
-    assert_metric_now(d, id, "bytes_in", 12);
-    assert_metric_now(d, id, "connections_total", 3);
-    assert_metric_now(d, id, "errors", 0);
+    it_assert_metric_now(d, id, "bytes_in", 12);
+    it_assert_metric_now(d, id, "connections_total", 3);
+    it_assert_metric_now(d, id, "errors", 0);
 }
 
 static void test_echo_tcp_once_sequential_echoes_then_closes(void **state)
 {
-    run_once(daemon_of(state), "sequential");
+    run_once(it_daemon_of(state), "sequential");
 }
 
 static void test_echo_tcp_once_thread_echoes_then_closes(void **state)
 {
-    run_once(daemon_of(state), "thread");
+    run_once(it_daemon_of(state), "thread");
 }
 
 /* ---- UDP ---- */
 
 static void test_echo_udp_echoes_v4_v6_with_exact_counts(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const size_t max = 65507;
-    char *big = pattern(max, 3), *mid = pattern(1200, 5);
+    char *big = it_pattern(max, 3), *mid = it_pattern(1200, 5);
     uint16_t port;
 
     port = it_listener_create_port(
@@ -183,18 +137,18 @@ static void test_echo_udp_echoes_v4_v6_with_exact_counts(void **state)
 
     it_assert_metric_eventually(d, "u1", "datagrams_out", 4, IT_WAIT_MS);
     it_assert_metric_eventually(d, "u1", "bytes_out", 4 + 5 + 1200 + max, IT_WAIT_MS);
-    assert_metric_now(d, "u1", "datagrams_in", 4);
-    assert_metric_now(d, "u1", "bytes_in", 4 + 5 + 1200 + max);
-    assert_metric_now(d, "u1", "datagrams_dropped", 0);
-    assert_metric_now(d, "u1", "connections_total", 0);
-    assert_metric_now(d, "u1", "errors", 0);
+    it_assert_metric_now(d, "u1", "datagrams_in", 4);
+    it_assert_metric_now(d, "u1", "bytes_in", 4 + 5 + 1200 + max);
+    it_assert_metric_now(d, "u1", "datagrams_dropped", 0);
+    it_assert_metric_now(d, "u1", "connections_total", 0);
+    it_assert_metric_now(d, "u1", "errors", 0);
     free(big);
     free(mid);
 }
 
 static void test_echo_udp_longer_than_max_datagram_is_dropped(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct sockaddr_in sa = {.sin_family = AF_INET};
     char buf[64];
     uint16_t port;
@@ -223,31 +177,31 @@ static void test_echo_udp_longer_than_max_datagram_is_dropped(void **state)
     assert_memory_equal(buf, "12345678", 8);
     close(fd);
     it_assert_metric_eventually(d, "u8", "datagrams_out", 1, IT_WAIT_MS);
-    assert_metric_now(d, "u8", "datagrams_in", 2);
+    it_assert_metric_now(d, "u8", "datagrams_in", 2);
 }
 
 /* ---- connections: active, concurrent, limited, idle ---- */
 
 static void test_echo_connections_active_rises_and_falls(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port;
     int c1, c2;
 
     port = it_listener_create_port(d, "{\"id\":\"e1\",\"service\":\"echo\",\"port\":0}");
-    assert_metric_now(d, "e1", "connections_active", 0);
+    it_assert_metric_now(d, "e1", "connections_active", 0);
 
-    c1 = connect_served("127.0.0.1", port, "one");
+    c1 = it_connect_echoed("127.0.0.1", port, "one");
     it_assert_metric_eventually(d, "e1", "connections_active", 1, IT_WAIT_MS);
-    c2 = connect_served("::1", port, "two");
+    c2 = it_connect_echoed("::1", port, "two");
     it_assert_metric_eventually(d, "e1", "connections_active", 2, IT_WAIT_MS);
 
     close(c1);
     it_assert_metric_eventually(d, "e1", "connections_active", 1, IT_WAIT_MS);
     close(c2);
     it_assert_metric_eventually(d, "e1", "connections_active", 0, IT_WAIT_MS);
-    assert_metric_now(d, "e1", "connections_total", 2);
-    assert_metric_now(d, "e1", "bytes_in", 6);
+    it_assert_metric_now(d, "e1", "connections_total", 2);
+    it_assert_metric_now(d, "e1", "bytes_in", 6);
 }
 
 struct client {
@@ -293,7 +247,7 @@ static void *client_main(void *arg)
 
 static void test_echo_thread_model_serves_concurrent_clients(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     pthread_barrier_t connected, served;
     struct client c[N_CLIENTS];
     pthread_t t[N_CLIENTS];
@@ -317,20 +271,20 @@ static void test_echo_thread_model_serves_concurrent_clients(void **state)
             fail_msg("client %d: %s: %s", i, c[i].step, strerror(-c[i].result));
 
     it_assert_metric_eventually(d, "e1", "connections_active", 0, IT_WAIT_MS);
-    assert_metric_now(d, "e1", "connections_total", N_CLIENTS);
-    assert_metric_now(d, "e1", "connections_rejected", 0);
+    it_assert_metric_now(d, "e1", "connections_total", N_CLIENTS);
+    it_assert_metric_now(d, "e1", "connections_rejected", 0);
 }
 
 static void test_echo_sequential_model_serves_one_at_a_time(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char buf[8];
     uint16_t port;
     int c1, c2;
 
     port = it_listener_create_port(
         d, "{\"id\":\"s1\",\"service\":\"echo\",\"port\":0,\"model\":\"sequential\"}");
-    c1 = connect_served("127.0.0.1", port, "first");
+    c1 = it_connect_echoed("127.0.0.1", port, "first");
     c2 = it_tcp_connect("::1", port, IT_IO_TIMEOUT_MS);
     assert_true(c2 >= 0);
     assert_int_equal(it_send_all(c2, "second", 6, IT_IO_TIMEOUT_MS), 0);
@@ -346,7 +300,7 @@ static void test_echo_sequential_model_serves_one_at_a_time(void **state)
 
 static void test_echo_max_connections_closes_extra_and_counts_it(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char *extra = NULL;
     size_t extra_len = 0;
     uint16_t port;
@@ -354,7 +308,7 @@ static void test_echo_max_connections_closes_extra_and_counts_it(void **state)
 
     port = it_listener_create_port(d, "{\"id\":\"m1\",\"service\":\"echo\",\"port\":0,"
                                       "\"model\":\"thread\",\"max_connections\":1}");
-    c1 = connect_served("127.0.0.1", port, "holder");
+    c1 = it_connect_echoed("127.0.0.1", port, "holder");
     it_assert_metric_eventually(d, "m1", "connections_active", 1, IT_WAIT_MS);
 
     /* The second is accepted by the kernel, then closed at once by the daemon. */
@@ -380,7 +334,7 @@ static void test_echo_max_connections_closes_extra_and_counts_it(void **state)
     it_assert_metric_eventually(d, "m1", "connections_active", 0, IT_WAIT_MS);
     it_assert_tcp_echo("127.0.0.1", port, "next", 4);
     it_assert_metric_eventually(d, "m1", "connections_total", 2, IT_WAIT_MS);
-    assert_metric_now(d, "m1", "connections_rejected", 1);
+    it_assert_metric_now(d, "m1", "connections_rejected", 1);
 }
 
 static void run_idle(const struct it_daemon *d, const char *model)
@@ -421,32 +375,19 @@ static void run_idle(const struct it_daemon *d, const char *model)
 
 static void test_echo_idle_connection_closed_after_timeout_thread(void **state)
 {
-    run_idle(daemon_of(state), "thread");
+    run_idle(it_daemon_of(state), "thread");
 }
 
 static void test_echo_idle_connection_closed_after_timeout_sequential(void **state)
 {
-    run_idle(daemon_of(state), "sequential");
+    run_idle(it_daemon_of(state), "sequential");
 }
 
 /* ---- the sockserv echo client ---- */
 
-static void run_cli(const char *const *args, const void *in, size_t in_len, struct it_proc *p)
+static void run_echo(const char *const *args, const void *in, size_t in_len, struct it_proc *p)
 {
-    const char *argv[16];
-    size_t n = 0;
-
-    argv[n++] = it_bin();
-    argv[n++] = "echo";
-    for (size_t i = 0; args[i] && n < 15; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    it_run(argv, in, in_len, 20000, p);
-    fprintf(stderr, "# sockserv echo");
-    for (size_t i = 2; i < n; i++)
-        fprintf(stderr, " '%s'", argv[i]);
-    fprintf(stderr, " -> %s, stdout %zu bytes, stderr: %s\n",
-            p->timed_out ? "timed out" : it_status_str(p->status), p->out_len, p->err);
+    it_run_verb("echo", args, in, in_len, 20000, p);
 }
 
 static void assert_cli_reply(const char *const *args, const void *in, size_t in_len,
@@ -454,7 +395,7 @@ static void assert_cli_reply(const char *const *args, const void *in, size_t in_
 {
     struct it_proc p;
 
-    run_cli(args, in, in_len, &p);
+    run_echo(args, in, in_len, &p);
     assert_int_equal(it_proc_exit_code(&p), 0);
     assert_int_equal(p.out_len, want_len);
     assert_memory_equal(p.out, want, want_len);
@@ -463,7 +404,7 @@ static void assert_cli_reply(const char *const *args, const void *in, size_t in_
 
 static void test_echo_cli_tcp_message_prints_reply(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char port[8], oport[8];
 
     snprintf(port, sizeof(port), "%u",
@@ -486,9 +427,9 @@ static void test_echo_cli_tcp_message_prints_reply(void **state)
 
 static void test_echo_cli_tcp_stdin_prints_reply(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const size_t big_len = 300000;
-    char *big = pattern(big_len, 11);
+    char *big = it_pattern(big_len, 11);
     char port[8];
 
     snprintf(port, sizeof(port), "%u",
@@ -503,7 +444,7 @@ static void test_echo_cli_tcp_stdin_prints_reply(void **state)
 
 static void test_echo_cli_udp_prints_reply(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char port[8];
 
     snprintf(port, sizeof(port), "%u",
@@ -515,12 +456,12 @@ static void test_echo_cli_udp_prints_reply(void **state)
     assert_cli_reply((const char *const[]){"--udp", "::1", port, NULL}, "from stdin\n", 11,
                      "from stdin\n", 11);
     it_assert_metric_eventually(d, "u1", "datagrams_in", 3, IT_WAIT_MS);
-    assert_metric_now(d, "u1", "bytes_in", 4 + 2 + 11);
+    it_assert_metric_now(d, "u1", "bytes_in", 4 + 2 + 11);
 }
 
 static void test_echo_cli_terminal_prompts_for_message(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *shown;
     char port[8];
     struct it_proc p;
@@ -572,7 +513,7 @@ static void test_echo_cli_unreachable_exits_1(void **state)
     assert_int_equal(getsockname(tfd, (struct sockaddr *)&sa, &len), 0);
     snprintf(port, sizeof(port), "%u", ntohs(sa.sin_port));
 
-    run_cli((const char *const[]){"127.0.0.1", port, "hello", NULL}, NULL, 0, &p);
+    run_echo((const char *const[]){"127.0.0.1", port, "hello", NULL}, NULL, 0, &p);
     assert_int_equal(it_proc_exit_code(&p), 1);
     assert_int_equal(p.out_len, 0);
     assert_non_null(strstr(p.err, "refused"));
@@ -583,8 +524,8 @@ static void test_echo_cli_unreachable_exits_1(void **state)
     assert_true(ufd >= 0);
     snprintf(uport, sizeof(uport), "%u", up);
     t0 = it_now_ms();
-    run_cli((const char *const[]){"--udp", "--timeout", "300", "127.0.0.1", uport, "hello", NULL},
-            NULL, 0, &p);
+    run_echo((const char *const[]){"--udp", "--timeout", "300", "127.0.0.1", uport, "hello", NULL},
+             NULL, 0, &p);
     assert_int_equal(it_proc_exit_code(&p), 1);
     assert_true(it_now_ms() - t0 >= 250);
     snprintf(want, sizeof(want), "no reply from 127.0.0.1:%s within 300 ms", uport);
@@ -594,8 +535,8 @@ static void test_echo_cli_unreachable_exits_1(void **state)
 
     /* UDP to a closed port: refused (or silent), exit 1 either way. */
     close(ufd);
-    run_cli((const char *const[]){"--udp", "--timeout", "1000", "127.0.0.1", uport, "x", NULL},
-            NULL, 0, &p);
+    run_echo((const char *const[]){"--udp", "--timeout", "1000", "127.0.0.1", uport, "x", NULL},
+             NULL, 0, &p);
     assert_int_equal(it_proc_exit_code(&p), 1);
     assert_true(p.err_len > 0);
     it_proc_fini(&p);
@@ -622,7 +563,7 @@ static void test_echo_cli_bad_usage_exits_2(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct it_proc p;
 
-        run_cli(cases[i], NULL, 0, &p);
+        run_echo(cases[i], NULL, 0, &p);
         assert_int_equal(it_proc_exit_code(&p), 2);
         assert_int_equal(p.out_len, 0);
         assert_non_null(strstr(p.err, "--help"));
@@ -635,7 +576,7 @@ static void test_echo_cli_help_exits_0(void **state)
     struct it_proc p;
 
     (void)state;
-    run_cli((const char *const[]){"--help", NULL}, NULL, 0, &p);
+    run_echo((const char *const[]){"--help", NULL}, NULL, 0, &p);
     assert_int_equal(it_proc_exit_code(&p), 0);
     assert_non_null(strstr(p.out, "sockserv echo"));
     assert_non_null(strstr(p.out, "--udp"));

@@ -20,7 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include <stdarg.h>
@@ -40,7 +39,7 @@
 #define SIGTERM_EXIT_MS 2000        /* the daemon exits within this on SIGTERM with streams open */
 #define CONNECTION_TIMEOUT_MS 30000 /* the API's idle connection timeout */
 
-/* ---- an event stream client: libcurl's multi interface, one transfer, pumped on demand ---- */
+/* ---- an event stream client over the harness's streamed response ---- */
 
 struct sse_event {
     uint64_t id;
@@ -51,19 +50,8 @@ struct sse_event {
 };
 
 struct sse {
-    CURLM *multi;
-    CURL *easy;
-    struct curl_slist *hdrs;
-    char *buf; /* received, not yet parsed */
-    size_t len, cap;
-    bool oom;
-    long status;
-    char content_type[128];
-    char cache_control[128];
-    char accel_buffering[64];
-    bool done;       /* the transfer ended */
-    CURLcode result; /* how, once done */
-    long retry_ms;   /* the last "retry:" field; -1 before any */
+    struct it_stream *st;
+    long retry_ms; /* the last "retry:" field; -1 before any */
     unsigned keepalives;
 };
 
@@ -73,83 +61,9 @@ static void sse_event_fini(struct sse_event *ev)
     memset(ev, 0, sizeof(*ev));
 }
 
-static size_t sse_on_body(char *data, size_t size, size_t nmemb, void *arg)
+static bool sse_ended(const struct sse *s)
 {
-    struct sse *s = arg;
-    size_t n = size * nmemb;
-
-    if (s->len + n + 1 > s->cap) {
-        size_t cap = (s->len + n + 1) * 2;
-        char *nb = realloc(s->buf, cap);
-
-        if (!nb) {
-            s->oom = true;
-            return 0;
-        }
-        s->buf = nb;
-        s->cap = cap;
-    }
-    memcpy(s->buf + s->len, data, n);
-    s->len += n;
-    s->buf[s->len] = '\0';
-    return n;
-}
-
-static void copy_header(const char *line, size_t len, size_t name_len, char *dst, size_t cap)
-{
-    const char *v = line + name_len;
-    size_t n = len - name_len;
-
-    while (n > 0 && (*v == ' ' || *v == '\t')) {
-        v++;
-        n--;
-    }
-    while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
-        n--;
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(dst, v, n);
-    dst[n] = '\0';
-}
-
-static size_t sse_on_header(char *line, size_t size, size_t nmemb, void *arg)
-{
-    struct sse *s = arg;
-    size_t n = size * nmemb;
-
-    if (n > 9 && strncmp(line, "HTTP/1.", 7) == 0)
-        s->status = strtol(line + 9, NULL, 10);
-    else if (n > 13 && strncasecmp(line, "Content-Type:", 13) == 0)
-        copy_header(line, n, 13, s->content_type, sizeof(s->content_type));
-    else if (n > 14 && strncasecmp(line, "Cache-Control:", 14) == 0)
-        copy_header(line, n, 14, s->cache_control, sizeof(s->cache_control));
-    else if (n > 18 && strncasecmp(line, "X-Accel-Buffering:", 18) == 0)
-        copy_header(line, n, 18, s->accel_buffering, sizeof(s->accel_buffering));
-    return n;
-}
-
-/* Waits up to wait_ms for the transfer's sockets, then moves it on (libcurl reads what came). */
-static void sse_pump(struct sse *s, int wait_ms)
-{
-    CURLMsg *m;
-    int running, queued;
-
-    if (wait_ms > 0)
-        (void)curl_multi_poll(s->multi, NULL, 0, wait_ms, NULL);
-    (void)curl_multi_perform(s->multi, &running);
-    while ((m = curl_multi_info_read(s->multi, &queued))) {
-        if (m->msg == CURLMSG_DONE) {
-            s->done = true;
-            s->result = m->data.result;
-        }
-    }
-}
-
-static int left(int64_t deadline)
-{
-    int64_t l = deadline - it_now_ms();
-
-    return l <= 0 ? 0 : l > 1000 ? 1000 : (int)l;
+    return it_stream_end(s->st) != -EINPROGRESS;
 }
 
 /* Starts a stream from base (an http:// URL) with Last-Event-ID last_id (NULL: none) and waits
@@ -157,35 +71,14 @@ static int left(int64_t deadline)
 static void sse_open_url(struct sse *s, const char *base, const char *last_id)
 {
     char url[256], hdr[128];
-    int64_t deadline = it_now_ms() + IT_IO_TIMEOUT_MS;
+    const char *const headers[] = {"Accept: text/event-stream", last_id ? hdr : NULL, NULL};
 
     memset(s, 0, sizeof(*s));
     s->retry_ms = -1;
-    s->multi = curl_multi_init();
-    s->easy = curl_easy_init();
-    assert_non_null(s->multi);
-    assert_non_null(s->easy);
     snprintf(url, sizeof(url), "%s/api/v1/events", base);
-    curl_easy_setopt(s->easy, CURLOPT_URL, url);
-    curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, sse_on_body);
-    curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
-    curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, sse_on_header);
-    curl_easy_setopt(s->easy, CURLOPT_HEADERDATA, s);
-    s->hdrs = curl_slist_append(NULL, "Accept: text/event-stream");
-    if (last_id) {
-        snprintf(hdr, sizeof(hdr), "Last-Event-ID: %s", last_id);
-        s->hdrs = curl_slist_append(s->hdrs, hdr);
-    }
-    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->hdrs);
-    assert_int_equal(curl_multi_add_handle(s->multi, s->easy), CURLM_OK);
-    sse_pump(s, 0);
-    while (s->status == 0 && !s->done && it_now_ms() < deadline)
-        sse_pump(s, left(deadline));
-    if (s->status == 0)
-        fail_msg("GET %s: no answer within %d ms (%s)", url, IT_IO_TIMEOUT_MS,
-                 s->done ? curl_easy_strerror(s->result) : "still waiting");
-    if (s->status == 503)
+    snprintf(hdr, sizeof(hdr), "Last-Event-ID: %s", last_id ? last_id : "");
+    s->st = it_stream_open(NULL, &(struct it_req){.url = url, .headers = headers});
+    if (it_stream_head(s->st)->status == 503)
         fail_msg("GET %s: 503: the daemon serves no event stream (it must give its event bus to "
                  "api_server_start())",
                  url);
@@ -198,12 +91,7 @@ static void sse_open(struct sse *s, const struct it_daemon *d, const char *last_
 
 static void sse_close(struct sse *s)
 {
-    if (s->multi && s->easy)
-        curl_multi_remove_handle(s->multi, s->easy);
-    curl_easy_cleanup(s->easy);
-    curl_multi_cleanup(s->multi);
-    curl_slist_free_all(s->hdrs);
-    free(s->buf);
+    it_stream_close(s->st);
     memset(s, 0, sizeof(*s));
 }
 
@@ -226,14 +114,16 @@ static void data_add(struct sse_event *ev, const char *line, size_t n)
 static bool sse_parse(struct sse *s, struct sse_event *ev)
 {
     for (;;) {
-        char *end = s->buf ? strstr(s->buf, "\n\n") : NULL;
+        size_t len;
+        char *buf = it_stream_data(s->st, &len);
+        char *end = buf ? strstr(buf, "\n\n") : NULL;
         char *p;
         bool is_event = false;
 
         if (!end)
             return false;
         memset(ev, 0, sizeof(*ev));
-        for (p = s->buf; p < end + 1;) {
+        for (p = buf; p < end + 1;) {
             char *nl = memchr(p, '\n', (size_t)(end + 1 - p));
             size_t n = (size_t)(nl - p);
 
@@ -247,7 +137,7 @@ static bool sse_parse(struct sse *s, struct sse_event *ev)
                 ev->has_id = true;
                 is_event = true;
             } else if (n > 7 && strncmp(p, "event: ", 7) == 0) {
-                copy_header(p, n, 7, ev->type, sizeof(ev->type));
+                snprintf(ev->type, sizeof(ev->type), "%.*s", (int)(n - 7), p + 7);
                 is_event = true;
             } else if (n >= 5 && strncmp(p, "data:", 5) == 0) {
                 size_t skip = n > 5 && p[5] == ' ' ? 6 : 5;
@@ -259,14 +149,21 @@ static bool sse_parse(struct sse *s, struct sse_event *ev)
             }
             p = nl + 1;
         }
-        s->len -= (size_t)(end + 2 - s->buf);
-        memmove(s->buf, end + 2, s->len + 1);
+        it_stream_consume(s->st, (size_t)(end + 2 - buf));
         if (is_event) {
             ev->at_ms = it_now_ms();
             return true;
         }
         sse_event_fini(ev);
     }
+}
+
+/* At most a second, at least 0, until deadline. */
+static int left(int64_t deadline)
+{
+    int64_t l = deadline - it_now_ms();
+
+    return l <= 0 ? 0 : l > 1000 ? 1000 : (int)l;
 }
 
 /* The next event within timeout_ms: 0, -ETIMEDOUT, or -EPIPE when the stream ended. */
@@ -276,18 +173,19 @@ static int sse_next(struct sse *s, int timeout_ms, struct sse_event *ev)
     bool came = true; /* the last look at the socket brought bytes (or there was none yet) */
 
     for (;;) {
-        size_t before = s->len;
+        size_t before, after;
 
-        assert_false(s->oom);
         if (sse_parse(s, ev))
             return 0;
-        if (s->done)
+        if (sse_ended(s))
             return -EPIPE;
         /* Past the deadline, what the socket already holds is still read. */
         if (it_now_ms() >= deadline && !came)
             return -ETIMEDOUT;
-        sse_pump(s, left(deadline));
-        came = s->len != before;
+        (void)it_stream_data(s->st, &before);
+        it_stream_pump(s->st, left(deadline));
+        (void)it_stream_data(s->st, &after);
+        came = after != before;
     }
 }
 
@@ -298,7 +196,7 @@ static void sse_next_ok(struct sse *s, int timeout_ms, struct sse_event *ev)
 
     if (r < 0)
         fail_msg("no event within %d ms: %s", timeout_ms,
-                 r == -EPIPE ? curl_easy_strerror(s->result) : "timed out");
+                 r == -EPIPE ? it_stream_error(s->st) : "timed out");
 }
 
 /* The next event that is not a metrics tick; asserts it comes within timeout_ms. */
@@ -333,9 +231,9 @@ static void sse_next_type(struct sse *s, const char *type, int timeout_ms, struc
     }
 }
 
-/* Reads until the stream ends, for at most timeout_ms; returns how it ended (-ETIMEDOUT if it
- * did not). */
-static int sse_wait_end(struct sse *s, int timeout_ms, CURLcode *ret_result)
+/* Reads until the stream ends, for at most timeout_ms; returns 0 with how it ended (see
+ * it_stream_end()) in *ret_end, or -ETIMEDOUT if it did not. */
+static int sse_wait_end(struct sse *s, int timeout_ms, int *ret_end)
 {
     int64_t deadline = it_now_ms() + timeout_ms;
     struct sse_event ev;
@@ -344,7 +242,7 @@ static int sse_wait_end(struct sse *s, int timeout_ms, CURLcode *ret_result)
         int r = sse_next(s, (int)(deadline > it_now_ms() ? deadline - it_now_ms() : 0), &ev);
 
         if (r == -EPIPE) {
-            *ret_result = s->result;
+            *ret_end = it_stream_end(s->st);
             return 0;
         }
         if (r < 0)
@@ -369,10 +267,12 @@ static json_t *event_json(const struct sse_event *ev)
 /* Asserts that s answered 200 with the event stream's headers. */
 static void assert_stream_headers(const struct sse *s)
 {
-    assert_int_equal(s->status, 200);
-    assert_string_equal(s->content_type, "text/event-stream");
-    assert_string_equal(s->cache_control, "no-store");
-    assert_string_equal(s->accel_buffering, "no");
+    const struct it_http *h = it_stream_head(s->st);
+
+    assert_int_equal(h->status, 200);
+    it_assert_header(h, "Content-Type", "text/event-stream");
+    it_assert_header(h, "Cache-Control", "no-store");
+    it_assert_header(h, "X-Accel-Buffering", "no");
 }
 
 /* Reads the snapshot that opens a stream; returns its data (new reference). */
@@ -394,16 +294,11 @@ static json_t *expect_snapshot(struct sse *s, uint64_t *ret_id)
     return j;
 }
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
 /* ---- what a stream starts with ---- */
 
 static void test_events_stream_starts_with_retry_and_snapshot(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct sse s;
     json_t *snap, *l;
 
@@ -451,7 +346,7 @@ static json_t *expect_state(struct sse *s, const char *id, const char *state)
 
 static void test_events_listener_lifecycle_arrives_in_order(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     const char *seen[64];
     size_t n = 0, revisions = 0;
     struct sse s;
@@ -537,7 +432,7 @@ static void test_events_listener_lifecycle_arrives_in_order(void **state)
 
 static void test_events_failed_start_reports_state_with_error(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char body[160];
     uint16_t port;
     struct sse s;
@@ -565,7 +460,7 @@ static void test_events_failed_start_reports_state_with_error(void **state)
 
 static void test_events_metrics_tick_every_second_and_counters_rise(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char msg[] = "0123456789abcdef0123456789abcdef";
     int64_t prev_at = 0;
     uint16_t port;
@@ -660,7 +555,7 @@ static void log_until(struct sse *s, struct log *l, const char *type, const char
 
 static void test_events_last_event_id_replays_exactly_the_missed_events(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct log *witness = calloc(1, sizeof(*witness)), *replay = calloc(1, sizeof(*replay));
     struct sse w, a, b;
     struct sse_event ev;
@@ -720,7 +615,7 @@ static void test_events_last_event_id_replays_exactly_the_missed_events(void **s
 
 static void test_events_unknown_last_event_id_gets_a_snapshot(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const ids[] = {"999999999", "not-a-number", ""};
     struct sse s;
 
@@ -738,7 +633,7 @@ static void test_events_unknown_last_event_id_gets_a_snapshot(void **state)
 
 static void test_events_last_event_id_out_of_the_ring_gets_a_snapshot(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct sse w, s;
     struct sse_event ev;
     uint64_t first;
@@ -860,7 +755,7 @@ static void jam(const struct it_daemon *d, const char *id, uint16_t peer_port, s
 
             while (sse_next(witness, 0, &ev) == 0)
                 sse_event_fini(&ev);
-            assert_false(witness->done);
+            assert_false(sse_ended(witness));
         }
         assert_int_equal(server_side(d->api_port, peer_port, &st, &txq), 0);
         still = txq > 0 && txq == before ? still + 1 : 0;
@@ -931,7 +826,7 @@ static void tick_check_read(struct tick_check *t, int wait_ms)
 
 static void test_events_stalled_client_delays_no_one(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char msg[] = "still echoing";
     struct tick_check t = {0};
     uint16_t echo_port, peer_port;
@@ -988,7 +883,7 @@ static void test_events_stalled_client_delays_no_one(void **state)
 
 static void test_events_stalled_client_is_cut_by_the_timeout(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t peer_port;
     unsigned st = 0;
     unsigned long txq = 0;
@@ -1016,9 +911,9 @@ static void test_events_stalled_client_is_cut_by_the_timeout(void **state)
 
 static void test_events_sigterm_with_two_streams_exits_0_within_2s(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct sse a, b;
-    CURLcode ra, rb;
+    int ra, rb;
     int status;
     int64_t ms;
 
@@ -1033,8 +928,8 @@ static void test_events_sigterm_with_two_streams_exits_0_within_2s(void **state)
     /* Both streams ended; the daemon finished them rather than cutting them. */
     assert_int_equal(sse_wait_end(&a, IT_IO_TIMEOUT_MS, &ra), 0);
     assert_int_equal(sse_wait_end(&b, IT_IO_TIMEOUT_MS, &rb), 0);
-    assert_int_equal(ra, CURLE_OK);
-    assert_int_equal(rb, CURLE_OK);
+    assert_int_equal(ra, 0);
+    assert_int_equal(rb, 0);
     sse_close(&a);
     sse_close(&b);
 }
@@ -1157,7 +1052,7 @@ static void test_events_server_stop_with_streams_returns_promptly(void **state)
     struct inproc *p = inproc_of(state);
     char big[8192];
     struct sse a, b;
-    CURLcode ra, rb;
+    int ra, rb;
     uint16_t peer_port;
     int64_t t0;
     int stalled;
@@ -1185,8 +1080,8 @@ static void test_events_server_stop_with_streams_returns_promptly(void **state)
     assert_true(it_now_ms() - t0 < 1000);
     assert_int_equal(sse_wait_end(&a, IT_IO_TIMEOUT_MS, &ra), 0);
     assert_int_equal(sse_wait_end(&b, IT_IO_TIMEOUT_MS, &rb), 0);
-    assert_int_equal(ra, CURLE_OK);
-    assert_int_equal(rb, CURLE_OK);
+    assert_int_equal(ra, 0);
+    assert_int_equal(rb, 0);
     /* Every subscription ended with its stream. */
     assert_false(core_events_has_subscribers(p->bus));
     close(stalled);
@@ -1226,6 +1121,5 @@ int main(void)
     };
 
     (void)signal(SIGPIPE, SIG_IGN);
-    (void)curl_global_init(CURL_GLOBAL_DEFAULT);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -150,14 +150,8 @@ static int faults_teardown(void **state)
 static struct copy copy_new(struct faults *w, size_t len)
 {
     struct copy c = {.len = len};
-    unsigned seed = ++w->seed * 2654435761u;
 
-    c.data = malloc(len ? len : 1);
-    assert_non_null(c.data);
-    for (size_t i = 0; i < len; i++) {
-        seed = seed * 1103515245u + 12345u;
-        c.data[i] = (uint8_t)(seed >> 16);
-    }
+    c.data = it_pattern(len, ++w->seed * 2654435761u);
     it_sha256_hex(c.data, len, c.hex);
     return c;
 }
@@ -208,23 +202,6 @@ static void subst(char *out, size_t cap, const char *tmpl, const char *name)
 static void start_plain(struct faults *w)
 {
     it_daemon_start_ok(&w->f->d, &(struct it_daemon_opts){.dir = w->f->dir});
-}
-
-/* SIGTERM: asserts a log with no sanitizer report (LeakSanitizer's comes at exit) and exit 0. */
-static void stop_clean(struct faults *w)
-{
-    struct it_daemon *d = &w->f->d;
-    int64_t ms;
-    int status;
-
-    if (it_daemon_stop(d, SIGTERM, IT_EXIT_TIMEOUT_MS, &status, &ms) < 0)
-        fail_msg("the daemon did not exit on SIGTERM");
-    /* First: LeakSanitizer reports at exit, and makes the exit status say so too. */
-    it_assert_no_sanitizer_report(d);
-    if (!it_status_is_exit0(status)) {
-        it_daemon_dump_stderr(d);
-        fail_msg("the daemon ended with %s on SIGTERM", it_status_str(status));
-    }
 }
 
 /* Finds strace, and checks that it may trace here (a container may forbid ptrace); skips the
@@ -745,31 +722,6 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The entries of dir (no . and ..), sorted, joined by spaces; NULL when dir is not there. */
-static char *dir_names(const char *dir)
-{
-    struct dirent **list = NULL;
-    size_t cap = 1, used = 0;
-    char *out;
-    int n = scandir(dir, &list, NULL, alphasort);
-
-    if (n < 0)
-        return NULL;
-    for (int i = 0; i < n; i++)
-        cap += strlen(list[i]->d_name) + 1;
-    out = calloc(1, cap);
-    assert_non_null(out);
-    for (int i = 0; i < n; i++) {
-        const char *name = list[i]->d_name;
-
-        if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0)
-            used += (size_t)snprintf(out + used, cap - used, "%s%s", used ? " " : "", name);
-        free(list[i]);
-    }
-    free(list);
-    return out;
-}
-
 /* Whether dir or one of the directories in it holds an entry whose name starts with .tmp- */
 static bool has_tmp(const char *dir, bool below)
 {
@@ -855,7 +807,7 @@ static void verify_store(struct faults *w)
         qsort(sorted, w->n_names, sizeof(sorted[0]), cmp_str);
     for (size_t i = 0; i < w->n_names; i++)
         used += (size_t)snprintf(want + used, sizeof(want) - used, " %s", sorted[i]);
-    got = dir_names(w->files);
+    got = it_dir_names(w->files);
     if (!got || strcmp(got, want) != 0)
         fail_msg("%s holds \"%s\", want \"%s\"", w->files, got ? got : "(nothing)", want);
     free(got);
@@ -897,7 +849,7 @@ static void world_setup(struct faults *w, bool replace)
     assert_int_equal(put_ok(w, port, "twice.bin", copy_new(w, DATA_LEN / 3)), 1);
     assert_int_equal(put_ok(w, port, "twice.bin", copy_new(w, DATA_LEN / 2)), 2);
     verify_store(w);
-    stop_clean(w);
+    it_daemon_stop_clean(&w->f->d);
 }
 
 /* Starts the daemon again on the same state directory and asserts what it restored; leaves it
@@ -957,7 +909,7 @@ static void test_faults_daemon_killed_mid_upload_keeps_stored_copies_only(void *
     assert_int_equal(put_ok(w, backup_port(d), "keep.bin", over), 2);
     verify_store(w);
     assert_survived(w, &base);
-    stop_clean(w);
+    it_daemon_stop_clean(&w->f->d);
 }
 
 /* ---- SIGKILL at each step of the commit ---- */
@@ -1103,7 +1055,7 @@ static void kill_at(struct faults *w, const struct step *s, const char *name, bo
     if (existing) {
         start_plain(w);
         assert_int_equal(put_ok(w, backup_port(d), name, copy_new(w, DATA_LEN / 3)), 1);
-        stop_clean(w);
+        it_daemon_stop_clean(&w->f->d);
     }
     snprintf(inject, sizeof(inject), "inject=%s:signal=SIGKILL:when=%u", s->syscall, s->when);
     start_traced(w, inject, log);
@@ -1126,7 +1078,7 @@ static void kill_at(struct faults *w, const struct step *s, const char *name, bo
     (void)put_ok(w, backup_port(d), name, copy_new(w, DATA_LEN / 2));
     verify_store(w);
     assert_survived(w, &base);
-    stop_clean(w);
+    it_daemon_stop_clean(&w->f->d);
 }
 
 static void kill_at_each_step(void **state, enum scenario sc)
@@ -1249,7 +1201,7 @@ static void fsync_fails_at(struct faults *w, const char *errno_name, const char 
 
     assert_int_equal(svc_metric(d, counter) - count0, n_refused);
     assert_survived(w, &base);
-    stop_clean(w);
+    it_daemon_stop_clean(&w->f->d);
     assert_injected(log, pid, nv, n_refused);
 }
 
@@ -1339,7 +1291,7 @@ static void test_faults_client_reset_mid_upload_keeps_nothing(void **state)
     copy_free(&b);
     verify_store(w);
     assert_survived(w, &base);
-    stop_clean(w);
+    it_daemon_stop_clean(&w->f->d);
 }
 
 /*
@@ -1413,7 +1365,7 @@ static void test_faults_client_reset_mid_echo_every_model_daemon_survives(void *
         it_assert_tcp_echo("127.0.0.1", ports[i], "after the reset", 15);
     }
     assert_survived(w, &base);
-    stop_clean(w);
+    it_daemon_stop_clean(&w->f->d);
 }
 
 /* ---- a port in use ---- */
@@ -1487,7 +1439,7 @@ static void test_faults_port_in_use_refused_409_changes_nothing(void **state)
     it_assert_tcp_echo("::1", port, "still here", 10);
     close(fd);
     assert_survived(w, &base);
-    stop_clean(w);
+    it_daemon_stop_clean(&w->f->d);
 }
 
 /* ---- a slow disk does not stall the API ---- */
@@ -1568,7 +1520,7 @@ static void test_faults_fsync_slow_change_leaves_the_api_answering(void **state)
     pthread_join(t, NULL);
     assert_int_equal(c.status, 201);
     assert_true(c.ms >= 2000);
-    stop_clean(w);
+    it_daemon_stop_clean(&w->f->d);
 }
 
 int main(void)

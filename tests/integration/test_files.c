@@ -11,7 +11,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include <stdarg.h>
@@ -26,154 +25,27 @@
 
 /* ---- HTTP with every header kept ---- */
 
-struct resp {
-    long status;
-    char headers[8192]; /* the last response's header lines, as received */
-    size_t headers_len;
-    char *body;
-    size_t body_len;
-    bool oom;
-};
-
-static size_t on_header(char *buf, size_t size, size_t nmemb, void *arg)
+/* method (GET or HEAD) of path; asserts that an answer came. Release with it_http_fini(). */
+static void request(const struct it_daemon *d, const char *method, const char *path,
+                    struct it_http *r)
 {
-    struct resp *r = arg;
-    size_t n = size * nmemb;
-
-    if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0)
-        r->headers_len = 0; /* a new response (after a 100 Continue) */
-    if (r->headers_len + n < sizeof(r->headers)) {
-        memcpy(r->headers + r->headers_len, buf, n);
-        r->headers_len += n;
-        r->headers[r->headers_len] = '\0';
-    }
-    return n;
+    if (it_http_request(d, &(struct it_req){.method = method, .path = path}, r) < 0)
+        fail_msg("%s %s: no answer (%s)", method, path, r->error);
 }
 
-static size_t on_body(char *buf, size_t size, size_t nmemb, void *arg)
-{
-    struct resp *r = arg;
-    size_t n = size * nmemb;
-    char *nb = realloc(r->body, r->body_len + n + 1);
-
-    if (!nb) {
-        r->oom = true;
-        return 0;
-    }
-    memcpy(nb + r->body_len, buf, n);
-    r->body = nb;
-    r->body_len += n;
-    r->body[r->body_len] = '\0';
-    return n;
-}
-
-/* method (GET or HEAD) of path; asserts that an answer came. Release with resp_fini(). */
-static void request(const struct it_daemon *d, const char *method, const char *path, struct resp *r)
-{
-    char url[1024];
-    CURLcode rc;
-    CURL *h = curl_easy_init();
-
-    memset(r, 0, sizeof(*r));
-    assert_non_null(h);
-    snprintf(url, sizeof(url), "%s%s", d->url, path);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L); /* ".." is sent as it is */
-    if (strcmp(method, "HEAD") == 0)
-        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-    else if (strcmp(method, "GET") != 0)
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-    rc = curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_easy_cleanup(h);
-    assert_false(r->oom);
-    if (rc != CURLE_OK)
-        fail_msg("%s %s: %s", method, url, curl_easy_strerror(rc));
-    if (!r->body)
-        r->body = calloc(1, 1);
-    assert_non_null(r->body);
-}
-
-static void resp_fini(struct resp *r)
-{
-    free(r->body);
-    r->body = NULL;
-}
-
-/* The value of header name (case-insensitive), copied into buf; NULL when absent. */
-static const char *header(const struct resp *r, const char *name, char *buf, size_t cap)
-{
-    size_t nl = strlen(name);
-
-    for (const char *p = r->headers; *p;) {
-        const char *eol = strstr(p, "\r\n");
-        size_t len = eol ? (size_t)(eol - p) : strlen(p);
-
-        if (len > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
-            const char *v = p + nl + 1;
-            size_t vlen = len - nl - 1;
-
-            while (vlen > 0 && *v == ' ') {
-                v++;
-                vlen--;
-            }
-            if (vlen >= cap)
-                vlen = cap - 1;
-            memcpy(buf, v, vlen);
-            buf[vlen] = '\0';
-            return buf;
-        }
-        p += len + (eol ? 2 : 0);
-    }
-    return NULL;
-}
-
-/* Asserts header name is value. */
-static void assert_header(const struct resp *r, const char *name, const char *value)
-{
-    char buf[2048];
-    const char *got = header(r, name, buf, sizeof(buf));
-
-    if (!got)
-        fail_msg("no %s header in:\n%s", name, r->headers);
-    if (strcmp(got, value) != 0)
-        fail_msg("%s: '%s', expected '%s'", name, got, value);
-}
-
-/* Asserts r is a problem+json with status (and field, when not NULL); returns its detail. */
-static void assert_problem(const struct resp *r, long status, const char *field,
+/* Asserts r is a problem+json with status and field (NULL: none), whose detail says
+ * detail_part (NULL: anything). */
+static void assert_problem(const struct it_http *r, long status, const char *field,
                            const char *detail_part)
 {
-    char ct[128];
-    json_t *j = json_loadb(r->body, r->body_len, 0, NULL);
-
-    if (r->status != status)
-        fail_msg("status %ld, expected %ld: %s", r->status, status, r->body);
-    assert_non_null(header(r, "Content-Type", ct, sizeof(ct)));
-    assert_string_equal(ct, "application/problem+json");
-    assert_non_null(j);
-    assert_int_equal(it_json_int(j, "status"), status);
-    if (field)
-        assert_string_equal(it_json_str(j, "field"), field);
-    else
-        assert_null(json_object_get(j, "field"));
-    if (detail_part && !strstr(it_json_str(j, "detail"), detail_part))
-        fail_msg("detail '%s' does not say '%s'", it_json_str(j, "detail"), detail_part);
-    json_decref(j);
+    it_assert_problem(r, status, field);
+    if (!field)
+        assert_null(json_object_get(r->json, "field"));
+    if (detail_part && !strstr(it_json_str(r->json, "detail"), detail_part))
+        fail_msg("detail '%s' does not say '%s'", it_json_str(r->json, "detail"), detail_part);
 }
 
 /* ---- storing files with the command line ---- */
-
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
 
 /* A backup listener on 127.0.0.1, port 0; returns its port. */
 static uint16_t backup_listener(const struct it_daemon *d, const char *id)
@@ -202,81 +74,70 @@ static void put(void **state, uint16_t port, const char *name, const void *conte
     it_proc_fini(&p);
 }
 
-/* A test pattern of len bytes, every byte value included. */
-static char *pattern(size_t len, unsigned seed)
-{
-    char *p = malloc(len ? len : 1);
-
-    assert_non_null(p);
-    for (size_t i = 0; i < len; i++)
-        p[i] = (char)((i * 31 + seed * 7 + (i >> 8)) & 0xff);
-    return p;
-}
-
 /* ---- tests ---- */
 
 static void test_files_download_is_the_bytes_with_attachment_headers(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     size_t len = 300 * 1024 + 7;
-    char *data = pattern(len, 1), cl[32];
+    char *data = it_pattern(len, 1), cl[32];
     uint16_t port = backup_listener(d, "b1");
-    struct resp r;
+    struct it_http r;
 
     put(state, port, "data.bin", data, len);
     request(d, "GET", "/api/v1/listeners/b1/files/data.bin", &r);
     assert_int_equal(r.status, 200);
-    assert_header(&r, "Content-Type", "application/octet-stream");
-    assert_header(&r, "Cache-Control", "no-store");
-    assert_header(&r, "Content-Disposition",
-                  "attachment; filename=\"data.bin\"; filename*=UTF-8''data.bin");
+    it_assert_header(&r, "Content-Type", "application/octet-stream");
+    it_assert_header(&r, "Cache-Control", "no-store");
+    it_assert_header(&r, "Content-Disposition",
+                     "attachment; filename=\"data.bin\"; filename*=UTF-8''data.bin");
     snprintf(cl, sizeof(cl), "%zu", len);
-    assert_header(&r, "Content-Length", cl);
+    it_assert_header(&r, "Content-Length", cl);
     assert_int_equal(r.body_len, len);
     assert_memory_equal(r.body, data, len);
-    resp_fini(&r);
+    it_http_fini(&r);
     free(data);
 }
 
 static void test_files_head_has_the_headers_and_no_body(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = backup_listener(d, "b1");
-    struct resp r;
+    struct it_http r;
 
     put(state, port, "notes.txt", "twelve bytes", 12);
     request(d, "HEAD", "/api/v1/listeners/b1/files/notes.txt", &r);
     assert_int_equal(r.status, 200);
-    assert_header(&r, "Content-Length", "12");
-    assert_header(&r, "Content-Type", "application/octet-stream");
-    assert_header(&r, "Cache-Control", "no-store");
+    it_assert_header(&r, "Content-Length", "12");
+    it_assert_header(&r, "Content-Type", "application/octet-stream");
+    it_assert_header(&r, "Cache-Control", "no-store");
     assert_int_equal(r.body_len, 0);
-    resp_fini(&r);
+    it_http_fini(&r);
 }
 
 static void test_files_name_with_unsafe_bytes_is_encoded_in_disposition(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = backup_listener(d, "b1");
-    struct resp r;
+    struct it_http r;
 
     /* "my "report"; è%.txt": a space, quotes, a semicolon, UTF-8 and a percent sign. */
     put(state, port, "my \"report\"; \xc3\xa8%.txt", "x", 1);
     request(d, "GET", "/api/v1/listeners/b1/files/my%20%22report%22%3B%20%C3%A8%25.txt", &r);
     assert_int_equal(r.status, 200);
-    assert_header(&r, "Content-Disposition",
-                  "attachment; filename=\"my _report_; ___.txt\"; "
-                  "filename*=UTF-8''my%20%22report%22%3B%20%C3%A8%25.txt");
+    it_assert_header(&r, "Content-Disposition",
+                     "attachment; filename=\"my _report_; ___.txt\"; "
+                     "filename*=UTF-8''my%20%22report%22%3B%20%C3%A8%25.txt");
     assert_int_equal(r.body_len, 1);
-    resp_fini(&r);
+    it_http_fini(&r);
 }
 
 static void test_files_version_1_is_the_older_copy(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = backup_listener(d, "b1");
     static const char first[] = "the first copy", second[] = "the second, longer copy";
-    struct resp r;
+    struct it_http r;
 
     put(state, port, "app.conf", first, sizeof(first) - 1);
     put(state, port, "app.conf", second, sizeof(second) - 1);
@@ -285,96 +146,96 @@ static void test_files_version_1_is_the_older_copy(void **state)
     assert_int_equal(r.status, 200);
     assert_int_equal(r.body_len, sizeof(first) - 1);
     assert_memory_equal(r.body, first, sizeof(first) - 1);
-    assert_header(&r, "Content-Disposition",
-                  "attachment; filename=\"app.conf\"; filename*=UTF-8''app.conf");
-    resp_fini(&r);
+    it_assert_header(&r, "Content-Disposition",
+                     "attachment; filename=\"app.conf\"; filename*=UTF-8''app.conf");
+    it_http_fini(&r);
     /* absent and 0 are the current copy */
     request(d, "GET", "/api/v1/listeners/b1/files/app.conf", &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, second);
-    resp_fini(&r);
+    it_http_fini(&r);
     request(d, "GET", "/api/v1/listeners/b1/files/app.conf?version=0", &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, second);
-    resp_fini(&r);
+    it_http_fini(&r);
     /* a version that was never stored */
     request(d, "GET", "/api/v1/listeners/b1/files/app.conf?version=7", &r);
     assert_problem(&r, 404, NULL, "7");
-    resp_fini(&r);
+    it_http_fini(&r);
 }
 
 static void test_files_bad_version_is_400_naming_version(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const bad[] = {"?version=",    "?version",     "?version=-1",
                                       "?version=one", "?version=1.5", "?version=99999999999"};
     uint16_t port = backup_listener(d, "b1");
     char path[128];
-    struct resp r;
+    struct it_http r;
 
     put(state, port, "f", "x", 1);
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         snprintf(path, sizeof(path), "/api/v1/listeners/b1/files/f%s", bad[i]);
         request(d, "GET", path, &r);
         assert_problem(&r, 400, "version", "version");
-        resp_fini(&r);
+        it_http_fini(&r);
     }
 }
 
 static void test_files_unknown_file_or_listener_is_404(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
-    struct resp r;
+    struct it_daemon *d = it_daemon_of(state);
+    struct it_http r;
 
     backup_listener(d, "b1");
     request(d, "GET", "/api/v1/listeners/b1/files/missing.txt", &r);
     assert_problem(&r, 404, NULL, "missing.txt");
-    resp_fini(&r);
+    it_http_fini(&r);
     request(d, "GET", "/api/v1/listeners/nope/files/x", &r);
     assert_problem(&r, 404, NULL, "nope");
-    resp_fini(&r);
+    it_http_fini(&r);
     request(d, "GET", "/api/v1/listeners/nope/files", &r);
     assert_problem(&r, 404, NULL, "nope");
-    resp_fini(&r);
+    it_http_fini(&r);
     /* a '/' in the name (%2F) is part of the name, never a separator, and no name holds one */
     request(d, "GET", "/api/v1/listeners/b1/files/a%2Fb", &r);
     assert_problem(&r, 400, "name", NULL);
-    resp_fini(&r);
+    it_http_fini(&r);
 }
 
 static void test_files_bad_name_is_400_naming_name(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     static const char *const bad[] = {"..", ".", "a%01b", "a%7Fb"};
     char path[128];
-    struct resp r;
+    struct it_http r;
 
     backup_listener(d, "b1");
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         snprintf(path, sizeof(path), "/api/v1/listeners/b1/files/%s", bad[i]);
         request(d, "GET", path, &r);
         assert_problem(&r, 400, "name", NULL);
-        resp_fini(&r);
+        it_http_fini(&r);
     }
 }
 
 static void test_files_service_without_files_is_404(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
-    struct resp r;
+    struct it_daemon *d = it_daemon_of(state);
+    struct it_http r;
 
     json_decref(it_listener_create(d, "{\"id\":\"e1\",\"service\":\"echo\",\"port\":0}"));
     request(d, "GET", "/api/v1/listeners/e1/files", &r);
     assert_problem(&r, 404, NULL, "keeps no files");
-    resp_fini(&r);
+    it_http_fini(&r);
     request(d, "GET", "/api/v1/listeners/e1/files/x", &r);
     assert_problem(&r, 404, NULL, "keeps no files");
-    resp_fini(&r);
+    it_http_fini(&r);
 }
 
 static void test_files_list_wraps_the_entries(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = backup_listener(d, "b1");
     json_t *j, *files, *f;
 
@@ -401,19 +262,19 @@ static void test_files_list_wraps_the_entries(void **state)
 
 static void test_files_routes_are_get_and_head_only(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     char allow[64];
-    struct resp r;
+    struct it_http r;
 
     backup_listener(d, "b1");
     request(d, "DELETE", "/api/v1/listeners/b1/files/x", &r);
     assert_problem(&r, 405, NULL, NULL);
-    assert_string_equal(header(&r, "Allow", allow, sizeof(allow)), "GET, HEAD");
-    resp_fini(&r);
+    assert_string_equal(it_http_header(&r, "Allow", allow, sizeof(allow)), "GET, HEAD");
+    it_http_fini(&r);
     request(d, "POST", "/api/v1/listeners/b1/files", &r);
     assert_problem(&r, 405, NULL, NULL);
-    assert_string_equal(header(&r, "Allow", allow, sizeof(allow)), "GET, HEAD");
-    resp_fini(&r);
+    assert_string_equal(it_http_header(&r, "Allow", allow, sizeof(allow)), "GET, HEAD");
+    it_http_fini(&r);
 }
 
 int main(void)

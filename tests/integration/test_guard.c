@@ -38,21 +38,6 @@
 #define FREE_FDS 8       /* fds left to the daemon under a lowered RLIMIT_NOFILE */
 #define MAX_FILL 64
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
-static void assert_metric_now(const struct it_daemon *d, const char *id, const char *name,
-                              uint64_t want)
-{
-    uint64_t got = it_metric(d, id, name);
-
-    if (got != want)
-        fail_msg("listener %s: %s is %llu, want %llu", id, name, (unsigned long long)got,
-                 (unsigned long long)want);
-}
-
 /* ---- the daemon as a process: fds, CPU time; after a test ---- */
 
 static int highest_fd(pid_t pid)
@@ -108,22 +93,6 @@ static void assert_recovered(const struct it_daemon *d, const struct it_resource
     delete_every_listener(d);
     it_assert_resources_back(d, base, IT_WAIT_MS);
     it_assert_no_sanitizer_report(d);
-}
-
-static void patch_listener(const struct it_daemon *d, const char *id, const char *body,
-                           json_t **ret)
-{
-    char path[128];
-    struct it_http r;
-
-    snprintf(path, sizeof(path), "/api/v1/listeners/%s", id);
-    assert_int_equal(
-        it_http_raw(d, "PATCH", path, body, strlen(body), "application/merge-patch+json", &r), 0);
-    if (r.status != 200)
-        fail_msg("PATCH %s %s -> %ld %s", id, body, r.status, r.body);
-    if (ret)
-        *ret = json_incref(r.json);
-    it_http_fini(&r);
 }
 
 /* ---- UDP ---- */
@@ -285,7 +254,7 @@ static bool traffic_moved(void *arg)
 
 static void test_guard_udp_datagram_from_own_listener_gets_no_reply(void **state)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     struct it_resources base = baseline(d);
     struct traffic t = {.d = d, .a = "a", .b = "b"};
     struct it_http r;
@@ -301,9 +270,9 @@ static void test_guard_udp_datagram_from_own_listener_gets_no_reply(void **state
     /* From B to A: answered, A's echo would go to B, and B's back to A, forever. */
     spoof_or_skip("127.0.0.1", pb, pa, "ping-pong");
     it_assert_metric_eventually(d, "a", "datagrams_dropped_loop", 1, IT_WAIT_MS);
-    assert_metric_now(d, "a", "datagrams_in", 1);
-    assert_metric_now(d, "a", "datagrams_dropped", 1);
-    assert_metric_now(d, "a", "datagrams_out", 0);
+    it_assert_metric_now(d, "a", "datagrams_in", 1);
+    it_assert_metric_now(d, "a", "datagrams_dropped", 1);
+    it_assert_metric_now(d, "a", "datagrams_out", 0);
     /* The exchange stopped within 2 packets: nothing moves over a while. */
     traffic_read(&t, t.seen);
     if (it_wait_until(QUIET_MS, traffic_moved, &t))
@@ -316,8 +285,8 @@ static void test_guard_udp_datagram_from_own_listener_gets_no_reply(void **state
     spoof_or_skip("127.0.0.2", pb, pa, "ping");
     spoof_or_skip("127.0.0.1", pc, pa, "ping");
     it_assert_metric_eventually(d, "a", "datagrams_dropped_loop", 3, IT_WAIT_MS);
-    assert_metric_now(d, "a", "datagrams_out", 0);
-    assert_metric_now(d, "b", "datagrams_in", 0);
+    it_assert_metric_now(d, "a", "datagrams_out", 0);
+    it_assert_metric_now(d, "b", "datagrams_in", 0);
 
     /* A client is answered as ever, and the counter is in the Prometheus text. */
     it_assert_udp_echo("127.0.0.1", pa, "hello", 5);
@@ -334,7 +303,7 @@ static void test_guard_udp_datagram_from_own_listener_gets_no_reply(void **state
 
 static void test_guard_udp_datagram_from_reflector_port_gets_no_reply(void **state)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     struct it_resources base = baseline(d);
     static const uint16_t ports[] = {7, 19, 0, 123};
     int catcher[4];
@@ -348,9 +317,9 @@ static void test_guard_udp_datagram_from_reflector_port_gets_no_reply(void **sta
     for (size_t i = 0; i < 4; i++)
         spoof_or_skip("127.0.0.1", ports[i], pa, "reflect me");
     it_assert_metric_eventually(d, "a", "datagrams_dropped_reflection", 4, IT_WAIT_MS);
-    assert_metric_now(d, "a", "datagrams_dropped", 4);
-    assert_metric_now(d, "a", "datagrams_out", 0);
-    assert_metric_now(d, "a", "datagrams_dropped_loop", 0);
+    it_assert_metric_now(d, "a", "datagrams_dropped", 4);
+    it_assert_metric_now(d, "a", "datagrams_out", 0);
+    it_assert_metric_now(d, "a", "datagrams_dropped_loop", 0);
     for (size_t i = 0; i < 4; i++) {
         if (catcher[i] < 0)
             continue;
@@ -366,7 +335,7 @@ static void test_guard_udp_datagram_from_reflector_port_gets_no_reply(void **sta
 
 static void test_guard_udp_source_over_budget_does_not_starve_others(void **state)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     struct it_resources base = baseline(d);
     uint64_t out, dropped;
     unsigned got1, got2;
@@ -396,8 +365,8 @@ static void test_guard_udp_source_over_budget_does_not_starve_others(void **stat
     /* About the budget: the burst (one second's worth), and what came back while they arrived. */
     assert_in_range(got1, 20, 20 + (unsigned)(20 * took / 1000) + 1);
     assert_int_equal(dropped, 60 - got1);
-    assert_metric_now(d, "u", "datagrams_dropped", dropped);
-    assert_metric_now(d, "u", "datagrams_dropped_rate", 0);
+    it_assert_metric_now(d, "u", "datagrams_dropped", dropped);
+    it_assert_metric_now(d, "u", "datagrams_dropped_rate", 0);
     close(c1);
     close(c2);
     assert_recovered(d, &base);
@@ -405,7 +374,7 @@ static void test_guard_udp_source_over_budget_does_not_starve_others(void **stat
 
 static void test_guard_udp_listener_budget_caps_every_source(void **state)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     struct it_resources base = baseline(d);
     unsigned got1, got2;
     int64_t t0, took;
@@ -428,8 +397,8 @@ static void test_guard_udp_listener_budget_caps_every_source(void **state)
     got2 = udp_receive(c2, 40, 300);
     assert_int_equal(got1 + got2, out);
     assert_in_range(out, 30, 30 + (unsigned)(30 * took / 1000) + 1);
-    assert_metric_now(d, "g", "datagrams_dropped_rate", 80 - out);
-    assert_metric_now(d, "g", "datagrams_dropped_rate_source", 0);
+    it_assert_metric_now(d, "g", "datagrams_dropped_rate", 80 - out);
+    it_assert_metric_now(d, "g", "datagrams_dropped_rate_source", 0);
     close(c1);
     close(c2);
     assert_recovered(d, &base);
@@ -451,7 +420,7 @@ static unsigned udp_round(const struct it_daemon *d, const char *id, uint16_t po
 
 static void test_guard_udp_budget_patch_applies(void **state)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     struct it_resources base = baseline(d);
     json_t *j;
     uint16_t port;
@@ -462,18 +431,18 @@ static void test_guard_udp_budget_patch_applies(void **state)
                                       "\"reply_rate_per_source\":10}");
     got = udp_round(d, "p", port, 30);
     assert_in_range(got, 10, 20);
-    patch_listener(d, "p", "{\"reply_rate_per_source\":1000}", &j);
+    j = it_listener_patch(d, "p", "{\"reply_rate_per_source\":1000}");
     assert_int_equal(it_json_int(j, "reply_rate_per_source"), 1000);
     port = it_bound_port(j);
     json_decref(j);
     assert_int_equal(udp_round(d, "p", port, 30), 30);
-    patch_listener(d, "p", "{\"reply_rate_per_source\":5,\"reply_rate\":null}", &j);
+    j = it_listener_patch(d, "p", "{\"reply_rate_per_source\":5,\"reply_rate\":null}");
     assert_int_equal(it_json_int(j, "reply_rate"), 10000);
     port = it_bound_port(j);
     json_decref(j);
     got2 = udp_round(d, "p", port, 30);
     assert_in_range(got2, 5, 10);
-    assert_metric_now(d, "p", "datagrams_dropped_rate_source", (30 - got) + (30 - got2));
+    it_assert_metric_now(d, "p", "datagrams_dropped_rate_source", (30 - got) + (30 - got2));
     assert_recovered(d, &base);
 }
 
@@ -507,20 +476,12 @@ static int tcp_connect_from(const char *src, uint16_t port)
 /* One echo round trip on fd: 1 when echoed, 0 when the server closed it first. */
 static int round_trip(int fd, const char *msg)
 {
-    size_t len = strlen(msg);
-    char buf[64];
-    int r;
+    int r = it_echo_round_trip(fd, msg, strlen(msg), IT_IO_TIMEOUT_MS);
 
-    r = it_send_all(fd, msg, len, IT_IO_TIMEOUT_MS);
-    if (r == -EPIPE || r == -ECONNRESET)
-        return 0;
-    assert_int_equal(r, 0);
-    r = it_recv_exact(fd, buf, len, IT_IO_TIMEOUT_MS);
     if (r == -EPIPE || r == -ECONNRESET)
         return 0;
     if (r < 0)
         fail_msg("no echo and no close within %d ms: %s", IT_IO_TIMEOUT_MS, strerror(-r));
-    assert_memory_equal(buf, msg, len);
     return 1;
 }
 
@@ -584,8 +545,8 @@ static void check_connection_rate(const struct it_daemon *d, uint16_t port)
     struct served_arg again = {.src = "127.0.0.1", .port = port};
     unsigned served = 0, refused = 0;
 
-    patch_listener(d, "t", "{\"max_connections_per_source\":0,\"connection_rate_per_source\":1}",
-                   NULL);
+    json_decref(it_listener_patch(
+        d, "t", "{\"max_connections_per_source\":0,\"connection_rate_per_source\":1}"));
     for (unsigned i = 0; i < 4; i++) {
         if (is_served_from("127.0.0.1", port))
             served++;
@@ -606,7 +567,8 @@ static void check_idle_timeout(const struct it_daemon *d, uint16_t port)
     int64_t t0;
     int fd, r;
 
-    patch_listener(d, "t", "{\"connection_rate_per_source\":0,\"idle_timeout_ms\":300}", NULL);
+    json_decref(
+        it_listener_patch(d, "t", "{\"connection_rate_per_source\":0,\"idle_timeout_ms\":300}"));
     fd = served_from("127.0.0.1", port, "idle");
     t0 = it_now_ms();
     r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, NULL, NULL);
@@ -635,7 +597,7 @@ static uint16_t create_tcp(const struct it_daemon *d, const char *id, const char
 
 static void run_per_source(void **state, const char *model)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     struct it_resources base = baseline(d);
     uint16_t port = create_tcp(d, "t", model, ",\"max_connections_per_source\":2");
     int a, b, e, x;
@@ -644,14 +606,14 @@ static void run_per_source(void **state, const char *model)
     b = served_from("127.0.0.1", port, "b1");
     assert_refused_from("127.0.0.1", port);
     it_assert_metric_eventually(d, "t", "rejected_per_source", 1, IT_WAIT_MS);
-    assert_metric_now(d, "t", "connections_rejected", 1);
-    assert_metric_now(d, "t", "rejected_rate", 0);
-    assert_metric_now(d, "t", "rejected_max_connections", 0);
+    it_assert_metric_now(d, "t", "connections_rejected", 1);
+    it_assert_metric_now(d, "t", "rejected_rate", 0);
+    it_assert_metric_now(d, "t", "rejected_max_connections", 0);
     /* Another source has its own count. */
     x = served_from("127.0.0.2", port, "x1");
 
     /* Raised live: the open connections go on, and count. */
-    patch_listener(d, "t", "{\"max_connections_per_source\":3}", NULL);
+    json_decref(it_listener_patch(d, "t", "{\"max_connections_per_source\":3}"));
     assert_still_echoes(a, "a2");
     assert_still_echoes(b, "b2");
     e = served_from("127.0.0.1", port, "e1");
@@ -659,7 +621,7 @@ static void run_per_source(void **state, const char *model)
     it_assert_metric_eventually(d, "t", "rejected_per_source", 2, IT_WAIT_MS);
 
     /* Lowered live: nothing open is cut; new ones wait until enough have closed. */
-    patch_listener(d, "t", "{\"max_connections_per_source\":1}", NULL);
+    json_decref(it_listener_patch(d, "t", "{\"max_connections_per_source\":1}"));
     assert_still_echoes(a, "a3");
     assert_still_echoes(b, "b3");
     assert_still_echoes(e, "e2");
@@ -673,8 +635,8 @@ static void run_per_source(void **state, const char *model)
     it_assert_metric_eventually(d, "t", "connections_active", 0, IT_WAIT_MS);
     close(served_from("127.0.0.1", port, "again"));
     it_assert_metric_eventually(d, "t", "connections_active", 0, IT_WAIT_MS);
-    assert_metric_now(d, "t", "connections_rejected", 3);
-    assert_metric_now(d, "t", "errors", 0);
+    it_assert_metric_now(d, "t", "connections_rejected", 3);
+    it_assert_metric_now(d, "t", "errors", 0);
 
     check_connection_rate(d, port);
     check_idle_timeout(d, port);
@@ -685,25 +647,25 @@ static void run_per_source(void **state, const char *model)
  * limit counts across a live change, though: the old runner's connection holds the place. */
 static void test_guard_tcp_sequential_per_source_limits_refuse_and_follow_patches(void **state)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     struct it_resources base = baseline(d);
     uint16_t port = create_tcp(d, "t", "sequential", ",\"max_connections_per_source\":2");
     int a, e;
 
     a = served_from("127.0.0.1", port, "a1");
-    patch_listener(d, "t", "{\"max_connections_per_source\":1}", NULL);
+    json_decref(it_listener_patch(d, "t", "{\"max_connections_per_source\":1}"));
     assert_still_echoes(a, "a2");
     assert_refused_from("127.0.0.1", port);
     it_assert_metric_eventually(d, "t", "rejected_per_source", 1, IT_WAIT_MS);
     close(served_from("127.0.0.2", port, "x1"));
-    patch_listener(d, "t", "{\"max_connections_per_source\":2}", NULL);
+    json_decref(it_listener_patch(d, "t", "{\"max_connections_per_source\":2}"));
     assert_still_echoes(a, "a3");
     e = served_from("127.0.0.1", port, "e1");
     close(e);
     close(a);
     it_assert_metric_eventually(d, "t", "connections_active", 0, IT_WAIT_MS);
-    assert_metric_now(d, "t", "connections_rejected", 1);
-    assert_metric_now(d, "t", "errors", 0);
+    it_assert_metric_now(d, "t", "connections_rejected", 1);
+    it_assert_metric_now(d, "t", "errors", 0);
 
     check_connection_rate(d, port);
     check_idle_timeout(d, port);
@@ -754,28 +716,11 @@ struct fds_fill {
     unsigned n;
 };
 
-static int open_fds(pid_t pid)
-{
-    char path[64];
-    struct dirent *e;
-    int n = 0;
-    DIR *dir;
-
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    dir = opendir(path);
-    assert_non_null(dir);
-    while ((e = readdir(dir)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(dir);
-    return n;
-}
-
 static bool is_out_of_fds(void *arg)
 {
     const struct fds_fill *f = arg;
 
-    return open_fds(f->pid) >= f->limit;
+    return it_proc_fds(f->pid) >= f->limit;
 }
 
 /*
@@ -804,7 +749,7 @@ static void exhaust_fds(struct fds_fill *f)
             f->fd[f->n++] = fd;
         }
     }
-    fail_msg("the daemon holds %d fds of %d after refusing", open_fds(f->pid), f->limit);
+    fail_msg("the daemon holds %d fds of %d after refusing", it_proc_fds(f->pid), f->limit);
 }
 
 /*
@@ -835,7 +780,7 @@ static void assert_refused_out_of_fds(uint16_t port, struct fds_fill *f)
 
 static void run_out_of_fds(void **state, const char *model)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     struct it_resources base = baseline(d), c;
     struct served_arg again;
     struct rlimit old;
@@ -938,7 +883,7 @@ static bool served_again_counted(void *arg)
  */
 static void run_out_of_fds_two_threads(void **state, const char *model)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     struct it_resources base = baseline(d), c;
     struct served_count again;
     struct rlimit old;
@@ -982,8 +927,8 @@ static void run_out_of_fds_two_threads(void **state, const char *model)
 
     it_assert_metric_eventually(d, "t", "rejected_resources",
                                 BURST_ROUNDS * BURST + IN_A_ROW + again.refused, IT_WAIT_MS);
-    assert_metric_now(d, "t", "connections_rejected",
-                      BURST_ROUNDS * BURST + IN_A_ROW + again.refused);
+    it_assert_metric_now(d, "t", "connections_rejected",
+                         BURST_ROUNDS * BURST + IN_A_ROW + again.refused);
     it_assert_metric_eventually(d, "t", "connections_active", 0, IT_WAIT_MS);
     assert_recovered(d, &base);
 }
@@ -1027,7 +972,7 @@ static void test_guard_tcp_process_out_of_fds_refuses_and_recovers(void **state)
 
 static void test_guard_limits_have_defaults_are_checked_and_patchable(void **state)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     static const struct {
         const char *body;
         const char *field;
@@ -1057,16 +1002,15 @@ static void test_guard_limits_have_defaults_are_checked_and_patchable(void **sta
         it_assert_problem(&r, 400, bad[i].field);
         it_http_fini(&r);
     }
-    patch_listener(d, "t",
-                   "{\"max_connections_per_source\":5,\"connection_rate_per_source\":7,"
-                   "\"reply_rate_per_source\":0,\"reply_rate\":0}",
-                   &j);
+    j = it_listener_patch(d, "t",
+                          "{\"max_connections_per_source\":5,\"connection_rate_per_source\":7,"
+                          "\"reply_rate_per_source\":0,\"reply_rate\":0}");
     assert_int_equal(it_json_int(j, "max_connections_per_source"), 5);
     assert_int_equal(it_json_int(j, "connection_rate_per_source"), 7);
     assert_int_equal(it_json_int(j, "reply_rate_per_source"), 0);
     assert_int_equal(it_json_int(j, "reply_rate"), 0);
     json_decref(j);
-    patch_listener(d, "t", "{\"max_connections_per_source\":null,\"reply_rate\":null}", &j);
+    j = it_listener_patch(d, "t", "{\"max_connections_per_source\":null,\"reply_rate\":null}");
     assert_int_equal(it_json_int(j, "max_connections_per_source"), 0);
     assert_int_equal(it_json_int(j, "reply_rate"), 10000);
     json_decref(j);

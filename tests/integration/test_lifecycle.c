@@ -74,40 +74,43 @@ static char *start_must_fail(struct it_fixture *f, const struct it_daemon_opts *
     return err;
 }
 
-/* The listener objects in a state file, whatever its top level: an array, or an object holding
- * "listeners" as an array or as an object keyed by id. Borrowed from root. */
+/*
+ * The listener array of a state file, asserting the one format the daemon writes (README
+ * "Listeners"): {"version": 1, "revision": N, "listeners": [{"id": ...}, ...]}, nothing more.
+ * Borrowed from root.
+ */
 static json_t *state_listeners(json_t *root)
 {
-    json_t *l;
+    json_t *l = json_object_get(root, "listeners");
 
-    if (json_is_array(root))
-        return root;
-    l = json_object_get(root, "listeners");
-    if (json_is_array(l) || json_is_object(l))
-        return l;
-    return NULL;
+    if (!json_is_object(root) || json_object_size(root) != 3 || !json_is_array(l) ||
+        !json_is_integer(json_object_get(root, "version")) ||
+        json_integer_value(json_object_get(root, "version")) != 1 ||
+        !json_is_integer(json_object_get(root, "revision"))) {
+        char *text = json_dumps(root, JSON_COMPACT);
+
+        fprintf(stderr, "# the state file: %s\n", text ? text : "(not printable)");
+        free(text);
+        fail_msg("the state file is not {\"version\": 1, \"revision\": N, \"listeners\": [...]}");
+    }
+    return l;
 }
 
+/* The listener id in the array listeners, or NULL. Borrowed. */
 static json_t *state_find(json_t *listeners, const char *id)
 {
     size_t i;
     json_t *v;
 
-    if (json_is_object(listeners))
-        return json_object_get(listeners, id);
     json_array_foreach(listeners, i, v)
     {
         const json_t *vid = json_object_get(v, "id");
 
-        if (json_is_string(vid) && strcmp(json_string_value(vid), id) == 0)
+        assert_true(json_is_string(vid));
+        if (strcmp(json_string_value(vid), id) == 0)
             return v;
     }
     return NULL;
-}
-
-static size_t state_count(json_t *listeners)
-{
-    return json_is_object(listeners) ? json_object_size(listeners) : json_array_size(listeners);
 }
 
 /* Loads the state file and asserts it is valid JSON holding exactly ids (n of them). Returns
@@ -127,7 +130,7 @@ static json_t *assert_state_file(const struct it_daemon *d, const char *const *i
         fail_msg("the state file is not valid JSON");
     }
     l = state_listeners(root);
-    if (!l || state_count(l) != n) {
+    if (json_array_size(l) != n) {
         char *text = json_dumps(root, JSON_COMPACT);
 
         fprintf(stderr, "# want %zu listeners in %s: %s\n", n, d->state_file, text);

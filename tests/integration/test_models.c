@@ -31,37 +31,9 @@
 #define STOP_LIMIT_MS 1000
 #define CLI_TIMEOUT_MS 30000
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
 static const char *dir_of(void **state)
 {
     return ((struct it_fixture *)*state)->dir;
-}
-
-/* Bytes that are not all the same, so that a reordering or a loss shows. */
-static char *pattern(size_t len, unsigned seed)
-{
-    char *p = malloc(len ? len : 1);
-
-    assert_non_null(p);
-    for (size_t i = 0; i < len; i++) {
-        seed = seed * 1103515245u + 12345u;
-        p[i] = (char)(seed >> 16);
-    }
-    return p;
-}
-
-static void assert_metric_now(const struct it_daemon *d, const char *id, const char *name,
-                              uint64_t want)
-{
-    uint64_t got = it_metric(d, id, name);
-
-    if (got != want)
-        fail_msg("listener %s: %s is %llu, want %llu", id, name, (unsigned long long)got,
-                 (unsigned long long)want);
 }
 
 static void delete_listener(const struct it_daemon *d, const char *id)
@@ -106,7 +78,7 @@ static void check_echo(const struct it_daemon *d, const char *model, const char 
 {
     char body[512], id[32];
     size_t len = 200 * 1000;
-    char *msg = pattern(len, 7), *reply = NULL;
+    char *msg = it_pattern(len, 7), *reply = NULL;
     size_t reply_len = 0;
     uint16_t port;
     int r;
@@ -131,7 +103,7 @@ static void check_echo(const struct it_daemon *d, const char *model, const char 
         free(reply);
     }
     it_assert_metric_eventually(d, id, "connections_active", 0, IT_WAIT_MS);
-    assert_metric_now(d, id, "errors", 0);
+    it_assert_metric_now(d, id, "errors", 0);
     assert_latency_recorded(d, id);
     delete_listener(d, id);
     free(msg);
@@ -154,7 +126,7 @@ static void check_date(const struct it_daemon *d, const char *model)
     time_t before, after;
     bool matched = false;
     uint16_t port;
-    int fd, r;
+    int r;
 
     snprintf(body, sizeof(body),
              "{\"id\":\"daytime\",\"service\":\"date\",\"address\":\"127.0.0.1\",\"port\":0,"
@@ -163,11 +135,7 @@ static void check_date(const struct it_daemon *d, const char *model)
     port = it_listener_create_port(d, body);
     /* The daemon reads CLOCK_REALTIME; time() may read the coarse clock, a tick behind. */
     before = realtime_s();
-    fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
-    if (fd < 0)
-        fail_msg("daytime under %s: connect: %s", model, strerror(-fd));
-    r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, &line, &len);
-    close(fd);
+    r = it_daytime("127.0.0.1", port, &line, &len);
     after = realtime_s();
     if (r != 0)
         fail_msg("daytime under %s: %s after '%s'", model, strerror(-r), line ? line : "");
@@ -189,9 +157,8 @@ static void check_date(const struct it_daemon *d, const char *model)
 static void run_backup(struct it_proc *p, const char *a1, const char *a2, const char *a3,
                        const char *a4, const char *a5, const char *a6)
 {
-    const char *argv[] = {it_bin(), "backup", a1, a2, a3, a4, a5, a6, NULL};
-
-    it_run(argv, NULL, 0, CLI_TIMEOUT_MS, p);
+    it_run_verb("backup", (const char *const[]){a1, a2, a3, a4, a5, a6, NULL}, NULL, 0,
+                CLI_TIMEOUT_MS, p);
     if (p->timed_out || it_proc_exit_code(p) != 0)
         fail_msg("sockserv backup %s: %s\nstdout: %s\nstderr: %s", a1, it_status_str(p->status),
                  p->out, p->err);
@@ -202,7 +169,7 @@ static void check_backup(const struct it_daemon *d, const char *dir, const char 
 {
     char body[1024], store[IT_PATH_MAX], src[IT_PATH_MAX], out[IT_PATH_MAX], ps[8];
     size_t len = 3 * 1024 * 1024 + 17, got_len = 0;
-    char *data = pattern(len, 11), *got;
+    char *data = it_pattern(len, 11), *got;
     struct it_proc p;
     uint16_t port;
 
@@ -235,7 +202,7 @@ static void check_backup(const struct it_daemon *d, const char *dir, const char 
     assert_int_equal(got_len, len);
     assert_memory_equal(got, data, len);
     it_assert_metric_eventually(d, "bk", "connections_active", 0, IT_WAIT_MS);
-    assert_metric_now(d, "bk", "errors", 0);
+    it_assert_metric_now(d, "bk", "errors", 0);
     assert_latency_recorded(d, "bk");
     delete_listener(d, "bk");
     free(got);
@@ -246,7 +213,7 @@ static void check_backup(const struct it_daemon *d, const char *dir, const char 
  * version numbers are shared with the forked children). */
 static void run_every_service(void **state, const char *model)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
 
     check_echo(d, model, "stream");
     check_echo(d, model, "once");
@@ -281,7 +248,7 @@ static void test_models_process_serves_every_service(void **state)
 
 static void test_models_udp_records_latency(void **state)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     uint16_t port;
 
     port = it_listener_create_port(d, "{\"id\":\"u\",\"service\":\"echo\",\"transport\":\"udp\","
@@ -305,12 +272,9 @@ static void *client_main(void *arg)
     struct client *c = arg;
     size_t len = 16 * 1024 + c->seed, got_len = 0;
     char *msg = malloc(len), *got = NULL;
-    unsigned seed = c->seed;
 
-    for (size_t i = 0; msg && i < len; i++) {
-        seed = seed * 1103515245u + 12345u;
-        msg[i] = (char)(seed >> 16);
-    }
+    if (msg)
+        (void)it_pattern_fill(msg, len, c->seed);
     (void)pthread_barrier_wait(c->start);
     if (!msg) {
         c->result = -ENOMEM;
@@ -354,38 +318,22 @@ static void run_concurrent(const struct it_daemon *d, const char *model, unsigne
     if (failed)
         fail_msg("%s: %u of %d clients did not get their bytes back", model, failed, N_CONCURRENT);
     it_assert_metric_eventually(d, "many", "connections_active", 0, IT_WAIT_MS);
-    assert_metric_now(d, "many", "connections_total", N_CONCURRENT);
-    assert_metric_now(d, "many", "connections_rejected", 0);
-    assert_metric_now(d, "many", "errors", 0);
+    it_assert_metric_now(d, "many", "connections_total", N_CONCURRENT);
+    it_assert_metric_now(d, "many", "connections_rejected", 0);
+    it_assert_metric_now(d, "many", "errors", 0);
 }
 
 static void test_models_pool_50_clients_at_once_all_echoed(void **state)
 {
-    run_concurrent(daemon_of(state), "pool", 4);
+    run_concurrent(it_daemon_of(state), "pool", 4);
 }
 
 static void test_models_event_50_clients_at_once_all_echoed(void **state)
 {
-    run_concurrent(daemon_of(state), "event", 2);
+    run_concurrent(it_daemon_of(state), "event", 2);
 }
 
 /* ---- limits ---- */
-
-/* A connection that completed one round trip (so the server has accepted it). */
-static int connect_served(uint16_t port, const char *msg)
-{
-    size_t len = strlen(msg);
-    char buf[64];
-    int fd;
-
-    fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
-    if (fd < 0)
-        fail_msg("connect port %u: %s", port, strerror(-fd));
-    assert_int_equal(it_send_all(fd, msg, len, IT_IO_TIMEOUT_MS), 0);
-    assert_int_equal(it_recv_exact(fd, buf, len, IT_IO_TIMEOUT_MS), 0);
-    assert_memory_equal(buf, msg, len);
-    return fd;
-}
 
 static void run_max_connections(const struct it_daemon *d, const char *model)
 {
@@ -398,8 +346,8 @@ static void run_max_connections(const struct it_daemon *d, const char *model)
              "\"model\":\"%s\",\"workers\":4,\"max_connections\":2}",
              model);
     port = it_listener_create_port(d, body);
-    a = connect_served(port, "one");
-    b = connect_served(port, "two");
+    a = it_connect_echoed("127.0.0.1", port, "one");
+    b = it_connect_echoed("127.0.0.1", port, "two");
     /* The third is accepted and closed at once, before any byte. */
     c = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
     assert_true(c >= 0);
@@ -408,33 +356,33 @@ static void run_max_connections(const struct it_daemon *d, const char *model)
         fail_msg("%s: the connection over max_connections was not closed: %s", model, strerror(-r));
     close(c);
     it_assert_metric_eventually(d, "lim", "connections_rejected", 1, IT_WAIT_MS);
-    assert_metric_now(d, "lim", "rejected_max_connections", 1);
-    assert_metric_now(d, "lim", "rejected_resources", 0);
-    assert_metric_now(d, "lim", "connections_active", 2);
+    it_assert_metric_now(d, "lim", "rejected_max_connections", 1);
+    it_assert_metric_now(d, "lim", "rejected_resources", 0);
+    it_assert_metric_now(d, "lim", "connections_active", 2);
     /* A place freed is a place taken again. */
     close(a);
     it_assert_metric_eventually(d, "lim", "connections_active", 1, IT_WAIT_MS);
-    a = connect_served(port, "three");
+    a = it_connect_echoed("127.0.0.1", port, "three");
     close(a);
     close(b);
     it_assert_metric_eventually(d, "lim", "connections_active", 0, IT_WAIT_MS);
-    assert_metric_now(d, "lim", "connections_total", 3);
-    assert_metric_now(d, "lim", "connections_rejected", 1);
+    it_assert_metric_now(d, "lim", "connections_total", 3);
+    it_assert_metric_now(d, "lim", "connections_rejected", 1);
 }
 
 static void test_models_pool_over_max_connections_refused_and_counted(void **state)
 {
-    run_max_connections(daemon_of(state), "pool");
+    run_max_connections(it_daemon_of(state), "pool");
 }
 
 static void test_models_event_over_max_connections_refused_and_counted(void **state)
 {
-    run_max_connections(daemon_of(state), "event");
+    run_max_connections(it_daemon_of(state), "event");
 }
 
 static void test_models_event_idle_connection_closed_after_timeout(void **state)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     int64_t t0;
     uint16_t port;
     int fd, r;
@@ -442,7 +390,7 @@ static void test_models_event_idle_connection_closed_after_timeout(void **state)
     port = it_listener_create_port(d, "{\"id\":\"idle\",\"service\":\"echo\",\"address\":"
                                       "\"127.0.0.1\",\"port\":0,\"model\":\"event\","
                                       "\"workers\":2,\"idle_timeout_ms\":300}");
-    fd = connect_served(port, "hello");
+    fd = it_connect_echoed("127.0.0.1", port, "hello");
     t0 = it_now_ms();
     r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, NULL, NULL);
     close(fd);
@@ -457,30 +405,12 @@ static void test_models_event_idle_connection_closed_after_timeout(void **state)
 
 /* ---- live changes ---- */
 
-static void patch_listener(const struct it_daemon *d, const char *id, const char *body)
-{
-    char path[128];
-    struct it_http r;
-
-    snprintf(path, sizeof(path), "/api/v1/listeners/%s", id);
-    assert_int_equal(
-        it_http_raw(d, "PATCH", path, body, strlen(body), "application/merge-patch+json", &r), 0);
-    if (r.status != 200)
-        fail_msg("PATCH %s -> %ld %s", body, r.status, r.body);
-    it_http_fini(&r);
-}
-
 static void assert_still_echoes(int fd, const char *msg)
 {
-    size_t len = strlen(msg);
-    char buf[64];
-    int r;
+    int r = it_echo_round_trip(fd, msg, strlen(msg), IT_IO_TIMEOUT_MS);
 
-    assert_int_equal(it_send_all(fd, msg, len, IT_IO_TIMEOUT_MS), 0);
-    r = it_recv_exact(fd, buf, len, IT_IO_TIMEOUT_MS);
     if (r != 0)
         fail_msg("an established connection was dropped by the change: %s", strerror(-r));
-    assert_memory_equal(buf, msg, len);
 }
 
 /* Established connections survive a change of workers and limits; new ones get the new
@@ -496,35 +426,35 @@ static void run_live_change(const struct it_daemon *d, const char *model, const 
              "\"model\":\"%s\",\"workers\":3}",
              model);
     port = it_listener_create_port(d, body);
-    a = connect_served(port, "a1");
-    b = connect_served(port, "b1");
-    patch_listener(d, "live", change);
+    a = it_connect_echoed("127.0.0.1", port, "a1");
+    b = it_connect_echoed("127.0.0.1", port, "b1");
+    json_decref(it_listener_patch(d, "live", change));
     assert_still_echoes(a, "a2");
     assert_still_echoes(b, "b2");
-    c = connect_served(port, "c1");
+    c = it_connect_echoed("127.0.0.1", port, "c1");
     assert_still_echoes(a, "a3");
     close(a);
     close(b);
     close(c);
     it_assert_metric_eventually(d, "live", "connections_active", 0, IT_WAIT_MS);
-    assert_metric_now(d, "live", "connections_total", 3);
-    assert_metric_now(d, "live", "connections_rejected", 0);
-    assert_metric_now(d, "live", "errors", 0);
+    it_assert_metric_now(d, "live", "connections_total", 3);
+    it_assert_metric_now(d, "live", "connections_rejected", 0);
+    it_assert_metric_now(d, "live", "errors", 0);
 }
 
 static void test_models_pool_live_change_keeps_connections(void **state)
 {
-    run_live_change(daemon_of(state), "pool", "{\"workers\":4,\"max_connections\":10}");
+    run_live_change(it_daemon_of(state), "pool", "{\"workers\":4,\"max_connections\":10}");
 }
 
 static void test_models_event_live_change_keeps_connections(void **state)
 {
-    run_live_change(daemon_of(state), "event", "{\"workers\":2,\"idle_timeout_ms\":20000}");
+    run_live_change(it_daemon_of(state), "event", "{\"workers\":2,\"idle_timeout_ms\":20000}");
 }
 
 static void test_models_pool_to_thread_change_keeps_connections(void **state)
 {
-    run_live_change(daemon_of(state), "pool", "{\"model\":\"thread\"}");
+    run_live_change(it_daemon_of(state), "pool", "{\"model\":\"thread\"}");
 }
 
 /* ---- stop under load ---- */
@@ -539,13 +469,12 @@ struct loader {
 static void *loader_main(void *arg)
 {
     struct loader *l = arg;
-    char msg[1024], buf[1024];
+    char msg[1024];
     int fd = it_tcp_connect("127.0.0.1", l->port, IT_IO_TIMEOUT_MS);
 
     memset(msg, 'L', sizeof(msg));
     while (fd >= 0 && !atomic_load(l->quit)) {
-        if (it_send_all(fd, msg, sizeof(msg), 2000) < 0 ||
-            it_recv_exact(fd, buf, sizeof(buf), 2000) < 0)
+        if (it_echo_round_trip(fd, msg, sizeof(msg), 2000) < 0)
             break;
         atomic_fetch_add(l->exchanged, 1);
     }
@@ -561,7 +490,7 @@ static bool some_exchanged(void *arg)
 
 static void run_stop_under_load(void **state, const char *model)
 {
-    const struct it_daemon *d = daemon_of(state);
+    const struct it_daemon *d = it_daemon_of(state);
     struct it_resources base;
     struct loader l[N_LOAD];
     pthread_t t[N_LOAD];

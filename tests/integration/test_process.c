@@ -35,23 +35,6 @@
 #define N_QUOTA 5          /* uploads of 1000 bytes against a quota of 3000 */
 #define PROTO_LINE_MAX 512 /* a backup answer line (a name is at most 255 bytes) */
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
-static char *pattern(size_t len, unsigned seed)
-{
-    char *p = malloc(len ? len : 1);
-
-    assert_non_null(p);
-    for (size_t i = 0; i < len; i++) {
-        seed = seed * 1103515245u + 12345u;
-        p[i] = (char)(seed >> 16);
-    }
-    return p;
-}
-
 static uint16_t create(const struct it_daemon *d, const char *id, const char *svc,
                        const char *options)
 {
@@ -64,24 +47,11 @@ static uint16_t create(const struct it_daemon *d, const char *id, const char *sv
     return it_listener_create_port(d, body);
 }
 
-/* A connection that completed one round trip, so that its child serves it. */
-static int connect_echoed(uint16_t port)
-{
-    char buf[4];
-    int fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
-
-    assert_true(fd >= 0);
-    assert_int_equal(it_send_all(fd, "ping", 4, IT_IO_TIMEOUT_MS), 0);
-    assert_int_equal(it_recv_exact(fd, buf, 4, IT_IO_TIMEOUT_MS), 0);
-    assert_memory_equal(buf, "ping", 4);
-    return fd;
-}
-
 static void test_process_echo_and_date_served_exactly(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     size_t big_len = 1 << 20, len;
-    char *big = pattern(big_len, 7), *reply;
+    char *big = it_pattern(big_len, 7), *reply;
     uint16_t echo = create(d, "pe", "echo", "{\"mode\":\"stream\"}");
     uint16_t date = create(d, "pd", "date", NULL);
 
@@ -114,12 +84,9 @@ static void *client_main(void *arg)
     struct client *c = arg;
     size_t len = 64 * 1024, got_len = 0;
     char *msg = malloc(len), *got = NULL;
-    unsigned seed = c->seed;
 
-    for (size_t i = 0; msg && i < len; i++) {
-        seed = seed * 1103515245u + 12345u;
-        msg[i] = (char)(seed >> 16);
-    }
+    if (msg)
+        (void)it_pattern_fill(msg, len, c->seed);
     c->result = msg ? it_tcp_exchange("127.0.0.1", c->port, msg, len, true, IT_IO_TIMEOUT_MS * 2,
                                       &got, &got_len)
                     : -ENOMEM;
@@ -132,7 +99,7 @@ static void *client_main(void *arg)
 
 static void test_process_concurrent_clients_served_and_reaped(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = create(d, "pc", "echo", "{\"mode\":\"stream\"}");
     struct client c[N_CLIENTS];
     pthread_t t[N_CLIENTS];
@@ -154,9 +121,9 @@ static void test_process_concurrent_clients_served_and_reaped(void **state)
 
 static void test_process_open_connection_counted_live(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = create(d, "pl", "echo", "{\"mode\":\"stream\"}");
-    int fd = connect_echoed(port);
+    int fd = it_connect_echoed("127.0.0.1", port, "ping");
 
     /* The child added the bytes in shared memory; the daemon sees them while it serves. */
     assert_int_equal(it_metric(d, "pl", "connections_active"), 1);
@@ -170,11 +137,11 @@ static void test_process_open_connection_counted_live(void **state)
 
 static void test_process_over_limit_rejected(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = it_listener_create_port(
         d, "{\"id\":\"pm\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
            "\"model\":\"process\",\"max_connections\":1,\"options\":{\"mode\":\"stream\"}}");
-    int held = connect_echoed(port), fd;
+    int held = it_connect_echoed("127.0.0.1", port, "ping"), fd;
     char *rest = NULL;
 
     fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
@@ -189,9 +156,8 @@ static void test_process_over_limit_rejected(void **state)
 
 static void test_process_stop_under_load_prompt_and_clean(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_resources base;
-    struct it_http r;
     uint16_t port;
     int64_t t0;
     int held[N_HELD];
@@ -201,14 +167,10 @@ static void test_process_stop_under_load_prompt_and_clean(void **state)
     it_resources_settle(d, &base);
     port = create(d, "ps", "echo", "{\"mode\":\"stream\"}");
     for (unsigned i = 0; i < N_HELD; i++)
-        held[i] = connect_echoed(port);
+        held[i] = it_connect_echoed("127.0.0.1", port, "ping");
     assert_int_equal(it_children(d, NULL, 0), N_HELD);
     t0 = it_now_ms();
-    assert_int_equal(it_http_raw(d, "PATCH", "/api/v1/listeners/ps", "{\"enabled\":false}", 17,
-                                 "application/merge-patch+json", &r),
-                     0);
-    assert_int_equal(r.status, 200);
-    it_http_fini(&r);
+    json_decref(it_listener_patch(d, "ps", "{\"enabled\":false}"));
     assert_true(it_now_ms() - t0 < 1000);
     /* Reaped before the stop returned. */
     assert_int_equal(it_children(d, NULL, 0), 0);
@@ -242,38 +204,6 @@ static void sha256_hex(const void *data, size_t len, char hex[65])
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
 }
 
-/* The next line from fd, without its '\n', within IT_IO_TIMEOUT_MS. 0 or a negative errno
- * (-ENOBUFS: longer than cap). Any thread. */
-static int recv_line(int fd, char *line, size_t cap)
-{
-    for (size_t n = 0; n + 1 < cap; n++) {
-        int r = it_recv_exact(fd, &line[n], 1, IT_IO_TIMEOUT_MS);
-
-        if (r < 0) {
-            line[n] = '\0';
-            return r;
-        }
-        if (line[n] == '\n') {
-            line[n] = '\0';
-            return 0;
-        }
-    }
-    line[cap - 1] = '\0';
-    return -ENOBUFS;
-}
-
-/* Asserts the next line from fd is want. */
-static void expect_line(int fd, const char *want)
-{
-    char line[PROTO_LINE_MAX];
-    int r = recv_line(fd, line, sizeof(line));
-
-    if (r < 0)
-        fail_msg("want \"%s\", got \"%s\" and then %s", want, line, strerror(-r));
-    if (strcmp(line, want) != 0)
-        fail_msg("want \"%s\", got \"%s\"", want, line);
-}
-
 static void send_text(int fd, const char *text)
 {
     assert_int_equal(it_send_all(fd, text, strlen(text), IT_IO_TIMEOUT_MS), 0);
@@ -298,7 +228,7 @@ static uint16_t create_backup(void **state, const char *id, const char *options)
              "\"model\":\"process\",\"max_connections\":100,"
              "\"options\":{\"directory\":\"%s/%s\"%s%s}}",
              id, dir_of(state), id, options ? "," : "", options ? options : "");
-    return it_listener_create_port(daemon_of(state), body);
+    return it_listener_create_port(it_daemon_of(state), body);
 }
 
 /* One upload: its content and SHA-256, its connection, and what the server answered after the
@@ -319,7 +249,7 @@ static void upload_init(struct upload *u, const char *name, size_t len, unsigned
 {
     *u = (struct upload){.fd = -1};
     snprintf(u->name, sizeof(u->name), "%s", name);
-    u->data = pattern(len, seed);
+    u->data = it_pattern(len, seed);
     u->len = len;
     sha256_hex(u->data, len, u->sha);
 }
@@ -341,7 +271,7 @@ static void *upload_main(void *arg)
     (void)pthread_barrier_wait(u->start);
     u->result = it_send_all(u->fd, u->data, u->len, IT_IO_TIMEOUT_MS * 2);
     if (u->result == 0)
-        u->result = recv_line(u->fd, u->answer, sizeof(u->answer));
+        u->result = it_read_line(u->fd, u->answer, sizeof(u->answer), IT_IO_TIMEOUT_MS);
     return NULL;
 }
 
@@ -399,7 +329,7 @@ static void expect_restored(int fd, const struct upload *u)
     snprintf(cmd, sizeof(cmd), "GET %s %u\n", u->name, u->version);
     send_text(fd, cmd);
     snprintf(want, sizeof(want), "OK %zu %s %u", u->len, u->sha, u->version);
-    expect_line(fd, want);
+    it_expect_line(fd, want);
     assert_int_equal(it_recv_exact(fd, got, u->len, IT_IO_TIMEOUT_MS), 0);
     assert_memory_equal(got, u->data, u->len);
     free(got);
@@ -427,7 +357,7 @@ static int visible_entries(const char *dir, bool *ret_has_tmp)
 
 static void test_process_backup_concurrent_uploads_numbered_without_gaps(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = create_backup(state, "pbv", NULL);
     struct upload u[N_SAME + N_OTHER], later;
     bool seen[N_SAME + 1] = {false};
@@ -447,7 +377,7 @@ static void test_process_backup_concurrent_uploads_numbered_without_gaps(void **
     /* Every upload admitted before any content: all in progress at once, one process each. */
     for (unsigned i = 0; i < N_SAME + N_OTHER; i++) {
         upload_begin(&u[i], port);
-        expect_line(u[i].fd, "OK");
+        it_expect_line(u[i].fd, "OK");
     }
     assert_int_equal(it_children(d, NULL, 0), N_SAME + N_OTHER);
     upload_all_at_once(u, N_SAME + N_OTHER);
@@ -466,10 +396,10 @@ static void test_process_backup_concurrent_uploads_numbered_without_gaps(void **
     /* The next one goes on from there. */
     upload_init(&later, "same.bin", 1000, 99);
     upload_begin(&later, port);
-    expect_line(later.fd, "OK");
+    it_expect_line(later.fd, "OK");
     assert_int_equal(it_send_all(later.fd, later.data, later.len, IT_IO_TIMEOUT_MS), 0);
     snprintf(want, sizeof(want), "STORED same.bin %d 1000 %s", N_SAME + 1, later.sha);
-    expect_line(later.fd, want);
+    it_expect_line(later.fd, want);
     later.version = N_SAME + 1;
 
     /* Each version holds the very bytes that were stored as it. */
@@ -480,9 +410,9 @@ static void test_process_backup_concurrent_uploads_numbered_without_gaps(void **
     /* LIST: same.bin newest first, every copy verified, then the other names. */
     send_text(fd, "LIST\n");
     snprintf(want, sizeof(want), "OK %d", N_SAME + 1 + N_OTHER);
-    expect_line(fd, want);
+    it_expect_line(fd, want);
     for (unsigned i = 0; i < N_OTHER; i++) {
-        assert_int_equal(recv_line(fd, line, sizeof(line)), 0);
+        assert_int_equal(it_read_line(fd, line, sizeof(line), IT_IO_TIMEOUT_MS), 0);
         snprintf(want, sizeof(want), "other-%u.bin 1 %zu %s ", i, u[N_SAME + i].len,
                  u[N_SAME + i].sha);
         if (strncmp(line, want, strlen(want)) != 0 || !strstr(line, " verified current"))
@@ -494,15 +424,15 @@ static void test_process_backup_concurrent_uploads_numbered_without_gaps(void **
         for (unsigned i = 0; i < N_SAME; i++)
             if (u[i].version == v)
                 w = &u[i];
-        assert_int_equal(recv_line(fd, line, sizeof(line)), 0);
+        assert_int_equal(it_read_line(fd, line, sizeof(line), IT_IO_TIMEOUT_MS), 0);
         snprintf(want, sizeof(want), "same.bin %u %zu %s ", v, w->len, w->sha);
         if (strncmp(line, want, strlen(want)) != 0 ||
             !strstr(line, v == N_SAME + 1 ? " verified current" : " verified old"))
             fail_msg("LIST: want \"%s...\" (version %u), got \"%s\"", want, v, line);
     }
-    expect_line(fd, "END");
+    it_expect_line(fd, "END");
     send_text(fd, "QUIT\n");
-    expect_line(fd, "BYE");
+    it_expect_line(fd, "BYE");
     close(fd);
 
     for (unsigned i = 0; i < N_SAME + N_OTHER; i++)
@@ -517,7 +447,7 @@ static void test_process_backup_concurrent_uploads_numbered_without_gaps(void **
 
 static void test_process_backup_quota_shared_by_every_process(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = create_backup(state, "pbq", "\"quota_bytes\":3000");
     struct upload u[N_QUOTA];
     unsigned n_stored = 0, refused[N_QUOTA], n_refused = 0;
@@ -528,7 +458,7 @@ static void test_process_backup_quota_shared_by_every_process(void **state)
         snprintf(name, sizeof(name), "q%u", i);
         upload_init(&u[i], name, 1000, i + 1);
         upload_begin(&u[i], port);
-        expect_line(u[i].fd, "OK");
+        it_expect_line(u[i].fd, "OK");
     }
     assert_int_equal(it_children(d, NULL, 0), N_QUOTA);
     /* Their bytes take the quota as they come: exactly three fit, whichever they are. */
@@ -558,10 +488,11 @@ static void test_process_backup_quota_shared_by_every_process(void **state)
         snprintf(cmd, sizeof(cmd), "PUT %.63s 1\n", u[refused[0]].name);
         send_text(u[refused[0]].fd, cmd);
     }
-    expect_line(u[refused[0]].fd, "ERR quota 1 bytes would exceed quota_bytes 3000 (3000 stored, "
-                                  "0 in progress)");
+    it_expect_line(u[refused[0]].fd,
+                   "ERR quota 1 bytes would exceed quota_bytes 3000 (3000 stored, "
+                   "0 in progress)");
     send_text(u[refused[1]].fd, "QUIT\n");
-    expect_line(u[refused[1]].fd, "BYE");
+    it_expect_line(u[refused[1]].fd, "BYE");
     for (unsigned i = 0; i < N_QUOTA; i++)
         upload_fini(&u[i]);
     it_assert_metric_eventually(d, "pbq", "connections_active", 0, IT_WAIT_MS);
@@ -572,7 +503,7 @@ static void test_process_backup_quota_shared_by_every_process(void **state)
 
 static void test_process_backup_child_killed_mid_upload_keeps_nothing(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = create_backup(state, "pbk", "\"quota_bytes\":1000");
     struct upload big, other, small;
     char want[PROTO_LINE_MAX], files[IT_PATH_MAX];
@@ -583,7 +514,7 @@ static void test_process_backup_child_killed_mid_upload_keeps_nothing(void **sta
     upload_init(&other, "other", 500, 2);
     upload_init(&small, "big", 3, 3);
     upload_begin(&big, port);
-    expect_line(big.fd, "OK");
+    it_expect_line(big.fd, "OK");
     assert_int_equal(it_children(d, &pid, 1), 1);
     /* Half the content is in the child's hands when it dies. */
     assert_int_equal(it_send_all(big.fd, big.data, 400, IT_IO_TIMEOUT_MS), 0);
@@ -592,8 +523,8 @@ static void test_process_backup_child_killed_mid_upload_keeps_nothing(void **sta
 
     /* While it lives, its upload holds its share of the quota. */
     upload_begin(&other, port);
-    expect_line(other.fd, "ERR quota 500 bytes would exceed quota_bytes 1000 (0 stored, 800 in "
-                          "progress)");
+    it_expect_line(other.fd, "ERR quota 500 bytes would exceed quota_bytes 1000 (0 stored, 800 in "
+                             "progress)");
     assert_int_equal(kill(pid, SIGKILL), 0);
     assert_true(it_read_to_eof(big.fd, IT_IO_TIMEOUT_MS, NULL, NULL) != -ETIMEDOUT);
     it_assert_children_eventually(d, 1);
@@ -601,16 +532,16 @@ static void test_process_backup_child_killed_mid_upload_keeps_nothing(void **sta
     /* Its share is free again, and it numbered nothing: the next "big" is version 1. */
     snprintf(want, sizeof(want), "PUT other 500 %s\n", other.sha);
     send_text(other.fd, want);
-    expect_line(other.fd, "OK");
+    it_expect_line(other.fd, "OK");
     assert_int_equal(it_send_all(other.fd, other.data, other.len, IT_IO_TIMEOUT_MS), 0);
     snprintf(want, sizeof(want), "STORED other 1 500 %s", other.sha);
-    expect_line(other.fd, want);
+    it_expect_line(other.fd, want);
     snprintf(want, sizeof(want), "PUT big 3 %s\n", small.sha);
     send_text(other.fd, want);
-    expect_line(other.fd, "OK");
+    it_expect_line(other.fd, "OK");
     assert_int_equal(it_send_all(other.fd, small.data, small.len, IT_IO_TIMEOUT_MS), 0);
     snprintf(want, sizeof(want), "STORED big 1 3 %s", small.sha);
-    expect_line(other.fd, want);
+    it_expect_line(other.fd, want);
     small.version = 1;
     expect_restored(other.fd, &small);
 

@@ -23,11 +23,6 @@
 #define TCP_ROUND_TRIPS 7
 #define UDP_ROUND_TRIPS 5
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
 /* GET /metrics, asserting 200; *ret holds the answer (it_http_fini() it). */
 static void get_metrics(const struct it_daemon *d, struct it_http *ret)
 {
@@ -124,7 +119,7 @@ static void make_traffic(const struct it_daemon *d, uint16_t tcp_port, uint16_t 
 
 static void test_prometheus_after_echo_traffic_counts_exact_bytes_and_round_trips(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct count_wait w = {.d = d};
     struct it_http r;
     uint16_t tcp_port, udp_port;
@@ -171,7 +166,7 @@ static void test_prometheus_after_echo_traffic_counts_exact_bytes_and_round_trip
 
 static void test_prometheus_stopped_listener_is_down(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_http r;
 
     json_decref(it_listener_create(d, "{\"id\":\"s1\",\"service\":\"echo\",\"port\":0}"));
@@ -196,7 +191,7 @@ static void assert_promtool_accepts(const char *text, size_t len)
 
 static void test_prometheus_promtool_accepts_the_exposition(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     struct it_http r;
     uint16_t tcp_port, udp_port;
 

@@ -28,11 +28,6 @@
 #define N_CLIENTS 4
 #define MSG_LEN 256
 
-static struct it_daemon *daemon_of(void **state)
-{
-    return &((struct it_fixture *)*state)->d;
-}
-
 /* The daemon's threads now. */
 static int count_threads(const struct it_daemon *d)
 {
@@ -54,21 +49,14 @@ struct client {
 static void *client_main(void *arg)
 {
     struct client *c = arg;
-    char msg[MSG_LEN], got[MSG_LEN];
+    char msg[MSG_LEN];
     unsigned seed = (unsigned)c->fd;
 
     while (!atomic_load(c->stop)) {
         int r;
 
-        for (size_t i = 0; i < sizeof(msg); i++) {
-            seed = seed * 1103515245u + 12345u;
-            msg[i] = (char)(seed >> 16);
-        }
-        r = it_send_all(c->fd, msg, sizeof(msg), IT_IO_TIMEOUT_MS);
-        if (r == 0)
-            r = it_recv_exact(c->fd, got, sizeof(got), IT_IO_TIMEOUT_MS);
-        if (r == 0 && memcmp(msg, got, sizeof(msg)) != 0)
-            r = -EBADMSG;
+        seed = it_pattern_fill(msg, sizeof(msg), seed);
+        r = it_echo_round_trip(c->fd, msg, sizeof(msg), IT_IO_TIMEOUT_MS);
         if (r < 0) {
             atomic_store(&c->failure, r);
             return NULL;
@@ -111,17 +99,12 @@ static void *connector_main(void *arg)
 
 static void patch(const struct it_daemon *d, const char *body, uint16_t port)
 {
-    struct it_http r;
+    json_t *j = it_listener_patch(d, "rc", body);
 
-    assert_int_equal(it_http_raw(d, "PATCH", "/api/v1/listeners/rc", body, strlen(body),
-                                 "application/merge-patch+json", &r),
-                     0);
-    if (r.status != 200)
-        fail_msg("PATCH %s: %ld %s", body, r.status, r.body);
-    assert_string_equal(it_json_str(r.json, "status.state"), "running");
+    assert_string_equal(it_json_str(j, "status.state"), "running");
     /* The same socket: the ephemeral port did not change. */
-    assert_int_equal(it_bound_port(r.json), port);
-    it_http_fini(&r);
+    assert_int_equal(it_bound_port(j), port);
+    json_decref(j);
 }
 
 /* Every client made a few round trips since the counts were zeroed. */
@@ -158,21 +141,9 @@ static void wait_progress_one(struct client *c)
     assert_int_equal(atomic_load(&c->failure), 0);
 }
 
-/* A new connection that completed a round trip. */
-static int connect_echoed(uint16_t port)
-{
-    char buf[4];
-    int fd = it_tcp_connect("127.0.0.1", port, IT_IO_TIMEOUT_MS);
-
-    assert_true(fd >= 0);
-    assert_int_equal(it_send_all(fd, "ping", 4, IT_IO_TIMEOUT_MS), 0);
-    assert_int_equal(it_recv_exact(fd, buf, 4, IT_IO_TIMEOUT_MS), 0);
-    return fd;
-}
-
 static void test_reconfigure_model_workers_limits_keep_connections(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = it_listener_create_port(
         d, "{\"id\":\"rc\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
            "\"model\":\"thread\",\"max_connections\":100,\"options\":{\"mode\":\"stream\"}}");
@@ -195,14 +166,14 @@ static void test_reconfigure_model_workers_limits_keep_connections(void **state)
     /* thread -> process: new connections get a child process, the old ones stay threads. */
     patch(d, "{\"model\":\"process\"}", port);
     wait_progress(c);
-    fd = connect_echoed(port);
+    fd = it_connect_echoed("127.0.0.1", port, "ping");
     assert_true(it_children(d, NULL, 0) >= 1);
     close(fd);
 
     /* process -> pool -> thread, with a new limit; then new workers. */
     patch(d, "{\"model\":\"pool\",\"workers\":2}", port);
     wait_progress(c);
-    fd = connect_echoed(port);
+    fd = it_connect_echoed("127.0.0.1", port, "ping");
     /* The child of the connection made under `process` exits once it is closed. */
     it_assert_children_eventually(d, 0);
     close(fd);
@@ -238,25 +209,20 @@ static void test_reconfigure_model_workers_limits_keep_connections(void **state)
 
 static void test_reconfigure_stop_cuts_draining_connections(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = it_listener_create_port(
         d, "{\"id\":\"rc\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
            "\"model\":\"process\",\"options\":{\"mode\":\"stream\"}}");
     int threads0 = count_threads(d);
-    int held = connect_echoed(port), held2;
-    struct it_http r;
+    int held = it_connect_echoed("127.0.0.1", port, "ping"), held2;
     int64_t t0;
     char *rest = NULL;
 
     patch(d, "{\"model\":\"thread\"}", port);
-    held2 = connect_echoed(port);
+    held2 = it_connect_echoed("127.0.0.1", port, "ping");
     /* Both runners hold a connection; a stop cuts both within a second. */
     t0 = it_now_ms();
-    assert_int_equal(it_http_raw(d, "PATCH", "/api/v1/listeners/rc", "{\"enabled\":false}", 17,
-                                 "application/merge-patch+json", &r),
-                     0);
-    assert_int_equal(r.status, 200);
-    it_http_fini(&r);
+    json_decref(it_listener_patch(d, "rc", "{\"enabled\":false}"));
     assert_true(it_now_ms() - t0 < 1000);
     assert_int_equal(it_children(d, NULL, 0), 0);
     assert_true(it_read_to_eof(held, IT_IO_TIMEOUT_MS, &rest, NULL) != -ETIMEDOUT);
@@ -282,7 +248,7 @@ static bool client_failed(void *arg)
  * other change comes: a client that never idles does not keep the old runner alive. */
 static void test_reconfigure_drain_deadline_cuts_busy_connection(void **state)
 {
-    struct it_daemon *d = daemon_of(state);
+    struct it_daemon *d = it_daemon_of(state);
     uint16_t port = it_listener_create_port(
         d, "{\"id\":\"rc\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
            "\"model\":\"thread\",\"drain_timeout_ms\":1500,\"options\":{\"mode\":\"stream\"}}");
@@ -310,7 +276,7 @@ static void test_reconfigure_drain_deadline_cuts_busy_connection(void **state)
     close(c.fd);
     /* The old runner is joined without another change; new connections are served. */
     it_assert_threads_at_most_eventually(d, threads0, IT_WAIT_MS);
-    fd = connect_echoed(port);
+    fd = it_connect_echoed("127.0.0.1", port, "ping");
     close(fd);
 }
 

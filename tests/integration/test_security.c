@@ -20,7 +20,6 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include <stdarg.h>
@@ -37,138 +36,42 @@
 /* ---- HTTP with any header, over TCP or a Unix socket ---- */
 
 struct target {
-    char base[160];        /* "http://127.0.0.1:PORT", or "http://localhost" on a Unix socket */
-    const char *unix_path; /* NULL: TCP */
-};
-
-struct resp {
-    long status; /* 0: no answer */
-    char content_type[128];
-    char www_authenticate[256];
-    char *body;
-    size_t len;
-    json_t *json;
+    const struct it_daemon *d; /* TCP: the daemon's address */
+    const char *unix_path;     /* not NULL: this Unix socket, as http://localhost */
 };
 
 static void target_tcp(struct target *t, const struct it_daemon *d)
 {
-    snprintf(t->base, sizeof(t->base), "%s", d->url);
+    t->d = d;
     t->unix_path = NULL;
 }
 
-static size_t on_header(char *buf, size_t size, size_t n, void *arg)
-{
-    struct resp *r = arg;
-    size_t len = size * n;
-    static const struct {
-        const char *name;
-        size_t off, cap;
-    } wanted[] = {
-        {"Content-Type:", offsetof(struct resp, content_type),
-         sizeof(((struct resp *)0)->content_type)},
-        {"WWW-Authenticate:", offsetof(struct resp, www_authenticate),
-         sizeof(((struct resp *)0)->www_authenticate)},
-    };
-
-    for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
-        size_t nl = strlen(wanted[i].name);
-
-        if (len > nl && strncasecmp(buf, wanted[i].name, nl) == 0) {
-            const char *v = buf + nl;
-            size_t vlen = len - nl;
-            char *dst = (char *)r + wanted[i].off;
-
-            while (vlen > 0 && *v == ' ') {
-                v++;
-                vlen--;
-            }
-            while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n'))
-                vlen--;
-            if (vlen >= wanted[i].cap)
-                vlen = wanted[i].cap - 1;
-            memcpy(dst, v, vlen);
-            dst[vlen] = '\0';
-        }
-    }
-    return len;
-}
-
-static size_t on_body(char *buf, size_t size, size_t n, void *arg)
-{
-    struct resp *r = arg;
-    size_t len = size * n;
-    char *grown = realloc(r->body, r->len + len + 1);
-
-    if (!grown)
-        return 0;
-    r->body = grown;
-    memcpy(r->body + r->len, buf, len);
-    r->len += len;
-    r->body[r->len] = '\0';
-    return len;
-}
-
-static void resp_fini(struct resp *r)
-{
-    free(r->body);
-    json_decref(r->json);
-    memset(r, 0, sizeof(*r));
-}
-
 /*
- * Sends method path with body (NULL: none) and headers ("Name: value", NULL-terminated, may be
- * NULL) within timeout_ms. Returns 0 with *r, or -EIO when no answer came.
+ * Sends method path with body (NULL: none, else no Content-Type unless headers name one) and
+ * headers ("Name: value", NULL-terminated, may be NULL) within timeout_ms. Returns 0 with *r
+ * (release with it_http_fini()), or -EIO when no answer came.
  */
 static int request(const struct target *t, const char *method, const char *path, const char *body,
-                   const char *const *headers, long timeout_ms, struct resp *r)
+                   const char *const *headers, int timeout_ms, struct it_http *r)
 {
-    struct curl_slist *list = NULL;
     char url[512];
-    CURLcode rc;
-    CURL *h = curl_easy_init();
 
-    memset(r, 0, sizeof(*r));
-    assert_non_null(h);
-    snprintf(url, sizeof(url), "%s%s", t->base, path);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-    if (t->unix_path)
-        curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, t->unix_path);
-    if (body) {
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-        /* No default form type: a test names the type it means, or sends none. */
-        list = curl_slist_append(list, "Content-Type:");
-    }
-    for (size_t i = 0; headers && headers[i]; i++)
-        list = curl_slist_append(list, headers[i]);
-    if (list)
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
-    rc = curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_slist_free_all(list);
-    curl_easy_cleanup(h);
-    if (rc != CURLE_OK && r->status == 0) {
-        fprintf(stderr, "# %s %s: %s\n", method, url, curl_easy_strerror(rc));
-        resp_fini(r);
-        return -EIO;
-    }
-    if (!r->body)
-        r->body = calloc(1, 1);
-    assert_non_null(r->body);
-    r->json = r->len ? json_loadb(r->body, r->len, 0, NULL) : NULL;
-    return 0;
+    snprintf(url, sizeof(url), "http://localhost%s", path);
+    return it_http_request(t->unix_path ? NULL : t->d,
+                           &(struct it_req){.method = method,
+                                            .path = path,
+                                            .url = t->unix_path ? url : NULL,
+                                            .unix_socket = t->unix_path,
+                                            .body = body,
+                                            .body_len = body ? strlen(body) : 0,
+                                            .headers = headers,
+                                            .timeout_ms = timeout_ms},
+                           r);
 }
 
 /* request() that asserts an answer came and had status. */
 static void expect(const struct target *t, const char *method, const char *path, const char *body,
-                   const char *const *headers, long status, struct resp *r)
+                   const char *const *headers, long status, struct it_http *r)
 {
     assert_int_equal(request(t, method, path, body, headers, 10000, r), 0);
     if (r->status != status)
@@ -177,20 +80,10 @@ static void expect(const struct target *t, const char *method, const char *path,
     assert_int_equal(r->status, status);
 }
 
-/* Asserts r is an RFC 9457 problem with status. */
-static void assert_problem(const struct resp *r, long status)
-{
-    assert_int_equal(r->status, status);
-    assert_int_equal(strncmp(r->content_type, "application/problem+json", 24), 0);
-    assert_non_null(r->json);
-    assert_int_equal(json_integer_value(json_object_get(r->json, "status")), status);
-    assert_true(json_string_length(json_object_get(r->json, "detail")) > 0);
-}
-
 /* The ids of the listeners (GET /api/v1/listeners with headers), comma-separated. */
 static void listener_ids(const struct target *t, const char *const *headers, char *buf, size_t len)
 {
-    struct resp r;
+    struct it_http r;
     json_t *v;
     size_t i;
 
@@ -203,7 +96,7 @@ static void listener_ids(const struct target *t, const char *const *headers, cha
         snprintf(buf + used, len - used, "%s%s", used ? "," : "",
                  json_string_value(json_object_get(v, "id")));
     }
-    resp_fini(&r);
+    it_http_fini(&r);
 }
 
 /* Writes text to DIR/name with mode; returns the path (static buffer per call site). */
@@ -230,18 +123,8 @@ static void start(struct it_fixture *f, const char *const *extra)
  * log (free it). */
 static char *stop_clean(struct it_daemon *d)
 {
-    int status;
-    int64_t ms;
-    char *log;
-
-    assert_int_equal(it_daemon_stop(d, SIGTERM, IT_EXIT_TIMEOUT_MS, &status, &ms), 0);
-    log = it_daemon_stderr(d);
-    if (!it_status_is_exit0(status) || strstr(log, "Sanitizer") || strstr(log, "runtime error"))
-        it_daemon_dump_stderr(d);
-    assert_true(it_status_is_exit0(status));
-    assert_null(strstr(log, "Sanitizer"));
-    assert_null(strstr(log, "runtime error"));
-    return log;
+    it_daemon_stop_clean(d);
+    return it_daemon_stderr(d);
 }
 
 /* ---- the token ---- */
@@ -257,7 +140,7 @@ static void test_security_token_missing_or_wrong_is_401_right_one_passes(void **
     static const char *const json_only[] = {"Content-Type: application/json", NULL};
     char path[IT_PATH_MAX], ids[256];
     struct target t;
-    struct resp r;
+    struct it_http r;
     char *log;
 
     write_file(f->dir, "token", TOKEN "\n", 0600, path, sizeof(path));
@@ -266,32 +149,32 @@ static void test_security_token_missing_or_wrong_is_401_right_one_passes(void **
 
     /* Without a token: 401 with the challenge, on known and unknown routes alike. */
     expect(&t, "GET", "/api/v1/listeners", NULL, NULL, 401, &r);
-    assert_problem(&r, 401);
-    assert_string_equal(r.www_authenticate, "Bearer realm=\"sockserv\"");
-    resp_fini(&r);
+    it_assert_problem(&r, 401, NULL);
+    it_assert_header(&r, "WWW-Authenticate", "Bearer realm=\"sockserv\"");
+    it_http_fini(&r);
     expect(&t, "GET", "/api/v1/no-such-route", NULL, NULL, 401, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "GET", "/metrics", NULL, NULL, 401, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "GET", "/api/v1/events", NULL, NULL, 401, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "GET", "/api/v1/listeners", NULL, basic, 401, &r);
-    assert_string_equal(r.www_authenticate, "Bearer realm=\"sockserv\"");
-    resp_fini(&r);
+    it_assert_header(&r, "WWW-Authenticate", "Bearer realm=\"sockserv\"");
+    it_http_fini(&r);
 
     /* A wrong token: 401 saying so, and the token sent is not repeated. */
     expect(&t, "GET", "/api/v1/listeners", NULL, wrong, 401, &r);
-    assert_problem(&r, 401);
-    assert_string_equal(r.www_authenticate, "Bearer realm=\"sockserv\", error=\"invalid_token\"");
+    it_assert_problem(&r, 401, NULL);
+    it_assert_header(&r, "WWW-Authenticate", "Bearer realm=\"sockserv\", error=\"invalid_token\"");
     assert_null(strstr(r.body, "not-the-token"));
     assert_null(strstr(r.body, TOKEN));
-    resp_fini(&r);
+    it_http_fini(&r);
 
     /* A mutation without the token changes nothing. */
     expect(&t, "POST", "/api/v1/listeners",
            "{\"id\":\"sneaky\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0}",
            json_only, 401, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     listener_ids(&t, auth, ids, sizeof(ids));
     assert_string_equal(ids, "");
 
@@ -299,27 +182,27 @@ static void test_security_token_missing_or_wrong_is_401_right_one_passes(void **
     expect(&t, "POST", "/api/v1/listeners",
            "{\"id\":\"e1\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0}", auth_json,
            201, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "POST", "/api/v1/listeners/e1/stop", NULL, auth_json, 200, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     listener_ids(&t, auth, ids, sizeof(ids));
     assert_string_equal(ids, "e1");
     expect(&t, "GET", "/metrics", NULL, auth, 200, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
 
     /* Health and the dashboard's files need none (they hold no secret). */
     expect(&t, "GET", "/api/v1/health", NULL, NULL, 200, &r);
     assert_string_equal(json_string_value(json_object_get(r.json, "status")), "ok");
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "GET", "/api/v1/health", NULL, wrong, 200, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "GET", "/", NULL, NULL, 200, &r);
     assert_non_null(strstr(r.body, "<title>sockserv dashboard</title>"));
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "GET", "/app.js", NULL, NULL, 200, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "GET", "/openapi.yaml", NULL, NULL, 200, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
 
     /* The log never holds the token, and says nothing of its file's mode (0600). */
     log = stop_clean(&f->d);
@@ -414,7 +297,7 @@ static void test_security_foreign_host_is_403_even_on_get(void **state)
     struct it_fixture *f = fixture_of(state);
     char host[64], ids[64];
     struct target t;
-    struct resp r;
+    struct it_http r;
 
     start(f, (const char *const[]){"--allow-host", "ctl.example.org", NULL});
     target_tcp(&t, &f->d);
@@ -424,28 +307,28 @@ static void test_security_foreign_host_is_403_even_on_get(void **state)
     /* A page whose name was re-pointed at 127.0.0.1 sends its own name. */
     snprintf(host, sizeof(host), "Host: rebind.example:%u", f->d.api_port);
     expect(&t, "GET", "/api/v1/listeners", NULL, (const char *const[]){host, NULL}, 403, &r);
-    assert_problem(&r, 403);
+    it_assert_problem(&r, 403, NULL);
     assert_non_null(strstr(json_string_value(json_object_get(r.json, "detail")), "rebind.example"));
     assert_null(strstr(r.body, "e1"));
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "GET", "/api/v1/health", NULL, (const char *const[]){host, NULL}, 403, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "GET", "/", NULL, (const char *const[]){host, NULL}, 403, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "DELETE", "/api/v1/listeners/e1", NULL, (const char *const[]){host, NULL}, 403, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     /* The right address on another port is another server. */
     snprintf(host, sizeof(host), "Host: 127.0.0.1:%u", f->d.api_port + 1u);
     expect(&t, "GET", "/api/v1/listeners", NULL, (const char *const[]){host, NULL}, 403, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
 
     /* Its own address, localhost, and the name it was given pass. */
     snprintf(host, sizeof(host), "Host: localhost:%u", f->d.api_port);
     expect(&t, "GET", "/api/v1/listeners", NULL, (const char *const[]){host, NULL}, 200, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "GET", "/api/v1/listeners", NULL,
            (const char *const[]){"Host: CTL.example.org", NULL}, 200, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     listener_ids(&t, NULL, ids, sizeof(ids));
     assert_string_equal(ids, "e1");
     free(stop_clean(&f->d));
@@ -460,7 +343,7 @@ static void test_security_cross_site_mutation_is_403_and_changes_nothing(void **
     char *before, *after;
     uint16_t port;
     struct target t;
-    struct resp r;
+    struct it_http r;
     static const char *const foreign[][3] = {
         {"Origin: http://evil.example", "Content-Type: application/json", NULL},
         {"Origin: null", "Content-Type: application/json", NULL},
@@ -495,8 +378,8 @@ static void test_security_cross_site_mutation_is_403_and_changes_nothing(void **
                     foreign[i][0]);
             expect(&t, mutations[m].method, mutations[m].path, mutations[m].body, foreign[i], 403,
                    &r);
-            assert_problem(&r, 403);
-            resp_fini(&r);
+            it_assert_problem(&r, 403, NULL);
+            it_http_fini(&r);
         }
     }
     /* Nothing changed: the same set, the same state file, the listener still serving. */
@@ -515,18 +398,18 @@ static void test_security_cross_site_mutation_is_403_and_changes_nothing(void **
            (const char *const[]){own, "Sec-Fetch-Site: same-origin",
                                  "Content-Type: application/json", NULL},
            200, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     /* A link followed from another site still opens the dashboard; a frame does not. */
     expect(&t, "GET", "/", NULL,
            (const char *const[]){"Sec-Fetch-Site: cross-site", "Sec-Fetch-Mode: navigate",
                                  "Sec-Fetch-Dest: document", NULL},
            200, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     expect(&t, "GET", "/", NULL,
            (const char *const[]){"Sec-Fetch-Site: cross-site", "Sec-Fetch-Mode: navigate",
                                  "Sec-Fetch-Dest: iframe", NULL},
            403, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     free(stop_clean(&f->d));
 }
 
@@ -537,7 +420,7 @@ static void test_security_mutation_without_json_type_is_415(void **state)
                                         "Content-Type: application/x-www-form-urlencoded",
                                         "Content-Type: multipart/form-data; boundary=x", NULL};
     struct target t;
-    struct resp r;
+    struct it_http r;
     json_t *l;
 
     start(f, NULL);
@@ -549,17 +432,17 @@ static void test_security_mutation_without_json_type_is_415(void **state)
         expect(&t, "POST", "/api/v1/listeners",
                "{\"id\":\"x\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0}",
                (const char *const[]){types[i], NULL}, 415, &r);
-        assert_problem(&r, 415);
-        resp_fini(&r);
+        it_assert_problem(&r, 415, NULL);
+        it_http_fini(&r);
         expect(&t, "POST", "/api/v1/listeners/keep/stop", NULL,
                (const char *const[]){types[i], NULL}, 415, &r);
-        resp_fini(&r);
+        it_http_fini(&r);
     }
     /* No Content-Type at all, on a POST without a body. */
     expect(&t, "POST", "/api/v1/listeners/keep/stop", NULL, NULL, 415, &r);
     assert_non_null(
         strstr(json_string_value(json_object_get(r.json, "detail")), "application/json"));
-    resp_fini(&r);
+    it_http_fini(&r);
     l = it_listener_get(&f->d, "keep");
     assert_string_equal(it_json_str(l, "status.state"), "running");
     json_decref(l);
@@ -567,10 +450,10 @@ static void test_security_mutation_without_json_type_is_415(void **state)
     expect(&t, "POST", "/api/v1/listeners/keep/stop", NULL,
            (const char *const[]){"Content-Type: application/json; charset=utf-8", NULL}, 200, &r);
     assert_string_equal(it_json_str(r.json, "status.state"), "stopped");
-    resp_fini(&r);
+    it_http_fini(&r);
     /* DELETE needs none. */
     expect(&t, "DELETE", "/api/v1/listeners/keep", NULL, NULL, 204, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     free(stop_clean(&f->d));
 }
 
@@ -659,23 +542,9 @@ static int start_unix(struct it_daemon *d, const char *dir, const char *path,
 /* Whether fd reads an HTTP answer with status 200 within timeout_ms. */
 static bool reads_200(int fd, int timeout_ms)
 {
-    char buf[512];
-    size_t got = 0;
-    int64_t deadline = it_now_ms() + timeout_ms;
+    char buf[1024];
 
-    while (got < 12) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        ssize_t r;
-
-        if (poll(&pfd, 1, (int)(deadline - it_now_ms())) <= 0)
-            return false;
-        r = read(fd, buf + got, sizeof(buf) - 1 - got);
-        if (r <= 0)
-            return false;
-        got += (size_t)r;
-    }
-    buf[got] = '\0';
-    return strncmp(buf, "HTTP/1.1 200", 12) == 0;
+    return it_http_read_head(fd, buf, sizeof(buf), timeout_ms) == 200;
 }
 
 static void test_security_unix_socket_mode_any_host_no_per_ip_limit_removed_at_exit(void **state)
@@ -688,9 +557,9 @@ static void test_security_unix_socket_mode_any_host_no_per_ip_limit_removed_at_e
     char path[IT_PATH_MAX], ready[IT_PATH_MAX + 16], want[IT_PATH_MAX + 16];
     struct it_daemon d2;
     struct it_proc p;
-    struct target t = {.base = "http://localhost"};
+    struct target t = {0};
     struct stat st;
-    struct resp r;
+    struct it_http r;
     int fds[N];
 
     snprintf(path, sizeof(path), "%s/api.sock", f->dir);
@@ -706,17 +575,17 @@ static void test_security_unix_socket_mode_any_host_no_per_ip_limit_removed_at_e
 
     t.unix_path = path;
     expect(&t, "GET", "/api/v1/health", NULL, NULL, 200, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     /* Any Host: browsers cannot reach a Unix socket. */
     expect(&t, "POST", "/api/v1/listeners",
            "{\"id\":\"u1\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0}",
            (const char *const[]){"Host: whatever.example", "Content-Type: application/json", NULL},
            201, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     /* But not a page of another site through a proxy. */
     expect(&t, "DELETE", "/api/v1/listeners/u1", NULL,
            (const char *const[]){"Origin: http://evil.example", NULL}, 403, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
 
     /* Peers of a Unix socket have no IP address: no per-IP limit applies. */
     memcpy(sa.sun_path, path, strlen(path) + 1);
@@ -748,7 +617,7 @@ static void test_security_unix_socket_mode_any_host_no_per_ip_limit_removed_at_e
         it_proc_fini(&p);
     }
     expect(&t, "GET", "/api/v1/health", NULL, NULL, 200, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
 
     /* Stopped: the file is gone. */
     free(stop_clean(&f->d));
@@ -763,7 +632,7 @@ static void test_security_unix_socket_mode_any_host_no_per_ip_limit_removed_at_e
     assert_int_equal(lstat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600); /* the default mode */
     expect(&t, "GET", "/api/v1/health", NULL, NULL, 200, &r);
-    resp_fini(&r);
+    it_http_fini(&r);
     free(stop_clean(&d2));
     assert_int_equal(lstat(path, &st), -1);
 
@@ -827,10 +696,11 @@ static void test_security_notify_socket_gets_ready_then_stopping(void **state)
     names[1] = abstract;
     for (size_t i = 0; i < 2; i++) {
         int fd = notify_socket(names[i]);
+        char var[IT_PATH_MAX + 16];
 
-        assert_int_equal(setenv("NOTIFY_SOCKET", names[i], 1), 0);
-        it_daemon_start_ok(&f->d, &(struct it_daemon_opts){.dir = f->dir});
-        assert_int_equal(unsetenv("NOTIFY_SOCKET"), 0);
+        snprintf(var, sizeof(var), "NOTIFY_SOCKET=%s", names[i]);
+        it_daemon_start_ok(&f->d, &(struct it_daemon_opts){
+                                      .dir = f->dir, .env = (const char *const[]){var, NULL}});
         read_notification(fd, msg, sizeof(msg), IT_IO_TIMEOUT_MS);
         fprintf(stderr, "# %s: %s\n", names[i], msg);
         assert_int_equal(strncmp(msg, "READY=1\n", 8), 0);
@@ -860,34 +730,6 @@ static bool trickler_closed(struct trickler *t)
     ssize_t n = recv(t->fd, buf, sizeof(buf), MSG_DONTWAIT);
 
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
-/* Reads what fd has within timeout_ms and tells whether it holds needle (an event stream). */
-static bool stream_sees(int fd, const char *needle, int timeout_ms)
-{
-    char buf[8192];
-    size_t got = 0;
-    int64_t deadline = it_now_ms() + timeout_ms;
-
-    while (it_now_ms() < deadline) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        ssize_t n;
-
-        if (poll(&pfd, 1, (int)(deadline - it_now_ms())) <= 0)
-            return false;
-        n = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
-        if (n <= 0)
-            return false;
-        got += (size_t)n;
-        buf[got] = '\0';
-        if (strstr(buf, needle))
-            return true;
-        if (got > sizeof(buf) / 2) {
-            memmove(buf, buf + got - 256, 256);
-            got = 256;
-        }
-    }
-    return false;
 }
 
 static void test_security_slowloris_is_cut_and_api_stays_responsive(void **state)
@@ -922,7 +764,7 @@ static void test_security_slowloris_is_cut_and_api_stays_responsive(void **state
     snprintf(stream_req, sizeof(stream_req),
              "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", f->d.api_port);
     assert_int_equal(it_send_all(stream, stream_req, strlen(stream_req), IT_IO_TIMEOUT_MS), 0);
-    assert_true(stream_sees(stream, "event: snapshot", IT_IO_TIMEOUT_MS));
+    assert_true(it_stream_sees(stream, "event: snapshot", IT_IO_TIMEOUT_MS));
 
     /* N_HEAD connections trickle a request head, N_BODY a body after a whole head. */
     snprintf(body_head, sizeof(body_head),
@@ -945,7 +787,7 @@ static void test_security_slowloris_is_cut_and_api_stays_responsive(void **state
     end = t0 + (head_ms > body_ms ? head_ms : body_ms) + 5000;
     for (int64_t next_byte = t0; it_now_ms() < end;) {
         int64_t a = it_now_ms();
-        struct resp r;
+        struct it_http r;
         struct target t;
 
         open_count = 0;
@@ -969,7 +811,7 @@ static void test_security_slowloris_is_cut_and_api_stays_responsive(void **state
         target_tcp(&t, &f->d);
         assert_int_equal(request(&t, "GET", "/api/v1/health", NULL, NULL, 2000, &r), 0);
         assert_int_equal(r.status, 200);
-        resp_fini(&r);
+        it_http_fini(&r);
         answered++;
         if (it_now_ms() - a > worst_ms)
             worst_ms = it_now_ms() - a;
@@ -997,7 +839,7 @@ static void test_security_slowloris_is_cut_and_api_stays_responsive(void **state
     /* The event stream lives on and still carries events. */
     json_decref(it_listener_create(
         &f->d, "{\"id\":\"after\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0}"));
-    assert_true(stream_sees(stream, "event: listener.created", IT_IO_TIMEOUT_MS));
+    assert_true(it_stream_sees(stream, "event: listener.created", IT_IO_TIMEOUT_MS));
     close(stream);
     json_decref(it_http_expect(&f->d, "DELETE", "/api/v1/listeners/after", NULL, 204));
 

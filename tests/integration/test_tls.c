@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include <stdarg.h>
@@ -41,8 +40,9 @@ static int setup(void **state)
     assert_int_equal(it_fixture_setup_dir(&inner), 0);
     t->f = *(struct it_fixture *)inner;
     free(inner);
-    snprintf(t->cert, sizeof(t->cert), "%s/cert.pem", t->f.dir);
-    snprintf(t->key, sizeof(t->key), "%s/key.pem", t->f.dir);
+    /* Where it_daemon_start() looks for the certificate of a daemon started with TLS. */
+    snprintf(t->cert, sizeof(t->cert), "%s/api-cert.pem", t->f.dir);
+    snprintf(t->key, sizeof(t->key), "%s/api-key.pem", t->f.dir);
     snprintf(t->other_key, sizeof(t->other_key), "%s/other-key.pem", t->f.dir);
     snprintf(t->token, sizeof(t->token), "%s/token", t->f.dir);
     snprintf(other_cert, sizeof(other_cert), "%s/other-cert.pem", t->f.dir);
@@ -54,93 +54,69 @@ static int setup(void **state)
     return 0;
 }
 
-/* Starts the daemon on 127.0.0.1 with the certificate, the token and extra (may be NULL). */
-static void start_tls(struct tls_fixture *t, const char *extra)
+/* Starts the daemon on 127.0.0.1 with the certificate and the token. */
+static void start_tls(struct tls_fixture *t)
 {
-    const char *const args[] = {"--api-tls-cert", t->cert,  "--api-tls-key", t->key,
-                                "--token-file",   t->token, extra,           NULL};
-
-    it_daemon_start_ok(&t->f.d, &(struct it_daemon_opts){.dir = t->f.dir, .extra_args = args});
+    it_daemon_start_ok(&t->f.d,
+                       &(struct it_daemon_opts){.dir = t->f.dir, .tls = true, .token = TOKEN});
+    assert_string_equal(t->f.d.cacert, t->cert);
 }
 
-struct answer {
-    CURLcode code;
-    long status;
-    char body[4096];
-    size_t len;
-};
-
-static size_t on_body(char *buf, size_t size, size_t n, void *arg)
+/*
+ * GET url, trusting cacert (NULL: the system's CAs), TLS versions tls_min..tls_max (10 to 13;
+ * 0: libcurl's default), with the token or none. Returns 0 with *ret (release with
+ * it_http_fini()) or -EIO when no HTTP answer came (ret->error says why).
+ */
+static int get(const char *url, const char *cacert, int tls_min, int tls_max, bool with_token,
+               struct it_http *ret)
 {
-    struct answer *a = arg;
-    size_t len = size * n, room = sizeof(a->body) - 1 - a->len;
-
-    memcpy(a->body + a->len, buf, len < room ? len : room);
-    a->len += len < room ? len : room;
-    a->body[a->len] = '\0';
-    return len;
+    return it_http_request(NULL,
+                           &(struct it_req){.url = url,
+                                            .cacert = cacert,
+                                            .tls_min = tls_min,
+                                            .tls_max = tls_max,
+                                            .token = with_token ? TOKEN : NULL,
+                                            .timeout_ms = IT_IO_TIMEOUT_MS,
+                                            .quiet = true},
+                           ret);
 }
 
-/* GET url with libcurl, trusting cacert (NULL: the system's CAs), TLS versions min..max. */
-static void get(const char *url, const char *cacert, long ssl_version, bool with_token,
-                struct answer *ret)
+/* get() that asserts an answer with status came, in *r (release with it_http_fini()). */
+static void get_ok(const char *url, const char *cacert, int tls_min, int tls_max, bool with_token,
+                   long status, struct it_http *r)
 {
-    CURL *h = curl_easy_init();
-    struct curl_slist *hdrs = NULL;
-
-    memset(ret, 0, sizeof(*ret));
-    assert_non_null(h);
-    if (with_token)
-        hdrs = curl_slist_append(NULL, "Authorization: Bearer " TOKEN);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)IT_IO_TIMEOUT_MS);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, ret);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    if (cacert)
-        curl_easy_setopt(h, CURLOPT_CAINFO, cacert);
-    if (ssl_version) {
-        curl_easy_setopt(h, CURLOPT_SSLVERSION, ssl_version);
-        /* The client's own policy must not be what refuses an old version. */
-        curl_easy_setopt(h, CURLOPT_SSL_CIPHER_LIST, "DEFAULT:@SECLEVEL=0");
-    }
-    ret->code = curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->status);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(h);
+    if (get(url, cacert, tls_min, tls_max, with_token, r) < 0)
+        fail_msg("GET %s: no answer (%s)", url, r->error);
+    assert_int_equal(r->status, status);
 }
 
 static void test_tls_api_serves_https_and_says_so(void **state)
 {
     struct tls_fixture *t = *state;
     char url[256];
-    struct answer a;
+    struct it_http a;
 
-    start_tls(t, NULL);
+    start_tls(t);
     assert_int_equal(strncmp(t->f.d.url, "https://127.0.0.1:", 18), 0);
+    /* The harness's own client: the daemon's certificate trusted, the token sent. */
+    json_decref(it_http_expect(&t->f.d, "GET", "/api/v1/listeners", NULL, 200));
     snprintf(url, sizeof(url), "%s/api/v1/listeners", t->f.d.url);
-    get(url, t->cert, 0, true, &a);
-    if (a.code != CURLE_OK)
-        fprintf(stderr, "# %s: %s\n", url, curl_easy_strerror(a.code));
-    assert_int_equal(a.code, CURLE_OK);
-    assert_int_equal(a.status, 200);
+    get_ok(url, t->cert, 0, 0, true, 200, &a);
     assert_non_null(strstr(a.body, "\"listeners\""));
+    it_http_fini(&a);
     /* By name too: the certificate names localhost. */
     snprintf(url, sizeof(url), "https://localhost:%u/", (unsigned)t->f.d.api_port);
-    get(url, t->cert, 0, false, &a);
-    assert_int_equal(a.code, CURLE_OK);
-    assert_int_equal(a.status, 200);
+    get_ok(url, t->cert, 0, 0, false, 200, &a);
     assert_non_null(strstr(a.body, "<title>sockserv dashboard</title>"));
+    it_http_fini(&a);
     /* A client that does not trust the certificate is refused by its own check. */
     snprintf(url, sizeof(url), "%s/api/v1/health", t->f.d.url);
-    get(url, NULL, 0, false, &a);
-    assert_int_equal(a.code, CURLE_PEER_FAILED_VERIFICATION);
+    assert_int_equal(get(url, NULL, 0, 0, false, &a), -EIO);
+    fprintf(stderr, "# untrusted: %s\n", a.error);
+    assert_true(a.tls_unverified);
     /* Plain HTTP on the port gets no HTTP answer. */
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/api/v1/health", (unsigned)t->f.d.api_port);
-    get(url, NULL, 0, false, &a);
-    assert_int_not_equal(a.code, CURLE_OK);
+    assert_int_equal(get(url, NULL, 0, 0, false, &a), -EIO);
     assert_int_equal(a.status, 0);
 }
 
@@ -148,23 +124,22 @@ static void test_tls_versions_before_1_2_are_refused(void **state)
 {
     struct tls_fixture *t = *state;
     char url[256];
-    struct answer a;
+    struct it_http a;
 
-    start_tls(t, NULL);
+    start_tls(t);
     snprintf(url, sizeof(url), "%s/api/v1/health", t->f.d.url);
-    get(url, t->cert, (long)(CURL_SSLVERSION_TLSv1_1 | CURL_SSLVERSION_MAX_TLSv1_1), false, &a);
-    if (a.code == CURLE_OK)
+    if (get(url, t->cert, 11, 11, false, &a) == 0) {
         fprintf(stderr, "# TLS 1.1 was accepted\n");
-    assert_int_not_equal(a.code, CURLE_OK);
+        it_http_fini(&a);
+        fail_msg("TLS 1.1 was accepted");
+    }
     assert_int_equal(a.status, 0);
-    get(url, t->cert, (long)(CURL_SSLVERSION_TLSv1 | CURL_SSLVERSION_MAX_TLSv1_0), false, &a);
-    assert_int_not_equal(a.code, CURLE_OK);
+    assert_int_equal(get(url, t->cert, 10, 10, false, &a), -EIO);
     /* The same client, allowed 1.2, gets in: the refusal was the daemon's. */
-    get(url, t->cert, (long)(CURL_SSLVERSION_TLSv1_1 | CURL_SSLVERSION_MAX_TLSv1_2), false, &a);
-    assert_int_equal(a.code, CURLE_OK);
-    assert_int_equal(a.status, 200);
-    get(url, t->cert, (long)(CURL_SSLVERSION_TLSv1_3 | CURL_SSLVERSION_MAX_TLSv1_3), false, &a);
-    assert_int_equal(a.code, CURLE_OK);
+    get_ok(url, t->cert, 11, 12, false, 200, &a);
+    it_http_fini(&a);
+    get_ok(url, t->cert, 13, 13, false, 200, &a);
+    it_http_fini(&a);
 }
 
 /* Runs `sockserv ctl ARGS` with env (NULL-terminated "NAME=VALUE", may be NULL) set. */
@@ -184,7 +159,7 @@ static void test_tls_ctl_trusts_the_cacert_given(void **state)
     struct tls_fixture *t = *state;
     struct it_proc p;
 
-    start_tls(t, NULL);
+    start_tls(t);
     run_ctl((const char *const[]){"--api", t->f.d.url, "--token-file", t->token, "--cacert",
                                   t->cert, "ls", NULL},
             &p);
@@ -211,7 +186,7 @@ static void test_tls_ctl_reads_sockserv_cacert(void **state)
     struct tls_fixture *t = *state;
     struct it_proc p;
 
-    start_tls(t, NULL);
+    start_tls(t);
     assert_int_equal(setenv("SOCKSERV_CACERT", t->cert, 1), 0);
     run_ctl((const char *const[]){"--api", t->f.d.url, "--token-file", t->token, "ls", NULL}, &p);
     unsetenv("SOCKSERV_CACERT");
@@ -337,6 +312,5 @@ int main(void)
         T(test_tls_open_address_needs_tls_or_the_operators_word),
     };
 #undef T
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
