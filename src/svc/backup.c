@@ -527,22 +527,29 @@ static int admit(struct backup_sess *s, uint64_t size, struct core_buf *out)
     }
 }
 
-/* Releases what admit() took. */
-static void release(struct backup_sess *s)
+/* Releases what admit() took, with the shared lock held. */
+static void release_locked(struct backup_sess *s)
 {
-    struct backup_inst *in = s->inst;
     struct upload_slot *sl;
 
     if (s->slot < 0)
         return;
-    shared_lock(in, s->st);
-    sl = &in->sh->slot[s->slot];
+    sl = &s->inst->sh->slot[s->slot];
     if (sl->pid == s->pid) { /* else a repair took it: its process looked dead */
         sl->pid = 0;
-        recount(in->sh);
+        recount(s->inst->sh);
     }
-    shared_unlock(in);
     s->slot = -1;
+}
+
+/* Releases what admit() took. */
+static void release(struct backup_sess *s)
+{
+    if (s->slot < 0)
+        return;
+    shared_lock(s->inst, s->st);
+    release_locked(s);
+    shared_unlock(s->inst);
 }
 
 /* Ends the upload in progress: removes its temporary file, releases its reservation. */
@@ -883,8 +890,11 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
         core_err_set(&err, r, NULL, "cannot lock the directory: %s", strerror(-r));
     }
     if (r == 0) {
+        /* The bytes stored and the reservation they had are swapped in one step: another
+         * upload never sees them counted twice. */
         in->sh->used += s->received;
         in->sh->used -= freed < in->sh->used ? freed : in->sh->used;
+        release_locked(s);
     }
     shared_unlock(in);
     upload_discard(s);
