@@ -272,6 +272,29 @@ static void daemon_reaped(struct it_daemon *d, int status)
 
 /* Reads one line from fd within timeout_ms. Returns its length, 0 at end of file with no line,
  * or -ETIMEDOUT. */
+/* Reads fd until its end (what comes is dropped), for at most timeout_ms. */
+static void wait_eof(int fd, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    char buf[64];
+
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int r = poll(&pfd, 1, left_ms(deadline));
+        ssize_t n;
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return;
+        n = read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+    }
+}
+
 static int read_line(int fd, char *buf, size_t cap, int timeout_ms)
 {
     int64_t deadline = it_now_ms() + timeout_ms;
@@ -474,6 +497,10 @@ int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
     d->pid = pid;
 
     r = read_line(pipefd[0], line, sizeof(line), IT_READY_TIMEOUT_MS);
+    /* The daemon closes its ready fd right after the line: once it has, the fds a test counts
+     * from now on are the daemon's steady ones. */
+    if (r > 0)
+        wait_eof(pipefd[0], IT_READY_TIMEOUT_MS);
     close(pipefd[0]);
     if (r == -ETIMEDOUT) {
         fprintf(stderr, "# the daemon printed no URL within %d ms\n", IT_READY_TIMEOUT_MS);
