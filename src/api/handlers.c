@@ -138,6 +138,136 @@ static void reply_change(const struct api_request *req, struct api_reply *ret, i
         api_reply_etag(ret, ch->etag);
 }
 
+/*
+ * One change as a handler runs it: call asks the registry (j: the body of the answer, or NULL;
+ * *created when it made a listener), then the answer of reply_change() with status (201 and a
+ * Location when a listener was created), the configuration's ETag when whole.
+ */
+struct change_op {
+    int (*call)(const struct api_request *req, struct core_change *ch, json_t **j, bool *created,
+                struct core_err *err);
+    unsigned status;
+    bool whole;
+};
+
+static void run_change(const struct api_request *req, struct api_reply *ret,
+                       const struct change_op *op)
+{
+    struct core_err err = {0};
+    struct core_change ch;
+    json_t *j = NULL;
+    bool created = false;
+    int r;
+
+    if (change_begin(req, &ch, ret) < 0)
+        return;
+    r = op->call(req, &ch, &j, &created, &err);
+    reply_change(req, ret, r, &ch, j, created ? 201 : op->status, op->whole, &err);
+    if (r >= 0 && !ch.dry_run && created)
+        set_location(ret, ret->json);
+    core_change_fini(&ch);
+}
+
+static int call_create(const struct api_request *req, struct core_change *ch, json_t **j,
+                       bool *created, struct core_err *err)
+{
+    int r = core_registry_create(req->registry, req->body, ch, j, err);
+
+    *created = r >= 0;
+    return r;
+}
+
+static int call_replace(const struct api_request *req, struct core_change *ch, json_t **j,
+                        bool *created, struct core_err *err)
+{
+    return core_registry_replace(req->registry, req->id, req->body, ch, j, created, err);
+}
+
+static int call_patch(const struct api_request *req, struct core_change *ch, json_t **j,
+                      bool *created, struct core_err *err)
+{
+    (void)created;
+    return core_registry_patch(req->registry, req->id, req->body, ch, j, err);
+}
+
+static int call_delete(const struct api_request *req, struct core_change *ch, json_t **j,
+                       bool *created, struct core_err *err)
+{
+    (void)j;
+    (void)created;
+    return core_registry_delete(req->registry, req->id, ch, err);
+}
+
+static int call_start(const struct api_request *req, struct core_change *ch, json_t **j,
+                      bool *created, struct core_err *err)
+{
+    (void)created;
+    return core_registry_start(req->registry, req->id, ch, j, err);
+}
+
+static int call_stop(const struct api_request *req, struct core_change *ch, json_t **j,
+                     bool *created, struct core_err *err)
+{
+    (void)created;
+    return core_registry_stop(req->registry, req->id, ch, j, err);
+}
+
+static int call_config_replace(const struct api_request *req, struct core_change *ch, json_t **j,
+                               bool *created, struct core_err *err)
+{
+    (void)created;
+    return core_registry_config_replace(req->registry, req->body, ch, j, err);
+}
+
+void api_handle_listener_create(const struct api_request *req, struct api_reply *ret)
+{
+    static const struct change_op op = {call_create, 201, false};
+
+    run_change(req, ret, &op);
+}
+
+void api_handle_listener_replace(const struct api_request *req, struct api_reply *ret)
+{
+    static const struct change_op op = {call_replace, 200, false};
+
+    run_change(req, ret, &op);
+}
+
+void api_handle_listener_patch(const struct api_request *req, struct api_reply *ret)
+{
+    static const struct change_op op = {call_patch, 200, false};
+
+    run_change(req, ret, &op);
+}
+
+void api_handle_listener_delete(const struct api_request *req, struct api_reply *ret)
+{
+    static const struct change_op op = {call_delete, 204, false};
+
+    run_change(req, ret, &op);
+}
+
+void api_handle_listener_start(const struct api_request *req, struct api_reply *ret)
+{
+    static const struct change_op op = {call_start, 200, false};
+
+    run_change(req, ret, &op);
+}
+
+void api_handle_listener_stop(const struct api_request *req, struct api_reply *ret)
+{
+    static const struct change_op op = {call_stop, 200, false};
+
+    run_change(req, ret, &op);
+}
+
+void api_handle_config_replace(const struct api_request *req, struct api_reply *ret)
+{
+    static const struct change_op op = {call_config_replace, 200, true};
+
+    run_change(req, ret, &op);
+}
+
 static void reply_no_revision(struct api_reply *r, uint64_t n)
 {
     api_reply_problem(r, 404, NULL, "no revision %" PRIu64 " (the last %d are kept)", n,
@@ -194,22 +324,6 @@ void api_handle_listeners_list(const struct api_request *req, struct api_reply *
     reply_wrapped(ret, r, "listeners", list, NULL);
 }
 
-void api_handle_listener_create(const struct api_request *req, struct api_reply *ret)
-{
-    struct core_err err = {0};
-    struct core_change ch;
-    json_t *j = NULL;
-    int r;
-
-    if (change_begin(req, &ch, ret) < 0)
-        return;
-    r = core_registry_create(req->registry, req->body, &ch, &j, &err);
-    reply_change(req, ret, r, &ch, j, 201, false, &err);
-    if (r >= 0 && !ch.dry_run)
-        set_location(ret, ret->json);
-    core_change_fini(&ch);
-}
-
 void api_handle_listener_get(const struct api_request *req, struct api_reply *ret)
 {
     json_t *j = NULL;
@@ -225,78 +339,6 @@ void api_handle_listener_get(const struct api_request *req, struct api_reply *re
         api_reply_etag(ret, etag);
 }
 
-void api_handle_listener_replace(const struct api_request *req, struct api_reply *ret)
-{
-    struct core_err err = {0};
-    struct core_change ch;
-    json_t *j = NULL;
-    bool created = false;
-    int r;
-
-    if (change_begin(req, &ch, ret) < 0)
-        return;
-    r = core_registry_replace(req->registry, req->id, req->body, &ch, &j, &created, &err);
-    reply_change(req, ret, r, &ch, j, created ? 201 : 200, false, &err);
-    if (r >= 0 && !ch.dry_run && created)
-        set_location(ret, ret->json);
-    core_change_fini(&ch);
-}
-
-void api_handle_listener_patch(const struct api_request *req, struct api_reply *ret)
-{
-    struct core_err err = {0};
-    struct core_change ch;
-    json_t *j = NULL;
-    int r;
-
-    if (change_begin(req, &ch, ret) < 0)
-        return;
-    r = core_registry_patch(req->registry, req->id, req->body, &ch, &j, &err);
-    reply_change(req, ret, r, &ch, j, 200, false, &err);
-    core_change_fini(&ch);
-}
-
-void api_handle_listener_delete(const struct api_request *req, struct api_reply *ret)
-{
-    struct core_err err = {0};
-    struct core_change ch;
-    int r;
-
-    if (change_begin(req, &ch, ret) < 0)
-        return;
-    r = core_registry_delete(req->registry, req->id, &ch, &err);
-    reply_change(req, ret, r, &ch, NULL, 204, false, &err);
-    core_change_fini(&ch);
-}
-
-/* start and stop: the same change but for the registry's verb. */
-typedef int (*set_enabled_fn)(struct core_registry *r, const char *id, struct core_change *ch,
-                              json_t **ret, struct core_err *err);
-
-static void set_enabled(const struct api_request *req, struct api_reply *ret, set_enabled_fn fn)
-{
-    struct core_err err = {0};
-    struct core_change ch;
-    json_t *j = NULL;
-    int r;
-
-    if (change_begin(req, &ch, ret) < 0)
-        return;
-    r = fn(req->registry, req->id, &ch, &j, &err);
-    reply_change(req, ret, r, &ch, j, 200, false, &err);
-    core_change_fini(&ch);
-}
-
-void api_handle_listener_start(const struct api_request *req, struct api_reply *ret)
-{
-    set_enabled(req, ret, core_registry_start);
-}
-
-void api_handle_listener_stop(const struct api_request *req, struct api_reply *ret)
-{
-    set_enabled(req, ret, core_registry_stop);
-}
-
 void api_handle_config_get(const struct api_request *req, struct api_reply *ret)
 {
     json_t *j = NULL;
@@ -310,20 +352,6 @@ void api_handle_config_get(const struct api_request *req, struct api_reply *ret)
     revision = json_integer_value(json_object_get(j, "revision"));
     api_reply_json(ret, 200, j);
     api_reply_config_etag(ret, revision > 0 ? (uint64_t)revision : 0);
-}
-
-void api_handle_config_replace(const struct api_request *req, struct api_reply *ret)
-{
-    struct core_err err = {0};
-    struct core_change ch;
-    json_t *j = NULL;
-    int r;
-
-    if (change_begin(req, &ch, ret) < 0)
-        return;
-    r = core_registry_config_replace(req->registry, req->body, &ch, &j, &err);
-    reply_change(req, ret, r, &ch, j, 200, true, &err);
-    core_change_fini(&ch);
 }
 
 void api_handle_revisions_list(const struct api_request *req, struct api_reply *ret)
