@@ -272,27 +272,39 @@ static void daemon_reaped(struct it_daemon *d, int status)
 
 /* Reads one line from fd within timeout_ms. Returns its length, 0 at end of file with no line,
  * or -ETIMEDOUT. */
-/* Reads fd until its end (what comes is dropped), for at most timeout_ms. */
-static void wait_eof(int fd, int timeout_ms)
+/* A daemon's ready fd: its pid and the pipe its fd 3 is ("pipe:[INODE]"). */
+struct ready_fd {
+    pid_t pid;
+    char pipe[64];
+};
+
+/* Whether the daemon's fd 3 is no longer that pipe. */
+static bool ready_fd_closed(void *arg)
 {
-    int64_t deadline = it_now_ms() + timeout_ms;
-    char buf[64];
+    const struct ready_fd *r = arg;
+    char link[64], target[64];
+    ssize_t n;
 
-    for (;;) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int r = poll(&pfd, 1, left_ms(deadline));
-        ssize_t n;
+    snprintf(link, sizeof(link), "/proc/%d/fd/3", (int)r->pid);
+    n = readlink(link, target, sizeof(target) - 1);
+    if (n < 0)
+        return true;
+    target[n] = '\0';
+    return strcmp(target, r->pipe) != 0;
+}
 
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return;
-        n = read(fd, buf, sizeof(buf));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return;
-    }
+/* Waits (at most timeout_ms) until the daemon pid has closed its ready fd, the pipe whose
+ * read end is fd (a wrapper such as strace may keep its own copy open: the daemon's is what
+ * counts). */
+static void wait_ready_fd_closed(pid_t pid, int fd, int timeout_ms)
+{
+    struct ready_fd r = {.pid = pid};
+    struct stat st;
+
+    if (fstat(fd, &st) < 0)
+        return;
+    snprintf(r.pipe, sizeof(r.pipe), "pipe:[%llu]", (unsigned long long)st.st_ino);
+    (void)it_wait_until(timeout_ms, ready_fd_closed, &r);
 }
 
 static int read_line(int fd, char *buf, size_t cap, int timeout_ms)
@@ -500,7 +512,7 @@ int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
     /* The daemon closes its ready fd right after the line: once it has, the fds a test counts
      * from now on are the daemon's steady ones. */
     if (r > 0)
-        wait_eof(pipefd[0], IT_READY_TIMEOUT_MS);
+        wait_ready_fd_closed(pid, pipefd[0], IT_READY_TIMEOUT_MS);
     close(pipefd[0]);
     if (r == -ETIMEDOUT) {
         fprintf(stderr, "# the daemon printed no URL within %d ms\n", IT_READY_TIMEOUT_MS);
