@@ -11,7 +11,7 @@ import path from 'node:path';
 import test from 'node:test';
 import { promisify } from 'node:util';
 import {
-  BIN, DEADLINE_MS, launchBrowser, rowOf, shot, startDaemon, tempDir, waitForState,
+  BIN, DEADLINE_MS, rowOf, shot, startTokenSession, waitForState,
 } from './helpers.mjs';
 
 const run = promisify(execFile);
@@ -48,13 +48,9 @@ async function enterToken(page, url, token) {
 }
 
 test('a token-protected download streams to disk through the service worker', { timeout: 180000 }, async (t) => {
-  const token = randomBytes(24).toString('hex');
-  const daemon = await startDaemon({ token });
-  const work = tempDir('download');
-  const browser = await launchBrowser();
-  const { page, context } = browser;
-  const urls = [];
-  context.on('request', (r) => urls.push(r.url()));
+  const {
+    token, daemon, work, browser, page, context, urls,
+  } = await startTokenSession('download');
 
   try {
     const created = await daemon.api('POST', '/api/v1/listeners', {

@@ -2,6 +2,7 @@
 // Chromium driven by playwright-core, screenshots, echo traffic, and waiting with deadlines.
 
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -245,4 +246,18 @@ export async function accessibilityProblems(page, scope) {
   return violations
     .filter((v) => v.impact === 'serious' || v.impact === 'critical')
     .map((v) => `${v.impact} ${v.id}: ${v.help} (${v.nodes.join(', ')})`);
+}
+
+/**
+ * A daemon that requires a fresh random token, a work directory and a browser whose every
+ * request URL is recorded in urls (to prove the token never travels in one).
+ */
+export async function startTokenSession(prefix) {
+  const token = randomBytes(24).toString('hex');
+  const daemon = await startDaemon({ token });
+  const work = tempDir(prefix);
+  const browser = await launchBrowser();
+  const urls = [];
+  browser.context.on('request', (r) => urls.push(r.url()));
+  return { token, daemon, work, browser, page: browser.page, context: browser.context, urls };
 }

@@ -11,7 +11,7 @@ import path from 'node:path';
 import test from 'node:test';
 import { promisify } from 'node:util';
 import {
-  BIN, DEADLINE_MS, accessibilityProblems, launchBrowser, rowOf, shot, startDaemon, tempDir, waitForState,
+  BIN, DEADLINE_MS, accessibilityProblems, rowOf, shot, startTokenSession, waitForState,
 } from './helpers.mjs';
 
 const run = promisify(execFile);
@@ -20,13 +20,9 @@ const BACKUP = 'tok-backup';
 const NAME = 'tok-notes.bin';
 
 test('the dashboard asks for the token once and keeps it for the tab', { timeout: 120000 }, async (t) => {
-  const token = randomBytes(24).toString('hex');
-  const daemon = await startDaemon({ token });
-  const work = tempDir('token');
-  const browser = await launchBrowser();
-  const { page, context } = browser;
-  const urls = [];
-  context.on('request', (r) => urls.push(r.url()));
+  const {
+    token, daemon, work, browser, page, context, urls,
+  } = await startTokenSession('token');
   const content = randomBytes(40 * 1024 + 3);
 
   try {
