@@ -1,6 +1,7 @@
 // Shared pieces of the dashboard's end-to-end tests: a daemon of their own, headless
 // Chromium driven by playwright-core, screenshots, echo traffic, and waiting with deadlines.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -259,5 +260,27 @@ export async function startTokenSession(prefix) {
   const browser = await launchBrowser();
   const urls = [];
   browser.context.on('request', (r) => urls.push(r.url()));
-  return { token, daemon, work, browser, page: browser.page, context: browser.context, urls };
+  return {
+    token,
+    daemon,
+    work,
+    browser,
+    page: browser.page,
+    context: browser.context,
+    urls,
+    /** The token was never in a URL the browser asked for, and the page threw nothing. */
+    assertNoLeak() {
+      assert.deepEqual(urls.filter((u) => u.includes(token)), [], 'the token is never in a URL');
+      assert.deepEqual(browser.errors.map(String), [], 'no uncaught error in the page');
+    },
+    /** Closes the browser, removes the work directory, stops the daemon: it exits 0 and its log
+     * never holds the token. */
+    async close() {
+      await browser.close();
+      rmSync(work, { recursive: true, force: true });
+      const code = await daemon.stop();
+      assert.equal(code, 0, `the daemon exits 0 on SIGTERM\n${daemon.log()}`);
+      assert.ok(!daemon.log().includes(token), 'the daemon never logs the token');
+    },
+  };
 }
