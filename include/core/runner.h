@@ -159,7 +159,7 @@ struct core_admission {
 /* A connection core_runner_accept_conn() took. */
 struct core_accepted {
     int fd;               /* non-blocking, close-on-exec; the caller's */
-    uint64_t accepted_ns; /* core_runner_now_ns() when it was accepted */
+    uint64_t accepted_ns; /* core_now_ns() when it was accepted */
     struct core_admission adm;
 };
 
@@ -209,9 +209,6 @@ int core_runner_udp_start(const struct core_runner_ctx *ctx, struct core_runner 
                           struct core_err *err);
 
 /* ---- shared by the runners; any thread ---- */
-
-/* CLOCK_MONOTONIC in nanoseconds, for latency records. */
-uint64_t core_runner_now_ns(void);
 
 /* What serving one connection with blocking-style waits needs. */
 struct core_conn_ctx {

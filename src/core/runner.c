@@ -14,18 +14,10 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/log.h"
-
-uint64_t core_runner_now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /*
  * The fds a listener's accepting threads keep in reserve (on /dev/null) to refuse connections
@@ -423,7 +415,7 @@ int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned, struct
         return a.fd;
     }
     *warned = false;
-    a.accepted_ns = core_runner_now_ns();
+    a.accepted_ns = core_now_ns();
     if (admit(r->sources, &r->cfg, r->m, a.fd, a.accepted_ns, &a.adm) < 0) {
         close(a.fd);
         return -ECONNREFUSED;

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 
 #define BATCH 16
@@ -56,7 +57,7 @@ static void send_replies(struct udp_runner *rn, struct batch *b, unsigned n, uin
             done++;
             continue;
         }
-        now = core_runner_now_ns();
+        now = core_now_ns();
         for (int i = 0; i < sent; i++) {
             core_metrics_record_latency(rn->base.m, now - received_ns);
             core_metrics_add(rn->base.m, CORE_CTR_DATAGRAMS_OUT, 1);
@@ -166,7 +167,7 @@ static void *worker_main(void *arg)
                 core_metrics_add(base->m, CORE_CTR_ERRORS, 1);
             continue;
         }
-        handle_batch(rn, b, n, core_runner_now_ns());
+        handle_batch(rn, b, n, core_now_ns());
     }
 out:
     if (b) {

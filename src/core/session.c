@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
-#include "core/runner.h"
+#include "core/clock.h"
 
 int core_session_open(struct core_session *s, const struct core_service *svc, void *inst,
                       struct core_metrics *m, uint64_t accepted_ns)
@@ -29,7 +29,7 @@ enum core_session_next core_session_next(struct core_session *s)
         if (s->state == CORE_SESSION_DONE)
             return CORE_SESSION_LINGER;
         if (s->t0 && s->verdict != CORE_VERDICT_PULL) {
-            core_metrics_record_latency(s->m, core_runner_now_ns() - s->t0);
+            core_metrics_record_latency(s->m, core_now_ns() - s->t0);
             s->t0 = 0;
         }
         if (s->verdict < 0) {
@@ -55,7 +55,7 @@ void core_session_input(struct core_session *s, const uint8_t *in, size_t len)
     const struct core_service *svc = s->svc;
 
     assert(s->state == CORE_SESSION_OPEN && s->out.len == 0);
-    s->t0 = core_runner_now_ns();
+    s->t0 = core_now_ns();
     if (len == 0) {
         /* The client closed its side: the service may answer once more, then we close. */
         s->verdict = svc->session_eof ? svc->session_eof(s->sess, &s->out) : CORE_VERDICT_CLOSE;
