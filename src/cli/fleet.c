@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -397,41 +398,35 @@ static void issuer(char *buf, size_t len)
  * The record: {"target", "config", "if_match"?, "issued_by", "issued_at"}, checked as a node
  * will read it. Returns 0 with *ret (text to free), or the exit status after saying why.
  */
-static int build_record(struct run *x, json_t *config, json_t *if_match, char **ret)
+static int build_record(struct run *x, const json_t *config, const json_t *if_match, char **ret)
 {
-    json_t *target = json_object(), *record, *nodes = json_array();
-    char by[320], at[64];
-    struct fleet_record rec;
+    const char **nodes = calloc(x->a.nrepeats + 1, sizeof(*nodes));
     struct core_err err = {0};
-    char *text;
+    json_t *record = NULL;
+    size_t n = 0;
+    char by[FLEET_ISSUED_BY_MAX];
+    int r;
 
+    if (!nodes)
+        return fail(CLI_EXIT_FAILURE, "out of memory");
     for (size_t i = 0; i < x->a.nrepeats; i++)
         if (x->a.repeat_opt[i] == OPT_NODE)
-            json_array_append_new(nodes, json_string(x->a.repeats[i]));
-    if (json_array_size(nodes) > 0)
-        json_object_set(target, "nodes", nodes);
-    json_decref(nodes);
-    if (x->a.seen[OPT_SELECTOR])
-        json_object_set_new(target, "selector", json_string(x->a.val[OPT_SELECTOR]));
-    if (x->a.seen[OPT_ALL])
-        json_object_set_new(target, "all", json_true());
+            nodes[n++] = x->a.repeats[i];
     issuer(by, sizeof(by));
-    fleet_time_format(at, sizeof(at), fleet_view_now_ms());
-    record = json_pack("{s:o, s:O, s:s, s:s}", "target", target, "config", config, "issued_by", by,
-                       "issued_at", at);
-    if (record && json_object_size(if_match) > 0)
-        json_object_set(record, "if_match", if_match);
-    text = record ? json_dumps(record, JSON_COMPACT) : NULL;
-    json_decref(record);
-    if (!text)
+    r = fleet_record_build(nodes, n, x->a.seen[OPT_SELECTOR] ? x->a.val[OPT_SELECTOR] : NULL,
+                           x->a.seen[OPT_ALL], config,
+                           json_object_size(if_match) > 0 ? if_match : NULL, by, fleet_now_ms(),
+                           &record, &err);
+    free(nodes);
+    if (r == -ENOMEM)
         return fail(CLI_EXIT_FAILURE, "out of memory");
-    if (fleet_record_parse(text, strlen(text), &rec, &err) < 0) {
-        free(text);
-        return fail(CLI_FLEET_EXIT_USAGE, "%s: %s", x->a.val[OPT_FILE], err.msg);
-    }
-    fleet_record_fini(&rec);
-    *ret = text;
-    return 0;
+    if (r < 0)
+        return fail(CLI_FLEET_EXIT_USAGE, "%s: %s%s%s%s",
+                    strcmp(x->a.val[OPT_FILE], "-") == 0 ? "standard input" : x->a.val[OPT_FILE],
+                    err.msg, err.field[0] ? " (field: " : "", err.field, err.field[0] ? ")" : "");
+    *ret = json_dumps(record, JSON_COMPACT);
+    json_decref(record);
+    return *ret ? 0 : fail(CLI_EXIT_FAILURE, "out of memory");
 }
 
 /* Checks apply's arguments. Returns 0, or the exit status after saying why. */
@@ -551,7 +546,7 @@ static int run_apply(struct run *x)
                                                        .message_id = d.record_id,
                                                        .correlation_id = d.record_id,
                                                        .reply_to = "amq.rabbitmq.reply-to",
-                                                       .timestamp_s = fleet_view_now_ms() / 1000},
+                                                       .timestamp_s = fleet_now_ms() / 1000},
                               &tag, &err);
     if (r < 0) {
         r = fail(CLI_FLEET_EXIT_BROKER, "the broker did not take the record: %s", err.msg);
