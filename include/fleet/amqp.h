@@ -67,7 +67,7 @@ struct fleet_amqp_conf {
     int heartbeat_s;
     char connection_name[128];
     int64_t timeout_ms;
-    char display[512]; /* the URL without its password, for messages: "amqp://guest@host:5672/" */
+    char display[1024]; /* the URL without its password, for messages: "amqp://guest@host:5672/" */
 };
 
 /* Checks opts and fills *ret: parses the URL (amqp_parse_url on a copy), reads the credentials
