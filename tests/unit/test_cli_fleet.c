@@ -206,10 +206,10 @@ static void test_apply_table_columns_and_detail(void **state)
     (void)state;
     rows = cli_fleet_apply_rows(replies, (const char *const[]){"n2"}, 1, 15000);
     assert_text(cli_fleet_apply_render(rows),
-                "NODE  RESULT   OFFSET  REVISION  DETAIL\n"
-                "n1    APPLIED      42        17  -\n"
-                "n2    PENDING       -         -  did not answer in 15s (offline?)\n"
-                "n3    REJECTED     42         4  port 7100 is in use (field: "
+                "NODE  RESULT    OFFSET  REVISION  DETAIL\n"
+                "n1    APPLIED       42        17  -\n"
+                "n2    PENDING        -         -  did not answer in 15s (offline?)\n"
+                "n3    REJECTED      42         4  port 7100 is in use (field: "
                 "listeners[0].port)\n");
     json_decref(rows);
     json_decref(replies);
