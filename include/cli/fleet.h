@@ -169,8 +169,8 @@ void cli_fleet_bus_free(struct cli_fleet_bus *b);
  * its first record with a prefetch of 500, each delivery acknowledged once handled; otherwise
  * no_ack. Returns 0 or a negative errno with err.
  */
-int cli_fleet_bus_consume(struct cli_fleet_bus *b, int channel, const char *queue,
-                          bool from_first, struct core_err *err);
+int cli_fleet_bus_consume(struct cli_fleet_bus *b, int channel, const char *queue, bool from_first,
+                          struct core_err *err);
 
 /* Declares a viewer queue bound to PREFIX.events with pattern and consumes it on channel 1. */
 int cli_fleet_bus_watch(struct cli_fleet_bus *b, const char *prefix, const char *pattern,

@@ -204,10 +204,9 @@ static void make_uuid(char out[37])
     }
     u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
     u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
-             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
-             u[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
+             u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+             u[14], u[15]);
 }
 
 /* ---- finding the nodes: the nodes stream and a ping to every node ---- */
@@ -215,13 +214,13 @@ static void make_uuid(char out[37])
 struct discover {
     struct run *x;
     struct fleet_view *view;
-    json_t *last_kind;   /* node -> the kind of its last record in the nodes stream */
-    json_t *ponged;      /* node -> true */
-    json_t *replies;     /* apply: node -> reply */
+    json_t *last_kind; /* node -> the kind of its last record in the nodes stream */
+    json_t *ponged;    /* node -> true */
+    json_t *replies;   /* apply: node -> reply */
     const json_t *expected;
     char ping_id[37];
     char record_id[37];
-    int64_t stream_at;   /* when the nodes stream last delivered (or was subscribed) */
+    int64_t stream_at; /* when the nodes stream last delivered (or was subscribed) */
 };
 
 static int on_message(void *ctx, const struct cli_fleet_msg *m)
@@ -291,13 +290,14 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
 {
     char nodes[300];
     struct core_err err = {0};
-    int64_t start = cli_now_ms(), end = start + window_ms, hard = end + STREAM_MAX_MS;
+    int64_t start = cli_now_ms(), end = start + window_ms, hard = end + STREAM_MAX_MS, pinged;
     int r;
 
     snprintf(nodes, sizeof(nodes), "%s.nodes", x->prefix);
     make_uuid(d->ping_id);
     fleet_view_set_connected(d->view, true);
-    fleet_view_set_ping_timeout(d->view, window_ms);
+    /* the wall clock the view reads may lag the monotonic one this loop ends by */
+    fleet_view_set_ping_timeout(d->view, window_ms > 200 ? window_ms - 50 : window_ms);
     r = cli_fleet_bus_consume(x->bus, 2, nodes, true, &err);
     if (r == 0) {
         char rpc[300];
@@ -316,19 +316,21 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
     }
     if (r < 0)
         return fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
-    fleet_view_ping_sent(d->view, NULL, fleet_view_now_ms());
+    pinged = fleet_view_now_ms();
     d->stream_at = cli_now_ms();
     for (;;) {
         int64_t now = cli_now_ms();
 
-        if (now - d->stream_at >= STREAM_IDLE_MS && (now >= end || live_ones_answered(d)))
-            return 0;
-        if (now >= hard)
-            return 0;
+        if ((now - d->stream_at >= STREAM_IDLE_MS && (now >= end || live_ones_answered(d))) ||
+            now >= hard)
+            break;
         r = cli_fleet_bus_run(x->bus, now + SLICE_MS, on_message, d, -1, &err);
         if (r < 0)
             return fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
     }
+    /* every node known now was asked: those silent since are offline */
+    fleet_view_ping_sent(d->view, NULL, pinged);
+    return 0;
 }
 
 static int discover_init(struct discover *d, struct run *x)
@@ -463,6 +465,8 @@ static int print_rows(struct run *x, json_t *rows)
             free(text);
             return fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno));
         }
+    } else if (json_array_size(rows) == 0) {
+        return 0; /* said on stderr: no node is targeted */
     } else {
         text = cli_fleet_apply_render(rows);
         if (text)
@@ -471,7 +475,8 @@ static int print_rows(struct run *x, json_t *rows)
     if (!text)
         return fail(CLI_EXIT_FAILURE, "out of memory");
     free(text);
-    return fflush(stdout) == 0 ? 0 : fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno));
+    return fflush(stdout) == 0 ? 0
+                               : fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno));
 }
 
 static int run_apply(struct run *x)
@@ -768,14 +773,14 @@ static int parse(int argc, char **argv, struct run *x)
     url = x->a.seen[OPT_AMQP] ? x->a.val[OPT_AMQP] : getenv(CLI_FLEET_ENV_AMQP);
     if (!url || !*url)
         url = CLI_FLEET_DEFAULT_AMQP;
-    r = fleet_amqp_opts_check(&(struct fleet_amqp_opts){.url = url,
-                                                        .credentials_file =
-                                                            x->a.val[OPT_CREDENTIALS],
-                                                        .cacert = x->a.val[OPT_CACERT],
-                                                        .cert = x->a.val[OPT_CERT],
-                                                        .key = x->a.val[OPT_KEY],
-                                                        .connection_name = "sockserv fleet"},
-                              &x->conf, &err);
+    r = fleet_amqp_opts_check(
+        &(struct fleet_amqp_opts){.url = url,
+                                  .credentials_file = x->a.val[OPT_CREDENTIALS],
+                                  .cacert = x->a.val[OPT_CACERT],
+                                  .cert = x->a.val[OPT_CERT],
+                                  .key = x->a.val[OPT_KEY],
+                                  .connection_name = "sockserv fleet"},
+        &x->conf, &err);
     if (r < 0)
         return usage_error(x, "%s", err.msg);
     return CLI_ARGS_GO_ON;
