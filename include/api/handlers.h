@@ -48,6 +48,7 @@ struct api_request {
     struct core_registry *registry;
     const struct core_service_table *services; /* the services; NULL: none */
     struct api_events *events; /* the event streams, or NULL when the server has no event bus */
+    struct fleet_view *view;   /* the fleet view (--fleet-view), or NULL */
     const char *path;          /* the URL path (percent-decoded), e.g. "/api/v1/listeners/e1" */
     const char *id;            /* the {id} segment of the path, or NULL when the route has none */
     const char *name;          /* the {name} segment (percent-decoded), or NULL */

@@ -93,6 +93,7 @@ struct api_server_opts {
     /* ": keepalive" on a stream that sent nothing for this long; 0 (and anything over half the
      * idle timeout) is 15000. */
     unsigned keepalive_ms;
+    struct fleet_view *view; /* borrowed, may be NULL: what GET /api/v1/fleet shows */
 };
 
 /* Binds and starts serving. Returns 0 or a negative errno (-EADDRINUSE, -EPERM, ...) with err
