@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -182,33 +181,6 @@ static int usage_error(const struct run *x, const char *fmt, ...)
     return cli_args_usage_error(&cli_fleet_command, (int)x->verb, "%s", msg);
 }
 
-/* A random UUID (version 4) as text. */
-static void make_uuid(char out[37])
-{
-    unsigned char u[16];
-    size_t got = 0;
-
-    while (got < sizeof(u)) {
-        ssize_t n = getrandom(u + got, sizeof(u) - got, 0);
-
-        if (n > 0)
-            got += (size_t)n;
-        else if (errno != EINTR)
-            break;
-    }
-    if (got < sizeof(u)) {
-        int64_t t = cli_now_ms() ^ (int64_t)getpid() << 20;
-
-        for (size_t i = 0; i < sizeof(u); i++)
-            u[i] = (unsigned char)(t >> (i % 8 * 8)) ^ (unsigned char)(i * 37);
-    }
-    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
-    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
-             u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
-             u[14], u[15]);
-}
-
 /* ---- finding the nodes: the nodes stream and a ping to every node ---- */
 
 struct discover {
@@ -218,8 +190,8 @@ struct discover {
     json_t *ponged;    /* node -> true */
     json_t *replies;   /* apply: node -> reply */
     const json_t *expected;
-    char ping_id[37];
-    char record_id[37];
+    char ping_id[FLEET_UUID_LEN];
+    char record_id[FLEET_UUID_LEN];
     int64_t stream_at; /* when the nodes stream last delivered (or was subscribed) */
 };
 
@@ -294,7 +266,7 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
     int r;
 
     snprintf(nodes, sizeof(nodes), "%s.nodes", x->prefix);
-    make_uuid(d->ping_id);
+    fleet_uuid(d->ping_id);
     fleet_view_set_connected(d->view, true);
     /* the wall clock the view reads may lag the monotonic one this loop ends by */
     fleet_view_set_ping_timeout(d->view, window_ms > 200 ? window_ms - 50 : window_ms);
@@ -539,7 +511,7 @@ static int run_apply(struct run *x)
     d.expected = expected;
 
     /* the record, confirmed by the broker (mandatory: a missing stream comes back) */
-    make_uuid(d.record_id);
+    fleet_uuid(d.record_id);
     snprintf(desired, sizeof(desired), "%s.desired", x->prefix);
     r = cli_fleet_bus_publish(x->bus,
                               &(struct fleet_amqp_msg){.exchange = "",
@@ -709,7 +681,7 @@ static int run_watch(struct run *x)
     sigset_t mask;
     int sfd, r;
 
-    if (!cli_fleet_pattern_valid(pattern))
+    if (!fleet_pattern_valid(pattern))
         return usage_error(x,
                            "PATTERN '%s': words of a-z, 0-9, '_' and '-', or '*' or '#', "
                            "separated by '.' (ev.*.listener.#)",

@@ -1,5 +1,5 @@
 /*
- * The pure parts of `sockserv fleet`: binding patterns, --if-match values, apply's rows, tables
+ * The pure parts of `sockserv fleet`: --if-match values, apply's rows, tables
  * and exit status, ls's table, watch's lines and the set of nodes apply waits for. No broker,
  * no I/O: the unit tests drive them directly.
  */
@@ -14,36 +14,7 @@
 #include "cli/ctl.h"
 #include "fleet/wire.h"
 
-/* ---- patterns and --if-match ---- */
-
-static bool is_word_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-}
-
-bool cli_fleet_pattern_valid(const char *text)
-{
-    size_t len = text ? strlen(text) : 0;
-    const char *p = text;
-
-    if (len == 0 || len > CLI_FLEET_PATTERN_MAX)
-        return false;
-    for (;;) {
-        size_t n = strcspn(p, ".");
-
-        if (n == 0)
-            return false;
-        if (!((n == 1 && (*p == '*' || *p == '#')))) {
-            for (size_t i = 0; i < n; i++)
-                if (!is_word_char(p[i]))
-                    return false;
-        }
-        p += n;
-        if (*p == '\0')
-            return true;
-        p++; /* the '.' */
-    }
-}
+/* ---- --if-match ---- */
 
 int cli_fleet_if_match_add(json_t *if_match, const char *text, struct core_err *err)
 {

@@ -1,5 +1,5 @@
 /*
- * `sockserv fleet` without a broker: binding patterns, --if-match values, apply's rows, table
+ * `sockserv fleet` without a broker: --if-match values, apply's rows, table
  * and exit status, ls's table, watch's lines, the nodes apply waits for; and the command as a
  * user runs it ($SOCKSERV_BIN): its help, its usage errors and bad files (exit 2), and a broker
  * that cannot be reached (exit 4, one line).
@@ -55,37 +55,6 @@ static void assert_text(char *got, const char *want)
         fail_msg("text differs");
     }
     free(got);
-}
-
-/* ---- patterns ---- */
-
-static void test_pattern_words_and_wildcards_valid(void **state)
-{
-    static const char *const good[] = {
-        "ev.#",         "#",      "*", "ev.*.listener.#", "ev.n1.#", "ev.n-1_x.config.applied",
-        "ev.*.*.state", "rpc.all"};
-    static const char *const bad[] = {"",       ".",     "ev.",   ".ev",      "ev..#", "ev.N1.#",
-                                      "ev.n1#", "ev.**", "ev. #", "ev.n1.#x", "ev/#",  "ev.é.#"};
-
-    (void)state;
-    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
-        if (!cli_fleet_pattern_valid(good[i]))
-            fail_msg("'%s' was refused", good[i]);
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        if (cli_fleet_pattern_valid(bad[i]))
-            fail_msg("'%s' was accepted", bad[i]);
-}
-
-static void test_pattern_longer_than_a_routing_key_invalid(void **state)
-{
-    char p[CLI_FLEET_PATTERN_MAX + 2];
-
-    (void)state;
-    memset(p, 'a', sizeof(p) - 1);
-    p[sizeof(p) - 1] = '\0';
-    assert_false(cli_fleet_pattern_valid(p));
-    p[CLI_FLEET_PATTERN_MAX] = '\0';
-    assert_true(cli_fleet_pattern_valid(p));
 }
 
 /* ---- --if-match ---- */
@@ -592,8 +561,6 @@ static void test_command_broker_unreachable_exit_4(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pattern_words_and_wildcards_valid),
-        cmocka_unit_test(test_pattern_longer_than_a_routing_key_invalid),
         cmocka_unit_test(test_if_match_bare_and_quoted_etags_kept_quoted),
         cmocka_unit_test(test_if_match_bad_values_named),
         cmocka_unit_test(test_if_match_node_twice_refused),
