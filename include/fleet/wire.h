@@ -31,6 +31,7 @@
 #define FLEET_LABELS_MAX 16     /* labels per node, terms per selector */
 #define FLEET_KIND_MAX 32       /* "listener.created" + NUL, two words */
 #define FLEET_BOOT_LEN 17       /* 16 hex digits + NUL */
+#define FLEET_UUID_LEN 37       /* 36 characters + NUL */
 #define FLEET_TIME_LEN 32       /* "2026-12-06T12:00:00.123Z" + NUL, with room */
 #define FLEET_ETAG_MAX 32       /* "\"17\"" + NUL, with room */
 #define FLEET_RECORD_ID_MAX 128 /* a record's message_id (a UUID) + NUL */
@@ -123,6 +124,13 @@ int fleet_routing_key_parse(const char *key, char *ret_node, char *ret_kind);
 /* "rpc.NODE", or "rpc.all" when node is NULL. Returns the length, -EINVAL, -ENOSPC. */
 int fleet_rpc_key(char *buf, size_t len, const char *node);
 
+/*
+ * Whether pattern is a topic binding pattern a viewer may bind to PREFIX.events: words of
+ * [a-z0-9_-]+, '*' or '#', separated by single dots, at most FLEET_KEY_MAX - 1 characters
+ * ("ev.#", "ev.*.listener.#", "ev.n1.config.applied").
+ */
+bool fleet_pattern_valid(const char *pattern);
+
 /* ---- time, boot ids, message ids ------------------------------------------------------------- */
 
 /* Wall-clock time in ms since the epoch (CLOCK_REALTIME). */
@@ -138,6 +146,10 @@ int fleet_time_parse(const char *text, int64_t *ret_ms);
 
 /* A fresh random boot id: 16 lower-case hex digits (getrandom; never fails). */
 void fleet_boot_id(char out[FLEET_BOOT_LEN]);
+
+/* A fresh random (version 4) UUID in lower case, "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx": a
+ * record's message_id and correlation_id (getrandom; never fails). */
+void fleet_uuid(char out[FLEET_UUID_LEN]);
 
 /* "NODE:BOOT:SEQ", or "NODE:BOOT:tMS" when seq is 0 (an unreliable event). Returns the length
  * or -ENOSPC. */

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -182,46 +181,18 @@ static int usage_error(const struct run *x, const char *fmt, ...)
     return cli_args_usage_error(&cli_fleet_command, (int)x->verb, "%s", msg);
 }
 
-/* A random UUID (version 4) as text. */
-static void make_uuid(char out[37])
-{
-    unsigned char u[16];
-    size_t got = 0;
-
-    while (got < sizeof(u)) {
-        ssize_t n = getrandom(u + got, sizeof(u) - got, 0);
-
-        if (n > 0)
-            got += (size_t)n;
-        else if (errno != EINTR)
-            break;
-    }
-    if (got < sizeof(u)) {
-        int64_t t = cli_now_ms() ^ (int64_t)getpid() << 20;
-
-        for (size_t i = 0; i < sizeof(u); i++)
-            u[i] = (unsigned char)(t >> (i % 8 * 8)) ^ (unsigned char)(i * 37);
-    }
-    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
-    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
-             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
-             u[15]);
-}
-
 /* ---- finding the nodes: the nodes stream and a ping to every node ---- */
 
 struct discover {
     struct run *x;
     struct fleet_view *view;
-    json_t *last_kind;   /* node -> the kind of its last record in the nodes stream */
-    json_t *ponged;      /* node -> true */
-    json_t *replies;     /* apply: node -> reply */
+    json_t *last_kind; /* node -> the kind of its last record in the nodes stream */
+    json_t *ponged;    /* node -> true */
+    json_t *replies;   /* apply: node -> reply */
     const json_t *expected;
-    char ping_id[37];
-    char record_id[37];
-    int64_t stream_at;   /* when the nodes stream last delivered (or was subscribed) */
+    char ping_id[FLEET_UUID_LEN];
+    char record_id[FLEET_UUID_LEN];
+    int64_t stream_at; /* when the nodes stream last delivered (or was subscribed) */
 };
 
 static int on_message(void *ctx, const struct cli_fleet_msg *m)
@@ -291,13 +262,14 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
 {
     char nodes[300];
     struct core_err err = {0};
-    int64_t start = cli_now_ms(), end = start + window_ms, hard = end + STREAM_MAX_MS;
+    int64_t start = cli_now_ms(), end = start + window_ms, hard = end + STREAM_MAX_MS, pinged;
     int r;
 
     snprintf(nodes, sizeof(nodes), "%s.nodes", x->prefix);
-    make_uuid(d->ping_id);
+    fleet_uuid(d->ping_id);
     fleet_view_set_connected(d->view, true);
-    fleet_view_set_ping_timeout(d->view, window_ms);
+    /* the wall clock the view reads may lag the monotonic one this loop ends by */
+    fleet_view_set_ping_timeout(d->view, window_ms > 200 ? window_ms - 50 : window_ms);
     r = cli_fleet_bus_consume(x->bus, 2, nodes, true, &err);
     if (r == 0) {
         char rpc[300];
@@ -316,19 +288,21 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
     }
     if (r < 0)
         return fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
-    fleet_view_ping_sent(d->view, NULL, fleet_view_now_ms());
+    pinged = fleet_view_now_ms();
     d->stream_at = cli_now_ms();
     for (;;) {
         int64_t now = cli_now_ms();
 
-        if (now - d->stream_at >= STREAM_IDLE_MS && (now >= end || live_ones_answered(d)))
-            return 0;
-        if (now >= hard)
-            return 0;
+        if ((now - d->stream_at >= STREAM_IDLE_MS && (now >= end || live_ones_answered(d))) ||
+            now >= hard)
+            break;
         r = cli_fleet_bus_run(x->bus, now + SLICE_MS, on_message, d, -1, &err);
         if (r < 0)
             return fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
     }
+    /* every node known now was asked: those silent since are offline */
+    fleet_view_ping_sent(d->view, NULL, pinged);
+    return 0;
 }
 
 static int discover_init(struct discover *d, struct run *x)
@@ -463,6 +437,8 @@ static int print_rows(struct run *x, json_t *rows)
             free(text);
             return fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno));
         }
+    } else if (json_array_size(rows) == 0) {
+        return 0; /* said on stderr: no node is targeted */
     } else {
         text = cli_fleet_apply_render(rows);
         if (text)
@@ -471,7 +447,8 @@ static int print_rows(struct run *x, json_t *rows)
     if (!text)
         return fail(CLI_EXIT_FAILURE, "out of memory");
     free(text);
-    return fflush(stdout) == 0 ? 0 : fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno));
+    return fflush(stdout) == 0 ? 0
+                               : fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno));
 }
 
 static int run_apply(struct run *x)
@@ -534,7 +511,7 @@ static int run_apply(struct run *x)
     d.expected = expected;
 
     /* the record, confirmed by the broker (mandatory: a missing stream comes back) */
-    make_uuid(d.record_id);
+    fleet_uuid(d.record_id);
     snprintf(desired, sizeof(desired), "%s.desired", x->prefix);
     r = cli_fleet_bus_publish(x->bus,
                               &(struct fleet_amqp_msg){.exchange = "",
@@ -704,7 +681,7 @@ static int run_watch(struct run *x)
     sigset_t mask;
     int sfd, r;
 
-    if (!cli_fleet_pattern_valid(pattern))
+    if (!fleet_pattern_valid(pattern))
         return usage_error(x,
                            "PATTERN '%s': words of a-z, 0-9, '_' and '-', or '*' or '#', "
                            "separated by '.' (ev.*.listener.#)",
@@ -768,14 +745,14 @@ static int parse(int argc, char **argv, struct run *x)
     url = x->a.seen[OPT_AMQP] ? x->a.val[OPT_AMQP] : getenv(CLI_FLEET_ENV_AMQP);
     if (!url || !*url)
         url = CLI_FLEET_DEFAULT_AMQP;
-    r = fleet_amqp_opts_check(&(struct fleet_amqp_opts){.url = url,
-                                                        .credentials_file =
-                                                            x->a.val[OPT_CREDENTIALS],
-                                                        .cacert = x->a.val[OPT_CACERT],
-                                                        .cert = x->a.val[OPT_CERT],
-                                                        .key = x->a.val[OPT_KEY],
-                                                        .connection_name = "sockserv fleet"},
-                              &x->conf, &err);
+    r = fleet_amqp_opts_check(
+        &(struct fleet_amqp_opts){.url = url,
+                                  .credentials_file = x->a.val[OPT_CREDENTIALS],
+                                  .cacert = x->a.val[OPT_CACERT],
+                                  .cert = x->a.val[OPT_CERT],
+                                  .key = x->a.val[OPT_KEY],
+                                  .connection_name = "sockserv fleet"},
+        &x->conf, &err);
     if (r < 0)
         return usage_error(x, "%s", err.msg);
     return CLI_ARGS_GO_ON;

@@ -38,18 +38,18 @@ struct assembly {
 struct cli_fleet_bus {
     amqp_connection_state_t c;
     int heartbeat_s;
-    bool sound;                  /* no error seen: close gracefully */
-    bool channel2_open;          /* channel 2 was opened */
-    bool manual_ack[CHANNELS];   /* deliveries on the channel are acknowledged once handled */
-    bool confirming;             /* channel 1 is in confirm mode */
-    uint64_t published;          /* the last delivery tag given on channel 1 */
-    uint64_t await_tag;          /* run() returns once this one is settled; 0: none */
-    uint64_t acked_upto;         /* tags up to this one were acked (multiple) */
-    uint64_t acked[16];          /* single acks above acked_upto (a small ring) */
-    uint64_t nacked;             /* the last nacked tag (settles the awaited one negatively) */
-    bool returned;               /* a mandatory message came back (before its ack) */
-    uint64_t returned_tag;       /* the tag that was awaited when it came back */
-    char returned_text[256];     /* "312 NO_ROUTE" */
+    bool sound;                /* no error seen: close gracefully */
+    bool channel2_open;        /* channel 2 was opened */
+    bool manual_ack[CHANNELS]; /* deliveries on the channel are acknowledged once handled */
+    bool confirming;           /* channel 1 is in confirm mode */
+    uint64_t published;        /* the last delivery tag given on channel 1 */
+    uint64_t await_tag;        /* run() returns once this one is settled; 0: none */
+    uint64_t acked_upto;       /* tags up to this one were acked (multiple) */
+    uint64_t acked[16];        /* single acks above acked_upto (a small ring) */
+    uint64_t nacked;           /* the last nacked tag (settles the awaited one negatively) */
+    bool returned;             /* a mandatory message came back (before its ack) */
+    uint64_t returned_tag;     /* the tag that was awaited when it came back */
+    char returned_text[256];   /* "312 NO_ROUTE" */
     struct assembly asm_[CHANNELS];
 };
 
@@ -96,8 +96,8 @@ void cli_fleet_bus_free(struct cli_fleet_bus *b)
     free(b);
 }
 
-int cli_fleet_bus_consume(struct cli_fleet_bus *b, int channel, const char *queue,
-                          bool from_first, struct core_err *err)
+int cli_fleet_bus_consume(struct cli_fleet_bus *b, int channel, const char *queue, bool from_first,
+                          struct core_err *err)
 {
     struct fleet_amqp_consume_opts o = {.no_ack = !from_first};
     int r;
@@ -335,8 +335,8 @@ static int on_method(struct cli_fleet_bus *b, const amqp_frame_t *f, struct core
     }
 }
 
-static int on_frame(struct cli_fleet_bus *b, const amqp_frame_t *f, cli_fleet_msg_fn fn,
-                    void *ctx, struct core_err *err)
+static int on_frame(struct cli_fleet_bus *b, const amqp_frame_t *f, cli_fleet_msg_fn fn, void *ctx,
+                    struct core_err *err)
 {
     struct assembly *a = f->channel < CHANNELS ? &b->asm_[f->channel] : NULL;
 

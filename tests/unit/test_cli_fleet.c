@@ -1,5 +1,5 @@
 /*
- * `sockserv fleet` without a broker: binding patterns, --if-match values, apply's rows, table
+ * `sockserv fleet` without a broker: --if-match values, apply's rows, table
  * and exit status, ls's table, watch's lines, the nodes apply waits for; and the command as a
  * user runs it ($SOCKSERV_BIN): its help, its usage errors and bad files (exit 2), and a broker
  * that cannot be reached (exit 4, one line).
@@ -57,38 +57,6 @@ static void assert_text(char *got, const char *want)
     free(got);
 }
 
-/* ---- patterns ---- */
-
-static void test_pattern_words_and_wildcards_valid(void **state)
-{
-    static const char *const good[] = {"ev.#",         "#",         "*",     "ev.*.listener.#",
-                                       "ev.n1.#",      "ev.n-1_x.config.applied",
-                                       "ev.*.*.state", "rpc.all"};
-    static const char *const bad[] = {"",        ".",         "ev.",   ".ev",  "ev..#",
-                                      "ev.N1.#", "ev.n1#",    "ev.**", "ev. #", "ev.n1.#x",
-                                      "ev/#",    "ev.é.#"};
-
-    (void)state;
-    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
-        if (!cli_fleet_pattern_valid(good[i]))
-            fail_msg("'%s' was refused", good[i]);
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        if (cli_fleet_pattern_valid(bad[i]))
-            fail_msg("'%s' was accepted", bad[i]);
-}
-
-static void test_pattern_longer_than_a_routing_key_invalid(void **state)
-{
-    char p[CLI_FLEET_PATTERN_MAX + 2];
-
-    (void)state;
-    memset(p, 'a', sizeof(p) - 1);
-    p[sizeof(p) - 1] = '\0';
-    assert_false(cli_fleet_pattern_valid(p));
-    p[CLI_FLEET_PATTERN_MAX] = '\0';
-    assert_true(cli_fleet_pattern_valid(p));
-}
-
 /* ---- --if-match ---- */
 
 static void test_if_match_bare_and_quoted_etags_kept_quoted(void **state)
@@ -109,16 +77,11 @@ static void test_if_match_bad_values_named(void **state)
     static const struct {
         const char *text, *msg;
     } bad[] = {
-        {"n1", "not NODE=ETAG"},
-        {"=7", "is not a node name"},
-        {"N1=7", "is not a node name"},
-        {"n.1=7", "is not a node name"},
-        {"n1=", "strong ETag"},
-        {"n1=W/\"7\"", "strong ETag"},
-        {"n1=\"7", "malformed"},
-        {"n1=\"7\"x\"", "malformed"},
-        {"n1=a b", "malformed"},
-        {"n1=7,8", "malformed"},
+        {"n1", "not NODE=ETAG"},        {"=7", "is not a node name"},
+        {"N1=7", "is not a node name"}, {"n.1=7", "is not a node name"},
+        {"n1=", "strong ETag"},         {"n1=W/\"7\"", "strong ETag"},
+        {"n1=\"7", "malformed"},        {"n1=\"7\"x\"", "malformed"},
+        {"n1=a b", "malformed"},        {"n1=7,8", "malformed"},
     };
     struct core_err err;
 
@@ -191,8 +154,8 @@ static void test_apply_rows_unexpected_answer_kept(void **state)
     assert_int_equal(json_array_size(rows), 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), "node")), "n1");
     json_decref(rows);
-    rows = cli_fleet_apply_rows(json_object_get(replies, "none"), (const char *const[]){"n9"}, 1,
-                                500);
+    rows =
+        cli_fleet_apply_rows(json_object_get(replies, "none"), (const char *const[]){"n9"}, 1, 500);
     assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), "detail")),
                         "did not answer in 500ms (offline?)");
     json_decref(rows);
@@ -278,11 +241,13 @@ static void test_watch_line_per_kind(void **state)
          "{\"id\":\"e1\",\"state\":\"failed\",\"previous\":\"starting\",\"error\":\"port in use\"}",
          "e1: starting -> failed: port in use"},
         {"listener.deleted", "{\"id\":\"e1\"}", "e1"},
-        {"config.revision", "{\"revision\":7,\"source\":\"fleet: replace configuration (offset 3)\","
-                            "\"summary\":\"created a\"}",
+        {"config.revision",
+         "{\"revision\":7,\"source\":\"fleet: replace configuration (offset 3)\","
+         "\"summary\":\"created a\"}",
          "revision 7: created a (fleet: replace configuration (offset 3))"},
-        {"config.applied", "{\"node\":\"n1\",\"result\":\"applied\",\"offset\":3,\"revision\":7,"
-                           "\"problem\":null}",
+        {"config.applied",
+         "{\"node\":\"n1\",\"result\":\"applied\",\"offset\":3,\"revision\":7,"
+         "\"problem\":null}",
          "offset 3, revision 7"},
         {"config.rejected",
          "{\"result\":\"rejected\",\"offset\":4,\"revision\":7,\"problem\":{\"detail\":\"bad "
@@ -543,8 +508,9 @@ static void test_command_bad_file_named_exit_2(void **state)
     assert_fails(&r, 2, missing);
 
     write_file(path, sizeof(path), "stdin.json", "nope");
-    run_in(path, (const char *const[]){"fleet", "--amqp", "amqp://127.0.0.1:1/", "apply", "-f",
-                                       "-", "--node", "n1", NULL},
+    run_in(path,
+           (const char *const[]){"fleet", "--amqp", "amqp://127.0.0.1:1/", "apply", "-f", "-",
+                                 "--node", "n1", NULL},
            &r);
     assert_fails(&r, 2, "standard input");
     unlink(path);
@@ -595,8 +561,6 @@ static void test_command_broker_unreachable_exit_4(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pattern_words_and_wildcards_valid),
-        cmocka_unit_test(test_pattern_longer_than_a_routing_key_invalid),
         cmocka_unit_test(test_if_match_bare_and_quoted_etags_kept_quoted),
         cmocka_unit_test(test_if_match_bad_values_named),
         cmocka_unit_test(test_if_match_node_twice_refused),

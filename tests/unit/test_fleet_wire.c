@@ -189,6 +189,25 @@ static void test_routing_keys(void **state)
     assert_string_equal(node, "keep");
 }
 
+static void test_pattern_valid(void **state)
+{
+    (void)state;
+    assert_true(fleet_pattern_valid("ev.#"));
+    assert_true(fleet_pattern_valid("#"));
+    assert_true(fleet_pattern_valid("ev.*.listener.#"));
+    assert_true(fleet_pattern_valid("ev.n1.config.applied"));
+    assert_false(fleet_pattern_valid(""));
+    assert_false(fleet_pattern_valid(NULL));
+    assert_false(fleet_pattern_valid("ev..x"));
+    assert_false(fleet_pattern_valid("ev."));
+    assert_false(fleet_pattern_valid(".ev"));
+    assert_false(fleet_pattern_valid("ev.n*"));
+    assert_false(fleet_pattern_valid("ev.*n"));
+    assert_false(fleet_pattern_valid("ev.**"));
+    assert_false(fleet_pattern_valid("ev.N1.#"));
+    assert_false(fleet_pattern_valid("ev n1"));
+}
+
 /* ---- time, ids ---- */
 
 static void test_time_format_and_parse(void **state)
@@ -230,6 +249,25 @@ static void test_boot_id_is_16_hex_and_fresh(void **state)
     assert_int_equal(strlen(a), 16);
     assert_int_equal(strspn(a, "0123456789abcdef"), 16);
     assert_string_not_equal(a, b);
+}
+
+static void test_uuid_is_version_4(void **state)
+{
+    char a[FLEET_UUID_LEN], b[FLEET_UUID_LEN];
+
+    (void)state;
+    fleet_uuid(a);
+    fleet_uuid(b);
+    assert_int_equal(strlen(a), 36);
+    assert_string_not_equal(a, b);
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23)
+            assert_int_equal(a[i], '-');
+        else
+            assert_non_null(strchr("0123456789abcdef", a[i]));
+    }
+    assert_int_equal(a[14], '4');
+    assert_non_null(strchr("89ab", a[19]));
 }
 
 static void test_message_ids(void **state)
@@ -976,8 +1014,10 @@ int main(void)
         cmocka_unit_test(test_kind_of_event_maps_core_types),
         cmocka_unit_test(test_kind_rules),
         cmocka_unit_test(test_routing_keys),
+        cmocka_unit_test(test_pattern_valid),
         cmocka_unit_test(test_time_format_and_parse),
         cmocka_unit_test(test_boot_id_is_16_hex_and_fresh),
+        cmocka_unit_test(test_uuid_is_version_4),
         cmocka_unit_test(test_message_ids),
         cmocka_unit_test(test_labels_add_and_errors),
         cmocka_unit_test(test_labels_json_round_trip),
