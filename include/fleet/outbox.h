@@ -27,7 +27,7 @@ struct fleet_outbox_msg {
     const char *message_id;  /* "n1:<boot>:12" */
     uint64_t seq;            /* the envelope's seq */
     int64_t timestamp;       /* seconds since the epoch (AMQP "timestamp") */
-    const void *body;        /* the envelope, compact JSON */
+    const void *body;        /* the envelope, compact JSON (handed back NUL-terminated) */
     size_t body_len;
 };
 
