@@ -235,8 +235,8 @@ struct fleet_envelope {
 /*
  * Parses an event body. -EINVAL (not JSON, not an object, a member missing or of the wrong
  * type, bad node/boot/kind/time, seq not >= 1 nor null) with err->field naming it. *ret written
- * only on success; the
- * caller then owns ret->data (fleet_envelope_fini()). Unknown members are ignored.
+ * only on success; the caller then owns ret->data (fleet_envelope_fini()). Unknown members are
+ * ignored.
  */
 int fleet_envelope_parse(const char *body, size_t len, struct fleet_envelope *ret,
                          struct core_err *err);
