@@ -234,8 +234,9 @@ struct fleet_envelope {
 
 /*
  * Parses an event body. -EINVAL (not JSON, not an object, a member missing or of the wrong
- * type, bad node/boot/kind/time) with err->field naming it. *ret written only on success; the
- * caller then owns ret->data (fleet_envelope_fini()). Unknown members are ignored.
+ * type, bad node/boot/kind/time, seq not >= 1 nor null) with err->field naming it. *ret written
+ * only on success; the caller then owns ret->data (fleet_envelope_fini()). Unknown members are
+ * ignored.
  */
 int fleet_envelope_parse(const char *body, size_t len, struct fleet_envelope *ret,
                          struct core_err *err);
@@ -294,6 +295,7 @@ struct fleet_record {
  *  - anything else ("config", "config.listeners", "if_match", "if_match.n1", "issued_by",
  *    "issued_at", or an unknown top-level member by its name): ret->target_valid is true and the
  *    target fields are set (only the targeted nodes reject); ret->config is NULL.
+ * -ENOMEM: out of memory (ret->target_valid false).
  * A target is an object with at least one of "nodes" (non-empty array of node names), "selector"
  * (selector text) and "all" (true, alone); config an object with a "listeners" array (its
  * content is the transaction's to judge); if_match an object of node name -> string.
@@ -316,7 +318,8 @@ const char *fleet_record_if_match(const struct fleet_record *r, const char *node
  * Builds a record body (for the CLI): nodes (n_nodes, may be 0), selector text (NULL: none),
  * all; config (borrowed; must be an object with a "listeners" array), if_match (borrowed; NULL
  * or an object node -> ETag string), issued_by, issued_at_ms. Validates as fleet_record_parse()
- * does (same messages and fields; at least one target). *ret (a new reference) on success.
+ * does (same messages and fields; at least one target); -ENOMEM. *ret (a new reference, config
+ * and if_match deep-copied) written only on success. Give it a message_id with fleet_uuid().
  */
 int fleet_record_build(const char *const *nodes, size_t n_nodes, const char *selector, bool all,
                        const json_t *config, const json_t *if_match, const char *issued_by,
@@ -381,8 +384,9 @@ struct fleet_reply {
     json_t *problem;         /* problem+json object (rejected, conflict) or NULL: new ref */
 };
 
-/* The reply object; problem is copied (a new reference to it is taken). Returns a new
- * reference, or NULL when out of memory. */
+/* The reply object (member order as in the contract; "record" null when r->record is empty,
+ * "applied_offset" null without has_applied_offset, "problem" null without one); a new
+ * reference to problem is taken. Returns a new reference, or NULL when out of memory. */
 json_t *fleet_reply_json(const struct fleet_reply *r);
 
 /* Reads a reply object. -EINVAL with err->field; *ret written only on success (then the caller
