@@ -13,6 +13,14 @@
 #   scripts/broker.sh pid DIR PORT        the broker's process id (exit 1 when none runs)
 #   scripts/broker.sh free-port [FROM [TO]]  the first PORT in FROM..TO (default 26000..29900, by
 #                                         steps of 20) with PORT..PORT+13 free on 127.0.0.1
+#   scripts/broker.sh run CMD [ARGS...]   starts one on free ports (from $BROKER_PORT_FROM, default
+#                                         26000) with its data in a
+#                                         new temporary directory, runs CMD with
+#                                         SOCKSERV_TEST_AMQP=amqp://guest:guest@127.0.0.1:PORT/ and
+#                                         SOCKSERV_TEST_BROKER="DIR PORT" in its environment, then
+#                                         stops it and removes the directory, also when CMD fails
+#                                         or is interrupted; exits with CMD's status (scripts/test.sh
+#                                         runs itself so)
 #
 # Ports: AMQP PORT, Erlang distribution PORT+1, epmd PORT+2, the command-line tools PORT+3..+13.
 # With BROKER_OWNER_PID set, start also leaves a watcher that stops the broker once that process
@@ -24,7 +32,7 @@ RMQ=${RABBITMQ_BIN_DIR:-/usr/lib/rabbitmq/bin}
 script=$(readlink -f "$0")
 
 usage() {
-    echo "usage: broker.sh start|stop|pid DIR PORT | ctl DIR PORT ARGS... | free-port [FROM [TO]]" >&2
+    echo "usage: broker.sh start|stop|pid DIR PORT | ctl DIR PORT ARGS... | free-port [FROM [TO]] | run CMD [ARGS...]" >&2
     exit 2
 }
 
@@ -53,6 +61,44 @@ if [ "$cmd" = free-port ]; then
     done
     echo "broker.sh: no free port range in $from..$to" >&2
     exit 1
+fi
+
+if [ "$cmd" = run ]; then
+    [ $# -ge 1 ] || usage
+    run_dir=$(mktemp -d "${TMPDIR:-/tmp}/sockserv-broker-XXXXXX")
+    run_port=
+    run_stop() {
+        local rc=$?
+        trap - EXIT INT TERM
+        if [ -n "$run_port" ]; then
+            if [ "$rc" -ne 0 ] && [ -s "$run_dir/server.out" ]; then
+                echo "== the broker's log (last lines of $run_dir/server.out)" >&2
+                tail -20 "$run_dir/server.out" >&2 || true
+            fi
+            "$script" stop "$run_dir" "$run_port" || true
+        fi
+        rm -rf "$run_dir"
+        exit "$rc"
+    }
+    trap run_stop EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    # Another run may take the free range between the look-up and the start: then the next one.
+    from=${BROKER_PORT_FROM:-26000}
+    for attempt in 1 2 3; do
+        run_port=$("$script" free-port "$from" "$((from + 1980))")
+        if "$script" start "$run_dir" "$run_port"; then
+            break
+        fi
+        [ "$attempt" -lt 3 ] || exit 1
+        from=$((run_port + 20))
+    done
+    echo "broker.sh: a broker on 127.0.0.1:$run_port, data in $run_dir" >&2
+    export SOCKSERV_TEST_AMQP="amqp://guest:guest@127.0.0.1:$run_port/"
+    export SOCKSERV_TEST_BROKER="$run_dir $run_port"
+    rc=0
+    "$@" || rc=$?
+    exit "$rc"
 fi
 
 [ $# -ge 2 ] || usage

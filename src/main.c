@@ -37,6 +37,7 @@
 #include "cli/common.h"
 #include "cli/ctl.h"
 #include "cli/date.h"
+#include "cli/fleet.h"
 #include "core/addr.h"
 #include "core/events.h"
 #include "core/log.h"
@@ -754,7 +755,7 @@ static const struct {
 } verbs[] = {
     {daemon_main, &daemon_command},     {cli_echo_main, &cli_echo_command},
     {cli_date_main, &cli_date_command}, {cli_backup_main, &cli_backup_command},
-    {cli_ctl_main, &cli_ctl_command},
+    {cli_ctl_main, &cli_ctl_command},   {cli_fleet_main, &cli_fleet_command},
 };
 
 static void usage(void)
@@ -776,7 +777,7 @@ static void usage(void)
 static int usage_error(const char *what, const char *arg)
 {
     fprintf(stderr, *arg ? "sockserv: %s '%s'" : "sockserv: %s%s", what, arg);
-    fputs("\nUsage: sockserv COMMAND [ARGS...]  (daemon, echo, date, backup, ctl)\n"
+    fputs("\nUsage: sockserv COMMAND [ARGS...]  (daemon, echo, date, backup, ctl, fleet)\n"
           "Try 'sockserv --help'.\n",
           stderr);
     return 2;

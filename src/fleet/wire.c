@@ -17,7 +17,7 @@
 #define LABEL_LEN_MAX (FLEET_LABEL_MAX - 1)
 #define LABEL_WANT "[A-Za-z0-9_.-]{1,63}"
 
-/* ---- names ------------------------------------------------------------------------------- */
+/* ---- names ---- */
 
 static bool is_lower_alnum(char c)
 {
@@ -129,7 +129,7 @@ const char *fleet_nodes_binding(size_t i)
     return i < sizeof(keys) / sizeof(keys[0]) ? keys[i] : NULL;
 }
 
-/* ---- event kinds and routing keys ----------------------------------------------------------- */
+/* ---- event kinds and routing keys ---- */
 
 const struct fleet_kind *fleet_kind_of_event(const char *core_type)
 {
@@ -229,7 +229,39 @@ int fleet_rpc_key(char *buf, size_t len, const char *node)
     return print(buf, len, "rpc.%s", node);
 }
 
-/* ---- time, boot ids, message ids ------------------------------------------------------------- */
+bool fleet_pattern_valid(const char *pattern)
+{
+    size_t word = 0;
+    bool wild = false;
+    size_t i;
+
+    if (!pattern || !pattern[0])
+        return false;
+    for (i = 0; pattern[i]; i++) {
+        char c = pattern[i];
+
+        if (i >= FLEET_KEY_MAX - 1)
+            return false;
+        if (c == '.') {
+            if (word == 0)
+                return false;
+            word = 0;
+            wild = false;
+        } else if (c == '*' || c == '#') {
+            if (word != 0)
+                return false;
+            word = 1;
+            wild = true;
+        } else if (is_node_char(c) && !wild) {
+            word++;
+        } else {
+            return false;
+        }
+    }
+    return word > 0;
+}
+
+/* ---- time, boot ids, message ids ---- */
 
 int64_t fleet_now_ms(void)
 {
@@ -355,19 +387,36 @@ int fleet_time_parse(const char *text, int64_t *ret_ms)
     return 0;
 }
 
-void fleet_boot_id(char out[FLEET_BOOT_LEN])
+/* 64 random bits; without entropy yet (early boot), the clocks and pid still tell calls apart. */
+static uint64_t random_u64(void)
 {
     uint64_t v = 0;
 
     if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v)) {
         struct timespec ts;
 
-        /* No entropy yet this early in boot: the clock and pid still tell starts apart. */
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        v = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^
+        v = ((uint64_t)ts.tv_sec * 1000000007u) ^ ((uint64_t)ts.tv_nsec * 2654435761u) ^
             ((uint64_t)getpid() << 40) ^ (uint64_t)fleet_now_ms();
     }
-    snprintf(out, FLEET_BOOT_LEN, "%016" PRIx64, v);
+    return v;
+}
+
+void fleet_boot_id(char out[FLEET_BOOT_LEN])
+{
+    snprintf(out, FLEET_BOOT_LEN, "%016" PRIx64, random_u64());
+}
+
+void fleet_uuid(char out[FLEET_UUID_LEN])
+{
+    uint64_t hi = random_u64();
+    uint64_t lo = random_u64();
+
+    hi = (hi & ~0xf000ULL) | 0x4000ULL;             /* version 4 */
+    lo = (lo & ~(0xc0ULL << 56)) | (0x80ULL << 56); /* variant 10 */
+    snprintf(out, FLEET_UUID_LEN,
+             "%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%012" PRIx64, hi >> 32,
+             (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48, lo & (uint64_t)0xffffffffffff);
 }
 
 int fleet_message_id(char *buf, size_t len, const char *node, const char *boot, uint64_t seq,
@@ -378,8 +427,7 @@ int fleet_message_id(char *buf, size_t len, const char *node, const char *boot, 
     return print(buf, len, "%s:%s:%" PRIu64, node, boot, seq);
 }
 
-/* ---- labels and selectors ---------------------------------------------------------------------
- */
+/* ---- labels and selectors ---- */
 
 void fleet_labels_init(struct fleet_labels *l)
 {

@@ -189,6 +189,25 @@ static void test_routing_keys(void **state)
     assert_string_equal(node, "keep");
 }
 
+static void test_pattern_valid(void **state)
+{
+    (void)state;
+    assert_true(fleet_pattern_valid("ev.#"));
+    assert_true(fleet_pattern_valid("#"));
+    assert_true(fleet_pattern_valid("ev.*.listener.#"));
+    assert_true(fleet_pattern_valid("ev.n1.config.applied"));
+    assert_false(fleet_pattern_valid(""));
+    assert_false(fleet_pattern_valid(NULL));
+    assert_false(fleet_pattern_valid("ev..x"));
+    assert_false(fleet_pattern_valid("ev."));
+    assert_false(fleet_pattern_valid(".ev"));
+    assert_false(fleet_pattern_valid("ev.n*"));
+    assert_false(fleet_pattern_valid("ev.*n"));
+    assert_false(fleet_pattern_valid("ev.**"));
+    assert_false(fleet_pattern_valid("ev.N1.#"));
+    assert_false(fleet_pattern_valid("ev n1"));
+}
+
 /* ---- time, ids ---- */
 
 static void test_time_format_and_parse(void **state)
@@ -230,6 +249,25 @@ static void test_boot_id_is_16_hex_and_fresh(void **state)
     assert_int_equal(strlen(a), 16);
     assert_int_equal(strspn(a, "0123456789abcdef"), 16);
     assert_string_not_equal(a, b);
+}
+
+static void test_uuid_is_version_4(void **state)
+{
+    char a[FLEET_UUID_LEN], b[FLEET_UUID_LEN];
+
+    (void)state;
+    fleet_uuid(a);
+    fleet_uuid(b);
+    assert_int_equal(strlen(a), 36);
+    assert_string_not_equal(a, b);
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23)
+            assert_int_equal(a[i], '-');
+        else
+            assert_non_null(strchr("0123456789abcdef", a[i]));
+    }
+    assert_int_equal(a[14], '4');
+    assert_non_null(strchr("89ab", a[19]));
 }
 
 static void test_message_ids(void **state)
@@ -964,6 +1002,63 @@ static void test_pong_missing_members_named(void **state)
     assert_string_equal(err.field, "labels");
 }
 
+/* Every prefix of valid bodies, and each with one byte changed, is rejected cleanly or parsed
+ * (no crash, no leak under ASan), and a rejection always says why. */
+static void test_parsers_survive_truncated_and_mangled_bodies(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"node\":\"n1\",\"boot\":\"00112233aabbccdd\",\"seq\":3,\"time\":\"2026-12-06T12:00:"
+        "00.123Z\",\"kind\":\"listener.state\",\"data\":{\"id\":\"e1\"}}",
+        "{\"target\":{\"nodes\":[\"n1\"],\"selector\":\"role=edge\"}," CFG
+        ",\"if_match\":{\"n1\":\"\\\"1\\\"\"},\"issued_by\":\"a@b\",\"issued_at\":\"2026-12-"
+        "06T12:00:00Z\"}",
+        PONG_HEAD "\"applied_offset\":1,\"desired_offset\":2,\"last_result\":{\"node\":\"n1\","
+                  "\"boot\":\"00112233aabbccdd\",\"result\":\"applied\",\"offset\":2,\"revision\":"
+                  "3,\"etag\":\"x\",\"applied_offset\":2,\"problem\":null},\"listeners\":[]}",
+    };
+    static const char mangle[] = {'\0', '"', '{', '}', ',', 'x', '9', '-', '.', '\\'};
+
+    (void)state;
+    for (size_t b = 0; b < sizeof(bodies) / sizeof(bodies[0]); b++) {
+        size_t len = strlen(bodies[b]);
+        char *copy = malloc(len + 1);
+
+        assert_non_null(copy);
+        for (size_t cut = 0; cut <= len; cut++) {
+            for (size_t m = 0; m <= sizeof(mangle); m++) {
+                struct core_err err = {0};
+                struct fleet_envelope e;
+                struct fleet_record rec;
+                struct fleet_reply rep;
+                struct fleet_pong p;
+                size_t n = m == 0 ? cut : len;
+                char op[16];
+
+                memcpy(copy, bodies[b], len + 1);
+                if (m > 0 && cut < len)
+                    copy[cut] = mangle[m - 1];
+                else if (m > 0)
+                    continue;
+                if (fleet_envelope_parse(copy, n, &e, &err) == 0)
+                    fleet_envelope_fini(&e);
+                else
+                    assert_true(err.msg[0] != '\0');
+                if (fleet_record_parse(copy, n, &rec, &err) < 0)
+                    assert_true(err.msg[0] != '\0');
+                fleet_record_fini(&rec);
+                if (fleet_reply_parse(copy, n, &rep, &err) == 0)
+                    fleet_reply_fini(&rep);
+                if (fleet_pong_parse(copy, n, &p, &err) == 0)
+                    fleet_pong_fini(&p);
+                else
+                    assert_true(err.msg[0] != '\0');
+                (void)fleet_rpc_op(copy, n, op, sizeof(op), &err);
+            }
+        }
+        free(copy);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -976,8 +1071,10 @@ int main(void)
         cmocka_unit_test(test_kind_of_event_maps_core_types),
         cmocka_unit_test(test_kind_rules),
         cmocka_unit_test(test_routing_keys),
+        cmocka_unit_test(test_pattern_valid),
         cmocka_unit_test(test_time_format_and_parse),
         cmocka_unit_test(test_boot_id_is_16_hex_and_fresh),
+        cmocka_unit_test(test_uuid_is_version_4),
         cmocka_unit_test(test_message_ids),
         cmocka_unit_test(test_labels_add_and_errors),
         cmocka_unit_test(test_labels_json_round_trip),
@@ -1001,6 +1098,7 @@ int main(void)
         cmocka_unit_test(test_rpc_request_and_error),
         cmocka_unit_test(test_pong_parse),
         cmocka_unit_test(test_pong_missing_members_named),
+        cmocka_unit_test(test_parsers_survive_truncated_and_mangled_bodies),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
