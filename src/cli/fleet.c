@@ -5,6 +5,7 @@
 #include "cli/fleet.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -34,6 +35,9 @@
 #define STATUS_INTERVAL_MS 10000
 /* A loop's slice: conditions are checked at least this often. */
 #define SLICE_MS 100
+/* watch: the first wait before reconnecting to a broker lost, doubled up to the second. */
+#define RETRY_FIRST_MS 500
+#define RETRY_MAX_MS 10000
 
 enum verb { APPLY, LS, WATCH, VERB_COUNT };
 
@@ -119,8 +123,9 @@ static const struct cli_verb verbs[VERB_COUNT] = {
                "Prints the events of every node as they come, one line each:\n"
                "TIME NODE KIND SUMMARY (with --json the event's JSON body). PATTERN picks\n"
                "them by routing key ev.NODE.AREA.WHAT: '*' one word, '#' any (default ev.#;\n"
-               "ev.*.listener.# every node's listener events, ev.n1.# node n1's). Ctrl-C\n"
-               "ends it (exit 0).",
+               "ev.*.listener.# every node's listener events, ev.n1.# node n1's). A broker\n"
+               "lost once watching is said on stderr and reconnected to (what happened in\n"
+               "between is not shown). Ctrl-C ends it (exit 0).",
                ARGS(0, 1, "PATTERN")},
 };
 
@@ -678,6 +683,7 @@ static int run_watch(struct run *x)
     const char *pattern = x->a.npos > 0 ? x->a.pos[0] : "ev.#";
     struct watch w = {.json = x->json};
     struct core_err err = {0};
+    bool ever = false, lost = false;
     sigset_t mask;
     int sfd, r;
 
@@ -697,26 +703,41 @@ static int run_watch(struct run *x)
     sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
         return fail(CLI_EXIT_FAILURE, "signalfd: %s", strerror(errno));
-    r = cli_fleet_bus_open(&x->conf, x->prefix, &x->bus, &err);
-    if (r == 0)
-        r = cli_fleet_bus_watch(x->bus, x->prefix, pattern, &err);
-    if (r < 0) {
-        r = fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
-        goto out;
-    }
-    for (;;) {
-        r = cli_fleet_bus_run(x->bus, cli_now_ms() + 3600 * 1000, on_event, &w, sfd, &err);
+    for (int64_t backoff = RETRY_FIRST_MS;;) {
+        r = cli_fleet_bus_open(&x->conf, x->prefix, &x->bus, &err);
         if (r == 0)
-            continue;
-        if (r < 0)
+            r = cli_fleet_bus_watch(x->bus, x->prefix, pattern, &err);
+        if (r == 0) {
+            if (lost)
+                fprintf(stderr, "sockserv fleet: watching again (events in between are lost)\n");
+            ever = true;
+            lost = false;
+            backoff = RETRY_FIRST_MS;
+            do
+                r = cli_fleet_bus_run(x->bus, cli_now_ms() + 3600 * 1000, on_event, &w, sfd, &err);
+            while (r == 0);
+        }
+        if (r > 0) {
+            r = w.out_failed ? fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno))
+                             : 0; /* --count reached, or SIGINT/SIGTERM */
+            break;
+        }
+        /* the broker: refused at start, or lost; once watching, keep trying */
+        if (!ever) {
             r = fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
-        else if (w.out_failed)
-            r = fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno));
-        else
-            r = 0; /* --count reached, or SIGINT/SIGTERM */
-        break;
+            break;
+        }
+        if (!lost)
+            fprintf(stderr, "sockserv fleet: %s; reconnecting\n", err.msg);
+        lost = true;
+        cli_fleet_bus_free(x->bus);
+        x->bus = NULL;
+        if (poll(&(struct pollfd){.fd = sfd, .events = POLLIN}, 1, (int)backoff) > 0) {
+            r = 0;
+            break;
+        }
+        backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
     }
-out:
     close(sfd);
     return r;
 }
