@@ -193,6 +193,7 @@ struct discover {
     struct fleet_view *view;
     json_t *last_kind; /* node -> the kind of its last record in the nodes stream */
     json_t *ponged;    /* node -> true */
+    json_t *pongs;     /* [{"body","at"}]: the pongs, in the order they came */
     json_t *replies;   /* apply: node -> reply */
     const json_t *expected;
     char ping_id[FLEET_UUID_LEN];
@@ -220,9 +221,12 @@ static int on_message(void *ctx, const struct cli_fleet_msg *m)
         json_t *pong = json_loadb(m->body, m->len, 0, NULL);
         const char *node = json_string_value(json_object_get(pong, "node"));
 
-        fleet_view_on_pong(d->view, m->body, m->len, fleet_view_now_ms());
-        if (node)
+        /* fed to the view once the stream is read: its records are older than any pong */
+        if (node && json_is_object(pong)) {
             json_object_set_new(d->ponged, node, json_true());
+            json_array_append_new(d->pongs, json_pack("{s:s%, s:I}", "body", m->body, m->len, "at",
+                                                      (json_int_t)fleet_view_now_ms()));
+        }
         json_decref(pong);
         return 0;
     }
@@ -268,6 +272,8 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
     char nodes[300];
     struct core_err err = {0};
     int64_t start = cli_now_ms(), end = start + window_ms, hard = end + STREAM_MAX_MS, pinged;
+    const json_t *pong;
+    size_t i;
     int r;
 
     snprintf(nodes, sizeof(nodes), "%s.nodes", x->prefix);
@@ -307,6 +313,13 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
     }
     /* every node known now was asked: those silent since are offline */
     fleet_view_ping_sent(d->view, NULL, pinged);
+    json_array_foreach(d->pongs, i, pong)
+    {
+        const char *body = json_string_value(json_object_get(pong, "body"));
+
+        fleet_view_on_pong(d->view, body, strlen(body),
+                           (int64_t)json_integer_value(json_object_get(pong, "at")));
+    }
     return 0;
 }
 
@@ -316,8 +329,9 @@ static int discover_init(struct discover *d, struct run *x)
     d->x = x;
     d->last_kind = json_object();
     d->ponged = json_object();
+    d->pongs = json_array();
     d->replies = json_object();
-    if (!d->last_kind || !d->ponged || !d->replies ||
+    if (!d->last_kind || !d->ponged || !d->pongs || !d->replies ||
         fleet_view_new(STATUS_INTERVAL_MS, &d->view) < 0)
         return fail(CLI_EXIT_FAILURE, "out of memory");
     return 0;
@@ -328,6 +342,7 @@ static void discover_fini(struct discover *d)
     fleet_view_free(d->view);
     json_decref(d->last_kind);
     json_decref(d->ponged);
+    json_decref(d->pongs);
     json_decref(d->replies);
 }
 
