@@ -106,9 +106,7 @@ static const struct cli_verb verbs[VERB_COUNT] = {
                "NODE RESULT OFFSET REVISION DETAIL (applied, unchanged, rejected with the\n"
                "problem, conflict, or pending: no answer within --wait). The nodes waited\n"
                "for are those named and the known nodes (those that ever joined, and those\n"
-               "that answer a ping) that the selector matches.\n"
-               "Exit 0 every node applied or was unchanged, 1 one rejected, 3 a conflict,\n"
-               "5 a node did not answer in time.",
+               "that answer a ping) that the selector matches.",
                ARGS(0, 0, NULL)},
     [LS] = {"ls", "ls [--wait DURATION] [--json]", "list the fleet's nodes and their state",
             "Lists the nodes the fleet knows (those that ever joined) and those that answer a\n"
