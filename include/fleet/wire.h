@@ -24,7 +24,7 @@
 
 #include "core/err.h"
 
-/* ---- sizes and constants ---------------------------------------------------------------- */
+/* ---- sizes and constants ---- */
 
 #define FLEET_NAME_MAX 64       /* node name or prefix, 63 characters + NUL */
 #define FLEET_LABEL_MAX 64      /* label key or value, 63 characters + NUL */
@@ -56,7 +56,7 @@
 #define FLEET_NODES_MAX_BYTES 67108864LL
 #define FLEET_VIEWER_MAX_LENGTH 10000 /* x-max-length of a viewer's queue */
 
-/* ---- names ------------------------------------------------------------------------------- */
+/* ---- names ---- */
 
 /* Whether s is a node name: [a-z0-9][a-z0-9_-]{0,62}. NULL is not. */
 bool fleet_node_name_valid(const char *s);
@@ -90,7 +90,7 @@ int fleet_node_queue(char *buf, size_t len, const char *prefix, const char *node
  */
 const char *fleet_nodes_binding(size_t i);
 
-/* ---- event kinds and routing keys ----------------------------------------------------------- */
+/* ---- event kinds and routing keys ---- */
 
 /* A core event type exported to the broker: its kind there and whether it is reliable. */
 struct fleet_kind {
@@ -131,7 +131,7 @@ int fleet_rpc_key(char *buf, size_t len, const char *node);
  */
 bool fleet_pattern_valid(const char *pattern);
 
-/* ---- time, boot ids, message ids ------------------------------------------------------------- */
+/* ---- time, boot ids, message ids ---- */
 
 /* Wall-clock time in ms since the epoch (CLOCK_REALTIME). */
 int64_t fleet_now_ms(void);
@@ -156,8 +156,7 @@ void fleet_uuid(char out[FLEET_UUID_LEN]);
 int fleet_message_id(char *buf, size_t len, const char *node, const char *boot, uint64_t seq,
                      int64_t time_ms);
 
-/* ---- labels and selectors ---------------------------------------------------------------------
- */
+/* ---- labels and selectors ---- */
 
 /* Labels of a node, in the order they were added. Keys are unique. Zero-initialise (or
  * fleet_labels_init) before use; no teardown. */
@@ -212,8 +211,7 @@ bool fleet_selector_match(const struct fleet_selector *sel, const struct fleet_l
 /* The canonical text "KEY=VALUE,..." of sel: returns the length or -ENOSPC. */
 int fleet_selector_format(const struct fleet_selector *sel, char *buf, size_t len);
 
-/* ---- event envelopes and their sequence ---------------------------------------------------------
- */
+/* ---- event envelopes and their sequence ---- */
 
 /*
  * The body of an event: {"node","boot","seq","time","kind","data"} with seq null when 0 (an
@@ -236,8 +234,9 @@ struct fleet_envelope {
 
 /*
  * Parses an event body. -EINVAL (not JSON, not an object, a member missing or of the wrong
- * type, bad node/boot/kind/time) with err->field naming it. *ret written only on success; the
- * caller then owns ret->data (fleet_envelope_fini()). Unknown members are ignored.
+ * type, bad node/boot/kind/time, seq not >= 1 nor null) with err->field naming it. *ret written
+ * only on success; the caller then owns ret->data (fleet_envelope_fini()). Unknown members are
+ * ignored.
  */
 int fleet_envelope_parse(const char *body, size_t len, struct fleet_envelope *ret,
                          struct core_err *err);
@@ -271,8 +270,7 @@ enum fleet_seq_verdict fleet_seq_check(struct fleet_seq_track *t, const char *bo
 /* "next", "duplicate", "gap", "new_boot", "untracked". */
 const char *fleet_seq_verdict_name(enum fleet_seq_verdict v);
 
-/* ---- desired-state records ----------------------------------------------------------------------
- */
+/* ---- desired-state records ---- */
 
 /* A desired-state record of the PREFIX.desired stream. Tear down with fleet_record_fini(). */
 struct fleet_record {
@@ -297,6 +295,7 @@ struct fleet_record {
  *  - anything else ("config", "config.listeners", "if_match", "if_match.n1", "issued_by",
  *    "issued_at", or an unknown top-level member by its name): ret->target_valid is true and the
  *    target fields are set (only the targeted nodes reject); ret->config is NULL.
+ * -ENOMEM: out of memory (ret->target_valid false).
  * A target is an object with at least one of "nodes" (non-empty array of node names), "selector"
  * (selector text) and "all" (true, alone); config an object with a "listeners" array (its
  * content is the transaction's to judge); if_match an object of node name -> string.
@@ -319,7 +318,8 @@ const char *fleet_record_if_match(const struct fleet_record *r, const char *node
  * Builds a record body (for the CLI): nodes (n_nodes, may be 0), selector text (NULL: none),
  * all; config (borrowed; must be an object with a "listeners" array), if_match (borrowed; NULL
  * or an object node -> ETag string), issued_by, issued_at_ms. Validates as fleet_record_parse()
- * does (same messages and fields; at least one target). *ret (a new reference) on success.
+ * does (same messages and fields; at least one target); -ENOMEM. *ret (a new reference, config
+ * and if_match deep-copied) written only on success. Give it a message_id with fleet_uuid().
  */
 int fleet_record_build(const char *const *nodes, size_t n_nodes, const char *selector, bool all,
                        const json_t *config, const json_t *if_match, const char *issued_by,
@@ -354,8 +354,7 @@ const char *fleet_verdict_name(enum fleet_verdict v);
  */
 size_t fleet_burst_pick(const enum fleet_verdict *verdicts, size_t n);
 
-/* ---- results and replies ----------------------------------------------------------------------
- */
+/* ---- results and replies ---- */
 
 enum fleet_result {
     FLEET_RESULT_APPLIED,
@@ -385,8 +384,9 @@ struct fleet_reply {
     json_t *problem;         /* problem+json object (rejected, conflict) or NULL: new ref */
 };
 
-/* The reply object; problem is copied (a new reference to it is taken). Returns a new
- * reference, or NULL when out of memory. */
+/* The reply object (member order as in the contract; "record" null when r->record is empty,
+ * "applied_offset" null without has_applied_offset, "problem" null without one); a new
+ * reference to problem is taken. Returns a new reference, or NULL when out of memory. */
 json_t *fleet_reply_json(const struct fleet_reply *r);
 
 /* Reads a reply object. -EINVAL with err->field; *ret written only on success (then the caller
@@ -405,8 +405,7 @@ void fleet_reply_fini(struct fleet_reply *r);
  */
 int fleet_exit_code(const enum fleet_result *results, size_t n, size_t n_pending);
 
-/* ---- rpc and pongs ------------------------------------------------------------------------------
- */
+/* ---- rpc and pongs ---- */
 
 /* The ping request body {"op":"ping"}: a new reference or NULL (out of memory). */
 json_t *fleet_ping_request(void);

@@ -9,18 +9,19 @@
 
 #include <jansson.h>
 
-#define NAME_MAX_LEN 63
-#define BOOT_MAX_LEN 32
+#include "core/err.h"
+#include "fleet/wire.h"
+
 #define PING_TIMEOUT_CAP_MS 5000
 #define LISTENERS_MAX 1024 /* listeners kept per node */
 
 /* One node of the fleet, as far as the view knows it. Every field is guarded by the view's
  * lock. */
 struct node {
-    char name[NAME_MAX_LEN + 1];
-    char boot[BOOT_MAX_LEN + 1];
-    int64_t boot_time_ms; /* the newest event time seen of this boot (0: none) */
-    int64_t seq;          /* the newest reliable seq of this boot; 0: none yet */
+    char name[FLEET_NAME_MAX];
+    char boot[FLEET_BOOT_LEN];
+    int64_t boot_time_ms;         /* the newest event time seen of this boot (0: none) */
+    struct fleet_seq_track track; /* the live events' sequence */
     char version[32];
     char started[40];
     json_t *labels;      /* object, owned */
@@ -65,60 +66,13 @@ const char *fleet_view_state_name(enum fleet_view_state s)
 
 /* ---- small helpers ---- */
 
-static bool is_node_name(const char *s)
-{
-    size_t len = strlen(s);
-
-    if (len == 0 || len > NAME_MAX_LEN)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        bool ok =
-            (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && (c == '_' || c == '-'));
-
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
-/* "2026-12-06T12:00:00.123Z" (fraction optional) as milliseconds since the epoch, or 0. */
-static int64_t parse_time(const char *s)
-{
-    struct tm tm = {0};
-    int ms = 0, n = 0;
-    char frac[8] = "";
-
-    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                     &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6)
-        return 0;
-    if (s[n] == '.' && sscanf(s + n + 1, "%3[0-9]", frac) == 1) {
-        ms = atoi(frac);
-        for (size_t i = strlen(frac); i < 3; i++)
-            ms *= 10;
-    }
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return (int64_t)timegm(&tm) * 1000 + ms;
-}
-
-static void format_time(int64_t ms, char *buf, size_t len)
-{
-    time_t sec = (time_t)(ms / 1000);
-    struct tm tm;
-
-    gmtime_r(&sec, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + strlen(buf), len - strlen(buf), ".%03dZ", (int)(ms % 1000));
-}
-
 static json_t *time_or_null(int64_t ms)
 {
     char buf[40];
 
     if (ms <= 0)
         return json_null();
-    format_time(ms, buf, sizeof(buf));
+    fleet_time_format(buf, sizeof(buf), ms);
     return json_string(buf);
 }
 
@@ -182,7 +136,7 @@ static struct node *node_get_locked(struct fleet_view *v, const char *name)
     struct node *n;
     size_t pos = 0;
 
-    if (!name || !is_node_name(name))
+    if (!name || !fleet_node_name_valid(name))
         return NULL;
     n = node_find_locked(v, name, &pos);
     if (n)
@@ -432,7 +386,7 @@ static void apply_pong(struct node *n, const json_t *p)
 static bool adopt_boot(struct node *n, const char *boot, int64_t time_ms, bool *ret_new)
 {
     *ret_new = false;
-    if (!boot || strlen(boot) > BOOT_MAX_LEN)
+    if (!boot || strlen(boot) >= FLEET_BOOT_LEN)
         return true;
     if (strcmp(n->boot, boot) == 0) {
         if (time_ms > n->boot_time_ms)
@@ -444,7 +398,6 @@ static bool adopt_boot(struct node *n, const char *boot, int64_t time_ms, bool *
     *ret_new = n->boot[0] != '\0';
     snprintf(n->boot, sizeof(n->boot), "%s", boot);
     n->boot_time_ms = time_ms;
-    n->seq = 0;
     return true;
 }
 
@@ -484,7 +437,7 @@ static json_t *parse_body_locked(struct fleet_view *v, const char *body, size_t 
     json_t *j = body ? json_loadb(body, len, 0, NULL) : NULL;
 
     if (!json_is_object(j) || !json_is_string(json_object_get(j, "node")) ||
-        !is_node_name(json_string_value(json_object_get(j, "node")))) {
+        !fleet_node_name_valid(json_string_value(json_object_get(j, "node")))) {
         json_decref(j);
         v->ignored++;
         return NULL;
@@ -525,67 +478,49 @@ static void apply_kind(struct node *n, const char *kind, const json_t *d, bool h
 
 void fleet_view_on_event(struct fleet_view *v, const char *body, size_t len, int64_t now_ms)
 {
-    const json_t *seq, *data;
-    const char *kind, *boot;
+    struct fleet_envelope e = {0};
+    struct core_err err = {0};
+    enum fleet_seq_verdict verdict;
     struct node *n;
-    int64_t t;
     bool history, new_boot;
-    json_t *j;
 
     pthread_mutex_lock(&v->lock);
-    j = parse_body_locked(v, body, len);
-    if (!j)
-        goto out;
-    kind = json_string_value(json_object_get(j, "kind"));
-    boot = json_string_value(json_object_get(j, "boot"));
-    seq = json_object_get(j, "seq");
-    data = json_object_get(j, "data");
-    t = parse_time(json_string_value(json_object_get(j, "time")));
-    n = !kind || (seq && !json_is_null(seq) && !json_is_integer(seq))
-            ? NULL
-            : node_get_locked(v, json_string_value(json_object_get(j, "node")));
-    if (!n) {
+    if (!body || fleet_envelope_parse(body, len, &e, &err) < 0 ||
+        !(n = node_get_locked(v, e.node))) {
         v->ignored++;
-        goto out_free;
+        goto out;
     }
-    history = t > 0 && now_ms - t > FLEET_VIEW_STALE_INTERVALS * v->interval_ms;
+    history = now_ms - e.time_ms > FLEET_VIEW_STALE_INTERVALS * v->interval_ms;
     if (history) {
         /* A record of the past: the node is known; what it says counts only when nothing
          * newer is known of the node. */
-        if (t > n->last_seen_ms && adopt_boot(n, boot, t, &new_boot)) {
-            if (json_is_integer(seq) && json_integer_value(seq) > n->seq)
-                n->seq = json_integer_value(seq);
-            apply_kind(n, kind, data, true);
-            n->last_seen_ms = t;
+        if (e.time_ms > n->last_seen_ms && adopt_boot(n, e.boot, e.time_ms, &new_boot)) {
+            if (strcmp(n->track.boot, e.boot) != 0 || e.seq > n->track.last)
+                (void)fleet_seq_check(&n->track, e.boot, e.seq);
+            apply_kind(n, e.kind, e.data, true);
+            n->last_seen_ms = e.time_ms;
         }
         goto out_refresh;
     }
-    if (!adopt_boot(n, boot, t, &new_boot))
+    if (!adopt_boot(n, e.boot, e.time_ms, &new_boot))
         goto out_refresh; /* a late record of an older boot */
-    if (json_is_integer(seq)) {
-        int64_t s = json_integer_value(seq);
-
-        if (n->seq > 0 && s <= n->seq) {
-            /* a duplicate (it came both live and from the stream) */
-            if (now_ms > n->last_seen_ms && strcmp(kind, "node.bye") != 0)
-                n->last_seen_ms = now_ms;
-            goto out_refresh;
-        }
-        if (n->seq > 0 && s != n->seq + 1)
-            n->want_ping = true;
-        n->seq = s;
+    verdict = fleet_seq_check(&n->track, e.boot, e.seq);
+    if (verdict == FLEET_SEQ_DUPLICATE) {
+        /* it came both live and from the stream */
+        if (now_ms > n->last_seen_ms && strcmp(e.kind, "node.bye") != 0)
+            n->last_seen_ms = now_ms;
+        goto out_refresh;
     }
-    if (new_boot || !n->live)
+    if (verdict == FLEET_SEQ_GAP || new_boot || !n->live)
         n->want_ping = true;
     n->live = true;
-    apply_kind(n, kind, data, false);
+    apply_kind(n, e.kind, e.data, false);
     if (now_ms > n->last_seen_ms)
         n->last_seen_ms = now_ms;
 out_refresh:
     refresh_locked(v, n, now_ms);
-out_free:
-    json_decref(j);
 out:
+    fleet_envelope_fini(&e);
     pthread_mutex_unlock(&v->lock);
 }
 

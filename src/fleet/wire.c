@@ -17,7 +17,7 @@
 #define LABEL_LEN_MAX (FLEET_LABEL_MAX - 1)
 #define LABEL_WANT "[A-Za-z0-9_.-]{1,63}"
 
-/* ---- names ------------------------------------------------------------------------------- */
+/* ---- names ---- */
 
 static bool is_lower_alnum(char c)
 {
@@ -129,7 +129,7 @@ const char *fleet_nodes_binding(size_t i)
     return i < sizeof(keys) / sizeof(keys[0]) ? keys[i] : NULL;
 }
 
-/* ---- event kinds and routing keys ----------------------------------------------------------- */
+/* ---- event kinds and routing keys ---- */
 
 const struct fleet_kind *fleet_kind_of_event(const char *core_type)
 {
@@ -261,7 +261,7 @@ bool fleet_pattern_valid(const char *pattern)
     return word > 0;
 }
 
-/* ---- time, boot ids, message ids ------------------------------------------------------------- */
+/* ---- time, boot ids, message ids ---- */
 
 int64_t fleet_now_ms(void)
 {
@@ -427,8 +427,7 @@ int fleet_message_id(char *buf, size_t len, const char *node, const char *boot, 
     return print(buf, len, "%s:%s:%" PRIu64, node, boot, seq);
 }
 
-/* ---- labels and selectors ---------------------------------------------------------------------
- */
+/* ---- labels and selectors ---- */
 
 void fleet_labels_init(struct fleet_labels *l)
 {

@@ -7,8 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- JSON helpers ------------------------------------------------------------------------------
- */
+/* ---- JSON helpers ---- */
 
 /* The object of body, or -EINVAL with what (e.g. "event body") in the message. */
 static int load_object(const char *body, size_t len, const char *what, json_t **ret,
@@ -27,8 +26,8 @@ static int load_object(const char *body, size_t len, const char *what, json_t **
     return 0;
 }
 
-/* Copies the string member key of obj into buf (len bytes, at most max_len characters, at least
- * one unless may_be_empty). field is "<path><key>". */
+/* Copies the string member key of obj into buf (len bytes with the NUL; empty only when
+ * may_be_empty). The error's field is "<path><key>". */
 static int get_string(const json_t *obj, const char *path, const char *key, char *buf, size_t len,
                       bool may_be_empty, struct core_err *err)
 {
@@ -41,8 +40,8 @@ static int get_string(const json_t *obj, const char *path, const char *key, char
         return core_err_set(err, -EINVAL, field, "%s must be a string", field);
     n = json_string_length(v);
     if (n >= len || (n == 0 && !may_be_empty) || strlen(json_string_value(v)) != n)
-        return core_err_set(err, -EINVAL, field, "%s must be a string of 1-%zu characters", field,
-                            len - 1);
+        return core_err_set(err, -EINVAL, field, "%s must be a string of %d-%zu characters", field,
+                            may_be_empty ? 0 : 1, len - 1);
     memcpy(buf, json_string_value(v), n + 1);
     return 0;
 }
@@ -127,8 +126,7 @@ static int get_time(const json_t *obj, const char *path, const char *key, char *
     return 0;
 }
 
-/* ---- event envelopes and their sequence ---------------------------------------------------------
- */
+/* ---- event envelopes and their sequence ---- */
 
 json_t *fleet_envelope(const char *node, const char *boot, uint64_t seq, int64_t time_ms,
                        const char *kind, json_t *data)
@@ -247,8 +245,7 @@ const char *fleet_seq_verdict_name(enum fleet_seq_verdict v)
     return (unsigned)v < FLEET_SEQ_COUNT ? names[v] : "?";
 }
 
-/* ---- desired-state records ----------------------------------------------------------------------
- */
+/* ---- desired-state records ---- */
 
 static int parse_target(const json_t *target, struct fleet_record *rec, struct core_err *err)
 {
@@ -537,8 +534,7 @@ size_t fleet_burst_pick(const enum fleet_verdict *verdicts, size_t n)
     return n;
 }
 
-/* ---- results and replies ----------------------------------------------------------------------
- */
+/* ---- results and replies ---- */
 
 static const char *const result_names[FLEET_RESULT_COUNT] = {
     [FLEET_RESULT_APPLIED] = "applied",
@@ -678,8 +674,7 @@ int fleet_exit_code(const enum fleet_result *results, size_t n, size_t n_pending
     return 0;
 }
 
-/* ---- rpc and pongs ------------------------------------------------------------------------------
- */
+/* ---- rpc and pongs ---- */
 
 json_t *fleet_ping_request(void)
 {
