@@ -563,8 +563,17 @@ static int run_apply(struct run *x)
         if (r > 0)
             break;
         if (cli_now_ms() >= deadline) {
-            r = fail(CLI_FLEET_EXIT_BROKER,
-                     "the broker did not take the record: no confirm in %d s", CONFIRM_MS / 1000);
+            char why[128];
+
+            if (cli_fleet_bus_blocked(x->bus, why, sizeof(why)))
+                r = fail(CLI_FLEET_EXIT_BROKER,
+                         "the broker has not confirmed the record: it blocks publishers (%s); it "
+                         "may still take it when the alarm clears",
+                         why);
+            else
+                r = fail(CLI_FLEET_EXIT_BROKER,
+                         "the broker has not confirmed the record in %d s; it may still take it",
+                         CONFIRM_MS / 1000);
             goto out;
         }
     }
