@@ -346,29 +346,55 @@ static void discover_fini(struct discover *d)
 
 /* ---- apply ---- */
 
-/* Reads FILE ("-": standard input): a JSON object. Returns 0 with *ret, or 2 after saying why. */
+/*
+ * Reads FILE ("-": standard input): a JSON object of at most CLI_FLEET_FILE_MAX bytes (what PUT
+ * /api/v1/config takes). Returns 0 with *ret, or 2 after saying why.
+ */
 static int read_config(const char *path, json_t **ret)
 {
     bool stdin_ = strcmp(path, "-") == 0;
+    const char *name = stdin_ ? "standard input" : path;
     FILE *f = stdin_ ? stdin : fopen(path, "re");
+    char *buf = NULL;
+    size_t len = 0;
     json_error_t jerr;
-    json_t *doc;
+    json_t *doc = NULL;
+    int r = CLI_FLEET_EXIT_USAGE;
 
     if (!f)
         return fail(CLI_FLEET_EXIT_USAGE, "%s: %s", path, strerror(errno));
-    doc = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
-    if (!stdin_)
-        fclose(f);
-    if (!doc)
-        return fail(CLI_FLEET_EXIT_USAGE, "%s: line %d, column %d: %s",
-                    stdin_ ? "standard input" : path, jerr.line, jerr.column, jerr.text);
+    buf = malloc(CLI_FLEET_FILE_MAX + 1);
+    if (!buf) {
+        r = fail(CLI_EXIT_FAILURE, "out of memory");
+        goto out;
+    }
+    len = fread(buf, 1, CLI_FLEET_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        fail(r, "%s: %s", name, strerror(errno));
+        goto out;
+    }
+    if (len > CLI_FLEET_FILE_MAX) {
+        fail(r, "%s: larger than %d bytes (what PUT /api/v1/config takes)", name,
+             CLI_FLEET_FILE_MAX);
+        goto out;
+    }
+    doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc) {
+        fail(r, "%s: line %d, column %d: %s", name, jerr.line, jerr.column, jerr.text);
+        goto out;
+    }
     if (!json_is_object(doc)) {
+        fail(r, "%s: not a JSON object ({\"listeners\": [...]})", name);
         json_decref(doc);
-        return fail(CLI_FLEET_EXIT_USAGE, "%s: not a JSON object ({\"listeners\": [...]})",
-                    stdin_ ? "standard input" : path);
+        goto out;
     }
     *ret = doc;
-    return 0;
+    r = 0;
+out:
+    free(buf);
+    if (!stdin_)
+        fclose(f);
+    return r;
 }
 
 /* "user@host" of who runs the command. */

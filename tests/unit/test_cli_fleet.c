@@ -510,6 +510,20 @@ static void test_command_bad_file_named_exit_2(void **state)
     assert_non_null(strstr(r.err, "config"));
     unlink(path);
 
+    {
+        char *big = malloc(CLI_FLEET_FILE_MAX + 64);
+
+        assert_non_null(big);
+        memset(big, ' ', CLI_FLEET_FILE_MAX + 63);
+        memcpy(big, "{\"listeners\": []}", 16);
+        big[CLI_FLEET_FILE_MAX + 63] = '\0';
+        write_file(path, sizeof(path), "big.json", big);
+        free(big);
+        RUN(&r, "fleet", "--amqp", "amqp://127.0.0.1:1/", "apply", "-f", path, "--all");
+        assert_fails(&r, 2, "larger than 1048576 bytes");
+        unlink(path);
+    }
+
     snprintf(missing, sizeof(missing), "/tmp/test_cli_fleet.%d.missing", (int)getpid());
     RUN(&r, "fleet", "--amqp", "amqp://127.0.0.1:1/", "apply", "-f", missing, "--all");
     assert_fails(&r, 2, missing);
