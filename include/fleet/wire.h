@@ -58,7 +58,11 @@
 
 /* ---- names ---- */
 
-/* Whether s is a node name: [a-z0-9][a-z0-9_-]{0,62}. NULL is not. */
+/* The one word of the node name syntax that is not a node name: "rpc.all" is the routing key of
+ * every node's inbox. */
+#define FLEET_NODE_RESERVED "all"
+
+/* Whether s is a node name: [a-z0-9][a-z0-9_-]{0,62} except "all". NULL is not. */
 bool fleet_node_name_valid(const char *s);
 
 /* Whether s is a prefix: [a-z0-9][a-z0-9_.-]{0,62}. NULL is not. */
@@ -67,7 +71,9 @@ bool fleet_prefix_valid(const char *s);
 /*
  * The default node name made of host (a host name): lower-cased, every character outside
  * [a-z0-9_-] turned into '-', leading '-' and '_' removed, cut to 63 characters (and to len - 1);
- * "node" when nothing is left. Returns 0, or -ENOSPC when len < 2 (buf untouched).
+ * "node" when nothing is left; "all-node" when "all" is left (a host named "all", "ALL" or
+ * "-all"; "node", cut to fit, when len < 9), so that the result is always a valid node name.
+ * Returns 0, or -ENOSPC when len < 2 (buf untouched).
  */
 int fleet_node_name_from_text(const char *host, char *buf, size_t len);
 

@@ -46,7 +46,7 @@ static bool name_valid(const char *s, bool allow_dot)
 
 bool fleet_node_name_valid(const char *s)
 {
-    return name_valid(s, false);
+    return name_valid(s, false) && strcmp(s, FLEET_NODE_RESERVED) != 0;
 }
 
 bool fleet_prefix_valid(const char *s)
@@ -72,7 +72,9 @@ int fleet_node_name_from_text(const char *host, char *buf, size_t len)
         buf[n++] = c;
     }
     buf[n] = '\0';
-    if (n == 0)
+    if (strcmp(buf, FLEET_NODE_RESERVED) == 0 && len > strlen(FLEET_NODE_RESERVED "-node"))
+        snprintf(buf, len, "%s", FLEET_NODE_RESERVED "-node");
+    else if (n == 0 || strcmp(buf, FLEET_NODE_RESERVED) == 0)
         snprintf(buf, len, "node");
     return 0;
 }
