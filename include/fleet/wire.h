@@ -146,8 +146,9 @@ int64_t fleet_now_ms(void);
  * enough; a shorter buffer gets a truncated, NUL-terminated string. */
 void fleet_time_format(char *buf, size_t len, int64_t unix_ms);
 
-/* Parses RFC 3339 "YYYY-MM-DDTHH:MM:SS[.fff...]Z" or with a "+HH:MM"/"-HH:MM" offset.
- * Returns 0 or -EINVAL (*ret_ms untouched). */
+/* Parses RFC 3339 "YYYY-MM-DDTHH:MM:SS[.fff...]Z" or with a "+HH:MM"/"-HH:MM" offset, of an
+ * instant between 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z (what fleet_time_format()
+ * writes back). Returns 0 or -EINVAL (*ret_ms untouched). */
 int fleet_time_parse(const char *text, int64_t *ret_ms);
 
 /* A fresh random boot id: 16 lower-case hex digits (getrandom; never fails). */

@@ -235,7 +235,17 @@ static void test_time_format_and_parse(void **state)
     assert_int_equal(fleet_time_parse("2026-12-06T12:00:00.Z", &ms), -EINVAL);
     assert_int_equal(fleet_time_parse("2026-12-06T12:00:00Zjunk", &ms), -EINVAL);
     assert_int_equal(fleet_time_parse("", &ms), -EINVAL);
+    /* an offset must not carry the instant past a four-digit year: it could not be written back */
+    assert_int_equal(fleet_time_parse("0000-01-01T00:00:00+01:00", &ms), -EINVAL);
+    assert_int_equal(fleet_time_parse("9999-12-31T23:59:59-00:01", &ms), -EINVAL);
+    assert_int_equal(fleet_time_parse("9999-12-31T23:59:60Z", &ms), -EINVAL);
     assert_int_equal(ms, 42);
+    assert_int_equal(fleet_time_parse("0000-01-01T01:00:00+01:00", &ms), 0);
+    fleet_time_format(buf, sizeof(buf), ms);
+    assert_string_equal(buf, "0000-01-01T00:00:00.000Z");
+    assert_int_equal(fleet_time_parse("9999-12-31T23:59:59.999Z", &ms), 0);
+    fleet_time_format(buf, sizeof(buf), ms);
+    assert_string_equal(buf, "9999-12-31T23:59:59.999Z");
     assert_true(fleet_now_ms() > 1700000000000LL);
 }
 
