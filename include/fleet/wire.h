@@ -300,8 +300,9 @@ struct fleet_record {
  *  - "target", "target.nodes", "target.nodes[2]", "target.selector", "target.all": the target
  *    is bad; ret->target_valid is false (every node must reject).
  *  - anything else ("config", "config.listeners", "if_match", "if_match.n1", "issued_by",
- *    "issued_at", or an unknown top-level member by its name): ret->target_valid is true and the
- *    target fields are set (only the targeted nodes reject); ret->config is NULL.
+ *    "issued_at", or an unknown top-level member by its name, quoted when empty: "\"\""):
+ *    ret->target_valid is true and the target fields are set (only the targeted nodes reject);
+ *    ret->config is NULL.
  * -ENOMEM: out of memory (ret->target_valid false).
  * A target is an object with at least one of "nodes" (non-empty array of node names), "selector"
  * (selector text) and "all" (true, alone); config an object with a "listeners" array (its

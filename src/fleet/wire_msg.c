@@ -373,7 +373,8 @@ int fleet_record_parse(const char *body, size_t len, struct fleet_record *ret, s
         if (!known) {
             char field[96];
 
-            snprintf(field, sizeof(field), "%.80s", key);
+            /* "" is the field of a body that is not an object: an empty name is shown quoted */
+            snprintf(field, sizeof(field), "%.80s", key[0] ? key : "\"\"");
             r = core_err_set(err, -EINVAL, field, "unknown member '%.80s' in record", key);
             goto out;
         }

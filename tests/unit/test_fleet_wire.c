@@ -652,6 +652,8 @@ static void test_record_parse_names_each_bad_field(void **state)
     expect_record_error("{\"target\":{\"all\":true,\"nodes\":[\"n1\"]}," CFG "}", "target",
                         "target.all cannot be combined with nodes or selector", false);
     /* the target is known: only the targeted nodes answer */
+    expect_record_error("{\"target\":{\"all\":true}," CFG ",\"\":1}", "\"\"",
+                        "unknown member '' in record", true);
     expect_record_error("{\"target\":{\"all\":true}}", "config",
                         "config must be an object (the body of PUT /api/v1/config)", true);
     expect_record_error("{\"target\":{\"all\":true},\"config\":[]}", "config", NULL, true);
