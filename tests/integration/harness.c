@@ -3069,8 +3069,8 @@ void it_amqp_exchange(struct it_amqp *a, const char *exchange)
     amqp_ok(a, "exchange.declare");
 }
 
-char *it_amqp_subscribe(struct it_amqp *a, const char *queue, const char *exchange,
-                        const char *const *patterns)
+char *it_amqp_queue_bind(struct it_amqp *a, const char *queue, const char *exchange,
+                         const char *const *patterns)
 {
     bool named = queue && *queue;
     amqp_queue_declare_ok_t *ok;
@@ -3088,9 +3088,22 @@ char *it_amqp_subscribe(struct it_amqp *a, const char *queue, const char *exchan
                         amqp_cstring_bytes(patterns[i]), amqp_empty_table);
         amqp_ok(a, "queue.bind");
     }
-    amqp_basic_consume(a->conn, 1, amqp_cstring_bytes(name), amqp_empty_bytes, 0, 1, 0,
+    return name;
+}
+
+void it_amqp_consume(struct it_amqp *a, const char *queue)
+{
+    amqp_basic_consume(a->conn, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 1, 0,
                        amqp_empty_table);
     amqp_ok(a, "basic.consume");
+}
+
+char *it_amqp_subscribe(struct it_amqp *a, const char *queue, const char *exchange,
+                        const char *const *patterns)
+{
+    char *name = it_amqp_queue_bind(a, queue, exchange, patterns);
+
+    it_amqp_consume(a, name);
     return name;
 }
 

@@ -660,6 +660,18 @@ void it_amqp_exchange(struct it_amqp *a, const char *exchange);
 char *it_amqp_subscribe(struct it_amqp *a, const char *queue, const char *exchange,
                         const char *const *patterns);
 
+/*
+ * Declares queue (NULL or "": server-named, exclusive, auto-delete; else durable, of that name)
+ * and binds it to exchange with each of patterns, without consuming it (a durable queue then
+ * keeps what comes while nobody reads, across a broker restart too). Returns the queue's name
+ * (malloc'd); asserts.
+ */
+char *it_amqp_queue_bind(struct it_amqp *a, const char *queue, const char *exchange,
+                         const char *const *patterns);
+
+/* Consumes queue without acks (what it_amqp_next() then returns). Asserts. */
+void it_amqp_consume(struct it_amqp *a, const char *queue);
+
 /* Consumes amq.rabbitmq.reply-to (direct reply-to) so that replies to what this connection
  * publishes with reply_to "amq.rabbitmq.reply-to" arrive through it_amqp_next(). Call once,
  * before publishing. Asserts. */
