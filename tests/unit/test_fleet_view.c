@@ -18,19 +18,19 @@
 #define BOOT_A "00112233445566aa"
 #define BOOT_B "00112233445566bb"
 
-static const char *const pong_fmt =
-    "{\"node\":\"%s\",\"boot\":\"%s\",\"version\":\"0.1.0\",\"labels\":{\"role\":\"edge\"},"
-    "\"started\":\"2026-12-06T11:00:00.000Z\",\"time\":\"2026-12-06T12:00:00.000Z\","
-    "\"revision\":3,\"etag\":\"\\\"r3\\\"\",\"applied_offset\":%s,\"desired_offset\":%s,"
-    "\"last_result\":%s,\"listeners\":[{\"id\":\"e1\",\"service\":\"echo\",\"transport\":"
-    "\"tcp\",\"port\":7001,\"state\":\"running\",\"enabled\":true}],"
-    "\"bridge\":{\"state\":\"connected\"}}";
+#define PONG_FMT                                                                                   \
+    "{\"node\":\"%s\",\"boot\":\"%s\",\"version\":\"0.1.0\",\"labels\":{\"role\":\"edge\"},"       \
+    "\"started\":\"2026-12-06T11:00:00.000Z\",\"time\":\"2026-12-06T12:00:00.000Z\","              \
+    "\"revision\":3,\"etag\":\"\\\"r3\\\"\",\"applied_offset\":%s,\"desired_offset\":%s,"          \
+    "\"last_result\":%s,\"listeners\":[{\"id\":\"e1\",\"service\":\"echo\",\"transport\":"         \
+    "\"tcp\",\"port\":7001,\"state\":\"running\",\"enabled\":true}],"                              \
+    "\"bridge\":{\"state\":\"connected\"}}"
 
 static void pong(struct fleet_view *v, const char *node, const char *boot, const char *applied,
                  const char *desired, const char *last_result, int64_t now)
 {
     char buf[2048];
-    int len = snprintf(buf, sizeof(buf), pong_fmt, node, boot, applied, desired, last_result);
+    int len = snprintf(buf, sizeof(buf), PONG_FMT, node, boot, applied, desired, last_result);
 
     fleet_view_on_pong(v, buf, (size_t)len, now);
 }
