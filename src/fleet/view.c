@@ -663,9 +663,9 @@ static json_t *node_json(const struct node *n)
     int64_t desired = n->desired > n->noted ? n->desired : n->noted;
 
     return json_pack(
-        "{s:s, s:s?, s:O, s:s, s:o, s:o, s:b, s:s?, s:s?, s:o, s:s?, s:o, s:o, s:o, s:o, s:o}",
-        "node", n->name, "boot", n->boot[0] ? n->boot : NULL, "labels", n->labels, "state",
-        state_names[n->state], "since", time_or_null(n->since_ms), "last_seen",
+        "{s:s, s:s?, s:o, s:s, s:o, s:o, s:b, s:s?, s:s?, s:o, s:s?, s:o, s:o, s:o, s:o, s:o}",
+        "node", n->name, "boot", n->boot[0] ? n->boot : NULL, "labels", json_deep_copy(n->labels),
+        "state", state_names[n->state], "since", time_or_null(n->since_ms), "last_seen",
         time_or_null(n->last_seen_ms), "online",
         n->state != FLEET_VIEW_OFFLINE && n->state != FLEET_VIEW_STALE, "version",
         n->version[0] ? n->version : NULL, "started", n->started[0] ? n->started : NULL, "revision",

@@ -5,6 +5,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -524,6 +525,40 @@ static void test_fleet_view_counts_match_json(void **state)
     assert_string_equal(fleet_view_state_name(FLEET_VIEW_STALE), "STALE");
 }
 
+static void *feed_thread(void *arg)
+{
+    struct fleet_view *v = arg;
+    char seq[16];
+
+    for (int i = 1; i <= 200; i++) {
+        snprintf(seq, sizeof(seq), "%d", i);
+        event(v, "n1", BOOT_A, seq, T0 + i, "backup.stored", "{}", T0 + i);
+        pong(v, "n2", BOOT_B, "null", "null", "null", T0 + i);
+    }
+    return NULL;
+}
+
+static void test_fleet_view_threads_feed_and_read(void **state)
+{
+    struct fleet_view *v = *state;
+    char names[4][64];
+    pthread_t t;
+    bool all;
+
+    assert_int_equal(pthread_create(&t, NULL, feed_thread, v), 0);
+    for (int i = 0; i < 200; i++) {
+        json_t *j = fleet_view_json(v, T0 + i);
+
+        assert_non_null(j);
+        json_decref(j);
+        (void)fleet_view_wants_ping(v, names, 4, &all, T0 + i);
+        fleet_view_set_connected(v, i % 2 == 0);
+    }
+    pthread_join(t, NULL);
+    assert_string_equal(state_at(v, "n1", T0 + 200), "SYNCED");
+    assert_string_equal(state_at(v, "n2", T0 + 200), "SYNCED");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -551,6 +586,7 @@ int main(void)
         T(test_fleet_view_config_revision_updates_revision),
         T(test_fleet_view_garbage_ignored_and_counted),
         T(test_fleet_view_counts_match_json),
+        T(test_fleet_view_threads_feed_and_read),
 #undef T
     };
 
