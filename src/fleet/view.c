@@ -372,12 +372,27 @@ static void apply_pong(struct node *n, const json_t *p)
     if (json_is_object(json_object_get(p, "bridge")))
         set_owned(&n->bridge, json_object_get(p, "bridge"));
     if (json_is_array(listeners)) {
-        json_array_clear(n->listeners);
+        json_t *before = n->listeners, *now = json_array();
+
+        if (!now)
+            return;
         json_array_foreach(listeners, i, l)
         {
-            if (i < LISTENERS_MAX && json_is_string(json_object_get(l, "id")))
-                json_array_append_new(n->listeners, listener_entry(l));
+            const char *id = json_string_value(json_object_get(l, "id"));
+            json_t *e = id && i < LISTENERS_MAX ? listener_entry(l) : NULL;
+            ssize_t k = id ? listener_index(before, id) : -1;
+
+            if (!e)
+                continue;
+            /* a pong gives the configured port: 0 for one the kernel picked, whose bound port
+             * the listener's events told */
+            if (json_integer_value(json_object_get(e, "port")) == 0 && k >= 0)
+                json_object_set(e, "port",
+                                json_object_get(json_array_get(before, (size_t)k), "port"));
+            json_array_append_new(now, e);
         }
+        json_decref(before);
+        n->listeners = now;
     }
 }
 

@@ -469,6 +469,30 @@ static void test_fleet_view_tick_rates_and_listener_events(void **state)
     json_decref(j);
 }
 
+static void test_fleet_view_pong_keeps_bound_port_of_port_0(void **state)
+{
+    struct fleet_view *v = *state;
+    static const char body[] =
+        "{\"node\":\"n1\",\"boot\":\"" BOOT_A "\",\"labels\":{},\"applied_offset\":null,"
+        "\"desired_offset\":null,\"last_result\":null,\"listeners\":[{\"id\":\"u1\","
+        "\"service\":\"echo\",\"transport\":\"tcp\",\"port\":0,\"state\":\"running\","
+        "\"enabled\":true}]}";
+    json_t *j, *l;
+
+    event(v, "n1", BOOT_A, "1", T0, "listener.created",
+          "{\"id\":\"u1\",\"service\":\"echo\",\"transport\":\"tcp\",\"port\":0,"
+          "\"enabled\":true,\"status\":{\"state\":\"starting\",\"bound\":[]}}",
+          T0);
+    event(v, "n1", BOOT_A, "2", T0, "listener.state",
+          "{\"id\":\"u1\",\"state\":\"running\",\"bound\":[\"[::1]:40999\"]}", T0);
+    fleet_view_on_pong(v, body, strlen(body), T0 + 10);
+    j = fleet_view_json(v, T0 + 10);
+    l = json_array_get(json_object_get(node_of(j, "n1"), "listeners"), 0);
+    assert_string_equal(json_string_value(json_object_get(l, "id")), "u1");
+    assert_int_equal(json_integer_value(json_object_get(l, "port")), 40999);
+    json_decref(j);
+}
+
 static void test_fleet_view_config_revision_updates_revision(void **state)
 {
     struct fleet_view *v = *state;
@@ -583,6 +607,7 @@ int main(void)
         T(test_fleet_view_published_offline_node_pending),
         T(test_fleet_view_unanswered_ping_offline),
         T(test_fleet_view_tick_rates_and_listener_events),
+        T(test_fleet_view_pong_keeps_bound_port_of_port_0),
         T(test_fleet_view_config_revision_updates_revision),
         T(test_fleet_view_garbage_ignored_and_counted),
         T(test_fleet_view_counts_match_json),
