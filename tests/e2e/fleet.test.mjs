@@ -216,7 +216,7 @@ test('the Fleet page follows real nodes over the broker: SYNCED with listeners, 
     writeFileSync(file, JSON.stringify({ listeners: [{ id: 'e1', service: 'echo', address: '127.0.0.1', port: taken }] }));
     const applied = await runCli(['fleet', ...fleet.slice(0, 4), 'apply', '-f', file, '--node', 'n2', '--wait', '20s']);
     assert.equal(applied.code, 1, `fleet apply exits 1 when a node rejects\n${applied.out}`);
-    assert.match(applied.out, /n2\s+rejected/);
+    assert.match(applied.out, /n2\s+rejected/i);
 
     await waitState('n2', 'ERROR');
     const problem = node('n2').locator('.fleet-problem');
