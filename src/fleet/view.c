@@ -730,3 +730,18 @@ void fleet_view_counts(struct fleet_view *v, int64_t now_ms,
         ret_counts[v->nodes[i]->state]++;
     pthread_mutex_unlock(&v->lock);
 }
+
+int fleet_view_prometheus(struct fleet_view *v, int64_t now_ms, struct core_buf *out)
+{
+    size_t counts[FLEET_VIEW_STATE_COUNT];
+    int r;
+
+    fleet_view_counts(v, now_ms, counts);
+    r = core_buf_printf(out, "# HELP sockserv_fleet_nodes Nodes of the fleet in each state, as "
+                             "this daemon's fleet view sees them.\n"
+                             "# TYPE sockserv_fleet_nodes gauge\n");
+    for (unsigned s = 0; s < FLEET_VIEW_STATE_COUNT && r >= 0; s++)
+        r = core_buf_printf(out, "sockserv_fleet_nodes{state=\"%s\"} %zu\n", state_names[s],
+                            counts[s]);
+    return r < 0 ? -ENOMEM : 0;
+}

@@ -549,6 +549,23 @@ static void test_fleet_view_counts_match_json(void **state)
     assert_string_equal(fleet_view_state_name(FLEET_VIEW_STALE), "STALE");
 }
 
+static void test_fleet_view_prometheus_every_state(void **state)
+{
+    struct fleet_view *v = *state;
+    struct core_buf out = {0};
+
+    pong(v, "n1", BOOT_A, "null", "null", "null", T0);
+    pong(v, "n2", BOOT_A, "null", "null", "null", T0);
+    event(v, "n3", BOOT_A, "1", T0 - 3600000, "node.hello", "{}", T0);
+    assert_int_equal(fleet_view_prometheus(v, T0, &out), 0);
+    assert_int_equal(core_buf_append(&out, "", 1), 0);
+    assert_non_null(strstr((char *)out.data, "# TYPE sockserv_fleet_nodes gauge\n"));
+    assert_non_null(strstr((char *)out.data, "sockserv_fleet_nodes{state=\"SYNCED\"} 2\n"));
+    assert_non_null(strstr((char *)out.data, "sockserv_fleet_nodes{state=\"OFFLINE\"} 1\n"));
+    assert_non_null(strstr((char *)out.data, "sockserv_fleet_nodes{state=\"ERROR\"} 0\n"));
+    core_buf_fini(&out);
+}
+
 static void *feed_thread(void *arg)
 {
     struct fleet_view *v = arg;
@@ -611,6 +628,7 @@ int main(void)
         T(test_fleet_view_config_revision_updates_revision),
         T(test_fleet_view_garbage_ignored_and_counted),
         T(test_fleet_view_counts_match_json),
+        T(test_fleet_view_prometheus_every_state),
         T(test_fleet_view_threads_feed_and_read),
 #undef T
     };
