@@ -3,13 +3,16 @@
 # test.sh. Usage: scripts/deps.sh [build|test]
 set -euo pipefail
 
+# librabbitmq-dev: the fleet's broker connections (rabbitmq-c)
 build_pkgs=(gcc meson ninja-build pkg-config python3 libmicrohttpd-dev libjansson-dev
-    libcurl4-openssl-dev libssl-dev tzdata)
+    libcurl4-openssl-dev libssl-dev librabbitmq-dev tzdata)
 # prometheus: promtool checks GET /metrics; socat, curl, iproute2: the benchmark smoke run;
 # clang, libclang-rt-14-dev: the libFuzzer targets; strace: fault injection in test_faults;
-# openssl: the certificates the HTTPS tests make
+# openssl: the certificates the HTTPS tests make; rabbitmq-server, amqp-tools, python3-pika: the
+# private broker of the fleet tests (scripts/broker.sh), a peer that publishes by hand, and the
+# subscriber example (scripts/fleet-subscribe.py)
 test_pkgs=(libcmocka-dev clang-format prometheus socat curl iproute2 clang libclang-rt-14-dev strace
-    openssl)
+    openssl rabbitmq-server amqp-tools python3-pika)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-build}" = test ]; then
@@ -31,6 +34,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
         sudo=(sudo)
     fi
     export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update
-    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+    # The tests run private brokers (scripts/broker.sh): no system broker is to be started by the
+    # package's install script (without systemd or a runlevel none is; elsewhere a policy-rc.d
+    # that refuses every start keeps it so for the install).
+    policy=/usr/sbin/policy-rc.d
+    added_policy=false
+    if [[ " ${missing[*]} " == *" rabbitmq-server "* ]] && [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 755 "$policy"
+        added_policy=true
+        trap '"${sudo[@]}" rm -f "$policy"' EXIT
+    fi
+    "${sudo[@]}" apt-get update </dev/null
+    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
+    if "$added_policy"; then
+        "${sudo[@]}" rm -f "$policy"
+        trap - EXIT
+    fi
 fi

@@ -8,8 +8,13 @@
 #
 # SOCKSERV_BIN     the daemon to test (default build/sockserv)
 # SOCKSERV_BUILD_DIR  where e2e-screenshots/ goes (default build)
+# SOCKSERV_TEST_AMQP, SOCKSERV_TEST_BROKER  the broker of the fleet's pages (scripts/test.sh's;
+#                  when they are not set, a private one runs for this script: scripts/broker.sh run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -z "${SOCKSERV_TEST_BROKER:-}" ] && [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    exec scripts/broker.sh run scripts/e2e.sh "$@"
+fi
 root=$PWD
 
 export SOCKSERV_BIN="${SOCKSERV_BIN:-$root/build/sockserv}"

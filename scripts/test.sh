@@ -14,6 +14,13 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh test
 
+# The run's broker: this script runs again under scripts/broker.sh run, which stops the broker
+# when it ends, whatever its end.
+if [ -z "${SOCKSERV_TEST_BROKER:-}" ]; then
+    echo "== broker (scripts/broker.sh run)"
+    exec scripts/broker.sh run scripts/test.sh "$@"
+fi
+
 echo "== format (clang-format --dry-run --Werror)"
 git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
 

@@ -4,11 +4,13 @@
  * Start: read the arguments and the token file, refuse an API address that is not loopback
  * without a token (before anything is bound), block the signals (before any thread), create the
  * state directory, load the listener set (state file, else the embedded defaults) and start its
- * listeners, start the API, say ready (--ready-fd, and READY=1 to systemd). Stop, on SIGINT or
- * SIGTERM: say STOPPING=1, stop the API (no new changes; its Unix socket file is removed), then
- * stop every listener (stop accepting, cut connections, join threads, close fds); the state
- * file already holds the last change. Then free the event bus, which nobody holds any more.
- * Exit 0.
+ * listeners, with --amqp start the fleet bridge (its bus thread and apply worker; with
+ * --fleet-view the view it feeds), start the API, say ready (--ready-fd, and READY=1 to
+ * systemd). Stop, on SIGINT or SIGTERM: say STOPPING=1, stop the API (no new changes; its Unix
+ * socket file is removed), stop the fleet bridge (node.bye, an apply under way finishes, its
+ * threads joined), then stop every listener (stop accepting, cut connections, join threads,
+ * close fds); the state file already holds the last change. Then free the view and the event
+ * bus, which nobody holds any more. Exit 0.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +37,7 @@
 #include "cli/common.h"
 #include "cli/ctl.h"
 #include "cli/date.h"
+#include "cli/fleet.h"
 #include "core/addr.h"
 #include "core/events.h"
 #include "core/log.h"
@@ -42,6 +45,10 @@
 #include "core/revisions.h"
 #include "core/service.h"
 #include "core/store.h"
+#include "fleet/amqp.h"
+#include "fleet/bridge.h"
+#include "fleet/view.h"
+#include "fleet/wire.h"
 #include "svc/backup.h"
 #include "svc/date.h"
 #include "svc/echo.h"
@@ -83,6 +90,17 @@ enum {
     OPT_NO_DEFAULTS,
     OPT_READY_FD,
     OPT_LOG_LEVEL,
+    OPT_AMQP,
+    OPT_AMQP_CREDENTIALS,
+    OPT_AMQP_CACERT,
+    OPT_AMQP_CERT,
+    OPT_AMQP_KEY,
+    OPT_NODE,
+    OPT_LABEL,
+    OPT_AMQP_PREFIX,
+    OPT_AMQP_HEARTBEAT,
+    OPT_FLEET_STATUS_INTERVAL,
+    OPT_FLEET_VIEW,
 };
 
 static const struct cli_opt daemon_opts[] = {
@@ -114,6 +132,31 @@ static const struct cli_opt daemon_opts[] = {
     [OPT_READY_FD] = {"ready-fd", 0, "FD",
                       "when serving, write the API's URL (or unix:PATH) and a newline to FD"},
     [OPT_LOG_LEVEL] = {"log-level", 0, "LEVEL", "error, warn, info (default) or debug"},
+    [OPT_AMQP] = {"amqp", 0, "URL",
+                  "join the fleet on this RabbitMQ broker (amqp://USER:PASSWORD@HOST:PORT/VHOST "
+                  "or amqps://...): publish events, take desired configurations, answer pings"},
+    [OPT_AMQP_CREDENTIALS] = {"amqp-credentials", 0, "FILE",
+                              "the broker's USER:PASSWORD, one line (overrides the URL's)"},
+    [OPT_AMQP_CACERT] = {"amqp-cacert", 0, "FILE",
+                         "amqps: the CA certificates (PEM) to verify "
+                         "the broker with"},
+    [OPT_AMQP_CERT] = {"amqp-cert", 0, "FILE",
+                       "amqps: a client certificate (PEM); needs "
+                       "--amqp-key"},
+    [OPT_AMQP_KEY] = {"amqp-key", 0, "FILE", "amqps: the client certificate's key (PEM)"},
+    [OPT_NODE] = {"node", 0, "NAME",
+                  "this daemon's name in the fleet ([a-z0-9][a-z0-9_-]{0,62}; default: the host "
+                  "name, lower-cased)"},
+    [OPT_LABEL] = {"label", 0, "KEY=VALUE",
+                   "a label fleet selectors match (repeatable, at most 16)", 0, true},
+    [OPT_AMQP_PREFIX] = {"amqp-prefix", 0, "PREFIX",
+                         "the fleet's exchange and queue names start with it (default sockserv)"},
+    [OPT_AMQP_HEARTBEAT] = {"amqp-heartbeat", 0, "SECONDS",
+                            "the AMQP heartbeat, 1 to 60 (default 10)"},
+    [OPT_FLEET_STATUS_INTERVAL] = {"fleet-status-interval", 0, "DURATION",
+                                   "how often node.status is published (default 10s)"},
+    [OPT_FLEET_VIEW] = {"fleet-view", 0, NULL,
+                        "watch the whole fleet: GET /api/v1/fleet and the dashboard's Fleet page"},
 };
 
 static const struct cli_command daemon_command = {
@@ -288,6 +331,97 @@ out_close:
     return -1;
 }
 
+/* What the fleet flags say (--amqp and the rest). */
+struct fleet_settings {
+    bool on; /* --amqp given */
+    struct fleet_amqp_conf conf;
+    char node[FLEET_NAME_MAX];
+    struct fleet_labels labels;
+    const char *prefix;
+    int64_t status_ms;
+    bool view;
+};
+
+/* Reads the fleet flags into *f. Returns CLI_ARGS_GO_ON, or 2 after a usage error. */
+static int parse_fleet_args(const struct cli_command *cmd, const struct cli_args *args,
+                            struct fleet_settings *f)
+{
+    static const int needs_amqp[] = {OPT_AMQP_CREDENTIALS,
+                                     OPT_AMQP_CACERT,
+                                     OPT_AMQP_CERT,
+                                     OPT_AMQP_KEY,
+                                     OPT_NODE,
+                                     OPT_AMQP_PREFIX,
+                                     OPT_AMQP_HEARTBEAT,
+                                     OPT_FLEET_STATUS_INTERVAL,
+                                     OPT_FLEET_VIEW};
+    struct fleet_amqp_opts o = {0};
+    struct core_err err = {0};
+    char *end;
+    int r;
+
+    memset(f, 0, sizeof(*f));
+    f->on = args->seen[OPT_AMQP];
+    f->prefix = FLEET_PREFIX_DEFAULT;
+    f->status_ms = FLEET_BRIDGE_STATUS_INTERVAL_MS;
+    for (size_t i = 0; !f->on && i < sizeof(needs_amqp) / sizeof(needs_amqp[0]); i++)
+        if (args->seen[needs_amqp[i]])
+            return cli_args_usage_error(cmd, -1, "--%s needs --amqp URL",
+                                        cmd->opts[needs_amqp[i]].name);
+    for (size_t i = 0; !f->on && i < args->nrepeats; i++)
+        if (args->repeat_opt[i] == OPT_LABEL)
+            return cli_args_usage_error(cmd, -1, "--label needs --amqp URL");
+    if (!f->on)
+        return CLI_ARGS_GO_ON;
+    o.url = args->val[OPT_AMQP];
+    o.credentials_file = args->val[OPT_AMQP_CREDENTIALS];
+    o.cacert = args->val[OPT_AMQP_CACERT];
+    o.cert = args->val[OPT_AMQP_CERT];
+    o.key = args->val[OPT_AMQP_KEY];
+    if (args->seen[OPT_AMQP_HEARTBEAT]) {
+        const char *t = args->val[OPT_AMQP_HEARTBEAT];
+        long v;
+
+        errno = 0;
+        v = strtol(t, &end, 10);
+        if (!*t || *end || errno || v < 1 || v > 60)
+            return cli_args_usage_error(cmd, -1, "--amqp-heartbeat: '%s' is not 1 to 60 seconds",
+                                        t);
+        o.heartbeat_s = (int)v;
+    }
+    r = fleet_amqp_opts_check(&o, &f->conf, &err);
+    if (r < 0)
+        return cli_args_usage_error(cmd, -1, "%s", err.msg);
+    if (args->seen[OPT_NODE]) {
+        if (!fleet_node_name_valid(args->val[OPT_NODE]))
+            return cli_args_usage_error(
+                cmd, -1, "--node: '%s' is not a node name ([a-z0-9][a-z0-9_-]{0,62})",
+                args->val[OPT_NODE]);
+        snprintf(f->node, sizeof(f->node), "%s", args->val[OPT_NODE]);
+    } else if (fleet_node_name_from_host(f->node, sizeof(f->node)) < 0) {
+        snprintf(f->node, sizeof(f->node), "node");
+    }
+    if (args->seen[OPT_AMQP_PREFIX]) {
+        if (!fleet_prefix_valid(args->val[OPT_AMQP_PREFIX]))
+            return cli_args_usage_error(cmd, -1,
+                                        "--amqp-prefix: '%s' is not a prefix "
+                                        "([a-z0-9][a-z0-9_.-]{0,62})",
+                                        args->val[OPT_AMQP_PREFIX]);
+        f->prefix = args->val[OPT_AMQP_PREFIX];
+    }
+    for (size_t i = 0; i < args->nrepeats; i++) {
+        if (args->repeat_opt[i] != OPT_LABEL)
+            continue;
+        if (fleet_labels_add(&f->labels, args->repeats[i], &err) < 0)
+            return cli_args_usage_error(cmd, -1, "--label: %s", err.msg);
+    }
+    r = cli_args_duration(cmd, args, OPT_FLEET_STATUS_INTERVAL, 1000, 3600 * 1000, &f->status_ms);
+    if (r != 0)
+        return r;
+    f->view = args->seen[OPT_FLEET_VIEW];
+    return CLI_ARGS_GO_ON;
+}
+
 /* Parses an octal file mode from 0 to 0777. */
 static int parse_mode(const char *text, unsigned *ret)
 {
@@ -334,6 +468,9 @@ static int daemon_main(int argc, char **argv)
     struct core_events *events = NULL;
     struct core_registry *registry = NULL;
     struct api_server *server = NULL;
+    struct fleet_settings fleet;
+    struct fleet_bridge *bridge = NULL;
+    struct fleet_view *view = NULL;
     struct signalfd_siginfo si;
     struct core_err err = {0};
     struct sockaddr_storage ss;
@@ -351,6 +488,11 @@ static int daemon_main(int argc, char **argv)
     r = cli_args_parse(cmd, argc, argv, &args);
     if (r != CLI_ARGS_GO_ON)
         return r;
+    r = parse_fleet_args(cmd, &args, &fleet);
+    if (r != CLI_ARGS_GO_ON) {
+        OPENSSL_cleanse(&fleet.conf, sizeof(fleet.conf));
+        return r;
+    }
     if (args.seen[OPT_API])
         api = args.val[OPT_API];
     if (args.seen[OPT_API_MODE]) {
@@ -503,6 +645,32 @@ static int daemon_main(int argc, char **argv)
                 err.msg[0] ? err.msg : strerror(-r));
         goto out;
     }
+    if (fleet.on && fleet.view) {
+        r = fleet_view_new(fleet.status_ms, &view);
+        if (r < 0) {
+            fprintf(stderr, "sockserv daemon: fleet view: %s\n", strerror(-r));
+            goto out;
+        }
+    }
+    if (fleet.on) {
+        r = fleet_bridge_start(
+            &(struct fleet_bridge_opts){
+                .registry = registry,
+                .events = events,
+                .node = fleet.node,
+                .labels = &fleet.labels,
+                .prefix = fleet.prefix,
+                .amqp = &fleet.conf,
+                .status_interval_ms = fleet.status_ms,
+                .view = view,
+            },
+            &bridge, &err);
+        OPENSSL_cleanse(&fleet.conf, sizeof(fleet.conf));
+        if (r < 0) {
+            fprintf(stderr, "sockserv daemon: fleet: %s\n", err.msg);
+            goto out;
+        }
+    }
     r = api_server_start(
         &(struct api_server_opts){
             .host = unix_path ? NULL : host,
@@ -518,6 +686,8 @@ static int daemon_main(int argc, char **argv)
             .registry = registry,
             .services = &services_run,
             .events = events,
+            .view = view,
+            .fleet = bridge,
         },
         &server, &err);
     /* The server keeps only a digest: the token itself is wiped before any process-model child
@@ -558,7 +728,10 @@ static int daemon_main(int argc, char **argv)
 
 out:
     api_server_stop(server);
+    /* The bridge says node.bye and lets an apply under way finish before the listeners go. */
+    fleet_bridge_stop(bridge);
     core_registry_free(registry);
+    fleet_view_free(view);
     core_events_free(events);
     if (ready_fd >= 0)
         close(ready_fd);
@@ -567,6 +740,7 @@ out:
     if (status == 0)
         core_log_info("stopped");
 out_token:
+    OPENSSL_cleanse(&fleet.conf, sizeof(fleet.conf));
     if (token) {
         OPENSSL_cleanse(token, token_len);
         free(token);
@@ -581,7 +755,7 @@ static const struct {
 } verbs[] = {
     {daemon_main, &daemon_command},     {cli_echo_main, &cli_echo_command},
     {cli_date_main, &cli_date_command}, {cli_backup_main, &cli_backup_command},
-    {cli_ctl_main, &cli_ctl_command},
+    {cli_ctl_main, &cli_ctl_command},   {cli_fleet_main, &cli_fleet_command},
 };
 
 static void usage(void)
@@ -603,7 +777,7 @@ static void usage(void)
 static int usage_error(const char *what, const char *arg)
 {
     fprintf(stderr, *arg ? "sockserv: %s '%s'" : "sockserv: %s%s", what, arg);
-    fputs("\nUsage: sockserv COMMAND [ARGS...]  (daemon, echo, date, backup, ctl)\n"
+    fputs("\nUsage: sockserv COMMAND [ARGS...]  (daemon, echo, date, backup, ctl, fleet)\n"
           "Try 'sockserv --help'.\n",
           stderr);
     return 2;

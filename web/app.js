@@ -10,6 +10,7 @@ import { closeDetails, renderCharts, renderDetails, select } from './details.js'
 import { byId, trapFocus } from './dom.js';
 import { prepareDownloads } from './download.js';
 import { initFiles } from './files.js';
+import { FleetPage } from './fleet.js';
 import { ListenerForm } from './form.js';
 import { LiveFeed } from './live.js';
 import { onRender, scheduleRender } from './render.js';
@@ -103,6 +104,12 @@ function start() {
     if (await openTokenDialog('missing')) tokenArrived();
   });
   feed.start();
+  new FleetPage({
+    tab: byId('tab-fleet'),
+    listenersTab: byId('tab-listeners'),
+    section: byId('fleet'),
+    onShow: (on) => document.body.classList.toggle('show-fleet', on),
+  }).start();
   prepareDownloads();
   refreshHealth();
   setInterval(refreshHealth, 30000);

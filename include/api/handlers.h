@@ -47,18 +47,20 @@ typedef const char *(*api_query_fn)(const struct api_request *req, const char *k
 struct api_request {
     struct core_registry *registry;
     const struct core_service_table *services; /* the services; NULL: none */
-    struct api_events *events; /* the event streams, or NULL when the server has no event bus */
-    const char *path;          /* the URL path (percent-decoded), e.g. "/api/v1/listeners/e1" */
-    const char *id;            /* the {id} segment of the path, or NULL when the route has none */
-    const char *name;          /* the {name} segment (percent-decoded), or NULL */
-    const char *n;             /* the {n} segment (percent-decoded), or NULL */
-    const json_t *body;        /* routes that take a body: the JSON object sent; else NULL */
-    const char *if_none_match; /* the If-None-Match header, or NULL */
-    const char *if_match;      /* the If-Match header, or NULL */
-    const char *last_event_id; /* the Last-Event-ID header, or NULL */
-    uint64_t uptime_seconds;   /* how long the server has been serving */
-    api_query_fn query;        /* NULL: the request has no query parameters */
-    void *query_ctx;           /* what query reads (the server's connection) */
+    struct api_events *events;  /* the event streams, or NULL when the server has no event bus */
+    struct fleet_view *view;    /* the fleet view (--fleet-view), or NULL */
+    struct fleet_bridge *fleet; /* the fleet bridge (--amqp), or NULL */
+    const char *path;           /* the URL path (percent-decoded), e.g. "/api/v1/listeners/e1" */
+    const char *id;             /* the {id} segment of the path, or NULL when the route has none */
+    const char *name;           /* the {name} segment (percent-decoded), or NULL */
+    const char *n;              /* the {n} segment (percent-decoded), or NULL */
+    const json_t *body;         /* routes that take a body: the JSON object sent; else NULL */
+    const char *if_none_match;  /* the If-None-Match header, or NULL */
+    const char *if_match;       /* the If-Match header, or NULL */
+    const char *last_event_id;  /* the Last-Event-ID header, or NULL */
+    uint64_t uptime_seconds;    /* how long the server has been serving */
+    api_query_fn query;         /* NULL: the request has no query parameters */
+    void *query_ctx;            /* what query reads (the server's connection) */
 };
 
 /* The value of query parameter key (see api_query_fn), or NULL. */

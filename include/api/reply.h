@@ -136,23 +136,9 @@ int api_content_disposition(const char *name, char *buf, size_t len);
 enum MHD_Result api_reply_send(struct MHD_Connection *c, struct api_reply *r);
 
 /*
- * The HTTP status for a negative errno from core/ (and svc/ through it): the one table.
- *
- *   errno                          status  meaning
- *   -EINVAL                        400     bad input (the field at fault in the problem)
- *   -EACCES, -EPERM                403     not allowed to the daemon (a privileged port)
- *   -ENOENT                        404     no such listener, revision or file
- *   -EEXIST                        409     the id is taken
- *   -EADDRINUSE, -EADDRNOTAVAIL    409     the address is in use, or not this host's
- *   -EBUSY                         409     something the change claims is held (a directory)
- *   -EMLINK                        409     the daemon holds its maximum number of listeners
- *   -ESTALE                        412     an If-Match not met
- *   -E2BIG, -EFBIG                 413     too large
- *   -ENOSPC, -EDQUOT               507     the disk (or the quota) is full
- *   anything else                  500     the daemon failed (the problem says why)
- *
- * A change whose state could not be written (core_change.persist_failed) is the daemon's
- * fault whatever the errno: the handlers answer it 507 for a full disk, else 500.
+ * The HTTP status for a negative errno from core/: core_err_http_status() (core/err.h holds the
+ * one table). A change whose state could not be written (core_change.persist_failed) is the
+ * daemon's fault whatever the errno: the handlers answer it 507 for a full disk, else 500.
  */
 unsigned api_status_from_errno(int code);
 

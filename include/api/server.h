@@ -93,6 +93,10 @@ struct api_server_opts {
     /* ": keepalive" on a stream that sent nothing for this long; 0 (and anything over half the
      * idle timeout) is 15000. */
     unsigned keepalive_ms;
+    struct fleet_view *view; /* borrowed, may be NULL: what GET /api/v1/fleet shows */
+    /* borrowed, may be NULL (no --amqp): the "fleet" member of the health, the sockserv_amqp_*
+     * metrics */
+    struct fleet_bridge *fleet;
 };
 
 /* Binds and starts serving. Returns 0 or a negative errno (-EADDRINUSE, -EPERM, ...) with err

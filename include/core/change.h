@@ -97,6 +97,8 @@ struct core_change_source {
     enum core_change_kind kind;
     char listener[CORE_ID_MAX]; /* the listener a one-listener change is about; "" for none */
     uint64_t restored;          /* the revision a restore applies; 0 for none */
+    bool has_fleet_offset;      /* a fleet change: the record it applies */
+    uint64_t fleet_offset;
 };
 
 /* The interface's and the kind's names in a revision's "origin": "api", "replace". */
@@ -131,6 +133,12 @@ struct core_change {
     struct core_expect expect; /* about the listener, or the whole configuration; a create
                                 * with any expectation is -ESTALE (there is nothing yet) */
     enum core_iface iface;     /* who asks */
+    /* A fleet change (iface CORE_IFACE_FLEET): the offset of the desired-state record it
+     * applies. It is stored in the state file in the same atomic write as the configuration,
+     * also when the change changes nothing (then the write holds only the new offset), and
+     * named in the revision's source. */
+    bool has_fleet_offset;
+    uint64_t fleet_offset;
     /* out: what the change was (set by the function called, also on failure) */
     struct core_change_source source;
     /* out, on success */
@@ -212,5 +220,17 @@ int core_registry_config_replace(struct core_registry *r, const json_t *body,
  * ("restore of revision N"). -ENOENT when it is not kept. */
 int core_registry_restore(struct core_registry *r, uint64_t n, struct core_change *ch, json_t **ret,
                           struct core_err *err);
+
+/*
+ * Records that the fleet record at offset was answered without a change of the configuration
+ * (rejected or conflict): a write of the state file with the listener set as it is and the new
+ * offset, under the change lock, so that a restart resumes the stream after it. Without a state
+ * file (persist off) only the offset in memory. Returns 0 or the write's errno with err.
+ */
+int core_registry_fleet_mark(struct core_registry *r, uint64_t offset, struct core_err *err);
+
+/* The offset of the newest fleet record answered (as stored in the state file): *ret_has false
+ * when none. */
+void core_registry_fleet_offset(struct core_registry *r, bool *ret_has, uint64_t *ret_offset);
 
 #endif

@@ -6,6 +6,7 @@
  * file, fsync, rename, fsync of the directory) so that it is never seen half-written.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -52,6 +53,11 @@ struct core_store_meta {
     /* The revision (core/revisions.h) the set is: the numbers of later revisions are above it
      * even when the history beside it was lost. 0: none recorded (an older file). */
     uint64_t revision;
+    /* The offset of the newest fleet record (the desired-state stream) this daemon answered
+     * (applied, unchanged, rejected or conflict): a restart resumes the stream after it.
+     * "fleet_offset" in the file; absent (older files, or never in a fleet): has_ false. */
+    bool has_fleet_offset;
+    uint64_t fleet_offset;
 };
 
 /*

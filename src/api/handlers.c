@@ -9,6 +9,7 @@
 #include "api/assets.h"
 #include "api/events.h"
 #include "core/revisions.h"
+#include "fleet/bridge.h"
 #include "sockserv-config.h"
 
 #define LISTENERS_PATH "/api/v1/listeners"
@@ -313,6 +314,12 @@ void api_handle_health(const struct api_request *req, struct api_reply *ret)
                           "uptime_seconds", (json_int_t)req->uptime_seconds, "listeners",
                           (json_int_t)core_registry_count(req->registry), "history", history);
 
+    /* The broker's state is told, never judged: the data plane does not depend on it. */
+    if (j && req->fleet &&
+        json_object_set_new(j, "fleet", fleet_bridge_health_json(req->fleet)) < 0) {
+        json_decref(j);
+        j = NULL;
+    }
     api_reply_json(ret, 200, j);
 }
 

@@ -195,110 +195,21 @@ int api_content_disposition(const char *name, char *buf, size_t len)
 
 unsigned api_status_from_errno(int code)
 {
-    switch (code) {
-    case -EINVAL:
-        return MHD_HTTP_BAD_REQUEST;
-    case -EACCES:
-    case -EPERM:
-        return MHD_HTTP_FORBIDDEN;
-    case -ENOENT:
-        return MHD_HTTP_NOT_FOUND;
-    case -EEXIST:
-    case -EADDRINUSE:
-    case -EADDRNOTAVAIL:
-    case -EBUSY:
-    case -EMLINK:
-        return MHD_HTTP_CONFLICT;
-    case -ESTALE:
-        return MHD_HTTP_PRECONDITION_FAILED;
-    case -E2BIG:
-    case -EFBIG:
-        return MHD_HTTP_CONTENT_TOO_LARGE;
-    case -ENOSPC:
-    case -EDQUOT:
-        return MHD_HTTP_INSUFFICIENT_STORAGE;
-    default:
-        return MHD_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    return core_err_http_status(code);
 }
 
 const char *api_status_title(unsigned status)
 {
-    const char *title = MHD_get_reason_phrase_for(status);
+    const char *title = core_err_http_title(status);
 
+    if (!title)
+        title = MHD_get_reason_phrase_for(status);
     return title ? title : "Unknown";
-}
-
-/* Length of the well-formed UTF-8 sequence at s (1 to 4 bytes), 0 if it is not one. */
-static size_t utf8_sequence_len(const unsigned char *s)
-{
-    unsigned c = s[0];
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
-            return 0;
-        if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f))
-            return 0; /* overlong, or a surrogate */
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
-            return 0;
-        if ((c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] > 0x8f))
-            return 0; /* overlong, or past U+10FFFF */
-        return 4;
-    }
-    return 0;
-}
-
-/*
- * text as a JSON string. Text that is not UTF-8 (a path's bytes, a message cut in the middle
- * of a character) has each offending byte replaced by '?'. NULL on ENOMEM.
- */
-static json_t *json_text(const char *text)
-{
-    json_t *j = json_string(text);
-    unsigned char *copy;
-
-    if (j)
-        return j;
-    copy = (unsigned char *)strdup(text);
-    if (!copy)
-        return NULL;
-    for (unsigned char *p = copy; *p;) {
-        size_t n = utf8_sequence_len(p);
-
-        if (n == 0) {
-            *p = '?';
-            n = 1;
-        }
-        p += n;
-    }
-    j = json_string((const char *)copy);
-    free(copy);
-    return j;
 }
 
 json_t *api_problem_new(unsigned status, const char *detail, const char *field)
 {
-    json_t *j = json_pack("{s:s, s:s, s:I}", "type", "about:blank", "title",
-                          api_status_title(status), "status", (json_int_t)status);
-
-    if (!j)
-        return NULL;
-    if (detail && detail[0] && json_object_set_new(j, "detail", json_text(detail)) < 0)
-        goto out_free;
-    if (field && field[0] && json_object_set_new(j, "field", json_text(field)) < 0)
-        goto out_free;
-    return j;
-
-out_free:
-    json_decref(j);
-    return NULL;
+    return core_err_problem_json(status, api_status_title(status), detail, field);
 }
 
 /* The problem body of r: api_problem_new() and, when r names one, the listener at fault. */
@@ -306,7 +217,7 @@ static json_t *problem_of(const struct api_reply *r)
 {
     json_t *p = api_problem_new(r->status, r->detail, r->field);
 
-    if (p && r->listener[0] && json_object_set_new(p, "listener", json_text(r->listener)) < 0) {
+    if (p && r->listener[0] && json_object_set_new(p, "listener", json_string(r->listener)) < 0) {
         json_decref(p);
         return NULL;
     }

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "api/assets.h"
+#include "api/fleet.h"
 #include "api/services.h"
 #include "core/text.h"
 
@@ -47,6 +48,7 @@ static const struct api_route routes[] = {
     {API_METHOD_GET, "/api/v1/services/{name}", api_handle_service_get, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/metrics", api_handle_metrics, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/events", api_handle_events, API_BODY_NONE},
+    {API_METHOD_GET, "/api/v1/fleet", api_handle_fleet, API_BODY_NONE},
     {API_METHOD_GET, "/metrics", api_handle_prometheus, API_BODY_NONE},
     {API_METHOD_GET, PATTERN_ASSET, api_handle_asset, API_BODY_NONE},
 };

@@ -94,6 +94,8 @@ struct api_server {
     struct core_registry *registry;            /* borrowed */
     const struct core_service_table *services; /* borrowed; may be NULL */
     struct api_events *events;                 /* the event streams; NULL without a bus */
+    struct fleet_view *view;                   /* borrowed; NULL without --fleet-view */
+    struct fleet_bridge *fleet;                /* borrowed; NULL without --amqp */
     struct api_guard *guard;
     size_t body_max;
     uint16_t port;
@@ -717,6 +719,8 @@ static void request_dispatch(struct api_server *s, struct request *q, struct MHD
         .registry = s->registry,
         .services = s->services,
         .events = s->events,
+        .view = s->view,
+        .fleet = s->fleet,
         .path = url,
         .id = q->id,
         .name = q->name,
@@ -1127,6 +1131,8 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     pthread_condattr_destroy(&attr);
     s->registry = opts->registry;
     s->services = opts->services;
+    s->view = opts->view;
+    s->fleet = opts->fleet;
     s->body_max = opts->body_max ? opts->body_max : BODY_MAX_DEFAULT;
     /* libmicrohttpd (GnuTLS) loads the certificate and key in MHD_start_daemon(); it keeps no
      * use for the text after. */

@@ -69,7 +69,11 @@ void core_change_source_format(const struct core_change_source *s, char *buf, si
 
     switch (s->kind) {
     case CORE_CHANGE_CONFIG_REPLACE:
-        (void)snprintf(buf, len, "%s: replace configuration", iface);
+        if (s->has_fleet_offset)
+            (void)snprintf(buf, len, "%s: replace configuration (offset %" PRIu64 ")", iface,
+                           s->fleet_offset);
+        else
+            (void)snprintf(buf, len, "%s: replace configuration", iface);
         break;
     case CORE_CHANGE_RESTORE:
         (void)snprintf(buf, len, "%s: restore of revision %" PRIu64, iface, s->restored);
@@ -99,6 +103,10 @@ json_t *core_change_source_json(const struct core_change_source *s)
 static void source_set(struct core_change *ch, enum core_change_kind kind, const char *id)
 {
     ch->source = (struct core_change_source){.iface = ch->iface, .kind = kind};
+    if (ch->iface == CORE_IFACE_FLEET && ch->has_fleet_offset) {
+        ch->source.has_fleet_offset = true;
+        ch->source.fleet_offset = ch->fleet_offset;
+    }
     if (id)
         (void)snprintf(ch->source.listener, sizeof(ch->source.listener), "%.*s", CORE_ID_MAX - 1,
                        id);
@@ -468,11 +476,40 @@ static const struct core_listener_cfg **plan_cfgs(const struct plan *p, size_t *
     return cfgs;
 }
 
-/* Writes the configurations the plan leaves to the state file. Returns 0 or the errno of the
- * write (-ENOSPC for a full disk) with err saying what. Called with ops held. */
-static int plan_persist(struct core_registry *r, const struct plan *p, struct core_err *err)
+/* The state file's meta for a write at revision: the fleet offset ch carries, else the one
+ * there is. Called with ops held. */
+static struct core_store_meta store_meta(const struct core_registry *r,
+                                         const struct core_change *ch, uint64_t revision)
 {
-    struct core_store_meta meta = {.revision = core_revisions_next(r->revisions)};
+    struct core_store_meta meta = {.revision = revision,
+                                   .has_fleet_offset = r->has_fleet_offset,
+                                   .fleet_offset = r->fleet_offset};
+
+    if (ch && ch->iface == CORE_IFACE_FLEET && ch->has_fleet_offset) {
+        meta.has_fleet_offset = true;
+        meta.fleet_offset = ch->fleet_offset;
+    }
+    return meta;
+}
+
+/* Takes the fleet offset of a change that was written. Called with ops held. */
+static void fleet_offset_commit(struct core_registry *r, const struct core_change *ch)
+{
+    if (ch->iface != CORE_IFACE_FLEET || !ch->has_fleet_offset)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->has_fleet_offset = true;
+    r->fleet_offset = ch->fleet_offset;
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Writes the configurations the plan leaves to the state file, at revision with ch's fleet
+ * offset. Returns 0 or the errno of the write (-ENOSPC for a full disk) with err saying what.
+ * Called with ops held. */
+static int plan_persist(struct core_registry *r, const struct plan *p, const struct core_change *ch,
+                        uint64_t revision, struct core_err *err)
+{
+    struct core_store_meta meta = store_meta(r, ch, revision);
     const struct core_listener_cfg **cfgs;
     size_t n = 0;
     int rc;
@@ -592,8 +629,12 @@ static int change_set(struct core_registry *r, struct core_listener_cfg *want, s
     rc = plan_apply(r, &p, ch, err);
     if (rc < 0)
         goto out;
-    if (json_array_size(p.diff) > 0) {
-        rc = plan_persist(r, &p, err);
+    if (json_array_size(p.diff) > 0 || (ch->iface == CORE_IFACE_FLEET && ch->has_fleet_offset)) {
+        /* A fleet change of nothing still records its offset (same set, same revision). */
+        rc = plan_persist(r, &p, ch,
+                          json_array_size(p.diff) > 0 ? core_revisions_next(r->revisions)
+                                                      : core_revisions_last(r->revisions),
+                          err);
         if (rc < 0) {
             ch->persist_failed = true;
             plan_rollback(r, &p);
@@ -601,6 +642,7 @@ static int change_set(struct core_registry *r, struct core_listener_cfg *want, s
         }
     }
     plan_commit(r, &p, ch);
+    fleet_offset_commit(r, ch);
 out:
     if (rc == 0) {
         ch->diff = p.diff;
@@ -736,6 +778,10 @@ int core_registry_load(struct core_registry *r, const char *defaults, struct cor
     }
     if (ret < 0)
         goto out;
+    pthread_mutex_lock(&r->lock);
+    r->has_fleet_offset = meta.has_fleet_offset;
+    r->fleet_offset = meta.fleet_offset;
+    pthread_mutex_unlock(&r->lock);
     if (n > r->max_listeners) {
         ret = core_err_set(err, -EMLINK, NULL, "%zu listeners: the daemon holds at most %zu", n,
                            r->max_listeners);
@@ -1148,6 +1194,47 @@ static int change_whole(struct core_registry *r, struct core_listener_cfg *want,
         rc = answer_config(r, ch, ret);
     pthread_mutex_unlock(&r->ops);
     return rc;
+}
+
+int core_registry_fleet_mark(struct core_registry *r, uint64_t offset, struct core_err *err)
+{
+    struct core_change ch = {
+        .iface = CORE_IFACE_FLEET, .has_fleet_offset = true, .fleet_offset = offset};
+    const struct core_listener_cfg **set = NULL;
+    struct core_listener_cfg *cfgs = NULL;
+    struct core_store_meta meta;
+    size_t n = 0;
+    int rc = 0;
+
+    pthread_mutex_lock(&r->ops);
+    if (r->persist) {
+        rc = current_cfgs(r, 0, &cfgs, &n);
+        set = rc == 0 ? calloc(n + 1, sizeof(*set)) : NULL;
+        if (!set) {
+            rc = core_err_set(err, -ENOMEM, NULL, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++)
+            set[i] = &cfgs[i];
+        meta = store_meta(r, &ch, core_revisions_last(r->revisions));
+        rc = core_store_save(r->state_path, set, n, &meta, err);
+        if (rc < 0)
+            goto out;
+    }
+    fleet_offset_commit(r, &ch);
+out:
+    free(set);
+    core_cfgs_free(cfgs, n);
+    pthread_mutex_unlock(&r->ops);
+    return rc;
+}
+
+void core_registry_fleet_offset(struct core_registry *r, bool *ret_has, uint64_t *ret_offset)
+{
+    pthread_mutex_lock(&r->lock);
+    *ret_has = r->has_fleet_offset;
+    *ret_offset = r->fleet_offset;
+    pthread_mutex_unlock(&r->lock);
 }
 
 int core_registry_config_replace(struct core_registry *r, const json_t *body,

@@ -40,6 +40,10 @@ struct core_registry {
     pthread_mutex_t lock;        /* guards list and n; never held across I/O */
     struct core_listener **list; /* sorted by id; the ops holder may read it without lock */
     size_t n;
+    /* The fleet record offset the state file holds; written with ops and lock held, read with
+     * either. */
+    bool has_fleet_offset;
+    uint64_t fleet_offset;
 };
 
 /* Listener id, or NULL. Called with ops or lock held. */

@@ -109,7 +109,7 @@ int core_store_parse(const char *text, size_t len, const char *origin,
 {
     struct core_listener_cfg *cfgs = NULL;
     json_error_t jerr;
-    json_t *root, *list, *v, *rev;
+    json_t *root, *list, *v, *rev, *fo;
     size_t i, n = 0;
     int r;
 
@@ -120,6 +120,7 @@ int core_store_parse(const char *text, size_t len, const char *origin,
     list = json_object_get(root, "listeners");
     v = json_object_get(root, "version");
     rev = json_object_get(root, "revision");
+    fo = json_object_get(root, "fleet_offset");
     if (!json_is_object(root) || !json_is_array(list) ||
         (v && (!json_is_integer(v) || json_integer_value(v) != STORE_FORMAT_VERSION))) {
         r = core_err_set(err, -EINVAL, NULL, "%s: expected {\"version\": %d, \"listeners\": [...]}",
@@ -128,6 +129,11 @@ int core_store_parse(const char *text, size_t len, const char *origin,
     }
     if (rev && (!json_is_integer(rev) || json_integer_value(rev) < 0)) {
         r = core_err_set(err, -EINVAL, "revision", "%s: revision: must be a whole number", origin);
+        goto out_root;
+    }
+    if (fo && (!json_is_integer(fo) || json_integer_value(fo) < 0)) {
+        r = core_err_set(err, -EINVAL, "fleet_offset", "%s: fleet_offset: must be a whole number",
+                         origin);
         goto out_root;
     }
     cfgs = calloc(json_array_size(list) + 1, sizeof(*cfgs));
@@ -154,7 +160,9 @@ int core_store_parse(const char *text, size_t len, const char *origin,
         }
     }
     if (ret_meta)
-        *ret_meta = (struct core_store_meta){.revision = (uint64_t)json_integer_value(rev)};
+        *ret_meta = (struct core_store_meta){.revision = (uint64_t)json_integer_value(rev),
+                                             .has_fleet_offset = fo != NULL,
+                                             .fleet_offset = (uint64_t)json_integer_value(fo)};
     json_decref(root);
     *ret_cfgs = cfgs;
     *ret_n = n;
@@ -278,6 +286,12 @@ int core_store_save(const char *path, const struct core_listener_cfg *const *cfg
                      (json_int_t)(meta ? meta->revision : 0), "listeners", list);
     if (!root)
         return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
+    if (meta && meta->has_fleet_offset &&
+        json_object_set_new(root, "fleet_offset", json_integer((json_int_t)meta->fleet_offset)) <
+            0) {
+        json_decref(root);
+        return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
+    }
     for (size_t i = 0; i < n; i++) {
         if (json_array_append_new(list, core_listener_cfg_to_json(cfgs[i])) < 0) {
             json_decref(root);

@@ -481,6 +481,11 @@ test('services routes answer as documented, from the services\' tables', async (
   await call(404, 'GET', '/api/v1/services/gopher');
 });
 
+test('the fleet route answers 404 on a daemon without a fleet view', async () => {
+  const res = await call(404, 'GET', '/api/v1/fleet');
+  assert.match(res.json.detail, /--fleet-view/);
+});
+
 test('every operation documents 403, and 401 unless it needs no token', () => {
   const missing = [];
   for (const [template, item] of Object.entries(spec.paths)) {

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <ftw.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -20,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -2712,4 +2715,784 @@ void it_sha256_hex(const void *p, size_t n, char out[65])
         out[2 * i + 1] = hex[d[i] & 0xf];
     }
     out[64] = '\0';
+}
+
+/* ---- the broker ---- */
+
+const char *it_amqp_url(void)
+{
+    const char *url = getenv("SOCKSERV_TEST_AMQP");
+
+    return url && *url ? url : NULL;
+}
+
+void it_fleet_prefix(char *buf, size_t len)
+{
+    static unsigned n; /* the test thread's own counter */
+
+    snprintf(buf, len, "t%ld-%u", (long)getpid(), ++n);
+}
+
+static void broker_url(struct it_broker *b)
+{
+    snprintf(b->url, sizeof(b->url), "amqp://guest:guest@127.0.0.1:%u/", (unsigned)b->port);
+}
+
+bool it_broker_shared(struct it_broker *ret)
+{
+    const char *v = getenv("SOCKSERV_TEST_BROKER");
+    const char *sp;
+    char *end;
+    unsigned long port;
+
+    if (!v || !(sp = strrchr(v, ' ')) || sp == v || (size_t)(sp - v) >= sizeof(ret->dir))
+        return false;
+    errno = 0;
+    port = strtoul(sp + 1, &end, 10);
+    if (errno || *end || port == 0 || port > 65535)
+        return false;
+    memset(ret, 0, sizeof(ret[0]));
+    memcpy(ret->dir, v, (size_t)(sp - v));
+    ret->port = (uint16_t)port;
+    broker_url(ret);
+    return true;
+}
+
+static const char *broker_script(char *buf, size_t cap)
+{
+    const char *root = getenv("SOCKSERV_SOURCE_ROOT");
+
+    if (!root || !*root)
+        fail_msg("SOCKSERV_SOURCE_ROOT is not set: run the tests with meson test");
+    snprintf(buf, cap, "%s/scripts/broker.sh", root);
+    return buf;
+}
+
+/* scripts/broker.sh VERB [DIR PORT] [args], under `env BROKER_OWNER_PID=...` when owner. */
+static void broker_exec(const struct it_broker *b, const char *verb, const char *const *args,
+                        bool owner, int timeout_ms, struct it_proc *ret)
+{
+    char script[IT_PATH_MAX], port[16], owner_env[64];
+    const char *argv[48];
+    size_t n = 0;
+
+    if (owner) {
+        snprintf(owner_env, sizeof(owner_env), "BROKER_OWNER_PID=%ld", (long)getpid());
+        argv[n++] = "/usr/bin/env";
+        argv[n++] = owner_env;
+    }
+    argv[n++] = broker_script(script, sizeof(script));
+    argv[n++] = verb;
+    if (b) {
+        snprintf(port, sizeof(port), "%u", (unsigned)b->port);
+        argv[n++] = b->dir;
+        argv[n++] = port;
+    }
+    for (size_t i = 0; args && args[i]; i++) {
+        assert_true(n < sizeof(argv) / sizeof(argv[0]) - 1);
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    it_run(argv, NULL, 0, timeout_ms, ret);
+}
+
+void it_broker_run(const struct it_broker *b, const char *verb, const char *const *args,
+                   int timeout_ms, struct it_proc *ret)
+{
+    struct it_broker shared;
+
+    if (!b) {
+        if (!it_broker_shared(&shared))
+            fail_msg("SOCKSERV_TEST_BROKER is not set: run the tests with scripts/test.sh");
+        b = &shared;
+    }
+    broker_exec(b, verb, args, false, timeout_ms, ret);
+}
+
+static int proc_result(const char *what, struct it_proc *p)
+{
+    int code = it_proc_exit_code(p);
+
+    if (code != 0)
+        fprintf(stderr, "# broker.sh %s -> %s%s\n%s%s", what, p->timed_out ? "timed out, " : "",
+                it_status_str(p->status), p->out, p->err);
+    it_proc_fini(p);
+    return code;
+}
+
+int it_broker_ctl_at(const struct it_broker *b, const char *const *args)
+{
+    struct it_proc p;
+
+    it_broker_run(b, "ctl", args, 60000, &p);
+    return proc_result("ctl", &p);
+}
+
+int it_broker_ctl(const char *const *args)
+{
+    return it_broker_ctl_at(NULL, args);
+}
+
+static int broker_start(struct it_broker *b)
+{
+    struct it_proc p;
+
+    broker_exec(b, "start", NULL, true, 150000, &p);
+    return proc_result("start", &p) == 0 ? 0 : -EIO;
+}
+
+int it_broker_private_start(struct it_broker *b, const char *dir)
+{
+    unsigned from = 28000 + (unsigned)(getpid() % 50) * 20;
+    int r = -EADDRINUSE;
+
+    memset(b, 0, sizeof(b[0]));
+    snprintf(b->dir, sizeof(b->dir), "%s/broker", dir);
+    /* Two tries: another program may take the range between the look-up and the start. */
+    for (int attempt = 0; attempt < 2 && r < 0; attempt++) {
+        char from_s[16];
+        const char *args[] = {from_s, "29980", NULL};
+        struct it_proc p;
+        unsigned long port;
+
+        snprintf(from_s, sizeof(from_s), "%u", from + (unsigned)attempt * 20);
+        broker_exec(NULL, "free-port", args, false, 30000, &p);
+        port = it_proc_exit_code(&p) == 0 ? strtoul(p.out, NULL, 10) : 0;
+        it_proc_fini(&p);
+        if (port == 0 || port > 65000)
+            return -EADDRINUSE;
+        b->port = (uint16_t)port;
+        broker_url(b);
+        r = broker_start(b);
+    }
+    return r;
+}
+
+int it_broker_private_restart(struct it_broker *b)
+{
+    return broker_start(b);
+}
+
+void it_broker_private_stop(struct it_broker *b)
+{
+    struct it_proc p;
+
+    if (!b->port)
+        return;
+    broker_exec(b, "stop", NULL, false, 90000, &p);
+    (void)proc_result("stop", &p);
+}
+
+pid_t it_broker_pid(const struct it_broker *b)
+{
+    char path[IT_PATH_MAX + 16];
+    char *text;
+    long pid;
+
+    snprintf(path, sizeof(path), "%s/rabbit.pid", b->dir);
+    text = it_file_read(path, NULL);
+    if (!text)
+        return 0;
+    pid = strtol(text, NULL, 10);
+    free(text);
+    if (pid <= 0 || kill((pid_t)pid, 0) < 0)
+        return 0;
+    return (pid_t)pid;
+}
+
+/* ---- an AMQP peer ---- */
+
+struct it_amqp_pending {
+    struct it_amqp_msg m;
+    struct it_amqp_pending *next;
+};
+
+struct it_amqp {
+    amqp_connection_state_t conn;
+    bool failed;
+    bool confirm;           /* the channel is in confirm mode */
+    uint64_t published;     /* the last publish's sequence number */
+    uint64_t acked, nacked; /* the highest sequence number acked, nacked */
+    bool returned;          /* a basic.return came since the last publish */
+    char stream_tag[256];   /* the consumer whose messages are acked */
+    struct it_amqp_pending *head, **tail;
+    char err[256];
+};
+
+static void bytes_copy(char *dst, size_t cap, amqp_bytes_t b)
+{
+    size_t n = b.len < cap - 1 ? b.len : cap - 1;
+
+    if (n)
+        memcpy(dst, b.bytes, n);
+    dst[n] = '\0';
+}
+
+static const char *reply_text(amqp_rpc_reply_t r, char *buf, size_t cap)
+{
+    char text[200];
+
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+        snprintf(buf, cap, "ok");
+        break;
+    case AMQP_RESPONSE_NONE:
+        snprintf(buf, cap, "no reply");
+        break;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        snprintf(buf, cap, "%s", amqp_error_string2(r.library_error));
+        break;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            amqp_connection_close_t *c = r.reply.decoded;
+
+            bytes_copy(text, sizeof(text), c->reply_text);
+            snprintf(buf, cap, "connection closed: %u %s", c->reply_code, text);
+        } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            amqp_channel_close_t *c = r.reply.decoded;
+
+            bytes_copy(text, sizeof(text), c->reply_text);
+            snprintf(buf, cap, "channel closed: %u %s", c->reply_code, text);
+        } else {
+            snprintf(buf, cap, "server method 0x%08x", r.reply.id);
+        }
+        break;
+    }
+    return buf;
+}
+
+/* Asserts the last synchronous call on a's channel went well. */
+static void amqp_ok(struct it_amqp *a, const char *what)
+{
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+    char text[256];
+
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        a->failed = true;
+        fail_msg("amqp %s: %s", what, reply_text(r, text, sizeof(text)));
+    }
+}
+
+struct it_amqp *it_amqp_open(const char *url, char *err, size_t cap)
+{
+    struct amqp_connection_info ci;
+    struct timeval tv = {.tv_sec = IT_IO_TIMEOUT_MS / 1000};
+    struct it_amqp *a;
+    amqp_socket_t *sock;
+    amqp_rpc_reply_t r;
+    char *u = strdup(url), text[256], root[] = "/";
+    int s;
+
+    global_init();
+    a = calloc(1, sizeof(*a));
+    if (!u || !a) {
+        snprintf(err, cap, "out of memory");
+        goto out_free;
+    }
+    a->tail = &a->head;
+    amqp_default_connection_info(&ci);
+    if (amqp_parse_url(u, &ci) != AMQP_STATUS_OK) {
+        snprintf(err, cap, "bad AMQP URL %s", url);
+        goto out_free;
+    }
+    if (!ci.vhost || !*ci.vhost)
+        ci.vhost = root; /* "amqp://host/": rabbitmq-c parses an empty vhost, RabbitMQ means "/" */
+    a->conn = amqp_new_connection();
+    sock = a->conn ? amqp_tcp_socket_new(a->conn) : NULL;
+    if (!sock) {
+        snprintf(err, cap, "amqp_tcp_socket_new failed");
+        goto out_destroy;
+    }
+    (void)amqp_set_handshake_timeout(a->conn, &tv);
+    (void)amqp_set_rpc_timeout(a->conn, &tv);
+    s = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
+    if (s != AMQP_STATUS_OK) {
+        snprintf(err, cap, "connect %s:%d: %s", ci.host, ci.port, amqp_error_string2(s));
+        goto out_destroy;
+    }
+    r = amqp_login(a->conn, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        snprintf(err, cap, "login: %s", reply_text(r, text, sizeof(text)));
+        goto out_destroy;
+    }
+    amqp_channel_open(a->conn, 1);
+    r = amqp_get_rpc_reply(a->conn);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        snprintf(err, cap, "channel.open: %s", reply_text(r, text, sizeof(text)));
+        goto out_destroy;
+    }
+    free(u);
+    return a;
+
+out_destroy:
+    if (a->conn)
+        amqp_destroy_connection(a->conn);
+out_free:
+    free(a);
+    free(u);
+    return NULL;
+}
+
+struct it_amqp *it_amqp_open_ok(const char *url)
+{
+    char err[256];
+    struct it_amqp *a = it_amqp_open(url, err, sizeof(err));
+
+    if (!a)
+        fail_msg("AMQP connection to %s: %s", url, err);
+    return a;
+}
+
+void it_amqp_close(struct it_amqp *a)
+{
+    if (!a)
+        return;
+    if (!a->failed) {
+        (void)amqp_channel_close(a->conn, 1, AMQP_REPLY_SUCCESS);
+        (void)amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+    }
+    amqp_destroy_connection(a->conn);
+    while (a->head) {
+        struct it_amqp_pending *p = a->head;
+
+        a->head = p->next;
+        it_amqp_msg_fini(&p->m);
+        free(p);
+    }
+    free(a);
+}
+
+void it_amqp_exchange(struct it_amqp *a, const char *exchange)
+{
+    amqp_exchange_declare(a->conn, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes("topic"), 0,
+                          1, 0, 0, amqp_empty_table);
+    amqp_ok(a, "exchange.declare");
+}
+
+char *it_amqp_queue_bind(struct it_amqp *a, const char *queue, const char *exchange,
+                         const char *const *patterns)
+{
+    bool named = queue && *queue;
+    amqp_queue_declare_ok_t *ok;
+    char *name;
+
+    ok = amqp_queue_declare(a->conn, 1, named ? amqp_cstring_bytes(queue) : amqp_empty_bytes, 0,
+                            named, !named, !named, amqp_empty_table);
+    amqp_ok(a, "queue.declare");
+    assert_non_null(ok);
+    name = malloc(ok->queue.len + 1);
+    assert_non_null(name);
+    bytes_copy(name, ok->queue.len + 1, ok->queue);
+    for (size_t i = 0; patterns && patterns[i]; i++) {
+        amqp_queue_bind(a->conn, 1, amqp_cstring_bytes(name), amqp_cstring_bytes(exchange),
+                        amqp_cstring_bytes(patterns[i]), amqp_empty_table);
+        amqp_ok(a, "queue.bind");
+    }
+    return name;
+}
+
+void it_amqp_consume(struct it_amqp *a, const char *queue)
+{
+    amqp_basic_consume(a->conn, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 1, 0,
+                       amqp_empty_table);
+    amqp_ok(a, "basic.consume");
+}
+
+char *it_amqp_subscribe(struct it_amqp *a, const char *queue, const char *exchange,
+                        const char *const *patterns)
+{
+    char *name = it_amqp_queue_bind(a, queue, exchange, patterns);
+
+    it_amqp_consume(a, name);
+    return name;
+}
+
+void it_amqp_reply_to(struct it_amqp *a)
+{
+    amqp_basic_consume(a->conn, 1, amqp_cstring_bytes("amq.rabbitmq.reply-to"), amqp_empty_bytes, 0,
+                       1, 0, amqp_empty_table);
+    amqp_ok(a, "basic.consume amq.rabbitmq.reply-to");
+}
+
+void it_amqp_stream(struct it_amqp *a, const char *queue, int64_t offset)
+{
+    amqp_table_entry_t arg = {.key = amqp_cstring_bytes("x-stream-offset")};
+    amqp_table_t args = {.num_entries = 1, .entries = &arg};
+    amqp_basic_consume_ok_t *ok;
+
+    if (offset < 0) {
+        arg.value.kind = AMQP_FIELD_KIND_UTF8;
+        arg.value.value.bytes = amqp_cstring_bytes("first");
+    } else {
+        arg.value.kind = AMQP_FIELD_KIND_I64;
+        arg.value.value.i64 = offset;
+    }
+    amqp_basic_qos(a->conn, 1, 0, 64, 0);
+    amqp_ok(a, "basic.qos");
+    ok = amqp_basic_consume(a->conn, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, args);
+    amqp_ok(a, "basic.consume (stream)");
+    assert_non_null(ok);
+    bytes_copy(a->stream_tag, sizeof(a->stream_tag), ok->consumer_tag);
+}
+
+static int64_t header_int(const amqp_table_t *t, const char *name)
+{
+    for (int i = 0; i < t->num_entries; i++) {
+        const amqp_table_entry_t *e = &t->entries[i];
+
+        if (e->key.len != strlen(name) || memcmp(e->key.bytes, name, e->key.len) != 0)
+            continue;
+        switch (e->value.kind) {
+        case AMQP_FIELD_KIND_I8:
+            return e->value.value.i8;
+        case AMQP_FIELD_KIND_U8:
+            return e->value.value.u8;
+        case AMQP_FIELD_KIND_I16:
+            return e->value.value.i16;
+        case AMQP_FIELD_KIND_U16:
+            return e->value.value.u16;
+        case AMQP_FIELD_KIND_I32:
+            return e->value.value.i32;
+        case AMQP_FIELD_KIND_U32:
+            return e->value.value.u32;
+        case AMQP_FIELD_KIND_I64:
+        case AMQP_FIELD_KIND_TIMESTAMP:
+            return e->value.value.i64;
+        case AMQP_FIELD_KIND_U64:
+            return (int64_t)e->value.value.u64;
+        default:
+            return -1;
+        }
+    }
+    return -1;
+}
+
+/* Reads the content of a delivery whose method frame came; queues it (acks a stream's). */
+static int read_delivery(struct it_amqp *a, const amqp_frame_t *frame)
+{
+    amqp_basic_deliver_t *d = frame->payload.method.decoded;
+    amqp_basic_properties_t *pr;
+    struct it_amqp_pending *p;
+    amqp_message_t msg;
+    amqp_rpc_reply_t r;
+    char tag[256];
+    json_error_t jerr;
+
+    p = calloc(1, sizeof(*p));
+    assert_non_null(p);
+    bytes_copy(p->m.exchange, sizeof(p->m.exchange), d->exchange);
+    bytes_copy(p->m.routing_key, sizeof(p->m.routing_key), d->routing_key);
+    bytes_copy(tag, sizeof(tag), d->consumer_tag);
+    p->m.delivery_tag = d->delivery_tag;
+    p->m.redelivered = d->redelivered;
+    r = amqp_read_message(a->conn, frame->channel, &msg, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        free(p);
+        return -EIO;
+    }
+    pr = &msg.properties;
+    if (pr->_flags & AMQP_BASIC_TYPE_FLAG)
+        bytes_copy(p->m.type, sizeof(p->m.type), pr->type);
+    if (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+        bytes_copy(p->m.message_id, sizeof(p->m.message_id), pr->message_id);
+    if (pr->_flags & AMQP_BASIC_CORRELATION_ID_FLAG)
+        bytes_copy(p->m.correlation_id, sizeof(p->m.correlation_id), pr->correlation_id);
+    if (pr->_flags & AMQP_BASIC_REPLY_TO_FLAG)
+        bytes_copy(p->m.reply_to, sizeof(p->m.reply_to), pr->reply_to);
+    if (pr->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
+        bytes_copy(p->m.content_type, sizeof(p->m.content_type), pr->content_type);
+    if (pr->_flags & AMQP_BASIC_EXPIRATION_FLAG)
+        bytes_copy(p->m.expiration, sizeof(p->m.expiration), pr->expiration);
+    if (pr->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG)
+        p->m.delivery_mode = pr->delivery_mode;
+    p->m.stream_offset =
+        pr->_flags & AMQP_BASIC_HEADERS_FLAG ? header_int(&pr->headers, "x-stream-offset") : -1;
+    p->m.body = malloc(msg.body.len + 1);
+    assert_non_null(p->m.body);
+    if (msg.body.len)
+        memcpy(p->m.body, msg.body.bytes, msg.body.len);
+    p->m.body[msg.body.len] = '\0';
+    p->m.body_len = msg.body.len;
+    p->m.json = json_loadb(p->m.body, p->m.body_len, 0, &jerr);
+    amqp_destroy_message(&msg);
+    if (a->stream_tag[0] && strcmp(tag, a->stream_tag) == 0)
+        (void)amqp_basic_ack(a->conn, 1, p->m.delivery_tag, 0);
+    *a->tail = p;
+    a->tail = &p->next;
+    return 0;
+}
+
+/* Reads one frame within deadline and handles it. 0, -ETIMEDOUT, -EIO. */
+static int amqp_pump(struct it_amqp *a, int64_t deadline)
+{
+    struct timeval tv;
+    amqp_frame_t frame;
+    int left = left_ms(deadline), s;
+
+    if (a->failed)
+        return -EIO;
+    tv.tv_sec = left / 1000;
+    tv.tv_usec = (left % 1000) * 1000;
+    amqp_maybe_release_buffers(a->conn);
+    s = amqp_simple_wait_frame_noblock(a->conn, &frame, &tv);
+    if (s == AMQP_STATUS_TIMEOUT)
+        return -ETIMEDOUT;
+    if (s != AMQP_STATUS_OK) {
+        snprintf(a->err, sizeof(a->err), "%s", amqp_error_string2(s));
+        a->failed = true;
+        return -EIO;
+    }
+    if (frame.frame_type != AMQP_FRAME_METHOD)
+        return 0;
+    switch (frame.payload.method.id) {
+    case AMQP_BASIC_DELIVER_METHOD:
+        if (read_delivery(a, &frame) < 0) {
+            a->failed = true;
+            return -EIO;
+        }
+        return 0;
+    case AMQP_BASIC_ACK_METHOD: {
+        amqp_basic_ack_t *k = frame.payload.method.decoded;
+
+        if (k->delivery_tag > a->acked)
+            a->acked = k->delivery_tag;
+        return 0;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        amqp_basic_nack_t *k = frame.payload.method.decoded;
+
+        if (k->delivery_tag > a->nacked)
+            a->nacked = k->delivery_tag;
+        return 0;
+    }
+    case AMQP_BASIC_RETURN_METHOD: {
+        amqp_message_t msg;
+
+        a->returned = true;
+        if (amqp_read_message(a->conn, frame.channel, &msg, 0).reply_type != AMQP_RESPONSE_NORMAL) {
+            a->failed = true;
+            return -EIO;
+        }
+        amqp_destroy_message(&msg);
+        return 0;
+    }
+    case AMQP_CHANNEL_CLOSE_METHOD:
+    case AMQP_CONNECTION_CLOSE_METHOD:
+        snprintf(a->err, sizeof(a->err), "the broker closed the %s",
+                 frame.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ? "channel" : "connection");
+        a->failed = true;
+        return -EIO;
+    default:
+        return 0;
+    }
+}
+
+int it_amqp_next(struct it_amqp *a, int timeout_ms, struct it_amqp_msg *ret)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    struct it_amqp_pending *p;
+
+    while (!a->head) {
+        int r = amqp_pump(a, deadline);
+
+        if (r < 0)
+            return r;
+        if (!a->head && left_ms(deadline) == 0)
+            return -ETIMEDOUT;
+    }
+    p = a->head;
+    a->head = p->next;
+    if (!a->head)
+        a->tail = &a->head;
+    *ret = p->m;
+    free(p);
+    return 0;
+}
+
+int it_amqp_next_matching(struct it_amqp *a, const char *pattern, int timeout_ms,
+                          struct it_amqp_msg *ret)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+
+    for (;;) {
+        struct it_amqp_msg m;
+        int r = it_amqp_next(a, left_ms(deadline), &m);
+
+        if (r < 0)
+            return r;
+        if (fnmatch(pattern, m.routing_key, 0) == 0) {
+            *ret = m;
+            return 0;
+        }
+        it_amqp_msg_fini(&m);
+    }
+}
+
+void it_amqp_msg_fini(struct it_amqp_msg *m)
+{
+    free(m->body);
+    json_decref(m->json);
+    memset(m, 0, sizeof(m[0]));
+}
+
+int it_amqp_publish(struct it_amqp *a, const char *exchange, const char *rk, const void *body,
+                    size_t len, const struct it_amqp_pub *props)
+{
+    static const struct it_amqp_pub none;
+    amqp_basic_properties_t p = {0};
+    int64_t deadline = it_now_ms() + IT_IO_TIMEOUT_MS;
+    uint64_t seq;
+    int s;
+
+    if (!props)
+        props = &none;
+    if (!a->confirm) {
+        amqp_confirm_select(a->conn, 1);
+        amqp_ok(a, "confirm.select");
+        a->confirm = true;
+    }
+#define PROP(member, flag)                                                                         \
+    do {                                                                                           \
+        if (props->member) {                                                                       \
+            p._flags |= flag;                                                                      \
+            p.member = amqp_cstring_bytes(props->member);                                          \
+        }                                                                                          \
+    } while (0)
+    PROP(content_type, AMQP_BASIC_CONTENT_TYPE_FLAG);
+    PROP(type, AMQP_BASIC_TYPE_FLAG);
+    PROP(message_id, AMQP_BASIC_MESSAGE_ID_FLAG);
+    PROP(correlation_id, AMQP_BASIC_CORRELATION_ID_FLAG);
+    PROP(reply_to, AMQP_BASIC_REPLY_TO_FLAG);
+    PROP(expiration, AMQP_BASIC_EXPIRATION_FLAG);
+#undef PROP
+    if (props->delivery_mode) {
+        p._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+        p.delivery_mode = (uint8_t)props->delivery_mode;
+    }
+    a->returned = false;
+    s = amqp_basic_publish(a->conn, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes(rk),
+                           props->mandatory, 0, &p,
+                           (amqp_bytes_t){.len = len, .bytes = (void *)body});
+    if (s != AMQP_STATUS_OK) {
+        snprintf(a->err, sizeof(a->err), "%s", amqp_error_string2(s));
+        return -EIO;
+    }
+    seq = ++a->published;
+    while (a->acked < seq && a->nacked < seq) {
+        int r = amqp_pump(a, deadline);
+
+        if (r < 0)
+            return r == -ETIMEDOUT ? -ETIMEDOUT : -EIO;
+    }
+    if (a->nacked >= seq)
+        return -EPROTO;
+    return a->returned ? -ENOENT : 0;
+}
+
+/* ---- fleet daemons and the fleet command ---- */
+
+void it_fleet_node_start(struct it_daemon *d, const struct it_fleet_node_opts *o)
+{
+    char state_dir[IT_PATH_MAX];
+    const char *args[64];
+    size_t n = 0;
+
+    snprintf(state_dir, sizeof(state_dir), "%s/%s", o->dir, o->node);
+    args[n++] = "--amqp";
+    args[n++] = o->url;
+    args[n++] = "--node";
+    args[n++] = o->node;
+    args[n++] = "--amqp-prefix";
+    args[n++] = o->prefix;
+    args[n++] = "--amqp-heartbeat";
+    args[n++] = "2";
+    args[n++] = "--fleet-status-interval";
+    args[n++] = o->status_interval ? o->status_interval : "2s";
+    for (size_t i = 0; o->labels && o->labels[i]; i++) {
+        assert_true(n < sizeof(args) / sizeof(args[0]) - 3);
+        args[n++] = "--label";
+        args[n++] = o->labels[i];
+    }
+    for (size_t i = 0; o->extra_args && o->extra_args[i]; i++) {
+        assert_true(n < sizeof(args) / sizeof(args[0]) - 2);
+        args[n++] = o->extra_args[i];
+    }
+    args[n] = NULL;
+    it_daemon_start_ok(
+        d, &(struct it_daemon_opts){.dir = o->dir, .state_dir = state_dir, .extra_args = args});
+}
+
+json_t *it_fleet_health(const struct it_daemon *d)
+{
+    json_t *h = it_http_expect(d, "GET", "/api/v1/health", NULL, 200);
+    json_t *f = json_incref(json_object_get(h, "fleet"));
+
+    json_decref(h);
+    return f;
+}
+
+const char *it_fleet_state(const struct it_daemon *d, char *buf, size_t cap)
+{
+    json_t *f = it_fleet_health(d);
+    const char *s = json_string_value(json_object_get(f, "state"));
+
+    snprintf(buf, cap, "%s", s ? s : "");
+    json_decref(f);
+    return buf;
+}
+
+struct fleet_state_wait {
+    const struct it_daemon *d;
+    const char *state;
+};
+
+static bool fleet_state_is(void *arg)
+{
+    struct fleet_state_wait *w = arg;
+    char buf[64];
+
+    return strcmp(it_fleet_state(w->d, buf, sizeof(buf)), w->state) == 0;
+}
+
+bool it_fleet_wait_state(const struct it_daemon *d, const char *state, int timeout_ms)
+{
+    struct fleet_state_wait w = {d, state};
+    json_t *f;
+    char *text;
+
+    if (it_wait_until(timeout_ms, fleet_state_is, &w))
+        return true;
+    f = it_fleet_health(d);
+    text = f ? json_dumps(f, JSON_COMPACT) : NULL;
+    fprintf(stderr, "# fleet state not %s within %d ms: %s\n", state, timeout_ms,
+            text ? text : "(no fleet member in health)");
+    free(text);
+    json_decref(f);
+    return false;
+}
+
+void it_fleet_assert_state(const struct it_daemon *d, const char *state, int timeout_ms)
+{
+    if (!it_fleet_wait_state(d, state, timeout_ms)) {
+        it_daemon_dump_stderr(d);
+        fail_msg("the daemon's bridge did not become %s", state);
+    }
+}
+
+void it_fleet_cli(const char *url, const char *prefix, const char *const *args, int timeout_ms,
+                  struct it_proc *ret)
+{
+    const char *argv[48];
+    size_t n = 0;
+
+    argv[n++] = "--amqp";
+    argv[n++] = url;
+    argv[n++] = "--amqp-prefix";
+    argv[n++] = prefix;
+    for (size_t i = 0; args && args[i]; i++) {
+        assert_true(n < sizeof(argv) / sizeof(argv[0]) - 1);
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    it_run_verb("fleet", argv, NULL, 0, timeout_ms, ret);
 }

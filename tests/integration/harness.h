@@ -559,4 +559,197 @@ void it_daemon_stop_clean(struct it_daemon *d);
 void it_run_verb(const char *verb, const char *const *args, const void *in, size_t in_len,
                  int timeout_ms, struct it_proc *ret);
 
+/* ---- the broker (scripts/broker.sh; scripts/test.sh starts one for the run) ---- */
+
+/*
+ * $SOCKSERV_TEST_AMQP ("amqp://guest:guest@127.0.0.1:PORT/", the run's shared broker), or NULL
+ * when the tests run without one: the test then calls cmocka's skip(), which fails CI (the
+ * broker is part of the test command).
+ */
+const char *it_amqp_url(void);
+
+/* A fleet prefix (--amqp-prefix) of its own for each call: "t<pid>-<n>". */
+void it_fleet_prefix(char *buf, size_t len);
+
+/* A broker of scripts/broker.sh: its data directory and AMQP port. */
+struct it_broker {
+    char dir[IT_PATH_MAX];
+    uint16_t port;
+    char url[128]; /* amqp://guest:guest@127.0.0.1:PORT/ */
+};
+
+/* The run's shared broker from $SOCKSERV_TEST_BROKER ("DIR PORT"); false when it is not set. */
+bool it_broker_shared(struct it_broker *ret);
+
+/*
+ * Runs `scripts/broker.sh VERB DIR PORT [args]` for b (NULL: the shared broker; asserts it is
+ * set) as it_run() does, within timeout_ms. For ctl, args are rabbitmqctl's. Release with
+ * it_proc_fini().
+ */
+void it_broker_run(const struct it_broker *b, const char *verb, const char *const *args,
+                   int timeout_ms, struct it_proc *ret);
+
+/*
+ * rabbitmqctl ARGS (NULL-terminated) against the shared broker, within 60 s. Returns its exit
+ * code (0: done), -1 when it was killed; prints what it wrote when it failed.
+ */
+int it_broker_ctl(const char *const *args);
+
+/* As it_broker_ctl() against broker b. */
+int it_broker_ctl_at(const struct it_broker *b, const char *const *args);
+
+/*
+ * A SECOND broker, private to this test binary, for the tests that stop, restart, freeze or
+ * alarm a broker (the shared one serves the suites running beside): data in DIR/broker, AMQP
+ * on a free port found now (a range of 14 ports from 28000). Stopped by
+ * it_broker_private_stop(), or by a watcher once this process has ended. Returns 0 when it
+ * accepts connections, or a negative errno (its log printed).
+ */
+int it_broker_private_start(struct it_broker *b, const char *dir);
+
+/* Starts b again on the same directory and port (its queues and streams kept). 0 or -errno. */
+int it_broker_private_restart(struct it_broker *b);
+
+/* Stops it (rabbitmqctl shutdown; SIGKILL when that fails) and its epmd; a frozen one too.
+ * Accepts a broker that is not running. */
+void it_broker_private_stop(struct it_broker *b);
+
+/* The broker's process id (for SIGSTOP/SIGCONT), or 0 when it does not run. */
+pid_t it_broker_pid(const struct it_broker *b);
+
+/* ---- an AMQP peer (librabbitmq, one connection and one channel; test thread only) ---- */
+
+struct it_amqp;
+
+/* A message received. */
+struct it_amqp_msg {
+    char exchange[256];
+    char routing_key[256];
+    char *body; /* NUL-terminated */
+    size_t body_len;
+    json_t *json; /* the body parsed as JSON, NULL when it is not */
+    char type[128], message_id[256], correlation_id[256], reply_to[256], content_type[128];
+    char expiration[32];
+    int delivery_mode;     /* 0 when absent */
+    int64_t stream_offset; /* the x-stream-offset header, -1 when absent */
+    uint64_t delivery_tag;
+    bool redelivered;
+};
+
+/*
+ * Connects to url (amqp://USER:PASS@HOST:PORT/VHOST) within IT_IO_TIMEOUT_MS, no heartbeats,
+ * and opens channel 1. Returns NULL with a message in err (cap bytes) when it cannot
+ * (refused, ACCESS_REFUSED, ...).
+ */
+struct it_amqp *it_amqp_open(const char *url, char *err, size_t cap);
+
+/* As it_amqp_open(), asserting it connected. */
+struct it_amqp *it_amqp_open_ok(const char *url);
+
+/* Closes the connection (politely when it still works). Accepts NULL. */
+void it_amqp_close(struct it_amqp *a);
+
+/* Declares a durable topic exchange (what daemons declare: PREFIX.events, PREFIX.rpc); asserts. */
+void it_amqp_exchange(struct it_amqp *a, const char *exchange);
+
+/*
+ * Declares queue (NULL or "": a server-named, exclusive, auto-delete one; else a durable,
+ * non-exclusive one of that name), binds it to exchange with each of patterns (NULL-terminated)
+ * and consumes it without acks. Returns the queue's name (malloc'd); asserts.
+ */
+char *it_amqp_subscribe(struct it_amqp *a, const char *queue, const char *exchange,
+                        const char *const *patterns);
+
+/*
+ * Declares queue (NULL or "": server-named, exclusive, auto-delete; else durable, of that name)
+ * and binds it to exchange with each of patterns, without consuming it (a durable queue then
+ * keeps what comes while nobody reads, across a broker restart too). Returns the queue's name
+ * (malloc'd); asserts.
+ */
+char *it_amqp_queue_bind(struct it_amqp *a, const char *queue, const char *exchange,
+                         const char *const *patterns);
+
+/* Consumes queue without acks (what it_amqp_next() then returns). Asserts. */
+void it_amqp_consume(struct it_amqp *a, const char *queue);
+
+/* Consumes amq.rabbitmq.reply-to (direct reply-to) so that replies to what this connection
+ * publishes with reply_to "amq.rabbitmq.reply-to" arrive through it_amqp_next(). Call once,
+ * before publishing. Asserts. */
+void it_amqp_reply_to(struct it_amqp *a);
+
+/*
+ * Consumes the stream queue from offset (-1: "first") with manual acks (prefetch 64; every
+ * message is acked as it_amqp_next() returns it). Asserts.
+ */
+void it_amqp_stream(struct it_amqp *a, const char *queue, int64_t offset);
+
+/* Waits up to timeout_ms for the next delivery on any consumer of a. 0 (*ret filled; release
+ * with it_amqp_msg_fini()), -ETIMEDOUT, or -EIO when the connection failed. */
+int it_amqp_next(struct it_amqp *a, int timeout_ms, struct it_amqp_msg *ret);
+
+/* Waits up to timeout_ms for a delivery whose routing key matches pattern (fnmatch(3): "*"
+ * across dots too), dropping the others. 0, -ETIMEDOUT or -EIO. */
+int it_amqp_next_matching(struct it_amqp *a, const char *pattern, int timeout_ms,
+                          struct it_amqp_msg *ret);
+
+void it_amqp_msg_fini(struct it_amqp_msg *m);
+
+/* Properties of a message published by it_amqp_publish(); every member may be left 0. */
+struct it_amqp_pub {
+    const char *content_type, *type, *message_id, *correlation_id, *reply_to, *expiration;
+    int delivery_mode; /* 0: none */
+    bool mandatory;
+};
+
+/*
+ * Publishes body (len bytes) on exchange ("" the default one) with routing key rk, and waits
+ * for the broker's confirm when the channel is in confirm mode (it is after the first call).
+ * Returns 0 when confirmed (ack), -EPROTO on a nack, -ENOENT when returned (mandatory and no
+ * queue), -EIO.
+ */
+int it_amqp_publish(struct it_amqp *a, const char *exchange, const char *rk, const void *body,
+                    size_t len, const struct it_amqp_pub *props);
+
+/* ---- fleet daemons and the fleet command ---- */
+
+/* A daemon of a fleet, as the fleet tests start it. */
+struct it_fleet_node_opts {
+    const char *dir;               /* required: the test's directory; state in DIR/NODE */
+    const char *url;               /* --amqp */
+    const char *prefix;            /* --amqp-prefix */
+    const char *node;              /* --node */
+    const char *const *labels;     /* "KEY=VALUE", NULL-terminated, each a --label; may be NULL */
+    const char *const *extra_args; /* more arguments, NULL-terminated; may be NULL */
+    const char *status_interval;   /* --fleet-status-interval; NULL: "2s" */
+};
+
+/*
+ * Starts `sockserv daemon --no-defaults --state-dir DIR/NODE --amqp URL --node NODE
+ * --amqp-prefix PREFIX --amqp-heartbeat 2 --fleet-status-interval 2s [--label L]... [extra]`
+ * and asserts it became ready (not that it joined: see it_fleet_wait_state()).
+ */
+void it_fleet_node_start(struct it_daemon *d, const struct it_fleet_node_opts *o);
+
+/* The "fleet" member of GET /api/v1/health (new reference), NULL when it has none; asserts the
+ * answer is 200. */
+json_t *it_fleet_health(const struct it_daemon *d);
+
+/* The bridge's state now ("connected", "connecting", "blocked", "down", "refused"), copied into
+ * buf; "" when health has no fleet member. */
+const char *it_fleet_state(const struct it_daemon *d, char *buf, size_t cap);
+
+/* Polls until the bridge's state is state, for at most timeout_ms. Returns whether it was; when
+ * not, prints the last fleet member seen. */
+bool it_fleet_wait_state(const struct it_daemon *d, const char *state, int timeout_ms);
+
+/* As it_fleet_wait_state(), asserting. */
+void it_fleet_assert_state(const struct it_daemon *d, const char *state, int timeout_ms);
+
+/*
+ * Runs `sockserv fleet --amqp URL --amqp-prefix PREFIX ARGS...` (args NULL-terminated) as
+ * it_run_verb() does, within timeout_ms.
+ */
+void it_fleet_cli(const char *url, const char *prefix, const char *const *args, int timeout_ms,
+                  struct it_proc *ret);
+
 #endif

@@ -169,6 +169,98 @@ static void call(api_handler_fn fn, struct core_registry *r, const char *path, c
     json_decref(b);
 }
 
+/* The state file's "fleet_offset", read back as JSON (-1 when absent). */
+static json_int_t state_fleet_offset(struct fx *f)
+{
+    char path[128];
+    json_error_t jerr;
+    json_t *root, *fo;
+    json_int_t v;
+
+    snprintf(path, sizeof(path), "%s/%s", f->dir, CORE_STORE_FILE);
+    root = json_load_file(path, 0, &jerr);
+    assert_non_null(root);
+    fo = json_object_get(root, "fleet_offset");
+    v = fo ? json_integer_value(fo) : -1;
+    json_decref(root);
+    return v;
+}
+
+static void test_change_fleet_offset_written_with_the_configuration(void **state)
+{
+    struct fx *f = *state;
+    struct core_registry *r = fx_registry(f, 0);
+    struct core_err err = {0};
+    struct core_change ch = {
+        .iface = CORE_IFACE_FLEET, .has_fleet_offset = true, .fleet_offset = 7};
+    json_t *cfg = body("{\"listeners\":[{\"id\":\"f1\",\"service\":\"echo\","
+                       "\"address\":\"127.0.0.1\",\"port\":0}]}");
+    json_t *res = NULL, *hold = NULL;
+    uint64_t offset = 0;
+    bool has = true;
+
+    core_registry_fleet_offset(r, &has, &offset);
+    assert_false(has);
+    assert_int_equal(core_registry_config_replace(r, cfg, &ch, &res, &err), 0);
+    assert_int_equal(ch.revision, 1);
+    assert_string_equal(newest(r, &hold, "source"), "fleet: replace configuration (offset 7)");
+    json_decref(hold);
+    json_decref(res);
+    core_change_fini(&ch);
+    assert_int_equal(state_fleet_offset(f), 7);
+    core_registry_fleet_offset(r, &has, &offset);
+    assert_true(has);
+    assert_int_equal(offset, 7);
+
+    /* The same configuration again from a later record: no revision, but the offset is kept. */
+    ch = (struct core_change){
+        .iface = CORE_IFACE_FLEET, .has_fleet_offset = true, .fleet_offset = 9};
+    res = NULL;
+    assert_int_equal(core_registry_config_replace(r, cfg, &ch, &res, &err), 0);
+    assert_int_equal(ch.revision, 1);
+    assert_int_equal(json_array_size(ch.diff), 0);
+    json_decref(res);
+    core_change_fini(&ch);
+    assert_int_equal(state_fleet_offset(f), 9);
+
+    /* A change through the API keeps the stored offset. */
+    ch = (struct core_change){.iface = CORE_IFACE_API};
+    assert_int_equal(core_registry_delete(r, "f1", &ch, &err), 0);
+    core_change_fini(&ch);
+    assert_int_equal(state_fleet_offset(f), 9);
+    json_decref(cfg);
+
+    /* A restart reads it back. */
+    core_registry_free(f->r);
+    f->r = NULL;
+    r = fx_registry(f, 0);
+    core_registry_fleet_offset(r, &has, &offset);
+    assert_true(has);
+    assert_int_equal(offset, 9);
+}
+
+static void test_change_fleet_mark_writes_offset_keeps_listeners(void **state)
+{
+    struct fx *f = *state;
+    struct core_registry *r = fx_registry(f, 0);
+    struct core_err err = {0};
+    struct core_change ch = {.iface = CORE_IFACE_API};
+    json_t *b = body("{\"id\":\"m1\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0}");
+    json_t *res = NULL, *conf = NULL;
+
+    assert_int_equal(core_registry_create(r, b, &ch, &res, &err), 0);
+    json_decref(res);
+    json_decref(b);
+    core_change_fini(&ch);
+    assert_int_equal(state_fleet_offset(f), -1);
+    assert_int_equal(core_registry_fleet_mark(r, 12, &err), 0);
+    assert_int_equal(state_fleet_offset(f), 12);
+    assert_int_equal(core_registry_config(r, &conf), 0);
+    assert_int_equal(json_integer_value(json_object_get(conf, "revision")), 1);
+    assert_int_equal(json_array_size(json_object_get(conf, "listeners")), 1);
+    json_decref(conf);
+}
+
 static void test_change_listener_limit_is_409_not_a_full_disk(void **state)
 {
     struct fx *f = *state;
@@ -309,6 +401,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_change_listener_limit_is_409_not_a_full_disk, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_change_privileged_port_is_403, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_change_fleet_offset_written_with_the_configuration,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_change_fleet_mark_writes_offset_keeps_listeners, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_change_state_dir_not_writable_is_500, setup, teardown),
     };
 

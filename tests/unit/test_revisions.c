@@ -176,12 +176,15 @@ static void test_change_source_formats_without_http(void **state)
         struct core_change_source s;
         const char *text;
     } cases[] = {
-        {{CORE_IFACE_API, CORE_CHANGE_REPLACE, "e1", 0}, "api: replace listener e1"},
-        {{CORE_IFACE_API, CORE_CHANGE_CONFIG_REPLACE, "", 0}, "api: replace configuration"},
-        {{CORE_IFACE_API, CORE_CHANGE_RESTORE, "", 3}, "api: restore of revision 3"},
-        {{CORE_IFACE_STARTUP, CORE_CHANGE_LOAD_STATE, "", 0}, "startup: state file"},
-        {{CORE_IFACE_STARTUP, CORE_CHANGE_LOAD_DEFAULTS, "", 0}, "startup: defaults"},
-        {{CORE_IFACE_FLEET, CORE_CHANGE_DELETE, "b", 0}, "fleet: delete listener b"},
+        {{CORE_IFACE_API, CORE_CHANGE_REPLACE, "e1", 0, false, 0}, "api: replace listener e1"},
+        {{CORE_IFACE_API, CORE_CHANGE_CONFIG_REPLACE, "", 0, false, 0},
+         "api: replace configuration"},
+        {{CORE_IFACE_API, CORE_CHANGE_RESTORE, "", 3, false, 0}, "api: restore of revision 3"},
+        {{CORE_IFACE_STARTUP, CORE_CHANGE_LOAD_STATE, "", 0, false, 0}, "startup: state file"},
+        {{CORE_IFACE_STARTUP, CORE_CHANGE_LOAD_DEFAULTS, "", 0, false, 0}, "startup: defaults"},
+        {{CORE_IFACE_FLEET, CORE_CHANGE_DELETE, "b", 0, false, 0}, "fleet: delete listener b"},
+        {{CORE_IFACE_FLEET, CORE_CHANGE_CONFIG_REPLACE, "", 0, true, 42},
+         "fleet: replace configuration (offset 42)"},
     };
     char buf[CORE_SOURCE_MAX];
     json_t *o;
