@@ -12,8 +12,8 @@
 #
 # --build   the meson build directory holding sockserv and bench/loadgen (default build/)
 # --nodes   fleet size (default 50)
-# --rounds  rounds (default 5; at least 5 for the table); each round runs the variants (an apply,
-#           the API with the bridge, the API without it) in a random order
+# --rounds  rounds (default 12, at least 5); each round runs the variants (an apply, the API with
+#           the bridge, the API without it) in a random order
 # --out     the results file (default bench/RESULTS.md)
 #
 # Environment: FLEET_API_SECONDS (each API measurement, default 4), FLEET_API_RATE (requests/s,
@@ -28,7 +28,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$ROOT/build
 NODES=50
-ROUNDS=5
+ROUNDS=12
 OUT=$ROOT/bench/RESULTS.md
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,10 +42,13 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-for t in python3 curl ss; do
+for t in curl ss timeout; do
     command -v "$t" >/dev/null || { echo "fleet.sh: $t is needed" >&2; exit 1; }
 done
-python3 -c 'import pika' 2>/dev/null || { echo "fleet.sh: python3-pika is needed" >&2; exit 1; }
+# Debian's python3-pika is installed for the system's interpreter.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+"$PY" -c 'import pika' 2>/dev/null || { echo "fleet.sh: python3-pika is needed" >&2; exit 1; }
 if [ ! -x "$BUILD/sockserv" ] || [ ! -x "$BUILD/bench/loadgen" ]; then
     [ -d "$BUILD" ] || meson setup "$BUILD" "$ROOT" >/dev/null
     meson compile -C "$BUILD" >/dev/null
@@ -55,6 +58,10 @@ BROKER=$ROOT/scripts/broker.sh
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 TMP=$(mktemp -d /tmp/sockserv-fleet-bench.XXXXXX)
+# The API pair keeps its state (and its uploads) in memory when it can: the comparison is of
+# the bridge, not of the disk's fsync times, which other work on the machine makes erratic.
+SHM=""
+[ -d /dev/shm ] && [ -w /dev/shm ] && SHM=$(mktemp -d /dev/shm/sockserv-fleet-bench.XXXXXX)
 BPORT=""
 PYPID=""
 cleanup() {
@@ -72,6 +79,7 @@ cleanup() {
         "$BROKER" stop "$TMP/broker" "$BPORT" >/dev/null 2>&1 || true
     fi
     rm -rf "$TMP"
+    [ -z "$SHM" ] || rm -rf "$SHM"
     exit "$st"
 }
 trap cleanup EXIT INT TERM
@@ -86,9 +94,10 @@ echo "fleet.sh: broker on 127.0.0.1:$BPORT ready in $((SECONDS - T0)) s" >&2
 
 export FLEET_ROOT=$ROOT FLEET_BUILD=$BUILD FLEET_TMP=$TMP FLEET_NODES=$NODES FLEET_ROUNDS=$ROUNDS
 export FLEET_OUT=$OUT FLEET_BROKER_PID=$BROKER_PID FLEET_LOAD_BEFORE=$LOAD_BEFORE
+export FLEET_PAIR_DIR=${SHM:-$TMP}
 export FLEET_AMQP="amqp://guest:guest@127.0.0.1:$BPORT/"
 # A hard bound on the whole measurement (the broker's start is before it).
-timeout -k 5 270 python3 - <<'PY' &
+timeout -k 5 270 "$PY" - <<'PY' &
 import hashlib, json, os, random, signal, socket, statistics, subprocess, sys, threading, time
 import urllib.request
 
@@ -131,8 +140,8 @@ def http_json(url, method="GET", body=None):
         return json.loads(r.read() or b"null")
 
 
-def start_daemon(name, amqp, prefix, labels=()):
-    state = f"{TMP}/{name}"
+def start_daemon(name, amqp, prefix, labels=(), base=TMP):
+    state = f"{base}/{name}"
     os.makedirs(state)
     rfd, wfd = os.pipe()
     args = [SOCKSERV, "daemon", "--api", "127.0.0.1:0", "--state-dir", state, "--no-defaults",
@@ -345,7 +354,8 @@ def main():
     # without; each with a backup listener whose uploads are events.
     pair = {}
     for name, amqp in (("bridge", True), ("plain", False)):
-        p, fd = start_daemon(f"api-{name}", amqp, PREFIX + "-api", ("role=api",))
+        p, fd = start_daemon(f"api-{name}", amqp, PREFIX + "-api", ("role=api",),
+                             E["FLEET_PAIR_DIR"])
         api = read_ready(p, fd)
         res = http_json(f"{api}/api/v1/listeners", "POST", json.dumps(
             {"id": "bk", "service": "backup", "address": "127.0.0.1", "port": 0,
@@ -389,15 +399,18 @@ def report(applies, api):
     L.append(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; commit: "
              + subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True).stdout.strip())
+    end_load = " ".join(open("/proc/loadavg").read().split()[:3])
     L.append(f"- machine: {os.cpu_count()} CPUs; load average {E['FLEET_LOAD_BEFORE']} at the "
-             f"start, {open('/proc/loadavg').read().split()[:3]} at the end (other work shares "
-             "the machine: read the figures with it)")
+             f"start, {end_load} at the end (other work shares the machine: read the figures "
+             "with it)")
     L.append(f"- fleet: {N} daemons (`--no-defaults`, `--amqp`, own node names, labels "
              "`role=bench`, `zone=a|b`), one private RabbitMQ 3.10 broker; two listeners per "
              "node (`echo` and `date`, TCP, model `event`: SO_REUSEPORT lets every node take "
              "the same ports); nothing pinned")
     L.append(f"- method: {len(applies)} rounds, each running the variants (an apply, the API "
-             "with the bridge, the API without it) in a random order")
+             "with the bridge, the API without it) in a random order; the API pair keeps its "
+             "state in " + ("memory (/dev/shm)" if E["FLEET_PAIR_DIR"].startswith("/dev/shm")
+                            else "/tmp"))
     L.append("")
     if applies:
         fr = [a["from_record"] * 1000 for a in applies]
