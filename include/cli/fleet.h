@@ -93,8 +93,9 @@ char *cli_fleet_apply_render(const json_t *rows);
 /*
  * ls's table from a view document (fleet_view_json()): NODE STATE LABELS REVISION OFFSET
  * LISTENERS LAST-SEEN; LABELS as "k=v,k=v" (sorted), OFFSET the applied offset (then "/D" when
- * the desired offset differs), LISTENERS "running/total", LAST-SEEN as given. "no nodes" when
- * there is none. malloc'd text, or NULL.
+ * the desired offset differs), LISTENERS "running/total", LAST-SEEN as given; then, for each
+ * node in ERROR, "NODE: RESULT offset N: DETAIL (field: F)". "no nodes" when there is none.
+ * malloc'd text, or NULL.
  */
 char *cli_fleet_ls_render(const json_t *view);
 
@@ -184,6 +185,10 @@ void cli_fleet_bus_await(struct cli_fleet_bus *b, uint64_t tag);
 /* How tag was settled: 0 not yet, 1 acked, -EPROTO nacked, -ENOENT returned (unroutable; err
  * gets the broker's reply text). */
 int cli_fleet_bus_settled(const struct cli_fleet_bus *b, uint64_t tag, struct core_err *err);
+
+/* Whether the broker blocks the connection's publishers now (connection.blocked: a memory or
+ * disk alarm), with its reason in reason. */
+bool cli_fleet_bus_blocked(const struct cli_fleet_bus *b, char *reason, size_t len);
 
 /*
  * Runs the connection until deadline (cli_now_ms() time): returns 0 at the deadline, 1 when

@@ -37,6 +37,8 @@
 
 #include <jansson.h>
 
+#include "core/buf.h"
+
 enum fleet_view_state {
     FLEET_VIEW_SYNCED,
     FLEET_VIEW_PENDING,
@@ -133,5 +135,9 @@ json_t *fleet_view_json(struct fleet_view *v, int64_t now_ms);
 /* The number of nodes in each state now (for sockserv_fleet_nodes{state}). */
 void fleet_view_counts(struct fleet_view *v, int64_t now_ms,
                        size_t ret_counts[FLEET_VIEW_STATE_COUNT]);
+
+/* Appends the gauge family sockserv_fleet_nodes{state="..."} (every state, 0 included) in the
+ * Prometheus text format to out. Returns 0 or -ENOMEM. */
+int fleet_view_prometheus(struct fleet_view *v, int64_t now_ms, struct core_buf *out);
 
 #endif

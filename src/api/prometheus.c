@@ -10,6 +10,7 @@
 #include "api/handlers.h"
 #include "core/registry.h"
 #include "fleet/bridge.h"
+#include "fleet/view.h"
 #include "sockserv-config.h"
 
 #define PREFIX "sockserv_"
@@ -268,6 +269,8 @@ void api_handle_prometheus(const struct api_request *req, struct api_reply *ret)
     if (api_prom_render(ls, n, SOCKSERV_VERSION, req->uptime_seconds, &out) < 0)
         goto out_nomem;
     if (req->fleet && fleet_bridge_prometheus(req->fleet, &out) < 0)
+        goto out_nomem;
+    if (req->view && fleet_view_prometheus(req->view, fleet_view_now_ms(), &out) < 0)
         goto out_nomem;
     api_reply_text(ret, 200, API_PROM_CONTENT_TYPE, (char *)out.data, out.len);
     out.data = NULL;

@@ -38,7 +38,9 @@ struct assembly {
 struct cli_fleet_bus {
     amqp_connection_state_t c;
     int heartbeat_s;
-    bool sound;                /* no error seen: close gracefully */
+    bool sound;   /* no error seen: close gracefully */
+    bool blocked; /* the broker blocks publishers (connection.blocked) */
+    char blocked_reason[128];
     bool channel2_open;        /* channel 2 was opened */
     bool manual_ack[CHANNELS]; /* deliveries on the channel are acknowledged once handled */
     bool confirming;           /* channel 1 is in confirm mode */
@@ -88,6 +90,9 @@ void cli_fleet_bus_free(struct cli_fleet_bus *b)
 {
     if (!b)
         return;
+    /* a blocked connection is not read by the broker: its close handshake would time out */
+    if (b->blocked)
+        b->sound = false;
     if (b->c && b->sound && b->channel2_open)
         (void)amqp_channel_close(b->c, 2, AMQP_REPLY_SUCCESS);
     fleet_amqp_close(b->c, b->sound);
@@ -199,6 +204,13 @@ int cli_fleet_bus_settled(const struct cli_fleet_bus *b, uint64_t tag, struct co
     return 1;
 }
 
+bool cli_fleet_bus_blocked(const struct cli_fleet_bus *b, char *reason, size_t len)
+{
+    if (b->blocked)
+        snprintf(reason, len, "%s", b->blocked_reason[0] ? b->blocked_reason : "no reason given");
+    return b->blocked;
+}
+
 /* ---- frames ---- */
 
 /* Settles tags on basic.ack / basic.nack. */
@@ -299,9 +311,16 @@ static int on_method(struct cli_fleet_bus *b, const amqp_frame_t *f, struct core
         on_confirm(b, nack->delivery_tag, nack->multiple, false);
         return 0;
     }
-    case AMQP_CONNECTION_BLOCKED_METHOD:
-    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+    case AMQP_CONNECTION_BLOCKED_METHOD: {
+        const amqp_connection_blocked_t *bl = m->decoded;
+
         /* the command publishes at most twice: a blocked publish stays bounded by SO_SNDTIMEO */
+        b->blocked = true;
+        fleet_amqp_bytes_str(bl->reason, b->blocked_reason, sizeof(b->blocked_reason));
+        return 0;
+    }
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        b->blocked = false;
         return 0;
     case AMQP_BASIC_CANCEL_METHOD:
         return core_err_set(err, -ECONNRESET, NULL,

@@ -293,6 +293,31 @@ char *cli_fleet_ls_render(const json_t *view)
             goto out;
     }
     text = cli_ctl_table_render(&t);
+    /* why a node is in ERROR: its last result's problem, below the table */
+    json_array_foreach(nodes, i, node)
+    {
+        const json_t *last = json_object_get(node, "last_result");
+        const char *state = json_string_value(json_object_get(node, "state"));
+        const char *result = json_string_value(json_object_get(last, "result"));
+        char detail[512], offset[32], *more;
+
+        if (!text || !state || strcmp(state, "ERROR") != 0 || !result)
+            continue;
+        int_cell(json_object_get(last, "offset"), offset, sizeof(offset));
+        if (json_is_object(json_object_get(last, "problem")))
+            problem_line(json_object_get(last, "problem"), detail, sizeof(detail));
+        else
+            snprintf(detail, sizeof(detail), "-");
+        if (asprintf(&more, "%s%s: %s offset %s: %s\n", text,
+                     json_string_value(json_object_get(node, "node")), result, offset,
+                     detail) < 0) {
+            free(text);
+            text = NULL;
+            break;
+        }
+        free(text);
+        text = more;
+    }
 out:
     cli_ctl_table_fini(&t);
     return text;

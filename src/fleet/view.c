@@ -372,12 +372,27 @@ static void apply_pong(struct node *n, const json_t *p)
     if (json_is_object(json_object_get(p, "bridge")))
         set_owned(&n->bridge, json_object_get(p, "bridge"));
     if (json_is_array(listeners)) {
-        json_array_clear(n->listeners);
+        json_t *before = n->listeners, *now = json_array();
+
+        if (!now)
+            return;
         json_array_foreach(listeners, i, l)
         {
-            if (i < LISTENERS_MAX && json_is_string(json_object_get(l, "id")))
-                json_array_append_new(n->listeners, listener_entry(l));
+            const char *id = json_string_value(json_object_get(l, "id"));
+            json_t *e = id && i < LISTENERS_MAX ? listener_entry(l) : NULL;
+            ssize_t k = id ? listener_index(before, id) : -1;
+
+            if (!e)
+                continue;
+            /* a pong gives the configured port: 0 for one the kernel picked, whose bound port
+             * the listener's events told */
+            if (json_integer_value(json_object_get(e, "port")) == 0 && k >= 0)
+                json_object_set(e, "port",
+                                json_object_get(json_array_get(before, (size_t)k), "port"));
+            json_array_append_new(now, e);
         }
+        json_decref(before);
+        n->listeners = now;
     }
 }
 
@@ -556,6 +571,14 @@ out:
     pthread_mutex_unlock(&v->lock);
 }
 
+/* Whether n is live but silent for 3 intervals, with no ping of ours outstanding (one that goes
+ * unanswered makes it OFFLINE; it is pinged again only once it spoke). */
+static bool is_quiet(const struct fleet_view *v, const struct node *n, int64_t now_ms)
+{
+    return n->live && now_ms - n->last_seen_ms > FLEET_VIEW_STALE_INTERVALS * v->interval_ms &&
+           n->ping_sent_ms <= n->last_seen_ms;
+}
+
 size_t fleet_view_wants_ping(struct fleet_view *v, char (*nodes)[64], size_t max, bool *all,
                              int64_t now_ms)
 {
@@ -564,9 +587,7 @@ size_t fleet_view_wants_ping(struct fleet_view *v, char (*nodes)[64], size_t max
     pthread_mutex_lock(&v->lock);
     for (size_t i = 0; i < v->n; i++) {
         struct node *n = v->nodes[i];
-        bool quiet = n->live &&
-                     now_ms - n->last_seen_ms > FLEET_VIEW_STALE_INTERVALS * v->interval_ms &&
-                     now_ms - n->ping_sent_ms >= v->interval_ms;
+        bool quiet = is_quiet(v, n, now_ms);
 
         if (n->want_ping || quiet)
             wanted++;
@@ -574,9 +595,7 @@ size_t fleet_view_wants_ping(struct fleet_view *v, char (*nodes)[64], size_t max
     *all = v->ping_all || wanted > max;
     for (size_t i = 0; i < v->n; i++) {
         struct node *n = v->nodes[i];
-        bool quiet = n->live &&
-                     now_ms - n->last_seen_ms > FLEET_VIEW_STALE_INTERVALS * v->interval_ms &&
-                     now_ms - n->ping_sent_ms >= v->interval_ms;
+        bool quiet = is_quiet(v, n, now_ms);
 
         if (*all) {
             n->want_ping = false;
@@ -663,9 +682,9 @@ static json_t *node_json(const struct node *n)
     int64_t desired = n->desired > n->noted ? n->desired : n->noted;
 
     return json_pack(
-        "{s:s, s:s?, s:O, s:s, s:o, s:o, s:b, s:s?, s:s?, s:o, s:s?, s:o, s:o, s:o, s:o, s:o}",
-        "node", n->name, "boot", n->boot[0] ? n->boot : NULL, "labels", n->labels, "state",
-        state_names[n->state], "since", time_or_null(n->since_ms), "last_seen",
+        "{s:s, s:s?, s:o, s:s, s:o, s:o, s:b, s:s?, s:s?, s:o, s:s?, s:o, s:o, s:o, s:o, s:o}",
+        "node", n->name, "boot", n->boot[0] ? n->boot : NULL, "labels", json_deep_copy(n->labels),
+        "state", state_names[n->state], "since", time_or_null(n->since_ms), "last_seen",
         time_or_null(n->last_seen_ms), "online",
         n->state != FLEET_VIEW_OFFLINE && n->state != FLEET_VIEW_STALE, "version",
         n->version[0] ? n->version : NULL, "started", n->started[0] ? n->started : NULL, "revision",
@@ -714,4 +733,19 @@ void fleet_view_counts(struct fleet_view *v, int64_t now_ms,
     for (size_t i = 0; i < v->n; i++)
         ret_counts[v->nodes[i]->state]++;
     pthread_mutex_unlock(&v->lock);
+}
+
+int fleet_view_prometheus(struct fleet_view *v, int64_t now_ms, struct core_buf *out)
+{
+    size_t counts[FLEET_VIEW_STATE_COUNT];
+    int r;
+
+    fleet_view_counts(v, now_ms, counts);
+    r = core_buf_printf(out, "# HELP sockserv_fleet_nodes Nodes of the fleet in each state, as "
+                             "this daemon's fleet view sees them.\n"
+                             "# TYPE sockserv_fleet_nodes gauge\n");
+    for (unsigned s = 0; s < FLEET_VIEW_STATE_COUNT && r >= 0; s++)
+        r = core_buf_printf(out, "sockserv_fleet_nodes{state=\"%s\"} %zu\n", state_names[s],
+                            counts[s]);
+    return r < 0 ? -ENOMEM : 0;
 }

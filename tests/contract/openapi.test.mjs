@@ -486,6 +486,33 @@ test('the fleet route answers 404 on a daemon without a fleet view', async () =>
   assert.match(res.json.detail, /--fleet-view/);
 });
 
+test('the fleet route answers its documented body on a daemon with a fleet view', {
+  skip: process.env.SOCKSERV_TEST_AMQP ? false : 'no broker (scripts/e2e.sh and scripts/test.sh run one)',
+}, async () => {
+  const viewer = await startDaemon({
+    stateDir: tempDir('contract-fleet'),
+    args: ['--amqp', process.env.SOCKSERV_TEST_AMQP, '--amqp-prefix', `t${process.pid}-contract`,
+      '--node', 'viewer', '--label', 'role=view', '--fleet-view'],
+  });
+  try {
+    const made = await viewer.api('POST', '/api/v1/listeners', { id: 'e1', service: 'echo', address: '127.0.0.1', port: 0 });
+    assert.equal(made.status, 201);
+    // the view sees itself: its hello, its listener, and a metrics tick with rates
+    const deadline = Date.now() + 20000;
+    let res;
+    for (;;) {
+      res = await call(200, 'GET', '/api/v1/fleet', { base: viewer.url });
+      const me = res.json.nodes.find((n) => n.node === 'viewer');
+      if (res.json.connected && me?.listeners[0]?.rates) break;
+      assert.ok(Date.now() < deadline, `the view never showed itself with rates: ${res.text}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.equal(res.json.nodes.find((n) => n.node === 'viewer').state, 'SYNCED');
+  } finally {
+    assert.equal(await viewer.stop(), 0, `the viewer exits 0 on SIGTERM\n${viewer.log()}`);
+  }
+});
+
 test('every operation documents 403, and 401 unless it needs no token', () => {
   const missing = [];
   for (const [template, item] of Object.entries(spec.paths)) {

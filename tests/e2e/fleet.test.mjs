@@ -2,9 +2,12 @@
 // in words, labels, offsets, listeners and rates, and the problem of a node that rejected.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import test from 'node:test';
 import {
-  DEADLINE_MS, PHONE, accessibilityProblems, launchBrowser, shot, startDaemon,
+  BIN, DEADLINE_MS, PHONE, accessibilityProblems, launchBrowser, shot, startDaemon, tempDir,
 } from './helpers.mjs';
 
 const now = () => new Date().toISOString();
@@ -143,5 +146,106 @@ test('the Fleet page shows each node\'s state in words, its listeners and rates,
   } finally {
     await browser.close();
     assert.equal(await daemon.stop(), 0, `the daemon exits 0 on SIGTERM\n${daemon.log()}`);
+  }
+});
+
+/*
+ * With a broker (scripts/test.sh and scripts/e2e.sh run one and export SOCKSERV_TEST_AMQP): two
+ * daemons joined as n1 and n2, a third with --fleet-view; the page shows both SYNCED with their
+ * listeners; a fleet apply that n2 rejects (the port it names is n1's, taken) shows n2 in ERROR
+ * with the problem's detail, n1 still SYNCED.
+ */
+const AMQP = process.env.SOCKSERV_TEST_AMQP;
+
+function runCli(args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60000);
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
+}
+
+test('the Fleet page follows real nodes over the broker: SYNCED with listeners, then ERROR with the problem of a rejected apply', {
+  timeout: 180000,
+  skip: AMQP ? false : 'no broker (SOCKSERV_TEST_AMQP is set by scripts/test.sh and scripts/e2e.sh)',
+}, async () => {
+  const prefix = `t${process.pid}-view`;
+  const fleet = ['--amqp', AMQP, '--amqp-prefix', prefix, '--amqp-heartbeat', '2', '--fleet-status-interval', '1s'];
+  const daemons = [];
+  const browser = await launchBrowser();
+  const { page } = browser;
+  const work = tempDir('fleet');
+  try {
+    const n1 = await startDaemon({ args: [...fleet, '--node', 'n1', '--label', 'role=edge', '--label', 'zone=a'] });
+    daemons.push(n1);
+    const n2 = await startDaemon({ args: [...fleet, '--node', 'n2', '--label', 'role=edge', '--label', 'zone=b'] });
+    daemons.push(n2);
+    const viewer = await startDaemon({ args: [...fleet, '--node', 'viewer', '--fleet-view'] });
+    daemons.push(viewer);
+    for (const d of [n1, n2]) {
+      const created = await d.api('POST', '/api/v1/listeners', { id: 'e1', service: 'echo', address: '127.0.0.1', port: 0 });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+    }
+    const n1Listener = (await n1.api('GET', '/api/v1/listeners/e1')).body;
+    const taken = Number(/:(\d+)$/.exec(n1Listener.status.bound[0])[1]);
+
+    await page.goto(`${viewer.url}/`);
+    await page.locator('#tab-fleet').click();
+    const node = (n) => page.locator(`#fleet-nodes [data-node="${n}"]`);
+    const waitState = (n, s) => page.waitForFunction(([name, state]) => {
+      const card = document.querySelector(`#fleet-nodes [data-node="${name}"]`);
+      return card?.dataset.state === state;
+    }, [n, s], { timeout: 30000 });
+    await waitState('n1', 'SYNCED');
+    await waitState('n2', 'SYNCED');
+    await page.waitForFunction(() => ['n1', 'n2'].every((n) => document.querySelector(
+      `#fleet-nodes [data-node="${n}"] tr[data-id="e1"]`)), null, { timeout: 30000 });
+    assert.match(await node('n1').innerText(), /role=edge/);
+    assert.match(await node('n1').locator('tr[data-id="e1"]').innerText(), new RegExp(String(taken)));
+    assert.match(await page.locator('#fleet-live').innerText(), /Live from the broker/);
+    await shot(page, 'fleet-04-broker-synced');
+
+    const file = path.join(work, 'config.json');
+    writeFileSync(file, JSON.stringify({ listeners: [{ id: 'e1', service: 'echo', address: '127.0.0.1', port: taken }] }));
+    const applied = await runCli(['fleet', ...fleet.slice(0, 4), 'apply', '-f', file, '--node', 'n2', '--wait', '20s']);
+    assert.equal(applied.code, 1, `fleet apply exits 1 when a node rejects\n${applied.out}`);
+    assert.match(applied.out, /n2\s+rejected/i);
+
+    await waitState('n2', 'ERROR');
+    const problem = node('n2').locator('.fleet-problem');
+    const api = (await viewer.api('GET', '/api/v1/fleet')).body;
+    const n2View = api.nodes.find((n) => n.node === 'n2');
+    assert.equal(n2View.state, 'ERROR');
+    assert.equal(n2View.last_result.result, 'rejected');
+    assert.ok(n2View.last_result.problem.detail, 'the problem has a detail');
+    assert.match(await problem.innerText(), new RegExp(n2View.last_result.problem.detail.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+    assert.equal(api.nodes.find((n) => n.node === 'n1').state, 'SYNCED', 'the node not targeted stays SYNCED');
+    assert.equal(await node('n1').getAttribute('data-state'), 'SYNCED');
+    await shot(page, 'fleet-05-broker-error');
+
+    // n2 stops (it says bye): OFFLINE; n1 is killed (no bye): STALE, then OFFLINE once a ping
+    // goes unanswered
+    assert.equal(await n2.stop(), 0, `n2 exits 0 on SIGTERM\n${n2.log()}`);
+    await waitState('n2', 'OFFLINE');
+    n1.child.kill('SIGKILL');
+    await waitState('n1', 'STALE');
+    await waitState('n1', 'OFFLINE');
+    assert.equal(await node('viewer').getAttribute('data-state'), 'SYNCED');
+    await shot(page, 'fleet-06-broker-offline');
+    assert.deepEqual(browser.errors.map(String), [], 'no uncaught error in the page');
+  } finally {
+    await browser.close();
+    rmSync(work, { recursive: true, force: true });
+    for (const d of daemons.reverse()) {
+      const code = await d.stop();
+      if (d.child.signalCode !== 'SIGKILL') assert.equal(code, 0, `the daemon exits 0 on SIGTERM\n${d.log()}`);
+    }
   }
 });

@@ -215,7 +215,11 @@ static void test_ls_table_from_the_view(void **state)
         "{\"id\":\"e\",\"state\":\"running\"},{\"id\":\"d\",\"state\":\"stopped\"}]},"
         "{\"node\":\"n2\",\"state\":\"OFFLINE\",\"labels\":{},\"revision\":null,"
         "\"applied_offset\":null,\"desired_offset\":43,\"last_seen\":\"2026-12-05T08:00:00.000Z\","
-        "\"listeners\":null}]}");
+        "\"listeners\":null},"
+        "{\"node\":\"n3\",\"state\":\"ERROR\",\"labels\":{},\"revision\":2,\"applied_offset\":40,"
+        "\"desired_offset\":42,\"last_seen\":\"2026-12-06T12:00:01.000Z\",\"listeners\":[],"
+        "\"last_result\":{\"result\":\"rejected\",\"offset\":42,\"problem\":{\"detail\":\"port "
+        "7100 is in use\",\"field\":\"listeners[0].port\"}}}]}");
 
     (void)state;
     assert_text(cli_fleet_ls_render(view),
@@ -223,7 +227,10 @@ static void test_ls_table_from_the_view(void **state)
                 "n1    SYNCED   role=edge,zone=a         7      42        1/2  "
                 "2026-12-06T12:00:00.123Z\n"
                 "n2    OFFLINE  -                        -    -/43          -  "
-                "2026-12-05T08:00:00.000Z\n");
+                "2026-12-05T08:00:00.000Z\n"
+                "n3    ERROR    -                        2   40/42        0/0  "
+                "2026-12-06T12:00:01.000Z\n"
+                "n3: rejected offset 42: port 7100 is in use (field: listeners[0].port)\n");
     json_decref(view);
     view = parse("{\"connected\":true,\"nodes\":[]}");
     assert_text(cli_fleet_ls_render(view), "no nodes\n");
@@ -502,6 +509,20 @@ static void test_command_bad_file_named_exit_2(void **state)
     assert_fails(&r, 2, path);
     assert_non_null(strstr(r.err, "config"));
     unlink(path);
+
+    {
+        char *big = malloc(CLI_FLEET_FILE_MAX + 64);
+
+        assert_non_null(big);
+        memset(big, ' ', CLI_FLEET_FILE_MAX + 63);
+        memcpy(big, "{\"listeners\": []}", 16);
+        big[CLI_FLEET_FILE_MAX + 63] = '\0';
+        write_file(path, sizeof(path), "big.json", big);
+        free(big);
+        RUN(&r, "fleet", "--amqp", "amqp://127.0.0.1:1/", "apply", "-f", path, "--all");
+        assert_fails(&r, 2, "larger than 1048576 bytes");
+        unlink(path);
+    }
 
     snprintf(missing, sizeof(missing), "/tmp/test_cli_fleet.%d.missing", (int)getpid());
     RUN(&r, "fleet", "--amqp", "amqp://127.0.0.1:1/", "apply", "-f", missing, "--all");

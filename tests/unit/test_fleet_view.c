@@ -5,6 +5,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,19 +19,19 @@
 #define BOOT_A "00112233445566aa"
 #define BOOT_B "00112233445566bb"
 
-static const char *const pong_fmt =
-    "{\"node\":\"%s\",\"boot\":\"%s\",\"version\":\"0.1.0\",\"labels\":{\"role\":\"edge\"},"
-    "\"started\":\"2026-12-06T11:00:00.000Z\",\"time\":\"2026-12-06T12:00:00.000Z\","
-    "\"revision\":3,\"etag\":\"\\\"r3\\\"\",\"applied_offset\":%s,\"desired_offset\":%s,"
-    "\"last_result\":%s,\"listeners\":[{\"id\":\"e1\",\"service\":\"echo\",\"transport\":"
-    "\"tcp\",\"port\":7001,\"state\":\"running\",\"enabled\":true}],"
-    "\"bridge\":{\"state\":\"connected\"}}";
+#define PONG_FMT                                                                                   \
+    "{\"node\":\"%s\",\"boot\":\"%s\",\"version\":\"0.1.0\",\"labels\":{\"role\":\"edge\"},"       \
+    "\"started\":\"2026-12-06T11:00:00.000Z\",\"time\":\"2026-12-06T12:00:00.000Z\","              \
+    "\"revision\":3,\"etag\":\"\\\"r3\\\"\",\"applied_offset\":%s,\"desired_offset\":%s,"          \
+    "\"last_result\":%s,\"listeners\":[{\"id\":\"e1\",\"service\":\"echo\",\"transport\":"         \
+    "\"tcp\",\"port\":7001,\"state\":\"running\",\"enabled\":true}],"                              \
+    "\"bridge\":{\"state\":\"connected\"}}"
 
 static void pong(struct fleet_view *v, const char *node, const char *boot, const char *applied,
                  const char *desired, const char *last_result, int64_t now)
 {
     char buf[2048];
-    int len = snprintf(buf, sizeof(buf), pong_fmt, node, boot, applied, desired, last_result);
+    int len = snprintf(buf, sizeof(buf), PONG_FMT, node, boot, applied, desired, last_result);
 
     fleet_view_on_pong(v, buf, (size_t)len, now);
 }
@@ -244,6 +245,24 @@ static void test_fleet_view_quiet_three_intervals_stale_then_offline(void **stat
           "\"desired_offset\":null,\"last_result\":null}",
           T0 + 40000);
     assert_string_equal(state_at(v, "n1", T0 + 40000), "SYNCED");
+}
+
+static void test_fleet_view_repeated_asks_keep_unanswered_ping_offline(void **state)
+{
+    struct fleet_view *v;
+    char names[4][64];
+    bool all = true;
+
+    (void)state;
+    assert_int_equal(fleet_view_new(1000, &v), 0);
+    pong(v, "n1", BOOT_A, "null", "null", "null", T0);
+    assert_int_equal(fleet_view_wants_ping(v, names, 4, &all, T0 + 3001), 1);
+    assert_string_equal(state_at(v, "n1", T0 + 3001), "STALE");
+    /* the bus asks again and again: the outstanding ping is not sent again */
+    for (int64_t t = T0 + 3101; t < T0 + 6000; t += 100)
+        assert_int_equal(fleet_view_wants_ping(v, names, 4, &all, t), 0);
+    assert_string_equal(state_at(v, "n1", T0 + 6000), "OFFLINE");
+    fleet_view_free(v);
 }
 
 static void test_fleet_view_status_keeps_node_fresh(void **state)
@@ -468,6 +487,30 @@ static void test_fleet_view_tick_rates_and_listener_events(void **state)
     json_decref(j);
 }
 
+static void test_fleet_view_pong_keeps_bound_port_of_port_0(void **state)
+{
+    struct fleet_view *v = *state;
+    static const char body[] =
+        "{\"node\":\"n1\",\"boot\":\"" BOOT_A "\",\"labels\":{},\"applied_offset\":null,"
+        "\"desired_offset\":null,\"last_result\":null,\"listeners\":[{\"id\":\"u1\","
+        "\"service\":\"echo\",\"transport\":\"tcp\",\"port\":0,\"state\":\"running\","
+        "\"enabled\":true}]}";
+    json_t *j, *l;
+
+    event(v, "n1", BOOT_A, "1", T0, "listener.created",
+          "{\"id\":\"u1\",\"service\":\"echo\",\"transport\":\"tcp\",\"port\":0,"
+          "\"enabled\":true,\"status\":{\"state\":\"starting\",\"bound\":[]}}",
+          T0);
+    event(v, "n1", BOOT_A, "2", T0, "listener.state",
+          "{\"id\":\"u1\",\"state\":\"running\",\"bound\":[\"[::1]:40999\"]}", T0);
+    fleet_view_on_pong(v, body, strlen(body), T0 + 10);
+    j = fleet_view_json(v, T0 + 10);
+    l = json_array_get(json_object_get(node_of(j, "n1"), "listeners"), 0);
+    assert_string_equal(json_string_value(json_object_get(l, "id")), "u1");
+    assert_int_equal(json_integer_value(json_object_get(l, "port")), 40999);
+    json_decref(j);
+}
+
 static void test_fleet_view_config_revision_updates_revision(void **state)
 {
     struct fleet_view *v = *state;
@@ -524,6 +567,57 @@ static void test_fleet_view_counts_match_json(void **state)
     assert_string_equal(fleet_view_state_name(FLEET_VIEW_STALE), "STALE");
 }
 
+static void test_fleet_view_prometheus_every_state(void **state)
+{
+    struct fleet_view *v = *state;
+    struct core_buf out = {0};
+
+    pong(v, "n1", BOOT_A, "null", "null", "null", T0);
+    pong(v, "n2", BOOT_A, "null", "null", "null", T0);
+    event(v, "n3", BOOT_A, "1", T0 - 3600000, "node.hello", "{}", T0);
+    assert_int_equal(fleet_view_prometheus(v, T0, &out), 0);
+    assert_int_equal(core_buf_append(&out, "", 1), 0);
+    assert_non_null(strstr((char *)out.data, "# TYPE sockserv_fleet_nodes gauge\n"));
+    assert_non_null(strstr((char *)out.data, "sockserv_fleet_nodes{state=\"SYNCED\"} 2\n"));
+    assert_non_null(strstr((char *)out.data, "sockserv_fleet_nodes{state=\"OFFLINE\"} 1\n"));
+    assert_non_null(strstr((char *)out.data, "sockserv_fleet_nodes{state=\"ERROR\"} 0\n"));
+    core_buf_fini(&out);
+}
+
+static void *feed_thread(void *arg)
+{
+    struct fleet_view *v = arg;
+    char seq[16];
+
+    for (int i = 1; i <= 200; i++) {
+        snprintf(seq, sizeof(seq), "%d", i);
+        event(v, "n1", BOOT_A, seq, T0 + i, "backup.stored", "{}", T0 + i);
+        pong(v, "n2", BOOT_B, "null", "null", "null", T0 + i);
+    }
+    return NULL;
+}
+
+static void test_fleet_view_threads_feed_and_read(void **state)
+{
+    struct fleet_view *v = *state;
+    char names[4][64];
+    pthread_t t;
+    bool all;
+
+    assert_int_equal(pthread_create(&t, NULL, feed_thread, v), 0);
+    for (int i = 0; i < 200; i++) {
+        json_t *j = fleet_view_json(v, T0 + i);
+
+        assert_non_null(j);
+        json_decref(j);
+        (void)fleet_view_wants_ping(v, names, 4, &all, T0 + i);
+        fleet_view_set_connected(v, i % 2 == 0);
+    }
+    pthread_join(t, NULL);
+    assert_string_equal(state_at(v, "n1", T0 + 200), "SYNCED");
+    assert_string_equal(state_at(v, "n2", T0 + 200), "SYNCED");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -536,6 +630,7 @@ int main(void)
         T(test_fleet_view_newer_record_pending_then_applied_synced),
         T(test_fleet_view_conflict_then_newer_record_pending),
         T(test_fleet_view_quiet_three_intervals_stale_then_offline),
+        cmocka_unit_test(test_fleet_view_repeated_asks_keep_unanswered_ping_offline),
         T(test_fleet_view_status_keeps_node_fresh),
         T(test_fleet_view_bye_offline),
         T(test_fleet_view_seq_gap_wants_ping),
@@ -548,9 +643,12 @@ int main(void)
         T(test_fleet_view_published_offline_node_pending),
         T(test_fleet_view_unanswered_ping_offline),
         T(test_fleet_view_tick_rates_and_listener_events),
+        T(test_fleet_view_pong_keeps_bound_port_of_port_0),
         T(test_fleet_view_config_revision_updates_revision),
         T(test_fleet_view_garbage_ignored_and_counted),
         T(test_fleet_view_counts_match_json),
+        T(test_fleet_view_prometheus_every_state),
+        T(test_fleet_view_threads_feed_and_read),
 #undef T
     };
 
