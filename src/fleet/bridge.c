@@ -856,6 +856,9 @@ int fleet_bridge_start(const struct fleet_bridge_opts *opts, struct fleet_bridge
     core_registry_fleet_offset(b->registry, &has, &stored);
     b->has_mark = has;
     b->mark = stored;
+    core_registry_fleet_applied(b->registry, &has, &stored);
+    b->st.has_applied_offset = has;
+    b->st.applied_offset = stored;
 
     b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (b->efd < 0) {

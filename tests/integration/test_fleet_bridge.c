@@ -330,6 +330,8 @@ static void test_fleet_bridge_desired_record_applied_unchanged_rejected_conflict
         assert_string_equal(it_json_str(m.json, "result"), "rejected");
         assert_int_equal(it_json_int(m.json, "offset"), 5);
         assert_string_equal(it_json_str(m.json, "problem.field"), "config.listeners");
+        /* The configuration that runs is still the one of the record at offset 1. */
+        assert_int_equal(it_json_int(m.json, "applied_offset"), 1);
         it_amqp_msg_fini(&m);
     }
     it_amqp_close(peer);
