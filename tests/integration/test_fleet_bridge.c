@@ -48,6 +48,20 @@ static int stop(struct it_daemon *d)
     return it_daemon_stop(d, 15, IT_EXIT_TIMEOUT_MS, &status, &ms);
 }
 
+/* SIGTERM: a clean exit 0 within IT_EXIT_TIMEOUT_MS, no sanitizer report in its log. */
+static void stop_clean(struct it_daemon *d)
+{
+    int status;
+    int64_t ms;
+
+    assert_int_equal(it_daemon_stop(d, 15, IT_EXIT_TIMEOUT_MS, &status, &ms), 0);
+    if (!it_status_is_exit0(status)) {
+        it_daemon_dump_stderr(d);
+        fail_msg("the daemon ended with %s", it_status_str(status));
+    }
+    it_assert_no_sanitizer_report(d);
+}
+
 static int teardown(void **state)
 {
     struct fx *f = *state;
@@ -178,6 +192,7 @@ static void test_fleet_bridge_events_in_order_with_gapless_seq(void **state)
     }
     assert_true(saw_hello);
     it_amqp_close(peer);
+    stop_clean(&f->d);
 }
 
 /* Publishes a record to PREFIX.desired with reply_to, and returns the node's reply (asserts). */
@@ -312,7 +327,7 @@ static void test_fleet_bridge_desired_record_applied_unchanged_rejected_conflict
     /* A restart resumes after the stored offset: nothing is answered twice (the replies
      * would come to this connection), the next record is the first answer. */
     snprintf(state_dir, sizeof(state_dir), "%s", f->d.state_dir);
-    assert_int_equal(stop(&f->d), 0);
+    stop_clean(&f->d);
     start_daemon(f, &f->d, state_dir);
     wait_state(&f->d, "connected", -1);
     {
@@ -335,6 +350,7 @@ static void test_fleet_bridge_desired_record_applied_unchanged_rejected_conflict
         it_amqp_msg_fini(&m);
     }
     it_amqp_close(peer);
+    stop_clean(&f->d);
 }
 
 static void test_fleet_bridge_ping_answers_pong(void **state)
@@ -368,6 +384,7 @@ static void test_fleet_bridge_ping_answers_pong(void **state)
     assert_string_equal(it_json_str(m.json, "error"), "unknown op jump");
     it_amqp_msg_fini(&m);
     it_amqp_close(peer);
+    stop_clean(&f->d);
 }
 
 static void test_fleet_bridge_same_node_name_is_refused(void **state)
@@ -388,9 +405,9 @@ static void test_fleet_bridge_same_node_name_is_refused(void **state)
     assert_non_null(strstr(it_json_str(r.json, "fleet.last_error"), "is taken by another"));
     it_http_fini(&r);
     /* The first one is gone: the second joins. */
-    assert_int_equal(stop(&f->d), 0);
+    stop_clean(&f->d);
     wait_state(&second, "connected", -1);
-    assert_int_equal(stop(&second), 0);
+    stop_clean(&second);
 }
 
 static void test_fleet_bridge_reconnects_after_the_broker_closes_it(void **state)
@@ -423,6 +440,7 @@ static void test_fleet_bridge_reconnects_after_the_broker_closes_it(void **state
         it_amqp_msg_fini(&m);
     }
     it_amqp_close(peer);
+    stop_clean(&f->d);
 }
 
 /* Bad fleet flags: a message naming the flag, exit 2, nothing started (no broker needed). */
