@@ -488,11 +488,7 @@ static int daemon_main(int argc, char **argv)
     r = cli_args_parse(cmd, argc, argv, &args);
     if (r != CLI_ARGS_GO_ON)
         return r;
-    r = parse_fleet_args(cmd, &args, &fleet);
-    if (r != CLI_ARGS_GO_ON) {
-        OPENSSL_cleanse(&fleet.conf, sizeof(fleet.conf));
-        return r;
-    }
+    memset(&fleet, 0, sizeof(fleet));
     if (args.seen[OPT_API])
         api = args.val[OPT_API];
     if (args.seen[OPT_API_MODE]) {
@@ -585,6 +581,12 @@ static int daemon_main(int argc, char **argv)
     if (token_file && read_token_file(token_file, &token, &token_len) < 0) {
         api_tls_fini(&tls);
         return 2;
+    }
+    /* The fleet's flags last: from here on every way out wipes the broker's password. */
+    r = parse_fleet_args(cmd, &args, &fleet);
+    if (r != CLI_ARGS_GO_ON) {
+        status = r;
+        goto out_token;
     }
     if (!state_dir[0] && default_state_dir(state_dir, sizeof(state_dir)) < 0) {
         fprintf(stderr, "sockserv daemon: no state directory: pass --state-dir DIR\n");

@@ -233,4 +233,8 @@ int core_registry_fleet_mark(struct core_registry *r, uint64_t offset, struct co
  * when none. */
 void core_registry_fleet_offset(struct core_registry *r, bool *ret_has, uint64_t *ret_offset);
 
+/* The offset of the fleet record whose configuration runs (the last one applied or answered
+ * unchanged, kept in the state file): *ret_has false when none. */
+void core_registry_fleet_applied(struct core_registry *r, bool *ret_has, uint64_t *ret_offset);
+
 #endif

@@ -58,6 +58,10 @@ struct core_store_meta {
      * "fleet_offset" in the file; absent (older files, or never in a fleet): has_ false. */
     bool has_fleet_offset;
     uint64_t fleet_offset;
+    /* The offset of the fleet record whose configuration this is (applied or unchanged),
+     * "fleet_applied_offset"; has_ false when none. */
+    bool has_fleet_applied;
+    uint64_t fleet_applied_offset;
 };
 
 /*

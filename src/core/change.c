@@ -483,7 +483,9 @@ static struct core_store_meta store_meta(const struct core_registry *r,
 {
     struct core_store_meta meta = {.revision = revision,
                                    .has_fleet_offset = r->has_fleet_offset,
-                                   .fleet_offset = r->fleet_offset};
+                                   .fleet_offset = r->fleet_offset,
+                                   .has_fleet_applied = r->has_fleet_applied,
+                                   .fleet_applied_offset = r->fleet_applied};
 
     if (ch && ch->iface == CORE_IFACE_FLEET && ch->has_fleet_offset) {
         meta.has_fleet_offset = true;
@@ -492,14 +494,19 @@ static struct core_store_meta store_meta(const struct core_registry *r,
     return meta;
 }
 
-/* Takes the fleet offset of a change that was written. Called with ops held. */
-static void fleet_offset_commit(struct core_registry *r, const struct core_change *ch)
+/* Takes the fleet offset of a change that was written; applied: its configuration is the
+ * record's. Called with ops held. */
+static void fleet_offset_commit(struct core_registry *r, const struct core_change *ch, bool applied)
 {
     if (ch->iface != CORE_IFACE_FLEET || !ch->has_fleet_offset)
         return;
     pthread_mutex_lock(&r->lock);
     r->has_fleet_offset = true;
     r->fleet_offset = ch->fleet_offset;
+    if (applied) {
+        r->has_fleet_applied = true;
+        r->fleet_applied = ch->fleet_offset;
+    }
     pthread_mutex_unlock(&r->lock);
 }
 
@@ -511,6 +518,13 @@ static int plan_persist(struct core_registry *r, const struct plan *p, const str
 {
     struct core_store_meta meta = store_meta(r, ch, revision);
     const struct core_listener_cfg **cfgs;
+
+    /* The change succeeds once written: its configuration is the record's. */
+    if (ch && ch->iface == CORE_IFACE_FLEET && ch->has_fleet_offset &&
+        ch->source.kind == CORE_CHANGE_CONFIG_REPLACE) {
+        meta.has_fleet_applied = true;
+        meta.fleet_applied_offset = ch->fleet_offset;
+    }
     size_t n = 0;
     int rc;
 
@@ -642,7 +656,7 @@ static int change_set(struct core_registry *r, struct core_listener_cfg *want, s
         }
     }
     plan_commit(r, &p, ch);
-    fleet_offset_commit(r, ch);
+    fleet_offset_commit(r, ch, ch->source.kind == CORE_CHANGE_CONFIG_REPLACE);
 out:
     if (rc == 0) {
         ch->diff = p.diff;
@@ -781,6 +795,8 @@ int core_registry_load(struct core_registry *r, const char *defaults, struct cor
     pthread_mutex_lock(&r->lock);
     r->has_fleet_offset = meta.has_fleet_offset;
     r->fleet_offset = meta.fleet_offset;
+    r->has_fleet_applied = meta.has_fleet_applied;
+    r->fleet_applied = meta.fleet_applied_offset;
     pthread_mutex_unlock(&r->lock);
     if (n > r->max_listeners) {
         ret = core_err_set(err, -EMLINK, NULL, "%zu listeners: the daemon holds at most %zu", n,
@@ -1221,12 +1237,20 @@ int core_registry_fleet_mark(struct core_registry *r, uint64_t offset, struct co
         if (rc < 0)
             goto out;
     }
-    fleet_offset_commit(r, &ch);
+    fleet_offset_commit(r, &ch, false);
 out:
     free(set);
     core_cfgs_free(cfgs, n);
     pthread_mutex_unlock(&r->ops);
     return rc;
+}
+
+void core_registry_fleet_applied(struct core_registry *r, bool *ret_has, uint64_t *ret_offset)
+{
+    pthread_mutex_lock(&r->lock);
+    *ret_has = r->has_fleet_applied;
+    *ret_offset = r->fleet_applied;
+    pthread_mutex_unlock(&r->lock);
 }
 
 void core_registry_fleet_offset(struct core_registry *r, bool *ret_has, uint64_t *ret_offset)

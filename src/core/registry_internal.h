@@ -44,6 +44,8 @@ struct core_registry {
      * either. */
     bool has_fleet_offset;
     uint64_t fleet_offset;
+    bool has_fleet_applied; /* the record whose configuration this is; same locks */
+    uint64_t fleet_applied;
 };
 
 /* Listener id, or NULL. Called with ops or lock held. */

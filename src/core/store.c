@@ -109,7 +109,7 @@ int core_store_parse(const char *text, size_t len, const char *origin,
 {
     struct core_listener_cfg *cfgs = NULL;
     json_error_t jerr;
-    json_t *root, *list, *v, *rev, *fo;
+    json_t *root, *list, *v, *rev, *fo, *fa;
     size_t i, n = 0;
     int r;
 
@@ -121,6 +121,7 @@ int core_store_parse(const char *text, size_t len, const char *origin,
     v = json_object_get(root, "version");
     rev = json_object_get(root, "revision");
     fo = json_object_get(root, "fleet_offset");
+    fa = json_object_get(root, "fleet_applied_offset");
     if (!json_is_object(root) || !json_is_array(list) ||
         (v && (!json_is_integer(v) || json_integer_value(v) != STORE_FORMAT_VERSION))) {
         r = core_err_set(err, -EINVAL, NULL, "%s: expected {\"version\": %d, \"listeners\": [...]}",
@@ -129,6 +130,11 @@ int core_store_parse(const char *text, size_t len, const char *origin,
     }
     if (rev && (!json_is_integer(rev) || json_integer_value(rev) < 0)) {
         r = core_err_set(err, -EINVAL, "revision", "%s: revision: must be a whole number", origin);
+        goto out_root;
+    }
+    if (fa && (!json_is_integer(fa) || json_integer_value(fa) < 0)) {
+        r = core_err_set(err, -EINVAL, "fleet_applied_offset",
+                         "%s: fleet_applied_offset: must be a whole number", origin);
         goto out_root;
     }
     if (fo && (!json_is_integer(fo) || json_integer_value(fo) < 0)) {
@@ -160,9 +166,12 @@ int core_store_parse(const char *text, size_t len, const char *origin,
         }
     }
     if (ret_meta)
-        *ret_meta = (struct core_store_meta){.revision = (uint64_t)json_integer_value(rev),
-                                             .has_fleet_offset = fo != NULL,
-                                             .fleet_offset = (uint64_t)json_integer_value(fo)};
+        *ret_meta =
+            (struct core_store_meta){.revision = (uint64_t)json_integer_value(rev),
+                                     .has_fleet_offset = fo != NULL,
+                                     .fleet_offset = (uint64_t)json_integer_value(fo),
+                                     .has_fleet_applied = fa != NULL,
+                                     .fleet_applied_offset = (uint64_t)json_integer_value(fa)};
     json_decref(root);
     *ret_cfgs = cfgs;
     *ret_n = n;
@@ -289,6 +298,12 @@ int core_store_save(const char *path, const struct core_listener_cfg *const *cfg
     if (meta && meta->has_fleet_offset &&
         json_object_set_new(root, "fleet_offset", json_integer((json_int_t)meta->fleet_offset)) <
             0) {
+        json_decref(root);
+        return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
+    }
+    if (meta && meta->has_fleet_applied &&
+        json_object_set_new(root, "fleet_applied_offset",
+                            json_integer((json_int_t)meta->fleet_applied_offset)) < 0) {
         json_decref(root);
         return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
     }

@@ -48,6 +48,20 @@ static int stop(struct it_daemon *d)
     return it_daemon_stop(d, 15, IT_EXIT_TIMEOUT_MS, &status, &ms);
 }
 
+/* SIGTERM: a clean exit 0 within IT_EXIT_TIMEOUT_MS, no sanitizer report in its log. */
+static void stop_clean(struct it_daemon *d)
+{
+    int status;
+    int64_t ms;
+
+    assert_int_equal(it_daemon_stop(d, 15, IT_EXIT_TIMEOUT_MS, &status, &ms), 0);
+    if (!it_status_is_exit0(status)) {
+        it_daemon_dump_stderr(d);
+        fail_msg("the daemon ended with %s", it_status_str(status));
+    }
+    it_assert_no_sanitizer_report(d);
+}
+
 static int teardown(void **state)
 {
     struct fx *f = *state;
@@ -178,6 +192,7 @@ static void test_fleet_bridge_events_in_order_with_gapless_seq(void **state)
     }
     assert_true(saw_hello);
     it_amqp_close(peer);
+    stop_clean(&f->d);
 }
 
 /* Publishes a record to PREFIX.desired with reply_to, and returns the node's reply (asserts). */
@@ -312,7 +327,7 @@ static void test_fleet_bridge_desired_record_applied_unchanged_rejected_conflict
     /* A restart resumes after the stored offset: nothing is answered twice (the replies
      * would come to this connection), the next record is the first answer. */
     snprintf(state_dir, sizeof(state_dir), "%s", f->d.state_dir);
-    assert_int_equal(stop(&f->d), 0);
+    stop_clean(&f->d);
     start_daemon(f, &f->d, state_dir);
     wait_state(&f->d, "connected", -1);
     {
@@ -330,9 +345,12 @@ static void test_fleet_bridge_desired_record_applied_unchanged_rejected_conflict
         assert_string_equal(it_json_str(m.json, "result"), "rejected");
         assert_int_equal(it_json_int(m.json, "offset"), 5);
         assert_string_equal(it_json_str(m.json, "problem.field"), "config.listeners");
+        /* The configuration that runs is still the one of the record at offset 1. */
+        assert_int_equal(it_json_int(m.json, "applied_offset"), 1);
         it_amqp_msg_fini(&m);
     }
     it_amqp_close(peer);
+    stop_clean(&f->d);
 }
 
 static void test_fleet_bridge_ping_answers_pong(void **state)
@@ -366,6 +384,7 @@ static void test_fleet_bridge_ping_answers_pong(void **state)
     assert_string_equal(it_json_str(m.json, "error"), "unknown op jump");
     it_amqp_msg_fini(&m);
     it_amqp_close(peer);
+    stop_clean(&f->d);
 }
 
 static void test_fleet_bridge_same_node_name_is_refused(void **state)
@@ -386,9 +405,9 @@ static void test_fleet_bridge_same_node_name_is_refused(void **state)
     assert_non_null(strstr(it_json_str(r.json, "fleet.last_error"), "is taken by another"));
     it_http_fini(&r);
     /* The first one is gone: the second joins. */
-    assert_int_equal(stop(&f->d), 0);
+    stop_clean(&f->d);
     wait_state(&second, "connected", -1);
-    assert_int_equal(stop(&second), 0);
+    stop_clean(&second);
 }
 
 static void test_fleet_bridge_reconnects_after_the_broker_closes_it(void **state)
@@ -421,11 +440,71 @@ static void test_fleet_bridge_reconnects_after_the_broker_closes_it(void **state
         it_amqp_msg_fini(&m);
     }
     it_amqp_close(peer);
+    stop_clean(&f->d);
+}
+
+/* Bad fleet flags: a message naming the flag, exit 2, nothing started (no broker needed). */
+static void test_fleet_bridge_bad_flags_exit_2(void **state)
+{
+    struct fx *f = *state;
+    char creds[IT_PATH_MAX], sd[IT_PATH_MAX];
+    static const struct {
+        const char *flag, *value, *needle;
+    } cases[] = {
+        {"--amqp", "http://broker/", "--amqp: expected an amqp:// or amqps:// URL"},
+        {"--node", "Bad.Name", "--node: 'Bad.Name' is not a node name"},
+        {"--label", "role", "--label:"},
+        {"--amqp-heartbeat", "0", "--amqp-heartbeat: '0' is not 1 to 60 seconds"},
+        {"--amqp-prefix", "-x", "--amqp-prefix: '-x' is not a prefix"},
+        {"--amqp-credentials", NULL, "expected one line USER:PASSWORD"},
+        {"--fleet-status-interval", "soon", "--fleet-status-interval"},
+    };
+
+    snprintf(creds, sizeof(creds), "%s/creds", f->dir);
+    snprintf(sd, sizeof(sd), "%s/state", f->dir);
+    assert_int_equal(it_file_write(creds, "no-colon-secret\n", 16), 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *argv[] = {it_bin(),
+                              "daemon",
+                              "--api",
+                              "127.0.0.1:0",
+                              "--state-dir",
+                              sd,
+                              "--no-defaults",
+                              "--amqp",
+                              strcmp(cases[i].flag, "--amqp") == 0 ? cases[i].value
+                                                                   : "amqp://127.0.0.1:1/",
+                              cases[i].flag,
+                              cases[i].value ? cases[i].value : creds,
+                              NULL};
+        struct it_proc p;
+
+        if (strcmp(cases[i].flag, "--amqp") == 0)
+            argv[9] = NULL;
+        it_run(argv, NULL, 0, 10000, &p);
+        if (it_proc_exit_code(&p) != 2 || !strstr(p.err, cases[i].needle))
+            fail_msg("%s %s: exit %d, stderr: %s", cases[i].flag,
+                     cases[i].value ? cases[i].value : "", it_proc_exit_code(&p), p.err);
+        assert_null(strstr(p.err, "secret"));
+        it_proc_fini(&p);
+    }
+    /* A fleet flag without --amqp is a usage error too. */
+    {
+        const char *argv[] = {it_bin(), "daemon", "--api", "127.0.0.1:0", "--state-dir",
+                              sd,       "--node", "n1",    NULL};
+        struct it_proc p;
+
+        it_run(argv, NULL, 0, 10000, &p);
+        assert_int_equal(it_proc_exit_code(&p), 2);
+        assert_non_null(strstr(p.err, "--node needs --amqp URL"));
+        it_proc_fini(&p);
+    }
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_fleet_bridge_bad_flags_exit_2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fleet_bridge_events_in_order_with_gapless_seq, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

@@ -169,8 +169,8 @@ static void call(api_handler_fn fn, struct core_registry *r, const char *path, c
     json_decref(b);
 }
 
-/* The state file's "fleet_offset", read back as JSON (-1 when absent). */
-static json_int_t state_fleet_offset(struct fx *f)
+/* The state file's member key (a whole number), read back as JSON (-1 when absent). */
+static json_int_t state_int(struct fx *f, const char *key)
 {
     char path[128];
     json_error_t jerr;
@@ -180,7 +180,7 @@ static json_int_t state_fleet_offset(struct fx *f)
     snprintf(path, sizeof(path), "%s/%s", f->dir, CORE_STORE_FILE);
     root = json_load_file(path, 0, &jerr);
     assert_non_null(root);
-    fo = json_object_get(root, "fleet_offset");
+    fo = json_object_get(root, key);
     v = fo ? json_integer_value(fo) : -1;
     json_decref(root);
     return v;
@@ -207,7 +207,8 @@ static void test_change_fleet_offset_written_with_the_configuration(void **state
     json_decref(hold);
     json_decref(res);
     core_change_fini(&ch);
-    assert_int_equal(state_fleet_offset(f), 7);
+    assert_int_equal(state_int(f, "fleet_offset"), 7);
+    assert_int_equal(state_int(f, "fleet_applied_offset"), 7);
     core_registry_fleet_offset(r, &has, &offset);
     assert_true(has);
     assert_int_equal(offset, 7);
@@ -221,13 +222,20 @@ static void test_change_fleet_offset_written_with_the_configuration(void **state
     assert_int_equal(json_array_size(ch.diff), 0);
     json_decref(res);
     core_change_fini(&ch);
-    assert_int_equal(state_fleet_offset(f), 9);
+    assert_int_equal(state_int(f, "fleet_offset"), 9);
+    assert_int_equal(state_int(f, "fleet_applied_offset"), 9);
 
-    /* A change through the API keeps the stored offset. */
+    /* A record answered without a change moves the offset, not the applied one. */
+    assert_int_equal(core_registry_fleet_mark(r, 10, &err), 0);
+    assert_int_equal(state_int(f, "fleet_offset"), 10);
+    assert_int_equal(state_int(f, "fleet_applied_offset"), 9);
+
+    /* A change through the API keeps the stored offsets. */
     ch = (struct core_change){.iface = CORE_IFACE_API};
     assert_int_equal(core_registry_delete(r, "f1", &ch, &err), 0);
     core_change_fini(&ch);
-    assert_int_equal(state_fleet_offset(f), 9);
+    assert_int_equal(state_int(f, "fleet_offset"), 10);
+    assert_int_equal(state_int(f, "fleet_applied_offset"), 9);
     json_decref(cfg);
 
     /* A restart reads it back. */
@@ -235,6 +243,9 @@ static void test_change_fleet_offset_written_with_the_configuration(void **state
     f->r = NULL;
     r = fx_registry(f, 0);
     core_registry_fleet_offset(r, &has, &offset);
+    assert_true(has);
+    assert_int_equal(offset, 10);
+    core_registry_fleet_applied(r, &has, &offset);
     assert_true(has);
     assert_int_equal(offset, 9);
 }
@@ -252,9 +263,10 @@ static void test_change_fleet_mark_writes_offset_keeps_listeners(void **state)
     json_decref(res);
     json_decref(b);
     core_change_fini(&ch);
-    assert_int_equal(state_fleet_offset(f), -1);
+    assert_int_equal(state_int(f, "fleet_offset"), -1);
     assert_int_equal(core_registry_fleet_mark(r, 12, &err), 0);
-    assert_int_equal(state_fleet_offset(f), 12);
+    assert_int_equal(state_int(f, "fleet_offset"), 12);
+    assert_int_equal(state_int(f, "fleet_applied_offset"), -1);
     assert_int_equal(core_registry_config(r, &conf), 0);
     assert_int_equal(json_integer_value(json_object_get(conf, "revision")), 1);
     assert_int_equal(json_array_size(json_object_get(conf, "listeners")), 1);
