@@ -23,8 +23,10 @@
 
 #define VB(v) CLI_VB(v)
 
-/* How long the stream of known nodes must stay silent to count as read to its end. */
+/* How long the stream of known nodes must stay silent to count as read to its end: after a
+ * record, and (an empty stream, or a broker slow to start reading it) before the first. */
 #define STREAM_IDLE_MS 500
+#define STREAM_FIRST_MS 1500
 /* apply: how long live nodes have to answer the ping that finds who a selector targets. */
 #define APPLY_PING_MS 1000
 /* The longest the nodes stream may take to be read, beyond the ping's window. */
@@ -301,9 +303,9 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
     d->stream_at = cli_now_ms();
     for (;;) {
         int64_t now = cli_now_ms();
+        int64_t idle = json_object_size(d->last_kind) > 0 ? STREAM_IDLE_MS : STREAM_FIRST_MS;
 
-        if ((now - d->stream_at >= STREAM_IDLE_MS && (now >= end || live_ones_answered(d))) ||
-            now >= hard)
+        if ((now - d->stream_at >= idle && (now >= end || live_ones_answered(d))) || now >= hard)
             break;
         r = cli_fleet_bus_run(x->bus, now + SLICE_MS, on_message, d, -1, &err);
         if (r < 0)
