@@ -571,6 +571,14 @@ out:
     pthread_mutex_unlock(&v->lock);
 }
 
+/* Whether n is live but silent for 3 intervals, with no ping of ours outstanding (one that goes
+ * unanswered makes it OFFLINE; it is pinged again only once it spoke). */
+static bool is_quiet(const struct fleet_view *v, const struct node *n, int64_t now_ms)
+{
+    return n->live && now_ms - n->last_seen_ms > FLEET_VIEW_STALE_INTERVALS * v->interval_ms &&
+           n->ping_sent_ms <= n->last_seen_ms;
+}
+
 size_t fleet_view_wants_ping(struct fleet_view *v, char (*nodes)[64], size_t max, bool *all,
                              int64_t now_ms)
 {
@@ -579,9 +587,7 @@ size_t fleet_view_wants_ping(struct fleet_view *v, char (*nodes)[64], size_t max
     pthread_mutex_lock(&v->lock);
     for (size_t i = 0; i < v->n; i++) {
         struct node *n = v->nodes[i];
-        bool quiet = n->live &&
-                     now_ms - n->last_seen_ms > FLEET_VIEW_STALE_INTERVALS * v->interval_ms &&
-                     now_ms - n->ping_sent_ms >= v->interval_ms;
+        bool quiet = is_quiet(v, n, now_ms);
 
         if (n->want_ping || quiet)
             wanted++;
@@ -589,9 +595,7 @@ size_t fleet_view_wants_ping(struct fleet_view *v, char (*nodes)[64], size_t max
     *all = v->ping_all || wanted > max;
     for (size_t i = 0; i < v->n; i++) {
         struct node *n = v->nodes[i];
-        bool quiet = n->live &&
-                     now_ms - n->last_seen_ms > FLEET_VIEW_STALE_INTERVALS * v->interval_ms &&
-                     now_ms - n->ping_sent_ms >= v->interval_ms;
+        bool quiet = is_quiet(v, n, now_ms);
 
         if (*all) {
             n->want_ping = false;

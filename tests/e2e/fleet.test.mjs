@@ -177,7 +177,7 @@ test('the Fleet page follows real nodes over the broker: SYNCED with listeners, 
   skip: AMQP ? false : 'no broker (SOCKSERV_TEST_AMQP is set by scripts/test.sh and scripts/e2e.sh)',
 }, async () => {
   const prefix = `t${process.pid}-view`;
-  const fleet = ['--amqp', AMQP, '--amqp-prefix', prefix, '--amqp-heartbeat', '2'];
+  const fleet = ['--amqp', AMQP, '--amqp-prefix', prefix, '--amqp-heartbeat', '2', '--fleet-status-interval', '1s'];
   const daemons = [];
   const browser = await launchBrowser();
   const { page } = browser;
@@ -229,12 +229,23 @@ test('the Fleet page follows real nodes over the broker: SYNCED with listeners, 
     assert.equal(api.nodes.find((n) => n.node === 'n1').state, 'SYNCED', 'the node not targeted stays SYNCED');
     assert.equal(await node('n1').getAttribute('data-state'), 'SYNCED');
     await shot(page, 'fleet-05-broker-error');
+
+    // n2 stops (it says bye): OFFLINE; n1 is killed (no bye): STALE, then OFFLINE once a ping
+    // goes unanswered
+    assert.equal(await n2.stop(), 0, `n2 exits 0 on SIGTERM\n${n2.log()}`);
+    await waitState('n2', 'OFFLINE');
+    n1.child.kill('SIGKILL');
+    await waitState('n1', 'STALE');
+    await waitState('n1', 'OFFLINE');
+    assert.equal(await node('viewer').getAttribute('data-state'), 'SYNCED');
+    await shot(page, 'fleet-06-broker-offline');
     assert.deepEqual(browser.errors.map(String), [], 'no uncaught error in the page');
   } finally {
     await browser.close();
     rmSync(work, { recursive: true, force: true });
     for (const d of daemons.reverse()) {
-      assert.equal(await d.stop(), 0, `the daemon exits 0 on SIGTERM\n${d.log()}`);
+      const code = await d.stop();
+      if (d.child.signalCode !== 'SIGKILL') assert.equal(code, 0, `the daemon exits 0 on SIGTERM\n${d.log()}`);
     }
   }
 });

@@ -1119,7 +1119,7 @@ static void test_fleet_crash_before_state_write_applies_record_once(void **state
 
         assert_non_null(text);
         fprintf(stderr, "# strace: %s", text);
-        if (!strstr(text, "listeners.json\")"))
+        if (!strstr(text, "/listeners.json\""))
             fail_msg("the daemon was not killed at the state file's rename");
         free(text);
     }

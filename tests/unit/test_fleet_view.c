@@ -247,6 +247,24 @@ static void test_fleet_view_quiet_three_intervals_stale_then_offline(void **stat
     assert_string_equal(state_at(v, "n1", T0 + 40000), "SYNCED");
 }
 
+static void test_fleet_view_repeated_asks_keep_unanswered_ping_offline(void **state)
+{
+    struct fleet_view *v;
+    char names[4][64];
+    bool all = true;
+
+    (void)state;
+    assert_int_equal(fleet_view_new(1000, &v), 0);
+    pong(v, "n1", BOOT_A, "null", "null", "null", T0);
+    assert_int_equal(fleet_view_wants_ping(v, names, 4, &all, T0 + 3001), 1);
+    assert_string_equal(state_at(v, "n1", T0 + 3001), "STALE");
+    /* the bus asks again and again: the outstanding ping is not sent again */
+    for (int64_t t = T0 + 3101; t < T0 + 6000; t += 100)
+        assert_int_equal(fleet_view_wants_ping(v, names, 4, &all, t), 0);
+    assert_string_equal(state_at(v, "n1", T0 + 6000), "OFFLINE");
+    fleet_view_free(v);
+}
+
 static void test_fleet_view_status_keeps_node_fresh(void **state)
 {
     struct fleet_view *v = *state;
@@ -612,6 +630,7 @@ int main(void)
         T(test_fleet_view_newer_record_pending_then_applied_synced),
         T(test_fleet_view_conflict_then_newer_record_pending),
         T(test_fleet_view_quiet_three_intervals_stale_then_offline),
+        cmocka_unit_test(test_fleet_view_repeated_asks_keep_unanswered_ping_offline),
         T(test_fleet_view_status_keeps_node_fresh),
         T(test_fleet_view_bye_offline),
         T(test_fleet_view_seq_gap_wants_ping),
