@@ -7,6 +7,7 @@
  */
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -1204,6 +1205,47 @@ static void backup_exchange(int fd, const char *line, const char *want)
 }
 
 /*
+ * Asserts that the daemon's one child holds no fd of the daemon's beyond its own: from 3 up,
+ * its connection (a socket), the runner's wake eventfd, the sending end of the event channel
+ * (a socket), and what its session opened itself in the backup directory files_dir.
+ */
+static void assert_child_fds_are_its_own(const struct it_daemon *d, const char *files_dir)
+{
+    char path[64], link[512], seen[2048] = "";
+    int sockets = 0, eventfds = 0, others = 0;
+    struct dirent *e;
+    pid_t child;
+    DIR *dp;
+
+    assert_int_equal(it_children(d, &child, 1), 1);
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)child);
+    dp = opendir(path);
+    assert_non_null(dp);
+    while ((e = readdir(dp))) {
+        char fd_path[64 + 256];
+        ssize_t n;
+
+        if (e->d_name[0] == '.' || atoi(e->d_name) < 3 || atoi(e->d_name) == dirfd(dp))
+            continue;
+        snprintf(fd_path, sizeof(fd_path), "%s/%s", path, e->d_name);
+        n = readlink(fd_path, link, sizeof(link) - 1);
+        if (n < 0)
+            continue;
+        link[n] = '\0';
+        snprintf(seen + strlen(seen), sizeof(seen) - strlen(seen), " %s:%s", e->d_name, link);
+        if (strncmp(link, "socket:", 7) == 0)
+            sockets++;
+        else if (strcmp(link, "anon_inode:[eventfd]") == 0)
+            eventfds++;
+        else if (strncmp(link, files_dir, strlen(files_dir)) != 0)
+            others++;
+    }
+    closedir(dp);
+    if (sockets != 2 || eventfds != 1 || others != 0)
+        fail_msg("the child holds more than its connection, wake fd and event channel:%s", seen);
+}
+
+/*
  * Under `process`, where every connection is a child: an upload that fails reports
  * backup.failed with the reason of its ERR line; a connection repeating a refused PUT reports
  * at most 8 of them (the counters count every one); a client that closes mid-upload too.
@@ -1246,6 +1288,13 @@ static void test_events_backup_failed_under_process_is_reported_and_bounded(void
     /* the client leaves in the middle of its upload */
     fd = it_tcp_connect_ok(port);
     backup_exchange(fd, "PUT half.txt 10\n", "OK");
+    {
+        struct it_fixture *f = *state;
+        char *files = it_path_in(f->dir, "files");
+
+        assert_child_fds_are_its_own(d, files);
+        free(files);
+    }
     it_send_str_ok(fd, "abc");
     assert_int_equal(shutdown(fd, SHUT_WR), 0);
     j = expect_backup_event(&s, "backup.failed", "half.txt");
