@@ -1,7 +1,8 @@
 /*
  * GET /api/v1/events, the server-sent event stream, through real HTTP: what a client reads
  * first (retry, snapshot), the listener events in order, the metrics ticks, reconnection with
- * Last-Event-ID, a client that stops reading, and stopping with streams open. Most tests drive
+ * Last-Event-ID, a client that stops reading, and stopping with streams open; a service's own
+ * events (backup.stored, backup.failed) under every TCP model. Most tests drive
  * the daemon as a child process; the keep-alive and wake-up tests run the API server in this
  * process, over a bus whose metrics ticks are an hour apart, so that a stream can be idle.
  */
@@ -1095,12 +1096,15 @@ static void test_events_server_stop_with_streams_returns_promptly(void **state)
 #define BACKUP_CONTENT "the quick brown fox jumps over the lazy dog\n"
 #define BACKUP_SHA256 "1153a4080f1fcb04425aa0b841c2b14606fe6df25d9076d2a1face2d5af57129"
 
-/* A backup listener "bk" on port 0 under model, keeping its files in DIR/files; extra is more
- * options members (",\"max_file_size\":100") or "". Returns its port. */
+/* A backup listener "bk" on port 0 under model, keeping its files in DIR/files-MODEL; extra is
+ * more options members (",\"max_file_size\":100") or "". Returns its port. */
 static uint16_t backup_listener(void **state, const char *model, const char *extra)
 {
     struct it_fixture *f = *state;
-    char body[1024], *files = it_path_in(f->dir, "files");
+    char body[1024], name[64], *files;
+
+    snprintf(name, sizeof(name), "files-%s", model);
+    files = it_path_in(f->dir, name);
 
     snprintf(body, sizeof(body),
              "{\"id\":\"bk\",\"service\":\"backup\",\"port\":0,\"model\":\"%s\","
@@ -1191,6 +1195,13 @@ static void test_events_backup_stored_under_event(void **state)
 static void test_events_backup_stored_under_process(void **state)
 {
     assert_backup_stored_under(state, "process");
+}
+
+static void test_events_backup_stored_under_pool_and_sequential(void **state)
+{
+    assert_backup_stored_under(state, "pool");
+    json_decref(it_http_expect(it_daemon_of(state), "DELETE", "/api/v1/listeners/bk", NULL, 204));
+    assert_backup_stored_under(state, "sequential");
 }
 
 /* Sends line (and content) on fd and asserts the answer starts with want. */
@@ -1290,7 +1301,7 @@ static void test_events_backup_failed_under_process_is_reported_and_bounded(void
     backup_exchange(fd, "PUT half.txt 10\n", "OK");
     {
         struct it_fixture *f = *state;
-        char *files = it_path_in(f->dir, "files");
+        char *files = it_path_in(f->dir, "files-process");
 
         assert_child_fds_are_its_own(d, files);
         free(files);
@@ -1335,6 +1346,8 @@ int main(void)
                                         it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_backup_stored_under_process, it_fixture_setup,
                                         it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_backup_stored_under_pool_and_sequential,
+                                        it_fixture_setup, it_fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_events_backup_failed_under_process_is_reported_and_bounded, it_fixture_setup,
             it_fixture_teardown),
