@@ -16,7 +16,7 @@ src=$PWD
 seconds=${FUZZ_SECONDS:-20}
 build=${FUZZ_BUILD_DIR:-build-fuzz}
 read -r -a extra <<<"${FUZZ_ARGS:-}"
-all_targets=(fuzz_backup_header fuzz_backup_session fuzz_config fuzz_datagram fuzz_guard fuzz_routes fuzz_tzif)
+all_targets=(fuzz_backup_header fuzz_backup_session fuzz_config fuzz_datagram fuzz_fleet fuzz_guard fuzz_routes fuzz_tzif)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 

@@ -58,7 +58,11 @@
 
 /* ---- names ---- */
 
-/* Whether s is a node name: [a-z0-9][a-z0-9_-]{0,62}. NULL is not. */
+/* The one word of the node name syntax that is not a node name: "rpc.all" is the routing key of
+ * every node's inbox. */
+#define FLEET_NODE_RESERVED "all"
+
+/* Whether s is a node name: [a-z0-9][a-z0-9_-]{0,62} except "all". NULL is not. */
 bool fleet_node_name_valid(const char *s);
 
 /* Whether s is a prefix: [a-z0-9][a-z0-9_.-]{0,62}. NULL is not. */
@@ -67,7 +71,9 @@ bool fleet_prefix_valid(const char *s);
 /*
  * The default node name made of host (a host name): lower-cased, every character outside
  * [a-z0-9_-] turned into '-', leading '-' and '_' removed, cut to 63 characters (and to len - 1);
- * "node" when nothing is left. Returns 0, or -ENOSPC when len < 2 (buf untouched).
+ * "node" when nothing is left; "all-node" when "all" is left (a host named "all", "ALL" or
+ * "-all"; "node", cut to fit, when len < 9), so that the result is always a valid node name.
+ * Returns 0, or -ENOSPC when len < 2 (buf untouched).
  */
 int fleet_node_name_from_text(const char *host, char *buf, size_t len);
 
@@ -140,8 +146,9 @@ int64_t fleet_now_ms(void);
  * enough; a shorter buffer gets a truncated, NUL-terminated string. */
 void fleet_time_format(char *buf, size_t len, int64_t unix_ms);
 
-/* Parses RFC 3339 "YYYY-MM-DDTHH:MM:SS[.fff...]Z" or with a "+HH:MM"/"-HH:MM" offset.
- * Returns 0 or -EINVAL (*ret_ms untouched). */
+/* Parses RFC 3339 "YYYY-MM-DDTHH:MM:SS[.fff...]Z" or with a "+HH:MM"/"-HH:MM" offset, of an
+ * instant between 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z (what fleet_time_format()
+ * writes back). Returns 0 or -EINVAL (*ret_ms untouched). */
 int fleet_time_parse(const char *text, int64_t *ret_ms);
 
 /* A fresh random boot id: 16 lower-case hex digits (getrandom; never fails). */
@@ -234,8 +241,9 @@ struct fleet_envelope {
 
 /*
  * Parses an event body. -EINVAL (not JSON, not an object, a member missing or of the wrong
- * type, bad node/boot/kind/time) with err->field naming it. *ret written only on success; the
- * caller then owns ret->data (fleet_envelope_fini()). Unknown members are ignored.
+ * type, bad node/boot/kind/time, seq not >= 1 nor null) with err->field naming it. *ret written
+ * only on success; the caller then owns ret->data (fleet_envelope_fini()). Unknown members are
+ * ignored.
  */
 int fleet_envelope_parse(const char *body, size_t len, struct fleet_envelope *ret,
                          struct core_err *err);
@@ -292,8 +300,10 @@ struct fleet_record {
  *  - "target", "target.nodes", "target.nodes[2]", "target.selector", "target.all": the target
  *    is bad; ret->target_valid is false (every node must reject).
  *  - anything else ("config", "config.listeners", "if_match", "if_match.n1", "issued_by",
- *    "issued_at", or an unknown top-level member by its name): ret->target_valid is true and the
- *    target fields are set (only the targeted nodes reject); ret->config is NULL.
+ *    "issued_at", or an unknown top-level member by its name, quoted when empty: "\"\""):
+ *    ret->target_valid is true and the target fields are set (only the targeted nodes reject);
+ *    ret->config is NULL.
+ * -ENOMEM: out of memory (ret->target_valid false).
  * A target is an object with at least one of "nodes" (non-empty array of node names), "selector"
  * (selector text) and "all" (true, alone); config an object with a "listeners" array (its
  * content is the transaction's to judge); if_match an object of node name -> string.
@@ -316,7 +326,8 @@ const char *fleet_record_if_match(const struct fleet_record *r, const char *node
  * Builds a record body (for the CLI): nodes (n_nodes, may be 0), selector text (NULL: none),
  * all; config (borrowed; must be an object with a "listeners" array), if_match (borrowed; NULL
  * or an object node -> ETag string), issued_by, issued_at_ms. Validates as fleet_record_parse()
- * does (same messages and fields; at least one target). *ret (a new reference) on success.
+ * does (same messages and fields; at least one target); -ENOMEM. *ret (a new reference, config
+ * and if_match deep-copied) written only on success. Give it a message_id with fleet_uuid().
  */
 int fleet_record_build(const char *const *nodes, size_t n_nodes, const char *selector, bool all,
                        const json_t *config, const json_t *if_match, const char *issued_by,
@@ -381,8 +392,9 @@ struct fleet_reply {
     json_t *problem;         /* problem+json object (rejected, conflict) or NULL: new ref */
 };
 
-/* The reply object; problem is copied (a new reference to it is taken). Returns a new
- * reference, or NULL when out of memory. */
+/* The reply object (member order as in the contract; "record" null when r->record is empty,
+ * "applied_offset" null without has_applied_offset, "problem" null without one); a new
+ * reference to problem is taken. Returns a new reference, or NULL when out of memory. */
 json_t *fleet_reply_json(const struct fleet_reply *r);
 
 /* Reads a reply object. -EINVAL with err->field; *ret written only on success (then the caller

@@ -23,6 +23,7 @@ struct fleet_outbox {
     size_t head; /* index of the oldest entry */
     size_t n;    /* entries held */
     size_t unsent;
+    size_t sent_below; /* entries [0, sent_below) are all in flight: where the search starts */
     uint64_t last_tag; /* highest tag given since the last reset */
     uint64_t published;
     uint64_t confirmed;
@@ -108,6 +109,8 @@ int fleet_outbox_push(struct fleet_outbox *o, const struct fleet_outbox_msg *msg
         free(oldest->data);
         o->head = (o->head + 1) % o->cap;
         o->n--;
+        if (o->sent_below > 0)
+            o->sent_below--;
         o->dropped_full++;
         dropped = 1;
     }
@@ -121,7 +124,7 @@ static size_t first_unsent(const struct fleet_outbox *o)
 {
     if (o->unsent == 0)
         return o->n;
-    for (size_t i = 0; i < o->n; i++)
+    for (size_t i = o->sent_below; i < o->n; i++)
         if (at(o, i)->tag == 0)
             return i;
     return o->n;
@@ -144,6 +147,7 @@ int fleet_outbox_sent(struct fleet_outbox *o, uint64_t tag)
     if (i == o->n)
         return -ENOENT;
     at(o, i)->tag = tag;
+    o->sent_below = i + 1;
     o->last_tag = tag;
     o->unsent--;
     o->published++;
@@ -159,10 +163,13 @@ size_t fleet_outbox_ack(struct fleet_outbox *o, uint64_t tag, bool multiple)
 {
     size_t kept = 0;
     size_t removed = 0;
+    size_t sent_below = o->sent_below;
 
     for (size_t i = 0; i < o->n; i++) {
         struct entry *e = at(o, i);
 
+        if (i == o->sent_below)
+            sent_below = kept;
         if (covers(e, tag, multiple)) {
             free(e->data);
             removed++;
@@ -172,6 +179,9 @@ size_t fleet_outbox_ack(struct fleet_outbox *o, uint64_t tag, bool multiple)
             *at(o, kept) = *e;
         kept++;
     }
+    if (o->sent_below >= o->n)
+        sent_below = kept;
+    o->sent_below = sent_below;
     o->n = kept;
     o->confirmed += removed;
     return removed;
@@ -186,6 +196,8 @@ size_t fleet_outbox_nack(struct fleet_outbox *o, uint64_t tag, bool multiple)
 
         if (covers(e, tag, multiple)) {
             e->tag = 0;
+            if (count == 0 && i < o->sent_below)
+                o->sent_below = i;
             count++;
         }
     }
@@ -199,6 +211,7 @@ void fleet_outbox_reset(struct fleet_outbox *o)
     for (size_t i = 0; i < o->n; i++)
         at(o, i)->tag = 0;
     o->unsent = o->n;
+    o->sent_below = 0;
     o->last_tag = 0;
 }
 

@@ -16,6 +16,8 @@
 #define NAME_LEN_MAX (FLEET_NAME_MAX - 1)
 #define LABEL_LEN_MAX (FLEET_LABEL_MAX - 1)
 #define LABEL_WANT "[A-Za-z0-9_.-]{1,63}"
+#define TIME_MIN_MS (-62167219200000LL) /* 0000-01-01T00:00:00.000Z */
+#define TIME_MAX_MS 253402300799999LL   /* 9999-12-31T23:59:59.999Z */
 
 /* ---- names ---- */
 
@@ -46,7 +48,7 @@ static bool name_valid(const char *s, bool allow_dot)
 
 bool fleet_node_name_valid(const char *s)
 {
-    return name_valid(s, false);
+    return name_valid(s, false) && strcmp(s, FLEET_NODE_RESERVED) != 0;
 }
 
 bool fleet_prefix_valid(const char *s)
@@ -72,7 +74,9 @@ int fleet_node_name_from_text(const char *host, char *buf, size_t len)
         buf[n++] = c;
     }
     buf[n] = '\0';
-    if (n == 0)
+    if (strcmp(buf, FLEET_NODE_RESERVED) == 0 && len > strlen(FLEET_NODE_RESERVED "-node"))
+        snprintf(buf, len, "%s", FLEET_NODE_RESERVED "-node");
+    else if (n == 0 || strcmp(buf, FLEET_NODE_RESERVED) == 0)
         snprintf(buf, len, "node");
     return 0;
 }
@@ -322,6 +326,7 @@ int fleet_time_parse(const char *text, int64_t *ret_ms)
     int year, mon, mday, hour, min, sec;
     int64_t ms = 0;
     int64_t offset_s = 0;
+    int64_t t_ms;
     time_t t;
 
     if (!p)
@@ -383,7 +388,11 @@ int fleet_time_parse(const char *text, int64_t *ret_ms)
     t = timegm(&tm);
     if (t == (time_t)-1 && !(year == 1969 && mon == 12 && mday == 31))
         return -EINVAL;
-    *ret_ms = ((int64_t)t - offset_s) * 1000 + ms;
+    /* an offset may carry it past what fleet_time_format() writes (four-digit years) */
+    t_ms = ((int64_t)t - offset_s) * 1000 + ms;
+    if (t_ms < TIME_MIN_MS || t_ms > TIME_MAX_MS)
+        return -EINVAL;
+    *ret_ms = t_ms;
     return 0;
 }
 

@@ -292,7 +292,8 @@ static int parse_target(const json_t *target, struct fleet_record *rec, struct c
             snprintf(field, sizeof(field), "target.nodes[%zu]", i);
             if (!fleet_node_name_valid(name))
                 return core_err_set(err, -EINVAL, field,
-                                    "%s is not a node name ([a-z0-9][a-z0-9_-]{0,62})", field);
+                                    "%s is not a node name ([a-z0-9][a-z0-9_-]{0,62}, not 'all')",
+                                    field);
             rec->nodes[i] = strdup(name);
             if (!rec->nodes[i])
                 return -ENOMEM;
@@ -372,7 +373,8 @@ int fleet_record_parse(const char *body, size_t len, struct fleet_record *ret, s
         if (!known) {
             char field[96];
 
-            snprintf(field, sizeof(field), "%.80s", key);
+            /* "" is the field of a body that is not an object: an empty name is shown quoted */
+            snprintf(field, sizeof(field), "%.80s", key[0] ? key : "\"\"");
             r = core_err_set(err, -EINVAL, field, "unknown member '%.80s' in record", key);
             goto out;
         }

@@ -270,6 +270,100 @@ static void test_outbox_ring_wraps_many_times(void **state)
     assert_int_equal(fleet_outbox_ack(o, tag, false), 1);
 }
 
+/* A plain model of the outbox: entries in push order, each with its seq and tag (0: unsent). */
+struct model {
+    size_t n;
+    uint64_t seq[8];
+    uint64_t tag[8];
+};
+
+static uint64_t next_random(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static void model_settle(struct model *m, uint64_t tag, bool multiple, bool ack)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < m->n; i++) {
+        bool hit = m->tag[i] != 0 && (multiple ? m->tag[i] <= tag : m->tag[i] == tag);
+
+        if (hit && ack)
+            continue;
+        m->seq[kept] = m->seq[i];
+        m->tag[kept] = hit ? 0 : m->tag[i];
+        kept++;
+    }
+    m->n = kept;
+}
+
+static void test_outbox_matches_model_under_random_operations(void **state)
+{
+    struct fleet_outbox *o = *state; /* capacity 8 */
+    struct model m = {0};
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    uint64_t seq = 0, tag = 0;
+
+    for (int step = 0; step < 20000; step++) {
+        uint64_t r = next_random(&x) % 100;
+        const struct fleet_outbox_msg *want;
+        size_t first = m.n;
+
+        if (r < 35) {
+            int dropped = m.n == 8;
+
+            assert_int_equal(push_seq(o, ++seq), dropped);
+            if (dropped) {
+                memmove(m.seq, m.seq + 1, 7 * sizeof(m.seq[0]));
+                memmove(m.tag, m.tag + 1, 7 * sizeof(m.tag[0]));
+                m.n--;
+            }
+            m.seq[m.n] = seq;
+            m.tag[m.n] = 0;
+            m.n++;
+        } else if (r < 70) {
+            for (size_t i = 0; i < m.n && first == m.n; i++)
+                if (m.tag[i] == 0)
+                    first = i;
+            if (first == m.n) {
+                assert_int_equal(fleet_outbox_sent(o, tag + 1), -ENOENT);
+            } else {
+                assert_int_equal(fleet_outbox_sent(o, ++tag), 0);
+                m.tag[first] = tag;
+            }
+        } else if (r < 97) {
+            uint64_t t = tag ? 1 + next_random(&x) % tag : 0;
+            bool multiple = next_random(&x) % 2;
+            bool ack = r < 90;
+
+            if (ack)
+                fleet_outbox_ack(o, t, multiple);
+            else
+                fleet_outbox_nack(o, t, multiple);
+            model_settle(&m, t, multiple, ack);
+        } else {
+            fleet_outbox_reset(o);
+            for (size_t i = 0; i < m.n; i++)
+                m.tag[i] = 0;
+            tag = 0;
+        }
+        assert_int_equal(fleet_outbox_depth(o), m.n);
+        first = m.n;
+        for (size_t i = 0; i < m.n && first == m.n; i++)
+            if (m.tag[i] == 0)
+                first = i;
+        want = fleet_outbox_next_unsent(o);
+        if (first == m.n)
+            assert_null(want);
+        else
+            assert_int_equal(want->seq, m.seq[first]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +377,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outbox_reset_after_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_overflow_drops_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_ring_wraps_many_times, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_matches_model_under_random_operations, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

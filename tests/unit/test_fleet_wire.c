@@ -235,7 +235,17 @@ static void test_time_format_and_parse(void **state)
     assert_int_equal(fleet_time_parse("2026-12-06T12:00:00.Z", &ms), -EINVAL);
     assert_int_equal(fleet_time_parse("2026-12-06T12:00:00Zjunk", &ms), -EINVAL);
     assert_int_equal(fleet_time_parse("", &ms), -EINVAL);
+    /* an offset must not carry the instant past a four-digit year: it could not be written back */
+    assert_int_equal(fleet_time_parse("0000-01-01T00:00:00+01:00", &ms), -EINVAL);
+    assert_int_equal(fleet_time_parse("9999-12-31T23:59:59-00:01", &ms), -EINVAL);
+    assert_int_equal(fleet_time_parse("9999-12-31T23:59:60Z", &ms), -EINVAL);
     assert_int_equal(ms, 42);
+    assert_int_equal(fleet_time_parse("0000-01-01T01:00:00+01:00", &ms), 0);
+    fleet_time_format(buf, sizeof(buf), ms);
+    assert_string_equal(buf, "0000-01-01T00:00:00.000Z");
+    assert_int_equal(fleet_time_parse("9999-12-31T23:59:59.999Z", &ms), 0);
+    fleet_time_format(buf, sizeof(buf), ms);
+    assert_string_equal(buf, "9999-12-31T23:59:59.999Z");
     assert_true(fleet_now_ms() > 1700000000000LL);
 }
 
@@ -571,6 +581,51 @@ static void expect_record_error(const char *body, const char *field, const char 
     fleet_record_fini(&r);
 }
 
+/* "rpc.all" is every node's key: no node may be named all, and no host name makes one. */
+static void test_node_name_all_is_reserved(void **state)
+{
+    char buf[FLEET_NAME_MAX];
+    char key[FLEET_KEY_MAX];
+    char small[4];
+    char nine[9];
+    struct core_err err = {0};
+    struct fleet_envelope e = {0};
+    const char *env = "{\"node\":\"all\",\"boot\":\"0123456789abcdef\",\"seq\":1,"
+                      "\"time\":\"2026-12-06T12:00:00.000Z\",\"kind\":\"node.bye\",\"data\":{}}";
+
+    (void)state;
+    assert_false(fleet_node_name_valid("all"));
+    assert_true(fleet_node_name_valid("all-node"));
+    assert_true(fleet_node_name_valid("all1"));
+    assert_true(fleet_node_name_valid("al"));
+    assert_true(fleet_node_name_valid("xall"));
+    assert_int_equal(fleet_rpc_key(key, sizeof(key), "all"), -EINVAL);
+    assert_int_equal(fleet_node_queue(key, sizeof(key), "sockserv", "all"), -EINVAL);
+    assert_int_equal(fleet_routing_key(key, sizeof(key), "all", "node.hello"), -EINVAL);
+    assert_int_equal(fleet_envelope_parse(env, strlen(env), &e, &err), -EINVAL);
+    assert_string_equal(err.field, "node");
+    expect_record_error("{\"target\":{\"nodes\":[\"all\"]}," CFG "}", "target.nodes[0]",
+                        "target.nodes[0] is not a node name ([a-z0-9][a-z0-9_-]{0,62}, not 'all')",
+                        false);
+
+    assert_int_equal(fleet_node_name_from_text("all", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "all-node");
+    assert_int_equal(fleet_node_name_from_text("ALL", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "all-node");
+    assert_int_equal(fleet_node_name_from_text("_-All", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "all-node");
+    assert_int_equal(fleet_node_name_from_text("all.example", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "all-example");
+    assert_int_equal(fleet_node_name_from_text("all", nine, sizeof(nine)), 0);
+    assert_string_equal(nine, "all-node");
+    /* cut to "all" by a short buffer: the "node" fallback, cut too */
+    assert_int_equal(fleet_node_name_from_text("allegro", small, sizeof(small)), 0);
+    assert_string_equal(small, "nod");
+    assert_true(fleet_node_name_valid(small));
+    assert_int_equal(fleet_node_name_from_text("all", nine, sizeof(nine) - 1), 0);
+    assert_string_equal(nine, "node");
+}
+
 static void test_record_parse_names_each_bad_field(void **state)
 {
     (void)state;
@@ -587,7 +642,8 @@ static void test_record_parse_names_each_bad_field(void **state)
                         "target.nodes must be an array of 1-1024 node names", false);
     expect_record_error("{\"target\":{\"nodes\":\"n1\"}," CFG "}", "target.nodes", NULL, false);
     expect_record_error("{\"target\":{\"nodes\":[\"n1\",\"N2\"]}," CFG "}", "target.nodes[1]",
-                        "target.nodes[1] is not a node name ([a-z0-9][a-z0-9_-]{0,62})", false);
+                        "target.nodes[1] is not a node name ([a-z0-9][a-z0-9_-]{0,62}, not 'all')",
+                        false);
     expect_record_error("{\"target\":{\"selector\":\"role\"}," CFG "}", "target.selector",
                         "selector term 'role' is not KEY=VALUE", false);
     expect_record_error("{\"target\":{\"selector\":7}," CFG "}", "target.selector", NULL, false);
@@ -596,6 +652,8 @@ static void test_record_parse_names_each_bad_field(void **state)
     expect_record_error("{\"target\":{\"all\":true,\"nodes\":[\"n1\"]}," CFG "}", "target",
                         "target.all cannot be combined with nodes or selector", false);
     /* the target is known: only the targeted nodes answer */
+    expect_record_error("{\"target\":{\"all\":true}," CFG ",\"\":1}", "\"\"",
+                        "unknown member '' in record", true);
     expect_record_error("{\"target\":{\"all\":true}}", "config",
                         "config must be an object (the body of PUT /api/v1/config)", true);
     expect_record_error("{\"target\":{\"all\":true},\"config\":[]}", "config", NULL, true);
@@ -1002,6 +1060,63 @@ static void test_pong_missing_members_named(void **state)
     assert_string_equal(err.field, "labels");
 }
 
+/* Every prefix of valid bodies, and each with one byte changed, is rejected cleanly or parsed
+ * (no crash, no leak under ASan), and a rejection always says why. */
+static void test_parsers_survive_truncated_and_mangled_bodies(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"node\":\"n1\",\"boot\":\"00112233aabbccdd\",\"seq\":3,\"time\":\"2026-12-06T12:00:"
+        "00.123Z\",\"kind\":\"listener.state\",\"data\":{\"id\":\"e1\"}}",
+        "{\"target\":{\"nodes\":[\"n1\"],\"selector\":\"role=edge\"}," CFG
+        ",\"if_match\":{\"n1\":\"\\\"1\\\"\"},\"issued_by\":\"a@b\",\"issued_at\":\"2026-12-"
+        "06T12:00:00Z\"}",
+        PONG_HEAD "\"applied_offset\":1,\"desired_offset\":2,\"last_result\":{\"node\":\"n1\","
+                  "\"boot\":\"00112233aabbccdd\",\"result\":\"applied\",\"offset\":2,\"revision\":"
+                  "3,\"etag\":\"x\",\"applied_offset\":2,\"problem\":null},\"listeners\":[]}",
+    };
+    static const char mangle[] = {'\0', '"', '{', '}', ',', 'x', '9', '-', '.', '\\'};
+
+    (void)state;
+    for (size_t b = 0; b < sizeof(bodies) / sizeof(bodies[0]); b++) {
+        size_t len = strlen(bodies[b]);
+        char *copy = malloc(len + 1);
+
+        assert_non_null(copy);
+        for (size_t cut = 0; cut <= len; cut++) {
+            for (size_t m = 0; m <= sizeof(mangle); m++) {
+                struct core_err err = {0};
+                struct fleet_envelope e;
+                struct fleet_record rec;
+                struct fleet_reply rep;
+                struct fleet_pong p;
+                size_t n = m == 0 ? cut : len;
+                char op[16];
+
+                memcpy(copy, bodies[b], len + 1);
+                if (m > 0 && cut < len)
+                    copy[cut] = mangle[m - 1];
+                else if (m > 0)
+                    continue;
+                if (fleet_envelope_parse(copy, n, &e, &err) == 0)
+                    fleet_envelope_fini(&e);
+                else
+                    assert_true(err.msg[0] != '\0');
+                if (fleet_record_parse(copy, n, &rec, &err) < 0)
+                    assert_true(err.msg[0] != '\0');
+                fleet_record_fini(&rec);
+                if (fleet_reply_parse(copy, n, &rep, &err) == 0)
+                    fleet_reply_fini(&rep);
+                if (fleet_pong_parse(copy, n, &p, &err) == 0)
+                    fleet_pong_fini(&p);
+                else
+                    assert_true(err.msg[0] != '\0');
+                (void)fleet_rpc_op(copy, n, op, sizeof(op), &err);
+            }
+        }
+        free(copy);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1029,6 +1144,7 @@ int main(void)
         cmocka_unit_test(test_seq_verdicts),
         cmocka_unit_test(test_record_parse_full),
         cmocka_unit_test(test_record_parse_names_each_bad_field),
+        cmocka_unit_test(test_node_name_all_is_reserved),
         cmocka_unit_test(test_record_parse_bad_field_keeps_target),
         cmocka_unit_test(test_record_targets),
         cmocka_unit_test(test_record_build_round_trip_and_errors),
@@ -1041,6 +1157,7 @@ int main(void)
         cmocka_unit_test(test_rpc_request_and_error),
         cmocka_unit_test(test_pong_parse),
         cmocka_unit_test(test_pong_missing_members_named),
+        cmocka_unit_test(test_parsers_survive_truncated_and_mangled_bodies),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
