@@ -13,7 +13,8 @@
 #   scripts/broker.sh pid DIR PORT        the broker's process id (exit 1 when none runs)
 #   scripts/broker.sh free-port [FROM [TO]]  the first PORT in FROM..TO (default 26000..29900, by
 #                                         steps of 20) with PORT..PORT+13 free on 127.0.0.1
-#   scripts/broker.sh run CMD [ARGS...]   starts one on free ports (from 26000) with its data in a
+#   scripts/broker.sh run CMD [ARGS...]   starts one on free ports (from $BROKER_PORT_FROM, default
+#                                         26000) with its data in a
 #                                         new temporary directory, runs CMD with
 #                                         SOCKSERV_TEST_AMQP=amqp://guest:guest@127.0.0.1:PORT/ and
 #                                         SOCKSERV_TEST_BROKER="DIR PORT" in its environment, then
@@ -83,9 +84,9 @@ if [ "$cmd" = run ]; then
     trap 'exit 130' INT
     trap 'exit 143' TERM
     # Another run may take the free range between the look-up and the start: then the next one.
-    from=26000
+    from=${BROKER_PORT_FROM:-26000}
     for attempt in 1 2 3; do
-        run_port=$("$script" free-port "$from" 27980)
+        run_port=$("$script" free-port "$from" "$((from + 1980))")
         if "$script" start "$run_dir" "$run_port"; then
             break
         fi

@@ -755,7 +755,7 @@ static const struct {
 } verbs[] = {
     {daemon_main, &daemon_command},     {cli_echo_main, &cli_echo_command},
     {cli_date_main, &cli_date_command}, {cli_backup_main, &cli_backup_command},
-    {cli_ctl_main, &cli_ctl_command},     {cli_fleet_main, &cli_fleet_command},
+    {cli_ctl_main, &cli_ctl_command},   {cli_fleet_main, &cli_fleet_command},
 };
 
 static void usage(void)

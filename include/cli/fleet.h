@@ -21,7 +21,7 @@
  *   5  apply: a targeted node did not answer within --wait (pending)
  *
  * This header is also the contract of the pieces the verbs are built from: the pure helpers
- * (fleet_fmt.c: patterns, --if-match, the tables, the event lines, the expected set, the exit
+ * (fleet_fmt.c: --if-match, the tables, the event lines, the expected set, the exit
  * status) that the unit tests drive without a broker, and the broker session (fleet_bus.c).
  * One thread: the command's.
  */
@@ -48,7 +48,6 @@
 #define CLI_FLEET_APPLY_WAIT_MS 15000
 #define CLI_FLEET_LS_WAIT_MS 2000
 #define CLI_FLEET_WAIT_MAX_MS (24LL * 3600 * 1000)
-#define CLI_FLEET_PATTERN_MAX 255    /* a routing key's length at most */
 #define CLI_FLEET_FILE_MAX (1 << 20) /* apply's FILE; PUT /api/v1/config takes as much */
 
 /*
@@ -62,13 +61,6 @@ int cli_fleet_main(int argc, char **argv);
 extern const struct cli_command cli_fleet_command;
 
 /* ---- pure helpers (fleet_fmt.c) ---- */
-
-/*
- * Whether text is a binding pattern watch takes: words of [a-z0-9_-], "*" or "#", separated by
- * '.', no empty word, at most CLI_FLEET_PATTERN_MAX bytes ("ev.#", "ev.*.listener.#",
- * "ev.n1.config.applied").
- */
-bool cli_fleet_pattern_valid(const char *text);
 
 /*
  * Adds "NODE=ETAG" (an --if-match) to if_match (a JSON object node -> ETag): NODE a valid node
@@ -101,8 +93,9 @@ char *cli_fleet_apply_render(const json_t *rows);
 /*
  * ls's table from a view document (fleet_view_json()): NODE STATE LABELS REVISION OFFSET
  * LISTENERS LAST-SEEN; LABELS as "k=v,k=v" (sorted), OFFSET the applied offset (then "/D" when
- * the desired offset differs), LISTENERS "running/total", LAST-SEEN as given. "no nodes" when
- * there is none. malloc'd text, or NULL.
+ * the desired offset differs), LISTENERS "running/total", LAST-SEEN as given; then, for each
+ * node in ERROR, "NODE: RESULT offset N: DETAIL (field: F)". "no nodes" when there is none.
+ * malloc'd text, or NULL.
  */
 char *cli_fleet_ls_render(const json_t *view);
 
@@ -169,8 +162,8 @@ void cli_fleet_bus_free(struct cli_fleet_bus *b);
  * its first record with a prefetch of 500, each delivery acknowledged once handled; otherwise
  * no_ack. Returns 0 or a negative errno with err.
  */
-int cli_fleet_bus_consume(struct cli_fleet_bus *b, int channel, const char *queue,
-                          bool from_first, struct core_err *err);
+int cli_fleet_bus_consume(struct cli_fleet_bus *b, int channel, const char *queue, bool from_first,
+                          struct core_err *err);
 
 /* Declares a viewer queue bound to PREFIX.events with pattern and consumes it on channel 1. */
 int cli_fleet_bus_watch(struct cli_fleet_bus *b, const char *prefix, const char *pattern,
@@ -192,6 +185,10 @@ void cli_fleet_bus_await(struct cli_fleet_bus *b, uint64_t tag);
 /* How tag was settled: 0 not yet, 1 acked, -EPROTO nacked, -ENOENT returned (unroutable; err
  * gets the broker's reply text). */
 int cli_fleet_bus_settled(const struct cli_fleet_bus *b, uint64_t tag, struct core_err *err);
+
+/* Whether the broker blocks the connection's publishers now (connection.blocked: a memory or
+ * disk alarm), with its reason in reason. */
+bool cli_fleet_bus_blocked(const struct cli_fleet_bus *b, char *reason, size_t len);
 
 /*
  * Runs the connection until deadline (cli_now_ms() time): returns 0 at the deadline, 1 when

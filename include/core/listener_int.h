@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "core/emitter.h"
 #include "core/listener.h"
 #include "core/runner.h"
 #include "core/service.h"
@@ -84,6 +85,7 @@ struct core_listener {
     struct core_events *events;
     struct core_metrics *metrics; /* MAP_SHARED: children of the process model add to it */
     struct core_svc_env env;
+    struct core_emitter emitter;  /* the sessions' events (env.emitter), to events */
     struct inst_ref *inst;        /* service instance while running */
     struct core_runner *runner;   /* while running */
     int lfd;                      /* while running: a dup of the runner's bound socket */

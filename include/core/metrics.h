@@ -32,6 +32,7 @@ enum core_counter {
     CORE_CTR_DATAGRAMS_DROPPED_REFLECTION,  /* of datagrams_dropped: from port 0 or a reflector's */
     CORE_CTR_DATAGRAMS_DROPPED_RATE_SOURCE, /* of datagrams_dropped: reply_rate_per_source passed */
     CORE_CTR_DATAGRAMS_DROPPED_RATE,        /* of datagrams_dropped: reply_rate passed */
+    CORE_CTR_EVENTS_DROPPED, /* events of the service's sessions lost on their way to the bus */
     CORE_CTR_COUNT
 };
 

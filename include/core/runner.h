@@ -17,9 +17,11 @@
  * The `process` model: a connection is served in a child process forked from the runner's
  * accepting thread. The child runs the service's session callbacks only (session_open to
  * session_close, through core_runner_serve_conn()), on its copy of the service instance as it
- * was at the fork, with no thread of its own and no fd but its connection and the wake fd; its
- * counters go to the listener's metrics, which live in MAP_SHARED memory, so the daemon sees
- * them at once. A service whose sessions share state through the instance must keep that state
+ * was at the fork, with no thread of its own and no fd but its connection, the wake fd and the
+ * sending end of the runner's event channel; its counters go to the listener's metrics, which
+ * live in MAP_SHARED memory, so the daemon sees them at once, and its sessions' events
+ * (core_svc_emit()) go over the channel to the accepting thread, which publishes them
+ * (core/emitter.h). A service whose sessions share state through the instance must keep that state
  * where processes share it, or refuse the model: the listener configuration refuses a model a
  * service lists in its refused_models (-EINVAL, field "model"); the runner itself checks
  * nothing. backup refuses none: what its sessions share lives in MAP_SHARED memory.
@@ -49,6 +51,9 @@ struct core_runner_ctx {
     /* Borrowed, outlive the runner; NULL: none (no per-source limit, no loop guard). */
     struct core_sources *sources; /* TCP: the listener's sources, shared with its other runners */
     struct core_endpoints *own;   /* UDP: this daemon's listening endpoints */
+    /* Borrowed, outlives the runner; NULL: none. The emitter of the instance's sessions: the
+     * `process` runner carries their events from its children to it (core/emitter.h). */
+    struct core_emitter *emitter;
 };
 
 /*
@@ -88,6 +93,7 @@ struct core_runner {
     struct core_metrics *m;
     struct core_sources *sources;    /* borrowed; may be NULL */
     struct core_endpoints *own;      /* borrowed; may be NULL */
+    struct core_emitter *emitter;    /* borrowed; may be NULL */
     struct core_fd_reserve *reserve; /* one fd per accepting thread; NULL without */
     int lfd;                         /* the listener's socket, owned; non-blocking for TCP */
     int wake_fd;                     /* eventfd, readable once the runner stops */

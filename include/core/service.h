@@ -32,6 +32,8 @@ enum core_verdict {
                              * read meanwhile */
 };
 
+struct core_emitter;
+
 /* What a service instance may know of the listener that runs it. Borrowed for the life of
  * the instance. */
 struct core_svc_env {
@@ -42,7 +44,22 @@ struct core_svc_env {
      * (the token file's directory, the revisions log) that no service may keep data in, above
      * or at; state_dir always counts. */
     const char *const *protected_paths;
+    /* Where the instance's sessions report events (core_svc_emit()); NULL: nowhere. */
+    struct core_emitter *emitter;
 };
+
+/*
+ * Reports an event from a session callback, under every model, for the daemon's event stream
+ * (GET /api/v1/events) and whoever else follows the event bus: type is "area.what" (at most 31
+ * bytes), data a JSON object (taken, also when the event is dropped) to which the listener's id
+ * is added as "listener". In the daemon the event is published at once; in a child of the
+ * `process` model it is handed to the daemon without blocking and without any lock of the
+ * daemon's, and dropped, counted in the listener's events_dropped, when the daemon has not
+ * kept up (or when it is larger than 4096 bytes as compact JSON). An event costs a JSON
+ * encoding and, in a child, one message: report what a user follows (a file stored), not
+ * every byte. em NULL: nothing happens. The instance's sessions, any model.
+ */
+void core_svc_emit(struct core_emitter *em, const char *type, json_t *data);
 
 /* The type of an option's value, as JSON carries it. */
 enum core_option_type {

@@ -180,8 +180,9 @@ void svc_backup_store_tmp_discard(struct svc_backup_store *s, struct svc_backup_
  * metadata record (size, sha256 when has_sha256, integrity, the time now), keeps the older
  * copy as a version (policy version), moves the file into place atomically and fsyncs the
  * directories. Either every step succeeds, or the store is as it was (an older copy is never
- * touched). Caller serialised. Returns 0 with *ret_version (the new copy's number) and
- * *ret_freed (bytes of the copy it dropped, policy replace), or -EEXIST (policy reject and the
+ * touched). Caller serialised. Returns 0 with *ret_version (the new copy's number),
+ * *ret_freed (bytes of the copy it dropped, policy replace) and ret_stored (NULL, or 32 bytes:
+ * the record's time, as svc_backup_entry.stored shows it), or -EEXIST (policy reject and the
  * name is taken, or the name is held by something that is not a regular file), -ENOSPC,
  * -EDQUOT, -EIO or another negative errno, with err saying why. The temporary file is
  * consumed either way; discard it afterwards to close its descriptor.
@@ -190,7 +191,7 @@ int svc_backup_store_commit(struct svc_backup_store *s, struct svc_backup_tmp *t
                             enum svc_backup_policy policy, bool has_sha256,
                             const uint8_t sha256[SVC_BACKUP_SHA256_LEN],
                             enum svc_backup_integrity integrity, uint32_t *ret_version,
-                            uint64_t *ret_freed, struct core_err *err);
+                            uint64_t *ret_freed, char *ret_stored, struct core_err *err);
 
 /*
  * Every stored copy: sorted by name, then by version, newest first (the current copy first).

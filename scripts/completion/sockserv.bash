@@ -3,7 +3,9 @@
 # Install: copy to /usr/share/bash-completion/completions/sockserv (or source it from
 # ~/.bashrc). Completes the commands, their options, the `ctl` verbs and flags, listener ids
 # (asked of the daemon with `sockserv ctl ls --json`, quietly and with a short timeout, using
-# the --api, --token-file and --cacert already on the line), and file names where a file is expected.
+# the --api, --token-file and --cacert already on the line), the `fleet` verbs and flags, node
+# names (asked of the broker with `sockserv fleet ls --json --wait 1s`, with the --amqp options
+# already on the line), and file names where a file is expected.
 
 _sockserv_ctl_ids()
 {
@@ -123,6 +125,84 @@ _sockserv_ctl()
     esac
 }
 
+_sockserv_fleet_nodes()
+{
+    local cmd=$1
+    shift
+    # node names are [a-z0-9_-]: pick them out of the JSON without a JSON tool
+    "$cmd" fleet "$@" ls --json --wait 1s 2>/dev/null |
+        sed -n 's/^ *"node": "\([a-z0-9_-]*\)",\{0,1\}$/\1/p'
+}
+
+_sockserv_fleet()
+{
+    local cur=$1 prev=$2 cword=$3
+    local verbs="apply ls watch"
+    local common="--amqp --amqp-credentials --amqp-cacert --amqp-cert --amqp-key --amqp-prefix --json --help --version"
+    local verb="" i w
+    local -a conn=()
+
+    for ((i = 2; i < cword; i++)); do
+        w=${COMP_WORDS[i]}
+        case $w in
+        --amqp | --amqp-credentials | --amqp-cacert | --amqp-cert | --amqp-key | --amqp-prefix)
+            conn+=("$w" "${COMP_WORDS[i + 1]}")
+            ((i++))
+            ;;
+        -f | --file | --node | --selector | --if-match | --wait | --count) ((i++)) ;;
+        --amqp=* | --amqp-credentials=* | --amqp-cacert=* | --amqp-cert=* | --amqp-key=* | --amqp-prefix=*)
+            conn+=("$w")
+            ;;
+        -*) ;;
+        *) [[ -z $verb ]] && verb=$w ;;
+        esac
+    done
+
+    case $prev in
+    -f | --file | --amqp-credentials | --amqp-cacert | --amqp-cert | --amqp-key)
+        COMPREPLY=($(compgen -f -- "$cur"))
+        compopt -o filenames 2>/dev/null
+        return
+        ;;
+    --amqp)
+        COMPREPLY=($(compgen -W "amqp:// amqps://" -- "$cur"))
+        compopt -o nospace 2>/dev/null
+        return
+        ;;
+    --wait)
+        COMPREPLY=($(compgen -W "500ms 2s 15s 1m" -- "$cur"))
+        return
+        ;;
+    --node)
+        COMPREPLY=($(compgen -W "$(_sockserv_fleet_nodes "${COMP_WORDS[0]}" "${conn[@]}")" -- "$cur"))
+        return
+        ;;
+    --amqp-prefix | --selector | --if-match | --count)
+        return
+        ;;
+    esac
+
+    if [[ -z $verb ]]; then
+        if [[ $cur == -* ]]; then
+            COMPREPLY=($(compgen -W "$common" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -W "$verbs" -- "$cur"))
+        fi
+        return
+    fi
+    local flags=""
+    case $verb in
+    apply) flags="-f --node --selector --all --if-match --wait" ;;
+    ls) flags="--wait" ;;
+    watch) flags="--count" ;;
+    esac
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$flags $common" -- "$cur"))
+    elif [[ $verb == watch ]]; then
+        COMPREPLY=($(compgen -W "ev.# ev.*.listener.# ev.*.config.# ev.*.node.#" -- "$cur"))
+    fi
+}
+
 _sockserv()
 {
     local cur prev cword
@@ -132,12 +212,15 @@ _sockserv()
     COMPREPLY=()
 
     if ((cword == 1)); then
-        COMPREPLY=($(compgen -W "daemon echo date backup ctl --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "daemon echo date backup ctl fleet --help --version" -- "$cur"))
         return
     fi
     case ${COMP_WORDS[1]} in
     ctl)
         _sockserv_ctl "$cur" "$prev" "$cword"
+        ;;
+    fleet)
+        _sockserv_fleet "$cur" "$prev" "$cword"
         ;;
     daemon)
         case $prev in

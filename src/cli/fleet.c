@@ -5,13 +5,13 @@
 #include "cli/fleet.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -35,6 +35,9 @@
 #define STATUS_INTERVAL_MS 10000
 /* A loop's slice: conditions are checked at least this often. */
 #define SLICE_MS 100
+/* watch: the first wait before reconnecting to a broker lost, doubled up to the second. */
+#define RETRY_FIRST_MS 500
+#define RETRY_MAX_MS 10000
 
 enum verb { APPLY, LS, WATCH, VERB_COUNT };
 
@@ -103,9 +106,7 @@ static const struct cli_verb verbs[VERB_COUNT] = {
                "NODE RESULT OFFSET REVISION DETAIL (applied, unchanged, rejected with the\n"
                "problem, conflict, or pending: no answer within --wait). The nodes waited\n"
                "for are those named and the known nodes (those that ever joined, and those\n"
-               "that answer a ping) that the selector matches.\n"
-               "Exit 0 every node applied or was unchanged, 1 one rejected, 3 a conflict,\n"
-               "5 a node did not answer in time.",
+               "that answer a ping) that the selector matches.",
                ARGS(0, 0, NULL)},
     [LS] = {"ls", "ls [--wait DURATION] [--json]", "list the fleet's nodes and their state",
             "Lists the nodes the fleet knows (those that ever joined) and those that answer a\n"
@@ -120,8 +121,9 @@ static const struct cli_verb verbs[VERB_COUNT] = {
                "Prints the events of every node as they come, one line each:\n"
                "TIME NODE KIND SUMMARY (with --json the event's JSON body). PATTERN picks\n"
                "them by routing key ev.NODE.AREA.WHAT: '*' one word, '#' any (default ev.#;\n"
-               "ev.*.listener.# every node's listener events, ev.n1.# node n1's). Ctrl-C\n"
-               "ends it (exit 0).",
+               "ev.*.listener.# every node's listener events, ev.n1.# node n1's). A broker\n"
+               "lost once watching is said on stderr and reconnected to (what happened in\n"
+               "between is not shown). Ctrl-C ends it (exit 0).",
                ARGS(0, 1, "PATTERN")},
 };
 
@@ -182,46 +184,19 @@ static int usage_error(const struct run *x, const char *fmt, ...)
     return cli_args_usage_error(&cli_fleet_command, (int)x->verb, "%s", msg);
 }
 
-/* A random UUID (version 4) as text. */
-static void make_uuid(char out[37])
-{
-    unsigned char u[16];
-    size_t got = 0;
-
-    while (got < sizeof(u)) {
-        ssize_t n = getrandom(u + got, sizeof(u) - got, 0);
-
-        if (n > 0)
-            got += (size_t)n;
-        else if (errno != EINTR)
-            break;
-    }
-    if (got < sizeof(u)) {
-        int64_t t = cli_now_ms() ^ (int64_t)getpid() << 20;
-
-        for (size_t i = 0; i < sizeof(u); i++)
-            u[i] = (unsigned char)(t >> (i % 8 * 8)) ^ (unsigned char)(i * 37);
-    }
-    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
-    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
-             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
-             u[15]);
-}
-
 /* ---- finding the nodes: the nodes stream and a ping to every node ---- */
 
 struct discover {
     struct run *x;
     struct fleet_view *view;
-    json_t *last_kind;   /* node -> the kind of its last record in the nodes stream */
-    json_t *ponged;      /* node -> true */
-    json_t *replies;     /* apply: node -> reply */
+    json_t *last_kind; /* node -> the kind of its last record in the nodes stream */
+    json_t *ponged;    /* node -> true */
+    json_t *pongs;     /* [{"body","at"}]: the pongs, in the order they came */
+    json_t *replies;   /* apply: node -> reply */
     const json_t *expected;
-    char ping_id[37];
-    char record_id[37];
-    int64_t stream_at;   /* when the nodes stream last delivered (or was subscribed) */
+    char ping_id[FLEET_UUID_LEN];
+    char record_id[FLEET_UUID_LEN];
+    int64_t stream_at; /* when the nodes stream last delivered (or was subscribed) */
 };
 
 static int on_message(void *ctx, const struct cli_fleet_msg *m)
@@ -244,9 +219,12 @@ static int on_message(void *ctx, const struct cli_fleet_msg *m)
         json_t *pong = json_loadb(m->body, m->len, 0, NULL);
         const char *node = json_string_value(json_object_get(pong, "node"));
 
-        fleet_view_on_pong(d->view, m->body, m->len, fleet_view_now_ms());
-        if (node)
+        /* fed to the view once the stream is read: its records are older than any pong */
+        if (node && json_is_object(pong)) {
             json_object_set_new(d->ponged, node, json_true());
+            json_array_append_new(d->pongs, json_pack("{s:s%, s:I}", "body", m->body, m->len, "at",
+                                                      (json_int_t)fleet_view_now_ms()));
+        }
         json_decref(pong);
         return 0;
     }
@@ -291,13 +269,16 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
 {
     char nodes[300];
     struct core_err err = {0};
-    int64_t start = cli_now_ms(), end = start + window_ms, hard = end + STREAM_MAX_MS;
+    int64_t start = cli_now_ms(), end = start + window_ms, hard = end + STREAM_MAX_MS, pinged;
+    const json_t *pong;
+    size_t i;
     int r;
 
     snprintf(nodes, sizeof(nodes), "%s.nodes", x->prefix);
-    make_uuid(d->ping_id);
+    fleet_uuid(d->ping_id);
     fleet_view_set_connected(d->view, true);
-    fleet_view_set_ping_timeout(d->view, window_ms);
+    /* the wall clock the view reads may lag the monotonic one this loop ends by */
+    fleet_view_set_ping_timeout(d->view, window_ms > 200 ? window_ms - 50 : window_ms);
     r = cli_fleet_bus_consume(x->bus, 2, nodes, true, &err);
     if (r == 0) {
         char rpc[300];
@@ -316,19 +297,28 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
     }
     if (r < 0)
         return fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
-    fleet_view_ping_sent(d->view, NULL, fleet_view_now_ms());
+    pinged = fleet_view_now_ms();
     d->stream_at = cli_now_ms();
     for (;;) {
         int64_t now = cli_now_ms();
 
-        if (now - d->stream_at >= STREAM_IDLE_MS && (now >= end || live_ones_answered(d)))
-            return 0;
-        if (now >= hard)
-            return 0;
+        if ((now - d->stream_at >= STREAM_IDLE_MS && (now >= end || live_ones_answered(d))) ||
+            now >= hard)
+            break;
         r = cli_fleet_bus_run(x->bus, now + SLICE_MS, on_message, d, -1, &err);
         if (r < 0)
             return fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
     }
+    /* every node known now was asked: those silent since are offline */
+    fleet_view_ping_sent(d->view, NULL, pinged);
+    json_array_foreach(d->pongs, i, pong)
+    {
+        const char *body = json_string_value(json_object_get(pong, "body"));
+
+        fleet_view_on_pong(d->view, body, strlen(body),
+                           (int64_t)json_integer_value(json_object_get(pong, "at")));
+    }
+    return 0;
 }
 
 static int discover_init(struct discover *d, struct run *x)
@@ -337,8 +327,9 @@ static int discover_init(struct discover *d, struct run *x)
     d->x = x;
     d->last_kind = json_object();
     d->ponged = json_object();
+    d->pongs = json_array();
     d->replies = json_object();
-    if (!d->last_kind || !d->ponged || !d->replies ||
+    if (!d->last_kind || !d->ponged || !d->pongs || !d->replies ||
         fleet_view_new(STATUS_INTERVAL_MS, &d->view) < 0)
         return fail(CLI_EXIT_FAILURE, "out of memory");
     return 0;
@@ -349,34 +340,61 @@ static void discover_fini(struct discover *d)
     fleet_view_free(d->view);
     json_decref(d->last_kind);
     json_decref(d->ponged);
+    json_decref(d->pongs);
     json_decref(d->replies);
 }
 
 /* ---- apply ---- */
 
-/* Reads FILE ("-": standard input): a JSON object. Returns 0 with *ret, or 2 after saying why. */
+/*
+ * Reads FILE ("-": standard input): a JSON object of at most CLI_FLEET_FILE_MAX bytes (what PUT
+ * /api/v1/config takes). Returns 0 with *ret, or 2 after saying why.
+ */
 static int read_config(const char *path, json_t **ret)
 {
     bool stdin_ = strcmp(path, "-") == 0;
+    const char *name = stdin_ ? "standard input" : path;
     FILE *f = stdin_ ? stdin : fopen(path, "re");
+    char *buf = NULL;
+    size_t len = 0;
     json_error_t jerr;
-    json_t *doc;
+    json_t *doc = NULL;
+    int r = CLI_FLEET_EXIT_USAGE;
 
     if (!f)
         return fail(CLI_FLEET_EXIT_USAGE, "%s: %s", path, strerror(errno));
-    doc = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
-    if (!stdin_)
-        fclose(f);
-    if (!doc)
-        return fail(CLI_FLEET_EXIT_USAGE, "%s: line %d, column %d: %s",
-                    stdin_ ? "standard input" : path, jerr.line, jerr.column, jerr.text);
+    buf = malloc(CLI_FLEET_FILE_MAX + 1);
+    if (!buf) {
+        r = fail(CLI_EXIT_FAILURE, "out of memory");
+        goto out;
+    }
+    len = fread(buf, 1, CLI_FLEET_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        fail(r, "%s: %s", name, strerror(errno));
+        goto out;
+    }
+    if (len > CLI_FLEET_FILE_MAX) {
+        fail(r, "%s: larger than %d bytes (what PUT /api/v1/config takes)", name,
+             CLI_FLEET_FILE_MAX);
+        goto out;
+    }
+    doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc) {
+        fail(r, "%s: line %d, column %d: %s", name, jerr.line, jerr.column, jerr.text);
+        goto out;
+    }
     if (!json_is_object(doc)) {
+        fail(r, "%s: not a JSON object ({\"listeners\": [...]})", name);
         json_decref(doc);
-        return fail(CLI_FLEET_EXIT_USAGE, "%s: not a JSON object ({\"listeners\": [...]})",
-                    stdin_ ? "standard input" : path);
+        goto out;
     }
     *ret = doc;
-    return 0;
+    r = 0;
+out:
+    free(buf);
+    if (!stdin_)
+        fclose(f);
+    return r;
 }
 
 /* "user@host" of who runs the command. */
@@ -463,6 +481,8 @@ static int print_rows(struct run *x, json_t *rows)
             free(text);
             return fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno));
         }
+    } else if (json_array_size(rows) == 0) {
+        return 0; /* said on stderr: no node is targeted */
     } else {
         text = cli_fleet_apply_render(rows);
         if (text)
@@ -471,7 +491,8 @@ static int print_rows(struct run *x, json_t *rows)
     if (!text)
         return fail(CLI_EXIT_FAILURE, "out of memory");
     free(text);
-    return fflush(stdout) == 0 ? 0 : fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno));
+    return fflush(stdout) == 0 ? 0
+                               : fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno));
 }
 
 static int run_apply(struct run *x)
@@ -534,7 +555,7 @@ static int run_apply(struct run *x)
     d.expected = expected;
 
     /* the record, confirmed by the broker (mandatory: a missing stream comes back) */
-    make_uuid(d.record_id);
+    fleet_uuid(d.record_id);
     snprintf(desired, sizeof(desired), "%s.desired", x->prefix);
     r = cli_fleet_bus_publish(x->bus,
                               &(struct fleet_amqp_msg){.exchange = "",
@@ -568,8 +589,17 @@ static int run_apply(struct run *x)
         if (r > 0)
             break;
         if (cli_now_ms() >= deadline) {
-            r = fail(CLI_FLEET_EXIT_BROKER,
-                     "the broker did not take the record: no confirm in %d s", CONFIRM_MS / 1000);
+            char why[128];
+
+            if (cli_fleet_bus_blocked(x->bus, why, sizeof(why)))
+                r = fail(CLI_FLEET_EXIT_BROKER,
+                         "the broker has not confirmed the record: it blocks publishers (%s); it "
+                         "may still take it when the alarm clears",
+                         why);
+            else
+                r = fail(CLI_FLEET_EXIT_BROKER,
+                         "the broker has not confirmed the record in %d s; it may still take it",
+                         CONFIRM_MS / 1000);
             goto out;
         }
     }
@@ -701,10 +731,11 @@ static int run_watch(struct run *x)
     const char *pattern = x->a.npos > 0 ? x->a.pos[0] : "ev.#";
     struct watch w = {.json = x->json};
     struct core_err err = {0};
+    bool ever = false, lost = false;
     sigset_t mask;
     int sfd, r;
 
-    if (!cli_fleet_pattern_valid(pattern))
+    if (!fleet_pattern_valid(pattern))
         return usage_error(x,
                            "PATTERN '%s': words of a-z, 0-9, '_' and '-', or '*' or '#', "
                            "separated by '.' (ev.*.listener.#)",
@@ -720,26 +751,41 @@ static int run_watch(struct run *x)
     sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
         return fail(CLI_EXIT_FAILURE, "signalfd: %s", strerror(errno));
-    r = cli_fleet_bus_open(&x->conf, x->prefix, &x->bus, &err);
-    if (r == 0)
-        r = cli_fleet_bus_watch(x->bus, x->prefix, pattern, &err);
-    if (r < 0) {
-        r = fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
-        goto out;
-    }
-    for (;;) {
-        r = cli_fleet_bus_run(x->bus, cli_now_ms() + 3600 * 1000, on_event, &w, sfd, &err);
+    for (int64_t backoff = RETRY_FIRST_MS;;) {
+        r = cli_fleet_bus_open(&x->conf, x->prefix, &x->bus, &err);
         if (r == 0)
-            continue;
-        if (r < 0)
+            r = cli_fleet_bus_watch(x->bus, x->prefix, pattern, &err);
+        if (r == 0) {
+            if (lost)
+                fprintf(stderr, "sockserv fleet: watching again (events in between are lost)\n");
+            ever = true;
+            lost = false;
+            backoff = RETRY_FIRST_MS;
+            do
+                r = cli_fleet_bus_run(x->bus, cli_now_ms() + 3600 * 1000, on_event, &w, sfd, &err);
+            while (r == 0);
+        }
+        if (r > 0) {
+            r = w.out_failed ? fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno))
+                             : 0; /* --count reached, or SIGINT/SIGTERM */
+            break;
+        }
+        /* the broker: refused at start, or lost; once watching, keep trying */
+        if (!ever) {
             r = fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
-        else if (w.out_failed)
-            r = fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno));
-        else
-            r = 0; /* --count reached, or SIGINT/SIGTERM */
-        break;
+            break;
+        }
+        if (!lost)
+            fprintf(stderr, "sockserv fleet: %s; reconnecting\n", err.msg);
+        lost = true;
+        cli_fleet_bus_free(x->bus);
+        x->bus = NULL;
+        if (poll(&(struct pollfd){.fd = sfd, .events = POLLIN}, 1, (int)backoff) > 0) {
+            r = 0;
+            break;
+        }
+        backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
     }
-out:
     close(sfd);
     return r;
 }
@@ -768,14 +814,14 @@ static int parse(int argc, char **argv, struct run *x)
     url = x->a.seen[OPT_AMQP] ? x->a.val[OPT_AMQP] : getenv(CLI_FLEET_ENV_AMQP);
     if (!url || !*url)
         url = CLI_FLEET_DEFAULT_AMQP;
-    r = fleet_amqp_opts_check(&(struct fleet_amqp_opts){.url = url,
-                                                        .credentials_file =
-                                                            x->a.val[OPT_CREDENTIALS],
-                                                        .cacert = x->a.val[OPT_CACERT],
-                                                        .cert = x->a.val[OPT_CERT],
-                                                        .key = x->a.val[OPT_KEY],
-                                                        .connection_name = "sockserv fleet"},
-                              &x->conf, &err);
+    r = fleet_amqp_opts_check(
+        &(struct fleet_amqp_opts){.url = url,
+                                  .credentials_file = x->a.val[OPT_CREDENTIALS],
+                                  .cacert = x->a.val[OPT_CACERT],
+                                  .cert = x->a.val[OPT_CERT],
+                                  .key = x->a.val[OPT_KEY],
+                                  .connection_name = "sockserv fleet"},
+        &x->conf, &err);
     if (r < 0)
         return usage_error(x, "%s", err.msg);
     return CLI_ARGS_GO_ON;

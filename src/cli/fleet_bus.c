@@ -38,18 +38,20 @@ struct assembly {
 struct cli_fleet_bus {
     amqp_connection_state_t c;
     int heartbeat_s;
-    bool sound;                  /* no error seen: close gracefully */
-    bool channel2_open;          /* channel 2 was opened */
-    bool manual_ack[CHANNELS];   /* deliveries on the channel are acknowledged once handled */
-    bool confirming;             /* channel 1 is in confirm mode */
-    uint64_t published;          /* the last delivery tag given on channel 1 */
-    uint64_t await_tag;          /* run() returns once this one is settled; 0: none */
-    uint64_t acked_upto;         /* tags up to this one were acked (multiple) */
-    uint64_t acked[16];          /* single acks above acked_upto (a small ring) */
-    uint64_t nacked;             /* the last nacked tag (settles the awaited one negatively) */
-    bool returned;               /* a mandatory message came back (before its ack) */
-    uint64_t returned_tag;       /* the tag that was awaited when it came back */
-    char returned_text[256];     /* "312 NO_ROUTE" */
+    bool sound;   /* no error seen: close gracefully */
+    bool blocked; /* the broker blocks publishers (connection.blocked) */
+    char blocked_reason[128];
+    bool channel2_open;        /* channel 2 was opened */
+    bool manual_ack[CHANNELS]; /* deliveries on the channel are acknowledged once handled */
+    bool confirming;           /* channel 1 is in confirm mode */
+    uint64_t published;        /* the last delivery tag given on channel 1 */
+    uint64_t await_tag;        /* run() returns once this one is settled; 0: none */
+    uint64_t acked_upto;       /* tags up to this one were acked (multiple) */
+    uint64_t acked[16];        /* single acks above acked_upto (a small ring) */
+    uint64_t nacked;           /* the last nacked tag (settles the awaited one negatively) */
+    bool returned;             /* a mandatory message came back (before its ack) */
+    uint64_t returned_tag;     /* the tag that was awaited when it came back */
+    char returned_text[256];   /* "312 NO_ROUTE" */
     struct assembly asm_[CHANNELS];
 };
 
@@ -88,6 +90,9 @@ void cli_fleet_bus_free(struct cli_fleet_bus *b)
 {
     if (!b)
         return;
+    /* a blocked connection is not read by the broker: its close handshake would time out */
+    if (b->blocked)
+        b->sound = false;
     if (b->c && b->sound && b->channel2_open)
         (void)amqp_channel_close(b->c, 2, AMQP_REPLY_SUCCESS);
     fleet_amqp_close(b->c, b->sound);
@@ -96,8 +101,8 @@ void cli_fleet_bus_free(struct cli_fleet_bus *b)
     free(b);
 }
 
-int cli_fleet_bus_consume(struct cli_fleet_bus *b, int channel, const char *queue,
-                          bool from_first, struct core_err *err)
+int cli_fleet_bus_consume(struct cli_fleet_bus *b, int channel, const char *queue, bool from_first,
+                          struct core_err *err)
 {
     struct fleet_amqp_consume_opts o = {.no_ack = !from_first};
     int r;
@@ -197,6 +202,13 @@ int cli_fleet_bus_settled(const struct cli_fleet_bus *b, uint64_t tag, struct co
     if (b->returned && b->returned_tag == tag)
         return core_err_set(err, -ENOENT, NULL, "the broker returned it: %s", b->returned_text);
     return 1;
+}
+
+bool cli_fleet_bus_blocked(const struct cli_fleet_bus *b, char *reason, size_t len)
+{
+    if (b->blocked)
+        snprintf(reason, len, "%s", b->blocked_reason[0] ? b->blocked_reason : "no reason given");
+    return b->blocked;
 }
 
 /* ---- frames ---- */
@@ -299,9 +311,16 @@ static int on_method(struct cli_fleet_bus *b, const amqp_frame_t *f, struct core
         on_confirm(b, nack->delivery_tag, nack->multiple, false);
         return 0;
     }
-    case AMQP_CONNECTION_BLOCKED_METHOD:
-    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+    case AMQP_CONNECTION_BLOCKED_METHOD: {
+        const amqp_connection_blocked_t *bl = m->decoded;
+
         /* the command publishes at most twice: a blocked publish stays bounded by SO_SNDTIMEO */
+        b->blocked = true;
+        fleet_amqp_bytes_str(bl->reason, b->blocked_reason, sizeof(b->blocked_reason));
+        return 0;
+    }
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        b->blocked = false;
         return 0;
     case AMQP_BASIC_CANCEL_METHOD:
         return core_err_set(err, -ECONNRESET, NULL,
@@ -335,8 +354,8 @@ static int on_method(struct cli_fleet_bus *b, const amqp_frame_t *f, struct core
     }
 }
 
-static int on_frame(struct cli_fleet_bus *b, const amqp_frame_t *f, cli_fleet_msg_fn fn,
-                    void *ctx, struct core_err *err)
+static int on_frame(struct cli_fleet_bus *b, const amqp_frame_t *f, cli_fleet_msg_fn fn, void *ctx,
+                    struct core_err *err)
 {
     struct assembly *a = f->channel < CHANNELS ? &b->asm_[f->channel] : NULL;
 

@@ -1,5 +1,5 @@
 /*
- * The pure parts of `sockserv fleet`: binding patterns, --if-match values, apply's rows, tables
+ * The pure parts of `sockserv fleet`: --if-match values, apply's rows, tables
  * and exit status, ls's table, watch's lines and the set of nodes apply waits for. No broker,
  * no I/O: the unit tests drive them directly.
  */
@@ -14,36 +14,7 @@
 #include "cli/ctl.h"
 #include "fleet/wire.h"
 
-/* ---- patterns and --if-match ---- */
-
-static bool is_word_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-}
-
-bool cli_fleet_pattern_valid(const char *text)
-{
-    size_t len = text ? strlen(text) : 0;
-    const char *p = text;
-
-    if (len == 0 || len > CLI_FLEET_PATTERN_MAX)
-        return false;
-    for (;;) {
-        size_t n = strcspn(p, ".");
-
-        if (n == 0)
-            return false;
-        if (!((n == 1 && (*p == '*' || *p == '#')))) {
-            for (size_t i = 0; i < n; i++)
-                if (!is_word_char(p[i]))
-                    return false;
-        }
-        p += n;
-        if (*p == '\0')
-            return true;
-        p++; /* the '.' */
-    }
-}
+/* ---- --if-match ---- */
 
 int cli_fleet_if_match_add(json_t *if_match, const char *text, struct core_err *err)
 {
@@ -69,9 +40,8 @@ int cli_fleet_if_match_add(json_t *if_match, const char *text, struct core_err *
                             "--if-match '%s': ETAG is a strong ETag as the API gives it (\"7\")",
                             text);
     if (eq[1] == '"') {
-        if (elen < 3 || eq[elen] != '"' || memchr(eq + 2, '"', elen - 2) != eq + elen)
-            return core_err_set(err, -EINVAL, "if_match", "--if-match '%s': malformed ETag",
-                                text);
+        if (elen < 3 || eq[elen] != '"' || memchr(eq + 2, '"', elen - 1) != eq + elen)
+            return core_err_set(err, -EINVAL, "if_match", "--if-match '%s': malformed ETag", text);
         snprintf(etag, sizeof(etag), "%s", eq + 1);
     } else {
         for (const char *p = eq + 1; *p; p++)
@@ -190,7 +160,10 @@ static void problem_line(const json_t *problem, char *buf, size_t len)
     const char *title = json_string_value(json_object_get(problem, "title"));
     const char *field = json_string_value(json_object_get(problem, "field"));
 
-    snprintf(buf, len, "%s%s%s%s", detail ? detail : title ? title : "rejected",
+    snprintf(buf, len, "%s%s%s%s",
+             detail  ? detail
+             : title ? title
+                     : "rejected",
              field ? " (field: " : "", field ? field : "", field ? ")" : "");
 }
 
@@ -228,8 +201,8 @@ char *cli_fleet_apply_render(const json_t *rows)
                      json_string_value(json_object_get(row, "error")));
         else
             snprintf(detail, sizeof(detail), "-");
-        if (cli_ctl_table_add(&t, (const char *const[]){node ? node : "?", res, offset, revision,
-                                                        detail}) < 0)
+        if (cli_ctl_table_add(
+                &t, (const char *const[]){node ? node : "?", res, offset, revision, detail}) < 0)
             goto out;
     }
     text = cli_ctl_table_render(&t);
@@ -300,7 +273,8 @@ char *cli_fleet_ls_render(const json_t *view)
         int_cell(json_object_get(node, "revision"), revision, sizeof(revision));
         int_cell(applied, offset, sizeof(offset));
         if (json_is_integer(desired) &&
-            (!json_is_integer(applied) || json_integer_value(desired) != json_integer_value(applied)))
+            (!json_is_integer(applied) ||
+             json_integer_value(desired) != json_integer_value(applied)))
             snprintf(offset + strlen(offset), sizeof(offset) - strlen(offset),
                      "/%" JSON_INTEGER_FORMAT, json_integer_value(desired));
         json_array_foreach(listeners, k, l)
@@ -319,6 +293,31 @@ char *cli_fleet_ls_render(const json_t *view)
             goto out;
     }
     text = cli_ctl_table_render(&t);
+    /* why a node is in ERROR: its last result's problem, below the table */
+    json_array_foreach(nodes, i, node)
+    {
+        const json_t *last = json_object_get(node, "last_result");
+        const char *state = json_string_value(json_object_get(node, "state"));
+        const char *result = json_string_value(json_object_get(last, "result"));
+        char detail[512], offset[32], *more;
+
+        if (!text || !state || strcmp(state, "ERROR") != 0 || !result)
+            continue;
+        int_cell(json_object_get(last, "offset"), offset, sizeof(offset));
+        if (json_is_object(json_object_get(last, "problem")))
+            problem_line(json_object_get(last, "problem"), detail, sizeof(detail));
+        else
+            snprintf(detail, sizeof(detail), "-");
+        if (asprintf(&more, "%s%s: %s offset %s: %s\n", text,
+                     json_string_value(json_object_get(node, "node")), result, offset,
+                     detail) < 0) {
+            free(text);
+            text = NULL;
+            break;
+        }
+        free(text);
+        text = more;
+    }
 out:
     cli_ctl_table_fini(&t);
     return text;

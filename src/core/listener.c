@@ -151,8 +151,11 @@ int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir
     l->events = events;
     l->lfd = -1;
     core_metrics_init(l->metrics);
-    l->env =
-        (struct core_svc_env){.listener_id = l->id, .state_dir = state_dir, .metrics = l->metrics};
+    core_emitter_init(&l->emitter, events, l->id, l->metrics);
+    l->env = (struct core_svc_env){.listener_id = l->id,
+                                   .state_dir = state_dir,
+                                   .metrics = l->metrics,
+                                   .emitter = &l->emitter};
     pthread_mutex_init(&l->lock, NULL);
     l->state = CORE_STATE_STOPPED;
     clock_gettime(CLOCK_REALTIME, &l->since);
@@ -228,7 +231,8 @@ int core_listener_runner_start(struct core_listener *l, const struct core_listen
                                                        .metrics = l->metrics,
                                                        .fd = fd,
                                                        .sources = l->sources,
-                                                       .own = l->own},
+                                                       .own = l->own,
+                                                       .emitter = &l->emitter},
                              ret, err);
 }
 

@@ -281,6 +281,7 @@ int core_runner_new(size_t size, const struct core_runner_ctx *ctx,
     r->m = ctx->metrics;
     r->sources = ctx->sources;
     r->own = ctx->own;
+    r->emitter = ctx->emitter;
     r->lfd = ctx->fd;
     r->wake_fd = -1;
     r->drain_fd = -1;

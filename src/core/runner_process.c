@@ -5,6 +5,10 @@
  * starts a thread. The counters live in memory the listener shares with its children
  * (MAP_SHARED), so the child's atomic additions are seen by the daemon at once.
  *
+ * A child's sessions report events (core_svc_emit()) over the runner's event channel, a socket
+ * pair whose receiving end the acceptor polls and publishes from; the child keeps the sending
+ * end and never blocks on it (a full channel drops the event, counted).
+ *
  * The parent keeps one pidfd per child in its poll set and reaps a child as soon as it ends;
  * the connection gauge is kept by the parent (raised before the fork, lowered at the reap), so
  * it stays right whatever way a child ends. Stop writes the wake eventfd, which every child
@@ -29,10 +33,13 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/emitter.h"
 #include "core/log.h"
 
 #define STOP_GRACE_MS 500
 #define DRAIN_DEADLINE_MS 30000
+#define POLL_FIXED 4  /* wake, drain, listening socket, event channel; then the children */
+#define PUMP_BATCH 64 /* event messages published at a time between the other fds' turns */
 
 struct child {
     pid_t pid;
@@ -46,21 +53,38 @@ struct proc_runner {
     /* Owned by the acceptor thread only; read by stop after the join. */
     struct child *children;
     unsigned n_children, cap_children;
-    struct pollfd *polls; /* 3 + cap_children */
+    struct pollfd *polls; /* POLL_FIXED + cap_children */
+
+    /* The event channel (-1 without an emitter): the acceptor reads emit_rfd; the children
+     * keep emit_wfd. Both closed by destroy, after every child ended. */
+    int emit_rfd, emit_wfd;
 };
 
 /* ---- the child: one session, no threads ---- */
 
-/* Closes every fd from 3 up except keep[0] and keep[1]. */
-static void close_all_but(int a, int b)
+/* Closes every fd from 3 up except the n (<= 3) of keep that are >= 0. */
+static void close_all_but(const int *keep, unsigned n)
 {
-    int lo = a < b ? a : b, hi = a < b ? b : a;
+    unsigned from = 3, k = 0;
+    int v[3];
 
-    if (lo > 3)
-        (void)syscall(SYS_close_range, 3u, (unsigned)lo - 1, 0u);
-    if (hi > lo + 1)
-        (void)syscall(SYS_close_range, (unsigned)lo + 1, (unsigned)hi - 1, 0u);
-    (void)syscall(SYS_close_range, (unsigned)hi + 1, ~0u, 0u);
+    for (unsigned i = 0; i < n; i++) {
+        if (keep[i] < 0)
+            continue;
+        /* insertion sort: ascending */
+        unsigned j = k++;
+
+        for (; j > 0 && v[j - 1] > keep[i]; j--)
+            v[j] = v[j - 1];
+        v[j] = keep[i];
+    }
+    for (unsigned i = 0; i < k; i++) {
+        if ((unsigned)v[i] > from)
+            (void)syscall(SYS_close_range, from, (unsigned)v[i] - 1, 0u);
+        if ((unsigned)v[i] + 1 > from)
+            from = (unsigned)v[i] + 1;
+    }
+    (void)syscall(SYS_close_range, from, ~0u, 0u);
 }
 
 static _Noreturn void child_main(struct proc_runner *rn, int fd, uint64_t accepted_ns, pid_t parent)
@@ -69,8 +93,9 @@ static _Noreturn void child_main(struct proc_runner *rn, int fd, uint64_t accept
     sigset_t none;
 
     const struct core_conn_ctx c = core_runner_conn_ctx(&rn->base);
+    const int keep[] = {fd, rn->base.wake_fd, rn->emit_wfd};
 
-    close_all_but(fd, rn->base.wake_fd);
+    close_all_but(keep, sizeof(keep) / sizeof(keep[0]));
     for (int s = 1; s < NSIG; s++)
         if (s != SIGKILL && s != SIGSTOP)
             (void)sigaction(s, &dfl, NULL);
@@ -80,6 +105,8 @@ static _Noreturn void child_main(struct proc_runner *rn, int fd, uint64_t accept
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(1);
+    if (rn->emit_wfd >= 0)
+        core_emitter_child(rn->base.emitter, rn->emit_wfd);
     /* The gauge and the total are the parent's. */
     core_runner_serve_conn(&c, fd, accepted_ns);
     _exit(0);
@@ -123,7 +150,7 @@ static void spawn(struct proc_runner *rn, struct core_accepted *a)
     if (rn->n_children == rn->cap_children) {
         unsigned cap = rn->cap_children * 2;
         struct child *c = realloc(rn->children, cap * sizeof(*c));
-        struct pollfd *p = c ? realloc(rn->polls, (cap + 3) * sizeof(*p)) : NULL;
+        struct pollfd *p = c ? realloc(rn->polls, (cap + POLL_FIXED) * sizeof(*p)) : NULL;
 
         if (c)
             rn->children = c;
@@ -198,6 +225,7 @@ static void *acceptor_main(void *arg)
         p[n++] = (struct pollfd){.fd = b->wake_fd, .events = POLLIN};
         p[n++] = (struct pollfd){.fd = draining ? -1 : b->drain_fd, .events = POLLIN};
         p[n++] = (struct pollfd){.fd = draining ? -1 : b->lfd, .events = POLLIN};
+        p[n++] = (struct pollfd){.fd = rn->emit_rfd, .events = POLLIN};
         for (unsigned i = 0; i < rn->n_children; i++)
             p[n++] = (struct pollfd){.fd = rn->children[i].pidfd, .events = POLLIN};
         if (draining) {
@@ -223,6 +251,8 @@ static void *acceptor_main(void *arg)
                                   : DRAIN_DEADLINE_MS);
             continue;
         }
+        if (p[3].revents)
+            (void)core_emitter_pump(b->emitter, rn->emit_rfd, PUMP_BATCH);
         reap(rn);
         if (!p[2].revents)
             continue;
@@ -235,6 +265,10 @@ static void *acceptor_main(void *arg)
     /* Stopped, or drained past its deadline: every child still alive is cut. */
     core_runner_signal(b->wake_fd);
     reap_all(rn, STOP_GRACE_MS);
+    /* What the children reported before they ended. */
+    if (rn->emit_rfd >= 0)
+        while (core_emitter_pump(b->emitter, rn->emit_rfd, PUMP_BATCH) > 0)
+            ;
     core_runner_accepting_ended(b);
     return NULL;
 }
@@ -245,6 +279,10 @@ static void proc_runner_destroy(struct core_runner *base)
 
     free(rn->children);
     free(rn->polls);
+    if (rn->emit_rfd >= 0)
+        close(rn->emit_rfd);
+    if (rn->emit_wfd >= 0)
+        close(rn->emit_wfd);
 }
 
 int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
@@ -260,11 +298,21 @@ int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_run
     if (r < 0)
         return r;
     rn = (struct proc_runner *)b;
+    rn->emit_rfd = rn->emit_wfd = -1;
     rn->cap_children = 16;
     rn->children = calloc(rn->cap_children, sizeof(*rn->children));
-    rn->polls = calloc(rn->cap_children + 3, sizeof(*rn->polls));
+    rn->polls = calloc(rn->cap_children + POLL_FIXED, sizeof(*rn->polls));
     if (!rn->children || !rn->polls)
         return core_runner_abort(b, -ENOMEM, "process runner", err);
+    if (b->emitter) {
+        int fds[2];
+
+        r = core_emitter_channel(fds);
+        if (r < 0)
+            return core_runner_abort(b, r, "process runner's event channel", err);
+        rn->emit_rfd = fds[0];
+        rn->emit_wfd = fds[1];
+    }
     r = core_runner_spawn(b, acceptor_main, rn);
     if (r < 0)
         return core_runner_abort(b, r, "process runner", err);

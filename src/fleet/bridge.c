@@ -730,13 +730,14 @@ static int poll_timeout(struct fleet_bridge *b, int64_t now)
     return t < 0 ? 0 : (int)t;
 }
 
-/* node.bye, then up to FLEET_BRIDGE_BYE_WAIT_MS for the broker to confirm the outbox. */
-static void say_bye(struct fleet_bridge *b)
+/* node.bye, then up to FLEET_BRIDGE_BYE_WAIT_MS for the broker to confirm the outbox. Returns
+ * whether it did (the broker answers: a graceful close will not hang). */
+static bool say_bye(struct fleet_bridge *b)
 {
     int64_t deadline = bridge_mono_ms() + FLEET_BRIDGE_BYE_WAIT_MS;
 
     if (!b->connected || b->pub_blocked)
-        return;
+        return false;
     push_node_event(b, "node.bye", json_object());
     flush_outbox(b);
     while (b->connected && fleet_outbox_depth(b->outbox) > 0) {
@@ -750,11 +751,13 @@ static void say_bye(struct fleet_bridge *b)
         if (service(b, true) < 0)
             break;
     }
+    return b->connected && fleet_outbox_depth(b->outbox) == 0;
 }
 
 static void *bus_main(void *arg)
 {
     struct fleet_bridge *b = arg;
+    bool graceful;
 
     b->backoff_ms = FLEET_BRIDGE_BACKOFF_MIN_MS;
     b->next_retry_ms = bridge_mono_ms();
@@ -795,8 +798,9 @@ static void *bus_main(void *arg)
     take_result(b);
     if (b->connected)
         (void)service_all(b);
-    say_bye(b);
-    session_close(b, b->connected && !b->pub_blocked && !b->con_blocked);
+    /* A broker that did not confirm the bye may be frozen: no close handshake then. */
+    graceful = say_bye(b) && !b->con_blocked;
+    session_close(b, graceful);
     sync_stats(b);
     return NULL;
 }

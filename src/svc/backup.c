@@ -36,6 +36,7 @@
 #define DEFAULT_MIN_RATE 1024              /* bytes/s an upload keeps up, measured per window */
 #define DEFAULT_MIN_RATE_WINDOW 60         /* seconds */
 #define MIN_RATE_WINDOW_MAX 86400
+#define FAILED_EVENTS_MAX 8 /* backup.failed events one connection reports; counters count all */
 
 enum {
     C_STARTED,
@@ -140,6 +141,7 @@ struct backup_inst {
     uint64_t min_rate;            /* bytes/s; 0: no floor */
     int64_t rate_window_ms;       /* the span each rate check measures */
     struct core_metrics *metrics; /* may be NULL */
+    struct core_emitter *emitter; /* may be NULL: where backup.stored and backup.failed go */
     struct backup_shared *sh;
 };
 
@@ -165,6 +167,8 @@ struct backup_sess {
 
     /* an upload; in progress while tmp.fd >= 0 */
     char name[SVC_BACKUP_NAME_MAX + 1];
+    bool attempt;           /* an upload of name was asked for and has not ended yet */
+    unsigned failed_events; /* backup.failed events this connection reported */
     struct svc_backup_tmp tmp;
     EVP_MD_CTX *md;
     uint64_t expected; /* PUT: the declared size */
@@ -239,7 +243,44 @@ static enum svc_backup_errc errc_of(int r)
     }
 }
 
-/* Appends `ERR <code> <text>\n` (the text on one line) and counts it. Returns 0 or -ENOMEM. */
+/*
+ * The events of an upload attempt (one asked for by a PUT line or the lecture's bare name): it
+ * ends once, with backup.stored or backup.failed. backup.failed is reported at most
+ * FAILED_EVENTS_MAX times per connection, so that a client repeating a refused PUT does not
+ * flood the event stream (the counters still count every refusal).
+ */
+static void attempt_begin(struct backup_sess *s, const char *name)
+{
+    memcpy(s->name, name, sizeof(s->name));
+    s->attempt = true;
+}
+
+static void report_failed(struct backup_sess *s, const char *reason, const char *detail)
+{
+    if (!s->attempt)
+        return;
+    s->attempt = false;
+    if (s->failed_events >= FAILED_EVENTS_MAX)
+        return;
+    s->failed_events++;
+    core_svc_emit(
+        s->inst->emitter, "backup.failed",
+        json_pack("{s:s, s:s, s:s}", "name", s->name, "reason", reason, "detail", detail));
+}
+
+static void report_stored(struct backup_sess *s, uint32_t version, const char *hex,
+                          enum svc_backup_integrity integrity, const char *stored)
+{
+    s->attempt = false;
+    core_svc_emit(s->inst->emitter, "backup.stored",
+                  json_pack("{s:s, s:I, s:I, s:s, s:b, s:s, s:s}", "name", s->name, "version",
+                            (json_int_t)version, "size", (json_int_t)s->received, "sha256", hex,
+                            "verified", integrity != SVC_BACKUP_INTEGRITY_NONE, "integrity",
+                            svc_backup_integrity_name(integrity), "time", stored));
+}
+
+/* Appends `ERR <code> <text>\n` (the text on one line) and counts it; an upload attempt ends
+ * with it. Returns 0 or -ENOMEM. */
 static int reply_err(struct backup_sess *s, struct core_buf *out, enum svc_backup_errc code,
                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
@@ -258,6 +299,7 @@ static int reply_err(struct backup_sess *s, struct core_buf *out, enum svc_backu
     }
     if (code != SVC_BACKUP_E_NOT_FOUND)
         count(s->inst, counter_of(code), 1);
+    report_failed(s, svc_backup_errc_name(code), text);
     return core_buf_printf(out, "ERR %s %s\n", svc_backup_errc_name(code), text) < 0 ? -ENOMEM : 0;
 }
 
@@ -843,7 +885,7 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
                          struct core_buf *out)
 {
     struct backup_inst *in = s->inst;
-    char e[SVC_BACKUP_NAME_ENC_MAX + 1], hex[SVC_BACKUP_SHA256_HEX + 1];
+    char e[SVC_BACKUP_NAME_ENC_MAX + 1], hex[SVC_BACKUP_SHA256_HEX + 1], stored[32] = "";
     uint8_t sha[EVP_MAX_MD_SIZE];
     unsigned sha_len = 0;
     uint32_t version = 0;
@@ -884,7 +926,7 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
     }
     if (r == 0) {
         r = svc_backup_store_commit(s->st, &s->tmp, s->name, in->policy, true, sha, integrity,
-                                    &version, &freed, &err);
+                                    &version, &freed, stored, &err);
         (void)svc_backup_store_commit_lock(s->st, false);
     } else {
         core_err_set(&err, r, NULL, "cannot lock the directory: %s", strerror(-r));
@@ -904,6 +946,7 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
     count(in, C_BYTES_STORED, s->received);
     if (integrity == SVC_BACKUP_INTEGRITY_NONE)
         count(in, C_STORED_UNVERIFIED, 1);
+    report_stored(s, version, hex, integrity, stored);
     return core_buf_printf(out, "STORED %s %" PRIu32 " %" PRIu64 " %s\n", enc(s->name, e), version,
                            s->received, hex) < 0
                ? -ENOMEM
@@ -922,12 +965,12 @@ static int on_put(struct backup_sess *s, const struct svc_backup_cmd *c, struct 
 {
     int r;
 
+    attempt_begin(s, c->name);
     if (s->inst->require_checksum && !c->has_sha256)
         return reply_err(s, out, SVC_BACKUP_E_CHECKSUM_REQUIRED,
                          "this listener requires the sha256 in the header") < 0
                    ? -ENOMEM
                    : CORE_VERDICT_MORE;
-    memcpy(s->name, c->name, sizeof(s->name));
     s->has_sha256 = c->has_sha256;
     memcpy(s->sha256, c->sha256, sizeof(s->sha256));
     s->expected = c->size;
@@ -1205,13 +1248,14 @@ static int on_bare_name(struct backup_sess *s, const uint8_t *p, size_t n, struc
         r = reply_err(s, out, SVC_BACKUP_E_BAD_NAME, "%s", err.msg);
         return r < 0 ? r : CORE_VERDICT_CLOSE;
     }
+    memcpy(s->name, p, n);
+    s->name[n] = '\0';
+    s->attempt = true;
     if (s->inst->require_checksum) {
         r = reply_err(s, out, SVC_BACKUP_E_CHECKSUM_REQUIRED,
                       "this listener requires PUT <name> <size> <sha256>");
         return r < 0 ? r : CORE_VERDICT_CLOSE;
     }
-    memcpy(s->name, p, n);
-    s->name[n] = '\0';
     r = admit(s, 0, out);
     if (r == 0)
         r = upload_begin(s, 0, out);
@@ -1384,9 +1428,20 @@ static void backup_session_close(void *sess, bool completed)
     if (!s->inst)
         return;
     if (s->tmp.fd >= 0) { /* cut mid-upload: keep nothing */
+        char detail[96];
+
         count(s->inst, C_CUT, 1);
         upload_discard(s);
+        if (s->expected)
+            snprintf(detail, sizeof(detail),
+                     "the connection ended after %" PRIu64 " of %" PRIu64 " bytes; nothing kept",
+                     s->received, s->expected);
+        else
+            snprintf(detail, sizeof(detail),
+                     "the connection ended after %" PRIu64 " bytes; nothing kept", s->received);
+        report_failed(s, "cut", detail);
     }
+    report_failed(s, "io", "the upload failed; nothing kept");
     EVP_MD_CTX_free(s->md);
     s->md = NULL;
     if (s->rfd >= 0)
@@ -1855,6 +1910,7 @@ static int backup_instance_new(const json_t *opts, enum core_transport t,
     in->rate_window_ms =
         (int64_t)opt_u64(opts, "min_rate_window_s", DEFAULT_MIN_RATE_WINDOW) * 1000;
     in->metrics = env ? env->metrics : NULL;
+    in->emitter = env ? env->emitter : NULL;
     if (!env || !env->state_dir || !env->listener_id ||
         snprintf(in->marker, sizeof(in->marker), "%s/.backup-%s.dir", env->state_dir,
                  env->listener_id) >= (int)sizeof(in->marker))

@@ -851,7 +851,7 @@ int svc_backup_store_commit(struct svc_backup_store *s, struct svc_backup_tmp *t
                             enum svc_backup_policy policy, bool has_sha256,
                             const uint8_t sha256[SVC_BACKUP_SHA256_LEN],
                             enum svc_backup_integrity integrity, uint32_t *ret_version,
-                            uint64_t *ret_freed, struct core_err *err)
+                            uint64_t *ret_freed, char *ret_stored, struct core_err *err)
 {
     char stored[32], cur_vname[16] = "", keep[32] = "", new_json[24] = "";
     bool has_cur = false, linked = false, placed = false;
@@ -984,6 +984,8 @@ int svc_backup_store_commit(struct svc_backup_store *s, struct svc_backup_tmp *t
             *ret_freed = (uint64_t)cur.st_size;
     }
     *ret_version = new_version;
+    if (ret_stored)
+        memcpy(ret_stored, stored, sizeof(stored));
     vers_fini(&v);
     close(vfd);
     return 0;

@@ -3069,8 +3069,8 @@ void it_amqp_exchange(struct it_amqp *a, const char *exchange)
     amqp_ok(a, "exchange.declare");
 }
 
-char *it_amqp_subscribe(struct it_amqp *a, const char *queue, const char *exchange,
-                        const char *const *patterns)
+char *it_amqp_queue_bind(struct it_amqp *a, const char *queue, const char *exchange,
+                         const char *const *patterns)
 {
     bool named = queue && *queue;
     amqp_queue_declare_ok_t *ok;
@@ -3088,9 +3088,22 @@ char *it_amqp_subscribe(struct it_amqp *a, const char *queue, const char *exchan
                         amqp_cstring_bytes(patterns[i]), amqp_empty_table);
         amqp_ok(a, "queue.bind");
     }
-    amqp_basic_consume(a->conn, 1, amqp_cstring_bytes(name), amqp_empty_bytes, 0, 1, 0,
+    return name;
+}
+
+void it_amqp_consume(struct it_amqp *a, const char *queue)
+{
+    amqp_basic_consume(a->conn, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 1, 0,
                        amqp_empty_table);
     amqp_ok(a, "basic.consume");
+}
+
+char *it_amqp_subscribe(struct it_amqp *a, const char *queue, const char *exchange,
+                        const char *const *patterns)
+{
+    char *name = it_amqp_queue_bind(a, queue, exchange, patterns);
+
+    it_amqp_consume(a, name);
     return name;
 }
 
@@ -3374,4 +3387,112 @@ int it_amqp_publish(struct it_amqp *a, const char *exchange, const char *rk, con
     if (a->nacked >= seq)
         return -EPROTO;
     return a->returned ? -ENOENT : 0;
+}
+
+/* ---- fleet daemons and the fleet command ---- */
+
+void it_fleet_node_start(struct it_daemon *d, const struct it_fleet_node_opts *o)
+{
+    char state_dir[IT_PATH_MAX];
+    const char *args[64];
+    size_t n = 0;
+
+    snprintf(state_dir, sizeof(state_dir), "%s/%s", o->dir, o->node);
+    args[n++] = "--amqp";
+    args[n++] = o->url;
+    args[n++] = "--node";
+    args[n++] = o->node;
+    args[n++] = "--amqp-prefix";
+    args[n++] = o->prefix;
+    args[n++] = "--amqp-heartbeat";
+    args[n++] = "2";
+    args[n++] = "--fleet-status-interval";
+    args[n++] = o->status_interval ? o->status_interval : "2s";
+    for (size_t i = 0; o->labels && o->labels[i]; i++) {
+        assert_true(n < sizeof(args) / sizeof(args[0]) - 3);
+        args[n++] = "--label";
+        args[n++] = o->labels[i];
+    }
+    for (size_t i = 0; o->extra_args && o->extra_args[i]; i++) {
+        assert_true(n < sizeof(args) / sizeof(args[0]) - 2);
+        args[n++] = o->extra_args[i];
+    }
+    args[n] = NULL;
+    it_daemon_start_ok(
+        d, &(struct it_daemon_opts){.dir = o->dir, .state_dir = state_dir, .extra_args = args});
+}
+
+json_t *it_fleet_health(const struct it_daemon *d)
+{
+    json_t *h = it_http_expect(d, "GET", "/api/v1/health", NULL, 200);
+    json_t *f = json_incref(json_object_get(h, "fleet"));
+
+    json_decref(h);
+    return f;
+}
+
+const char *it_fleet_state(const struct it_daemon *d, char *buf, size_t cap)
+{
+    json_t *f = it_fleet_health(d);
+    const char *s = json_string_value(json_object_get(f, "state"));
+
+    snprintf(buf, cap, "%s", s ? s : "");
+    json_decref(f);
+    return buf;
+}
+
+struct fleet_state_wait {
+    const struct it_daemon *d;
+    const char *state;
+};
+
+static bool fleet_state_is(void *arg)
+{
+    struct fleet_state_wait *w = arg;
+    char buf[64];
+
+    return strcmp(it_fleet_state(w->d, buf, sizeof(buf)), w->state) == 0;
+}
+
+bool it_fleet_wait_state(const struct it_daemon *d, const char *state, int timeout_ms)
+{
+    struct fleet_state_wait w = {d, state};
+    json_t *f;
+    char *text;
+
+    if (it_wait_until(timeout_ms, fleet_state_is, &w))
+        return true;
+    f = it_fleet_health(d);
+    text = f ? json_dumps(f, JSON_COMPACT) : NULL;
+    fprintf(stderr, "# fleet state not %s within %d ms: %s\n", state, timeout_ms,
+            text ? text : "(no fleet member in health)");
+    free(text);
+    json_decref(f);
+    return false;
+}
+
+void it_fleet_assert_state(const struct it_daemon *d, const char *state, int timeout_ms)
+{
+    if (!it_fleet_wait_state(d, state, timeout_ms)) {
+        it_daemon_dump_stderr(d);
+        fail_msg("the daemon's bridge did not become %s", state);
+    }
+}
+
+void it_fleet_cli(const char *url, const char *prefix, const char *const *args, int timeout_ms,
+                  struct it_proc *ret)
+{
+    const char *argv[48];
+    size_t n = 0;
+
+    argv[n++] = "--amqp";
+    argv[n++] = url;
+    argv[n++] = "--amqp-prefix";
+    argv[n++] = prefix;
+    for (size_t i = 0; args && args[i]; i++) {
+        assert_true(n < sizeof(argv) / sizeof(argv[0]) - 1);
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    it_run_verb("fleet", argv, NULL, 0, timeout_ms, ret);
 }

@@ -660,6 +660,18 @@ void it_amqp_exchange(struct it_amqp *a, const char *exchange);
 char *it_amqp_subscribe(struct it_amqp *a, const char *queue, const char *exchange,
                         const char *const *patterns);
 
+/*
+ * Declares queue (NULL or "": server-named, exclusive, auto-delete; else durable, of that name)
+ * and binds it to exchange with each of patterns, without consuming it (a durable queue then
+ * keeps what comes while nobody reads, across a broker restart too). Returns the queue's name
+ * (malloc'd); asserts.
+ */
+char *it_amqp_queue_bind(struct it_amqp *a, const char *queue, const char *exchange,
+                         const char *const *patterns);
+
+/* Consumes queue without acks (what it_amqp_next() then returns). Asserts. */
+void it_amqp_consume(struct it_amqp *a, const char *queue);
+
 /* Consumes amq.rabbitmq.reply-to (direct reply-to) so that replies to what this connection
  * publishes with reply_to "amq.rabbitmq.reply-to" arrive through it_amqp_next(). Call once,
  * before publishing. Asserts. */
@@ -697,5 +709,47 @@ struct it_amqp_pub {
  */
 int it_amqp_publish(struct it_amqp *a, const char *exchange, const char *rk, const void *body,
                     size_t len, const struct it_amqp_pub *props);
+
+/* ---- fleet daemons and the fleet command ---- */
+
+/* A daemon of a fleet, as the fleet tests start it. */
+struct it_fleet_node_opts {
+    const char *dir;               /* required: the test's directory; state in DIR/NODE */
+    const char *url;               /* --amqp */
+    const char *prefix;            /* --amqp-prefix */
+    const char *node;              /* --node */
+    const char *const *labels;     /* "KEY=VALUE", NULL-terminated, each a --label; may be NULL */
+    const char *const *extra_args; /* more arguments, NULL-terminated; may be NULL */
+    const char *status_interval;   /* --fleet-status-interval; NULL: "2s" */
+};
+
+/*
+ * Starts `sockserv daemon --no-defaults --state-dir DIR/NODE --amqp URL --node NODE
+ * --amqp-prefix PREFIX --amqp-heartbeat 2 --fleet-status-interval 2s [--label L]... [extra]`
+ * and asserts it became ready (not that it joined: see it_fleet_wait_state()).
+ */
+void it_fleet_node_start(struct it_daemon *d, const struct it_fleet_node_opts *o);
+
+/* The "fleet" member of GET /api/v1/health (new reference), NULL when it has none; asserts the
+ * answer is 200. */
+json_t *it_fleet_health(const struct it_daemon *d);
+
+/* The bridge's state now ("connected", "connecting", "blocked", "down", "refused"), copied into
+ * buf; "" when health has no fleet member. */
+const char *it_fleet_state(const struct it_daemon *d, char *buf, size_t cap);
+
+/* Polls until the bridge's state is state, for at most timeout_ms. Returns whether it was; when
+ * not, prints the last fleet member seen. */
+bool it_fleet_wait_state(const struct it_daemon *d, const char *state, int timeout_ms);
+
+/* As it_fleet_wait_state(), asserting. */
+void it_fleet_assert_state(const struct it_daemon *d, const char *state, int timeout_ms);
+
+/*
+ * Runs `sockserv fleet --amqp URL --amqp-prefix PREFIX ARGS...` (args NULL-terminated) as
+ * it_run_verb() does, within timeout_ms.
+ */
+void it_fleet_cli(const char *url, const char *prefix, const char *const *args, int timeout_ms,
+                  struct it_proc *ret);
 
 #endif

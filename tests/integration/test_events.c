@@ -1089,6 +1089,174 @@ static void test_events_server_stop_with_streams_returns_promptly(void **state)
     sse_close(&b);
 }
 
+/* ---- service events: backup.stored and backup.failed, under every TCP model ---- */
+
+#define BACKUP_CONTENT "the quick brown fox jumps over the lazy dog\n"
+#define BACKUP_SHA256 "1153a4080f1fcb04425aa0b841c2b14606fe6df25d9076d2a1face2d5af57129"
+
+/* A backup listener "bk" on port 0 under model, keeping its files in DIR/files; extra is more
+ * options members (",\"max_file_size\":100") or "". Returns its port. */
+static uint16_t backup_listener(void **state, const char *model, const char *extra)
+{
+    struct it_fixture *f = *state;
+    char body[1024], *files = it_path_in(f->dir, "files");
+
+    snprintf(body, sizeof(body),
+             "{\"id\":\"bk\",\"service\":\"backup\",\"port\":0,\"model\":\"%s\","
+             "\"options\":{\"directory\":\"%s\"%s}}",
+             model, files, extra);
+    free(files);
+    return it_listener_create_port(&f->d, body);
+}
+
+/* `sockserv backup put DIR/NAME --name NAME 127.0.0.1 PORT` of BACKUP_CONTENT; asserts exit 0. */
+static void backup_put(void **state, uint16_t port, const char *name)
+{
+    struct it_fixture *f = *state;
+    char ps[8], *src = it_path_in(f->dir, name);
+    const char *args[8] = {"put", src, "--name", name, "127.0.0.1", ps, NULL};
+    struct it_proc p;
+
+    snprintf(ps, sizeof(ps), "%u", port);
+    assert_int_equal(it_file_write(src, BACKUP_CONTENT, strlen(BACKUP_CONTENT)), 0);
+    it_run_verb("backup", args, NULL, 0, IT_IO_TIMEOUT_MS, &p);
+    if (p.timed_out || it_proc_exit_code(&p) != 0)
+        fail_msg("sockserv backup put %s: %s\n%s", name, it_status_str(p.status), p.err);
+    it_proc_fini(&p);
+    free(src);
+}
+
+/* The next backup.* event: asserts it is type, about listener "bk" and name. Returns its data. */
+static json_t *expect_backup_event(struct sse *s, const char *type, const char *name)
+{
+    struct sse_event ev;
+    json_t *j;
+
+    for (;;) {
+        sse_next_change(s, IT_IO_TIMEOUT_MS, &ev);
+        if (strncmp(ev.type, "backup.", 7) == 0)
+            break;
+        sse_event_fini(&ev);
+    }
+    if (strcmp(ev.type, type) != 0)
+        fail_msg("event '%s' (%s), want '%s'", ev.type, ev.data, type);
+    j = event_json(&ev);
+    assert_string_equal(it_json_str(j, "listener"), "bk");
+    assert_string_equal(it_json_str(j, "name"), name);
+    sse_event_fini(&ev);
+    return j;
+}
+
+/* A file stored through the backup client under model shows as backup.stored, version by
+ * version, with what the client stored; nothing is dropped on the way. */
+static void assert_backup_stored_under(void **state, const char *model)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    uint16_t port = backup_listener(state, model, "");
+    struct sse s;
+    json_t *j;
+
+    sse_open(&s, d, NULL);
+    json_decref(expect_snapshot(&s, NULL));
+    for (int version = 1; version <= 2; version++) {
+        const char *t;
+
+        backup_put(state, port, "report.txt");
+        j = expect_backup_event(&s, "backup.stored", "report.txt");
+        assert_int_equal(it_json_int(j, "version"), version);
+        assert_int_equal(it_json_int(j, "size"), strlen(BACKUP_CONTENT));
+        assert_string_equal(it_json_str(j, "sha256"), BACKUP_SHA256);
+        assert_true(it_json_bool(j, "verified"));
+        t = it_json_str(j, "time"); /* as the files listing shows "stored" */
+        assert_int_equal(strlen(t), strlen("2026-11-25T10:02:45Z"));
+        assert_int_equal(t[10], 'T');
+        assert_int_equal(t[19], 'Z');
+        json_decref(j);
+    }
+    assert_int_equal(it_metric(d, "bk", "events_dropped"), 0);
+    sse_close(&s);
+}
+
+static void test_events_backup_stored_under_thread(void **state)
+{
+    assert_backup_stored_under(state, "thread");
+}
+
+static void test_events_backup_stored_under_event(void **state)
+{
+    assert_backup_stored_under(state, "event");
+}
+
+static void test_events_backup_stored_under_process(void **state)
+{
+    assert_backup_stored_under(state, "process");
+}
+
+/* Sends line (and content) on fd and asserts the answer starts with want. */
+static void backup_exchange(int fd, const char *line, const char *want)
+{
+    char got[512];
+
+    it_send_str_ok(fd, line);
+    it_recv_line(fd, got, sizeof(got));
+    if (strncmp(got, want, strlen(want)) != 0)
+        fail_msg("answer to '%s': '%s', want '%s...'", line, got, want);
+}
+
+/*
+ * Under `process`, where every connection is a child: an upload that fails reports
+ * backup.failed with the reason of its ERR line; a connection repeating a refused PUT reports
+ * at most 8 of them (the counters count every one); a client that closes mid-upload too.
+ */
+static void test_events_backup_failed_under_process_is_reported_and_bounded(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    uint16_t port = backup_listener(state, "process", ",\"max_file_size\":1000");
+    struct sse s;
+    json_t *j;
+    int fd;
+
+    sse_open(&s, d, NULL);
+    json_decref(expect_snapshot(&s, NULL));
+
+    /* a checksum that does not match */
+    fd = it_tcp_connect_ok(port);
+    backup_exchange(fd, "PUT bad.txt 4 " BACKUP_SHA256 "\n", "OK");
+    backup_exchange(fd, "abcd", "ERR checksum-mismatch ");
+    j = expect_backup_event(&s, "backup.failed", "bad.txt");
+    assert_string_equal(it_json_str(j, "reason"), "checksum-mismatch");
+    assert_non_null(strstr(it_json_str(j, "detail"), "nothing kept"));
+    json_decref(j);
+    close(fd);
+
+    /* twelve refusals on one connection: eight events */
+    fd = it_tcp_connect_ok(port);
+    for (int i = 0; i < 12; i++)
+        backup_exchange(fd, "PUT big.bin 5000\n", "ERR too-large ");
+    close(fd);
+    backup_put(state, port, "after.txt");
+    for (int i = 0; i < 8; i++) {
+        j = expect_backup_event(&s, "backup.failed", "big.bin");
+        assert_string_equal(it_json_str(j, "reason"), "too-large");
+        json_decref(j);
+    }
+    json_decref(expect_backup_event(&s, "backup.stored", "after.txt"));
+    it_assert_metric_eventually(d, "bk", "service.uploads_rejected_too_large", 12, IT_WAIT_MS);
+
+    /* the client leaves in the middle of its upload */
+    fd = it_tcp_connect_ok(port);
+    backup_exchange(fd, "PUT half.txt 10\n", "OK");
+    it_send_str_ok(fd, "abc");
+    assert_int_equal(shutdown(fd, SHUT_WR), 0);
+    j = expect_backup_event(&s, "backup.failed", "half.txt");
+    assert_string_equal(it_json_str(j, "reason"), "size-mismatch");
+    assert_non_null(strstr(it_json_str(j, "detail"), "3 of 10 bytes"));
+    json_decref(j);
+    close(fd);
+    assert_int_equal(it_metric(d, "bk", "events_dropped"), 0);
+    sse_close(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1112,6 +1280,15 @@ int main(void)
                                         it_fixture_setup, it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_sigterm_with_two_streams_exits_0_within_2s,
                                         it_fixture_setup, it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_backup_stored_under_thread, it_fixture_setup,
+                                        it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_backup_stored_under_event, it_fixture_setup,
+                                        it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_backup_stored_under_process, it_fixture_setup,
+                                        it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_events_backup_failed_under_process_is_reported_and_bounded, it_fixture_setup,
+            it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_idle_stream_gets_keepalive_comments,
                                         inproc_setup, inproc_teardown),
         cmocka_unit_test_setup_teardown(test_events_published_event_wakes_an_idle_stream_at_once,

@@ -423,9 +423,68 @@ static void test_fleet_bridge_reconnects_after_the_broker_closes_it(void **state
     it_amqp_close(peer);
 }
 
+/* Bad fleet flags: a message naming the flag, exit 2, nothing started (no broker needed). */
+static void test_fleet_bridge_bad_flags_exit_2(void **state)
+{
+    struct fx *f = *state;
+    char creds[IT_PATH_MAX], sd[IT_PATH_MAX];
+    static const struct {
+        const char *flag, *value, *needle;
+    } cases[] = {
+        {"--amqp", "http://broker/", "--amqp: expected an amqp:// or amqps:// URL"},
+        {"--node", "Bad.Name", "--node: 'Bad.Name' is not a node name"},
+        {"--label", "role", "--label:"},
+        {"--amqp-heartbeat", "0", "--amqp-heartbeat: '0' is not 1 to 60 seconds"},
+        {"--amqp-prefix", "-x", "--amqp-prefix: '-x' is not a prefix"},
+        {"--amqp-credentials", NULL, "expected one line USER:PASSWORD"},
+        {"--fleet-status-interval", "soon", "--fleet-status-interval"},
+    };
+
+    snprintf(creds, sizeof(creds), "%s/creds", f->dir);
+    snprintf(sd, sizeof(sd), "%s/state", f->dir);
+    assert_int_equal(it_file_write(creds, "no-colon-secret\n", 16), 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *argv[] = {it_bin(),
+                              "daemon",
+                              "--api",
+                              "127.0.0.1:0",
+                              "--state-dir",
+                              sd,
+                              "--no-defaults",
+                              "--amqp",
+                              strcmp(cases[i].flag, "--amqp") == 0 ? cases[i].value
+                                                                   : "amqp://127.0.0.1:1/",
+                              cases[i].flag,
+                              cases[i].value ? cases[i].value : creds,
+                              NULL};
+        struct it_proc p;
+
+        if (strcmp(cases[i].flag, "--amqp") == 0)
+            argv[9] = NULL;
+        it_run(argv, NULL, 0, 10000, &p);
+        if (it_proc_exit_code(&p) != 2 || !strstr(p.err, cases[i].needle))
+            fail_msg("%s %s: exit %d, stderr: %s", cases[i].flag,
+                     cases[i].value ? cases[i].value : "", it_proc_exit_code(&p), p.err);
+        assert_null(strstr(p.err, "secret"));
+        it_proc_fini(&p);
+    }
+    /* A fleet flag without --amqp is a usage error too. */
+    {
+        const char *argv[] = {it_bin(), "daemon", "--api", "127.0.0.1:0", "--state-dir",
+                              sd,       "--node", "n1",    NULL};
+        struct it_proc p;
+
+        it_run(argv, NULL, 0, 10000, &p);
+        assert_int_equal(it_proc_exit_code(&p), 2);
+        assert_non_null(strstr(p.err, "--node needs --amqp URL"));
+        it_proc_fini(&p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_fleet_bridge_bad_flags_exit_2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fleet_bridge_events_in_order_with_gapless_seq, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

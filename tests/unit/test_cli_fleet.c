@@ -1,5 +1,5 @@
 /*
- * `sockserv fleet` without a broker: binding patterns, --if-match values, apply's rows, table
+ * `sockserv fleet` without a broker: --if-match values, apply's rows, table
  * and exit status, ls's table, watch's lines, the nodes apply waits for; and the command as a
  * user runs it ($SOCKSERV_BIN): its help, its usage errors and bad files (exit 2), and a broker
  * that cannot be reached (exit 4, one line).
@@ -57,38 +57,6 @@ static void assert_text(char *got, const char *want)
     free(got);
 }
 
-/* ---- patterns ---- */
-
-static void test_pattern_words_and_wildcards_valid(void **state)
-{
-    static const char *const good[] = {"ev.#",         "#",         "*",     "ev.*.listener.#",
-                                       "ev.n1.#",      "ev.n-1_x.config.applied",
-                                       "ev.*.*.state", "rpc.all"};
-    static const char *const bad[] = {"",        ".",         "ev.",   ".ev",  "ev..#",
-                                      "ev.N1.#", "ev.n1#",    "ev.**", "ev. #", "ev.n1.#x",
-                                      "ev/#",    "ev.é.#"};
-
-    (void)state;
-    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
-        if (!cli_fleet_pattern_valid(good[i]))
-            fail_msg("'%s' was refused", good[i]);
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        if (cli_fleet_pattern_valid(bad[i]))
-            fail_msg("'%s' was accepted", bad[i]);
-}
-
-static void test_pattern_longer_than_a_routing_key_invalid(void **state)
-{
-    char p[CLI_FLEET_PATTERN_MAX + 2];
-
-    (void)state;
-    memset(p, 'a', sizeof(p) - 1);
-    p[sizeof(p) - 1] = '\0';
-    assert_false(cli_fleet_pattern_valid(p));
-    p[CLI_FLEET_PATTERN_MAX] = '\0';
-    assert_true(cli_fleet_pattern_valid(p));
-}
-
 /* ---- --if-match ---- */
 
 static void test_if_match_bare_and_quoted_etags_kept_quoted(void **state)
@@ -109,16 +77,11 @@ static void test_if_match_bad_values_named(void **state)
     static const struct {
         const char *text, *msg;
     } bad[] = {
-        {"n1", "not NODE=ETAG"},
-        {"=7", "is not a node name"},
-        {"N1=7", "is not a node name"},
-        {"n.1=7", "is not a node name"},
-        {"n1=", "strong ETag"},
-        {"n1=W/\"7\"", "strong ETag"},
-        {"n1=\"7", "malformed"},
-        {"n1=\"7\"x\"", "malformed"},
-        {"n1=a b", "malformed"},
-        {"n1=7,8", "malformed"},
+        {"n1", "not NODE=ETAG"},        {"=7", "is not a node name"},
+        {"N1=7", "is not a node name"}, {"n.1=7", "is not a node name"},
+        {"n1=", "strong ETag"},         {"n1=W/\"7\"", "strong ETag"},
+        {"n1=\"7", "malformed"},        {"n1=\"7\"x\"", "malformed"},
+        {"n1=a b", "malformed"},        {"n1=7,8", "malformed"},
     };
     struct core_err err;
 
@@ -191,8 +154,8 @@ static void test_apply_rows_unexpected_answer_kept(void **state)
     assert_int_equal(json_array_size(rows), 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), "node")), "n1");
     json_decref(rows);
-    rows = cli_fleet_apply_rows(json_object_get(replies, "none"), (const char *const[]){"n9"}, 1,
-                                500);
+    rows =
+        cli_fleet_apply_rows(json_object_get(replies, "none"), (const char *const[]){"n9"}, 1, 500);
     assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), "detail")),
                         "did not answer in 500ms (offline?)");
     json_decref(rows);
@@ -252,7 +215,11 @@ static void test_ls_table_from_the_view(void **state)
         "{\"id\":\"e\",\"state\":\"running\"},{\"id\":\"d\",\"state\":\"stopped\"}]},"
         "{\"node\":\"n2\",\"state\":\"OFFLINE\",\"labels\":{},\"revision\":null,"
         "\"applied_offset\":null,\"desired_offset\":43,\"last_seen\":\"2026-12-05T08:00:00.000Z\","
-        "\"listeners\":null}]}");
+        "\"listeners\":null},"
+        "{\"node\":\"n3\",\"state\":\"ERROR\",\"labels\":{},\"revision\":2,\"applied_offset\":40,"
+        "\"desired_offset\":42,\"last_seen\":\"2026-12-06T12:00:01.000Z\",\"listeners\":[],"
+        "\"last_result\":{\"result\":\"rejected\",\"offset\":42,\"problem\":{\"detail\":\"port "
+        "7100 is in use\",\"field\":\"listeners[0].port\"}}}]}");
 
     (void)state;
     assert_text(cli_fleet_ls_render(view),
@@ -260,7 +227,10 @@ static void test_ls_table_from_the_view(void **state)
                 "n1    SYNCED   role=edge,zone=a         7      42        1/2  "
                 "2026-12-06T12:00:00.123Z\n"
                 "n2    OFFLINE  -                        -    -/43          -  "
-                "2026-12-05T08:00:00.000Z\n");
+                "2026-12-05T08:00:00.000Z\n"
+                "n3    ERROR    -                        2   40/42        0/0  "
+                "2026-12-06T12:00:01.000Z\n"
+                "n3: rejected offset 42: port 7100 is in use (field: listeners[0].port)\n");
     json_decref(view);
     view = parse("{\"connected\":true,\"nodes\":[]}");
     assert_text(cli_fleet_ls_render(view), "no nodes\n");
@@ -278,11 +248,13 @@ static void test_watch_line_per_kind(void **state)
          "{\"id\":\"e1\",\"state\":\"failed\",\"previous\":\"starting\",\"error\":\"port in use\"}",
          "e1: starting -> failed: port in use"},
         {"listener.deleted", "{\"id\":\"e1\"}", "e1"},
-        {"config.revision", "{\"revision\":7,\"source\":\"fleet: replace configuration (offset 3)\","
-                            "\"summary\":\"created a\"}",
+        {"config.revision",
+         "{\"revision\":7,\"source\":\"fleet: replace configuration (offset 3)\","
+         "\"summary\":\"created a\"}",
          "revision 7: created a (fleet: replace configuration (offset 3))"},
-        {"config.applied", "{\"node\":\"n1\",\"result\":\"applied\",\"offset\":3,\"revision\":7,"
-                           "\"problem\":null}",
+        {"config.applied",
+         "{\"node\":\"n1\",\"result\":\"applied\",\"offset\":3,\"revision\":7,"
+         "\"problem\":null}",
          "offset 3, revision 7"},
         {"config.rejected",
          "{\"result\":\"rejected\",\"offset\":4,\"revision\":7,\"problem\":{\"detail\":\"bad "
@@ -538,13 +510,28 @@ static void test_command_bad_file_named_exit_2(void **state)
     assert_non_null(strstr(r.err, "config"));
     unlink(path);
 
+    {
+        char *big = malloc(CLI_FLEET_FILE_MAX + 64);
+
+        assert_non_null(big);
+        memset(big, ' ', CLI_FLEET_FILE_MAX + 63);
+        memcpy(big, "{\"listeners\": []}", 16);
+        big[CLI_FLEET_FILE_MAX + 63] = '\0';
+        write_file(path, sizeof(path), "big.json", big);
+        free(big);
+        RUN(&r, "fleet", "--amqp", "amqp://127.0.0.1:1/", "apply", "-f", path, "--all");
+        assert_fails(&r, 2, "larger than 1048576 bytes");
+        unlink(path);
+    }
+
     snprintf(missing, sizeof(missing), "/tmp/test_cli_fleet.%d.missing", (int)getpid());
     RUN(&r, "fleet", "--amqp", "amqp://127.0.0.1:1/", "apply", "-f", missing, "--all");
     assert_fails(&r, 2, missing);
 
     write_file(path, sizeof(path), "stdin.json", "nope");
-    run_in(path, (const char *const[]){"fleet", "--amqp", "amqp://127.0.0.1:1/", "apply", "-f",
-                                       "-", "--node", "n1", NULL},
+    run_in(path,
+           (const char *const[]){"fleet", "--amqp", "amqp://127.0.0.1:1/", "apply", "-f", "-",
+                                 "--node", "n1", NULL},
            &r);
     assert_fails(&r, 2, "standard input");
     unlink(path);
@@ -595,8 +582,6 @@ static void test_command_broker_unreachable_exit_4(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pattern_words_and_wildcards_valid),
-        cmocka_unit_test(test_pattern_longer_than_a_routing_key_invalid),
         cmocka_unit_test(test_if_match_bare_and_quoted_etags_kept_quoted),
         cmocka_unit_test(test_if_match_bad_values_named),
         cmocka_unit_test(test_if_match_node_twice_refused),
