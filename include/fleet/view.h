@@ -90,8 +90,9 @@ void fleet_view_on_event(struct fleet_view *v, const char *body, size_t len, int
 void fleet_view_on_pong(struct fleet_view *v, const char *body, size_t len, int64_t now_ms);
 
 /*
- * Nodes that need a (re)snapshot ping (gap, new boot, hello, STALE), at most max names copied
- * into nodes (NUL-terminated); returns how many. *all is set true when everyone should be
+ * Nodes that need a (re)snapshot ping (gap, new boot, hello; a STALE node once, until it speaks
+ * again: a ping it leaves unanswered for the ping timeout makes it OFFLINE), at most max names
+ * copied into nodes (NUL-terminated); returns how many. *all is set true when everyone should be
  * pinged (the view just connected, or more nodes want one than max), else false. Each node is
  * returned once per request: the caller is expected to send the pings now (rpc.<node>, or
  * rpc.all when *all), and the ping timeout runs from now_ms.

@@ -23,8 +23,10 @@
 
 #define VB(v) CLI_VB(v)
 
-/* How long the stream of known nodes must stay silent to count as read to its end. */
+/* How long the stream of known nodes must stay silent to count as read to its end: after a
+ * record, and (an empty stream, or a broker slow to start reading it) before the first. */
 #define STREAM_IDLE_MS 500
+#define STREAM_FIRST_MS 1500
 /* apply: how long live nodes have to answer the ping that finds who a selector targets. */
 #define APPLY_PING_MS 1000
 /* The longest the nodes stream may take to be read, beyond the ping's window. */
@@ -274,26 +276,31 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
     size_t i;
     int r;
 
-    snprintf(nodes, sizeof(nodes), "%s.nodes", x->prefix);
+    (void)fleet_name(nodes, sizeof(nodes), x->prefix, "nodes");
     fleet_uuid(d->ping_id);
     fleet_view_set_connected(d->view, true);
     /* the wall clock the view reads may lag the monotonic one this loop ends by */
     fleet_view_set_ping_timeout(d->view, window_ms > 200 ? window_ms - 50 : window_ms);
     r = cli_fleet_bus_consume(x->bus, 2, nodes, true, &err);
     if (r == 0) {
-        char rpc[300];
+        json_t *request = fleet_ping_request();
+        char rpc[300], *ping = request ? json_dumps(request, JSON_COMPACT) : NULL;
 
-        snprintf(rpc, sizeof(rpc), "%s.rpc", x->prefix);
+        json_decref(request);
+        if (!ping)
+            return fail(CLI_EXIT_FAILURE, "out of memory");
+        (void)fleet_name(rpc, sizeof(rpc), x->prefix, "rpc");
         r = cli_fleet_bus_publish(x->bus,
                                   &(struct fleet_amqp_msg){.exchange = rpc,
                                                            .routing_key = "rpc.all",
-                                                           .body = "{\"op\":\"ping\"}",
-                                                           .len = 13,
+                                                           .body = ping,
+                                                           .len = strlen(ping),
                                                            .correlation_id = d->ping_id,
                                                            .message_id = d->ping_id,
-                                                           .reply_to = "amq.rabbitmq.reply-to",
-                                                           .expiration = "30000"},
+                                                           .reply_to = FLEET_REPLY_TO,
+                                                           .expiration = FLEET_RPC_EXPIRATION},
                                   NULL, &err);
+        free(ping);
     }
     if (r < 0)
         return fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
@@ -301,9 +308,9 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
     d->stream_at = cli_now_ms();
     for (;;) {
         int64_t now = cli_now_ms();
+        int64_t idle = json_object_size(d->last_kind) > 0 ? STREAM_IDLE_MS : STREAM_FIRST_MS;
 
-        if ((now - d->stream_at >= STREAM_IDLE_MS && (now >= end || live_ones_answered(d))) ||
-            now >= hard)
+        if ((now - d->stream_at >= idle && (now >= end || live_ones_answered(d))) || now >= hard)
             break;
         r = cli_fleet_bus_run(x->bus, now + SLICE_MS, on_message, d, -1, &err);
         if (r < 0)
@@ -525,7 +532,7 @@ static int run_apply(struct run *x)
         r = fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
         goto out;
     }
-    r = cli_fleet_bus_consume(x->bus, 1, "amq.rabbitmq.reply-to", false, &err);
+    r = cli_fleet_bus_consume(x->bus, 1, FLEET_REPLY_TO, false, &err);
     if (r == 0)
         r = cli_fleet_bus_confirm_select(x->bus, &err);
     if (r < 0) {
@@ -556,7 +563,7 @@ static int run_apply(struct run *x)
 
     /* the record, confirmed by the broker (mandatory: a missing stream comes back) */
     fleet_uuid(d.record_id);
-    snprintf(desired, sizeof(desired), "%s.desired", x->prefix);
+    (void)fleet_name(desired, sizeof(desired), x->prefix, "desired");
     r = cli_fleet_bus_publish(x->bus,
                               &(struct fleet_amqp_msg){.exchange = "",
                                                        .routing_key = desired,
@@ -566,7 +573,7 @@ static int run_apply(struct run *x)
                                                        .persistent = true,
                                                        .message_id = d.record_id,
                                                        .correlation_id = d.record_id,
-                                                       .reply_to = "amq.rabbitmq.reply-to",
+                                                       .reply_to = FLEET_REPLY_TO,
                                                        .timestamp_s = fleet_now_ms() / 1000},
                               &tag, &err);
     if (r < 0) {
@@ -670,7 +677,7 @@ static int run_ls(struct run *x)
         goto out;
     r = cli_fleet_bus_open(&x->conf, x->prefix, &x->bus, &err);
     if (r == 0)
-        r = cli_fleet_bus_consume(x->bus, 1, "amq.rabbitmq.reply-to", false, &err);
+        r = cli_fleet_bus_consume(x->bus, 1, FLEET_REPLY_TO, false, &err);
     if (r < 0) {
         r = fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
         goto out;

@@ -120,28 +120,27 @@ fail:
 
 int cli_fleet_apply_exit(const json_t *rows)
 {
-    bool rejected = false, conflict = false, pending = false;
+    enum fleet_result *results = calloc(json_array_size(rows) + 1, sizeof(*results));
+    size_t n = 0, pending = 0, i;
     const json_t *row;
-    size_t i;
+    int code;
 
+    if (!results)
+        return CLI_FLEET_EXIT_REJECTED;
     json_array_foreach(rows, i, row)
     {
         const char *result = json_string_value(json_object_get(row, "result"));
 
-        if (!result || strcmp(result, "rejected") == 0)
-            rejected = true;
-        else if (strcmp(result, "conflict") == 0)
-            conflict = true;
-        else if (strcmp(result, "pending") == 0)
-            pending = true;
+        if (result && strcmp(result, "pending") == 0)
+            pending++;
+        else if (!result || fleet_result_from_name(result, &results[n]) < 0)
+            results[n++] = FLEET_RESULT_REJECTED; /* an answer that is not a result */
+        else
+            n++;
     }
-    if (rejected)
-        return CLI_FLEET_EXIT_REJECTED;
-    if (conflict)
-        return CLI_FLEET_EXIT_CONFLICT;
-    if (pending)
-        return CLI_FLEET_EXIT_PENDING;
-    return CLI_FLEET_EXIT_OK;
+    code = fleet_exit_code(results, n, pending);
+    free(results);
+    return code;
 }
 
 /* A JSON integer as text, "-" for anything else. */

@@ -107,7 +107,8 @@ int fleet_bridge_prometheus(struct fleet_bridge *b, struct core_buf *out)
     return r < 0 ? -ENOMEM : 0;
 }
 
-/* {"id","service","transport","port","state","enabled"} of each listener resource. */
+/* {"id","service","transport","port","state","enabled","bound"} of each listener resource
+ * ("bound": the addresses it is bound to, which tell the port the kernel picked for port 0). */
 static json_t *listener_summaries(struct core_registry *r)
 {
     json_t *list = NULL, *out = json_array(), *l;
@@ -120,11 +121,11 @@ static json_t *listener_summaries(struct core_registry *r)
     json_array_foreach(list, i, l)
     {
         json_t *status = json_object_get(l, "status");
-        json_t *s =
-            json_pack("{s:O*, s:O*, s:O*, s:O*, s:O*, s:O*}", "id", json_object_get(l, "id"),
-                      "service", json_object_get(l, "service"), "transport",
-                      json_object_get(l, "transport"), "port", json_object_get(l, "port"), "state",
-                      json_object_get(status, "state"), "enabled", json_object_get(l, "enabled"));
+        json_t *s = json_pack(
+            "{s:O*, s:O*, s:O*, s:O*, s:O*, s:O*, s:O*}", "id", json_object_get(l, "id"), "service",
+            json_object_get(l, "service"), "transport", json_object_get(l, "transport"), "port",
+            json_object_get(l, "port"), "state", json_object_get(status, "state"), "enabled",
+            json_object_get(l, "enabled"), "bound", json_object_get(status, "bound"));
         if (!s || json_array_append_new(out, s) < 0) {
             json_decref(list);
             json_decref(out);

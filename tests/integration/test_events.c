@@ -1,12 +1,14 @@
 /*
  * GET /api/v1/events, the server-sent event stream, through real HTTP: what a client reads
  * first (retry, snapshot), the listener events in order, the metrics ticks, reconnection with
- * Last-Event-ID, a client that stops reading, and stopping with streams open. Most tests drive
+ * Last-Event-ID, a client that stops reading, and stopping with streams open; a service's own
+ * events (backup.stored, backup.failed) under every TCP model. Most tests drive
  * the daemon as a child process; the keep-alive and wake-up tests run the API server in this
  * process, over a bus whose metrics ticks are an hour apart, so that a stream can be idle.
  */
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -1094,12 +1096,15 @@ static void test_events_server_stop_with_streams_returns_promptly(void **state)
 #define BACKUP_CONTENT "the quick brown fox jumps over the lazy dog\n"
 #define BACKUP_SHA256 "1153a4080f1fcb04425aa0b841c2b14606fe6df25d9076d2a1face2d5af57129"
 
-/* A backup listener "bk" on port 0 under model, keeping its files in DIR/files; extra is more
- * options members (",\"max_file_size\":100") or "". Returns its port. */
+/* A backup listener "bk" on port 0 under model, keeping its files in DIR/files-MODEL; extra is
+ * more options members (",\"max_file_size\":100") or "". Returns its port. */
 static uint16_t backup_listener(void **state, const char *model, const char *extra)
 {
     struct it_fixture *f = *state;
-    char body[1024], *files = it_path_in(f->dir, "files");
+    char body[1024], name[64], *files;
+
+    snprintf(name, sizeof(name), "files-%s", model);
+    files = it_path_in(f->dir, name);
 
     snprintf(body, sizeof(body),
              "{\"id\":\"bk\",\"service\":\"backup\",\"port\":0,\"model\":\"%s\","
@@ -1192,6 +1197,13 @@ static void test_events_backup_stored_under_process(void **state)
     assert_backup_stored_under(state, "process");
 }
 
+static void test_events_backup_stored_under_pool_and_sequential(void **state)
+{
+    assert_backup_stored_under(state, "pool");
+    json_decref(it_http_expect(it_daemon_of(state), "DELETE", "/api/v1/listeners/bk", NULL, 204));
+    assert_backup_stored_under(state, "sequential");
+}
+
 /* Sends line (and content) on fd and asserts the answer starts with want. */
 static void backup_exchange(int fd, const char *line, const char *want)
 {
@@ -1201,6 +1213,47 @@ static void backup_exchange(int fd, const char *line, const char *want)
     it_recv_line(fd, got, sizeof(got));
     if (strncmp(got, want, strlen(want)) != 0)
         fail_msg("answer to '%s': '%s', want '%s...'", line, got, want);
+}
+
+/*
+ * Asserts that the daemon's one child holds no fd of the daemon's beyond its own: from 3 up,
+ * its connection (a socket), the runner's wake eventfd, the sending end of the event channel
+ * (a socket), and what its session opened itself in the backup directory files_dir.
+ */
+static void assert_child_fds_are_its_own(const struct it_daemon *d, const char *files_dir)
+{
+    char path[64], link[512], seen[2048] = "";
+    int sockets = 0, eventfds = 0, others = 0;
+    struct dirent *e;
+    pid_t child;
+    DIR *dp;
+
+    assert_int_equal(it_children(d, &child, 1), 1);
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)child);
+    dp = opendir(path);
+    assert_non_null(dp);
+    while ((e = readdir(dp))) {
+        char fd_path[64 + 256];
+        ssize_t n;
+
+        if (e->d_name[0] == '.' || atoi(e->d_name) < 3 || atoi(e->d_name) == dirfd(dp))
+            continue;
+        snprintf(fd_path, sizeof(fd_path), "%s/%s", path, e->d_name);
+        n = readlink(fd_path, link, sizeof(link) - 1);
+        if (n < 0)
+            continue;
+        link[n] = '\0';
+        snprintf(seen + strlen(seen), sizeof(seen) - strlen(seen), " %s:%s", e->d_name, link);
+        if (strncmp(link, "socket:", 7) == 0)
+            sockets++;
+        else if (strcmp(link, "anon_inode:[eventfd]") == 0)
+            eventfds++;
+        else if (strncmp(link, files_dir, strlen(files_dir)) != 0)
+            others++;
+    }
+    closedir(dp);
+    if (sockets != 2 || eventfds != 1 || others != 0)
+        fail_msg("the child holds more than its connection, wake fd and event channel:%s", seen);
 }
 
 /*
@@ -1246,6 +1299,13 @@ static void test_events_backup_failed_under_process_is_reported_and_bounded(void
     /* the client leaves in the middle of its upload */
     fd = it_tcp_connect_ok(port);
     backup_exchange(fd, "PUT half.txt 10\n", "OK");
+    {
+        struct it_fixture *f = *state;
+        char *files = it_path_in(f->dir, "files-process");
+
+        assert_child_fds_are_its_own(d, files);
+        free(files);
+    }
     it_send_str_ok(fd, "abc");
     assert_int_equal(shutdown(fd, SHUT_WR), 0);
     j = expect_backup_event(&s, "backup.failed", "half.txt");
@@ -1286,6 +1346,8 @@ int main(void)
                                         it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_backup_stored_under_process, it_fixture_setup,
                                         it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_backup_stored_under_pool_and_sequential,
+                                        it_fixture_setup, it_fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_events_backup_failed_under_process_is_reported_and_bounded, it_fixture_setup,
             it_fixture_teardown),

@@ -618,7 +618,7 @@ static void test_fleet_events_of_one_node_gap_free_with_properties(void **state)
         } else {
             assert_true(json_is_null(seq));
             assert_int_equal(m.delivery_mode, 1);
-            assert_non_null(m.expiration);
+            assert_string_equal(m.expiration, "10000");
         }
         if (strcmp(kind, "metrics.tick") == 0) {
             last_tick = it_now_ms();

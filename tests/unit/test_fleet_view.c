@@ -511,6 +511,25 @@ static void test_fleet_view_pong_keeps_bound_port_of_port_0(void **state)
     json_decref(j);
 }
 
+static void test_fleet_view_pong_bound_port_of_port_0(void **state)
+{
+    struct fleet_view *v = *state;
+    static const char body[] =
+        "{\"node\":\"n1\",\"boot\":\"" BOOT_A "\",\"labels\":{},\"applied_offset\":null,"
+        "\"desired_offset\":null,\"last_result\":null,\"listeners\":[{\"id\":\"u1\","
+        "\"service\":\"echo\",\"transport\":\"tcp\",\"port\":0,\"state\":\"running\","
+        "\"enabled\":true,\"bound\":[\"127.0.0.1:40555\"]}]}";
+    json_t *j;
+
+    fleet_view_on_pong(v, body, strlen(body), T0);
+    j = fleet_view_json(v, T0);
+    assert_int_equal(
+        json_integer_value(json_object_get(
+            json_array_get(json_object_get(node_of(j, "n1"), "listeners"), 0), "port")),
+        40555);
+    json_decref(j);
+}
+
 static void test_fleet_view_config_revision_updates_revision(void **state)
 {
     struct fleet_view *v = *state;
@@ -644,6 +663,7 @@ int main(void)
         T(test_fleet_view_unanswered_ping_offline),
         T(test_fleet_view_tick_rates_and_listener_events),
         T(test_fleet_view_pong_keeps_bound_port_of_port_0),
+        T(test_fleet_view_pong_bound_port_of_port_0),
         T(test_fleet_view_config_revision_updates_revision),
         T(test_fleet_view_garbage_ignored_and_counted),
         T(test_fleet_view_counts_match_json),
