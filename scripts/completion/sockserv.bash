@@ -225,10 +225,10 @@ _sockserv()
     daemon)
         case $prev in
         --state-dir) COMPREPLY=($(compgen -d -- "$cur")) ;;
-        --token-file | --api-tls-cert | --api-tls-key) COMPREPLY=($(compgen -f -- "$cur")) ;;
+        --token-file | --api-tls-cert | --api-tls-key | --amqp-credentials | --amqp-cacert | --amqp-cert | --amqp-key) COMPREPLY=($(compgen -f -- "$cur")) ;;
         --log-level) COMPREPLY=($(compgen -W "error warn info debug" -- "$cur")) ;;
-        --api | --ready-fd | --api-mode | --allow-host) ;;
-        *) COMPREPLY=($(compgen -W "--api --api-mode --state-dir --no-defaults --ready-fd --token-file --api-tls-cert --api-tls-key --api-insecure-plain-http --allow-host --log-level --help --version" -- "$cur")) ;;
+        --api | --ready-fd | --api-mode | --allow-host | --amqp | --node | --label | --amqp-prefix | --amqp-heartbeat | --fleet-status-interval) ;;
+        *) COMPREPLY=($(compgen -W "--api --api-mode --state-dir --no-defaults --ready-fd --token-file --api-tls-cert --api-tls-key --api-insecure-plain-http --allow-host --log-level --amqp --amqp-credentials --amqp-cacert --amqp-cert --amqp-key --node --label --amqp-prefix --amqp-heartbeat --fleet-status-interval --fleet-view --help --version" -- "$cur")) ;;
         esac
         ;;
     echo)

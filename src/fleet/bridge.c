@@ -2,7 +2,8 @@
  * The bus thread: owns the bridge's two AMQP connections (publish with confirms; consume),
  * services both at least every heartbeat/2 (frames read with a zero timeout until none is left,
  * so that the library's heartbeats run and a silent broker is noticed), and moves messages
- * between the core event bus, the apply worker and the broker. Any error on either connection
+ * between the core event bus, the apply worker and the broker (what goes out is
+ * bridge_publish.c's). Any error on either connection
  * drops both (no graceful close on a dead socket) and schedules a reconnect with backoff.
  */
 #include "fleet/bridge.h"
@@ -21,8 +22,6 @@
 #include "bridge_internal.h"
 #include "core/log.h"
 #include "fleet/view.h"
-
-#define VIEW_PINGS_MAX 64
 
 int64_t bridge_mono_ms(void)
 {
@@ -60,7 +59,7 @@ static void sync_stats(struct fleet_bridge *b)
     pthread_mutex_unlock(&b->lock);
 }
 
-static void count_dropped(struct fleet_bridge *b, bool blocked)
+void bridge_count_dropped(struct fleet_bridge *b, bool blocked)
 {
     pthread_mutex_lock(&b->lock);
     if (blocked)
@@ -103,7 +102,7 @@ static void schedule_retry(struct fleet_bridge *b)
         b->backoff_ms = FLEET_BRIDGE_BACKOFF_MAX_MS;
 }
 
-static void session_fail(struct fleet_bridge *b, const char *why)
+void bridge_session_fail(struct fleet_bridge *b, const char *why)
 {
     core_log_warn("fleet: connection to %s lost: %s", b->amqp.display, why);
     session_close(b, false);
@@ -126,8 +125,6 @@ static int open_channel(amqp_connection_state_t c, amqp_channel_t ch, struct cor
     amqp_channel_open(c, ch);
     return fleet_amqp_reply_check(amqp_get_rpc_reply(c), "channel open", err);
 }
-
-static void push_node_event(struct fleet_bridge *b, const char *kind, json_t *data);
 
 /* Opens both connections, declares the topology and the consumers. */
 static int session_open(struct fleet_bridge *b, struct core_err *err)
@@ -220,126 +217,10 @@ static void try_connect(struct fleet_bridge *b)
     set_state(b, BRIDGE_CONNECTED, NULL);
     core_log_info("fleet: node %s connected to %s (heartbeat %ds)", b->node, b->amqp.display,
                   amqp_get_heartbeat(b->pub));
-    push_node_event(b, "node.hello", bridge_pong_json(b));
+    bridge_push_node_event(b, "node.hello", bridge_pong_json(b));
     b->next_status_ms = bridge_mono_ms() + b->status_interval_ms;
     if (b->view)
         fleet_view_set_connected(b->view, true);
-}
-
-/* ---- publishing ------------------------------------------------------------------------- */
-
-/* Wraps data (taken) in an envelope of kind; reliable kinds get the next seq and go to the
- * outbox; unreliable ones are published now if possible, else counted dropped. */
-static void publish_event(struct fleet_bridge *b, const char *kind, json_t *data)
-{
-    bool reliable = fleet_kind_is_reliable(kind);
-    int64_t now = fleet_now_ms();
-    uint64_t seq = reliable ? b->seq + 1 : 0;
-    char rk[FLEET_KEY_MAX], mid[FLEET_MESSAGE_ID_MAX];
-    json_t *env;
-    char *text;
-
-    if (!reliable && (!b->connected || b->pub_blocked)) {
-        json_decref(data);
-        count_dropped(b, b->pub_blocked);
-        return;
-    }
-    env = fleet_envelope(b->node, b->boot, seq, now, kind, data);
-    text = env ? json_dumps(env, JSON_COMPACT) : NULL;
-    json_decref(env);
-    if (!text || fleet_routing_key(rk, sizeof(rk), b->node, kind) < 0 ||
-        fleet_message_id(mid, sizeof(mid), b->node, b->boot, seq, now) < 0) {
-        free(text);
-        core_log_warn("fleet: event %s not published: out of memory", kind);
-        return;
-    }
-    if (reliable) {
-        const struct fleet_outbox_msg m = {.routing_key = rk,
-                                           .kind = kind,
-                                           .message_id = mid,
-                                           .seq = seq,
-                                           .timestamp = now / 1000,
-                                           .body = text,
-                                           .body_len = strlen(text)};
-
-        if (fleet_outbox_push(b->outbox, &m) >= 0)
-            b->seq = seq;
-    } else {
-        char events[FLEET_KEY_MAX];
-        struct core_err err = {0};
-        const struct fleet_amqp_msg m = {.exchange = events,
-                                         .routing_key = rk,
-                                         .body = text,
-                                         .len = strlen(text),
-                                         .type = kind,
-                                         .message_id = mid,
-                                         .expiration = FLEET_TICK_EXPIRATION,
-                                         .timestamp_s = now / 1000};
-
-        (void)fleet_name(events, sizeof(events), b->prefix, "events");
-        if (fleet_amqp_publish(b->pub, FLEET_AMQP_CHANNEL, &m, &err) < 0) {
-            free(text);
-            session_fail(b, err.msg);
-            return;
-        }
-        b->pub_tag++;
-        b->unreliable_published++;
-    }
-    free(text);
-}
-
-static void push_node_event(struct fleet_bridge *b, const char *kind, json_t *data)
-{
-    publish_event(b, kind, data ? data : json_object());
-}
-
-/* Publishes what the outbox holds unsent (not while blocked). */
-static void flush_outbox(struct fleet_bridge *b)
-{
-    char events[FLEET_KEY_MAX];
-    const struct fleet_outbox_msg *m;
-
-    (void)fleet_name(events, sizeof(events), b->prefix, "events");
-    while (b->connected && !b->pub_blocked && (m = fleet_outbox_next_unsent(b->outbox))) {
-        struct core_err err = {0};
-        const struct fleet_amqp_msg am = {.exchange = events,
-                                          .routing_key = m->routing_key,
-                                          .body = m->body,
-                                          .len = m->body_len,
-                                          .persistent = true,
-                                          .type = m->kind,
-                                          .message_id = m->message_id,
-                                          .timestamp_s = m->timestamp};
-
-        if (fleet_amqp_publish(b->pub, FLEET_AMQP_CHANNEL, &am, &err) < 0) {
-            session_fail(b, err.msg);
-            return;
-        }
-        (void)fleet_outbox_sent(b->outbox, ++b->pub_tag);
-    }
-}
-
-/* A reply on the consume connection's rpc channel (direct reply-to, default exchange). */
-static void send_reply(struct fleet_bridge *b, const char *reply_to, const char *correlation_id,
-                       json_t *body)
-{
-    struct core_err err = {0};
-    char *text;
-
-    if (!reply_to || !reply_to[0] || !b->connected || b->con_blocked || !body)
-        return;
-    text = json_dumps(body, JSON_COMPACT);
-    if (!text)
-        return;
-    const struct fleet_amqp_msg m = {.exchange = "",
-                                     .routing_key = reply_to,
-                                     .body = text,
-                                     .len = strlen(text),
-                                     .correlation_id = correlation_id[0] ? correlation_id : NULL,
-                                     .timestamp_s = fleet_now_ms() / 1000};
-    if (fleet_amqp_publish(b->con, BRIDGE_CH_RPC, &m, &err) < 0)
-        session_fail(b, err.msg);
-    free(text);
 }
 
 /* ---- what the broker delivers ------------------------------------------------------------- */
@@ -361,7 +242,7 @@ static void on_rpc(struct fleet_bridge *b, const amqp_message_t *msg, const char
         answer = bridge_pong_json(b);
     else
         answer = fleet_rpc_error(b->node, op);
-    send_reply(b, reply_to, corr, answer);
+    bridge_send_reply(b, reply_to, corr, answer);
     json_decref(answer);
 }
 
@@ -460,9 +341,9 @@ static void take_result(struct fleet_bridge *b)
     if (j) {
         json_decref(b->last_result);
         b->last_result = json_incref(j);
-        send_reply(b, res.reply_to, res.correlation_id, j);
+        bridge_send_reply(b, res.reply_to, res.correlation_id, j);
         snprintf(kind, sizeof(kind), "config.%s", fleet_result_name(res.reply.result));
-        publish_event(b, kind, j);
+        bridge_publish_event(b, kind, j);
     }
     fleet_reply_fini(&res.reply);
 }
@@ -488,7 +369,7 @@ static void on_deliver(struct fleet_bridge *b, amqp_channel_t ch, const amqp_bas
     if (b->connected && (strcmp(tag, b->desired_tag) == 0 || strcmp(tag, b->nodes_tag) == 0)) {
         int r = amqp_basic_ack(b->con, ch, d->delivery_tag, 0);
         if (r != AMQP_STATUS_OK)
-            session_fail(b, amqp_error_string2(r));
+            bridge_session_fail(b, amqp_error_string2(r));
     }
 }
 
@@ -516,7 +397,7 @@ static int on_frame(struct fleet_bridge *b, amqp_connection_state_t c, bool is_p
         amqp_message_t m;
         amqp_rpc_reply_t r = amqp_read_message(c, f->channel, &m, 0);
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-            session_fail(b, "cannot read a returned message");
+            bridge_session_fail(b, "cannot read a returned message");
             return -1;
         }
         amqp_destroy_message(&m);
@@ -536,7 +417,7 @@ static int on_frame(struct fleet_bridge *b, amqp_connection_state_t c, bool is_p
         d.consumer_tag = amqp_cstring_bytes(tag);
         r = amqp_read_message(c, f->channel, &m, 0);
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-            session_fail(b, "cannot read a delivered message");
+            bridge_session_fail(b, "cannot read a delivered message");
             return -1;
         }
         on_deliver(b, f->channel, &d, &m);
@@ -562,14 +443,14 @@ static int on_frame(struct fleet_bridge *b, amqp_connection_state_t c, bool is_p
         }
         return 0;
     case AMQP_BASIC_CANCEL_METHOD:
-        session_fail(b, "the broker cancelled a consumer (queue deleted?)");
+        bridge_session_fail(b, "the broker cancelled a consumer (queue deleted?)");
         return -1;
     case AMQP_CHANNEL_CLOSE_METHOD: {
         const amqp_channel_close_t *m = f->payload.method.decoded;
         char why[256];
         snprintf(why, sizeof(why), "channel closed by the broker: %.*s", (int)m->reply_text.len,
                  (const char *)m->reply_text.bytes);
-        session_fail(b, why);
+        bridge_session_fail(b, why);
         return -1;
     }
     case AMQP_CONNECTION_CLOSE_METHOD: {
@@ -579,7 +460,7 @@ static int on_frame(struct fleet_bridge *b, amqp_connection_state_t c, bool is_p
         snprintf(why, sizeof(why), "connection closed by the broker: %.*s", (int)m->reply_text.len,
                  (const char *)m->reply_text.bytes);
         (void)amqp_send_method(c, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
-        session_fail(b, why);
+        bridge_session_fail(b, why);
         return -1;
     }
     default:
@@ -606,7 +487,7 @@ static int service(struct fleet_bridge *b, bool is_pub)
             struct core_err err = {0};
             (void)fleet_amqp_status_check(r, is_pub ? "publish connection" : "consume connection",
                                           &err);
-            session_fail(b, err.msg);
+            bridge_session_fail(b, err.msg);
             return -1;
         }
         if (on_frame(b, c, is_pub, &f) < 0)
@@ -623,93 +504,6 @@ static int service_all(struct fleet_bridge *b)
     if (service(b, true) < 0 || service(b, false) < 0)
         return -1;
     return 0;
-}
-
-/* ---- the core event bus ------------------------------------------------------------------- */
-
-static void on_core_events(void *ctx)
-{
-    struct fleet_bridge *b = ctx;
-    uint64_t one = 1;
-
-    (void)!write(b->efd, &one, sizeof(one));
-}
-
-static void drain_core_events(struct fleet_bridge *b)
-{
-    struct core_event *ev;
-    int r;
-
-    while ((r = core_events_next(b->sub, &ev)) == 1) {
-        const struct fleet_kind *k = fleet_kind_of_event(ev->type);
-        int64_t now = bridge_mono_ms();
-        json_t *data;
-
-        if (k && (k->reliable || now - b->last_tick_ms >= 1000)) {
-            data = json_loadb(ev->data, ev->data_len, 0, NULL);
-            if (!k->reliable)
-                b->last_tick_ms = now;
-            if (data)
-                publish_event(b, k->kind, data);
-        }
-        core_event_unref(ev);
-    }
-    if (r == -EPIPE) {
-        bool caught_up;
-
-        /* Overrun: what was missed is lost to the fleet (the seq stays gap-free). */
-        core_events_unsubscribe(b->sub);
-        b->sub = NULL;
-        b->overruns++;
-        core_log_warn("fleet: events overran the bridge; some were not published");
-        if (core_events_subscribe(b->events, 0, on_core_events, b, &b->sub, &caught_up) < 0)
-            core_log_error("fleet: cannot subscribe to the events again");
-    }
-}
-
-/* ---- the view ------------------------------------------------------------------------------ */
-
-static void view_pings(struct fleet_bridge *b)
-{
-    char nodes[VIEW_PINGS_MAX][64];
-    char rpc[FLEET_KEY_MAX], key[FLEET_KEY_MAX];
-    bool all = false;
-    size_t n;
-    json_t *req;
-    char *text;
-
-    if (!b->view || !b->connected || b->con_blocked)
-        return;
-    n = fleet_view_wants_ping(b->view, nodes, VIEW_PINGS_MAX, &all, fleet_now_ms());
-    if (n == 0 && !all)
-        return;
-    req = fleet_ping_request();
-    text = req ? json_dumps(req, JSON_COMPACT) : NULL;
-    json_decref(req);
-    if (!text)
-        return;
-    (void)fleet_name(rpc, sizeof(rpc), b->prefix, "rpc");
-    for (size_t i = 0; i < (all ? 1 : n); i++) {
-        struct core_err err = {0};
-        char corr[FLEET_RECORD_ID_MAX];
-
-        if (fleet_rpc_key(key, sizeof(key), all ? NULL : nodes[i]) < 0)
-            continue;
-        snprintf(corr, sizeof(corr), "%s:%s:ping", b->node, b->boot);
-        const struct fleet_amqp_msg m = {.exchange = rpc,
-                                         .routing_key = key,
-                                         .body = text,
-                                         .len = strlen(text),
-                                         .correlation_id = corr,
-                                         .reply_to = FLEET_REPLY_TO,
-                                         .expiration = FLEET_RPC_EXPIRATION,
-                                         .timestamp_s = fleet_now_ms() / 1000};
-        if (fleet_amqp_publish(b->con, BRIDGE_CH_RPC, &m, &err) < 0) {
-            session_fail(b, err.msg);
-            break;
-        }
-    }
-    free(text);
 }
 
 /* ---- the loop ---------------------------------------------------------------------------- */
@@ -738,8 +532,8 @@ static bool say_bye(struct fleet_bridge *b)
 
     if (!b->connected || b->pub_blocked)
         return false;
-    push_node_event(b, "node.bye", json_object());
-    flush_outbox(b);
+    bridge_push_node_event(b, "node.bye", json_object());
+    bridge_flush_outbox(b);
     while (b->connected && fleet_outbox_depth(b->outbox) > 0) {
         int64_t left = deadline - bridge_mono_ms();
         struct pollfd p = {.fd = amqp_get_sockfd(b->pub), .events = POLLIN};
@@ -783,17 +577,17 @@ static void *bus_main(void *arg)
         if (atomic_load(&b->stopping))
             break;
         (void)service_all(b);
-        drain_core_events(b);
+        bridge_drain_core_events(b);
         take_result(b);
         hand_pending(b);
         now = bridge_mono_ms();
         if (b->connected && now >= b->next_status_ms) {
             b->next_status_ms = now + b->status_interval_ms;
-            publish_event(b, "node.status", bridge_pong_json(b));
+            bridge_publish_event(b, "node.status", bridge_pong_json(b));
         }
-        view_pings(b);
+        bridge_view_pings(b);
         if (b->connected && service(b, true) == 0)
-            flush_outbox(b);
+            bridge_flush_outbox(b);
     }
     take_result(b);
     if (b->connected)
@@ -867,7 +661,7 @@ int fleet_bridge_start(const struct fleet_bridge_opts *opts, struct fleet_bridge
     }
     r = fleet_outbox_new(FLEET_OUTBOX_CAPACITY, &b->outbox);
     if (r == 0)
-        r = core_events_subscribe(b->events, 0, on_core_events, b, &b->sub, &caught_up);
+        r = core_events_subscribe(b->events, 0, bridge_on_core_events, b, &b->sub, &caught_up);
     if (r < 0) {
         core_err_set(err, r, NULL, "out of memory");
         goto out_free;

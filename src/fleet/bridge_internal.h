@@ -3,8 +3,9 @@
 
 /*
  * What the bridge's modules share: the bridge itself (bridge.c: the bus thread, its
- * connections and loop), the apply worker (bridge_apply.c) and the messages and counters
- * (bridge_msg.c: pong, health, Prometheus).
+ * connections, what the broker delivers, the loop), what goes out (bridge_publish.c: events,
+ * outbox, replies, the core event bus, the view's pings), the apply worker (bridge_apply.c) and
+ * the messages and counters (bridge_msg.c: pong, health, Prometheus).
  *
  * Locks: lock guards the members marked "lock" (counters and state the API thread reads, the
  * apply worker's hand-off); everything else belongs to the bus thread.
@@ -137,6 +138,39 @@ void *bridge_worker_main(void *arg);
 
 /* The pong object (bus thread): a new reference, NULL on ENOMEM. */
 json_t *bridge_pong_json(struct fleet_bridge *b);
+
+/* Drops both connections after an error (no close handshake) and schedules a reconnect;
+ * why goes to the log and the health (bridge.c). */
+void bridge_session_fail(struct fleet_bridge *b, const char *why);
+
+/* Counts an unreliable event dropped: blocked, or down (bridge.c). */
+void bridge_count_dropped(struct fleet_bridge *b, bool blocked);
+
+/* bridge_publish.c, all on the bus thread: */
+
+/* Wraps data (taken) in an envelope of kind: reliable kinds get the next seq and go to the
+ * outbox; unreliable ones are published now if possible, else counted dropped. */
+void bridge_publish_event(struct fleet_bridge *b, const char *kind, json_t *data);
+
+/* bridge_publish_event() with data NULL meaning {}. */
+void bridge_push_node_event(struct fleet_bridge *b, const char *kind, json_t *data);
+
+/* Publishes what the outbox holds unsent (not while blocked). */
+void bridge_flush_outbox(struct fleet_bridge *b);
+
+/* A reply (body borrowed) to reply_to with correlation_id, by direct reply-to on the consume
+ * connection's rpc channel; nothing when disconnected or blocked. */
+void bridge_send_reply(struct fleet_bridge *b, const char *reply_to, const char *correlation_id,
+                       json_t *body);
+
+/* The core event bus's notify: wakes the bus thread (any thread, under the bus's lock). */
+void bridge_on_core_events(void *ctx);
+
+/* Takes every queued core event and publishes it; resubscribes after an overrun. */
+void bridge_drain_core_events(struct fleet_bridge *b);
+
+/* Sends the pings the view asks for (rpc.NODE or rpc.all, replies by direct reply-to). */
+void bridge_view_pings(struct fleet_bridge *b);
 
 /* The state's name: "connected", ... */
 const char *bridge_state_name(enum bridge_state s);
