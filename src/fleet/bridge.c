@@ -23,14 +23,6 @@
 #include "core/log.h"
 #include "fleet/view.h"
 
-int64_t bridge_mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- state and counters ---------------------------------------------------------------- */
 
 static void set_state(struct fleet_bridge *b, enum bridge_state s, const char *error)
@@ -94,9 +86,9 @@ static void schedule_retry(struct fleet_bridge *b)
     int64_t wait;
 
     if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
-        rnd = (uint32_t)bridge_mono_ms();
+        rnd = (uint32_t)core_now_ms();
     wait = b->backoff_ms - (int64_t)(rnd % (uint32_t)(b->backoff_ms / 4 + 1));
-    b->next_retry_ms = bridge_mono_ms() + wait;
+    b->next_retry_ms = core_now_ms() + wait;
     b->backoff_ms *= 2;
     if (b->backoff_ms > FLEET_BRIDGE_BACKOFF_MAX_MS)
         b->backoff_ms = FLEET_BRIDGE_BACKOFF_MAX_MS;
@@ -218,7 +210,7 @@ static void try_connect(struct fleet_bridge *b)
     core_log_info("fleet: node %s connected to %s (heartbeat %ds)", b->node, b->amqp.display,
                   amqp_get_heartbeat(b->pub));
     bridge_push_node_event(b, "node.hello", bridge_pong_json(b));
-    b->next_status_ms = bridge_mono_ms() + b->status_interval_ms;
+    b->next_status_ms = core_now_ms() + b->status_interval_ms;
     if (b->view)
         fleet_view_set_connected(b->view, true);
 }
@@ -528,14 +520,14 @@ static int poll_timeout(struct fleet_bridge *b, int64_t now)
  * whether it did (the broker answers: a graceful close will not hang). */
 static bool say_bye(struct fleet_bridge *b)
 {
-    int64_t deadline = bridge_mono_ms() + FLEET_BRIDGE_BYE_WAIT_MS;
+    int64_t deadline = core_now_ms() + FLEET_BRIDGE_BYE_WAIT_MS;
 
     if (!b->connected || b->pub_blocked)
         return false;
     bridge_push_node_event(b, "node.bye", json_object());
     bridge_flush_outbox(b);
     while (b->connected && fleet_outbox_depth(b->outbox) > 0) {
-        int64_t left = deadline - bridge_mono_ms();
+        int64_t left = deadline - core_now_ms();
         struct pollfd p = {.fd = amqp_get_sockfd(b->pub), .events = POLLIN};
 
         if (left <= 0)
@@ -554,9 +546,9 @@ static void *bus_main(void *arg)
     bool graceful;
 
     b->backoff_ms = FLEET_BRIDGE_BACKOFF_MIN_MS;
-    b->next_retry_ms = bridge_mono_ms();
+    b->next_retry_ms = core_now_ms();
     while (!atomic_load(&b->stopping)) {
-        int64_t now = bridge_mono_ms();
+        int64_t now = core_now_ms();
         struct pollfd fds[3] = {{.fd = b->efd, .events = POLLIN}, {.fd = -1}, {.fd = -1}};
         uint64_t count;
         bool buffered = false;
@@ -570,7 +562,7 @@ static void *bus_main(void *arg)
                        amqp_frames_enqueued(b->con) || amqp_data_in_buffer(b->con);
         }
         sync_stats(b);
-        if (poll(fds, 3, buffered ? 0 : poll_timeout(b, bridge_mono_ms())) < 0 && errno != EINTR)
+        if (poll(fds, 3, buffered ? 0 : poll_timeout(b, core_now_ms())) < 0 && errno != EINTR)
             break;
         if (fds[0].revents & POLLIN)
             (void)!read(b->efd, &count, sizeof(count));
@@ -580,7 +572,7 @@ static void *bus_main(void *arg)
         bridge_drain_core_events(b);
         take_result(b);
         hand_pending(b);
-        now = bridge_mono_ms();
+        now = core_now_ms();
         if (b->connected && now >= b->next_status_ms) {
             b->next_status_ms = now + b->status_interval_ms;
             bridge_publish_event(b, "node.status", bridge_pong_json(b));

@@ -19,6 +19,7 @@
 #include <amqp.h>
 #include <jansson.h>
 
+#include "core/clock.h"
 #include "core/events.h"
 #include "core/registry.h"
 #include "fleet/amqp.h"
@@ -123,9 +124,6 @@ struct fleet_bridge {
 #define BRIDGE_CH_DESIRED 1
 #define BRIDGE_CH_RPC 2
 #define BRIDGE_CH_VIEW 3
-
-/* Monotonic milliseconds. */
-int64_t bridge_mono_ms(void);
 
 /* Releases what a job owns and zeroes it. */
 void bridge_job_fini(struct bridge_job *j);

@@ -147,7 +147,7 @@ void bridge_drain_core_events(struct fleet_bridge *b)
 
     while ((r = core_events_next(b->sub, &ev)) == 1) {
         const struct fleet_kind *k = fleet_kind_of_event(ev->type);
-        int64_t now = bridge_mono_ms();
+        int64_t now = core_now_ms();
         json_t *data;
 
         if (k && (k->reliable || now - b->last_tick_ms >= 1000)) {
