@@ -82,7 +82,10 @@ void fleet_view_free(struct fleet_view *v);
  * already seen: a record that came both live and from the stream) change nothing but
  * last_seen. A seq gap or a new boot makes the node want a ping; so does node.hello.
  * node.bye makes it OFFLINE. Records whose "time" is older than 3 status intervals are
- * history: they make the node known (with that last_seen) but not live.
+ * history: they make the node known (with that last_seen) but not live. node.forgotten (sent
+ * by `sockserv fleet forget`) removes the node from the table unless it was heard after the
+ * event's time; its messages older than that time, arriving later, are dropped; a newer event
+ * or a pong brings it back, as a new node.
  */
 void fleet_view_on_event(struct fleet_view *v, const char *body, size_t len, int64_t now_ms);
 

@@ -92,7 +92,8 @@ int fleet_node_queue(char *buf, size_t len, const char *prefix, const char *node
 /*
  * The binding keys of the PREFIX.nodes stream on PREFIX.events, i from 0: "ev.*.node.hello",
  * "ev.*.node.bye", "ev.*.config.applied", "ev.*.config.unchanged", "ev.*.config.rejected",
- * "ev.*.config.conflict"; NULL past the last one. Static strings.
+ * "ev.*.config.conflict", "ev.*.node.forgotten" (`sockserv fleet forget`); NULL past the last
+ * one. Static strings.
  */
 const char *fleet_nodes_binding(size_t i);
 

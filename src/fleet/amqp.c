@@ -16,6 +16,8 @@
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 
+#include "fleet/wire.h"
+
 #define CREDENTIALS_MAX 1024
 
 static void copy_str(char *dst, size_t len, const char *src)
@@ -506,10 +508,6 @@ static int bind_queue(amqp_connection_state_t c, amqp_channel_t ch, const char *
 int fleet_amqp_declare(amqp_connection_state_t c, amqp_channel_t ch, const char *prefix,
                        struct core_err *err)
 {
-    static const char *const node_keys[] = {
-        "ev.*.node.hello",       "ev.*.node.bye",        "ev.*.config.applied",
-        "ev.*.config.unchanged", "ev.*.config.rejected", "ev.*.config.conflict",
-    };
     char events[128], rpc[128], desired[128], nodes[128], what[160];
     int r;
 
@@ -530,8 +528,8 @@ int fleet_amqp_declare(amqp_connection_state_t c, amqp_channel_t ch, const char 
     r = declare_stream(c, ch, desired, 268435456, err);
     if (r == 0)
         r = declare_stream(c, ch, nodes, 67108864, err);
-    for (size_t i = 0; r == 0 && i < sizeof(node_keys) / sizeof(node_keys[0]); i++)
-        r = bind_queue(c, ch, nodes, events, node_keys[i], err);
+    for (size_t i = 0; r == 0 && fleet_nodes_binding(i); i++)
+        r = bind_queue(c, ch, nodes, events, fleet_nodes_binding(i), err);
     return r;
 }
 

@@ -51,7 +51,8 @@ struct fleet_view {
     bool ping_all;           /* guarded by lock: everyone wants a ping */
     struct node **nodes;     /* guarded by lock; sorted by name */
     size_t n, cap;
-    uint64_t ignored; /* guarded by lock: bodies that could not be read */
+    uint64_t ignored;  /* guarded by lock: bodies that could not be read */
+    json_t *forgotten; /* guarded by lock: node -> time (ms) of its node.forgotten */
 };
 
 static const char *const state_names[FLEET_VIEW_STATE_COUNT] = {
@@ -427,6 +428,11 @@ int fleet_view_new(int64_t status_interval_ms, struct fleet_view **ret)
     v = calloc(1, sizeof(*v));
     if (!v)
         return -ENOMEM;
+    v->forgotten = json_object();
+    if (!v->forgotten) {
+        free(v);
+        return -ENOMEM;
+    }
     pthread_mutex_init(&v->lock, NULL);
     v->interval_ms = status_interval_ms;
     v->ping_timeout_ms =
@@ -442,6 +448,7 @@ void fleet_view_free(struct fleet_view *v)
     for (size_t i = 0; i < v->n; i++)
         node_free(v->nodes[i]);
     free(v->nodes);
+    json_decref(v->forgotten);
     pthread_mutex_destroy(&v->lock);
     free(v);
 }
@@ -491,6 +498,52 @@ static void apply_kind(struct node *n, const char *kind, const json_t *d, bool h
     }
 }
 
+/* Removes the node named name from the table (if there). Under lock. */
+static void node_remove_locked(struct fleet_view *v, const char *name)
+{
+    struct node *n = node_find_locked(v, name, NULL);
+    size_t pos = 0;
+
+    if (!n)
+        return;
+    while (v->nodes[pos] != n)
+        pos++;
+    node_free(n);
+    memmove(v->nodes + pos, v->nodes + pos + 1, (v->n - pos - 1) * sizeof(*v->nodes));
+    v->n--;
+}
+
+/*
+ * node.forgotten (an operator's `sockserv fleet forget`, at forgot_ms): the node leaves the
+ * table unless it spoke after that time; what it said before, arriving later (a replay of the
+ * nodes stream), is dropped (see forgotten_before_locked()). Under lock.
+ */
+static void forget_locked(struct fleet_view *v, const char *name, int64_t forgot_ms)
+{
+    const struct node *n = node_find_locked(v, name, NULL);
+    json_int_t known = json_integer_value(json_object_get(v->forgotten, name));
+
+    if (n && n->last_seen_ms > forgot_ms)
+        return; /* it spoke since: it is back */
+    node_remove_locked(v, name);
+    if (forgot_ms > known)
+        json_object_set_new(v->forgotten, name, json_integer(forgot_ms));
+}
+
+/* Whether a message of node name from time_ms predates the node's being forgotten: it is
+ * dropped. A newer one clears the mark (the node is back, as a new node). Under lock. */
+static bool forgotten_before_locked(struct fleet_view *v, const char *name, int64_t time_ms)
+{
+    const json_t *at = json_object_get(v->forgotten, name);
+
+    if (!at)
+        return false;
+    if (time_ms <= json_integer_value(at))
+        return true;
+    json_object_del(v->forgotten, name);
+    return false;
+}
+
 void fleet_view_on_event(struct fleet_view *v, const char *body, size_t len, int64_t now_ms)
 {
     struct fleet_envelope e = {0};
@@ -500,8 +553,17 @@ void fleet_view_on_event(struct fleet_view *v, const char *body, size_t len, int
     bool history, new_boot;
 
     pthread_mutex_lock(&v->lock);
-    if (!body || fleet_envelope_parse(body, len, &e, &err) < 0 ||
-        !(n = node_get_locked(v, e.node))) {
+    if (!body || fleet_envelope_parse(body, len, &e, &err) < 0 || !fleet_node_name_valid(e.node)) {
+        v->ignored++;
+        goto out;
+    }
+    if (strcmp(e.kind, "node.forgotten") == 0) {
+        forget_locked(v, e.node, e.time_ms);
+        goto out;
+    }
+    if (forgotten_before_locked(v, e.node, e.time_ms))
+        goto out;
+    if (!(n = node_get_locked(v, e.node))) {
         v->ignored++;
         goto out;
     }
@@ -553,6 +615,8 @@ void fleet_view_on_pong(struct fleet_view *v, const char *body, size_t len, int6
         json_decref(j);
         goto out;
     }
+    /* a live answer: a node forgotten is back */
+    json_object_del(v->forgotten, json_string_value(json_object_get(j, "node")));
     n = node_get_locked(v, json_string_value(json_object_get(j, "node")));
     if (!n) {
         v->ignored++;

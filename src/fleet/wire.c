@@ -128,6 +128,7 @@ const char *fleet_nodes_binding(size_t i)
     static const char *const keys[] = {
         "ev.*.node.hello",       "ev.*.node.bye",        "ev.*.config.applied",
         "ev.*.config.unchanged", "ev.*.config.rejected", "ev.*.config.conflict",
+        "ev.*.node.forgotten",
     };
 
     return i < sizeof(keys) / sizeof(keys[0]) ? keys[i] : NULL;

@@ -421,6 +421,65 @@ static void test_fleet_view_history_after_live_changes_nothing(void **state)
     assert_string_equal(state_at(v, "n1", T0), "SYNCED");
 }
 
+#define BOOT_CLI "00112233445566cc"
+#define HELLO_N2 "{\"node\":\"n2\",\"boot\":\"" BOOT_B "\",\"labels\":{\"role\":\"db\"}}"
+
+static void test_fleet_view_forgotten_removes_then_hello_readds(void **state)
+{
+    struct fleet_view *v = *state;
+    json_t *j;
+
+    /* the nodes stream: n2 joined and left an hour ago, n1 is live */
+    event(v, "n2", BOOT_B, "1", T0 - 3600000, "node.hello", HELLO_N2, T0);
+    event(v, "n2", BOOT_B, "2", T0 - 3500000, "node.bye", "{}", T0);
+    pong(v, "n1", BOOT_A, "null", "null", "null", T0);
+    assert_string_equal(state_at(v, "n2", T0), "OFFLINE");
+    /* an operator forgets n2 */
+    event(v, "n2", BOOT_CLI, NULL, T0 + 100, "node.forgotten", "{\"by\":\"root@h\"}", T0 + 100);
+    j = fleet_view_json(v, T0 + 200);
+    assert_int_equal(json_array_size(json_object_get(j, "nodes")), 1);
+    assert_null(node_of(j, "n2"));
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "counts"), "OFFLINE")),
+                     0);
+    json_decref(j);
+    assert_string_equal(state_at(v, "n1", T0 + 200), "SYNCED");
+    /* its old records, replayed late, do not bring it back */
+    event(v, "n2", BOOT_B, "1", T0 - 3600000, "node.hello", HELLO_N2, T0 + 300);
+    assert_string_equal(state_at(v, "n2", T0 + 300), "(none)");
+    /* it joins again: a new node, live */
+    event(v, "n2", "00112233445566dd", "1", T0 + 1000, "node.hello",
+          "{\"node\":\"n2\",\"boot\":\"00112233445566dd\",\"labels\":{}}", T0 + 1000);
+    j = fleet_view_json(v, T0 + 1000);
+    assert_non_null(node_of(j, "n2"));
+    assert_true(json_is_true(json_object_get(node_of(j, "n2"), "online")));
+    assert_int_equal(json_object_size(json_object_get(node_of(j, "n2"), "labels")), 0);
+    json_decref(j);
+}
+
+static void test_fleet_view_forgotten_before_last_word_keeps_node(void **state)
+{
+    struct fleet_view *v = *state;
+
+    /* a pong after the forget's time: the node spoke since, it stays */
+    pong(v, "n1", BOOT_A, "null", "null", "null", T0 + 500);
+    event(v, "n1", BOOT_CLI, NULL, T0, "node.forgotten", "{}", T0 + 600);
+    assert_string_equal(state_at(v, "n1", T0 + 600), "SYNCED");
+    /* forgotten unknown node: nothing to remove, nothing counted as unreadable */
+    event(v, "n9", BOOT_CLI, NULL, T0, "node.forgotten", "{}", T0 + 600);
+    assert_string_equal(state_at(v, "n9", T0 + 600), "(none)");
+}
+
+static void test_fleet_view_forgotten_then_pong_readds(void **state)
+{
+    struct fleet_view *v = *state;
+
+    event(v, "n2", BOOT_B, "1", T0 - 3600000, "node.hello", HELLO_N2, T0);
+    event(v, "n2", BOOT_CLI, NULL, T0 + 100, "node.forgotten", "{}", T0 + 100);
+    assert_string_equal(state_at(v, "n2", T0 + 100), "(none)");
+    pong(v, "n2", BOOT_B, "null", "null", "null", T0 + 200);
+    assert_string_equal(state_at(v, "n2", T0 + 200), "SYNCED");
+}
+
 static void test_fleet_view_published_offline_node_pending(void **state)
 {
     struct fleet_view *v = *state;
@@ -659,6 +718,9 @@ int main(void)
         T(test_fleet_view_more_wanted_than_max_pings_all),
         T(test_fleet_view_history_known_offline_with_last_seen),
         T(test_fleet_view_history_after_live_changes_nothing),
+        T(test_fleet_view_forgotten_removes_then_hello_readds),
+        T(test_fleet_view_forgotten_before_last_word_keeps_node),
+        T(test_fleet_view_forgotten_then_pong_readds),
         T(test_fleet_view_published_offline_node_pending),
         T(test_fleet_view_unanswered_ping_offline),
         T(test_fleet_view_tick_rates_and_listener_events),

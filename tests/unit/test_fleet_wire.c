@@ -117,7 +117,8 @@ static void test_nodes_bindings_list(void **state)
     assert_string_equal(fleet_nodes_binding(3), "ev.*.config.unchanged");
     assert_string_equal(fleet_nodes_binding(4), "ev.*.config.rejected");
     assert_string_equal(fleet_nodes_binding(5), "ev.*.config.conflict");
-    assert_null(fleet_nodes_binding(6));
+    assert_string_equal(fleet_nodes_binding(6), "ev.*.node.forgotten");
+    assert_null(fleet_nodes_binding(7));
 }
 
 static void test_kind_of_event_maps_core_types(void **state)
