@@ -586,8 +586,10 @@ int it_daemon_stop(struct it_daemon *d, int sig, int timeout_ms, int *ret_status
     int status, r;
 
     if (d->exited) {
-        *ret_status = d->status;
-        *ret_ms = 0;
+        if (ret_status)
+            *ret_status = d->status;
+        if (ret_ms)
+            *ret_ms = 0;
         return 0;
     }
     if (d->pid <= 0)
@@ -600,8 +602,10 @@ int it_daemon_stop(struct it_daemon *d, int sig, int timeout_ms, int *ret_status
         return r;
     }
     daemon_reaped(d, status);
-    *ret_status = status;
-    *ret_ms = it_now_ms() - t0;
+    if (ret_status)
+        *ret_status = status;
+    if (ret_ms)
+        *ret_ms = it_now_ms() - t0;
     return 0;
 }
 
@@ -2677,6 +2681,21 @@ void it_daemon_stop_clean(struct it_daemon *d)
     if (!it_status_is_exit0(status)) {
         it_daemon_dump_stderr(d);
         fail_msg("the daemon ended with %s on SIGTERM", it_status_str(status));
+    }
+}
+
+void it_daemons_stop_all(struct it_daemon *ds, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct it_daemon *d = &ds[i];
+        int status = 0;
+
+        if (d->pid <= 0)
+            continue;
+        if (it_daemon_stop(d, SIGTERM, IT_EXIT_TIMEOUT_MS, &status, NULL) < 0 ||
+            !it_status_is_exit0(status))
+            it_daemon_dump_stderr(d);
+        it_assert_no_sanitizer_report(d);
     }
 }
 

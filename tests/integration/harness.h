@@ -99,7 +99,8 @@ void it_daemon_start_ok(struct it_daemon *d, const struct it_daemon_opts *opts);
 
 /*
  * Sends sig and waits up to timeout_ms for the exit. Returns 0 with the waitpid() status and
- * the time it took, or -ETIMEDOUT (the child is then killed with SIGKILL and reaped).
+ * the time it took (ret_status and ret_ms may each be NULL), or -ETIMEDOUT (the child is then
+ * killed with SIGKILL and reaped).
  */
 int it_daemon_stop(struct it_daemon *d, int sig, int timeout_ms, int *ret_status, int64_t *ret_ms);
 
@@ -553,6 +554,11 @@ char *it_dir_names(const char *dir);
 
 /* SIGTERM; asserts an exit 0 within IT_EXIT_TIMEOUT_MS and a log with no sanitizer report. */
 void it_daemon_stop_clean(struct it_daemon *d);
+
+/* A teardown's end for the n daemons of ds: each one still running gets SIGTERM (killed after
+ * IT_EXIT_TIMEOUT_MS), its stderr is printed when it did not exit 0, and its log is asserted to
+ * hold no sanitizer report. Slots never started (pid 0) are skipped. */
+void it_daemons_stop_all(struct it_daemon *ds, size_t n);
 
 /* Runs `$SOCKSERV_BIN verb ARGS...` (args NULL-terminated, may be NULL) as it_run() does, and
  * prints the command and the first lines of what it wrote, for the test's log. */

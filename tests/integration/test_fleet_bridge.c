@@ -39,15 +39,6 @@ static int setup(void **state)
     return 0;
 }
 
-/* SIGTERM, and the exit; returns it_daemon_stop()'s result. */
-static int stop(struct it_daemon *d)
-{
-    int status;
-    int64_t ms;
-
-    return it_daemon_stop(d, 15, IT_EXIT_TIMEOUT_MS, &status, &ms);
-}
-
 /* SIGTERM: a clean exit 0 within IT_EXIT_TIMEOUT_MS, no sanitizer report in its log. */
 static void stop_clean(struct it_daemon *d)
 {
@@ -66,8 +57,7 @@ static int teardown(void **state)
 {
     struct fx *f = *state;
 
-    if (f->d.pid)
-        (void)stop(&f->d);
+    it_daemons_stop_all(&f->d, 1);
     if (f->has_priv)
         it_broker_private_stop(&f->priv);
     it_tmpdir_remove(f->dir);

@@ -121,19 +121,7 @@ static int faults_teardown(void **state)
         (void)it_broker_ctl_at(&g->b, args);
     }
     it_amqp_close(f->peer);
-    for (int i = 0; i < NODES_MAX; i++) {
-        struct it_daemon *d = &f->d[i];
-
-        if (d->pid > 0) {
-            int64_t ms;
-            int status;
-
-            if (it_daemon_stop(d, SIGTERM, IT_EXIT_TIMEOUT_MS, &status, &ms) < 0 ||
-                !it_status_is_exit0(status))
-                it_daemon_dump_stderr(d);
-            it_assert_no_sanitizer_report(d);
-        }
-    }
+    it_daemons_stop_all(f->d, NODES_MAX);
     it_tmpdir_remove(f->dir);
     *state = g;
     free(f);
