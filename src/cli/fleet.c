@@ -1,5 +1,5 @@
 /*
- * `sockserv fleet`: the arguments, the help, and the verbs apply, ls and watch. The broker
+ * `sockserv fleet`: the arguments, the help, and the verbs apply, ls, watch and forget. The broker
  * session is fleet_bus.c, the tables and lines fleet_fmt.c.
  */
 #include "cli/fleet.h"
@@ -41,7 +41,7 @@
 #define RETRY_FIRST_MS 500
 #define RETRY_MAX_MS 10000
 
-enum verb { APPLY, LS, WATCH, VERB_COUNT };
+enum verb { APPLY, LS, WATCH, FORGET, VERB_COUNT };
 
 enum opt {
     OPT_AMQP,
@@ -58,6 +58,7 @@ enum opt {
     OPT_IF_MATCH,
     OPT_WAIT,
     OPT_COUNT,
+    OPT_FORCE,
     OPT_COUNT_
 };
 
@@ -92,6 +93,10 @@ static const struct cli_opt opts[OPT_COUNT_] = {
                   "10s, 2m; a bare number is seconds",
                   VB(APPLY) | VB(LS)},
     [OPT_COUNT] = {"count", 0, "N", "end after N events", VB(WATCH)},
+    [OPT_FORCE] = {"force", 0, NULL,
+                   "forget a node even when it is online (it is listed again as soon as it "
+                   "speaks: its next status, hello or answer to a ping)",
+                   VB(FORGET)},
 };
 
 #define ARGS(min, max, ...) .min_args = (min), .max_args = (max), .arg_names = {__VA_ARGS__}
@@ -127,6 +132,18 @@ static const struct cli_verb verbs[VERB_COUNT] = {
                "lost once watching is said on stderr and reconnected to (what happened in\n"
                "between is not shown). Ctrl-C ends it (exit 0).",
                ARGS(0, 1, "PATTERN")},
+    [FORGET] = {"forget", "forget NODE... [--force]",
+                "make the fleet forget nodes that left for good",
+                "The fleet remembers every node that ever joined (the stream PREFIX.nodes,\n"
+                "30 days): ls lists one that left as OFFLINE, and apply --selector/--all\n"
+                "waits for it (PENDING). forget publishes the event node.forgotten of each\n"
+                "NODE: ls and apply no longer count it, until it joins again. A node that is\n"
+                "online (it answers a ping, or its rpc queue exists) is refused (exit 1):\n"
+                "stop it first, or it would join again; --force forgets it anyway (a crashed\n"
+                "node's queue lingers until the broker notices). Prints \"forgotten: NODE\"\n"
+                "for each, or \"not known: NODE\" for a node the fleet does not know (nothing\n"
+                "to do, exit 0).",
+                ARGS(1, CLI_ARGS_MAX, "NODE")},
 };
 
 const struct cli_command cli_fleet_command = {
@@ -139,7 +156,7 @@ const struct cli_command cli_fleet_command = {
     .nverbs = VERB_COUNT,
     .epilog = "Exit status:\n"
               "  0  done (apply: every targeted node applied or was unchanged)\n"
-              "  1  apply: a node rejected the configuration\n"
+              "  1  apply: a node rejected the configuration; forget: a node is online\n"
               "  2  usage error, or a FILE that cannot be read or is not a JSON object\n"
               "  3  apply: a node's configuration changed since --if-match (conflict)\n"
               "  4  the broker: unreachable, credentials refused, TLS failed, record refused,\n"
@@ -257,7 +274,9 @@ static bool live_ones_answered(const struct discover *d)
 
     json_object_foreach(d->last_kind, node, kind)
     {
-        if (strcmp(json_string_value(kind), "node.bye") != 0 && !json_object_get(d->ponged, node))
+        if (strcmp(json_string_value(kind), "node.bye") != 0 &&
+            strcmp(json_string_value(kind), "node.forgotten") != 0 &&
+            !json_object_get(d->ponged, node))
             return false;
     }
     return true;
@@ -797,6 +816,187 @@ static int run_watch(struct run *x)
     return r;
 }
 
+/* ---- forget ---- */
+
+/*
+ * Publishes m (confirm mode) and runs the connection until the broker settles it, within
+ * CONFIRM_MS. Returns 1 (confirmed), -ENOENT (returned: unroutable, a mandatory m), or the exit
+ * status after saying why (what names m).
+ */
+static int publish_settled(struct run *x, struct discover *d, const struct fleet_amqp_msg *m,
+                           const char *what)
+{
+    struct core_err err = {0};
+    uint64_t tag = 0;
+    int64_t deadline = cli_now_ms() + CONFIRM_MS;
+    int r;
+
+    r = cli_fleet_bus_publish(x->bus, m, &tag, &err);
+    if (r < 0)
+        return fail(CLI_FLEET_EXIT_BROKER, "%s: %s", what, err.msg);
+    cli_fleet_bus_await(x->bus, tag);
+    for (;;) {
+        r = cli_fleet_bus_run(x->bus, deadline, on_message, d, -1, &err);
+        if (r >= 0)
+            r = cli_fleet_bus_settled(x->bus, tag, &err);
+        if (r == -ENOENT || r > 0)
+            break;
+        if (r < 0)
+            return fail(CLI_FLEET_EXIT_BROKER, "%s: %s", what, err.msg);
+        if (cli_now_ms() >= deadline)
+            return fail(CLI_FLEET_EXIT_BROKER, "%s: the broker did not confirm it in %d s", what,
+                        CONFIRM_MS / 1000);
+    }
+    cli_fleet_bus_await(x->bus, 0);
+    return r;
+}
+
+/* Whether node is online (*ret): it answered the ping of discover(), or its rpc queue exists (a
+ * ping to rpc.NODE, mandatory, is not returned). Returns 0, or the exit status. */
+static int node_online(struct run *x, struct discover *d, const char *node, bool *ret)
+{
+    char rpc[300], key[FLEET_KEY_MAX], what[128], *ping;
+    json_t *request;
+    int r;
+
+    *ret = json_object_get(d->ponged, node) != NULL;
+    if (*ret)
+        return 0;
+    request = fleet_ping_request();
+    ping = request ? json_dumps(request, JSON_COMPACT) : NULL;
+    json_decref(request);
+    if (!ping)
+        return fail(CLI_EXIT_FAILURE, "out of memory");
+    (void)fleet_name(rpc, sizeof(rpc), x->prefix, "rpc");
+    (void)fleet_rpc_key(key, sizeof(key), node);
+    snprintf(what, sizeof(what), "asking whether %s is online", node);
+    r = publish_settled(x, d,
+                        &(struct fleet_amqp_msg){.exchange = rpc,
+                                                 .routing_key = key,
+                                                 .body = ping,
+                                                 .len = strlen(ping),
+                                                 .mandatory = true,
+                                                 .correlation_id = d->ping_id,
+                                                 .message_id = d->ping_id,
+                                                 .reply_to = FLEET_REPLY_TO,
+                                                 .expiration = FLEET_RPC_EXPIRATION},
+                        what);
+    free(ping);
+    if (r != 1 && r != -ENOENT)
+        return r;
+    *ret = r == 1;
+    return 0;
+}
+
+/* Publishes ev.NODE.node.forgotten, confirmed. Returns 0 or the exit status. */
+static int publish_forgotten(struct run *x, struct discover *d, const char *node, const char *boot)
+{
+    char events[300], key[FLEET_KEY_MAX], id[FLEET_MESSAGE_ID_MAX], by[FLEET_ISSUED_BY_MAX],
+        what[128], *body;
+    int64_t now = fleet_now_ms();
+    json_t *env;
+    int r;
+
+    issuer(by, sizeof(by));
+    env = fleet_envelope(node, boot, 0, now, "node.forgotten", json_pack("{s:s}", "by", by));
+    body = env ? json_dumps(env, JSON_COMPACT) : NULL;
+    json_decref(env);
+    if (!body)
+        return fail(CLI_EXIT_FAILURE, "out of memory");
+    (void)fleet_name(events, sizeof(events), x->prefix, "events");
+    (void)fleet_routing_key(key, sizeof(key), node, "node.forgotten");
+    (void)fleet_message_id(id, sizeof(id), node, boot, 0, now);
+    snprintf(what, sizeof(what), "forgetting %s", node);
+    r = publish_settled(x, d,
+                        &(struct fleet_amqp_msg){.exchange = events,
+                                                 .routing_key = key,
+                                                 .body = body,
+                                                 .len = strlen(body),
+                                                 .persistent = true,
+                                                 .type = "node.forgotten",
+                                                 .message_id = id,
+                                                 .timestamp_s = now / 1000},
+                        what);
+    free(body);
+    return r == 1 ? 0 : r == -ENOENT ? fail(CLI_FLEET_EXIT_BROKER, "%s: returned", what) : r;
+}
+
+static int run_forget(struct run *x)
+{
+    struct core_err err = {0};
+    struct discover d;
+    char boot[FLEET_BOOT_LEN];
+    json_t *view = NULL, *known = NULL;
+    bool refused = false;
+    int r;
+
+    for (int i = 0; i < x->a.npos; i++)
+        if (!fleet_node_name_valid(x->a.pos[i]))
+            return usage_error(x, "NODE '%s': a node name is [a-z0-9][a-z0-9_-]{0,62}",
+                               x->a.pos[i]);
+    r = discover_init(&d, x);
+    if (r != 0)
+        goto out;
+    r = cli_fleet_bus_open(&x->conf, x->prefix, &x->bus, &err);
+    if (r == 0)
+        r = cli_fleet_bus_consume(x->bus, 1, FLEET_REPLY_TO, false, &err);
+    if (r == 0)
+        r = cli_fleet_bus_confirm_select(x->bus, &err);
+    if (r < 0) {
+        r = fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
+        goto out;
+    }
+    r = discover(x, &d, APPLY_PING_MS);
+    if (r != 0)
+        goto out;
+    /* the nodes the fleet knows now: every one of the view */
+    view = fleet_view_json(d.view, fleet_view_now_ms());
+    known = view ? cli_fleet_expected(view, NULL, 0, NULL, true) : NULL;
+    if (!known) {
+        r = fail(CLI_EXIT_FAILURE, "out of memory");
+        goto out;
+    }
+    fleet_boot_id(boot);
+    for (int i = 0; i < x->a.npos; i++) {
+        const char *node = x->a.pos[i];
+        bool is_known = false, online = false;
+        const json_t *name;
+        size_t k;
+
+        json_array_foreach(known, k, name)
+        {
+            is_known |= strcmp(json_string_value(name), node) == 0;
+        }
+        if (!x->a.seen[OPT_FORCE]) {
+            r = node_online(x, &d, node, &online);
+            if (r != 0)
+                goto out;
+            if (online) {
+                fail(CLI_EXIT_FAILURE, "%s is online: stop it first (or it would join again)",
+                     node);
+                refused = true;
+                continue;
+            }
+        }
+        if (!is_known) {
+            printf("not known: %s\n", node);
+            continue;
+        }
+        r = publish_forgotten(x, &d, node, boot);
+        if (r != 0)
+            goto out;
+        printf("forgotten: %s\n", node);
+    }
+    r = refused ? CLI_EXIT_FAILURE : 0;
+    if (fflush(stdout) != 0)
+        r = fail(CLI_EXIT_FAILURE, "writing the output: %s", strerror(errno));
+out:
+    json_decref(known);
+    json_decref(view);
+    discover_fini(&d);
+    return r;
+}
+
 /* ---- main ---- */
 
 static int parse(int argc, char **argv, struct run *x)
@@ -849,6 +1049,9 @@ int cli_fleet_main(int argc, char **argv)
             break;
         case LS:
             r = run_ls(x);
+            break;
+        case FORGET:
+            r = run_forget(x);
             break;
         default:
             r = run_watch(x);

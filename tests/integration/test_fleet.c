@@ -1225,6 +1225,66 @@ static void test_fleet_wrong_credentials_reported_api_fine(void **state)
     it_proc_fini(&p);
 }
 
+/* ---- forget ---- */
+
+/* `fleet forget` of a node that left: ls no longer lists it and apply --all waits for the others
+ * only; a node online is refused; an unknown one is said to be; the node forgotten that joins
+ * again is listed again. */
+static void test_fleet_forget_node_that_left(void **state)
+{
+    struct fleet *f = fleet_of(state);
+    const char *const all[] = {"--all", "--wait", "5s", NULL};
+    const char *const forget_n2[] = {"forget", "n2", NULL};
+    const char *const forget_n1[] = {"forget", "n1", NULL};
+    const char *const forget_n9[] = {"forget", "n9", NULL};
+    char *fa = file_in(f, "a.json", CONFIG_F1);
+    struct it_daemon *n2;
+    struct it_proc p;
+    json_t *rows, *n;
+    int code;
+
+    node_start(f, 0, "n1", NULL);
+    n2 = node_start(f, 1, "n2", NULL);
+    assert_ls_state(f, "n2", "SYNCED", 10000);
+    it_daemon_stop_clean(n2);
+    assert_ls_state(f, "n2", "OFFLINE", 10000);
+
+    it_fleet_cli(f->url, f->prefix, forget_n2, CLI_MS, &p);
+    if (it_proc_exit_code(&p) != 0)
+        fail_msg("fleet forget n2: %s: %s", it_status_str(p.status), p.err);
+    assert_string_equal(p.out, "forgotten: n2\n");
+    it_proc_fini(&p);
+    assert_null(ls_node(f, "n2"));
+    n = ls_node(f, "n1");
+    assert_non_null(n);
+    assert_string_equal(it_json_str(n, "state"), "SYNCED");
+    json_decref(n);
+    rows = apply_json(f, fa, all, &code);
+    assert_int_equal(code, 0);
+    assert_int_equal(json_array_size(rows), 1);
+    expect_row(rows, "n1", "applied");
+    json_decref(rows);
+
+    /* online: refused, still listed */
+    it_fleet_cli(f->url, f->prefix, forget_n1, CLI_MS, &p);
+    assert_int_equal(it_proc_exit_code(&p), 1);
+    assert_non_null(strstr(p.err, "n1 is online: stop it first (or it would join again)"));
+    assert_string_equal(p.out, "");
+    it_proc_fini(&p);
+    assert_ls_state(f, "n1", "SYNCED", 10000);
+
+    /* never known: said, nothing to do */
+    it_fleet_cli(f->url, f->prefix, forget_n9, CLI_MS, &p);
+    assert_int_equal(it_proc_exit_code(&p), 0);
+    assert_string_equal(p.out, "not known: n9\n");
+    it_proc_fini(&p);
+
+    /* back: listed again, and it runs what --all asked */
+    node_start(f, 1, "n2", NULL);
+    assert_ls_state(f, "n2", "SYNCED", 15000);
+    free(fa);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fleet_setup, fleet_teardown)
@@ -1240,6 +1300,7 @@ int main(void)
         T(test_fleet_crash_before_state_write_applies_record_once),
         T(test_fleet_duplicate_node_name_refused_keeps_serving),
         T(test_fleet_wrong_credentials_reported_api_fine),
+        T(test_fleet_forget_node_that_left),
     };
 #undef T
     /* SOCKSERV_TEST_FILTER=PATTERN runs the tests whose name matches (by hand) */
