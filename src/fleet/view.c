@@ -37,6 +37,7 @@ struct node {
     bool live;           /* heard live since its last bye (history alone is not live) */
     bool want_ping;
     int64_t last_seen_ms; /* 0: never */
+    int64_t word_ms;      /* the newest time it spoke at: event "time", pong received; 0: never */
     int64_t ping_sent_ms; /* the latest ping asked of it; 0: none */
     enum fleet_view_state state;
     int64_t since_ms; /* when state last changed */
@@ -523,7 +524,7 @@ static void forget_locked(struct fleet_view *v, const char *name, int64_t forgot
     const struct node *n = node_find_locked(v, name, NULL);
     json_int_t known = json_integer_value(json_object_get(v->forgotten, name));
 
-    if (n && n->last_seen_ms > forgot_ms)
+    if (n && n->word_ms > forgot_ms)
         return; /* it spoke since: it is back */
     node_remove_locked(v, name);
     if (forgot_ms > known)
@@ -567,6 +568,8 @@ void fleet_view_on_event(struct fleet_view *v, const char *body, size_t len, int
         v->ignored++;
         goto out;
     }
+    if (e.time_ms > n->word_ms)
+        n->word_ms = e.time_ms;
     history = now_ms - e.time_ms > FLEET_VIEW_STALE_INTERVALS * v->interval_ms;
     if (history) {
         /* A record of the past: the node is known; what it says counts only when nothing
@@ -628,6 +631,8 @@ void fleet_view_on_pong(struct fleet_view *v, const char *body, size_t len, int6
     n->want_ping = false;
     if (now_ms > n->last_seen_ms)
         n->last_seen_ms = now_ms;
+    if (now_ms > n->word_ms)
+        n->word_ms = now_ms;
     refresh_locked(v, n, now_ms);
 out_free:
     json_decref(j);

@@ -469,6 +469,17 @@ static void test_fleet_view_forgotten_before_last_word_keeps_node(void **state)
     assert_string_equal(state_at(v, "n9", T0 + 600), "(none)");
 }
 
+static void test_fleet_view_forgotten_after_recent_records_read_late_removes(void **state)
+{
+    struct fleet_view *v = *state;
+
+    /* the nodes stream read now: n2's hello and bye of seconds ago, then its forget */
+    event(v, "n2", BOOT_B, "1", T0, "node.hello", HELLO_N2, T0 + 5000);
+    event(v, "n2", BOOT_B, "2", T0 + 100, "node.bye", "{}", T0 + 5000);
+    event(v, "n2", BOOT_CLI, NULL, T0 + 200, "node.forgotten", "{}", T0 + 5000);
+    assert_string_equal(state_at(v, "n2", T0 + 5000), "(none)");
+}
+
 static void test_fleet_view_forgotten_then_pong_readds(void **state)
 {
     struct fleet_view *v = *state;
@@ -720,6 +731,7 @@ int main(void)
         T(test_fleet_view_history_after_live_changes_nothing),
         T(test_fleet_view_forgotten_removes_then_hello_readds),
         T(test_fleet_view_forgotten_before_last_word_keeps_node),
+        T(test_fleet_view_forgotten_after_recent_records_read_late_removes),
         T(test_fleet_view_forgotten_then_pong_readds),
         T(test_fleet_view_published_offline_node_pending),
         T(test_fleet_view_unanswered_ping_offline),
