@@ -102,7 +102,8 @@ char *cli_fleet_ls_render(const json_t *view);
 /*
  * One line of watch for an event body (the envelope {"node","boot","seq","time","kind","data"}):
  * "TIME NODE KIND SUMMARY", the summary from the kind's data (a listener's id and state, a
- * revision and its source, a fleet result and its offset, a node's revision and listeners).
+ * revision and its source, a fleet result and its offset, a node's revision and listeners, who
+ * forgot a node).
  * A body that is not an envelope gives "- - ROUTING_KEY BODY" (its first 200 bytes).
  * malloc'd text without a newline, or NULL (ENOMEM).
  */

@@ -137,7 +137,7 @@ _sockserv_fleet_nodes()
 _sockserv_fleet()
 {
     local cur=$1 prev=$2 cword=$3
-    local verbs="apply ls watch"
+    local verbs="apply ls watch forget"
     local common="--amqp --amqp-credentials --amqp-cacert --amqp-cert --amqp-key --amqp-prefix --json --help --version"
     local verb="" i w
     local -a conn=()
@@ -195,11 +195,14 @@ _sockserv_fleet()
     apply) flags="-f --node --selector --all --if-match --wait" ;;
     ls) flags="--wait" ;;
     watch) flags="--count" ;;
+    forget) flags="--force" ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$flags $common" -- "$cur"))
     elif [[ $verb == watch ]]; then
         COMPREPLY=($(compgen -W "ev.# ev.*.listener.# ev.*.config.# ev.*.node.#" -- "$cur"))
+    elif [[ $verb == forget ]]; then
+        COMPREPLY=($(compgen -W "$(_sockserv_fleet_nodes "${COMP_WORDS[0]}" "${conn[@]}")" -- "$cur"))
     fi
 }
 

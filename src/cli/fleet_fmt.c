@@ -376,6 +376,10 @@ static void summarize(const char *kind, const json_t *data, char *buf, size_t le
                  json_array_size(listeners), json_array_size(listeners) == 1 ? "" : "s", labels);
     } else if (is_kind(kind, "node.bye")) {
         snprintf(buf, len, "left the fleet");
+    } else if (is_kind(kind, "node.forgotten")) {
+        const char *by = json_string_value(json_object_get(data, "by"));
+
+        snprintf(buf, len, "forgotten by %s", by ? by : "-");
     } else if (is_kind(kind, "metrics.tick")) {
         const json_t *m;
         json_int_t active = 0;

@@ -264,6 +264,7 @@ static void test_watch_line_per_kind(void **state)
          "{\"revision\":7,\"applied_offset\":3,\"labels\":{\"role\":\"edge\"},\"listeners\":[{}]}",
          "revision 7, offset 3, 1 listener, labels role=edge"},
         {"node.bye", "{}", "left the fleet"},
+        {"node.forgotten", "{\"by\":\"root@host\"}", "forgotten by root@host"},
         {"metrics.tick",
          "{\"listeners\":{\"a\":{\"connections_active\":2},\"b\":{\"connections_active\":1}}}",
          "2 listeners, 3 active connections"},
@@ -442,6 +443,7 @@ static void test_command_help_lists_verbs_and_exit_codes(void **state)
     assert_non_null(strstr(r.out, "\n  apply "));
     assert_non_null(strstr(r.out, "\n  ls "));
     assert_non_null(strstr(r.out, "\n  watch [PATTERN] "));
+    assert_non_null(strstr(r.out, "\n  forget NODE "));
     assert_non_null(strstr(r.out, "\n      --amqp URL "));
     assert_non_null(strstr(r.out, "  5  apply: a targeted node did not answer within --wait"));
     RUN(&r, "fleet", "apply", "-h");
@@ -449,6 +451,10 @@ static void test_command_help_lists_verbs_and_exit_codes(void **state)
     assert_int_equal(strncmp(r.out, "Usage: sockserv fleet apply -f FILE|-", 37), 0);
     assert_non_null(strstr(r.out, "\n      --if-match NODE=ETAG "));
     assert_null(strstr(r.out, "--count"));
+    RUN(&r, "fleet", "forget", "--help");
+    assert_int_equal(r.status, 0);
+    assert_int_equal(strncmp(r.out, "Usage: sockserv fleet forget NODE... [--force]\n", 47), 0);
+    assert_non_null(strstr(r.out, "\n      --force "));
     RUN(&r, "--help");
     assert_non_null(strstr(r.out, "\n  fleet "));
 }
@@ -458,7 +464,7 @@ static void test_command_usage_errors_exit_2(void **state)
     static const struct {
         const char *args[8], *want;
     } cases[] = {
-        {{"fleet"}, "missing verb (apply, ls, watch)"},
+        {{"fleet"}, "missing verb (apply, ls, watch, forget)"},
         {{"fleet", "frob"}, "unknown verb 'frob'"},
         {{"fleet", "apply", "--node", "n1"}, "missing -f FILE"},
         {{"fleet", "apply", "-f", "x.json"}, "say which nodes: --node NAME, --selector"},
@@ -472,6 +478,10 @@ static void test_command_usage_errors_exit_2(void **state)
         {{"fleet", "watch", "ev..#"}, "PATTERN 'ev..#'"},
         {{"fleet", "watch", "--count", "0"}, "--count '0'"},
         {{"fleet", "watch", "a", "b"}, "unexpected argument 'b'"},
+        {{"fleet", "forget"}, "missing NODE"},
+        {{"fleet", "forget", "n1", "N2"}, "NODE 'N2': a node name is"},
+        {{"fleet", "forget", "all"}, "NODE 'all': a node name is"},
+        {{"fleet", "ls", "--force"}, "--force does not apply to ls"},
         {{"fleet", "--amqp-prefix", "Bad!", "ls"}, "--amqp-prefix 'Bad!'"},
         {{"fleet", "--amqp", "http://x/", "ls"}, "--amqp"},
         {{"fleet", "--amqp-credentials", "/nonexistent/creds", "ls"}, "--amqp-credentials"},
