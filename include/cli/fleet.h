@@ -8,11 +8,13 @@
  *          each targeted node's answer
  *   ls     the nodes the fleet knows (the PREFIX.nodes stream) and those that answer a ping
  *   watch  follow the events of PREFIX.events
+ *   forget publish node.forgotten for nodes that left for good (ls and apply stop counting them)
  * Results go to stdout (a table, lines, or with --json the JSON), messages to stderr.
  *
  * Exit status, which scripts may rely on:
  *   0  done; apply: every node answered applied or unchanged
- *   1  apply: a node rejected the record; else a failure that is not the broker's (stdout gone)
+ *   1  apply: a node rejected the record; forget: a node is online (without --force); else a
+ *      failure that is not the broker's (stdout gone)
  *   2  usage error, or a FILE that cannot be read or is not a JSON object
  *   3  apply: a node answered conflict (its configuration changed since --if-match), none
  *      rejected
