@@ -527,7 +527,8 @@ static void forget_locked(struct fleet_view *v, const char *name, int64_t forgot
     if (n && n->word_ms > forgot_ms)
         return; /* it spoke since: it is back */
     node_remove_locked(v, name);
-    if (forgot_ms > known)
+    /* the marks are bounded as the table is: past that, late old messages may re-add a node */
+    if (forgot_ms > known && (known || json_object_size(v->forgotten) < FLEET_VIEW_NODES_MAX))
         json_object_set_new(v->forgotten, name, json_integer(forgot_ms));
 }
 
