@@ -551,6 +551,7 @@ void fleet_view_on_event(struct fleet_view *v, const char *body, size_t len, int
     struct fleet_envelope e = {0};
     struct core_err err = {0};
     enum fleet_seq_verdict verdict;
+    int64_t seen;
     struct node *n;
     bool history, new_boot;
 
@@ -586,18 +587,21 @@ void fleet_view_on_event(struct fleet_view *v, const char *body, size_t len, int
     if (!adopt_boot(n, e.boot, e.time_ms, &new_boot))
         goto out_refresh; /* a late record of an older boot */
     verdict = fleet_seq_check(&n->track, e.boot, e.seq);
+    /* Seen when it spoke (its own clock, never later than now), not when the view read it: a
+     * bye read back from the nodes stream is as old as the bye. */
+    seen = e.time_ms < now_ms ? e.time_ms : now_ms;
     if (verdict == FLEET_SEQ_DUPLICATE) {
         /* it came both live and from the stream */
-        if (now_ms > n->last_seen_ms && strcmp(e.kind, "node.bye") != 0)
-            n->last_seen_ms = now_ms;
+        if (seen > n->last_seen_ms)
+            n->last_seen_ms = seen;
         goto out_refresh;
     }
     if (verdict == FLEET_SEQ_GAP || new_boot || !n->live)
         n->want_ping = true;
     n->live = true;
     apply_kind(n, e.kind, e.data, false);
-    if (now_ms > n->last_seen_ms)
-        n->last_seen_ms = now_ms;
+    if (seen > n->last_seen_ms)
+        n->last_seen_ms = seen;
 out_refresh:
     refresh_locked(v, n, now_ms);
 out:

@@ -291,6 +291,23 @@ static void test_fleet_view_bye_offline(void **state)
     json_decref(j);
 }
 
+/* A bye read back seconds later (fleet ls reading the nodes stream) is as old as the bye. */
+static void test_fleet_view_bye_read_late_last_seen_is_the_bye(void **state)
+{
+    struct fleet_view *v = *state;
+    json_t *j, *n;
+
+    event(v, "n1", BOOT_A, "1", T0 - 9000, "node.hello",
+          "{\"node\":\"n1\",\"boot\":\"" BOOT_A "\"}", T0);
+    event(v, "n1", BOOT_A, "2", T0 - 5000, "node.bye", "{}", T0);
+    j = fleet_view_json(v, T0 + 100);
+    n = node_of(j, "n1");
+    assert_string_equal(json_string_value(json_object_get(n, "state")), "OFFLINE");
+    assert_string_equal(json_string_value(json_object_get(n, "last_seen")),
+                        "2026-12-06T11:59:55.000Z");
+    json_decref(j);
+}
+
 static void test_fleet_view_seq_gap_wants_ping(void **state)
 {
     struct fleet_view *v = *state;
@@ -722,6 +739,7 @@ int main(void)
         cmocka_unit_test(test_fleet_view_repeated_asks_keep_unanswered_ping_offline),
         T(test_fleet_view_status_keeps_node_fresh),
         T(test_fleet_view_bye_offline),
+        T(test_fleet_view_bye_read_late_last_seen_is_the_bye),
         T(test_fleet_view_seq_gap_wants_ping),
         T(test_fleet_view_new_boot_wants_ping),
         T(test_fleet_view_hello_wants_ping),
