@@ -345,34 +345,40 @@ static void apply_result(struct node *n, const json_t *r)
         n->desired = offset;
 }
 
-static void apply_pong(struct node *n, const json_t *p)
+/* What a pong (or a hello/status's data), read by the wire (fleet_pong_from_json()), says of
+ * node n; result is the pong's "last_result" as the node wrote it (its problem is shown whole). */
+static void apply_pong(struct node *n, const struct fleet_pong *pong, const json_t *result)
 {
-    const json_t *labels = json_object_get(p, "labels");
-    const json_t *listeners = json_object_get(p, "listeners");
-    const json_t *rev = json_object_get(p, "revision");
-    const json_t *result = json_object_get(p, "last_result");
+    const json_t *listeners = pong->listeners;
+    json_t *labels;
     size_t i;
     json_t *l;
 
-    copy_string(n->version, sizeof(n->version), json_object_get(p, "version"));
-    copy_string(n->started, sizeof(n->started), json_object_get(p, "started"));
-    if (json_is_object(labels))
-        set_owned(&n->labels, labels);
+    snprintf(n->version, sizeof(n->version), "%s", pong->version);
+    snprintf(n->started, sizeof(n->started), "%s", pong->started);
+    labels = fleet_labels_json(&pong->labels);
+    if (labels) {
+        json_decref(n->labels);
+        n->labels = labels;
+    }
     if (!n->labels)
         n->labels = json_object();
-    if (json_is_integer(rev))
-        n->revision = json_integer_value(rev);
-    copy_string(n->etag, sizeof(n->etag), json_object_get(p, "etag"));
-    n->applied = get_offset(p, "applied_offset");
-    n->desired = get_offset(p, "desired_offset");
-    if (json_is_object(result))
+    n->revision = pong->revision <= INT64_MAX ? (int64_t)pong->revision : -1;
+    snprintf(n->etag, sizeof(n->etag), "%s", pong->etag);
+    n->applied = pong->has_applied_offset && pong->applied_offset <= INT64_MAX
+                     ? (int64_t)pong->applied_offset
+                     : -1;
+    n->desired = pong->has_desired_offset && pong->desired_offset <= INT64_MAX
+                     ? (int64_t)pong->desired_offset
+                     : -1;
+    if (pong->has_last_result)
         set_owned(&n->last_result, result);
-    else if (json_is_null(result)) {
+    else {
         json_decref(n->last_result);
         n->last_result = NULL;
     }
-    if (json_is_object(json_object_get(p, "bridge")))
-        set_owned(&n->bridge, json_object_get(p, "bridge"));
+    if (pong->bridge)
+        set_owned(&n->bridge, pong->bridge);
     if (json_is_array(listeners)) {
         json_t *before = n->listeners, *now = json_array();
 
@@ -396,6 +402,19 @@ static void apply_pong(struct node *n, const json_t *p)
         json_decref(before);
         n->listeners = now;
     }
+}
+
+/* Reads p as a pong and applies it to n. Returns false, changing nothing, when it is not one. */
+static bool apply_pong_json(struct node *n, const json_t *p)
+{
+    struct core_err err = {0};
+    struct fleet_pong pong;
+
+    if (fleet_pong_from_json(p, &pong, &err) < 0)
+        return false;
+    apply_pong(n, &pong, json_object_get(p, "last_result"));
+    fleet_pong_fini(&pong);
+    return true;
 }
 
 /* Adopts boot (and its time) when it is the node's first or a newer one. Returns false when
@@ -472,8 +491,7 @@ static json_t *parse_body_locked(struct fleet_view *v, const char *body, size_t 
 static void apply_kind(struct node *n, const char *kind, const json_t *d, bool history)
 {
     if (strcmp(kind, "node.hello") == 0 || strcmp(kind, "node.status") == 0) {
-        if (json_is_object(d))
-            apply_pong(n, d);
+        (void)apply_pong_json(n, d);
         if (!history && strcmp(kind, "node.hello") == 0)
             n->want_ping = true;
     } else if (strcmp(kind, "node.bye") == 0) {
@@ -611,6 +629,8 @@ out:
 
 void fleet_view_on_pong(struct fleet_view *v, const char *body, size_t len, int64_t now_ms)
 {
+    struct core_err err = {0};
+    struct fleet_pong pong;
     struct node *n;
     bool new_boot;
     json_t *j;
@@ -623,15 +643,19 @@ void fleet_view_on_pong(struct fleet_view *v, const char *body, size_t len, int6
         json_decref(j);
         goto out;
     }
-    /* a live answer: a node forgotten is back */
-    json_object_del(v->forgotten, json_string_value(json_object_get(j, "node")));
-    n = node_get_locked(v, json_string_value(json_object_get(j, "node")));
-    if (!n) {
+    if (fleet_pong_from_json(j, &pong, &err) < 0) {
         v->ignored++;
         goto out_free;
     }
-    (void)adopt_boot(n, json_string_value(json_object_get(j, "boot")), 0, &new_boot);
-    apply_pong(n, j);
+    /* a live answer: a node forgotten is back */
+    json_object_del(v->forgotten, pong.node);
+    n = node_get_locked(v, pong.node);
+    if (!n) {
+        v->ignored++;
+        goto out_pong;
+    }
+    (void)adopt_boot(n, pong.boot, 0, &new_boot);
+    apply_pong(n, &pong, json_object_get(j, "last_result"));
     n->live = true;
     n->want_ping = false;
     if (now_ms > n->last_seen_ms)
@@ -639,6 +663,8 @@ void fleet_view_on_pong(struct fleet_view *v, const char *body, size_t len, int6
     if (now_ms > n->word_ms)
         n->word_ms = now_ms;
     refresh_locked(v, n, now_ms);
+out_pong:
+    fleet_pong_fini(&pong);
 out_free:
     json_decref(j);
 out:

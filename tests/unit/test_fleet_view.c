@@ -27,6 +27,13 @@
     "\"tcp\",\"port\":7001,\"state\":\"running\",\"enabled\":true}],"                              \
     "\"bridge\":{\"state\":\"connected\"}}"
 
+/* A whole pong (what node.hello and node.status carry) of node with boot and labels (JSON). */
+#define HELLO(node, boot, labels)                                                                  \
+    "{\"node\":\"" node "\",\"boot\":\"" boot "\",\"version\":\"0.1.0\",\"labels\":" labels        \
+    ",\"started\":\"2026-12-06T11:00:00.000Z\",\"time\":\"2026-12-06T11:00:00.000Z\","             \
+    "\"revision\":1,\"etag\":\"\\\"r1\\\"\",\"applied_offset\":null,\"desired_offset\":null,"      \
+    "\"last_result\":null,\"listeners\":[]}"
+
 static void pong(struct fleet_view *v, const char *node, const char *boot, const char *applied,
                  const char *desired, const char *last_result, int64_t now)
 {
@@ -110,7 +117,8 @@ static void test_fleet_view_pong_node_synced_with_snapshot(void **state)
     json_t *j, *n, *l;
 
     pong(v, "n1", BOOT_A, "4", "4",
-         "{\"node\":\"n1\",\"result\":\"applied\",\"offset\":4,\"revision\":3,\"problem\":null}",
+         "{\"node\":\"n1\",\"boot\":\"" BOOT_A "\",\"result\":\"applied\",\"offset\":4,"
+         "\"revision\":3,\"etag\":\"\\\"r3\\\"\",\"problem\":null}",
          T0);
     j = fleet_view_json(v, T0 + 1000);
     n = node_of(j, "n1");
@@ -199,7 +207,8 @@ static void test_fleet_view_newer_record_pending_then_applied_synced(void **stat
     struct fleet_view *v = *state;
 
     pong(v, "n1", BOOT_A, "4", "7",
-         "{\"node\":\"n1\",\"result\":\"applied\",\"offset\":4,\"revision\":3,\"problem\":null}",
+         "{\"node\":\"n1\",\"boot\":\"" BOOT_A "\",\"result\":\"applied\",\"offset\":4,"
+         "\"revision\":3,\"etag\":\"\\\"r3\\\"\",\"problem\":null}",
          T0);
     assert_string_equal(state_at(v, "n1", T0), "PENDING");
     event(v, "n1", BOOT_A, "3", T0 + 500, "config.applied",
@@ -214,11 +223,13 @@ static void test_fleet_view_conflict_then_newer_record_pending(void **state)
     struct fleet_view *v = *state;
 
     pong(v, "n1", BOOT_A, "4", "5",
-         "{\"node\":\"n1\",\"result\":\"conflict\",\"offset\":5,\"problem\":{\"detail\":\"x\"}}",
+         "{\"node\":\"n1\",\"boot\":\"" BOOT_A "\",\"result\":\"conflict\",\"offset\":5,"
+         "\"revision\":3,\"etag\":\"\\\"r3\\\"\",\"problem\":{\"detail\":\"x\"}}",
          T0);
     assert_string_equal(state_at(v, "n1", T0), "ERROR");
     pong(v, "n1", BOOT_A, "4", "6",
-         "{\"node\":\"n1\",\"result\":\"conflict\",\"offset\":5,\"problem\":{\"detail\":\"x\"}}",
+         "{\"node\":\"n1\",\"boot\":\"" BOOT_A "\",\"result\":\"conflict\",\"offset\":5,"
+         "\"revision\":3,\"etag\":\"\\\"r3\\\"\",\"problem\":{\"detail\":\"x\"}}",
          T0 + 100);
     assert_string_equal(state_at(v, "n1", T0 + 100), "PENDING");
 }
@@ -406,7 +417,7 @@ static void test_fleet_view_history_known_offline_with_last_seen(void **state)
 
     /* nodes stream records of an hour ago: hello then a rejected result */
     event(v, "old", BOOT_A, "1", T0 - 3600000, "node.hello",
-          "{\"node\":\"old\",\"boot\":\"" BOOT_A "\",\"labels\":{\"role\":\"db\"}}", T0);
+          HELLO("old", BOOT_A, "{\"role\":\"db\"}"), T0);
     event(v, "old", BOOT_A, "2", T0 - 3500000, "config.rejected",
           "{\"node\":\"old\",\"result\":\"rejected\",\"offset\":3,\"problem\":{\"detail\":\"d\"}}",
           T0);
@@ -439,7 +450,7 @@ static void test_fleet_view_history_after_live_changes_nothing(void **state)
 }
 
 #define BOOT_CLI "00112233445566cc"
-#define HELLO_N2 "{\"node\":\"n2\",\"boot\":\"" BOOT_B "\",\"labels\":{\"role\":\"db\"}}"
+#define HELLO_N2 HELLO("n2", BOOT_B, "{\"role\":\"db\"}")
 
 static void test_fleet_view_forgotten_removes_then_hello_readds(void **state)
 {
@@ -578,7 +589,9 @@ static void test_fleet_view_pong_keeps_bound_port_of_port_0(void **state)
 {
     struct fleet_view *v = *state;
     static const char body[] =
-        "{\"node\":\"n1\",\"boot\":\"" BOOT_A "\",\"labels\":{},\"applied_offset\":null,"
+        "{\"node\":\"n1\",\"boot\":\"" BOOT_A "\",\"version\":\"0.1.0\",\"labels\":{},"
+        "\"started\":\"2026-12-06T11:00:00.000Z\",\"time\":\"2026-12-06T12:00:00.000Z\","
+        "\"revision\":1,\"etag\":\"\\\"r1\\\"\",\"applied_offset\":null,"
         "\"desired_offset\":null,\"last_result\":null,\"listeners\":[{\"id\":\"u1\","
         "\"service\":\"echo\",\"transport\":\"tcp\",\"port\":0,\"state\":\"running\","
         "\"enabled\":true}]}";
@@ -602,7 +615,9 @@ static void test_fleet_view_pong_bound_port_of_port_0(void **state)
 {
     struct fleet_view *v = *state;
     static const char body[] =
-        "{\"node\":\"n1\",\"boot\":\"" BOOT_A "\",\"labels\":{},\"applied_offset\":null,"
+        "{\"node\":\"n1\",\"boot\":\"" BOOT_A "\",\"version\":\"0.1.0\",\"labels\":{},"
+        "\"started\":\"2026-12-06T11:00:00.000Z\",\"time\":\"2026-12-06T12:00:00.000Z\","
+        "\"revision\":1,\"etag\":\"\\\"r1\\\"\",\"applied_offset\":null,"
         "\"desired_offset\":null,\"last_result\":null,\"listeners\":[{\"id\":\"u1\","
         "\"service\":\"echo\",\"transport\":\"tcp\",\"port\":0,\"state\":\"running\","
         "\"enabled\":true,\"bound\":[\"127.0.0.1:40555\"]}]}";
@@ -644,15 +659,20 @@ static void test_fleet_view_garbage_ignored_and_counted(void **state)
         "{\"node\":\"n1\"}",
     };
     static const char unknown_op[] = "{\"node\":\"n1\",\"error\":\"unknown op x\"}";
+    static const char not_pong[] =
+        "{\"node\":\"n7\",\"boot\":\"" BOOT_A "\",\"labels\":{\"a b\":\"c\"},"
+        "\"listeners\":[]}";
     json_t *j;
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         fleet_view_on_event(v, bad[i], strlen(bad[i]), T0);
     fleet_view_on_pong(v, unknown_op, strlen(unknown_op), T0); /* an answer, not garbage */
     fleet_view_on_pong(v, "{", 1, T0);
+    /* not a pong (the wire's reading): no revision, a bad label; no node comes of it */
+    fleet_view_on_pong(v, not_pong, strlen(not_pong), T0);
     fleet_view_on_event(v, NULL, 0, T0);
     j = fleet_view_json(v, T0);
-    assert_int_equal(json_integer_value(json_object_get(j, "ignored")), 8);
+    assert_int_equal(json_integer_value(json_object_get(j, "ignored")), 9);
     assert_int_equal(json_array_size(json_object_get(j, "nodes")), 0);
     json_decref(j);
 }
