@@ -48,8 +48,8 @@ static const char *const counter_help[CORE_CTR_COUNT] = {
         "UDP datagrams not answered: their source passed reply_rate_per_source.",
     [CORE_CTR_DATAGRAMS_DROPPED_RATE] =
         "UDP datagrams not answered: the listener passed reply_rate.",
-    [CORE_CTR_EVENTS_DROPPED] = "Events of the service's sessions dropped on their way to the "
-                                "event stream (a process model child's channel was full).",
+    [CORE_CTR_EVENTS_DROPPED] =
+        "Session events dropped on the way to the event stream: a child's channel was full.",
 };
 
 const char *core_counter_help(enum core_counter c)
