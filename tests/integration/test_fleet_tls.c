@@ -5,7 +5,8 @@
  * which the broker verifies) joins over amqps and its events reach a plain-TCP consumer of the
  * same broker; a daemon given another CA never connects, its health says why (TLS) and its API
  * and services are fine; `sockserv fleet ls` over amqps lists the node with the right CA and
- * exits 4 with a TLS message with the wrong one.
+ * exits 4 with a TLS message with the wrong one, or with the broker named by 127.0.0.1 (not a
+ * name of its certificate).
  *
  * Every test polls with a deadline.
  */
@@ -265,13 +266,14 @@ static void test_fleet_tls_wrong_ca_refused_api_fine(void **state)
     it_assert_daemon_alive(n2);
 }
 
-/* ---- sockserv fleet ls over amqps ---- */
+/* ---- sockserv fleet ls over amqps: the CA and the host name verified ---- */
 
 static void test_fleet_tls_cli_ls_right_and_wrong_ca(void **state)
 {
     struct tls *t = tls_of(state);
     struct it_daemon *n3 = node_start(t, 0, "n3", t->g->ca, false);
     struct it_proc p;
+    char url[160];
 
     it_fleet_assert_state(n3, "connected", JOIN_MS);
     it_fleet_cli(t->g->url, t->prefix,
@@ -288,6 +290,15 @@ static void test_fleet_tls_cli_ls_right_and_wrong_ca(void **state)
     assert_int_equal(it_proc_exit_code(&p), 4);
     assert_non_null(strstr(p.err, "TLS"));
     assert_null(strstr(p.out, "n3"));
+    it_proc_fini(&p);
+
+    /* the right CA, but the broker named by an address its certificate does not name */
+    snprintf(url, sizeof(url), "amqps://guest:guest@127.0.0.1:%u/", (unsigned)t->g->b.tls_port);
+    it_fleet_cli(url, t->prefix, (const char *const[]){"--amqp-cacert", t->g->ca, "ls", NULL},
+                 CLI_MS, &p);
+    fprintf(stderr, "# fleet ls, by address: %s: %s\n", it_status_str(p.status), p.err);
+    assert_int_equal(it_proc_exit_code(&p), 4);
+    assert_non_null(strstr(p.err, "TLS"));
     it_proc_fini(&p);
 }
 
