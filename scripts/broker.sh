@@ -3,16 +3,19 @@
 # epmd, every socket on 127.0.0.1, no plugins. It never touches the system broker
 # (/etc/rabbitmq, /var/lib/rabbitmq, epmd on 4369, AMQP on 5672).
 #
-#   scripts/broker.sh start DIR PORT      start one (AMQP on PORT; PORT..PORT+13 must be free) and
+#   scripts/broker.sh start DIR PORT      start one (AMQP on PORT; PORT..PORT+14 must be free) and
 #                                         wait until it accepts connections; the data in DIR is
 #                                         kept, so a restart with the same DIR and PORT keeps its
-#                                         queues and streams
+#                                         queues and streams. With BROKER_TLS_DIR=TDIR (holding
+#                                         ca.pem, server.pem, server.key), also AMQP over TLS
+#                                         (amqps) on PORT+14, client certificates verified when
+#                                         given but not required
 #   scripts/broker.sh stop DIR PORT       stop it (rabbitmqctl shutdown, else SIGKILL) and its
 #                                         epmd; exit 0 when none ran
 #   scripts/broker.sh ctl DIR PORT ARGS   rabbitmqctl ARGS with the broker's environment
 #   scripts/broker.sh pid DIR PORT        the broker's process id (exit 1 when none runs)
 #   scripts/broker.sh free-port [FROM [TO]]  the first PORT in FROM..TO (default 26000..29900, by
-#                                         steps of 20) with PORT..PORT+13 free on 127.0.0.1
+#                                         steps of 20) with PORT..PORT+14 free on 127.0.0.1
 #   scripts/broker.sh run CMD [ARGS...]   starts one on free ports (from $BROKER_PORT_FROM, default
 #                                         26000) with its data in a
 #                                         new temporary directory, runs CMD with
@@ -22,7 +25,8 @@
 #                                         or is interrupted; exits with CMD's status (scripts/test.sh
 #                                         runs itself so)
 #
-# Ports: AMQP PORT, Erlang distribution PORT+1, epmd PORT+2, the command-line tools PORT+3..+13.
+# Ports: AMQP PORT, Erlang distribution PORT+1, epmd PORT+2, the command-line tools PORT+3..+13,
+# amqps PORT+14.
 # With BROKER_OWNER_PID set, start also leaves a watcher that stops the broker once that process
 # has ended (a test binary that owns a private broker and may be killed).
 # What the server prints goes to DIR/server.out; its tail is printed when something fails.
@@ -40,9 +44,9 @@ port_free() { # PORT: nothing listens on it (TCP) on any address
     ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
 }
 
-range_free() { # PORT: PORT..PORT+13 free
+range_free() { # PORT: PORT..PORT+14 free
     local p
-    for ((p = $1; p <= $1 + 13; p++)); do
+    for ((p = $1; p <= $1 + 14; p++)); do
         port_free "$p" || return 1
     done
 }
@@ -172,7 +176,14 @@ start)
         echo "broker.sh: a broker already runs in $dir" >&2
         exit 1
     fi
-    range_free "$port" || { echo "broker.sh: a port in $port..$((port + 13)) is taken" >&2; exit 1; }
+    range_free "$port" || { echo "broker.sh: a port in $port..$((port + 14)) is taken" >&2; exit 1; }
+    tls_dir=
+    if [ -n "${BROKER_TLS_DIR:-}" ]; then
+        tls_dir=$(readlink -f "$BROKER_TLS_DIR")
+        for f in ca.pem server.pem server.key; do
+            [ -r "$tls_dir/$f" ] || { echo "broker.sh: $tls_dir/$f is missing" >&2; exit 2; }
+        done
+    fi
     : > "$dir/rabbitmq-env.conf"
     echo '[].' > "$dir/enabled_plugins"
     if [ ! -s "$dir/.erlang.cookie" ]; then
@@ -186,6 +197,16 @@ vm_memory_high_watermark.absolute = 512MiB
 disk_free_limit.absolute = 50MB
 log.console.level = warning
 CONF
+    if [ -n "$tls_dir" ]; then
+        cat >> "$dir/rabbitmq.conf" <<CONF
+listeners.ssl.default = 127.0.0.1:$((port + 14))
+ssl_options.cacertfile = $tls_dir/ca.pem
+ssl_options.certfile = $tls_dir/server.pem
+ssl_options.keyfile = $tls_dir/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+CONF
+    fi
     rm -f "$dir/rabbit.pid"
     # Its own session: a Ctrl-C at the terminal goes to the tests, whose trap stops it cleanly.
     setsid "$RMQ/rabbitmq-server" >> "$dir/server.out" 2>&1 < /dev/null &

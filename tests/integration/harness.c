@@ -2791,7 +2791,7 @@ static const char *broker_script(char *buf, size_t cap)
 static void broker_exec(const struct it_broker *b, const char *verb, const char *const *args,
                         bool owner, int timeout_ms, struct it_proc *ret)
 {
-    char script[IT_PATH_MAX], port[16], owner_env[64];
+    char script[IT_PATH_MAX], port[16], owner_env[64], tls_env[IT_PATH_MAX + 32];
     const char *argv[48];
     size_t n = 0;
 
@@ -2799,6 +2799,10 @@ static void broker_exec(const struct it_broker *b, const char *verb, const char 
         snprintf(owner_env, sizeof(owner_env), "BROKER_OWNER_PID=%ld", (long)getpid());
         argv[n++] = "/usr/bin/env";
         argv[n++] = owner_env;
+        if (b && b->tls_dir[0]) {
+            snprintf(tls_env, sizeof(tls_env), "BROKER_TLS_DIR=%s", b->tls_dir);
+            argv[n++] = tls_env;
+        }
     }
     argv[n++] = broker_script(script, sizeof(script));
     argv[n++] = verb;
@@ -2860,13 +2864,15 @@ static int broker_start(struct it_broker *b)
     return proc_result("start", &p) == 0 ? 0 : -EIO;
 }
 
-int it_broker_private_start(struct it_broker *b, const char *dir)
+int it_broker_private_start_tls(struct it_broker *b, const char *dir, const char *tls_dir)
 {
     unsigned from = 28000 + (unsigned)(getpid() % 50) * 20;
     int r = -EADDRINUSE;
 
     memset(b, 0, sizeof(b[0]));
     snprintf(b->dir, sizeof(b->dir), "%s/broker", dir);
+    if (tls_dir)
+        snprintf(b->tls_dir, sizeof(b->tls_dir), "%s", tls_dir);
     /* Two tries: another program may take the range between the look-up and the start. */
     for (int attempt = 0; attempt < 2 && r < 0; attempt++) {
         char from_s[16];
@@ -2881,10 +2887,16 @@ int it_broker_private_start(struct it_broker *b, const char *dir)
         if (port == 0 || port > 65000)
             return -EADDRINUSE;
         b->port = (uint16_t)port;
+        b->tls_port = tls_dir ? (uint16_t)(port + 14) : 0;
         broker_url(b);
         r = broker_start(b);
     }
     return r;
+}
+
+int it_broker_private_start(struct it_broker *b, const char *dir)
+{
+    return it_broker_private_start_tls(b, dir, NULL);
 }
 
 int it_broker_private_restart(struct it_broker *b)

@@ -582,6 +582,10 @@ struct it_broker {
     char dir[IT_PATH_MAX];
     uint16_t port;
     char url[128]; /* amqp://guest:guest@127.0.0.1:PORT/ */
+    /* with it_broker_private_start_tls(): the directory of ca.pem, server.pem, server.key and
+     * the amqps port (PORT+14); "" and 0 otherwise */
+    char tls_dir[IT_PATH_MAX];
+    uint16_t tls_port;
 };
 
 /* The run's shared broker from $SOCKSERV_TEST_BROKER ("DIR PORT"); false when it is not set. */
@@ -612,6 +616,13 @@ int it_broker_ctl_at(const struct it_broker *b, const char *const *args);
  * accepts connections, or a negative errno (its log printed).
  */
 int it_broker_private_start(struct it_broker *b, const char *dir);
+
+/*
+ * As it_broker_private_start(), with AMQP over TLS too on b->tls_port (PORT+14): the broker's
+ * certificate and key are tls_dir/server.pem and tls_dir/server.key, client certificates are
+ * verified against tls_dir/ca.pem when given but not required. A restart keeps it.
+ */
+int it_broker_private_start_tls(struct it_broker *b, const char *dir, const char *tls_dir);
 
 /* Starts b again on the same directory and port (its queues and streams kept). 0 or -errno. */
 int it_broker_private_restart(struct it_broker *b);
