@@ -25,97 +25,16 @@
 
 #include "cli/backup.h"
 #include "cli/cli.h"
+#include "run_bin.h"
 #include "cli/common.h"
 #include "cli/ctl.h"
 #include "cli/date.h"
 
 extern char **environ;
 
-#define RUN_TIMEOUT_MS 20000
-#define OUT_MAX (256 * 1024)
-
 /* ---- running the command ---- */
 
-struct run {
-    int status; /* the exit code, or -1 when it did not exit by itself */
-    char out[OUT_MAX], err[OUT_MAX];
-    size_t out_len, err_len;
-};
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Runs $SOCKSERV_BIN with args (NULL-terminated; args[0] is the first argument), stdin empty. */
-static void run(const char *const *args, struct run *r)
-{
-    const char *bin = getenv("SOCKSERV_BIN");
-    char *argv[32];
-    int out[2], err[2], in, n = 0, ws;
-    posix_spawn_file_actions_t fa;
-    int64_t deadline = now_ms() + RUN_TIMEOUT_MS;
-    bool out_open = true, err_open = true;
-    pid_t pid;
-
-    if (!bin)
-        fail_msg("SOCKSERV_BIN is not set: run the tests with meson test");
-    memset(r, 0, sizeof(*r));
-    argv[n++] = (char *)bin;
-    for (size_t i = 0; args[i]; i++)
-        argv[n++] = (char *)args[i];
-    argv[n] = NULL;
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-    assert_int_equal(pipe2(err, O_CLOEXEC), 0);
-    in = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    assert_true(in >= 0);
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in, STDIN_FILENO);
-    posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&fa, err[1], STDERR_FILENO);
-    assert_int_equal(posix_spawn(&pid, bin, &fa, NULL, argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(in);
-    close(out[1]);
-    close(err[1]);
-    while (out_open || err_open) {
-        struct pollfd pfd[2] = {{.fd = out_open ? out[0] : -1, .events = POLLIN},
-                                {.fd = err_open ? err[0] : -1, .events = POLLIN}};
-        int64_t left = deadline - now_ms();
-        int k = poll(pfd, 2, left > 0 ? (int)left : 0);
-
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            kill(pid, SIGKILL);
-            break;
-        }
-        for (int i = 0; i < 2; i++) {
-            char *buf = i == 0 ? r->out : r->err;
-            size_t *len = i == 0 ? &r->out_len : &r->err_len;
-            ssize_t got;
-
-            if (!pfd[i].revents)
-                continue;
-            got = read(pfd[i].fd, buf + *len, OUT_MAX - 1 - *len);
-            if (got > 0)
-                *len += (size_t)got;
-            else if (i == 0)
-                out_open = false;
-            else
-                err_open = false;
-        }
-    }
-    close(out[0]);
-    close(err[0]);
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
-    r->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
-}
-
-#define RUN(r, ...) run((const char *const[]){__VA_ARGS__, NULL}, r)
+#define RUN(r, ...) ut_run_bin("/dev/null", (const char *const[]){__VA_ARGS__, NULL}, r)
 
 /* ---- the help layout ---- */
 
@@ -125,7 +44,7 @@ static void run(const char *const *args, struct run *r)
  * CLI_HELP_COLUMN (or on the next lines when the option is longer), continuation lines indented
  * to that column, -h/--help and -V among them; nothing longer than CLI_HELP_WIDTH.
  */
-static void assert_help_layout(const struct run *r, const char *prefix)
+static void assert_help_layout(const struct ut_run *r, const char *prefix)
 {
     char want[128];
     const char *opts, *p;
@@ -178,7 +97,7 @@ static void assert_help_layout(const struct run *r, const char *prefix)
 }
 
 /* The help of cmd (verb: -1 or a sub-verb) as cli_help_print() writes it to stdout. */
-static void help_of(const struct cli_command *cmd, int verb, struct run *r)
+static void help_of(const struct cli_command *cmd, int verb, struct ut_run *r)
 {
     FILE *f = tmpfile();
     int saved = dup(STDOUT_FILENO);
@@ -193,7 +112,7 @@ static void help_of(const struct cli_command *cmd, int verb, struct run *r)
     fflush(stdout);
     assert_true(dup2(saved, STDOUT_FILENO) >= 0);
     close(saved);
-    n = pread(fileno(f), r->out, OUT_MAX - 1, 0);
+    n = pread(fileno(f), r->out, UT_RUN_OUT_MAX - 1, 0);
     assert_true(n > 0);
     r->out_len = (size_t)n;
     fclose(f);
@@ -203,7 +122,7 @@ static void test_help_every_verb_same_layout(void **state)
 {
     const struct cli_command *const cmds[] = {&cli_echo_command, &cli_date_command,
                                               &cli_backup_command, &cli_ctl_command};
-    static struct run r;
+    static struct ut_run r;
 
     (void)state;
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
@@ -220,7 +139,7 @@ static void test_help_every_verb_same_layout(void **state)
 /* The command prints that help for --help and -h, and the daemon's in the same layout. */
 static void test_help_from_the_command_exit_0(void **state)
 {
-    static struct run r;
+    static struct ut_run r;
 
     (void)state;
     RUN(&r, "echo", "--help");
@@ -237,7 +156,7 @@ static void test_help_from_the_command_exit_0(void **state)
 
 static void test_help_command_lists_every_command(void **state)
 {
-    static struct run r;
+    static struct ut_run r;
 
     (void)state;
     RUN(&r, "--help");
@@ -256,7 +175,7 @@ static void test_help_shared_options_same_spelling(void **state)
 {
     const struct cli_command *const wire[] = {&cli_echo_command, &cli_date_command,
                                               &cli_backup_command};
-    static struct run r;
+    static struct ut_run r;
 
     (void)state;
     for (size_t i = 0; i < sizeof(wire) / sizeof(wire[0]); i++)
@@ -288,13 +207,13 @@ static void test_version_every_verb_exit_0(void **state)
         {"backup", "get", "-V"}, {"ctl", "--version"},
         {"ctl", "ls", "-V"},     {"daemon", "--version"},
     };
-    static struct run r;
+    static struct ut_run r;
 
     (void)state;
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
         const char *args[4] = {verbs[i][0], verbs[i][1], verbs[i][2], NULL};
 
-        run(args, &r);
+        ut_run_bin("/dev/null", args, &r);
         if (r.status != 0 || strncmp(r.out, "sockserv ", 9) != 0)
             fail_msg("%s %s: exit %d, stdout '%s'", verbs[i][0], verbs[i][1] ? verbs[i][1] : "",
                      r.status, r.out);
@@ -305,7 +224,7 @@ static void test_version_every_verb_exit_0(void **state)
 /* ---- errors ---- */
 
 /* Asserts exit 2, nothing on stdout, and stderr naming what and the way to --help. */
-static void assert_usage_error(const struct run *r, const char *what, const char *try)
+static void assert_usage_error(const struct ut_run *r, const char *what, const char *try)
 {
     if (r->status != 2)
         fail_msg("exit %d, want 2; stderr: %s", r->status, r->err);
@@ -319,7 +238,7 @@ static void assert_usage_error(const struct run *r, const char *what, const char
 
 static void test_errors_bad_option_named_exit_2(void **state)
 {
-    static struct run r;
+    static struct ut_run r;
 
     (void)state;
     RUN(&r, "echo", "--bogus", "127.0.0.1", "7", "x");
@@ -356,7 +275,7 @@ static void test_errors_bad_option_named_exit_2(void **state)
 
 static void test_errors_missing_argument_named_exit_2(void **state)
 {
-    static struct run r;
+    static struct ut_run r;
 
     (void)state;
     RUN(&r, "echo");
@@ -381,7 +300,7 @@ static void test_errors_missing_argument_named_exit_2(void **state)
     assert_usage_error(&r, "sockserv ctl: missing N", "Try 'sockserv ctl restore --help'.");
     RUN(&r, "ctl", "frob");
     assert_usage_error(&r, "sockserv ctl: unknown verb 'frob'", "Try 'sockserv ctl --help'.");
-    run((const char *const[]){NULL}, &r);
+    ut_run_bin("/dev/null", (const char *const[]){NULL}, &r);
     assert_usage_error(&r, "sockserv: missing command", "Try 'sockserv --help'.");
     /* One too many. */
     RUN(&r, "date", "127.0.0.1", "13", "extra");
@@ -392,7 +311,7 @@ static void test_errors_missing_argument_named_exit_2(void **state)
 
 static void test_errors_bad_values_named_exit_2(void **state)
 {
-    static struct run r;
+    static struct ut_run r;
 
     (void)state;
     RUN(&r, "echo", "--timeout", "soon", "127.0.0.1", "7", "x");

@@ -29,12 +29,10 @@
 #include <jansson.h>
 
 #include "cli/fleet.h"
+#include "run_bin.h"
 #include "fleet/wire.h"
 
 extern char **environ;
-
-#define RUN_TIMEOUT_MS 20000
-#define OUT_MAX (64 * 1024)
 
 static json_t *parse(const char *text)
 {
@@ -331,89 +329,10 @@ static void test_expected_names_and_matching_known_nodes(void **state)
 
 /* ---- the command ---- */
 
-struct run {
-    int status;
-    char out[OUT_MAX], err[OUT_MAX];
-    size_t out_len, err_len;
-};
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Runs $SOCKSERV_BIN with args (NULL-terminated), stdin from stdin_path ("/dev/null"). */
-static void run_in(const char *stdin_path, const char *const *args, struct run *r)
-{
-    const char *bin = getenv("SOCKSERV_BIN");
-    char *argv[32];
-    int out[2], err[2], in, n = 0, ws;
-    posix_spawn_file_actions_t fa;
-    int64_t deadline = now_ms() + RUN_TIMEOUT_MS;
-    bool out_open = true, err_open = true;
-    pid_t pid;
-
-    if (!bin)
-        fail_msg("SOCKSERV_BIN is not set: run the tests with meson test");
-    memset(r, 0, sizeof(*r));
-    argv[n++] = (char *)bin;
-    for (size_t i = 0; args[i]; i++)
-        argv[n++] = (char *)args[i];
-    argv[n] = NULL;
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-    assert_int_equal(pipe2(err, O_CLOEXEC), 0);
-    in = open(stdin_path, O_RDONLY | O_CLOEXEC);
-    assert_true(in >= 0);
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in, STDIN_FILENO);
-    posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&fa, err[1], STDERR_FILENO);
-    assert_int_equal(posix_spawn(&pid, bin, &fa, NULL, argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(in);
-    close(out[1]);
-    close(err[1]);
-    while (out_open || err_open) {
-        struct pollfd pfd[2] = {{.fd = out_open ? out[0] : -1, .events = POLLIN},
-                                {.fd = err_open ? err[0] : -1, .events = POLLIN}};
-        int64_t left = deadline - now_ms();
-        int k = poll(pfd, 2, left > 0 ? (int)left : 0);
-
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            kill(pid, SIGKILL);
-            break;
-        }
-        for (int i = 0; i < 2; i++) {
-            char *buf = i == 0 ? r->out : r->err;
-            size_t *len = i == 0 ? &r->out_len : &r->err_len;
-            ssize_t got;
-
-            if (!pfd[i].revents)
-                continue;
-            got = read(pfd[i].fd, buf + *len, OUT_MAX - 1 - *len);
-            if (got > 0)
-                *len += (size_t)got;
-            else if (i == 0)
-                out_open = false;
-            else
-                err_open = false;
-        }
-    }
-    close(out[0]);
-    close(err[0]);
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
-    r->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
-}
-
-#define RUN(r, ...) run_in("/dev/null", (const char *const[]){__VA_ARGS__, NULL}, r)
+#define RUN(r, ...) ut_run_bin("/dev/null", (const char *const[]){__VA_ARGS__, NULL}, r)
 
 /* Asserts exit status and that stderr has want (stdout empty). */
-static void assert_fails(const struct run *r, int status, const char *want)
+static void assert_fails(const struct ut_run *r, int status, const char *want)
 {
     if (r->status != status || !strstr(r->err, want) || r->out_len != 0)
         fail_msg("exit %d (want %d); stderr '%s' (want '%s'); stdout '%s'", r->status, status,
@@ -434,7 +353,7 @@ static void write_file(char *path, size_t len, const char *name, const char *con
 
 static void test_command_help_lists_verbs_and_exit_codes(void **state)
 {
-    static struct run r;
+    static struct ut_run r;
 
     (void)state;
     RUN(&r, "fleet", "--help");
@@ -486,11 +405,11 @@ static void test_command_usage_errors_exit_2(void **state)
         {{"fleet", "--amqp", "http://x/", "ls"}, "--amqp"},
         {{"fleet", "--amqp-credentials", "/nonexistent/creds", "ls"}, "--amqp-credentials"},
     };
-    static struct run r;
+    static struct ut_run r;
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        run_in("/dev/null", cases[i].args, &r);
+        ut_run_bin("/dev/null", cases[i].args, &r);
         if (r.status != 2 || !strstr(r.err, cases[i].want) || !strstr(r.err, "sockserv fleet"))
             fail_msg("%s %s: exit %d, stderr '%s' (want 2 and '%s')", cases[i].args[1],
                      cases[i].args[2] ? cases[i].args[2] : "", r.status, r.err, cases[i].want);
@@ -499,7 +418,7 @@ static void test_command_usage_errors_exit_2(void **state)
 
 static void test_command_bad_file_named_exit_2(void **state)
 {
-    static struct run r;
+    static struct ut_run r;
     char path[256], missing[256];
 
     (void)state;
@@ -539,10 +458,10 @@ static void test_command_bad_file_named_exit_2(void **state)
     assert_fails(&r, 2, missing);
 
     write_file(path, sizeof(path), "stdin.json", "nope");
-    run_in(path,
-           (const char *const[]){"fleet", "--amqp", "amqp://127.0.0.1:1/", "apply", "-f", "-",
-                                 "--node", "n1", NULL},
-           &r);
+    ut_run_bin(path,
+               (const char *const[]){"fleet", "--amqp", "amqp://127.0.0.1:1/", "apply", "-f", "-",
+                                     "--node", "n1", NULL},
+               &r);
     assert_fails(&r, 2, "standard input");
     unlink(path);
 }
@@ -563,7 +482,7 @@ static int closed_port(int *ret_fd)
 
 static void test_command_broker_unreachable_exit_4(void **state)
 {
-    static struct run r;
+    static struct ut_run r;
     char url[64], path[256];
     int fd, port = closed_port(&fd);
 
