@@ -2894,6 +2894,11 @@ int it_broker_private_start_tls(struct it_broker *b, const char *dir, const char
     return r;
 }
 
+bool it_have_rabbitmq(void)
+{
+    return access("/usr/lib/rabbitmq/bin/rabbitmq-server", X_OK) == 0;
+}
+
 int it_broker_private_start(struct it_broker *b, const char *dir)
 {
     return it_broker_private_start_tls(b, dir, NULL);

@@ -608,6 +608,9 @@ int it_broker_ctl(const char *const *args);
 /* As it_broker_ctl() against broker b. */
 int it_broker_ctl_at(const struct it_broker *b, const char *const *args);
 
+/* Whether RabbitMQ is installed here (its server script), so that a private broker can run. */
+bool it_have_rabbitmq(void);
+
 /*
  * A SECOND broker, private to this test binary, for the tests that stop, restart, freeze or
  * alarm a broker (the shared one serves the suites running beside): data in DIR/broker, AMQP

@@ -60,18 +60,13 @@ struct faults {
     bool alarm; /* the memory watermark was lowered: put it back */
 };
 
-static bool have_rabbitmq(void)
-{
-    return access("/usr/lib/rabbitmq/bin/rabbitmq-server", X_OK) == 0;
-}
-
 static int group_setup(void **state)
 {
     struct group *g = calloc(1, sizeof(*g));
 
     assert_non_null(g);
     *state = g;
-    if (!have_rabbitmq())
+    if (!it_have_rabbitmq())
         return 0;
     g->dir = it_tmpdir_new();
     if (it_broker_private_start(&g->b, g->dir) < 0) {
@@ -133,7 +128,7 @@ static struct faults *faults_of(void **state)
 {
     struct faults *f = *state;
 
-    if (!have_rabbitmq()) {
+    if (!it_have_rabbitmq()) {
         fprintf(stderr, "# SKIPPED: rabbitmq-server is not installed (scripts/deps.sh test)\n");
         skip();
     }

@@ -56,11 +56,6 @@ struct tls {
     struct it_amqp *peer;
 };
 
-static bool have_rabbitmq(void)
-{
-    return access("/usr/lib/rabbitmq/bin/rabbitmq-server", X_OK) == 0;
-}
-
 /* In dir: ca.pem (a CA), server.pem/server.key (signed by it, for DNS:localhost), client.pem/
  * client.key (signed by it), other.pem (another CA); with openssl(1). Asserts. */
 static void make_certificates(const char *dir)
@@ -97,7 +92,7 @@ static int group_setup(void **state)
 
     assert_non_null(g);
     *state = g;
-    if (!have_rabbitmq())
+    if (!it_have_rabbitmq())
         return 0;
     g->dir = it_tmpdir_new();
     snprintf(g->tls_dir, sizeof(g->tls_dir), "%s/tls", g->dir);
@@ -159,7 +154,7 @@ static struct tls *tls_of(void **state)
 {
     struct tls *t = *state;
 
-    if (!have_rabbitmq()) {
+    if (!it_have_rabbitmq()) {
         fprintf(stderr, "# SKIPPED: rabbitmq-server is not installed (scripts/deps.sh test)\n");
         skip();
     }
