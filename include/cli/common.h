@@ -15,6 +15,8 @@
 #include <netdb.h>
 #include <stdio.h>
 
+#include "core/clock.h"
+
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAILURE 1
 #define CLI_EXIT_USAGE 2
@@ -147,10 +149,7 @@ int cli_peer_parse(const struct cli_command *cmd, int verb, const char *host, co
 /* Prints "sockserv VERB: MESSAGE" on stderr. Returns 1 (failure). */
 int cli_fail(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* A monotonic clock in milliseconds. */
-int64_t cli_now_ms(void);
-
-/* Milliseconds left until deadline (cli_now_ms() time), 0 when past, for poll(2). */
+/* Milliseconds left until deadline (core_now_ms() time, core/clock.h), 0 when past, for poll(2). */
 int cli_remaining_ms(int64_t deadline);
 
 /* Parses a decimal number from min to max, nothing else in text. */

@@ -194,7 +194,7 @@ int cli_fleet_bus_settled(const struct cli_fleet_bus *b, uint64_t tag, struct co
 bool cli_fleet_bus_blocked(const struct cli_fleet_bus *b, char *reason, size_t len);
 
 /*
- * Runs the connection until deadline (cli_now_ms() time): returns 0 at the deadline, 1 when
+ * Runs the connection until deadline (core_now_ms() time): returns 0 at the deadline, 1 when
  * fn asked to stop or an awaited tag was settled, 2 when stop_fd (-1: none) became readable, or
  * a negative errno with err (the connection is lost, a channel was closed, a consumer was
  * cancelled).

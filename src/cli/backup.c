@@ -198,7 +198,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 static int link_open(struct link *l, const struct args *a)
 {
     struct addrinfo *list = NULL;
-    int64_t deadline = cli_now_ms() + a->timeout_ms;
+    int64_t deadline = core_now_ms() + a->timeout_ms;
     int err = ENOENT, r;
 
     l->fd = -1;
@@ -356,14 +356,14 @@ static void progress_start(struct progress *p, const char *label, uint64_t total
     p->on = isatty(STDERR_FILENO);
     p->label = label;
     p->total = total;
-    p->start_ms = cli_now_ms();
+    p->start_ms = core_now_ms();
     p->last_ms = 0;
 }
 
 static void progress_show(struct progress *p, uint64_t done, bool final)
 {
     char d[16], t[16], rate[16], eta[32] = "--:--";
-    int64_t now = cli_now_ms(), elapsed;
+    int64_t now = core_now_ms(), elapsed;
     unsigned pct, fill;
     double bps;
 

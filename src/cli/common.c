@@ -386,17 +386,9 @@ int cli_peer_parse(const struct cli_command *cmd, int verb, const char *host, co
     return 0;
 }
 
-int64_t cli_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int cli_remaining_ms(int64_t deadline)
 {
-    int64_t left = deadline - cli_now_ms();
+    int64_t left = deadline - core_now_ms();
 
     if (left <= 0)
         return 0;

@@ -381,9 +381,9 @@ static int on_stream_bytes(void *ctx, const char *buf, size_t len)
 /* Sleeps ms, or less when interrupted. */
 static void pause_interruptible(int64_t ms)
 {
-    int64_t deadline = cli_now_ms() + ms;
+    int64_t deadline = core_now_ms() + ms;
 
-    while (!interrupted && cli_now_ms() < deadline)
+    while (!interrupted && core_now_ms() < deadline)
         (void)poll(NULL, 0, cli_remaining_ms(deadline) > 100 ? 100 : cli_remaining_ms(deadline));
 }
 
@@ -473,7 +473,7 @@ static const char *const states[] = {"starting", "running", "stopping", "stopped
 int cli_ctl_run_wait(struct cli_ctl_cmd *x)
 {
     const char *want = x->val[CLI_CTL_OPT_STATE];
-    int64_t deadline = cli_now_ms() + x->timeout_ms;
+    int64_t deadline = core_now_ms() + x->timeout_ms;
     char last[600] = "", what[512], dur[32];
     bool known = false;
     char *path;
@@ -491,7 +491,7 @@ int cli_ctl_run_wait(struct cli_ctl_cmd *x)
         return CLI_CTL_EXIT_FAILURE;
     cli_ctl_duration_format(x->timeout_ms, dur, sizeof(dur));
     for (;;) {
-        int64_t left = deadline - cli_now_ms();
+        int64_t left = deadline - core_now_ms();
         struct cli_ctl_response resp;
         struct core_err err = {0};
         const char *state;
@@ -522,7 +522,7 @@ int cli_ctl_run_wait(struct cli_ctl_cmd *x)
             snprintf(last, sizeof(last), "state is %s", what);
             cli_ctl_response_fini(&resp);
         }
-        if (cli_now_ms() >= deadline) {
+        if (core_now_ms() >= deadline) {
             r = cli_ctl_fail("timed out after %s: %s", dur, last);
             break;
         }

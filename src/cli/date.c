@@ -142,7 +142,7 @@ static int tcp_connect(const struct date_args *a, const struct addrinfo *list, i
 static int run_tcp(const struct date_args *a, const struct addrinfo *list)
 {
     static char buf[DATE_REPLY_MAX];
-    int64_t deadline = cli_now_ms() + a->timeout_ms;
+    int64_t deadline = core_now_ms() + a->timeout_ms;
     size_t len = 0;
     int fd, r = 0;
 
@@ -197,7 +197,7 @@ static ssize_t udp_ask(const struct date_args *a, int fd, int64_t deadline, char
     size_t req_len = strlen(a->request);
 
     for (;;) {
-        int64_t resend = cli_now_ms() + DATE_RESEND_MS;
+        int64_t resend = core_now_ms() + DATE_RESEND_MS;
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int r;
 
@@ -230,7 +230,7 @@ static ssize_t udp_ask(const struct date_args *a, int fd, int64_t deadline, char
 static int run_udp(const struct date_args *a, const struct addrinfo *list)
 {
     static char buf[DATE_REPLY_MAX];
-    int64_t deadline = cli_now_ms() + a->timeout_ms;
+    int64_t deadline = core_now_ms() + a->timeout_ms;
     int err = ENOENT;
 
     for (const struct addrinfo *ai = list; ai; ai = ai->ai_next) {

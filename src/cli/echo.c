@@ -198,7 +198,7 @@ static int read_stdin(size_t max, char **ret, size_t *ret_len)
  * non-blocking socket, or -1 after printing why. */
 static int tcp_connect(const struct echo_args *a, const struct addrinfo *list)
 {
-    int fd = cli_tcp_connect(list, cli_now_ms() + a->timeout_ms);
+    int fd = cli_tcp_connect(list, core_now_ms() + a->timeout_ms);
 
     if (fd == -ETIMEDOUT)
         fail("cannot connect to %s: no answer within %d ms", a->peer.name, a->timeout_ms);
@@ -220,7 +220,7 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
     size_t pending_len = msg_len;
     bool from_stdin = msg == NULL, in_eof = msg != NULL, send_done = false;
     bool received = false;
-    int64_t deadline = cli_now_ms() + a->timeout_ms;
+    int64_t deadline = core_now_ms() + a->timeout_ms;
     int ret;
 
     if (!rbuf)
@@ -268,7 +268,7 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
                 pending = inbuf;
                 pending_len = (size_t)k;
             }
-            deadline = cli_now_ms() + a->timeout_ms;
+            deadline = core_now_ms() + a->timeout_ms;
         }
         if (pfd[0].revents & POLLOUT) {
             ssize_t k = send(fd, pending, pending_len, MSG_NOSIGNAL);
@@ -276,7 +276,7 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
             if (k >= 0) {
                 pending += k;
                 pending_len -= (size_t)k;
-                deadline = cli_now_ms() + a->timeout_ms;
+                deadline = core_now_ms() + a->timeout_ms;
             } else if (errno == EPIPE || errno == ECONNRESET) {
                 /* The server closed (the lecture's once mode): read what it sent. */
                 send_done = true;
@@ -303,7 +303,7 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
             ret = out_write(out, rbuf, (size_t)k);
             if (ret != 0)
                 goto out;
-            deadline = cli_now_ms() + a->timeout_ms;
+            deadline = core_now_ms() + a->timeout_ms;
         }
     }
     ret = out_finish(out);
@@ -337,7 +337,7 @@ static int run_udp(const struct echo_args *a, const struct addrinfo *list, const
         return fail("out of memory");
 
     for (const struct addrinfo *ai = list; ai; ai = ai->ai_next) {
-        int64_t deadline = cli_now_ms() + a->timeout_ms;
+        int64_t deadline = core_now_ms() + a->timeout_ms;
         struct pollfd pfd;
         ssize_t k;
         int fd, r;

@@ -227,7 +227,7 @@ static int on_message(void *ctx, const struct cli_fleet_msg *m)
         const char *node = json_string_value(json_object_get(env, "node"));
         const char *kind = json_string_value(json_object_get(env, "kind"));
 
-        d->stream_at = cli_now_ms();
+        d->stream_at = core_now_ms();
         fleet_view_on_event(d->view, m->body, m->len, fleet_view_now_ms());
         if (node && kind)
             json_object_set_new(d->last_kind, node, json_string(kind));
@@ -290,7 +290,7 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
 {
     char nodes[300];
     struct core_err err = {0};
-    int64_t start = cli_now_ms(), end = start + window_ms, hard = end + STREAM_MAX_MS, pinged;
+    int64_t start = core_now_ms(), end = start + window_ms, hard = end + STREAM_MAX_MS, pinged;
     const json_t *pong;
     size_t i;
     int r;
@@ -324,9 +324,9 @@ static int discover(struct run *x, struct discover *d, int64_t window_ms)
     if (r < 0)
         return fail(CLI_FLEET_EXIT_BROKER, "%s", err.msg);
     pinged = fleet_view_now_ms();
-    d->stream_at = cli_now_ms();
+    d->stream_at = core_now_ms();
     for (;;) {
-        int64_t now = cli_now_ms();
+        int64_t now = core_now_ms();
         int64_t idle = json_object_size(d->last_kind) > 0 ? STREAM_IDLE_MS : STREAM_FIRST_MS;
 
         if ((now - d->stream_at >= idle && (now >= end || live_ones_answered(d))) || now >= hard)
@@ -600,7 +600,7 @@ static int run_apply(struct run *x)
         goto out;
     }
     cli_fleet_bus_await(x->bus, tag);
-    deadline = cli_now_ms() + CONFIRM_MS;
+    deadline = core_now_ms() + CONFIRM_MS;
     for (;;) {
         r = cli_fleet_bus_run(x->bus, deadline, on_message, &d, -1, &err);
         if (r < 0) {
@@ -614,7 +614,7 @@ static int run_apply(struct run *x)
         }
         if (r > 0)
             break;
-        if (cli_now_ms() >= deadline) {
+        if (core_now_ms() >= deadline) {
             char why[128];
 
             if (cli_fleet_bus_blocked(x->bus, why, sizeof(why)))
@@ -635,7 +635,7 @@ static int run_apply(struct run *x)
     if (json_array_size(expected) == 0)
         fprintf(stderr, "sockserv fleet: no known node is targeted; nodes that join later apply "
                         "the record\n");
-    deadline = cli_now_ms() + x->wait_ms;
+    deadline = core_now_ms() + x->wait_ms;
     while (json_array_size(expected) > 0) {
         bool all = true;
         const json_t *name;
@@ -645,7 +645,7 @@ static int run_apply(struct run *x)
         {
             all &= json_object_get(d.replies, json_string_value(name)) != NULL;
         }
-        if (all || cli_now_ms() >= deadline)
+        if (all || core_now_ms() >= deadline)
             break;
         r = cli_fleet_bus_run(x->bus, deadline, on_message, &d, -1, &err);
         if (r < 0) {
@@ -788,7 +788,7 @@ static int run_watch(struct run *x)
             lost = false;
             backoff = RETRY_FIRST_MS;
             do
-                r = cli_fleet_bus_run(x->bus, cli_now_ms() + 3600 * 1000, on_event, &w, sfd, &err);
+                r = cli_fleet_bus_run(x->bus, core_now_ms() + 3600 * 1000, on_event, &w, sfd, &err);
             while (r == 0);
         }
         if (r > 0) {
@@ -828,7 +828,7 @@ static int publish_settled(struct run *x, struct discover *d, const struct fleet
 {
     struct core_err err = {0};
     uint64_t tag = 0;
-    int64_t deadline = cli_now_ms() + CONFIRM_MS;
+    int64_t deadline = core_now_ms() + CONFIRM_MS;
     int r;
 
     r = cli_fleet_bus_publish(x->bus, m, &tag, &err);
@@ -843,7 +843,7 @@ static int publish_settled(struct run *x, struct discover *d, const struct fleet
             break;
         if (r < 0)
             return fail(CLI_FLEET_EXIT_BROKER, "%s: %s", what, err.msg);
-        if (cli_now_ms() >= deadline)
+        if (core_now_ms() >= deadline)
             return fail(CLI_FLEET_EXIT_BROKER, "%s: the broker did not confirm it in %d s", what,
                         CONFIRM_MS / 1000);
     }

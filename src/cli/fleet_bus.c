@@ -16,6 +16,7 @@
 #include <amqp.h>
 #include <amqp_framing.h>
 
+#include "core/clock.h"
 #include "fleet/amqp.h"
 
 #define CHANNELS 3 /* 1 and 2 are used; 0 is the connection's */
@@ -433,7 +434,7 @@ int cli_fleet_bus_run(struct cli_fleet_bus *b, int64_t deadline, cli_fleet_msg_f
             }
         }
         amqp_maybe_release_buffers(b->c);
-        if (cli_now_ms() >= deadline)
+        if (core_now_ms() >= deadline)
             return 0;
         wait = cli_remaining_ms(deadline);
         if (wait > slice)
