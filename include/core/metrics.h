@@ -37,7 +37,7 @@ enum core_counter {
 };
 
 /* Service-defined counters per listener, named by struct core_service.counters. */
-#define CORE_METRICS_SVC_MAX 16
+#define CORE_METRICS_SVC_MAX 32
 
 /*
  * Service time histogram: log-linear buckets of nanoseconds, 4 per power of two (HDR-style:

@@ -199,6 +199,26 @@ int svc_backup_store_commit(struct svc_backup_store *s, struct svc_backup_tmp *t
  */
 int svc_backup_store_list(struct svc_backup_store *s, struct svc_backup_entry **ret, size_t *ret_n);
 
+/*
+ * The stored copies of name alone, as svc_backup_store_list() gives them (*ret_n 0 when there
+ * are none). Returns 0 with *ret (free() it) and *ret_n, -EINVAL for a bad name, or a negative
+ * errno.
+ */
+int svc_backup_store_list_name(struct svc_backup_store *s, const char *name,
+                               struct svc_backup_entry **ret, size_t *ret_n);
+
+/*
+ * Removes older copy version of name (retention): .sockserv/NAME/N, then its record N.json,
+ * then fsyncs the name's metadata directory. The record of the highest number there stays: a
+ * record without its copy lists nothing, and it keeps that number from being given again. A
+ * reader that has the copy open goes on reading it whole. Caller serialised as for
+ * svc_backup_store_commit(). Returns 0 with *ret_freed (the copy's size), -EINVAL for a bad
+ * name or version 0, -ENOENT when there is no such older copy, -EBUSY when that file is the
+ * current copy too (linked under both names by a commit cut short), or another negative errno.
+ */
+int svc_backup_store_drop_version(struct svc_backup_store *s, const char *name, uint32_t version,
+                                  uint64_t *ret_freed);
+
 /* Bytes held by every stored copy (the current ones and the versions). Caller serialised. */
 int svc_backup_store_usage(struct svc_backup_store *s, uint64_t *ret_bytes);
 

@@ -24,6 +24,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "svc/backup_proto.h"
+#include "svc/backup_retain.h"
 #include "svc/backup_store.h"
 
 #define DEFAULT_MAX_FILE_SIZE (UINT64_C(4) << 30)
@@ -55,6 +56,8 @@ enum {
     C_RESTORES,
     C_BYTES_RESTORED,
     C_PROTOCOL,
+    C_VERSIONS_PRUNED,
+    C_BYTES_PRUNED,
     C_COUNT
 };
 
@@ -75,6 +78,8 @@ static const char *const backup_counters[C_COUNT] = {
     [C_RESTORES] = "restores",
     [C_BYTES_RESTORED] = "bytes_restored",
     [C_PROTOCOL] = "protocol_errors",
+    [C_VERSIONS_PRUNED] = "versions_pruned",
+    [C_BYTES_PRUNED] = "bytes_pruned",
 };
 
 static const char *const backup_counter_help[C_COUNT] = {
@@ -94,6 +99,8 @@ static const char *const backup_counter_help[C_COUNT] = {
     [C_RESTORES] = "copies sent back (GET)",
     [C_BYTES_RESTORED] = "bytes of the copies sent back",
     [C_PROTOCOL] = "unknown commands and malformed lines (ERR protocol)",
+    [C_VERSIONS_PRUNED] = "older versions removed by keep_versions and keep_days",
+    [C_BYTES_PRUNED] = "bytes of the older versions removed by keep_versions and keep_days",
 };
 
 _Static_assert(C_COUNT <= CORE_METRICS_SVC_MAX, "too many backup counters");
@@ -138,9 +145,10 @@ struct backup_inst {
     uint64_t max_file_size;
     uint64_t quota; /* 0: unlimited */
     bool require_checksum;
-    uint64_t min_rate;            /* bytes/s; 0: no floor */
-    int64_t rate_window_ms;       /* the span each rate check measures */
-    struct core_metrics *metrics; /* may be NULL */
+    uint64_t min_rate;                     /* bytes/s; 0: no floor */
+    int64_t rate_window_ms;                /* the span each rate check measures */
+    struct svc_backup_retain_rules retain; /* keep_versions, keep_days */
+    struct core_metrics *metrics;          /* may be NULL */
     struct core_emitter *emitter; /* may be NULL: where backup.stored and backup.failed go */
     struct backup_shared *sh;
 };
@@ -880,6 +888,39 @@ static bool is_replaced(const struct backup_inst *in)
     return !newest;
 }
 
+/* A name lost versions to retention: the quota's usage, the counters, an event. Under the
+ * shared lock. */
+static void on_pruned(void *ctx, const char *name, uint32_t versions, uint64_t bytes)
+{
+    struct backup_inst *in = ctx;
+
+    in->sh->used -= bytes < in->sh->used ? bytes : in->sh->used;
+    count(in, C_VERSIONS_PRUNED, versions);
+    count(in, C_BYTES_PRUNED, bytes);
+    core_svc_emit(in->emitter, "backup.pruned",
+                  json_pack("{s:s, s:I, s:I}", "name", name, "versions", (json_int_t)versions,
+                            "bytes", (json_int_t)bytes));
+}
+
+/*
+ * Applies keep_versions and keep_days to the copies of name (NULL: of every name), one commit
+ * at a time with the uploads of every instance on the directory. An instance replaced applies
+ * nothing: its successor does, with its own rules. A failure leaves copies for the next time.
+ */
+static void retain(struct backup_inst *in, struct svc_backup_store *st, const char *name)
+{
+    if (!in->retain.keep_versions && !in->retain.keep_days)
+        return;
+    shared_lock(in, st);
+    if (svc_backup_store_commit_lock(st, true) == 0) {
+        if (!is_replaced(in))
+            (void)svc_backup_retain_apply(st, name, &in->retain, (int64_t)time(NULL), on_pruned,
+                                          in);
+        (void)svc_backup_store_commit_lock(st, false);
+    }
+    shared_unlock(in);
+}
+
 /* Makes the complete upload durable and visible, appends STORED or ERR, and ends it. */
 static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integrity,
                          struct core_buf *out)
@@ -947,6 +988,7 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
     if (integrity == SVC_BACKUP_INTEGRITY_NONE)
         count(in, C_STORED_UNVERIFIED, 1);
     report_stored(s, version, hex, integrity, stored);
+    retain(in, s->st, s->name);
     return core_buf_printf(out, "STORED %s %" PRIu32 " %" PRIu64 " %s\n", enc(s->name, e), version,
                            s->received, hex) < 0
                ? -ENOMEM
@@ -1519,6 +1561,25 @@ static const struct core_option backup_options[] = {
      .maximum = MIN_RATE_WINDOW_MAX,
      .unit = "s",
      .help = "the window the upload rate is measured over"},
+    {.name = "keep_versions",
+     .type = CORE_OPTION_INTEGER,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+     .live = true,
+     .default_integer = 0,
+     .minimum = 0,
+     .maximum = SVC_BACKUP_RETAIN_VERSIONS_MAX,
+     .unit = "versions",
+     .help = "copies kept of each name, the current one counted; older ones are removed; 0: all"},
+    {.name = "keep_days",
+     .type = CORE_OPTION_INTEGER,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+     .live = true,
+     .default_integer = 0,
+     .minimum = 0,
+     .maximum = SVC_BACKUP_RETAIN_DAYS_MAX,
+     .unit = "days",
+     .help = "an older version replaced more than this long ago is removed (never the current "
+             "copy); 0: never"},
 };
 
 /* ---- where a directory may be ---- */
@@ -1909,6 +1970,8 @@ static int backup_instance_new(const json_t *opts, enum core_transport t,
     in->min_rate = opt_u64(opts, "min_rate_bytes_per_s", DEFAULT_MIN_RATE);
     in->rate_window_ms =
         (int64_t)opt_u64(opts, "min_rate_window_s", DEFAULT_MIN_RATE_WINDOW) * 1000;
+    in->retain.keep_versions = (uint32_t)opt_u64(opts, "keep_versions", 0);
+    in->retain.keep_days = (uint32_t)opt_u64(opts, "keep_days", 0);
     in->metrics = env ? env->metrics : NULL;
     in->emitter = env ? env->emitter : NULL;
     if (!env || !env->state_dir || !env->listener_id ||
@@ -1951,6 +2014,9 @@ static int backup_instance_new(const json_t *opts, enum core_transport t,
             goto out_free;
         }
     }
+    /* After the listing in the marker: a commit of the instance replaced comes before this,
+     * or finds itself replaced. */
+    retain(in, in->store, NULL);
     *ret_inst = in;
     return 0;
 

@@ -1172,6 +1172,71 @@ out:
     return r;
 }
 
+int svc_backup_store_list_name(struct svc_backup_store *s, const char *name,
+                               struct svc_backup_entry **ret, size_t *ret_n)
+{
+    struct entries es = {0};
+    int r;
+
+    if (svc_backup_name_check(name, strlen(name), NULL) < 0)
+        return -EINVAL;
+    r = collect_name(s, name, &es);
+    if (r < 0) {
+        free(es.v);
+        return r;
+    }
+    *ret = es.v;
+    *ret_n = es.n;
+    return 0;
+}
+
+int svc_backup_store_drop_version(struct svc_backup_store *s, const char *name, uint32_t version,
+                                  uint64_t *ret_freed)
+{
+    char vname[16], json[24];
+    struct stat st, cur;
+    struct vers v = {0};
+    int vfd, r;
+
+    if (version == 0 || svc_backup_name_check(name, strlen(name), NULL) < 0)
+        return -EINVAL;
+    r = open_versions(s, name, &vfd, &v);
+    if (r < 0)
+        return r;
+    r = -ENOENT;
+    if (vfd < 0)
+        goto out;
+    snprintf(vname, sizeof(vname), "%" PRIu32, version);
+    if (fstatat(vfd, vname, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        r = -errno;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode))
+        goto out;
+    if (fstatat(s->dirfd, name, &cur, AT_SYMLINK_NOFOLLOW) == 0 && cur.st_dev == st.st_dev &&
+        cur.st_ino == st.st_ino) {
+        r = -EBUSY;
+        goto out;
+    }
+    if (unlinkat(vfd, vname, 0) < 0) {
+        r = -errno;
+        goto out;
+    }
+    /* The copy is gone; a record left behind (a failed unlink, a crash) lists nothing. */
+    if (version != v.max) {
+        snprintf(json, sizeof(json), "%" PRIu32 ".json", version);
+        (void)unlinkat(vfd, json, 0);
+    }
+    r = fsync_fd(vfd);
+    if (r == 0)
+        *ret_freed = (uint64_t)st.st_size;
+out:
+    vers_fini(&v);
+    if (vfd >= 0)
+        close(vfd);
+    return r;
+}
+
 int svc_backup_store_usage(struct svc_backup_store *s, uint64_t *ret_bytes)
 {
     struct svc_backup_entry *v;

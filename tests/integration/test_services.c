@@ -65,9 +65,9 @@ static bool has_string(const json_t *array, const char *s)
 static void test_services_listed_sorted_with_every_option(void **state)
 {
     static const char *const names[] = {"backup", "date", "echo"};
-    static const char *const options[][8] = {
+    static const char *const options[][10] = {
         {"directory", "on_exists", "max_file_size", "quota_bytes", "require_checksum",
-         "min_rate_bytes_per_s", "min_rate_window_s", NULL},
+         "min_rate_bytes_per_s", "min_rate_window_s", "keep_versions", "keep_days", NULL},
         {"timezone", "format", NULL},
         {"mode", "max_datagram", NULL},
     };
