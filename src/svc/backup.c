@@ -145,10 +145,11 @@ struct backup_inst {
     uint64_t max_file_size;
     uint64_t quota; /* 0: unlimited */
     bool require_checksum;
-    uint64_t min_rate;                     /* bytes/s; 0: no floor */
-    int64_t rate_window_ms;                /* the span each rate check measures */
-    struct svc_backup_retain_rules retain; /* keep_versions, keep_days */
-    struct core_metrics *metrics;          /* may be NULL */
+    /* keep_versions, keep_days */
+    struct svc_backup_retain_rules retain;
+    uint64_t min_rate;            /* bytes/s; 0: no floor */
+    int64_t rate_window_ms;       /* the span each rate check measures */
+    struct core_metrics *metrics; /* may be NULL */
     struct core_emitter *emitter; /* may be NULL: where backup.stored and backup.failed go */
     struct backup_shared *sh;
 };
