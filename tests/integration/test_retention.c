@@ -28,7 +28,7 @@
 #define MIB (1024 * 1024)
 #define LINE_CAP 2048
 #define DAY_S (24 * 3600)
-#define RESTORE_SIZE (24 * MIB) /* far more than the socket buffers hold */
+#define RESTORE_SIZE (16 * MIB) /* far more than the socket buffers hold (4 MiB) */
 #define RESTORE_HEAD (64 * 1024)
 #define RESTORE_TIMEOUT_MS 60000
 
