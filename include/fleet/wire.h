@@ -108,7 +108,7 @@ struct fleet_kind {
 
 /*
  * The kind of a core event type (listener.created/changed/deleted/state, config.revision,
- * backup.stored, backup.failed, metrics -> metrics.tick); NULL for a type that is not
+ * backup.stored, backup.failed, backup.pruned, metrics -> metrics.tick); NULL for a type that is not
  * exported. Static data.
  */
 const struct fleet_kind *fleet_kind_of_event(const char *core_type);

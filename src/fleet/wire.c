@@ -146,6 +146,7 @@ const struct fleet_kind *fleet_kind_of_event(const char *core_type)
         {.core_type = "config.revision", .kind = "config.revision", .reliable = true},
         {.core_type = "backup.stored", .kind = "backup.stored", .reliable = true},
         {.core_type = "backup.failed", .kind = "backup.failed", .reliable = true},
+        {.core_type = "backup.pruned", .kind = "backup.pruned", .reliable = true},
         {.core_type = "metrics", .kind = "metrics.tick", .reliable = false},
     };
 

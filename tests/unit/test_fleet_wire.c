@@ -132,7 +132,7 @@ static void test_kind_of_event_maps_core_types(void **state)
     assert_false(k->reliable);
     static const char *const reliable[] = {
         "listener.created", "listener.changed", "listener.deleted", "listener.state",
-        "config.revision",  "backup.stored",    "backup.failed"};
+        "config.revision",  "backup.stored",    "backup.failed",    "backup.pruned"};
     for (size_t i = 0; i < sizeof(reliable) / sizeof(reliable[0]); i++) {
         k = fleet_kind_of_event(reliable[i]);
         assert_non_null(k);
