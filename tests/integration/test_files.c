@@ -260,7 +260,7 @@ static void test_files_list_wraps_the_entries(void **state)
     json_decref(j);
 }
 
-static void test_files_routes_are_get_and_head_only(void **state)
+static void test_files_file_route_is_get_head_and_put(void **state)
 {
     struct it_daemon *d = it_daemon_of(state);
     char allow[64];
@@ -269,7 +269,7 @@ static void test_files_routes_are_get_and_head_only(void **state)
     backup_listener(d, "b1");
     request(d, "DELETE", "/api/v1/listeners/b1/files/x", &r);
     assert_problem(&r, 405, NULL, NULL);
-    assert_string_equal(it_http_header(&r, "Allow", allow, sizeof(allow)), "GET, HEAD");
+    assert_string_equal(it_http_header(&r, "Allow", allow, sizeof(allow)), "GET, HEAD, PUT");
     it_http_fini(&r);
     request(d, "POST", "/api/v1/listeners/b1/files", &r);
     assert_problem(&r, 405, NULL, NULL);
@@ -298,7 +298,7 @@ int main(void)
                                         it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_files_list_wraps_the_entries, it_fixture_setup,
                                         it_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_files_routes_are_get_and_head_only, it_fixture_setup,
+        cmocka_unit_test_setup_teardown(test_files_file_route_is_get_head_and_put, it_fixture_setup,
                                         it_fixture_teardown),
     };
 
