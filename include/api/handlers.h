@@ -37,6 +37,7 @@
 
 struct api_request;
 struct api_upload_outcome;
+struct api_tickets;
 
 /*
  * The value of query parameter key of req: "" for "?key" or "?key=", NULL when absent (the
@@ -64,6 +65,7 @@ struct api_request {
     void *query_ctx;            /* what query reads (the server's connection) */
     /* PUT of a file: what the upload came to (api/upload.h), or NULL. */
     const struct api_upload_outcome *upload;
+    struct api_tickets *tickets; /* the download tickets (api/ticket.h), or NULL */
 };
 
 /* The value of query parameter key (see api_query_fn), or NULL. */
@@ -106,6 +108,9 @@ void api_handle_listener_files(const struct api_request *req, struct api_reply *
 void api_handle_listener_file_get(const struct api_request *req, struct api_reply *ret);
 /* 201 {name, version, size, sha256, stored} with Repr-Digest, or the upload's problem. */
 void api_handle_listener_file_put(const struct api_request *req, struct api_reply *ret);
+/* 201 {"url", "expires_in_s"}: a download ticket (api/ticket.h) for the file, or 404/400 as
+ * its GET would answer. */
+void api_handle_listener_file_ticket(const struct api_request *req, struct api_reply *ret);
 /* The server-sent event stream (api/events.h); 503 when the server has no event bus. */
 void api_handle_events(const struct api_request *req, struct api_reply *ret);
 /* The embedded file at req->path, or 304 when req->if_none_match names its ETag. */

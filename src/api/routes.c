@@ -40,6 +40,8 @@ static const struct api_route routes[] = {
      API_BODY_NONE},
     {API_METHOD_PUT, "/api/v1/listeners/{id}/files/{name}", api_handle_listener_file_put,
      API_BODY_OCTETS},
+    {API_METHOD_POST, "/api/v1/listeners/{id}/files/{name}/ticket", api_handle_listener_file_ticket,
+     API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/config", api_handle_config_get, API_BODY_NONE},
     {API_METHOD_PUT, "/api/v1/config", api_handle_config_replace, API_BODY_JSON},
     {API_METHOD_GET, "/api/v1/config/revisions", api_handle_revisions_list, API_BODY_NONE},

@@ -23,6 +23,7 @@
 #include "api/reply.h"
 #include "api/routes.h"
 #include "api/strict.h"
+#include "api/ticket.h"
 #include "api/tls.h"
 #include "api/upload.h"
 #include "core/clock.h"
@@ -128,6 +129,7 @@ struct api_server {
 
     /* The uploads' file work (api/upload.h); NULL once stopped. */
     struct api_uploads *uploads;
+    struct api_tickets *tickets; /* the download tickets (api/ticket.h) */
 
     /* libmicrohttpd's warnings (a malformed request, a failed TLS handshake) are the peer's
      * doing: at most API_LOG_PER_MINUTE are written a minute, the rest counted. */
@@ -610,6 +612,32 @@ static int capture_copy(const struct api_segment *capture, char **ret)
 }
 
 /*
+ * Whether a file's GET carries a live download ticket for that file (api/ticket.h), which then
+ * stands for the token; the ticket is used up.
+ */
+static bool ticket_admits(struct api_server *s, struct request *q, struct MHD_Connection *conn)
+{
+    const char *ticket = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "ticket");
+    const char *version_text = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "version");
+    char *id = NULL, *name = NULL;
+    unsigned version;
+    bool ok;
+
+    if (!ticket || q->match.route->handler != api_handle_listener_file_get ||
+        api_version_parse(version_text, &version) < 0)
+        return false;
+    if (capture_copy(&q->match.captures.id, &id) < 0 ||
+        capture_copy(&q->match.captures.name, &name) < 0) {
+        free(id);
+        return false;
+    }
+    ok = id && name && api_ticket_redeem(s->tickets, ticket, id, name, version);
+    free(id);
+    free(name);
+    return ok;
+}
+
+/*
  * The head of a PUT of a file: its length (411 without one), its digest (Repr-Digest or
  * Content-Digest, 400 when malformed or when they differ), then q->up for the upload. Sets
  * q->decided with q->reply on a refusal. Returns 0, or -ENOMEM.
@@ -684,7 +712,8 @@ static int request_prepare(struct api_server *s, struct request *q, struct MHD_C
     }
     r = api_route_match(method, path, &q->match);
     /* Before the route is told: without the token, an unknown path is a 401 like a known one. */
-    if (!request_guard(s, q, conn, method, r == 0 && route_is_public(q->match.route)))
+    if (!request_guard(s, q, conn, method,
+                       r == 0 && (route_is_public(q->match.route) || ticket_admits(s, q, conn))))
         return 0;
     if (r == -ENOENT) {
         api_reply_problem(&q->reply, MHD_HTTP_NOT_FOUND, NULL, "no such resource: %s", url);
@@ -797,6 +826,7 @@ static void request_dispatch(struct api_server *s, struct request *q, struct MHD
         .query = query_value,
         .query_ctx = conn,
         .upload = q->up ? api_upload_outcome(q->up) : NULL,
+        .tickets = s->tickets,
     };
     json_t *body = NULL;
 
@@ -857,6 +887,8 @@ static bool route_changes(const struct api_route *route)
 {
     if (route->body == API_BODY_OCTETS)
         return false; /* an upload: its own workers (api/upload.h) */
+    if (route->handler == api_handle_listener_file_ticket)
+        return false; /* a read of the file set, as its GET */
     return route->method == API_METHOD_POST || route->method == API_METHOD_PUT ||
            route->method == API_METHOD_PATCH || route->method == API_METHOD_DELETE;
 }
@@ -1151,6 +1183,7 @@ static void server_free(struct api_server *s)
 {
     changes_stop(s);
     api_uploads_free(s->uploads);
+    api_tickets_free(s->tickets);
     watch_stop(s);
     unix_remove(s);
     api_events_free(s->events);
@@ -1341,7 +1374,9 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
         goto out_free;
     }
     s->has_changes_thread = true;
-    r = api_uploads_start(&s->uploads);
+    r = api_tickets_new(&s->tickets);
+    if (r == 0)
+        r = api_uploads_start(&s->uploads);
     if (r < 0) {
         (void)core_err_set(err, r, NULL, "api: upload workers: %s", strerror(-r));
         close(fd);

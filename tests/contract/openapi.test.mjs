@@ -266,6 +266,10 @@ test('backup files routes answer as documented', async () => {
     ...octets, body: 'x', headers: { 'Repr-Digest': 'sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:' },
   });
   await call(404, 'PUT', '/api/v1/listeners/c1/files/a.txt', { ...octets, body: 'x' });
+  const ticket = await call(201, 'POST', '/api/v1/listeners/b1/files/a.txt/ticket');
+  await call(200, 'GET', ticket.json.url);
+  await call(404, 'POST', '/api/v1/listeners/b1/files/missing.txt/ticket');
+  await call(400, 'POST', '/api/v1/listeners/b1/files/a.txt/ticket?version=x');
   await call(201, 'POST', '/api/v1/listeners', {
     body: { id: 'b2', service: 'backup', port: 0, options: { max_file_size: 4, quota_bytes: 6, on_exists: 'reject' } },
   });
