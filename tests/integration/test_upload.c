@@ -327,6 +327,8 @@ static void test_upload_cut_by_a_stop_keeps_nothing(void **state)
     it_send_ok(fd, head, strlen(head));
     memset(buf, 'a', 1000);
     it_send_ok(fd, buf, 1000);
+    /* The upload is under way on the instance the stop or change lets go. */
+    it_assert_metric_eventually(d, "b1", "service.uploads_started", 1, 10000);
     t0 = it_now_ms();
     json_decref(it_http_expect(d, "POST", "/api/v1/listeners/b1/stop", NULL, 200));
     assert_true(it_now_ms() - t0 < 5000);
@@ -335,6 +337,49 @@ static void test_upload_cut_by_a_stop_keeps_nothing(void **state)
     assert_int_equal(status, 409);
     close(fd);
     json_decref(it_http_expect(d, "POST", "/api/v1/listeners/b1/start", NULL, 200));
+    assert_no_files(d, "b1");
+}
+
+/* A live change of the listener while an upload's body is still owed: the upload keeps nothing
+ * (409), the change is not held up. */
+static void test_upload_cut_by_a_live_change_keeps_nothing(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    char head[512], buf[4096];
+    struct it_http r;
+    int64_t t0;
+    int fd, status;
+
+    backup_listener(d, "b1", "");
+    fd = it_tcp_connect("127.0.0.1", d->api_port, 5000);
+    assert_true(fd >= 0);
+    snprintf(head, sizeof(head),
+             "PUT /api/v1/listeners/b1/files/changed HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n"
+             "Content-Length: 2000\r\nConnection: close\r\n\r\n",
+             (unsigned)d->api_port);
+    it_send_ok(fd, head, strlen(head));
+    memset(buf, 'a', 1000);
+    it_send_ok(fd, buf, 1000);
+    /* The upload is under way on the instance the stop or change lets go. */
+    it_assert_metric_eventually(d, "b1", "service.uploads_started", 1, 10000);
+    t0 = it_now_ms();
+    assert_int_equal(
+        it_http_request(
+            d,
+            &(struct it_req){.method = "PATCH",
+                             .path = "/api/v1/listeners/b1",
+                             .body = "{\"options\":{\"max_file_size\":5000000}}",
+                             .body_len = strlen("{\"options\":{\"max_file_size\":5000000}}"),
+                             .content_type = "application/merge-patch+json"},
+            &r),
+        0);
+    assert_int_equal(r.status, 200);
+    it_http_fini(&r);
+    assert_true(it_now_ms() - t0 < 5000);
+    it_send_ok(fd, buf, 1000);
+    status = it_http_read_head(fd, buf, sizeof(buf), 10000);
+    assert_int_equal(status, 409);
+    close(fd);
     assert_no_files(d, "b1");
 }
 
@@ -364,6 +409,8 @@ int main(void)
                                         it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_upload_cut_by_a_stop_keeps_nothing, it_fixture_setup,
                                         it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_upload_cut_by_a_live_change_keeps_nothing,
+                                        it_fixture_setup, it_fixture_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
