@@ -23,6 +23,9 @@
 #include "core/registry.h"
 
 #define API_UPLOAD_WORKERS 2
+/* Body bytes gathered before they are handed to a worker at once (the last piece may be
+ * shorter): fewer hand-offs, and what one upload holds in memory. */
+#define API_UPLOAD_BATCH (256 * 1024)
 #define API_UPLOAD_SHA256_LEN 32
 
 struct api_uploads;
@@ -55,13 +58,19 @@ struct api_upload *api_upload_new(struct core_registry *r, const char *id, const
                                   uint64_t size, const uint8_t *sha256);
 
 /*
+ * Gathers the next len bytes of the body (copied). Returns 1 when API_UPLOAD_BATCH bytes or
+ * the rest of the declared size are gathered (time for a step), 0 while more may come, or
+ * -ENOMEM.
+ */
+int api_upload_take(struct api_upload *up, const void *data, size_t len);
+
+/*
  * Hands the next step of up to a worker, whose connection conn the caller has just suspended:
- * the beginning when data is NULL, else the next len bytes of the body (copied). The worker
- * resumes conn when the step is done (api_upload_step_done()). -ESHUTDOWN when the workers
- * stop (nothing handed), -ENOMEM.
+ * the beginning when begin, else the bytes gathered. The worker resumes conn when the step is
+ * done (api_upload_step_done()). -ESHUTDOWN when the workers stop (nothing handed).
  */
 int api_upload_step(struct api_uploads *p, struct api_upload *up, struct MHD_Connection *conn,
-                    const void *data, size_t len);
+                    bool begin);
 
 /* Whether a step was handed and is done; then its outcome is up's. */
 bool api_upload_step_done(struct api_uploads *p, const struct api_upload *up);

@@ -991,20 +991,20 @@ static void changes_stop(struct api_server *s)
 }
 
 /*
- * Hands the next step of q's upload to a worker (the beginning when data is NULL, else the
- * next len bytes of the body), the connection suspended until the worker is done. When it
- * cannot, q is refused: answered now at the beginning, after the body otherwise.
+ * Hands the next step of q's upload to a worker (its beginning, or the body bytes gathered),
+ * the connection suspended until the worker is done. When it cannot, q is refused: answered
+ * now at the beginning, after the body otherwise.
  */
 static enum MHD_Result upload_step(struct api_server *s, struct request *q,
                                    struct MHD_Connection *conn, const char *method, const char *url,
-                                   const void *data, size_t len)
+                                   bool begin)
 {
     int r;
 
     /* Nothing is owed by the client meanwhile. */
     watch_enter(s, watch_of(conn), PHASE_ANSWER, 0);
     MHD_suspend_connection(conn);
-    r = api_upload_step(s->uploads, q->up, conn, data, len);
+    r = api_upload_step(s->uploads, q->up, conn, begin);
     if (r == 0) {
         q->up_waiting = true;
         return MHD_YES;
@@ -1017,7 +1017,7 @@ static enum MHD_Result upload_step(struct api_server *s, struct request *q,
         api_reply_error(&q->reply, r, NULL);
     q->decided = true;
     watch_enter(s, watch_of(conn), PHASE_BODY, API_SERVER_BODY_TIMEOUT_S);
-    if (!data)
+    if (begin)
         return send_reply(s, q, conn, method, url);
     return MHD_YES;
 }
@@ -1072,7 +1072,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         /* The head is in; the body, if any, is owed next. */
         watch_enter(s, watch_of(conn), PHASE_BODY, API_SERVER_BODY_TIMEOUT_S);
         if (q->up && !q->decided)
-            return upload_step(s, q, conn, method, url, NULL, 0);
+            return upload_step(s, q, conn, method, url, true);
         return MHD_YES;
     }
     if (q->up_waiting) {
@@ -1087,10 +1087,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
         if (q->up && !q->decided) {
             size_t len = *upload_data_size;
+            int r = api_upload_take(q->up, upload_data, len);
 
             *upload_data_size = 0;
             q->seen += len;
-            return upload_step(s, q, conn, method, url, upload_data, len);
+            /* Each piece is progress: the client owes the rest by a new deadline. */
+            watch_enter(s, watch_of(conn), PHASE_BODY, API_SERVER_BODY_TIMEOUT_S);
+            if (r == 0)
+                return MHD_YES;
+            if (r < 0) {
+                api_reply_error(&q->reply, r, NULL);
+                q->decided = true;
+                return MHD_YES;
+            }
+            return upload_step(s, q, conn, method, url, false);
         }
         keep = request_take(s, q, upload_data, *upload_data_size);
         *upload_data_size = 0;

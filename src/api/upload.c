@@ -18,7 +18,8 @@ struct api_upload {
     uint64_t size;
     bool has_sha256;
     uint8_t sha256[API_UPLOAD_SHA256_LEN];
-    uint64_t received;
+    uint64_t received; /* handed to the service */
+    uint64_t taken;    /* gathered, handed or not */
 
     /* The step handed to a worker: read by the worker while the connection is suspended. */
     enum step step;
@@ -100,6 +101,7 @@ static void run(struct api_upload *up)
     } else {
         r = core_upload_write(up->u, up->chunk, up->chunk_len, &err);
         up->received += up->chunk_len;
+        up->chunk_len = 0;
         if (r == 0 && up->received >= up->size)
             r = core_err_set(&err, -EIO, NULL, "the service did not answer the upload");
     }
@@ -209,26 +211,32 @@ static int enqueue(struct api_uploads *p, struct api_upload *up)
     return r;
 }
 
+int api_upload_take(struct api_upload *up, const void *data, size_t len)
+{
+    /* A batch is handed as soon as it is full: it holds less than a batch and one piece (no
+     * larger than libmicrohttpd's buffer). */
+    if (len > up->chunk_cap - up->chunk_len) {
+        size_t cap =
+            up->chunk_len + len > API_UPLOAD_BATCH ? up->chunk_len + len : API_UPLOAD_BATCH;
+        uint8_t *c = realloc(up->chunk, cap);
+
+        if (!c)
+            return -ENOMEM;
+        up->chunk = c;
+        up->chunk_cap = cap;
+    }
+    memcpy(up->chunk + up->chunk_len, data, len);
+    up->chunk_len += len;
+    up->taken += len;
+    return up->chunk_len >= API_UPLOAD_BATCH || up->taken >= up->size;
+}
+
 int api_upload_step(struct api_uploads *p, struct api_upload *up, struct MHD_Connection *conn,
-                    const void *data, size_t len)
+                    bool begin)
 {
     if (!p)
         return -ESHUTDOWN;
-    if (data) {
-        if (len > up->chunk_cap) {
-            uint8_t *c = realloc(up->chunk, len);
-
-            if (!c)
-                return -ENOMEM;
-            up->chunk = c;
-            up->chunk_cap = len;
-        }
-        memcpy(up->chunk, data, len);
-        up->chunk_len = len;
-        up->step = STEP_WRITE;
-    } else {
-        up->step = STEP_BEGIN;
-    }
+    up->step = begin ? STEP_BEGIN : STEP_WRITE;
     up->conn = conn;
     return enqueue(p, up);
 }
