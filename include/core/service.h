@@ -221,6 +221,8 @@ struct core_service {
      * "version", "size", "sha256", "stored"}) once stored, or a negative errno with err for a
      * refusal: -EINVAL (field "name" for a bad name), -EFBIG, -ENOSPC (quota or disk full),
      * -EEXIST, -EBUSY, -EBADMSG (the content does not match its checksum), -EIO. Any thread.
+     * Such a session runs in the daemon under every model, the `process` model's too, on the
+     * daemon's instance: a service that offers the hooks serves a session there.
      */
     int (*upload_header)(const char *name, uint64_t size, const uint8_t *sha256,
                          struct core_buf *out, struct core_err *err);

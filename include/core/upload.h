@@ -6,7 +6,8 @@
  * upload): a session of the service itself is opened on the listener's running instance and
  * fed what a client of the wire protocol would send (the service's upload_header, then the
  * content), so that every rule of the protocol holds (naming, quota counting the uploads in
- * flight, existing names, durability, events, counters). The content goes through in pieces;
+ * flight, existing names, durability, events, counters). The session runs in the daemon, on the
+ * daemon's instance, whatever the listener's model. The content goes through in pieces;
  * nothing holds it whole.
  *
  * The instance stays alive while an upload is under way: when the listener stops, or when a
