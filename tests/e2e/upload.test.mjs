@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
 import {
-  DEADLINE_MS, PHONE, accessibilityProblems, rowOf, shot, startTokenSession, waitForState,
+  DEADLINE_MS, LAPTOP, PHONE, accessibilityProblems, rowOf, shot, startTokenSession, waitForState,
 } from './helpers.mjs';
 
 const ID = 'up-backup';
@@ -63,7 +63,7 @@ function watchProgress() {
 test('a file dropped on the files panel is stored, shown and downloads byte for byte', { timeout: 180000 }, async (t) => {
   const session = await startTokenSession('upload');
   const {
-    token, daemon, work, page,
+    token, daemon, work, page, context,
   } = session;
   try {
     const created = await daemon.api('POST', '/api/v1/listeners', {
@@ -135,6 +135,36 @@ test('a file dropped on the files panel is stored, shown and downloads byte for 
       assert.deepEqual(wide, [], 'the upload panel fits the phone');
       await shot(page, 'upload-02-phone-dark');
       assert.deepEqual(await accessibilityProblems(page, '#files-drop'), [], 'WCAG 2.1 AA, dark, phone');
+    });
+
+    await t.test('a listener whose status says TLS shows a TLS badge by its address', async () => {
+      await page.setViewportSize(LAPTOP);
+      // Polling, not the event stream: the listeners come from GET /api/v1/listeners, which the
+      // test gives a status.tls as a listener with options.tls has.
+      await context.route('**/api/v1/events', (route) => route.fulfill({
+        status: 404, contentType: 'application/problem+json',
+        body: JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: 'no stream' }),
+      }));
+      await context.route('**/api/v1/listeners', async (route) => {
+        const res = await route.fetch();
+        const body = await res.json();
+        for (const l of body.listeners || []) {
+          l.status.tls = {
+            enabled: true, client_auth: false, subject: 'CN=localhost', not_after: '2027-12-31T00:00:00Z',
+          };
+        }
+        await route.fulfill({ response: res, json: body });
+      });
+      try {
+        await page.reload();
+        const badge = page.locator(`${rowOf(ID)} .tls-badge`);
+        await badge.waitFor({ state: 'visible', timeout: DEADLINE_MS });
+        assert.equal(await badge.innerText(), 'TLS');
+        assert.match(await badge.getAttribute('title'), /CN=localhost/);
+      } finally {
+        await context.unroute('**/api/v1/listeners');
+        await context.unroute('**/api/v1/events');
+      }
     });
 
     session.assertNoLeak();
