@@ -287,7 +287,7 @@ static void test_upload_64_mib_does_not_grow_the_daemon_by_its_size(void **state
     free(data);
 }
 
-static void test_upload_needs_the_token(void **state)
+static void test_upload_needs_the_token_and_the_same_site(void **state)
 {
     struct it_daemon *d = it_daemon_of(state);
     struct it_http r;
@@ -303,6 +303,14 @@ static void test_upload_needs_the_token(void **state)
         0);
     it_assert_problem(&r, 401, NULL);
     it_http_fini(&r);
+    /* Another site's page is refused, token or not. */
+    put(d, "b1", "a", "x", 1, "Origin: http://elsewhere.example", &r);
+    it_assert_problem(&r, 403, NULL);
+    it_http_fini(&r);
+    put(d, "b1", "a", "x", 1, "Sec-Fetch-Site: cross-site", &r);
+    it_assert_problem(&r, 403, NULL);
+    it_http_fini(&r);
+    assert_no_files(d, "b1");
     put(d, "b1", "a", "x", 1, NULL, &r);
     assert_int_equal(r.status, 201);
     it_http_fini(&r);
@@ -405,7 +413,7 @@ int main(void)
                                         it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_upload_64_mib_does_not_grow_the_daemon_by_its_size,
                                         it_fixture_setup, it_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_upload_needs_the_token, setup_token,
+        cmocka_unit_test_setup_teardown(test_upload_needs_the_token_and_the_same_site, setup_token,
                                         it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_upload_cut_by_a_stop_keeps_nothing, it_fixture_setup,
                                         it_fixture_teardown),
