@@ -5,6 +5,11 @@
 // answers that navigation by fetching the file with the token and passing the response's body
 // through as an attachment. The browser's download manager writes it to disk as it arrives:
 // the file is never held whole in memory.
+//
+// Where no service worker can run (a page outside a secure context), the page asks the daemon
+// for a download ticket instead (POST .../ticket, with the token): a URL good once, for a
+// minute, for that file alone, which a plain link hands to the download manager. No path holds
+// the file in the page.
 
 import {
   ApiError, NetworkError, askForToken, authHeaders, getToken, report,
@@ -20,7 +25,7 @@ let worker = null;
 async function registerWorker() {
   // Browsers run service workers only in a secure context: https, or http to a loopback
   // address (127.0.0.0/8, ::1, localhost). A dashboard opened over plain http on another
-  // address has none and falls back to downloading into memory (bufferedDownload()).
+  // address has none and takes a download ticket instead (ticketDownload()).
   if (!globalThis.isSecureContext || !('serviceWorker' in navigator)) return null;
   const reg = await navigator.serviceWorker.register(WORKER_URL, { scope: SCOPE });
   const sw = reg.installing || reg.waiting || reg.active;
@@ -90,30 +95,35 @@ function workerDownload(sw, url, name) {
   });
 }
 
-/* The old way, where no service worker can run: the file is fetched into memory first. */
-async function bufferedDownload(url, name) {
+/*
+ * Where no service worker can run: a download ticket for the file (the token goes in the
+ * POST's header), then a plain link to the ticket's URL, which the browser's download manager
+ * streams to disk. Resolves as workerDownload() does, with the ticket's answer.
+ */
+async function ticketDownload(url, name) {
+  const u = new URL(url, location.href);
   let res;
   try {
-    res = await fetch(url, { headers: authHeaders({}), cache: 'no-store' });
+    res = await fetch(`${u.pathname}/ticket${u.search}`, {
+      method: 'POST',
+      headers: authHeaders({ 'Content-Type': 'application/json', Accept: 'application/json, application/problem+json' }),
+      cache: 'no-store',
+    });
   } catch (e) {
-    report(false);
-    throw new NetworkError(e);
+    return { status: 0, error: e };
   }
-  report(true);
-  if (!res.ok) {
-    const problem = await res.json().catch(() => null);
-    return { status: res.status, statusText: res.statusText, problem };
+  const body = await res.json().catch(() => null);
+  if (res.status !== 201 || typeof body?.url !== 'string') {
+    return { status: res.ok ? 500 : res.status, statusText: res.statusText, problem: body };
   }
-  const href = URL.createObjectURL(await res.blob());
   const a = document.createElement('a');
-  a.href = href;
+  a.href = new URL(body.url, location.href).href;
   a.download = name;
   a.hidden = true;
   document.body.append(a);
   a.click();
   a.remove();
-  setTimeout(() => URL.revokeObjectURL(href), 60000);
-  return { status: res.status };
+  return { status: 200 };
 }
 
 /**
@@ -123,7 +133,7 @@ async function bufferedDownload(url, name) {
 export async function download(url, name) {
   for (let attempt = 0; ; attempt++) {
     const sw = await downloadWorker();
-    const answer = sw ? await workerDownload(sw, url, name) : await bufferedDownload(url, name);
+    const answer = sw ? await workerDownload(sw, url, name) : await ticketDownload(url, name);
     if (answer.status === 0) {
       report(false);
       throw new NetworkError(answer.error);

@@ -3,7 +3,9 @@
 // download link. Whether a service keeps files is what the daemon answers: GET .../files is 404
 // for a listener whose service keeps none, and the section then stays hidden.
 
-import { ApiError, NetworkError, api, getToken } from './api.js';
+import {
+  ApiError, NetworkError, api, askForToken, authHeaders, getToken, report,
+} from './api.js';
 import { byId, setText } from './dom.js';
 import { download } from './download.js';
 import { formatBytes, formatClock, formatInt, formatTimestamp } from './format.js';
@@ -38,6 +40,10 @@ export function renderFilesFor(l) {
     files.key = key;
     files.unavailable = false;
     byId('files-table').hidden = true;
+    if (!uploading) {
+      byId('upload-progress').hidden = true;
+      showResult('', false);
+    }
     setText(byId('files-status'), 'Loading the stored files…');
     loadFiles(l.id);
   } else if (files.key !== key && !files.unavailable) {
@@ -188,9 +194,168 @@ function renderFiles(id, list) {
   }));
 }
 
-/** Wires the Refresh button and the download links. */
+/* ---- uploads ---- */
+
+// The browser reads a file whole to compute its SHA-256 (crypto.subtle has no streaming
+// digest): larger files go without one, and the daemon's own checksum is what is shown.
+const DIGEST_MAX = 512 * 1024 * 1024;
+
+let uploading = false;
+const queue = [];
+
+/* "sha-256=:BASE64:" of file, or null where the browser cannot compute it. */
+async function reprDigest(file) {
+  if (!globalThis.isSecureContext || !globalThis.crypto?.subtle || file.size > DIGEST_MAX) return null;
+  const sum = new Uint8Array(await crypto.subtle.digest('SHA-256', await file.arrayBuffer()));
+  let bin = '';
+  for (const b of sum) bin += String.fromCharCode(b);
+  return `sha-256=:${btoa(bin)}:`;
+}
+
+function hexOf(digest) {
+  const b64 = /^sha-256=:([^:]+):$/.exec(digest || '')?.[1];
+  if (!b64) return null;
+  return Array.from(atob(b64), (c) => c.charCodeAt(0).toString(16).padStart(2, '0')).join('');
+}
+
+/* The upload's progress, in the bar and its text. */
+function showProgress(file, sent, total) {
+  const pct = total > 0 ? Math.floor((sent * 100) / total) : 100;
+  byId('upload-progress').hidden = false;
+  byId('upload-bar').value = pct;
+  byId('upload-bar').setAttribute('aria-label', `Upload of ${file.name}`);
+  setText(byId('upload-text'), `${file.name}: ${formatBytes(sent)} of ${formatBytes(total)} (${pct} %)`);
+}
+
+/* One PUT with the token this tab holds; resolves to { status, body } (status 0: no answer). */
+function put(url, file, digest) {
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('PUT', url);
+    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    xhr.setRequestHeader('Accept', 'application/json, application/problem+json');
+    for (const [k, v] of Object.entries(authHeaders({}))) xhr.setRequestHeader(k, v);
+    if (digest) xhr.setRequestHeader('Repr-Digest', digest);
+    xhr.upload.onprogress = (e) => showProgress(file, e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.onload = () => {
+      let body = null;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch {
+        body = null;
+      }
+      resolve({ status: xhr.status, statusText: xhr.statusText, body });
+    };
+    xhr.onerror = () => resolve({ status: 0 });
+    xhr.onabort = () => resolve({ status: 0 });
+    xhr.send(file);
+  });
+}
+
+/* What went wrong with an upload, in plain words. */
+function uploadFailure(status, problem) {
+  const detail = problem?.detail || problem?.title || `HTTP ${status}`;
+  switch (status) {
+    case 400: return problem?.field === 'name' ? `the daemon refuses this file name: ${detail}`
+      : problem?.field === 'Repr-Digest' ? `the file changed or was damaged on the way (its checksum does not match), nothing was kept: ${detail}`
+        : detail;
+    case 404: return `this listener takes no uploads: ${detail}`;
+    case 409: return `not stored: ${detail}`;
+    case 413: return `the file is larger than this listener takes: ${detail}`;
+    case 507: return `no room left (quota or disk full): ${detail}`;
+    default: return detail;
+  }
+}
+
+function showResult(text, error) {
+  const p = byId('upload-result');
+  p.classList.toggle('error', !!error);
+  p.replaceChildren();
+  if (typeof text === 'string') p.textContent = text;
+  else p.append(...text);
+}
+
+async function uploadOne(id, file) {
+  const url = api.fileUrl(id, file.name);
+  showProgress(file, 0, file.size);
+  setText(byId('upload-text'), `${file.name}: computing its checksum…`);
+  let digest = null;
+  try {
+    digest = await reprDigest(file);
+  } catch {
+    digest = null;
+  }
+  for (let attempt = 0; ; attempt++) {
+    const answer = await put(url, file, digest);
+    if (answer.status === 0) {
+      report(false);
+      showResult(`${file.name} was not stored: the daemon cannot be reached.`, true);
+      return;
+    }
+    report(true);
+    if (answer.status === 401 && attempt === 0 && (await askForToken(getToken() ? 'refused' : 'missing'))) continue;
+    if (answer.status === 201 && answer.body) {
+      const b = answer.body;
+      const code = document.createElement('code');
+      code.textContent = b.sha256;
+      const checked = digest && hexOf(digest) === b.sha256 ? ', the same as the browser computed' : '';
+      showResult([`Stored ${b.name} as version ${b.version} (${formatBytes(b.size)}), SHA-256 `, code, `${checked}.`], false);
+      setText(byId('upload-text'), `${file.name}: done`);
+      byId('upload-bar').value = 100;
+      return;
+    }
+    showResult(`${file.name} was not stored: ${uploadFailure(answer.status, answer.body)}`, true);
+    return;
+  }
+}
+
+/* Uploads files to the selected listener, one after the other. */
+async function uploadFiles(list) {
+  const id = model.selected;
+  if (!id) return;
+  for (const f of list) queue.push(f);
+  if (uploading) return;
+  uploading = true;
+  try {
+    while (queue.length) await uploadOne(id, queue.shift());
+  } finally {
+    uploading = false;
+    if (files.id === id) loadFiles(id);
+  }
+}
+
+function initUploads() {
+  const drop = byId('files-drop');
+  const input = byId('files-input');
+  byId('files-upload').addEventListener('click', () => input.click());
+  input.addEventListener('change', () => {
+    const list = Array.from(input.files || []);
+    input.value = '';
+    if (list.length) uploadFiles(list);
+  });
+  const section = byId('files');
+  section.addEventListener('dragover', (e) => {
+    if (!e.dataTransfer || !Array.from(e.dataTransfer.types || []).includes('Files')) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = 'copy';
+    drop.classList.add('over');
+  });
+  section.addEventListener('dragleave', (e) => {
+    if (!section.contains(e.relatedTarget)) drop.classList.remove('over');
+  });
+  section.addEventListener('drop', (e) => {
+    const list = Array.from(e.dataTransfer?.files || []);
+    drop.classList.remove('over');
+    if (!list.length) return;
+    e.preventDefault();
+    uploadFiles(list);
+  });
+}
+
+/** Wires the Refresh button, the uploads and the download links. */
 export function initFiles() {
   byId('files-refresh').addEventListener('click', refreshFiles);
+  initUploads();
   // With a token, a plain link would download the daemon's 401: download.js sends it.
   byId('files-table').addEventListener('click', (e) => {
     const a = e.target.closest('a.file-link, a.version-link');

@@ -62,12 +62,23 @@ function renderBound(td, l) {
   const bound = l.status?.bound;
   const isBound = Array.isArray(bound) && bound.length > 0;
   const text = isBound ? bound.join(', ') : formatAddress(l.address, l.port);
-  const key = `${isBound}|${text}`;
+  const tls = l.status?.tls && typeof l.status.tls === 'object' && l.status.tls.enabled === true;
+  const key = `${isBound}|${text}|${tls}`;
   if (td.dataset.key === key) return;
   td.dataset.key = key;
   td.classList.toggle('unbound', !isBound);
   if (isBound) {
     td.textContent = text;
+    if (tls) {
+      // The listener speaks TLS (status.tls): its certificate's subject and end as a hint.
+      const badge = document.createElement('span');
+      const t = l.status.tls;
+      badge.className = 'tls-badge';
+      badge.textContent = 'TLS';
+      badge.title = [t.subject, t.not_after ? `until ${t.not_after}` : '', t.client_auth ? 'client certificates required' : '']
+        .filter(Boolean).join(', ');
+      td.append(badge);
+    }
     return;
   }
   const note = document.createElement('span');

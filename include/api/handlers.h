@@ -36,6 +36,8 @@
 #include "core/registry.h"
 
 struct api_request;
+struct api_upload_outcome;
+struct api_tickets;
 
 /*
  * The value of query parameter key of req: "" for "?key" or "?key=", NULL when absent (the
@@ -61,6 +63,9 @@ struct api_request {
     uint64_t uptime_seconds;    /* how long the server has been serving */
     api_query_fn query;         /* NULL: the request has no query parameters */
     void *query_ctx;            /* what query reads (the server's connection) */
+    /* PUT of a file: what the upload came to (api/upload.h), or NULL. */
+    const struct api_upload_outcome *upload;
+    struct api_tickets *tickets; /* the download tickets (api/ticket.h), or NULL */
 };
 
 /* The value of query parameter key (see api_query_fn), or NULL. */
@@ -101,6 +106,11 @@ void api_handle_listener_files(const struct api_request *req, struct api_reply *
 /* One stored file (?version=N: older version N; absent or 0: the current one), as an
  * attachment streamed from its descriptor. */
 void api_handle_listener_file_get(const struct api_request *req, struct api_reply *ret);
+/* 201 {name, version, size, sha256, stored} with Repr-Digest, or the upload's problem. */
+void api_handle_listener_file_put(const struct api_request *req, struct api_reply *ret);
+/* 201 {"url", "expires_in_s"}: a download ticket (api/ticket.h) for the file, or 404/400 as
+ * its GET would answer. */
+void api_handle_listener_file_ticket(const struct api_request *req, struct api_reply *ret);
 /* The server-sent event stream (api/events.h); 503 when the server has no event bus. */
 void api_handle_events(const struct api_request *req, struct api_reply *ret);
 /* The embedded file at req->path, or 304 when req->if_none_match names its ETag. */

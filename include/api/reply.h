@@ -43,6 +43,7 @@ struct api_reply {
     char location[API_LOCATION_MAX]; /* "Location" header when not empty */
     char allow[API_ALLOW_MAX];       /* "Allow" header when not empty */
     char etag[API_ETAG_MAX];         /* "ETag" header when not empty (api_reply_etag()) */
+    char repr_digest[64];            /* "Repr-Digest" header when not empty */
     const struct api_asset *asset;   /* a static file (borrowed, static storage), or NULL */
     int fd;                          /* owned: an application/octet-stream body, or -1 */
     uint64_t fd_size;                /* its length, from offset 0 */

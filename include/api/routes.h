@@ -38,6 +38,9 @@ enum api_body {
     API_BODY_NONE,        /* a body, if sent, is read and ignored */
     API_BODY_JSON,        /* a JSON object, Content-Type application/json */
     API_BODY_MERGE_PATCH, /* a JSON object, application/json or application/merge-patch+json */
+    API_BODY_OCTETS,      /* any bytes of any type, streamed to the handler's upload, never
+                           * held whole; a Content-Length is required and body_max does not
+                           * apply */
     API_BODY_COUNT
 };
 
@@ -108,7 +111,7 @@ int api_methods_format(unsigned mask, char *buf, size_t len);
 /*
  * Whether a Content-Type header value (NULL when absent) is a media type body accepts: the
  * type before any parameter (";charset=utf-8" is fine), compared case-insensitively.
- * API_BODY_NONE accepts anything.
+ * API_BODY_NONE and API_BODY_OCTETS accept anything.
  */
 bool api_body_type_is_accepted(enum api_body body, const char *content_type);
 

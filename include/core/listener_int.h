@@ -32,6 +32,9 @@ struct inst_ref {
     const struct core_service *svc;
     void *inst;
     unsigned refs;
+    /* The uploads given to it from outside a runner (core/upload.h), cut before it is freed.
+     * Guarded by the registry's ops. */
+    struct core_upload *uploads;
 };
 
 /* A runner replaced by a live reconfiguration: it accepts no more and lets its established

@@ -209,6 +209,24 @@ struct core_service {
      * there is no such file, -EINVAL for a bad name. */
     int (*file_open)(const json_t *opts, const struct core_svc_env *env, const char *name,
                      unsigned version, int *ret_fd, uint64_t *ret_size, struct core_err *err);
+
+    /*
+     * Optional (both or neither): how a session of the service stores one file given whole
+     * from outside the wire (the REST API's upload, core/upload.h), so that every rule of the
+     * protocol holds for it. upload_header appends to out the input that asks a fresh session
+     * to store name, size bytes long, with the content's SHA-256 when sha256 is not NULL;
+     * the content follows it. -EINVAL (err->field "name") for a name the service refuses.
+     * upload_result reads one answer line of such a session (len bytes, without '\n'):
+     * 0 when the content may follow (or go on), 1 with *ret (new reference: {"name",
+     * "version", "size", "sha256", "stored"}) once stored, or a negative errno with err for a
+     * refusal: -EINVAL (field "name" for a bad name), -EFBIG, -ENOSPC (quota or disk full),
+     * -EEXIST, -EBUSY, -EBADMSG (the content does not match its checksum), -EIO. Any thread.
+     * Such a session runs in the daemon under every model, the `process` model's too, on the
+     * daemon's instance: a service that offers the hooks serves a session there.
+     */
+    int (*upload_header)(const char *name, uint64_t size, const uint8_t *sha256,
+                         struct core_buf *out, struct core_err *err);
+    int (*upload_result)(const char *line, size_t len, json_t **ret, struct core_err *err);
 };
 
 struct core_service_table {

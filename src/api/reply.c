@@ -358,6 +358,9 @@ static struct MHD_Response *build(struct api_reply *r, struct MHD_Connection *c)
         goto out_destroy;
     if (r->etag[0] && MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, r->etag) != MHD_YES)
         goto out_destroy;
+    if (r->repr_digest[0] &&
+        MHD_add_response_header(resp, "Repr-Digest", r->repr_digest) != MHD_YES)
+        goto out_destroy;
     if (r->disposition[0] && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION,
                                                      r->disposition) != MHD_YES)
         goto out_destroy;

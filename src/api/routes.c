@@ -38,6 +38,10 @@ static const struct api_route routes[] = {
     {API_METHOD_GET, "/api/v1/listeners/{id}/files", api_handle_listener_files, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/listeners/{id}/files/{name}", api_handle_listener_file_get,
      API_BODY_NONE},
+    {API_METHOD_PUT, "/api/v1/listeners/{id}/files/{name}", api_handle_listener_file_put,
+     API_BODY_OCTETS},
+    {API_METHOD_POST, "/api/v1/listeners/{id}/files/{name}/ticket", api_handle_listener_file_ticket,
+     API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/config", api_handle_config_get, API_BODY_NONE},
     {API_METHOD_PUT, "/api/v1/config", api_handle_config_replace, API_BODY_JSON},
     {API_METHOD_GET, "/api/v1/config/revisions", api_handle_revisions_list, API_BODY_NONE},
@@ -267,6 +271,7 @@ bool api_body_type_is_accepted(enum api_body body, const char *content_type)
 {
     switch (body) {
     case API_BODY_NONE:
+    case API_BODY_OCTETS:
         return true;
     case API_BODY_JSON:
         return content_type && media_type_is(content_type, "application/json");

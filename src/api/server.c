@@ -23,7 +23,9 @@
 #include "api/reply.h"
 #include "api/routes.h"
 #include "api/strict.h"
+#include "api/ticket.h"
 #include "api/tls.h"
+#include "api/upload.h"
 #include "core/clock.h"
 #include "core/addr.h"
 #include "core/buf.h"
@@ -125,6 +127,10 @@ struct api_server {
     pthread_t changes_thread;
     bool has_changes_thread;
 
+    /* The uploads' file work (api/upload.h); NULL once stopped. */
+    struct api_uploads *uploads;
+    struct api_tickets *tickets; /* the download tickets (api/ticket.h) */
+
     /* libmicrohttpd's warnings (a malformed request, a failed TLS handshake) are the peer's
      * doing: at most API_LOG_PER_MINUTE are written a minute, the rest counted. */
     pthread_mutex_t log_lock;
@@ -150,6 +156,11 @@ struct request {
     struct api_reply reply;
     struct core_buf body; /* the body read so far (routes that take one) */
     size_t seen;          /* body bytes received, kept or not */
+    /* A PUT of a file (API_BODY_OCTETS): the upload, its declared length, and whether a step
+     * of it is with a worker (the connection suspended). */
+    struct api_upload *up;
+    uint64_t declared;
+    bool up_waiting;
     /* A change handed to the change thread: its connection, suspended meanwhile, and its
      * path; done once its reply is ready. Guarded by the server's changes_lock. */
     struct MHD_Connection *conn;
@@ -171,6 +182,7 @@ static void request_free(struct request *q)
     free(q->if_match);
     free(q->if_none_match);
     core_buf_fini(&q->body);
+    api_upload_release(NULL, q->up);
     free(q);
 }
 
@@ -600,6 +612,82 @@ static int capture_copy(const struct api_segment *capture, char **ret)
 }
 
 /*
+ * Whether a file's GET carries a live download ticket for that file (api/ticket.h), which then
+ * stands for the token; the ticket is used up.
+ */
+static bool ticket_admits(struct api_server *s, struct request *q, struct MHD_Connection *conn)
+{
+    const char *ticket = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "ticket");
+    const char *version_text = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "version");
+    char *id = NULL, *name = NULL;
+    unsigned version;
+    bool ok;
+
+    if (!ticket || q->match.route->handler != api_handle_listener_file_get ||
+        api_version_parse(version_text, &version) < 0)
+        return false;
+    if (capture_copy(&q->match.captures.id, &id) < 0 ||
+        capture_copy(&q->match.captures.name, &name) < 0) {
+        free(id);
+        return false;
+    }
+    ok = id && name && api_ticket_redeem(s->tickets, ticket, id, name, version);
+    free(id);
+    free(name);
+    return ok;
+}
+
+/*
+ * The head of a PUT of a file: its length (411 without one), its digest (Repr-Digest or
+ * Content-Digest, 400 when malformed or when they differ), then q->up for the upload. Sets
+ * q->decided with q->reply on a refusal. Returns 0, or -ENOMEM.
+ */
+static int upload_prepare(struct api_server *s, struct request *q, struct MHD_Connection *conn,
+                          const char *clen)
+{
+    static const char *const digests[] = {"Repr-Digest", "Content-Digest"};
+    uint8_t sha[API_UPLOAD_SHA256_LEN], other[API_UPLOAD_SHA256_LEN];
+    bool has_sha = false;
+    char *end;
+
+    (void)s;
+    if (!clen || clen[strspn(clen, " \t")] < '0' || clen[strspn(clen, " \t")] > '9') {
+        api_reply_problem(&q->reply, 411, NULL,
+                          "an upload needs a Content-Length (its size); chunked bodies are not "
+                          "taken");
+        q->decided = true;
+        return 0;
+    }
+    errno = 0;
+    q->declared = strtoull(clen, &end, 10);
+    if (errno == ERANGE || end[strspn(end, " \t")] != '\0') {
+        api_reply_problem(&q->reply, 400, NULL, "Content-Length: not a number of bytes");
+        q->decided = true;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(digests) / sizeof(digests[0]); i++) {
+        const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, digests[i]);
+        int r = v ? api_digest_parse(v, has_sha ? other : sha) : 0;
+
+        if (r < 0 || (r > 0 && has_sha && memcmp(sha, other, sizeof(sha)) != 0)) {
+            api_reply_problem(&q->reply, 400, digests[i],
+                              r < 0 ? "%s: the sha-256 member must be 32 bytes of base64 between "
+                                      "colons (RFC 9530)"
+                                    : "%s: not the digest Repr-Digest gives",
+                              digests[i]);
+            q->decided = true;
+            return 0;
+        }
+        has_sha = has_sha || r > 0;
+    }
+    if (capture_copy(&q->match.captures.id, &q->id) < 0 ||
+        capture_copy(&q->match.captures.name, &q->name) < 0)
+        return -ENOMEM;
+    q->up = api_upload_new(s->registry, q->id, q->name, q->declared, has_sha ? sha : NULL);
+    return q->up ? 0 : -ENOMEM;
+}
+
+/*
  * What can be said from the request line and headers alone: the guard (401, 403), the route
  * (404, 405), a declared body over the limit (413), a body of the wrong type (415). Sets
  * q->decided with q->reply on a refusal. Returns 0, or -ENOMEM.
@@ -624,7 +712,8 @@ static int request_prepare(struct api_server *s, struct request *q, struct MHD_C
     }
     r = api_route_match(method, path, &q->match);
     /* Before the route is told: without the token, an unknown path is a 401 like a known one. */
-    if (!request_guard(s, q, conn, method, r == 0 && route_is_public(q->match.route)))
+    if (!request_guard(s, q, conn, method,
+                       r == 0 && (route_is_public(q->match.route) || ticket_admits(s, q, conn))))
         return 0;
     if (r == -ENOENT) {
         api_reply_problem(&q->reply, MHD_HTTP_NOT_FOUND, NULL, "no such resource: %s", url);
@@ -639,6 +728,8 @@ static int request_prepare(struct api_server *s, struct request *q, struct MHD_C
     }
 
     clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (q->match.route->body == API_BODY_OCTETS)
+        return upload_prepare(s, q, conn, clen);
     r = api_body_length_check(clen, s->body_max);
     if (r == -EFBIG) {
         api_reply_problem(&q->reply, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
@@ -680,8 +771,11 @@ static bool request_take(struct api_server *s, struct request *q, const char *da
     size_t discard_max = s->body_max * DISCARD_FACTOR;
 
     q->seen = len > SIZE_MAX - q->seen ? SIZE_MAX : q->seen + len;
+    /* A refused upload's rest is dropped: its declared length bounds it. */
     if (q->decided)
-        return q->seen <= discard_max;
+        return q->up || q->seen <= discard_max;
+    if (q->up)
+        return true;
     if (q->seen > s->body_max) {
         api_reply_problem(&q->reply, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
                           "the request body is over the limit of %zu bytes", s->body_max);
@@ -731,10 +825,12 @@ static void request_dispatch(struct api_server *s, struct request *q, struct MHD
         .uptime_seconds = uptime_seconds(s),
         .query = query_value,
         .query_ctx = conn,
+        .upload = q->up ? api_upload_outcome(q->up) : NULL,
+        .tickets = s->tickets,
     };
     json_t *body = NULL;
 
-    if (q->match.route->body != API_BODY_NONE) {
+    if (q->match.route->body == API_BODY_JSON || q->match.route->body == API_BODY_MERGE_PATCH) {
         struct core_err err = {0};
         int r = api_body_parse(q->body.data ? (const char *)q->body.data : "", q->body.len, &body,
                                &err);
@@ -789,6 +885,10 @@ static enum MHD_Result send_busy(struct api_server *s, struct request *q,
 /* Whether the route changes the listener set (POST, PUT, PATCH, DELETE): the change thread's. */
 static bool route_changes(const struct api_route *route)
 {
+    if (route->body == API_BODY_OCTETS)
+        return false; /* an upload: its own workers (api/upload.h) */
+    if (route->handler == api_handle_listener_file_ticket)
+        return false; /* a read of the file set, as its GET */
     return route->method == API_METHOD_POST || route->method == API_METHOD_PUT ||
            route->method == API_METHOD_PATCH || route->method == API_METHOD_DELETE;
 }
@@ -890,6 +990,53 @@ static void changes_stop(struct api_server *s)
     s->has_changes_thread = false;
 }
 
+/*
+ * Hands the next step of q's upload to a worker (its beginning, or the body bytes gathered),
+ * the connection suspended until the worker is done. When it cannot, q is refused: answered
+ * now at the beginning, after the body otherwise.
+ */
+static enum MHD_Result upload_step(struct api_server *s, struct request *q,
+                                   struct MHD_Connection *conn, const char *method, const char *url,
+                                   bool begin)
+{
+    int r;
+
+    /* Nothing is owed by the client meanwhile. */
+    watch_enter(s, watch_of(conn), PHASE_ANSWER, 0);
+    MHD_suspend_connection(conn);
+    r = api_upload_step(s->uploads, q->up, conn, begin);
+    if (r == 0) {
+        q->up_waiting = true;
+        return MHD_YES;
+    }
+    MHD_resume_connection(conn);
+    if (r == -ESHUTDOWN)
+        api_reply_problem(&q->reply, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+                          "the daemon is stopping; nothing was stored");
+    else
+        api_reply_error(&q->reply, r, NULL);
+    q->decided = true;
+    watch_enter(s, watch_of(conn), PHASE_BODY, API_SERVER_BODY_TIMEOUT_S);
+    if (begin)
+        return send_reply(s, q, conn, method, url);
+    return MHD_YES;
+}
+
+/* The step of q's upload a worker did (its connection resumed): a refusal becomes q's
+ * answer; otherwise the client owes the rest of the body, by a new deadline. */
+static void upload_stepped(struct api_server *s, struct request *q, struct MHD_Connection *conn,
+                           const char *url)
+{
+    if (!api_upload_step_done(s->uploads, q->up))
+        return;
+    q->up_waiting = false;
+    watch_enter(s, watch_of(conn), PHASE_BODY, API_SERVER_BODY_TIMEOUT_S);
+    if (api_upload_outcome(q->up)->code < 0) {
+        request_dispatch(s, q, conn, url);
+        q->decided = true;
+    }
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls)
@@ -924,14 +1071,44 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return send_reply(s, q, conn, method, url);
         /* The head is in; the body, if any, is owed next. */
         watch_enter(s, watch_of(conn), PHASE_BODY, API_SERVER_BODY_TIMEOUT_S);
+        if (q->up && !q->decided)
+            return upload_step(s, q, conn, method, url, true);
         return MHD_YES;
     }
+    if (q->up_waiting) {
+        upload_stepped(s, q, conn, url);
+        /* Refused at its beginning (still in the head's phase): answered at once when the body
+         * is more than is worth reading through. */
+        if (q->decided && q->seen == 0 && q->declared > s->body_max)
+            return send_reply(s, q, conn, method, url);
+    }
     if (*upload_data_size > 0) {
-        bool keep = request_take(s, q, upload_data, *upload_data_size);
+        bool keep;
 
+        if (q->up && !q->decided) {
+            size_t len = *upload_data_size;
+            int r = api_upload_take(q->up, upload_data, len);
+
+            *upload_data_size = 0;
+            q->seen += len;
+            /* Each piece is progress: the client owes the rest by a new deadline. */
+            watch_enter(s, watch_of(conn), PHASE_BODY, API_SERVER_BODY_TIMEOUT_S);
+            if (r == 0)
+                return MHD_YES;
+            if (r < 0) {
+                api_reply_error(&q->reply, r, NULL);
+                q->decided = true;
+                return MHD_YES;
+            }
+            return upload_step(s, q, conn, method, url, false);
+        }
+        keep = request_take(s, q, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return keep ? MHD_YES : MHD_NO;
     }
+    /* An upload's body still owed: this is the call after its beginning was done. */
+    if (q->up && q->seen < q->declared)
+        return MHD_YES;
     /* Resumed by the change thread: the reply is ready. */
     if (q->queued && changes_done(s, q))
         return send_reply(s, q, conn, method, url);
@@ -960,6 +1137,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     struct api_server *s = cls;
 
     (void)toe;
+    if (*req_cls) {
+        struct request *q = *req_cls;
+
+        api_upload_release(s->uploads, q->up);
+        q->up = NULL;
+    }
     request_free(*req_cls);
     *req_cls = NULL;
     /* A kept-alive connection owes the next request's head, idle time included; an event
@@ -1009,6 +1192,8 @@ static void watch_stop(struct api_server *s)
 static void server_free(struct api_server *s)
 {
     changes_stop(s);
+    api_uploads_free(s->uploads);
+    api_tickets_free(s->tickets);
     watch_stop(s);
     unix_remove(s);
     api_events_free(s->events);
@@ -1199,6 +1384,14 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
         goto out_free;
     }
     s->has_changes_thread = true;
+    r = api_tickets_new(&s->tickets);
+    if (r == 0)
+        r = api_uploads_start(&s->uploads);
+    if (r < 0) {
+        (void)core_err_set(err, r, NULL, "api: upload workers: %s", strerror(-r));
+        close(fd);
+        goto out_free;
+    }
 
     /* The limits, explicit (see per_ip_limit()). On success the daemon owns fd and closes it
      * in MHD_stop_daemon(). */
@@ -1243,6 +1436,7 @@ void api_server_stop(struct api_server *s)
      * connection suspended. */
     api_events_shutdown(s->events);
     changes_stop(s);
+    api_uploads_stop(s->uploads);
     watch_stop(s);
     MHD_stop_daemon(s->daemon);
     server_free(s);

@@ -17,6 +17,7 @@
 #include "core/net.h"
 #include "core/ratelimit.h"
 #include "core/runner.h"
+#include "core/upload.h"
 
 static const char *const state_names[CORE_STATE_COUNT] = {
     [CORE_STATE_STOPPED] = "stopped", [CORE_STATE_STARTING] = "starting",
@@ -32,6 +33,7 @@ const char *core_state_name(enum core_state s)
 void core_listener_inst_unref(struct inst_ref *ir)
 {
     if (ir && --ir->refs == 0) {
+        core_upload_cancel_all(&ir->uploads);
         ir->svc->instance_free(ir->inst);
         free(ir);
     }

@@ -2145,6 +2145,108 @@ static int backup_file_open(const json_t *opts, const struct core_svc_env *env, 
     return 0;
 }
 
+/* The wire header of an upload given whole (core/upload.h): the protocol's v1 PUT line. */
+static int backup_upload_header(const char *name, uint64_t size, const uint8_t *sha256,
+                                struct core_buf *out, struct core_err *err)
+{
+    char e[SVC_BACKUP_NAME_ENC_MAX + 1], hex[SVC_BACKUP_SHA256_HEX + 1] = "";
+    int r;
+
+    r = svc_backup_name_check(name, strlen(name), err);
+    if (r < 0) {
+        snprintf(err->field, sizeof(err->field), "name");
+        return r;
+    }
+    if (sha256)
+        svc_backup_sha256_to_hex(sha256, hex);
+    if (core_buf_printf(out, "PUT %s %" PRIu64 "%s%s\n", enc(name, e), size, sha256 ? " " : "",
+                        hex) < 0)
+        return core_err_set(err, -ENOMEM, NULL, "out of memory");
+    return 0;
+}
+
+/* The errno an upload's ERR code stands for (see upload_result in core/service.h). */
+static int errno_of_errc(const char *code, size_t len, const char **ret_field)
+{
+    static const struct {
+        enum svc_backup_errc c;
+        int e;
+    } map[] = {
+        {SVC_BACKUP_E_BAD_NAME, -EINVAL},
+        {SVC_BACKUP_E_TOO_LARGE, -EFBIG},
+        {SVC_BACKUP_E_QUOTA, -ENOSPC},
+        {SVC_BACKUP_E_DISK_FULL, -ENOSPC},
+        {SVC_BACKUP_E_EXISTS, -EEXIST},
+        {SVC_BACKUP_E_BUSY, -EBUSY},
+        {SVC_BACKUP_E_CHECKSUM_REQUIRED, -EINVAL},
+        {SVC_BACKUP_E_SIZE_MISMATCH, -EINVAL},
+        {SVC_BACKUP_E_CHECKSUM_MISMATCH, -EBADMSG},
+        {SVC_BACKUP_E_TOO_SLOW, -ETIMEDOUT},
+    };
+
+    *ret_field = NULL;
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        const char *name = svc_backup_errc_name(map[i].c);
+
+        if (strlen(name) != len || memcmp(name, code, len) != 0)
+            continue;
+        if (map[i].c == SVC_BACKUP_E_BAD_NAME)
+            *ret_field = "name";
+        else if (map[i].c == SVC_BACKUP_E_CHECKSUM_REQUIRED ||
+                 map[i].c == SVC_BACKUP_E_CHECKSUM_MISMATCH)
+            *ret_field = "Repr-Digest";
+        return map[i].e;
+    }
+    return -EIO;
+}
+
+/* An answer line of an upload given whole: "OK", "STORED <name> <version> <size> <sha256>" or
+ * "ERR <code> <text>". */
+static int backup_upload_result(const char *line, size_t len, json_t **ret, struct core_err *err)
+{
+    char text[SVC_BACKUP_LINE_MAX + 1], name[SVC_BACKUP_NAME_MAX + 1], stored[32];
+    char *tok[5], *save = NULL;
+    unsigned long long version, size;
+    const char *field;
+    struct tm tm;
+    time_t now = time(NULL);
+    unsigned n = 0;
+    json_t *j;
+    int r;
+
+    if (len > SVC_BACKUP_LINE_MAX)
+        len = SVC_BACKUP_LINE_MAX;
+    memcpy(text, line, len);
+    text[len] = '\0';
+    if (len > 0 && text[len - 1] == '\r')
+        text[--len] = '\0';
+    if (strcmp(text, "OK") == 0)
+        return 0;
+    if (strncmp(text, "ERR ", 4) == 0) {
+        const char *code = text + 4, *detail = code + strcspn(code, " ");
+
+        r = errno_of_errc(code, (size_t)(detail - code), &field);
+        while (*detail == ' ')
+            detail++;
+        return core_err_set(err, r, field, "%s", detail[0] ? detail : code);
+    }
+    for (char *t = strtok_r(text, " ", &save); t && n < 5; t = strtok_r(NULL, " ", &save))
+        tok[n++] = t;
+    if (n != 5 || strcmp(tok[0], "STORED") != 0 ||
+        svc_backup_name_decode(tok[1], strlen(tok[1]), name, err) < 0)
+        return core_err_set(err, -EIO, NULL, "unexpected answer: %.200s", line);
+    version = strtoull(tok[2], NULL, 10);
+    size = strtoull(tok[3], NULL, 10);
+    gmtime_r(&now, &tm);
+    strftime(stored, sizeof(stored), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    j = json_pack("{s:s, s:I, s:I, s:s, s:s}", "name", name, "version", (json_int_t)version, "size",
+                  (json_int_t)size, "sha256", tok[4], "stored", stored);
+    if (!j)
+        return core_err_set(err, -ENOMEM, NULL, "out of memory");
+    *ret = j;
+    return 1;
+}
+
 const struct core_service svc_backup = {
     .name = "backup",
     .help = "keeps the files clients upload, with their older versions, and sends them back",
@@ -2170,4 +2272,6 @@ const struct core_service svc_backup = {
     .session_close = backup_session_close,
     .files_list = backup_files_list,
     .file_open = backup_file_open,
+    .upload_header = backup_upload_header,
+    .upload_result = backup_upload_result,
 };

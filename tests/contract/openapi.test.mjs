@@ -259,6 +259,26 @@ test('backup files routes answer as documented', async () => {
   await call(404, 'GET', '/api/v1/listeners/c1/files');
   await call(404, 'GET', '/api/v1/listeners/b1/files/missing.txt');
   await call(400, 'GET', '/api/v1/listeners/b1/files/missing.txt?version=x');
+  const octets = { contentType: 'application/octet-stream' };
+  await call(201, 'PUT', '/api/v1/listeners/b1/files/a.txt', { ...octets, body: 'hello' });
+  await call(400, 'PUT', '/api/v1/listeners/b1/files/.hidden', { ...octets, body: 'x' });
+  await call(400, 'PUT', '/api/v1/listeners/b1/files/b.txt', {
+    ...octets, body: 'x', headers: { 'Repr-Digest': 'sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:' },
+  });
+  await call(404, 'PUT', '/api/v1/listeners/c1/files/a.txt', { ...octets, body: 'x' });
+  const ticket = await call(201, 'POST', '/api/v1/listeners/b1/files/a.txt/ticket');
+  await call(200, 'GET', ticket.json.url);
+  await call(404, 'POST', '/api/v1/listeners/b1/files/missing.txt/ticket');
+  await call(400, 'POST', '/api/v1/listeners/b1/files/a.txt/ticket?version=x');
+  await call(201, 'POST', '/api/v1/listeners', {
+    body: { id: 'b2', service: 'backup', port: 0, options: { max_file_size: 4, quota_bytes: 6, on_exists: 'reject' } },
+  });
+  await call(413, 'PUT', '/api/v1/listeners/b2/files/a.txt', { ...octets, body: 'too large' });
+  await call(201, 'PUT', '/api/v1/listeners/b2/files/a.txt', { ...octets, body: 'four' });
+  await call(409, 'PUT', '/api/v1/listeners/b2/files/a.txt', { ...octets, body: 'x' });
+  await call(507, 'PUT', '/api/v1/listeners/b2/files/b.txt', { ...octets, body: 'four' });
+  await call(200, 'POST', '/api/v1/listeners/b2/stop');
+  await call(409, 'PUT', '/api/v1/listeners/b2/files/c.txt', { ...octets, body: 'x' });
 });
 
 /** The ids of a list of listeners, in order. */

@@ -260,7 +260,7 @@ static void test_files_list_wraps_the_entries(void **state)
     json_decref(j);
 }
 
-static void test_files_routes_are_get_and_head_only(void **state)
+static void test_files_file_route_is_get_head_and_put(void **state)
 {
     struct it_daemon *d = it_daemon_of(state);
     char allow[64];
@@ -269,7 +269,7 @@ static void test_files_routes_are_get_and_head_only(void **state)
     backup_listener(d, "b1");
     request(d, "DELETE", "/api/v1/listeners/b1/files/x", &r);
     assert_problem(&r, 405, NULL, NULL);
-    assert_string_equal(it_http_header(&r, "Allow", allow, sizeof(allow)), "GET, HEAD");
+    assert_string_equal(it_http_header(&r, "Allow", allow, sizeof(allow)), "GET, HEAD, PUT");
     it_http_fini(&r);
     request(d, "POST", "/api/v1/listeners/b1/files", &r);
     assert_problem(&r, 405, NULL, NULL);
@@ -277,9 +277,85 @@ static void test_files_routes_are_get_and_head_only(void **state)
     it_http_fini(&r);
 }
 
+/* POST .../files/{name}/ticket as the dashboard sends it (with the token): asserts status and
+ * returns the answer's "url" (malloc'd) on 201, else NULL. */
+static char *ticket(const struct it_daemon *d, const char *path, long status)
+{
+    json_t *j = it_http_expect(d, "POST", path, NULL, status);
+    char *url = status == 201 ? strdup(it_json_str(j, "url")) : NULL;
+
+    if (status == 201)
+        assert_int_equal(it_json_int(j, "expires_in_s"), 60);
+    json_decref(j);
+    return url;
+}
+
+static void test_files_ticket_lets_one_get_through_without_the_token(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    uint16_t port = backup_listener(d, "b1");
+    struct it_http r;
+    char *url, *other;
+
+    put(state, port, "my file.txt", "first", 5);
+    put(state, port, "my file.txt", "second!", 7);
+    put(state, port, "b.txt", "bee", 3);
+
+    url = ticket(d, "/api/v1/listeners/b1/files/my%20file.txt/ticket", 201);
+    assert_non_null(strstr(url, "/api/v1/listeners/b1/files/my%20file.txt?ticket="));
+    assert_int_equal(it_http_request(d, &(struct it_req){.path = url, .no_token = true}, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 7);
+    assert_memory_equal(r.body, "second!", 7);
+    it_http_fini(&r);
+    /* Used up. */
+    assert_int_equal(it_http_request(d, &(struct it_req){.path = url, .no_token = true}, &r), 0);
+    assert_problem(&r, 401, NULL, NULL);
+    it_http_fini(&r);
+    free(url);
+
+    /* Bound to its file and version. */
+    url = ticket(d, "/api/v1/listeners/b1/files/my%20file.txt/ticket?version=1", 201);
+    assert_non_null(strstr(url, "&version=1"));
+    other = strdup(url);
+    memcpy(strstr(other, "my%20file.txt"), "b.txt?", 6);
+    memmove(strstr(other, "b.txt?") + 5, strstr(other, "?ticket"),
+            strlen(strstr(other, "?ticket")) + 1);
+    assert_int_equal(it_http_request(d, &(struct it_req){.path = other, .no_token = true}, &r), 0);
+    assert_problem(&r, 401, NULL, NULL);
+    it_http_fini(&r);
+    assert_int_equal(it_http_request(d, &(struct it_req){.path = url, .no_token = true}, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 5);
+    assert_memory_equal(r.body, "first", 5);
+    it_http_fini(&r);
+    free(other);
+    free(url);
+
+    /* No ticket for a file that is not there; a made-up ticket is no token. */
+    assert_null(ticket(d, "/api/v1/listeners/b1/files/missing/ticket", 404));
+    assert_int_equal(
+        it_http_request(d,
+                        &(struct it_req){.path =
+                                             "/api/v1/listeners/b1/files/b.txt"
+                                             "?ticket=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                                         .no_token = true},
+                        &r),
+        0);
+    assert_problem(&r, 401, NULL, NULL);
+    it_http_fini(&r);
+}
+
+static int setup_token(void **state)
+{
+    return it_fixture_setup_opts(state, (struct it_daemon_opts){.token = "files-token-123"});
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_files_ticket_lets_one_get_through_without_the_token,
+                                        setup_token, it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_files_download_is_the_bytes_with_attachment_headers,
                                         it_fixture_setup, it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_files_head_has_the_headers_and_no_body,
@@ -298,7 +374,7 @@ int main(void)
                                         it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_files_list_wraps_the_entries, it_fixture_setup,
                                         it_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_files_routes_are_get_and_head_only, it_fixture_setup,
+        cmocka_unit_test_setup_teardown(test_files_file_route_is_get_head_and_put, it_fixture_setup,
                                         it_fixture_teardown),
     };
 

@@ -19,6 +19,7 @@
 #include "api/prometheus.h"
 #include "api/reply.h"
 #include "api/routes.h"
+#include "api/upload.h"
 #include "core/buf.h"
 
 /* Matches method and path, expecting a route; returns it. */
@@ -470,7 +471,7 @@ static void test_routes_file_name_must_be_one_nonempty_segment(void **state)
     }
 }
 
-static void test_routes_files_and_events_are_get_only(void **state)
+static void test_routes_files_are_read_and_put_events_get_only(void **state)
 {
     struct api_match m;
     char allow[API_ALLOW_MAX];
@@ -478,7 +479,10 @@ static void test_routes_files_and_events_are_get_only(void **state)
     (void)state;
     assert_int_equal(api_route_match("DELETE", "/api/v1/listeners/b1/files/x", &m), -EOPNOTSUPP);
     assert_int_equal(api_methods_format(m.allow, allow, sizeof(allow)), 0);
-    assert_string_equal(allow, "GET, HEAD");
+    assert_string_equal(allow, "GET, HEAD, PUT");
+    assert_ptr_equal(match_ok("PUT", "/api/v1/listeners/b1/files/x", &m)->handler,
+                     api_handle_listener_file_put);
+    assert_int_equal(m.route->body, API_BODY_OCTETS);
     assert_int_equal(api_route_match("POST", "/api/v1/listeners/b1/files", &m), -EOPNOTSUPP);
     assert_int_equal(api_methods_format(m.allow, allow, sizeof(allow)), 0);
     assert_string_equal(allow, "GET, HEAD");
@@ -486,6 +490,32 @@ static void test_routes_files_and_events_are_get_only(void **state)
     assert_null(m.captures.id.at);
     assert_int_equal(api_route_match("POST", "/api/v1/events", &m), -EOPNOTSUPP);
     assert_int_equal(api_route_match("GET", "/api/v1/events/1", &m), -ENOENT);
+}
+
+static void test_digest_parse_takes_sha256_among_others(void **state)
+{
+    static const char empty_hex[] =
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    uint8_t sha[API_UPLOAD_SHA256_LEN];
+    char text[64];
+
+    (void)state;
+    assert_int_equal(
+        api_digest_parse("sha-512=:AAAA:, sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",
+                         sha),
+        1);
+    assert_int_equal(sha[0], 0xe3);
+    assert_int_equal(sha[31], 0x55);
+    assert_int_equal(api_digest_parse("md5=:AAAA:", sha), 0);
+    assert_int_equal(api_digest_parse("", sha), 0);
+    assert_int_equal(api_digest_parse("sha-256=:abc:", sha), -EINVAL);
+    assert_int_equal(api_digest_parse("sha-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", sha),
+                     -EINVAL);
+    assert_int_equal(
+        api_digest_parse("sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hS!FU=:", sha), -EINVAL);
+    assert_int_equal(api_digest_format(empty_hex, text, sizeof(text)), 0);
+    assert_string_equal(text, "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:");
+    assert_int_equal(api_digest_format("zz", text, sizeof(text)), -EINVAL);
 }
 
 static void test_version_parse_accepts_digits_only(void **state)
@@ -1275,7 +1305,8 @@ int main(void)
         cmocka_unit_test(test_routes_file_path_captures_id_and_name),
         cmocka_unit_test(test_routes_files_list_captures_id_only),
         cmocka_unit_test(test_routes_file_name_must_be_one_nonempty_segment),
-        cmocka_unit_test(test_routes_files_and_events_are_get_only),
+        cmocka_unit_test(test_routes_files_are_read_and_put_events_get_only),
+        cmocka_unit_test(test_digest_parse_takes_sha256_among_others),
         cmocka_unit_test(test_version_parse_accepts_digits_only),
         cmocka_unit_test(test_content_disposition_plain_name_is_both_forms),
         cmocka_unit_test(test_content_disposition_unsafe_bytes_are_encoded_and_replaced),
