@@ -209,6 +209,13 @@ struct core_service {
      * there is no such file, -EINVAL for a bad name. */
     int (*file_open)(const json_t *opts, const struct core_svc_env *env, const char *name,
                      unsigned version, int *ret_fd, uint64_t *ret_size, struct core_err *err);
+
+    /* Whether the session callbacks may block on the disk (file writes, fsync, reads, a lock
+     * on a directory): the `event` runner then never runs them on a loop's thread but on worker
+     * threads of its own, one session's callbacks one at a time and in order (runner_event.c).
+     * false: they only compute, and run on the loop's thread at no added cost. The other models
+     * run every callback on a thread (or process) of the connection's own anyway. */
+    bool blocking;
 };
 
 struct core_service_table {
