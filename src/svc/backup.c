@@ -2103,4 +2103,5 @@ const struct core_service svc_backup = {
     .session_close = backup_session_close,
     .files_list = backup_files_list,
     .file_open = backup_file_open,
+    .blocking = true,
 };
