@@ -281,7 +281,7 @@ static void test_offload_event_stop_while_commit_waits_returns_once_released(voi
 struct client {
     uint16_t port;
     unsigned seed;
-    char error[256];
+    char error[512];
 };
 
 /* PUT name (with its SHA-256) and GET it back on one connection, comparing byte for byte. */
@@ -304,12 +304,12 @@ static void *client_main(void *arg)
         it_read_line(fd, line, sizeof(line), IT_IO_TIMEOUT_MS) < 0 || strcmp(line, "OK") != 0 ||
         it_send_all(fd, content, CLIENT_SIZE, IT_IO_TIMEOUT_MS) < 0 ||
         it_read_line(fd, line, sizeof(line), IT_IO_TIMEOUT_MS) < 0) {
-        snprintf(c->error, sizeof(c->error), "%s: upload failed: %s", name, line);
+        snprintf(c->error, sizeof(c->error), "%s: upload failed: %.200s", name, line);
         goto out;
     }
     snprintf(want, sizeof(want), "STORED %s 1 %d %s", name, CLIENT_SIZE, hex);
     if (strcmp(line, want) != 0) {
-        snprintf(c->error, sizeof(c->error), "%s: %s", name, line);
+        snprintf(c->error, sizeof(c->error), "%s: %.200s", name, line);
         goto out;
     }
     snprintf(line, sizeof(line), "GET %s\n", name);
@@ -318,7 +318,7 @@ static void *client_main(void *arg)
         it_read_line(fd, line, sizeof(line), IT_IO_TIMEOUT_MS) < 0 || strcmp(line, want) != 0 ||
         it_recv_exact(fd, back, CLIENT_SIZE, IT_IO_TIMEOUT_MS) < 0 ||
         memcmp(back, content, CLIENT_SIZE) != 0) {
-        snprintf(c->error, sizeof(c->error), "%s: restore failed or differs: %s", name, line);
+        snprintf(c->error, sizeof(c->error), "%s: restore failed or differs: %.200s", name, line);
         goto out;
     }
 out:
