@@ -207,11 +207,12 @@ int cli_tls_args(const struct cli_command *cmd, int verb, const struct cli_args 
 
 /* A connected stream to a server. Members are the stream's own. */
 struct cli_stream {
-    int fd;      /* non-blocking; -1 when closed */
-    void *ssl;   /* SSL *, NULL for plain TCP */
-    void *ctx;   /* SSL_CTX * */
-    short want;  /* TLS: what the last -EAGAIN waits for (POLLIN or POLLOUT) */
-    bool closed; /* TLS: close_notify sent */
+    int fd;          /* non-blocking; -1 when closed */
+    void *ssl;       /* SSL *, NULL for plain TCP */
+    void *ctx;       /* SSL_CTX * */
+    short want;      /* TLS: what the last -EAGAIN waits for (POLLIN or POLLOUT) */
+    bool closed;     /* TLS: close_notify sent */
+    char error[160]; /* TLS: why the last call failed with -EPROTO */
 };
 
 /*
@@ -233,12 +234,16 @@ int cli_stream_connect(struct cli_stream *ret, const char *verb, const struct cl
  */
 ssize_t cli_stream_read(struct cli_stream *s, void *buf, size_t n);
 
+/* What error (a negative errno a call of s returned) means, for a message: TLS's reason for
+ * -EPROTO ("tlsv13 alert certificate required"), else strerror(). */
+const char *cli_stream_strerror(const struct cli_stream *s, int error);
+
 /* Sends up to n bytes of p: the count (> 0), -EAGAIN (wait for cli_stream_events()), or a
  * negative errno (-EPIPE, -ECONNRESET: the server closed). */
 ssize_t cli_stream_write(struct cli_stream *s, const void *p, size_t n);
 
-/* The poll(2) events to wait for after a -EAGAIN of an operation that wants dflt: dflt for
- * plain TCP, what TLS waits for otherwise. */
+/* The poll(2) events to wait for when an operation wants dflt: dflt, and for TLS what its last
+ * -EAGAIN waits for besides. */
 short cli_stream_events(const struct cli_stream *s, short dflt);
 
 /* Whether TLS holds decrypted bytes not read yet (the socket may be empty: read before

@@ -581,8 +581,16 @@ static int tls_io_error(struct cli_stream *s, int n)
             return -EAGAIN;
         return saved && ERR_peek_error() == 0 ? -saved : -ECONNRESET;
     default:
+        (void)tls_error(s->error, sizeof(s->error));
         return -EPROTO;
     }
+}
+
+const char *cli_stream_strerror(const struct cli_stream *s, int error)
+{
+    if (error == -EPROTO && s->ssl && s->error[0])
+        return s->error;
+    return strerror(-error);
 }
 
 /* The TLS handshake on s->fd, verifying the server as peer->host. 0, or 1 after printing. */
@@ -628,8 +636,7 @@ static int tls_handshake(struct cli_stream *s, const char *verb, const struct cl
             if (v != X509_V_OK)
                 return cli_fail(verb, "TLS with %s failed: certificate verify failed (%s)",
                                 peer->name, X509_verify_cert_error_string(v));
-            return cli_fail(verb, "TLS with %s failed: %s", peer->name,
-                            r == -EPROTO ? tls_error(e, sizeof(e)) : strerror(-r));
+            return cli_fail(verb, "TLS with %s failed: %s", peer->name, cli_stream_strerror(s, r));
         }
         pfd.events = s->want;
         do {
@@ -644,7 +651,7 @@ int cli_stream_connect(struct cli_stream *ret, const char *verb, const struct cl
                        const struct addrinfo *list, const struct cli_tls_opts *tls,
                        int64_t deadline)
 {
-    struct cli_stream s = {.fd = -1, .want = POLLIN};
+    struct cli_stream s = {.fd = -1};
     int r;
 
     s.fd = cli_tcp_connect(list, deadline);
@@ -677,6 +684,7 @@ ssize_t cli_stream_read(struct cli_stream *s, void *buf, size_t n)
         return errno == EINTR ? -EAGAIN : -errno;
     }
     ERR_clear_error();
+    s->want = 0;
     r = SSL_read(s->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
     if (r > 0)
         return r;
@@ -697,6 +705,7 @@ ssize_t cli_stream_write(struct cli_stream *s, const void *p, size_t n)
         return errno == EINTR ? -EAGAIN : -errno;
     }
     ERR_clear_error();
+    s->want = 0;
     r = SSL_write(s->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
     if (r > 0)
         return r;
@@ -707,7 +716,7 @@ ssize_t cli_stream_write(struct cli_stream *s, const void *p, size_t n)
 
 short cli_stream_events(const struct cli_stream *s, short dflt)
 {
-    return s->ssl ? s->want : dflt;
+    return s->ssl ? dflt | s->want : dflt;
 }
 
 bool cli_stream_pending(const struct cli_stream *s)

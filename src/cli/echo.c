@@ -284,7 +284,7 @@ static int tcp_exchange(const struct echo_args *a, struct cli_stream *st, const 
                 send_done = true;
                 pending_len = 0;
             } else if (k != -EAGAIN) {
-                ret = fail("cannot send to %s: %s", a->peer.name, strerror((int)-k));
+                ret = fail("cannot send to %s: %s", a->peer.name, cli_stream_strerror(st, (int)k));
                 goto out;
             }
         }
@@ -298,7 +298,8 @@ static int tcp_exchange(const struct echo_args *a, struct cli_stream *st, const 
                     continue;
                 if (k == -ECONNRESET && received)
                     break;
-                ret = fail("connection to %s failed: %s", a->peer.name, strerror((int)-k));
+                ret = fail("connection to %s failed: %s", a->peer.name,
+                           cli_stream_strerror(st, (int)k));
                 goto out;
             }
             received = true;

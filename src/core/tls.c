@@ -164,7 +164,10 @@ static int use_key(SSL_CTX *ctx, const char *path, const char *text, size_t len,
     if (!bio)
         return core_err_set(err, -ENOMEM, NULL, "out of memory");
     k = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
-    if (!k || SSL_CTX_use_PrivateKey(ctx, k) != 1)
+    if (k && X509_check_private_key(SSL_CTX_get0_certificate(ctx), k) != 1)
+        r = core_err_set(err, -EINVAL, FIELD_KEY, "%s: %s is not the key of the certificate",
+                         FIELD_KEY, path);
+    else if (!k || SSL_CTX_use_PrivateKey(ctx, k) != 1)
         r = core_err_set(err, -EINVAL, FIELD_KEY,
                          "%s: %s holds no PEM private key without a passphrase (%s)", FIELD_KEY,
                          path, ssl_error(e, sizeof(e)));
