@@ -87,7 +87,8 @@ ssize_t core_tls_read(struct core_tls_conn *c, void *buf, size_t size);
 /* Encrypts and sends up to len bytes of p: the count sent (> 0), -EAGAIN, or a negative errno. */
 ssize_t core_tls_write(struct core_tls_conn *c, const void *p, size_t len);
 
-/* Whether decrypted bytes wait inside c (the socket may be empty): read again before waiting. */
+/* Whether bytes wait inside c that a read would return without the socket (which may be empty):
+ * read again before waiting. */
 bool core_tls_conn_pending(const struct core_tls_conn *c);
 
 /* What the last -EAGAIN waits for: POLLIN or POLLOUT (poll.h; the same bits as epoll's). */

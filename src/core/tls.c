@@ -36,6 +36,7 @@ struct core_tls_conn {
     bool peer_closed; /* close_notify (or the end of the stream) read */
     bool eof_told;    /* ...and returned by core_tls_read() */
     int end;          /* what it returns then: 0, or the socket's error */
+    bool starved;     /* the last read waits for the socket: what TLS holds is no record yet */
 };
 
 /* The text of the latest OpenSSL error of this thread ("unknown error" without one); the
@@ -313,6 +314,8 @@ int core_tls_new(const json_t *v, struct core_tls **ret, struct core_err *err)
     SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                  SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_default_passwd_cb(t->ctx, no_password);
+    /* Whole socket buffers at a time rather than two reads per record. */
+    SSL_CTX_set_read_ahead(t->ctx, 1);
     r = load(t->ctx, FIELD_CERT, cert, use_chain, err);
     if (r == 0)
         r = load(t->ctx, FIELD_KEY, key, use_key, err);
@@ -527,13 +530,14 @@ ssize_t core_tls_read(struct core_tls_conn *c, void *buf, size_t size)
         if (n > 0) {
             off += (size_t)n;
             c->events = POLLIN;
-            /* A record that would not fit whole stays unread in the socket, which wakes
-             * the caller again; one begun is read to its end. */
-            if (size - off < TLS_RECORD_MAX && !SSL_has_pending(c->ssl))
+            c->starved = false;
+            /* Room for less than a record: what TLS holds still is core_tls_conn_pending(). */
+            if (size - off < TLS_RECORD_MAX)
                 break;
             continue;
         }
         r = io_error(c, n, &ssl_err);
+        c->starved = r == -EAGAIN;
         if (r == 0 || (r < 0 && r != -EAGAIN && off > 0)) {
             /* Told now, or by the next call: the socket will not wake anyone for it. */
             c->peer_closed = true;
@@ -565,7 +569,7 @@ ssize_t core_tls_write(struct core_tls_conn *c, const void *p, size_t len)
 
 bool core_tls_conn_pending(const struct core_tls_conn *c)
 {
-    return SSL_pending(c->ssl) > 0 || (c->peer_closed && !c->eof_told);
+    return (SSL_has_pending(c->ssl) && !c->starved) || (c->peer_closed && !c->eof_told);
 }
 
 short core_tls_conn_events(const struct core_tls_conn *c)
