@@ -19,7 +19,8 @@
  * once, in the order they came), and a connection whose callback runs is not timed out
  * meanwhile (its idle time starts again when the job comes back). A stop waits for the jobs
  * running (a callback blocked on a lock holds the stop until it returns), then cuts every
- * connection through the pool too. Other services keep everything on the loop's thread.
+ * connection through the pool too. Other services keep everything on the loop's thread. A TLS
+ * handshake (CPU, no disk) is made on the loop in either case; the session opens after it.
  *
  * When the listener's socket was bound without SO_REUSEPORT, the loops share it instead
  * (EPOLLEXCLUSIVE wakes one loop per connection).
@@ -42,6 +43,7 @@
 #include "core/net.h"
 #include "core/offload.h"
 #include "core/session.h"
+#include "core/tls.h"
 
 #define READ_SIZE (64 * 1024)
 #define LINGER_MS 1000
@@ -63,8 +65,9 @@ enum ev_work {
 
 /* What a connection waits for once the session cannot go on without the socket. */
 enum ev_wait {
-    EV_WAIT_READ,    /* input */
-    EV_WAIT_WRITE,   /* room to send */
+    EV_WAIT_READ,    /* input: the session wants more */
+    EV_WAIT_RECV,    /* a read found nothing: what it waits for (TLS: maybe room to send) */
+    EV_WAIT_WRITE,   /* room to send (TLS: maybe input) */
     EV_WAIT_LINGER,  /* the service is done: linger, then close */
     EV_WAIT_CLOSE,   /* close the session and the connection now */
     EV_WAIT_CLOSED,  /* a job closed the session: close the connection */
@@ -78,7 +81,11 @@ struct ev_conn {
     int fd;
     bool lingering;   /* the service is done; in loop.linger (else in loop.open) */
     bool want_out;    /* registered for EPOLLOUT (else for EPOLLIN) */
-    int64_t deadline; /* ms: idle or linger deadline */
+    bool handshaking; /* TLS: the handshake goes on; no session is open yet */
+    bool begun;       /* counted by core_runner_conn_begin() */
+    int64_t deadline; /* ms: idle or linger deadline (the handshake's: from the accept) */
+    uint64_t accepted_ns;
+    struct core_tls_conn *tls; /* NULL: plain */
     struct core_session s;
     struct core_admission adm;   /* what the connection holds in the listener's sources */
     struct ev_conn *prev, *next; /* in loop.open or loop.linger, in order of deadline */
@@ -87,8 +94,7 @@ struct ev_conn {
     bool busy;
     bool watched; /* in the loop's epoll set */
     enum ev_work work;
-    enum ev_wait wait;    /* set by the job */
-    uint64_t accepted_ns; /* for EV_WORK_OPEN */
+    enum ev_wait wait; /* set by the job */
     struct core_offload_job job;
 };
 
@@ -166,6 +172,19 @@ static void touch(struct ev_conn *c)
     list_append(&c->loop->open, c);
 }
 
+/* The epoll events a -EAGAIN of the connection waits for: out for a send, else in (TLS: what
+ * its last call waits for). */
+static bool wants_out(const struct ev_conn *c, bool send)
+{
+    return c->tls ? core_tls_conn_events(c->tls) == POLLOUT : send;
+}
+
+/* Whether TLS holds input already decrypted: no epoll event will come for it. */
+static bool has_pending(const struct ev_conn *c)
+{
+    return c->tls && core_tls_conn_pending(c->tls);
+}
+
 static int set_events(struct ev_conn *c, bool want_out)
 {
     struct epoll_event ev = {.events = want_out ? EPOLLOUT : EPOLLIN, .data.ptr = c};
@@ -195,9 +214,11 @@ static void conn_submit(struct ev_conn *c, enum ev_work work)
     core_offload_submit(loop->rn->pool, &c->job);
 }
 
-/* Closes the socket, ends the connection and frees it; its session is closed. */
+/* Closes the socket, ends the connection and frees it; its session is closed (or was never
+ * open). */
 static void conn_free(struct ev_conn *c)
 {
+    core_tls_conn_free(c->tls);
     close(c->fd);
     core_runner_conn_end(&c->loop->rn->base, &c->adm);
     free(c);
@@ -208,6 +229,10 @@ static void conn_free(struct ev_conn *c)
 static void conn_close(struct ev_conn *c)
 {
     list_remove(list_of(c), c);
+    if (c->handshaking) {
+        conn_free(c);
+        return;
+    }
     if (c->loop->rn->pool) {
         conn_submit(c, EV_WORK_CLOSE);
         return;
@@ -219,7 +244,10 @@ static void conn_close(struct ev_conn *c)
 /* The connection failed or was cut (error: a negative errno, see core_session_fail()). */
 static void conn_fail(struct ev_conn *c, int error)
 {
-    core_session_fail(&c->s, error);
+    if (c->handshaking)
+        core_tls_handshake_cut(c->loop->rn->base.m, error);
+    else
+        core_session_fail(&c->s, error);
     conn_close(c);
 }
 
@@ -230,6 +258,7 @@ static void conn_linger(struct ev_conn *c)
     c->lingering = true;
     c->deadline = core_now_ms() + LINGER_MS;
     list_append(&c->loop->linger, c);
+    core_tls_conn_shutdown(c->tls);
     (void)shutdown(c->fd, SHUT_WR);
     if (set_events(c, false) < 0)
         conn_close(c);
@@ -265,47 +294,56 @@ static enum ev_wait session_run(struct ev_conn *c)
     }
 }
 
-/* Has the loop wait for what the session waits for. May free c. */
-static void conn_wait(struct ev_conn *c, enum ev_wait w)
+/* Has the loop wait for what the session waits for. Returns whether c is still there and
+ * waits for input (else it may be freed). */
+static bool conn_wait(struct ev_conn *c, enum ev_wait w)
 {
     int r;
 
     switch (w) {
-    case EV_WAIT_WRITE:
     case EV_WAIT_READ:
-        r = set_events(c, w == EV_WAIT_WRITE);
-        if (r < 0)
-            conn_fail(c, r);
-        return;
+        r = set_events(c, false);
+        break;
+    case EV_WAIT_RECV:
+        r = set_events(c, wants_out(c, false));
+        break;
+    case EV_WAIT_WRITE:
+        r = set_events(c, wants_out(c, true));
+        break;
     case EV_WAIT_LINGER:
         conn_linger(c);
-        return;
+        return false;
     default:
         conn_close(c);
-        return;
+        return false;
     }
+    if (r < 0) {
+        conn_fail(c, r);
+        return false;
+    }
+    return w == EV_WAIT_READ;
 }
 
-/* Does what the session says next until it waits for the socket. May free c. */
-static void conn_advance(struct ev_conn *c)
+/* Does what the session says next until it waits for the socket. Returns as conn_wait(). */
+static bool conn_advance(struct ev_conn *c)
 {
-    conn_wait(c, session_run(c));
+    return conn_wait(c, session_run(c));
 }
 
 /* The job's input: reads what came and runs the session on it, again while more comes (up to
- * READ_BATCH reads, one once the runner stops). */
+ * READ_BATCH reads, one once the runner stops; TLS: all it decrypted). */
 static enum ev_wait session_read(struct ev_conn *c, uint8_t *buf)
 {
     enum ev_wait w = EV_WAIT_READ;
 
-    for (unsigned i = 0; i < READ_BATCH && w == EV_WAIT_READ; i++) {
+    for (unsigned i = 0; w == EV_WAIT_READ && (i < READ_BATCH || has_pending(c)); i++) {
         int r;
 
         if (i > 0 && atomic_load_explicit(&c->loop->rn->stopping, memory_order_relaxed))
             break;
         r = core_session_recv(&c->s, c->fd, buf, READ_SIZE);
         if (r == -EAGAIN)
-            break;
+            return EV_WAIT_RECV;
         if (r < 0) {
             core_session_fail(&c->s, r);
             return EV_WAIT_CLOSE;
@@ -328,6 +366,7 @@ static void conn_job(struct core_offload_job *j, void *scratch)
             c->wait = EV_WAIT_REFUSED;
             return;
         }
+        c->s.tls = c->tls;
         w = session_run(c);
         break;
     case EV_WORK_INPUT:
@@ -341,6 +380,8 @@ static void conn_job(struct core_offload_job *j, void *scratch)
         w = EV_WAIT_CLOSE;
         break;
     }
+    if (w == EV_WAIT_READ && has_pending(c))
+        w = session_read(c, scratch);
     if (w == EV_WAIT_CLOSE) {
         core_session_close(&c->s);
         w = EV_WAIT_CLOSED;
@@ -356,13 +397,22 @@ static void conn_done(struct ev_conn *c)
 
     c->busy = false;
     loop->n_busy--;
+    if (c->wait == EV_WAIT_REFUSED && c->begun) {
+        /* After a TLS handshake: the connection was served already. */
+        core_metrics_add(b->m, CORE_CTR_ERRORS, 1);
+        conn_free(c);
+        return;
+    }
     if (c->wait == EV_WAIT_REFUSED) {
+        core_tls_conn_free(c->tls);
         core_runner_conn_refuse(b, c->fd, &c->adm);
         free(c);
         return;
     }
-    if (c->work == EV_WORK_OPEN)
+    if (!c->begun) {
         core_runner_conn_begin(b);
+        c->begun = true;
+    }
     if (c->wait == EV_WAIT_CLOSED) {
         conn_free(c);
         return;
@@ -372,7 +422,7 @@ static void conn_done(struct ev_conn *c)
     if (loop->stopping)
         conn_fail(c, -ECANCELED);
     else
-        conn_wait(c, c->wait);
+        (void)conn_wait(c, c->wait);
 }
 
 /* The loop's inbox is readable: the jobs that came back. */
@@ -410,19 +460,60 @@ static void conn_on_readable(struct ev_conn *c)
         conn_hand_over(c, EV_WORK_INPUT);
         return;
     }
-    r = core_session_recv(&c->s, c->fd, c->loop->rbuf, READ_SIZE);
-    if (r == -EAGAIN)
-        return;
-    if (r < 0) {
-        conn_fail(c, r);
+    do {
+        r = core_session_recv(&c->s, c->fd, c->loop->rbuf, READ_SIZE);
+        if (r == -EAGAIN) {
+            (void)conn_wait(c, EV_WAIT_RECV);
+            return;
+        }
+        if (r < 0) {
+            conn_fail(c, r);
+            return;
+        }
+        touch(c);
+        /* Bytes TLS already decrypted are not in the socket: no event will come for them. */
+    } while (conn_advance(c) && has_pending(c));
+}
+
+/* TLS: advances the handshake; once it is done, opens the session (on a worker for a blocking
+ * service). May free c. */
+static void conn_handshake(struct ev_conn *c)
+{
+    struct core_runner *b = &c->loop->rn->base;
+    int r = core_tls_handshake(c->tls, b->m);
+
+    if (r == -EAGAIN) {
+        if (set_events(c, wants_out(c, false)) < 0)
+            conn_fail(c, -EIO);
         return;
     }
+    if (r < 0) {
+        conn_close(c); /* counted by the handshake */
+        return;
+    }
+    c->handshaking = false;
+    if (c->loop->rn->pool) {
+        conn_hand_over(c, EV_WORK_OPEN);
+        return;
+    }
+    if (core_session_open(&c->s, b->svc, b->inst, b->m, c->accepted_ns) < 0) {
+        core_metrics_add(b->m, CORE_CTR_ERRORS, 1);
+        c->handshaking = true; /* nothing to close */
+        conn_close(c);
+        return;
+    }
+    c->s.tls = c->tls;
     touch(c);
-    conn_advance(c);
+    if (conn_advance(c) && has_pending(c))
+        conn_on_readable(c);
 }
 
 static void conn_on_event(struct ev_conn *c, uint32_t events)
 {
+    if (c->handshaking) {
+        conn_handshake(c);
+        return;
+    }
     if (!c->lingering && c->want_out) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
             if (c->loop->rn->pool) {
@@ -430,7 +521,7 @@ static void conn_on_event(struct ev_conn *c, uint32_t events)
                 return;
             }
             touch(c);
-            conn_advance(c);
+            (void)conn_advance(c);
         }
         return;
     }
@@ -446,36 +537,48 @@ static void conn_new(struct ev_loop *loop, struct core_accepted *a)
     struct ev_conn *c = calloc(1, sizeof(*c));
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
 
-    if (c && rn->pool) {
-        /* Opened on a worker; watched once it comes back. */
-        c->loop = loop;
-        c->fd = a->fd;
-        c->adm = a->adm;
-        c->accepted_ns = a->accepted_ns;
-        c->job = (struct core_offload_job){.run = conn_job, .inbox = &loop->inbox};
-        conn_submit(c, EV_WORK_OPEN);
-        return;
-    }
-    if (!c || core_session_open(&c->s, b->svc, b->inst, b->m, a->accepted_ns) < 0) {
-        free(c);
-        core_runner_conn_refuse(b, a->fd, &a->adm);
-        return;
-    }
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, a->fd, &ev) < 0) {
-        core_session_fail(&c->s, -ECANCELED);
-        core_session_close(&c->s);
-        free(c);
+    if (!c) {
         core_runner_conn_refuse(b, a->fd, &a->adm);
         return;
     }
     c->loop = loop;
     c->fd = a->fd;
     c->adm = a->adm;
+    c->accepted_ns = a->accepted_ns;
+    c->job = (struct core_offload_job){.run = conn_job, .inbox = &loop->inbox};
+    if (b->tls) {
+        if (core_tls_conn_new(b->tls, a->fd, &c->tls) < 0)
+            goto out_refuse;
+        c->handshaking = true;
+    } else if (rn->pool) {
+        /* Opened on a worker; watched once it comes back. */
+        conn_submit(c, EV_WORK_OPEN);
+        return;
+    } else if (core_session_open(&c->s, b->svc, b->inst, b->m, a->accepted_ns) < 0) {
+        goto out_refuse;
+    }
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, a->fd, &ev) < 0) {
+        if (!c->handshaking) {
+            core_session_fail(&c->s, -ECANCELED);
+            core_session_close(&c->s);
+        }
+        goto out_refuse;
+    }
     c->watched = true;
     list_append(&loop->open, c);
-    touch(c);
+    touch(c); /* a handshake must be done within the idle timeout from here */
     core_runner_conn_begin(b);
-    conn_advance(c);
+    c->begun = true;
+    if (c->handshaking)
+        conn_handshake(c);
+    else
+        (void)conn_advance(c);
+    return;
+
+out_refuse:
+    core_tls_conn_free(c->tls);
+    free(c);
+    core_runner_conn_refuse(b, a->fd, &a->adm);
 }
 
 /* Out of fds or memory: the backlog is left alone for a moment. The listening socket leaves the
