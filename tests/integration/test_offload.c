@@ -32,6 +32,7 @@
 #define PROMPT_MS 2000     /* "served promptly": a LIST and a small GET, under a sanitizer too */
 #define STOP_LIMIT_MS 1000 /* a stop once the lock is released */
 #define N_CLIENTS 8
+#define MAX_OFFLOAD_THREADS 16 /* a runner's worker threads at most (README) */
 #define CLIENT_SIZE (1024 * 1024)
 
 static const char *dir_of(void **state)
@@ -332,10 +333,14 @@ out:
 static void test_offload_event_many_sessions_one_loop_byte_for_byte(void **state)
 {
     const struct it_daemon *d = it_daemon_of(state);
+    struct it_resources base, now;
     struct client c[N_CLIENTS];
     pthread_t t[N_CLIENTS];
     char *store;
-    uint16_t port = event_backup(d, dir_of(state), &store);
+    uint16_t port;
+
+    it_resources_settle(d, &base);
+    port = event_backup(d, dir_of(state), &store);
 
     for (unsigned i = 0; i < N_CLIENTS; i++) {
         c[i] = (struct client){.port = port, .seed = i + 1};
@@ -348,7 +353,31 @@ static void test_offload_event_many_sessions_one_loop_byte_for_byte(void **state
             fail_msg("client %u: %s", i, c[i].error);
     it_assert_metric_eventually(d, "bk", "service.uploads_stored", N_CLIENTS, IT_WAIT_MS);
     it_assert_metric_eventually(d, "bk", "connections_active", 0, IT_WAIT_MS);
+    /* The loop and its worker threads, bounded. */
+    it_resources_take(d, &now);
+    if (now.threads - base.threads < 2 || now.threads - base.threads > 1 + MAX_OFFLOAD_THREADS)
+        fail_msg("%d threads for one loop and its workers", now.threads - base.threads);
     free(store);
+}
+
+/* ---- a service that only computes keeps to the loop ---- */
+
+static void test_offload_event_echo_runs_on_its_loops_alone(void **state)
+{
+    const struct it_daemon *d = it_daemon_of(state);
+    struct it_resources base, now;
+    uint16_t port;
+    int fd;
+
+    it_resources_settle(d, &base);
+    port =
+        it_listener_create_port(d, "{\"id\":\"e\",\"service\":\"echo\",\"address\":"
+                                   "\"127.0.0.1\",\"port\":0,\"model\":\"event\",\"workers\":2}");
+    fd = it_connect_echoed("127.0.0.1", port, "probe");
+    it_resources_settle(d, &now);
+    /* Two loops; no worker thread (and a connection's fd). */
+    assert_int_equal(now.threads - base.threads, 2);
+    close(fd);
 }
 
 int main(void)
@@ -358,6 +387,7 @@ int main(void)
         T(test_offload_event_commit_waiting_on_lock_other_connections_served),
         T(test_offload_event_stop_while_commit_waits_returns_once_released),
         T(test_offload_event_many_sessions_one_loop_byte_for_byte),
+        T(test_offload_event_echo_runs_on_its_loops_alone),
     };
 #undef T
 
