@@ -360,6 +360,58 @@ static void test_offload_event_many_sessions_one_loop_byte_for_byte(void **state
     free(store);
 }
 
+/* ---- a live change: the old runner drains its sessions through its own workers ---- */
+
+static void expect_empty_list(int fd)
+{
+    it_send_str_ok(fd, "LIST\n");
+    it_expect_line(fd, "OK 0");
+    it_expect_line(fd, "END");
+}
+
+static bool is_not_draining(void *arg)
+{
+    json_t *l = it_listener_get(arg, "bk");
+    json_t *dr = it_json_path(l, "status.draining");
+    bool yes = json_is_array(dr) && json_array_size(dr) == 0;
+
+    json_decref(l);
+    return yes;
+}
+
+static void test_offload_event_live_change_old_sessions_served_then_released(void **state)
+{
+    const struct it_daemon *d = it_daemon_of(state);
+    struct it_resources base;
+    char *store, path[64];
+    uint16_t port;
+    int a, b;
+    json_t *j;
+
+    it_resources_settle(d, &base);
+    port = event_backup(d, dir_of(state), &store);
+    a = it_tcp_connect_ok(port);
+    expect_empty_list(a);
+    json_decref(it_listener_patch(d, "bk", "{\"idle_timeout_ms\":20000}"));
+    /* a is the draining runner's now, b the new one's. */
+    expect_empty_list(a);
+    b = it_tcp_connect_ok(port);
+    expect_empty_list(b);
+    expect_empty_list(a);
+    it_send_str_ok(a, "QUIT\n");
+    it_expect_line(a, "BYE");
+    close(a);
+    if (!it_wait_until(IT_WAIT_MS, is_not_draining, (void *)d))
+        fail_msg("the old runner still drains with no connection left");
+    expect_empty_list(b);
+    close(b);
+    snprintf(path, sizeof(path), "/api/v1/listeners/bk");
+    j = it_http_expect(d, "DELETE", path, NULL, 204);
+    json_decref(j);
+    it_assert_resources_back(d, &base, IT_WAIT_MS);
+    free(store);
+}
+
 /* ---- a service that only computes keeps to the loop ---- */
 
 static void test_offload_event_echo_runs_on_its_loops_alone(void **state)
@@ -387,6 +439,7 @@ int main(void)
         T(test_offload_event_commit_waiting_on_lock_other_connections_served),
         T(test_offload_event_stop_while_commit_waits_returns_once_released),
         T(test_offload_event_many_sessions_one_loop_byte_for_byte),
+        T(test_offload_event_live_change_old_sessions_served_then_released),
         T(test_offload_event_echo_runs_on_its_loops_alone),
     };
 #undef T
