@@ -314,8 +314,8 @@ int core_tls_new(const json_t *v, struct core_tls **ret, struct core_err *err)
     SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                  SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_default_passwd_cb(t->ctx, no_password);
-    /* Whole socket buffers at a time rather than two reads per record. */
-    SSL_CTX_set_read_ahead(t->ctx, 1);
+    /* No read-ahead: what TLS holds is at most the record being read, so that the socket stays
+     * readable for what is left and an event loop serves its connections in turn. */
     r = load(t->ctx, FIELD_CERT, cert, use_chain, err);
     if (r == 0)
         r = load(t->ctx, FIELD_KEY, key, use_key, err);
@@ -531,7 +531,7 @@ ssize_t core_tls_read(struct core_tls_conn *c, void *buf, size_t size)
             off += (size_t)n;
             c->events = POLLIN;
             c->starved = false;
-            /* Room for less than a record: what TLS holds still is core_tls_conn_pending(). */
+            /* Room for less than a record: the next one waits whole in the socket. */
             if (size - off < TLS_RECORD_MAX)
                 break;
             continue;
