@@ -6,9 +6,21 @@
  * back only itself. Connections idle past idle_timeout_ms are closed from a list kept in order
  * of last activity; max_connections is counted across loops.
  *
- * A service callback runs on the loop's thread: one that blocks (backup's fsync at the end of an
- * upload) holds the other connections of that loop for that long. That is accepted: the other
- * loops go on, and such waits are short.
+ * A service whose session callbacks may block on the disk (core_service.blocking: backup's
+ * writes, fsyncs, reads and its directory's commit lock) never has them run on a loop's thread:
+ * its connections are handed to a pool of worker threads (core/offload.h), one per runner,
+ * shared by its loops, so that the threads a listener holds are bounded whatever its workers
+ * and a loop with many slow sessions can use more of them than a share. A connection with work
+ * to do (accepted, readable, writable, done) is taken out of the loop's epoll set and its idle
+ * list and handed over as one job; the job runs the session until it waits for the socket again
+ * (reading what keeps coming, a few times over), closing it on a worker when it ends, and comes
+ * back through the loop's inbox (an eventfd in the set), where the loop watches the connection
+ * again. So one connection has one job at a time (its callbacks never run in two threads at
+ * once, in the order they came), and a connection whose callback runs is not timed out
+ * meanwhile (its idle time starts again when the job comes back). A stop waits for the jobs
+ * running (a callback blocked on a lock holds the stop until it returns), then cuts every
+ * connection through the pool too. Other services keep everything on the loop's thread. A TLS
+ * handshake (CPU, no disk) is made on the loop in either case; the session opens after it.
  *
  * When the listener's socket was bound without SO_REUSEPORT, the loops share it instead
  * (EPOLLEXCLUSIVE wakes one loop per connection).
@@ -17,6 +29,9 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -26,12 +41,38 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "core/offload.h"
 #include "core/session.h"
+#include "core/tls.h"
 
 #define READ_SIZE (64 * 1024)
 #define LINGER_MS 1000
 #define MAX_EVENTS 64
 #define ACCEPT_BATCH 64
+/* Reads a job makes in a row while input keeps coming, before the loop's turn. */
+#define READ_BATCH 16
+/* A runner's worker threads for blocking sessions: as many sessions' callbacks as may block at
+ * once before the next ones wait their turn. */
+#define OFFLOAD_THREADS 16
+
+/* What a blocking service's job does (struct ev_conn.work). */
+enum ev_work {
+    EV_WORK_OPEN,   /* open the session, send a greeting */
+    EV_WORK_INPUT,  /* read and feed what came */
+    EV_WORK_OUTPUT, /* send what is pending, pull what comes next */
+    EV_WORK_CLOSE,  /* close the session */
+};
+
+/* What a connection waits for once the session cannot go on without the socket. */
+enum ev_wait {
+    EV_WAIT_READ,    /* input: the session wants more */
+    EV_WAIT_RECV,    /* a read found nothing: what it waits for (TLS: maybe room to send) */
+    EV_WAIT_WRITE,   /* room to send (TLS: maybe input) */
+    EV_WAIT_LINGER,  /* the service is done: linger, then close */
+    EV_WAIT_CLOSE,   /* close the session and the connection now */
+    EV_WAIT_CLOSED,  /* a job closed the session: close the connection */
+    EV_WAIT_REFUSED, /* a job could not open the session: refuse the connection */
+};
 
 struct ev_loop;
 
@@ -40,10 +81,21 @@ struct ev_conn {
     int fd;
     bool lingering;   /* the service is done; in loop.linger (else in loop.open) */
     bool want_out;    /* registered for EPOLLOUT (else for EPOLLIN) */
-    int64_t deadline; /* ms: idle or linger deadline */
+    bool handshaking; /* TLS: the handshake goes on; no session is open yet */
+    bool begun;       /* counted by core_runner_conn_begin() */
+    int64_t deadline; /* ms: idle or linger deadline (the handshake's: from the accept) */
+    uint64_t accepted_ns;
+    struct core_tls_conn *tls; /* NULL: plain */
     struct core_session s;
     struct core_admission adm;   /* what the connection holds in the listener's sources */
     struct ev_conn *prev, *next; /* in loop.open or loop.linger, in order of deadline */
+    /* A blocking service's connection. While busy, the job owns s and fd, and the connection
+     * is in no list and not in the epoll set. */
+    bool busy;
+    bool watched; /* in the loop's epoll set */
+    enum ev_work work;
+    enum ev_wait wait; /* set by the job */
+    struct core_offload_job job;
 };
 
 struct conn_list {
@@ -65,12 +117,18 @@ struct ev_loop {
     uint8_t *rbuf;               /* READ_SIZE, shared by the loop's connections */
     struct conn_list open;       /* by last activity */
     struct conn_list linger;     /* by linger deadline */
+    /* With a pool: where this loop's jobs come back, how many are out, whether it stops. */
+    struct core_offload_inbox inbox;
+    unsigned n_busy;
+    bool stopping;
 };
 
 struct event_runner {
     struct core_runner base;
     struct ev_loop *loops;
     unsigned n_loops;
+    struct core_offload *pool; /* NULL unless the service is blocking */
+    atomic_bool stopping;      /* a loop saw the stop: jobs read no more than once */
 };
 
 static void list_remove(struct conn_list *l, struct ev_conn *c)
@@ -114,34 +172,82 @@ static void touch(struct ev_conn *c)
     list_append(&c->loop->open, c);
 }
 
+/* The epoll events a -EAGAIN of the connection waits for: out for a send, else in (TLS: what
+ * its last call waits for). */
+static bool wants_out(const struct ev_conn *c, bool send)
+{
+    return c->tls ? core_tls_conn_events(c->tls) == POLLOUT : send;
+}
+
+/* Whether TLS holds input already decrypted: no epoll event will come for it. */
+static bool has_pending(const struct ev_conn *c)
+{
+    return c->tls && core_tls_conn_pending(c->tls);
+}
+
 static int set_events(struct ev_conn *c, bool want_out)
 {
     struct epoll_event ev = {.events = want_out ? EPOLLOUT : EPOLLIN, .data.ptr = c};
 
-    if (c->want_out == want_out)
+    if (c->watched && c->want_out == want_out)
         return 0;
-    if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+    if (epoll_ctl(c->loop->epfd, c->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) < 0)
         return -errno;
+    c->watched = true;
     c->want_out = want_out;
     return 0;
 }
 
-/* Frees the connection: closes the service's session and the socket, ends the connection. */
+/* Hands a blocking service's connection, taken out of its list, to a worker for work; the
+ * loop leaves it alone until the job comes back (conn_done()). */
+static void conn_submit(struct ev_conn *c, enum ev_work work)
+{
+    struct ev_loop *loop = c->loop;
+
+    if (c->watched) {
+        (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        c->watched = false;
+    }
+    c->work = work;
+    c->busy = true;
+    loop->n_busy++;
+    core_offload_submit(loop->rn->pool, &c->job);
+}
+
+/* Closes the socket, ends the connection and frees it; its session is closed (or was never
+ * open). */
+static void conn_free(struct ev_conn *c)
+{
+    core_tls_conn_free(c->tls);
+    close(c->fd);
+    core_runner_conn_end(&c->loop->rn->base, &c->adm);
+    free(c);
+}
+
+/* Frees the connection: closes the service's session (on a worker for a blocking service) and
+ * the socket, ends the connection. */
 static void conn_close(struct ev_conn *c)
 {
-    struct event_runner *rn = c->loop->rn;
-
     list_remove(list_of(c), c);
+    if (c->handshaking) {
+        conn_free(c);
+        return;
+    }
+    if (c->loop->rn->pool) {
+        conn_submit(c, EV_WORK_CLOSE);
+        return;
+    }
     core_session_close(&c->s);
-    close(c->fd);
-    core_runner_conn_end(&rn->base, &c->adm);
-    free(c);
+    conn_free(c);
 }
 
 /* The connection failed or was cut (error: a negative errno, see core_session_fail()). */
 static void conn_fail(struct ev_conn *c, int error)
 {
-    core_session_fail(&c->s, error);
+    if (c->handshaking)
+        core_tls_handshake_cut(c->loop->rn->base.m, error);
+    else
+        core_session_fail(&c->s, error);
     conn_close(c);
 }
 
@@ -152,13 +258,18 @@ static void conn_linger(struct ev_conn *c)
     c->lingering = true;
     c->deadline = core_now_ms() + LINGER_MS;
     list_append(&c->loop->linger, c);
+    core_tls_conn_shutdown(c->tls);
     (void)shutdown(c->fd, SHUT_WR);
     if (set_events(c, false) < 0)
         conn_close(c);
 }
 
-/* Does what the session says next until it waits for the socket. May free c. */
-static void conn_advance(struct ev_conn *c)
+/*
+ * Does what the session says next until it waits for the socket, and says what for. Touches
+ * c->s and c->fd only: a worker's job calls it too. A failure to send fails the session
+ * (EV_WAIT_CLOSE).
+ */
+static enum ev_wait session_run(struct ev_conn *c)
 {
     int r;
 
@@ -166,27 +277,172 @@ static void conn_advance(struct ev_conn *c)
         switch (core_session_next(&c->s)) {
         case CORE_SESSION_WRITE:
             r = core_session_send(&c->s, c->fd);
-            if (r == -EAGAIN)
-                r = set_events(c, true);
-            else if (r == 0)
+            if (r == 0)
                 continue;
-            if (r < 0)
-                conn_fail(c, r);
-            return;
+            if (r == -EAGAIN)
+                return EV_WAIT_WRITE;
+            core_session_fail(&c->s, r);
+            return EV_WAIT_CLOSE;
         case CORE_SESSION_READ:
-            r = set_events(c, false);
-            if (r < 0)
-                conn_fail(c, r);
-            return;
+            return EV_WAIT_READ;
         case CORE_SESSION_LINGER:
-            conn_linger(c);
-            return;
+            return EV_WAIT_LINGER;
         case CORE_SESSION_CLOSE:
         default:
-            conn_close(c);
-            return;
+            return EV_WAIT_CLOSE;
         }
     }
+}
+
+/* Has the loop wait for what the session waits for. Returns whether c is still there and
+ * waits for input (else it may be freed). */
+static bool conn_wait(struct ev_conn *c, enum ev_wait w)
+{
+    int r;
+
+    switch (w) {
+    case EV_WAIT_READ:
+        r = set_events(c, false);
+        break;
+    case EV_WAIT_RECV:
+        r = set_events(c, wants_out(c, false));
+        break;
+    case EV_WAIT_WRITE:
+        r = set_events(c, wants_out(c, true));
+        break;
+    case EV_WAIT_LINGER:
+        conn_linger(c);
+        return false;
+    default:
+        conn_close(c);
+        return false;
+    }
+    if (r < 0) {
+        conn_fail(c, r);
+        return false;
+    }
+    return w == EV_WAIT_READ;
+}
+
+/* Does what the session says next until it waits for the socket. Returns as conn_wait(). */
+static bool conn_advance(struct ev_conn *c)
+{
+    return conn_wait(c, session_run(c));
+}
+
+/* The job's input: reads what came and runs the session on it, again while more comes (up to
+ * READ_BATCH reads, one once the runner stops; TLS: all it decrypted). */
+static enum ev_wait session_read(struct ev_conn *c, uint8_t *buf)
+{
+    enum ev_wait w = EV_WAIT_READ;
+
+    for (unsigned i = 0; w == EV_WAIT_READ && (i < READ_BATCH || has_pending(c)); i++) {
+        int r;
+
+        if (i > 0 && atomic_load_explicit(&c->loop->rn->stopping, memory_order_relaxed))
+            break;
+        r = core_session_recv(&c->s, c->fd, buf, READ_SIZE);
+        if (r == -EAGAIN)
+            return EV_WAIT_RECV;
+        if (r < 0) {
+            core_session_fail(&c->s, r);
+            return EV_WAIT_CLOSE;
+        }
+        w = session_run(c);
+    }
+    return w;
+}
+
+/* A blocking service's job, on a worker thread: its session's callbacks, as c->work says. */
+static void conn_job(struct core_offload_job *j, void *scratch)
+{
+    struct ev_conn *c = (struct ev_conn *)((char *)j - offsetof(struct ev_conn, job));
+    const struct core_runner *b = &c->loop->rn->base;
+    enum ev_wait w;
+
+    switch (c->work) {
+    case EV_WORK_OPEN:
+        if (core_session_open(&c->s, b->svc, b->inst, b->m, c->accepted_ns) < 0) {
+            c->wait = EV_WAIT_REFUSED;
+            return;
+        }
+        c->s.tls = c->tls;
+        w = session_run(c);
+        break;
+    case EV_WORK_INPUT:
+        w = session_read(c, scratch);
+        break;
+    case EV_WORK_OUTPUT:
+        w = session_run(c);
+        break;
+    case EV_WORK_CLOSE:
+    default:
+        w = EV_WAIT_CLOSE;
+        break;
+    }
+    if (w == EV_WAIT_READ && has_pending(c))
+        w = session_read(c, scratch);
+    if (w == EV_WAIT_CLOSE) {
+        core_session_close(&c->s);
+        w = EV_WAIT_CLOSED;
+    }
+    c->wait = w;
+}
+
+/* A job came back: the loop takes the connection again. May free c. */
+static void conn_done(struct ev_conn *c)
+{
+    struct ev_loop *loop = c->loop;
+    struct core_runner *b = &loop->rn->base;
+
+    c->busy = false;
+    loop->n_busy--;
+    if (c->wait == EV_WAIT_REFUSED && c->begun) {
+        /* After a TLS handshake: the connection was served already. */
+        core_metrics_add(b->m, CORE_CTR_ERRORS, 1);
+        conn_free(c);
+        return;
+    }
+    if (c->wait == EV_WAIT_REFUSED) {
+        core_tls_conn_free(c->tls);
+        core_runner_conn_refuse(b, c->fd, &c->adm);
+        free(c);
+        return;
+    }
+    if (!c->begun) {
+        core_runner_conn_begin(b);
+        c->begun = true;
+    }
+    if (c->wait == EV_WAIT_CLOSED) {
+        conn_free(c);
+        return;
+    }
+    list_append(&loop->open, c);
+    touch(c);
+    if (loop->stopping)
+        conn_fail(c, -ECANCELED);
+    else
+        (void)conn_wait(c, c->wait);
+}
+
+/* The loop's inbox is readable: the jobs that came back. */
+static void on_done(struct ev_loop *loop)
+{
+    struct core_offload_job *j = core_offload_inbox_take(&loop->inbox);
+
+    while (j) {
+        struct core_offload_job *next = j->next;
+
+        conn_done((struct ev_conn *)((char *)j - offsetof(struct ev_conn, job)));
+        j = next;
+    }
+}
+
+/* A blocking service's connection has work: off to a worker. */
+static void conn_hand_over(struct ev_conn *c, enum ev_work work)
+{
+    list_remove(list_of(c), c);
+    conn_submit(c, work);
 }
 
 static void conn_on_readable(struct ev_conn *c)
@@ -200,23 +456,72 @@ static void conn_on_readable(struct ev_conn *c)
             conn_close(c);
         return; /* discarded */
     }
-    r = core_session_recv(&c->s, c->fd, c->loop->rbuf, READ_SIZE);
-    if (r == -EAGAIN)
-        return;
-    if (r < 0) {
-        conn_fail(c, r);
+    if (c->loop->rn->pool) {
+        conn_hand_over(c, EV_WORK_INPUT);
         return;
     }
+    do {
+        r = core_session_recv(&c->s, c->fd, c->loop->rbuf, READ_SIZE);
+        if (r == -EAGAIN) {
+            (void)conn_wait(c, EV_WAIT_RECV);
+            return;
+        }
+        if (r < 0) {
+            conn_fail(c, r);
+            return;
+        }
+        touch(c);
+        /* Bytes TLS already decrypted are not in the socket: no event will come for them. */
+    } while (conn_advance(c) && has_pending(c));
+}
+
+/* TLS: advances the handshake; once it is done, opens the session (on a worker for a blocking
+ * service). May free c. */
+static void conn_handshake(struct ev_conn *c)
+{
+    struct core_runner *b = &c->loop->rn->base;
+    int r = core_tls_handshake(c->tls, b->m);
+
+    if (r == -EAGAIN) {
+        if (set_events(c, wants_out(c, false)) < 0)
+            conn_fail(c, -EIO);
+        return;
+    }
+    if (r < 0) {
+        conn_close(c); /* counted by the handshake */
+        return;
+    }
+    c->handshaking = false;
+    if (c->loop->rn->pool) {
+        conn_hand_over(c, EV_WORK_OPEN);
+        return;
+    }
+    if (core_session_open(&c->s, b->svc, b->inst, b->m, c->accepted_ns) < 0) {
+        core_metrics_add(b->m, CORE_CTR_ERRORS, 1);
+        c->handshaking = true; /* nothing to close */
+        conn_close(c);
+        return;
+    }
+    c->s.tls = c->tls;
     touch(c);
-    conn_advance(c);
+    if (conn_advance(c) && has_pending(c))
+        conn_on_readable(c);
 }
 
 static void conn_on_event(struct ev_conn *c, uint32_t events)
 {
+    if (c->handshaking) {
+        conn_handshake(c);
+        return;
+    }
     if (!c->lingering && c->want_out) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+            if (c->loop->rn->pool) {
+                conn_hand_over(c, EV_WORK_OUTPUT);
+                return;
+            }
             touch(c);
-            conn_advance(c);
+            (void)conn_advance(c);
         }
         return;
     }
@@ -232,25 +537,48 @@ static void conn_new(struct ev_loop *loop, struct core_accepted *a)
     struct ev_conn *c = calloc(1, sizeof(*c));
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
 
-    if (!c || core_session_open(&c->s, b->svc, b->inst, b->m, a->accepted_ns) < 0) {
-        free(c);
-        core_runner_conn_refuse(b, a->fd, &a->adm);
-        return;
-    }
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, a->fd, &ev) < 0) {
-        core_session_fail(&c->s, -ECANCELED);
-        core_session_close(&c->s);
-        free(c);
+    if (!c) {
         core_runner_conn_refuse(b, a->fd, &a->adm);
         return;
     }
     c->loop = loop;
     c->fd = a->fd;
     c->adm = a->adm;
+    c->accepted_ns = a->accepted_ns;
+    c->job = (struct core_offload_job){.run = conn_job, .inbox = &loop->inbox};
+    if (b->tls) {
+        if (core_tls_conn_new(b->tls, a->fd, &c->tls) < 0)
+            goto out_refuse;
+        c->handshaking = true;
+    } else if (rn->pool) {
+        /* Opened on a worker; watched once it comes back. */
+        conn_submit(c, EV_WORK_OPEN);
+        return;
+    } else if (core_session_open(&c->s, b->svc, b->inst, b->m, a->accepted_ns) < 0) {
+        goto out_refuse;
+    }
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, a->fd, &ev) < 0) {
+        if (!c->handshaking) {
+            core_session_fail(&c->s, -ECANCELED);
+            core_session_close(&c->s);
+        }
+        goto out_refuse;
+    }
+    c->watched = true;
     list_append(&loop->open, c);
-    touch(c);
+    touch(c); /* a handshake must be done within the idle timeout from here */
     core_runner_conn_begin(b);
-    conn_advance(c);
+    c->begun = true;
+    if (c->handshaking)
+        conn_handshake(c);
+    else
+        (void)conn_advance(c);
+    return;
+
+out_refuse:
+    core_tls_conn_free(c->tls);
+    free(c);
+    core_runner_conn_refuse(b, a->fd, &a->adm);
 }
 
 /* Out of fds or memory: the backlog is left alone for a moment. The listening socket leaves the
@@ -363,6 +691,8 @@ static void *loop_main(void *arg)
             /* The two fds that are not connections carry the address of their fd field. */
             if (p == &b->wake_fd)
                 stop = true;
+            else if (p == &loop->inbox.fd)
+                on_done(loop);
             else if (p == &b->drain_fd)
                 stop_accepting(loop);
             else if (p == &loop->lfd)
@@ -371,10 +701,20 @@ static void *loop_main(void *arg)
                 conn_on_event(p, evs[i].events);
         }
     }
+    /* Cut every connection; jobs that run are waited for, then cut too (conn_done()). */
+    loop->stopping = true;
+    atomic_store_explicit(&loop->rn->stopping, true, memory_order_relaxed);
     while (loop->open.head)
         conn_fail(loop->open.head, -ECANCELED);
     while (loop->linger.head)
         conn_close(loop->linger.head);
+    while (loop->n_busy) {
+        struct pollfd p = {.fd = loop->inbox.fd, .events = POLLIN};
+
+        /* Until every job is back, whatever poll says: they use the loop's memory. */
+        (void)poll(&p, 1, -1);
+        on_done(loop);
+    }
     return NULL;
 }
 
@@ -423,6 +763,14 @@ static int loop_init(struct event_runner *rn, unsigned i, bool reuseport)
     ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = &b->drain_fd};
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, b->drain_fd, &ev) < 0)
         return -errno;
+    if (rn->pool) {
+        r = core_offload_inbox_init(&loop->inbox);
+        if (r < 0)
+            return r;
+        ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = &loop->inbox.fd};
+        if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->inbox.fd, &ev) < 0)
+            return -errno;
+    }
     loop->accepting = true;
     return 0;
 }
@@ -431,9 +779,12 @@ static void event_runner_destroy(struct core_runner *base)
 {
     struct event_runner *rn = (struct event_runner *)base;
 
+    /* The loops waited for their jobs: the pool is idle, its threads end. */
+    core_offload_free(rn->pool);
     for (unsigned i = 0; rn->loops && i < rn->n_loops; i++) {
         struct ev_loop *loop = &rn->loops[i];
 
+        core_offload_inbox_fini(&loop->inbox);
         if (loop->owns_lfd)
             close(loop->lfd);
         if (loop->epfd >= 0)
@@ -461,10 +812,17 @@ int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runne
     rn->loops = calloc(n, sizeof(*rn->loops));
     if (!rn->loops)
         return core_runner_abort(b, -ENOMEM, "event runner", err);
+    atomic_init(&rn->stopping, false);
+    if (b->svc->blocking) {
+        r = core_offload_new(OFFLOAD_THREADS, READ_SIZE, &rn->pool);
+        if (r < 0)
+            return core_runner_abort(b, r, "event runner's worker threads", err);
+    }
     reuseport = has_reuseport(b->lfd);
     for (; rn->n_loops < n; rn->n_loops++) {
         rn->loops[rn->n_loops].epfd = -1;
         rn->loops[rn->n_loops].lfd = -1;
+        rn->loops[rn->n_loops].inbox.fd = -1;
         r = loop_init(rn, rn->n_loops, reuseport);
         if (r < 0) {
             rn->n_loops++;

@@ -2274,4 +2274,5 @@ const struct core_service svc_backup = {
     .file_open = backup_file_open,
     .upload_header = backup_upload_header,
     .upload_result = backup_upload_result,
+    .blocking = true,
 };
