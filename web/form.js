@@ -84,11 +84,16 @@ function optionField(opt) {
       input.dataset.kind = 'int';
       if (Number.isFinite(opt.minimum)) input.min = String(opt.minimum);
       if (Number.isFinite(opt.maximum)) input.max = String(opt.maximum);
+    } else if (opt.type === 'object') {
+      // A JSON object (tls: {"cert_file", "key_file"[, "client_ca_file"]}), typed as JSON.
+      input.type = 'text';
+      input.dataset.kind = 'json';
+      field.classList.add('wide');
     } else {
       input.type = 'text';
       if (opt.type === 'path') field.classList.add('wide');
     }
-    input.placeholder = dflt;
+    input.placeholder = opt.type === 'object' && !dflt ? '{"cert_file": "/…", "key_file": "/…"}' : dflt;
   }
   input.id = id;
   input.name = name;
@@ -273,7 +278,8 @@ export class ListenerForm {
     for (const input of this.optionInputs()) {
       const v = opts[input.name.slice(OPTION_PREFIX.length)];
       if (input.type === 'checkbox') input.checked = v === undefined || v === null ? input.dataset.default === 'true' : v === true;
-      else input.value = v === undefined || v === null ? '' : String(v);
+      else if (v === undefined || v === null) input.value = '';
+      else input.value = input.dataset.kind === 'json' ? JSON.stringify(v) : String(v);
     }
     this.dialog.showModal();
     el.address.focus();
@@ -290,6 +296,13 @@ export class ListenerForm {
     if (raw === '') return undefined;
     switch (input.dataset.kind) {
       case 'int': return Number(raw);
+      case 'json':
+        try {
+          const v = JSON.parse(raw);
+          return v !== null && typeof v === 'object' && !Array.isArray(v) ? v : null;
+        } catch {
+          return null;
+        }
       default: return raw;
     }
   }
@@ -346,7 +359,16 @@ export class ListenerForm {
       if (gone || (shown.has(k) && options[k] === undefined)) opt[k] = null;
     }
     for (const [k, v] of Object.entries(options)) {
-      if (before[k] !== v) opt[k] = v;
+      const b = before[k];
+      if (v === null || typeof v !== 'object') {
+        if (b !== v) opt[k] = v;
+        continue;
+      }
+      // An object option (tls) merges member by member (RFC 7396): a member taken out is null.
+      if (JSON.stringify(b) === JSON.stringify(v)) continue;
+      const p = { ...v };
+      if (b && typeof b === 'object') for (const m of Object.keys(b)) if (!(m in v)) p[m] = null;
+      opt[k] = p;
     }
     if (Object.keys(opt).length) patch.options = opt;
     return patch;
@@ -400,8 +422,10 @@ export class ListenerForm {
     this.clearErrors();
     const values = this.collect();
     if (values.bad.length) {
-      for (const input of values.bad) this.showFieldError(input.name, 'must be a number');
-      this.showSummary('Not saved: some values are not numbers.');
+      for (const input of values.bad) {
+        this.showFieldError(input.name, input.dataset.kind === 'json' ? 'must be a JSON object' : 'must be a number');
+      }
+      this.showSummary('Not saved: some values cannot be read (see the fields marked).');
       values.bad[0].focus();
       return;
     }

@@ -4,11 +4,13 @@
 // describe its services gets a clear message instead of a form that guesses.
 
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'node:test';
 import {
-  ROOT, accessibilityProblems, callApi, launchBrowser, shot, startDaemon,
+  DEADLINE_MS, ROOT, accessibilityProblems, callApi, launchBrowser, rowOf, shot, startDaemon,
 } from './helpers.mjs';
 import { SERVICES } from './services.mjs';
 
@@ -93,6 +95,9 @@ test('the form shows every option of every service the daemon describes', { time
             assert.equal(seen.tag, 'select', what);
             assert.deepEqual(seen.choices, ['', ...opt.choices], `${what}: blank (the default) and the choices`);
             assert.ok(seen.blankText.includes(dflt), `${what}: the blank choice names the default`);
+          } else if (opt.type === 'object') {
+            assert.equal(`${seen.tag}/${seen.type}`, 'input/text', `${what}: typed as JSON`);
+            assert.equal(seen.placeholder, '{"cert_file": "/…", "key_file": "/…"}', `${what}: an example as placeholder`);
           } else {
             assert.ok(['string', 'path'].includes(opt.type), `${what}: a type the form knows (${opt.type})`);
             assert.equal(`${seen.tag}/${seen.type}`, 'input/text', what);
@@ -169,6 +174,69 @@ test('an option added to a service\'s table shows in the form, is sent, and its 
   } finally {
     await browser.close();
     assert.equal(await daemon.stop(), 0, `the daemon exits 0 on SIGTERM\n${daemon.log()}`);
+  }
+});
+
+test('TLS is set, shown and taken away from the form, as a JSON object', { timeout: 60000 }, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'sockserv-e2e-tls-'));
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=form.test'], { stdio: 'ignore' });
+  const daemon = await startDaemon();
+  const browser = await launchBrowser();
+  const { page } = browser;
+  const sent = [];
+  page.on('request', (r) => {
+    if (['POST', 'PATCH'].includes(r.method()) && r.url().includes('/api/v1/listeners')) sent.push(r.postDataJSON());
+  });
+  try {
+    await page.goto(`${daemon.url}/`);
+    await page.locator('#empty').waitFor({ state: 'visible' });
+    await openCreate(page);
+    await page.selectOption('#f-service', 'echo');
+    await page.selectOption('#f-transport', 'tcp');
+    await page.fill('#f-id', 'form-tls');
+    await page.fill('#f-address', '127.0.0.1');
+    await page.fill('#f-port', '0');
+    // Not JSON: said next to the field, nothing sent.
+    await page.fill('#f-options-tls', '{"cert_file": ');
+    await page.click('#form-submit');
+    const err = page.locator('#f-options-tls-error');
+    await err.waitFor({ state: 'visible' });
+    assert.equal((await err.innerText()).trim(), 'must be a JSON object');
+    assert.equal(sent.length, 0, 'nothing was sent');
+    await page.fill('#f-options-tls', JSON.stringify({ cert_file: cert, key_file: key }));
+    await page.click('#form-submit');
+    await page.locator('#listener-dialog').waitFor({ state: 'hidden' });
+    assert.deepEqual(sent[0].options.tls, { cert_file: cert, key_file: key }, 'the object is sent as JSON');
+    const made = await callApi(daemon.url, 'GET', '/api/v1/listeners/form-tls');
+    assert.equal(made.status, 200);
+    assert.deepEqual(made.body.options.tls, { cert_file: cert, key_file: key });
+    assert.equal(made.body.status.tls.enabled, true);
+    assert.equal(made.body.status.tls.subject, 'CN=form.test');
+    const badge = page.locator(`${rowOf('form-tls')} .tls-badge`);
+    await badge.waitFor({ state: 'visible', timeout: DEADLINE_MS });
+    assert.match(await badge.getAttribute('title'), /CN=form\.test/);
+
+    // Edited: the form shows the object; cleared, the PATCH takes TLS away.
+    await page.click(`${rowOf('form-tls')} .row-link`);
+    await page.click('#action-edit');
+    await page.locator('#listener-dialog').waitFor({ state: 'visible' });
+    assert.deepEqual(JSON.parse(await page.inputValue('#f-options-tls')), { cert_file: cert, key_file: key });
+    await shot(page, 'form-04-tls', { fullPage: false });
+    await page.fill('#f-options-tls', '');
+    await page.click('#form-submit');
+    await page.locator('#listener-dialog').waitFor({ state: 'hidden' });
+    assert.deepEqual(sent.at(-1), { options: { tls: null } });
+    const after = await callApi(daemon.url, 'GET', '/api/v1/listeners/form-tls');
+    assert.equal(after.body.options.tls, undefined, 'TLS is gone');
+    assert.equal(after.body.status.tls, null);
+    assert.deepEqual(browser.errors.map(String), [], 'no uncaught error in the page');
+  } finally {
+    await browser.close();
+    assert.equal(await daemon.stop(), 0, `the daemon exits 0 on SIGTERM\n${daemon.log()}`);
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
