@@ -209,6 +209,10 @@ struct core_service {
      * there is no such file, -EINVAL for a bad name. */
     int (*file_open)(const json_t *opts, const struct core_svc_env *env, const char *name,
                      unsigned version, int *ret_fd, uint64_t *ret_size, struct core_err *err);
+
+    /* TCP: the most bytes one read of a connection hands to session_feed; 0: the runners'
+     * default (64 KiB). A service that streams files in asks for more, to do less per byte. */
+    size_t read_size;
 };
 
 struct core_service_table {

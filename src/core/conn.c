@@ -64,7 +64,8 @@ static void linger(const struct core_conn_ctx *c, int fd)
 void core_runner_serve_conn(const struct core_conn_ctx *c, int fd, uint64_t accepted_ns)
 {
     struct core_session s;
-    uint8_t *in = malloc(READ_SIZE);
+    size_t rsize = c->svc->read_size ? c->svc->read_size : READ_SIZE;
+    uint8_t *in = malloc(rsize);
     int r;
 
     if (!in || core_session_open(&s, c->svc, c->inst, c->m, accepted_ns) < 0) {
@@ -81,7 +82,7 @@ void core_runner_serve_conn(const struct core_conn_ctx *c, int fd, uint64_t acce
         case CORE_SESSION_READ:
             r = wait_idle(c, fd, POLLIN);
             if (r == 0)
-                r = core_session_recv(&s, fd, in, READ_SIZE);
+                r = core_session_recv(&s, fd, in, rsize);
             if (r == -EAGAIN)
                 r = 0;
             break;

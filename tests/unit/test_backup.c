@@ -724,7 +724,7 @@ static void test_backup_put_cut_midway_keeps_nothing_and_older_copy(void **state
 
 static void test_backup_put_short_then_eof_size_mismatch_keeps_nothing(void **state)
 {
-    struct fx *f = fx_new(state, NULL);
+    struct fx *f = fx_new(state, "{\"resume_ttl_ms\": 0}");
     struct conn *c;
 
     (void)state;
@@ -1902,7 +1902,7 @@ static void test_backup_more_is_no_command(void **state)
     assert_int_equal(feed(c, "LIST\nMORE 4096\n"), CORE_VERDICT_CLOSE);
     expect_line(c, "OK 0");
     expect_line(c, "END");
-    expect_line(c, "ERR protocol unknown command (PUT, GET, LIST, QUIT)");
+    expect_line(c, "ERR protocol unknown command (PUT, GET, LIST, QUIT, RESUME)");
     conn_close(c, true);
 }
 
@@ -2079,11 +2079,11 @@ static void test_backup_protocol_errors_answered_then_closed(void **state)
     (void)state;
     c = conn_open(f);
     assert_int_equal(feed(c, "\nHELLO\n"), CORE_VERDICT_CLOSE);
-    expect_line(c, "ERR protocol unknown command (PUT, GET, LIST, QUIT)");
+    expect_line(c, "ERR protocol unknown command (PUT, GET, LIST, QUIT, RESUME)");
     conn_close(c, true);
     c = conn_open(f);
     assert_int_equal(feed(c, "PUT a\n"), CORE_VERDICT_CLOSE);
-    expect_line(c, "ERR protocol usage: PUT <name> <size> [<sha256>]");
+    expect_line(c, "ERR protocol usage: PUT <name> <size> [<sha256>|* [<offset>]]");
     conn_close(c, true);
     c = conn_open(f);
     memset(line, 'x', sizeof(line));
