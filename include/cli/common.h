@@ -169,6 +169,94 @@ int cli_resolve(const char *verb, const char *host, const char *port, int sockty
  */
 int cli_tcp_connect(const struct addrinfo *list, int64_t deadline);
 
+/* ---- a connection to a wire server, plain or TLS: every TCP client connects through it ---- */
+
+/* The options --tls, --cacert FILE, --cert FILE, --key FILE, for a client's option table
+ * (verbs: the CLI_VB() of the sub-verbs that take them, 0 for all); index them with
+ * first + CLI_TLS_OPT_*. */
+#define CLI_TLS_OPTS(verbs)                                                                        \
+    {"tls",                                                                                        \
+     0,                                                                                            \
+     NULL,                                                                                         \
+     "speak TLS (1.2 or newer) to the server, verifying its certificate and the HOST given "       \
+     "(a name or an IP address)",                                                                  \
+     (verbs),                                                                                      \
+     false},                                                                                       \
+        {"cacert", 0,                                                                              \
+         "FILE",   "with --tls: trust the CA certificates (PEM) in FILE instead of the system's",  \
+         (verbs),  false},                                                                         \
+        {"cert",  0,    "FILE", "with --tls: present this client certificate (PEM); needs --key",  \
+         (verbs), false},                                                                          \
+    {                                                                                              \
+        "key", 0, "FILE", "with --tls: the private key (PEM) of --cert", (verbs), false            \
+    }
+enum { CLI_TLS_OPT_TLS, CLI_TLS_OPT_CACERT, CLI_TLS_OPT_CERT, CLI_TLS_OPT_KEY };
+
+/* What the TLS options said; on false: plain TCP. Paths borrowed from argv. */
+struct cli_tls_opts {
+    bool on;
+    const char *cacert, *cert, *key; /* NULL: not given */
+};
+
+/*
+ * Reads the four options at first (an index in cmd->opts) into *ret. Returns 0, or 2 after a
+ * usage error (as verb): --cacert, --cert or --key without --tls, --cert without --key.
+ */
+int cli_tls_args(const struct cli_command *cmd, int verb, const struct cli_args *args, int first,
+                 struct cli_tls_opts *ret);
+
+/* A connected stream to a server. Members are the stream's own. */
+struct cli_stream {
+    int fd;          /* non-blocking; -1 when closed */
+    void *ssl;       /* SSL *, NULL for plain TCP */
+    void *ctx;       /* SSL_CTX * */
+    short want;      /* TLS: what the last -EAGAIN waits for (POLLIN or POLLOUT) */
+    bool closed;     /* TLS: close_notify sent */
+    char error[160]; /* TLS: why the last call failed with -EPROTO */
+};
+
+/*
+ * Connects to the first address of list that accepts before deadline (core_now_ms() time) and,
+ * with tls->on, does the TLS handshake before it, verifying the server's certificate against
+ * tls->cacert (or the system's CAs) and peer->host (a name, or an IP address). Returns 0 with
+ * *ret (release with cli_stream_close()), or 1 after printing why as verb ("cannot connect to
+ * HOST:PORT: ...", "--cacert FILE: ...", "TLS with HOST:PORT failed: certificate verify failed
+ * (...)").
+ */
+int cli_stream_connect(struct cli_stream *ret, const char *verb, const struct cli_peer *peer,
+                       const struct addrinfo *list, const struct cli_tls_opts *tls,
+                       int64_t deadline);
+
+/*
+ * Reads what is there into buf (n bytes): the count (> 0), 0 at the end of the stream (TLS:
+ * close_notify, or the peer closed), -EAGAIN when nothing is there yet (wait for
+ * cli_stream_events()), or a negative errno (-EPROTO for a TLS error).
+ */
+ssize_t cli_stream_read(struct cli_stream *s, void *buf, size_t n);
+
+/* What error (a negative errno a call of s returned) means, for a message: TLS's reason for
+ * -EPROTO ("tlsv13 alert certificate required"), else strerror(). */
+const char *cli_stream_strerror(const struct cli_stream *s, int error);
+
+/* Sends up to n bytes of p: the count (> 0), -EAGAIN (wait for cli_stream_events()), or a
+ * negative errno (-EPIPE, -ECONNRESET: the server closed). */
+ssize_t cli_stream_write(struct cli_stream *s, const void *p, size_t n);
+
+/* The poll(2) events to wait for when an operation wants dflt: dflt, and for TLS what its last
+ * -EAGAIN waits for besides. */
+short cli_stream_events(const struct cli_stream *s, short dflt);
+
+/* Whether TLS holds decrypted bytes not read yet (the socket may be empty: read before
+ * waiting). */
+bool cli_stream_pending(const struct cli_stream *s);
+
+/* Ends the sending side: shutdown(SHUT_WR), or a TLS close_notify (the server's answer can
+ * still be read). */
+void cli_stream_shutdown(struct cli_stream *s);
+
+/* Closes the stream (TLS: close_notify first, without waiting). Accepts a closed one. */
+void cli_stream_close(struct cli_stream *s);
+
 /*
  * Where a download (a restore, a file of the API) is written: a temporary file beside the
  * target, made durable and renamed over it only once the content is complete and checked, so

@@ -104,6 +104,9 @@ struct core_listener {
     /* Runners replaced live, still ending their connections: linked and unlinked under lock
      * by the changing thread, which alone stops them. */
     struct draining *draining;
+    /* What the status shows of cfg's options.tls (core_tls_status_json()), made from tls_of
+     * (a copy of the options.tls it was made from, NULL: none yet), both guarded by lock. */
+    json_t *tls_of, *tls_status;
 };
 
 /* ---- listener.c ---- */

@@ -33,6 +33,13 @@ enum core_counter {
     CORE_CTR_DATAGRAMS_DROPPED_RATE_SOURCE, /* of datagrams_dropped: reply_rate_per_source passed */
     CORE_CTR_DATAGRAMS_DROPPED_RATE,        /* of datagrams_dropped: reply_rate passed */
     CORE_CTR_EVENTS_DROPPED, /* events of the service's sessions lost on their way to the bus */
+    CORE_CTR_TLS_HANDSHAKES, /* TLS handshakes completed (options.tls) */
+    CORE_CTR_TLS_HANDSHAKE_FAILURES,       /* TLS handshakes that failed (the reasons below) */
+    CORE_CTR_TLS_FAILURES_NO_CLIENT_CERT,  /* of tls_handshake_failures: no client certificate */
+    CORE_CTR_TLS_FAILURES_BAD_CERTIFICATE, /* of tls_handshake_failures: a certificate refused */
+    CORE_CTR_TLS_FAILURES_PROTOCOL, /* of tls_handshake_failures: not TLS, an old version, ... */
+    CORE_CTR_TLS_FAILURES_TIMEOUT,  /* of tls_handshake_failures: past idle_timeout_ms */
+    CORE_CTR_TLS_FAILURES_OTHER,    /* of tls_handshake_failures: the client left, ... */
     CORE_CTR_COUNT
 };
 

@@ -98,6 +98,9 @@ struct core_runner {
     int lfd;                         /* the listener's socket, owned; non-blocking for TCP */
     int wake_fd;                     /* eventfd, readable once the runner stops */
     int drain_fd;                    /* eventfd, readable once the runner drains; -1 without */
+    /* TCP with options.tls: the server context every connection does its handshake in; made
+     * by core_runner_new(), freed by core_runner_stop(); NULL: plain. */
+    struct core_tls *tls;
 
     atomic_uint n_accepting; /* accepting threads that have not stopped accepting */
     atomic_uint n_conns;     /* connections admitted and not yet ended (max_connections) */
@@ -223,11 +226,14 @@ struct core_conn_ctx {
     struct core_metrics *m;
     uint32_t idle_timeout_ms; /* 0: never */
     int wake_fd;              /* readable once the runner stops: the connection is cut */
+    struct core_tls *tls;     /* NULL: plain; else the handshake comes first (core/tls.h) */
 };
 
 /*
  * Serves one accepted connection to its end through the session driver (the service's session
  * from open to close, idle timeout, a lingering close after the service closes) and closes fd.
+ * With c->tls, a TLS handshake comes first (done within idle_timeout_ms, counted in the tls_
+ * counters) and the session's bytes go through TLS, closed with close_notify.
  * Counts bytes, errors, idle timeouts and service times (a greeting's from accepted_ns); the
  * connection totals and gauge are the caller's. Any thread, or a forked child.
  */

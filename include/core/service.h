@@ -67,6 +67,7 @@ enum core_option_type {
     CORE_OPTION_INTEGER, /* an integer from minimum to maximum */
     CORE_OPTION_BOOLEAN, /* true or false */
     CORE_OPTION_PATH,    /* an absolute path: "/..." shorter than PATH_MAX, no control bytes */
+    CORE_OPTION_OBJECT,  /* an object: only the options core adds (tls, core/tls.h) */
     CORE_OPTION_TYPE_COUNT
 };
 
@@ -227,7 +228,11 @@ const struct core_service *core_service_find(const struct core_service_table *t,
 /* "tcp" or "udp". */
 const char *core_transport_name(enum core_transport t);
 
-/* The option named name of svc, or NULL. */
+/*
+ * The option named name of svc, or NULL. Besides its own table, every service that speaks TCP
+ * has the option "tls" (type object, TCP only, absent by default: TLS on the listener,
+ * checked by core_tls_options_check()), added here and by the two calls below.
+ */
 const struct core_option *core_service_option(const struct core_service *svc, const char *name);
 
 /*

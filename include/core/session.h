@@ -22,6 +22,7 @@
 #include "core/buf.h"
 #include "core/metrics.h"
 #include "core/service.h"
+#include "core/tls.h"
 
 enum core_session_state {
     CORE_SESSION_OPEN, /* the service takes input and answers */
@@ -38,6 +39,10 @@ struct core_session {
     bool completed;      /* the service saw the whole exchange (end of input, or it closed) */
     enum core_session_state state;
     uint64_t t0; /* CLOCK_MONOTONIC ns: when the input being answered arrived; 0: none */
+    /* The connection's TLS (core/tls.h), set by the runner after core_session_open() once the
+     * handshake is done; borrowed (the runner frees it); NULL: plain. recv and send go
+     * through it. */
+    struct core_tls_conn *tls;
 };
 
 /* What the runner does next with the connection. */
@@ -74,7 +79,8 @@ void core_session_input(struct core_session *s, const uint8_t *in, size_t len);
 void core_session_sent(struct core_session *s, size_t n);
 
 /*
- * The socket halves of the above, non-blocking on a connected stream socket fd.
+ * The socket halves of the above, non-blocking on a connected stream socket fd (through s->tls
+ * when set: -EAGAIN then may wait for either direction, core_tls_conn_events()).
  * core_session_recv() reads once into buf (size bytes) and hands what came to
  * core_session_input(): 0, -EAGAIN when nothing was there, or a negative errno.
  * core_session_send() sends out until it is empty (0) or the socket is full (-EAGAIN), or

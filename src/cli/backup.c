@@ -43,12 +43,14 @@ struct args {
     const char *out;  /* get: -o */
     uint32_t version; /* get: --version, 0 the current copy */
     int timeout_ms;
+    struct cli_tls_opts tls;
     struct cli_peer peer;
 };
 
 /* A connection to the server, with what was read and not yet used. */
 struct link {
-    int fd;
+    struct cli_stream st; /* plain or TLS: every byte goes through it */
+    int fd;               /* st.fd */
     int timeout_ms;
     char peer[320];
     char buf[64 * 1024];
@@ -62,7 +64,7 @@ struct progress {
     int64_t start_ms, last_ms;
 };
 
-enum { OPT_NAME, OPT_VERSION, OPT_OUTPUT, OPT_TIMEOUT };
+enum { OPT_NAME, OPT_VERSION, OPT_OUTPUT, OPT_TIMEOUT, OPT_TLS };
 
 static const struct cli_opt backup_opts[] = {
     [OPT_NAME] = {"name", 0, "NAME", "the name to store it under (default: FILE's last component)",
@@ -77,6 +79,7 @@ static const struct cli_opt backup_opts[] = {
     [OPT_TIMEOUT] = {"timeout", 't', "DURATION",
                      "how long to wait for the connection and for each answer: 500ms, 60s, 2m; a "
                      "bare number is milliseconds (default 60s)"},
+    [OPT_TLS] = CLI_TLS_OPTS(0),
 };
 
 static const char *const backup_arg_help[] = {
@@ -89,7 +92,7 @@ static const struct cli_verb backup_verbs[] = {
     [CMD_PUT] =
         {
             .name = "put",
-            .synopsis = "put FILE [--name NAME] [--timeout DURATION] HOST [PORT]",
+            .synopsis = "put FILE [--name NAME] [--timeout DURATION] [TLS] HOST [PORT]",
             .brief = "upload a file",
             .summary =
                 "Uploads FILE to the backup service at HOST PORT. The SHA-256 of FILE is computed\n"
@@ -104,7 +107,7 @@ static const struct cli_verb backup_verbs[] = {
     [CMD_GET] =
         {
             .name = "get",
-            .synopsis = "get NAME [--version N] [-o FILE] [--timeout DURATION] HOST [PORT]",
+            .synopsis = "get NAME [--version N] [-o FILE] [--timeout DURATION] [TLS] HOST [PORT]",
             .brief = "restore a stored file (or an older version) and verify it",
             .summary = "Restores the stored file NAME from the backup service at HOST PORT and "
                        "checks it\nagainst the SHA-256 the server recorded.",
@@ -115,7 +118,7 @@ static const struct cli_verb backup_verbs[] = {
     [CMD_LS] =
         {
             .name = "ls",
-            .synopsis = "ls [--timeout DURATION] HOST [PORT]",
+            .synopsis = "ls [--timeout DURATION] [TLS] HOST [PORT]",
             .brief = "list what is stored",
             .summary =
                 "Lists the files stored by the backup service at HOST PORT, one line per copy,\n"
@@ -147,10 +150,13 @@ const struct cli_command cli_backup_command = {
     .nopts = sizeof(backup_opts) / sizeof(backup_opts[0]),
     .verbs = backup_verbs,
     .nverbs = sizeof(backup_verbs) / sizeof(backup_verbs[0]),
-    .epilog = "Exit status: 0 done (put: stored and the server's checksum matches; get: restored\n"
-              "and verified); 1 failure (refused, no such file, connection lost, checksum\n"
-              "mismatch: get writes nothing then, except to standard output; the server's error\n"
-              "line is printed); 2 usage error.\n",
+    .epilog =
+        "TLS is --tls [--cacert FILE] [--cert FILE --key FILE] (a listener with options.tls).\n"
+        "\n"
+        "Exit status: 0 done (put: stored and the server's checksum matches; get: restored\n"
+        "and verified); 1 failure (refused, no such file, connection lost, checksum\n"
+        "mismatch: get writes nothing then, except to standard output; the server's error\n"
+        "line is printed); 2 usage error.\n",
 };
 
 void cli_backup_usage(void)
@@ -175,6 +181,9 @@ static int parse_args(int argc, char **argv, struct args *a)
     if (r != 0)
         return r;
     a->timeout_ms = (int)ms;
+    r = cli_tls_args(&cli_backup_command, args.verb, &args, OPT_TLS, &a->tls);
+    if (r != 0)
+        return r;
     if (args.seen[OPT_VERSION]) {
         if (!cli_parse_ulong(args.val[OPT_VERSION], 1, UINT32_MAX, &v))
             return usage_error(a, "--version: '%s' is not a version number", args.val[OPT_VERSION]);
@@ -199,38 +208,34 @@ static int link_open(struct link *l, const struct args *a)
 {
     struct addrinfo *list = NULL;
     int64_t deadline = core_now_ms() + a->timeout_ms;
-    int err = ENOENT, r;
+    int r;
 
     l->fd = -1;
+    l->st.fd = -1;
     l->off = l->len = 0;
     l->timeout_ms = a->timeout_ms;
     snprintf(l->peer, sizeof(l->peer), "%s", a->peer.name);
     r = cli_resolve("backup", a->peer.host, a->peer.port, SOCK_STREAM, &list);
     if (r != 0)
         return r;
-    r = cli_tcp_connect(list, deadline);
-    if (r >= 0)
-        l->fd = r;
-    else
-        err = -r;
+    r = cli_stream_connect(&l->st, "backup", &a->peer, list, &a->tls, deadline);
     freeaddrinfo(list);
-    if (l->fd < 0)
-        return fail("cannot connect to %s: %s", l->peer,
-                    err == ETIMEDOUT ? "no answer in time" : strerror(err));
+    if (r != 0)
+        return r;
+    l->fd = l->st.fd;
     return 0;
 }
 
 static void link_close(struct link *l)
 {
-    if (l->fd >= 0)
-        close(l->fd);
+    cli_stream_close(&l->st);
     l->fd = -1;
 }
 
 /* Waits for events on the socket. Returns the revents, or 0 after printing a timeout. */
 static short link_wait(struct link *l, short events)
 {
-    struct pollfd pfd = {.fd = l->fd, .events = events};
+    struct pollfd pfd = {.fd = l->fd, .events = cli_stream_events(&l->st, events)};
     int r;
 
     do {
@@ -258,15 +263,13 @@ static ssize_t link_fill(struct link *l)
         l->off = 0;
     }
     for (;;) {
-        n = recv(l->fd, l->buf + l->len, sizeof(l->buf) - l->len, 0);
+        n = cli_stream_read(&l->st, l->buf + l->len, sizeof(l->buf) - l->len);
         if (n >= 0) {
             l->len += (size_t)n;
             return n;
         }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN) {
-            fail("%s: %s", l->peer, strerror(errno));
+        if (n != -EAGAIN) {
+            fail("%s: %s", l->peer, cli_stream_strerror(&l->st, (int)n));
             return -1;
         }
         if (!link_wait(l, POLLIN))
@@ -308,17 +311,15 @@ static int link_send(struct link *l, const void *p, size_t n)
     const char *b = p;
 
     while (n > 0) {
-        ssize_t w = send(l->fd, b, n, MSG_NOSIGNAL);
+        ssize_t w = cli_stream_write(&l->st, b, n);
 
         if (w > 0) {
             b += w;
             n -= (size_t)w;
             continue;
         }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && errno != EAGAIN)
-            return fail("%s: %s", l->peer, strerror(errno));
+        if (w != -EAGAIN)
+            return fail("%s: %s", l->peer, cli_stream_strerror(&l->st, (int)w));
         if (!link_wait(l, POLLOUT))
             return 1;
     }
@@ -444,7 +445,7 @@ static int stream_file(struct link *l, int fd, uint64_t size)
     char line[REPLY_MAX];
     struct progress p;
     uint64_t sent = 0;
-    bool use_sendfile = true;
+    bool use_sendfile = !l->st.ssl; /* TLS encrypts in user space */
     uint8_t *buf = NULL;
     int r = 1;
 
@@ -477,8 +478,13 @@ static int stream_file(struct link *l, int fd, uint64_t size)
                 goto out;
             }
             n = pread(fd, buf, want, (off_t)sent);
-            if (n > 0)
-                n = send(l->fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                n = cli_stream_write(&l->st, buf, (size_t)n);
+                if (n < 0) {
+                    errno = (int)-n;
+                    n = -1;
+                }
+            }
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             continue;

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,12 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "sockserv-config.h"
 
@@ -463,6 +470,284 @@ int cli_tcp_connect(const struct addrinfo *list, int64_t deadline)
         close(fd);
     }
     return -err;
+}
+
+int cli_tls_args(const struct cli_command *cmd, int verb, const struct cli_args *args, int first,
+                 struct cli_tls_opts *ret)
+{
+    struct cli_tls_opts t = {
+        .on = args->seen[first + CLI_TLS_OPT_TLS],
+        .cacert =
+            args->seen[first + CLI_TLS_OPT_CACERT] ? args->val[first + CLI_TLS_OPT_CACERT] : NULL,
+        .cert = args->seen[first + CLI_TLS_OPT_CERT] ? args->val[first + CLI_TLS_OPT_CERT] : NULL,
+        .key = args->seen[first + CLI_TLS_OPT_KEY] ? args->val[first + CLI_TLS_OPT_KEY] : NULL,
+    };
+
+    if (!t.on && (t.cacert || t.cert || t.key))
+        return cli_args_usage_error(cmd, verb, "--%s needs --tls",
+                                    t.cacert ? "cacert"
+                                    : t.cert ? "cert"
+                                             : "key");
+    if (!t.cert != !t.key)
+        return cli_args_usage_error(cmd, verb, "--cert and --key go together");
+    *ret = t;
+    return 0;
+}
+
+/* The latest OpenSSL error of this thread as text, the queue cleared. */
+static const char *tls_error(char *buf, size_t len)
+{
+    unsigned long e = ERR_peek_last_error();
+
+    if (!e)
+        (void)snprintf(buf, len, "the connection was closed");
+    else
+        (void)snprintf(buf, len, "%s",
+                       ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "unknown error");
+    ERR_clear_error();
+    return buf;
+}
+
+/* A client context: TLS >= 1.2, the server verified against tls->cacert or the system's CAs,
+ * a client certificate when given. NULL after printing why. */
+static SSL_CTX *tls_ctx_new(const char *verb, const struct cli_tls_opts *tls)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    char e[160];
+
+    if (!ctx) {
+        cli_fail(verb, "TLS: %s", tls_error(e, sizeof(e)));
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (tls->cacert) {
+        if (access(tls->cacert, R_OK) < 0) {
+            cli_fail(verb, "--cacert %s: %s", tls->cacert, strerror(errno));
+            goto out_free;
+        }
+        if (SSL_CTX_load_verify_locations(ctx, tls->cacert, NULL) != 1) {
+            cli_fail(verb, "--cacert %s: no PEM certificate (%s)", tls->cacert,
+                     tls_error(e, sizeof(e)));
+            goto out_free;
+        }
+    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        cli_fail(verb, "TLS: cannot load the system's CA certificates (%s)",
+                 tls_error(e, sizeof(e)));
+        goto out_free;
+    }
+    if (tls->cert) {
+        if (access(tls->cert, R_OK) < 0 || access(tls->key, R_OK) < 0) {
+            cli_fail(verb, "%s %s: %s", access(tls->cert, R_OK) < 0 ? "--cert" : "--key",
+                     access(tls->cert, R_OK) < 0 ? tls->cert : tls->key, strerror(errno));
+            goto out_free;
+        }
+        if (SSL_CTX_use_certificate_chain_file(ctx, tls->cert) != 1) {
+            cli_fail(verb, "--cert %s: no PEM certificate (%s)", tls->cert,
+                     tls_error(e, sizeof(e)));
+            goto out_free;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, tls->key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            cli_fail(verb, "--key %s: not the private key of --cert (%s)", tls->key,
+                     tls_error(e, sizeof(e)));
+            goto out_free;
+        }
+    }
+    return ctx;
+
+out_free:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* The outcome of an SSL call that returned n: -EAGAIN (s->want set), 0 (close_notify), or a
+ * negative errno. */
+static int tls_io_error(struct cli_stream *s, int n)
+{
+    int e = SSL_get_error(s->ssl, n), saved = errno;
+
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        s->want = POLLIN;
+        return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        s->want = POLLOUT;
+        return -EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        if (saved == EAGAIN || saved == EINTR)
+            return -EAGAIN;
+        return saved && ERR_peek_error() == 0 ? -saved : -ECONNRESET;
+    default:
+        (void)tls_error(s->error, sizeof(s->error));
+        return -EPROTO;
+    }
+}
+
+const char *cli_stream_strerror(const struct cli_stream *s, int error)
+{
+    if (error == -EPROTO && s->ssl && s->error[0])
+        return s->error;
+    return strerror(-error);
+}
+
+/* The TLS handshake on s->fd, verifying the server as peer->host. 0, or 1 after printing. */
+static int tls_handshake(struct cli_stream *s, const char *verb, const struct cli_peer *peer,
+                         const struct cli_tls_opts *tls, int64_t deadline)
+{
+    unsigned char ip[16];
+    bool is_ip =
+        inet_pton(AF_INET, peer->host, ip) == 1 || inet_pton(AF_INET6, peer->host, ip) == 1;
+    char e[160];
+    SSL *ssl;
+
+    s->ctx = tls_ctx_new(verb, tls);
+    if (!s->ctx)
+        return CLI_EXIT_FAILURE;
+    ssl = SSL_new(s->ctx);
+    if (!ssl || SSL_set_fd(ssl, s->fd) != 1) {
+        SSL_free(ssl);
+        return cli_fail(verb, "TLS: %s", tls_error(e, sizeof(e)));
+    }
+    s->ssl = ssl;
+    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (is_ip) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), peer->host) != 1)
+            return cli_fail(verb, "TLS: %s", tls_error(e, sizeof(e)));
+    } else if (SSL_set1_host(ssl, peer->host) != 1 ||
+               SSL_set_tlsext_host_name(ssl, peer->host) != 1) {
+        return cli_fail(verb, "TLS: %s", tls_error(e, sizeof(e)));
+    }
+    SSL_set_connect_state(ssl);
+    for (;;) {
+        struct pollfd pfd = {.fd = s->fd};
+        int n, r;
+
+        ERR_clear_error();
+        n = SSL_do_handshake(ssl);
+        if (n == 1)
+            return 0;
+        r = tls_io_error(s, n);
+        if (r != -EAGAIN) {
+            long v = SSL_get_verify_result(ssl);
+
+            if (v != X509_V_OK)
+                return cli_fail(verb, "TLS with %s failed: certificate verify failed (%s)",
+                                peer->name, X509_verify_cert_error_string(v));
+            return cli_fail(verb, "TLS with %s failed: %s", peer->name, cli_stream_strerror(s, r));
+        }
+        pfd.events = s->want;
+        do {
+            r = poll(&pfd, 1, cli_remaining_ms(deadline));
+        } while (r < 0 && errno == EINTR);
+        if (r == 0)
+            return cli_fail(verb, "TLS with %s failed: no answer in time", peer->name);
+    }
+}
+
+int cli_stream_connect(struct cli_stream *ret, const char *verb, const struct cli_peer *peer,
+                       const struct addrinfo *list, const struct cli_tls_opts *tls,
+                       int64_t deadline)
+{
+    struct cli_stream s = {.fd = -1};
+    int r;
+
+    s.fd = cli_tcp_connect(list, deadline);
+    if (s.fd < 0)
+        return cli_fail(verb, "cannot connect to %s: %s", peer->name,
+                        s.fd == -ETIMEDOUT ? "no answer in time" : strerror(-s.fd));
+    if (tls && tls->on) {
+        /* A close_notify written to a server that is gone must not kill the command. */
+        signal(SIGPIPE, SIG_IGN);
+        r = tls_handshake(&s, verb, peer, tls, deadline);
+        if (r != 0) {
+            s.closed = true; /* no close_notify after a failed handshake */
+            cli_stream_close(&s);
+            return r;
+        }
+    }
+    *ret = s;
+    return 0;
+}
+
+ssize_t cli_stream_read(struct cli_stream *s, void *buf, size_t n)
+{
+    ssize_t k;
+    int r;
+
+    if (!s->ssl) {
+        k = recv(s->fd, buf, n, 0);
+        if (k >= 0)
+            return k;
+        return errno == EINTR ? -EAGAIN : -errno;
+    }
+    ERR_clear_error();
+    s->want = 0;
+    r = SSL_read(s->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (r > 0)
+        return r;
+    r = tls_io_error(s, r);
+    ERR_clear_error();
+    return r;
+}
+
+ssize_t cli_stream_write(struct cli_stream *s, const void *p, size_t n)
+{
+    ssize_t k;
+    int r;
+
+    if (!s->ssl) {
+        k = send(s->fd, p, n, MSG_NOSIGNAL);
+        if (k >= 0)
+            return k;
+        return errno == EINTR ? -EAGAIN : -errno;
+    }
+    ERR_clear_error();
+    s->want = 0;
+    r = SSL_write(s->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (r > 0)
+        return r;
+    r = tls_io_error(s, r);
+    ERR_clear_error();
+    return r == 0 ? -EPIPE : r;
+}
+
+short cli_stream_events(const struct cli_stream *s, short dflt)
+{
+    return s->ssl ? dflt | s->want : dflt;
+}
+
+bool cli_stream_pending(const struct cli_stream *s)
+{
+    return s->ssl && SSL_pending(s->ssl) > 0;
+}
+
+void cli_stream_shutdown(struct cli_stream *s)
+{
+    if (!s->ssl) {
+        (void)shutdown(s->fd, SHUT_WR);
+        return;
+    }
+    if (!s->closed) {
+        s->closed = true;
+        ERR_clear_error();
+        (void)SSL_shutdown(s->ssl);
+        ERR_clear_error();
+    }
+}
+
+void cli_stream_close(struct cli_stream *s)
+{
+    if (s->ssl && !s->closed)
+        cli_stream_shutdown(s);
+    SSL_free(s->ssl);
+    SSL_CTX_free(s->ctx);
+    s->ssl = s->ctx = NULL;
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
 }
 
 int cli_sink_open(struct cli_sink *s, const char *verb, const char *target, bool chosen)

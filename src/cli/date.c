@@ -23,7 +23,7 @@
 #define DATE_RESEND_MS 1000 /* a lost datagram is asked again this often */
 #define DATE_REPLY_MAX 65536
 
-enum { OPT_TCP, OPT_UDP, OPT_ISO, OPT_UNIX, OPT_TIMEOUT };
+enum { OPT_TCP, OPT_UDP, OPT_ISO, OPT_UNIX, OPT_TIMEOUT, OPT_TLS };
 
 static const struct cli_opt date_opts[] = {
     [OPT_TCP] = {"tcp", 0, NULL,
@@ -36,6 +36,7 @@ static const struct cli_opt date_opts[] = {
     [OPT_TIMEOUT] = {"timeout", 't', "DURATION",
                      "how long to wait for the reply: 500ms, 3s, 2m; a bare number is "
                      "milliseconds (default 3s)"},
+    [OPT_TLS] = CLI_TLS_OPTS(0),
 };
 
 static const char *const date_arg_help[] = {
@@ -48,7 +49,8 @@ const struct cli_command cli_date_command = {
     .name = "date",
     .self =
         {
-            .synopsis = "[--tcp] [--iso | --unix] [--timeout DURATION] HOST [PORT]",
+            .synopsis = "[--tcp [--tls [--cacert FILE] [--cert FILE --key FILE]] | --iso | "
+                        "--unix] [--timeout DURATION] HOST [PORT]",
             .brief = "ask a date server for the current date and print it",
             .summary = "The date is printed as the `date` command prints it, in the server's time "
                        "zone.",
@@ -69,6 +71,7 @@ struct date_args {
     bool tcp;
     const char *request; /* "date", "iso" or "unix" */
     int timeout_ms;
+    struct cli_tls_opts tls; /* --tls implies --tcp */
     struct cli_peer peer;
 };
 
@@ -92,7 +95,12 @@ static int parse_args(int argc, char **argv, struct date_args *a)
     if (r != 0)
         return r;
     a->timeout_ms = (int)ms;
-    a->tcp = args.seen[OPT_TCP];
+    r = cli_tls_args(cmd, -1, &args, OPT_TLS, &a->tls);
+    if (r != 0)
+        return r;
+    if (a->tls.on && args.seen[OPT_UDP])
+        return cli_args_usage_error(cmd, -1, "--tls is for TCP, not with --udp");
+    a->tcp = args.seen[OPT_TCP] || a->tls.on;
     a->request = args.seen[OPT_UNIX] ? "unix" : args.seen[OPT_ISO] ? "iso" : "date";
     if (args.seen[OPT_ISO] && args.seen[OPT_UNIX])
         return cli_args_usage_error(cmd, -1, "--iso and --unix ask for different replies");
@@ -125,35 +133,24 @@ static int no_reply(const struct date_args *a)
     return fail("no reply from %s within %d ms", a->peer.name, a->timeout_ms);
 }
 
-/* Connects to the first address that accepts within the deadline. Returns the connected,
- * non-blocking socket, or -1 after printing why. */
-static int tcp_connect(const struct date_args *a, const struct addrinfo *list, int64_t deadline)
-{
-    int fd = cli_tcp_connect(list, deadline);
-
-    if (fd == -ETIMEDOUT)
-        no_reply(a);
-    else if (fd < 0)
-        fail("cannot connect to %s: %s", a->peer.name, strerror(-fd));
-    return fd < 0 ? -1 : fd;
-}
-
 /* Daytime: connect, read everything until the server closes, print it. */
 static int run_tcp(const struct date_args *a, const struct addrinfo *list)
 {
     static char buf[DATE_REPLY_MAX];
     int64_t deadline = core_now_ms() + a->timeout_ms;
     size_t len = 0;
-    int fd, r = 0;
+    struct cli_stream st;
+    int r = 0;
 
-    fd = tcp_connect(a, list, deadline);
-    if (fd < 0)
-        return 1;
+    r = cli_stream_connect(&st, "date", &a->peer, list, &a->tls, deadline);
+    if (r != 0)
+        return r;
     for (;;) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        struct pollfd pfd = {.fd = st.fd, .events = cli_stream_events(&st, POLLIN)};
         ssize_t k;
 
-        r = poll(&pfd, 1, cli_remaining_ms(deadline));
+        /* Bytes TLS already decrypted are not in the socket any more. */
+        r = cli_stream_pending(&st) ? 1 : poll(&pfd, 1, cli_remaining_ms(deadline));
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
@@ -164,11 +161,11 @@ static int run_tcp(const struct date_args *a, const struct addrinfo *list)
             r = no_reply(a);
             goto out_close;
         }
-        k = recv(fd, buf + len, sizeof(buf) - len, 0);
-        if (k < 0 && (errno == EINTR || errno == EAGAIN))
+        k = cli_stream_read(&st, buf + len, sizeof(buf) - len);
+        if (k == -EAGAIN)
             continue;
-        if (k < 0 && !(errno == ECONNRESET && len > 0)) {
-            r = fail("connection to %s failed: %s", a->peer.name, strerror(errno));
+        if (k < 0 && !(k == -ECONNRESET && len > 0)) {
+            r = fail("connection to %s failed: %s", a->peer.name, cli_stream_strerror(&st, (int)k));
             goto out_close;
         }
         if (k <= 0)
@@ -185,7 +182,7 @@ static int run_tcp(const struct date_args *a, const struct addrinfo *list)
     else
         r = print_reply(buf, len);
 out_close:
-    close(fd);
+    cli_stream_close(&st);
     return r;
 }
 

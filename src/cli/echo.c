@@ -23,7 +23,7 @@
 #define ECHO_UDP_MAX 65507 /* the largest UDP payload over IPv4 */
 #define ECHO_BUF_SIZE 65536
 
-enum { OPT_UDP, OPT_TIMEOUT };
+enum { OPT_UDP, OPT_TIMEOUT, OPT_TLS };
 
 static const struct cli_opt echo_opts[] = {
     [OPT_UDP] = {"udp", 'u', NULL,
@@ -31,6 +31,7 @@ static const struct cli_opt echo_opts[] = {
     [OPT_TIMEOUT] = {"timeout", 't', "DURATION",
                      "how long to wait for the connection and for the reply: 500ms, 5s, 2m; a "
                      "bare number is milliseconds (default 5s)"},
+    [OPT_TLS] = CLI_TLS_OPTS(0),
 };
 
 static const char *const echo_arg_help[] = {
@@ -44,7 +45,8 @@ const struct cli_command cli_echo_command = {
     .name = "echo",
     .self =
         {
-            .synopsis = "[--udp] [--timeout DURATION] HOST PORT [MESSAGE]",
+            .synopsis = "[--udp | --tls [--cacert FILE] [--cert FILE --key FILE]] "
+                        "[--timeout DURATION] HOST PORT [MESSAGE]",
             .brief = "send a message to an echo server and print the reply",
             .min_args = 2,
             .max_args = 3,
@@ -63,6 +65,7 @@ const struct cli_command cli_echo_command = {
 struct echo_args {
     bool udp;
     int timeout_ms;
+    struct cli_tls_opts tls;
     struct cli_peer peer;
     const char *message; /* NULL: standard input */
 };
@@ -95,6 +98,11 @@ static int parse_args(int argc, char **argv, struct echo_args *a)
         return r;
     a->udp = args.seen[OPT_UDP];
     a->timeout_ms = (int)ms;
+    r = cli_tls_args(cmd, -1, &args, OPT_TLS, &a->tls);
+    if (r != 0)
+        return r;
+    if (a->udp && a->tls.on)
+        return cli_args_usage_error(cmd, -1, "--tls is for TCP, not with --udp");
     a->message = args.npos == 3 ? args.pos[2] : NULL;
     r = cli_peer_parse(cmd, -1, args.pos[0], args.pos[1], &a->peer);
     return r == 0 ? CLI_ARGS_GO_ON : r;
@@ -194,26 +202,13 @@ static int read_stdin(size_t max, char **ret, size_t *ret_len)
     return 0;
 }
 
-/* Connects to the first address that answers within the deadline. Returns the connected,
- * non-blocking socket, or -1 after printing why. */
-static int tcp_connect(const struct echo_args *a, const struct addrinfo *list)
-{
-    int fd = cli_tcp_connect(list, core_now_ms() + a->timeout_ms);
-
-    if (fd == -ETIMEDOUT)
-        fail("cannot connect to %s: no answer within %d ms", a->peer.name, a->timeout_ms);
-    else if (fd < 0)
-        fail("cannot connect to %s: %s", a->peer.name, strerror(-fd));
-    return fd < 0 ? -1 : fd;
-}
-
 /*
  * Sends the message (msg, or standard input streamed when msg is NULL) while reading the reply,
  * shuts down the sending side once everything is sent, and prints what arrives until the server
  * closes. The timeout bounds every wait on the server.
  */
-static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size_t msg_len,
-                        struct echo_out *out)
+static int tcp_exchange(const struct echo_args *a, struct cli_stream *st, const char *msg,
+                        size_t msg_len, struct echo_out *out)
 {
     char *inbuf, *rbuf = malloc(2 * ECHO_BUF_SIZE);
     const char *pending = msg;
@@ -232,18 +227,25 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
         int timeout, r;
 
         if (!send_done && pending_len == 0 && in_eof) {
-            (void)shutdown(fd, SHUT_WR);
+            cli_stream_shutdown(st);
             send_done = true;
         }
-        pfd[0] = (struct pollfd){.fd = fd, .events = POLLIN};
+        pfd[0] = (struct pollfd){.fd = st->fd, .events = cli_stream_events(st, POLLIN)};
         if (!send_done && pending_len > 0)
             pfd[0].events |= POLLOUT;
         if (from_stdin && !in_eof && pending_len == 0)
             pfd[n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
         /* While the next move is the user's, the server is not late. */
         timeout = n == 2 ? -1 : cli_remaining_ms(deadline);
+        /* Bytes TLS already decrypted are not in the socket any more. */
+        if (cli_stream_pending(st))
+            timeout = 0;
 
         r = poll(pfd, n, timeout);
+        if (r == 0 && cli_stream_pending(st)) {
+            pfd[0].revents = POLLIN;
+            r = 1;
+        }
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -271,32 +273,33 @@ static int tcp_exchange(const struct echo_args *a, int fd, const char *msg, size
             deadline = core_now_ms() + a->timeout_ms;
         }
         if (pfd[0].revents & POLLOUT) {
-            ssize_t k = send(fd, pending, pending_len, MSG_NOSIGNAL);
+            ssize_t k = cli_stream_write(st, pending, pending_len);
 
             if (k >= 0) {
                 pending += k;
                 pending_len -= (size_t)k;
                 deadline = core_now_ms() + a->timeout_ms;
-            } else if (errno == EPIPE || errno == ECONNRESET) {
+            } else if (k == -EPIPE || k == -ECONNRESET) {
                 /* The server closed (the lecture's once mode): read what it sent. */
                 send_done = true;
                 pending_len = 0;
-            } else if (errno != EINTR && errno != EAGAIN) {
-                ret = fail("cannot send to %s: %s", a->peer.name, strerror(errno));
+            } else if (k != -EAGAIN) {
+                ret = fail("cannot send to %s: %s", a->peer.name, cli_stream_strerror(st, (int)k));
                 goto out;
             }
         }
         if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-            ssize_t k = recv(fd, rbuf, ECHO_BUF_SIZE, 0);
+            ssize_t k = cli_stream_read(st, rbuf, ECHO_BUF_SIZE);
 
             if (k == 0)
                 break;
             if (k < 0) {
-                if (errno == EINTR || errno == EAGAIN)
+                if (k == -EAGAIN)
                     continue;
-                if (errno == ECONNRESET && received)
+                if (k == -ECONNRESET && received)
                     break;
-                ret = fail("connection to %s failed: %s", a->peer.name, strerror(errno));
+                ret = fail("connection to %s failed: %s", a->peer.name,
+                           cli_stream_strerror(st, (int)k));
                 goto out;
             }
             received = true;
@@ -315,13 +318,14 @@ out:
 static int run_tcp(const struct echo_args *a, const struct addrinfo *list, const char *msg,
                    size_t len, struct echo_out *out)
 {
-    int fd, r;
+    struct cli_stream st;
+    int r;
 
-    fd = tcp_connect(a, list);
-    if (fd < 0)
-        return 1;
-    r = tcp_exchange(a, fd, msg, len, out);
-    close(fd);
+    r = cli_stream_connect(&st, "echo", &a->peer, list, &a->tls, core_now_ms() + a->timeout_ms);
+    if (r != 0)
+        return r;
+    r = tcp_exchange(a, &st, msg, len, out);
+    cli_stream_close(&st);
     return r;
 }
 

@@ -14,6 +14,7 @@
 
 #include "core/clock.h"
 #include "core/session.h"
+#include "core/tls.h"
 
 #define READ_SIZE (64 * 1024)
 #define LINGER_MS 1000
@@ -61,32 +62,80 @@ static void linger(const struct core_conn_ctx *c, int fd)
     }
 }
 
-void core_runner_serve_conn(const struct core_conn_ctx *c, int fd, uint64_t accepted_ns)
+/*
+ * The TLS handshake on fd, within the idle timeout from now. Returns 0 with *ret, or a
+ * negative errno (counted) when there is no TLS connection to serve.
+ */
+static int handshake(const struct core_conn_ctx *c, int fd, struct core_tls_conn **ret)
 {
-    struct core_session s;
-    size_t rsize = c->svc->read_size ? c->svc->read_size : READ_SIZE;
-    uint8_t *in = malloc(rsize);
+    int64_t deadline = c->idle_timeout_ms ? core_now_ms() + c->idle_timeout_ms : INT64_MAX;
+    struct core_tls_conn *tc;
     int r;
 
+    r = core_tls_conn_new(c->tls, fd, &tc);
+    if (r < 0) {
+        core_metrics_add(c->m, CORE_CTR_ERRORS, 1);
+        return r;
+    }
+    for (;;) {
+        int64_t left = deadline - core_now_ms();
+
+        r = core_tls_handshake(tc, c->m);
+        if (r == 0) {
+            *ret = tc;
+            return 0;
+        }
+        if (r != -EAGAIN)
+            break;
+        if (left <= 0)
+            r = -ETIMEDOUT;
+        else
+            r = wait_fd(c, fd, core_tls_conn_events(tc),
+                        deadline == INT64_MAX ? -1 : (int)(left > INT32_MAX ? INT32_MAX : left));
+        if (r < 0) {
+            core_tls_handshake_cut(c->m, r);
+            break;
+        }
+    }
+    core_tls_conn_free(tc);
+    return r;
+}
+
+void core_runner_serve_conn(const struct core_conn_ctx *c, int fd, uint64_t accepted_ns)
+{
+    struct core_tls_conn *tc = NULL;
+    struct core_session s;
+    size_t rsize = c->svc->read_size ? c->svc->read_size : READ_SIZE;
+    uint8_t *in = NULL;
+    int r;
+
+    if (c->tls && handshake(c, fd, &tc) < 0)
+        goto out_close_fd;
+    in = malloc(rsize);
     if (!in || core_session_open(&s, c->svc, c->inst, c->m, accepted_ns) < 0) {
         core_metrics_add(c->m, CORE_CTR_ERRORS, 1);
         goto out_free;
     }
+    s.tls = tc;
     for (;;) {
         switch (core_session_next(&s)) {
         case CORE_SESSION_WRITE:
             r = core_session_send(&s, fd);
             if (r == -EAGAIN)
-                r = wait_idle(c, fd, POLLOUT);
+                r = wait_idle(c, fd, tc ? core_tls_conn_events(tc) : POLLOUT);
             break;
         case CORE_SESSION_READ:
-            r = wait_idle(c, fd, POLLIN);
+            /* Bytes TLS already decrypted are not in the socket any more. */
+            r = tc && core_tls_conn_pending(tc)
+                    ? 0
+                    : wait_idle(c, fd, tc ? core_tls_conn_events(tc) : POLLIN);
             if (r == 0)
                 r = core_session_recv(&s, fd, in, rsize);
             if (r == -EAGAIN)
                 r = 0;
             break;
         case CORE_SESSION_LINGER:
+            core_tls_conn_shutdown(tc);
             linger(c, fd);
             goto out_close;
         case CORE_SESSION_CLOSE:
@@ -100,5 +149,7 @@ out_close:
     core_session_close(&s);
 out_free:
     free(in);
+    core_tls_conn_free(tc);
+out_close_fd:
     close(fd);
 }

@@ -17,6 +17,7 @@
 #include "core/net.h"
 #include "core/ratelimit.h"
 #include "core/runner.h"
+#include "core/tls.h"
 
 static const char *const state_names[CORE_STATE_COUNT] = {
     [CORE_STATE_STOPPED] = "stopped", [CORE_STATE_STARTING] = "starting",
@@ -317,6 +318,8 @@ void core_listener_free(struct core_listener *l)
     core_listener_abort(l);
     core_listener_stop(l);
     core_listener_cfg_fini(&l->cfg);
+    json_decref(l->tls_status);
+    json_decref(l->tls_of);
     pthread_mutex_destroy(&l->lock);
     munmap(l->metrics, sizeof(*l->metrics));
     core_sources_free(l->sources);
@@ -376,6 +379,28 @@ json_t *core_listener_metrics_json(struct core_listener *l)
     return j;
 }
 
+/* status.tls: remade only when options.tls changed (it reads the certificate). Under lock. */
+static json_t *tls_status_locked(struct core_listener *l)
+{
+    json_t *tls = json_object_get(l->cfg.options, CORE_TLS_OPTION);
+    json_t *of = tls ? tls : json_null();
+
+    if (!l->tls_status || !l->tls_of || !json_equal(l->tls_of, of)) {
+        json_t *st = core_tls_status_json(tls), *copy = json_deep_copy(of);
+
+        if (!st || !copy) {
+            json_decref(st);
+            json_decref(copy);
+            return NULL;
+        }
+        json_decref(l->tls_status);
+        json_decref(l->tls_of);
+        l->tls_status = st;
+        l->tls_of = copy;
+    }
+    return json_deep_copy(l->tls_status);
+}
+
 json_t *core_listener_to_json(struct core_listener *l, bool with_metrics)
 {
     struct drain_view *v;
@@ -390,6 +415,11 @@ json_t *core_listener_to_json(struct core_listener *l, bool with_metrics)
                        bound_json(l->bound), "since", since, "error",
                        l->error[0] ? json_string(l->error) : json_null());
     v = core_listener_drain_views_locked(l, &n);
+    if (status && l->cfg.transport == CORE_TCP &&
+        json_object_set_new(status, "tls", tls_status_locked(l)) < 0) {
+        json_decref(status);
+        status = NULL;
+    }
     if (!j || !status || json_object_set_new(j, "status", status) < 0 ||
         (with_metrics && json_object_set_new(j, "metrics", metrics_json_locked(l)) < 0)) {
         pthread_mutex_unlock(&l->lock);

@@ -23,6 +23,13 @@ static const char *const counter_names[CORE_CTR_COUNT] = {
     [CORE_CTR_DATAGRAMS_DROPPED_RATE_SOURCE] = "datagrams_dropped_rate_source",
     [CORE_CTR_DATAGRAMS_DROPPED_RATE] = "datagrams_dropped_rate",
     [CORE_CTR_EVENTS_DROPPED] = "events_dropped",
+    [CORE_CTR_TLS_HANDSHAKES] = "tls_handshakes",
+    [CORE_CTR_TLS_HANDSHAKE_FAILURES] = "tls_handshake_failures",
+    [CORE_CTR_TLS_FAILURES_NO_CLIENT_CERT] = "tls_failures_no_client_cert",
+    [CORE_CTR_TLS_FAILURES_BAD_CERTIFICATE] = "tls_failures_bad_certificate",
+    [CORE_CTR_TLS_FAILURES_PROTOCOL] = "tls_failures_protocol",
+    [CORE_CTR_TLS_FAILURES_TIMEOUT] = "tls_failures_timeout",
+    [CORE_CTR_TLS_FAILURES_OTHER] = "tls_failures_other",
 };
 
 static const char *const counter_help[CORE_CTR_COUNT] = {
@@ -50,6 +57,16 @@ static const char *const counter_help[CORE_CTR_COUNT] = {
         "UDP datagrams not answered: the listener passed reply_rate.",
     [CORE_CTR_EVENTS_DROPPED] =
         "Session events dropped on the way to the event stream: a child's channel was full.",
+    [CORE_CTR_TLS_HANDSHAKES] = "TLS handshakes completed.",
+    [CORE_CTR_TLS_HANDSHAKE_FAILURES] = "TLS handshakes that failed, for any reason.",
+    [CORE_CTR_TLS_FAILURES_NO_CLIENT_CERT] =
+        "TLS handshakes failed: the client sent no certificate (client_ca_file set).",
+    [CORE_CTR_TLS_FAILURES_BAD_CERTIFICATE] =
+        "TLS handshakes failed: a certificate was refused (unknown CA, expired, bad).",
+    [CORE_CTR_TLS_FAILURES_PROTOCOL] =
+        "TLS handshakes failed: not TLS, a version older than 1.2, no shared cipher.",
+    [CORE_CTR_TLS_FAILURES_TIMEOUT] = "TLS handshakes not done within idle_timeout_ms.",
+    [CORE_CTR_TLS_FAILURES_OTHER] = "TLS handshakes failed otherwise: the client left, ...",
 };
 
 const char *core_counter_help(enum core_counter c)

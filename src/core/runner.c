@@ -18,6 +18,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/tls.h"
 
 /*
  * The fds a listener's accepting threads keep in reserve (on /dev/null) to refuse connections
@@ -295,6 +296,13 @@ int core_runner_new(size_t size, const struct core_runner_ctx *ctx,
         e = -errno;
         goto out_abort;
     }
+    if (ctx->cfg->transport == CORE_TCP && json_object_get(ctx->cfg->options, CORE_TLS_OPTION)) {
+        e = core_tls_new(json_object_get(ctx->cfg->options, CORE_TLS_OPTION), &r->tls, err);
+        if (e < 0) {
+            core_runner_stop(r);
+            return e;
+        }
+    }
     r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (r->wake_fd < 0) {
         e = -errno;
@@ -358,6 +366,7 @@ void core_runner_stop(struct core_runner *r)
     if (r->drain_fd >= 0)
         close(r->drain_fd);
     fd_reserve_free(r->reserve);
+    core_tls_free(r->tls);
     core_listener_cfg_fini(&r->cfg);
     free(r->threads);
     free(r);
@@ -465,7 +474,8 @@ struct core_conn_ctx core_runner_conn_ctx(const struct core_runner *r)
                                   .inst = r->inst,
                                   .m = r->m,
                                   .idle_timeout_ms = r->cfg.idle_timeout_ms,
-                                  .wake_fd = r->wake_fd};
+                                  .wake_fd = r->wake_fd,
+                                  .tls = r->tls};
 }
 
 int core_runner_start(const struct core_runner_ctx *ctx, struct core_runner **ret,

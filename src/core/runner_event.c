@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -27,6 +28,7 @@
 #include "core/log.h"
 #include "core/net.h"
 #include "core/session.h"
+#include "core/tls.h"
 
 #define READ_SIZE (64 * 1024)
 #define LINGER_MS 1000
@@ -40,7 +42,10 @@ struct ev_conn {
     int fd;
     bool lingering;   /* the service is done; in loop.linger (else in loop.open) */
     bool want_out;    /* registered for EPOLLOUT (else for EPOLLIN) */
-    int64_t deadline; /* ms: idle or linger deadline */
+    bool handshaking; /* TLS: the handshake goes on; no session is open yet */
+    int64_t deadline; /* ms: idle or linger deadline (the handshake's: from the accept) */
+    uint64_t accepted_ns;
+    struct core_tls_conn *tls; /* NULL: plain */
     struct core_session s;
     struct core_admission adm;   /* what the connection holds in the listener's sources */
     struct ev_conn *prev, *next; /* in loop.open or loop.linger, in order of deadline */
@@ -115,6 +120,13 @@ static void touch(struct ev_conn *c)
     list_append(&c->loop->open, c);
 }
 
+/* The epoll events a -EAGAIN of the connection waits for: out for a send, else in (TLS: what
+ * its last call waits for). */
+static bool wants_out(const struct ev_conn *c, bool send)
+{
+    return c->tls ? core_tls_conn_events(c->tls) == POLLOUT : send;
+}
+
 static int set_events(struct ev_conn *c, bool want_out)
 {
     struct epoll_event ev = {.events = want_out ? EPOLLOUT : EPOLLIN, .data.ptr = c};
@@ -133,7 +145,9 @@ static void conn_close(struct ev_conn *c)
     struct event_runner *rn = c->loop->rn;
 
     list_remove(list_of(c), c);
-    core_session_close(&c->s);
+    if (!c->handshaking)
+        core_session_close(&c->s);
+    core_tls_conn_free(c->tls);
     close(c->fd);
     core_runner_conn_end(&rn->base, &c->adm);
     free(c);
@@ -142,7 +156,10 @@ static void conn_close(struct ev_conn *c)
 /* The connection failed or was cut (error: a negative errno, see core_session_fail()). */
 static void conn_fail(struct ev_conn *c, int error)
 {
-    core_session_fail(&c->s, error);
+    if (c->handshaking)
+        core_tls_handshake_cut(c->loop->rn->base.m, error);
+    else
+        core_session_fail(&c->s, error);
     conn_close(c);
 }
 
@@ -153,13 +170,15 @@ static void conn_linger(struct ev_conn *c)
     c->lingering = true;
     c->deadline = core_now_ms() + LINGER_MS;
     list_append(&c->loop->linger, c);
+    core_tls_conn_shutdown(c->tls);
     (void)shutdown(c->fd, SHUT_WR);
     if (set_events(c, false) < 0)
         conn_close(c);
 }
 
-/* Does what the session says next until it waits for the socket. May free c. */
-static void conn_advance(struct ev_conn *c)
+/* Does what the session says next until it waits for the socket. Returns whether c is still
+ * there and waits for input (else it may be freed). */
+static bool conn_advance(struct ev_conn *c)
 {
     int r;
 
@@ -168,24 +187,26 @@ static void conn_advance(struct ev_conn *c)
         case CORE_SESSION_WRITE:
             r = core_session_send(&c->s, c->fd);
             if (r == -EAGAIN)
-                r = set_events(c, true);
+                r = set_events(c, wants_out(c, true));
             else if (r == 0)
                 continue;
             if (r < 0)
                 conn_fail(c, r);
-            return;
+            return false;
         case CORE_SESSION_READ:
             r = set_events(c, false);
-            if (r < 0)
+            if (r < 0) {
                 conn_fail(c, r);
-            return;
+                return false;
+            }
+            return true;
         case CORE_SESSION_LINGER:
             conn_linger(c);
-            return;
+            return false;
         case CORE_SESSION_CLOSE:
         default:
             conn_close(c);
-            return;
+            return false;
         }
     }
 }
@@ -201,19 +222,55 @@ static void conn_on_readable(struct ev_conn *c)
             conn_close(c);
         return; /* discarded */
     }
-    r = core_session_recv(&c->s, c->fd, c->loop->rbuf, c->loop->rbuf_size);
-    if (r == -EAGAIN)
-        return;
-    if (r < 0) {
-        conn_fail(c, r);
+    do {
+        r = core_session_recv(&c->s, c->fd, c->loop->rbuf, c->loop->rbuf_size);
+        if (r == -EAGAIN) {
+            if (wants_out(c, false) && set_events(c, true) < 0)
+                conn_fail(c, -EIO);
+            return;
+        }
+        if (r < 0) {
+            conn_fail(c, r);
+            return;
+        }
+        touch(c);
+        /* Bytes TLS already decrypted are not in the socket: no event will come for them. */
+    } while (conn_advance(c) && c->tls && core_tls_conn_pending(c->tls));
+}
+
+/* TLS: advances the handshake; once it is done, opens the session. May free c. */
+static void conn_handshake(struct ev_conn *c)
+{
+    struct core_runner *b = &c->loop->rn->base;
+    int r = core_tls_handshake(c->tls, b->m);
+
+    if (r == -EAGAIN) {
+        if (set_events(c, wants_out(c, false)) < 0)
+            conn_fail(c, -EIO);
         return;
     }
+    if (r < 0) {
+        conn_close(c); /* counted by the handshake */
+        return;
+    }
+    if (core_session_open(&c->s, b->svc, b->inst, b->m, c->accepted_ns) < 0) {
+        core_metrics_add(b->m, CORE_CTR_ERRORS, 1);
+        conn_close(c);
+        return;
+    }
+    c->handshaking = false;
+    c->s.tls = c->tls;
     touch(c);
-    conn_advance(c);
+    if (conn_advance(c) && core_tls_conn_pending(c->tls))
+        conn_on_readable(c);
 }
 
 static void conn_on_event(struct ev_conn *c, uint32_t events)
 {
+    if (c->handshaking) {
+        conn_handshake(c);
+        return;
+    }
     if (!c->lingering && c->want_out) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
             touch(c);
@@ -233,25 +290,41 @@ static void conn_new(struct ev_loop *loop, struct core_accepted *a)
     struct ev_conn *c = calloc(1, sizeof(*c));
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
 
-    if (!c || core_session_open(&c->s, b->svc, b->inst, b->m, a->accepted_ns) < 0) {
-        free(c);
+    if (!c) {
         core_runner_conn_refuse(b, a->fd, &a->adm);
         return;
     }
+    if (b->tls) {
+        if (core_tls_conn_new(b->tls, a->fd, &c->tls) < 0)
+            goto out_refuse;
+        c->handshaking = true;
+    } else if (core_session_open(&c->s, b->svc, b->inst, b->m, a->accepted_ns) < 0) {
+        goto out_refuse;
+    }
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, a->fd, &ev) < 0) {
-        core_session_fail(&c->s, -ECANCELED);
-        core_session_close(&c->s);
-        free(c);
-        core_runner_conn_refuse(b, a->fd, &a->adm);
-        return;
+        if (!c->handshaking) {
+            core_session_fail(&c->s, -ECANCELED);
+            core_session_close(&c->s);
+        }
+        goto out_refuse;
     }
     c->loop = loop;
     c->fd = a->fd;
     c->adm = a->adm;
+    c->accepted_ns = a->accepted_ns;
     list_append(&loop->open, c);
-    touch(c);
+    touch(c); /* a handshake must be done within the idle timeout from here */
     core_runner_conn_begin(b);
-    conn_advance(c);
+    if (c->handshaking)
+        conn_handshake(c);
+    else
+        (void)conn_advance(c);
+    return;
+
+out_refuse:
+    core_tls_conn_free(c->tls);
+    free(c);
+    core_runner_conn_refuse(b, a->fd, &a->adm);
 }
 
 /* Out of fds or memory: the backlog is left alone for a moment. The listening socket leaves the

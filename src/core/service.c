@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "core/tls.h"
 
 /* The TCP models in the order GET /api/v1/services lists them. */
 static const enum core_model listed_models[] = {
@@ -15,11 +16,26 @@ static const enum core_model listed_models[] = {
 };
 
 static const char *const type_names[CORE_OPTION_TYPE_COUNT] = {
-    [CORE_OPTION_STRING] = "string",
-    [CORE_OPTION_INTEGER] = "integer",
-    [CORE_OPTION_BOOLEAN] = "boolean",
-    [CORE_OPTION_PATH] = "path",
+    [CORE_OPTION_STRING] = "string",   [CORE_OPTION_INTEGER] = "integer",
+    [CORE_OPTION_BOOLEAN] = "boolean", [CORE_OPTION_PATH] = "path",
+    [CORE_OPTION_OBJECT] = "object",
 };
+
+/* The option every TCP service has besides its own. */
+static const struct core_option tls_option = {
+    .name = CORE_TLS_OPTION,
+    .type = CORE_OPTION_OBJECT,
+    .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+    .live = true,
+    .help = "TLS on the listener: {\"cert_file\": \"/...\", \"key_file\": \"/...\"}, PEM, "
+            "and \"client_ca_file\" to require client certificates that this CA signed",
+};
+
+/* Whether svc has tls_option (it speaks TCP). */
+static bool has_tls(const struct core_service *svc)
+{
+    return (svc->transports & CORE_TRANSPORT_BIT(CORE_TCP)) != 0;
+}
 
 const struct core_service *core_service_find(const struct core_service_table *t, const char *name)
 {
@@ -39,6 +55,8 @@ const struct core_option *core_service_option(const struct core_service *svc, co
     for (unsigned i = 0; i < svc->n_options; i++)
         if (strcmp(svc->options[i].name, name) == 0)
             return &svc->options[i];
+    if (has_tls(svc) && strcmp(name, tls_option.name) == 0)
+        return &tls_option;
     return NULL;
 }
 
@@ -64,6 +82,10 @@ static int unknown_option(const struct core_service *svc, enum core_transport t,
         if (!applies(&svc->options[i], t))
             continue;
         (void)snprintf(names + n, sizeof(names) - n, "%s%s", n ? ", " : "", svc->options[i].name);
+        n = strlen(names);
+    }
+    if (has_tls(svc) && applies(&tls_option, t)) {
+        (void)snprintf(names + n, sizeof(names) - n, "%s%s", n ? ", " : "", tls_option.name);
         n = strlen(names);
     }
     field_of(key, field, sizeof(field));
@@ -108,6 +130,9 @@ static void expected_of(const struct core_option *o, char *buf, size_t len)
         break;
     case CORE_OPTION_PATH:
         (void)snprintf(buf, len, "an absolute path");
+        break;
+    case CORE_OPTION_OBJECT:
+        (void)snprintf(buf, len, "an object");
         break;
     case CORE_OPTION_TYPE_COUNT:
         buf[0] = '\0';
@@ -170,6 +195,8 @@ static int value_check(const struct core_option *o, const json_t *v, struct core
                 return core_err_set(err, -EINVAL, field, "%s: must not hold control characters",
                                     field);
         return 0;
+    case CORE_OPTION_OBJECT:
+        return core_tls_options_check(v, err);
     case CORE_OPTION_TYPE_COUNT:
         break;
     }
@@ -194,6 +221,7 @@ static json_t *default_of(const struct core_option *o, bool *ret_nomem)
     case CORE_OPTION_BOOLEAN:
         v = json_boolean(o->default_boolean);
         break;
+    case CORE_OPTION_OBJECT:
     case CORE_OPTION_TYPE_COUNT:
         return NULL;
     }
@@ -237,6 +265,10 @@ int core_service_options_check(const struct core_service *svc, const json_t *opt
         if ((given && !v) || nomem || (v && json_object_set_new(res, o->name, v) < 0))
             goto out_free;
     }
+    v = json_object_get(opts, tls_option.name);
+    if (v && has_tls(svc) && applies(&tls_option, t) &&
+        json_object_set_new(res, tls_option.name, json_deep_copy(v)) < 0)
+        goto out_free;
     if (svc->options_verify) {
         r = svc->options_verify(res, t, err);
         if (r < 0) {
@@ -357,6 +389,8 @@ json_t *core_service_to_json(const struct core_service *svc)
 
     for (unsigned i = 0; ok && i < svc->n_options; i++)
         ok = json_array_append_new(opts, option_json(&svc->options[i])) == 0;
+    if (ok && has_tls(svc))
+        ok = json_array_append_new(opts, option_json(&tls_option)) == 0;
     ok = ok && put(j, "name", json_string(svc->name)) &&
          put(j, "help", json_string(svc->help ? svc->help : "")) &&
          put(j, "transports", transports_json(svc->transports)) &&

@@ -76,7 +76,16 @@ void core_session_sent(struct core_session *s, size_t n)
 
 int core_session_recv(struct core_session *s, int fd, uint8_t *buf, size_t size)
 {
-    ssize_t n = recv(fd, buf, size, MSG_DONTWAIT);
+    ssize_t n;
+
+    if (s->tls) {
+        n = core_tls_read(s->tls, buf, size);
+        if (n < 0)
+            return (int)n;
+        core_session_input(s, buf, (size_t)n);
+        return 0;
+    }
+    n = recv(fd, buf, size, MSG_DONTWAIT);
 
     if (n < 0)
         return errno == EINTR ? -EAGAIN : -errno;
@@ -87,7 +96,16 @@ int core_session_recv(struct core_session *s, int fd, uint8_t *buf, size_t size)
 int core_session_send(struct core_session *s, int fd)
 {
     while (s->out.len > 0) {
-        ssize_t n = send(fd, s->out.data, s->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n;
+
+        if (s->tls) {
+            n = core_tls_write(s->tls, s->out.data, s->out.len);
+            if (n < 0)
+                return (int)n;
+            core_session_sent(s, (size_t)n);
+            continue;
+        }
+        n = send(fd, s->out.data, s->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
 
         if (n > 0) {
             core_session_sent(s, (size_t)n);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -45,6 +46,8 @@ static bool value_has_type(const json_t *v, const char *type)
         return json_is_integer(v);
     if (strcmp(type, "boolean") == 0)
         return json_is_boolean(v);
+    if (strcmp(type, "object") == 0)
+        return json_is_object(v);
     fail_msg("unknown option type %s", type);
     return false;
 }
@@ -65,11 +68,11 @@ static bool has_string(const json_t *array, const char *s)
 static void test_services_listed_sorted_with_every_option(void **state)
 {
     static const char *const names[] = {"backup", "date", "echo"};
-    static const char *const options[][8] = {
+    static const char *const options[][9] = {
         {"directory", "on_exists", "max_file_size", "quota_bytes", "require_checksum",
-         "min_rate_bytes_per_s", "min_rate_window_s", NULL},
-        {"timezone", "format", NULL},
-        {"mode", "max_datagram", NULL},
+         "min_rate_bytes_per_s", "min_rate_window_s", "tls", NULL},
+        {"timezone", "format", "tls", NULL},
+        {"mode", "max_datagram", "tls", NULL},
     };
     const struct it_daemon *d = &fixture_of(state)->d;
     json_t *list = services_get(d);
@@ -214,6 +217,15 @@ static void other_value(const json_t *o, const char *dir, char *buf, size_t len)
         snprintf(buf, len, "%s", json_is_true(def) ? "false" : "true");
     } else if (strcmp(type, "path") == 0) {
         snprintf(buf, len, "\"%s/other-%s\"", dir, name);
+    } else if (strcmp(type, "object") == 0 && strcmp(name, "tls") == 0) {
+        char cert[IT_PATH_MAX], key[IT_PATH_MAX];
+
+        snprintf(cert, sizeof(cert), "%s/tls.pem", dir);
+        snprintf(key, sizeof(key), "%s/tls.key", dir);
+        if (access(cert, R_OK) != 0)
+            it_make_certificate(cert, key);
+        if (snprintf(buf, len, "{\"cert_file\":\"%s\",\"key_file\":\"%s\"}", cert, key) >= (int)len)
+            fail_msg("%s: the paths are too long", name);
     } else if (strcmp(name, "timezone") == 0) {
         snprintf(buf, len, "\"UTC\"");
     } else if (strcmp(name, "format") == 0) {

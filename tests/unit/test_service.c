@@ -171,10 +171,23 @@ static void test_service_options_bad_values_name_the_field(void **state)
         /* unknown, and of the other transport */
         {"{\"shape\":\"round\"}", CORE_TCP, "options.shape",
          "options.shape: unknown option of test over tcp (it has colour, label, count, strict, "
-         "where)"},
+         "where, tls)"},
         {"{\"size\":10}", CORE_TCP, "options.size", NULL},
         {"{\"label\":\"x\"}", CORE_UDP, "options.label",
          "options.label: unknown option of test over udp (it has colour, size)"},
+        /* tls: every TCP service has it, checked by core/tls.c; not on UDP */
+        {"{\"tls\":true}", CORE_TCP, "options.tls", NULL},
+        {"{\"tls\":{\"cert_file\":\"/c\",\"key_file\":\"/k\",\"ca\":\"/a\"}}", CORE_TCP,
+         "options.tls", NULL},
+        {"{\"tls\":{\"key_file\":\"/k\"}}", CORE_TCP, "options.tls.cert_file", NULL},
+        {"{\"tls\":{\"cert_file\":\"c.pem\",\"key_file\":\"/k\"}}", CORE_TCP,
+         "options.tls.cert_file", NULL},
+        {"{\"tls\":{\"cert_file\":\"/nonexistent/c.pem\",\"key_file\":\"/k\"}}", CORE_TCP,
+         "options.tls.cert_file",
+         "options.tls.cert_file: cannot read /nonexistent/c.pem: No such file or directory"},
+        {"{\"tls\":{\"cert_file\":\"/dev/null\",\"key_file\":\"/k\"}}", CORE_TCP,
+         "options.tls.cert_file", NULL},
+        {"{\"tls\":{\"cert_file\":\"/c\",\"key_file\":\"/k\"}}", CORE_UDP, "options.tls", NULL},
         /* the hook, after the table */
         {"{\"label\":\"bad\"}", CORE_TCP, "options.label", "options.label: not bad"},
         {"[]", CORE_TCP, "options", "options: must be an object"},
@@ -229,7 +242,11 @@ static void test_service_json_shows_the_table(void **state)
         "{\"name\":\"strict\",\"type\":\"boolean\",\"default\":true,\"transports\":[\"tcp\"],"
         "\"live\":false,\"help\":\"a flag\"},"
         "{\"name\":\"where\",\"type\":\"path\",\"default\":null,\"transports\":[\"tcp\"],"
-        "\"live\":false,\"help\":\"a directory; default: computed\"}]}");
+        "\"live\":false,\"help\":\"a directory; default: computed\"},"
+        "{\"name\":\"tls\",\"type\":\"object\",\"default\":null,\"transports\":[\"tcp\"],"
+        "\"live\":true,\"help\":\"TLS on the listener: {\\\"cert_file\\\": \\\"/...\\\", "
+        "\\\"key_file\\\": \\\"/...\\\"}, PEM, and \\\"client_ca_file\\\" to require client "
+        "certificates that this CA signed\"}]}");
     free(text);
     json_decref(j);
 }
