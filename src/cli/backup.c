@@ -60,7 +60,7 @@ struct link {
     int fd;               /* st.fd */
     int timeout_ms;
     char peer[320];
-    char buf[64 * 1024];
+    char buf[1024 * 1024]; /* large reads: a restore arrives in few system calls */
     size_t off, len;
 };
 

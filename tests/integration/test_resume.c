@@ -336,6 +336,44 @@ static void test_resume_after_connection_reset(void **state)
     free(dir);
 }
 
+/* Under every model (the process model's children share the quota through MAP_SHARED memory
+ * and hold the partial's lock in their own process), a reset upload is resumed. */
+static void test_resume_under_every_model(void **state)
+{
+    static const char *const models[] = {"event", "process", "pool", "sequential"};
+    struct it_daemon *d = it_daemon_of(state);
+    size_t size = 3 * MIB, part = MIB + 99;
+    uint8_t *data = it_pattern(size, 14);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+    for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++) {
+        char *dir, sub[64], top[64];
+        struct cut_ctx cut;
+        struct it_http r;
+        uint16_t port;
+        int fd;
+
+        snprintf(sub, sizeof(sub), "files-%s", models[i]);
+        dir = it_path_in(fix(state)->dir, sub);
+        snprintf(top, sizeof(top), ",\"model\":\"%s\"", models[i]);
+        port = listener(d, dir, top, "");
+        fd = put_part(port, "m.bin", size, data, part);
+        wait_partial(dir, part);
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+        close(fd);
+        cut = (struct cut_ctx){.port = port, .dir = dir};
+        assert_true(it_wait_until(IT_WAIT_MS, resume_busy_over, &cut));
+        assert_counter_eventually(d, NULL, 1);
+        resume_by_protocol(port, "m.bin", data, size, 1);
+        assert_resumed(d, dir, port, "m.bin", data, size);
+        it_http(d, "DELETE", "/api/v1/listeners/b1", NULL, &r);
+        assert_true(r.status >= 200 && r.status < 300);
+        it_http_fini(&r);
+        free(dir);
+    }
+    free(data);
+}
+
 static void test_resume_after_idle_timeout(void **state)
 {
     struct it_daemon *d = it_daemon_of(state);
@@ -522,6 +560,7 @@ int main(void)
         T(test_resume_client_killed_mid_upload_cli_sends_rest),
         T(test_resume_after_connection_reset),
         T(test_resume_after_idle_timeout),
+        T(test_resume_under_every_model),
         T(test_resume_after_daemon_killed_and_restarted),
         T(test_resume_other_size_or_checksum_starts_over),
         T(test_resume_ttl_expiry_removes_partial),
