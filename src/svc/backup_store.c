@@ -648,10 +648,11 @@ static int partial_lookup(int pfd, const char *name, char ret_e[SVC_BACKUP_PARTI
     rewinddir(d);
     partial_prefix(name, pre);
     while ((de = readdir(d))) {
-        if (strncmp(de->d_name, pre, strlen(pre)) == 0 &&
-            strlen(de->d_name) < SVC_BACKUP_PARTIAL_NAME_MAX &&
+        size_t len = strlen(de->d_name);
+
+        if (strncmp(de->d_name, pre, strlen(pre)) == 0 && len < SVC_BACKUP_PARTIAL_NAME_MAX &&
             partial_parse(de->d_name + strlen(pre), ret)) {
-            snprintf(ret_e, SVC_BACKUP_PARTIAL_NAME_MAX, "%s", de->d_name);
+            memcpy(ret_e, de->d_name, len + 1);
             r = 0;
             break;
         }
