@@ -8,6 +8,7 @@
 # --size    bytes of the random test file (default 1073741824: 1 GiB)
 # --rounds  rounds; each runs the four transfers once, in a random order (default 5)
 # --budget  stop starting rounds after this many seconds (default 300)
+# --no-tls  leave the TLS rows out
 # --dir     where the file, the daemon's state and socat's copies go: one file system for all
 #           (default: a temporary directory beneath the build directory)
 #
@@ -16,11 +17,10 @@
 #   socat-put  socat -b 1048576 FILE -> TCP -> file, then fsync of that file
 #   get        sockserv backup get NAME -o FILE         (verified, fsynced, renamed into place)
 #   socat-get  socat -b 1048576 the stored file -> TCP -> file, then fsync of that file
+#   put-tls, socat-put-tls, get-tls, socat-get-tls: the same over TLS (a listener with
+#              options.tls, `--tls --cacert`; socat OPENSSL-LISTEN/OPENSSL), unless --no-tls
 # The daemon (and socat's server side) run on CPU 0, the clients on CPU 1 (taskset). The
 # daemon's CPU time per GiB comes from /proc/PID/stat (utime + stime) around each transfer.
-#
-# TODO(tls): add put/get rows over TLS (`--tls --cacert`) against socat OPENSSL-LISTEN once the
-# clients and listeners have TLS.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +29,7 @@ SIZE=1073741824
 ROUNDS=5
 BUDGET=300
 DIR=""
+TLS=1
 while [ $# -gt 0 ]; do
     case "$1" in
     --build) BUILD=$2; shift ;;
@@ -36,12 +37,13 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift ;;
     --budget) BUDGET=$2; shift ;;
     --dir) DIR=$2; shift ;;
+    --no-tls) TLS=0 ;;
     -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "backup.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
-for t in socat taskset curl python3 ss sha256sum; do
+for t in socat taskset curl python3 ss sha256sum openssl; do
     command -v "$t" >/dev/null || { echo "backup.sh: $t is needed" >&2; exit 1; }
 done
 SOCKSERV=$BUILD/sockserv
@@ -104,9 +106,23 @@ body=$(curl -s -X POST "$API/api/v1/listeners" -H 'Content-Type: application/jso
 PORT=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"]["bound"][0].rsplit(":",1)[1])' "$body")
 STORED=$TMP/state/backup/bk/bench.bin
 CL="taskset -c $CL_CPU"
+KINDS="put socat-put get socat-get"
 
 # A first upload, not counted: the stored copy the gets read, every put then replaces it.
 $CL "$SOCKSERV" backup put "$SRC" --name bench.bin 127.0.0.1 "$PORT" >/dev/null
+if [ "$TLS" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+        -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+    body=$(curl -s -X POST "$API/api/v1/listeners" -H 'Content-Type: application/json' \
+        -d "{\"id\":\"bkt\",\"service\":\"backup\",\"address\":\"127.0.0.1\",\"port\":0,\"options\":{\"on_exists\":\"replace\",\"tls\":{\"cert_file\":\"$TMP/cert.pem\",\"key_file\":\"$TMP/key.pem\"}}}")
+    TPORT=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"]["bound"][0].rsplit(":",1)[1])' "$body")
+    TSTORED=$TMP/state/backup/bkt/bench.bin
+    TLSARGS="--tls --cacert $TMP/cert.pem"
+    # shellcheck disable=SC2086
+    $CL "$SOCKSERV" backup put "$SRC" --name bench.bin $TLSARGS 127.0.0.1 "$TPORT" >/dev/null
+    KINDS="$KINDS put-tls socat-put-tls get-tls socat-get-tls"
+fi
 
 RES=$TMP/results
 : >"$RES"
@@ -140,6 +156,45 @@ run() {
         $CL "$SOCKSERV" backup get bench.bin -o "$dst" 127.0.0.1 "$PORT" >/dev/null
         t1=$(now_ns)
         ;;
+    put-tls)
+        t0=$(now_ns)
+        # shellcheck disable=SC2086
+        $CL "$SOCKSERV" backup put "$SRC" --name bench.bin $TLSARGS 127.0.0.1 "$TPORT" >/dev/null
+        t1=$(now_ns)
+        ;;
+    socat-put-tls)
+        p=$(free_port)
+        taskset -c "$SRV_CPU" socat -u -b 1048576 \
+            "OPENSSL-LISTEN:$p,bind=127.0.0.1,reuseaddr,cert=$TMP/cert.pem,key=$TMP/key.pem,verify=0" \
+            "CREATE:$TMP/socat.bin" &
+        SRVPID=$!
+        wait_for 5 listening "$p"
+        t0=$(now_ns)
+        $CL socat -u -b 1048576 "OPEN:$SRC" "OPENSSL:127.0.0.1:$p,cafile=$TMP/cert.pem"
+        wait "$SRVPID"
+        SRVPID=""
+        fsync_file "$TMP/socat.bin"
+        t1=$(now_ns)
+        ;;
+    get-tls)
+        t0=$(now_ns)
+        # shellcheck disable=SC2086
+        $CL "$SOCKSERV" backup get bench.bin -o "$dst" $TLSARGS 127.0.0.1 "$TPORT" >/dev/null
+        t1=$(now_ns)
+        ;;
+    socat-get-tls)
+        p=$(free_port)
+        taskset -c "$SRV_CPU" socat -u -b 1048576 "OPEN:$TSTORED" \
+            "OPENSSL-LISTEN:$p,bind=127.0.0.1,reuseaddr,cert=$TMP/cert.pem,key=$TMP/key.pem,verify=0" &
+        SRVPID=$!
+        wait_for 5 listening "$p"
+        t0=$(now_ns)
+        $CL socat -u -b 1048576 "OPENSSL:127.0.0.1:$p,cafile=$TMP/cert.pem" "CREATE:$dst"
+        fsync_file "$dst"
+        t1=$(now_ns)
+        wait "$SRVPID"
+        SRVPID=""
+        ;;
     socat-get)
         p=$(free_port)
         taskset -c "$SRV_CPU" socat -u -b 1048576 "OPEN:$STORED" \
@@ -155,7 +210,7 @@ run() {
         ;;
     esac
     c1=$(cpu_ticks)
-    if [ "$kind" = get ] || [ "$kind" = socat-get ]; then
+    if [ "${kind#*get}" != "$kind" ]; then
         [ "$(sha256sum "$dst" | cut -d' ' -f1)" = "$SHA" ] || { echo "backup.sh: $kind: wrong bytes" >&2; exit 1; }
     fi
     echo "$round $kind $(((t1 - t0) / 1000000)) $((c1 - c0))" >>"$RES"
@@ -168,7 +223,7 @@ start=$SECONDS
 done_rounds=0
 for round in $(seq 1 "$ROUNDS"); do
     [ $((SECONDS - start)) -lt "$BUDGET" ] || { echo "backup.sh: time budget spent after $done_rounds rounds" >&2; break; }
-    for kind in $(printf '%s\n' put socat-put get socat-get | shuf); do
+    for kind in $(printf '%s\n' $KINDS | shuf); do
         run "$kind" "$round"
     done
     done_rounds=$round
@@ -186,13 +241,13 @@ gib = size / (1 << 30)
 print(f"| {size} bytes, {rounds} rounds | median ms | min..max ms | MiB/s (median) | daemon CPU s/GiB |")
 print("|---|---|---|---|---|")
 med = {}
-for kind in ("put", "socat-put", "get", "socat-get"):
+for kind in ("put", "socat-put", "get", "socat-get", "put-tls", "socat-put-tls", "get-tls", "socat-get-tls"):
     v = rows.get(kind, [])
     if not v:
         continue
     ms = [m for m, _ in v]
     med[kind] = statistics.median(ms)
-    cpu = statistics.median([t for _, t in v]) / hz / gib if kind in ("put", "get") else None
+    cpu = statistics.median([t for _, t in v]) / hz / gib if not kind.startswith("socat") else None
     print(f"| {kind} | {med[kind]:.0f} | {min(ms)}..{max(ms)} | {size / (1 << 20) / (med[kind] / 1000):.0f} |"
           f" {'%.2f' % cpu if cpu is not None else '-'} |")
 print()
@@ -200,5 +255,9 @@ if "put" in med and "socat-put" in med:
     print(f"put speed vs socat+fsync: {med['socat-put'] / med['put']:.2f}x (target >= 0.8)")
 if "get" in med and "socat-get" in med:
     print(f"get speed vs socat: {med['socat-get'] / med['get']:.2f}x (target >= 0.9)")
+if "put-tls" in med and "socat-put-tls" in med:
+    print(f"TLS put vs socat+fsync over TLS: {med['socat-put-tls'] / med['put-tls']:.2f}x")
+if "get-tls" in med and "socat-get-tls" in med:
+    print(f"TLS get vs socat over TLS: {med['socat-get-tls'] / med['get-tls']:.2f}x")
 print(f"load average: {load0} before, {load1} after")
 EOF
