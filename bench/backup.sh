@@ -68,7 +68,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-need=$((SIZE * 5 / 1024 + 1048576)) # KiB: the file, two stored copies, two copies out
+# KiB: the file, a stored copy per put (on_exists version: an older copy is kept, so that no
+# round pays for dropping one, as socat's file is removed before its rounds), two copies out
+need=$((SIZE / 1024 * (2 * ROUNDS + 6) + 1048576))
 avail=$(df -Pk "$TMP" | awk 'NR == 2 { print $4 }')
 [ "$avail" -gt "$need" ] || { echo "backup.sh: $TMP needs $need KiB free, has $avail" >&2; exit 1; }
 
@@ -102,20 +104,21 @@ DPID=$!
 wait_for 15 test -s "$TMP/ready" || { echo "backup.sh: the daemon did not start" >&2; cat "$TMP/daemon.log" >&2; exit 1; }
 API=$(head -n1 "$TMP/ready")
 body=$(curl -s -X POST "$API/api/v1/listeners" -H 'Content-Type: application/json' \
-    -d '{"id":"bk","service":"backup","address":"127.0.0.1","port":0,"options":{"on_exists":"replace"}}')
+    -d '{"id":"bk","service":"backup","address":"127.0.0.1","port":0,"options":{"on_exists":"version"}}')
 PORT=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"]["bound"][0].rsplit(":",1)[1])' "$body")
 STORED=$TMP/state/backup/bk/bench.bin
 CL="taskset -c $CL_CPU"
 KINDS="put socat-put get socat-get"
 
-# A first upload, not counted: the stored copy the gets read, every put then replaces it.
+# A first upload, not counted: the stored copy the gets read; every put then stores a newer
+# version of it (bench.bin is its current copy).
 $CL "$SOCKSERV" backup put "$SRC" --name bench.bin 127.0.0.1 "$PORT" >/dev/null
 if [ "$TLS" = 1 ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
         -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
         -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
     body=$(curl -s -X POST "$API/api/v1/listeners" -H 'Content-Type: application/json' \
-        -d "{\"id\":\"bkt\",\"service\":\"backup\",\"address\":\"127.0.0.1\",\"port\":0,\"options\":{\"on_exists\":\"replace\",\"tls\":{\"cert_file\":\"$TMP/cert.pem\",\"key_file\":\"$TMP/key.pem\"}}}")
+        -d "{\"id\":\"bkt\",\"service\":\"backup\",\"address\":\"127.0.0.1\",\"port\":0,\"options\":{\"on_exists\":\"version\",\"tls\":{\"cert_file\":\"$TMP/cert.pem\",\"key_file\":\"$TMP/key.pem\"}}}")
     TPORT=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"]["bound"][0].rsplit(":",1)[1])' "$body")
     TSTORED=$TMP/state/backup/bkt/bench.bin
     TLSARGS="--tls --cacert $TMP/cert.pem"

@@ -633,7 +633,6 @@ static enum put_result send_hashed(struct link *l, int fd, uint64_t off, uint64_
                 fail("read: %s", strerror(errno));
             return PUT_FAILED;
         }
-        EVP_DigestUpdate(md, buf, (size_t)n);
         if (has_answer(l)) {
             progress_show(&p, off, true);
             return link_line(l, line, sizeof(line)) == 0 ? refusal(l, line) : PUT_LOST;
@@ -653,6 +652,8 @@ static enum put_result send_hashed(struct link *l, int fd, uint64_t off, uint64_
             if (!link_wait(l, POLLOUT))
                 return PUT_LOST;
         }
+        /* Hashed once sent: the server works on these bytes meanwhile. */
+        EVP_DigestUpdate(md, buf, (size_t)n);
         off += (uint64_t)n;
         progress_show(&p, off, false);
     }
