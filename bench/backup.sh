@@ -68,9 +68,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# KiB: the file, a stored copy per put (on_exists version: an older copy is kept, so that no
-# round pays for dropping one, as socat's file is removed before its rounds), two copies out
-need=$((SIZE / 1024 * (2 * ROUNDS + 6) + 1048576))
+need=$((SIZE / 1024 * 8 + 1048576)) # KiB: the file, two copies per listener, socat's, two out
 avail=$(df -Pk "$TMP" | awk 'NR == 2 { print $4 }')
 [ "$avail" -gt "$need" ] || { echo "backup.sh: $TMP needs $need KiB free, has $avail" >&2; exit 1; }
 
@@ -104,21 +102,22 @@ DPID=$!
 wait_for 15 test -s "$TMP/ready" || { echo "backup.sh: the daemon did not start" >&2; cat "$TMP/daemon.log" >&2; exit 1; }
 API=$(head -n1 "$TMP/ready")
 body=$(curl -s -X POST "$API/api/v1/listeners" -H 'Content-Type: application/json' \
-    -d '{"id":"bk","service":"backup","address":"127.0.0.1","port":0,"options":{"on_exists":"version"}}')
+    -d '{"id":"bk","service":"backup","address":"127.0.0.1","port":0,"options":{"on_exists":"replace"}}')
 PORT=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"]["bound"][0].rsplit(":",1)[1])' "$body")
 STORED=$TMP/state/backup/bk/bench.bin
 CL="taskset -c $CL_CPU"
 KINDS="put socat-put get socat-get"
 
-# A first upload, not counted: the stored copy the gets read; every put then stores a newer
-# version of it (bench.bin is its current copy).
+# A first upload, not counted: the stored copy the gets read. Every transfer then replaces an
+# earlier 1 GiB copy, as a backup does (on_exists replace drops the older one; socat's CREATE
+# truncates its earlier file, and every get replaces the earlier output), within its timing.
 $CL "$SOCKSERV" backup put "$SRC" --name bench.bin 127.0.0.1 "$PORT" >/dev/null
 if [ "$TLS" = 1 ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
         -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
         -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
     body=$(curl -s -X POST "$API/api/v1/listeners" -H 'Content-Type: application/json' \
-        -d "{\"id\":\"bkt\",\"service\":\"backup\",\"address\":\"127.0.0.1\",\"port\":0,\"options\":{\"on_exists\":\"version\",\"tls\":{\"cert_file\":\"$TMP/cert.pem\",\"key_file\":\"$TMP/key.pem\"}}}")
+        -d "{\"id\":\"bkt\",\"service\":\"backup\",\"address\":\"127.0.0.1\",\"port\":0,\"options\":{\"on_exists\":\"replace\",\"tls\":{\"cert_file\":\"$TMP/cert.pem\",\"key_file\":\"$TMP/key.pem\"}}}")
     TPORT=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"]["bound"][0].rsplit(":",1)[1])' "$body")
     TSTORED=$TMP/state/backup/bkt/bench.bin
     TLSARGS="--tls --cacert $TMP/cert.pem"
@@ -127,12 +126,13 @@ if [ "$TLS" = 1 ]; then
     KINDS="$KINDS put-tls socat-put-tls get-tls socat-get-tls"
 fi
 
+cp "$SRC" "$TMP/socat.bin"
+cp "$SRC" "$TMP/out.bin"
 RES=$TMP/results
 : >"$RES"
 # run KIND ROUND: one transfer, its seconds (and the daemon's CPU seconds) to $RES
 run() {
     local kind=$1 round=$2 t0 t1 c0 c1 p dst=$TMP/out.bin
-    rm -f "$dst" "$TMP/socat.bin"
     sync
     c0=$(cpu_ticks)
     case "$kind" in
