@@ -234,6 +234,9 @@ struct core_service {
      * false: they only compute, and run on the loop's thread at no added cost. The other models
      * run every callback on a thread (or process) of the connection's own anyway. */
     bool blocking;
+    /* TCP: the most bytes one read of a connection hands to session_feed; 0: the runners'
+     * default (64 KiB). A service that streams files in asks for more, to do less per byte. */
+    size_t read_size;
 };
 
 struct core_service_table {

@@ -21,10 +21,11 @@
 #define SVC_BACKUP_SHA256_HEX (2 * SVC_BACKUP_SHA256_LEN)
 
 enum svc_backup_verb {
-    SVC_BACKUP_PUT,  /* PUT <name> <size> [<sha256>] */
-    SVC_BACKUP_GET,  /* GET <name> [<version>] */
-    SVC_BACKUP_LIST, /* LIST */
-    SVC_BACKUP_QUIT, /* QUIT */
+    SVC_BACKUP_PUT,    /* PUT <name> <size> [<sha256>|* [<offset>]] */
+    SVC_BACKUP_GET,    /* GET <name> [<version>] */
+    SVC_BACKUP_LIST,   /* LIST */
+    SVC_BACKUP_QUIT,   /* QUIT */
+    SVC_BACKUP_RESUME, /* RESUME <name> <size> [<sha256>] */
     SVC_BACKUP_VERB_COUNT
 };
 
@@ -49,11 +50,13 @@ enum svc_backup_errc {
 /* A parsed command line. */
 struct svc_backup_cmd {
     enum svc_backup_verb verb;
-    char name[SVC_BACKUP_NAME_MAX + 1]; /* PUT, GET: decoded and valid, NUL-terminated */
-    uint64_t size;                      /* PUT: content bytes */
-    bool has_sha256;                    /* PUT: the client sent the content's SHA-256 */
+    char name[SVC_BACKUP_NAME_MAX + 1]; /* PUT, GET, RESUME: decoded and valid, NUL-terminated */
+    uint64_t size;                      /* PUT, RESUME: content bytes */
+    bool has_sha256;                    /* PUT, RESUME: the client sent the content's SHA-256 */
     uint8_t sha256[SVC_BACKUP_SHA256_LEN];
-    uint32_t version; /* GET: 0 for the current copy */
+    bool sha256_follows; /* PUT: "*", the SHA-256 comes after the content (a trailer line) */
+    uint64_t offset;     /* PUT: the content sent starts here (a resumed upload), <= size */
+    uint32_t version;    /* GET: 0 for the current copy */
 };
 
 /* What a connection's first read is. */
@@ -101,6 +104,14 @@ int svc_backup_parse_line(const char *line, size_t len, struct svc_backup_cmd *r
  * is then the length of the name (the whole read, less one trailing "\n" or "\r\n").
  */
 enum svc_backup_first svc_backup_classify_first(const uint8_t *p, size_t len, size_t *ret_name_len);
+
+/*
+ * Parses the line that follows the content of a "PUT <name> <size> *": "SHA256 <64 hex>"
+ * (without its '\n'; a trailing '\r' is ignored). Returns 0 with ret filled, or -EINVAL with
+ * err saying why.
+ */
+int svc_backup_parse_trailer(const char *line, size_t len, uint8_t ret[SVC_BACKUP_SHA256_LEN],
+                             struct core_err *err);
 
 /* Parses 64 hex digits into a digest. Returns 0 or -EINVAL. */
 int svc_backup_sha256_from_hex(const char *hex, size_t len, uint8_t ret[SVC_BACKUP_SHA256_LEN]);

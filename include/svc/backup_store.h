@@ -81,10 +81,18 @@ struct svc_backup_entry {
     char stored[32]; /* UTC, "2026-11-25T10:02:45Z": from the metadata, else the file's mtime */
 };
 
-/* An upload in progress: an unnamed file (O_TMPFILE) or a hidden one in the directory. */
+/* The name of a partial upload beneath .sockserv/.partial/: the SHA-256 of the file name, the
+ * declared size and SHA-256 ("any" when none): "<64 hex>-<size>-<64 hex|any>". */
+#define SVC_BACKUP_PARTIAL_NAME_MAX 160
+
+/* An upload in progress: an unnamed file (O_TMPFILE), a hidden one in the directory, or a
+ * partial upload (resumable: kept when the upload is cut). */
 struct svc_backup_tmp {
-    int fd;        /* -1 when none */
-    char name[32]; /* the hidden name, empty for an unnamed file */
+    int fd;                                 /* -1 when none */
+    char name[32];                          /* the hidden name, empty for an unnamed file */
+    char part[SVC_BACKUP_PARTIAL_NAME_MAX]; /* a partial upload's name, else empty */
+    uint64_t written;                       /* bytes appended so far */
+    uint64_t flushed;                       /* writeback was started for [0, flushed) */
 };
 
 /* "version", "replace", "reject"; and back (-EINVAL for an unknown name). */
@@ -166,13 +174,69 @@ int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
  */
 int svc_backup_store_tmp_reserve(struct svc_backup_tmp *t, uint64_t off, uint64_t len);
 
-/* Appends n bytes to the temporary file. Returns 0 or a negative errno (-ENOSPC, -EIO...). */
+/*
+ * Appends n bytes to the temporary file. Every few MiB it starts the writeback of what was
+ * appended (sync_file_range) and waits for the range before that one, so that the dirty data
+ * stays bounded and the final svc_backup_store_tmp_sync() has little left to do. Returns 0
+ * or a negative errno (-ENOSPC, -EIO...).
+ */
 int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n);
 
 /* fsync(2) of the temporary file's data. Returns 0 or a negative errno. */
 int svc_backup_store_tmp_sync(struct svc_backup_tmp *t);
 
-/* Removes the temporary file and closes it; nothing of it remains. Accepts fd == -1. */
+/*
+ * Partial uploads. A resumable upload is written to a file hidden beneath
+ * .sockserv/.partial/, flocked while an upload writes to it (in any process); when the upload
+ * is cut, svc_backup_store_tmp_keep() leaves what it received there, to be resumed or expire.
+ * A partial matches an upload of the same name and size when their SHA-256 agree or either
+ * is not known. Calls that touch partials are serialised by the caller like commits (they
+ * take the partials' locks to tell which are being written).
+ */
+struct svc_backup_partial {
+    uint64_t size; /* the declared size */
+    bool has_sha256;
+    uint8_t sha256[SVC_BACKUP_SHA256_LEN];
+    uint64_t held; /* the bytes it holds */
+};
+
+/*
+ * Finds the partial upload of name. Returns 0 with *ret, -ENOENT (none), -EBUSY (an upload
+ * writes to it now) or another negative errno. Any thread.
+ */
+int svc_backup_store_partial_find(struct svc_backup_store *s, const char *name,
+                                  struct svc_backup_partial *ret);
+
+/*
+ * Opens the partial upload of name for size bytes (sha256: NULL when not declared), to write
+ * from offset on (writer). With offset 0 a new one is made and any other partial of the name
+ * is removed; otherwise the matching one must hold at least offset bytes (-ENOENT when none
+ * does) and is cut to offset bytes. -EBUSY when an upload writes to it now. On success *ret is
+ * locked and positioned at offset (ret->written == offset) and *ret_dropped is the bytes the
+ * partials of the name held before (those counted in svc_backup_store_partial_bytes()).
+ */
+int svc_backup_store_partial_open(struct svc_backup_store *s, const char *name, uint64_t size,
+                                  const uint8_t *sha256, uint64_t offset,
+                                  struct svc_backup_tmp *ret, uint64_t *ret_dropped);
+
+/*
+ * Ends an upload that was cut: a partial keeps what it received (its data started to disk)
+ * and is closed (unlocked); any other temporary file is discarded. Accepts fd == -1.
+ */
+void svc_backup_store_tmp_keep(struct svc_backup_store *s, struct svc_backup_tmp *t);
+
+/*
+ * Removes the partial uploads last written ttl_ms or more ago (every one when ttl_ms is 0)
+ * that no upload writes to. *ret_freed: the bytes they held. Returns 0 or a negative errno.
+ */
+int svc_backup_store_partial_sweep(struct svc_backup_store *s, int64_t ttl_ms, uint64_t *ret_freed);
+
+/* The bytes the partial uploads that no upload writes to now hold. Returns 0 or a negative
+ * errno. */
+int svc_backup_store_partial_bytes(struct svc_backup_store *s, uint64_t *ret_bytes);
+
+/* Removes the temporary file and closes it; nothing of it remains (a partial upload is
+ * removed too). Accepts fd == -1. */
 void svc_backup_store_tmp_discard(struct svc_backup_store *s, struct svc_backup_tmp *t);
 
 /*

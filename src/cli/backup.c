@@ -31,6 +31,11 @@
 #define TIMEOUT_DEFAULT_MS 60000
 #define TIMEOUT_MAX_MS 86400000L
 #define IO_CHUNK (256 * 1024)
+#define SEND_CHUNK (1024 * 1024) /* read, hashed and sent at a time */
+#define RETRIES_DEFAULT 5
+#define RETRIES_MAX 100
+#define BACKOFF_FIRST_MS 250
+#define BACKOFF_MAX_MS 8000
 #define PROGRESS_EVERY_MS 100
 #define REPLY_MAX (SVC_BACKUP_LINE_MAX + 512)
 
@@ -43,6 +48,8 @@ struct args {
     const char *out;  /* get: -o */
     uint32_t version; /* get: --version, 0 the current copy */
     int timeout_ms;
+    bool resume;      /* put: --resume */
+    unsigned retries; /* put: --retries */
     struct cli_tls_opts tls;
     struct cli_peer peer;
 };
@@ -53,7 +60,7 @@ struct link {
     int fd;               /* st.fd */
     int timeout_ms;
     char peer[320];
-    char buf[64 * 1024];
+    char buf[1024 * 1024]; /* large reads: a restore arrives in few system calls */
     size_t off, len;
 };
 
@@ -64,7 +71,7 @@ struct progress {
     int64_t start_ms, last_ms;
 };
 
-enum { OPT_NAME, OPT_VERSION, OPT_OUTPUT, OPT_TIMEOUT, OPT_TLS };
+enum { OPT_NAME, OPT_VERSION, OPT_OUTPUT, OPT_TIMEOUT, OPT_RESUME, OPT_RETRIES, OPT_TLS };
 
 static const struct cli_opt backup_opts[] = {
     [OPT_NAME] = {"name", 0, "NAME", "the name to store it under (default: FILE's last component)",
@@ -79,6 +86,14 @@ static const struct cli_opt backup_opts[] = {
     [OPT_TIMEOUT] = {"timeout", 't', "DURATION",
                      "how long to wait for the connection and for each answer: 500ms, 60s, 2m; a "
                      "bare number is milliseconds (default 60s)"},
+    [OPT_RESUME] = {"resume", 0, NULL,
+                    "send only what the server does not hold of an earlier cut upload of FILE, and "
+                    "when the connection is lost, reconnect and go on (see --retries)",
+                    CLI_VB(CMD_PUT)},
+    [OPT_RETRIES] = {"retries", 0, "N",
+                     "--resume: how many times to reconnect after a lost connection, waiting "
+                     "longer each time (default 5)",
+                     CLI_VB(CMD_PUT)},
     [OPT_TLS] = CLI_TLS_OPTS(0),
 };
 
@@ -92,12 +107,16 @@ static const struct cli_verb backup_verbs[] = {
     [CMD_PUT] =
         {
             .name = "put",
-            .synopsis = "put FILE [--name NAME] [--timeout DURATION] [TLS] HOST [PORT]",
+            .synopsis =
+                "put FILE [--name NAME] [--resume [--retries N]] [--timeout DURATION] [TLS] "
+                "HOST [PORT]",
             .brief = "upload a file",
             .summary =
-                "Uploads FILE to the backup service at HOST PORT. The SHA-256 of FILE is computed\n"
-                "first and sent in the header; the server keeps the file only when the bytes it\n"
-                "received match it, and answers once the file is durable. A progress bar (bytes,\n"
+                "Uploads FILE to the backup service at HOST PORT. FILE is read once: its SHA-256\n"
+                "is computed while it is sent and follows the content; the server keeps the file\n"
+                "only when the bytes it received match it, and answers once the file is durable.\n"
+                "With --resume, only what the server does not hold yet of an earlier cut upload\n"
+                "is sent, and a lost connection is resumed by itself. A progress bar (bytes,\n"
                 "rate, time left) is drawn on stderr when it is a terminal. On success it prints:\n"
                 "stored NAME version N (SIZE bytes, sha256 HEX).",
             .min_args = 2,
@@ -184,6 +203,16 @@ static int parse_args(int argc, char **argv, struct args *a)
     r = cli_tls_args(&cli_backup_command, args.verb, &args, OPT_TLS, &a->tls);
     if (r != 0)
         return r;
+    a->resume = args.seen[OPT_RESUME];
+    a->retries = RETRIES_DEFAULT;
+    if (args.seen[OPT_RETRIES]) {
+        if (!cli_parse_ulong(args.val[OPT_RETRIES], 0, RETRIES_MAX, &v))
+            return usage_error(a, "--retries: '%s' is not a number from 0 to %d",
+                               args.val[OPT_RETRIES], RETRIES_MAX);
+        if (!a->resume)
+            return usage_error(a, "--retries goes with --resume");
+        a->retries = (unsigned)v;
+    }
     if (args.seen[OPT_VERSION]) {
         if (!cli_parse_ulong(args.val[OPT_VERSION], 1, UINT32_MAX, &v))
             return usage_error(a, "--version: '%s' is not a version number", args.val[OPT_VERSION]);
@@ -508,17 +537,242 @@ out:
     return r;
 }
 
+/* How an attempt at an upload ended. */
+enum put_result {
+    PUT_DONE,   /* stored, and the server's checksum matches */
+    PUT_FAILED, /* refused or failed for good; printed why */
+    PUT_LOST,   /* the connection was lost (or the server asked to come back): --resume retries */
+    PUT_V1,     /* the server does not know the forms of protocol v2: send the v1 way */
+};
+
+/* An ERR answer (printed): worth another attempt when the server holds what was sent. */
+static enum put_result refusal(const struct link *l, const char *line)
+{
+    refused(l, line);
+    if (strncmp(line, "ERR busy ", 9) == 0 || strncmp(line, "ERR not-found ", 14) == 0 ||
+        strncmp(line, "ERR size-mismatch ", 18) == 0 || strncmp(line, "ERR too-slow ", 13) == 0)
+        return PUT_LOST;
+    return PUT_FAILED;
+}
+
+/* Reads the STORED answer and checks it against what was sent. */
+static enum put_result expect_stored(struct link *l, const char *name, const char *enc,
+                                     uint64_t size, const char *hex)
+{
+    char line[REPLY_MAX], got_name[SVC_BACKUP_NAME_ENC_MAX + 1], got_sha[SVC_BACKUP_SHA256_HEX + 2];
+    unsigned long version;
+    uint64_t got_size;
+
+    if (link_line(l, line, sizeof(line)) != 0)
+        return PUT_LOST;
+    if (strncmp(line, "STORED ", 7) != 0)
+        return refusal(l, line);
+    if (sscanf(line, "STORED %765s %lu %" SCNu64 " %65s", got_name, &version, &got_size, got_sha) !=
+        4) {
+        fail("%s: unexpected answer: %.200s", l->peer, line);
+        return PUT_FAILED;
+    }
+    if (strcmp(got_name, enc) != 0 || got_size != size || strcmp(got_sha, hex) != 0) {
+        fail("%s stored something else: %.300s (sent %s, %" PRIu64 " bytes, sha256 %s)", l->peer,
+             line, enc, size, hex);
+        return PUT_FAILED;
+    }
+    printf("stored %s version %lu (%" PRIu64 " bytes, sha256 %s)\n", name, version, size, hex);
+    (void)link_send(l, "QUIT\n", 5);
+    return PUT_DONE;
+}
+
+/* Hashes bytes [0, n) of fd into md: what the server holds already of a resumed upload. */
+static int hash_range(int fd, uint64_t n, EVP_MD_CTX *md, uint8_t *buf)
+{
+    uint64_t off = 0;
+
+    while (off < n) {
+        size_t want = n - off < SEND_CHUNK ? (size_t)(n - off) : SEND_CHUNK;
+        ssize_t got = pread(fd, buf, want, (off_t)off);
+
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return fail("read: %s", got < 0 ? strerror(errno) : "the file shrank");
+        EVP_DigestUpdate(md, buf, (size_t)got);
+        off += (uint64_t)got;
+    }
+    return 0;
+}
+
+/* Whether the server answered already (an ERR while the content is on its way). */
+static bool has_answer(const struct link *l)
+{
+    struct pollfd pfd = {.fd = l->fd, .events = POLLIN};
+
+    return l->len > l->off || cli_stream_pending(&l->st) ||
+           (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLIN | POLLHUP | POLLERR)));
+}
+
+/* Sends bytes [off, size) of fd, each read once: hashed into md, then sent. */
+static enum put_result send_hashed(struct link *l, int fd, uint64_t off, uint64_t size,
+                                   EVP_MD_CTX *md, uint8_t *buf)
+{
+    char line[REPLY_MAX];
+    struct progress p;
+
+    progress_start(&p, "upload", size);
+    while (off < size) {
+        size_t want = size - off < SEND_CHUNK ? (size_t)(size - off) : SEND_CHUNK, done = 0;
+        ssize_t n = pread(fd, buf, want, (off_t)off);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            progress_show(&p, off, true);
+            if (n == 0)
+                fail("the file shrank while it was sent: %" PRIu64 " of %" PRIu64 " bytes", off,
+                     size);
+            else
+                fail("read: %s", strerror(errno));
+            return PUT_FAILED;
+        }
+        if (has_answer(l)) {
+            progress_show(&p, off, true);
+            return link_line(l, line, sizeof(line)) == 0 ? refusal(l, line) : PUT_LOST;
+        }
+        while (done < (size_t)n) {
+            ssize_t w = cli_stream_write(&l->st, buf + done, (size_t)n - done);
+
+            if (w > 0) {
+                done += (size_t)w;
+                continue;
+            }
+            if (w != -EAGAIN) {
+                progress_show(&p, off + done, true);
+                fail("sending to %s: %s", l->peer, cli_stream_strerror(&l->st, (int)w));
+                return PUT_LOST;
+            }
+            if (!link_wait(l, POLLOUT))
+                return PUT_LOST;
+        }
+        /* Hashed once sent: the server works on these bytes meanwhile. */
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        off += (uint64_t)n;
+        progress_show(&p, off, false);
+    }
+    progress_show(&p, off, true);
+    return PUT_DONE;
+}
+
+/*
+ * One upload the v2 way on a fresh connection: with --resume, RESUME first and only the rest
+ * sent; the content read once, hashed while it is sent, its SHA-256 on the line after it.
+ */
+static enum put_result put_v2(const struct args *a, struct link *l, int fd, uint64_t size,
+                              const char *name, const char *enc, uint8_t *buf)
+{
+    char line[REPLY_MAX], hdr[SVC_BACKUP_LINE_MAX + 2], hex[SVC_BACKUP_SHA256_HEX + 1];
+    uint8_t sha[EVP_MAX_MD_SIZE];
+    EVP_MD_CTX *md = NULL;
+    enum put_result r = PUT_FAILED;
+    uint64_t off = 0;
+    unsigned len = 0;
+
+    if (a->resume) {
+        snprintf(hdr, sizeof(hdr), "RESUME %s %" PRIu64 "\n", enc, size);
+        if (link_send(l, hdr, strlen(hdr)) != 0 || link_line(l, line, sizeof(line)) != 0)
+            return PUT_LOST;
+        if (strncmp(line, "ERR protocol ", 13) == 0)
+            return PUT_V1;
+        if (sscanf(line, "OK %" SCNu64, &off) != 1 || off > size)
+            return refusal(l, line);
+        if (off > 0)
+            fprintf(stderr,
+                    "sockserv backup: %s holds %" PRIu64 " of the %" PRIu64
+                    " bytes already; sending the rest\n",
+                    l->peer, off, size);
+    }
+    md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        fail("out of memory");
+        goto out;
+    }
+    if (off > 0 && hash_range(fd, off, md, buf) != 0)
+        goto out;
+    if (off > 0)
+        snprintf(hdr, sizeof(hdr), "PUT %s %" PRIu64 " * %" PRIu64 "\n", enc, size, off);
+    else
+        snprintf(hdr, sizeof(hdr), "PUT %s %" PRIu64 " *\n", enc, size);
+    if (link_send(l, hdr, strlen(hdr)) != 0 || link_line(l, line, sizeof(line)) != 0) {
+        r = PUT_LOST;
+        goto out;
+    }
+    if (strncmp(line, "ERR protocol ", 13) == 0) {
+        r = PUT_V1;
+        goto out;
+    }
+    if (strcmp(line, "OK") != 0) {
+        r = refusal(l, line);
+        goto out;
+    }
+    r = send_hashed(l, fd, off, size, md, buf);
+    if (r != PUT_DONE)
+        goto out;
+    if (EVP_DigestFinal_ex(md, sha, &len) != 1 || len != SVC_BACKUP_SHA256_LEN) {
+        fail("cannot compute the checksum");
+        r = PUT_FAILED;
+        goto out;
+    }
+    svc_backup_sha256_to_hex(sha, hex);
+    snprintf(hdr, sizeof(hdr), "SHA256 %s\n", hex);
+    if (link_send(l, hdr, strlen(hdr)) != 0) {
+        r = PUT_LOST;
+        goto out;
+    }
+    r = expect_stored(l, name, enc, size, hex);
+out:
+    EVP_MD_CTX_free(md);
+    return r;
+}
+
+/* One upload the v1 way, for servers without v2: the SHA-256 first, in the header. */
+static enum put_result put_v1(struct link *l, int fd, uint64_t size, const char *name,
+                              const char *enc)
+{
+    char line[REPLY_MAX], hdr[SVC_BACKUP_LINE_MAX + 2], hex[SVC_BACKUP_SHA256_HEX + 1];
+    uint8_t sha[SVC_BACKUP_SHA256_LEN];
+
+    if (sha256_file(fd, size, sha) != 0)
+        return PUT_FAILED;
+    svc_backup_sha256_to_hex(sha, hex);
+    snprintf(hdr, sizeof(hdr), "PUT %s %" PRIu64 " %s\n", enc, size, hex);
+    if (link_send(l, hdr, strlen(hdr)) != 0 || link_line(l, line, sizeof(line)) != 0)
+        return PUT_LOST;
+    if (strcmp(line, "OK") != 0)
+        return refusal(l, line);
+    if (stream_file(l, fd, size) != 0)
+        return PUT_LOST;
+    return expect_stored(l, name, enc, size, hex);
+}
+
+/* Sleeps ms milliseconds (a retry's wait). */
+static void pause_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
 static int run_put(const struct args *a)
 {
-    char enc[SVC_BACKUP_NAME_ENC_MAX + 1], hex[SVC_BACKUP_SHA256_HEX + 1];
-    char line[REPLY_MAX], hdr[SVC_BACKUP_LINE_MAX + 2], want[REPLY_MAX];
+    char enc[SVC_BACKUP_NAME_ENC_MAX + 1];
     const char *name = a->name;
-    uint8_t sha[SVC_BACKUP_SHA256_LEN];
     struct core_err err = {0};
+    enum put_result r = PUT_FAILED;
     struct link *l = NULL;
+    uint8_t *buf = NULL;
+    bool v1 = false;
     struct stat st;
     uint64_t size;
-    int fd, r = 1;
+    int fd;
 
     if (!name) {
         const char *slash = strrchr(a->file, '/');
@@ -535,61 +789,46 @@ static int run_put(const struct args *a)
         return fail("%s: not a regular file", a->file);
     }
     size = (uint64_t)st.st_size;
-    if (sha256_file(fd, size, sha) != 0)
-        goto out;
-    svc_backup_sha256_to_hex(sha, hex);
     svc_backup_name_encode(name, enc, sizeof(enc));
-
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     l = malloc(sizeof(*l));
-    if (!l) {
+    buf = malloc(SEND_CHUNK);
+    if (!l || !buf) {
         fail("out of memory");
         goto out;
     }
-    if (link_open(l, a) != 0) {
-        free(l);
-        l = NULL;
-        goto out;
-    }
-    snprintf(hdr, sizeof(hdr), "PUT %s %" PRIu64 " %s\n", enc, size, hex);
-    if (link_send(l, hdr, strlen(hdr)) != 0 || link_line(l, line, sizeof(line)) != 0)
-        goto out;
-    if (strcmp(line, "OK") != 0) {
-        refused(l, line);
-        goto out;
-    }
-    if (stream_file(l, fd, size) != 0 || link_line(l, line, sizeof(line)) != 0)
-        goto out;
-    if (strncmp(line, "STORED ", 7) != 0) {
-        refused(l, line);
-        goto out;
-    }
-    {
-        char got_name[SVC_BACKUP_NAME_ENC_MAX + 1], got_sha[SVC_BACKUP_SHA256_HEX + 2];
-        unsigned long version;
-        uint64_t got_size;
+    for (unsigned attempt = 0;; attempt++) {
+        if (link_open(l, a) != 0) {
+            r = PUT_LOST;
+        } else {
+            r = v1 ? put_v1(l, fd, size, name, enc) : put_v2(a, l, fd, size, name, enc, buf);
+            link_close(l);
+            if (r == PUT_V1) {
+                fprintf(stderr,
+                        "sockserv backup: %s speaks protocol v1: sending the checksum "
+                        "first, without resuming\n",
+                        l->peer);
+                v1 = true;
+                attempt--;
+                continue;
+            }
+        }
+        if (r != PUT_LOST || !a->resume || attempt >= a->retries)
+            break;
+        {
+            unsigned ms = BACKOFF_FIRST_MS << (attempt < 5 ? attempt : 5);
 
-        if (sscanf(line, "STORED %765s %lu %" SCNu64 " %65s", got_name, &version, &got_size,
-                   got_sha) != 4) {
-            fail("%s: unexpected answer: %.200s", l->peer, line);
-            goto out;
+            ms = ms < BACKOFF_MAX_MS ? ms : BACKOFF_MAX_MS;
+            fprintf(stderr, "sockserv backup: retrying in %u ms (%u of %u)\n", ms, attempt + 1,
+                    a->retries);
+            pause_ms(ms);
         }
-        snprintf(want, sizeof(want), "%s", hex);
-        if (strcmp(got_name, enc) != 0 || got_size != size || strcmp(got_sha, want) != 0) {
-            fail("%s stored something else: %.300s (sent %s, %" PRIu64 " bytes, sha256 %s)",
-                 l->peer, line, enc, size, hex);
-            goto out;
-        }
-        printf("stored %s version %lu (%" PRIu64 " bytes, sha256 %s)\n", name, version, size, hex);
     }
-    (void)link_send(l, "QUIT\n", 5);
-    r = 0;
 out:
-    if (l) {
-        link_close(l);
-        free(l);
-    }
+    free(buf);
+    free(l);
     close(fd);
-    return r;
+    return r == PUT_DONE ? 0 : 1;
 }
 
 /* ---- get ---- */

@@ -105,12 +105,13 @@ void core_runner_serve_conn(const struct core_conn_ctx *c, int fd, uint64_t acce
 {
     struct core_tls_conn *tc = NULL;
     struct core_session s;
+    size_t rsize = c->svc->read_size ? c->svc->read_size : READ_SIZE;
     uint8_t *in = NULL;
     int r;
 
     if (c->tls && handshake(c, fd, &tc) < 0)
         goto out_close_fd;
-    in = malloc(READ_SIZE);
+    in = malloc(rsize);
     if (!in || core_session_open(&s, c->svc, c->inst, c->m, accepted_ns) < 0) {
         core_metrics_add(c->m, CORE_CTR_ERRORS, 1);
         goto out_free;
@@ -129,7 +130,7 @@ void core_runner_serve_conn(const struct core_conn_ctx *c, int fd, uint64_t acce
                     ? 0
                     : wait_idle(c, fd, tc ? core_tls_conn_events(tc) : POLLIN);
             if (r == 0)
-                r = core_session_recv(&s, fd, in, READ_SIZE);
+                r = core_session_recv(&s, fd, in, rsize);
             if (r == -EAGAIN)
                 r = 0;
             break;

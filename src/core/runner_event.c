@@ -114,7 +114,8 @@ struct ev_loop {
     bool accepting; /* until the runner drains */
     bool warned;    /* an accept error was logged; until an accept succeeds */
     int64_t accept_paused_until; /* ms: out of fds or memory, lfd is out of the set until then */
-    uint8_t *rbuf;               /* READ_SIZE, shared by the loop's connections */
+    uint8_t *rbuf;               /* rbuf_size, shared by the loop's connections */
+    size_t rbuf_size;            /* the service's read_size, or READ_SIZE */
     struct conn_list open;       /* by last activity */
     struct conn_list linger;     /* by linger deadline */
     /* With a pool: where this loop's jobs come back, how many are out, whether it stops. */
@@ -450,7 +451,7 @@ static void conn_on_readable(struct ev_conn *c)
     int r;
 
     if (c->lingering) {
-        ssize_t n = recv(c->fd, c->loop->rbuf, READ_SIZE, MSG_DONTWAIT);
+        ssize_t n = recv(c->fd, c->loop->rbuf, c->loop->rbuf_size, MSG_DONTWAIT);
 
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
             conn_close(c);
@@ -461,7 +462,7 @@ static void conn_on_readable(struct ev_conn *c)
         return;
     }
     do {
-        r = core_session_recv(&c->s, c->fd, c->loop->rbuf, READ_SIZE);
+        r = core_session_recv(&c->s, c->fd, c->loop->rbuf, c->loop->rbuf_size);
         if (r == -EAGAIN) {
             (void)conn_wait(c, EV_WAIT_RECV);
             return;
@@ -735,7 +736,8 @@ static int loop_init(struct event_runner *rn, unsigned i, bool reuseport)
     int r;
 
     loop->rn = rn;
-    loop->rbuf = malloc(READ_SIZE);
+    loop->rbuf_size = b->svc->read_size ? b->svc->read_size : READ_SIZE;
+    loop->rbuf = malloc(loop->rbuf_size);
     if (!loop->rbuf)
         return -ENOMEM;
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -30,6 +30,7 @@
 #define DEFAULT_MAX_FILE_SIZE (UINT64_C(4) << 30)
 #define DEFAULT_QUOTA (UINT64_C(64) << 30)
 #define RESTORE_CHUNK (256u << 10) /* content appended by one session_pull */
+#define READ_SIZE (1u << 20)       /* input handed to one session_feed */
 #define PENDING_MAX (1u << 20)     /* input held while a restore is sent */
 #define ERR_TEXT_MAX 400
 #define UPLOADS_MAX 4096 /* uploads in progress at once per listener, every process counted */
@@ -37,6 +38,8 @@
 #define DEFAULT_MIN_RATE 1024              /* bytes/s an upload keeps up, measured per window */
 #define DEFAULT_MIN_RATE_WINDOW 60         /* seconds */
 #define MIN_RATE_WINDOW_MAX 86400
+#define DEFAULT_RESUME_TTL_MS (INT64_C(24) * 3600 * 1000) /* a cut upload is kept this long */
+#define RESUME_TTL_MAX_MS (INT64_C(365) * 24 * 3600 * 1000)
 #define FAILED_EVENTS_MAX 8 /* backup.failed events one connection reports; counters count all */
 
 enum {
@@ -118,12 +121,13 @@ struct upload_slot {
     uint64_t start;    /* that process's start time (/proc/PID/stat), telling a reused pid */
     uint64_t reserved; /* quota bytes the upload holds */
     char tmp[32];      /* its hidden temporary file, "" when unnamed (O_TMPFILE) */
+    bool partial;      /* it writes a partial upload, which is kept should its process die */
     char name[SVC_BACKUP_NAME_MAX + 1];
 };
 
 struct backup_shared {
     pthread_mutex_t lock;
-    uint64_t used;     /* bytes of every stored copy */
+    uint64_t used;     /* bytes of every stored copy, and of the partial uploads kept */
     uint64_t reserved; /* bytes promised to uploads in progress: the sum of the slots' */
     unsigned n_hi;     /* slots [0, n_hi) may be in use */
     struct upload_slot slot[UPLOADS_MAX];
@@ -149,6 +153,7 @@ struct backup_inst {
     struct svc_backup_retain_rules retain;
     uint64_t min_rate;            /* bytes/s; 0: no floor */
     int64_t rate_window_ms;       /* the span each rate check measures */
+    int64_t resume_ttl_ms;        /* how long a cut upload is kept to be resumed; 0: not */
     struct core_metrics *metrics; /* may be NULL */
     struct core_emitter *emitter; /* may be NULL: where backup.stored and backup.failed go */
     struct backup_shared *sh;
@@ -158,6 +163,7 @@ enum sess_state {
     ST_FIRST,   /* nothing read yet: a command or the lecture's bare name */
     ST_COMMAND, /* reading command lines */
     ST_UPLOAD,  /* PUT: reading <expected> content bytes */
+    ST_TRAILER, /* PUT ... *: reading the "SHA256 <hex>" line after the content */
     ST_BARE,    /* the lecture's flow: reading content until the client closes */
     ST_DISCARD, /* a failed PUT: skipping the rest of its content */
     ST_RESTORE, /* GET: content sent through session_pull; input is held in pend */
@@ -188,6 +194,7 @@ struct backup_sess {
     int slot;         /* its entry in inst->sh->slot while admitted, else -1 */
     bool has_sha256;
     uint8_t sha256[SVC_BACKUP_SHA256_LEN];
+    bool trailer; /* the SHA-256 follows the content */
     uint64_t discard_left;
 
     /* a restore */
@@ -392,6 +399,27 @@ static void recount(struct backup_shared *sh)
     }
 }
 
+/* Sums again the bytes of the stored copies and of the partial uploads kept (those being
+ * written are counted in their uploads' reservations). Under the lock. */
+static void recount_used(struct backup_inst *in, struct svc_backup_store *st)
+{
+    uint64_t used, part;
+
+    if (st && svc_backup_store_usage(st, &used) == 0 &&
+        svc_backup_store_partial_bytes(st, &part) == 0)
+        in->sh->used = used + part;
+}
+
+/* Removes the partial uploads kept longer than resume_ttl_ms (every one when it is 0) that
+ * no upload resumes now. Under the lock. */
+static void expire_partials(struct backup_inst *in, struct svc_backup_store *st)
+{
+    uint64_t freed = 0;
+
+    if (svc_backup_store_partial_sweep(st, in->resume_ttl_ms, &freed) == 0)
+        in->sh->used -= freed < in->sh->used ? freed : in->sh->used;
+}
+
 /*
  * Frees the slots of uploads whose process is gone (a child of the process model killed
  * mid-upload cannot release its own): their quota share, their name, their hidden temporary
@@ -401,6 +429,7 @@ static unsigned sweep(struct backup_inst *in, struct svc_backup_store *st)
 {
     struct backup_shared *sh = in->sh;
     unsigned freed = 0;
+    bool kept = false;
 
     for (unsigned i = 0; i < sh->n_hi; i++) {
         struct upload_slot *sl = &sh->slot[i];
@@ -413,11 +442,14 @@ static unsigned sweep(struct backup_inst *in, struct svc_backup_store *st)
             memcpy(t.name, sl->tmp, sizeof(t.name));
             svc_backup_store_tmp_discard(st, &t);
         }
+        kept = kept || sl->partial; /* what it received stays, to be resumed */
         sl->pid = 0;
         freed++;
     }
     if (freed)
         recount(sh);
+    if (kept)
+        recount_used(in, st);
     return freed;
 }
 
@@ -429,12 +461,9 @@ static unsigned sweep(struct backup_inst *in, struct svc_backup_store *st)
  */
 static void repair(struct backup_inst *in, struct svc_backup_store *st)
 {
-    uint64_t used;
-
     (void)sweep(in, st);
     recount(in->sh);
-    if (st && svc_backup_store_usage(st, &used) == 0)
-        in->sh->used = used;
+    recount_used(in, st);
 }
 
 static void shared_lock(struct backup_inst *in, struct svc_backup_store *st)
@@ -481,6 +510,7 @@ static int slot_claim(struct backup_sess *s, uint64_t size)
     sl = &sh->slot[i];
     memcpy(sl->name, s->name, sizeof(sl->name));
     sl->tmp[0] = '\0';
+    sl->partial = false;
     sl->reserved = size;
     sl->start = s->start;
     sl->pid = s->pid; /* last: a slot with a pid is complete */
@@ -499,12 +529,12 @@ static bool quota_fits(const struct backup_inst *in, uint64_t size)
 }
 
 /*
- * Admits an upload of s->name (size bytes, or 0 for the size-less flow): checks the limits,
- * the declared size against the quota left and the policy, and lists the session as
- * uploading. Nothing is held yet: disk and quota are taken as bytes arrive (hold_more()).
- * Returns 0, or -1 with the ERR line appended.
+ * Admits an upload of s->name (size bytes, or 0 for the size-less flow, of which rest are yet
+ * to come: less when resumed): checks the limits, rest against the quota left and the policy, and
+ * lists the session as uploading. Nothing is held yet: disk and quota are taken as bytes arrive
+ * (hold_more()). Returns 0, or -1 with the ERR line appended.
  */
-static int admit(struct backup_sess *s, uint64_t size, struct core_buf *out)
+static int admit(struct backup_sess *s, uint64_t size, uint64_t rest, struct core_buf *out)
 {
     struct backup_inst *in = s->inst;
     struct backup_shared *sh = in->sh;
@@ -525,7 +555,7 @@ static int admit(struct backup_sess *s, uint64_t size, struct core_buf *out)
             code = SVC_BACKUP_E_EXISTS;
         } else if (size > in->max_file_size) {
             code = SVC_BACKUP_E_TOO_LARGE;
-        } else if (!quota_fits(in, size)) {
+        } else if (!quota_fits(in, rest)) {
             code = SVC_BACKUP_E_QUOTA;
             used = sh->used;
             reserved = sh->reserved;
@@ -553,7 +583,7 @@ static int admit(struct backup_sess *s, uint64_t size, struct core_buf *out)
         return reply_err(s, out, code,
                          "%" PRIu64 " bytes would exceed quota_bytes %" PRIu64 " (%" PRIu64
                          " stored, %" PRIu64 " in progress)",
-                         size, in->quota, used, reserved) < 0
+                         rest, in->quota, used, reserved) < 0
                    ? -ENOMEM
                    : -1;
     case SVC_BACKUP_E_BUSY:
@@ -612,29 +642,97 @@ static void upload_discard(struct backup_sess *s)
     s->md = NULL;
 }
 
-/* Starts an admitted upload of size bytes (0: not declared): checks that the file system has
- * room for them, makes its temporary file and its digest. Returns 0, or -1 with the ERR line
- * appended and the admission released. */
-static int upload_begin(struct backup_sess *s, uint64_t size, struct core_buf *out)
+/* Opens the partial upload c resumes (c->offset > 0) or starts, and moves the bytes it holds
+ * from the stored count to the upload's reservation. Returns 0, -EAGAIN when the upload is
+ * not to be resumable (another client uploads the name), or a negative errno. */
+static int partial_begin(struct backup_sess *s, const struct svc_backup_cmd *c)
 {
     struct backup_inst *in = s->inst;
-    uint64_t avail = 0;
+    uint64_t dropped = 0;
+    int r;
+
+    shared_lock(in, s->st);
+    expire_partials(in, s->st);
+    r = svc_backup_store_partial_open(s->st, s->name, c->size, c->has_sha256 ? c->sha256 : NULL,
+                                      c->offset, &s->tmp, &dropped);
+    if (r == 0) {
+        struct upload_slot *sl = &in->sh->slot[s->slot];
+
+        in->sh->used -= dropped < in->sh->used ? dropped : in->sh->used;
+        if (sl->pid == s->pid) {
+            sl->reserved += c->offset;
+            in->sh->reserved += c->offset;
+            sl->partial = true;
+        }
+    }
+    shared_unlock(in);
+    return r == -EBUSY && c->offset == 0 ? -EAGAIN : r;
+}
+
+/* Hashes the first n bytes of the upload's file: what a resumed upload already holds. */
+static int hash_prefix(struct backup_sess *s, uint64_t n)
+{
+    uint8_t *buf = malloc(READ_SIZE);
+    uint64_t off = 0;
+    int r = 0;
+
+    if (!buf)
+        return -ENOMEM;
+    while (off < n) {
+        size_t want = n - off < READ_SIZE ? (size_t)(n - off) : READ_SIZE;
+        ssize_t got = pread(s->tmp.fd, buf, want, (off_t)off);
+
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            r = got < 0 ? -errno : -EIO;
+            break;
+        }
+        if (EVP_DigestUpdate(s->md, buf, (size_t)got) != 1) {
+            r = -EIO;
+            break;
+        }
+        off += (uint64_t)got;
+    }
+    free(buf);
+    return r;
+}
+
+/* Starts an admitted upload (c NULL: the lecture's flow, size not declared): checks that the
+ * file system has room for what is to come, makes its temporary file (a partial upload when it
+ * can be resumed, the one it resumes when c->offset > 0) and its digest. Returns 0, or -1 with
+ * the ERR line appended and the admission released. */
+static int upload_begin(struct backup_sess *s, const struct svc_backup_cmd *c, struct core_buf *out)
+{
+    struct backup_inst *in = s->inst;
+    char e[SVC_BACKUP_NAME_ENC_MAX + 1];
+    uint64_t size = c ? c->size : 0, offset = c ? c->offset : 0, avail = 0;
     int r = size ? svc_backup_store_free_bytes(s->st, &avail) : 0;
 
-    if (r == 0 && size > avail) {
+    if (r == 0 && size - offset > avail) {
         release(s);
         return reply_err(s, out, SVC_BACKUP_E_DISK_FULL,
-                         "%" PRIu64 " bytes declared, %" PRIu64 " free on the disk", size,
+                         "%" PRIu64 " bytes declared, %" PRIu64 " free on the disk", size - offset,
                          avail) < 0
                    ? -ENOMEM
                    : -1;
     }
-    r = svc_backup_store_tmp_new(s->st, 0, &s->tmp);
+    r = c && in->resume_ttl_ms > 0 && size > 0 ? partial_begin(s, c) : -EAGAIN;
+    if (r < 0 && offset == 0) /* not resumable, then: another client uploads the name */
+        r = svc_backup_store_tmp_new(s->st, 0, &s->tmp);
     if (r < 0) {
         release(s);
-        return reply_err(s, out, errc_of(r), "cannot create the file: %s", strerror(-r)) < 0
-                   ? -ENOMEM
-                   : -1;
+        if (r == -ENOENT || r == -EAGAIN)
+            r = reply_err(s, out, SVC_BACKUP_E_NOT_FOUND,
+                          "no partial upload of %s holds %" PRIu64
+                          " bytes of that size and checksum; RESUME tells what is held",
+                          enc(s->name, e), offset);
+        else if (r == -EBUSY)
+            r = reply_err(s, out, SVC_BACKUP_E_BUSY, "%s is being uploaded by another client",
+                          enc(s->name, e));
+        else
+            r = reply_err(s, out, errc_of(r), "cannot create the file: %s", strerror(-r));
+        return r < 0 ? -ENOMEM : -1;
     }
     if (s->tmp.name[0]) { /* a hidden file: a sweep removes it should this process die */
         shared_lock(in, s->st);
@@ -646,12 +744,43 @@ static int upload_begin(struct backup_sess *s, uint64_t size, struct core_buf *o
         upload_discard(s);
         return -ENOMEM;
     }
-    s->received = 0;
-    s->held = 0;
+    if (offset > 0) {
+        r = hash_prefix(s, offset);
+        if (r < 0) {
+            upload_discard(s);
+            if (r == -ENOMEM)
+                return r;
+            return reply_err(s, out, SVC_BACKUP_E_IO,
+                             "cannot read the partial upload: %s; nothing kept", strerror(-r)) < 0
+                       ? -ENOMEM
+                       : -1;
+        }
+    }
+    s->received = offset;
+    s->held = offset;
     s->rate_t0 = core_now_ms();
-    s->rate_b0 = 0;
+    s->rate_b0 = offset;
     count(s->inst, C_STARTED, 1);
     return 0;
+}
+
+/* Ends an upload that was cut: a partial upload keeps what it received, counted as stored,
+ * to be resumed; anything else is discarded. */
+static void upload_keep(struct backup_sess *s)
+{
+    struct backup_inst *in = s->inst;
+
+    if (!s->tmp.part[0]) {
+        upload_discard(s);
+        return;
+    }
+    shared_lock(in, s->st);
+    svc_backup_store_tmp_keep(s->st, &s->tmp);
+    in->sh->used += s->received;
+    release_locked(s);
+    shared_unlock(in);
+    EVP_MD_CTX_free(s->md);
+    s->md = NULL;
 }
 
 /*
@@ -1004,36 +1133,79 @@ static int upload_write_failed(struct backup_sess *s, int r, struct core_buf *ou
                      s->received, strerror(-r));
 }
 
+/* The content is all there: the trailer is read next, or the upload is committed. */
+static int upload_done(struct backup_sess *s, struct core_buf *out)
+{
+    int r;
+
+    if (s->trailer) {
+        s->state = ST_TRAILER;
+        s->line_len = 0;
+        return CORE_VERDICT_MORE;
+    }
+    s->state = ST_COMMAND;
+    r = upload_commit(s, s->has_sha256 ? SVC_BACKUP_INTEGRITY_SHA256 : SVC_BACKUP_INTEGRITY_SIZE,
+                      out);
+    return r < 0 ? r : CORE_VERDICT_MORE;
+}
+
 static int on_put(struct backup_sess *s, const struct svc_backup_cmd *c, struct core_buf *out)
 {
     int r;
 
     attempt_begin(s, c->name);
-    if (s->inst->require_checksum && !c->has_sha256)
+    if (s->inst->require_checksum && !c->has_sha256 && !c->sha256_follows)
         return reply_err(s, out, SVC_BACKUP_E_CHECKSUM_REQUIRED,
-                         "this listener requires the sha256 in the header") < 0
+                         "this listener requires the sha256 in the header, or * and the "
+                         "SHA256 line after the content") < 0
                    ? -ENOMEM
                    : CORE_VERDICT_MORE;
     s->has_sha256 = c->has_sha256;
     memcpy(s->sha256, c->sha256, sizeof(s->sha256));
+    s->trailer = c->sha256_follows;
     s->expected = c->size;
-    r = admit(s, c->size, out);
+    r = admit(s, c->size, c->size - c->offset, out);
     if (r == 0)
-        r = upload_begin(s, c->size, out);
+        r = upload_begin(s, c, out);
     if (r == -ENOMEM)
         return r;
     if (r < 0)
         return CORE_VERDICT_MORE;
     if (core_buf_append(out, "OK\n", 3) < 0)
         return -ENOMEM;
-    s->state = ST_COMMAND;
-    if (c->size == 0) {
-        r = upload_commit(
-            s, c->has_sha256 ? SVC_BACKUP_INTEGRITY_SHA256 : SVC_BACKUP_INTEGRITY_SIZE, out);
+    s->state = ST_UPLOAD;
+    if (s->received == c->size)
+        return upload_done(s, out);
+    return CORE_VERDICT_MORE;
+}
+
+/* RESUME: the bytes held of a cut upload of that name, size (and checksum). */
+static int on_resume(struct backup_sess *s, const struct svc_backup_cmd *c, struct core_buf *out)
+{
+    struct backup_inst *in = s->inst;
+    char e[SVC_BACKUP_NAME_ENC_MAX + 1];
+    struct svc_backup_partial p;
+    uint64_t held = 0;
+    int r = -ENOENT;
+
+    if (in->resume_ttl_ms > 0) {
+        shared_lock(in, s->st);
+        expire_partials(in, s->st);
+        r = svc_backup_store_partial_find(s->st, c->name, &p);
+        shared_unlock(in);
+    }
+    if (r == -EBUSY) {
+        r = reply_err(s, out, SVC_BACKUP_E_BUSY,
+                      "%s is being uploaded by another client (or the cut upload is not over "
+                      "yet); RESUME again later",
+                      enc(c->name, e));
         return r < 0 ? r : CORE_VERDICT_MORE;
     }
-    s->state = ST_UPLOAD;
-    return CORE_VERDICT_MORE;
+    if (r == 0 && p.size == c->size &&
+        (!p.has_sha256 || !c->has_sha256 ||
+         memcmp(p.sha256, c->sha256, SVC_BACKUP_SHA256_LEN) == 0))
+        held = p.held < c->size ? p.held : c->size;
+    return core_buf_printf(out, "OK %" PRIu64 "\n", held) < 0 ? -ENOMEM : CORE_VERDICT_MORE;
 }
 
 /* Ends a restore: the connection is back to commands. */
@@ -1173,6 +1345,8 @@ static int on_line(struct backup_sess *s, const char *line, size_t n, struct cor
         return on_list(s, out);
     case SVC_BACKUP_QUIT:
         return core_buf_append(out, "BYE\n", 4) < 0 ? -ENOMEM : CORE_VERDICT_CLOSE;
+    case SVC_BACKUP_RESUME:
+        return on_resume(s, &c, out);
     case SVC_BACKUP_VERB_COUNT:
         break;
     }
@@ -1233,9 +1407,42 @@ static int feed_upload(struct backup_sess *s, const uint8_t *in, size_t len, siz
     s->received += n;
     if (s->received < s->expected)
         return CORE_VERDICT_MORE;
+    return upload_done(s, out);
+}
+
+/* The "SHA256 <hex>" line after the content of a PUT ... *: the upload is committed when it
+ * matches what was received. */
+static int feed_trailer(struct backup_sess *s, const uint8_t *in, size_t len, size_t *used,
+                        struct core_buf *out)
+{
+    const uint8_t *nl = memchr(in, '\n', len);
+    size_t take = nl ? (size_t)(nl - in) : len;
+    struct core_err err = {0};
+    int r;
+
+    *used = nl ? take + 1 : take;
+    if (s->line_len + take > SVC_BACKUP_LINE_MAX) {
+        core_err_set(&err, -EINVAL, NULL, "the line after the content is longer than %d bytes",
+                     SVC_BACKUP_LINE_MAX);
+    } else {
+        memcpy(s->line + s->line_len, in, take);
+        s->line_len += take;
+        if (!nl)
+            return CORE_VERDICT_MORE;
+        s->line[s->line_len] = '\0';
+        (void)svc_backup_parse_trailer(s->line, s->line_len, s->sha256, &err);
+    }
+    s->line_len = 0;
+    if (err.msg[0]) {
+        upload_discard(s);
+        s->state = ST_CLOSED;
+        r = reply_err(s, out, SVC_BACKUP_E_PROTOCOL, "%s; nothing kept", err.msg);
+        return r < 0 ? r : CORE_VERDICT_CLOSE;
+    }
+    s->has_sha256 = true;
+    s->trailer = false;
     s->state = ST_COMMAND;
-    r = upload_commit(s, s->has_sha256 ? SVC_BACKUP_INTEGRITY_SHA256 : SVC_BACKUP_INTEGRITY_SIZE,
-                      out);
+    r = upload_commit(s, SVC_BACKUP_INTEGRITY_SHA256, out);
     return r < 0 ? r : CORE_VERDICT_MORE;
 }
 
@@ -1299,9 +1506,9 @@ static int on_bare_name(struct backup_sess *s, const uint8_t *p, size_t n, struc
                       "this listener requires PUT <name> <size> <sha256>");
         return r < 0 ? r : CORE_VERDICT_CLOSE;
     }
-    r = admit(s, 0, out);
+    r = admit(s, 0, 0, out);
     if (r == 0)
-        r = upload_begin(s, 0, out);
+        r = upload_begin(s, NULL, out);
     if (r < 0)
         return r == -ENOMEM ? r : CORE_VERDICT_CLOSE;
     if (core_buf_append(out, "ACK\n", 4) < 0)
@@ -1371,6 +1578,9 @@ static int feed_all(struct backup_sess *s, const uint8_t *in, size_t len, struct
             break;
         case ST_UPLOAD:
             r = feed_upload(s, in, len, &used, out);
+            break;
+        case ST_TRAILER:
+            r = feed_trailer(s, in, len, &used, out);
             break;
         case ST_BARE:
             r = feed_bare(s, in, len, out);
@@ -1450,12 +1660,21 @@ static int backup_session_eof(void *sess, struct core_buf *out)
         r = upload_commit(s, SVC_BACKUP_INTEGRITY_NONE, out);
         break;
     case ST_UPLOAD:
+    case ST_TRAILER: {
+        bool kept = s->tmp.part[0] != '\0';
+
+        upload_keep(s);
+        if (s->state == ST_TRAILER)
+            r = reply_err(s, out, SVC_BACKUP_E_SIZE_MISMATCH,
+                          "the client closed before the SHA256 line%s",
+                          kept ? "; the content is kept to be resumed" : "; nothing kept");
+        else
+            r = reply_err(s, out, SVC_BACKUP_E_SIZE_MISMATCH,
+                          "the client closed after %" PRIu64 " of %" PRIu64 " bytes%s", s->received,
+                          s->expected, kept ? "; they are kept to be resumed" : "; nothing kept");
         s->state = ST_CLOSED;
-        upload_discard(s);
-        r = reply_err(s, out, SVC_BACKUP_E_SIZE_MISMATCH,
-                      "the client closed after %" PRIu64 " of %" PRIu64 " bytes; nothing kept",
-                      s->received, s->expected);
         break;
+    }
     default:
         break;
     }
@@ -1470,15 +1689,16 @@ static void backup_session_close(void *sess, bool completed)
     (void)completed;
     if (!s->inst)
         return;
-    if (s->tmp.fd >= 0) { /* cut mid-upload: keep nothing */
-        char detail[96];
+    if (s->tmp.fd >= 0) { /* cut mid-upload: a partial upload is kept, else nothing */
+        bool kept = s->tmp.part[0] != '\0';
+        char detail[128];
 
         count(s->inst, C_CUT, 1);
-        upload_discard(s);
+        upload_keep(s);
         if (s->expected)
             snprintf(detail, sizeof(detail),
-                     "the connection ended after %" PRIu64 " of %" PRIu64 " bytes; nothing kept",
-                     s->received, s->expected);
+                     "the connection ended after %" PRIu64 " of %" PRIu64 " bytes; %s", s->received,
+                     s->expected, kept ? "they are kept to be resumed" : "nothing kept");
         else
             snprintf(detail, sizeof(detail),
                      "the connection ended after %" PRIu64 " bytes; nothing kept", s->received);
@@ -1581,6 +1801,15 @@ static const struct core_option backup_options[] = {
      .unit = "days",
      .help = "an older version replaced more than this long ago is removed (never the current "
              "copy); 0: never"},
+    {.name = "resume_ttl_ms",
+     .type = CORE_OPTION_INTEGER,
+     .transports = CORE_TRANSPORT_BIT(CORE_TCP),
+     .live = true,
+     .default_integer = DEFAULT_RESUME_TTL_MS,
+     .minimum = 0,
+     .maximum = RESUME_TTL_MAX_MS,
+     .unit = "ms",
+     .help = "how long what a cut upload received is kept for RESUME; 0: keep nothing"},
 };
 
 /* ---- where a directory may be ---- */
@@ -1973,6 +2202,7 @@ static int backup_instance_new(const json_t *opts, enum core_transport t,
         (int64_t)opt_u64(opts, "min_rate_window_s", DEFAULT_MIN_RATE_WINDOW) * 1000;
     in->retain.keep_versions = (uint32_t)opt_u64(opts, "keep_versions", 0);
     in->retain.keep_days = (uint32_t)opt_u64(opts, "keep_days", 0);
+    in->resume_ttl_ms = (int64_t)opt_u64(opts, "resume_ttl_ms", DEFAULT_RESUME_TTL_MS);
     in->metrics = env ? env->metrics : NULL;
     in->emitter = env ? env->emitter : NULL;
     if (!env || !env->state_dir || !env->listener_id ||
@@ -1995,7 +2225,15 @@ static int backup_instance_new(const json_t *opts, enum core_transport t,
         in->marker[0] = '\0';
         goto out_free;
     }
+    /* Partial uploads kept longer than resume_ttl_ms go; the rest count as stored. */
+    expire_partials(in, in->store);
     r = svc_backup_store_usage(in->store, &in->sh->used);
+    if (r == 0) {
+        uint64_t part = 0;
+
+        r = svc_backup_store_partial_bytes(in->store, &part);
+        in->sh->used += part;
+    }
     if (r < 0) {
         core_err_set(err, r, NULL, "cannot read %s: %s", dir, strerror(-r));
         in->marker[0] = '\0';
@@ -2275,4 +2513,5 @@ const struct core_service svc_backup = {
     .upload_header = backup_upload_header,
     .upload_result = backup_upload_result,
     .blocking = true,
+    .read_size = READ_SIZE,
 };

@@ -22,10 +22,8 @@ static const char *const errc_names[SVC_BACKUP_E_COUNT] = {
 };
 
 static const char *const verb_names[SVC_BACKUP_VERB_COUNT] = {
-    [SVC_BACKUP_PUT] = "PUT",
-    [SVC_BACKUP_GET] = "GET",
-    [SVC_BACKUP_LIST] = "LIST",
-    [SVC_BACKUP_QUIT] = "QUIT",
+    [SVC_BACKUP_PUT] = "PUT",   [SVC_BACKUP_GET] = "GET",       [SVC_BACKUP_LIST] = "LIST",
+    [SVC_BACKUP_QUIT] = "QUIT", [SVC_BACKUP_RESUME] = "RESUME",
 };
 
 const char *svc_backup_errc_name(enum svc_backup_errc c)
@@ -249,12 +247,13 @@ int svc_backup_parse_line(const char *line, size_t len, struct svc_backup_cmd *r
                           enum svc_backup_errc *ret_code, struct core_err *err)
 {
     static const char *const usage[SVC_BACKUP_VERB_COUNT] = {
-        [SVC_BACKUP_PUT] = "usage: PUT <name> <size> [<sha256>]",
+        [SVC_BACKUP_PUT] = "usage: PUT <name> <size> [<sha256>|* [<offset>]]",
         [SVC_BACKUP_GET] = "usage: GET <name> [<version>]",
         [SVC_BACKUP_LIST] = "usage: LIST",
         [SVC_BACKUP_QUIT] = "usage: QUIT",
+        [SVC_BACKUP_RESUME] = "usage: RESUME <name> <size> [<sha256>]",
     };
-    struct token t[5];
+    struct token t[6];
     size_t n;
     uint64_t v;
     int verb = -1, r;
@@ -263,7 +262,7 @@ int svc_backup_parse_line(const char *line, size_t len, struct svc_backup_cmd *r
         len--;
     if (memchr(line, '\0', len))
         return protocol_error(ret_code, err, "command line contains NUL");
-    n = split(line, len, t, 4);
+    n = split(line, len, t, 5);
     if (n == 0)
         return protocol_error(ret_code, err, "empty command line");
     for (int i = 0; i < SVC_BACKUP_VERB_COUNT; i++) {
@@ -271,19 +270,28 @@ int svc_backup_parse_line(const char *line, size_t len, struct svc_backup_cmd *r
             verb = i;
     }
     if (verb < 0)
-        return protocol_error(ret_code, err, "unknown command (PUT, GET, LIST, QUIT)");
+        return protocol_error(ret_code, err, "unknown command (PUT, GET, LIST, QUIT, RESUME)");
     memset(ret, 0, sizeof(*ret));
     ret->verb = (enum svc_backup_verb)verb;
     switch (ret->verb) {
     case SVC_BACKUP_PUT:
-        if (n < 3 || n > 4)
+    case SVC_BACKUP_RESUME:
+        if (n < 3 || n > (ret->verb == SVC_BACKUP_PUT ? 5u : 4u))
             return protocol_error(ret_code, err, usage[verb]);
         if (parse_u64(t[2].p, t[2].len, UINT64_MAX, &ret->size) < 0)
             return protocol_error(ret_code, err, "size is not a decimal number of bytes");
-        if (n == 4) {
+        if (n >= 4 && ret->verb == SVC_BACKUP_PUT && t[3].len == 1 && t[3].p[0] == '*') {
+            ret->sha256_follows = true;
+        } else if (n >= 4) {
             if (svc_backup_sha256_from_hex(t[3].p, t[3].len, ret->sha256) < 0)
                 return protocol_error(ret_code, err, "sha256 is not 64 hex digits");
             ret->has_sha256 = true;
+        }
+        if (n == 5) {
+            if (parse_u64(t[4].p, t[4].len, UINT64_MAX, &ret->offset) < 0)
+                return protocol_error(ret_code, err, "offset is not a decimal number of bytes");
+            if (ret->offset > ret->size)
+                return protocol_error(ret_code, err, "offset is past the size");
         }
         break;
     case SVC_BACKUP_GET:
@@ -303,13 +311,29 @@ int svc_backup_parse_line(const char *line, size_t len, struct svc_backup_cmd *r
     case SVC_BACKUP_VERB_COUNT:
         break;
     }
-    if (ret->verb == SVC_BACKUP_PUT || ret->verb == SVC_BACKUP_GET) {
+    if (ret->verb != SVC_BACKUP_LIST && ret->verb != SVC_BACKUP_QUIT) {
         r = svc_backup_name_decode(t[1].p, t[1].len, ret->name, err);
         if (r < 0) {
             *ret_code = SVC_BACKUP_E_BAD_NAME;
             return r;
         }
     }
+    return 0;
+}
+
+int svc_backup_parse_trailer(const char *line, size_t len, uint8_t ret[SVC_BACKUP_SHA256_LEN],
+                             struct core_err *err)
+{
+    struct token t[3];
+    size_t n;
+
+    if (len > 0 && line[len - 1] == '\r')
+        len--;
+    n = split(line, len, t, 2);
+    if (n != 2 || t[0].len != 6 || memcmp(t[0].p, "SHA256", 6) != 0)
+        return core_err_set(err, -EINVAL, NULL, "expected SHA256 <sha256> after the content");
+    if (svc_backup_sha256_from_hex(t[1].p, t[1].len, ret) < 0)
+        return core_err_set(err, -EINVAL, NULL, "sha256 is not 64 hex digits");
     return 0;
 }
 

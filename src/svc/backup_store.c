@@ -19,10 +19,13 @@
 #include <linux/openat2.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #define META_MAX 8192
 #define TMP_PREFIX ".tmp-"
 #define TMP_TRIES 16
+#define PARTIAL_DIR ".partial"             /* beneath the metadata directory */
+#define WRITEBACK_STEP (UINT64_C(8) << 20) /* bytes of an upload whose writeback starts at once */
 
 struct svc_backup_store {
     int dirfd;          /* the directory; flocked by a writer */
@@ -479,6 +482,9 @@ int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
 
     ret->fd = -1;
     ret->name[0] = '\0';
+    ret->part[0] = '\0';
+    ret->written = 0;
+    ret->flushed = 0;
     if (s->tmpfile_ok) {
         fd = open_beneath(s->dirfd, ".", O_TMPFILE | O_RDWR, 0600);
         if (fd < 0 && fd != -EOPNOTSUPP && fd != -EISDIR && fd != -EINVAL)
@@ -509,6 +515,25 @@ int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
     return 0;
 }
 
+/* Starts the writeback of what was appended since the last call, once there is
+ * WRITEBACK_STEP of it, after waiting for the step before (which the disk had the time of
+ * one step to write). Only a hint: a file system without it keeps it all for the fsync. */
+static void writeback(struct svc_backup_tmp *t)
+{
+    uint64_t prev;
+
+    if (t->written - t->flushed < WRITEBACK_STEP)
+        return;
+    prev = t->flushed >= WRITEBACK_STEP ? t->flushed - WRITEBACK_STEP : 0;
+    if (t->flushed > prev)
+        (void)sync_file_range(t->fd, (off_t)prev, (off_t)(t->flushed - prev),
+                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                  SYNC_FILE_RANGE_WAIT_AFTER);
+    (void)sync_file_range(t->fd, (off_t)t->flushed, (off_t)(t->written - t->flushed),
+                          SYNC_FILE_RANGE_WRITE);
+    t->flushed = t->written;
+}
+
 int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n)
 {
     const uint8_t *b = p;
@@ -524,7 +549,9 @@ int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n
             return -EIO;
         b += w;
         n -= (size_t)w;
+        t->written += (uint64_t)w;
     }
+    writeback(t);
     return 0;
 }
 
@@ -533,8 +560,298 @@ int svc_backup_store_tmp_sync(struct svc_backup_tmp *t)
     return fsync_fd(t->fd);
 }
 
+/* Opens .sockserv/.partial (made when create). Returns the descriptor or a negative errno. */
+static int partial_dir(struct svc_backup_store *s, bool create)
+{
+    int fd;
+
+    if (s->metafd < 0)
+        return -ENOENT;
+    fd = open_beneath(s->metafd, PARTIAL_DIR, O_RDONLY | O_DIRECTORY, 0);
+    if (fd == -ENOENT && create) {
+        if (mkdirat(s->metafd, PARTIAL_DIR, 0700) < 0 && errno != EEXIST)
+            return -errno;
+        (void)fsync_fd(s->metafd);
+        fd = open_beneath(s->metafd, PARTIAL_DIR, O_RDONLY | O_DIRECTORY, 0);
+    }
+    return fd;
+}
+
+/* "<sha256 of name, hex>-" into out (65 bytes + NUL). */
+static void partial_prefix(const char *name, char out[SVC_BACKUP_SHA256_HEX + 2])
+{
+    uint8_t d[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+
+    if (EVP_Digest(name, strlen(name), d, &len, EVP_sha256(), NULL) != 1)
+        memset(d, 0, sizeof(d));
+    svc_backup_sha256_to_hex(d, out);
+    out[SVC_BACKUP_SHA256_HEX] = '-';
+    out[SVC_BACKUP_SHA256_HEX + 1] = '\0';
+}
+
+/* Parses the "<size>-<sha256|any>" after a partial's prefix. */
+static bool partial_parse(const char *p, struct svc_backup_partial *ret)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+
+    for (; p[i] >= '0' && p[i] <= '9' && i < 20; i++)
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    if (i == 0 || p[i] != '-')
+        return false;
+    ret->size = v;
+    p += i + 1;
+    ret->has_sha256 = strcmp(p, "any") != 0;
+    return !ret->has_sha256 ||
+           (strlen(p) == SVC_BACKUP_SHA256_HEX &&
+            svc_backup_sha256_from_hex(p, SVC_BACKUP_SHA256_HEX, ret->sha256) == 0);
+}
+
+/* Opens partial entry e of pfd and takes its lock: the descriptor, -EBUSY, -ENOENT (gone, or
+ * removed while the lock was awaited) or another negative errno. */
+static int partial_lock(int pfd, const char *e, struct stat *st)
+{
+    int fd = open_beneath(pfd, e, O_RDWR, 0);
+
+    if (fd < 0)
+        return fd == -ELOOP ? -ENOENT : fd;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+
+        close(fd);
+        return r;
+    }
+    if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode) || st->st_nlink == 0) {
+        close(fd);
+        return -ENOENT;
+    }
+    return fd;
+}
+
+/* Looks up name's partial in pfd: 0 with its entry name and what it is, or -ENOENT. */
+static int partial_lookup(int pfd, const char *name, char ret_e[SVC_BACKUP_PARTIAL_NAME_MAX],
+                          struct svc_backup_partial *ret)
+{
+    char pre[SVC_BACKUP_SHA256_HEX + 2];
+    int dfd = dup(pfd), r = -ENOENT;
+    struct dirent *de;
+    DIR *d;
+
+    if (dfd < 0)
+        return -errno;
+    d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return -ENOMEM;
+    }
+    rewinddir(d);
+    partial_prefix(name, pre);
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+
+        if (strncmp(de->d_name, pre, strlen(pre)) == 0 && len < SVC_BACKUP_PARTIAL_NAME_MAX &&
+            partial_parse(de->d_name + strlen(pre), ret)) {
+            memcpy(ret_e, de->d_name, len + 1);
+            r = 0;
+            break;
+        }
+    }
+    closedir(d);
+    return r;
+}
+
+int svc_backup_store_partial_find(struct svc_backup_store *s, const char *name,
+                                  struct svc_backup_partial *ret)
+{
+    char e[SVC_BACKUP_PARTIAL_NAME_MAX];
+    struct svc_backup_partial p;
+    struct stat st;
+    int pfd = partial_dir(s, false), fd, r;
+
+    if (pfd < 0)
+        return pfd == -ENOTDIR || pfd == -ELOOP ? -ENOENT : pfd;
+    r = partial_lookup(pfd, name, e, &p);
+    if (r == 0) {
+        fd = partial_lock(pfd, e, &st);
+        if (fd >= 0) {
+            p.held = (uint64_t)st.st_size;
+            close(fd);
+            *ret = p;
+        }
+        r = fd < 0 ? fd : 0;
+    }
+    close(pfd);
+    return r;
+}
+
+int svc_backup_store_partial_open(struct svc_backup_store *s, const char *name, uint64_t size,
+                                  const uint8_t *sha256, uint64_t offset,
+                                  struct svc_backup_tmp *ret, uint64_t *ret_dropped)
+{
+    char e[SVC_BACKUP_PARTIAL_NAME_MAX], hex[SVC_BACKUP_SHA256_HEX + 1] = "any";
+    struct svc_backup_partial p;
+    uint64_t dropped = 0;
+    struct stat st;
+    int pfd = partial_dir(s, offset == 0), fd = -1, r;
+
+    ret->fd = -1;
+    ret->name[0] = '\0';
+    ret->part[0] = '\0';
+    if (pfd < 0)
+        return pfd == -ENOTDIR || pfd == -ELOOP ? -ENOENT : pfd;
+    /* Any partial of the name: the one to resume, or one to drop. */
+    for (int tries = 0; tries < TMP_TRIES; tries++) {
+        r = partial_lookup(pfd, name, e, &p);
+        if (r < 0)
+            break;
+        fd = partial_lock(pfd, e, &st);
+        if (fd == -ENOENT)
+            continue; /* removed meanwhile: look again */
+        if (fd < 0) {
+            r = fd;
+            goto out;
+        }
+        if (offset > 0) {
+            bool match = p.size == size && (!p.has_sha256 || !sha256 ||
+                                            memcmp(p.sha256, sha256, SVC_BACKUP_SHA256_LEN) == 0);
+
+            if (!match || (uint64_t)st.st_size < offset) {
+                close(fd);
+                r = -ENOENT;
+                goto out;
+            }
+            if (ftruncate(fd, (off_t)offset) < 0 || lseek(fd, (off_t)offset, SEEK_SET) < 0) {
+                r = -errno;
+                close(fd);
+                goto out;
+            }
+            *ret_dropped = (uint64_t)st.st_size;
+            snprintf(ret->part, sizeof(ret->part), "%s", e);
+            ret->fd = fd;
+            ret->written = offset;
+            ret->flushed = offset;
+            r = 0;
+            goto out;
+        }
+        dropped += (uint64_t)st.st_size;
+        (void)unlinkat(pfd, e, 0);
+        close(fd);
+    }
+    if (offset > 0) {
+        r = -ENOENT;
+        goto out;
+    }
+    if (sha256)
+        svc_backup_sha256_to_hex(sha256, hex);
+    partial_prefix(name, e);
+    snprintf(e + SVC_BACKUP_SHA256_HEX + 1, sizeof(e) - SVC_BACKUP_SHA256_HEX - 1, "%" PRIu64 "-%s",
+             size, hex);
+    fd = open_beneath(pfd, e, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        (void)unlinkat(pfd, e, 0);
+        close(fd);
+        goto out;
+    }
+    if (fd < 0) {
+        r = fd == -EEXIST ? -EBUSY : fd;
+        goto out;
+    }
+    snprintf(ret->part, sizeof(ret->part), "%s", e);
+    ret->fd = fd;
+    ret->written = 0;
+    ret->flushed = 0;
+    *ret_dropped = dropped;
+    r = 0;
+out:
+    close(pfd);
+    return r;
+}
+
+void svc_backup_store_tmp_keep(struct svc_backup_store *s, struct svc_backup_tmp *t)
+{
+    if (!t->part[0]) {
+        svc_backup_store_tmp_discard(s, t);
+        return;
+    }
+    if (t->fd >= 0) {
+        (void)sync_file_range(t->fd, (off_t)t->flushed, 0, SYNC_FILE_RANGE_WRITE);
+        close(t->fd);
+    }
+    t->fd = -1;
+    t->part[0] = '\0';
+}
+
+/* Sums the partial uploads no upload writes to; when remove, removes those among them last
+ * written ttl_ms or more ago (every one when ttl_ms is 0) and sums those only. */
+static int partial_walk(struct svc_backup_store *s, int64_t ttl_ms, bool remove, uint64_t *ret)
+{
+    int pfd = partial_dir(s, false), dfd;
+    struct timespec now;
+    struct dirent *de;
+    uint64_t sum = 0;
+    DIR *d;
+
+    *ret = 0;
+    if (pfd < 0)
+        return pfd == -ENOENT || pfd == -ENOTDIR || pfd == -ELOOP ? 0 : pfd;
+    dfd = dup(pfd);
+    d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
+        close(pfd);
+        return -ENOMEM;
+    }
+    clock_gettime(CLOCK_REALTIME, &now);
+    while ((de = readdir(d))) {
+        struct stat st;
+        int64_t age_ms;
+        int fd;
+
+        if (de->d_name[0] == '.')
+            continue;
+        fd = partial_lock(pfd, de->d_name, &st);
+        if (fd < 0) /* gone, or an upload writes to it */
+            continue;
+        age_ms = (int64_t)(now.tv_sec - st.st_mtim.tv_sec) * 1000 +
+                 (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+        if (!remove)
+            sum += (uint64_t)st.st_size;
+        else if (ttl_ms == 0 || age_ms >= ttl_ms) {
+            if (unlinkat(pfd, de->d_name, 0) == 0)
+                sum += (uint64_t)st.st_size;
+        }
+        close(fd);
+    }
+    closedir(d);
+    close(pfd);
+    *ret = sum;
+    return 0;
+}
+
+int svc_backup_store_partial_sweep(struct svc_backup_store *s, int64_t ttl_ms, uint64_t *ret_freed)
+{
+    return partial_walk(s, ttl_ms, true, ret_freed);
+}
+
+int svc_backup_store_partial_bytes(struct svc_backup_store *s, uint64_t *ret_bytes)
+{
+    return partial_walk(s, 0, false, ret_bytes);
+}
+
 void svc_backup_store_tmp_discard(struct svc_backup_store *s, struct svc_backup_tmp *t)
 {
+    if (t->part[0] && s) {
+        int pfd = partial_dir(s, false);
+
+        if (pfd >= 0) {
+            (void)unlinkat(pfd, t->part, 0);
+            close(pfd);
+        }
+    }
+    t->part[0] = '\0';
     if (t->name[0] && s)
         (void)unlinkat(s->dirfd, t->name, 0);
     t->name[0] = '\0';
@@ -807,6 +1124,29 @@ static int open_versions(struct svc_backup_store *s, const char *name, int *ret_
     return 0;
 }
 
+/* Moves a partial upload into the directory under a hidden temporary name, which the
+ * commit then gives the file's name (or the next writer's cleanup removes). */
+static int partial_claim(struct svc_backup_store *s, struct svc_backup_tmp *t)
+{
+    int pfd = partial_dir(s, false), r = -EEXIST;
+
+    if (pfd < 0)
+        return pfd;
+    for (int i = 0; i < TMP_TRIES && r == -EEXIST; i++) {
+        random_tmp_name(t->name);
+        r = renameat2(pfd, t->part, s->dirfd, t->name, RENAME_NOREPLACE) < 0 ? -errno : 0;
+        if (r == -EINVAL) /* a file system without RENAME_NOREPLACE */
+            r = renameat(pfd, t->part, s->dirfd, t->name) < 0 ? -errno : 0;
+    }
+    close(pfd);
+    if (r < 0) {
+        t->name[0] = '\0';
+        return r;
+    }
+    t->part[0] = '\0';
+    return 0;
+}
+
 /* Gives the temporary file the name: atomically, replacing the current copy when replace,
  * failing with -EEXIST otherwise if the name is taken. */
 static int place(struct svc_backup_store *s, struct svc_backup_tmp *t, const char *name,
@@ -862,6 +1202,13 @@ int svc_backup_store_commit(struct svc_backup_store *s, struct svc_backup_tmp *t
     const char *what;
     int vfd = -1, r;
 
+    if (t->part[0]) {
+        r = partial_claim(s, t);
+        if (r < 0) {
+            what = "cannot move the upload into place";
+            goto out;
+        }
+    }
     if (fstat(t->fd, &tst) < 0) {
         r = -errno;
         what = "cannot stat the upload";

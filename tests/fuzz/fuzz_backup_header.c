@@ -70,14 +70,19 @@ static void check_command_round_trip(const struct svc_backup_cmd *c)
     struct core_err err = {0};
     int n = 0;
 
-    if (c->verb == SVC_BACKUP_PUT || c->verb == SVC_BACKUP_GET)
+    if (c->verb != SVC_BACKUP_LIST && c->verb != SVC_BACKUP_QUIT)
         (void)svc_backup_name_encode(c->name, enc, sizeof(enc));
+    snprintf(hex, sizeof(hex), "%s", c->sha256_follows ? "*" : "");
+    if (c->has_sha256)
+        svc_backup_sha256_to_hex(c->sha256, hex);
     switch (c->verb) {
     case SVC_BACKUP_PUT:
-        if (c->has_sha256)
-            svc_backup_sha256_to_hex(c->sha256, hex);
-        n = snprintf(line, sizeof(line), "PUT %s %" PRIu64 "%s%s", enc, c->size,
-                     c->has_sha256 ? " " : "", c->has_sha256 ? hex : "");
+    case SVC_BACKUP_RESUME:
+        n = snprintf(line, sizeof(line), "%s %s %" PRIu64 "%s%s",
+                     c->verb == SVC_BACKUP_PUT ? "PUT" : "RESUME", enc, c->size, hex[0] ? " " : "",
+                     hex);
+        if (c->offset && n > 0 && (size_t)n < sizeof(line))
+            n += snprintf(line + n, sizeof(line) - (size_t)n, " %" PRIu64, c->offset);
         break;
     case SVC_BACKUP_GET:
         n = snprintf(line, sizeof(line), "GET %s %" PRIu32, enc, c->version);
@@ -99,6 +104,8 @@ static void check_command_round_trip(const struct svc_backup_cmd *c)
     FUZZ_CHECK(again.has_sha256 == c->has_sha256);
     FUZZ_CHECK(memcmp(again.sha256, c->sha256, sizeof(c->sha256)) == 0);
     FUZZ_CHECK(again.version == c->version);
+    FUZZ_CHECK(again.sha256_follows == c->sha256_follows);
+    FUZZ_CHECK(again.offset == c->offset);
 }
 
 static void check_parse_line(const uint8_t *data, size_t size)

@@ -531,7 +531,7 @@ static void test_backup_size_and_checksum_mismatch_refused_keep_nothing(void **s
     uint16_t port;
     int fd;
 
-    port = backup_listener(d, "b1", store, "");
+    port = backup_listener(d, "b1", store, ",\"resume_ttl_ms\":0");
     it_backup_put_ok(port, "doc", "version one", 11, 1);
 
     /* fewer bytes than the header said, then the client closes its side */

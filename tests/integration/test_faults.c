@@ -819,7 +819,8 @@ static void verify_store(struct faults *w)
 /* ---- the world every backup fault starts from ---- */
 
 /*
- * A daemon with a backup listener (thread model: a thread per connection; on_exists replace when
+ * A daemon with a backup listener (thread model: a thread per connection; resume_ttl_ms 0, so that
+ * an upload is an unnamed temporary file, as these steps expect; on_exists replace when
  * replace, else version), a TCP and a UDP echo and a stopped date listener, and three stored
  * copies (one name stored twice); then stopped. The listener set is kept in w->configs.
  */
@@ -832,7 +833,7 @@ static void world_setup(struct faults *w, bool replace)
     start_plain(w);
     snprintf(body, sizeof(body),
              "{\"id\":\"" LISTENER "\",\"service\":\"backup\",\"port\":0,\"model\":\"thread\","
-             "\"options\":{\"directory\":\"%s\",\"on_exists\":\"%s\"}}",
+             "\"options\":{\"directory\":\"%s\",\"on_exists\":\"%s\",\"resume_ttl_ms\":0}}",
              w->files, replace ? "replace" : "version");
     w->replace = replace;
     json_decref(it_listener_create(d, body));

@@ -68,9 +68,10 @@ static bool has_string(const json_t *array, const char *s)
 static void test_services_listed_sorted_with_every_option(void **state)
 {
     static const char *const names[] = {"backup", "date", "echo"};
-    static const char *const options[][11] = {
+    static const char *const options[][12] = {
         {"directory", "on_exists", "max_file_size", "quota_bytes", "require_checksum",
-         "min_rate_bytes_per_s", "min_rate_window_s", "keep_versions", "keep_days", "tls", NULL},
+         "min_rate_bytes_per_s", "min_rate_window_s", "keep_versions", "keep_days", "resume_ttl_ms",
+         "tls", NULL},
         {"timezone", "format", "tls", NULL},
         {"mode", "max_datagram", "tls", NULL},
     };

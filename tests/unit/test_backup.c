@@ -456,6 +456,66 @@ static void test_backup_parse_put_with_and_without_checksum(void **state)
     assert_true(c.size == UINT64_MAX);
 }
 
+static void test_backup_parse_v2_forms_checksum_after_offset_resume(void **state)
+{
+    const char *hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    struct svc_backup_cmd c;
+    enum svc_backup_errc code;
+    struct core_err err = {0};
+    uint8_t sha[SVC_BACKUP_SHA256_LEN];
+    char line[200];
+
+    (void)state;
+    assert_int_equal(svc_backup_parse_line("PUT a.bin 10 *", 14, &c, &code, NULL), 0);
+    assert_true(c.sha256_follows);
+    assert_false(c.has_sha256);
+    assert_int_equal(c.offset, 0);
+    assert_int_equal(svc_backup_parse_line("PUT a.bin 10 * 4", 16, &c, &code, NULL), 0);
+    assert_true(c.sha256_follows);
+    assert_int_equal(c.offset, 4);
+    snprintf(line, sizeof(line), "PUT a.bin 10 %s 10", hex);
+    assert_int_equal(svc_backup_parse_line(line, strlen(line), &c, &code, NULL), 0);
+    assert_true(c.has_sha256);
+    assert_false(c.sha256_follows);
+    assert_int_equal(c.offset, 10);
+    snprintf(line, sizeof(line), "RESUME my%%20notes 7 %s", hex);
+    assert_int_equal(svc_backup_parse_line(line, strlen(line), &c, &code, NULL), 0);
+    assert_int_equal(c.verb, SVC_BACKUP_RESUME);
+    assert_string_equal(c.name, "my notes");
+    assert_int_equal(c.size, 7);
+    assert_true(c.has_sha256);
+    assert_int_equal(svc_backup_parse_line("RESUME a 7", 10, &c, &code, NULL), 0);
+    assert_false(c.has_sha256);
+    /* malformed */
+    code = SVC_BACKUP_E_COUNT;
+    assert_int_equal(svc_backup_parse_line("PUT a 10 * 11", 13, &c, &code, &err), -EINVAL);
+    assert_int_equal(code, SVC_BACKUP_E_PROTOCOL);
+    assert_string_equal(err.msg, "offset is past the size");
+    assert_int_equal(svc_backup_parse_line("PUT a 10 * x", 12, &c, &code, &err), -EINVAL);
+    assert_int_equal(svc_backup_parse_line("PUT a 10 * 1 2", 14, &c, &code, &err), -EINVAL);
+    assert_int_equal(svc_backup_parse_line("RESUME a 10 *", 13, &c, &code, &err), -EINVAL);
+    assert_int_equal(svc_backup_parse_line("RESUME a", 8, &c, &code, &err), -EINVAL);
+    assert_int_equal(svc_backup_parse_line("RESUME a 1 2 3", 14, &c, &code, &err), -EINVAL);
+    code = SVC_BACKUP_E_COUNT;
+    assert_int_equal(svc_backup_parse_line("RESUME .a 1", 11, &c, &code, &err), -EINVAL);
+    assert_int_equal(code, SVC_BACKUP_E_BAD_NAME);
+    /* the line after the content */
+    snprintf(line, sizeof(line), "SHA256 %s\r", hex);
+    assert_int_equal(svc_backup_parse_trailer(line, strlen(line), sha, &err), 0);
+    assert_int_equal(sha[0], 0xe3);
+    assert_int_equal(sha[31], 0x55);
+    assert_int_equal(svc_backup_parse_trailer("SHA256", 6, sha, &err), -EINVAL);
+    assert_int_equal(svc_backup_parse_trailer("SHA256 abc", 10, sha, &err), -EINVAL);
+    assert_string_equal(err.msg, "sha256 is not 64 hex digits");
+    snprintf(line, sizeof(line), "sha256 %s", hex);
+    assert_int_equal(svc_backup_parse_trailer(line, strlen(line), sha, &err), -EINVAL);
+    snprintf(line, sizeof(line), "SHA256 %s x", hex);
+    assert_int_equal(svc_backup_parse_trailer(line, strlen(line), sha, &err), -EINVAL);
+    /* RESUME is a command, not the lecture's bare name */
+    assert_int_equal(svc_backup_classify_first((const uint8_t *)"RESUME a 1\n", 11, NULL),
+                     SVC_BACKUP_FIRST_COMMAND);
+}
+
 static void test_backup_parse_bad_lines_protocol_error(void **state)
 {
     static const char *const bad[] = {
@@ -724,7 +784,7 @@ static void test_backup_put_cut_midway_keeps_nothing_and_older_copy(void **state
 
 static void test_backup_put_short_then_eof_size_mismatch_keeps_nothing(void **state)
 {
-    struct fx *f = fx_new(state, NULL);
+    struct fx *f = fx_new(state, "{\"resume_ttl_ms\": 0}");
     struct conn *c;
 
     (void)state;
@@ -1902,7 +1962,7 @@ static void test_backup_more_is_no_command(void **state)
     assert_int_equal(feed(c, "LIST\nMORE 4096\n"), CORE_VERDICT_CLOSE);
     expect_line(c, "OK 0");
     expect_line(c, "END");
-    expect_line(c, "ERR protocol unknown command (PUT, GET, LIST, QUIT)");
+    expect_line(c, "ERR protocol unknown command (PUT, GET, LIST, QUIT, RESUME)");
     conn_close(c, true);
 }
 
@@ -2079,11 +2139,11 @@ static void test_backup_protocol_errors_answered_then_closed(void **state)
     (void)state;
     c = conn_open(f);
     assert_int_equal(feed(c, "\nHELLO\n"), CORE_VERDICT_CLOSE);
-    expect_line(c, "ERR protocol unknown command (PUT, GET, LIST, QUIT)");
+    expect_line(c, "ERR protocol unknown command (PUT, GET, LIST, QUIT, RESUME)");
     conn_close(c, true);
     c = conn_open(f);
     assert_int_equal(feed(c, "PUT a\n"), CORE_VERDICT_CLOSE);
-    expect_line(c, "ERR protocol usage: PUT <name> <size> [<sha256>]");
+    expect_line(c, "ERR protocol usage: PUT <name> <size> [<sha256>|* [<offset>]]");
     conn_close(c, true);
     c = conn_open(f);
     memset(line, 'x', sizeof(line));
@@ -2147,6 +2207,8 @@ int main(void)
         cmocka_unit_test_teardown(test_backup_name_decode_escapes_then_checks, fx_teardown),
         cmocka_unit_test_teardown(test_backup_name_encode_roundtrips, fx_teardown),
         cmocka_unit_test_teardown(test_backup_parse_put_with_and_without_checksum, fx_teardown),
+        cmocka_unit_test_teardown(test_backup_parse_v2_forms_checksum_after_offset_resume,
+                                  fx_teardown),
         cmocka_unit_test_teardown(test_backup_parse_bad_lines_protocol_error, fx_teardown),
         cmocka_unit_test_teardown(test_backup_parse_bad_names_bad_name_error, fx_teardown),
         cmocka_unit_test_teardown(test_backup_parse_get_list_quit, fx_teardown),
