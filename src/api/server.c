@@ -17,6 +17,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "api/download.h"
 #include "api/events.h"
 #include "api/guard.h"
 #include "api/handlers.h"
@@ -129,6 +130,8 @@ struct api_server {
 
     /* The uploads' file work (api/upload.h); NULL once stopped. */
     struct api_uploads *uploads;
+    /* The downloads' file reads (api/download.h). */
+    struct api_downloads *downloads;
     struct api_tickets *tickets; /* the download tickets (api/ticket.h) */
 
     /* libmicrohttpd's warnings (a malformed request, a failed TLS handshake) are the peer's
@@ -863,6 +866,7 @@ static enum MHD_Result send_reply(struct api_server *s, struct request *q,
                                     : "Bearer realm=\"sockserv\"";
         q->reply.no_store = true;
     }
+    q->reply.downloads = s->downloads;
     return api_reply_send(conn, &q->reply);
 }
 
@@ -1193,6 +1197,7 @@ static void server_free(struct api_server *s)
 {
     changes_stop(s);
     api_uploads_free(s->uploads);
+    api_downloads_free(s->downloads);
     api_tickets_free(s->tickets);
     watch_stop(s);
     unix_remove(s);
@@ -1387,8 +1392,10 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     r = api_tickets_new(&s->tickets);
     if (r == 0)
         r = api_uploads_start(&s->uploads);
+    if (r == 0)
+        r = api_downloads_start(&s->downloads);
     if (r < 0) {
-        (void)core_err_set(err, r, NULL, "api: upload workers: %s", strerror(-r));
+        (void)core_err_set(err, r, NULL, "api: file workers: %s", strerror(-r));
         close(fd);
         goto out_free;
     }
@@ -1437,6 +1444,7 @@ void api_server_stop(struct api_server *s)
     api_events_shutdown(s->events);
     changes_stop(s);
     api_uploads_stop(s->uploads);
+    api_downloads_stop(s->downloads);
     watch_stop(s);
     MHD_stop_daemon(s->daemon);
     server_free(s);
