@@ -113,7 +113,8 @@ void api_reply_method_not_allowed(struct api_reply *r, const char *method, const
 void api_reply_asset(struct api_reply *r, const struct api_asset *asset, bool not_modified);
 
 /*
- * A stored file: 200 application/octet-stream of size bytes read from fd (offset 0), with
+ * A stored file: 200 application/octet-stream of size bytes read from fd (offset 0) by the
+ * download workers of r->downloads (api/download.h; a reply without them is a 500), with
  * "Content-Disposition: attachment" naming it name (see api_content_disposition()) and
  * "Cache-Control: no-store". Takes ownership of fd (closed by api_reply_fini() if never sent).
  * A name whose disposition does not fit is a 500 (fd closed).
