@@ -11,11 +11,14 @@
  * A file that ends before its announced size (it shrank) ends the response with an error:
  * libmicrohttpd closes the connection, so the client sees a body shorter than Content-Length.
  *
+ * The same workers open the file: the server hands a download's request to them as a job (its
+ * handler, which opens the file and fills the reply), its connection suspended meanwhile.
+ *
  * Thread rules: api_downloads_start()/api_downloads_stop()/api_downloads_free() from the
- * thread that starts and stops the server; api_download_response() from libmicrohttpd's
- * thread.
+ * thread that starts and stops the server; the rest from libmicrohttpd's thread.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <microhttpd.h>
@@ -24,6 +27,18 @@
 #define API_DOWNLOAD_BLOCK (512 * 1024)
 
 struct api_downloads;
+
+typedef void (*api_download_job_fn)(void *arg);
+
+/* A job for the workers: fn(arg), then conn resumed. The caller's storage; done is the
+ * workers' (read it with api_download_job_done()). */
+struct api_download_job {
+    api_download_job_fn fn;
+    void *arg;
+    struct MHD_Connection *conn;
+    bool done;
+    struct api_download_job *next;
+};
 
 /* Starts the workers. 0, or a negative errno. Stop them with api_downloads_stop(), then free
  * with api_downloads_free(). */
@@ -35,6 +50,16 @@ int api_downloads_start(struct api_downloads **ret);
  * fail. Call before MHD_stop_daemon(). Accepts NULL; a second call does nothing.
  */
 void api_downloads_stop(struct api_downloads *p);
+
+/*
+ * Runs job->fn(job->arg) on a worker, then resumes job->conn, which the caller (libmicrohttpd's
+ * thread) has just suspended. Jobs handed before a stop are run by it. -ESHUTDOWN when the
+ * workers stop (nothing handed: the caller resumes conn).
+ */
+int api_downloads_run(struct api_downloads *p, struct api_download_job *job);
+
+/* Whether job was handed and is done (its connection resumed). */
+bool api_download_job_done(struct api_downloads *p, const struct api_download_job *job);
 
 /* Stops the workers if they still run, and frees p. Call after MHD_stop_daemon() (which frees
  * the responses). Accepts NULL. */

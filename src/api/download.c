@@ -46,7 +46,8 @@ struct api_downloads {
     pthread_cond_t wake;
     struct api_download *head, *tail; /* guarded by lock: waiting for a worker, oldest first */
     struct api_download *live;        /* guarded by lock */
-    bool stopping;                    /* guarded by lock */
+    struct api_download_job *jobs, *jobs_tail; /* guarded by lock: oldest first */
+    bool stopping;                             /* guarded by lock */
     pthread_t threads[API_DOWNLOAD_WORKERS];
     unsigned n_threads;
 };
@@ -109,6 +110,26 @@ static ssize_t read_block(int fd, uint8_t *buf, size_t len, uint64_t off)
     return (ssize_t)got;
 }
 
+/* Runs the oldest job, if any, and resumes its connection. Called with p->lock held (released
+ * meanwhile). Whether there was one. */
+static bool run_job_locked(struct api_downloads *p)
+{
+    struct api_download_job *job = p->jobs;
+
+    if (!job)
+        return false;
+    p->jobs = job->next;
+    if (!p->jobs)
+        p->jobs_tail = NULL;
+    pthread_mutex_unlock(&p->lock);
+    job->fn(job->arg);
+    pthread_mutex_lock(&p->lock);
+    job->done = true;
+    /* Under the lock: libmicrohttpd's thread reads done once resumed. */
+    MHD_resume_connection(job->conn);
+    return true;
+}
+
 static void *worker_main(void *arg)
 {
     struct api_downloads *p = arg;
@@ -121,8 +142,10 @@ static void *worker_main(void *arg)
         size_t want;
         ssize_t n;
 
-        while (!p->head && !p->stopping)
+        while (!p->head && !p->jobs && !p->stopping)
             pthread_cond_wait(&p->wake, &p->lock);
+        if (run_job_locked(p))
+            continue;
         if (p->stopping)
             break;
         d = p->head;
@@ -210,6 +233,41 @@ void api_downloads_stop(struct api_downloads *p)
     for (unsigned i = 0; i < p->n_threads; i++)
         pthread_join(p->threads[i], NULL);
     p->n_threads = 0;
+}
+
+int api_downloads_run(struct api_downloads *p, struct api_download_job *job)
+{
+    int r = 0;
+
+    if (!p)
+        return -ESHUTDOWN;
+    pthread_mutex_lock(&p->lock);
+    if (p->stopping) {
+        r = -ESHUTDOWN;
+    } else {
+        job->done = false;
+        job->next = NULL;
+        if (p->jobs_tail)
+            p->jobs_tail->next = job;
+        else
+            p->jobs = job;
+        p->jobs_tail = job;
+        pthread_cond_signal(&p->wake);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return r;
+}
+
+bool api_download_job_done(struct api_downloads *p, const struct api_download_job *job)
+{
+    bool done;
+
+    if (!p)
+        return false;
+    pthread_mutex_lock(&p->lock);
+    done = job->done;
+    pthread_mutex_unlock(&p->lock);
+    return done;
 }
 
 void api_downloads_free(struct api_downloads *p)

@@ -171,6 +171,12 @@ struct request {
     struct request *next;
     bool queued;
     bool done;
+    /* A file's GET handed to the download workers (api/download.h), which run its handler (the
+     * file's open) while the connection is suspended. */
+    struct api_download_job open_job;
+    struct api_server *server;
+    const char *open_url;
+    bool opening;
 };
 
 static void request_free(struct request *q)
@@ -884,6 +890,38 @@ static enum MHD_Result send_busy(struct api_server *s, struct request *q,
     return api_reply_send(conn, &q->reply);
 }
 
+/* ---- a download's open, on the download workers ---- */
+
+/* The job of a file's GET: its handler, which opens the file (the disk), on a worker. */
+static void open_run(void *arg)
+{
+    struct request *q = arg;
+
+    request_dispatch(q->server, q, q->open_job.conn, q->open_url);
+}
+
+/*
+ * Hands q (a file's GET or HEAD) to the download workers, its connection suspended until its
+ * handler ran there. When they stop, the handler runs here.
+ */
+static enum MHD_Result open_hand(struct api_server *s, struct request *q,
+                                 struct MHD_Connection *conn, const char *method, const char *url)
+{
+    watch_enter(s, watch_of(conn), PHASE_ANSWER, 0);
+    q->server = s;
+    q->open_url = url;
+    q->open_job = (struct api_download_job){.fn = open_run, .arg = q, .conn = conn};
+    /* Suspended first: a worker may resume it as soon as it is handed. */
+    MHD_suspend_connection(conn);
+    if (api_downloads_run(s->downloads, &q->open_job) == 0) {
+        q->opening = true;
+        return MHD_YES;
+    }
+    MHD_resume_connection(conn);
+    request_dispatch(s, q, conn, url);
+    return send_reply(s, q, conn, method, url);
+}
+
 /* ---- the change thread ---- */
 
 /* Whether the route changes the listener set (POST, PUT, PATCH, DELETE): the change thread's. */
@@ -1116,6 +1154,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     /* Resumed by the change thread: the reply is ready. */
     if (q->queued && changes_done(s, q))
         return send_reply(s, q, conn, method, url);
+    /* Resumed by a download worker: the file is open, the reply ready. */
+    if (q->opening) {
+        if (!api_download_job_done(s->downloads, &q->open_job))
+            return MHD_YES;
+        return send_reply(s, q, conn, method, url);
+    }
     if (!q->decided && q->match.route->handler == api_handle_events &&
         !stream_admit(s, watch_of(conn)))
         return send_busy(s, q, conn, method, url);
@@ -1130,6 +1174,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         reply_stopping(q);
         return send_reply(s, q, conn, method, url);
     }
+    if (!q->decided && q->match.route->handler == api_handle_listener_file_get)
+        return open_hand(s, q, conn, method, url);
     if (!q->decided)
         request_dispatch(s, q, conn, url);
     return send_reply(s, q, conn, method, url);

@@ -460,8 +460,11 @@ static pid_t thread_named(pid_t pid, const char *comm)
     return tid;
 }
 
-/* Counts the lines of log (strace -f -y) that read or send from a file ending in "/name" (its
- * fd shown as "N</path/name>"), those of thread tid in *ret_api, the others in *ret_other. */
+/*
+ * Counts the lines of log (strace -f -y) that open, read or send from a file ending in "/name"
+ * (its fd shown as "N</path/name>", also as an open's result): those of thread tid in
+ * *ret_api, the pread64() calls of the other threads in *ret_other.
+ */
 static void count_reads(const char *log, const char *name, pid_t tid, int *ret_api, int *ret_other)
 {
     char tag[256];
@@ -472,14 +475,17 @@ static void count_reads(const char *log, const char *name, pid_t tid, int *ret_a
     while (*p) {
         const char *eol = strchr(p, '\n');
         size_t len = eol ? (size_t)(eol - p) : strlen(p);
-        char line[1024];
+        char line[1024], *call;
+        long who;
 
         snprintf(line, sizeof(line), "%.*s", (int)(len < sizeof(line) - 1 ? len : sizeof(line) - 1),
                  p);
+        who = strtol(line, &call, 10);
+        call += strspn(call, " ");
         if (strstr(line, tag)) {
-            if (strtol(line, NULL, 10) == tid)
+            if (who == tid)
                 (*ret_api)++;
-            else
+            else if (strncmp(call, "pread64(", 8) == 0)
                 (*ret_other)++;
         }
         p += len;
@@ -509,8 +515,8 @@ static bool log_has_reads(void *arg)
 static void test_download_reads_the_file_off_the_api_thread(void **state)
 {
     struct it_fixture *f = *state;
-    static const char trace[] = "trace=read,pread64,readv,preadv,preadv2,sendfile,splice,"
-                                "copy_file_range,mmap";
+    static const char trace[] = "trace=open,openat,openat2,read,pread64,readv,preadv,preadv2,"
+                                "sendfile,splice,copy_file_range,mmap";
     const char *asan = getenv("ASAN_OPTIONS");
     char strace[IT_PATH_MAX], log_path[IT_PATH_MAX], asan_env[512];
     const char *const env[] = {asan_env, NULL};
@@ -557,7 +563,7 @@ static void test_download_reads_the_file_off_the_api_thread(void **state)
     reads.tid = tid;
     (void)it_wait_until(WAIT_MS, log_has_reads, &reads);
     if (reads.api > 0)
-        fail_msg("libmicrohttpd's thread (%d) read or sent from traced.bin %d times (workers: "
+        fail_msg("libmicrohttpd's thread (%d) opened, read or sent traced.bin %d times (workers: "
                  "%d); see %s",
                  (int)tid, reads.api, reads.other, log_path);
     if (reads.other == 0)
