@@ -23,6 +23,7 @@
 #include "core/config.h"
 #include "core/err.h"
 
+struct api_downloads;
 struct api_stream;
 
 /* Longest "Location", "Allow", "Content-Disposition" and "ETag" header values a reply carries,
@@ -47,6 +48,8 @@ struct api_reply {
     const struct api_asset *asset;   /* a static file (borrowed, static storage), or NULL */
     int fd;                          /* owned: an application/octet-stream body, or -1 */
     uint64_t fd_size;                /* its length, from offset 0 */
+    struct api_downloads *downloads; /* borrowed: the workers that read fd (api/download.h); set
+                                        by the server just before api_reply_send() */
     char disposition[API_DISPOSITION_MAX]; /* "Content-Disposition" header when not empty */
     bool no_store;                         /* "Cache-Control: no-store" */
     const char *authenticate;              /* "WWW-Authenticate" header (static storage), or NULL */
@@ -110,7 +113,8 @@ void api_reply_method_not_allowed(struct api_reply *r, const char *method, const
 void api_reply_asset(struct api_reply *r, const struct api_asset *asset, bool not_modified);
 
 /*
- * A stored file: 200 application/octet-stream of size bytes read from fd (offset 0), with
+ * A stored file: 200 application/octet-stream of size bytes read from fd (offset 0) by the
+ * download workers of r->downloads (api/download.h; a reply without them is a 500), with
  * "Content-Disposition: attachment" naming it name (see api_content_disposition()) and
  * "Cache-Control: no-store". Takes ownership of fd (closed by api_reply_fini() if never sent).
  * A name whose disposition does not fit is a 500 (fd closed).

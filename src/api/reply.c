@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/download.h"
 #include "api/events.h"
 
 #define CONTENT_TYPE_JSON "application/json"
@@ -308,10 +309,11 @@ static struct MHD_Response *response_from_text(struct api_reply *r)
     return resp;
 }
 
-/* A stored file read from r->fd, which the response then owns (r->fd becomes -1). */
-static struct MHD_Response *response_from_fd(struct api_reply *r)
+/* A stored file read from r->fd by the download workers (api/download.h), never by
+ * libmicrohttpd's thread; the response then owns the fd (r->fd becomes -1). */
+static struct MHD_Response *response_from_fd(struct api_reply *r, struct MHD_Connection *c)
 {
-    struct MHD_Response *resp = MHD_create_response_from_fd64(r->fd_size, r->fd);
+    struct MHD_Response *resp = api_download_response(r->downloads, c, r->fd, r->fd_size);
 
     if (!resp)
         return NULL; /* r still owns the fd */
@@ -334,7 +336,7 @@ static struct MHD_Response *build(struct api_reply *r, struct MHD_Connection *c)
         resp = api_stream_response(r->stream, c);
         r->stream = NULL; /* the response took it, also on failure */
     } else if (r->fd >= 0) {
-        resp = response_from_fd(r);
+        resp = response_from_fd(r, c);
     } else if (r->asset) {
         resp = response_from_asset(r->asset);
     } else if (r->content_type) {

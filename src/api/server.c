@@ -17,6 +17,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "api/download.h"
 #include "api/events.h"
 #include "api/guard.h"
 #include "api/handlers.h"
@@ -129,6 +130,8 @@ struct api_server {
 
     /* The uploads' file work (api/upload.h); NULL once stopped. */
     struct api_uploads *uploads;
+    /* The downloads' file reads (api/download.h). */
+    struct api_downloads *downloads;
     struct api_tickets *tickets; /* the download tickets (api/ticket.h) */
 
     /* libmicrohttpd's warnings (a malformed request, a failed TLS handshake) are the peer's
@@ -168,6 +171,12 @@ struct request {
     struct request *next;
     bool queued;
     bool done;
+    /* A file's GET handed to the download workers (api/download.h), which run its handler (the
+     * file's open) while the connection is suspended. */
+    struct api_download_job open_job;
+    struct api_server *server;
+    const char *open_url;
+    bool opening;
 };
 
 static void request_free(struct request *q)
@@ -863,6 +872,7 @@ static enum MHD_Result send_reply(struct api_server *s, struct request *q,
                                     : "Bearer realm=\"sockserv\"";
         q->reply.no_store = true;
     }
+    q->reply.downloads = s->downloads;
     return api_reply_send(conn, &q->reply);
 }
 
@@ -878,6 +888,38 @@ static enum MHD_Result send_busy(struct api_server *s, struct request *q,
     q->reply.retry_after = API_SERVER_STREAM_RETRY_S;
     q->reply.no_store = true;
     return api_reply_send(conn, &q->reply);
+}
+
+/* ---- a download's open, on the download workers ---- */
+
+/* The job of a file's GET: its handler, which opens the file (the disk), on a worker. */
+static void open_run(void *arg)
+{
+    struct request *q = arg;
+
+    request_dispatch(q->server, q, q->open_job.conn, q->open_url);
+}
+
+/*
+ * Hands q (a file's GET or HEAD) to the download workers, its connection suspended until its
+ * handler ran there. When they stop, the handler runs here.
+ */
+static enum MHD_Result open_hand(struct api_server *s, struct request *q,
+                                 struct MHD_Connection *conn, const char *method, const char *url)
+{
+    watch_enter(s, watch_of(conn), PHASE_ANSWER, 0);
+    q->server = s;
+    q->open_url = url;
+    q->open_job = (struct api_download_job){.fn = open_run, .arg = q, .conn = conn};
+    /* Suspended first: a worker may resume it as soon as it is handed. */
+    MHD_suspend_connection(conn);
+    if (api_downloads_run(s->downloads, &q->open_job) == 0) {
+        q->opening = true;
+        return MHD_YES;
+    }
+    MHD_resume_connection(conn);
+    request_dispatch(s, q, conn, url);
+    return send_reply(s, q, conn, method, url);
 }
 
 /* ---- the change thread ---- */
@@ -1112,6 +1154,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     /* Resumed by the change thread: the reply is ready. */
     if (q->queued && changes_done(s, q))
         return send_reply(s, q, conn, method, url);
+    /* Resumed by a download worker: the file is open, the reply ready. */
+    if (q->opening) {
+        if (!api_download_job_done(s->downloads, &q->open_job))
+            return MHD_YES;
+        return send_reply(s, q, conn, method, url);
+    }
     if (!q->decided && q->match.route->handler == api_handle_events &&
         !stream_admit(s, watch_of(conn)))
         return send_busy(s, q, conn, method, url);
@@ -1126,6 +1174,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         reply_stopping(q);
         return send_reply(s, q, conn, method, url);
     }
+    if (!q->decided && q->match.route->handler == api_handle_listener_file_get)
+        return open_hand(s, q, conn, method, url);
     if (!q->decided)
         request_dispatch(s, q, conn, url);
     return send_reply(s, q, conn, method, url);
@@ -1193,6 +1243,7 @@ static void server_free(struct api_server *s)
 {
     changes_stop(s);
     api_uploads_free(s->uploads);
+    api_downloads_free(s->downloads);
     api_tickets_free(s->tickets);
     watch_stop(s);
     unix_remove(s);
@@ -1387,8 +1438,10 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     r = api_tickets_new(&s->tickets);
     if (r == 0)
         r = api_uploads_start(&s->uploads);
+    if (r == 0)
+        r = api_downloads_start(&s->downloads);
     if (r < 0) {
-        (void)core_err_set(err, r, NULL, "api: upload workers: %s", strerror(-r));
+        (void)core_err_set(err, r, NULL, "api: file workers: %s", strerror(-r));
         close(fd);
         goto out_free;
     }
@@ -1437,6 +1490,7 @@ void api_server_stop(struct api_server *s)
     api_events_shutdown(s->events);
     changes_stop(s);
     api_uploads_stop(s->uploads);
+    api_downloads_stop(s->downloads);
     watch_stop(s);
     MHD_stop_daemon(s->daemon);
     server_free(s);
