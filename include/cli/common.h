@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "core/clock.h"
+#include "core/writeback.h"
 
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAILURE 1
@@ -265,6 +266,7 @@ void cli_stream_close(struct cli_stream *s);
 struct cli_sink {
     int fd;
     bool is_stdout;
+    struct core_writeback wb; /* a file's writeback, started as it is written */
     char path[PATH_MAX];
     char tmp[PATH_MAX + 16];
 };

@@ -46,6 +46,7 @@
 #include <sys/types.h>
 
 #include "core/err.h"
+#include "core/writeback.h"
 #include "svc/backup_proto.h"
 
 #define SVC_BACKUP_STORE_META_DIR ".sockserv"
@@ -91,8 +92,7 @@ struct svc_backup_tmp {
     int fd;                                 /* -1 when none */
     char name[32];                          /* the hidden name, empty for an unnamed file */
     char part[SVC_BACKUP_PARTIAL_NAME_MAX]; /* a partial upload's name, else empty */
-    uint64_t written;                       /* bytes appended so far */
-    uint64_t flushed;                       /* writeback was started for [0, flushed) */
+    struct core_writeback wb;               /* bytes appended, writeback started */
 };
 
 /* "version", "replace", "reject"; and back (-EINVAL for an unknown name). */

@@ -791,6 +791,8 @@ int cli_sink_write(struct cli_sink *s, const char *verb, const void *p, size_t n
                             strerror(errno));
         b += w;
         n -= (size_t)w;
+        if (!s->is_stdout)
+            core_writeback_wrote(&s->wb, s->fd, (uint64_t)w);
     }
     return 0;
 }

@@ -24,8 +24,7 @@
 #define META_MAX 8192
 #define TMP_PREFIX ".tmp-"
 #define TMP_TRIES 16
-#define PARTIAL_DIR ".partial"             /* beneath the metadata directory */
-#define WRITEBACK_STEP (UINT64_C(8) << 20) /* bytes of an upload whose writeback starts at once */
+#define PARTIAL_DIR ".partial" /* beneath the metadata directory */
 
 struct svc_backup_store {
     int dirfd;          /* the directory; flocked by a writer */
@@ -483,8 +482,7 @@ int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
     ret->fd = -1;
     ret->name[0] = '\0';
     ret->part[0] = '\0';
-    ret->written = 0;
-    ret->flushed = 0;
+    core_writeback_init(&ret->wb, 0);
     if (s->tmpfile_ok) {
         fd = open_beneath(s->dirfd, ".", O_TMPFILE | O_RDWR, 0600);
         if (fd < 0 && fd != -EOPNOTSUPP && fd != -EISDIR && fd != -EINVAL)
@@ -515,25 +513,6 @@ int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
     return 0;
 }
 
-/* Starts the writeback of what was appended since the last call, once there is
- * WRITEBACK_STEP of it, after waiting for the step before (which the disk had the time of
- * one step to write). Only a hint: a file system without it keeps it all for the fsync. */
-static void writeback(struct svc_backup_tmp *t)
-{
-    uint64_t prev;
-
-    if (t->written - t->flushed < WRITEBACK_STEP)
-        return;
-    prev = t->flushed >= WRITEBACK_STEP ? t->flushed - WRITEBACK_STEP : 0;
-    if (t->flushed > prev)
-        (void)sync_file_range(t->fd, (off_t)prev, (off_t)(t->flushed - prev),
-                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                                  SYNC_FILE_RANGE_WAIT_AFTER);
-    (void)sync_file_range(t->fd, (off_t)t->flushed, (off_t)(t->written - t->flushed),
-                          SYNC_FILE_RANGE_WRITE);
-    t->flushed = t->written;
-}
-
 int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n)
 {
     const uint8_t *b = p;
@@ -549,9 +528,8 @@ int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n
             return -EIO;
         b += w;
         n -= (size_t)w;
-        t->written += (uint64_t)w;
+        core_writeback_wrote(&t->wb, t->fd, (uint64_t)w);
     }
-    writeback(t);
     return 0;
 }
 
@@ -729,8 +707,7 @@ int svc_backup_store_partial_open(struct svc_backup_store *s, const char *name, 
             *ret_dropped = (uint64_t)st.st_size;
             snprintf(ret->part, sizeof(ret->part), "%s", e);
             ret->fd = fd;
-            ret->written = offset;
-            ret->flushed = offset;
+            core_writeback_init(&ret->wb, offset);
             r = 0;
             goto out;
         }
@@ -760,8 +737,7 @@ int svc_backup_store_partial_open(struct svc_backup_store *s, const char *name, 
     }
     snprintf(ret->part, sizeof(ret->part), "%s", e);
     ret->fd = fd;
-    ret->written = 0;
-    ret->flushed = 0;
+    core_writeback_init(&ret->wb, 0);
     *ret_dropped = dropped;
     r = 0;
 out:
@@ -776,7 +752,7 @@ void svc_backup_store_tmp_keep(struct svc_backup_store *s, struct svc_backup_tmp
         return;
     }
     if (t->fd >= 0) {
-        (void)sync_file_range(t->fd, (off_t)t->flushed, 0, SYNC_FILE_RANGE_WRITE);
+        core_writeback_rest(&t->wb, t->fd);
         close(t->fd);
     }
     t->fd = -1;
