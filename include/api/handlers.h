@@ -106,6 +106,14 @@ void api_handle_listener_files(const struct api_request *req, struct api_reply *
 /* One stored file (?version=N: older version N; absent or 0: the current one), as an
  * attachment streamed from its descriptor. */
 void api_handle_listener_file_get(const struct api_request *req, struct api_reply *ret);
+
+/*
+ * Opens the file a files route names (req->id, req->name, the query's version): 0 with
+ * *ret_version, *ret_fd (the caller's) and *ret_size; or a negative errno with the refusal in
+ * ret (400 version or name, 404, or the error's status).
+ */
+int api_file_open(const struct api_request *req, struct api_reply *ret, unsigned *ret_version,
+                  int *ret_fd, uint64_t *ret_size);
 /* 201 {name, version, size, sha256, stored} with Repr-Digest, or the upload's problem. */
 void api_handle_listener_file_put(const struct api_request *req, struct api_reply *ret);
 /* 201 {"url", "expires_in_s"}: a download ticket (api/ticket.h) for the file, or 404/400 as

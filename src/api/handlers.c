@@ -445,33 +445,38 @@ void api_handle_listener_files(const struct api_request *req, struct api_reply *
     reply_wrapped(ret, r, "files", files, &err);
 }
 
-void api_handle_listener_file_get(const struct api_request *req, struct api_reply *ret)
+int api_file_open(const struct api_request *req, struct api_reply *ret, unsigned *ret_version,
+                  int *ret_fd, uint64_t *ret_size)
 {
     struct core_err err = {0};
     const char *version_text = api_request_query(req, "version");
-    unsigned version;
-    uint64_t size = 0;
-    int fd = -1, r;
+    int r;
 
-    if (api_version_parse(version_text, &version) < 0) {
+    if (api_version_parse(version_text, ret_version) < 0) {
         api_reply_problem(ret, 400, "version",
                           "version: must be a number of an older version (1 or more), or 0 for "
                           "the current copy");
-        return;
+        return -EINVAL;
     }
-    r = core_registry_file_open(req->registry, req->id, req->name, version, &fd, &size, &err);
-    if (r == -ENOTSUP || r == -ENOENT) {
+    r = core_registry_file_open(req->registry, req->id, req->name, *ret_version, ret_fd, ret_size,
+                                &err);
+    if (r == -ENOTSUP || r == -ENOENT)
         api_reply_problem(ret, 404, NULL, "%s", err.msg[0] ? err.msg : strerror(-r));
-        return;
-    }
-    if (r == -EINVAL) {
+    else if (r == -EINVAL)
         api_reply_problem(ret, 400, "name", "%s", err.msg[0] ? err.msg : "not a valid file name");
-        return;
-    }
-    if (r < 0) {
+    else if (r < 0)
         api_reply_error(ret, r, &err);
+    return r;
+}
+
+void api_handle_listener_file_get(const struct api_request *req, struct api_reply *ret)
+{
+    unsigned version;
+    uint64_t size = 0;
+    int fd = -1;
+
+    if (api_file_open(req, ret, &version, &fd, &size) < 0)
         return;
-    }
     api_reply_file(ret, fd, size, req->name);
 }
 

@@ -168,34 +168,15 @@ static bool append_encoded(char *out, size_t cap, size_t *n, const char *text)
 
 void api_handle_listener_file_ticket(const struct api_request *req, struct api_reply *ret)
 {
-    struct core_err err = {0};
-    const char *version_text = api_request_query(req, "version");
     char ticket[API_TICKET_LEN + 1], url[1536], tail[96];
     unsigned version;
     uint64_t size = 0;
     size_t n = 0;
     int fd = -1, r;
 
-    if (api_version_parse(version_text, &version) < 0) {
-        api_reply_problem(ret, 400, "version",
-                          "version: must be a number of an older version (1 or more), or 0 for "
-                          "the current copy");
-        return;
-    }
     /* Only for a file that is there: a refusal is told now, not in the download manager. */
-    r = core_registry_file_open(req->registry, req->id, req->name, version, &fd, &size, &err);
-    if (r == -ENOTSUP || r == -ENOENT) {
-        api_reply_problem(ret, 404, NULL, "%s", err.msg[0] ? err.msg : strerror(-r));
+    if (api_file_open(req, ret, &version, &fd, &size) < 0)
         return;
-    }
-    if (r == -EINVAL) {
-        api_reply_problem(ret, 400, "name", "%s", err.msg[0] ? err.msg : "not a valid file name");
-        return;
-    }
-    if (r < 0) {
-        api_reply_error(ret, r, &err);
-        return;
-    }
     close(fd);
     if (!req->tickets) {
         api_reply_problem(ret, 503, NULL, "download tickets are unavailable");
