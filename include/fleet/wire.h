@@ -108,8 +108,8 @@ struct fleet_kind {
 
 /*
  * The kind of a core event type (listener.created/changed/deleted/state, config.revision,
- * backup.stored, backup.failed, backup.pruned, metrics -> metrics.tick); NULL for a type that is not
- * exported. Static data.
+ * backup.stored, backup.failed, backup.pruned, metrics -> metrics.tick); NULL for a type that
+ * is not exported. Static data.
  */
 const struct fleet_kind *fleet_kind_of_event(const char *core_type);
 
