@@ -93,6 +93,12 @@ struct svc_backup_tmp {
     char name[32];                          /* the hidden name, empty for an unnamed file */
     char part[SVC_BACKUP_PARTIAL_NAME_MAX]; /* a partial upload's name, else empty */
     struct core_writeback wb;               /* bytes appended, writeback started */
+    /* After a commit that replaced a copy (policy replace): that copy, unlinked but still open,
+     * so that freeing its blocks (a third of a second for a GiB) waits until the caller closes
+     * it, after answering. Discarding the temporary file closes it when the caller did not
+     * take it. */
+    bool has_replaced;
+    int replaced_fd;
 };
 
 /* "version", "replace", "reject"; and back (-EINVAL for an unknown name). */

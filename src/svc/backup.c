@@ -196,6 +196,10 @@ struct backup_sess {
     uint8_t sha256[SVC_BACKUP_SHA256_LEN];
     bool trailer; /* the SHA-256 follows the content */
     uint64_t discard_left;
+    /* the copy the last commit replaced, open until the session's next callback: its blocks
+     * are freed after STORED is on its way, not before */
+    bool has_replaced;
+    int replaced_fd;
 
     /* a restore */
     int rfd;
@@ -1110,6 +1114,11 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
         release_locked(s);
     }
     shared_unlock(in);
+    if (r == 0 && s->tmp.has_replaced) {
+        s->has_replaced = true;
+        s->replaced_fd = s->tmp.replaced_fd;
+        s->tmp.has_replaced = false;
+    }
     upload_discard(s);
     if (r < 0)
         return reply_err(s, out, errc_of(r), "%s; nothing kept", err.msg);
@@ -1611,10 +1620,20 @@ static int feed_all(struct backup_sess *s, const uint8_t *in, size_t len, struct
     return r;
 }
 
+/* Closes the copy the last commit replaced (see has_replaced): its blocks are freed now, once
+ * the answer that followed the commit was handed to the runner. */
+static void replaced_close(struct backup_sess *s)
+{
+    if (s->has_replaced)
+        close(s->replaced_fd);
+    s->has_replaced = false;
+}
+
 static int backup_session_feed(void *sess, const uint8_t *in, size_t len, struct core_buf *out)
 {
     struct backup_sess *s = sess;
 
+    replaced_close(s);
     if (s->state == ST_FIRST) {
         size_t name_len = 0;
 
@@ -1633,6 +1652,7 @@ static int backup_session_pull(void *sess, struct core_buf *out)
     size_t n;
     int r;
 
+    replaced_close(s);
     if (s->state != ST_RESTORE)
         return CORE_VERDICT_MORE;
     r = restore_chunk(s, out);
@@ -1654,6 +1674,7 @@ static int backup_session_eof(void *sess, struct core_buf *out)
     struct backup_sess *s = sess;
     int r = 0;
 
+    replaced_close(s);
     switch (s->state) {
     case ST_BARE:
         s->state = ST_CLOSED;
@@ -1687,6 +1708,7 @@ static void backup_session_close(void *sess, bool completed)
     struct backup_sess *s = sess;
 
     (void)completed;
+    replaced_close(s);
     if (!s->inst)
         return;
     if (s->tmp.fd >= 0) { /* cut mid-upload: a partial upload is kept, else nothing */

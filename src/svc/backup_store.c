@@ -480,6 +480,7 @@ int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
     int fd = -EOPNOTSUPP;
 
     ret->fd = -1;
+    ret->has_replaced = false;
     ret->name[0] = '\0';
     ret->part[0] = '\0';
     core_writeback_init(&ret->wb, 0);
@@ -674,6 +675,7 @@ int svc_backup_store_partial_open(struct svc_backup_store *s, const char *name, 
     int pfd = partial_dir(s, offset == 0), fd = -1, r;
 
     ret->fd = -1;
+    ret->has_replaced = false;
     ret->name[0] = '\0';
     ret->part[0] = '\0';
     if (pfd < 0)
@@ -834,6 +836,9 @@ void svc_backup_store_tmp_discard(struct svc_backup_store *s, struct svc_backup_
     if (t->fd >= 0)
         close(t->fd);
     t->fd = -1;
+    if (t->has_replaced)
+        close(t->replaced_fd);
+    t->has_replaced = false;
 }
 
 /* Parses "N" (*ret_json false) or "N.json" (true), N in 1..UINT32_MAX. */
@@ -1300,6 +1305,8 @@ int svc_backup_store_commit(struct svc_backup_store *s, struct svc_backup_tmp *t
         char cur_json[24];
 
         snprintf(cur_json, sizeof(cur_json), "%s.json", cur_vname);
+        t->replaced_fd = openat(vfd, keep, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        t->has_replaced = t->replaced_fd >= 0;
         (void)unlinkat(vfd, keep, 0);
         (void)unlinkat(vfd, cur_json, 0);
         (void)fsync(vfd);

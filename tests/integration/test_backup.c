@@ -674,6 +674,87 @@ static void test_backup_replace_swaps_and_reject_refuses(void **state)
     free(rep);
 }
 
+/* Open descriptors of process pid on deleted files beneath dir. */
+static unsigned deleted_fds_beneath(pid_t pid, const char *dir)
+{
+    char path[64], target[PATH_MAX];
+    unsigned n = 0;
+    struct dirent *de;
+    DIR *d;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    d = opendir(path);
+    assert_non_null(d);
+    while ((de = readdir(d))) {
+        char link[320];
+        ssize_t len;
+
+        snprintf(link, sizeof(link), "%s/%s", path, de->d_name);
+        len = readlink(link, target, sizeof(target) - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        if (strncmp(target, dir, strlen(dir)) == 0 && strstr(target, " (deleted)"))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+struct replaced_wait {
+    pid_t pid;
+    const char *dir;
+};
+
+static bool replaced_closed(void *arg)
+{
+    const struct replaced_wait *w = arg;
+
+    return deleted_fds_beneath(w->pid, w->dir) == 0;
+}
+
+/* The copy an upload replaces is freed after STORED is on its way (freeing a large file's
+ * blocks takes a while), at the session's next command or end, and never left open. */
+static void test_backup_replaced_copy_freed_after_the_answer(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    char *rep = it_path_in(fix(state)->dir, "rep"), *src = it_path_in(fix(state)->dir, "src");
+    char *doc = it_path_in(rep, "doc");
+    struct replaced_wait w = {.pid = d->pid, .dir = rep};
+    uint16_t port;
+    int fd;
+
+    port = backup_listener(d, "rep", rep, ",\"on_exists\":\"replace\"");
+    write_file(src, "old", 3);
+    cli_put_ok(src, "doc", port, 1);
+    assert_int_equal(deleted_fds_beneath(d->pid, rep), 0);
+
+    fd = it_tcp_connect_ok(port);
+    it_send_str_ok(fd, "PUT doc 4\n");
+    it_expect_line(fd, "OK");
+    it_send_str_ok(fd, "new!");
+    expect_prefix(fd, "STORED doc 2 4 ");
+    /* answered: the older copy is unlinked, still open, its blocks not yet freed */
+    assert_int_equal(deleted_fds_beneath(d->pid, rep), 1);
+    it_send_str_ok(fd, "LIST\n");
+    expect_prefix(fd, "OK 1");
+    expect_prefix(fd, "doc 2 4 ");
+    it_expect_line(fd, "END");
+    assert_true(it_wait_until(IT_WAIT_MS, replaced_closed, &w));
+
+    /* the same when the connection simply ends after STORED */
+    it_send_str_ok(fd, "PUT doc 3\n");
+    it_expect_line(fd, "OK");
+    it_send_str_ok(fd, "3rd");
+    expect_prefix(fd, "STORED doc 3 3 ");
+    close(fd);
+    assert_true(it_wait_until(IT_WAIT_MS, replaced_closed, &w));
+    assert_file(doc, "3rd", 3);
+    free(doc);
+    free(src);
+    free(rep);
+}
+
 /* ---- concurrent uploads of one name ---- */
 
 struct racers {
@@ -1525,6 +1606,7 @@ int main(void)
         T(test_backup_size_and_checksum_mismatch_refused_keep_nothing),
         T(test_backup_second_upload_keeps_first_as_version),
         T(test_backup_replace_swaps_and_reject_refuses),
+        T(test_backup_replaced_copy_freed_after_the_answer),
         T(test_backup_concurrent_uploads_same_name_end_consistent_and_listed),
         T(test_backup_bad_names_refused_with_bad_name),
         T(test_backup_planted_symlink_never_followed),
