@@ -233,9 +233,10 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 - "$RES" "$SIZE" "$(getconf CLK_TCK)" "$LOAD0" "$LOAD1" "$done_rounds" <<'EOF'
+python3 - "$RES" "$SIZE" "$(getconf CLK_TCK)" "$LOAD0" "$LOAD1" "$done_rounds" "$KINDS" <<'EOF'
 import sys, statistics
 res, size, hz, load0, load1, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+kinds = sys.argv[7].split()
 rows = {}
 for line in open(res):
     r, kind, ms, ticks = line.split()
@@ -263,4 +264,9 @@ if "put-tls" in med and "socat-put-tls" in med:
 if "get-tls" in med and "socat-get-tls" in med:
     print(f"TLS get vs socat over TLS: {med['socat-get-tls'] / med['get-tls']:.2f}x")
 print(f"load average: {load0} before, {load1} after")
+# A figure that could not be produced is a failure, not a blank.
+missing = [k for k in kinds if len(rows.get(k, [])) != int(rounds)]
+if int(rounds) == 0 or missing:
+    sys.stderr.write("backup.sh: figures missing: %s\n" % (", ".join(missing) or "no round ran"))
+    sys.exit(1)
 EOF

@@ -501,4 +501,8 @@ if no_latency:
 PY
 echo "run.sh: wrote $OUT" >&2
 cat "$OUT"
+if [ "$QUICK" = 1 ]; then
+    # The backup comparison (bench/backup.sh) on 16 MiB, one round: proves it produces every figure.
+    "$(dirname "$0")/backup.sh" --build "$BUILD" --size 16777216 --rounds 1 --budget 60 || report_rc=1
+fi
 exit "$report_rc"
