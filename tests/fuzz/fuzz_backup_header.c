@@ -124,14 +124,14 @@ static void check_parse_line(const uint8_t *data, size_t size)
     }
     FUZZ_CHECK(r == 0);
     FUZZ_CHECK(cmd.verb < SVC_BACKUP_VERB_COUNT);
-    if (cmd.verb == SVC_BACKUP_PUT || cmd.verb == SVC_BACKUP_GET) {
+    if (cmd.verb == SVC_BACKUP_PUT || cmd.verb == SVC_BACKUP_GET || cmd.verb == SVC_BACKUP_RESUME) {
         size_t n = strnlen(cmd.name, sizeof(cmd.name));
 
         FUZZ_CHECK(n >= 1 && n <= SVC_BACKUP_NAME_MAX);
         FUZZ_CHECK(svc_backup_name_check(cmd.name, n, NULL) == 0);
         check_name_round_trip(cmd.name);
     }
-    if (cmd.verb != SVC_BACKUP_PUT)
+    if (cmd.verb != SVC_BACKUP_PUT && cmd.verb != SVC_BACKUP_RESUME) /* size, sha256: PUT, RESUME */
         FUZZ_CHECK(cmd.size == 0 && !cmd.has_sha256);
     if (cmd.verb != SVC_BACKUP_GET)
         FUZZ_CHECK(cmd.version == 0);
