@@ -102,8 +102,11 @@ test('a file dropped on the files panel is stored, shown and downloads byte for 
       const second = randomBytes(20 * 1024 * 1024);
       const file = path.join(work, 'dropped report.bin');
       writeFileSync(file, second);
-      await page.focus('#files-upload');
-      const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.keyboard.press('Enter')]);
+      // Enter on the focused button, from the keyboard (Locator.press focuses it first, so a
+      // frame the download left focused cannot take the key).
+      const button = page.locator('#files-upload');
+      await button.waitFor({ state: 'visible', timeout: DEADLINE_MS });
+      const [chooser] = await Promise.all([page.waitForEvent('filechooser'), button.press('Enter')]);
       await chooser.setFiles(file);
       await page.waitForFunction(() => /as version 2/.test(document.querySelector('#upload-result')?.innerText || ''),
         null, { timeout: DEADLINE_MS * 3 });
