@@ -3,16 +3,16 @@
 # test.sh. Usage: scripts/deps.sh [build|test]
 set -euo pipefail
 
-# librabbitmq-dev: the fleet's broker connections (rabbitmq-c)
+# librabbitmq-dev: the fleet's broker connections (rabbitmq-c); scdoc: the manual pages (doc/)
 build_pkgs=(gcc meson ninja-build pkg-config python3 libmicrohttpd-dev libjansson-dev
-    libcurl4-openssl-dev libssl-dev librabbitmq-dev tzdata)
+    libcurl4-openssl-dev libssl-dev librabbitmq-dev tzdata scdoc)
 # prometheus: promtool checks GET /metrics; socat, curl, iproute2: the benchmark smoke run;
 # clang, libclang-rt-14-dev: the libFuzzer targets; strace: fault injection in test_faults;
 # openssl: the certificates the HTTPS tests make; rabbitmq-server, amqp-tools, python3-pika: the
 # private broker of the fleet tests (scripts/broker.sh), a peer that publishes by hand, and the
-# subscriber example (scripts/fleet-subscribe.py)
+# subscriber example (scripts/fleet-subscribe.py); man-db: the docs suite renders each manual page
 test_pkgs=(libcmocka-dev clang-format prometheus socat curl iproute2 clang libclang-rt-14-dev strace
-    openssl rabbitmq-server amqp-tools python3-pika)
+    openssl rabbitmq-server amqp-tools python3-pika man-db)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-build}" = test ]; then
