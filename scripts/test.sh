@@ -24,7 +24,7 @@ fi
 echo "== format (clang-format --dry-run --Werror)"
 git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
 
-run_suite() { # BUILD_DIR MESON_OPTIONS...
+run_suite() { # BUILD_DIR MESON_OPTIONS... (SUITE_ARGS: more arguments of meson test)
     local dir=$1
     shift
     if [ -f "$dir/build.ninja" ]; then
@@ -34,20 +34,24 @@ run_suite() { # BUILD_DIR MESON_OPTIONS...
     fi
     meson compile -C "$dir"
     local rc=0
-    meson test -C "$dir" --print-errorlogs --num-processes 2 || rc=$?
+    # shellcheck disable=SC2086 # SUITE_ARGS is words
+    meson test -C "$dir" --print-errorlogs --num-processes 2 ${SUITE_ARGS:-} || rc=$?
     scripts/test_report.py meson "$dir" || rc=1
     return "$rc"
 }
 
 echo "== tests"
-run_suite build
+# -Dman=enabled: the manual pages are built, so the suite docs (pages, --help, install) runs
+run_suite build -Dman=enabled
 
 echo "== tests under ASan+UBSan"
-ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+# The suite docs checks files, not code: the plain build's run is enough.
+SUITE_ARGS="--no-suite docs" \
+    ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     run_suite build-asan -Db_sanitize=address,undefined -Dbuildtype=debug
 
 echo "== tests under TSan"
-TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+SUITE_ARGS="--no-suite docs" TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     run_suite build-tsan -Db_sanitize=thread -Dbuildtype=debug
 
 echo "== fuzzing (scripts/fuzz.sh, ${FUZZ_SECONDS:-20} s per target)"
