@@ -50,10 +50,10 @@
 #define API_LOG_PER_MINUTE 10
 
 /* libmicrohttpd's thread names itself this, and the server renames it API_THREAD_NAME. */
-#define MHD_THREAD_NAME "MHD-single"
+#define API_MHD_THREAD_NAME "MHD-single"
 #define API_THREAD_NAME "ss-api"
 /* How long the server looks for that thread at its start. */
-#define MHD_THREAD_WAIT_MS 2000
+#define API_MHD_THREAD_WAIT_MS 2000
 
 /* A stalled response's socket is looked at this often. */
 #define STALL_POLL_MS 500
@@ -1372,19 +1372,19 @@ static pid_t thread_find(const char *name)
 
 /*
  * Names libmicrohttpd's thread and gives it its scheduling (api/priority.h). libmicrohttpd does
- * not tell which thread is its own; it names it MHD_THREAD_NAME as the thread begins, which the
- * server waits for (until MHD_THREAD_WAIT_MS), every other thread of the daemon having a name
- * of its own. Not found: the thread keeps its name and the default scheduling, and health says
- * so.
+ * not tell which thread is its own; it names it API_MHD_THREAD_NAME as the thread begins, which
+ * the server waits for (until API_MHD_THREAD_WAIT_MS), every other thread of the daemon having
+ * a name of its own. Not found: the thread keeps its name and the default scheduling, and
+ * health says so.
  */
-static void api_thread_setup(struct api_server *s)
+static void setup_api_thread(struct api_server *s)
 {
     const struct timespec pause = {.tv_nsec = 1000000};
-    int64_t deadline = core_now_ms() + MHD_THREAD_WAIT_MS;
+    int64_t deadline = core_now_ms() + API_MHD_THREAD_WAIT_MS;
     pid_t tid;
     int fd;
 
-    while (!(tid = thread_find(MHD_THREAD_NAME)) && core_now_ms() < deadline)
+    while (!(tid = thread_find(API_MHD_THREAD_NAME)) && core_now_ms() < deadline)
         nanosleep(&pause, NULL);
     if (!tid) {
         core_log_warn("api: libmicrohttpd's thread was not found: it keeps its name and the "
@@ -1560,7 +1560,7 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
                                opts->host, (unsigned)s->port);
         goto out_free;
     }
-    api_thread_setup(s);
+    setup_api_thread(s);
     *ret = s;
     return 0;
 
