@@ -86,6 +86,7 @@ enum {
     OPT_TLS_KEY,
     OPT_PLAIN_HTTP,
     OPT_ALLOW_HOST,
+    OPT_API_PRIORITY,
     OPT_STATE_DIR,
     OPT_NO_DEFAULTS,
     OPT_READY_FD,
@@ -124,6 +125,9 @@ static const struct cli_opt daemon_opts[] = {
                         "a host name requests may carry in Host and Origin besides the API's "
                         "address (repeatable)",
                         0, true},
+    [OPT_API_PRIORITY] = {"api-priority", 0, "fifo|nice|off",
+                          "how the API thread is scheduled ahead of the listeners: fifo "
+                          "(default: SCHED_FIFO 1, else nice), nice (nice -10, else off) or off"},
     [OPT_STATE_DIR] = {"state-dir", 0, "DIR",
                        "where the listener set is kept (default: $STATE_DIRECTORY, else "
                        "/var/lib/sockserv as root, else $XDG_STATE_HOME/sockserv or "
@@ -480,6 +484,7 @@ static int daemon_main(int argc, char **argv)
     int ready_fd = -1, sfd = -1, r, status = 1;
     size_t n_allow_hosts = 0, token_len = 0;
     unsigned api_mode = API_SERVER_UNIX_MODE;
+    enum api_priority_mode api_priority = API_PRIORITY_FIFO;
     char *token = NULL;
     uint16_t port = 0;
     sigset_t mask;
@@ -491,6 +496,10 @@ static int daemon_main(int argc, char **argv)
     memset(&fleet, 0, sizeof(fleet));
     if (args.seen[OPT_API])
         api = args.val[OPT_API];
+    if (args.seen[OPT_API_PRIORITY] &&
+        api_priority_mode_parse(args.val[OPT_API_PRIORITY], &api_priority) < 0)
+        return cli_args_usage_error(cmd, -1, "--api-priority: '%s' is not fifo, nice or off",
+                                    args.val[OPT_API_PRIORITY]);
     if (args.seen[OPT_API_MODE]) {
         if (parse_mode(args.val[OPT_API_MODE], &api_mode) < 0)
             return cli_args_usage_error(cmd, -1,
@@ -690,6 +699,7 @@ static int daemon_main(int argc, char **argv)
             .events = events,
             .view = view,
             .fleet = bridge,
+            .priority = api_priority,
         },
         &server, &err);
     /* The server keeps only a digest: the token itself is wiped before any process-model child

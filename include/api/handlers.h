@@ -38,6 +38,7 @@
 struct api_request;
 struct api_upload_outcome;
 struct api_tickets;
+struct api_priority;
 
 /*
  * The value of query parameter key of req: "" for "?key" or "?key=", NULL when absent (the
@@ -65,7 +66,8 @@ struct api_request {
     void *query_ctx;            /* what query reads (the server's connection) */
     /* PUT of a file: what the upload came to (api/upload.h), or NULL. */
     const struct api_upload_outcome *upload;
-    struct api_tickets *tickets; /* the download tickets (api/ticket.h), or NULL */
+    struct api_tickets *tickets;         /* the download tickets (api/ticket.h), or NULL */
+    const struct api_priority *priority; /* the API thread's scheduling, or NULL */
 };
 
 /* The value of query parameter key (see api_query_fn), or NULL. */

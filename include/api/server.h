@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api/priority.h"
 #include "core/err.h"
 #include "core/events.h"
 #include "core/registry.h"
@@ -97,6 +98,8 @@ struct api_server_opts {
     /* borrowed, may be NULL (no --amqp): the "fleet" member of the health, the sockserv_amqp_*
      * metrics */
     struct fleet_bridge *fleet;
+    /* The API thread's scheduling (api/priority.h); 0: API_PRIORITY_OFF. */
+    enum api_priority_mode priority;
 };
 
 /* Binds and starts serving. Returns 0 or a negative errno (-EADDRINUSE, -EPERM, ...) with err

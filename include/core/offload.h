@@ -35,11 +35,13 @@ struct core_offload_job {
 
 /*
  * Makes a pool of at most max_threads (>= 1) threads, scratch_size bytes of scratch each, and
- * starts its first thread. Returns 0 or a negative errno (-ENOMEM, or pthread_create()'s
- * error). Free with core_offload_free(). Any thread; the signal mask of the thread that starts
- * a thread (this one, or a submitter's) is the new thread's.
+ * starts its first thread. The threads are named "l:<listener_id>/off<N>" (core/thread.h);
+ * listener_id NULL: they keep the name of the thread that started them. Returns 0 or a negative
+ * errno (-ENOMEM, or pthread_create()'s error). Free with core_offload_free(). Any thread; the
+ * signal mask of the thread that starts a thread (this one, or a submitter's) is the new thread's.
  */
-int core_offload_new(unsigned max_threads, size_t scratch_size, struct core_offload **ret);
+int core_offload_new(unsigned max_threads, size_t scratch_size, const char *listener_id,
+                     struct core_offload **ret);
 
 /*
  * Queues job j (run and inbox set) to run on a worker thread, starting one more thread when

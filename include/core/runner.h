@@ -132,9 +132,10 @@ int core_runner_new(size_t size, const struct core_runner_ctx *ctx,
                     const struct core_runner_spec *spec, struct core_runner **ret,
                     struct core_err *err);
 
-/* Starts a thread of the runner running fn(arg), joined by core_runner_stop(). Returns 0 or a
- * negative errno. The listener's thread, while starting. */
-int core_runner_spawn(struct core_runner *r, void *(*fn)(void *), void *arg);
+/* Starts a thread of the runner running fn(arg), joined by core_runner_stop(), and names it
+ * "l:<id>/<role>" (core/thread.h; role: "acc", "ev0", ...). Returns 0 or a negative errno. The
+ * listener's thread, while starting. */
+int core_runner_spawn(struct core_runner *r, void *(*fn)(void *), void *arg, const char *role);
 
 /* Stops and frees a runner whose start failed (what started is stopped and joined), and sets
  * err: "cannot start the <what>: <error>". Returns error (a negative errno). */

@@ -3,9 +3,12 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "core/thread.h"
 
 /* What libmicrohttpd takes from the content reader at a time: the copy it sends from. */
 #define SEND_BLOCK (128 * 1024)
@@ -203,9 +206,13 @@ int api_downloads_start(struct api_downloads **ret)
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->wake, NULL);
     for (unsigned i = 0; i < API_DOWNLOAD_WORKERS; i++) {
+        char name[16];
+
         r = -pthread_create(&p->threads[i], NULL, worker_main, p);
         if (r < 0)
             break;
+        snprintf(name, sizeof(name), "ss-dl%u", i);
+        core_thread_name(p->threads[i], name);
         p->n_threads++;
     }
     if (r < 0) {

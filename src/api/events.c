@@ -12,6 +12,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/thread.h"
 
 /* How much a stream asks libmicrohttpd to take at a time (advisory). */
 #define STREAM_BLOCK (16 * 1024)
@@ -135,6 +136,7 @@ int api_events_new(struct core_events *bus, struct core_registry *registry, unsi
         return r;
     }
     h->has_thread = true;
+    core_thread_name(h->keepalive_thread, "ss-keepalive");
     *ret = h;
     return 0;
 }

@@ -8,6 +8,7 @@
 
 #include "api/assets.h"
 #include "api/events.h"
+#include "api/priority.h"
 #include "core/revisions.h"
 #include "fleet/bridge.h"
 #include "sockserv-config.h"
@@ -314,6 +315,11 @@ void api_handle_health(const struct api_request *req, struct api_reply *ret)
                           "uptime_seconds", (json_int_t)req->uptime_seconds, "listeners",
                           (json_int_t)core_registry_count(req->registry), "history", history);
 
+    if (j && req->priority &&
+        json_object_set_new(j, "api_thread", api_priority_json(req->priority)) < 0) {
+        json_decref(j);
+        j = NULL;
+    }
     /* The broker's state is told, never judged: the data plane does not depend on it. */
     if (j && req->fleet &&
         json_object_set_new(j, "fleet", fleet_bridge_health_json(req->fleet)) < 0) {

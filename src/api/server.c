@@ -1,6 +1,8 @@
 #include "api/server.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/sockios.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -21,6 +23,7 @@
 #include "api/events.h"
 #include "api/guard.h"
 #include "api/handlers.h"
+#include "api/priority.h"
 #include "api/reply.h"
 #include "api/routes.h"
 #include "api/strict.h"
@@ -32,6 +35,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "core/thread.h"
 
 #define BODY_MAX_DEFAULT (1024 * 1024)
 /* Room for a burst of connections while the thread is busy: a full queue drops a new client's
@@ -44,6 +48,12 @@
 #define CUT_LOG_INTERVAL_MS 60000
 /* libmicrohttpd warnings written a minute at the most (see on_mhd_log()). */
 #define API_LOG_PER_MINUTE 10
+
+/* libmicrohttpd's thread names itself this, and the server renames it API_THREAD_NAME. */
+#define API_MHD_THREAD_NAME "MHD-single"
+#define API_THREAD_NAME "ss-api"
+/* How long the server looks for that thread at its start. */
+#define API_MHD_THREAD_WAIT_MS 2000
 
 /* A stalled response's socket is looked at this often. */
 #define STALL_POLL_MS 500
@@ -100,6 +110,7 @@ struct api_server {
     struct fleet_view *view;                   /* borrowed; NULL without --fleet-view */
     struct fleet_bridge *fleet;                /* borrowed; NULL without --amqp */
     struct api_guard *guard;
+    struct api_priority *priority; /* libmicrohttpd's thread's scheduling */
     size_t body_max;
     uint16_t port;
     struct timespec started; /* CLOCK_MONOTONIC */
@@ -836,6 +847,7 @@ static void request_dispatch(struct api_server *s, struct request *q, struct MHD
         .query_ctx = conn,
         .upload = q->up ? api_upload_outcome(q->up) : NULL,
         .tickets = s->tickets,
+        .priority = s->priority,
     };
     json_t *body = NULL;
 
@@ -1087,6 +1099,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct request *q = *req_cls;
 
     (void)version;
+    api_priority_account(s->priority);
     if (!q) {
         q = request_new(NULL);
         if (!q)
@@ -1187,6 +1200,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     struct api_server *s = cls;
 
     (void)toe;
+    api_priority_account(s->priority);
     if (*req_cls) {
         struct request *q = *req_cls;
 
@@ -1249,6 +1263,7 @@ static void server_free(struct api_server *s)
     unix_remove(s);
     api_events_free(s->events);
     api_guard_free(s->guard);
+    api_priority_free(s->priority);
     pthread_cond_destroy(&s->watch_wake);
     pthread_mutex_destroy(&s->watch_lock);
     pthread_mutex_destroy(&s->log_lock);
@@ -1314,6 +1329,79 @@ static int open_listener(struct api_server *s, const struct api_server_opts *opt
     }
     s->port = core_addr_port((const struct sockaddr *)ret_ss);
     return fd;
+}
+
+/* Whether thread tid of this process is called name. */
+static bool thread_is_named(pid_t tid, const char *name)
+{
+    char path[64], comm[32];
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/self/task/%d/comm", (int)tid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    n = read(fd, comm, sizeof(comm) - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    comm[n] = '\0';
+    comm[strcspn(comm, "\n")] = '\0';
+    return strcmp(comm, name) == 0;
+}
+
+/* The id of the thread of this process called name, or 0. */
+static pid_t thread_find(const char *name)
+{
+    DIR *dir = opendir("/proc/self/task");
+    struct dirent *e;
+    pid_t found = 0;
+
+    if (!dir)
+        return 0;
+    while (!found && (e = readdir(dir))) {
+        pid_t tid = (pid_t)atoi(e->d_name);
+
+        if (tid > 0 && thread_is_named(tid, name))
+            found = tid;
+    }
+    closedir(dir);
+    return found;
+}
+
+/*
+ * Names libmicrohttpd's thread and gives it its scheduling (api/priority.h). libmicrohttpd does
+ * not tell which thread is its own; it names it API_MHD_THREAD_NAME as the thread begins, which
+ * the server waits for (until API_MHD_THREAD_WAIT_MS), every other thread of the daemon having
+ * a name of its own. Not found: the thread keeps its name and the default scheduling, and
+ * health says so.
+ */
+static void setup_api_thread(struct api_server *s)
+{
+    const struct timespec pause = {.tv_nsec = 1000000};
+    int64_t deadline = core_now_ms() + API_MHD_THREAD_WAIT_MS;
+    pid_t tid;
+    int fd;
+
+    while (!(tid = thread_find(API_MHD_THREAD_NAME)) && core_now_ms() < deadline)
+        nanosleep(&pause, NULL);
+    if (!tid) {
+        core_log_warn("api: libmicrohttpd's thread was not found: it keeps its name and the "
+                      "default scheduling");
+        return;
+    }
+    {
+        char path[64];
+
+        snprintf(path, sizeof(path), "/proc/self/task/%d/comm", (int)tid);
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            (void)!write(fd, API_THREAD_NAME, strlen(API_THREAD_NAME));
+            close(fd);
+        }
+    }
+    api_priority_apply(s->priority, tid);
 }
 
 /*
@@ -1428,6 +1516,7 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
         goto out_free;
     }
     s->has_watch_thread = true;
+    core_thread_name(s->watch_thread, "ss-watch");
     r = -pthread_create(&s->changes_thread, NULL, changes_main, s);
     if (r < 0) {
         (void)core_err_set(err, r, NULL, "api: change thread: %s", strerror(-r));
@@ -1435,7 +1524,10 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
         goto out_free;
     }
     s->has_changes_thread = true;
+    core_thread_name(s->changes_thread, "ss-changes");
     r = api_tickets_new(&s->tickets);
+    if (r == 0)
+        r = api_priority_new(opts->priority, &s->priority);
     if (r == 0)
         r = api_uploads_start(&s->uploads);
     if (r == 0)
@@ -1468,6 +1560,7 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
                                opts->host, (unsigned)s->port);
         goto out_free;
     }
+    setup_api_thread(s);
     *ret = s;
     return 0;
 

@@ -8,6 +8,7 @@
 
 #include "api/handlers.h"
 #include "core/text.h"
+#include "core/thread.h"
 #include "core/upload.h"
 
 enum step { STEP_NONE, STEP_BEGIN, STEP_WRITE, STEP_FREE };
@@ -152,9 +153,13 @@ int api_uploads_start(struct api_uploads **ret)
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->wake, NULL);
     for (unsigned i = 0; i < API_UPLOAD_WORKERS; i++) {
+        char name[16];
+
         r = -pthread_create(&p->threads[i], NULL, worker_main, p);
         if (r < 0)
             break;
+        snprintf(name, sizeof(name), "ss-upload%u", i);
+        core_thread_name(p->threads[i], name);
         p->n_threads++;
     }
     if (r < 0) {

@@ -7,9 +7,12 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+
+#include "core/thread.h"
 
 /* Worker threads run service callbacks: the stack the thread-per-connection model gives them,
  * plus room for what a job keeps on it. */
@@ -17,6 +20,7 @@
 
 struct worker {
     struct core_offload *pool;
+    unsigned index; /* among the pool's threads: its name's number */
     pthread_t thread;
     void *scratch; /* scratch_size bytes */
 };
@@ -30,8 +34,9 @@ struct core_offload {
     bool stopping;                        /* guarded by lock */
     size_t scratch_size;
     unsigned max_threads;
-    unsigned n_threads;     /* started; guarded by lock */
-    struct worker *workers; /* max_threads of them, n_threads started; guarded by lock */
+    char id[CORE_THREAD_NAME_MAX + 1]; /* the listener's id (its start, in names), or "" */
+    unsigned n_threads;                /* started; guarded by lock */
+    struct worker *workers;            /* max_threads of them, n_threads started; guarded by lock */
 };
 
 static void *worker_main(void *arg)
@@ -39,6 +44,13 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct core_offload *o = w->pool;
 
+    if (o->id[0]) {
+        char role[16], name[CORE_THREAD_NAME_MAX + 1];
+
+        snprintf(role, sizeof(role), "off%u", w->index);
+        core_thread_name_listener(name, o->id, role);
+        core_thread_name(pthread_self(), name);
+    }
     pthread_mutex_lock(&o->lock);
     for (;;) {
         struct core_offload_job *j;
@@ -90,6 +102,7 @@ static int spawn_locked(struct core_offload *o)
         return -EAGAIN;
     w = &o->workers[o->n_threads];
     w->pool = o;
+    w->index = o->n_threads;
     w->scratch = malloc(o->scratch_size ? o->scratch_size : 1);
     if (!w->scratch)
         return -ENOMEM;
@@ -106,7 +119,8 @@ static int spawn_locked(struct core_offload *o)
     return 0;
 }
 
-int core_offload_new(unsigned max_threads, size_t scratch_size, struct core_offload **ret)
+int core_offload_new(unsigned max_threads, size_t scratch_size, const char *listener_id,
+                     struct core_offload **ret)
 {
     struct core_offload *o;
     int r;
@@ -123,6 +137,8 @@ int core_offload_new(unsigned max_threads, size_t scratch_size, struct core_offl
     }
     o->max_threads = max_threads;
     o->scratch_size = scratch_size;
+    if (listener_id)
+        snprintf(o->id, sizeof(o->id), "%s", listener_id);
     pthread_mutex_init(&o->lock, NULL);
     pthread_cond_init(&o->cond, NULL);
     pthread_mutex_lock(&o->lock);

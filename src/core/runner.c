@@ -18,6 +18,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/thread.h"
 #include "core/tls.h"
 
 /*
@@ -336,8 +337,9 @@ out_abort:
     return core_runner_abort(r, e, "runner", err);
 }
 
-int core_runner_spawn(struct core_runner *r, void *(*fn)(void *), void *arg)
+int core_runner_spawn(struct core_runner *r, void *(*fn)(void *), void *arg, const char *role)
 {
+    char name[CORE_THREAD_NAME_MAX + 1];
     int e;
 
     if (r->n_threads == r->max_threads)
@@ -345,6 +347,8 @@ int core_runner_spawn(struct core_runner *r, void *(*fn)(void *), void *arg)
     e = pthread_create(&r->threads[r->n_threads], NULL, fn, arg);
     if (e != 0)
         return -e;
+    core_thread_name_listener(name, r->cfg.id, role);
+    core_thread_name(r->threads[r->n_threads], name);
     r->n_threads++;
     return 0;
 }

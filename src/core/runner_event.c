@@ -32,6 +32,7 @@
 #include <poll.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -816,7 +817,7 @@ int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runne
         return core_runner_abort(b, -ENOMEM, "event runner", err);
     atomic_init(&rn->stopping, false);
     if (b->svc->blocking) {
-        r = core_offload_new(OFFLOAD_THREADS, READ_SIZE, &rn->pool);
+        r = core_offload_new(OFFLOAD_THREADS, READ_SIZE, b->cfg.id, &rn->pool);
         if (r < 0)
             return core_runner_abort(b, r, "event runner's worker threads", err);
     }
@@ -832,7 +833,10 @@ int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runne
         }
     }
     for (unsigned i = 0; i < n; i++) {
-        r = core_runner_spawn(b, loop_main, &rn->loops[i]);
+        char role[16];
+
+        snprintf(role, sizeof(role), "ev%u", i);
+        r = core_runner_spawn(b, loop_main, &rn->loops[i], role);
         if (r < 0)
             return core_runner_abort(b, r, "event runner", err);
     }

@@ -313,7 +313,7 @@ int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_run
         rn->emit_rfd = fds[0];
         rn->emit_wfd = fds[1];
     }
-    r = core_runner_spawn(b, acceptor_main, rn);
+    r = core_runner_spawn(b, acceptor_main, rn, "acc");
     if (r < 0)
         return core_runner_abort(b, r, "process runner", err);
     *ret = b;

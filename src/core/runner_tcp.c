@@ -10,9 +10,12 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+
+#include "core/thread.h"
 
 #define CONN_STACK_SIZE (256 * 1024)
 
@@ -28,6 +31,7 @@ struct conn {
 struct tcp_runner {
     struct core_runner base;
     int reap_fd; /* a connection thread finished and waits to be joined */
+    char conn_name[CORE_THREAD_NAME_MAX + 1]; /* each connection thread's: "l:<id>/conn" */
 
     pthread_mutex_t lock;
     pthread_cond_t cond;   /* signalled when a connection thread finishes */
@@ -50,6 +54,7 @@ static void *conn_main(void *arg)
     struct conn *c = arg;
     struct tcp_runner *rn = c->rn;
 
+    core_thread_name(pthread_self(), rn->conn_name);
     serve(rn, &c->a);
     pthread_mutex_lock(&rn->lock);
     for (struct conn **p = &rn->active; *p; p = &(*p)->next) {
@@ -187,11 +192,16 @@ int core_runner_tcp_start(const struct core_runner_ctx *ctx, struct core_runner 
     rn = (struct tcp_runner *)b;
     pthread_mutex_init(&rn->lock, NULL);
     pthread_cond_init(&rn->cond, NULL);
+    core_thread_name_listener(rn->conn_name, b->cfg.id, "conn");
     rn->reap_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (rn->reap_fd < 0)
         return core_runner_abort(b, -errno, "TCP runner", err);
     for (unsigned i = 0; i < n; i++) {
-        r = core_runner_spawn(b, acceptor_main, rn);
+        char role[16] = "acc";
+
+        if (ctx->cfg->model == CORE_MODEL_POOL)
+            snprintf(role, sizeof(role), "w%u", i);
+        r = core_runner_spawn(b, acceptor_main, rn, role);
         if (r < 0)
             return core_runner_abort(b, r, "TCP runner", err);
     }

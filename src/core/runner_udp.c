@@ -14,6 +14,7 @@
 #include "core/runner.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -204,7 +205,10 @@ int core_runner_udp_start(const struct core_runner_ctx *ctx, struct core_runner 
             return core_runner_abort(b, r, "UDP runner", err);
     }
     for (unsigned i = 0; i < b->cfg.workers; i++) {
-        r = core_runner_spawn(b, worker_main, rn);
+        char role[16];
+
+        snprintf(role, sizeof(role), "udp%u", i);
+        r = core_runner_spawn(b, worker_main, rn, role);
         if (r < 0)
             return core_runner_abort(b, r, "UDP runner", err);
     }

@@ -11,6 +11,7 @@
 
 #include "core/events.h"
 #include "core/registry.h"
+#include "core/thread.h"
 
 struct core_ticker {
     struct core_registry *registry; /* borrowed */
@@ -126,6 +127,7 @@ int core_ticker_start(struct core_registry *r, struct core_events *events, unsig
         free(t);
         return rc;
     }
+    core_thread_name(t->thread, "ss-tick");
     *ret = t;
     return 0;
 }

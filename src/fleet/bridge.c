@@ -21,6 +21,7 @@
 
 #include "bridge_internal.h"
 #include "core/log.h"
+#include "core/thread.h"
 #include "fleet/view.h"
 
 /* ---- state and counters ---------------------------------------------------------------- */
@@ -664,12 +665,14 @@ int fleet_bridge_start(const struct fleet_bridge_opts *opts, struct fleet_bridge
         goto out_free;
     }
     b->worker_started = true;
+    core_thread_name(b->worker, "ss-fleet");
     r = -pthread_create(&b->bus, NULL, bus_main, b);
     if (r < 0) {
         core_err_set(err, r, NULL, "cannot start the bus thread: %s", strerror(-r));
         goto out_stop;
     }
     b->bus_started = true;
+    core_thread_name(b->bus, "ss-bus");
     *ret = b;
     return 0;
 

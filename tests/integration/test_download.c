@@ -542,9 +542,9 @@ static void test_download_reads_the_file_off_the_api_thread(void **state)
         it_daemon_dump_stderr(&f->d);
         fail_msg("the daemon under strace did not become ready: %s", strerror(-r));
     }
-    tid = thread_named(f->d.pid, "MHD-single");
+    tid = thread_named(f->d.pid, "ss-api");
     if (tid == 0)
-        fail_msg("the daemon has no thread called MHD-single (libmicrohttpd's)");
+        fail_msg("the daemon has no thread called ss-api (libmicrohttpd's)");
     want = stored(&f->d, "traced.bin", TRACED_LEN, 17);
     assert_int_equal(it_http_request(&f->d,
                                      &(struct it_req){.path = "/api/v1/listeners/b1/files/"

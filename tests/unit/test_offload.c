@@ -115,7 +115,7 @@ static void test_offload_jobs_run_on_workers_and_come_back(void **state)
 
     (void)state;
     assert_int_equal(core_offload_inbox_init(&ib), 0);
-    assert_int_equal(core_offload_new(4, SCRATCH, &o), 0);
+    assert_int_equal(core_offload_new(4, SCRATCH, NULL, &o), 0);
     for (unsigned i = 0; i < N_JOBS; i++) {
         job_init(&jobs[i], &ib, NULL, i);
         core_offload_submit(o, &jobs[i].job);
@@ -140,7 +140,7 @@ static void test_offload_blocked_job_others_still_run(void **state)
     (void)state;
     gate_init(&g);
     assert_int_equal(core_offload_inbox_init(&ib), 0);
-    assert_int_equal(core_offload_new(2, SCRATCH, &o), 0);
+    assert_int_equal(core_offload_new(2, SCRATCH, NULL, &o), 0);
     job_init(&blocked, &ib, &g, 0);
     job_init(&quick, &ib, NULL, 1);
     core_offload_submit(o, &blocked.job);
@@ -168,7 +168,7 @@ static void test_offload_at_max_threads_jobs_wait_in_order(void **state)
     (void)state;
     gate_init(&g);
     assert_int_equal(core_offload_inbox_init(&ib), 0);
-    assert_int_equal(core_offload_new(1, SCRATCH, &o), 0);
+    assert_int_equal(core_offload_new(1, SCRATCH, NULL, &o), 0);
     job_init(&jobs[0], &ib, &g, 0);
     job_init(&jobs[1], &ib, NULL, 1);
     job_init(&jobs[2], &ib, NULL, 2);
@@ -196,7 +196,7 @@ static void test_offload_free_runs_queued_jobs(void **state)
 
     (void)state;
     assert_int_equal(core_offload_inbox_init(&ib), 0);
-    assert_int_equal(core_offload_new(2, SCRATCH, &o), 0);
+    assert_int_equal(core_offload_new(2, SCRATCH, NULL, &o), 0);
     for (unsigned i = 0; i < N_JOBS; i++) {
         job_init(&jobs[i], &ib, NULL, i);
         core_offload_submit(o, &jobs[i].job);
@@ -212,7 +212,7 @@ static void test_offload_new_zero_threads_is_einval(void **state)
     struct core_offload *o = NULL;
 
     (void)state;
-    assert_int_equal(core_offload_new(0, SCRATCH, &o), -EINVAL);
+    assert_int_equal(core_offload_new(0, SCRATCH, NULL, &o), -EINVAL);
     assert_null(o);
     core_offload_free(NULL);
 }
