@@ -40,6 +40,7 @@
 #include "cli/fleet.h"
 #include "core/addr.h"
 #include "core/events.h"
+#include "core/fdbudget.h"
 #include "core/log.h"
 #include "core/registry.h"
 #include "core/revisions.h"
@@ -450,6 +451,26 @@ static const char *dir_of(const char *path, char *buf)
     return buf;
 }
 
+/* Raises the soft RLIMIT_NOFILE to the hard limit (before any thread) and says what the
+ * listeners' connections may hold of it. */
+static void raise_fd_limit(void)
+{
+    struct core_fdbudget_info b;
+    uint64_t before, after;
+    int r = core_fdbudget_raise(&before, &after);
+
+    core_fdbudget_get(&b);
+    if (r < 0)
+        core_log_warn("descriptors: cannot raise the soft limit %llu to the hard one: %s",
+                      (unsigned long long)before, strerror(-r));
+    core_log_info("descriptors: limit %llu%s; %llu kept for the API (%llu connections), the "
+                  "state and the log; %llu for the listeners' connections",
+                  (unsigned long long)after,
+                  after > before ? " (soft limit raised to the hard one)" : "",
+                  (unsigned long long)b.reserve, (unsigned long long)b.api_conns,
+                  (unsigned long long)b.conns_max);
+}
+
 static int daemon_main(int argc, char **argv)
 {
     const struct cli_command *cmd = &daemon_command;
@@ -605,6 +626,7 @@ static int daemon_main(int argc, char **argv)
         fprintf(stderr, "sockserv daemon: signalfd: %s\n", strerror(errno));
         goto out_token;
     }
+    raise_fd_limit();
 
     r = core_fs_mkdir_p(state_dir, 0700);
     if (r < 0) {

@@ -179,7 +179,8 @@ struct core_accepted {
  * Then the per-source limits: connection_rate_per_source (rejected_rate) and
  * max_connections_per_source (rejected_per_source), every connection counted among its
  * source's open ones whatever the limits, so that a limit set later sees them; then
- * max_connections (rejected_max_connections), counted in n_conns. Returns 0 with *ret, a connection
+ * max_connections (rejected_max_connections), counted in n_conns; then the descriptor budget
+ * shared by every listener (core/fdbudget.h: rejected_fd_budget). Returns 0 with *ret, a connection
  * the caller serves and ends with core_runner_conn_end() (after core_runner_conn_begin()) or
  * refuses with core_runner_conn_refuse(); or, with the connection closed and counted: -ECONNREFUSED
  * when one was refused (call again); -EAGAIN when none is waiting; another negative errno when
@@ -189,6 +190,15 @@ struct core_accepted {
  */
 int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned,
                             struct core_accepted *ret);
+
+/*
+ * Admits connection fd (taken: closed when refused), accepted at accepted_ns (core_now_ns()),
+ * as core_runner_accept_conn() admits what it accepts: per-source limits, max_connections, the
+ * descriptor budget. Returns 0 with *ret, or -ECONNREFUSED (closed and counted). For a runner
+ * that accepts by other means (a ring). Any accepting thread of the runner.
+ */
+int core_runner_admit_conn(struct core_runner *r, int fd, uint64_t accepted_ns,
+                           struct core_accepted *ret);
 
 /* The connection is served from now on: counted in connections_total and the gauge. */
 void core_runner_conn_begin(struct core_runner *r);

@@ -8,6 +8,7 @@
 
 #include "api/assets.h"
 #include "api/events.h"
+#include "core/fdbudget.h"
 #include "core/revisions.h"
 #include "fleet/bridge.h"
 #include "sockserv-config.h"
@@ -304,6 +305,17 @@ static int revision_of_path(const struct api_request *req, uint64_t *ret_n, stru
     return -EINVAL;
 }
 
+/* Health's "fds": the descriptor limit, the reserve no listener takes, the fds open now. */
+static json_t *fds_json(void)
+{
+    struct core_fdbudget_info b;
+    long open_fds = core_fdbudget_open_fds();
+
+    core_fdbudget_get(&b);
+    return json_pack("{s:I, s:I, s:I}", "limit", (json_int_t)b.limit, "reserve",
+                     (json_int_t)b.reserve, "open", (json_int_t)(open_fds < 0 ? 0 : open_fds));
+}
+
 void api_handle_health(const struct api_request *req, struct api_reply *ret)
 {
     char problem[256];
@@ -314,6 +326,10 @@ void api_handle_health(const struct api_request *req, struct api_reply *ret)
                           "uptime_seconds", (json_int_t)req->uptime_seconds, "listeners",
                           (json_int_t)core_registry_count(req->registry), "history", history);
 
+    if (j && json_object_set_new(j, "fds", fds_json()) < 0) {
+        json_decref(j);
+        j = NULL;
+    }
     /* The broker's state is told, never judged: the data plane does not depend on it. */
     if (j && req->fleet &&
         json_object_set_new(j, "fleet", fleet_bridge_health_json(req->fleet)) < 0) {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/listener_int.h"
+#include "core/fdbudget.h"
 #include "core/net.h"
 #include "core/ratelimit.h"
 #include "core/runner.h"
@@ -417,6 +418,11 @@ json_t *core_listener_to_json(struct core_listener *l, bool with_metrics)
                        bound_json(l->bound), "since", since, "error",
                        l->error[0] ? json_string(l->error) : json_null());
     v = core_listener_drain_views_locked(l, &n);
+    if (status && l->cfg.transport == CORE_TCP &&
+        core_fdbudget_status(status, l->cfg.max_connections) < 0) {
+        json_decref(status);
+        status = NULL;
+    }
     if (status && l->cfg.transport == CORE_TCP &&
         json_object_set_new(status, "tls", tls_status_locked(l)) < 0) {
         json_decref(status);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/fdbudget.h"
 #include "core/log.h"
 #include "core/tls.h"
 
@@ -249,6 +250,16 @@ static void release(struct core_sources *sources, struct core_admission *a)
 
 /* ---- the base ---- */
 
+/* Says when the descriptor budget leaves cfg's listener fewer connections than it asks. */
+static void warn_capped(const struct core_listener_cfg *cfg)
+{
+    char note[256];
+    uint64_t effective;
+
+    if (core_fdbudget_cap(cfg->max_connections, &effective, note, sizeof(note)))
+        core_log_warn("listener %s: %s", cfg->id, note);
+}
+
 void core_runner_signal(int fd)
 {
     uint64_t one = 1;
@@ -317,6 +328,8 @@ int core_runner_new(size_t size, const struct core_runner_ctx *ctx,
         r->drain = base_drain;
         r->is_drained = base_is_drained;
     }
+    if (ctx->cfg->transport == CORE_TCP)
+        warn_capped(&r->cfg);
     if (spec->accepting) {
         e = fd_reserve_new(spec->accepting, &r->reserve);
         if (e < 0)
@@ -412,20 +425,26 @@ bool core_runner_backoff(struct core_runner *r)
 
 int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned, struct core_accepted *ret)
 {
-    struct core_accepted a;
+    int fd = accept_spare(lfd, r->reserve, r->m);
 
-    a.fd = accept_spare(lfd, r->reserve, r->m);
-    if (a.fd == -EAGAIN || a.fd == -ECONNREFUSED)
-        return a.fd;
-    if (a.fd < 0) {
+    if (fd == -EAGAIN || fd == -ECONNREFUSED)
+        return fd;
+    if (fd < 0) {
         /* Out of fds or memory: the caller waits a little instead of spinning. */
         if (!*warned)
-            core_log_warn("listener %s: accept: %s (backing off)", r->cfg.id, strerror(-a.fd));
+            core_log_warn("listener %s: accept: %s (backing off)", r->cfg.id, strerror(-fd));
         *warned = true;
-        return a.fd;
+        return fd;
     }
     *warned = false;
-    a.accepted_ns = core_now_ns();
+    return core_runner_admit_conn(r, fd, core_now_ns(), ret);
+}
+
+int core_runner_admit_conn(struct core_runner *r, int fd, uint64_t accepted_ns,
+                           struct core_accepted *ret)
+{
+    struct core_accepted a = {.fd = fd, .accepted_ns = accepted_ns};
+
     if (admit(r->sources, &r->cfg, r->m, a.fd, a.accepted_ns, &a.adm) < 0) {
         close(a.fd);
         return -ECONNREFUSED;
@@ -434,6 +453,14 @@ int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned, struct
         atomic_fetch_sub(&r->n_conns, 1);
         release(r->sources, &a.adm);
         reject_max(r->m);
+        close(a.fd);
+        return -ECONNREFUSED;
+    }
+    /* Every listener's connections together stay out of the daemon's descriptor reserve. */
+    if (!core_fdbudget_conn_take()) {
+        atomic_fetch_sub(&r->n_conns, 1);
+        release(r->sources, &a.adm);
+        reject(r->m, CORE_CTR_REJECTED_FD_BUDGET);
         close(a.fd);
         return -ECONNREFUSED;
     }
@@ -450,6 +477,7 @@ void core_runner_conn_begin(struct core_runner *r)
 void core_runner_conn_end(struct core_runner *r, struct core_admission *adm)
 {
     release(r->sources, adm);
+    core_fdbudget_conn_end();
     core_metrics_sub(r->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
     atomic_fetch_sub(&r->n_conns, 1);
 }
@@ -459,6 +487,7 @@ void core_runner_conn_refuse(struct core_runner *r, int fd, struct core_admissio
     if (fd >= 0)
         close(fd);
     release(r->sources, adm);
+    core_fdbudget_conn_end();
     atomic_fetch_sub(&r->n_conns, 1);
     reject_resources(r->m);
 }

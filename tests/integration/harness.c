@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -502,6 +503,10 @@ int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
             _exit(127);
         }
         child_prepare(3);
+        if (o->nofile_hard &&
+            setrlimit(RLIMIT_NOFILE,
+                      &(struct rlimit){.rlim_cur = o->nofile_soft, .rlim_max = o->nofile_hard}) < 0)
+            _exit(127);
         execve(argv[0], (char *const *)argv, envp);
         dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);

@@ -68,6 +68,9 @@ struct it_daemon_opts {
     /* A certificate made for localhost and 127.0.0.1 in DIR, passed as --api-tls-cert and
      * --api-tls-key; requests to the daemon trust it. */
     bool tls;
+    /* Not 0: the daemon starts with this RLIMIT_NOFILE (soft, hard), set in the child before
+     * exec. */
+    unsigned long nofile_soft, nofile_hard;
 };
 
 struct it_daemon {
