@@ -75,6 +75,7 @@ slab_bytes() {
 }
 json() { python3 -c 'import json,sys; d=json.load(sys.stdin); exec("for k in sys.argv[1].split(\".\"):\n d = d[int(k)] if isinstance(d, list) else d[k]"); print(d if isinstance(d, (str, int)) else json.dumps(d, separators=(",", ":")))' "$1"; }
 metric() { curl -sf "$API/api/v1/listeners/$1/metrics" | json "$2"; }
+idle() { [ "$(metric "$1" connections_active)" = 0 ]; }
 # p50 and p99 of GET /api/v1/health, in microseconds, 200 sequential requests on one connection.
 health_latency() {
     taskset -c "$CL_CPU" python3 - "$API" <<'EOF'
@@ -122,7 +123,7 @@ for model in $MODELS; do
     wait_for 15 grep -q '^held' "$TMP/warm" || true
     kill "$HPID" 2>/dev/null; wait "$HPID" 2>/dev/null || true
     HPID=""
-    wait_for 10 test "$(metric "c-$model" connections_active)" = 0 || true
+    wait_for 10 idle "c-$model" || true
     before_lat=$(health_latency) || before_lat=""
     rss0=$(status_kib VmRSS)
     hwm0=$(status_kib VmHWM)
@@ -143,7 +144,7 @@ for model in $MODELS; do
     open_fds=$(curl -sf "$API/api/v1/health" | json fds.open || echo "")
     kill "$HPID" 2>/dev/null; wait "$HPID" 2>/dev/null || true
     HPID=""
-    wait_for 60 test "$(metric "c-$model" connections_active)" = 0 ||
+    wait_for 60 idle "c-$model" ||
         echo "conns.sh: $model: connections still open after the client left" >&2
     curl -sf -X DELETE "$API/api/v1/listeners/c-$model" >/dev/null || true
     if [ "$active" != "$N" ] || [ -z "$before_lat" ] || [ -z "$held_lat" ]; then
