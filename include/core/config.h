@@ -35,6 +35,7 @@ enum core_model {
     CORE_MODEL_POOL,
     CORE_MODEL_PROCESS,
     CORE_MODEL_EVENT,
+    CORE_MODEL_URING, /* io_uring loops (TCP) */
     CORE_MODEL_COUNT
 };
 

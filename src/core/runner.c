@@ -425,7 +425,14 @@ int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned, struct
         return a.fd;
     }
     *warned = false;
-    a.accepted_ns = core_now_ns();
+    return core_runner_admit_conn(r, a.fd, core_now_ns(), ret);
+}
+
+int core_runner_admit_conn(struct core_runner *r, int fd, uint64_t accepted_ns,
+                           struct core_accepted *ret)
+{
+    struct core_accepted a = {.fd = fd, .accepted_ns = accepted_ns};
+
     if (admit(r->sources, &r->cfg, r->m, a.fd, a.accepted_ns, &a.adm) < 0) {
         close(a.fd);
         return -ECONNREFUSED;
@@ -492,6 +499,8 @@ int core_runner_start(const struct core_runner_ctx *ctx, struct core_runner **re
         return core_runner_event_start(ctx, ret, err);
     case CORE_MODEL_PROCESS:
         return core_runner_process_start(ctx, ret, err);
+    case CORE_MODEL_URING:
+        return core_runner_uring_start(ctx, ret, err);
     default:
         close(ctx->fd);
         return core_err_set(err, -EINVAL, "model", "model: '%s' is not available",
