@@ -30,6 +30,11 @@ int core_model_from_name(const char *name)
     return -EINVAL;
 }
 
+bool core_model_has_reuseport(enum core_model m)
+{
+    return m == CORE_MODEL_EVENT || m == CORE_MODEL_URING;
+}
+
 bool core_model_is_available(enum core_model m, enum core_transport t)
 {
     if (t == CORE_UDP)

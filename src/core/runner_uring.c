@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -62,6 +63,7 @@ enum ur_tag {
     TAG_WAKE,   /* the runner stops */
     TAG_DRAIN,  /* the runner drains */
     TAG_INBOX,  /* jobs came back */
+    TAG_LPOLL,  /* out of fds: the listening socket is readable */
 };
 #define TAG_MASK 7u
 
@@ -120,6 +122,7 @@ struct ur_loop {
     bool owns_lfd;
     bool accepting;    /* until the runner drains */
     bool accept_armed; /* the multishot accept is in the ring */
+    bool lpoll_armed;  /* out of fds: a poll of lfd is in the ring instead */
     bool warned;
     int64_t accept_paused_until; /* ms; 0: not paused */
     struct conn_list open;       /* by idle deadline */
@@ -654,8 +657,28 @@ static void accepting_done(struct ur_loop *loop)
     core_runner_accepting_ended(&loop->rn->base);
 }
 
+static void cancel_accept(struct ur_loop *loop)
+{
+    struct io_uring_sqe *sqe = get_sqe(loop);
+
+    io_uring_prep_cancel64(sqe, ud(loop, TAG_ACCEPT), 0);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_sqe_set_data64(sqe, ud(NULL, TAG_IGNORE));
+}
+
+/* Whether fd is within the process's fd limit. The multishot accept keeps the limit of when it
+ * was armed: one lowered since (prlimit) is seen here. */
+static bool is_within_limit(int fd)
+{
+    struct rlimit rl;
+
+    return getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+           (rlim_t)fd < rl.rlim_cur;
+}
+
 static void on_accept(struct ur_loop *loop, const struct io_uring_cqe *cqe)
 {
+    struct core_runner *b = &loop->rn->base;
     struct core_accepted a;
 
     if (!(cqe->flags & IORING_CQE_F_MORE))
@@ -663,7 +686,13 @@ static void on_accept(struct ur_loop *loop, const struct io_uring_cqe *cqe)
     if (cqe->res >= 0) {
         if (loop->stopping) {
             close(cqe->res);
-        } else if (core_runner_admit_conn(&loop->rn->base, cqe->res, core_now_ns(), &a) == 0) {
+        } else if (!is_within_limit(cqe->res)) {
+            /* Out of fds: refused, and the accept armed again under the limit of now. */
+            if (core_runner_admit_conn(b, cqe->res, core_now_ns(), &a) == 0)
+                core_runner_conn_refuse(b, a.fd, &a.adm);
+            if (loop->accept_armed)
+                cancel_accept(loop);
+        } else if (core_runner_admit_conn(b, cqe->res, core_now_ns(), &a) == 0) {
             loop->warned = false;
             conn_new(loop, &a);
         }
@@ -675,7 +704,26 @@ static void on_accept(struct ur_loop *loop, const struct io_uring_cqe *cqe)
         return;
     }
     /* The accept ended (out of fds or memory): the backlog is taken the way that refuses with
-     * the reserve, then the accept is armed again, or after a pause. */
+     * the reserve, then the accept is armed again, or after a pause. Out of fds, an accept of the
+     * ring fails at once even with no connection waiting: the socket is polled until one comes. */
+    if (!accept_direct(loop))
+        loop->accept_paused_until = core_now_ms() + CORE_RUNNER_BACKOFF_MS;
+    else if (cqe->res == -EMFILE || cqe->res == -ENFILE) {
+        arm_poll(loop, loop->lfd, TAG_LPOLL);
+        loop->lpoll_armed = true;
+    } else
+        arm_accept(loop);
+}
+
+/* Out of fds, a connection came: taken with accept4(), then the accept is armed again. */
+static void on_lpoll(struct ur_loop *loop)
+{
+    if (loop->stopping)
+        return;
+    if (!loop->accepting) {
+        accepting_done(loop);
+        return;
+    }
     if (accept_direct(loop))
         arm_accept(loop);
     else
@@ -688,12 +736,16 @@ static void stop_accepting(struct ur_loop *loop)
         return;
     loop->accepting = false;
     if (loop->accept_armed) {
+        cancel_accept(loop);
+        return;
+    }
+    if (loop->lpoll_armed) {
         struct io_uring_sqe *sqe = get_sqe(loop);
 
-        io_uring_prep_cancel64(sqe, ud(loop, TAG_ACCEPT), 0);
+        io_uring_prep_poll_remove(sqe, ud(loop, TAG_LPOLL));
         sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
         io_uring_sqe_set_data64(sqe, ud(NULL, TAG_IGNORE));
-        return;
+        return; /* done once the poll's completion comes */
     }
     accepting_done(loop);
 }
@@ -749,6 +801,10 @@ static void on_cqe(struct ur_loop *loop, const struct io_uring_cqe *cqe)
     case TAG_INBOX:
         on_inbox(loop);
         break;
+    case TAG_LPOLL:
+        loop->lpoll_armed = false;
+        on_lpoll(loop);
+        break;
     case TAG_IGNORE:
     default:
         break;
@@ -791,13 +847,8 @@ static void *loop_main(void *arg)
         }
     }
     /* Cut every connection, then wait for the ring to give them back (and the jobs). */
-    if (loop->accept_armed) {
-        struct io_uring_sqe *sqe = get_sqe(loop);
-
-        io_uring_prep_cancel64(sqe, ud(loop, TAG_ACCEPT), 0);
-        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-        io_uring_sqe_set_data64(sqe, ud(NULL, TAG_IGNORE));
-    }
+    if (loop->accept_armed)
+        cancel_accept(loop);
     while (loop->open.head)
         conn_close(loop->open.head, -ECANCELED);
     while (loop->linger.head)
