@@ -173,6 +173,14 @@ struct core_accepted {
 };
 
 /*
+ * Admits connection fd (non-blocking, close-on-exec; taken: closed when refused), accepted at
+ * accepted_ns, as core_runner_accept_conn() does once it accepted one: for a runner that
+ * accepts through other means (io_uring). Returns 0 with *ret, or -ECONNREFUSED (counted).
+ */
+int core_runner_admit_conn(struct core_runner *r, int fd, uint64_t accepted_ns,
+                           struct core_accepted *ret);
+
+/*
  * Takes the next connection from listening socket lfd (accept4(), SOCK_CLOEXEC |
  * SOCK_NONBLOCK) and admits it. Out of fds, a connection is refused with a fd of the reserve
  * (counted in rejected_resources) rather than left in the backlog until its client gives up.
@@ -190,15 +198,6 @@ struct core_accepted {
  */
 int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned,
                             struct core_accepted *ret);
-
-/*
- * Admits connection fd (taken: closed when refused), accepted at accepted_ns (core_now_ns()),
- * as core_runner_accept_conn() admits what it accepts: per-source limits, max_connections, the
- * descriptor budget. Returns 0 with *ret, or -ECONNREFUSED (closed and counted). For a runner
- * that accepts by other means (a ring). Any accepting thread of the runner.
- */
-int core_runner_admit_conn(struct core_runner *r, int fd, uint64_t accepted_ns,
-                           struct core_accepted *ret);
 
 /* The connection is served from now on: counted in connections_total and the gauge. */
 void core_runner_conn_begin(struct core_runner *r);
@@ -224,6 +223,15 @@ int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runne
                             struct core_err *err);
 int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
                               struct core_err *err);
+int core_runner_uring_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
+                            struct core_err *err);
+
+/*
+ * Whether this process may use io_uring (the `uring` model): the kernel is asked once, on the
+ * first call (a ring is made and freed), and the answer kept. Returns 0, or a negative errno
+ * with err saying why (field "model"). Any thread.
+ */
+int core_runner_uring_usable(struct core_err *err);
 int core_runner_udp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
                           struct core_err *err);
 

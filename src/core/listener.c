@@ -179,9 +179,9 @@ int core_listener_bind(const struct core_listener_cfg *cfg, char *ret_bound,
     if (r < 0)
         return core_err_set(err, r, "address", "address: '%s' is not a numeric address",
                             cfg->address);
-    /* The event model's loops bind one more socket each beside this one. */
+    /* The event and uring models' loops bind one more socket each beside this one. */
     fd = core_net_bind(&ss, len, tcp ? SOCK_STREAM : SOCK_DGRAM,
-                       tcp && cfg->model == CORE_MODEL_EVENT ? CORE_NET_REUSEPORT : 0,
+                       tcp && core_model_has_reuseport(cfg->model) ? CORE_NET_REUSEPORT : 0,
                        CORE_NET_BACKLOG, &ss, err);
     if (fd < 0) {
         if (err && (fd == -EADDRINUSE || fd == -EADDRNOTAVAIL))

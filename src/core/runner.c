@@ -425,19 +425,20 @@ bool core_runner_backoff(struct core_runner *r)
 
 int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned, struct core_accepted *ret)
 {
-    int fd = accept_spare(lfd, r->reserve, r->m);
+    struct core_accepted a;
 
-    if (fd == -EAGAIN || fd == -ECONNREFUSED)
-        return fd;
-    if (fd < 0) {
+    a.fd = accept_spare(lfd, r->reserve, r->m);
+    if (a.fd == -EAGAIN || a.fd == -ECONNREFUSED)
+        return a.fd;
+    if (a.fd < 0) {
         /* Out of fds or memory: the caller waits a little instead of spinning. */
         if (!*warned)
-            core_log_warn("listener %s: accept: %s (backing off)", r->cfg.id, strerror(-fd));
+            core_log_warn("listener %s: accept: %s (backing off)", r->cfg.id, strerror(-a.fd));
         *warned = true;
-        return fd;
+        return a.fd;
     }
     *warned = false;
-    return core_runner_admit_conn(r, fd, core_now_ns(), ret);
+    return core_runner_admit_conn(r, a.fd, core_now_ns(), ret);
 }
 
 int core_runner_admit_conn(struct core_runner *r, int fd, uint64_t accepted_ns,
@@ -521,6 +522,8 @@ int core_runner_start(const struct core_runner_ctx *ctx, struct core_runner **re
         return core_runner_event_start(ctx, ret, err);
     case CORE_MODEL_PROCESS:
         return core_runner_process_start(ctx, ret, err);
+    case CORE_MODEL_URING:
+        return core_runner_uring_start(ctx, ret, err);
     default:
         close(ctx->fd);
         return core_err_set(err, -EINVAL, "model", "model: '%s' is not available",
