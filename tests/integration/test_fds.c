@@ -1,8 +1,9 @@
 /*
  * The descriptor budget over real sockets, with the daemon started under a low RLIMIT_NOFILE:
  * it raises its soft limit to the hard one; the listeners' connections together never take the
- * reserve (a flood past the limit is refused, closed and counted in rejected_fd_budget, and the
- * API still answers health and creates a listener); a max_connections larger than what the
+ * reserve (a flood past the limit, on an `event` or a `uring` listener, is refused, closed and
+ * counted in rejected_fd_budget, and the API still answers health and creates a listener; two
+ * listeners share one count); a max_connections larger than what the
  * limit leaves is capped, and the listener's status and the log say so; health reports the
  * limit, the reserve and the fds open.
  */
@@ -154,17 +155,21 @@ static void test_fds_max_connections_capped_and_said(void **state)
     json_decref(small);
 }
 
-static void test_fds_flood_past_limit_is_refused_and_api_answers(void **state)
+static void flood_past_limit(void **state, const char *model)
 {
     struct it_daemon *d = it_daemon_of(state);
-    uint16_t port = it_listener_create_port(
-        d, "{\"id\": \"e\", \"service\": \"echo\", \"transport\": \"tcp\", \"port\": 0, "
-           "\"address\": \"127.0.0.1\", \"model\": \"event\", \"idle_timeout_ms\": 0}");
+    char body[256];
+    uint16_t port;
     json_int_t limit, reserve, open_fds;
     int *fds = calloc(FLOOD, sizeof(*fds)), fd;
     uint16_t more;
     json_t *j;
 
+    (void)snprintf(body, sizeof(body),
+                   "{\"id\": \"e\", \"service\": \"echo\", \"transport\": \"tcp\", \"port\": 0, "
+                   "\"address\": \"127.0.0.1\", \"model\": \"%s\", \"idle_timeout_ms\": 0}",
+                   model);
+    port = it_listener_create_port(d, body);
     assert_non_null(fds);
     flood(port, fds, FLOOD);
     it_assert_metric_eventually(d, "e", "connections_active", LIMIT - RESERVE, IT_WAIT_MS);
@@ -197,6 +202,16 @@ static void test_fds_flood_past_limit_is_refused_and_api_answers(void **state)
     free(fds);
 }
 
+static void test_fds_event_flood_past_limit_is_refused_and_api_answers(void **state)
+{
+    flood_past_limit(state, "event");
+}
+
+static void test_fds_uring_flood_past_limit_is_refused_and_api_answers(void **state)
+{
+    flood_past_limit(state, "uring");
+}
+
 static void test_fds_budget_is_shared_by_listeners(void **state)
 {
     struct it_daemon *d = it_daemon_of(state);
@@ -205,7 +220,7 @@ static void test_fds_budget_is_shared_by_listeners(void **state)
            "\"address\": \"127.0.0.1\", \"model\": \"event\", \"idle_timeout_ms\": 0}");
     uint16_t b = it_listener_create_port(
         d, "{\"id\": \"b\", \"service\": \"echo\", \"transport\": \"tcp\", \"port\": 0, "
-           "\"address\": \"127.0.0.1\", \"model\": \"thread\", \"idle_timeout_ms\": 0}");
+           "\"address\": \"127.0.0.1\", \"model\": \"uring\", \"idle_timeout_ms\": 0}");
     enum { NA = 200, NB = 100 };
     int fa[NA], fb[NB];
 
@@ -228,7 +243,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_fds_soft_limit_raised_to_hard_and_reported),
         T(test_fds_max_connections_capped_and_said),
-        T(test_fds_flood_past_limit_is_refused_and_api_answers),
+        T(test_fds_event_flood_past_limit_is_refused_and_api_answers),
+        T(test_fds_uring_flood_past_limit_is_refused_and_api_answers),
         T(test_fds_budget_is_shared_by_listeners),
     };
 
