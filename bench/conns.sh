@@ -13,7 +13,8 @@
 # Figures, per model:
 #   held             connections established, echoed once and counted by the daemon
 #                    (connections_active)
-#   user B/conn      the daemon's VmRSS and VmHWM after minus before, divided by N
+#   user B/conn      the daemon's VmRSS and VmHWM after minus before (the peak reset before
+#                    each model), divided by N
 #   kernel B/conn    /proc/slabinfo (active objects x object size) after minus before, over the
 #                    caches a connection uses (TCP, TCPv6, request_sock_TCP, sock_inode_cache,
 #                    dentry, filp, eventpoll_epi, eventpoll_pwq, skbuff_head_cache,
@@ -125,6 +126,8 @@ for model in $MODELS; do
     HPID=""
     wait_for 10 idle "c-$model" || true
     before_lat=$(health_latency) || before_lat=""
+    # VmHWM from here: the peak of an earlier model's run is forgotten (proc(5), clear_refs 5).
+    echo 5 >"/proc/$DPID/clear_refs" 2>/dev/null || echo "conns.sh: cannot reset VmHWM" >&2
     rss0=$(status_kib VmRSS)
     hwm0=$(status_kib VmHWM)
     slab0=$(slab_bytes)
