@@ -2,8 +2,9 @@
  * sockserv: the command's verbs, and the daemon's start and stop order.
  *
  * Start: read the arguments and the token file, refuse an API address that is not loopback
- * without a token (before anything is bound), block the signals (before any thread), create the
- * state directory, load the listener set (state file, else the embedded defaults) and start its
+ * without a token (before anything is bound), block the signals (before any thread), raise the
+ * soft descriptor limit to the hard one (core/fdbudget.h), create the state directory, load the
+ * listener set (state file, else the embedded defaults) and start its
  * listeners, with --amqp start the fleet bridge (its bus thread and apply worker; with
  * --fleet-view the view it feeds), start the API, say ready (--ready-fd, and READY=1 to
  * systemd). Stop, on SIGINT or SIGTERM: say STOPPING=1, stop the API (no new changes; its Unix
