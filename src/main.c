@@ -2,8 +2,9 @@
  * sockserv: the command's verbs, and the daemon's start and stop order.
  *
  * Start: read the arguments and the token file, refuse an API address that is not loopback
- * without a token (before anything is bound), block the signals (before any thread), create the
- * state directory, load the listener set (state file, else the embedded defaults) and start its
+ * without a token (before anything is bound), block the signals (before any thread), raise the
+ * soft descriptor limit to the hard one (core/fdbudget.h), create the state directory, load the
+ * listener set (state file, else the embedded defaults) and start its
  * listeners, with --amqp start the fleet bridge (its bus thread and apply worker; with
  * --fleet-view the view it feeds), start the API, say ready (--ready-fd, and READY=1 to
  * systemd). Stop, on SIGINT or SIGTERM: say STOPPING=1, stop the API (no new changes; its Unix
@@ -40,6 +41,7 @@
 #include "cli/fleet.h"
 #include "core/addr.h"
 #include "core/events.h"
+#include "core/fdbudget.h"
 #include "core/log.h"
 #include "core/registry.h"
 #include "core/revisions.h"
@@ -454,6 +456,26 @@ static const char *dir_of(const char *path, char *buf)
     return buf;
 }
 
+/* Raises the soft RLIMIT_NOFILE to the hard limit (before any thread) and says what the
+ * listeners' connections may hold of it. */
+static void raise_fd_limit(void)
+{
+    struct core_fdbudget_info b;
+    uint64_t before, after;
+    int r = core_fdbudget_raise(&before, &after);
+
+    core_fdbudget_get(&b);
+    if (r < 0)
+        core_log_warn("descriptors: cannot raise the soft limit %llu to the hard one: %s",
+                      (unsigned long long)before, strerror(-r));
+    core_log_info("descriptors: limit %llu%s; %llu kept for the API (%llu connections), the "
+                  "state and the log; %llu for the listeners' connections",
+                  (unsigned long long)after,
+                  after > before ? " (soft limit raised to the hard one)" : "",
+                  (unsigned long long)b.reserve, (unsigned long long)b.api_conns,
+                  (unsigned long long)b.conns_max);
+}
+
 static int daemon_main(int argc, char **argv)
 {
     const struct cli_command *cmd = &daemon_command;
@@ -614,6 +636,7 @@ static int daemon_main(int argc, char **argv)
         fprintf(stderr, "sockserv daemon: signalfd: %s\n", strerror(errno));
         goto out_token;
     }
+    raise_fd_limit();
 
     r = core_fs_mkdir_p(state_dir, 0700);
     if (r < 0) {

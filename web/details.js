@@ -20,6 +20,7 @@ const METRIC_LABELS = [
   ['rejected_per_source', 'Rejected: per source'],
   ['rejected_rate', 'Rejected: connection rate'],
   ['rejected_resources', 'Rejected: out of resources'],
+  ['rejected_fd_budget', 'Rejected: descriptor budget'],
   ['bytes_in', 'Bytes in'],
   ['bytes_out', 'Bytes out'],
   ['datagrams_in', 'Datagrams in'],

@@ -35,6 +35,7 @@ enum core_model {
     CORE_MODEL_POOL,
     CORE_MODEL_PROCESS,
     CORE_MODEL_EVENT,
+    CORE_MODEL_URING, /* io_uring loops (TCP) */
     CORE_MODEL_COUNT
 };
 
@@ -65,6 +66,9 @@ struct core_listener_cfg {
 const char *core_model_name(enum core_model m);
 /* The model named name, or -EINVAL. */
 int core_model_from_name(const char *name);
+/* Whether a TCP listener of model m binds its socket with SO_REUSEPORT (its loops bind one more
+ * socket each beside it), so that a change to m keeps the socket only from such a model. */
+bool core_model_has_reuseport(enum core_model m);
 /* Whether a listener of transport t may run model m in this build. */
 bool core_model_is_available(enum core_model m, enum core_transport t);
 

@@ -40,6 +40,7 @@ enum core_counter {
     CORE_CTR_TLS_FAILURES_PROTOCOL, /* of tls_handshake_failures: not TLS, an old version, ... */
     CORE_CTR_TLS_FAILURES_TIMEOUT,  /* of tls_handshake_failures: past idle_timeout_ms */
     CORE_CTR_TLS_FAILURES_OTHER,    /* of tls_handshake_failures: the client left, ... */
+    CORE_CTR_REJECTED_FD_BUDGET, /* of connections_rejected: the listeners' descriptors used up */
     CORE_CTR_COUNT
 };
 

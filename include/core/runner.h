@@ -174,13 +174,22 @@ struct core_accepted {
 };
 
 /*
+ * Admits connection fd (non-blocking, close-on-exec; taken: closed when refused), accepted at
+ * accepted_ns, as core_runner_accept_conn() does once it accepted one: for a runner that
+ * accepts through other means (io_uring). Returns 0 with *ret, or -ECONNREFUSED (counted).
+ */
+int core_runner_admit_conn(struct core_runner *r, int fd, uint64_t accepted_ns,
+                           struct core_accepted *ret);
+
+/*
  * Takes the next connection from listening socket lfd (accept4(), SOCK_CLOEXEC |
  * SOCK_NONBLOCK) and admits it. Out of fds, a connection is refused with a fd of the reserve
  * (counted in rejected_resources) rather than left in the backlog until its client gives up.
  * Then the per-source limits: connection_rate_per_source (rejected_rate) and
  * max_connections_per_source (rejected_per_source), every connection counted among its
  * source's open ones whatever the limits, so that a limit set later sees them; then
- * max_connections (rejected_max_connections), counted in n_conns. Returns 0 with *ret, a connection
+ * max_connections (rejected_max_connections), counted in n_conns; then the descriptor budget
+ * shared by every listener (core/fdbudget.h: rejected_fd_budget). Returns 0 with *ret, a connection
  * the caller serves and ends with core_runner_conn_end() (after core_runner_conn_begin()) or
  * refuses with core_runner_conn_refuse(); or, with the connection closed and counted: -ECONNREFUSED
  * when one was refused (call again); -EAGAIN when none is waiting; another negative errno when
@@ -215,6 +224,15 @@ int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runne
                             struct core_err *err);
 int core_runner_process_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
                               struct core_err *err);
+int core_runner_uring_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
+                            struct core_err *err);
+
+/*
+ * Whether this process may use io_uring (the `uring` model): the kernel is asked once, on the
+ * first call (a ring is made and freed), and the answer kept. Returns 0, or a negative errno
+ * with err saying why (field "model"). Any thread.
+ */
+int core_runner_uring_usable(struct core_err *err);
 int core_runner_udp_start(const struct core_runner_ctx *ctx, struct core_runner **ret,
                           struct core_err *err);
 

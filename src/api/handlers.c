@@ -9,6 +9,7 @@
 #include "api/assets.h"
 #include "api/events.h"
 #include "api/priority.h"
+#include "core/fdbudget.h"
 #include "core/revisions.h"
 #include "fleet/bridge.h"
 #include "sockserv-config.h"
@@ -305,6 +306,17 @@ static int revision_of_path(const struct api_request *req, uint64_t *ret_n, stru
     return -EINVAL;
 }
 
+/* Health's "fds": the descriptor limit, the reserve no listener takes, the fds open now. */
+static json_t *fds_json(void)
+{
+    struct core_fdbudget_info b;
+    long open_fds = core_fdbudget_open_fds();
+
+    core_fdbudget_get(&b);
+    return json_pack("{s:I, s:I, s:I}", "limit", (json_int_t)b.limit, "reserve",
+                     (json_int_t)b.reserve, "open", (json_int_t)(open_fds < 0 ? 0 : open_fds));
+}
+
 void api_handle_health(const struct api_request *req, struct api_reply *ret)
 {
     char problem[256];
@@ -317,6 +329,10 @@ void api_handle_health(const struct api_request *req, struct api_reply *ret)
 
     if (j && req->priority &&
         json_object_set_new(j, "api_thread", api_priority_json(req->priority)) < 0) {
+        json_decref(j);
+        j = NULL;
+    }
+    if (j && json_object_set_new(j, "fds", fds_json()) < 0) {
         json_decref(j);
         j = NULL;
     }

@@ -33,6 +33,7 @@
 #include "core/clock.h"
 #include "core/addr.h"
 #include "core/buf.h"
+#include "core/fdbudget.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "core/thread.h"
@@ -363,6 +364,14 @@ static int watch_outq(const struct watch *w)
     return n;
 }
 
+/* API_SERVER_CONNECTION_LIMIT, or less: what the descriptor reserve keeps for the API. */
+static unsigned connection_limit(void)
+{
+    unsigned budget = core_fdbudget_api_conns();
+
+    return budget < API_SERVER_CONNECTION_LIMIT ? budget : API_SERVER_CONNECTION_LIMIT;
+}
+
 /*
  * Makes room for a connection that just started, when the partial ones are over their share or
  * all of them near the limit: cuts the oldest partial one (idle first, then head, then body)
@@ -387,7 +396,7 @@ static void admit_locked(struct api_server *s)
                 oldest[w->phase] = w;
         }
     }
-    over_total = total > API_SERVER_CONNECTION_LIMIT - API_SERVER_RESERVE;
+    over_total = total + API_SERVER_RESERVE > connection_limit();
     if (partial <= API_SERVER_PARTIAL_LIMIT && !over_total)
         return;
     for (int p = PHASE_IDLE; p <= PHASE_BODY; p++) {
@@ -1544,10 +1553,10 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_SERVER_CONNECTION_LIMIT,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip_limit(opts, &ss), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)API_SERVER_IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)API_SERVER_MEMORY_LIMIT, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, connection_limit(), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        per_ip_limit(opts, &ss), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_SERVER_IDLE_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_SERVER_MEMORY_LIMIT, MHD_OPTION_ARRAY,
+        tls_options, MHD_OPTION_END);
     if (!s->daemon) {
         if (fd_is(fd, &st))
             close(fd);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/addr.h"
+#include "core/runner.h"
 
 static const char *const model_names[CORE_MODEL_COUNT] = {
     [CORE_MODEL_SEQUENTIAL] = "sequential",
@@ -13,6 +14,7 @@ static const char *const model_names[CORE_MODEL_COUNT] = {
     [CORE_MODEL_POOL] = "pool",
     [CORE_MODEL_PROCESS] = "process",
     [CORE_MODEL_EVENT] = "event",
+    [CORE_MODEL_URING] = "uring",
 };
 
 const char *core_model_name(enum core_model m)
@@ -28,12 +30,17 @@ int core_model_from_name(const char *name)
     return -EINVAL;
 }
 
+bool core_model_has_reuseport(enum core_model m)
+{
+    return m == CORE_MODEL_EVENT || m == CORE_MODEL_URING;
+}
+
 bool core_model_is_available(enum core_model m, enum core_transport t)
 {
     if (t == CORE_UDP)
         return m == CORE_MODEL_SEQUENTIAL;
     return m == CORE_MODEL_SEQUENTIAL || m == CORE_MODEL_THREAD || m == CORE_MODEL_POOL ||
-           m == CORE_MODEL_EVENT || m == CORE_MODEL_PROCESS;
+           m == CORE_MODEL_EVENT || m == CORE_MODEL_PROCESS || m == CORE_MODEL_URING;
 }
 
 bool core_id_is_valid(const char *id)
@@ -201,17 +208,22 @@ static int check_model(const json_t *v, struct check_ctx *c, struct core_err *er
     if (m < 0)
         return core_err_set(err, -EINVAL, "model",
                             "model: unknown model '%.64s' (sequential, thread, pool, process, "
-                            "event)",
+                            "event, uring)",
                             s);
     if (!core_model_is_available((enum core_model)m, c->cfg.transport))
         return core_err_set(
             err, -EINVAL, "model", "model: '%s' is not available for %s listeners (%s)", s,
             core_transport_name(c->cfg.transport),
             c->cfg.transport == CORE_UDP ? "sequential"
-                                         : "sequential, thread, pool, event, process");
+                                         : "sequential, thread, pool, event, process, uring");
     if (c->cfg.svc->refused_models & (1u << m))
         return core_err_set(err, -EINVAL, "model", "model: '%s' is not available for %s", s,
                             c->cfg.svc->name);
+    if (m == CORE_MODEL_URING) {
+        r = core_runner_uring_usable(err);
+        if (r < 0)
+            return r;
+    }
     c->cfg.model = (enum core_model)m;
     return 0;
 }
@@ -334,7 +346,15 @@ static int check_options(const json_t *v, struct check_ctx *c, struct core_err *
         v = NULL;
     if (v && !json_is_object(v))
         return core_err_set(err, -EINVAL, "options", "options: must be an object");
-    return core_service_options_check(c->cfg.svc, v, c->cfg.transport, &c->cfg.options, err);
+    int r = core_service_options_check(c->cfg.svc, v, c->cfg.transport, &c->cfg.options, err);
+
+    if (r < 0)
+        return r;
+    /* The uring model drives plain connections only. */
+    if (c->cfg.model == CORE_MODEL_URING && json_is_object(json_object_get(c->cfg.options, "tls")))
+        return core_err_set(err, -EINVAL, "options.tls",
+                            "options.tls: TLS is not available with model 'uring' (use 'event')");
+    return 0;
 }
 
 static int check_read_only(const json_t *v, struct check_ctx *c, struct core_err *err)

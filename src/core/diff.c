@@ -19,7 +19,7 @@ bool core_diff_is_live(const struct core_listener_cfg *a, const struct core_list
         return true; /* bind before close */
     /* UDP keeps no connections and has no live path: it restarts. */
     return a->transport == CORE_TCP &&
-           (b->model != CORE_MODEL_EVENT || a->model == CORE_MODEL_EVENT);
+           (!core_model_has_reuseport(b->model) || core_model_has_reuseport(a->model));
 }
 
 static int cmp_str(const void *a, const void *b)

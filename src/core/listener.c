@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/listener_int.h"
+#include "core/fdbudget.h"
 #include "core/net.h"
 #include "core/ratelimit.h"
 #include "core/runner.h"
@@ -178,9 +179,9 @@ int core_listener_bind(const struct core_listener_cfg *cfg, char *ret_bound,
     if (r < 0)
         return core_err_set(err, r, "address", "address: '%s' is not a numeric address",
                             cfg->address);
-    /* The event model's loops bind one more socket each beside this one. */
+    /* The event and uring models' loops bind one more socket each beside this one. */
     fd = core_net_bind(&ss, len, tcp ? SOCK_STREAM : SOCK_DGRAM,
-                       tcp && cfg->model == CORE_MODEL_EVENT ? CORE_NET_REUSEPORT : 0,
+                       tcp && core_model_has_reuseport(cfg->model) ? CORE_NET_REUSEPORT : 0,
                        CORE_NET_BACKLOG, &ss, err);
     if (fd < 0) {
         if (err && (fd == -EADDRINUSE || fd == -EADDRNOTAVAIL))
@@ -417,6 +418,11 @@ json_t *core_listener_to_json(struct core_listener *l, bool with_metrics)
                        bound_json(l->bound), "since", since, "error",
                        l->error[0] ? json_string(l->error) : json_null());
     v = core_listener_drain_views_locked(l, &n);
+    if (status && l->cfg.transport == CORE_TCP &&
+        core_fdbudget_status(status, l->cfg.max_connections) < 0) {
+        json_decref(status);
+        status = NULL;
+    }
     if (status && l->cfg.transport == CORE_TCP &&
         json_object_set_new(status, "tls", tls_status_locked(l)) < 0) {
         json_decref(status);

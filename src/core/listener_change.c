@@ -42,8 +42,8 @@ static bool can_go_live(const struct core_listener *l, const struct core_listene
     return l->runner && l->runner->drain && l->lfd >= 0 && cfg->enabled &&
            old->transport == CORE_TCP && cfg->transport == CORE_TCP && old->svc == cfg->svc &&
            same_socket(l, cfg) &&
-           /* event needs SO_REUSEPORT, set before bind */
-           (cfg->model != CORE_MODEL_EVENT || old->model == CORE_MODEL_EVENT);
+           /* event and uring need SO_REUSEPORT, set before bind */
+           (!core_model_has_reuseport(cfg->model) || core_model_has_reuseport(old->model));
 }
 
 /* Whether cfg moves the running listener to another address or port, binding the new socket

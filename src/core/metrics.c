@@ -30,6 +30,7 @@ static const char *const counter_names[CORE_CTR_COUNT] = {
     [CORE_CTR_TLS_FAILURES_PROTOCOL] = "tls_failures_protocol",
     [CORE_CTR_TLS_FAILURES_TIMEOUT] = "tls_failures_timeout",
     [CORE_CTR_TLS_FAILURES_OTHER] = "tls_failures_other",
+    [CORE_CTR_REJECTED_FD_BUDGET] = "rejected_fd_budget",
 };
 
 static const char *const counter_help[CORE_CTR_COUNT] = {
@@ -67,6 +68,8 @@ static const char *const counter_help[CORE_CTR_COUNT] = {
         "TLS handshakes failed: not TLS, a version older than 1.2, no shared cipher.",
     [CORE_CTR_TLS_FAILURES_TIMEOUT] = "TLS handshakes not done within idle_timeout_ms.",
     [CORE_CTR_TLS_FAILURES_OTHER] = "TLS handshakes failed otherwise: the client left, ...",
+    [CORE_CTR_REJECTED_FD_BUDGET] = "TCP connections refused: the descriptors the listeners' "
+                                    "connections may hold together are in use.",
 };
 
 const char *core_counter_help(enum core_counter c)

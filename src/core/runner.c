@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/fdbudget.h"
 #include "core/log.h"
 #include "core/thread.h"
 #include "core/tls.h"
@@ -250,6 +251,16 @@ static void release(struct core_sources *sources, struct core_admission *a)
 
 /* ---- the base ---- */
 
+/* Says when the descriptor budget leaves cfg's listener fewer connections than it asks. */
+static void warn_capped(const struct core_listener_cfg *cfg)
+{
+    char note[256];
+    uint64_t effective;
+
+    if (core_fdbudget_cap(cfg->max_connections, &effective, note, sizeof(note)))
+        core_log_warn("listener %s: %s", cfg->id, note);
+}
+
 void core_runner_signal(int fd)
 {
     uint64_t one = 1;
@@ -318,6 +329,8 @@ int core_runner_new(size_t size, const struct core_runner_ctx *ctx,
         r->drain = base_drain;
         r->is_drained = base_is_drained;
     }
+    if (ctx->cfg->transport == CORE_TCP)
+        warn_capped(&r->cfg);
     if (spec->accepting) {
         e = fd_reserve_new(spec->accepting, &r->reserve);
         if (e < 0)
@@ -429,7 +442,14 @@ int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned, struct
         return a.fd;
     }
     *warned = false;
-    a.accepted_ns = core_now_ns();
+    return core_runner_admit_conn(r, a.fd, core_now_ns(), ret);
+}
+
+int core_runner_admit_conn(struct core_runner *r, int fd, uint64_t accepted_ns,
+                           struct core_accepted *ret)
+{
+    struct core_accepted a = {.fd = fd, .accepted_ns = accepted_ns};
+
     if (admit(r->sources, &r->cfg, r->m, a.fd, a.accepted_ns, &a.adm) < 0) {
         close(a.fd);
         return -ECONNREFUSED;
@@ -438,6 +458,14 @@ int core_runner_accept_conn(struct core_runner *r, int lfd, bool *warned, struct
         atomic_fetch_sub(&r->n_conns, 1);
         release(r->sources, &a.adm);
         reject_max(r->m);
+        close(a.fd);
+        return -ECONNREFUSED;
+    }
+    /* Every listener's connections together stay out of the daemon's descriptor reserve. */
+    if (!core_fdbudget_conn_take()) {
+        atomic_fetch_sub(&r->n_conns, 1);
+        release(r->sources, &a.adm);
+        reject(r->m, CORE_CTR_REJECTED_FD_BUDGET);
         close(a.fd);
         return -ECONNREFUSED;
     }
@@ -454,6 +482,7 @@ void core_runner_conn_begin(struct core_runner *r)
 void core_runner_conn_end(struct core_runner *r, struct core_admission *adm)
 {
     release(r->sources, adm);
+    core_fdbudget_conn_end();
     core_metrics_sub(r->m, CORE_CTR_CONNECTIONS_ACTIVE, 1);
     atomic_fetch_sub(&r->n_conns, 1);
 }
@@ -463,6 +492,7 @@ void core_runner_conn_refuse(struct core_runner *r, int fd, struct core_admissio
     if (fd >= 0)
         close(fd);
     release(r->sources, adm);
+    core_fdbudget_conn_end();
     atomic_fetch_sub(&r->n_conns, 1);
     reject_resources(r->m);
 }
@@ -496,6 +526,8 @@ int core_runner_start(const struct core_runner_ctx *ctx, struct core_runner **re
         return core_runner_event_start(ctx, ret, err);
     case CORE_MODEL_PROCESS:
         return core_runner_process_start(ctx, ret, err);
+    case CORE_MODEL_URING:
+        return core_runner_uring_start(ctx, ret, err);
     default:
         close(ctx->fd);
         return core_err_set(err, -EINVAL, "model", "model: '%s' is not available",

@@ -12,7 +12,8 @@
 
 /* The TCP models in the order GET /api/v1/services lists them. */
 static const enum core_model listed_models[] = {
-    CORE_MODEL_SEQUENTIAL, CORE_MODEL_THREAD, CORE_MODEL_POOL, CORE_MODEL_EVENT, CORE_MODEL_PROCESS,
+    CORE_MODEL_SEQUENTIAL, CORE_MODEL_THREAD,  CORE_MODEL_POOL,
+    CORE_MODEL_EVENT,      CORE_MODEL_PROCESS, CORE_MODEL_URING,
 };
 
 static const char *const type_names[CORE_OPTION_TYPE_COUNT] = {

@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <ftw.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -408,6 +411,25 @@ static int daemon_certificate(struct it_daemon *d, const char *dir)
     return 0;
 }
 
+/* A seccomp filter on this process (and what it execs): io_uring_setup(2) fails with EPERM,
+ * everything else is allowed. In a forked child only. */
+static int deny_io_uring(void)
+{
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
+
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -errno;
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+        return -errno;
+    return 0;
+}
+
 int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
 {
     static unsigned seq;
@@ -502,6 +524,12 @@ int it_daemon_start(struct it_daemon *d, const struct it_daemon_opts *o)
             _exit(127);
         }
         child_prepare(3);
+        if (o->deny_io_uring && deny_io_uring() < 0)
+            _exit(127);
+        if (o->nofile_hard &&
+            setrlimit(RLIMIT_NOFILE,
+                      &(struct rlimit){.rlim_cur = o->nofile_soft, .rlim_max = o->nofile_hard}) < 0)
+            _exit(127);
         execve(argv[0], (char *const *)argv, envp);
         dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);

@@ -68,6 +68,12 @@ struct it_daemon_opts {
     /* A certificate made for localhost and 127.0.0.1 in DIR, passed as --api-tls-cert and
      * --api-tls-key; requests to the daemon trust it. */
     bool tls;
+    /* The daemon runs under a seccomp filter (installed in the child before exec, with
+     * PR_SET_NO_NEW_PRIVS) that makes io_uring_setup(2) fail with EPERM. */
+    bool deny_io_uring;
+    /* Not 0: the daemon starts with this RLIMIT_NOFILE (soft, hard), set in the child before
+     * exec. */
+    unsigned long nofile_soft, nofile_hard;
 };
 
 struct it_daemon {

@@ -589,6 +589,11 @@ static void test_date_tcp_daytime_thread_sends_line_and_closes(void **state)
     run_daytime(it_daemon_of(state), "thread");
 }
 
+static void test_date_tcp_daytime_uring_sends_line_and_closes(void **state)
+{
+    run_daytime(it_daemon_of(state), "uring");
+}
+
 /* ---- options ---- */
 
 static void assert_create_refused(const struct it_daemon *d, const char *transport,
@@ -1037,6 +1042,7 @@ int main(void)
         T(test_date_udp_anything_else_gets_no_reply_and_is_counted),
         T(test_date_tcp_daytime_sequential_sends_line_and_closes),
         T(test_date_tcp_daytime_thread_sends_line_and_closes),
+        T(test_date_tcp_daytime_uring_sends_line_and_closes),
         T(test_date_options_bad_timezone_is_400_naming_it),
         T(test_date_options_bad_format_is_400_naming_it),
         T(test_date_options_format_is_honoured),

@@ -70,6 +70,11 @@ static void test_echo_tcp_stream_thread_echoes_v4_v6_with_exact_counts(void **st
     run_stream(it_daemon_of(state), "thread");
 }
 
+static void test_echo_tcp_stream_uring_echoes_v4_v6_with_exact_counts(void **state)
+{
+    run_stream(it_daemon_of(state), "uring");
+}
+
 /* ---- TCP once ---- */
 
 static void run_once(const struct it_daemon *d, const char *model)
@@ -117,6 +122,11 @@ static void test_echo_tcp_once_sequential_echoes_then_closes(void **state)
 static void test_echo_tcp_once_thread_echoes_then_closes(void **state)
 {
     run_once(it_daemon_of(state), "thread");
+}
+
+static void test_echo_tcp_once_uring_echoes_then_closes(void **state)
+{
+    run_once(it_daemon_of(state), "uring");
 }
 
 /* ---- UDP ---- */
@@ -378,6 +388,11 @@ static void test_echo_idle_connection_closed_after_timeout_thread(void **state)
     run_idle(it_daemon_of(state), "thread");
 }
 
+static void test_echo_idle_connection_closed_after_timeout_uring(void **state)
+{
+    run_idle(it_daemon_of(state), "uring");
+}
+
 static void test_echo_idle_connection_closed_after_timeout_sequential(void **state)
 {
     run_idle(it_daemon_of(state), "sequential");
@@ -597,8 +612,10 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
         T(test_echo_tcp_stream_sequential_echoes_v4_v6_with_exact_counts),
         T(test_echo_tcp_stream_thread_echoes_v4_v6_with_exact_counts),
+        T(test_echo_tcp_stream_uring_echoes_v4_v6_with_exact_counts),
         T(test_echo_tcp_once_sequential_echoes_then_closes),
         T(test_echo_tcp_once_thread_echoes_then_closes),
+        T(test_echo_tcp_once_uring_echoes_then_closes),
         T(test_echo_udp_echoes_v4_v6_with_exact_counts),
         T(test_echo_udp_longer_than_max_datagram_is_dropped),
         T(test_echo_connections_active_rises_and_falls),
@@ -606,6 +623,7 @@ int main(void)
         T(test_echo_sequential_model_serves_one_at_a_time),
         T(test_echo_max_connections_closes_extra_and_counts_it),
         T(test_echo_idle_connection_closed_after_timeout_thread),
+        T(test_echo_idle_connection_closed_after_timeout_uring),
         T(test_echo_idle_connection_closed_after_timeout_sequential),
         T(test_echo_cli_tcp_message_prints_reply),
         T(test_echo_cli_tcp_stdin_prints_reply),

@@ -1192,6 +1192,11 @@ static void test_events_backup_stored_under_event(void **state)
     assert_backup_stored_under(state, "event");
 }
 
+static void test_events_backup_stored_under_uring(void **state)
+{
+    assert_backup_stored_under(state, "uring");
+}
+
 static void test_events_backup_stored_under_process(void **state)
 {
     assert_backup_stored_under(state, "process");
@@ -1343,6 +1348,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events_backup_stored_under_thread, it_fixture_setup,
                                         it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_backup_stored_under_event, it_fixture_setup,
+                                        it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_backup_stored_under_uring, it_fixture_setup,
                                         it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_backup_stored_under_process, it_fixture_setup,
                                         it_fixture_teardown),

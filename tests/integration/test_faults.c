@@ -1335,7 +1335,8 @@ static void reset_mid_echo(const struct it_daemon *d, const char *id, uint16_t p
 
 static void test_faults_client_reset_mid_echo_every_model_daemon_survives(void **state)
 {
-    static const char *const models[] = {"sequential", "thread", "pool", "event", "process"};
+    static const char *const models[] = {"sequential", "thread",  "pool",
+                                         "event",      "process", "uring"};
     enum { N_MODELS = sizeof(models) / sizeof(models[0]) };
     struct faults *w = faults_of(state);
     struct it_daemon *d = &w->f->d;

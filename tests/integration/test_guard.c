@@ -687,6 +687,11 @@ static void test_guard_tcp_event_per_source_limits_refuse_and_follow_patches(voi
     run_per_source(state, "event");
 }
 
+static void test_guard_tcp_uring_per_source_limits_refuse_and_follow_patches(void **state)
+{
+    run_per_source(state, "uring");
+}
+
 static void test_guard_tcp_process_per_source_limits_refuse_and_follow_patches(void **state)
 {
     run_per_source(state, "process");
@@ -938,6 +943,11 @@ static void test_guard_tcp_event_two_loops_out_of_fds_refuse_every_connection(vo
     run_out_of_fds_two_threads(state, "event");
 }
 
+static void test_guard_tcp_uring_two_loops_out_of_fds_refuse_every_connection(void **state)
+{
+    run_out_of_fds_two_threads(state, "uring");
+}
+
 static void test_guard_tcp_pool_two_workers_out_of_fds_refuse_every_connection(void **state)
 {
     run_out_of_fds_two_threads(state, "pool");
@@ -961,6 +971,11 @@ static void test_guard_tcp_pool_out_of_fds_refuses_and_recovers(void **state)
 static void test_guard_tcp_event_out_of_fds_refuses_and_recovers(void **state)
 {
     run_out_of_fds(state, "event");
+}
+
+static void test_guard_tcp_uring_out_of_fds_refuses_and_recovers(void **state)
+{
+    run_out_of_fds(state, "uring");
 }
 
 static void test_guard_tcp_process_out_of_fds_refuses_and_recovers(void **state)
@@ -1030,13 +1045,16 @@ int main(void)
         T(test_guard_tcp_thread_per_source_limits_refuse_and_follow_patches),
         T(test_guard_tcp_pool_per_source_limits_refuse_and_follow_patches),
         T(test_guard_tcp_event_per_source_limits_refuse_and_follow_patches),
+        T(test_guard_tcp_uring_per_source_limits_refuse_and_follow_patches),
         T(test_guard_tcp_process_per_source_limits_refuse_and_follow_patches),
         T(test_guard_tcp_sequential_out_of_fds_refuses_and_recovers),
         T(test_guard_tcp_thread_out_of_fds_refuses_and_recovers),
         T(test_guard_tcp_pool_out_of_fds_refuses_and_recovers),
         T(test_guard_tcp_event_out_of_fds_refuses_and_recovers),
+        T(test_guard_tcp_uring_out_of_fds_refuses_and_recovers),
         T(test_guard_tcp_process_out_of_fds_refuses_and_recovers),
         T(test_guard_tcp_event_two_loops_out_of_fds_refuse_every_connection),
+        T(test_guard_tcp_uring_two_loops_out_of_fds_refuse_every_connection),
         T(test_guard_tcp_pool_two_workers_out_of_fds_refuse_every_connection),
         T(test_guard_limits_have_defaults_are_checked_and_patchable),
     };

@@ -179,6 +179,36 @@ static void assert_exit(const struct it_proc *p, int code, const char *what)
                  p->out, p->err);
 }
 
+/* The uring model drives plain connections only: TLS with it is refused naming options.tls,
+ * on a create and on a change of model or options. */
+static void test_listener_tls_with_uring_is_400_naming_options_tls(void **state)
+{
+    const struct tls_fx *t = *state;
+    const struct it_daemon *d = &t->fx->d;
+    char body[4096], tls[2048];
+    struct it_http r;
+
+    tls_option(t, false, tls, sizeof(tls));
+    snprintf(body, sizeof(body),
+             "{\"id\":\"u\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
+             "\"model\":\"uring\",\"options\":{\"tls\":%s}}",
+             tls);
+    it_http(d, "POST", "/api/v1/listeners", body, &r);
+    it_assert_problem(&r, 400, "options.tls");
+    assert_non_null(strstr(it_json_str(r.json, "detail"), "'uring'"));
+    it_http_fini(&r);
+    (void)create_tls(t, "e", "echo", "event", false, "");
+    it_http(d, "PATCH", "/api/v1/listeners/e", "{\"model\":\"uring\"}", &r);
+    it_assert_problem(&r, 400, "options.tls");
+    it_http_fini(&r);
+    json_decref(it_listener_create(d, "{\"id\":\"p\",\"service\":\"echo\",\"address\":"
+                                      "\"127.0.0.1\",\"port\":0,\"model\":\"uring\"}"));
+    snprintf(body, sizeof(body), "{\"options\":{\"tls\":%s}}", tls);
+    it_http(d, "PATCH", "/api/v1/listeners/p", body, &r);
+    it_assert_problem(&r, 400, "options.tls");
+    it_http_fini(&r);
+}
+
 static void test_listener_tls_echo_every_model_answers(void **state)
 {
     static const char *const models[] = {"sequential", "thread", "pool", "event", "process"};
@@ -485,6 +515,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_listener_tls_echo_every_model_answers, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_listener_tls_with_uring_is_400_naming_options_tls,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_listener_tls_date_and_backup_over_tls, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_listener_tls_client_cert_required_missing_fails, setup,

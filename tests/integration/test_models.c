@@ -246,6 +246,11 @@ static void test_models_process_serves_every_service(void **state)
     run_every_service(state, "process");
 }
 
+static void test_models_uring_serves_every_service(void **state)
+{
+    run_every_service(state, "uring");
+}
+
 static void test_models_udp_records_latency(void **state)
 {
     const struct it_daemon *d = it_daemon_of(state);
@@ -333,6 +338,11 @@ static void test_models_event_50_clients_at_once_all_echoed(void **state)
     run_concurrent(it_daemon_of(state), "event", 2);
 }
 
+static void test_models_uring_50_clients_at_once_all_echoed(void **state)
+{
+    run_concurrent(it_daemon_of(state), "uring", 2);
+}
+
 /* ---- limits ---- */
 
 static void run_max_connections(const struct it_daemon *d, const char *model)
@@ -380,16 +390,23 @@ static void test_models_event_over_max_connections_refused_and_counted(void **st
     run_max_connections(it_daemon_of(state), "event");
 }
 
-static void test_models_event_idle_connection_closed_after_timeout(void **state)
+static void test_models_uring_over_max_connections_refused_and_counted(void **state)
 {
-    const struct it_daemon *d = it_daemon_of(state);
+    run_max_connections(it_daemon_of(state), "uring");
+}
+
+static void run_idle_timeout(const struct it_daemon *d, const char *model)
+{
+    char body[256];
     int64_t t0;
     uint16_t port;
     int fd, r;
 
-    port = it_listener_create_port(d, "{\"id\":\"idle\",\"service\":\"echo\",\"address\":"
-                                      "\"127.0.0.1\",\"port\":0,\"model\":\"event\","
-                                      "\"workers\":2,\"idle_timeout_ms\":300}");
+    snprintf(body, sizeof(body),
+             "{\"id\":\"idle\",\"service\":\"echo\",\"address\":\"127.0.0.1\",\"port\":0,"
+             "\"model\":\"%s\",\"workers\":2,\"idle_timeout_ms\":300}",
+             model);
+    port = it_listener_create_port(d, body);
     fd = it_connect_echoed("127.0.0.1", port, "hello");
     t0 = it_now_ms();
     r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, NULL, NULL);
@@ -401,6 +418,16 @@ static void test_models_event_idle_connection_closed_after_timeout(void **state)
                  (long long)(it_now_ms() - t0));
     it_assert_metric_eventually(d, "idle", "idle_timeouts", 1, IT_WAIT_MS);
     it_assert_metric_eventually(d, "idle", "connections_active", 0, IT_WAIT_MS);
+}
+
+static void test_models_event_idle_connection_closed_after_timeout(void **state)
+{
+    run_idle_timeout(it_daemon_of(state), "event");
+}
+
+static void test_models_uring_idle_connection_closed_after_timeout(void **state)
+{
+    run_idle_timeout(it_daemon_of(state), "uring");
 }
 
 /* ---- live changes ---- */
@@ -450,6 +477,16 @@ static void test_models_pool_live_change_keeps_connections(void **state)
 static void test_models_event_live_change_keeps_connections(void **state)
 {
     run_live_change(it_daemon_of(state), "event", "{\"workers\":2,\"idle_timeout_ms\":20000}");
+}
+
+static void test_models_uring_live_change_keeps_connections(void **state)
+{
+    run_live_change(it_daemon_of(state), "uring", "{\"workers\":2,\"idle_timeout_ms\":20000}");
+}
+
+static void test_models_event_to_uring_change_keeps_connections(void **state)
+{
+    run_live_change(it_daemon_of(state), "event", "{\"model\":\"uring\"}");
 }
 
 static void test_models_pool_to_thread_change_keeps_connections(void **state)
@@ -559,6 +596,11 @@ static void test_models_process_stop_under_load_releases_everything(void **state
     run_stop_under_load(state, "process");
 }
 
+static void test_models_uring_stop_under_load_releases_everything(void **state)
+{
+    run_stop_under_load(state, "uring");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
@@ -568,20 +610,27 @@ int main(void)
         T(test_models_pool_serves_every_service),
         T(test_models_event_serves_every_service),
         T(test_models_process_serves_every_service),
+        T(test_models_uring_serves_every_service),
         T(test_models_udp_records_latency),
         T(test_models_pool_50_clients_at_once_all_echoed),
         T(test_models_event_50_clients_at_once_all_echoed),
+        T(test_models_uring_50_clients_at_once_all_echoed),
         T(test_models_pool_over_max_connections_refused_and_counted),
         T(test_models_event_over_max_connections_refused_and_counted),
+        T(test_models_uring_over_max_connections_refused_and_counted),
         T(test_models_event_idle_connection_closed_after_timeout),
+        T(test_models_uring_idle_connection_closed_after_timeout),
         T(test_models_pool_live_change_keeps_connections),
         T(test_models_event_live_change_keeps_connections),
+        T(test_models_uring_live_change_keeps_connections),
+        T(test_models_event_to_uring_change_keeps_connections),
         T(test_models_pool_to_thread_change_keeps_connections),
         T(test_models_sequential_stop_under_load_releases_everything),
         T(test_models_thread_stop_under_load_releases_everything),
         T(test_models_pool_stop_under_load_releases_everything),
         T(test_models_event_stop_under_load_releases_everything),
         T(test_models_process_stop_under_load_releases_everything),
+        T(test_models_uring_stop_under_load_releases_everything),
     };
 #undef T
 

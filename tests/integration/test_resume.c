@@ -340,7 +340,7 @@ static void test_resume_after_connection_reset(void **state)
  * and hold the partial's lock in their own process), a reset upload is resumed. */
 static void test_resume_under_every_model(void **state)
 {
-    static const char *const models[] = {"event", "process", "pool", "sequential"};
+    static const char *const models[] = {"event", "process", "pool", "sequential", "uring"};
     struct it_daemon *d = it_daemon_of(state);
     size_t size = 3 * MIB, part = MIB + 99;
     uint8_t *data = it_pattern(size, 14);

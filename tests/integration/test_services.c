@@ -301,7 +301,7 @@ static void test_services_live_and_limits_are_what_the_daemon_does(void **state)
 /* The models listed are those a listener is accepted with; the others are refused. */
 static void test_services_models_are_what_a_listener_may_run(void **state)
 {
-    static const char *const all[] = {"sequential", "thread", "pool", "event", "process"};
+    static const char *const all[] = {"sequential", "thread", "pool", "event", "process", "uring"};
     const struct it_daemon *d = &fixture_of(state)->d;
     json_t *list = services_get(d), *svc;
     size_t i;

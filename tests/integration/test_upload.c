@@ -163,6 +163,11 @@ static void test_upload_event_model_is_stored_byte_for_byte(void **state)
     upload_round_trip(state, "event");
 }
 
+static void test_upload_uring_model_is_stored_byte_for_byte(void **state)
+{
+    upload_round_trip(state, "uring");
+}
+
 static void test_upload_process_model_is_stored_byte_for_byte(void **state)
 {
     upload_round_trip(state, "process");
@@ -402,6 +407,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_upload_thread_model_is_stored_byte_for_byte,
                                         it_fixture_setup, it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_upload_event_model_is_stored_byte_for_byte,
+                                        it_fixture_setup, it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_upload_uring_model_is_stored_byte_for_byte,
                                         it_fixture_setup, it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_upload_process_model_is_stored_byte_for_byte,
                                         it_fixture_setup, it_fixture_teardown),
