@@ -983,7 +983,7 @@ int core_runner_uring_start(const struct core_runner_ctx *ctx, struct core_runne
     if (!rn->loops)
         return core_runner_abort(b, -ENOMEM, "uring runner", err);
     if (b->svc->blocking) {
-        r = core_offload_new(OFFLOAD_THREADS, OFFLOAD_SCRATCH, &rn->pool);
+        r = core_offload_new(OFFLOAD_THREADS, OFFLOAD_SCRATCH, b->cfg.id, &rn->pool);
         if (r < 0)
             return core_runner_abort(b, r, "uring runner's worker threads", err);
     }
@@ -998,7 +998,10 @@ int core_runner_uring_start(const struct core_runner_ctx *ctx, struct core_runne
         }
     }
     for (unsigned i = 0; i < n; i++) {
-        r = core_runner_spawn(b, loop_main, &rn->loops[i]);
+        char role[16];
+
+        snprintf(role, sizeof(role), "ur%u", i);
+        r = core_runner_spawn(b, loop_main, &rn->loops[i], role);
         if (r < 0)
             return core_runner_abort(b, r, "uring runner", err);
     }
