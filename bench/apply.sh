@@ -51,7 +51,6 @@ if ! command -v caddy >/dev/null; then
         sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends caddy >&2
     fi
 fi
-# The Debian package starts a system caddy on :80; this run starts its own on a free port.
 for t in caddy taskset python3; do
     command -v "$t" >/dev/null || { echo "apply.sh: $t is needed" >&2; exit 1; }
 done
