@@ -63,6 +63,11 @@ int core_listener_start(struct core_listener *l, struct core_err *err);
  */
 void core_listener_stop(struct core_listener *l);
 
+/* Tells the listener's runners (the draining ones too) to stop, without waiting for them: a
+ * core_listener_stop() or core_listener_free() that follows finds them ending, so that many
+ * listeners stop in the time of one. Only from the thread making changes. */
+void core_listener_stop_begin(struct core_listener *l);
+
 /*
  * Binds a socket as cfg would (address, port, transport, socket options) and closes it: 0
  * when cfg's socket can be bound now, or the negative errno (-EADDRINUSE, ...) with err set as

@@ -12,6 +12,7 @@
  */
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "core/config.h"
 #include "core/err.h"
@@ -56,6 +57,14 @@ bool core_listener_prepared_live(const struct core_listener *l);
  */
 void core_listener_commit(struct core_listener *l);
 
+/*
+ * core_listener_commit() of each of the n listeners (each prepared, or with nothing prepared),
+ * as one step: the draining runners past their deadline (a drain_timeout_ms of 0) are all told
+ * to stop before any is joined; those whose connections ended are left to the next
+ * core_listener_reap_drained() (the registry's, within a second).
+ */
+void core_listener_commit_all(struct core_listener *const *ls, size_t n);
+
 /* Undoes the change prepared: the new runner is stopped (and its socket closed), the old one
  * goes on as if nothing happened; a restart is undone as when it fails. */
 void core_listener_abort(struct core_listener *l);
@@ -91,5 +100,9 @@ void core_listener_restore(struct core_listener *l, const struct core_listener_s
  * other change comes.
  */
 void core_listener_reap_drained(struct core_listener *l);
+
+/* core_listener_reap_drained() of each of the n listeners, with every runner that is done told
+ * to stop before any is joined. The same thread rules. */
+void core_listener_reap_drained_all(struct core_listener *const *ls, size_t n);
 
 #endif

@@ -45,16 +45,14 @@ struct draining {
     int64_t deadline_ms;      /* CLOCK_MONOTONIC */
     struct timespec deadline; /* the same, CLOCK_REALTIME, for the status */
     char bound[CORE_ADDR_STRLEN];
-    bool moved;                   /* its own socket, closed: its connections are told by addr */
-    struct sockaddr_storage addr; /* moved: the address that socket was bound to */
+    bool moved; /* its own socket, closed: its connections are its runner's alone */
     struct draining *next;
 };
 
 /* What the status shows of a draining runner (a copy, read outside the lock). */
 struct drain_view {
     char bound[CORE_ADDR_STRLEN];
-    bool moved;
-    struct sockaddr_storage addr;
+    int connections; /* a moved socket's runner's connections; -1: not told apart */
     struct timespec deadline;
 };
 
@@ -158,12 +156,27 @@ void core_listener_drain_add(struct core_listener *l, struct core_runner *runner
  * frees them. Returns whether it stopped any. */
 bool core_listener_drain_reap(struct core_listener *l, bool all);
 
+/* Which draining runners a reap stops. */
+enum reap {
+    REAP_EXPIRED, /* those past their deadline (their connections are cut) */
+    REAP_DONE,    /* those too whose connections have all ended */
+    REAP_ALL,     /* every one */
+};
+
+/* Tells the draining runners that a reap by what would stop to stop, without waiting for
+ * them; a reap then joins them. */
+void core_listener_drain_wake(struct core_listener *l, enum reap what);
+
+/* Reaps the draining runners of n listeners by what, every one of them told before any is
+ * joined; a "listener.state" event for each listener whose drains changed. */
+void core_listener_reap_many(struct core_listener *const *ls, size_t n, enum reap what);
+
 /* A copy of the draining runners, for the status (free() it); NULL and *ret_n 0 for none.
  * Under l->lock. */
 struct drain_view *core_listener_drain_views_locked(const struct core_listener *l, size_t *ret_n);
 
-/* The "draining" array of the status from the copy v of n runners. Outside the lock: counting
- * a moved socket's connections asks the kernel. New reference, or NULL on ENOMEM. */
+/* The "draining" array of the status from the copy v of n runners (taken under the lock, with
+ * each moved runner's count of its connections). New reference, or NULL on ENOMEM. */
 json_t *core_listener_draining_json(const struct drain_view *v, size_t n);
 
 #endif

@@ -11,6 +11,7 @@
 #include "core/config.h"
 #include "core/diff.h"
 #include "core/listener.h"
+#include "core/listener_change.h"
 #include "core/log.h"
 #include "core/registry.h"
 #include "core/store.h"
@@ -150,7 +151,8 @@ struct item {
 struct plan {
     struct item *items;
     size_t n;
-    json_t *diff; /* core/diff.h */
+    struct core_listener **changed; /* room for n: the commit's list of the changed ones */
+    json_t *diff;                   /* core/diff.h */
 };
 
 static void plan_fini(struct plan *p)
@@ -159,6 +161,7 @@ static void plan_fini(struct plan *p)
         if (p->items[i].kind == ITEM_DELETE)
             core_listener_saved_fini(&p->items[i].saved);
     free(p->items);
+    free(p->changed);
     json_decref(p->diff);
     memset(p, 0, sizeof(*p));
 }
@@ -174,35 +177,41 @@ static int plan_make(struct core_registry *r, struct core_listener_cfg *want, si
 {
     const struct core_listener_cfg **from = calloc(r->n + 1, sizeof(*from));
     const struct core_listener_cfg **to = calloc(n_want + 1, sizeof(*to));
+    const struct core_listener_cfg **by_id = calloc(n_want + 1, sizeof(*by_id));
     bool *running = calloc(r->n + 1, sizeof(*running));
-    struct plan p = {.items = calloc(r->n + n_want + 1, sizeof(*p.items))};
+    struct plan p = {.items = calloc(r->n + n_want + 1, sizeof(*p.items)),
+                     .changed = calloc(r->n + 1, sizeof(*p.changed))};
     int rc = -ENOMEM;
 
-    if (!from || !to || !running || !p.items)
+    if (!from || !to || !by_id || !running || !p.items || !p.changed)
         goto out;
-    for (size_t i = 0; i < r->n; i++) {
+    /* Both sides by id: the list is sorted, want is sorted here; one merge pairs them. */
+    for (size_t k = 0; k < n_want; k++)
+        by_id[k] = &want[k];
+    qsort(by_id, n_want, sizeof(*by_id), core_cfg_ptr_cmp_id);
+    for (size_t i = 0, w = 0; i < r->n; i++) {
         struct core_listener *l = r->list[i];
         struct item *it = &p.items[p.n++];
+        size_t k;
 
         from[i] = core_listener_cfg(l);
         running[i] = core_listener_state(l) == CORE_STATE_RUNNING;
         it->l = l;
         it->body_index = -1;
         it->kind = ITEM_DELETE;
-        for (size_t k = 0; k < n_want; k++) {
-            if (strcmp(want[k].id, core_listener_id(l)) != 0)
-                continue;
-            it->cfg = &want[k];
-            it->body_index = index ? index[k] : -1;
-            if (!core_listener_cfg_equal(from[i], &want[k]))
-                it->kind = ITEM_CHANGE;
-            else if (force_id && strcmp(force_id, want[k].id) == 0 && want[k].enabled &&
-                     !running[i])
-                it->kind = ITEM_CHANGE;
-            else
-                it->kind = ITEM_KEEP;
-            break;
-        }
+        while (w < n_want && strcmp(by_id[w]->id, core_listener_id(l)) < 0)
+            w++;
+        if (w == n_want || strcmp(by_id[w]->id, core_listener_id(l)) != 0)
+            continue;
+        k = (size_t)(by_id[w] - want);
+        it->cfg = &want[k];
+        it->body_index = index ? index[k] : -1;
+        if (!core_listener_cfg_equal(from[i], &want[k]))
+            it->kind = ITEM_CHANGE;
+        else if (force_id && strcmp(force_id, want[k].id) == 0 && want[k].enabled && !running[i])
+            it->kind = ITEM_CHANGE;
+        else
+            it->kind = ITEM_KEEP;
     }
     for (size_t k = 0; k < n_want; k++) {
         to[k] = &want[k];
@@ -215,6 +224,7 @@ static int plan_make(struct core_registry *r, struct core_listener_cfg *want, si
 out:
     free(from);
     free(to);
+    free(by_id);
     free(running);
     if (rc < 0) {
         plan_fini(&p);
@@ -556,6 +566,8 @@ static json_t *plan_set_json(const struct plan *p)
  */
 static void plan_commit(struct core_registry *r, struct plan *p, struct core_change *ch)
 {
+    struct core_listener **changed = p->changed;
+    size_t n_changed = 0;
     char source[CORE_SOURCE_MAX];
     uint64_t rev = 0;
     json_t *set = NULL, *origin = core_change_source_json(&ch->source);
@@ -580,12 +592,21 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
         rev = 0;
     }
     pthread_mutex_unlock(&r->lock);
+    /* Every runner that ends is told first, then each is joined: the wait is for the slowest,
+     * not the sum of them. */
     for (size_t i = 0; i < p->n; i++) {
         struct item *it = &p->items[i];
 
         if (it->kind == ITEM_CHANGE)
-            core_listener_commit(it->l);
-        else if (it->kind == ITEM_DELETE) {
+            changed[n_changed++] = it->l;
+        else if (it->kind == ITEM_DELETE)
+            core_listener_stop_begin(it->l);
+    }
+    core_listener_commit_all(changed, n_changed);
+    for (size_t i = 0; i < p->n; i++) {
+        struct item *it = &p->items[i];
+
+        if (it->kind == ITEM_DELETE) {
             core_listener_free(it->l);
             it->l = NULL;
         }

@@ -117,36 +117,42 @@ json_t *core_diff_change(const char *id, json_t *fields, bool live)
                      live);
 }
 
-static int cmp_cfg(const void *a, const void *b)
-{
-    const struct core_listener_cfg *const *x = a, *const *y = b;
+/* A configuration of a set with its running flag, to sort them together. */
+struct entry {
+    const struct core_listener_cfg *cfg;
+    bool running;
+};
 
-    return strcmp((*x)->id, (*y)->id);
+static int cmp_entry(const void *a, const void *b)
+{
+    const struct entry *x = a, *y = b;
+
+    return strcmp(x->cfg->id, y->cfg->id);
 }
 
-/* The configurations of set in id order, with running flags to match (when running). */
+/* The configurations of set in id order, with running flags to match (when running), in
+ * O(n log n). */
 static int sorted(const struct core_listener_cfg *const *set, size_t n, const bool *running,
                   const struct core_listener_cfg ***ret, bool **ret_running)
 {
     const struct core_listener_cfg **s = calloc(n + 1, sizeof(*s));
+    struct entry *e = calloc(n + 1, sizeof(*e));
     bool *run = calloc(n + 1, sizeof(*run));
 
-    if (!s || !run) {
+    if (!s || !e || !run) {
         free(s);
+        free(e);
         free(run);
         return -ENOMEM;
     }
-    if (n)
-        memcpy(s, set, n * sizeof(*s));
-    qsort(s, n, sizeof(*s), cmp_cfg);
+    for (size_t i = 0; i < n; i++)
+        e[i] = (struct entry){.cfg = set[i], .running = running ? running[i] : set[i]->enabled};
+    qsort(e, n, sizeof(*e), cmp_entry);
     for (size_t i = 0; i < n; i++) {
-        run[i] = s[i]->enabled;
-        if (running) {
-            for (size_t k = 0; k < n; k++)
-                if (set[k] == s[i])
-                    run[i] = running[k];
-        }
+        s[i] = e[i].cfg;
+        run[i] = e[i].running;
     }
+    free(e);
     *ret = s;
     *ret_running = run;
     return 0;

@@ -309,6 +309,13 @@ void core_listener_stop(struct core_listener *l)
     core_listener_set_state(l, CORE_STATE_STOPPED, NULL, NULL);
 }
 
+void core_listener_stop_begin(struct core_listener *l)
+{
+    if (l->runner)
+        core_runner_signal(l->runner->wake_fd);
+    core_listener_drain_wake(l, REAP_ALL);
+}
+
 uint16_t core_listener_bound_port(const struct core_listener *l)
 {
     return l->runner ? l->bound_port : 0;

@@ -244,7 +244,8 @@ bool core_listener_prepared_live(const struct core_listener *l)
     return l->pending.kind == PENDING_LIVE || l->pending.kind == PENDING_MOVE;
 }
 
-void core_listener_commit(struct core_listener *l)
+/* core_listener_commit() but for the reaping of the drains that are done. */
+static void commit(struct core_listener *l)
 {
     struct pending *p = &l->pending;
     char bound[CORE_ADDR_STRLEN];
@@ -285,8 +286,22 @@ void core_listener_commit(struct core_listener *l)
     }
     core_listener_cfg_fini(&p->old_cfg);
     memset(p, 0, sizeof(*p));
+}
+
+void core_listener_commit(struct core_listener *l)
+{
+    commit(l);
     /* A drain of 0 ms ends at once. */
     core_listener_reap_drained(l);
+}
+
+void core_listener_commit_all(struct core_listener *const *ls, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        commit(ls[i]);
+    /* A drain of 0 ms ends at once. A runner whose connections have ended (or that had none)
+     * is left to the next reap: joining it adds nothing the change is waiting for. */
+    core_listener_reap_many(ls, n, REAP_EXPIRED);
 }
 
 void core_listener_abort(struct core_listener *l)

@@ -4,13 +4,13 @@
  * status. */
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/clock.h"
-#include "core/net.h"
 
 static void format_ms(const struct timespec *ts, char *buf, size_t len)
 {
@@ -39,8 +39,9 @@ struct drain_view *core_listener_drain_views_locked(const struct core_listener *
     n = 0;
     for (const struct draining *d = l->draining; d; d = d->next, n++) {
         memcpy(v[n].bound, d->bound, sizeof(v[n].bound));
-        v[n].moved = d->moved;
-        v[n].addr = d->addr;
+        /* The runner's own count: the connections it admitted and still serves (no question
+         * to the kernel, which would cost a socket dump per listener and per event). */
+        v[n].connections = d->moved ? (int)atomic_load(&d->runner->n_conns) : -1;
         v[n].deadline = d->deadline;
     }
     *ret_n = n;
@@ -58,7 +59,7 @@ json_t *core_listener_draining_json(const struct drain_view *v, size_t n)
 
     for (size_t i = 0; a && i < n; i++) {
         char deadline[40];
-        int count = v[i].moved ? core_net_count_connections(&v[i].addr) : -1;
+        int count = v[i].connections;
 
         format_ms(&v[i].deadline, deadline, sizeof(deadline));
         if (json_array_append_new(a,
@@ -72,9 +73,35 @@ json_t *core_listener_draining_json(const struct drain_view *v, size_t n)
     return a;
 }
 
-/* Stops the draining runners that are done (all of them when all), and frees them. Returns
- * whether it stopped any. */
-bool core_listener_drain_reap(struct core_listener *l, bool all)
+/* Whether draining runner d is to be stopped at now (ms) under what: every one (REAP_ALL),
+ * one whose deadline passed (REAP_EXPIRED), or that or one whose connections ended
+ * (REAP_DONE). Once true, it stays true (a draining runner accepts no more). */
+static bool is_due(struct draining *d, enum reap what, int64_t now)
+{
+    switch (what) {
+    case REAP_ALL:
+        return true;
+    case REAP_DONE:
+        return now >= d->deadline_ms || d->runner->is_drained(d->runner);
+    case REAP_EXPIRED:
+        break;
+    }
+    return now >= d->deadline_ms;
+}
+
+void core_listener_drain_wake(struct core_listener *l, enum reap what)
+{
+    int64_t now = core_now_ms();
+
+    pthread_mutex_lock(&l->lock);
+    for (struct draining *d = l->draining; d; d = d->next)
+        if (is_due(d, what, now))
+            core_runner_signal(d->runner->wake_fd);
+    pthread_mutex_unlock(&l->lock);
+}
+
+/* core_listener_drain_reap() by what. */
+static bool drain_reap(struct core_listener *l, enum reap what)
 {
     struct draining *done = NULL;
     int64_t now = core_now_ms();
@@ -83,7 +110,7 @@ bool core_listener_drain_reap(struct core_listener *l, bool all)
     for (struct draining **p = &l->draining; *p;) {
         struct draining *d = *p;
 
-        if (!all && now < d->deadline_ms && !d->runner->is_drained(d->runner)) {
+        if (!is_due(d, what, now)) {
             p = &d->next;
             continue;
         }
@@ -94,6 +121,8 @@ bool core_listener_drain_reap(struct core_listener *l, bool all)
     pthread_mutex_unlock(&l->lock);
     if (!done)
         return false;
+    for (struct draining *d = done; d; d = d->next)
+        core_runner_signal(d->runner->wake_fd);
     while (done) {
         struct draining *d = done;
 
@@ -105,10 +134,37 @@ bool core_listener_drain_reap(struct core_listener *l, bool all)
     return true;
 }
 
+bool core_listener_drain_reap(struct core_listener *l, bool all)
+{
+    return drain_reap(l, all ? REAP_ALL : REAP_DONE);
+}
+
+/* Reaps l's draining runners by what; a "listener.state" event when any ended. */
+static void reap_publish(struct core_listener *l, enum reap what)
+{
+    if (l->draining && drain_reap(l, what))
+        core_listener_publish_draining(l);
+}
+
 void core_listener_reap_drained(struct core_listener *l)
 {
-    if (l->draining && core_listener_drain_reap(l, false))
-        core_listener_publish_draining(l);
+    reap_publish(l, REAP_DONE);
+}
+
+void core_listener_reap_many(struct core_listener *const *ls, size_t n, enum reap what)
+{
+    /* Told together, the runners end together: the joins then find them ended, instead of
+     * waiting for each thread in turn to be scheduled. */
+    for (size_t i = 0; i < n; i++)
+        if (ls[i]->draining)
+            core_listener_drain_wake(ls[i], what);
+    for (size_t i = 0; i < n; i++)
+        reap_publish(ls[i], what);
+}
+
+void core_listener_reap_drained_all(struct core_listener *const *ls, size_t n)
+{
+    core_listener_reap_many(ls, n, REAP_DONE);
 }
 
 /* Puts runner (already told to drain) among the draining ones, with the listener's deadline. */
@@ -136,10 +192,7 @@ void core_listener_drain_add(struct core_listener *l, struct core_runner *runner
         d->deadline.tv_nsec -= 1000000000;
     }
     snprintf(d->bound, sizeof(d->bound), "%s", bound);
-    if (moved_addr) {
-        d->moved = true;
-        d->addr = *moved_addr;
-    }
+    d->moved = moved_addr != NULL;
     pthread_mutex_lock(&l->lock);
     d->next = l->draining;
     l->draining = d;

@@ -423,7 +423,6 @@ void core_registry_reap_drained(struct core_registry *r)
 {
     if (pthread_mutex_trylock(&r->ops) != 0)
         return;
-    for (size_t i = 0; i < r->n; i++)
-        core_listener_reap_drained(r->list[i]);
+    core_listener_reap_drained_all(r->list, r->n);
     pthread_mutex_unlock(&r->ops);
 }

@@ -179,6 +179,10 @@ static int accept_spare(int lfd, struct core_fd_reserve *res, struct core_metric
     case -EINTR:
     case -ECONNABORTED:
         return -EAGAIN;
+    case -EINVAL:
+        /* The socket was shut down by a change that moved the listener, which told the runner
+         * to drain first: nothing to accept, and nothing to back off from. */
+        return -EAGAIN;
     case -EMFILE:
     case -ENFILE:
         /* Out of fds: the connection would wait in the backlog until the client gives up.

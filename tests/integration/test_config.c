@@ -601,6 +601,157 @@ static void test_config_port_change_under_load_no_failed_round_trip(void **state
         fail_msg("the old socket's runner still drains after its clients left");
 }
 
+#define MANY 250
+
+/*
+ * n distinct TCP ports free now (bound all at once, then let go), below the kernel's range of
+ * ephemeral ports, so that the sockets other programs bind to port 0 or connect from do not
+ * take them meanwhile.
+ */
+static void free_ports(uint16_t *ret, size_t n)
+{
+    int fds[MANY];
+    size_t got = 0;
+    uint16_t port = (uint16_t)(10000 + (unsigned)(it_now_ms() % 16) * 1000);
+
+    assert_true(n <= MANY);
+    for (; got < n && port < 30000; port++) {
+        uint16_t p;
+        int fd = it_bind(SOCK_STREAM, "127.0.0.1", port, &p);
+
+        if (fd < 0)
+            continue;
+        fds[got] = fd;
+        ret[got++] = p;
+    }
+    assert_int_equal(got, n);
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+/* PUT /api/v1/config of MANY echo listeners m0..m249 (model event) on ports. Returns its
+ * status, and its diff in *ret_diff (new reference) when 200. */
+static long put_many(const struct it_daemon *d, const uint16_t *ports, json_t **ret_diff)
+{
+    json_t *list = json_array(), *body;
+    struct answer a;
+    char *text;
+    long status;
+
+    for (size_t i = 0; i < MANY; i++) {
+        char id[16];
+
+        snprintf(id, sizeof(id), "m%zu", i);
+        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:i, s:s, s:i}", "id", id, "service",
+                                              "echo", "address", "127.0.0.1", "port", (int)ports[i],
+                                              "model", "event", "drain_timeout_ms", 20000));
+    }
+    body = json_pack("{s:o}", "listeners", list);
+    text = json_dumps(body, JSON_COMPACT);
+    req(d, "PUT", "/api/v1/config", text, NULL, &a);
+    status = a.status;
+    if (status != 409)
+        expect_status(&a, 200, "PUT /api/v1/config of 250 listeners");
+    if (status == 200 && ret_diff)
+        *ret_diff = json_incref(json_object_get(a.json, "diff"));
+    answer_fini(&a);
+    free(text);
+    json_decref(body);
+    return status;
+}
+
+/* put_many() on free ports (into ports), again on others when one of them was taken
+ * meanwhile (409: nothing changed). */
+static void put_many_free(const struct it_daemon *d, uint16_t *ports, json_t **ret_diff)
+{
+    for (int tries = 0; tries < 5; tries++) {
+        free_ports(ports, MANY);
+        if (put_many(d, ports, ret_diff) == 200)
+            return;
+    }
+    fail_msg("PUT /api/v1/config of 250 listeners: a port in use five times over");
+}
+
+static void echo_line(int fd, const char *line)
+{
+    char buf[32];
+    size_t len = strlen(line);
+
+    assert_int_equal(it_send_all(fd, line, len, IT_WAIT_MS), 0);
+    assert_int_equal(it_recv_exact(fd, buf, len, IT_WAIT_MS), 0);
+    assert_memory_equal(buf, line, len);
+}
+
+static bool many_drains_over(void *arg)
+{
+    const struct it_daemon *d = arg;
+    json_t *list = it_http_expect(d, "GET", "/api/v1/listeners", NULL, 200);
+    json_t *l;
+    size_t i;
+    bool over = true;
+
+    json_array_foreach(it_json_path(list, "listeners"), i, l) over =
+        over && json_array_size(it_json_path(l, "status.draining")) == 0;
+    json_decref(list);
+    return over;
+}
+
+/*
+ * One PUT moves 250 listeners to 250 new ports: every new port answers, every old one
+ * refuses, a connection established before the change goes on with the old runner (counted in
+ * status.draining) until it ends, and the move logs no accept() failure.
+ */
+static void test_config_move_of_250_listeners_keeps_connections(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    uint16_t before[MANY], after[MANY];
+    json_t *diff, *e, *l;
+    char *log;
+    size_t i;
+    int fd;
+
+    put_many_free(d, before, NULL);
+    fd = it_tcp_connect("127.0.0.1", before[7], IT_WAIT_MS);
+    assert_true(fd >= 0);
+    echo_line(fd, "before\n");
+
+    put_many_free(d, after, &diff);
+    assert_int_equal(json_array_size(diff), MANY);
+    json_array_foreach(diff, i, e)
+    {
+        assert_string_equal(it_json_str(e, "action"), "change");
+        assert_true(it_json_bool(e, "live"));
+    }
+    json_decref(diff);
+
+    /* The connection made before goes on, served by the old runner, and is counted. */
+    echo_line(fd, "after\n");
+    l = it_listener_get(d, "m7");
+    assert_int_equal(it_bound_port(l), after[7]);
+    assert_int_equal(json_array_size(it_json_path(l, "status.draining")), 1);
+    assert_int_equal(
+        it_json_int(json_array_get(it_json_path(l, "status.draining"), 0), "connections"), 1);
+    json_decref(l);
+    for (i = 0; i < MANY; i++) {
+        char msg[16];
+        int len = snprintf(msg, sizeof(msg), "p%zu\n", i);
+
+        it_assert_tcp_echo("127.0.0.1", after[i], msg, (size_t)len);
+    }
+    for (i = 0; i < MANY; i += 25)
+        assert_true(it_tcp_is_refused("127.0.0.1", before[i]));
+    echo_line(fd, "still\n");
+    close(fd);
+
+    /* With its last connection gone, every old runner is reaped, long before its deadline. */
+    if (!it_wait_until(IT_WAIT_MS, many_drains_over, d))
+        fail_msg("old runners still drain after their connections ended");
+    log = it_daemon_stderr(d);
+    if (strstr(log, "accept:"))
+        fail_msg("the move logged accept() failures:\n%.2000s", strstr(log, "accept:"));
+    free(log);
+}
+
 /* ---- the command line ---- */
 
 static int ctl(const struct it_daemon *d, const char *const *args, const char *in,
@@ -1030,6 +1181,7 @@ int main(void)
         T(test_config_dry_run_changes_nothing),
         T(test_config_revisions_listed_and_restored),
         T(test_config_port_change_under_load_no_failed_round_trip),
+        T(test_config_move_of_250_listeners_keeps_connections),
         T(test_config_ctl_verbs_and_exit_codes),
         T(test_config_ctl_files_download_verified_and_atomic),
         T(test_config_never_configured_has_etag_r0),

@@ -84,6 +84,54 @@ static void test_diff_sets_lists_create_change_delete_by_id(void **state)
     core_listener_cfg_fini(&d2);
 }
 
+/* A set given in no order, each configuration with its own running flag: the diff is by id,
+ * and each listener's "live" follows the flag given beside it, not another's. */
+static void test_diff_sets_keeps_running_flags_with_their_listeners(void **state)
+{
+    enum { N = 200 };
+    static struct core_listener_cfg a[N], b[N];
+    const struct core_listener_cfg *from[N], *to[N];
+    bool running[N];
+    json_t *diff, *e;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < N; i++) {
+        char text[128];
+
+        snprintf(text, sizeof(text), "{\"id\":\"l%03zu\",\"service\":\"echo\",\"port\":%zu}", i,
+                 10000 + i);
+        cfg_of(text, &a[i]);
+        snprintf(text, sizeof(text), "{\"id\":\"l%03zu\",\"service\":\"echo\",\"port\":%zu}", i,
+                 20000 + i);
+        cfg_of(text, &b[i]);
+    }
+    /* from in a stride order (73 is prime to 200), to reversed; l<i> runs when i % 3 != 0. */
+    for (i = 0; i < N; i++) {
+        size_t k = (i * 73) % N;
+
+        from[i] = &a[k];
+        running[i] = k % 3 != 0;
+        to[i] = &b[N - 1 - i];
+    }
+    assert_int_equal(core_diff_sets(from, N, running, to, N, &diff), 0);
+    assert_int_equal(json_array_size(diff), N);
+    json_array_foreach(diff, i, e)
+    {
+        char id[32];
+
+        snprintf(id, sizeof(id), "l%03zu", i);
+        assert_string_equal(json_string_value(json_object_get(e, "id")), id);
+        assert_string_equal(json_string_value(json_object_get(e, "action")), "change");
+        assert_int_equal(json_is_true(json_object_get(e, "live")), i % 3 != 0);
+    }
+    json_decref(diff);
+    for (i = 0; i < N; i++) {
+        core_listener_cfg_fini(&a[i]);
+        core_listener_cfg_fini(&b[i]);
+    }
+}
+
 static void test_diff_is_live_only_when_connections_can_stay(void **state)
 {
     struct core_listener_cfg base, workers, moved, event, date, udp_moved, udp;
@@ -430,6 +478,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_diff_sets_lists_create_change_delete_by_id),
+        cmocka_unit_test(test_diff_sets_keeps_running_flags_with_their_listeners),
         cmocka_unit_test(test_diff_is_live_only_when_connections_can_stay),
         cmocka_unit_test(test_etag_matches_follows_rfc_9110),
         cmocka_unit_test(test_if_match_of_too_many_tags_refused),
