@@ -9,6 +9,7 @@
  */
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -287,5 +288,45 @@ int cli_sink_commit(struct cli_sink *s, const char *verb);
 
 /* Drops what was written (the temporary file). Accepts a sink never opened or committed. */
 void cli_sink_abort(struct cli_sink *s);
+
+/*
+ * A thread that writes a sink while the command's thread receives and checks what comes next:
+ * the waits of the disk (the writeback the sink starts, a full device queue) no longer stall
+ * the network and the checksum, also on one CPU. The command takes a free buffer, fills it,
+ * pushes it; the thread writes the buffers in the order pushed. The command's thread calls
+ * everything but the thread's own work; the sink is the thread's from start to finish.
+ */
+#define CLI_WRITER_CHUNK (1024 * 1024) /* bytes of one buffer */
+#define CLI_WRITER_BUFFERS 4
+
+struct cli_writer {
+    struct cli_sink *sink;
+    const char *verb;
+    uint8_t *mem; /* CLI_WRITER_BUFFERS buffers of CLI_WRITER_CHUNK bytes */
+    size_t len[CLI_WRITER_BUFFERS];
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t pushed, written; /* buffers; buffer i is mem + (i % CLI_WRITER_BUFFERS) * chunk */
+    bool stop;                /* the command gives up: write nothing more */
+    bool failed;              /* a write failed (the thread printed why) */
+    bool started;
+    bool writer_waits, command_waits; /* who waits for the other: the one to wake */
+};
+
+/* Starts the thread writing s. Returns 0 or 1 after printing why as VERB. */
+int cli_writer_start(struct cli_writer *w, struct cli_sink *s, const char *verb);
+
+/* Waits for a free buffer (CLI_WRITER_CHUNK bytes) and returns it; NULL when a write failed
+ * (the thread printed why). */
+uint8_t *cli_writer_next(struct cli_writer *w);
+
+/* The buffer cli_writer_next() returned holds n bytes to write next. */
+void cli_writer_push(struct cli_writer *w, size_t n);
+
+/* Waits until every buffer pushed is written (all of them, or none more when discard), then
+ * joins the thread. Returns 0, or 1 when a write failed (printed). Accepts a writer never
+ * started; once finished it may be finished again. */
+int cli_writer_finish(struct cli_writer *w, bool discard);
 
 #endif

@@ -281,6 +281,24 @@ static short link_wait(struct link *l, short events)
     return pfd.revents;
 }
 
+/* Reads at most cap bytes into p, waiting for some. Returns the bytes read, 0 at EOF, -1 after
+ * printing why. */
+static ssize_t link_read(struct link *l, void *p, size_t cap)
+{
+    for (;;) {
+        ssize_t n = cli_stream_read(&l->st, p, cap);
+
+        if (n >= 0)
+            return n;
+        if (n != -EAGAIN) {
+            fail("%s: %s", l->peer, cli_stream_strerror(&l->st, (int)n));
+            return -1;
+        }
+        if (!link_wait(l, POLLIN))
+            return -1;
+    }
+}
+
 /* Reads more into the buffer. Returns the bytes read, 0 at EOF, -1 after printing why. */
 static ssize_t link_fill(struct link *l)
 {
@@ -291,19 +309,10 @@ static ssize_t link_fill(struct link *l)
         l->len -= l->off;
         l->off = 0;
     }
-    for (;;) {
-        n = cli_stream_read(&l->st, l->buf + l->len, sizeof(l->buf) - l->len);
-        if (n >= 0) {
-            l->len += (size_t)n;
-            return n;
-        }
-        if (n != -EAGAIN) {
-            fail("%s: %s", l->peer, cli_stream_strerror(&l->st, (int)n));
-            return -1;
-        }
-        if (!link_wait(l, POLLIN))
-            return -1;
-    }
+    n = link_read(l, l->buf + l->len, sizeof(l->buf) - l->len);
+    if (n > 0)
+        l->len += (size_t)n;
+    return n;
 }
 
 /* Reads one line (without its newline) into line. Returns 0 or 1 after printing why. */
@@ -841,6 +850,7 @@ static int run_get(const struct args *a)
     struct core_err err = {0};
     struct link *l = NULL;
     struct cli_sink sink = {.fd = -1};
+    struct cli_writer wr = {0};
     struct progress p;
     EVP_MD_CTX *md = NULL;
     uint64_t size, got = 0;
@@ -871,31 +881,39 @@ static int run_get(const struct args *a)
         refused(l, line);
         goto out;
     }
+    /* The content: received and hashed here while the writer thread writes what came before. */
+    if (cli_writer_start(&wr, &sink, "backup") != 0)
+        goto out;
     progress_start(&p, "restore", size);
     while (got < size) {
-        size_t avail = l->len - l->off, n;
+        size_t want = size - got < CLI_WRITER_CHUNK ? (size_t)(size - got) : CLI_WRITER_CHUNK;
+        size_t fill = l->len - l->off < want ? l->len - l->off : want;
+        uint8_t *buf = cli_writer_next(&wr);
 
-        if (avail == 0) {
-            ssize_t m = link_fill(l);
+        if (!buf)
+            goto out;
+        memcpy(buf, l->buf + l->off, fill); /* what came with the answer line */
+        l->off += fill;
+        while (fill < want) {
+            ssize_t m = link_read(l, buf + fill, want - fill);
 
             if (m < 0)
                 goto out;
             if (m == 0) {
-                progress_show(&p, got, true);
+                progress_show(&p, got + fill, true);
                 fail("%s closed the connection after %" PRIu64 " of %" PRIu64 " bytes", l->peer,
-                     got, size);
+                     got + fill, size);
                 goto out;
             }
-            continue;
+            fill += (size_t)m;
         }
-        n = avail < size - got ? avail : (size_t)(size - got);
-        EVP_DigestUpdate(md, l->buf + l->off, n);
-        if (cli_sink_write(&sink, "backup", l->buf + l->off, n) != 0)
-            goto out;
-        l->off += n;
-        got += n;
+        EVP_DigestUpdate(md, buf, fill);
+        cli_writer_push(&wr, fill);
+        got += fill;
         progress_show(&p, got, false);
     }
+    if (cli_writer_finish(&wr, false) != 0)
+        goto out;
     progress_show(&p, got, true);
     if (EVP_DigestFinal_ex(md, sha, &len) != 1 || len != SVC_BACKUP_SHA256_LEN) {
         fail("cannot compute the checksum");
@@ -920,6 +938,7 @@ static int run_get(const struct args *a)
     (void)link_send(l, "QUIT\n", 5);
     r = 0;
 out:
+    (void)cli_writer_finish(&wr, true);
     link_close(l);
 out_free:
     cli_sink_abort(&sink);

@@ -837,3 +837,113 @@ void cli_sink_abort(struct cli_sink *s)
         (void)unlink(s->tmp);
     s->tmp[0] = '\0';
 }
+
+/* ---- a sink written by a thread of its own ---- */
+
+static void *writer_main(void *arg)
+{
+    struct cli_writer *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        uint64_t i;
+
+        while (!w->stop && w->written == w->pushed) {
+            w->writer_waits = true;
+            pthread_cond_wait(&w->cv, &w->mu);
+            w->writer_waits = false;
+        }
+        if (w->stop)
+            break;
+        i = w->written % CLI_WRITER_BUFFERS;
+        pthread_mutex_unlock(&w->mu);
+        /* The buffer is the thread's until written is raised: the command waits for it. */
+        if (cli_sink_write(w->sink, w->verb, w->mem + i * CLI_WRITER_CHUNK, w->len[i]) != 0) {
+            pthread_mutex_lock(&w->mu);
+            w->failed = true;
+            pthread_cond_broadcast(&w->cv);
+            break;
+        }
+        pthread_mutex_lock(&w->mu);
+        w->written++;
+        if (w->command_waits)
+            pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+int cli_writer_start(struct cli_writer *w, struct cli_sink *s, const char *verb)
+{
+    int e;
+
+    memset(w, 0, sizeof(*w));
+    w->sink = s;
+    w->verb = verb;
+    w->mem = malloc((size_t)CLI_WRITER_BUFFERS * CLI_WRITER_CHUNK);
+    if (!w->mem)
+        return cli_fail(verb, "out of memory");
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    e = pthread_create(&w->thread, NULL, writer_main, w);
+    if (e != 0) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        free(w->mem);
+        w->mem = NULL;
+        return cli_fail(verb, "cannot start a thread: %s", strerror(e));
+    }
+    w->started = true;
+    return 0;
+}
+
+uint8_t *cli_writer_next(struct cli_writer *w)
+{
+    uint8_t *buf = NULL;
+
+    pthread_mutex_lock(&w->mu);
+    while (!w->failed && w->pushed - w->written >= CLI_WRITER_BUFFERS) {
+        w->command_waits = true;
+        pthread_cond_wait(&w->cv, &w->mu);
+        w->command_waits = false;
+    }
+    if (!w->failed)
+        buf = w->mem + (w->pushed % CLI_WRITER_BUFFERS) * CLI_WRITER_CHUNK;
+    pthread_mutex_unlock(&w->mu);
+    return buf;
+}
+
+void cli_writer_push(struct cli_writer *w, size_t n)
+{
+    pthread_mutex_lock(&w->mu);
+    w->len[w->pushed % CLI_WRITER_BUFFERS] = n;
+    w->pushed++;
+    if (w->writer_waits)
+        pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int cli_writer_finish(struct cli_writer *w, bool discard)
+{
+    bool failed;
+
+    if (!w->started)
+        return w->failed ? 1 : 0;
+    pthread_mutex_lock(&w->mu);
+    while (!discard && !w->failed && w->written < w->pushed) {
+        w->command_waits = true;
+        pthread_cond_wait(&w->cv, &w->mu);
+        w->command_waits = false;
+    }
+    w->stop = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    failed = w->failed;
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w->mem);
+    w->mem = NULL;
+    w->started = false;
+    return failed ? 1 : 0;
+}

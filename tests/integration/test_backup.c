@@ -1460,6 +1460,17 @@ static void test_backup_restore_by_cli_and_rest_identical(void **state)
     assert_int_equal(p.out_len, len2);
     assert_memory_equal(p.out, v2, len2);
     it_proc_fini(&p);
+    /* a restore whose writes fail (the disk full) says so and fails, whatever it received */
+    {
+        const char *argv[] = {
+            "/bin/sh", "-c", "exec \"$0\" backup get data.bin -o - 127.0.0.1 \"$1\" >/dev/full",
+            it_bin(),  ps,   NULL};
+
+        it_run(argv, NULL, 0, CLI_TIMEOUT_MS, &p);
+        assert_exit(&p, 1);
+        assert_contains(p.err, "writing standard output: No space left on device", "stderr");
+        it_proc_fini(&p);
+    }
     /* ls: the current copy and the older one */
     run_backup(&p, "ls", "127.0.0.1", ps, NULL);
     assert_exit(&p, 0);
