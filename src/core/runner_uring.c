@@ -35,6 +35,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -114,6 +115,7 @@ struct ur_loop {
     struct uring_runner *rn;
     struct io_uring ring;
     bool has_ring;
+    bool disabled; /* enabled by the loop's thread when it starts */
     struct io_uring_buf_ring *br;
     size_t br_size;
     uint8_t *bufs;
@@ -839,6 +841,17 @@ static void *loop_main(void *arg)
     struct core_runner *b = &loop->rn->base;
     int r = 0;
 
+    if (loop->disabled) {
+        /* liburing 2.3 declares io_uring_enable_rings() but does not export it. */
+        r = (int)syscall(__NR_io_uring_register, loop->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+                         NULL, 0);
+        if (r < 0)
+            r = -errno;
+        if (r < 0) {
+            core_log_error("listener %s: io_uring: %s", b->cfg.id, strerror(-r));
+            loop->stopping = true;
+        }
+    }
     while (!loop->stopping) {
         r = turn(loop, expire(loop));
         if (r < 0) {
@@ -873,16 +886,26 @@ static bool has_reuseport(int fd)
 
 static int ring_init(struct ur_loop *loop)
 {
-    struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN |
-                                         IORING_SETUP_SUBMIT_ALL,
+    /* Only the loop's thread submits, and completions are handled when it asks for them: the
+     * ring is made here disabled and enabled by that thread, which becomes its only issuer. */
+    struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL |
+                                         IORING_SETUP_R_DISABLED | IORING_SETUP_SINGLE_ISSUER |
+                                         IORING_SETUP_DEFER_TASKRUN,
                                 .cq_entries = CQ_ENTRIES};
     struct io_uring_buf_reg reg = {0};
     int r;
 
     r = io_uring_queue_init_params(RING_ENTRIES, &loop->ring, &p);
+    if (r == -EINVAL) {
+        /* A kernel before 6.1. */
+        p = (struct io_uring_params){.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN,
+                                     .cq_entries = CQ_ENTRIES};
+        r = io_uring_queue_init_params(RING_ENTRIES, &loop->ring, &p);
+    }
     if (r < 0)
         return r;
     loop->has_ring = true;
+    loop->disabled = p.flags & IORING_SETUP_R_DISABLED;
     loop->br_size = BUF_COUNT * sizeof(struct io_uring_buf);
     loop->br =
         mmap(NULL, loop->br_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
