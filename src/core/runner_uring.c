@@ -443,6 +443,14 @@ static void conn_done(struct ur_conn *c)
             list_append(&loop->open, c);
         touch(c);
         if (loop->stopping) {
+            /* What the job answered leaves if the socket takes it at once (a commit that a stop
+             * waited for is answered), then the connection is cut. */
+            if (c->is_open && c->next == CORE_SESSION_WRITE && c->s.out.len) {
+                ssize_t n = send(c->fd, c->s.out.data, c->s.out.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+                if (n > 0)
+                    core_session_sent(&c->s, (size_t)n);
+            }
             conn_close(c, -ECANCELED);
             return;
         }
