@@ -125,6 +125,7 @@ struct ur_loop {
     bool accepting;    /* until the runner drains */
     bool accept_armed; /* the multishot accept is in the ring */
     bool lpoll_armed;  /* out of fds: a poll of lfd is in the ring instead */
+    bool fd_short;     /* out of fds: accept4() alone until an fd comes (accept_again()) */
     bool warned;
     int64_t accept_paused_until; /* ms; 0: not paused */
     struct conn_list open;       /* by idle deadline */
@@ -647,9 +648,30 @@ static bool accept_direct(struct ur_loop *loop)
             continue;
         if (r < 0)
             return false;
+        loop->fd_short = false; /* an fd came without the reserve */
         conn_new(loop, &a);
     }
     return true;
+}
+
+/*
+ * The accept is out of the ring: the backlog is taken with accept4(), then the ring's accept is
+ * armed again, or after a pause. Once out of fds (fd_short), connections are taken with
+ * accept4() alone, as a poll of the socket says they come, until one gets an fd without the
+ * reserve: the ring's accept takes an fd with none of the reserve's lock (another loop could take
+ * the one given up for a refusal), and fails at once, with no connection waiting, while no fd is
+ * free.
+ */
+static void accept_again(struct ur_loop *loop)
+{
+    if (!accept_direct(loop)) {
+        loop->accept_paused_until = core_now_ms() + CORE_RUNNER_BACKOFF_MS;
+    } else if (loop->fd_short) {
+        arm_poll(loop, loop->lfd, TAG_LPOLL);
+        loop->lpoll_armed = true;
+    } else {
+        arm_accept(loop);
+    }
 }
 
 /* The runner drains and the accept is out of the ring: the backlog is taken, a socket of the
@@ -700,6 +722,7 @@ static void on_accept(struct ur_loop *loop, const struct io_uring_cqe *cqe)
             /* Out of fds: refused, and the accept armed again under the limit of now. */
             if (core_runner_admit_conn(b, cqe->res, core_now_ns(), &a) == 0)
                 core_runner_conn_refuse(b, a.fd, &a.adm);
+            loop->fd_short = true;
             if (loop->accept_armed)
                 cancel_accept(loop);
         } else if (core_runner_admit_conn(b, cqe->res, core_now_ns(), &a) == 0) {
@@ -713,19 +736,13 @@ static void on_accept(struct ur_loop *loop, const struct io_uring_cqe *cqe)
         accepting_done(loop);
         return;
     }
-    /* The accept ended (out of fds or memory): the backlog is taken the way that refuses with
-     * the reserve, then the accept is armed again, or after a pause. Out of fds, an accept of the
-     * ring fails at once even with no connection waiting: the socket is polled until one comes. */
-    if (!accept_direct(loop))
-        loop->accept_paused_until = core_now_ms() + CORE_RUNNER_BACKOFF_MS;
-    else if (cqe->res == -EMFILE || cqe->res == -ENFILE) {
-        arm_poll(loop, loop->lfd, TAG_LPOLL);
-        loop->lpoll_armed = true;
-    } else
-        arm_accept(loop);
+    /* The accept ended (out of fds or memory, or the kernel ended it). */
+    if (cqe->res == -EMFILE || cqe->res == -ENFILE)
+        loop->fd_short = true;
+    accept_again(loop);
 }
 
-/* Out of fds, a connection came: taken with accept4(), then the accept is armed again. */
+/* Out of fds, a connection came. */
 static void on_lpoll(struct ur_loop *loop)
 {
     if (loop->stopping)
@@ -734,10 +751,7 @@ static void on_lpoll(struct ur_loop *loop)
         accepting_done(loop);
         return;
     }
-    if (accept_direct(loop))
-        arm_accept(loop);
-    else
-        loop->accept_paused_until = core_now_ms() + CORE_RUNNER_BACKOFF_MS;
+    accept_again(loop);
 }
 
 static void stop_accepting(struct ur_loop *loop)
@@ -767,10 +781,7 @@ static int expire(struct ur_loop *loop)
 
     if (loop->accepting && loop->accept_paused_until && loop->accept_paused_until <= now) {
         loop->accept_paused_until = 0;
-        if (accept_direct(loop))
-            arm_accept(loop);
-        else
-            loop->accept_paused_until = now + CORE_RUNNER_BACKOFF_MS;
+        accept_again(loop);
     }
     while (loop->linger.head && loop->linger.head->deadline <= now)
         conn_close(loop->linger.head, 0);
