@@ -1,8 +1,10 @@
 /*
  * The `uring` TCP runner: `workers` loops, each with an io_uring of its own and, like the
  * `event` runner, its own listening socket bound with SO_REUSEPORT (or the listener's, shared,
- * when it was bound without). A loop accepts with one multishot accept, receives with one
- * multishot receive per connection into a ring of buffers the loop provides to the kernel, and
+ * when it was bound without). A loop accepts with one multishot accept (when it is the runner's
+ * only loop; with several, each takes its connections with accept4() under the fd reserve's
+ * lock, as a poll of its socket in the ring says they come), receives with one multishot
+ * receive per connection into a ring of buffers the loop provides to the kernel, and
  * sends what the session answers with one send in flight per connection (the rest waits in the
  * session's output, so bytes leave in order). Everything a turn of the loop asks of the kernel
  * goes in with the one io_uring_enter() that waits for the next completions.
@@ -126,6 +128,7 @@ struct ur_loop {
     bool accept_armed; /* the multishot accept is in the ring */
     bool lpoll_armed;  /* out of fds: a poll of lfd is in the ring instead */
     bool fd_short;     /* out of fds: accept4() alone until an fd comes (accept_again()) */
+    bool poll_only;    /* one of several loops: accept4() alone, always (accept_again()) */
     bool warned;
     int64_t accept_paused_until; /* ms; 0: not paused */
     struct conn_list open;       /* by idle deadline */
@@ -660,13 +663,13 @@ static bool accept_direct(struct ur_loop *loop)
  * accept4() alone, as a poll of the socket says they come, until one gets an fd without the
  * reserve: the ring's accept takes an fd with none of the reserve's lock (another loop could take
  * the one given up for a refusal), and fails at once, with no connection waiting, while no fd is
- * free.
+ * free. The loops of a runner with several always accept that way, for the same lock.
  */
 static void accept_again(struct ur_loop *loop)
 {
     if (!accept_direct(loop)) {
         loop->accept_paused_until = core_now_ms() + CORE_RUNNER_BACKOFF_MS;
-    } else if (loop->fd_short) {
+    } else if (loop->fd_short || loop->poll_only) {
         arm_poll(loop, loop->lfd, TAG_LPOLL);
         loop->lpoll_armed = true;
     } else {
@@ -981,7 +984,13 @@ static int loop_init(struct uring_runner *rn, unsigned i, bool reuseport)
     }
     arm_poll(loop, b->wake_fd, TAG_WAKE);
     arm_poll(loop, b->drain_fd, TAG_DRAIN);
-    arm_accept(loop);
+    loop->poll_only = b->cfg.workers > 1;
+    if (loop->poll_only) {
+        arm_poll(loop, loop->lfd, TAG_LPOLL);
+        loop->lpoll_armed = true;
+    } else {
+        arm_accept(loop);
+    }
     loop->accepting = true;
     return 0;
 }
