@@ -1,8 +1,10 @@
 /*
  * The `uring` TCP runner: `workers` loops, each with an io_uring of its own and, like the
  * `event` runner, its own listening socket bound with SO_REUSEPORT (or the listener's, shared,
- * when it was bound without). A loop accepts with one multishot accept, receives with one
- * multishot receive per connection into a ring of buffers the loop provides to the kernel, and
+ * when it was bound without). A loop accepts with one multishot accept (when it is the runner's
+ * only loop; with several, each takes its connections with accept4() under the fd reserve's
+ * lock, as a poll of its socket in the ring says they come), receives with one multishot
+ * receive per connection into a ring of buffers the loop provides to the kernel, and
  * sends what the session answers with one send in flight per connection (the rest waits in the
  * session's output, so bytes leave in order). Everything a turn of the loop asks of the kernel
  * goes in with the one io_uring_enter() that waits for the next completions.
@@ -35,6 +37,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -114,6 +117,7 @@ struct ur_loop {
     struct uring_runner *rn;
     struct io_uring ring;
     bool has_ring;
+    bool disabled; /* enabled by the loop's thread when it starts */
     struct io_uring_buf_ring *br;
     size_t br_size;
     uint8_t *bufs;
@@ -123,6 +127,8 @@ struct ur_loop {
     bool accepting;    /* until the runner drains */
     bool accept_armed; /* the multishot accept is in the ring */
     bool lpoll_armed;  /* out of fds: a poll of lfd is in the ring instead */
+    bool fd_short;     /* out of fds: accept4() alone until an fd comes (accept_again()) */
+    bool poll_only;    /* one of several loops: accept4() alone, always (accept_again()) */
     bool warned;
     int64_t accept_paused_until; /* ms; 0: not paused */
     struct conn_list open;       /* by idle deadline */
@@ -441,6 +447,14 @@ static void conn_done(struct ur_conn *c)
             list_append(&loop->open, c);
         touch(c);
         if (loop->stopping) {
+            /* What the job answered leaves if the socket takes it at once (a commit that a stop
+             * waited for is answered), then the connection is cut. */
+            if (c->is_open && c->next == CORE_SESSION_WRITE && c->s.out.len) {
+                ssize_t n = send(c->fd, c->s.out.data, c->s.out.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+                if (n > 0)
+                    core_session_sent(&c->s, (size_t)n);
+            }
             conn_close(c, -ECANCELED);
             return;
         }
@@ -637,9 +651,30 @@ static bool accept_direct(struct ur_loop *loop)
             continue;
         if (r < 0)
             return false;
+        loop->fd_short = false; /* an fd came without the reserve */
         conn_new(loop, &a);
     }
     return true;
+}
+
+/*
+ * The accept is out of the ring: the backlog is taken with accept4(), then the ring's accept is
+ * armed again, or after a pause. Once out of fds (fd_short), connections are taken with
+ * accept4() alone, as a poll of the socket says they come, until one gets an fd without the
+ * reserve: the ring's accept takes an fd with none of the reserve's lock (another loop could take
+ * the one given up for a refusal), and fails at once, with no connection waiting, while no fd is
+ * free. The loops of a runner with several always accept that way, for the same lock.
+ */
+static void accept_again(struct ur_loop *loop)
+{
+    if (!accept_direct(loop)) {
+        loop->accept_paused_until = core_now_ms() + CORE_RUNNER_BACKOFF_MS;
+    } else if (loop->fd_short || loop->poll_only) {
+        arm_poll(loop, loop->lfd, TAG_LPOLL);
+        loop->lpoll_armed = true;
+    } else {
+        arm_accept(loop);
+    }
 }
 
 /* The runner drains and the accept is out of the ring: the backlog is taken, a socket of the
@@ -690,6 +725,7 @@ static void on_accept(struct ur_loop *loop, const struct io_uring_cqe *cqe)
             /* Out of fds: refused, and the accept armed again under the limit of now. */
             if (core_runner_admit_conn(b, cqe->res, core_now_ns(), &a) == 0)
                 core_runner_conn_refuse(b, a.fd, &a.adm);
+            loop->fd_short = true;
             if (loop->accept_armed)
                 cancel_accept(loop);
         } else if (core_runner_admit_conn(b, cqe->res, core_now_ns(), &a) == 0) {
@@ -703,19 +739,13 @@ static void on_accept(struct ur_loop *loop, const struct io_uring_cqe *cqe)
         accepting_done(loop);
         return;
     }
-    /* The accept ended (out of fds or memory): the backlog is taken the way that refuses with
-     * the reserve, then the accept is armed again, or after a pause. Out of fds, an accept of the
-     * ring fails at once even with no connection waiting: the socket is polled until one comes. */
-    if (!accept_direct(loop))
-        loop->accept_paused_until = core_now_ms() + CORE_RUNNER_BACKOFF_MS;
-    else if (cqe->res == -EMFILE || cqe->res == -ENFILE) {
-        arm_poll(loop, loop->lfd, TAG_LPOLL);
-        loop->lpoll_armed = true;
-    } else
-        arm_accept(loop);
+    /* The accept ended (out of fds or memory, or the kernel ended it). */
+    if (cqe->res == -EMFILE || cqe->res == -ENFILE)
+        loop->fd_short = true;
+    accept_again(loop);
 }
 
-/* Out of fds, a connection came: taken with accept4(), then the accept is armed again. */
+/* Out of fds, a connection came. */
 static void on_lpoll(struct ur_loop *loop)
 {
     if (loop->stopping)
@@ -724,10 +754,7 @@ static void on_lpoll(struct ur_loop *loop)
         accepting_done(loop);
         return;
     }
-    if (accept_direct(loop))
-        arm_accept(loop);
-    else
-        loop->accept_paused_until = core_now_ms() + CORE_RUNNER_BACKOFF_MS;
+    accept_again(loop);
 }
 
 static void stop_accepting(struct ur_loop *loop)
@@ -757,10 +784,7 @@ static int expire(struct ur_loop *loop)
 
     if (loop->accepting && loop->accept_paused_until && loop->accept_paused_until <= now) {
         loop->accept_paused_until = 0;
-        if (accept_direct(loop))
-            arm_accept(loop);
-        else
-            loop->accept_paused_until = now + CORE_RUNNER_BACKOFF_MS;
+        accept_again(loop);
     }
     while (loop->linger.head && loop->linger.head->deadline <= now)
         conn_close(loop->linger.head, 0);
@@ -839,6 +863,17 @@ static void *loop_main(void *arg)
     struct core_runner *b = &loop->rn->base;
     int r = 0;
 
+    if (loop->disabled) {
+        /* liburing 2.3 declares io_uring_enable_rings() but does not export it. */
+        r = (int)syscall(__NR_io_uring_register, loop->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+                         NULL, 0);
+        if (r < 0)
+            r = -errno;
+        if (r < 0) {
+            core_log_error("listener %s: io_uring: %s", b->cfg.id, strerror(-r));
+            loop->stopping = true;
+        }
+    }
     while (!loop->stopping) {
         r = turn(loop, expire(loop));
         if (r < 0) {
@@ -873,16 +908,26 @@ static bool has_reuseport(int fd)
 
 static int ring_init(struct ur_loop *loop)
 {
-    struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN |
-                                         IORING_SETUP_SUBMIT_ALL,
+    /* Only the loop's thread submits, and completions are handled when it asks for them: the
+     * ring is made here disabled and enabled by that thread, which becomes its only issuer. */
+    struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL |
+                                         IORING_SETUP_R_DISABLED | IORING_SETUP_SINGLE_ISSUER |
+                                         IORING_SETUP_DEFER_TASKRUN,
                                 .cq_entries = CQ_ENTRIES};
     struct io_uring_buf_reg reg = {0};
     int r;
 
     r = io_uring_queue_init_params(RING_ENTRIES, &loop->ring, &p);
+    if (r == -EINVAL) {
+        /* A kernel before 6.1. */
+        p = (struct io_uring_params){.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN,
+                                     .cq_entries = CQ_ENTRIES};
+        r = io_uring_queue_init_params(RING_ENTRIES, &loop->ring, &p);
+    }
     if (r < 0)
         return r;
     loop->has_ring = true;
+    loop->disabled = p.flags & IORING_SETUP_R_DISABLED;
     loop->br_size = BUF_COUNT * sizeof(struct io_uring_buf);
     loop->br =
         mmap(NULL, loop->br_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -939,7 +984,13 @@ static int loop_init(struct uring_runner *rn, unsigned i, bool reuseport)
     }
     arm_poll(loop, b->wake_fd, TAG_WAKE);
     arm_poll(loop, b->drain_fd, TAG_DRAIN);
-    arm_accept(loop);
+    loop->poll_only = b->cfg.workers > 1;
+    if (loop->poll_only) {
+        arm_poll(loop, loop->lfd, TAG_LPOLL);
+        loop->lpoll_armed = true;
+    } else {
+        arm_accept(loop);
+    }
     loop->accepting = true;
     return 0;
 }

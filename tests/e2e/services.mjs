@@ -9,7 +9,7 @@ export const SERVICES = {
       name: 'backup',
       help: 'Stores the files its clients upload, with versions and checksums.',
       transports: ['tcp'],
-      models: ['sequential', 'thread', 'pool', 'event', 'process'],
+      models: ['sequential', 'thread', 'pool', 'event', 'process', 'uring'],
       counters: [],
       options: [
         { name: 'directory', type: 'path', default: null, transports: ['tcp'], live: false,
@@ -32,7 +32,7 @@ export const SERVICES = {
       name: 'date',
       help: 'Answers with the date and time.',
       transports: ['tcp', 'udp'],
-      models: ['sequential', 'thread', 'pool', 'event', 'process'],
+      models: ['sequential', 'thread', 'pool', 'event', 'process', 'uring'],
       counters: [],
       options: [
         { name: 'format', type: 'string', default: '%a %b %e %H:%M:%S %Z %Y', transports: ['tcp', 'udp'],
@@ -45,7 +45,7 @@ export const SERVICES = {
       name: 'echo',
       help: 'Sends back what it receives.',
       transports: ['tcp', 'udp'],
-      models: ['sequential', 'thread', 'pool', 'event', 'process'],
+      models: ['sequential', 'thread', 'pool', 'event', 'process', 'uring'],
       counters: [],
       options: [
         { name: 'mode', type: 'string', default: 'stream', choices: ['stream', 'once'], transports: ['tcp'],

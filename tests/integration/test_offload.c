@@ -40,17 +40,18 @@ static const char *dir_of(void **state)
     return ((struct it_fixture *)*state)->dir;
 }
 
-/* A backup listener "bk" under `event` with one loop, keeping its files in DIR/store. Returns
- * the bound port; *ret_store is the directory (malloc'd). */
-static uint16_t event_backup(const struct it_daemon *d, const char *dir, char **ret_store)
+/* A backup listener "bk" under model (`event` or `uring`) with one loop, keeping its files in
+ * DIR/store. Returns the bound port; *ret_store is the directory (malloc'd). */
+static uint16_t loop_backup(const struct it_daemon *d, const char *dir, const char *model,
+                            char **ret_store)
 {
     char body[1024];
     char *store = it_path_in(dir, "store");
 
     snprintf(body, sizeof(body),
              "{\"id\":\"bk\",\"service\":\"backup\",\"address\":\"127.0.0.1\",\"port\":0,"
-             "\"model\":\"event\",\"workers\":1,\"options\":{\"directory\":\"%s\"}}",
-             store);
+             "\"model\":\"%s\",\"workers\":1,\"options\":{\"directory\":\"%s\"}}",
+             model, store);
     *ret_store = store;
     return it_listener_create_port(d, body);
 }
@@ -140,13 +141,13 @@ static void assert_stored_file(const char *store, const void *content)
 
 /* ---- another connection on the same loop is served while a commit waits ---- */
 
-static void test_offload_event_commit_waiting_on_lock_other_connections_served(void **state)
+static void run_commit_waiting_on_lock_other_connections_served(void **state, const char *model)
 {
     const struct it_daemon *d = it_daemon_of(state);
     void *content = it_pattern(BIG_SIZE, 14);
     char line[256], want[256], hex[65], small[5];
     char *store;
-    uint16_t port = event_backup(d, dir_of(state), &store);
+    uint16_t port = loop_backup(d, dir_of(state), model, &store);
     int lock, up, fd;
     int64_t t0, took;
 
@@ -228,7 +229,7 @@ static bool is_done(void *arg)
     return atomic_load(&((struct stopper *)arg)->done);
 }
 
-static void test_offload_event_stop_while_commit_waits_returns_once_released(void **state)
+static void run_stop_while_commit_waits_returns_once_released(void **state, const char *model)
 {
     const struct it_daemon *d = it_daemon_of(state);
     void *content = it_pattern(BIG_SIZE, 41);
@@ -243,7 +244,7 @@ static void test_offload_event_stop_while_commit_waits_returns_once_released(voi
 
     atomic_init(&s.done, false);
     it_resources_settle(d, &base);
-    port = event_backup(d, dir_of(state), &store);
+    port = loop_backup(d, dir_of(state), model, &store);
     lock = commit_lock_take(store);
     up = upload_until_commit(d, port, content);
 
@@ -330,7 +331,7 @@ out:
     return NULL;
 }
 
-static void test_offload_event_many_sessions_one_loop_byte_for_byte(void **state)
+static void run_many_sessions_one_loop_byte_for_byte(void **state, const char *model)
 {
     const struct it_daemon *d = it_daemon_of(state);
     struct it_resources base, now;
@@ -340,7 +341,7 @@ static void test_offload_event_many_sessions_one_loop_byte_for_byte(void **state
     uint16_t port;
 
     it_resources_settle(d, &base);
-    port = event_backup(d, dir_of(state), &store);
+    port = loop_backup(d, dir_of(state), model, &store);
 
     for (unsigned i = 0; i < N_CLIENTS; i++) {
         c[i] = (struct client){.port = port, .seed = i + 1};
@@ -379,7 +380,7 @@ static bool is_not_draining(void *arg)
     return yes;
 }
 
-static void test_offload_event_live_change_old_sessions_served_then_released(void **state)
+static void run_live_change_old_sessions_served_then_released(void **state, const char *model)
 {
     const struct it_daemon *d = it_daemon_of(state);
     struct it_resources base;
@@ -389,7 +390,7 @@ static void test_offload_event_live_change_old_sessions_served_then_released(voi
     json_t *j;
 
     it_resources_settle(d, &base);
-    port = event_backup(d, dir_of(state), &store);
+    port = loop_backup(d, dir_of(state), model, &store);
     a = it_tcp_connect_ok(port);
     expect_empty_list(a);
     json_decref(it_listener_patch(d, "bk", "{\"idle_timeout_ms\":20000}"));
@@ -432,14 +433,58 @@ static void test_offload_event_echo_runs_on_its_loops_alone(void **state)
     close(fd);
 }
 
+static void test_offload_event_commit_waiting_on_lock_other_connections_served(void **state)
+{
+    run_commit_waiting_on_lock_other_connections_served(state, "event");
+}
+
+static void test_offload_uring_commit_waiting_on_lock_other_connections_served(void **state)
+{
+    run_commit_waiting_on_lock_other_connections_served(state, "uring");
+}
+
+static void test_offload_event_stop_while_commit_waits_returns_once_released(void **state)
+{
+    run_stop_while_commit_waits_returns_once_released(state, "event");
+}
+
+static void test_offload_uring_stop_while_commit_waits_returns_once_released(void **state)
+{
+    run_stop_while_commit_waits_returns_once_released(state, "uring");
+}
+
+static void test_offload_event_many_sessions_one_loop_byte_for_byte(void **state)
+{
+    run_many_sessions_one_loop_byte_for_byte(state, "event");
+}
+
+static void test_offload_uring_many_sessions_one_loop_byte_for_byte(void **state)
+{
+    run_many_sessions_one_loop_byte_for_byte(state, "uring");
+}
+
+static void test_offload_event_live_change_old_sessions_served_then_released(void **state)
+{
+    run_live_change_old_sessions_served_then_released(state, "event");
+}
+
+static void test_offload_uring_live_change_old_sessions_served_then_released(void **state)
+{
+    run_live_change_old_sessions_served_then_released(state, "uring");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
     const struct CMUnitTest tests[] = {
         T(test_offload_event_commit_waiting_on_lock_other_connections_served),
+        T(test_offload_uring_commit_waiting_on_lock_other_connections_served),
         T(test_offload_event_stop_while_commit_waits_returns_once_released),
+        T(test_offload_uring_stop_while_commit_waits_returns_once_released),
         T(test_offload_event_many_sessions_one_loop_byte_for_byte),
+        T(test_offload_uring_many_sessions_one_loop_byte_for_byte),
         T(test_offload_event_live_change_old_sessions_served_then_released),
+        T(test_offload_uring_live_change_old_sessions_served_then_released),
         T(test_offload_event_echo_runs_on_its_loops_alone),
     };
 #undef T

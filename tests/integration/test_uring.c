@@ -202,6 +202,7 @@ static void test_uring_denied_by_seccomp_is_400_saying_why(void **state)
     struct it_daemon d = {0};
     struct it_http r;
     const char *detail;
+    json_t *l;
 
     it_daemon_start_ok(&d, &(struct it_daemon_opts){.dir = f->dir, .deny_io_uring = true});
     it_http(&d, "POST", "/api/v1/listeners",
@@ -218,7 +219,9 @@ static void test_uring_denied_by_seccomp_is_400_saying_why(void **state)
     it_assert_problem(&r, 400, "model");
     assert_non_null(strstr(it_json_str(r.json, "detail"), "io_uring_setup"));
     it_http_fini(&r);
-    it_assert_tcp_echo("127.0.0.1", it_bound_port(it_listener_get(&d, "e")), "still event\n", 12);
+    l = it_listener_get(&d, "e");
+    it_assert_tcp_echo("127.0.0.1", it_bound_port(l), "still event\n", 12);
+    json_decref(l);
     assert_int_equal(it_daemon_stop(&d, SIGTERM, IT_IO_TIMEOUT_MS, NULL, NULL), 0);
 }
 

@@ -146,6 +146,32 @@ static void test_cfg_tcp_pool_and_event_are_accepted(void **state)
     }
 }
 
+/* uring: TCP only, named "uring", bound with SO_REUSEPORT like event (io_uring is usable on the
+ * machines the tests run on; a kernel that refuses it is tested in tests/integration). */
+static void test_cfg_tcp_uring_is_accepted_udp_refused(void **state)
+{
+    struct core_listener_cfg c;
+    struct core_err err;
+
+    (void)state;
+    assert_int_equal(core_model_from_name("uring"), CORE_MODEL_URING);
+    assert_string_equal(core_model_name(CORE_MODEL_URING), "uring");
+    assert_int_equal(parse("{\"id\":\"u\",\"service\":\"echo\",\"port\":1,\"model\":\"uring\","
+                           "\"workers\":2}",
+                           &c, &err),
+                     0);
+    assert_int_equal(c.model, CORE_MODEL_URING);
+    core_listener_cfg_fini(&c);
+    assert_int_equal(parse("{\"id\":\"u\",\"service\":\"echo\",\"transport\":\"udp\",\"port\":1,"
+                           "\"model\":\"uring\"}",
+                           &c, &err),
+                     -EINVAL);
+    assert_string_equal(err.field, "model");
+    assert_true(core_model_has_reuseport(CORE_MODEL_URING));
+    assert_true(core_model_has_reuseport(CORE_MODEL_EVENT));
+    assert_false(core_model_has_reuseport(CORE_MODEL_POOL));
+}
+
 /* Each bad input names the field at fault. */
 static const struct {
     const char *json;
@@ -313,6 +339,7 @@ int main(void)
         cmocka_unit_test(test_cfg_limits_of_the_other_transport_are_kept),
         cmocka_unit_test(test_cfg_udp_defaults_to_sequential),
         cmocka_unit_test(test_cfg_tcp_pool_and_event_are_accepted),
+        cmocka_unit_test(test_cfg_tcp_uring_is_accepted_udp_refused),
         cmocka_unit_test(test_cfg_bad_input_names_field),
         cmocka_unit_test(test_cfg_read_only_members_ignored),
         cmocka_unit_test(test_cfg_round_trip_is_equal),

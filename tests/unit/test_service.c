@@ -228,7 +228,7 @@ static void test_service_json_shows_the_table(void **state)
     assert_string_equal(
         text,
         "{\"name\":\"test\",\"help\":\"a service of the tests\",\"transports\":[\"tcp\",\"udp\"],"
-        "\"models\":[\"sequential\",\"thread\",\"pool\",\"event\"],"
+        "\"models\":[\"sequential\",\"thread\",\"pool\",\"event\",\"uring\"],"
         "\"counters\":[{\"name\":\"hits\",\"help\":\"requests answered\"}],\"options\":["
         "{\"name\":\"colour\",\"type\":\"string\",\"default\":\"red\","
         "\"choices\":[\"red\",\"green\",\"blue\"],\"transports\":[\"tcp\",\"udp\"],\"live\":true,"
@@ -264,7 +264,7 @@ static void test_service_list_sorted_udp_only_has_no_models(void **state)
     assert_int_equal(json_array_size(json_object_get(json_array_get(list, 0), "models")), 0);
     assert_string_equal(json_string_value(json_object_get(json_array_get(list, 1), "name")),
                         "echo");
-    assert_int_equal(json_array_size(json_object_get(json_array_get(list, 1), "models")), 5);
+    assert_int_equal(json_array_size(json_object_get(json_array_get(list, 1), "models")), 6);
     assert_string_equal(json_string_value(json_object_get(json_array_get(list, 2), "name")),
                         "test");
     json_decref(list);
