@@ -51,6 +51,8 @@ done
 for t in socat taskset curl python3 ss sha256sum openssl perf shuf; do
     command -v "$t" >/dev/null || { echo "backup.sh: $t is needed" >&2; exit 1; }
 done
+[ -d "$BUILD" ] || { echo "backup.sh: no build directory $BUILD" >&2; exit 1; }
+BUILD=$(cd "$BUILD" && pwd) # absolute: the TLS listener wants absolute paths
 SOCKSERV=$BUILD/sockserv
 [ -x "$SOCKSERV" ] || { echo "backup.sh: no $SOCKSERV (meson compile -C $BUILD)" >&2; exit 1; }
 SRV_CPU=0
@@ -78,8 +80,13 @@ need=$((SIZE / 1024 * 8 + 1048576)) # KiB: the file, two copies per listener, so
 avail=$(df -Pk "$TMP" | awk 'NR == 2 { print $4 }')
 [ "$avail" -gt "$need" ] || { echo "backup.sh: $TMP needs $need KiB free, has $avail" >&2; exit 1; }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+free_port() { # a port nothing listens on, below the ephemeral range
+    local p
+    for _ in $(seq 1 100); do
+        p=$((10000 + RANDOM % 22000))
+        ss -Htan "sport = :$p" | grep -q . || { echo "$p"; return 0; }
+    done
+    return 1
 }
 listening() { ss -Hltn "sport = :$1" | grep -q .; }
 wait_for() { # wait_for SECONDS CONDITION...
@@ -124,7 +131,9 @@ perf_end() {
     cpu=$(awk -F, '$3 == "task-clock" && $1 ~ /^[0-9.]+$/ { print $1 }' "$TMP/perf.out" 2>/dev/null)
     PF="${sc:--} ${cpu:--}"
 }
-fsync_file() { python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' "$1"; }
+# fsync of one file (coreutils' sync FILE: fsync(2)); not python, whose start (a second and
+# more on a busy machine) would be timed on socat's side
+fsync_file() { sync "$1"; }
 
 # ---- the file, in the page cache ----
 SRC=$TMP/src.bin

@@ -17,7 +17,9 @@
 #
 # Environment: BENCH_DURATION (seconds per measurement, default 1.5), BENCH_REPS (rounds per
 # comparison, default 5), BENCH_UPLOAD_BYTES (default 268435456), BENCH_WORKERS (threads of the
-# event model and of the references, default 1: the server has one core). BENCH_FAULT, to
+# event model and of the references, default 1: the server has one core), BENCH_MODELS (the
+# sockserv models to measure, default all), BENCH_CONNS (connection counts of the TCP echo,
+# default "1 50 500", --quick "1 50"). BENCH_FAULT, to
 # prove the failure paths: noanswer (the epoll reference's port is a closed one), nocpu (the
 # CPU time is read from a process group that does not exist).
 #
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --allow-dirty) ALLOW_DIRTY=1 ;;
     --only) ONLY=$2; shift ;;
-    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -86,6 +88,7 @@ else
     API_D=4
     OUT=${OUT:-$ROOT/bench/RESULTS.md}
 fi
+CONNS_LIST=${BENCH_CONNS:-$CONNS_LIST}
 WORKERS=${BENCH_WORKERS:-1}
 SRV_CPU=0
 LG_CPU=1
@@ -105,7 +108,7 @@ if ! command -v perf >/dev/null; then
     echo "run.sh: installing linux-perf (syscall counts)" >&2
     $SUDO apt-get install -y linux-perf >/dev/null
 fi
-for t in taskset curl python3 ss shuf perf; do
+for t in taskset curl python3 ss shuf perf sed; do
     command -v "$t" >/dev/null || { echo "run.sh: $t is needed" >&2; exit 1; }
 done
 if ! perf stat -e raw_syscalls:sys_enter -x, -o /dev/null true 2>/dev/null; then
@@ -115,6 +118,7 @@ if [ ! -x "$BUILD/bench/loadgen" ] || [ ! -x "$BUILD/sockserv" ]; then
     [ -d "$BUILD" ] || meson setup "$BUILD" "$ROOT" >/dev/null
     meson compile -C "$BUILD" >/dev/null
 fi
+BUILD=$(cd "$BUILD" && pwd)
 LOADGEN=$BUILD/bench/loadgen
 SOCKSERV=$BUILD/sockserv
 mkdir -p "$(dirname "$OUT")"
@@ -171,8 +175,15 @@ wait_for() { # wait_for SECONDS CONDITION...
     done
 }
 
+# free_port: a port nothing listens on, below the ephemeral range (no python: it starts slowly
+# on a busy machine)
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    local p
+    for _ in $(seq 1 100); do
+        p=$((10000 + RANDOM % 22000))
+        ss -Htan "sport = :$p" | grep -q . || { echo "$p"; return 0; }
+    done
+    return 1
 }
 
 listening() { ss -Hltn "sport = :$1" | grep -q .; }
@@ -235,19 +246,13 @@ API=$(head -n1 "$TMP/ready")
 create() {
     local body
     body=$(curl -s -X POST "$API/api/v1/listeners" -H 'Content-Type: application/json' -d "$2")
-    python3 -c 'import json,sys
-d=json.loads(sys.argv[1])
-b=d.get("status",{}).get("bound") or []
-print(b[0].rsplit(":",1)[1] if b else "")' "$body" 2>/dev/null || true
+    # "bound":["127.0.0.1:PORT"...]
+    sed -n 's/.*"bound":\["[^"]*:\([0-9][0-9]*\)".*/\1/p' <<<"$body" | head -n1
 }
 
 # the io_uring pair: only when its reference is built and the daemon offers the model
 URING=0
-if [ -x "$BUILD/bench/ref_uring_echo" ] &&
-    curl -s "$API/api/v1/services" | python3 -c 'import json,sys
-d=json.load(sys.stdin)
-items=d if isinstance(d,list) else d.get("services") or d.get("items") or []
-sys.exit(0 if any("uring" in (s.get("models") or []) for s in items if isinstance(s,dict)) else 1)' 2>/dev/null; then
+if [ -x "$BUILD/bench/ref_uring_echo" ] && curl -s "$API/api/v1/services" | grep -q '"uring"'; then
     URING=1
 fi
 
@@ -255,6 +260,10 @@ declare -A PORT
 MODELS=()
 CANDIDATES="thread pool event process sequential"
 [ "$URING" = 1 ] && CANDIDATES="$CANDIDATES uring"
+if [ -n "${BENCH_MODELS:-}" ]; then
+    CANDIDATES=${BENCH_MODELS//,/ }
+    [[ " $CANDIDATES " == *" uring "* ]] || URING=0
+fi
 for m in $CANDIDATES; do
     w=1
     [ "$m" = event ] || [ "$m" = uring ] && w=$WORKERS
@@ -434,7 +443,8 @@ if want idle && [ ! -x "$ROOT/bench/conns.sh" ]; then
     active=0
     while [ $SECONDS -lt $deadline ] && kill -0 "$IDLEJOB" 2>/dev/null; do
         a=$(curl -s "$API/api/v1/listeners/echo-$IDLE_MODEL/metrics" |
-            python3 -c 'import json,sys; print(json.load(sys.stdin).get("connections_active",0))' 2>/dev/null || echo 0)
+            sed -n 's/.*"connections_active":\([0-9][0-9]*\).*/\1/p' | head -n1)
+        a=${a:-0}
         [ "$a" -gt "$active" ] && active=$a
         sleep 0.5
     done
