@@ -20,8 +20,8 @@
 # event model and of the references, default 1: the server has one core), BENCH_MODELS (the
 # sockserv models to measure, default all), BENCH_CONNS (connection counts of the TCP echo,
 # default "1 50 500", --quick "1 50"). BENCH_FAULT, to
-# prove the failure paths: noanswer (the epoll reference's port is a closed one), nocpu (the
-# CPU time is read from a process group that does not exist).
+# prove the failure paths: noanswer (the epoll reference's port is a closed one), nocpu (perf
+# is not asked for the CPU time).
 #
 # The servers run on CPU 0, the load generator on CPU 1 (taskset). Everything listens on
 # 127.0.0.1 only, and every process started here is stopped on exit. A measurement that failed
@@ -202,35 +202,39 @@ settle() {
 
 MEAS_N=0
 # measure TAG PGID MODE ARGS...: one loadgen run against the server whose process group is
-# PGID; its JSON line, with the server's CPU time over the window (loadgen --cpu-pgid) and its
-# syscalls over the same window (perf stat, enabled and disabled by loadgen), goes to the
+# PGID. perf stat watches every process of the group (and, inherited, every thread and child
+# they start) for exactly loadgen's measurement window (loadgen enables and disables it through
+# perf's control fifo): its syscalls (raw_syscalls:sys_enter) and CPU time (task-clock, which
+# keeps the time of a process that ends within the window) go with loadgen's JSON line to the
 # results. A run that failed is recorded as failed, never dropped.
 measure() {
-    local tag=$1 pg=$2 mode=$3 rc=0 line sc cpg d pf
+    local tag=$1 pg=$2 mode=$3 rc=0 line sc cpu d pf pids events=raw_syscalls:sys_enter,task-clock
     shift 3
     MEAS_N=$((MEAS_N + 1))
     d=$TMP/m$MEAS_N
-    cpg=$pg
-    [ "$FAULT" = nocpu ] && cpg=99999999
+    [ "$FAULT" = nocpu ] && events=raw_syscalls:sys_enter
+    pids=$(pgrep -d, -g "$pg" || echo "$pg")
     mkdir "$d"
     mkfifo "$d/ctl" "$d/ack"
     : >"$d/perf.err"
-    perf stat -e raw_syscalls:sys_enter -x, -p "$pg" --control "fifo:$d/ctl,$d/ack" -D -1 \
+    perf stat -e "$events" -x, -p "$pids" --control "fifo:$d/ctl,$d/ack" -D -1 \
         -o "$d/perf" >/dev/null 2>"$d/perf.err" &
     pf=$!
     # perf counts children forked after it attached, not before: let it attach first
     wait_for 10 grep -q 'Events disabled' "$d/perf.err" || echo "run.sh: $tag: perf stat did not start: $(head -c 300 "$d/perf.err")" >&2
-    timeout 120 taskset -c "$LG_CPU" "$LOADGEN" "$mode" --tag "$tag" --cpu-pgid "$cpg" \
-        --perf-ctl "$d/ctl,$d/ack" "$@" >"$d/out" 2>>"$LOG" || rc=$?
+    timeout 120 taskset -c "$LG_CPU" "$LOADGEN" "$mode" --tag "$tag" --perf-ctl "$d/ctl,$d/ack" "$@" \
+        >"$d/out" 2>>"$LOG" || rc=$?
     kill -INT "$pf" 2>/dev/null || true
     wait "$pf" 2>/dev/null || true
-    sc=$(awk -F, '/raw_syscalls:sys_enter/ && $1 ~ /^[0-9]+$/ { print $1; exit }' "$d/perf" 2>/dev/null || true)
+    sc=$(awk -F, '$3 == "raw_syscalls:sys_enter" && $1 ~ /^[0-9]+$/ { print $1; exit }' "$d/perf" 2>/dev/null || true)
+    cpu=$(awk -F, '$3 == "task-clock" && $1 ~ /^[0-9.]+$/ { printf "%.6f", $1 / 1000; exit }' "$d/perf" 2>/dev/null || true)
     line=$(grep '^{' "$d/out" | tail -n1 || true)
+    line=${line/,\"cpu_s\":null/}
     if [ "$rc" != 0 ] || [ -z "$line" ]; then
         echo "run.sh: $tag: loadgen failed (exit $rc)" >&2
         echo "{\"tag\":\"$tag\",\"failed\":true,\"rc\":$rc}" >>"$RES"
     else
-        echo "${line%\}},\"syscalls\":${sc:-null}}" >>"$RES"
+        echo "${line%\}},\"syscalls\":${sc:-null},\"cpu_s\":${cpu:-null}}" >>"$RES"
     fi
     rm -rf "$d"
 }
@@ -554,10 +558,11 @@ L.append("- method: servers pinned to CPU 0, the load generator to CPU 1; each m
          "and after the `process` model or socat the next measurement waits until their "
          "per-connection processes are gone; a ratio is the median of the per-round ratios; "
          "every figure is the median over the rounds with the per-round range in brackets" % (A.duration, A.reps))
-L.append("- per message: CPU is the growth of the server's CPU time (every thread of every "
-         "process of its group, `/proc/PID/task/TID/schedstat`) over the measurement window ÷ "
-         "messages echoed in it; syscalls are `perf stat -e raw_syscalls:sys_enter -p PID` (threads and children "
-         "included) over the same window ÷ the same messages. Uploads: per MB (10^6 bytes)")
+L.append("- per message: `perf stat -e raw_syscalls:sys_enter,task-clock -p PIDS` on every process "
+         "of the server's process group (threads and children started meanwhile included, inherited), "
+         "enabled and disabled by loadgen at the start and end of its measurement window: the "
+         "server's syscalls and CPU time over the window ÷ the messages echoed in it. Uploads: per "
+         "MB (10^6 bytes)")
 L.append("- models available: %s; event model and references with %s worker thread(s); pool "
          "with 256 workers (each holds one connection)" % (A.models or "none", A.workers))
 L.append("- a measurement that failed (the server answered nothing, loadgen failed) fails its "
