@@ -36,7 +36,7 @@ if [ "$rc" != 0 ] && grep -q '^| ref | missing' "$TMP/noanswer.md" &&
     ok "run.sh: a server that answers nothing fails the comparison and the run (exit $rc)"
 else
     not_ok "run.sh: BENCH_FAULT=noanswer: exit $rc"
-    cat "$TMP/noanswer.md" "$TMP/noanswer.err" 2>/dev/null | tail -n 30
+    cat "$TMP/noanswer.md" "$TMP/noanswer.err" 2>/dev/null | tail -n 30 || true
 fi
 
 # 2. a figure that cannot be read: missing, and the run fails
@@ -47,7 +47,7 @@ if [ "$rc" != 0 ] && grep -q 'missing: TCP event 50×64 B round 1: CPU time' "$T
     ok "run.sh: a CPU reading that fails is missing and fails the run (exit $rc)"
 else
     not_ok "run.sh: BENCH_FAULT=nocpu: exit $rc"
-    cat "$TMP/nocpu.md" "$TMP/nocpu.err" 2>/dev/null | tail -n 30
+    cat "$TMP/nocpu.md" "$TMP/nocpu.err" 2>/dev/null | tail -n 30 || true
 fi
 
 # 3. everything answers: exit 0, every figure there (rate, CPU, syscalls beside each rate)
@@ -60,7 +60,7 @@ if [ "$rc" = 0 ] && ! grep -q '^- missing: \|^- failed: \| missing |\|FAILED' "$
     ok "run.sh: a run where everything answers exits 0 with every figure"
 else
     not_ok "run.sh: a good run: exit $rc"
-    cat "$TMP/good.md" "$TMP/good.err" 2>/dev/null | tail -n 30
+    cat "$TMP/good.md" "$TMP/good.err" 2>/dev/null | tail -n 30 || true
 fi
 
 # 4. a dirty tree: refused without --quick; --allow-dirty measures it and says so
@@ -74,7 +74,7 @@ if [ "$rc" = 2 ] && [ ! -e "$TMP/dirty.md" ] && grep -q 'refusing to measure a t
     ok "run.sh: a dirty tree is refused (exit 2, nothing written)"
 else
     not_ok "run.sh: a dirty tree: exit $rc"
-    cat "$TMP/dirty.err" | tail -n 10
+    tail -n 10 "$TMP/dirty.err" || true
 fi
 rc=0
 BENCH_MODELS=event BENCH_CONNS=1 BENCH_DURATION=0.2 BENCH_REPS=1 "$TMP/repo/bench/run.sh" --allow-dirty \
@@ -83,7 +83,7 @@ if [ "$rc" = 0 ] && grep -q '^- commit: [0-9a-f]* with uncommitted changes (NOT 
     ok "run.sh --allow-dirty: measured, and the results say the tree was dirty"
 else
     not_ok "run.sh --allow-dirty: exit $rc"
-    cat "$TMP/dirty.md" "$TMP/dirty.err" 2>/dev/null | tail -n 20
+    cat "$TMP/dirty.md" "$TMP/dirty.err" 2>/dev/null | tail -n 20 || true
 fi
 
 # 5. backup.sh: a failed transfer is a failed round, and the script fails
@@ -95,7 +95,7 @@ if [ "$rc" != 0 ] && grep -q '^| get | missing | missing | missing | missing | 1
     ok "backup.sh: a failed transfer fails the script (exit $rc)"
 else
     not_ok "backup.sh: BENCH_FAULT=noanswer: exit $rc"
-    cat "$TMP/backup.md" "$TMP/backup.err" 2>/dev/null | tail -n 20
+    cat "$TMP/backup.md" "$TMP/backup.err" 2>/dev/null | tail -n 20 || true
 fi
 
 [ "$fails" = 0 ] || { echo "tests/bench/check.sh: $fails check(s) failed" >&2; exit 1; }
