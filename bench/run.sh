@@ -383,7 +383,7 @@ fi
 # The whole daemon is on CPU 0; the echo load on CPU 1 at nice 10 (loadgen --worker-nice), the
 # API client in the same loadgen at the default priority, over exactly the echo's window.
 SAT=event
-[ "$URING" = 1 ] && SAT=uring
+[ -n "${PORT[event]:-}" ] || [ "$URING" = 0 ] || SAT=uring
 if want api && [ -n "${PORT[$SAT]:-}" ]; then
     ROUTES="/api/v1/health /api/v1/listeners/echo-$SAT /api/v1/metrics"
     for route in $ROUTES; do
