@@ -1050,6 +1050,18 @@ static int mode_echo(const struct opts *o)
             (double)msgs / o->duration, (double)bytes / o->duration / 1e6, hist_pct_us(h, 0.5),
             hist_pct_us(h, 0.99), hist_pct_us(h, 0.999), (double)h->max / 1000.0, errors, lost);
     freeaddrinfo(ai);
+    for (int t = 0; t < o->threads; t++) {
+        free(ws[t].pattern);
+        free(ws[t].rbuf);
+        if (ws[t].ep > 0)
+            close(ws[t].ep);
+    }
+    for (int i = 0; i < o->conns; i++)
+        free(conns[i].q);
+    free(ws);
+    free(conns);
+    free(tids);
+    free(h);
     free(api);
     free(api_tids);
     free(api_h);
