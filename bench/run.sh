@@ -615,7 +615,8 @@ for (conns, size) in sorted(tcp, key=lambda k: (k[1], k[0])):
             rng([f["sys"] for f in ok], ".2f"), rng([f["p50"] for f in ok], ".1f"),
             rng([f["p99"] for f in ok], ".1f"), rng([f["p999"] for f in ok], ".1f"),
             sum(f["lost"] for f in ok),
-            rng(per_round(s, "ref"), ".2f") if s != "ref" else "1", rng(per_round(s, "socat"), ".2f") if s != "socat" else "1",
+            rng(per_round(s, "ref"), ".2f") if s != "ref" else ("1" if ok else "missing"),
+            rng(per_round(s, "socat"), ".2f") if s != "socat" else ("1" if ok else "missing"),
             "%d of %d" % (nf, len(fs)) if nf else "0"))
 
     def nfail(*ss):
@@ -717,7 +718,8 @@ if "api" in sections:
              "200/s open loop (latency from the intended send time: a late answer is charged to "
              "every request it held up), or 2 connections closed loop on the metrics (the "
              "hammer). The variants run in a random order every round. Data plane ÷ none: the "
-             "echo rate of that window ÷ the rate of the same round's window with no API load.\n" % A.api_duration)
+             "echo rate of that window ÷ the rate of the same round's window with no API load. CPU and "
+             "syscalls per message: the whole daemon's (the API's work included) ÷ echo messages.\n" % A.api_duration)
     L.append("| API load | requests | errors | p50 ms | p99 ms | p99.9 ms | data plane msgs/s | CPU µs/msg | syscalls/msg | data plane ÷ none | rounds failed |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     if not apir:
