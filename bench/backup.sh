@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/backup.sh: the backup service's upload and restore side by side with socat moving the
-# same bytes, in one run; order randomised per round, every round printed and counted.
+# same bytes, in one run; order randomised per round, every round printed and counted, a failed
+# round failing the script.
 #
 #   bench/backup.sh [--build DIR] [--size BYTES] [--rounds N] [--budget SECONDS] [--dir DIR]
 #
@@ -19,8 +20,12 @@
 #   socat-get  socat -b 1048576 the stored file -> TCP -> file, then fsync of that file
 #   put-tls, socat-put-tls, get-tls, socat-get-tls: the same over TLS (a listener with
 #              options.tls, `--tls --cacert`; socat OPENSSL-LISTEN/OPENSSL), unless --no-tls
-# The daemon (and socat's server side) run on CPU 0, the clients on CPU 1 (taskset). The
-# daemon's CPU time per GiB comes from /proc/PID/stat (utime + stime) around each transfer.
+# The daemon (and socat's server side) run on CPU 0, the clients on CPU 1 (taskset). Around
+# each transfer `perf stat -e raw_syscalls:sys_enter,task-clock` watches the server side (the
+# daemon, or socat's listening process): its CPU time and syscalls per GiB sit beside every
+# rate. A transfer that fails (an error, wrong bytes) is a failed round and fails the script;
+# so does a missing figure. It prints one markdown section on stdout, its progress on stderr.
+# BENCH_FAULT=noanswer points the `get` transfers at a closed port (proves the failure path).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,9 +48,11 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-for t in socat taskset curl python3 ss sha256sum openssl; do
+for t in socat taskset curl python3 ss sha256sum openssl perf shuf; do
     command -v "$t" >/dev/null || { echo "backup.sh: $t is needed" >&2; exit 1; }
 done
+[ -d "$BUILD" ] || { echo "backup.sh: no build directory $BUILD" >&2; exit 1; }
+BUILD=$(cd "$BUILD" && pwd) # absolute: the TLS listener wants absolute paths
 SOCKSERV=$BUILD/sockserv
 [ -x "$SOCKSERV" ] || { echo "backup.sh: no $SOCKSERV (meson compile -C $BUILD)" >&2; exit 1; }
 SRV_CPU=0
@@ -61,6 +68,7 @@ fi
 DPID=""
 SRVPID=""
 cleanup() {
+    [ -n "$PERF_PID" ] && kill -INT "$PERF_PID" 2>/dev/null || true
     [ -n "$SRVPID" ] && kill "$SRVPID" 2>/dev/null || true
     [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null || true
     rm -rf "$TMP"
@@ -72,8 +80,13 @@ need=$((SIZE / 1024 * 8 + 1048576)) # KiB: the file, two copies per listener, so
 avail=$(df -Pk "$TMP" | awk 'NR == 2 { print $4 }')
 [ "$avail" -gt "$need" ] || { echo "backup.sh: $TMP needs $need KiB free, has $avail" >&2; exit 1; }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+free_port() { # a port nothing listens on, below the ephemeral range
+    local p
+    for _ in $(seq 1 100); do
+        p=$((10000 + RANDOM % 22000))
+        ss -Htan "sport = :$p" | grep -q . || { echo "$p"; return 0; }
+    done
+    return 1
 }
 listening() { ss -Hltn "sport = :$1" | grep -q .; }
 wait_for() { # wait_for SECONDS CONDITION...
@@ -85,8 +98,42 @@ wait_for() { # wait_for SECONDS CONDITION...
     done
 }
 now_ns() { date +%s%N; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$DPID/stat"; }
-fsync_file() { python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' "$1"; }
+PERF_PID=""
+PERF_FDS=""
+PF=""
+# perf_begin PID: counts PID's syscalls and CPU time (its threads and children too) from now
+perf_begin() {
+    rm -f "$TMP/pctl" "$TMP/pack" "$TMP/perf.out"
+    mkfifo "$TMP/pctl" "$TMP/pack"
+    : >"$TMP/perf.err"
+    perf stat -e raw_syscalls:sys_enter,task-clock -x, -p "$1" --control "fifo:$TMP/pctl,$TMP/pack" \
+        -D -1 -o "$TMP/perf.out" 2>"$TMP/perf.err" &
+    PERF_PID=$!
+    wait_for 10 grep -q 'Events disabled' "$TMP/perf.err" || return 0
+    exec 7>"$TMP/pctl" 8<"$TMP/pack"
+    PERF_FDS=1
+    (echo enable >&7) 2>/dev/null && read -r -t 2 -u 8 _ || true
+}
+# perf_end: stops counting; sets PF to "SYSCALLS CPU_MS" ("-" for a figure perf did not give).
+# perf stops by itself when the process it watches ends (socat's server side): the writes go
+# through a subshell, which a closed fifo's SIGPIPE ends instead of this script.
+perf_end() {
+    local sc cpu
+    if [ -n "$PERF_FDS" ]; then
+        (echo disable >&7) 2>/dev/null && read -r -t 2 -u 8 _ || true
+        exec 7>&- 8<&-
+        PERF_FDS=""
+    fi
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=""
+    sc=$(awk -F, '$3 == "raw_syscalls:sys_enter" && $1 ~ /^[0-9]+$/ { print $1 }' "$TMP/perf.out" 2>/dev/null)
+    cpu=$(awk -F, '$3 == "task-clock" && $1 ~ /^[0-9.]+$/ { print $1 }' "$TMP/perf.out" 2>/dev/null)
+    PF="${sc:--} ${cpu:--}"
+}
+# fsync of one file (coreutils' sync FILE: fsync(2)); not python, whose start (a second and
+# more on a busy machine) would be timed on socat's side
+fsync_file() { sync "$1"; }
 
 # ---- the file, in the page cache ----
 SRC=$TMP/src.bin
@@ -130,94 +177,109 @@ cp "$SRC" "$TMP/socat.bin"
 cp "$SRC" "$TMP/out.bin"
 RES=$TMP/results
 : >"$RES"
-# run KIND ROUND: one transfer, its seconds (and the daemon's CPU seconds) to $RES
-run() {
-    local kind=$1 round=$2 t0 t1 c0 c1 p dst=$TMP/out.bin
-    sync
-    c0=$(cpu_ticks)
+# socat_server ARGS...: socat's server side on CPU 0, listening (SRVPID) before it returns
+socat_server() {
+    taskset -c "$SRV_CPU" socat "$@" &
+    SRVPID=$!
+    wait_for 5 listening "$p"
+}
+# transfer KIND: the transfer itself, timed from t0 to t1; non-zero when it failed
+transfer() {
+    local kind=$1 dst=$TMP/out.bin
     case "$kind" in
     put)
         t0=$(now_ns)
-        $CL "$SOCKSERV" backup put "$SRC" --name bench.bin 127.0.0.1 "$PORT" >/dev/null
-        t1=$(now_ns)
-        ;;
-    socat-put)
-        p=$(free_port)
-        taskset -c "$SRV_CPU" socat -u -b 1048576 "TCP-LISTEN:$p,bind=127.0.0.1,reuseaddr" \
-            "CREATE:$TMP/socat.bin" &
-        SRVPID=$!
-        wait_for 5 listening "$p"
-        t0=$(now_ns)
-        $CL socat -u -b 1048576 "OPEN:$SRC" "TCP:127.0.0.1:$p"
-        wait "$SRVPID"
-        SRVPID=""
-        fsync_file "$TMP/socat.bin"
-        t1=$(now_ns)
-        ;;
-    get)
-        t0=$(now_ns)
-        $CL "$SOCKSERV" backup get bench.bin -o "$dst" 127.0.0.1 "$PORT" >/dev/null
-        t1=$(now_ns)
-        ;;
+        $CL "$SOCKSERV" backup put "$SRC" --name bench.bin 127.0.0.1 "$PORT" >/dev/null || return 1
+        t1=$(now_ns) ;;
     put-tls)
         t0=$(now_ns)
         # shellcheck disable=SC2086
-        $CL "$SOCKSERV" backup put "$SRC" --name bench.bin $TLSARGS 127.0.0.1 "$TPORT" >/dev/null
-        t1=$(now_ns)
-        ;;
-    socat-put-tls)
-        p=$(free_port)
-        taskset -c "$SRV_CPU" socat -u -b 1048576 \
-            "OPENSSL-LISTEN:$p,bind=127.0.0.1,reuseaddr,cert=$TMP/cert.pem,key=$TMP/key.pem,verify=0" \
-            "CREATE:$TMP/socat.bin" &
-        SRVPID=$!
-        wait_for 5 listening "$p"
+        $CL "$SOCKSERV" backup put "$SRC" --name bench.bin $TLSARGS 127.0.0.1 "$TPORT" >/dev/null || return 1
+        t1=$(now_ns) ;;
+    get)
         t0=$(now_ns)
-        $CL socat -u -b 1048576 "OPEN:$SRC" "OPENSSL:127.0.0.1:$p,cafile=$TMP/cert.pem"
-        wait "$SRVPID"
-        SRVPID=""
-        fsync_file "$TMP/socat.bin"
-        t1=$(now_ns)
-        ;;
+        $CL "$SOCKSERV" backup get bench.bin -o "$dst" 127.0.0.1 "$PORT" >/dev/null || return 1
+        t1=$(now_ns) ;;
     get-tls)
         t0=$(now_ns)
         # shellcheck disable=SC2086
-        $CL "$SOCKSERV" backup get bench.bin -o "$dst" $TLSARGS 127.0.0.1 "$TPORT" >/dev/null
-        t1=$(now_ns)
-        ;;
-    socat-get-tls)
-        p=$(free_port)
-        taskset -c "$SRV_CPU" socat -u -b 1048576 "OPEN:$TSTORED" \
-            "OPENSSL-LISTEN:$p,bind=127.0.0.1,reuseaddr,cert=$TMP/cert.pem,key=$TMP/key.pem,verify=0" &
-        SRVPID=$!
-        wait_for 5 listening "$p"
+        $CL "$SOCKSERV" backup get bench.bin -o "$dst" $TLSARGS 127.0.0.1 "$TPORT" >/dev/null || return 1
+        t1=$(now_ns) ;;
+    socat-put | socat-put-tls)
         t0=$(now_ns)
-        $CL socat -u -b 1048576 "OPENSSL:127.0.0.1:$p,cafile=$TMP/cert.pem" "CREATE:$dst"
-        fsync_file "$dst"
-        t1=$(now_ns)
-        wait "$SRVPID"
+        if [ "$kind" = socat-put ]; then
+            $CL socat -u -b 1048576 "OPEN:$SRC" "TCP:127.0.0.1:$p" || return 1
+        else
+            $CL socat -u -b 1048576 "OPEN:$SRC" "OPENSSL:127.0.0.1:$p,cafile=$TMP/cert.pem" || return 1
+        fi
+        wait "$SRVPID" || return 1
         SRVPID=""
-        ;;
+        fsync_file "$TMP/socat.bin" || return 1
+        t1=$(now_ns) ;;
+    socat-get | socat-get-tls)
+        t0=$(now_ns)
+        if [ "$kind" = socat-get ]; then
+            $CL socat -u -b 1048576 "TCP:127.0.0.1:$p" "CREATE:$dst" || return 1
+        else
+            $CL socat -u -b 1048576 "OPENSSL:127.0.0.1:$p,cafile=$TMP/cert.pem" "CREATE:$dst" || return 1
+        fi
+        fsync_file "$dst" || return 1
+        t1=$(now_ns)
+        wait "$SRVPID" || return 1
+        SRVPID="" ;;
+    esac
+}
+# run KIND ROUND: one transfer; its milliseconds and the server side's syscalls and CPU
+# milliseconds (perf) to $RES, or "failed" when it failed (never dropped)
+run() {
+    local kind=$1 round=$2 srv=$DPID ok=1 port_saved=""
+    sync
+    p=""
+    case "$kind" in
+    socat-put)
+        p=$(free_port)
+        socat_server -u -b 1048576 "TCP-LISTEN:$p,bind=127.0.0.1,reuseaddr" "CREATE:$TMP/socat.bin" || ok=0 ;;
+    socat-put-tls)
+        p=$(free_port)
+        socat_server -u -b 1048576 \
+            "OPENSSL-LISTEN:$p,bind=127.0.0.1,reuseaddr,cert=$TMP/cert.pem,key=$TMP/key.pem,verify=0" \
+            "CREATE:$TMP/socat.bin" || ok=0 ;;
     socat-get)
         p=$(free_port)
-        taskset -c "$SRV_CPU" socat -u -b 1048576 "OPEN:$STORED" \
-            "TCP-LISTEN:$p,bind=127.0.0.1,reuseaddr" &
-        SRVPID=$!
-        wait_for 5 listening "$p"
-        t0=$(now_ns)
-        $CL socat -u -b 1048576 "TCP:127.0.0.1:$p" "CREATE:$dst"
-        fsync_file "$dst"
-        t1=$(now_ns)
-        wait "$SRVPID"
-        SRVPID=""
-        ;;
+        socat_server -u -b 1048576 "OPEN:$STORED" "TCP-LISTEN:$p,bind=127.0.0.1,reuseaddr" || ok=0 ;;
+    socat-get-tls)
+        p=$(free_port)
+        socat_server -u -b 1048576 "OPEN:$TSTORED" \
+            "OPENSSL-LISTEN:$p,bind=127.0.0.1,reuseaddr,cert=$TMP/cert.pem,key=$TMP/key.pem,verify=0" || ok=0 ;;
     esac
-    c1=$(cpu_ticks)
-    if [ "${kind#*get}" != "$kind" ]; then
-        [ "$(sha256sum "$dst" | cut -d' ' -f1)" = "$SHA" ] || { echo "backup.sh: $kind: wrong bytes" >&2; exit 1; }
+    [ -n "$p" ] && srv=$SRVPID
+    if [ "${BENCH_FAULT:-}" = noanswer ] && [ "$kind" = get ]; then
+        port_saved=$PORT # prove the failure path: nothing listens there
+        PORT=$(free_port)
     fi
-    echo "$round $kind $(((t1 - t0) / 1000000)) $((c1 - c0))" >>"$RES"
-    printf 'round %d  %-9s %6d ms  daemon cpu %d ticks\n' "$round" "$kind" $(((t1 - t0) / 1000000)) $((c1 - c0)) >&2
+    perf_begin "$srv"
+    if [ "$ok" = 1 ] && ! transfer "$kind"; then
+        ok=0
+    fi
+    perf_end
+    [ -n "$port_saved" ] && PORT=$port_saved
+    if [ -n "$SRVPID" ]; then
+        kill "$SRVPID" 2>/dev/null || true
+        wait "$SRVPID" 2>/dev/null || true
+        SRVPID=""
+    fi
+    if [ "$ok" = 1 ] && [ "${kind#*get}" != "$kind" ] &&
+        [ "$(sha256sum "$TMP/out.bin" | cut -d' ' -f1)" != "$SHA" ]; then
+        echo "backup.sh: $kind: wrong bytes" >&2
+        ok=0
+    fi
+    if [ "$ok" = 0 ]; then
+        echo "$round $kind failed - -" >>"$RES"
+        printf 'round %d  %-13s FAILED\n' "$round" "$kind" >&2
+        return 0
+    fi
+    echo "$round $kind $(((t1 - t0) / 1000000)) $PF" >>"$RES"
+    printf 'round %d  %-13s %6d ms  server syscalls, CPU ms: %s\n' "$round" "$kind" $(((t1 - t0) / 1000000)) "$PF" >&2
 }
 
 echo "backup.sh: $SIZE bytes, up to $ROUNDS rounds within ${BUDGET}s; load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -233,40 +295,68 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 - "$RES" "$SIZE" "$(getconf CLK_TCK)" "$LOAD0" "$LOAD1" "$done_rounds" "$KINDS" <<'EOF'
+python3 - "$RES" "$SIZE" "$LOAD0" "$LOAD1" "$done_rounds" "$KINDS" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'PY'
 import sys, statistics
-res, size, hz, load0, load1, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
-kinds = sys.argv[7].split()
+res, size, load0, load1, rounds, kinds, commit = (sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4],
+                                                  int(sys.argv[5]), sys.argv[6].split(), sys.argv[7])
 rows = {}
 for line in open(res):
-    r, kind, ms, ticks = line.split()
-    rows.setdefault(kind, []).append((int(ms), int(ticks)))
+    r, kind, ms, sc, cpu = line.split()
+    rows.setdefault(kind, []).append(None if ms == "failed" else
+                                     (int(ms), None if sc == "-" else int(sc), None if cpu == "-" else float(cpu)))
 gib = size / (1 << 30)
-print(f"| {size} bytes, {rounds} rounds | median ms | min..max ms | MiB/s (median) | daemon CPU s/GiB |")
-print("|---|---|---|---|---|")
+mib = size / (1 << 20)
+
+def rng(xs, spec):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "missing"
+    m = format(statistics.median(xs), spec)
+    return m if len(xs) == 1 else "%s (%s–%s)" % (m, format(min(xs), spec), format(max(xs), spec))
+
+print("## Backup at disk speed (bench/backup.sh)\n")
+print("%d bytes per transfer, %d round(s), the transfers of a round in a random order; commit %s; "
+      "load average %s before, %s after. Server side: the daemon, or socat's listening process "
+      "(`-b 1048576`); its CPU time and syscalls from `perf stat -e raw_syscalls:sys_enter,task-clock` "
+      "over the transfer. Every figure: median (per-round range).\n" % (size, rounds, commit, load0, load1))
+print("| transfer | ms | MiB/s | server CPU s/GiB | server syscalls/MiB | rounds failed |")
+print("|---|---:|---:|---:|---:|---:|")
 med = {}
+missing, failed = [], []
 for kind in ("put", "socat-put", "get", "socat-get", "put-tls", "socat-put-tls", "get-tls", "socat-get-tls"):
-    v = rows.get(kind, [])
-    if not v:
+    if kind not in kinds:
         continue
-    ms = [m for m, _ in v]
-    med[kind] = statistics.median(ms)
-    cpu = statistics.median([t for _, t in v]) / hz / gib if not kind.startswith("socat") else None
-    print(f"| {kind} | {med[kind]:.0f} | {min(ms)}..{max(ms)} | {size / (1 << 20) / (med[kind] / 1000):.0f} |"
-          f" {'%.2f' % cpu if cpu is not None else '-'} |")
+    v = rows.get(kind, [])
+    ok = [x for x in v if x]
+    nf = len(v) - len(ok)
+    if nf or len(v) != rounds:
+        failed.append("%s: %d of %d round(s) failed or did not run" % (kind, rounds - len(ok), rounds))
+    if ok:
+        med[kind] = statistics.median([m for m, _, _ in ok])
+    for i, name in ((1, "syscalls"), (2, "CPU time")):
+        if any(x[i] is None for x in ok):
+            missing.append("%s: %s" % (kind, name))
+    print("| %s | %s | %s | %s | %s | %s |" % (
+        kind, rng([m for m, _, _ in ok], ".0f"),
+        rng([mib / (m / 1000) if m else None for m, _, _ in ok], ".0f"),
+        rng([c / 1000 / gib if c is not None else None for _, _, c in ok], ".2f"),
+        rng([s / mib if s is not None else None for _, s, _ in ok], ".1f"),
+        "%d of %d" % (nf, len(v))))
 print()
-if "put" in med and "socat-put" in med:
-    print(f"put speed vs socat+fsync: {med['socat-put'] / med['put']:.2f}x (target >= 0.8)")
-if "get" in med and "socat-get" in med:
-    print(f"get speed vs socat: {med['socat-get'] / med['get']:.2f}x (target >= 0.9)")
-if "put-tls" in med and "socat-put-tls" in med:
-    print(f"TLS put vs socat+fsync over TLS: {med['socat-put-tls'] / med['put-tls']:.2f}x")
-if "get-tls" in med and "socat-get-tls" in med:
-    print(f"TLS get vs socat over TLS: {med['socat-get-tls'] / med['get-tls']:.2f}x")
-print(f"load average: {load0} before, {load1} after")
-# A figure that could not be produced is a failure, not a blank.
-missing = [k for k in kinds if len(rows.get(k, [])) != int(rounds)]
-if int(rounds) == 0 or missing:
-    sys.stderr.write("backup.sh: figures missing: %s\n" % (", ".join(missing) or "no round ran"))
+
+def cmp(a, b, label, target):
+    if a in med and b in med and med[a]:
+        print("- %s: %.2fx%s" % (label, med[b] / med[a], " (target ≥ %s)" % target if target else ""))
+
+cmp("put", "socat-put", "put speed ÷ socat + fsync", "0.8")
+cmp("get", "socat-get", "get speed ÷ socat", "0.9")
+cmp("put-tls", "socat-put-tls", "TLS put ÷ socat + fsync over TLS", None)
+cmp("get-tls", "socat-get-tls", "TLS get ÷ socat over TLS", None)
+for x in failed:
+    print("- FAILED: %s" % x)
+for x in missing:
+    print("- MISSING: %s" % x)
+if rounds == 0 or failed or missing:
+    sys.stderr.write("backup.sh: failed: %s\n" % ", ".join(failed + missing or ["no round ran"]))
     sys.exit(1)
-EOF
+PY

@@ -1,9 +1,11 @@
 /* loadgen: the load generator of sockserv's benchmarks.
  *
- *   loadgen echo   [--udp] [-c CONNS] [-s SIZE] [-d SECONDS] [-r RATE] [-t THREADS] HOST PORT
+ *   loadgen echo   [--udp] [-c CONNS] [-s SIZE] [-d SECONDS] [-r RATE] [-t THREADS]
+ *                  [--api URL [--api-rate R | --api-conns N]] [--worker-nice N] HOST PORT
  *   loadgen upload [--raw] [-n BYTES] [--name NAME] HOST PORT
  *   loadgen idle   [-c CONNS] [-d SECONDS] [--pid PID] HOST PORT
- *   loadgen http   [-r RATE] [-d SECONDS] URL
+ *   loadgen http   [-r RATE | -c CONNS] [-d SECONDS] URL
+ *   common options: [--tag T] [--cpu-pgid PGID] [--perf-ctl CTL,ACK]
  *
  * Every mode prints one JSON line on standard output (the machine's) and one human line on
  * standard error. Latencies are kept in a log-linear histogram (32 sub-buckets per power of
@@ -26,9 +28,23 @@
  * idle: opens CONNS connections, holds them for SECONDS, and reads VmRSS of --pid before the
  * first connection and after the last one is established.
  *
- * http: GETs URL over one keep-alive connection at RATE requests per second (open loop).
+ * echo --api URL: while the echo load runs, GETs URL over the same window (the same measurement
+ * start and end), open loop at --api-rate requests per second on one connection or closed loop
+ * on --api-conns connections; reported as "api" in the JSON line. --worker-nice lowers the echo
+ * threads' priority (setpriority of each thread) while the API client keeps the default one.
+ *
+ * http: GETs URL over one keep-alive connection at RATE requests per second (open loop, latency
+ * from the intended send time), or without -r over CONNS connections, each sending its next
+ * request once the answer is in (closed loop).
+ *
+ * Over the measurement window (echo: from the end of the warm-up to the end of SECONDS; upload:
+ * the transfer; http: the requests) --cpu-pgid reads the CPU time of every thread of every
+ * process of that group (/proc/PID/task/TID/schedstat) and reports its growth as "cpu_s";
+ * --perf-ctl sends "enable" and "disable" to a `perf stat --control fifo:CTL,ACK -D -1` watching
+ * the server, so that perf counts exactly that window.
  */
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -37,6 +53,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/evp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -46,6 +63,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -85,6 +103,31 @@ struct opts {
     double rate;
     uint64_t bytes;
     long pid;
+    long cpu_pgid;        /* --cpu-pgid: the server's process group, its CPU time is read */
+    const char *perf_ctl; /* --perf-ctl CTL,ACK: perf stat's control and ack fifos */
+    const char *api_url;  /* echo --api: GETs over the same window */
+    double api_rate;      /* echo --api-rate: open loop on one connection */
+    int api_conns;        /* echo --api-conns: closed loop on that many (no --api-rate) */
+    int worker_nice;      /* echo --worker-nice: the echo threads' nice value */
+};
+
+/* The CPU time of every task of a process group at one time. */
+struct task_cpu {
+    long tid;
+    uint64_t ns;
+};
+
+struct cpu_sample {
+    struct task_cpu *t;
+    size_t n, cap;
+};
+
+/* What the server spent over the measurement window. */
+struct window {
+    int ctl_fd, ack_fd;     /* perf stat's control fifos, or -1 */
+    struct cpu_sample cpu0; /* the server group's tasks at the start */
+    bool cpu0_ok;
+    double cpu_s; /* over the window; < 0 when it could not be read */
 };
 
 struct conn {
@@ -262,6 +305,269 @@ static void raise_nofile(void)
         rl.rlim_cur = rl.rlim_max;
         (void)setrlimit(RLIMIT_NOFILE, &rl);
     }
+}
+
+/* ---- the server's CPU time and the syscall counter ---- */
+
+/* The CPU time of every thread of every process in a group, in nanoseconds: the first field
+ * of /proc/PID/task/TID/schedstat (the scheduler's exact account, where /proc/PID/stat rounds
+ * every process to clock ticks, which a group of 500 processes turns into noise). */
+static void sample_add(struct cpu_sample *cs, long tid, uint64_t ns)
+{
+    if (cs->n == cs->cap) {
+        size_t cap = cs->cap ? cs->cap * 2 : 256;
+        struct task_cpu *t = realloc(cs->t, cap * sizeof(*t));
+        if (!t)
+            abort();
+        cs->t = t;
+        cs->cap = cap;
+    }
+    cs->t[cs->n++] = (struct task_cpu){.tid = tid, .ns = ns};
+}
+
+static long proc_pgrp(const char *pid)
+{
+    char path[300], buf[1024], *p;
+    long pgrp = -1;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%.20s/stat", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* after the command's name: state ppid pgrp */
+    if (!p || sscanf(p + 2, "%*c %*d %ld", &pgrp) != 1)
+        return -1;
+    return pgrp;
+}
+
+/* Samples the CPU time of every task of group pgid; -ESRCH when the group has no process. */
+static int group_sample(long pgid, struct cpu_sample *cs)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int found = 0;
+
+    if (!d)
+        return -errno;
+    cs->n = 0;
+    while ((e = readdir(d)) != NULL) {
+        char path[300];
+        struct dirent *te;
+        DIR *td;
+
+        if (e->d_name[0] < '1' || e->d_name[0] > '9' || proc_pgrp(e->d_name) != pgid)
+            continue;
+        found++;
+        snprintf(path, sizeof(path), "/proc/%.20s/task", e->d_name);
+        td = opendir(path);
+        if (!td)
+            continue;
+        while ((te = readdir(td)) != NULL) {
+            unsigned long long ns;
+            FILE *f;
+
+            if (te->d_name[0] < '1' || te->d_name[0] > '9')
+                continue;
+            if (snprintf(path, sizeof(path), "/proc/%.20s/task/%.20s/schedstat", e->d_name,
+                         te->d_name) < 0)
+                continue;
+            f = fopen(path, "re");
+            if (!f)
+                continue;
+            if (fscanf(f, "%llu", &ns) == 1)
+                sample_add(cs, strtol(te->d_name, NULL, 10), ns);
+            fclose(f);
+        }
+        closedir(td);
+    }
+    closedir(d);
+    return found ? 0 : -ESRCH;
+}
+
+/* CPU nanoseconds from a to b: each task's growth; a task born in between counts whole, one
+ * gone by b is left out (its last moments are lost: a process that ends within a window). */
+static uint64_t sample_delta(const struct cpu_sample *a, const struct cpu_sample *b)
+{
+    uint64_t sum = 0;
+
+    for (size_t i = 0; i < b->n; i++) {
+        uint64_t before = 0;
+        for (size_t j = 0; j < a->n; j++)
+            if (a->t[j].tid == b->t[i].tid) {
+                before = a->t[j].ns;
+                break;
+            }
+        if (b->t[i].ns > before)
+            sum += b->t[i].ns - before;
+    }
+    return sum;
+}
+
+/* Sends CMD ("enable" or "disable") to perf stat and waits (2 s at most) for its ack. */
+static int perf_command(const struct window *win, const char *cmd)
+{
+    struct pollfd pfd = {.fd = win->ack_fd, .events = POLLIN};
+    char ack[32];
+
+    if (win->ctl_fd < 0)
+        return 0;
+    if (write_all(win->ctl_fd, cmd, strlen(cmd)) < 0)
+        return -EIO;
+    if (poll(&pfd, 1, 2000) != 1 || read(win->ack_fd, ack, sizeof(ack)) <= 0)
+        return -ETIMEDOUT;
+    return 0;
+}
+
+/* Opens the fifos named by --perf-ctl. */
+static int window_open(const struct opts *o, struct window *win)
+{
+    char ctl[512], *comma;
+
+    *win = (struct window){.ctl_fd = -1, .ack_fd = -1, .cpu_s = -1};
+    if (!o->perf_ctl)
+        return 0;
+    snprintf(ctl, sizeof(ctl), "%s", o->perf_ctl);
+    comma = strchr(ctl, ',');
+    if (!comma) {
+        fprintf(stderr, "loadgen: --perf-ctl wants CTL,ACK\n");
+        return -EINVAL;
+    }
+    *comma = '\0';
+    /* perf opens the control fifo for reading: wait for it (5 s), never block on a dead one */
+    win->ack_fd = open(comma + 1, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    for (int i = 0; i < 500 && win->ack_fd >= 0; i++) {
+        struct timespec ts = {.tv_nsec = 10 * 1000 * 1000};
+        win->ctl_fd = open(ctl, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (win->ctl_fd >= 0 || errno != ENXIO)
+            break;
+        nanosleep(&ts, NULL);
+    }
+    if (win->ctl_fd >= 0)
+        (void)fcntl(win->ctl_fd, F_SETFL, 0);
+    if (win->ctl_fd < 0 || win->ack_fd < 0) {
+        fprintf(stderr, "loadgen: --perf-ctl %s: %s\n", o->perf_ctl, strerror(errno));
+        return -errno;
+    }
+    return 0;
+}
+
+static void window_begin(const struct opts *o, struct window *win)
+{
+    if (perf_command(win, "enable\n") < 0)
+        fprintf(stderr, "loadgen: perf stat did not acknowledge enable\n");
+    win->cpu0_ok = o->cpu_pgid > 0 && group_sample(o->cpu_pgid, &win->cpu0) == 0;
+}
+
+static void window_end(const struct opts *o, struct window *win)
+{
+    struct cpu_sample cpu1 = {0};
+
+    if (win->cpu0_ok && group_sample(o->cpu_pgid, &cpu1) == 0)
+        win->cpu_s = (double)sample_delta(&win->cpu0, &cpu1) / 1e9;
+    free(cpu1.t);
+    free(win->cpu0.t);
+    win->cpu0 = (struct cpu_sample){0};
+    if (perf_command(win, "disable\n") < 0)
+        fprintf(stderr, "loadgen: perf stat did not acknowledge disable\n");
+    if (win->ctl_fd >= 0)
+        close(win->ctl_fd);
+    if (win->ack_fd >= 0)
+        close(win->ack_fd);
+    win->ctl_fd = win->ack_fd = -1;
+}
+
+/* ",\"cpu_s\":X" (null when not asked for or unreadable) */
+static void print_cpu_json(const struct window *win)
+{
+    if (win->cpu_s >= 0)
+        printf(",\"cpu_s\":%.3f", win->cpu_s);
+    else
+        printf(",\"cpu_s\":null");
+}
+
+/* ---- http client (mode http, and echo --api) ---- */
+
+static size_t discard(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    (void)ptr;
+    *(uint64_t *)userdata += size * nmemb;
+    return size * nmemb;
+}
+
+struct http_worker {
+    const struct opts *o;
+    const char *url;
+    double rate; /* open loop when > 0 */
+    struct hist h;
+    uint64_t start, end, ok, errors, body;
+    pthread_barrier_t *barrier; /* echo --api: the window starts at *shared_start */
+    const uint64_t *shared_start;
+};
+
+/* One keep-alive connection. Open loop (RATE > 0, the whole rate on this one connection): a
+ * request's latency runs from its intended send time, so a slow answer is charged to every
+ * request it held up (no coordinated omission). Closed loop: the next request as soon as the
+ * answer is in, latency from its send. */
+static void *http_run(void *arg)
+{
+    struct http_worker *w = arg;
+    const struct opts *o = w->o;
+    uint64_t interval = w->rate > 0 ? (uint64_t)((double)NSEC / w->rate) : 0, next;
+    CURL *curl = curl_easy_init();
+
+    if (!curl) {
+        w->errors++;
+        goto sync;
+    }
+    curl_easy_setopt(curl, CURLOPT_URL, w->url);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &w->body);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    /* one request before the clock: the connection is made and kept alive */
+    curl_easy_perform(curl);
+    w->body = 0;
+sync:
+    if (w->barrier) {
+        pthread_barrier_wait(w->barrier);
+        pthread_barrier_wait(w->barrier);
+        w->start = *w->shared_start;
+        w->end = w->start + (uint64_t)(o->duration * (double)NSEC);
+    }
+    if (!curl)
+        return NULL;
+    for (next = w->start; next < w->end; next += interval) {
+        uint64_t now = now_ns();
+        long code = 0;
+        if (interval == 0)
+            next = now; /* closed loop */
+        else if (now < next) {
+            struct timespec ts = {.tv_sec = (time_t)((next - now) / NSEC),
+                                  .tv_nsec = (long)((next - now) % NSEC)};
+            nanosleep(&ts, NULL);
+        }
+        if (curl_easy_perform(curl) != CURLE_OK) {
+            w->errors++;
+            continue;
+        }
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+        if (code != 200) {
+            w->errors++;
+            continue;
+        }
+        hist_add(&w->h, now_ns() - next);
+        w->ok++;
+    }
+    curl_easy_cleanup(curl);
+    return NULL;
 }
 
 /* ---- echo ---- */
@@ -513,10 +819,10 @@ static void *echo_run(void *arg)
     uint64_t now, stop;
     double per_conn_rate = o->rate / o->conns;
 
+    if (o->worker_nice != 0)
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), o->worker_nice);
     echo_warmup(w);
-    pthread_barrier_wait(w->barrier);
-    if (w->first == 0)
-        *w->shared_start = now_ns();
+    pthread_barrier_wait(w->barrier); /* the main thread opens the window */
     pthread_barrier_wait(w->barrier);
     w->start = *w->shared_start;
     w->end = w->start + (uint64_t)(o->duration * (double)NSEC);
@@ -622,8 +928,12 @@ static int mode_echo(const struct opts *o)
     pthread_t *tids;
     pthread_barrier_t barrier;
     uint64_t shared_start = 0, msgs = 0, bytes = 0, errors = 0, lost = 0, warm = 0;
-    struct hist *h;
-    int r, per, extra, at = 0;
+    struct hist *h, *api_h;
+    struct window win;
+    struct http_worker *api;
+    pthread_t *api_tids;
+    uint64_t api_ok = 0, api_errors = 0;
+    int r, per, extra, at = 0, n_api;
 
     if (o->udp && o->rate > 0 && o->size < 16) {
         fprintf(stderr, "loadgen: UDP open loop needs -s 16 or more\n");
@@ -639,7 +949,18 @@ static int mode_echo(const struct opts *o)
     h = calloc(1, sizeof(*h));
     if (!ws || !conns || !tids || !h)
         return 1;
-    pthread_barrier_init(&barrier, NULL, (unsigned)o->threads);
+    if (window_open(o, &win) < 0)
+        return 1;
+    n_api = !o->api_url ? 0 : o->api_rate > 0 ? 1 : o->api_conns;
+    api = calloc((size_t)n_api + 1, sizeof(*api));
+    api_tids = calloc((size_t)n_api + 1, sizeof(*api_tids));
+    api_h = calloc(1, sizeof(*api_h));
+    if (!api || !api_tids || !api_h)
+        return 1;
+    /* the workers, the API clients and this thread, which opens and closes the window */
+    pthread_barrier_init(&barrier, NULL, (unsigned)(o->threads + n_api) + 1);
+    if (n_api > 0)
+        curl_global_init(CURL_GLOBAL_DEFAULT);
     per = o->conns / o->threads;
     extra = o->conns % o->threads;
     for (int t = 0; t < o->threads; t++) {
@@ -660,6 +981,33 @@ static int mode_echo(const struct opts *o)
     }
     for (int t = 0; t < o->threads; t++)
         pthread_create(&tids[t], NULL, echo_run, &ws[t]);
+    for (int i = 0; i < n_api; i++) {
+        api[i] = (struct http_worker){.o = o,
+                                      .url = o->api_url,
+                                      .rate = o->api_rate,
+                                      .barrier = &barrier,
+                                      .shared_start = &shared_start};
+        pthread_create(&api_tids[i], NULL, http_run, &api[i]);
+    }
+    pthread_barrier_wait(&barrier); /* every connection warmed up */
+    window_begin(o, &win);
+    shared_start = now_ns();
+    pthread_barrier_wait(&barrier);
+    {
+        uint64_t end = shared_start + (uint64_t)(o->duration * (double)NSEC), now;
+        while ((now = now_ns()) < end) {
+            struct timespec ts = {.tv_sec = (time_t)((end - now) / NSEC),
+                                  .tv_nsec = (long)((end - now) % NSEC)};
+            nanosleep(&ts, NULL);
+        }
+    }
+    window_end(o, &win);
+    for (int i = 0; i < n_api; i++) {
+        pthread_join(api_tids[i], NULL);
+        hist_merge(api_h, &api[i].h);
+        api_ok += api[i].ok;
+        api_errors += api[i].errors;
+    }
     for (int t = 0; t < o->threads; t++) {
         struct worker *w = &ws[t];
         pthread_join(tids[t], NULL);
@@ -682,6 +1030,18 @@ static int mode_echo(const struct opts *o)
            o->duration, o->rate, msgs, (double)msgs / o->duration,
            (double)bytes / o->duration / 1e6, errors, lost, warm);
     print_lat_json(h);
+    print_cpu_json(&win);
+    if (n_api > 0) {
+        printf(",\"api\":{\"url\":\"%s\",\"loop\":\"%s\",\"conns\":%d,\"rate\":%.0f,"
+               "\"requests\":%" PRIu64 ",\"errors\":%" PRIu64 ",",
+               o->api_url, o->api_rate > 0 ? "open" : "closed", n_api, o->api_rate, api_ok,
+               api_errors);
+        print_lat_json(api_h);
+        printf("}");
+        fprintf(stderr, "%s api %s: %" PRIu64 " ok %" PRIu64 " errors, p99 %.2f ms\n", o->tag,
+                o->api_url, api_ok, api_errors, hist_pct_us(api_h, 0.99) / 1000);
+        curl_global_cleanup();
+    }
     printf("}\n");
     fprintf(stderr,
             "%s echo %s %s c=%d s=%zu: %.0f msg/s %.2f MB/s, p50 %.1f p99 %.1f p99.9 %.1f max "
@@ -690,7 +1050,22 @@ static int mode_echo(const struct opts *o)
             (double)msgs / o->duration, (double)bytes / o->duration / 1e6, hist_pct_us(h, 0.5),
             hist_pct_us(h, 0.99), hist_pct_us(h, 0.999), (double)h->max / 1000.0, errors, lost);
     freeaddrinfo(ai);
-    return msgs > 0 ? 0 : 1;
+    for (int t = 0; t < o->threads; t++) {
+        free(ws[t].pattern);
+        free(ws[t].rbuf);
+        if (ws[t].ep > 0)
+            close(ws[t].ep);
+    }
+    for (int i = 0; i < o->conns; i++)
+        free(conns[i].q);
+    free(ws);
+    free(conns);
+    free(tids);
+    free(h);
+    free(api);
+    free(api_tids);
+    free(api_h);
+    return msgs > 0 && (n_api == 0 || (api_ok > 0 && api_errors == 0)) ? 0 : 1;
 }
 
 /* ---- upload ---- */
@@ -722,6 +1097,7 @@ static int mode_upload(const struct opts *o)
     char hex[65], line[1200];
     struct addrinfo *ai;
     EVP_MD_CTX *ctx;
+    struct window win;
     uint64_t x = 0x9e3779b97f4a7c15ull, left, t0, t1;
     double secs;
     int fd, r;
@@ -746,6 +1122,9 @@ static int mode_upload(const struct opts *o)
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
 
+    if (window_open(o, &win) < 0)
+        return 1;
+    window_begin(o, &win);
     t0 = now_ns();
     fd = dial(ai, false);
     if (fd < 0) {
@@ -780,11 +1159,14 @@ static int mode_upload(const struct opts *o)
             ;
     }
     t1 = now_ns();
+    window_end(o, &win);
     close(fd);
     secs = (double)(t1 - t0) / 1e9;
     printf("{\"mode\":\"upload\",\"tag\":\"%s\",\"proto\":\"%s\",\"bytes\":%" PRIu64
-           ",\"seconds\":%.4f,\"mb_per_s\":%.2f,\"sha256\":\"%s\"}\n",
+           ",\"seconds\":%.4f,\"mb_per_s\":%.2f,\"sha256\":\"%s\"",
            o->tag, o->raw ? "raw" : "backup", o->bytes, secs, (double)o->bytes / secs / 1e6, hex);
+    print_cpu_json(&win);
+    printf("}\n");
     fprintf(stderr, "%s upload %s %" PRIu64 " bytes in %.3f s: %.1f MB/s\n", o->tag,
             o->raw ? "raw" : "backup", o->bytes, secs, (double)o->bytes / secs / 1e6);
     freeaddrinfo(ai);
@@ -906,65 +1288,54 @@ static int mode_idle(const struct opts *o)
 
 /* ---- http ---- */
 
-static size_t discard(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    (void)ptr;
-    *(uint64_t *)userdata += size * nmemb;
-    return size * nmemb;
-}
-
+/* http: -r RATE over one connection (open loop), or -c CONNS connections closed loop (no -r). */
 static int mode_http(const struct opts *o)
 {
+    int n = o->rate > 0 ? 1 : o->conns;
+    struct http_worker *ws = calloc((size_t)n, sizeof(*ws));
+    pthread_t *tids = calloc((size_t)n, sizeof(*tids));
     struct hist *h = calloc(1, sizeof(*h));
-    uint64_t start, end, next, interval, ok = 0, errors = 0, body = 0;
-    CURL *curl;
+    uint64_t start, ok = 0, errors = 0, body = 0;
+    struct window win;
 
-    if (!h)
+    if (!ws || !tids || !h || window_open(o, &win) < 0)
         return 1;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    curl = curl_easy_init();
-    curl_easy_setopt(curl, CURLOPT_URL, o->url);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    /* one request before the clock: the connection is made and kept alive */
-    curl_easy_perform(curl);
-    interval = (uint64_t)((double)NSEC / (o->rate > 0 ? o->rate : 100.0));
-    start = now_ns();
-    end = start + (uint64_t)(o->duration * (double)NSEC);
-    for (next = start; next < end; next += interval) {
-        uint64_t now = now_ns();
-        long code = 0;
-        if (now < next) {
-            struct timespec ts = {.tv_sec = (time_t)((next - now) / NSEC),
-                                  .tv_nsec = (long)((next - now) % NSEC)};
-            nanosleep(&ts, NULL);
-        }
-        if (curl_easy_perform(curl) != CURLE_OK) {
-            errors++;
-            continue;
-        }
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
-        if (code != 200) {
-            errors++;
-            continue;
-        }
-        hist_add(h, now_ns() - next);
-        ok++;
+    window_begin(o, &win);
+    start = now_ns() + 200 * 1000 * 1000; /* after every connection's first request */
+    for (int i = 0; i < n; i++) {
+        ws[i].o = o;
+        ws[i].url = o->url;
+        ws[i].rate = o->rate;
+        ws[i].start = start;
+        ws[i].end = start + (uint64_t)(o->duration * (double)NSEC);
+        pthread_create(&tids[i], NULL, http_run, &ws[i]);
     }
-    curl_easy_cleanup(curl);
+    for (int i = 0; i < n; i++) {
+        pthread_join(tids[i], NULL);
+        hist_merge(h, &ws[i].h);
+        ok += ws[i].ok;
+        errors += ws[i].errors;
+        body += ws[i].body;
+    }
+    window_end(o, &win);
     curl_global_cleanup();
-    printf("{\"mode\":\"http\",\"tag\":\"%s\",\"url\":\"%s\",\"rate\":%.0f,\"duration_s\":%.3f,"
-           "\"requests\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"body_bytes\":%" PRIu64 ",",
-           o->tag, o->url, o->rate, o->duration, ok, errors, body);
+    printf("{\"mode\":\"http\",\"tag\":\"%s\",\"url\":\"%s\",\"loop\":\"%s\",\"conns\":%d,"
+           "\"rate\":%.0f,\"duration_s\":%.3f,\"requests\":%" PRIu64 ",\"errors\":%" PRIu64
+           ",\"body_bytes\":%" PRIu64 ",\"requests_per_s\":%.1f,",
+           o->tag, o->url, o->rate > 0 ? "open" : "closed", n, o->rate, o->duration, ok, errors,
+           body, (double)ok / o->duration);
     print_lat_json(h);
+    print_cpu_json(&win);
     printf("}\n");
     fprintf(stderr,
-            "%s http %s: %" PRIu64 " ok %" PRIu64 " errors, p50 %.2f p99 %.2f max %.2f ms\n",
-            o->tag, o->url, ok, errors, hist_pct_us(h, 0.5) / 1000, hist_pct_us(h, 0.99) / 1000,
-            (double)h->max / 1e6);
+            "%s http %s (%s loop, %d conn): %" PRIu64 " ok %" PRIu64
+            " errors, p50 %.2f p99 %.2f max %.2f ms\n",
+            o->tag, o->url, o->rate > 0 ? "open" : "closed", n, ok, errors,
+            hist_pct_us(h, 0.5) / 1000, hist_pct_us(h, 0.99) / 1000, (double)h->max / 1e6);
+    free(ws);
+    free(tids);
+    free(h);
     return ok > 0 && errors == 0 ? 0 : 1;
 }
 
@@ -973,10 +1344,13 @@ static int mode_http(const struct opts *o)
 static void usage(FILE *f)
 {
     fputs("usage: loadgen echo   [--udp] [-c CONNS] [-s SIZE] [-d SECONDS] [-r RATE] "
-          "[-t THREADS] [--tag T] HOST PORT\n"
+          "[-t THREADS] [--tag T]\n"
+          "                     [--api URL [--api-rate R | --api-conns N]] [--worker-nice N] "
+          "HOST PORT\n"
           "       loadgen upload [--raw] [-n BYTES] [--name NAME] [--tag T] HOST PORT\n"
           "       loadgen idle   [-c CONNS] [-d SECONDS] [--pid PID] [--tag T] HOST PORT\n"
-          "       loadgen http   [-r RATE] [-d SECONDS] [--tag T] URL\n",
+          "       loadgen http   [-r RATE | -c CONNS] [-d SECONDS] [--tag T] URL\n"
+          "common: [--cpu-pgid PGID] [--perf-ctl CTL,ACK]\n",
           f);
 }
 
@@ -988,6 +1362,12 @@ int main(int argc, char **argv)
         {"name", required_argument, NULL, 'N'},
         {"pid", required_argument, NULL, 'p'},
         {"tag", required_argument, NULL, 'T'},
+        {"cpu-pgid", required_argument, NULL, 'G'},
+        {"perf-ctl", required_argument, NULL, 'P'},
+        {"api", required_argument, NULL, 'A'},
+        {"api-rate", required_argument, NULL, 'B'},
+        {"api-conns", required_argument, NULL, 'C'},
+        {"worker-nice", required_argument, NULL, 'W'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -999,6 +1379,7 @@ int main(int argc, char **argv)
         .bytes = 256ull << 20,
         .name = "bench.bin",
         .tag = "-",
+        .api_conns = 1,
     };
     const char *m;
     int ch;
@@ -1038,6 +1419,24 @@ int main(int argc, char **argv)
         case 'T':
             o.tag = optarg;
             break;
+        case 'G':
+            o.cpu_pgid = strtol(optarg, NULL, 10);
+            break;
+        case 'P':
+            o.perf_ctl = optarg;
+            break;
+        case 'A':
+            o.api_url = optarg;
+            break;
+        case 'B':
+            o.api_rate = strtod(optarg, NULL);
+            break;
+        case 'C':
+            o.api_conns = atoi(optarg);
+            break;
+        case 'W':
+            o.worker_nice = atoi(optarg);
+            break;
         case 'c':
             o.conns = atoi(optarg);
             break;
@@ -1063,6 +1462,11 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if (o.api_conns < 1 || o.api_conns > 64 || o.api_rate < 0 || o.worker_nice < -20 ||
+        o.worker_nice > 19) {
+        fprintf(stderr, "loadgen: a value out of range\n");
+        return 2;
     }
     if (o.conns < 1 || o.conns > MAX_CONNS || o.threads < 1 || o.threads > o.conns || o.size < 1 ||
         o.size > 65507 || o.duration <= 0 || o.duration > 3600 || o.rate < 0) {

@@ -1,6 +1,8 @@
 /* ref_udp_echo: the reference UDP echo server of the benchmarks: THREADS threads, each with
- * its own SO_REUSEPORT socket, receiving up to 64 datagrams per recvmmsg and sending them back
- * with one sendmmsg.
+ * its own SO_REUSEPORT socket, doing per batch what sockserv's UDP workers do: poll for the
+ * socket to be readable, receive up to 16 datagrams (of up to 64 KiB each) with one
+ * non-blocking recvmmsg, and send them back with one sendmmsg. The same syscalls and the same
+ * buffers, without the rest (budgets, counters, the stop signal).
  *
  *   ref_udp_echo [-a ADDRESS] [-t THREADS] PORT
  *
@@ -10,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define BATCH 64
+#define BATCH 16 /* as sockserv's UDP runner */
 #define DGRAM 65536
 
 struct loop {
@@ -45,9 +48,14 @@ static void *run(void *arg)
             msgs[i].msg_hdr.msg_name = &peers[i];
             msgs[i].msg_hdr.msg_namelen = sizeof(peers[i]);
         }
-        n = recvmmsg(l->fd, msgs, BATCH, MSG_WAITFORONE, NULL);
+        struct pollfd p = {.fd = l->fd, .events = POLLIN};
+        if (poll(&p, 1, -1) < 0 && errno != EINTR) {
+            perror("ref_udp_echo: poll");
+            exit(1);
+        }
+        n = recvmmsg(l->fd, msgs, BATCH, MSG_DONTWAIT, NULL);
         if (n < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR || errno == EAGAIN)
                 continue;
             perror("ref_udp_echo: recvmmsg");
             exit(1);
@@ -55,7 +63,7 @@ static void *run(void *arg)
         for (int i = 0; i < n; i++)
             iov[i].iov_len = msgs[i].msg_len;
         for (int sent = 0; sent < n;) {
-            int k = sendmmsg(l->fd, msgs + sent, (unsigned)(n - sent), 0);
+            int k = sendmmsg(l->fd, msgs + sent, (unsigned)(n - sent), MSG_DONTWAIT);
             if (k < 0) {
                 if (errno == EINTR)
                     continue;

@@ -60,7 +60,10 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
 echo "== browser and contract tests"
 SOCKSERV_BIN="$PWD/build/sockserv" SOCKSERV_BUILD_DIR="$PWD/build" scripts/e2e.sh
 
-echo "== benchmark smoke run (bench/run.sh --quick: proves the scripts work; figures in build/bench)"
+echo "== benchmark smoke run (bench/run.sh --quick: fails unless every figure is produced; figures in build/bench)"
 bench/run.sh --quick --build "$PWD/build"
+
+echo "== benchmark scripts' failure paths (tests/bench/check.sh)"
+tests/bench/check.sh "$PWD/build"
 
 echo "all suites passed"
