@@ -757,6 +757,15 @@ static void on_lpoll(struct ur_loop *loop)
     accept_again(loop);
 }
 
+static void cancel_lpoll(struct ur_loop *loop)
+{
+    struct io_uring_sqe *sqe = get_sqe(loop);
+
+    io_uring_prep_poll_remove(sqe, ud(loop, TAG_LPOLL));
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_sqe_set_data64(sqe, ud(NULL, TAG_IGNORE));
+}
+
 static void stop_accepting(struct ur_loop *loop)
 {
     if (!loop->accepting)
@@ -767,11 +776,7 @@ static void stop_accepting(struct ur_loop *loop)
         return;
     }
     if (loop->lpoll_armed) {
-        struct io_uring_sqe *sqe = get_sqe(loop);
-
-        io_uring_prep_poll_remove(sqe, ud(loop, TAG_LPOLL));
-        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-        io_uring_sqe_set_data64(sqe, ud(NULL, TAG_IGNORE));
+        cancel_lpoll(loop);
         return; /* done once the poll's completion comes */
     }
     accepting_done(loop);
@@ -881,14 +886,18 @@ static void *loop_main(void *arg)
             loop->stopping = true;
         }
     }
-    /* Cut every connection, then wait for the ring to give them back (and the jobs). */
+    /* Cut every connection, then wait for the ring to give them back (and the jobs), and the
+     * listening socket: a request in the ring holds it, and it would take connections until the
+     * ring's teardown, which the kernel finishes later, let it go. */
     if (loop->accept_armed)
         cancel_accept(loop);
+    if (loop->lpoll_armed)
+        cancel_lpoll(loop);
     while (loop->open.head)
         conn_close(loop->open.head, -ECANCELED);
     while (loop->linger.head)
         conn_close(loop->linger.head, 0);
-    while (r == 0 && (loop->n_conns || loop->accept_armed)) {
+    while (r == 0 && (loop->n_conns || loop->accept_armed || loop->lpoll_armed)) {
         r = turn(loop, -1);
         while (loop->open.head)
             conn_close(loop->open.head, -ECANCELED);
