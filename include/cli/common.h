@@ -279,6 +279,11 @@ struct cli_sink {
  */
 int cli_sink_open(struct cli_sink *s, const char *verb, const char *target, bool chosen);
 
+/* The sink will get size bytes: a file has its blocks allocated at once (fallocate), so that
+ * neither its writeback nor its fsync allocates them piece by piece. Only a hint: a file system
+ * without it, or short of space, leaves it to the writes. */
+void cli_sink_reserve(struct cli_sink *s, uint64_t size);
+
 /* Writes all of p. Returns 0 or 1 after printing why as VERB. */
 int cli_sink_write(struct cli_sink *s, const char *verb, const void *p, size_t n);
 

@@ -881,6 +881,7 @@ static int run_get(const struct args *a)
         refused(l, line);
         goto out;
     }
+    cli_sink_reserve(&sink, size);
     /* The content: received and hashed here while the writer thread writes what came before. */
     if (cli_writer_start(&wr, &sink, "backup") != 0)
         goto out;

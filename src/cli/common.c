@@ -777,6 +777,12 @@ int cli_sink_open(struct cli_sink *s, const char *verb, const char *target, bool
     return 0;
 }
 
+void cli_sink_reserve(struct cli_sink *s, uint64_t size)
+{
+    if (!s->is_stdout && s->fd >= 0 && size > 0 && size <= (uint64_t)INT64_MAX)
+        (void)fallocate(s->fd, 0, 0, (off_t)size);
+}
+
 int cli_sink_write(struct cli_sink *s, const char *verb, const void *p, size_t n)
 {
     const char *b = p;
