@@ -59,13 +59,4 @@ int core_net_bind_sibling(int fd, unsigned flags, int backlog, struct core_err *
 int core_net_unix_listen(const char *path, unsigned mode, unsigned flags, int backlog,
                          struct stat *ret_st, bool *ret_replaced, struct core_err *err);
 
-/*
- * The TCP connections of this host (any process) whose local end is one a socket bound to
- * bound accepts (its port, and its address unless that is the wildcard), in a state that still
- * carries data (established, closing, ...; not listening, not TIME_WAIT). For a socket that is
- * closed, the connections accepted from it that are still open. Returns the count or a negative
- * errno (netlink unavailable: -EPROTONOSUPPORT, -EACCES, ...). Blocks on a netlink round trip.
- */
-int core_net_count_connections(const struct sockaddr_storage *bound);
-
 #endif

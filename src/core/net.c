@@ -1,9 +1,6 @@
 #include "core/net.h"
 
 #include <errno.h>
-#include <linux/inet_diag.h>
-#include <linux/netlink.h>
-#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -170,81 +167,4 @@ out_unlink:
 out_close_fd:
     close(fd);
     return r;
-}
-
-/* Whether a connection's local address a is one a socket bound to b accepts. */
-static bool local_matches(const struct sockaddr_storage *b, const struct inet_diag_sockid *a)
-{
-    if (b->ss_family == AF_INET) {
-        const struct sockaddr_in *s = (const struct sockaddr_in *)b;
-
-        return s->sin_addr.s_addr == htonl(INADDR_ANY) || s->sin_addr.s_addr == a->idiag_src[0];
-    }
-    {
-        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)b;
-
-        return IN6_IS_ADDR_UNSPECIFIED(&s->sin6_addr) ||
-               memcmp(&s->sin6_addr, a->idiag_src, sizeof(s->sin6_addr)) == 0;
-    }
-}
-
-int core_net_count_connections(const struct sockaddr_storage *bound)
-{
-    struct {
-        struct nlmsghdr nlh;
-        struct inet_diag_req_v2 req;
-    } msg = {0};
-    struct sockaddr_nl nl = {.nl_family = AF_NETLINK};
-    uint16_t port = core_addr_port((const struct sockaddr *)bound);
-    int fd, count = 0, r = 0;
-    bool done = false;
-
-    fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-    if (fd < 0)
-        return -errno;
-    msg.nlh.nlmsg_len = sizeof(msg);
-    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    msg.req.sdiag_family = (__u8)bound->ss_family;
-    msg.req.sdiag_protocol = IPPROTO_TCP;
-    msg.req.idiag_states = 1u << TCP_ESTABLISHED | 1u << TCP_SYN_RECV | 1u << TCP_FIN_WAIT1 |
-                           1u << TCP_FIN_WAIT2 | 1u << TCP_CLOSE_WAIT | 1u << TCP_LAST_ACK |
-                           1u << TCP_CLOSING;
-    if (sendto(fd, &msg, sizeof(msg), 0, (struct sockaddr *)&nl, sizeof(nl)) < 0) {
-        r = -errno;
-        goto out_close_fd;
-    }
-    while (!done) {
-        _Alignas(struct nlmsghdr) char data[16384];
-        ssize_t got = recv(fd, data, sizeof(data), 0);
-
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            r = got < 0 ? -errno : -EIO;
-            goto out_close_fd;
-        }
-        for (size_t off = 0; off + NLMSG_HDRLEN <= (size_t)got;) {
-            const struct nlmsghdr *h = (const struct nlmsghdr *)(data + off);
-            const struct inet_diag_msg *m = NLMSG_DATA(h);
-
-            if (h->nlmsg_len < NLMSG_HDRLEN || h->nlmsg_len > (size_t)got - off)
-                break;
-            if (h->nlmsg_type == NLMSG_DONE) {
-                done = true;
-                break;
-            }
-            if (h->nlmsg_type == NLMSG_ERROR) {
-                r = -EIO;
-                goto out_close_fd;
-            }
-            if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(*m)) && ntohs(m->id.idiag_sport) == port &&
-                local_matches(bound, &m->id))
-                count++;
-            off += NLMSG_ALIGN(h->nlmsg_len);
-        }
-    }
-out_close_fd:
-    close(fd);
-    return r < 0 ? r : count;
 }

@@ -13,14 +13,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/addr.h"
-#include "core/clock.h"
 #include "core/net.h"
 
-#define DEADLINE_MS 5000
 
 /* A bound socket of type on host, port 0, with flags; its address in *ret. */
 static int bind_any(const char *host, int type, unsigned flags, struct sockaddr_storage *ret,
@@ -327,74 +324,6 @@ static void test_net_unix_listen_bad_path_enametoolong(void **state)
     assert_non_null(strstr(err.msg, "a Unix socket path is 1 to"));
 }
 
-/* ---- counting connections ---- */
-
-/* Polls core_net_count_connections(bound) until it says want, or the deadline passes. */
-static int count_until(const struct sockaddr_storage *bound, int want)
-{
-    int64_t deadline = core_now_ms() + DEADLINE_MS;
-    int n;
-
-    for (;;) {
-        n = core_net_count_connections(bound);
-        if (n == want || core_now_ms() >= deadline)
-            return n;
-        (void)nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
-    }
-}
-
-static void test_net_count_connections_follows_accepted_after_close(void **state)
-{
-    struct sockaddr_storage bound;
-    int fd, c[3], a[3];
-
-    (void)state;
-    fd = bind_any("127.0.0.1", SOCK_STREAM, 0, &bound, NULL);
-    assert_true(fd >= 0);
-    assert_int_equal(core_net_count_connections(&bound), 0);
-    for (int i = 0; i < 3; i++) {
-        c[i] = connect_to("127.0.0.1", core_addr_port((struct sockaddr *)&bound));
-        a[i] = accept(fd, NULL, NULL);
-        assert_true(a[i] >= 0);
-    }
-    /* The accepted ends only: the clients' local ports are others. */
-    assert_int_equal(core_net_count_connections(&bound), 3);
-    /* The listening socket closed, its connections go on. */
-    close(fd);
-    assert_int_equal(core_net_count_connections(&bound), 3);
-    /* One connection ends on both sides. */
-    close(c[0]);
-    close(a[0]);
-    assert_int_equal(count_until(&bound, 2), 2);
-    for (int i = 1; i < 3; i++) {
-        close(c[i]);
-        close(a[i]);
-    }
-    assert_int_equal(count_until(&bound, 0), 0);
-}
-
-static void test_net_count_connections_wildcard_counts_any_local_address(void **state)
-{
-    struct sockaddr_storage bound, other;
-    int fd, c, a;
-
-    (void)state;
-    fd = bind_any("0.0.0.0", SOCK_STREAM, 0, &bound, NULL);
-    assert_true(fd >= 0);
-    c = connect_to("127.0.0.1", core_addr_port((struct sockaddr *)&bound));
-    a = accept(fd, NULL, NULL);
-    assert_true(a >= 0);
-    assert_int_equal(core_net_count_connections(&bound), 1);
-    /* Another address on the same port is not this socket's. */
-    assert_int_equal(core_addr_parse("127.0.0.2", core_addr_port((struct sockaddr *)&bound), &other,
-                                     &(socklen_t){0}),
-                     0);
-    assert_int_equal(core_net_count_connections(&other), 0);
-    close(a);
-    close(c);
-    close(fd);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,8 +342,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_net_unix_listen_not_a_socket_kept, tmp_setup,
                                         tmp_teardown),
         cmocka_unit_test(test_net_unix_listen_bad_path_enametoolong),
-        cmocka_unit_test(test_net_count_connections_follows_accepted_after_close),
-        cmocka_unit_test(test_net_count_connections_wildcard_counts_any_local_address),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
