@@ -18,7 +18,6 @@
 #include "core/addr.h"
 #include "core/net.h"
 
-
 /* A bound socket of type on host, port 0, with flags; its address in *ret. */
 static int bind_any(const char *host, int type, unsigned flags, struct sockaddr_storage *ret,
                     struct core_err *err)
