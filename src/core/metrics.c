@@ -68,8 +68,8 @@ static const char *const counter_help[CORE_CTR_COUNT] = {
         "TLS handshakes failed: not TLS, a version older than 1.2, no shared cipher.",
     [CORE_CTR_TLS_FAILURES_TIMEOUT] = "TLS handshakes not done within idle_timeout_ms.",
     [CORE_CTR_TLS_FAILURES_OTHER] = "TLS handshakes failed otherwise: the client left, ...",
-    [CORE_CTR_REJECTED_FD_BUDGET] = "TCP connections refused: the descriptors the listeners' "
-                                    "connections may hold together are in use.",
+    [CORE_CTR_REJECTED_FD_BUDGET] =
+        "TCP connections refused: the listeners' share of the descriptors is in use.",
 };
 
 const char *core_counter_help(enum core_counter c)
