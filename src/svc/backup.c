@@ -1115,6 +1115,8 @@ static int upload_commit(struct backup_sess *s, enum svc_backup_integrity integr
     }
     shared_unlock(in);
     if (r == 0 && s->tmp.has_replaced) {
+        if (s->has_replaced) /* two commits in one callback: the earlier copy goes now */
+            close(s->replaced_fd);
         s->has_replaced = true;
         s->replaced_fd = s->tmp.replaced_fd;
         s->tmp.has_replaced = false;
