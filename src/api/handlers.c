@@ -384,18 +384,24 @@ void api_handle_config_get(const struct api_request *req, struct api_reply *ret)
     api_reply_config_etag(ret, revision > 0 ? (uint64_t)revision : 0);
 }
 
+/* The request's "limit" (api_limit_parse()); -EINVAL after answering 400 naming it. */
+static int limit_of(const struct api_request *req, size_t def, size_t max, size_t *limit,
+                    struct api_reply *ret)
+{
+    if (api_limit_parse(api_request_query(req, "limit"), def, max, limit) == 0)
+        return 0;
+    api_reply_problem(ret, 400, "limit", "limit: must be a number from 1 to %zu", max);
+    return -EINVAL;
+}
+
 void api_handle_revisions_list(const struct api_request *req, struct api_reply *ret)
 {
     json_t *j = NULL;
     size_t limit;
     int r;
 
-    if (api_limit_parse(api_request_query(req, "limit"), API_REVISIONS_LIMIT_DEFAULT,
-                        API_REVISIONS_LIMIT_MAX, &limit) < 0) {
-        api_reply_problem(ret, 400, "limit", "limit: must be a number from 1 to %d",
-                          API_REVISIONS_LIMIT_MAX);
+    if (limit_of(req, API_REVISIONS_LIMIT_DEFAULT, API_REVISIONS_LIMIT_MAX, &limit, ret) < 0)
         return;
-    }
     r = core_registry_revisions(req->registry, limit, &j);
     reply_result(ret, r, j, 200, NULL);
 }
@@ -531,12 +537,8 @@ void api_handle_events_recent(const struct api_request *req, struct api_reply *r
     size_t limit;
     int r;
 
-    if (api_limit_parse(api_request_query(req, "limit"), API_EVENTS_RECENT_DEFAULT,
-                        CORE_EVENTS_RECENT, &limit) < 0) {
-        api_reply_problem(ret, 400, "limit", "limit: must be a number from 1 to %d",
-                          CORE_EVENTS_RECENT);
+    if (limit_of(req, API_EVENTS_RECENT_DEFAULT, CORE_EVENTS_RECENT, &limit, ret) < 0)
         return;
-    }
     if (!req->events) {
         api_reply_problem(ret, 503, NULL, "event stream unavailable");
         return;
