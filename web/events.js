@@ -45,8 +45,10 @@ export function describeEvent(ev) {
       if (draining) s += `; ${plural(draining, 'runner', 'runners')} draining`;
       return s;
     }
-    case 'config.revision':
-      return `config revision ${d.revision}: ${d.summary || 'no summary'}${d.source ? ` (${d.source})` : ''}`;
+    case 'config.revision': {
+      const by = d.origin?.interface || d.source;
+      return `config revision ${d.revision}: ${d.summary || 'no change'}${by ? ` (${by})` : ''}`;
+    }
     case 'backup.stored':
       return `backup stored ${d.name} v${d.version} (${formatBytes(d.size)}${d.verified === false ? ', unverified' : ''})${on}`;
     case 'backup.failed':
