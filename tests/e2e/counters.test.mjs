@@ -4,10 +4,26 @@
 // /api/v1/services declares them, and a counter its transport would hide once it is not zero.
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import path from 'node:path';
 import test from 'node:test';
+import { promisify } from 'node:util';
 import {
-  DEADLINE_MS, PHONE, LAPTOP, launchBrowser, rowOf, shot, startDaemon,
+  DEADLINE_MS, PHONE, LAPTOP, launchBrowser, rowOf, shot, startDaemon, tempDir,
 } from './helpers.mjs';
+
+const run = promisify(execFile);
+
+/** A self-signed certificate for 127.0.0.1 made with openssl: { cert, key } (paths). */
+async function makeCertificate(dir) {
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256',
+    '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1',
+    '-keyout', key, '-out', cert], { timeout: DEADLINE_MS * 2 });
+  return { cert, key };
+}
 
 async function create(daemon, body) {
   const { status, body: res } = await daemon.api('POST', '/api/v1/listeners', { address: '127.0.0.1', port: 0, ...body });
@@ -31,18 +47,21 @@ async function open(page, id) {
 }
 
 test('a panel shows the counters of its transport and service, with their reasons', { timeout: 60000 }, async () => {
+  const work = tempDir('counters');
   const daemon = await startDaemon();
   const browser = await launchBrowser();
   const { page } = browser;
   try {
+    const { cert, key } = await makeCertificate(work);
     await create(daemon, { id: 'cnt-tcp', service: 'echo' });
     await create(daemon, { id: 'cnt-udp', service: 'echo', transport: 'udp' });
+    await create(daemon, { id: 'cnt-tls', service: 'echo', options: { tls: { cert_file: cert, key_file: key } } });
     const { status, body: echo } = await daemon.api('GET', '/api/v1/services/echo');
     assert.equal(status, 200);
     assert.ok(echo.counters.length > 0, 'echo declares counters');
 
     await page.goto(`${daemon.url}/`);
-    await page.waitForFunction(() => document.querySelectorAll('#listeners-body tr').length === 2, null, { timeout: DEADLINE_MS });
+    await page.waitForFunction(() => document.querySelectorAll('#listeners-body tr').length === 3, null, { timeout: DEADLINE_MS });
 
     await open(page, 'cnt-tcp');
     let rows = await rowsOf(page, '#metrics-table');
@@ -78,6 +97,17 @@ test('a panel shows the counters of its transport and service, with their reason
     assert.deepEqual(svc.map((r) => r.why), echo.counters.map((c) => c.help));
     await shot(page, 'counters-02-udp');
 
+    // TLS counters with options.tls only, each failure with its reason.
+    await open(page, 'cnt-tls');
+    rows = await rowsOf(page, '#metrics-table');
+    labels = rows.map((r) => r.label);
+    assert.ok(labels.includes('TLS handshakes'), `${labels}`);
+    const tls = rows.filter((r) => /^TLS failed: /.test(r.label));
+    assert.equal(tls.length, 5, JSON.stringify(tls));
+    for (const r of tls) assert.ok(r.why.length > 10, `${r.label} says why`);
+    assert.equal(rows.find((r) => r.label === 'TLS failed: no client certificate')?.why,
+      'the client sent none and client_ca_file requires one');
+
     await page.setViewportSize(PHONE);
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow} px at 360 px`);
@@ -86,6 +116,7 @@ test('a panel shows the counters of its transport and service, with their reason
     assert.deepEqual(browser.errors.map(String), [], 'no uncaught error in the page');
   } finally {
     await browser.close();
+    rmSync(work, { recursive: true, force: true });
     assert.equal(await daemon.stop(), 0, `the daemon exits 0 on SIGTERM\n${daemon.log()}`);
   }
 });

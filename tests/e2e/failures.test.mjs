@@ -68,6 +68,10 @@ test('a listener whose port a test socket holds says why and since when', { time
     assert.match(text, new RegExp(`Since .*${clock(body.status.since)} \\(\\d+ s ago\\)`));
     await shot(page, 'failures-01-port-held');
     assert.deepEqual(await accessibilityProblems(page, '#details'), [], 'WCAG 2.1 AA of the panel with a failure');
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await shot(page, 'failures-01-port-held-dark');
+    assert.deepEqual(await accessibilityProblems(page, '#details'), [], 'WCAG 2.1 AA of the panel with a failure, dark');
+    await page.emulateMedia({ colorScheme: 'light' });
 
     await page.setViewportSize(PHONE);
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
