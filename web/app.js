@@ -9,6 +9,7 @@ import { act, deleteListener } from './actions.js';
 import { closeDetails, renderCharts, renderDetails, select } from './details.js';
 import { byId, trapFocus } from './dom.js';
 import { prepareDownloads } from './download.js';
+import { EventsPanel } from './events.js';
 import { initFiles } from './files.js';
 import { FleetPage } from './fleet.js';
 import { ListenerForm } from './form.js';
@@ -47,6 +48,8 @@ function start() {
   trapFocus(byId('listener-dialog'));
   trapFocus(byId('confirm-dialog'));
   trapFocus(byId('token-dialog'));
+  trapFocus(byId('events-dialog'));
+  const events = new EventsPanel({ button: byId('events-open'), dialog: byId('events-dialog') });
   byId('new-listener').addEventListener('click', () => form.openCreate());
   byId('action-edit').addEventListener('click', () => {
     const l = model.listeners.get(model.selected);
@@ -79,6 +82,7 @@ function start() {
     deleted: (id) => { forget(id); scheduleRender(); },
     state: applyState,
     metrics: applyMetrics,
+    noted: (ev) => events.noted(ev),
     poll: (list, t, asked) => { applyPoll(list, t, asked); afterData(); },
     mode: (m) => { model.mode = m; scheduleRender(); },
     reachable: setReachable,
@@ -126,6 +130,7 @@ function start() {
   });
   ro.observe(byId('chart-throughput'));
   ro.observe(byId('chart-connections'));
+  ro.observe(byId('chart-latency'));
 }
 
 start();
