@@ -49,6 +49,8 @@ export function describeEvent(ev) {
       const by = d.origin?.interface || d.source;
       return `config revision ${d.revision}: ${d.summary || 'no change'}${by ? ` (${by})` : ''}`;
     }
+    case 'change.refused':
+      return `refused: ${d.source}${d.field ? ` (${d.field})` : ''} — ${d.detail}`;
     case 'backup.stored':
       return `backup stored ${d.name} v${d.version} (${formatBytes(d.size)}${d.verified === false ? ', unverified' : ''})${on}`;
     case 'backup.failed':
@@ -67,7 +69,7 @@ function eventItem(ev) {
   li.className = 'event';
   li.dataset.event = ev.event;
   li.dataset.id = String(ev.id);
-  if (ev.event === 'backup.failed' || (ev.event === 'listener.state' && ev.data?.error)) li.dataset.bad = '';
+  if (ev.event === 'backup.failed' || ev.event === 'change.refused' || (ev.event === 'listener.state' && ev.data?.error)) li.dataset.bad = '';
   const t = Date.parse(ev.time);
   const time = document.createElement('time');
   time.className = 'event-time';

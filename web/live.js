@@ -10,7 +10,7 @@ const STREAM_RETRY_MS = 10000;
 /** The events of the stream that say what happened (all but the snapshot and metrics ticks). */
 export const NOTED_EVENTS = [
   'listener.created', 'listener.changed', 'listener.deleted', 'listener.state',
-  'config.revision', 'backup.stored', 'backup.failed', 'backup.pruned',
+  'config.revision', 'change.refused', 'backup.stored', 'backup.failed', 'backup.pruned',
 ];
 
 /*

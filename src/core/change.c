@@ -637,6 +637,22 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
     ch->revision = core_revisions_last(r->revisions);
 }
 
+/* Tells the event stream that a change was refused, nothing of it applied: what asked for it,
+ * the listener and field at fault, and why. */
+static void publish_refused(struct core_registry *r, const struct core_change *ch,
+                            const struct core_err *err)
+{
+    char source[CORE_SOURCE_MAX];
+
+    core_change_source_format(&ch->source, source, sizeof(source));
+    core_registry_publish(r, "change.refused",
+                          json_pack("{s:s, s:o, s:s?, s:s?, s:s}", "source", source, "origin",
+                                    core_change_source_json(&ch->source), "listener",
+                                    ch->listener[0] ? ch->listener : NULL, "field",
+                                    err && err->field[0] ? err->field : NULL, "detail",
+                                    err ? err->msg : ""));
+}
+
 /*
  * Changes the listener set to want (n_want configurations with unique ids; borrowed), as one
  * change: dry run, apply, persist, commit (see core_change in the header). On success
@@ -679,6 +695,8 @@ static int change_set(struct core_registry *r, struct core_listener_cfg *want, s
     plan_commit(r, &p, ch);
     fleet_offset_commit(r, ch, ch->source.kind == CORE_CHANGE_CONFIG_REPLACE);
 out:
+    if (rc < 0 && !ch->dry_run)
+        publish_refused(r, ch, err);
     if (rc == 0) {
         ch->diff = p.diff;
         p.diff = NULL;

@@ -4,6 +4,7 @@
 // back to the button.
 
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import test from 'node:test';
 import {
   DEADLINE_MS, PHONE, LAPTOP, accessibilityProblems, launchBrowser, shot, startDaemon,
@@ -36,6 +37,8 @@ test('each event reads as a sentence', () => {
   assert.equal(describeEvent({ event: 'backup.failed', data: { listener: 'b', name: 'big.iso', reason: 'too-large', detail: 'over max_file_size' } }),
     'backup failed big.iso: too-large — over max_file_size (listener b)');
   assert.equal(describeEvent({ event: 'listener.deleted', data: { id: 'e1' } }), 'listener e1 deleted');
+  assert.equal(describeEvent({ event: 'change.refused', data: { source: 'api: start listener e1', listener: 'e1', field: 'port', detail: 'bind 127.0.0.1:7007/tcp: Address already in use' } }),
+    'refused: api: start listener e1 (port) — bind 127.0.0.1:7007/tcp: Address already in use');
 });
 
 test('the events panel lists what happened, newest first, and what happens while it is open', { timeout: 60000 }, async () => {
@@ -87,6 +90,19 @@ test('the events panel lists what happened, newest first, and what happens while
     assert.ok(items.length <= 50);
     assert.equal(new Set(items.map((i) => i.id)).size, items.length, 'no event twice');
     await shot(page, 'events-02-live', { fullPage: false });
+
+    // A start another client asked for and the daemon refused (its port is held here) shows
+    // as a refusal, with what asked and why.
+    const held = net.createServer();
+    await new Promise((resolve) => held.listen(0, '127.0.0.1', resolve));
+    try {
+      await create(daemon, { id: 'ev-busy', service: 'echo', port: held.address().port, enabled: false });
+      assert.equal((await daemon.api('POST', '/api/v1/listeners/ev-busy/start')).status, 409);
+      await page.waitForFunction(() => [...document.querySelectorAll('#events-list li[data-event="change.refused"] .event-text')]
+        .some((e) => /^refused: api: start listener ev-busy \(port\) — .*in use/.test(e.textContent)), null, { timeout: DEADLINE_MS });
+    } finally {
+      await new Promise((resolve) => held.close(resolve));
+    }
 
     await page.setViewportSize(PHONE);
     await shot(page, 'events-03-phone', { fullPage: false });

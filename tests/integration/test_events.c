@@ -454,6 +454,31 @@ static void test_events_failed_start_reports_state_with_error(void **state)
     assert_non_null(strstr(it_json_str(j, "error"), "in use"));
     assert_int_equal(json_array_size(json_object_get(j, "bound")), 0);
     json_decref(j);
+
+    /* The refusal itself: what asked, the listener and field at fault, and why. */
+    {
+        struct sse_event ev;
+
+        sse_next_type(&s, "change.refused", IT_IO_TIMEOUT_MS, &ev);
+        j = event_json(&ev);
+        assert_string_equal(it_json_str(j, "source"), "api: start listener busy");
+        assert_string_equal(it_json_str(j, "origin.action"), "start");
+        assert_string_equal(it_json_str(j, "listener"), "busy");
+        assert_string_equal(it_json_str(j, "field"), "port");
+        assert_non_null(strstr(it_json_str(j, "detail"), "in use"));
+        json_decref(j);
+        sse_event_fini(&ev);
+    }
+    /* A dry run that would be refused publishes nothing: the next event is a later one. */
+    json_decref(it_http_expect(d, "POST", "/api/v1/listeners/busy/start?dry_run=true", NULL, 409));
+    json_decref(it_http_expect(d, "DELETE", "/api/v1/listeners/busy", NULL, 204));
+    {
+        struct sse_event ev;
+
+        sse_next_change(&s, IT_IO_TIMEOUT_MS, &ev);
+        assert_string_not_equal(ev.type, "change.refused");
+        sse_event_fini(&ev);
+    }
     sse_close(&s);
     close(held);
 }
