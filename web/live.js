@@ -9,7 +9,8 @@ const STREAM_RETRY_MS = 10000;
 
 /*
  * handlers: snapshot(listeners), upsert(listener, 'created' | 'changed'), deleted(id),
- * state(event), metrics(event), poll(listeners, answeredMs, askedMs),
+ * state(event), metrics(event), revision(event) (config.revision, optional),
+ * poll(listeners, answeredMs, askedMs),
  * mode('connecting' | 'stream' | 'polling'), reachable(bool),
  * error(err) for an answer that is an error.
  */
@@ -59,6 +60,7 @@ export class LiveFeed {
     on('listener.deleted', (d) => this.h.deleted(d.id));
     on('listener.state', (d) => this.h.state(d));
     on('metrics', (d) => this.h.metrics(d));
+    on('config.revision', (d) => this.h.revision?.(d));
 
     es.onopen = () => {
       if (this.es !== es) return;
