@@ -23,7 +23,7 @@ function fieldsOf(entry) {
   return Array.isArray(entry.fields) ? entry.fields.filter((f) => typeof f === 'string') : [];
 }
 
-/** One entry of a diff as a clause: "create e2", "change e1 (port, options.mode) — live", "delete u1". */
+/** One entry of a diff as a clause: "create e2", "change e1 (port, options.KEY) — live", "delete u1". */
 export function diffClause(entry) {
   if (entry.action === 'create') return `create ${entry.id}`;
   if (entry.action === 'delete') return `delete ${entry.id}`;
@@ -34,7 +34,7 @@ export function diffClause(entry) {
 
 /**
  * What a change of one listener would do, for the form's preview: "creates listener e3",
- * "changes port, options.mode — live, connections kept", "changes model — not live: the
+ * "changes port, options.KEY — live, connections kept", "changes model — not live: the
  * listener restarts, its connections end" (running says whether the listener runs now).
  */
 export function previewText(entry, running) {
@@ -233,7 +233,9 @@ export class HistoryView {
       restore.dataset.role = 'restore';
       restore.dataset.revision = String(n);
       restore.setAttribute('aria-haspopup', 'dialog');
-      restore.append('Restore', hiddenText(` revision ${n}`), '…');
+      const dots = el('span', '', '…');
+      dots.setAttribute('aria-hidden', 'true');
+      restore.append('Restore', hiddenText(` revision ${n}…`), dots);
       actions.append(restore);
     }
     li.append(actions);
@@ -281,7 +283,6 @@ export class HistoryView {
       error.hidden = false;
       if (stale) {
         ok.textContent = 'Reload the history';
-        ok.className = '';
         ok.hidden = false;
         ok.disabled = false;
       } else {
@@ -298,7 +299,6 @@ export class HistoryView {
     error.hidden = true;
     error.textContent = '';
     ok.textContent = `Restore revision ${n}`;
-    ok.className = 'primary';
     ok.hidden = false;
     ok.disabled = true;
     cancel.textContent = 'Cancel';
