@@ -27,6 +27,8 @@
 
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include <microhttpd.h>
 
 #include "core/buf.h"
@@ -66,6 +68,10 @@ void api_events_cut(struct api_events *h, const struct MHD_Connection *c);
 /* Frees h once the daemon has stopped (every stream was freed with its response). Accepts
  * NULL. */
 void api_events_free(struct api_events *h);
+
+/* The newest events of the bus other than the metrics ticks, newest first, at most max: a new
+ * array (core_events_recent()). 0 or -ENOMEM. Any thread. */
+int api_events_recent(struct api_events *h, size_t max, json_t **ret);
 
 /*
  * Opens a stream: subscribes to the bus and prepares what the stream sends first (the events

@@ -94,6 +94,10 @@ void api_handle_config_replace(const struct api_request *req, struct api_reply *
 /* GET /api/v1/config/revisions[?limit=N]: {"revisions": [...]}, newest first; limit 1 to
  * API_REVISIONS_LIMIT_MAX (default API_REVISIONS_LIMIT_DEFAULT), else 400 naming "limit". */
 void api_handle_revisions_list(const struct api_request *req, struct api_reply *ret);
+/* GET /api/v1/events/recent[?limit=N]: {"events": [...]}, the newest events of this run but the
+ * metrics ticks, newest first (core_events_recent()); limit 1 to CORE_EVENTS_RECENT (default
+ * API_EVENTS_RECENT_DEFAULT), else 400 naming "limit". */
+void api_handle_events_recent(const struct api_request *req, struct api_reply *ret);
 /* GET /api/v1/config/revisions/{n}: revision n with its listener set. n not a revision number
  * (api_revision_parse()) is 400 naming "n"; a revision not kept is 404. */
 void api_handle_revision_get(const struct api_request *req, struct api_reply *ret);
@@ -149,12 +153,13 @@ int api_version_parse(const char *text, unsigned *ret);
  */
 int api_dry_run_parse(const char *text, bool *ret);
 
+#define API_EVENTS_RECENT_DEFAULT 50
+
 /*
- * Parses the "limit" query parameter of the revisions list: NULL (absent) is
- * API_REVISIONS_LIMIT_DEFAULT; otherwise decimal digits only, 1 to API_REVISIONS_LIMIT_MAX.
- * Returns 0 with *ret, or -EINVAL.
+ * Parses a "limit" query parameter (the revisions list, the recent events): NULL (absent) is
+ * def; otherwise decimal digits only, 1 to max. Returns 0 with *ret, or -EINVAL.
  */
-int api_limit_parse(const char *text, size_t *ret);
+int api_limit_parse(const char *text, size_t def, size_t max, size_t *ret);
 
 /*
  * Parses a revision number, the {n} of a path: decimal digits only, 1 to UINT64_MAX. Returns 0

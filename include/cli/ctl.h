@@ -306,6 +306,7 @@ enum cli_ctl_opt {
     CLI_CTL_OPT_METRICS,
     CLI_CTL_OPT_STATE,
     CLI_CTL_OPT_LIMIT,
+    CLI_CTL_OPT_RECENT,
     CLI_CTL_OPT_COUNT
 };
 

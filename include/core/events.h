@@ -20,6 +20,7 @@
 
 #define CORE_EVENTS_RING 256       /* recent events kept for reconnecting subscribers */
 #define CORE_EVENTS_QUEUE_MAX 1024 /* events queued for one subscriber before it is overrun */
+#define CORE_EVENTS_RECENT 100     /* events other than metrics ticks kept for a listing */
 
 struct core_events;
 struct core_events_sub;
@@ -31,6 +32,7 @@ struct core_event {
     char type[32]; /* "listener.created", "metrics", ... */
     char *data;    /* compact JSON text, NUL-terminated */
     size_t data_len;
+    int64_t time_ms; /* CLOCK_REALTIME when published, in milliseconds */
 };
 
 /* Called (under the bus's lock: it must not call back into the bus) when events were queued
@@ -68,6 +70,13 @@ int core_events_next(struct core_events_sub *s, struct core_event **ret);
  * creation (in microseconds), so that ids of an earlier run of the daemon are not taken for
  * this run's; before any event it is that starting point. */
 uint64_t core_events_last_id(struct core_events *e);
+
+/*
+ * The newest events of this run other than the "metrics" ticks (the bus keeps the last
+ * CORE_EVENTS_RECENT of them, apart from the ring), newest first, at most max: a new array of
+ * {"id", "event", "time" (RFC 3339 UTC, milliseconds), "data" (the event's JSON)}. 0 or -ENOMEM.
+ */
+int core_events_recent(struct core_events *e, size_t max, json_t **ret);
 
 /* Unsubscribes and frees s, dropping what was queued. After it returns, notify is not called
  * for s again. Accepts NULL. */

@@ -123,6 +123,19 @@ uint64_t core_latency_percentile(const uint64_t *buckets, uint64_t count, uint64
 void core_latency_summarize(const struct core_metrics_snapshot *s,
                             struct core_latency_summary *ret);
 
+/*
+ * The summary of the requests recorded between two snapshots of one histogram: before's
+ * buckets and sum (CORE_LATENCY_BUCKETS + 1 values: the buckets, then sum_ns) subtracted from
+ * now's. max_ns is the top of the highest bucket that grew, clamped to now's max_ns. When a
+ * bucket shrank (the histogram was replaced), now's whole histogram counts. Pure.
+ */
+void core_latency_summarize_since(const uint64_t *before, const struct core_metrics_snapshot *now,
+                                  struct core_latency_summary *ret);
+
+/* A summary as JSON: {"count", "sum_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns"}.
+ * New reference, NULL on ENOMEM. */
+json_t *core_latency_summary_json(const struct core_latency_summary *sum);
+
 /* The JSON name of a counter ("bytes_in"). */
 const char *core_counter_name(enum core_counter c);
 

@@ -77,6 +77,13 @@ int core_registry_metrics(struct core_registry *r, const char *id, json_t **ret)
 /* Every listener's metrics as an object keyed by id (new reference). */
 int core_registry_metrics_all(struct core_registry *r, json_t **ret);
 
+/* Calls fn(ctx, id, snapshot) with a snapshot of every listener's metrics, under the registry's
+ * lock: fn must not call into the registry. */
+void core_registry_metrics_each(struct core_registry *r,
+                                void (*fn)(void *ctx, const char *id,
+                                           const struct core_metrics_snapshot *s),
+                                void *ctx);
+
 /*
  * The files listener id keeps (backup): *ret is a JSON array (new reference). -ENOENT when
  * there is no such listener, -ENOTSUP when its service keeps no files.

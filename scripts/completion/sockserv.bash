@@ -105,7 +105,7 @@ _sockserv_ctl()
     patch) flags="-f --set --dry-run --if-match" ;;
     delete | start | stop) flags="--dry-run --if-match" ;;
     files) flags="--version -o" ;;
-    watch) flags="--since --once --metrics" ;;
+    watch) flags="--recent --since --once --metrics" ;;
     wait) flags="--state" ;;
     apply) flags="-f --prune --dry-run --if-match" ;;
     diff) flags="-f --prune" ;;

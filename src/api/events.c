@@ -205,6 +205,11 @@ void api_events_free(struct api_events *h)
     free(h);
 }
 
+int api_events_recent(struct api_events *h, size_t max, json_t **ret)
+{
+    return core_events_recent(h->bus, max, ret);
+}
+
 int api_event_id_parse(const char *text, uint64_t *ret)
 {
     const char *p = text;

@@ -9,6 +9,7 @@
 #include "api/assets.h"
 #include "api/events.h"
 #include "api/priority.h"
+#include "core/events.h"
 #include "core/fdbudget.h"
 #include "core/revisions.h"
 #include "fleet/bridge.h"
@@ -383,17 +384,24 @@ void api_handle_config_get(const struct api_request *req, struct api_reply *ret)
     api_reply_config_etag(ret, revision > 0 ? (uint64_t)revision : 0);
 }
 
+/* The request's "limit" (api_limit_parse()); -EINVAL after answering 400 naming it. */
+static int limit_of(const struct api_request *req, size_t def, size_t max, size_t *limit,
+                    struct api_reply *ret)
+{
+    if (api_limit_parse(api_request_query(req, "limit"), def, max, limit) == 0)
+        return 0;
+    api_reply_problem(ret, 400, "limit", "limit: must be a number from 1 to %zu", max);
+    return -EINVAL;
+}
+
 void api_handle_revisions_list(const struct api_request *req, struct api_reply *ret)
 {
     json_t *j = NULL;
     size_t limit;
     int r;
 
-    if (api_limit_parse(api_request_query(req, "limit"), &limit) < 0) {
-        api_reply_problem(ret, 400, "limit", "limit: must be a number from 1 to %d",
-                          API_REVISIONS_LIMIT_MAX);
+    if (limit_of(req, API_REVISIONS_LIMIT_DEFAULT, API_REVISIONS_LIMIT_MAX, &limit, ret) < 0)
         return;
-    }
     r = core_registry_revisions(req->registry, limit, &j);
     reply_result(ret, r, j, 200, NULL);
 }
@@ -523,6 +531,24 @@ void api_handle_events(const struct api_request *req, struct api_reply *ret)
     api_reply_stream(ret, s);
 }
 
+void api_handle_events_recent(const struct api_request *req, struct api_reply *ret)
+{
+    json_t *j = NULL;
+    size_t limit;
+    int r;
+
+    if (limit_of(req, API_EVENTS_RECENT_DEFAULT, CORE_EVENTS_RECENT, &limit, ret) < 0)
+        return;
+    if (!req->events) {
+        api_reply_problem(ret, 503, NULL, "event stream unavailable");
+        return;
+    }
+    r = api_events_recent(req->events, limit, &j);
+    if (r == 0 && !(j = json_pack("{s:o}", "events", j)))
+        r = -ENOMEM;
+    reply_result(ret, r, j, 200, NULL);
+}
+
 void api_handle_asset(const struct api_request *req, struct api_reply *ret)
 {
     const struct api_asset *a = api_asset_find(req->path);
@@ -601,15 +627,15 @@ static int parse_digits(const char *text, uint64_t max, uint64_t *ret)
     return 0;
 }
 
-int api_limit_parse(const char *text, size_t *ret)
+int api_limit_parse(const char *text, size_t def, size_t max, size_t *ret)
 {
     uint64_t v;
 
     if (!text) {
-        *ret = API_REVISIONS_LIMIT_DEFAULT;
+        *ret = def;
         return 0;
     }
-    if (parse_digits(text, API_REVISIONS_LIMIT_MAX, &v) < 0 || v == 0)
+    if (parse_digits(text, max, &v) < 0 || v == 0)
         return -EINVAL;
     *ret = (size_t)v;
     return 0;

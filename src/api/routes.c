@@ -52,6 +52,7 @@ static const struct api_route routes[] = {
     {API_METHOD_GET, "/api/v1/services/{name}", api_handle_service_get, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/metrics", api_handle_metrics, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/events", api_handle_events, API_BODY_NONE},
+    {API_METHOD_GET, "/api/v1/events/recent", api_handle_events_recent, API_BODY_NONE},
     {API_METHOD_GET, "/api/v1/fleet", api_handle_fleet, API_BODY_NONE},
     {API_METHOD_GET, "/metrics", api_handle_prometheus, API_BODY_NONE},
     {API_METHOD_GET, PATTERN_ASSET, api_handle_asset, API_BODY_NONE},

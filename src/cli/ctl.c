@@ -78,6 +78,9 @@ static const struct cli_opt opts[CLI_CTL_OPT_COUNT] = {
                            VB(CLI_CTL_WAIT)},
     [CLI_CTL_OPT_LIMIT] = {"limit", 0, "N", "how many revisions (default 20)",
                            VB(CLI_CTL_REVISIONS)},
+    [CLI_CTL_OPT_RECENT] = {"recent", 0, "N",
+                            "first the last N events the daemon kept (1 to 100), then follow",
+                            VB(CLI_CTL_WATCH)},
 };
 
 static int run_ls(struct cli_ctl_cmd *x);
@@ -158,13 +161,16 @@ static const struct cli_verb verbs[CLI_CTL_VERB_COUNT] = {
                        "the SHA-256 the listener recorded and lands in FILE atomically (default\n"
                        "./NAME, which must not exist yet; '-' is standard output).",
                        ARGS(1, 2, "ID", "NAME")},
-    [CLI_CTL_WATCH] = {"watch", "watch [--since EVENT-ID] [--once] [--metrics]",
-                       "follow the event stream",
-                       "Follows the event stream: one line per event (with --json one JSON object\n"
-                       "per line: {\"event\",\"id\",\"data\"}). The metrics ticks are shown with\n"
-                       "--metrics only. When the stream drops it reconnects and goes on after the\n"
-                       "last event seen, unless --once. Ctrl-C ends it (exit 0).",
-                       ARGS(0, 0, NULL)},
+    [CLI_CTL_WATCH] =
+        {"watch", "watch [--recent N | --since EVENT-ID] [--once] [--metrics]",
+         "follow the event stream",
+         "Follows the event stream: one line per event (with --json one JSON object\n"
+         "per line: {\"event\",\"id\",\"data\"}). The metrics ticks are shown with\n"
+         "--metrics only. --recent N first shows the last N events the daemon kept\n"
+         "(metrics ticks aside), at the time they happened, and goes on after them.\n"
+         "When the stream drops it reconnects and goes on after the last event seen,\n"
+         "unless --once. Ctrl-C ends it (exit 0).",
+         ARGS(0, 0, NULL)},
     [CLI_CTL_WAIT] = {"wait", "wait ID --state STATE [--timeout DURATION]",
                       "wait until a listener is in STATE",
                       "Waits until listener ID is in STATE (starting, running, stopping, stopped,\n"

@@ -271,23 +271,26 @@ struct watch {
     bool out_failed; /* stdout is gone */
 };
 
-static void stamp(char *buf, size_t len)
+/* The local time of day of when ("2026-12-06T23:10:00.123Z"), or of now when it is NULL. */
+static void stamp(char *buf, size_t len, const char *when)
 {
     time_t now = time(NULL);
-    struct tm tm;
+    struct tm tm = {0};
 
+    if (when && strptime(when, "%Y-%m-%dT%H:%M:%S", &tm))
+        now = timegm(&tm);
     if (localtime_r(&now, &tm))
         strftime(buf, len, "%H:%M:%S", &tm);
     else
         snprintf(buf, len, "--:--:--");
 }
 
-static void print_event_text(const char *event, const json_t *data)
+static void print_event_text(const char *event, const json_t *data, const char *when)
 {
     const char *id = json_string_value(json_object_get(data, "id"));
     char t[16], what[512];
 
-    stamp(t, sizeof(t));
+    stamp(t, sizeof(t), when);
     if (strcmp(event, "snapshot") == 0) {
         const json_t *list = json_object_get(data, "listeners"), *l;
         size_t i;
@@ -342,13 +345,11 @@ static void print_event_text(const char *event, const json_t *data)
     }
 }
 
-static int on_event(void *ctx, const char *id, const char *event, const char *data)
+/* Prints one event (data: a new reference, taken); when is its time, NULL for now. 1 when
+ * standard output is gone, else 0. */
+static int print_event(struct watch *w, const char *id, const char *event, json_t *d,
+                       const char *when)
 {
-    struct watch *w = ctx;
-    json_t *d = json_loads(data, JSON_DECODE_ANY, NULL);
-
-    if (!d)
-        d = json_string(data);
     if (strcmp(event, "metrics") != 0 || w->metrics) {
         if (w->x->json) {
             json_t *line = json_pack("{s:s, s:s, s:O}", "event", event, "id", id, "data", d);
@@ -359,7 +360,7 @@ static int on_event(void *ctx, const char *id, const char *event, const char *da
             free(text);
             json_decref(line);
         } else {
-            print_event_text(event, d);
+            print_event_text(event, d, when);
         }
     }
     json_decref(d);
@@ -368,6 +369,55 @@ static int on_event(void *ctx, const char *id, const char *event, const char *da
         return 1;
     }
     return 0;
+}
+
+static int on_event(void *ctx, const char *id, const char *event, const char *data)
+{
+    json_t *d = json_loads(data, JSON_DECODE_ANY, NULL);
+
+    return print_event(ctx, id, event, d ? d : json_string(data), NULL);
+}
+
+/*
+ * --recent N: prints the last N events the daemon kept, oldest first, and makes the stream go
+ * on after the newest of them. Returns 0 or the exit status of a failure.
+ */
+static int print_recent(struct watch *w)
+{
+    struct cli_ctl_cmd *x = w->x;
+    struct cli_ctl_response resp = {0};
+    unsigned long n;
+    const json_t *list;
+    char path[64];
+    int r;
+
+    if (!cli_parse_ulong(x->val[CLI_CTL_OPT_RECENT], 1, 100, &n))
+        return cli_ctl_usage_error(x, "--recent: '%s' is not a number from 1 to 100",
+                                   x->val[CLI_CTL_OPT_RECENT]);
+    snprintf(path, sizeof(path), "/api/v1/events/recent?limit=%lu", n);
+    r = cli_ctl_call(x, &(struct cli_ctl_request){.method = "GET", .path = path}, &resp);
+    if (r != 0)
+        return r;
+    if (resp.status != 200) {
+        r = cli_ctl_refused(x, &resp);
+        cli_ctl_response_fini(&resp);
+        return r;
+    }
+    list = json_object_get(resp.json, "events");
+    for (size_t i = json_array_size(list); i > 0 && r == 0; i--) {
+        const json_t *ev = json_array_get(list, i - 1);
+        char id[32];
+
+        snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT,
+                 json_integer_value(json_object_get(ev, "id")));
+        snprintf(w->sse.last_id, sizeof(w->sse.last_id), "%s", id);
+        if (print_event(w, id, json_string_value(json_object_get(ev, "event")),
+                        json_incref(json_object_get(ev, "data")),
+                        json_string_value(json_object_get(ev, "time"))) != 0)
+            r = cli_ctl_fail("writing the output: %s", strerror(errno));
+    }
+    cli_ctl_response_fini(&resp);
+    return r;
 }
 
 static int on_stream_bytes(void *ctx, const char *buf, size_t len)
@@ -395,8 +445,14 @@ int cli_ctl_run_watch(struct cli_ctl_cmd *x)
     int r = 0;
 
     cli_ctl_sse_init(&w.sse, on_event, &w);
+    if (x->seen[CLI_CTL_OPT_SINCE] && x->seen[CLI_CTL_OPT_RECENT])
+        return cli_ctl_usage_error(x, "--recent and --since do not go together");
     if (x->seen[CLI_CTL_OPT_SINCE])
         snprintf(w.sse.last_id, sizeof(w.sse.last_id), "%s", x->val[CLI_CTL_OPT_SINCE]);
+    if (x->seen[CLI_CTL_OPT_RECENT] && (r = print_recent(&w)) != 0) {
+        cli_ctl_sse_fini(&w.sse);
+        return r;
+    }
     sigemptyset(&sa.sa_mask);
     (void)sigaction(SIGINT, &sa, NULL);
     (void)sigaction(SIGTERM, &sa, NULL);

@@ -23,7 +23,10 @@ struct core_events {
     uint64_t first_id;                         /* the id before this run's first event */
     uint64_t last_id;                          /* guarded by lock */
     struct core_event *ring[CORE_EVENTS_RING]; /* guarded by lock; ring[id % RING] */
-    struct core_events_sub *subs;              /* guarded by lock */
+    /* guarded by lock: the last events but the metrics ticks, recent[n_recent % RECENT] next */
+    struct core_event *recent[CORE_EVENTS_RECENT];
+    uint64_t n_recent;
+    struct core_events_sub *subs; /* guarded by lock */
     _Atomic unsigned n_subs;
 };
 
@@ -74,6 +77,8 @@ void core_events_free(struct core_events *e)
         return;
     for (size_t i = 0; i < CORE_EVENTS_RING; i++)
         core_event_unref(e->ring[i]);
+    for (size_t i = 0; i < CORE_EVENTS_RECENT; i++)
+        core_event_unref(e->recent[i]);
     pthread_mutex_destroy(&e->lock);
     free(e);
 }
@@ -94,6 +99,7 @@ static void enqueue(struct core_events_sub *s, struct core_event *ev)
 void core_events_publish(struct core_events *e, const char *type, json_t *data)
 {
     struct core_event *ev;
+    struct timespec now;
     char *text;
 
     if (!e || !data) {
@@ -111,11 +117,19 @@ void core_events_publish(struct core_events *e, const char *type, json_t *data)
     snprintf(ev->type, sizeof(ev->type), "%s", type);
     ev->data = text;
     ev->data_len = strlen(text);
+    clock_gettime(CLOCK_REALTIME, &now);
+    ev->time_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 
     pthread_mutex_lock(&e->lock);
     ev->id = ++e->last_id;
     core_event_unref(e->ring[ev->id % CORE_EVENTS_RING]);
     e->ring[ev->id % CORE_EVENTS_RING] = ev; /* the ring keeps the publisher's reference */
+    if (strcmp(ev->type, "metrics") != 0) {
+        size_t slot = e->n_recent++ % CORE_EVENTS_RECENT;
+
+        core_event_unref(e->recent[slot]);
+        e->recent[slot] = event_ref(ev);
+    }
     for (struct core_events_sub *s = e->subs; s; s = s->next) {
         enqueue(s, ev);
         s->notify(s->ctx);
@@ -173,6 +187,49 @@ int core_events_next(struct core_events_sub *s, struct core_event **ret)
     }
     pthread_mutex_unlock(&e->lock);
     return r;
+}
+
+/* One listed event: {"id", "event", "time", "data"}, or NULL on ENOMEM. */
+static json_t *recent_json(const struct core_event *ev)
+{
+    time_t sec = (time_t)(ev->time_ms / 1000);
+    char when[40];
+    struct tm tm;
+    json_t *data = json_loadb(ev->data, ev->data_len, 0, NULL);
+
+    gmtime_r(&sec, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + strlen(when), sizeof(when) - strlen(when), ".%03dZ", (int)(ev->time_ms % 1000));
+    return data ? json_pack("{s:I, s:s, s:s, s:o}", "id", (json_int_t)ev->id, "event", ev->type,
+                            "time", when, "data", data)
+                : NULL;
+}
+
+int core_events_recent(struct core_events *e, size_t max, json_t **ret)
+{
+    struct core_event *evs[CORE_EVENTS_RECENT];
+    json_t *list = json_array();
+    size_t n = 0;
+    int r = 0;
+
+    if (!list)
+        return -ENOMEM;
+    /* Only references are taken under the lock: the JSON is made outside it. */
+    pthread_mutex_lock(&e->lock);
+    for (uint64_t i = e->n_recent; i > 0 && n < max && n < CORE_EVENTS_RECENT; i--)
+        evs[n++] = event_ref(e->recent[(i - 1) % CORE_EVENTS_RECENT]);
+    pthread_mutex_unlock(&e->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (r == 0 && json_array_append_new(list, recent_json(evs[i])) < 0)
+            r = -ENOMEM;
+        core_event_unref(evs[i]);
+    }
+    if (r < 0) {
+        json_decref(list);
+        return r;
+    }
+    *ret = list;
+    return 0;
 }
 
 uint64_t core_events_last_id(struct core_events *e)

@@ -1,6 +1,7 @@
 #include "core/metrics.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 static const char *const counter_names[CORE_CTR_COUNT] = {
@@ -188,16 +189,49 @@ void core_latency_summarize(const struct core_metrics_snapshot *s, struct core_l
     ret->p999_ns = core_latency_percentile(s->latency, count, s->latency_max_ns, 999);
 }
 
+void core_latency_summarize_since(const uint64_t *before, const struct core_metrics_snapshot *now,
+                                  struct core_latency_summary *ret)
+{
+    uint64_t diff[CORE_LATENCY_BUCKETS], count = 0, top = 0;
+    bool replaced = now->latency_sum_ns < before[CORE_LATENCY_BUCKETS];
+
+    for (unsigned i = 0; i < CORE_LATENCY_BUCKETS && !replaced; i++)
+        replaced = now->latency[i] < before[i];
+    for (unsigned i = 0; i < CORE_LATENCY_BUCKETS; i++) {
+        diff[i] = now->latency[i] - (replaced ? 0 : before[i]);
+        count += diff[i];
+        if (diff[i] > 0)
+            top = core_latency_bucket_low(i + 1) - 1;
+    }
+    memset(ret, 0, sizeof(*ret));
+    if (count == 0)
+        return;
+    if (top > now->latency_max_ns)
+        top = now->latency_max_ns;
+    ret->count = count;
+    ret->sum_ns = now->latency_sum_ns - (replaced ? 0 : before[CORE_LATENCY_BUCKETS]);
+    ret->max_ns = top;
+    ret->p50_ns = core_latency_percentile(diff, count, top, 500);
+    ret->p90_ns = core_latency_percentile(diff, count, top, 900);
+    ret->p99_ns = core_latency_percentile(diff, count, top, 990);
+    ret->p999_ns = core_latency_percentile(diff, count, top, 999);
+}
+
+json_t *core_latency_summary_json(const struct core_latency_summary *sum)
+{
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "count", (json_int_t)sum->count,
+                     "sum_ns", (json_int_t)sum->sum_ns, "p50_ns", (json_int_t)sum->p50_ns, "p90_ns",
+                     (json_int_t)sum->p90_ns, "p99_ns", (json_int_t)sum->p99_ns, "p999_ns",
+                     (json_int_t)sum->p999_ns, "max_ns", (json_int_t)sum->max_ns);
+}
+
 /* The "latency" member of the JSON metrics. NULL on ENOMEM. */
 static json_t *latency_to_json(const struct core_metrics_snapshot *s)
 {
     struct core_latency_summary sum;
 
     core_latency_summarize(s, &sum);
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "count", (json_int_t)sum.count,
-                     "sum_ns", (json_int_t)sum.sum_ns, "p50_ns", (json_int_t)sum.p50_ns, "p90_ns",
-                     (json_int_t)sum.p90_ns, "p99_ns", (json_int_t)sum.p99_ns, "p999_ns",
-                     (json_int_t)sum.p999_ns, "max_ns", (json_int_t)sum.max_ns);
+    return core_latency_summary_json(&sum);
 }
 
 json_t *core_metrics_to_json(const struct core_metrics_snapshot *s, const char *const *names,

@@ -319,6 +319,21 @@ int core_registry_metrics_all(struct core_registry *r, json_t **ret)
     return 0;
 }
 
+void core_registry_metrics_each(struct core_registry *r,
+                                void (*fn)(void *ctx, const char *id,
+                                           const struct core_metrics_snapshot *s),
+                                void *ctx)
+{
+    struct core_metrics_snapshot snap;
+
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->n; i++) {
+        core_metrics_snapshot(core_listener_metrics(r->list[i]), &snap);
+        fn(ctx, core_listener_id(r->list[i]), &snap);
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
 /*
  * A copy of the configuration of listener id, a service that keeps files, for reading outside
  * the registry's locks. -ENOENT for no such listener, -ENOTSUP when its service keeps none.

@@ -23,8 +23,89 @@ struct core_ticker {
     bool stopping; /* guarded by lock */
 };
 
-/* The metrics tick: every listener's counters with their rates since the previous tick. */
-static void tick(struct core_ticker *t, json_t *prev, double dt)
+/* A listener's latency histogram as of the previous tick: its buckets, then its sum. */
+struct window {
+    char *id;
+    uint64_t before[CORE_LATENCY_BUCKETS + 1];
+    bool seen; /* in this tick */
+};
+
+/* The ticker thread's own: the previous tick's histograms, and the metrics being published. */
+struct windows {
+    struct window *w;
+    size_t n, cap;
+    json_t *all; /* borrowed: this tick's metrics by id */
+};
+
+/* The window of listener id, made (with *ret_known false) when there is none yet. NULL on
+ * ENOMEM. */
+static struct window *window_of(struct windows *ws, const char *id, bool *ret_known)
+{
+    *ret_known = true;
+    for (size_t i = 0; i < ws->n; i++)
+        if (strcmp(ws->w[i].id, id) == 0)
+            return &ws->w[i];
+    *ret_known = false;
+    if (ws->n == ws->cap) {
+        size_t cap = ws->cap ? ws->cap * 2 : 16;
+        struct window *w = realloc(ws->w, cap * sizeof(*w));
+
+        if (!w)
+            return NULL;
+        ws->w = w;
+        ws->cap = cap;
+    }
+    ws->w[ws->n].id = strdup(id);
+    if (!ws->w[ws->n].id)
+        return NULL;
+    ws->w[ws->n].seen = false;
+    return &ws->w[ws->n++];
+}
+
+/* Forgets the histograms of the listeners not seen in this tick (all when all is true). */
+static void windows_sweep(struct windows *ws, bool all)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < ws->n; i++) {
+        if (ws->w[i].seen && !all) {
+            ws->w[i].seen = false;
+            ws->w[kept++] = ws->w[i];
+        } else {
+            free(ws->w[i].id);
+        }
+    }
+    ws->n = kept;
+}
+
+/*
+ * Adds "latency_interval" (the requests since the previous tick) to a listener's metrics in
+ * ws->all, and keeps its histogram for the next tick. The first tick that sees a listener has
+ * nothing to subtract: it adds nothing.
+ */
+static void on_latency(void *ctx, const char *id, const struct core_metrics_snapshot *s)
+{
+    struct windows *ws = ctx;
+    json_t *m = json_object_get(ws->all, id);
+    bool known;
+    struct window *w = window_of(ws, id, &known);
+
+    if (!w)
+        return;
+    if (known && m) {
+        struct core_latency_summary sum;
+
+        core_latency_summarize_since(w->before, s, &sum);
+        json_object_set_new(m, "latency_interval", core_latency_summary_json(&sum));
+    }
+    memcpy(w->before, s->latency, sizeof(s->latency));
+    w->before[CORE_LATENCY_BUCKETS] = s->latency_sum_ns;
+    w->seen = true;
+}
+
+/* The metrics tick: every listener's counters with their rates and latency since the previous
+ * tick. */
+static void tick(struct core_ticker *t, json_t *prev, struct windows *ws, double dt)
 {
     static const char *const rated[] = {"bytes_in", "bytes_out", "connections_total",
                                         "datagrams_in", "datagrams_out"};
@@ -53,6 +134,10 @@ static void tick(struct core_ticker *t, json_t *prev, double dt)
         }
         json_object_set_new(m, "rates", rates);
     }
+    ws->all = all;
+    core_registry_metrics_each(t->registry, on_latency, ws);
+    ws->all = NULL;
+    windows_sweep(ws, false);
     json_object_clear(prev);
     json_object_update(prev, all);
     clock_gettime(CLOCK_REALTIME, &now);
@@ -68,6 +153,7 @@ static void *ticker_main(void *arg)
 {
     struct core_ticker *t = arg;
     struct timespec deadline, last = {0}, now;
+    struct windows ws = {0};
     json_t *prev = json_object();
 
     clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -87,7 +173,7 @@ static void *ticker_main(void *arg)
         core_registry_reap_drained(t->registry);
         if (t->events && core_events_has_subscribers(t->events)) {
             clock_gettime(CLOCK_MONOTONIC, &now);
-            tick(t, prev,
+            tick(t, prev, &ws,
                  last.tv_sec ? (double)(now.tv_sec - last.tv_sec) +
                                    (double)(now.tv_nsec - last.tv_nsec) / 1e9
                              : 0.0);
@@ -95,10 +181,13 @@ static void *ticker_main(void *arg)
         } else {
             last.tv_sec = 0;
             json_object_clear(prev);
+            windows_sweep(&ws, true);
         }
         pthread_mutex_lock(&t->lock);
     }
     pthread_mutex_unlock(&t->lock);
+    windows_sweep(&ws, true);
+    free(ws.w);
     json_decref(prev);
     return NULL;
 }

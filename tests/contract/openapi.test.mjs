@@ -458,6 +458,36 @@ test('documents and the event stream answer as documented', async () => {
   assert.ok(resolveRef(op.responses['200']).content[res.headers.get('content-type').split(';')[0]]);
   exercised.add('GET /api/v1/events');
   ctl.abort();
+
+  const recent = await call(200, 'GET', '/api/v1/events/recent?limit=5');
+  assert.ok(recent.json.events.length <= 5);
+  assert.ok(recent.json.events.every((e) => e.event !== 'metrics'));
+  for (const limit of ['0', '101', 'x']) await call(400, 'GET', `/api/v1/events/recent?limit=${limit}`);
+});
+
+test('a metrics tick with a listener\'s latency_interval matches its schema', async () => {
+  await call(201, 'POST', '/api/v1/listeners', { body: { id: 'tick', service: 'echo', port: 0 } });
+  const ctl = new AbortController();
+  const res = await fetch(daemon.url + '/api/v1/events', { signal: ctl.signal });
+  const reader = res.body.getReader();
+  const validate = ajv.compile({ $ref: 'openapi.yaml#/components/schemas/MetricsTick' });
+  const deadline = Date.now() + 10000;
+  let text = '';
+  let tick;
+  while (!tick && Date.now() < deadline) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += Buffer.from(value).toString('utf8');
+    for (const block of text.split('\n\n')) {
+      if (!block.includes('event: metrics')) continue;
+      const data = JSON.parse(block.split('\n').find((l) => l.startsWith('data: ')).slice(6));
+      if (data.listeners.tick?.latency_interval) tick = data;
+    }
+  }
+  ctl.abort();
+  assert.ok(tick, 'a metrics tick carried latency_interval within 10 s');
+  assert.ok(validate(tick), JSON.stringify(validate.errors));
+  await call(204, 'DELETE', '/api/v1/listeners/tick');
 });
 
 test('a daemon with a token answers 401 without it and 403 to other sites, as documented', async () => {

@@ -17,6 +17,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -866,6 +867,72 @@ static void test_config_ctl_verbs_and_exit_codes(void **state)
     assert_int_equal(http_status(d, "GET", "/api/v1/listeners/s2"), 200);
 }
 
+/* What `ctl watch` wrote so far holds every one of want (NULL-ended). */
+struct watch_out {
+    const char *path;
+    const char *const *want;
+};
+
+static bool watch_shows(void *arg)
+{
+    const struct watch_out *w = arg;
+    char *text = it_file_read(w->path, NULL);
+    bool all = text != NULL;
+
+    for (const char *const *p = w->want; all && *p; p++)
+        all = strstr(text, *p) != NULL;
+    free(text);
+    return all;
+}
+
+static void test_config_ctl_watch_recent_shows_what_happened_then_follows(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    struct it_fixture *f = *state;
+    static const char *const before[] = {"listener.created w1", "listener.deleted w1", NULL};
+    static const char *const after[] = {"listener.created w2", NULL};
+    char out[600];
+    struct watch_out w = {.path = out};
+    struct it_proc p;
+    int fd, status;
+    char *text;
+    pid_t pid;
+
+    json_decref(it_listener_create(d, "{\"id\":\"w1\",\"service\":\"echo\",\"port\":0}"));
+    json_decref(it_http_expect(d, "DELETE", "/api/v1/listeners/w1", NULL, 204));
+    snprintf(out, sizeof(out), "%s/watch.out", f->dir);
+    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fd, STDOUT_FILENO);
+        execl(it_bin(), it_bin(), "ctl", "--api", d->url, "watch", "--recent", "10", (char *)NULL);
+        _exit(127);
+    }
+    close(fd);
+    /* What happened before it started, oldest first, then what happens now. */
+    w.want = before;
+    assert_true(it_wait_until(IT_WAIT_MS, watch_shows, &w));
+    json_decref(it_listener_create(d, "{\"id\":\"w2\",\"service\":\"echo\",\"port\":0}"));
+    w.want = after;
+    assert_true(it_wait_until(IT_WAIT_MS, watch_shows, &w));
+    kill(pid, SIGTERM);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    text = it_file_read(out, NULL);
+    assert_non_null(text);
+    assert_true(strstr(text, "listener.created w1") < strstr(text, "listener.deleted w1"));
+    assert_null(strstr(text, "snapshot"));
+    free(text);
+
+    assert_int_equal(ctl(d, (const char *[]){"watch", "--recent", "0", NULL}, NULL, &p), 2);
+    it_proc_fini(&p);
+    assert_int_equal(
+        ctl(d, (const char *[]){"watch", "--recent", "1", "--since", "5", NULL}, NULL, &p), 2);
+    it_proc_fini(&p);
+}
+
 static void test_config_ctl_files_download_verified_and_atomic(void **state)
 {
     struct it_daemon *d = it_daemon_of(state);
@@ -1183,6 +1250,7 @@ int main(void)
         T(test_config_port_change_under_load_no_failed_round_trip),
         T(test_config_move_of_250_listeners_keeps_connections),
         T(test_config_ctl_verbs_and_exit_codes),
+        T(test_config_ctl_watch_recent_shows_what_happened_then_follows),
         T(test_config_ctl_files_download_verified_and_atomic),
         T(test_config_never_configured_has_etag_r0),
         T(test_config_emptied_history_never_reuses_a_revision),

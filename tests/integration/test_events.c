@@ -519,6 +519,107 @@ static void test_events_metrics_tick_every_second_and_counters_rise(void **state
     sse_close(&s);
 }
 
+/* A tick's latency_interval for listener id comes within a few ticks: with requests when
+ * want_requests, else with none. Returns its p99_ns. */
+static json_int_t wait_latency_interval(struct sse *s, const char *id, bool want_requests)
+{
+    char path[96];
+
+    snprintf(path, sizeof(path), "listeners.%s.latency_interval", id);
+    for (int i = 0; i < 6; i++) {
+        struct sse_event ev;
+        json_t *j, *w;
+        json_int_t count, p99 = -1;
+
+        sse_next_type(s, "metrics", 3 * TICK_MS, &ev);
+        j = event_json(&ev);
+        w = it_json_path(j, path);
+        if (w) {
+            count = it_json_int(w, "count");
+            if (want_requests ? count > 0 : count == 0) {
+                p99 = it_json_int(w, "p99_ns");
+                assert_true(it_json_int(w, "p50_ns") <= p99);
+                assert_true(p99 <= it_json_int(w, "p999_ns"));
+                assert_true(it_json_int(w, "p999_ns") <= it_json_int(w, "max_ns"));
+            }
+        }
+        json_decref(j);
+        sse_event_fini(&ev);
+        if (p99 >= 0)
+            return p99;
+    }
+    fail_msg("no metrics tick with a latency_interval of %s", want_requests ? "requests" : "none");
+    return -1;
+}
+
+static void test_events_metrics_tick_latency_interval_counts_the_last_second(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    static const char msg[] = "latency";
+    uint16_t port = it_listener_create_port(d, "{\"id\":\"lat\",\"service\":\"echo\",\"port\":0}");
+    struct sse s;
+
+    struct sse_event first;
+
+    sse_open(&s, d, NULL);
+    json_decref(expect_snapshot(&s, NULL));
+    /* The first tick sees the listener (nothing to subtract yet); requests after it show in a
+     * later tick's interval with their percentiles... */
+    sse_next_type(&s, "metrics", 3 * TICK_MS, &first);
+    sse_event_fini(&first);
+    it_assert_tcp_echo("127.0.0.1", port, msg, sizeof(msg) - 1);
+    assert_true(wait_latency_interval(&s, "lat", true) > 0);
+    /* ...and a later quiet second shows none, while the cumulative count keeps them. */
+    assert_int_equal(wait_latency_interval(&s, "lat", false), 0);
+    assert_true(it_metric(d, "lat", "latency.count") >= 1);
+    sse_close(&s);
+}
+
+/* ---- the recent events ---- */
+
+static void test_events_recent_lists_the_last_events_newest_first(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    static const char *const bad[] = {"0", "101", "x", ""};
+    json_t *j, *list, *first;
+    struct it_http r;
+    bool created = false, deleted = false;
+    char path[64];
+
+    json_decref(it_listener_create(d, "{\"id\":\"r1\",\"service\":\"echo\",\"port\":0}"));
+    json_decref(it_http_expect(d, "DELETE", "/api/v1/listeners/r1", NULL, 204));
+
+    j = it_http_expect(d, "GET", "/api/v1/events/recent", NULL, 200);
+    list = json_object_get(j, "events");
+    assert_true(json_array_size(list) >= 3);
+    first = json_array_get(list, 0);
+    assert_string_equal(it_json_str(first, "event"), "config.revision");
+    assert_int_equal(strlen(it_json_str(first, "time")), strlen("2026-11-25T10:02:45.123Z"));
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        json_t *ev = json_array_get(list, i);
+
+        assert_string_not_equal(it_json_str(ev, "event"), "metrics");
+        if (i > 0)
+            assert_true(it_json_int(ev, "id") < it_json_int(json_array_get(list, i - 1), "id"));
+        created |= strcmp(it_json_str(ev, "event"), "listener.created") == 0;
+        deleted |= strcmp(it_json_str(ev, "event"), "listener.deleted") == 0 &&
+                   strcmp(it_json_str(ev, "data.id"), "r1") == 0;
+    }
+    assert_true(created);
+    assert_true(deleted);
+    json_decref(j);
+
+    j = it_http_expect(d, "GET", "/api/v1/events/recent?limit=1", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(j, "events")), 1);
+    json_decref(j);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(path, sizeof(path), "/api/v1/events/recent?limit=%s", bad[i]);
+        it_http(d, "GET", path, NULL, &r);
+        it_assert_problem(&r, 400, "limit");
+        it_http_fini(&r);
+    }
+}
+
 /* ---- reconnection ---- */
 
 /* Events seen by a stream, in order. */
@@ -1332,6 +1433,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events_failed_start_reports_state_with_error,
                                         it_fixture_setup, it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_metrics_tick_every_second_and_counters_rise,
+                                        it_fixture_setup, it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_events_metrics_tick_latency_interval_counts_the_last_second, it_fixture_setup,
+            it_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_recent_lists_the_last_events_newest_first,
                                         it_fixture_setup, it_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_last_event_id_replays_exactly_the_missed_events,
                                         it_fixture_setup, it_fixture_teardown),

@@ -190,6 +190,53 @@ static void test_events_concurrent_publishers_ids_unique_and_dense(void **state)
     core_events_free(e);
 }
 
+static void test_events_recent_lists_newest_first_without_metrics_and_caps(void **state)
+{
+    struct core_events *e;
+    json_t *list, *first;
+    uint64_t base;
+
+    (void)state;
+    assert_int_equal(core_events_new(&e), 0);
+    base = core_events_last_id(e);
+    assert_int_equal(core_events_recent(e, 50, &list), 0);
+    assert_int_equal(json_array_size(list), 0);
+    json_decref(list);
+
+    core_events_publish(e, "listener.created", json_pack("{s:s}", "id", "a"));
+    core_events_publish(e, "metrics", json_pack("{s:i}", "interval_ms", 1000));
+    core_events_publish(e, "listener.state",
+                        json_pack("{s:s, s:s}", "id", "a", "state", "running"));
+    assert_int_equal(core_events_recent(e, 50, &list), 0);
+    assert_int_equal(json_array_size(list), 2);
+    first = json_array_get(list, 0);
+    assert_int_equal(json_integer_value(json_object_get(first, "id")), base + 3);
+    assert_string_equal(json_string_value(json_object_get(first, "event")), "listener.state");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(first, "data"), "state")),
+                        "running");
+    /* "2026-12-06T23:10:00.123Z" */
+    assert_int_equal(strlen(json_string_value(json_object_get(first, "time"))), 24);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 1), "event")),
+                        "listener.created");
+    json_decref(list);
+
+    /* The limit, and only the last CORE_EVENTS_RECENT are kept whatever the ring holds. */
+    publish_n(e, CORE_EVENTS_RECENT + 20);
+    assert_int_equal(core_events_recent(e, 1, &list), 0);
+    assert_int_equal(json_array_size(list), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(list, 0), "id")),
+                     base + 3 + CORE_EVENTS_RECENT + 20);
+    json_decref(list);
+    assert_int_equal(core_events_recent(e, 1000, &list), 0);
+    assert_int_equal(json_array_size(list), CORE_EVENTS_RECENT);
+    assert_int_equal(
+        json_integer_value(json_object_get(
+            json_object_get(json_array_get(list, CORE_EVENTS_RECENT - 1), "data"), "n")),
+        20);
+    json_decref(list);
+    core_events_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +245,7 @@ int main(void)
         cmocka_unit_test(test_events_last_id_too_old_or_unknown_not_caught_up),
         cmocka_unit_test(test_events_slow_subscriber_overrun_others_unaffected),
         cmocka_unit_test(test_events_concurrent_publishers_ids_unique_and_dense),
+        cmocka_unit_test(test_events_recent_lists_newest_first_without_metrics_and_caps),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -157,6 +157,49 @@ static void test_latency_single_small_value_is_exact(void **state)
     assert_int_equal(sum.max_ns, 7);
 }
 
+static void test_latency_since_counts_only_the_new_requests(void **state)
+{
+    uint64_t before[CORE_LATENCY_BUCKETS + 1];
+    struct core_metrics m;
+    struct core_metrics_snapshot s;
+    struct core_latency_summary sum;
+
+    (void)state;
+    core_metrics_init(&m);
+    for (uint64_t i = 0; i < 1000; i++)
+        core_metrics_record_latency(&m, 1000000); /* 1 ms, long ago */
+    core_metrics_record_latency(&m, 50000000);    /* 50 ms: the cumulative max */
+    core_metrics_snapshot(&m, &s);
+    memcpy(before, s.latency, sizeof(s.latency));
+    before[CORE_LATENCY_BUCKETS] = s.latency_sum_ns;
+
+    /* Nothing since: all zero. */
+    core_latency_summarize_since(before, &s, &sum);
+    assert_int_equal(sum.count, 0);
+    assert_int_equal(sum.p99_ns, 0);
+
+    /* 100 requests of 10 us since: their percentiles, not the old 1 ms ones; the max is the
+     * top of their bucket, not the cumulative 50 ms. */
+    for (uint64_t i = 0; i < 100; i++)
+        core_metrics_record_latency(&m, 10000);
+    core_metrics_snapshot(&m, &s);
+    core_latency_summarize_since(before, &s, &sum);
+    assert_int_equal(sum.count, 100);
+    assert_int_equal(sum.sum_ns, 100 * 10000);
+    assert_int_equal(sum.p50_ns, 10239); /* 10000 in [8192, 10240) */
+    assert_int_equal(sum.p999_ns, 10239);
+    assert_int_equal(sum.max_ns, 10239);
+
+    /* A histogram that shrank (replaced) counts whole. */
+    core_metrics_init(&m);
+    core_metrics_record_latency(&m, 7);
+    core_metrics_snapshot(&m, &s);
+    core_latency_summarize_since(before, &s, &sum);
+    assert_int_equal(sum.count, 1);
+    assert_int_equal(sum.p50_ns, 7);
+    assert_int_equal(sum.max_ns, 7);
+}
+
 static void *recorder(void *arg)
 {
     struct core_metrics *m = arg;
@@ -223,6 +266,7 @@ int main(void)
         cmocka_unit_test(test_latency_summary_of_empty_histogram_is_all_zero),
         cmocka_unit_test(test_latency_percentiles_are_bucket_highs_clamped_to_max),
         cmocka_unit_test(test_latency_single_small_value_is_exact),
+        cmocka_unit_test(test_latency_since_counts_only_the_new_requests),
         cmocka_unit_test(test_latency_concurrent_records_count_exactly),
         cmocka_unit_test(test_metrics_json_latency_round_trips),
     };

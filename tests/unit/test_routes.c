@@ -962,15 +962,20 @@ static void test_limit_parse_is_1_to_100_default_20(void **state)
     size_t v = 7;
 
     (void)state;
-    assert_int_equal(api_limit_parse(NULL, &v), 0);
+    assert_int_equal(
+        api_limit_parse(NULL, API_REVISIONS_LIMIT_DEFAULT, API_REVISIONS_LIMIT_MAX, &v), 0);
     assert_int_equal(v, 20);
-    assert_int_equal(api_limit_parse("1", &v), 0);
+    assert_int_equal(api_limit_parse("1", API_REVISIONS_LIMIT_DEFAULT, API_REVISIONS_LIMIT_MAX, &v),
+                     0);
     assert_int_equal(v, 1);
-    assert_int_equal(api_limit_parse("100", &v), 0);
+    assert_int_equal(
+        api_limit_parse("100", API_REVISIONS_LIMIT_DEFAULT, API_REVISIONS_LIMIT_MAX, &v), 0);
     assert_int_equal(v, 100);
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         v = 7;
-        if (api_limit_parse(bad[i], &v) != -EINVAL || v != 7)
+        if (api_limit_parse(bad[i], API_REVISIONS_LIMIT_DEFAULT, API_REVISIONS_LIMIT_MAX, &v) !=
+                -EINVAL ||
+            v != 7)
             fail_msg("limit '%s' was accepted", bad[i]);
     }
 }
