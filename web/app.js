@@ -10,6 +10,7 @@ import { act, deleteListener } from './actions.js';
 import { closeDetails, renderCharts, renderDetails, select } from './details.js';
 import { byId, trapFocus } from './dom.js';
 import { prepareDownloads } from './download.js';
+import { EventsPanel } from './events.js';
 import { initFiles } from './files.js';
 import { FleetPage } from './fleet.js';
 import { ListenerForm } from './form.js';
@@ -61,6 +62,8 @@ function start() {
     },
   });
   byId('open-history').addEventListener('click', () => historyView.open());
+  trapFocus(byId('events-dialog'));
+  const events = new EventsPanel({ button: byId('events-open'), dialog: byId('events-dialog') });
   byId('new-listener').addEventListener('click', () => form.openCreate());
   byId('action-edit').addEventListener('click', () => {
     const l = model.listeners.get(model.selected);
@@ -93,7 +96,10 @@ function start() {
     deleted: (id) => { forget(id); scheduleRender(); },
     state: applyState,
     metrics: applyMetrics,
-    revision: () => historyView.revisionArrived(),
+    noted: (ev) => {
+      events.noted(ev);
+      if (ev.event === 'config.revision') historyView.revisionArrived();
+    },
     poll: (list, t, asked) => { applyPoll(list, t, asked); afterData(); },
     mode: (m) => { model.mode = m; scheduleRender(); },
     reachable: setReachable,
@@ -141,6 +147,7 @@ function start() {
   });
   ro.observe(byId('chart-throughput'));
   ro.observe(byId('chart-connections'));
+  ro.observe(byId('chart-latency'));
 }
 
 start();

@@ -1,6 +1,7 @@
 // A small time-series chart on a <canvas>: a few series over a sliding window, a value axis
-// with round steps (bytes per second in binary units, or integers), minute marks, and gaps
-// where samples are missing. Colours come from CSS custom properties on the canvas.
+// with round steps (bytes per second in binary units, or integers) or, for service times, a
+// logarithmic one (1, 2, 5 per decade, in ns, µs, ms or s), minute marks, and gaps where samples
+// are missing. Colours come from CSS custom properties on the canvas.
 
 import { byteUnitIndex, byteUnitName } from './format.js';
 
@@ -15,21 +16,60 @@ function trimNumber(v) {
   return Number.isInteger(v) ? String(v) : String(Number(v.toFixed(2)));
 }
 
-/* The top of the axis, its step and how a tick is labelled, for values up to max. */
-function axisScale(max, kind) {
+/* A round duration in nanoseconds as a tick label: "500 ns", "20 µs", "1 ms", "2 s". */
+function durationLabel(ns) {
+  if (ns < 1e3) return `${trimNumber(ns)} ns`;
+  if (ns < 1e6) return `${trimNumber(ns / 1e3)} µs`;
+  if (ns < 1e9) return `${trimNumber(ns / 1e6)} ms`;
+  return `${trimNumber(ns / 1e9)} s`;
+}
+
+/* A logarithmic axis from the decade below min to the decade above max (nanoseconds). */
+function logScale(min, max) {
+  let lo = Math.floor(Math.log10(Math.max(1, min)));
+  let hi = Math.ceil(Math.log10(Math.max(1, max)));
+  if (hi <= lo) hi = lo + 1;
+  if (min > max) {
+    lo = 3; // nothing to draw: 1 µs to 1 ms
+    hi = 6;
+  }
+  const ticks = [];
+  for (let k = lo; k <= hi; k++) {
+    ticks.push(10 ** k);
+    if (hi - lo <= 2 && k < hi) ticks.push(2 * 10 ** k, 5 * 10 ** k);
+  }
+  ticks.sort((a, b) => a - b);
+  return {
+    ticks,
+    frac: (v) => (Math.log10(Math.max(v, 10 ** lo)) - lo) / (hi - lo),
+    label: durationLabel,
+  };
+}
+
+/* The ticks of the axis, where a value sits on it (0 to 1) and how a tick is labelled. */
+function axisScale(min, max, kind) {
+  if (kind === 'duration') return logScale(min, max);
+  let top;
+  let step;
+  let label;
   if (kind === 'bytes') {
     const m0 = Math.max(max, 1024);
     const u = byteUnitIndex(m0);
     const unit = 1024 ** u;
     const m = m0 / unit;
-    const step = niceStep(m / 4);
-    const top = Math.ceil(m / step - 1e-9) * step;
-    return { top: top * unit, step: step * unit, label: (v) => `${trimNumber(v / unit)} ${byteUnitName(u)}/s` };
+    step = niceStep(m / 4);
+    top = Math.ceil(m / step - 1e-9) * step * unit;
+    step *= unit;
+    label = (v) => `${trimNumber(v / unit)} ${byteUnitName(u)}/s`;
+  } else {
+    const m = Math.max(max, 4);
+    step = Math.max(1, Math.round(niceStep(m / 4)));
+    top = Math.ceil(m / step) * step;
+    label = (v) => String(v);
   }
-  const m = Math.max(max, 4);
-  const step = Math.max(1, Math.round(niceStep(m / 4)));
-  const top = Math.ceil(m / step) * step;
-  return { top, step, label: (v) => String(v) };
+  const ticks = [];
+  for (let v = 0; v <= top + step / 1e6; v += step) ticks.push(v);
+  return { ticks, frac: (v) => v / top, label };
 }
 
 function cssVar(style, name, fallback) {
@@ -39,8 +79,10 @@ function cssVar(style, name, fallback) {
 
 /**
  * Draws series = [{ label, colorVar, dash, step, points: [{ t, v }] }] over the spanMs that
- * ends at now. kind is 'bytes' or 'count'. Points farther apart than gapMs are not joined.
- * Returns the largest value in the window.
+ * ends at now. kind is 'bytes', 'count' or 'duration' (nanoseconds, on a logarithmic axis).
+ * Points farther apart than gapMs, or with a null value between them, are not joined.
+ * emptyText is written across a chart with no point in the window. Returns the largest value
+ * in the window.
  */
 export function drawTimeChart(canvas, { series, now, spanMs, kind, gapMs, emptyText }) {
   const width = canvas.clientWidth;
@@ -64,17 +106,18 @@ export function drawTimeChart(canvas, { series, now, spanMs, kind, gapMs, emptyT
 
   const t0 = now - spanMs;
   let max = 0;
+  let min = Infinity;
   let any = false;
   for (const s of series) {
     for (const p of s.points) {
       if (p.t < t0 || p.v === null || p.v === undefined) continue;
       any = true;
       if (p.v > max) max = p.v;
+      if (p.v < min) min = p.v;
     }
   }
-  const sc = axisScale(max, kind);
-  const ticks = [];
-  for (let v = 0; v <= sc.top + sc.step / 1e6; v += sc.step) ticks.push(v);
+  const sc = axisScale(min, max, kind);
+  const { ticks } = sc;
   const labels = ticks.map(sc.label);
   const left = Math.ceil(Math.max(...labels.map((l) => ctx.measureText(l).width))) + 12;
   const right = 12;
@@ -83,7 +126,7 @@ export function drawTimeChart(canvas, { series, now, spanMs, kind, gapMs, emptyT
   const pw = Math.max(10, width - left - right);
   const ph = Math.max(10, height - top - bottom);
   const x = (t) => left + ((t - t0) / spanMs) * pw;
-  const y = (v) => top + ph - (v / sc.top) * ph;
+  const y = (v) => top + ph - sc.frac(v) * ph;
 
   // Value axis: a line per step, labelled on the left.
   ctx.lineWidth = 1;

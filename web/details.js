@@ -1,56 +1,117 @@
-// The details of the selected listener: its state, charts of the last minutes, every counter
-// (the runner's and the service's own), its configuration, and its stored files (files.js).
+// The details of the selected listener: its state and, when it failed or drains, why and
+// since when; charts of the last minutes (throughput, connections, service time); the counters
+// that mean something for its transport and service, each refusal or drop with its reason; its
+// service time; its configuration, and its stored files (files.js).
 
 import { drawTimeChart } from './chart.js';
 import { byId, setText } from './dom.js';
 import { renderFilesFor, resetFiles } from './files.js';
 import {
-  formatBytes, formatDuration, formatInt, formatRate, formatTimestamp,
+  formatAgo, formatBytes, formatClock, formatDuration, formatInt, formatNs, formatRate, formatTimestamp,
 } from './format.js';
 import { POLL_INTERVAL_MS } from './live.js';
-import { HISTORY_MS, historyOf, rateOf } from './rates.js';
+import {
+  HISTORY_MS, historyOf, latencyOf, rateOf,
+} from './rates.js';
+import { scheduleRender } from './render.js';
+import { loadServices } from './services.js';
 import { model, refusalOf } from './store.js';
-import { renderState, renderTable, rowLink } from './table.js';
+import { drainingText, renderState, renderTable, rowLink } from './table.js';
 
-const METRIC_LABELS = [
-  ['connections_active', 'Active connections'],
-  ['connections_total', 'Connections served'],
-  ['connections_rejected', 'Connections rejected'],
-  ['rejected_max_connections', 'Rejected: max connections'],
-  ['rejected_per_source', 'Rejected: per source'],
-  ['rejected_rate', 'Rejected: connection rate'],
-  ['rejected_resources', 'Rejected: out of resources'],
-  ['rejected_fd_budget', 'Rejected: descriptor budget'],
-  ['bytes_in', 'Bytes in'],
-  ['bytes_out', 'Bytes out'],
-  ['datagrams_in', 'Datagrams in'],
-  ['datagrams_out', 'Datagrams out'],
-  ['datagrams_dropped', 'Datagrams dropped'],
-  ['datagrams_dropped_loop', 'Dropped: from our own endpoint'],
-  ['datagrams_dropped_reflection', 'Dropped: from a reflector port'],
-  ['datagrams_dropped_rate_source', 'Dropped: source over budget'],
-  ['datagrams_dropped_rate', 'Dropped: listener over budget'],
-  ['idle_timeouts', 'Idle time-outs'],
-  ['errors', 'Errors'],
+/*
+ * The listener's own counters, in the order shown: [name, label, where it means something,
+ * what it counts (a refusal or a drop: its reason)]. Where: 'tcp', 'udp', 'tls' (options.tls),
+ * 'process' (the process model) or 'any'. A counter is shown where it means something, and
+ * anywhere once it is not zero.
+ */
+const COUNTERS = [
+  ['connections_active', 'Active connections', 'tcp'],
+  ['connections_total', 'Connections served', 'tcp'],
+  ['connections_rejected', 'Connections rejected', 'tcp', 'closed at once, for one of the reasons below'],
+  ['rejected_max_connections', 'Rejected: max connections', 'tcp', 'the listener had max_connections open'],
+  ['rejected_per_source', 'Rejected: per source', 'tcp', 'the client\'s address had max_connections_per_source open'],
+  ['rejected_rate', 'Rejected: connection rate', 'tcp', 'the client\'s address opened more than connection_rate_per_source a second'],
+  ['rejected_resources', 'Rejected: out of resources', 'tcp', 'no thread, process, descriptor or memory could be had for it'],
+  ['rejected_fd_budget', 'Rejected: descriptor budget', 'tcp', 'the listeners\' share of the daemon\'s descriptors was in use'],
+  ['bytes_in', 'Bytes in', 'any'],
+  ['bytes_out', 'Bytes out', 'any'],
+  ['datagrams_in', 'Datagrams in', 'udp'],
+  ['datagrams_out', 'Datagrams out', 'udp'],
+  ['datagrams_dropped', 'Datagrams dropped', 'udp', 'received and not answered: the guard\'s reasons below, or the service\'s (its counters)'],
+  ['datagrams_dropped_loop', 'Dropped: from our own endpoint', 'udp', 'they came from one of this daemon\'s own addresses'],
+  ['datagrams_dropped_reflection', 'Dropped: from a reflector port', 'udp', 'they came from port 0 or a well-known service port'],
+  ['datagrams_dropped_rate_source', 'Dropped: source over budget', 'udp', 'their source passed reply_rate_per_source'],
+  ['datagrams_dropped_rate', 'Dropped: listener over budget', 'udp', 'the listener passed reply_rate'],
+  ['idle_timeouts', 'Idle time-outs', 'tcp', 'connections closed after idle_timeout_ms of silence'],
+  ['errors', 'Errors', 'any', 'socket and service errors'],
+  ['events_dropped', 'Events dropped', 'process', 'session events lost on their way to the event stream: a child\'s channel was full'],
+  ['tls_handshakes', 'TLS handshakes', 'tls'],
+  ['tls_handshake_failures', 'TLS handshakes failed', 'tls', 'for one of the reasons below'],
+  ['tls_failures_no_client_cert', 'TLS failed: no client certificate', 'tls', 'the client sent none and client_ca_file requires one'],
+  ['tls_failures_bad_certificate', 'TLS failed: certificate refused', 'tls', 'an unknown CA, expired, or otherwise bad'],
+  ['tls_failures_protocol', 'TLS failed: protocol', 'tls', 'not TLS, a version older than 1.2, or no shared cipher'],
+  ['tls_failures_timeout', 'TLS failed: time-out', 'tls', 'the handshake was not done within idle_timeout_ms'],
+  ['tls_failures_other', 'TLS failed: other', 'tls', 'the client left, or another failure'],
 ];
+const KNOWN = new Set(COUNTERS.map(([k]) => k));
 
-/* Fills tbody with [key, label, value text, title] rows, keeping rows that stay. */
+/* Whether counters of kind where mean something for listener l. */
+function applies(where, l) {
+  const tcp = (l.transport ?? 'tcp') === 'tcp';
+  switch (where) {
+    case 'tcp': return tcp;
+    case 'udp': return !tcp;
+    case 'tls': return tcp && !!(l.options?.tls || l.status?.tls?.enabled);
+    case 'process': return tcp && l.model === 'process';
+    default: return true;
+  }
+}
+
+// GET /api/v1/services, once it answered: the names and help of each service's counters.
+let catalogue = null;
+let catalogueAsked = false;
+
+/* The declared counters of service name ([{ name, help }]), or null while unknown. */
+function declaredCounters(name) {
+  if (!catalogueAsked) {
+    catalogueAsked = true;
+    loadServices().then((c) => {
+      catalogue = c;
+      scheduleRender();
+    });
+  }
+  const svc = catalogue?.byName.get(name);
+  return Array.isArray(svc?.counters) ? svc.counters.filter((c) => c && typeof c.name === 'string') : null;
+}
+
+/*
+ * Fills tbody with [key, label, value text, title, why] rows, keeping rows that stay; why, when
+ * given, is written under the label (what the counter counts, or the reason of a refusal).
+ */
 function fillKeyValues(tbody, entries) {
   const keep = new Set(entries.map((e) => e[0]));
   for (const tr of [...tbody.rows]) if (!keep.has(tr.dataset.key)) tr.remove();
-  entries.forEach(([key, label, value, title], i) => {
+  entries.forEach(([key, label, value, title, why], i) => {
     let tr = [...tbody.rows].find((r) => r.dataset.key === key);
     if (!tr) {
       tr = document.createElement('tr');
       tr.dataset.key = key;
       const th = document.createElement('th');
       th.scope = 'row';
+      const name = document.createElement('span');
+      name.className = 'kv-label';
+      const help = document.createElement('span');
+      help.className = 'kv-why';
+      th.append(name, help);
       const td = document.createElement('td');
       td.className = 'num';
       tr.append(th, td);
     }
     if (tbody.rows[i] !== tr) tbody.insertBefore(tr, tbody.rows[i] || null);
-    setText(tr.cells[0], label);
+    const [name, help] = tr.cells[0].children;
+    setText(name, label);
+    setText(help, why || '');
+    help.hidden = !why;
     setText(tr.cells[1], value);
     tr.cells[1].title = title || '';
   });
@@ -104,6 +165,32 @@ function renderConfig(l) {
   }));
 }
 
+/* The latency chart's points of one percentile. */
+function percentile(h, key) {
+  return h.map((p) => ({ t: p.t, v: p[key] }));
+}
+
+/* The largest value of key in the window, or null. */
+function peakOf(h, key, t0) {
+  let max = null;
+  for (const p of h) if (p.t >= t0 && p[key] !== null && (max === null || p[key] > max)) max = p[key];
+  return max;
+}
+
+/* What the latency chart shows, in words: its current values and its peak. */
+function latencyLabel(l, h, now) {
+  const what = `Service time of ${l.id} over the last 5 minutes`;
+  if (model.mode !== 'stream') return `${what}: latency needs the live event stream.`;
+  const t0 = now - HISTORY_MS;
+  const last = h.length ? h[h.length - 1] : null;
+  const peak99 = peakOf(h, 'p99', t0);
+  if (peak99 === null) return `${what}: no request answered yet.`;
+  const current = last && last.t >= now - 2500 && last.count > 0
+    ? `now p50 ${formatNs(last.p50)}, p99 ${formatNs(last.p99)}, p99.9 ${formatNs(last.p999)} (${formatInt(last.count)} requests in the last second)`
+    : 'no requests now';
+  return `${what}: ${current}; peak p99 ${formatNs(peak99)}, p99.9 ${formatNs(peakOf(h, 'p999', t0))}.`;
+}
+
 /** Draws the charts of listener l (time moves on them even when nothing changes). */
 export function renderCharts(l) {
   const h = historyOf(l.id);
@@ -125,6 +212,119 @@ export function renderCharts(l) {
   const r = rateOf(l.id);
   tp.setAttribute('aria-label', `Throughput of ${l.id} over the last 5 minutes: now ${formatRate(r?.bytes_in)} in, ${formatRate(r?.bytes_out)} out; peak ${formatRate(maxT)}.`);
   cn.setAttribute('aria-label', `Active connections of ${l.id} over the last 5 minutes: now ${formatInt(l.metrics?.connections_active ?? 0)}, peak ${formatInt(maxC)}.`);
+
+  // Service time comes with the event stream's ticks only (latency_interval), one a second.
+  const lat = latencyOf(l.id);
+  const lc = byId('chart-latency');
+  const live = model.mode === 'stream';
+  drawTimeChart(lc, {
+    series: live
+      ? [
+        { label: 'p50', colorVar: '--chart-p50', points: percentile(lat, 'p50') },
+        { label: 'p99', colorVar: '--chart-p99', dash: [6, 4], points: percentile(lat, 'p99') },
+        { label: 'p99.9', colorVar: '--chart-p999', dash: [2, 3], points: percentile(lat, 'p999') },
+      ]
+      : [],
+    now,
+    spanMs: HISTORY_MS,
+    kind: 'duration',
+    gapMs: 2500,
+    emptyText: live ? 'No request answered yet' : 'Latency needs the live event stream',
+  });
+  lc.setAttribute('aria-label', latencyLabel(l, lat, now));
+}
+
+/* The cumulative service time (metrics.latency) as rows. */
+function renderLatency(l) {
+  const lat = l.metrics?.latency;
+  const ok = lat && typeof lat === 'object' && Number.isFinite(lat.count);
+  const n = ok ? lat.count : 0;
+  const ns = (v) => (n > 0 && Number.isFinite(v) ? formatNs(v) : '—');
+  const exact = (v) => (n > 0 && Number.isFinite(v) ? `${formatInt(v)} ns` : '');
+  fillKeyValues(byId('latency-table').tBodies[0], ok
+    ? [
+      ['count', 'Requests answered', formatInt(n), '', 'since the listener was created'],
+      ['p50', 'Median (p50)', ns(lat.p50_ns), exact(lat.p50_ns)],
+      ['p99', 'p99', ns(lat.p99_ns), exact(lat.p99_ns)],
+      ['p999', 'p99.9', ns(lat.p999_ns), exact(lat.p999_ns)],
+      ['max', 'Longest', ns(lat.max_ns), exact(lat.max_ns)],
+      ['mean', 'Average', n > 0 && Number.isFinite(lat.sum_ns) ? formatNs(lat.sum_ns / n) : '—'],
+    ]
+    : [['count', 'Requests answered', '—', '', 'this daemon does not measure service time']]);
+}
+
+/* Why listener l failed and since when, and its draining runners, in full. */
+function renderProblem(l) {
+  const el = byId('details-problem');
+  const st = l.status || {};
+  const lines = [];
+  if (st.error || st.state === 'failed') {
+    lines.push(['problem-what', `Failed: ${st.error || 'the daemon gives no reason'}`]);
+    const since = Date.parse(st.since);
+    if (!Number.isNaN(since)) lines.push(['problem-since', `Since ${formatTimestamp(st.since)} (${formatAgo(since)})`]);
+  }
+  const draining = Array.isArray(st.draining) ? st.draining : [];
+  if (draining.length) {
+    lines.push(['problem-drain-head', `Draining: ${drainingText(draining)} left on the runners a change replaced`]);
+    for (const d of draining) {
+      const deadline = Date.parse(d.deadline);
+      const left = Number.isFinite(d.connections)
+        ? `${formatInt(d.connections)} connection${d.connections === 1 ? '' : 's'}`
+        : 'connections not told apart from the new runner\'s';
+      const cut = Number.isNaN(deadline) ? '' : `, cut at ${formatClock(deadline)} (${formatAgo(deadline)})`;
+      lines.push(['problem-drain', `${d.bound}: ${left}${cut}`]);
+    }
+  }
+  el.hidden = lines.length === 0;
+  el.dataset.kind = st.error || st.state === 'failed' ? 'failed' : 'draining';
+  const key = JSON.stringify(lines);
+  if (el.dataset.key === key) return;
+  el.dataset.key = key;
+  el.replaceChildren(...lines.map(([cls, text]) => {
+    const p = document.createElement('p');
+    p.className = cls;
+    p.textContent = text;
+    return p;
+  }));
+}
+
+/* The listener's counters that mean something for it, then its rates. */
+function counterEntries(l) {
+  const m = l.metrics || {};
+  const r = rateOf(l.id);
+  const tcp = (l.transport ?? 'tcp') === 'tcp';
+  const entries = COUNTERS
+    .filter(([k, , where]) => Number.isFinite(m[k]) && (applies(where, l) || m[k] !== 0))
+    .map(([k, label, , why]) => {
+      const v = m[k];
+      const text = k.startsWith('bytes_') ? `${formatBytes(v)} (${formatInt(v)})` : formatInt(v);
+      return [k, label, text, '', why];
+    });
+  for (const k of Object.keys(m)) {
+    if (!KNOWN.has(k) && Number.isFinite(m[k])) entries.push([k, k, formatInt(m[k])]);
+  }
+  entries.push(['rate_in', 'Bytes in per second', formatRate(r?.bytes_in)]);
+  entries.push(['rate_out', 'Bytes out per second', formatRate(r?.bytes_out)]);
+  if (tcp && r && Number.isFinite(r.connections)) entries.push(['rate_conn', 'Connections per second', r.connections.toFixed(2)]);
+  if (!tcp) {
+    for (const k of ['datagrams_in', 'datagrams_out']) {
+      if (r && Number.isFinite(r[k])) entries.push([`rate_${k}`, `${k === 'datagrams_in' ? 'Datagrams in' : 'Datagrams out'} per second`, r[k].toFixed(1)]);
+    }
+  }
+  return entries;
+}
+
+/* The service's own counters, named and explained as GET /api/v1/services declares them. */
+function serviceEntries(l) {
+  const values = l.metrics?.service && typeof l.metrics.service === 'object' ? l.metrics.service : {};
+  const declared = declaredCounters(l.service) || [];
+  const entries = declared
+    .filter((c) => values[c.name] !== undefined)
+    .map((c) => [c.name, c.name, countText(c.name, values[c.name]), '', c.help || '']);
+  for (const [k, v] of Object.entries(values)) {
+    if (!declared.some((c) => c.name === k)) entries.push([k, k, countText(k, v)]);
+  }
+  return entries;
 }
 
 export function renderDetails() {
@@ -138,36 +338,18 @@ export function renderDetails() {
   section.dataset.id = l.id;
   setText(byId('details-heading'), l.id);
   renderState(byId('details-state'), l.status, l.enabled, refusalOf(l));
+  renderProblem(l);
   const st = l.status?.state;
-  const err = byId('details-error');
-  err.hidden = !l.status?.error;
-  setText(err, l.status?.error ? `Failed: ${l.status.error}` : '');
   const busy = model.busy.has(l.id);
   byId('action-start').disabled = busy || ((st === 'running' || st === 'starting') && l.enabled);
   byId('action-stop').disabled = busy || (st === 'stopped' && !l.enabled);
   byId('action-edit').disabled = busy;
   byId('action-delete').disabled = busy;
 
-  const m = l.metrics || {};
-  const r = rateOf(l.id);
-  const entries = METRIC_LABELS.filter(([k]) => m[k] !== undefined).map(([k, label]) => {
-    const v = m[k];
-    const text = k.startsWith('bytes_') ? `${formatBytes(v)} (${formatInt(v)})` : formatInt(v);
-    return [k, label, text];
-  });
-  for (const k of Object.keys(m)) {
-    if (k !== 'service' && !METRIC_LABELS.some(([x]) => x === k) && Number.isFinite(m[k])) entries.push([k, k, formatInt(m[k])]);
-  }
-  entries.push(['rate_in', 'Bytes in per second', formatRate(r?.bytes_in)]);
-  entries.push(['rate_out', 'Bytes out per second', formatRate(r?.bytes_out)]);
-  if (r && Number.isFinite(r.connections)) entries.push(['rate_conn', 'Connections per second', r.connections.toFixed(2)]);
-  for (const k of ['datagrams_in', 'datagrams_out']) {
-    if (r && Number.isFinite(r[k])) entries.push([`rate_${k}`, `${k === 'datagrams_in' ? 'Datagrams in' : 'Datagrams out'} per second`, r[k].toFixed(1)]);
-  }
-  fillKeyValues(byId('metrics-table').tBodies[0], entries);
-
-  const svc = m.service && typeof m.service === 'object' ? Object.entries(m.service) : [];
-  fillKeyValues(byId('service-table').tBodies[0], svc.map(([k, v]) => [k, k, countText(k, v)]));
+  fillKeyValues(byId('metrics-table').tBodies[0], counterEntries(l));
+  renderLatency(l);
+  const svc = serviceEntries(l);
+  fillKeyValues(byId('service-table').tBodies[0], svc);
   byId('service-table').hidden = svc.length === 0;
   byId('service-empty').hidden = svc.length > 0;
 

@@ -50,6 +50,26 @@ export function formatDuration(seconds) {
   return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
 }
 
+/** A service time in nanoseconds: "850 ns", "12.3 µs", "1.2 ms", "2.5 s". */
+export function formatNs(ns) {
+  if (ns === null || ns === undefined || !Number.isFinite(ns)) return '—';
+  if (ns < 1000) return `${Math.round(ns)} ns`;
+  const [v, unit] = ns < 1e6 ? [ns / 1e3, 'µs'] : ns < 1e9 ? [ns / 1e6, 'ms'] : [ns / 1e9, 's'];
+  return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${unit}`;
+}
+
+/** How long ago (or, for a later time, how soon) ms was: "12 s ago", "5 min ago", "in 20 s". */
+export function formatAgo(ms, now = Date.now()) {
+  if (!Number.isFinite(ms)) return '';
+  const s = Math.round(Math.abs(now - ms) / 1000);
+  let text;
+  if (s < 60) text = `${s} s`;
+  else if (s < 3600) text = `${Math.floor(s / 60)} min`;
+  else if (s < 86400) text = `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  else text = `${Math.floor(s / 86400)} d`;
+  return ms > now ? `in ${text}` : `${text} ago`;
+}
+
 /** A local date and time from an RFC 3339 string, or the string itself when it is not one. */
 export function formatTimestamp(iso) {
   if (!iso) return '—';

@@ -7,12 +7,18 @@ import { API, api, NetworkError } from './api.js';
 export const POLL_INTERVAL_MS = 2000;
 const STREAM_RETRY_MS = 10000;
 
+/** The events of the stream that say what happened (all but the snapshot and metrics ticks). */
+export const NOTED_EVENTS = [
+  'listener.created', 'listener.changed', 'listener.deleted', 'listener.state',
+  'config.revision', 'backup.stored', 'backup.failed', 'backup.pruned',
+];
+
 /*
  * handlers: snapshot(listeners), upsert(listener, 'created' | 'changed'), deleted(id),
- * state(event), metrics(event), revision(event) (config.revision, optional),
- * poll(listeners, answeredMs, askedMs),
- * mode('connecting' | 'stream' | 'polling'), reachable(bool),
- * error(err) for an answer that is an error.
+ * state(event), metrics(event), noted({ id, event, time, data }) for each of NOTED_EVENTS
+ * (id: the stream's, a number; time: the data's own, else when it arrived),
+ * poll(listeners, answeredMs, askedMs), mode('connecting' | 'stream' | 'polling'),
+ * reachable(bool), error(err) for an answer that is an error.
  */
 export class LiveFeed {
   constructor(handlers) {
@@ -52,7 +58,7 @@ export class LiveFeed {
       } catch {
         return;
       }
-      if (this.es === es) fn(data);
+      if (this.es === es) fn(data, e.lastEventId);
     });
     on('snapshot', (d) => this.h.snapshot(Array.isArray(d.listeners) ? d.listeners : []));
     on('listener.created', (d) => this.h.upsert(d, 'created'));
@@ -60,7 +66,14 @@ export class LiveFeed {
     on('listener.deleted', (d) => this.h.deleted(d.id));
     on('listener.state', (d) => this.h.state(d));
     on('metrics', (d) => this.h.metrics(d));
-    on('config.revision', (d) => this.h.revision?.(d));
+    for (const name of NOTED_EVENTS) {
+      on(name, (d, id) => this.h.noted?.({
+        id: Number(id) || 0,
+        event: name,
+        time: (typeof d?.time === 'string' && d.time) || (name === 'listener.state' && d?.since) || new Date().toISOString(),
+        data: d,
+      }));
+    }
 
     es.onopen = () => {
       if (this.es !== es) return;

@@ -6,6 +6,7 @@
 const rates = new Map(); // id -> { bytes_in, bytes_out, connections, ... } per second, or null
 const samples = new Map(); // id -> counters of the last sample, to compute rates from
 const history = new Map(); // id -> [{ t, in, out, active }], the last HISTORY_MS
+const latency = new Map(); // id -> [{ t, count, p50, p99, p999, max }] (ns), the last HISTORY_MS
 
 /** How far back the charts reach. */
 export const HISTORY_MS = 5 * 60 * 1000;
@@ -58,11 +59,39 @@ export function observe(id, t, metrics, given = undefined) {
   while (h.length && h[0].t < cut) h.shift();
 }
 
+/**
+ * The service time of listener id's requests answered in the tick that ended at t (ms): the
+ * metrics tick's latency_interval ({ count, p50_ns, p99_ns, p999_ns, max_ns }). An interval
+ * without requests is a point without values (a gap on the chart, not a zero); a tick without
+ * the object (the first one, or a daemon that does not send it) adds nothing.
+ */
+export function observeLatency(id, t, interval) {
+  if (!interval || typeof interval !== 'object' || !Number.isFinite(interval.count)) return;
+  let h = latency.get(id);
+  if (!h) {
+    h = [];
+    latency.set(id, h);
+  }
+  const has = interval.count > 0;
+  const ns = (v) => (has && Number.isFinite(v) ? v : null);
+  h.push({
+    t, count: interval.count, p50: ns(interval.p50_ns), p99: ns(interval.p99_ns), p999: ns(interval.p999_ns), max: ns(interval.max_ns),
+  });
+  const cut = t - HISTORY_MS - 10000;
+  while (h.length && h[0].t < cut) h.shift();
+}
+
+/** The recent service times of listener id: [{ t, count, p50, p99, p999, max }], oldest first. */
+export function latencyOf(id) {
+  return latency.get(id) || [];
+}
+
 /** Forgets what was sampled of listener id. */
 export function forgetRates(id) {
   rates.delete(id);
   samples.delete(id);
   history.delete(id);
+  latency.delete(id);
 }
 
 /** The latest rates of listener id ({ bytes_in, bytes_out, connections, ... } per second), or null. */

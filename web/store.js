@@ -2,7 +2,7 @@
 // are in rates.js), the selection, reachability and the feed's mode. The feed (live.js) and the
 // page's own actions change it only through the functions here; every change schedules a render.
 
-import { forgetRates, observe } from './rates.js';
+import { forgetRates, observe, observeLatency } from './rates.js';
 import { scheduleRender } from './render.js';
 
 export const model = {
@@ -102,21 +102,25 @@ export function applyPoll(list, t, askedMs) {
   replaceAll(list, askedMs);
 }
 
-/** A metrics tick of the event stream: counters and the daemon's rates of every listener. */
+/**
+ * A metrics tick of the event stream: counters, the daemon's rates and the service time of the
+ * tick's requests (latency_interval) of every listener.
+ */
 export function applyMetrics(ev) {
   const t = Date.now();
   const all = ev && typeof ev.listeners === 'object' && ev.listeners ? ev.listeners : {};
   for (const [id, m] of Object.entries(all)) {
     const l = model.listeners.get(id);
     if (!l || !m) continue;
-    const { rates, ...counters } = m;
+    const { rates, latency_interval: interval, ...counters } = m;
     l.metrics = counters;
     observe(id, t, counters, rates || null);
+    observeLatency(id, t, interval);
   }
   touched();
 }
 
-/** A listener.state event: the state, bound addresses and error of one listener. */
+/** A listener.state event: the state, bound addresses, error and draining runners of one listener. */
 export function applyState(ev) {
   const l = ev && model.listeners.get(ev.id);
   if (!l) return;
@@ -126,6 +130,7 @@ export function applyState(ev) {
     bound: Array.isArray(ev.bound) ? ev.bound : [],
     error: ev.error ?? null,
     since: ev.since ?? l.status?.since,
+    draining: Array.isArray(ev.draining) ? ev.draining : l.status?.draining ?? [],
   };
   if (ev.state === 'running') model.refusals.delete(ev.id);
   touched();

@@ -2,20 +2,41 @@
 // element, a cell its text unless the value changed), and the state of a listener as words.
 
 import { byId, setNumber, setText } from './dom.js';
-import { formatAddress, formatBytes, formatInt, formatRate } from './format.js';
+import {
+  formatAddress, formatBytes, formatClock, formatInt, formatRate, formatTimestamp,
+} from './format.js';
 import { rateOf } from './rates.js';
 import { model, refusalOf } from './store.js';
 
 const STATE_ICONS = { running: '●', starting: '◔', stopping: '◔', stopped: '○', failed: '✕' };
 
+/** "3 connections" from the draining runners' counts (null: not told apart), or ''. */
+export function drainingText(draining) {
+  if (!Array.isArray(draining) || draining.length === 0) return '';
+  const known = draining.filter((d) => Number.isFinite(d?.connections));
+  const n = known.reduce((a, d) => a + d.connections, 0);
+  const runners = draining.length === 1 ? '' : `${draining.length} runners, `;
+  if (known.length === 0) return `${runners}their connections`;
+  return `${runners}${formatInt(n)} connection${n === 1 ? '' : 's'}`;
+}
+
+/* The latest deadline of the draining runners (ms), or NaN. */
+function drainDeadline(draining) {
+  return Math.max(...draining.map((d) => Date.parse(d?.deadline)).filter((t) => !Number.isNaN(t)));
+}
+
 /*
  * Fills el with the state as text (an icon beside it, not only colour) and the reason: the
- * daemon's (status.error), or why it refused this page's last start or stop (refusal).
+ * daemon's (status.error), or why it refused this page's last start or stop (refusal). With
+ * extras (the table's rows), a failure also says since when, and draining runners what is
+ * left of them and until when.
  */
-export function renderState(el, status, enabled, refusal = '') {
+export function renderState(el, status, enabled, refusal = '', extras = false) {
   const state = status?.state || 'unknown';
   const error = status?.error || '';
-  const key = `${state}|${error}|${enabled}|${refusal}`;
+  const since = extras && (error || state === 'failed') ? Date.parse(status?.since) : NaN;
+  const draining = extras && Array.isArray(status?.draining) ? status.draining : [];
+  const key = `${state}|${error}|${enabled}|${refusal}|${since}|${JSON.stringify(draining)}`;
   if (el.dataset.key === key) return;
   el.dataset.key = key;
   el.dataset.state = state;
@@ -46,6 +67,21 @@ export function renderState(el, status, enabled, refusal = '') {
     reason.className = 'state-reason quiet';
     reason.textContent = 'enabled, not running';
     parts.push(reason);
+  }
+  if (!Number.isNaN(since)) {
+    const note = document.createElement('span');
+    note.className = 'state-since';
+    note.textContent = `since ${formatClock(since)}`;
+    note.title = formatTimestamp(status.since);
+    parts.push(note);
+  }
+  if (draining.length) {
+    const note = document.createElement('span');
+    note.className = 'state-drain';
+    const until = drainDeadline(draining);
+    note.textContent = `draining ${drainingText(draining)}${Number.isFinite(until) ? ` · until ${formatClock(until)}` : ''}`;
+    note.title = draining.map((d) => `${d.bound}: ${d.connections ?? 'unknown'} connections, cut at ${formatTimestamp(d.deadline)}`).join('\n');
+    parts.push(note);
   }
   el.replaceChildren(...parts);
 }
@@ -146,7 +182,7 @@ function updateRow(tr, l) {
   setText(c.transport, (l.transport ?? '').toUpperCase());
   renderBound(c.bound, l);
   setText(c.model, l.model ?? '');
-  renderState(c.state, l.status, l.enabled, refusalOf(l));
+  renderState(c.state, l.status, l.enabled, refusalOf(l), true);
   setNumber(c.active, m.connections_active, formatInt);
   setNumber(c.bytes_in, m.bytes_in, formatBytes, `${formatInt(m.bytes_in)} bytes`);
   setNumber(c.rate_in, r ? r.bytes_in : null, formatRate);

@@ -23,7 +23,7 @@
 #define CORE_DEFAULT_DRAIN_TIMEOUT_MS 30000u
 #define CORE_LIMIT_RATE_MAX 10000000u /* the rates below: 0 (no limit) to this per second */
 
-/* The defaults of the per-source limits (see the README, "A listener resource"). */
+/* The defaults of the per-source limits (see docs/api.md, the listener resource). */
 #define CORE_DEFAULT_MAX_CONNECTIONS_PER_SOURCE 0
 #define CORE_DEFAULT_CONNECTION_RATE_PER_SOURCE 0
 #define CORE_DEFAULT_REPLY_RATE_PER_SOURCE 100

@@ -58,7 +58,7 @@ bool core_source_is_loopback(const struct core_source *s);
  * Whether a datagram from source port port must get no answer: port 0, or the port of a
  * well-known UDP service that answers whatever reaches it (echo, chargen, daytime, DNS, NTP,
  * SNMP, SSDP, memcached, ...), which a spoofed request would turn into a reflector or a loop.
- * The list is in ratelimit.c and the README.
+ * The list is in ratelimit.c and docs/api.md.
  */
 bool core_port_is_reflector(uint16_t port);
 

@@ -3,8 +3,8 @@
 
 /*
  * backup over TCP: the lecture's Remote Copy Procedure (the client sends a file name, the
- * server acknowledges, the client sends the file) made a real backup service. The README's
- * "Backup protocol" section is the full contract; in short, on one connection:
+ * server acknowledges, the client sends the file) made a real backup service. The manual page
+ * sockserv-protocols(7) is the full contract; in short, on one connection:
  *
  *   C: PUT <name> <size> [<sha256>]\n        S: OK\n | ERR <code> <text>\n
  *   C: <size bytes>                          S: STORED <name> <version> <size> <sha256>\n

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/deadlines.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "core/offload.h"
@@ -84,12 +85,13 @@ struct ev_conn {
     bool want_out;    /* registered for EPOLLOUT (else for EPOLLIN) */
     bool handshaking; /* TLS: the handshake goes on; no session is open yet */
     bool begun;       /* counted by core_runner_conn_begin() */
-    int64_t deadline; /* ms: idle or linger deadline (the handshake's: from the accept) */
     uint64_t accepted_ns;
     struct core_tls_conn *tls; /* NULL: plain */
     struct core_session s;
-    struct core_admission adm;   /* what the connection holds in the listener's sources */
-    struct ev_conn *prev, *next; /* in loop.open or loop.linger, in order of deadline */
+    struct core_admission adm; /* what the connection holds in the listener's sources */
+    /* In loop.open or loop.linger; the idle or linger deadline (the handshake's: from the
+     * accept). */
+    struct core_dl_node dl;
     /* A blocking service's connection. While busy, the job owns s and fd, and the connection
      * is in no list and not in the epoll set. */
     bool busy;
@@ -97,10 +99,6 @@ struct ev_conn {
     enum ev_work work;
     enum ev_wait wait; /* set by the job */
     struct core_offload_job job;
-};
-
-struct conn_list {
-    struct ev_conn *head, *tail;
 };
 
 struct event_runner;
@@ -117,8 +115,8 @@ struct ev_loop {
     int64_t accept_paused_until; /* ms: out of fds or memory, lfd is out of the set until then */
     uint8_t *rbuf;               /* rbuf_size, shared by the loop's connections */
     size_t rbuf_size;            /* the service's read_size, or READ_SIZE */
-    struct conn_list open;       /* by last activity */
-    struct conn_list linger;     /* by linger deadline */
+    struct core_dl_list open;    /* by last activity */
+    struct core_dl_list linger;  /* by linger deadline */
     /* With a pool: where this loop's jobs come back, how many are out, whether it stops. */
     struct core_offload_inbox inbox;
     unsigned n_busy;
@@ -133,31 +131,12 @@ struct event_runner {
     atomic_bool stopping;      /* a loop saw the stop: jobs read no more than once */
 };
 
-static void list_remove(struct conn_list *l, struct ev_conn *c)
+static struct ev_conn *conn_of(struct core_dl_node *n)
 {
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        l->head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        l->tail = c->prev;
-    c->prev = c->next = NULL;
+    return core_dl_entry(n, struct ev_conn, dl);
 }
 
-static void list_append(struct conn_list *l, struct ev_conn *c)
-{
-    c->prev = l->tail;
-    c->next = NULL;
-    if (l->tail)
-        l->tail->next = c;
-    else
-        l->head = c;
-    l->tail = c;
-}
-
-static struct conn_list *list_of(struct ev_conn *c)
+static struct core_dl_list *list_of(struct ev_conn *c)
 {
     return c->lingering ? &c->loop->linger : &c->loop->open;
 }
@@ -165,13 +144,8 @@ static struct conn_list *list_of(struct ev_conn *c)
 /* The connection was active: its idle deadline starts again. */
 static void touch(struct ev_conn *c)
 {
-    uint32_t idle = c->loop->rn->base.cfg.idle_timeout_ms;
-
-    if (c->lingering)
-        return;
-    c->deadline = idle ? core_now_ms() + idle : INT64_MAX;
-    list_remove(&c->loop->open, c);
-    list_append(&c->loop->open, c);
+    if (!c->lingering)
+        core_dl_touch(&c->loop->open, &c->dl, c->loop->rn->base.cfg.idle_timeout_ms);
 }
 
 /* The epoll events a -EAGAIN of the connection waits for: out for a send, else in (TLS: what
@@ -230,7 +204,7 @@ static void conn_free(struct ev_conn *c)
  * the socket, ends the connection. */
 static void conn_close(struct ev_conn *c)
 {
-    list_remove(list_of(c), c);
+    core_dl_remove(list_of(c), &c->dl);
     if (c->handshaking) {
         conn_free(c);
         return;
@@ -256,10 +230,10 @@ static void conn_fail(struct ev_conn *c, int error)
 /* The service is done: stop sending and read what the client still sends for a moment. */
 static void conn_linger(struct ev_conn *c)
 {
-    list_remove(&c->loop->open, c);
+    core_dl_remove(&c->loop->open, &c->dl);
     c->lingering = true;
-    c->deadline = core_now_ms() + LINGER_MS;
-    list_append(&c->loop->linger, c);
+    c->dl.deadline = core_now_ms() + LINGER_MS;
+    core_dl_append(&c->loop->linger, &c->dl);
     core_tls_conn_shutdown(c->tls);
     (void)shutdown(c->fd, SHUT_WR);
     if (set_events(c, false) < 0)
@@ -419,7 +393,7 @@ static void conn_done(struct ev_conn *c)
         conn_free(c);
         return;
     }
-    list_append(&loop->open, c);
+    core_dl_append(&loop->open, &c->dl);
     touch(c);
     if (loop->stopping)
         conn_fail(c, -ECANCELED);
@@ -443,7 +417,7 @@ static void on_done(struct ev_loop *loop)
 /* A blocking service's connection has work: off to a worker. */
 static void conn_hand_over(struct ev_conn *c, enum ev_work work)
 {
-    list_remove(list_of(c), c);
+    core_dl_remove(list_of(c), &c->dl);
     conn_submit(c, work);
 }
 
@@ -567,7 +541,7 @@ static void conn_new(struct ev_loop *loop, struct core_accepted *a)
         goto out_refuse;
     }
     c->watched = true;
-    list_append(&loop->open, c);
+    core_dl_append(&loop->open, &c->dl);
     touch(c); /* a handshake must be done within the idle timeout from here */
     core_runner_conn_begin(b);
     c->begun = true;
@@ -629,21 +603,16 @@ static void on_acceptable(struct ev_loop *loop)
 /* Closes the connections whose deadline passed; returns the ms until the next one (-1: none). */
 static int expire(struct ev_loop *loop)
 {
-    int64_t now = core_now_ms(), next = INT64_MAX;
+    int64_t now = core_now_ms();
+    struct core_dl_node *n;
 
-    while (loop->linger.head && loop->linger.head->deadline <= now)
-        conn_close(loop->linger.head);
-    while (loop->open.head && loop->open.head->deadline <= now)
-        conn_fail(loop->open.head, -ETIMEDOUT);
-    if (loop->linger.head)
-        next = loop->linger.head->deadline;
-    if (loop->open.head && loop->open.head->deadline < next)
-        next = loop->open.head->deadline;
-    if (loop->accept_paused_until > now && loop->accept_paused_until < next)
-        next = loop->accept_paused_until;
-    if (next == INT64_MAX)
-        return -1;
-    return next - now > INT32_MAX ? INT32_MAX : (int)(next - now);
+    while ((n = core_dl_due(&loop->linger, now)))
+        conn_close(conn_of(n));
+    while ((n = core_dl_due(&loop->open, now)))
+        conn_fail(conn_of(n), -ETIMEDOUT);
+    return core_dl_timeout(&loop->linger, &loop->open,
+                           loop->accept_paused_until > now ? loop->accept_paused_until : INT64_MAX,
+                           now);
 }
 
 /* Live reconfiguration: takes what waits in the backlog, then stops accepting; a socket of
@@ -707,9 +676,9 @@ static void *loop_main(void *arg)
     loop->stopping = true;
     atomic_store_explicit(&loop->rn->stopping, true, memory_order_relaxed);
     while (loop->open.head)
-        conn_fail(loop->open.head, -ECANCELED);
+        conn_fail(conn_of(loop->open.head), -ECANCELED);
     while (loop->linger.head)
-        conn_close(loop->linger.head);
+        conn_close(conn_of(loop->linger.head));
     while (loop->n_busy) {
         struct pollfd p = {.fd = loop->inbox.fd, .events = POLLIN};
 

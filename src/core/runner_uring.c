@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/deadlines.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "core/offload.h"
@@ -92,7 +93,6 @@ struct ur_conn {
     bool eof;        /* the client's end of input came (and is to be fed once) */
     bool sending;    /* a send of s.out is in the ring */
     bool busy;       /* a job has the session */
-    int64_t deadline;
     uint64_t accepted_ns;
     struct core_session s;
     struct core_admission adm;
@@ -103,11 +103,7 @@ struct ur_conn {
     enum core_session_next next; /* set by the step */
     bool refused;                /* the step could not open the session */
     struct core_offload_job job;
-    struct ur_conn *prev, *next_in_list;
-};
-
-struct conn_list {
-    struct ur_conn *head, *tail;
+    struct core_dl_node dl; /* in loop.open or loop.linger */
 };
 
 struct uring_runner;
@@ -131,8 +127,8 @@ struct ur_loop {
     bool poll_only;    /* one of several loops: accept4() alone, always (accept_again()) */
     bool warned;
     int64_t accept_paused_until; /* ms; 0: not paused */
-    struct conn_list open;       /* by idle deadline */
-    struct conn_list linger;     /* by linger deadline */
+    struct core_dl_list open;    /* by idle deadline */
+    struct core_dl_list linger;  /* by linger deadline */
     unsigned n_conns;            /* connections of this loop not yet freed */
     unsigned n_busy;
     bool stopping;
@@ -151,28 +147,9 @@ static inline uint64_t ud(const void *p, enum ur_tag t)
     return (uint64_t)(uintptr_t)p | t;
 }
 
-static void list_remove(struct conn_list *l, struct ur_conn *c)
+static struct ur_conn *conn_of(struct core_dl_node *n)
 {
-    if (c->prev)
-        c->prev->next_in_list = c->next_in_list;
-    else
-        l->head = c->next_in_list;
-    if (c->next_in_list)
-        c->next_in_list->prev = c->prev;
-    else
-        l->tail = c->prev;
-    c->prev = c->next_in_list = NULL;
-}
-
-static void list_append(struct conn_list *l, struct ur_conn *c)
-{
-    c->prev = l->tail;
-    c->next_in_list = NULL;
-    if (l->tail)
-        l->tail->next_in_list = c;
-    else
-        l->head = c;
-    l->tail = c;
+    return core_dl_entry(n, struct ur_conn, dl);
 }
 
 /* A free submission entry, submitting what is queued when the ring is full. */
@@ -189,13 +166,8 @@ static struct io_uring_sqe *get_sqe(struct ur_loop *loop)
 
 static void touch(struct ur_conn *c)
 {
-    uint32_t idle = c->loop->rn->base.cfg.idle_timeout_ms;
-
-    if (c->lingering || c->closing || c->busy)
-        return;
-    c->deadline = idle ? core_now_ms() + idle : INT64_MAX;
-    list_remove(&c->loop->open, c);
-    list_append(&c->loop->open, c);
+    if (!c->lingering && !c->closing && !c->busy)
+        core_dl_touch(&c->loop->open, &c->dl, c->loop->rn->base.cfg.idle_timeout_ms);
 }
 
 static void arm_accept(struct ur_loop *loop)
@@ -316,7 +288,7 @@ static void conn_step(struct ur_conn *c, enum ur_work work)
     }
     if (loop->rn->pool) {
         if (!c->closing)
-            list_remove(c->lingering ? &loop->linger : &loop->open, c);
+            core_dl_remove(c->lingering ? &loop->linger : &loop->open, &c->dl);
         c->busy = true;
         loop->n_busy++;
         core_offload_submit(loop->rn->pool, &c->job);
@@ -360,7 +332,7 @@ static void conn_close(struct ur_conn *c, int error)
 {
     if (!c->closing) {
         if (!c->busy)
-            list_remove(c->lingering ? &c->loop->linger : &c->loop->open, c);
+            core_dl_remove(c->lingering ? &c->loop->linger : &c->loop->open, &c->dl);
         c->closing = true;
         if (c->recv_armed || c->sending)
             cancel_fd(c->loop, c->fd);
@@ -374,10 +346,10 @@ static void conn_linger(struct ur_conn *c)
 {
     struct ur_loop *loop = c->loop;
 
-    list_remove(&loop->open, c);
+    core_dl_remove(&loop->open, &c->dl);
     c->lingering = true;
-    c->deadline = core_now_ms() + LINGER_MS;
-    list_append(&loop->linger, c);
+    c->dl.deadline = core_now_ms() + LINGER_MS;
+    core_dl_append(&loop->linger, &c->dl);
     core_buf_fini(&c->backlog);
     (void)shutdown(c->fd, SHUT_WR);
     if (c->eof)
@@ -442,9 +414,9 @@ static void conn_done(struct ur_conn *c)
     }
     if (!c->closing) {
         if (c->lingering)
-            list_append(&loop->linger, c);
+            core_dl_append(&loop->linger, &c->dl);
         else
-            list_append(&loop->open, c);
+            core_dl_append(&loop->open, &c->dl);
         touch(c);
         if (loop->stopping) {
             /* What the job answered leaves if the socket takes it at once (a commit that a stop
@@ -616,7 +588,7 @@ static void conn_new(struct ur_loop *loop, struct core_accepted *a)
     c->accepted_ns = a->accepted_ns;
     c->job = (struct core_offload_job){.run = conn_job, .inbox = &loop->inbox};
     loop->n_conns++;
-    list_append(&loop->open, c);
+    core_dl_append(&loop->open, &c->dl);
     if (loop->rn->pool) {
         conn_step(c, WORK_OPEN); /* begun once the job is back */
         return;
@@ -624,7 +596,7 @@ static void conn_new(struct ur_loop *loop, struct core_accepted *a)
     c->work = WORK_OPEN;
     session_step(c);
     if (c->refused) {
-        list_remove(&loop->open, c);
+        core_dl_remove(&loop->open, &c->dl);
         loop->n_conns--;
         core_runner_conn_refuse(b, c->fd, &c->adm);
         free(c);
@@ -785,25 +757,19 @@ static void stop_accepting(struct ur_loop *loop)
 /* Closes the connections whose deadline passed; returns the ms until the next one (-1: none). */
 static int expire(struct ur_loop *loop)
 {
-    int64_t now = core_now_ms(), next = INT64_MAX;
+    int64_t now = core_now_ms();
+    struct core_dl_node *n;
 
     if (loop->accepting && loop->accept_paused_until && loop->accept_paused_until <= now) {
         loop->accept_paused_until = 0;
         accept_again(loop);
     }
-    while (loop->linger.head && loop->linger.head->deadline <= now)
-        conn_close(loop->linger.head, 0);
-    while (loop->open.head && loop->open.head->deadline <= now)
-        conn_close(loop->open.head, -ETIMEDOUT);
-    if (loop->linger.head)
-        next = loop->linger.head->deadline;
-    if (loop->open.head && loop->open.head->deadline < next)
-        next = loop->open.head->deadline;
-    if (loop->accept_paused_until && loop->accept_paused_until < next)
-        next = loop->accept_paused_until;
-    if (next == INT64_MAX)
-        return -1;
-    return next - now > INT32_MAX ? INT32_MAX : (int)(next - now);
+    while ((n = core_dl_due(&loop->linger, now)))
+        conn_close(conn_of(n), 0);
+    while ((n = core_dl_due(&loop->open, now)))
+        conn_close(conn_of(n), -ETIMEDOUT);
+    return core_dl_timeout(&loop->linger, &loop->open,
+                           loop->accept_paused_until ? loop->accept_paused_until : INT64_MAX, now);
 }
 
 static void on_cqe(struct ur_loop *loop, const struct io_uring_cqe *cqe)
@@ -894,15 +860,15 @@ static void *loop_main(void *arg)
     if (loop->lpoll_armed)
         cancel_lpoll(loop);
     while (loop->open.head)
-        conn_close(loop->open.head, -ECANCELED);
+        conn_close(conn_of(loop->open.head), -ECANCELED);
     while (loop->linger.head)
-        conn_close(loop->linger.head, 0);
+        conn_close(conn_of(loop->linger.head), 0);
     while (r == 0 && (loop->n_conns || loop->accept_armed || loop->lpoll_armed)) {
         r = turn(loop, -1);
         while (loop->open.head)
-            conn_close(loop->open.head, -ECANCELED);
+            conn_close(conn_of(loop->open.head), -ECANCELED);
         while (loop->linger.head)
-            conn_close(loop->linger.head, 0);
+            conn_close(conn_of(loop->linger.head), 0);
     }
     return NULL;
 }

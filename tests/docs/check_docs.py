@@ -13,6 +13,13 @@
                                       BINDIR/sockserv
   check_docs.py layout                a build configured with --prefix=/usr installs where Debian
                                       puts things
+  check_docs.py links ROOT            every relative link of ROOT/README.md and ROOT/docs/*.md
+                                      resolves: the file exists, and a #anchor names a heading of
+                                      it (GitHub's anchors); the README's first code block is the
+                                      two commands scripts/run.sh and scripts/test.sh, and .ci/run
+                                      runs scripts/test.sh
+  check_docs.py links-selftest        links finds what it should in a scratch tree of broken
+                                      links, and nothing in a sound one
 
 Environment: SOCKSERV_BIN (the binary), SOCKSERV_SOURCE_ROOT, SOCKSERV_BUILD_ROOT.
 Exits 0 when everything holds, 1 with every difference printed otherwise.
@@ -251,6 +258,174 @@ def cmd_layout():
     return problems
 
 
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+LINK = re.compile(r"!?\[(?:[^\]\\]|\\.)*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
+HTML_ANCHOR = re.compile(r"<a\s+(?:name|id)=\"([^\"]+)\"", re.I)
+
+
+def markdown_text(path):
+    """The file's lines outside fenced code blocks (those inside become empty lines, so line
+    numbers hold), and its first fenced block's lines."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    out, first, fence, block = [], None, None, []
+    for line in lines:
+        m = FENCE.match(line)
+        if fence is None and m:
+            fence = m.group(1)
+            block = []
+            out.append("")
+        elif fence is not None:
+            if line.strip().startswith(fence[0] * len(fence)) and not line.strip().strip(fence[0]):
+                fence = None
+                if first is None:
+                    first = block
+            else:
+                block.append(line)
+            out.append("")
+        else:
+            out.append(line)
+    return out, first
+
+
+def slug(heading):
+    """GitHub's anchor of a heading: its text (links, code and emphasis marks dropped)
+    lower-cased, punctuation dropped, spaces made hyphens."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)
+    text = re.sub(r"[`*]", "", text).strip().lower()
+    text = "".join(c for c in text if c.isalnum() or c in " -_")
+    return text.replace(" ", "-")
+
+
+def anchors(path, cache):
+    if path not in cache:
+        lines, _ = markdown_text(path)
+        seen, found = {}, set()
+        for line in lines:
+            m = HEADING.match(line)
+            if m:
+                base = slug(m.group(2))
+                n = seen.get(base, 0)
+                seen[base] = n + 1
+                found.add(base if n == 0 else f"{base}-{n}")
+            found.update(HTML_ANCHOR.findall(line))
+        cache[path] = found
+    return cache[path]
+
+
+def check_links(root):
+    problems, cache = [], {}
+    docs = os.path.join(root, "docs")
+    files = [os.path.join(root, "README.md")]
+    if os.path.isdir(docs):
+        files += sorted(os.path.join(docs, f) for f in os.listdir(docs) if f.endswith(".md"))
+    for path in files:
+        name = os.path.relpath(path, root)
+        lines, _ = markdown_text(path)
+        # Code spans may wrap across lines: drop them from the whole text, keeping newlines.
+        text = re.sub(r"(`+)(?:(?!\1).)*?\1",
+                      lambda m: "\n" * m.group(0).count("\n"), "\n".join(lines), flags=re.S)
+        for number, line in enumerate(text.split("\n"), 1):
+            for target in LINK.findall(line):
+                if not target or re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):
+                    continue
+                file_part, _, anchor = target.partition("#")
+                dest = os.path.normpath(os.path.join(os.path.dirname(path), file_part)) \
+                    if file_part else path
+                where = f"{name}:{number}: {target}"
+                if os.path.relpath(dest, root).startswith(".."):
+                    problems.append(f"{where}: points outside the source tree")
+                elif not os.path.exists(dest):
+                    problems.append(f"{where}: no such file")
+                elif anchor:
+                    if not dest.endswith(".md"):
+                        problems.append(f"{where}: an anchor into a file that is not markdown")
+                    elif anchor not in anchors(dest, cache):
+                        problems.append(f"{where}: no heading of "
+                                        f"{os.path.relpath(dest, root)} has the anchor #{anchor}")
+    return problems
+
+
+def check_front_door(root):
+    """The README opens with the two commands, and CI runs the second."""
+    problems = []
+    lines, first = markdown_text(os.path.join(root, "README.md"))
+    prose = [l for l in lines if l.strip()]
+    if not prose or not prose[0].startswith("# "):
+        problems.append("README.md: does not start with its title")
+    words = [l.split()[0] for l in (first or []) if l.strip()]
+    if words != ["scripts/run.sh", "scripts/test.sh"]:
+        problems.append(f"README.md: the first code block runs {words}, "
+                        "not ['scripts/run.sh', 'scripts/test.sh']")
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        head = f.read().split("\n")
+    body = [l for l in head[1:] if l.strip()]
+    if not body or not FENCE.match(body[0]):
+        problems.append("README.md: the first thing after the title is not the code block")
+    try:
+        with open(os.path.join(root, ".ci/run"), encoding="utf-8") as f:
+            ci = [l.strip() for l in f if l.strip() and not l.lstrip().startswith("#")]
+    except OSError as e:
+        return problems + [f".ci/run: {e.strerror}"]
+    if not any(re.match(r"^exec\s+(\./)?scripts/test\.sh(\s|$)", l) for l in ci):
+        problems.append(".ci/run: does not exec scripts/test.sh")
+    return problems
+
+
+def cmd_links(root):
+    return check_front_door(root) + check_links(root)
+
+
+def cmd_links_selftest():
+    """Runs the link check on scratch trees: a sound one must pass, a broken one must be
+    refused for each fault, and nothing else."""
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="sockserv-links-") as root:
+        os.makedirs(os.path.join(root, "docs"))
+        os.makedirs(os.path.join(root, "doc"))
+        os.makedirs(os.path.join(root, ".ci"))
+
+        def write(rel, text):
+            with open(os.path.join(root, rel), "w", encoding="utf-8") as f:
+                f.write(text)
+
+        write(".ci/run", "#!/bin/sh\n# CI\nexec scripts/test.sh\n")
+        write("doc/x.1.scd", "x(1)\n")
+        write("docs/api.md", "# REST API (v1)\n\n## Limits and guards\n\n## Errors\n\n"
+              "## Errors\n\n### `sockserv ctl` — the client\n\n[up](../README.md#a-tour)\n")
+        sound = ("# t\n\n```sh\nscripts/run.sh    # run\nscripts/test.sh   # test\n```\n\n"
+                 "## A tour\n\n[api](docs/api.md) [l](docs/api.md#limits-and-guards)\n"
+                 "[e](docs/api.md#errors-1) [c](docs/api.md#sockserv-ctl--the-client)\n"
+                 "[v](docs/api.md#rest-api-v1) [m](doc/x.1.scd) [w](https://example.org/#x)\n"
+                 "[self](#a-tour) `[code](nowhere.md)` and `wrapped\n[code](nowhere.md)`\n\n"
+                 "```\n[in a block](nowhere.md)\n```\n")
+        write("README.md", sound)
+        found = cmd_links(root)
+        if found:
+            problems.append(f"links-selftest: a sound tree was refused: {found}")
+        broken = (sound.replace("scripts/test.sh   # test", "make check")
+                  + "[gone](docs/gone.md) [anchor](docs/api.md#limits)\n"
+                  + "[dup](docs/api.md#errors-2) [scd](doc/x.1.scd#x) [out](../x.md)\n")
+        write("README.md", broken)
+        write(".ci/run", "#!/bin/sh\n# exec scripts/test.sh\nmake\n")
+        found = cmd_links(root)
+        want = ["README.md: the first code block runs ['scripts/run.sh', 'make']",
+                ".ci/run: does not exec scripts/test.sh",
+                "README.md:19: docs/gone.md: no such file",
+                "README.md:19: docs/api.md#limits: no heading",
+                "README.md:20: docs/api.md#errors-2: no heading",
+                "README.md:20: doc/x.1.scd#x: an anchor into a file that is not markdown",
+                "README.md:20: ../x.md: points outside the source tree"]
+        for w in want:
+            if not any(f.startswith(w) for f in found):
+                problems.append(f"links-selftest: a broken tree was not refused for: {w}")
+        if len(found) != len(want):
+            problems.append(f"links-selftest: found {len(found)} problems, not {len(want)}: "
+                            f"{found}")
+    return problems
+
+
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "render":
         problems = cmd_render(sys.argv[2:])
@@ -260,6 +435,10 @@ def main():
         problems = cmd_install(sys.argv[2], sys.argv[3], sys.argv[4:])
     elif len(sys.argv) == 2 and sys.argv[1] == "layout":
         problems = cmd_layout()
+    elif len(sys.argv) == 3 and sys.argv[1] == "links":
+        problems = cmd_links(sys.argv[2])
+    elif len(sys.argv) == 2 and sys.argv[1] == "links-selftest":
+        problems = cmd_links_selftest()
     else:
         sys.exit(__doc__)
     for p in problems:
@@ -269,6 +448,6 @@ def main():
 
 
 if __name__ == "__main__":
-    if shutil.which("man") is None:
+    if sys.argv[1:2] not in (["links"], ["links-selftest"]) and shutil.which("man") is None:
         sys.exit("man is missing (Debian package man-db)")
     sys.exit(main())

@@ -506,7 +506,7 @@ struct it_wire {
 void it_wire_exchange(const struct it_daemon *d, const char *request, struct it_wire *ret);
 void it_wire_fini(struct it_wire *w);
 
-/* ---- the backup protocol (README "backup"), over a new connection to 127.0.0.1:port ---- */
+/* ---- the backup protocol (sockserv-protocols(7)) on a new connection to 127.0.0.1:port ---- */
 
 /* PUT name with its SHA-256, then QUIT; asserts it was STORED as version. */
 void it_backup_put_ok(uint16_t port, const char *name, const void *p, size_t n, unsigned version);

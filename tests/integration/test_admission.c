@@ -1,5 +1,5 @@
 /*
- * The control API's admission (README "Security", api/server.h): a local process that opens
+ * The control API's admission (docs/security.md, api/server.h): a local process that opens
  * many connections from 127.0.0.1 (heads trickled a byte a second, event streams never read)
  * cannot keep health and `sockserv ctl` from being answered; the event streams are capped
  * (503 with Retry-After beyond); an unread stream and a trickled head are cut at their

@@ -1,6 +1,6 @@
 /*
  * The REST API through real HTTP: every route, every answer a user can get, and every bad input
- * of the contract (README "REST API (v1)" and "Errors"), against the daemon as a child process.
+ * of the contract (docs/api.md, its routes and "Errors"), against the daemon as a child process.
  */
 
 #include <errno.h>
@@ -176,7 +176,7 @@ static void test_api_create_tcp_port0_returns_201_with_bound_port(void **state)
     j = json_incref(r.json);
     it_http_fini(&r);
 
-    /* Every default of the README's table. */
+    /* Every default of the table in docs/api.md. */
     assert_string_equal(it_json_str(j, "id"), "e1");
     assert_string_equal(it_json_str(j, "service"), "echo");
     assert_string_equal(it_json_str(j, "transport"), "tcp");

@@ -1,6 +1,6 @@
 /*
  * The fleet over a real RabbitMQ broker (the run's, $SOCKSERV_TEST_AMQP), as its users meet it:
- * daemons started with --amqp publish their events to PREFIX.events, where the README's pika
+ * daemons started with --amqp publish their events to PREFIX.events, where docs/fleet.md's pika
  * subscriber (scripts/fleet-subscribe.py, run as it is) and any AMQP client read them in order;
  * `sockserv fleet apply` drives several daemons at once through the desired-state stream and
  * prints what each answered (applied, unchanged, rejected with the problem, conflict, pending);
@@ -326,7 +326,7 @@ static json_t *expect_event(struct it_amqp *a, const char *rk, json_int_t offset
     }
 }
 
-/* ---- the README's subscriber ---- */
+/* ---- the subscriber shown in docs/fleet.md ---- */
 
 static char *subscriber_path(void)
 {
@@ -336,27 +336,27 @@ static char *subscriber_path(void)
     return it_path_in(root, "scripts/fleet-subscribe.py");
 }
 
-static void test_fleet_readme_shows_the_subscriber_verbatim(void **state)
+static void test_fleet_docs_show_the_subscriber_verbatim(void **state)
 {
     const char *root = getenv("SOCKSERV_SOURCE_ROOT");
-    char *script_path = subscriber_path(), *readme_path, *script, *readme, *block;
+    char *script_path = subscriber_path(), *doc_path, *script, *doc, *block;
 
     (void)state;
-    readme_path = it_path_in(root, "README.md");
+    doc_path = it_path_in(root, "docs/fleet.md");
     script = it_file_read(script_path, NULL);
-    readme = it_file_read(readme_path, NULL);
+    doc = it_file_read(doc_path, NULL);
     assert_non_null(script);
-    assert_non_null(readme);
+    assert_non_null(doc);
     block = malloc(strlen(script) + 32);
     assert_non_null(block);
     sprintf(block, "```python\n%s```\n", script);
-    if (!strstr(readme, block))
-        fail_msg("README.md does not show scripts/fleet-subscribe.py as it is, in a ```python "
+    if (!strstr(doc, block))
+        fail_msg("docs/fleet.md does not show scripts/fleet-subscribe.py as it is, in a ```python "
                  "block");
     free(block);
-    free(readme);
+    free(doc);
     free(script);
-    free(readme_path);
+    free(doc_path);
     free(script_path);
 }
 
@@ -479,7 +479,7 @@ static void test_fleet_events_reach_the_subscriber_in_order(void **state)
     size_t n;
     json_t *j;
 
-    /* The README's script, with its default pattern spelled out. */
+    /* The documented script, with its default pattern spelled out. */
     subscriber_start(f, "ev.*.listener.#");
 
     assert_echo(it_listener_create_port(n1, "{\"id\":\"e1\",\"service\":\"echo\",\"port\":0}"));
@@ -1289,7 +1289,7 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fleet_setup, fleet_teardown)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fleet_readme_shows_the_subscriber_verbatim),
+        cmocka_unit_test(test_fleet_docs_show_the_subscriber_verbatim),
         T(test_fleet_events_reach_the_subscriber_in_order),
         T(test_fleet_events_of_one_node_gap_free_with_properties),
         T(test_fleet_apply_by_selector_applies_on_matching_nodes),

@@ -75,8 +75,8 @@ static char *start_must_fail(struct it_fixture *f, const struct it_daemon_opts *
 }
 
 /*
- * The listener array of a state file, asserting the one format the daemon writes (README
- * "Listeners"): {"version": 1, "revision": N, "listeners": [{"id": ...}, ...]}, nothing more.
+ * The listener array of a state file, asserting the one format the daemon writes (see
+ * sockserv-state(5)): {"version": 1, "revision": N, "listeners": [{"id": ...}, ...]}, nothing more.
  * Borrowed from root.
  */
 static json_t *state_listeners(json_t *root)

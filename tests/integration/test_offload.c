@@ -32,7 +32,7 @@
 #define PROMPT_MS 2000     /* "served promptly": a LIST and a small GET, under a sanitizer too */
 #define STOP_LIMIT_MS 1000 /* a stop once the lock is released */
 #define N_CLIENTS 8
-#define MAX_OFFLOAD_THREADS 16 /* a runner's worker threads at most (README) */
+#define MAX_OFFLOAD_THREADS 16 /* a runner's worker threads at most (docs/api.md) */
 #define CLIENT_SIZE (1024 * 1024)
 
 static const char *dir_of(void **state)

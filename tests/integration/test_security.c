@@ -1,5 +1,5 @@
 /*
- * The control API's security model as a user meets it over real HTTP (README "Security"): the
+ * The control API's security model as a user meets it over real HTTP (docs/security.md): the
  * bearer token, the Host check against DNS rebinding, cross-site requests, the JSON media type
  * of mutations, the refusal of an open address without a token, the Unix socket, the systemd
  * notifications, and a slowloris against the API.

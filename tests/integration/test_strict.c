@@ -1,5 +1,5 @@
 /*
- * Strict HTTP where libmicrohttpd is lax (README "Security", control API): requests spoken by
+ * Strict HTTP where libmicrohttpd is lax (docs/security.md, the control API): requests spoken by
  * hand over a socket, as a client that is wrong or hostile would send them, and the answers a
  * user reads off the wire.
  */

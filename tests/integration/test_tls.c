@@ -1,5 +1,5 @@
 /*
- * HTTPS for the control API (README "Security"): a certificate made by the test with openssl,
+ * HTTPS for the control API (docs/security.md): a certificate made by the test with openssl,
  * the daemon serving it, clients that trust it (libcurl, `sockserv ctl --cacert`), old TLS
  * refused, bad files named before anything is bound, and the rule that an address others can
  * reach needs TLS or the operator's explicit word.

@@ -334,7 +334,7 @@ static void test_errors_bad_values_named_exit_2(void **state)
                        "Try 'sockserv daemon --help'.");
 }
 
-/* ---- the tables, parsed directly: every spelling the README, scripts and tests use ---- */
+/* ---- the tables, parsed directly: every spelling the documentation, scripts and tests use ---- */
 
 static int parse(const struct cli_command *cmd, struct cli_args *a, ...)
 {
