@@ -211,6 +211,60 @@ test('the history shows every revision, expands its diff, restores one and refus
   }
 });
 
+test('while polling the history loads on open; a restore the daemon refuses says why', { timeout: 90000 }, async () => {
+  const daemon = await startDaemon();
+  const browser = await launchBrowser();
+  const { page } = browser;
+  const [p1, p2] = [await freePort(), await freePort()];
+  let held = null;
+  try {
+    // No event stream: the dashboard polls.
+    await page.route('**/api/v1/events', (route) => route.fulfill({
+      status: 404, contentType: 'application/problem+json',
+      body: JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: 'no stream here' }),
+    }));
+    assert.equal((await daemon.api('POST', '/api/v1/listeners', {
+      id: ID, service: 'echo', address: '127.0.0.1', port: p1,
+    })).status, 201);
+    await page.goto(`${daemon.url}/`);
+    await page.waitForFunction(() => document.querySelector('#feed-mode').dataset.mode === 'polling');
+    await page.click('#open-history');
+    const [first] = await revisions(daemon);
+    await waitForNewest(page, first.revision);
+    await page.click('#history-close');
+
+    assert.equal((await daemon.api('PATCH', `/api/v1/listeners/${ID}`, { port: p2 })).status, 200);
+    const [second] = await revisions(daemon);
+    await page.click('#open-history');
+    await waitForNewest(page, second.revision);
+    assert.deepEqual((await timeline(page)).map((r) => r.revision), [second.revision, first.revision]);
+
+    // Another socket takes the port revision 1 had: the dry run says the restore cannot bind it.
+    held = net.createServer();
+    await new Promise((resolve, reject) => {
+      held.once('error', reject);
+      held.listen(p1, '127.0.0.1', resolve);
+    });
+    await page.getByRole('button', { name: `Restore revision ${first.revision}…`, exact: true }).click();
+    const error = page.locator('#restore-error');
+    await error.waitFor({ state: 'visible' });
+    const direct = await daemon.api('POST', `/api/v1/config/revisions/${first.revision}/restore?dry_run=true`);
+    assert.equal(direct.status, 409, JSON.stringify(direct.body));
+    assert.equal(await error.innerText(), `Nothing was restored: listener ${ID}: ${direct.body.detail}`);
+    assert.equal(await page.locator('#restore-ok').isVisible(), false, 'nothing to confirm');
+    assert.equal(await page.locator('#restore-cancel').innerText(), 'Close');
+    await shot(page, 'history-08-refused', { fullPage: false });
+    await page.click('#restore-cancel');
+    await page.locator('#restore-dialog').waitFor({ state: 'hidden' });
+    assert.equal((await daemon.api('GET', `/api/v1/listeners/${ID}`)).body.port, p2, 'nothing changed');
+    assert.deepEqual(browser.errors.map(String), [], 'no uncaught error in the page');
+  } finally {
+    if (held) await new Promise((resolve) => held.close(resolve));
+    await browser.close();
+    assert.equal(await daemon.stop(), 0, `the daemon exits 0 on SIGTERM\n${daemon.log()}`);
+  }
+});
+
 test('the history and a restore work with a token', { timeout: 90000 }, async () => {
   const session = await startTokenSession('history');
   const { token, daemon, page } = session;
