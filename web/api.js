@@ -18,6 +18,7 @@ export class ApiError extends Error {
     this.title = p.title || '';
     this.detail = p.detail || p.title || `HTTP ${status}`;
     this.field = typeof p.field === 'string' ? p.field : null;
+    this.listener = typeof p.listener === 'string' ? p.listener : null;
   }
 }
 
@@ -120,8 +121,10 @@ export function authHeaders(headers) {
 
 /* ---- requests ---- */
 
-async function send(method, path, { body, contentType, timeoutMs }) {
-  const headers = authHeaders({ Accept: 'application/json, application/problem+json' });
+async function send(method, path, {
+  body, contentType, timeoutMs, headers: extra = {},
+}) {
+  const headers = authHeaders({ ...extra, Accept: 'application/json, application/problem+json' });
   const sent = headers.Authorization ? headers.Authorization.slice('Bearer '.length) : null;
   const init = { method, headers, cache: 'no-store' };
   // POST, PUT and PATCH always say JSON, with or without a body: the daemon refuses them
@@ -146,17 +149,24 @@ async function send(method, path, { body, contentType, timeoutMs }) {
 }
 
 /**
- * Sends a request; resolves to the parsed JSON body (null for 204). `timeoutMs` aborts a
- * request that hangs, which counts as no answer.
+ * Sends a request; resolves to { data, etag }: the parsed JSON body (null for 204) and the
+ * answer's ETag header (null without one). `headers` are sent too (If-Match). `timeoutMs`
+ * aborts a request that hangs, which counts as no answer. An ApiError thrown carries the
+ * answer's ETag as `etag` (a 412's is the current one).
  */
-export async function request(method, path, { body, contentType = 'application/json', timeoutMs = 10000 } = {}) {
-  let { res, text, sent } = await send(method, path, { body, contentType, timeoutMs });
+export async function requestWithETag(method, path, {
+  body, contentType = 'application/json', timeoutMs = 10000, headers = {},
+} = {}) {
+  const opts = {
+    body, contentType, timeoutMs, headers,
+  };
+  let { res, text, sent } = await send(method, path, opts);
   report(true);
   if (res.status === 401) {
     // A token other than the one sent may have arrived meanwhile: try that before asking.
     const held = getToken();
     if ((held && held !== sent) || (await askForToken(sent ? 'refused' : 'missing'))) {
-      ({ res, text } = await send(method, path, { body, contentType, timeoutMs }));
+      ({ res, text } = await send(method, path, opts));
       report(true);
     }
   }
@@ -168,8 +178,27 @@ export async function request(method, path, { body, contentType = 'application/j
       data = null;
     }
   }
-  if (!res.ok) throw new ApiError(res.status, data || { title: res.statusText, detail: text.trim() });
-  return data;
+  const etag = res.headers.get('ETag');
+  if (!res.ok) {
+    const err = new ApiError(res.status, data || { title: res.statusText, detail: text.trim() });
+    err.etag = etag;
+    throw err;
+  }
+  return { data, etag };
+}
+
+/**
+ * Sends a request; resolves to the parsed JSON body (null for 204). `timeoutMs` aborts a
+ * request that hangs, which counts as no answer.
+ */
+export async function request(method, path, opts = {}) {
+  return (await requestWithETag(method, path, opts)).data;
+}
+
+/** The revision an ETag such as "r12" names, or null. */
+export function revisionOf(etag) {
+  const m = /^"r(\d+)"$/.exec(etag || '');
+  return m ? Number(m[1]) : null;
 }
 
 const enc = encodeURIComponent;
@@ -187,6 +216,18 @@ export const api = {
   files: (id) => request('GET', `${API}/listeners/${enc(id)}/files`),
   fileUrl: (id, name) => `${API}/listeners/${enc(id)}/files/${enc(name)}`,
   services: () => request('GET', `${API}/services`),
+  /** { data: the configuration, etag } */
+  config: () => requestWithETag('GET', `${API}/config`),
+  revisions: (limit) => request('GET', `${API}/config/revisions?limit=${limit}`),
+  /** Restores revision n if the configuration's ETag is still etag; dryRun: what it would do. */
+  restore: (n, etag, dryRun) => requestWithETag('POST',
+    `${API}/config/revisions/${enc(n)}/restore${dryRun ? '?dry_run=true' : ''}`,
+    { headers: etag ? { 'If-Match': etag } : {} }),
+  /** What create(body) and patch(id, body) would do: { dry_run, revision, diff }. */
+  previewCreate: (body) => request('POST', `${API}/listeners?dry_run=true`, { body }),
+  previewPatch: (id, body) => request('PATCH', `${API}/listeners/${enc(id)}?dry_run=true`, {
+    body, contentType: 'application/merge-patch+json',
+  }),
 };
 
 /* ---- the event stream with a token ---- */

@@ -1,8 +1,9 @@
 // The sockserv dashboard: wires its parts together. The store (store.js) holds what is known
 // of the daemon, fed by the event stream or polling (live.js) through one place that computes
 // rates (rates.js); the table (table.js), the details (details.js, files.js), the actions
-// (actions.js), the form (form.js, built from services.js), the token dialog (token.js) and the
-// status line and banner (status.js) show it and act on it.
+// (actions.js), the form (form.js, built from services.js), the configuration's history
+// (history.js), the token dialog (token.js) and the status line and banner (status.js) show it
+// and act on it.
 
 import { ApiError, EventStream, onReachability, setAuthHandler } from './api.js';
 import { act, deleteListener } from './actions.js';
@@ -13,6 +14,7 @@ import { EventsPanel } from './events.js';
 import { initFiles } from './files.js';
 import { FleetPage } from './fleet.js';
 import { ListenerForm } from './form.js';
+import { HistoryView } from './history.js';
 import { LiveFeed } from './live.js';
 import { onRender, scheduleRender } from './render.js';
 import {
@@ -48,6 +50,18 @@ function start() {
   trapFocus(byId('listener-dialog'));
   trapFocus(byId('confirm-dialog'));
   trapFocus(byId('token-dialog'));
+  trapFocus(byId('history-dialog'));
+  trapFocus(byId('restore-dialog'));
+  const historyView = new HistoryView({
+    dialog: byId('history-dialog'),
+    confirm: byId('restore-dialog'),
+    // The answer holds every listener after the restore: the page shows them at once.
+    onRestored: (res, said) => {
+      if (Array.isArray(res.listeners)) replaceAll(res.listeners, Date.now());
+      notice(said);
+    },
+  });
+  byId('open-history').addEventListener('click', () => historyView.open());
   trapFocus(byId('events-dialog'));
   const events = new EventsPanel({ button: byId('events-open'), dialog: byId('events-dialog') });
   byId('new-listener').addEventListener('click', () => form.openCreate());
@@ -82,7 +96,10 @@ function start() {
     deleted: (id) => { forget(id); scheduleRender(); },
     state: applyState,
     metrics: applyMetrics,
-    noted: (ev) => events.noted(ev),
+    noted: (ev) => {
+      events.noted(ev);
+      if (ev.event === 'config.revision') historyView.revisionArrived();
+    },
     poll: (list, t, asked) => { applyPoll(list, t, asked); afterData(); },
     mode: (m) => { model.mode = m; scheduleRender(); },
     reachable: setReachable,

@@ -2,9 +2,12 @@
 // a merge patch of the fields that changed). The listener's own fields are in the page; the
 // service select, the transports and models a service allows, and one input per service option
 // come from GET /api/v1/services (services.js). The daemon is the judge of every value: its
-// problem+json answer is shown next to the field it names.
+// problem+json answer is shown next to the field it names. Preview sends the same request as a
+// dry run (?dry_run=true) and says what it would change, or why the daemon would refuse it
+// (a port that cannot be bound, next to the port), before anything is changed.
 
 import { api, ApiError, NetworkError } from './api.js';
+import { previewText } from './history.js';
 import { loadServices } from './services.js';
 
 const TOP_FIELDS = ['id', 'service', 'transport', 'address', 'port', 'model', 'workers',
@@ -130,6 +133,9 @@ export class ListenerForm {
     this.summary = dialog.querySelector('#form-error');
     this.missing = dialog.querySelector('#form-services-missing');
     this.submitButton = dialog.querySelector('#form-submit');
+    this.previewButton = dialog.querySelector('#form-preview');
+    this.previewBox = dialog.querySelector('#form-preview-result');
+    this.previewGen = 0;
     this.optionsBox = dialog.querySelector('#f-options');
     this.noOptions = dialog.querySelector('#f-options-none');
     this.serviceHint = dialog.querySelector('#f-service-hint');
@@ -146,7 +152,12 @@ export class ListenerForm {
       this.submit();
     });
     dialog.querySelector('#form-cancel').addEventListener('click', () => dialog.close('cancel'));
-    this.form.addEventListener('input', (e) => this.clearFieldError(e.target));
+    this.form.addEventListener('input', (e) => {
+      this.clearFieldError(e.target);
+      this.clearPreview();
+    });
+    this.form.addEventListener('change', () => this.clearPreview());
+    this.previewButton.addEventListener('click', () => this.preview());
   }
 
   /* The inputs holding service options: name "options.KEY". */
@@ -238,6 +249,7 @@ export class ListenerForm {
   reset() {
     this.form.reset();
     this.clearErrors();
+    this.clearPreview();
     this.form.elements.id.readOnly = false;
     this.syncService();
   }
@@ -249,6 +261,7 @@ export class ListenerForm {
     this.title.textContent = 'New listener';
     this.submitButton.textContent = 'Create listener';
     this.submitButton.disabled = this.catalogue.services.length === 0;
+    this.previewButton.disabled = this.submitButton.disabled;
     this.dialog.showModal();
     this.form.elements.service.focus();
   }
@@ -261,6 +274,7 @@ export class ListenerForm {
     this.title.textContent = `Edit listener ${listener.id}`;
     this.submitButton.textContent = 'Save changes';
     this.submitButton.disabled = false;
+    this.previewButton.disabled = false;
     el.id.value = listener.id;
     el.id.readOnly = true;
     el.service.value = listener.service;
@@ -417,18 +431,114 @@ export class ListenerForm {
     this.summary.hidden = false;
   }
 
+  /* The values shown, or null after marking those that cannot be read (what: "Not saved"). */
+  readValues(what) {
+    const values = this.collect();
+    if (!values.bad.length) return values;
+    for (const input of values.bad) {
+      this.showFieldError(input.name, input.dataset.kind === 'json' ? 'must be a JSON object' : 'must be a number');
+    }
+    this.showSummary(`${what}: some values cannot be read (see the fields marked).`);
+    values.bad[0].focus();
+    return null;
+  }
+
+  /* Shows the daemon's refusal e: next to its field when it names one, and in the summary. */
+  showRefusal(e, what) {
+    if (e instanceof ApiError) {
+      const target = e.field ? this.showFieldError(e.field, e.detail) : null;
+      const where = e.field ? ` (field ${e.field})` : '';
+      this.showSummary(`${what}: ${e.detail}${target ? '' : where}`);
+      (target instanceof HTMLElement && target.matches('input, select, textarea') ? target : this.summary).focus();
+    } else if (e instanceof NetworkError) {
+      this.showSummary(`${what}: the daemon cannot be reached.`);
+      this.summary.focus();
+    } else {
+      throw e;
+    }
+  }
+
+  clearPreview() {
+    this.previewGen++;
+    if (this.previewBox.childNodes.length) this.previewBox.replaceChildren();
+    delete this.previewBox.dataset.state;
+  }
+
+  /* The preview: what the change would do (lines of words), and that nothing changed yet. */
+  showPreview(lines, state) {
+    const head = document.createElement('p');
+    head.className = 'form-preview-head';
+    const parts = [head];
+    if (state === 'same') {
+      head.textContent = 'Preview: nothing would change.';
+    } else if (lines.length === 1) {
+      head.textContent = `Preview: ${lines[0]}.`;
+    } else {
+      head.textContent = 'Preview:';
+      const list = document.createElement('ul');
+      list.className = 'form-preview-list';
+      list.append(...lines.map((t) => {
+        const li = document.createElement('li');
+        li.textContent = t;
+        return li;
+      }));
+      parts.push(list);
+    }
+    if (state !== 'same') {
+      const next = document.createElement('p');
+      next.className = 'hint';
+      next.textContent = `Nothing has been changed yet: ${this.submitButton.textContent} applies it.`;
+      parts.push(next);
+    }
+    this.previewBox.dataset.state = state;
+    this.previewBox.replaceChildren(...parts);
+  }
+
+  /*
+   * Sends what Save (or Create) would send, as a dry run, and shows what it would change; a
+   * refusal (a value out of range, a port that cannot be bound) shows next to its field.
+   */
+  async preview() {
+    if (this.busy) return;
+    this.clearErrors();
+    this.clearPreview();
+    const values = this.readValues('Cannot preview');
+    if (!values) return;
+    const editing = !!this.original;
+    const body = editing ? this.patchBody(values) : this.createBody(values);
+    if (editing && Object.keys(body).length === 0) {
+      this.showPreview([], 'same');
+      return;
+    }
+    const gen = this.previewGen;
+    this.busy = true;
+    this.previewButton.disabled = true;
+    this.submitButton.disabled = true;
+    this.previewBox.dataset.state = 'asking';
+    this.previewBox.textContent = 'Asking the daemon what this would change…';
+    try {
+      const res = editing ? await api.previewPatch(this.original.id, body) : await api.previewCreate(body);
+      if (gen !== this.previewGen) return;
+      const diff = Array.isArray(res?.diff) ? res.diff.filter((d) => d && typeof d.id === 'string') : [];
+      const running = this.original?.status?.state === 'running';
+      this.showPreview(diff.map((d) => previewText(d, running)), diff.length ? 'changes' : 'same');
+    } catch (e) {
+      if (gen !== this.previewGen) return;
+      this.clearPreview();
+      this.showRefusal(e, 'The daemon would refuse this');
+    } finally {
+      this.busy = false;
+      this.previewButton.disabled = false;
+      this.submitButton.disabled = false;
+    }
+  }
+
   async submit() {
     if (this.busy) return;
     this.clearErrors();
-    const values = this.collect();
-    if (values.bad.length) {
-      for (const input of values.bad) {
-        this.showFieldError(input.name, input.dataset.kind === 'json' ? 'must be a JSON object' : 'must be a number');
-      }
-      this.showSummary('Not saved: some values cannot be read (see the fields marked).');
-      values.bad[0].focus();
-      return;
-    }
+    this.clearPreview();
+    const values = this.readValues('Not saved');
+    if (!values) return;
     const editing = !!this.original;
     const body = editing ? this.patchBody(values) : this.createBody(values);
     if (editing && Object.keys(body).length === 0) {
@@ -445,17 +555,7 @@ export class ListenerForm {
       this.dialog.close('saved');
       this.onSaved(res, editing ? 'changed' : 'created');
     } catch (e) {
-      if (e instanceof ApiError) {
-        const target = e.field ? this.showFieldError(e.field, e.detail) : null;
-        const where = e.field ? ` (field ${e.field})` : '';
-        this.showSummary(`Not saved: ${e.detail}${target ? '' : where}`);
-        (target instanceof HTMLElement && target.matches('input, select, textarea') ? target : this.summary).focus();
-      } else if (e instanceof NetworkError) {
-        this.showSummary('Not saved: the daemon cannot be reached.');
-        this.summary.focus();
-      } else {
-        throw e;
-      }
+      this.showRefusal(e, 'Not saved');
     } finally {
       this.busy = false;
       this.submitButton.disabled = false;
