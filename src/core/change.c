@@ -443,7 +443,8 @@ static int plan_apply(struct core_registry *r, struct plan *p, struct core_chang
                 rc = core_listener_prepare(it->l, it->cfg, err);
                 break;
             case ITEM_CREATE:
-                rc = core_listener_new(it->cfg, r->state_dir, r->events, r->own, &it->l);
+                rc =
+                    core_listener_new(it->cfg, r->state_dir, r->events, r->own, r->threads, &it->l);
                 if (rc < 0) {
                     rc = core_err_set(err, rc, NULL, "out of memory");
                     break;
@@ -866,7 +867,7 @@ int core_registry_load(struct core_registry *r, const char *defaults, struct cor
     for (size_t i = 0; i < n; i++) {
         struct core_listener *l;
 
-        ret = core_listener_new(&cfgs[i], r->state_dir, r->events, r->own, &l);
+        ret = core_listener_new(&cfgs[i], r->state_dir, r->events, r->own, r->threads, &l);
         if (ret < 0) {
             core_err_set(err, ret, NULL, "out of memory");
             goto out;

@@ -9,6 +9,7 @@
 
 #include "core/listener.h"
 #include "core/store.h"
+#include "core/thread.h"
 #include "core/ticker.h"
 #include "registry_internal.h"
 
@@ -32,7 +33,8 @@ int core_registry_new(const struct core_registry_opts *opts, struct core_registr
             (int)sizeof(r->state_path) ||
         snprintf(path, sizeof(path), "%s/%s", r->state_dir, CORE_REVISIONS_FILE) >=
             (int)sizeof(path) ||
-        core_revisions_new(path, &r->revisions) < 0) {
+        core_revisions_new(path, &r->revisions) < 0 || core_threads_new(&r->threads) < 0) {
+        core_threads_free(r->threads);
         core_revisions_free(r->revisions);
         core_endpoints_free(r->own);
         free(r->list);
@@ -59,6 +61,7 @@ void core_registry_free(struct core_registry *r)
     core_ticker_stop(r->ticker);
     for (size_t i = 0; i < r->n; i++)
         core_listener_free(r->list[i]);
+    core_threads_free(r->threads); /* after every runner */
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->ops);
     core_endpoints_free(r->own);

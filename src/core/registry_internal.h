@@ -35,6 +35,7 @@ struct core_registry {
     struct core_endpoints *own; /* every running listener's bound socket */
     struct core_revisions *revisions;
     struct core_ticker *ticker;
+    struct core_threads *threads; /* the pool of the runners' threads */
 
     pthread_mutex_t ops;         /* serialises changes, held across their binds and joins */
     pthread_mutex_t lock;        /* guards list and n; never held across I/O */
