@@ -153,6 +153,9 @@ struct plan {
     size_t n;
     struct core_listener **changed; /* room for n: the commit's list of the changed ones */
     json_t *diff;                   /* core/diff.h */
+    /* {"id": resource} of the listeners created or changed, as their events carry them, for
+     * the answer to reuse; NULL: not kept. */
+    json_t *resources;
 };
 
 static void plan_fini(struct plan *p)
@@ -163,6 +166,7 @@ static void plan_fini(struct plan *p)
     free(p->items);
     free(p->changed);
     json_decref(p->diff);
+    json_decref(p->resources);
     memset(p, 0, sizeof(*p));
 }
 
@@ -622,9 +626,12 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
         if (it->kind == ITEM_DELETE)
             core_registry_publish(r, "listener.deleted",
                                   json_pack("{s:s}", "id", it->saved.cfg.id));
-        else if (it->kind != ITEM_KEEP && core_registry_resource(r, it->l, &j) == 0)
+        else if (it->kind != ITEM_KEEP && core_registry_resource(r, it->l, &j) == 0) {
+            if (p->resources)
+                (void)json_object_set(p->resources, core_listener_id(it->l), j);
             core_registry_publish(
                 r, it->kind == ITEM_CREATE ? "listener.created" : "listener.changed", j);
+        }
     }
     if (rev) {
         summary = core_diff_summary(p->diff);
@@ -641,11 +648,13 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
 /*
  * Changes the listener set to want (n_want configurations with unique ids; borrowed), as one
  * change: dry run, apply, persist, commit (see core_change in the header). On success
- * ch->diff holds the diff. Called with ops held.
+ * ch->diff holds the diff and, when ret_resources is not NULL, *ret_resources (new reference)
+ * the resources of the listeners created or changed, as their events carried them. Called
+ * with ops held.
  */
 static int change_set(struct core_registry *r, struct core_listener_cfg *want, size_t n_want,
                       const int *index, const char *force_id, struct core_change *ch,
-                      struct core_err *err)
+                      json_t **ret_resources, struct core_err *err)
 {
     struct plan p;
     int rc;
@@ -655,6 +664,8 @@ static int change_set(struct core_registry *r, struct core_listener_cfg *want, s
     rc = plan_make(r, want, n_want, index, force_id, &p);
     if (rc < 0)
         return core_err_set(err, rc, NULL, "out of memory");
+    if (ret_resources && !ch->dry_run)
+        p.resources = json_object(); /* NULL: each answered afresh */
     rc = plan_check_env(r, &p, ch, err);
     if (rc < 0)
         goto out;
@@ -683,6 +694,10 @@ out:
     if (rc == 0) {
         ch->diff = p.diff;
         p.diff = NULL;
+        if (ret_resources) {
+            *ret_resources = p.resources;
+            p.resources = NULL;
+        }
         if (ch->dry_run)
             ch->revision = core_revisions_last(r->revisions);
     }
@@ -751,7 +766,7 @@ static int change_one(struct core_registry *r, struct core_listener_cfg *cfg, bo
         n++;
     want[i] = *cfg;
     memset(cfg, 0, sizeof(*cfg));
-    rc = change_set(r, want, n, NULL, force ? want[i].id : NULL, ch, err);
+    rc = change_set(r, want, n, NULL, force ? want[i].id : NULL, ch, NULL, err);
     core_cfgs_free(want, n);
     return rc == 0 ? answer_one(r, id, ch, ret) : rc;
 }
@@ -1073,7 +1088,7 @@ int core_registry_delete(struct core_registry *r, const char *id, struct core_ch
         else
             want[k++] = want[i];
     }
-    rc = change_set(r, want, k, NULL, NULL, ch, err);
+    rc = change_set(r, want, k, NULL, NULL, ch, NULL, err);
     core_cfgs_free(want, k);
     ch->etag = 0;
 out:
@@ -1195,16 +1210,18 @@ static int config_parse(struct core_registry *r, const json_t *body, struct core
     return 0;
 }
 
-/* The answer of a whole-configuration change: {"revision", "diff", "listeners": [resources]}.
- * Called with ops held. */
-static int answer_config(struct core_registry *r, struct core_change *ch, json_t **ret)
+/* The answer of a whole-configuration change: {"revision", "diff", "listeners": [resources]},
+ * with the resources made (may be NULL) of the listeners its events carried. Called with ops
+ * held. */
+static int answer_config(struct core_registry *r, struct core_change *ch, const json_t *made,
+                         json_t **ret)
 {
     json_t *list = NULL, *j;
     int rc;
 
     if (ch->dry_run || !ret)
         return 0;
-    rc = core_registry_list(r, &list);
+    rc = core_registry_list_made(r, made, &list);
     if (rc < 0)
         return rc;
     j = json_pack("{s:I, s:O, s:o}", "revision", (json_int_t)ch->revision, "diff", ch->diff,
@@ -1222,15 +1239,17 @@ static int change_whole(struct core_registry *r, struct core_listener_cfg *want,
                         const int *index, struct core_change *ch, json_t **ret,
                         struct core_err *err)
 {
+    json_t *made = NULL;
     int rc;
 
     pthread_mutex_lock(&r->ops);
     rc = precondition(r, NULL, true, ch, err);
     if (rc == 0)
-        rc = change_set(r, want, n_want, index, NULL, ch, err);
+        rc = change_set(r, want, n_want, index, NULL, ch, &made, err);
     if (rc == 0)
-        rc = answer_config(r, ch, ret);
+        rc = answer_config(r, ch, made, ret);
     pthread_mutex_unlock(&r->ops);
+    json_decref(made);
     return rc;
 }
 

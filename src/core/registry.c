@@ -279,13 +279,21 @@ int core_registry_get(struct core_registry *r, const char *id, json_t **ret, uin
 
 int core_registry_list(struct core_registry *r, json_t **ret)
 {
+    return core_registry_list_made(r, NULL, ret);
+}
+
+int core_registry_list_made(struct core_registry *r, const json_t *made, json_t **ret)
+{
     json_t *a = json_array();
 
     if (!a)
         return -ENOMEM;
     pthread_mutex_lock(&r->lock);
     for (size_t i = 0; i < r->n; i++) {
-        if (json_array_append_new(a, core_listener_to_json(r->list[i], true)) < 0) {
+        json_t *j = json_object_get(made, core_listener_id(r->list[i]));
+
+        j = j ? json_incref(j) : core_listener_to_json(r->list[i], true);
+        if (json_array_append_new(a, j) < 0) {
             pthread_mutex_unlock(&r->lock);
             json_decref(a);
             return -ENOMEM;
