@@ -27,12 +27,12 @@ void core_thread_name_listener(char *buf, const char *id, const char *role);
 void core_thread_name(pthread_t t, const char *name);
 
 /*
- * A pool of threads that the listeners' runners borrow instead of starting and ending threads
- * of their own: a change that starts 250 runners then wakes 250 parked threads instead of
- * cloning 250 (each with a fresh stack to map) and, once their runners are stopped, parks them
- * again instead of unmapping their stacks. A thread runs one job at a time, named as the job
- * says; parked, it is called "ss-idle". At most CORE_THREADS_IDLE_MAX are kept parked: one
- * given back beyond that ends.
+ * A pool of threads that the listeners' runners (and a change's save of its revision) borrow
+ * instead of starting and ending threads of their own: a change that starts 250 runners then wakes
+ * 250 parked threads instead of cloning 250 (each with a fresh stack to map) and, once their
+ * runners are stopped, parks them again instead of unmapping their stacks. A thread runs one job at
+ * a time, named as the job says; parked, it is called "ss-idle". At most CORE_THREADS_IDLE_MAX are
+ * kept parked: one given back beyond that ends.
  */
 struct core_threads;
 

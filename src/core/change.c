@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/registry.h"
 #include "core/store.h"
+#include "core/thread.h"
 #include "registry_internal.h"
 
 static const char *const iface_names[CORE_IFACE_COUNT] = {
@@ -564,20 +565,38 @@ static json_t *plan_set_json(const struct plan *p)
     return j;
 }
 
+/* A save of the revisions (core_revisions_save()) on a thread of its own. */
+struct rev_save {
+    struct core_revisions *rv;
+    int rc;
+    struct core_err err;
+};
+
+static void *rev_save_main(void *arg)
+{
+    struct rev_save *s = arg;
+
+    s->rc = core_revisions_save(s->rv, &s->err);
+    return NULL;
+}
+
 /*
  * Completes an applied plan: the list takes in the listeners created and lets go of those
  * deleted (freed), the changes are committed, the revision is recorded and the events
- * published. Called with ops held; cannot fail.
+ * published. The revision's line is written and synced on a thread of the pool meanwhile
+ * (its fdatasync waits for the disk while the commit runs), and waited for before the
+ * "config.revision" event and the return. Called with ops held; cannot fail.
  */
 static void plan_commit(struct core_registry *r, struct plan *p, struct core_change *ch)
 {
+    struct rev_save save = {.rv = r->revisions};
+    struct core_thread *saver = NULL;
     struct core_listener **changed = p->changed;
     size_t n_changed = 0;
     char source[CORE_SOURCE_MAX];
     uint64_t rev = 0;
     json_t *set = NULL, *origin = core_change_source_json(&ch->source);
     char *summary = NULL;
-    struct core_err e = {0};
 
     core_change_source_format(&ch->source, source, sizeof(source));
     if (json_array_size(p->diff) > 0)
@@ -597,6 +616,12 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
         rev = 0;
     }
     pthread_mutex_unlock(&r->lock);
+    if (rev && r->persist &&
+        core_threads_run(r->threads, rev_save_main, &save, "ss-revisions", 256 * 1024, &saver) <
+            0) {
+        saver = NULL;
+        (void)rev_save_main(&save); /* no thread: here, then */
+    }
     /* Every runner that ends is told first, then each is joined: the wait is for the slowest,
      * not the sum of them. */
     for (size_t i = 0; i < p->n; i++) {
@@ -617,8 +642,6 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
         }
         it->applied = false;
     }
-    if (rev && r->persist && core_revisions_save(r->revisions, &e) < 0)
-        core_log_warn("revisions not saved: %s", e.msg);
     for (size_t i = 0; i < p->n; i++) {
         struct item *it = &p->items[i];
         json_t *j = NULL;
@@ -633,6 +656,10 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
                 r, it->kind == ITEM_CREATE ? "listener.created" : "listener.changed", j);
         }
     }
+    if (saver)
+        core_threads_join(saver);
+    if (rev && r->persist && save.rc < 0)
+        core_log_warn("revisions not saved: %s", save.err.msg);
     if (rev) {
         summary = core_diff_summary(p->diff);
         core_registry_publish(r, "config.revision",
