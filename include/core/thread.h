@@ -39,7 +39,9 @@ struct core_threads;
 /* One job's thread, from core_threads_run() until core_threads_join(). */
 struct core_thread;
 
-#define CORE_THREADS_IDLE_MAX 256
+/* Enough for two changes in a row that each start a runner per listener of a full registry:
+ * the first one's replaced runners are not parked yet when the second starts its own. */
+#define CORE_THREADS_IDLE_MAX 1024
 
 /* A new pool with no thread. Returns 0 or -ENOMEM. */
 int core_threads_new(struct core_threads **ret);
