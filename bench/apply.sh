@@ -22,8 +22,10 @@
 # The time is the client's, from the request to the last byte of the answer (the daemon answers
 # once the state file is written and synced). After every apply every new port is checked to
 # answer (an echo line; an HTTP 200). The servers run on CPU 0, the client on CPU 1; the
-# server's CPU per apply is its utime + stime from /proc/PID/stat around the request (10 ms
-# ticks: a median over rounds). Caddy is installed from Debian when missing.
+# server's CPU per apply is the task-clock of every thread of the server over the request
+# (`perf stat -e task-clock -p PID`, enabled and disabled around it through perf's control
+# fifo; threads that start or end meanwhile included), a median over rounds. Caddy is installed
+# from Debian when missing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --rounds) ROUNDS=$2; shift ;;
     --budget) BUDGET=$2; shift ;;
-    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "apply.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -51,11 +53,15 @@ if ! command -v caddy >/dev/null; then
         sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends caddy >&2
     fi
 fi
-for t in caddy taskset python3; do
+for t in caddy taskset python3 perf; do
     command -v "$t" >/dev/null || { echo "apply.sh: $t is needed" >&2; exit 1; }
 done
 SOCKSERV=$BUILD/sockserv
 [ -x "$SOCKSERV" ] || { echo "apply.sh: no $SOCKSERV (meson compile -C $BUILD)" >&2; exit 1; }
+if ! perf stat -e task-clock -x, -o /dev/null true 2>/dev/null; then
+    echo "apply.sh: perf cannot count task-clock here (perf_event_paranoid?)" >&2
+    exit 1
+fi
 mkdir -p "$BUILD/bench"
 TMP=$(mktemp -d "$BUILD/bench/apply.XXXXXX")
 cleanup() { rm -rf "$TMP"; }
@@ -77,7 +83,6 @@ BUDGET = float(os.environ["APPLY_BUDGET"])
 QUICK = os.environ["APPLY_QUICK"] == "1"
 SIZES = [20] if QUICK else [100, 250]
 BIG = SIZES[-1]
-TICK = os.sysconf("SC_CLK_TCK")
 SRV_CPU, CL_CPU = (0, 1) if os.cpu_count() >= 2 else (0, 0)
 if SRV_CPU == CL_CPU:
     print("apply.sh: one CPU: figures not comparable", file=sys.stderr)
@@ -93,10 +98,53 @@ def uptime():
         return " ".join(f.read().split()[:3])
 
 
-def cpu_ms(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000.0 / TICK
+class CpuWindow:
+    """perf stat -e task-clock on every thread of pid, counting only between enable() and
+    disable() (perf's control fifo), the threads started meanwhile included."""
+    seq = 0
+
+    def __init__(self, pid):
+        CpuWindow.seq += 1
+        d = os.path.join(TMP, f"perf{CpuWindow.seq}")
+        os.makedirs(d)
+        self.ctl, self.ack, self.out = (os.path.join(d, n) for n in ("ctl", "ack", "out"))
+        os.mkfifo(self.ctl)
+        os.mkfifo(self.ack)
+        self.err = os.path.join(d, "err")
+        self.proc = subprocess.Popen(
+            ["perf", "stat", "-e", "task-clock", "-x,", "-p", str(pid), "--control",
+             f"fifo:{self.ctl},{self.ack}", "-D", "-1", "-o", self.out],
+            stdout=subprocess.DEVNULL, stderr=open(self.err, "w"))
+        # perf counts the threads started after it attached: let it attach first
+        deadline_poll("perf stat did not start", lambda: "Events disabled" in open(self.err).read())
+        self.ctl_f = open(self.ctl, "w")
+        self.ack_f = open(self.ack, "r")
+
+    def _say(self, what):
+        self.ctl_f.write(what + "\n")
+        self.ctl_f.flush()
+        # perf answers "ack\n" with its terminating NUL, which the next line starts with
+        if self.ack_f.readline().strip("\0 \n") != "ack":
+            raise SystemExit(f"apply.sh: perf stat did not acknowledge {what}")
+
+    def enable(self):
+        self._say("enable")
+
+    def disable(self):
+        self._say("disable")
+
+    def ms(self):
+        """Stops perf; the task-clock counted, in ms."""
+        self.ctl_f.close()
+        self.ack_f.close()
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=20)
+        with open(self.out) as f:
+            for line in f:
+                v = line.split(",")
+                if len(v) > 2 and v[2] == "task-clock":
+                    return float(v[0])
+        raise SystemExit("apply.sh: perf stat counted no task-clock")
 
 
 def free_ports(n):
@@ -250,12 +298,13 @@ def check_all(server, ports):
 
 
 def timed(server, items):
-    c0 = cpu_ms(server.proc.pid)
+    cpu = CpuWindow(server.proc.pid)
+    cpu.enable()
     t0 = time.perf_counter()
     server.apply(items)
     t1 = time.perf_counter()
-    c1 = cpu_ms(server.proc.pid)
-    return (t1 - t0) * 1000.0, c1 - c0
+    cpu.disable()
+    return (t1 - t0) * 1000.0, cpu.ms()
 
 
 def case(server, kind, n):
@@ -294,8 +343,8 @@ def main():
         for k, n, s in tasks:
             ms, cpu = case(s, k, n)
             res.setdefault((k, n, s.name), []).append((ms, cpu))
-            lines.append(f"| {rnd} | {k}-{n} | {s.name} | {ms:.1f} | {cpu:.0f} |")
-            log(f"round {rnd}: {k}-{n} {s.name}: {ms:.1f} ms, cpu {cpu:.0f} ms")
+            lines.append(f"| {rnd} | {k}-{n} | {s.name} | {ms:.1f} | {cpu:.1f} |")
+            log(f"round {rnd}: {k}-{n} {s.name}: {ms:.1f} ms, cpu {cpu:.1f} ms")
         rounds += 1
     for s in servers:
         s.proc.send_signal(signal.SIGTERM)
@@ -315,7 +364,8 @@ def main():
                f"CPU {CL_CPU}; load average before {load0}, after {load1}. sockserv listeners: "
                "echo, TCP, model `event` (one loop); Caddy: one server per listener with a "
                "`static_response` route. Times are the client's (request to answer; sockserv "
-               "answers once the state file is synced); CPU is the server's per apply.")
+               "answers once the state file is synced); CPU is the server's per apply (perf stat "
+               "task-clock of all its threads over the request).")
     out.append("")
     out.append("| case | sockserv ms (median, range) | Caddy ms (median, range) | sockserv / Caddy "
                "| sockserv CPU ms | Caddy CPU ms |")
@@ -336,7 +386,7 @@ def main():
             cpus[s] = statistics.median([c for _, c in v])
             row.append(f"{meds[s]:.1f} ({min(ms):.1f}–{max(ms):.1f})")
         row.append(f"{meds['sockserv'] / meds['caddy']:.2f}x" if len(meds) == 2 else "missing")
-        row += [f"{cpus[s]:.0f}" if s in cpus else "missing" for s in ("sockserv", "caddy")]
+        row += [f"{cpus[s]:.1f}" if s in cpus else "missing" for s in ("sockserv", "caddy")]
         out.append("| " + " | ".join(row) + " |")
     out.append("")
     out.append("<details><summary>every round</summary>")

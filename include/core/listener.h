@@ -24,6 +24,7 @@
 #include "core/events.h"
 #include "core/metrics.h"
 #include "core/ratelimit.h"
+#include "core/thread.h"
 
 enum core_state {
     CORE_STATE_STOPPED,
@@ -40,14 +41,15 @@ const char *core_state_name(enum core_state s);
 
 /*
  * Creates a stopped listener with a copy of cfg. state_dir, events (NULL for none: then no
- * event is published) and own (NULL for none) are borrowed for the listener's life. Every state
+ * event is published), own (NULL for none) and threads (the pool its runners' threads come
+ * from, core/thread.h) are borrowed for the listener's life. Every state
  * change publishes a "listener.state" event ({"id", "state", "previous", "bound", "error",
  * "since", "draining"}). While it runs, its bound socket is in own (the
  * endpoints a UDP listener never answers) and its runners are handed own. Returns 0 or -ENOMEM.
  */
 int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir,
                       struct core_events *events, struct core_endpoints *own,
-                      struct core_listener **ret);
+                      struct core_threads *threads, struct core_listener **ret);
 
 /*
  * Binds the sockets and starts the workers; returns once the listener is running (0), or with

@@ -52,8 +52,9 @@ bool core_listener_prepared_live(const struct core_listener *l);
  * established connections go on until they end or the new configuration's drain_timeout_ms
  * passes. A moved UDP socket's old runner is stopped. A "listener.state" running event
  * (previous: running) says the new configuration applies, with the drain in "draining".
- * Draining runners that are done or past their deadline are reaped at each change and about
- * once a second (core_listener_reap_drained()); stop and free cut and join all of them.
+ * Draining runners that are done or past their deadline are reaped by this commit and about
+ * once a second (core_listener_reap_drained()), never by a prepare; stop and free cut and join
+ * all of them.
  */
 void core_listener_commit(struct core_listener *l);
 

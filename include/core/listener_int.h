@@ -94,6 +94,7 @@ struct core_listener {
     uint16_t bound_port;          /* while running: the port it is bound to (changing thread) */
     struct pending pending;       /* changing thread only */
     struct core_endpoints *own;   /* borrowed, may be NULL: where the bound socket is published */
+    struct core_threads *threads; /* borrowed: the pool of its runners' threads */
     struct core_sources
         *sources; /* per-source counts, shared by the current and draining runners */
 

@@ -39,6 +39,7 @@
 #include "core/metrics.h"
 #include "core/ratelimit.h"
 #include "core/service.h"
+#include "core/thread.h"
 
 struct core_runner;
 
@@ -54,6 +55,8 @@ struct core_runner_ctx {
     /* Borrowed, outlives the runner; NULL: none. The emitter of the instance's sessions: the
      * `process` runner carries their events from its children to it (core/emitter.h). */
     struct core_emitter *emitter;
+    /* Borrowed, outlives the runner: the pool its threads come from (core/thread.h). */
+    struct core_threads *threads;
 };
 
 /*
@@ -106,7 +109,8 @@ struct core_runner {
     atomic_uint n_conns;     /* connections admitted and not yet ended (max_connections) */
 
     /* Threads of core_runner_spawn(); only the thread that starts and stops the runner. */
-    pthread_t *threads;
+    struct core_threads *pool;    /* borrowed: where they come from */
+    struct core_thread **threads; /* max_threads, n_threads of them running */
     unsigned n_threads, max_threads;
 };
 
@@ -132,9 +136,9 @@ int core_runner_new(size_t size, const struct core_runner_ctx *ctx,
                     const struct core_runner_spec *spec, struct core_runner **ret,
                     struct core_err *err);
 
-/* Starts a thread of the runner running fn(arg), joined by core_runner_stop(), and names it
- * "l:<id>/<role>" (core/thread.h; role: "acc", "ev0", ...). Returns 0 or a negative errno. The
- * listener's thread, while starting. */
+/* Starts a thread of the runner (one of its pool's, core/thread.h) running fn(arg), joined by
+ * core_runner_stop(), named "l:<id>/<role>" while it runs it (role: "acc", "ev0", ...). Returns
+ * 0 or a negative errno. The listener's thread, while starting. */
 int core_runner_spawn(struct core_runner *r, void *(*fn)(void *), void *arg, const char *role);
 
 /* Stops and frees a runner whose start failed (what started is stopped and joined), and sets

@@ -9,6 +9,7 @@
  */
 
 #include <pthread.h>
+#include <stdbool.h>
 
 /* The longest name the kernel keeps, without the terminating NUL. */
 #define CORE_THREAD_NAME_MAX 15
@@ -24,5 +25,41 @@ void core_thread_name_listener(char *buf, const char *id, const char *role);
  * is for people reading the process list. Any thread.
  */
 void core_thread_name(pthread_t t, const char *name);
+
+/*
+ * A pool of threads that the listeners' runners (and a change's save of its revision) borrow
+ * instead of starting and ending threads of their own: a change that starts 250 runners then wakes
+ * 250 parked threads instead of cloning 250 (each with a fresh stack to map) and, once their
+ * runners are stopped, parks them again instead of unmapping their stacks. A thread runs one job at
+ * a time, named as the job says; parked, it is called "ss-idle". At most CORE_THREADS_IDLE_MAX are
+ * kept parked: one given back beyond that ends.
+ */
+struct core_threads;
+
+/* One job's thread, from core_threads_run() until core_threads_join(). */
+struct core_thread;
+
+/* Enough for two changes in a row that each start a runner per listener of a full registry:
+ * the first one's replaced runners are not parked yet when the second starts its own. */
+#define CORE_THREADS_IDLE_MAX 1024
+
+/* A new pool with no thread. Returns 0 or -ENOMEM. */
+int core_threads_new(struct core_threads **ret);
+
+/* Ends and joins the parked threads and frees the pool. Every job must have been joined.
+ * Accepts NULL. */
+void core_threads_free(struct core_threads *p);
+
+/*
+ * Runs fn(arg) on a parked thread of p, or on a new one (stack_size bytes of stack) when none
+ * is parked; the thread takes name (cut to CORE_THREAD_NAME_MAX) while it runs it. Returns 0
+ * with *ret, which core_threads_join() must be given once, or a negative errno. Any thread.
+ */
+int core_threads_run(struct core_threads *p, void *(*fn)(void *), void *arg, const char *name,
+                     size_t stack_size, struct core_thread **ret);
+
+/* Waits until t's job has returned and gives its thread back to the pool (t is gone). Any
+ * thread, once per core_threads_run(). */
+void core_threads_join(struct core_thread *t);
 
 #endif

@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/registry.h"
 #include "core/store.h"
+#include "core/thread.h"
 #include "registry_internal.h"
 
 static const char *const iface_names[CORE_IFACE_COUNT] = {
@@ -153,6 +154,9 @@ struct plan {
     size_t n;
     struct core_listener **changed; /* room for n: the commit's list of the changed ones */
     json_t *diff;                   /* core/diff.h */
+    /* {"id": resource} of the listeners created or changed, as their events carry them, for
+     * the answer to reuse; NULL: not kept. */
+    json_t *resources;
 };
 
 static void plan_fini(struct plan *p)
@@ -163,6 +167,7 @@ static void plan_fini(struct plan *p)
     free(p->items);
     free(p->changed);
     json_decref(p->diff);
+    json_decref(p->resources);
     memset(p, 0, sizeof(*p));
 }
 
@@ -443,7 +448,8 @@ static int plan_apply(struct core_registry *r, struct plan *p, struct core_chang
                 rc = core_listener_prepare(it->l, it->cfg, err);
                 break;
             case ITEM_CREATE:
-                rc = core_listener_new(it->cfg, r->state_dir, r->events, r->own, &it->l);
+                rc =
+                    core_listener_new(it->cfg, r->state_dir, r->events, r->own, r->threads, &it->l);
                 if (rc < 0) {
                     rc = core_err_set(err, rc, NULL, "out of memory");
                     break;
@@ -559,20 +565,38 @@ static json_t *plan_set_json(const struct plan *p)
     return j;
 }
 
+/* A save of the revisions (core_revisions_save()) on a thread of its own. */
+struct rev_save {
+    struct core_revisions *rv;
+    int rc;
+    struct core_err err;
+};
+
+static void *rev_save_main(void *arg)
+{
+    struct rev_save *s = arg;
+
+    s->rc = core_revisions_save(s->rv, &s->err);
+    return NULL;
+}
+
 /*
  * Completes an applied plan: the list takes in the listeners created and lets go of those
  * deleted (freed), the changes are committed, the revision is recorded and the events
- * published. Called with ops held; cannot fail.
+ * published. The revision's line is written and synced on a thread of the pool meanwhile
+ * (its fdatasync waits for the disk while the commit runs), and waited for before the
+ * "config.revision" event and the return. Called with ops held; cannot fail.
  */
 static void plan_commit(struct core_registry *r, struct plan *p, struct core_change *ch)
 {
+    struct rev_save save = {.rv = r->revisions};
+    struct core_thread *saver = NULL;
     struct core_listener **changed = p->changed;
     size_t n_changed = 0;
     char source[CORE_SOURCE_MAX];
     uint64_t rev = 0;
     json_t *set = NULL, *origin = core_change_source_json(&ch->source);
     char *summary = NULL;
-    struct core_err e = {0};
 
     core_change_source_format(&ch->source, source, sizeof(source));
     if (json_array_size(p->diff) > 0)
@@ -592,6 +616,12 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
         rev = 0;
     }
     pthread_mutex_unlock(&r->lock);
+    if (rev && r->persist &&
+        core_threads_run(r->threads, rev_save_main, &save, "ss-revisions", 256 * 1024, &saver) <
+            0) {
+        saver = NULL;
+        (void)rev_save_main(&save); /* no thread: here, then */
+    }
     /* Every runner that ends is told first, then each is joined: the wait is for the slowest,
      * not the sum of them. */
     for (size_t i = 0; i < p->n; i++) {
@@ -612,8 +642,6 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
         }
         it->applied = false;
     }
-    if (rev && r->persist && core_revisions_save(r->revisions, &e) < 0)
-        core_log_warn("revisions not saved: %s", e.msg);
     for (size_t i = 0; i < p->n; i++) {
         struct item *it = &p->items[i];
         json_t *j = NULL;
@@ -621,10 +649,17 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
         if (it->kind == ITEM_DELETE)
             core_registry_publish(r, "listener.deleted",
                                   json_pack("{s:s}", "id", it->saved.cfg.id));
-        else if (it->kind != ITEM_KEEP && core_registry_resource(r, it->l, &j) == 0)
+        else if (it->kind != ITEM_KEEP && core_registry_resource(r, it->l, &j) == 0) {
+            if (p->resources)
+                (void)json_object_set(p->resources, core_listener_id(it->l), j);
             core_registry_publish(
                 r, it->kind == ITEM_CREATE ? "listener.created" : "listener.changed", j);
+        }
     }
+    if (saver)
+        core_threads_join(saver);
+    if (rev && r->persist && save.rc < 0)
+        core_log_warn("revisions not saved: %s", save.err.msg);
     if (rev) {
         summary = core_diff_summary(p->diff);
         core_registry_publish(r, "config.revision",
@@ -656,11 +691,13 @@ static void publish_refused(struct core_registry *r, const struct core_change *c
 /*
  * Changes the listener set to want (n_want configurations with unique ids; borrowed), as one
  * change: dry run, apply, persist, commit (see core_change in the header). On success
- * ch->diff holds the diff. Called with ops held.
+ * ch->diff holds the diff and, when ret_resources is not NULL, *ret_resources (new reference)
+ * the resources of the listeners created or changed, as their events carried them. Called
+ * with ops held.
  */
 static int change_set(struct core_registry *r, struct core_listener_cfg *want, size_t n_want,
                       const int *index, const char *force_id, struct core_change *ch,
-                      struct core_err *err)
+                      json_t **ret_resources, struct core_err *err)
 {
     struct plan p;
     int rc;
@@ -670,6 +707,8 @@ static int change_set(struct core_registry *r, struct core_listener_cfg *want, s
     rc = plan_make(r, want, n_want, index, force_id, &p);
     if (rc < 0)
         return core_err_set(err, rc, NULL, "out of memory");
+    if (ret_resources && !ch->dry_run)
+        p.resources = json_object(); /* NULL: each answered afresh */
     rc = plan_check_env(r, &p, ch, err);
     if (rc < 0)
         goto out;
@@ -700,6 +739,10 @@ out:
     if (rc == 0) {
         ch->diff = p.diff;
         p.diff = NULL;
+        if (ret_resources) {
+            *ret_resources = p.resources;
+            p.resources = NULL;
+        }
         if (ch->dry_run)
             ch->revision = core_revisions_last(r->revisions);
     }
@@ -768,7 +811,7 @@ static int change_one(struct core_registry *r, struct core_listener_cfg *cfg, bo
         n++;
     want[i] = *cfg;
     memset(cfg, 0, sizeof(*cfg));
-    rc = change_set(r, want, n, NULL, force ? want[i].id : NULL, ch, err);
+    rc = change_set(r, want, n, NULL, force ? want[i].id : NULL, ch, NULL, err);
     core_cfgs_free(want, n);
     return rc == 0 ? answer_one(r, id, ch, ret) : rc;
 }
@@ -884,7 +927,7 @@ int core_registry_load(struct core_registry *r, const char *defaults, struct cor
     for (size_t i = 0; i < n; i++) {
         struct core_listener *l;
 
-        ret = core_listener_new(&cfgs[i], r->state_dir, r->events, r->own, &l);
+        ret = core_listener_new(&cfgs[i], r->state_dir, r->events, r->own, r->threads, &l);
         if (ret < 0) {
             core_err_set(err, ret, NULL, "out of memory");
             goto out;
@@ -1090,7 +1133,7 @@ int core_registry_delete(struct core_registry *r, const char *id, struct core_ch
         else
             want[k++] = want[i];
     }
-    rc = change_set(r, want, k, NULL, NULL, ch, err);
+    rc = change_set(r, want, k, NULL, NULL, ch, NULL, err);
     core_cfgs_free(want, k);
     ch->etag = 0;
 out:
@@ -1212,16 +1255,18 @@ static int config_parse(struct core_registry *r, const json_t *body, struct core
     return 0;
 }
 
-/* The answer of a whole-configuration change: {"revision", "diff", "listeners": [resources]}.
- * Called with ops held. */
-static int answer_config(struct core_registry *r, struct core_change *ch, json_t **ret)
+/* The answer of a whole-configuration change: {"revision", "diff", "listeners": [resources]},
+ * with the resources made (may be NULL) of the listeners its events carried. Called with ops
+ * held. */
+static int answer_config(struct core_registry *r, struct core_change *ch, const json_t *made,
+                         json_t **ret)
 {
     json_t *list = NULL, *j;
     int rc;
 
     if (ch->dry_run || !ret)
         return 0;
-    rc = core_registry_list(r, &list);
+    rc = core_registry_list_made(r, made, &list);
     if (rc < 0)
         return rc;
     j = json_pack("{s:I, s:O, s:o}", "revision", (json_int_t)ch->revision, "diff", ch->diff,
@@ -1239,15 +1284,17 @@ static int change_whole(struct core_registry *r, struct core_listener_cfg *want,
                         const int *index, struct core_change *ch, json_t **ret,
                         struct core_err *err)
 {
+    json_t *made = NULL;
     int rc;
 
     pthread_mutex_lock(&r->ops);
     rc = precondition(r, NULL, true, ch, err);
     if (rc == 0)
-        rc = change_set(r, want, n_want, index, NULL, ch, err);
+        rc = change_set(r, want, n_want, index, NULL, ch, &made, err);
     if (rc == 0)
-        rc = answer_config(r, ch, ret);
+        rc = answer_config(r, ch, made, ret);
     pthread_mutex_unlock(&r->ops);
+    json_decref(made);
     return rc;
 }
 

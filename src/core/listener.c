@@ -125,7 +125,7 @@ void core_listener_publish_draining(struct core_listener *l)
 
 int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir,
                       struct core_events *events, struct core_endpoints *own,
-                      struct core_listener **ret)
+                      struct core_threads *threads, struct core_listener **ret)
 {
     struct core_listener *l = calloc(1, sizeof(*l));
     void *m;
@@ -150,6 +150,7 @@ int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir
         return -ENOMEM;
     }
     l->own = own;
+    l->threads = threads;
     memcpy(l->id, cfg->id, sizeof(l->id));
     l->state_dir = state_dir;
     l->events = events;
@@ -236,7 +237,8 @@ int core_listener_runner_start(struct core_listener *l, const struct core_listen
                                                        .fd = fd,
                                                        .sources = l->sources,
                                                        .own = l->own,
-                                                       .emitter = &l->emitter},
+                                                       .emitter = &l->emitter,
+                                                       .threads = l->threads},
                              ret, err);
 }
 

@@ -224,7 +224,8 @@ int core_listener_prepare(struct core_listener *l, const struct core_listener_cf
 
     if (l->pending.kind != PENDING_NONE)
         return core_err_set(err, -EBUSY, NULL, "listener '%s': a change is under way", l->id);
-    core_listener_reap_drained(l);
+    /* The runners an earlier change left draining are not reaped here: joining their threads
+     * one listener after the other would hold up the change (the registry reaps them). */
     if (core_listener_cfg_equal(&l->cfg, cfg) && (l->runner != NULL) == cfg->enabled)
         return 0;
     if (can_go_live(l, cfg))

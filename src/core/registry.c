@@ -9,6 +9,7 @@
 
 #include "core/listener.h"
 #include "core/store.h"
+#include "core/thread.h"
 #include "core/ticker.h"
 #include "registry_internal.h"
 
@@ -32,7 +33,8 @@ int core_registry_new(const struct core_registry_opts *opts, struct core_registr
             (int)sizeof(r->state_path) ||
         snprintf(path, sizeof(path), "%s/%s", r->state_dir, CORE_REVISIONS_FILE) >=
             (int)sizeof(path) ||
-        core_revisions_new(path, &r->revisions) < 0) {
+        core_revisions_new(path, &r->revisions) < 0 || core_threads_new(&r->threads) < 0) {
+        core_threads_free(r->threads);
         core_revisions_free(r->revisions);
         core_endpoints_free(r->own);
         free(r->list);
@@ -59,6 +61,7 @@ void core_registry_free(struct core_registry *r)
     core_ticker_stop(r->ticker);
     for (size_t i = 0; i < r->n; i++)
         core_listener_free(r->list[i]);
+    core_threads_free(r->threads); /* after every runner */
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->ops);
     core_endpoints_free(r->own);
@@ -276,13 +279,21 @@ int core_registry_get(struct core_registry *r, const char *id, json_t **ret, uin
 
 int core_registry_list(struct core_registry *r, json_t **ret)
 {
+    return core_registry_list_made(r, NULL, ret);
+}
+
+int core_registry_list_made(struct core_registry *r, const json_t *made, json_t **ret)
+{
     json_t *a = json_array();
 
     if (!a)
         return -ENOMEM;
     pthread_mutex_lock(&r->lock);
     for (size_t i = 0; i < r->n; i++) {
-        if (json_array_append_new(a, core_listener_to_json(r->list[i], true)) < 0) {
+        json_t *j = json_object_get(made, core_listener_id(r->list[i]));
+
+        j = j ? json_incref(j) : core_listener_to_json(r->list[i], true);
+        if (json_array_append_new(a, j) < 0) {
             pthread_mutex_unlock(&r->lock);
             json_decref(a);
             return -ENOMEM;

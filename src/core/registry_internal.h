@@ -35,6 +35,7 @@ struct core_registry {
     struct core_endpoints *own; /* every running listener's bound socket */
     struct core_revisions *revisions;
     struct core_ticker *ticker;
+    struct core_threads *threads; /* the pool of the runners' threads */
 
     pthread_mutex_t ops;         /* serialises changes, held across their binds and joins */
     pthread_mutex_t lock;        /* guards list and n; never held across I/O */
@@ -57,6 +58,10 @@ void core_registry_take_out_locked(struct core_registry *r, struct core_listener
 
 /* Publishes event type with data (taken) on the registry's events, if any. */
 void core_registry_publish(struct core_registry *r, const char *type, json_t *data);
+
+/* core_registry_list() with the resources made (an object by id; may be NULL), new
+ * references to them: each listener's as made, the others' made now. */
+int core_registry_list_made(struct core_registry *r, const json_t *made, json_t **ret);
 
 /* Listener l's resource with its metrics (new reference). 0 or -ENOMEM. */
 int core_registry_resource(struct core_registry *r, struct core_listener *l, json_t **ret);

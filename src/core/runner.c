@@ -299,6 +299,7 @@ int core_runner_new(size_t size, const struct core_runner_ctx *ctx,
     r->sources = ctx->sources;
     r->own = ctx->own;
     r->emitter = ctx->emitter;
+    r->pool = ctx->threads;
     r->lfd = ctx->fd;
     r->wake_fd = -1;
     r->drain_fd = -1;
@@ -354,6 +355,10 @@ out_abort:
     return core_runner_abort(r, e, "runner", err);
 }
 
+/* A runner's thread runs its loop and the sessions' callbacks, as a connection's thread of
+ * the thread model does (runner_tcp.c): the same stack. */
+#define RUNNER_STACK_SIZE (256 * 1024)
+
 int core_runner_spawn(struct core_runner *r, void *(*fn)(void *), void *arg, const char *role)
 {
     char name[CORE_THREAD_NAME_MAX + 1];
@@ -361,11 +366,10 @@ int core_runner_spawn(struct core_runner *r, void *(*fn)(void *), void *arg, con
 
     if (r->n_threads == r->max_threads)
         return -EAGAIN;
-    e = pthread_create(&r->threads[r->n_threads], NULL, fn, arg);
-    if (e != 0)
-        return -e;
     core_thread_name_listener(name, r->cfg.id, role);
-    core_thread_name(r->threads[r->n_threads], name);
+    e = core_threads_run(r->pool, fn, arg, name, RUNNER_STACK_SIZE, &r->threads[r->n_threads]);
+    if (e < 0)
+        return e;
     r->n_threads++;
     return 0;
 }
@@ -377,7 +381,7 @@ void core_runner_stop(struct core_runner *r)
     if (r->wake_fd >= 0)
         core_runner_signal(r->wake_fd);
     for (unsigned i = 0; i < r->n_threads; i++)
-        pthread_join(r->threads[i], NULL);
+        core_threads_join(r->threads[i]);
     if (r->destroy)
         r->destroy(r);
     if (r->lfd >= 0)

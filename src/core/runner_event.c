@@ -113,7 +113,8 @@ struct ev_loop {
     bool accepting; /* until the runner drains */
     bool warned;    /* an accept error was logged; until an accept succeeds */
     int64_t accept_paused_until; /* ms: out of fds or memory, lfd is out of the set until then */
-    uint8_t *rbuf;               /* rbuf_size, shared by the loop's connections */
+    uint8_t *rbuf;               /* rbuf_size, shared by the loop's connections; NULL until the
+                                    first one (an idle listener holds none) */
     size_t rbuf_size;            /* the service's read_size, or READ_SIZE */
     struct core_dl_list open;    /* by last activity */
     struct core_dl_list linger;  /* by linger deadline */
@@ -513,7 +514,10 @@ static void conn_new(struct ev_loop *loop, struct core_accepted *a)
     struct ev_conn *c = calloc(1, sizeof(*c));
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
 
-    if (!c) {
+    if (!loop->rbuf)
+        loop->rbuf = malloc(loop->rbuf_size);
+    if (!c || !loop->rbuf) {
+        free(c);
         core_runner_conn_refuse(b, a->fd, &a->adm);
         return;
     }
@@ -707,9 +711,6 @@ static int loop_init(struct event_runner *rn, unsigned i, bool reuseport)
 
     loop->rn = rn;
     loop->rbuf_size = b->svc->read_size ? b->svc->read_size : READ_SIZE;
-    loop->rbuf = malloc(loop->rbuf_size);
-    if (!loop->rbuf)
-        return -ENOMEM;
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epfd < 0)
         return -errno;

@@ -2057,6 +2057,35 @@ static int proc_entries(pid_t pid, const char *dir)
     return n;
 }
 
+/* pid's threads but the parked ones of its runners' pool, called "ss-idle" (core/thread.h:
+ * kept for the next runner, not a runner's thread left behind), or a negative errno. */
+static int working_threads(pid_t pid)
+{
+    char path[64], comm_path[64 + 256 + 8];
+    struct dirent *e;
+    int n = 0;
+    DIR *dp;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    dp = opendir(path);
+    if (!dp)
+        return -errno;
+    while ((e = readdir(dp))) {
+        char *comm;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(comm_path, sizeof(comm_path), "%s/%s/comm", path, e->d_name);
+        comm = it_file_read(comm_path, NULL);
+        if (!comm)
+            continue; /* ended meanwhile */
+        n += strcmp(comm, "ss-idle\n") != 0;
+        free(comm);
+    }
+    closedir(dp);
+    return n;
+}
+
 int it_proc_fds(pid_t pid)
 {
     return proc_entries(pid, "fd");
@@ -2067,7 +2096,7 @@ void it_resources_take(const struct it_daemon *d, struct it_resources *ret)
     assert_true(d->pid > 0);
     ret->pid = d->pid;
     ret->fds = proc_entries(d->pid, "fd");
-    ret->threads = proc_entries(d->pid, "task");
+    ret->threads = working_threads(d->pid);
     if (ret->fds < 0 || ret->threads < 0)
         fail_msg("cannot count the daemon's fds and threads (pid %d): %s", (int)d->pid,
                  strerror(-(ret->fds < 0 ? ret->fds : ret->threads)));
@@ -2109,7 +2138,7 @@ static bool resources_are(void *arg)
     const struct it_resources *base = arg;
 
     return proc_entries(base->pid, "fd") == base->fds &&
-           proc_entries(base->pid, "task") == base->threads;
+           working_threads(base->pid) == base->threads;
 }
 
 /* Prints what each of pid's fds is, for a failure message. */
@@ -2281,7 +2310,7 @@ struct threads_bound {
 static bool threads_within(void *arg)
 {
     const struct threads_bound *b = arg;
-    int n = proc_entries(b->pid, "task");
+    int n = working_threads(b->pid);
 
     return n >= 0 && n <= b->max;
 }
@@ -2320,7 +2349,7 @@ void it_assert_threads_at_most_eventually(const struct it_daemon *d, int max, in
     assert_true(d->pid > 0);
     if (it_wait_until(timeout_ms, threads_within, &b))
         return;
-    n = proc_entries(d->pid, "task");
+    n = working_threads(d->pid);
     fprintf(stderr, "# the daemon's threads now:\n");
     print_threads(d->pid);
     if (n < 0)

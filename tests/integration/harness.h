@@ -384,7 +384,8 @@ bool it_which(const char *name, char *buf, size_t cap);
  * the files cert and key; asserts. */
 void it_make_certificate(const char *cert, const char *key);
 
-/* What a process holds: its open fds (/proc/PID/fd) and its threads (/proc/PID/task). */
+/* What a process holds: its open fds (/proc/PID/fd) and its threads (/proc/PID/task), but
+ * the parked threads of the runners' pool ("ss-idle", core/thread.h). */
 struct it_resources {
     pid_t pid;
     int fds;
@@ -436,7 +437,8 @@ int it_children(const struct it_daemon *d, pid_t *pids, int cap);
 void it_assert_children_eventually(const struct it_daemon *d, int want);
 
 /*
- * Polls until the daemon runs at most max threads (/proc/PID/task), for at most timeout_ms;
+ * Polls until the daemon runs at most max threads (/proc/PID/task, but the parked "ss-idle"
+ * ones), for at most timeout_ms;
  * asserts that it did, listing its threads (id and name) otherwise. For a count that must come
  * down to a bound (runners that end) rather than back to a baseline of fds and threads, which
  * is it_assert_resources_back().

@@ -199,8 +199,8 @@ static void test_reconfigure_model_workers_limits_keep_connections(void **state)
     assert_true(atomic_load(&conn.served) > 0);
     assert_int_equal(it_metric(d, "rc", "connections_rejected"), 0);
 
-    /* The drained runners' threads end with their clients: back to one acceptor. The next
-     * change reaps the finished ones. */
+    /* The drained runners' threads end with their clients: back to one acceptor. The
+     * registry reaps the finished ones within a second. */
     patch(d, "{\"idle_timeout_ms\":50000}", port);
     it_assert_threads_at_most_eventually(d, threads0, IT_WAIT_MS);
     it_assert_metric_eventually(d, "rc", "connections_active", 0, IT_WAIT_MS);

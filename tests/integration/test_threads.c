@@ -177,6 +177,98 @@ static void test_threads_daemon_and_listeners_named_by_role(void **state)
     assert_int_equal(count, SANITIZER_THREADS + 1);
 }
 
+/* Whether thread tid of d is called name. */
+static bool thread_is(const struct it_daemon *d, pid_t tid, const char *name)
+{
+    char path[64];
+    char *comm;
+    bool is;
+
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", (int)d->pid, (int)tid);
+    comm = it_file_read(path, NULL);
+    if (!comm)
+        return false;
+    comm[strcspn(comm, "\n")] = '\0';
+    is = strcmp(comm, name) == 0;
+    free(comm);
+    return is;
+}
+
+struct tid_named {
+    const struct it_daemon *d;
+    pid_t tid;
+    const char *name;
+};
+
+static bool tid_is_named(void *arg)
+{
+    const struct tid_named *t = arg;
+
+    return thread_is(t->d, t->tid, t->name);
+}
+
+/* The ids of d's threads called name (at most max of them) into ret; returns how many. */
+static size_t threads_named(const struct it_daemon *d, const char *name, pid_t *ret, size_t max)
+{
+    char path[64];
+    struct dirent *e;
+    size_t n = 0;
+    DIR *dp;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)d->pid);
+    dp = opendir(path);
+    assert_non_null(dp);
+    while ((e = readdir(dp)) && n < max) {
+        pid_t tid = (pid_t)atoi(e->d_name);
+
+        if (tid > 0 && thread_is(d, tid, name))
+            ret[n++] = tid;
+    }
+    closedir(dp);
+    return n;
+}
+
+/*
+ * A runner's thread is not ended with its runner but parked ("ss-idle" in `ps -L`), and the
+ * next runner to start runs on a parked thread: a change starts no thread when one is parked.
+ */
+static void test_threads_runner_thread_parked_then_reused(void **state)
+{
+    struct it_fixture *f = *state;
+    const struct it_daemon *d = &f->d;
+    pid_t first, second, third, parked[64];
+    size_t n_parked;
+    bool reused = false;
+    uint16_t port;
+
+    /* drain_timeout_ms 0: a replaced runner ends at the change's commit. */
+    port = it_listener_create_port(d, "{\"id\":\"mv\",\"service\":\"echo\",\"address\":"
+                                      "\"127.0.0.1\",\"port\":0,\"model\":\"event\","
+                                      "\"workers\":1,\"drain_timeout_ms\":0}");
+    first = assert_thread(d, "l:mv/ev0");
+    json_decref(
+        it_http_expect(d, "PATCH", "/api/v1/listeners/mv", "{\"max_connections\":100}", 200));
+    if (!it_wait_until(IT_WAIT_MS, tid_is_named, &(struct tid_named){d, first, "ss-idle"}))
+        fail_msg("the replaced runner's thread %d is not parked as ss-idle", (int)first);
+    second = assert_thread(d, "l:mv/ev0");
+    assert_int_not_equal(second, first);
+    it_assert_tcp_echo("127.0.0.1", port, "a\n", 2);
+
+    n_parked = threads_named(d, "ss-idle", parked, 64);
+    assert_true(n_parked >= 1);
+    json_decref(
+        it_http_expect(d, "PATCH", "/api/v1/listeners/mv", "{\"max_connections\":101}", 200));
+    /* The one it replaced is parked in turn; the new runner took a thread parked before. */
+    if (!it_wait_until(IT_WAIT_MS, tid_is_named, &(struct tid_named){d, second, "ss-idle"}))
+        fail_msg("the replaced runner's thread %d is not parked as ss-idle", (int)second);
+    third = assert_thread(d, "l:mv/ev0");
+    for (size_t i = 0; i < n_parked; i++)
+        reused = reused || parked[i] == third;
+    if (!reused)
+        fail_msg("the new runner runs on thread %d, which was not parked", (int)third);
+    it_assert_tcp_echo("127.0.0.1", port, "b\n", 2);
+}
+
 static void test_threads_api_thread_fifo_reported_in_health(void **state)
 {
     struct it_fixture *f = *state;
@@ -367,6 +459,7 @@ int main(void)
 #define T_DIR(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup_dir, it_fixture_teardown)
     const struct CMUnitTest tests[] = {
         T(test_threads_daemon_and_listeners_named_by_role),
+        T(test_threads_runner_thread_parked_then_reused),
         T(test_threads_api_thread_fifo_reported_in_health),
         T_DIR(test_threads_priority_nice_lowers_the_api_threads_nice),
         T_DIR(test_threads_nothing_permitted_runs_plain_and_serves),
