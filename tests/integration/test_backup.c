@@ -1634,6 +1634,46 @@ static void test_backup_get_disk_full_fails_and_keeps_older_file(void **state)
     free(mnt);
 }
 
+/* A restore into a file system that cannot write past its page cache (ramfs) is the same bytes:
+ * the way to the disk is only a hint. */
+static void test_backup_get_to_ramfs_identical(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    char *mnt = tmpfs_path(state), *store = it_path_in(fix(state)->dir, "files");
+    char *src = it_path_in(fix(state)->dir, "src.bin"), *out = it_path_in(mnt, "big.bin");
+    size_t len = 2 * MIB + 5;
+    uint8_t *data = it_pattern(len, 6);
+    struct it_proc p;
+    uint16_t port;
+    char ps[8];
+
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    if (mount("ramfs", mnt, "ramfs", 0, NULL) < 0) {
+        print_message("cannot mount a ramfs (%s; not root?): the case is skipped\n",
+                      strerror(errno));
+        free(data);
+        free(out);
+        free(src);
+        free(store);
+        free(mnt);
+        skip();
+    }
+    port = backup_listener(d, "b1", store, "");
+    snprintf(ps, sizeof(ps), "%u", port);
+    write_file(src, data, len);
+    cli_put_ok(src, "big.bin", port, 1);
+    run_backup(&p, "get", "big.bin", "-o", out, "127.0.0.1", ps, NULL);
+    assert_exit(&p, 0);
+    it_proc_fini(&p);
+    assert_file(out, data, len);
+    assert_dir_names(mnt, "big.bin");
+    free(data);
+    free(out);
+    free(src);
+    free(store);
+    free(mnt);
+}
+
 /* ---- the command's exit codes ---- */
 
 static void test_backup_cli_exit_codes(void **state)
@@ -1775,6 +1815,8 @@ int main(void)
         T(test_backup_get_sizes_around_blocks_identical),
         cmocka_unit_test_setup_teardown(test_backup_get_disk_full_fails_and_keeps_older_file,
                                         it_fixture_setup, teardown_tmpfs),
+        cmocka_unit_test_setup_teardown(test_backup_get_to_ramfs_identical, it_fixture_setup,
+                                        teardown_tmpfs),
         T(test_backup_cli_exit_codes),
         cmocka_unit_test_setup_teardown(test_backup_default_listener_on_32400, it_fixture_setup_dir,
                                         it_fixture_teardown),
