@@ -16,7 +16,7 @@
 # Rows:
 #   put        sockserv backup put FILE                 (hash while sending, STORED once durable)
 #   socat-put  socat -b 1048576 FILE -> TCP -> file, then fsync of that file
-#   get        sockserv backup get NAME -o FILE         (verified, fsynced, renamed into place)
+#   get        sockserv backup get NAME -o FILE         (verified, O_DIRECT, fsynced, renamed into place)
 #   socat-get  socat -b 1048576 the stored file -> TCP -> file, then fsync of that file
 #   put-tls, socat-put-tls, get-tls, socat-get-tls: the same over TLS (a listener with
 #              options.tls, `--tls --cacert`; socat OPENSSL-LISTEN/OPENSSL), unless --no-tls
