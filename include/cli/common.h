@@ -317,7 +317,7 @@ void cli_sink_abort(struct cli_sink *s);
  * everything but the thread's own work; the sink is the thread's from start to finish.
  */
 #define CLI_WRITER_CHUNK (1024 * 1024) /* bytes of one buffer */
-#define CLI_WRITER_BUFFERS 4
+#define CLI_WRITER_BUFFERS 16 /* so a write takes up to 16 MiB: several device requests at once */
 
 struct cli_writer {
     struct cli_sink *sink;
