@@ -16,14 +16,16 @@
 # Rows:
 #   put        sockserv backup put FILE                 (hash while sending, STORED once durable)
 #   socat-put  socat -b 1048576 FILE -> TCP -> file, then fsync of that file
-#   get        sockserv backup get NAME -o FILE         (verified, fsynced, renamed into place)
+#   get        sockserv backup get NAME -o FILE         (verified, O_DIRECT, fsynced, renamed into place)
 #   socat-get  socat -b 1048576 the stored file -> TCP -> file, then fsync of that file
 #   put-tls, socat-put-tls, get-tls, socat-get-tls: the same over TLS (a listener with
 #              options.tls, `--tls --cacert`; socat OPENSSL-LISTEN/OPENSSL), unless --no-tls
 # The daemon (and socat's server side) run on CPU 0, the clients on CPU 1 (taskset). Around
 # each transfer `perf stat -e raw_syscalls:sys_enter,task-clock` watches the server side (the
 # daemon, or socat's listening process): its CPU time and syscalls per GiB sit beside every
-# rate. A transfer that fails (an error, wrong bytes) is a failed round and fails the script;
+# rate. Beside it the client side's CPU time (user + system of the processes the transfer ran
+# on CPU 1: the command, or socat's client and the fsync after it), from the shell's `times`.
+# A transfer that fails (an error, wrong bytes) is a failed round and fails the script;
 # so does a missing figure. It prints one markdown section on stdout, its progress on stderr.
 # BENCH_FAULT=noanswer points the `get` transfers at a closed port (proves the failure path).
 set -euo pipefail
@@ -131,6 +133,20 @@ perf_end() {
     cpu=$(awk -F, '$3 == "task-clock" && $1 ~ /^[0-9.]+$/ { print $1 }' "$TMP/perf.out" 2>/dev/null)
     PF="${sc:--} ${cpu:--}"
 }
+# ccpu: sets CCPU to the CPU time (ms, user + system) of the children the script has waited for
+# so far; `times` runs in this shell (in a subshell it would count the subshell's children)
+CCPU=0
+ccpu() {
+    local u s t sec
+    times >"$TMP/times"
+    { read -r _ _; read -r u s; } <"$TMP/times"
+    CCPU=0
+    for t in "$u" "$s"; do # 1m2.345s
+        t=${t%s}
+        sec=${t#*m}
+        CCPU=$((CCPU + 10#${t%%m*} * 60000 + 10#${sec%.*} * 1000 + 10#${sec#*.}))
+    done
+}
 # fsync of one file (coreutils' sync FILE: fsync(2)); not python, whose start (a second and
 # more on a busy machine) would be timed on socat's side
 fsync_file() { sync "$1"; }
@@ -183,9 +199,12 @@ socat_server() {
     SRVPID=$!
     wait_for 5 listening "$p"
 }
-# transfer KIND: the transfer itself, timed from t0 to t1; non-zero when it failed
+# transfer KIND: the transfer itself, timed from t0 to t1, its client side's CPU ms in CL_MS;
+# non-zero when it failed
 transfer() {
-    local kind=$1 dst=$TMP/out.bin
+    local kind=$1 dst=$TMP/out.bin c0
+    ccpu
+    c0=$CCPU
     case "$kind" in
     put)
         t0=$(now_ns)
@@ -212,10 +231,17 @@ transfer() {
         else
             $CL socat -u -b 1048576 "OPEN:$SRC" "OPENSSL:127.0.0.1:$p,cafile=$TMP/cert.pem" || return 1
         fi
-        wait "$SRVPID" || return 1
+        ccpu
+        CL_MS=$((CCPU - c0))
+        wait "$SRVPID" || return 1 # socat's server side: not the client's CPU
         SRVPID=""
+        ccpu
+        c0=$CCPU
         fsync_file "$TMP/socat.bin" || return 1
-        t1=$(now_ns) ;;
+        t1=$(now_ns)
+        ccpu
+        CL_MS=$((CL_MS + CCPU - c0))
+        return 0 ;;
     socat-get | socat-get-tls)
         t0=$(now_ns)
         if [ "$kind" = socat-get ]; then
@@ -225,9 +251,14 @@ transfer() {
         fi
         fsync_file "$dst" || return 1
         t1=$(now_ns)
+        ccpu
+        CL_MS=$((CCPU - c0))
         wait "$SRVPID" || return 1
-        SRVPID="" ;;
+        SRVPID=""
+        return 0 ;;
     esac
+    ccpu
+    CL_MS=$((CCPU - c0))
 }
 # run KIND ROUND: one transfer; its milliseconds and the server side's syscalls and CPU
 # milliseconds (perf) to $RES, or "failed" when it failed (never dropped)
@@ -274,12 +305,13 @@ run() {
         ok=0
     fi
     if [ "$ok" = 0 ]; then
-        echo "$round $kind failed - -" >>"$RES"
+        echo "$round $kind failed - - -" >>"$RES"
         printf 'round %d  %-13s FAILED\n' "$round" "$kind" >&2
         return 0
     fi
-    echo "$round $kind $(((t1 - t0) / 1000000)) $PF" >>"$RES"
-    printf 'round %d  %-13s %6d ms  server syscalls, CPU ms: %s\n' "$round" "$kind" $(((t1 - t0) / 1000000)) "$PF" >&2
+    echo "$round $kind $(((t1 - t0) / 1000000)) $PF $CL_MS" >>"$RES"
+    printf 'round %d  %-13s %6d ms  server syscalls, CPU ms: %s  client CPU ms: %s\n' "$round" "$kind" \
+        $(((t1 - t0) / 1000000)) "$PF" "$CL_MS" >&2
 }
 
 echo "backup.sh: $SIZE bytes, up to $ROUNDS rounds within ${BUDGET}s; load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -301,9 +333,10 @@ res, size, load0, load1, rounds, kinds, commit = (sys.argv[1], int(sys.argv[2]),
                                                   int(sys.argv[5]), sys.argv[6].split(), sys.argv[7])
 rows = {}
 for line in open(res):
-    r, kind, ms, sc, cpu = line.split()
+    r, kind, ms, sc, cpu, ccpu = line.split()
     rows.setdefault(kind, []).append(None if ms == "failed" else
-                                     (int(ms), None if sc == "-" else int(sc), None if cpu == "-" else float(cpu)))
+                                     (int(ms), None if sc == "-" else int(sc), None if cpu == "-" else float(cpu),
+                                      int(ccpu)))
 gib = size / (1 << 30)
 mib = size / (1 << 20)
 
@@ -318,9 +351,11 @@ print("## Backup at disk speed (bench/backup.sh)\n")
 print("%d bytes per transfer, %d round(s), the transfers of a round in a random order; commit %s; "
       "load average %s before, %s after. Server side: the daemon, or socat's listening process "
       "(`-b 1048576`); its CPU time and syscalls from `perf stat -e raw_syscalls:sys_enter,task-clock` "
-      "over the transfer. Every figure: median (per-round range).\n" % (size, rounds, commit, load0, load1))
-print("| transfer | ms | MiB/s | server CPU s/GiB | server syscalls/MiB | rounds failed |")
-print("|---|---:|---:|---:|---:|---:|")
+      "over the transfer. Client side: the processes the transfer ran on CPU 1 (the command, or socat's "
+      "client and the fsync after it), their CPU time from the shell's `times`. "
+      "Every figure: median (per-round range).\n" % (size, rounds, commit, load0, load1))
+print("| transfer | ms | MiB/s | server CPU s/GiB | server syscalls/MiB | client CPU s/GiB | rounds failed |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 med = {}
 missing, failed = [], []
 for kind in ("put", "socat-put", "get", "socat-get", "put-tls", "socat-put-tls", "get-tls", "socat-get-tls"):
@@ -332,15 +367,16 @@ for kind in ("put", "socat-put", "get", "socat-get", "put-tls", "socat-put-tls",
     if nf or len(v) != rounds:
         failed.append("%s: %d of %d round(s) failed or did not run" % (kind, rounds - len(ok), rounds))
     if ok:
-        med[kind] = statistics.median([m for m, _, _ in ok])
+        med[kind] = statistics.median([x[0] for x in ok])
     for i, name in ((1, "syscalls"), (2, "CPU time")):
         if any(x[i] is None for x in ok):
             missing.append("%s: %s" % (kind, name))
-    print("| %s | %s | %s | %s | %s | %s |" % (
-        kind, rng([m for m, _, _ in ok], ".0f"),
-        rng([mib / (m / 1000) if m else None for m, _, _ in ok], ".0f"),
-        rng([c / 1000 / gib if c is not None else None for _, _, c in ok], ".2f"),
-        rng([s / mib if s is not None else None for _, s, _ in ok], ".1f"),
+    print("| %s | %s | %s | %s | %s | %s | %s |" % (
+        kind, rng([m for m, _, _, _ in ok], ".0f"),
+        rng([mib / (m / 1000) if m else None for m, _, _, _ in ok], ".0f"),
+        rng([c / 1000 / gib if c is not None else None for _, _, c, _ in ok], ".2f"),
+        rng([s / mib if s is not None else None for _, s, _, _ in ok], ".1f"),
+        rng([cc / 1000 / gib for _, _, _, cc in ok], ".2f"),
         "%d of %d" % (nf, len(v))))
 print()
 

@@ -267,6 +267,7 @@ void cli_stream_close(struct cli_stream *s);
 struct cli_sink {
     int fd;
     bool is_stdout;
+    bool direct;              /* the file is open with O_DIRECT (cli_sink_direct()) */
     struct core_writeback wb; /* a file's writeback, started as it is written */
     char path[PATH_MAX];
     char tmp[PATH_MAX + 16];
@@ -284,6 +285,19 @@ int cli_sink_open(struct cli_sink *s, const char *verb, const char *target, bool
  * without it, or short of space, leaves it to the writes. */
 void cli_sink_reserve(struct cli_sink *s, uint64_t size);
 
+/* The alignment, in memory and in the file, of the writes that bypass the page cache. */
+#define CLI_SINK_ALIGN 4096
+
+/*
+ * Asks that the file's writes bypass the page cache (O_DIRECT): the bytes go to the disk from
+ * the caller's memory, without the copy into the page cache, and the final fsync finds nothing
+ * left to write but the metadata. Applies to the writes of whole CLI_SINK_ALIGN blocks from
+ * aligned memory at an aligned offset; anything else (the last short block, a file system or a
+ * device that refuses it) goes through the page cache as before: only a hint. Standard output
+ * is left as it is. The thread that writes the sink calls it, or its owner before that.
+ */
+void cli_sink_direct(struct cli_sink *s);
+
 /* Writes all of p. Returns 0 or 1 after printing why as VERB. */
 int cli_sink_write(struct cli_sink *s, const char *verb, const void *p, size_t n);
 
@@ -298,11 +312,12 @@ void cli_sink_abort(struct cli_sink *s);
  * A thread that writes a sink while the command's thread receives and checks what comes next:
  * the waits of the disk (the writeback the sink starts, a full device queue) no longer stall
  * the network and the checksum, also on one CPU. The command takes a free buffer, fills it,
- * pushes it; the thread writes the buffers in the order pushed. The command's thread calls
+ * pushes it; the thread writes the buffers in the order pushed (those that follow each other in
+ * memory in one write). The command's thread calls
  * everything but the thread's own work; the sink is the thread's from start to finish.
  */
 #define CLI_WRITER_CHUNK (1024 * 1024) /* bytes of one buffer */
-#define CLI_WRITER_BUFFERS 4
+#define CLI_WRITER_BUFFERS 16 /* so a write takes up to 16 MiB: several device requests at once */
 
 struct cli_writer {
     struct cli_sink *sink;
@@ -322,8 +337,8 @@ struct cli_writer {
 /* Starts the thread writing s. Returns 0 or 1 after printing why as VERB. */
 int cli_writer_start(struct cli_writer *w, struct cli_sink *s, const char *verb);
 
-/* Waits for a free buffer (CLI_WRITER_CHUNK bytes) and returns it; NULL when a write failed
- * (the thread printed why). */
+/* Waits for a free buffer (CLI_WRITER_CHUNK bytes, aligned to CLI_SINK_ALIGN) and returns it; NULL
+ * when a write failed (the thread printed why). */
 uint8_t *cli_writer_next(struct cli_writer *w);
 
 /* The buffer cli_writer_next() returned holds n bytes to write next. */

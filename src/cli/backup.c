@@ -882,6 +882,7 @@ static int run_get(const struct args *a)
         goto out;
     }
     cli_sink_reserve(&sink, size);
+    cli_sink_direct(&sink);
     /* The content: received and hashed here while the writer thread writes what came before. */
     if (cli_writer_start(&wr, &sink, "backup") != 0)
         goto out;
@@ -895,6 +896,7 @@ static int run_get(const struct args *a)
             goto out;
         memcpy(buf, l->buf + l->off, fill); /* what came with the answer line */
         l->off += fill;
+        EVP_DigestUpdate(md, buf, fill);
         while (fill < want) {
             ssize_t m = link_read(l, buf + fill, want - fill);
 
@@ -906,9 +908,10 @@ static int run_get(const struct args *a)
                      got + fill, size);
                 goto out;
             }
+            /* Hashed as it comes, while the bytes are still in the processor's cache. */
+            EVP_DigestUpdate(md, buf + fill, (size_t)m);
             fill += (size_t)m;
         }
-        EVP_DigestUpdate(md, buf, fill);
         cli_writer_push(&wr, fill);
         got += fill;
         progress_show(&p, got, false);

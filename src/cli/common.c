@@ -783,24 +783,73 @@ void cli_sink_reserve(struct cli_sink *s, uint64_t size)
         (void)fallocate(s->fd, 0, 0, (off_t)size);
 }
 
+void cli_sink_direct(struct cli_sink *s)
+{
+    int flags;
+
+    if (s->is_stdout || s->fd < 0 || s->direct)
+        return;
+    flags = fcntl(s->fd, F_GETFL);
+    s->direct = flags >= 0 && fcntl(s->fd, F_SETFL, flags | O_DIRECT) == 0;
+}
+
+/* The writes from now on go through the page cache. 0, or a negative errno. */
+static int sink_buffered(struct cli_sink *s)
+{
+    int flags = fcntl(s->fd, F_GETFL);
+
+    if (flags < 0 || fcntl(s->fd, F_SETFL, flags & ~O_DIRECT) < 0)
+        return -errno;
+    s->direct = false;
+    return 0;
+}
+
 int cli_sink_write(struct cli_sink *s, const char *verb, const void *p, size_t n)
 {
     const char *b = p;
+    int e;
 
     while (n > 0) {
-        ssize_t w = write(s->fd, b, n);
+        size_t len = n;
+        ssize_t w;
 
+        if (s->direct) {
+            /* Whole aligned blocks bypass the page cache; what is left goes through it. */
+            if (n < CLI_SINK_ALIGN || ((uintptr_t)b | s->wb.written) % CLI_SINK_ALIGN != 0) {
+                e = sink_buffered(s);
+                if (e < 0)
+                    goto fail;
+            } else {
+                len = n - n % CLI_SINK_ALIGN;
+            }
+        }
+        w = write(s->fd, b, len);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w < 0)
-            return cli_fail(verb, "writing %s: %s", s->is_stdout ? "standard output" : s->path,
-                            strerror(errno));
+        if (w < 0 && errno == EINVAL && s->direct) {
+            /* The file system or the device wants other alignments: the page cache then. */
+            e = sink_buffered(s);
+            if (e < 0)
+                goto fail;
+            continue;
+        }
+        if (w < 0) {
+            e = -errno;
+            goto fail;
+        }
         b += w;
         n -= (size_t)w;
-        if (!s->is_stdout)
+        if (s->is_stdout)
+            continue;
+        if (s->direct) /* on the disk already: nothing for the writeback to start */
+            core_writeback_init(&s->wb, s->wb.written + (uint64_t)w);
+        else
             core_writeback_wrote(&s->wb, s->fd, (uint64_t)w);
     }
     return 0;
+fail:
+    return cli_fail(verb, "writing %s: %s", s->is_stdout ? "standard output" : s->path,
+                    strerror(-e));
 }
 
 int cli_sink_commit(struct cli_sink *s, const char *verb)
@@ -852,7 +901,8 @@ static void *writer_main(void *arg)
 
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        uint64_t i;
+        uint64_t i, k = 1;
+        size_t n;
 
         while (!w->stop && w->written == w->pushed) {
             w->writer_waits = true;
@@ -861,17 +911,25 @@ static void *writer_main(void *arg)
         }
         if (w->stop)
             break;
+        /* The buffers ready one after the other in memory go in one write: larger writes keep
+         * more of the disk busy at once. */
         i = w->written % CLI_WRITER_BUFFERS;
+        n = w->len[i];
+        while (k < w->pushed - w->written && i + k < CLI_WRITER_BUFFERS &&
+               w->len[i + k - 1] == CLI_WRITER_CHUNK) {
+            n += w->len[i + k];
+            k++;
+        }
         pthread_mutex_unlock(&w->mu);
-        /* The buffer is the thread's until written is raised: the command waits for it. */
-        if (cli_sink_write(w->sink, w->verb, w->mem + i * CLI_WRITER_CHUNK, w->len[i]) != 0) {
+        /* The buffers are the thread's until written is raised: the command waits for them. */
+        if (cli_sink_write(w->sink, w->verb, w->mem + i * CLI_WRITER_CHUNK, n) != 0) {
             pthread_mutex_lock(&w->mu);
             w->failed = true;
             pthread_cond_broadcast(&w->cv);
             break;
         }
         pthread_mutex_lock(&w->mu);
-        w->written++;
+        w->written += k;
         if (w->command_waits)
             pthread_cond_broadcast(&w->cv);
     }
@@ -881,14 +939,16 @@ static void *writer_main(void *arg)
 
 int cli_writer_start(struct cli_writer *w, struct cli_sink *s, const char *verb)
 {
+    void *mem;
     int e;
 
     memset(w, 0, sizeof(*w));
     w->sink = s;
     w->verb = verb;
-    w->mem = malloc((size_t)CLI_WRITER_BUFFERS * CLI_WRITER_CHUNK);
-    if (!w->mem)
+    /* Aligned, so that a sink writing past the page cache can take the buffers as they are. */
+    if (posix_memalign(&mem, CLI_SINK_ALIGN, (size_t)CLI_WRITER_BUFFERS * CLI_WRITER_CHUNK) != 0)
         return cli_fail(verb, "out of memory");
+    w->mem = mem;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     e = pthread_create(&w->thread, NULL, writer_main, w);

@@ -90,7 +90,7 @@ fi
 rc=0
 BENCH_FAULT=noanswer "$ROOT/bench/backup.sh" --build "$BUILD" --size 1048576 --rounds 1 --no-tls \
     --budget 30 >"$TMP/backup.md" 2>"$TMP/backup.err" || rc=$?
-if [ "$rc" != 0 ] && grep -q '^| get | missing | missing | missing | missing | 1 of 1 |' "$TMP/backup.md" &&
+if [ "$rc" != 0 ] && grep -q '^| get | missing | missing | missing | missing | missing | 1 of 1 |' "$TMP/backup.md" &&
     grep -q 'FAILED: get: 1 of 1 round(s) failed' "$TMP/backup.md"; then
     ok "backup.sh: a failed transfer fails the script (exit $rc)"
 else

@@ -1493,6 +1493,187 @@ static void test_backup_restore_by_cli_and_rest_identical(void **state)
     free(store);
 }
 
+/* Changes the byte at off of the file at path to b, keeping its modification time: a silent
+ * change of the disk's bytes, which the server cannot tell from its own copy. */
+static void poke_byte(const char *path, size_t off, uint8_t b)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}};
+    struct stat st;
+
+    if (fd < 0 || fstat(fd, &st) < 0)
+        fail_msg("open %s: %s", path, strerror(errno));
+    times[1] = st.st_mtim;
+    if (pwrite(fd, &b, 1, (off_t)off) != 1 || futimens(fd, times) < 0)
+        fail_msg("pwrite %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+/*
+ * A restore whose content is not what the server recorded (a byte changed on its disk, in a
+ * whole block of the file or in its short last one) fails, and the file it was to replace stays
+ * as it was with nothing beside it; the intact copy then restores byte for byte.
+ */
+static void test_backup_get_corrupted_byte_fails_and_writes_nothing(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    const char *dir = fix(state)->dir;
+    char *store = it_path_in(dir, "files"), *src = it_path_in(dir, "src.bin");
+    char *outdir = it_path_in(dir, "restored"), *stored = it_path_in(store, "data.bin");
+    char *out = it_path_in(outdir, "data.bin"), ps[8];
+    size_t len = 3 * MIB + 7;
+    const size_t offs[] = {MIB + 12345, len - 1};
+    uint8_t *data = it_pattern(len, 21);
+    struct it_proc p;
+    uint16_t port;
+
+    port = backup_listener(d, "b1", store, "");
+    snprintf(ps, sizeof(ps), "%u", port);
+    write_file(src, data, len);
+    cli_put_ok(src, "data.bin", port, 1);
+    assert_int_equal(mkdir(outdir, 0700), 0);
+    write_file(out, "older\n", 6);
+
+    for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+        poke_byte(stored, offs[i], data[offs[i]] ^ 0x40);
+        run_backup(&p, "get", "data.bin", "-o", out, "127.0.0.1", ps, NULL);
+        assert_exit(&p, 1);
+        assert_contains(p.err, "checksum mismatch: the server recorded ", "stderr");
+        assert_contains(p.err, "; nothing written", "stderr");
+        it_proc_fini(&p);
+        assert_file(out, "older\n", 6);
+        assert_dir_names(outdir, "data.bin");
+        poke_byte(stored, offs[i], data[offs[i]]);
+    }
+    run_backup(&p, "get", "data.bin", "-o", out, "127.0.0.1", ps, NULL);
+    assert_exit(&p, 0);
+    assert_contains(p.out, "restored data.bin version 1 to ", "stdout");
+    it_proc_fini(&p);
+    assert_file(out, data, len);
+    assert_dir_names(outdir, "data.bin");
+    free(data);
+    free(out);
+    free(stored);
+    free(outdir);
+    free(src);
+    free(store);
+}
+
+/* Restores of every size around the file system's blocks and the command's buffers arrive byte
+ * for byte: the whole blocks and the short end of a file take different ways to the disk. */
+static void test_backup_get_sizes_around_blocks_identical(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    const char *dir = fix(state)->dir;
+    char *store = it_path_in(dir, "files"), *src = it_path_in(dir, "src.bin");
+    char *out = it_path_in(dir, "out.bin"), ps[8], name[32];
+    const size_t sizes[] = {0, 1, 4095, 4096, 4097, MIB - 1, MIB, MIB + 4096, 4 * MIB + 513};
+    struct it_proc p;
+    uint16_t port;
+
+    port = backup_listener(d, "b1", store, "");
+    snprintf(ps, sizeof(ps), "%u", port);
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        uint8_t *data = it_pattern(sizes[i], 30 + (unsigned)i);
+
+        snprintf(name, sizeof(name), "s%zu.bin", sizes[i]);
+        write_file(src, data, sizes[i]);
+        cli_put_ok(src, name, port, 1);
+        run_backup(&p, "get", name, "-o", out, "127.0.0.1", ps, NULL);
+        assert_exit(&p, 0);
+        it_proc_fini(&p);
+        assert_file(out, data, sizes[i]);
+        free(data);
+    }
+    free(out);
+    free(src);
+    free(store);
+}
+
+/* A restore into a file system too small for it fails saying so, and leaves the file it was to
+ * replace as it was, with nothing beside it. */
+static void test_backup_get_disk_full_fails_and_keeps_older_file(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    char *mnt = tmpfs_path(state), *store = it_path_in(fix(state)->dir, "files");
+    char *src = it_path_in(fix(state)->dir, "src.bin"), *out = it_path_in(mnt, "big.bin");
+    size_t len = 2 * MIB + 5;
+    uint8_t *data = it_pattern(len, 5);
+    struct it_proc p;
+    uint16_t port;
+    char ps[8];
+
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=1m") < 0) {
+        print_message("cannot mount a 1 MiB tmpfs (%s; not root?): the disk-full case is "
+                      "skipped\n",
+                      strerror(errno));
+        free(data);
+        free(out);
+        free(src);
+        free(store);
+        free(mnt);
+        skip();
+    }
+    port = backup_listener(d, "b1", store, "");
+    snprintf(ps, sizeof(ps), "%u", port);
+    write_file(src, data, len);
+    cli_put_ok(src, "big.bin", port, 1);
+    write_file(out, "older\n", 6);
+
+    run_backup(&p, "get", "big.bin", "-o", out, "127.0.0.1", ps, NULL);
+    assert_exit(&p, 1);
+    assert_contains(p.err, "big.bin: No space left on device", "stderr");
+    it_proc_fini(&p);
+    assert_file(out, "older\n", 6);
+    assert_dir_names(mnt, "big.bin");
+    free(data);
+    free(out);
+    free(src);
+    free(store);
+    free(mnt);
+}
+
+/* A restore into a file system that cannot write past its page cache (ramfs) is the same bytes:
+ * the way to the disk is only a hint. */
+static void test_backup_get_to_ramfs_identical(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    char *mnt = tmpfs_path(state), *store = it_path_in(fix(state)->dir, "files");
+    char *src = it_path_in(fix(state)->dir, "src.bin"), *out = it_path_in(mnt, "big.bin");
+    size_t len = 2 * MIB + 5;
+    uint8_t *data = it_pattern(len, 6);
+    struct it_proc p;
+    uint16_t port;
+    char ps[8];
+
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    if (mount("ramfs", mnt, "ramfs", 0, NULL) < 0) {
+        print_message("cannot mount a ramfs (%s; not root?): the case is skipped\n",
+                      strerror(errno));
+        free(data);
+        free(out);
+        free(src);
+        free(store);
+        free(mnt);
+        skip();
+    }
+    port = backup_listener(d, "b1", store, "");
+    snprintf(ps, sizeof(ps), "%u", port);
+    write_file(src, data, len);
+    cli_put_ok(src, "big.bin", port, 1);
+    run_backup(&p, "get", "big.bin", "-o", out, "127.0.0.1", ps, NULL);
+    assert_exit(&p, 0);
+    it_proc_fini(&p);
+    assert_file(out, data, len);
+    assert_dir_names(mnt, "big.bin");
+    free(data);
+    free(out);
+    free(src);
+    free(store);
+    free(mnt);
+}
+
 /* ---- the command's exit codes ---- */
 
 static void test_backup_cli_exit_codes(void **state)
@@ -1630,6 +1811,12 @@ int main(void)
         T(test_backup_lecture_client_stored_unverified),
         T(test_backup_restore_by_protocol_without_pacing),
         T(test_backup_restore_by_cli_and_rest_identical),
+        T(test_backup_get_corrupted_byte_fails_and_writes_nothing),
+        T(test_backup_get_sizes_around_blocks_identical),
+        cmocka_unit_test_setup_teardown(test_backup_get_disk_full_fails_and_keeps_older_file,
+                                        it_fixture_setup, teardown_tmpfs),
+        cmocka_unit_test_setup_teardown(test_backup_get_to_ramfs_identical, it_fixture_setup,
+                                        teardown_tmpfs),
         T(test_backup_cli_exit_codes),
         cmocka_unit_test_setup_teardown(test_backup_default_listener_on_32400, it_fixture_setup_dir,
                                         it_fixture_teardown),
