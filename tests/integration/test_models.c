@@ -407,8 +407,10 @@ static void run_idle_timeout(const struct it_daemon *d, const char *model)
              "\"model\":\"%s\",\"workers\":2,\"idle_timeout_ms\":300}",
              model);
     port = it_listener_create_port(d, body);
-    fd = it_connect_echoed("127.0.0.1", port, "hello");
+    /* Every activity the daemon sees comes after t0: a close sooner than the timeout after it
+     * is early, however late this process gets to read the echo. */
     t0 = it_now_ms();
+    fd = it_connect_echoed("127.0.0.1", port, "hello");
     r = it_read_to_eof(fd, IT_IO_TIMEOUT_MS, NULL, NULL);
     close(fd);
     if (r != 0 && r != -ECONNRESET)
