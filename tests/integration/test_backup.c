@@ -1590,88 +1590,82 @@ static void test_backup_get_sizes_around_blocks_identical(void **state)
     free(store);
 }
 
+/* A restore of a 2 MiB + 5 "big.bin" into a file system of its own (mounted by the test). */
+struct get_into {
+    char *mnt, *store, *src, *out;
+    uint8_t *data;
+    size_t len;
+    char ps[8];
+};
+
+/* Mounts fstype (options opts) on a new directory, stores big.bin (pattern seed) on a new
+ * listener, and says where its restore goes; skips the test when the mount is refused. */
+static void get_into_setup(void **state, const char *fstype, const char *opts, uint8_t seed,
+                           struct get_into *g)
+{
+    g->mnt = tmpfs_path(state);
+    g->store = it_path_in(fix(state)->dir, "files");
+    g->src = it_path_in(fix(state)->dir, "src.bin");
+    g->out = it_path_in(g->mnt, "big.bin");
+    g->len = 2 * MIB + 5;
+    g->data = it_pattern(g->len, seed);
+    assert_int_equal(mkdir(g->mnt, 0700), 0);
+    if (mount(fstype, g->mnt, fstype, 0, opts) < 0) {
+        print_message("cannot mount a %s (%s; not root?): the case is skipped\n", fstype,
+                      strerror(errno));
+        free(g->data);
+        free(g->out);
+        free(g->src);
+        free(g->store);
+        free(g->mnt);
+        skip();
+    }
+    snprintf(g->ps, sizeof(g->ps), "%u", backup_listener(it_daemon_of(state), "b1", g->store, ""));
+    write_file(g->src, g->data, g->len);
+    cli_put_ok(g->src, "big.bin", (uint16_t)atoi(g->ps), 1);
+}
+
+static void get_into_fini(struct get_into *g)
+{
+    free(g->data);
+    free(g->out);
+    free(g->src);
+    free(g->store);
+    free(g->mnt);
+}
+
 /* A restore into a file system too small for it fails saying so, and leaves the file it was to
  * replace as it was, with nothing beside it. */
 static void test_backup_get_disk_full_fails_and_keeps_older_file(void **state)
 {
-    struct it_daemon *d = it_daemon_of(state);
-    char *mnt = tmpfs_path(state), *store = it_path_in(fix(state)->dir, "files");
-    char *src = it_path_in(fix(state)->dir, "src.bin"), *out = it_path_in(mnt, "big.bin");
-    size_t len = 2 * MIB + 5;
-    uint8_t *data = it_pattern(len, 5);
+    struct get_into g;
     struct it_proc p;
-    uint16_t port;
-    char ps[8];
 
-    assert_int_equal(mkdir(mnt, 0700), 0);
-    if (mount("tmpfs", mnt, "tmpfs", 0, "size=1m") < 0) {
-        print_message("cannot mount a 1 MiB tmpfs (%s; not root?): the disk-full case is "
-                      "skipped\n",
-                      strerror(errno));
-        free(data);
-        free(out);
-        free(src);
-        free(store);
-        free(mnt);
-        skip();
-    }
-    port = backup_listener(d, "b1", store, "");
-    snprintf(ps, sizeof(ps), "%u", port);
-    write_file(src, data, len);
-    cli_put_ok(src, "big.bin", port, 1);
-    write_file(out, "older\n", 6);
-
-    run_backup(&p, "get", "big.bin", "-o", out, "127.0.0.1", ps, NULL);
+    get_into_setup(state, "tmpfs", "size=1m", 5, &g);
+    write_file(g.out, "older\n", 6);
+    run_backup(&p, "get", "big.bin", "-o", g.out, "127.0.0.1", g.ps, NULL);
     assert_exit(&p, 1);
     assert_contains(p.err, "big.bin: No space left on device", "stderr");
     it_proc_fini(&p);
-    assert_file(out, "older\n", 6);
-    assert_dir_names(mnt, "big.bin");
-    free(data);
-    free(out);
-    free(src);
-    free(store);
-    free(mnt);
+    assert_file(g.out, "older\n", 6);
+    assert_dir_names(g.mnt, "big.bin");
+    get_into_fini(&g);
 }
 
 /* A restore into a file system that cannot write past its page cache (ramfs) is the same bytes:
  * the way to the disk is only a hint. */
 static void test_backup_get_to_ramfs_identical(void **state)
 {
-    struct it_daemon *d = it_daemon_of(state);
-    char *mnt = tmpfs_path(state), *store = it_path_in(fix(state)->dir, "files");
-    char *src = it_path_in(fix(state)->dir, "src.bin"), *out = it_path_in(mnt, "big.bin");
-    size_t len = 2 * MIB + 5;
-    uint8_t *data = it_pattern(len, 6);
+    struct get_into g;
     struct it_proc p;
-    uint16_t port;
-    char ps[8];
 
-    assert_int_equal(mkdir(mnt, 0700), 0);
-    if (mount("ramfs", mnt, "ramfs", 0, NULL) < 0) {
-        print_message("cannot mount a ramfs (%s; not root?): the case is skipped\n",
-                      strerror(errno));
-        free(data);
-        free(out);
-        free(src);
-        free(store);
-        free(mnt);
-        skip();
-    }
-    port = backup_listener(d, "b1", store, "");
-    snprintf(ps, sizeof(ps), "%u", port);
-    write_file(src, data, len);
-    cli_put_ok(src, "big.bin", port, 1);
-    run_backup(&p, "get", "big.bin", "-o", out, "127.0.0.1", ps, NULL);
+    get_into_setup(state, "ramfs", NULL, 6, &g);
+    run_backup(&p, "get", "big.bin", "-o", g.out, "127.0.0.1", g.ps, NULL);
     assert_exit(&p, 0);
     it_proc_fini(&p);
-    assert_file(out, data, len);
-    assert_dir_names(mnt, "big.bin");
-    free(data);
-    free(out);
-    free(src);
-    free(store);
-    free(mnt);
+    assert_file(g.out, g.data, g.len);
+    assert_dir_names(g.mnt, "big.bin");
+    get_into_fini(&g);
 }
 
 /* ---- the command's exit codes ---- */
