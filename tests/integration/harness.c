@@ -2057,13 +2057,10 @@ static int proc_entries(pid_t pid, const char *dir)
     return n;
 }
 
-/* pid's threads but the parked ones of its runners' pool, called "ss-idle" (core/thread.h:
- * kept for the next runner, not a runner's thread left behind), or a negative errno. */
-static int working_threads(pid_t pid)
+int it_threads_each(pid_t pid, void (*fn)(void *ctx, pid_t tid, const char *comm), void *ctx)
 {
     char path[64], comm_path[64 + 256 + 8];
     struct dirent *e;
-    int n = 0;
     DIR *dp;
 
     snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
@@ -2077,13 +2074,28 @@ static int working_threads(pid_t pid)
             continue;
         snprintf(comm_path, sizeof(comm_path), "%s/%s/comm", path, e->d_name);
         comm = it_file_read(comm_path, NULL);
-        if (!comm)
-            continue; /* ended meanwhile */
-        n += strcmp(comm, "ss-idle\n") != 0;
+        if (comm)
+            comm[strcspn(comm, "\n")] = '\0';
+        fn(ctx, (pid_t)atoi(e->d_name), comm);
         free(comm);
     }
     closedir(dp);
-    return n;
+    return 0;
+}
+
+static void count_working(void *ctx, pid_t tid, const char *comm)
+{
+    (void)tid;
+    *(int *)ctx += comm && strcmp(comm, "ss-idle") != 0;
+}
+
+/* pid's threads but the parked ones of its runners' pool, called "ss-idle" (core/thread.h:
+ * kept for the next runner, not a runner's thread left behind), or a negative errno. */
+static int working_threads(pid_t pid)
+{
+    int n = 0, r = it_threads_each(pid, count_working, &n);
+
+    return r < 0 ? r : n;
 }
 
 int it_proc_fds(pid_t pid)
@@ -2315,30 +2327,16 @@ static bool threads_within(void *arg)
     return n >= 0 && n <= b->max;
 }
 
+static void print_thread(void *ctx, pid_t tid, const char *comm)
+{
+    (void)ctx;
+    fprintf(stderr, "#   thread %d %s\n", (int)tid, comm ? comm : "(ended)");
+}
+
 /* Prints each of pid's threads with its name, for a failure message. */
 static void print_threads(pid_t pid)
 {
-    char path[64], comm_path[64 + 256 + 8];
-    struct dirent *e;
-    DIR *dp;
-
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-    dp = opendir(path);
-    if (!dp)
-        return;
-    while ((e = readdir(dp))) {
-        char *comm;
-
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(comm_path, sizeof(comm_path), "%s/%s/comm", path, e->d_name);
-        comm = it_file_read(comm_path, NULL);
-        if (comm)
-            comm[strcspn(comm, "\n")] = '\0';
-        fprintf(stderr, "#   thread %s %s\n", e->d_name, comm ? comm : "(ended)");
-        free(comm);
-    }
-    closedir(dp);
+    (void)it_threads_each(pid, print_thread, NULL);
 }
 
 void it_assert_threads_at_most_eventually(const struct it_daemon *d, int max, int timeout_ms)

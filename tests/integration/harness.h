@@ -392,6 +392,10 @@ struct it_resources {
     int threads;
 };
 
+/* Calls fn(ctx, tid, comm) for each of pid's threads (comm: its name without the newline, NULL
+ * for a thread that ended meanwhile). 0, or a negative errno when pid's threads cannot be read. */
+int it_threads_each(pid_t pid, void (*fn)(void *ctx, pid_t tid, const char *comm), void *ctx);
+
 /* How many fds process pid holds now (/proc/PID/fd), or a negative errno. Any thread. */
 int it_proc_fds(pid_t pid);
 

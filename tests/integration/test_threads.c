@@ -36,39 +36,37 @@
 /* A closed-loop hammer of the metrics lasts at most this long before its budget must show. */
 #define HAMMER_MS 20000
 
+/* What thread_named() looks for, and what it found. */
+struct name_search {
+    const char *name;
+    pid_t found;
+    int count;
+    pid_t *ids; /* NULL, or where the first max of their ids go */
+    size_t max, n;
+};
+
+static void match_name(void *ctx, pid_t tid, const char *comm)
+{
+    struct name_search *q = ctx;
+
+    if (comm && strcmp(comm, q->name) == 0) {
+        q->count++;
+        if (!q->found)
+            q->found = tid;
+        if (q->ids && q->n < q->max)
+            q->ids[q->n++] = tid;
+    }
+}
+
 /* The id of d's thread called name, or 0. With ret_count: how many have that name. */
 static pid_t thread_named(const struct it_daemon *d, const char *name, int *ret_count)
 {
-    char path[64], comm_path[64 + 256 + 8];
-    struct dirent *e;
-    pid_t found = 0;
-    int count = 0;
-    DIR *dp;
+    struct name_search q = {.name = name};
 
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)d->pid);
-    dp = opendir(path);
-    assert_non_null(dp);
-    while ((e = readdir(dp))) {
-        char *comm;
-
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(comm_path, sizeof(comm_path), "%s/%s/comm", path, e->d_name);
-        comm = it_file_read(comm_path, NULL);
-        if (!comm)
-            continue; /* ended meanwhile */
-        comm[strcspn(comm, "\n")] = '\0';
-        if (strcmp(comm, name) == 0) {
-            count++;
-            if (!found)
-                found = (pid_t)atoi(e->d_name);
-        }
-        free(comm);
-    }
-    closedir(dp);
+    assert_int_equal(it_threads_each(d->pid, match_name, &q), 0);
     if (ret_count)
-        *ret_count = count;
-    return found;
+        *ret_count = q.count;
+    return q.found;
 }
 
 struct named {
@@ -210,22 +208,10 @@ static bool tid_is_named(void *arg)
 /* The ids of d's threads called name (at most max of them) into ret; returns how many. */
 static size_t threads_named(const struct it_daemon *d, const char *name, pid_t *ret, size_t max)
 {
-    char path[64];
-    struct dirent *e;
-    size_t n = 0;
-    DIR *dp;
+    struct name_search q = {.name = name, .ids = ret, .max = max};
 
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)d->pid);
-    dp = opendir(path);
-    assert_non_null(dp);
-    while ((e = readdir(dp)) && n < max) {
-        pid_t tid = (pid_t)atoi(e->d_name);
-
-        if (tid > 0 && thread_is(d, tid, name))
-            ret[n++] = tid;
-    }
-    closedir(dp);
-    return n;
+    assert_int_equal(it_threads_each(d->pid, match_name, &q), 0);
+    return q.n;
 }
 
 /*
