@@ -71,7 +71,7 @@ function applies(where, l) {
 let catalogue = null;
 let catalogueAsked = false;
 
-/* The declared counters of service name ([{ name, help }]), or null while unknown. */
+/* The declared counters of service name ([{ name, help, transports }]), or null while unknown. */
 function declaredCounters(name) {
   if (!catalogueAsked) {
     catalogueAsked = true;
@@ -318,8 +318,10 @@ function counterEntries(l) {
 function serviceEntries(l) {
   const values = l.metrics?.service && typeof l.metrics.service === 'object' ? l.metrics.service : {};
   const declared = declaredCounters(l.service) || [];
+  // A counter that cannot count on this listener's transport is left out, unless it is not 0.
+  const applies = (c) => !Array.isArray(c.transports) || c.transports.includes(l.transport) || values[c.name] !== 0;
   const entries = declared
-    .filter((c) => values[c.name] !== undefined)
+    .filter((c) => values[c.name] !== undefined && applies(c))
     .map((c) => [c.name, c.name, countText(c.name, values[c.name]), '', c.help || '']);
   for (const [k, v] of Object.entries(values)) {
     if (!declared.some((c) => c.name === k)) entries.push([k, k, countText(k, v)]);

@@ -133,7 +133,10 @@ struct core_service {
     unsigned refused_models;
     const char *const *counters;     /* names of the service's own counters, n_counters of them */
     const char *const *counter_help; /* one line for each counter, or NULL */
-    unsigned n_counters;             /* <= CORE_METRICS_SVC_MAX */
+    /* For each counter, the CORE_TRANSPORT_BIT()s on which it can count; NULL, or 0 for a
+     * counter: every transport of the service. */
+    const unsigned *counter_transports;
+    unsigned n_counters; /* <= CORE_METRICS_SVC_MAX */
 
     /* The service's options; n_options entries, names unique. */
     const struct core_option *options;
@@ -271,10 +274,10 @@ int core_service_options_check(const struct core_service *svc, const json_t *opt
 
 /*
  * svc as GET /api/v1/services/{name} shows it (new reference; NULL when out of memory):
- * {"name", "help", "transports", "models", "counters": [{"name", "help"}], "options": [{"name",
- * "type", "default", ["choices"], ["minimum"], ["maximum"], ["unit"], "transports", "live",
- * "help"}]}. "models" are the TCP models a listener of svc may run (none for a UDP-only
- * service); a computed default is null. Any thread.
+ * {"name", "help", "transports", "models", "counters": [{"name", "help", "transports"}],
+ * "options": [{"name", "type", "default", ["choices"], ["minimum"], ["maximum"], ["unit"],
+ * "transports", "live", "help"}]}. "models" are the TCP models a listener of svc may run (none for
+ * a UDP-only service); a computed default is null. Any thread.
  */
 json_t *core_service_to_json(const struct core_service *svc);
 

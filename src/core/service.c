@@ -326,9 +326,12 @@ static json_t *counters_json(const struct core_service *svc)
 
     for (unsigned i = 0; a && i < svc->n_counters; i++) {
         const char *help = svc->counter_help && svc->counter_help[i] ? svc->counter_help[i] : "";
+        unsigned on = svc->counter_transports && svc->counter_transports[i]
+                          ? svc->counter_transports[i]
+                          : svc->transports;
 
-        if (json_array_append_new(
-                a, json_pack("{s:s, s:s}", "name", svc->counters[i], "help", help)) < 0) {
+        if (json_array_append_new(a, json_pack("{s:s, s:s, s:o*}", "name", svc->counters[i], "help",
+                                               help, "transports", transports_json(on))) < 0) {
             json_decref(a);
             return NULL;
         }

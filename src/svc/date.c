@@ -42,6 +42,15 @@ static const char *const date_counter_help[CTR_COUNT] = {
     [CTR_DROPPED_UNKNOWN] = "datagrams that are no request, dropped unanswered",
 };
 
+static const unsigned date_counter_transports[CTR_COUNT] = {
+    [CTR_REQUESTS_DATE] = CORE_TRANSPORT_BIT(CORE_TCP) | CORE_TRANSPORT_BIT(CORE_UDP),
+    [CTR_REQUESTS_ISO] = CORE_TRANSPORT_BIT(CORE_UDP),
+    [CTR_REQUESTS_UNIX] = CORE_TRANSPORT_BIT(CORE_UDP),
+    [CTR_DROPPED_EMPTY] = CORE_TRANSPORT_BIT(CORE_UDP),
+    [CTR_DROPPED_TOO_LONG] = CORE_TRANSPORT_BIT(CORE_UDP),
+    [CTR_DROPPED_UNKNOWN] = CORE_TRANSPORT_BIT(CORE_UDP),
+};
+
 static const char *const request_words[SVC_DATE_KIND_COUNT] = {
     [SVC_DATE_DATE] = "date",
     [SVC_DATE_ISO] = "iso",
@@ -750,6 +759,7 @@ const struct core_service svc_date = {
     .refused_models = 0,
     .counters = date_counters,
     .counter_help = date_counter_help,
+    .counter_transports = date_counter_transports,
     .n_counters = CTR_COUNT,
     .options = date_options,
     .n_options = sizeof(date_options) / sizeof(date_options[0]),

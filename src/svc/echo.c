@@ -26,6 +26,10 @@ static const char *const echo_counter_help[CTR_COUNT] = {
     [CTR_DROPPED_TOO_LONG] = "datagrams longer than max_datagram, dropped unanswered",
 };
 
+static const unsigned echo_counter_transports[CTR_COUNT] = {
+    [CTR_DROPPED_TOO_LONG] = CORE_TRANSPORT_BIT(CORE_UDP),
+};
+
 static const char *const mode_choices[] = {"stream", "once", NULL};
 
 static const struct core_option echo_options[] = {
@@ -120,6 +124,7 @@ const struct core_service svc_echo = {
     .refused_models = 0,
     .counters = echo_counters,
     .counter_help = echo_counter_help,
+    .counter_transports = echo_counter_transports,
     .n_counters = CTR_COUNT,
     .options = echo_options,
     .n_options = sizeof(echo_options) / sizeof(echo_options[0]),

@@ -229,7 +229,8 @@ static void test_service_json_shows_the_table(void **state)
         text,
         "{\"name\":\"test\",\"help\":\"a service of the tests\",\"transports\":[\"tcp\",\"udp\"],"
         "\"models\":[\"sequential\",\"thread\",\"pool\",\"event\",\"uring\"],"
-        "\"counters\":[{\"name\":\"hits\",\"help\":\"requests answered\"}],\"options\":["
+        "\"counters\":[{\"name\":\"hits\",\"help\":\"requests answered\",\"transports\":[\"tcp\","
+        "\"udp\"]}],\"options\":["
         "{\"name\":\"colour\",\"type\":\"string\",\"default\":\"red\","
         "\"choices\":[\"red\",\"green\",\"blue\"],\"transports\":[\"tcp\",\"udp\"],\"live\":true,"
         "\"help\":\"a colour\"},"
