@@ -90,6 +90,7 @@ test('a panel shows the counters of its transport and service, with their reason
     let svc = await rowsOf(page, '#service-table');
     assert.deepEqual(svc.map((r) => r.label), echo.counters.filter((c) => c.transports.includes('tcp')).map((c) => c.name));
     assert.ok(!svc.some((r) => r.label === 'dropped_too_long'), 'no datagram counter of the service on TCP');
+    assert.equal(await page.locator('#service-empty').innerText(), 'This service keeps no counters of its own on this transport.');
     await shot(page, 'counters-01-tcp');
 
     await open(page, 'cnt-udp');
