@@ -475,8 +475,11 @@ int cli_ctl_run_watch(struct cli_ctl_cmd *x)
                                                       .ctx = &w,
                                                       .should_stop = should_stop},
                             &resp, &err);
-        if (interrupted)
+        if (interrupted) {
+            if (q == 0)
+                cli_ctl_response_fini(&resp);
             break;
+        }
         if (w.out_failed) {
             if (q == 0)
                 cli_ctl_response_fini(&resp);
