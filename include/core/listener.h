@@ -107,8 +107,9 @@ enum core_state core_listener_state(struct core_listener *l);
  */
 json_t *core_listener_to_json(struct core_listener *l, bool with_metrics);
 
-/* The metrics object alone (see core_metrics_to_json()). Any thread. New reference. */
-json_t *core_listener_metrics_json(struct core_listener *l);
+/* The metrics object alone (see core_metrics_to_json()); ret_snap (may be NULL) gets the snapshot
+ * it was made from. Any thread. New reference. */
+json_t *core_listener_metrics_json(struct core_listener *l, struct core_metrics_snapshot *ret_snap);
 
 /* Live reconfiguration, and the runners it leaves draining. */
 #include "core/listener_change.h"

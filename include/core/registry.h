@@ -74,15 +74,16 @@ int core_registry_list(struct core_registry *r, json_t **ret);
 /* One listener's metrics object, or -ENOENT. */
 int core_registry_metrics(struct core_registry *r, const char *id, json_t **ret);
 
-/* Every listener's metrics as an object keyed by id (new reference). */
-int core_registry_metrics_all(struct core_registry *r, json_t **ret);
+/* Called for each listener by core_registry_metrics_all() with its metrics object (fn may add
+ * members) and the snapshot it was made from, under the registry's lock: fn must not call into
+ * the registry. */
+typedef void (*core_registry_metrics_fn)(void *ctx, const char *id, json_t *metrics,
+                                         const struct core_metrics_snapshot *s);
 
-/* Calls fn(ctx, id, snapshot) with a snapshot of every listener's metrics, under the registry's
- * lock: fn must not call into the registry. */
-void core_registry_metrics_each(struct core_registry *r,
-                                void (*fn)(void *ctx, const char *id,
-                                           const struct core_metrics_snapshot *s),
-                                void *ctx);
+/* Every listener's metrics as an object keyed by id (new reference); fn (may be NULL) sees each
+ * one as it is made. */
+int core_registry_metrics_all(struct core_registry *r, core_registry_metrics_fn fn, void *ctx,
+                              json_t **ret);
 
 /*
  * The files listener id keeps (backup): *ret is a JSON array (new reference). -ENOENT when

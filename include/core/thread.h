@@ -14,6 +14,10 @@
 /* The longest name the kernel keeps, without the terminating NUL. */
 #define CORE_THREAD_NAME_MAX 15
 
+/* The stack of a thread that runs a runner's loop, a connection or a change's job: the
+ * sessions' callbacks keep their buffers on the heap. */
+#define CORE_THREAD_STACK_SIZE (256 * 1024)
+
 /*
  * Writes "l:<id>/<role>" into buf (CORE_THREAD_NAME_MAX + 1 bytes), id cut so that the whole
  * role fits (a role longer than leaves room is cut instead). Any thread.

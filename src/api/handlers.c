@@ -457,7 +457,7 @@ void api_handle_listener_metrics(const struct api_request *req, struct api_reply
 void api_handle_metrics(const struct api_request *req, struct api_reply *ret)
 {
     json_t *all = NULL;
-    int r = core_registry_metrics_all(req->registry, &all);
+    int r = core_registry_metrics_all(req->registry, NULL, NULL, &all);
 
     reply_wrapped(ret, r, "listeners", all, NULL);
 }

@@ -617,8 +617,8 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
     }
     pthread_mutex_unlock(&r->lock);
     if (rev && r->persist &&
-        core_threads_run(r->threads, rev_save_main, &save, "ss-revisions", 256 * 1024, &saver) <
-            0) {
+        core_threads_run(r->threads, rev_save_main, &save, "ss-revisions", CORE_THREAD_STACK_SIZE,
+                         &saver) < 0) {
         saver = NULL;
         (void)rev_save_main(&save); /* no thread: here, then */
     }

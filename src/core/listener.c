@@ -373,20 +373,20 @@ const char *core_listener_id(const struct core_listener *l)
     return l->id;
 }
 
-static json_t *metrics_json_locked(struct core_listener *l)
+static json_t *metrics_json_locked(struct core_listener *l, struct core_metrics_snapshot *ret_snap)
 {
-    struct core_metrics_snapshot snap;
+    struct core_metrics_snapshot snap, *s = ret_snap ? ret_snap : &snap;
 
-    core_metrics_snapshot(l->metrics, &snap);
-    return core_metrics_to_json(&snap, l->cfg.svc->counters, l->cfg.svc->n_counters);
+    core_metrics_snapshot(l->metrics, s);
+    return core_metrics_to_json(s, l->cfg.svc->counters, l->cfg.svc->n_counters);
 }
 
-json_t *core_listener_metrics_json(struct core_listener *l)
+json_t *core_listener_metrics_json(struct core_listener *l, struct core_metrics_snapshot *ret_snap)
 {
     json_t *j;
 
     pthread_mutex_lock(&l->lock);
-    j = metrics_json_locked(l);
+    j = metrics_json_locked(l, ret_snap);
     pthread_mutex_unlock(&l->lock);
     return j;
 }
@@ -438,7 +438,7 @@ json_t *core_listener_to_json(struct core_listener *l, bool with_metrics)
         status = NULL;
     }
     if (!j || !status || json_object_set_new(j, "status", status) < 0 ||
-        (with_metrics && json_object_set_new(j, "metrics", metrics_json_locked(l)) < 0)) {
+        (with_metrics && json_object_set_new(j, "metrics", metrics_json_locked(l, NULL)) < 0)) {
         pthread_mutex_unlock(&l->lock);
         json_decref(j);
         free(v);

@@ -258,7 +258,7 @@ static int listener_json(struct core_registry *r, const char *id, bool resource,
     pthread_mutex_lock(&r->lock);
     l = core_registry_lookup(r, id);
     if (l)
-        j = resource ? core_listener_to_json(l, true) : core_listener_metrics_json(l);
+        j = resource ? core_listener_to_json(l, true) : core_listener_metrics_json(l, NULL);
     pthread_mutex_unlock(&r->lock);
     if (!l)
         return -ENOENT;
@@ -309,8 +309,10 @@ int core_registry_metrics(struct core_registry *r, const char *id, json_t **ret)
     return listener_json(r, id, false, ret);
 }
 
-int core_registry_metrics_all(struct core_registry *r, json_t **ret)
+int core_registry_metrics_all(struct core_registry *r, core_registry_metrics_fn fn, void *ctx,
+                              json_t **ret)
 {
+    struct core_metrics_snapshot snap;
     json_t *o = json_object();
 
     if (!o)
@@ -318,31 +320,19 @@ int core_registry_metrics_all(struct core_registry *r, json_t **ret)
     pthread_mutex_lock(&r->lock);
     for (size_t i = 0; i < r->n; i++) {
         struct core_listener *l = r->list[i];
+        json_t *m = core_listener_metrics_json(l, &snap);
 
-        if (json_object_set_new(o, core_listener_id(l), core_listener_metrics_json(l)) < 0) {
+        if (json_object_set_new(o, core_listener_id(l), m) < 0) {
             pthread_mutex_unlock(&r->lock);
             json_decref(o);
             return -ENOMEM;
         }
+        if (fn)
+            fn(ctx, core_listener_id(l), m, &snap);
     }
     pthread_mutex_unlock(&r->lock);
     *ret = o;
     return 0;
-}
-
-void core_registry_metrics_each(struct core_registry *r,
-                                void (*fn)(void *ctx, const char *id,
-                                           const struct core_metrics_snapshot *s),
-                                void *ctx)
-{
-    struct core_metrics_snapshot snap;
-
-    pthread_mutex_lock(&r->lock);
-    for (size_t i = 0; i < r->n; i++) {
-        core_metrics_snapshot(core_listener_metrics(r->list[i]), &snap);
-        fn(ctx, core_listener_id(r->list[i]), &snap);
-    }
-    pthread_mutex_unlock(&r->lock);
 }
 
 /*

@@ -355,10 +355,6 @@ out_abort:
     return core_runner_abort(r, e, "runner", err);
 }
 
-/* A runner's thread runs its loop and the sessions' callbacks, as a connection's thread of
- * the thread model does (runner_tcp.c): the same stack. */
-#define RUNNER_STACK_SIZE (256 * 1024)
-
 int core_runner_spawn(struct core_runner *r, void *(*fn)(void *), void *arg, const char *role)
 {
     char name[CORE_THREAD_NAME_MAX + 1];
@@ -367,7 +363,7 @@ int core_runner_spawn(struct core_runner *r, void *(*fn)(void *), void *arg, con
     if (r->n_threads == r->max_threads)
         return -EAGAIN;
     core_thread_name_listener(name, r->cfg.id, role);
-    e = core_threads_run(r->pool, fn, arg, name, RUNNER_STACK_SIZE, &r->threads[r->n_threads]);
+    e = core_threads_run(r->pool, fn, arg, name, CORE_THREAD_STACK_SIZE, &r->threads[r->n_threads]);
     if (e < 0)
         return e;
     r->n_threads++;

@@ -17,8 +17,6 @@
 
 #include "core/thread.h"
 
-#define CONN_STACK_SIZE (256 * 1024)
-
 struct tcp_runner;
 
 struct conn {
@@ -105,7 +103,7 @@ static void spawn(struct tcp_runner *rn, struct core_accepted *a)
     c->a = *a;
     pthread_mutex_lock(&rn->lock);
     pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, CONN_STACK_SIZE);
+    pthread_attr_setstacksize(&attr, CORE_THREAD_STACK_SIZE);
     r = pthread_create(&c->thread, &attr, conn_main, c);
     pthread_attr_destroy(&attr);
     if (r != 0) {

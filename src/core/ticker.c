@@ -30,11 +30,10 @@ struct window {
     bool seen; /* in this tick */
 };
 
-/* The ticker thread's own: the previous tick's histograms, and the metrics being published. */
+/* The ticker thread's own: the previous tick's histograms. */
 struct windows {
     struct window *w;
     size_t n, cap;
-    json_t *all; /* borrowed: this tick's metrics by id */
 };
 
 /* The window of listener id, made (with *ret_known false) when there is none yet. NULL on
@@ -79,20 +78,19 @@ static void windows_sweep(struct windows *ws, bool all)
 }
 
 /*
- * Adds "latency_interval" (the requests since the previous tick) to a listener's metrics in
- * ws->all, and keeps its histogram for the next tick. The first tick that sees a listener has
- * nothing to subtract: it adds nothing.
+ * Adds "latency_interval" (the requests since the previous tick) to a listener's metrics m,
+ * made from snapshot s, and keeps its histogram for the next tick. The first tick that sees a
+ * listener has nothing to subtract: it adds nothing.
  */
-static void on_latency(void *ctx, const char *id, const struct core_metrics_snapshot *s)
+static void on_latency(void *ctx, const char *id, json_t *m, const struct core_metrics_snapshot *s)
 {
     struct windows *ws = ctx;
-    json_t *m = json_object_get(ws->all, id);
     bool known;
     struct window *w = window_of(ws, id, &known);
 
     if (!w)
         return;
-    if (known && m) {
+    if (known) {
         struct core_latency_summary sum;
 
         core_latency_summarize_since(w->before, s, &sum);
@@ -117,8 +115,9 @@ static void tick(struct core_ticker *t, json_t *prev, struct windows *ws, double
     const char *id;
     json_t *all = NULL, *m;
 
-    if (core_registry_metrics_all(t->registry, &all) < 0)
+    if (core_registry_metrics_all(t->registry, on_latency, ws, &all) < 0)
         return;
+    windows_sweep(ws, false);
     json_object_foreach(all, id, m)
     {
         json_t *before = json_object_get(prev, id), *rates = json_object();
@@ -134,10 +133,6 @@ static void tick(struct core_ticker *t, json_t *prev, struct windows *ws, double
         }
         json_object_set_new(m, "rates", rates);
     }
-    ws->all = all;
-    core_registry_metrics_each(t->registry, on_latency, ws);
-    ws->all = NULL;
-    windows_sweep(ws, false);
     json_object_clear(prev);
     json_object_update(prev, all);
     clock_gettime(CLOCK_REALTIME, &now);
