@@ -39,6 +39,7 @@ void core_err_clear(struct core_err *err);
  *   -EMLINK                        409     the daemon holds its maximum number of listeners
  *   -ESTALE                        412     an If-Match (or a fleet record's if_match) not met
  *   -E2BIG, -EFBIG                 413     too large
+ *   -EMFILE, -ENFILE               503     out of descriptors (answered with Retry-After)
  *   -ENOSPC, -EDQUOT               507     the disk (or the quota) is full
  *   anything else                  500     the daemon failed (the problem says why)
  */

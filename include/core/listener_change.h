@@ -60,9 +60,11 @@ void core_listener_commit(struct core_listener *l);
 
 /*
  * core_listener_commit() of each of the n listeners (each prepared, or with nothing prepared),
- * as one step: the draining runners past their deadline (a drain_timeout_ms of 0) are all told
- * to stop before any is joined; those whose connections ended are left to the next
- * core_listener_reap_drained() (the registry's, within a second).
+ * as one step. First the runners earlier changes left draining that are done are reaped (so
+ * changes faster than the registry's reap do not pile up their descriptors); then the
+ * draining runners past their deadline (a drain_timeout_ms of 0) are all told to stop before
+ * any is joined; the runners this change replaced whose connections ended are left to the next
+ * core_listener_reap_drained() (the registry's, within a second) or the next change.
  */
 void core_listener_commit_all(struct core_listener *const *ls, size_t n);
 

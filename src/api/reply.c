@@ -97,6 +97,9 @@ void api_reply_error(struct api_reply *r, int code, const struct core_err *err)
         api_reply_problem(r, status, field, "%s", err->msg);
     else
         api_reply_problem(r, status, field, "%s", strerror(code < 0 ? -code : code));
+    /* Out of descriptors: worth asking again once connections or drains have ended. */
+    if (status == 503)
+        r->retry_after = 1;
 }
 
 void api_reply_etag(struct api_reply *r, uint64_t revision)

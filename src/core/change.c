@@ -403,7 +403,9 @@ static void plan_rollback(struct core_registry *r, struct plan *p)
         case ITEM_CHANGE:
             core_listener_abort(it->l);
             break;
-        case ITEM_DELETE: /* still as it was */
+        case ITEM_DELETE: /* still as it was; what was saved of it is saved again by a retry */
+            core_listener_saved_fini(&it->saved);
+            break;
         case ITEM_KEEP:
             break;
         }
@@ -717,6 +719,14 @@ static int change_set(struct core_registry *r, struct core_listener_cfg *want, s
         goto out;
     }
     rc = plan_apply(r, &p, ch, err);
+    if (rc == -EMFILE || rc == -ENFILE) {
+        /* Out of descriptors, maybe only because runners replaced by earlier changes still
+         * hold theirs until the next reap: those whose connections ended give them back now,
+         * and the change (rolled back whole) is tried once more. */
+        core_listener_reap_drained_all(r->list, r->n);
+        ch->listener[0] = '\0';
+        rc = plan_apply(r, &p, ch, err);
+    }
     if (rc < 0)
         goto out;
     if (json_array_size(p.diff) > 0 || (ch->iface == CORE_IFACE_FLEET && ch->has_fleet_offset)) {

@@ -49,6 +49,9 @@ unsigned core_err_http_status(int code)
     case -E2BIG:
     case -EFBIG:
         return 413;
+    case -EMFILE:
+    case -ENFILE:
+        return 503; /* out of descriptors: some come back as connections and drains end */
     case -ENOSPC:
     case -EDQUOT:
         return 507;
@@ -74,6 +77,8 @@ const char *core_err_http_title(unsigned status)
         return "Content Too Large";
     case 500:
         return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
     case 507:
         return "Insufficient Storage";
     default:

@@ -298,6 +298,10 @@ void core_listener_commit(struct core_listener *l)
 
 void core_listener_commit_all(struct core_listener *const *ls, size_t n)
 {
+    /* What earlier changes left draining and has ended gives its descriptors and threads back
+     * before this change's runners join the drains: changes that follow one another faster
+     * than the registry's reap do not pile them up. */
+    core_listener_reap_many(ls, n, REAP_DONE);
     for (size_t i = 0; i < n; i++)
         commit(ls[i]);
     /* A drain of 0 ms ends at once. A runner whose connections have ended (or that had none)

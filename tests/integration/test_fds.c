@@ -236,6 +236,132 @@ static void test_fds_budget_is_shared_by_listeners(void **state)
     close_all(fb, NB);
 }
 
+/* A whole configuration of n echo listeners on address addr (port 0: any), as JSON text (free()
+ * it). */
+static char *config_of(int n, const char *addr)
+{
+    json_t *list = json_array(), *cfg;
+    char id[16], *text;
+
+    for (int i = 0; i < n; i++) {
+        (void)snprintf(id, sizeof(id), "m%d", i);
+        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:i}", "id", id,
+                                              "service", "echo", "transport", "tcp", "address",
+                                              addr, "port", 0, "model", "event", "workers", 1));
+    }
+    cfg = json_pack("{s:o}", "listeners", list);
+    text = json_dumps(cfg, JSON_COMPACT);
+    json_decref(cfg);
+    assert_non_null(text);
+    return text;
+}
+
+static bool open_fds_at_most(void *arg)
+{
+    const struct it_daemon *d = ((const void *const *)arg)[0];
+    json_int_t max = *(const json_int_t *)((const void *const *)arg)[1];
+    json_t *j = it_http_expect(d, "GET", "/api/v1/health", NULL, 200);
+    bool ok = it_json_int(j, "fds.open") <= max;
+
+    json_decref(j);
+    return ok;
+}
+
+/*
+ * Whole configurations that move every listener, one right after the other, faster than the
+ * once-a-second reap: each move leaves the old runners draining (their sockets, epoll and
+ * eventfds open) until reaped. The changes reap what earlier ones left and is done, so a
+ * series of them never runs the daemon out of descriptors: every one is applied (the 8 sets
+ * of 25 runners would take some 1000 descriptors of the 512), every listener echoes on its
+ * new address, and the descriptors come back.
+ */
+static void test_fds_config_moves_in_a_row_do_not_run_out(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    enum { N = 25, CHANGES = 8 };
+    json_int_t limit, reserve, base, after;
+    const void *arg[2] = {d, &after};
+
+    health_fds(d, &limit, &reserve, &base);
+    for (int c = 0; c < CHANGES; c++) {
+        char *cfg = config_of(N, c % 2 ? "127.0.0.2" : "127.0.0.1");
+        json_t *j = it_http_expect(d, "PUT", "/api/v1/config", cfg, 200);
+
+        json_decref(j);
+        free(cfg);
+    }
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        json_t *l;
+
+        (void)snprintf(id, sizeof(id), "m%d", i);
+        l = it_listener_get(d, id);
+        assert_string_equal(it_json_str(l, "status.state"), "running");
+        it_assert_tcp_echo("127.0.0.2", it_bound_port(l), MSG, strlen(MSG));
+        json_decref(l);
+    }
+    /* The last set's runners and at most one set still draining until the next reap. */
+    after = base + 2 * N * 6;
+    if (!it_wait_until(IT_WAIT_MS, open_fds_at_most, arg))
+        fail_msg("the daemon holds more than %lld descriptors", (long long)after);
+}
+
+/*
+ * Out of descriptors for real (the listeners' connections hold their whole budget, and a new
+ * configuration wants 60 more listeners): the change is refused whole with a 503 that says so
+ * and when to ask again, nothing of it applied; once the connections end, the same change
+ * succeeds.
+ */
+static void test_fds_change_out_of_descriptors_is_503_then_succeeds(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    enum { MORE = 60 };
+    uint16_t port = it_listener_create_port(
+        d, "{\"id\": \"a\", \"service\": \"echo\", \"transport\": \"tcp\", \"port\": 0, "
+           "\"address\": \"127.0.0.1\", \"model\": \"event\", \"idle_timeout_ms\": 0}");
+    int fds[LIMIT - RESERVE];
+    json_t *list = json_array(), *cfg, *j;
+    char id[16], *text;
+    struct it_http r;
+
+    flood(port, fds, LIMIT - RESERVE);
+    it_assert_metric_eventually(d, "a", "connections_active", LIMIT - RESERVE, IT_WAIT_MS);
+    json_array_append_new(list,
+                          json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:i}", "id", "a", "service",
+                                    "echo", "transport", "tcp", "address", "127.0.0.1", "port",
+                                    port, "model", "event", "idle_timeout_ms", 0));
+    for (int i = 0; i < MORE; i++) {
+        (void)snprintf(id, sizeof(id), "n%d", i);
+        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:i, s:s}", "id", id, "service",
+                                              "echo", "transport", "tcp", "address", "127.0.0.1",
+                                              "port", 0, "model", "event"));
+    }
+    cfg = json_pack("{s:o}", "listeners", list);
+    text = json_dumps(cfg, JSON_COMPACT);
+    json_decref(cfg);
+    assert_non_null(text);
+
+    it_http(d, "PUT", "/api/v1/config", text, &r);
+    it_assert_problem(&r, 503, NULL);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(r.json, "detail")), "Too many open files"));
+    it_assert_header(&r, "Retry-After", "1");
+    it_http_fini(&r);
+    j = it_http_expect(d, "GET", "/api/v1/listeners", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(j, "listeners")), 1);
+    json_decref(j);
+
+    close_all(fds, LIMIT - RESERVE);
+    it_assert_metric_eventually(d, "a", "connections_active", 0, IT_WAIT_MS);
+    j = it_http_expect(d, "PUT", "/api/v1/config", text, 200);
+    json_decref(j);
+    j = it_listener_get(d, "n59");
+    assert_string_equal(it_json_str(j, "status.state"), "running");
+    it_assert_tcp_echo("127.0.0.1", it_bound_port(j), MSG, strlen(MSG));
+    json_decref(j);
+    free(text);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_low_limit, it_fixture_teardown)
 
 int main(void)
@@ -246,6 +372,8 @@ int main(void)
         T(test_fds_event_flood_past_limit_is_refused_and_api_answers),
         T(test_fds_uring_flood_past_limit_is_refused_and_api_answers),
         T(test_fds_budget_is_shared_by_listeners),
+        T(test_fds_config_moves_in_a_row_do_not_run_out),
+        T(test_fds_change_out_of_descriptors_is_503_then_succeeds),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -217,6 +217,7 @@ static void test_status_from_errno_maps_each_code(void **state)
         {-EACCES, 403}, {-EPERM, 403},  {-EBUSY, 409},  {-EMLINK, 409},     {-ENOSPC, 507},
         {-EDQUOT, 507}, {-ESTALE, 412}, {-E2BIG, 413},  {-EFBIG, 413},      {-ENOMEM, 500},
         {-EIO, 500},    {-EROFS, 500},  {0, 500},       {EINVAL, 500},      {ESTALE, 500},
+        {-EMFILE, 503}, {-ENFILE, 503},
     };
 
     (void)state;
