@@ -32,6 +32,9 @@
  * start and end), open loop at --api-rate requests per second on one connection or closed loop
  * on --api-conns connections; reported as "api" in the JSON line. --worker-nice lowers the echo
  * threads' priority (setpriority of each thread) while the API client keeps the default one.
+ * --api-fifo (echo --api, http): the HTTP clients' threads run at SCHED_FIFO 1, so that their
+ * wake-ups do not wait behind the echo load on the same CPU (the latency is then the server's);
+ * refused (no CAP_SYS_NICE), loadgen fails.
  *
  * http: GETs URL over one keep-alive connection at RATE requests per second (open loop, latency
  * from the intended send time), or without -r over CONNS connections, each sending its next
@@ -55,6 +58,7 @@
 #include <openssl/evp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -109,6 +113,7 @@ struct opts {
     double api_rate;      /* echo --api-rate: open loop on one connection */
     int api_conns;        /* echo --api-conns: closed loop on that many (no --api-rate) */
     int worker_nice;      /* echo --worker-nice: the echo threads' nice value */
+    bool api_fifo;        /* --api-fifo: the HTTP clients' threads at SCHED_FIFO 1 */
 };
 
 /* The CPU time of every task of a process group at one time. */
@@ -522,6 +527,16 @@ static void *http_run(void *arg)
     uint64_t interval = w->rate > 0 ? (uint64_t)((double)NSEC / w->rate) : 0, next;
     CURL *curl = curl_easy_init();
 
+    if (o->api_fifo) {
+        /* The client that measures is not kept waiting by the load on its own CPU: what it
+         * measures is the server's. */
+        const struct sched_param sp = {.sched_priority = 1};
+
+        if (sched_setscheduler(0, SCHED_FIFO, &sp) < 0) {
+            fprintf(stderr, "loadgen: --api-fifo: %s\n", strerror(errno));
+            exit(1);
+        }
+    }
     if (!curl) {
         w->errors++;
         goto sync;
@@ -1033,9 +1048,9 @@ static int mode_echo(const struct opts *o)
     print_cpu_json(&win);
     if (n_api > 0) {
         printf(",\"api\":{\"url\":\"%s\",\"loop\":\"%s\",\"conns\":%d,\"rate\":%.0f,"
-               "\"requests\":%" PRIu64 ",\"errors\":%" PRIu64 ",",
-               o->api_url, o->api_rate > 0 ? "open" : "closed", n_api, o->api_rate, api_ok,
-               api_errors);
+               "\"fifo\":%s,\"requests\":%" PRIu64 ",\"errors\":%" PRIu64 ",",
+               o->api_url, o->api_rate > 0 ? "open" : "closed", n_api, o->api_rate,
+               o->api_fifo ? "true" : "false", api_ok, api_errors);
         print_lat_json(api_h);
         printf("}");
         fprintf(stderr, "%s api %s: %" PRIu64 " ok %" PRIu64 " errors, p99 %.2f ms\n", o->tag,
@@ -1350,7 +1365,7 @@ static void usage(FILE *f)
           "       loadgen upload [--raw] [-n BYTES] [--name NAME] [--tag T] HOST PORT\n"
           "       loadgen idle   [-c CONNS] [-d SECONDS] [--pid PID] [--tag T] HOST PORT\n"
           "       loadgen http   [-r RATE | -c CONNS] [-d SECONDS] [--tag T] URL\n"
-          "common: [--cpu-pgid PGID] [--perf-ctl CTL,ACK]\n",
+          "common: [--cpu-pgid PGID] [--perf-ctl CTL,ACK] [--api-fifo]\n",
           f);
 }
 
@@ -1368,6 +1383,7 @@ int main(int argc, char **argv)
         {"api-rate", required_argument, NULL, 'B'},
         {"api-conns", required_argument, NULL, 'C'},
         {"worker-nice", required_argument, NULL, 'W'},
+        {"api-fifo", no_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1436,6 +1452,9 @@ int main(int argc, char **argv)
             break;
         case 'W':
             o.worker_nice = atoi(optarg);
+            break;
+        case 'F':
+            o.api_fifo = true;
             break;
         case 'c':
             o.conns = atoi(optarg);

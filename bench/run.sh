@@ -76,6 +76,7 @@ if [ "$QUICK" = 1 ]; then
     IDLE_CONNS=200
     IDLE_HOLD=1
     API_D=1
+    API_REPS=$REPS
     OUT=${OUT:-$BUILD/bench/RESULTS-quick.md}
 else
     D=${BENCH_DURATION:-1.5}
@@ -85,7 +86,10 @@ else
     UPLOAD_BYTES=${BENCH_UPLOAD_BYTES:-268435456}
     IDLE_CONNS=10000
     IDLE_HOLD=6
-    API_D=4
+    # twice the rounds of half the length: the variants alternate more often, so that a slow
+    # drift of the machine weighs less on the data plane's ratio
+    API_D=2
+    API_REPS=$((REPS * 2))
     OUT=${OUT:-$ROOT/bench/RESULTS.md}
 fi
 CONNS_LIST=${BENCH_CONNS:-$CONNS_LIST}
@@ -384,19 +388,27 @@ fi
 # API client in the same loadgen at the default priority, over exactly the echo's window.
 SAT=event
 [ -n "${PORT[event]:-}" ] || [ "$URING" = 0 ] || SAT=uring
+# The measuring client at SCHED_FIFO 1 when it may be: its own wake-ups then do not wait behind
+# the echo load on its CPU, and the latency it reports is the daemon's.
+API_FIFO=()
+API_FIFO_ON=0
+if chrt -f 1 true 2>/dev/null; then
+    API_FIFO=(--api-fifo)
+    API_FIFO_ON=1
+fi
 if want api && [ -n "${PORT[$SAT]:-}" ]; then
     ROUTES="/api/v1/health /api/v1/listeners/echo-$SAT /api/v1/metrics"
     for route in $ROUTES; do
-        lg_out=$(timeout 60 taskset -c "$LG_CPU" "$LOADGEN" http -r 200 -d "$API_D" --tag "apiidle|$route" "$API$route" 2>>"$LOG") ||
+        lg_out=$(timeout 60 taskset -c "$LG_CPU" "$LOADGEN" http "${API_FIFO[@]}" -r 200 -d "$API_D" --tag "apiidle|$route" "$API$route" 2>>"$LOG") ||
             FAILS+=("API $route with the data plane idle: loadgen http failed")
         echo "$lg_out" | grep '^{' >>"$RES" || true
     done
-    for rep in $(seq 1 "$REPS"); do
+    for rep in $(seq 1 "$API_REPS"); do
         for v in $(printf '%s\n' none $ROUTES hammer | shuf); do
             case "$v" in
             none) extra=() ;;
-            hammer) extra=(--api "$API/api/v1/metrics" --api-conns 2) ;;
-            *) extra=(--api "$API$v" --api-rate 200) ;;
+            hammer) extra=(--api "$API/api/v1/metrics" --api-conns 2 "${API_FIFO[@]}") ;;
+            *) extra=(--api "$API$v" --api-rate 200 "${API_FIFO[@]}") ;;
             esac
             measure "api|$SAT|$v|$rep" "$DPID" echo -c 50 -s 64 -d "$API_D" --worker-nice 10 "${extra[@]}" \
                 127.0.0.1 "${PORT[$SAT]}"
@@ -465,14 +477,14 @@ python3 - --res "$RES" --out "$OUT" --machine "$MACHINE" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --commit "$COMMIT" --load-before "$LOAD_BEFORE" \
     --load-after "$LOAD_AFTER" --duration "$D" --reps "$REPS" --upload-bytes "$UPLOAD_BYTES" \
     --workers "$WORKERS" --models "${MODELS[*]:-}" --quick "$QUICK" --sections "$ONLY" \
-    --fails "$TMP/fails" --api-duration "$API_D" --sat "$SAT" <<'PY' || report_rc=$?
+    --fails "$TMP/fails" --api-duration "$API_D" --api-fifo "$API_FIFO_ON" --sat "$SAT" <<'PY' || report_rc=$?
 import argparse, json, statistics
 from collections import defaultdict
 
 ap = argparse.ArgumentParser()
 for a in ("res", "out", "machine", "date", "commit", "load-before", "load-after", "duration",
           "reps", "upload-bytes", "workers", "models", "quick", "sections", "fails",
-          "api-duration", "sat"):
+          "api-duration", "api-fifo", "sat"):
     ap.add_argument("--" + a, default="")
 A = ap.parse_args()
 quick = A.quick == "1"
@@ -721,9 +733,10 @@ if "api" in sections:
              "priority either nothing, or one keep-alive connection sending GETs at a steady "
              "200/s open loop (latency from the intended send time: a late answer is charged to "
              "every request it held up), or 2 connections closed loop on the metrics (the "
-             "hammer). The variants run in a random order every round. Data plane ÷ none: the "
+             "hammer). %d rounds; the variants run in a random order every round. Data plane ÷ none: the "
              "echo rate of that window ÷ the rate of the same round's window with no API load. CPU and "
-             "syscalls per message: the whole daemon's (the API's work included) ÷ echo messages.\n" % A.api_duration)
+             "syscalls per message: the whole daemon's (the API's work included) ÷ echo messages. %s\n" % (A.api_duration, len(apir.get("none", {})),
+                 "The API client's threads run at SCHED_FIFO 1 (loadgen --api-fifo), so that the echo load on their CPU does not delay the client that measures." if A.api_fifo == "1" else "The API client's threads could not run at SCHED_FIFO here: their own wake-ups wait behind the echo load on their CPU, and that wait is in the latency."))
     L.append("| API load | requests | errors | p50 ms | p99 ms | p99.9 ms | data plane msgs/s | CPU µs/msg | syscalls/msg | data plane ÷ none | rounds failed |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     if not apir:
