@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@ struct core_thread {
     char name[CORE_THREAD_NAME_MAX + 1];
     bool done;                /* the job returned, not yet joined */
     bool end;                 /* told to end: the thread returns */
+    bool batch;               /* parked at SCHED_BATCH; the thread's own */
     struct core_thread *next; /* in the parked list */
 };
 
@@ -50,6 +52,7 @@ struct core_threads {
 
 static void *pool_main(void *arg)
 {
+    static const struct sched_param other = {.sched_priority = 0};
     struct core_thread *t = arg;
     struct core_threads *p = t->pool;
 
@@ -67,10 +70,20 @@ static void *pool_main(void *arg)
         fn_arg = t->arg;
         memcpy(name, t->name, sizeof(name));
         pthread_mutex_unlock(&p->lock);
+        if (t->batch) {
+            (void)sched_setscheduler(0, SCHED_OTHER, &other);
+            t->batch = false;
+        }
         /* Its own name: one prctl (naming another thread opens /proc/self/task/TID/comm). */
         core_thread_name(pthread_self(), name);
         (void)fn(fn_arg);
         core_thread_name(pthread_self(), "ss-idle");
+        /* Parked at SCHED_BATCH: when it is given a job, its wake-up does not preempt the
+         * thread that gave it (a change starting 250 runners would otherwise be switched out
+         * and back in for each); it runs once that thread blocks or its turn ends, and is
+         * SCHED_OTHER again before the job. Moving between the two needs no privilege; the
+         * nice value is kept. */
+        t->batch = sched_setscheduler(0, SCHED_BATCH, &other) == 0;
         pthread_mutex_lock(&p->lock);
         t->fn = NULL;
         t->done = true;
@@ -149,8 +162,10 @@ int core_threads_run(struct core_threads *p, void *(*fn)(void *), void *arg, con
         t->arg = arg;
         snprintf(t->name, sizeof(t->name), "%s", name);
         p->n_busy++;
-        pthread_cond_signal(&t->wake);
         pthread_mutex_unlock(&p->lock);
+        /* After the unlock: woken, it finds the lock free. It cannot go away meanwhile: only
+         * a join, after its job, parks or ends it. */
+        pthread_cond_signal(&t->wake);
         *ret = t;
         return 0;
     }

@@ -214,6 +214,11 @@ static size_t threads_named(const struct it_daemon *d, const char *name, pid_t *
     return q.n;
 }
 
+static bool tid_is_batch(void *arg)
+{
+    return sched_getscheduler(*(const pid_t *)arg) == SCHED_BATCH;
+}
+
 /*
  * A runner's thread is not ended with its runner but parked ("ss-idle" in `ps -L`), and the
  * next runner to start runs on a parked thread: a change starts no thread when one is parked.
@@ -253,6 +258,12 @@ static void test_threads_runner_thread_parked_then_reused(void **state)
     if (!reused)
         fail_msg("the new runner runs on thread %d, which was not parked", (int)third);
     it_assert_tcp_echo("127.0.0.1", port, "b\n", 2);
+    /* Parked, a thread waits at SCHED_BATCH (`ps -L -o cls` shows B); running a runner, it is
+     * SCHED_OTHER (TS) again. */
+    if (!it_wait_until(IT_WAIT_MS, tid_is_batch, &second))
+        fail_msg("the parked thread %d is not at SCHED_BATCH (policy %d)", (int)second,
+                 sched_getscheduler(second));
+    assert_int_equal(sched_getscheduler(third), SCHED_OTHER);
 }
 
 static void test_threads_api_thread_fifo_reported_in_health(void **state)
