@@ -649,13 +649,15 @@ static void accept_again(struct ur_loop *loop)
     }
 }
 
-/* The runner drains and the accept is out of the ring: the backlog is taken, a socket of the
- * loop's own closed (the kernel sends new connections to the new runner's). */
+/* The runner drains and the accept is out of the ring. A socket of the loop's own (a
+ * SO_REUSEPORT sibling) has its backlog taken and is closed (the kernel sends new connections
+ * to the new runner's). The listener's socket is left alone: on a live change the new runner
+ * accepts on it, and what waits in its backlog is the new runner's, under the new
+ * configuration. */
 static void accepting_done(struct ur_loop *loop)
 {
-    if (loop->lfd >= 0)
-        (void)accept_direct(loop);
     if (loop->owns_lfd) {
+        (void)accept_direct(loop);
         close(loop->lfd);
         loop->owns_lfd = false;
         loop->lfd = -1;
