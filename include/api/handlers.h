@@ -60,6 +60,7 @@ struct api_request {
     const json_t *body;         /* routes that take a body: the JSON object sent; else NULL */
     const char *if_none_match;  /* the If-None-Match header, or NULL */
     const char *if_match;       /* the If-Match header, or NULL */
+    const char *prefer;         /* the Prefer header (RFC 7240), or NULL */
     const char *last_event_id;  /* the Last-Event-ID header, or NULL */
     uint64_t uptime_seconds;    /* how long the server has been serving */
     api_query_fn query;         /* NULL: the request has no query parameters */
@@ -199,5 +200,12 @@ bool api_etag_matches(const char *if_none_match, const char *etag);
  * revisions.
  */
 int api_if_match_parse(const char *value, struct core_expect *ret);
+
+/*
+ * Whether a Prefer header value (RFC 7240; NULL: not sent) asks for return=minimal: one of its
+ * comma-separated preferences is "return" (any case) with the value "minimal" (quoted or not);
+ * parameters after ';' are ignored.
+ */
+bool api_prefer_minimal(const char *value);
 
 #endif

@@ -54,6 +54,7 @@ struct api_reply {
     bool no_store;                         /* "Cache-Control: no-store" */
     const char *authenticate;              /* "WWW-Authenticate" header (static storage), or NULL */
     unsigned retry_after;                  /* "Retry-After" header in seconds when not 0 */
+    const char *preference_applied;        /* "Preference-Applied" (static storage), or NULL */
     struct api_stream *stream;             /* owned: a text/event-stream body, or NULL */
     char *text; /* owned (malloc): a body of text_len bytes of content_type */
     size_t text_len;

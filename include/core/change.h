@@ -130,6 +130,8 @@ struct core_change {
     /* in */
     bool dry_run; /* validate, check that the new sockets can be bound, answer the diff: change
                    * nothing (no revision) */
+    bool minimal; /* a whole configuration's answer without the listeners' resources (the
+                   * client asked Prefer: return=minimal): what it costs follows what changed */
     struct core_expect expect; /* about the listener, or the whole configuration; a create
                                 * with any expectation is -ESTALE (there is nothing yet) */
     enum core_iface iface;     /* who asks */

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/assets.h"
 #include "api/events.h"
@@ -91,6 +92,7 @@ static int change_begin(const struct api_request *req, struct core_change *ch,
         return -EINVAL;
     }
     ch->dry_run = dry_run;
+    ch->minimal = api_prefer_minimal(req->prefer);
     return 0;
 }
 
@@ -136,6 +138,8 @@ static void reply_change(const struct api_request *req, struct api_reply *ret, i
         api_reply_json(ret, status, j);
     else
         api_reply_empty(ret, status);
+    if (whole && ch->minimal)
+        ret->preference_applied = "return=minimal";
     if (whole)
         api_reply_config_etag(ret, ch->revision);
     else
@@ -769,4 +773,37 @@ int api_if_match_parse(const char *value, struct core_expect *ret)
         e.n = 0; /* not a list of entity tags: never met */
     *ret = e;
     return 0;
+}
+
+bool api_prefer_minimal(const char *value)
+{
+    const char *p = value;
+
+    while (p && *p) {
+        size_t len = strcspn(p, ",");
+        const char *end = p + len, *q = p;
+
+        while (q < end && (*q == ' ' || *q == '\t'))
+            q++;
+        if ((size_t)(end - q) >= 6 && strncasecmp(q, "return", 6) == 0) {
+            q += 6;
+            while (q < end && (*q == ' ' || *q == '\t'))
+                q++;
+            if (q < end && *q == '=') {
+                size_t vlen;
+
+                q++;
+                while (q < end && (*q == ' ' || *q == '\t'))
+                    q++;
+                vlen = strcspn(q, ";, \t");
+                if (vlen > (size_t)(end - q))
+                    vlen = (size_t)(end - q);
+                if ((vlen == 7 && strncmp(q, "minimal", 7) == 0) ||
+                    (vlen == 9 && strncmp(q, "\"minimal\"", 9) == 0))
+                    return true;
+            }
+        }
+        p = *end ? end + 1 : end;
+    }
+    return false;
 }

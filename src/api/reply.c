@@ -382,6 +382,9 @@ static struct MHD_Response *build(struct api_reply *r, struct MHD_Connection *c)
         if (MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, text) != MHD_YES)
             goto out_destroy;
     }
+    if (r->preference_applied && MHD_add_response_header(resp, MHD_HTTP_HEADER_PREFERENCE_APPLIED,
+                                                         r->preference_applied) != MHD_YES)
+        goto out_destroy;
     return resp;
 
 out_destroy:

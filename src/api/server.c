@@ -850,6 +850,7 @@ static void request_dispatch(struct api_server *s, struct request *q, struct MHD
         .n = q->n,
         .if_none_match = q->if_none_match,
         .if_match = q->if_match,
+        .prefer = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Prefer"),
         .last_event_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID"),
         .uptime_seconds = uptime_seconds(s),
         .query = query_value,

@@ -1266,8 +1266,8 @@ static int config_parse(struct core_registry *r, const json_t *body, struct core
 }
 
 /* The answer of a whole-configuration change: {"revision", "diff", "listeners": [resources]},
- * with the resources made (may be NULL) of the listeners its events carried. Called with ops
- * held. */
+ * with the resources made (may be NULL) of the listeners its events carried; without
+ * "listeners" when ch->minimal. Called with ops held. */
 static int answer_config(struct core_registry *r, struct core_change *ch, const json_t *made,
                          json_t **ret)
 {
@@ -1276,6 +1276,14 @@ static int answer_config(struct core_registry *r, struct core_change *ch, const 
 
     if (ch->dry_run || !ret)
         return 0;
+    if (ch->minimal) {
+        j = json_pack("{s:I, s:O}", "revision", (json_int_t)ch->revision, "diff", ch->diff);
+        if (!j)
+            return -ENOMEM;
+        ch->etag = ch->revision;
+        *ret = j;
+        return 0;
+    }
     rc = core_registry_list_made(r, made, &list);
     if (rc < 0)
         return rc;

@@ -366,6 +366,12 @@ test('the whole configuration, its revisions and their restore answer as documen
   assert.deepEqual(put.json.diff, dry.json.diff);
   assert.deepEqual(idsOf(put.json.listeners), ids0.filter((id) => id !== 'u1').concat('w1').sort());
   assert.equal((await call(200, 'GET', '/api/v1/listeners/w1')).json.status.state, 'running');
+  // Prefer: return=minimal: the same set again, answered without the listeners.
+  const minimal = await call(200, 'PUT', '/api/v1/config', { body: wanted, headers: { Prefer: 'return=minimal' } });
+  assert.equal(minimal.headers.get('preference-applied'), 'return=minimal');
+  assert.deepEqual(Object.keys(minimal.json).sort(), ['diff', 'revision']);
+  assert.deepEqual(minimal.json.diff, []);
+  assert.equal(minimal.json.revision, rev0 + 1);
 
   // The ETag read before is stale now: 412 with the current one, nothing changed.
   const stale = await call(412, 'PUT', '/api/v1/config', { body: before.json, headers: { 'If-Match': etag0 } });

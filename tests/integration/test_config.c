@@ -282,6 +282,79 @@ static void test_config_unchanged_listener_is_not_touched(void **state)
     json_decref(keep_after);
 }
 
+/*
+ * Prefer: return=minimal (RFC 7240) on a whole configuration and on a restore: the answer is
+ * the revision and the diff, without the listeners' resources, and says Preference-Applied;
+ * the ETag is the new revision's. Without it, the resources are there.
+ */
+static void test_config_prefer_return_minimal_answers_revision_and_diff(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    const char *const prefer[] = {"Prefer: handling=strict, return=minimal", NULL};
+    const char *body = "{\"listeners\":[{\"id\":\"m\",\"service\":\"echo\",\"port\":0,"
+                       "\"address\":\"127.0.0.1\"}]}";
+    char applied[64], etag[64], want_etag[32], restore_path[64];
+    json_t *j;
+    struct it_http r;
+
+    if (it_http_request(d,
+                        &(struct it_req){.method = "PUT",
+                                         .path = "/api/v1/config",
+                                         .body = body,
+                                         .body_len = strlen(body),
+                                         .content_type = "application/json",
+                                         .headers = prefer},
+                        &r) < 0)
+        fail_msg("PUT /api/v1/config: %s", r.error);
+    assert_int_equal(r.status, 200);
+    assert_non_null(r.json);
+    assert_null(json_object_get(r.json, "listeners"));
+    assert_int_equal(json_array_size(json_object_get(r.json, "diff")), 1);
+    assert_string_equal(it_json_str(json_array_get(json_object_get(r.json, "diff"), 0), "action"),
+                        "create");
+    snprintf(want_etag, sizeof(want_etag), "\"r%lld\"", (long long)it_json_int(r.json, "revision"));
+    snprintf(restore_path, sizeof(restore_path), "/api/v1/config/revisions/%lld/restore",
+             (long long)it_json_int(r.json, "revision"));
+    assert_non_null(it_http_header(&r, "ETag", etag, sizeof(etag)));
+    assert_string_equal(etag, want_etag);
+    assert_non_null(it_http_header(&r, "Preference-Applied", applied, sizeof(applied)));
+    assert_string_equal(applied, "return=minimal");
+    it_http_fini(&r);
+    /* applied: the listener runs */
+    j = it_listener_get(d, "m");
+    assert_string_equal(it_json_str(j, "status.state"), "running");
+    json_decref(j);
+
+    /* A restore takes it too (of the revision just made: no change, still answered). */
+    if (it_http_request(d,
+                        &(struct it_req){.method = "POST",
+                                         .path = restore_path,
+                                         .content_type = "application/json",
+                                         .headers = prefer},
+                        &r) < 0)
+        fail_msg("POST %s: %s", restore_path, r.error);
+    assert_int_equal(r.status, 200);
+    assert_null(json_object_get(r.json, "listeners"));
+    assert_non_null(json_object_get(r.json, "diff"));
+    assert_non_null(it_http_header(&r, "Preference-Applied", applied, sizeof(applied)));
+    assert_string_equal(applied, "return=minimal");
+    it_http_fini(&r);
+
+    /* Without it: the whole set's resources, and no Preference-Applied. */
+    if (it_http_request(d,
+                        &(struct it_req){.method = "PUT",
+                                         .path = "/api/v1/config",
+                                         .body = body,
+                                         .body_len = strlen(body),
+                                         .content_type = "application/json"},
+                        &r) < 0)
+        fail_msg("PUT /api/v1/config: %s", r.error);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_array_size(json_object_get(r.json, "listeners")), 1);
+    assert_null(it_http_header(&r, "Preference-Applied", applied, sizeof(applied)));
+    it_http_fini(&r);
+}
+
 static void test_config_stale_etag_gets_412_and_changes_nothing(void **state)
 {
     struct it_daemon *d = it_daemon_of(state);
@@ -1244,6 +1317,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_config_put_bind_failure_half_way_rolls_everything_back),
         T(test_config_unchanged_listener_is_not_touched),
+        T(test_config_prefer_return_minimal_answers_revision_and_diff),
         T(test_config_stale_etag_gets_412_and_changes_nothing),
         T(test_config_dry_run_changes_nothing),
         T(test_config_revisions_listed_and_restored),

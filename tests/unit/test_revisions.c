@@ -217,6 +217,23 @@ static void test_if_match_of_too_many_tags_refused(void **state)
     assert_true(core_expect_met(&e, 5, true));
 }
 
+/* Prefer: return=minimal among other preferences, in any case of the name, quoted or not. */
+static void test_prefer_return_minimal_parsed(void **state)
+{
+    (void)state;
+    assert_false(api_prefer_minimal(NULL));
+    assert_false(api_prefer_minimal(""));
+    assert_true(api_prefer_minimal("return=minimal"));
+    assert_true(api_prefer_minimal("Return = minimal"));
+    assert_true(api_prefer_minimal("respond-async, wait=10, return=minimal; foo=bar"));
+    assert_true(api_prefer_minimal("return=\"minimal\""));
+    assert_false(api_prefer_minimal("return=representation"));
+    assert_false(api_prefer_minimal("return=minimalist"));
+    assert_false(api_prefer_minimal("noreturn=minimal"));
+    assert_false(api_prefer_minimal("return"));
+    assert_false(api_prefer_minimal("handling=strict; return=minimal"));
+}
+
 /* The source of a revision, formatted once by core from what asked: no HTTP in it. */
 static void test_change_source_formats_without_http(void **state)
 {
@@ -482,6 +499,7 @@ int main(void)
         cmocka_unit_test(test_diff_is_live_only_when_connections_can_stay),
         cmocka_unit_test(test_etag_matches_follows_rfc_9110),
         cmocka_unit_test(test_if_match_of_too_many_tags_refused),
+        cmocka_unit_test(test_prefer_return_minimal_parsed),
         cmocka_unit_test(test_change_source_formats_without_http),
         cmocka_unit_test_setup_teardown(test_revisions_numbered_listed_and_marked, fx_setup,
                                         fx_teardown),
