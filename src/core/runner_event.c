@@ -619,15 +619,18 @@ static int expire(struct ev_loop *loop)
                            now);
 }
 
-/* Live reconfiguration: takes what waits in the backlog, then stops accepting; a socket of
- * this loop's own is closed so that the kernel sends new connections to the new runner's. */
+/* Live reconfiguration: stops accepting. A socket of this loop's own (a SO_REUSEPORT sibling)
+ * has its backlog taken and is closed, so that the kernel sends new connections to the new
+ * runner's; the listener's socket is left alone: the new runner accepts on it, and what waits
+ * in its backlog is the new runner's, under the new configuration. */
 static void stop_accepting(struct ev_loop *loop)
 {
     struct core_runner *b = &loop->rn->base;
 
     if (!loop->accepting)
         return;
-    on_acceptable(loop);
+    if (loop->owns_lfd)
+        on_acceptable(loop);
     (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, b->drain_fd, NULL);
     (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, loop->lfd, NULL);
     if (loop->owns_lfd) {
