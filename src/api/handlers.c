@@ -777,33 +777,24 @@ int api_if_match_parse(const char *value, struct core_expect *ret)
 
 bool api_prefer_minimal(const char *value)
 {
-    const char *p = value;
+    static const char ows[] = " \t";
 
-    while (p && *p) {
-        size_t len = strcspn(p, ",");
-        const char *end = p + len, *q = p;
+    for (const char *p = value; p && *p; p += *p == ',') {
+        const char *end = p + strcspn(p, ","), *q = p + strspn(p, ows);
+        size_t len;
 
-        while (q < end && (*q == ' ' || *q == '\t'))
-            q++;
-        if ((size_t)(end - q) >= 6 && strncasecmp(q, "return", 6) == 0) {
-            q += 6;
-            while (q < end && (*q == ' ' || *q == '\t'))
-                q++;
-            if (q < end && *q == '=') {
-                size_t vlen;
-
-                q++;
-                while (q < end && (*q == ' ' || *q == '\t'))
-                    q++;
-                vlen = strcspn(q, ";, \t");
-                if (vlen > (size_t)(end - q))
-                    vlen = (size_t)(end - q);
-                if ((vlen == 7 && strncmp(q, "minimal", 7) == 0) ||
-                    (vlen == 9 && strncmp(q, "\"minimal\"", 9) == 0))
-                    return true;
-            }
-        }
-        p = *end ? end + 1 : end;
+        p = end;
+        if (strncasecmp(q, "return", 6) != 0)
+            continue;
+        q += 6;
+        q += strspn(q, ows);
+        if (q >= end || *q != '=')
+            continue;
+        q += 1 + strspn(q + 1, ows);
+        len = strcspn(q, ";, \t");
+        if ((len == 7 && strncmp(q, "minimal", 7) == 0) ||
+            (len == 9 && strncmp(q, "\"minimal\"", 9) == 0))
+            return true;
     }
     return false;
 }

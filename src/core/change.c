@@ -1276,18 +1276,13 @@ static int answer_config(struct core_registry *r, struct core_change *ch, const 
 
     if (ch->dry_run || !ret)
         return 0;
-    if (ch->minimal) {
-        j = json_pack("{s:I, s:O}", "revision", (json_int_t)ch->revision, "diff", ch->diff);
-        if (!j)
-            return -ENOMEM;
-        ch->etag = ch->revision;
-        *ret = j;
-        return 0;
+    if (!ch->minimal) {
+        rc = core_registry_list_made(r, made, &list);
+        if (rc < 0)
+            return rc;
     }
-    rc = core_registry_list_made(r, made, &list);
-    if (rc < 0)
-        return rc;
-    j = json_pack("{s:I, s:O, s:o}", "revision", (json_int_t)ch->revision, "diff", ch->diff,
+    /* o*: without "listeners" when there is no list (minimal) */
+    j = json_pack("{s:I, s:O, s:o*}", "revision", (json_int_t)ch->revision, "diff", ch->diff,
                   "listeners", list);
     if (!j)
         return -ENOMEM;
