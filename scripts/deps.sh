@@ -4,9 +4,9 @@
 set -euo pipefail
 
 # librabbitmq-dev: the fleet's broker connections (rabbitmq-c); liburing-dev: the uring model;
-# scdoc: the manual pages (doc/)
+# libjemalloc-dev: the daemon's malloc (meson option allocator); scdoc: the manual pages (doc/)
 build_pkgs=(gcc meson ninja-build pkg-config python3 libmicrohttpd-dev libjansson-dev
-    libcurl4-openssl-dev libssl-dev librabbitmq-dev liburing-dev tzdata scdoc)
+    libcurl4-openssl-dev libssl-dev librabbitmq-dev liburing-dev libjemalloc-dev tzdata scdoc)
 # prometheus: promtool checks GET /metrics; socat, curl, iproute2: the benchmark smoke run;
 # clang, libclang-rt-14-dev: the libFuzzer targets; strace: fault injection in test_faults;
 # openssl: the certificates the HTTPS tests make; rabbitmq-server, amqp-tools, python3-pika: the
