@@ -285,7 +285,9 @@ struct count {
 };
 
 struct core_sources {
-    struct core_srctable *rate;
+    /* Made at the first connection that a rate limits (128 KiB a listener that has none
+     * would carry and clear for nothing); published once, then only read. */
+    _Atomic(struct core_srctable *) rate;
     uint64_t seed[2];
     struct stripe stripes[STRIPES];
     struct count *heads[HEADS]; /* head i guarded by stripes[i % STRIPES] */
@@ -297,10 +299,7 @@ int core_sources_new(struct core_sources **ret)
 
     if (!s)
         return -ENOMEM;
-    if (core_srctable_new(CORE_SRCTABLE_CAPACITY, &s->rate) < 0) {
-        free(s);
-        return -ENOMEM;
-    }
+    atomic_init(&s->rate, NULL);
     seed_init(s->seed, s);
     for (unsigned i = 0; i < STRIPES; i++)
         pthread_mutex_init(&s->stripes[i].lock, NULL);
@@ -322,7 +321,7 @@ void core_sources_free(struct core_sources *s)
     }
     for (unsigned i = 0; i < STRIPES; i++)
         pthread_mutex_destroy(&s->stripes[i].lock);
-    core_srctable_free(s->rate);
+    core_srctable_free(atomic_load_explicit(&s->rate, memory_order_acquire));
     free(s);
 }
 
@@ -346,13 +345,34 @@ static struct count **find_count(struct count **head, const struct core_source *
     return p;
 }
 
+/* The rate table of s, made by the first caller (another made at the same time is freed);
+ * NULL on ENOMEM. */
+static struct core_srctable *rate_table(struct core_sources *s)
+{
+    struct core_srctable *t = atomic_load_explicit(&s->rate, memory_order_acquire), *none = NULL;
+
+    if (t)
+        return t;
+    if (core_srctable_new(CORE_SRCTABLE_CAPACITY, &t) < 0)
+        return NULL;
+    if (!atomic_compare_exchange_strong_explicit(&s->rate, &none, t, memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        core_srctable_free(t);
+        t = none;
+    }
+    return t;
+}
+
 int core_sources_admit(struct core_sources *s, const struct core_source *src, uint32_t max,
                        uint32_t rate, uint64_t now_ns)
 {
     pthread_mutex_t *lock;
     struct count **head = chain_of(s, src, &lock), **p, *c;
+    struct core_srctable *t = rate ? rate_table(s) : NULL;
 
-    if (!core_srctable_take(s->rate, src, rate, rate, now_ns))
+    if (rate && !t)
+        return -ENOMEM;
+    if (t && !core_srctable_take(t, src, rate, rate, now_ns))
         return -EAGAIN;
     pthread_mutex_lock(lock);
     p = find_count(head, src);
