@@ -12,6 +12,7 @@
  * (its stream should end; the client reconnects and catches up from the ring).
  */
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,14 +26,20 @@
 struct core_events;
 struct core_events_sub;
 
-/* One event, shared by the subscribers that hold it; read-only once published. */
+/*
+ * One event, shared by the subscribers that hold it; read-only once published but for its
+ * text, which the first reader makes (core_event_data()): a change of hundreds of listeners
+ * publishes hundreds of events that, with nobody subscribed, leave the ring unread.
+ */
 struct core_event {
     _Atomic unsigned refs;
     uint64_t id;
-    char type[32]; /* "listener.created", "metrics", ... */
-    char *data;    /* compact JSON text, NUL-terminated */
-    size_t data_len;
+    char type[32];   /* "listener.created", "metrics", ... */
     int64_t time_ms; /* CLOCK_REALTIME when published, in milliseconds */
+    /* private: made by core_event_data() */
+    json_t *json;         /* the data until its text is made */
+    _Atomic(char *) text; /* compact JSON, NUL-terminated */
+    size_t text_len;
 };
 
 /* Called (under the bus's lock: it must not call back into the bus) when events were queued
@@ -81,6 +88,10 @@ int core_events_recent(struct core_events *e, size_t max, json_t **ret);
 /* Unsubscribes and frees s, dropping what was queued. After it returns, notify is not called
  * for s again. Accepts NULL. */
 void core_events_unsubscribe(struct core_events_sub *s);
+
+/* The event's data as compact JSON text (NUL-terminated, as long as ev is held): 0, or
+ * -ENOMEM. Any thread. */
+int core_event_data(struct core_event *ev, const char **ret, size_t *ret_len);
 
 void core_event_unref(struct core_event *ev);
 

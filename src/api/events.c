@@ -369,6 +369,8 @@ static int fill(struct api_stream *s, size_t max)
 {
     while (s->out.len < max) {
         struct core_event *ev = NULL;
+        const char *data;
+        size_t len;
         int r = core_events_next(s->sub, &ev);
 
         if (r == 0)
@@ -377,7 +379,9 @@ static int fill(struct api_stream *s, size_t max)
             s->ended = true; /* overrun: the client catches up with Last-Event-ID */
             return 0;
         }
-        r = api_event_append(&s->out, ev->id, ev->type, ev->data, ev->data_len);
+        r = core_event_data(ev, &data, &len);
+        if (r == 0)
+            r = api_event_append(&s->out, ev->id, ev->type, data, len);
         core_event_unref(ev);
         if (r < 0)
             return r;

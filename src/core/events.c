@@ -40,8 +40,35 @@ void core_event_unref(struct core_event *ev)
 {
     if (!ev || atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) != 1)
         return;
-    free(ev->data);
+    json_decref(ev->json);
+    free(atomic_load_explicit(&ev->text, memory_order_relaxed));
     free(ev);
+}
+
+/* Serialises the making of events' texts: readers on two threads (a stream, the fleet's
+ * bridge) may ask for the same event's at once. */
+static pthread_mutex_t text_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int core_event_data(struct core_event *ev, const char **ret, size_t *ret_len)
+{
+    char *text = atomic_load_explicit(&ev->text, memory_order_acquire);
+
+    if (!text) {
+        pthread_mutex_lock(&text_lock);
+        text = atomic_load_explicit(&ev->text, memory_order_relaxed);
+        if (!text && (text = json_dumps(ev->json, JSON_COMPACT)) != NULL) {
+            ev->text_len = strlen(text);
+            json_decref(ev->json);
+            ev->json = NULL;
+            atomic_store_explicit(&ev->text, text, memory_order_release);
+        }
+        pthread_mutex_unlock(&text_lock);
+        if (!text)
+            return -ENOMEM;
+    }
+    *ret = text;
+    *ret_len = ev->text_len;
+    return 0;
 }
 
 /*
@@ -100,23 +127,20 @@ void core_events_publish(struct core_events *e, const char *type, json_t *data)
 {
     struct core_event *ev;
     struct timespec now;
-    char *text;
 
     if (!e || !data) {
         json_decref(data);
         return;
     }
-    text = json_dumps(data, JSON_COMPACT);
-    json_decref(data);
-    ev = text ? calloc(1, sizeof(*ev)) : NULL;
+    ev = calloc(1, sizeof(*ev));
     if (!ev) {
-        free(text);
+        json_decref(data);
         return;
     }
     atomic_init(&ev->refs, 1);
+    atomic_init(&ev->text, NULL);
     snprintf(ev->type, sizeof(ev->type), "%s", type);
-    ev->data = text;
-    ev->data_len = strlen(text);
+    ev->json = data; /* its text is made by the first reader */
     clock_gettime(CLOCK_REALTIME, &now);
     ev->time_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 
@@ -190,12 +214,14 @@ int core_events_next(struct core_events_sub *s, struct core_event **ret)
 }
 
 /* One listed event: {"id", "event", "time", "data"}, or NULL on ENOMEM. */
-static json_t *recent_json(const struct core_event *ev)
+static json_t *recent_json(struct core_event *ev)
 {
     time_t sec = (time_t)(ev->time_ms / 1000);
     char when[40];
     struct tm tm;
-    json_t *data = json_loadb(ev->data, ev->data_len, 0, NULL);
+    const char *text;
+    size_t len;
+    json_t *data = core_event_data(ev, &text, &len) == 0 ? json_loadb(text, len, 0, NULL) : NULL;
 
     gmtime_r(&sec, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);

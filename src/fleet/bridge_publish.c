@@ -148,10 +148,13 @@ void bridge_drain_core_events(struct fleet_bridge *b)
     while ((r = core_events_next(b->sub, &ev)) == 1) {
         const struct fleet_kind *k = fleet_kind_of_event(ev->type);
         int64_t now = core_now_ms();
-        json_t *data;
+        json_t *data = NULL;
+        const char *text;
+        size_t len;
 
         if (k && (k->reliable || now - b->last_tick_ms >= 1000)) {
-            data = json_loadb(ev->data, ev->data_len, 0, NULL);
+            if (core_event_data(ev, &text, &len) == 0)
+                data = json_loadb(text, len, 0, NULL);
             if (!k->reliable)
                 b->last_tick_ms = now;
             if (data)
