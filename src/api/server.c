@@ -133,7 +133,7 @@ struct api_server {
      * join threads and write the state to disk (fsync), any of which may take long, and the API
      * must go on answering meanwhile. A change's connection is suspended until it is done. */
     pthread_mutex_t changes_lock;
-    pthread_cond_t changes_wake;
+    pthread_cond_t changes_wake;  /* CLOCK_MONOTONIC */
     struct request *changes_head; /* guarded by changes_lock: waiting, oldest first */
     struct request *changes_tail; /* guarded by changes_lock */
     bool changes_stopping;        /* guarded by changes_lock */
@@ -1004,22 +1004,48 @@ static bool changes_done(struct api_server *s, const struct request *q)
     return done;
 }
 
+/* When the change thread, idle, reaps what the last change left draining: once its runners
+ * have had the CPU to end, and again later for the slower ones (the ticker's once a second
+ * catches the rest). */
+static const int64_t reap_after_ms[] = {10, 100};
+#define REAP_STEPS (sizeof(reap_after_ms) / sizeof(reap_after_ms[0]))
+
 /*
  * The change thread: runs each queued change in turn (the registry serialises them anyway),
  * then resumes its connection, whose access handler sends the reply. Once the server stops,
  * what is still queued is answered 503 without being run.
+ *
+ * The runners a change replaced end after its answer; the thread reaps them (joins, closes
+ * their descriptors) while no change is waiting, so that the next change does not start with
+ * that work.
  */
 static void *changes_main(void *arg)
 {
     struct api_server *s = arg;
+    size_t reaps = 0; /* reap_after_ms[] steps left */
+    int64_t reap_at = 0;
 
     pthread_mutex_lock(&s->changes_lock);
     for (;;) {
         struct request *q;
         bool stopping;
 
-        while (!s->changes_head && !s->changes_stopping)
-            pthread_cond_wait(&s->changes_wake, &s->changes_lock);
+        while (!s->changes_head && !s->changes_stopping) {
+            struct timespec at = {.tv_sec = (time_t)(reap_at / 1000),
+                                  .tv_nsec = (long)(reap_at % 1000) * 1000000};
+
+            if (reaps == 0) {
+                pthread_cond_wait(&s->changes_wake, &s->changes_lock);
+            } else if (pthread_cond_timedwait(&s->changes_wake, &s->changes_lock, &at) ==
+                       ETIMEDOUT) {
+                pthread_mutex_unlock(&s->changes_lock);
+                core_registry_reap_drained(s->registry);
+                pthread_mutex_lock(&s->changes_lock);
+                reaps--;
+                if (reaps > 0)
+                    reap_at = core_now_ms() + reap_after_ms[REAP_STEPS - reaps];
+            }
+        }
         q = s->changes_head;
         if (!q)
             break;
@@ -1032,6 +1058,8 @@ static void *changes_main(void *arg)
             reply_stopping(q);
         else
             request_dispatch(s, q, q->conn, q->url);
+        reaps = REAP_STEPS;
+        reap_at = core_now_ms() + reap_after_ms[0];
         pthread_mutex_lock(&s->changes_lock);
         q->done = true;
         /* Under the lock: libmicrohttpd's thread reads done once resumed. */
@@ -1457,10 +1485,10 @@ int api_server_start(const struct api_server_opts *opts, struct api_server **ret
     pthread_mutex_init(&s->watch_lock, NULL);
     pthread_mutex_init(&s->log_lock, NULL);
     pthread_mutex_init(&s->changes_lock, NULL);
-    pthread_cond_init(&s->changes_wake, NULL);
     s->log_window_ms = core_now_ms();
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->changes_wake, &attr);
     pthread_cond_init(&s->watch_wake, &attr);
     pthread_condattr_destroy(&attr);
     s->registry = opts->registry;
