@@ -142,6 +142,18 @@ const char *core_counter_name(enum core_counter c);
 /* Zeroes every counter. Only while no worker runs. */
 void core_metrics_init(struct core_metrics *m);
 
+/*
+ * A listener's counters, zeroed, in memory shared with the children the daemon forks after
+ * (MAP_SHARED: the process model's children count into it). Carved from slabs that are never
+ * unmapped, so that creating and deleting listeners costs no mmap or munmap of its own. NULL
+ * on ENOMEM. Give it back with core_metrics_release() once no worker or child uses it. Any
+ * thread.
+ */
+struct core_metrics *core_metrics_alloc(void);
+
+/* Accepts NULL. */
+void core_metrics_release(struct core_metrics *m);
+
 /* Reads every counter once (relaxed); any thread. */
 void core_metrics_snapshot(const struct core_metrics *m, struct core_metrics_snapshot *ret);
 

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -128,7 +127,6 @@ int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir
                       struct core_threads *threads, struct core_listener **ret)
 {
     struct core_listener *l = calloc(1, sizeof(*l));
-    void *m;
 
     if (!l)
         return -ENOMEM;
@@ -136,15 +134,14 @@ int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir
         free(l);
         return -ENOMEM;
     }
-    m = mmap(NULL, sizeof(*l->metrics), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) {
+    l->metrics = core_metrics_alloc();
+    if (!l->metrics) {
         core_sources_free(l->sources);
         free(l);
         return -ENOMEM;
     }
-    l->metrics = m;
     if (core_listener_cfg_copy(cfg, &l->cfg) < 0) {
-        munmap(l->metrics, sizeof(*l->metrics));
+        core_metrics_release(l->metrics);
         core_sources_free(l->sources);
         free(l);
         return -ENOMEM;
@@ -155,7 +152,6 @@ int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir
     l->state_dir = state_dir;
     l->events = events;
     l->lfd = -1;
-    core_metrics_init(l->metrics);
     core_emitter_init(&l->emitter, events, l->id, l->metrics);
     l->env = (struct core_svc_env){.listener_id = l->id,
                                    .state_dir = state_dir,
@@ -333,7 +329,7 @@ void core_listener_free(struct core_listener *l)
     json_decref(l->tls_status);
     json_decref(l->tls_of);
     pthread_mutex_destroy(&l->lock);
-    munmap(l->metrics, sizeof(*l->metrics));
+    core_metrics_release(l->metrics);
     core_sources_free(l->sources);
     free(l);
 }

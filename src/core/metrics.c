@@ -1,8 +1,10 @@
 #include "core/metrics.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static const char *const counter_names[CORE_CTR_COUNT] = {
     [CORE_CTR_CONNECTIONS_TOTAL] = "connections_total",
@@ -97,6 +99,66 @@ void core_metrics_init(struct core_metrics *m)
         atomic_init(&m->latency[i], 0);
     atomic_init(&m->latency_sum_ns, 0);
     atomic_init(&m->latency_max_ns, 0);
+}
+
+/* ---- shared blocks ---- */
+
+#define SLAB_SIZE (256u * 1024u)
+/* A block per listener, a whole number of cache lines: two listeners' workers do not write
+ * into one line. */
+#define BLOCK_SIZE ((sizeof(struct core_metrics) + 63u) & ~(size_t)63u)
+
+/* A block given back, until it is handed out again. */
+struct free_block {
+    struct free_block *next;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    struct free_block *free; /* guarded by lock */
+    char *slab;              /* guarded by lock: the newest slab, carved from slab_used on */
+    size_t slab_used;        /* guarded by lock */
+} blocks = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+struct core_metrics *core_metrics_alloc(void)
+{
+    struct core_metrics *m = NULL;
+
+    pthread_mutex_lock(&blocks.lock);
+    if (blocks.free) {
+        m = (struct core_metrics *)blocks.free;
+        blocks.free = blocks.free->next;
+    } else {
+        if (!blocks.slab || blocks.slab_used + BLOCK_SIZE > SLAB_SIZE) {
+            void *slab =
+                mmap(NULL, SLAB_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+            if (slab != MAP_FAILED) {
+                blocks.slab = slab; /* the last one's rest is left unused */
+                blocks.slab_used = 0;
+            }
+        }
+        if (blocks.slab && blocks.slab_used + BLOCK_SIZE <= SLAB_SIZE) {
+            m = (struct core_metrics *)(blocks.slab + blocks.slab_used);
+            blocks.slab_used += BLOCK_SIZE;
+        }
+    }
+    pthread_mutex_unlock(&blocks.lock);
+    if (m)
+        core_metrics_init(m);
+    return m;
+}
+
+void core_metrics_release(struct core_metrics *m)
+{
+    struct free_block *b = (struct free_block *)m;
+
+    if (!m)
+        return;
+    pthread_mutex_lock(&blocks.lock);
+    b->next = blocks.free;
+    blocks.free = b;
+    pthread_mutex_unlock(&blocks.lock);
 }
 
 unsigned core_latency_bucket(uint64_t ns)

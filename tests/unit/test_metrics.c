@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/metrics.h"
 
@@ -256,6 +258,54 @@ static void test_metrics_json_latency_round_trips(void **state)
     json_decref(j);
 }
 
+static uint64_t counter(struct core_metrics *m, enum core_counter c)
+{
+    return atomic_load_explicit(&m->c[c], memory_order_relaxed);
+}
+
+/* Blocks are zeroed, apart, cache-line aligned, reused zeroed once given back, and shared with
+ * a child forked after (the process model's children count into them). */
+static void test_metrics_alloc_blocks_are_zeroed_reused_and_shared_with_children(void **state)
+{
+    enum { N = 300 }; /* more than one slab holds */
+    struct core_metrics *ms[N], *again;
+    pid_t pid;
+    int status;
+
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        ms[i] = core_metrics_alloc();
+        assert_non_null(ms[i]);
+        assert_int_equal((uintptr_t)ms[i] % 64, 0);
+        assert_int_equal(counter(ms[i], CORE_CTR_BYTES_IN), 0);
+        assert_int_equal(atomic_load(&ms[i]->latency_max_ns), 0);
+        for (int j = 0; j < i; j++)
+            assert_true((char *)ms[j] + sizeof(struct core_metrics) <= (char *)ms[i] ||
+                        (char *)ms[i] + sizeof(struct core_metrics) <= (char *)ms[j]);
+        core_metrics_add(ms[i], CORE_CTR_BYTES_IN, (uint64_t)i + 1);
+        atomic_store(&ms[i]->latency_max_ns, 7);
+    }
+    core_metrics_release(ms[5]);
+    again = core_metrics_alloc();
+    assert_ptr_equal(again, ms[5]);
+    assert_int_equal(counter(again, CORE_CTR_BYTES_IN), 0);
+    assert_int_equal(atomic_load(&again->latency_max_ns), 0);
+
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        core_metrics_add(ms[N - 1], CORE_CTR_BYTES_OUT, 42);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(counter(ms[N - 1], CORE_CTR_BYTES_OUT), 42);
+    assert_int_equal(counter(ms[N - 2], CORE_CTR_BYTES_IN), N - 1); /* its neighbour's own */
+    for (int i = 0; i < N; i++)
+        core_metrics_release(ms[i]);
+    core_metrics_release(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -269,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_latency_since_counts_only_the_new_requests),
         cmocka_unit_test(test_latency_concurrent_records_count_exactly),
         cmocka_unit_test(test_metrics_json_latency_round_trips),
+        cmocka_unit_test(test_metrics_alloc_blocks_are_zeroed_reused_and_shared_with_children),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
