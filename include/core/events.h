@@ -51,8 +51,10 @@ typedef void (*core_events_notify_fn)(void *ctx);
 int core_events_new(struct core_events **ret);
 void core_events_free(struct core_events *e);
 
-/* Publishes an event of type with data (ownership of data is taken, also on failure). Events
- * that nobody can see (no subscriber) still get an id and go into the ring. */
+/* Publishes an event of type with data (ownership of data is taken, also on failure). data
+ * must be the caller's alone, nothing in it referenced from elsewhere: the event's first
+ * reader turns it into text and frees it, on its own thread. Events that nobody can see (no
+ * subscriber) still get an id and go into the ring. */
 void core_events_publish(struct core_events *e, const char *type, json_t *data);
 
 /* Whether anyone subscribes now (so that costly events can be skipped). */

@@ -652,8 +652,10 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
             core_registry_publish(r, "listener.deleted",
                                   json_pack("{s:s}", "id", it->saved.cfg.id));
         else if (it->kind != ITEM_KEEP && core_registry_resource(r, it->l, &j) == 0) {
+            /* The answer gets a copy: a published event's tree is the bus's alone (its first
+             * reader, on another thread, turns it into text and frees it). */
             if (p->resources)
-                (void)json_object_set(p->resources, core_listener_id(it->l), j);
+                (void)json_object_set_new(p->resources, core_listener_id(it->l), json_deep_copy(j));
             core_registry_publish(
                 r, it->kind == ITEM_CREATE ? "listener.created" : "listener.changed", j);
         }
@@ -665,8 +667,9 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
     if (rev) {
         summary = core_diff_summary(p->diff);
         core_registry_publish(r, "config.revision",
-                              json_pack("{s:I, s:s, s:O*, s:s}", "revision", (json_int_t)rev,
-                                        "source", source, "origin", origin, "summary",
+                              json_pack("{s:I, s:s, s:o*, s:s}", "revision", (json_int_t)rev,
+                                        "source", source, "origin",
+                                        core_change_source_json(&ch->source), "summary",
                                         summary ? summary : ""));
         free(summary);
     }

@@ -102,7 +102,9 @@ static void on_latency(void *ctx, const char *id, json_t *m, const struct core_m
 }
 
 /* The metrics tick: every listener's counters with their rates and latency since the previous
- * tick. */
+ * tick. prev holds, by listener, the rated counters of the previous tick: copies, as the
+ * published event's tree goes to another thread (its first reader turns it into text and frees
+ * it), which nothing here may share. */
 static void tick(struct core_ticker *t, json_t *prev, struct windows *ws, double dt)
 {
     static const char *const rated[] = {"bytes_in", "bytes_out", "connections_total",
@@ -113,14 +115,16 @@ static void tick(struct core_ticker *t, json_t *prev, struct windows *ws, double
     char when[40];
     struct tm tm;
     const char *id;
-    json_t *all = NULL, *m;
+    json_t *all = NULL, *m, *next = json_object();
 
-    if (core_registry_metrics_all(t->registry, on_latency, ws, &all) < 0)
+    if (!next || core_registry_metrics_all(t->registry, on_latency, ws, &all) < 0) {
+        json_decref(next);
         return;
+    }
     windows_sweep(ws, false);
     json_object_foreach(all, id, m)
     {
-        json_t *before = json_object_get(prev, id), *rates = json_object();
+        json_t *before = json_object_get(prev, id), *rates = json_object(), *kept = json_object();
 
         for (size_t i = 0; i < sizeof(rated) / sizeof(rated[0]); i++) {
             json_int_t cur = json_integer_value(json_object_get(m, rated[i]));
@@ -130,11 +134,14 @@ static void tick(struct core_ticker *t, json_t *prev, struct windows *ws, double
                               : 0.0;
 
             json_object_set_new(rates, rate_names[i], json_real(rate));
+            json_object_set_new(kept, rated[i], json_integer(cur));
         }
         json_object_set_new(m, "rates", rates);
+        json_object_set_new(next, id, kept);
     }
     json_object_clear(prev);
-    json_object_update(prev, all);
+    json_object_update(prev, next);
+    json_decref(next);
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
