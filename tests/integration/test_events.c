@@ -1217,6 +1217,47 @@ static void test_events_server_stop_with_streams_returns_promptly(void **state)
     sse_close(&b);
 }
 
+struct draining_check {
+    const struct it_daemon *d;
+    const char *id;
+};
+
+static bool nothing_draining(void *arg)
+{
+    const struct draining_check *c = arg;
+    json_t *j = it_listener_get(c->d, c->id);
+    bool none = json_array_size(it_json_path(j, "status.draining")) == 0;
+
+    json_decref(j);
+    return none;
+}
+
+/* The runner a move replaced, with no connection to wait for, is reaped by the change thread
+ * soon after the answer: here the ticker, which reaps too, ticks an hour apart. */
+static void test_events_moved_runner_is_reaped_after_the_answer(void **state)
+{
+    struct inproc *p = inproc_of(state);
+    struct it_daemon d = {.api_port = api_server_port(p->server)};
+    char body[128];
+    uint16_t to;
+    json_t *j;
+    int fd;
+
+    snprintf(d.url, sizeof(d.url), "%s", p->url);
+    json_decref(it_listener_create(&d, "{\"id\":\"mv\",\"service\":\"echo\","
+                                       "\"transport\":\"tcp\",\"address\":\"127.0.0.1\","
+                                       "\"port\":0,\"model\":\"event\"}"));
+    fd = it_bind(SOCK_STREAM, "127.0.0.1", 0, &to);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(body, sizeof(body), "{\"port\":%u}", to);
+    j = it_http_expect(&d, "PATCH", "/api/v1/listeners/mv", body, 200);
+    assert_int_equal(it_bound_port(j), to);
+    json_decref(j);
+    assert_true(it_wait_until(5000, nothing_draining, &(struct draining_check){&d, "mv"}));
+    it_assert_tcp_echo("127.0.0.1", to, "hi\n", 3);
+}
+
 /* ---- service events: backup.stored and backup.failed, under every TCP model ---- */
 
 #define BACKUP_CONTENT "the quick brown fox jumps over the lazy dog\n"
@@ -1494,6 +1535,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events_published_event_wakes_an_idle_stream_at_once,
                                         inproc_setup, inproc_teardown),
         cmocka_unit_test_setup_teardown(test_events_server_stop_with_streams_returns_promptly,
+                                        inproc_setup, inproc_teardown),
+        cmocka_unit_test_setup_teardown(test_events_moved_runner_is_reaped_after_the_answer,
                                         inproc_setup, inproc_teardown),
     };
 
