@@ -53,6 +53,7 @@ struct draining {
 struct drain_view {
     char bound[CORE_ADDR_STRLEN];
     int connections; /* a moved socket's runner's connections; -1: not told apart */
+    bool accepting;  /* a thread of the runner may still accept */
     struct timespec deadline;
 };
 

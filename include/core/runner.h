@@ -105,8 +105,14 @@ struct core_runner {
      * by core_runner_new(), freed by core_runner_stop(); NULL: plain. */
     struct core_tls *tls;
 
-    atomic_uint n_accepting; /* accepting threads that have not stopped accepting */
-    atomic_uint n_conns;     /* connections admitted and not yet ended (max_connections) */
+    atomic_uint n_accepting; /* accepting threads that may accept now (not stopped, not busy
+                              * serving, under sequential and pool) */
+    atomic_bool draining;    /* drain() was called: a thread that stopped accepting to serve
+                              * does not come back */
+    /* Some accepting thread listens on a socket of its own (a SO_REUSEPORT sibling under
+     * event and uring), which closing the listener's socket does not stop. Set at start. */
+    bool own_sockets;
+    atomic_uint n_conns; /* connections admitted and not yet ended (max_connections) */
 
     /* Threads of core_runner_spawn(); only the thread that starts and stops the runner. */
     struct core_threads *pool;    /* borrowed: where they come from */
@@ -218,6 +224,21 @@ void core_runner_conn_refuse(struct core_runner *r, int fd, struct core_admissio
 /* An accepting thread has stopped accepting for good (drained, stopped): n_accepting falls.
  * The base's is_drained waits for every one. */
 void core_runner_accepting_ended(struct core_runner *r);
+
+/* An accepting thread serves the connection it accepted (sequential, pool): it accepts nothing
+ * meanwhile, so it does not count among those a drain waits for. */
+void core_runner_accepting_pause(struct core_runner *r);
+
+/* Back from serving: true when the thread accepts again; false when the runner drains (then it
+ * must not accept again, nor call core_runner_accepting_ended()). */
+bool core_runner_accepting_resume(struct core_runner *r);
+
+/*
+ * Waits until none of the n runners (each told to drain) may accept a connection any more,
+ * for at most timeout_ms: a change answers only once every new connection is the new
+ * runner's. Returns how many still may (0 once all stopped). The change thread's.
+ */
+size_t core_runners_wait_not_accepting(struct core_runner *const *rs, size_t n, int timeout_ms);
 
 /* ---- the runners' halves, for core_runner_start() ---- */
 

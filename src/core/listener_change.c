@@ -6,12 +6,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/addr.h"
 #include "core/listener_int.h"
+#include "core/log.h"
 
 static void swap_cfg(struct core_listener *l, struct core_listener_cfg *cfg)
 {
@@ -246,14 +248,22 @@ bool core_listener_prepared_live(const struct core_listener *l)
 }
 
 /* core_listener_commit() but for the reaping of the drains that are done. */
-static void commit(struct core_listener *l)
+/*
+ * Commits l's pending change. Returns the runner it replaced when that one may still accept a
+ * connection that is the new runner's (it shares the listener's socket, or listens on
+ * SO_REUSEPORT siblings of its own), for the caller to wait for (wait_quiet()); NULL
+ * otherwise.
+ */
+static struct core_runner *commit(struct core_listener *l)
 {
     struct pending *p = &l->pending;
+    struct core_runner *quiet = NULL;
     char bound[CORE_ADDR_STRLEN];
 
     switch (p->kind) {
     case PENDING_LIVE:
         p->old_runner->drain(p->old_runner);
+        quiet = p->old_runner;
         pthread_mutex_lock(&l->lock);
         memcpy(bound, l->bound, sizeof(bound));
         pthread_mutex_unlock(&l->lock);
@@ -268,6 +278,8 @@ static void commit(struct core_listener *l)
             p->old_runner->drain(p->old_runner);
             (void)shutdown(p->old_lfd, SHUT_RD);
             close(p->old_lfd);
+            if (p->old_runner->own_sockets)
+                quiet = p->old_runner;
             core_listener_drain_add(l, p->old_runner, p->old_inst, p->old_bound, &p->old_addr);
         } else {
             core_runner_stop(p->old_runner);
@@ -287,23 +299,52 @@ static void commit(struct core_listener *l)
     }
     core_listener_cfg_fini(&p->old_cfg);
     memset(p, 0, sizeof(*p));
+    return quiet;
+}
+
+/* How long a change waits for the runners it replaced to stop accepting. */
+#define QUIET_TIMEOUT_MS 1000
+
+/* Waits until the n runners commit() returned accept no more: from the answer on, every new
+ * connection is the new runners', under the new configuration. */
+static void wait_quiet(struct core_runner *const *rs, size_t n)
+{
+    size_t left = n ? core_runners_wait_not_accepting(rs, n, QUIET_TIMEOUT_MS) : 0;
+
+    if (left > 0)
+        core_log_warn("%zu replaced runner(s) still accepting after %d ms", left, QUIET_TIMEOUT_MS);
 }
 
 void core_listener_commit(struct core_listener *l)
 {
-    commit(l);
+    struct core_runner *quiet = commit(l);
+
+    if (quiet)
+        wait_quiet(&quiet, 1);
     /* A drain of 0 ms ends at once. */
     core_listener_reap_drained(l);
 }
 
 void core_listener_commit_all(struct core_listener *const *ls, size_t n)
 {
+    struct core_runner **quiet = calloc(n ? n : 1, sizeof(*quiet));
+    size_t n_quiet = 0;
+
     /* What earlier changes left draining and has ended gives its descriptors and threads back
      * before this change's runners join the drains: changes that follow one another faster
      * than the registry's reap do not pile them up. */
     core_listener_reap_many(ls, n, REAP_DONE);
-    for (size_t i = 0; i < n; i++)
-        commit(ls[i]);
+    /* Every replaced runner is told before any is waited for: the wait is for the slowest. */
+    for (size_t i = 0; i < n; i++) {
+        struct core_runner *q = commit(ls[i]);
+
+        if (q && quiet)
+            quiet[n_quiet++] = q;
+        else if (q)
+            wait_quiet(&q, 1); /* no memory for the list: one at a time */
+    }
+    wait_quiet(quiet, n_quiet);
+    free(quiet);
     /* A drain of 0 ms ends at once. A runner whose connections have ended (or that had none)
      * is left to the next reap: joining it adds nothing the change is waiting for. */
     core_listener_reap_many(ls, n, REAP_EXPIRED);

@@ -42,6 +42,7 @@ struct drain_view *core_listener_drain_views_locked(const struct core_listener *
         /* The runner's own count: the connections it admitted and still serves (no question
          * to the kernel, which would cost a socket dump per listener and per event). */
         v[n].connections = d->moved ? (int)atomic_load(&d->runner->n_conns) : -1;
+        v[n].accepting = atomic_load(&d->runner->n_accepting) > 0;
         v[n].deadline = d->deadline;
     }
     *ret_n = n;
@@ -49,9 +50,11 @@ struct drain_view *core_listener_drain_views_locked(const struct core_listener *
 }
 
 /*
- * The "draining" array of the status: {"bound", "connections", "deadline"} per draining runner.
- * "connections" is counted for a moved socket; it is null for a drain on the socket the
- * listener still listens on, whose connections cannot be told from the new runner's.
+ * The "draining" array of the status: {"bound", "connections", "accepting", "deadline"} per
+ * draining runner. "connections" is counted for a moved socket; it is null for a drain on the
+ * socket the listener still listens on, whose connections cannot be told from the new
+ * runner's. "accepting" is whether one of its threads may still accept a connection (a change
+ * answers once none may, unless that took over a second).
  */
 json_t *core_listener_draining_json(const struct drain_view *v, size_t n)
 {
@@ -62,10 +65,10 @@ json_t *core_listener_draining_json(const struct drain_view *v, size_t n)
         int count = v[i].connections;
 
         format_ms(&v[i].deadline, deadline, sizeof(deadline));
-        if (json_array_append_new(a,
-                                  json_pack("{s:s, s:o, s:s}", "bound", v[i].bound, "connections",
-                                            count >= 0 ? json_integer(count) : json_null(),
-                                            "deadline", deadline)) < 0) {
+        if (json_array_append_new(
+                a, json_pack("{s:s, s:o, s:b, s:s}", "bound", v[i].bound, "connections",
+                             count >= 0 ? json_integer(count) : json_null(), "accepting",
+                             v[i].accepting, "deadline", deadline)) < 0) {
             json_decref(a);
             return NULL;
         }

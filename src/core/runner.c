@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -274,6 +275,7 @@ void core_runner_signal(int fd)
 
 static void base_drain(struct core_runner *r)
 {
+    atomic_store(&r->draining, true);
     core_runner_signal(r->drain_fd);
 }
 
@@ -304,6 +306,7 @@ int core_runner_new(size_t size, const struct core_runner_ctx *ctx,
     r->wake_fd = -1;
     r->drain_fd = -1;
     atomic_init(&r->n_accepting, spec->accepting);
+    atomic_init(&r->draining, false);
     atomic_init(&r->n_conns, 0);
     e = core_listener_cfg_copy(ctx->cfg, &r->cfg);
     if (e < 0)
@@ -504,6 +507,40 @@ void core_runner_conn_refuse(struct core_runner *r, int fd, struct core_admissio
 void core_runner_accepting_ended(struct core_runner *r)
 {
     atomic_fetch_sub(&r->n_accepting, 1);
+}
+
+void core_runner_accepting_pause(struct core_runner *r)
+{
+    atomic_fetch_sub(&r->n_accepting, 1);
+}
+
+bool core_runner_accepting_resume(struct core_runner *r)
+{
+    /* Counted first, then the drain looked at: a drain either sees the count (and waits for
+     * the thread, whose wait ends at the drain before it accepts) or is seen here. */
+    atomic_fetch_add(&r->n_accepting, 1);
+    if (!atomic_load(&r->draining))
+        return true;
+    atomic_fetch_sub(&r->n_accepting, 1);
+    return false;
+}
+
+size_t core_runners_wait_not_accepting(struct core_runner *const *rs, size_t n, int timeout_ms)
+{
+    int64_t deadline = core_now_ms() + timeout_ms;
+    size_t left, first = 0;
+
+    /* The runners' threads need the CPU to see their drain: this one sleeps between looks. */
+    for (;;) {
+        while (first < n && atomic_load(&rs[first]->n_accepting) == 0)
+            first++;
+        left = 0;
+        for (size_t i = first; i < n; i++)
+            left += atomic_load(&rs[i]->n_accepting) > 0;
+        if (left == 0 || core_now_ms() >= deadline)
+            return left;
+        (void)nanosleep(&(struct timespec){.tv_nsec = 100 * 1000}, NULL);
+    }
 }
 
 struct core_conn_ctx core_runner_conn_ctx(const struct core_runner *r)

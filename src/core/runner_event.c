@@ -726,6 +726,7 @@ static int loop_init(struct event_runner *rn, unsigned i, bool reuseport)
             return r;
         loop->lfd = r;
         loop->owns_lfd = true;
+        b->own_sockets = true;
     }
     /* A shared socket wakes one loop per connection, not all. */
     loop->exclusive = !reuseport;

@@ -245,6 +245,7 @@ static void *acceptor_main(void *arg)
             break;
         if (p[1].revents) {
             draining = true;
+            core_runner_accepting_ended(b); /* it polls its socket no more */
             drain_deadline = core_now_ms() +
                              (b->cfg.idle_timeout_ms && b->cfg.idle_timeout_ms < DRAIN_DEADLINE_MS
                                   ? (int64_t)b->cfg.idle_timeout_ms
@@ -269,7 +270,8 @@ static void *acceptor_main(void *arg)
     if (rn->emit_rfd >= 0)
         while (core_emitter_pump(b->emitter, rn->emit_rfd, PUMP_BATCH) > 0)
             ;
-    core_runner_accepting_ended(b);
+    if (!draining)
+        core_runner_accepting_ended(b);
     return NULL;
 }
 

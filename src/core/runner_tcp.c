@@ -148,10 +148,16 @@ static void *acceptor_main(void *arg)
                 break;
             continue;
         }
-        if (b->cfg.model == CORE_MODEL_THREAD)
+        if (b->cfg.model == CORE_MODEL_THREAD) {
             spawn(rn, &a);
-        else
-            serve(rn, &a);
+            continue;
+        }
+        /* A drain told while this thread serves finds it not accepting: it does not wait
+         * for the connection to end. */
+        core_runner_accepting_pause(b);
+        serve(rn, &a);
+        if (!core_runner_accepting_resume(b))
+            return NULL;
     }
     core_runner_accepting_ended(b);
     return NULL;

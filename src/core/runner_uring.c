@@ -952,6 +952,7 @@ static int loop_init(struct uring_runner *rn, unsigned i, bool reuseport)
             return r;
         loop->lfd = r;
         loop->owns_lfd = true;
+        b->own_sockets = true;
     }
     if (rn->pool) {
         r = core_offload_inbox_init(&loop->inbox);

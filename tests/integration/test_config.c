@@ -1311,12 +1311,87 @@ static int teardown_small(void **state)
     return it_fixture_teardown(state);
 }
 
+/* The set of n echo listeners q0.. under model, with max_connections max, as a PUT body. */
+static void quiet_set(char *body, size_t cap, const char *model, unsigned n, unsigned max)
+{
+    size_t len = (size_t)snprintf(body, cap, "{\"listeners\":[");
+
+    for (unsigned i = 0; i < n; i++)
+        len += (size_t)snprintf(body + len, cap - len,
+                                "%s{\"id\":\"q%u\",\"service\":\"echo\",\"transport\":\"tcp\","
+                                "\"address\":\"127.0.0.1\",\"port\":0,\"model\":\"%s\","
+                                "\"workers\":2,\"max_connections\":%u}",
+                                i ? "," : "", i, model, max);
+    snprintf(body + len, cap - len, "]}");
+}
+
+/*
+ * A live change answers once none of the runners it replaced may accept a connection any more,
+ * under every TCP model: a connection that comes after the answer is the new runner's, under
+ * the new configuration. Under sequential and pool every worker is busy serving a connection
+ * meanwhile: one that serves accepts nothing, and the change does not wait for it.
+ */
+static void test_config_live_change_answers_once_replaced_runners_accept_no_more(void **state)
+{
+    static const char *const models[] = {"sequential", "thread", "pool",
+                                         "event",      "uring",  "process"};
+    enum { N = 12, HELD = 2 };
+    struct it_daemon *d = it_daemon_of(state);
+    char body[N * 192 + 64];
+
+    for (size_t m = 0; m < sizeof(models) / sizeof(models[0]); m++) {
+        bool busy = strcmp(models[m], "sequential") == 0 || strcmp(models[m], "pool") == 0;
+        int held[N][HELD];
+        uint16_t port[N];
+        json_t *j, *list;
+
+        quiet_set(body, sizeof(body), models[m], N, 100);
+        j = it_http_expect(d, "PUT", "/api/v1/config", body, 200);
+        list = json_object_get(j, "listeners");
+        assert_int_equal(json_array_size(list), N);
+        for (unsigned i = 0; i < N; i++) {
+            port[i] = it_bound_port(json_array_get(list, i));
+            for (unsigned k = 0; k < HELD; k++) {
+                held[i][k] = -1;
+                if (!busy || (k > 0 && strcmp(models[m], "sequential") == 0))
+                    continue;
+                /* An answered line: a worker serves this connection. */
+                held[i][k] = it_tcp_connect("127.0.0.1", port[i], IT_IO_TIMEOUT_MS);
+                assert_true(held[i][k] >= 0);
+                it_send_str_ok(held[i][k], "hold\n");
+                it_expect_line(held[i][k], "hold");
+            }
+        }
+        json_decref(j);
+
+        quiet_set(body, sizeof(body), models[m], N, 101);
+        j = it_http_expect(d, "PUT", "/api/v1/config", body, 200);
+        list = json_object_get(j, "listeners");
+        for (unsigned i = 0; i < N; i++) {
+            json_t *l = json_array_get(list, i), *dr = it_json_path(l, "status.draining");
+
+            assert_int_equal(it_json_int(l, "max_connections"), 101);
+            assert_int_equal(json_array_size(dr), 1);
+            if (!json_is_false(json_object_get(json_array_get(dr, 0), "accepting")))
+                fail_msg("%s: q%u's replaced runner still accepts after the answer", models[m], i);
+        }
+        json_decref(j);
+        for (unsigned i = 0; i < N; i++) {
+            it_assert_tcp_echo("127.0.0.1", port[i], "new\n", 4);
+            for (unsigned k = 0; k < HELD; k++)
+                if (held[i][k] >= 0)
+                    close(held[i][k]);
+        }
+    }
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
     const struct CMUnitTest tests[] = {
         T(test_config_put_bind_failure_half_way_rolls_everything_back),
         T(test_config_unchanged_listener_is_not_touched),
+        T(test_config_live_change_answers_once_replaced_runners_accept_no_more),
         T(test_config_prefer_return_minimal_answers_revision_and_diff),
         T(test_config_stale_etag_gets_412_and_changes_nothing),
         T(test_config_dry_run_changes_nothing),
