@@ -272,7 +272,8 @@ function renderProblem(l) {
         ? `${formatInt(d.connections)} connection${d.connections === 1 ? '' : 's'}`
         : 'connections not told apart from the new runner\'s';
       const cut = Number.isNaN(deadline) ? '' : `, cut at ${formatClock(deadline)} (${formatAgo(deadline)})`;
-      lines.push(['problem-drain', `${d.bound}: ${left}${cut}`]);
+      const still = d.accepting ? ', still accepting new connections' : '';
+      lines.push(['problem-drain', `${d.bound}: ${left}${still}${cut}`]);
     }
   }
   el.hidden = lines.length === 0;
