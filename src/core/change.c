@@ -1306,7 +1306,7 @@ static int change_whole(struct core_registry *r, struct core_listener_cfg *want,
     pthread_mutex_lock(&r->ops);
     rc = precondition(r, NULL, true, ch, err);
     if (rc == 0)
-        rc = change_set(r, want, n_want, index, NULL, ch, &made, err);
+        rc = change_set(r, want, n_want, index, NULL, ch, ch->minimal ? NULL : &made, err);
     if (rc == 0)
         rc = answer_config(r, ch, made, ret);
     pthread_mutex_unlock(&r->ops);
