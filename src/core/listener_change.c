@@ -247,12 +247,11 @@ bool core_listener_prepared_live(const struct core_listener *l)
     return l->pending.kind == PENDING_LIVE || l->pending.kind == PENDING_MOVE;
 }
 
-/* core_listener_commit() but for the reaping of the drains that are done. */
 /*
- * Commits l's pending change. Returns the runner it replaced when that one may still accept a
- * connection that is the new runner's (it shares the listener's socket, or listens on
- * SO_REUSEPORT siblings of its own), for the caller to wait for (wait_quiet()); NULL
- * otherwise.
+ * core_listener_commit() but for the reaping of the drains that are done. Returns the runner
+ * it replaced when that one may still accept a connection that is the new runner's (it shares
+ * the listener's socket, or listens on SO_REUSEPORT siblings of its own), for the caller to
+ * wait for (wait_quiet()); NULL otherwise.
  */
 static struct core_runner *commit(struct core_listener *l)
 {

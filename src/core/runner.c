@@ -528,14 +528,12 @@ bool core_runner_accepting_resume(struct core_runner *r)
 size_t core_runners_wait_not_accepting(struct core_runner *const *rs, size_t n, int timeout_ms)
 {
     int64_t deadline = core_now_ms() + timeout_ms;
-    size_t left, first = 0;
+    size_t left;
 
     /* The runners' threads need the CPU to see their drain: this one sleeps between looks. */
     for (;;) {
-        while (first < n && atomic_load(&rs[first]->n_accepting) == 0)
-            first++;
         left = 0;
-        for (size_t i = first; i < n; i++)
+        for (size_t i = 0; i < n; i++)
             left += atomic_load(&rs[i]->n_accepting) > 0;
         if (left == 0 || core_now_ms() >= deadline)
             return left;
