@@ -221,13 +221,11 @@ void core_runner_conn_end(struct core_runner *r, struct core_admission *adm);
  * (-1: closed already), gives back *adm and n_conns, counts it in rejected_resources. */
 void core_runner_conn_refuse(struct core_runner *r, int fd, struct core_admission *adm);
 
-/* An accepting thread has stopped accepting for good (drained, stopped): n_accepting falls.
- * The base's is_drained waits for every one. */
+/* An accepting thread has stopped accepting (drained, stopped; or, under sequential and pool,
+ * while it serves the connection it accepted, until core_runner_accepting_resume()):
+ * n_accepting falls. The base's is_drained and a change's wait for the runners it replaced
+ * wait for every one. */
 void core_runner_accepting_ended(struct core_runner *r);
-
-/* An accepting thread serves the connection it accepted (sequential, pool): it accepts nothing
- * meanwhile, so it does not count among those a drain waits for. */
-void core_runner_accepting_pause(struct core_runner *r);
 
 /* Back from serving: true when the thread accepts again; false when the runner drains (then it
  * must not accept again, nor call core_runner_accepting_ended()). */

@@ -509,11 +509,6 @@ void core_runner_accepting_ended(struct core_runner *r)
     atomic_fetch_sub(&r->n_accepting, 1);
 }
 
-void core_runner_accepting_pause(struct core_runner *r)
-{
-    atomic_fetch_sub(&r->n_accepting, 1);
-}
-
 bool core_runner_accepting_resume(struct core_runner *r)
 {
     /* Counted first, then the drain looked at: a drain either sees the count (and waits for

@@ -154,7 +154,7 @@ static void *acceptor_main(void *arg)
         }
         /* A drain told while this thread serves finds it not accepting: it does not wait
          * for the connection to end. */
-        core_runner_accepting_pause(b);
+        core_runner_accepting_ended(b);
         serve(rn, &a);
         if (!core_runner_accepting_resume(b))
             return NULL;
