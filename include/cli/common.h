@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #include "core/clock.h"
+#include "core/filewriter.h"
 #include "core/writeback.h"
 
 #define CLI_EXIT_OK 0
@@ -309,29 +310,17 @@ int cli_sink_commit(struct cli_sink *s, const char *verb);
 void cli_sink_abort(struct cli_sink *s);
 
 /*
- * A thread that writes a sink while the command's thread receives and checks what comes next:
- * the waits of the disk (the writeback the sink starts, a full device queue) no longer stall
- * the network and the checksum, also on one CPU. The command takes a free buffer, fills it,
- * pushes it; the thread writes the buffers in the order pushed (those that follow each other in
- * memory in one write). The command's thread calls
- * everything but the thread's own work; the sink is the thread's from start to finish.
+ * A sink written by a thread of its own (core/filewriter.h) while the command's thread receives
+ * and checks what comes next. The command takes a free buffer, fills it, pushes it; the sink is
+ * the thread's from start to finish.
  */
 #define CLI_WRITER_CHUNK (1024 * 1024) /* bytes of one buffer */
 #define CLI_WRITER_BUFFERS 16 /* so a write takes up to 16 MiB: several device requests at once */
 
 struct cli_writer {
+    struct core_filewriter fw;
     struct cli_sink *sink;
     const char *verb;
-    uint8_t *mem; /* CLI_WRITER_BUFFERS buffers of CLI_WRITER_CHUNK bytes */
-    size_t len[CLI_WRITER_BUFFERS];
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    uint64_t pushed, written; /* buffers; buffer i is mem + (i % CLI_WRITER_BUFFERS) * chunk */
-    bool stop;                /* the command gives up: write nothing more */
-    bool failed;              /* a write failed (the thread printed why) */
-    bool started;
-    bool writer_waits, command_waits; /* who waits for the other: the one to wake */
 };
 
 /* Starts the thread writing s. Returns 0 or 1 after printing why as VERB. */

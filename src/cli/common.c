@@ -895,121 +895,38 @@ void cli_sink_abort(struct cli_sink *s)
 
 /* ---- a sink written by a thread of its own ---- */
 
-static void *writer_main(void *arg)
+static int writer_write(void *ctx, const uint8_t *p, size_t n)
 {
-    struct cli_writer *w = arg;
+    struct cli_writer *w = ctx;
 
-    pthread_mutex_lock(&w->mu);
-    for (;;) {
-        uint64_t i, k = 1;
-        size_t n;
-
-        while (!w->stop && w->written == w->pushed) {
-            w->writer_waits = true;
-            pthread_cond_wait(&w->cv, &w->mu);
-            w->writer_waits = false;
-        }
-        if (w->stop)
-            break;
-        /* The buffers ready one after the other in memory go in one write: larger writes keep
-         * more of the disk busy at once. */
-        i = w->written % CLI_WRITER_BUFFERS;
-        n = w->len[i];
-        while (k < w->pushed - w->written && i + k < CLI_WRITER_BUFFERS &&
-               w->len[i + k - 1] == CLI_WRITER_CHUNK) {
-            n += w->len[i + k];
-            k++;
-        }
-        pthread_mutex_unlock(&w->mu);
-        /* The buffers are the thread's until written is raised: the command waits for them. */
-        if (cli_sink_write(w->sink, w->verb, w->mem + i * CLI_WRITER_CHUNK, n) != 0) {
-            pthread_mutex_lock(&w->mu);
-            w->failed = true;
-            pthread_cond_broadcast(&w->cv);
-            break;
-        }
-        pthread_mutex_lock(&w->mu);
-        w->written += k;
-        if (w->command_waits)
-            pthread_cond_broadcast(&w->cv);
-    }
-    pthread_mutex_unlock(&w->mu);
-    return NULL;
+    return cli_sink_write(w->sink, w->verb, p, n) == 0 ? 0 : -EIO; /* printed */
 }
 
 int cli_writer_start(struct cli_writer *w, struct cli_sink *s, const char *verb)
 {
-    void *mem;
     int e;
 
-    memset(w, 0, sizeof(*w));
     w->sink = s;
     w->verb = verb;
-    /* Aligned, so that a sink writing past the page cache can take the buffers as they are. */
-    if (posix_memalign(&mem, CLI_SINK_ALIGN, (size_t)CLI_WRITER_BUFFERS * CLI_WRITER_CHUNK) != 0)
+    e = core_filewriter_start(&w->fw, CLI_WRITER_BUFFERS, CLI_WRITER_CHUNK, writer_write, w);
+    if (e == -ENOMEM)
         return cli_fail(verb, "out of memory");
-    w->mem = mem;
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    e = pthread_create(&w->thread, NULL, writer_main, w);
-    if (e != 0) {
-        pthread_cond_destroy(&w->cv);
-        pthread_mutex_destroy(&w->mu);
-        free(w->mem);
-        w->mem = NULL;
-        return cli_fail(verb, "cannot start a thread: %s", strerror(e));
-    }
-    w->started = true;
+    if (e < 0)
+        return cli_fail(verb, "cannot start a thread: %s", strerror(-e));
     return 0;
 }
 
 uint8_t *cli_writer_next(struct cli_writer *w)
 {
-    uint8_t *buf = NULL;
-
-    pthread_mutex_lock(&w->mu);
-    while (!w->failed && w->pushed - w->written >= CLI_WRITER_BUFFERS) {
-        w->command_waits = true;
-        pthread_cond_wait(&w->cv, &w->mu);
-        w->command_waits = false;
-    }
-    if (!w->failed)
-        buf = w->mem + (w->pushed % CLI_WRITER_BUFFERS) * CLI_WRITER_CHUNK;
-    pthread_mutex_unlock(&w->mu);
-    return buf;
+    return core_filewriter_next(&w->fw);
 }
 
 void cli_writer_push(struct cli_writer *w, size_t n)
 {
-    pthread_mutex_lock(&w->mu);
-    w->len[w->pushed % CLI_WRITER_BUFFERS] = n;
-    w->pushed++;
-    if (w->writer_waits)
-        pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    core_filewriter_push(&w->fw, n);
 }
 
 int cli_writer_finish(struct cli_writer *w, bool discard)
 {
-    bool failed;
-
-    if (!w->started)
-        return w->failed ? 1 : 0;
-    pthread_mutex_lock(&w->mu);
-    while (!discard && !w->failed && w->written < w->pushed) {
-        w->command_waits = true;
-        pthread_cond_wait(&w->cv, &w->mu);
-        w->command_waits = false;
-    }
-    w->stop = true;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    pthread_join(w->thread, NULL);
-    failed = w->failed;
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
-    free(w->mem);
-    w->mem = NULL;
-    w->started = false;
-    return failed ? 1 : 0;
+    return core_filewriter_finish(&w->fw, discard) == 0 ? 0 : 1;
 }

@@ -1,0 +1,68 @@
+#ifndef CORE_FILEWRITER_H
+#define CORE_FILEWRITER_H
+
+/*
+ * A thread that writes a file while its owner receives and checks what comes next (a restore
+ * the client keeps, a large upload the server stores): the waits of the disk (a write past the
+ * page cache, a full device queue, the writeback) no longer stall the network and the checksum,
+ * also on one CPU. The owner takes a free buffer, fills it, pushes it; the thread hands the
+ * buffers to the write function in the order pushed (those that follow each other in memory in
+ * one call: larger writes keep more of the device busy at once).
+ *
+ * Caller storage. The owner's thread calls everything; the write function runs on the writer's
+ * thread, which owns whatever it writes to from start to finish.
+ */
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The alignment of every buffer (in memory): whole blocks of it may be written past the page
+ * cache (O_DIRECT) as they are. */
+#define CORE_FILEWRITER_ALIGN 4096
+#define CORE_FILEWRITER_BUFFERS_MAX 16
+
+/* Writes all of p[0..n) (the next bytes of the file): 0, or a negative errno that ends the
+ * writing. */
+typedef int (*core_filewriter_fn)(void *ctx, const uint8_t *p, size_t n);
+
+struct core_filewriter {
+    core_filewriter_fn write;
+    void *ctx;
+    unsigned buffers;
+    size_t chunk;
+    uint8_t *mem; /* buffers buffers of chunk bytes */
+    size_t len[CORE_FILEWRITER_BUFFERS_MAX];
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t pushed, written; /* buffers; buffer i is mem + (i % buffers) * chunk */
+    bool stop;                /* the owner gives up: write nothing more */
+    int error;                /* the failed write's negative errno, or 0 */
+    bool started;
+    bool writer_waits, owner_waits; /* who waits for the other: the one to wake */
+};
+
+/*
+ * Starts the thread: buffers (2 to CORE_FILEWRITER_BUFFERS_MAX) buffers of chunk bytes (a
+ * multiple of CORE_FILEWRITER_ALIGN), written through write(ctx, ...). The thread is named after
+ * the caller's ("l:bk/conn" makes "l:bk/write"; "ss-write" otherwise). Returns 0 or a negative
+ * errno (-ENOMEM, pthread_create()'s error), after which nothing is to be finished.
+ */
+int core_filewriter_start(struct core_filewriter *w, unsigned buffers, size_t chunk,
+                          core_filewriter_fn write, void *ctx);
+
+/* Waits for a free buffer (chunk bytes) and returns it; NULL once a write failed (the error in
+ * core_filewriter_finish()). */
+uint8_t *core_filewriter_next(struct core_filewriter *w);
+
+/* The buffer core_filewriter_next() returned holds n bytes to write next. */
+void core_filewriter_push(struct core_filewriter *w, size_t n);
+
+/* Waits until every buffer pushed is written (all of them, or none more when discard), then
+ * joins the thread and frees the buffers. Returns 0 or the failed write's negative errno.
+ * Accepts a writer never started (0 unless it failed); once finished it may be finished again. */
+int core_filewriter_finish(struct core_filewriter *w, bool discard);
+
+#endif

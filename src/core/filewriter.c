@@ -1,0 +1,150 @@
+/* A thread that writes a file in order while its owner goes on (core/filewriter.h). */
+#include "core/filewriter.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/thread.h"
+
+static void *writer_main(void *arg)
+{
+    struct core_filewriter *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        uint64_t i, k = 1;
+        size_t n;
+        int r;
+
+        while (!w->stop && w->written == w->pushed) {
+            w->writer_waits = true;
+            pthread_cond_wait(&w->cv, &w->mu);
+            w->writer_waits = false;
+        }
+        if (w->stop)
+            break;
+        i = w->written % w->buffers;
+        n = w->len[i];
+        while (k < w->pushed - w->written && i + k < w->buffers && w->len[i + k - 1] == w->chunk) {
+            n += w->len[i + k];
+            k++;
+        }
+        pthread_mutex_unlock(&w->mu);
+        /* The buffers are the thread's until written is raised: the owner waits for them. */
+        r = w->write(w->ctx, w->mem + i * w->chunk, n);
+        pthread_mutex_lock(&w->mu);
+        if (r < 0) {
+            w->error = r;
+            pthread_cond_broadcast(&w->cv);
+            break;
+        }
+        w->written += k;
+        if (w->owner_waits)
+            pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* "<the caller's thread name up to its last '/'>/write", or "ss-write". */
+static void writer_name(char out[CORE_THREAD_NAME_MAX + 1])
+{
+    char self[CORE_THREAD_NAME_MAX + 1] = "";
+    const char *slash;
+    int keep;
+
+    (void)pthread_getname_np(pthread_self(), self, sizeof(self));
+    slash = strrchr(self, '/');
+    if (!slash) {
+        snprintf(out, CORE_THREAD_NAME_MAX + 1, "ss-write");
+        return;
+    }
+    keep = (int)(slash - self);
+    if (keep > CORE_THREAD_NAME_MAX - 6)
+        keep = CORE_THREAD_NAME_MAX - 6;
+    snprintf(out, CORE_THREAD_NAME_MAX + 1, "%.*s/write", keep, self);
+}
+
+int core_filewriter_start(struct core_filewriter *w, unsigned buffers, size_t chunk,
+                          core_filewriter_fn write, void *ctx)
+{
+    char name[CORE_THREAD_NAME_MAX + 1];
+    void *mem;
+    int e;
+
+    memset(w, 0, sizeof(*w));
+    if (buffers < 2 || buffers > CORE_FILEWRITER_BUFFERS_MAX || chunk == 0 ||
+        chunk % CORE_FILEWRITER_ALIGN != 0)
+        return -EINVAL;
+    w->write = write;
+    w->ctx = ctx;
+    w->buffers = buffers;
+    w->chunk = chunk;
+    if (posix_memalign(&mem, CORE_FILEWRITER_ALIGN, (size_t)buffers * chunk) != 0)
+        return -ENOMEM;
+    w->mem = mem;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    e = pthread_create(&w->thread, NULL, writer_main, w);
+    if (e != 0) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        free(w->mem);
+        w->mem = NULL;
+        return -e;
+    }
+    writer_name(name);
+    core_thread_name(w->thread, name);
+    w->started = true;
+    return 0;
+}
+
+uint8_t *core_filewriter_next(struct core_filewriter *w)
+{
+    uint8_t *buf = NULL;
+
+    pthread_mutex_lock(&w->mu);
+    while (!w->error && w->pushed - w->written >= w->buffers) {
+        w->owner_waits = true;
+        pthread_cond_wait(&w->cv, &w->mu);
+        w->owner_waits = false;
+    }
+    if (!w->error)
+        buf = w->mem + (w->pushed % w->buffers) * w->chunk;
+    pthread_mutex_unlock(&w->mu);
+    return buf;
+}
+
+void core_filewriter_push(struct core_filewriter *w, size_t n)
+{
+    pthread_mutex_lock(&w->mu);
+    w->len[w->pushed % w->buffers] = n;
+    w->pushed++;
+    if (w->writer_waits)
+        pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int core_filewriter_finish(struct core_filewriter *w, bool discard)
+{
+    if (!w->started)
+        return w->error;
+    pthread_mutex_lock(&w->mu);
+    while (!discard && !w->error && w->written < w->pushed) {
+        w->owner_waits = true;
+        pthread_cond_wait(&w->cv, &w->mu);
+        w->owner_waits = false;
+    }
+    w->stop = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w->mem);
+    w->mem = NULL;
+    w->started = false;
+    return w->error;
+}

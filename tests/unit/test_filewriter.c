@@ -1,0 +1,146 @@
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/filewriter.h"
+
+#define CHUNK 4096
+#define BUFFERS 4
+
+/* What the writer's thread was given, in order. */
+struct sink {
+    uint8_t got[64 * CHUNK];
+    size_t len;
+    unsigned calls;
+    unsigned fail_at; /* the call that fails with -ENOSPC (1-based), 0: none */
+    char name[16];
+};
+
+static int sink_write(void *ctx, const uint8_t *p, size_t n)
+{
+    struct sink *s = ctx;
+
+    s->calls++;
+    (void)pthread_getname_np(pthread_self(), s->name, sizeof(s->name));
+    if (s->fail_at && s->calls >= s->fail_at)
+        return -ENOSPC;
+    assert_true(s->len + n <= sizeof(s->got));
+    memcpy(s->got + s->len, p, n);
+    s->len += n;
+    return 0;
+}
+
+/* Pushes total bytes of a pattern in buffers of CHUNK (the last one short); 0, or the error
+ * core_filewriter_finish() gave. */
+static int write_pattern(struct core_filewriter *w, size_t total, uint8_t *want)
+{
+    size_t done = 0;
+
+    for (size_t i = 0; i < total; i++)
+        want[i] = (uint8_t)(i * 7 + i / 251);
+    while (done < total) {
+        size_t n = total - done < CHUNK ? total - done : CHUNK;
+        uint8_t *buf = core_filewriter_next(w);
+
+        if (!buf)
+            break;
+        assert_true((uintptr_t)buf % CORE_FILEWRITER_ALIGN == 0);
+        memcpy(buf, want + done, n);
+        core_filewriter_push(w, n);
+        done += n;
+    }
+    return core_filewriter_finish(w, false);
+}
+
+static void test_filewriter_writes_every_byte_in_order(void **state)
+{
+    struct core_filewriter w;
+    struct sink *s = calloc(1, sizeof(*s));
+    size_t total = 37 * CHUNK + 123;
+    uint8_t *want = malloc(total);
+
+    (void)state;
+    assert_int_equal(core_filewriter_start(&w, BUFFERS, CHUNK, sink_write, s), 0);
+    assert_int_equal(write_pattern(&w, total, want), 0);
+    assert_int_equal(s->len, total);
+    assert_memory_equal(s->got, want, total);
+    /* buffers that follow each other in memory may go in one call, never more than pushed */
+    assert_true(s->calls >= 1 && s->calls <= 38);
+    assert_int_equal(core_filewriter_finish(&w, false), 0); /* finished twice: nothing more */
+    free(want);
+    free(s);
+}
+
+static void test_filewriter_failed_write_stops_the_writer_and_is_returned(void **state)
+{
+    struct core_filewriter w;
+    struct sink *s = calloc(1, sizeof(*s));
+    size_t total = 40 * CHUNK;
+    uint8_t *want = malloc(total);
+
+    (void)state;
+    s->fail_at = 2;
+    assert_int_equal(core_filewriter_start(&w, BUFFERS, CHUNK, sink_write, s), 0);
+    assert_int_equal(write_pattern(&w, total, want), -ENOSPC);
+    assert_int_equal(s->calls, 2); /* nothing handed to it after the failure */
+    assert_true(s->len < total);
+    assert_memory_equal(s->got, want, s->len);
+    free(want);
+    free(s);
+}
+
+static void test_filewriter_bad_sizes_refused(void **state)
+{
+    struct core_filewriter w;
+    struct sink s;
+
+    (void)state;
+    assert_int_equal(core_filewriter_start(&w, 1, CHUNK, sink_write, &s), -EINVAL);
+    assert_int_equal(
+        core_filewriter_start(&w, CORE_FILEWRITER_BUFFERS_MAX + 1, CHUNK, sink_write, &s), -EINVAL);
+    assert_int_equal(core_filewriter_start(&w, BUFFERS, CHUNK + 1, sink_write, &s), -EINVAL);
+    assert_int_equal(core_filewriter_finish(&w, false), 0); /* never started */
+}
+
+static void *named_owner(void *arg)
+{
+    struct sink *s = arg;
+    struct core_filewriter w;
+    uint8_t want[CHUNK];
+
+    pthread_setname_np(pthread_self(), "l:backup7/conn");
+    assert_int_equal(core_filewriter_start(&w, BUFFERS, CHUNK, sink_write, s), 0);
+    assert_int_equal(write_pattern(&w, sizeof(want), want), 0);
+    return NULL;
+}
+
+static void test_filewriter_thread_named_after_its_owner(void **state)
+{
+    struct sink *s = calloc(1, sizeof(*s));
+    pthread_t t;
+
+    (void)state;
+    assert_int_equal(pthread_create(&t, NULL, named_owner, s), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_string_equal(s->name, "l:backup7/write");
+    free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_filewriter_writes_every_byte_in_order),
+        cmocka_unit_test(test_filewriter_failed_write_stops_the_writer_and_is_returned),
+        cmocka_unit_test(test_filewriter_bad_sizes_refused),
+        cmocka_unit_test(test_filewriter_thread_named_after_its_owner),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
