@@ -25,6 +25,8 @@
 # daemon, or socat's listening process): its CPU time and syscalls per GiB sit beside every
 # rate. Beside it the client side's CPU time (user + system of the processes the transfer ran
 # on CPU 1: the command, or socat's client and the fsync after it), from the shell's `times`.
+# Before every get the stored copy both sides read is read once, untimed, so that each finds
+# it in the page cache whatever ran before it (a put writes it past the cache).
 # A transfer that fails (an error, wrong bytes) is a failed round and fails the script;
 # so does a missing figure. It prints one markdown section on stdout, its progress on stderr.
 # BENCH_FAULT=noanswer points the `get` transfers at a closed port (proves the failure path).
@@ -265,6 +267,10 @@ transfer() {
 run() {
     local kind=$1 round=$2 srv=$DPID ok=1 port_saved=""
     sync
+    case "$kind" in
+    get | socat-get) cat "$STORED" >/dev/null ;;
+    get-tls | socat-get-tls) cat "$TSTORED" >/dev/null ;;
+    esac
     p=""
     case "$kind" in
     socat-put)

@@ -46,6 +46,7 @@
 #include <sys/types.h>
 
 #include "core/err.h"
+#include "core/filewriter.h"
 #include "core/writeback.h"
 #include "svc/backup_proto.h"
 
@@ -93,6 +94,12 @@ struct svc_backup_tmp {
     char name[32];                          /* the hidden name, empty for an unnamed file */
     char part[SVC_BACKUP_PARTIAL_NAME_MAX]; /* a partial upload's name, else empty */
     struct core_writeback wb;               /* bytes appended, writeback started */
+    /* Past the page cache (svc_backup_store_tmp_direct()): the thread that writes the file (it
+     * owns fd and wb meanwhile), the buffer being filled and the bytes in it; NULL, else. */
+    struct core_filewriter *fw;
+    uint8_t *buf;
+    size_t filled;
+    bool direct; /* fd is open with O_DIRECT (the writer's) */
     /* After a commit that replaced a copy (policy replace): that copy, unlinked but still open,
      * so that freeing its blocks (a third of a second for a GiB) waits until the caller closes
      * it, after answering. Discarding the temporary file closes it when the caller did not
@@ -183,12 +190,29 @@ int svc_backup_store_tmp_reserve(struct svc_backup_tmp *t, uint64_t off, uint64_
 /*
  * Appends n bytes to the temporary file. Every few MiB it starts the writeback of what was
  * appended (sync_file_range) and waits for the range before that one, so that the dirty data
- * stays bounded and the final svc_backup_store_tmp_sync() has little left to do. Returns 0
- * or a negative errno (-ENOSPC, -EIO...).
+ * stays bounded and the final svc_backup_store_tmp_sync() has little left to do; past the page
+ * cache (svc_backup_store_tmp_direct()), it writes each full buffer. Returns 0 or a negative
+ * errno (-ENOSPC, -EIO...).
  */
 int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n);
 
-/* fsync(2) of the temporary file's data. Returns 0 or a negative errno. */
+/*
+ * Asks that what is appended from now on bypass the page cache (O_DIRECT), written by a thread
+ * of its own (core/filewriter.h) from SVC_BACKUP_WRITER_BUFFERS buffers of
+ * SVC_BACKUP_WRITER_CHUNK bytes while the caller receives and hashes what comes next: neither
+ * the copy into the page cache (dear where fresh pages are, as on a virtual machine whose host
+ * takes back the free ones) nor the writeback, and the disk's waits overlap the network's.
+ * Whole 4 KiB blocks go past the cache, the short end through it. svc_backup_store_tmp_sync()
+ * and svc_backup_store_tmp_keep() write what is left. Only a hint: a file system or a device
+ * that refuses it, or no memory or thread for it, leaves the writes as they were. For a large
+ * upload, before its first byte; from the thread that writes.
+ */
+#define SVC_BACKUP_WRITER_CHUNK (1u << 20)
+#define SVC_BACKUP_WRITER_BUFFERS 4
+void svc_backup_store_tmp_direct(struct svc_backup_tmp *t);
+
+/* Writes what svc_backup_store_tmp_write() holds, then fsync(2) of the temporary file's data.
+ * Returns 0 or a negative errno. */
 int svc_backup_store_tmp_sync(struct svc_backup_tmp *t);
 
 /*

@@ -35,6 +35,7 @@
 #define ERR_TEXT_MAX 400
 #define UPLOADS_MAX 4096 /* uploads in progress at once per listener, every process counted */
 #define RESERVE_WINDOW (UINT64_C(4) << 20) /* disk and quota an upload holds ahead of its bytes */
+#define DIRECT_MIN (UINT64_C(8) << 20)     /* an upload this large is written past the page cache */
 #define DEFAULT_MIN_RATE 1024              /* bytes/s an upload keeps up, measured per window */
 #define DEFAULT_MIN_RATE_WINDOW 60         /* seconds */
 #define MIN_RATE_WINDOW_MAX 86400
@@ -760,6 +761,8 @@ static int upload_begin(struct backup_sess *s, const struct svc_backup_cmd *c, s
                        : -1;
         }
     }
+    if (size - offset >= DIRECT_MIN)
+        svc_backup_store_tmp_direct(&s->tmp);
     s->received = offset;
     s->held = offset;
     s->rate_t0 = core_now_ms();

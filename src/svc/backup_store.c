@@ -483,6 +483,10 @@ int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
     ret->has_replaced = false;
     ret->name[0] = '\0';
     ret->part[0] = '\0';
+    ret->fw = NULL;
+    ret->buf = NULL;
+    ret->filled = 0;
+    ret->direct = false;
     core_writeback_init(&ret->wb, 0);
     if (s->tmpfile_ok) {
         fd = open_beneath(s->dirfd, ".", O_TMPFILE | O_RDWR, 0600);
@@ -514,10 +518,9 @@ int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
     return 0;
 }
 
-int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n)
+/* Appends n bytes through the page cache, starting their writeback. */
+static int tmp_append(struct svc_backup_tmp *t, const uint8_t *b, size_t n)
 {
-    const uint8_t *b = p;
-
     while (n > 0) {
         ssize_t w = write(t->fd, b, n);
 
@@ -534,9 +537,127 @@ int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n
     return 0;
 }
 
+/* The writer's: the next n bytes of the file, at wb.written. Whole aligned blocks go past the
+ * page cache; the short end (the last bytes of the upload), and everything once the file
+ * system refused an alignment, through it. */
+static int tmp_write_out(void *ctx, const uint8_t *p, size_t n)
+{
+    struct svc_backup_tmp *t = ctx;
+
+    while (t->direct && n >= CORE_FILEWRITER_ALIGN) {
+        size_t len = n - n % CORE_FILEWRITER_ALIGN;
+        ssize_t w = pwrite(t->fd, p, len, (off_t)t->wb.written);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EINVAL) /* alignments this file system or device refuses */
+            break;
+        if (w < 0)
+            return -errno;
+        if (w == 0)
+            return -EIO;
+        w -= w % CORE_FILEWRITER_ALIGN; /* a short write's odd end is written again */
+        core_writeback_init(&t->wb, t->wb.written + (uint64_t)w); /* nothing to start */
+        p += w;
+        n -= (size_t)w;
+    }
+    if (n == 0)
+        return 0;
+    if (t->direct) { /* the page cache from now on */
+        int flags = fcntl(t->fd, F_GETFL);
+
+        if (flags < 0 || fcntl(t->fd, F_SETFL, flags & ~O_DIRECT) < 0 ||
+            lseek(t->fd, (off_t)t->wb.written, SEEK_SET) < 0)
+            return -errno;
+        t->direct = false;
+    }
+    return tmp_append(t, p, n);
+}
+
+void svc_backup_store_tmp_direct(struct svc_backup_tmp *t)
+{
+    size_t head = (size_t)(t->wb.written % CORE_FILEWRITER_ALIGN);
+    struct core_filewriter *fw;
+    uint8_t *buf;
+    int flags;
+
+    if (t->fd < 0 || t->fw)
+        return;
+    fw = malloc(sizeof(*fw));
+    if (!fw)
+        return;
+    if (core_filewriter_start(fw, SVC_BACKUP_WRITER_BUFFERS, SVC_BACKUP_WRITER_CHUNK, tmp_write_out,
+                              t) < 0) {
+        free(fw);
+        return;
+    }
+    buf = core_filewriter_next(fw);
+    flags = fcntl(t->fd, F_GETFL);
+    /* A resumed upload's last short block is read back (before O_DIRECT, which would refuse a
+     * short read), to be written again whole. */
+    if ((head > 0 && pread(t->fd, buf, head, (off_t)(t->wb.written - head)) != (ssize_t)head) ||
+        flags < 0 || fcntl(t->fd, F_SETFL, flags | O_DIRECT) < 0) {
+        (void)core_filewriter_finish(fw, true);
+        free(fw);
+        return;
+    }
+    core_writeback_init(&t->wb, t->wb.written - head);
+    t->direct = true;
+    t->fw = fw;
+    t->buf = buf;
+    t->filled = head;
+}
+
+/* Ends the writer: what it was given is written (all, unless discard). 0 or a negative errno. */
+static int tmp_writer_end(struct svc_backup_tmp *t, bool discard)
+{
+    int r;
+
+    if (!t->fw)
+        return 0;
+    if (!discard && t->buf && t->filled > 0)
+        core_filewriter_push(t->fw, t->filled);
+    r = core_filewriter_finish(t->fw, discard);
+    free(t->fw);
+    t->fw = NULL;
+    t->buf = NULL;
+    t->filled = 0;
+    return r;
+}
+
+int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+
+    if (!t->fw)
+        return tmp_append(t, b, n);
+    while (n > 0) {
+        size_t k;
+
+        if (!t->buf) {
+            t->buf = core_filewriter_next(t->fw);
+            if (!t->buf)
+                return tmp_writer_end(t, true); /* a write failed: its error */
+        }
+        k = SVC_BACKUP_WRITER_CHUNK - t->filled < n ? SVC_BACKUP_WRITER_CHUNK - t->filled : n;
+        memcpy(t->buf + t->filled, b, k);
+        t->filled += k;
+        b += k;
+        n -= k;
+        if (t->filled == SVC_BACKUP_WRITER_CHUNK) {
+            core_filewriter_push(t->fw, t->filled);
+            t->buf = NULL;
+            t->filled = 0;
+        }
+    }
+    return 0;
+}
+
 int svc_backup_store_tmp_sync(struct svc_backup_tmp *t)
 {
-    return fsync_fd(t->fd);
+    int r = tmp_writer_end(t, false);
+
+    return r < 0 ? r : fsync_fd(t->fd);
 }
 
 /* Opens .sockserv/.partial (made when create). Returns the descriptor or a negative errno. */
@@ -678,6 +799,11 @@ int svc_backup_store_partial_open(struct svc_backup_store *s, const char *name, 
     ret->has_replaced = false;
     ret->name[0] = '\0';
     ret->part[0] = '\0';
+    ret->fw = NULL;
+    ret->buf = NULL;
+    ret->filled = 0;
+    ret->direct = false;
+    core_writeback_init(&ret->wb, 0);
     if (pfd < 0)
         return pfd == -ENOTDIR || pfd == -ELOOP ? -ENOENT : pfd;
     /* Any partial of the name: the one to resume, or one to drop. */
@@ -754,6 +880,8 @@ void svc_backup_store_tmp_keep(struct svc_backup_store *s, struct svc_backup_tmp
         return;
     }
     if (t->fd >= 0) {
+        /* what it could not write is not held: a resume sends it again */
+        (void)tmp_writer_end(t, false);
         core_writeback_rest(&t->wb, t->fd);
         close(t->fd);
     }
@@ -833,6 +961,7 @@ void svc_backup_store_tmp_discard(struct svc_backup_store *s, struct svc_backup_
     if (t->name[0] && s)
         (void)unlinkat(s->dirfd, t->name, 0);
     t->name[0] = '\0';
+    (void)tmp_writer_end(t, true);
     if (t->fd >= 0)
         close(t->fd);
     t->fd = -1;

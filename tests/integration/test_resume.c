@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -297,9 +298,11 @@ static void test_resume_client_killed_mid_upload_cli_sends_rest(void **state)
     close(tell[1]);
     assert_int_equal(read(tell[0], &x, 1), 1);
     close(tell[0]);
-    wait_partial(dir, part);
+    /* Killed with the bytes sent: the server holds them all once it sees the cut (a large
+     * upload's last bytes wait in memory until then, to go to the disk in whole blocks). */
     assert_int_equal(kill(pid, SIGKILL), 0);
     assert_int_equal(waitpid(pid, &status, 0), pid);
+    wait_partial(dir, part);
     cut = (struct cut_ctx){.port = port, .dir = dir};
     assert_true(it_wait_until(IT_WAIT_MS, resume_busy_over, &cut));
     assert_counter_eventually(d, NULL, 1);
@@ -553,6 +556,66 @@ static void test_resume_trailer_checksum_mismatch_keeps_nothing(void **state)
     free(dir);
 }
 
+/* The pages of file path in the page cache (mincore). */
+static size_t cached_pages(const char *path, size_t *ret_total)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    unsigned char *vec;
+    size_t pages, n = 0;
+    void *m;
+
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    pages = ((size_t)st.st_size + (size_t)page - 1) / (size_t)page;
+    m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(m != MAP_FAILED);
+    vec = malloc(pages);
+    assert_non_null(vec);
+    assert_int_equal(mincore(m, (size_t)st.st_size, vec), 0);
+    for (size_t i = 0; i < pages; i++)
+        n += vec[i] & 1;
+    free(vec);
+    munmap(m, (size_t)st.st_size);
+    close(fd);
+    *ret_total = pages;
+    return n;
+}
+
+/* A large upload goes to the disk past the page cache, in whole aligned blocks: cut at an
+ * offset that is not a multiple of a block, it keeps every byte it received, and resumed from
+ * there (the block it ends in is read back and written again whole) it is byte for byte the
+ * file sent, with none of what came after the resume left in the page cache. */
+static void test_resume_large_upload_at_unaligned_offset_bypasses_page_cache(void **state)
+{
+    struct it_daemon *d = it_daemon_of(state);
+    char *dir = it_path_in(fix(state)->dir, "files");
+    size_t size = 12 * MIB, part = MIB + 5, total = 0, cached;
+    uint8_t *data = it_pattern(size, 21);
+    uint16_t port = listener(d, dir, "", "");
+    struct cut_ctx cut = {.port = port, .dir = dir};
+    char *stored;
+
+    close(put_part(port, "big.bin", size, data, part)); /* a cut once part bytes are sent */
+    wait_partial(dir, part);
+    assert_true(it_wait_until(IT_WAIT_MS, resume_busy_over, &cut));
+    assert_counter_eventually(d, NULL, 1);
+    assert_hidden(port, "big.bin");
+    assert_int_equal(resume_offset(port, "big.bin", size, NULL), part);
+
+    resume_by_protocol(port, "big.bin", data, size, 1);
+    stored = it_path_in(dir, "big.bin");
+    cached = cached_pages(stored, &total);
+    /* the prefix held is read back to be hashed when the upload resumes; the rest is not */
+    if (cached > part / 4096 + 8)
+        fail_msg("%zu of the %zu pages of a 12 MiB upload are in the page cache", cached, total);
+    assert_resumed(d, dir, port, "big.bin", data, size);
+    free(stored);
+    free(data);
+    free(dir);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, it_fixture_setup, it_fixture_teardown)
@@ -565,6 +628,7 @@ int main(void)
         T(test_resume_other_size_or_checksum_starts_over),
         T(test_resume_ttl_expiry_removes_partial),
         T(test_resume_trailer_checksum_mismatch_keeps_nothing),
+        T(test_resume_large_upload_at_unaligned_offset_bypasses_page_cache),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

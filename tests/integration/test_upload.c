@@ -286,8 +286,9 @@ static void test_upload_64_mib_does_not_grow_the_daemon_by_its_size(void **state
     assert_int_equal(it_json_int(r.json, "size"), (json_int_t)len);
     it_http_fini(&r);
     after = vm_hwm_kb(d->pid);
-    /* The body went through in pieces: the peak moved by far less than the file's 64 MiB. */
-    if (after - before > 16 * 1024)
+    /* The body went through in pieces: the peak moved by far less than the file's 64 MiB (about
+     * 5 MiB: the writer's buffers; a sanitizer's shadow of them multiplies that). */
+    if (after - before > 32 * 1024)
         fail_msg("the daemon's peak memory grew by %ld kB for a 64 MiB upload", after - before);
     free(data);
 }
