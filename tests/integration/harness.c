@@ -1355,6 +1355,7 @@ struct metric_wait {
     const struct it_daemon *d;
     const char *id, *name;
     uint64_t want, last;
+    bool at_least;
 };
 
 static bool metric_is(void *arg)
@@ -1362,7 +1363,7 @@ static bool metric_is(void *arg)
     struct metric_wait *w = arg;
 
     w->last = it_metric(w->d, w->id, w->name);
-    return w->last == w->want;
+    return w->last == w->want || (w->at_least && w->last > w->want);
 }
 
 void it_assert_metric_eventually(const struct it_daemon *d, const char *id, const char *name,
@@ -1373,6 +1374,23 @@ void it_assert_metric_eventually(const struct it_daemon *d, const char *id, cons
     if (!it_wait_until(timeout_ms, metric_is, &w))
         fail_msg("listener %s: metric %s is %llu after %d ms, want %llu", id, name,
                  (unsigned long long)w.last, timeout_ms, (unsigned long long)expected);
+}
+
+bool it_metric_reaches(const struct it_daemon *d, const char *id, const char *name,
+                       uint64_t at_least, int timeout_ms)
+{
+    struct metric_wait w = {.d = d, .id = id, .name = name, .want = at_least, .at_least = true};
+
+    return it_wait_until(timeout_ms, metric_is, &w);
+}
+
+void it_assert_metric_reaches(const struct it_daemon *d, const char *id, const char *name,
+                              uint64_t at_least, int timeout_ms)
+{
+    if (!it_metric_reaches(d, id, name, at_least, timeout_ms))
+        fail_msg("listener %s: metric %s is %llu after %d ms, want %llu or more", id, name,
+                 (unsigned long long)it_metric(d, id, name), timeout_ms,
+                 (unsigned long long)at_least);
 }
 
 /* ---- sockets ---- */

@@ -281,6 +281,13 @@ uint64_t it_metric(const struct it_daemon *d, const char *id, const char *name);
 void it_assert_metric_eventually(const struct it_daemon *d, const char *id, const char *name,
                                  uint64_t expected, int timeout_ms);
 
+/* Polls counter name of listener id until it is at_least or more: true, or false after
+ * timeout_ms (the assert form fails then). */
+bool it_metric_reaches(const struct it_daemon *d, const char *id, const char *name,
+                       uint64_t at_least, int timeout_ms);
+void it_assert_metric_reaches(const struct it_daemon *d, const char *id, const char *name,
+                              uint64_t at_least, int timeout_ms);
+
 /* ---- sockets on loopback ---- */
 
 /* A TCP connection to host (a numeric address) and port. Returns a non-blocking fd (every

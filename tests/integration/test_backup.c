@@ -346,18 +346,6 @@ static bool has_risen(void *arg)
     return cut_or_mismatch(c->d) > c->before;
 }
 
-struct bytes_in {
-    const struct it_daemon *d;
-    uint64_t want;
-};
-
-static bool bytes_in_reached(void *arg)
-{
-    struct bytes_in *b = arg;
-
-    return it_metric(b->d, "b1", "bytes_in") >= b->want;
-}
-
 /* The child: header, part of the content, a word to the parent, then it waits to be killed. */
 static void upload_part_then_wait(uint16_t port, const char *hdr, const uint8_t *p, size_t n,
                                   int tell_fd)
@@ -381,7 +369,7 @@ static void test_backup_client_killed_mid_upload_leaves_nothing_and_older_copy(v
     size_t len = 4 * MIB, part = MIB + 4321;
     uint8_t *old = it_pattern(1000, 2), *data = it_pattern(len, 3);
     struct counters_rise rise = {.d = d};
-    struct bytes_in bin = {.d = d};
+    uint64_t want_in;
     char hdr[160], hex[65], got;
     struct pollfd pfd;
     json_t *body, *files, *file;
@@ -395,7 +383,7 @@ static void test_backup_client_killed_mid_upload_leaves_nothing_and_older_copy(v
     it_sha256_hex(data, len, hex);
     snprintf(hdr, sizeof(hdr), "PUT db.dump %zu %s\n", len, hex);
     rise.before = cut_or_mismatch(d);
-    bin.want = it_metric(d, "b1", "bytes_in") + strlen(hdr) + part;
+    want_in = it_metric(d, "b1", "bytes_in") + strlen(hdr) + part;
 
     assert_int_equal(pipe(tell), 0);
     pid = fork();
@@ -413,7 +401,7 @@ static void test_backup_client_killed_mid_upload_leaves_nothing_and_older_copy(v
     }
     close(tell[0]);
     /* the server has read the header and part of the content: the upload is in progress */
-    if (!it_wait_until(IT_WAIT_MS, bytes_in_reached, &bin)) {
+    if (!it_metric_reaches(d, "b1", "bytes_in", want_in, IT_WAIT_MS)) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         fail_msg("the server did not receive the first %zu bytes", part);

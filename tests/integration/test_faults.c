@@ -637,19 +637,6 @@ static int put_partial(uint16_t port, const char *name, const struct copy *c, si
     return fd;
 }
 
-struct bytes_in {
-    const struct it_daemon *d;
-    const char *id;
-    uint64_t want;
-};
-
-static bool bytes_in_reached(void *arg)
-{
-    struct bytes_in *b = arg;
-
-    return it_metric(b->d, b->id, "bytes_in") >= b->want;
-}
-
 /*
  * Uploads c as name to a daemon that is to die in the commit: sends the header and the content,
  * asserts that no answer came (no STORED: the kill came first), then that the daemon died of
@@ -877,7 +864,7 @@ static void test_faults_daemon_killed_mid_upload_keeps_stored_copies_only(void *
 {
     struct faults *w = faults_of(state);
     struct it_daemon *d = &w->f->d;
-    struct bytes_in bin = {.d = d, .id = LISTENER};
+    uint64_t want_in;
     struct it_resources base;
     struct copy fresh, over;
     size_t sent_a, sent_b;
@@ -889,12 +876,12 @@ static void test_faults_daemon_killed_mid_upload_keeps_stored_copies_only(void *
     port = backup_port(d);
     fresh = copy_new(w, BIG_LEN);
     over = copy_new(w, BIG_LEN);
-    bin.want = it_metric(d, LISTENER, "bytes_in");
+    want_in = it_metric(d, LISTENER, "bytes_in");
     /* Two uploads on their way: a new name, and a new copy of a stored one. */
     fa = put_partial(port, "big.bin", &fresh, PART_LEN, &sent_a);
     fb = put_partial(port, "keep.bin", &over, PART_LEN, &sent_b);
-    bin.want += sent_a + sent_b;
-    if (!it_wait_until(IT_WAIT_MS, bytes_in_reached, &bin))
+    want_in += sent_a + sent_b;
+    if (!it_metric_reaches(d, LISTENER, "bytes_in", want_in, IT_WAIT_MS))
         fail_msg("the daemon did not read the first %d bytes of both uploads", PART_LEN);
     assert_int_equal(kill(d->pid, SIGKILL), 0);
     assert_int_equal(it_daemon_wait_exit(d, IT_EXIT_TIMEOUT_MS, &status), 0);
@@ -1257,15 +1244,15 @@ static bool metric_above(void *arg)
 static void reset_mid_upload(struct faults *w, const char *name, const struct copy *c)
 {
     const struct it_daemon *d = &w->f->d;
-    struct bytes_in bin = {.d = d, .id = LISTENER};
+    uint64_t want_in;
     uint64_t cut = svc_metric(d, "uploads_cut");
     size_t sent;
     int fd;
 
-    bin.want = it_metric(d, LISTENER, "bytes_in");
+    want_in = it_metric(d, LISTENER, "bytes_in");
     fd = put_partial(backup_port(d), name, c, PART_LEN, &sent);
-    bin.want += sent;
-    if (!it_wait_until(IT_WAIT_MS, bytes_in_reached, &bin))
+    want_in += sent;
+    if (!it_metric_reaches(d, LISTENER, "bytes_in", want_in, IT_WAIT_MS))
         fail_msg("the daemon did not read the first %d bytes of %s", PART_LEN, name);
     reset_close(fd);
     it_assert_metric_eventually(d, LISTENER, SVC_PREFIX "uploads_cut", cut + 1, IT_WAIT_MS);

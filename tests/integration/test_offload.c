@@ -71,18 +71,6 @@ static int commit_lock_take(const char *store)
     return fd;
 }
 
-struct bytes_in {
-    const struct it_daemon *d;
-    uint64_t want;
-};
-
-static bool bytes_in_reached(void *arg)
-{
-    struct bytes_in *b = arg;
-
-    return it_metric(b->d, "bk", "bytes_in") >= b->want;
-}
-
 /*
  * Starts an upload of content (BIG_SIZE bytes) as big.bin on a new connection and returns it
  * once the daemon has read all of it: the session's last feed, which commits, has been called
@@ -91,17 +79,15 @@ static bool bytes_in_reached(void *arg)
 static int upload_until_commit(const struct it_daemon *d, uint16_t port, const void *content)
 {
     char line[256];
-    struct bytes_in b = {.d = d};
+    uint64_t want;
     int fd = it_tcp_connect_ok(port);
 
     snprintf(line, sizeof(line), "PUT big.bin %d\n", BIG_SIZE);
-    b.want = it_metric(d, "bk", "bytes_in") + strlen(line) + BIG_SIZE;
+    want = it_metric(d, "bk", "bytes_in") + strlen(line) + BIG_SIZE;
     it_send_str_ok(fd, line);
     it_expect_line(fd, "OK");
     it_send_ok(fd, content, BIG_SIZE);
-    if (!it_wait_until(IT_WAIT_MS, bytes_in_reached, &b))
-        fail_msg("the daemon read %llu bytes, want %llu",
-                 (unsigned long long)it_metric(d, "bk", "bytes_in"), (unsigned long long)b.want);
+    it_assert_metric_reaches(d, "bk", "bytes_in", want, IT_WAIT_MS);
     return fd;
 }
 
