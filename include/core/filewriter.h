@@ -41,6 +41,7 @@ struct core_filewriter {
     bool stop;                /* the owner gives up: write nothing more */
     int error;                /* the failed write's negative errno, or 0 */
     bool started;
+    bool inline_; /* no thread: each push written there and then (core_filewriter_start_inline) */
     bool writer_waits, owner_waits; /* who waits for the other: the one to wake */
 };
 
@@ -52,6 +53,14 @@ struct core_filewriter {
  */
 int core_filewriter_start(struct core_filewriter *w, unsigned buffers, size_t chunk,
                           core_filewriter_fn write, void *ctx);
+
+/*
+ * The same without a thread, for a process that must not start one (a child forked from the
+ * multi-threaded daemon): one buffer of chunk bytes, each push written before it returns.
+ * Returns 0 or -EINVAL, -ENOMEM.
+ */
+int core_filewriter_start_inline(struct core_filewriter *w, size_t chunk, core_filewriter_fn write,
+                                 void *ctx);
 
 /* Waits for a free buffer (chunk bytes) and returns it; NULL once a write failed (the error in
  * core_filewriter_finish()). */

@@ -205,11 +205,13 @@ int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n
  * Whole 4 KiB blocks go past the cache, the short end through it. svc_backup_store_tmp_sync()
  * and svc_backup_store_tmp_keep() write what is left. Only a hint: a file system or a device
  * that refuses it, or no memory or thread for it, leaves the writes as they were. For a large
- * upload, before its first byte; from the thread that writes.
+ * upload, before its first byte; from the thread that writes. Not threaded (a process that
+ * must not start threads, a child forked from the daemon): each buffer is written when full, by
+ * the caller.
  */
 #define SVC_BACKUP_WRITER_CHUNK (1u << 20)
 #define SVC_BACKUP_WRITER_BUFFERS 4
-void svc_backup_store_tmp_direct(struct svc_backup_tmp *t);
+void svc_backup_store_tmp_direct(struct svc_backup_tmp *t, bool threaded);
 
 /* Writes what svc_backup_store_tmp_write() holds, then fsync(2) of the temporary file's data.
  * Returns 0 or a negative errno. */

@@ -101,9 +101,32 @@ int core_filewriter_start(struct core_filewriter *w, unsigned buffers, size_t ch
     return 0;
 }
 
+int core_filewriter_start_inline(struct core_filewriter *w, size_t chunk, core_filewriter_fn write,
+                                 void *ctx)
+{
+    void *mem;
+
+    memset(w, 0, sizeof(*w));
+    if (chunk == 0 || chunk % CORE_FILEWRITER_ALIGN != 0)
+        return -EINVAL;
+    if (posix_memalign(&mem, CORE_FILEWRITER_ALIGN, chunk) != 0)
+        return -ENOMEM;
+    w->write = write;
+    w->ctx = ctx;
+    w->buffers = 1;
+    w->chunk = chunk;
+    w->mem = mem;
+    w->inline_ = true;
+    w->started = true;
+    return 0;
+}
+
 uint8_t *core_filewriter_next(struct core_filewriter *w)
 {
     uint8_t *buf = NULL;
+
+    if (w->inline_)
+        return w->error ? NULL : w->mem;
 
     pthread_mutex_lock(&w->mu);
     while (!w->error && w->pushed - w->written >= w->buffers) {
@@ -119,6 +142,11 @@ uint8_t *core_filewriter_next(struct core_filewriter *w)
 
 void core_filewriter_push(struct core_filewriter *w, size_t n)
 {
+    if (w->inline_) {
+        if (!w->error)
+            w->error = w->write(w->ctx, w->mem, n);
+        return;
+    }
     pthread_mutex_lock(&w->mu);
     w->len[w->pushed % w->buffers] = n;
     w->pushed++;
@@ -131,6 +159,12 @@ int core_filewriter_finish(struct core_filewriter *w, bool discard)
 {
     if (!w->started)
         return w->error;
+    if (w->inline_) {
+        free(w->mem);
+        w->mem = NULL;
+        w->started = false;
+        return w->error;
+    }
     pthread_mutex_lock(&w->mu);
     while (!discard && !w->error && w->written < w->pushed) {
         w->owner_waits = true;

@@ -761,8 +761,10 @@ static int upload_begin(struct backup_sess *s, const struct svc_backup_cmd *c, s
                        : -1;
         }
     }
+    /* A process model's child, a fork of the multi-threaded daemon, starts no thread: it writes
+     * each buffer itself. */
     if (size - offset >= DIRECT_MIN)
-        svc_backup_store_tmp_direct(&s->tmp);
+        svc_backup_store_tmp_direct(&s->tmp, s->pid == in->pid);
     s->received = offset;
     s->held = offset;
     s->rate_t0 = core_now_ms();

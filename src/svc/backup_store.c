@@ -574,7 +574,7 @@ static int tmp_write_out(void *ctx, const uint8_t *p, size_t n)
     return tmp_append(t, p, n);
 }
 
-void svc_backup_store_tmp_direct(struct svc_backup_tmp *t)
+void svc_backup_store_tmp_direct(struct svc_backup_tmp *t, bool threaded)
 {
     size_t head = (size_t)(t->wb.written % CORE_FILEWRITER_ALIGN);
     struct core_filewriter *fw;
@@ -586,8 +586,10 @@ void svc_backup_store_tmp_direct(struct svc_backup_tmp *t)
     fw = malloc(sizeof(*fw));
     if (!fw)
         return;
-    if (core_filewriter_start(fw, SVC_BACKUP_WRITER_BUFFERS, SVC_BACKUP_WRITER_CHUNK, tmp_write_out,
-                              t) < 0) {
+    if ((threaded
+             ? core_filewriter_start(fw, SVC_BACKUP_WRITER_BUFFERS, SVC_BACKUP_WRITER_CHUNK,
+                                     tmp_write_out, t)
+             : core_filewriter_start_inline(fw, SVC_BACKUP_WRITER_CHUNK, tmp_write_out, t)) < 0) {
         free(fw);
         return;
     }

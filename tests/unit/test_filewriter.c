@@ -133,6 +133,47 @@ static void test_filewriter_thread_named_after_its_owner(void **state)
     free(s);
 }
 
+static void test_filewriter_inline_writes_each_push_before_it_returns(void **state)
+{
+    struct core_filewriter w;
+    struct sink *s = calloc(1, sizeof(*s));
+    size_t total = 5 * CHUNK + 9;
+    uint8_t *want = malloc(total);
+
+    (void)state;
+    assert_int_equal(core_filewriter_start_inline(&w, CHUNK, sink_write, s), 0);
+    assert_non_null(core_filewriter_next(&w));
+    memset(core_filewriter_next(&w), 'x', 10);
+    core_filewriter_push(&w, 10);
+    assert_int_equal(s->calls, 1); /* written there and then, on this thread */
+    assert_int_equal(s->len, 10);
+    s->len = 0;
+    s->calls = 0;
+    assert_int_equal(write_pattern(&w, total, want), 0);
+    assert_int_equal(s->len, total);
+    assert_memory_equal(s->got, want, total);
+    assert_int_equal(s->calls, 6);
+    free(want);
+    free(s);
+}
+
+static void test_filewriter_inline_failed_write_is_returned(void **state)
+{
+    struct core_filewriter w;
+    struct sink *s = calloc(1, sizeof(*s));
+    size_t total = 8 * CHUNK;
+    uint8_t *want = malloc(total);
+
+    (void)state;
+    s->fail_at = 3;
+    assert_int_equal(core_filewriter_start_inline(&w, CHUNK, sink_write, s), 0);
+    assert_int_equal(write_pattern(&w, total, want), -ENOSPC);
+    assert_int_equal(s->calls, 3);
+    assert_int_equal(s->len, 2 * CHUNK);
+    free(want);
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -140,6 +181,8 @@ int main(void)
         cmocka_unit_test(test_filewriter_failed_write_stops_the_writer_and_is_returned),
         cmocka_unit_test(test_filewriter_bad_sizes_refused),
         cmocka_unit_test(test_filewriter_thread_named_after_its_owner),
+        cmocka_unit_test(test_filewriter_inline_writes_each_push_before_it_returns),
+        cmocka_unit_test(test_filewriter_inline_failed_write_is_returned),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
