@@ -286,14 +286,11 @@ int cli_sink_open(struct cli_sink *s, const char *verb, const char *target, bool
  * without it, or short of space, leaves it to the writes. */
 void cli_sink_reserve(struct cli_sink *s, uint64_t size);
 
-/* The alignment, in memory and in the file, of the writes that bypass the page cache. */
-#define CLI_SINK_ALIGN 4096
-
 /*
  * Asks that the file's writes bypass the page cache (O_DIRECT): the bytes go to the disk from
  * the caller's memory, without the copy into the page cache, and the final fsync finds nothing
- * left to write but the metadata. Applies to the writes of whole CLI_SINK_ALIGN blocks from
- * aligned memory at an aligned offset; anything else (the last short block, a file system or a
+ * left to write but the metadata. Applies to the writes of whole CORE_WRITEBACK_DIRECT_ALIGN blocks
+ * from aligned memory at an aligned offset; anything else (the last short block, a file system or a
  * device that refuses it) goes through the page cache as before: only a hint. Standard output
  * is left as it is. The thread that writes the sink calls it, or its owner before that.
  */
@@ -326,8 +323,8 @@ struct cli_writer {
 /* Starts the thread writing s. Returns 0 or 1 after printing why as VERB. */
 int cli_writer_start(struct cli_writer *w, struct cli_sink *s, const char *verb);
 
-/* Waits for a free buffer (CLI_WRITER_CHUNK bytes, aligned to CLI_SINK_ALIGN) and returns it; NULL
- * when a write failed (the thread printed why). */
+/* Waits for a free buffer (CLI_WRITER_CHUNK bytes, aligned to CORE_WRITEBACK_DIRECT_ALIGN) and
+ * returns it; NULL when a write failed (the thread printed why). */
 uint8_t *cli_writer_next(struct cli_writer *w);
 
 /* The buffer cli_writer_next() returned holds n bytes to write next. */

@@ -18,9 +18,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/writeback.h"
+
 /* The alignment of every buffer (in memory): whole blocks of it may be written past the page
  * cache (O_DIRECT) as they are. */
-#define CORE_FILEWRITER_ALIGN 4096
+#define CORE_FILEWRITER_ALIGN CORE_WRITEBACK_DIRECT_ALIGN
 #define CORE_FILEWRITER_BUFFERS_MAX 16
 
 /* Writes all of p[0..n) (the next bytes of the file): 0, or a negative errno that ends the

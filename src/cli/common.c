@@ -785,71 +785,19 @@ void cli_sink_reserve(struct cli_sink *s, uint64_t size)
 
 void cli_sink_direct(struct cli_sink *s)
 {
-    int flags;
-
-    if (s->is_stdout || s->fd < 0 || s->direct)
-        return;
-    flags = fcntl(s->fd, F_GETFL);
-    s->direct = flags >= 0 && fcntl(s->fd, F_SETFL, flags | O_DIRECT) == 0;
-}
-
-/* The writes from now on go through the page cache. 0, or a negative errno. */
-static int sink_buffered(struct cli_sink *s)
-{
-    int flags = fcntl(s->fd, F_GETFL);
-
-    if (flags < 0 || fcntl(s->fd, F_SETFL, flags & ~O_DIRECT) < 0)
-        return -errno;
-    s->direct = false;
-    return 0;
+    if (!s->is_stdout && s->fd >= 0 && !s->direct)
+        s->direct = core_writeback_direct(s->fd);
 }
 
 int cli_sink_write(struct cli_sink *s, const char *verb, const void *p, size_t n)
 {
-    const char *b = p;
-    int e;
+    int e = s->is_stdout ? core_writeback_append(NULL, s->fd, NULL, p, n)
+                         : core_writeback_append(&s->wb, s->fd, &s->direct, p, n);
 
-    while (n > 0) {
-        size_t len = n;
-        ssize_t w;
-
-        if (s->direct) {
-            /* Whole aligned blocks bypass the page cache; what is left goes through it. */
-            if (n < CLI_SINK_ALIGN || ((uintptr_t)b | s->wb.written) % CLI_SINK_ALIGN != 0) {
-                e = sink_buffered(s);
-                if (e < 0)
-                    goto fail;
-            } else {
-                len = n - n % CLI_SINK_ALIGN;
-            }
-        }
-        w = write(s->fd, b, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && errno == EINVAL && s->direct) {
-            /* The file system or the device wants other alignments: the page cache then. */
-            e = sink_buffered(s);
-            if (e < 0)
-                goto fail;
-            continue;
-        }
-        if (w < 0) {
-            e = -errno;
-            goto fail;
-        }
-        b += w;
-        n -= (size_t)w;
-        if (s->is_stdout)
-            continue;
-        if (s->direct) /* on the disk already: nothing for the writeback to start */
-            core_writeback_init(&s->wb, s->wb.written + (uint64_t)w);
-        else
-            core_writeback_wrote(&s->wb, s->fd, (uint64_t)w);
-    }
+    if (e < 0)
+        return cli_fail(verb, "writing %s: %s", s->is_stdout ? "standard output" : s->path,
+                        strerror(-e));
     return 0;
-fail:
-    return cli_fail(verb, "writing %s: %s", s->is_stdout ? "standard output" : s->path,
-                    strerror(-e));
 }
 
 int cli_sink_commit(struct cli_sink *s, const char *verb)

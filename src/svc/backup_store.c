@@ -521,57 +521,17 @@ int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
 /* Appends n bytes through the page cache, starting their writeback. */
 static int tmp_append(struct svc_backup_tmp *t, const uint8_t *b, size_t n)
 {
-    while (n > 0) {
-        ssize_t w = write(t->fd, b, n);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        if (w == 0)
-            return -EIO;
-        b += w;
-        n -= (size_t)w;
-        core_writeback_wrote(&t->wb, t->fd, (uint64_t)w);
-    }
-    return 0;
+    return core_writeback_append(&t->wb, t->fd, NULL, b, n);
 }
 
-/* The writer's: the next n bytes of the file, at wb.written. Whole aligned blocks go past the
- * page cache; the short end (the last bytes of the upload), and everything once the file
- * system refused an alignment, through it. */
+/* The writer's: the next n bytes of the file. Whole aligned blocks go past the page cache; the
+ * short end (the last bytes of the upload), and everything once the file system refused an
+ * alignment, through it. */
 static int tmp_write_out(void *ctx, const uint8_t *p, size_t n)
 {
     struct svc_backup_tmp *t = ctx;
 
-    while (t->direct && n >= CORE_FILEWRITER_ALIGN) {
-        size_t len = n - n % CORE_FILEWRITER_ALIGN;
-        ssize_t w = pwrite(t->fd, p, len, (off_t)t->wb.written);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && errno == EINVAL) /* alignments this file system or device refuses */
-            break;
-        if (w < 0)
-            return -errno;
-        if (w == 0)
-            return -EIO;
-        w -= w % CORE_FILEWRITER_ALIGN; /* a short write's odd end is written again */
-        core_writeback_init(&t->wb, t->wb.written + (uint64_t)w); /* nothing to start */
-        p += w;
-        n -= (size_t)w;
-    }
-    if (n == 0)
-        return 0;
-    if (t->direct) { /* the page cache from now on */
-        int flags = fcntl(t->fd, F_GETFL);
-
-        if (flags < 0 || fcntl(t->fd, F_SETFL, flags & ~O_DIRECT) < 0 ||
-            lseek(t->fd, (off_t)t->wb.written, SEEK_SET) < 0)
-            return -errno;
-        t->direct = false;
-    }
-    return tmp_append(t, p, n);
+    return core_writeback_append(&t->wb, t->fd, &t->direct, p, n);
 }
 
 void svc_backup_store_tmp_direct(struct svc_backup_tmp *t, bool threaded)
@@ -579,7 +539,6 @@ void svc_backup_store_tmp_direct(struct svc_backup_tmp *t, bool threaded)
     size_t head = (size_t)(t->wb.written % CORE_FILEWRITER_ALIGN);
     struct core_filewriter *fw;
     uint8_t *buf;
-    int flags;
 
     if (t->fd < 0 || t->fw)
         return;
@@ -594,11 +553,12 @@ void svc_backup_store_tmp_direct(struct svc_backup_tmp *t, bool threaded)
         return;
     }
     buf = core_filewriter_next(fw);
-    flags = fcntl(t->fd, F_GETFL);
     /* A resumed upload's last short block is read back (before O_DIRECT, which would refuse a
-     * short read), to be written again whole. */
-    if ((head > 0 && pread(t->fd, buf, head, (off_t)(t->wb.written - head)) != (ssize_t)head) ||
-        flags < 0 || fcntl(t->fd, F_SETFL, flags | O_DIRECT) < 0) {
+     * short read), to be written again whole from its start. */
+    if ((head > 0 && (pread(t->fd, buf, head, (off_t)(t->wb.written - head)) != (ssize_t)head ||
+                      lseek(t->fd, (off_t)(t->wb.written - head), SEEK_SET) < 0)) ||
+        !core_writeback_direct(t->fd)) {
+        (void)lseek(t->fd, (off_t)t->wb.written, SEEK_SET); /* appends go on where they were */
         (void)core_filewriter_finish(fw, true);
         free(fw);
         return;
