@@ -86,4 +86,9 @@ int core_store_parse(const char *text, size_t len, const char *origin,
 int core_store_save(const char *path, const struct core_listener_cfg *const *cfgs, size_t n,
                     const struct core_store_meta *meta, struct core_err *err);
 
+/* core_store_save() of the set as core_cfgs_set_json() made it (borrowed: a change that
+ * records the same set as its revision builds it once). */
+int core_store_save_json(const char *path, json_t *set, const struct core_store_meta *meta,
+                         struct core_err *err);
+
 #endif

@@ -157,6 +157,7 @@ struct plan {
     /* {"id": resource} of the listeners created or changed, as their events carry them, for
      * the answer to reuse; NULL: not kept. */
     json_t *resources;
+    json_t *set; /* plan_set(): the set it leaves, made once for the state file and revision */
 };
 
 static void plan_fini(struct plan *p)
@@ -168,6 +169,7 @@ static void plan_fini(struct plan *p)
     free(p->changed);
     json_decref(p->diff);
     json_decref(p->resources);
+    json_decref(p->set);
     memset(p, 0, sizeof(*p));
 }
 
@@ -528,14 +530,29 @@ static void fleet_offset_commit(struct core_registry *r, const struct core_chang
     pthread_mutex_unlock(&r->lock);
 }
 
+/* The set the plan leaves, as a JSON array sorted by id (borrowed: made at the first call, the
+ * state file's and the revision's), NULL on ENOMEM. */
+static json_t *plan_set(struct plan *p)
+{
+    size_t n = 0;
+    const struct core_listener_cfg **cfgs;
+
+    if (p->set)
+        return p->set;
+    cfgs = plan_cfgs(p, &n);
+    p->set = cfgs ? core_cfgs_set_json(cfgs, n) : NULL;
+    free(cfgs);
+    return p->set;
+}
+
 /* Writes the configurations the plan leaves to the state file, at revision with ch's fleet
  * offset. Returns 0 or the errno of the write (-ENOSPC for a full disk) with err saying what.
  * Called with ops held. */
-static int plan_persist(struct core_registry *r, const struct plan *p, const struct core_change *ch,
+static int plan_persist(struct core_registry *r, struct plan *p, const struct core_change *ch,
                         uint64_t revision, struct core_err *err)
 {
     struct core_store_meta meta = store_meta(r, ch, revision);
-    const struct core_listener_cfg **cfgs;
+    json_t *set;
 
     /* The change succeeds once written: its configuration is the record's. */
     if (ch && ch->iface == CORE_IFACE_FLEET && ch->has_fleet_offset &&
@@ -543,28 +560,12 @@ static int plan_persist(struct core_registry *r, const struct plan *p, const str
         meta.has_fleet_applied = true;
         meta.fleet_applied_offset = ch->fleet_offset;
     }
-    size_t n = 0;
-    int rc;
-
     if (!r->persist)
         return 0;
-    cfgs = plan_cfgs(p, &n);
-    if (!cfgs)
+    set = plan_set(p);
+    if (!set)
         return core_err_set(err, -ENOMEM, NULL, "out of memory");
-    rc = core_store_save(r->state_path, cfgs, n, &meta, err);
-    free(cfgs);
-    return rc;
-}
-
-/* The set the plan leaves, as a JSON array sorted by id (new reference). */
-static json_t *plan_set_json(const struct plan *p)
-{
-    size_t n = 0;
-    const struct core_listener_cfg **cfgs = plan_cfgs(p, &n);
-    json_t *j = cfgs ? core_cfgs_set_json(cfgs, n) : NULL;
-
-    free(cfgs);
-    return j;
+    return core_store_save_json(r->state_path, set, &meta, err);
 }
 
 /* A save of the revisions (core_revisions_save()) on a thread of its own. */
@@ -602,7 +603,7 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
 
     core_change_source_format(&ch->source, source, sizeof(source));
     if (json_array_size(p->diff) > 0)
-        set = plan_set_json(p);
+        set = json_incref(plan_set(p));
     pthread_mutex_lock(&r->lock);
     for (size_t i = 0; i < p->n; i++) {
         struct item *it = &p->items[i];

@@ -286,13 +286,31 @@ int core_store_load(const char *path, const struct core_service_table *services,
 int core_store_save(const char *path, const struct core_listener_cfg *const *cfgs, size_t n,
                     const struct core_store_meta *meta, struct core_err *err)
 {
-    json_t *root, *list;
+    json_t *list = json_array();
+    int r;
+
+    for (size_t i = 0; list && i < n; i++) {
+        if (json_array_append_new(list, core_listener_cfg_to_json(cfgs[i])) < 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    }
+    if (!list)
+        return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
+    r = core_store_save_json(path, list, meta, err);
+    json_decref(list);
+    return r;
+}
+
+int core_store_save_json(const char *path, json_t *set, const struct core_store_meta *meta,
+                         struct core_err *err)
+{
+    json_t *root;
     char *text;
     int r;
 
-    list = json_array();
-    root = json_pack("{s:i, s:I, s:o}", "version", STORE_FORMAT_VERSION, "revision",
-                     (json_int_t)(meta ? meta->revision : 0), "listeners", list);
+    root = json_pack("{s:i, s:I, s:O}", "version", STORE_FORMAT_VERSION, "revision",
+                     (json_int_t)(meta ? meta->revision : 0), "listeners", set);
     if (!root)
         return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
     if (meta && meta->has_fleet_offset &&
@@ -306,12 +324,6 @@ int core_store_save(const char *path, const struct core_listener_cfg *const *cfg
                             json_integer((json_int_t)meta->fleet_applied_offset)) < 0) {
         json_decref(root);
         return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (json_array_append_new(list, core_listener_cfg_to_json(cfgs[i])) < 0) {
-            json_decref(root);
-            return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
-        }
     }
     text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);
