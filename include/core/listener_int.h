@@ -137,7 +137,8 @@ int core_listener_runner_start(struct core_listener *l, const struct core_listen
                                struct core_err *err);
 
 /*
- * Creates and binds a socket as cfg says (see core_net_bind()). Returns the fd or a negative
+ * Creates and binds a socket as cfg says (see core_net_bind()), non-blocking for TCP, as a
+ * runner takes it (core_runner_ctx). Returns the fd or a negative
  * errno with err set (field "address" for an address that does not parse, "port" when it cannot
  * be bound there); *ret_bound gets the address as the status shows it, *ret_addr (may be NULL)
  * the address itself.

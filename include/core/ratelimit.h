@@ -132,12 +132,13 @@ int core_endpoints_new(struct core_endpoints **ret);
 void core_endpoints_free(struct core_endpoints *e);
 
 /*
- * Records the address socket fd is bound to as owner's endpoint (replacing owner's earlier
- * one). When it is a wildcard address (0.0.0.0, ::), every address of this host counts, as
- * the host has them now (read again at each add). e NULL: does nothing. Returns 0 or a
- * negative errno (-ENOMEM, getsockname's).
+ * Records bound, the address a socket of owner's is bound to (as getsockname() gave it), as
+ * owner's endpoint (replacing owner's earlier one). When it is a wildcard address (0.0.0.0,
+ * ::), every address of this host counts, as the host has them now (read again at each add).
+ * e NULL: does nothing. Returns 0 or a negative errno (-ENOMEM, -EAFNOSUPPORT).
  */
-int core_endpoints_add(struct core_endpoints *e, const void *owner, int fd);
+int core_endpoints_add(struct core_endpoints *e, const void *owner,
+                       const struct sockaddr_storage *bound);
 
 /* Forgets owner's endpoint, if any. Accepts e NULL. */
 void core_endpoints_remove(struct core_endpoints *e, const void *owner);

@@ -48,7 +48,9 @@ struct core_runner_ctx {
     const struct core_service *svc;
     void *inst;                   /* the service instance; outlives the runner */
     struct core_metrics *metrics; /* outlives the runner */
-    int fd;                       /* the bound socket (listening, for TCP); ownership taken */
+    /* The bound socket (listening and non-blocking for TCP, as core_listener_bind() makes it);
+     * ownership taken. */
+    int fd;
     /* Borrowed, outlive the runner; NULL: none (no per-source limit, no loop guard). */
     struct core_sources *sources; /* TCP: the listener's sources, shared with its other runners */
     struct core_endpoints *own;   /* UDP: this daemon's listening endpoints */
@@ -132,8 +134,8 @@ struct core_runner_spec {
 
 /*
  * Allocates a runner of size bytes (>= sizeof(struct core_runner), zeroed besides the base)
- * and sets up its base from ctx: a copy of the configuration, the listening socket (taken,
- * made non-blocking for TCP), the wake and drain eventfds, the fd reserve, room for the
+ * and sets up its base from ctx: a copy of the configuration, the listening socket (taken),
+ * the wake and drain eventfds, the fd reserve, room for the
  * threads. Takes ownership of ctx->fd, also when it fails. Returns 0 with *ret, or a negative
  * errno with err set (then nothing is left). Once it succeeded, a failing start ends with
  * core_runner_abort(). The listener's thread.

@@ -176,9 +176,12 @@ int core_listener_bind(const struct core_listener_cfg *cfg, char *ret_bound,
     if (r < 0)
         return core_err_set(err, r, "address", "address: '%s' is not a numeric address",
                             cfg->address);
-    /* The event and uring models' loops bind one more socket each beside this one. */
+    /* The event and uring models' loops bind one more socket each beside this one. Every
+     * model's runner accepts without blocking. */
     fd = core_net_bind(&ss, len, tcp ? SOCK_STREAM : SOCK_DGRAM,
-                       tcp && core_model_has_reuseport(cfg->model) ? CORE_NET_REUSEPORT : 0,
+                       tcp ? CORE_NET_NONBLOCK |
+                                 (core_model_has_reuseport(cfg->model) ? CORE_NET_REUSEPORT : 0)
+                           : 0,
                        CORE_NET_BACKLOG, &ss, err);
     if (fd < 0) {
         if (err && (fd == -EADDRINUSE || fd == -EADDRNOTAVAIL))
@@ -253,7 +256,7 @@ int core_listener_start(struct core_listener *l, struct core_err *err)
         r = fd;
         goto out_failed;
     }
-    (void)core_endpoints_add(l->own, l, fd);
+    (void)core_endpoints_add(l->own, l, &addr);
     r = core_listener_inst_new(l, &l->cfg, &l->inst, &e);
     if (r < 0) {
         close(fd);

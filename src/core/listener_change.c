@@ -132,7 +132,7 @@ static int prepare_move(struct core_listener *l, const struct core_listener_cfg 
     else
         udp_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     /* Until the commit both sockets are this daemon's endpoints. */
-    (void)core_endpoints_add(l->own, p, fd);
+    (void)core_endpoints_add(l->own, p, &addr);
     r = core_listener_runner_start(l, cfg, ir, fd, &runner, err);
     if (r < 0) {
         core_endpoints_remove(l->own, p);
@@ -285,7 +285,7 @@ static struct core_runner *commit(struct core_listener *l)
             core_listener_inst_unref(p->old_inst);
         }
         core_endpoints_remove(l->own, p);
-        (void)core_endpoints_add(l->own, l, l->lfd >= 0 ? l->lfd : p->udp_fd);
+        (void)core_endpoints_add(l->own, l, &p->addr);
         if (p->udp_fd >= 0)
             close(p->udp_fd);
         l->addr = p->addr;

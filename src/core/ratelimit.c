@@ -508,19 +508,16 @@ static void remove_locked(struct core_endpoints *e, const void *owner)
     }
 }
 
-int core_endpoints_add(struct core_endpoints *e, const void *owner, int fd)
+int core_endpoints_add(struct core_endpoints *e, const void *owner,
+                       const struct sockaddr_storage *bound)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
     struct core_source local[LOCAL_MAX];
     struct endpoint ep = {.owner = owner};
     int n_local = -1;
 
     if (!e)
         return 0;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return -errno;
-    if (!core_source_from_sockaddr((struct sockaddr *)&ss, &ep.addr, &ep.port))
+    if (!core_source_from_sockaddr((const struct sockaddr *)bound, &ep.addr, &ep.port))
         return -EAFNOSUPPORT;
     ep.wildcard = is_wildcard(&ep.addr);
     if (ep.wildcard)

@@ -311,11 +311,6 @@ int core_runner_new(size_t size, const struct core_runner_ctx *ctx,
     e = core_listener_cfg_copy(ctx->cfg, &r->cfg);
     if (e < 0)
         goto out_abort;
-    if (ctx->cfg->transport == CORE_TCP &&
-        fcntl(r->lfd, F_SETFL, fcntl(r->lfd, F_GETFL) | O_NONBLOCK) < 0) {
-        e = -errno;
-        goto out_abort;
-    }
     if (ctx->cfg->transport == CORE_TCP && json_object_get(ctx->cfg->options, CORE_TLS_OPTION)) {
         e = core_tls_new(json_object_get(ctx->cfg->options, CORE_TLS_OPTION), &r->tls, err);
         if (e < 0) {

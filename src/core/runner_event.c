@@ -795,7 +795,9 @@ int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runne
         if (r < 0)
             return core_runner_abort(b, r, "event runner's worker threads", err);
     }
-    reuseport = has_reuseport(b->lfd);
+    /* Only loops beside the first bind siblings or share the socket: one loop asks it nothing
+     * (and, alone on it, needs no EPOLLEXCLUSIVE). */
+    reuseport = n == 1 || has_reuseport(b->lfd);
     for (; rn->n_loops < n; rn->n_loops++) {
         rn->loops[rn->n_loops].epfd = -1;
         rn->loops[rn->n_loops].lfd = -1;

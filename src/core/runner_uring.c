@@ -1016,7 +1016,8 @@ int core_runner_uring_start(const struct core_runner_ctx *ctx, struct core_runne
         if (r < 0)
             return core_runner_abort(b, r, "uring runner's worker threads", err);
     }
-    reuseport = has_reuseport(b->lfd);
+    /* Only loops beside the first bind siblings: one loop asks the socket nothing. */
+    reuseport = n > 1 && has_reuseport(b->lfd);
     for (; rn->n_loops < n; rn->n_loops++) {
         rn->loops[rn->n_loops].lfd = -1;
         rn->loops[rn->n_loops].inbox.fd = -1;
