@@ -64,7 +64,11 @@ void core_listener_commit(struct core_listener *l);
  * changes faster than the registry's reap do not pile up their descriptors); then the
  * draining runners past their deadline (a drain_timeout_ms of 0) are all told to stop before
  * any is joined; the runners this change replaced whose connections ended are left to the next
- * core_listener_reap_drained() (the registry's, within a second) or the next change.
+ * core_listener_reap_drained() (the registry's, within a second) or the next change. A moved
+ * socket's old runner that can be muted (runner->mute) wakes not at all here: its socket leaves
+ * its loop and is closed (the port refuses at once), and the next core_listener_reap_drained()
+ * tells it to drain; whoever made the change calls core_registry_reap_drained() once it has
+ * answered, so that the change does not switch to each replaced runner's thread and back.
  */
 void core_listener_commit_all(struct core_listener *const *ls, size_t n);
 

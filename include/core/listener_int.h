@@ -46,6 +46,7 @@ struct draining {
     struct timespec deadline; /* the same, CLOCK_REALTIME, for the status */
     char bound[CORE_ADDR_STRLEN];
     bool moved; /* its own socket, closed: its connections are its runner's alone */
+    bool muted; /* its runner was muted, not yet told to drain (by a reap but REAP_EXPIRED) */
     struct draining *next;
 };
 
@@ -150,10 +151,11 @@ int core_listener_bind(const struct core_listener_cfg *cfg, char *ret_bound,
 
 /* Puts runner (already told to drain) among the draining ones, with the configuration's
  * drain_timeout_ms; moved_addr (NULL for none) is the address of its own socket, closed. Takes
- * runner and the reference inst. */
+ * runner and the reference inst. muted: the runner was muted (runner->mute()) instead of told
+ * to drain; a reap by REAP_DONE or REAP_ALL tells it (drain()). */
 void core_listener_drain_add(struct core_listener *l, struct core_runner *runner,
                              struct inst_ref *inst, const char *bound,
-                             const struct sockaddr_storage *moved_addr);
+                             const struct sockaddr_storage *moved_addr, bool muted);
 
 /* Stops the draining runners that are done or past their deadline (all of them when all) and
  * frees them. Returns whether it stopped any. */
@@ -161,8 +163,10 @@ bool core_listener_drain_reap(struct core_listener *l, bool all);
 
 /* Which draining runners a reap stops. */
 enum reap {
-    REAP_EXPIRED, /* those past their deadline (their connections are cut) */
-    REAP_DONE,    /* those too whose connections have all ended */
+    REAP_EXPIRED, /* those past their deadline (their connections are cut); a change's own,
+                   * which leaves its muted runners untold, for after its answer */
+    REAP_DONE,    /* those too whose connections have all ended; a muted runner is told to
+                   * drain first */
     REAP_ALL,     /* every one */
 };
 

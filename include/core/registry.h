@@ -122,8 +122,10 @@ size_t core_registry_count(struct core_registry *r);
 bool core_registry_history_problem(struct core_registry *r, char *buf, size_t len);
 
 /* Ends the live reconfigurations' draining runners that are done or past their deadline
- * (core_listener_reap_drained()). Does nothing while a change is under way: the change reaps
- * them itself. For the ticker (core/ticker.h); any thread. */
+ * (core_listener_reap_drained()), and tells those a whole-set change muted to drain
+ * (core_listener_commit_all()). Does nothing while a change is under way: the change reaps
+ * them itself. For the ticker (core/ticker.h), and for whoever made a change once it has
+ * answered (the API's change thread, the fleet's apply worker); any thread. */
 void core_registry_reap_drained(struct core_registry *r);
 
 #endif

@@ -89,6 +89,14 @@ struct core_runner {
      */
     void (*drain)(struct core_runner *r);
     bool (*is_drained)(struct core_runner *r);
+    /*
+     * Optional (NULL: cannot), with drain: stops watching the listener's socket without waking
+     * a thread of the runner, so that a shutdown() of that socket wakes none either; drain()
+     * must follow, and may come later (a change calls it once it has answered). Returns false
+     * when it cannot (a thread listens on a socket of its own): then drain() at once. Any
+     * thread.
+     */
+    bool (*mute)(struct core_runner *r);
 
     /* Set by core_runner_new(), read-only afterwards. */
     void (*destroy)(struct core_runner *r); /* see struct core_runner_spec */

@@ -1015,9 +1015,9 @@ static const int64_t reap_after_ms[] = {10, 100};
  * then resumes its connection, whose access handler sends the reply. Once the server stops,
  * what is still queued is answered 503 without being run.
  *
- * The runners a change replaced end after its answer; the thread reaps them (joins, closes
- * their descriptors) while no change is waiting, so that the next change does not start with
- * that work.
+ * The runners a change replaced end after its answer; the thread tells those the change muted
+ * to drain (10 ms after it) and reaps them (joins, closes their descriptors) while no change is
+ * waiting, so that neither the change nor the next one does that work before answering.
  */
 static void *changes_main(void *arg)
 {

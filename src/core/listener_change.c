@@ -266,20 +266,27 @@ static struct core_runner *commit(struct core_listener *l)
         pthread_mutex_lock(&l->lock);
         memcpy(bound, l->bound, sizeof(bound));
         pthread_mutex_unlock(&l->lock);
-        core_listener_drain_add(l, p->old_runner, p->old_inst, bound, NULL);
+        core_listener_drain_add(l, p->old_runner, p->old_inst, bound, NULL, false);
         /* Running with the new configuration (previous: running), on the same socket. */
         core_listener_set_state(l, CORE_STATE_RUNNING, bound, NULL);
         break;
     case PENDING_MOVE:
         if (p->old_runner->drain && p->old_lfd >= 0) {
             /* The old socket stops listening at once (the port refuses), its connections
-             * drain. */
-            p->old_runner->drain(p->old_runner);
+             * drain. A runner that can be muted is not woken by that: it is told to drain
+             * after the change has answered (the registry's next reap), so that a change
+             * that moves 250 listeners does not switch to each replaced runner's thread and
+             * back before it answers. */
+            bool muted = p->old_runner->mute && p->old_runner->mute(p->old_runner);
+
+            if (!muted)
+                p->old_runner->drain(p->old_runner);
             (void)shutdown(p->old_lfd, SHUT_RD);
             close(p->old_lfd);
             if (p->old_runner->own_sockets)
                 quiet = p->old_runner;
-            core_listener_drain_add(l, p->old_runner, p->old_inst, p->old_bound, &p->old_addr);
+            core_listener_drain_add(l, p->old_runner, p->old_inst, p->old_bound, &p->old_addr,
+                                    muted);
         } else {
             core_runner_stop(p->old_runner);
             core_listener_inst_unref(p->old_inst);

@@ -42,7 +42,8 @@ struct drain_view *core_listener_drain_views_locked(const struct core_listener *
         /* The runner's own count: the connections it admitted and still serves (no question
          * to the kernel, which would cost a socket dump per listener and per event). */
         v[n].connections = d->moved ? (int)atomic_load(&d->runner->n_conns) : -1;
-        v[n].accepting = atomic_load(&d->runner->n_accepting) > 0;
+        /* A muted runner's socket is shut down: it cannot accept, told or not. */
+        v[n].accepting = !d->muted && atomic_load(&d->runner->n_accepting) > 0;
         v[n].deadline = d->deadline;
     }
     *ret_n = n;
@@ -92,11 +93,26 @@ static bool is_due(struct draining *d, enum reap what, int64_t now)
     return now >= d->deadline_ms;
 }
 
+/* Tells the muted runners to drain, but for a change's own reap (REAP_EXPIRED), which leaves
+ * them for after its answer. Under l->lock. */
+static void tell_muted_locked(struct core_listener *l, enum reap what)
+{
+    if (what == REAP_EXPIRED)
+        return;
+    for (struct draining *d = l->draining; d; d = d->next) {
+        if (d->muted) {
+            d->runner->drain(d->runner);
+            d->muted = false;
+        }
+    }
+}
+
 void core_listener_drain_wake(struct core_listener *l, enum reap what)
 {
     int64_t now = core_now_ms();
 
     pthread_mutex_lock(&l->lock);
+    tell_muted_locked(l, what);
     for (struct draining *d = l->draining; d; d = d->next)
         if (is_due(d, what, now))
             core_runner_signal(d->runner->wake_fd);
@@ -110,6 +126,7 @@ static bool drain_reap(struct core_listener *l, enum reap what)
     int64_t now = core_now_ms();
 
     pthread_mutex_lock(&l->lock);
+    tell_muted_locked(l, what);
     for (struct draining **p = &l->draining; *p;) {
         struct draining *d = *p;
 
@@ -170,10 +187,11 @@ void core_listener_reap_drained_all(struct core_listener *const *ls, size_t n)
     core_listener_reap_many(ls, n, REAP_DONE);
 }
 
-/* Puts runner (already told to drain) among the draining ones, with the listener's deadline. */
+/* Puts runner (already told to drain, or muted) among the draining ones, with the listener's
+ * deadline. */
 void core_listener_drain_add(struct core_listener *l, struct core_runner *runner,
                              struct inst_ref *inst, const char *bound,
-                             const struct sockaddr_storage *moved_addr)
+                             const struct sockaddr_storage *moved_addr, bool muted)
 {
     struct draining *d = calloc(1, sizeof(*d));
     struct timespec now;
@@ -196,6 +214,7 @@ void core_listener_drain_add(struct core_listener *l, struct core_runner *runner
     }
     snprintf(d->bound, sizeof(d->bound), "%s", bound);
     d->moved = moved_addr != NULL;
+    d->muted = muted;
     pthread_mutex_lock(&l->lock);
     d->next = l->draining;
     l->draining = d;

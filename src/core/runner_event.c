@@ -696,6 +696,22 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
+/* Takes the listener's socket out of every loop's set from the thread of the change: once it is
+ * shut down, no loop is woken to find it gone. A loop that listens on a socket of its own would
+ * still accept on it: that runner drains at once instead. */
+static bool event_runner_mute(struct core_runner *b)
+{
+    struct event_runner *rn = (struct event_runner *)b;
+
+    if (b->own_sockets)
+        return false;
+    /* A loop paused for want of fds has it out of its set already (ENOENT). Should one put it
+     * back meanwhile, it finds the socket shut down, pauses again and drains once told. */
+    for (unsigned i = 0; i < rn->n_loops; i++)
+        (void)epoll_ctl(rn->loops[i].epfd, EPOLL_CTL_DEL, b->lfd, NULL);
+    return true;
+}
+
 static bool has_reuseport(int fd)
 {
     int v = 0;
@@ -816,6 +832,7 @@ int core_runner_event_start(const struct core_runner_ctx *ctx, struct core_runne
         if (r < 0)
             return core_runner_abort(b, r, "event runner", err);
     }
+    b->mute = event_runner_mute;
     *ret = b;
     return 0;
 }

@@ -182,6 +182,10 @@ void *bridge_worker_main(void *arg)
         b->busy = false;
         pthread_mutex_unlock(&b->lock);
         (void)!write(b->efd, &one, sizeof(one));
+        /* The result is out: the runners the change replaced without waking them are told to
+         * drain now (core_listener_commit_all()), as the API's change thread does after its
+         * answer. */
+        core_registry_reap_drained(b->registry);
     }
     return NULL;
 }

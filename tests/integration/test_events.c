@@ -1258,6 +1258,53 @@ static void test_events_moved_runner_is_reaped_after_the_answer(void **state)
     it_assert_tcp_echo("127.0.0.1", to, "hi\n", 3);
 }
 
+/* A whole-configuration move wakes none of the runners it replaces before it answers: each is
+ * muted (its socket leaves its loop's set, then is shut down) and told to drain by the change
+ * thread after the answer. The old port refuses from the answer on, a connection held on it is
+ * still served, and once that ends its runner is reaped: told, or it would wait out its 30 s
+ * deadline (the ticker, which reaps too, ticks an hour apart here). */
+static void test_events_config_move_drains_the_replaced_runner_after_the_answer(void **state)
+{
+    struct inproc *p = inproc_of(state);
+    struct it_daemon d = {.api_port = api_server_port(p->server)};
+    static const char fmt[] = "{\"listeners\":[{\"id\":\"cm\",\"service\":\"echo\","
+                              "\"transport\":\"tcp\",\"address\":\"127.0.0.1\","
+                              "\"port\":%u,\"model\":\"event\"}]}";
+    char body[256];
+    uint16_t from, to;
+    json_t *j, *dr;
+    int fd, held;
+
+    snprintf(d.url, sizeof(d.url), "%s", p->url);
+    snprintf(body, sizeof(body), fmt, 0u);
+    j = it_http_expect(&d, "PUT", "/api/v1/config", body, 200);
+    from = it_bound_port(json_array_get(json_object_get(j, "listeners"), 0));
+    json_decref(j);
+    held = it_tcp_connect("127.0.0.1", from, IT_IO_TIMEOUT_MS);
+    assert_true(held >= 0);
+    it_send_str_ok(held, "before\n");
+    it_expect_line(held, "before");
+    fd = it_bind(SOCK_STREAM, "127.0.0.1", 0, &to);
+    assert_true(fd >= 0);
+    close(fd);
+
+    snprintf(body, sizeof(body), fmt, (unsigned)to);
+    j = it_http_expect(&d, "PUT", "/api/v1/config", body, 200);
+    assert_int_equal(it_bound_port(json_array_get(json_object_get(j, "listeners"), 0)), to);
+    dr = it_json_path(json_array_get(json_object_get(j, "listeners"), 0), "status.draining");
+    assert_int_equal(json_array_size(dr), 1);
+    assert_true(json_is_false(json_object_get(json_array_get(dr, 0), "accepting")));
+    assert_int_equal(it_json_int(json_array_get(dr, 0), "connections"), 1);
+    json_decref(j);
+    assert_true(it_tcp_is_refused("127.0.0.1", from));
+    it_send_str_ok(held, "after\n");
+    it_expect_line(held, "after");
+    it_assert_tcp_echo("127.0.0.1", to, "new\n", 4);
+
+    close(held);
+    assert_true(it_wait_until(5000, nothing_draining, &(struct draining_check){&d, "cm"}));
+}
+
 /* ---- service events: backup.stored and backup.failed, under every TCP model ---- */
 
 #define BACKUP_CONTENT "the quick brown fox jumps over the lazy dog\n"
@@ -1538,6 +1585,9 @@ int main(void)
                                         inproc_setup, inproc_teardown),
         cmocka_unit_test_setup_teardown(test_events_moved_runner_is_reaped_after_the_answer,
                                         inproc_setup, inproc_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_events_config_move_drains_the_replaced_runner_after_the_answer, inproc_setup,
+            inproc_teardown),
     };
 
     (void)signal(SIGPIPE, SIG_IGN);
