@@ -318,6 +318,7 @@ struct cli_writer {
     struct core_filewriter fw;
     struct cli_sink *sink;
     const char *verb;
+    bool printed; /* a failure was printed */
 };
 
 /* Starts the thread writing s. Returns 0 or 1 after printing why as VERB. */

@@ -40,11 +40,17 @@ struct core_filewriter {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t pushed, written; /* buffers; buffer i is mem + (i % buffers) * chunk */
-    bool stop;                /* the owner gives up: write nothing more */
+    bool stop;                /* the owner is done: write nothing more */
+    bool discard;             /* ... and gives up: sync nothing more either */
     int error;                /* the failed write's negative errno, or 0 */
     bool started;
     bool inline_; /* no thread: each push written there and then (core_filewriter_start_inline) */
     bool writer_waits, owner_waits; /* who waits for the other: the one to wake */
+    /* core_filewriter_flush_behind(): the thread that syncs what is written meanwhile. */
+    pthread_t flusher;
+    int flush_fd;
+    bool flushing, flusher_waits;
+    uint64_t flushed; /* buffers written before the last sync began */
 };
 
 /*
@@ -64,6 +70,18 @@ int core_filewriter_start(struct core_filewriter *w, unsigned buffers, size_t ch
 int core_filewriter_start_inline(struct core_filewriter *w, size_t chunk, core_filewriter_fn write,
                                  void *ctx);
 
+/*
+ * Syncs fd (what write writes to) behind the writes, on one more thread: each fdatasync() takes
+ * what the writes put in the device's cache meanwhile, while the owner receives and checks the
+ * next bytes, so that the sync the owner makes at the end has little left to wait for. A
+ * finish that does not discard returns once all that was written is synced. A failed sync is
+ * the writer's failure (core_filewriter_finish() returns it: the error a sync took would not be
+ * reported again to a later one). After core_filewriter_start() (threaded); returns 0 or a
+ * negative errno (-EINVAL: inline or twice; pthread_create()'s), after which nothing is synced
+ * behind and nothing else changes.
+ */
+int core_filewriter_flush_behind(struct core_filewriter *w, int fd);
+
 /* Waits for a free buffer (chunk bytes) and returns it; NULL once a write failed (the error in
  * core_filewriter_finish()). */
 uint8_t *core_filewriter_next(struct core_filewriter *w);
@@ -71,8 +89,9 @@ uint8_t *core_filewriter_next(struct core_filewriter *w);
 /* The buffer core_filewriter_next() returned holds n bytes to write next. */
 void core_filewriter_push(struct core_filewriter *w, size_t n);
 
-/* Waits until every buffer pushed is written (all of them, or none more when discard), then
- * joins the thread and frees the buffers. Returns 0 or the failed write's negative errno.
+/* Waits until every buffer pushed is written (all of them, or none more when discard) and, with
+ * core_filewriter_flush_behind(), synced (unless discard), then joins the threads and frees the
+ * buffers. Returns 0 or the failed write's (or sync's) negative errno.
  * Accepts a writer never started (0 unless it failed); once finished it may be finished again. */
 int core_filewriter_finish(struct core_filewriter *w, bool discard);
 

@@ -847,7 +847,10 @@ static int writer_write(void *ctx, const uint8_t *p, size_t n)
 {
     struct cli_writer *w = ctx;
 
-    return cli_sink_write(w->sink, w->verb, p, n) == 0 ? 0 : -EIO; /* printed */
+    if (cli_sink_write(w->sink, w->verb, p, n) == 0)
+        return 0;
+    w->printed = true;
+    return -EIO;
 }
 
 int cli_writer_start(struct cli_writer *w, struct cli_sink *s, const char *verb)
@@ -856,11 +859,16 @@ int cli_writer_start(struct cli_writer *w, struct cli_sink *s, const char *verb)
 
     w->sink = s;
     w->verb = verb;
+    w->printed = false;
     e = core_filewriter_start(&w->fw, CLI_WRITER_BUFFERS, CLI_WRITER_CHUNK, writer_write, w);
     if (e == -ENOMEM)
         return cli_fail(verb, "out of memory");
     if (e < 0)
         return cli_fail(verb, "cannot start a thread: %s", strerror(-e));
+    /* A file is synced behind the writes: the fsync of the commit then waits for the last few
+     * MiB, not for all of them (without the thread, it waits for all: still correct). */
+    if (!s->is_stdout)
+        (void)core_filewriter_flush_behind(&w->fw, s->fd);
     return 0;
 }
 
@@ -876,5 +884,12 @@ void cli_writer_push(struct cli_writer *w, size_t n)
 
 int cli_writer_finish(struct cli_writer *w, bool discard)
 {
-    return core_filewriter_finish(&w->fw, discard) == 0 ? 0 : 1;
+    int e = core_filewriter_finish(&w->fw, discard);
+
+    if (e < 0 && !w->printed) {
+        w->printed = true;
+        return cli_fail(w->verb, "cannot sync %s: %s",
+                        w->sink->tmp[0] ? w->sink->tmp : w->sink->path, strerror(-e));
+    }
+    return e < 0 ? 1 : 0;
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/thread.h"
 
@@ -23,7 +24,7 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&w->cv, &w->mu);
             w->writer_waits = false;
         }
-        if (w->stop)
+        if (w->stop || w->error)
             break;
         i = w->written % w->buffers;
         n = w->len[i];
@@ -41,30 +42,64 @@ static void *writer_main(void *arg)
             break;
         }
         w->written += k;
-        if (w->owner_waits)
+        if (w->owner_waits || w->flusher_waits)
             pthread_cond_broadcast(&w->cv);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
 }
 
-/* "<the caller's thread name up to its last '/'>/write", or "ss-write". */
-static void writer_name(char out[CORE_THREAD_NAME_MAX + 1])
+static void *flusher_main(void *arg)
+{
+    struct core_filewriter *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        uint64_t upto;
+        int r;
+
+        while (!w->stop && !w->error && w->written == w->flushed) {
+            w->flusher_waits = true;
+            pthread_cond_wait(&w->cv, &w->mu);
+            w->flusher_waits = false;
+        }
+        /* At the finish, what is written and not yet synced is synced once more (unless
+         * discarded): the owner's own sync then finds it done. */
+        if (w->error || (w->stop && (w->discard || w->written == w->flushed)))
+            break;
+        upto = w->written;
+        pthread_mutex_unlock(&w->mu);
+        r = fdatasync(w->flush_fd) < 0 ? -errno : 0;
+        pthread_mutex_lock(&w->mu);
+        if (r < 0) {
+            /* Taken by this sync, the error would not reach the owner's: it is the writer's. */
+            w->error = r;
+            pthread_cond_broadcast(&w->cv);
+            break;
+        }
+        w->flushed = upto;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* "<the caller's thread name up to its last '/'>/<role>", or "ss-<role>". */
+static void writer_name(char out[CORE_THREAD_NAME_MAX + 1], const char *role)
 {
     char self[CORE_THREAD_NAME_MAX + 1] = "";
     const char *slash;
-    int keep;
+    int keep, room = CORE_THREAD_NAME_MAX - 1 - (int)strlen(role);
 
     (void)pthread_getname_np(pthread_self(), self, sizeof(self));
     slash = strrchr(self, '/');
     if (!slash) {
-        snprintf(out, CORE_THREAD_NAME_MAX + 1, "ss-write");
+        snprintf(out, CORE_THREAD_NAME_MAX + 1, "ss-%s", role);
         return;
     }
     keep = (int)(slash - self);
-    if (keep > CORE_THREAD_NAME_MAX - 6)
-        keep = CORE_THREAD_NAME_MAX - 6;
-    snprintf(out, CORE_THREAD_NAME_MAX + 1, "%.*s/write", keep, self);
+    if (keep > room)
+        keep = room;
+    snprintf(out, CORE_THREAD_NAME_MAX + 1, "%.*s/%s", keep, self, role);
 }
 
 int core_filewriter_start(struct core_filewriter *w, unsigned buffers, size_t chunk,
@@ -95,9 +130,26 @@ int core_filewriter_start(struct core_filewriter *w, unsigned buffers, size_t ch
         w->mem = NULL;
         return -e;
     }
-    writer_name(name);
+    writer_name(name, "write");
     core_thread_name(w->thread, name);
     w->started = true;
+    return 0;
+}
+
+int core_filewriter_flush_behind(struct core_filewriter *w, int fd)
+{
+    char name[CORE_THREAD_NAME_MAX + 1];
+    int e;
+
+    if (!w->started || w->inline_ || w->flushing)
+        return -EINVAL;
+    w->flush_fd = fd;
+    e = pthread_create(&w->flusher, NULL, flusher_main, w);
+    if (e != 0)
+        return -e;
+    writer_name(name, "sync");
+    core_thread_name(w->flusher, name);
+    w->flushing = true;
     return 0;
 }
 
@@ -172,9 +224,13 @@ int core_filewriter_finish(struct core_filewriter *w, bool discard)
         w->owner_waits = false;
     }
     w->stop = true;
+    w->discard = discard;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
+    if (w->flushing)
+        pthread_join(w->flusher, NULL);
+    w->flushing = false;
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w->mem);

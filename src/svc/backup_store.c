@@ -564,6 +564,10 @@ void svc_backup_store_tmp_direct(struct svc_backup_tmp *t, bool threaded)
         return;
     }
     core_writeback_init(&t->wb, t->wb.written - head);
+    /* Synced behind the writes (a thread more): the fsync before STORED waits for the last few
+     * MiB only. */
+    if (threaded)
+        (void)core_filewriter_flush_behind(fw, t->fd);
     t->direct = true;
     t->fw = fw;
     t->buf = buf;

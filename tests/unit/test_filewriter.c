@@ -7,7 +7,10 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <dirent.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/filewriter.h"
 
@@ -133,6 +136,95 @@ static void test_filewriter_thread_named_after_its_owner(void **state)
     free(s);
 }
 
+/* Syncs behind the writes, on a thread of its own: a sync that fails (fdatasync() of a pipe:
+ * EINVAL) is the writer's failure, as a failed write is, and a finish returns once what was
+ * written is synced; with nothing written, nothing is synced. */
+static void test_filewriter_flush_behind_failed_sync_is_returned(void **state)
+{
+    struct core_filewriter w;
+    struct sink *s = calloc(1, sizeof(*s));
+    uint8_t want[CHUNK];
+    int p[2];
+
+    (void)state;
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(core_filewriter_start(&w, BUFFERS, CHUNK, sink_write, s), 0);
+    assert_int_equal(core_filewriter_flush_behind(&w, p[1]), 0);
+    assert_int_equal(core_filewriter_flush_behind(&w, p[1]), -EINVAL); /* one is enough */
+    assert_int_equal(core_filewriter_finish(&w, false), 0);
+
+    assert_int_equal(core_filewriter_start(&w, BUFFERS, CHUNK, sink_write, s), 0);
+    assert_int_equal(core_filewriter_flush_behind(&w, p[1]), 0);
+    assert_int_equal(write_pattern(&w, sizeof(want), want), -EINVAL);
+    assert_int_equal(s->len, sizeof(want)); /* the write itself went through */
+    close(p[0]);
+    close(p[1]);
+    free(s);
+}
+
+/* Into a file, synced behind: every byte there, and the sync thread named after the owner's
+ * ("l:backup7/conn" makes "l:backup7/sync"), seen in /proc while it writes. */
+struct file_sink {
+    int fd;
+    bool saw_sync;
+};
+
+static int file_write(void *ctx, const uint8_t *p, size_t n)
+{
+    struct file_sink *f = ctx;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+
+    assert_non_null(d);
+    while (!f->saw_sync && (e = readdir(d))) {
+        char path[300], comm[32] = "";
+        FILE *c;
+
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        c = fopen(path, "r");
+        if (!c)
+            continue;
+        if (fgets(comm, sizeof(comm), c) && strcmp(comm, "l:backup7/sync\n") == 0)
+            f->saw_sync = true;
+        fclose(c);
+    }
+    closedir(d);
+    return write(f->fd, p, n) == (ssize_t)n ? 0 : -EIO;
+}
+
+static void *file_owner(void *arg)
+{
+    struct file_sink *f = arg;
+    struct core_filewriter w;
+    size_t total = 20 * CHUNK + 7;
+    uint8_t *want = malloc(total), *got = malloc(total);
+
+    pthread_setname_np(pthread_self(), "l:backup7/conn");
+    assert_int_equal(core_filewriter_start(&w, BUFFERS, CHUNK, file_write, f), 0);
+    assert_int_equal(core_filewriter_flush_behind(&w, f->fd), 0);
+    assert_int_equal(write_pattern(&w, total, want), 0);
+    assert_int_equal(pread(f->fd, got, total, 0), (ssize_t)total);
+    assert_memory_equal(got, want, total);
+    free(want);
+    free(got);
+    return NULL;
+}
+
+static void test_filewriter_flush_behind_file_gets_every_byte(void **state)
+{
+    char path[] = "/tmp/sockserv-filewriter-XXXXXX";
+    struct file_sink f = {.fd = mkstemp(path)};
+    pthread_t t;
+
+    (void)state;
+    assert_true(f.fd >= 0);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(pthread_create(&t, NULL, file_owner, &f), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(f.saw_sync);
+    close(f.fd);
+}
+
 static void test_filewriter_inline_writes_each_push_before_it_returns(void **state)
 {
     struct core_filewriter w;
@@ -178,6 +270,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_filewriter_writes_every_byte_in_order),
+        cmocka_unit_test(test_filewriter_flush_behind_failed_sync_is_returned),
+        cmocka_unit_test(test_filewriter_flush_behind_file_gets_every_byte),
         cmocka_unit_test(test_filewriter_failed_write_stops_the_writer_and_is_returned),
         cmocka_unit_test(test_filewriter_bad_sizes_refused),
         cmocka_unit_test(test_filewriter_thread_named_after_its_owner),
