@@ -433,9 +433,8 @@ section() { # section NAME SCRIPT ARGS...: runs a bench script that prints one m
 }
 QARG=()
 [ "$QUICK" = 1 ] && QARG=(--quick)
-if want conns && [ -x "$ROOT/bench/conns.sh" ]; then
-    section conns "$ROOT/bench/conns.sh" --build "$BUILD" "${QARG[@]}"
-fi
+# The 19,000 connections go last: their setup and teardown leave the machine's load high for
+# minutes (a 5-minute load average about 20), which the sections after them would inherit.
 if want apply && [ -x "$ROOT/bench/apply.sh" ]; then
     section apply "$ROOT/bench/apply.sh" --build "$BUILD" "${QARG[@]}"
 fi
@@ -445,6 +444,9 @@ if want backup; then
     else
         section backup "$ROOT/bench/backup.sh" --build "$BUILD" --size "$UPLOAD_BYTES" --rounds "$REPS" --budget 300
     fi
+fi
+if want conns && [ -x "$ROOT/bench/conns.sh" ]; then
+    section conns "$ROOT/bench/conns.sh" --build "$BUILD" "${QARG[@]}"
 fi
 
 # ---- idle connections held by one listener (bench/conns.sh measures this when it exists) ----
