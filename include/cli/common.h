@@ -308,8 +308,9 @@ void cli_sink_abort(struct cli_sink *s);
 
 /*
  * A sink written by a thread of its own (core/filewriter.h) while the command's thread receives
- * and checks what comes next. The command takes a free buffer, fills it, pushes it; the sink is
- * the thread's from start to finish.
+ * and checks what comes next. The command takes a free buffer, fills it and pushes it with
+ * core_filewriter_next() and core_filewriter_push() on fw (NULL from next: a write or a sync
+ * failed; finish says why); the sink is the thread's from start to finish.
  */
 #define CLI_WRITER_CHUNK (1024 * 1024) /* bytes of one buffer */
 #define CLI_WRITER_BUFFERS 16 /* so a write takes up to 16 MiB: several device requests at once */
@@ -324,16 +325,9 @@ struct cli_writer {
 /* Starts the thread writing s. Returns 0 or 1 after printing why as VERB. */
 int cli_writer_start(struct cli_writer *w, struct cli_sink *s, const char *verb);
 
-/* Waits for a free buffer (CLI_WRITER_CHUNK bytes, aligned to CORE_WRITEBACK_DIRECT_ALIGN) and
- * returns it; NULL when a write failed (the thread printed why). */
-uint8_t *cli_writer_next(struct cli_writer *w);
-
-/* The buffer cli_writer_next() returned holds n bytes to write next. */
-void cli_writer_push(struct cli_writer *w, size_t n);
-
-/* Waits until every buffer pushed is written (all of them, or none more when discard), then
- * joins the thread. Returns 0, or 1 when a write failed (printed). Accepts a writer never
- * started; once finished it may be finished again. */
+/* Waits until every buffer pushed is written and synced (all of them, or none more when
+ * discard), then joins the threads. Returns 0, or 1 when a write or a sync failed (printed).
+ * Accepts a writer never started; once finished it may be finished again. */
 int cli_writer_finish(struct cli_writer *w, bool discard);
 
 #endif

@@ -890,7 +890,7 @@ static int run_get(const struct args *a)
     while (got < size) {
         size_t want = size - got < CLI_WRITER_CHUNK ? (size_t)(size - got) : CLI_WRITER_CHUNK;
         size_t fill = l->len - l->off < want ? l->len - l->off : want;
-        uint8_t *buf = cli_writer_next(&wr);
+        uint8_t *buf = core_filewriter_next(&wr.fw);
 
         if (!buf)
             goto out;
@@ -912,7 +912,7 @@ static int run_get(const struct args *a)
             EVP_DigestUpdate(md, buf + fill, (size_t)m);
             fill += (size_t)m;
         }
-        cli_writer_push(&wr, fill);
+        core_filewriter_push(&wr.fw, fill);
         got += fill;
         progress_show(&p, got, false);
     }

@@ -872,16 +872,6 @@ int cli_writer_start(struct cli_writer *w, struct cli_sink *s, const char *verb)
     return 0;
 }
 
-uint8_t *cli_writer_next(struct cli_writer *w)
-{
-    return core_filewriter_next(&w->fw);
-}
-
-void cli_writer_push(struct cli_writer *w, size_t n)
-{
-    core_filewriter_push(&w->fw, n);
-}
-
 int cli_writer_finish(struct cli_writer *w, bool discard)
 {
     int e = core_filewriter_finish(&w->fw, discard);

@@ -518,15 +518,10 @@ int svc_backup_store_tmp_new(struct svc_backup_store *s, uint64_t prealloc,
     return 0;
 }
 
-/* Appends n bytes through the page cache, starting their writeback. */
-static int tmp_append(struct svc_backup_tmp *t, const uint8_t *b, size_t n)
-{
-    return core_writeback_append(&t->wb, t->fd, NULL, b, n);
-}
-
-/* The writer's: the next n bytes of the file. Whole aligned blocks go past the page cache; the
- * short end (the last bytes of the upload), and everything once the file system refused an
- * alignment, through it. */
+/* The next n bytes of the file: the writer's, and every append before one starts (through the
+ * page cache, their writeback started, until svc_backup_store_tmp_direct()). Past it, whole
+ * aligned blocks go past the page cache; the short end (the last bytes of the upload), and
+ * everything once the file system refused an alignment, through it. */
 static int tmp_write_out(void *ctx, const uint8_t *p, size_t n)
 {
     struct svc_backup_tmp *t = ctx;
@@ -596,7 +591,7 @@ int svc_backup_store_tmp_write(struct svc_backup_tmp *t, const void *p, size_t n
     const uint8_t *b = p;
 
     if (!t->fw)
-        return tmp_append(t, b, n);
+        return tmp_write_out(t, b, n);
     while (n > 0) {
         size_t k;
 
