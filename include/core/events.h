@@ -37,7 +37,11 @@ struct core_event {
     char type[32];   /* "listener.created", "metrics", ... */
     int64_t time_ms; /* CLOCK_REALTIME when published, in milliseconds */
     /* private: made by core_event_data() */
-    json_t *json;         /* the data until its text is made */
+    json_t *json; /* the data until its text is made */
+    /* or what the data is made of (core_events_publish_lazy()) */
+    void *obj;
+    json_t *(*make)(const void *obj);
+    void (*drop)(void *obj);
     _Atomic(char *) text; /* compact JSON, NUL-terminated */
     size_t text_len;
 };
@@ -56,6 +60,16 @@ void core_events_free(struct core_events *e);
  * reader turns it into text and frees it, on its own thread. Events that nobody can see (no
  * subscriber) still get an id and go into the ring. */
 void core_events_publish(struct core_events *e, const char *type, json_t *data);
+
+/*
+ * Publishes an event of type whose data make(obj) makes, when and if somebody reads it, on the
+ * reader's thread; drop(obj) frees obj once it is no longer needed (ownership of obj is taken,
+ * also on failure). obj must not change after this and make must only read it. A change of
+ * hundreds of listeners publishes as many resources, which nobody may ever read: the cost of
+ * their JSON trees (and of freeing them when the ring drops them) is then never paid.
+ */
+void core_events_publish_lazy(struct core_events *e, const char *type, void *obj,
+                              json_t *(*make)(const void *obj), void (*drop)(void *obj));
 
 /* Whether anyone subscribes now (so that costly events can be skipped). */
 bool core_events_has_subscribers(struct core_events *e);

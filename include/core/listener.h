@@ -107,6 +107,19 @@ enum core_state core_listener_state(struct core_listener *l);
  */
 json_t *core_listener_to_json(struct core_listener *l, bool with_metrics);
 
+/*
+ * What core_listener_to_json() shows, copied at one instant (under the listener's lock) so that
+ * the JSON can be made later and on another thread: a change publishes the resources of the
+ * listeners it made or changed as such snapshots, and the event bus turns one into text only when
+ * somebody reads it (core_events_publish_lazy()). Take: any thread, NULL on ENOMEM. Json: any
+ * thread, as often as wanted; a new reference or NULL. Free: NULL is fine.
+ */
+struct core_listener_snapshot;
+struct core_listener_snapshot *core_listener_snapshot_take(struct core_listener *l,
+                                                           bool with_metrics);
+json_t *core_listener_snapshot_json(const struct core_listener_snapshot *v);
+void core_listener_snapshot_free(struct core_listener_snapshot *v);
+
 /* The metrics object alone (see core_metrics_to_json()); ret_snap (may be NULL) gets the snapshot
  * it was made from. Any thread. New reference. */
 json_t *core_listener_metrics_json(struct core_listener *l, struct core_metrics_snapshot *ret_snap);

@@ -652,14 +652,12 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
         if (it->kind == ITEM_DELETE)
             core_registry_publish(r, "listener.deleted",
                                   json_pack("{s:s}", "id", it->saved.cfg.id));
-        else if (it->kind != ITEM_KEEP && core_registry_resource(r, it->l, &j) == 0) {
-            /* The answer gets a copy: a published event's tree is the bus's alone (its first
-             * reader, on another thread, turns it into text and frees it). */
-            if (p->resources)
-                (void)json_object_set_new(p->resources, core_listener_id(it->l), json_deep_copy(j));
-            core_registry_publish(
-                r, it->kind == ITEM_CREATE ? "listener.created" : "listener.changed", j);
-        }
+        else if (it->kind != ITEM_KEEP &&
+                 core_registry_publish_resource(
+                     r, it->kind == ITEM_CREATE ? "listener.created" : "listener.changed", it->l,
+                     p->resources ? &j : NULL) == 0 &&
+                 j)
+            (void)json_object_set_new(p->resources, core_listener_id(it->l), j);
     }
     if (saver)
         core_threads_join(saver);

@@ -41,6 +41,8 @@ void core_event_unref(struct core_event *ev)
     if (!ev || atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) != 1)
         return;
     json_decref(ev->json);
+    if (ev->obj)
+        ev->drop(ev->obj);
     free(atomic_load_explicit(&ev->text, memory_order_relaxed));
     free(ev);
 }
@@ -49,6 +51,26 @@ void core_event_unref(struct core_event *ev)
  * bridge) may ask for the same event's at once. */
 static pthread_mutex_t text_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Makes ev's text from its data, then frees the data. Called with text_lock held. */
+static char *make_text_locked(struct core_event *ev)
+{
+    json_t *data = ev->obj ? ev->make(ev->obj) : ev->json;
+    char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+
+    if (data != ev->json)
+        json_decref(data);
+    if (!text)
+        return NULL;
+    ev->text_len = strlen(text);
+    json_decref(ev->json);
+    ev->json = NULL;
+    if (ev->obj)
+        ev->drop(ev->obj);
+    ev->obj = NULL;
+    atomic_store_explicit(&ev->text, text, memory_order_release);
+    return text;
+}
+
 int core_event_data(struct core_event *ev, const char **ret, size_t *ret_len)
 {
     char *text = atomic_load_explicit(&ev->text, memory_order_acquire);
@@ -56,12 +78,8 @@ int core_event_data(struct core_event *ev, const char **ret, size_t *ret_len)
     if (!text) {
         pthread_mutex_lock(&text_lock);
         text = atomic_load_explicit(&ev->text, memory_order_relaxed);
-        if (!text && (text = json_dumps(ev->json, JSON_COMPACT)) != NULL) {
-            ev->text_len = strlen(text);
-            json_decref(ev->json);
-            ev->json = NULL;
-            atomic_store_explicit(&ev->text, text, memory_order_release);
-        }
+        if (!text)
+            text = make_text_locked(ev);
         pthread_mutex_unlock(&text_lock);
         if (!text)
             return -ENOMEM;
@@ -123,24 +141,14 @@ static void enqueue(struct core_events_sub *s, struct core_event *ev)
     s->len++;
 }
 
-void core_events_publish(struct core_events *e, const char *type, json_t *data)
+/* Publishes ev (taken): gives it its id and time, keeps it, queues it for the subscribers. */
+static void publish(struct core_events *e, struct core_event *ev, const char *type)
 {
-    struct core_event *ev;
     struct timespec now;
 
-    if (!e || !data) {
-        json_decref(data);
-        return;
-    }
-    ev = calloc(1, sizeof(*ev));
-    if (!ev) {
-        json_decref(data);
-        return;
-    }
     atomic_init(&ev->refs, 1);
     atomic_init(&ev->text, NULL);
     snprintf(ev->type, sizeof(ev->type), "%s", type);
-    ev->json = data; /* its text is made by the first reader */
     clock_gettime(CLOCK_REALTIME, &now);
     ev->time_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 
@@ -159,6 +167,34 @@ void core_events_publish(struct core_events *e, const char *type, json_t *data)
         s->notify(s->ctx);
     }
     pthread_mutex_unlock(&e->lock);
+}
+
+void core_events_publish(struct core_events *e, const char *type, json_t *data)
+{
+    struct core_event *ev = e && data ? calloc(1, sizeof(*ev)) : NULL;
+
+    if (!ev) {
+        json_decref(data);
+        return;
+    }
+    ev->json = data; /* its text is made by the first reader */
+    publish(e, ev, type);
+}
+
+void core_events_publish_lazy(struct core_events *e, const char *type, void *obj,
+                              json_t *(*make)(const void *obj), void (*drop)(void *obj))
+{
+    struct core_event *ev = e && obj ? calloc(1, sizeof(*ev)) : NULL;
+
+    if (!ev) {
+        if (obj)
+            drop(obj);
+        return;
+    }
+    ev->obj = obj; /* made into data, then text, by the first reader */
+    ev->make = make;
+    ev->drop = drop;
+    publish(e, ev, type);
 }
 
 bool core_events_has_subscribers(struct core_events *e)

@@ -58,38 +58,66 @@ static json_t *bound_json(const char *bound)
     return a;
 }
 
-/* The data of a "listener.state" event, without "draining", and a copy of the draining
- * runners to add it. Under lock. */
-static json_t *state_event_locked(const struct core_listener *l, enum core_state previous,
-                                  struct drain_view **ret_views, size_t *ret_n)
+/* A "listener.state" event's data as it was when published; its first reader makes the JSON. */
+struct state_shot {
+    char id[CORE_ID_MAX];
+    enum core_state state, previous;
+    char bound[CORE_ADDR_STRLEN];
+    char error[sizeof(((struct core_err *)0)->msg)];
+    struct timespec since;
+    struct drain_view *drains;
+    size_t n_drains;
+};
+
+static json_t *state_shot_json(const void *p)
 {
+    const struct state_shot *s = p;
     char since[32];
 
-    format_since(&l->since, since, sizeof(since));
-    *ret_views = core_listener_drain_views_locked(l, ret_n);
-    return json_pack("{s:s, s:s, s:s, s:o, s:o, s:s}", "id", l->id, "state",
-                     core_state_name(l->state), "previous", core_state_name(previous), "bound",
-                     bound_json(l->bound), "error",
-                     l->error[0] ? json_string(l->error) : json_null(), "since", since);
+    format_since(&s->since, since, sizeof(since));
+    return json_pack("{s:s, s:s, s:s, s:o, s:o, s:s, s:o}", "id", s->id, "state",
+                     core_state_name(s->state), "previous", core_state_name(s->previous), "bound",
+                     bound_json(s->bound), "error",
+                     s->error[0] ? json_string(s->error) : json_null(), "since", since, "draining",
+                     core_listener_draining_json(s->drains, s->n_drains));
 }
 
-/* Publishes ev (taken) with the draining runners v (freed). */
-static void publish_state(struct core_listener *l, json_t *ev, struct drain_view *v, size_t n)
+static void state_shot_free(void *p)
 {
-    if (ev && json_object_set_new(ev, "draining", core_listener_draining_json(v, n)) == 0)
-        core_events_publish(l->events, "listener.state", ev);
-    else
-        json_decref(ev);
-    free(v);
+    struct state_shot *s = p;
+
+    free(s->drains);
+    free(s);
+}
+
+/* The data of a "listener.state" event now, or NULL (ENOMEM). Under lock. */
+static struct state_shot *state_shot_locked(const struct core_listener *l, enum core_state previous)
+{
+    struct state_shot *s = malloc(sizeof(*s));
+
+    if (!s)
+        return NULL;
+    memcpy(s->id, l->id, sizeof(s->id));
+    s->state = l->state;
+    s->previous = previous;
+    memcpy(s->bound, l->bound, sizeof(s->bound));
+    memcpy(s->error, l->error, sizeof(s->error));
+    s->since = l->since;
+    s->drains = core_listener_drain_views_locked(l, &s->n_drains);
+    return s;
+}
+
+static void publish_state(struct core_listener *l, struct state_shot *s)
+{
+    if (s)
+        core_events_publish_lazy(l->events, "listener.state", s, state_shot_json, state_shot_free);
 }
 
 void core_listener_set_state(struct core_listener *l, enum core_state s, const char *bound,
                              const char *error)
 {
-    struct drain_view *v = NULL;
+    struct state_shot *shot = NULL;
     enum core_state previous;
-    json_t *ev = NULL;
-    size_t n = 0;
 
     pthread_mutex_lock(&l->lock);
     previous = l->state;
@@ -98,26 +126,23 @@ void core_listener_set_state(struct core_listener *l, enum core_state s, const c
     snprintf(l->error, sizeof(l->error), "%s", error ? error : "");
     clock_gettime(CLOCK_REALTIME, &l->since);
     if (l->events)
-        ev = state_event_locked(l, previous, &v, &n);
+        shot = state_shot_locked(l, previous);
     pthread_mutex_unlock(&l->lock);
-    if (l->events)
-        publish_state(l, ev, v, n);
+    publish_state(l, shot);
 }
 
 /* A "listener.state" event for a change of the draining runners alone (the state is the same:
  * previous is the state). */
 void core_listener_publish_draining(struct core_listener *l)
 {
-    struct drain_view *v = NULL;
-    json_t *ev;
-    size_t n = 0;
+    struct state_shot *shot;
 
     if (!l->events)
         return;
     pthread_mutex_lock(&l->lock);
-    ev = state_event_locked(l, l->state, &v, &n);
+    shot = state_shot_locked(l, l->state);
     pthread_mutex_unlock(&l->lock);
-    publish_state(l, ev, v, n);
+    publish_state(l, shot);
 }
 
 /* ---- life ---- */
@@ -412,42 +437,89 @@ static json_t *tls_status_locked(struct core_listener *l)
     return json_deep_copy(l->tls_status);
 }
 
-json_t *core_listener_to_json(struct core_listener *l, bool with_metrics)
-{
-    struct drain_view *v;
-    char since[32];
-    json_t *j, *status;
-    size_t n;
+struct core_listener_snapshot {
+    struct core_listener_cfg cfg;
+    enum core_state state;
+    char bound[CORE_ADDR_STRLEN];
+    struct timespec since;
+    char error[sizeof(((struct core_err *)0)->msg)];
+    struct drain_view *drains;
+    size_t n_drains;
+    json_t *tls; /* TCP: status.tls, a copy; else NULL */
+    bool with_metrics;
+    struct core_metrics_snapshot metrics;
+};
 
+void core_listener_snapshot_free(struct core_listener_snapshot *v)
+{
+    if (!v)
+        return;
+    core_listener_cfg_fini(&v->cfg);
+    free(v->drains);
+    json_decref(v->tls);
+    free(v);
+}
+
+struct core_listener_snapshot *core_listener_snapshot_take(struct core_listener *l,
+                                                           bool with_metrics)
+{
+    struct core_listener_snapshot *v = malloc(sizeof(*v));
+    bool ok;
+
+    if (!v)
+        return NULL;
+    v->with_metrics = with_metrics;
     pthread_mutex_lock(&l->lock);
-    j = core_listener_cfg_to_json(&l->cfg);
-    format_since(&l->since, since, sizeof(since));
-    status = json_pack("{s:s, s:o, s:s, s:o}", "state", core_state_name(l->state), "bound",
-                       bound_json(l->bound), "since", since, "error",
-                       l->error[0] ? json_string(l->error) : json_null());
-    v = core_listener_drain_views_locked(l, &n);
-    if (status && l->cfg.transport == CORE_TCP &&
-        core_fdbudget_status(status, l->cfg.max_connections) < 0) {
-        json_decref(status);
-        status = NULL;
+    ok = core_listener_cfg_copy(&l->cfg, &v->cfg) == 0;
+    v->state = l->state;
+    memcpy(v->bound, l->bound, sizeof(v->bound));
+    v->since = l->since;
+    memcpy(v->error, l->error, sizeof(v->error));
+    v->drains = core_listener_drain_views_locked(l, &v->n_drains);
+    v->tls = l->cfg.transport == CORE_TCP ? tls_status_locked(l) : NULL;
+    if (with_metrics)
+        core_metrics_snapshot(l->metrics, &v->metrics);
+    pthread_mutex_unlock(&l->lock);
+    if (!ok || (v->cfg.transport == CORE_TCP && !v->tls)) {
+        core_listener_snapshot_free(v);
+        return NULL;
     }
-    if (status && l->cfg.transport == CORE_TCP &&
-        json_object_set_new(status, "tls", tls_status_locked(l)) < 0) {
+    return v;
+}
+
+json_t *core_listener_snapshot_json(const struct core_listener_snapshot *v)
+{
+    char since[32];
+    json_t *j = core_listener_cfg_to_json(&v->cfg), *status;
+
+    format_since(&v->since, since, sizeof(since));
+    status = json_pack("{s:s, s:o, s:s, s:o}", "state", core_state_name(v->state), "bound",
+                       bound_json(v->bound), "since", since, "error",
+                       v->error[0] ? json_string(v->error) : json_null());
+    if (status && ((v->cfg.transport == CORE_TCP &&
+                    (core_fdbudget_status(status, v->cfg.max_connections) < 0 ||
+                     json_object_set_new(status, "tls", json_deep_copy(v->tls)) < 0)) ||
+                   json_object_set_new(status, "draining",
+                                       core_listener_draining_json(v->drains, v->n_drains)) < 0)) {
         json_decref(status);
         status = NULL;
     }
     if (!j || !status || json_object_set_new(j, "status", status) < 0 ||
-        (with_metrics && json_object_set_new(j, "metrics", metrics_json_locked(l, NULL)) < 0)) {
-        pthread_mutex_unlock(&l->lock);
+        (v->with_metrics &&
+         json_object_set_new(j, "metrics",
+                             core_metrics_to_json(&v->metrics, v->cfg.svc->counters,
+                                                  v->cfg.svc->n_counters)) < 0)) {
         json_decref(j);
-        free(v);
         return NULL;
     }
-    pthread_mutex_unlock(&l->lock);
-    if (json_object_set_new(status, "draining", core_listener_draining_json(v, n)) < 0) {
-        json_decref(j);
-        j = NULL;
-    }
-    free(v);
+    return j;
+}
+
+json_t *core_listener_to_json(struct core_listener *l, bool with_metrics)
+{
+    struct core_listener_snapshot *v = core_listener_snapshot_take(l, with_metrics);
+    json_t *j = v ? core_listener_snapshot_json(v) : NULL;
+
+    core_listener_snapshot_free(v);
     return j;
 }

@@ -47,12 +47,17 @@ int core_net_bind(const struct sockaddr_storage *sa, socklen_t len, int type, un
         what = "listen";
         goto out_errno;
     }
-    if (ret_bound && getsockname(fd, (struct sockaddr *)&ss, &ss_len) < 0) {
+    if (!ret_bound)
+        return fd;
+    /* The kernel is asked only for a port it picked: a fixed one is bound as asked. */
+    if (core_addr_port((const struct sockaddr *)sa) != 0) {
+        memset(&ss, 0, sizeof(ss));
+        memcpy(&ss, sa, len < sizeof(ss) ? len : sizeof(ss));
+    } else if (getsockname(fd, (struct sockaddr *)&ss, &ss_len) < 0) {
         what = "getsockname";
         goto out_errno;
     }
-    if (ret_bound)
-        *ret_bound = ss;
+    *ret_bound = ss;
     return fd;
 
 out_errno:

@@ -143,6 +143,39 @@ int core_registry_resource(struct core_registry *r, struct core_listener *l, jso
     return 0;
 }
 
+static json_t *snapshot_json(const void *v)
+{
+    return core_listener_snapshot_json(v);
+}
+
+static void snapshot_free(void *v)
+{
+    core_listener_snapshot_free(v);
+}
+
+int core_registry_publish_resource(struct core_registry *r, const char *type,
+                                   struct core_listener *l, json_t **ret)
+{
+    struct core_listener_snapshot *v;
+
+    if (!r->events && !ret)
+        return 0;
+    pthread_mutex_lock(&r->lock);
+    v = core_listener_snapshot_take(l, true);
+    pthread_mutex_unlock(&r->lock);
+    if (!v)
+        return -ENOMEM;
+    if (ret && !(*ret = core_listener_snapshot_json(v))) {
+        core_listener_snapshot_free(v);
+        return -ENOMEM;
+    }
+    if (r->events)
+        core_events_publish_lazy(r->events, type, v, snapshot_json, snapshot_free);
+    else
+        core_listener_snapshot_free(v);
+    return 0;
+}
+
 int core_cfg_cmp_id(const void *a, const void *b)
 {
     const struct core_listener_cfg *x = a, *y = b;

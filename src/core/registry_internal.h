@@ -66,6 +66,12 @@ int core_registry_list_made(struct core_registry *r, const json_t *made, json_t 
 /* Listener l's resource with its metrics (new reference). 0 or -ENOMEM. */
 int core_registry_resource(struct core_registry *r, struct core_listener *l, json_t **ret);
 
+/* Publishes an event of type whose data is l's resource with its metrics, as it is now; the
+ * JSON is made by the event's first reader, if any (core_events_publish_lazy()). When ret is
+ * not NULL, *ret gets the same resource (new reference), for an answer. 0 or -ENOMEM. */
+int core_registry_publish_resource(struct core_registry *r, const char *type,
+                                   struct core_listener *l, json_t **ret);
+
 /* The place listener id runs in, as its service's hooks see it. */
 struct core_svc_env core_registry_svc_env(const struct core_registry *r, const char *id);
 

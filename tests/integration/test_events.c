@@ -393,7 +393,13 @@ static void test_events_listener_lifecycle_arrives_in_order(void **state)
         } else if (strcmp(ev.type, "listener.created") == 0) {
             seen[n++] = "created";
             assert_string_equal(it_json_str(j, "status.state"), "running");
-            assert_non_null(json_object_get(j, "metrics"));
+            /* The whole resource, as GET shows it (made from a copy when the stream reads it). */
+            assert_true(json_is_array(json_object_get(json_object_get(j, "status"), "draining")));
+            assert_true(json_is_array(json_object_get(json_object_get(j, "status"), "bound")));
+            assert_true(json_is_null(json_object_get(json_object_get(j, "status"), "tls")));
+            assert_true(it_json_int(j, "status.max_connections_effective") > 0);
+            assert_true(it_json_int(j, "metrics.connections_total") >= 0);
+            assert_non_null(json_object_get(json_object_get(j, "metrics"), "latency"));
         } else if (strcmp(ev.type, "listener.changed") == 0) {
             seen[n++] = it_json_bool(j, "enabled") ? "changed" : "changed-stopped";
             assert_int_equal(it_json_int(j, "workers"), 3);

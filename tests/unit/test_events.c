@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/events.h"
@@ -243,6 +244,86 @@ static void test_events_recent_lists_newest_first_without_metrics_and_caps(void 
     core_events_free(e);
 }
 
+/* What a lazily published event's data is made of: counts how often it is made and dropped. */
+struct lazy_obj {
+    int n;
+    _Atomic int *made, *dropped;
+};
+
+static json_t *lazy_make(const void *p)
+{
+    const struct lazy_obj *o = p;
+
+    atomic_fetch_add(o->made, 1);
+    return json_pack("{s:i}", "n", o->n);
+}
+
+static void lazy_drop(void *p)
+{
+    struct lazy_obj *o = p;
+
+    atomic_fetch_add(o->dropped, 1);
+    free(o);
+}
+
+static struct lazy_obj *lazy_obj(int n, _Atomic int *made, _Atomic int *dropped)
+{
+    struct lazy_obj *o = malloc(sizeof(*o));
+
+    assert_non_null(o);
+    *o = (struct lazy_obj){.n = n, .made = made, .dropped = dropped};
+    return o;
+}
+
+static void test_events_lazy_data_made_once_by_a_reader_never_without_one(void **state)
+{
+    _Atomic int made = 0, dropped = 0, notified = 0;
+    struct core_events *e;
+    struct core_events_sub *a, *b;
+    struct core_event *ev;
+    const char *text, *again;
+    size_t len;
+    bool caught_up;
+
+    (void)state;
+    assert_int_equal(core_events_new(&e), 0);
+    /* Nobody reads it: the ring lets it go without its data ever being made. */
+    core_events_publish_lazy(e, "test", lazy_obj(1, &made, &dropped), lazy_make, lazy_drop);
+    for (int i = 0; i < CORE_EVENTS_RING; i++)
+        core_events_publish(e, "test", json_pack("{s:i}", "n", i));
+    assert_int_equal(atomic_load(&made), 0);
+    assert_int_equal(atomic_load(&dropped), 1);
+
+    /* Two readers: made once, as core_events_publish() would have sent it; the object is
+     * dropped as soon as the text exists. */
+    assert_int_equal(core_events_subscribe(e, 0, count_notify, &notified, &a, &caught_up), 0);
+    assert_int_equal(core_events_subscribe(e, 0, count_notify, &notified, &b, &caught_up), 0);
+    core_events_publish_lazy(e, "listener.state", lazy_obj(7, &made, &dropped), lazy_make,
+                             lazy_drop);
+    assert_int_equal(core_events_next(a, &ev), 1);
+    assert_string_equal(ev->type, "listener.state");
+    assert_int_equal(core_event_data(ev, &text, &len), 0);
+    assert_string_equal(text, "{\"n\":7}");
+    assert_int_equal(len, strlen(text));
+    assert_int_equal(atomic_load(&made), 1);
+    assert_int_equal(atomic_load(&dropped), 2);
+    core_event_unref(ev);
+    assert_int_equal(core_events_next(b, &ev), 1);
+    assert_int_equal(core_event_data(ev, &again, &len), 0);
+    assert_string_equal(again, "{\"n\":7}");
+    assert_int_equal(atomic_load(&made), 1);
+    core_event_unref(ev);
+
+    /* Without a bus, the object is still the callee's to drop. */
+    core_events_publish_lazy(NULL, "test", lazy_obj(2, &made, &dropped), lazy_make, lazy_drop);
+    assert_int_equal(atomic_load(&dropped), 3);
+    core_events_unsubscribe(a);
+    core_events_unsubscribe(b);
+    core_events_free(e);
+    assert_int_equal(atomic_load(&made), 1);
+    assert_int_equal(atomic_load(&dropped), 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +333,7 @@ int main(void)
         cmocka_unit_test(test_events_slow_subscriber_overrun_others_unaffected),
         cmocka_unit_test(test_events_concurrent_publishers_ids_unique_and_dense),
         cmocka_unit_test(test_events_recent_lists_newest_first_without_metrics_and_caps),
+        cmocka_unit_test(test_events_lazy_data_made_once_by_a_reader_never_without_one),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

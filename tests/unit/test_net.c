@@ -84,6 +84,36 @@ static void test_net_bind_tcp_port0_listens_on_kernel_port(void **state)
     close(fd);
 }
 
+/* A fixed port is reported as asked, for IPv4 and the dual-stack IPv6 any address alike: the
+ * same as the kernel's getsockname() of the socket. */
+static void test_net_bind_fixed_port_reports_what_the_kernel_bound(void **state)
+{
+    static const char *const hosts[] = {"127.0.0.1", "::"};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+        struct sockaddr_storage first, ss, bound, kernel;
+        socklen_t len, klen = sizeof(kernel);
+        struct core_err err = {0};
+        uint16_t port;
+        int fd;
+
+        fd = bind_any(hosts[i], SOCK_STREAM, 0, &first, &err);
+        assert_true(fd >= 0);
+        port = core_addr_port((struct sockaddr *)&first);
+        close(fd);
+        assert_int_equal(core_addr_parse(hosts[i], port, &ss, &len), 0);
+        memset(&bound, 0xa5, sizeof(bound));
+        fd = core_net_bind(&ss, len, SOCK_STREAM, 0, 16, &bound, &err);
+        assert_true(fd >= 0);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&kernel, &klen), 0);
+        assert_int_equal(klen, len);
+        assert_memory_equal(&bound, &kernel, klen);
+        assert_int_equal(core_addr_port((struct sockaddr *)&bound), port);
+        close(fd);
+    }
+}
+
 static void test_net_bind_flags_set_nonblock_and_reuseport(void **state)
 {
     struct sockaddr_storage bound;
@@ -327,6 +357,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_net_bind_tcp_port0_listens_on_kernel_port),
+        cmocka_unit_test(test_net_bind_fixed_port_reports_what_the_kernel_bound),
         cmocka_unit_test(test_net_bind_flags_set_nonblock_and_reuseport),
         cmocka_unit_test(test_net_bind_without_reuseport_no_sibling),
         cmocka_unit_test(test_net_bind_tcp_taken_port_says_where),
