@@ -6,6 +6,7 @@
  * file, fsync, rename, fsync of the directory) so that it is never seen half-written.
  */
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,22 @@
  * disk, -EROFS, -EACCES, -EIO, ...; the temporary file is removed then).
  */
 int core_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
+
+/*
+ * core_fs_write_atomic() in two steps, so that the wait for the disk can overlap other work:
+ * core_fs_stage() writes and syncs the temporary file beside path (0 or the negative errno;
+ * nothing is left then); core_fs_stage_commit() renames it over path and syncs the directory
+ * (0 or the negative errno; the temporary file is removed then); core_fs_stage_abort() removes
+ * it instead. One of the two must follow a stage that succeeded.
+ */
+struct core_fs_staged {
+    char tmp[PATH_MAX];
+    char path[PATH_MAX];
+};
+int core_fs_stage(const char *path, const void *data, size_t len, mode_t mode,
+                  struct core_fs_staged *ret);
+int core_fs_stage_commit(struct core_fs_staged *s);
+void core_fs_stage_abort(struct core_fs_staged *s);
 
 /* Writes all of data to fd, retrying on EINTR and short writes. Returns 0 or a negative errno. */
 int core_fs_write_all(int fd, const void *data, size_t len);
@@ -90,5 +107,12 @@ int core_store_save(const char *path, const struct core_listener_cfg *const *cfg
  * records the same set as its revision builds it once). */
 int core_store_save_json(const char *path, json_t *set, const struct core_store_meta *meta,
                          struct core_err *err);
+
+/* core_store_save_json() in two steps (see core_fs_stage()): the file written and synced
+ * beside path, then put in place by core_store_commit() or dropped by core_fs_stage_abort().
+ * Same returns, err saying what. */
+int core_store_stage_json(const char *path, json_t *set, const struct core_store_meta *meta,
+                          struct core_fs_staged *ret, struct core_err *err);
+int core_store_commit(struct core_fs_staged *s, struct core_err *err);
 
 #endif

@@ -545,27 +545,100 @@ static json_t *plan_set(struct plan *p)
     return p->set;
 }
 
-/* Writes the configurations the plan leaves to the state file, at revision with ch's fleet
- * offset. Returns 0 or the errno of the write (-ENOSPC for a full disk) with err saying what.
- * Called with ops held. */
-static int plan_persist(struct core_registry *r, struct plan *p, const struct core_change *ch,
-                        uint64_t revision, struct core_err *err)
-{
-    struct core_store_meta meta = store_meta(r, ch, revision);
-    json_t *set;
+/*
+ * The state file's write for a change: the configurations the plan leaves, at a revision with
+ * the change's fleet offset. It is staged (written beside the file and synced) on a thread of
+ * the pool while the change binds and starts its runners, its fsync waiting for the disk
+ * meanwhile, and put in place (renamed, the directory synced) once they are ready; a change
+ * that fails drops it.
+ */
+struct state_save {
+    struct core_registry *r;
+    struct plan *p;
+    struct core_store_meta meta;
+    struct core_thread *thread; /* NULL: staged on the change's own thread */
+    bool started;               /* a write is under way or done */
+    struct core_fs_staged staged;
+    int rc;
+    struct core_err err;
+};
 
-    /* The change succeeds once written: its configuration is the record's. */
-    if (ch && ch->iface == CORE_IFACE_FLEET && ch->has_fleet_offset &&
-        ch->source.kind == CORE_CHANGE_CONFIG_REPLACE) {
-        meta.has_fleet_applied = true;
-        meta.fleet_applied_offset = ch->fleet_offset;
+/* Whether plan p binds a socket: it creates a listener or changes one not live. */
+static bool plan_binds(const struct plan *p)
+{
+    size_t i;
+    json_t *e;
+
+    json_array_foreach(p->diff, i, e)
+    {
+        const char *action = json_string_value(json_object_get(e, "action"));
+
+        if (action &&
+            (strcmp(action, "create") == 0 ||
+             (strcmp(action, "change") == 0 && !json_is_true(json_object_get(e, "live")))))
+            return true;
     }
-    if (!r->persist)
+    return false;
+}
+
+static void *state_stage_main(void *arg)
+{
+    struct state_save *s = arg;
+    json_t *set = plan_set(s->p);
+
+    s->rc = set ? core_store_stage_json(s->r->state_path, set, &s->meta, &s->staged, &s->err)
+                : core_err_set(&s->err, -ENOMEM, NULL, "out of memory");
+    return NULL;
+}
+
+/* Starts the state file's write for plan p at revision, when the change is to be recorded.
+ * Called with ops held, before plan_apply(). */
+static void state_save_begin(struct core_registry *r, struct plan *p, const struct core_change *ch,
+                             struct state_save *s)
+{
+    *s = (struct state_save){.r = r, .p = p};
+    if (!r->persist ||
+        (json_array_size(p->diff) == 0 && !(ch->iface == CORE_IFACE_FLEET && ch->has_fleet_offset)))
+        return;
+    /* A fleet change of nothing still records its offset (same set, same revision). */
+    s->meta = store_meta(r, ch,
+                         json_array_size(p->diff) > 0 ? core_revisions_next(r->revisions)
+                                                      : core_revisions_last(r->revisions));
+    /* The change succeeds once written: its configuration is the record's. */
+    if (ch->iface == CORE_IFACE_FLEET && ch->has_fleet_offset &&
+        ch->source.kind == CORE_CHANGE_CONFIG_REPLACE) {
+        s->meta.has_fleet_applied = true;
+        s->meta.fleet_applied_offset = ch->fleet_offset;
+    }
+    s->started = true;
+    /* A change that binds nothing has nothing for the write to overlap: no thread for it. */
+    if (!plan_binds(p) || core_threads_run(r->threads, state_stage_main, s, "ss-state",
+                                           CORE_THREAD_STACK_SIZE, &s->thread) < 0) {
+        s->thread = NULL;
+        (void)state_stage_main(s); /* no thread: here, then */
+    }
+}
+
+/* Ends the write state_save_begin() started: puts the file in place when keep, else drops it.
+ * Returns 0, or the errno of the write (-ENOSPC for a full disk) with err saying what. */
+static int state_save_end(struct state_save *s, bool keep, struct core_err *err)
+{
+    if (!s->started)
         return 0;
-    set = plan_set(p);
-    if (!set)
-        return core_err_set(err, -ENOMEM, NULL, "out of memory");
-    return core_store_save_json(r->state_path, set, &meta, err);
+    s->started = false;
+    if (s->thread)
+        core_threads_join(s->thread);
+    s->thread = NULL;
+    if (s->rc < 0) {
+        if (keep && err)
+            *err = s->err;
+        return keep ? s->rc : 0;
+    }
+    if (!keep) {
+        core_fs_stage_abort(&s->staged);
+        return 0;
+    }
+    return core_store_commit(&s->staged, err);
 }
 
 /* A save of the revisions (core_revisions_save()) on a thread of its own. */
@@ -703,6 +776,7 @@ static int change_set(struct core_registry *r, struct core_listener_cfg *want, s
                       const int *index, const char *force_id, struct core_change *ch,
                       json_t **ret_resources, struct core_err *err)
 {
+    struct state_save save;
     struct plan p;
     int rc;
 
@@ -720,6 +794,7 @@ static int change_set(struct core_registry *r, struct core_listener_cfg *want, s
         rc = plan_probe(&p, ch, err);
         goto out;
     }
+    state_save_begin(r, &p, ch, &save);
     rc = plan_apply(r, &p, ch, err);
     if (rc == -EMFILE || rc == -ENFILE) {
         /* Out of descriptors, maybe only because runners replaced by earlier changes still
@@ -729,19 +804,15 @@ static int change_set(struct core_registry *r, struct core_listener_cfg *want, s
         ch->listener[0] = '\0';
         rc = plan_apply(r, &p, ch, err);
     }
-    if (rc < 0)
+    if (rc < 0) {
+        (void)state_save_end(&save, false, NULL);
         goto out;
-    if (json_array_size(p.diff) > 0 || (ch->iface == CORE_IFACE_FLEET && ch->has_fleet_offset)) {
-        /* A fleet change of nothing still records its offset (same set, same revision). */
-        rc = plan_persist(r, &p, ch,
-                          json_array_size(p.diff) > 0 ? core_revisions_next(r->revisions)
-                                                      : core_revisions_last(r->revisions),
-                          err);
-        if (rc < 0) {
-            ch->persist_failed = true;
-            plan_rollback(r, &p);
-            goto out;
-        }
+    }
+    rc = state_save_end(&save, true, err);
+    if (rc < 0) {
+        ch->persist_failed = true;
+        plan_rollback(r, &p);
+        goto out;
     }
     plan_commit(r, &p, ch);
     fleet_offset_commit(r, ch, ch->source.kind == CORE_CHANGE_CONFIG_REPLACE);

@@ -66,41 +66,53 @@ int core_fs_write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
-int core_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+int core_fs_stage(const char *path, const void *data, size_t len, mode_t mode,
+                  struct core_fs_staged *ret)
 {
-    char tmp[PATH_MAX], dir[PATH_MAX];
     int fd, r;
 
-    if (snprintf(tmp, sizeof(tmp), "%s" TMP_INFIX "%d", path, (int)getpid()) >= (int)sizeof(tmp))
+    if (snprintf(ret->tmp, sizeof(ret->tmp), "%s" TMP_INFIX "%d", path, (int)getpid()) >=
+            (int)sizeof(ret->tmp) ||
+        snprintf(ret->path, sizeof(ret->path), "%s", path) >= (int)sizeof(ret->path))
         return -ENAMETOOLONG;
-    snprintf(dir, sizeof(dir), "%s", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    fd = open(ret->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return -errno;
     r = core_fs_write_all(fd, data, len);
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
     if (r < 0)
-        goto out_unlink;
-    if (fsync(fd) < 0) {
-        r = -errno;
-        goto out_unlink;
-    }
-    if (close(fd) < 0) {
-        fd = -1;
-        r = -errno;
-        goto out_unlink;
-    }
-    fd = -1;
-    if (rename(tmp, path) < 0) {
-        r = -errno;
-        goto out_unlink;
-    }
-    return core_fs_fsync_dir(dirname(dir));
-
-out_unlink:
-    if (fd >= 0)
-        close(fd);
-    (void)unlink(tmp);
+        (void)unlink(ret->tmp);
     return r;
+}
+
+int core_fs_stage_commit(struct core_fs_staged *s)
+{
+    char dir[PATH_MAX];
+
+    if (rename(s->tmp, s->path) < 0) {
+        int r = -errno;
+
+        (void)unlink(s->tmp);
+        return r;
+    }
+    snprintf(dir, sizeof(dir), "%s", s->path);
+    return core_fs_fsync_dir(dirname(dir));
+}
+
+void core_fs_stage_abort(struct core_fs_staged *s)
+{
+    (void)unlink(s->tmp);
+}
+
+int core_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+    struct core_fs_staged s;
+    int r = core_fs_stage(path, data, len, mode, &s);
+
+    return r < 0 ? r : core_fs_stage_commit(&s);
 }
 
 int core_store_parse(const char *text, size_t len, const char *origin,
@@ -302,8 +314,8 @@ int core_store_save(const char *path, const struct core_listener_cfg *const *cfg
     return r;
 }
 
-int core_store_save_json(const char *path, json_t *set, const struct core_store_meta *meta,
-                         struct core_err *err)
+int core_store_stage_json(const char *path, json_t *set, const struct core_store_meta *meta,
+                          struct core_fs_staged *ret, struct core_err *err)
 {
     json_t *root;
     char *text;
@@ -329,9 +341,27 @@ int core_store_save_json(const char *path, json_t *set, const struct core_store_
     json_decref(root);
     if (!text)
         return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
-    r = core_fs_write_atomic(path, text, strlen(text), 0600);
+    r = core_fs_stage(path, text, strlen(text), 0600, ret);
     free(text);
     if (r < 0)
         return core_err_set(err, r, NULL, "%s: cannot write the state: %s", path, strerror(-r));
     return 0;
+}
+
+int core_store_commit(struct core_fs_staged *s, struct core_err *err)
+{
+    int r = core_fs_stage_commit(s);
+
+    if (r < 0)
+        return core_err_set(err, r, NULL, "%s: cannot write the state: %s", s->path, strerror(-r));
+    return 0;
+}
+
+int core_store_save_json(const char *path, json_t *set, const struct core_store_meta *meta,
+                         struct core_err *err)
+{
+    struct core_fs_staged s;
+    int r = core_store_stage_json(path, set, meta, &s, err);
+
+    return r < 0 ? r : core_store_commit(&s, err);
 }

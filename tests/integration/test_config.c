@@ -6,6 +6,7 @@
  * `sockserv ctl` with the exit codes scripts rely on.
  */
 
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -158,6 +159,26 @@ static bool round_trip(int fd, unsigned k)
     return it_echo_round_trip(fd, out, sizeof(out), IT_IO_TIMEOUT_MS) == 0;
 }
 
+/* How many temporary files (NAME.tmp.*) are beside the file at path. */
+static int tmp_files_beside(const char *path)
+{
+    char dir[PATH_MAX], prefix[PATH_MAX];
+    const char *base = strrchr(path, '/');
+    struct dirent *e;
+    DIR *dp;
+    int n = 0;
+
+    assert_non_null(base);
+    snprintf(dir, sizeof(dir), "%.*s", (int)(base - path), path);
+    snprintf(prefix, sizeof(prefix), "%s.tmp.", base + 1);
+    dp = opendir(dir);
+    assert_non_null(dp);
+    while ((e = readdir(dp)) != NULL)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(dp);
+    return n;
+}
+
 static void test_config_put_bind_failure_half_way_rolls_everything_back(void **state)
 {
     struct it_daemon *d = it_daemon_of(state);
@@ -201,6 +222,9 @@ static void test_config_put_bind_failure_half_way_rolls_everything_back(void **s
     assert_string_equal(etag, etag_after);
     state_after = it_file_read(d->state_file, NULL);
     assert_string_equal(state_before, state_after);
+    /* The new state file, written while the listeners were bound, was dropped: nothing beside
+     * the state file. */
+    assert_int_equal(tmp_files_beside(d->state_file), 0);
     assert_true(round_trip(conn, 1)); /* a's connection was never closed */
     it_assert_tcp_echo("127.0.0.1", pa, "still a", 7);
     it_assert_udp_echo("127.0.0.1", pb, "still b", 7);

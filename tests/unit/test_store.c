@@ -192,6 +192,37 @@ static void test_fs_write_atomic_replaces_whole_content(void **state)
     assert_int_equal(count_entries(d->path), 1);
 }
 
+/* A staged write is not at its place until committed: the old content stays readable; an abort
+ * leaves the old content and nothing beside it; a commit puts the new content in place. */
+static void test_fs_stage_commit_or_abort(void **state)
+{
+    struct dir *d = *state;
+    char path[PATH_MAX + 8], *text = NULL;
+    struct core_fs_staged s;
+    size_t len;
+
+    snprintf(path, sizeof(path), "%s/x", d->path);
+    assert_int_equal(core_fs_write_atomic(path, "old", 3, 0600), 0);
+
+    assert_int_equal(core_fs_stage(path, "dropped", 7, 0600, &s), 0);
+    assert_int_equal(count_entries(d->path), 2);
+    assert_int_equal(core_fs_read_file(path, 64, &text, &len), 0);
+    assert_string_equal(text, "old");
+    free(text);
+    core_fs_stage_abort(&s);
+    assert_int_equal(count_entries(d->path), 1);
+    assert_int_equal(core_fs_read_file(path, 64, &text, &len), 0);
+    assert_string_equal(text, "old");
+    free(text);
+
+    assert_int_equal(core_fs_stage(path, "new", 3, 0600, &s), 0);
+    assert_int_equal(core_fs_stage_commit(&s), 0);
+    assert_int_equal(count_entries(d->path), 1);
+    assert_int_equal(core_fs_read_file(path, 64, &text, &len), 0);
+    assert_string_equal(text, "new");
+    free(text);
+}
+
 static void test_fs_write_atomic_missing_dir_fails_cleanly(void **state)
 {
     struct dir *d = *state;
@@ -245,6 +276,7 @@ int main(void)
         cmocka_unit_test(test_store_wrong_shape_refused),
         cmocka_unit_test_setup_teardown(test_fs_write_atomic_replaces_whole_content, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_fs_stage_commit_or_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fs_write_atomic_missing_dir_fails_cleanly, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fs_mkdir_p_creates_parents, setup, teardown),
