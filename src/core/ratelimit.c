@@ -4,6 +4,7 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -125,16 +126,32 @@ static uint64_t source_hash(const struct core_source *s, const uint64_t seed[2])
     return mix(mix(lo ^ seed[0]) ^ hi ^ seed[1]);
 }
 
-static void seed_init(uint64_t seed[2], const void *salt)
+/* The process's key, from getrandom() once; every table's seed is derived from it. */
+static uint64_t seed_key[2];
+static pthread_once_t seed_once = PTHREAD_ONCE_INIT;
+static _Atomic uint64_t seed_count;
+
+static void seed_key_init(void)
 {
     struct timespec ts;
 
-    if (getrandom(seed, 2 * sizeof(seed[0]), GRND_NONBLOCK) == (ssize_t)(2 * sizeof(seed[0])))
+    if (getrandom(seed_key, sizeof(seed_key), GRND_NONBLOCK) == (ssize_t)sizeof(seed_key))
         return;
     /* No entropy yet (early boot): still unpredictable enough to a remote sender. */
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    seed[0] = mix((uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)salt);
-    seed[1] = mix((uint64_t)ts.tv_sec ^ seed[0]);
+    seed_key[0] = mix((uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)&ts);
+    seed_key[1] = mix((uint64_t)ts.tv_sec ^ seed_key[0]);
+}
+
+/* A seed of its own for a table: the secret key mixed with a count (no system call per table:
+ * a change of hundreds of listeners makes as many). */
+static void seed_init(uint64_t seed[2], const void *salt)
+{
+    uint64_t n = atomic_fetch_add_explicit(&seed_count, 1, memory_order_relaxed);
+
+    pthread_once(&seed_once, seed_key_init);
+    seed[0] = mix(seed_key[0] ^ mix(n ^ (uint64_t)(uintptr_t)salt));
+    seed[1] = mix(seed_key[1] ^ seed[0]);
 }
 
 /* ---- token buckets (GCRA) ---- */
