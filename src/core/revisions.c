@@ -293,15 +293,16 @@ static json_t *revision_json(const struct revision *e, bool with_listeners)
     return j;
 }
 
-/* Revision e as one line of the file (malloc'd, with its newline), NULL on ENOMEM. */
+/* Revision e as one line of the file (malloc'd, with its newline), NULL on ENOMEM. Its parts
+ * are e's own, shared, not copied: the tree is dumped and let go under the lock. */
 static char *revision_line(const struct revision *e)
 {
-    json_t *j = revision_json(e, true);
-    char *text = NULL, *line = NULL;
+    json_t *j = json_pack("{s:I, s:s, s:s, s:O*, s:s, s:O, s:O, s:O, s:i}", "revision",
+                          (json_int_t)e->n, "time", e->time, "source", e->source, "origin",
+                          e->origin, "summary", e->summary, "diff", e->diff, "listeners",
+                          e->listeners, "listener_revisions", e->of, "version", FORMAT_VERSION);
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL, *line = NULL;
 
-    if (j && json_object_set(j, "listener_revisions", e->of) == 0 &&
-        json_object_set_new(j, "version", json_integer(FORMAT_VERSION)) == 0)
-        text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(j);
     if (text && asprintf(&line, "%s\n", text) < 0)
         line = NULL;
