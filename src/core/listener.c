@@ -58,15 +58,38 @@ static json_t *bound_json(const char *bound)
     return a;
 }
 
+/* A listener's state as its status and its "listener.state" events show it, copied under its
+ * lock, for JSON made later on another thread. */
+struct state_copy {
+    enum core_state state;
+    char bound[CORE_ADDR_STRLEN];
+    struct timespec since;
+    char error[sizeof(((struct core_err *)0)->msg)];
+    struct drain_view *drains; /* the draining runners */
+    size_t n_drains;
+};
+
+/* Fills c from l. Under lock. */
+static void state_copy_locked(const struct core_listener *l, struct state_copy *c)
+{
+    c->state = l->state;
+    memcpy(c->bound, l->bound, sizeof(c->bound));
+    c->since = l->since;
+    memcpy(c->error, l->error, sizeof(c->error));
+    c->drains = core_listener_drain_views_locked(l, &c->n_drains);
+}
+
+/* c's error as JSON: null when there is none. */
+static json_t *state_copy_error(const struct state_copy *c)
+{
+    return c->error[0] ? json_string(c->error) : json_null();
+}
+
 /* A "listener.state" event's data as it was when published; its first reader makes the JSON. */
 struct state_shot {
     char id[CORE_ID_MAX];
-    enum core_state state, previous;
-    char bound[CORE_ADDR_STRLEN];
-    char error[sizeof(((struct core_err *)0)->msg)];
-    struct timespec since;
-    struct drain_view *drains;
-    size_t n_drains;
+    enum core_state previous;
+    struct state_copy st;
 };
 
 static json_t *state_shot_json(const void *p)
@@ -74,19 +97,18 @@ static json_t *state_shot_json(const void *p)
     const struct state_shot *s = p;
     char since[32];
 
-    format_since(&s->since, since, sizeof(since));
+    format_since(&s->st.since, since, sizeof(since));
     return json_pack("{s:s, s:s, s:s, s:o, s:o, s:s, s:o}", "id", s->id, "state",
-                     core_state_name(s->state), "previous", core_state_name(s->previous), "bound",
-                     bound_json(s->bound), "error",
-                     s->error[0] ? json_string(s->error) : json_null(), "since", since, "draining",
-                     core_listener_draining_json(s->drains, s->n_drains));
+                     core_state_name(s->st.state), "previous", core_state_name(s->previous),
+                     "bound", bound_json(s->st.bound), "error", state_copy_error(&s->st), "since",
+                     since, "draining", core_listener_draining_json(s->st.drains, s->st.n_drains));
 }
 
 static void state_shot_free(void *p)
 {
     struct state_shot *s = p;
 
-    free(s->drains);
+    free(s->st.drains);
     free(s);
 }
 
@@ -98,12 +120,8 @@ static struct state_shot *state_shot_locked(const struct core_listener *l, enum 
     if (!s)
         return NULL;
     memcpy(s->id, l->id, sizeof(s->id));
-    s->state = l->state;
     s->previous = previous;
-    memcpy(s->bound, l->bound, sizeof(s->bound));
-    memcpy(s->error, l->error, sizeof(s->error));
-    s->since = l->since;
-    s->drains = core_listener_drain_views_locked(l, &s->n_drains);
+    state_copy_locked(l, &s->st);
     return s;
 }
 
@@ -439,12 +457,7 @@ static json_t *tls_status_locked(struct core_listener *l)
 
 struct core_listener_snapshot {
     struct core_listener_cfg cfg;
-    enum core_state state;
-    char bound[CORE_ADDR_STRLEN];
-    struct timespec since;
-    char error[sizeof(((struct core_err *)0)->msg)];
-    struct drain_view *drains;
-    size_t n_drains;
+    struct state_copy st;
     json_t *tls; /* TCP: status.tls, a copy; else NULL */
     bool with_metrics;
     struct core_metrics_snapshot metrics;
@@ -455,7 +468,7 @@ void core_listener_snapshot_free(struct core_listener_snapshot *v)
     if (!v)
         return;
     core_listener_cfg_fini(&v->cfg);
-    free(v->drains);
+    free(v->st.drains);
     json_decref(v->tls);
     free(v);
 }
@@ -471,11 +484,7 @@ struct core_listener_snapshot *core_listener_snapshot_take(struct core_listener 
     v->with_metrics = with_metrics;
     pthread_mutex_lock(&l->lock);
     ok = core_listener_cfg_copy(&l->cfg, &v->cfg) == 0;
-    v->state = l->state;
-    memcpy(v->bound, l->bound, sizeof(v->bound));
-    v->since = l->since;
-    memcpy(v->error, l->error, sizeof(v->error));
-    v->drains = core_listener_drain_views_locked(l, &v->n_drains);
+    state_copy_locked(l, &v->st);
     v->tls = l->cfg.transport == CORE_TCP ? tls_status_locked(l) : NULL;
     if (with_metrics)
         core_metrics_snapshot(l->metrics, &v->metrics);
@@ -492,15 +501,15 @@ json_t *core_listener_snapshot_json(const struct core_listener_snapshot *v)
     char since[32];
     json_t *j = core_listener_cfg_to_json(&v->cfg), *status;
 
-    format_since(&v->since, since, sizeof(since));
-    status = json_pack("{s:s, s:o, s:s, s:o}", "state", core_state_name(v->state), "bound",
-                       bound_json(v->bound), "since", since, "error",
-                       v->error[0] ? json_string(v->error) : json_null());
-    if (status && ((v->cfg.transport == CORE_TCP &&
-                    (core_fdbudget_status(status, v->cfg.max_connections) < 0 ||
-                     json_object_set_new(status, "tls", json_deep_copy(v->tls)) < 0)) ||
-                   json_object_set_new(status, "draining",
-                                       core_listener_draining_json(v->drains, v->n_drains)) < 0)) {
+    format_since(&v->st.since, since, sizeof(since));
+    status = json_pack("{s:s, s:o, s:s, s:o}", "state", core_state_name(v->st.state), "bound",
+                       bound_json(v->st.bound), "since", since, "error", state_copy_error(&v->st));
+    if (status &&
+        ((v->cfg.transport == CORE_TCP &&
+          (core_fdbudget_status(status, v->cfg.max_connections) < 0 ||
+           json_object_set_new(status, "tls", json_deep_copy(v->tls)) < 0)) ||
+         json_object_set_new(status, "draining",
+                             core_listener_draining_json(v->st.drains, v->st.n_drains)) < 0)) {
         json_decref(status);
         status = NULL;
     }
