@@ -28,6 +28,10 @@ struct revision {
     json_t *diff;
     json_t *listeners;
     json_t *of; /* every listener's revision after this one, as written to the file */
+    /* Its line in the file, with the newline: made once (or kept from the file at load), so
+     * that writing the file whole, every CORE_REVISIONS_KEEP changes, dumps nothing again. */
+    char *line;
+    size_t line_len;
 };
 
 struct core_revisions {
@@ -74,6 +78,7 @@ static void revision_fini(struct revision *e)
     json_decref(e->diff);
     json_decref(e->listeners);
     json_decref(e->of);
+    free(e->line);
     memset(e, 0, sizeof(*e));
 }
 
@@ -293,21 +298,26 @@ static json_t *revision_json(const struct revision *e, bool with_listeners)
     return j;
 }
 
-/* Revision e as one line of the file (malloc'd, with its newline), NULL on ENOMEM. Its parts
- * are e's own, shared, not copied: the tree is dumped and let go under the lock. */
-static char *revision_line(const struct revision *e)
+/* Revision e's line in the file, with its newline (e's own), NULL on ENOMEM. Made from e's
+ * trees, shared, not copied: dumped and let go under the lock. Lock held. */
+static const char *revision_text(struct revision *e)
 {
-    json_t *j = json_pack("{s:I, s:s, s:s, s:O*, s:s, s:O, s:O, s:O, s:i}", "revision",
-                          (json_int_t)e->n, "time", e->time, "source", e->source, "origin",
-                          e->origin, "summary", e->summary, "diff", e->diff, "listeners",
-                          e->listeners, "listener_revisions", e->of, "version", FORMAT_VERSION);
-    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL, *line = NULL;
+    json_t *j;
+    char *text;
 
+    if (e->line)
+        return e->line;
+    j = json_pack("{s:I, s:s, s:s, s:O*, s:s, s:O, s:O, s:O, s:i}", "revision", (json_int_t)e->n,
+                  "time", e->time, "source", e->source, "origin", e->origin, "summary", e->summary,
+                  "diff", e->diff, "listeners", e->listeners, "listener_revisions", e->of,
+                  "version", FORMAT_VERSION);
+    text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
-    if (text && asprintf(&line, "%s\n", text) < 0)
-        line = NULL;
+    if (text && asprintf(&e->line, "%s\n", text) < 0)
+        e->line = NULL;
     free(text);
-    return line;
+    e->line_len = e->line ? strlen(e->line) : 0;
+    return e->line;
 }
 
 /* Writes the revisions shown, oldest first, as the whole file (atomically). Lock held. */
@@ -317,10 +327,9 @@ static int save_whole(struct core_revisions *rv)
     int r = 0;
 
     for (size_t i = first_shown(rv); i < rv->n && r == 0; i++) {
-        char *line = revision_line(&rv->list[i]);
+        const char *line = revision_text(&rv->list[i]);
 
-        r = line ? core_buf_append(&buf, line, strlen(line)) : -ENOMEM;
-        free(line);
+        r = line ? core_buf_append(&buf, line, rv->list[i].line_len) : -ENOMEM;
     }
     if (r == 0)
         r = core_fs_write_atomic(rv->path, buf.data ? (const char *)buf.data : "", buf.len, 0600);
@@ -342,13 +351,12 @@ static int save_append(struct core_revisions *rv)
     if (fd < 0)
         return -errno;
     for (size_t i = first_shown(rv); i < rv->n && r == 0; i++) {
-        char *line;
+        const char *line;
 
         if (rv->list[i].n <= rv->file_last)
             continue;
-        line = revision_line(&rv->list[i]);
-        r = line ? core_fs_write_all(fd, line, strlen(line)) : -ENOMEM;
-        free(line);
+        line = revision_text(&rv->list[i]);
+        r = line ? core_fs_write_all(fd, line, rv->list[i].line_len) : -ENOMEM;
         added++;
     }
     if (r == 0 && fdatasync(fd) < 0)
@@ -484,6 +492,9 @@ int core_revisions_load(struct core_revisions *rv, struct core_err *err)
             e.of = json_incref(json_object_get(j, "listener_revisions"));
             json_decref(of);
             of = json_incref(e.of);
+            /* The line as read: written again as it is when the file is written whole. */
+            e.line = strndup(p, (size_t)(nl + 1 - p));
+            e.line_len = e.line ? (size_t)(nl + 1 - p) : 0;
         }
         json_decref(j);
         if (r < 0) {

@@ -22,6 +22,7 @@
 #include "core/config.h"
 #include "core/diff.h"
 #include "core/revisions.h"
+#include "core/store.h"
 #include "svc/date.h"
 #include "svc/echo.h"
 
@@ -466,6 +467,55 @@ static void test_revisions_file_compacted_keeps_the_newest(void **state)
     core_revisions_free(rv);
 }
 
+/* Writing the file whole keeps each revision's line as it was: a line read from the file (here
+ * with its members in another order and spaces, as another writer may have left it) is written
+ * again byte for byte, not made anew from its parsed trees. */
+static void test_revisions_file_written_whole_keeps_lines_as_read(void **state)
+{
+    struct fx *f = *state;
+    struct core_revisions *rv;
+    struct core_err err = {0};
+    char *text = NULL, line[512], *p;
+    size_t len;
+    FILE *fp = fopen(f->path, "w");
+
+    assert_non_null(fp);
+    for (int n = 1; n <= 2 * CORE_REVISIONS_KEEP; n++)
+        fprintf(fp,
+                "{\"version\": 1, \"revision\": %d, \"time\": \"2026-12-01T00:00:00.000Z\", "
+                "\"source\": \"test\", \"summary\": \"change a\", "
+                "\"diff\": [{\"id\": \"a\", \"action\": \"change\"}], "
+                "\"listeners\": [{\"id\": \"a\", \"service\": \"echo\"}], "
+                "\"listener_revisions\": {\"a\": %d}}\n",
+                n, n);
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(core_revisions_new(f->path, &rv), 0);
+    assert_int_equal(core_revisions_load(rv, &err), 0);
+    assert_int_equal(core_revisions_last(rv), 2 * CORE_REVISIONS_KEEP);
+
+    /* The file holds twice the revisions shown: the next save writes the newest whole. */
+    append(rv, "a", "change");
+    assert_int_equal(core_revisions_save(rv, &err), 0);
+    assert_int_equal(file_lines(f->path), CORE_REVISIONS_KEEP);
+    assert_int_equal(core_fs_read_file(f->path, 1 << 24, &text, &len), 0);
+    p = text;
+    for (int n = CORE_REVISIONS_KEEP + 2; n <= 2 * CORE_REVISIONS_KEEP; n++) {
+        int k = snprintf(line, sizeof(line),
+                         "{\"version\": 1, \"revision\": %d, \"time\": "
+                         "\"2026-12-01T00:00:00.000Z\", \"source\": \"test\", \"summary\": "
+                         "\"change a\", \"diff\": [{\"id\": \"a\", \"action\": \"change\"}], "
+                         "\"listeners\": [{\"id\": \"a\", \"service\": \"echo\"}], "
+                         "\"listener_revisions\": {\"a\": %d}}\n",
+                         n, n);
+
+        assert_memory_equal(p, line, (size_t)k);
+        p += k;
+    }
+    assert_non_null(strstr(p, "\"revision\":201,")); /* the new one, as this daemon writes */
+    free(text);
+    core_revisions_free(rv);
+}
+
 static void test_revisions_corrupt_line_in_the_middle_refused(void **state)
 {
     struct fx *f = *state;
@@ -507,6 +557,8 @@ int main(void)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_revisions_file_compacted_keeps_the_newest, fx_setup,
                                         fx_teardown),
+        cmocka_unit_test_setup_teardown(test_revisions_file_written_whole_keeps_lines_as_read,
+                                        fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_revisions_corrupt_line_in_the_middle_refused, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_revisions_floor_keeps_numbers_from_coming_back,
