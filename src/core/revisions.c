@@ -282,36 +282,42 @@ void core_revisions_drop_last(struct core_revisions *rv)
     pthread_mutex_unlock(&rv->lock);
 }
 
-/* Revision e as JSON, a deep copy that no other thread sees. */
-static json_t *revision_json(const struct revision *e, bool with_listeners)
+/* Revision e as JSON made of e's own trees, shared: read and let go under the lock. */
+static json_t *revision_shared(const struct revision *e, bool with_listeners)
 {
     json_t *j =
-        json_pack("{s:I, s:s, s:s, s:o*, s:s, s:o}", "revision", (json_int_t)e->n, "time", e->time,
-                  "source", e->source, "origin", e->origin ? json_deep_copy(e->origin) : NULL,
-                  "summary", e->summary, "diff", json_deep_copy(e->diff));
+        json_pack("{s:I, s:s, s:s, s:O*, s:s, s:O}", "revision", (json_int_t)e->n, "time", e->time,
+                  "source", e->source, "origin", e->origin, "summary", e->summary, "diff", e->diff);
 
-    if (j && with_listeners &&
-        json_object_set_new(j, "listeners", json_deep_copy(e->listeners)) < 0) {
+    if (j && with_listeners && json_object_set(j, "listeners", e->listeners) < 0) {
         json_decref(j);
         return NULL;
     }
     return j;
 }
 
-/* Revision e's line in the file, with its newline (e's own), NULL on ENOMEM. Made from e's
- * trees, shared, not copied: dumped and let go under the lock. Lock held. */
+/* Revision e as JSON, a deep copy that no other thread sees. */
+static json_t *revision_json(const struct revision *e, bool with_listeners)
+{
+    json_t *shared = revision_shared(e, with_listeners), *j = json_deep_copy(shared);
+
+    json_decref(shared);
+    return j;
+}
+
+/* Revision e's line in the file, with its newline (e's own), NULL on ENOMEM. Made once, from
+ * e's trees, shared. Lock held. */
 static const char *revision_text(struct revision *e)
 {
     json_t *j;
-    char *text;
+    char *text = NULL;
 
     if (e->line)
         return e->line;
-    j = json_pack("{s:I, s:s, s:s, s:O*, s:s, s:O, s:O, s:O, s:i}", "revision", (json_int_t)e->n,
-                  "time", e->time, "source", e->source, "origin", e->origin, "summary", e->summary,
-                  "diff", e->diff, "listeners", e->listeners, "listener_revisions", e->of,
-                  "version", FORMAT_VERSION);
-    text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    j = revision_shared(e, true);
+    if (j && json_object_set(j, "listener_revisions", e->of) == 0 &&
+        json_object_set_new(j, "version", json_integer(FORMAT_VERSION)) == 0)
+        text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(j);
     if (text && asprintf(&e->line, "%s\n", text) < 0)
         e->line = NULL;

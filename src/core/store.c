@@ -314,6 +314,13 @@ int core_store_save(const char *path, const struct core_listener_cfg *const *cfg
     return r;
 }
 
+/* r (0 or a write's negative errno) with err saying the state at path was not written. */
+static int write_failed(const char *path, int r, struct core_err *err)
+{
+    return r < 0 ? core_err_set(err, r, NULL, "%s: cannot write the state: %s", path, strerror(-r))
+                 : 0;
+}
+
 int core_store_stage_json(const char *path, json_t *set, const struct core_store_meta *meta,
                           struct core_fs_staged *ret, struct core_err *err)
 {
@@ -343,18 +350,12 @@ int core_store_stage_json(const char *path, json_t *set, const struct core_store
         return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
     r = core_fs_stage(path, text, strlen(text), 0600, ret);
     free(text);
-    if (r < 0)
-        return core_err_set(err, r, NULL, "%s: cannot write the state: %s", path, strerror(-r));
-    return 0;
+    return write_failed(path, r, err);
 }
 
 int core_store_commit(struct core_fs_staged *s, struct core_err *err)
 {
-    int r = core_fs_stage_commit(s);
-
-    if (r < 0)
-        return core_err_set(err, r, NULL, "%s: cannot write the state: %s", s->path, strerror(-r));
-    return 0;
+    return write_failed(s->path, core_fs_stage_commit(s), err);
 }
 
 int core_store_save_json(const char *path, json_t *set, const struct core_store_meta *meta,
