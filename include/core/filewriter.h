@@ -24,6 +24,9 @@
  * cache (O_DIRECT) as they are. */
 #define CORE_FILEWRITER_ALIGN CORE_WRITEBACK_DIRECT_ALIGN
 #define CORE_FILEWRITER_BUFFERS_MAX 16
+/* Buffers of this much and more together start at a multiple of it and are advised to the
+ * kernel as huge pages (MADV_HUGEPAGE). */
+#define CORE_FILEWRITER_HUGE (2u << 20)
 
 /* Writes all of p[0..n) (the next bytes of the file): 0, or a negative errno that ends the
  * writing. */

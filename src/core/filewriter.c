@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/thread.h"
@@ -83,6 +84,40 @@ static void *flusher_main(void *arg)
     return NULL;
 }
 
+/*
+ * The buffers, mapped for the writer alone and in transparent huge pages where the kernel has
+ * them (MADV_HUGEPAGE: the machine's setting is often "madvise"). A write past the page cache
+ * pins the pages it writes from and maps them for the device: 1 MiB is then half a huge page
+ * instead of 256 small ones. A restore of 256 MiB took 330-350 ms instead of 420-570 ms here.
+ * Without huge pages (THP off), the same buffers in small ones. Fresh pages every time: an
+ * allocator's reused memory would be in small pages already.
+ */
+static uint8_t *buffers_map(size_t n)
+{
+    size_t slack = n >= CORE_FILEWRITER_HUGE ? CORE_FILEWRITER_HUGE : 0;
+    uint8_t *p = mmap(NULL, n + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uintptr_t head;
+
+    if (p == MAP_FAILED)
+        return NULL;
+    if (!slack)
+        return p;
+    head = (CORE_FILEWRITER_HUGE - (uintptr_t)p % CORE_FILEWRITER_HUGE) % CORE_FILEWRITER_HUGE;
+    if (head)
+        (void)munmap(p, head);
+    if (slack - head)
+        (void)munmap(p + head + n, slack - head);
+    (void)madvise(p + head, n, MADV_HUGEPAGE);
+    return p + head;
+}
+
+static void buffers_unmap(struct core_filewriter *w)
+{
+    if (w->mem)
+        (void)munmap(w->mem, (size_t)w->buffers * w->chunk);
+    w->mem = NULL;
+}
+
 /* "<the caller's thread name up to its last '/'>/<role>", or "ss-<role>". */
 static void writer_name(char out[CORE_THREAD_NAME_MAX + 1], const char *role)
 {
@@ -106,7 +141,6 @@ int core_filewriter_start(struct core_filewriter *w, unsigned buffers, size_t ch
                           core_filewriter_fn write, void *ctx)
 {
     char name[CORE_THREAD_NAME_MAX + 1];
-    void *mem;
     int e;
 
     memset(w, 0, sizeof(*w));
@@ -117,17 +151,16 @@ int core_filewriter_start(struct core_filewriter *w, unsigned buffers, size_t ch
     w->ctx = ctx;
     w->buffers = buffers;
     w->chunk = chunk;
-    if (posix_memalign(&mem, CORE_FILEWRITER_ALIGN, (size_t)buffers * chunk) != 0)
+    w->mem = buffers_map((size_t)buffers * chunk);
+    if (!w->mem)
         return -ENOMEM;
-    w->mem = mem;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     e = pthread_create(&w->thread, NULL, writer_main, w);
     if (e != 0) {
         pthread_cond_destroy(&w->cv);
         pthread_mutex_destroy(&w->mu);
-        free(w->mem);
-        w->mem = NULL;
+        buffers_unmap(w);
         return -e;
     }
     writer_name(name, "write");
@@ -156,18 +189,16 @@ int core_filewriter_flush_behind(struct core_filewriter *w, int fd)
 int core_filewriter_start_inline(struct core_filewriter *w, size_t chunk, core_filewriter_fn write,
                                  void *ctx)
 {
-    void *mem;
-
     memset(w, 0, sizeof(*w));
     if (chunk == 0 || chunk % CORE_FILEWRITER_ALIGN != 0)
         return -EINVAL;
-    if (posix_memalign(&mem, CORE_FILEWRITER_ALIGN, chunk) != 0)
+    w->mem = buffers_map(chunk);
+    if (!w->mem)
         return -ENOMEM;
     w->write = write;
     w->ctx = ctx;
     w->buffers = 1;
     w->chunk = chunk;
-    w->mem = mem;
     w->inline_ = true;
     w->started = true;
     return 0;
@@ -212,8 +243,7 @@ int core_filewriter_finish(struct core_filewriter *w, bool discard)
     if (!w->started)
         return w->error;
     if (w->inline_) {
-        free(w->mem);
-        w->mem = NULL;
+        buffers_unmap(w);
         w->started = false;
         return w->error;
     }
@@ -233,8 +263,7 @@ int core_filewriter_finish(struct core_filewriter *w, bool discard)
     w->flushing = false;
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
-    free(w->mem);
-    w->mem = NULL;
+    buffers_unmap(w);
     w->started = false;
     return w->error;
 }

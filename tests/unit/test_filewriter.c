@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -110,6 +111,64 @@ static void test_filewriter_bad_sizes_refused(void **state)
         core_filewriter_start(&w, CORE_FILEWRITER_BUFFERS_MAX + 1, CHUNK, sink_write, &s), -EINVAL);
     assert_int_equal(core_filewriter_start(&w, BUFFERS, CHUNK + 1, sink_write, &s), -EINVAL);
     assert_int_equal(core_filewriter_finish(&w, false), 0); /* never started */
+}
+
+/* The "VmFlags:" line of the mapping in /proc/self/smaps that holds p ("" when none does). */
+static void vm_flags_of(const void *p, char *out, size_t cap)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    bool in = false;
+
+    assert_non_null(f);
+    out[0] = '\0';
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi;
+
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(out, cap, "%.200s", line + 8);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* Buffers of 2 MiB and more start on a huge page's boundary and are advised as huge pages (a
+ * write past the page cache then pins and maps one page per 2 MiB, not 512); what is pushed is
+ * written as ever. */
+static void test_filewriter_large_buffers_advised_as_huge_pages(void **state)
+{
+    struct core_filewriter w;
+    struct sink *s = calloc(1, sizeof(*s));
+    size_t chunk = 1u << 20, total = 3 * CHUNK;
+    uint8_t *want = malloc(total), *buf;
+    char flags[256];
+
+    (void)state;
+    assert_int_equal(core_filewriter_start(&w, 4, chunk, sink_write, s), 0);
+    buf = core_filewriter_next(&w);
+    assert_non_null(buf);
+    assert_int_equal((uintptr_t)buf % CORE_FILEWRITER_HUGE, 0);
+    vm_flags_of(buf + 3 * chunk, flags, sizeof(flags)); /* the last buffer: the same mapping */
+    assert_non_null(strstr(flags, " hg"));
+    for (size_t i = 0; i < total; i++)
+        want[i] = (uint8_t)(i * 13);
+    memcpy(buf, want, total);
+    core_filewriter_push(&w, total);
+    assert_int_equal(core_filewriter_finish(&w, false), 0);
+    assert_int_equal(s->len, total);
+    assert_memory_equal(s->got, want, total);
+    /* A smaller one (the inline writer's single chunk of 1 MiB) is not advised. */
+    assert_int_equal(core_filewriter_start_inline(&w, chunk, sink_write, s), 0);
+    buf = core_filewriter_next(&w);
+    assert_non_null(buf);
+    vm_flags_of(buf, flags, sizeof(flags));
+    assert_null(strstr(flags, " hg"));
+    assert_int_equal(core_filewriter_finish(&w, false), 0);
+    free(want);
+    free(s);
 }
 
 static void *named_owner(void *arg)
@@ -274,6 +333,7 @@ int main(void)
         cmocka_unit_test(test_filewriter_flush_behind_file_gets_every_byte),
         cmocka_unit_test(test_filewriter_failed_write_stops_the_writer_and_is_returned),
         cmocka_unit_test(test_filewriter_bad_sizes_refused),
+        cmocka_unit_test(test_filewriter_large_buffers_advised_as_huge_pages),
         cmocka_unit_test(test_filewriter_thread_named_after_its_owner),
         cmocka_unit_test(test_filewriter_inline_writes_each_push_before_it_returns),
         cmocka_unit_test(test_filewriter_inline_failed_write_is_returned),
