@@ -195,6 +195,9 @@ int cli_tcp_connect(const struct addrinfo *list, int64_t deadline);
     }
 enum { CLI_TLS_OPT_TLS, CLI_TLS_OPT_CACERT, CLI_TLS_OPT_CERT, CLI_TLS_OPT_KEY };
 
+/* Bytes a TLS client reads from its socket at once (read-ahead), several records' worth. */
+#define CLI_TLS_READ_AHEAD (64 * 1024)
+
 /* What the TLS options said; on false: plain TCP. Paths borrowed from argv. */
 struct cli_tls_opts {
     bool on;
@@ -214,6 +217,7 @@ struct cli_stream {
     void *ssl;       /* SSL *, NULL for plain TCP */
     void *ctx;       /* SSL_CTX * */
     short want;      /* TLS: what the last -EAGAIN waits for (POLLIN or POLLOUT) */
+    bool starved;    /* TLS: the last read needs more from the socket than was read ahead */
     bool closed;     /* TLS: close_notify sent */
     char error[160]; /* TLS: why the last call failed with -EPROTO */
 };
@@ -249,8 +253,8 @@ ssize_t cli_stream_write(struct cli_stream *s, const void *p, size_t n);
  * -EAGAIN waits for besides. */
 short cli_stream_events(const struct cli_stream *s, short dflt);
 
-/* Whether TLS holds decrypted bytes not read yet (the socket may be empty: read before
- * waiting). */
+/* Whether TLS holds bytes to read before waiting for the socket (which may be empty): decrypted
+ * ones, or a record read ahead (not the start of one the last read found short). */
 bool cli_stream_pending(const struct cli_stream *s);
 
 /* Ends the sending side: shutdown(SHUT_WR), or a TLS close_notify (the server's answer can

@@ -521,6 +521,12 @@ static SSL_CTX *tls_ctx_new(const char *verb, const struct cli_tls_opts *tls)
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    /* Read ahead: one read takes what the socket holds, up to CLI_TLS_READ_AHEAD, instead of a
+     * record's header and then its body (two system calls per 16 KiB). A 256 MiB restore over
+     * TLS: 560-615 ms before, 543-580 ms after, interleaved here. What is read and not yet
+     * decrypted is pending (cli_stream_pending()). */
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(ctx, CLI_TLS_READ_AHEAD);
     if (tls->cacert) {
         if (access(tls->cacert, R_OK) < 0) {
             cli_fail(verb, "--cacert %s: %s", tls->cacert, strerror(errno));
@@ -686,9 +692,11 @@ ssize_t cli_stream_read(struct cli_stream *s, void *buf, size_t n)
     ERR_clear_error();
     s->want = 0;
     r = SSL_read(s->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+    s->starved = false;
     if (r > 0)
         return r;
     r = tls_io_error(s, r);
+    s->starved = r == -EAGAIN && s->want == POLLIN;
     ERR_clear_error();
     return r;
 }
@@ -721,7 +729,7 @@ short cli_stream_events(const struct cli_stream *s, short dflt)
 
 bool cli_stream_pending(const struct cli_stream *s)
 {
-    return s->ssl && SSL_pending(s->ssl) > 0;
+    return s->ssl && (SSL_pending(s->ssl) > 0 || (SSL_has_pending(s->ssl) && !s->starved));
 }
 
 void cli_stream_shutdown(struct cli_stream *s)

@@ -7,9 +7,16 @@
  * test with openssl(1).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -20,6 +27,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "core/metrics.h"
+#include "core/tls.h"
 #include "harness.h"
 
 #define CLI_TIMEOUT_MS 20000
@@ -253,6 +262,98 @@ static void test_listener_tls_echo_every_model_answers(void **state)
         json_decref(l);
     }
     free(big);
+}
+
+/* Polls fd for events until deadline (it_now_ms() time); asserts it came. */
+static void wait_fd(int fd, short events, int64_t deadline)
+{
+    struct pollfd pfd = {.fd = fd, .events = events};
+    int r;
+
+    do {
+        r = poll(&pfd, 1, (int)(deadline > it_now_ms() ? deadline - it_now_ms() : 0));
+    } while (r < 0 && errno == EINTR);
+    assert_int_equal(r, 1);
+}
+
+/*
+ * A server that sends three TLS records at once and then waits, to the echo client with its
+ * input still open: the client reads the three from the socket at once (it reads ahead) and
+ * prints every byte, while the socket has nothing more to say: records read ahead and not yet
+ * decrypted are read before the client waits for the socket.
+ */
+static void test_listener_tls_client_prints_records_read_ahead_without_waiting(void **state)
+{
+    const struct tls_fx *t = *state;
+    const size_t len = 40000; /* three records */
+    char *msg = it_pattern(len, 5), *got = malloc(len), port[8], opt[2048];
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), fd, in[2], out[2], status, r;
+    int64_t deadline = it_now_ms() + CLI_TIMEOUT_MS / 2;
+    struct core_tls_conn *c;
+    struct core_metrics m;
+    struct core_tls *tls;
+    struct core_err err;
+    size_t have = 0;
+    json_t *v;
+    pid_t pid;
+
+    tls_option(t, false, opt, sizeof(opt));
+    v = json_loads(opt, 0, NULL);
+    assert_int_equal(core_tls_new(v, &tls, &err), 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(lfd, 1), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+    snprintf(port, sizeof(port), "%u", ntohs(sa.sin_port));
+    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(in[0], STDIN_FILENO);
+        dup2(out[1], STDOUT_FILENO);
+        execl(it_bin(), it_bin(), "echo", "--tls", "--cacert", t->ca, "127.0.0.1", port,
+              (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    wait_fd(lfd, POLLIN, deadline);
+    fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    assert_true(fd >= 0);
+    core_metrics_init(&m);
+    assert_int_equal(core_tls_conn_new(tls, fd, &c), 0);
+    while ((r = core_tls_handshake(c, &m)) == -EAGAIN)
+        wait_fd(fd, core_tls_conn_events(c), deadline);
+    assert_int_equal(r, 0);
+    while (have < len) { /* three records, sent while the client waits (a partial write each) */
+        ssize_t n = core_tls_write(c, msg + have, len - have);
+
+        assert_true(n > 0);
+        have += (size_t)n;
+    }
+    have = 0;
+    while (have < len) {
+        ssize_t n;
+
+        wait_fd(out[0], POLLIN, deadline); /* fails when the client waits for the socket */
+        n = read(out[0], got + have, len - have);
+        assert_true(n > 0);
+        have += (size_t)n;
+    }
+    assert_memory_equal(got, msg, len);
+    close(in[1]); /* the user is done; the server closes in turn */
+    core_tls_conn_free(c);
+    close(fd);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(out[0]);
+    close(lfd);
+    core_tls_free(tls);
+    json_decref(v);
+    free(got);
+    free(msg);
 }
 
 static void test_listener_tls_date_and_backup_over_tls(void **state)
@@ -517,6 +618,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_listener_tls_with_uring_is_400_naming_options_tls,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_listener_tls_client_prints_records_read_ahead_without_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listener_tls_date_and_backup_over_tls, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_listener_tls_client_cert_required_missing_fails, setup,
