@@ -8,12 +8,14 @@
  * core_change_source_json(); absent from revisions older than it), its diff (core/diff.h), a
  * one-line summary and the whole listener set after it. The last CORE_REVISIONS_KEEP are kept, in
  * memory and in a file beside the state file: one JSON line per revision (with every listener's
- * revision after it), appended and synced at each save, the file written whole (atomically,
- * core_fs_write_atomic()) when it holds twice as many as are kept. A last line cut short by a crash
- * is dropped at load. Besides, the revision that last changed each listener.
+ * revision after it), appended and synced at each save, the file written whole (atomically, on
+ * a thread of its own, "ss-compact", while saves go on appending) when it holds twice as many as
+ * are kept. A last line cut short by a crash is dropped at load. Besides, the revision that last
+ * changed each listener.
  *
  * Thread rules: every function may be called from any thread (one internal lock, never held
- * across I/O but the save's write). Changes (append, drop, save) come from one thread at a time
+ * across I/O but a save's append and a rewrite's last step: the lines appended meanwhile and
+ * the rename). Changes (append, drop, save) come from one thread at a time
  * (the registry's ops holder).
  */
 
@@ -86,9 +88,13 @@ int core_revisions_append(struct core_revisions *rv, const char *source, json_t 
  * with the listeners' revisions as they were. Only right after core_revisions_append(). */
 void core_revisions_drop_last(struct core_revisions *rv);
 
-/* Writes the revisions the file lacks to it (see above). Returns 0 or a negative errno with
- * err set; the file then holds what it held, or a torn last line dropped at the next load. */
+/* Writes the revisions the file lacks to it (see above), synced before it returns; the file's
+ * rewrite whole it may start goes on after. Returns 0 or a negative errno with err set; the
+ * file then holds what it held, or a torn last line dropped at the next load. */
 int core_revisions_save(struct core_revisions *rv, struct core_err *err);
+
+/* Waits until a rewrite of the file whole that a save started is done (or failed). */
+void core_revisions_settle(struct core_revisions *rv);
 
 /* The newest revisions first, at most limit, each {"revision","time","source","origin",
  * "summary","diff"} ("origin" absent when not recorded): a JSON array (new reference), NULL on

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "core/config.h"
 #include "core/err.h"
@@ -39,6 +40,10 @@ struct core_fs_staged {
 };
 int core_fs_stage(const char *path, const void *data, size_t len, mode_t mode,
                   struct core_fs_staged *ret);
+/* core_fs_stage() of the n pieces of iov, one after the other (written from where they are:
+ * nothing is copied together first). */
+int core_fs_stage_iov(const char *path, const struct iovec *iov, size_t n, mode_t mode,
+                      struct core_fs_staged *ret);
 int core_fs_stage_commit(struct core_fs_staged *s);
 void core_fs_stage_abort(struct core_fs_staged *s);
 

@@ -4,20 +4,55 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "core/buf.h"
 #include "core/diff.h"
 #include "core/store.h"
+#include "core/thread.h"
 
 #define FORMAT_VERSION 1
 #define FILE_MAX (64 * 1024 * 1024)
+
+/* A revision's line of the file, with its newline; shared by its revision and a rewrite of the
+ * file that writes it without the lock (the revision may be dropped meanwhile). */
+struct line {
+    atomic_size_t refs;
+    size_t len;
+    char text[];
+};
+
+static struct line *line_new(const char *text, size_t len)
+{
+    struct line *l = malloc(sizeof(*l) + len + 1);
+
+    if (!l)
+        return NULL;
+    atomic_init(&l->refs, 1);
+    l->len = len;
+    memcpy(l->text, text, len);
+    l->text[len] = '\0';
+    return l;
+}
+
+static struct line *line_ref(struct line *l)
+{
+    atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
+    return l;
+}
+
+static void line_unref(struct line *l)
+{
+    if (l && atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1)
+        free(l);
+}
 
 struct revision {
     uint64_t n;
@@ -30,8 +65,7 @@ struct revision {
     json_t *of; /* every listener's revision after this one, as written to the file */
     /* Its line in the file, with the newline: made once (or kept from the file at load), so
      * that writing the file whole, every CORE_REVISIONS_KEEP changes, dumps nothing again. */
-    char *line;
-    size_t line_len;
+    struct line *line;
 };
 
 struct core_revisions {
@@ -44,9 +78,14 @@ struct core_revisions {
     json_t *of;      /* {"id": revision}: guarded by lock */
     json_t *of_prev; /* of before the newest append, for drop_last */
     /* The file: how many revisions it holds (0: to be written whole at the next save) and the
-     * newest it holds. Changed by the changing thread only. */
+     * newest it holds. Guarded by lock. */
     size_t file_lines;
     uint64_t file_last;
+    /* The thread that writes the file whole (compact_main()) while saves go on appending to it;
+     * compacting while it has not put the new file in place. Guarded by lock; the thread is
+     * joined by the next rewrite or by core_revisions_free(). */
+    pthread_t compactor;
+    bool compactor_started, compacting;
     uint64_t floor;    /* no revision appended takes a lower number; guarded by lock */
     char problem[256]; /* what was wrong with the file at load, "" when nothing; guarded by lock */
 };
@@ -78,14 +117,17 @@ static void revision_fini(struct revision *e)
     json_decref(e->diff);
     json_decref(e->listeners);
     json_decref(e->of);
-    free(e->line);
+    line_unref(e->line);
     memset(e, 0, sizeof(*e));
 }
+
+static void compactor_join(struct core_revisions *rv);
 
 void core_revisions_free(struct core_revisions *rv)
 {
     if (!rv)
         return;
+    compactor_join(rv);
     for (size_t i = 0; i < rv->n; i++)
         revision_fini(&rv->list[i]);
     json_decref(rv->of);
@@ -307,10 +349,11 @@ static json_t *revision_json(const struct revision *e, bool with_listeners)
 
 /* Revision e's line in the file, with its newline (e's own), NULL on ENOMEM. Made once, from
  * e's trees, shared. Lock held. */
-static const char *revision_text(struct revision *e)
+static struct line *revision_text(struct revision *e)
 {
     json_t *j;
     char *text = NULL;
+    size_t len;
 
     if (e->line)
         return e->line;
@@ -319,29 +362,51 @@ static const char *revision_text(struct revision *e)
         json_object_set_new(j, "version", json_integer(FORMAT_VERSION)) == 0)
         text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(j);
-    if (text && asprintf(&e->line, "%s\n", text) < 0)
-        e->line = NULL;
+    if (!text)
+        return NULL;
+    len = strlen(text);
+    text[len] = '\n'; /* over the NUL: the line is copied with its length */
+    e->line = line_new(text, len + 1);
     free(text);
-    e->line_len = e->line ? strlen(e->line) : 0;
     return e->line;
+}
+
+/* The lines of the revisions shown as iov (at most CORE_REVISIONS_KEEP), each with a reference
+ * when refs is not NULL (line_unref() them). Lock held. Returns how many, or -ENOMEM. */
+static ssize_t shown_lines(struct core_revisions *rv, struct iovec *iov, struct line **refs)
+{
+    size_t k = 0;
+
+    for (size_t i = first_shown(rv); i < rv->n; i++, k++) {
+        struct line *l = revision_text(&rv->list[i]);
+
+        if (!l) {
+            while (refs && k > 0)
+                line_unref(refs[--k]);
+            return -ENOMEM;
+        }
+        iov[k] = (struct iovec){.iov_base = l->text, .iov_len = l->len};
+        if (refs)
+            refs[k] = line_ref(l);
+    }
+    return (ssize_t)k;
 }
 
 /* Writes the revisions shown, oldest first, as the whole file (atomically). Lock held. */
 static int save_whole(struct core_revisions *rv)
 {
-    struct core_buf buf = {0};
-    int r = 0;
+    struct iovec iov[CORE_REVISIONS_KEEP];
+    struct core_fs_staged staged;
+    ssize_t n = shown_lines(rv, iov, NULL);
+    int r;
 
-    for (size_t i = first_shown(rv); i < rv->n && r == 0; i++) {
-        const char *line = revision_text(&rv->list[i]);
-
-        r = line ? core_buf_append(&buf, line, rv->list[i].line_len) : -ENOMEM;
-    }
+    if (n < 0)
+        return (int)n;
+    r = core_fs_stage_iov(rv->path, iov, (size_t)n, 0600, &staged);
     if (r == 0)
-        r = core_fs_write_atomic(rv->path, buf.data ? (const char *)buf.data : "", buf.len, 0600);
-    core_buf_fini(&buf);
+        r = core_fs_stage_commit(&staged);
     if (r == 0) {
-        rv->file_lines = rv->n - first_shown(rv);
+        rv->file_lines = (size_t)n;
         rv->file_last = rv->n ? rv->list[rv->n - 1].n : 0;
     }
     return r;
@@ -357,12 +422,12 @@ static int save_append(struct core_revisions *rv)
     if (fd < 0)
         return -errno;
     for (size_t i = first_shown(rv); i < rv->n && r == 0; i++) {
-        const char *line;
+        const struct line *line;
 
         if (rv->list[i].n <= rv->file_last)
             continue;
         line = revision_text(&rv->list[i]);
-        r = line ? core_fs_write_all(fd, line, rv->list[i].line_len) : -ENOMEM;
+        r = line ? core_fs_write_all(fd, line->text, line->len) : -ENOMEM;
         added++;
     }
     if (r == 0 && fdatasync(fd) < 0)
@@ -377,22 +442,156 @@ static int save_append(struct core_revisions *rv)
     return 0;
 }
 
+/*
+ * The file written whole without holding the lock for the write: the lines shown when it began
+ * (held by reference: a revision dropped meanwhile leaves its line to the rewrite) go to a file
+ * beside it, synced, on a thread of its own. Then, under the lock, the lines saved meanwhile are
+ * appended to that file, synced, and it takes the old one's place. A rewrite of 100 revisions
+ * of 250 listeners is 9.5 MB: its write and fsync no longer delay the answer of the change
+ * that starts it (the worst of 210 changes of one field in a set of 250 went from 97-117 ms to
+ * 22-28 ms here, against a median of 8-10 ms). Until it is in place, saves append to the old
+ * file as usual, which stays whole and valid.
+ */
+struct compaction {
+    struct core_revisions *rv;
+    struct iovec iov[CORE_REVISIONS_KEEP];  /* the lines shown when it began, */
+    struct line *refs[CORE_REVISIONS_KEEP]; /* ... held */
+    size_t n_lines;
+    uint64_t last; /* the newest of them */
+};
+
+/* Appends to the file at path the lines of the revisions shown newer than after, and syncs it.
+ * Lock held. Returns the lines appended, or a negative errno. */
+static ssize_t append_newer(struct core_revisions *rv, const char *path, uint64_t after)
+{
+    ssize_t added = 0;
+    int fd, r = 0;
+
+    fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    for (size_t i = first_shown(rv); i < rv->n && r == 0; i++) {
+        const struct line *line;
+
+        if (rv->list[i].n <= after)
+            continue;
+        line = revision_text(&rv->list[i]);
+        r = line ? core_fs_write_all(fd, line->text, line->len) : -ENOMEM;
+        added++;
+    }
+    if (r == 0 && fdatasync(fd) < 0)
+        r = -errno;
+    close(fd);
+    return r < 0 ? r : added;
+}
+
+static void *compact_main(void *arg)
+{
+    struct compaction *c = arg;
+    struct core_revisions *rv = c->rv;
+    struct core_fs_staged staged;
+    ssize_t added = 0;
+    int r;
+
+    r = core_fs_stage_iov(rv->path, c->iov, c->n_lines, 0600, &staged);
+    pthread_mutex_lock(&rv->lock);
+    if (r == 0) {
+        added = append_newer(rv, staged.tmp, c->last);
+        r = added < 0 ? (int)added : core_fs_stage_commit(&staged);
+        if (added < 0)
+            core_fs_stage_abort(&staged);
+    }
+    if (r == 0) {
+        rv->file_lines = c->n_lines + (size_t)added;
+        rv->file_last = rv->n ? rv->list[rv->n - 1].n : 0;
+    }
+    /* Failed: the old file is still whole; the next save tries again. */
+    rv->compacting = false;
+    pthread_mutex_unlock(&rv->lock);
+    for (size_t i = 0; i < c->n_lines; i++)
+        line_unref(c->refs[i]);
+    free(c);
+    return NULL;
+}
+
+/* Joins the rewrite's thread, waiting for it when it still writes. */
+static void compactor_join(struct core_revisions *rv)
+{
+    pthread_t t;
+    bool started;
+
+    pthread_mutex_lock(&rv->lock);
+    t = rv->compactor;
+    started = rv->compactor_started;
+    rv->compactor_started = false;
+    pthread_mutex_unlock(&rv->lock);
+    if (started)
+        (void)pthread_join(t, NULL);
+}
+
+/* Starts the rewrite of the file whole (compact_main()) unless one runs. Lock held; returns 0 or
+ * a negative errno (nothing started: the caller writes it whole itself). */
+static int compact_begin_locked(struct core_revisions *rv)
+{
+    struct compaction *c;
+    ssize_t n;
+    int r;
+
+    if (rv->compacting)
+        return 0;
+    if (rv->compactor_started) { /* done (not compacting): its return only is left */
+        (void)pthread_join(rv->compactor, NULL);
+        rv->compactor_started = false;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->rv = rv;
+    n = shown_lines(rv, c->iov, c->refs);
+    if (n < 0) {
+        free(c);
+        return (int)n;
+    }
+    c->n_lines = (size_t)n;
+    c->last = rv->n ? rv->list[rv->n - 1].n : 0;
+    r = -pthread_create(&rv->compactor, NULL, compact_main, c);
+    if (r < 0) {
+        for (size_t i = 0; i < c->n_lines; i++)
+            line_unref(c->refs[i]);
+        free(c);
+        return r;
+    }
+    core_thread_name(rv->compactor, "ss-compact");
+    rv->compactor_started = true;
+    rv->compacting = true;
+    return 0;
+}
+
 int core_revisions_save(struct core_revisions *rv, struct core_err *err)
 {
     int r;
 
-    /* One line per change; the file is written whole (the newest CORE_REVISIONS_KEEP) when it
-     * holds twice as many, so that a change costs one short append. */
+    /* One line per change, appended; the file is written whole (the newest
+     * CORE_REVISIONS_KEEP) when it holds twice as many, on a thread of its own (compact_main()),
+     * or here when it must be (first written, or a line torn by a failed append). */
     pthread_mutex_lock(&rv->lock);
-    if (rv->file_lines == 0 || rv->file_lines >= 2 * CORE_REVISIONS_KEEP)
+    if (rv->file_lines == 0) {
         r = save_whole(rv);
-    else
+    } else {
         r = save_append(rv);
+        if (r == 0 && rv->file_lines >= 2 * CORE_REVISIONS_KEEP && compact_begin_locked(rv) < 0)
+            r = save_whole(rv);
+    }
     pthread_mutex_unlock(&rv->lock);
     if (r < 0)
         return core_err_set(err, r, NULL, "%s: cannot write the revisions: %s", rv->path,
                             strerror(-r));
     return 0;
+}
+
+void core_revisions_settle(struct core_revisions *rv)
+{
+    compactor_join(rv);
 }
 
 json_t *core_revisions_list(struct core_revisions *rv, size_t limit)
@@ -499,8 +698,7 @@ int core_revisions_load(struct core_revisions *rv, struct core_err *err)
             json_decref(of);
             of = json_incref(e.of);
             /* The line as read: written again as it is when the file is written whole. */
-            e.line = strndup(p, (size_t)(nl + 1 - p));
-            e.line_len = e.line ? (size_t)(nl + 1 - p) : 0;
+            e.line = line_new(p, (size_t)(nl + 1 - p));
         }
         json_decref(j);
         if (r < 0) {

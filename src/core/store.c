@@ -66,8 +66,39 @@ int core_fs_write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
-int core_fs_stage(const char *path, const void *data, size_t len, mode_t mode,
-                  struct core_fs_staged *ret)
+/* Writes all of iov[0..n) to fd, retrying on EINTR and short writes. 0 or a negative errno. */
+static int writev_all(int fd, const struct iovec *iov, size_t n)
+{
+    struct iovec rest[IOV_MAX];
+
+    while (n > 0) {
+        size_t k = n < IOV_MAX ? n : IOV_MAX;
+        ssize_t w;
+
+        memcpy(rest, iov, k * sizeof(*iov));
+        for (size_t i = 0; i < k;) {
+            w = writev(fd, rest + i, (int)(k - i));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0)
+                return -errno;
+            if (w == 0)
+                return -EIO;
+            while (i < k && (size_t)w >= rest[i].iov_len)
+                w -= (ssize_t)rest[i++].iov_len;
+            if (i < k) {
+                rest[i].iov_base = (char *)rest[i].iov_base + w;
+                rest[i].iov_len -= (size_t)w;
+            }
+        }
+        iov += k;
+        n -= k;
+    }
+    return 0;
+}
+
+int core_fs_stage_iov(const char *path, const struct iovec *iov, size_t n, mode_t mode,
+                      struct core_fs_staged *ret)
 {
     int fd, r;
 
@@ -78,7 +109,7 @@ int core_fs_stage(const char *path, const void *data, size_t len, mode_t mode,
     fd = open(ret->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return -errno;
-    r = core_fs_write_all(fd, data, len);
+    r = writev_all(fd, iov, n);
     if (r == 0 && fsync(fd) < 0)
         r = -errno;
     if (close(fd) < 0 && r == 0)
@@ -86,6 +117,14 @@ int core_fs_stage(const char *path, const void *data, size_t len, mode_t mode,
     if (r < 0)
         (void)unlink(ret->tmp);
     return r;
+}
+
+int core_fs_stage(const char *path, const void *data, size_t len, mode_t mode,
+                  struct core_fs_staged *ret)
+{
+    struct iovec one = {.iov_base = (void *)data, .iov_len = len};
+
+    return core_fs_stage_iov(path, &one, len ? 1 : 0, mode, ret);
 }
 
 int core_fs_stage_commit(struct core_fs_staged *s)

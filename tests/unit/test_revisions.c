@@ -452,6 +452,7 @@ static void test_revisions_file_compacted_keeps_the_newest(void **state)
     for (int i = 0; i < 3 * CORE_REVISIONS_KEEP; i++) {
         append(rv, "x", "change");
         assert_int_equal(core_revisions_save(rv, &err), 0);
+        core_revisions_settle(rv); /* a rewrite it started is done */
         assert_true(file_lines(f->path) <= 2 * CORE_REVISIONS_KEEP);
     }
     core_revisions_free(rv);
@@ -496,6 +497,7 @@ static void test_revisions_file_written_whole_keeps_lines_as_read(void **state)
     /* The file holds twice the revisions shown: the next save writes the newest whole. */
     append(rv, "a", "change");
     assert_int_equal(core_revisions_save(rv, &err), 0);
+    core_revisions_settle(rv);
     assert_int_equal(file_lines(f->path), CORE_REVISIONS_KEEP);
     assert_int_equal(core_fs_read_file(f->path, 1 << 24, &text, &len), 0);
     p = text;
@@ -513,6 +515,47 @@ static void test_revisions_file_written_whole_keeps_lines_as_read(void **state)
     }
     assert_non_null(strstr(p, "\"revision\":201,")); /* the new one, as this daemon writes */
     free(text);
+    core_revisions_free(rv);
+}
+
+/* The file is written whole on a thread of its own while saves go on: the revisions saved
+ * while it writes are in the file it puts in place, once each, in order, and nothing else
+ * (the save that started it returned with its own line synced in the old file). */
+static void test_revisions_saves_during_a_rewrite_kept(void **state)
+{
+    struct fx *f = *state;
+    struct core_revisions *rv;
+    struct core_err err = {0};
+    char *text = NULL, *p;
+    size_t len;
+    int want = CORE_REVISIONS_KEEP + 1;
+
+    assert_int_equal(core_revisions_new(f->path, &rv), 0);
+    for (int i = 0; i < 2 * CORE_REVISIONS_KEEP; i++) { /* the last one starts the rewrite */
+        append(rv, "x", "change");
+        assert_int_equal(core_revisions_save(rv, &err), 0);
+    }
+    for (int i = 0; i < 5; i++) {
+        append(rv, "x", "change");
+        assert_int_equal(core_revisions_save(rv, &err), 0);
+    }
+    core_revisions_settle(rv);
+    assert_int_equal(file_lines(f->path), CORE_REVISIONS_KEEP + 5);
+    assert_int_equal(core_fs_read_file(f->path, 1 << 24, &text, &len), 0);
+    for (p = text; *p; want++) {
+        char key[32];
+        snprintf(key, sizeof(key), "\"revision\":%d,", want);
+        assert_non_null(strstr(p, key));
+        assert_true(strstr(p, key) < strchr(p, '\n'));
+        p = strchr(p, '\n') + 1;
+    }
+    assert_int_equal(want, 2 * CORE_REVISIONS_KEEP + 6);
+    free(text);
+    core_revisions_free(rv);
+    /* What was saved is what comes back. */
+    assert_int_equal(core_revisions_new(f->path, &rv), 0);
+    assert_int_equal(core_revisions_load(rv, &err), 0);
+    assert_int_equal(core_revisions_last(rv), 2 * CORE_REVISIONS_KEEP + 5);
     core_revisions_free(rv);
 }
 
@@ -556,6 +599,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_revisions_file_round_trip_and_torn_last_line, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_revisions_file_compacted_keeps_the_newest, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_revisions_saves_during_a_rewrite_kept, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_revisions_file_written_whole_keeps_lines_as_read,
                                         fx_setup, fx_teardown),
