@@ -412,54 +412,6 @@ static int save_whole(struct core_revisions *rv)
     return r;
 }
 
-/* Appends the revisions newer than the file's newest to it, then syncs it. Lock held. */
-static int save_append(struct core_revisions *rv)
-{
-    size_t added = 0;
-    int fd, r = 0;
-
-    fd = open(rv->path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return -errno;
-    for (size_t i = first_shown(rv); i < rv->n && r == 0; i++) {
-        const struct line *line;
-
-        if (rv->list[i].n <= rv->file_last)
-            continue;
-        line = revision_text(&rv->list[i]);
-        r = line ? core_fs_write_all(fd, line->text, line->len) : -ENOMEM;
-        added++;
-    }
-    if (r == 0 && fdatasync(fd) < 0)
-        r = -errno;
-    close(fd);
-    if (r < 0) {
-        rv->file_lines = 0; /* a line may be torn: the next save writes the file whole */
-        return r;
-    }
-    rv->file_lines += added;
-    rv->file_last = rv->n ? rv->list[rv->n - 1].n : 0;
-    return 0;
-}
-
-/*
- * The file written whole without holding the lock for the write: the lines shown when it began
- * (held by reference: a revision dropped meanwhile leaves its line to the rewrite) go to a file
- * beside it, synced, on a thread of its own. Then, under the lock, the lines saved meanwhile are
- * appended to that file, synced, and it takes the old one's place. A rewrite of 100 revisions
- * of 250 listeners is 9.5 MB: its write and fsync no longer delay the answer of the change
- * that starts it (the worst of 210 changes of one field in a set of 250 went from 97-117 ms to
- * 22-28 ms here, against a median of 8-10 ms). Until it is in place, saves append to the old
- * file as usual, which stays whole and valid.
- */
-struct compaction {
-    struct core_revisions *rv;
-    struct iovec iov[CORE_REVISIONS_KEEP];  /* the lines shown when it began, */
-    struct line *refs[CORE_REVISIONS_KEEP]; /* ... held */
-    size_t n_lines;
-    uint64_t last; /* the newest of them */
-};
-
 /* Appends to the file at path the lines of the revisions shown newer than after, and syncs it.
  * Lock held. Returns the lines appended, or a negative errno. */
 static ssize_t append_newer(struct core_revisions *rv, const char *path, uint64_t after)
@@ -484,6 +436,38 @@ static ssize_t append_newer(struct core_revisions *rv, const char *path, uint64_
     close(fd);
     return r < 0 ? r : added;
 }
+
+/* Appends the revisions newer than the file's newest to it, then syncs it. Lock held. */
+static int save_append(struct core_revisions *rv)
+{
+    ssize_t added = append_newer(rv, rv->path, rv->file_last);
+
+    if (added < 0) {
+        rv->file_lines = 0; /* a line may be torn: the next save writes the file whole */
+        return (int)added;
+    }
+    rv->file_lines += (size_t)added;
+    rv->file_last = rv->n ? rv->list[rv->n - 1].n : 0;
+    return 0;
+}
+
+/*
+ * The file written whole without holding the lock for the write: the lines shown when it began
+ * (held by reference: a revision dropped meanwhile leaves its line to the rewrite) go to a file
+ * beside it, synced, on a thread of its own. Then, under the lock, the lines saved meanwhile are
+ * appended to that file, synced, and it takes the old one's place. A rewrite of 100 revisions
+ * of 250 listeners is 9.5 MB: its write and fsync no longer delay the answer of the change
+ * that starts it (the worst of 210 changes of one field in a set of 250 went from 97-117 ms to
+ * 22-28 ms here, against a median of 8-10 ms). Until it is in place, saves append to the old
+ * file as usual, which stays whole and valid.
+ */
+struct compaction {
+    struct core_revisions *rv;
+    struct iovec iov[CORE_REVISIONS_KEEP];  /* the lines shown when it began, */
+    struct line *refs[CORE_REVISIONS_KEEP]; /* ... held */
+    size_t n_lines;
+    uint64_t last; /* the newest of them */
+};
 
 static void *compact_main(void *arg)
 {

@@ -13,6 +13,7 @@
 
 #define STORE_FORMAT_VERSION 1
 #define TMP_INFIX ".tmp." /* core_fs_write_atomic()'s temporary file: PATH.tmp.PID */
+#define WRITEV_BATCH 64   /* pieces per writev() */
 
 int core_fs_fsync_dir(const char *path)
 {
@@ -69,10 +70,10 @@ int core_fs_write_all(int fd, const void *data, size_t len)
 /* Writes all of iov[0..n) to fd, retrying on EINTR and short writes. 0 or a negative errno. */
 static int writev_all(int fd, const struct iovec *iov, size_t n)
 {
-    struct iovec rest[IOV_MAX];
+    struct iovec rest[WRITEV_BATCH]; /* a batch of iov, advanced past what was written */
 
     while (n > 0) {
-        size_t k = n < IOV_MAX ? n : IOV_MAX;
+        size_t k = n < WRITEV_BATCH ? n : WRITEV_BATCH;
         ssize_t w;
 
         memcpy(rest, iov, k * sizeof(*iov));
