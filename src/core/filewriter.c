@@ -88,7 +88,7 @@ static void *flusher_main(void *arg)
  * The buffers, mapped for the writer alone and in transparent huge pages where the kernel has
  * them (MADV_HUGEPAGE: the machine's setting is often "madvise"). A write past the page cache
  * pins the pages it writes from and maps them for the device: 1 MiB is then half a huge page
- * instead of 256 small ones. A restore of 256 MiB took 330-350 ms instead of 420-570 ms here.
+ * instead of 256 small ones. A restore of 256 MiB took 313-349 ms instead of 419-570 ms here.
  * Without huge pages (THP off), the same buffers in small ones. Fresh pages every time: an
  * allocator's reused memory would be in small pages already.
  */
