@@ -469,6 +469,14 @@ struct compaction {
     uint64_t last; /* the newest of them */
 };
 
+/* Lets go of c and of the lines it holds. */
+static void compaction_free(struct compaction *c)
+{
+    for (size_t i = 0; i < c->n_lines; i++)
+        line_unref(c->refs[i]);
+    free(c);
+}
+
 static void *compact_main(void *arg)
 {
     struct compaction *c = arg;
@@ -492,9 +500,7 @@ static void *compact_main(void *arg)
     /* Failed: the old file is still whole; the next save tries again. */
     rv->compacting = false;
     pthread_mutex_unlock(&rv->lock);
-    for (size_t i = 0; i < c->n_lines; i++)
-        line_unref(c->refs[i]);
-    free(c);
+    compaction_free(c);
     return NULL;
 }
 
@@ -540,9 +546,7 @@ static int compact_begin_locked(struct core_revisions *rv)
     c->last = rv->n ? rv->list[rv->n - 1].n : 0;
     r = -pthread_create(&rv->compactor, NULL, compact_main, c);
     if (r < 0) {
-        for (size_t i = 0; i < c->n_lines; i++)
-            line_unref(c->refs[i]);
-        free(c);
+        compaction_free(c);
         return r;
     }
     core_thread_name(rv->compactor, "ss-compact");

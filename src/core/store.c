@@ -49,24 +49,6 @@ int core_fs_mkdir_p(const char *dir, mode_t mode)
     return 0;
 }
 
-int core_fs_write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Writes all of iov[0..n) to fd, retrying on EINTR and short writes. 0 or a negative errno. */
 static int writev_all(int fd, const struct iovec *iov, size_t n)
 {
@@ -96,6 +78,13 @@ static int writev_all(int fd, const struct iovec *iov, size_t n)
         n -= k;
     }
     return 0;
+}
+
+int core_fs_write_all(int fd, const void *data, size_t len)
+{
+    struct iovec one = {.iov_base = (void *)data, .iov_len = len};
+
+    return writev_all(fd, &one, len ? 1 : 0);
 }
 
 int core_fs_stage_iov(const char *path, const struct iovec *iov, size_t n, mode_t mode,

@@ -518,6 +518,17 @@ static void test_revisions_file_written_whole_keeps_lines_as_read(void **state)
     core_revisions_free(rv);
 }
 
+/* Appends n revisions, each saved as it comes. */
+static void append_saved(struct core_revisions *rv, int n)
+{
+    struct core_err err = {0};
+
+    for (int i = 0; i < n; i++) {
+        append(rv, "x", "change");
+        assert_int_equal(core_revisions_save(rv, &err), 0);
+    }
+}
+
 /* The file is written whole on a thread of its own while saves go on: the revisions saved
  * while it writes are in the file it puts in place, once each, in order, and nothing else
  * (the save that started it returned with its own line synced in the old file). */
@@ -531,14 +542,8 @@ static void test_revisions_saves_during_a_rewrite_kept(void **state)
     int want = CORE_REVISIONS_KEEP + 1;
 
     assert_int_equal(core_revisions_new(f->path, &rv), 0);
-    for (int i = 0; i < 2 * CORE_REVISIONS_KEEP; i++) { /* the last one starts the rewrite */
-        append(rv, "x", "change");
-        assert_int_equal(core_revisions_save(rv, &err), 0);
-    }
-    for (int i = 0; i < 5; i++) {
-        append(rv, "x", "change");
-        assert_int_equal(core_revisions_save(rv, &err), 0);
-    }
+    append_saved(rv, 2 * CORE_REVISIONS_KEEP); /* the last one starts the rewrite */
+    append_saved(rv, 5);
     core_revisions_settle(rv);
     assert_int_equal(file_lines(f->path), CORE_REVISIONS_KEEP + 5);
     assert_int_equal(core_fs_read_file(f->path, 1 << 24, &text, &len), 0);
