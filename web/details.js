@@ -315,9 +315,16 @@ function counterEntries(l) {
   return entries;
 }
 
-/* The service's own counters, named and explained as GET /api/v1/services declares them. */
+/*
+ * The service's own counters, named and explained as GET /api/v1/services declares them; null
+ * while that answer is awaited (which of them apply to the transport is not known before it).
+ */
 function serviceEntries(l) {
   const values = l.metrics?.service && typeof l.metrics.service === 'object' ? l.metrics.service : {};
+  if (!catalogue) {
+    declaredCounters(l.service);
+    return null;
+  }
   const declared = declaredCounters(l.service) || [];
   // A counter that cannot count on this listener's transport is left out, unless it is not 0.
   const applies = (c) => !Array.isArray(c.transports) || c.transports.includes(l.transport) || values[c.name] !== 0;
@@ -352,9 +359,9 @@ export function renderDetails() {
   fillKeyValues(byId('metrics-table').tBodies[0], counterEntries(l));
   renderLatency(l);
   const svc = serviceEntries(l);
-  fillKeyValues(byId('service-table').tBodies[0], svc);
-  byId('service-table').hidden = svc.length === 0;
-  byId('service-empty').hidden = svc.length > 0;
+  fillKeyValues(byId('service-table').tBodies[0], svc ?? []);
+  byId('service-table').hidden = !svc?.length;
+  byId('service-empty').hidden = svc?.length !== 0;
 
   renderConfig(l);
   renderCharts(l);

@@ -42,8 +42,12 @@ async function rowsOf(page, table) {
 
 async function open(page, id) {
   await page.click(`${rowOf(id)} .row-link`);
+  // The service's counters are shown once GET /api/v1/services said which apply: in rows, or as
+  // the hint that there are none.
   await page.waitForFunction((want) => document.querySelector('#details')?.dataset.id === want
-    && document.querySelector('#metrics-table tbody tr'), id, { timeout: DEADLINE_MS });
+    && document.querySelector('#metrics-table tbody tr')
+    && (!document.querySelector('#service-table').hidden || !document.querySelector('#service-empty').hidden),
+  id, { timeout: DEADLINE_MS });
 }
 
 test('a panel shows the counters of its transport and service, with their reasons', { timeout: 60000 }, async () => {
@@ -60,8 +64,25 @@ test('a panel shows the counters of its transport and service, with their reason
     assert.equal(status, 200);
     assert.ok(echo.counters.length > 0, 'echo declares counters');
 
+    // GET /api/v1/services answers only once the TCP panel is open: until then the panel cannot
+    // know which of echo's counters apply to TCP, and shows none of them.
+    let answer;
+    const answered = new Promise((resolve) => { answer = resolve; });
+    await page.route('**/api/v1/services', async (route) => {
+      await answered;
+      await route.continue();
+    });
     await page.goto(`${daemon.url}/`);
     await page.waitForFunction(() => document.querySelectorAll('#listeners-body tr').length === 3, null, { timeout: DEADLINE_MS });
+    await page.click(`${rowOf('cnt-tcp')} .row-link`);
+    await page.waitForFunction(() => document.querySelector('#details')?.dataset.id === 'cnt-tcp'
+      && document.querySelector('#metrics-table tr[data-key="connections_active"]'), null, { timeout: DEADLINE_MS });
+    assert.deepEqual(await page.evaluate(() => ({
+      rows: document.querySelectorAll('#service-table tbody tr').length,
+      table: !document.querySelector('#service-table').hidden,
+      empty: !document.querySelector('#service-empty').hidden,
+    })), { rows: 0, table: false, empty: false }, 'no service counter before the services are known');
+    answer();
 
     await open(page, 'cnt-tcp');
     let rows = await rowsOf(page, '#metrics-table');
