@@ -320,12 +320,10 @@ function counterEntries(l) {
  * while that answer is awaited (which of them apply to the transport is not known before it).
  */
 function serviceEntries(l) {
-  const values = l.metrics?.service && typeof l.metrics.service === 'object' ? l.metrics.service : {};
-  if (!catalogue) {
-    declaredCounters(l.service);
-    return null;
-  }
+  // The first call asks for the catalogue.
   const declared = declaredCounters(l.service) || [];
+  if (!catalogue) return null;
+  const values = l.metrics?.service && typeof l.metrics.service === 'object' ? l.metrics.service : {};
   // A counter that cannot count on this listener's transport is left out, unless it is not 0.
   const applies = (c) => !Array.isArray(c.transports) || c.transports.includes(l.transport) || values[c.name] !== 0;
   const entries = declared

@@ -121,13 +121,11 @@ static void revision_fini(struct revision *e)
     memset(e, 0, sizeof(*e));
 }
 
-static void compactor_join(struct core_revisions *rv);
-
 void core_revisions_free(struct core_revisions *rv)
 {
     if (!rv)
         return;
-    compactor_join(rv);
+    core_revisions_settle(rv);
     for (size_t i = 0; i < rv->n; i++)
         revision_fini(&rv->list[i]);
     json_decref(rv->of);
@@ -505,7 +503,7 @@ static void *compact_main(void *arg)
 }
 
 /* Joins the rewrite's thread, waiting for it when it still writes. */
-static void compactor_join(struct core_revisions *rv)
+void core_revisions_settle(struct core_revisions *rv)
 {
     pthread_t t;
     bool started;
@@ -575,11 +573,6 @@ int core_revisions_save(struct core_revisions *rv, struct core_err *err)
         return core_err_set(err, r, NULL, "%s: cannot write the revisions: %s", rv->path,
                             strerror(-r));
     return 0;
-}
-
-void core_revisions_settle(struct core_revisions *rv)
-{
-    compactor_join(rv);
 }
 
 json_t *core_revisions_list(struct core_revisions *rv, size_t limit)
