@@ -61,6 +61,24 @@ struct core_listener_cfg {
     uint32_t reply_rate; /* UDP: replies per second in all (burst: one second's); 0: no limit */
     bool enabled;        /* desired state */
     json_t *options;     /* owned; checked by the service, defaults filled in */
+    /* Its renderings, made by core_listener_cfg_render() and shared by its copies; NULL: not
+     * rendered. A configuration changed after it was rendered must be rendered again. */
+    struct core_cfg_rendering *rendering;
+};
+
+/*
+ * A configuration rendered once, for the state file and the revisions to write without
+ * rendering again what did not change: its JSON (core_listener_cfg_to_json(), shared, never
+ * changed) and two texts of it, made with JSON_PRESERVE_ORDER: the state file's (JSON_INDENT(2),
+ * every line indented by 4 more, as an item of its "listeners") and the compact one.
+ */
+struct core_cfg_rendering {
+    unsigned refs; /* atomic */
+    json_t *json;
+    char *pretty;
+    size_t pretty_len;
+    char *compact;
+    size_t compact_len;
 };
 
 const char *core_model_name(enum core_model m);
@@ -88,6 +106,19 @@ int core_listener_cfg_from_json(const json_t *j, const struct core_service_table
 
 /* The configuration as JSON (every field). Returns a new reference, NULL on ENOMEM. */
 json_t *core_listener_cfg_to_json(const struct core_listener_cfg *c);
+
+/* core_listener_cfg_to_json(), shared with c's rendering when it has one: a new reference to
+ * JSON that must not be changed. NULL on ENOMEM. */
+json_t *core_listener_cfg_json(const struct core_listener_cfg *c);
+
+/* Renders c (again: what it had is let go). Returns 0 or -ENOMEM (c then has none). */
+int core_listener_cfg_render(struct core_listener_cfg *c);
+
+/* c's rendering: its own, or a new one (core_listener_cfg_rendering_unref() it either way).
+ * NULL on ENOMEM. */
+struct core_cfg_rendering *core_listener_cfg_rendering(const struct core_listener_cfg *c);
+
+void core_listener_cfg_rendering_unref(struct core_cfg_rendering *g);
 
 /* Deep copy into *ret. Returns 0 or -ENOMEM. */
 int core_listener_cfg_copy(const struct core_listener_cfg *src, struct core_listener_cfg *ret);

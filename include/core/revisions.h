@@ -76,13 +76,16 @@ uint64_t core_revisions_of(struct core_revisions *rv, const char *id);
 
 /*
  * Appends the next revision: now, source (copied), origin, diff and listeners (the set after it,
- * sorted by id; the three taken, also on failure). Every listener the diff creates or changes gets
+ * sorted by id; the three taken, also on failure), with listeners_text (taken, may be NULL) the
+ * compact JSON text of listeners when the caller has it, for the file's line: NULL, listeners
+ * are dumped when the line is written. Every listener the diff creates or changes gets
  * it as its revision, one it deletes loses its own; with all_listeners, every listener of the set
  * gets it (a history started afresh). In memory only: core_revisions_save() writes it. Returns
  * 0 with *ret its number, or -ENOMEM.
  */
 int core_revisions_append(struct core_revisions *rv, const char *source, json_t *origin,
-                          json_t *diff, json_t *listeners, bool all_listeners, uint64_t *ret);
+                          json_t *diff, json_t *listeners, char *listeners_text, bool all_listeners,
+                          uint64_t *ret);
 
 /* Takes back the newest revision appended (when what it records could not be persisted),
  * with the listeners' revisions as they were. Only right after core_revisions_append(). */

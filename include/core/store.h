@@ -108,16 +108,14 @@ int core_store_parse(const char *text, size_t len, const char *origin,
 int core_store_save(const char *path, const struct core_listener_cfg *const *cfgs, size_t n,
                     const struct core_store_meta *meta, struct core_err *err);
 
-/* core_store_save() of the set as core_cfgs_set_json() made it (borrowed: a change that
- * records the same set as its revision builds it once). */
-int core_store_save_json(const char *path, json_t *set, const struct core_store_meta *meta,
-                         struct core_err *err);
-
-/* core_store_save_json() in two steps (see core_fs_stage()): the file written and synced
- * beside path, then put in place by core_store_commit() or dropped by core_fs_stage_abort().
- * Same returns, err saying what. */
-int core_store_stage_json(const char *path, json_t *set, const struct core_store_meta *meta,
-                          struct core_fs_staged *ret, struct core_err *err);
+/* core_store_save() in two steps (see core_fs_stage()): the file written and synced beside
+ * path, then put in place by core_store_commit() or dropped by core_fs_stage_abort(). Same
+ * returns, err saying what. The listeners' renderings (core_listener_cfg_render()) are used
+ * where they have one: only what changed is rendered. Any thread, the cfgs not changed meanwhile.
+ */
+int core_store_stage(const char *path, const struct core_listener_cfg *const *cfgs, size_t n,
+                     const struct core_store_meta *meta, struct core_fs_staged *ret,
+                     struct core_err *err);
 int core_store_commit(struct core_fs_staged *s, struct core_err *err);
 
 #endif

@@ -227,6 +227,12 @@ static int plan_make(struct core_registry *r, struct core_listener_cfg *want, si
         p.items[p.n++] = (struct item){
             .kind = ITEM_CREATE, .cfg = &want[k], .body_index = index ? index[k] : -1};
     }
+    /* What the change sets is rendered once, here, for the state file and the revision: what
+     * it keeps was rendered when it was set. */
+    for (size_t i = 0; i < p.n; i++)
+        if (p.items[i].kind == ITEM_CREATE || p.items[i].kind == ITEM_CHANGE)
+            if (core_listener_cfg_render(p.items[i].cfg) < 0)
+                goto out;
     rc = core_diff_sets(from, r->n, running, to, n_want, &p.diff);
 out:
     free(from);
@@ -563,6 +569,41 @@ struct state_save {
     struct core_err err;
 };
 
+/* The set plan p leaves as compact JSON text (free() it), put together from the listeners'
+ * renderings; NULL on ENOMEM. */
+static char *plan_set_text(const struct plan *p)
+{
+    size_t n, len = 2;
+    const struct core_listener_cfg **cfgs = plan_cfgs(p, &n);
+    struct core_cfg_rendering **g = calloc(n + 1, sizeof(*g));
+    char *text = NULL, *o;
+
+    if (!cfgs || !g)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (!(g[i] = core_listener_cfg_rendering(cfgs[i])))
+            goto out;
+        len += g[i]->compact_len + 1;
+    }
+    o = text = malloc(len + 1);
+    if (!text)
+        goto out;
+    *o++ = '[';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *o++ = ',';
+        memcpy(o, g[i]->compact, g[i]->compact_len);
+        o += g[i]->compact_len;
+    }
+    memcpy(o, "]", 2);
+out:
+    for (size_t i = 0; g && i < n; i++)
+        core_listener_cfg_rendering_unref(g[i]);
+    free(g);
+    free(cfgs);
+    return text;
+}
+
 /* Whether plan p binds a socket: it creates a listener or changes one not live. */
 static bool plan_binds(const struct plan *p)
 {
@@ -584,10 +625,12 @@ static bool plan_binds(const struct plan *p)
 static void *state_stage_main(void *arg)
 {
     struct state_save *s = arg;
-    json_t *set = plan_set(s->p);
+    size_t n;
+    const struct core_listener_cfg **cfgs = plan_cfgs(s->p, &n);
 
-    s->rc = set ? core_store_stage_json(s->r->state_path, set, &s->meta, &s->staged, &s->err)
-                : core_err_set(&s->err, -ENOMEM, NULL, "out of memory");
+    s->rc = cfgs ? core_store_stage(s->r->state_path, cfgs, n, &s->meta, &s->staged, &s->err)
+                 : core_err_set(&s->err, -ENOMEM, NULL, "out of memory");
+    free(cfgs);
     return NULL;
 }
 
@@ -672,11 +715,13 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
     char source[CORE_SOURCE_MAX];
     uint64_t rev = 0;
     json_t *set = NULL, *origin = core_change_source_json(&ch->source);
-    char *summary = NULL;
+    char *summary = NULL, *set_text = NULL;
 
     core_change_source_format(&ch->source, source, sizeof(source));
-    if (json_array_size(p->diff) > 0)
+    if (json_array_size(p->diff) > 0) {
         set = json_incref(plan_set(p));
+        set_text = set && r->persist ? plan_set_text(p) : NULL;
+    }
     pthread_mutex_lock(&r->lock);
     for (size_t i = 0; i < p->n; i++) {
         struct item *it = &p->items[i];
@@ -687,7 +732,7 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
             core_registry_take_out_locked(r, it->l);
     }
     if (set && core_revisions_append(r->revisions, source, json_incref(origin),
-                                     json_incref(p->diff), set, false, &rev) < 0) {
+                                     json_incref(p->diff), set, set_text, false, &rev) < 0) {
         core_log_warn("revision of '%s' not recorded: out of memory", source);
         rev = 0;
     }
@@ -1064,7 +1109,7 @@ int core_registry_load(struct core_registry *r, const char *defaults, struct cor
                                                             : CORE_CHANGE_LOAD_STATE};
     core_change_source_format(&src, source, sizeof(source));
     if (core_revisions_append(r->revisions, source, core_change_source_json(&src), diff,
-                              json_incref(set), true, &rev) < 0) {
+                              json_incref(set), NULL, true, &rev) < 0) {
         diff = NULL;
         ret = -ENOMEM;
         goto out;
@@ -1240,6 +1285,8 @@ static int set_enabled(struct core_registry *r, const char *id, bool enabled,
     if (rc < 0)
         goto out;
     cfg.enabled = enabled;
+    core_listener_cfg_rendering_unref(cfg.rendering); /* no longer its rendering */
+    cfg.rendering = NULL;
     rc = change_one(r, &cfg, enabled, ch, ret, err);
 out:
     pthread_mutex_unlock(&r->ops);

@@ -435,12 +435,100 @@ json_t *core_listener_cfg_to_json(const struct core_listener_cfg *c)
         c->enabled, "options", c->options ? json_deep_copy(c->options) : json_object());
 }
 
+json_t *core_listener_cfg_json(const struct core_listener_cfg *c)
+{
+    return c->rendering ? json_incref(c->rendering->json) : core_listener_cfg_to_json(c);
+}
+
+void core_listener_cfg_rendering_unref(struct core_cfg_rendering *g)
+{
+    if (!g || __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    json_decref(g->json);
+    free(g->pretty);
+    free(g->compact);
+    free(g);
+}
+
+static struct core_cfg_rendering *rendering_ref(struct core_cfg_rendering *g)
+{
+    if (g)
+        __atomic_add_fetch(&g->refs, 1, __ATOMIC_RELAXED);
+    return g;
+}
+
+/* text (a JSON_INDENT(2) dump) with every line indented by 4 more, into *ret. */
+static int indent4(const char *text, char **ret, size_t *ret_len)
+{
+    size_t lines = 1, len = strlen(text);
+    char *out, *o;
+
+    for (const char *p = text; *p; p++)
+        lines += *p == '\n';
+    o = out = malloc(len + 4 * lines + 1);
+    if (!out)
+        return -ENOMEM;
+    for (const char *p = text;;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) + 1 : strlen(p);
+
+        memcpy(o, "    ", 4);
+        memcpy(o + 4, p, n);
+        o += 4 + n;
+        if (!nl)
+            break;
+        p = nl + 1;
+    }
+    *o = '\0';
+    *ret = out;
+    *ret_len = (size_t)(o - out);
+    return 0;
+}
+
+struct core_cfg_rendering *core_listener_cfg_rendering(const struct core_listener_cfg *c)
+{
+    struct core_cfg_rendering *g;
+    char *pretty = NULL;
+
+    if (c->rendering)
+        return rendering_ref(c->rendering);
+    g = calloc(1, sizeof(*g));
+    if (!g)
+        return NULL;
+    g->refs = 1;
+    g->json = core_listener_cfg_to_json(c);
+    if (g->json)
+        pretty = json_dumps(g->json, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (g->json)
+        g->compact = json_dumps(g->json, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!pretty || !g->compact || indent4(pretty, &g->pretty, &g->pretty_len) < 0) {
+        free(pretty);
+        core_listener_cfg_rendering_unref(g);
+        return NULL;
+    }
+    free(pretty);
+    g->compact_len = strlen(g->compact);
+    return g;
+}
+
+int core_listener_cfg_render(struct core_listener_cfg *c)
+{
+    core_listener_cfg_rendering_unref(c->rendering);
+    c->rendering = NULL;
+    c->rendering = core_listener_cfg_rendering(c);
+    return c->rendering ? 0 : -ENOMEM;
+}
+
 int core_listener_cfg_copy(const struct core_listener_cfg *src, struct core_listener_cfg *ret)
 {
     *ret = *src;
+    ret->rendering = rendering_ref(src->rendering);
     ret->options = src->options ? json_deep_copy(src->options) : NULL;
-    if (src->options && !ret->options)
+    if (src->options && !ret->options) {
+        core_listener_cfg_rendering_unref(ret->rendering);
+        ret->rendering = NULL;
         return -ENOMEM;
+    }
     return 0;
 }
 
@@ -460,6 +548,8 @@ void core_listener_cfg_fini(struct core_listener_cfg *c)
 {
     json_decref(c->options);
     c->options = NULL;
+    core_listener_cfg_rendering_unref(c->rendering);
+    c->rendering = NULL;
 }
 
 json_t *core_json_merge_patch(const json_t *target, const json_t *patch)

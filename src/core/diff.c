@@ -66,7 +66,7 @@ static int append_option_fields(json_t *fields, const json_t *a, const json_t *b
 
 json_t *core_diff_fields(const struct core_listener_cfg *a, const struct core_listener_cfg *b)
 {
-    json_t *ja = core_listener_cfg_to_json(a), *jb = core_listener_cfg_to_json(b);
+    json_t *ja = core_listener_cfg_json(a), *jb = core_listener_cfg_json(b);
     json_t *fields = json_array(), *v;
     const char *key;
 

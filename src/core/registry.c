@@ -200,7 +200,7 @@ json_t *core_cfgs_set_json(const struct core_listener_cfg *const *set, size_t n)
     memcpy(s, set, n * sizeof(*s));
     qsort(s, n, sizeof(*s), core_cfg_ptr_cmp_id);
     for (size_t i = 0; i < n; i++)
-        if (json_array_append_new(a, core_listener_cfg_to_json(s[i])) < 0)
+        if (json_array_append_new(a, core_listener_cfg_json(s[i])) < 0)
             goto fail;
     free(s);
     return a;

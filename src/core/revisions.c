@@ -62,7 +62,8 @@ struct revision {
     char *summary;
     json_t *diff;
     json_t *listeners;
-    json_t *of; /* every listener's revision after this one, as written to the file */
+    char *listeners_text; /* listeners as compact JSON, until the line is made; NULL: none */
+    json_t *of;           /* every listener's revision after this one, as written to the file */
     /* Its line in the file, with the newline: made once (or kept from the file at load), so
      * that writing the file whole, every CORE_REVISIONS_KEEP changes, dumps nothing again. */
     struct line *line;
@@ -116,6 +117,7 @@ static void revision_fini(struct revision *e)
     free(e->summary);
     json_decref(e->diff);
     json_decref(e->listeners);
+    free(e->listeners_text);
     json_decref(e->of);
     line_unref(e->line);
     memset(e, 0, sizeof(*e));
@@ -268,9 +270,11 @@ static int mark(json_t *of, const json_t *diff, const json_t *listeners, bool al
 }
 
 int core_revisions_append(struct core_revisions *rv, const char *source, json_t *origin,
-                          json_t *diff, json_t *listeners, bool all_listeners, uint64_t *ret)
+                          json_t *diff, json_t *listeners, char *listeners_text, bool all_listeners,
+                          uint64_t *ret)
 {
-    struct revision e = {.origin = origin, .diff = diff, .listeners = listeners};
+    struct revision e = {
+        .origin = origin, .diff = diff, .listeners = listeners, .listeners_text = listeners_text};
     json_t *of_next = NULL;
     int r = -ENOMEM;
 
@@ -355,7 +359,8 @@ static struct line *revision_text(struct revision *e)
 
     if (e->line)
         return e->line;
-    j = revision_shared(e, true);
+    /* With the listeners' text, the rest is dumped and the text put in before its last "}". */
+    j = revision_shared(e, !e->listeners_text);
     if (j && json_object_set(j, "listener_revisions", e->of) == 0 &&
         json_object_set_new(j, "version", json_integer(FORMAT_VERSION)) == 0)
         text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -363,9 +368,30 @@ static struct line *revision_text(struct revision *e)
     if (!text)
         return NULL;
     len = strlen(text);
+    if (e->listeners_text) {
+        static const char key[] = ",\"listeners\":";
+        size_t lt = strlen(e->listeners_text), k = sizeof(key) - 1;
+        char *whole = malloc(len + k + lt + 1);
+
+        if (!whole) {
+            free(text);
+            return NULL;
+        }
+        memcpy(whole, text, len - 1);
+        memcpy(whole + len - 1, key, k);
+        memcpy(whole + len - 1 + k, e->listeners_text, lt);
+        memcpy(whole + len - 1 + k + lt, "}", 2);
+        free(text);
+        text = whole;
+        len += k + lt;
+    }
     text[len] = '\n'; /* over the NUL: the line is copied with its length */
     e->line = line_new(text, len + 1);
     free(text);
+    if (e->line) {
+        free(e->listeners_text);
+        e->listeners_text = NULL;
+    }
     return e->line;
 }
 

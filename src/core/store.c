@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,25 +325,6 @@ int core_store_load(const char *path, const struct core_service_table *services,
     return r;
 }
 
-int core_store_save(const char *path, const struct core_listener_cfg *const *cfgs, size_t n,
-                    const struct core_store_meta *meta, struct core_err *err)
-{
-    json_t *list = json_array();
-    int r;
-
-    for (size_t i = 0; list && i < n; i++) {
-        if (json_array_append_new(list, core_listener_cfg_to_json(cfgs[i])) < 0) {
-            json_decref(list);
-            list = NULL;
-        }
-    }
-    if (!list)
-        return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
-    r = core_store_save_json(path, list, meta, err);
-    json_decref(list);
-    return r;
-}
-
 /* r (0 or a write's negative errno) with err saying the state at path was not written. */
 static int write_failed(const char *path, int r, struct core_err *err)
 {
@@ -350,35 +332,54 @@ static int write_failed(const char *path, int r, struct core_err *err)
                  : 0;
 }
 
-int core_store_stage_json(const char *path, json_t *set, const struct core_store_meta *meta,
-                          struct core_fs_staged *ret, struct core_err *err)
+int core_store_stage(const char *path, const struct core_listener_cfg *const *cfgs, size_t n,
+                     const struct core_store_meta *meta, struct core_fs_staged *ret,
+                     struct core_err *err)
 {
-    json_t *root;
-    char *text;
-    int r;
+    /* The file as jansson's JSON_INDENT(2) | JSON_PRESERVE_ORDER dump of {"version",
+     * "revision", "listeners", "fleet_offset", "fleet_applied_offset"} would be, put together
+     * from the listeners' renderings: a listener that did not change is not rendered again. */
+    struct core_cfg_rendering **g = calloc(n + 1, sizeof(*g));
+    struct iovec *iov = calloc(2 * n + 2, sizeof(*iov));
+    char head[96], tail[128];
+    size_t k = 0, t = 0;
+    int r = -ENOMEM;
+    bool wrote = false;
 
-    root = json_pack("{s:i, s:I, s:O}", "version", STORE_FORMAT_VERSION, "revision",
-                     (json_int_t)(meta ? meta->revision : 0), "listeners", set);
-    if (!root)
-        return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
-    if (meta && meta->has_fleet_offset &&
-        json_object_set_new(root, "fleet_offset", json_integer((json_int_t)meta->fleet_offset)) <
-            0) {
-        json_decref(root);
-        return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
+    if (!g || !iov)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        if (!(g[i] = core_listener_cfg_rendering(cfgs[i])))
+            goto out;
+    iov[k++] = (struct iovec){
+        .iov_base = head,
+        .iov_len = (size_t)snprintf(
+            head, sizeof(head), "{\n  \"version\": %d,\n  \"revision\": %lld,\n  \"listeners\": [",
+            STORE_FORMAT_VERSION, (long long)(meta ? meta->revision : 0))};
+    for (size_t i = 0; i < n; i++) {
+        static char sep[] = ",\n"; /* the first item: its newline only */
+
+        iov[k++] = (struct iovec){.iov_base = sep + !i, .iov_len = i ? 2 : 1};
+        iov[k++] = (struct iovec){.iov_base = g[i]->pretty, .iov_len = g[i]->pretty_len};
     }
-    if (meta && meta->has_fleet_applied &&
-        json_object_set_new(root, "fleet_applied_offset",
-                            json_integer((json_int_t)meta->fleet_applied_offset)) < 0) {
-        json_decref(root);
+    t = (size_t)snprintf(tail, sizeof(tail), "%s", n ? "\n  ]" : "]");
+    if (meta && meta->has_fleet_offset)
+        t += (size_t)snprintf(tail + t, sizeof(tail) - t, ",\n  \"fleet_offset\": %lld",
+                              (long long)meta->fleet_offset);
+    if (meta && meta->has_fleet_applied)
+        t += (size_t)snprintf(tail + t, sizeof(tail) - t, ",\n  \"fleet_applied_offset\": %lld",
+                              (long long)meta->fleet_applied_offset);
+    t += (size_t)snprintf(tail + t, sizeof(tail) - t, "\n}");
+    iov[k++] = (struct iovec){.iov_base = tail, .iov_len = t};
+    r = core_fs_stage_iov(path, iov, k, 0600, ret);
+    wrote = true;
+out:
+    for (size_t i = 0; g && i < n; i++)
+        core_listener_cfg_rendering_unref(g[i]);
+    free(g);
+    free(iov);
+    if (!wrote)
         return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
-    }
-    text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(root);
-    if (!text)
-        return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
-    r = core_fs_stage(path, text, strlen(text), 0600, ret);
-    free(text);
     return write_failed(path, r, err);
 }
 
@@ -387,11 +388,11 @@ int core_store_commit(struct core_fs_staged *s, struct core_err *err)
     return write_failed(s->path, core_fs_stage_commit(s), err);
 }
 
-int core_store_save_json(const char *path, json_t *set, const struct core_store_meta *meta,
-                         struct core_err *err)
+int core_store_save(const char *path, const struct core_listener_cfg *const *cfgs, size_t n,
+                    const struct core_store_meta *meta, struct core_err *err)
 {
     struct core_fs_staged s;
-    int r = core_store_stage_json(path, set, meta, &s, err);
+    int r = core_store_stage(path, cfgs, n, meta, &s, err);
 
     return r < 0 ? r : core_store_commit(&s, err);
 }

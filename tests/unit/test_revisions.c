@@ -305,17 +305,20 @@ static int fx_teardown(void **state)
     return 0;
 }
 
-/* Appends a revision creating (or changing) id, with a one-listener set. */
+/* Appends a revision creating (or changing) id, with a one-listener set; every other one with
+ * the set's text as a change gives it, the others dumped when written. */
 static uint64_t append(struct core_revisions *rv, const char *id, const char *action)
 {
+    static unsigned calls;
     json_t *diff = json_pack("[{s:s, s:s}]", "id", id, "action", action);
     json_t *set = json_pack("[{s:s, s:s}]", "id", id, "service", "echo");
+    char *text = calls++ % 2 ? json_dumps(set, JSON_COMPACT) : NULL;
     uint64_t n = 0;
 
     assert_int_equal(
         core_revisions_append(rv, "test",
                               json_pack("{s:s, s:s}", "interface", "api", "action", "replace"),
-                              diff, set, false, &n),
+                              diff, set, text, false, &n),
         0);
     return n;
 }
@@ -409,6 +412,15 @@ static void test_revisions_file_round_trip_and_torn_last_line(void **state)
     assert_true(json_equal(a, b));
     json_decref(a);
     json_decref(b);
+    /* Each with its listeners, whether its line was written from their text or dumped. */
+    for (uint64_t n = 1; n <= 5; n++) {
+        assert_int_equal(core_revisions_get(rv, n, &a), 0);
+        assert_int_equal(core_revisions_get(again, n, &b), 0);
+        assert_int_equal(json_array_size(json_object_get(b, "listeners")), 1);
+        assert_true(json_equal(a, b));
+        json_decref(a);
+        json_decref(b);
+    }
 
     /* The next save writes the file whole: the torn line is gone, numbering goes on. */
     assert_int_equal(append(again, "odd", "change"), 6);

@@ -115,6 +115,102 @@ static void test_store_round_trip_keeps_every_field(void **state)
     assert_int_equal(count_entries(d->path), 1);
 }
 
+/* The state file as jansson's indented dump of the whole document would be. */
+static char *expected_file(const struct core_listener_cfg *const *cfgs, size_t n,
+                           const struct core_store_meta *meta)
+{
+    json_t *list = json_array(), *root;
+    char *text;
+
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(list, core_listener_cfg_to_json(cfgs[i]));
+    root = json_pack("{s:i, s:I, s:o}", "version", 1, "revision", (json_int_t)meta->revision,
+                     "listeners", list);
+    if (meta->has_fleet_offset)
+        json_object_set_new(root, "fleet_offset", json_integer((json_int_t)meta->fleet_offset));
+    if (meta->has_fleet_applied)
+        json_object_set_new(root, "fleet_applied_offset",
+                            json_integer((json_int_t)meta->fleet_applied_offset));
+    text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    return text;
+}
+
+static void assert_file_is(const char *path, const char *want)
+{
+    char *got = NULL;
+    size_t len = 0;
+
+    assert_int_equal(core_fs_read_file(path, 1 << 20, &got, &len), 0);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+/* The file is put together from the listeners' renderings (core_listener_cfg_render()), made
+ * when each was set: it reads as the dump of the whole set would, rendered or not, and a
+ * configuration changed and rendered again is written as it now is. */
+static void test_store_file_from_renderings_is_the_whole_dump(void **state)
+{
+    static const char *const text =
+        "{\"version\":1,\"listeners\":["
+        "{\"id\":\"a\",\"service\":\"echo\",\"port\":7007,\"enabled\":false,"
+        "\"options\":{\"mode\":\"once\"}},"
+        "{\"id\":\"b\",\"service\":\"echo\",\"transport\":\"udp\",\"address\":\"::1\","
+        "\"port\":0,\"workers\":4}]}";
+    struct dir *d = *state;
+    struct core_listener_cfg *in = NULL, *out = NULL;
+    const struct core_listener_cfg *ptrs[2];
+    struct core_store_meta metas[] = {
+        {.revision = 7},
+        {.revision = 8, .has_fleet_offset = true, .fleet_offset = 12},
+        {.revision = 9,
+         .has_fleet_offset = true,
+         .fleet_offset = 13,
+         .has_fleet_applied = true,
+         .fleet_applied_offset = 11},
+    };
+    size_t n_in = 0, n_out = 0;
+    char *want;
+
+    assert_int_equal(core_store_parse(text, strlen(text), "test", &table, &in, &n_in, NULL, NULL),
+                     0);
+    assert_int_equal(n_in, 2);
+    ptrs[0] = &in[0];
+    ptrs[1] = &in[1];
+    /* no listener */
+    assert_int_equal(core_store_save(d->file, ptrs, 0, &metas[0], NULL), 0);
+    want = expected_file(ptrs, 0, &metas[0]);
+    assert_file_is(d->file, want);
+    free(want);
+    /* one rendered, one not; then both */
+    assert_int_equal(core_listener_cfg_render(&in[0]), 0);
+    for (size_t m = 0; m < 3; m++) {
+        if (m == 2)
+            assert_int_equal(core_listener_cfg_render(&in[1]), 0);
+        assert_int_equal(core_store_save(d->file, ptrs, 2, &metas[m], NULL), 0);
+        want = expected_file(ptrs, 2, &metas[m]);
+        assert_file_is(d->file, want);
+        free(want);
+    }
+    /* changed and rendered again: the file has the change */
+    in[0].port = 7008;
+    assert_int_equal(core_listener_cfg_render(&in[0]), 0);
+    assert_int_equal(core_store_save(d->file, ptrs, 2, &metas[0], NULL), 0);
+    want = expected_file(ptrs, 2, &metas[0]);
+    assert_non_null(strstr(want, "\"port\": 7008"));
+    assert_file_is(d->file, want);
+    free(want);
+    assert_int_equal(core_store_load(d->file, &table, &out, &n_out, NULL, NULL), 0);
+    assert_int_equal(n_out, 2);
+    assert_int_equal(out[0].port, 7008);
+    for (size_t i = 0; i < 2; i++) {
+        core_listener_cfg_fini(&in[i]);
+        core_listener_cfg_fini(&out[i]);
+    }
+    free(in);
+    free(out);
+}
+
 static void test_store_corrupt_file_names_file_and_problem(void **state)
 {
     struct dir *d = *state;
@@ -269,6 +365,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_store_missing_file_is_enoent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_round_trip_keeps_every_field, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_file_from_renderings_is_the_whole_dump, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_store_corrupt_file_names_file_and_problem, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_bad_listener_names_it, setup, teardown),
