@@ -69,16 +69,13 @@ struct core_listener_cfg {
 /*
  * A configuration rendered once, for the state file and the revisions to write without
  * rendering again what did not change: its JSON (core_listener_cfg_to_json(), shared, never
- * changed) and two texts of it, made with JSON_PRESERVE_ORDER: the state file's (JSON_INDENT(2),
- * every line indented by 4 more, as an item of its "listeners") and the compact one.
+ * changed) and its compact text (JSON_COMPACT | JSON_PRESERVE_ORDER).
  */
 struct core_cfg_rendering {
     unsigned refs; /* atomic */
     json_t *json;
-    char *pretty;
-    size_t pretty_len;
-    char *compact;
-    size_t compact_len;
+    char *text;
+    size_t len;
 };
 
 const char *core_model_name(enum core_model m);

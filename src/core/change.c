@@ -583,7 +583,7 @@ static char *plan_set_text(const struct plan *p)
     for (size_t i = 0; i < n; i++) {
         if (!(g[i] = core_listener_cfg_rendering(cfgs[i])))
             goto out;
-        len += g[i]->compact_len + 1;
+        len += g[i]->len + 1;
     }
     o = text = malloc(len + 1);
     if (!text)
@@ -592,8 +592,8 @@ static char *plan_set_text(const struct plan *p)
     for (size_t i = 0; i < n; i++) {
         if (i)
             *o++ = ',';
-        memcpy(o, g[i]->compact, g[i]->compact_len);
-        o += g[i]->compact_len;
+        memcpy(o, g[i]->text, g[i]->len);
+        o += g[i]->len;
     }
     memcpy(o, "]", 2);
 out:

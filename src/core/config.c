@@ -445,8 +445,7 @@ void core_listener_cfg_rendering_unref(struct core_cfg_rendering *g)
     if (!g || __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     json_decref(g->json);
-    free(g->pretty);
-    free(g->compact);
+    free(g->text);
     free(g);
 }
 
@@ -457,38 +456,9 @@ static struct core_cfg_rendering *rendering_ref(struct core_cfg_rendering *g)
     return g;
 }
 
-/* text (a JSON_INDENT(2) dump) with every line indented by 4 more, into *ret. */
-static int indent4(const char *text, char **ret, size_t *ret_len)
-{
-    size_t lines = 1, len = strlen(text);
-    char *out, *o;
-
-    for (const char *p = text; *p; p++)
-        lines += *p == '\n';
-    o = out = malloc(len + 4 * lines + 1);
-    if (!out)
-        return -ENOMEM;
-    for (const char *p = text;;) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) + 1 : strlen(p);
-
-        memcpy(o, "    ", 4);
-        memcpy(o + 4, p, n);
-        o += 4 + n;
-        if (!nl)
-            break;
-        p = nl + 1;
-    }
-    *o = '\0';
-    *ret = out;
-    *ret_len = (size_t)(o - out);
-    return 0;
-}
-
 struct core_cfg_rendering *core_listener_cfg_rendering(const struct core_listener_cfg *c)
 {
     struct core_cfg_rendering *g;
-    char *pretty = NULL;
 
     if (c->rendering)
         return rendering_ref(c->rendering);
@@ -498,16 +468,12 @@ struct core_cfg_rendering *core_listener_cfg_rendering(const struct core_listene
     g->refs = 1;
     g->json = core_listener_cfg_to_json(c);
     if (g->json)
-        pretty = json_dumps(g->json, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    if (g->json)
-        g->compact = json_dumps(g->json, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (!pretty || !g->compact || indent4(pretty, &g->pretty, &g->pretty_len) < 0) {
-        free(pretty);
+        g->text = json_dumps(g->json, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!g->text) {
         core_listener_cfg_rendering_unref(g);
         return NULL;
     }
-    free(pretty);
-    g->compact_len = strlen(g->compact);
+    g->len = strlen(g->text);
     return g;
 }
 

@@ -336,9 +336,8 @@ int core_store_stage(const char *path, const struct core_listener_cfg *const *cf
                      const struct core_store_meta *meta, struct core_fs_staged *ret,
                      struct core_err *err)
 {
-    /* The file as jansson's JSON_INDENT(2) | JSON_PRESERVE_ORDER dump of {"version",
-     * "revision", "listeners", "fleet_offset", "fleet_applied_offset"} would be, put together
-     * from the listeners' renderings: a listener that did not change is not rendered again. */
+    /* Each listener on a line of its own, as its rendering's compact text: put together from
+     * the renderings, a listener that did not change is not rendered again. */
     struct core_cfg_rendering **g = calloc(n + 1, sizeof(*g));
     struct iovec *iov = calloc(2 * n + 2, sizeof(*iov));
     char head[96], tail[128];
@@ -357,10 +356,10 @@ int core_store_stage(const char *path, const struct core_listener_cfg *const *cf
             head, sizeof(head), "{\n  \"version\": %d,\n  \"revision\": %lld,\n  \"listeners\": [",
             STORE_FORMAT_VERSION, (long long)(meta ? meta->revision : 0))};
     for (size_t i = 0; i < n; i++) {
-        static char sep[] = ",\n"; /* the first item: its newline only */
+        static char sep[] = ",\n    "; /* the first item: its newline and indent only */
 
-        iov[k++] = (struct iovec){.iov_base = sep + !i, .iov_len = i ? 2 : 1};
-        iov[k++] = (struct iovec){.iov_base = g[i]->pretty, .iov_len = g[i]->pretty_len};
+        iov[k++] = (struct iovec){.iov_base = sep + !i, .iov_len = i ? 6 : 5};
+        iov[k++] = (struct iovec){.iov_base = g[i]->text, .iov_len = g[i]->len};
     }
     t = (size_t)snprintf(tail, sizeof(tail), "%s", n ? "\n  ]" : "]");
     if (meta && meta->has_fleet_offset)
