@@ -301,13 +301,21 @@ struct count {
     struct count *next;
 };
 
+/* A listener's open connections by source: made at its first connection. */
+struct counts {
+    struct stripe stripes[STRIPES];
+    struct count *heads[HEADS]; /* head i guarded by stripes[i % STRIPES] */
+};
+
 struct core_sources {
     /* Made at the first connection that a rate limits (128 KiB a listener that has none
      * would carry and clear for nothing); published once, then only read. */
     _Atomic(struct core_srctable *) rate;
+    /* Made at the first connection admitted (12 KiB a listener created and never connected to
+     * would carry: a change creating hundreds would clear them for nothing); published once,
+     * then only read. */
+    _Atomic(struct counts *) counts;
     uint64_t seed[2];
-    struct stripe stripes[STRIPES];
-    struct count *heads[HEADS]; /* head i guarded by stripes[i % STRIPES] */
 };
 
 int core_sources_new(struct core_sources **ret)
@@ -317,39 +325,67 @@ int core_sources_new(struct core_sources **ret)
     if (!s)
         return -ENOMEM;
     atomic_init(&s->rate, NULL);
+    atomic_init(&s->counts, NULL);
     seed_init(s->seed, s);
-    for (unsigned i = 0; i < STRIPES; i++)
-        pthread_mutex_init(&s->stripes[i].lock, NULL);
     *ret = s;
     return 0;
+}
+
+static void counts_free(struct counts *t)
+{
+    if (!t)
+        return;
+    for (unsigned i = 0; i < HEADS; i++) {
+        while (t->heads[i]) {
+            struct count *c = t->heads[i];
+
+            t->heads[i] = c->next;
+            free(c);
+        }
+    }
+    for (unsigned i = 0; i < STRIPES; i++)
+        pthread_mutex_destroy(&t->stripes[i].lock);
+    free(t);
 }
 
 void core_sources_free(struct core_sources *s)
 {
     if (!s)
         return;
-    for (unsigned i = 0; i < HEADS; i++) {
-        while (s->heads[i]) {
-            struct count *c = s->heads[i];
-
-            s->heads[i] = c->next;
-            free(c);
-        }
-    }
-    for (unsigned i = 0; i < STRIPES; i++)
-        pthread_mutex_destroy(&s->stripes[i].lock);
+    counts_free(atomic_load_explicit(&s->counts, memory_order_acquire));
     core_srctable_free(atomic_load_explicit(&s->rate, memory_order_acquire));
     free(s);
 }
 
-/* src's chain; its lock in *ret_lock. */
-static struct count **chain_of(struct core_sources *s, const struct core_source *src,
-                               pthread_mutex_t **ret_lock)
+/* The counts of s; made by the first caller when make (another made at the same time is
+ * freed). NULL on ENOMEM, or when none were made and !make. */
+static struct counts *counts_of(struct core_sources *s, bool make)
+{
+    struct counts *t = atomic_load_explicit(&s->counts, memory_order_acquire), *none = NULL;
+
+    if (t || !make)
+        return t;
+    t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    for (unsigned i = 0; i < STRIPES; i++)
+        pthread_mutex_init(&t->stripes[i].lock, NULL);
+    if (!atomic_compare_exchange_strong_explicit(&s->counts, &none, t, memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        counts_free(t);
+        t = none;
+    }
+    return t;
+}
+
+/* src's chain in t (the counts of s); its lock in *ret_lock. */
+static struct count **chain_of(struct core_sources *s, struct counts *t,
+                               const struct core_source *src, pthread_mutex_t **ret_lock)
 {
     size_t h = source_hash(src, s->seed) % HEADS;
 
-    *ret_lock = &s->stripes[h % STRIPES].lock;
-    return &s->heads[h];
+    *ret_lock = &t->stripes[h % STRIPES].lock;
+    return &t->heads[h];
 }
 
 /* The link that points at src's count (or at NULL, the chain's end). Under its lock. */
@@ -384,11 +420,13 @@ int core_sources_admit(struct core_sources *s, const struct core_source *src, ui
                        uint32_t rate, uint64_t now_ns)
 {
     pthread_mutex_t *lock;
-    struct count **head = chain_of(s, src, &lock), **p, *c;
+    struct counts *counts = counts_of(s, true);
+    struct count **head, **p, *c;
     struct core_srctable *t = rate ? rate_table(s) : NULL;
 
-    if (rate && !t)
+    if (!counts || (rate && !t))
         return -ENOMEM;
+    head = chain_of(s, counts, src, &lock);
     if (t && !core_srctable_take(t, src, rate, rate, now_ns))
         return -EAGAIN;
     pthread_mutex_lock(lock);
@@ -415,8 +453,12 @@ int core_sources_admit(struct core_sources *s, const struct core_source *src, ui
 void core_sources_release(struct core_sources *s, const struct core_source *src)
 {
     pthread_mutex_t *lock;
-    struct count **head = chain_of(s, src, &lock), **p, *c = NULL;
+    struct counts *counts = counts_of(s, false);
+    struct count **head, **p, *c = NULL;
 
+    if (!counts)
+        return; /* nothing was counted */
+    head = chain_of(s, counts, src, &lock);
     pthread_mutex_lock(lock);
     p = find_count(head, src);
     if (*p && --(*p)->open == 0) {
@@ -430,9 +472,13 @@ void core_sources_release(struct core_sources *s, const struct core_source *src)
 uint32_t core_sources_open(struct core_sources *s, const struct core_source *src)
 {
     pthread_mutex_t *lock;
-    struct count **head = chain_of(s, src, &lock), *c;
+    struct counts *counts = counts_of(s, false);
+    struct count **head, *c;
     uint32_t n;
 
+    if (!counts)
+        return 0;
+    head = chain_of(s, counts, src, &lock);
     pthread_mutex_lock(lock);
     c = *find_count(head, src);
     n = c ? c->open : 0;

@@ -63,7 +63,8 @@ static void refill(struct core_fd_reserve *res)
     atomic_store_explicit(&res->missing, missing, memory_order_relaxed);
 }
 
-/* A reserve of n fds (those that cannot be opened now are opened later), or -ENOMEM. */
+/* A reserve of n fds, or -ENOMEM. They are opened by the first accept (accept_spare()): a
+ * listener that no one connects to holds none, and a change creating hundreds opens none. */
 static int fd_reserve_new(unsigned n, struct core_fd_reserve **ret)
 {
     struct core_fd_reserve *res = calloc(1, sizeof(*res) + n * sizeof(res->fd[0]));
@@ -79,7 +80,7 @@ static int fd_reserve_new(unsigned n, struct core_fd_reserve **ret)
     res->n = n;
     for (unsigned i = 0; i < n; i++)
         res->fd[i] = -1;
-    refill(res);
+    atomic_init(&res->missing, n);
     *ret = res;
     return 0;
 }
