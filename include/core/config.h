@@ -60,7 +60,8 @@ struct core_listener_cfg {
     uint32_t reply_rate_per_source;
     uint32_t reply_rate; /* UDP: replies per second in all (burst: one second's); 0: no limit */
     bool enabled;        /* desired state */
-    json_t *options;     /* owned; checked by the service, defaults filled in */
+    json_t *options;     /* a reference, shared by copies: checked by the service, defaults
+                            filled in, then never changed */
     /* Its renderings, made by core_listener_cfg_render() and shared by its copies; NULL: not
      * rendered. A configuration changed after it was rendered must be rendered again. */
     struct core_cfg_rendering *rendering;
@@ -117,7 +118,8 @@ struct core_cfg_rendering *core_listener_cfg_rendering(const struct core_listene
 
 void core_listener_cfg_rendering_unref(struct core_cfg_rendering *g);
 
-/* Deep copy into *ret. Returns 0 or -ENOMEM. */
+/* A copy into *ret, sharing src's options and rendering (neither is changed once made).
+ * Returns 0. */
 int core_listener_cfg_copy(const struct core_listener_cfg *src, struct core_listener_cfg *ret);
 
 /* Whether two configurations are the same in every field. */

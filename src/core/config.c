@@ -487,14 +487,11 @@ int core_listener_cfg_render(struct core_listener_cfg *c)
 
 int core_listener_cfg_copy(const struct core_listener_cfg *src, struct core_listener_cfg *ret)
 {
+    /* The options are never changed once checked (the services take them const): the copies
+     * share them, as they share the rendering. */
     *ret = *src;
     ret->rendering = rendering_ref(src->rendering);
-    ret->options = src->options ? json_deep_copy(src->options) : NULL;
-    if (src->options && !ret->options) {
-        core_listener_cfg_rendering_unref(ret->rendering);
-        ret->rendering = NULL;
-        return -ENOMEM;
-    }
+    ret->options = json_incref(src->options);
     return 0;
 }
 

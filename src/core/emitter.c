@@ -1,6 +1,8 @@
 #include "core/emitter.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -8,11 +10,33 @@
 
 #include <jansson.h>
 
+/* This process's pid, kept (getpid() is a system call): a fork's child learns its own in
+ * pthread_atfork()'s handler, before it runs anything else. */
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+static _Atomic pid_t own_pid;
+
+static void pid_forked(void)
+{
+    atomic_store_explicit(&own_pid, getpid(), memory_order_relaxed);
+}
+
+static void pid_init(void)
+{
+    pid_forked();
+    (void)pthread_atfork(NULL, NULL, pid_forked);
+}
+
+static pid_t own(void)
+{
+    pthread_once(&pid_once, pid_init);
+    return atomic_load_explicit(&own_pid, memory_order_relaxed);
+}
+
 void core_emitter_init(struct core_emitter *em, struct core_events *events, const char *listener_id,
                        struct core_metrics *m)
 {
     *em = (struct core_emitter){
-        .events = events, .listener_id = listener_id, .m = m, .pid = getpid(), .child_fd = -1};
+        .events = events, .listener_id = listener_id, .m = m, .pid = own(), .child_fd = -1};
 }
 
 int core_emitter_channel(int ret_fds[2])
@@ -90,7 +114,7 @@ void core_svc_emit(struct core_emitter *em, const char *type, json_t *data)
         count_drop(em);
         return;
     }
-    if (getpid() == em->pid) {
+    if (own() == em->pid) {
         core_events_publish(em->events, type, data);
         return;
     }

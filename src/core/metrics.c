@@ -186,11 +186,14 @@ uint64_t core_latency_bucket_low(unsigned i)
 void core_metrics_record_latency(struct core_metrics *m, uint64_t ns)
 {
     uint64_t max = atomic_load_explicit(&m->latency_max_ns, memory_order_relaxed);
+    /* The max is at least 1 once anything was recorded (a time of 0 counts as 1 there): a
+     * snapshot tells an empty histogram by it, without reading the buckets. */
+    uint64_t top = ns ? ns : 1;
 
     atomic_fetch_add_explicit(&m->latency[core_latency_bucket(ns)], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->latency_sum_ns, ns, memory_order_relaxed);
-    while (ns > max &&
-           !atomic_compare_exchange_weak_explicit(&m->latency_max_ns, &max, ns,
+    while (top > max &&
+           !atomic_compare_exchange_weak_explicit(&m->latency_max_ns, &max, top,
                                                   memory_order_relaxed, memory_order_relaxed))
         ;
 }
@@ -201,10 +204,16 @@ void core_metrics_snapshot(const struct core_metrics *m, struct core_metrics_sna
         ret->c[i] = atomic_load_explicit(&m->c[i], memory_order_relaxed);
     for (unsigned i = 0; i < CORE_METRICS_SVC_MAX; i++)
         ret->svc[i] = atomic_load_explicit(&m->svc[i], memory_order_relaxed);
+    /* No time recorded yet (a listener just created): the 2 KiB of buckets are not read. */
+    ret->latency_max_ns = atomic_load_explicit(&m->latency_max_ns, memory_order_relaxed);
+    if (ret->latency_max_ns == 0) {
+        memset(ret->latency, 0, sizeof(ret->latency));
+        ret->latency_sum_ns = 0;
+        return;
+    }
     for (unsigned i = 0; i < CORE_LATENCY_BUCKETS; i++)
         ret->latency[i] = atomic_load_explicit(&m->latency[i], memory_order_relaxed);
     ret->latency_sum_ns = atomic_load_explicit(&m->latency_sum_ns, memory_order_relaxed);
-    ret->latency_max_ns = atomic_load_explicit(&m->latency_max_ns, memory_order_relaxed);
 }
 
 uint64_t core_latency_percentile(const uint64_t *buckets, uint64_t count, uint64_t max_ns,

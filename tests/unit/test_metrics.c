@@ -159,6 +159,31 @@ static void test_latency_single_small_value_is_exact(void **state)
     assert_int_equal(sum.max_ns, 7);
 }
 
+/* A snapshot skips the buckets while nothing was recorded (told by the max): a time of 0 is
+ * recorded all the same, counted in its bucket, the max then 1. */
+static void test_latency_zero_time_is_seen_by_a_snapshot(void **state)
+{
+    struct core_metrics m;
+    struct core_metrics_snapshot s;
+    struct core_latency_summary sum;
+
+    (void)state;
+    core_metrics_init(&m);
+    memset(&s, 0xff, sizeof(s));
+    core_metrics_snapshot(&m, &s);
+    for (unsigned i = 0; i < CORE_LATENCY_BUCKETS; i++)
+        assert_int_equal(s.latency[i], 0);
+    assert_int_equal(s.latency_sum_ns, 0);
+    core_metrics_record_latency(&m, 0);
+    core_metrics_snapshot(&m, &s);
+    core_latency_summarize(&s, &sum);
+    assert_int_equal(sum.count, 1);
+    assert_int_equal(s.latency[0], 1);
+    assert_int_equal(sum.sum_ns, 0);
+    assert_int_equal(sum.max_ns, 1);
+    assert_int_equal(sum.p50_ns, 0);
+}
+
 static void test_latency_since_counts_only_the_new_requests(void **state)
 {
     uint64_t before[CORE_LATENCY_BUCKETS + 1];
@@ -316,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_latency_summary_of_empty_histogram_is_all_zero),
         cmocka_unit_test(test_latency_percentiles_are_bucket_highs_clamped_to_max),
         cmocka_unit_test(test_latency_single_small_value_is_exact),
+        cmocka_unit_test(test_latency_zero_time_is_seen_by_a_snapshot),
         cmocka_unit_test(test_latency_since_counts_only_the_new_requests),
         cmocka_unit_test(test_latency_concurrent_records_count_exactly),
         cmocka_unit_test(test_metrics_json_latency_round_trips),
