@@ -60,10 +60,10 @@ struct core_listener_cfg {
     uint32_t reply_rate_per_source;
     uint32_t reply_rate; /* UDP: replies per second in all (burst: one second's); 0: no limit */
     bool enabled;        /* desired state */
-    json_t *options;     /* a reference, shared by copies: checked by the service, defaults
-                            filled in, then never changed */
-    /* Its renderings, made by core_listener_cfg_render() and shared by its copies; NULL: not
-     * rendered. A configuration changed after it was rendered must be rendered again. */
+    json_t *options;     /* owned; checked by the service, defaults filled in */
+    /* Its renderings, made by core_listener_cfg_render() and shared by the copies the changes
+     * make (core_listener_cfg_copy_rendered()); NULL: not rendered. A configuration changed
+     * after it was rendered must be rendered again. */
     struct core_cfg_rendering *rendering;
 };
 
@@ -118,9 +118,13 @@ struct core_cfg_rendering *core_listener_cfg_rendering(const struct core_listene
 
 void core_listener_cfg_rendering_unref(struct core_cfg_rendering *g);
 
-/* A copy into *ret, sharing src's options and rendering (neither is changed once made).
- * Returns 0. */
+/* Deep copy into *ret, without src's rendering. Returns 0 or -ENOMEM. Any thread. */
 int core_listener_cfg_copy(const struct core_listener_cfg *src, struct core_listener_cfg *ret);
+
+/* core_listener_cfg_copy() sharing src's rendering: only where the changes run (its JSON's
+ * references are taken and let go there alone; jansson's are not made for other threads). */
+int core_listener_cfg_copy_rendered(const struct core_listener_cfg *src,
+                                    struct core_listener_cfg *ret);
 
 /* Whether two configurations are the same in every field. */
 bool core_listener_cfg_equal(const struct core_listener_cfg *a, const struct core_listener_cfg *b);

@@ -157,7 +157,6 @@ struct plan {
     /* {"id": resource} of the listeners created or changed, as their events carry them, for
      * the answer to reuse; NULL: not kept. */
     json_t *resources;
-    json_t *set; /* plan_set(): the set it leaves, made once for the state file and revision */
 };
 
 static void plan_fini(struct plan *p)
@@ -169,7 +168,6 @@ static void plan_fini(struct plan *p)
     free(p->changed);
     json_decref(p->diff);
     json_decref(p->resources);
-    json_decref(p->set);
     memset(p, 0, sizeof(*p));
 }
 
@@ -536,19 +534,18 @@ static void fleet_offset_commit(struct core_registry *r, const struct core_chang
     pthread_mutex_unlock(&r->lock);
 }
 
-/* The set the plan leaves, as a JSON array sorted by id (borrowed: made at the first call, the
- * state file's and the revision's), NULL on ENOMEM. */
-static json_t *plan_set(struct plan *p)
+/* The set the plan leaves, for its revision: a JSON array sorted by id (new reference) of the
+ * listeners' renderings' JSON, NULL on ENOMEM. */
+static json_t *plan_set(const struct plan *p)
 {
-    size_t n = 0;
     const struct core_listener_cfg **cfgs;
+    size_t n;
+    json_t *set;
 
-    if (p->set)
-        return p->set;
     cfgs = plan_cfgs(p, &n);
-    p->set = cfgs ? core_cfgs_set_json(cfgs, n) : NULL;
+    set = cfgs ? core_cfgs_set_json(cfgs, n) : NULL;
     free(cfgs);
-    return p->set;
+    return set;
 }
 
 /*
@@ -719,7 +716,7 @@ static void plan_commit(struct core_registry *r, struct plan *p, struct core_cha
 
     core_change_source_format(&ch->source, source, sizeof(source));
     if (json_array_size(p->diff) > 0) {
-        set = json_incref(plan_set(p));
+        set = plan_set(p);
         set_text = set && r->persist ? plan_set_text(p) : NULL;
     }
     pthread_mutex_lock(&r->lock);
@@ -888,7 +885,7 @@ static int current_cfgs(struct core_registry *r, size_t extra, struct core_liste
     if (!cfgs)
         return -ENOMEM;
     for (n = 0; n < r->n; n++) {
-        if (core_listener_cfg_copy(core_listener_cfg(r->list[n]), &cfgs[n]) < 0) {
+        if (core_listener_cfg_copy_rendered(core_listener_cfg(r->list[n]), &cfgs[n]) < 0) {
             core_cfgs_free(cfgs, n);
             return -ENOMEM;
         }
@@ -1285,8 +1282,6 @@ static int set_enabled(struct core_registry *r, const char *id, bool enabled,
     if (rc < 0)
         goto out;
     cfg.enabled = enabled;
-    core_listener_cfg_rendering_unref(cfg.rendering); /* no longer its rendering */
-    cfg.rendering = NULL;
     rc = change_one(r, &cfg, enabled, ch, ret, err);
 out:
     pthread_mutex_unlock(&r->ops);

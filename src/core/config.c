@@ -487,12 +487,22 @@ int core_listener_cfg_render(struct core_listener_cfg *c)
 
 int core_listener_cfg_copy(const struct core_listener_cfg *src, struct core_listener_cfg *ret)
 {
-    /* The options are never changed once checked (the services take them const): the copies
-     * share them, as they share the rendering. */
     *ret = *src;
-    ret->rendering = rendering_ref(src->rendering);
-    ret->options = json_incref(src->options);
+    ret->rendering = NULL;
+    ret->options = src->options ? json_deep_copy(src->options) : NULL;
+    if (src->options && !ret->options)
+        return -ENOMEM;
     return 0;
+}
+
+int core_listener_cfg_copy_rendered(const struct core_listener_cfg *src,
+                                    struct core_listener_cfg *ret)
+{
+    int r = core_listener_cfg_copy(src, ret);
+
+    if (r == 0)
+        ret->rendering = rendering_ref(src->rendering);
+    return r;
 }
 
 bool core_listener_cfg_equal(const struct core_listener_cfg *a, const struct core_listener_cfg *b)

@@ -183,7 +183,7 @@ int core_listener_new(const struct core_listener_cfg *cfg, const char *state_dir
         free(l);
         return -ENOMEM;
     }
-    if (core_listener_cfg_copy(cfg, &l->cfg) < 0) {
+    if (core_listener_cfg_copy_rendered(cfg, &l->cfg) < 0) {
         core_metrics_release(l->metrics);
         core_sources_free(l->sources);
         free(l);

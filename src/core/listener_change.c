@@ -68,7 +68,7 @@ static int prepare_live(struct core_listener *l, const struct core_listener_cfg 
     struct inst_ref *ir;
     int fd, r;
 
-    r = core_listener_cfg_copy(cfg, &p->old_cfg);
+    r = core_listener_cfg_copy_rendered(cfg, &p->old_cfg);
     if (r < 0)
         return core_err_set(err, r, NULL, "out of memory");
     if (json_equal(l->cfg.options, cfg->options)) {
@@ -117,7 +117,7 @@ static int prepare_move(struct core_listener *l, const struct core_listener_cfg 
     fd = core_listener_bind(cfg, bound, &addr, err);
     if (fd < 0)
         return fd;
-    r = core_listener_cfg_copy(cfg, &p->old_cfg);
+    r = core_listener_cfg_copy_rendered(cfg, &p->old_cfg);
     if (r < 0) {
         close(fd);
         return core_err_set(err, r, NULL, "out of memory");
@@ -199,7 +199,7 @@ static int prepare_restart(struct core_listener *l, const struct core_listener_c
     struct pending *p = &l->pending;
     int r;
 
-    r = core_listener_cfg_copy(cfg, &p->old_cfg);
+    r = core_listener_cfg_copy_rendered(cfg, &p->old_cfg);
     if (r < 0)
         return core_err_set(err, r, NULL, "out of memory");
     pthread_mutex_lock(&l->lock);
@@ -406,7 +406,7 @@ int core_listener_save(struct core_listener *l, struct core_listener_saved *ret)
     int r;
 
     pthread_mutex_lock(&l->lock);
-    r = core_listener_cfg_copy(&l->cfg, &ret->cfg);
+    r = core_listener_cfg_copy_rendered(&l->cfg, &ret->cfg);
     ret->state = l->state;
     memcpy(ret->error, l->error, sizeof(ret->error));
     pthread_mutex_unlock(&l->lock);
@@ -428,7 +428,7 @@ void core_listener_restore(struct core_listener *l, const struct core_listener_s
         return;
     }
     /* It had failed: it is put back failed, with its reason, not started again. */
-    if (core_listener_cfg_copy(&s->cfg, &cfg) < 0)
+    if (core_listener_cfg_copy_rendered(&s->cfg, &cfg) < 0)
         return;
     if (l->runner)
         core_listener_stop(l);
