@@ -79,21 +79,25 @@ static void test_store_missing_file_is_enoent(void **state)
     assert_int_equal(core_store_load(d->file, &table, &cfgs, &n, NULL, NULL), -ENOENT);
 }
 
+/* Two listeners, written by hand as an older daemon wrote them (no revision): one TCP with
+ * options, one UDP. */
+static const char *const two_listeners =
+    "{\"version\":1,\"listeners\":["
+    "{\"id\":\"a\",\"service\":\"echo\",\"port\":7007,\"enabled\":false,"
+    "\"options\":{\"mode\":\"once\"}},"
+    "{\"id\":\"b\",\"service\":\"echo\",\"transport\":\"udp\",\"address\":\"::1\","
+    "\"port\":0,\"workers\":4}]}";
+
 static void test_store_round_trip_keeps_every_field(void **state)
 {
-    static const char *const text =
-        "{\"version\":1,\"listeners\":["
-        "{\"id\":\"a\",\"service\":\"echo\",\"port\":7007,\"enabled\":false,"
-        "\"options\":{\"mode\":\"once\"}},"
-        "{\"id\":\"b\",\"service\":\"echo\",\"transport\":\"udp\",\"address\":\"::1\","
-        "\"port\":0,\"workers\":4}]}";
     struct dir *d = *state;
     struct core_listener_cfg *in = NULL, *out = NULL;
     const struct core_listener_cfg *ptrs[2];
     struct core_store_meta meta = {.revision = 99}, saved = {.revision = 42};
     size_t n_in = 0, n_out = 0;
 
-    assert_int_equal(core_store_parse(text, strlen(text), "test", &table, &in, &n_in, &meta, NULL),
+    assert_int_equal(core_store_parse(two_listeners, strlen(two_listeners), "test", &table, &in,
+                                      &n_in, &meta, NULL),
                      0);
     assert_int_equal(n_in, 2);
     /* A file from before revisions were kept in it: none recorded. */
@@ -171,12 +175,6 @@ static void assert_file_holds(const char *path, const struct core_listener_cfg *
  * rendered again is written as it now is. */
 static void test_store_file_from_renderings_holds_the_set(void **state)
 {
-    static const char *const text =
-        "{\"version\":1,\"listeners\":["
-        "{\"id\":\"a\",\"service\":\"echo\",\"port\":7007,\"enabled\":false,"
-        "\"options\":{\"mode\":\"once\"}},"
-        "{\"id\":\"b\",\"service\":\"echo\",\"transport\":\"udp\",\"address\":\"::1\","
-        "\"port\":0,\"workers\":4}]}";
     struct dir *d = *state;
     struct core_listener_cfg *in = NULL, *out = NULL;
     const struct core_listener_cfg *ptrs[2];
@@ -191,7 +189,8 @@ static void test_store_file_from_renderings_holds_the_set(void **state)
     };
     size_t n_in = 0, n_out = 0;
 
-    assert_int_equal(core_store_parse(text, strlen(text), "test", &table, &in, &n_in, NULL, NULL),
+    assert_int_equal(core_store_parse(two_listeners, strlen(two_listeners), "test", &table, &in,
+                                      &n_in, NULL, NULL),
                      0);
     assert_int_equal(n_in, 2);
     ptrs[0] = &in[0];
