@@ -243,6 +243,34 @@ measure() {
     rm -rf "$d"
 }
 
+# ---- the sections of other scripts ----
+SECTIONS=()
+section() { # section NAME SCRIPT ARGS...: runs a bench script that prints one markdown section
+    local name=$1 out=$TMP/section-$1.md rc=0
+    shift
+    echo "run.sh: $name: $*" >&2
+    "$@" >"$out" || rc=$?
+    if [ "$rc" != 0 ]; then
+        FAILS+=("$name: $(basename "$1") exited $rc")
+        printf '\n**%s failed (exit %d): its figures are missing.**\n' "$name" "$rc" >>"$out"
+    fi
+    SECTIONS+=("$out")
+}
+QARG=()
+[ "$QUICK" = 1 ] && QARG=(--quick)
+# Applying configurations goes first, on the quiet machine: an apply of 25 ms moves by several
+# ms with what else runs, and the echo sections' 500 processes and connections leave the machine
+# busy for minutes after them (the first rounds of an apply section run after them were slower
+# for both servers). The 19,000 connections go last: their setup and teardown leave the
+# machine's load high for minutes (a 5-minute load average about 20).
+if want apply && [ -x "$ROOT/bench/apply.sh" ]; then
+    if [ "$QUICK" = 1 ]; then
+        section apply "$ROOT/bench/apply.sh" --build "$BUILD" --quick
+    else # 9 rounds: an apply of 25 ms moves by a few ms with the machine, a median of 5 with it
+        section apply "$ROOT/bench/apply.sh" --build "$BUILD" --rounds 9 --budget 480
+    fi
+fi
+
 # ---- the daemon ----
 mkdir -p "$TMP/state"
 start_group DPID "$SOCKSERV" daemon --api 127.0.0.1:0 --state-dir "$TMP/state" \
@@ -418,30 +446,7 @@ elif want api; then
     FAILS+=("control API: no event listener to saturate the daemon with")
 fi
 
-# ---- the sections of other scripts ----
-SECTIONS=()
-section() { # section NAME SCRIPT ARGS...: runs a bench script that prints one markdown section
-    local name=$1 out=$TMP/section-$1.md rc=0
-    shift
-    echo "run.sh: $name: $*" >&2
-    "$@" >"$out" || rc=$?
-    if [ "$rc" != 0 ]; then
-        FAILS+=("$name: $(basename "$1") exited $rc")
-        printf '\n**%s failed (exit %d): its figures are missing.**\n' "$name" "$rc" >>"$out"
-    fi
-    SECTIONS+=("$out")
-}
-QARG=()
-[ "$QUICK" = 1 ] && QARG=(--quick)
-# The 19,000 connections go last: their setup and teardown leave the machine's load high for
-# minutes (a 5-minute load average about 20), which the sections after them would inherit.
-if want apply && [ -x "$ROOT/bench/apply.sh" ]; then
-    if [ "$QUICK" = 1 ]; then
-        section apply "$ROOT/bench/apply.sh" --build "$BUILD" --quick
-    else # 9 rounds: an apply of 25 ms moves by a few ms with the machine, a median of 5 with it
-        section apply "$ROOT/bench/apply.sh" --build "$BUILD" --rounds 9 --budget 480
-    fi
-fi
+# ---- the sections of other scripts (the apply comparison ran first, above) ----
 if want backup; then
     if [ "$QUICK" = 1 ]; then # 16 MiB, one round: proves every figure is produced
         section backup "$ROOT/bench/backup.sh" --build "$BUILD" --size 16777216 --rounds 1 --budget 60
