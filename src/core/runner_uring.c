@@ -7,7 +7,9 @@
  * receive per connection into a ring of buffers the loop provides to the kernel, and
  * sends what the session answers with one send in flight per connection (the rest waits in the
  * session's output, so bytes leave in order). Everything a turn of the loop asks of the kernel
- * goes in with the one io_uring_enter() that waits for the next completions.
+ * goes in with the one io_uring_enter() that waits for the next completions. Under load that
+ * wait asks for several inputs at once, within a window of CORE_BATCH_WINDOW_US (core/batch.h:
+ * io_uring's min_wait, kernel 6.12), so that a batch of messages costs one wake-up.
  *
  * Input that arrives while a connection's answer is being sent (or, for a blocking service, while
  * its callbacks run) is kept in the connection's backlog and fed once the session asks for more;
@@ -40,6 +42,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/batch.h"
 #include "core/clock.h"
 #include "core/deadlines.h"
 #include "core/log.h"
@@ -57,6 +60,11 @@
 #define BACKLOG_MAX (256 * 1024)
 #define OFFLOAD_THREADS 16
 #define OFFLOAD_SCRATCH 4096
+
+/* Kernel 6.12's min_wait (IORING_ENTER_EXT_ARG's min_wait_usec, named pad in liburing 2.3). */
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
+#endif
 
 /* What a completion is for: the low bits of its user_data, the rest a loop or a connection. */
 enum ur_tag {
@@ -113,7 +121,10 @@ struct ur_loop {
     struct uring_runner *rn;
     struct io_uring ring;
     bool has_ring;
-    bool disabled; /* enabled by the loop's thread when it starts */
+    bool disabled;    /* enabled by the loop's thread when it starts */
+    bool batches;     /* the kernel has min_wait: a wait may ask for several completions */
+    unsigned want_in; /* inputs (receives, accepts) the next wait asks for (core/batch.h) */
+    unsigned n_sends; /* sends queued since the last wait: each completes as it is submitted */
     struct io_uring_buf_ring *br;
     size_t br_size;
     uint8_t *bufs;
@@ -205,6 +216,7 @@ static void arm_send(struct ur_conn *c)
     io_uring_prep_send(sqe, c->fd, c->s.out.data, c->s.out.len, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, ud(c, TAG_SEND));
     c->sending = true;
+    c->loop->n_sends++;
 }
 
 /* Cancels every operation of the ring on fd; their completions come (ECANCELED or done). */
@@ -808,6 +820,28 @@ static void on_cqe(struct ur_loop *loop, const struct io_uring_cqe *cqe)
     }
 }
 
+/* Submits what is queued and waits, at most timeout (NULL: no limit), for want completions
+ * within CORE_BATCH_WINDOW_US, or after it for the first. liburing 2.3 has no
+ * io_uring_submit_and_wait_min_timeout() (2.8): the queue's tail is published here, as
+ * io_uring_submit() does, and the one io_uring_enter() both submits and waits. */
+static int submit_and_wait_batch(struct ur_loop *loop, unsigned want,
+                                 const struct __kernel_timespec *ts)
+{
+    struct io_uring_sq *sq = &loop->ring.sq;
+    struct io_uring_getevents_arg arg = {.pad = CORE_BATCH_WINDOW_US,
+                                         .ts = (uint64_t)(uintptr_t)ts};
+    unsigned tail = sq->sqe_tail;
+    long r;
+
+    if (sq->sqe_head != tail) {
+        sq->sqe_head = tail;
+        io_uring_smp_store_release(sq->ktail, tail);
+    }
+    r = syscall(__NR_io_uring_enter, loop->ring.ring_fd, tail - *sq->khead, want,
+                IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof(arg));
+    return r < 0 ? -errno : (int)r;
+}
+
 /* Waits for completions (at most timeout ms; -1: no limit), submitting what is queued, and
  * handles them. Returns 0 or a negative errno the loop cannot go on after. */
 static int turn(struct ur_loop *loop, int timeout)
@@ -815,18 +849,31 @@ static int turn(struct ur_loop *loop, int timeout)
     struct __kernel_timespec ts = {.tv_sec = timeout / 1000,
                                    .tv_nsec = (long long)(timeout % 1000) * 1000000};
     struct io_uring_cqe *cqe;
-    unsigned head, n = 0;
+    unsigned head, n = 0, n_in = 0;
     int r;
 
-    r = io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, timeout >= 0 ? &ts : NULL, NULL);
+    /* The sends complete as they go in (or come back at once): a wait asks for them and for
+     * the inputs the load has shown, and never waits out its window for the sends alone. */
+    if (loop->want_in > 1)
+        r = submit_and_wait_batch(
+            loop, (loop->n_sends < CQ_ENTRIES / 2 ? loop->n_sends : CQ_ENTRIES / 2) + loop->want_in,
+            timeout >= 0 ? &ts : NULL);
+    else
+        r = io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, timeout >= 0 ? &ts : NULL, NULL);
+    loop->n_sends = 0;
     if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY)
         return r;
     io_uring_for_each_cqe(&loop->ring, head, cqe)
     {
+        enum ur_tag t = (enum ur_tag)(io_uring_cqe_get_data64(cqe) & TAG_MASK);
+
+        n_in += t == TAG_RECV || t == TAG_ACCEPT;
         on_cqe(loop, cqe);
         n++;
     }
     io_uring_cq_advance(&loop->ring, n);
+    if (loop->batches)
+        loop->want_in = core_batch_next(loop->want_in, n_in, core_batch_max(loop->n_conns));
     return 0;
 }
 
@@ -905,6 +952,8 @@ static int ring_init(struct ur_loop *loop)
         return r;
     loop->has_ring = true;
     loop->disabled = p.flags & IORING_SETUP_R_DISABLED;
+    loop->batches = p.features & IORING_FEAT_MIN_TIMEOUT;
+    loop->want_in = 1;
     loop->br_size = BUF_COUNT * sizeof(struct io_uring_buf);
     loop->br =
         mmap(NULL, loop->br_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);

@@ -1,5 +1,6 @@
 /*
- * What is particular to the `uring` model: many connections on one ring, a slow reader whose
+ * What is particular to the `uring` model: many connections on one ring, waits that ask for
+ * many inputs at once and still answer a lone client at once, a slow reader whose
  * answer waits in order (1 MiB echoed back byte for byte), more input at once than the ring's
  * provided buffers hold, a client that resets while its answer is being sent; a daemon where
  * io_uring is denied (a seccomp filter) refuses the model with a 400 saying why; the systemd
@@ -66,6 +67,45 @@ static void test_uring_many_connections_on_one_ring_each_echoed(void **state)
         close(fds[i]);
     it_assert_metric_eventually(d, "u", "connections_active", 0, IT_WAIT_MS);
     it_assert_metric_eventually(d, "u", "connections_total", N, IT_WAIT_MS);
+    assert_int_equal(it_metric(d, "u", "errors"), 0);
+}
+
+/* Rounds in which 64 connections all send before any reads, so that the loop's waits ask for
+ * many inputs at once (core/batch.h); then one connection alone, whose every message must still
+ * be answered at once: the wait's window runs out, and it does not wait for inputs that will
+ * not come (the next timer is the idle timeout, 30 s away). */
+static void test_uring_batched_waits_still_answer_a_lone_client(void **state)
+{
+    enum { N = 64, ROUNDS = 60, LONE = 50 };
+    const struct it_daemon *d = it_daemon_of(state);
+    uint16_t port = create_uring_echo(d, "");
+    int fds[N];
+
+    for (int i = 0; i < N; i++)
+        fds[i] = it_tcp_connect_ok(port);
+    for (int r = 0; r < ROUNDS; r++) {
+        char msg[32], got[32];
+
+        for (int i = 0; i < N; i++) {
+            snprintf(msg, sizeof(msg), "c%02d r%02d\n", i, r);
+            it_send_str_ok(fds[i], msg);
+        }
+        for (int i = 0; i < N; i++) {
+            snprintf(msg, sizeof(msg), "c%02d r%02d\n", i, r);
+            memset(got, 0, sizeof(got));
+            assert_int_equal(it_recv_exact(fds[i], got, strlen(msg), IT_IO_TIMEOUT_MS), 0);
+            assert_string_equal(got, msg);
+        }
+    }
+    for (int m = 0; m < LONE; m++) {
+        char msg[32];
+
+        snprintf(msg, sizeof(msg), "lone %02d\n", m);
+        assert_int_equal(it_echo_round_trip(fds[m % N], msg, strlen(msg), IT_IO_TIMEOUT_MS), 0);
+    }
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    it_assert_metric_eventually(d, "u", "connections_active", 0, IT_WAIT_MS);
     assert_int_equal(it_metric(d, "u", "errors"), 0);
 }
 
@@ -264,6 +304,7 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, it_fixture_setup, it_fixture_teardown)
     const struct CMUnitTest tests[] = {
         T(test_uring_many_connections_on_one_ring_each_echoed),
+        T(test_uring_batched_waits_still_answer_a_lone_client),
         T(test_uring_slow_reader_gets_1mib_back_byte_exact),
         T(test_uring_provided_buffers_exhausted_all_echoed),
         T(test_uring_client_reset_mid_send_connection_ends),
