@@ -27,6 +27,8 @@ enum core_net_flag {
  * A socket of type SOCK_STREAM or SOCK_DGRAM bound to sa (len bytes), with flags:
  * - TCP gets SO_REUSEADDR (binding again right after a stop must not wait for TIME_WAIT); UDP
  *   does not, where it would let two sockets share a port;
+ * - TCP gets TCP_NODELAY, which the connections it accepts inherit: a small answer is sent at
+ *   once, not held by Nagle's algorithm until the client acknowledges the one before;
  * - an AF_INET6 socket is dual-stack ("::" serves IPv4 too, whatever net.ipv6.bindv6only says);
  * - a TCP socket listens, with backlog.
  * *ret_bound (may be NULL) gets the address it is bound to (with the port the kernel chose for

@@ -29,6 +29,12 @@ int core_net_bind(const struct sockaddr_storage *sa, socklen_t len, int type, un
         what = "setsockopt(SO_REUSEADDR)";
         goto out_errno;
     }
+    /* Accepted connections inherit it: an answer leaves at once, not after the client's ACK
+     * of the one before (Nagle and a delayed ACK hold a small write for up to 40 ms). */
+    if (type == SOCK_STREAM && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) < 0) {
+        what = "setsockopt(TCP_NODELAY)";
+        goto out_errno;
+    }
     if ((flags & CORE_NET_REUSEPORT) &&
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0) {
         what = "setsockopt(SO_REUSEPORT)";

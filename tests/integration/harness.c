@@ -2249,6 +2249,68 @@ void it_assert_daemon_alive(const struct it_daemon *d)
     json_decref(j);
 }
 
+/* The socket among pid's fds whose peer is want (want_len bytes), copied with pidfd_getfd(2),
+ * or -1. */
+static int socket_peer_of(pid_t pid, const struct sockaddr_storage *want, socklen_t want_len)
+{
+    char path[64];
+    struct dirent *e;
+    int pidfd, found = -1;
+    DIR *dp;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    dp = opendir(path);
+    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    while (dp && pidfd >= 0 && found < 0 && (e = readdir(dp))) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        int fd;
+
+        if (e->d_name[0] == '.')
+            continue;
+        fd = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(e->d_name), 0);
+        if (fd < 0)
+            continue;
+        if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0 && len == want_len &&
+            memcmp(&peer, want, len) == 0)
+            found = fd;
+        else
+            close(fd);
+    }
+    if (pidfd >= 0)
+        close(pidfd);
+    if (dp)
+        closedir(dp);
+    return found;
+}
+
+struct socket_search {
+    const struct it_daemon *d;
+    struct sockaddr_storage me;
+    socklen_t len;
+    int fd;
+};
+
+static bool socket_found(void *arg)
+{
+    struct socket_search *q = arg;
+    pid_t kids[64];
+    int n = it_children(q->d, kids, 64);
+
+    q->fd = socket_peer_of(q->d->pid, &q->me, q->len);
+    for (int i = 0; q->fd < 0 && i < n && i < 64; i++)
+        q->fd = socket_peer_of(kids[i], &q->me, q->len);
+    return q->fd >= 0;
+}
+
+int it_daemon_socket_of(const struct it_daemon *d, int client_fd)
+{
+    struct socket_search q = {.d = d, .len = sizeof(q.me), .fd = -1};
+
+    assert_int_equal(getsockname(client_fd, (struct sockaddr *)&q.me, &q.len), 0);
+    return it_wait_until(IT_WAIT_MS, socket_found, &q) ? q.fd : -1;
+}
+
 int it_children(const struct it_daemon *d, pid_t *pids, int cap)
 {
     char path[64 + 256];

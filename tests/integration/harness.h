@@ -443,6 +443,14 @@ void it_assert_daemon_alive(const struct it_daemon *d);
  */
 int it_children(const struct it_daemon *d, pid_t *pids, int cap);
 
+/*
+ * The daemon's end of the TCP connection client_fd (a socket of this process connected to it),
+ * looked for among the fds of the daemon and of its children (the `process` model's), copied
+ * into this process with pidfd_getfd(2): an fd to close, or -1 when none is found within
+ * IT_WAIT_MS (an accepted connection may take a moment to reach a child).
+ */
+int it_daemon_socket_of(const struct it_daemon *d, int client_fd);
+
 /* Polls until the daemon has exactly want child processes, for at most IT_WAIT_MS (a child
  * whose connection ended exits on its own time); asserts. */
 void it_assert_children_eventually(const struct it_daemon *d, int want);

@@ -1,6 +1,7 @@
 /*
  * The concurrency models over real sockets: every service (echo stream and once, daytime, backup
- * through the `sockserv backup` command) under every TCP model the daemon offers, many clients
+ * through the `sockserv backup` command) under every TCP model the daemon offers, the daemon's
+ * end of a connection with TCP_NODELAY under each, many clients
  * at once against `pool` and `event`, max_connections refused and counted by reason, the idle
  * timeout of `event`, a stop under load that returns within a second and leaves no thread and no
  * fd behind, and the service time histogram filled by the traffic.
@@ -12,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -90,8 +93,23 @@ static void check_echo(const struct it_daemon *d, const char *model, const char 
              id, model, mode);
     port = it_listener_create_port(d, body);
     if (strcmp(mode, "stream") == 0) {
+        int fd, theirs, nodelay = 0;
+        socklen_t optlen = sizeof(nodelay);
+
         it_assert_tcp_echo("127.0.0.1", port, msg, len);
         it_assert_tcp_echo("127.0.0.1", port, "x", 1);
+        fd = it_tcp_connect_ok(port);
+        /* Small answers leave at once: the daemon's end has TCP_NODELAY (else Nagle holds an
+         * answer until the client acknowledges the one before, up to a delayed ACK's 40 ms). */
+        assert_int_equal(it_echo_round_trip(fd, "nagle\n", 6, IT_IO_TIMEOUT_MS), 0);
+        theirs = it_daemon_socket_of(d, fd);
+        if (theirs < 0)
+            fail_msg("echo under %s: the daemon's end of the connection was not found", model);
+        assert_int_equal(getsockopt(theirs, IPPROTO_TCP, TCP_NODELAY, &nodelay, &optlen), 0);
+        if (!nodelay)
+            fail_msg("echo under %s: the daemon's end of a connection has no TCP_NODELAY", model);
+        close(theirs);
+        close(fd);
     } else {
         /* once: the first message read comes back, then the server closes. */
         r = it_tcp_exchange("127.0.0.1", port, "hello, once\n", 12, false, IT_IO_TIMEOUT_MS, &reply,
