@@ -310,11 +310,11 @@ struct counts {
 struct core_sources {
     /* Made at the first connection that a rate limits (128 KiB a listener that has none
      * would carry and clear for nothing); published once, then only read. */
-    _Atomic(struct core_srctable *) rate;
+    _Atomic(void *) rate; /* struct core_srctable */
     /* Made at the first connection admitted (12 KiB a listener created and never connected to
      * would carry: a change creating hundreds would clear them for nothing); published once,
      * then only read. */
-    _Atomic(struct counts *) counts;
+    _Atomic(void *) counts; /* struct counts */
     uint64_t seed[2];
 };
 
@@ -357,25 +357,45 @@ void core_sources_free(struct core_sources *s)
     free(s);
 }
 
-/* The counts of s; made by the first caller when make (another made at the same time is
- * freed). NULL on ENOMEM, or when none were made and !make. */
-static struct counts *counts_of(struct core_sources *s, bool make)
+/* The table in *slot, made by make() by the first call that finds none and published once:
+ * of two threads that race, the first to publish wins and the other frees its own with drop().
+ * NULL: out of memory. */
+static void *publish_once(_Atomic(void *) *slot, void *(*make)(void), void (*drop)(void *))
 {
-    struct counts *t = atomic_load_explicit(&s->counts, memory_order_acquire), *none = NULL;
+    void *t = atomic_load_explicit(slot, memory_order_acquire), *none = NULL;
 
-    if (t || !make)
+    if (t)
         return t;
-    t = calloc(1, sizeof(*t));
-    if (!t)
+    if (!(t = make()))
         return NULL;
-    for (unsigned i = 0; i < STRIPES; i++)
-        pthread_mutex_init(&t->stripes[i].lock, NULL);
-    if (!atomic_compare_exchange_strong_explicit(&s->counts, &none, t, memory_order_acq_rel,
+    if (!atomic_compare_exchange_strong_explicit(slot, &none, t, memory_order_acq_rel,
                                                  memory_order_acquire)) {
-        counts_free(t);
+        drop(t);
         t = none;
     }
     return t;
+}
+
+static void *counts_make(void)
+{
+    struct counts *t = calloc(1, sizeof(*t));
+
+    for (unsigned i = 0; t && i < STRIPES; i++)
+        pthread_mutex_init(&t->stripes[i].lock, NULL);
+    return t;
+}
+
+static void counts_drop(void *t)
+{
+    counts_free(t);
+}
+
+/* The counts of s, made by the first caller with make. NULL on ENOMEM, or when none were made
+ * and !make. */
+static struct counts *counts_of(struct core_sources *s, bool make)
+{
+    return make ? publish_once(&s->counts, counts_make, counts_drop)
+                : atomic_load_explicit(&s->counts, memory_order_acquire);
 }
 
 /* src's chain in t (the counts of s); its lock in *ret_lock. */
@@ -398,22 +418,22 @@ static struct count **find_count(struct count **head, const struct core_source *
     return p;
 }
 
-/* The rate table of s, made by the first caller (another made at the same time is freed);
- * NULL on ENOMEM. */
+static void *rate_make(void)
+{
+    struct core_srctable *t;
+
+    return core_srctable_new(CORE_SRCTABLE_CAPACITY, &t) < 0 ? NULL : t;
+}
+
+static void rate_drop(void *t)
+{
+    core_srctable_free(t);
+}
+
+/* The rate table of s, made by the first caller; NULL on ENOMEM. */
 static struct core_srctable *rate_table(struct core_sources *s)
 {
-    struct core_srctable *t = atomic_load_explicit(&s->rate, memory_order_acquire), *none = NULL;
-
-    if (t)
-        return t;
-    if (core_srctable_new(CORE_SRCTABLE_CAPACITY, &t) < 0)
-        return NULL;
-    if (!atomic_compare_exchange_strong_explicit(&s->rate, &none, t, memory_order_acq_rel,
-                                                 memory_order_acquire)) {
-        core_srctable_free(t);
-        t = none;
-    }
-    return t;
+    return publish_once(&s->rate, rate_make, rate_drop);
 }
 
 int core_sources_admit(struct core_sources *s, const struct core_source *src, uint32_t max,
