@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include <jansson.h>
 
@@ -117,6 +118,30 @@ int core_listener_cfg_render(struct core_listener_cfg *c);
 struct core_cfg_rendering *core_listener_cfg_rendering(const struct core_listener_cfg *c);
 
 void core_listener_cfg_rendering_unref(struct core_cfg_rendering *g);
+
+/*
+ * The compact texts of a set of configurations laid out for writev(): head, then each
+ * configuration's text after sep (the first's after first_sep), then tail. The strings are the
+ * caller's and must outlive the iovecs; the renderings are held until core_cfg_texts_release().
+ */
+struct core_cfg_texts {
+    struct core_cfg_rendering **g;
+    size_t n;
+    struct iovec *iov;
+    size_t n_iov;
+    size_t len; /* the bytes of all of iov */
+};
+
+/* Lays out cfgs[0..n) in *ret as above, in their order. Returns 0 or
+ * -ENOMEM (*ret then holds nothing). */
+int core_cfg_texts_join(const struct core_listener_cfg *const *cfgs, size_t n, const char *head,
+                        const char *first_sep, const char *sep, const char *tail,
+                        struct core_cfg_texts *ret);
+
+/* The bytes of t in one NUL-terminated string (free() it), or NULL on ENOMEM. */
+char *core_cfg_texts_string(const struct core_cfg_texts *t);
+
+void core_cfg_texts_release(struct core_cfg_texts *t);
 
 /* Deep copy into *ret, without src's rendering. Returns 0 or -ENOMEM. Any thread. */
 int core_listener_cfg_copy(const struct core_listener_cfg *src, struct core_listener_cfg *ret);

@@ -570,33 +570,15 @@ struct state_save {
  * renderings; NULL on ENOMEM. */
 static char *plan_set_text(const struct plan *p)
 {
-    size_t n, len = 2;
+    size_t n;
     const struct core_listener_cfg **cfgs = plan_cfgs(p, &n);
-    struct core_cfg_rendering **g = calloc(n + 1, sizeof(*g));
-    char *text = NULL, *o;
+    struct core_cfg_texts t;
+    char *text = NULL;
 
-    if (!cfgs || !g)
-        goto out;
-    for (size_t i = 0; i < n; i++) {
-        if (!(g[i] = core_listener_cfg_rendering(cfgs[i])))
-            goto out;
-        len += g[i]->len + 1;
+    if (cfgs && core_cfg_texts_join(cfgs, n, "[", "", ",", "]", &t) == 0) {
+        text = core_cfg_texts_string(&t);
+        core_cfg_texts_release(&t);
     }
-    o = text = malloc(len + 1);
-    if (!text)
-        goto out;
-    *o++ = '[';
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            *o++ = ',';
-        memcpy(o, g[i]->text, g[i]->len);
-        o += g[i]->len;
-    }
-    memcpy(o, "]", 2);
-out:
-    for (size_t i = 0; g && i < n; i++)
-        core_listener_cfg_rendering_unref(g[i]);
-    free(g);
     free(cfgs);
     return text;
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "core/addr.h"
 #include "core/runner.h"
@@ -475,6 +476,58 @@ struct core_cfg_rendering *core_listener_cfg_rendering(const struct core_listene
     }
     g->len = strlen(g->text);
     return g;
+}
+
+int core_cfg_texts_join(const struct core_listener_cfg *const *cfgs, size_t n, const char *head,
+                        const char *first_sep, const char *sep, const char *tail,
+                        struct core_cfg_texts *ret)
+{
+    struct core_cfg_texts t = {.g = calloc(n + 1, sizeof(*t.g)),
+                               .iov = calloc(2 * n + 2, sizeof(*t.iov))};
+
+    if (!t.g || !t.iov)
+        goto fail;
+    t.iov[t.n_iov++] = (struct iovec){.iov_base = (char *)head, .iov_len = strlen(head)};
+    for (; t.n < n; t.n++) {
+        const char *before = t.n ? sep : first_sep;
+
+        if (!(t.g[t.n] = core_listener_cfg_rendering(cfgs[t.n])))
+            goto fail;
+        t.iov[t.n_iov++] = (struct iovec){.iov_base = (char *)before, .iov_len = strlen(before)};
+        t.iov[t.n_iov++] = (struct iovec){.iov_base = t.g[t.n]->text, .iov_len = t.g[t.n]->len};
+    }
+    t.iov[t.n_iov++] = (struct iovec){.iov_base = (char *)tail, .iov_len = strlen(tail)};
+    for (size_t i = 0; i < t.n_iov; i++)
+        t.len += t.iov[i].iov_len;
+    *ret = t;
+    return 0;
+fail:
+    core_cfg_texts_release(&t);
+    memset(ret, 0, sizeof(*ret));
+    return -ENOMEM;
+}
+
+char *core_cfg_texts_string(const struct core_cfg_texts *t)
+{
+    char *s = malloc(t->len + 1), *o = s;
+
+    for (size_t i = 0; s && i < t->n_iov; i++) {
+        memcpy(o, t->iov[i].iov_base, t->iov[i].iov_len);
+        o += t->iov[i].iov_len;
+    }
+    if (s)
+        *o = '\0';
+    return s;
+}
+
+void core_cfg_texts_release(struct core_cfg_texts *t)
+{
+    for (size_t i = 0; t->g && i < t->n; i++)
+        core_listener_cfg_rendering_unref(t->g[i]);
+    free(t->g);
+    free(t->iov);
+    t->g = NULL;
+    t->iov = NULL;
 }
 
 int core_listener_cfg_render(struct core_listener_cfg *c)

@@ -338,29 +338,13 @@ int core_store_stage(const char *path, const struct core_listener_cfg *const *cf
 {
     /* Each listener on a line of its own, as its rendering's compact text: put together from
      * the renderings, a listener that did not change is not rendered again. */
-    struct core_cfg_rendering **g = calloc(n + 1, sizeof(*g));
-    struct iovec *iov = calloc(2 * n + 2, sizeof(*iov));
+    struct core_cfg_texts texts;
     char head[96], tail[128];
-    size_t k = 0, t = 0;
-    int r = -ENOMEM;
-    bool wrote = false;
+    size_t t = 0;
+    int r;
 
-    if (!g || !iov)
-        goto out;
-    for (size_t i = 0; i < n; i++)
-        if (!(g[i] = core_listener_cfg_rendering(cfgs[i])))
-            goto out;
-    iov[k++] = (struct iovec){
-        .iov_base = head,
-        .iov_len = (size_t)snprintf(
-            head, sizeof(head), "{\n  \"version\": %d,\n  \"revision\": %lld,\n  \"listeners\": [",
-            STORE_FORMAT_VERSION, (long long)(meta ? meta->revision : 0))};
-    for (size_t i = 0; i < n; i++) {
-        static char sep[] = ",\n    "; /* the first item: its newline and indent only */
-
-        iov[k++] = (struct iovec){.iov_base = sep + !i, .iov_len = i ? 6 : 5};
-        iov[k++] = (struct iovec){.iov_base = g[i]->text, .iov_len = g[i]->len};
-    }
+    snprintf(head, sizeof(head), "{\n  \"version\": %d,\n  \"revision\": %lld,\n  \"listeners\": [",
+             STORE_FORMAT_VERSION, (long long)(meta ? meta->revision : 0));
     t = (size_t)snprintf(tail, sizeof(tail), "%s", n ? "\n  ]" : "]");
     if (meta && meta->has_fleet_offset)
         t += (size_t)snprintf(tail + t, sizeof(tail) - t, ",\n  \"fleet_offset\": %lld",
@@ -368,17 +352,11 @@ int core_store_stage(const char *path, const struct core_listener_cfg *const *cf
     if (meta && meta->has_fleet_applied)
         t += (size_t)snprintf(tail + t, sizeof(tail) - t, ",\n  \"fleet_applied_offset\": %lld",
                               (long long)meta->fleet_applied_offset);
-    t += (size_t)snprintf(tail + t, sizeof(tail) - t, "\n}");
-    iov[k++] = (struct iovec){.iov_base = tail, .iov_len = t};
-    r = core_fs_stage_iov(path, iov, k, 0600, ret);
-    wrote = true;
-out:
-    for (size_t i = 0; g && i < n; i++)
-        core_listener_cfg_rendering_unref(g[i]);
-    free(g);
-    free(iov);
-    if (!wrote)
+    snprintf(tail + t, sizeof(tail) - t, "\n}");
+    if (core_cfg_texts_join(cfgs, n, head, "\n    ", ",\n    ", tail, &texts) < 0)
         return core_err_set(err, -ENOMEM, NULL, "%s: out of memory", path);
+    r = core_fs_stage_iov(path, texts.iov, texts.n_iov, 0600, ret);
+    core_cfg_texts_release(&texts);
     return write_failed(path, r, err);
 }
 

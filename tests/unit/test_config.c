@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/config.h"
@@ -331,6 +332,53 @@ static void test_merge_patch_rfc7396_examples(void **state)
     }
 }
 
+/* A set's texts joined: head, each rendering's compact text after its separator, tail; a
+ * rendered configuration and one not rendered alike, and the whole parses back to both. */
+static void test_cfg_texts_join_lays_out_the_renderings(void **state)
+{
+    struct core_listener_cfg a, b;
+    const struct core_listener_cfg *set[2] = {&a, &b};
+    struct core_cfg_texts t;
+    struct core_err err;
+    char *text, *want, *ta, *tb;
+    json_t *j;
+
+    (void)state;
+    assert_int_equal(parse("{\"id\":\"a\",\"service\":\"echo\",\"port\":7}", &a, &err), 0);
+    assert_int_equal(parse("{\"id\":\"b\",\"service\":\"echo\",\"port\":8}", &b, &err), 0);
+    assert_int_equal(core_listener_cfg_render(&a), 0);
+    assert_int_equal(core_cfg_texts_join(set, 2, "[", "\n", ",\n", "]", &t), 0);
+    assert_int_equal(t.n_iov, 6);
+    text = core_cfg_texts_string(&t);
+    assert_non_null(text);
+    assert_int_equal(strlen(text), t.len);
+    j = core_listener_cfg_to_json(&a);
+    ta = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    j = core_listener_cfg_to_json(&b);
+    tb = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    want = malloc(strlen(ta) + strlen(tb) + 8);
+    assert_non_null(want);
+    sprintf(want, "[\n%s,\n%s]", ta, tb);
+    assert_string_equal(text, want);
+    j = json_loads(text, 0, NULL);
+    assert_true(json_is_array(j) && json_array_size(j) == 2);
+    json_decref(j);
+    core_cfg_texts_release(&t);
+    assert_int_equal(core_cfg_texts_join(set, 0, "[", "", ",", "]", &t), 0);
+    free(text);
+    text = core_cfg_texts_string(&t);
+    assert_string_equal(text, "[]");
+    core_cfg_texts_release(&t);
+    free(text);
+    free(want);
+    free(ta);
+    free(tb);
+    core_listener_cfg_fini(&a);
+    core_listener_cfg_fini(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -344,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_cfg_read_only_members_ignored),
         cmocka_unit_test(test_cfg_round_trip_is_equal),
         cmocka_unit_test(test_merge_patch_rfc7396_examples),
+        cmocka_unit_test(test_cfg_texts_join_lays_out_the_renderings),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
