@@ -4,7 +4,11 @@
  * send per message straight from the buffer it arrived in (given back when the send is done),
  * one io_uring_enter per turn of the loop.
  *
- *   ref_uring_echo [-a ADDRESS] [-t THREADS] PORT
+ * -b: waits in batches as the `uring` model does (core/batch.h): once a turn brought 4 or more
+ * messages, the next io_uring_enter asks for about as many within a 50 us window (io_uring's
+ * min_wait, kernel 6.12), so that a batch costs one wake-up. The reference for that technique.
+ *
+ *   ref_uring_echo [-a ADDRESS] [-t THREADS] [-b] PORT
  *
  * PORT 0 lets the kernel pick one. Once every socket listens it prints "PORT\n" on standard
  * output. It runs until killed.
@@ -23,6 +27,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/batch.h"
+
 #define BUF_SIZE (16 * 1024)
 #define BUF_COUNT 1024
 #define BGID 0
@@ -35,7 +41,12 @@ struct loop {
     struct io_uring ring;
     struct io_uring_buf_ring *br;
     unsigned char *bufs;
+    unsigned conns;          /* open connections */
+    unsigned sends;          /* sends queued since the last wait */
+    struct core_batch batch; /* -b: messages the next wait asks for */
 };
+
+static bool batch; /* -b */
 
 static int listen_on(const struct sockaddr_in *sa)
 {
@@ -109,6 +120,7 @@ static void on_cqe(struct loop *l, const struct io_uring_cqe *cqe)
 
             (void)setsockopt(cqe->res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
             arm_recv(l, cqe->res);
+            l->conns++;
         }
         if (!(cqe->flags & IORING_CQE_F_MORE))
             arm_accept(l);
@@ -121,6 +133,7 @@ static void on_cqe(struct loop *l, const struct io_uring_cqe *cqe)
             io_uring_prep_send(sqe, fd, l->bufs + (size_t)bid * BUF_SIZE, (size_t)cqe->res,
                                MSG_NOSIGNAL);
             io_uring_sqe_set_data64(sqe, ud(fd, bid, OP_SEND));
+            l->sends++;
             if (!(cqe->flags & IORING_CQE_F_MORE))
                 arm_recv(l, fd);
             return;
@@ -129,8 +142,10 @@ static void on_cqe(struct loop *l, const struct io_uring_cqe *cqe)
             arm_recv(l, fd);
             return;
         }
-        if (!(cqe->flags & IORING_CQE_F_MORE))
+        if (!(cqe->flags & IORING_CQE_F_MORE)) {
             close(fd);
+            l->conns--;
+        }
         return;
     case OP_SEND:
     default:
@@ -172,17 +187,31 @@ static void *run(void *arg)
                               io_uring_buf_ring_mask(BUF_COUNT), (int)i);
     io_uring_buf_ring_advance(l->br, BUF_COUNT);
     arm_accept(l);
+    if (batch && !(p.features & IORING_FEAT_MIN_TIMEOUT)) {
+        fprintf(stderr, "ref_uring_echo: -b: the kernel has no min_wait (6.12)\n");
+        exit(1);
+    }
     for (;;) {
         struct io_uring_cqe *cqe;
-        unsigned head, n = 0;
+        unsigned head, n = 0, n_in = 0;
 
-        (void)io_uring_submit_and_wait(&l->ring, 1); /* -EINTR: see what came */
+        /* -EINTR: see what came */
+        if (l->batch.want > 1)
+            (void)core_batch_submit_and_wait(&l->ring, l->sends + l->batch.want, NULL);
+        else
+            (void)io_uring_submit_and_wait(&l->ring, 1);
+        l->sends = 0;
         io_uring_for_each_cqe(&l->ring, head, cqe)
         {
+            unsigned op = io_uring_cqe_get_data64(cqe) & 0xff;
+
+            n_in += op == OP_ACCEPT || op == OP_RECV;
             on_cqe(l, cqe);
             n++;
         }
         io_uring_cq_advance(&l->ring, n);
+        if (batch)
+            core_batch_turned(&l->batch, n_in, core_batch_max(l->conns));
     }
     return NULL;
 }
@@ -195,8 +224,10 @@ int main(int argc, char **argv)
     struct loop *loops;
     int threads = 1, ch;
 
-    while ((ch = getopt(argc, argv, "a:t:")) != -1) {
-        if (ch == 'a')
+    while ((ch = getopt(argc, argv, "a:bt:")) != -1) {
+        if (ch == 'b')
+            batch = true;
+        else if (ch == 'a')
             addr = optarg;
         else if (ch == 't')
             threads = atoi(optarg);
@@ -205,7 +236,7 @@ int main(int argc, char **argv)
     }
     if (argc - optind != 1 || threads < 1 || threads > 256 ||
         inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
-        fprintf(stderr, "usage: ref_uring_echo [-a IPV4] [-t THREADS] PORT\n");
+        fprintf(stderr, "usage: ref_uring_echo [-a IPV4] [-t THREADS] [-b] PORT\n");
         return 2;
     }
     sa.sin_port = htons((uint16_t)atoi(argv[optind]));

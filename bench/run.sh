@@ -337,6 +337,15 @@ if [ "$URING" = 1 ]; then
     else
         FAILS+=("ref_uring_echo did not start")
     fi
+    # the same reference waiting in batches, as the uring model does (-b: io_uring's min_wait)
+    start_group PG_ref_uring_batch "$BUILD/bench/ref_uring_echo" -b -t "$WORKERS" 0 \
+        >"$TMP/ref_uring_batch.port"
+    if wait_for 5 has_line "$TMP/ref_uring_batch.port"; then
+        PORT[ref_uring_batch]=$(head -n1 "$TMP/ref_uring_batch.port")
+        PG[ref_uring_batch]=$PG_ref_uring_batch
+    else
+        FAILS+=("ref_uring_echo -b did not start")
+    fi
 fi
 PORT[socat]=$(free_port)
 # -b 65536: socat's default 8 KiB buffer would cripple it on 4 KiB messages and above
@@ -361,6 +370,7 @@ if want tcp; then
             done
             servers+=(ref socat)
             [ -n "${PORT[ref_uring]:-}" ] && servers+=(ref_uring)
+            [ -n "${PORT[ref_uring_batch]:-}" ] && servers+=(ref_uring_batch)
             for rep in $(seq 1 "$REPS"); do
                 # a fresh random order every round
                 for s in $(printf '%s\n' "${servers[@]}" | shuf); do
@@ -604,7 +614,8 @@ for r in rows:
     t = tag(r)
     if t[0] == "tcp":
         tcp[(int(t[2]), int(t[3]))][int(t[4])][t[1]] = r
-ORDER = ["uring", "event", "thread", "pool", "process", "sequential", "ref", "ref_uring", "socat"]
+ORDER = ["uring", "event", "thread", "pool", "process", "sequential", "ref", "ref_uring",
+         "ref_uring_batch", "socat"]
 if "tcp" in sections:
     L.append("## TCP echo (closed loop)\n")
     if not tcp:

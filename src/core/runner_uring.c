@@ -61,11 +61,6 @@
 #define OFFLOAD_THREADS 16
 #define OFFLOAD_SCRATCH 4096
 
-/* Kernel 6.12's min_wait (IORING_ENTER_EXT_ARG's min_wait_usec, named pad in liburing 2.3). */
-#ifndef IORING_FEAT_MIN_TIMEOUT
-#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
-#endif
-
 /* What a completion is for: the low bits of its user_data, the rest a loop or a connection. */
 enum ur_tag {
     TAG_IGNORE, /* a cancel */
@@ -121,9 +116,9 @@ struct ur_loop {
     struct uring_runner *rn;
     struct io_uring ring;
     bool has_ring;
-    bool disabled;    /* enabled by the loop's thread when it starts */
-    bool batches;     /* the kernel has min_wait: a wait may ask for several completions */
-    unsigned want_in; /* inputs (receives, accepts) the next wait asks for (core/batch.h) */
+    bool disabled;           /* enabled by the loop's thread when it starts */
+    bool batches;            /* the kernel has min_wait: a wait may ask for several completions */
+    struct core_batch batch; /* inputs (receives, accepts) the next wait asks for */
     unsigned n_sends; /* sends queued since the last wait: each completes as it is submitted */
     struct io_uring_buf_ring *br;
     size_t br_size;
@@ -820,28 +815,6 @@ static void on_cqe(struct ur_loop *loop, const struct io_uring_cqe *cqe)
     }
 }
 
-/* Submits what is queued and waits, at most timeout (NULL: no limit), for want completions
- * within CORE_BATCH_WINDOW_US, or after it for the first. liburing 2.3 has no
- * io_uring_submit_and_wait_min_timeout() (2.8): the queue's tail is published here, as
- * io_uring_submit() does, and the one io_uring_enter() both submits and waits. */
-static int submit_and_wait_batch(struct ur_loop *loop, unsigned want,
-                                 const struct __kernel_timespec *ts)
-{
-    struct io_uring_sq *sq = &loop->ring.sq;
-    struct io_uring_getevents_arg arg = {.pad = CORE_BATCH_WINDOW_US,
-                                         .ts = (uint64_t)(uintptr_t)ts};
-    unsigned tail = sq->sqe_tail;
-    long r;
-
-    if (sq->sqe_head != tail) {
-        sq->sqe_head = tail;
-        io_uring_smp_store_release(sq->ktail, tail);
-    }
-    r = syscall(__NR_io_uring_enter, loop->ring.ring_fd, tail - *sq->khead, want,
-                IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof(arg));
-    return r < 0 ? -errno : (int)r;
-}
-
 /* Waits for completions (at most timeout ms; -1: no limit), submitting what is queued, and
  * handles them. Returns 0 or a negative errno the loop cannot go on after. */
 static int turn(struct ur_loop *loop, int timeout)
@@ -854,9 +827,10 @@ static int turn(struct ur_loop *loop, int timeout)
 
     /* The sends complete as they go in (or come back at once): a wait asks for them and for
      * the inputs the load has shown, and never waits out its window for the sends alone. */
-    if (loop->want_in > 1)
-        r = submit_and_wait_batch(
-            loop, (loop->n_sends < CQ_ENTRIES / 2 ? loop->n_sends : CQ_ENTRIES / 2) + loop->want_in,
+    if (loop->batch.want > 1)
+        r = core_batch_submit_and_wait(
+            &loop->ring,
+            (loop->n_sends < CQ_ENTRIES / 2 ? loop->n_sends : CQ_ENTRIES / 2) + loop->batch.want,
             timeout >= 0 ? &ts : NULL);
     else
         r = io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, timeout >= 0 ? &ts : NULL, NULL);
@@ -873,7 +847,7 @@ static int turn(struct ur_loop *loop, int timeout)
     }
     io_uring_cq_advance(&loop->ring, n);
     if (loop->batches)
-        loop->want_in = core_batch_next(loop->want_in, n_in, core_batch_max(loop->n_conns));
+        core_batch_turned(&loop->batch, n_in, core_batch_max(loop->n_conns));
     return 0;
 }
 
@@ -953,7 +927,6 @@ static int ring_init(struct ur_loop *loop)
     loop->has_ring = true;
     loop->disabled = p.flags & IORING_SETUP_R_DISABLED;
     loop->batches = p.features & IORING_FEAT_MIN_TIMEOUT;
-    loop->want_in = 1;
     loop->br_size = BUF_COUNT * sizeof(struct io_uring_buf);
     loop->br =
         mmap(NULL, loop->br_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
